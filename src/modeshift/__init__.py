@@ -1,0 +1,13 @@
+"""modeshift: learn state-space models of sequences.
+
+Find the hidden modes of a time series or event sequence, the dynamics inside
+each mode and the switches between them; then segment, filter, smooth, forecast
+and simulate with the learned model.
+"""
+
+from modeshift import kernels
+from modeshift.data import Sequences, as_sequences
+from modeshift.models import HMM, NotFittedError, load
+
+__all__ = ["HMM", "NotFittedError", "Sequences", "as_sequences", "kernels", "load"]
+__version__ = "0.1.0"

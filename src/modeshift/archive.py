@@ -1,0 +1,78 @@
+"""The model file format: a zip archive of JSON metadata and ``.npy`` arrays, never pickle.
+
+Layout of a ``.msz`` file (format version 1)::
+
+    metadata.json   {"format": "modeshift", "version": 1, "model": <class name>,
+                     "hyperparameters": {...}, "attributes": {...}}
+    arrays/<name>.npy   one array per learned parameter (loaded with allow_pickle=False)
+
+Files are written to a temporary file in the target directory, flushed to disk,
+then renamed over the target, so an interrupted save leaves any previous file intact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FORMAT_VERSION", "read_archive", "write_archive"]
+
+FORMAT_VERSION = 1
+_METADATA = "metadata.json"
+
+
+def write_archive(path: str | PathLike[str], metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write metadata and arrays to ``path`` atomically."""
+    path = os.fspath(path)
+    header = {"format": "modeshift", "version": FORMAT_VERSION, **metadata}
+    text = json.dumps(header, indent=2, sort_keys=True)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".modeshift-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(_METADATA, text)
+                for name, array in arrays.items():
+                    buffer = io.BytesIO()
+                    np.save(buffer, np.asarray(array), allow_pickle=False)
+                    archive.writestr(f"arrays/{name}.npy", buffer.getvalue())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def read_archive(path: str | PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metadata and arrays of a model file; ``ValueError`` for a corrupt or too-new file."""
+    path = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read(_METADATA))
+            if metadata.get("format") != "modeshift":
+                raise ValueError(f"{path} is not a modeshift model file")
+            version = metadata.get("version")
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise ValueError(
+                    f"{path} was written in model format version {version}; this modeshift "
+                    f"reads versions up to {FORMAT_VERSION}: upgrade modeshift to load it"
+                )
+            arrays = {}
+            for name in archive.namelist():
+                if name.startswith("arrays/") and name.endswith(".npy"):
+                    with archive.open(name) as member:
+                        arrays[name[len("arrays/") : -len(".npy")]] = np.load(
+                            io.BytesIO(member.read()), allow_pickle=False
+                        )
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable modeshift model file (corrupt or truncated): {error}") from None
+    return metadata, arrays

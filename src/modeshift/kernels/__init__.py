@@ -1,0 +1,21 @@
+"""numba-compiled hot loops: pure functions on arrays, no classes, no validation."""
+
+from modeshift.kernels.hmm import (
+    forward_backward,
+    forward_backward_varying,
+    forward_filter,
+    log_likelihood,
+    sample_chain,
+    sample_posterior_paths,
+    viterbi,
+)
+
+__all__ = [
+    "forward_backward",
+    "forward_backward_varying",
+    "forward_filter",
+    "log_likelihood",
+    "sample_chain",
+    "sample_posterior_paths",
+    "viterbi",
+]

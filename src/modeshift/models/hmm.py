@@ -1,0 +1,382 @@
+"""Hidden Markov models with Gaussian, Gaussian-mixture, categorical or Poisson emissions."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from modeshift import kernels
+from modeshift.data import Sequences, as_sequences
+from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
+from modeshift.models.base import Model, NotFittedError
+from modeshift.statistics import Statistics
+from modeshift.transitions import Stationary
+
+__all__ = ["HMM"]
+
+EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
+_TRANSITION_PARAMETERS = {"startprob_": "initial_probs", "transmat_": "transition_matrix"}
+
+
+class HMM(Model):
+    """A hidden Markov model fit by expectation-maximisation.
+
+    A hidden state z_t in {0, ..., K-1} follows a Markov chain with initial
+    distribution ``startprob_`` and transition matrix ``transmat_``; the
+    observation y_t depends only on z_t through the chosen emission.
+
+    Parameters
+    ----------
+    n_states : int
+        Number of hidden states K.
+    emission : {"gaussian", "gmm", "categorical", "poisson"}
+        Gaussian (``means_``, ``covars_``), mixture of ``n_mix`` Gaussians per
+        state (``weights_``, ``means_``, ``covars_``), categorical symbols
+        (``emissionprob_``) or independent Poisson counts (``lambdas_``).
+    covariance : {"full", "diag", "spherical", "tied"}
+        Covariance structure of Gaussian components. ``covars_`` is always
+        returned as full (K, D, D) matrices.
+    n_mix : int
+        Components per state for ``emission="gmm"``.
+    n_symbols : int, optional
+        Alphabet size for ``emission="categorical"`` (default: largest symbol + 1).
+    n_iter, tol : int, float
+        EM stops after ``n_iter`` iterations or when the objective improves by
+        less than ``tol``.
+    n_restarts : int
+        EM runs from this many initialisations; the best objective wins.
+    random_state : int or numpy Generator, optional
+    fixed : iterable of str
+        Parameters held fixed during ``fit`` (e.g. ``{"transmat_"}``); set them
+        by hand first, or they keep their data-driven starting values.
+    transition_concentration, stickiness : float
+        Dirichlet prior on ``startprob_`` and the rows of ``transmat_``
+        (concentration 1 = none) and extra pseudo-counts on the diagonal.
+    reg_covar : float
+        Added to the diagonal of Gaussian scatter matrices in the M-step
+        (a penalty -reg_covar/2 tr(inv(covariance))).
+    verbose : bool
+        Print the objective at every EM iteration.
+
+    Attributes
+    ----------
+    startprob_, transmat_ : arrays
+        Learned (or hand-set) chain parameters; emission parameters as above.
+    log_likelihood_history_ : list of float
+        Log-likelihood plus log prior (the penalised objective EM increases)
+        at each iteration of the best restart.
+    converged_ : bool
+
+    Notes
+    -----
+    Parameters already set when ``fit`` is called (by hand or by an earlier
+    ``fit``) are the starting point of the first restart. Missing values (NaN)
+    are integrated out exactly in ``fit``, ``score``, ``predict`` and
+    ``predict_proba``: a wholly missing step carries no evidence, missing
+    dimensions of a Gaussian are marginalised.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modeshift import HMM
+    >>> X = np.r_[np.random.default_rng(0).normal(0, 1, 200), np.random.default_rng(1).normal(5, 1, 200)]
+    >>> model = HMM(n_states=2, random_state=0).fit(X)
+    >>> sorted(np.round(model.means_.ravel()))
+    [0.0, 5.0]
+    """
+
+    def __init__(
+        self,
+        n_states: int = 2,
+        emission: str = "gaussian",
+        covariance: str = "full",
+        n_mix: int = 1,
+        n_symbols: int | None = None,
+        n_iter: int = 100,
+        tol: float = 1e-4,
+        n_restarts: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        fixed: Iterable[str] = (),
+        transition_concentration: float = 1.0,
+        stickiness: float = 0.0,
+        reg_covar: float = 1e-6,
+        verbose: bool = False,
+    ):
+        if emission not in EMISSIONS:
+            raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}")
+        if int(n_states) < 1:
+            raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
+        self.n_states = int(n_states)
+        self.emission = emission
+        self.covariance = covariance
+        self.n_mix = n_mix
+        self.n_symbols = n_symbols
+        self.n_iter = n_iter
+        self.tol = tol
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.fixed = tuple(fixed)
+        self.transition_concentration = transition_concentration
+        self.stickiness = stickiness
+        self.reg_covar = reg_covar
+        self.verbose = verbose
+
+    # --------------------------------------------------------- parameter access
+    @property
+    def _parameter_homes(self) -> dict[str, tuple[Any, str]]:
+        """Model attribute name -> (block, attribute of the block)."""
+        transitions, emission = self._blocks
+        homes = {name: (transitions, attr) for name, attr in _TRANSITION_PARAMETERS.items()}
+        homes.update({name: (emission, attr) for name, attr in emission.parameters.items()})
+        return homes
+
+    @property
+    def _blocks(self) -> tuple[Stationary, Emission]:
+        blocks = self.__dict__.get("_blocks_")
+        if blocks is None:
+            blocks = (
+                Stationary(self.n_states, self.transition_concentration, self.stickiness),
+                self._make_emission(),
+            )
+            self.__dict__["_blocks_"] = blocks
+        return blocks
+
+    def _make_emission(self) -> Emission:
+        k = self.n_states
+        if self.emission == "gaussian":
+            return Gaussian(k, self.covariance, self.reg_covar)
+        if self.emission == "gmm":
+            return GaussianMixture(k, self.n_mix, self.covariance, self.reg_covar)
+        if self.emission == "categorical":
+            return Categorical(k, self.n_symbols)
+        return Poisson(k)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of this model's parameters (``startprob_``, ``transmat_``, emission parameters)."""
+        return tuple(self._parameter_homes)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: parameters live in the blocks.
+        if name.endswith("_") and not name.startswith("_") and "emission" in self.__dict__:
+            home = self._parameter_homes.get(name)
+            value = None if home is None else getattr(*home)
+            if value is not None:
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.endswith("_") and "emission" in self.__dict__:
+            home = self._parameter_homes.get(name)
+            if home is not None:
+                home[0].set(home[1], value)
+                return
+        object.__setattr__(self, name, value)
+
+    def _snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters that are currently set."""
+        out = {}
+        for name in self.parameter_names:
+            try:
+                out[name] = np.array(getattr(self, name))
+            except AttributeError:
+                pass
+        return out
+
+    def _check_fitted(self) -> None:
+        missing = [name for name in self.parameter_names if name not in self._snapshot()]
+        if missing:
+            raise NotFittedError(
+                f"this HMM has no {', '.join(missing)}: call fit, or set them by hand"
+            )
+
+    def _fixed_by_block(self) -> frozenset[str]:
+        homes = self._parameter_homes
+        unknown = [name for name in self.fixed if name not in homes]
+        if unknown:
+            raise ValueError(f"fixed names unknown parameters {unknown}; known: {list(homes)}")
+        return frozenset(homes[name][1] for name in self.fixed)
+
+    # ---------------------------------------------------------------------- data
+    def _sequences(self, X: Any, lengths: Sequence[int] | None) -> Sequences:
+        return self._blocks[1].validate(as_sequences(X, lengths))
+
+    def _log_likelihoods(self, seqs: Sequences) -> np.ndarray:
+        return np.ascontiguousarray(self._blocks[1].log_likelihoods(seqs.values))
+
+    # ------------------------------------------------------------------------ EM
+    def fit(self, X: Any, lengths: Sequence[int] | None = None) -> HMM:
+        """Estimate parameters by EM (Baum-Welch) with restarts; returns ``self``."""
+        seqs = self._sequences(X, lengths)
+        fixed = self._fixed_by_block()
+        rng = np.random.default_rng(self.random_state)
+        given = self._snapshot()
+        best: tuple[float, dict[str, np.ndarray], list[float], bool] | None = None
+        for restart in range(self.n_restarts):
+            keep = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
+            self._initialize(seqs, rng, keep)
+            history, converged = self._em(seqs, fixed)
+            if best is None or history[-1] > best[0]:
+                best = (history[-1], self._snapshot(), history, converged)
+        assert best is not None
+        for name, value in best[1].items():
+            setattr(self, name, value)
+        self.log_likelihood_history_ = best[2]
+        self.converged_ = best[3]
+        return self
+
+    def _initialize(self, seqs: Sequences, rng: np.random.Generator, keep: dict[str, np.ndarray]) -> None:
+        transitions, emission = self._blocks
+        transitions.initialize(rng)
+        emission.initialize(seqs.values, rng)
+        for name, value in keep.items():
+            setattr(self, name, value)
+        emission.validate(seqs)
+
+    def _em(self, seqs: Sequences, fixed: frozenset[str]) -> tuple[list[float], bool]:
+        history: list[float] = []
+        for iteration in range(self.n_iter):
+            stats = self.expected_statistics(seqs)
+            history.append(float(stats["log_likelihood"]) + self._log_prior())
+            if self.verbose:
+                print(f"iteration {iteration + 1:4d}  objective {history[-1]:.6f}", file=sys.stderr)
+            self._maximize(stats, fixed)
+            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
+                return history, True
+        return history, False
+
+    def expected_statistics(self, X: Any, lengths: Sequence[int] | None = None) -> Statistics:
+        """E-step: log-likelihood and expected sufficient statistics under the current parameters.
+
+        Statistics of disjoint batches add up (``sum(...)``), so the E-step can
+        be sharded and reduced before one M-step.
+        """
+        seqs = X if isinstance(X, Sequences) and lengths is None else self._sequences(X, lengths)
+        transitions, emission = self._blocks
+        initial, matrices = transitions.kernel_arrays()
+        log_lik, posteriors, pairs = kernels.forward_backward(
+            self._log_likelihoods(seqs), seqs.offsets, initial, matrices
+        )
+        self._check_possible(log_lik)
+        return Statistics(
+            log_likelihood=float(log_lik.sum()),
+            transitions=transitions.statistics(posteriors, seqs.starts, pairs),
+            emission=emission.statistics(seqs.values, posteriors),
+        )
+
+    def _maximize(self, stats: Statistics, fixed: frozenset[str]) -> None:
+        transitions, emission = self._blocks
+        transitions.m_step(stats["transitions"], fixed)
+        emission.m_step(stats["emission"], fixed)
+
+    def _log_prior(self) -> float:
+        transitions, emission = self._blocks
+        return transitions.log_prior() + emission.log_prior()
+
+    @staticmethod
+    def _check_possible(log_lik: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(log_lik))
+        if bad.size:
+            raise ValueError(
+                f"sequence {bad[0]} has zero probability under the current parameters "
+                "(an observation no state can emit, or a forbidden transition)"
+            )
+
+    # ----------------------------------------------------------------- inference
+    def score(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+        """Total log-likelihood log p(X) over all sequences."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths)
+        initial, matrices = self._blocks[0].kernel_arrays()
+        return float(kernels.log_likelihood(self._log_likelihoods(seqs), seqs.offsets, initial, matrices).sum())
+
+    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
+        """Smoothed state posteriors p(z_t | all observations), (n_steps, K)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths)
+        initial, matrices = self._blocks[0].kernel_arrays()
+        log_lik, posteriors, _ = kernels.forward_backward(self._log_likelihoods(seqs), seqs.offsets, initial, matrices)
+        self._check_possible(log_lik)
+        return seqs.restore(posteriors)
+
+    def decode(self, X: Any, lengths: Sequence[int] | None = None) -> tuple[float, np.ndarray | list[np.ndarray]]:
+        """Most likely state path (Viterbi) and its joint log-probability log p(X, path)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths)
+        log_initial, log_matrices = self._blocks[0].log_kernel_arrays()
+        path, log_prob = kernels.viterbi(self._log_likelihoods(seqs), seqs.offsets, log_initial, log_matrices)
+        self._check_possible(log_prob)
+        return float(log_prob.sum()), seqs.restore(path)
+
+    def predict(self, X: Any, lengths: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
+        """Most likely state path (Viterbi)."""
+        return self.decode(X, lengths)[1]
+
+    def sample_posterior(
+        self, X: Any, lengths: Sequence[int] | None = None, random_state: int | np.random.Generator | None = None
+    ) -> np.ndarray | list[np.ndarray]:
+        """One state path drawn from p(z | X) (forward filtering, backward sampling)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths)
+        rng = np.random.default_rng(random_state)
+        initial, matrices = self._blocks[0].kernel_arrays()
+        path, log_lik = kernels.sample_posterior_paths(
+            self._log_likelihoods(seqs), seqs.offsets, initial, matrices, rng.random(seqs.n_steps)
+        )
+        self._check_possible(log_lik)
+        return seqs.restore(path)
+
+    def sample(
+        self, n_steps: int, random_state: int | np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Simulate ``n_steps`` steps: observations (n_steps, D) and states (n_steps,)."""
+        self._check_fitted()
+        if int(n_steps) < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        rng = np.random.default_rng(random_state)
+        transitions, emission = self._blocks
+        states = transitions.sample(int(n_steps), rng)
+        return emission.sample(states, rng), states
+
+    # ----------------------------------------------------------- model selection
+    @property
+    def n_parameters(self) -> int:
+        """Number of free parameters (those held ``fixed`` are not counted)."""
+        self._check_fitted()
+        transitions, emission = self._blocks
+        fixed = self._fixed_by_block()
+        k = self.n_states
+        count = 0 if "initial_probs" in fixed else k - 1
+        count += 0 if "transition_matrix" in fixed else k * (k - 1)
+        return count + emission.n_parameters(fixed)
+
+    def aic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
+        return -2.0 * self.score(X, lengths) + 2.0 * self.n_parameters
+
+    def bic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n_steps)."""
+        n_steps = as_sequences(X, lengths).n_steps
+        return -2.0 * self.score(X, lengths) + self.n_parameters * np.log(n_steps)
+
+    # --------------------------------------------------------------- persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        return self._snapshot()
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        return {
+            name: getattr(self, name)
+            for name in ("log_likelihood_history_", "converged_")
+            if name in self.__dict__
+        }
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        for name in self.parameter_names:
+            if name in arrays:
+                setattr(self, name, arrays[name])
+        for name, value in attributes.items():
+            setattr(self, name, value)

@@ -1,0 +1,29 @@
+"""Expected sufficient statistics that add up across shards of data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Statistics"]
+
+
+class Statistics(dict):
+    """Named sufficient statistics (arrays, numbers or nested ``Statistics``).
+
+    Statistics of disjoint batches of sequences add up to the statistics of the
+    whole, so an E-step can run on shards anywhere and be reduced with ``sum``.
+
+    >>> import numpy as np
+    >>> a = Statistics(counts=np.ones(2), total=1.0)
+    >>> (a + a)["counts"]
+    array([2., 2.])
+    """
+
+    def __add__(self, other: Any) -> Statistics:
+        if isinstance(other, int) and other == 0:  # sum() starts from 0
+            return self
+        if not isinstance(other, Statistics) or other.keys() != self.keys():
+            raise ValueError("only statistics with the same fields can be added")
+        return Statistics({key: self[key] + other[key] for key in self})
+
+    __radd__ = __add__
