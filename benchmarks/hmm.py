@@ -12,9 +12,11 @@ common perturbed starting point for EM.  The cases are
     Viterbi.
 
 Each timing is the best of ``--repeats`` runs.  For the JIT-compiled libraries
-(modeshift through Numba, dynamax through JAX) a first call on the real data
-comes before those runs and is reported separately, as is modeshift's
-compile and cache-load time measured in fresh processes on tiny inputs.
+(modeshift through Numba, dynamax through JAX) compilation is kept out of
+those runs and reported on its own: modeshift's as the first calls in fresh
+processes on tiny inputs, with an empty and with a filled Numba cache (and its
+first call on the real data); dynamax's as ``jax.jit(f).lower(...).compile()``
+on the real data.
 Alongside the times the script shows the values each library computed
 (log-likelihoods, agreement of Viterbi paths), so the benchmark also shows
 that the libraries compute the same thing.  A library that is missing, or that
@@ -49,7 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -190,24 +192,27 @@ def sample_states(
     return states
 
 
-def gaussian_problem(
-    rng: np.random.Generator, sizes: Sizes, n_sequences: int, length: int
-) -> GaussianProblem:
-    true = random_gaussian_params(rng, sizes.gaussian_states, sizes.gaussian_dim)
+def gaussian_problem(seed: int, sizes: Sizes, n_sequences: int, length: int) -> GaussianProblem:
+    """Data from one fixed Gaussian model (the same for every ``n_sequences``, ``length``)."""
+    model_rng = np.random.default_rng([seed, 1])
+    true = random_gaussian_params(model_rng, sizes.gaussian_states, sizes.gaussian_dim)
+    init = em_start(model_rng, true)
+    rng = np.random.default_rng([seed, 1, n_sequences, length])
     states = sample_states(rng, true.startprob, true.transmat, n_sequences, length).ravel()
     chol = np.linalg.cholesky(true.covars)
     noise = rng.standard_normal((states.size, sizes.gaussian_dim))
     X = true.means[states] + np.einsum("tij,tj->ti", chol[states], noise)
     return GaussianProblem(
         true=true,
-        init=em_start(rng, true),
+        init=init,
         X=np.ascontiguousarray(X),
         lengths=np.full(n_sequences, length, dtype=np.int64),
         n_iter=sizes.em_iterations,
     )
 
 
-def categorical_problem(rng: np.random.Generator, sizes: Sizes) -> CategoricalProblem:
+def categorical_problem(seed: int, sizes: Sizes) -> CategoricalProblem:
+    rng = np.random.default_rng([seed, 2])
     true = random_categorical_params(rng, sizes.categorical_states, sizes.n_symbols)
     states = sample_states(rng, true.startprob, true.transmat, 1, sizes.categorical_length)[0]
     # Inverse-CDF draw of each symbol from its state's emission row.
@@ -225,7 +230,7 @@ class Case:
     key: str
     title: str
     operations: tuple[str, ...]
-    build: Callable[[np.random.Generator, Sizes], Problem]
+    build: Callable[[int, Sizes], Problem]  # (seed, sizes) -> problem
 
 
 CASES: dict[str, Case] = {
@@ -235,19 +240,19 @@ CASES: dict[str, Case] = {
             "a",
             "Gaussian, full cov., 1 sequence",
             ("score", "em"),
-            lambda rng, s: gaussian_problem(rng, s, 1, s.single_length),
+            lambda seed, s: gaussian_problem(seed, s, 1, s.single_length),
         ),
         Case(
             "b",
             "Gaussian, full cov., many sequences",
             ("score", "em"),
-            lambda rng, s: gaussian_problem(rng, s, s.n_sequences, s.sequence_length),
+            lambda seed, s: gaussian_problem(seed, s, s.n_sequences, s.sequence_length),
         ),
         Case(
             "c",
             "categorical, 1 sequence",
             ("score", "viterbi"),
-            lambda rng, s: categorical_problem(rng, s),
+            categorical_problem,
         ),
     )
 }
@@ -273,18 +278,20 @@ class Job:
 
     ``run`` does exactly the work being timed.  ``check`` turns the result of
     the last run into a comparable value (a log-likelihood or a state path);
-    it runs once, outside the timings.
+    it runs once, outside the timings.  ``compile``, where given, does only
+    the ahead-of-time compilation of ``run``'s computation.
     """
 
     run: Callable[[], Any]
     check: Callable[[Any], float | np.ndarray] = lambda result: result
+    compile: Callable[[], Any] | None = None
 
 
 class Adapter(Protocol):
     """What each library provides: one method per kind of problem and operation."""
 
     name: str
-    jit: bool  # whether the first call compiles (and so is kept out of the best-of)
+    jit: bool  # whether a first call may compile (so it is kept out of the best-of)
 
     def gaussian_score(self, p: GaussianProblem) -> Job: ...
     def gaussian_em(self, p: GaussianProblem) -> Job: ...
@@ -469,48 +476,56 @@ class DynamaxAdapter:
         )
         return model, fitted
 
-    def _score_fn(self, model: Any, batched: bool) -> Callable[[Any, Any], Any]:
+    def _score_fn(self, model: Any, batched: bool) -> Any:
         jax = self._jax
         if not batched:
             return jax.jit(model.marginal_log_prob)
-        return jax.jit(lambda params, y: jax.vmap(model.marginal_log_prob, (None, 0))(params, y).sum())
+        return jax.jit(
+            lambda params, y: jax.vmap(model.marginal_log_prob, (None, 0))(params, y).sum()
+        )
+
+    def _job(self, jitted: Any, *args: Any, check: Callable[[Any], Any] = lambda r: r) -> Job:
+        """Time ``jitted(*args)`` to completion; its compilation alone, ahead of time."""
+        jax = self._jax
+        return Job(
+            run=lambda: jax.block_until_ready(jitted(*args)),
+            check=check,
+            compile=lambda: jitted.lower(*args).compile(),
+        )
 
     def gaussian_score(self, p: GaussianProblem) -> Job:
         model, params, _ = self._gaussian(p.true)
-        y, score = self._emissions(p), self._score_fn(model, len(p.lengths) > 1)
-        return Job(lambda: float(score(params, y).block_until_ready()))
+        score = self._score_fn(model, batched=len(p.lengths) > 1)
+        return self._job(score, params, self._emissions(p), check=float)
 
     def gaussian_em(self, p: GaussianProblem) -> Job:
         model, params, props = self._gaussian(p.init)
-        y, score = self._emissions(p), self._score_fn(model, len(p.lengths) > 1)
+        y, score = self._emissions(p), self._score_fn(model, batched=len(p.lengths) > 1)
         fit = self._jax.jit(
             lambda start, y: model.fit_em(start, props, y, num_iters=p.n_iter, verbose=False)
         )
-
-        def run() -> Any:
-            fitted, log_probs = fit(params, y)
-            log_probs.block_until_ready()
-            return fitted, log_probs
 
         def check(result: Any) -> float:
             fitted, log_probs = result
             require_iterations(int(log_probs.shape[0]), p.n_iter, self.name)
             return float(score(fitted, y))
 
-        return Job(run, check)
+        return self._job(fit, params, y, check=check)
 
     def categorical_score(self, p: CategoricalProblem) -> Job:
         model, params = self._categorical(p.true)
-        y, score = self._jnp.asarray(p.x[:, None]), self._score_fn(model, batched=False)
-        return Job(lambda: float(score(params, y).block_until_ready()))
+        score = self._score_fn(model, batched=False)
+        return self._job(score, params, self._jnp.asarray(p.x[:, None]), check=float)
 
     def categorical_viterbi(self, p: CategoricalProblem) -> Job:
         model, params = self._categorical(p.true)
-        y, decode = self._jnp.asarray(p.x[:, None]), self._jax.jit(model.most_likely_states)
-        return Job(lambda: decode(params, y).block_until_ready(), np.asarray)
+        decode = self._jax.jit(model.most_likely_states)
+        return self._job(decode, params, self._jnp.asarray(p.x[:, None]), check=np.asarray)
 
 
-def load_adapters(names: Sequence[str], hmmlearn_implementation: str) -> tuple[dict[str, Adapter], dict[str, str]]:
+def load_adapters(
+    names: Sequence[str], hmmlearn_implementation: str
+) -> tuple[dict[str, Adapter], dict[str, str]]:
     """The adapters that load, and for the others why not."""
     factories: dict[str, Callable[[], Adapter]] = {
         "modeshift": ModeshiftAdapter,
@@ -522,7 +537,7 @@ def load_adapters(names: Sequence[str], hmmlearn_implementation: str) -> tuple[d
     for name in names:
         try:
             loaded[name] = factories[name]()
-        except Exception as error:  # ImportError, or a broken install
+        except Exception as error:  # noqa: BLE001 -- ImportError, or a broken install
             missing[name] = f"not available ({type(error).__name__}: {error})"
     return loaded, missing
 
@@ -536,8 +551,12 @@ def load_adapters(names: Sequence[str], hmmlearn_implementation: str) -> tuple[d
 class Outcome:
     best: float | None = None  # best steady-state time (s)
     first: float | None = None  # first call on the real data (s), for JIT libraries
+    compile: float | None = None  # ahead-of-time compilation alone (s), where measurable
     value: float | np.ndarray | None = None  # what ``Job.check`` returned
     note: str = ""  # why there is no time
+
+
+Results = dict[tuple[str, str], dict[str, Outcome]]  # (case, operation) -> library -> outcome
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -554,15 +573,14 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def measure(job: Job, repeats: int, jit: bool) -> Outcome:
     """Best of ``repeats`` runs; for a JIT library a first, compiling call comes before them."""
-    first = None
-    if jit:
-        first, _ = timed(job.run)
+    compiling = timed(job.compile)[0] if job.compile is not None else None
+    first = timed(job.run)[0] if jit else None
     times = []
     result = None
     for _ in range(repeats):
-        seconds, result = timed(job.run)
-        times.append(seconds)
-    return Outcome(best=min(times), first=first, value=job.check(result))
+        elapsed, result = timed(job.run)
+        times.append(elapsed)
+    return Outcome(best=min(times), first=first, compile=compiling, value=job.check(result))
 
 
 def run_benchmarks(
@@ -571,13 +589,12 @@ def run_benchmarks(
     sizes: Sizes,
     repeats: int,
     seed: int,
-) -> tuple[dict[tuple[str, str], dict[str, Outcome]], dict[str, str]]:
-    results: dict[tuple[str, str], dict[str, Outcome]] = {}
+) -> tuple[Results, dict[str, str]]:
+    results: Results = {}
     descriptions: dict[str, str] = {}
     for case in cases:
-        rng = np.random.default_rng([seed, ord(case.key)])
         log(f"case ({case.key}): sampling data")
-        problem = case.build(rng, sizes)
+        problem = case.build(seed, sizes)
         descriptions[case.key] = describe(problem)
         for operation in case.operations:
             row = results.setdefault((case.key, operation), {})
@@ -585,8 +602,12 @@ def run_benchmarks(
                 log(f"case ({case.key}) {operation}: {name}")
                 try:
                     row[name] = measure(job_for(adapter, problem, operation), repeats, adapter.jit)
-                except Exception as error:
-                    row[name] = Outcome(note=f"error ({type(error).__name__}: {error})")
+                except Exception as error:  # noqa: BLE001 -- report it, go on with the others
+                    summary = (str(error).strip().splitlines() or [""])[0][:160]
+                    where = f"({case.key}) {operation}"
+                    row[name] = Outcome(
+                        note=f"error in {where} ({type(error).__name__}: {summary})"
+                    )
                     log(f"  {row[name].note}")
                 else:
                     log(f"  best {row[name].best:.4g} s")
@@ -608,20 +629,14 @@ def compile_probe() -> dict[str, float]:
     start = time.perf_counter()
     adapter = ModeshiftAdapter()
     times = {"import": time.perf_counter() - start}
-    rng = np.random.default_rng(0)
     tiny = Sizes(
         single_length=50, n_sequences=3, sequence_length=20, categorical_length=50, em_iterations=2
     )
-    problems: dict[str, Problem] = {
-        "gaussian": gaussian_problem(rng, tiny, tiny.n_sequences, tiny.sequence_length),
-        "categorical": categorical_problem(rng, tiny),
-    }
     for case in CASES.values():
-        kind = "categorical" if case.key == "c" else "gaussian"
+        problem = case.build(0, tiny)
         for operation in case.operations:
-            label = f"{kind} {operation}"
-            if label not in times:
-                times[label], _ = timed(job_for(adapter, problems[kind], operation).run)
+            label = f"({case.key}) {operation}"
+            times[label], _ = timed(job_for(adapter, problem, operation).run)
     return times
 
 
@@ -661,14 +676,16 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def timing_table(
-    results: dict[tuple[str, str], dict[str, Outcome]],
+    results: Results,
     libraries: Sequence[str],
     notes: dict[str, str],
 ) -> list[str]:
     peers = [name for name in libraries if name != "modeshift"]
     header = ["case", "operation", *(f"{name} (s)" for name in libraries)]
     header += [f"{name}/modeshift" for name in peers]
-    header.append("targets (" + ", ".join(f"{name} ≥{TARGET_SPEEDUP[name]:g}x" for name in peers) + ")")
+    header.append(
+        "targets (" + ", ".join(f"{name} ≥{TARGET_SPEEDUP[name]:g}x" for name in peers) + ")"
+    )
     rows = []
     for (case, operation), row in results.items():
         cells = [f"({case})", operation]
@@ -693,29 +710,33 @@ def timing_table(
     return lines + [""] + [f"- n/a {reason}" for reason in reasons] if reasons else lines
 
 
-def compile_table(
-    results: dict[tuple[str, str], dict[str, Outcome]], libraries: Sequence[str]
-) -> list[str]:
-    jitted = [name for name in libraries if name in ("modeshift", "dynamax")]
-    header = ["case", "operation"]
-    for name in jitted:
-        header += [f"{name} first call (s)", f"{name} first − best (s)"]
-    rows = []
-    for (case, operation), row in results.items():
-        cells = [f"({case})", operation]
-        for name in jitted:
-            outcome = row.get(name)
-            if outcome is None or outcome.first is None or outcome.best is None:
-                cells += ["n/a", "n/a"]
-            else:
-                cells += [seconds(outcome.first), seconds(outcome.first - outcome.best)]
-        rows.append(cells)
+def compile_table(results: Results, libraries: Sequence[str]) -> list[str]:
+    """Per operation: the compilation alone where a library exposes it, else the first call."""
+
+    def has(name: str, attribute: str) -> bool:
+        return any(
+            getattr(row[name], attribute) is not None for row in results.values() if name in row
+        )
+
+    columns = [
+        (name, "compile") if has(name, "compile") else (name, "first")
+        for name in libraries
+        if has(name, "compile") or has(name, "first")
+    ]
+    titles = {"compile": "jit compile", "first": "first call"}
+    header = ["case", "operation", *(f"{name} {titles[what]} (s)" for name, what in columns)]
+    rows = [
+        [
+            f"({case})",
+            operation,
+            *(seconds(getattr(row.get(name, Outcome()), what)) for name, what in columns),
+        ]
+        for (case, operation), row in results.items()
+    ]
     return table(header, rows)
 
 
-def agreement_rows(
-    results: dict[tuple[str, str], dict[str, Outcome]], libraries: Sequence[str]
-) -> list[list[str]]:
+def agreement_rows(results: Results, libraries: Sequence[str]) -> list[list[str]]:
     rows = []
     for (case, operation), row in results.items():
         values = {name: o.value for name, o in row.items() if o.value is not None}
@@ -726,12 +747,15 @@ def agreement_rows(
             continue
         ref = values[reference]
         if operation == "viterbi":
-            same = {name: float(np.mean(np.asarray(v) == np.asarray(ref))) for name, v in values.items()}
+            same = {
+                name: float(np.mean(np.asarray(v) == np.asarray(ref))) for name, v in values.items()
+            }
             cells += [f"{same[n]:.4%} same" if n in same else "n/a" for n in libraries]
             cells.append(f"{1 - min(same.values()):.2e} of states differ")
         else:
-            cells += [f"{values[n]:.6f}" if n in values else "n/a" for n in libraries]
-            spread = (max(values.values()) - min(values.values())) / abs(ref)
+            logliks = {name: float(np.asarray(v)) for name, v in values.items()}
+            cells += [f"{logliks[n]:.6f}" if n in logliks else "n/a" for n in libraries]
+            spread = (max(logliks.values()) - min(logliks.values())) / abs(logliks[reference])
             cells.append(f"{spread:.1e}")
         rows.append(cells)
     return rows
@@ -762,19 +786,21 @@ def machine() -> str:
 
 
 def report(
-    results: dict[tuple[str, str], dict[str, Outcome]],
+    results: Results,
     descriptions: dict[str, str],
     libraries: Sequence[str],
     notes: dict[str, str],
-    compile_times: tuple[dict[str, float], dict[str, float]] | None,
+    compile_times: tuple[dict[str, float], dict[str, float]] | str,
     args: argparse.Namespace,
 ) -> str:
     lines = [
         "# HMM benchmark: modeshift vs hmmlearn vs dynamax",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M')}{' (--quick sizes)' if args.quick else ''}; "
-        f"best of {args.repeats} runs each; float64 everywhere; "
-        f"hmmlearn implementation={args.hmmlearn_implementation!r}.",
+        (
+            f"Run {time.strftime('%Y-%m-%d %H:%M')}{' (--quick sizes)' if args.quick else ''}; "
+            f"best of {args.repeats} runs each; float64 everywhere; "
+            f"hmmlearn implementation={args.hmmlearn_implementation!r}."
+        ),
         "",
         *(f"- ({key}) {CASES[key].title}: {text}" for key, text in descriptions.items()),
         "",
@@ -785,7 +811,9 @@ def report(
         "## JIT compilation",
         "",
     ]
-    if compile_times is not None:
+    if isinstance(compile_times, str):
+        lines += [f"modeshift compile time: n/a ({compile_times}).", ""]
+    else:
         cold, warm = compile_times
 
         def listing(times: dict[str, float]) -> str:
@@ -793,16 +821,18 @@ def report(
 
         lines += [
             "modeshift in a fresh process, first call of each operation on tiny inputs:",
-            f"**{sum(cold.values()):.3g} s** with an empty Numba cache (compile; {listing(cold)}), "
-            f"**{sum(warm.values()):.3g} s** with the cache filled (load; {listing(warm)}).",
+            (
+                f"**{sum(cold.values()):.3g} s** with an empty Numba cache "
+                f"(compile; {listing(cold)}), **{sum(warm.values()):.3g} s** with the cache "
+                f"filled (load; {listing(warm)})."
+            ),
             "",
         ]
-    else:
-        lines += ["modeshift compile time: n/a (modeshift not benchmarked).", ""]
     lines += [
-        "First call on the real data, before the timed runs.  For dynamax, first − best is",
-        "its jit compilation; modeshift's kernels may already be compiled (or loaded from",
-        "Numba's cache) by then, by an earlier operation of the run.",
+        "On the real data: modeshift's first call, before the timed runs (its kernels may",
+        "have been compiled or loaded by an earlier operation by then), and dynamax's",
+        "compilation alone, `jax.jit(f).lower(*args).compile()` (after it, a first call",
+        "costs no more than the others):",
         "",
         *compile_table(results, libraries),
         "",
@@ -815,7 +845,9 @@ def report(
         "For Viterbi: the share of time steps whose state equals that of the first",
         "library in the table that ran.",
         "",
-        *table(["case", "value", *libraries, "max rel. difference"], agreement_rows(results, libraries)),
+        *table(
+            ["case", "value", *libraries, "max rel. difference"], agreement_rows(results, libraries)
+        ),
         "",
         f"Machine: {machine()}.  ",
         f"Versions: {versions()}.",
@@ -847,11 +879,18 @@ def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the data (smoke run)")
-    parser.add_argument("--only", type=comma_list(tuple(CASES)), default=list(CASES), help="cases, e.g. a,c")
     parser.add_argument(
-        "--libs", type=comma_list(LIBRARIES), default=list(LIBRARIES), help="libraries, e.g. modeshift,hmmlearn"
+        "--only", type=comma_list(tuple(CASES)), default=list(CASES), help="cases, e.g. a,c"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
+    parser.add_argument(
+        "--libs",
+        type=comma_list(LIBRARIES),
+        default=list(LIBRARIES),
+        help="libraries, e.g. modeshift,hmmlearn",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per measurement (best is kept)"
+    )
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument(
         "--hmmlearn-implementation",
@@ -860,7 +899,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="hmmlearn's forward-backward; 'scaling' is its faster one (default)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown report path")
-    parser.add_argument("--no-compile-probe", action="store_true", help="skip modeshift's fresh-process compile timing")
+    parser.add_argument(
+        "--no-compile-probe",
+        action="store_true",
+        help="skip modeshift's fresh-process compile timing",
+    )
     parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -876,14 +919,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, reason in notes.items():
         log(f"skipping {name}: {reason}")
 
-    compile_times = None
-    if "modeshift" in adapters and not args.no_compile_probe:
+    compile_times: tuple[dict[str, float], dict[str, float]] | str
+    if "modeshift" not in adapters:
+        compile_times = "modeshift not benchmarked"
+    elif args.no_compile_probe:
+        compile_times = "skipped with --no-compile-probe"
+    else:
         log("modeshift: compile time in fresh processes")
         try:
             compile_times = modeshift_compile_times()
         except (subprocess.CalledProcessError, ValueError) as error:
             stderr = getattr(error, "stderr", "") or ""
             log(f"  compile probe failed: {error}\n{stderr[-2000:]}")
+            compile_times = "the fresh-process probe failed; see stderr"
 
     cases = [CASES[key] for key in args.only]
     results, descriptions = run_benchmarks(cases, adapters, sizes, args.repeats, args.seed)

@@ -55,16 +55,17 @@ class Categorical(Emission):
         noise = rng.dirichlet(np.ones(self.n_symbols), size=self.n_states)
         self.emission_probs = 0.5 * frequencies + 0.5 * noise
 
-    def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
+    def log_likelihood_table(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One row per symbol, plus a row of zeros for a missing step."""
         column = values[:, 0]
-        observed = ~np.isnan(column)
+        rows = np.where(np.isnan(column), self.n_symbols, column).astype(np.int64)
         with np.errstate(divide="ignore"):
-            log_probs = np.log(self.emission_probs)
-        if observed.all():
-            return np.ascontiguousarray(log_probs.T[column.astype(np.int64)])
-        out = np.zeros((len(column), self.n_states))
-        out[observed] = log_probs.T[column[observed].astype(np.int64)]
-        return out
+            table = np.vstack([np.log(self.emission_probs).T, np.zeros((1, self.n_states))])
+        return table, rows
+
+    def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
+        table, rows = self.log_likelihood_table(values)
+        return table[rows]
 
     def statistics(self, values: np.ndarray, posteriors: np.ndarray) -> Statistics:
         column = values[:, 0]

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from modeshift.data import Sequences, check_array, check_covariances
 from modeshift.emissions.base import Emission
 from modeshift.emissions.kmeans import kmeans
+from modeshift.kernels import gaussian_log_density
 from modeshift.statistics import Statistics
 
 __all__ = ["COVARIANCE_TYPES", "Gaussian"]
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
-_LOG_2PI = np.log(2.0 * np.pi)
 _MAX_INIT_POINTS = 20_000
 
 
@@ -134,17 +133,12 @@ class Gaussian(Emission):
         for rows, observed in _missingness_patterns(values):
             if not observed.any():
                 continue
-            x = values[np.ix_(rows, observed)] if rows is not None else values
             cov = self.covariances[:, observed][:, :, observed]
-            chol = np.linalg.cholesky(cov)
-            half_log_det = np.log(np.einsum("kii->ki", chol)).sum(axis=1)
-            for k in range(self.n_states):
-                z = solve_triangular(chol[k], (x - self.means[k, observed]).T, lower=True)
-                result = -0.5 * np.einsum("ij,ij->j", z, z) - half_log_det[k] - 0.5 * observed.sum() * _LOG_2PI
-                if rows is None:
-                    out[:, k] = result
-                else:
-                    out[rows, k] = result
+            inverse_factors = np.linalg.inv(np.linalg.cholesky(cov))
+            if rows is None:
+                return gaussian_log_density(values, self.means, inverse_factors)
+            points = np.ascontiguousarray(values[np.ix_(rows, observed)])
+            out[rows] = gaussian_log_density(points, np.ascontiguousarray(self.means[:, observed]), inverse_factors)
         return out
 
     def statistics(self, values: np.ndarray, posteriors: np.ndarray) -> Statistics:

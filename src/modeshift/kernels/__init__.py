@@ -1,5 +1,6 @@
 """numba-compiled hot loops: pure functions on arrays, no classes, no validation."""
 
+from modeshift.kernels.gaussian import gaussian_log_density
 from modeshift.kernels.hmm import (
     forward_backward,
     forward_backward_varying,
@@ -14,6 +15,7 @@ __all__ = [
     "forward_backward",
     "forward_backward_varying",
     "forward_filter",
+    "gaussian_log_density",
     "log_likelihood",
     "sample_chain",
     "sample_posterior_paths",

@@ -3,6 +3,8 @@
 Every function works on a batch of sequences stored back to back:
 
 - ``log_likelihoods`` (n_steps, K): log p(y_t | z_t = k) for every step of every sequence;
+  or, with ``rows`` (n_steps,) given, a table whose row ``rows[t]`` holds step t's values
+  (a discrete emission needs one row per symbol, not one per step);
 - ``offsets`` (n_sequences + 1,): sequence ``s`` occupies rows ``offsets[s]:offsets[s+1]``;
 - ``initial_probs`` (K,): p(z_0);
 - ``transition_matrices`` (1, K, K) for a stationary chain, or (n_steps, K, K) for a
@@ -52,39 +54,74 @@ def _predict(filtered: np.ndarray, transition_matrix: np.ndarray, out: np.ndarra
 
 
 @njit(cache=True)
-def _update(
-    predicted: np.ndarray, log_likelihood: np.ndarray, filtered: np.ndarray, scaled: np.ndarray
-) -> tuple[float, float]:
+def _evidence(
+    log_likelihoods: np.ndarray, rows: np.ndarray, table: np.ndarray, table_shifts: np.ndarray,
+    t: int, scaled: np.ndarray,
+) -> float:
+    """Write step t's emission likelihoods, divided by exp(shift), into ``scaled``; return shift.
+
+    Without ``rows`` (empty), the shift is the step's largest log-likelihood; with
+    ``rows``, the pre-scaled ``table`` row is copied, so no exponential is taken per step.
+    """
+    if rows.shape[0] == 0:
+        values = log_likelihoods[t]
+        shift = values.max()
+        if shift == -np.inf:
+            scaled[:] = 0.0
+        else:
+            for j in range(values.shape[0]):
+                scaled[j] = np.exp(values[j] - shift)
+        return shift
+    row = rows[t]
+    scaled[:] = table[row]
+    return table_shifts[row]
+
+
+@njit(cache=True)
+def _scale_table(log_likelihoods: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """exp(table - row max) and the row maxima, when ``rows`` indexes a table (else empty)."""
+    if rows.shape[0] == 0:
+        return np.empty((0, log_likelihoods.shape[1])), np.empty(0)
+    shifts = np.empty(log_likelihoods.shape[0])
+    table = np.empty_like(log_likelihoods)
+    for r in range(log_likelihoods.shape[0]):
+        shifts[r] = log_likelihoods[r].max()
+        for j in range(log_likelihoods.shape[1]):
+            table[r, j] = 0.0 if shifts[r] == -np.inf else np.exp(log_likelihoods[r, j] - shifts[r])
+    return table, shifts
+
+
+@njit(cache=True)
+def _update(predicted: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray) -> tuple[float, float]:
     """Condition predicted state probabilities on one step's evidence.
 
-    Writes p(z_t | y_{0:t}) into ``filtered`` and exp(log_likelihood - shift) into
-    ``scaled``; returns ``(normaliser, shift)`` with p(y_t | y_{0:t-1}) =
-    normaliser * exp(shift). A zero normaliser means the step is impossible.
+    ``scaled`` holds the emission likelihoods divided by exp(shift). Writes
+    p(z_t | y_{0:t}) into ``filtered``; returns ``(normaliser, shift)`` with
+    p(y_t | y_{0:t-1}) = normaliser * exp(shift), rescaling ``scaled`` in place
+    if the normaliser would underflow. A zero normaliser means an impossible step.
     """
     n_states = predicted.shape[0]
-    shift = -np.inf
-    for j in range(n_states):
-        if log_likelihood[j] > shift:
-            shift = log_likelihood[j]
     if shift == -np.inf:
         return 0.0, shift
     normaliser = 0.0
     for j in range(n_states):
-        scaled[j] = np.exp(log_likelihood[j] - shift)
         normaliser += predicted[j] * scaled[j]
     if normaliser < _TINY:
-        shift = -np.inf
+        best = -np.inf
         for j in range(n_states):
-            if predicted[j] > 0.0:
-                shift = max(shift, log_likelihood[j] + np.log(predicted[j]))
-        if shift == -np.inf:
-            return 0.0, shift
+            if predicted[j] > 0.0 and scaled[j] > 0.0:
+                best = max(best, np.log(scaled[j]) + np.log(predicted[j]))
+        if best == -np.inf:
+            return 0.0, -np.inf
         normaliser = 0.0
         for j in range(n_states):
-            scaled[j] = np.exp(min(log_likelihood[j] - shift, 700.0))
+            if scaled[j] > 0.0:
+                scaled[j] = np.exp(min(np.log(scaled[j]) - best, 700.0))
             normaliser += predicted[j] * scaled[j]
+        shift += best
+    inverse = 1.0 / normaliser
     for j in range(n_states):
-        filtered[j] = predicted[j] * scaled[j] / normaliser
+        filtered[j] = predicted[j] * scaled[j] * inverse
     return normaliser, shift
 
 
@@ -92,6 +129,9 @@ def _update(
 @njit(cache=True)
 def _filter_sequence(
     log_likelihoods: np.ndarray,
+    rows: np.ndarray,
+    table: np.ndarray,
+    table_shifts: np.ndarray,
     first: int,
     last: int,
     initial_probs: np.ndarray,
@@ -114,7 +154,8 @@ def _filter_sequence(
         if t > 0:
             matrix = transition_matrices[first + t] if varying else transition_matrices[0]
             _predict(filtered[row - 1 if keep else 0], matrix, predicted)
-        normaliser, shift = _update(predicted, log_likelihoods[first + t], filtered[row], scaled[row])
+        shift = _evidence(log_likelihoods, rows, table, table_shifts, first + t, scaled[row])
+        normaliser, shift = _update(predicted, scaled[row], shift, filtered[row])
         if normaliser == 0.0:
             return -np.inf
         normalisers[row] = normaliser
@@ -125,19 +166,23 @@ def _filter_sequence(
 @njit(cache=True)
 def _smooth_sequence(
     log_likelihoods: np.ndarray,
+    rows: np.ndarray,
+    table: np.ndarray,
+    table_shifts: np.ndarray,
     first: int,
     last: int,
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
     posteriors: np.ndarray,
     pair_counts: np.ndarray,
+    chunk: int,
     per_step: bool,
 ) -> float:
     """Forward-backward over rows ``first:last``.
 
     Writes p(z_t | y) into ``posteriors[first:last]`` and adds the pairwise
     posteriors p(z_{t-1}, z_t | y) into ``pair_counts[first + t]`` (``per_step``)
-    or ``pair_counts[0]`` (summed). Returns the log-likelihood; an impossible
+    or ``pair_counts[chunk]`` (summed). Returns the log-likelihood; an impossible
     sequence gets -inf and NaN posteriors.
     """
     n_steps = last - first
@@ -149,7 +194,8 @@ def _smooth_sequence(
     # backward pass overwrites them.
     scaled = posteriors[first:last]
     total = _filter_sequence(
-        log_likelihoods, first, last, initial_probs, transition_matrices, filtered, scaled, normalisers
+        log_likelihoods, rows, table, table_shifts, first, last, initial_probs, transition_matrices,
+        filtered, scaled, normalisers,
     )
     if total == -np.inf:
         scaled[:] = np.nan
@@ -158,19 +204,21 @@ def _smooth_sequence(
     backward = np.ones(n_states)
     weights = np.empty(n_states)
     for t in range(n_steps - 1, -1, -1):
+        inverse = 1.0 / normalisers[t]
         for j in range(n_states):
-            weights[j] = scaled[t, j] * backward[j] / normalisers[t]
+            weights[j] = scaled[t, j] * backward[j] * inverse
         norm = 0.0
         for j in range(n_states):
             value = filtered[t, j] * backward[j]
             scaled[t, j] = value
             norm += value
+        norm = 1.0 / norm
         for j in range(n_states):
-            scaled[t, j] /= norm
+            scaled[t, j] *= norm
         if t == 0:
             break
         matrix = transition_matrices[first + t] if varying else transition_matrices[0]
-        counts = pair_counts[first + t] if per_step else pair_counts[0]
+        counts = pair_counts[first + t] if per_step else pair_counts[chunk]
         for i in range(n_states):
             previous = filtered[t - 1, i]
             acc = 0.0
@@ -185,40 +233,52 @@ def _smooth_sequence(
 @njit(cache=True)
 def _viterbi_sequence(
     log_likelihoods: np.ndarray,
+    rows: np.ndarray,
     first: int,
     last: int,
     log_initial: np.ndarray,
     log_transitions: np.ndarray,
     path: np.ndarray,
-    backpointers: np.ndarray,
+    scores: np.ndarray,
 ) -> float:
-    """Most likely state path over rows ``first:last``; returns its joint log-probability."""
+    """Most likely state path over rows ``first:last``; returns its joint log-probability.
+
+    The forward sweep keeps only maxima (a loop the compiler vectorises) and
+    stores the best score of every state at every step in ``scores``
+    (n_steps, K); the backward sweep recovers each argmax for the one state on
+    the path, so backpointers are never stored.
+    """
     n_steps = last - first
-    n_states = log_likelihoods.shape[1]
+    n_states = log_initial.shape[0]
     varying = log_transitions.shape[0] > 1
-    best = log_initial + log_likelihoods[first]
-    candidate = np.empty(n_states)
+    indexed = rows.shape[0] > 0
+    evidence = log_likelihoods[rows[first] if indexed else first]
+    for j in range(n_states):
+        scores[0, j] = log_initial[j] + evidence[j]
     for t in range(1, n_steps):
         matrix = log_transitions[first + t] if varying else log_transitions[0]
-        pointers = backpointers[t]
-        candidate[:] = -np.inf
-        pointers[:] = 0
+        previous = scores[t - 1]
+        current = scores[t]
+        current[:] = -np.inf
         for i in range(n_states):
-            score = best[i]
-            if score == -np.inf:
-                continue
+            score = previous[i]
             for j in range(n_states):
                 value = score + matrix[i, j]
-                better = value > candidate[j]
-                candidate[j] = value if better else candidate[j]
-                pointers[j] = i if better else pointers[j]
+                current[j] = value if value > current[j] else current[j]
+        evidence = log_likelihoods[rows[first + t] if indexed else first + t]
         for j in range(n_states):
-            best[j] = candidate[j] + log_likelihoods[first + t, j]
-    state = np.argmax(best)
-    log_prob = best[state]
-    path[first + n_steps - 1] = state
+            current[j] += evidence[j]
+    state = np.argmax(scores[n_steps - 1])
+    log_prob = scores[n_steps - 1, state]
+    path[last - 1] = state
     for t in range(n_steps - 1, 0, -1):
-        state = backpointers[t, state]
+        matrix = log_transitions[first + t] if varying else log_transitions[0]
+        best, best_value = 0, -np.inf
+        for i in range(n_states):
+            value = scores[t - 1, i] + matrix[i, state]
+            if value > best_value:
+                best, best_value = i, value
+        state = best
         path[first + t - 1] = state
     return log_prob
 
@@ -252,87 +312,117 @@ def _chunk_bounds(offsets: np.ndarray, n_chunks: int) -> np.ndarray:
     return bounds
 
 
+def _table_rows(rows: np.ndarray | None) -> np.ndarray:
+    return np.empty(0, dtype=np.int64) if rows is None else rows
+
+
 @njit(cache=True, parallel=True)
-def log_likelihood(
-    log_likelihoods: np.ndarray,
-    offsets: np.ndarray,
-    initial_probs: np.ndarray,
-    transition_matrices: np.ndarray,
-) -> np.ndarray:
-    """Log-likelihood of each sequence (forward pass only, O(K) memory per sequence)."""
+def _log_likelihood(log_likelihoods, rows, offsets, initial_probs, transition_matrices):
     n_sequences = offsets.shape[0] - 1
-    n_states = log_likelihoods.shape[1]
+    n_states = initial_probs.shape[0]
+    table, table_shifts = _scale_table(log_likelihoods, rows)
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         filtered = np.empty((1, n_states))
         scaled = np.empty((1, n_states))
         normalisers = np.empty(1)
         out[s] = _filter_sequence(
-            log_likelihoods, offsets[s], offsets[s + 1], initial_probs, transition_matrices,
-            filtered, scaled, normalisers,
+            log_likelihoods, rows, table, table_shifts, offsets[s], offsets[s + 1], initial_probs,
+            transition_matrices, filtered, scaled, normalisers,
         )
     return out
 
 
-@njit(cache=True, parallel=True)
-def forward_filter(
+def log_likelihood(
     log_likelihoods: np.ndarray,
     offsets: np.ndarray,
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Filtered state probabilities p(z_t | y_{0:t}) (n_steps, K) and per-sequence log-likelihoods."""
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """Log-likelihood of each sequence (forward pass only, O(K) memory per sequence)."""
+    return _log_likelihood(log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices)
+
+
+@njit(cache=True, parallel=True)
+def _forward_filter(log_likelihoods, rows, offsets, initial_probs, transition_matrices):
     n_sequences = offsets.shape[0] - 1
-    filtered = np.empty_like(log_likelihoods)
+    n_states = initial_probs.shape[0]
+    table, table_shifts = _scale_table(log_likelihoods, rows)
+    filtered = np.empty((offsets[-1], n_states))
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
-        scaled = np.empty((last - first, log_likelihoods.shape[1]))
-        normalisers = np.empty(last - first)
+        scaled = np.empty((1, n_states))
+        normalisers = np.empty(1)
         out[s] = _filter_sequence(
-            log_likelihoods, first, last, initial_probs, transition_matrices,
+            log_likelihoods, rows, table, table_shifts, first, last, initial_probs, transition_matrices,
             filtered[first:last], scaled, normalisers,
         )
     return filtered, out
 
 
+def forward_filter(
+    log_likelihoods: np.ndarray,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Filtered state probabilities p(z_t | y_{0:t}) (n_steps, K) and per-sequence log-likelihoods."""
+    return _forward_filter(log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices)
+
+
 @njit(cache=True, parallel=True)
+def _forward_backward(log_likelihoods, rows, offsets, initial_probs, transition_matrices, per_step):
+    n_sequences = offsets.shape[0] - 1
+    n_states = initial_probs.shape[0]
+    table, table_shifts = _scale_table(log_likelihoods, rows)
+    posteriors = np.empty((offsets[-1], n_states))
+    if per_step:
+        n_chunks = n_sequences
+        pairs = np.zeros((offsets[-1], n_states, n_states))
+    else:
+        n_chunks = min(n_sequences, _N_CHUNKS)
+        pairs = np.zeros((n_chunks, n_states, n_states))
+    bounds = _chunk_bounds(offsets, n_chunks)
+    out = np.empty(n_sequences)
+    for c in prange(n_chunks):
+        for s in range(bounds[c], bounds[c + 1]):
+            out[s] = _smooth_sequence(
+                log_likelihoods, rows, table, table_shifts, offsets[s], offsets[s + 1], initial_probs,
+                transition_matrices, posteriors, pairs, c, per_step,
+            )
+    return out, posteriors, pairs
+
+
 def forward_backward(
     log_likelihoods: np.ndarray,
     offsets: np.ndarray,
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posteriors of a chain, with expected transitions summed over time.
 
     Returns per-sequence log-likelihoods (n_sequences,), state posteriors
     p(z_t | y) (n_steps, K) and expected transition counts
-    sum_t p(z_{t-1}=i, z_t=j | y) (K, K). Work is split into at most 64 chunks of
-    sequences of similar total length, each with its own (K, K) accumulator, so memory does
-    not grow with the number of sequences.
+    sum_t p(z_{t-1}=i, z_t=j | y) (K, K). Work is split into at most 64 chunks
+    of sequences of similar total length, each with its own (K, K) accumulator,
+    so memory does not grow with the number of sequences.
     """
-    n_sequences = offsets.shape[0] - 1
-    n_states = log_likelihoods.shape[1]
-    n_chunks = min(n_sequences, _N_CHUNKS)
-    bounds = _chunk_bounds(offsets, n_chunks)
-    posteriors = np.empty_like(log_likelihoods)
-    counts = np.zeros((n_chunks, 1, n_states, n_states))
-    out = np.empty(n_sequences)
-    for c in prange(n_chunks):
-        for s in range(bounds[c], bounds[c + 1]):
-            out[s] = _smooth_sequence(
-                log_likelihoods, offsets[s], offsets[s + 1], initial_probs, transition_matrices,
-                posteriors, counts[c], False,
-            )
-    return out, posteriors, counts.sum(axis=0)[0]
+    log_lik, posteriors, pairs = _forward_backward(
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices, False
+    )
+    return log_lik, posteriors, pairs.sum(axis=0)
 
 
-@njit(cache=True, parallel=True)
 def forward_backward_varying(
     log_likelihoods: np.ndarray,
     offsets: np.ndarray,
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward-backward for time-varying transitions, keeping pairwise posteriors per step.
 
@@ -341,67 +431,47 @@ def forward_backward_varying(
     (n_steps, K, K) with entry t = p(z_{t-1}, z_t | y) (zero at sequence starts),
     which input-driven transition models need for their M-step.
     """
-    n_sequences = offsets.shape[0] - 1
-    n_states = log_likelihoods.shape[1]
-    posteriors = np.empty_like(log_likelihoods)
-    pairs = np.zeros((log_likelihoods.shape[0], n_states, n_states))
-    out = np.empty(n_sequences)
-    for s in prange(n_sequences):
-        out[s] = _smooth_sequence(
-            log_likelihoods, offsets[s], offsets[s + 1], initial_probs, transition_matrices,
-            posteriors, pairs, True,
-        )
-    return out, posteriors, pairs
+    return _forward_backward(
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices, True
+    )
 
 
 @njit(cache=True, parallel=True)
+def _viterbi(log_likelihoods, rows, offsets, log_initial, log_transitions):
+    n_sequences = offsets.shape[0] - 1
+    n_states = log_initial.shape[0]
+    path = np.empty(offsets[-1], dtype=np.int64)
+    out = np.empty(n_sequences)
+    for s in prange(n_sequences):
+        first, last = offsets[s], offsets[s + 1]
+        scores = np.empty((last - first, n_states))
+        out[s] = _viterbi_sequence(
+            log_likelihoods, rows, first, last, log_initial, log_transitions, path, scores
+        )
+    return path, out
+
+
 def viterbi(
     log_likelihoods: np.ndarray,
     offsets: np.ndarray,
     log_initial: np.ndarray,
     log_transitions: np.ndarray,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Most likely state paths (n_steps,) and each path's joint log-probability (n_sequences,).
 
     Takes log-probabilities: ``log_initial`` (K,), ``log_transitions`` (1 or n_steps, K, K).
     """
-    n_sequences = offsets.shape[0] - 1
-    n_states = log_likelihoods.shape[1]
-    path = np.empty(log_likelihoods.shape[0], dtype=np.int64)
-    out = np.empty(n_sequences)
-    for s in prange(n_sequences):
-        first, last = offsets[s], offsets[s + 1]
-        # Backpointers are the only (n_steps, K) array here: one byte each when K allows.
-        if n_states <= 256:
-            out[s] = _viterbi_sequence(
-                log_likelihoods, first, last, log_initial, log_transitions, path,
-                np.empty((last - first, n_states), dtype=np.uint8),
-            )
-        else:
-            out[s] = _viterbi_sequence(
-                log_likelihoods, first, last, log_initial, log_transitions, path,
-                np.empty((last - first, n_states), dtype=np.int32),
-            )
-    return path, out
+    return _viterbi(log_likelihoods, _table_rows(rows), offsets, log_initial, log_transitions)
 
 
 @njit(cache=True, parallel=True)
-def sample_posterior_paths(
-    log_likelihoods: np.ndarray,
-    offsets: np.ndarray,
-    initial_probs: np.ndarray,
-    transition_matrices: np.ndarray,
-    uniforms: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw state paths from p(z | y) by forward filtering, backward sampling.
-
-    ``uniforms`` (n_steps,) are U(0, 1) variates, one per step, so the caller's
-    random generator fixes the draw. Returns paths (n_steps,) and log-likelihoods.
-    """
+def _sample_posterior_paths(log_likelihoods, rows, offsets, initial_probs, transition_matrices, uniforms):
     n_sequences = offsets.shape[0] - 1
-    n_states = log_likelihoods.shape[1]
+    n_states = initial_probs.shape[0]
     varying = transition_matrices.shape[0] > 1
-    path = np.empty(log_likelihoods.shape[0], dtype=np.int64)
+    table, table_shifts = _scale_table(log_likelihoods, rows)
+    path = np.empty(offsets[-1], dtype=np.int64)
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
@@ -410,7 +480,7 @@ def sample_posterior_paths(
         scaled = np.empty((n_steps, n_states))
         normalisers = np.empty(n_steps)
         out[s] = _filter_sequence(
-            log_likelihoods, first, last, initial_probs, transition_matrices,
+            log_likelihoods, rows, table, table_shifts, first, last, initial_probs, transition_matrices,
             filtered, scaled, normalisers,
         )
         if out[s] == -np.inf:
@@ -426,6 +496,24 @@ def sample_posterior_paths(
             state = _draw(weights, uniforms[first + t])
             path[first + t] = state
     return path, out
+
+
+def sample_posterior_paths(
+    log_likelihoods: np.ndarray,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+    uniforms: np.ndarray,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw state paths from p(z | y) by forward filtering, backward sampling.
+
+    ``uniforms`` (n_steps,) are U(0, 1) variates, one per step, so the caller's
+    random generator fixes the draw. Returns paths (n_steps,) and log-likelihoods.
+    """
+    return _sample_posterior_paths(
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices, uniforms
+    )
 
 
 @njit(cache=True)

@@ -204,8 +204,10 @@ class HMM(Model):
     def _sequences(self, X: Any, lengths: Sequence[int] | None) -> Sequences:
         return self._blocks[1].validate(as_sequences(X, lengths))
 
-    def _log_likelihoods(self, seqs: Sequences) -> np.ndarray:
-        return np.ascontiguousarray(self._blocks[1].log_likelihoods(seqs.values))
+    def _evidence(self, seqs: Sequences) -> dict[str, np.ndarray | None]:
+        """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``."""
+        table, rows = self._blocks[1].log_likelihood_table(seqs.values)
+        return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
     # ------------------------------------------------------------------------ EM
     def fit(self, X: Any, lengths: Sequence[int] | None = None) -> HMM:
@@ -258,7 +260,7 @@ class HMM(Model):
         transitions, emission = self._blocks
         initial, matrices = transitions.kernel_arrays()
         log_lik, posteriors, pairs = kernels.forward_backward(
-            self._log_likelihoods(seqs), seqs.offsets, initial, matrices
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
         self._check_possible(log_lik)
         return Statistics(
@@ -291,14 +293,19 @@ class HMM(Model):
         self._check_fitted()
         seqs = self._sequences(X, lengths)
         initial, matrices = self._blocks[0].kernel_arrays()
-        return float(kernels.log_likelihood(self._log_likelihoods(seqs), seqs.offsets, initial, matrices).sum())
+        log_lik = kernels.log_likelihood(
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+        )
+        return float(log_lik.sum())
 
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
         """Smoothed state posteriors p(z_t | all observations), (n_steps, K)."""
         self._check_fitted()
         seqs = self._sequences(X, lengths)
         initial, matrices = self._blocks[0].kernel_arrays()
-        log_lik, posteriors, _ = kernels.forward_backward(self._log_likelihoods(seqs), seqs.offsets, initial, matrices)
+        log_lik, posteriors, _ = kernels.forward_backward(
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+        )
         self._check_possible(log_lik)
         return seqs.restore(posteriors)
 
@@ -307,7 +314,9 @@ class HMM(Model):
         self._check_fitted()
         seqs = self._sequences(X, lengths)
         log_initial, log_matrices = self._blocks[0].log_kernel_arrays()
-        path, log_prob = kernels.viterbi(self._log_likelihoods(seqs), seqs.offsets, log_initial, log_matrices)
+        path, log_prob = kernels.viterbi(
+            offsets=seqs.offsets, log_initial=log_initial, log_transitions=log_matrices, **self._evidence(seqs)
+        )
         self._check_possible(log_prob)
         return float(log_prob.sum()), seqs.restore(path)
 
@@ -324,7 +333,8 @@ class HMM(Model):
         rng = np.random.default_rng(random_state)
         initial, matrices = self._blocks[0].kernel_arrays()
         path, log_lik = kernels.sample_posterior_paths(
-            self._log_likelihoods(seqs), seqs.offsets, initial, matrices, rng.random(seqs.n_steps)
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices,
+            uniforms=rng.random(seqs.n_steps), **self._evidence(seqs),
         )
         self._check_possible(log_lik)
         return seqs.restore(path)

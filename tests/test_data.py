@@ -1,0 +1,545 @@
+"""The ``Sequences`` container, its constructors, and every check on user input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import modeshift
+from modeshift import HMM, NotFittedError, Sequences, as_sequences
+
+# ----------------------------------------------------------------------- construction
+
+
+def test_one_dimensional_array_is_one_sequence_of_one_feature():
+    seqs = as_sequences(np.array([1.0, 2.0, 3.0]))
+    assert isinstance(seqs, Sequences)
+    assert seqs.n_sequences == len(seqs) == 1
+    assert seqs.n_features == 1
+    np.testing.assert_array_equal(seqs.offsets, [0, 3])
+    np.testing.assert_array_equal(seqs.lengths, [3])
+    np.testing.assert_array_equal(seqs.values, [[1.0], [2.0], [3.0]])
+    assert seqs.values.dtype == np.float64
+    assert seqs.form == "array"
+
+
+def test_two_dimensional_array_with_hmmlearn_lengths():
+    X = np.arange(20, dtype=float).reshape(10, 2)
+    seqs = as_sequences(X, lengths=[3, 1, 6])
+    np.testing.assert_array_equal(seqs.offsets, [0, 3, 4, 10])
+    np.testing.assert_array_equal(seqs.lengths, [3, 1, 6])
+    np.testing.assert_array_equal(seqs.starts, [0, 3, 4])
+    assert seqs.n_steps == 10 and seqs.n_features == 2
+    np.testing.assert_array_equal(seqs.values, X)
+    np.testing.assert_array_equal(seqs[1], X[3:4])
+    np.testing.assert_array_equal(seqs[2], X[4:])
+    assert [len(s) for s in seqs] == [3, 1, 6]
+    assert seqs.locate(0) == (0, 0) and seqs.locate(3) == (1, 0) and seqs.locate(9) == (2, 5)
+    # array in, one array out, same order
+    per_step = np.arange(10)
+    np.testing.assert_array_equal(seqs.restore(per_step), per_step)
+
+
+def test_integer_and_boolean_arrays_become_float():
+    seqs = as_sequences(np.array([[1, 0], [2, 1]], dtype=np.int32))
+    assert seqs.values.dtype == np.float64
+    assert as_sequences(np.array([True, False])).values.dtype == np.float64
+
+
+def test_input_array_is_copied():
+    X = np.zeros((4, 2))
+    seqs = as_sequences(X)
+    X[0, 0] = 99.0
+    assert seqs.values[0, 0] == 0.0
+
+
+def test_list_of_arrays():
+    a = np.arange(6.0).reshape(3, 2)
+    b = np.arange(10.0, 12.0).reshape(1, 2)
+    c = np.arange(20.0, 28.0).reshape(4, 2)
+    seqs = as_sequences([a, b, c])
+    np.testing.assert_array_equal(seqs.offsets, [0, 3, 4, 8])
+    np.testing.assert_array_equal(seqs.values, np.vstack([a, b, c]))
+    assert seqs.form == "list"
+    restored = seqs.restore(np.arange(8) * 10)
+    assert isinstance(restored, list) and len(restored) == 3
+    np.testing.assert_array_equal(restored[0], [0, 10, 20])
+    np.testing.assert_array_equal(restored[1], [30])
+    np.testing.assert_array_equal(restored[2], [40, 50, 60, 70])
+
+
+def test_list_of_one_dimensional_sequences_and_python_lists():
+    seqs = as_sequences([[1.0, 2.0, 3.0], np.array([4.0, 5.0])])
+    np.testing.assert_array_equal(seqs.lengths, [3, 2])
+    assert seqs.n_features == 1
+    np.testing.assert_array_equal(seqs.values[:, 0], [1, 2, 3, 4, 5])
+    # a flat list of numbers is one sequence
+    flat = as_sequences([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(flat.lengths, [3])
+
+
+def test_sequences_object_passes_through():
+    seqs = as_sequences(np.zeros((3, 1)))
+    assert as_sequences(seqs) is seqs
+    with pytest.raises(ValueError, match="lengths"):
+        as_sequences(seqs, lengths=[3])
+
+
+def test_from_arrays_with_times_and_inputs():
+    seqs = Sequences.from_arrays(
+        [np.zeros(3), np.ones(2)],
+        times=[[0.0, 1.0, 1.0], [5.0, 7.5]],  # ties are allowed (non-decreasing)
+        inputs=[np.arange(6.0).reshape(3, 2), np.arange(4.0).reshape(2, 2)],
+    )
+    np.testing.assert_array_equal(seqs.times, [0, 1, 1, 5, 7.5])
+    assert seqs.inputs.shape == (5, 2)
+    np.testing.assert_array_equal(seqs.inputs[3:], [[0, 1], [2, 3]])
+
+
+def test_dataframe_groups_by_id_in_order_of_first_appearance():
+    frame = pd.DataFrame(
+        {
+            "id": ["b", "a", "b", "c", "a", "b"],
+            "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "y": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0],
+        }
+    )
+    seqs = as_sequences(frame)
+    assert seqs.ids == ["b", "a", "c"]
+    np.testing.assert_array_equal(seqs.offsets, [0, 3, 5, 6])
+    assert seqs.n_features == 2  # "id" is not a value column
+    np.testing.assert_array_equal(seqs.values[:, 0], [1, 3, 6, 2, 5, 4])
+    np.testing.assert_array_equal(seqs.values[:, 1], [10, 30, 60, 20, 50, 40])
+    # per-step results come back in the frame's original row order
+    per_step = seqs.values[:, 0] * 100
+    np.testing.assert_array_equal(seqs.restore(per_step), frame["x"].to_numpy() * 100)
+    per_step_2d = np.column_stack([seqs.values[:, 1], -seqs.values[:, 1]])
+    np.testing.assert_array_equal(
+        seqs.restore(per_step_2d), np.column_stack([frame["y"], -frame["y"]])
+    )
+
+
+def test_dataframe_sorted_by_time_within_id():
+    frame = pd.DataFrame(
+        {
+            "id": [7, 3, 7, 3, 7, 3],
+            "t": [2.0, 9.0, 0.0, 1.0, 1.0, 4.0],
+            "x": [0.2, 3.9, 0.0, 3.1, 0.1, 3.4],
+            "u": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
+    seqs = as_sequences(frame, time_column="t", input_columns=["u"])
+    assert seqs.ids == [7, 3]
+    np.testing.assert_array_equal(seqs.offsets, [0, 3, 6])
+    np.testing.assert_array_equal(seqs.times, [0, 1, 2, 1, 4, 9])
+    np.testing.assert_array_equal(seqs.values[:, 0], [0.0, 0.1, 0.2, 3.1, 3.4, 3.9])
+    np.testing.assert_array_equal(seqs.inputs[:, 0], [3, 5, 1, 4, 6, 2])  # moved with their rows
+    assert seqs.n_features == 1  # time and input columns are not values
+    # restore undoes the sort: row i of the frame gets its own value back
+    np.testing.assert_array_equal(seqs.restore(seqs.values[:, 0]), frame["x"].to_numpy())
+    np.testing.assert_array_equal(seqs.restore(seqs.inputs[:, 0]), frame["u"].to_numpy())
+
+
+def test_dataframe_datetime_time_column_and_explicit_value_columns():
+    frame = pd.DataFrame(
+        {
+            "id": [1, 1, 1],
+            "when": pd.to_datetime(["2024-01-03", "2024-01-01", "2024-01-02"]),
+            "x": [3.0, 1.0, 2.0],
+            "ignored": [0.0, 0.0, 0.0],
+        }
+    )
+    seqs = Sequences.from_dataframe(frame, time_column="when", value_columns=["x"])
+    np.testing.assert_array_equal(seqs.values[:, 0], [1.0, 2.0, 3.0])
+    assert seqs.n_features == 1
+    np.testing.assert_allclose(np.diff(seqs.times), 86400.0)
+
+
+def test_dataframe_without_id_column_is_one_sequence():
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [4.0, 5.0, 6.0]})
+    seqs = as_sequences(frame)
+    np.testing.assert_array_equal(seqs.offsets, [0, 3])
+    np.testing.assert_array_equal(seqs.values, frame.to_numpy())
+
+
+def test_dataframe_missing_values_become_nan():
+    frame = pd.DataFrame({"id": [0, 0, 1], "x": [1.0, None, 2.0]})
+    seqs = as_sequences(frame)
+    assert seqs.has_missing
+    assert np.isnan(seqs.values[1, 0])
+
+
+def test_csv_round_trip(tmp_path):
+    frame = pd.DataFrame(
+        {"id": ["s2", "s1", "s2", "s1"], "time": [1, 3, 0, 2], "x": [1.5, 2.5, 0.5, 3.5]}
+    )
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    seqs = Sequences.from_csv(path, time_column="time")
+    assert seqs.ids == ["s2", "s1"]
+    np.testing.assert_array_equal(seqs.values[:, 0], [0.5, 1.5, 3.5, 2.5])
+    np.testing.assert_array_equal(seqs.restore(seqs.values[:, 0]), frame["x"].to_numpy())
+
+
+def test_parquet_round_trip(tmp_path):
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"id": [2, 1, 2], "t": [5, 0, 4], "x": [1.0, 2.0, 3.0], "y": [4.0, 5.0, 6.0]})
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path)
+    seqs = Sequences.from_parquet(path, time_column="t")
+    assert seqs.ids == [2, 1]
+    np.testing.assert_array_equal(seqs.values, [[3.0, 6.0], [1.0, 4.0], [2.0, 5.0]])
+
+
+def test_model_results_come_back_in_input_form():
+    """predict/predict_proba on an interleaved frame return rows in the frame's own order."""
+    rng = np.random.default_rng(0)
+    a = np.r_[rng.normal(0, 1, 30), rng.normal(6, 1, 30)]
+    b = np.r_[rng.normal(6, 1, 25), rng.normal(0, 1, 25)]
+    model = HMM(2, random_state=0).fit([a, b])
+    as_list = model.predict_proba([a, b])
+    assert isinstance(as_list, list) and [len(p) for p in as_list] == [60, 50]
+    stacked = np.vstack(as_list)
+    frame = pd.DataFrame({"id": np.r_[np.zeros(60), np.ones(50)], "t": np.r_[np.arange(60), np.arange(50)], "x": np.r_[a, b]})
+    # interleave the two sequences, keeping each one's time order (the model reads rows in order)
+    keys = np.r_[np.sort(rng.random(60)), np.sort(rng.random(50))]
+    interleaved = frame.iloc[np.argsort(keys, kind="stable")]
+    proba = model.predict_proba(interleaved[["id", "x"]])
+    assert isinstance(proba, np.ndarray) and proba.shape == (110, 2)
+    np.testing.assert_allclose(proba, stacked[interleaved.index.to_numpy()], atol=1e-12)
+    states = model.predict(interleaved[["id", "x"]])
+    np.testing.assert_array_equal(states, np.concatenate(model.predict([a, b]))[interleaved.index.to_numpy()])
+    # fully shuffled rows, ordered by a time column through a Sequences object
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    seqs = as_sequences(shuffled, time_column="t")
+    proba = model.predict_proba(seqs)
+    np.testing.assert_allclose(proba, stacked[shuffled.index.to_numpy()], atol=1e-12)
+
+
+# ------------------------------------------------------------------------- bad input
+# Each bad input is tried through as_sequences and through a public model method.
+
+
+def _both(data, match, lengths=None):
+    with pytest.raises(ValueError, match=match):
+        as_sequences(data, lengths=lengths)
+    with pytest.raises(ValueError, match=match):
+        HMM(2).fit(data, lengths=lengths)
+    fitted = HMM(1)
+    fitted.startprob_ = [1.0]
+    fitted.transmat_ = [[1.0]]
+    fitted.means_ = [[0.0]]
+    fitted.covars_ = [[[1.0]]]
+    with pytest.raises(ValueError, match=match):
+        fitted.score(data, lengths=lengths)
+
+
+def test_wrong_dimensionality():
+    _both(np.zeros((4, 2, 2)), r"sequence 0\b.*shape \(4, 2, 2\)")
+    _both([np.zeros(3), np.zeros((3, 1, 1))], r"sequence 1\b.*shape \(3, 1, 1\)")
+
+
+def test_inconsistent_feature_counts():
+    _both([np.zeros((3, 2)), np.zeros((2, 2)), np.zeros((4, 3))], r"sequence 2\b.*3")
+
+
+def test_non_numeric_value_in_list():
+    bad = np.array([1.0, 2.0, "oops", 4.0], dtype=object)
+    _both([np.zeros(3), bad], r"sequence 1, time step 2\b.*non-numeric.*oops")
+
+
+def test_non_numeric_value_in_2d_array():
+    bad = np.array([[1.0, 2.0], [3.0, "abc"], [5.0, 6.0]], dtype=object)
+    _both(bad, r"sequence 0, time step 1\b.*non-numeric")
+
+
+def test_non_numeric_value_with_lengths_names_the_sequence():
+    """With hmmlearn-style lengths, the bad row 4 is sequence 1, time step 1."""
+    X = np.array([0.0, 1.0, 2.0, 3.0, "x", 5.0], dtype=object)
+    _both(X, r"sequence 1, time step 1\b", lengths=[3, 3])
+
+
+def test_non_numeric_value_in_dataframe_names_the_sequence():
+    """Row 3 of the frame is the second step of sequence 1 (id 'b')."""
+    frame = pd.DataFrame({"id": ["a", "a", "b", "b"], "x": [1.0, 2.0, 3.0, "bad"]})
+    _both(frame, r"sequence 1, time step 1\b")
+
+
+def test_complex_values_are_rejected():
+    """Complex numbers must not be silently cast to their real part."""
+    with pytest.raises(ValueError, match=r"sequence 0"):
+        as_sequences(np.array([1.0 + 2.0j, 3.0 + 0.0j]))
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinite_values(value):
+    X = np.zeros((5, 2))
+    X[3, 1] = value
+    _both([np.zeros((2, 2)), X], r"sequence 1, time step 3\b.*infinite")
+    _both(np.vstack([np.zeros((2, 2)), X]), r"sequence 1, time step 3\b.*infinite", lengths=[2, 5])
+    frame = pd.DataFrame({"id": [0, 0, 1, 1, 1], "x": [0.0, 0.0, 0.0, 0.0, value]})
+    _both(frame, r"sequence 1, time step 2\b.*infinite")
+
+
+def test_empty_sequences():
+    _both([np.zeros(3), np.zeros(0)], r"sequence 1\b.*empty")
+    _both(np.zeros((0, 2)), r"sequence 0\b.*empty")
+    _both(np.zeros(5), r"sequence 1\b.*empty", lengths=[2, 0, 3])
+    with pytest.raises(ValueError, match="empty"):
+        as_sequences([])
+    with pytest.raises(ValueError, match="no sequences"):
+        Sequences.from_arrays([])
+    with pytest.raises(ValueError, match="no rows"):
+        as_sequences(pd.DataFrame({"id": [], "x": []}))
+
+
+def test_lengths_that_do_not_sum_to_the_rows():
+    _both(np.zeros(5), r"lengths sum to 6 but X has 5 rows", lengths=[2, 4])
+    _both(np.zeros(5), r"lengths sum to 4 but X has 5 rows", lengths=[2, 2])
+    with pytest.raises(ValueError, match="integers"):
+        as_sequences(np.zeros(5), lengths=[2.5, 2.5])
+    with pytest.raises(ValueError, match="lengths"):
+        as_sequences([np.zeros(2), np.zeros(3)], lengths=[2, 3])
+    with pytest.raises(ValueError, match="lengths"):
+        as_sequences(pd.DataFrame({"x": [1.0, 2.0]}), lengths=[2])
+
+
+def test_negative_lengths_are_rejected():
+    with pytest.raises(ValueError, match=r"sequence 1\b"):
+        as_sequences(np.zeros(5), lengths=[4, -1, 2])
+
+
+def test_decreasing_time_stamps():
+    with pytest.raises(ValueError, match=r"sequence 1, time step 3\b.*decrease"):
+        Sequences.from_arrays(
+            [np.zeros(3), np.zeros(4)], times=[[0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 1.5]]
+        )
+    # a new sequence may start earlier than the previous one ended
+    seqs = Sequences.from_arrays([np.zeros(2), np.zeros(2)], times=[[5.0, 6.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(seqs.times, [5, 6, 0, 1])
+    with pytest.raises(ValueError, match=r"sequence 0, time step 1\b.*not finite"):
+        Sequences.from_arrays([np.zeros(2)], times=[[0.0, np.nan]])
+    with pytest.raises(ValueError, match="2 time"):
+        Sequences.from_arrays([np.zeros(3)], times=[[0.0, 1.0]])
+
+
+def test_non_finite_inputs():
+    with pytest.raises(ValueError, match=r"sequence 1, time step 0\b.*not finite"):
+        Sequences.from_arrays([np.zeros(2), np.zeros(2)], inputs=[np.zeros(2), [np.nan, 0.0]])
+    frame = pd.DataFrame({"id": [0, 0, 1], "x": [0.0, 1.0, 2.0], "u": [0.0, np.inf, 1.0]})
+    with pytest.raises(ValueError, match=r"sequence 0, time step 1\b.*'u'"):
+        as_sequences(frame, input_columns=["u"])
+
+
+def test_unknown_dataframe_columns_and_missing_ids():
+    frame = pd.DataFrame({"id": [0, 1], "x": [0.0, 1.0]})
+    with pytest.raises(ValueError, match="'nope'"):
+        as_sequences(frame, time_column="nope")
+    with pytest.raises(ValueError, match="no value columns"):
+        as_sequences(frame, value_columns=[])
+    with pytest.raises(ValueError, match="id"):
+        as_sequences(pd.DataFrame({"id": [0, None, 1], "x": [0.0, 1.0, 2.0]}))
+
+
+# ------------------------------------------------------------------- model requirements
+
+
+def test_require_missing_values():
+    seqs = as_sequences([np.zeros((4, 2)), np.array([[0.0, 0.0], [1.0, 2.0], [np.nan, 1.0]])])
+    assert seqs.has_missing
+    assert seqs.require(allow_missing=True) is seqs
+    with pytest.raises(ValueError, match=r"sequence 1, time step 2\b.*missing"):
+        seqs.require(allow_missing=False, model="a test model")
+    with pytest.raises(ValueError, match="a test model"):
+        seqs.require(allow_missing=False, model="a test model")
+
+
+def test_require_min_length_and_features():
+    seqs = as_sequences([np.zeros(5), np.zeros(2), np.zeros(1)])
+    assert seqs.require(allow_missing=False, min_length=1) is seqs
+    with pytest.raises(ValueError, match=r"sequence 1 has 2 time step\(s\).*at least 3"):
+        seqs.require(allow_missing=False, min_length=3)
+    with pytest.raises(ValueError, match=r"sequence 2 has 1 time step"):
+        seqs.require(allow_missing=True, min_length=2)
+    with pytest.raises(ValueError, match="2 feature"):
+        seqs.require(allow_missing=True, n_features=2)
+
+
+def test_model_rejects_wrong_number_of_features_after_fit():
+    rng = np.random.default_rng(0)
+    model = HMM(2, random_state=0, n_iter=5).fit(rng.normal(size=(50, 2)))
+    with pytest.raises(ValueError, match="expects 2 feature"):
+        model.score(rng.normal(size=(10, 3)))
+    with pytest.raises(ValueError, match="expects 2 feature"):
+        model.predict(rng.normal(size=(10, 1)))
+
+
+def test_require_counts():
+    seqs = as_sequences([np.array([0.0, 1.0, np.nan]), np.array([2.0, 3.0, 1.0])])
+    assert seqs.require_counts() is seqs
+    assert seqs.require_counts(upper=4) is seqs
+    with pytest.raises(ValueError, match=r"sequence 1, time step 1\b.*below 3.*got 3"):
+        seqs.require_counts(upper=3)
+    bad = as_sequences([np.array([0.0, 1.0]), np.array([2.0, 0.5])])
+    with pytest.raises(ValueError, match=r"sequence 1, time step 1\b.*non-negative integer.*0.5"):
+        bad.require_counts()
+    negative = as_sequences(np.array([[0.0, 1.0], [2.0, -1.0]]))
+    with pytest.raises(ValueError, match=r"sequence 0, time step 1\b.*-1"):
+        negative.require_counts()
+
+
+def test_poisson_model_rejects_bad_counts():
+    good = np.array([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0], [2.0, 2.0]])
+    with pytest.raises(ValueError, match=r"sequence 1, time step 2\b.*non-negative integer.*-1"):
+        HMM(2, emission="poisson").fit([good, np.array([[1.0, 1.0], [2.0, 0.0], [-1.0, 0.0]])])
+    with pytest.raises(ValueError, match=r"sequence 0, time step 3\b.*2.5"):
+        HMM(2, emission="poisson").fit(np.r_[good[:3], [[2.5, 0.0]]])
+    model = HMM(2, emission="poisson", random_state=0, n_iter=5).fit(good)
+    with pytest.raises(ValueError, match=r"sequence 0, time step 1\b.*0.25"):
+        model.score(np.array([[1.0, 1.0], [0.25, 1.0]]))
+
+
+def test_categorical_model_rejects_out_of_range_symbols():
+    X = np.array([0, 1, 2, 1, 0, 2, 2, 1])
+    model = HMM(2, emission="categorical", n_symbols=3, random_state=0, n_iter=5).fit(X)
+    with pytest.raises(ValueError, match=r"sequence 1, time step 2\b.*below 3.*got 3"):
+        model.score([np.array([0, 1]), np.array([1, 2, 3])])
+    with pytest.raises(ValueError, match=r"sequence 0, time step 1\b.*got -1"):
+        HMM(2, emission="categorical").fit(np.array([0, -1, 2]))
+    with pytest.raises(ValueError, match=r"sequence 0, time step 2\b.*1.5"):
+        HMM(2, emission="categorical").fit(np.array([0, 1, 1.5]))
+    with pytest.raises(ValueError, match=r"sequence 0, time step 4\b.*below 3"):
+        HMM(2, emission="categorical", n_symbols=3).fit(np.array([0, 1, 2, 1, 4]))
+    with pytest.raises(ValueError, match="feature"):
+        HMM(2, emission="categorical").fit(np.zeros((4, 2)))
+
+
+# ----------------------------------------------------------- parameters set by hand
+
+
+def test_transition_rows_must_sum_to_one():
+    model = HMM(2)
+    with pytest.raises(ValueError, match=r"sum to 1"):
+        model.transmat_ = [[0.5, 0.6], [0.5, 0.5]]
+    with pytest.raises(ValueError, match=r"sum to 1"):
+        model.startprob_ = [0.7, 0.7]
+    with pytest.raises(ValueError, match="negative"):
+        model.transmat_ = [[1.5, -0.5], [0.5, 0.5]]
+    with pytest.raises(ValueError, match="shape"):
+        model.transmat_ = [[0.5, 0.5]]
+    with pytest.raises(ValueError, match="shape"):
+        model.startprob_ = [0.2, 0.3, 0.5]
+    with pytest.raises(ValueError, match="non-finite"):
+        model.startprob_ = [np.nan, 1.0]
+    # nothing was stored by the failed assignments
+    with pytest.raises(AttributeError):
+        model.transmat_  # noqa: B018
+
+
+def test_transition_error_names_the_attribute_and_the_offending_row():
+    """The message should name ``transmat_`` (what the user set) and row 1's actual sum 1.1."""
+    model = HMM(2)
+    with pytest.raises(ValueError) as info:
+        model.transmat_ = [[0.5, 0.5], [0.5, 0.6]]
+    message = str(info.value)
+    assert "row 1" in message
+    assert "1.1" in message, message
+    assert "transmat_" in message, message
+
+
+def test_valid_probabilities_are_accepted():
+    model = HMM(3)
+    model.startprob_ = [0.2, 0.3, 0.5]
+    model.transmat_ = np.eye(3)
+    np.testing.assert_allclose(model.startprob_, [0.2, 0.3, 0.5])
+    np.testing.assert_array_equal(model.transmat_, np.eye(3))
+
+
+def test_covariances_must_be_positive_definite():
+    model = HMM(2)
+    model.means_ = np.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"covars_\[1\].*positive definite"):
+        model.covars_ = [np.eye(2), [[1.0, 2.0], [2.0, 1.0]]]
+    with pytest.raises(ValueError, match="symmetric"):
+        model.covars_ = [np.eye(2), [[1.0, 0.5], [0.0, 1.0]]]
+    with pytest.raises(ValueError, match=r"covars_.*shape"):
+        model.covars_ = np.stack([np.eye(3)] * 2)  # dimension 3, means have 2
+    with pytest.raises(ValueError, match=r"covars_.*shape"):
+        model.covars_ = np.stack([np.eye(2)] * 3)  # three states, model has 2
+    with pytest.raises(ValueError, match=r"diagonal"):
+        HMM(2, covariance="diag").covars_ = [np.eye(2), [[1.0, 0.1], [0.1, 1.0]]]
+
+
+def test_means_shape_is_checked():
+    model = HMM(2)
+    with pytest.raises(ValueError, match=r"means_.*shape"):
+        model.means_ = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"means_.*non-finite"):
+        model.means_ = [[0.0], [np.inf]]
+    model.means_ = np.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"means_.*shape"):
+        model.means_ = np.zeros((2, 3))  # the dimension is fixed once known
+
+
+def test_discrete_parameters_are_checked():
+    model = HMM(2, emission="categorical")
+    with pytest.raises(ValueError, match=r"emissionprob_.*sum to 1"):
+        model.emissionprob_ = [[0.5, 0.4], [0.5, 0.5]]
+    poisson = HMM(2, emission="poisson")
+    with pytest.raises(ValueError, match=r"lambdas_.*non-negative"):
+        poisson.lambdas_ = [[1.0], [-2.0]]
+
+
+def test_unknown_emission_and_states():
+    with pytest.raises(ValueError, match="emission"):
+        HMM(2, emission="laplace")
+    with pytest.raises(ValueError, match="n_states"):
+        HMM(0)
+
+
+# --------------------------------------------------------------------------- not fitted
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, X: m.score(X),
+        lambda m, X: m.predict(X),
+        lambda m, X: m.predict_proba(X),
+        lambda m, X: m.decode(X),
+        lambda m, X: m.sample(5),
+        lambda m, X: m.sample_posterior(X),
+        lambda m, X: m.aic(X),
+        lambda m, X: m.bic(X),
+        lambda m, X: m.n_parameters,
+    ],
+    ids=["score", "predict", "predict_proba", "decode", "sample", "sample_posterior", "aic", "bic", "n_parameters"],
+)
+def test_use_before_fit_raises_not_fitted(call):
+    X = np.zeros((5, 1))
+    with pytest.raises(NotFittedError, match="fit"):
+        call(HMM(2), X)
+    # hand-setting only some parameters is still not enough
+    partial = HMM(2)
+    partial.transmat_ = np.eye(2)
+    with pytest.raises(NotFittedError, match="means_"):
+        call(partial, X)
+
+
+def test_not_fitted_error_is_a_value_error_and_exported():
+    assert modeshift.NotFittedError is NotFittedError
+    assert issubclass(NotFittedError, ValueError)
+    with pytest.raises(NotFittedError):
+        HMM(2).save("never-written.msz")
+
+
+def test_hand_set_model_is_usable_without_fit():
+    model = HMM(2)
+    model.startprob_ = [0.5, 0.5]
+    model.transmat_ = [[0.9, 0.1], [0.1, 0.9]]
+    model.means_ = [[0.0], [5.0]]
+    model.covars_ = [[[1.0]], [[1.0]]]
+    X = np.r_[np.zeros(5), np.full(5, 5.0)]
+    np.testing.assert_array_equal(model.predict(X), [0] * 5 + [1] * 5)
+    assert np.isfinite(model.score(X))
