@@ -267,11 +267,13 @@ class Sequences:
     def require_counts(self, *, upper: int | None = None, model: str = "this model") -> Sequences:
         """Check that observed values are non-negative integers (below ``upper`` if given)."""
         values = self.values
-        observed = ~np.isnan(values)
-        bad = observed & ((values < 0) | (values != np.round(values)))
-        if upper is not None:
-            bad |= observed & (values >= upper)
-        rows, cols = np.nonzero(bad)
+        with np.errstate(invalid="ignore"):
+            valid = (values >= 0) & (values == np.floor(values))
+            if upper is not None:
+                valid &= values < upper
+        if valid.all():
+            return self
+        rows, cols = np.nonzero(~valid & ~np.isnan(values))
         if rows.size:
             sequence, step = self.locate(int(rows[0]))
             value = values[rows[0], cols[0]]
@@ -379,6 +381,9 @@ def _first_bad(mask: np.ndarray, offsets: np.ndarray) -> tuple[int, int, int] | 
 def _check_finite_or_nan(
     values: np.ndarray, offsets: np.ndarray, columns: list[str] | None = None
 ) -> None:
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(values.sum()):  # one cheap pass proves there is no inf (and no NaN)
+            return
     bad = _first_bad(np.isinf(values), offsets)
     if bad is not None:
         sequence, step, col = bad
