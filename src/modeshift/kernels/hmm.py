@@ -37,23 +37,59 @@ __all__ = [
 ]
 
 _TINY = 1e-280
+_REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
 _N_CHUNKS = 64  # load balance for up to ~16 threads; memory 64 * K * K
 
 
 # ----------------------------------------------------------------- one time step
-@njit(cache=True)
-def _predict(filtered: np.ndarray, transition_matrix: np.ndarray, out: np.ndarray) -> None:
-    """out = filtered @ transition_matrix (row-major friendly loop order)."""
-    n_states = filtered.shape[0]
-    out[:] = 0.0
-    for i in range(n_states):
-        weight = filtered[i]
-        if weight != 0.0:
-            for j in range(n_states):
-                out[j] += weight * transition_matrix[i, j]
+# Reassociation lets LLVM vectorise the inner reductions; no NaN can arise in the
+# recursions (probabilities, or log-probabilities that are finite or -inf), and
+# -inf stays valid (no "ninf" flag). Functions that call each other share the
+# flags so LLVM can inline them.
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    total = 0.0
+    for i in range(x.shape[0]):
+        total += x[i] * y[i]
+    return total
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def _max_plus(x: np.ndarray, y: np.ndarray) -> float:
+    """max_i (x[i] + y[i])."""
+    best = -np.inf
+    for i in range(x.shape[0]):
+        value = x[i] + y[i]
+        best = value if value > best else best
+    return best
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def _argmax_plus(x: np.ndarray, y: np.ndarray) -> int:
+    """argmax_i (x[i] + y[i]), the first on ties."""
+    best, best_value = 0, -np.inf
+    for i in range(x.shape[0]):
+        value = x[i] + y[i]
+        if value > best_value:
+            best, best_value = i, value
+    return best
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def _predict(filtered: np.ndarray, incoming: np.ndarray, out: np.ndarray) -> None:
+    """out[j] = sum_i filtered[i] p(j | i), with ``incoming[j, i]`` = p(j | i) (a contiguous row per j)."""
+    for j in range(out.shape[0]):
+        out[j] = _dot(filtered, incoming[j])
+
+
+def _transposed(matrices: np.ndarray) -> np.ndarray:
+    """(M, K, K) matrices with rows and columns swapped, contiguous."""
+    return np.ascontiguousarray(np.swapaxes(matrices, 1, 2))
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
 def _evidence(
     log_likelihoods: np.ndarray, rows: np.ndarray, table: np.ndarray, table_shifts: np.ndarray,
     t: int, scaled: np.ndarray,
@@ -91,7 +127,7 @@ def _scale_table(log_likelihoods: np.ndarray, rows: np.ndarray) -> tuple[np.ndar
     return table, shifts
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
 def _update(predicted: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray) -> tuple[float, float]:
     """Condition predicted state probabilities on one step's evidence.
 
@@ -126,7 +162,7 @@ def _update(predicted: np.ndarray, scaled: np.ndarray, shift: float, filtered: n
 
 
 # ------------------------------------------------------------- one sequence
-@njit(cache=True)
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
 def _filter_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -135,35 +171,40 @@ def _filter_sequence(
     first: int,
     last: int,
     initial_probs: np.ndarray,
-    transition_matrices: np.ndarray,
+    incoming: np.ndarray,
     filtered: np.ndarray,
     scaled: np.ndarray,
     normalisers: np.ndarray,
 ) -> float:
     """Forward pass over rows ``first:last``; returns the sequence's log-likelihood.
 
-    ``filtered``, ``scaled`` and ``normalisers`` have one row per step of the
-    sequence, or a single row to keep only the latest step (scoring).
+    ``incoming`` holds the transposed transition matrices (1 or n_steps, K, K).
+
+    ``filtered``, ``scaled`` and ``normalisers`` each have one row per step of
+    the sequence, or a single row that keeps only the latest step.
     """
-    varying = transition_matrices.shape[0] > 1
-    keep = filtered.shape[0] > 1
+    varying = incoming.shape[0] > 1
+    keep_filtered = filtered.shape[0] > 1
+    keep_scaled = scaled.shape[0] > 1
+    keep_normalisers = normalisers.shape[0] > 1
     predicted = initial_probs.copy()
     total = 0.0
     for t in range(last - first):
-        row = t if keep else 0
+        row = t if keep_filtered else 0
         if t > 0:
-            matrix = transition_matrices[first + t] if varying else transition_matrices[0]
-            _predict(filtered[row - 1 if keep else 0], matrix, predicted)
-        shift = _evidence(log_likelihoods, rows, table, table_shifts, first + t, scaled[row])
-        normaliser, shift = _update(predicted, scaled[row], shift, filtered[row])
+            matrix = incoming[first + t] if varying else incoming[0]
+            _predict(filtered[t - 1 if keep_filtered else 0], matrix, predicted)
+        evidence = scaled[t if keep_scaled else 0]
+        shift = _evidence(log_likelihoods, rows, table, table_shifts, first + t, evidence)
+        normaliser, shift = _update(predicted, evidence, shift, filtered[row])
         if normaliser == 0.0:
             return -np.inf
-        normalisers[row] = normaliser
+        normalisers[t if keep_normalisers else 0] = normaliser
         total += np.log(normaliser) + shift
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
 def _smooth_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -173,7 +214,10 @@ def _smooth_sequence(
     last: int,
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
+    incoming: np.ndarray,
     posteriors: np.ndarray,
+    filtered: np.ndarray,
+    normalisers: np.ndarray,
     pair_counts: np.ndarray,
     chunk: int,
     per_step: bool,
@@ -183,18 +227,17 @@ def _smooth_sequence(
     Writes p(z_t | y) into ``posteriors[first:last]`` and adds the pairwise
     posteriors p(z_{t-1}, z_t | y) into ``pair_counts[first + t]`` (``per_step``)
     or ``pair_counts[chunk]`` (summed). Returns the log-likelihood; an impossible
-    sequence gets -inf and NaN posteriors.
+    sequence gets -inf and NaN posteriors. ``filtered`` and ``normalisers`` are
+    scratch space for the sequence, (n_steps, K) and (n_steps,).
     """
     n_steps = last - first
     n_states = log_likelihoods.shape[1]
     varying = transition_matrices.shape[0] > 1
-    filtered = np.empty((n_steps, n_states))
-    normalisers = np.empty(n_steps)
     # The scaled emission likelihoods are parked in the posteriors rows until the
     # backward pass overwrites them.
     scaled = posteriors[first:last]
     total = _filter_sequence(
-        log_likelihoods, rows, table, table_shifts, first, last, initial_probs, transition_matrices,
+        log_likelihoods, rows, table, table_shifts, first, last, initial_probs, incoming,
         filtered, scaled, normalisers,
     )
     if total == -np.inf:
@@ -221,27 +264,29 @@ def _smooth_sequence(
         counts = pair_counts[first + t] if per_step else pair_counts[chunk]
         for i in range(n_states):
             previous = filtered[t - 1, i]
-            acc = 0.0
-            for j in range(n_states):
-                term = matrix[i, j] * weights[j]
-                acc += term
-                counts[i, j] += previous * term
-            backward[i] = acc
+            row = matrix[i]
+            backward[i] = _dot(row, weights)
+            if previous != 0.0:
+                target = counts[i]
+                for j in range(n_states):
+                    target[j] += previous * row[j] * weights[j]
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
 def _viterbi_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
     first: int,
     last: int,
     log_initial: np.ndarray,
-    log_transitions: np.ndarray,
+    log_incoming: np.ndarray,
     path: np.ndarray,
     scores: np.ndarray,
 ) -> float:
     """Most likely state path over rows ``first:last``; returns its joint log-probability.
+
+    ``log_incoming[t][j, i]`` = log p(z_t = j | z_{t-1} = i) (transposed matrices).
 
     The forward sweep keeps only maxima (a loop the compiler vectorises) and
     stores the best score of every state at every step in ``scores``
@@ -250,35 +295,23 @@ def _viterbi_sequence(
     """
     n_steps = last - first
     n_states = log_initial.shape[0]
-    varying = log_transitions.shape[0] > 1
+    varying = log_incoming.shape[0] > 1
     indexed = rows.shape[0] > 0
     evidence = log_likelihoods[rows[first] if indexed else first]
     for j in range(n_states):
         scores[0, j] = log_initial[j] + evidence[j]
     for t in range(1, n_steps):
-        matrix = log_transitions[first + t] if varying else log_transitions[0]
-        previous = scores[t - 1]
-        current = scores[t]
-        current[:] = -np.inf
-        for i in range(n_states):
-            score = previous[i]
-            for j in range(n_states):
-                value = score + matrix[i, j]
-                current[j] = value if value > current[j] else current[j]
+        matrix = log_incoming[first + t] if varying else log_incoming[0]
         evidence = log_likelihoods[rows[first + t] if indexed else first + t]
+        previous = scores[t - 1]
         for j in range(n_states):
-            current[j] += evidence[j]
+            scores[t, j] = _max_plus(previous, matrix[j]) + evidence[j]
     state = np.argmax(scores[n_steps - 1])
     log_prob = scores[n_steps - 1, state]
     path[last - 1] = state
     for t in range(n_steps - 1, 0, -1):
-        matrix = log_transitions[first + t] if varying else log_transitions[0]
-        best, best_value = 0, -np.inf
-        for i in range(n_states):
-            value = scores[t - 1, i] + matrix[i, state]
-            if value > best_value:
-                best, best_value = i, value
-        state = best
+        matrix = log_incoming[first + t] if varying else log_incoming[0]
+        state = _argmax_plus(scores[t - 1], matrix[state])
         path[first + t - 1] = state
     return log_prob
 
@@ -317,7 +350,7 @@ def _table_rows(rows: np.ndarray | None) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def _log_likelihood(log_likelihoods, rows, offsets, initial_probs, transition_matrices):
+def _log_likelihood(log_likelihoods, rows, offsets, initial_probs, incoming):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
     table, table_shifts = _scale_table(log_likelihoods, rows)
@@ -328,7 +361,7 @@ def _log_likelihood(log_likelihoods, rows, offsets, initial_probs, transition_ma
         normalisers = np.empty(1)
         out[s] = _filter_sequence(
             log_likelihoods, rows, table, table_shifts, offsets[s], offsets[s + 1], initial_probs,
-            transition_matrices, filtered, scaled, normalisers,
+            incoming, filtered, scaled, normalisers,
         )
     return out
 
@@ -341,11 +374,13 @@ def log_likelihood(
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Log-likelihood of each sequence (forward pass only, O(K) memory per sequence)."""
-    return _log_likelihood(log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices)
+    return _log_likelihood(
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, _transposed(transition_matrices)
+    )
 
 
 @njit(cache=True, parallel=True)
-def _forward_filter(log_likelihoods, rows, offsets, initial_probs, transition_matrices):
+def _forward_filter(log_likelihoods, rows, offsets, initial_probs, incoming):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
     table, table_shifts = _scale_table(log_likelihoods, rows)
@@ -356,7 +391,7 @@ def _forward_filter(log_likelihoods, rows, offsets, initial_probs, transition_ma
         scaled = np.empty((1, n_states))
         normalisers = np.empty(1)
         out[s] = _filter_sequence(
-            log_likelihoods, rows, table, table_shifts, first, last, initial_probs, transition_matrices,
+            log_likelihoods, rows, table, table_shifts, first, last, initial_probs, incoming,
             filtered[first:last], scaled, normalisers,
         )
     return filtered, out
@@ -370,11 +405,13 @@ def forward_filter(
     rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Filtered state probabilities p(z_t | y_{0:t}) (n_steps, K) and per-sequence log-likelihoods."""
-    return _forward_filter(log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices)
+    return _forward_filter(
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, _transposed(transition_matrices)
+    )
 
 
 @njit(cache=True, parallel=True)
-def _forward_backward(log_likelihoods, rows, offsets, initial_probs, transition_matrices, per_step):
+def _forward_backward(log_likelihoods, rows, offsets, initial_probs, transition_matrices, incoming, per_step):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
     table, table_shifts = _scale_table(log_likelihoods, rows)
@@ -386,12 +423,18 @@ def _forward_backward(log_likelihoods, rows, offsets, initial_probs, transition_
         n_chunks = min(n_sequences, _N_CHUNKS)
         pairs = np.zeros((n_chunks, n_states, n_states))
     bounds = _chunk_bounds(offsets, n_chunks)
+    # Scratch is allocated here, not per sequence: large allocations inside the
+    # parallel loop are fresh pages on every call.
+    filtered = np.empty((offsets[-1], n_states))
+    normalisers = np.empty(offsets[-1])
     out = np.empty(n_sequences)
     for c in prange(n_chunks):
         for s in range(bounds[c], bounds[c + 1]):
+            first, last = offsets[s], offsets[s + 1]
             out[s] = _smooth_sequence(
-                log_likelihoods, rows, table, table_shifts, offsets[s], offsets[s + 1], initial_probs,
-                transition_matrices, posteriors, pairs, c, per_step,
+                log_likelihoods, rows, table, table_shifts, first, last, initial_probs,
+                transition_matrices, incoming, posteriors, filtered[first:last], normalisers[first:last],
+                pairs, c, per_step,
             )
     return out, posteriors, pairs
 
@@ -412,7 +455,8 @@ def forward_backward(
     so memory does not grow with the number of sequences.
     """
     log_lik, posteriors, pairs = _forward_backward(
-        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices, False
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices,
+        _transposed(transition_matrices), False,
     )
     return log_lik, posteriors, pairs.sum(axis=0)
 
@@ -432,21 +476,22 @@ def forward_backward_varying(
     which input-driven transition models need for their M-step.
     """
     return _forward_backward(
-        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices, True
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices,
+        _transposed(transition_matrices), True,
     )
 
 
 @njit(cache=True, parallel=True)
-def _viterbi(log_likelihoods, rows, offsets, log_initial, log_transitions):
+def _viterbi(log_likelihoods, rows, offsets, log_initial, log_incoming):
     n_sequences = offsets.shape[0] - 1
     n_states = log_initial.shape[0]
     path = np.empty(offsets[-1], dtype=np.int64)
+    scores = np.empty((offsets[-1], n_states))
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
-        scores = np.empty((last - first, n_states))
         out[s] = _viterbi_sequence(
-            log_likelihoods, rows, first, last, log_initial, log_transitions, path, scores
+            log_likelihoods, rows, first, last, log_initial, log_incoming, path, scores[first:last]
         )
     return path, out
 
@@ -462,26 +507,25 @@ def viterbi(
 
     Takes log-probabilities: ``log_initial`` (K,), ``log_transitions`` (1 or n_steps, K, K).
     """
-    return _viterbi(log_likelihoods, _table_rows(rows), offsets, log_initial, log_transitions)
+    return _viterbi(log_likelihoods, _table_rows(rows), offsets, log_initial, _transposed(log_transitions))
 
 
 @njit(cache=True, parallel=True)
-def _sample_posterior_paths(log_likelihoods, rows, offsets, initial_probs, transition_matrices, uniforms):
+def _sample_posterior_paths(log_likelihoods, rows, offsets, initial_probs, incoming, uniforms):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
-    varying = transition_matrices.shape[0] > 1
+    varying = incoming.shape[0] > 1
     table, table_shifts = _scale_table(log_likelihoods, rows)
     path = np.empty(offsets[-1], dtype=np.int64)
+    all_filtered = np.empty((offsets[-1], n_states))
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
         n_steps = last - first
-        filtered = np.empty((n_steps, n_states))
-        scaled = np.empty((n_steps, n_states))
-        normalisers = np.empty(n_steps)
+        filtered = all_filtered[first:last]
         out[s] = _filter_sequence(
-            log_likelihoods, rows, table, table_shifts, first, last, initial_probs, transition_matrices,
-            filtered, scaled, normalisers,
+            log_likelihoods, rows, table, table_shifts, first, last, initial_probs, incoming,
+            filtered, np.empty((1, n_states)), np.empty(1),
         )
         if out[s] == -np.inf:
             path[first:last] = -1
@@ -490,9 +534,9 @@ def _sample_posterior_paths(log_likelihoods, rows, offsets, initial_probs, trans
         state = _draw(filtered[n_steps - 1], uniforms[last - 1])
         path[last - 1] = state
         for t in range(n_steps - 2, -1, -1):
-            matrix = transition_matrices[first + t + 1] if varying else transition_matrices[0]
+            into_state = (incoming[first + t + 1] if varying else incoming[0])[state]
             for i in range(n_states):
-                weights[i] = filtered[t, i] * matrix[i, state]
+                weights[i] = filtered[t, i] * into_state[i]
             state = _draw(weights, uniforms[first + t])
             path[first + t] = state
     return path, out
@@ -512,7 +556,7 @@ def sample_posterior_paths(
     random generator fixes the draw. Returns paths (n_steps,) and log-likelihoods.
     """
     return _sample_posterior_paths(
-        log_likelihoods, _table_rows(rows), offsets, initial_probs, transition_matrices, uniforms
+        log_likelihoods, _table_rows(rows), offsets, initial_probs, _transposed(transition_matrices), uniforms
     )
 
 
