@@ -187,7 +187,7 @@ def _modeshift(emission: str, covariance: str | None, params: dict[str, np.ndarr
     return model
 
 
-def _case(emission, covariance, seed=0, **kwargs):
+def _case(emission, covariance, seed=0):
     params = _random_params(emission, covariance, seed)
     X, lengths = _data(emission, covariance, params, seed + 100)
     return params, X, lengths
@@ -273,6 +273,27 @@ def test_compact_and_full_covariance_forms_agree(emission, covariance):
     np.testing.assert_array_equal(compact.covars_, full_params["covars_"])
     np.testing.assert_array_equal(full.covars_, full_params["covars_"])
     assert compact.score(X, lengths) == full.score(X, lengths)
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "gmm"])
+def test_tied_covariances_must_be_shared(emission):
+    """covariance='tied' means one matrix (per state for gmm, as in hmmlearn).
+
+    Full matrices that differ where they must be shared are rejected, as non-diagonal
+    matrices are for covariance='diag'; accepting them would make score() use
+    covariances the model cannot represent (and n_parameters and the log prior count
+    only one of them).
+    """
+    lead = (K,) if emission == "gaussian" else (K, M)
+    model = HMM(K, emission=emission, covariance="tied", n_mix=M if emission == "gmm" else 1)
+    model.means_ = np.zeros((*lead, D))
+    covars = np.broadcast_to(np.eye(D), (*lead, D, D)).copy()
+    covars[(0,) * len(lead)] *= 2.0  # first state (first component) differs
+    with pytest.raises(ValueError):
+        model.covars_ = covars
+    # shared matrices in full form are fine
+    model.covars_ = np.broadcast_to(np.eye(D), (*lead, D, D))
+    np.testing.assert_array_equal(model.covars_, np.broadcast_to(np.eye(D), (*lead, D, D)))
 
 
 # ------------------------------------------------------------------ one EM step

@@ -101,6 +101,11 @@ class Gaussian(Emission):
         off_diagonal = array - np.einsum("kii->ki", array)[:, :, None] * np.eye(array.shape[-1])
         if self.covariance in ("diag", "spherical") and np.abs(off_diagonal).max() > 0:
             raise ValueError(f"covars_ must be diagonal for covariance={self.covariance!r}")
+        if self.covariance == "tied":
+            for group in np.unique(self.groups):
+                block = array[self.groups == group]
+                if not np.allclose(block, block[0], rtol=1e-10, atol=0.0):
+                    raise ValueError("covars_ must be one shared matrix (per tied group) for covariance='tied'")
         if self.covariance == "spherical" and not np.allclose(
             np.einsum("kii->ki", array), array[:, :1, 0]
         ):

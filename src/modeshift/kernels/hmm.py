@@ -128,33 +128,31 @@ def _scale_table(log_likelihoods: np.ndarray, rows: np.ndarray) -> tuple[np.ndar
 
 
 @njit(cache=True, fastmath=_REDUCTION_FLAGS)
-def _update(predicted: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray) -> tuple[float, float]:
+def _update(
+    predicted: np.ndarray, log_likelihood: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray
+) -> tuple[float, float]:
     """Condition predicted state probabilities on one step's evidence.
 
-    ``scaled`` holds the emission likelihoods divided by exp(shift). Writes
+    ``scaled`` holds the emission likelihoods exp(log_likelihood - shift). Writes
     p(z_t | y_{0:t}) into ``filtered``; returns ``(normaliser, shift)`` with
-    p(y_t | y_{0:t-1}) = normaliser * exp(shift), rescaling ``scaled`` in place
-    if the normaliser would underflow. A zero normaliser means an impossible step.
+    p(y_t | y_{0:t-1}) = normaliser * exp(shift). If the normaliser would
+    underflow, the shift is re-taken against the predicted probabilities and
+    ``scaled`` rewritten. A zero normaliser means an impossible step.
     """
     n_states = predicted.shape[0]
     if shift == -np.inf:
         return 0.0, shift
-    normaliser = 0.0
-    for j in range(n_states):
-        normaliser += predicted[j] * scaled[j]
+    normaliser = _dot(predicted, scaled)
     if normaliser < _TINY:
-        best = -np.inf
+        shift = -np.inf
         for j in range(n_states):
-            if predicted[j] > 0.0 and scaled[j] > 0.0:
-                best = max(best, np.log(scaled[j]) + np.log(predicted[j]))
-        if best == -np.inf:
-            return 0.0, -np.inf
-        normaliser = 0.0
+            if predicted[j] > 0.0:
+                shift = max(shift, log_likelihood[j] + np.log(predicted[j]))
+        if shift == -np.inf:
+            return 0.0, shift
         for j in range(n_states):
-            if scaled[j] > 0.0:
-                scaled[j] = np.exp(min(np.log(scaled[j]) - best, 700.0))
-            normaliser += predicted[j] * scaled[j]
-        shift += best
+            scaled[j] = np.exp(min(log_likelihood[j] - shift, 700.0))
+        normaliser = _dot(predicted, scaled)
     inverse = 1.0 / normaliser
     for j in range(n_states):
         filtered[j] = predicted[j] * scaled[j] * inverse
@@ -196,7 +194,8 @@ def _filter_sequence(
             _predict(filtered[t - 1 if keep_filtered else 0], matrix, predicted)
         evidence = scaled[t if keep_scaled else 0]
         shift = _evidence(log_likelihoods, rows, table, table_shifts, first + t, evidence)
-        normaliser, shift = _update(predicted, evidence, shift, filtered[row])
+        raw = log_likelihoods[rows[first + t] if rows.shape[0] > 0 else first + t]
+        normaliser, shift = _update(predicted, raw, evidence, shift, filtered[row])
         if normaliser == 0.0:
             return -np.inf
         normalisers[t if keep_normalisers else 0] = normaliser
@@ -249,7 +248,10 @@ def _smooth_sequence(
     for t in range(n_steps - 1, -1, -1):
         inverse = 1.0 / normalisers[t]
         for j in range(n_states):
-            weights[j] = scaled[t, j] * backward[j] * inverse
+            # A state with zero filtered probability carries no weight backwards
+            # (every path into it has probability 0); dropping it keeps the
+            # backward messages of unreachable states from overflowing.
+            weights[j] = scaled[t, j] * backward[j] * inverse if filtered[t, j] > 0.0 else 0.0
         norm = 0.0
         for j in range(n_states):
             value = filtered[t, j] * backward[j]
