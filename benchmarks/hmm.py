@@ -423,12 +423,18 @@ class DynamaxAdapter:
 
     ``fit_em`` builds a fresh ``jit`` on every call (so it would recompile each
     time); wrapping it in our own ``jax.jit`` gives its true post-compilation
-    cost.  Flat Dirichlet priors (concentration 1) make its initial and
-    transition updates the maximum-likelihood ones, as in the others.  Its
+    cost.  Nearly flat Dirichlet priors make its initial and transition updates
+    the maximum-likelihood ones, as in the others (see ``FLAT``).  Its
     covariance update is the mode under a normal-inverse-Wishart prior that
     cannot be made flat (it divides by N_k + 2D + 1.1 rather than N_k), so its
     fitted log-likelihoods differ slightly from the others'.
     """
+
+    # Dirichlet concentration for the initial and transition probabilities.  Exactly 1
+    # would be flat, but dynamax's M-step takes the Dirichlet's mode, which is NaN once
+    # any concentration is <= 1: that is, once a state gets no expected count at all,
+    # as every state but one does for the initial state of a single sequence.
+    FLAT = 1.0 + 1e-6
 
     name = "dynamax"
     jit = True
@@ -454,7 +460,10 @@ class DynamaxAdapter:
     def _gaussian(self, params: GaussianParams) -> tuple[Any, Any, Any]:
         n_states, dim = params.means.shape
         model = self._GaussianHMM(
-            n_states, dim, initial_probs_concentration=1.0, transition_matrix_concentration=1.0
+            n_states,
+            dim,
+            initial_probs_concentration=self.FLAT,
+            transition_matrix_concentration=self.FLAT,
         )
         jnp = self._jnp
         fitted, props = model.initialize(
@@ -755,8 +764,12 @@ def agreement_rows(results: Results, libraries: Sequence[str]) -> list[list[str]
         else:
             logliks = {name: float(np.asarray(v)) for name, v in values.items()}
             cells += [f"{logliks[n]:.6f}" if n in logliks else "n/a" for n in libraries]
-            spread = (max(logliks.values()) - min(logliks.values())) / abs(logliks[reference])
-            cells.append(f"{spread:.1e}")
+            finite = [v for v in logliks.values() if np.isfinite(v)]
+            spread = (max(finite) - min(finite)) / abs(finite[0]) if finite else float("nan")
+            broken = [name for name, v in logliks.items() if not np.isfinite(v)]
+            cells.append(
+                f"{spread:.1e}" + (f" (not finite: {', '.join(broken)})" if broken else "")
+            )
         rows.append(cells)
     return rows
 
@@ -782,7 +795,10 @@ def machine() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores; {platform.system()}; Python {platform.python_version()}"
+    load = (
+        f"; load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
+    )
+    return f"{cpu}, {cores} cores{load}; {platform.system()}; Python {platform.python_version()}"
 
 
 def report(

@@ -97,7 +97,7 @@ def check_against_brute_force(model, sequences, log_emission, pi, A):
     for got, ref in zip(paths, refs):
         np.testing.assert_array_equal(got, ref[3])
     for seq, ref in zip(sequences, refs):  # one sequence at a time, as a bare array
-        np.testing.assert_allclose(model.score(seq), ref[0], rtol=1e-10)
+        np.testing.assert_allclose(model.score(seq), ref[0], rtol=1e-10, atol=1e-12)
     return refs
 
 

@@ -332,6 +332,27 @@ def test_unreachable_state_favoured_by_data(gap):
     np.testing.assert_allclose(pairs[:2, :2], two[2], atol=1e-12)
 
 
+def test_outlier_favouring_an_unreachable_state_through_the_model():
+    """A left-to-right model whose first observation sits at the (not yet reachable) last state.
+
+    The sequence has positive density (state 0 explains y_0 = 100 poorly, not
+    impossibly), so the score must be finite and equal the log-space value.
+    """
+    from modeshift import HMM
+
+    model = HMM(2)
+    model.startprob_ = [1.0, 0.0]
+    model.transmat_ = [[0.5, 0.5], [0.0, 1.0]]
+    model.means_ = [[0.0], [100.0]]
+    model.covars_ = [[[1.0]], [[1.0]]]
+    y = np.array([100.0, 100.0, 100.0])
+    ll = stats.norm.logpdf(y[:, None], loc=[0.0, 100.0], scale=1.0)
+    log_z, posteriors, _ = log_space_forward_backward(ll, model.startprob_, model.transmat_)
+    assert np.isfinite(log_z)
+    np.testing.assert_allclose(model.score(y), log_z, rtol=1e-12)
+    np.testing.assert_allclose(model.predict_proba(y), posteriors, atol=1e-12)
+
+
 def test_long_sequence_many_states():
     """One sequence of 10**6 steps with K = 50 scores finite; posteriors sum to 1.
 

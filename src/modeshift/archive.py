@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from os import PathLike
 from typing import Any
 
@@ -45,11 +46,18 @@ def write_archive(path: str | PathLike[str], metadata: dict[str, Any], arrays: d
                     archive.writestr(f"arrays/{name}.npy", buffer.getvalue())
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def read_archive(path: str | PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -58,21 +66,21 @@ def read_archive(path: str | PathLike[str]) -> tuple[dict[str, Any], dict[str, n
     try:
         with zipfile.ZipFile(path) as archive:
             metadata = json.loads(archive.read(_METADATA))
-            if metadata.get("format") != "modeshift":
-                raise ValueError(f"{path} is not a modeshift model file")
-            version = metadata.get("version")
-            if not isinstance(version, int) or version > FORMAT_VERSION:
-                raise ValueError(
-                    f"{path} was written in model format version {version}; this modeshift "
-                    f"reads versions up to {FORMAT_VERSION}: upgrade modeshift to load it"
-                )
-            arrays = {}
-            for name in archive.namelist():
-                if name.startswith("arrays/") and name.endswith(".npy"):
-                    with archive.open(name) as member:
-                        arrays[name[len("arrays/") : -len(".npy")]] = np.load(
-                            io.BytesIO(member.read()), allow_pickle=False
-                        )
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError) as error:
+            arrays = {
+                name[len("arrays/") : -len(".npy")]: np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
+                for name in archive.namelist()
+                if name.startswith("arrays/") and name.endswith(".npy")
+            }
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (zipfile.BadZipFile, KeyError, EOFError, zlib.error, ValueError, NotImplementedError, OSError) as error:
         raise ValueError(f"{path} is not a readable modeshift model file (corrupt or truncated): {error}") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != "modeshift":
+        raise ValueError(f"{path} is not a modeshift model file")
+    version = metadata.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written in model format version {version}; this modeshift "
+            f"reads versions up to {FORMAT_VERSION}: upgrade modeshift to load it"
+        )
     return metadata, arrays

@@ -9,7 +9,7 @@ layout the numba kernels work on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any, Literal
@@ -67,20 +67,18 @@ class Sequences:
     @classmethod
     def from_array(cls, X: Any, lengths: Sequence[int] | None = None) -> Sequences:
         """One 1-D/2-D array, optionally cut into sequences by ``lengths`` (hmmlearn's form)."""
-        values = _as_2d_float(X, sequence=None if lengths is not None else 0)
         if lengths is None:
-            return cls.from_arrays([values], form="array")
+            return cls.from_arrays([X], form="array")
         lengths_arr = np.asarray(lengths)
         if lengths_arr.ndim != 1 or lengths_arr.dtype.kind not in "iu":
             raise ValueError(f"lengths must be a 1-D sequence of integers, got {lengths!r}")
-        if lengths_arr.sum() != len(values):
-            raise ValueError(
-                f"lengths sum to {int(lengths_arr.sum())} but X has {len(values)} rows"
-            )
         bad = np.flatnonzero(lengths_arr <= 0)
         if bad.size:
             raise ValueError(f"sequence {bad[0]} is empty (lengths[{bad[0]}] = {lengths_arr[bad[0]]})")
         offsets = np.concatenate([[0], np.cumsum(lengths_arr)]).astype(np.int64)
+        values = _as_2d_float(X, _locator(offsets))
+        if len(values) != offsets[-1]:
+            raise ValueError(f"lengths sum to {int(offsets[-1])} but X has {len(values)} rows")
         _check_finite_or_nan(values, offsets)
         return cls(values, offsets, form="array")
 
@@ -96,7 +94,7 @@ class Sequences:
         """A list of arrays, one per sequence, each (n_steps,) or (n_steps, n_features)."""
         if len(arrays) == 0:
             raise ValueError("no sequences given (an empty list)")
-        blocks = [_as_2d_float(a, sequence=i) for i, a in enumerate(arrays)]
+        blocks = [_as_2d_float(a, _locator(i)) for i, a in enumerate(arrays)]
         values, offsets = _concatenate(blocks, "features")
         _check_finite_or_nan(values, offsets)
         times_arr = None
@@ -150,13 +148,20 @@ class Sequences:
             ids = list(uniques)
         keys = [codes]
         if time_column is not None:
-            time_values = _numeric_column(frame, time_column, allow_datetime=True)
+            time_values = _numeric_column(frame, time_column, lambda row: f"row {row}", allow_datetime=True)
             keys.insert(0, time_values)
         order = np.lexsort(keys)  # by id, then by time
         counts = np.bincount(codes, minlength=len(ids))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
-        values = np.column_stack([_numeric_column(frame, c) for c in value_columns])[order]
+        position = np.empty(n_rows, dtype=np.int64)
+        position[order] = np.arange(n_rows)
+
+        def locate(row: int) -> str:
+            sequence = int(np.searchsorted(offsets, position[row], side="right") - 1)
+            return f"sequence {sequence}, time step {position[row] - offsets[sequence]} (id {ids[sequence]!r})"
+
+        values = np.column_stack([_numeric_column(frame, c, locate) for c in value_columns])[order]
         _check_finite_or_nan(values, offsets, columns=list(value_columns))
         times = None
         if time_column is not None:
@@ -164,7 +169,7 @@ class Sequences:
             _check_times(times, offsets)
         inputs = None
         if input_columns:
-            inputs = np.column_stack([_numeric_column(frame, c) for c in input_columns])[order]
+            inputs = np.column_stack([_numeric_column(frame, c, locate) for c in input_columns])[order]
             _check_finite(inputs, offsets, "input", columns=list(input_columns))
         row_order = None if np.array_equal(order, np.arange(n_rows)) else order
         return cls(values, offsets, times, inputs, ids, form="frame", row_order=row_order)
@@ -309,15 +314,29 @@ def as_sequences(data: Any, lengths: Sequence[int] | None = None, **columns: Any
 
 
 # ----------------------------------------------------------------------- helpers
-def _where(sequence: int | None) -> str:
-    return "X" if sequence is None else f"sequence {sequence}"
+class _locator:
+    """Names where a row of an input array sits: ``sequence i, time step t``."""
+
+    def __init__(self, where: int | np.ndarray):
+        self.where = where  # a sequence index, or the offsets of sequences cut from one array
+
+    def sequence(self) -> str:
+        return f"sequence {self.where}" if np.isscalar(self.where) else "X"
+
+    def step(self, row: int) -> str:
+        if np.isscalar(self.where):
+            return f"sequence {self.where}, time step {row}"
+        sequence = int(np.searchsorted(self.where, row, side="right") - 1)
+        return f"sequence {sequence}, time step {row - int(self.where[sequence])}"
 
 
-def _as_2d_float(data: Any, sequence: int | None) -> np.ndarray:
+def _as_2d_float(data: Any, where: _locator) -> np.ndarray:
     """A float64 (n_steps, n_features) copy of one array, or a clear error."""
     if isinstance(data, (pd.DataFrame, pd.Series)):
         data = data.to_numpy()
     array = np.asarray(data)
+    if array.dtype.kind == "c":
+        raise ValueError(f"{where.sequence()}: complex values are not supported")
     if array.dtype.kind not in "biuf":
         try:
             array = array.astype(np.float64)
@@ -327,22 +346,20 @@ def _as_2d_float(data: Any, sequence: int | None) -> np.ndarray:
                 try:
                     float(item)
                 except (TypeError, ValueError):
-                    step = np.unravel_index(position, array.shape)[0] if array.ndim else 0
-                    raise ValueError(
-                        f"{_where(sequence)}, time step {step}: non-numeric value {item!r}"
-                    ) from None
-            raise ValueError(f"{_where(sequence)}: data of type {array.dtype} is not numeric") from None
+                    row = int(np.unravel_index(position, array.shape)[0]) if array.ndim else 0
+                    raise ValueError(f"{where.step(row)}: non-numeric value {item!r}") from None
+            raise ValueError(f"{where.sequence()}: data of type {array.dtype} is not numeric") from None
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
         raise ValueError(
-            f"{_where(sequence)}: expected a 1-D (n_steps,) or 2-D (n_steps, n_features) array, "
+            f"{where.sequence()}: expected a 1-D (n_steps,) or 2-D (n_steps, n_features) array, "
             f"got shape {array.shape}"
         )
     if array.shape[0] == 0:
-        raise ValueError(f"{_where(sequence if sequence is not None else 0)} is empty")
+        raise ValueError(f"{where.sequence() if np.isscalar(where.where) else 'sequence 0'} is empty")
     if array.shape[1] == 0:
-        raise ValueError(f"{_where(sequence)}: no features (shape {array.shape})")
+        raise ValueError(f"{where.sequence()}: no features (shape {array.shape})")
     return np.array(array, dtype=np.float64, order="C")
 
 
@@ -361,7 +378,7 @@ def _aligned(arrays: Sequence[Any], offsets: np.ndarray, what: str) -> np.ndarra
     """Per-sequence arrays (times or inputs) that must match the sequences' lengths."""
     if len(arrays) != len(offsets) - 1:
         raise ValueError(f"{len(arrays)} {what} arrays given for {len(offsets) - 1} sequences")
-    blocks = [_as_2d_float(a, sequence=i) for i, a in enumerate(arrays)]
+    blocks = [_as_2d_float(a, _locator(i)) for i, a in enumerate(arrays)]
     for i, block in enumerate(blocks):
         expected = offsets[i + 1] - offsets[i]
         if len(block) != expected:
@@ -413,17 +430,22 @@ def _check_times(times: np.ndarray, offsets: np.ndarray) -> None:
         )
 
 
-def _numeric_column(frame: pd.DataFrame, column: str, allow_datetime: bool = False) -> np.ndarray:
+def _numeric_column(
+    frame: pd.DataFrame, column: str, locate: Callable[[int], str], allow_datetime: bool = False
+) -> np.ndarray:
     series = frame[column]
     if allow_datetime and pd.api.types.is_datetime64_any_dtype(series):
-        return series.astype("int64").to_numpy().astype(np.float64) / 1e9
+        epoch = pd.Timestamp("1970-01-01", tz=series.dt.tz)
+        return ((series - epoch) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        if pd.api.types.is_complex_dtype(series):
+            raise ValueError(f"column {column!r}: complex values are not supported")
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
     converted = pd.to_numeric(series, errors="coerce")
     bad = np.flatnonzero(converted.isna().to_numpy() & series.notna().to_numpy())
     if bad.size:
         row = int(bad[0])
-        raise ValueError(f"row {row}, column {column!r}: non-numeric value {series.iloc[row]!r}")
+        raise ValueError(f"{locate(row)} (row {row}), column {column!r}: non-numeric value {series.iloc[row]!r}")
     return converted.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -450,8 +472,8 @@ def check_probabilities(name: str, value: Any, shape: tuple[int | None, ...]) ->
     if not np.allclose(sums, 1.0, rtol=0, atol=1e-8):
         where = np.unravel_index(np.argmax(np.abs(sums - 1.0)), sums.shape) if sums.ndim else ()
         row = f" (row {where[0]})" if where else ""
-        raise ValueError(f"{name} must sum to 1 along its last axis{row}, got {np.ravel(sums)[0]:.6g}")
-    return array / sums[..., None]
+        raise ValueError(f"{name} must sum to 1 along its last axis{row}, got {sums[where]:.6g}")
+    return array
 
 
 def check_covariances(name: str, value: Any, n_features: int | None = None) -> np.ndarray:

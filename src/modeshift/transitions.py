@@ -42,8 +42,8 @@ class Stationary:
     def set(self, name: str, value: np.ndarray) -> None:
         """Set ``initial_probs`` or ``transition_matrix`` after checking it."""
         k = self.n_states
-        shape = {"initial_probs": (k,), "transition_matrix": (k, k)}[name]
-        setattr(self, name, check_probabilities(name, value, shape))
+        label, shape = {"initial_probs": ("startprob_", (k,)), "transition_matrix": ("transmat_", (k, k))}[name]
+        setattr(self, name, check_probabilities(label, value, shape))
 
     def initialize(self, rng: np.random.Generator) -> None:
         """Uniform start; transition rows near 'stay', randomised so restarts differ."""

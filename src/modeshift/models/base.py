@@ -13,7 +13,7 @@ from modeshift.archive import read_archive, write_archive
 __all__ = ["Model", "NotFittedError", "load"]
 
 
-class NotFittedError(ValueError, AttributeError):
+class NotFittedError(ValueError):
     """A model was used before its parameters were fitted or set."""
 
 

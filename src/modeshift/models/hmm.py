@@ -385,8 +385,10 @@ class HMM(Model):
         }
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        missing = [name for name in self.parameter_names if name not in arrays]
+        if missing:
+            raise ValueError(f"the model file lacks the parameter array(s) {missing}")
         for name in self.parameter_names:
-            if name in arrays:
-                setattr(self, name, arrays[name])
+            setattr(self, name, arrays[name])
         for name, value in attributes.items():
             setattr(self, name, value)
