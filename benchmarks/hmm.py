@@ -716,7 +716,9 @@ def timing_table(
         {f"{name}: {o.note}" for row in results.values() for name, o in row.items() if o.note}
         | {f"{name}: {reason}" for name, reason in notes.items()}
     )
-    return lines + [""] + [f"- n/a {reason}" for reason in reasons] if reasons else lines
+    if reasons:
+        lines += ["", *(f"- n/a {reason}" for reason in reasons)]
+    return lines
 
 
 def compile_table(results: Results, libraries: Sequence[str]) -> list[str]:
@@ -786,6 +788,7 @@ def versions() -> str:
 
 
 def machine() -> str:
+    """CPU, cores, the current load (other work skews the times) and the Python version."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -796,7 +799,7 @@ def machine() -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = (
-        f"; load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
+        f"; load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
     )
     return f"{cpu}, {cores} cores{load}; {platform.system()}; Python {platform.python_version()}"
 
@@ -807,6 +810,7 @@ def report(
     libraries: Sequence[str],
     notes: dict[str, str],
     compile_times: tuple[dict[str, float], dict[str, float]] | str,
+    host: str,
     args: argparse.Namespace,
 ) -> str:
     lines = [
@@ -865,7 +869,7 @@ def report(
             ["case", "value", *libraries, "max rel. difference"], agreement_rows(results, libraries)
         ),
         "",
-        f"Machine: {machine()}.  ",
+        f"Machine: {host}.  ",
         f"Versions: {versions()}.",
         "",
     ]
@@ -930,6 +934,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(compile_probe()))
         return 0
 
+    host = machine()  # before our own work adds to the load
     sizes = Sizes().quick() if args.quick else Sizes()
     adapters, notes = load_adapters(args.libs, args.hmmlearn_implementation)
     for name, reason in notes.items():
@@ -951,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cases = [CASES[key] for key in args.only]
     results, descriptions = run_benchmarks(cases, adapters, sizes, args.repeats, args.seed)
-    markdown = report(results, descriptions, args.libs, notes, compile_times, args)
+    markdown = report(results, descriptions, args.libs, notes, compile_times, host, args)
     print(markdown)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(markdown)
