@@ -7,7 +7,7 @@ import numpy as np
 from modeshift.data import Sequences, check_array, check_covariances
 from modeshift.emissions.base import Emission
 from modeshift.emissions.kmeans import kmeans
-from modeshift.kernels import gaussian_log_density
+from modeshift.kernels import gaussian_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
 __all__ = ["COVARIANCE_TYPES", "Gaussian"]
@@ -156,6 +156,12 @@ class Gaussian(Emission):
                 continue
             x = values[rows] if rows is not None else values
             post = posteriors[rows] if rows is not None else posteriors
+            if observed.all():
+                totals, weighted, products = weighted_moments(x, post)
+                weights += totals
+                sums += weighted
+                outer += products
+                continue
             missing = ~observed
             for k in range(k_states):
                 g = post[:, k]

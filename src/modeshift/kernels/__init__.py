@@ -1,6 +1,6 @@
 """numba-compiled hot loops: pure functions on arrays, no classes, no validation."""
 
-from modeshift.kernels.gaussian import gaussian_log_density
+from modeshift.kernels.gaussian import gaussian_log_density, weighted_moments
 from modeshift.kernels.hmm import (
     forward_backward,
     forward_backward_varying,
@@ -20,4 +20,5 @@ __all__ = [
     "sample_chain",
     "sample_posterior_paths",
     "viterbi",
+    "weighted_moments",
 ]

@@ -1,14 +1,15 @@
-"""Gaussian log-densities for many points under many (mean, covariance) pairs."""
+"""Gaussian log-densities and weighted moments for many points and many components."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["gaussian_log_density"]
+__all__ = ["gaussian_log_density", "weighted_moments"]
 
 _LOG_2PI = np.log(2.0 * np.pi)
-_CHUNK = 2048
+_BLOCK = 256  # points handled together, so the innermost loops run over points and vectorise
 
 
 @njit(cache=True, parallel=True)
@@ -22,24 +23,79 @@ def gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors:
     n_points, n_features = points.shape
     n_components = means.shape[0]
     constants = np.empty(n_components)
+    offsets = np.empty((n_components, n_features))  # inverse_factors[k] @ means[k]
     for k in range(n_components):
         log_det = 0.0
         for i in range(n_features):
             log_det -= 2.0 * np.log(inverse_factors[k, i, i])
+            offsets[k, i] = 0.0
+            for j in range(i + 1):
+                offsets[k, i] += inverse_factors[k, i, j] * means[k, j]
         constants[k] = -0.5 * (n_features * _LOG_2PI + log_det)
     out = np.empty((n_points, n_components))
-    n_chunks = (n_points + _CHUNK - 1) // _CHUNK
-    for c in prange(n_chunks):
-        centred = np.empty(n_features)
-        for n in range(c * _CHUNK, min(n_points, (c + 1) * _CHUNK)):
-            for k in range(n_components):
-                for i in range(n_features):
-                    centred[i] = points[n, i] - means[k, i]
-                squared = 0.0
-                for i in range(n_features):
-                    z = 0.0
-                    for j in range(i + 1):
-                        z += inverse_factors[k, i, j] * centred[j]
-                    squared += z * z
-                out[n, k] = constants[k] - 0.5 * squared
+    n_blocks = (n_points + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):
+        start = b * _BLOCK
+        size = min(_BLOCK, n_points - start)
+        block = np.empty((n_features, _BLOCK))  # the block's points, one feature per row
+        for n in range(size):
+            for i in range(n_features):
+                block[i, n] = points[start + n, i]
+        z = np.empty(_BLOCK)
+        squared = np.empty(_BLOCK)
+        for k in range(n_components):
+            squared[:size] = 0.0
+            for i in range(n_features):
+                for n in range(size):
+                    z[n] = -offsets[k, i]
+                for j in range(i + 1):
+                    factor = inverse_factors[k, i, j]
+                    feature = block[j]
+                    for n in range(size):
+                        z[n] += factor * feature[n]
+                for n in range(size):
+                    squared[n] += z[n] * z[n]
+            for n in range(size):
+                out[start + n, k] = constants[k] - 0.5 * squared[n]
     return out
+
+
+def weighted_moments(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-component sums of weights, weighted points and weighted outer products.
+
+    Returns ``totals`` (K,) = sum_n w_nk, ``sums`` (K, D) = sum_n w_nk x_n and
+    ``outer`` (K, D, D) = sum_n w_nk x_n x_n^T for points (n, D) and weights (n, K).
+    """
+    n_chunks = max(1, min(len(points), 4 * numba.get_num_threads()))
+    return _weighted_moments(np.ascontiguousarray(points), np.ascontiguousarray(weights), n_chunks)
+
+
+@njit(cache=True, parallel=True)
+def _weighted_moments(
+    points: np.ndarray, weights: np.ndarray, n_chunks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_points, n_features = points.shape
+    n_components = weights.shape[1]
+    totals = np.zeros((n_chunks, n_components))
+    sums = np.zeros((n_chunks, n_components, n_features))
+    outer = np.zeros((n_chunks, n_components, n_features, n_features))
+    size = (n_points + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        for n in range(c * size, min(n_points, (c + 1) * size)):
+            x = points[n]
+            for k in range(n_components):
+                w = weights[n, k]
+                if w == 0.0:
+                    continue
+                totals[c, k] += w
+                for i in range(n_features):
+                    wx = w * x[i]
+                    sums[c, k, i] += wx
+                    for j in range(i + 1):
+                        outer[c, k, i, j] += wx * x[j]
+    total_outer = outer.sum(axis=0)
+    for k in range(n_components):
+        for i in range(n_features):
+            for j in range(i):
+                total_outer[k, j, i] = total_outer[k, i, j]
+    return totals.sum(axis=0), sums.sum(axis=0), total_outer

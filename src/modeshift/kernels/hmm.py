@@ -38,8 +38,7 @@ __all__ = [
 
 _TINY = 1e-280
 _REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
-_N_CHUNKS = 64
-_BLOCK = 64  # steps per matrix product in the summed pair counts  # load balance for up to ~16 threads; memory 64 * K * K
+_N_CHUNKS = 64  # load balance for up to ~16 threads; memory 64 * K * K
 
 
 # ----------------------------------------------------------------- one time step
@@ -222,16 +221,17 @@ def _smooth_sequence(
     filtered: np.ndarray,
     normalisers: np.ndarray,
     pair_counts: np.ndarray,
-    chunk: int,
+    backward_weights: np.ndarray,
     per_step: bool,
 ) -> float:
     """Forward-backward over rows ``first:last``.
 
     Writes p(z_t | y) into ``posteriors[first:last]`` and adds the pairwise
     posteriors p(z_{t-1}, z_t | y) into ``pair_counts[first + t]`` (``per_step``);
-    otherwise adds sum_t p(z_{t-1}=i | y_{0:t-1}) * weight_t(j) into
-    ``pair_counts[chunk]``, which times the transition matrix gives the summed
-    pairwise posteriors (stationary chains only). Returns the log-likelihood; an impossible
+    otherwise writes the backward weights w_t = p(y_t | z_t) beta_t / c_t of steps
+    t >= 1 into ``backward_weights[first + t]``, from which the caller forms
+    sum_t filtered_{t-1}^T w_t, the summed pair counts divided elementwise by the
+    (stationary) transition matrix. Returns the log-likelihood; an impossible
     sequence gets -inf and NaN posteriors. ``filtered`` and ``normalisers`` are
     scratch space for the sequence, (n_steps, K) and (n_steps,).
     """
@@ -247,17 +247,13 @@ def _smooth_sequence(
     )
     if total == -np.inf:
         scaled[:] = np.nan
+        filtered[:] = 0.0  # no contribution to the summed pair counts
         return total
 
     backward = np.ones(n_states)
-    # Summed pair counts: sum_t filtered[t-1, i] * weights_t[j] is gathered in
-    # blocks of steps with one matrix product each; the caller multiplies by the
-    # transition matrix once at the end.
-    block = np.empty((_BLOCK, n_states))
-    high = n_steps  # the current block holds steps low .. high - 1
-    low = max(1, high - _BLOCK)
+    scratch = np.empty(n_states)
     for t in range(n_steps - 1, -1, -1):
-        weights = block[t - low] if t >= 1 else np.empty(n_states)
+        weights = backward_weights[first + t] if t >= 1 and not per_step else scratch
         inverse = 1.0 / normalisers[t]
         for j in range(n_states):
             # A state with zero filtered probability carries no weight backwards
@@ -283,10 +279,6 @@ def _smooth_sequence(
                 previous = filtered[t - 1, i]
                 for j in range(n_states):
                     counts[i, j] += previous * matrix[i, j] * weights[j]
-        elif t == low:
-            pair_counts[chunk] += filtered[low - 1 : high - 1].T @ block[: high - low]
-            high = low
-            low = max(1, high - _BLOCK)
     return total
 
 
@@ -435,11 +427,12 @@ def _forward_backward(
     n_states = initial_probs.shape[0]
     posteriors = np.empty((offsets[-1], n_states))
     if per_step:
-        n_chunks = n_sequences
         pairs = np.zeros((offsets[-1], n_states, n_states))
+        backward_weights = np.empty((0, n_states))
     else:
-        n_chunks = min(n_sequences, _N_CHUNKS)
-        pairs = np.zeros((n_chunks, n_states, n_states))
+        pairs = np.zeros((0, n_states, n_states))
+        backward_weights = np.zeros((offsets[-1], n_states))  # stays 0 at sequence starts
+    n_chunks = min(n_sequences, _N_CHUNKS)
     bounds = _chunk_bounds(offsets, n_chunks)
     # Scratch is allocated here, not per sequence: large allocations inside the
     # parallel loop are fresh pages on every call.
@@ -452,9 +445,9 @@ def _forward_backward(
             out[s] = _smooth_sequence(
                 log_likelihoods, rows, table, table_shifts, first, last, initial_probs,
                 transition_matrices, incoming, posteriors, filtered[first:last], normalisers[first:last],
-                pairs, c, per_step,
+                pairs, backward_weights, per_step,
             )
-    return out, posteriors, pairs
+    return out, posteriors, pairs, filtered, backward_weights
 
 
 def forward_backward(
@@ -468,20 +461,22 @@ def forward_backward(
 
     Returns per-sequence log-likelihoods (n_sequences,), state posteriors
     p(z_t | y) (n_steps, K) and expected transition counts
-    sum_t p(z_{t-1}=i, z_t=j | y) (K, K). Work is split into at most 64 chunks
-    of sequences of similar total length, each with its own (K, K) accumulator,
-    so memory does not grow with the number of sequences.
+    sum_t p(z_{t-1}=i, z_t=j | y) (K, K), formed by one matrix product rather
+    than a (K, K) update per step. Sequences are split into at most 64 chunks of
+    similar total length for the threads.
     """
     if transition_matrices.shape[0] > 1:
         log_lik, posteriors, pairs = forward_backward_varying(
             log_likelihoods, offsets, initial_probs, transition_matrices, rows
         )
         return log_lik, posteriors, pairs.sum(axis=0)
-    log_lik, posteriors, pairs = _forward_backward(
+    log_lik, posteriors, _, filtered, weights = _forward_backward(
         log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
         transition_matrices, _transposed(transition_matrices), False,
     )
-    return log_lik, posteriors, pairs.sum(axis=0) * transition_matrices[0]
+    # sum_t p(z_{t-1}=i, z_t=j | y) = A_ij sum_t filtered_{t-1}(i) w_t(j); the weights
+    # are 0 at sequence starts, so one product over all rows spans every sequence.
+    return log_lik, posteriors, (filtered[:-1].T @ weights[1:]) * transition_matrices[0]
 
 
 def forward_backward_varying(
@@ -498,10 +493,11 @@ def forward_backward_varying(
     (n_steps, K, K) with entry t = p(z_{t-1}, z_t | y) (zero at sequence starts),
     which input-driven transition models need for their M-step.
     """
-    return _forward_backward(
+    log_lik, posteriors, pairs, _, _ = _forward_backward(
         log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
         transition_matrices, _transposed(transition_matrices), True,
     )
+    return log_lik, posteriors, pairs
 
 
 @njit(cache=True, parallel=True)
