@@ -12,7 +12,6 @@ _LOG_2PI = np.log(2.0 * np.pi)
 _BLOCK = 256  # points handled together, so the innermost loops run over points and vectorise
 
 
-@njit(cache=True, parallel=True)
 def gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors: np.ndarray) -> np.ndarray:
     """log N(points[n] | means[k], covariance_k) as an (n_points, K) array.
 
@@ -20,6 +19,15 @@ def gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors:
     covariance_k (covariance_k = L_k L_k^T), so the Mahalanobis term is
     |inverse_factors[k] (x - mean_k)|^2 and log det covariance_k = -2 sum log diag.
     """
+    out = np.empty((points.shape[0], means.shape[0]))  # numpy's allocation is cheaper to touch
+    _gaussian_log_density(np.ascontiguousarray(points), means, inverse_factors, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _gaussian_log_density(
+    points: np.ndarray, means: np.ndarray, inverse_factors: np.ndarray, out: np.ndarray
+) -> None:
     n_points, n_features = points.shape
     n_components = means.shape[0]
     constants = np.empty(n_components)
@@ -32,7 +40,6 @@ def gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors:
             for j in range(i + 1):
                 offsets[k, i] += inverse_factors[k, i, j] * means[k, j]
         constants[k] = -0.5 * (n_features * _LOG_2PI + log_det)
-    out = np.empty((n_points, n_components))
     n_blocks = (n_points + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
         start = b * _BLOCK
@@ -57,7 +64,6 @@ def gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors:
                     squared[n] += z[n] * z[n]
             for n in range(size):
                 out[start + n, k] = constants[k] - 0.5 * squared[n]
-    return out
 
 
 def weighted_moments(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

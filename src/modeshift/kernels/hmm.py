@@ -99,11 +99,9 @@ def _evidence(rows: np.ndarray, table: np.ndarray, table_shifts: np.ndarray, t: 
 
 
 @njit(cache=True, parallel=True)
-def _shift_rows(log_likelihoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shift_rows(log_likelihoods: np.ndarray, shifted: np.ndarray, shifts: np.ndarray) -> None:
     """Row maxima, and each row minus its maximum (-inf where a row is impossible)."""
     n_rows, n_states = log_likelihoods.shape
-    shifts = np.empty(n_rows)
-    shifted = np.empty_like(log_likelihoods)
     for r in prange(n_rows):
         best = log_likelihoods[r, 0]
         for j in range(1, n_states):
@@ -111,7 +109,6 @@ def _shift_rows(log_likelihoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shifts[r] = best
         for j in range(n_states):
             shifted[r, j] = log_likelihoods[r, j] - best if best > -np.inf else -np.inf
-    return shifted, shifts
 
 
 def _scaled_table(log_likelihoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +117,8 @@ def _scaled_table(log_likelihoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     The exponentials are taken by numpy, whose vectorised exp is several times
     faster than the scalar one a compiled loop calls.
     """
-    shifted, shifts = _shift_rows(log_likelihoods)
+    shifted, shifts = np.empty_like(log_likelihoods), np.empty(len(log_likelihoods))
+    _shift_rows(log_likelihoods, shifted, shifts)
     return np.exp(shifted, out=shifted), shifts
 
 
@@ -389,10 +387,9 @@ def log_likelihood(
 
 
 @njit(cache=True, parallel=True)
-def _forward_filter(log_likelihoods, rows, table, table_shifts, offsets, initial_probs, incoming):
+def _forward_filter(log_likelihoods, rows, table, table_shifts, offsets, initial_probs, incoming, filtered):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
-    filtered = np.empty((offsets[-1], n_states))
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
@@ -415,29 +412,18 @@ def forward_filter(
     """Filtered state probabilities p(z_t | y_{0:t}) (n_steps, K) and per-sequence log-likelihoods."""
     return _forward_filter(
         log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
-        _transposed(transition_matrices),
+        _transposed(transition_matrices), np.empty((offsets[-1], len(initial_probs))),
     )
 
 
 @njit(cache=True, parallel=True)
 def _forward_backward(
-    log_likelihoods, rows, table, table_shifts, offsets, initial_probs, transition_matrices, incoming, per_step
+    log_likelihoods, rows, table, table_shifts, offsets, initial_probs, transition_matrices, incoming,
+    posteriors, filtered, normalisers, pairs, backward_weights, per_step,
 ):
     n_sequences = offsets.shape[0] - 1
-    n_states = initial_probs.shape[0]
-    posteriors = np.empty((offsets[-1], n_states))
-    if per_step:
-        pairs = np.zeros((offsets[-1], n_states, n_states))
-        backward_weights = np.empty((0, n_states))
-    else:
-        pairs = np.zeros((0, n_states, n_states))
-        backward_weights = np.zeros((offsets[-1], n_states))  # stays 0 at sequence starts
     n_chunks = min(n_sequences, _N_CHUNKS)
     bounds = _chunk_bounds(offsets, n_chunks)
-    # Scratch is allocated here, not per sequence: large allocations inside the
-    # parallel loop are fresh pages on every call.
-    filtered = np.empty((offsets[-1], n_states))
-    normalisers = np.empty(offsets[-1])
     out = np.empty(n_sequences)
     for c in prange(n_chunks):
         for s in range(bounds[c], bounds[c + 1]):
@@ -447,7 +433,36 @@ def _forward_backward(
                 transition_matrices, incoming, posteriors, filtered[first:last], normalisers[first:last],
                 pairs, backward_weights, per_step,
             )
-    return out, posteriors, pairs, filtered, backward_weights
+    return out
+
+
+def _smooth(
+    log_likelihoods: np.ndarray,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+    rows: np.ndarray | None,
+    per_step: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run forward-backward; every large array is allocated here by numpy.
+
+    numpy's allocations (with huge pages where the system offers them) are
+    markedly cheaper to touch than ones made inside compiled code.
+    """
+    n_steps, n_states = offsets[-1], len(initial_probs)
+    posteriors = np.empty((n_steps, n_states))
+    filtered = np.empty((n_steps, n_states))
+    normalisers = np.empty(n_steps)
+    if per_step:
+        pairs, backward_weights = np.zeros((n_steps, n_states, n_states)), np.empty((0, n_states))
+    else:  # the weights stay 0 at sequence starts
+        pairs, backward_weights = np.empty((0, n_states, n_states)), np.zeros((n_steps, n_states))
+    log_lik = _forward_backward(
+        log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
+        transition_matrices, _transposed(transition_matrices), posteriors, filtered, normalisers,
+        pairs, backward_weights, per_step,
+    )
+    return log_lik, posteriors, pairs, filtered, backward_weights
 
 
 def forward_backward(
@@ -470,9 +485,8 @@ def forward_backward(
             log_likelihoods, offsets, initial_probs, transition_matrices, rows
         )
         return log_lik, posteriors, pairs.sum(axis=0)
-    log_lik, posteriors, _, filtered, weights = _forward_backward(
-        log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
-        transition_matrices, _transposed(transition_matrices), False,
+    log_lik, posteriors, _, filtered, weights = _smooth(
+        log_likelihoods, offsets, initial_probs, transition_matrices, rows, per_step=False
     )
     # sum_t p(z_{t-1}=i, z_t=j | y) = A_ij sum_t filtered_{t-1}(i) w_t(j); the weights
     # are 0 at sequence starts, so one product over all rows spans every sequence.
@@ -493,19 +507,16 @@ def forward_backward_varying(
     (n_steps, K, K) with entry t = p(z_{t-1}, z_t | y) (zero at sequence starts),
     which input-driven transition models need for their M-step.
     """
-    log_lik, posteriors, pairs, _, _ = _forward_backward(
-        log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
-        transition_matrices, _transposed(transition_matrices), True,
+    log_lik, posteriors, pairs, _, _ = _smooth(
+        log_likelihoods, offsets, initial_probs, transition_matrices, rows, per_step=True
     )
     return log_lik, posteriors, pairs
 
 
 @njit(cache=True, parallel=True)
-def _viterbi(log_likelihoods, rows, offsets, log_initial, log_incoming):
+def _viterbi(log_likelihoods, rows, offsets, log_initial, log_incoming, scores):
     n_sequences = offsets.shape[0] - 1
-    n_states = log_initial.shape[0]
     path = np.empty(offsets[-1], dtype=np.int64)
-    scores = np.empty((offsets[-1], n_states))
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
@@ -526,16 +537,21 @@ def viterbi(
 
     Takes log-probabilities: ``log_initial`` (K,), ``log_transitions`` (1 or n_steps, K, K).
     """
-    return _viterbi(log_likelihoods, _table_rows(rows), offsets, log_initial, _transposed(log_transitions))
+    # The (n_steps, K) score lattice is the one large array here; numpy allocates
+    # it (with huge pages where the system offers them), which is markedly
+    # cheaper to touch than an allocation made inside the compiled code.
+    scores = np.empty((offsets[-1], log_initial.shape[0]))
+    return _viterbi(log_likelihoods, _table_rows(rows), offsets, log_initial, _transposed(log_transitions), scores)
 
 
 @njit(cache=True, parallel=True)
-def _sample_posterior_paths(log_likelihoods, rows, table, table_shifts, offsets, initial_probs, incoming, uniforms):
+def _sample_posterior_paths(
+    log_likelihoods, rows, table, table_shifts, offsets, initial_probs, incoming, uniforms, all_filtered
+):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
     varying = incoming.shape[0] > 1
     path = np.empty(offsets[-1], dtype=np.int64)
-    all_filtered = np.empty((offsets[-1], n_states))
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
@@ -575,7 +591,7 @@ def sample_posterior_paths(
     """
     return _sample_posterior_paths(
         log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
-        _transposed(transition_matrices), uniforms,
+        _transposed(transition_matrices), uniforms, np.empty((offsets[-1], len(initial_probs))),
     )
 
 
