@@ -232,8 +232,10 @@ class HMM(Model):
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator, keep: dict[str, np.ndarray]) -> None:
         transitions, emission = self._blocks
-        transitions.initialize(rng)
-        emission.initialize(seqs.values, rng)
+        if not keep.keys() >= _TRANSITION_PARAMETERS.keys():
+            transitions.initialize(rng)
+        if not keep.keys() >= emission.parameters.keys():
+            emission.initialize(seqs.values, rng)
         for name, value in keep.items():
             setattr(self, name, value)
         emission.validate(seqs)
