@@ -23,6 +23,7 @@ Sequences are processed in parallel (``prange``).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -280,47 +281,56 @@ def _smooth_sequence(
     return total
 
 
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def _viterbi_row(previous: np.ndarray, matrix: np.ndarray, evidence: np.ndarray, out: np.ndarray) -> None:
+    """out[j] = max_i (previous[i] + log p(j | i)) + evidence[j], with ``matrix[j, i]`` = log p(j | i)."""
+    for j in range(out.shape[0]):
+        out[j] = _max_plus(previous, matrix[j]) + evidence[j]
+
+
 @njit(cache=True, fastmath=_REDUCTION_FLAGS)
-def _viterbi_sequence(
+def _viterbi_sweep(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
     first: int,
     last: int,
     log_initial: np.ndarray,
     log_incoming: np.ndarray,
-    path: np.ndarray,
     scores: np.ndarray,
-) -> float:
-    """Most likely state path over rows ``first:last``; returns its joint log-probability.
+) -> None:
+    """Best joint log-probability of each state at each step of rows ``first:last``.
 
-    ``log_incoming[t][j, i]`` = log p(z_t = j | z_{t-1} = i) (transposed matrices).
-
-    The forward sweep keeps only maxima (a loop the compiler vectorises) and
-    stores the best score of every state at every step in ``scores``
-    (n_steps, K); the backward sweep recovers each argmax for the one state on
-    the path, so backpointers are never stored.
+    ``log_incoming[t][j, i]`` = log p(z_t = j | z_{t-1} = i) (transposed
+    matrices); ``scores`` (last - first, K) receives the lattice.
     """
-    n_steps = last - first
-    n_states = log_initial.shape[0]
     varying = log_incoming.shape[0] > 1
     indexed = rows.shape[0] > 0
     evidence = log_likelihoods[rows[first] if indexed else first]
-    for j in range(n_states):
+    for j in range(log_initial.shape[0]):
         scores[0, j] = log_initial[j] + evidence[j]
-    for t in range(1, n_steps):
+    for t in range(1, last - first):
         matrix = log_incoming[first + t] if varying else log_incoming[0]
         evidence = log_likelihoods[rows[first + t] if indexed else first + t]
-        previous = scores[t - 1]
-        for j in range(n_states):
-            scores[t, j] = _max_plus(previous, matrix[j]) + evidence[j]
+        _viterbi_row(scores[t - 1], matrix, evidence, scores[t])
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def _backtrack(scores: np.ndarray, log_incoming: np.ndarray, first: int, path: np.ndarray) -> int:
+    """Trace the best path back through a score lattice into ``path[first:...]``; returns its last state.
+
+    Each step recovers the argmax for the one state on the path, so no
+    backpointers are ever stored.
+    """
+    n_steps = scores.shape[0]
+    varying = log_incoming.shape[0] > 1
     state = np.argmax(scores[n_steps - 1])
-    log_prob = scores[n_steps - 1, state]
-    path[last - 1] = state
+    last_state = state
+    path[first + n_steps - 1] = state
     for t in range(n_steps - 1, 0, -1):
         matrix = log_incoming[first + t] if varying else log_incoming[0]
         state = _argmax_plus(scores[t - 1], matrix[state])
         path[first + t - 1] = state
-    return log_prob
+    return last_state
 
 
 @njit(cache=True)
@@ -372,6 +382,151 @@ def _log_likelihood(log_likelihoods, rows, table, table_shifts, offsets, initial
     return out
 
 
+# ------------------------------------------------- one long sequence, many threads
+# A single long sequence is cut into one segment per thread. Segment 0 starts
+# from the true initial distribution; the others start from a guess (uniform)
+# and all run at once. Then, segment by segment, the true state is carried
+# across each cut and run forward until it meets the guessed run: from there on
+# the two recursions coincide, so the guessed run's result is the true one (a
+# filter forgets where it started at the rate the chain mixes). If they never
+# meet, the segment is simply rerun in full, so the answer is always exact.
+
+_MIN_SEGMENT = 50_000  # steps per thread before a sequence is worth splitting
+_MEET = 1e-12  # relative difference below which two runs count as met
+
+
+def _segments(offsets: np.ndarray, stationary: bool) -> int:
+    """Threads to split each sequence over (1: don't split)."""
+    n_threads = numba.get_num_threads()
+    if not stationary or n_threads < 2 or len(offsets) - 1 >= n_threads:
+        return 1
+    return int(min(n_threads, np.diff(offsets).min() // _MIN_SEGMENT))
+
+
+@njit(cache=True)
+def _segment_bounds(first: int, last: int, n_segments: int) -> np.ndarray:
+    bounds = np.empty(n_segments + 1, dtype=np.int64)
+    for p in range(n_segments + 1):
+        bounds[p] = first + (last - first) * p // n_segments
+    return bounds
+
+
+@njit(cache=True, parallel=True)
+def _log_likelihood_split(
+    log_likelihoods, rows, table, table_shifts, first, last, initial_probs, incoming, n_segments
+):
+    n_states = initial_probs.shape[0]
+    bounds = _segment_bounds(first, last, n_segments)
+    guess = np.full(n_states, 1.0 / n_states)
+    totals = np.empty(n_segments)
+    ends = np.empty((n_segments, n_states))
+    for p in prange(n_segments):
+        normalisers = np.empty(1)
+        scaled = np.empty((1, n_states))
+        totals[p] = _filter_sequence(
+            log_likelihoods, rows, table, table_shifts, bounds[p], bounds[p + 1],
+            initial_probs if p == 0 else guess, incoming, ends[p : p + 1], scaled, normalisers,
+        )
+    total = totals[0]
+    state = ends[0].copy()  # the true filtered distribution at the end of the last segment done
+    true_predicted, true_scaled = np.empty(n_states), np.empty(n_states)
+    guess_predicted, guess_scaled, guessed = np.empty(n_states), np.empty(n_states), np.empty(n_states)
+    for p in range(1, n_segments):
+        if total == -np.inf:
+            return total
+        _predict(state, incoming[0], true_predicted)
+        guess_predicted[:] = guess
+        true_sum, guess_sum, met = 0.0, 0.0, False
+        for t in range(bounds[p], bounds[p + 1]):
+            if t > bounds[p]:
+                _predict(state, incoming[0], true_predicted)
+                _predict(guessed, incoming[0], guess_predicted)
+            raw = log_likelihoods[rows[t] if rows.shape[0] > 0 else t]
+            normaliser, shift = _update(
+                true_predicted, raw, true_scaled, _evidence(rows, table, table_shifts, t, true_scaled), state
+            )
+            true_sum += np.log(normaliser) + shift
+            if totals[p] == -np.inf:
+                continue
+            normaliser, shift = _update(
+                guess_predicted, raw, guess_scaled, _evidence(rows, table, table_shifts, t, guess_scaled), guessed
+            )
+            guess_sum += np.log(normaliser) + shift
+            if _same_distribution(state, guessed):
+                total += true_sum + (totals[p] - guess_sum)
+                state[:] = ends[p]
+                met = True
+                break
+        if not met:
+            total += true_sum
+    return total
+
+
+@njit(cache=True, parallel=True)
+def _viterbi_split(log_likelihoods, rows, first, last, log_initial, log_incoming, scores, path, n_segments):
+    n_states = log_initial.shape[0]
+    bounds = _segment_bounds(first, last, n_segments)
+    for p in prange(n_segments):
+        start = log_initial if p == 0 else np.zeros(n_states)
+        _viterbi_sweep(
+            log_likelihoods, rows, bounds[p], bounds[p + 1], start, log_incoming,
+            scores[bounds[p] - first : bounds[p + 1] - first],
+        )
+    # Rows a guessed run filled are its true scores less a constant per segment;
+    # argmax within a row ignores the constant, the final score needs it.
+    offset = 0.0
+    previous = np.empty(n_states)
+    true_row = np.empty(n_states)
+    for p in range(1, n_segments):
+        for j in range(n_states):
+            previous[j] = scores[bounds[p] - 1 - first, j] + offset
+        offset = 0.0
+        for t in range(bounds[p], bounds[p + 1]):
+            evidence = log_likelihoods[rows[t] if rows.shape[0] > 0 else t]
+            _viterbi_row(previous, log_incoming[0], evidence, true_row)
+            guessed = scores[t - first]
+            gap = _constant_gap(true_row, guessed)
+            if not np.isnan(gap):
+                offset = gap
+                break
+            for j in range(n_states):
+                guessed[j] = true_row[j]
+                previous[j] = true_row[j]
+    lattice = scores[: last - first]
+    final = _backtrack(lattice, log_incoming, first, path)
+    return lattice[last - first - 1, final] + offset
+
+
+@njit(cache=True)
+def _same_distribution(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to a relative ``_MEET`` in every entry, zeros included.
+
+    A relative test, because the recursion is linear in the distribution: a state
+    with tiny mass in one run and a thousand times more in the other can come to
+    dominate both once the data favour it.
+    """
+    for j in range(a.shape[0]):
+        if abs(a[j] - b[j]) > _MEET * a[j] + 1e-300:  # below that, rounding has no relative precision
+            return False
+    return True
+
+
+@njit(cache=True)
+def _constant_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """The constant c with a = b + c in every entry (both -inf allowed), or NaN if there is none."""
+    gap = np.nan
+    for j in range(a.shape[0]):
+        if a[j] == -np.inf or b[j] == -np.inf:
+            if a[j] != b[j]:
+                return np.nan
+            continue
+        if np.isnan(gap):
+            gap = a[j] - b[j]
+        elif abs(a[j] - b[j] - gap) > _MEET * max(1.0, abs(a[j])):
+            return np.nan
+    return 0.0 if np.isnan(gap) else gap
+
+
 def log_likelihood(
     log_likelihoods: np.ndarray,
     offsets: np.ndarray,
@@ -379,11 +534,19 @@ def log_likelihood(
     transition_matrices: np.ndarray,
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Log-likelihood of each sequence (forward pass only, O(K) memory per sequence)."""
-    return _log_likelihood(
-        log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods), offsets, initial_probs,
-        _transposed(transition_matrices),
-    )
+    """Log-likelihood of each sequence (forward pass only, O(K) memory per sequence).
+
+    Fewer long sequences than threads are each split across the threads.
+    """
+    arguments = (log_likelihoods, _table_rows(rows), *_scaled_table(log_likelihoods))
+    incoming = _transposed(transition_matrices)
+    n_segments = _segments(offsets, stationary=transition_matrices.shape[0] == 1)
+    if n_segments > 1:
+        return np.array([
+            _log_likelihood_split(*arguments, first, last, initial_probs, incoming, n_segments)
+            for first, last in zip(offsets[:-1], offsets[1:])
+        ])
+    return _log_likelihood(*arguments, offsets, initial_probs, incoming)
 
 
 @njit(cache=True, parallel=True)
@@ -520,9 +683,9 @@ def _viterbi(log_likelihoods, rows, offsets, log_initial, log_incoming, scores):
     out = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
-        out[s] = _viterbi_sequence(
-            log_likelihoods, rows, first, last, log_initial, log_incoming, path, scores[first:last]
-        )
+        lattice = scores[first:last]
+        _viterbi_sweep(log_likelihoods, rows, first, last, log_initial, log_incoming, lattice)
+        out[s] = lattice[last - first - 1, _backtrack(lattice, log_incoming, first, path)]
     return path, out
 
 
@@ -541,7 +704,19 @@ def viterbi(
     # it (with huge pages where the system offers them), which is markedly
     # cheaper to touch than an allocation made inside the compiled code.
     scores = np.empty((offsets[-1], log_initial.shape[0]))
-    return _viterbi(log_likelihoods, _table_rows(rows), offsets, log_initial, _transposed(log_transitions), scores)
+    incoming = _transposed(log_transitions)
+    n_segments = _segments(offsets, stationary=log_transitions.shape[0] == 1)
+    if n_segments > 1:
+        path = np.empty(offsets[-1], dtype=np.int64)
+        log_prob = np.array([
+            _viterbi_split(
+                log_likelihoods, _table_rows(rows), first, last, log_initial, incoming, scores[first:last], path,
+                n_segments,
+            )
+            for first, last in zip(offsets[:-1], offsets[1:])
+        ])
+        return path, log_prob
+    return _viterbi(log_likelihoods, _table_rows(rows), offsets, log_initial, incoming, scores)
 
 
 @njit(cache=True, parallel=True)
