@@ -371,7 +371,7 @@ def _concatenate(blocks: list[np.ndarray], what: str) -> tuple[np.ndarray, np.nd
                 f"sequence {i} has {block.shape[1]} {what} but sequence 0 has {width}"
             )
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])]).astype(np.int64)
-    return np.concatenate(blocks, axis=0), offsets
+    return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)), offsets
 
 
 def _aligned(arrays: Sequence[Any], offsets: np.ndarray, what: str) -> np.ndarray:

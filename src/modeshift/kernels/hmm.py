@@ -161,6 +161,17 @@ def _update(
     return normaliser, shift
 
 
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def _condition(
+    log_likelihoods: np.ndarray, rows: np.ndarray, table: np.ndarray, table_shifts: np.ndarray, t: int,
+    predicted: np.ndarray, scaled: np.ndarray, filtered: np.ndarray,
+) -> tuple[float, float]:
+    """One filtering step at row t: fetch the evidence, then :func:`_update`."""
+    shift = _evidence(rows, table, table_shifts, t, scaled)
+    raw = log_likelihoods[rows[t] if rows.shape[0] > 0 else t]
+    return _update(predicted, raw, scaled, shift, filtered)
+
+
 # ------------------------------------------------------------- one sequence
 @njit(cache=True, fastmath=_REDUCTION_FLAGS)
 def _filter_sequence(
@@ -194,10 +205,10 @@ def _filter_sequence(
         if t > 0:
             matrix = incoming[first + t] if varying else incoming[0]
             _predict(filtered[t - 1 if keep_filtered else 0], matrix, predicted)
-        evidence = scaled[t if keep_scaled else 0]
-        shift = _evidence(rows, table, table_shifts, first + t, evidence)
-        raw = log_likelihoods[rows[first + t] if rows.shape[0] > 0 else first + t]
-        normaliser, shift = _update(predicted, raw, evidence, shift, filtered[row])
+        normaliser, shift = _condition(
+            log_likelihoods, rows, table, table_shifts, first + t, predicted,
+            scaled[t if keep_scaled else 0], filtered[row],
+        )
         if normaliser == 0.0:
             return -np.inf
         normalisers[t if keep_normalisers else 0] = normaliser
@@ -441,15 +452,14 @@ def _log_likelihood_split(
             if t > bounds[p]:
                 _predict(state, incoming[0], true_predicted)
                 _predict(guessed, incoming[0], guess_predicted)
-            raw = log_likelihoods[rows[t] if rows.shape[0] > 0 else t]
-            normaliser, shift = _update(
-                true_predicted, raw, true_scaled, _evidence(rows, table, table_shifts, t, true_scaled), state
+            normaliser, shift = _condition(
+                log_likelihoods, rows, table, table_shifts, t, true_predicted, true_scaled, state
             )
             true_sum += np.log(normaliser) + shift
             if totals[p] == -np.inf:
                 continue
-            normaliser, shift = _update(
-                guess_predicted, raw, guess_scaled, _evidence(rows, table, table_shifts, t, guess_scaled), guessed
+            normaliser, shift = _condition(
+                log_likelihoods, rows, table, table_shifts, t, guess_predicted, guess_scaled, guessed
             )
             guess_sum += np.log(normaliser) + shift
             if _same_distribution(state, guessed):
