@@ -152,9 +152,7 @@ def em_start(rng: np.random.Generator, true: GaussianParams) -> GaussianParams:
     )
 
 
-def random_categorical_params(
-    rng: np.random.Generator, n_states: int, n_symbols: int
-) -> CategoricalParams:
+def random_categorical_params(rng: np.random.Generator, n_states: int, n_symbols: int) -> CategoricalParams:
     return CategoricalParams(
         startprob=rng.dirichlet(np.ones(n_states)),
         transmat=sticky_transmat(rng, n_states, stay=0.7),
@@ -489,9 +487,7 @@ class DynamaxAdapter:
         jax = self._jax
         if not batched:
             return jax.jit(model.marginal_log_prob)
-        return jax.jit(
-            lambda params, y: jax.vmap(model.marginal_log_prob, (None, 0))(params, y).sum()
-        )
+        return jax.jit(lambda params, y: jax.vmap(model.marginal_log_prob, (None, 0))(params, y).sum())
 
     def _job(self, jitted: Any, *args: Any, check: Callable[[Any], Any] = lambda r: r) -> Job:
         """Time ``jitted(*args)`` to completion; its compilation alone, ahead of time."""
@@ -510,9 +506,7 @@ class DynamaxAdapter:
     def gaussian_em(self, p: GaussianProblem) -> Job:
         model, params, props = self._gaussian(p.init)
         y, score = self._emissions(p), self._score_fn(model, batched=len(p.lengths) > 1)
-        fit = self._jax.jit(
-            lambda start, y: model.fit_em(start, props, y, num_iters=p.n_iter, verbose=False)
-        )
+        fit = self._jax.jit(lambda start, y: model.fit_em(start, props, y, num_iters=p.n_iter, verbose=False))
 
         def check(result: Any) -> float:
             fitted, log_probs = result
@@ -532,9 +526,7 @@ class DynamaxAdapter:
         return self._job(decode, params, self._jnp.asarray(p.x[:, None]), check=np.asarray)
 
 
-def load_adapters(
-    names: Sequence[str], hmmlearn_implementation: str
-) -> tuple[dict[str, Adapter], dict[str, str]]:
+def load_adapters(names: Sequence[str], hmmlearn_implementation: str) -> tuple[dict[str, Adapter], dict[str, str]]:
     """The adapters that load, and for the others why not."""
     factories: dict[str, Callable[[], Adapter]] = {
         "modeshift": ModeshiftAdapter,
@@ -614,9 +606,7 @@ def run_benchmarks(
                 except Exception as error:  # noqa: BLE001 -- report it, go on with the others
                     summary = (str(error).strip().splitlines() or [""])[0][:160]
                     where = f"({case.key}) {operation}"
-                    row[name] = Outcome(
-                        note=f"error in {where} ({type(error).__name__}: {summary})"
-                    )
+                    row[name] = Outcome(note=f"error in {where} ({type(error).__name__}: {summary})")
                     log(f"  {row[name].note}")
                 else:
                     log(f"  best {row[name].best:.4g} s")
@@ -638,9 +628,7 @@ def compile_probe() -> dict[str, float]:
     start = time.perf_counter()
     adapter = ModeshiftAdapter()
     times = {"import": time.perf_counter() - start}
-    tiny = Sizes(
-        single_length=50, n_sequences=3, sequence_length=20, categorical_length=50, em_iterations=2
-    )
+    tiny = Sizes(single_length=50, n_sequences=3, sequence_length=20, categorical_length=50, em_iterations=2)
     for case in CASES.values():
         problem = case.build(0, tiny)
         for operation in case.operations:
@@ -692,9 +680,7 @@ def timing_table(
     peers = [name for name in libraries if name != "modeshift"]
     header = ["case", "operation", *(f"{name} (s)" for name in libraries)]
     header += [f"{name}/modeshift" for name in peers]
-    header.append(
-        "targets (" + ", ".join(f"{name} ≥{TARGET_SPEEDUP[name]:g}x" for name in peers) + ")"
-    )
+    header.append("targets (" + ", ".join(f"{name} ≥{TARGET_SPEEDUP[name]:g}x" for name in peers) + ")")
     rows = []
     for (case, operation), row in results.items():
         cells = [f"({case})", operation]
@@ -725,9 +711,7 @@ def compile_table(results: Results, libraries: Sequence[str]) -> list[str]:
     """Per operation: the compilation alone where a library exposes it, else the first call."""
 
     def has(name: str, attribute: str) -> bool:
-        return any(
-            getattr(row[name], attribute) is not None for row in results.values() if name in row
-        )
+        return any(getattr(row[name], attribute) is not None for row in results.values() if name in row)
 
     columns = [
         (name, "compile") if has(name, "compile") else (name, "first")
@@ -758,9 +742,7 @@ def agreement_rows(results: Results, libraries: Sequence[str]) -> list[list[str]
             continue
         ref = values[reference]
         if operation == "viterbi":
-            same = {
-                name: float(np.mean(np.asarray(v) == np.asarray(ref))) for name, v in values.items()
-            }
+            same = {name: float(np.mean(np.asarray(v) == np.asarray(ref))) for name, v in values.items()}
             cells += [f"{same[n]:.4%} same" if n in same else "n/a" for n in libraries]
             cells.append(f"{1 - min(same.values()):.2e} of states differ")
         else:
@@ -769,9 +751,7 @@ def agreement_rows(results: Results, libraries: Sequence[str]) -> list[list[str]
             finite = [v for v in logliks.values() if np.isfinite(v)]
             spread = (max(finite) - min(finite)) / abs(finite[0]) if finite else float("nan")
             broken = [name for name, v in logliks.items() if not np.isfinite(v)]
-            cells.append(
-                f"{spread:.1e}" + (f" (not finite: {', '.join(broken)})" if broken else "")
-            )
+            cells.append(f"{spread:.1e}" + (f" (not finite: {', '.join(broken)})" if broken else ""))
         rows.append(cells)
     return rows
 
@@ -798,9 +778,7 @@ def machine() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = (
-        f"; load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
-    )
+    load = f"; load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {cores} cores{load}; {platform.system()}; Python {platform.python_version()}"
 
 
@@ -865,9 +843,7 @@ def report(
         "For Viterbi: the share of time steps whose state equals that of the first",
         "library in the table that ran.",
         "",
-        *table(
-            ["case", "value", *libraries, "max rel. difference"], agreement_rows(results, libraries)
-        ),
+        *table(["case", "value", *libraries, "max rel. difference"], agreement_rows(results, libraries)),
         "",
         f"Machine: {host}.  ",
         f"Versions: {versions()}.",
@@ -899,18 +875,14 @@ def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the data (smoke run)")
-    parser.add_argument(
-        "--only", type=comma_list(tuple(CASES)), default=list(CASES), help="cases, e.g. a,c"
-    )
+    parser.add_argument("--only", type=comma_list(tuple(CASES)), default=list(CASES), help="cases, e.g. a,c")
     parser.add_argument(
         "--libs",
         type=comma_list(LIBRARIES),
         default=list(LIBRARIES),
         help="libraries, e.g. modeshift,hmmlearn",
     )
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="timed runs per measurement (best is kept)"
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument(
         "--hmmlearn-implementation",

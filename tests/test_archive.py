@@ -90,7 +90,12 @@ def test_round_trip_with_string_path_and_hyperparameters(tmp_path):
     rng = np.random.default_rng(1)
     X = _gaussian_data(rng)
     model = HMM(
-        2, n_iter=5, tol=1e-3, fixed=("startprob_",), stickiness=2.0, transition_concentration=1.5,
+        2,
+        n_iter=5,
+        tol=1e-3,
+        fixed=("startprob_",),
+        stickiness=2.0,
+        transition_concentration=1.5,
         random_state=np.random.default_rng(3),  # a generator cannot be stored
     )
     model.startprob_ = [0.25, 0.75]

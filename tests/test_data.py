@@ -115,9 +115,7 @@ def test_dataframe_groups_by_id_in_order_of_first_appearance():
     per_step = seqs.values[:, 0] * 100
     np.testing.assert_array_equal(seqs.restore(per_step), frame["x"].to_numpy() * 100)
     per_step_2d = np.column_stack([seqs.values[:, 1], -seqs.values[:, 1]])
-    np.testing.assert_array_equal(
-        seqs.restore(per_step_2d), np.column_stack([frame["y"], -frame["y"]])
-    )
+    np.testing.assert_array_equal(seqs.restore(per_step_2d), np.column_stack([frame["y"], -frame["y"]]))
 
 
 def test_dataframe_sorted_by_time_within_id():
@@ -171,9 +169,7 @@ def test_dataframe_missing_values_become_nan():
 
 
 def test_csv_round_trip(tmp_path):
-    frame = pd.DataFrame(
-        {"id": ["s2", "s1", "s2", "s1"], "time": [1, 3, 0, 2], "x": [1.5, 2.5, 0.5, 3.5]}
-    )
+    frame = pd.DataFrame({"id": ["s2", "s1", "s2", "s1"], "time": [1, 3, 0, 2], "x": [1.5, 2.5, 0.5, 3.5]})
     path = tmp_path / "data.csv"
     frame.to_csv(path, index=False)
     seqs = Sequences.from_csv(path, time_column="time")
@@ -201,7 +197,9 @@ def test_model_results_come_back_in_input_form():
     as_list = model.predict_proba([a, b])
     assert isinstance(as_list, list) and [len(p) for p in as_list] == [60, 50]
     stacked = np.vstack(as_list)
-    frame = pd.DataFrame({"id": np.r_[np.zeros(60), np.ones(50)], "t": np.r_[np.arange(60), np.arange(50)], "x": np.r_[a, b]})
+    frame = pd.DataFrame(
+        {"id": np.r_[np.zeros(60), np.ones(50)], "t": np.r_[np.arange(60), np.arange(50)], "x": np.r_[a, b]}
+    )
     # interleave the two sequences, keeping each one's time order (the model reads rows in order)
     keys = np.r_[np.sort(rng.random(60)), np.sort(rng.random(50))]
     interleaved = frame.iloc[np.argsort(keys, kind="stable")]
@@ -312,9 +310,7 @@ def test_negative_lengths_are_rejected():
 
 def test_decreasing_time_stamps():
     with pytest.raises(ValueError, match=r"sequence 1, time step 3\b.*decrease"):
-        Sequences.from_arrays(
-            [np.zeros(3), np.zeros(4)], times=[[0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 1.5]]
-        )
+        Sequences.from_arrays([np.zeros(3), np.zeros(4)], times=[[0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 1.5]])
     # a new sequence may start earlier than the previous one ended
     seqs = Sequences.from_arrays([np.zeros(2), np.zeros(2)], times=[[5.0, 6.0], [0.0, 1.0]])
     np.testing.assert_array_equal(seqs.times, [5, 6, 0, 1])

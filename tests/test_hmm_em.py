@@ -113,9 +113,18 @@ def em_problems(draw):
     reg_covar = draw(st.sampled_from([1e-6, 1e-3, 0.1]))
     seed = draw(st.integers(0, 2**32 - 1))
     return dict(
-        emission=emission, covariance=covariance, n_states=n_states, n_features=n_features, n_mix=n_mix,
-        lengths=lengths, missing=missing, whole_rows=whole_rows, concentration=concentration,
-        stickiness=stickiness, reg_covar=reg_covar, seed=seed,
+        emission=emission,
+        covariance=covariance,
+        n_states=n_states,
+        n_features=n_features,
+        n_mix=n_mix,
+        lengths=lengths,
+        missing=missing,
+        whole_rows=whole_rows,
+        concentration=concentration,
+        stickiness=stickiness,
+        reg_covar=reg_covar,
+        seed=seed,
     )
 
 
@@ -146,8 +155,15 @@ def _problem_data(p: dict) -> np.ndarray:
 def test_em_never_decreases_the_objective(p):
     X = _problem_data(p)
     model = HMM(
-        p["n_states"], emission=p["emission"], covariance=p["covariance"], n_mix=p["n_mix"], n_iter=25, tol=0.0,
-        random_state=p["seed"] % 1000, transition_concentration=p["concentration"], stickiness=p["stickiness"],
+        p["n_states"],
+        emission=p["emission"],
+        covariance=p["covariance"],
+        n_mix=p["n_mix"],
+        n_iter=25,
+        tol=0.0,
+        random_state=p["seed"] % 1000,
+        transition_concentration=p["concentration"],
+        stickiness=p["stickiness"],
         reg_covar=p["reg_covar"],
     ).fit(X, p["lengths"])
     history = np.asarray(model.log_likelihood_history_)
@@ -162,8 +178,15 @@ def test_em_never_decreases_the_objective(p):
 
 @pytest.mark.parametrize(
     ("emission", "covariance"),
-    [("gaussian", "full"), ("gaussian", "tied"), ("gaussian", "spherical"), ("gmm", "diag"), ("gmm", "tied"),
-     ("categorical", "full"), ("poisson", "full")],
+    [
+        ("gaussian", "full"),
+        ("gaussian", "tied"),
+        ("gaussian", "spherical"),
+        ("gmm", "diag"),
+        ("gmm", "tied"),
+        ("categorical", "full"),
+        ("poisson", "full"),
+    ],
 )
 def test_history_is_log_likelihood_plus_log_prior(emission, covariance):
     """``log_likelihood_history_[0]`` is the objective at the hand-set starting point.
@@ -212,8 +235,14 @@ def test_history_is_log_likelihood_plus_log_prior(emission, covariance):
     recorded, computed = [], []
     for seed in (1, 2):
         model = HMM(
-            k, emission=emission, covariance=covariance, n_mix=m if emission == "gmm" else 1, n_iter=1,
-            transition_concentration=2.0, stickiness=3.0, reg_covar=0.5,
+            k,
+            emission=emission,
+            covariance=covariance,
+            n_mix=m if emission == "gmm" else 1,
+            n_iter=1,
+            transition_concentration=2.0,
+            stickiness=3.0,
+            reg_covar=0.5,
             n_symbols=3 if emission == "categorical" else None,
         )
         for name, value in start(seed).items():
@@ -329,7 +358,9 @@ def test_recovers_categorical_model(missing_fraction):
     model = HMM(3, emission="categorical", n_iter=500, tol=1e-7, n_restarts=4, random_state=3).fit(X)
     true_model = HMM(3, emission="categorical")
     true_model.startprob_, true_model.transmat_, true_model.emissionprob_ = (
-        TRUE_STARTPROB, CAT_TRANSMAT, CAT_EMISSIONPROB,
+        TRUE_STARTPROB,
+        CAT_TRANSMAT,
+        CAT_EMISSIONPROB,
     )
     assert model.score(X) >= true_model.score(X)
 
@@ -363,8 +394,11 @@ def test_missing_values_are_marginalised_exactly():
     X = simulate_gaussian(TRUE_MEANS, TRUE_COVARS, states, rng)
     full = SAMPLE_MODELS["gaussian"]()
     marginal = _set(
-        HMM(3, covariance="full"), startprob_=TRUE_STARTPROB, transmat_=TRUE_TRANSMAT,
-        means_=TRUE_MEANS[:, :1], covars_=TRUE_COVARS[:, :1, :1],
+        HMM(3, covariance="full"),
+        startprob_=TRUE_STARTPROB,
+        transmat_=TRUE_TRANSMAT,
+        means_=TRUE_MEANS[:, :1],
+        covars_=TRUE_COVARS[:, :1, :1],
     )
     X_nan = X.copy()
     X_nan[:, 1] = np.nan
@@ -384,7 +418,9 @@ def test_missing_values_are_marginalised_exactly():
     C, _ = poisson.sample(150, random_state=2)
     C = C.astype(float)
     dropped = _set(
-        HMM(2, emission="poisson"), startprob_=poisson.startprob_, transmat_=poisson.transmat_,
+        HMM(2, emission="poisson"),
+        startprob_=poisson.startprob_,
+        transmat_=poisson.transmat_,
         lambdas_=poisson.lambdas_[:, :2],
     )
     C_nan = C.copy()
@@ -480,20 +516,30 @@ def _set(model: HMM, **params) -> HMM:
 
 SAMPLE_MODELS = {
     "gaussian": lambda: _set(
-        HMM(3, covariance="full"), startprob_=TRUE_STARTPROB, transmat_=TRUE_TRANSMAT, means_=TRUE_MEANS,
+        HMM(3, covariance="full"),
+        startprob_=TRUE_STARTPROB,
+        transmat_=TRUE_TRANSMAT,
+        means_=TRUE_MEANS,
         covars_=TRUE_COVARS,
     ),
     "gmm": lambda: _set(
-        HMM(2, emission="gmm", n_mix=2, covariance="diag"), startprob_=np.array([0.4, 0.6]),
-        transmat_=np.array([[0.8, 0.2], [0.3, 0.7]]), weights_=np.array([[0.3, 0.7], [0.5, 0.5]]),
-        means_=np.array([[[0.0], [3.0]], [[-2.0], [5.0]]]), covars_=np.array([[[1.0], [0.5]], [[0.3], [2.0]]]),
+        HMM(2, emission="gmm", n_mix=2, covariance="diag"),
+        startprob_=np.array([0.4, 0.6]),
+        transmat_=np.array([[0.8, 0.2], [0.3, 0.7]]),
+        weights_=np.array([[0.3, 0.7], [0.5, 0.5]]),
+        means_=np.array([[[0.0], [3.0]], [[-2.0], [5.0]]]),
+        covars_=np.array([[[1.0], [0.5]], [[0.3], [2.0]]]),
     ),
     "categorical": lambda: _set(
-        HMM(3, emission="categorical"), startprob_=TRUE_STARTPROB, transmat_=CAT_TRANSMAT,
+        HMM(3, emission="categorical"),
+        startprob_=TRUE_STARTPROB,
+        transmat_=CAT_TRANSMAT,
         emissionprob_=CAT_EMISSIONPROB,
     ),
     "poisson": lambda: _set(
-        HMM(2, emission="poisson"), startprob_=np.array([0.3, 0.7]), transmat_=np.array([[0.9, 0.1], [0.2, 0.8]]),
+        HMM(2, emission="poisson"),
+        startprob_=np.array([0.3, 0.7]),
+        transmat_=np.array([[0.9, 0.1], [0.2, 0.8]]),
         lambdas_=np.array([[1.0, 5.0, 0.0], [7.0, 2.0, 3.0]]),
     ),
 }

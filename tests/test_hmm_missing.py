@@ -160,7 +160,10 @@ def test_gaussian_partially_missing_rows_use_marginal_not_imputation():
     model.covars_ = covs
     y = np.array([[1.0, np.nan, -0.5]])
     expected = logsumexp(
-        [np.log(0.4) + gaussian_log_emission(y[0], means, covs)[0], np.log(0.6) + gaussian_log_emission(y[0], means, covs)[1]]
+        [
+            np.log(0.4) + gaussian_log_emission(y[0], means, covs)[0],
+            np.log(0.6) + gaussian_log_emission(y[0], means, covs)[1],
+        ]
     )
     np.testing.assert_allclose(model.score(y), expected, rtol=1e-12)
     np.testing.assert_allclose(
@@ -188,9 +191,7 @@ def test_gmm_missing_values_match_brute_force():
         punch_holes(rng, rng.normal(0.0, 2.0, size=(6, D)), all_missing_rows=(3,)),
         punch_holes(rng, rng.normal(0.0, 2.0, size=(4, D)), fraction=0.4, all_missing_rows=(0,)),
     ]
-    check_against_brute_force(
-        model, sequences, lambda y: mixture_log_emission(y, weights, means, covs), pi, A
-    )
+    check_against_brute_force(model, sequences, lambda y: mixture_log_emission(y, weights, means, covs), pi, A)
 
 
 def test_poisson_missing_values_match_brute_force():
@@ -221,7 +222,9 @@ def test_categorical_missing_steps_match_brute_force():
         np.array([2.0]),
         np.array([np.nan, np.nan]),
     ]
-    check_against_brute_force(model, [s[:, None] for s in sequences], lambda y: categorical_log_emission(y, probs), pi, A)
+    check_against_brute_force(
+        model, [s[:, None] for s in sequences], lambda y: categorical_log_emission(y, probs), pi, A
+    )
     # 1-D input is accepted as one column of symbols
     np.testing.assert_allclose(model.score(sequences), model.score([s[:, None] for s in sequences]), rtol=1e-14)
 

@@ -69,8 +69,10 @@ def _full(compact: np.ndarray, covariance: str, lead: tuple[int, ...], d: int) -
     if covariance == "spherical":
         return compact[..., None, None] * np.eye(d)
     if covariance == "tied":
-        return np.broadcast_to(compact, (*lead, d, d)) if compact.ndim == 2 else np.broadcast_to(
-            compact[:, None], (*lead, d, d)
+        return (
+            np.broadcast_to(compact, (*lead, d, d))
+            if compact.ndim == 2
+            else np.broadcast_to(compact[:, None], (*lead, d, d))
         )
     raise AssertionError(covariance)
 
@@ -85,8 +87,8 @@ def _random_params(emission: str, covariance: str | None, seed: int) -> dict[str
     }
     if emission == "gaussian":
         params["means_"] = rng.normal(0.0, 2.0, size=(K, D))
-        params["covars_"] = _random_spd(rng, D) if covariance == "tied" else _compact_covariances(
-            rng, covariance, (K,), D
+        params["covars_"] = (
+            _random_spd(rng, D) if covariance == "tied" else _compact_covariances(rng, covariance, (K,), D)
         )
     elif emission == "gmm":
         params["weights_"] = rng.dirichlet(3.0 * np.ones(M), size=K)
@@ -142,8 +144,13 @@ def _hmmlearn(emission: str, covariance: str | None, params: dict[str, np.ndarra
         # covars_weight = 0 make the denominators max(w - 1, 0) + N (diag, spherical)
         # and max(w - D, 0) + N (full, tied) equal to N: the ML covariance.
         model = hmmlearn_hmm.GaussianHMM(
-            covariance_type=covariance, params="stmc", means_prior=0.0, means_weight=0.0,
-            covars_prior=0.0, covars_weight=0.0, **common,
+            covariance_type=covariance,
+            params="stmc",
+            means_prior=0.0,
+            means_weight=0.0,
+            covars_prior=0.0,
+            covars_weight=0.0,
+            **common,
         )
     elif emission == "gmm":
         # hmmlearn's GMM M-step divides by N + 1 + nu + D + 1 (full), N + 1 + 2(alpha + 1)
@@ -159,8 +166,15 @@ def _hmmlearn(emission: str, covariance: str | None, params: dict[str, np.ndarra
         }[covariance]
         prior = {"full": 0.0, "diag": -1.5, "spherical": -(D + 2.0) / 2.0, "tied": 0.0}[covariance]
         model = hmmlearn_hmm.GMMHMM(
-            n_mix=M, covariance_type=covariance, params="stmcw", weights_prior=1.0, means_prior=0.0,
-            means_weight=0.0, covars_prior=prior, covars_weight=weight, **common,
+            n_mix=M,
+            covariance_type=covariance,
+            params="stmcw",
+            weights_prior=1.0,
+            means_prior=0.0,
+            means_weight=0.0,
+            covars_prior=prior,
+            covars_weight=weight,
+            **common,
         )
     elif emission == "categorical":
         model = hmmlearn_hmm.CategoricalHMM(n_features=N_SYMBOLS, params="ste", emissionprob_prior=1.0, **common)
@@ -373,9 +387,11 @@ def test_one_em_step_matches_hmmlearn(emission, covariance):
         close("lambdas_", ours.lambdas_, theirs.lambdas_)
 
 
-@pytest.mark.parametrize(("emission", "covariance"), [c for c in CASES if c[0] != "gmm"], ids=[
-    i for i, c in zip(CASE_IDS, CASES) if c[0] != "gmm"
-])
+@pytest.mark.parametrize(
+    ("emission", "covariance"),
+    [c for c in CASES if c[0] != "gmm"],
+    ids=[i for i, c in zip(CASE_IDS, CASES) if c[0] != "gmm"],
+)
 def test_three_em_steps_match_hmmlearn(emission, covariance):
     """Several steps in a row (each starting from the previous step's result) stay in step."""
     params, X, lengths = _case(emission, covariance, seed=4)

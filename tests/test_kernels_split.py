@@ -11,6 +11,8 @@ import pytest
 
 from modeshift import kernels
 from modeshift.kernels import hmm as H
+from modeshift.kernels import split as S
+from modeshift.kernels.recursions import scaled_table, table_rows, transposed
 
 T = 60_000
 
@@ -49,10 +51,16 @@ def test_split_log_likelihood_equals_sequential(case, n_segments, form):
     log_lik, rows = (dense, None) if form == "dense" else (table, symbols)
     offsets = np.array([0, T])
     reference = H._log_likelihood(
-        log_lik, H._table_rows(rows), *H._scaled_table(log_lik), offsets, initial, H._transposed(matrix[None])
+        log_lik, table_rows(rows), *scaled_table(log_lik), offsets, initial, transposed(matrix[None])
     )[0]
-    split = H._log_likelihood_split(
-        log_lik, H._table_rows(rows), *H._scaled_table(log_lik), 0, T, initial, H._transposed(matrix[None]),
+    split = S.log_likelihood_split(
+        log_lik,
+        table_rows(rows),
+        *scaled_table(log_lik),
+        0,
+        T,
+        initial,
+        transposed(matrix[None]),
         n_segments,
     )
     assert split == pytest.approx(reference, rel=1e-10)
@@ -64,13 +72,13 @@ def test_split_viterbi_equals_sequential(case, n_segments, form):
     initial, matrix, dense, table, symbols = case
     log_lik, rows = (dense, None) if form == "dense" else (table, symbols)
     with np.errstate(divide="ignore"):
-        log_initial, incoming = np.log(initial), H._transposed(np.log(matrix)[None])
+        log_initial, incoming = np.log(initial), transposed(np.log(matrix)[None])
     reference_path, reference = H._viterbi(
-        log_lik, H._table_rows(rows), np.array([0, T]), log_initial, incoming, np.empty((T, len(initial)))
+        log_lik, table_rows(rows), np.array([0, T]), log_initial, incoming, np.empty((T, len(initial)))
     )
     path = np.empty(T, dtype=np.int64)
-    log_prob = H._viterbi_split(
-        log_lik, H._table_rows(rows), 0, T, log_initial, incoming, np.empty((T, len(initial))), path, n_segments
+    log_prob = S.viterbi_split(
+        log_lik, table_rows(rows), 0, T, log_initial, incoming, np.empty((T, len(initial))), path, n_segments
     )
     assert log_prob == pytest.approx(reference[0], rel=1e-10)
     np.testing.assert_array_equal(path, reference_path)
@@ -81,8 +89,8 @@ def test_split_impossible_observation_is_minus_infinity():
     matrix = np.array([[1.0, 0.0], [0.0, 1.0]])  # state 1 can never be reached
     log_lik = np.zeros((T, 2))
     log_lik[T - 10, 0] = -np.inf  # ... and late in the sequence only state 1 could emit
-    value = H._log_likelihood_split(
-        log_lik, H._table_rows(None), *H._scaled_table(log_lik), 0, T, initial, H._transposed(matrix[None]), 2
+    value = S.log_likelihood_split(
+        log_lik, table_rows(None), *scaled_table(log_lik), 0, T, initial, transposed(matrix[None]), 2
     )
     assert value == -np.inf
 
@@ -92,14 +100,15 @@ def test_public_kernels_split_long_single_sequences(monkeypatch):
     rng = np.random.default_rng(3)
     initial, matrix = _chains(rng)["mixing"]
     log_lik = rng.normal(size=(T, len(initial)))
-    monkeypatch.setattr(H, "_MIN_SEGMENT", 1_000)
-    monkeypatch.setattr(H.numba, "get_num_threads", lambda: 2)
-    assert H._segments(np.array([0, T]), stationary=True) == 2
+    monkeypatch.setattr(S, "_MIN_SEGMENT", 1_000)
+    monkeypatch.setattr(S.numba, "get_num_threads", lambda: 2)
+    assert S.segments(np.array([0, T]), stationary=True) == 2
     whole = kernels.log_likelihood(log_lik, np.array([0, T]), initial, matrix[None])
     path, log_prob = kernels.viterbi(log_lik, np.array([0, T]), np.log(initial), np.log(matrix)[None])
-    monkeypatch.setattr(H.numba, "get_num_threads", lambda: 1)
-    assert H._segments(np.array([0, T]), stationary=True) == 1
-    np.testing.assert_allclose(whole, kernels.log_likelihood(log_lik, np.array([0, T]), initial, matrix[None]), rtol=1e-10)
+    monkeypatch.setattr(S.numba, "get_num_threads", lambda: 1)
+    assert S.segments(np.array([0, T]), stationary=True) == 1
+    single = kernels.log_likelihood(log_lik, np.array([0, T]), initial, matrix[None])
+    np.testing.assert_allclose(whole, single, rtol=1e-10)
     reference_path, reference = kernels.viterbi(log_lik, np.array([0, T]), np.log(initial), np.log(matrix)[None])
     np.testing.assert_array_equal(path, reference_path)
     np.testing.assert_allclose(log_prob, reference, rtol=1e-10)

@@ -250,22 +250,17 @@ class Sequences:
     ) -> Sequences:
         """Check what a model needs; raise ``ValueError`` naming the first offending place."""
         if n_features is not None and self.n_features != n_features:
-            raise ValueError(
-                f"{model} expects {n_features} feature(s) per time step, got {self.n_features}"
-            )
+            raise ValueError(f"{model} expects {n_features} feature(s) per time step, got {self.n_features}")
         short = np.flatnonzero(self.lengths < min_length)
         if short.size:
             i = int(short[0])
-            raise ValueError(
-                f"sequence {i} has {self.lengths[i]} time step(s); {model} needs at least {min_length}"
-            )
+            raise ValueError(f"sequence {i} has {self.lengths[i]} time step(s); {model} needs at least {min_length}")
         if not allow_missing:
             rows = np.flatnonzero(np.isnan(self.values).any(axis=1))
             if rows.size:
                 sequence, step = self.locate(int(rows[0]))
                 raise ValueError(
-                    f"sequence {sequence}, time step {step}: missing value (NaN); "
-                    f"{model} does not support missing data"
+                    f"sequence {sequence}, time step {step}: missing value (NaN); {model} does not support missing data"
                 )
         return self
 
@@ -283,9 +278,7 @@ class Sequences:
             sequence, step = self.locate(int(rows[0]))
             value = values[rows[0], cols[0]]
             expected = "a non-negative integer" + ("" if upper is None else f" below {upper}")
-            raise ValueError(
-                f"sequence {sequence}, time step {step}: {model} expects {expected}, got {value:g}"
-            )
+            raise ValueError(f"sequence {sequence}, time step {step}: {model} expects {expected}, got {value:g}")
         return self
 
 
@@ -353,8 +346,7 @@ def _as_2d_float(data: Any, where: _locator) -> np.ndarray:
         array = array[:, None]
     if array.ndim != 2:
         raise ValueError(
-            f"{where.sequence()}: expected a 1-D (n_steps,) or 2-D (n_steps, n_features) array, "
-            f"got shape {array.shape}"
+            f"{where.sequence()}: expected a 1-D (n_steps,) or 2-D (n_steps, n_features) array, got shape {array.shape}"
         )
     if array.shape[0] == 0:
         raise ValueError(f"{where.sequence() if np.isscalar(where.where) else 'sequence 0'} is empty")
@@ -367,9 +359,7 @@ def _concatenate(blocks: list[np.ndarray], what: str) -> tuple[np.ndarray, np.nd
     width = blocks[0].shape[1]
     for i, block in enumerate(blocks):
         if block.shape[1] != width:
-            raise ValueError(
-                f"sequence {i} has {block.shape[1]} {what} but sequence 0 has {width}"
-            )
+            raise ValueError(f"sequence {i} has {block.shape[1]} {what} but sequence 0 has {width}")
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])]).astype(np.int64)
     return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)), offsets
 
@@ -395,9 +385,7 @@ def _first_bad(mask: np.ndarray, offsets: np.ndarray) -> tuple[int, int, int] | 
     return sequence, row - int(offsets[sequence]), int(cols[0])
 
 
-def _check_finite_or_nan(
-    values: np.ndarray, offsets: np.ndarray, columns: list[str] | None = None
-) -> None:
+def _check_finite_or_nan(values: np.ndarray, offsets: np.ndarray, columns: list[str] | None = None) -> None:
     with np.errstate(invalid="ignore", over="ignore"):
         if np.isfinite(values.sum()):  # one cheap pass proves there is no inf (and no NaN)
             return
@@ -408,9 +396,7 @@ def _check_finite_or_nan(
         raise ValueError(f"sequence {sequence}, time step {step}, {name}: infinite value")
 
 
-def _check_finite(
-    values: np.ndarray, offsets: np.ndarray, what: str, columns: list[str] | None = None
-) -> None:
+def _check_finite(values: np.ndarray, offsets: np.ndarray, what: str, columns: list[str] | None = None) -> None:
     bad = _first_bad(~np.isfinite(values), offsets)
     if bad is not None:
         sequence, step, col = bad
@@ -425,9 +411,7 @@ def _check_times(times: np.ndarray, offsets: np.ndarray) -> None:
     if decreasing.size:
         row = int(decreasing[0])
         sequence = int(np.searchsorted(offsets, row, side="right") - 1)
-        raise ValueError(
-            f"sequence {sequence}, time step {row - offsets[sequence]}: time stamps decrease"
-        )
+        raise ValueError(f"sequence {sequence}, time step {row - offsets[sequence]}: time stamps decrease")
 
 
 def _numeric_column(
@@ -453,9 +437,7 @@ def _numeric_column(
 def check_array(name: str, value: Any, shape: tuple[int | None, ...]) -> np.ndarray:
     """A finite float array of the given shape (``None`` matches any size)."""
     array = np.array(value, dtype=np.float64)
-    if array.ndim != len(shape) or any(
-        want is not None and got != want for got, want in zip(array.shape, shape)
-    ):
+    if array.ndim != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
         expected = "(" + ", ".join("any" if n is None else str(n) for n in shape) + ")"
         raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
     if not np.isfinite(array).all():

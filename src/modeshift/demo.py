@@ -29,9 +29,12 @@ def _earthquakes() -> None:
     states = np.argsort(order)[model.predict(counts)]
     changes = np.flatnonzero(np.diff(states)) + 1
     periods = np.split(np.arange(len(counts)), changes)
-    print("  Decoded regimes: " + ", ".join(
-        f"{data.year[p[0]]}-{data.year[p[-1]]} (rate {model.lambdas_[order[states[p[0]]], 0]:.1f})" for p in periods
-    ))
+    print(
+        "  Decoded regimes: "
+        + ", ".join(
+            f"{data.year[p[0]]}-{data.year[p[-1]]} (rate {model.lambdas_[order[states[p[0]]], 0]:.1f})" for p in periods
+        )
+    )
 
 
 def _faithful() -> None:
@@ -42,8 +45,10 @@ def _faithful() -> None:
     print(f"\nOld Faithful: {len(X)} eruptions (duration, waiting time), 2-state Gaussian HMM")
     for name, k in zip(("short", "long"), order):
         mean = model.means_[k]
-        print(f"  {name:5s} eruptions: {mean[0]:.2f} min, then {mean[1]:.1f} min wait; "
-              f"P(next is the same kind) = {model.transmat_[k, k]:.2f}")
+        print(
+            f"  {name:5s} eruptions: {mean[0]:.2f} min, then {mean[1]:.1f} min wait; "
+            f"P(next is the same kind) = {model.transmat_[k, k]:.2f}"
+        )
 
 
 def main() -> None:

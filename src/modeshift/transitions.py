@@ -65,9 +65,7 @@ class Stationary:
             return np.log(self.initial_probs), np.log(self.transition_matrix)[None]
 
     # ------------------------------------------------------------------------ EM
-    def statistics(
-        self, posteriors: np.ndarray, starts: np.ndarray, pair_counts: np.ndarray
-    ) -> Statistics:
+    def statistics(self, posteriors: np.ndarray, starts: np.ndarray, pair_counts: np.ndarray) -> Statistics:
         """Expected initial-state counts and transition counts."""
         return Statistics(initial=posteriors[starts].sum(axis=0), transitions=pair_counts)
 

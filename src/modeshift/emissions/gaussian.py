@@ -106,9 +106,7 @@ class Gaussian(Emission):
                 block = array[self.groups == group]
                 if not np.allclose(block, block[0], rtol=1e-10, atol=0.0):
                     raise ValueError("covars_ must be one shared matrix (per tied group) for covariance='tied'")
-        if self.covariance == "spherical" and not np.allclose(
-            np.einsum("kii->ki", array), array[:, :1, 0]
-        ):
+        if self.covariance == "spherical" and not np.allclose(np.einsum("kii->ki", array), array[:, :1, 0]):
             raise ValueError("covars_ must be multiples of the identity for covariance='spherical'")
         return array
 
@@ -196,15 +194,16 @@ class Gaussian(Emission):
             means = np.where(active[:, None], sums / np.where(active, weights, 1.0)[:, None], self.means)
         if "covariances" not in fixed:
             cross = sums[:, :, None] * means[:, None, :]
-            scatter = outer - cross - np.swapaxes(cross, 1, 2) + weights[:, None, None] * (
-                means[:, :, None] * means[:, None, :]
+            scatter = (
+                outer
+                - cross
+                - np.swapaxes(cross, 1, 2)
+                + weights[:, None, None] * (means[:, :, None] * means[:, None, :])
             )
             self.covariances = self._constrain(scatter, weights, previous=self.covariances)
         self.means = means
 
-    def _constrain(
-        self, scatter: np.ndarray, weights: np.ndarray, previous: np.ndarray | None = None
-    ) -> np.ndarray:
+    def _constrain(self, scatter: np.ndarray, weights: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
         """Covariances of the configured type from weighted scatter matrices (MAP with reg_covar)."""
         d = scatter.shape[-1]
         eye = np.eye(d)

@@ -41,6 +41,4 @@ def kmeans(
 
 def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     cross = points @ centres.T
-    return np.maximum(
-        (points**2).sum(axis=1)[:, None] - 2.0 * cross + (centres**2).sum(axis=1)[None, :], 0.0
-    )
+    return np.maximum((points**2).sum(axis=1)[:, None] - 2.0 * cross + (centres**2).sum(axis=1)[None, :], 0.0)

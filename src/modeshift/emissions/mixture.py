@@ -99,9 +99,7 @@ class GaussianMixture(Emission):
         observed = ~np.isnan(values).all(axis=1)
         component_posteriors = posteriors[:, :, None] * responsibilities * observed[:, None, None]
         flat = component_posteriors.reshape(len(values), -1)
-        return Statistics(
-            weights=component_posteriors.sum(axis=0), components=self.components.statistics(values, flat)
-        )
+        return Statistics(weights=component_posteriors.sum(axis=0), components=self.components.statistics(values, flat))
 
     def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
         self.components.m_step(stats["components"], fixed)

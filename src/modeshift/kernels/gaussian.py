@@ -25,9 +25,7 @@ def gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors:
 
 
 @njit(cache=True, parallel=True)
-def _gaussian_log_density(
-    points: np.ndarray, means: np.ndarray, inverse_factors: np.ndarray, out: np.ndarray
-) -> None:
+def _gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors: np.ndarray, out: np.ndarray) -> None:
     n_points, n_features = points.shape
     n_components = means.shape[0]
     constants = np.empty(n_components)

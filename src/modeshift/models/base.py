@@ -37,9 +37,7 @@ class Model:
         return {name: getattr(self, name) for name in names}
 
     def __repr__(self) -> str:
-        defaults = {
-            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
-        }
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
         shown = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
         return f"{type(self).__name__}({', '.join(shown)})"
 
@@ -59,7 +57,11 @@ class Model:
         hyperparameters = {k: _jsonable(v) for k, v in self.get_params().items()}
         write_archive(
             path,
-            {"model": type(self).__name__, "hyperparameters": hyperparameters, "attributes": self._learned_attributes()},
+            {
+                "model": type(self).__name__,
+                "hyperparameters": hyperparameters,
+                "attributes": self._learned_attributes(),
+            },
             self._learned_arrays(),
         )
 

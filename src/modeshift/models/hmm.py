@@ -189,9 +189,7 @@ class HMM(Model):
     def _check_fitted(self) -> None:
         missing = [name for name in self.parameter_names if name not in self._snapshot()]
         if missing:
-            raise NotFittedError(
-                f"this HMM has no {', '.join(missing)}: call fit, or set them by hand"
-            )
+            raise NotFittedError(f"this HMM has no {', '.join(missing)}: call fit, or set them by hand")
 
     def _fixed_by_block(self) -> frozenset[str]:
         homes = self._parameter_homes
@@ -335,8 +333,11 @@ class HMM(Model):
         rng = np.random.default_rng(random_state)
         initial, matrices = self._blocks[0].kernel_arrays()
         path, log_lik = kernels.sample_posterior_paths(
-            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices,
-            uniforms=rng.random(seqs.n_steps), **self._evidence(seqs),
+            offsets=seqs.offsets,
+            initial_probs=initial,
+            transition_matrices=matrices,
+            uniforms=rng.random(seqs.n_steps),
+            **self._evidence(seqs),
         )
         self._check_possible(log_lik)
         return seqs.restore(path)
@@ -381,9 +382,7 @@ class HMM(Model):
 
     def _learned_attributes(self) -> dict[str, Any]:
         return {
-            name: getattr(self, name)
-            for name in ("log_likelihood_history_", "converged_")
-            if name in self.__dict__
+            name: getattr(self, name) for name in ("log_likelihood_history_", "converged_") if name in self.__dict__
         }
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:

@@ -1,0 +1,368 @@
+"""The recursions of a hidden Markov chain, one time step and one sequence at a time.
+
+Conventions (shared by :mod:`modeshift.kernels.hmm` and :mod:`modeshift.kernels.split`):
+
+- ``log_likelihoods`` (n_steps, K) holds log p(y_t | z_t = k) for every step of every
+  sequence, or, with ``rows`` (n_steps,), a table whose row ``rows[t]`` is step t's
+  (an empty ``rows`` means one row per step);
+- ``table`` and ``table_shifts`` are exp(log_likelihoods - row maximum) and the row
+  maxima (:func:`scaled_table`), so the recursions take no exponential per step;
+- transition matrices come as (1, K, K) for a stationary chain or (n_steps, K, K),
+  and ``incoming`` is the same stack transposed, so that the probability of
+  arriving in state j is a contiguous row.
+
+The filter is *scaled*: filtered probabilities are renormalised at every step and
+the log normalisers summed, so no sequence length underflows. When a step's
+evidence would fall below ``1e-280`` (an outlier that every likely state finds
+impossible), the shift is taken against the predicted probabilities instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_TINY = 1e-280
+_REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
+
+
+# ----------------------------------------------------------------- one time step
+# Reassociation lets LLVM vectorise the inner reductions; no NaN can arise in the
+# recursions (probabilities, or log-probabilities that are finite or -inf), and
+# -inf stays valid (no "ninf" flag). Functions that call each other share the
+# flags so LLVM can inline them.
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    total = 0.0
+    for i in range(x.shape[0]):
+        total += x[i] * y[i]
+    return total
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def _max_plus(x: np.ndarray, y: np.ndarray) -> float:
+    """max_i (x[i] + y[i])."""
+    best = -np.inf
+    for i in range(x.shape[0]):
+        value = x[i] + y[i]
+        best = value if value > best else best
+    return best
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def _argmax_plus(x: np.ndarray, y: np.ndarray) -> int:
+    """argmax_i (x[i] + y[i]), the first on ties."""
+    best, best_value = 0, -np.inf
+    for i in range(x.shape[0]):
+        value = x[i] + y[i]
+        if value > best_value:
+            best, best_value = i, value
+    return best
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def predict(filtered: np.ndarray, incoming: np.ndarray, out: np.ndarray) -> None:
+    """out[j] = sum_i filtered[i] p(j | i), with ``incoming[j, i]`` = p(j | i) (a contiguous row per j)."""
+    for j in range(out.shape[0]):
+        out[j] = _dot(filtered, incoming[j])
+
+
+def transposed(matrices: np.ndarray) -> np.ndarray:
+    """(M, K, K) matrices with rows and columns swapped, contiguous."""
+    return np.ascontiguousarray(np.swapaxes(matrices, 1, 2))
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def _evidence(rows: np.ndarray, table: np.ndarray, table_shifts: np.ndarray, t: int, scaled: np.ndarray) -> float:
+    """Copy step t's scaled emission likelihoods into ``scaled``; return their shift."""
+    row = rows[t] if rows.shape[0] > 0 else t
+    for j in range(scaled.shape[0]):
+        scaled[j] = table[row, j]
+    return table_shifts[row]
+
+
+@njit(cache=True, parallel=True)
+def _shift_rows(log_likelihoods: np.ndarray, shifted: np.ndarray, shifts: np.ndarray) -> None:
+    """Row maxima, and each row minus its maximum (-inf where a row is impossible)."""
+    n_rows, n_states = log_likelihoods.shape
+    for r in prange(n_rows):
+        best = log_likelihoods[r, 0]
+        for j in range(1, n_states):
+            best = max(best, log_likelihoods[r, j])
+        shifts[r] = best
+        for j in range(n_states):
+            shifted[r, j] = log_likelihoods[r, j] - best if best > -np.inf else -np.inf
+
+
+def scaled_table(log_likelihoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """exp(log_likelihoods - row maximum) and the row maxima.
+
+    The exponentials are taken by numpy, whose vectorised exp is several times
+    faster than the scalar one a compiled loop calls.
+    """
+    shifted, shifts = np.empty_like(log_likelihoods), np.empty(len(log_likelihoods))
+    _shift_rows(log_likelihoods, shifted, shifts)
+    return np.exp(shifted, out=shifted), shifts
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def _update(
+    predicted: np.ndarray, log_likelihood: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray
+) -> tuple[float, float]:
+    """Condition predicted state probabilities on one step's evidence.
+
+    ``scaled`` holds the emission likelihoods exp(log_likelihood - shift). Writes
+    p(z_t | y_{0:t}) into ``filtered``; returns ``(normaliser, shift)`` with
+    p(y_t | y_{0:t-1}) = normaliser * exp(shift). If the normaliser would
+    underflow, the shift is re-taken against the predicted probabilities and
+    ``scaled`` rewritten. A zero normaliser means an impossible step.
+    """
+    n_states = predicted.shape[0]
+    if shift == -np.inf:
+        return 0.0, shift
+    normaliser = 0.0
+    for j in range(n_states):
+        joint = predicted[j] * scaled[j]
+        filtered[j] = joint
+        normaliser += joint
+    if normaliser < _TINY:
+        shift = -np.inf
+        for j in range(n_states):
+            if predicted[j] > 0.0:
+                shift = max(shift, log_likelihood[j] + np.log(predicted[j]))
+        if shift == -np.inf:
+            return 0.0, shift
+        normaliser = 0.0
+        for j in range(n_states):
+            scaled[j] = np.exp(min(log_likelihood[j] - shift, 700.0))
+            filtered[j] = predicted[j] * scaled[j]
+            normaliser += filtered[j]
+    inverse = 1.0 / normaliser
+    for j in range(n_states):
+        filtered[j] *= inverse
+    return normaliser, shift
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def condition(
+    log_likelihoods: np.ndarray,
+    rows: np.ndarray,
+    table: np.ndarray,
+    table_shifts: np.ndarray,
+    t: int,
+    predicted: np.ndarray,
+    scaled: np.ndarray,
+    filtered: np.ndarray,
+) -> tuple[float, float]:
+    """One filtering step at row t: fetch the evidence, then :func:`_update`."""
+    shift = _evidence(rows, table, table_shifts, t, scaled)
+    raw = log_likelihoods[rows[t] if rows.shape[0] > 0 else t]
+    return _update(predicted, raw, scaled, shift, filtered)
+
+
+# ------------------------------------------------------------- one sequence
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def filter_sequence(
+    log_likelihoods: np.ndarray,
+    rows: np.ndarray,
+    table: np.ndarray,
+    table_shifts: np.ndarray,
+    first: int,
+    last: int,
+    initial_probs: np.ndarray,
+    incoming: np.ndarray,
+    filtered: np.ndarray,
+    scaled: np.ndarray,
+    normalisers: np.ndarray,
+) -> float:
+    """Forward pass over rows ``first:last``; returns the sequence's log-likelihood.
+
+    ``incoming`` holds the transposed transition matrices (1 or n_steps, K, K).
+
+    ``filtered``, ``scaled`` and ``normalisers`` each have one row per step of
+    the sequence, or a single row that keeps only the latest step.
+    """
+    varying = incoming.shape[0] > 1
+    keep_filtered = filtered.shape[0] > 1
+    keep_scaled = scaled.shape[0] > 1
+    keep_normalisers = normalisers.shape[0] > 1
+    predicted = initial_probs.copy()
+    total = 0.0
+    for t in range(last - first):
+        row = t if keep_filtered else 0
+        if t > 0:
+            matrix = incoming[first + t] if varying else incoming[0]
+            predict(filtered[t - 1 if keep_filtered else 0], matrix, predicted)
+        normaliser, shift = condition(
+            log_likelihoods,
+            rows,
+            table,
+            table_shifts,
+            first + t,
+            predicted,
+            scaled[t if keep_scaled else 0],
+            filtered[row],
+        )
+        if normaliser == 0.0:
+            return -np.inf
+        normalisers[t if keep_normalisers else 0] = normaliser
+        total += np.log(normaliser) + shift
+    return total
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def smooth_sequence(
+    log_likelihoods: np.ndarray,
+    rows: np.ndarray,
+    table: np.ndarray,
+    table_shifts: np.ndarray,
+    first: int,
+    last: int,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+    incoming: np.ndarray,
+    posteriors: np.ndarray,
+    filtered: np.ndarray,
+    normalisers: np.ndarray,
+    pair_counts: np.ndarray,
+    backward_weights: np.ndarray,
+    per_step: bool,
+) -> float:
+    """Forward-backward over rows ``first:last``.
+
+    Writes p(z_t | y) into ``posteriors[first:last]`` and adds the pairwise
+    posteriors p(z_{t-1}, z_t | y) into ``pair_counts[first + t]`` (``per_step``);
+    otherwise writes the backward weights w_t = p(y_t | z_t) beta_t / c_t of steps
+    t >= 1 into ``backward_weights[first + t]``, from which the caller forms
+    sum_t filtered_{t-1}^T w_t, the summed pair counts divided elementwise by the
+    (stationary) transition matrix. Returns the log-likelihood; an impossible
+    sequence gets -inf and NaN posteriors. ``filtered`` and ``normalisers`` are
+    scratch space for the sequence, (n_steps, K) and (n_steps,).
+    """
+    n_steps = last - first
+    n_states = log_likelihoods.shape[1]
+    varying = transition_matrices.shape[0] > 1
+    # The scaled emission likelihoods are parked in the posteriors rows until the
+    # backward pass overwrites them.
+    scaled = posteriors[first:last]
+    total = filter_sequence(
+        log_likelihoods,
+        rows,
+        table,
+        table_shifts,
+        first,
+        last,
+        initial_probs,
+        incoming,
+        filtered,
+        scaled,
+        normalisers,
+    )
+    if total == -np.inf:
+        scaled[:] = np.nan
+        filtered[:] = 0.0  # no contribution to the summed pair counts
+        return total
+
+    backward = np.ones(n_states)
+    scratch = np.empty(n_states)
+    for t in range(n_steps - 1, -1, -1):
+        weights = backward_weights[first + t] if t >= 1 and not per_step else scratch
+        inverse = 1.0 / normalisers[t]
+        for j in range(n_states):
+            # A state with zero filtered probability carries no weight backwards
+            # (every path into it has probability 0); dropping it keeps the
+            # backward messages of unreachable states from overflowing.
+            weights[j] = scaled[t, j] * backward[j] * inverse if filtered[t, j] > 0.0 else 0.0
+        norm = 0.0
+        for j in range(n_states):
+            value = filtered[t, j] * backward[j]
+            scaled[t, j] = value
+            norm += value
+        norm = 1.0 / norm
+        for j in range(n_states):
+            scaled[t, j] *= norm
+        if t == 0:
+            break
+        matrix = transition_matrices[first + t] if varying else transition_matrices[0]
+        for i in range(n_states):
+            backward[i] = _dot(matrix[i], weights)
+        if per_step:
+            counts = pair_counts[first + t]
+            for i in range(n_states):
+                previous = filtered[t - 1, i]
+                for j in range(n_states):
+                    counts[i, j] += previous * matrix[i, j] * weights[j]
+    return total
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+def viterbi_row(previous: np.ndarray, matrix: np.ndarray, evidence: np.ndarray, out: np.ndarray) -> None:
+    """out[j] = max_i (previous[i] + log p(j | i)) + evidence[j], with ``matrix[j, i]`` = log p(j | i)."""
+    for j in range(out.shape[0]):
+        out[j] = _max_plus(previous, matrix[j]) + evidence[j]
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def viterbi_sweep(
+    log_likelihoods: np.ndarray,
+    rows: np.ndarray,
+    first: int,
+    last: int,
+    log_initial: np.ndarray,
+    log_incoming: np.ndarray,
+    scores: np.ndarray,
+) -> None:
+    """Best joint log-probability of each state at each step of rows ``first:last``.
+
+    ``log_incoming[t][j, i]`` = log p(z_t = j | z_{t-1} = i) (transposed
+    matrices); ``scores`` (last - first, K) receives the lattice.
+    """
+    varying = log_incoming.shape[0] > 1
+    indexed = rows.shape[0] > 0
+    evidence = log_likelihoods[rows[first] if indexed else first]
+    for j in range(log_initial.shape[0]):
+        scores[0, j] = log_initial[j] + evidence[j]
+    for t in range(1, last - first):
+        matrix = log_incoming[first + t] if varying else log_incoming[0]
+        evidence = log_likelihoods[rows[first + t] if indexed else first + t]
+        viterbi_row(scores[t - 1], matrix, evidence, scores[t])
+
+
+@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+def backtrack(scores: np.ndarray, log_incoming: np.ndarray, first: int, path: np.ndarray) -> int:
+    """Trace the best path back through a score lattice into ``path[first:...]``; returns its last state.
+
+    Each step recovers the argmax for the one state on the path, so no
+    backpointers are ever stored.
+    """
+    n_steps = scores.shape[0]
+    varying = log_incoming.shape[0] > 1
+    state = np.argmax(scores[n_steps - 1])
+    last_state = state
+    path[first + n_steps - 1] = state
+    for t in range(n_steps - 1, 0, -1):
+        matrix = log_incoming[first + t] if varying else log_incoming[0]
+        state = _argmax_plus(scores[t - 1], matrix[state])
+        path[first + t - 1] = state
+    return last_state
+
+
+@njit(cache=True)
+def draw(probs: np.ndarray, uniform: float) -> int:
+    """Index drawn from unnormalised probabilities with one uniform variate."""
+    target = uniform * probs.sum()
+    acc = 0.0
+    for k in range(probs.shape[0]):
+        acc += probs[k]
+        if target < acc:
+            return k
+    for k in range(probs.shape[0] - 1, -1, -1):  # rounding: last state with mass
+        if probs[k] > 0.0:
+            return k
+    return 0
+
+
+def table_rows(rows: np.ndarray | None) -> np.ndarray:
+    return np.empty(0, dtype=np.int64) if rows is None else rows
