@@ -178,16 +178,14 @@ class HMM(Model):
 
     def _snapshot(self) -> dict[str, np.ndarray]:
         """Copies of the parameters that are currently set."""
-        out = {}
-        for name in self.parameter_names:
-            try:
-                out[name] = np.array(getattr(self, name))
-            except AttributeError:
-                pass
-        return out
+        return {
+            name: np.array(getattr(block, attr))
+            for name, (block, attr) in self._parameter_homes.items()
+            if getattr(block, attr) is not None
+        }
 
     def _check_fitted(self) -> None:
-        missing = [name for name in self.parameter_names if name not in self._snapshot()]
+        missing = [name for name, (block, attr) in self._parameter_homes.items() if getattr(block, attr) is None]
         if missing:
             raise NotFittedError(f"this HMM has no {', '.join(missing)}: call fit, or set them by hand")
 
