@@ -84,8 +84,8 @@ class HMM(Model):
     >>> from modeshift import HMM
     >>> X = np.r_[np.random.default_rng(0).normal(0, 1, 200), np.random.default_rng(1).normal(5, 1, 200)]
     >>> model = HMM(n_states=2, random_state=0).fit(X)
-    >>> sorted(np.round(model.means_.ravel()))
-    [0.0, 5.0]
+    >>> np.sort(model.means_.ravel()).round()
+    array([0., 5.])
     """
 
     def __init__(
