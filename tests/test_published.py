@@ -45,3 +45,12 @@ def test_faithful_two_regimes():
     model = HMM(2, n_restarts=3, random_state=0).fit(X)
     durations = np.sort(model.means_[:, 0])
     assert durations[0] == pytest.approx(2.0, abs=0.2) and durations[1] == pytest.approx(4.3, abs=0.2)
+
+
+def test_nile_data_matches_its_provenance():
+    from modeshift.datasets import load_nile
+
+    nile = load_nile()
+    assert list(nile.columns) == ["year", "volume"]
+    assert len(nile) == 100 and nile.year.iloc[0] == 1871 and nile.year.iloc[-1] == 1970
+    assert nile.volume.iloc[0] == 1120  # Durbin & Koopman (2012), Fig. 2.1: the series starts at 1120

@@ -6,7 +6,7 @@ from importlib.resources import files
 
 import pandas as pd
 
-__all__ = ["load_earthquakes", "load_faithful"]
+__all__ = ["load_earthquakes", "load_faithful", "load_nile"]
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -25,3 +25,11 @@ def load_earthquakes() -> pd.DataFrame:
 def load_faithful() -> pd.DataFrame:
     """Old Faithful eruptions (columns ``obs``, ``eruptions`` in minutes, ``waiting`` in minutes)."""
     return _read("faithful.csv")
+
+
+def load_nile() -> pd.DataFrame:
+    """Annual flow of the Nile at Aswan, 1871-1970 (columns ``year``, ``volume`` in 10^8 m^3).
+
+    The local-level example of Durbin & Koopman (2012), *Time Series Analysis by State Space Methods*.
+    """
+    return _read("nile.csv")
