@@ -539,3 +539,11 @@ def test_hand_set_model_is_usable_without_fit():
     X = np.r_[np.zeros(5), np.full(5, 5.0)]
     np.testing.assert_array_equal(model.predict(X), [0] * 5 + [1] * 5)
     assert np.isfinite(model.score(X))
+
+
+def test_named_id_column_must_exist():
+    frame = pd.DataFrame({"subject": [1, 1, 2], "x": [0.0, 1.0, 2.0]})
+    with pytest.raises(ValueError, match="column 'patient' not found"):
+        Sequences.from_dataframe(frame, id_column="patient")
+    assert Sequences.from_dataframe(frame, id_column="subject").n_sequences == 2
+    assert Sequences.from_dataframe(frame).n_sequences == 1  # no 'id' column: one sequence of 'subject' and 'x'

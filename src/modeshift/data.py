@@ -76,7 +76,7 @@ class Sequences:
         if bad.size:
             raise ValueError(f"sequence {bad[0]} is empty (lengths[{bad[0]}] = {lengths_arr[bad[0]]})")
         offsets = np.concatenate([[0], np.cumsum(lengths_arr)]).astype(np.int64)
-        values = _as_2d_float(X, _locator(offsets))
+        values = _as_2d_float(X, _Locator(offsets))
         if len(values) != offsets[-1]:
             raise ValueError(f"lengths sum to {int(offsets[-1])} but X has {len(values)} rows")
         _check_finite_or_nan(values, offsets)
@@ -94,7 +94,7 @@ class Sequences:
         """A list of arrays, one per sequence, each (n_steps,) or (n_steps, n_features)."""
         if len(arrays) == 0:
             raise ValueError("no sequences given (an empty list)")
-        blocks = [_as_2d_float(a, _locator(i)) for i, a in enumerate(arrays)]
+        blocks = [_as_2d_float(a, _Locator(i)) for i, a in enumerate(arrays)]
         values, offsets = _concatenate(blocks, "features")
         _check_finite_or_nan(values, offsets)
         times_arr = None
@@ -124,9 +124,9 @@ class Sequences:
         """
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
-        if id_column is not None and id_column not in frame.columns:
-            id_column = None
-        for column in (time_column, *(value_columns or ()), *(input_columns or ())):
+        if id_column == "id" and "id" not in frame.columns:
+            id_column = None  # the default: no id column means one sequence
+        for column in (id_column, time_column, *(value_columns or ()), *(input_columns or ())):
             if column is not None and column not in frame.columns:
                 raise ValueError(f"column {column!r} not found; columns are {list(frame.columns)}")
         special = {id_column, time_column, *(input_columns or ())}
@@ -307,7 +307,7 @@ def as_sequences(data: Any, lengths: Sequence[int] | None = None, **columns: Any
 
 
 # ----------------------------------------------------------------------- helpers
-class _locator:
+class _Locator:
     """Names where a row of an input array sits: ``sequence i, time step t``."""
 
     def __init__(self, where: int | np.ndarray):
@@ -323,7 +323,7 @@ class _locator:
         return f"sequence {sequence}, time step {row - int(self.where[sequence])}"
 
 
-def _as_2d_float(data: Any, where: _locator) -> np.ndarray:
+def _as_2d_float(data: Any, where: _Locator) -> np.ndarray:
     """A float64 (n_steps, n_features) copy of one array, or a clear error."""
     if isinstance(data, (pd.DataFrame, pd.Series)):
         data = data.to_numpy()
@@ -368,7 +368,7 @@ def _aligned(arrays: Sequence[Any], offsets: np.ndarray, what: str) -> np.ndarra
     """Per-sequence arrays (times or inputs) that must match the sequences' lengths."""
     if len(arrays) != len(offsets) - 1:
         raise ValueError(f"{len(arrays)} {what} arrays given for {len(offsets) - 1} sequences")
-    blocks = [_as_2d_float(a, _locator(i)) for i, a in enumerate(arrays)]
+    blocks = [_as_2d_float(a, _Locator(i)) for i, a in enumerate(arrays)]
     for i, block in enumerate(blocks):
         expected = offsets[i + 1] - offsets[i]
         if len(block) != expected:
