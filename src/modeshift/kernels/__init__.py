@@ -10,6 +10,7 @@ from modeshift.kernels.hmm import (
     sample_posterior_paths,
     viterbi,
 )
+from modeshift.kernels.kalman import kalman_filter, rts_smoother, sample_states
 
 __all__ = [
     "forward_backward",
@@ -21,4 +22,7 @@ __all__ = [
     "sample_posterior_paths",
     "viterbi",
     "weighted_moments",
+    "kalman_filter",
+    "rts_smoother",
+    "sample_states",
 ]

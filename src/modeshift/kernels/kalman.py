@@ -1,0 +1,678 @@
+"""Kalman filtering, Rauch-Tung-Striebel smoothing and posterior state sampling.
+
+The linear-Gaussian state-space model, for each sequence with steps t = 0..T-1:
+
+    x_0 ~ N(m_0, P_0)                                   (the state at the first observation)
+    x_t = A_t x_{t-1} + B_t u_t + w_t,   w_t ~ N(0, Q_t)   (t >= 1)
+    y_t = C_t x_t + D_t u_t + v_t,       v_t ~ N(0, R_t)
+
+Arrays (batches of sequences stored back to back, as in :mod:`modeshift.kernels.hmm`),
+with n states, p observed dimensions and m inputs:
+
+- ``observations`` (n_steps, p): NaN marks a missing entry, in any subset of a step's
+  dimensions; the update uses only the observed rows of C and D and the observed block
+  of R, and a wholly missing step is a pure prediction;
+- ``offsets`` (n_sequences + 1,): sequence ``s`` occupies rows ``offsets[s]:offsets[s+1]``;
+- ``initial_mean`` (n,) or (n_sequences, n) and ``initial_cov`` (n, n) or
+  (n_sequences, n, n): m_0 and P_0, shared or per sequence;
+- ``transition_matrices`` A, ``transition_covs`` Q (1 or n_steps, n, n) and
+  ``input_matrices`` B (1 or n_steps, n, m): entry t moves x_{t-1} to x_t (the entry at
+  a sequence's first step is not used);
+- ``observation_matrices`` C (1 or n_steps, p, n), ``observation_covs`` R
+  (1 or n_steps, p, p) and ``feedthrough_matrices`` D (1 or n_steps, p, m): entry t
+  produces y_t;
+- ``inputs`` u (n_steps, m), optional (m = 0 without).
+
+A stack with a leading axis of 1 is time-invariant; a single matrix is taken as one.
+Covariances are symmetrised after every step; the update is in Joseph form,
+P_t|t = (I - K C) P_t|t-1 (I - K C)^T + K R K^T, and the smoother's backward step
+likewise sums positive semi-definite terms. Sequences run in parallel (``prange``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["kalman_filter", "rts_smoother", "sample_states"]
+
+_LOG_2PI = np.log(2.0 * np.pi)
+# A Cholesky pivot at or below this fraction of its diagonal entry counts as zero: the
+# innovation covariance is then not positive definite (the filter fails), and a
+# semi-definite covariance (smoother, sampler) loses that direction.
+_PIVOT_TOL = 1e-12
+
+
+# ------------------------------------------------------------- small linear algebra
+@njit(cache=True)
+def _at(stack: np.ndarray, t: int) -> np.ndarray:
+    """Entry t of a (1 or n_steps, ...) stack."""
+    return stack[t] if stack.shape[0] > 1 else stack[0]
+
+
+@njit(cache=True)
+def _copy(source: np.ndarray, out: np.ndarray) -> None:
+    """out[...] = source, by explicit loops (a slice assignment compiles numba's
+    shape-mismatch error path, which takes seconds)."""
+    for index in np.ndindex(source.shape):
+        out[index] = source[index]
+
+
+@njit(cache=True)
+def _cholesky(a: np.ndarray, size: int, semidefinite: bool) -> bool:
+    """Lower Cholesky factor of ``a[:size, :size]`` in place, from its lower triangle.
+
+    A pivot d_j <= _PIVOT_TOL * a_jj (or NaN) fails the factorisation, unless
+    ``semidefinite``: then column j of the factor is set to zero, so that L L^T
+    still reproduces a positive semi-definite matrix.
+    """
+    for j in range(size):
+        diagonal = a[j, j]
+        pivot = diagonal
+        for k in range(j):
+            pivot -= a[j, k] * a[j, k]
+        if not pivot > _PIVOT_TOL * diagonal:
+            if not semidefinite:
+                return False
+            for i in range(j, size):
+                a[i, j] = 0.0
+            continue
+        root = np.sqrt(pivot)
+        a[j, j] = root
+        for i in range(j + 1, size):
+            value = a[i, j]
+            for k in range(j):
+                value -= a[i, k] * a[j, k]
+            a[i, j] = value / root
+    return True
+
+
+@njit(cache=True)
+def _forward(factor: np.ndarray, size: int, b: np.ndarray) -> None:
+    """b <- L^- b for the lower factor L (a zero pivot gives a zero component)."""
+    for i in range(size):
+        if factor[i, i] == 0.0:
+            b[i] = 0.0
+            continue
+        value = b[i]
+        for k in range(i):
+            value -= factor[i, k] * b[k]
+        b[i] = value / factor[i, i]
+
+
+@njit(cache=True)
+def _backward(factor: np.ndarray, size: int, b: np.ndarray) -> None:
+    """b <- L^-T b for the lower factor L (a zero pivot gives a zero component)."""
+    for i in range(size - 1, -1, -1):
+        if factor[i, i] == 0.0:
+            b[i] = 0.0
+            continue
+        value = b[i]
+        for k in range(i + 1, size):
+            value -= factor[k, i] * b[k]
+        b[i] = value / factor[i, i]
+
+
+@njit(cache=True)
+def _congruence(
+    left: np.ndarray, middle: np.ndarray, size: int, out: np.ndarray, product: np.ndarray, accumulate: bool
+) -> None:
+    """out (+)= L M L^T with L = ``left[:, :size]``, M = ``middle[:size, :size]``; symmetric by construction.
+
+    ``product`` is scratch of at least (len(out), size).
+    """
+    n = out.shape[0]
+    for i in range(n):
+        for j in range(size):
+            value = 0.0
+            for k in range(size):
+                value += left[i, k] * middle[k, j]
+            product[i, j] = value
+    for i in range(n):
+        for j in range(i + 1):
+            value = out[i, j] if accumulate else 0.0
+            for k in range(size):
+                value += product[i, k] * left[j, k]
+            out[i, j] = value
+            out[j, i] = value
+
+
+# ------------------------------------------------------------------ filter steps
+@njit(cache=True)
+def _predict(
+    mean: np.ndarray,
+    cov: np.ndarray,
+    A: np.ndarray,
+    B: np.ndarray,
+    Q: np.ndarray,
+    u: np.ndarray,
+    out_mean: np.ndarray,
+    out_cov: np.ndarray,
+    product: np.ndarray,
+) -> None:
+    """x_t|t-1 = A x_t-1|t-1 + B u_t,  P_t|t-1 = A P_t-1|t-1 A^T + Q (symmetrised)."""
+    n = mean.shape[0]
+    for i in range(n):
+        value = 0.0
+        for j in range(n):
+            value += A[i, j] * mean[j]
+        for k in range(u.shape[0]):
+            value += B[i, k] * u[k]
+        out_mean[i] = value
+    _congruence(A, cov, n, out_cov, product, False)
+    for i in range(n):
+        for j in range(i + 1):
+            value = out_cov[i, j] + 0.5 * (Q[i, j] + Q[j, i])
+            out_cov[i, j] = value
+            out_cov[j, i] = value
+
+
+@njit(cache=True)
+def _update_work(n: int, p: int) -> tuple:
+    """Scratch space for :func:`_update`."""
+    return (
+        np.empty(p, dtype=np.int64),  # observed dimensions
+        np.empty((p, n)),  # their rows of C
+        np.empty((p, p)),  # innovation covariance, its Cholesky factor, then R_oo
+        np.empty(p),  # innovation, then S^-1 times it
+        np.empty((n, p)),  # P C^T
+        np.empty((n, p)),  # gain K
+        np.empty((n, n)),  # I - K C
+        np.empty((n, max(n, p))),  # product scratch
+    )
+
+
+@njit(cache=True)
+def _update(
+    y: np.ndarray,
+    u: np.ndarray,
+    C: np.ndarray,
+    D: np.ndarray,
+    R: np.ndarray,
+    mean: np.ndarray,
+    cov: np.ndarray,
+    out_mean: np.ndarray,
+    out_cov: np.ndarray,
+    work: tuple,
+) -> tuple[bool, float]:
+    """Condition N(mean, cov) on the observed entries o of y.
+
+    With v = y_o - C_o x - D_o u, S = C_o P C_o^T + R_oo = L L^T and K = P C_o^T S^-1:
+    x + K v and (I - K C_o) P (I - K C_o)^T + K R_oo K^T go to ``out_mean``,
+    ``out_cov``. Returns (ok, log N(v | 0, S)); ok is False when S is not
+    (numerically) positive definite. A wholly missing step returns (True, 0).
+    """
+    observed, rows, factor, innovation, cross, gain, joseph, product = work
+    n = mean.shape[0]
+    k = 0
+    for i in range(y.shape[0]):
+        if not np.isnan(y[i]):
+            observed[k] = i
+            k += 1
+    if k == 0:
+        _copy(mean, out_mean)
+        _copy(cov, out_cov)
+        return True, 0.0
+    for a in range(k):
+        i = observed[a]
+        value = y[i]
+        for j in range(n):
+            rows[a, j] = C[i, j]
+            value -= C[i, j] * mean[j]
+        for j in range(u.shape[0]):
+            value -= D[i, j] * u[j]
+        innovation[a] = value
+    for i in range(n):
+        for a in range(k):
+            value = 0.0
+            for j in range(n):
+                value += cov[i, j] * rows[a, j]
+            cross[i, a] = value
+    for a in range(k):
+        for b in range(a + 1):
+            value = 0.5 * (R[observed[a], observed[b]] + R[observed[b], observed[a]])
+            for j in range(n):
+                value += rows[a, j] * cross[j, b]
+            factor[a, b] = value
+    if not _cholesky(factor, k, False):
+        return False, 0.0
+
+    log_det = 0.0
+    for a in range(k):
+        log_det += 2.0 * np.log(factor[a, a])
+    _forward(factor, k, innovation)
+    mahalanobis = 0.0
+    for a in range(k):
+        mahalanobis += innovation[a] * innovation[a]
+    _backward(factor, k, innovation)  # now S^-1 v
+    for i in range(n):
+        value = mean[i]
+        for a in range(k):
+            value += cross[i, a] * innovation[a]
+        out_mean[i] = value
+        for a in range(k):
+            gain[i, a] = cross[i, a]
+        _forward(factor, k, gain[i])
+        _backward(factor, k, gain[i])  # row i of K = S^-1 (P C^T)[i]
+
+    for i in range(n):
+        for j in range(n):
+            value = 1.0 if i == j else 0.0
+            for a in range(k):
+                value -= gain[i, a] * rows[a, j]
+            joseph[i, j] = value
+    for a in range(k):
+        for b in range(k):
+            factor[a, b] = 0.5 * (R[observed[a], observed[b]] + R[observed[b], observed[a]])
+    _congruence(joseph, cov, n, out_cov, product, False)
+    _congruence(gain, factor, k, out_cov, product, True)
+    return True, -0.5 * (k * _LOG_2PI + log_det + mahalanobis)
+
+
+# ------------------------------------------------------------------- the filter
+@njit(cache=True)
+def _filter_sequence(
+    observations,
+    inputs,
+    first,
+    last,
+    initial_mean,
+    initial_cov,
+    A,
+    B,
+    Q,
+    C,
+    D,
+    R,
+    predicted_means,
+    predicted_covs,
+    filtered_means,
+    filtered_covs,
+) -> tuple[int, float]:
+    """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN)."""
+    n, p = A.shape[1], C.shape[1]
+    work = _update_work(n, p)
+    product = np.empty((n, n))
+    total = 0.0
+    for t in range(first, last):
+        if t == first:
+            _copy(initial_mean, predicted_means[t])
+            _copy(initial_cov, predicted_covs[t])
+        else:
+            _predict(
+                filtered_means[t - 1],
+                filtered_covs[t - 1],
+                _at(A, t),
+                _at(B, t),
+                _at(Q, t),
+                inputs[t],
+                predicted_means[t],
+                predicted_covs[t],
+                product,
+            )
+        ok, value = _update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            filtered_means[t],
+            filtered_covs[t],
+            work,
+        )
+        if not ok:
+            return t - first, np.nan
+        total += value
+    return -1, total
+
+
+@njit(cache=True, parallel=True)
+def _filter(
+    observations,
+    inputs,
+    offsets,
+    initial_means,
+    initial_covs,
+    A,
+    B,
+    Q,
+    C,
+    D,
+    R,
+    predicted_means,
+    predicted_covs,
+    filtered_means,
+    filtered_covs,
+    log_likelihoods,
+    failures,
+):
+    for s in prange(offsets.shape[0] - 1):
+        failures[s], log_likelihoods[s] = _filter_sequence(
+            observations,
+            inputs,
+            offsets[s],
+            offsets[s + 1],
+            _at(initial_means, s),
+            _at(initial_covs, s),
+            A,
+            B,
+            Q,
+            C,
+            D,
+            R,
+            predicted_means,
+            predicted_covs,
+            filtered_means,
+            filtered_covs,
+        )
+
+
+def _stack(matrices: np.ndarray) -> np.ndarray:
+    """A (1 or n_steps, rows, columns) float stack; a single matrix becomes a stack of one."""
+    matrices = np.asarray(matrices, dtype=float)
+    return np.ascontiguousarray(matrices[None] if matrices.ndim == 2 else matrices)
+
+
+def kalman_filter(
+    observations: np.ndarray,
+    offsets: np.ndarray,
+    initial_mean: np.ndarray,
+    initial_cov: np.ndarray,
+    transition_matrices: np.ndarray,
+    transition_covs: np.ndarray,
+    observation_matrices: np.ndarray,
+    observation_covs: np.ndarray,
+    inputs: np.ndarray | None = None,
+    input_matrices: np.ndarray | None = None,
+    feedthrough_matrices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Kalman filter of every sequence.
+
+    Returns ``(log_likelihoods, filtered_means, filtered_covs, predicted_means,
+    predicted_covs)``: log p(y_0..T-1) per sequence (n_sequences,), the moments of
+    p(x_t | y_0..t) as (n_steps, n) and (n_steps, n, n), and those of
+    p(x_t | y_0..t-1) (m_0, P_0 at a sequence's first step). ``B`` and ``D`` default
+    to zeros when ``inputs`` are given without them.
+
+    Raises ``ValueError`` naming the first sequence, and its time step, whose
+    innovation covariance C P C^T + R is not positive definite.
+    """
+    observations = np.ascontiguousarray(observations, dtype=float)
+    A, Q = _stack(transition_matrices), _stack(transition_covs)
+    C, R = _stack(observation_matrices), _stack(observation_covs)
+    n_steps, (p, n) = len(observations), C.shape[1:]
+    inputs = np.zeros((n_steps, 0)) if inputs is None else np.ascontiguousarray(inputs, dtype=float)
+    m = inputs.shape[1]
+    B = np.zeros((1, n, m)) if input_matrices is None else _stack(input_matrices)
+    D = np.zeros((1, p, m)) if feedthrough_matrices is None else _stack(feedthrough_matrices)
+    n_sequences = len(offsets) - 1
+    filtered_means, predicted_means = np.empty((n_steps, n)), np.empty((n_steps, n))
+    filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
+    log_likelihoods = np.empty(n_sequences)
+    failures = np.empty(n_sequences, dtype=np.int64)
+    _filter(
+        observations,
+        inputs,
+        np.asarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
+        np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
+        A,
+        B,
+        Q,
+        C,
+        D,
+        R,
+        predicted_means,
+        predicted_covs,
+        filtered_means,
+        filtered_covs,
+        log_likelihoods,
+        failures,
+    )
+    failed = np.flatnonzero(failures >= 0)
+    if failed.size:
+        s = failed[0]
+        raise ValueError(f"innovation covariance is not positive definite at sequence {s}, time step {failures[s]}")
+    return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
+
+
+# --------------------------------------------------------------- backward passes
+@njit(cache=True)
+def _backward_work(n: int) -> tuple:
+    """Scratch space for :func:`_backward_step`."""
+    return np.empty((n, n)), np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+
+
+@njit(cache=True)
+def _backward_step(
+    filtered_cov: np.ndarray,
+    predicted_cov: np.ndarray,
+    A: np.ndarray,
+    Q: np.ndarray,
+    gain: np.ndarray,
+    conditional: np.ndarray,
+    work: tuple,
+) -> None:
+    """The law of x_t given x_t+1 and y_0..t: x_t|t + J (x_t+1 - x_t+1|t) and covariance Sigma.
+
+    J = P_t|t A^T P_t+1|t^- (a reflexive generalised inverse from a semi-definite
+    Cholesky factor, exact also when P_t+1|t is singular) goes to ``gain``, and
+    Sigma = (I - J A) P_t|t (I - J A)^T + J Q J^T = P_t|t - J P_t+1|t J^T, a sum of
+    positive semi-definite terms, to ``conditional``.
+    """
+    factor, cross, joseph, product = work
+    n = gain.shape[0]
+    _copy(predicted_cov, factor)
+    _cholesky(factor, n, True)
+    for i in range(n):  # cross = A P_t|t = Cov(x_t+1, x_t | y_0..t)
+        for j in range(n):
+            value = 0.0
+            for k in range(n):
+                value += A[i, k] * filtered_cov[k, j]
+            cross[i, j] = value
+    for j in range(n):  # row j of J = P^- (A P_t|t)[:, j]
+        for i in range(n):
+            gain[j, i] = cross[i, j]
+        _forward(factor, n, gain[j])
+        _backward(factor, n, gain[j])
+    for i in range(n):
+        for j in range(n):
+            value = 1.0 if i == j else 0.0
+            for k in range(n):
+                value -= gain[i, k] * A[k, j]
+            joseph[i, j] = value
+    _congruence(joseph, filtered_cov, n, conditional, product, False)
+    _congruence(gain, Q, n, conditional, product, True)
+
+
+@njit(cache=True)
+def _smooth_sequence(
+    filtered_means,
+    filtered_covs,
+    predicted_means,
+    predicted_covs,
+    first,
+    last,
+    A,
+    Q,
+    smoothed_means,
+    smoothed_covs,
+    cross_covs,
+) -> None:
+    """Backward pass over rows ``first:last``."""
+    if last == first:
+        return
+    n = filtered_means.shape[1]
+    work = _backward_work(n)
+    gain, conditional, product = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+    difference = np.empty(n)
+    _copy(filtered_means[last - 1], smoothed_means[last - 1])
+    _copy(filtered_covs[last - 1], smoothed_covs[last - 1])
+    _copy(np.zeros((n, n)), cross_covs[first])
+    for t in range(last - 2, first - 1, -1):
+        _backward_step(filtered_covs[t], predicted_covs[t + 1], _at(A, t + 1), _at(Q, t + 1), gain, conditional, work)
+        for i in range(n):
+            difference[i] = smoothed_means[t + 1, i] - predicted_means[t + 1, i]
+        for i in range(n):
+            value = filtered_means[t, i]
+            for j in range(n):
+                value += gain[i, j] * difference[j]
+            smoothed_means[t, i] = value
+        following = smoothed_covs[t + 1]
+        _copy(conditional, smoothed_covs[t])
+        _congruence(gain, following, n, smoothed_covs[t], product, True)
+        for i in range(n):
+            for j in range(n):
+                value = 0.0
+                for k in range(n):
+                    value += following[i, k] * gain[j, k]
+                cross_covs[t + 1, i, j] = value
+
+
+@njit(cache=True, parallel=True)
+def _smooth(
+    filtered_means,
+    filtered_covs,
+    predicted_means,
+    predicted_covs,
+    offsets,
+    A,
+    Q,
+    smoothed_means,
+    smoothed_covs,
+    cross_covs,
+):
+    for s in prange(offsets.shape[0] - 1):
+        _smooth_sequence(
+            filtered_means,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            offsets[s],
+            offsets[s + 1],
+            A,
+            Q,
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+        )
+
+
+def rts_smoother(
+    filtered_means: np.ndarray,
+    filtered_covs: np.ndarray,
+    predicted_means: np.ndarray,
+    predicted_covs: np.ndarray,
+    offsets: np.ndarray,
+    transition_matrices: np.ndarray,
+    transition_covs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rauch-Tung-Striebel smoother from the outputs of :func:`kalman_filter`.
+
+    With J_t = P_t|t A_t+1^T P_t+1|t^-:
+    x_t|T = x_t|t + J_t (x_t+1|T - x_t+1|t) and P_t|T = Sigma_t + J_t P_t+1|T J_t^T
+    (Sigma_t from :func:`_backward_step`). Returns smoothed means (n_steps, n),
+    smoothed covariances (n_steps, n, n) and lag-one cross-covariances
+    Cov(x_t, x_t-1 | y) = P_t|T J_t-1^T (n_steps, n, n), zero at sequence starts.
+    """
+    n_steps, n = filtered_means.shape
+    smoothed_means = np.empty((n_steps, n))
+    smoothed_covs, cross_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
+    _smooth(
+        filtered_means,
+        filtered_covs,
+        predicted_means,
+        predicted_covs,
+        np.asarray(offsets, dtype=np.int64),
+        _stack(transition_matrices),
+        _stack(transition_covs),
+        smoothed_means,
+        smoothed_covs,
+        cross_covs,
+    )
+    return smoothed_means, smoothed_covs, cross_covs
+
+
+@njit(cache=True)
+def _sample_sequence(
+    filtered_means, filtered_covs, predicted_means, predicted_covs, first, last, A, Q, draws, paths
+) -> None:
+    """Backward sampling over rows ``first:last``, for every set of draws."""
+    n_samples, _, n = draws.shape
+    work = _backward_work(n)
+    gain, factor = np.empty((n, n)), np.empty((n, n))
+    difference = np.empty(n)
+    for t in range(last - 1, first - 1, -1):
+        final = t == last - 1
+        if final:
+            _copy(filtered_covs[t], factor)
+        else:
+            _backward_step(filtered_covs[t], predicted_covs[t + 1], _at(A, t + 1), _at(Q, t + 1), gain, factor, work)
+        _cholesky(factor, n, True)
+        for r in range(n_samples):
+            z = draws[r, t]
+            if not final:
+                for i in range(n):
+                    difference[i] = paths[r, t + 1, i] - predicted_means[t + 1, i]
+            for i in range(n):
+                value = filtered_means[t, i]
+                for j in range(i + 1):
+                    value += factor[i, j] * z[j]
+                if not final:
+                    for j in range(n):
+                        value += gain[i, j] * difference[j]
+                paths[r, t, i] = value
+
+
+@njit(cache=True, parallel=True)
+def _sample(filtered_means, filtered_covs, predicted_means, predicted_covs, offsets, A, Q, draws, paths):
+    for s in prange(offsets.shape[0] - 1):
+        _sample_sequence(
+            filtered_means,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            offsets[s],
+            offsets[s + 1],
+            A,
+            Q,
+            draws,
+            paths,
+        )
+
+
+def sample_states(
+    filtered_means: np.ndarray,
+    filtered_covs: np.ndarray,
+    predicted_means: np.ndarray,
+    predicted_covs: np.ndarray,
+    offsets: np.ndarray,
+    transition_matrices: np.ndarray,
+    transition_covs: np.ndarray,
+    draws: np.ndarray,
+) -> np.ndarray:
+    """State paths drawn from p(x | y) by forward filtering, backward sampling.
+
+    ``draws`` (n_steps, n), or (n_samples, n_steps, n) for several paths at once, are
+    standard normal variates, so the caller's generator fixes the result; paths come
+    back in the same shape. Backwards from x_T = x_T|T + L_T z_T,
+    x_t = x_t|t + J_t (x_t+1 - x_t+1|t) + L_t z_t with L_t L_t^T = Sigma_t
+    (lower Cholesky factors, semi-definite allowed). Zero draws give the smoothed means.
+    """
+    draws = np.asarray(draws, dtype=float)
+    batch = np.ascontiguousarray(draws.reshape((-1, *draws.shape[-2:])))
+    paths = np.empty_like(batch)
+    _sample(
+        filtered_means,
+        filtered_covs,
+        predicted_means,
+        predicted_covs,
+        np.asarray(offsets, dtype=np.int64),
+        _stack(transition_matrices),
+        _stack(transition_covs),
+        batch,
+        paths,
+    )
+    return paths.reshape(draws.shape)
