@@ -2,5 +2,6 @@
 
 from modeshift.models.base import Model, NotFittedError, load
 from modeshift.models.hmm import HMM
+from modeshift.models.lds import LinearGaussianSSM
 
-__all__ = ["HMM", "Model", "NotFittedError", "load"]
+__all__ = ["HMM", "LinearGaussianSSM", "Model", "NotFittedError", "load"]

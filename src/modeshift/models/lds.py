@@ -1,0 +1,679 @@
+"""Linear-Gaussian state-space models (Kalman filter models) fit by expectation-maximisation."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modeshift import kernels
+from modeshift.data import Sequences, as_sequences, check_array, check_covariances
+from modeshift.models.base import Model, NotFittedError
+
+__all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]
+
+_MATRICES = ("transition_matrix_", "observation_matrix_", "control_matrix_", "feedthrough_matrix_")
+_COVARIANCES = ("transition_covariance_", "observation_covariance_", "initial_state_covariance_")
+_PARAMETERS = (
+    "transition_matrix_",
+    "transition_covariance_",
+    "observation_matrix_",
+    "observation_covariance_",
+    "initial_state_mean_",
+    "initial_state_covariance_",
+    "control_matrix_",
+    "feedthrough_matrix_",
+)
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """Moments of p(x_t | y_0..t) per step (in the form the data came in) and the total log-likelihood."""
+
+    means: np.ndarray | list[np.ndarray]
+    covariances: np.ndarray | list[np.ndarray]
+    log_likelihood: float
+
+
+@dataclass(frozen=True)
+class SmootherResult:
+    """Moments of p(x_t | all observations) per step, Cov(x_t, x_t-1 | y) (zero at a sequence's
+    first step) and the total log-likelihood."""
+
+    means: np.ndarray | list[np.ndarray]
+    covariances: np.ndarray | list[np.ndarray]
+    cross_covariances: np.ndarray | list[np.ndarray]
+    log_likelihood: float
+
+
+class LinearGaussianSSM(Model):
+    """A linear-Gaussian state-space model, fit by EM (Shumway & Stoffer; Ghahramani & Hinton).
+
+        x_0 ~ N(m0, P0),   x_t = A x_t-1 + B u_t + w_t,   y_t = C x_t + D u_t + v_t,
+        w_t ~ N(0, Q),     v_t ~ N(0, R)
+
+    Parameters
+    ----------
+    state_dim : int
+        Dimension n of the hidden state x.
+    obs_dim : int, optional
+        Dimension p of the observations y (default: from the data, or from a hand-set
+        ``observation_matrix_``).
+    input_dim : int
+        Dimension m of the inputs u (0: no inputs; then B and D are absent).
+    n_iter, tol : int, float
+        EM stops after ``n_iter`` iterations or when the log-likelihood improves by less than ``tol``.
+    random_state : int or numpy Generator, optional
+        Used by the initialisation when ``state_dim > obs_dim``.
+    fixed : iterable of str
+        Learned attributes held fixed during ``fit`` (e.g. ``("observation_matrix_",)``);
+        set them by hand first, or they keep their data-driven starting values.
+    diagonal_observation_cov : bool
+        Constrain R to be diagonal.
+    verbose : bool
+        Print the log-likelihood at every EM iteration.
+
+    Attributes
+    ----------
+    transition_matrix_ (A), transition_covariance_ (Q), observation_matrix_ (C),
+    observation_covariance_ (R), initial_state_mean_ (m0), initial_state_covariance_ (P0),
+    control_matrix_ (B) and feedthrough_matrix_ (D) when ``input_dim > 0`` : arrays
+        pykalman's names, in the singular. m0 and P0 are the prior of the state at a
+        sequence's first observation.
+    log_likelihood_history_ : list of float
+        log p(Y) at each EM iteration (non-decreasing).
+    converged_ : bool
+
+    Notes
+    -----
+    Missing values (NaN) are integrated out exactly everywhere: the filter uses only the
+    observed entries of a step; in the M-step, a wholly missing step contributes only to
+    the dynamics statistics, and the missing entries of a partially observed step enter
+    through their conditional moments given the state and the observed entries.
+    The parameters are identified only up to a change of state basis x -> T x.
+    Parameters already set when ``fit`` is called (by hand or by an earlier ``fit``) are
+    its starting point; the others start from a PCA of the data. Inputs come as
+    ``inputs`` (an (n_steps, m) array, or a list of them for a list of sequences) or
+    from the ``inputs`` of a :class:`~modeshift.data.Sequences` (e.g. a data frame's
+    ``input_columns``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modeshift import LinearGaussianSSM
+    >>> truth = LinearGaussianSSM(state_dim=1)
+    >>> truth.transition_matrix_, truth.transition_covariance_ = np.array([[0.9]]), np.array([[0.1]])
+    >>> truth.observation_matrix_, truth.observation_covariance_ = np.array([[1.0], [2.0]]), 0.1 * np.eye(2)
+    >>> truth.initial_state_mean_, truth.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    >>> Y, states = truth.sample(2000, random_state=0)
+    >>> model = LinearGaussianSSM(state_dim=1).fit(Y)
+    >>> round(float(model.transition_matrix_[0, 0]), 1)
+    0.9
+    >>> means, covariances = model.forecast(Y, horizon=3)
+    >>> means.shape, covariances.shape
+    ((3, 2), (3, 2, 2))
+    """
+
+    def __init__(
+        self,
+        state_dim: int = 1,
+        obs_dim: int | None = None,
+        input_dim: int = 0,
+        n_iter: int = 50,
+        tol: float = 1e-4,
+        random_state: int | np.random.Generator | None = None,
+        fixed: Iterable[str] = (),
+        diagonal_observation_cov: bool = False,
+        verbose: bool = False,
+    ):
+        if int(state_dim) < 1:
+            raise ValueError(f"state_dim must be a positive integer, got {state_dim!r}")
+        if obs_dim is not None and int(obs_dim) < 1:
+            raise ValueError(f"obs_dim must be a positive integer or None, got {obs_dim!r}")
+        if int(input_dim) < 0:
+            raise ValueError(f"input_dim must be a non-negative integer, got {input_dim!r}")
+        self.state_dim = int(state_dim)
+        self.obs_dim = None if obs_dim is None else int(obs_dim)
+        self.input_dim = int(input_dim)
+        self.n_iter = n_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.fixed = tuple(fixed)
+        self.diagonal_observation_cov = bool(diagonal_observation_cov)
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return _PARAMETERS if self.input_dim > 0 else _PARAMETERS[:6]
+
+    def _obs_dim(self) -> int | None:
+        if self.obs_dim is not None:
+            return self.obs_dim
+        C = self.__dict__.get("observation_matrix_")
+        if C is not None:
+            shape = np.shape(C)
+            if len(shape) == 2:
+                return int(shape[0])
+        return None
+
+    def _check_parameters(self) -> dict[str, np.ndarray]:
+        """The parameters, validated, as float arrays (keys: A, Q, C, R, m0, P0, B, D)."""
+        missing = [name for name in self.parameter_names if self.__dict__.get(name) is None]
+        if missing:
+            raise NotFittedError(f"this LinearGaussianSSM has no {', '.join(missing)}: call fit, or set them by hand")
+        n, m = self.state_dim, self.input_dim
+        p = self._obs_dim()
+        get = self.__dict__.get
+        out = {
+            "A": check_array("transition_matrix_", get("transition_matrix_"), (n, n)),
+            "C": check_array("observation_matrix_", get("observation_matrix_"), (p, n)),
+            "m0": check_array("initial_state_mean_", get("initial_state_mean_"), (n,)),
+        }
+        p = out["C"].shape[0]
+        for key, name, size in (
+            ("Q", "transition_covariance_", n),
+            ("R", "observation_covariance_", p),
+            ("P0", "initial_state_covariance_", n),
+        ):
+            value = check_covariances(name, get(name), size)
+            if value.ndim != 2:
+                raise ValueError(f"{name} must be one {size} x {size} matrix, got shape {value.shape}")
+            out[key] = value
+        if m > 0:
+            out["B"] = check_array("control_matrix_", get("control_matrix_"), (n, m))
+            out["D"] = check_array("feedthrough_matrix_", get("feedthrough_matrix_"), (p, m))
+        else:
+            out["B"], out["D"] = np.zeros((n, 0)), np.zeros((p, 0))
+        return out
+
+    def _check_fixed(self) -> frozenset[str]:
+        unknown = [name for name in self.fixed if name not in self.parameter_names]
+        if unknown:
+            raise ValueError(f"fixed names unknown parameters {unknown}; known: {list(self.parameter_names)}")
+        return frozenset(self.fixed)
+
+    # ------------------------------------------------------------------- data
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any, p: int | None) -> Sequences:
+        seqs = as_sequences(X, lengths)
+        seqs.require(allow_missing=True, n_features=p, model="this LinearGaussianSSM")
+        m = self.input_dim
+        if inputs is None:
+            if m > 0:
+                if seqs.inputs is None:
+                    raise ValueError(f"this LinearGaussianSSM has input_dim={m}: pass inputs")
+                given = seqs.inputs
+            else:
+                return seqs
+        else:
+            if m == 0:
+                raise ValueError("inputs were given but this LinearGaussianSSM has input_dim=0")
+            given = _concatenate_inputs(inputs, seqs)
+        if given.shape[1] != m:
+            raise ValueError(f"inputs must have {m} column(s) (input_dim), got {given.shape[1]}")
+        bad = np.flatnonzero(~np.isfinite(given).all(axis=1))
+        if bad.size:
+            sequence, step = seqs.locate(int(bad[0]))
+            raise ValueError(f"sequence {sequence}, time step {step}: non-finite input")
+        return dataclasses.replace(seqs, inputs=np.ascontiguousarray(given))
+
+    def _run_filter(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
+        m = self.input_dim
+        return kernels.kalman_filter(
+            seqs.values,
+            seqs.offsets,
+            params["m0"],
+            params["P0"],
+            params["A"],
+            params["Q"],
+            params["C"],
+            params["R"],
+            inputs=seqs.inputs if m > 0 else None,
+            input_matrices=params["B"] if m > 0 else None,
+            feedthrough_matrices=params["D"] if m > 0 else None,
+        )
+
+    def _smooth(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
+        log_lik, fm, fc, pm, pc = self._run_filter(seqs, params)
+        sm, sc, cc = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
+        return float(log_lik.sum()), sm, sc, cc
+
+    # -------------------------------------------------------------- inference
+    def filter(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> FilterResult:
+        """Kalman filter: moments of p(x_t | y_0..t)."""
+        params = self._check_parameters()
+        seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
+        log_lik, fm, fc, _, _ = self._run_filter(seqs, params)
+        return FilterResult(seqs.restore(fm), seqs.restore(fc), float(log_lik.sum()))
+
+    def smooth(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> SmootherResult:
+        """Rauch-Tung-Striebel smoother: moments of p(x_t | all observations)."""
+        params = self._check_parameters()
+        seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
+        log_lik, sm, sc, cc = self._smooth(seqs, params)
+        return SmootherResult(seqs.restore(sm), seqs.restore(sc), seqs.restore(cc), log_lik)
+
+    def score(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
+        """Total log-likelihood log p(Y) over all sequences (missing values integrated out)."""
+        params = self._check_parameters()
+        seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
+        return float(self._run_filter(seqs, params)[0].sum())
+
+    def forecast(
+        self,
+        X: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        inputs: Any = None,
+        future_inputs: Any = None,
+    ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
+        """Predictive means (horizon, p) and covariances (horizon, p, p) of y after each sequence's end.
+
+        ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
+        when ``input_dim > 0``. Returns lists for several sequences.
+        """
+        params = self._check_parameters()
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        horizon = int(horizon)
+        seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
+        _, fm, fc, _, _ = self._run_filter(seqs, params)
+        futures = self._future_inputs(future_inputs, horizon, seqs.n_sequences)
+        A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
+        means, covs = [], []
+        for s in range(seqs.n_sequences):
+            last = seqs.offsets[s + 1] - 1
+            x, P = fm[last], fc[last]
+            mean_s, cov_s = np.empty((horizon, C.shape[0])), np.empty((horizon, C.shape[0], C.shape[0]))
+            for h in range(horizon):
+                u = futures[s][h]
+                x = A @ x + B @ u
+                P = A @ P @ A.T + Q
+                P = 0.5 * (P + P.T)
+                mean_s[h] = C @ x + D @ u
+                cov = C @ P @ C.T + R
+                cov_s[h] = 0.5 * (cov + cov.T)
+            means.append(mean_s)
+            covs.append(cov_s)
+        if seqs.n_sequences == 1:
+            return means[0], covs[0]
+        return means, covs
+
+    def _future_inputs(self, future_inputs: Any, horizon: int, n_sequences: int) -> list[np.ndarray]:
+        m = self.input_dim
+        if m == 0:
+            if future_inputs is not None:
+                raise ValueError("future_inputs were given but this LinearGaussianSSM has input_dim=0")
+            return [np.zeros((horizon, 0))] * n_sequences
+        if future_inputs is None:
+            raise ValueError(f"this LinearGaussianSSM has input_dim={m}: pass future_inputs (horizon, {m})")
+        if (
+            isinstance(future_inputs, (list, tuple))
+            and len(future_inputs)
+            and np.ndim(future_inputs[0]) >= 1
+            and (np.ndim(future_inputs[0]) == 2 or n_sequences > 1)
+        ):
+            items = list(future_inputs)
+        else:
+            items = [future_inputs] * n_sequences
+        if len(items) != n_sequences:
+            raise ValueError(f"future_inputs: got {len(items)} arrays for {n_sequences} sequences")
+        out = []
+        for s, item in enumerate(items):
+            array = np.asarray(item, dtype=float)
+            if array.ndim == 1 and m == 1:
+                array = array[:, None]
+            out.append(check_array(f"future_inputs for sequence {s}", array, (horizon, m)))
+        return out
+
+    def sample(
+        self, n_steps: int, random_state: int | np.random.Generator | None = None, inputs: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Simulate one sequence: observations (n_steps, p) and states (n_steps, n)."""
+        params = self._check_parameters()
+        if int(n_steps) < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        T, n, m = int(n_steps), self.state_dim, self.input_dim
+        A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
+        p = C.shape[0]
+        if m > 0:
+            if inputs is None:
+                raise ValueError(f"this LinearGaussianSSM has input_dim={m}: pass inputs (n_steps, {m})")
+            u = np.asarray(inputs, dtype=float)
+            if u.ndim == 1 and m == 1:
+                u = u[:, None]
+            u = check_array("inputs", u, (T, m))
+        else:
+            if inputs is not None:
+                raise ValueError("inputs were given but this LinearGaussianSSM has input_dim=0")
+            u = np.zeros((T, 0))
+        rng = np.random.default_rng(random_state)
+        LQ, LR, LP = (np.linalg.cholesky(params[k]) for k in ("Q", "R", "P0"))
+        state_noise, obs_noise = rng.standard_normal((T, n)), rng.standard_normal((T, p))
+        states, observations = np.empty((T, n)), np.empty((T, p))
+        x = params["m0"] + LP @ state_noise[0]
+        for t in range(T):
+            if t > 0:
+                x = A @ x + B @ u[t] + LQ @ state_noise[t]
+            states[t] = x
+            observations[t] = C @ x + D @ u[t] + LR @ obs_noise[t]
+        return observations, states
+
+    # --------------------------------------------------------------------- EM
+    def fit(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> LinearGaussianSSM:
+        """Estimate the parameters by EM; returns ``self``."""
+        fixed = self._check_fixed()
+        seqs = self._sequences(X, lengths, inputs, self._obs_dim())
+        observed = ~np.isnan(seqs.values)
+        empty = [s for s in range(seqs.n_sequences) if not observed[seqs.offsets[s] : seqs.offsets[s + 1]].any()]
+        if empty:
+            raise ValueError(f"sequence {empty[0]} has no observed value (all NaN); fit needs data in every sequence")
+        never = np.flatnonzero(~observed.any(axis=0))
+        if never.size:
+            raise ValueError(f"feature {never[0]} is never observed (all NaN); fit cannot estimate it")
+        self._initialize(seqs)
+        params = self._check_parameters()
+        history: list[float] = []
+        converged = False
+        for iteration in range(int(self.n_iter)):
+            log_lik, stats = self._expected_statistics(seqs, params)
+            history.append(log_lik)
+            if self.verbose:
+                print(f"iteration {iteration + 1:4d}  log-likelihood {log_lik:.6f}", file=sys.stderr)
+            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
+                converged = True
+                break
+            params = self._maximize(stats, params, fixed)
+            self._set(params)
+        self.log_likelihood_history_ = history
+        self.converged_ = converged
+        return self
+
+    def _set(self, params: dict[str, np.ndarray]) -> None:
+        names = dict(zip("A Q C R m0 P0 B D".split(), _PARAMETERS))
+        for key, name in names.items():
+            if name in self.parameter_names:
+                setattr(self, name, np.array(params[key]))
+
+    def _initialize(self, seqs: Sequences) -> None:
+        """PCA starting values for every parameter not already set."""
+        if all(self.__dict__.get(name) is not None for name in self.parameter_names):
+            return
+        n, m = self.state_dim, self.input_dim
+        Y = seqs.values.copy()
+        p = Y.shape[1]
+        column_means = np.nanmean(Y, axis=0)
+        holes = np.isnan(Y)
+        Y[holes] = np.take(column_means, np.nonzero(holes)[1])
+        U = seqs.inputs if m > 0 else np.zeros((len(Y), 0))
+        D = np.zeros((p, m))
+        if m > 0:
+            D = np.linalg.lstsq(U, Y, rcond=None)[0].T
+        residual = Y - U @ D.T
+        scatter = residual.T @ residual / len(residual)
+        eigenvalues, eigenvectors = np.linalg.eigh(scatter)
+        order = np.argsort(eigenvalues)[::-1]
+        k = min(n, p)
+        C = eigenvectors[:, order[:k]]
+        if n > p:
+            rng = np.random.default_rng(self.random_state)
+            C = np.hstack([C, 0.1 * rng.standard_normal((p, n - p))])
+        states = np.linalg.lstsq(C, residual.T, rcond=None)[0].T
+        total_var = max(float(np.trace(scatter)) / p, 1e-12)
+        noise = residual - states @ C.T
+        R = np.diag(np.maximum(noise.var(axis=0), 1e-2 * total_var))
+        not_first = np.ones(len(Y), dtype=bool)
+        not_first[seqs.starts] = False
+        rows = np.flatnonzero(not_first)
+        if rows.size > n + m:
+            Z = np.hstack([states[rows - 1], U[rows]])
+            W = np.linalg.lstsq(Z, states[rows], rcond=None)[0].T
+            A, B = W[:, :n], W[:, n:]
+            eig = np.abs(np.linalg.eigvals(A))
+            if eig.max() >= 1.0:
+                A = A * (0.99 / eig.max())
+            innov = states[rows] - Z @ np.hstack([A, B]).T
+            Q = np.cov(innov.T, bias=True).reshape(n, n)
+        else:
+            A, B = 0.9 * np.eye(n), np.zeros((n, m))
+            Q = np.cov(states.T, bias=True).reshape(n, n)
+        Q = _ensure_pd(0.5 * (Q + Q.T) + 1e-6 * total_var * np.eye(n))
+        first = states[seqs.starts]
+        m0 = first.mean(axis=0)
+        state_var = float(np.trace(np.atleast_2d(np.cov(states.T, bias=True)))) / n
+        P0 = max(state_var, 1e-6 * total_var) * np.eye(n)
+        starting = {
+            "transition_matrix_": A,
+            "transition_covariance_": Q,
+            "observation_matrix_": C,
+            "observation_covariance_": R,
+            "initial_state_mean_": m0,
+            "initial_state_covariance_": P0,
+            "control_matrix_": B,
+            "feedthrough_matrix_": D,
+        }
+        for name in self.parameter_names:
+            if self.__dict__.get(name) is None:
+                setattr(self, name, starting[name])
+
+    def _expected_statistics(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[float, dict]:
+        """E-step: log p(Y) and the expected sufficient statistics of (x, y)."""
+        log_lik, means, covs, cross = self._smooth(seqs, params)
+        n, m = self.state_dim, self.input_dim
+        Y = seqs.values
+        U = seqs.inputs if m > 0 else np.zeros((len(Y), 0))
+        second = covs + means[:, :, None] * means[:, None, :]  # E[x_t x_t^T]
+        starts = seqs.starts
+        not_first = np.ones(len(Y), dtype=bool)
+        not_first[starts] = False
+        t = np.flatnonzero(not_first)
+
+        # dynamics: regress x_t on z_t = [x_t-1; u_t]
+        x_prev, x_now, u_now = means[t - 1], means[t], U[t]
+        Szz = np.zeros((n + m, n + m))
+        Szz[:n, :n] = second[t - 1].sum(axis=0)
+        Szz[:n, n:] = x_prev.T @ u_now
+        Szz[n:, :n] = Szz[:n, n:].T
+        Szz[n:, n:] = u_now.T @ u_now
+        Sxz = np.zeros((n, n + m))
+        Sxz[:, :n] = (cross[t] + x_now[:, :, None] * x_prev[:, None, :]).sum(axis=0)
+        Sxz[:, n:] = x_now.T @ u_now
+        Sxx = second[t].sum(axis=0)
+        dynamics = (Sxx, Sxz, Szz, len(t))
+
+        # observations: regress y_t on z_t = [x_t; u_t], over steps with any observed entry
+        C, D, R = params["C"], params["D"], params["R"]
+        p = C.shape[0]
+        missing = np.isnan(Y)
+        Syy, Syz = np.zeros((p, p)), np.zeros((p, n + m))
+        Sww = np.zeros((n + m, n + m))
+        count = 0
+        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).reshape(-1)
+        for g, pattern in enumerate(patterns):
+            if pattern.all():
+                continue  # wholly missing: no observation statistics
+            rows = np.flatnonzero(inverse == g)
+            X, Sx, Ug = means[rows], second[rows].sum(axis=0), U[rows]
+            Sxu = X.T @ Ug
+            Sww[:n, :n] += Sx
+            Sww[:n, n:] += Sxu
+            Sww[n:, :n] += Sxu.T
+            Sww[n:, n:] += Ug.T @ Ug
+            count += len(rows)
+            if not pattern.any():
+                Yg = Y[rows]
+                Syy += Yg.T @ Yg
+                Syz[:, :n] += Yg.T @ X
+                Syz[:, n:] += Yg.T @ Ug
+                continue
+            # y = M x + k + e given the observed entries: M, e nonzero only in missing rows
+            o, mi = np.flatnonzero(~pattern), np.flatnonzero(pattern)
+            G = np.linalg.solve(R[np.ix_(o, o)], R[np.ix_(o, mi)]).T  # R_mo R_oo^-1
+            M = np.zeros((p, n))
+            M[mi] = C[mi] - G @ C[o]
+            Yo = Y[np.ix_(rows, o)]
+            K = np.zeros((len(rows), p))
+            K[:, o] = Yo
+            K[:, mi] = Ug @ (D[mi] - G @ D[o]).T + Yo @ G.T
+            noise = np.zeros((p, p))
+            noise[np.ix_(mi, mi)] = R[np.ix_(mi, mi)] - G @ R[np.ix_(o, mi)]
+            KX = K.T @ X
+            Syy += M @ Sx @ M.T + M @ KX.T + KX @ M.T + K.T @ K + len(rows) * noise
+            Syz[:, :n] += M @ Sx + KX
+            Ey = X @ M.T + K
+            Syz[:, n:] += Ey.T @ Ug
+        observation = (Syy, Syz, Sww, count)
+
+        first_means, first_covs = means[starts], covs[starts]
+        return log_lik, {"dynamics": dynamics, "observation": observation, "initial": (first_means, first_covs)}
+
+    def _maximize(self, stats: dict, params: dict[str, np.ndarray], fixed: frozenset[str]) -> dict[str, np.ndarray]:
+        """M-step: closed-form updates of the parameters not held fixed."""
+        n = self.state_dim
+        new = dict(params)
+        Sxx, Sxz, Szz, count = stats["dynamics"]
+        if count > 0:
+            A, B, Q = _regression(
+                Sxx,
+                Sxz,
+                Szz,
+                count,
+                n,
+                params["A"],
+                params["B"],
+                "transition_matrix_" in fixed,
+                "control_matrix_" in fixed or self.input_dim == 0,
+            )
+            new["A"], new["B"] = A, B
+            if "transition_covariance_" not in fixed:
+                new["Q"] = _ensure_pd(Q)
+        Syy, Syz, Sww, count = stats["observation"]
+        C, D, R = _regression(
+            Syy,
+            Syz,
+            Sww,
+            count,
+            n,
+            params["C"],
+            params["D"],
+            "observation_matrix_" in fixed,
+            "feedthrough_matrix_" in fixed or self.input_dim == 0,
+        )
+        new["C"], new["D"] = C, D
+        if "observation_covariance_" not in fixed:
+            if self.diagonal_observation_cov:
+                R = np.diag(np.diag(R))
+            new["R"] = _ensure_pd(R)
+        first_means, first_covs = stats["initial"]
+        m0 = new["m0"] if "initial_state_mean_" in fixed else first_means.mean(axis=0)
+        new["m0"] = m0
+        if "initial_state_covariance_" not in fixed:
+            centred = first_means - m0
+            P0 = (first_covs + centred[:, :, None] * centred[:, None, :]).mean(axis=0)
+            new["P0"] = _ensure_pd(0.5 * (P0 + P0.T))
+        return new
+
+    # ------------------------------------------------------------ persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        self._check_parameters()
+        return {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "log_likelihood_history_" in self.__dict__:
+            out["log_likelihood_history_"] = [float(v) for v in self.log_likelihood_history_]
+        if "converged_" in self.__dict__:
+            out["converged_"] = bool(self.converged_)
+        return out
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        missing = [name for name in self.parameter_names if name not in arrays]
+        if missing:
+            raise ValueError(f"the model file lacks the parameter array(s) {missing}")
+        for name in self.parameter_names:
+            setattr(self, name, np.array(arrays[name]))
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        self._check_parameters()
+
+
+# ------------------------------------------------------------------------ helpers
+def _concatenate_inputs(inputs: Any, seqs: Sequences) -> np.ndarray:
+    """Inputs as one (n_steps, m) array aligned with ``seqs.values``."""
+    if isinstance(inputs, (list, tuple)) and len(inputs) and not np.isscalar(inputs[0]) and seqs.form == "list":
+        if len(inputs) != seqs.n_sequences:
+            raise ValueError(f"inputs: got {len(inputs)} arrays for {seqs.n_sequences} sequences")
+        blocks = []
+        for s, block in enumerate(inputs):
+            array = np.asarray(block, dtype=float)
+            array = array[:, None] if array.ndim == 1 else array
+            if array.ndim != 2 or len(array) != seqs.lengths[s]:
+                raise ValueError(
+                    f"sequence {s}: inputs must have {seqs.lengths[s]} rows (one per step), got shape {array.shape}"
+                )
+            blocks.append(array)
+        widths = {b.shape[1] for b in blocks}
+        if len(widths) > 1:
+            raise ValueError(f"inputs of different sequences have different numbers of columns {sorted(widths)}")
+        return np.concatenate(blocks)
+    array = np.asarray(inputs, dtype=float)
+    array = array[:, None] if array.ndim == 1 else array
+    if array.ndim != 2 or len(array) != seqs.n_steps:
+        raise ValueError(f"inputs must have {seqs.n_steps} rows (one per time step), got shape {array.shape}")
+    if seqs.row_order is not None:
+        array = array[seqs.row_order]
+    return array
+
+
+def _solve_right(Syz: np.ndarray, Szz: np.ndarray) -> np.ndarray:
+    """Syz Szz^-1 (least squares when Szz is singular)."""
+    if Szz.shape[0] == 0:
+        return np.zeros((Syz.shape[0], 0))
+    return np.linalg.lstsq(Szz, Syz.T, rcond=None)[0].T
+
+
+def _regression(
+    Syy: np.ndarray,
+    Syz: np.ndarray,
+    Szz: np.ndarray,
+    count: int,
+    split: int,
+    W1: np.ndarray,
+    W2: np.ndarray,
+    fixed1: bool,
+    fixed2: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximise E[log N(y | W z, S)] over W = [W1 W2] (blocks held fixed as asked) and S."""
+    k = split
+    if not fixed1 and not fixed2:
+        W = _solve_right(Syz, Szz)
+        W1, W2 = W[:, :k], W[:, k:]
+    elif not fixed1:
+        W1 = _solve_right(Syz[:, :k] - W2 @ Szz[k:, :k], Szz[:k, :k])
+    elif not fixed2:
+        W2 = _solve_right(Syz[:, k:] - W1 @ Szz[:k, k:], Szz[k:, k:])
+    W = np.hstack([W1, W2])
+    cross = W @ Syz.T
+    S = (Syy - cross - cross.T + W @ Szz @ W.T) / count
+    return W1, W2, 0.5 * (S + S.T)
+
+
+def _ensure_pd(S: np.ndarray) -> np.ndarray:
+    """S, or S with the smallest diagonal jitter that makes it numerically positive definite."""
+    S = 0.5 * (S + S.T)
+    scale = max(float(np.trace(S)) / len(S), 1e-300)
+    jitter = 0.0
+    for _ in range(30):
+        try:
+            np.linalg.cholesky(S + jitter * np.eye(len(S)))
+            if jitter == 0.0:
+                return S
+            return S + jitter * np.eye(len(S))
+        except np.linalg.LinAlgError:
+            jitter = 1e-12 * scale if jitter == 0.0 else 10.0 * jitter
+    raise ValueError("an M-step covariance is not positive semi-definite (degenerate data?)")
