@@ -406,3 +406,30 @@ def test_data_frame_with_input_columns():
     smoothed = model.smooth(seqs).means  # back in the frame's row order
     reference = np.concatenate(model.smooth([y[:30], y[30:]], inputs=[u[:30], u[30:]]).means)
     np.testing.assert_allclose(smoothed, reference[order], atol=1e-12)
+
+
+# ------------------------------------------------------- structural models, real data
+def test_local_level_nile_matches_textbook_and_statsmodels():
+    """Durbin & Koopman (2012, sec. 2.10): ML estimates 15099 (noise) and 1469.1 (level) for the Nile."""
+    sm = pytest.importorskip("statsmodels.api")
+    from modeshift.datasets import load_nile
+
+    y = load_nile()["volume"].to_numpy(dtype=float)
+    model = LinearGaussianSSM.local_level(n_iter=5000, tol=1e-9).fit(y)
+    noise, level = model.observation_covariance_[0, 0], model.transition_covariance_[0, 0]
+    np.testing.assert_allclose([noise, level], [15099.0, 1469.1], rtol=0.02)
+    reference = sm.tsa.UnobservedComponents(y, "llevel").fit(disp=False)
+    np.testing.assert_allclose([noise, level], reference.params, rtol=0.02)
+    np.testing.assert_array_equal(model.transition_matrix_, [[1.0]])  # held fixed
+    assert np.all(np.diff(model.log_likelihood_history_) >= -1e-8 * abs(model.log_likelihood_history_[-1]))
+
+
+def test_local_linear_trend_recovers_slope():
+    rng = np.random.default_rng(4)
+    slope = 0.5 + np.cumsum(rng.normal(0, 0.01, 400))
+    level = np.cumsum(slope + rng.normal(0, 0.3, 400))
+    y = level + rng.normal(0, 1.0, 400)
+    model = LinearGaussianSSM.local_linear_trend(n_iter=300).fit(y)
+    smoothed_slope = model.smooth(y).means[:, 1]
+    assert np.abs(smoothed_slope[50:] - slope[50:]).mean() < 0.1
+    assert model.observation_covariance_[0, 0] == pytest.approx(1.0, rel=0.35)

@@ -146,6 +146,44 @@ class LinearGaussianSSM(Model):
         self.diagonal_observation_cov = bool(diagonal_observation_cov)
         self.verbose = verbose
 
+    # ------------------------------------------------- structural time-series models
+    @classmethod
+    def local_level(cls, diffuse_variance: float = 1e10, **options: Any) -> LinearGaussianSSM:
+        """The local-level model (Durbin & Koopman 2012, ch. 2), ready to fit.
+
+            y_t = mu_t + eps_t,  mu_t = mu_{t-1} + eta_t,  eps_t ~ N(0, R),  eta_t ~ N(0, Q)
+
+        A = C = 1 are held fixed, and so is an approximately diffuse initial level
+        (mean 0, variance ``diffuse_variance``); ``fit`` estimates the two variances.
+        Other keyword arguments go to the constructor (``n_iter``, ``tol``, ...).
+        """
+        return cls._structural(np.array([[1.0]]), np.array([[1.0]]), diffuse_variance, options)
+
+    @classmethod
+    def local_linear_trend(cls, diffuse_variance: float = 1e10, **options: Any) -> LinearGaussianSSM:
+        """The local-linear-trend model, state (level, slope), ready to fit.
+
+            y_t = mu_t + eps_t,  mu_t = mu_{t-1} + nu_{t-1} + eta_t,  nu_t = nu_{t-1} + zeta_t
+
+        A, C and an approximately diffuse initial state are held fixed; ``fit``
+        estimates R and the 2 x 2 disturbance covariance Q (which EM leaves free to
+        correlate eta and zeta; the textbook model takes it diagonal).
+        """
+        return cls._structural(np.array([[1.0, 1.0], [0.0, 1.0]]), np.array([[1.0, 0.0]]), diffuse_variance, options)
+
+    @classmethod
+    def _structural(
+        cls, transition: np.ndarray, observation: np.ndarray, diffuse_variance: float, options: dict[str, Any]
+    ) -> LinearGaussianSSM:
+        n = transition.shape[0]
+        held = ("transition_matrix_", "observation_matrix_", "initial_state_mean_", "initial_state_covariance_")
+        model = cls(state_dim=n, obs_dim=1, fixed=held + tuple(options.pop("fixed", ())), **options)
+        model.transition_matrix_ = transition
+        model.observation_matrix_ = observation
+        model.initial_state_mean_ = np.zeros(n)
+        model.initial_state_covariance_ = diffuse_variance * np.eye(n)
+        return model
+
     # ------------------------------------------------------------ parameters
     @property
     def parameter_names(self) -> tuple[str, ...]:
