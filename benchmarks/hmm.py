@@ -42,13 +42,11 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import gc
 import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -57,6 +55,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from common import log, modeshift_compile_times, seconds, table, timed
 
 LIBRARIES: tuple[str, ...] = ("modeshift", "hmmlearn", "dynamax")
 TARGET_SPEEDUP: dict[str, float] = {"hmmlearn": 5.0, "dynamax": 2.0}
@@ -560,18 +559,6 @@ class Outcome:
 Results = dict[tuple[str, str], dict[str, Outcome]]  # (case, operation) -> library -> outcome
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Wall time of one call, with the garbage collector off as in ``timeit``."""
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        result = fn()
-        return time.perf_counter() - start, result
-    finally:
-        gc.enable()
-
-
 def measure(job: Job, repeats: int, jit: bool) -> Outcome:
     """Best of ``repeats`` runs; for a JIT library a first, compiling call comes before them."""
     compiling = timed(job.compile)[0] if job.compile is not None else None
@@ -637,39 +624,9 @@ def compile_probe() -> dict[str, float]:
     return times
 
 
-def measure_compile(cache_dir: Path) -> dict[str, float]:
-    """Run ``compile_probe`` in a fresh interpreter with Numba's cache in ``cache_dir``."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
-    completed = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--compile-probe"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def modeshift_compile_times() -> tuple[dict[str, float], dict[str, float]]:
-    """(empty cache: compile, populated cache: load) first-call times."""
-    with tempfile.TemporaryDirectory(prefix="modeshift-numba-cache-") as cache:
-        cold = measure_compile(Path(cache))
-        warm = measure_compile(Path(cache))
-    return cold, warm
-
-
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
-
-
-def seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def timing_table(
@@ -857,10 +814,6 @@ def report(
 # --------------------------------------------------------------------------
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         items = [item.strip() for item in text.split(",") if item.strip()]
@@ -920,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log("modeshift: compile time in fresh processes")
         try:
-            compile_times = modeshift_compile_times()
+            compile_times = modeshift_compile_times(__file__)
         except (subprocess.CalledProcessError, ValueError) as error:
             stderr = getattr(error, "stderr", "") or ""
             log(f"  compile probe failed: {error}\n{stderr[-2000:]}")

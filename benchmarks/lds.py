@@ -44,12 +44,10 @@ Install the peers with::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import log, modeshift_compile_times, seconds, table, timed
 
 LIBRARIES = ("modeshift", "pykalman", "statsmodels", "dynamax")
 OPERATIONS = ("filter", "smooth", "em")
@@ -326,17 +325,6 @@ class Outcome:
     note: str = ""
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        result = fn()
-        return time.perf_counter() - start, result
-    finally:
-        gc.enable()
-
-
 def measure(job: Job, jit: bool, repeats: int, max_seconds: float) -> Outcome:
     out = Outcome()
     if job.compile is not None:
@@ -364,35 +352,14 @@ def compile_probe() -> dict[str, float]:
     return times
 
 
-def modeshift_compile_times() -> tuple[dict[str, float], dict[str, float]]:
-    def probe(cache: str) -> dict[str, float]:
-        done = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--compile-probe"],
-            env={**os.environ, "NUMBA_CACHE_DIR": cache}, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    with tempfile.TemporaryDirectory(prefix="modeshift-numba-cache-") as cache:
-        return probe(cache), probe(cache)
-
-
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
 
-def fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
 def time_cell(o: Outcome, repeats: int) -> str:
     """The best time, with the number of runs where fewer than ``repeats`` were made."""
-    return fmt(o.best) + ("" if o.runs in (0, repeats) else f" ({o.runs} run{'s' * (o.runs > 1)})")
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+    return seconds(o.best) + ("" if o.runs in (0, repeats) else f" ({o.runs} run{'s' * (o.runs > 1)})")
 
 
 def report(results: dict[str, dict[str, Outcome]], libs: Sequence[str], notes: dict[str, str],
@@ -456,7 +423,7 @@ def report(results: dict[str, dict[str, Outcome]], libs: Sequence[str], notes: d
             f"**{sum(warm.values()):.3g} s** with it filled ({listing(warm)}).",
             "",
         ]
-    jit_rows = [[op, fmt(row.get("modeshift", Outcome()).first), fmt(row.get("dynamax", Outcome()).compile)]
+    jit_rows = [[op, seconds(row.get("modeshift", Outcome()).first), seconds(row.get("dynamax", Outcome()).compile)]
                 for op, row in results.items()]  # fmt: skip
     lines += [
         *table(["operation", "modeshift first call on the data (s)", "dynamax jit compile (s)"], jit_rows),
@@ -487,10 +454,6 @@ def version(package: str) -> str:
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -529,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "modeshift" in adapters and not args.no_compile_probe:
         log("modeshift: compile time in fresh processes")
         try:
-            compile_times = modeshift_compile_times()
+            compile_times = modeshift_compile_times(__file__)
         except (subprocess.CalledProcessError, ValueError) as error:
             log(f"  compile probe failed: {error}\n{(getattr(error, 'stderr', '') or '')[-2000:]}")
             compile_times = "the fresh-process probe failed; see stderr"

@@ -1,0 +1,60 @@
+"""What the benchmark scripts share: timing, the fresh-process compile probe, markdown tables."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall time of one call, with the garbage collector off as in ``timeit``."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+    finally:
+        gc.enable()
+
+
+def modeshift_compile_times(script: str | Path) -> tuple[dict[str, float], dict[str, float]]:
+    """First-call times from ``script --compile-probe`` in fresh interpreters: (empty cache, filled cache).
+
+    The script's probe prints a JSON object of first-call times as its last line; with an
+    empty Numba cache they are compilation times, with the cache filled, load times.
+    """
+
+    def probe(cache: str) -> dict[str, float]:
+        done = subprocess.run(
+            [sys.executable, str(Path(script).resolve()), "--compile-probe"],
+            env={**os.environ, "NUMBA_CACHE_DIR": cache},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    with tempfile.TemporaryDirectory(prefix="modeshift-numba-cache-") as cache:
+        return probe(cache), probe(cache)
+
+
+def seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
