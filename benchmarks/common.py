@@ -47,6 +47,23 @@ def modeshift_compile_times(script: str | Path) -> tuple[dict[str, float], dict[
         return probe(cache), probe(cache)
 
 
+def compile_paragraph(compile_times: tuple[dict[str, float], dict[str, float]] | str) -> list[str]:
+    """Report lines for :func:`modeshift_compile_times`' result, or for why there is none."""
+    if isinstance(compile_times, str):
+        return [f"modeshift compile time: n/a ({compile_times}).", ""]
+    cold, warm = compile_times
+
+    def listing(times: dict[str, float]) -> str:
+        return ", ".join(f"{label} {t:.3g}" for label, t in times.items())
+
+    return [
+        "modeshift in a fresh process, first call of each operation on tiny inputs: "
+        f"**{sum(cold.values()):.3g} s** with an empty Numba cache (compile; {listing(cold)}), "
+        f"**{sum(warm.values()):.3g} s** with the cache filled (load; {listing(warm)}).",
+        "",
+    ]
+
+
 def seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from common import log, modeshift_compile_times, seconds, table, timed
+from common import compile_paragraph, log, modeshift_compile_times, seconds, table, timed
 
 LIBRARIES: tuple[str, ...] = ("modeshift", "hmmlearn", "dynamax")
 TARGET_SPEEDUP: dict[str, float] = {"hmmlearn": 5.0, "dynamax": 2.0}
@@ -766,23 +766,7 @@ def report(
         "## JIT compilation",
         "",
     ]
-    if isinstance(compile_times, str):
-        lines += [f"modeshift compile time: n/a ({compile_times}).", ""]
-    else:
-        cold, warm = compile_times
-
-        def listing(times: dict[str, float]) -> str:
-            return ", ".join(f"{label} {t:.3g}" for label, t in times.items())
-
-        lines += [
-            "modeshift in a fresh process, first call of each operation on tiny inputs:",
-            (
-                f"**{sum(cold.values()):.3g} s** with an empty Numba cache "
-                f"(compile; {listing(cold)}), **{sum(warm.values()):.3g} s** with the cache "
-                f"filled (load; {listing(warm)})."
-            ),
-            "",
-        ]
+    lines += compile_paragraph(compile_times)
     lines += [
         "On the real data: modeshift's first call, before the timed runs (its kernels may",
         "have been compiled or loaded by an earlier operation by then), and dynamax's",

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import log, modeshift_compile_times, seconds, table, timed
+from common import compile_paragraph, log, modeshift_compile_times, seconds, table, timed
 
 LIBRARIES = ("modeshift", "pykalman", "statsmodels", "dynamax")
 OPERATIONS = ("filter", "smooth", "em")
@@ -412,17 +412,7 @@ def report(results: dict[str, dict[str, Outcome]], libs: Sequence[str], notes: d
         "## JIT compilation",
         "",
     ]
-    if isinstance(compile_times, str):
-        lines += [f"modeshift compile time: n/a ({compile_times}).", ""]
-    else:
-        listing = lambda d: ", ".join(f"{k} {v:.3g}" for k, v in d.items())  # noqa: E731
-        cold, warm = compile_times
-        lines += [
-            "modeshift in a fresh process, first call of each operation on tiny inputs: "
-            f"**{sum(cold.values()):.3g} s** with an empty Numba cache ({listing(cold)}), "
-            f"**{sum(warm.values()):.3g} s** with it filled ({listing(warm)}).",
-            "",
-        ]
+    lines += compile_paragraph(compile_times)
     jit_rows = [[op, seconds(row.get("modeshift", Outcome()).first), seconds(row.get("dynamax", Outcome()).compile)]
                 for op, row in results.items()]  # fmt: skip
     lines += [
