@@ -185,23 +185,31 @@ def test_em_monotone_with_inputs_and_fixed():
         LinearGaussianSSM(2, fixed=("control_matrix_",)).fit(ys[0])
 
 
-def test_recovery_of_similarity_invariants():
-    true = _model()
-    true.initial_state_mean_ = np.zeros(2)
-    y, _ = true.sample(5000, random_state=4)
-    held_out, _ = true.sample(2000, random_state=5)
+def _fit_and_check_recovery(
+    true: LinearGaussianSSM, y: np.ndarray, held_out: np.ndarray, eigenvalue_atol: float
+) -> LinearGaussianSSM:
+    """Fit by EM and check what survives a change of state basis x -> T x."""
     fitted = LinearGaussianSSM(2, n_iter=300, tol=1e-3).fit(y)
     _monotone(fitted.log_likelihood_history_)
-    # eigenvalues of A are invariant under x -> T x; their sampling error at T = 5000 is
-    # of order sqrt((1 - |lambda|^2) / T) ~ 0.005, so 0.03 is about six standard errors
     got = np.sort_complex(np.linalg.eigvals(fitted.transition_matrix_))
     want = np.sort_complex(np.linalg.eigvals(true.transition_matrix_))
-    np.testing.assert_allclose(got, want, atol=0.03)
+    np.testing.assert_allclose(got, want, atol=eigenvalue_atol)
     # EM reaches a maximum at least as high as the truth on the training data
     assert fitted.score(y) >= true.score(y)
     # the predictive distributions are invariant too: with k ~ 15 free parameters the expected
     # held-out excess loss is about k / (2 * 5000) = 0.0015 nats per step; allow 0.01
     assert fitted.score(held_out) >= true.score(held_out) - 0.01 * len(held_out)
+    return fitted
+
+
+def test_recovery_of_similarity_invariants():
+    true = _model()
+    true.initial_state_mean_ = np.zeros(2)
+    y, _ = true.sample(5000, random_state=4)
+    held_out, _ = true.sample(2000, random_state=5)
+    # eigenvalues of A: their sampling error at T = 5000 is of order
+    # sqrt((1 - |lambda|^2) / T) ~ 0.005, so 0.03 is about six standard errors
+    fitted = _fit_and_check_recovery(true, y, held_out, eigenvalue_atol=0.03)
 
     # and the implied stationary observation covariance
     def stationary_obs_cov(m):
@@ -443,11 +451,5 @@ def test_recovery_with_thirty_percent_missing_entries():
     held_out, _ = true.sample(2000, random_state=7)
     gappy = y.copy()
     gappy[np.random.default_rng(8).random(y.shape) < 0.3] = np.nan
-    fitted = LinearGaussianSSM(2, n_iter=300, tol=1e-3).fit(gappy)
-    _monotone(fitted.log_likelihood_history_)
     # about 30 % less information than the complete-data test: the 0.03 bound there becomes 0.04
-    got = np.sort_complex(np.linalg.eigvals(fitted.transition_matrix_))
-    want = np.sort_complex(np.linalg.eigvals(true.transition_matrix_))
-    np.testing.assert_allclose(got, want, atol=0.04)
-    assert fitted.score(gappy) >= true.score(gappy)
-    assert fitted.score(held_out) >= true.score(held_out) - 0.01 * len(held_out)
+    _fit_and_check_recovery(true, gappy, held_out, eigenvalue_atol=0.04)
