@@ -370,8 +370,8 @@ class HMM(Model):
 
     def bic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
         """Bayesian information criterion, -2 log-likelihood + n_parameters log(n_steps)."""
-        n_steps = as_sequences(X, lengths).n_steps
-        return -2.0 * self.score(X, lengths) + self.n_parameters * np.log(n_steps)
+        seqs = as_sequences(X, lengths)
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(seqs.n_steps)
 
     # --------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
