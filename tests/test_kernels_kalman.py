@@ -324,6 +324,40 @@ def test_long_sequence():
         np.testing.assert_allclose(kernel_out[:head], reference, rtol=1e-10, atol=1e-10)
 
 
+def test_steady_state_shortcut_matches_the_full_recursion():
+    """A time-invariant model takes the steady-state shortcut; the same model given as
+    per-step stacks runs the full recursion at every step. They agree, also across
+    missing entries that leave and re-enter the steady state."""
+    rng = np.random.default_rng(11)
+    lengths = [1500, 40, 900]
+    offsets, T = offsets_of(lengths), sum(lengths)
+    model = random_model(rng, 3, 2, 1, T, inputs=True)
+    model["transition_matrices"] = 0.9 * np.linalg.qr(rng.normal(size=(3, 3)))[0][None]
+    y = rng.normal(size=(T, 2))
+    y[700:705] = np.nan
+    y[1000, 1] = np.nan
+    fast = run_kernels(y, offsets, model)
+    repeated = {k: np.repeat(v, T, axis=0) if k in _STACKS else v for k, v in model.items()}
+    full = run_kernels(y, offsets, repeated)
+
+    pc, sc = fast["predicted_covs"], fast["smoothed_covs"]
+    assert np.array_equal(pc[600], pc[601]) and np.array_equal(pc[1400], pc[1401])  # shortcut taken
+    assert np.array_equal(sc[300], sc[301])
+    assert not np.array_equal(pc[702], pc[703])  # left during the missing stretch
+    for key, value in full.items():
+        np.testing.assert_allclose(fast[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+_STACKS = {
+    "transition_matrices",
+    "transition_covs",
+    "observation_matrices",
+    "observation_covs",
+    "input_matrices",
+    "feedthrough_matrices",
+}
+
+
 # --------------------------------------------------------------------------- sampler
 def _filter_moments(y, offsets, model):
     _, *moments = kernels.kalman_filter(y, offsets, **model)

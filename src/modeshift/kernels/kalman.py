@@ -27,6 +27,15 @@ A stack with a leading axis of 1 is time-invariant; a single matrix is taken as 
 Covariances are symmetrised after every step; the update is in Joseph form,
 P_t|t = (I - K C) P_t|t-1 (I - K C)^T + K R K^T, and the smoother's backward step
 likewise sums positive semi-definite terms. Sequences run in parallel (``prange``).
+
+Steady state: in a time-invariant model (A, Q, C, R) the covariances do not depend on
+the data and converge to the fixed point of the Riccati recursion. Once two fully
+observed steps in a row give predicted covariances equal to a relative
+``STEADY_TOLERANCE``, the filter keeps that covariance and its gain and only
+propagates means, until a step with missing entries sends it back to the full
+recursion. The smoother does the same with its gain and smoothed covariance. This is
+the shortcut statsmodels and every production Kalman filter take; it changes results
+by about ``STEADY_TOLERANCE`` relative.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ _LOG_2PI = np.log(2.0 * np.pi)
 # innovation covariance is then not positive definite (the filter fails), and a
 # semi-definite covariance (smoother, sampler) loses that direction.
 _PIVOT_TOL = 1e-12
+STEADY_TOLERANCE = 1e-13
 
 
 # ------------------------------------------------------------- small linear algebra
@@ -137,6 +147,35 @@ def _congruence(
             out[j, i] = value
 
 
+@njit(cache=True)
+def _converged(a: np.ndarray, b: np.ndarray) -> bool:
+    """max |a - b| <= STEADY_TOLERANCE * max |a|, for two (n, n) matrices."""
+    scale = 0.0
+    gap = 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            scale = max(scale, abs(a[i, j]))
+            gap = max(gap, abs(a[i, j] - b[i, j]))
+    return gap <= STEADY_TOLERANCE * scale
+
+
+@njit(cache=True)
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if a[i, j] != b[i, j]:
+                return False
+    return True
+
+
+@njit(cache=True)
+def _fully_observed(y: np.ndarray) -> bool:
+    for value in y:
+        if np.isnan(value):
+            return False
+    return True
+
+
 # ------------------------------------------------------------------ filter steps
 @njit(cache=True)
 def _predict(
@@ -173,7 +212,8 @@ def _update_work(n: int, p: int) -> tuple:
     return (
         np.empty(p, dtype=np.int64),  # observed dimensions
         np.empty((p, n)),  # their rows of C
-        np.empty((p, p)),  # innovation covariance, its Cholesky factor, then R_oo
+        np.empty((p, p)),  # innovation covariance, then its Cholesky factor L
+        np.empty((p, p)),  # R_oo
         np.empty(p),  # innovation, then S^-1 times it
         np.empty((n, p)),  # P C^T
         np.empty((n, p)),  # gain K
@@ -199,10 +239,10 @@ def _update(
 
     With v = y_o - C_o x - D_o u, S = C_o P C_o^T + R_oo = L L^T and K = P C_o^T S^-1:
     x + K v and (I - K C_o) P (I - K C_o)^T + K R_oo K^T go to ``out_mean``,
-    ``out_cov``. Returns (ok, log N(v | 0, S)); ok is False when S is not
-    (numerically) positive definite. A wholly missing step returns (True, 0).
+    ``out_cov``, L and K stay in ``work``. Returns (ok, log N(v | 0, S)); ok is False
+    when S is not (numerically) positive definite. A wholly missing step returns (True, 0).
     """
-    observed, rows, factor, innovation, cross, gain, joseph, product = work
+    observed, rows, factor, noise, innovation, cross, gain, joseph, product = work
     n = mean.shape[0]
     k = 0
     for i in range(y.shape[0]):
@@ -263,10 +303,54 @@ def _update(
             joseph[i, j] = value
     for a in range(k):
         for b in range(k):
-            factor[a, b] = 0.5 * (R[observed[a], observed[b]] + R[observed[b], observed[a]])
+            noise[a, b] = 0.5 * (R[observed[a], observed[b]] + R[observed[b], observed[a]])
     _congruence(joseph, cov, n, out_cov, product, False)
-    _congruence(gain, factor, k, out_cov, product, True)
+    _congruence(gain, noise, k, out_cov, product, True)
     return True, -0.5 * (k * _LOG_2PI + log_det + mahalanobis)
+
+
+@njit(cache=True)
+def _steady_update(
+    y: np.ndarray,
+    u: np.ndarray,
+    A: np.ndarray,
+    B: np.ndarray,
+    C: np.ndarray,
+    D: np.ndarray,
+    previous: np.ndarray,
+    predicted: np.ndarray,
+    filtered: np.ndarray,
+    work: tuple,
+    log_det: float,
+) -> float:
+    """One step at the steady state: the means of :func:`_predict` and :func:`_update`
+    with the stored Cholesky factor L of S and gain K; returns log N(v | 0, S)."""
+    _, _, factor, _, innovation, _, gain, _, _ = work
+    n, p = A.shape[0], C.shape[0]
+    for i in range(n):
+        value = 0.0
+        for j in range(n):
+            value += A[i, j] * previous[j]
+        for k in range(u.shape[0]):
+            value += B[i, k] * u[k]
+        predicted[i] = value
+    for a in range(p):
+        value = y[a]
+        for j in range(n):
+            value -= C[a, j] * predicted[j]
+        for j in range(u.shape[0]):
+            value -= D[a, j] * u[j]
+        innovation[a] = value
+    for i in range(n):
+        value = predicted[i]
+        for a in range(p):
+            value += gain[i, a] * innovation[a]
+        filtered[i] = value
+    _forward(factor, p, innovation)
+    mahalanobis = 0.0
+    for a in range(p):
+        mahalanobis += innovation[a] * innovation[a]
+    return -0.5 * (p * _LOG_2PI + log_det + mahalanobis)
 
 
 # ------------------------------------------------------------------- the filter
@@ -293,8 +377,28 @@ def _filter_sequence(
     n, p = A.shape[1], C.shape[1]
     work = _update_work(n, p)
     product = np.empty((n, n))
+    invariant = A.shape[0] == 1 and Q.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
+    steady, previous_full, log_det = False, False, 0.0
     total = 0.0
     for t in range(first, last):
+        full = _fully_observed(observations[t])
+        if steady and full:
+            total += _steady_update(
+                observations[t],
+                inputs[t],
+                A[0],
+                _at(B, t),
+                C[0],
+                _at(D, t),
+                filtered_means[t - 1],
+                predicted_means[t],
+                filtered_means[t],
+                work,
+                log_det,
+            )
+            _copy(predicted_covs[t - 1], predicted_covs[t])
+            _copy(filtered_covs[t - 1], filtered_covs[t])
+            continue
         if t == first:
             _copy(initial_mean, predicted_means[t])
             _copy(initial_cov, predicted_covs[t])
@@ -325,6 +429,13 @@ def _filter_sequence(
         if not ok:
             return t - first, np.nan
         total += value
+        steady = invariant and full and previous_full and _converged(predicted_covs[t], predicted_covs[t - 1])
+        if steady:
+            factor = work[2]
+            log_det = 0.0
+            for a in range(p):
+                log_det += 2.0 * np.log(factor[a, a])
+        previous_full = full
     return -1, total
 
 
@@ -511,8 +622,19 @@ def _smooth_sequence(
     _copy(filtered_means[last - 1], smoothed_means[last - 1])
     _copy(filtered_covs[last - 1], smoothed_covs[last - 1])
     _copy(np.zeros((n, n)), cross_covs[first])
+    invariant = A.shape[0] == 1 and Q.shape[0] == 1
     for t in range(last - 2, first - 1, -1):
-        _backward_step(filtered_covs[t], predicted_covs[t + 1], _at(A, t + 1), _at(Q, t + 1), gain, conditional, work)
+        # At the filter's steady state the covariances repeat exactly, and so do J and Sigma.
+        same_gain = (
+            invariant
+            and t + 2 < last
+            and _identical(filtered_covs[t], filtered_covs[t + 1])
+            and _identical(predicted_covs[t + 1], predicted_covs[t + 2])
+        )
+        if not same_gain:
+            _backward_step(
+                filtered_covs[t], predicted_covs[t + 1], _at(A, t + 1), _at(Q, t + 1), gain, conditional, work
+            )
         for i in range(n):
             difference[i] = smoothed_means[t + 1, i] - predicted_means[t + 1, i]
         for i in range(n):
@@ -521,6 +643,10 @@ def _smooth_sequence(
                 value += gain[i, j] * difference[j]
             smoothed_means[t, i] = value
         following = smoothed_covs[t + 1]
+        if same_gain and _converged(following, smoothed_covs[t + 2]):
+            _copy(following, smoothed_covs[t])
+            _copy(cross_covs[t + 2], cross_covs[t + 1])
+            continue
         _copy(conditional, smoothed_covs[t])
         _congruence(gain, following, n, smoothed_covs[t], product, True)
         for i in range(n):
