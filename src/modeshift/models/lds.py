@@ -12,7 +12,9 @@ import numpy as np
 
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite
 from modeshift.models.base import Model, NotFittedError
+from modeshift.statistics import Statistics
 
 __all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]
 
@@ -479,7 +481,7 @@ class LinearGaussianSSM(Model):
         else:
             A, B = 0.9 * np.eye(n), np.zeros((n, m))
             Q = np.cov(states.T, bias=True).reshape(n, n)
-        Q = _ensure_pd(0.5 * (Q + Q.T) + 1e-6 * total_var * np.eye(n))
+        Q = ensure_positive_definite(0.5 * (Q + Q.T) + 1e-6 * total_var * np.eye(n))
         first = states[seqs.starts]
         m0 = first.mean(axis=0)
         state_var = float(np.trace(np.atleast_2d(np.cov(states.T, bias=True)))) / n
@@ -574,47 +576,37 @@ class LinearGaussianSSM(Model):
         """M-step: closed-form updates of the parameters not held fixed."""
         n = self.state_dim
         new = dict(params)
-        Sxx, Sxz, Szz, count = stats["dynamics"]
-        if count > 0:
-            A, B, Q = _regression(
-                Sxx,
-                Sxz,
-                Szz,
-                count,
-                n,
-                params["A"],
-                params["B"],
-                "transition_matrix_" in fixed,
-                "control_matrix_" in fixed or self.input_dim == 0,
-            )
-            new["A"], new["B"] = A, B
-            if "transition_covariance_" not in fixed:
-                new["Q"] = _ensure_pd(Q)
-        Syy, Syz, Sww, count = stats["observation"]
-        C, D, R = _regression(
-            Syy,
-            Syz,
-            Sww,
-            count,
-            n,
-            params["C"],
-            params["D"],
-            "observation_matrix_" in fixed,
-            "feedthrough_matrix_" in fixed or self.input_dim == 0,
+        equations = (
+            ("dynamics", "A", "B", "Q", "transition", "control", LinearDynamics(1)),
+            ("observation", "C", "D", "R", "observation", "feedthrough", self._observation_block()),
         )
-        new["C"], new["D"] = C, D
-        if "observation_covariance_" not in fixed:
-            if self.diagonal_observation_cov:
-                R = np.diag(np.diag(R))
-            new["R"] = _ensure_pd(R)
+        for key, matrix, inputs, noise, name, input_name, block in equations:
+            yy, yz, zz, count = stats[key]
+            if count == 0:
+                continue
+            block.weights = np.hstack([params[matrix], params[inputs]])[None]
+            block.covariances = params[noise][None]
+            fixed_columns = np.r_[
+                np.full(n, f"{name}_matrix_" in fixed), np.full(self.input_dim, f"{input_name}_matrix_" in fixed)
+            ]
+            block.m_step(
+                Statistics(yy=yy[None], yz=yz[None], zz=zz[None], count=np.array([count])),
+                fixed_columns=fixed_columns,
+                fix_covariances=f"{name}_covariance_" in fixed,
+            )
+            (W,), (new[noise],) = block.weights, block.covariances
+            new[matrix], new[inputs] = W[:, :n], W[:, n:]
         first_means, first_covs = stats["initial"]
         m0 = new["m0"] if "initial_state_mean_" in fixed else first_means.mean(axis=0)
         new["m0"] = m0
         if "initial_state_covariance_" not in fixed:
             centred = first_means - m0
             P0 = (first_covs + centred[:, :, None] * centred[:, None, :]).mean(axis=0)
-            new["P0"] = _ensure_pd(0.5 * (P0 + P0.T))
+            new["P0"] = ensure_positive_definite(P0)
         return new
+
+    def _observation_block(self) -> LinearDynamics:
+        return LinearDynamics(1, noise="diag" if self.diagonal_observation_cov else "full")
 
     # ------------------------------------------------------------ persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -666,52 +658,3 @@ def _concatenate_inputs(inputs: Any, seqs: Sequences) -> np.ndarray:
     if seqs.row_order is not None:
         array = array[seqs.row_order]
     return array
-
-
-def _solve_right(Syz: np.ndarray, Szz: np.ndarray) -> np.ndarray:
-    """Syz Szz^-1 (least squares when Szz is singular)."""
-    if Szz.shape[0] == 0:
-        return np.zeros((Syz.shape[0], 0))
-    return np.linalg.lstsq(Szz, Syz.T, rcond=None)[0].T
-
-
-def _regression(
-    Syy: np.ndarray,
-    Syz: np.ndarray,
-    Szz: np.ndarray,
-    count: int,
-    split: int,
-    W1: np.ndarray,
-    W2: np.ndarray,
-    fixed1: bool,
-    fixed2: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Maximise E[log N(y | W z, S)] over W = [W1 W2] (blocks held fixed as asked) and S."""
-    k = split
-    if not fixed1 and not fixed2:
-        W = _solve_right(Syz, Szz)
-        W1, W2 = W[:, :k], W[:, k:]
-    elif not fixed1:
-        W1 = _solve_right(Syz[:, :k] - W2 @ Szz[k:, :k], Szz[:k, :k])
-    elif not fixed2:
-        W2 = _solve_right(Syz[:, k:] - W1 @ Szz[:k, k:], Szz[k:, k:])
-    W = np.hstack([W1, W2])
-    cross = W @ Syz.T
-    S = (Syy - cross - cross.T + W @ Szz @ W.T) / count
-    return W1, W2, 0.5 * (S + S.T)
-
-
-def _ensure_pd(S: np.ndarray) -> np.ndarray:
-    """S, or S with the smallest diagonal jitter that makes it numerically positive definite."""
-    S = 0.5 * (S + S.T)
-    scale = max(float(np.trace(S)) / len(S), 1e-300)
-    jitter = 0.0
-    for _ in range(30):
-        try:
-            np.linalg.cholesky(S + jitter * np.eye(len(S)))
-            if jitter == 0.0:
-                return S
-            return S + jitter * np.eye(len(S))
-        except np.linalg.LinAlgError:
-            jitter = 1e-12 * scale if jitter == 0.0 else 10.0 * jitter
-    raise ValueError("an M-step covariance is not positive semi-definite (degenerate data?)")

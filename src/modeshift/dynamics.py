@@ -1,0 +1,192 @@
+"""Linear-Gaussian dynamics: one affine regression with Gaussian noise per mode.
+
+In mode k, ``y = W_k z + e`` with ``e ~ N(0, S_k)``. The regressors z hold whatever
+drives y: the lagged observations and a constant of an autoregressive HMM, the
+previous state and the inputs of a linear-Gaussian state-space model (y = x_t), or
+the state and inputs of its observation equation. Everything these models need from
+a linear-Gaussian map lives here once: log-likelihoods, additive sufficient
+statistics (given mode weights, or expected ones from a smoother), the M-step with
+fixed columns, ridge and covariance regularisation, and sampling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modeshift.data import check_array, check_covariances
+from modeshift.kernels import gaussian_log_density, weighted_moments
+from modeshift.statistics import Statistics
+
+__all__ = ["LinearDynamics", "ensure_positive_definite"]
+
+NOISE_TYPES = ("full", "diag")
+
+
+class LinearDynamics:
+    """K affine-Gaussian regressions ``y = W_k z + N(0, S_k)``.
+
+    Parameters
+    ----------
+    n_modes : int
+    noise : {"full", "diag"}
+        Structure of each S_k.
+    shared_noise : bool
+        One S for all modes.
+    ridge : float
+        Matrix-normal prior ``W_k | S_k ~ MN(0, S_k, I / ridge)`` on the columns in
+        ``ridge_columns`` (a boolean mask; default all): shrinks them towards 0.
+    reg_covar : float
+        Prior ``-reg_covar / 2 * tr(S_k^-1)``, which adds ``reg_covar`` to the
+        diagonal of the residual scatter.
+
+    ``weights`` (K, d, q) and ``covariances`` (K, d, d) are the parameters.
+    The M-step is the exact maximiser of expected log-likelihood plus log prior.
+    """
+
+    def __init__(
+        self,
+        n_modes: int,
+        noise: str = "full",
+        shared_noise: bool = False,
+        ridge: float = 0.0,
+        reg_covar: float = 0.0,
+        ridge_columns: np.ndarray | None = None,
+    ):
+        if noise not in NOISE_TYPES:
+            raise ValueError(f"noise must be one of {NOISE_TYPES}, got {noise!r}")
+        if ridge < 0 or reg_covar < 0:
+            raise ValueError(f"ridge and reg_covar must be >= 0, got {ridge} and {reg_covar}")
+        self.n_modes = int(n_modes)
+        self.noise = noise
+        self.shared_noise = shared_noise
+        self.ridge = float(ridge)
+        self.reg_covar = float(reg_covar)
+        self.ridge_columns = None if ridge_columns is None else np.asarray(ridge_columns, dtype=bool)
+        self.weights: np.ndarray | None = None
+        self.covariances: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ parameters
+    def set_weights(self, value: np.ndarray, name: str = "weights") -> None:
+        self.weights = check_array(name, value, (self.n_modes, None, None))
+
+    def set_covariances(self, value: np.ndarray, name: str = "covariances") -> None:
+        value = check_covariances(name, value)
+        if value.ndim != 3 or value.shape[0] != self.n_modes:
+            raise ValueError(f"{name} must have {self.n_modes} matrices (one per mode), got shape {value.shape}")
+        if self.shared_noise and not np.allclose(value, value[:1]):
+            raise ValueError(f"{name} must be equal across modes (shared_noise=True)")
+        self.covariances = value
+
+    def _ridge_mask(self, q: int) -> np.ndarray:
+        mask = np.ones(q, dtype=bool) if self.ridge_columns is None else self.ridge_columns
+        if mask.shape != (q,):
+            raise ValueError(f"ridge_columns must have {q} entries, got {mask.shape}")
+        return mask if self.ridge > 0 else np.zeros(q, dtype=bool)
+
+    # ------------------------------------------------------------------- inference
+    def log_likelihoods(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """log N(y_t | W_k z_t, S_k) as an (n, K) array, for rows y (n, d) and z (n, q)."""
+        out = np.empty((len(y), self.n_modes))
+        zero = np.zeros((1, y.shape[1]))
+        for k, inverse in enumerate(_inverse_factors(self.covariances)):
+            residuals = y - z @ self.weights[k].T
+            out[:, k] = gaussian_log_density(residuals, zero, inverse[None])[:, 0]
+        return out
+
+    def statistics(self, y: np.ndarray, z: np.ndarray, mode_weights: np.ndarray) -> Statistics:
+        """Sufficient statistics of observed rows y (n, d), z (n, q) weighted by (n, K)."""
+        d = y.shape[1]
+        counts, _, outer = weighted_moments(np.hstack([y, z]), mode_weights)
+        return Statistics(yy=outer[:, :d, :d], yz=outer[:, :d, d:], zz=outer[:, d:, d:], count=counts)
+
+    def m_step(self, stats: Statistics, fixed_columns: np.ndarray | None = None, fix_covariances: bool = False) -> None:
+        """Maximise over the free columns of each W_k (``fixed_columns`` keep their
+        current values) and, unless ``fix_covariances``, over S_k. A mode without
+        weight keeps its parameters."""
+        yy, yz, zz, count = stats["yy"], stats["yz"], stats["zz"], np.asarray(stats["count"], dtype=float)
+        K, d, q = yz.shape
+        fixed = np.zeros(q, dtype=bool) if fixed_columns is None else np.asarray(fixed_columns, dtype=bool)
+        mask = self._ridge_mask(q)
+        penalty = np.diag(np.where(mask, self.ridge, 0.0))
+        active = count > 1e-10
+        weights = np.zeros((K, d, q)) if self.weights is None else self.weights.copy()
+        scatter = np.zeros((K, d, d))
+        for k in np.flatnonzero(active):
+            W = weights[k]
+            prior_zz = zz[k] + penalty
+            free, held = ~fixed, fixed
+            if free.any():
+                target = yz[k][:, free] - W[:, held] @ prior_zz[np.ix_(held, free)]
+                W[:, free] = _solve_right(target, prior_zz[np.ix_(free, free)])
+            cross = W @ yz[k].T
+            scatter[k] = yy[k] - cross - cross.T + W @ prior_zz @ W.T
+        self.weights = weights
+        if fix_covariances:
+            return
+        eye = np.eye(d)
+        n_prior = int(mask.sum())
+        if self.shared_noise:
+            total = scatter[active].sum(axis=0) + self.reg_covar * eye
+            covariances = np.broadcast_to(total / (count[active].sum() + K * n_prior), (K, d, d)).copy()
+            active[:] = active.any()
+        else:
+            covariances = (scatter + self.reg_covar * eye) / np.where(active, count + n_prior, 1.0)[:, None, None]
+        if self.noise == "diag":
+            covariances = np.einsum("kii->ki", covariances)[:, :, None] * eye
+        previous = self.covariances if self.covariances is not None else np.broadcast_to(eye, (K, d, d))
+        self.covariances = np.stack(
+            [ensure_positive_definite(c) if a else p for c, a, p in zip(covariances, active, previous)]
+        )
+
+    def log_prior(self) -> float:
+        """Log density of the ridge and covariance priors, up to a constant."""
+        if self.weights is None or self.covariances is None:
+            return 0.0
+        mask = self._ridge_mask(self.weights.shape[2])
+        precisions = np.linalg.inv(self.covariances)
+        distinct = precisions[:1] if self.shared_noise else precisions
+        total = -0.5 * self.reg_covar * float(np.einsum("kii->", distinct))
+        if mask.any():
+            Wr = self.weights[:, :, mask]
+            total -= 0.5 * self.ridge * float(np.einsum("kij,kil,kjl->", precisions, Wr, Wr))
+            total -= 0.5 * mask.sum() * float(np.linalg.slogdet(self.covariances)[1].sum())
+        return total
+
+    def n_parameters(self, fixed_columns: np.ndarray | None = None, fix_covariances: bool = False) -> int:
+        K, d, q = self.weights.shape
+        free_columns = q - (0 if fixed_columns is None else int(np.sum(fixed_columns)))
+        count = K * d * free_columns
+        if not fix_covariances:
+            per_matrix = d if self.noise == "diag" else d * (d + 1) // 2
+            count += per_matrix * (1 if self.shared_noise else K)
+        return count
+
+    def sample(self, z: np.ndarray, mode: int, rng: np.random.Generator) -> np.ndarray:
+        """One draw of y given regressors z (q,) in ``mode``."""
+        noise = np.linalg.cholesky(self.covariances[mode]) @ rng.standard_normal(self.covariances.shape[1])
+        return self.weights[mode] @ z + noise
+
+
+def _inverse_factors(covariances: np.ndarray) -> np.ndarray:
+    """Inverses of the lower Cholesky factors, for :func:`gaussian_log_density`."""
+    factors = np.linalg.cholesky(covariances)
+    return np.linalg.inv(factors)
+
+
+def _solve_right(Syz: np.ndarray, Szz: np.ndarray) -> np.ndarray:
+    """Syz Szz^-1 (least squares when Szz is singular)."""
+    return np.linalg.lstsq(Szz, Syz.T, rcond=None)[0].T
+
+
+def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
+    """S symmetrised, plus the smallest diagonal jitter that makes it numerically positive definite."""
+    S = 0.5 * (S + S.T)
+    scale = max(float(np.trace(S)) / len(S), 1e-300)
+    jitter = 0.0
+    for _ in range(30):
+        try:
+            np.linalg.cholesky(S + jitter * np.eye(len(S)))
+            return S + jitter * np.eye(len(S)) if jitter else S
+        except np.linalg.LinAlgError:
+            jitter = 1e-12 * scale if jitter == 0.0 else 10.0 * jitter
+    raise ValueError("an M-step covariance is not positive semi-definite (degenerate data?)")
