@@ -1,7 +1,8 @@
 """Models composed from transitions and emissions, with one estimator API."""
 
+from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, load
 from modeshift.models.hmm import HMM
 from modeshift.models.lds import LinearGaussianSSM
 
-__all__ = ["HMM", "LinearGaussianSSM", "Model", "NotFittedError", "load"]
+__all__ = ["ARHMM", "HMM", "LinearGaussianSSM", "Model", "NotFittedError", "load"]

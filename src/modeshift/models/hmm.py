@@ -161,7 +161,7 @@ class HMM(Model):
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails: parameters live in the blocks.
-        if name.endswith("_") and not name.startswith("_") and "emission" in self.__dict__:
+        if name.endswith("_") and not name.startswith("_") and "n_states" in self.__dict__:
             home = self._parameter_homes.get(name)
             value = None if home is None else getattr(*home)
             if value is not None:
@@ -169,7 +169,7 @@ class HMM(Model):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name.endswith("_") and "emission" in self.__dict__:
+        if name.endswith("_") and "n_states" in self.__dict__:
             home = self._parameter_homes.get(name)
             if home is not None:
                 home[0].set(home[1], value)
@@ -369,9 +369,13 @@ class HMM(Model):
         return -2.0 * self.score(X, lengths) + 2.0 * self.n_parameters
 
     def bic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
-        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n_steps)."""
+        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n_observations)."""
         seqs = as_sequences(X, lengths)
-        return -2.0 * self.score(seqs) + self.n_parameters * np.log(seqs.n_steps)
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(self._n_observations(seqs))
+
+    def _n_observations(self, seqs: Sequences) -> int:
+        """Time steps the likelihood is about."""
+        return seqs.n_steps
 
     # --------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,167 @@
+"""Autoregressive emissions: y_t depends on the state and on the previous observations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modeshift.data import Sequences, check_array, check_covariances
+from modeshift.dynamics import LinearDynamics
+from modeshift.emissions.base import Emission
+from modeshift.emissions.kmeans import kmeans
+from modeshift.statistics import Statistics
+
+__all__ = ["Autoregressive", "with_lags"]
+
+
+def with_lags(values: np.ndarray, offsets: np.ndarray, lags: int) -> np.ndarray:
+    """Rows ``[y_t, y_t-1, ..., y_t-lags]`` (n_steps, D (lags + 1)); NaN before a sequence's start."""
+    n_steps, d = values.shape
+    position = np.arange(n_steps) - np.repeat(offsets[:-1], np.diff(offsets))
+    out = np.full((n_steps, d * (lags + 1)), np.nan)
+    out[:, :d] = values
+    for lag in range(1, lags + 1):
+        rows = np.flatnonzero(position >= lag)
+        out[rows, lag * d : (lag + 1) * d] = values[rows - lag]
+    return out
+
+
+class Autoregressive(Emission):
+    """In state k, ``y_t = sum_i A_k,i y_t-i + b_k + e_t`` with ``e_t ~ N(0, S_k)``.
+
+    Works on rows from :func:`with_lags`. The first ``lags`` steps of a sequence are
+    conditioned on (they carry no evidence about the state), as in conditional
+    maximum likelihood for autoregressions. ``coefs`` is (K, D, lags D): the block
+    for lag i is ``coefs[:, :, (i - 1) D : i D]``. The algebra is
+    :class:`~modeshift.dynamics.LinearDynamics` with regressors ``[y_t-1..y_t-lags, 1]``;
+    ``ridge`` shrinks the lag coefficients, not the intercepts.
+    """
+
+    parameters = {"coefs_": "coefs", "intercepts_": "intercepts", "covars_": "covariances"}
+
+    def __init__(
+        self,
+        n_states: int,
+        lags: int = 1,
+        noise: str = "full",
+        shared_noise: bool = False,
+        ridge: float = 0.0,
+        reg_covar: float = 1e-6,
+    ):
+        super().__init__(n_states)
+        self.lags = lags
+        self.dynamics = LinearDynamics(n_states, noise, shared_noise, ridge, reg_covar)
+        self.coefs: np.ndarray | None = None
+        self.intercepts: np.ndarray | None = None
+        self.covariances: np.ndarray | None = None
+
+    @property
+    def n_features(self) -> int | None:
+        for value in (self.intercepts, self.covariances, self.coefs):
+            if value is not None:
+                return value.shape[1]
+        return None
+
+    def validate(self, seqs: Sequences) -> Sequences:
+        d = self.n_features
+        if d is not None and seqs.n_features != d * (self.lags + 1):
+            raise ValueError(f"the model has {d} feature(s), the data {seqs.n_features // (self.lags + 1)}")
+        return seqs
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        k, d = self.n_states, self.n_features
+        if name == "coefs":
+            self.coefs = check_array("coefs_", value, (k, d, None if d is None else d * self.lags))
+            if self.coefs.shape[2] != self.coefs.shape[1] * self.lags:
+                raise ValueError(f"coefs_ must have shape (K, D, {self.lags} D), got {self.coefs.shape}")
+        elif name == "intercepts":
+            self.intercepts = check_array("intercepts_", value, (k, d))
+        elif name == "covariances":
+            covariances = check_covariances("covars_", value, d)
+            if covariances.shape[0] != k:
+                raise ValueError(f"covars_ must have {k} matrices, got shape {covariances.shape}")
+            self.covariances = covariances
+        else:
+            raise AttributeError(name)
+
+    # --------------------------------------------------------------------- algebra
+    def _split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows with all lags present, as responses y and regressors z = [lags, 1]."""
+        complete = np.flatnonzero(~np.isnan(values).any(axis=1))
+        d = values.shape[1] // (self.lags + 1)
+        rows = values[complete]
+        return complete, rows[:, :d], np.hstack([rows[:, d:], np.ones((len(rows), 1))])
+
+    def _block(self) -> LinearDynamics:
+        block = self.dynamics
+        block.weights = np.concatenate([self.coefs, self.intercepts[:, :, None]], axis=2)
+        block.covariances = self.covariances
+        block.ridge_columns = np.r_[np.ones(self.coefs.shape[2], dtype=bool), False]
+        return block
+
+    def _unpack(self, block: LinearDynamics) -> None:
+        self.coefs, self.intercepts = block.weights[:, :, :-1].copy(), block.weights[:, :, -1].copy()
+        self.covariances = block.covariances
+
+    def initialize(self, values: np.ndarray, rng: np.random.Generator) -> None:
+        """k-means++ on standardised lagged rows, then one M-step from those hard labels."""
+        complete, y, z = self._split(values)
+        if len(complete) == 0:
+            raise ValueError(f"no time step has {self.lags} previous value(s) to regress on")
+        rows = values[complete]
+        scaled = (rows - rows.mean(axis=0)) / np.maximum(rows.std(axis=0), 1e-12)
+        _, labels = kmeans(scaled, self.n_states, rng)
+        d, q = y.shape[1], z.shape[1]
+        block = self.dynamics
+        block.weights = np.zeros((self.n_states, d, q))
+        pooled = np.atleast_2d(np.cov(y, rowvar=False, bias=True)) + block.reg_covar * np.eye(d)
+        block.covariances = np.broadcast_to(pooled, (self.n_states, d, d)).copy()
+        block.ridge_columns = np.r_[np.ones(q - 1, dtype=bool), False]
+        block.m_step(block.statistics(y, z, np.eye(self.n_states)[labels]))
+        self._unpack(block)
+
+    def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
+        complete, y, z = self._split(values)
+        out = np.zeros((len(values), self.n_states))
+        out[complete] = self._block().log_likelihoods(y, z)
+        return out
+
+    def statistics(self, values: np.ndarray, posteriors: np.ndarray) -> Statistics:
+        complete, y, z = self._split(values)
+        return self.dynamics.statistics(y, z, posteriors[complete])
+
+    def _fixed(self, fixed: frozenset[str]) -> tuple[np.ndarray, bool]:
+        columns = np.r_[np.full(self.coefs.shape[2], "coefs" in fixed), "intercepts" in fixed]
+        return columns, "covariances" in fixed
+
+    def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
+        block = self._block()
+        columns, fix_covariances = self._fixed(fixed)
+        block.m_step(stats, fixed_columns=columns, fix_covariances=fix_covariances)
+        self._unpack(block)
+
+    def stationary_mean(self, state: int) -> np.ndarray:
+        """Mean of state k's autoregression if it ran forever (zeros when it has none)."""
+        d = self.n_features
+        total = self.coefs[state].reshape(d, self.lags, d).sum(axis=1)
+        try:
+            return np.linalg.solve(np.eye(d) - total, self.intercepts[state])
+        except np.linalg.LinAlgError:
+            return np.zeros(d)
+
+    def sample(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Observations along a state path, generated in order; the values before the
+        first step are the stationary mean of the first state."""
+        block, d = self._block(), self.n_features
+        history = np.tile(self.stationary_mean(states[0]), self.lags)  # most recent first
+        out = np.empty((len(states), d))
+        for t, state in enumerate(states):
+            out[t] = block.sample(np.r_[history, 1.0], state, rng)
+            history = np.r_[out[t], history[:-d]]
+        return out
+
+    def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+        columns, fix_covariances = self._fixed(fixed)
+        return self._block().n_parameters(columns, fix_covariances)
+
+    def log_prior(self) -> float:
+        return self._block().log_prior() if self.coefs is not None else 0.0

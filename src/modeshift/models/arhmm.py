@@ -1,0 +1,116 @@
+"""Autoregressive hidden Markov models: a mode switches the dynamics of the series itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from modeshift.data import Sequences, as_sequences
+from modeshift.emissions import Autoregressive, Emission
+from modeshift.emissions.autoregressive import with_lags
+from modeshift.models.hmm import HMM
+
+__all__ = ["ARHMM"]
+
+
+class ARHMM(HMM):
+    """An autoregressive HMM (a Markov-switching vector autoregression) fit by exact EM.
+
+    In mode k, ``y_t = A_k,1 y_t-1 + ... + A_k,lags y_t-lags + b_k + e_t`` with
+    ``e_t ~ N(0, S_k)``; the mode follows a Markov chain. The first ``lags`` steps
+    of every sequence are conditioned on. Everything else (EM with restarts,
+    ``fixed``, the transition prior, decoding, ``predict_proba``, sampling,
+    save/load) is the :class:`HMM`'s.
+
+    Parameters
+    ----------
+    n_states : int
+    lags : int
+        Autoregressive order.
+    noise : {"full", "diag"}
+        Structure of the noise covariances ``covars_``.
+    shared_noise : bool
+        One noise covariance for all modes.
+    ridge : float
+        Shrinks the lag coefficients towards zero (a matrix-normal prior with
+        precision ``ridge``; intercepts are not shrunk).
+    reg_covar, n_iter, tol, n_restarts, random_state, fixed,
+    transition_concentration, stickiness, verbose
+        As for :class:`HMM`.
+
+    Attributes
+    ----------
+    coefs_ : (K, D, lags D)
+        ``coefs_[k][:, (i - 1) D : i D]`` is A_k,i.
+    intercepts_ : (K, D)
+    covars_ : (K, D, D)
+    startprob_, transmat_, log_likelihood_history_, converged_
+        As for :class:`HMM`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modeshift import ARHMM
+    >>> truth = ARHMM(n_states=2, random_state=0)
+    >>> truth.startprob_, truth.transmat_ = np.array([1.0, 0.0]), np.array([[0.98, 0.02], [0.02, 0.98]])
+    >>> truth.coefs_, truth.intercepts_ = np.array([[[0.9]], [[-0.5]]]), np.array([[1.0], [0.0]])
+    >>> truth.covars_ = np.full((2, 1, 1), 0.01)
+    >>> X, modes = truth.sample(2000, random_state=1)
+    >>> model = ARHMM(n_states=2, n_restarts=3, random_state=0).fit(X)
+    >>> np.sort(model.coefs_.ravel()).round(1)
+    array([-0.5,  0.9])
+    """
+
+    def __init__(
+        self,
+        n_states: int = 2,
+        lags: int = 1,
+        noise: str = "full",
+        shared_noise: bool = False,
+        ridge: float = 0.0,
+        n_iter: int = 100,
+        tol: float = 1e-4,
+        n_restarts: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        fixed: Iterable[str] = (),
+        transition_concentration: float = 1.0,
+        stickiness: float = 0.0,
+        reg_covar: float = 1e-6,
+        verbose: bool = False,
+    ):
+        if int(lags) < 1:
+            raise ValueError(f"lags must be a positive integer, got {lags!r}")
+        if int(n_states) < 1:
+            raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
+        self.n_states = int(n_states)
+        self.lags = int(lags)
+        self.noise = noise
+        self.shared_noise = shared_noise
+        self.ridge = ridge
+        self.n_iter = n_iter
+        self.tol = tol
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.fixed = tuple(fixed)
+        self.transition_concentration = transition_concentration
+        self.stickiness = stickiness
+        self.reg_covar = reg_covar
+        self.verbose = verbose
+
+    def _make_emission(self) -> Emission:
+        return Autoregressive(self.n_states, self.lags, self.noise, self.shared_noise, self.ridge, self.reg_covar)
+
+    def _sequences(self, X: Any, lengths: Sequence[int] | None) -> Sequences:
+        seqs = as_sequences(X, lengths).require(
+            allow_missing=False,
+            min_length=self.lags + 1,
+            n_features=self._blocks[1].n_features,
+            model=f"an ARHMM with lags={self.lags}",
+        )
+        return dataclasses.replace(seqs, values=with_lags(seqs.values, seqs.offsets, self.lags))
+
+    def _n_observations(self, seqs: Sequences) -> int:
+        return seqs.n_steps - self.lags * seqs.n_sequences

@@ -1,0 +1,152 @@
+"""Autoregressive HMM: brute force, EM, recovery of a simulated model, errors, persistence."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from modeshift import ARHMM, load
+
+
+def _model(rng, K=2, D=1, lags=1):
+    model = ARHMM(n_states=K, lags=lags)
+    model.startprob_ = rng.dirichlet(np.ones(K))
+    model.transmat_ = rng.dirichlet(np.ones(K), size=K)
+    model.coefs_ = 0.4 * rng.normal(size=(K, D, lags * D))
+    model.intercepts_ = rng.normal(size=(K, D))
+    w = rng.normal(size=(K, D, D))
+    model.covars_ = w @ np.swapaxes(w, 1, 2) + 0.5 * np.eye(D)
+    return model
+
+
+def _brute_force(model, y):
+    """log p(y_lags.. | y_..lags) and state posteriors by summing over every path."""
+    T, K, lags = len(y), model.n_states, model.lags
+    joint = {}
+    for path in itertools.product(range(K), repeat=T):
+        log_p = np.log(model.startprob_[path[0]])
+        log_p += sum(np.log(model.transmat_[a, b]) for a, b in zip(path, path[1:]))
+        for t in range(lags, T):
+            history = np.concatenate([y[t - i] for i in range(1, lags + 1)])
+            mean = model.coefs_[path[t]] @ history + model.intercepts_[path[t]]
+            log_p += stats.multivariate_normal(mean, model.covars_[path[t]]).logpdf(y[t])
+        joint[path] = log_p
+    values = np.array(list(joint.values()))
+    total = np.logaddexp.reduce(values)
+    posteriors = np.zeros((T, K))
+    for path, log_p in joint.items():
+        posteriors[np.arange(T), path] += np.exp(log_p - total)
+    return total, posteriors
+
+
+@pytest.mark.parametrize("K,D,lags", [(2, 1, 1), (3, 1, 2), (2, 2, 1), (2, 2, 2)])
+def test_matches_brute_force(K, D, lags):
+    rng = np.random.default_rng(K * 100 + D * 10 + lags)
+    model = _model(rng, K, D, lags)
+    sequences = [rng.normal(size=(T, D)) for T in (5, lags + 1, 4)]
+    totals, posteriors = zip(*(_brute_force(model, y) for y in sequences))
+    assert model.score(sequences) == pytest.approx(sum(totals), rel=1e-10)
+    got = model.predict_proba(sequences)
+    for g, want in zip(got, posteriors):
+        np.testing.assert_allclose(g, want, rtol=1e-8, atol=1e-12)
+
+
+def _simulated(seed, n_steps=6000):
+    """A 3-mode bivariate AR(2) with well separated modes."""
+    rng = np.random.default_rng(seed)
+    truth = ARHMM(n_states=3, lags=2)
+    truth.startprob_ = np.ones(3) / 3
+    truth.transmat_ = np.full((3, 3), 0.01) + 0.97 * np.eye(3)
+    angles = [0.3, -0.6, 1.2]
+    coefs = []
+    for angle in angles:
+        c, s = np.cos(angle), np.sin(angle)
+        coefs.append(np.hstack([0.7 * np.array([[c, -s], [s, c]]), -0.2 * np.eye(2)]))
+    truth.coefs_ = np.array(coefs)
+    truth.intercepts_ = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    truth.covars_ = np.stack([0.05 * np.eye(2)] * 3)
+    X, modes = truth.sample(n_steps, random_state=rng)
+    return truth, X, modes
+
+
+def _match(truth, model):
+    """The relabelling of the fitted modes that best matches the true intercepts."""
+    best = min(
+        itertools.permutations(range(3)),
+        key=lambda p: np.abs(model.intercepts_[list(p)] - truth.intercepts_).sum(),
+    )
+    return list(best)
+
+
+def test_recovers_a_simulated_three_mode_ar2():
+    truth, X, modes = _simulated(0)
+    model = ARHMM(n_states=3, lags=2, n_restarts=3, random_state=0).fit(X)
+    order = _match(truth, model)
+    np.testing.assert_allclose(model.coefs_[order], truth.coefs_, atol=0.06)
+    np.testing.assert_allclose(model.intercepts_[order], truth.intercepts_, atol=0.1)
+    np.testing.assert_allclose(model.covars_[order], truth.covars_, atol=0.01)
+    np.testing.assert_allclose(model.transmat_[np.ix_(order, order)], truth.transmat_, atol=0.02)
+    relabel = np.argsort(order)
+    assert np.mean(relabel[model.predict(X)] == modes) > 0.97
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"ridge": 10.0}, {"shared_noise": True, "noise": "diag"}, {"stickiness": 20.0}]
+)
+def test_em_is_monotone(options):
+    _, X, _ = _simulated(1, 1500)
+    model = ARHMM(n_states=3, lags=2, n_iter=40, tol=-np.inf, random_state=1, **options).fit(X)
+    history = np.array(model.log_likelihood_history_)
+    assert len(history) == 40
+    assert np.all(np.diff(history) >= -1e-8 * np.abs(history[1:]))
+
+
+def test_ridge_shrinks_the_lag_coefficients_only():
+    _, X, _ = _simulated(2, 1000)
+    plain = ARHMM(n_states=1, lags=2).fit(X)
+    shrunk = ARHMM(n_states=1, lags=2, ridge=1e5).fit(X)
+    assert np.abs(shrunk.coefs_).max() < 0.05 * np.abs(plain.coefs_).max()
+    np.testing.assert_allclose(shrunk.intercepts_[0], X.mean(axis=0), atol=0.05)
+
+
+def test_fixed_parameters_stay_put():
+    truth, X, _ = _simulated(3, 1000)
+    model = ARHMM(n_states=3, lags=2, fixed={"coefs_"}, random_state=0)
+    model.coefs_ = truth.coefs_
+    model.fit(X)
+    np.testing.assert_array_equal(model.coefs_, truth.coefs_)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    truth, X, _ = _simulated(4, 800)
+    model = ARHMM(n_states=3, lags=2, random_state=0, n_iter=5).fit(X)
+    model.save(tmp_path / "arhmm.zip")
+    loaded = load(tmp_path / "arhmm.zip")
+    assert isinstance(loaded, ARHMM) and loaded.lags == 2
+    assert loaded.score(X) == model.score(X)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_bic_counts_parameters_and_conditioned_steps():
+    _, X, _ = _simulated(5, 500)
+    model = ARHMM(n_states=3, lags=2, n_iter=3, random_state=0).fit(X)
+    D, q = 2, 2 * 2 + 1
+    assert model.n_parameters == 2 + 3 * 2 + 3 * D * q + 3 * 3
+    assert model.bic(X) == pytest.approx(-2 * model.score(X) + model.n_parameters * np.log(len(X) - 2))
+
+
+def test_bad_input_is_named():
+    model = _model(np.random.default_rng(0), K=2, D=2, lags=3)
+    with pytest.raises(ValueError, match="sequence 1 has 3 time step.*lags=3"):
+        model.score([np.zeros((10, 2)), np.zeros((3, 2))])
+    X = np.zeros((10, 2))
+    X[6, 1] = np.nan
+    with pytest.raises(ValueError, match="sequence 0, time step 6"):
+        model.score(X)
+    with pytest.raises(ValueError, match="expects 2 feature"):
+        model.score(np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="lags"):
+        ARHMM(lags=0)
