@@ -54,24 +54,6 @@ def test_matches_brute_force(K, D, lags):
         np.testing.assert_allclose(g, want, rtol=1e-8, atol=1e-12)
 
 
-def _simulated(seed, n_steps=6000):
-    """A 3-mode bivariate AR(2) with well separated modes."""
-    rng = np.random.default_rng(seed)
-    truth = ARHMM(n_states=3, lags=2)
-    truth.startprob_ = np.ones(3) / 3
-    truth.transmat_ = np.full((3, 3), 0.01) + 0.97 * np.eye(3)
-    angles = [0.3, -0.6, 1.2]
-    coefs = []
-    for angle in angles:
-        c, s = np.cos(angle), np.sin(angle)
-        coefs.append(np.hstack([0.7 * np.array([[c, -s], [s, c]]), -0.2 * np.eye(2)]))
-    truth.coefs_ = np.array(coefs)
-    truth.intercepts_ = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
-    truth.covars_ = np.stack([0.05 * np.eye(2)] * 3)
-    X, modes = truth.sample(n_steps, random_state=rng)
-    return truth, X, modes
-
-
 def _match(truth, model):
     """The relabelling of the fitted modes that best matches the true intercepts."""
     best = min(
@@ -81,8 +63,8 @@ def _match(truth, model):
     return list(best)
 
 
-def test_recovers_a_simulated_three_mode_ar2():
-    truth, X, modes = _simulated(0)
+def test_recovers_a_simulated_three_mode_ar2(simulate_arhmm):
+    truth, X, modes = simulate_arhmm(0)
     model = ARHMM(n_states=3, lags=2, n_restarts=3, random_state=0).fit(X)
     order = _match(truth, model)
     np.testing.assert_allclose(model.coefs_[order], truth.coefs_, atol=0.06)
@@ -96,32 +78,32 @@ def test_recovers_a_simulated_three_mode_ar2():
 @pytest.mark.parametrize(
     "options", [{}, {"ridge": 10.0}, {"shared_noise": True, "noise": "diag"}, {"stickiness": 20.0}]
 )
-def test_em_is_monotone(options):
-    _, X, _ = _simulated(1, 1500)
+def test_em_is_monotone(options, simulate_arhmm):
+    _, X, _ = simulate_arhmm(1, 1500)
     model = ARHMM(n_states=3, lags=2, n_iter=40, tol=-np.inf, random_state=1, **options).fit(X)
     history = np.array(model.log_likelihood_history_)
     assert len(history) == 40
     assert np.all(np.diff(history) >= -1e-8 * np.abs(history[1:]))
 
 
-def test_ridge_shrinks_the_lag_coefficients_only():
-    _, X, _ = _simulated(2, 1000)
+def test_ridge_shrinks_the_lag_coefficients_only(simulate_arhmm):
+    _, X, _ = simulate_arhmm(2, 1000)
     plain = ARHMM(n_states=1, lags=2).fit(X)
     shrunk = ARHMM(n_states=1, lags=2, ridge=1e5).fit(X)
     assert np.abs(shrunk.coefs_).max() < 0.05 * np.abs(plain.coefs_).max()
     np.testing.assert_allclose(shrunk.intercepts_[0], X.mean(axis=0), atol=0.05)
 
 
-def test_fixed_parameters_stay_put():
-    truth, X, _ = _simulated(3, 1000)
+def test_fixed_parameters_stay_put(simulate_arhmm):
+    truth, X, _ = simulate_arhmm(3, 1000)
     model = ARHMM(n_states=3, lags=2, fixed={"coefs_"}, random_state=0)
     model.coefs_ = truth.coefs_
     model.fit(X)
     np.testing.assert_array_equal(model.coefs_, truth.coefs_)
 
 
-def test_save_and_load_round_trip(tmp_path):
-    truth, X, _ = _simulated(4, 800)
+def test_save_and_load_round_trip(tmp_path, simulate_arhmm):
+    truth, X, _ = simulate_arhmm(4, 800)
     model = ARHMM(n_states=3, lags=2, random_state=0, n_iter=5).fit(X)
     model.save(tmp_path / "arhmm.zip")
     loaded = load(tmp_path / "arhmm.zip")
@@ -130,8 +112,8 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
-def test_bic_counts_parameters_and_conditioned_steps():
-    _, X, _ = _simulated(5, 500)
+def test_bic_counts_parameters_and_conditioned_steps(simulate_arhmm):
+    _, X, _ = simulate_arhmm(5, 500)
     model = ARHMM(n_states=3, lags=2, n_iter=3, random_state=0).fit(X)
     D, q = 2, 2 * 2 + 1
     assert model.n_parameters == 2 + 3 * 2 + 3 * D * q + 3 * 3

@@ -12,6 +12,7 @@ from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models.hmm import HMM
+from modeshift.models.selection import check_n_states
 
 __all__ = ["ARHMM"]
 
@@ -27,7 +28,9 @@ class ARHMM(HMM):
 
     Parameters
     ----------
-    n_states : int
+    n_states : int or "auto"
+        ``"auto"`` chooses the number of modes by BIC among 1 .. ``max_states``,
+        as for :class:`HMM`.
     lags : int
         Autoregressive order.
     noise : {"full", "diag"}
@@ -38,7 +41,7 @@ class ARHMM(HMM):
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
     reg_covar, n_iter, tol, n_restarts, random_state, fixed,
-    transition_concentration, stickiness, verbose
+    transition_concentration, stickiness, max_states, verbose
         As for :class:`HMM`.
 
     Attributes
@@ -66,7 +69,7 @@ class ARHMM(HMM):
 
     def __init__(
         self,
-        n_states: int = 2,
+        n_states: int | str = 2,
         lags: int = 1,
         noise: str = "full",
         shared_noise: bool = False,
@@ -79,13 +82,13 @@ class ARHMM(HMM):
         transition_concentration: float = 1.0,
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
+        max_states: int = 10,
         verbose: bool = False,
     ):
         if int(lags) < 1:
             raise ValueError(f"lags must be a positive integer, got {lags!r}")
-        if int(n_states) < 1:
-            raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
-        self.n_states = int(n_states)
+        self.n_states = check_n_states(n_states, max_states)
+        self.max_states = max_states
         self.lags = int(lags)
         self.noise = noise
         self.shared_noise = shared_noise
@@ -101,7 +104,7 @@ class ARHMM(HMM):
         self.verbose = verbose
 
     def _make_emission(self) -> Emission:
-        return Autoregressive(self.n_states, self.lags, self.noise, self.shared_noise, self.ridge, self.reg_covar)
+        return Autoregressive(self._k, self.lags, self.noise, self.shared_noise, self.ridge, self.reg_covar)
 
     def _sequences(self, X: Any, lengths: Sequence[int] | None) -> Sequences:
         seqs = as_sequences(X, lengths).require(

@@ -7,10 +7,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
+from modeshift.models import selection
 from modeshift.models.base import Model, NotFittedError
 from modeshift.statistics import Statistics
 from modeshift.transitions import Stationary
@@ -18,6 +20,7 @@ from modeshift.transitions import Stationary
 __all__ = ["HMM"]
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
+_FIT_RESULTS = ("log_likelihood_history_", "converged_", "n_states_", "selection_")
 _TRANSITION_PARAMETERS = {"startprob_": "initial_probs", "transmat_": "transition_matrix"}
 
 
@@ -30,8 +33,12 @@ class HMM(Model):
 
     Parameters
     ----------
-    n_states : int
-        Number of hidden states K.
+    n_states : int or "auto"
+        Number of hidden states K; ``"auto"`` chooses it by BIC among 1 ..
+        ``max_states`` (see :func:`~modeshift.models.selection.select_n_states`):
+        ``n_states_`` is the choice, ``selection_`` the table of candidates.
+    max_states : int
+        Largest number of states tried by ``n_states="auto"``.
     emission : {"gaussian", "gmm", "categorical", "poisson"}
         Gaussian (``means_``, ``covars_``), mixture of ``n_mix`` Gaussians per
         state (``weights_``, ``means_``, ``covars_``), categorical symbols
@@ -90,7 +97,7 @@ class HMM(Model):
 
     def __init__(
         self,
-        n_states: int = 2,
+        n_states: int | str = 2,
         emission: str = "gaussian",
         covariance: str = "full",
         n_mix: int = 1,
@@ -103,13 +110,13 @@ class HMM(Model):
         transition_concentration: float = 1.0,
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
+        max_states: int = 10,
         verbose: bool = False,
     ):
         if emission not in EMISSIONS:
             raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}")
-        if int(n_states) < 1:
-            raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
-        self.n_states = int(n_states)
+        self.n_states = selection.check_n_states(n_states, max_states)
+        self.max_states = max_states
         self.emission = emission
         self.covariance = covariance
         self.n_mix = n_mix
@@ -138,14 +145,23 @@ class HMM(Model):
         blocks = self.__dict__.get("_blocks_")
         if blocks is None:
             blocks = (
-                Stationary(self.n_states, self.transition_concentration, self.stickiness),
+                Stationary(self._k, self.transition_concentration, self.stickiness),
                 self._make_emission(),
             )
             self.__dict__["_blocks_"] = blocks
         return blocks
 
+    @property
+    def _k(self) -> int:
+        """The number of states: ``n_states``, or the one ``fit`` chose."""
+        if self.n_states != "auto":
+            return self.n_states
+        if "n_states_" not in self.__dict__:
+            raise NotFittedError("n_states='auto': the number of states is chosen by fit")
+        return self.n_states_
+
     def _make_emission(self) -> Emission:
-        k = self.n_states
+        k = self._k
         if self.emission == "gaussian":
             return Gaussian(k, self.covariance, self.reg_covar)
         if self.emission == "gmm":
@@ -169,7 +185,7 @@ class HMM(Model):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name.endswith("_") and "n_states" in self.__dict__:
+        if name.endswith("_") and name not in _FIT_RESULTS and "n_states" in self.__dict__:
             home = self._parameter_homes.get(name)
             if home is not None:
                 home[0].set(home[1], value)
@@ -208,6 +224,8 @@ class HMM(Model):
     # ------------------------------------------------------------------------ EM
     def fit(self, X: Any, lengths: Sequence[int] | None = None) -> HMM:
         """Estimate parameters by EM (Baum-Welch) with restarts; returns ``self``."""
+        if self.n_states == "auto":
+            return self._fit_auto(X, lengths)
         seqs = self._sequences(X, lengths)
         fixed = self._fixed_by_block()
         rng = np.random.default_rng(self.random_state)
@@ -224,6 +242,18 @@ class HMM(Model):
             setattr(self, name, value)
         self.log_likelihood_history_ = best[2]
         self.converged_ = best[3]
+        return self
+
+    def _fit_auto(self, X: Any, lengths: Sequence[int] | None) -> HMM:
+        seqs = as_sequences(X, lengths)
+        params = self.get_params()
+        winner, self.selection_ = selection.select_n_states(
+            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
+        )
+        self.__dict__.pop("_blocks_", None)
+        self.n_states_ = winner.n_states
+        for name in ("log_likelihood_history_", "converged_", *winner.parameter_names):
+            setattr(self, name, getattr(winner, name))
         return self
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator, keep: dict[str, np.ndarray]) -> None:
@@ -359,7 +389,7 @@ class HMM(Model):
         self._check_fitted()
         transitions, emission = self._blocks
         fixed = self._fixed_by_block()
-        k = self.n_states
+        k = self._k
         count = 0 if "initial_probs" in fixed else k - 1
         count += 0 if "transition_matrix" in fixed else k * (k - 1)
         return count + emission.n_parameters(fixed)
@@ -383,15 +413,16 @@ class HMM(Model):
         return self._snapshot()
 
     def _learned_attributes(self) -> dict[str, Any]:
-        return {
-            name: getattr(self, name) for name in ("log_likelihood_history_", "converged_") if name in self.__dict__
-        }
+        out = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
+        if "selection_" in out:
+            out["selection_"] = out["selection_"].to_dict(orient="list")
+        return out
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        for name, value in attributes.items():
+            setattr(self, name, pd.DataFrame(value)[selection.COLUMNS] if name == "selection_" else value)
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
         for name in self.parameter_names:
             setattr(self, name, arrays[name])
-        for name, value in attributes.items():
-            setattr(self, name, value)

@@ -1,0 +1,58 @@
+"""Choosing the number of modes from data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["COLUMNS", "check_n_states", "select_n_states"]
+
+COLUMNS = ["n_states", "log_likelihood", "n_parameters", "aic", "bic", "chosen"]
+
+
+def check_n_states(n_states: int | str, max_states: int) -> int | str:
+    """A positive integer, or ``"auto"`` with ``max_states >= 1``."""
+    if n_states == "auto":
+        if int(max_states) < 1:
+            raise ValueError(f"max_states must be a positive integer, got {max_states!r}")
+        return "auto"
+    if isinstance(n_states, str) or int(n_states) < 1:
+        raise ValueError(f"n_states must be a positive integer or 'auto', got {n_states!r}")
+    return int(n_states)
+
+
+def select_n_states(make: Callable[[int], Any], X: Any, lengths: Any, max_states: int) -> tuple[Any, pd.DataFrame]:
+    """Fit ``make(k)`` for k = 1, 2, ... and keep the one with the smallest BIC.
+
+    BIC = -2 log-likelihood + n_parameters log(n_observations) approximates -2 log
+    marginal likelihood; for hidden Markov models penalised-likelihood estimators of
+    this kind are consistent for the number of states (Gassiat & Boucheron 2003),
+    and it needs one fit per candidate and no held-out data. The search stops at
+    ``max_states`` or once BIC has risen for two candidates in a row. Returns the
+    chosen fitted model and a table (one row per candidate: ``n_states``,
+    ``log_likelihood``, ``n_parameters``, ``aic``, ``bic``, ``chosen``).
+    """
+    rows, models = [], []
+    for k in range(1, int(max_states) + 1):
+        model = make(k).fit(X, lengths)
+        log_lik = model.score(X, lengths)
+        rows.append(
+            {
+                "n_states": k,
+                "log_likelihood": log_lik,
+                "n_parameters": model.n_parameters,
+                "aic": model.aic(X, lengths),
+                "bic": model.bic(X, lengths),
+            }
+        )
+        models.append(model)
+        bic = [row["bic"] for row in rows]
+        if len(bic) >= 3 and bic[-1] > bic[-2] > bic[-3]:
+            break
+    table = pd.DataFrame(rows, columns=COLUMNS[:-1])
+    best = int(np.argmin(table["bic"].to_numpy()))
+    table["chosen"] = np.arange(len(table)) == best
+    return models[best], table

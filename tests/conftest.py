@@ -1,0 +1,32 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modeshift import ARHMM
+
+
+def _simulate_arhmm(seed, n_steps=6000):
+    """A 3-mode bivariate AR(2) with well separated modes."""
+    rng = np.random.default_rng(seed)
+    truth = ARHMM(n_states=3, lags=2)
+    truth.startprob_ = np.ones(3) / 3
+    truth.transmat_ = np.full((3, 3), 0.01) + 0.97 * np.eye(3)
+    angles = [0.3, -0.6, 1.2]
+    coefs = []
+    for angle in angles:
+        c, s = np.cos(angle), np.sin(angle)
+        coefs.append(np.hstack([0.7 * np.array([[c, -s], [s, c]]), -0.2 * np.eye(2)]))
+    truth.coefs_ = np.array(coefs)
+    truth.intercepts_ = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    truth.covars_ = np.stack([0.05 * np.eye(2)] * 3)
+    X, modes = truth.sample(n_steps, random_state=rng)
+    return truth, X, modes
+
+
+@pytest.fixture
+def simulate_arhmm():
+    """``simulate(seed, n_steps=6000) -> (true model, X, modes)`` for a 3-mode bivariate AR(2)."""
+    return _simulate_arhmm
