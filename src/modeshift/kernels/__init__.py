@@ -11,6 +11,14 @@ from modeshift.kernels.hmm import (
     viterbi,
 )
 from modeshift.kernels.kalman import kalman_filter, rts_smoother, sample_states
+from modeshift.kernels.tridiagonal import (
+    block_cholesky,
+    block_log_det,
+    block_marginals,
+    block_solve,
+    sample_block,
+    solve_block_tridiagonal,
+)
 
 __all__ = [
     "forward_backward",
@@ -25,4 +33,10 @@ __all__ = [
     "kalman_filter",
     "rts_smoother",
     "sample_states",
+    "block_cholesky",
+    "block_log_det",
+    "block_marginals",
+    "block_solve",
+    "sample_block",
+    "solve_block_tridiagonal",
 ]
