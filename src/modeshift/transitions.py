@@ -8,7 +8,7 @@ from modeshift.data import check_probabilities
 from modeshift.kernels import sample_chain
 from modeshift.statistics import Statistics
 
-__all__ = ["Stationary"]
+__all__ = ["Stationary", "stationary_distribution"]
 
 
 class Stationary:
@@ -92,6 +92,15 @@ class Stationary:
     def sample(self, n_steps: int, rng: np.random.Generator) -> np.ndarray:
         """One state path of ``n_steps`` steps."""
         return sample_chain(self.initial_probs, self.transition_matrix, rng.random(n_steps))
+
+
+def stationary_distribution(transition_matrix: np.ndarray) -> np.ndarray:
+    """A probability vector pi with pi P = pi (for a reducible chain, one of several)."""
+    k = len(transition_matrix)
+    system = np.vstack([transition_matrix.T - np.eye(k), np.ones((1, k))])
+    pi = np.linalg.lstsq(system, np.r_[np.zeros(k), 1.0], rcond=None)[0]
+    pi = np.clip(pi, 0.0, None)
+    return pi / pi.sum()
 
 
 def _normalise(counts: np.ndarray, previous: np.ndarray) -> np.ndarray:

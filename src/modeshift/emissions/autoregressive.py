@@ -163,5 +163,18 @@ class Autoregressive(Emission):
         columns, fix_covariances = self._fixed(fixed)
         return self._block().n_parameters(columns, fix_covariances)
 
+    def describe(self) -> dict[str, list]:
+        """Parameters per state, plus each state's spectral radius (below 1: the state's
+        dynamics are stable on their own) and stationary mean."""
+        d, lags = self.n_features, self.lags
+        companion = np.zeros((self.n_states, d * lags, d * lags))
+        companion[:, :d] = self.coefs
+        companion[:, d:, :-d] = np.eye(d * (lags - 1))
+        return {
+            **super().describe(),
+            "spectral_radius": list(np.abs(np.linalg.eigvals(companion)).max(axis=1)),
+            "stationary_mean": [self.stationary_mean(k) for k in range(self.n_states)],
+        }
+
     def log_prior(self) -> float:
         return self._block().log_prior() if self.coefs is not None else 0.0

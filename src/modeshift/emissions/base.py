@@ -76,3 +76,7 @@ class Emission(ABC):
     def log_prior(self) -> float:
         """Log density of the parameter prior (0 when there is none)."""
         return 0.0
+
+    def describe(self) -> dict[str, list]:
+        """Per-state columns for a model's ``describe()`` table: each parameter's value for each state."""
+        return {name: list(getattr(self, attr)) for name, attr in self.parameters.items()}

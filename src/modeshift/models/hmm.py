@@ -12,10 +12,11 @@ import pandas as pd
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
+from modeshift.metrics import segments
 from modeshift.models import selection
 from modeshift.models.base import Model, NotFittedError
 from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary
+from modeshift.transitions import Stationary, stationary_distribution
 
 __all__ = ["HMM"]
 
@@ -328,25 +329,32 @@ class HMM(Model):
 
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
         """Smoothed state posteriors p(z_t | all observations), (n_steps, K)."""
-        self._check_fitted()
         seqs = self._sequences(X, lengths)
+        return seqs.restore(self._posteriors(seqs))
+
+    def _posteriors(self, seqs: Sequences) -> np.ndarray:
+        self._check_fitted()
         initial, matrices = self._blocks[0].kernel_arrays()
         log_lik, posteriors, _ = kernels.forward_backward(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
         self._check_possible(log_lik)
-        return seqs.restore(posteriors)
+        return posteriors
 
     def decode(self, X: Any, lengths: Sequence[int] | None = None) -> tuple[float, np.ndarray | list[np.ndarray]]:
         """Most likely state path (Viterbi) and its joint log-probability log p(X, path)."""
-        self._check_fitted()
         seqs = self._sequences(X, lengths)
+        log_prob, path = self._viterbi(seqs)
+        return log_prob, seqs.restore(path)
+
+    def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
+        self._check_fitted()
         log_initial, log_matrices = self._blocks[0].log_kernel_arrays()
         path, log_prob = kernels.viterbi(
             offsets=seqs.offsets, log_initial=log_initial, log_transitions=log_matrices, **self._evidence(seqs)
         )
         self._check_possible(log_prob)
-        return float(log_prob.sum()), seqs.restore(path)
+        return float(log_prob.sum()), path
 
     def predict(self, X: Any, lengths: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
         """Most likely state path (Viterbi)."""
@@ -381,6 +389,31 @@ class HMM(Model):
         transitions, emission = self._blocks
         states = transitions.sample(int(n_steps), rng)
         return emission.sample(states, rng), states
+
+    def segment(self, X: Any, lengths: Sequence[int] | None = None) -> pd.DataFrame:
+        """Contiguous runs of one mode on the Viterbi path: ``start``, ``end`` (exclusive),
+        ``mode`` and ``probability`` (the mode's mean posterior probability over the run);
+        a leading ``sequence`` column for several sequences."""
+        seqs = self._sequences(X, lengths)
+        path, posteriors = self._viterbi(seqs)[1], self._posteriors(seqs)
+        if seqs.n_sequences == 1:
+            return segments(path, posteriors)
+        bounds = seqs.offsets[1:-1]
+        return segments(np.split(path, bounds), np.split(posteriors, bounds))
+
+    def describe(self) -> pd.DataFrame:
+        """One row per mode: long-run share of time (``occupancy``), mean dwell time
+        1 / (1 - p_kk) in steps, switch probabilities ``to_j`` and the emission's parameters."""
+        self._check_fitted()
+        transitions, emission = self._blocks
+        P = transitions.transition_matrix
+        k = len(P)
+        with np.errstate(divide="ignore"):
+            dwell = 1.0 / (1.0 - np.diag(P))
+        table = {"mode": np.arange(k), "occupancy": stationary_distribution(P), "mean_dwell": dwell}
+        table.update({f"to_{j}": P[:, j] for j in range(k)})
+        table.update(emission.describe())
+        return pd.DataFrame(table).set_index("mode")
 
     # ----------------------------------------------------------- model selection
     @property
