@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from modeshift.data import check_array, check_covariances
-from modeshift.kernels import gaussian_log_density, weighted_moments
+from modeshift.kernels import weighted_moments
 from modeshift.statistics import Statistics
 
 __all__ = ["LinearDynamics", "ensure_positive_definite"]
 
 NOISE_TYPES = ("full", "diag")
+_LOG_2PI = np.log(2.0 * np.pi)
 
 
 class LinearDynamics:
@@ -87,10 +88,11 @@ class LinearDynamics:
     def log_likelihoods(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """log N(y_t | W_k z_t, S_k) as an (n, K) array, for rows y (n, d) and z (n, q)."""
         out = np.empty((len(y), self.n_modes))
-        zero = np.zeros((1, y.shape[1]))
-        for k, inverse in enumerate(_inverse_factors(self.covariances)):
-            residuals = y - z @ self.weights[k].T
-            out[:, k] = gaussian_log_density(residuals, zero, inverse[None])[:, 0]
+        d = y.shape[1]
+        for k, inverse in enumerate(np.linalg.inv(np.linalg.cholesky(self.covariances))):
+            whitened = (y - z @ self.weights[k].T) @ inverse.T
+            log_det = -2.0 * np.log(np.diag(inverse)).sum()
+            out[:, k] = -0.5 * (d * _LOG_2PI + log_det + np.einsum("ij,ij->i", whitened, whitened))
         return out
 
     def statistics(self, y: np.ndarray, z: np.ndarray, mode_weights: np.ndarray) -> Statistics:
@@ -165,12 +167,6 @@ class LinearDynamics:
         """One draw of y given regressors z (q,) in ``mode``."""
         noise = np.linalg.cholesky(self.covariances[mode]) @ rng.standard_normal(self.covariances.shape[1])
         return self.weights[mode] @ z + noise
-
-
-def _inverse_factors(covariances: np.ndarray) -> np.ndarray:
-    """Inverses of the lower Cholesky factors, for :func:`gaussian_log_density`."""
-    factors = np.linalg.cholesky(covariances)
-    return np.linalg.inv(factors)
 
 
 def _solve_right(Syz: np.ndarray, Szz: np.ndarray) -> np.ndarray:
