@@ -7,7 +7,28 @@ and simulate with the learned model.
 
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences
-from modeshift.models import ARHMM, HMM, LinearGaussianSSM, NotFittedError, load
+from modeshift.models import (
+    ARHMM,
+    HMM,
+    LinearGaussianSSM,
+    MarkovAutoregression,
+    MarkovRegression,
+    NotFittedError,
+    SwitchingLDS,
+    load,
+)
 
-__all__ = ["ARHMM", "HMM", "LinearGaussianSSM", "NotFittedError", "Sequences", "as_sequences", "kernels", "load"]
+__all__ = [
+    "ARHMM",
+    "HMM",
+    "LinearGaussianSSM",
+    "MarkovAutoregression",
+    "MarkovRegression",
+    "NotFittedError",
+    "Sequences",
+    "SwitchingLDS",
+    "as_sequences",
+    "kernels",
+    "load",
+]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Small real datasets shipped with modeshift (provenance in ``datasets/data/README.md``)."""
+"""Small real datasets shipped with modeshift (provenance in ``datasets/data/README.md``), and
+seeded simulators of hybrid systems with ground-truth modes (:mod:`modeshift.datasets.simulators`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,20 @@ from importlib.resources import files
 
 import pandas as pd
 
-__all__ = ["load_earthquakes", "load_faithful", "load_nile"]
+from modeshift.datasets.simulators import Simulation, bouncing_ball, nascar, switching_spirals, thermostat
+
+__all__ = [
+    "Simulation",
+    "bouncing_ball",
+    "load_earthquakes",
+    "load_faithful",
+    "load_fedfunds",
+    "load_hamilton_gnp",
+    "load_nile",
+    "nascar",
+    "switching_spirals",
+    "thermostat",
+]
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -33,3 +47,23 @@ def load_nile() -> pd.DataFrame:
     The local-level example of Durbin & Koopman (2012), *Time Series Analysis by State Space Methods*.
     """
     return _read("nile.csv")
+
+
+def load_hamilton_gnp() -> pd.DataFrame:
+    """Quarterly US real GNP growth, 1951Q2-1984Q4 (columns ``quarter``, ``rgnp_growth``, ``nber_recession``).
+
+    ``rgnp_growth`` is 100 times the change in log real GNP (percent per quarter), the series of
+    Hamilton (1989), "A new approach to the economic analysis of nonstationary time series and the
+    business cycle", *Econometrica* 57(2), 357-384; ``nber_recession`` is 1 in NBER recession quarters.
+    """
+    return _read("hamilton_rgnp.csv")
+
+
+def load_fedfunds() -> pd.DataFrame:
+    """Quarterly US federal funds rate, output gap and inflation, 1954Q3-2010Q4.
+
+    Columns ``quarter``, ``fedfunds`` (effective rate, % p.a.), ``ogap`` (output gap, % of potential)
+    and ``inf`` (inflation, % p.a.; the first four values are missing). Stata's ``usmacro`` data,
+    the running example of the Stata ``mswitch`` manual.
+    """
+    return _read("usmacro_fedfunds.csv")
