@@ -82,11 +82,11 @@ class Stationary:
         extra = self.concentration - 1.0
         if extra == 0.0 and self.stickiness == 0.0:
             return 0.0
-        with np.errstate(divide="ignore"):
-            log_a = np.log(self.transition_matrix)
-            log_pi = np.log(self.initial_probs)
         weights = extra + self.stickiness * np.eye(self.n_states)
-        return float(np.sum(weights * log_a, where=weights > 0) + extra * np.sum(log_pi, where=extra > 0))
+        with np.errstate(divide="ignore"):  # log 0 = -inf under a positive weight: impossible under the prior
+            log_a = np.log(np.where(weights > 0, self.transition_matrix, 1.0))
+            log_pi = np.log(self.initial_probs) if extra > 0 else np.zeros(self.n_states)
+        return float(np.sum(weights * log_a) + extra * np.sum(log_pi))
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_steps: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,173 @@
+"""SwitchingLDS: exactness with one mode, monotone ELBO, recovery of modes and guards."""
+
+import numpy as np
+import pytest
+
+from modeshift.datasets.simulators import nascar, switching_spirals, thermostat
+from modeshift.metrics import match_modes, mode_accuracy
+from modeshift.models.base import load
+from modeshift.models.lds import LinearGaussianSSM
+from modeshift.models.slds import SwitchingLDS
+
+
+def _one_mode_pair(rng, with_inputs):
+    """The same one-mode model as a LinearGaussianSSM and as a SwitchingLDS. With inputs, the
+    SSM's inputs are [u, 1], so the last columns of its B and D are the SLDS's offsets b, d."""
+    n, p, m = 2, 3, int(with_inputs)
+    A = np.array([[0.9, 0.2], [-0.1, 0.8]])
+    Q = np.array([[0.2, 0.05], [0.05, 0.1]])
+    C = rng.normal(size=(p, n))
+    R = 0.3 * np.eye(p) + 0.05
+    m0, P0 = np.array([0.5, -0.2]), np.array([[1.0, 0.2], [0.2, 0.5]])
+    B, D = rng.normal(size=(n, m + 1)), rng.normal(size=(p, m + 1))
+    lds = LinearGaussianSSM(state_dim=n, input_dim=m + 1 if with_inputs else 0)
+    lds.transition_matrix_, lds.transition_covariance_ = A, Q
+    lds.observation_matrix_, lds.observation_covariance_ = C, R
+    lds.initial_state_mean_, lds.initial_state_covariance_ = m0, P0
+    if with_inputs:
+        lds.control_matrix_, lds.feedthrough_matrix_ = B, D
+    slds = SwitchingLDS(n_states=1, state_dim=n, input_dim=m)
+    slds.dynamics_matrices_, slds.dynamics_covariances_ = A[None], Q[None]
+    slds.dynamics_input_matrices_ = B[None, :, :m]
+    slds.dynamics_offsets_ = B[None, :, m] if with_inputs else np.zeros((1, n))
+    slds.observation_matrix_, slds.observation_covariance_ = C, R
+    slds.feedthrough_matrix_ = D[:, :m]
+    slds.observation_offset_ = D[:, m] if with_inputs else np.zeros(p)
+    slds.initial_state_mean_, slds.initial_state_covariance_ = m0, P0
+    slds.startprob_, slds.transmat_ = np.ones(1), np.ones((1, 1))
+    return lds, slds
+
+
+@pytest.mark.parametrize("with_inputs", [False, True])
+def test_one_mode_is_the_kalman_smoother_and_the_elbo_is_exact(with_inputs):
+    rng = np.random.default_rng(0)
+    lds, slds = _one_mode_pair(rng, with_inputs)
+    u = rng.normal(size=(100, 1))
+    lds_inputs = np.hstack([u, np.ones((100, 1))]) if with_inputs else None
+    slds_inputs = u if with_inputs else None
+    Y = np.concatenate(
+        [
+            lds.sample(60, random_state=1, inputs=None if lds_inputs is None else lds_inputs[:60])[0],
+            lds.sample(40, random_state=2, inputs=None if lds_inputs is None else lds_inputs[60:])[0],
+        ]
+    )
+    lengths = [60, 40]
+    exact = lds.smooth(Y, lengths, inputs=lds_inputs)
+    posterior = slds._infer(slds._sequences(Y, lengths, slds_inputs))
+    np.testing.assert_allclose(posterior.means, exact.means, atol=1e-8)
+    np.testing.assert_allclose(posterior.covs, exact.covariances, atol=1e-8)
+    np.testing.assert_allclose(posterior.cross_covs, exact.cross_covariances, atol=1e-8)
+    log_likelihood = lds.score(Y, lengths, inputs=lds_inputs)
+    assert posterior.elbo == pytest.approx(log_likelihood, abs=1e-6)
+    assert slds.score(Y, lengths, inputs=slds_inputs) == pytest.approx(log_likelihood, abs=1e-6)
+    assert np.allclose(slds.smooth(Y, lengths, inputs=slds_inputs), exact.means)
+
+
+def test_fit_with_inputs_runs_and_samples():
+    rng = np.random.default_rng(4)
+    _, truth = _one_mode_pair(rng, True)
+    u = rng.normal(size=(300, 1))
+    Y, states, modes = truth.sample(300, random_state=0, inputs=u)
+    model = SwitchingLDS(n_states=2, state_dim=2, input_dim=1, recurrent=True, n_iter=10, random_state=0)
+    model.fit(Y, inputs=u)
+    assert model.dynamics_input_matrices_.shape == (2, 2, 1) and model.input_weights_.shape == (2, 1)
+    assert np.isfinite(model.elbo_history_).all()
+    assert model.sample(20, random_state=0, inputs=u[:20])[0].shape == (20, 3)
+
+
+def test_elbo_never_decreases_without_recurrence():
+    sim = switching_spirals(400, random_state=3, n_modes=2, obs_dim=4)
+    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=25, tol=0.0, reg_covar=0.0, random_state=0)
+    model.fit(sim.observations)
+    steps = np.diff(model.elbo_history_)
+    assert len(model.elbo_history_) == 25
+    assert steps.min() > -1e-6 * abs(model.elbo_history_[-1])
+    assert mode_accuracy(sim.modes, model.predict(sim.observations)) > 0.8
+
+
+def _thermostat_guards(seed):
+    sim = thermostat(2000, random_state=seed)
+    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, random_state=seed).fit(sim.observations)
+    predicted = model.predict(sim.observations)
+    accuracy = mode_accuracy(sim.modes, predicted)
+    heating, cooling = (int(np.flatnonzero(match_modes(sim.modes, predicted) == k)[0]) for k in (0, 1))
+    W, r = model.recurrence_weights_[:, 0], model.recurrence_biases_
+    C, d = model.observation_matrix_[0, 0], model.observation_offset_[0]
+    # p(leave i for j | x) = 1/2 where (w_j - w_i) x + r_ij - r_ii = 0; then y = C x + d
+    high = C * -(r[heating, cooling] - r[heating, heating]) / (W[cooling] - W[heating]) + d
+    low = C * -(r[cooling, heating] - r[cooling, cooling]) / (W[heating] - W[cooling]) + d
+    return sim, accuracy, high, low
+
+
+def test_thermostat_guards_are_recovered():
+    sim, accuracy, high, low = _thermostat_guards(0)
+    assert accuracy >= 0.9
+    assert abs(high - sim.parameters["high"]) <= 0.1 * sim.parameters["high"]
+    assert abs(low - sim.parameters["low"]) <= 0.1 * sim.parameters["low"]
+
+
+def _nascar_accuracy(seed, n_restarts=1):
+    sim = nascar(2000, random_state=seed)
+    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_restarts=n_restarts, random_state=seed)
+    model.fit(sim.observations)
+    return mode_accuracy(sim.modes, model.predict(sim.observations))
+
+
+def test_nascar_one_seed():
+    assert _nascar_accuracy(1) >= 0.9
+
+
+@pytest.mark.slow
+def test_nascar_modes_over_five_seeds():
+    # the ELBO has poor local optima (one seed in five lands in one with one restart);
+    # the restart with the largest final ELBO is also the one that finds the laps
+    accuracies = [_nascar_accuracy(seed, n_restarts=3) for seed in range(5)]
+    assert np.mean(accuracies) >= 0.9, accuracies
+
+
+@pytest.mark.slow
+def test_auto_picks_four_modes_on_nascar():
+    chosen = []
+    for seed in range(3):
+        sim = nascar(1000, random_state=seed)
+        model = SwitchingLDS(n_states="auto", state_dim=2, recurrent=True, max_states=6, n_iter=20, random_state=seed)
+        chosen.append(model.fit(sim.observations).n_states_)
+    assert sum(k == 4 for k in chosen) >= 2, chosen
+
+
+def test_save_load_round_trip_and_sampling(tmp_path):
+    sim = switching_spirals(300, random_state=1, n_modes=2, obs_dim=3)
+    model = SwitchingLDS(n_states=2, state_dim=2, recurrent=True, n_iter=5, random_state=0).fit(sim.observations)
+    path = tmp_path / "slds.npz"
+    model.save(path)
+    loaded = load(path)
+    assert isinstance(loaded, SwitchingLDS)
+    for name in model.parameter_names:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
+    assert loaded.elbo_history_ == model.elbo_history_
+    np.testing.assert_array_equal(loaded.predict(sim.observations), model.predict(sim.observations))
+    observations, states, modes = loaded.sample(50, random_state=0)
+    assert observations.shape == (50, 3) and states.shape == (50, 2) and modes.shape == (50,)
+    table = loaded.describe()
+    assert list(table.columns) == ["dwell_time", "eigenvalues", "offset", "entry_weights", "entry_biases"]
+    assert loaded.n_parameters > 0 and np.isfinite(loaded.bic(sim.observations))
+
+
+def test_bad_inputs_are_named():
+    sim = switching_spirals(100, random_state=1, n_modes=2, obs_dim=3)
+    Y = sim.observations
+    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=2, random_state=0).fit(Y)
+    with pytest.raises(ValueError, match="expects 3 feature"):
+        model.predict(Y[:, :2])
+    holes = Y.copy()
+    holes[7, 1] = np.nan
+    with pytest.raises(ValueError, match="sequence 0, time step 7: missing value"):
+        model.predict(holes)
+    with pytest.raises(ValueError, match="sequence 1 has 1 time step"):
+        model.predict(Y[:11], lengths=[10, 1])
+    with pytest.raises(ValueError, match="input_dim=0"):
+        model.predict(Y, inputs=np.ones((100, 1)))
+    with pytest.raises(ValueError, match="inputs must have 2 column"):
+        SwitchingLDS(n_states=2, input_dim=2).fit(Y, inputs=np.ones((100, 1)))
+    with pytest.raises(ValueError, match="n_states must be"):
+        SwitchingLDS(n_states=0)
