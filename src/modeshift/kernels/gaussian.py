@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -68,10 +69,37 @@ def weighted_moments(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarra
 
     Returns ``totals`` (K,) = sum_n w_nk, ``sums`` (K, D) = sum_n w_nk x_n and
     ``outer`` (K, D, D) = sum_n w_nk x_n x_n^T for points (n, D) and weights (n, K).
-    One matrix product per component: BLAS beats a hand loop here at every size.
     """
-    outer = np.empty((weights.shape[1], points.shape[1], points.shape[1]))
-    for k in range(weights.shape[1]):
-        np.matmul((points * weights[:, k, None]).T, points, out=outer[k])
-    outer = 0.5 * (outer + np.swapaxes(outer, 1, 2))
-    return weights.sum(axis=0), weights.T @ points, outer
+    n_chunks = max(1, min(len(points), 4 * numba.get_num_threads()))
+    return _weighted_moments(np.ascontiguousarray(points), np.ascontiguousarray(weights), n_chunks)
+
+
+@njit(cache=True, parallel=True)
+def _weighted_moments(
+    points: np.ndarray, weights: np.ndarray, n_chunks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_points, n_features = points.shape
+    n_components = weights.shape[1]
+    totals = np.zeros((n_chunks, n_components))
+    sums = np.zeros((n_chunks, n_components, n_features))
+    outer = np.zeros((n_chunks, n_components, n_features, n_features))
+    size = (n_points + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        for n in range(c * size, min(n_points, (c + 1) * size)):
+            x = points[n]
+            for k in range(n_components):
+                w = weights[n, k]
+                if w == 0.0:
+                    continue
+                totals[c, k] += w
+                for i in range(n_features):
+                    wx = w * x[i]
+                    sums[c, k, i] += wx
+                    for j in range(i + 1):
+                        outer[c, k, i, j] += wx * x[j]
+    total_outer = outer.sum(axis=0)
+    for k in range(n_components):
+        for i in range(n_features):
+            for j in range(i):
+                total_outer[k, j, i] = total_outer[k, i, j]
+    return totals.sum(axis=0), sums.sum(axis=0), total_outer
