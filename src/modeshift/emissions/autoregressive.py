@@ -14,14 +14,19 @@ __all__ = ["Autoregressive", "with_lags"]
 
 
 def with_lags(values: np.ndarray, offsets: np.ndarray, lags: int) -> np.ndarray:
-    """Rows ``[y_t, y_t-1, ..., y_t-lags]`` (n_steps, D (lags + 1)); NaN before a sequence's start."""
+    """Rows ``[y_t, y_t-1, ..., y_t-lags, 1]`` (n_steps, D (lags + 1) + 1).
+
+    At the first ``lags`` steps of a sequence, which have no full history, the lags
+    and the final 1 are 0 instead.
+    """
     n_steps, d = values.shape
     position = np.arange(n_steps) - np.repeat(offsets[:-1], np.diff(offsets))
-    out = np.full((n_steps, d * (lags + 1)), np.nan)
+    out = np.zeros((n_steps, d * (lags + 1) + 1))
     out[:, :d] = values
     for lag in range(1, lags + 1):
         rows = np.flatnonzero(position >= lag)
         out[rows, lag * d : (lag + 1) * d] = values[rows - lag]
+    out[position >= lags, -1] = 1.0
     return out
 
 
@@ -63,8 +68,8 @@ class Autoregressive(Emission):
 
     def validate(self, seqs: Sequences) -> Sequences:
         d = self.n_features
-        if d is not None and seqs.n_features != d * (self.lags + 1):
-            raise ValueError(f"the model has {d} feature(s), the data {seqs.n_features // (self.lags + 1)}")
+        if d is not None and seqs.n_features != d * (self.lags + 1) + 1:
+            raise ValueError(f"the model has {d} feature(s), the data {(seqs.n_features - 1) // (self.lags + 1)}")
         return seqs
 
     def set(self, name: str, value: np.ndarray) -> None:
@@ -85,11 +90,9 @@ class Autoregressive(Emission):
 
     # --------------------------------------------------------------------- algebra
     def _split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows with all lags present, as responses y and regressors z = [lags, 1]."""
-        complete = np.flatnonzero(~np.isnan(values).any(axis=1))
-        d = values.shape[1] // (self.lags + 1)
-        rows = values[complete]
-        return complete, rows[:, :d], np.hstack([rows[:, d:], np.ones((len(rows), 1))])
+        """Which rows have a full history, the responses y and the regressors z = [lags, 1]."""
+        d = (values.shape[1] - 1) // (self.lags + 1)
+        return values[:, -1] == 1.0, values[:, :d], values[:, d:]
 
     def _block(self) -> LinearDynamics:
         block = self.dynamics
@@ -105,9 +108,9 @@ class Autoregressive(Emission):
     def initialize(self, values: np.ndarray, rng: np.random.Generator) -> None:
         """k-means++ on standardised lagged rows, then one M-step from those hard labels."""
         complete, y, z = self._split(values)
-        if len(complete) == 0:
+        if not complete.any():
             raise ValueError(f"no time step has {self.lags} previous value(s) to regress on")
-        rows = values[complete]
+        y, z, rows = y[complete], z[complete], values[complete, :-1]
         scaled = (rows - rows.mean(axis=0)) / np.maximum(rows.std(axis=0), 1e-12)
         _, labels = kmeans(scaled, self.n_states, rng)
         d, q = y.shape[1], z.shape[1]
@@ -121,13 +124,13 @@ class Autoregressive(Emission):
 
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
         complete, y, z = self._split(values)
-        out = np.zeros((len(values), self.n_states))
-        out[complete] = self._block().log_likelihoods(y, z)
+        out = self._block().log_likelihoods(y, z)
+        out[~complete] = 0.0
         return out
 
     def statistics(self, values: np.ndarray, posteriors: np.ndarray) -> Statistics:
         complete, y, z = self._split(values)
-        return self.dynamics.statistics(y, z, posteriors[complete])
+        return self.dynamics.statistics(y, z, posteriors * complete[:, None])
 
     def _fixed(self, fixed: frozenset[str]) -> tuple[np.ndarray, bool]:
         columns = np.r_[np.full(self.coefs.shape[2], "coefs" in fixed), "intercepts" in fixed]
