@@ -14,13 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from modeshift.data import check_array, check_covariances
-from modeshift.kernels import weighted_moments
+from modeshift.kernels import regression_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
 __all__ = ["LinearDynamics", "ensure_positive_definite"]
 
 NOISE_TYPES = ("full", "diag")
-_LOG_2PI = np.log(2.0 * np.pi)
 
 
 class LinearDynamics:
@@ -87,13 +86,8 @@ class LinearDynamics:
     # ------------------------------------------------------------------- inference
     def log_likelihoods(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """log N(y_t | W_k z_t, S_k) as an (n, K) array, for rows y (n, d) and z (n, q)."""
-        out = np.empty((len(y), self.n_modes))
-        d = y.shape[1]
-        for k, inverse in enumerate(np.linalg.inv(np.linalg.cholesky(self.covariances))):
-            whitened = (y - z @ self.weights[k].T) @ inverse.T
-            log_det = -2.0 * np.log(np.diag(inverse)).sum()
-            out[:, k] = -0.5 * (d * _LOG_2PI + log_det + np.einsum("ij,ij->i", whitened, whitened))
-        return out
+        inverse_factors = np.linalg.inv(np.linalg.cholesky(self.covariances))
+        return regression_log_density(y, z, self.weights, inverse_factors)
 
     def statistics(self, y: np.ndarray, z: np.ndarray, mode_weights: np.ndarray) -> Statistics:
         """Sufficient statistics of observed rows y (n, d), z (n, q) weighted by (n, K)."""

@@ -1,6 +1,6 @@
 """numba-compiled hot loops: pure functions on arrays, no classes, no validation."""
 
-from modeshift.kernels.gaussian import gaussian_log_density, weighted_moments
+from modeshift.kernels.gaussian import gaussian_log_density, regression_log_density, weighted_moments
 from modeshift.kernels.hmm import (
     forward_backward,
     forward_backward_varying,
@@ -29,6 +29,7 @@ __all__ = [
     "sample_chain",
     "sample_posterior_paths",
     "viterbi",
+    "regression_log_density",
     "weighted_moments",
     "kalman_filter",
     "rts_smoother",

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["gaussian_log_density", "weighted_moments"]
+__all__ = ["gaussian_log_density", "regression_log_density", "weighted_moments"]
 
 _LOG_2PI = np.log(2.0 * np.pi)
 _BLOCK = 256  # points handled together, so the innermost loops run over points and vectorise
@@ -62,6 +62,49 @@ def _gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors
                     squared[n] += z[n] * z[n]
             for n in range(size):
                 out[start + n, k] = constants[k] - 0.5 * squared[n]
+
+
+def regression_log_density(
+    responses: np.ndarray, regressors: np.ndarray, weights: np.ndarray, inverse_factors: np.ndarray
+) -> np.ndarray:
+    """log N(y_n | W_k z_n, S_k) as an (n_points, K) array, in one pass over the data.
+
+    ``responses`` (n, d), ``regressors`` (n, q), ``weights`` (K, d, q) and
+    ``inverse_factors`` (K, d, d), the inverses of the lower Cholesky factors of S_k.
+    """
+    out = np.empty((responses.shape[0], weights.shape[0]))
+    _regression_log_density(responses, regressors, np.ascontiguousarray(weights), inverse_factors, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _regression_log_density(responses, regressors, weights, inverse_factors, out) -> None:
+    n_points, d = responses.shape
+    n_components, _, q = weights.shape
+    constants = np.empty(n_components)
+    for k in range(n_components):
+        log_det = 0.0
+        for i in range(d):
+            log_det -= 2.0 * np.log(inverse_factors[k, i, i])
+        constants[k] = -0.5 * (d * _LOG_2PI + log_det)
+    n_blocks = (n_points + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):
+        residual = np.empty(d)
+        for n in range(b * _BLOCK, min(n_points, (b + 1) * _BLOCK)):
+            y, z = responses[n], regressors[n]
+            for k in range(n_components):
+                for i in range(d):
+                    value = y[i]
+                    for j in range(q):
+                        value -= weights[k, i, j] * z[j]
+                    residual[i] = value
+                squared = 0.0
+                for i in range(d):
+                    value = 0.0
+                    for j in range(i + 1):
+                        value += inverse_factors[k, i, j] * residual[j]
+                    squared += value * value
+                out[n, k] = constants[k] - 0.5 * squared
 
 
 def weighted_moments(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
