@@ -10,7 +10,7 @@ layout the numba kernels work on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from typing import Any, Literal
 
@@ -238,6 +238,56 @@ class Sequences:
         restored = np.empty_like(per_step)
         restored[self.row_order] = per_step
         return restored
+
+    def with_inputs(self, inputs: Any, input_dim: int, model: str = "this model") -> Sequences:
+        """These sequences with checked exogenous inputs (n_steps, input_dim) attached.
+
+        ``inputs`` is one array aligned with the values as the caller gave them (for a
+        data frame: in its row order), a list of arrays (one per sequence, for list
+        input), or None to use inputs already attached (a data frame's input columns).
+        With ``input_dim=0`` no inputs may be given and an empty (n_steps, 0) array is attached.
+        """
+        if inputs is None:
+            if input_dim == 0:
+                return replace(self, inputs=np.zeros((self.n_steps, 0)))
+            if self.inputs is None:
+                raise ValueError(f"{model} has input_dim={input_dim}: pass inputs")
+            given = np.asarray(self.inputs, dtype=float)
+        else:
+            if input_dim == 0:
+                raise ValueError(f"inputs were given but {model} has input_dim=0")
+            given = self._input_array(inputs)
+        if given.shape[1] != input_dim:
+            raise ValueError(f"inputs must have {input_dim} column(s) (input_dim), got {given.shape[1]}")
+        bad = np.flatnonzero(~np.isfinite(given).all(axis=1))
+        if bad.size:
+            sequence, step = self.locate(int(bad[0]))
+            raise ValueError(f"sequence {sequence}, time step {step}: non-finite input")
+        return replace(self, inputs=np.ascontiguousarray(given))
+
+    def _input_array(self, inputs: Any) -> np.ndarray:
+        """Inputs as one (n_steps, m) array aligned with ``values``."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) and not np.isscalar(inputs[0]) and self.form == "list":
+            if len(inputs) != self.n_sequences:
+                raise ValueError(f"inputs: got {len(inputs)} arrays for {self.n_sequences} sequences")
+            blocks = []
+            for s, block in enumerate(inputs):
+                array = np.asarray(block, dtype=float)
+                array = array[:, None] if array.ndim == 1 else array
+                if array.ndim != 2 or len(array) != self.lengths[s]:
+                    raise ValueError(
+                        f"sequence {s}: inputs must have {self.lengths[s]} rows (one per step), got shape {array.shape}"
+                    )
+                blocks.append(array)
+            widths = {b.shape[1] for b in blocks}
+            if len(widths) > 1:
+                raise ValueError(f"inputs of different sequences have different numbers of columns {sorted(widths)}")
+            return np.concatenate(blocks)
+        array = np.asarray(inputs, dtype=float)
+        array = array[:, None] if array.ndim == 1 else array
+        if array.ndim != 2 or len(array) != self.n_steps:
+            raise ValueError(f"inputs must have {self.n_steps} rows (one per time step), got shape {array.shape}")
+        return array if self.row_order is None else array[self.row_order]
 
     # --------------------------------------------------------------- model checks
     def require(

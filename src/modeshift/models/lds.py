@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -241,25 +240,7 @@ class LinearGaussianSSM(Model):
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any, p: int | None) -> Sequences:
         seqs = as_sequences(X, lengths)
         seqs.require(allow_missing=True, n_features=p, model="this LinearGaussianSSM")
-        m = self.input_dim
-        if inputs is None:
-            if m > 0:
-                if seqs.inputs is None:
-                    raise ValueError(f"this LinearGaussianSSM has input_dim={m}: pass inputs")
-                given = seqs.inputs
-            else:
-                return seqs
-        else:
-            if m == 0:
-                raise ValueError("inputs were given but this LinearGaussianSSM has input_dim=0")
-            given = _concatenate_inputs(inputs, seqs)
-        if given.shape[1] != m:
-            raise ValueError(f"inputs must have {m} column(s) (input_dim), got {given.shape[1]}")
-        bad = np.flatnonzero(~np.isfinite(given).all(axis=1))
-        if bad.size:
-            sequence, step = seqs.locate(int(bad[0]))
-            raise ValueError(f"sequence {sequence}, time step {step}: non-finite input")
-        return dataclasses.replace(seqs, inputs=np.ascontiguousarray(given))
+        return seqs.with_inputs(inputs, self.input_dim, "this LinearGaussianSSM")
 
     def _run_filter(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
         m = self.input_dim
@@ -630,31 +611,3 @@ class LinearGaussianSSM(Model):
         for name, value in attributes.items():
             setattr(self, name, value)
         self._check_parameters()
-
-
-# ------------------------------------------------------------------------ helpers
-def _concatenate_inputs(inputs: Any, seqs: Sequences) -> np.ndarray:
-    """Inputs as one (n_steps, m) array aligned with ``seqs.values``."""
-    if isinstance(inputs, (list, tuple)) and len(inputs) and not np.isscalar(inputs[0]) and seqs.form == "list":
-        if len(inputs) != seqs.n_sequences:
-            raise ValueError(f"inputs: got {len(inputs)} arrays for {seqs.n_sequences} sequences")
-        blocks = []
-        for s, block in enumerate(inputs):
-            array = np.asarray(block, dtype=float)
-            array = array[:, None] if array.ndim == 1 else array
-            if array.ndim != 2 or len(array) != seqs.lengths[s]:
-                raise ValueError(
-                    f"sequence {s}: inputs must have {seqs.lengths[s]} rows (one per step), got shape {array.shape}"
-                )
-            blocks.append(array)
-        widths = {b.shape[1] for b in blocks}
-        if len(widths) > 1:
-            raise ValueError(f"inputs of different sequences have different numbers of columns {sorted(widths)}")
-        return np.concatenate(blocks)
-    array = np.asarray(inputs, dtype=float)
-    array = array[:, None] if array.ndim == 1 else array
-    if array.ndim != 2 or len(array) != seqs.n_steps:
-        raise ValueError(f"inputs must have {seqs.n_steps} rows (one per time step), got shape {array.shape}")
-    if seqs.row_order is not None:
-        array = array[seqs.row_order]
-    return array

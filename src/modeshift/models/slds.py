@@ -44,7 +44,7 @@ from modeshift.dynamics import LinearDynamics, ensure_positive_definite
 from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError
-from modeshift.models.lds import LinearGaussianSSM, _concatenate_inputs
+from modeshift.models.lds import LinearGaussianSSM
 from modeshift.statistics import Statistics
 
 __all__ = ["SwitchingLDS"]
@@ -244,24 +244,7 @@ class SwitchingLDS(Model):
         seqs = as_sequences(X, lengths).require(
             allow_missing=False, min_length=2, n_features=self._obs_dim(), model="a SwitchingLDS"
         )
-        m = self.input_dim
-        if inputs is None:
-            if m == 0:
-                return dataclasses.replace(seqs, inputs=np.zeros((seqs.n_steps, 0)))
-            if seqs.inputs is None:
-                raise ValueError(f"this SwitchingLDS has input_dim={m}: pass inputs")
-            given = np.asarray(seqs.inputs, dtype=float)
-        else:
-            if m == 0:
-                raise ValueError("inputs were given but this SwitchingLDS has input_dim=0")
-            given = _concatenate_inputs(inputs, seqs)
-        if given.shape[1] != m:
-            raise ValueError(f"inputs must have {m} column(s) (input_dim), got {given.shape[1]}")
-        bad = np.flatnonzero(~np.isfinite(given).all(axis=1))
-        if bad.size:
-            sequence, step = seqs.locate(int(bad[0]))
-            raise ValueError(f"sequence {sequence}, time step {step}: non-finite input")
-        return dataclasses.replace(seqs, inputs=np.ascontiguousarray(given))
+        return seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS")
 
     # ------------------------------------------------------------------ inference
     def _update_states(self, seqs: Sequences, mode_probs: np.ndarray) -> tuple:
