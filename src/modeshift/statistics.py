@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Statistics"]
+import numpy as np
+
+__all__ = ["Stacked", "Statistics"]
 
 
 class Statistics(dict):
@@ -27,3 +29,22 @@ class Statistics(dict):
         return Statistics({key: self[key] + other[key] for key in self})
 
     __radd__ = __add__
+
+
+class Stacked:
+    """Per-step rows that batches contribute by stacking rather than summing, for an
+    M-step that must see the data itself (an iterative one, such as a logistic regression).
+
+    >>> (Stacked(np.zeros((2, 3))) + Stacked(np.ones((1, 3)))).array.shape
+    (3, 3)
+    """
+
+    def __init__(self, *blocks: np.ndarray):
+        self.blocks = blocks
+
+    def __add__(self, other: Stacked) -> Stacked:
+        return Stacked(*self.blocks, *other.blocks)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.blocks)

@@ -1,14 +1,22 @@
-"""How a hidden chain moves between its states."""
+"""How a hidden chain moves between its states: one fixed matrix, or one driven by inputs.
+
+Both blocks give the kernels an initial distribution and a stack of transition
+matrices (1 or n_steps, K, K), take expected counts in the E-step, and update their
+parameters in the M-step. ``features`` (n_steps, F) are what an input-driven chain
+reads at each step; a stationary chain ignores them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax, softmax
 
-from modeshift.data import check_probabilities
+from modeshift.data import check_array, check_probabilities
 from modeshift.kernels import sample_chain
-from modeshift.statistics import Statistics
+from modeshift.statistics import Stacked, Statistics
 
-__all__ = ["Stationary", "stationary_distribution"]
+__all__ = ["InputDriven", "Stationary", "stationary_distribution"]
 
 
 class Stationary:
@@ -28,6 +36,11 @@ class Stationary:
     stickiness : float
         Extra pseudo-count on the diagonal of the transition matrix.
     """
+
+    #: model attribute -> attribute of this object
+    parameters = {"startprob_": "initial_probs", "transmat_": "transition_matrix"}
+    #: whether the E-step must keep pair posteriors per step
+    varying = False
 
     def __init__(self, n_states: int, concentration: float = 1.0, stickiness: float = 0.0):
         if concentration < 1.0 or stickiness < 0.0:
@@ -52,22 +65,35 @@ class Stationary:
         noise = rng.dirichlet(np.ones(k), size=k)
         self.transition_matrix = 0.5 * np.eye(k) + 0.5 * noise if k > 1 else np.ones((1, 1))
 
-    @property
-    def n_parameters(self) -> int:
-        return self.n_states - 1 + self.n_states * (self.n_states - 1)
+    def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+        k = self.n_states
+        return (0 if "initial_probs" in fixed else k - 1) + (0 if "transition_matrix" in fixed else k * (k - 1))
 
-    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    def kernel_arrays(self, features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(initial_probs, transition matrices (1, K, K)) as the kernels take them."""
         return self.initial_probs, self.transition_matrix[None]
 
-    def log_kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    def log_kernel_arrays(self, features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(divide="ignore"):
             return np.log(self.initial_probs), np.log(self.transition_matrix)[None]
 
+    def describe(self) -> dict[str, np.ndarray]:
+        """Per-state columns: long-run share of time, mean dwell time 1 / (1 - p_kk), switch probabilities."""
+        P = self.transition_matrix
+        with np.errstate(divide="ignore"):
+            dwell = 1.0 / (1.0 - np.diag(P))
+        return {
+            "occupancy": stationary_distribution(P),
+            "mean_dwell": dwell,
+            **{f"to_{j}": P[:, j] for j in range(len(P))},
+        }
+
     # ------------------------------------------------------------------------ EM
-    def statistics(self, posteriors: np.ndarray, starts: np.ndarray, pair_counts: np.ndarray) -> Statistics:
-        """Expected initial-state counts and transition counts."""
-        return Statistics(initial=posteriors[starts].sum(axis=0), transitions=pair_counts)
+    def statistics(
+        self, posteriors: np.ndarray, starts: np.ndarray, pairs: np.ndarray, features: np.ndarray | None = None
+    ) -> Statistics:
+        """Expected initial-state counts and transition counts (``pairs`` summed over steps)."""
+        return Statistics(initial=posteriors[starts].sum(axis=0), transitions=pairs)
 
     def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
         extra = self.concentration - 1.0
@@ -89,9 +115,129 @@ class Stationary:
         return float(np.sum(weights * log_a) + extra * np.sum(log_pi))
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, n_steps: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, n_steps: int, rng: np.random.Generator, features: np.ndarray | None = None) -> np.ndarray:
         """One state path of ``n_steps`` steps."""
-        return sample_chain(self.initial_probs, self.transition_matrix, rng.random(n_steps))
+        return sample_chain(self.initial_probs, self.transition_matrix[None], rng.random(n_steps))
+
+
+class InputDriven:
+    """Transitions that depend on inputs: ``p(z_t = j | z_t-1 = i, u_t) = softmax_j(r_ij + w_j . u_t)``.
+
+    ``biases`` r (K, K) hold the chain at zero input; ``weights`` w (K, F) say how
+    each input pushes towards each state. With u_t a switch's physical drivers these
+    are the guards of a hybrid automaton: leaving i for j becomes likelier than
+    staying where (w_j - w_i) . u + r_ij - r_ii > 0.
+
+    The M-step maximises the expected log-likelihood plus the L2 prior
+    ``-penalty / 2 (|r|^2 + |w|^2)`` (a weighted multinomial logistic regression of
+    the pair posteriors on the inputs) by BFGS from the current values, so EM
+    stays monotone. It needs the pair posteriors of every step, which batches
+    contribute by stacking (:class:`~modeshift.statistics.Stacked`).
+    """
+
+    parameters = {"startprob_": "initial_probs", "input_weights_": "weights", "recurrence_biases_": "biases"}
+    varying = True
+
+    def __init__(self, n_states: int, n_features: int, concentration: float = 1.0, penalty: float = 1e-2):
+        if concentration < 1.0 or penalty <= 0.0:
+            raise ValueError("concentration must be >= 1 and the transition penalty > 0")
+        self.n_states = n_states
+        self.n_features = n_features
+        self.concentration = concentration
+        self.penalty = penalty
+        self.initial_probs: np.ndarray | None = None
+        self.weights: np.ndarray | None = None
+        self.biases: np.ndarray | None = None
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        k, f = self.n_states, self.n_features
+        if name == "initial_probs":
+            self.initial_probs = check_probabilities("startprob_", value, (k,))
+        elif name == "weights":
+            self.weights = check_array("input_weights_", value, (k, f))
+        else:
+            self.biases = check_array("recurrence_biases_", value, (k, k))
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """As :class:`Stationary` at zero input; inputs start without effect."""
+        start = Stationary(self.n_states)
+        start.initialize(rng)
+        self.initial_probs = start.initial_probs
+        self.biases = np.log(start.transition_matrix)
+        self.weights = np.zeros((self.n_states, self.n_features))
+
+    def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+        k, f = self.n_states, self.n_features
+        count = 0 if "initial_probs" in fixed else k - 1
+        count += 0 if "biases" in fixed else k * (k - 1)  # a common shift of a row changes nothing
+        return count + (0 if "weights" in fixed else (k - 1) * f)
+
+    def _logits(self, features: np.ndarray) -> np.ndarray:
+        """(n_steps, K, K): r_ij + w_j . u_t."""
+        return self.biases[None] + (features @ self.weights.T)[:, None, :]
+
+    def kernel_arrays(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(initial_probs, transition matrices (n_steps, K, K)); entry t moves z_t-1 to z_t."""
+        return self.initial_probs, softmax(self._logits(features), axis=2)
+
+    def log_kernel_arrays(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(divide="ignore"):
+            return np.log(self.initial_probs), log_softmax(self._logits(features), axis=2)
+
+    def describe(self) -> dict[str, np.ndarray]:
+        """Per-state columns: switch probabilities at zero input and the input weights."""
+        P = softmax(self.biases, axis=1)
+        return {**{f"to_{j}_at_zero_input": P[:, j] for j in range(len(P))}, "input_weights": list(self.weights)}
+
+    # ------------------------------------------------------------------------ EM
+    def statistics(
+        self, posteriors: np.ndarray, starts: np.ndarray, pairs: np.ndarray, features: np.ndarray
+    ) -> Statistics:
+        """Initial counts, and the pair posteriors (n_steps, K, K) and inputs of every step
+        that has a predecessor."""
+        rows = np.ones(len(pairs), dtype=bool)
+        rows[starts] = False
+        return Statistics(
+            initial=posteriors[starts].sum(axis=0), pairs=Stacked(pairs[rows]), features=Stacked(features[rows])
+        )
+
+    def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset(), max_iter: int = 100) -> None:
+        k, f, extra = self.n_states, self.n_features, self.concentration - 1.0
+        if "initial_probs" not in fixed:
+            self.initial_probs = _normalise(stats["initial"] + extra, self.initial_probs)
+        free = np.r_[np.full(k * k, "biases" not in fixed), np.full(k * f, "weights" not in fixed)]
+        if not free.any():
+            return
+        pairs, features = stats["pairs"].array, stats["features"].array
+        leaving = pairs.sum(axis=2, keepdims=True)
+        theta = np.r_[self.biases.ravel(), self.weights.ravel()]
+
+        def objective(values: np.ndarray) -> tuple[float, np.ndarray]:
+            theta[free] = values
+            biases, weights = theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
+            log_probs = log_softmax(biases[None] + (features @ weights.T)[:, None, :], axis=2)
+            residuals = pairs - leaving * np.exp(log_probs)
+            gradient = np.r_[residuals.sum(axis=0).ravel(), (residuals.sum(axis=1).T @ features).ravel()]
+            value = -np.sum(pairs * log_probs) + 0.5 * self.penalty * theta @ theta
+            return value, (self.penalty * theta - gradient)[free]
+
+        result = minimize(objective, theta[free], jac=True, method="BFGS", options={"maxiter": max_iter})
+        theta[free] = result.x
+        self.biases, self.weights = theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
+
+    def log_prior(self) -> float:
+        extra = self.concentration - 1.0
+        total = -0.5 * self.penalty * (np.sum(self.biases**2) + np.sum(self.weights**2))
+        if extra > 0:
+            with np.errstate(divide="ignore"):
+                total += extra * np.sum(np.log(self.initial_probs))
+        return float(total)
+
+    def sample(self, n_steps: int, rng: np.random.Generator, features: np.ndarray | None = None) -> np.ndarray:
+        """One state path of ``n_steps`` steps driven by ``features`` (n_steps, F)."""
+        if features is None or len(features) != n_steps:
+            raise ValueError(f"an input-driven chain needs inputs for each of the {n_steps} steps")
+        return sample_chain(self.initial_probs, self.kernel_arrays(features)[1], rng.random(n_steps))
 
 
 def stationary_distribution(transition_matrix: np.ndarray) -> np.ndarray:

@@ -404,13 +404,24 @@ def sample_posterior_paths(
     )
 
 
+def sample_chain(initial_probs: np.ndarray, transition_matrices: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """A Markov chain path of ``len(uniforms)`` steps driven by the given U(0, 1) variates.
+
+    ``transition_matrices`` is (K, K), or a stack (1 or n_steps, K, K) whose entry t
+    moves z_t-1 to z_t.
+    """
+    stack = np.asarray(transition_matrices, dtype=np.float64)
+    stack = np.ascontiguousarray(stack[None] if stack.ndim == 2 else stack)
+    return _sample_chain(np.asarray(initial_probs, dtype=np.float64), stack, np.asarray(uniforms, dtype=np.float64))
+
+
 @njit(cache=True)
-def sample_chain(initial_probs: np.ndarray, transition_matrix: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    """A Markov chain path of ``len(uniforms)`` steps driven by the given U(0, 1) variates."""
+def _sample_chain(initial_probs: np.ndarray, transition_matrices: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     path = np.empty(uniforms.shape[0], dtype=np.int64)
     state = draw(initial_probs, uniforms[0])
     path[0] = state
+    varying = transition_matrices.shape[0] > 1
     for t in range(1, uniforms.shape[0]):
-        state = draw(transition_matrix[state], uniforms[t])
+        state = draw(transition_matrices[t if varying else 0, state], uniforms[t])
         path[t] = state
     return path

@@ -41,7 +41,7 @@ class ARHMM(HMM):
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
     reg_covar, n_iter, tol, n_restarts, random_state, fixed,
-    transition_concentration, stickiness, max_states, verbose
+    transition_concentration, stickiness, input_dim, transition_penalty, max_states, verbose
         As for :class:`HMM`.
 
     Attributes
@@ -82,6 +82,8 @@ class ARHMM(HMM):
         transition_concentration: float = 1.0,
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
+        input_dim: int = 0,
+        transition_penalty: float = 1e-2,
         max_states: int = 10,
         verbose: bool = False,
     ):
@@ -101,13 +103,16 @@ class ARHMM(HMM):
         self.transition_concentration = transition_concentration
         self.stickiness = stickiness
         self.reg_covar = reg_covar
+        self.input_dim = int(input_dim)
+        self.transition_penalty = transition_penalty
         self.verbose = verbose
 
     def _make_emission(self) -> Emission:
         return Autoregressive(self._k, self.lags, self.noise, self.shared_noise, self.ridge, self.reg_covar)
 
-    def _sequences(self, X: Any, lengths: Sequence[int] | None) -> Sequences:
-        seqs = as_sequences(X, lengths).require(
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any = None) -> Sequences:
+        seqs = as_sequences(X, lengths).with_inputs(inputs, self.input_dim, "this ARHMM")
+        seqs = seqs.require(
             allow_missing=False,
             min_length=self.lags + 1,
             n_features=self._blocks[1].n_features,

@@ -16,13 +16,14 @@ from modeshift.metrics import segments
 from modeshift.models import selection
 from modeshift.models.base import Model, NotFittedError
 from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary, stationary_distribution
+from modeshift.transitions import InputDriven, Stationary
 
 __all__ = ["HMM"]
 
+PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for list input
+
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 _FIT_RESULTS = ("log_likelihood_history_", "converged_", "n_states_", "selection_")
-_TRANSITION_PARAMETERS = {"startprob_": "initial_probs", "transmat_": "transition_matrix"}
 
 
 class HMM(Model):
@@ -66,6 +67,14 @@ class HMM(Model):
     reg_covar : float
         Added to the diagonal of Gaussian scatter matrices in the M-step
         (a penalty -reg_covar/2 tr(inv(covariance))).
+    input_dim : int
+        With ``input_dim > 0`` the chain is driven by inputs u_t passed as
+        ``inputs=`` (n_steps, input_dim) to every method:
+        p(z_t = j | z_t-1 = i, u_t) = softmax_j(r_ij + w_j . u_t), parameters
+        ``recurrence_biases_`` (K, K) and ``input_weights_`` (K, input_dim)
+        instead of ``transmat_`` (see :class:`~modeshift.transitions.InputDriven`).
+    transition_penalty : float
+        L2 prior on those parameters.
     verbose : bool
         Print the objective at every EM iteration.
 
@@ -111,6 +120,8 @@ class HMM(Model):
         transition_concentration: float = 1.0,
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
+        input_dim: int = 0,
+        transition_penalty: float = 1e-2,
         max_states: int = 10,
         verbose: bool = False,
     ):
@@ -130,6 +141,8 @@ class HMM(Model):
         self.transition_concentration = transition_concentration
         self.stickiness = stickiness
         self.reg_covar = reg_covar
+        self.input_dim = int(input_dim)
+        self.transition_penalty = transition_penalty
         self.verbose = verbose
 
     # --------------------------------------------------------- parameter access
@@ -137,18 +150,21 @@ class HMM(Model):
     def _parameter_homes(self) -> dict[str, tuple[Any, str]]:
         """Model attribute name -> (block, attribute of the block)."""
         transitions, emission = self._blocks
-        homes = {name: (transitions, attr) for name, attr in _TRANSITION_PARAMETERS.items()}
+        homes = {name: (transitions, attr) for name, attr in transitions.parameters.items()}
         homes.update({name: (emission, attr) for name, attr in emission.parameters.items()})
         return homes
 
     @property
-    def _blocks(self) -> tuple[Stationary, Emission]:
+    def _blocks(self) -> tuple[Stationary | InputDriven, Emission]:
         blocks = self.__dict__.get("_blocks_")
         if blocks is None:
-            blocks = (
-                Stationary(self._k, self.transition_concentration, self.stickiness),
-                self._make_emission(),
-            )
+            if self.input_dim:
+                transitions = InputDriven(
+                    self._k, self.input_dim, self.transition_concentration, self.transition_penalty
+                )
+            else:
+                transitions = Stationary(self._k, self.transition_concentration, self.stickiness)
+            blocks = (transitions, self._make_emission())
             self.__dict__["_blocks_"] = blocks
         return blocks
 
@@ -214,8 +230,9 @@ class HMM(Model):
         return frozenset(homes[name][1] for name in self.fixed)
 
     # ---------------------------------------------------------------------- data
-    def _sequences(self, X: Any, lengths: Sequence[int] | None) -> Sequences:
-        return self._blocks[1].validate(as_sequences(X, lengths))
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any = None) -> Sequences:
+        seqs = self._blocks[1].validate(as_sequences(X, lengths))
+        return seqs.with_inputs(inputs, self.input_dim, f"this {type(self).__name__}")
 
     def _evidence(self, seqs: Sequences) -> dict[str, np.ndarray | None]:
         """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``."""
@@ -223,11 +240,11 @@ class HMM(Model):
         return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
     # ------------------------------------------------------------------------ EM
-    def fit(self, X: Any, lengths: Sequence[int] | None = None) -> HMM:
+    def fit(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> HMM:
         """Estimate parameters by EM (Baum-Welch) with restarts; returns ``self``."""
         if self.n_states == "auto":
-            return self._fit_auto(X, lengths)
-        seqs = self._sequences(X, lengths)
+            return self._fit_auto(as_sequences(X, lengths).with_inputs(inputs, self.input_dim))
+        seqs = self._sequences(X, lengths, inputs)
         fixed = self._fixed_by_block()
         rng = np.random.default_rng(self.random_state)
         given = self._snapshot()
@@ -245,8 +262,7 @@ class HMM(Model):
         self.converged_ = best[3]
         return self
 
-    def _fit_auto(self, X: Any, lengths: Sequence[int] | None) -> HMM:
-        seqs = as_sequences(X, lengths)
+    def _fit_auto(self, seqs: Sequences) -> HMM:
         params = self.get_params()
         winner, self.selection_ = selection.select_n_states(
             lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
@@ -259,7 +275,7 @@ class HMM(Model):
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator, keep: dict[str, np.ndarray]) -> None:
         transitions, emission = self._blocks
-        if not keep.keys() >= _TRANSITION_PARAMETERS.keys():
+        if not keep.keys() >= transitions.parameters.keys():
             transitions.initialize(rng)
         if not keep.keys() >= emission.parameters.keys():
             emission.initialize(seqs.values, rng)
@@ -279,22 +295,23 @@ class HMM(Model):
                 return history, True
         return history, False
 
-    def expected_statistics(self, X: Any, lengths: Sequence[int] | None = None) -> Statistics:
+    def expected_statistics(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> Statistics:
         """E-step: log-likelihood and expected sufficient statistics under the current parameters.
 
         Statistics of disjoint batches add up (``sum(...)``), so the E-step can
         be sharded and reduced before one M-step.
         """
-        seqs = X if isinstance(X, Sequences) and lengths is None else self._sequences(X, lengths)
+        seqs = X if isinstance(X, Sequences) and X.inputs is not None else self._sequences(X, lengths, inputs)
         transitions, emission = self._blocks
-        initial, matrices = transitions.kernel_arrays()
-        log_lik, posteriors, pairs = kernels.forward_backward(
+        initial, matrices = transitions.kernel_arrays(seqs.inputs)
+        smoother = kernels.forward_backward_varying if transitions.varying else kernels.forward_backward
+        log_lik, posteriors, pairs = smoother(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
         self._check_possible(log_lik)
         return Statistics(
             log_likelihood=float(log_lik.sum()),
-            transitions=transitions.statistics(posteriors, seqs.starts, pairs),
+            transitions=transitions.statistics(posteriors, seqs.starts, pairs, seqs.inputs),
             emission=emission.statistics(seqs.values, posteriors),
         )
 
@@ -317,57 +334,61 @@ class HMM(Model):
             )
 
     # ----------------------------------------------------------------- inference
-    def score(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+    def score(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
         """Total log-likelihood log p(X) over all sequences."""
         self._check_fitted()
-        seqs = self._sequences(X, lengths)
-        initial, matrices = self._blocks[0].kernel_arrays()
+        seqs = self._sequences(X, lengths, inputs)
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
         log_lik = kernels.log_likelihood(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
         return float(log_lik.sum())
 
-    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
+    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> PerStep:
         """Smoothed state posteriors p(z_t | all observations), (n_steps, K)."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._posteriors(seqs))
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
         self._check_fitted()
-        initial, matrices = self._blocks[0].kernel_arrays()
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
         log_lik, posteriors, _ = kernels.forward_backward(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
         self._check_possible(log_lik)
         return posteriors
 
-    def decode(self, X: Any, lengths: Sequence[int] | None = None) -> tuple[float, np.ndarray | list[np.ndarray]]:
+    def decode(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> tuple[float, PerStep]:
         """Most likely state path (Viterbi) and its joint log-probability log p(X, path)."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         log_prob, path = self._viterbi(seqs)
         return log_prob, seqs.restore(path)
 
     def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
         self._check_fitted()
-        log_initial, log_matrices = self._blocks[0].log_kernel_arrays()
+        log_initial, log_matrices = self._blocks[0].log_kernel_arrays(seqs.inputs)
         path, log_prob = kernels.viterbi(
             offsets=seqs.offsets, log_initial=log_initial, log_transitions=log_matrices, **self._evidence(seqs)
         )
         self._check_possible(log_prob)
         return float(log_prob.sum()), path
 
-    def predict(self, X: Any, lengths: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
+    def predict(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> PerStep:
         """Most likely state path (Viterbi)."""
-        return self.decode(X, lengths)[1]
+        return self.decode(X, lengths, inputs)[1]
 
     def sample_posterior(
-        self, X: Any, lengths: Sequence[int] | None = None, random_state: int | np.random.Generator | None = None
-    ) -> np.ndarray | list[np.ndarray]:
+        self,
+        X: Any,
+        lengths: Sequence[int] | None = None,
+        random_state: int | np.random.Generator | None = None,
+        inputs: Any = None,
+    ) -> PerStep:
         """One state path drawn from p(z | X) (forward filtering, backward sampling)."""
         self._check_fitted()
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         rng = np.random.default_rng(random_state)
-        initial, matrices = self._blocks[0].kernel_arrays()
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
         path, log_lik = kernels.sample_posterior_paths(
             offsets=seqs.offsets,
             initial_probs=initial,
@@ -379,22 +400,26 @@ class HMM(Model):
         return seqs.restore(path)
 
     def sample(
-        self, n_steps: int, random_state: int | np.random.Generator | None = None
+        self, n_steps: int, random_state: int | np.random.Generator | None = None, inputs: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Simulate ``n_steps`` steps: observations (n_steps, D) and states (n_steps,)."""
+        """Simulate ``n_steps`` steps: observations (n_steps, D) and states (n_steps,);
+        ``inputs`` (n_steps, input_dim) drive an input-driven chain."""
         self._check_fitted()
         if int(n_steps) < 1:
             raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
         rng = np.random.default_rng(random_state)
         transitions, emission = self._blocks
-        states = transitions.sample(int(n_steps), rng)
+        features = None
+        if self.input_dim:
+            features = Sequences.from_array(np.zeros((int(n_steps), 1))).with_inputs(inputs, self.input_dim).inputs
+        states = transitions.sample(int(n_steps), rng, features)
         return emission.sample(states, rng), states
 
-    def segment(self, X: Any, lengths: Sequence[int] | None = None) -> pd.DataFrame:
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> pd.DataFrame:
         """Contiguous runs of one mode on the Viterbi path: ``start``, ``end`` (exclusive),
         ``mode`` and ``probability`` (the mode's mean posterior probability over the run);
         a leading ``sequence`` column for several sequences."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         path, posteriors = self._viterbi(seqs)[1], self._posteriors(seqs)
         if seqs.n_sequences == 1:
             return segments(path, posteriors)
@@ -402,17 +427,13 @@ class HMM(Model):
         return segments(np.split(path, bounds), np.split(posteriors, bounds))
 
     def describe(self) -> pd.DataFrame:
-        """One row per mode: long-run share of time (``occupancy``), mean dwell time
-        1 / (1 - p_kk) in steps, switch probabilities ``to_j`` and the emission's parameters."""
+        """One row per mode: for a stationary chain the long-run share of time (``occupancy``),
+        mean dwell time 1 / (1 - p_kk) in steps and switch probabilities ``to_j``; for an
+        input-driven one the switch probabilities at zero input and the input weights; then
+        the emission's parameters."""
         self._check_fitted()
         transitions, emission = self._blocks
-        P = transitions.transition_matrix
-        k = len(P)
-        with np.errstate(divide="ignore"):
-            dwell = 1.0 / (1.0 - np.diag(P))
-        table = {"mode": np.arange(k), "occupancy": stationary_distribution(P), "mean_dwell": dwell}
-        table.update({f"to_{j}": P[:, j] for j in range(k)})
-        table.update(emission.describe())
+        table = {"mode": np.arange(self._k), **transitions.describe(), **emission.describe()}
         return pd.DataFrame(table).set_index("mode")
 
     # ----------------------------------------------------------- model selection
@@ -422,19 +443,16 @@ class HMM(Model):
         self._check_fitted()
         transitions, emission = self._blocks
         fixed = self._fixed_by_block()
-        k = self._k
-        count = 0 if "initial_probs" in fixed else k - 1
-        count += 0 if "transition_matrix" in fixed else k * (k - 1)
-        return count + emission.n_parameters(fixed)
+        return transitions.n_parameters(fixed) + emission.n_parameters(fixed)
 
-    def aic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
         """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
-        return -2.0 * self.score(X, lengths) + 2.0 * self.n_parameters
+        return -2.0 * self.score(X, lengths, inputs) + 2.0 * self.n_parameters
 
-    def bic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
         """Bayesian information criterion, -2 log-likelihood + n_parameters log(n_observations)."""
         seqs = as_sequences(X, lengths)
-        return -2.0 * self.score(seqs) + self.n_parameters * np.log(self._n_observations(seqs))
+        return -2.0 * self.score(seqs, None, inputs) + self.n_parameters * np.log(self._n_observations(seqs))
 
     def _n_observations(self, seqs: Sequences) -> int:
         """Time steps the likelihood is about."""
