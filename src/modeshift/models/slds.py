@@ -35,8 +35,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
 
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences
@@ -45,7 +43,8 @@ from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError
 from modeshift.models.lds import LinearGaussianSSM
-from modeshift.statistics import Statistics
+from modeshift.statistics import Stacked, Statistics
+from modeshift.transitions import InputDriven
 
 __all__ = ["SwitchingLDS"]
 
@@ -318,11 +317,7 @@ class SwitchingLDS(Model):
         """(1, K, K) transition matrix, or (T, K, K) plug-in matrices at E[x_t-1] (recurrent)."""
         if not self.recurrent:
             return np.asarray(self.transmat_, dtype=float)[None]
-        return softmax(self._guard_logits(_guard_features(seqs, means)), axis=2)
-
-    def _guard_logits(self, features: np.ndarray) -> np.ndarray:
-        weights = np.hstack([self.recurrence_weights_, self.input_weights_])
-        return (features @ weights.T)[:, None, :] + self.recurrence_biases_[None]
+        return self._guards().kernel_arrays(_guard_features(seqs, means))[1]
 
     def _update_modes(self, seqs: Sequences, means, covs, cross_covs) -> tuple:
         """q(z) given q(x): forward-backward on the expected dynamics log-likelihoods."""
@@ -412,13 +407,13 @@ class SwitchingLDS(Model):
         U = np.zeros((T, 0)) if m == 0 else np.asarray(inputs, dtype=float).reshape(T, m)
         rng = np.random.default_rng(random_state)
         dynamics, observation = self._dynamics_block(), self._observation_block()
+        guards = self._guards() if self.recurrent else None
         states, modes = np.empty((T, n)), np.empty(T, dtype=np.int64)
         modes[0] = rng.choice(K, p=self.startprob_)
         states[0] = rng.multivariate_normal(self.initial_state_mean_, self.initial_state_covariance_)
         for t in range(1, T):
             if self.recurrent:
-                logits = self._guard_logits(np.r_[states[t - 1], U[t]][None])[0, modes[t - 1]]
-                probs = softmax(logits)
+                probs = guards.kernel_arrays(np.r_[states[t - 1], U[t]][None])[1][0, modes[t - 1]]
             else:
                 probs = self.transmat_[modes[t - 1]]
             modes[t] = rng.choice(K, p=probs / probs.sum())
@@ -526,28 +521,23 @@ class SwitchingLDS(Model):
         else:
             self.transmat_ = _normalise(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
 
+    def _guards(self) -> InputDriven:
+        """The recurrent transitions as a block, features [x_t-1, u_t]."""
+        block = InputDriven(self._k, self.state_dim + self.input_dim, penalty=_GUARD_PENALTY)
+        block.initial_probs = self.startprob_
+        block.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
+        block.biases = self.recurrence_biases_
+        return block
+
     def _fit_guards(self, features: np.ndarray, pairs: np.ndarray, max_iter: int = 25) -> None:
-        """Weighted multinomial logistic regression of q(z_t-1 = i, z_t = j) on the features,
-        logits w_j . f_t + r_ij, with an L2 penalty; warm-started from the current values."""
-        K, f = self._k, features.shape[1]
-        start = np.r_[
-            np.hstack([self.recurrence_weights_, self.input_weights_]).ravel(), self.recurrence_biases_.ravel()
-        ]
-        from_counts = pairs.sum(axis=2, keepdims=True)
-
-        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            weights, biases = theta[: K * f].reshape(K, f), theta[K * f :].reshape(K, K)
-            log_probs = log_softmax((features @ weights.T)[:, None, :] + biases[None], axis=2)
-            residual = pairs - from_counts * np.exp(log_probs)
-            value = -np.sum(pairs * log_probs) + 0.5 * _GUARD_PENALTY * theta @ theta
-            gradient = np.r_[-(residual.sum(axis=1).T @ features).ravel(), -residual.sum(axis=0).ravel()]
-            return value, gradient + _GUARD_PENALTY * theta
-
-        theta = minimize(objective, start, jac=True, method="BFGS", options={"maxiter": max_iter}).x
-        weights = theta[: K * f].reshape(K, f)
-        self.recurrence_weights_ = weights[:, : self.state_dim].copy()
-        self.input_weights_ = weights[:, self.state_dim :].copy()
-        self.recurrence_biases_ = theta[K * f :].reshape(K, K)
+        """The transitions' M-step (a penalised multinomial logistic regression of the pair
+        posteriors on the features), warm-started from the current values."""
+        block = self._guards()
+        stats = Statistics(initial=np.zeros(self._k), pairs=Stacked(pairs), features=Stacked(features))
+        block.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
+        self.recurrence_weights_ = block.weights[:, : self.state_dim].copy()
+        self.input_weights_ = block.weights[:, self.state_dim :].copy()
+        self.recurrence_biases_ = block.biases
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
