@@ -126,13 +126,27 @@ def test_nascar_modes_over_five_seeds():
 
 
 @pytest.mark.slow
-def test_auto_picks_four_modes_on_nascar():
+@pytest.mark.parametrize("simulate,true_modes,state_dim", [(nascar, 4, 2), (thermostat, 2, 1)])
+def test_auto_picks_the_true_number_of_modes_on_four_of_five_seeds(simulate, true_modes, state_dim):
     chosen = []
-    for seed in range(3):
-        sim = nascar(1000, random_state=seed)
-        model = SwitchingLDS(n_states="auto", state_dim=2, recurrent=True, max_states=6, n_iter=20, random_state=seed)
+    for seed in range(5):
+        sim = simulate(1000, random_state=seed)
+        model = SwitchingLDS(
+            n_states="auto", state_dim=state_dim, recurrent=True, max_states=6, n_iter=20, random_state=seed
+        )
         chosen.append(model.fit(sim.observations).n_states_)
-    assert sum(k == 4 for k in chosen) >= 2, chosen
+    assert chosen.count(true_modes) >= 4, chosen
+
+
+def test_auto_on_the_thermostat_and_segments():
+    sim = thermostat(800, random_state=0)
+    model = SwitchingLDS(n_states="auto", state_dim=1, recurrent=True, max_states=3, n_iter=15, random_state=0)
+    model.fit(sim.observations)
+    assert model.n_states_ == 2 and model.selection_["chosen"].tolist() == [False, True, False]
+    table = model.segment(sim.observations)
+    path = model.predict(sim.observations)
+    np.testing.assert_array_equal(np.repeat(table["mode"], table["end"] - table["start"]), path)
+    assert table["probability"].between(0.5, 1.0).all()
 
 
 def test_save_load_round_trip_and_sampling(tmp_path):

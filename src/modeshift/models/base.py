@@ -7,10 +7,13 @@ from os import PathLike
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from modeshift.archive import read_archive, write_archive
+from modeshift.data import Sequences
+from modeshift.metrics import segments
 
-__all__ = ["Model", "NotFittedError", "load"]
+__all__ = ["Model", "NotFittedError", "load", "mode_segments"]
 
 
 class NotFittedError(ValueError):
@@ -75,6 +78,14 @@ def load(path: str | PathLike[str]) -> Model:
     model = Model._registry[name](**metadata.get("hyperparameters", {}))
     model._restore(arrays, metadata.get("attributes", {}))
     return model
+
+
+def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray) -> pd.DataFrame:
+    """:func:`~modeshift.metrics.segments` of a decoded path and its posteriors, per sequence."""
+    if seqs.n_sequences == 1:
+        return segments(path, posteriors)
+    bounds = seqs.offsets[1:-1]
+    return segments(np.split(path, bounds), np.split(posteriors, bounds))
 
 
 def _jsonable(value: Any) -> Any:

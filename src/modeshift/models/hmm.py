@@ -12,9 +12,8 @@ import pandas as pd
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
-from modeshift.metrics import segments
 from modeshift.models import selection
-from modeshift.models.base import Model, NotFittedError
+from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
 
@@ -420,11 +419,7 @@ class HMM(Model):
         ``mode`` and ``probability`` (the mode's mean posterior probability over the run);
         a leading ``sequence`` column for several sequences."""
         seqs = self._sequences(X, lengths, inputs)
-        path, posteriors = self._viterbi(seqs)[1], self._posteriors(seqs)
-        if seqs.n_sequences == 1:
-            return segments(path, posteriors)
-        bounds = seqs.offsets[1:-1]
-        return segments(np.split(path, bounds), np.split(posteriors, bounds))
+        return mode_segments(seqs, self._viterbi(seqs)[1], self._posteriors(seqs))
 
     def describe(self) -> pd.DataFrame:
         """One row per mode: for a stationary chain the long-run share of time (``occupancy``),

@@ -30,8 +30,9 @@ def select_n_states(make: Callable[[int], Any], X: Any, lengths: Any, max_states
     BIC = -2 log-likelihood + n_parameters log(n_observations) approximates -2 log
     marginal likelihood; for hidden Markov models penalised-likelihood estimators of
     this kind are consistent for the number of states (Gassiat & Boucheron 2003),
-    and it needs one fit per candidate and no held-out data. The search stops at
-    ``max_states`` or once BIC has risen for two candidates in a row. Returns the
+    and it needs one fit per candidate and no held-out data. Every candidate up to
+    ``max_states`` is fitted (a poor local optimum at one size must not end the
+    search early). Returns the
     chosen fitted model and a table (one row per candidate: ``n_states``,
     ``log_likelihood``, ``n_parameters``, ``aic``, ``bic``, ``chosen``).
     """
@@ -49,9 +50,6 @@ def select_n_states(make: Callable[[int], Any], X: Any, lengths: Any, max_states
             }
         )
         models.append(model)
-        bic = [row["bic"] for row in rows]
-        if len(bic) >= 3 and bic[-1] > bic[-2] > bic[-3]:
-            break
     table = pd.DataFrame(rows, columns=COLUMNS[:-1])
     best = int(np.argmin(table["bic"].to_numpy()))
     table["chosen"] = np.arange(len(table)) == best

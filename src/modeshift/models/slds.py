@@ -41,7 +41,7 @@ from modeshift.data import Sequences, as_sequences
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite
 from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
-from modeshift.models.base import Model, NotFittedError
+from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.models.lds import LinearGaussianSSM
 from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import InputDriven
@@ -375,6 +375,14 @@ class SwitchingLDS(Model):
         models), after running inference to convergence with the parameters fixed."""
         seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._viterbi(seqs, self._infer(seqs)))
+
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> pd.DataFrame:
+        """Contiguous runs of one mode on the decoded path (:meth:`predict`): ``start``,
+        ``end`` (exclusive), ``mode``, ``probability`` (mean q(z_t = mode) over the run);
+        a leading ``sequence`` column for several sequences."""
+        seqs = self._sequences(X, lengths, inputs)
+        posterior = self._infer(seqs)
+        return mode_segments(seqs, self._viterbi(seqs, posterior), posterior.mode_probs)
 
     def _viterbi(self, seqs: Sequences, posterior: _Posterior) -> np.ndarray:
         with np.errstate(divide="ignore"):
