@@ -6,6 +6,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from modeshift.kernels.recursions import REDUCTION_FLAGS
+
 __all__ = ["gaussian_log_density", "regression_log_density", "weighted_moments"]
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -113,11 +115,11 @@ def weighted_moments(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarra
     Returns ``totals`` (K,) = sum_n w_nk, ``sums`` (K, D) = sum_n w_nk x_n and
     ``outer`` (K, D, D) = sum_n w_nk x_n x_n^T for points (n, D) and weights (n, K).
     """
-    n_chunks = max(1, min(len(points), 4 * numba.get_num_threads()))
+    n_chunks = max(1, min((len(points) + _BLOCK - 1) // _BLOCK, 4 * numba.get_num_threads()))
     return _weighted_moments(np.ascontiguousarray(points), np.ascontiguousarray(weights), n_chunks)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=REDUCTION_FLAGS)
 def _weighted_moments(
     points: np.ndarray, weights: np.ndarray, n_chunks: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,20 +128,36 @@ def _weighted_moments(
     totals = np.zeros((n_chunks, n_components))
     sums = np.zeros((n_chunks, n_components, n_features))
     outer = np.zeros((n_chunks, n_components, n_features, n_features))
-    size = (n_points + n_chunks - 1) // n_chunks
+    n_blocks = (n_points + _BLOCK - 1) // _BLOCK
+    per_chunk = (n_blocks + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
-        for n in range(c * size, min(n_points, (c + 1) * size)):
-            x = points[n]
-            for k in range(n_components):
-                w = weights[n, k]
-                if w == 0.0:
-                    continue
-                totals[c, k] += w
+        # blocks of points, one feature per row, so the innermost loops are vectorised sums over points
+        block, w, wx = np.empty((n_features, _BLOCK)), np.empty((n_components, _BLOCK)), np.empty(_BLOCK)
+        for b in range(c * per_chunk, min(n_blocks, (c + 1) * per_chunk)):
+            start = b * _BLOCK
+            size = min(_BLOCK, n_points - start)
+            for n in range(size):
                 for i in range(n_features):
-                    wx = w * x[i]
-                    sums[c, k, i] += wx
+                    block[i, n] = points[start + n, i]
+                for k in range(n_components):
+                    w[k, n] = weights[start + n, k]
+            for k in range(n_components):
+                total = 0.0
+                for n in range(size):
+                    total += w[k, n]
+                totals[c, k] += total
+                for i in range(n_features):
+                    total = 0.0
+                    for n in range(size):
+                        value = w[k, n] * block[i, n]
+                        wx[n] = value
+                        total += value
+                    sums[c, k, i] += total
                     for j in range(i + 1):
-                        outer[c, k, i, j] += wx * x[j]
+                        total = 0.0
+                        for n in range(size):
+                            total += wx[n] * block[j, n]
+                        outer[c, k, i, j] += total
     total_outer = outer.sum(axis=0)
     for k in range(n_components):
         for i in range(n_features):

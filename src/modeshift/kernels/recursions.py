@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 _TINY = 1e-280
-_REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
+REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
 
 
 # ----------------------------------------------------------------- one time step
@@ -33,7 +33,7 @@ _REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
 # flags so LLVM can inline them.
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def _dot(x: np.ndarray, y: np.ndarray) -> float:
     total = 0.0
     for i in range(x.shape[0]):
@@ -41,7 +41,7 @@ def _dot(x: np.ndarray, y: np.ndarray) -> float:
     return total
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def _max_plus(x: np.ndarray, y: np.ndarray) -> float:
     """max_i (x[i] + y[i])."""
     best = -np.inf
@@ -51,7 +51,7 @@ def _max_plus(x: np.ndarray, y: np.ndarray) -> float:
     return best
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def _argmax_plus(x: np.ndarray, y: np.ndarray) -> int:
     """argmax_i (x[i] + y[i]), the first on ties."""
     best, best_value = 0, -np.inf
@@ -62,7 +62,7 @@ def _argmax_plus(x: np.ndarray, y: np.ndarray) -> int:
     return best
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def predict(filtered: np.ndarray, incoming: np.ndarray, out: np.ndarray) -> None:
     """out[j] = sum_i filtered[i] p(j | i), with ``incoming[j, i]`` = p(j | i) (a contiguous row per j)."""
     for j in range(out.shape[0]):
@@ -74,7 +74,7 @@ def transposed(matrices: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(matrices, 1, 2))
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def _evidence(rows: np.ndarray, table: np.ndarray, table_shifts: np.ndarray, t: int, scaled: np.ndarray) -> float:
     """Copy step t's scaled emission likelihoods into ``scaled``; return their shift."""
     row = rows[t] if rows.shape[0] > 0 else t
@@ -107,7 +107,7 @@ def scaled_table(log_likelihoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(shifted, out=shifted), shifts
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def _update(
     predicted: np.ndarray, log_likelihood: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray
 ) -> tuple[float, float]:
@@ -145,7 +145,7 @@ def _update(
     return normaliser, shift
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def condition(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -163,7 +163,7 @@ def condition(
 
 
 # ------------------------------------------------------------- one sequence
-@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+@njit(cache=True, fastmath=REDUCTION_FLAGS)
 def filter_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -212,7 +212,7 @@ def filter_sequence(
     return total
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+@njit(cache=True, fastmath=REDUCTION_FLAGS)
 def smooth_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -297,14 +297,14 @@ def smooth_sequence(
     return total
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS, inline="always")
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def viterbi_row(previous: np.ndarray, matrix: np.ndarray, evidence: np.ndarray, out: np.ndarray) -> None:
     """out[j] = max_i (previous[i] + log p(j | i)) + evidence[j], with ``matrix[j, i]`` = log p(j | i)."""
     for j in range(out.shape[0]):
         out[j] = _max_plus(previous, matrix[j]) + evidence[j]
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+@njit(cache=True, fastmath=REDUCTION_FLAGS)
 def viterbi_sweep(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -330,7 +330,7 @@ def viterbi_sweep(
         viterbi_row(scores[t - 1], matrix, evidence, scores[t])
 
 
-@njit(cache=True, fastmath=_REDUCTION_FLAGS)
+@njit(cache=True, fastmath=REDUCTION_FLAGS)
 def backtrack(scores: np.ndarray, log_incoming: np.ndarray, first: int, path: np.ndarray) -> int:
     """Trace the best path back through a score lattice into ``path[first:...]``; returns its last state.
 
