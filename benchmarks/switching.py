@@ -578,6 +578,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="ARHMM T = 2,000 (smoke run)")
+    parser.add_argument("--length", type=int, default=10_000, help="ARHMM sequence length T")
     parser.add_argument("--libs", type=choices(LIBRARIES), default=list(LIBRARIES), help="e.g. modeshift,dynamax")
     parser.add_argument("--only", type=choices(list(CASES)), default=list(CASES), help="cases, e.g. arhmm,msar")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
@@ -614,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"  compile probe failed: {error}\n{(getattr(error, 'stderr', '') or '')[-2000:]}")
             compile_times = "the fresh-process probe failed; see stderr"
 
-    T = 2_000 if args.quick else 10_000
+    T = 2_000 if args.quick else args.length
     problems = {
         "arhmm": lambda: make_arhmm(args.seed, T),
         "msar": make_gnp,

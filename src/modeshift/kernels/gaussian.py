@@ -79,7 +79,7 @@ def regression_log_density(
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=REDUCTION_FLAGS)
 def _regression_log_density(responses, regressors, weights, inverse_factors, out) -> None:
     n_points, d = responses.shape
     n_components, _, q = weights.shape
@@ -91,22 +91,35 @@ def _regression_log_density(responses, regressors, weights, inverse_factors, out
         constants[k] = -0.5 * (d * _LOG_2PI + log_det)
     n_blocks = (n_points + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
-        residual = np.empty(d)
-        for n in range(b * _BLOCK, min(n_points, (b + 1) * _BLOCK)):
-            y, z = responses[n], regressors[n]
-            for k in range(n_components):
-                for i in range(d):
-                    value = y[i]
-                    for j in range(q):
-                        value -= weights[k, i, j] * z[j]
-                    residual[i] = value
-                squared = 0.0
-                for i in range(d):
-                    value = 0.0
-                    for j in range(i + 1):
-                        value += inverse_factors[k, i, j] * residual[j]
-                    squared += value * value
-                out[n, k] = constants[k] - 0.5 * squared
+        # the block's points one variable per row, so the innermost loops run over points
+        start = b * _BLOCK
+        size = min(_BLOCK, n_points - start)
+        y, z = np.empty((d, _BLOCK)), np.empty((q, _BLOCK))
+        for n in range(size):
+            for i in range(d):
+                y[i, n] = responses[start + n, i]
+            for j in range(q):
+                z[j, n] = regressors[start + n, j]
+        residual, squared, whitened = np.empty((d, _BLOCK)), np.empty(_BLOCK), np.empty(_BLOCK)
+        for k in range(n_components):
+            for i in range(d):
+                for n in range(size):
+                    residual[i, n] = y[i, n]
+                for j in range(q):
+                    weight = weights[k, i, j]
+                    for n in range(size):
+                        residual[i, n] -= weight * z[j, n]
+            squared[:size] = 0.0
+            for i in range(d):
+                whitened[:size] = 0.0
+                for j in range(i + 1):
+                    factor = inverse_factors[k, i, j]
+                    for n in range(size):
+                        whitened[n] += factor * residual[j, n]
+                for n in range(size):
+                    squared[n] += whitened[n] * whitened[n]
+            for n in range(size):
+                out[start + n, k] = constants[k] - 0.5 * squared[n]
 
 
 def weighted_moments(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
