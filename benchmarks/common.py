@@ -26,6 +26,18 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
         gc.enable()
 
 
+def best_of(run: Callable[[], Any], repeats: int, max_seconds: float) -> tuple[float, int, Any]:
+    """(best time, number of runs, last result) of up to ``repeats`` timed runs; stops
+    repeating after a run longer than ``max_seconds``."""
+    times, result = [], None
+    for _ in range(repeats):
+        elapsed, result = timed(run)
+        times.append(elapsed)
+        if elapsed > max_seconds:
+            break
+    return min(times), len(times), result
+
+
 def modeshift_compile_times(script: str | Path) -> tuple[dict[str, float], dict[str, float]]:
     """First-call times from ``script --compile-probe`` in fresh interpreters: (empty cache, filled cache).
 

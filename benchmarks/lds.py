@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import compile_paragraph, log, modeshift_compile_times, seconds, table, timed
+from common import best_of, compile_paragraph, log, modeshift_compile_times, seconds, table, timed
 
 LIBRARIES = ("modeshift", "pykalman", "statsmodels", "dynamax")
 OPERATIONS = ("filter", "smooth", "em")
@@ -331,13 +331,8 @@ def measure(job: Job, jit: bool, repeats: int, max_seconds: float) -> Outcome:
         out.compile = timed(job.compile)[0]
     if jit:
         out.first = timed(job.run)[0]
-    times, result = [], None
-    for _ in range(repeats):
-        elapsed, result = timed(job.run)
-        times.append(elapsed)
-        if elapsed > max_seconds:
-            break
-    out.best, out.runs, out.value = min(times), len(times), job.check(result)
+    out.best, out.runs, result = best_of(job.run, repeats, max_seconds)
+    out.value = job.check(result)
     return out
 
 

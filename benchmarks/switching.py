@@ -88,7 +88,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import compile_paragraph, log, modeshift_compile_times, seconds, table, timed
+from common import best_of, compile_paragraph, log, modeshift_compile_times, seconds, table, timed
 
 LIBRARIES = ("modeshift", "dynamax", "statsmodels", "ssm")
 CASES = {"arhmm": ("dynamax", "ssm"), "msar": ("statsmodels",), "slds": ("ssm",)}
@@ -384,13 +384,8 @@ def measure(job: Job, repeats: int, max_seconds: float) -> Outcome:
         out.compile = timed(job.compile)[0]
     if job.jit:
         out.first = timed(job.run)[0]
-    times, result = [], None
-    for _ in range(repeats):
-        elapsed, result = timed(job.run)
-        times.append(elapsed)
-        if elapsed > max_seconds:
-            break
-    out.best, out.runs, out.values = min(times), len(times), job.check(result)
+    out.best, out.runs, result = best_of(job.run, repeats, max_seconds)
+    out.values = job.check(result)
     return out
 
 
