@@ -8,3 +8,4 @@ def test_demo_prints_findings(capsys):
     out = capsys.readouterr().out
     assert "BIC chooses K=" in out
     assert "Old Faithful" in out
+    assert "log-likelihood -181.263" in out

@@ -1,11 +1,11 @@
-"""``python -m modeshift.demo``: fit hidden Markov models to bundled data and say what they found."""
+"""``python -m modeshift.demo``: fit switching models to bundled data and say what they found."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from modeshift import HMM
-from modeshift.datasets import load_earthquakes, load_faithful
+from modeshift import HMM, MarkovAutoregression
+from modeshift.datasets import load_earthquakes, load_faithful, load_hamilton_gnp
 
 
 def _earthquakes() -> None:
@@ -51,9 +51,23 @@ def _faithful() -> None:
         )
 
 
+def _recessions() -> None:
+    data = load_hamilton_gnp()
+    growth = data["rgnp_growth"].to_numpy()
+    model = MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(growth)
+    recession = model.smoothed_probabilities_[:, 0] > 0.5  # regime 0 has the lower mean growth
+    nber = data["nber_recession"].to_numpy()[model.order :] == 1
+    print(f"\nUS real GNP growth, {data.quarter.iloc[0]}-{data.quarter.iloc[-1]}: Hamilton's (1989) switching AR(4)")
+    print(f"  log-likelihood {model.log_likelihood_:.3f} (Hamilton: -181.263)")
+    print(f"  mean growth per quarter: recession {model.means_[0]:.2f}%, expansion {model.means_[1]:.2f}%")
+    print(f"  expected durations: {model.expected_durations_[0]:.1f} and {model.expected_durations_[1]:.1f} quarters")
+    print(f"  smoothed recession quarters agree with NBER dating in {np.mean(recession == nber):.0%} of quarters")
+
+
 def main() -> None:
     _earthquakes()
     _faithful()
+    _recessions()
 
 
 if __name__ == "__main__":
