@@ -11,6 +11,15 @@ from modeshift.kernels.hmm import (
     viterbi,
 )
 from modeshift.kernels.kalman import kalman_filter, rts_smoother, sample_states
+from modeshift.kernels.resampling import (
+    effective_sample_size,
+    multinomial,
+    normalise_log_weights,
+    resample,
+    residual,
+    stratified,
+    systematic,
+)
 from modeshift.kernels.tridiagonal import (
     block_cholesky,
     block_log_det,
@@ -34,6 +43,13 @@ __all__ = [
     "kalman_filter",
     "rts_smoother",
     "sample_states",
+    "effective_sample_size",
+    "multinomial",
+    "normalise_log_weights",
+    "resample",
+    "residual",
+    "stratified",
+    "systematic",
     "block_cholesky",
     "block_log_det",
     "block_marginals",
