@@ -1,0 +1,136 @@
+"""modeshift's exact models as SMC models, to run particle methods on them (and to check
+particle methods against exact answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import log_softmax
+
+from modeshift.models.lds import LinearGaussianSSM
+from modeshift.models.slds import SwitchingLDS
+from modeshift.smc.model import StateSpaceModel
+
+__all__ = ["LinearGaussian", "SwitchingLinear"]
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def _gaussian_log_density(residuals: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """log N(r | 0, S) for every row r of ``residuals`` (n, d)."""
+    factor = np.linalg.cholesky(covariance)
+    whitened = np.linalg.solve(factor, residuals.T)
+    log_det = 2.0 * np.log(np.diag(factor)).sum()
+    return -0.5 * (residuals.shape[1] * _LOG_2PI + log_det + np.sum(whitened**2, axis=0))
+
+
+def _inputs(inputs: Any, input_dim: int) -> np.ndarray | None:
+    if input_dim == 0:
+        return None
+    if inputs is None:
+        raise ValueError(f"the model has input_dim={input_dim}: pass inputs (n_steps, {input_dim})")
+    return np.asarray(inputs, dtype=float).reshape(-1, input_dim)
+
+
+class LinearGaussian(StateSpaceModel):
+    """A :class:`~modeshift.LinearGaussianSSM` (fitted or set by hand) as an SMC model.
+
+    x_0 ~ N(m_0, P_0), x_t = A x_t-1 + B u_t + N(0, Q), y_t = C x_t + D u_t + N(0, R);
+    missing entries (NaN) of y_t are left out of ``log_observation``.
+    """
+
+    def __init__(self, model: LinearGaussianSSM, inputs: Any = None):
+        params = model._check_parameters()
+        self.A, self.Q, self.C, self.R = params["A"], params["Q"], params["C"], params["R"]
+        self.m0, self.P0, self.B, self.D = params["m0"], params["P0"], params["B"], params["D"]
+        self.inputs = _inputs(inputs, model.input_dim)
+        self.state_dim = self.A.shape[0]
+
+    def _input(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B u_t, D u_t)."""
+        if self.inputs is None:
+            return np.zeros(self.A.shape[0]), np.zeros(self.C.shape[0])
+        return self.B @ self.inputs[t], self.D @ self.inputs[t]
+
+    def sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.m0 + rng.standard_normal((n, self.state_dim)) @ np.linalg.cholesky(self.P0).T
+
+    def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        noise = rng.standard_normal(previous.shape) @ np.linalg.cholesky(self.Q).T
+        return previous @ self.A.T + self._input(t)[0] + noise
+
+    def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
+        observed = ~np.isnan(y)
+        if not observed.any():
+            return np.zeros(len(states))
+        mean = states @ self.C[observed].T + self._input(t)[1][observed]
+        return _gaussian_log_density(y[observed] - mean, self.R[np.ix_(observed, observed)])
+
+    def log_initial(self, states: np.ndarray) -> np.ndarray:
+        return _gaussian_log_density(states - self.m0, self.P0)
+
+    def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
+        return _gaussian_log_density(states - previous @ self.A.T - self._input(t)[0], self.Q)
+
+
+class SwitchingLinear(StateSpaceModel):
+    """A :class:`~modeshift.SwitchingLDS` as an SMC model: a particle is (x_t, z_t), the
+    mode z_t stored as the last column (a float holding an integer)."""
+
+    def __init__(self, model: SwitchingLDS, inputs: Any = None):
+        model._check_fitted()
+        self.model = model
+        self.inputs = _inputs(inputs, model.input_dim)
+        self.n = model.state_dim
+        self.state_dim = self.n + 1
+
+    def _u(self, t: int) -> np.ndarray:
+        return np.zeros(0) if self.inputs is None else self.inputs[t]
+
+    def _log_switch(self, previous: np.ndarray, t: int) -> np.ndarray:
+        """log p(z_t = j | z_t-1, x_t-1, u_t) per particle, (n_particles, K)."""
+        m, modes = self.model, previous[:, -1].astype(np.int64)
+        if not m.recurrent:
+            return np.log(m.transmat_[modes])
+        logits = previous[:, : self.n] @ m.recurrence_weights_.T + m.input_weights_ @ self._u(t)
+        return log_softmax(logits + m.recurrence_biases_[modes], axis=1)
+
+    def _dynamics_mean(self, previous: np.ndarray, modes: np.ndarray, t: int) -> np.ndarray:
+        m, x = self.model, previous[:, : self.n]
+        mean = np.einsum("pij,pj->pi", m.dynamics_matrices_[modes], x) + m.dynamics_offsets_[modes]
+        return mean + m.dynamics_input_matrices_[modes] @ self._u(t)
+
+    def sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        m = self.model
+        x = m.initial_state_mean_ + rng.standard_normal((n, self.n)) @ np.linalg.cholesky(m.initial_state_covariance_).T
+        modes = rng.choice(len(m.startprob_), size=n, p=m.startprob_)
+        return np.column_stack([x, modes])
+
+    def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        probs = np.exp(self._log_switch(previous, t))
+        modes = (rng.random((len(previous), 1)) > np.cumsum(probs, axis=1)).sum(axis=1)
+        modes = np.minimum(modes, probs.shape[1] - 1)
+        factors = np.linalg.cholesky(self.model.dynamics_covariances_)[modes]
+        noise = np.einsum("pij,pj->pi", factors, rng.standard_normal((len(previous), self.n)))
+        return np.column_stack([self._dynamics_mean(previous, modes, t) + noise, modes])
+
+    def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
+        m = self.model
+        mean = states[:, : self.n] @ m.observation_matrix_.T + m.observation_offset_
+        return _gaussian_log_density(y - mean - m.feedthrough_matrix_ @ self._u(t), m.observation_covariance_)
+
+    def log_initial(self, states: np.ndarray) -> np.ndarray:
+        m, modes = self.model, states[:, -1].astype(np.int64)
+        x = states[:, : self.n] - m.initial_state_mean_
+        return np.log(m.startprob_[modes]) + _gaussian_log_density(x, m.initial_state_covariance_)
+
+    def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
+        modes = states[:, -1].astype(np.int64)
+        log_switch = self._log_switch(previous, t)[np.arange(len(states)), modes]
+        residuals = states[:, : self.n] - self._dynamics_mean(previous, modes, t)
+        out = np.empty(len(states))
+        for k in np.unique(modes):
+            rows = modes == k
+            out[rows] = _gaussian_log_density(residuals[rows], self.model.dynamics_covariances_[k])
+        return log_switch + out
