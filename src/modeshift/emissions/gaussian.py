@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modeshift.data import Sequences, check_array, check_covariances
+from modeshift.data import Sequences, check_array, check_covariances, missingness_patterns
 from modeshift.emissions.base import Emission
 from modeshift.emissions.kmeans import kmeans
 from modeshift.kernels import gaussian_log_density, weighted_moments
@@ -133,7 +133,7 @@ class Gaussian(Emission):
     # ------------------------------------------------------------------------ EM
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
         out = np.zeros((values.shape[0], self.n_states))
-        for rows, observed in _missingness_patterns(values):
+        for rows, observed in missingness_patterns(values):
             if not observed.any():
                 continue
             cov = self.covariances[:, observed][:, :, observed]
@@ -149,7 +149,7 @@ class Gaussian(Emission):
         weights = np.zeros(k_states)
         sums = np.zeros((k_states, d))
         outer = np.zeros((k_states, d, d))
-        for rows, observed in _missingness_patterns(values):
+        for rows, observed in missingness_patterns(values):
             if not observed.any():
                 continue
             x = values[rows] if rows is not None else values
@@ -260,16 +260,3 @@ def _complete_rows(values: np.ndarray) -> np.ndarray:
         raise ValueError("no observed values to initialise from (all values are missing)")
     column_means = np.nanmean(observed, axis=0)
     return np.where(np.isnan(observed), column_means, observed)
-
-
-def _missingness_patterns(values: np.ndarray):
-    """Yield (rows, observed dimensions) per pattern of missing values; rows is None for 'all rows'."""
-    missing = np.isnan(values)
-    if not missing.any():
-        yield None, np.ones(values.shape[1], dtype=bool)
-        return
-    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
-    order = np.argsort(inverse.ravel(), kind="stable")
-    bounds = np.searchsorted(inverse.ravel()[order], np.arange(len(patterns) + 1))
-    for p, pattern in enumerate(patterns):
-        yield order[bounds[p] : bounds[p + 1]], ~pattern

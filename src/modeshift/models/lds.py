@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from modeshift import kernels
-from modeshift.data import Sequences, as_sequences, check_array, check_covariances
+from modeshift.data import Sequences, as_sequences, check_array, check_covariances, missingness_patterns
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite
 from modeshift.models.base import Model, NotFittedError
 from modeshift.statistics import Statistics
@@ -487,45 +487,48 @@ class LinearGaussianSSM(Model):
         n, m = self.state_dim, self.input_dim
         Y = seqs.values
         U = seqs.inputs if m > 0 else np.zeros((len(Y), 0))
-        second = covs + means[:, :, None] * means[:, None, :]  # E[x_t x_t^T]
         starts = seqs.starts
+        ends = seqs.offsets[1:] - 1
+
+        def second_moment(rows: Any = slice(None)) -> np.ndarray:
+            """sum over rows of E[x_t x_t^T]."""
+            return covs[rows].sum(axis=0) + means[rows].T @ means[rows]
+
+        # dynamics: regress x_t on z_t = [x_t-1; u_t] over steps with a predecessor;
+        # x_t-1 runs over every step but each sequence's last, x_t over every step but its first
         not_first = np.ones(len(Y), dtype=bool)
         not_first[starts] = False
         t = np.flatnonzero(not_first)
-
-        # dynamics: regress x_t on z_t = [x_t-1; u_t]
         x_prev, x_now, u_now = means[t - 1], means[t], U[t]
         Szz = np.zeros((n + m, n + m))
-        Szz[:n, :n] = second[t - 1].sum(axis=0)
+        Szz[:n, :n] = second_moment() - second_moment(ends)
         Szz[:n, n:] = x_prev.T @ u_now
         Szz[n:, :n] = Szz[:n, n:].T
         Szz[n:, n:] = u_now.T @ u_now
         Sxz = np.zeros((n, n + m))
-        Sxz[:, :n] = (cross[t] + x_now[:, :, None] * x_prev[:, None, :]).sum(axis=0)
+        Sxz[:, :n] = cross.sum(axis=0) + x_now.T @ x_prev  # cross-covariances are 0 at sequence starts
         Sxz[:, n:] = x_now.T @ u_now
-        Sxx = second[t].sum(axis=0)
+        Sxx = second_moment() - second_moment(starts)
         dynamics = (Sxx, Sxz, Szz, len(t))
 
         # observations: regress y_t on z_t = [x_t; u_t], over steps with any observed entry
         C, D, R = params["C"], params["D"], params["R"]
         p = C.shape[0]
-        missing = np.isnan(Y)
         Syy, Syz = np.zeros((p, p)), np.zeros((p, n + m))
         Sww = np.zeros((n + m, n + m))
         count = 0
-        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).reshape(-1)
-        for g, pattern in enumerate(patterns):
+        for rows, observed in missingness_patterns(Y):
+            pattern = ~observed
             if pattern.all():
                 continue  # wholly missing: no observation statistics
-            rows = np.flatnonzero(inverse == g)
-            X, Sx, Ug = means[rows], second[rows].sum(axis=0), U[rows]
+            rows = slice(None) if rows is None else rows  # a view when nothing is missing
+            X, Sx, Ug = means[rows], second_moment(rows), U[rows]
             Sxu = X.T @ Ug
             Sww[:n, :n] += Sx
             Sww[:n, n:] += Sxu
             Sww[n:, :n] += Sxu.T
             Sww[n:, n:] += Ug.T @ Ug
-            count += len(rows)
+            count += len(X)
             if not pattern.any():
                 Yg = Y[rows]
                 Syy += Yg.T @ Yg
