@@ -16,6 +16,7 @@ from modeshift.smc import (
     SwitchingLinear,
     particle_filter,
 )
+from modeshift.smc.adapters import _gaussian_log_density
 
 
 def _linear_model():
@@ -91,13 +92,27 @@ def test_guided_filter_is_unbiased_too():
     _mc_check_unbiased(estimates, model.score(y))
 
 
-def _exact_switching_log_likelihood(model: SwitchingLDS, y: np.ndarray) -> float:
-    """log p(y) by summing over every mode path: a Kalman filter per path."""
+def _switching_model() -> SwitchingLDS:
+    """A plain two-mode SLDS with a scalar state."""
+    model = SwitchingLDS(n_states=2, state_dim=1, obs_dim=1)
+    model.startprob_, model.transmat_ = np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]])
+    model.dynamics_matrices_ = np.array([[[0.9]], [[-0.5]]])
+    model.dynamics_offsets_ = np.array([[0.5], [-1.0]])
+    model.dynamics_input_matrices_ = np.zeros((2, 1, 0))
+    model.dynamics_covariances_ = np.array([[[0.2]], [[0.4]]])
+    model.observation_matrix_, model.observation_offset_ = np.array([[1.0]]), np.array([0.1])
+    model.feedthrough_matrix_, model.observation_covariance_ = np.zeros((1, 0)), np.array([[0.3]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    return model
+
+
+def _mode_path_log_joints(model: SwitchingLDS, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every mode path (K^T, T) and its log p(path, y): a Kalman filter per path."""
     T, K = len(y), model.n_states
     C, R, d = model.observation_matrix_, model.observation_covariance_, model.observation_offset_
+    paths = np.array(list(itertools.product(range(K), repeat=T)))
     terms = []
-    for path in itertools.product(range(K), repeat=T):
-        path = np.array(path)
+    for path in paths:
         log_prior = np.log(model.startprob_[path[0]]) + np.log(model.transmat_[path[:-1], path[1:]]).sum()
         A, Q = model.dynamics_matrices_[path], model.dynamics_covariances_[path]
         b = model.dynamics_offsets_[path]
@@ -115,25 +130,105 @@ def _exact_switching_log_likelihood(model: SwitchingLDS, y: np.ndarray) -> float
             input_matrices=b[:, :, None],
         )[0][0]
         terms.append(log_prior + log_lik)
-    return float(np.logaddexp.reduce(terms))
+    return paths, np.array(terms)
+
+
+def _exact_switching_log_likelihood(model: SwitchingLDS, y: np.ndarray) -> float:
+    """log p(y) by summing over every mode path."""
+    return float(np.logaddexp.reduce(_mode_path_log_joints(model, y)[1]))
 
 
 def test_switching_lds_adapter_is_unbiased_for_enumeration():
     rng = np.random.default_rng(6)
-    model = SwitchingLDS(n_states=2, state_dim=1, obs_dim=1)
-    model.startprob_, model.transmat_ = np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]])
-    model.dynamics_matrices_ = np.array([[[0.9]], [[-0.5]]])
-    model.dynamics_offsets_ = np.array([[0.5], [-1.0]])
-    model.dynamics_input_matrices_ = np.zeros((2, 1, 0))
-    model.dynamics_covariances_ = np.array([[[0.2]], [[0.4]]])
-    model.observation_matrix_, model.observation_offset_ = np.array([[1.0]]), np.array([0.1])
-    model.feedthrough_matrix_, model.observation_covariance_ = np.zeros((1, 0)), np.array([[0.3]])
-    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    model = _switching_model()
     y = rng.normal(size=(5, 1))
     exact = _exact_switching_log_likelihood(model, y)
     smc = SwitchingLinear(model)
     estimates = np.array([particle_filter(smc, y, 200, random_state=rng).log_likelihood for _ in range(300)])
     _mc_check_unbiased(estimates, exact)
+
+
+class _ExactPredictive:
+    """log p(y_t | x_t-1) = log N(y_t | C (A x_t-1 + B u_t) + D u_t, C Q C^T + R) of a linear-Gaussian model."""
+
+    def __init__(self, smc: LinearGaussian):
+        self.smc = smc
+        self.covariance = smc.C @ smc.Q @ smc.C.T + smc.R
+
+    def log_predictive_weight(self, previous, y, t):
+        drift, feedthrough = self.smc._input(t)
+        mean = (previous @ self.smc.A.T + drift) @ self.smc.C.T + feedthrough
+        return _gaussian_log_density(y - mean, self.covariance)
+
+
+def _log_likelihood_estimates(smc, y, n_particles, n_replicates, seed, **options) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.array(
+        [particle_filter(smc, y, n_particles, random_state=rng, **options).log_likelihood for _ in range(n_replicates)]
+    )
+
+
+def test_auxiliary_filter_is_unbiased_and_beats_the_bootstrap_filter():
+    model = _linear_model()
+    # small noises: y_t is predictable from x_t-1, so looking ahead picks better parents
+    model.transition_covariance_, model.observation_covariance_ = 0.05 * np.eye(2), np.array([[0.05]])
+    y, _ = model.sample(30, random_state=12)
+    exact, smc = model.score(y), LinearGaussian(model)
+    auxiliary = _log_likelihood_estimates(smc, y, 100, 200, 13, auxiliary=_ExactPredictive(smc))
+    bootstrap = _log_likelihood_estimates(smc, y, 100, 200, 14)
+    _mc_check_unbiased(auxiliary, exact)
+    assert auxiliary.var() < bootstrap.var()
+
+
+class _OptimalProposal:
+    """p(x_t | x_t-1, y_t) of a linear-Gaussian model without inputs (p(x_0 | y_0) at t = 0)."""
+
+    def __init__(self, smc: LinearGaussian):
+        self.smc = smc
+
+    def _law(self, previous, y):
+        smc = self.smc
+        mean, cov = (smc.m0[None], smc.P0) if previous is None else (previous @ smc.A.T, smc.Q)
+        gain = cov @ smc.C.T @ np.linalg.inv(smc.C @ cov @ smc.C.T + smc.R)
+        return mean + (y - mean @ smc.C.T) @ gain.T, cov - gain @ smc.C @ cov
+
+    def sample(self, previous, y, t, rng):
+        mean, cov = self._law(previous, y)
+        noise = rng.standard_normal((300 if previous is None else len(previous), 2))
+        return mean + noise @ np.linalg.cholesky(cov).T
+
+    def log_density(self, previous, states, y, t):
+        mean, cov = self._law(previous, y)
+        return _gaussian_log_density(states - mean, cov)
+
+
+def test_fully_adapted_auxiliary_filter_has_equal_second_stage_weights():
+    # resampled every step on p(y_t | x_t-1), moved by p(x_t | x_t-1, y_t): every g f / q equals its parent's eta
+    model = _linear_model()
+    y, _ = model.sample(20, random_state=17)
+    smc = LinearGaussian(model)
+    result = particle_filter(
+        smc, y, 300, proposal=_OptimalProposal(smc), auxiliary=_ExactPredictive(smc), ess_threshold=1.0, random_state=18
+    )
+    np.testing.assert_allclose(result.ess, 300)
+
+
+def test_auxiliary_filter_resamples_on_first_stage_weights_and_reports_the_time_step():
+    model = _linear_model()
+    y, _ = model.sample(15, random_state=15)
+    smc = LinearGaussian(model)
+    never = particle_filter(smc, y, 100, auxiliary=_ExactPredictive(smc), ess_threshold=0.0, random_state=16)
+    plain = particle_filter(smc, y, 100, ess_threshold=0.0, random_state=16)
+    # without resampling the first-stage weights cancel: the bootstrap filter, draw for draw
+    assert not never.resampled.any()
+    np.testing.assert_allclose(never.log_likelihood_increments, plain.log_likelihood_increments)
+
+    class Hopeless:
+        def log_predictive_weight(self, previous, y, t):
+            return np.full(len(previous), -np.inf if t == 4 else 0.0)
+
+    with pytest.raises(ValueError, match="time step 4"):
+        particle_filter(smc, y, 50, auxiliary=Hopeless(), random_state=0)
 
 
 def test_stochastic_volatility_and_growth_models_run():

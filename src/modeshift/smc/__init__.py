@@ -1,21 +1,26 @@
 """Sequential Monte Carlo: particle methods for models without exact recursions.
 
 Describe a model once (:class:`StateSpaceModel`), then filter it
-(:func:`particle_filter`); :mod:`modeshift.smc.adapters` turns modeshift's exact
-models into SMC models.
+(:func:`particle_filter`: bootstrap, guided or auxiliary); switching linear models
+also have a Rao-Blackwellised filter (:func:`rao_blackwellised_filter`).
+:mod:`modeshift.smc.adapters` turns modeshift's exact models into SMC models.
 """
 
 from modeshift.smc.adapters import LinearGaussian, SwitchingLinear
-from modeshift.smc.filters import ParticleFilterResult, Proposal, particle_filter
+from modeshift.smc.filters import Auxiliary, ParticleFilterResult, Proposal, particle_filter
 from modeshift.smc.model import NonlinearGrowth, StateSpaceModel, StochasticVolatility
+from modeshift.smc.rao_blackwell import RaoBlackwellResult, rao_blackwellised_filter
 
 __all__ = [
+    "Auxiliary",
     "LinearGaussian",
     "NonlinearGrowth",
     "ParticleFilterResult",
     "Proposal",
+    "RaoBlackwellResult",
     "StateSpaceModel",
     "StochasticVolatility",
     "SwitchingLinear",
     "particle_filter",
+    "rao_blackwellised_filter",
 ]

@@ -107,10 +107,13 @@ class SwitchingLinear(StateSpaceModel):
         modes = rng.choice(len(m.startprob_), size=n, p=m.startprob_)
         return np.column_stack([x, modes])
 
+    def sample_modes(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        """z_t for each particle (x_t-1, z_t-1), by inverting the cumulative switch probabilities."""
+        cumulative = np.cumsum(np.exp(self._log_switch(previous, t)), axis=1)
+        return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
+
     def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        probs = np.exp(self._log_switch(previous, t))
-        modes = (rng.random((len(previous), 1)) > np.cumsum(probs, axis=1)).sum(axis=1)
-        modes = np.minimum(modes, probs.shape[1] - 1)
+        modes = self.sample_modes(previous, t, rng)
         factors = np.linalg.cholesky(self.model.dynamics_covariances_)[modes]
         noise = np.einsum("pij,pj->pi", factors, rng.standard_normal((len(previous), self.n)))
         return np.column_stack([self._dynamics_mean(previous, modes, t) + noise, modes])

@@ -1,4 +1,12 @@
-"""Particle filters: bootstrap and guided, with adaptive resampling."""
+"""Particle filters: bootstrap, guided and auxiliary, with adaptive resampling.
+
+The auxiliary particle filter (Pitt & Shephard 1999) looks one observation ahead: before
+moving to step t it resamples the particles of step t-1 with weights W_t-1 exp(eta), where
+eta = log_predictive_weight(x_t-1, y_t, t) approximates log p(y_t | x_t-1), so that the
+particles likely to explain y_t get more children; the second-stage weight of a child then
+subtracts its parent's eta. With the exact predictive the second-stage weights of the
+bootstrap move are constant: the fully adapted filter.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import numpy as np
 from modeshift.kernels import effective_sample_size, normalise_log_weights, resample
 from modeshift.smc.model import StateSpaceModel
 
-__all__ = ["ParticleFilterResult", "Proposal", "particle_filter"]
+__all__ = ["Auxiliary", "ParticleFilterResult", "Proposal", "particle_filter"]
 
 RESAMPLING = ("multinomial", "stratified", "systematic", "residual")
 
@@ -22,6 +30,13 @@ class Proposal(Protocol):
     def sample(self, previous: np.ndarray | None, y: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray: ...
 
     def log_density(self, previous: np.ndarray | None, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray: ...
+
+
+class Auxiliary(Protocol):
+    """First-stage weights of the auxiliary filter: an approximation of log p(y_t | x_t-1)
+    for every particle ``previous`` (N, d) of step t-1, (N,). A model may provide it itself."""
+
+    def log_predictive_weight(self, previous: np.ndarray, y: np.ndarray, t: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ def particle_filter(
     observations: Any,
     n_particles: int = 1000,
     proposal: Proposal | None = None,
+    auxiliary: Auxiliary | None = None,
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
     quantiles: tuple[float, ...] | None = None,
@@ -64,39 +80,37 @@ def particle_filter(
 
     Without a ``proposal`` this is the bootstrap filter (particles move by the
     model's transition, weights are the observation densities); with one it is
-    the guided filter (weights g f / q). Particles are resampled with the given
-    scheme whenever the effective sample size falls below ``ess_threshold * N``
-    (1: every step, 0: never). Raises ``ValueError`` naming the time step at which
+    the guided filter (weights g f / q). With ``auxiliary`` (an object with
+    ``log_predictive_weight``, the model itself if it has one) it is the auxiliary
+    filter of the module docstring, on top of either move. Particles are resampled
+    with the given scheme whenever the effective sample size of the (first-stage)
+    weights falls below ``ess_threshold * N`` (1: every step, 0: never).
+
+    The likelihood estimate is the product over t of
+    sum_i W_t-1^i exp(eta^i) * (1/N) sum_i w_t^i after resampling, with w_t the
+    second-stage weights, and sum_i W_t-1^i w_t^i without; it is unbiased (Pitt 2002;
+    Johansen & Doucet 2008). Raises ``ValueError`` naming the time step at which
     every particle has zero weight or a weight is NaN.
     """
-    if resampling not in RESAMPLING:
-        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
-    if not 0.0 <= ess_threshold <= 1.0:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
-    y = np.asarray(observations, dtype=float)
-    y = y[:, None] if y.ndim == 1 else y
-    if y.ndim != 2 or len(y) == 0:
-        raise ValueError(f"observations must be a non-empty (T,) or (T, p) array, got shape {np.shape(observations)}")
+    check_resampling(resampling, ess_threshold)
+    y = as_observations(observations)
     N, T, rng = int(n_particles), len(y), np.random.default_rng(random_state)
     increments, ess, resampled = np.empty(T), np.empty(T), np.zeros(T, dtype=bool)
     history: dict[str, list[np.ndarray]] = {"particles": [], "weights": [], "ancestors": []}
     means, variances, levels = [], [], []
 
     x, weights = None, np.full(N, 1.0 / N)
-    previous_log_weights, ancestors = np.zeros(N), np.arange(N)
+    parent_log_weights, ancestors, first_stage = np.zeros(N), np.arange(N), np.zeros(N)
     for t in range(T):
-        if t > 0 and ess[t - 1] < ess_threshold * N:
-            ancestors = resample(resampling, weights, rng)
-            x, previous_log_weights, resampled[t] = x[ancestors], np.zeros(N), True
-        elif t > 0:
-            ancestors = np.arange(N)
-            with np.errstate(divide="ignore"):  # a particle of weight 0 stays at weight 0
-                previous_log_weights = np.log(weights * N)  # mean of exp is 1: increments stay p(y_t | y_0..t-1)
+        if t > 0:
+            if auxiliary is not None:
+                first_stage = auxiliary.log_predictive_weight(x, y[t], t)
+            ancestors, parent_log_weights, resampled[t] = select_parents(
+                weights, first_stage, ess_threshold, resampling, rng, t
+            )
+            x = x[ancestors]
         x, log_weights = _move(model, proposal, x, y[t], t, N, rng)
-        try:
-            weights, increments[t] = normalise_log_weights(previous_log_weights + log_weights)
-        except ValueError as error:
-            raise ValueError(f"time step {t}: {error}") from None
+        weights, increments[t] = normalise(parent_log_weights + log_weights - first_stage[ancestors], t)
         ess[t] = effective_sample_size(weights)
         mean = weights @ x
         means.append(mean)
@@ -118,6 +132,54 @@ def particle_filter(
         quantiles=np.stack(levels) if quantiles is not None else None,
         **stacked,
     )
+
+
+def check_resampling(resampling: str, ess_threshold: float) -> None:
+    """Raise ``ValueError`` for an unknown scheme or a threshold outside [0, 1]."""
+    if resampling not in RESAMPLING:
+        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
+    if not 0.0 <= ess_threshold <= 1.0:
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+
+
+def as_observations(observations: Any) -> np.ndarray:
+    """One sequence of observations as a float (T, p) array."""
+    y = np.asarray(observations, dtype=float)
+    y = y[:, None] if y.ndim == 1 else y
+    if y.ndim != 2 or len(y) == 0:
+        raise ValueError(f"observations must be a non-empty (T,) or (T, p) array, got shape {np.shape(observations)}")
+    return y
+
+
+def normalise(log_weights: np.ndarray, t: int) -> tuple[np.ndarray, float]:
+    """:func:`~modeshift.kernels.normalise_log_weights`, its error naming the time step."""
+    try:
+        return normalise_log_weights(log_weights)
+    except ValueError as error:
+        raise ValueError(f"time step {t}: {error}") from None
+
+
+def select_parents(
+    weights: np.ndarray,
+    first_stage: np.ndarray,
+    ess_threshold: float,
+    resampling: str,
+    rng: np.random.Generator,
+    t: int,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The parents of step t's particles: (ancestors, log weights, resampled).
+
+    The log weights are those of N W exp(first_stage), each parent's own, or after
+    resampling their mean: either way the likelihood increment stays p(y_t | y_0..t-1)
+    once the children's weights subtract their parent's ``first_stage``.
+    """
+    n = len(weights)
+    with np.errstate(divide="ignore"):  # a particle of weight 0 stays at weight 0
+        log_weights = np.log(weights) + first_stage + np.log(n)
+    first_stage_weights, log_mean = normalise(log_weights, t)
+    if effective_sample_size(first_stage_weights) >= ess_threshold * n:
+        return np.arange(n), log_weights, False
+    return resample(resampling, first_stage_weights, rng), np.full(n, log_mean), True
 
 
 def _move(
