@@ -73,6 +73,9 @@ class LinearGaussian(StateSpaceModel):
     def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
         return _gaussian_log_density(states - previous @ self.A.T - self._input(t)[0], self.Q)
 
+    def log_transition_bound(self, t: int) -> float:
+        return float(_gaussian_log_density(np.zeros((1, self.state_dim)), self.Q)[0])
+
 
 class SwitchingLinear(StateSpaceModel):
     """A :class:`~modeshift.SwitchingLDS` as an SMC model: a particle is (x_t, z_t), the

@@ -8,7 +8,9 @@ A model is a small class with three methods, each vectorised over particles
 - ``log_observation(states, y, t)`` is log p(y_t | x_t) for every particle, (n,).
 
 Smoothers and guided filters also need the densities ``log_initial(states)`` and
-``log_transition(previous, states, t)``. Parameters are the instance's attributes
+``log_transition(previous, states, t)``; a bound ``log_transition_bound(t)`` on the
+latter (max over both arguments) lets the smoothers sample backwards by rejection,
+in O(N) per step instead of O(N^2). Parameters are the instance's attributes
 (make one instance per parameter value); inputs or covariates are looked up by
 ``t`` inside the methods. Two complete examples follow:
 :class:`StochasticVolatility` and :class:`NonlinearGrowth`.
@@ -87,6 +89,9 @@ class StochasticVolatility(StateSpaceModel):
         mean = self.mu + self.phi * (previous[:, 0] - self.mu)
         return _normal_log_density(states[:, 0], mean, self.sigma**2)
 
+    def log_transition_bound(self, t: int) -> float:
+        return -0.5 * (_LOG_2PI + np.log(self.sigma**2))
+
 
 class NonlinearGrowth(StateSpaceModel):
     """The nonlinear growth model, the classic test of particle filters (Kitagawa 1996).
@@ -118,3 +123,6 @@ class NonlinearGrowth(StateSpaceModel):
 
     def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
         return _normal_log_density(states[:, 0], self._mean(previous[:, 0], t), self.q)
+
+    def log_transition_bound(self, t: int) -> float:
+        return -0.5 * (_LOG_2PI + np.log(self.q))
