@@ -115,24 +115,14 @@ def normalise_log_weights(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
         raise ValueError(f"all particles have zero weight: all {log_weights.shape[0]} log weights are -inf")
     if peak == np.inf:
         raise ValueError("infinite log weight: log weights must be below +inf")
-    weights, total = _exp_normalise(log_weights, peak)
+    weights = np.exp(log_weights - peak)  # numpy's vectorised exp; a compiled loop calls a scalar one
+    total = weights.sum()
+    weights /= total
     return weights, peak + np.log(total) - np.log(log_weights.shape[0])
 
 
 def _as_float(values) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float64)
-
-
-@njit(cache=True)
-def _exp_normalise(log_weights: np.ndarray, peak: float) -> tuple[np.ndarray, float]:
-    weights = np.empty_like(log_weights)
-    total = 0.0
-    for i in range(log_weights.shape[0]):
-        weights[i] = np.exp(log_weights[i] - peak)
-        total += weights[i]
-    for i in range(log_weights.shape[0]):
-        weights[i] /= total
-    return weights, total
 
 
 @njit(cache=True)

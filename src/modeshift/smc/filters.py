@@ -100,7 +100,7 @@ def particle_filter(
     means, variances, levels = [], [], []
 
     x, weights = None, np.full(N, 1.0 / N)
-    parent_log_weights, ancestors, first_stage = np.zeros(N), np.arange(N), np.zeros(N)
+    parent_log_weights, ancestors, first_stage = np.zeros(N), np.arange(N), None
     for t in range(T):
         if t > 0:
             if auxiliary is not None:
@@ -110,7 +110,9 @@ def particle_filter(
             )
             x = x[ancestors]
         x, log_weights = _move(model, proposal, x, y[t], t, N, rng)
-        weights, increments[t] = normalise(parent_log_weights + log_weights - first_stage[ancestors], t)
+        if first_stage is not None:
+            log_weights = log_weights - first_stage[ancestors]
+        weights, increments[t] = normalise(parent_log_weights + log_weights, t)
         ess[t] = effective_sample_size(weights)
         mean = weights @ x
         means.append(mean)
@@ -161,7 +163,7 @@ def normalise(log_weights: np.ndarray, t: int) -> tuple[np.ndarray, float]:
 
 def select_parents(
     weights: np.ndarray,
-    first_stage: np.ndarray,
+    first_stage: np.ndarray | None,
     ess_threshold: float,
     resampling: str,
     rng: np.random.Generator,
@@ -171,15 +173,20 @@ def select_parents(
 
     The log weights are those of N W exp(first_stage), each parent's own, or after
     resampling their mean: either way the likelihood increment stays p(y_t | y_0..t-1)
-    once the children's weights subtract their parent's ``first_stage``.
+    once the children's weights subtract their parent's ``first_stage`` (None: no
+    first stage, the bootstrap and guided filters).
     """
     n = len(weights)
-    with np.errstate(divide="ignore"):  # a particle of weight 0 stays at weight 0
-        log_weights = np.log(weights) + first_stage + np.log(n)
-    first_stage_weights, log_mean = normalise(log_weights, t)
-    if effective_sample_size(first_stage_weights) >= ess_threshold * n:
-        return np.arange(n), log_weights, False
-    return resample(resampling, first_stage_weights, rng), np.full(n, log_mean), True
+    if first_stage is None:  # the weights are already normalised
+        first_stage_weights, log_mean = weights, 0.0
+    else:
+        with np.errstate(divide="ignore"):  # a particle of weight 0 stays at weight 0
+            first_stage_weights, log_mean = normalise(np.log(weights) + first_stage + np.log(n), t)
+    if effective_sample_size(first_stage_weights) < ess_threshold * n:
+        return resample(resampling, first_stage_weights, rng), np.full(n, log_mean), True
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights * n) + (0.0 if first_stage is None else first_stage)
+    return np.arange(n), log_weights, False
 
 
 def _move(

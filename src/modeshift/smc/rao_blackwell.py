@@ -111,7 +111,7 @@ def rao_blackwellised_filter(
     for t in range(T):
         if t > 0:
             ancestors, parent_log_weights, resampled[t] = select_parents(
-                weights, np.zeros(N), ess_threshold, resampling, rng, t
+                weights, None, ess_threshold, resampling, rng, t
             )
             means, covs, modes = means[ancestors], covs[ancestors], modes[ancestors]
             modes = switching.sample_modes(np.column_stack([means, modes]), t, rng)
