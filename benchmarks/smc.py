@@ -77,7 +77,15 @@ def modeshift_jobs(y: np.ndarray) -> dict[str, Callable[[int], float]]:
     return {"filter": run_filter, "paris": run_paris}
 
 
-def particles_jobs(y: np.ndarray) -> dict[str, Callable[[int], float]]:
+class OverBudget(Exception):
+    """A run stopped at its time budget; ``seconds`` extrapolates it to all T steps."""
+
+    def __init__(self, seconds: float, steps: int):
+        super().__init__(f"stopped after {steps} of {T} steps")
+        self.seconds, self.steps = seconds, steps
+
+
+def particles_jobs(y: np.ndarray, budget: float) -> dict[str, Callable[[int], float]]:
     import particles
     from particles import collectors
     from particles import state_space_models as ssms
@@ -101,7 +109,11 @@ def particles_jobs(y: np.ndarray) -> dict[str, Callable[[int], float]]:
     def run_paris(n: int) -> float:
         fk = WithSum(ssm=model, data=data)
         smc = particles.SMC(fk=fk, N=n, resampling="systematic", ESSrmin=0.5, collect=[collectors.Paris(Nparis=2)])
-        smc.run()
+        start = time.perf_counter()
+        for step, _ in enumerate(smc, start=1):
+            elapsed = time.perf_counter() - start
+            if elapsed > budget and step < T:
+                raise OverBudget(elapsed * T / step, step)
         return float(np.ravel(smc.summaries.paris[-1])[0])
 
     return {"filter": run_filter, "paris": run_paris}
@@ -121,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds before a slow run is extrapolated")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
 
@@ -133,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         libraries["modeshift"][operation](n)
     compile_time = time.perf_counter() - start
     try:
-        libraries["particles"] = particles_jobs(y)
+        libraries["particles"] = particles_jobs(y, args.budget)
     except ImportError as error:
         notes.append(f"particles: not available ({error})")
 
@@ -147,9 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             def run(job=jobs[operation], n=n, estimates=estimates) -> None:
                 estimates.append(job(n))
 
-            best, _, _ = best_of(run, args.repeats, float("inf"))
+            try:
+                best, _, _ = best_of(run, args.repeats, args.budget)
+            except OverBudget as stop:
+                best = stop.seconds
+                notes.append(f"{lib} {operation} N={n:,}: {stop}; its time is extrapolated to T steps")
             times.setdefault((operation, n), {})[lib] = best
-            values.setdefault((operation, n), {})[lib] = np.array(estimates)
+            values.setdefault((operation, n), {})[lib] = np.array(estimates or [np.nan, np.nan])
             log(f"  best {best:.4g} s")
 
     libs = list(libraries)

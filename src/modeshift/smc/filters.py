@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modeshift.kernels import effective_sample_size, normalise_log_weights, resample
+from modeshift.kernels import normalise_log_weights, resample
 from modeshift.smc.model import StateSpaceModel
 
 __all__ = ["Auxiliary", "ParticleFilterResult", "Proposal", "particle_filter"]
@@ -113,7 +113,7 @@ def particle_filter(
         if first_stage is not None:
             log_weights = log_weights - first_stage[ancestors]
         weights, increments[t] = normalise(parent_log_weights + log_weights, t)
-        ess[t] = effective_sample_size(weights)
+        ess[t] = 1.0 / (weights @ weights)  # the weights are normalised
         mean = weights @ x
         means.append(mean)
         variances.append(weights @ (x - mean) ** 2)
@@ -182,7 +182,7 @@ def select_parents(
     else:
         with np.errstate(divide="ignore"):  # a particle of weight 0 stays at weight 0
             first_stage_weights, log_mean = normalise(np.log(weights) + first_stage + np.log(n), t)
-    if effective_sample_size(first_stage_weights) < ess_threshold * n:
+    if ess_threshold * n * (first_stage_weights @ first_stage_weights) > 1.0:  # ESS = 1 / sum w^2 below the threshold
         return resample(resampling, first_stage_weights, rng), np.full(n, log_mean), True
     with np.errstate(divide="ignore"):
         log_weights = np.log(weights * n) + (0.0 if first_stage is None else first_stage)
