@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_smc_filters import _linear_model
 
-from modeshift import LinearGaussianSSM
 from modeshift.smc import LinearGaussian, particle_filter
 from modeshift.smc.smoothers import _backward_indices, backward_simulation, paris
 
 N_STEPS = 30
 
 
-class _Bounded(LinearGaussian):
-    """The linear-Gaussian model with the bound that enables accept-reject backward sampling."""
+class _Unbounded(LinearGaussian):
+    """The linear-Gaussian model without its density bound: backward sampling is exact, O(N^2)."""
 
-    def log_transition_bound(self, t):
-        return -0.5 * (self.state_dim * np.log(2 * np.pi) + np.linalg.slogdet(self.Q)[1])
+    log_transition_bound = None
 
 
 class _Impossible(LinearGaussian):
@@ -26,20 +25,14 @@ class _Impossible(LinearGaussian):
         return np.full(len(states), -np.inf) if t == 5 else super().log_transition(previous, states, t)
 
 
-class _ImpossibleBounded(_Impossible, _Bounded):
-    pass
+class _ImpossibleUnbounded(_Impossible):
+    log_transition_bound = None
 
 
 @pytest.fixture(scope="module")
 def linear():
     """(model, y, RTS smoother result) for the model of test_smc_filters."""
-    model = LinearGaussianSSM(state_dim=2, obs_dim=1)
-    model.transition_matrix_ = np.array([[0.9, 0.2], [-0.1, 0.8]])
-    model.transition_covariance_ = 0.3 * np.eye(2)
-    model.observation_matrix_ = np.array([[1.0, 0.5]])
-    model.observation_covariance_ = np.array([[0.5]])
-    model.initial_state_mean_ = np.zeros(2)
-    model.initial_state_covariance_ = np.eye(2)
+    model = _linear_model()
     y, _ = model.sample(N_STEPS, random_state=0)
     return model, y, model.smooth(y)
 
@@ -51,7 +44,7 @@ def _sum_and_cross(previous, states, t):
     return np.hstack([states, cross])
 
 
-@pytest.mark.parametrize("cls", [LinearGaussian, _Bounded])
+@pytest.mark.parametrize("cls", [_Unbounded, LinearGaussian])
 def test_backward_draws_follow_the_backward_kernel(linear, cls):
     smc, rng = cls(linear[0]), np.random.default_rng(0)
     previous = rng.normal(size=(5, 2))
@@ -69,7 +62,7 @@ def test_backward_simulation_means_approach_the_rts_means(linear):
     """Averaged over 3 seeds; at N = 2000 the filtering means themselves are off by ~0.1 on
     this model (minimum ESS ~ 250), so the bound on the smoothed means is 0.2."""
     model, y, rts = linear
-    smc = _Bounded(model)
+    smc = LinearGaussian(model)
 
     def mean_error(n_particles):
         errors = []
@@ -87,7 +80,7 @@ def test_backward_simulation_means_approach_the_rts_means(linear):
 
 def test_backward_simulation_without_a_bound_samples_exactly(linear):
     model, y, rts = linear
-    smc = LinearGaussian(model)
+    smc = _Unbounded(model)
     filtered = particle_filter(smc, y, 500, keep_history=True, random_state=0)
     paths = backward_simulation(smc, filtered, 100, random_state=1)
     assert np.abs(paths.mean(axis=0) - rts.means).max() < 0.4
@@ -100,7 +93,7 @@ def test_paris_matches_the_rts_sums_and_the_kalman_likelihood(linear):
     means, cross = rts.means, rts.cross_covariances
     exact_cross = sum(cross[t] + np.outer(means[t], means[t - 1]) for t in range(1, N_STEPS))
     exact = np.concatenate([means.sum(axis=0), exact_cross.ravel()])
-    runs = [paris(_Bounded(model), y, _sum_and_cross, 500, random_state=seed) for seed in range(10)]
+    runs = [paris(LinearGaussian(model), y, _sum_and_cross, 500, random_state=seed) for seed in range(10)]
     estimates = np.array([run.estimate for run in runs])
     assert runs[0].estimates.shape == (N_STEPS, 6)
     standard_errors = estimates.std(axis=0, ddof=1) / np.sqrt(len(runs))
@@ -116,7 +109,7 @@ def test_paris_first_estimate_is_the_filtering_mean_of_h0(linear):
     np.testing.assert_allclose(result.estimate, model.filter(y[:1]).means[0], atol=0.05)
 
 
-@pytest.mark.parametrize("cls", [_Impossible, _ImpossibleBounded])
+@pytest.mark.parametrize("cls", [_ImpossibleUnbounded, _Impossible])
 def test_zero_backward_weights_name_the_time_step(linear, cls):
     model, y, _ = linear
     smc = cls(model)
@@ -129,7 +122,7 @@ def test_zero_backward_weights_name_the_time_step(linear, cls):
 
 def test_a_wrong_bound_is_reported(linear):
     model, y, _ = linear
-    smc = _Bounded(model)
+    smc = LinearGaussian(model)
     smc.log_transition_bound = lambda t: -10.0
     with pytest.raises(ValueError, match="time step 1: log_transition exceeds"):
         paris(smc, y, lambda previous, states, t: states, 500, random_state=0)
