@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -12,6 +13,27 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type for comma-separated picks from ``choices``, returned in their canonical order."""
+
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items or any(item not in choices for item in items):
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}; got {text!r}")
+        return [item for item in choices if item in items]
+
+    return parse
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_output: Path) -> None:
+    """--repeats, --seed, --output and the compile-probe switches every script takes."""
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--output", type=Path, default=default_output, help="markdown report path")
+    parser.add_argument("--no-compile-probe", action="store_true", help="skip modeshift's fresh-process compile timing")
+    parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

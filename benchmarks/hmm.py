@@ -55,7 +55,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from common import compile_paragraph, log, modeshift_compile_times, seconds, table, timed
+from common import (
+    add_common_arguments,
+    comma_list,
+    compile_paragraph,
+    log,
+    modeshift_compile_times,
+    seconds,
+    table,
+    timed,
+)
 
 LIBRARIES: tuple[str, ...] = ("modeshift", "hmmlearn", "dynamax")
 TARGET_SPEEDUP: dict[str, float] = {"hmmlearn": 5.0, "dynamax": 2.0}
@@ -798,17 +807,6 @@ def report(
 # --------------------------------------------------------------------------
 
 
-def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        unknown = [item for item in items if item not in choices]
-        if unknown or not items:
-            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}; got {text!r}")
-        return [item for item in choices if item in items]  # canonical order
-
-    return parse
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the data (smoke run)")
@@ -819,21 +817,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(LIBRARIES),
         help="libraries, e.g. modeshift,hmmlearn",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
-    parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument(
         "--hmmlearn-implementation",
         choices=("scaling", "log"),
         default="scaling",
         help="hmmlearn's forward-backward; 'scaling' is its faster one (default)",
     )
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown report path")
-    parser.add_argument(
-        "--no-compile-probe",
-        action="store_true",
-        help="skip modeshift's fresh-process compile timing",
-    )
-    parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
+    add_common_arguments(parser, DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
 

@@ -56,7 +56,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import best_of, compile_paragraph, log, modeshift_compile_times, seconds, table, timed
+from common import (
+    add_common_arguments,
+    best_of,
+    comma_list,
+    compile_paragraph,
+    log,
+    modeshift_compile_times,
+    seconds,
+    table,
+    timed,
+)
 
 LIBRARIES = ("modeshift", "pykalman", "statsmodels", "dynamax")
 OPERATIONS = ("filter", "smooth", "em")
@@ -442,21 +452,11 @@ def version(package: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    def libs(text: str) -> list[str]:
-        items = {item.strip() for item in text.split(",") if item.strip()}
-        if not items or items - set(LIBRARIES):
-            raise argparse.ArgumentTypeError(f"choose from {', '.join(LIBRARIES)}; got {text!r}")
-        return [lib for lib in LIBRARIES if lib in items]
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="T / 10 (smoke run)")
-    parser.add_argument("--libs", type=libs, default=list(LIBRARIES), help="e.g. modeshift,pykalman")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--libs", type=comma_list(LIBRARIES), default=list(LIBRARIES), help="e.g. modeshift,pykalman")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop repeating after a run this long")
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--no-compile-probe", action="store_true", help="skip modeshift's fresh-process compile timing")
-    parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
+    add_common_arguments(parser, DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
 

@@ -88,7 +88,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import best_of, compile_paragraph, log, modeshift_compile_times, seconds, table, timed
+from common import (
+    add_common_arguments,
+    best_of,
+    comma_list,
+    compile_paragraph,
+    log,
+    modeshift_compile_times,
+    seconds,
+    table,
+    timed,
+)
 
 LIBRARIES = ("modeshift", "dynamax", "statsmodels", "ssm")
 CASES = {"arhmm": ("dynamax", "ssm"), "msar": ("statsmodels",), "slds": ("ssm",)}
@@ -562,29 +572,16 @@ def version(package: str, notes: dict[str, str]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    def choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
-        def parse(text: str) -> list[str]:
-            items = {item.strip() for item in text.split(",") if item.strip()}
-            if not items or items - set(allowed):
-                raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
-            return [item for item in allowed if item in items]
-
-        return parse
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="ARHMM T = 2,000 (smoke run)")
     parser.add_argument("--length", type=int, default=10_000, help="ARHMM sequence length T")
-    parser.add_argument("--libs", type=choices(LIBRARIES), default=list(LIBRARIES), help="e.g. modeshift,dynamax")
-    parser.add_argument("--only", type=choices(list(CASES)), default=list(CASES), help="cases, e.g. arhmm,msar")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--libs", type=comma_list(LIBRARIES), default=list(LIBRARIES), help="e.g. modeshift,dynamax")
+    parser.add_argument("--only", type=comma_list(list(CASES)), default=list(CASES), help="cases, e.g. arhmm,msar")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop repeating after a run this long")
     parser.add_argument("--slds-iters", type=int, default=100, help="ssm's Laplace-EM iterations on NASCAR")
     parser.add_argument("--slds-iters-modeshift", type=int, default=None,
                         help="modeshift SwitchingLDS n_iter (default: its own)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--no-compile-probe", action="store_true", help="skip modeshift's fresh-process compile timing")
-    parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
+    add_common_arguments(parser, DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
 
