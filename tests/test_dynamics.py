@@ -116,11 +116,8 @@ def test_a_mode_without_weight_keeps_its_parameters():
     np.testing.assert_array_equal(block.covariances[1], np.eye(2))
 
 
-def test_bad_parameters_are_named():
-    block = LinearDynamics(2)
-    with pytest.raises(ValueError, match="weights"):
-        block.set_weights(np.ones((3, 2, 2)))
-    with pytest.raises(ValueError, match="covariances"):
-        block.set_covariances(np.stack([np.eye(2), -np.eye(2)]))
+def test_bad_options_are_named():
     with pytest.raises(ValueError, match="noise"):
         LinearDynamics(2, noise="spherical")
+    with pytest.raises(ValueError, match="ridge"):
+        LinearDynamics(2, ridge=-1.0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from modeshift.data import check_array, check_covariances
 from modeshift.kernels import regression_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
@@ -64,18 +63,6 @@ class LinearDynamics:
         self.ridge_columns = None if ridge_columns is None else np.asarray(ridge_columns, dtype=bool)
         self.weights: np.ndarray | None = None
         self.covariances: np.ndarray | None = None
-
-    # ------------------------------------------------------------------ parameters
-    def set_weights(self, value: np.ndarray, name: str = "weights") -> None:
-        self.weights = check_array(name, value, (self.n_modes, None, None))
-
-    def set_covariances(self, value: np.ndarray, name: str = "covariances") -> None:
-        value = check_covariances(name, value)
-        if value.ndim != 3 or value.shape[0] != self.n_modes:
-            raise ValueError(f"{name} must have {self.n_modes} matrices (one per mode), got shape {value.shape}")
-        if self.shared_noise and not np.allclose(value, value[:1]):
-            raise ValueError(f"{name} must be equal across modes (shared_noise=True)")
-        self.covariances = value
 
     def _ridge_mask(self, q: int) -> np.ndarray:
         mask = np.ones(q, dtype=bool) if self.ridge_columns is None else self.ridge_columns
