@@ -431,7 +431,11 @@ class SwitchingLDS(Model):
 
     # ------------------------------------------------------------------------- EM
     def fit(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> SwitchingLDS:
-        """Estimate the parameters by structured variational EM; returns ``self``."""
+        """Estimate the parameters by structured variational EM; returns ``self``.
+
+        Parameters already set (by hand or by an earlier ``fit``) are the first
+        restart's starting point; the other restarts start from the data.
+        """
         seqs = self._sequences(X, lengths, inputs)
         if self.n_states == "auto":
             return self._fit_auto(seqs)
@@ -441,11 +445,15 @@ class SwitchingLDS(Model):
                 "the PCA initialisation needs state_dim <= obs_dim"
             )
         rng = np.random.default_rng(self.random_state)
+        given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
         best = None
-        for _ in range(self.n_restarts):
-            for name in self.parameter_names:
-                self.__dict__.pop(name, None)
-            mode_probs = self._initialize(seqs, rng)
+        for restart in range(self.n_restarts):
+            if restart == 0 and given:  # parameters set by hand or by an earlier fit are the first start
+                mode_probs = self._infer(seqs).mode_probs
+            else:
+                for name in self.parameter_names:
+                    self.__dict__.pop(name, None)
+                mode_probs = self._initialize(seqs, rng)
             history, converged, posterior = self._em(seqs, mode_probs)
             if best is None or history[-1] > best[0]:
                 best = (history[-1], {name: getattr(self, name) for name in self.parameter_names}, history, converged)
