@@ -10,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,20 @@ def compile_paragraph(compile_times: tuple[dict[str, float], dict[str, float]] |
         f"**{sum(warm.values()):.3g} s** with the cache filled (load; {listing(warm)}).",
         "",
     ]
+
+
+def versions(packages: Sequence[str], unimportable: Collection[str] = ()) -> str:
+    """'numpy 2.4.6, numba 0.68.1, ...' for the report; 'not installed' or 'not importable' where so."""
+
+    def version(package: str) -> str:
+        if package in unimportable:
+            return "not importable"
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return ", ".join(f"{package} {version(package)}" for package in packages)
 
 
 def seconds(value: float | None) -> str:

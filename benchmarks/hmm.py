@@ -50,7 +50,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +63,7 @@ from common import (
     seconds,
     table,
     timed,
+    versions,
 )
 
 LIBRARIES: tuple[str, ...] = ("modeshift", "hmmlearn", "dynamax")
@@ -722,17 +722,6 @@ def agreement_rows(results: Results, libraries: Sequence[str]) -> list[list[str]
     return rows
 
 
-def versions() -> str:
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    packages = ("numpy", "numba", "hmmlearn", "jax", "jaxlib", "dynamax", "modeshift")
-    return ", ".join(f"{package} {version(package)}" for package in packages)
-
-
 def machine() -> str:
     """CPU, cores, the current load (other work skews the times) and the Python version."""
     cpu = platform.processor() or platform.machine()
@@ -796,7 +785,7 @@ def report(
         *table(["case", "value", *libraries, "max rel. difference"], agreement_rows(results, libraries)),
         "",
         f"Machine: {host}.  ",
-        f"Versions: {versions()}.",
+        "Versions: " + versions(("numpy", "numba", "hmmlearn", "jax", "jaxlib", "dynamax", "modeshift")) + ".",
         "",
     ]
     return "\n".join(lines)

@@ -51,7 +51,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,7 @@ from common import (
     seconds,
     table,
     timed,
+    versions,
 )
 
 LIBRARIES = ("modeshift", "pykalman", "statsmodels", "dynamax")
@@ -432,18 +432,10 @@ def report(results: dict[str, dict[str, Outcome]], libs: Sequence[str], notes: d
         *table(["value", *libs, "max rel. diff.", "max abs. diff. of smoothed means"], agree),
         "",
         f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}.  ",
-        "Versions: " + ", ".join(f"{pkg} {version(pkg)}" for pkg in
-                                 ("numpy", "numba", "pykalman", "statsmodels", "jax", "dynamax", "modeshift")) + ".",
+        "Versions: " + versions(("numpy", "numba", "pykalman", "statsmodels", "jax", "dynamax", "modeshift")) + ".",
         "",
     ]  # fmt: skip
     return "\n".join(lines)
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # --------------------------------------------------------------------------

@@ -37,11 +37,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-from common import best_of, log, seconds, table
+from common import best_of, log, seconds, table, versions
 
 MU, PHI, SIGMA, T = -1.0, 0.95, 0.3, 1_000
 TARGET = 3.0
@@ -122,13 +121,6 @@ def particles_jobs(y: np.ndarray, budget: float) -> dict[str, Callable[[int], fl
 CASES = (("filter", 1_000), ("filter", 10_000), ("paris", 1_000))
 
 
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -198,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *table(["operation", "N", *libs], agree),
         "",
         f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}. Versions: "
-        + ", ".join(f"{pkg} {version(pkg)}" for pkg in ("numpy", "numba", "particles", "modeshift"))
+        + versions(("numpy", "numba", "particles", "modeshift"))
         + ".",
         "",
     ]

@@ -83,7 +83,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +97,7 @@ from common import (
     seconds,
     table,
     timed,
+    versions,
 )
 
 LIBRARIES = ("modeshift", "dynamax", "statsmodels", "ssm")
@@ -550,20 +550,10 @@ def report(results: dict[str, dict[str, Outcome]], notes: dict[str, str], compil
         *table(["case", "modeshift first call on the data (s)", "dynamax jit compile (s)"], jit_rows),
         "",
         f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}.  ",
-        "Versions: " + ", ".join(f"{pkg} {version(pkg, notes)}" for pkg in
-                                 ("numpy", "numba", "statsmodels", "jax", "dynamax", "ssm", "modeshift")) + ".",
+        "Versions: " + versions(("numpy", "numba", "statsmodels", "jax", "dynamax", "ssm", "modeshift"), notes) + ".",
         "",
     ]  # fmt: skip
     return "\n".join(lines)
-
-
-def version(package: str, notes: dict[str, str]) -> str:
-    if package in notes:
-        return "not importable"
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # --------------------------------------------------------------------------
