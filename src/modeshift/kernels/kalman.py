@@ -176,6 +176,28 @@ def _fully_observed(y: np.ndarray) -> bool:
     return True
 
 
+@njit(cache=True)
+def _affine(M: np.ndarray, x: np.ndarray, N: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
+    """out = M x + N u."""
+    for i in range(out.shape[0]):
+        value = 0.0
+        for j in range(x.shape[0]):
+            value += M[i, j] * x[j]
+        for k in range(u.shape[0]):
+            value += N[i, k] * u[k]
+        out[i] = value
+
+
+@njit(cache=True)
+def _whitened_norm(factor: np.ndarray, size: int, v: np.ndarray) -> float:
+    """|L^-1 v|^2 for the lower factor L; leaves L^-1 v in ``v``."""
+    _forward(factor, size, v)
+    total = 0.0
+    for a in range(size):
+        total += v[a] * v[a]
+    return total
+
+
 # ------------------------------------------------------------------ filter steps
 @njit(cache=True)
 def _predict(
@@ -191,13 +213,7 @@ def _predict(
 ) -> None:
     """x_t|t-1 = A x_t-1|t-1 + B u_t,  P_t|t-1 = A P_t-1|t-1 A^T + Q (symmetrised)."""
     n = mean.shape[0]
-    for i in range(n):
-        value = 0.0
-        for j in range(n):
-            value += A[i, j] * mean[j]
-        for k in range(u.shape[0]):
-            value += B[i, k] * u[k]
-        out_mean[i] = value
+    _affine(A, mean, B, u, out_mean)
     _congruence(A, cov, n, out_cov, product, False)
     for i in range(n):
         for j in range(i + 1):
@@ -280,10 +296,7 @@ def _update(
     log_det = 0.0
     for a in range(k):
         log_det += 2.0 * np.log(factor[a, a])
-    _forward(factor, k, innovation)
-    mahalanobis = 0.0
-    for a in range(k):
-        mahalanobis += innovation[a] * innovation[a]
+    mahalanobis = _whitened_norm(factor, k, innovation)
     _backward(factor, k, innovation)  # now S^-1 v
     for i in range(n):
         value = mean[i]
@@ -327,30 +340,16 @@ def _steady_update(
     with the stored Cholesky factor L of S and gain K; returns log N(v | 0, S)."""
     _, _, factor, _, innovation, _, gain, _, _ = work
     n, p = A.shape[0], C.shape[0]
-    for i in range(n):
-        value = 0.0
-        for j in range(n):
-            value += A[i, j] * previous[j]
-        for k in range(u.shape[0]):
-            value += B[i, k] * u[k]
-        predicted[i] = value
+    _affine(A, previous, B, u, predicted)
+    _affine(C, predicted, D, u, innovation)
     for a in range(p):
-        value = y[a]
-        for j in range(n):
-            value -= C[a, j] * predicted[j]
-        for j in range(u.shape[0]):
-            value -= D[a, j] * u[j]
-        innovation[a] = value
+        innovation[a] = y[a] - innovation[a]
     for i in range(n):
         value = predicted[i]
         for a in range(p):
             value += gain[i, a] * innovation[a]
         filtered[i] = value
-    _forward(factor, p, innovation)
-    mahalanobis = 0.0
-    for a in range(p):
-        mahalanobis += innovation[a] * innovation[a]
-    return -0.5 * (p * _LOG_2PI + log_det + mahalanobis)
+    return -0.5 * (p * _LOG_2PI + log_det + _whitened_norm(factor, p, innovation))
 
 
 # ------------------------------------------------------------------- the filter
