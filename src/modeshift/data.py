@@ -19,6 +19,7 @@ import pandas as pd
 
 __all__ = [
     "Sequences",
+    "check_dimensions",
     "missingness_patterns",
     "as_sequences",
     "check_array",
@@ -503,6 +504,17 @@ def missingness_patterns(values: np.ndarray) -> Iterator[tuple[np.ndarray | None
     bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
     for p, pattern in enumerate(patterns):
         yield order[bounds[p] : bounds[p + 1]], ~pattern
+
+
+def check_dimensions(state_dim: int, obs_dim: int | None, input_dim: int) -> tuple[int, int | None, int]:
+    """A state-space model's sizes: state_dim >= 1, obs_dim >= 1 or None (from the data), input_dim >= 0."""
+    if int(state_dim) < 1:
+        raise ValueError(f"state_dim must be a positive integer, got {state_dim!r}")
+    if obs_dim is not None and int(obs_dim) < 1:
+        raise ValueError(f"obs_dim must be a positive integer or None, got {obs_dim!r}")
+    if int(input_dim) < 0:
+        raise ValueError(f"input_dim must be a non-negative integer, got {input_dim!r}")
+    return int(state_dim), None if obs_dim is None else int(obs_dim), int(input_dim)
 
 
 def check_array(name: str, value: Any, shape: tuple[int | None, ...]) -> np.ndarray:

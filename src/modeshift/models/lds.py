@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from modeshift import kernels
-from modeshift.data import Sequences, as_sequences, check_array, check_covariances, missingness_patterns
+from modeshift.data import (
+    Sequences,
+    as_sequences,
+    check_array,
+    check_covariances,
+    check_dimensions,
+    missingness_patterns,
+)
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite
 from modeshift.models.base import Model, NotFittedError
 from modeshift.statistics import Statistics
@@ -131,15 +138,7 @@ class LinearGaussianSSM(Model):
         diagonal_observation_cov: bool = False,
         verbose: bool = False,
     ):
-        if int(state_dim) < 1:
-            raise ValueError(f"state_dim must be a positive integer, got {state_dim!r}")
-        if obs_dim is not None and int(obs_dim) < 1:
-            raise ValueError(f"obs_dim must be a positive integer or None, got {obs_dim!r}")
-        if int(input_dim) < 0:
-            raise ValueError(f"input_dim must be a non-negative integer, got {input_dim!r}")
-        self.state_dim = int(state_dim)
-        self.obs_dim = None if obs_dim is None else int(obs_dim)
-        self.input_dim = int(input_dim)
+        self.state_dim, self.obs_dim, self.input_dim = check_dimensions(state_dim, obs_dim, input_dim)
         self.n_iter = n_iter
         self.tol = tol
         self.random_state = random_state

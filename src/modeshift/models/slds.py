@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift import kernels
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import Sequences, as_sequences, check_dimensions
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite
 from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
@@ -196,20 +196,13 @@ class SwitchingLDS(Model):
         max_states: int = 6,
         verbose: bool = False,
     ):
-        if int(state_dim) < 1:
-            raise ValueError(f"state_dim must be a positive integer, got {state_dim!r}")
-        if obs_dim is not None and int(obs_dim) < 1:
-            raise ValueError(f"obs_dim must be a positive integer or None, got {obs_dim!r}")
-        if int(input_dim) < 0:
-            raise ValueError(f"input_dim must be a non-negative integer, got {input_dim!r}")
+        state_dim, obs_dim, input_dim = check_dimensions(state_dim, obs_dim, input_dim)
         if int(n_restarts) < 1:
             raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
         if stickiness < 0 or reg_covar < 0:
             raise ValueError(f"stickiness and reg_covar must be >= 0, got {stickiness} and {reg_covar}")
         self.n_states = selection.check_n_states(n_states, max_states)
-        self.state_dim = int(state_dim)
-        self.obs_dim = None if obs_dim is None else int(obs_dim)
-        self.input_dim = int(input_dim)
+        self.state_dim, self.obs_dim, self.input_dim = state_dim, obs_dim, input_dim
         self.recurrent = bool(recurrent)
         self.n_iter = n_iter
         self.tol = tol
