@@ -122,5 +122,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def publish(markdown: str, output: Path) -> None:
+    """Print the report and write it to ``output``."""
+    print(markdown)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(markdown)
+    log(f"wrote {output}")
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

@@ -60,6 +60,7 @@ from common import (
     compile_paragraph,
     log,
     modeshift_compile_times,
+    publish,
     seconds,
     table,
     timed,
@@ -845,10 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = [CASES[key] for key in args.only]
     results, descriptions = run_benchmarks(cases, adapters, sizes, args.repeats, args.seed)
     markdown = report(results, descriptions, args.libs, notes, compile_times, host, args)
-    print(markdown)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(markdown)
-    log(f"wrote {args.output}")
+    publish(markdown, args.output)
     return 0
 
 

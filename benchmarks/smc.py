@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from common import best_of, log, seconds, table, versions
+from common import best_of, log, publish, seconds, table, versions
 
 MU, PHI, SIGMA, T = -1.0, 0.95, 0.3, 1_000
 TARGET = 3.0
@@ -195,9 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     markdown = "\n".join(lines)
-    print(markdown)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(markdown)
+    publish(markdown, args.output)
     return 0
 
 

@@ -94,6 +94,7 @@ from common import (
     compile_paragraph,
     log,
     modeshift_compile_times,
+    publish,
     seconds,
     table,
     timed,
@@ -624,10 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row[lib] = Outcome(note=f"error in {case} ({type(error).__name__}: {summary})")
             log(f"  {row[lib].note or f'best {row[lib].best:.4g} s'}")
     markdown = report(results, notes, compile_times, args, T)
-    print(markdown)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(markdown)
-    log(f"wrote {args.output}")
+    publish(markdown, args.output)
     return 0
 
 
