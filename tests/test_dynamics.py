@@ -24,7 +24,7 @@ def _objective(block, y, z, weights):
 
 def _fitted(y, z, weights, **options):
     block = LinearDynamics(weights.shape[1], **options)
-    block.m_step(block.statistics(y, z, weights))
+    block.m_step(block.statistics(np.hstack([y, z]), y.shape[1], weights))
     return block
 
 
@@ -85,7 +85,7 @@ def test_fixed_columns_keep_their_values_and_the_rest_is_optimal():
     start = rng.normal(size=(2, 2, 3))
     block.weights, block.covariances = start.copy(), np.stack([np.eye(2)] * 2)
     fixed = np.array([True, False, False])
-    block.m_step(block.statistics(y, z, weights), fixed_columns=fixed)
+    block.m_step(block.statistics(np.hstack([y, z]), y.shape[1], weights), fixed_columns=fixed)
     np.testing.assert_array_equal(block.weights[:, :, 0], start[:, :, 0])
     for k in range(2):  # free columns: least squares on y minus the fixed part
         root = np.sqrt(weights[:, k])[:, None]
@@ -98,8 +98,9 @@ def test_statistics_of_shards_add_up():
     rng = np.random.default_rng(4)
     y, z, weights = _data(rng)
     block = LinearDynamics(2)
-    whole = block.statistics(y, z, weights)
-    parts = block.statistics(y[:100], z[:100], weights[:100]) + block.statistics(y[100:], z[100:], weights[100:])
+    rows, d = np.hstack([y, z]), y.shape[1]
+    whole = block.statistics(rows, d, weights)
+    parts = block.statistics(rows[:100], d, weights[:100]) + block.statistics(rows[100:], d, weights[100:])
     for key in whole:
         np.testing.assert_allclose(parts[key], whole[key], rtol=1e-12)
 
@@ -111,7 +112,7 @@ def test_a_mode_without_weight_keeps_its_parameters():
     weights[:, 0] = 1.0
     block = LinearDynamics(2)
     block.weights, block.covariances = np.ones((2, 2, 3)), np.stack([np.eye(2)] * 2)
-    block.m_step(block.statistics(y, z, weights))
+    block.m_step(block.statistics(np.hstack([y, z]), y.shape[1], weights))
     np.testing.assert_array_equal(block.weights[1], np.ones((2, 3)))
     np.testing.assert_array_equal(block.covariances[1], np.eye(2))
 

@@ -76,10 +76,11 @@ class LinearDynamics:
         inverse_factors = np.linalg.inv(np.linalg.cholesky(self.covariances))
         return regression_log_density(y, z, self.weights, inverse_factors)
 
-    def statistics(self, y: np.ndarray, z: np.ndarray, mode_weights: np.ndarray) -> Statistics:
-        """Sufficient statistics of observed rows y (n, d), z (n, q) weighted by (n, K)."""
-        d = y.shape[1]
-        counts, _, outer = weighted_moments(np.hstack([y, z]), mode_weights)
+    def statistics(self, rows: np.ndarray, n_responses: int, mode_weights: np.ndarray) -> Statistics:
+        """Sufficient statistics of rows ``[y, z]`` (n, d + q), the first ``n_responses`` = d
+        columns the responses, weighted by (n, K)."""
+        d = n_responses
+        counts, _, outer = weighted_moments(rows, mode_weights)
         return Statistics(yy=outer[:, :d, :d], yz=outer[:, :d, d:], zz=outer[:, d:, d:], count=counts)
 
     def m_step(self, stats: Statistics, fixed_columns: np.ndarray | None = None, fix_covariances: bool = False) -> None:
@@ -91,18 +92,19 @@ class LinearDynamics:
         fixed = np.zeros(q, dtype=bool) if fixed_columns is None else np.asarray(fixed_columns, dtype=bool)
         mask = self._ridge_mask(q)
         penalty = np.diag(np.where(mask, self.ridge, 0.0))
-        active = count > 1e-10
+        active = np.flatnonzero(count > 1e-10)
         weights = np.zeros((K, d, q)) if self.weights is None else self.weights.copy()
+        prior_zz = zz + penalty
+        free, held = np.flatnonzero(~fixed), np.flatnonzero(fixed)
+        if free.size:
+            target = yz[np.ix_(active, range(d), free)]
+            if held.size:
+                target = target - weights[np.ix_(active, range(d), held)] @ prior_zz[np.ix_(active, held, free)]
+            weights[np.ix_(active, range(d), free)] = _solve_right(target, prior_zz[np.ix_(active, free, free)])
+        W = weights[active]
+        cross = W @ np.swapaxes(yz[active], 1, 2)
         scatter = np.zeros((K, d, d))
-        for k in np.flatnonzero(active):
-            W = weights[k]
-            prior_zz = zz[k] + penalty
-            free, held = ~fixed, fixed
-            if free.any():
-                target = yz[k][:, free] - W[:, held] @ prior_zz[np.ix_(held, free)]
-                W[:, free] = _solve_right(target, prior_zz[np.ix_(free, free)])
-            cross = W @ yz[k].T
-            scatter[k] = yy[k] - cross - cross.T + W @ prior_zz @ W.T
+        scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ prior_zz[active] @ np.swapaxes(W, 1, 2)
         self.weights = weights
         if fix_covariances:
             return
@@ -111,15 +113,14 @@ class LinearDynamics:
         if self.shared_noise:
             total = scatter[active].sum(axis=0) + self.reg_covar * eye
             covariances = np.broadcast_to(total / (count[active].sum() + K * n_prior), (K, d, d)).copy()
-            active[:] = active.any()
+            active = np.arange(K) if active.size else active
         else:
-            covariances = (scatter + self.reg_covar * eye) / np.where(active, count + n_prior, 1.0)[:, None, None]
+            covariances = (scatter + self.reg_covar * eye) / np.maximum(count + n_prior, 1e-300)[:, None, None]
         if self.noise == "diag":
             covariances = np.einsum("kii->ki", covariances)[:, :, None] * eye
-        previous = self.covariances if self.covariances is not None else np.broadcast_to(eye, (K, d, d))
-        self.covariances = np.stack(
-            [ensure_positive_definite(c) if a else p for c, a, p in zip(covariances, active, previous)]
-        )
+        updated = np.broadcast_to(eye, (K, d, d)).copy() if self.covariances is None else self.covariances.copy()
+        updated[active] = ensure_positive_definite(covariances[active])
+        self.covariances = updated
 
     def log_prior(self) -> float:
         """Log density of the ridge and covariance priors, up to a constant."""
@@ -151,19 +152,30 @@ class LinearDynamics:
 
 
 def _solve_right(Syz: np.ndarray, Szz: np.ndarray) -> np.ndarray:
-    """Syz Szz^-1 (least squares when Szz is singular)."""
-    return np.linalg.lstsq(Szz, Syz.T, rcond=None)[0].T
+    """Syz Szz^-1 for stacks (K, d, q) and (K, q, q); least squares where Szz is singular."""
+    try:
+        return np.swapaxes(np.linalg.solve(Szz, np.swapaxes(Syz, 1, 2)), 1, 2)
+    except np.linalg.LinAlgError:
+        return np.stack([np.linalg.lstsq(A, B.T, rcond=None)[0].T for A, B in zip(Szz, Syz)])
 
 
 def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
-    """S symmetrised, plus the smallest diagonal jitter that makes it numerically positive definite."""
-    S = 0.5 * (S + S.T)
+    """S (d, d) or a stack (K, d, d) symmetrised, plus the smallest diagonal jitter that makes
+    each matrix numerically positive definite."""
+    S = 0.5 * (S + np.swapaxes(S, -1, -2))
+    try:
+        np.linalg.cholesky(S)
+        return S
+    except np.linalg.LinAlgError:
+        if S.ndim == 3:
+            return np.stack([ensure_positive_definite(matrix) for matrix in S])
+    eye = np.eye(len(S))
     scale = max(float(np.trace(S)) / len(S), 1e-300)
-    jitter = 0.0
+    jitter = 1e-12 * scale
     for _ in range(30):
         try:
-            np.linalg.cholesky(S + jitter * np.eye(len(S)))
-            return S + jitter * np.eye(len(S)) if jitter else S
+            np.linalg.cholesky(S + jitter * eye)
+            return S + jitter * eye
         except np.linalg.LinAlgError:
-            jitter = 1e-12 * scale if jitter == 0.0 else 10.0 * jitter
+            jitter *= 10.0
     raise ValueError("an M-step covariance is not positive semi-definite (degenerate data?)")

@@ -119,7 +119,7 @@ class Autoregressive(Emission):
         pooled = np.atleast_2d(np.cov(y, rowvar=False, bias=True)) + block.reg_covar * np.eye(d)
         block.covariances = np.broadcast_to(pooled, (self.n_states, d, d)).copy()
         block.ridge_columns = np.r_[np.ones(q - 1, dtype=bool), False]
-        block.m_step(block.statistics(y, z, np.eye(self.n_states)[labels]))
+        block.m_step(block.statistics(np.hstack([y, z]), d, np.eye(self.n_states)[labels]))
         self._unpack(block)
 
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
@@ -129,8 +129,8 @@ class Autoregressive(Emission):
         return out
 
     def statistics(self, values: np.ndarray, posteriors: np.ndarray) -> Statistics:
-        complete, y, z = self._split(values)
-        return self.dynamics.statistics(y, z, posteriors * complete[:, None])
+        complete, y, _ = self._split(values)  # rows are [y, z] already
+        return self.dynamics.statistics(values, y.shape[1], posteriors * complete[:, None])
 
     def _fixed(self, fixed: frozenset[str]) -> tuple[np.ndarray, bool]:
         columns = np.r_[np.full(self.coefs.shape[2], "coefs" in fixed), "intercepts" in fixed]
