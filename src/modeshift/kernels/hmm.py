@@ -20,11 +20,14 @@ Sequences are processed in parallel (``prange``).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from modeshift.kernels.recursions import (
     backtrack,
+    backward_sequence,
+    combine_sequence,
     draw,
     filter_sequence,
     scaled_table,
@@ -199,6 +202,88 @@ def _forward_backward(
     return out
 
 
+@njit(cache=True, parallel=True)
+def _forward_backward_concurrent(
+    log_likelihoods,
+    rows,
+    table,
+    table_shifts,
+    first,
+    last,
+    initial_probs,
+    transition_matrices,
+    incoming,
+    posteriors,
+    filtered,
+    normalisers,
+    backward,
+    pairs,
+    backward_weights,
+    per_step,
+    n_parts,
+):
+    """One long sequence: the forward and the backward pass on two threads at once, then
+    the posteriors in parallel over stretches of time (see :func:`combine_sequence`)."""
+    total = np.empty(1)
+    for task in prange(2):
+        if task == 0:
+            total[0] = filter_sequence(
+                log_likelihoods,
+                rows,
+                table,
+                table_shifts,
+                first,
+                last,
+                initial_probs,
+                incoming,
+                filtered[first:last],
+                posteriors[first:last],
+                normalisers[first:last],
+            )
+        else:
+            backward_sequence(log_likelihoods, rows, table, table_shifts, first, last, transition_matrices, backward)
+    ok = np.zeros(n_parts, dtype=np.bool_)
+    if total[0] > -np.inf:
+        for part in prange(n_parts):
+            ok[part] = combine_sequence(
+                first,
+                first + (last - first) * part // n_parts,
+                first + (last - first) * (part + 1) // n_parts,
+                transition_matrices,
+                filtered,
+                normalisers,
+                backward,
+                posteriors,
+                pairs,
+                backward_weights,
+                per_step,
+            )
+    if ok.all():
+        return total[0]
+    # one pass after the other, the backward one scaled by the forward one
+    if per_step:
+        pairs[first:last] = 0.0
+    else:
+        backward_weights[first:last] = 0.0
+    return smooth_sequence(
+        log_likelihoods,
+        rows,
+        table,
+        table_shifts,
+        first,
+        last,
+        initial_probs,
+        transition_matrices,
+        incoming,
+        posteriors,
+        filtered[first:last],
+        normalisers[first:last],
+        pairs,
+        backward_weights,
+        per_step,
+    )
+
+
 def _smooth(
     log_likelihoods: np.ndarray,
     offsets: np.ndarray,
@@ -210,7 +295,8 @@ def _smooth(
     """Run forward-backward; every large array is allocated here by numpy.
 
     numpy's allocations (with huge pages where the system offers them) are
-    markedly cheaper to touch than ones made inside compiled code.
+    markedly cheaper to touch than ones made inside compiled code. With fewer
+    sequences than threads, each runs its two passes concurrently.
     """
     n_steps, n_states = offsets[-1], len(initial_probs)
     posteriors = np.empty((n_steps, n_states))
@@ -220,21 +306,21 @@ def _smooth(
         pairs, backward_weights = np.zeros((n_steps, n_states, n_states)), np.empty((0, n_states))
     else:  # the weights stay 0 at sequence starts
         pairs, backward_weights = np.empty((0, n_states, n_states)), np.zeros((n_steps, n_states))
-    log_lik = _forward_backward(
-        log_likelihoods,
-        table_rows(rows),
-        *scaled_table(log_likelihoods),
-        offsets,
-        initial_probs,
-        transition_matrices,
-        transposed(transition_matrices),
-        posteriors,
-        filtered,
-        normalisers,
-        pairs,
-        backward_weights,
-        per_step,
-    )
+    arguments = (log_likelihoods, table_rows(rows), *scaled_table(log_likelihoods))
+    arrays = (initial_probs, transition_matrices, transposed(transition_matrices), posteriors, filtered, normalisers)
+    n_threads = numba.get_num_threads()
+    if n_threads == 1 or len(offsets) - 1 >= n_threads:
+        log_lik = _forward_backward(*arguments, offsets, *arrays, pairs, backward_weights, per_step)
+    else:  # the backward messages go where their weights will be written, row by row
+        backward = np.empty((n_steps, n_states)) if per_step else backward_weights
+        log_lik = np.array(
+            [
+                _forward_backward_concurrent(
+                    *arguments, first, last, *arrays, backward, pairs, backward_weights, per_step, n_threads
+                )
+                for first, last in zip(offsets[:-1], offsets[1:])
+            ]
+        )
     return log_lik, posteriors, pairs, filtered, backward_weights
 
 

@@ -297,6 +297,110 @@ def smooth_sequence(
     return total
 
 
+@njit(cache=True, fastmath=REDUCTION_FLAGS)
+def backward_sequence(
+    log_likelihoods: np.ndarray,
+    rows: np.ndarray,
+    table: np.ndarray,
+    table_shifts: np.ndarray,
+    first: int,
+    last: int,
+    transition_matrices: np.ndarray,
+    backward: np.ndarray,
+) -> None:
+    """Backward messages of rows ``first:last``, each normalised to sum 1, into ``backward[first:last]``.
+
+    beta_t(i) is proportional to p(y_{t+1:T} | z_t = i). Normalising each message by
+    its own sum (not by the forward pass's constants) makes the backward pass
+    independent of the forward one, so the two can run at the same time.
+    """
+    n_states = backward.shape[1]
+    varying = transition_matrices.shape[0] > 1
+    message = np.empty(n_states)
+    for j in range(n_states):
+        backward[last - 1, j] = 1.0 / n_states
+    for row in range(last - 1, first, -1):
+        _evidence(rows, table, table_shifts, row, message)
+        later = backward[row]
+        total = 0.0
+        for j in range(n_states):
+            message[j] *= later[j]
+            total += message[j]
+        if total < _TINY:  # every likely state is unlikely later on: re-scale in log space
+            raw = log_likelihoods[rows[row] if rows.shape[0] > 0 else row]
+            shift = -np.inf
+            for j in range(n_states):
+                if later[j] > 0.0:
+                    shift = max(shift, raw[j] + np.log(later[j]))
+            for j in range(n_states):
+                message[j] = np.exp(raw[j] + np.log(later[j]) - shift) if later[j] > 0.0 else 0.0
+        matrix = transition_matrices[row] if varying else transition_matrices[0]
+        norm = 0.0
+        earlier = backward[row - 1]
+        for i in range(n_states):
+            earlier[i] = _dot(matrix[i], message)
+            norm += earlier[i]
+        inverse = 1.0 / norm if norm > 0.0 else 0.0  # 0: an impossible sequence, flagged by the forward pass
+        for i in range(n_states):
+            earlier[i] *= inverse
+
+
+@njit(cache=True, fastmath=REDUCTION_FLAGS)
+def combine_sequence(
+    start: int,
+    first: int,
+    last: int,
+    transition_matrices: np.ndarray,
+    filtered: np.ndarray,
+    normalisers: np.ndarray,
+    backward: np.ndarray,
+    posteriors: np.ndarray,
+    pair_counts: np.ndarray,
+    backward_weights: np.ndarray,
+    per_step: bool,
+) -> bool:
+    """Posteriors at rows ``first:last`` of the sequence starting at ``start``, from a
+    forward pass and an independent :func:`backward_sequence`.
+
+    On entry ``posteriors`` holds the forward pass's scaled emission likelihoods
+    b_t, ``filtered`` (a_t) and ``normalisers`` (c_t) its other results, and
+    ``backward`` the normalised backward messages (it may be ``backward_weights``
+    itself). With d_t = c_t sum_j a_t(j) beta_t(j), the pairwise posterior is
+    p(z_{t-1}=i, z_t=j | y) = a_{t-1}(i) A_ij w_t(j), w_t = b_t beta_t / d_t, so
+    the outputs are those of :func:`smooth_sequence`. Returns False, leaving the
+    outputs unfinished, if some d_t underflows: the two passes then disagree on
+    every state (the data favour states the chain can hardly reach) and the
+    backward messages may have lost the states that matter, so the caller must
+    use :func:`smooth_sequence`, whose backward pass is scaled by the forward one.
+    """
+    n_states = backward.shape[1]
+    varying = transition_matrices.shape[0] > 1
+    weights = np.empty(n_states)
+    for row in range(first, last):
+        scaled, later = posteriors[row], backward[row]
+        agreement = 0.0
+        for j in range(n_states):
+            agreement += filtered[row, j] * later[j]
+        joint = normalisers[row] * agreement
+        if joint < _TINY:
+            return False
+        inverse = 1.0 / joint
+        for j in range(n_states):
+            emission, beta = scaled[j], later[j]
+            scaled[j] = filtered[row, j] * beta * normalisers[row] * inverse
+            weights[j] = emission * beta * inverse if row > start else 0.0
+        if not per_step:
+            backward_weights[row, :] = weights
+        elif row > start:
+            matrix = transition_matrices[row] if varying else transition_matrices[0]
+            counts = pair_counts[row]
+            for i in range(n_states):
+                previous = filtered[row - 1, i]
+                for j in range(n_states):
+                    counts[i, j] = previous * matrix[i, j] * weights[j]
+    return True
+
+
 @njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def viterbi_row(previous: np.ndarray, matrix: np.ndarray, evidence: np.ndarray, out: np.ndarray) -> None:
     """out[j] = max_i (previous[i] + log p(j | i)) + evidence[j], with ``matrix[j, i]`` = log p(j | i)."""
