@@ -99,20 +99,21 @@ def particle_filter(
     history: dict[str, list[np.ndarray]] = {"particles": [], "weights": [], "ancestors": []}
     means, variances, levels = [], [], []
 
-    x, weights = None, np.full(N, 1.0 / N)
-    parent_log_weights, ancestors, first_stage = np.zeros(N), np.arange(N), None
+    x, weights, log_weights = None, np.full(N, 1.0 / N), np.zeros(N)
+    parent_log_weights, ancestors, first_stage = log_weights, np.arange(N), None
     for t in range(T):
         if t > 0:
             if auxiliary is not None:
                 first_stage = auxiliary.log_predictive_weight(x, y[t], t)
             ancestors, parent_log_weights, resampled[t] = select_parents(
-                weights, first_stage, ess_threshold, resampling, rng, t
+                weights, log_weights, first_stage, ess_threshold, resampling, rng, t
             )
-            x = x[ancestors]
-        x, log_weights = _move(model, proposal, x, y[t], t, N, rng)
+            if resampled[t]:
+                x = x[ancestors]
+        x, incremental = _move(model, proposal, x, y[t], t, N, rng)
         if first_stage is not None:
-            log_weights = log_weights - first_stage[ancestors]
-        weights, increments[t] = normalise(parent_log_weights + log_weights, t)
+            incremental = incremental - first_stage[ancestors]
+        weights, increments[t], log_weights = normalise(parent_log_weights + incremental, t)
         ess[t] = 1.0 / (weights @ weights)  # the weights are normalised
         mean = weights @ x
         means.append(mean)
@@ -153,16 +154,19 @@ def as_observations(observations: Any) -> np.ndarray:
     return y
 
 
-def normalise(log_weights: np.ndarray, t: int) -> tuple[np.ndarray, float]:
-    """:func:`~modeshift.kernels.normalise_log_weights`, its error naming the time step."""
+def normalise(log_weights: np.ndarray, t: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """:func:`~modeshift.kernels.normalise_log_weights`, its error naming the time step, and
+    the log weights rescaled to log(N W), which :func:`select_parents` carries forward."""
     try:
-        return normalise_log_weights(log_weights)
+        weights, increment = normalise_log_weights(log_weights)
     except ValueError as error:
         raise ValueError(f"time step {t}: {error}") from None
+    return weights, increment, log_weights - increment
 
 
 def select_parents(
     weights: np.ndarray,
+    log_weights: np.ndarray,
     first_stage: np.ndarray | None,
     ess_threshold: float,
     resampling: str,
@@ -171,21 +175,21 @@ def select_parents(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The parents of step t's particles: (ancestors, log weights, resampled).
 
-    The log weights are those of N W exp(first_stage), each parent's own, or after
-    resampling their mean: either way the likelihood increment stays p(y_t | y_0..t-1)
-    once the children's weights subtract their parent's ``first_stage`` (None: no
-    first stage, the bootstrap and guided filters).
+    ``weights`` are the normalised weights W of step t-1 and ``log_weights`` log(N W)
+    (the third value of :func:`normalise`). The log weights returned are those of
+    N W exp(first_stage), each parent's own, or after resampling their mean: either
+    way the likelihood increment stays p(y_t | y_0..t-1) once the children's weights
+    subtract their parent's ``first_stage`` (None: no first stage, the bootstrap and
+    guided filters).
     """
     n = len(weights)
     if first_stage is None:  # the weights are already normalised
         first_stage_weights, log_mean = weights, 0.0
     else:
-        with np.errstate(divide="ignore"):  # a particle of weight 0 stays at weight 0
-            first_stage_weights, log_mean = normalise(np.log(weights) + first_stage + np.log(n), t)
+        log_weights = log_weights + first_stage
+        first_stage_weights, log_mean, _ = normalise(log_weights, t)
     if ess_threshold * n * (first_stage_weights @ first_stage_weights) > 1.0:  # ESS = 1 / sum w^2 below the threshold
         return resample(resampling, first_stage_weights, rng), np.full(n, log_mean), True
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(weights * n) + (0.0 if first_stage is None else first_stage)
     return np.arange(n), log_weights, False
 
 

@@ -107,18 +107,19 @@ def rao_blackwellised_filter(
     means = np.tile(np.asarray(model.initial_state_mean_, dtype=float), (N, 1))
     covs = np.tile(np.asarray(model.initial_state_covariance_, dtype=float), (N, 1, 1))
     modes = rng.choice(K, size=N, p=model.startprob_)
-    weights, parent_log_weights, log_likelihoods = np.full(N, 1.0 / N), np.zeros(N), np.empty(N)
+    weights, log_weights, log_likelihoods = np.full(N, 1.0 / N), np.zeros(N), np.empty(N)
+    parent_log_weights = log_weights
     for t in range(T):
         if t > 0:
             ancestors, parent_log_weights, resampled[t] = select_parents(
-                weights, None, ess_threshold, resampling, rng, t
+                weights, log_weights, None, ess_threshold, resampling, rng, t
             )
             means, covs, modes = means[ancestors], covs[ancestors], modes[ancestors]
             modes = switching.sample_modes(np.column_stack([means, modes]), t, rng)
         failed = kalman_step_batch(means, covs, modes, A, B, Q, C, D, R, y[t], u[t], t > 0, log_likelihoods)
         if failed >= 0:
             raise ValueError(f"time step {t}: the innovation covariance of particle {failed} is not positive definite")
-        weights, increments[t] = normalise(parent_log_weights + log_likelihoods, t)
+        weights, increments[t], log_weights = normalise(parent_log_weights + log_likelihoods, t)
         ess[t] = effective_sample_size(weights)
         mode_probabilities[t] = np.bincount(modes, weights, minlength=K)
         state_means[t] = weights @ means

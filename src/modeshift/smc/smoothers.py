@@ -143,7 +143,7 @@ def paris(
             index = _backward_indices(model, x, weights, moved, t, B, rng).ravel()
             terms = np.reshape(functional(x[index], np.repeat(moved, B, axis=0), t), (N, B, -1))
             tau, x = (tau[index].reshape(N, B, -1) + terms).mean(axis=1), moved
-        weights, increments[t] = normalise(model.log_observation(x, y[t], t), t)
+        weights, increments[t], _ = normalise(model.log_observation(x, y[t], t), t)
         estimates.append(weights @ tau)
     return PaRISResult(np.stack(estimates), float(increments.sum()), increments)
 
