@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 import zlib
 
+import numba
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
 from modeshift import kernels
+from modeshift.kernels import hmm as kernel_module
 
 # --------------------------------------------------------------------------- references
 
@@ -466,3 +468,48 @@ def test_sample_chain_inverse_cdf_and_frequencies():
     # a chain of one step is one draw from the initial distribution
     assert kernels.sample_chain(pi, A, np.array([0.1]))[0] == 0
     assert kernels.sample_chain(pi, A, np.array([0.5]))[0] == 2
+
+
+# ------------------------------------------------------- concurrent forward-backward
+
+
+@pytest.fixture
+def concurrent(monkeypatch):
+    """Every sequence long enough for its forward and backward passes to run at once."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("the concurrent passes need two threads")
+    monkeypatch.setattr(kernel_module, "_CONCURRENT_LENGTH", 1)
+
+
+def _serial(function, *args):
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return function(*args)
+    finally:
+        numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("varying", [False, True])
+def test_concurrent_passes_equal_serial_ones(concurrent, varying):
+    rng = np.random.default_rng(11)
+    T, K = 3000, 4
+    ll = rng.normal(0.0, 3.0, size=(T, K))
+    ll[1000] = [-1e4, -1e4 - 3.0, 0.0, -1e4]  # an outlier only an unlikely state explains
+    A = rng.dirichlet(np.ones(K), size=(T if varying else 1, K))
+    pi, offsets = rng.dirichlet(np.ones(K)), np.array([0, T])
+    smoother = kernels.forward_backward_varying if varying else kernels.forward_backward
+    for got, expected in zip(smoother(ll, offsets, pi, A), _serial(smoother, ll, offsets, pi, A)):
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("gap", [400.0, 1e4])
+def test_concurrent_passes_fall_back_where_they_disagree(concurrent, gap):
+    test_unreachable_state_favoured_by_data(gap)
+
+
+def test_concurrent_passes_of_an_impossible_sequence(concurrent):
+    ll = np.zeros((50, 2))
+    ll[20] = -np.inf
+    log_lik, posteriors, pairs = kernels.forward_backward(ll, np.array([0, 50]), np.array([0.5, 0.5]), np.eye(2)[None])
+    assert log_lik[0] == -np.inf and np.isnan(posteriors).all() and (pairs == 0).all()

@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 _N_CHUNKS = 64  # load balance for up to ~16 threads; memory 64 * K * K
+_CONCURRENT_LENGTH = 4096  # shorter sequences are not worth waking a second thread for
 
 
 # ------------------------------------------------------------- batch drivers
@@ -296,7 +297,7 @@ def _smooth(
 
     numpy's allocations (with huge pages where the system offers them) are
     markedly cheaper to touch than ones made inside compiled code. With fewer
-    sequences than threads, each runs its two passes concurrently.
+    sequences than threads, all long, each runs its two passes concurrently.
     """
     n_steps, n_states = offsets[-1], len(initial_probs)
     posteriors = np.empty((n_steps, n_states))
@@ -309,7 +310,7 @@ def _smooth(
     arguments = (log_likelihoods, table_rows(rows), *scaled_table(log_likelihoods))
     arrays = (initial_probs, transition_matrices, transposed(transition_matrices), posteriors, filtered, normalisers)
     n_threads = numba.get_num_threads()
-    if n_threads == 1 or len(offsets) - 1 >= n_threads:
+    if n_threads == 1 or len(offsets) - 1 >= n_threads or np.diff(offsets).min() < _CONCURRENT_LENGTH:
         log_lik = _forward_backward(*arguments, offsets, *arrays, pairs, backward_weights, per_step)
     else:  # the backward messages go where their weights will be written, row by row
         backward = np.empty((n_steps, n_states)) if per_step else backward_weights
