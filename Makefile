@@ -17,10 +17,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-demo: $(VENV)/.installed
-	$(BIN)/python -m modeshift.demo
+demo: $(VENV)/.installed-plot
+	$(BIN)/modeshift demo
 
 test: $(VENV)/.installed-test
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+		|| echo "chromium not installed: the report browser test will be skipped"
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-bench

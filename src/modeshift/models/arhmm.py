@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,8 @@ import numpy as np
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
-from modeshift.models.hmm import HMM
+from modeshift.models.base import Forecast
+from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.selection import check_n_states
 
 __all__ = ["ARHMM"]
@@ -41,7 +42,7 @@ class ARHMM(HMM):
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
     reg_covar, n_iter, tol, n_restarts, random_state, fixed,
-    transition_concentration, stickiness, input_dim, transition_penalty, max_states, verbose
+    transition_concentration, stickiness, input_dim, transition_penalty, max_states, verbose, callback
         As for :class:`HMM`.
 
     Attributes
@@ -86,6 +87,7 @@ class ARHMM(HMM):
         transition_penalty: float = 1e-2,
         max_states: int = 10,
         verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
         if int(lags) < 1:
             raise ValueError(f"lags must be a positive integer, got {lags!r}")
@@ -106,6 +108,7 @@ class ARHMM(HMM):
         self.input_dim = int(input_dim)
         self.transition_penalty = transition_penalty
         self.verbose = verbose
+        self.callback = callback
 
     def _make_emission(self) -> Emission:
         return Autoregressive(self._k, self.lags, self.noise, self.shared_noise, self.ridge, self.reg_covar)
@@ -122,3 +125,48 @@ class ARHMM(HMM):
 
     def _n_observations(self, seqs: Sequences) -> int:
         return seqs.n_steps - self.lags * seqs.n_sequences
+
+    def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
+        """Exact predictive moments by moment propagation; no Monte Carlo is needed.
+
+        Given the data, the future is a Markov jump linear system: with the lag state
+        s_t = [y_t, ..., y_t-lags+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
+        companion matrix of the A_k,i, c_k = [b_k, 0], G = [I, 0]'), starting from the observed
+        s_T and p(z_T | y). The moments restricted to each mode, q_k = E[s_t 1{z_t = k}] and
+        M_k = E[s_t s_t' 1{z_t = k}], follow a closed linear recursion (Costa, Fragoso &
+        Marques 2005, ch. 3): with r_k = sum_i P_ik q_i, R_k = sum_i P_ik M_i and pi_k = p(z_t = k),
+
+            q_k <- F_k r_k + pi_k c_k,
+            M_k <- F_k R_k F_k' + F_k r_k c_k' + c_k r_k' F_k' + pi_k (c_k c_k' + G S_k G'),
+
+        and y_t's mean and covariance are the first block of sum_k q_k and sum_k M_k - mean mean'.
+        The predictive law itself is a mixture of K^h Gaussians; these are its exact moments.
+        """
+        modes = propagate_modes(filtered, matrices)
+        n_states, d = self.coefs_.shape[:2]
+        n = d * self.lags
+        companion = np.zeros((n_states, n, n))
+        companion[:, :d] = self.coefs_
+        companion[:, d:, :-d] = np.eye(n - d)
+        offsets = np.zeros((n_states, n))
+        offsets[:, :d] = self.intercepts_
+        shocks = np.zeros((n_states, n, n))
+        shocks[:, :d, :d] = self.covars_
+        state = last_row[:n]  # [y_T, ..., y_T-lags+1]: the lagged row is [y_T, ..., y_T-lags, 1]
+        first = filtered[:, None] * state
+        second = filtered[:, None, None] * np.outer(state, state)
+        means, covariances = np.empty((len(matrices), d)), np.empty((len(matrices), d, d))
+        for step, (matrix, probabilities) in enumerate(zip(matrices, modes)):
+            moved = np.einsum("kmn,kn->km", companion, matrix.T @ first)
+            cross = moved[:, :, None] * offsets[:, None, :]
+            second = (
+                companion @ np.einsum("ik,imn->kmn", matrix, second) @ companion.transpose(0, 2, 1)
+                + cross
+                + cross.transpose(0, 2, 1)
+                + probabilities[:, None, None] * (offsets[:, :, None] * offsets[:, None, :] + shocks)
+            )
+            first = moved + probabilities[:, None] * offsets
+            means[step] = first[:, :d].sum(axis=0)
+            covariance = second[:, :d, :d].sum(axis=0) - np.outer(means[step], means[step])
+            covariances[step] = 0.5 * (covariance + covariance.T)
+        return Forecast(means, covariances, modes)

@@ -1,8 +1,10 @@
-"""What every model shares: hyperparameters, saving and loading."""
+"""What every model shares: hyperparameters, saving and loading, the form of a forecast."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from os import PathLike
 from typing import Any, ClassVar
 
@@ -10,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from modeshift.archive import read_archive, write_archive
-from modeshift.data import Sequences
+from modeshift.data import Sequences, check_array
 from modeshift.metrics import segments
 
-__all__ = ["Model", "NotFittedError", "load", "mode_segments"]
+__all__ = ["Forecast", "Model", "NotFittedError", "check_future_inputs", "load", "mode_segments"]
 
 
 class NotFittedError(ValueError):
@@ -78,6 +80,87 @@ def load(path: str | PathLike[str]) -> Model:
     model = Model._registry[name](**metadata.get("hyperparameters", {}))
     model._restore(arrays, metadata.get("attributes", {}))
     return model
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The predictive distribution of the ``horizon`` steps after the end of the data.
+
+    Attributes
+    ----------
+    means : (horizon, D) array
+        E[y_T+h | y_0..T] for h = 1 .. horizon.
+    covariances : (horizon, D, D) array
+        Cov[y_T+h | y_0..T].
+    mode_probabilities : (horizon, K) array, or None for a model without modes
+        p(z_T+h = k | y_0..T).
+    symbol_probabilities : (horizon, n_symbols) array, or None
+        p(y_T+h = s | y_0..T) for categorical observations (whose ``means`` and
+        ``covariances`` are those of the integer codes).
+
+    For several sequences every field is a list with one entry per sequence. A forecast
+    unpacks as ``means, covariances``.
+    """
+
+    means: np.ndarray | list[np.ndarray]
+    covariances: np.ndarray | list[np.ndarray]
+    mode_probabilities: np.ndarray | list[np.ndarray] | None = None
+    symbol_probabilities: np.ndarray | list[np.ndarray] | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray | list[np.ndarray]]:
+        return iter((self.means, self.covariances))
+
+    @classmethod
+    def of_sequences(cls, parts: list[Forecast]) -> Forecast:
+        """One forecast per sequence gathered into one: itself for one sequence, lists for several."""
+        if len(parts) == 1:
+            return parts[0]
+        gathered = {field.name: [getattr(part, field.name) for part in parts] for field in fields(cls)}
+        return cls(**{name: None if values[0] is None else values for name, values in gathered.items()})
+
+    def per_sequence(self) -> list[Forecast]:
+        """One forecast per sequence: the inverse of :meth:`of_sequences`."""
+        if not isinstance(self.means, list):
+            return [self]
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return [
+            Forecast(**{name: None if value is None else value[s] for name, value in values.items()})
+            for s in range(len(self.means))
+        ]
+
+
+def check_future_inputs(
+    future_inputs: Any, horizon: int, n_sequences: int, input_dim: int, model: str
+) -> list[np.ndarray]:
+    """The inputs of the ``horizon`` steps to forecast, one (horizon, input_dim) array per sequence.
+
+    ``future_inputs`` is one array for all sequences or a list with one per sequence; it
+    must be None when ``input_dim`` is 0.
+    """
+    if input_dim == 0:
+        if future_inputs is not None:
+            raise ValueError(f"future_inputs were given but {model} has input_dim=0")
+        return [np.zeros((horizon, 0))] * n_sequences
+    if future_inputs is None:
+        raise ValueError(f"{model} has input_dim={input_dim}: pass future_inputs (horizon, {input_dim})")
+    if (
+        isinstance(future_inputs, (list, tuple))
+        and len(future_inputs)
+        and np.ndim(future_inputs[0]) >= 1
+        and (np.ndim(future_inputs[0]) == 2 or n_sequences > 1)
+    ):
+        items = list(future_inputs)
+    else:
+        items = [future_inputs] * n_sequences
+    if len(items) != n_sequences:
+        raise ValueError(f"future_inputs: got {len(items)} arrays for {n_sequences} sequences")
+    out = []
+    for s, item in enumerate(items):
+        array = np.asarray(item, dtype=float)
+        if array.ndim == 1 and input_dim == 1:
+            array = array[:, None]
+        out.append(check_array(f"future_inputs for sequence {s}", array, (horizon, input_dim)))
+    return out
 
 
 def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray) -> pd.DataFrame:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,8 @@ from modeshift import kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
 from modeshift.models import selection
-from modeshift.models.base import Model, NotFittedError, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
+from modeshift.progress import FitMonitor, Report
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
 
@@ -75,7 +75,10 @@ class HMM(Model):
     transition_penalty : float
         L2 prior on those parameters.
     verbose : bool
-        Print the objective at every EM iteration.
+        Show a live progress bar of the EM iterations, one per restart (see :mod:`modeshift.progress`).
+    callback : callable, optional
+        ``callback(iteration, objective)`` at every EM iteration of every restart (and of
+        every candidate for ``n_states="auto"``); not saved with the model.
 
     Attributes
     ----------
@@ -123,6 +126,7 @@ class HMM(Model):
         transition_penalty: float = 1e-2,
         max_states: int = 10,
         verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
         if emission not in EMISSIONS:
             raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}")
@@ -143,6 +147,7 @@ class HMM(Model):
         self.input_dim = int(input_dim)
         self.transition_penalty = transition_penalty
         self.verbose = verbose
+        self.callback = callback
 
     # --------------------------------------------------------- parameter access
     @property
@@ -248,12 +253,16 @@ class HMM(Model):
         rng = np.random.default_rng(self.random_state)
         given = self._snapshot()
         best: tuple[float, dict[str, np.ndarray], list[float], bool] | None = None
-        for restart in range(self.n_restarts):
-            keep = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
-            self._initialize(seqs, rng, keep)
-            history, converged = self._em(seqs, fixed)
-            if best is None or history[-1] > best[0]:
-                best = (history[-1], self._snapshot(), history, converged)
+        with FitMonitor(self.verbose, self.callback) as monitor:
+            for restart in range(self.n_restarts):
+                keep = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
+                self._initialize(seqs, rng, keep)
+                label = f"{type(self).__name__} K={self._k}"
+                if self.n_restarts > 1:
+                    label += f" restart {restart + 1}/{self.n_restarts}"
+                history, converged = self._em(seqs, fixed, monitor.task(label, total=self.n_iter))
+                if best is None or history[-1] > best[0]:
+                    best = (history[-1], self._snapshot(), history, converged)
         assert best is not None
         for name, value in best[1].items():
             setattr(self, name, value)
@@ -282,13 +291,12 @@ class HMM(Model):
             setattr(self, name, value)
         emission.validate(seqs)
 
-    def _em(self, seqs: Sequences, fixed: frozenset[str]) -> tuple[list[float], bool]:
+    def _em(self, seqs: Sequences, fixed: frozenset[str], report: Report) -> tuple[list[float], bool]:
         history: list[float] = []
         for iteration in range(self.n_iter):
             stats = self.expected_statistics(seqs)
             history.append(float(stats["log_likelihood"]) + self._log_prior())
-            if self.verbose:
-                print(f"iteration {iteration + 1:4d}  objective {history[-1]:.6f}", file=sys.stderr)
+            report(iteration + 1, history[-1])
             self._maximize(stats, fixed)
             if len(history) >= 2 and history[-1] - history[-2] < self.tol:
                 return history, True
@@ -414,6 +422,74 @@ class HMM(Model):
         states = transitions.sample(int(n_steps), rng, features)
         return emission.sample(states, rng), states
 
+    # ------------------------------------------------------------------ forecasts
+    def forecast(
+        self,
+        X: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        inputs: Any = None,
+        future_inputs: Any = None,
+    ) -> Forecast:
+        """The predictive distribution of the ``horizon`` observations after each sequence's end.
+
+        The filtered mode probabilities pi_T = p(z_T | y_0..T) are propagated by the
+        transition matrices, pi_T+h = pi_T+h-1 P_T+h: the ``mode_probabilities`` are exact.
+        The observation y_T+h then follows the mixture sum_k pi_T+h,k p(y | z = k), whose
+        mean and covariance are sum_k pi_k mu_k and sum_k pi_k E[y y' | k] - mean mean',
+        with the moments of each state's emission (a GMM's mixture moments; for Poisson the
+        rates, also on the diagonal of the covariance; for categorical those of the symbol
+        codes, next to the exact ``symbol_probabilities`` pi_T+h emissionprob_).
+
+        ``future_inputs`` (horizon, input_dim), or a list of them (one per sequence), drive
+        an input-driven chain. Returns a :class:`~modeshift.models.base.Forecast`, with
+        lists for several sequences.
+        """
+        self._check_fitted()
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        horizon = int(horizon)
+        seqs = self._sequences(X, lengths, inputs)
+        transitions = self._blocks[0]
+        initial, matrices = transitions.kernel_arrays(seqs.inputs)
+        filtered, log_lik = kernels.forward_filter(
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+        )
+        self._check_possible(log_lik)
+        futures = check_future_inputs(
+            future_inputs, horizon, seqs.n_sequences, self.input_dim, f"this {type(self).__name__}"
+        )
+        parts = []
+        for s, future in enumerate(futures):
+            last = seqs.offsets[s + 1] - 1
+            future_matrices = np.broadcast_to(transitions.kernel_arrays(future)[1], (horizon, self._k, self._k))
+            parts.append(self._forecast_sequence(seqs.values[last], filtered[last], future_matrices))
+        return Forecast.of_sequences(parts)
+
+    def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
+        """The forecast after one sequence: its last row of values, p(z_T | y) and the next transition matrices."""
+        modes = propagate_modes(filtered, matrices)
+        first, second = self._state_moments()
+        means = modes @ first
+        covariances = np.einsum("hk,kij->hij", modes, second) - means[:, :, None] * means[:, None, :]
+        symbols = modes @ self.emissionprob_ if self.emission == "categorical" else None
+        return Forecast(means, 0.5 * (covariances + covariances.transpose(0, 2, 1)), modes, symbols)
+
+    def _state_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """E[y | z = k] (K, D) and E[y y' | z = k] (K, D, D) of each state's emission."""
+        if self.emission == "gaussian":
+            means, covariances = self.means_, self.covars_
+            return means, covariances + means[:, :, None] * means[:, None, :]
+        if self.emission == "gmm":
+            weights, means, covariances = self.weights_, self.means_, self.covars_
+            second = covariances + means[..., :, None] * means[..., None, :]
+            return np.einsum("km,kmd->kd", weights, means), np.einsum("km,kmij->kij", weights, second)
+        if self.emission == "poisson":
+            rates = self.lambdas_
+            return rates, np.einsum("ki,ij->kij", rates, np.eye(rates.shape[1])) + rates[:, :, None] * rates[:, None, :]
+        codes = np.arange(self.emissionprob_.shape[1], dtype=float)
+        return (self.emissionprob_ @ codes)[:, None], (self.emissionprob_ @ codes**2)[:, None, None]
+
     def segment(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> pd.DataFrame:
         """Contiguous runs of one mode on the Viterbi path: ``start``, ``end`` (exclusive),
         ``mode`` and ``probability`` (the mode's mean posterior probability over the run);
@@ -472,3 +548,12 @@ class HMM(Model):
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
         for name in self.parameter_names:
             setattr(self, name, arrays[name])
+
+
+def propagate_modes(probabilities: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Mode distributions after each step of a chain: row h is p_0 P_1 ... P_h+1, shape (len(matrices), K)."""
+    out = np.empty((len(matrices), len(probabilities)))
+    for step, matrix in enumerate(matrices):
+        probabilities = probabilities @ matrix
+        out[step] = probabilities
+    return out

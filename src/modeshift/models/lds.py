@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,8 @@ from modeshift.data import (
     missingness_patterns,
 )
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite
-from modeshift.models.base import Model, NotFittedError
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
+from modeshift.progress import FitMonitor
 from modeshift.statistics import Statistics
 
 __all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]
@@ -83,7 +83,9 @@ class LinearGaussianSSM(Model):
     diagonal_observation_cov : bool
         Constrain R to be diagonal.
     verbose : bool
-        Print the log-likelihood at every EM iteration.
+        Show a live progress bar of the EM iterations (see :mod:`modeshift.progress`).
+    callback : callable, optional
+        ``callback(iteration, log_likelihood)`` at every EM iteration (not saved with the model).
 
     Attributes
     ----------
@@ -137,6 +139,7 @@ class LinearGaussianSSM(Model):
         fixed: Iterable[str] = (),
         diagonal_observation_cov: bool = False,
         verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
         self.state_dim, self.obs_dim, self.input_dim = check_dimensions(state_dim, obs_dim, input_dim)
         self.n_iter = n_iter
@@ -145,6 +148,7 @@ class LinearGaussianSSM(Model):
         self.fixed = tuple(fixed)
         self.diagonal_observation_cov = bool(diagonal_observation_cov)
         self.verbose = verbose
+        self.callback = callback
 
     # ------------------------------------------------- structural time-series models
     @classmethod
@@ -290,11 +294,12 @@ class LinearGaussianSSM(Model):
         lengths: Sequence[int] | None = None,
         inputs: Any = None,
         future_inputs: Any = None,
-    ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
+    ) -> Forecast:
         """Predictive means (horizon, p) and covariances (horizon, p, p) of y after each sequence's end.
 
         ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
-        when ``input_dim > 0``. Returns lists for several sequences.
+        when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast` (without
+        mode probabilities), which unpacks as ``means, covariances``; lists for several sequences.
         """
         params = self._check_parameters()
         if int(horizon) < 1:
@@ -302,9 +307,11 @@ class LinearGaussianSSM(Model):
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
         _, fm, fc, _, _ = self._run_filter(seqs, params)
-        futures = self._future_inputs(future_inputs, horizon, seqs.n_sequences)
+        futures = check_future_inputs(
+            future_inputs, horizon, seqs.n_sequences, self.input_dim, "this LinearGaussianSSM"
+        )
         A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
-        means, covs = [], []
+        parts = []
         for s in range(seqs.n_sequences):
             last = seqs.offsets[s + 1] - 1
             x, P = fm[last], fc[last]
@@ -317,38 +324,8 @@ class LinearGaussianSSM(Model):
                 mean_s[h] = C @ x + D @ u
                 cov = C @ P @ C.T + R
                 cov_s[h] = 0.5 * (cov + cov.T)
-            means.append(mean_s)
-            covs.append(cov_s)
-        if seqs.n_sequences == 1:
-            return means[0], covs[0]
-        return means, covs
-
-    def _future_inputs(self, future_inputs: Any, horizon: int, n_sequences: int) -> list[np.ndarray]:
-        m = self.input_dim
-        if m == 0:
-            if future_inputs is not None:
-                raise ValueError("future_inputs were given but this LinearGaussianSSM has input_dim=0")
-            return [np.zeros((horizon, 0))] * n_sequences
-        if future_inputs is None:
-            raise ValueError(f"this LinearGaussianSSM has input_dim={m}: pass future_inputs (horizon, {m})")
-        if (
-            isinstance(future_inputs, (list, tuple))
-            and len(future_inputs)
-            and np.ndim(future_inputs[0]) >= 1
-            and (np.ndim(future_inputs[0]) == 2 or n_sequences > 1)
-        ):
-            items = list(future_inputs)
-        else:
-            items = [future_inputs] * n_sequences
-        if len(items) != n_sequences:
-            raise ValueError(f"future_inputs: got {len(items)} arrays for {n_sequences} sequences")
-        out = []
-        for s, item in enumerate(items):
-            array = np.asarray(item, dtype=float)
-            if array.ndim == 1 and m == 1:
-                array = array[:, None]
-            out.append(check_array(f"future_inputs for sequence {s}", array, (horizon, m)))
-        return out
+            parts.append(Forecast(mean_s, cov_s))
+        return Forecast.of_sequences(parts)
 
     def sample(
         self, n_steps: int, random_state: int | np.random.Generator | None = None, inputs: Any = None
@@ -399,16 +376,17 @@ class LinearGaussianSSM(Model):
         params = self._check_parameters()
         history: list[float] = []
         converged = False
-        for iteration in range(int(self.n_iter)):
-            log_lik, stats = self._expected_statistics(seqs, params)
-            history.append(log_lik)
-            if self.verbose:
-                print(f"iteration {iteration + 1:4d}  log-likelihood {log_lik:.6f}", file=sys.stderr)
-            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
-                converged = True
-                break
-            params = self._maximize(stats, params, fixed)
-            self._set(params)
+        with FitMonitor(self.verbose, self.callback) as monitor:
+            report = monitor.task(f"LinearGaussianSSM n={self.state_dim}", total=int(self.n_iter))
+            for iteration in range(int(self.n_iter)):
+                log_lik, stats = self._expected_statistics(seqs, params)
+                history.append(log_lik)
+                report(iteration + 1, log_lik)
+                if len(history) >= 2 and history[-1] - history[-2] < self.tol:
+                    converged = True
+                    break
+                params = self._maximize(stats, params, fixed)
+                self._set(params)
         self.log_likelihood_history_ = history
         self.converged_ = converged
         return self

@@ -44,7 +44,7 @@ array([ 4.1, 10.4])
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,6 +57,7 @@ from scipy import optimize
 from modeshift import kernels
 from modeshift.data import as_sequences, check_array, check_probabilities
 from modeshift.models.base import Model, NotFittedError
+from modeshift.progress import FitMonitor, Report
 from modeshift.transitions import stationary_distribution
 
 __all__ = ["MarkovAutoregression", "MarkovRegression"]
@@ -415,6 +416,8 @@ class _MarkovSwitching(Model):
     max_iter: int
     tol: float
     random_state: int | np.random.Generator | None
+    verbose: bool
+    callback: Callable[[int, float], Any] | None
 
     def _store_common(
         self,
@@ -428,6 +431,8 @@ class _MarkovSwitching(Model):
         max_iter: int,
         tol: float,
         random_state: int | np.random.Generator | None,
+        verbose: bool,
+        callback: Callable[[int, float], Any] | None,
     ) -> None:
         if int(n_states) < 1:
             raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
@@ -445,6 +450,8 @@ class _MarkovSwitching(Model):
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
 
     @property
     def _order(self) -> int:
@@ -511,7 +518,18 @@ class _MarkovSwitching(Model):
     def _fit(self, layout: _Layout, data: _Data) -> None:
         variance_floor = 1e-8 * max(float(np.var(data.y)), 1e-12)
         rng = np.random.default_rng(self.random_state)
-        starts = [self._em(layout, data, path, variance_floor) for path in self._start_paths(data, rng)]
+        paths = self._start_paths(data, rng)
+        with FitMonitor(self.verbose, self.callback) as monitor:
+            starts = [
+                self._em(
+                    layout,
+                    data,
+                    path,
+                    variance_floor,
+                    monitor.task(f"{type(self).__name__} K={self.n_states} start {i + 1}/{len(paths)}", self.n_iter_em),
+                )
+                for i, path in enumerate(paths)
+            ]
         starts.sort(key=lambda start: -start[0] if np.isfinite(start[0]) else np.inf)
         polished = [self._polish(layout, data, layout.pack(params)) for _, params in starts[:_N_POLISHED]]
         values = [layout.value_and_gradient(free, data)[0] for free in polished]
@@ -548,7 +566,9 @@ class _MarkovSwitching(Model):
             paths.append(path)
         return paths[: self.n_restarts]
 
-    def _em(self, layout: _Layout, data: _Data, path: np.ndarray, variance_floor: float) -> tuple[float, _Parameters]:
+    def _em(
+        self, layout: _Layout, data: _Data, path: np.ndarray, variance_floor: float, report: Report
+    ) -> tuple[float, _Parameters]:
         k = self.n_states
         params = _Parameters(
             transmat=np.full((k, k), 1.0 / k),
@@ -560,13 +580,14 @@ class _MarkovSwitching(Model):
         for _ in range(2):  # the coefficients, then phi, then the coefficients again given phi
             params = layout.m_step(params, start, data, variance_floor)
         posterior = layout.e_step(params, data)
-        for _ in range(self.n_iter_em):
+        for iteration in range(self.n_iter_em):
             candidate = layout.m_step(params, posterior, data, variance_floor)
             update = layout.e_step(candidate, data)
             if not update.log_likelihood > posterior.log_likelihood:
                 break
             improvement = update.log_likelihood - posterior.log_likelihood
             params, posterior = candidate, update
+            report(iteration + 1, posterior.log_likelihood)
             if improvement < 1e-6 * (1.0 + abs(update.log_likelihood)):
                 break
         return posterior.log_likelihood, params
@@ -827,6 +848,12 @@ class MarkovRegression(_MarkovSwitching):
         log variances) is below ``tol`` at the estimate.
     random_state : int or numpy Generator, optional
         Seeds the random starts.
+    verbose : bool
+        Show a live progress bar of the EM iterations from each start (see
+        :mod:`modeshift.progress`; the quasi-Newton polish that follows is not shown).
+    callback : callable, optional
+        ``callback(iteration, log_likelihood)`` after every EM iteration that improved the
+        log-likelihood, from every start; not saved with the model.
 
     Attributes
     ----------
@@ -879,6 +906,8 @@ class MarkovRegression(_MarkovSwitching):
         max_iter: int = 500,
         tol: float = 1e-5,
         random_state: int | np.random.Generator | None = None,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
         self._store_common(
             n_states,
@@ -891,6 +920,8 @@ class MarkovRegression(_MarkovSwitching):
             max_iter,
             tol,
             random_state,
+            verbose,
+            callback,
         )
 
 
@@ -909,7 +940,8 @@ class MarkovAutoregression(_MarkovSwitching):
         Number of regimes K.
     order : int
         Autoregressive order p (the filter runs on K^(p+1) expanded states).
-    trend, switching_trend, switching_exog, switching_variance, n_iter_em, n_restarts, max_iter, tol, random_state
+    trend, switching_trend, switching_exog, switching_variance, n_iter_em, n_restarts, max_iter, tol, random_state,
+    verbose, callback
         As for :class:`MarkovRegression` (here exogenous coefficients do not switch by default).
     switching_ar : bool or sequence of bool
         Whether each autoregressive coefficient switches with the current regime.
@@ -945,6 +977,8 @@ class MarkovAutoregression(_MarkovSwitching):
         max_iter: int = 500,
         tol: float = 1e-5,
         random_state: int | np.random.Generator | None = None,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
         if int(order) < 1:
             raise ValueError(f"order must be a positive integer (use MarkovRegression for 0), got {order!r}")
@@ -962,6 +996,8 @@ class MarkovAutoregression(_MarkovSwitching):
             max_iter,
             tol,
             random_state,
+            verbose,
+            callback,
         )
 
     @property

@@ -28,8 +28,7 @@ True
 from __future__ import annotations
 
 import dataclasses
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +42,7 @@ from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.models.lds import LinearGaussianSSM
+from modeshift.progress import FitMonitor, Report
 from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import InputDriven
 
@@ -154,7 +154,11 @@ class SwitchingLDS(Model):
     max_states : int
         Largest K tried by ``n_states="auto"``.
     verbose : bool
-        Print the ELBO at every iteration.
+        Show a live progress bar of the ELBO over the iterations, one per restart (see
+        :mod:`modeshift.progress`).
+    callback : callable, optional
+        ``callback(iteration, elbo)`` at every iteration of every restart (and of every
+        candidate for ``n_states="auto"``); not saved with the model.
 
     Attributes
     ----------
@@ -195,6 +199,7 @@ class SwitchingLDS(Model):
         reg_covar: float = 1e-6,
         max_states: int = 6,
         verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
         state_dim, obs_dim, input_dim = check_dimensions(state_dim, obs_dim, input_dim)
         if int(n_restarts) < 1:
@@ -212,6 +217,7 @@ class SwitchingLDS(Model):
         self.reg_covar = reg_covar
         self.max_states = max_states
         self.verbose = verbose
+        self.callback = callback
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -440,17 +446,27 @@ class SwitchingLDS(Model):
         rng = np.random.default_rng(self.random_state)
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
         best = None
-        for restart in range(self.n_restarts):
-            if restart == 0 and given:  # parameters set by hand or by an earlier fit are the first start
-                mode_probs = self._infer(seqs).mode_probs
-            else:
-                for name in self.parameter_names:
-                    self.__dict__.pop(name, None)
-                mode_probs = self._initialize(seqs, rng)
-            history, converged, posterior = self._em(seqs, mode_probs)
-            if best is None or history[-1] > best[0]:
-                best = (history[-1], {name: getattr(self, name) for name in self.parameter_names}, history, converged)
-                best_posterior = posterior
+        with FitMonitor(self.verbose, self.callback, objective="ELBO") as monitor:
+            for restart in range(self.n_restarts):
+                if restart == 0 and given:  # parameters set by hand or by an earlier fit are the first start
+                    mode_probs = self._infer(seqs).mode_probs
+                else:
+                    for name in self.parameter_names:
+                        self.__dict__.pop(name, None)
+                    mode_probs = self._initialize(seqs, rng)
+                label = f"SwitchingLDS K={self._k}"
+                if self.n_restarts > 1:
+                    label += f" restart {restart + 1}/{self.n_restarts}"
+                report = monitor.task(label, total=max(int(self.n_iter), 1))
+                history, converged, posterior = self._em(seqs, mode_probs, report)
+                if best is None or history[-1] > best[0]:
+                    best = (
+                        history[-1],
+                        {name: getattr(self, name) for name in self.parameter_names},
+                        history,
+                        converged,
+                    )
+                    best_posterior = posterior
         for name, value in best[1].items():
             setattr(self, name, value)
         self.elbo_history_, self.converged_ = best[2], best[3]
@@ -467,13 +483,12 @@ class SwitchingLDS(Model):
             setattr(self, name, getattr(winner, name))
         return self
 
-    def _em(self, seqs: Sequences, mode_probs: np.ndarray) -> tuple[list[float], bool, _Posterior]:
+    def _em(self, seqs: Sequences, mode_probs: np.ndarray, report: Report) -> tuple[list[float], bool, _Posterior]:
         history: list[float] = []
         for iteration in range(max(int(self.n_iter), 1)):
             posterior = self._sweep(seqs, mode_probs)
             history.append(posterior.elbo)
-            if self.verbose:
-                print(f"iteration {iteration + 1:4d}  ELBO {posterior.elbo:.6f}", file=sys.stderr)
+            report(iteration + 1, posterior.elbo)
             if len(history) >= 2 and abs(history[-1] - history[-2]) < self.tol:
                 return history, True, posterior
             self._maximize(seqs, posterior)

@@ -39,14 +39,14 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from modeshift.kernels import normalise_log_weights, resample
+from modeshift.progress import FitMonitor
 from modeshift.smc.filters import particle_filter
 from modeshift.smc.model import StateSpaceModel
 
@@ -156,21 +156,6 @@ def _per_parameter(name: str, value: Any, names: list[str], default: Any) -> dic
     return {key: value.get(key, default) for key in names}
 
 
-@contextlib.contextmanager
-def _progress_bar(show: bool, total: int, description: str) -> Iterator[Callable[[], None]]:
-    """A callable that advances a rich progress bar by one step (a no-op when not ``show``)."""
-    if not show:
-        yield lambda: None
-        return
-    try:
-        from rich.progress import Progress
-    except ImportError:
-        raise ImportError("progress=True needs the rich package: pip install rich") from None
-    with Progress() as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.update(task, advance=1)
-
-
 def _chain_generators(random_state: int | np.random.Generator | None, n_chains: int) -> list[np.random.Generator]:
     """Independent child generators, one per chain, all fixed by ``random_state``."""
     if n_chains < 1:
@@ -241,7 +226,8 @@ def pmmh(
     random_state : int or numpy Generator, optional
         One seed fixes every chain; the chains draw from independent child generators.
     progress : bool
-        Show a progress bar (needs ``rich``).
+        Show a live progress bar per chain with the current log-likelihood estimate (needs
+        ``rich``; see :mod:`modeshift.progress`).
 
     Returns
     -------
@@ -298,8 +284,9 @@ def pmmh(
     draws = np.empty((n_chains, n_iter, d))
     log_likelihoods, log_priors = np.empty((n_chains, n_iter)), np.empty((n_chains, n_iter))
     acceptance, covariances = np.empty(n_chains), np.empty((n_chains, d, d))
-    with _progress_bar(progress, n_chains * n_iter, "PMMH") as advance:
+    with FitMonitor(progress) as monitor:
         for c, rng in enumerate(_chain_generators(random_state, n_chains)):
+            report = monitor.task(f"PMMH chain {c + 1}/{n_chains}", total=n_iter)
             u, (theta, jacobian) = start.copy(), constrained(start)
             prior, likelihood = first_prior, log_likelihood(theta, rng)
             if not np.isfinite(likelihood):
@@ -328,7 +315,7 @@ def pmmh(
                         covariance = 2.38**2 / d * (scatter / k + 1e-6 * np.eye(d))
                         if k + 1 == 100:
                             log_lambda = 0.0
-                advance()
+                report(k + 1, likelihood)
             acceptance[c] = accepted / max(n_iter, 1)
             covariances[c] = np.exp(2 * log_lambda) * covariance
     return PMMHResult(
@@ -444,8 +431,9 @@ def particle_gibbs(
         raise ValueError(f"n_burnin must be in [0, n_iter), got {n_burnin} with n_iter={n_iter}")
     draws = np.empty((n_chains, n_iter, len(names)))
     means, variances, last = [], [], []
-    with _progress_bar(progress, n_chains * n_iter, "particle Gibbs") as advance:
+    with FitMonitor(progress, objective=None) as monitor:
         for c, rng in enumerate(_chain_generators(random_state, n_chains)):
+            report = monitor.task(f"particle Gibbs chain {c + 1}/{n_chains}", total=n_iter)
             theta = {name: float(value) for name, value in initial_theta.items()}
             path = conditional_smc(make_model(**theta), y, None, n_particles, rng)
             total, total_squares = np.zeros_like(path), np.zeros_like(path)
@@ -459,7 +447,7 @@ def particle_gibbs(
                 if k >= n_burnin:
                     total += path
                     total_squares += path**2
-                advance()
+                report(k + 1)
             mean = total / (n_iter - n_burnin)
             means.append(mean)
             variances.append(np.maximum(total_squares / (n_iter - n_burnin) - mean**2, 0.0))

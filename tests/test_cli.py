@@ -1,0 +1,220 @@
+"""The modeshift command: every subcommand on small CSV and Parquet files, and every error in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import modeshift
+from modeshift import ARHMM, HMM, LinearGaussianSSM, Sequences
+from modeshift.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: object):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def _json(*args: object):
+    result = _run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Two bivariate sequences in long format (CSV with shuffled rows, Parquet), a univariate series, a bad file."""
+    directory = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, length in (("a", 70), ("b", 50)):
+        values = np.r_[rng.normal(0.0, 1.0, (length // 2, 2)), rng.normal(4.0, 1.0, (length - length // 2, 2))]
+        rows += [{"id": name, "t": t, "u": u, "v": v} for t, (u, v) in enumerate(values)]
+    frame = pd.DataFrame(rows)
+    frame.sample(frac=1.0, random_state=0).to_csv(directory / "two.csv", index=False)  # time column sorts them
+    frame.to_parquet(directory / "two.parquet")
+    series = np.r_[rng.normal(0.0, 1.0, 60), rng.normal(3.0, 1.0, 60)]
+    pd.DataFrame({"y": series, "label": "x"}).to_csv(directory / "one.csv", index=False)
+    (directory / "corrupt.msz").write_bytes(b"not a zip file")
+    result = _run(
+        "fit", directory / "two.csv", "--time-column", "t", "--columns", "u,v", "--iterations", 20, "--seed", 0,
+        "-o", directory / "hmm.msz",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def _data(files):
+    return Sequences.from_parquet(files / "two.parquet", time_column="t")
+
+
+# ------------------------------------------------------------------------ fitting
+def test_help_lists_every_subcommand():
+    result = _run("--help")
+    assert result.exit_code == 0
+    for command in ("fit", "segment", "forecast", "simulate", "score", "info", "demo", "report"):
+        assert command in result.stdout
+
+
+def test_fit_reads_csv_and_parquet_alike(files):
+    summary = _json(
+        "fit", files / "two.parquet", "--time-column", "t", "--iterations", 20, "--seed", 0, "-o", files / "p.msz"
+    )
+    assert summary["model"] == "HMM" and summary["n_sequences"] == 2 and summary["n_steps"] == 120
+    from_csv, from_parquet = modeshift.load(files / "hmm.msz"), modeshift.load(files / "p.msz")
+    assert from_csv.score(_data(files)) == from_parquet.score(_data(files)) == summary["log_likelihood"]
+    assert from_parquet.verbose is False  # the command's progress bars are not saved
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["--model", "arhmm", "--lags", 2, "--iterations", 10], "ARHMM"),
+        (["--model", "slds", "--state-dim", 1, "--iterations", 3], "SwitchingLDS"),
+        (["--model", "lds", "--iterations", 5], "LinearGaussianSSM"),
+        (["--model", "markov-switching", "--columns", "y", "--restarts", 2], "MarkovAutoregression"),
+        (["--model", "markov-switching", "--columns", "y", "--order", 0, "--restarts", 2], "MarkovRegression"),
+    ],
+    ids=["arhmm", "slds", "lds", "markov-autoregression", "markov-regression"],
+)
+def test_fit_every_model(files, tmp_path, options, expected):
+    data = files / ("two.parquet" if "slds" in options else "one.csv")
+    extra = ["--time-column", "t"] if "slds" in options else []
+    if "--columns" not in options and "slds" not in options:
+        extra = ["--columns", "y"]
+    summary = _json("fit", data, *options, *extra, "--seed", 0, "-o", tmp_path / "model.msz")
+    assert summary["model"] == expected
+    assert type(modeshift.load(tmp_path / "model.msz")).__name__ == expected
+
+
+def test_fit_auto_shows_every_candidate(files, tmp_path):
+    result = _run(
+        "fit", files / "two.csv", "--time-column", "t", "--modes", "auto", "--max-modes", 2, "--restarts", 2,
+        "--iterations", 10, "--seed", 0, "-o", tmp_path / "auto.msz", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n_states"] == 2 and [row["n_states"] for row in summary["selection"]] == [1, 2]
+    assert "HMM K=1" in result.stderr and "HMM K=2 restart 2/2" in result.stderr  # the live progress bars
+
+
+# ------------------------------------------------------------------ using a model
+def test_segment(files, tmp_path):
+    records = _json("segment", files / "hmm.msz", files / "two.csv", "--time-column", "t", "--columns", "u,v")
+    expected = modeshift.load(files / "hmm.msz").segment(_data(files))
+    assert [row["start"] for row in records] == expected["start"].tolist()
+    assert {row["id"] for row in records} == {"a", "b"}
+    result = _run("segment", files / "hmm.msz", files / "two.parquet", "--time-column", "t", "-o", tmp_path / "s.csv")
+    assert result.exit_code == 0 and "segments: " in result.stdout
+    assert pd.read_csv(tmp_path / "s.csv")["end"].tolist() == expected["end"].tolist()
+
+
+def test_forecast(files):
+    records = _json("forecast", files / "hmm.msz", files / "two.parquet", "--time-column", "t", "--horizon", 3)
+    expected = modeshift.load(files / "hmm.msz").forecast(_data(files), horizon=3).per_sequence()
+    assert len(records) == 6 and [row["step"] for row in records[:3]] == [1, 2, 3]
+    first = records[0]
+    assert first["u_mean"] == expected[0].means[0, 0] and first["v_sd"] == np.sqrt(expected[0].covariances[0, 1, 1])
+    assert first["u_lower"] < first["u_mean"] < first["u_upper"]
+    assert first["p_mode0"] + first["p_mode1"] == pytest.approx(1.0)
+    table = _run("forecast", files / "hmm.msz", files / "two.parquet", "--time-column", "t", "-H", 2).stdout
+    assert table.splitlines()[0].startswith("sequence,id,step,u_mean,u_sd,u_lower,u_upper")
+
+
+def test_simulate(files, tmp_path):
+    result = _run("simulate", files / "hmm.msz", "--steps", 25, "--seed", 3, "-o", tmp_path / "sim.csv")
+    assert result.exit_code == 0, result.output
+    simulated = pd.read_csv(tmp_path / "sim.csv")
+    assert list(simulated.columns) == ["y0", "y1", "mode"] and len(simulated) == 25
+    again = _json("simulate", files / "hmm.msz", "--steps", 25, "--seed", 3)
+    np.testing.assert_allclose([row["y0"] for row in again], simulated["y0"], rtol=1e-12)
+
+
+def test_score(files):
+    summary = _json("score", files / "hmm.msz", files / "two.csv", "--time-column", "t", "--columns", "u,v")
+    model = modeshift.load(files / "hmm.msz")
+    assert summary["log_likelihood"] == model.score(_data(files)) and summary["bic"] == model.bic(_data(files))
+
+
+def test_info(files):
+    summary = _json("info", files / "hmm.msz")
+    assert summary["model"] == "HMM" and summary["hyperparameters"]["n_iter"] == 20
+    assert np.asarray(summary["parameters"]["transmat_"]).shape == (2, 2)
+    assert [row["mode"] for row in summary["description"]] == [0, 1]
+    shown = _run("info", files / "hmm.msz").stdout
+    assert "transmat_: [[" in shown and "occupancy" in shown
+
+
+def test_report(files, tmp_path):
+    pytest.importorskip("matplotlib")
+    summary = _json("report", files / "hmm.msz", files / "two.parquet", "--time-column", "t", "-o", tmp_path / "r")
+    assert summary["output"] == str(tmp_path / "r" / "report.html")
+    assert "<html" in (tmp_path / "r" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_demo(tmp_path):
+    pytest.importorskip("matplotlib")
+    summary = _json("demo", "-o", tmp_path)
+    assert "Hamilton" in summary["summary"] and (tmp_path / "index.html").exists()
+
+
+# -------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "{dir}/missing.csv"], "missing.csv: No such file or directory"),
+        (["fit", "{dir}/two.csv", "--columns", "u,nope"], "column 'nope' not found"),
+        (["fit", "{dir}/one.csv"], "column 'label': non-numeric value 'x'"),
+        (["fit", "{dir}/one.csv", "--model", "kalman"], "unknown model 'kalman'"),
+        (["fit", "{dir}/one.csv", "--columns", "y", "--modes", "many"], "--modes must be a positive integer or 'auto'"),
+        (["fit", "{dir}/one.csv", "--columns", "y", "--model", "lds", "--modes", 2], "--modes does not apply"),
+        (["fit", "{dir}/two.csv", "--model", "markov-switching", "--modes", 2], "expects 1 feature(s)"),
+        (["fit", "{dir}/corrupt.msz"], "unknown data format '.msz'"),
+        (["info", "{dir}/corrupt.msz"], "not a readable modeshift model file"),
+        (["info", "{dir}/missing.msz"], "missing.msz: No such file or directory"),
+        (["score", "{dir}/hmm.msz", "{dir}/one.csv", "--columns", "y"], "expects 2 feature(s) per time step, got 1"),
+        (["forecast", "{dir}/hmm.msz", "{dir}/two.csv", "--level", 2], "--level must be between 0 and 1"),
+    ],
+)
+def test_errors_are_one_line(files, args, message):
+    result = _run(*(str(arg).format(dir=files) for arg in args))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_models_without_a_capability_say_so(files, tmp_path):
+    _json("fit", files / "one.csv", "--columns", "y", "--model", "lds", "--iterations", 3, "-o", tmp_path / "lds.msz")
+    result = _run("segment", tmp_path / "lds.msz", files / "one.csv", "--columns", "y")
+    assert result.exit_code == 1 and result.stderr == "error: a LinearGaussianSSM cannot segment data into modes " \
+        "(it has no segment method)\n"  # fmt: skip
+
+
+def test_debug_shows_the_error(files):
+    result = _run("--debug", "fit", files / "two.csv", "--columns", "nope")
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+
+
+# ---------------------------------------------------------------------- round trip
+@pytest.mark.parametrize(
+    "model",
+    [HMM(2, n_iter=10, random_state=0), ARHMM(2, n_iter=10, random_state=0), LinearGaussianSSM(2, n_iter=5)],
+    ids=["hmm", "arhmm", "lds"],
+)
+def test_fit_save_load_round_trip(files, tmp_path, model):
+    X = _data(files)
+    model.fit(X)
+    model.save(tmp_path / "model.msz")
+    loaded = modeshift.load(tmp_path / "model.msz")
+    assert loaded.score(X) == model.score(X)
+    if hasattr(model, "predict"):
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    for before, after in zip(model.forecast(X, horizon=3).per_sequence(), loaded.forecast(X, horizon=3).per_sequence()):
+        np.testing.assert_array_equal(after.means, before.means)
+        np.testing.assert_array_equal(after.covariances, before.covariances)

@@ -1,0 +1,203 @@
+"""Every figure of modeshift.plot renders to PNG with Agg and shows what it claims to."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modeshift import ARHMM, HMM, LinearGaussianSSM, MarkovRegression, SwitchingLDS, plot
+from modeshift.datasets import thermostat
+from modeshift.metrics import segments
+
+patches = pytest.importorskip("matplotlib.patches", reason="the plots need matplotlib: pip install modeshift[plot]")
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    assert buffer.getvalue().startswith(b"\x89PNG\r\n\x1a\n")
+    return buffer.getvalue()
+
+
+def _texts(ax) -> list[str]:
+    return [text.get_text() for text in ax.texts]
+
+
+def _hmm(transmat: np.ndarray) -> HMM:
+    model = HMM(n_states=len(transmat))
+    model.startprob_, model.transmat_ = np.full(len(transmat), 1 / len(transmat)), transmat
+    model.means_, model.covars_ = np.arange(len(transmat), dtype=float)[:, None] * 3, np.ones((len(transmat), 1, 1))
+    return model
+
+
+def _thermostat_slds() -> SwitchingLDS:
+    """The thermostat's true recurrent SLDS (heating relaxes to 30, cooling to 10; set points 22 and 18)."""
+    truth = thermostat(10).parameters
+    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True)
+    model.dynamics_matrices_, model.dynamics_offsets_ = truth["dynamics_matrices"], truth["dynamics_offsets"]
+    model.dynamics_input_matrices_, model.dynamics_covariances_ = np.zeros((2, 1, 0)), np.full((2, 1, 1), 0.01)
+    model.observation_matrix_, model.observation_offset_ = np.ones((1, 1)), np.zeros(1)
+    model.feedthrough_matrix_, model.observation_covariance_ = np.zeros((1, 0)), np.full((1, 1), 0.04)
+    model.initial_state_mean_, model.initial_state_covariance_ = np.array([20.0]), np.ones((1, 1))
+    model.startprob_ = np.full(2, 0.5)
+    model.recurrence_weights_, model.input_weights_ = truth["recurrence_weights"], np.zeros((2, 0))
+    model.recurrence_biases_ = truth["recurrence_biases"]
+    return model
+
+
+@pytest.mark.parametrize("n_features", [1, 3])
+def test_modes_draw_one_band_per_segment(n_features):
+    modes = np.r_[np.zeros(10), np.ones(5), np.zeros(3), np.full(7, 2)].astype(int)
+    X = np.random.default_rng(0).normal(size=(len(modes), n_features)).squeeze()
+    time = 1900.0 + 2 * np.arange(len(modes))
+    figure = plot.plot_modes(X, modes, time=time, mode_names=["low", "mid", "high"])
+    ax = figure.axes[0]
+    runs = segments(modes)
+    assert len(ax.patches) == len(runs) == 4
+    starts = [patch.get_x() for patch in ax.patches]
+    np.testing.assert_allclose(starts, time[runs["start"]] - 1.0)  # bands start half a step early
+    assert len(ax.lines) == n_features
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["low", "mid", "high"]
+    _png(figure)
+
+
+def test_modes_check_their_lengths():
+    with pytest.raises(ValueError, match="modes has 3 steps but X has 4"):
+        plot.plot_modes(np.zeros(4), [0, 1, 0])
+
+
+def test_probabilities_are_stacked_per_mode():
+    probabilities = np.random.default_rng(1).dirichlet(np.ones(3), size=50)
+    figure = plot.plot_probabilities(probabilities)
+    ax = figure.axes[0]
+    assert len(ax.collections) == 3
+    top = ax.collections[-1].get_paths()[0].vertices[:, 1]
+    np.testing.assert_allclose(top.max(), 1.0)
+    _png(figure)
+
+
+def test_automaton_draws_every_mode_and_the_switches_above_the_threshold():
+    transmat = np.array([[0.9, 0.095, 0.005], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
+    figure = plot.plot_automaton(_hmm(transmat), threshold=0.01)
+    ax = figure.axes[0]
+    assert sum(isinstance(p, patches.Circle) for p in ax.patches) == 3
+    assert sum(isinstance(p, patches.FancyArrowPatch) for p in ax.patches) == 5  # 0 -> 2 (0.005) is left out
+    texts = _texts(ax)
+    assert "mode 0\n10 steps" in texts  # dwell 1 / (1 - 0.9)
+    assert "0.095" in texts and "0.005" not in texts
+    _png(figure)
+
+
+def test_automaton_of_a_recurrent_slds_shows_its_guards():
+    figure = plot.plot_automaton(_thermostat_slds(), mode_names=["heating", "cooling"])
+    ax = figure.axes[0]
+    assert sum(isinstance(p, patches.Circle) for p in ax.patches) == 2
+    assert sum(isinstance(p, patches.FancyArrowPatch) for p in ax.patches) == 2
+    assert {"x > 22", "x < 18"} <= set(_texts(ax))  # heating -> cooling above 22, back below 18
+    _png(figure)
+
+
+def test_automaton_of_an_input_driven_hmm_shows_guards_on_the_inputs():
+    model = HMM(n_states=2, input_dim=1)
+    model.startprob_, model.recurrence_biases_ = np.full(2, 0.5), np.array([[0.0, -1.0], [0.0, 0.0]])
+    model.input_weights_ = np.array([[0.0], [2.0]])
+    model.means_, model.covars_ = np.array([[0.0], [3.0]]), np.ones((2, 1, 1))
+    ax = plot.plot_automaton(model).axes[0]
+    assert sum(isinstance(p, patches.FancyArrowPatch) for p in ax.patches) == 2
+    # 0 -> 1 beats staying where 2 u - 1 > 0; 1 -> 0 where -2 u > 0
+    assert {"0.27 at u = 0\nu > 0.5", "0.5 at u = 0\nu < 0"} <= set(_texts(ax))
+
+
+def test_forecast_fan_spans_the_horizon_and_widens_with_the_level():
+    history = np.random.default_rng(2).normal(size=30)
+    horizon = 8
+    means, variances = np.zeros((horizon, 1)), np.linspace(1, 4, horizon)[:, None]
+    figure = plot.plot_forecast(history, means, variances[:, :, None], time=1950 + np.arange(30))
+    ax = figure.axes[0]
+    bands = [c.get_paths()[0].vertices for c in ax.collections]
+    assert len(bands) == 2  # 90 % and 50 %
+    for vertices in bands:
+        assert vertices[:, 0].min() == 1979 and vertices[:, 0].max() == 1979 + horizon
+    heights = [np.ptp(vertices[:, 1]) for vertices in bands]
+    assert heights[0] > heights[1]  # the 90 % band is drawn first and is wider
+    _png(figure)
+
+
+def test_trace_plots_the_history():
+    history = [-10.0, -5.0, -4.5, -4.4]
+    ax = plot.plot_trace(history, label="ELBO").axes[0]
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), history)
+    assert ax.get_ylabel() == "ELBO"
+
+
+def test_comparison_draws_a_bar_per_model_and_metric():
+    scores = pd.DataFrame(
+        {"top-1": [0.5, 0.6], "top-3": [0.8, 0.9], "log-loss": [1.2, 1.1], "note": ["a", "b"]},
+        index=["HMM", "ARHMM"],
+    )
+    figure = plot.plot_comparison(scores)
+    ax = figure.axes[0]
+    assert len(ax.patches) == 6  # the text column is left out
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["top-1", "top-3", "log-loss"]
+    heights = [bar.get_height() for bar in ax.patches]  # model by model, metric by metric
+    np.testing.assert_allclose(heights, scores[["top-1", "top-3", "log-loss"]].to_numpy().ravel())
+    _png(figure)
+    with pytest.raises(ValueError, match="no numeric columns"):
+        plot.plot_comparison(scores[["note"]])
+
+
+def test_figures_draw_into_given_axes():
+    figure = plot.plot_trace([1.0, 2.0])
+    again = plot.plot_trace([3.0, 4.0], ax=figure.axes[0])
+    assert again is figure and len(figure.axes[0].lines) == 2
+
+
+def test_model_figures_suit_each_kind_of_model():
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal(0, 1, 80), rng.normal(4, 1, 80)]
+    hmm = HMM(n_states=2, n_iter=10, random_state=0).fit(X)
+    arhmm = ARHMM(n_states=2, n_iter=10, random_state=0).fit(X)
+    lds = LinearGaussianSSM(n_iter=5).fit(X)
+    regression = MarkovRegression(n_states=2, n_restarts=2, random_state=0).fit(X)
+    expected = {
+        hmm: {"modes", "probabilities", "automaton", "trace"},
+        arhmm: {"modes", "probabilities", "automaton", "trace"},
+        lds: {"forecast", "trace"},
+        regression: {"modes", "probabilities", "automaton"},
+    }
+    for model, names in expected.items():
+        figures = plot.model_figures(model, X)
+        assert set(figures) == names, type(model).__name__
+        for figure in figures.values():
+            _png(figure)
+    bands = plot.model_figures(hmm, X)["modes"].axes[0].patches
+    assert len(bands) == len(hmm.segment(X))
+
+
+def test_model_figures_of_a_fitted_recurrent_slds():
+    sim = thermostat(300, random_state=0)
+    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, n_iter=5, random_state=0).fit(sim.observations)
+    figures = plot.model_figures(model, sim.observations)
+    assert set(figures) == {"modes", "probabilities", "automaton", "trace"}
+    assert figures["trace"].axes[0].get_ylabel() == "ELBO"
+    for figure in figures.values():
+        _png(figure)
+
+
+def test_model_figures_show_one_of_several_sequences():
+    X = np.r_[np.zeros(30), np.full(30, 3.0), np.zeros(20)] + np.random.default_rng(4).normal(0, 0.3, 80)
+    model = HMM(n_states=2, n_iter=10, random_state=0).fit(X, lengths=[60, 20])
+    figures = plot.model_figures(model, X, lengths=[60, 20], sequence=1)
+    assert len(figures["modes"].axes[0].lines[0].get_xdata()) == 20
+    with pytest.raises(ValueError, match="sequence must be in 0 .. 1"):
+        plot.model_figures(model, X, lengths=[60, 20], sequence=2)
+
+
+def test_a_missing_matplotlib_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"pip install modeshift\[plot\]"):
+        plot.plot_trace([1.0, 2.0])
