@@ -20,21 +20,60 @@ policy for symbols it has never seen: ``"error"`` (name the sequence and step),
 (('a', 'b', 'c'), [0, 1, 0, 1, 2], [3, 2])
 >>> seqs.vocabulary.encode(["a", "z"], unknown="map").tolist()
 [0, 3]
+
+Models that predict a sequence element by element share one *next-element
+layout* (what :mod:`modeshift.evaluate` scores): a sequence of length L has
+L + 1 rows, row t for element t given the elements before it and row L for what
+follows the last one, whose right answer is :data:`END`. Its V + 2 columns are
+the V vocabulary symbols, :data:`UNKNOWN` (code V) and :data:`END` (code V + 1);
+:func:`next_targets` gives the right answers' codes and
+:attr:`Vocabulary.next_labels` the column labels.
+
+>>> next_targets(seqs).tolist()
+[0, 1, 0, 4, 1, 2, 4]
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["UNKNOWN_POLICIES", "SymbolSequences", "Vocabulary", "as_symbol_sequences"]
+__all__ = [
+    "END",
+    "UNKNOWN",
+    "UNKNOWN_POLICIES",
+    "Marker",
+    "SymbolSequences",
+    "Vocabulary",
+    "as_symbol_sequences",
+    "next_targets",
+]
 
 Unknown = Literal["error", "ignore", "map"]
 UNKNOWN_POLICIES: tuple[str, ...] = ("error", "ignore", "map")
+
+
+class Marker(Enum):
+    """The two outcomes of the next-element layout that are not vocabulary symbols."""
+
+    UNKNOWN = "unknown"
+    END = "end"
+
+    def __repr__(self) -> str:
+        return self.name
+
+    __str__ = __repr__
+
+
+#: A symbol outside the vocabulary (code ``len(vocabulary)``).
+UNKNOWN = Marker.UNKNOWN
+#: The end of a sequence (code ``len(vocabulary) + 1``).
+END = Marker.END
 
 
 @dataclass(frozen=True)
@@ -59,8 +98,16 @@ class Vocabulary:
         index = self.__dict__.get("_symbol_index")
         if index is None:
             index = _index(self.symbols)
+            numeric = index.infer_objects()
+            if numeric.dtype.kind in "iuf":  # look-ups in a numeric index are many times faster
+                index = numeric
             object.__setattr__(self, "_symbol_index", index)
         return index
+
+    @property
+    def next_labels(self) -> tuple[Hashable, ...]:
+        """Column labels of the next-element layout: the symbols, then ``UNKNOWN`` and ``END``."""
+        return (*self.symbols, UNKNOWN, END)
 
     def encode(self, sequence: Iterable[Hashable], unknown: Unknown = "error", where: str = "") -> np.ndarray:
         """Integer codes of one sequence; unseen symbols are handled by ``unknown``."""
@@ -147,11 +194,17 @@ def as_symbol_sequences(
     ``unknown``; otherwise the vocabulary is learned from ``data``. ``times``
     (one array per sequence) or the frame's ``time_column`` give time stamps,
     which must be finite, non-negative and non-decreasing within a sequence.
-    Empty sequences are errors.
+    Empty sequences are errors, also when ``unknown="ignore"`` empties one.
+    Encoded sequences pass through, re-encoded if ``vocabulary`` is another one.
     """
     if isinstance(data, SymbolSequences):
-        return data
-    if isinstance(data, pd.DataFrame):
+        if vocabulary is None or vocabulary == data.vocabulary:
+            return data
+        labels = _index([*data.vocabulary.symbols, UNKNOWN])
+        sequences, ids = [labels[block] for block in data], data.ids
+        if times is None and data.times is not None:
+            times = [data.times_of(i) for i in range(data.n_sequences)]
+    elif isinstance(data, pd.DataFrame):
         sequences, frame_times, ids = _from_frame(data, id_column, symbol_column, time_column)
         if times is None:
             times = frame_times
@@ -164,6 +217,9 @@ def as_symbol_sequences(
         vocabulary = Vocabulary.learn(_index(sequences[0]).append([_index(s) for s in sequences[1:]]))
         unknown = "error"
     blocks = [vocabulary.encode(s, unknown, where=f"sequence {i}") for i, s in enumerate(sequences)]
+    emptied = [i for i, block in enumerate(blocks) if len(block) == 0]
+    if emptied:
+        raise ValueError(f"sequence {emptied[0]}: every symbol is outside the vocabulary, and unknown='ignore'")
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])]).astype(np.int64)
     stamps = None
     if times is not None:
@@ -171,6 +227,16 @@ def as_symbol_sequences(
             raise ValueError("unknown='ignore' cannot drop events from time-stamped sequences; use 'map'")
         stamps = _check_times(times, [len(s) for s in sequences])
     return SymbolSequences(np.concatenate(blocks), offsets, vocabulary, stamps, ids)
+
+
+def next_targets(sequences: SymbolSequences) -> np.ndarray:
+    """Codes of the right answers of the next-element layout: each sequence's codes, then END's.
+
+    One entry per row of a model's ``next_symbol_proba``: (n_steps + n_sequences,)
+    integers, ``len(vocabulary)`` for an unknown symbol and ``len(vocabulary) + 1``
+    for the end of a sequence.
+    """
+    return np.insert(sequences.codes, sequences.offsets[1:], len(sequences.vocabulary) + 1)
 
 
 def _index(symbols: Iterable[Hashable]) -> pd.Index:

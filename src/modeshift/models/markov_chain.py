@@ -1,0 +1,752 @@
+"""Markov chains of any order over symbols: smoothed counts, prediction, and the chain's long-run behaviour.
+
+A chain of order n predicts each element of a sequence from the n symbols before
+it (fewer at the start of the sequence), and ends the sequence with a probability
+that depends on the same context::
+
+    p(x_0 .. x_L-1) = prod_t p(x_t | x_t-n .. x_t-1) * p(END | x_L-n .. x_L-1)
+
+``fit`` counts, for every context seen, what followed it: each symbol, or the end.
+A context's next-element distribution is estimated from its counts c_j by an
+add-constant estimator, p_j = (c_j + b(c_j)) / sum_k (c_k + b(c_k)), summed over
+the K outcomes a context can have (the symbols, the end, and the unknown symbol
+under ``unknown="map"``):
+
+- ``"ml"``: b = 0, maximum likelihood;
+- ``"laplace"``: b = 1; ``"kt"``: b = 1/2 (Krichevsky-Trofimov); a number: add-b;
+- ``"minimax"``: b = 1/2, 1 or 3/4 for an outcome seen 0, 1 or more times, the
+  estimator of Braess & Sauer (2004), "Bernstein polynomials and learning theory",
+  J. Approx. Theory 128, whose KL risk (K - 1) / 2N + o(1/N) is asymptotically
+  minimax for one distribution. For a k-state chain observed for n steps, with
+  transition probabilities bounded away from zero, Hao, Orlitsky & Pichapati
+  (2018), "On learning Markov chains" (NeurIPS), show that the minimax risk in the
+  loss sum_i pi_i KL(P_i || P^_i) is k(k - 1) / 2n to leading order and that
+  add-constant estimators applied row by row attain it (the tests check this rate).
+
+A context never seen in training has no counts: it predicts every outcome alike.
+The chain's *dynamics* — what comes next given that the sequence goes on — are the
+rows without the end, renormalised (``transition_matrix_``); for b(c) that depends
+only on c this is the same estimator applied to the transition counts alone.
+Analysis of the chain (``structure``, ``stationary_distribution``, ``mixing_time``,
+``entropy_rate``, divergence rates) uses the dynamics: for order 1 the chain on
+symbols, for higher orders the chain on contexts of n symbols (``states_``), as a
+dense matrix of at most ``MAX_DENSE_STATES`` states. Fitting, scoring, prediction
+and sampling work at any order from sparse counts (order 3 on 10^7 tokens takes
+seconds and a few hundred MB).
+
+>>> from modeshift import MarkovChain
+>>> chain = MarkovChain(smoothing="ml").fit([list("abab"), list("aab"), list("ba")])
+>>> chain.states_
+['a', 'b']
+>>> chain.transition_matrix_
+array([[0.25, 0.75],
+       [1.  , 0.  ]])
+>>> chain.end_probability_.round(3)    # 'b' ended 2 of its 4 occurrences
+array([0.2, 0.5])
+>>> print(chain.structure())
+1 communicating class:
+  closed, period 1: {'a', 'b'}
+>>> chain.stationary_distribution().round(4), round(chain.entropy_rate(base=2), 4)
+(array([0.5714, 0.4286]), 0.4636)
+>>> chain.predict_next("ab", k=2)
+[('a', 0.5), (END, 0.5)]
+
+Higher orders condition on more symbols; ``unknown="map"`` gives symbols never
+seen in training a smoothed probability instead of an error:
+
+>>> sessions = [["home", "item", "cart", "pay"], ["home", "item", "home"]]
+>>> clicks = MarkovChain(order=2, smoothing="kt", unknown="map").fit(sessions)
+>>> clicks.predict_next(["home", "item"], k=2)    # (1 + 1/2) / (2 + 6/2): 4 symbols, UNKNOWN, END
+[('home', 0.3), ('cart', 0.3)]
+>>> clicks.next_symbol_proba([["home", "search"]]).shape    # 2 + 1 rows; 4 + 2 columns
+(3, 6)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components, shortest_path
+from scipy.special import xlogy
+
+from modeshift.kernels import sample_chain
+from modeshift.kernels.counting import context_keys
+from modeshift.models.base import Model, NotFittedError
+from modeshift.symbols import UNKNOWN_POLICIES, SymbolSequences, Vocabulary, as_symbol_sequences, next_targets
+from modeshift.transitions import stationary_distribution
+
+__all__ = [
+    "MAX_DENSE_STATES",
+    "SMOOTHINGS",
+    "ChainStructure",
+    "MarkovChain",
+    "chain_structure",
+    "entropy_rate",
+    "f_divergence_rate",
+    "mixing_time",
+    "smooth",
+]
+
+SMOOTHINGS: tuple[str, ...] = ("ml", "laplace", "kt", "minimax")
+#: The most states the chain analysis builds a dense transition matrix for.
+MAX_DENSE_STATES = 4096
+_ADD = {"ml": 0.0, "laplace": 1.0, "kt": 0.5}
+
+# f of each named f-divergence, and lim f(t) / t as t -> infinity (the weight of mass that q lacks)
+_DIVERGENCES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
+    "kl": (lambda t: xlogy(t, t), math.inf),
+    "reverse_kl": (lambda t: -np.log(t), 0.0),
+    "hellinger": (lambda t: (np.sqrt(t) - 1.0) ** 2, 1.0),
+    "total_variation": (lambda t: 0.5 * np.abs(t - 1.0), 0.5),
+    "chi2": (lambda t: (t - 1.0) ** 2, math.inf),
+}
+
+
+# ------------------------------------------------------------------- estimators
+def smooth(counts: ArrayLike, smoothing: str | float = "kt") -> np.ndarray:
+    """Probabilities from counts along the last axis: p_j = (c_j + b(c_j)) / sum_k (c_k + b(c_k)).
+
+    b is 0 (``"ml"``), 1 (``"laplace"``), 1/2 (``"kt"``), the given number, or for
+    ``"minimax"`` 1/2, 1 or 3/4 as c_j is 0, 1 or more (see the module docstring).
+    A row with nothing to divide (no counts under ``"ml"``) is uniform.
+
+    >>> smooth([3, 1, 0], "minimax")   # (3 + 3/4, 1 + 1, 0 + 1/2) / 6.25
+    array([0.6 , 0.32, 0.08])
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = counts + _pseudo_counts(counts, _check_smoothing(smoothing))
+    totals = weights.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, weights / totals, 1.0 / counts.shape[-1])
+
+
+def _check_smoothing(smoothing: Any) -> str | float:
+    if isinstance(smoothing, str) and smoothing in SMOOTHINGS:
+        return smoothing
+    number = isinstance(smoothing, (int, float, np.integer, np.floating)) and not isinstance(smoothing, bool)
+    if number and math.isfinite(smoothing) and smoothing >= 0:
+        return float(smoothing)
+    raise ValueError(f"smoothing must be one of {SMOOTHINGS} or a pseudo-count >= 0, got {smoothing!r}")
+
+
+def _pseudo_counts(counts: np.ndarray, smoothing: str | float) -> np.ndarray:
+    """b(c) of every count c."""
+    if smoothing == "minimax":
+        return np.where(counts == 0, 0.5, np.where(counts == 1, 1.0, 0.75))
+    return np.full(np.shape(counts), _ADD.get(smoothing, smoothing), dtype=np.float64)
+
+
+# -------------------------------------------------------------- chain analysis
+@dataclass(frozen=True)
+class ChainStructure:
+    """The communicating classes of a chain: the sets of states that reach each other.
+
+    A class is *closed* when no transition leaves it; the others are transient.
+    The stationary distribution is unique exactly when one class is closed. The
+    period of a class is the gcd of the lengths of its cycles (``None`` for a
+    transient state on no cycle); a chain whose closed class has period d > 1
+    cycles through d groups of states and never mixes.
+    """
+
+    classes: tuple[tuple[Hashable, ...], ...]
+    closed: tuple[bool, ...]
+    periods: tuple[int | None, ...]
+
+    @property
+    def irreducible(self) -> bool:
+        """Every state reaches every other."""
+        return len(self.classes) == 1
+
+    @property
+    def closed_classes(self) -> tuple[tuple[Hashable, ...], ...]:
+        return tuple(c for c, closed in zip(self.classes, self.closed) if closed)
+
+    @property
+    def aperiodic(self) -> bool:
+        """Every closed class has period 1."""
+        return all(p == 1 for p, closed in zip(self.periods, self.closed) if closed)
+
+    def __str__(self) -> str:
+        count = len(self.classes)
+        lines = [f"{count} communicating class{'es' if count > 1 else ''}:"]
+        for members, closed, period in zip(self.classes, self.closed, self.periods):
+            period_text = "no cycle" if period is None else f"period {period}"
+            lines.append(f"  {'closed' if closed else 'transient'}, {period_text}: {_names(members)}")
+        return "\n".join(lines)
+
+
+def chain_structure(transition_matrix: ArrayLike, states: Sequence[Hashable] | None = None) -> ChainStructure:
+    """Communicating classes (Tarjan's strong components), which are closed, and their periods.
+
+    Classes are listed in order of their first state; ``states`` names the states
+    (default: their indices). A period is the gcd of level[u] + 1 - level[v] over
+    the class's transitions u -> v, with levels from one breadth-first search.
+    """
+    graph = sparse.csr_array(np.asarray(transition_matrix) > 0)
+    n_states = graph.shape[0]
+    _, labels = connected_components(graph, directed=True, connection="strong")
+    _, first = np.unique(labels, return_index=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    labels, roots = rank[labels], np.sort(first)
+    source, target = graph.nonzero()
+    inside = labels[source] == labels[target]
+    closed = np.ones(len(roots), dtype=bool)
+    closed[labels[source[~inside]]] = False
+    # one search from an extra node pointing at every class's first state gives every class its levels
+    hub = np.full(len(roots), n_states)
+    tree = sparse.csr_array(
+        (np.ones(inside.sum() + len(roots)), (np.r_[source[inside], hub], np.r_[target[inside], roots])),
+        shape=(n_states + 1, n_states + 1),
+    )
+    level = shortest_path(tree, unweighted=True, indices=n_states)[:n_states].astype(np.int64)
+    periods = np.zeros(len(roots), dtype=np.int64)
+    np.gcd.at(periods, labels[source[inside]], level[source[inside]] + 1 - level[target[inside]])
+    names = list(range(n_states)) if states is None else list(states)
+    return ChainStructure(
+        classes=tuple(tuple(names[i] for i in np.flatnonzero(labels == c)) for c in range(len(roots))),
+        closed=tuple(bool(c) for c in closed),
+        periods=tuple(int(p) if p > 0 else None for p in periods),
+    )
+
+
+def mixing_time(
+    transition_matrix: ArrayLike, eps: float = 0.25, states: Sequence[Hashable] | None = None, max_steps: int = 2**40
+) -> int:
+    """t_mix(eps) = min { t : max_x || P^t(x, .) - pi ||_TV <= eps }, exactly.
+
+    The distance to stationarity never increases with t, so P, P^2, P^4, ... are
+    squared until it is at most ``eps`` and the last interval is bisected: about
+    2 log2(t_mix) products of S x S matrices. ``ValueError`` for a chain with
+    several closed classes or a periodic closed class (it never mixes), or when
+    t_mix exceeds ``max_steps``.
+    """
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+    P = np.asarray(transition_matrix, dtype=np.float64)
+    structure = chain_structure(P, states)
+    pi = _stationary(P, structure)
+    for members, closed, period in zip(structure.classes, structure.closed, structure.periods):
+        if closed and period != 1:
+            raise ValueError(
+                f"the chain is periodic (period {period}: class {_names(members)}), so P^t never converges "
+                "and it never mixes"
+            )
+
+    def distance(power: np.ndarray) -> float:
+        return 0.5 * float(np.abs(power - pi).sum(axis=1).max())
+
+    if distance(np.eye(len(P))) <= eps:
+        return 0
+    powers = [P]  # powers[j] = P^(2^j)
+    while distance(powers[-1]) > eps:
+        if 2 ** len(powers) > max_steps:
+            raise ValueError(f"the chain has not mixed to within {eps} after {2 ** (len(powers) - 1)} steps")
+        powers.append(powers[-1] @ powers[-1])
+    if len(powers) == 1:
+        return 1
+    steps, power = 2 ** (len(powers) - 2), powers[-2]  # the largest power known to be too far
+    for j in range(len(powers) - 3, -1, -1):
+        candidate = power @ powers[j]
+        if distance(candidate) > eps:
+            steps, power = steps + 2**j, candidate
+    return steps + 1
+
+
+def entropy_rate(
+    transition_matrix: ArrayLike, base: float | None = None, states: Sequence[Hashable] | None = None
+) -> float:
+    """H = -sum_i pi_i sum_j P_ij log P_ij, in nats (or in units of log ``base``: 2 for bits)."""
+    P = np.asarray(transition_matrix, dtype=np.float64)
+    pi = _stationary(P, chain_structure(P, states))
+    rate = float(pi @ -xlogy(P, P).sum(axis=1))
+    return rate / math.log(base) if base is not None else rate
+
+
+def f_divergence_rate(
+    transition_matrix: ArrayLike, other: ArrayLike, f: str | Callable[[np.ndarray], np.ndarray] = "kl"
+) -> float:
+    """sum_i pi_i D_f(P_i || Q_i), with pi the stationary distribution of P and D_f(p || q) = sum_j q_j f(p_j / q_j).
+
+    ``f`` is ``"kl"`` (t log t: the KL divergence rate, lim (1/n) KL of the laws of
+    n-step paths), ``"reverse_kl"`` (-log t), ``"hellinger"`` ((sqrt t - 1)^2, so
+    sum_j (sqrt p_j - sqrt q_j)^2), ``"total_variation"`` (|t - 1| / 2) or ``"chi2"``
+    ((t - 1)^2), or a vectorised convex callable with f(1) = 0. An outcome with
+    q_j = 0 < p_j adds p_j lim f(t)/t: +inf for KL and chi2 (and for a callable),
+    p_j / 2 for total variation, p_j for Hellinger. For KL this is the rate of the
+    divergence between the chains' path laws; for other f it is the stationary
+    average of the divergences between next-step laws.
+    """
+    P = np.asarray(transition_matrix, dtype=np.float64)
+    Q = np.asarray(other, dtype=np.float64)
+    if P.shape != Q.shape:
+        raise ValueError(f"the transition matrices differ in shape: {P.shape} and {Q.shape}")
+    return _divergence_rate(_stationary(P, chain_structure(P)), P, Q, f)
+
+
+def _divergence_rate(pi: np.ndarray, P: np.ndarray, Q: np.ndarray, f: Any) -> float:
+    if isinstance(f, str):
+        if f not in _DIVERGENCES:
+            raise ValueError(f"f must be one of {tuple(_DIVERGENCES)} or a callable, got {f!r}")
+        function, slope = _DIVERGENCES[f]
+    elif callable(f):
+        function, slope = f, math.inf
+    else:
+        raise TypeError(f"f must be a name or a callable, got {type(f).__name__}")
+    positive = Q > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        terms = Q * function(np.divide(P, Q, out=np.ones_like(P), where=positive))
+        terms = np.where(positive, terms, np.where(P > 0, P * slope, 0.0))
+        per_state = terms.sum(axis=1)
+        return float(np.sum(np.where(pi > 0, pi * per_state, 0.0)))  # 0 inf = 0: unvisited states don't count
+
+
+def _stationary(P: np.ndarray, structure: ChainStructure) -> np.ndarray:
+    """The stationary distribution, which must be unique (one closed class)."""
+    closed = structure.closed_classes
+    if len(closed) > 1:
+        raise ValueError(
+            f"the chain is reducible with {len(closed)} closed classes ({'; '.join(_names(c) for c in closed)}): "
+            "each has its own stationary distribution, so there is no unique one (see structure())"
+        )
+    return stationary_distribution(P)
+
+
+def _names(members: Sequence[Hashable]) -> str:
+    """A class of states for messages: {'a', 'b', ...}, at most ten shown."""
+    return "{" + ", ".join(repr(m) for m in members[:10]) + (", ..." if len(members) > 10 else "") + "}"
+
+
+# ------------------------------------------------------------------------ model
+class MarkovChain(Model):
+    """A Markov chain of any order over a vocabulary of symbols, with the ends of sequences.
+
+    Parameters
+    ----------
+    order : int
+        How many previous symbols each prediction depends on (>= 1).
+    smoothing : {"ml", "laplace", "kt", "minimax"} or float
+        The estimator of every next-element distribution from its counts (module
+        docstring); a number b >= 0 adds b to every count.
+    unknown : {"error", "ignore", "map"}
+        What scoring and prediction do with symbols outside the vocabulary: raise;
+        skip them (they are neither scored nor part of any context); or treat them as
+        one more symbol, ``UNKNOWN``. Under ``"map"`` the unknown symbol is one more
+        outcome of every context, with count 0, so it gets the estimator's mass for
+        an unseen outcome — b(0) / sum_k (c_k + b(c_k)), e.g. 1/2 / (N + K/2) for
+        ``"kt"`` in a context seen N times without unseen outcomes besides it — and
+        the contexts that contain it, never seen, predict all K outcomes alike. It is
+        a state of the chain (the last of ``states_`` for order 1). ``"ml"`` gives
+        unseen outcomes nothing, so ``"map"`` needs another smoothing.
+
+    Attributes
+    ----------
+    vocabulary_ : Vocabulary
+        The training symbols, code i for ``vocabulary_.symbols[i]``. Saving needs
+        JSON symbols: str, int, float or bool.
+    context_keys_ : (n_contexts,) int64
+        Every context seen in training, sorted: its codes as digits in base V + 2
+        (V = len(vocabulary_)), oldest first, with digit V + 1 before the start.
+    counts_ : scipy.sparse.csr_array (n_contexts, V + 2)
+        What followed each context: the symbols' codes, then ``UNKNOWN`` (V) and
+        ``END`` (V + 1), the columns of the next-element layout.
+
+    ``initial_distribution_``, ``transition_matrix_``, ``end_probability_`` and
+    ``states_`` are computed from them.
+    """
+
+    def __init__(self, order: int = 1, smoothing: str | float = "kt", unknown: str = "error"):
+        self.order = order
+        self.smoothing = smoothing
+        self.unknown = unknown
+
+    # ------------------------------------------------------------------- fitting
+    def fit(self, sequences: Any) -> MarkovChain:
+        """Count every context and what followed it; returns ``self``.
+
+        ``sequences``: anything :func:`~modeshift.symbols.as_symbol_sequences` takes —
+        a string, a list of symbols, a list of sequences, an event-log data frame.
+        """
+        self._check_hyperparameters()
+        seqs = as_symbol_sequences(sequences)
+        n_symbols = len(seqs.vocabulary)
+        if self.unknown != "map" and seqs.codes.max() >= n_symbols:
+            raise ValueError("the training sequences hold the unknown code; fit on symbols, or use unknown='map'")
+        base = n_symbols + 2
+        if base ** (self.order + 1) > np.iinfo(np.int64).max:
+            raise ValueError(f"order {self.order} over {n_symbols} symbols needs keys beyond 64 bits; lower the order")
+        self.vocabulary_ = seqs.vocabulary
+        self.context_keys_, self.counts_ = _count_table(seqs, self.order, base)
+        self._prepare()
+        return self
+
+    def _check_hyperparameters(self) -> str | float:
+        order = self.order
+        if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 1:
+            raise ValueError(f"order must be an integer >= 1, got {order!r}")
+        if self.unknown not in UNKNOWN_POLICIES:
+            raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
+        smoothing = _check_smoothing(self.smoothing)
+        if self.unknown == "map" and _pseudo_counts(0, smoothing) == 0:
+            raise ValueError(
+                f"unknown='map' needs a smoothing that gives unseen symbols probability; smoothing={self.smoothing!r} "
+                "gives them none (use 'kt', 'laplace', 'minimax' or a pseudo-count > 0)"
+            )
+        return smoothing
+
+    def _prepare(self) -> None:
+        """Quantities derived from the counts: the estimator's denominator of every context."""
+        self._smoothing = self._check_hyperparameters()
+        self._base = len(self.vocabulary_) + 2
+        self._n_states = len(self.vocabulary_) + (self.unknown == "map")
+        self._start = sum((self._base - 1) * self._base**k for k in range(self.order))
+        self._labels = pd.Index(self.vocabulary_.next_labels, dtype=object, tupleize_cols=False)
+        self._unseen = float(_pseudo_counts(0, self._smoothing))
+        counts = self.counts_
+        weights = counts.data + _pseudo_counts(counts.data, self._smoothing)
+        unseen_outcomes = self._n_outcomes(self.context_keys_) - np.diff(counts.indptr)
+        self._denominators = np.add.reduceat(weights, counts.indptr[:-1]) + unseen_outcomes * self._unseen
+
+    def _check_fitted(self) -> None:
+        if "counts_" not in self.__dict__:
+            raise NotFittedError("this MarkovChain is not fitted: call fit")
+
+    # ------------------------------------------------------ next-element probabilities
+    def _allowed(self, keys: np.ndarray, outcomes: np.ndarray) -> np.ndarray:
+        """Whether each outcome code can follow each context: any symbol, UNKNOWN under "map", END
+        except at the start (empty sequences are errors)."""
+        n_symbols = len(self.vocabulary_)
+        unknown = (outcomes == n_symbols) & (self.unknown == "map")
+        return (outcomes < n_symbols) | unknown | ((outcomes == n_symbols + 1) & (keys != self._start))
+
+    def _n_outcomes(self, keys: np.ndarray) -> np.ndarray:
+        """How many outcomes each context has (those :meth:`_allowed` allows)."""
+        return len(self.vocabulary_) + (self.unknown == "map") + (keys != self._start)
+
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each context in counts_, -1 for a context never seen."""
+        rows = np.minimum(np.searchsorted(self.context_keys_, keys), len(self.context_keys_) - 1)
+        return np.where(self.context_keys_[rows] == keys, rows, -1)
+
+    def _next_proba(self, keys: np.ndarray) -> np.ndarray:
+        """(len(keys), V + 2) next-element distributions of the contexts, in the next-element layout."""
+        rows = self._rows(keys)
+        seen = rows >= 0
+        allowed = self._allowed(keys[:, None], np.arange(self._base))
+        unseen = np.where(seen, self._unseen / self._denominators[rows], 1.0 / self._n_outcomes(keys))
+        proba = np.where(allowed, unseen[:, None], 0.0)
+        block = self.counts_[rows[seen]]  # the stored counts of the contexts seen, row by row
+        stored = np.diff(block.indptr)
+        weights = block.data + _pseudo_counts(block.data, self._smoothing)
+        denominators = self._denominators[rows[seen]].repeat(stored)
+        proba[np.flatnonzero(seen).repeat(stored), block.indices] = weights / denominators
+        return proba
+
+    def _target_proba(self, keys: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """p(target | context) for each (context, target) pair, without dense rows."""
+        rows = self._rows(keys)
+        stored_pairs = np.repeat(self.context_keys_, np.diff(self.counts_.indptr)) * self._base + self.counts_.indices
+        pairs = keys * self._base + targets
+        at = np.minimum(np.searchsorted(stored_pairs, pairs), len(stored_pairs) - 1)
+        counts = np.where(stored_pairs[at] == pairs, self.counts_.data[at], 0)
+        weights = counts + _pseudo_counts(counts, self._smoothing)
+        proba = np.where(rows >= 0, weights / self._denominators[rows], 1.0 / self._n_outcomes(keys))
+        return np.where(self._allowed(keys, targets), proba, 0.0)
+
+    def _dynamics_rows(self, keys: np.ndarray) -> np.ndarray:
+        """(len(keys), n_states) distributions of the next symbol given that the sequence goes on."""
+        joint = self._next_proba(keys)[:, : self._n_states]
+        totals = joint.sum(axis=1, keepdims=True)
+        stuck = int(np.sum(totals == 0))
+        if stuck:
+            warnings.warn(
+                f"{stuck} of {len(keys)} contexts were never followed by a symbol in training and smoothing='ml' "
+                "has no estimate for them: their transition rows are uniform",
+                stacklevel=3,
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(totals > 0, joint / totals, 1.0 / self._n_states)
+
+    def _encode(self, sequences: Any) -> SymbolSequences:
+        """Sequences in the vocabulary's codes, unknown symbols as code V unless the policy is "error"."""
+        self._check_fitted()
+        policy = "error" if self.unknown == "error" else "map"
+        return as_symbol_sequences(sequences, vocabulary=self.vocabulary_, unknown=policy)
+
+    def _contexts(self, seqs: SymbolSequences) -> np.ndarray:
+        skip = len(self.vocabulary_) if self.unknown == "ignore" else -1
+        return context_keys(seqs.codes, seqs.offsets, self.order, self._base, skip)
+
+    def _prefix_key(self, prefix: Sequence[Hashable]) -> int:
+        if len(prefix) == 0:
+            self._check_fitted()
+            return self._start
+        seqs = self._encode(prefix)
+        if seqs.n_sequences != 1:
+            raise ValueError(f"a prefix is one sequence of symbols, got {seqs.n_sequences} sequences")
+        return int(self._contexts(seqs)[-1])
+
+    # -------------------------------------------------------------- prediction
+    def next_symbol_proba(self, sequences: Any) -> np.ndarray:
+        """Predictive distribution of every element and of each sequence's end: the next-element layout.
+
+        Returns (n_steps + n_sequences, V + 2): for each sequence of length L, L + 1
+        rows, row t the distribution of element t given elements 0..t-1 (row L: of
+        what follows the last one, whose right answer is END). Columns: the
+        vocabulary's symbols, ``UNKNOWN`` (mass only under ``unknown="map"``), ``END``.
+        Rows sum to 1; :func:`~modeshift.symbols.next_targets` gives the right answers.
+        """
+        return self._next_proba(self._contexts(self._encode(sequences)))
+
+    def next_distribution(self, prefix: Sequence[Hashable] = ()) -> pd.Series:
+        """The distribution of the element after ``prefix`` (any sequence; only its last ``order``
+        symbols matter, and a shorter one means the start of a sequence), indexed by the
+        symbols, ``UNKNOWN`` and ``END``."""
+        return pd.Series(self._next_proba(np.array([self._prefix_key(prefix)]))[0], index=self._labels)
+
+    def predict_next(self, prefix: Sequence[Hashable] = (), k: int = 5) -> list[tuple[Hashable, float]]:
+        """The ``k`` likeliest elements after ``prefix`` with their probabilities, likeliest first;
+        the end of the sequence shows as ``modeshift.symbols.END``."""
+        proba = self._next_proba(np.array([self._prefix_key(prefix)]))[0]
+        top = [i for i in np.argsort(-proba, kind="stable")[: int(k)] if proba[i] > 0]
+        return [(self._labels[i], float(proba[i])) for i in top]
+
+    def score(self, sequences: Any) -> float:
+        """Total log-likelihood (nats): every element given its context, the first and the end
+        included. Under ``unknown="ignore"`` unknown symbols are left out; ``-inf`` if an
+        element has probability 0 (possible under ``"ml"``)."""
+        seqs = self._encode(sequences)
+        targets = next_targets(seqs)
+        proba = self._target_proba(self._contexts(seqs), targets)
+        if self.unknown == "ignore":
+            proba = proba[targets != len(self.vocabulary_)]
+        with np.errstate(divide="ignore"):
+            return float(np.log(proba).sum())
+
+    # ------------------------------------------------------------ chain and parameters
+    def _lifted(self) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
+        """States (contexts of ``order`` symbols), their keys, and each one's successor per next symbol."""
+        self._check_fitted()
+        n_states = self._n_states
+        size = n_states**self.order
+        if size > MAX_DENSE_STATES:
+            raise ValueError(
+                f"the chain has {n_states}^{self.order} = {size} states, more than the {MAX_DENSE_STATES} its analysis "
+                "handles as a dense matrix; next_distribution and counts_ work at any size"
+            )
+        powers = n_states ** np.arange(self.order - 1, -1, -1)
+        digits = (np.arange(size)[:, None] // powers) % n_states
+        keys = digits @ (self._base ** np.arange(self.order - 1, -1, -1))
+        successors = (np.arange(size)[:, None] * n_states + np.arange(n_states)) % size
+        labels = list(self._labels[:n_states])
+        states = labels if self.order == 1 else [tuple(labels[d] for d in row) for row in digits]
+        return states, keys, successors
+
+    def _chain(self) -> tuple[list[Hashable], np.ndarray]:
+        """States and the dense transition matrix of the dynamics."""
+        states, keys, successors = self._lifted()
+        matrix = np.zeros((len(keys), len(keys)))
+        matrix[np.arange(len(keys))[:, None], successors] = self._dynamics_rows(keys)
+        return states, matrix
+
+    @property
+    def states_(self) -> list[Hashable]:
+        """States of the chain: for order 1 the symbols (then ``UNKNOWN`` under ``"map"``); for
+        order n every context of n such symbols, a tuple, oldest first."""
+        return self._lifted()[0]
+
+    @property
+    def transition_matrix_(self) -> np.ndarray:
+        """(S, S) dynamics on ``states_``: p(next state | state, the sequence goes on); rows sum to 1.
+        For order n, context (a_1..a_n) moves to (a_2..a_n, x) with p(x | a_1..a_n)."""
+        return self._chain()[1]
+
+    @property
+    def end_probability_(self) -> np.ndarray:
+        """(S,) probability that a sequence ends right after each state of ``states_``."""
+        return self._next_proba(self._lifted()[1])[:, -1]
+
+    @property
+    def initial_distribution_(self) -> np.ndarray:
+        """Distribution of the first symbol over the symbols (then ``UNKNOWN`` under ``"map"``)."""
+        self._check_fitted()
+        return self._next_proba(np.array([self._start]))[0, : self._n_states]
+
+    # ----------------------------------------------------------------- analysis
+    def structure(self) -> ChainStructure:
+        """Communicating classes of the dynamics, which are closed, and their periods."""
+        states, matrix = self._chain()
+        return chain_structure(matrix, states)
+
+    def stationary_distribution(self) -> np.ndarray:
+        """pi with pi P = pi over ``states_``; ``ValueError`` naming the closed classes if there are
+        several (then it is not unique). Transient states get 0; a periodic chain has one too."""
+        states, matrix = self._chain()
+        return _stationary(matrix, chain_structure(matrix, states))
+
+    def mixing_time(self, eps: float = 0.25) -> int:
+        """Steps until the worst start is within ``eps`` of stationarity in total variation; see
+        :func:`mixing_time` (``ValueError`` for periodic chains and several closed classes)."""
+        states, matrix = self._chain()
+        return mixing_time(matrix, eps, states)
+
+    def entropy_rate(self, base: float | None = None) -> float:
+        """-sum_i pi_i sum_j P_ij log P_ij of the dynamics, in nats (``base=2``: bits per symbol)."""
+        states, matrix = self._chain()
+        return entropy_rate(matrix, base, states)
+
+    def kl_divergence_rate(self, other: MarkovChain) -> float:
+        """sum_i pi_i KL(P_i || Q_i): this chain's P and pi against ``other``'s Q, states matched by
+        symbol (``inf`` where this chain goes where ``other`` cannot)."""
+        return self.f_divergence_rate(other, "kl")
+
+    def f_divergence_rate(self, other: MarkovChain, f: str | Callable[[np.ndarray], np.ndarray] = "kl") -> float:
+        """sum_i pi_i D_f(P_i || Q_i) against ``other`` of the same order (see :func:`f_divergence_rate`).
+
+        States are matched by symbol. ``other``'s mass on states this chain lacks is
+        pooled into one extra outcome that this chain never takes; a state ``other``
+        lacks has all of ``other``'s mass there.
+        """
+        if not isinstance(other, MarkovChain):
+            raise TypeError(f"other must be a MarkovChain, got {type(other).__name__}")
+        if other.order != self.order:
+            raise ValueError(f"the chains differ in order: {self.order} and {other.order}")
+        states, P = self._chain()
+        other_states, other_P = other._chain()
+        index = {state: i for i, state in enumerate(other_states)}
+        where = np.array([index.get(state, -1) for state in states])
+        found = np.flatnonzero(where >= 0)
+        Q = np.zeros_like(P)
+        Q[np.ix_(found, found)] = other_P[np.ix_(where[found], where[found])]
+        elsewhere = np.clip(1.0 - Q.sum(axis=1, keepdims=True), 0.0, None)
+        pi = _stationary(P, chain_structure(P, states))
+        return _divergence_rate(pi, np.hstack([P, np.zeros_like(elsewhere)]), np.hstack([Q, elsewhere]), f)
+
+    # ----------------------------------------------------------------- sampling
+    def sample(
+        self,
+        n_sequences: int | None = None,
+        *,
+        n_steps: int | None = None,
+        random_state: int | np.random.Generator | None = None,
+        max_length: int = 10_000,
+    ) -> list[Any]:
+        """Simulate ``n_sequences`` whole sequences (a list of lists of symbols, each ended by the
+        model, or cut at ``max_length`` with a warning), or one path of ``n_steps`` symbols of the
+        dynamics (ends ignored). ``UNKNOWN`` stands for the unknown symbol under ``"map"``."""
+        self._check_fitted()
+        if (n_sequences is None) == (n_steps is None):
+            raise ValueError("give either n_sequences or n_steps")
+        rng = np.random.default_rng(random_state)
+        if n_steps is not None:
+            return list(self._labels[self._sample_path(_positive(n_steps, "n_steps"), rng)])
+        n_sequences, max_length = _positive(n_sequences, "n_sequences"), _positive(max_length, "max_length")
+        keys = np.full(n_sequences, self._start)
+        alive = np.arange(n_sequences)
+        owners, draws = [], []
+        for _ in range(max_length):
+            codes = _draw(self._next_proba(keys[alive]), rng)
+            going = codes != self._base - 1
+            owners.append(alive[going])
+            draws.append(codes[going])
+            keys[alive] = self._advance(keys[alive], codes)
+            alive = alive[going]
+            if alive.size == 0:
+                break
+        if alive.size:
+            warnings.warn(f"{alive.size} sequences reached max_length={max_length} and were cut", stacklevel=2)
+        owner, codes = np.concatenate(owners), np.concatenate(draws)
+        order = np.argsort(owner, kind="stable")
+        bounds = np.cumsum(np.bincount(owner, minlength=n_sequences))[:-1]
+        return [list(self._labels[block]) for block in np.split(codes[order], bounds)]
+
+    def _sample_path(self, n_steps: int, rng: np.random.Generator) -> np.ndarray:
+        if self.order == 1 and self._n_states <= MAX_DENSE_STATES:
+            return sample_chain(self.initial_distribution_, self.transition_matrix_, rng.random(n_steps))
+        path = np.empty(n_steps, dtype=np.int64)
+        key = np.array([self._start])
+        for t in range(n_steps):
+            path[t] = _draw(self._dynamics_rows(key), rng)[0]
+            key = self._advance(key, path[t : t + 1])
+        return path
+
+    def _advance(self, keys: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        return (keys * self._base + codes) % self._base**self.order
+
+    # ------------------------------------------------------------- persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        return {
+            "context_keys_": self.context_keys_,
+            "counts_data": self.counts_.data,
+            "counts_indices": self.counts_.indices,
+            "counts_indptr": self.counts_.indptr,
+        }
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        return {"vocabulary_": [_json_symbol(s) for s in self.vocabulary_.symbols]}
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        names = ("context_keys_", "counts_data", "counts_indices", "counts_indptr")
+        lacking = [name for name in names if name not in arrays] + ["vocabulary_"] * ("vocabulary_" not in attributes)
+        if lacking:
+            raise ValueError(f"the model file lacks {lacking}")
+        self.vocabulary_ = Vocabulary(tuple(attributes["vocabulary_"]))
+        self.context_keys_ = arrays["context_keys_"]
+        self.counts_ = sparse.csr_array(
+            (arrays["counts_data"], arrays["counts_indices"], arrays["counts_indptr"]),
+            shape=(len(self.context_keys_), len(self.vocabulary_) + 2),
+        )
+        self._prepare()
+
+
+def _count_table(seqs: SymbolSequences, order: int, base: int) -> tuple[np.ndarray, sparse.csr_array]:
+    """The contexts of ``seqs``, as sorted keys, and the counts of what followed each (``base`` columns)."""
+    keys = context_keys(seqs.codes, seqs.offsets, order, base, -1)
+    keys *= base
+    keys += next_targets(seqs)  # (context, next element) as one key
+    if keys.max() < len(keys) + 2**20:  # few possible keys: count them all
+        counts = np.bincount(keys)
+        pairs = np.flatnonzero(counts)
+        counts = counts[pairs]
+    else:
+        keys.sort()
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        pairs, counts = keys[starts], np.diff(starts, append=len(keys))
+    del keys  # the largest array: free it before building the table
+    contexts, following = np.divmod(pairs, base)
+    starts = np.flatnonzero(np.r_[True, contexts[1:] != contexts[:-1]])
+    table = sparse.csr_array((counts, following, np.append(starts, len(contexts))), shape=(len(starts), base))
+    return contexts[starts], table
+
+
+def _draw(proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One outcome per row of ``proba`` (inverse CDF)."""
+    cumulative = np.cumsum(proba, axis=1)
+    return np.argmax(cumulative > (rng.random(len(proba)) * cumulative[:, -1])[:, None], axis=1)
+
+
+def _positive(value: Any, name: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _json_symbol(symbol: Hashable) -> str | int | float | bool:
+    """A symbol as the model file stores it (JSON); others are refused, not silently changed."""
+    if isinstance(symbol, np.generic):
+        symbol = symbol.item()
+    if not isinstance(symbol, (str, int, float, bool)):
+        raise ValueError(
+            f"symbol {symbol!r} ({type(symbol).__name__}) cannot be saved: the model file keeps the vocabulary as "
+            "JSON, which holds str, int, float and bool symbols; map the symbols to strings before fitting"
+        )
+    return symbol
