@@ -2,8 +2,11 @@
 
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, load
+from modeshift.models.chain_mixture import MarkovChainMixture
 from modeshift.models.hmm import HMM
+from modeshift.models.jump_process import MarkovJumpProcess
 from modeshift.models.lds import LinearGaussianSSM
+from modeshift.models.markov_chain import MarkovChain
 from modeshift.models.markov_switching import MarkovAutoregression, MarkovRegression
 from modeshift.models.slds import SwitchingLDS
 
@@ -12,6 +15,9 @@ __all__ = [
     "HMM",
     "LinearGaussianSSM",
     "MarkovAutoregression",
+    "MarkovChain",
+    "MarkovChainMixture",
+    "MarkovJumpProcess",
     "MarkovRegression",
     "Model",
     "NotFittedError",

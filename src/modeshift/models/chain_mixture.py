@@ -1,0 +1,322 @@
+"""Mixtures of Markov chains: which of K first-order chains produced each short trajectory.
+
+A trajectory x = (x_1, ..., x_T) over states 0 .. V-1 comes from component k with
+probability w_k; given k it is a Markov chain with initial distribution pi_k and
+transition matrix A_k, so with n_ij(x) the number of transitions i -> j in x
+
+    log p(x | k) = log pi_k[x_1] + sum_ij n_ij(x) log A_k[i, j].
+
+The counts of all trajectories form a sparse (n_trajectories, V * V) matrix N, and one
+product N @ log A gives every log p(x | k) at once. EM alternates responsibilities
+r_xk = p(k | x) with the M-step
+
+    w_k ∝ sum_x r_xk + a,   pi_k[i] ∝ sum_x r_xk [x_1 = i] + a,   A_k[i, j] ∝ (N' r)[ij, k] + a,
+
+the posterior mode under Dirichlet priors with pseudo-count a (``pseudo_count``), so the
+log-likelihood plus log prior increases at every iteration.
+
+Starting values are spectral, in the manner of Kannan, Salmasian & Vempala (2008, "The
+spectral method for general mixture models", SIAM J. Comput. 38): each trajectory's profile
+(its first state and its transitions, as frequencies) is square-rooted to even out the noise
+of frequent and rare transitions, centred, and projected on the top 2K right singular vectors
+of the profile matrix, where the components' means stand out from the noise; k-means++ then
+clusters the projections, and every restart reseeds it. EM finds a local maximum: more
+restarts make a merged pair of components less likely.
+
+>>> import numpy as np
+>>> from modeshift import MarkovChainMixture
+>>> from modeshift.metrics import mode_accuracy
+>>> truth = MarkovChainMixture(n_components=2)
+>>> truth.weights_ = [0.5, 0.5]
+>>> truth.startprob_ = np.full((2, 3), 1 / 3)
+>>> truth.transmat_ = [np.full((3, 3), 0.05) + 0.85 * np.eye(3), np.full((3, 3), 0.05) + 0.85 * np.eye(3)[[1, 2, 0]]]
+>>> trajectories, components = truth.sample(300, length=12, random_state=0)
+>>> model = MarkovChainMixture(n_components=2, random_state=0).fit(trajectories)
+>>> mode_accuracy(components, model.predict(trajectories))
+1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import LinearOperator, svds
+from scipy.special import logsumexp
+
+from modeshift.data import check_probabilities
+from modeshift.emissions.kmeans import kmeans
+from modeshift.models.base import Model, NotFittedError
+from modeshift.models.state_labels import encode_states, labels_from_json, labels_to_json
+from modeshift.symbols import SymbolSequences, Vocabulary
+
+__all__ = ["MarkovChainMixture"]
+
+_PARAMETERS = ("weights_", "startprob_", "transmat_")
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Per-trajectory sufficient statistics: first states and sparse transition counts."""
+
+    first: sparse.csr_matrix  # (n_trajectories, V): one-hot first state
+    transitions: sparse.csr_matrix  # (n_trajectories, V * V): n_ij(x) in column i * V + j
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, seqs: SymbolSequences, n_states: int) -> _Counts:
+        n, starts = seqs.n_sequences, seqs.offsets[:-1]
+        first = sparse.csr_matrix((np.ones(n), (np.arange(n), seqs.codes[starts])), shape=(n, n_states))
+        follows = np.ones(len(seqs.codes), dtype=bool)
+        follows[starts] = False
+        steps = np.flatnonzero(follows)
+        rows = np.repeat(np.arange(n), seqs.lengths - 1)
+        columns = seqs.codes[steps - 1] * n_states + seqs.codes[steps]
+        shape = (n, n_states * n_states)
+        transitions = sparse.csr_matrix((np.ones(len(steps)), (rows, columns)), shape=shape)  # sums repeats
+        return cls(first, transitions, seqs.lengths)
+
+    def profiles(self) -> sparse.csr_matrix:
+        """First state and transitions of each trajectory as frequencies (rows sum to 1)."""
+        return sparse.diags(1.0 / self.lengths) @ sparse.hstack([self.first, self.transitions]).tocsr()
+
+
+class MarkovChainMixture(Model):
+    """A mixture of first-order Markov chains over one set of states, fit by EM.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of chains K.
+    pseudo_count : float
+        Dirichlet smoothing a >= 0 added to every count in the M-step (mixture weights,
+        initial distributions, transitions); a > 0 keeps unseen transitions possible.
+    n_iter, tol : int, float
+        EM stops after ``n_iter`` iterations or when the objective improves by less than ``tol``.
+    n_restarts : int
+        EM runs from this many spectral starts (k-means reseeded); the best objective wins.
+    random_state : int or numpy Generator, optional
+
+    Attributes
+    ----------
+    weights_ : (K,) array
+        Mixture weights w.
+    startprob_ : (K, V) array
+        Initial distribution of each component.
+    transmat_ : (K, V, V) array
+        Transition matrix of each component.
+    states_ : tuple
+        State labels; code i (row i of ``transmat_[k]``) is ``states_[i]``.
+    log_likelihood_history_ : list of float
+        Log-likelihood plus log prior at each EM iteration of the best restart.
+    converged_ : bool
+    """
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        pseudo_count: float = 0.5,
+        n_iter: int = 200,
+        tol: float = 1e-6,
+        n_restarts: int = 5,
+        random_state: int | np.random.Generator | None = None,
+    ):
+        if int(n_components) < 1 or pseudo_count < 0 or int(n_restarts) < 1:
+            raise ValueError(
+                f"need n_components >= 1, pseudo_count >= 0 and n_restarts >= 1, "
+                f"got {n_components}, {pseudo_count}, {n_restarts}"
+            )
+        self.n_components = int(n_components)
+        self.pseudo_count = pseudo_count
+        self.n_iter = n_iter
+        self.tol = tol
+        self.n_restarts = int(n_restarts)
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- parameters
+    def _parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The checked (weights, startprob, transmat)."""
+        missing = [name for name in _PARAMETERS if name not in self.__dict__]
+        if missing:
+            raise NotFittedError(f"this MarkovChainMixture has no {', '.join(missing)}: call fit, or set them")
+        k = self.n_components
+        weights = check_probabilities("weights_", self.weights_, (k,))
+        startprob = check_probabilities("startprob_", self.startprob_, (k, None))
+        n_states = startprob.shape[1]
+        transmat = check_probabilities("transmat_", self.transmat_, (k, n_states, n_states))
+        if len(self._labels(n_states)) != n_states:
+            raise ValueError(f"states_ names {len(self.states_)} states, but the parameters have {n_states}")
+        return weights, startprob, transmat
+
+    def _labels(self, n_states: int) -> tuple[Hashable, ...]:
+        return self.__dict__.get("states_", tuple(range(n_states)))
+
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: (K - 1) + K (V - 1) + K V (V - 1)."""
+        k, v = self.n_components, self._parameters()[1].shape[1]
+        return (k - 1) + k * (v - 1) + k * v * (v - 1)
+
+    # ------------------------------------------------------------------------ EM
+    def fit(self, trajectories: Any) -> MarkovChainMixture:
+        """Learn states, weights and chains from unlabeled trajectories; returns ``self``."""
+        seqs = encode_states(trajectories)
+        n_states = len(seqs.vocabulary)
+        if seqs.n_sequences < self.n_components:
+            raise ValueError(f"{seqs.n_sequences} trajectories cannot fit {self.n_components} components")
+        counts = _Counts.of(seqs, n_states)
+        rng = np.random.default_rng(self.random_state)
+        embedding = _spectral_embedding(counts.profiles(), 2 * self.n_components, rng)
+        best: tuple[tuple[np.ndarray, ...], list[float], bool] | None = None
+        for _ in range(self.n_restarts):
+            labels = kmeans(embedding, self.n_components, rng)[1]
+            parameters = self._m_step(counts, np.eye(self.n_components)[labels])
+            parameters, history, converged = self._em(counts, parameters)
+            if best is None or history[-1] > best[1][-1]:
+                best = (parameters, history, converged)
+        assert best is not None
+        self.weights_, self.startprob_, self.transmat_ = best[0]
+        self.states_ = seqs.vocabulary.symbols
+        self.log_likelihood_history_, self.converged_ = best[1], best[2]
+        return self
+
+    def _em(
+        self, counts: _Counts, parameters: tuple[np.ndarray, ...]
+    ) -> tuple[tuple[np.ndarray, ...], list[float], bool]:
+        history: list[float] = []
+        for _ in range(self.n_iter):
+            log_joint = _log_joint(counts, *parameters)
+            log_lik = _log_likelihoods(log_joint)
+            history.append(float(log_lik.sum()) + self._log_prior(parameters))
+            parameters = self._m_step(counts, np.exp(log_joint - log_lik[:, None]))
+            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
+                return parameters, history, True
+        return parameters, history, False
+
+    def _m_step(self, counts: _Counts, responsibilities: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Posterior mode of (weights, startprob, transmat) given responsibilities (n, K)."""
+        a, k = self.pseudo_count, self.n_components
+        n_states = counts.first.shape[1]
+        weights = _normalise(responsibilities.sum(axis=0) + a)
+        startprob = _normalise((counts.first.T @ responsibilities).T + a)
+        transitions = (counts.transitions.T @ responsibilities).T.reshape(k, n_states, n_states)
+        return weights, startprob, _normalise(transitions + a)
+
+    def _log_prior(self, parameters: tuple[np.ndarray, ...]) -> float:
+        """Dirichlet log density up to a constant: a * sum of log parameters."""
+        if self.pseudo_count == 0:
+            return 0.0
+        return self.pseudo_count * sum(float(np.log(p).sum()) for p in parameters)
+
+    # ----------------------------------------------------------------- inference
+    def _evidence(self, trajectories: Any) -> tuple[np.ndarray, np.ndarray]:
+        """log w_k + log p(x | k), (n, K), and log p(x), (n,), of new trajectories."""
+        weights, startprob, transmat = self._parameters()
+        n_states = startprob.shape[1]
+        seqs = encode_states(trajectories, self._labels(n_states))
+        log_joint = _log_joint(_Counts.of(seqs, n_states), weights, startprob, transmat)
+        return log_joint, _log_likelihoods(log_joint)
+
+    def predict_proba(self, trajectories: Any) -> np.ndarray:
+        """p(component | trajectory), (n_trajectories, K)."""
+        log_joint, log_lik = self._evidence(trajectories)
+        return np.exp(log_joint - log_lik[:, None])
+
+    def predict(self, trajectories: Any) -> np.ndarray:
+        """Most probable component of each trajectory, (n_trajectories,)."""
+        return np.argmax(self._evidence(trajectories)[0], axis=1)
+
+    def score(self, trajectories: Any) -> float:
+        """Total log-likelihood sum_x log p(x)."""
+        return float(self._evidence(trajectories)[1].sum())
+
+    def bic(self, trajectories: Any) -> float:
+        """-2 log-likelihood + n_parameters log(n_trajectories), trajectories being the independent units."""
+        log_lik = self._evidence(trajectories)[1]
+        return -2.0 * float(log_lik.sum()) + self.n_parameters * np.log(len(log_lik))
+
+    def sample(
+        self, n_trajectories: int, length: int | Sequence[int], random_state: int | np.random.Generator | None = None
+    ) -> tuple[list[list[Hashable]], np.ndarray]:
+        """Draw trajectories (lists of state labels) of the given length(s), and their components."""
+        weights, startprob, transmat = self._parameters()
+        lengths = np.broadcast_to(np.asarray(length, dtype=np.int64), (int(n_trajectories),))
+        if lengths.size == 0 or lengths.min() < 1:
+            raise ValueError(f"need n_trajectories >= 1 and lengths >= 1, got {n_trajectories} and {length!r}")
+        rng = np.random.default_rng(random_state)
+        components = rng.choice(len(weights), size=lengths.size, p=weights)
+        codes = np.empty((lengths.size, lengths.max()), dtype=np.int64)
+        codes[:, 0] = rng.multinomial(1, startprob[components]).argmax(axis=1)
+        for t in range(1, lengths.max()):
+            codes[:, t] = rng.multinomial(1, transmat[components, codes[:, t - 1]]).argmax(axis=1)
+        vocabulary = Vocabulary(self._labels(startprob.shape[1]))
+        return [vocabulary.decode(row[:n]) for row, n in zip(codes, lengths)], components
+
+    # --------------------------------------------------------------- persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        return dict(zip(_PARAMETERS, self._parameters()))
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"states_": labels_to_json(self._labels(self._parameters()[1].shape[1]))}
+        if "log_likelihood_history_" in self.__dict__:
+            out["log_likelihood_history_"] = [float(v) for v in self.log_likelihood_history_]
+            out["converged_"] = bool(self.converged_)
+        return out
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        missing = [name for name in _PARAMETERS if name not in arrays]
+        if missing:
+            raise ValueError(f"the model file lacks the parameter array(s) {missing}")
+        for name in _PARAMETERS:
+            setattr(self, name, np.array(arrays[name]))
+        for name, value in attributes.items():
+            setattr(self, name, labels_from_json(value) if name == "states_" else value)
+        self._parameters()
+
+
+def _log_joint(counts: _Counts, weights: np.ndarray, startprob: np.ndarray, transmat: np.ndarray) -> np.ndarray:
+    """log w_k + log pi_k[x_1] + sum_ij n_ij(x) log A_k[i, j] for every trajectory x and component k."""
+    with np.errstate(divide="ignore"):  # a zero probability is an impossible event, log 0 = -inf
+        log_transitions = np.log(transmat).reshape(len(weights), -1).T
+        return np.log(weights) + counts.first @ np.log(startprob).T + counts.transitions @ log_transitions
+
+
+def _log_likelihoods(log_joint: np.ndarray) -> np.ndarray:
+    """log p(x) per trajectory; an impossible trajectory is an error."""
+    log_lik = logsumexp(log_joint, axis=1)
+    bad = np.flatnonzero(~np.isfinite(log_lik))
+    if bad.size:
+        raise ValueError(
+            f"trajectory {bad[0]} has zero probability under every component "
+            "(a transition or first state no component allows; use pseudo_count > 0)"
+        )
+    return log_lik
+
+
+def _spectral_embedding(profiles: sparse.csr_matrix, n_dimensions: int, rng: np.random.Generator) -> np.ndarray:
+    """Square-root profiles, centred, projected on their top ``n_dimensions`` right singular vectors.
+
+    The square root stabilises the variance of frequencies (Hellinger geometry), so that
+    frequent states do not drown the rest; centring is implicit, keeping the matrix sparse.
+    """
+    roots = profiles.sqrt()
+    mean = np.asarray(roots.mean(axis=0)).ravel()
+    if n_dimensions >= min(roots.shape) - 1:
+        return roots.toarray() - mean
+    centred = LinearOperator(
+        roots.shape,
+        matvec=lambda v: roots @ v - mean @ v,
+        rmatvec=lambda u: roots.T @ u - mean * u.sum(),
+        dtype=np.float64,
+    )
+    left, singular_values, _ = svds(centred, k=n_dimensions, v0=rng.random(min(roots.shape)))
+    return left * singular_values
+
+
+def _normalise(counts: np.ndarray) -> np.ndarray:
+    """Rows of counts as probabilities; a row without counts (only with pseudo_count 0) becomes uniform."""
+    totals = counts.sum(axis=-1, keepdims=True)
+    return np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / counts.shape[-1])

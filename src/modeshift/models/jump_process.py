@@ -1,0 +1,420 @@
+"""Markov jump processes (continuous-time Markov chains): rates from complete paths or from snapshots.
+
+A process X(t) on states 0 .. n-1 stays in state i for an exponential time with rate q_i,
+then jumps to j != i with probability q_ij / q_i. The rate matrix (generator) Q has
+q_ij >= 0 off the diagonal and q_ii = -q_i, so its rows sum to zero, and P(t) = expm(Q t)
+holds the transition probabilities over a time t.
+
+Complete paths (``observation="paths"``: each state with the time it was entered) give the
+maximum-likelihood estimate in closed form, q_ij = N_ij / R_i, from the jump counts N_ij and
+the time at risk R_i spent in i; the last sojourn is censored at ``end_times`` when given.
+
+Snapshots (``observation="snapshots"``: states seen at irregular times, the path between them
+unseen) have log-likelihood sum_k log P(t_k+1 - t_k)[x_k, x_k+1]. EM replaces N_ij and R_i by
+their expectations given the states at both ends of every interval (Hobolth & Jensen 2011,
+"Summary statistics for endpoint-conditioned continuous-time Markov chains", J. Appl. Prob. 48):
+
+    E[R_i]  =        sum_(a, b, t) ∫_0^t P(s)[a, i] P(t - s)[i, b] ds / P(t)[a, b],
+    E[N_ij] = q_ij * sum_(a, b, t) ∫_0^t P(s)[a, i] P(t - s)[j, b] ds / P(t)[a, b].
+
+For the intervals of one length t, with W[a, b] = n_ab(t) / P(t)[a, b], these sums are the
+entries of ∫_0^t expm(Q' s) W expm(Q' (t - s)) ds, the upper right block of
+expm([[Q', W], [0, Q']] t) (Van Loan 1978, "Computing integrals involving the matrix
+exponential", IEEE TAC 23). So an iteration costs two matrix exponentials per distinct interval
+length, however many intervals share it, and :func:`expm_metzler` computes them for all lengths
+at once. The M-step is q_ij = E[N_ij] / E[R_i], and the log-likelihood never decreases.
+
+>>> import numpy as np
+>>> from modeshift import MarkovJumpProcess
+>>> truth = MarkovJumpProcess()
+>>> truth.rate_matrix_ = [[-1.0, 0.7, 0.3], [0.4, -0.6, 0.2], [0.5, 0.5, -1.0]]
+>>> paths = truth.sample(300, t_end=10.0, random_state=0)
+>>> times = [np.sort(np.random.default_rng(i).uniform(0, 10, 12)) for i in range(300)]
+>>> model = MarkovJumpProcess().fit(paths.observe(times), times=times)
+>>> model.rate_matrix_.round(1)
+array([[-1. ,  0.7,  0.3],
+       [ 0.4, -0.6,  0.2],
+       [ 0.6,  0.6, -1.1]])
+>>> round(float(model.holding_time_distribution(1).mean()), 1)  # 1 / q_1; the truth is 1.7
+1.8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from modeshift.data import check_array, check_probabilities
+from modeshift.models.base import Model, NotFittedError
+from modeshift.models.state_labels import encode_states, labels_from_json, labels_to_json
+from modeshift.statistics import Statistics
+from modeshift.symbols import SymbolSequences, Vocabulary
+from modeshift.transitions import stationary_distribution
+
+__all__ = ["MarkovJumpProcess", "Paths", "endpoint_statistics", "expm_metzler"]
+
+OBSERVATIONS = ("snapshots", "paths")
+_BLOCK_ENTRIES = 2**22  # matrix entries per batch of exponentials (32 MB of float64)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Simulated paths: path i enters ``states[i][k]`` at ``times[i][k]`` and runs until ``t_end``."""
+
+    states: list[list[Hashable]]
+    times: list[np.ndarray]
+    t_end: float
+
+    def observe(self, times: Sequence[Any]) -> list[list[Hashable]]:
+        """The states of each path at its own observation ``times`` (one array per path, within [0, t_end])."""
+        if len(times) != len(self.states):
+            raise ValueError(f"{len(times)} time arrays given for {len(self.states)} paths")
+        observed = []
+        for i, (states, jumps, at) in enumerate(zip(self.states, self.times, times)):
+            at = np.asarray(at, dtype=np.float64)
+            if at.size and (at.min() < 0 or at.max() > self.t_end):
+                raise ValueError(f"path {i}: observation times must lie in [0, {self.t_end}]")
+            observed.append([states[k] for k in np.searchsorted(jumps, at, side="right") - 1])
+        return observed
+
+
+@dataclass(frozen=True)
+class _Intervals:
+    """Consecutive observations (a at time u, b at time u + length) within the sequences."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, seqs: SymbolSequences) -> _Intervals:
+        follows = np.ones(len(seqs.codes), dtype=bool)
+        follows[seqs.offsets[:-1]] = False
+        steps = np.flatnonzero(follows)
+        return cls(seqs.codes[steps - 1], seqs.codes[steps], seqs.times[steps] - seqs.times[steps - 1])
+
+
+class MarkovJumpProcess(Model):
+    """A continuous-time Markov chain, learned from complete paths or from snapshots at irregular times.
+
+    Parameters
+    ----------
+    n_states : int, optional
+        Number of states; by default those in the data. With integer states 0 .. n_states - 1
+        the data need not visit them all.
+    observation : {"snapshots", "paths"}
+        What ``fit`` and ``score`` receive: states observed at irregular times (fit by EM),
+        or complete paths, every state with the time it was entered (closed-form maximum likelihood).
+    n_iter, tol : int, float
+        EM stops after ``n_iter`` iterations or when the log-likelihood improves by less than ``tol``.
+
+    Attributes
+    ----------
+    rate_matrix_ : (n, n) array
+        The generator Q; row and column i are state ``states_[i]``.
+    states_ : tuple
+        State labels, sorted when they can be.
+    log_likelihood_history_ : list of float
+        Log-likelihood at each EM iteration (one value for complete paths).
+    converged_ : bool
+    """
+
+    def __init__(
+        self, n_states: int | None = None, observation: str = "snapshots", n_iter: int = 200, tol: float = 1e-4
+    ):
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
+        if n_states is not None and int(n_states) < 1:
+            raise ValueError(f"n_states must be a positive integer or None, got {n_states!r}")
+        self.n_states = None if n_states is None else int(n_states)
+        self.observation = observation
+        self.n_iter = n_iter
+        self.tol = tol
+
+    # ---------------------------------------------------------------- parameters
+    def _rate_matrix(self) -> np.ndarray:
+        """The checked generator."""
+        if "rate_matrix_" not in self.__dict__:
+            raise NotFittedError("this MarkovJumpProcess has no rate_matrix_: call fit, or set it")
+        rates = check_array("rate_matrix_", self.rate_matrix_, (None, None))
+        n = len(rates)
+        if rates.shape != (n, n) or (rates - np.diag(np.diag(rates)) < 0).any():
+            raise ValueError("rate_matrix_ must be square with non-negative off-diagonal rates")
+        if not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8 * max(1.0, np.abs(rates).max())):
+            raise ValueError("rate_matrix_ rows must sum to 0 (q_ii = -sum of the row's other rates)")
+        if len(self._labels(n)) != n:
+            raise ValueError(f"states_ names {len(self.states_)} states, but rate_matrix_ has {n}")
+        return rates
+
+    def _labels(self, n: int) -> tuple[Hashable, ...]:
+        return self.__dict__.get("states_", tuple(range(n)))
+
+    def _code(self, state: Hashable) -> int:
+        labels = self._labels(len(self._rate_matrix()))
+        if state not in labels:
+            raise ValueError(f"unknown state {state!r}; the states are {labels}")
+        return labels.index(state)
+
+    def exit_rates(self) -> np.ndarray:
+        """q_i = -Q[i, i], the rate of leaving each state (mean holding time 1 / q_i)."""
+        return np.clip(0.0 - np.diag(self._rate_matrix()), 0.0, None)  # +0.0, never -0.0, for absorbing states
+
+    def holding_time_distribution(self, state: Hashable) -> Any:
+        """The exponential law of one sojourn in ``state`` (a frozen ``scipy.stats.expon``)."""
+        rate = self.exit_rates()[self._code(state)]
+        if rate <= 0:
+            raise ValueError(f"state {state!r} is absorbing: it is never left")
+        return stats.expon(scale=1.0 / rate)
+
+    def jump_matrix(self) -> np.ndarray:
+        """The embedded jump chain: q_ij / q_i off the diagonal; an absorbing state stays put."""
+        rates, exits = self._rate_matrix(), self.exit_rates()
+        moving = exits > 0
+        jumps = rates / np.where(moving, exits, 1.0)[:, None]
+        np.fill_diagonal(jumps, np.where(moving, 0.0, 1.0))
+        return jumps
+
+    def transition_probability(self, t: float | Sequence[float]) -> np.ndarray:
+        """P(t) = expm(Q t), (n, n); for an array of times, (len(t), n, n)."""
+        times = np.asarray(t, dtype=np.float64)
+        if not np.isfinite(times).all() or (times < 0).any():
+            raise ValueError(f"times must be finite and non-negative, got {t!r}")
+        rates = self._rate_matrix()
+        return expm_metzler(rates * times.reshape(-1, 1, 1)).reshape(times.shape + rates.shape)
+
+    def stationary_distribution(self) -> np.ndarray:
+        """pi with pi Q = 0: the stationary law of the uniformised chain I + Q / max_i q_i."""
+        rates = self._rate_matrix()
+        fastest = max(float(self.exit_rates().max()), np.finfo(float).tiny)
+        return stationary_distribution(np.eye(len(rates)) + rates / fastest)
+
+    # ----------------------------------------------------------------------- data
+    def _encode(self, data: Any, times: Sequence[Any] | None, fitted: bool) -> SymbolSequences:
+        states = self._labels(len(self._rate_matrix())) if fitted else None
+        seqs = encode_states(data, states, times=times, n_states=self.n_states)
+        return seqs.require_times(f"a MarkovJumpProcess (observation={self.observation!r})")
+
+    def _path_statistics(self, seqs: SymbolSequences, end_times: float | Sequence[float] | None) -> Statistics:
+        """Jump counts N_ij and time at risk R_i of complete paths."""
+        n = len(seqs.vocabulary)
+        intervals = _Intervals.of(seqs)
+        jumps = np.zeros((n, n))
+        np.add.at(jumps, (intervals.starts, intervals.ends), 1.0)
+        np.fill_diagonal(jumps, 0.0)
+        time_at_risk = np.bincount(intervals.starts, weights=intervals.lengths, minlength=n)
+        if end_times is not None:
+            last = seqs.offsets[1:] - 1
+            ends = np.broadcast_to(np.asarray(end_times, dtype=np.float64), (seqs.n_sequences,))
+            censored = ends - seqs.times[last]
+            if not np.isfinite(censored).all() or (censored < 0).any():
+                bad = int(np.argmax(~(censored >= 0)))
+                raise ValueError(
+                    f"path {bad}: end time {ends[bad]} is before its last time stamp {seqs.times[last][bad]}"
+                )
+            time_at_risk += np.bincount(seqs.codes[last], weights=censored, minlength=n)
+        return Statistics(jumps=jumps, time_at_risk=time_at_risk)
+
+    # ------------------------------------------------------------------------ fit
+    def fit(
+        self, data: Any, times: Sequence[Any] | None = None, end_times: float | Sequence[float] | None = None
+    ) -> MarkovJumpProcess:
+        """Learn the rate matrix from paths or snapshots (see ``observation``); returns ``self``.
+
+        ``data`` are state sequences in any form :func:`~modeshift.symbols.as_symbol_sequences`
+        reads, ``times`` their time stamps (strictly increasing, non-negative), or an event log
+        with a time column. ``end_times`` (one, or one per path) censor the last sojourn of
+        complete paths; without them the last states carry no information. In a path, a state
+        that repeats the previous one is no jump.
+        """
+        seqs = self._encode(data, times, fitted=False)
+        if self.observation == "paths":
+            counts = self._path_statistics(seqs, end_times)
+            rates = _generator(counts["jumps"], counts["time_at_risk"])
+            history, converged = [_complete_log_likelihood(rates, counts)], True
+        else:
+            if end_times is not None:
+                raise ValueError("end_times apply to observation='paths' only")
+            intervals = _Intervals.of(seqs)
+            if intervals.lengths.size == 0:
+                raise ValueError("snapshots need at least one sequence with two observations")
+            rates, history, converged = self._em(intervals, len(seqs.vocabulary))
+        self.rate_matrix_ = rates
+        self.states_ = seqs.vocabulary.symbols
+        self.log_likelihood_history_, self.converged_ = history, converged
+        return self
+
+    def _em(self, intervals: _Intervals, n: int) -> tuple[np.ndarray, list[float], bool]:
+        rates = _crude_rates(intervals, n)
+        history: list[float] = []
+        for _ in range(self.n_iter):
+            expected = endpoint_statistics(rates, intervals.starts, intervals.ends, intervals.lengths)
+            history.append(expected["log_likelihood"])
+            rates = _generator(expected["jumps"], expected["time_at_risk"])
+            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
+                return rates, history, True
+        return rates, history, False
+
+    # ----------------------------------------------------------------- inference
+    def score(
+        self, data: Any, times: Sequence[Any] | None = None, end_times: float | Sequence[float] | None = None
+    ) -> float:
+        """Log-likelihood: of snapshots, sum log P(dt)[x_k, x_k+1] (given each sequence's first
+        state); of complete paths, sum N_ij log q_ij - sum R_i q_i."""
+        rates = self._rate_matrix()
+        seqs = self._encode(data, times, fitted=True)
+        if self.observation == "paths":
+            return _complete_log_likelihood(rates, self._path_statistics(seqs, end_times))
+        intervals = _Intervals.of(seqs)
+        return endpoint_statistics(rates, intervals.starts, intervals.ends, intervals.lengths)["log_likelihood"]
+
+    def sample(
+        self,
+        n_paths: int,
+        t_end: float,
+        initial: Hashable | Sequence[float] | None = None,
+        random_state: int | np.random.Generator | None = None,
+    ) -> Paths:
+        """Simulate paths on [0, t_end] (Gillespie's algorithm), all paths advancing together.
+
+        ``initial`` is the law of X(0): the stationary distribution (default), a state, or a
+        probability vector (a list or array over ``states_``).
+        """
+        rates = self._rate_matrix()
+        n, labels = len(rates), self._labels(len(rates))
+        if int(n_paths) < 1 or not np.isfinite(t_end) or t_end < 0:
+            raise ValueError(f"need n_paths >= 1 and a finite t_end >= 0, got {n_paths} and {t_end}")
+        if initial is None:
+            start = self.stationary_distribution()
+        elif isinstance(initial, list | np.ndarray):
+            start = check_probabilities("initial", initial, (n,))
+        else:
+            start = np.eye(n)[self._code(initial)]
+        rng = np.random.default_rng(random_state)
+        exits, jumps = self.exit_rates(), self.jump_matrix()
+        state = rng.choice(n, size=int(n_paths), p=start)
+        clock = np.zeros(int(n_paths))
+        events = [(np.arange(int(n_paths)), state.copy(), clock.copy())]
+        moving = np.arange(int(n_paths))
+        while moving.size:
+            with np.errstate(divide="ignore"):  # an absorbing state waits forever
+                clock[moving] += rng.standard_exponential(moving.size) / exits[state[moving]]
+            moving = moving[clock[moving] < t_end]
+            state[moving] = rng.multinomial(1, jumps[state[moving]]).argmax(axis=1)
+            events.append((moving, state[moving], clock[moving]))
+        path, codes, entered = (np.concatenate(column) for column in zip(*events))
+        order = np.argsort(path, kind="stable")  # events of a path are already in time order
+        bounds = np.cumsum(np.bincount(path, minlength=int(n_paths)))[:-1]
+        vocabulary = Vocabulary(labels)
+        return Paths(
+            [vocabulary.decode(c) for c in np.split(codes[order], bounds)],
+            np.split(entered[order], bounds),
+            float(t_end),
+        )
+
+    # --------------------------------------------------------------- persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        return {"rate_matrix_": self._rate_matrix()}
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"states_": labels_to_json(self._labels(len(self._rate_matrix())))}
+        if "log_likelihood_history_" in self.__dict__:
+            out["log_likelihood_history_"] = [float(v) for v in self.log_likelihood_history_]
+            out["converged_"] = bool(self.converged_)
+        return out
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        if "rate_matrix_" not in arrays:
+            raise ValueError("the model file lacks the parameter array rate_matrix_")
+        self.rate_matrix_ = np.array(arrays["rate_matrix_"])
+        for name, value in attributes.items():
+            setattr(self, name, labels_from_json(value) if name == "states_" else value)
+        self._rate_matrix()
+
+
+def endpoint_statistics(
+    rate_matrix: np.ndarray, starts: np.ndarray, ends: np.ndarray, lengths: np.ndarray
+) -> Statistics:
+    """E-step for snapshots: the log-likelihood sum_k log P(t_k)[a_k, b_k] of intervals (a_k, b_k, t_k)
+    and the expected jump counts ``jumps`` (n, n) and time at risk ``time_at_risk`` (n,) given
+    their endpoints (see the module docstring). Intervals of equal length share their exponentials."""
+    rates = np.asarray(rate_matrix, dtype=np.float64)
+    n = len(rates)
+    distinct, group = np.unique(np.asarray(lengths, dtype=np.float64), return_inverse=True)
+    log_likelihood, integrals = 0.0, np.zeros((n, n))
+    per_batch = max(1, _BLOCK_ENTRIES // (4 * n * n))
+    for first in range(0, distinct.size, per_batch):
+        t = distinct[first : first + per_batch, None, None]
+        inside = (group >= first) & (group < first + t.shape[0])
+        which, a, b = group[inside] - first, starts[inside], ends[inside]
+        probabilities = expm_metzler(rates * t)[which, a, b]
+        if (probabilities <= 0).any():
+            k = int(np.flatnonzero(inside)[np.argmax(probabilities <= 0)])
+            raise ValueError(f"interval {k}: the change {starts[k]} -> {ends[k]} has probability 0 under these rates")
+        log_likelihood += float(np.log(probabilities).sum())
+        weights = np.zeros((t.shape[0], n, n))
+        np.add.at(weights, (which, a, b), 1.0 / probabilities)
+        scale = weights.max(axis=(1, 2), keepdims=True)  # keeps the block's norm that of Q t
+        block = np.zeros((t.shape[0], 2 * n, 2 * n))
+        block[:, :n, :n] = block[:, n:, n:] = rates.T * t
+        block[:, :n, n:] = weights / scale * t
+        integrals += (expm_metzler(block)[:, :n, n:] * scale).sum(axis=0)
+    jumps = rates * integrals
+    np.fill_diagonal(jumps, 0.0)
+    return Statistics(log_likelihood=log_likelihood, jumps=jumps, time_at_risk=np.diag(integrals).copy())
+
+
+def _generator(jumps: np.ndarray, time_at_risk: np.ndarray) -> np.ndarray:
+    """q_ij = N_ij / R_i with rows summing to 0; a state never occupied gets no rates."""
+    occupied = time_at_risk > 0
+    rates = np.where(occupied[:, None], jumps / np.where(occupied, time_at_risk, 1.0)[:, None], 0.0)
+    np.fill_diagonal(rates, 0.0)
+    np.fill_diagonal(rates, -rates.sum(axis=1))
+    return rates
+
+
+def _complete_log_likelihood(rates: np.ndarray, counts: Statistics) -> float:
+    """sum N_ij log q_ij - sum R_i q_i (0 log 0 = 0)."""
+    jumps = counts["jumps"]
+    with np.errstate(divide="ignore"):
+        log_rates = np.where(jumps > 0, np.log(np.where(jumps > 0, rates, 1.0)), 0.0)
+    return float(np.sum(jumps * log_rates) + counts["time_at_risk"] @ np.diag(rates))
+
+
+def _crude_rates(intervals: _Intervals, n: int) -> np.ndarray:
+    """EM's start: rates as if each interval were spent in its first state, then one jump,
+    plus one pseudo-jump to every state so that no rate starts at zero (EM keeps zeros)."""
+    jumps = np.ones((n, n))
+    np.add.at(jumps, (intervals.starts, intervals.ends), 1.0)
+    time_at_risk = np.bincount(intervals.starts, weights=intervals.lengths, minlength=n) + intervals.lengths.mean()
+    return _generator(jumps, time_at_risk)
+
+
+def expm_metzler(matrices: np.ndarray) -> np.ndarray:
+    """expm of each matrix in a stack (m, d, d) whose off-diagonal entries are non-negative.
+
+    Rate matrices times a time, and their Van Loan blocks, are such. With c the largest
+    negative diagonal entry, expm(A) = e^-c expm(A + c I) and A + c I >= 0, so the Taylor
+    series has no cancellation and every entry, however small, keeps its relative accuracy
+    (the idea of uniformisation). Each matrix is scaled by 2^-s to norm <= 1/4, where 12
+    terms reach double precision, and squared s times; the whole stack moves together.
+    """
+    size = matrices.shape[-1]
+    eye = np.eye(size)
+    shift = np.maximum(-np.diagonal(matrices, axis1=-2, axis2=-1).min(axis=-1), 0.0)[:, None, None]
+    shifted = matrices + shift * eye
+    norms = shifted.sum(axis=-1).max(axis=-1)  # the infinity norm of a non-negative matrix
+    squarings = np.maximum(np.ceil(np.log2(np.maximum(norms, np.finfo(float).tiny))) + 2, 0).astype(np.int64)
+    scale = np.ldexp(1.0, -squarings)[:, None, None]
+    scaled = shifted * scale
+    result = eye + scaled / 12
+    for k in range(11, 0, -1):
+        result = eye + scaled @ result / k
+    result *= np.exp(-shift * scale)
+    for k in range(squarings.max(initial=0)):
+        more = squarings > k
+        result[more] = result[more] @ result[more]
+    return result
