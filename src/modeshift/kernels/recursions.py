@@ -189,7 +189,7 @@ def filter_sequence(
     keep_scaled = scaled.shape[0] > 1
     keep_normalisers = normalisers.shape[0] > 1
     predicted = initial_probs.copy()
-    total = 0.0
+    total, product = 0.0, 1.0  # log-likelihood = total + log(product): one log per many steps
     for t in range(last - first):
         row = t if keep_filtered else 0
         if t > 0:
@@ -208,8 +208,12 @@ def filter_sequence(
         if normaliser == 0.0:
             return -np.inf
         normalisers[t if keep_normalisers else 0] = normaliser
-        total += np.log(normaliser) + shift
-    return total
+        total += shift
+        product *= normaliser  # normalisers lie in [1e-280, 1], so this cannot underflow
+        if product < 1e-20:
+            total += np.log(product)
+            product = 1.0
+    return total + np.log(product)
 
 
 @njit(cache=True, fastmath=REDUCTION_FLAGS)
