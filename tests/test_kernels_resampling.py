@@ -196,3 +196,12 @@ def test_normalise_log_weights_errors():
         kernels.normalise_log_weights([-np.inf, np.nan])
     with pytest.raises(ValueError, match="^infinite log weight"):
         kernels.normalise_log_weights([0.0, np.inf])
+
+
+def test_particle_moments_equal_numpy():
+    rng = np.random.default_rng(3)
+    weights, particles = rng.dirichlet(np.ones(500)), rng.normal(2.0, 3.0, size=(500, 3))
+    ess, mean, variance = kernels.particle_moments(weights, particles)
+    np.testing.assert_allclose(ess, 1.0 / np.sum(weights**2), rtol=1e-12)
+    np.testing.assert_allclose(mean, weights @ particles, rtol=1e-12)
+    np.testing.assert_allclose(variance, weights @ (particles - weights @ particles) ** 2, rtol=1e-12)

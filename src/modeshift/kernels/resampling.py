@@ -30,6 +30,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -37,6 +39,7 @@ __all__ = [
     "effective_sample_size",
     "multinomial",
     "normalise_log_weights",
+    "particle_moments",
     "resample",
     "residual",
     "stratified",
@@ -109,16 +112,37 @@ def normalise_log_weights(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     """
     log_weights = _as_float(log_weights)
     peak = float(log_weights.max())
-    if np.isnan(peak):
-        raise ValueError("NaN log weight: every log weight must be a number or -inf")
-    if peak == -np.inf:
-        raise ValueError(f"all particles have zero weight: all {log_weights.shape[0]} log weights are -inf")
-    if peak == np.inf:
+    if not math.isfinite(peak):
+        if math.isnan(peak):
+            raise ValueError("NaN log weight: every log weight must be a number or -inf")
+        if peak < 0:
+            raise ValueError(f"all particles have zero weight: all {log_weights.shape[0]} log weights are -inf")
         raise ValueError("infinite log weight: log weights must be below +inf")
     weights = np.exp(log_weights - peak)  # numpy's vectorised exp; a compiled loop calls a scalar one
-    total = weights.sum()
-    weights /= total
-    return weights, peak + np.log(total) - np.log(log_weights.shape[0])
+    total = float(weights.sum())
+    weights *= 1.0 / total
+    return weights, peak + math.log(total / log_weights.shape[0])
+
+
+@njit(cache=True, fastmath={"nnan", "reassoc", "contract"})
+def particle_moments(weights: np.ndarray, particles: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Effective sample size 1 / sum w^2, weighted mean (d,) and variance (d,) of particles (N, d)
+    under normalised weights, in two passes over the particles."""
+    n, d = particles.shape
+    squares = 0.0
+    for i in range(n):
+        squares += weights[i] * weights[i]
+    mean, variance = np.empty(d), np.empty(d)
+    for j in range(d):  # scalar accumulators, so the sums over particles vectorise
+        total = 0.0
+        for i in range(n):
+            total += weights[i] * particles[i, j]
+        spread = 0.0
+        for i in range(n):
+            deviation = particles[i, j] - total
+            spread += weights[i] * deviation * deviation
+        mean[j], variance[j] = total, spread
+    return 1.0 / squares, mean, variance
 
 
 def _as_float(values) -> np.ndarray:

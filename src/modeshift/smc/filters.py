@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modeshift.kernels import normalise_log_weights, resample
+from modeshift.kernels import normalise_log_weights, particle_moments, resample
 from modeshift.smc.model import StateSpaceModel
 
 __all__ = ["Auxiliary", "ParticleFilterResult", "Proposal", "particle_filter"]
@@ -114,10 +114,9 @@ def particle_filter(
         if first_stage is not None:
             incremental = incremental - first_stage[ancestors]
         weights, increments[t], log_weights = normalise(parent_log_weights + incremental, t)
-        ess[t] = 1.0 / (weights @ weights)  # the weights are normalised
-        mean = weights @ x
+        ess[t], mean, variance = particle_moments(weights, x)
         means.append(mean)
-        variances.append(weights @ (x - mean) ** 2)
+        variances.append(variance)
         if quantiles is not None:
             levels.append(_weighted_quantiles(x, weights, quantiles))
         if keep_history:

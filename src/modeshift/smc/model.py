@@ -77,11 +77,15 @@ class StochasticVolatility(StateSpaceModel):
         return self.mu + np.sqrt(self._stationary_variance) * rng.standard_normal((n, 1))
 
     def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.normal(self.phi * previous + (1.0 - self.phi) * self.mu, self.sigma)
+        return self.phi * previous + (1.0 - self.phi) * self.mu + self.sigma * rng.standard_normal(previous.shape)
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
         x = states[:, 0]  # the log-variance
-        return -0.5 * (_LOG_2PI + x + y[0] ** 2 * np.exp(-x))
+        out = np.exp(-x)
+        out *= -0.5 * y[0] ** 2
+        out -= 0.5 * x
+        out -= 0.5 * _LOG_2PI
+        return out
 
     def log_initial(self, states: np.ndarray) -> np.ndarray:
         return _normal_log_density(states[:, 0], self.mu, self._stationary_variance)
