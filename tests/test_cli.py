@@ -218,3 +218,32 @@ def test_fit_save_load_round_trip(files, tmp_path, model):
     for before, after in zip(model.forecast(X, horizon=3).per_sequence(), loaded.forecast(X, horizon=3).per_sequence()):
         np.testing.assert_array_equal(after.means, before.means)
         np.testing.assert_array_equal(after.covariances, before.covariances)
+
+
+# -------------------------------------------------------------------- symbol chains
+def test_fit_score_info_for_a_chain_on_an_event_log(tmp_path):
+    from modeshift.datasets import load_event_log
+
+    log = load_event_log("running_example")
+    log.sample(frac=1.0, random_state=0).to_csv(tmp_path / "log.csv", index=False)  # the timestamps order each case
+    summary = _json("fit", tmp_path / "log.csv", "--model", "chain", "--order", 2, "-o", tmp_path / "chain.msz")
+    chain = modeshift.load(tmp_path / "chain.msz")
+    assert summary["model"] == "MarkovChain" and chain.order == 2
+    assert summary["n_sequences"] == 6 and summary["n_steps"] == 42
+    assert summary["log_likelihood"] == pytest.approx(chain.score(log))
+    scored = _json("score", tmp_path / "chain.msz", tmp_path / "log.csv")
+    assert scored["log_likelihood"] == summary["log_likelihood"] and "bic" not in scored
+    info = _json("info", tmp_path / "chain.msz")
+    assert info["hyperparameters"]["order"] == 2 and "register request" in info["fit"]["vocabulary_"]
+    # other column names; without an id column the file is one sequence
+    renamed = log.rename(columns={"case_id": "ticket", "activity": "step"})
+    renamed.to_csv(tmp_path / "renamed.csv", index=False)
+    options = ["--symbol-column", "step", "--id-column", "ticket", "--time-column", "timestamp"]
+    assert _json("score", tmp_path / "chain.msz", tmp_path / "renamed.csv", *options) == scored
+    renamed[["step"]].to_csv(tmp_path / "one.csv", index=False)
+    one = _json("fit", tmp_path / "one.csv", "--model", "chain", "--symbol-column", "step", "-o", tmp_path / "one.msz")
+    assert one["n_sequences"] == 1 and one["n_steps"] == 42
+    result = _run("fit", tmp_path / "log.csv", "--symbol-column", "activity", "-o", tmp_path / "hmm.msz")
+    assert result.exit_code == 1 and "--symbol-column applies to --model chain, not to --model hmm" in result.stderr
+    result = _run("fit", tmp_path / "log.csv", "--model", "chain", "--modes", 2, "-o", tmp_path / "x.msz")
+    assert result.exit_code == 1 and "--modes does not apply to --model chain (it takes --order)" in result.stderr

@@ -18,6 +18,8 @@ from modeshift.models import (
     MarkovRegression,
     NotFittedError,
     SwitchingLDS,
+    SymbolHMM,
+    VariableOrderChain,
     load,
 )
 
@@ -33,6 +35,8 @@ __all__ = [
     "NotFittedError",
     "Sequences",
     "SwitchingLDS",
+    "SymbolHMM",
+    "VariableOrderChain",
     "as_sequences",
     "kernels",
     "load",

@@ -8,12 +8,16 @@ A session from data to answers::
     modeshift forecast model.msz sensors.csv --horizon 12    # predictive means and intervals
     modeshift simulate model.msz --steps 500 --seed 1 -o sim.csv
     modeshift score model.msz new.csv --json                 # log-likelihood (and BIC)
+    modeshift fit events.csv --model chain --order 2 -o chain.msz   # an event log: case_id, activity, timestamp
 
 Data files are in long format (:meth:`modeshift.Sequences.from_dataframe`): one row per
 time step; an id column names the sequence of each row (``--id-column``, default ``id``
 when there is one), a time column orders the rows of a sequence (``--time-column``), and
 the values are the other columns or those given by ``--columns a,b``. The extension
-chooses the reader: ``.csv``, or ``.parquet`` (needs pyarrow).
+chooses the reader: ``.csv``, or ``.parquet`` (needs pyarrow). Symbol data for ``--model chain``
+are event logs, one row per event: ``--symbol-column`` (default ``activity``), ``--id-column``
+(default ``case_id``, else ``id``, else one sequence) and ``--time-column`` (default ``timestamp``
+when there is one).
 
 Every subcommand takes ``--json`` for machine-readable output on standard output; tables
 go to ``-o FILE`` as CSV, else to standard output (CSV, or JSON records). Progress bars
@@ -48,12 +52,14 @@ from modeshift.models import (
     HMM,
     LinearGaussianSSM,
     MarkovAutoregression,
+    MarkovChain,
     MarkovRegression,
     Model,
     SwitchingLDS,
     load,
 )
 from modeshift.models.base import Forecast
+from modeshift.symbols import SymbolSequences, as_symbol_sequences
 
 __all__ = ["app", "main"]
 
@@ -117,6 +123,7 @@ IdColumn = Annotated[
     str | None, typer.Option(help="Column naming the sequence of each row (default: 'id' if there is one).")
 ]
 TimeColumn = Annotated[str | None, typer.Option(help="Column that orders the rows of each sequence.")]
+SymbolColumn = Annotated[str | None, typer.Option(help="chain: column of the symbols (default: 'activity').")]
 TableOutput = Annotated[Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -126,11 +133,7 @@ def _read_data(
     path: Path, columns: str | None, id_column: str | None, time_column: str | None
 ) -> tuple[Sequences, list[str]]:
     """The sequences in a CSV or Parquet file, and the names of their value columns."""
-    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
-        raise ValueError(f"{path}: unknown data format {path.suffix!r}; expected .csv or .parquet")
-    frame = reader(path)
+    frame = _read_table(path)
     options: dict[str, Any] = {"time_column": time_column}
     if id_column is not None:
         options["id_column"] = id_column
@@ -141,6 +144,52 @@ def _read_data(
         name for name in frame.columns if name not in {id_column or "id", time_column}
     ]
     return seqs, [str(name) for name in names]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: unknown data format {path.suffix!r}; expected .csv or .parquet")
+    return reader(path)
+
+
+def _read_symbols(
+    path: Path, symbol_column: str | None, id_column: str | None, time_column: str | None
+) -> SymbolSequences:
+    """The symbol sequences of an event log (the defaults are in the module docstring)."""
+    frame = _read_table(path)
+    symbol_column = symbol_column or "activity"
+    if id_column is None:
+        id_column = next((name for name in ("case_id", "id") if name in frame.columns), None)
+    if id_column is not None:
+        return as_symbol_sequences(
+            frame, id_column=id_column, symbol_column=symbol_column, time_column=time_column or "timestamp"
+        )
+    if symbol_column not in frame.columns:
+        raise ValueError(f"column {symbol_column!r} not found; columns are {list(frame.columns)}")
+    if time_column is not None:
+        frame = frame.sort_values(time_column, kind="stable")
+    return as_symbol_sequences(frame[symbol_column])
+
+
+def _size(seqs: Sequences | SymbolSequences) -> dict[str, int]:
+    steps = len(seqs.codes) if isinstance(seqs, SymbolSequences) else seqs.n_steps
+    return {"n_sequences": seqs.n_sequences, "n_steps": steps}
+
+
+def _read_model_data(
+    model: Model,
+    path: Path,
+    columns: str | None,
+    id_column: str | None,
+    time_column: str | None,
+    symbol_column: str | None,
+) -> Sequences | SymbolSequences:
+    """The data of a file in the form ``model`` reads: symbol sequences for a chain, else values."""
+    if isinstance(model, MarkovChain):
+        return _read_symbols(path, symbol_column, id_column, time_column)
+    return _read_data(path, columns, id_column, time_column)[0]
 
 
 def _capability(model: Model, method: str, purpose: str) -> Callable[..., Any]:
@@ -155,6 +204,11 @@ def _capability(model: Model, method: str, purpose: str) -> Callable[..., Any]:
 def _markov_switching(order: int = 1, **options: Any) -> Model:
     """A Markov-switching autoregression of the given order; a switching regression (mean) for order 0."""
     return MarkovAutoregression(order=order, **options) if order else MarkovRegression(**options)
+
+
+def _markov_chain(verbose: bool = False, **options: Any) -> Model:
+    """A Markov chain over symbols; fitting is one count, with no progress to show (``verbose`` is ignored)."""
+    return MarkovChain(**options)
 
 
 #: --model name -> (constructor, {command-line option: hyperparameter it sets})
@@ -203,6 +257,7 @@ MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
             "seed": "random_state",
         },
     ),
+    "chain": (_markov_chain, {"order": "order"}),
 }
 
 
@@ -314,7 +369,8 @@ def fit(
     emission: Annotated[str | None, typer.Option(help="hmm: gaussian, gmm, categorical or poisson.")] = None,
     lags: Annotated[int | None, typer.Option(help="arhmm: autoregressive order.")] = None,
     order: Annotated[
-        int | None, typer.Option(help="markov-switching: autoregressive order (0: a switching mean).")
+        int | None,
+        typer.Option(help="markov-switching: autoregressive order (0: a switching mean); chain: symbols of context."),
     ] = None,
     state_dim: Annotated[int | None, typer.Option(help="slds, lds: dimension of the continuous state.")] = None,
     restarts: Annotated[int | None, typer.Option(help="Fits from different starts; the best is kept.")] = None,
@@ -323,6 +379,7 @@ def fit(
     columns: Columns = None,
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
+    symbol_column: SymbolColumn = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")] = Path("model.msz"),
     json_output: Json = False,
 ) -> None:
@@ -339,7 +396,9 @@ def fit(
         "seed": seed,
     }
     estimator = _make_model(model, options)
-    seqs, _ = _read_data(data, columns, id_column, time_column)
+    if symbol_column is not None and not isinstance(estimator, MarkovChain):
+        raise ValueError(f"--symbol-column applies to --model chain, not to --model {model}")
+    seqs = _read_model_data(estimator, data, columns, id_column, time_column, symbol_column)
     with progress.live(Console(stderr=True)):
         estimator.fit(seqs)
     estimator.verbose = False  # the progress bars belong to this command, not to the saved model
@@ -347,8 +406,7 @@ def fit(
     payload: dict[str, Any] = {
         "model": type(estimator).__name__,
         "output": output,
-        "n_sequences": seqs.n_sequences,
-        "n_steps": seqs.n_steps,
+        **_size(seqs),
         "log_likelihood": estimator.score(seqs),
     }
     if hasattr(estimator, "bic"):
@@ -462,15 +520,15 @@ def score(
     columns: Columns = None,
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
+    symbol_column: SymbolColumn = None,
     json_output: Json = False,
 ) -> None:
     """Log-likelihood of DATA under a model (for slds, its evidence lower bound), and BIC where defined."""
     estimator = load(model_file)
-    seqs, _ = _read_data(data, columns, id_column, time_column)
+    seqs = _read_model_data(estimator, data, columns, id_column, time_column, symbol_column)
     payload: dict[str, Any] = {
         "model": type(estimator).__name__,
-        "n_sequences": seqs.n_sequences,
-        "n_steps": seqs.n_steps,
+        **_size(seqs),
         "log_likelihood": estimator.score(seqs),
     }
     if hasattr(estimator, "bic"):

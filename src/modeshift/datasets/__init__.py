@@ -11,8 +11,10 @@ from modeshift.datasets.simulators import Simulation, bouncing_ball, nascar, swi
 
 __all__ = [
     "Simulation",
+    "EVENT_LOGS",
     "bouncing_ball",
     "load_earthquakes",
+    "load_event_log",
     "load_faithful",
     "load_fedfunds",
     "load_hamilton_gnp",
@@ -21,6 +23,15 @@ __all__ = [
     "switching_spirals",
     "thermostat",
 ]
+
+
+#: The bundled event logs: name -> what they record.
+EVENT_LOGS: dict[str, str] = {
+    "running_example": "request for compensation, the textbook example of van der Aalst's Process Mining (6 cases)",
+    "receipt": "receipt phase of an environmental permit application, WABO / CoSeLoG (1,434 cases, 27 activities)",
+    "helpdesk": "ticketing process of an Italian software company, Verenich 2016 (4,580 cases, 14 activities)",
+    "roadtraffic100": "100 cases of the Road Traffic Fine Management Process, de Leoni & Mannhardt 2015",
+}
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -67,3 +78,18 @@ def load_fedfunds() -> pd.DataFrame:
     the running example of the Stata ``mswitch`` manual.
     """
     return _read("usmacro_fedfunds.csv")
+
+
+def load_event_log(name: str) -> pd.DataFrame:
+    """A bundled real event log (see ``EVENT_LOGS``): one row per event, columns ``case_id``,
+    ``activity`` and ``timestamp`` (ISO 8601 text), rows grouped by case in time order.
+
+    It is what :func:`~modeshift.symbols.as_symbol_sequences` and every symbol model read:
+
+    >>> log = load_event_log("running_example")
+    >>> list(log.columns), len(log), log["case_id"].nunique()
+    (['case_id', 'activity', 'timestamp'], 42, 6)
+    """
+    if name not in EVENT_LOGS:
+        raise ValueError(f"unknown event log {name!r}; choose one of {', '.join(EVENT_LOGS)}")
+    return _read(f"eventlog_{name}.csv")

@@ -4,7 +4,8 @@ A context of ``order`` symbol codes is one int64, its codes read as digits in
 base ``base``, oldest first. Places before a sequence's first element hold the
 start digit ``base - 1``, so no context spans two sequences. With keys, counts of
 (context, next element) pairs are one ``np.unique`` or ``np.bincount`` away,
-whatever the number of possible contexts.
+whatever the number of possible contexts, and a table of them is read by
+:func:`find_keys`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["context_keys"]
+__all__ = ["context_keys", "find_keys"]
+
+#: Tables of more keys (8 MB) than this are searched in sorted order by :func:`find_keys`.
+LARGE_TABLE = 2**20
 
 
 @njit(cache=True)
@@ -47,3 +51,20 @@ def context_keys(codes: np.ndarray, offsets: np.ndarray, order: int, base: int, 
         keys[row] = key
         row += 1
     return keys
+
+
+def find_keys(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The position of each of ``keys`` in the sorted array ``sorted_keys``, -1 where it is absent.
+
+    In a table larger than the CPU caches the keys are looked up in sorted order:
+    binary searches that walk the table in one direction stay in cache, several
+    times faster than random ones however many keys there are.
+    """
+    if len(sorted_keys) > LARGE_TABLE:
+        order = np.argsort(keys)
+        at = np.empty(len(keys), dtype=np.int64)
+        at[order] = np.searchsorted(sorted_keys, keys[order])
+    else:
+        at = np.searchsorted(sorted_keys, keys)
+    np.minimum(at, len(sorted_keys) - 1, out=at)
+    return np.where(sorted_keys[at] == keys, at, -1)

@@ -9,6 +9,8 @@ from modeshift.models.lds import LinearGaussianSSM
 from modeshift.models.markov_chain import MarkovChain
 from modeshift.models.markov_switching import MarkovAutoregression, MarkovRegression
 from modeshift.models.slds import SwitchingLDS
+from modeshift.models.symbol_hmm import SymbolHMM
+from modeshift.models.variable_order import VariableOrderChain
 
 __all__ = [
     "ARHMM",
@@ -22,5 +24,7 @@ __all__ = [
     "Model",
     "NotFittedError",
     "SwitchingLDS",
+    "SymbolHMM",
+    "VariableOrderChain",
     "load",
 ]

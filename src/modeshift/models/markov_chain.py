@@ -78,7 +78,7 @@ from scipy.sparse.csgraph import connected_components, shortest_path
 from scipy.special import xlogy
 
 from modeshift.kernels import sample_chain
-from modeshift.kernels.counting import context_keys
+from modeshift.kernels.counting import context_keys, find_keys
 from modeshift.models.base import Model, NotFittedError
 from modeshift.symbols import UNKNOWN_POLICIES, SymbolSequences, Vocabulary, as_symbol_sequences, next_targets
 from modeshift.transitions import stationary_distribution
@@ -405,19 +405,23 @@ class MarkovChain(Model):
     def _prepare(self) -> None:
         """Quantities derived from the counts: the estimator's denominator of every context."""
         self._smoothing = self._check_hyperparameters()
-        self._base = len(self.vocabulary_) + 2
-        self._n_states = len(self.vocabulary_) + (self.unknown == "map")
-        self._start = sum((self._base - 1) * self._base**k for k in range(self.order))
-        self._labels = pd.Index(self.vocabulary_.next_labels, dtype=object, tupleize_cols=False)
+        self._prepare_layout()
         self._unseen = float(_pseudo_counts(0, self._smoothing))
         counts = self.counts_
         weights = counts.data + _pseudo_counts(counts.data, self._smoothing)
         unseen_outcomes = self._n_outcomes(self.context_keys_) - np.diff(counts.indptr)
         self._denominators = np.add.reduceat(weights, counts.indptr[:-1]) + unseen_outcomes * self._unseen
 
+    def _prepare_layout(self) -> None:
+        """Constants of the key encoding and of the next-element layout."""
+        self._base = len(self.vocabulary_) + 2
+        self._n_states = len(self.vocabulary_) + (self.unknown == "map")
+        self._start = sum((self._base - 1) * self._base**k for k in range(self.order))
+        self._labels = pd.Index(self.vocabulary_.next_labels, dtype=object, tupleize_cols=False)
+
     def _check_fitted(self) -> None:
         if "counts_" not in self.__dict__:
-            raise NotFittedError("this MarkovChain is not fitted: call fit")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted: call fit")
 
     # ------------------------------------------------------ next-element probabilities
     def _allowed(self, keys: np.ndarray, outcomes: np.ndarray) -> np.ndarray:
@@ -433,8 +437,7 @@ class MarkovChain(Model):
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """Row of each context in counts_, -1 for a context never seen."""
-        rows = np.minimum(np.searchsorted(self.context_keys_, keys), len(self.context_keys_) - 1)
-        return np.where(self.context_keys_[rows] == keys, rows, -1)
+        return find_keys(self.context_keys_, keys)
 
     def _next_proba(self, keys: np.ndarray) -> np.ndarray:
         """(len(keys), V + 2) next-element distributions of the contexts, in the next-element layout."""
@@ -455,8 +458,8 @@ class MarkovChain(Model):
         rows = self._rows(keys)
         stored_pairs = np.repeat(self.context_keys_, np.diff(self.counts_.indptr)) * self._base + self.counts_.indices
         pairs = keys * self._base + targets
-        at = np.minimum(np.searchsorted(stored_pairs, pairs), len(stored_pairs) - 1)
-        counts = np.where(stored_pairs[at] == pairs, self.counts_.data[at], 0)
+        at = find_keys(stored_pairs, pairs)
+        counts = np.where(at >= 0, self.counts_.data[at], 0)
         weights = counts + _pseudo_counts(counts, self._smoothing)
         proba = np.where(rows >= 0, weights / self._denominators[rows], 1.0 / self._n_outcomes(keys))
         return np.where(self._allowed(keys, targets), proba, 0.0)
