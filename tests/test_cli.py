@@ -247,3 +247,12 @@ def test_fit_score_info_for_a_chain_on_an_event_log(tmp_path):
     assert result.exit_code == 1 and "--symbol-column applies to --model chain, not to --model hmm" in result.stderr
     result = _run("fit", tmp_path / "log.csv", "--model", "chain", "--modes", 2, "-o", tmp_path / "x.msz")
     assert result.exit_code == 1 and "--modes does not apply to --model chain (it takes --order)" in result.stderr
+
+
+def test_simulate_a_chain_and_refuse_its_report(tmp_path):
+    pd.DataFrame({"case_id": [1, 1, 2, 2, 2], "activity": list("ababb")}).to_csv(tmp_path / "log.csv", index=False)
+    _json("fit", tmp_path / "log.csv", "--model", "chain", "-o", tmp_path / "chain.msz")
+    simulated = _json("simulate", tmp_path / "chain.msz", "--steps", 7, "--seed", 0)
+    assert len(simulated) == 7 and {row["symbol"] for row in simulated} <= {"a", "b"}
+    result = _run("report", tmp_path / "chain.msz", tmp_path / "log.csv", "-o", tmp_path / "report")
+    assert result.exit_code == 1 and "for a chain use modeshift info" in result.stderr

@@ -502,6 +502,10 @@ def simulate(
 ) -> None:
     """Simulate one sequence from a model: observations y0.., continuous states x0.. and modes."""
     estimator = load(model_file)
+    if isinstance(estimator, MarkovChain):  # a path of symbols, not observations and modes
+        path = estimator.sample(n_steps=steps, random_state=seed)
+        _write_table(pd.DataFrame({"symbol": path}), output, json_output, "steps")
+        return
     draw = _capability(estimator, "sample", "simulate")
     observations, *hidden = draw(steps, random_state=seed)
     table = {f"y{d}": column for d, column in enumerate(np.asarray(observations).T)}
@@ -583,5 +587,7 @@ def report(
     from modeshift.report import write_report
 
     estimator = load(model_file)
+    if isinstance(estimator, MarkovChain):
+        raise ValueError("reports cover models with hidden modes; for a chain use modeshift info")
     seqs, _ = _read_data(data, columns, id_column, time_column)
     _emit({"output": write_report(estimator, seqs, output)}, json_output)
