@@ -80,6 +80,7 @@ from scipy.special import xlogy
 from modeshift.kernels import sample_chain
 from modeshift.kernels.counting import context_keys, find_keys
 from modeshift.models.base import Model, NotFittedError
+from modeshift.models.state_labels import labels_from_json, labels_to_json
 from modeshift.symbols import UNKNOWN_POLICIES, SymbolSequences, Vocabulary, as_symbol_sequences, next_targets
 from modeshift.transitions import stationary_distribution
 
@@ -695,14 +696,14 @@ class MarkovChain(Model):
         }
 
     def _learned_attributes(self) -> dict[str, Any]:
-        return {"vocabulary_": [_json_symbol(s) for s in self.vocabulary_.symbols]}
+        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols)}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         names = ("context_keys_", "counts_data", "counts_indices", "counts_indptr")
         lacking = [name for name in names if name not in arrays] + ["vocabulary_"] * ("vocabulary_" not in attributes)
         if lacking:
             raise ValueError(f"the model file lacks {lacking}")
-        self.vocabulary_ = Vocabulary(tuple(attributes["vocabulary_"]))
+        self.vocabulary_ = Vocabulary(labels_from_json(attributes["vocabulary_"]))
         self.context_keys_ = arrays["context_keys_"]
         self.counts_ = sparse.csr_array(
             (arrays["counts_data"], arrays["counts_indices"], arrays["counts_indptr"]),
@@ -741,15 +742,3 @@ def _positive(value: Any, name: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _json_symbol(symbol: Hashable) -> str | int | float | bool:
-    """A symbol as the model file stores it (JSON); others are refused, not silently changed."""
-    if isinstance(symbol, np.generic):
-        symbol = symbol.item()
-    if not isinstance(symbol, (str, int, float, bool)):
-        raise ValueError(
-            f"symbol {symbol!r} ({type(symbol).__name__}) cannot be saved: the model file keeps the vocabulary as "
-            "JSON, which holds str, int, float and bool symbols; map the symbols to strings before fitting"
-        )
-    return symbol
