@@ -47,7 +47,7 @@ import numpy as np
 
 from modeshift.kernels import normalise_log_weights, resample
 from modeshift.progress import FitMonitor
-from modeshift.smc.filters import particle_filter
+from modeshift.smc.filters import as_observations, particle_filter
 from modeshift.smc.model import StateSpaceModel
 
 __all__ = [
@@ -135,14 +135,6 @@ class ParticleGibbsResult:
     path_mean: np.ndarray
     path_variance: np.ndarray
     last_path: np.ndarray
-
-
-def _as_observations(observations: Any) -> np.ndarray:
-    y = np.asarray(observations, dtype=float)
-    y = y[:, None] if y.ndim == 1 else y
-    if y.ndim != 2 or len(y) == 0:
-        raise ValueError(f"observations must be a non-empty (T,) or (T, p) array, got shape {np.shape(observations)}")
-    return y
 
 
 def _per_parameter(name: str, value: Any, names: list[str], default: Any) -> dict[str, Any]:
@@ -238,7 +230,7 @@ def pmmh(
     is not finite, a transform name is unknown, or a filter returns a NaN likelihood.
     A proposal at which every particle gets zero weight is rejected.
     """
-    y = _as_observations(observations)
+    y = as_observations(observations)
     names = list(initial_theta)
     if not names:
         raise ValueError("initial_theta must name at least one parameter")
@@ -347,7 +339,7 @@ def conditional_smc(
 
     ``reference_path`` None runs the unconditional filter (a path to start a chain).
     """
-    y = _as_observations(observations)
+    y = as_observations(observations)
     T, N = len(y), int(n_particles)
     if N < 2:
         raise ValueError(f"conditional SMC needs at least 2 particles, got {n_particles}")
@@ -422,7 +414,7 @@ def particle_gibbs(
     Returns a :class:`ParticleGibbsResult`, ``samples`` ready for
     ``arviz.from_dict(posterior=result.samples)``.
     """
-    y = _as_observations(observations)
+    y = as_observations(observations)
     names = list(initial_theta)
     if not names:
         raise ValueError("initial_theta must name at least one parameter")
