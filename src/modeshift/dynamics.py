@@ -96,12 +96,14 @@ class LinearDynamics:
         weights = np.zeros((K, d, q)) if self.weights is None else self.weights.copy()
         prior_zz = zz + penalty
         free, held = np.flatnonzero(~fixed), np.flatnonzero(fixed)
-        if free.size:
-            target = yz[np.ix_(active, range(d), free)]
-            if held.size:
-                target = target - weights[np.ix_(active, range(d), held)] @ prior_zz[np.ix_(active, held, free)]
-            weights[np.ix_(active, range(d), free)] = _solve_right(target, prior_zz[np.ix_(active, free, free)])
         W = weights[active]
+        if free.size:
+            gram = prior_zz[active][:, free]
+            target = yz[active][:, :, free]
+            if held.size:
+                target = target - W[:, :, held] @ gram[:, :, held].transpose(0, 2, 1)
+            W[:, :, free] = _solve_right(target, gram[:, :, free])
+            weights[active] = W
         cross = W @ np.swapaxes(yz[active], 1, 2)
         scatter = np.zeros((K, d, d))
         scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ prior_zz[active] @ np.swapaxes(W, 1, 2)

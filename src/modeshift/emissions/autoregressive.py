@@ -90,15 +90,15 @@ class Autoregressive(Emission):
 
     # --------------------------------------------------------------------- algebra
     def _split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Which rows have a full history, the responses y and the regressors z = [lags, 1]."""
+        """The rows without a full history (indices), the responses y and the regressors z = [lags, 1]."""
         d = (values.shape[1] - 1) // (self.lags + 1)
-        return values[:, -1] == 1.0, values[:, :d], values[:, d:]
+        return np.flatnonzero(values[:, -1] != 1.0), values[:, :d], values[:, d:]
 
     def _block(self) -> LinearDynamics:
         block = self.dynamics
         block.weights = np.concatenate([self.coefs, self.intercepts[:, :, None]], axis=2)
         block.covariances = self.covariances
-        block.ridge_columns = np.r_[np.ones(self.coefs.shape[2], dtype=bool), False]
+        block.ridge_columns = np.arange(self.coefs.shape[2] + 1) < self.coefs.shape[2]  # not the intercepts
         return block
 
     def _unpack(self, block: LinearDynamics) -> None:
@@ -107,10 +107,11 @@ class Autoregressive(Emission):
 
     def initialize(self, values: np.ndarray, rng: np.random.Generator) -> None:
         """k-means++ on standardised lagged rows, then one M-step from those hard labels."""
-        complete, y, z = self._split(values)
+        complete = values[:, -1] == 1.0
         if not complete.any():
             raise ValueError(f"no time step has {self.lags} previous value(s) to regress on")
-        y, z, rows = y[complete], z[complete], values[complete, :-1]
+        _, y, z = self._split(values[complete])
+        rows = values[complete, :-1]
         scaled = (rows - rows.mean(axis=0)) / np.maximum(rows.std(axis=0), 1e-12)
         _, labels = kmeans(scaled, self.n_states, rng)
         d, q = y.shape[1], z.shape[1]
@@ -123,17 +124,20 @@ class Autoregressive(Emission):
         self._unpack(block)
 
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
-        complete, y, z = self._split(values)
+        conditioned, y, z = self._split(values)
         out = self._block().log_likelihoods(y, z)
-        out[~complete] = 0.0
+        out[conditioned] = 0.0
         return out
 
     def statistics(self, values: np.ndarray, posteriors: np.ndarray) -> Statistics:
-        complete, y, _ = self._split(values)  # rows are [y, z] already
-        return self.dynamics.statistics(values, y.shape[1], posteriors * complete[:, None])
+        conditioned, y, _ = self._split(values)  # rows are [y, z] already
+        weights = posteriors.copy()
+        weights[conditioned] = 0.0
+        return self.dynamics.statistics(values, y.shape[1], weights)
 
     def _fixed(self, fixed: frozenset[str]) -> tuple[np.ndarray, bool]:
-        columns = np.r_[np.full(self.coefs.shape[2], "coefs" in fixed), "intercepts" in fixed]
+        columns = np.full(self.coefs.shape[2] + 1, "coefs" in fixed)
+        columns[-1] = "intercepts" in fixed
         return columns, "covariances" in fixed
 
     def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
