@@ -74,15 +74,6 @@ def transposed(matrices: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(matrices, 1, 2))
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
-def _evidence(rows: np.ndarray, table: np.ndarray, table_shifts: np.ndarray, t: int, scaled: np.ndarray) -> float:
-    """Copy step t's scaled emission likelihoods into ``scaled``; return their shift."""
-    row = rows[t] if rows.shape[0] > 0 else t
-    for j in range(scaled.shape[0]):
-        scaled[j] = table[row, j]
-    return table_shifts[row]
-
-
 @njit(cache=True, parallel=True)
 def _shift_rows(log_likelihoods: np.ndarray, shifted: np.ndarray, shifts: np.ndarray) -> None:
     """Row maxima, and each row minus its maximum (-inf where a row is impossible)."""
@@ -108,44 +99,6 @@ def scaled_table(log_likelihoods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
-def _update(
-    predicted: np.ndarray, log_likelihood: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray
-) -> tuple[float, float]:
-    """Condition predicted state probabilities on one step's evidence.
-
-    ``scaled`` holds the emission likelihoods exp(log_likelihood - shift). Writes
-    p(z_t | y_{0:t}) into ``filtered``; returns ``(normaliser, shift)`` with
-    p(y_t | y_{0:t-1}) = normaliser * exp(shift). If the normaliser would
-    underflow, the shift is re-taken against the predicted probabilities and
-    ``scaled`` rewritten. A zero normaliser means an impossible step.
-    """
-    n_states = predicted.shape[0]
-    if shift == -np.inf:
-        return 0.0, shift
-    normaliser = 0.0
-    for j in range(n_states):
-        joint = predicted[j] * scaled[j]
-        filtered[j] = joint
-        normaliser += joint
-    if normaliser < _TINY:
-        shift = -np.inf
-        for j in range(n_states):
-            if predicted[j] > 0.0:
-                shift = max(shift, log_likelihood[j] + np.log(predicted[j]))
-        if shift == -np.inf:
-            return 0.0, shift
-        normaliser = 0.0
-        for j in range(n_states):
-            scaled[j] = np.exp(min(log_likelihood[j] - shift, 700.0))
-            filtered[j] = predicted[j] * scaled[j]
-            normaliser += filtered[j]
-    inverse = 1.0 / normaliser
-    for j in range(n_states):
-        filtered[j] *= inverse
-    return normaliser, shift
-
-
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
 def condition(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -156,10 +109,61 @@ def condition(
     scaled: np.ndarray,
     filtered: np.ndarray,
 ) -> tuple[float, float]:
-    """One filtering step at row t: fetch the evidence, then :func:`_update`."""
-    shift = _evidence(rows, table, table_shifts, t, scaled)
-    raw = log_likelihoods[rows[t] if rows.shape[0] > 0 else t]
-    return _update(predicted, raw, scaled, shift, filtered)
+    """One filtering step at row t: condition predicted state probabilities on its evidence.
+
+    Copies the scaled emission likelihoods exp(log_likelihood - shift) into ``scaled``,
+    writes p(z_t | y_{0:t}) into ``filtered`` and returns ``(normaliser, shift)`` with
+    p(y_t | y_{0:t-1}) = normaliser * exp(shift); a zero normaliser means an impossible
+    step. A normaliser that would underflow goes to :func:`_reshift`.
+
+    This form, on 1-D arrays, serves the split recursions' meeting runs.
+    :func:`filter_sequence` writes the same step out on its 2-D arrays: arrays or views
+    handed to a function on every step cost numba reference counting, which would slow
+    the forward pass by a third.
+    """
+    row = rows[t] if rows.shape[0] > 0 else t
+    shift = table_shifts[row]
+    normaliser = 0.0
+    for j in range(predicted.shape[0]):
+        emission = table[row, j]
+        scaled[j] = emission
+        joint = predicted[j] * emission
+        filtered[j] = joint
+        normaliser += joint
+    if normaliser < _TINY:
+        normaliser, shift = _reshift(predicted, log_likelihoods[row], scaled, shift, filtered)
+    else:
+        inverse = 1.0 / normaliser
+        for j in range(predicted.shape[0]):
+            filtered[j] *= inverse
+    return normaliser, shift
+
+
+@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+def _reshift(
+    predicted: np.ndarray, log_likelihood: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray
+) -> tuple[float, float]:
+    """:func:`condition` for a step whose evidence underflows against its own maximum (an
+    outlier that every likely state finds impossible): the shift is re-taken against the
+    predicted probabilities and ``scaled`` rewritten; an impossible step gets normaliser 0."""
+    n_states = predicted.shape[0]
+    if shift == -np.inf:
+        return 0.0, shift
+    shift = -np.inf
+    for j in range(n_states):
+        if predicted[j] > 0.0:
+            shift = max(shift, log_likelihood[j] + np.log(predicted[j]))
+    if shift == -np.inf:
+        return 0.0, shift
+    normaliser = 0.0
+    for j in range(n_states):
+        scaled[j] = np.exp(min(log_likelihood[j] - shift, 700.0))
+        filtered[j] = predicted[j] * scaled[j]
+        normaliser += filtered[j]
+    inverse = 1.0 / normaliser
+    for j in range(n_states):
+        filtered[j] *= inverse
+    return normaliser, shift
 
 
 # ------------------------------------------------------------- one sequence
@@ -195,18 +199,24 @@ def filter_sequence(
         if t > 0:
             matrix = incoming[first + t] if varying else incoming[0]
             predict(filtered[t - 1 if keep_filtered else 0], matrix, predicted)
-        normaliser, shift = condition(
-            log_likelihoods,
-            rows,
-            table,
-            table_shifts,
-            first + t,
-            predicted,
-            scaled[t if keep_scaled else 0],
-            filtered[row],
-        )
-        if normaliser == 0.0:
-            return -np.inf
+        evidence = rows[first + t] if rows.shape[0] > 0 else first + t
+        shift = table_shifts[evidence]
+        step = t if keep_scaled else 0
+        normaliser = 0.0
+        for j in range(predicted.shape[0]):
+            emission = table[evidence, j]
+            scaled[step, j] = emission
+            joint = predicted[j] * emission
+            filtered[row, j] = joint
+            normaliser += joint
+        if normaliser < _TINY:
+            normaliser, shift = _reshift(predicted, log_likelihoods[evidence], scaled[step], shift, filtered[row])
+            if normaliser == 0.0:
+                return -np.inf
+        else:
+            inverse = 1.0 / normaliser
+            for j in range(predicted.shape[0]):
+                filtered[row, j] *= inverse
         normalisers[t if keep_normalisers else 0] = normaliser
         total += shift
         product *= normaliser  # normalisers lie in [1e-280, 1], so this cannot underflow
@@ -270,9 +280,8 @@ def smooth_sequence(
         return total
 
     backward = np.ones(n_states)
-    scratch = np.empty(n_states)
-    for t in range(n_steps - 1, -1, -1):
-        weights = backward_weights[first + t] if t >= 1 and not per_step else scratch
+    weights = np.empty(n_states)
+    for t in range(n_steps - 1, -1, -1):  # 2-D indexing: no view per step (see condition)
         inverse = 1.0 / normalisers[t]
         for j in range(n_states):
             # A state with zero filtered probability carries no weight backwards
@@ -289,15 +298,20 @@ def smooth_sequence(
             scaled[t, j] *= norm
         if t == 0:
             break
-        matrix = transition_matrices[first + t] if varying else transition_matrices[0]
+        if not per_step:
+            for j in range(n_states):
+                backward_weights[first + t, j] = weights[j]
+        matrix = first + t if varying else 0
         for i in range(n_states):
-            backward[i] = _dot(matrix[i], weights)
+            value = 0.0
+            for j in range(n_states):
+                value += transition_matrices[matrix, i, j] * weights[j]
+            backward[i] = value
         if per_step:
-            counts = pair_counts[first + t]
             for i in range(n_states):
                 previous = filtered[t - 1, i]
                 for j in range(n_states):
-                    counts[i, j] += previous * matrix[i, j] * weights[j]
+                    pair_counts[first + t, i, j] += previous * transition_matrices[matrix, i, j] * weights[j]
     return total
 
 
@@ -323,30 +337,33 @@ def backward_sequence(
     message = np.empty(n_states)
     for j in range(n_states):
         backward[last - 1, j] = 1.0 / n_states
+    # 2-D indexing throughout: a view per step would cost more than the step (see condition)
     for row in range(last - 1, first, -1):
-        _evidence(rows, table, table_shifts, row, message)
-        later = backward[row]
+        evidence = rows[row] if rows.shape[0] > 0 else row
         total = 0.0
         for j in range(n_states):
-            message[j] *= later[j]
-            total += message[j]
+            value = table[evidence, j] * backward[row, j]
+            message[j] = value
+            total += value
         if total < _TINY:  # every likely state is unlikely later on: re-scale in log space
-            raw = log_likelihoods[rows[row] if rows.shape[0] > 0 else row]
             shift = -np.inf
             for j in range(n_states):
-                if later[j] > 0.0:
-                    shift = max(shift, raw[j] + np.log(later[j]))
+                if backward[row, j] > 0.0:
+                    shift = max(shift, log_likelihoods[evidence, j] + np.log(backward[row, j]))
             for j in range(n_states):
-                message[j] = np.exp(raw[j] + np.log(later[j]) - shift) if later[j] > 0.0 else 0.0
-        matrix = transition_matrices[row] if varying else transition_matrices[0]
+                later = backward[row, j]
+                message[j] = np.exp(log_likelihoods[evidence, j] + np.log(later) - shift) if later > 0.0 else 0.0
+        matrix = row if varying else 0
         norm = 0.0
-        earlier = backward[row - 1]
         for i in range(n_states):
-            earlier[i] = _dot(matrix[i], message)
-            norm += earlier[i]
+            value = 0.0
+            for j in range(n_states):
+                value += transition_matrices[matrix, i, j] * message[j]
+            backward[row - 1, i] = value
+            norm += value
         inverse = 1.0 / norm if norm > 0.0 else 0.0  # 0: an impossible sequence, flagged by the forward pass
         for i in range(n_states):
-            earlier[i] *= inverse
+            backward[row - 1, i] *= inverse
 
 
 @njit(cache=True, fastmath=REDUCTION_FLAGS)
@@ -380,28 +397,27 @@ def combine_sequence(
     n_states = backward.shape[1]
     varying = transition_matrices.shape[0] > 1
     weights = np.empty(n_states)
-    for row in range(first, last):
-        scaled, later = posteriors[row], backward[row]
+    for row in range(first, last):  # 2-D indexing: no view per step (see condition)
         agreement = 0.0
         for j in range(n_states):
-            agreement += filtered[row, j] * later[j]
+            agreement += filtered[row, j] * backward[row, j]
         joint = normalisers[row] * agreement
         if joint < _TINY:
             return False
         inverse = 1.0 / joint
         for j in range(n_states):
-            emission, beta = scaled[j], later[j]
-            scaled[j] = filtered[row, j] * beta * normalisers[row] * inverse
+            emission, beta = posteriors[row, j], backward[row, j]
+            posteriors[row, j] = filtered[row, j] * beta * normalisers[row] * inverse
             weights[j] = emission * beta * inverse if row > start else 0.0
         if not per_step:
-            backward_weights[row, :] = weights
+            for j in range(n_states):
+                backward_weights[row, j] = weights[j]
         elif row > start:
-            matrix = transition_matrices[row] if varying else transition_matrices[0]
-            counts = pair_counts[row]
+            matrix = row if varying else 0
             for i in range(n_states):
                 previous = filtered[row - 1, i]
                 for j in range(n_states):
-                    counts[i, j] = previous * matrix[i, j] * weights[j]
+                    pair_counts[row, i, j] = previous * transition_matrices[matrix, i, j] * weights[j]
     return True
 
 
