@@ -405,19 +405,23 @@ def combine_sequence(
         if joint < _TINY:
             return False
         inverse = 1.0 / joint
+        scale = normalisers[row] * inverse
         for j in range(n_states):
             emission, beta = posteriors[row, j], backward[row, j]
-            posteriors[row, j] = filtered[row, j] * beta * normalisers[row] * inverse
-            weights[j] = emission * beta * inverse if row > start else 0.0
-        if not per_step:
-            for j in range(n_states):
-                backward_weights[row, j] = weights[j]
-        elif row > start:
+            posteriors[row, j] = filtered[row, j] * beta * scale
+            if per_step:
+                weights[j] = emission * beta * inverse
+            else:
+                backward_weights[row, j] = emission * beta * inverse
+        if per_step and row > start:
             matrix = row if varying else 0
             for i in range(n_states):
                 previous = filtered[row - 1, i]
                 for j in range(n_states):
                     pair_counts[row, i, j] = previous * transition_matrices[matrix, i, j] * weights[j]
+    if not per_step and first == start:  # no transition into a sequence's first step
+        for j in range(n_states):
+            backward_weights[start, j] = 0.0
     return True
 
 
