@@ -29,6 +29,7 @@ from modeshift.kernels.tridiagonal import (
     sample_block,
     solve_block_tridiagonal,
 )
+from modeshift.kernels.ziggurat import standard_normal
 
 __all__ = [
     "forward_backward",
@@ -58,4 +59,5 @@ __all__ = [
     "block_solve",
     "sample_block",
     "solve_block_tridiagonal",
+    "standard_normal",
 ]

@@ -118,7 +118,8 @@ def normalise_log_weights(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
         if peak < 0:
             raise ValueError(f"all particles have zero weight: all {log_weights.shape[0]} log weights are -inf")
         raise ValueError("infinite log weight: log weights must be below +inf")
-    weights = np.exp(log_weights - peak)  # numpy's vectorised exp; a compiled loop calls a scalar one
+    weights = log_weights - peak
+    np.exp(weights, out=weights)  # numpy's vectorised exp; a compiled loop calls a scalar one
     total = float(weights.sum())
     weights *= 1.0 / total
     return weights, peak + math.log(total / log_weights.shape[0])

@@ -13,12 +13,16 @@ latter (max over both arguments) lets the smoothers sample backwards by rejectio
 in O(N) per step instead of O(N^2). Parameters are the instance's attributes
 (make one instance per parameter value); inputs or covariates are looked up by
 ``t`` inside the methods. Two complete examples follow:
-:class:`StochasticVolatility` and :class:`NonlinearGrowth`.
+:class:`StochasticVolatility` and :class:`NonlinearGrowth`. They draw their noise with
+:func:`modeshift.kernels.standard_normal`, an exact drop-in for
+``rng.standard_normal`` that is several times faster (noise is much of a filter's time).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from modeshift.kernels import standard_normal
 
 __all__ = ["NonlinearGrowth", "StateSpaceModel", "StochasticVolatility"]
 
@@ -74,10 +78,14 @@ class StochasticVolatility(StateSpaceModel):
         return self.sigma**2 / (1.0 - self.phi**2)
 
     def sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.mu + np.sqrt(self._stationary_variance) * rng.standard_normal((n, 1))
+        return self.mu + np.sqrt(self._stationary_variance) * standard_normal(rng, (n, 1))
 
     def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        return self.phi * previous + (1.0 - self.phi) * self.mu + self.sigma * rng.standard_normal(previous.shape)
+        out = standard_normal(rng, previous.shape)
+        out *= self.sigma
+        out += self.phi * previous
+        out += (1.0 - self.phi) * self.mu
+        return out
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
         x = states[:, 0]  # the log-variance
@@ -115,10 +123,10 @@ class NonlinearGrowth(StateSpaceModel):
         return previous / 2 + 25 * previous / (1 + previous**2) + 8 * np.cos(1.2 * t)
 
     def sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return np.sqrt(self.initial_variance) * rng.standard_normal((n, 1))
+        return np.sqrt(self.initial_variance) * standard_normal(rng, (n, 1))
 
     def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        return self._mean(previous, t) + np.sqrt(self.q) * rng.standard_normal(previous.shape)
+        return self._mean(previous, t) + np.sqrt(self.q) * standard_normal(rng, previous.shape)
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
         return _normal_log_density(y[0], states[:, 0] ** 2 / 20, self.r)
