@@ -26,8 +26,8 @@ Usage::
     python benchmarks/smc.py
     python benchmarks/smc.py --repeats 10
 
-Install the peer with ``pip install particles`` (its numpy<2 pin is stale: it runs
-on numpy 2).
+Install the peer with ``pip install "numpy<2" particles``: particles 0.4 pins numpy<2,
+and its PaRIS collector fails on numpy 2 (see benchmarks/README.md).
 """
 
 from __future__ import annotations
