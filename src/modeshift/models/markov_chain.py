@@ -64,6 +64,7 @@ seen in training a smoothed probability instead of an error:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Hashable, Sequence
@@ -99,6 +100,7 @@ __all__ = [
 SMOOTHINGS: tuple[str, ...] = ("ml", "laplace", "kt", "minimax")
 #: The most states the chain analysis builds a dense transition matrix for.
 MAX_DENSE_STATES = 4096
+_SCORE_CHUNK = 1 << 20  # elements scored at a time
 _ADD = {"ml": 0.0, "laplace": 1.0, "kt": 0.5}
 
 # f of each named f-divergence, and lim f(t) / t as t -> infinity (the weight of mass that q lacks)
@@ -405,6 +407,7 @@ class MarkovChain(Model):
 
     def _prepare(self) -> None:
         """Quantities derived from the counts: the estimator's denominator of every context."""
+        self.__dict__.pop("_stored_pairs", None)
         self._smoothing = self._check_hyperparameters()
         self._prepare_layout()
         self._unseen = float(_pseudo_counts(0, self._smoothing))
@@ -457,13 +460,17 @@ class MarkovChain(Model):
     def _target_proba(self, keys: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """p(target | context) for each (context, target) pair, without dense rows."""
         rows = self._rows(keys)
-        stored_pairs = np.repeat(self.context_keys_, np.diff(self.counts_.indptr)) * self._base + self.counts_.indices
         pairs = keys * self._base + targets
-        at = find_keys(stored_pairs, pairs)
+        at = find_keys(self._stored_pairs, pairs)
         counts = np.where(at >= 0, self.counts_.data[at], 0)
         weights = counts + _pseudo_counts(counts, self._smoothing)
         proba = np.where(rows >= 0, weights / self._denominators[rows], 1.0 / self._n_outcomes(keys))
         return np.where(self._allowed(keys, targets), proba, 0.0)
+
+    @functools.cached_property
+    def _stored_pairs(self) -> np.ndarray:
+        """Every (context, next element) pair seen in training as one sorted key (kept once scored)."""
+        return np.repeat(self.context_keys_, np.diff(self.counts_.indptr)) * self._base + self.counts_.indices
 
     def _dynamics_rows(self, keys: np.ndarray) -> np.ndarray:
         """(len(keys), n_states) distributions of the next symbol given that the sequence goes on."""
@@ -528,12 +535,16 @@ class MarkovChain(Model):
         included. Under ``unknown="ignore"`` unknown symbols are left out; ``-inf`` if an
         element has probability 0 (possible under ``"ml"``)."""
         seqs = self._encode(sequences)
-        targets = next_targets(seqs)
-        proba = self._target_proba(self._contexts(seqs), targets)
-        if self.unknown == "ignore":
-            proba = proba[targets != len(self.vocabulary_)]
-        with np.errstate(divide="ignore"):
-            return float(np.log(proba).sum())
+        targets, keys = next_targets(seqs), self._contexts(seqs)
+        total = 0.0
+        for start in range(0, len(keys), _SCORE_CHUNK):  # temporaries of a bounded size, however long the data
+            part = slice(start, start + _SCORE_CHUNK)
+            proba = self._target_proba(keys[part], targets[part])
+            if self.unknown == "ignore":
+                proba = proba[targets[part] != len(self.vocabulary_)]
+            with np.errstate(divide="ignore"):
+                total += float(np.log(proba).sum())
+        return total
 
     # ------------------------------------------------------------ chain and parameters
     def _lifted(self) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
