@@ -101,6 +101,8 @@ def test_fit_auto_shows_every_candidate(files, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["n_states"] == 2 and [row["n_states"] for row in summary["selection"]] == [1, 2]
     assert "HMM K=1" in result.stderr and "HMM K=2 restart 2/2" in result.stderr  # the live progress bars
+    assert [row["n_states"] for row in _json("info", tmp_path / "auto.msz")["selection"]] == [1, 2]
+    assert "selection_" not in _run("info", tmp_path / "auto.msz").stdout  # a table titled selection, not a dict
 
 
 # ------------------------------------------------------------------ using a model

@@ -545,10 +545,14 @@ def info(model_file: ModelPath, json_output: Json = False) -> None:
     """What a model file holds: hyperparameters, fit results, learned parameters and a description of the modes."""
     metadata, arrays = read_archive(model_file)
     estimator = load(model_file)
+    attributes = metadata.get("attributes", {})
+    tables = {name: estimator.__dict__.get(name) for name in attributes}  # e.g. selection_: shown as a table
+    tables = {name: value for name, value in tables.items() if isinstance(value, pd.DataFrame)}
     payload: dict[str, Any] = {
         "model": metadata["model"],
         "hyperparameters": metadata.get("hyperparameters", {}),
-        "fit": metadata.get("attributes", {}),
+        "fit": {name: value for name, value in attributes.items() if name not in tables},
+        **{name.rstrip("_"): table for name, table in tables.items()},
         "parameters": arrays,
     }
     describe = getattr(estimator, "describe", None) or getattr(estimator, "summary", None)
