@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from modeshift.data import missingness_patterns
 from modeshift.kernels import regression_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
-__all__ = ["LinearDynamics", "ensure_positive_definite"]
+__all__ = ["LinearDynamics", "ensure_positive_definite", "observation_statistics"]
 
 NOISE_TYPES = ("full", "diag")
 
@@ -151,6 +152,62 @@ class LinearDynamics:
         """One draw of y given regressors z (q,) in ``mode``."""
         noise = np.linalg.cholesky(self.covariances[mode]) @ rng.standard_normal(self.covariances.shape[1])
         return self.weights[mode] @ z + noise
+
+
+def observation_statistics(
+    Y: np.ndarray,
+    means: np.ndarray,
+    covs: np.ndarray,
+    known: np.ndarray,
+    C: np.ndarray,
+    D: np.ndarray,
+    R: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Expected sufficient statistics (Syy, Syz, Szz, count) of the regression of y_t on
+    z_t = [x_t, v_t] in ``y_t = C x_t + D v_t + e_t``, ``e_t ~ N(0, R)``, with x_t Gaussian
+    (``means`` (T, n), ``covs`` (T, n, n)) and the regressors v_t ``known`` (T, m).
+
+    Missing entries of y (NaN) are integrated out exactly under the current C, D, R: given the
+    observed entries o, the missing ones m are y_m = M x + k + noise with M = C_m - G C_o,
+    G = R_mo R_oo^-1. A wholly missing step contributes nothing; ``count`` is the number of
+    steps with an observed entry.
+    """
+    n, (p, m) = means.shape[1], D.shape
+    Syy, Syz, Szz = np.zeros((p, p)), np.zeros((p, n + m)), np.zeros((n + m, n + m))
+    count = 0
+    for rows, observed in missingness_patterns(Y):
+        if not observed.any():
+            continue
+        rows = slice(None) if rows is None else rows  # a view when nothing is missing
+        X, V = means[rows], known[rows]
+        Sx = covs[rows].sum(axis=0) + X.T @ X
+        Sxv = X.T @ V
+        Szz[:n, :n] += Sx
+        Szz[:n, n:] += Sxv
+        Szz[n:, :n] += Sxv.T
+        Szz[n:, n:] += V.T @ V
+        count += len(X)
+        if observed.all():
+            Yg = Y[rows]
+            Syy += Yg.T @ Yg
+            Syz[:, :n] += Yg.T @ X
+            Syz[:, n:] += Yg.T @ V
+            continue
+        o, mi = np.flatnonzero(observed), np.flatnonzero(~observed)
+        G = np.linalg.solve(R[np.ix_(o, o)], R[np.ix_(o, mi)]).T  # R_mo R_oo^-1
+        M = np.zeros((p, n))
+        M[mi] = C[mi] - G @ C[o]
+        Yo = Y[rows][:, o]
+        K = np.zeros((len(X), p))
+        K[:, o] = Yo
+        K[:, mi] = V @ (D[mi] - G @ D[o]).T + Yo @ G.T
+        noise = np.zeros((p, p))
+        noise[np.ix_(mi, mi)] = R[np.ix_(mi, mi)] - G @ R[np.ix_(o, mi)]
+        KX = K.T @ X
+        Syy += M @ Sx @ M.T + M @ KX.T + KX @ M.T + K.T @ K + len(X) * noise
+        Syz[:, :n] += M @ Sx + KX
+        Syz[:, n:] += (X @ M.T + K).T @ V
+    return Syy, Syz, Szz, count
 
 
 def _solve_right(Syz: np.ndarray, Szz: np.ndarray) -> np.ndarray:

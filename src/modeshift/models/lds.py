@@ -15,9 +15,8 @@ from modeshift.data import (
     check_array,
     check_covariances,
     check_dimensions,
-    missingness_patterns,
 )
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.progress import FitMonitor
 from modeshift.statistics import Statistics
@@ -489,46 +488,7 @@ class LinearGaussianSSM(Model):
         dynamics = (Sxx, Sxz, Szz, len(t))
 
         # observations: regress y_t on z_t = [x_t; u_t], over steps with any observed entry
-        C, D, R = params["C"], params["D"], params["R"]
-        p = C.shape[0]
-        Syy, Syz = np.zeros((p, p)), np.zeros((p, n + m))
-        Sww = np.zeros((n + m, n + m))
-        count = 0
-        for rows, observed in missingness_patterns(Y):
-            pattern = ~observed
-            if pattern.all():
-                continue  # wholly missing: no observation statistics
-            rows = slice(None) if rows is None else rows  # a view when nothing is missing
-            X, Sx, Ug = means[rows], second_moment(rows), U[rows]
-            Sxu = X.T @ Ug
-            Sww[:n, :n] += Sx
-            Sww[:n, n:] += Sxu
-            Sww[n:, :n] += Sxu.T
-            Sww[n:, n:] += Ug.T @ Ug
-            count += len(X)
-            if not pattern.any():
-                Yg = Y[rows]
-                Syy += Yg.T @ Yg
-                Syz[:, :n] += Yg.T @ X
-                Syz[:, n:] += Yg.T @ Ug
-                continue
-            # y = M x + k + e given the observed entries: M, e nonzero only in missing rows
-            o, mi = np.flatnonzero(~pattern), np.flatnonzero(pattern)
-            G = np.linalg.solve(R[np.ix_(o, o)], R[np.ix_(o, mi)]).T  # R_mo R_oo^-1
-            M = np.zeros((p, n))
-            M[mi] = C[mi] - G @ C[o]
-            Yo = Y[np.ix_(rows, o)]
-            K = np.zeros((len(rows), p))
-            K[:, o] = Yo
-            K[:, mi] = Ug @ (D[mi] - G @ D[o]).T + Yo @ G.T
-            noise = np.zeros((p, p))
-            noise[np.ix_(mi, mi)] = R[np.ix_(mi, mi)] - G @ R[np.ix_(o, mi)]
-            KX = K.T @ X
-            Syy += M @ Sx @ M.T + M @ KX.T + KX @ M.T + K.T @ K + len(rows) * noise
-            Syz[:, :n] += M @ Sx + KX
-            Ey = X @ M.T + K
-            Syz[:, n:] += Ey.T @ Ug
-        observation = (Syy, Syz, Sww, count)
+        observation = observation_statistics(Y, means, covs, U, params["C"], params["D"], params["R"])
 
         first_means, first_covs = means[starts], covs[starts]
         return log_lik, {"dynamics": dynamics, "observation": observation, "initial": (first_means, first_covs)}
