@@ -38,8 +38,17 @@ def _one_mode_pair(rng, with_inputs):
     return lds, slds
 
 
-@pytest.mark.parametrize("with_inputs", [False, True])
-def test_one_mode_is_the_kalman_smoother_and_the_elbo_is_exact(with_inputs):
+def _punch_holes(Y, rng):
+    """Y with whole steps and single entries missing (NaN), the first step of a sequence included."""
+    Y = Y.copy()
+    Y[rng.random(len(Y)) < 0.1] = np.nan
+    Y[rng.random(Y.shape) < 0.15] = np.nan
+    Y[0, 1] = np.nan
+    return Y
+
+
+@pytest.mark.parametrize("with_inputs, missing", [(False, False), (True, False), (False, True), (True, True)])
+def test_one_mode_is_the_kalman_smoother_and_the_elbo_is_exact(with_inputs, missing):
     rng = np.random.default_rng(0)
     lds, slds = _one_mode_pair(rng, with_inputs)
     u = rng.normal(size=(100, 1))
@@ -51,6 +60,9 @@ def test_one_mode_is_the_kalman_smoother_and_the_elbo_is_exact(with_inputs):
             lds.sample(40, random_state=2, inputs=None if lds_inputs is None else lds_inputs[60:])[0],
         ]
     )
+    if missing:  # the Kalman smoother integrates the missing entries out exactly
+        Y = _punch_holes(Y, rng)
+        assert np.isnan(Y).all(axis=1).any() and (np.isnan(Y).any(axis=1) & ~np.isnan(Y).all(axis=1)).any()
     lengths = [60, 40]
     exact = lds.smooth(Y, lengths, inputs=lds_inputs)
     posterior = slds._infer(slds._sequences(Y, lengths, slds_inputs))
@@ -83,6 +95,52 @@ def test_elbo_never_decreases_without_recurrence():
     assert len(model.elbo_history_) == 25
     assert steps.min() > -1e-6 * abs(model.elbo_history_[-1])
     assert mode_accuracy(sim.modes, model.predict(sim.observations)) > 0.8
+
+
+def test_missing_values_keep_the_elbo_monotone_and_the_modes():
+    sim = switching_spirals(400, random_state=3, n_modes=2, obs_dim=4)
+    Y = _punch_holes(sim.observations, np.random.default_rng(5))
+    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=25, tol=0.0, reg_covar=0.0, random_state=0).fit(Y)
+    steps = np.diff(model.elbo_history_)
+    assert steps.min() > -1e-6 * abs(model.elbo_history_[-1])
+    assert mode_accuracy(sim.modes, model.predict(Y)) > 0.8
+    assert np.isfinite(model.score(Y)) and not np.isnan(model.smooth(Y)).any()
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_observation_m_step(missing):
+    """With q fixed, the M-step of C, D, d, R raises the observations' part of the ELBO. On
+    complete data it is the exact maximiser: perturbing its result can only lower that part.
+    With missing entries it is an EM step for them (their statistics under the current
+    parameters), so from a perturbed start it must still raise it."""
+    sim = switching_spirals(300, random_state=2, n_modes=2, obs_dim=3)
+    Y = _punch_holes(sim.observations, np.random.default_rng(1)) if missing else sim.observations
+    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=5, random_state=0).fit(Y)
+    seqs = model._sequences(Y, None, None)
+    posterior = model._infer(seqs)
+
+    def state_terms() -> float:
+        return model._state_terms(seqs, posterior.means, posterior.covs, 0.0)
+
+    names = ("observation_matrix_", "observation_offset_", "observation_covariance_")
+    rng = np.random.default_rng(0)
+    for name in names:  # a start away from the optimum
+        value = getattr(model, name)
+        step = 0.05 * rng.normal(size=value.shape)
+        setattr(model, name, value + (step @ step.T if name == "observation_covariance_" else step))
+    before = state_terms()
+    model._maximize(seqs, posterior)
+    best = state_terms()
+    assert best > before
+    if missing:
+        return
+    for name in names:
+        value = getattr(model, name)
+        for _ in range(3):
+            step = 1e-3 * rng.normal(size=value.shape)
+            setattr(model, name, value + (step + step.T if name == "observation_covariance_" else step))
+            assert state_terms() < best + 1e-9
+        setattr(model, name, value)
 
 
 def _thermostat_guards(seed):
@@ -173,10 +231,17 @@ def test_bad_inputs_are_named():
     model = SwitchingLDS(n_states=2, state_dim=2, n_iter=2, random_state=0).fit(Y)
     with pytest.raises(ValueError, match="expects 3 feature"):
         model.predict(Y[:, :2])
-    holes = Y.copy()
-    holes[7, 1] = np.nan
-    with pytest.raises(ValueError, match="sequence 0, time step 7: missing value"):
-        model.predict(holes)
+    u = np.ones((100, 1))
+    u[7] = np.nan
+    with pytest.raises(ValueError, match="sequence 0, time step 7: non-finite input"):
+        SwitchingLDS(n_states=2, input_dim=1).fit(Y, inputs=u)
+    blank = Y.copy()
+    blank[:, 2] = np.nan
+    with pytest.raises(ValueError, match="feature 2 is never observed"):
+        SwitchingLDS(n_states=2, state_dim=2).fit(blank)
+    blank[50:] = np.nan
+    with pytest.raises(ValueError, match="sequence 1 has no observed value"):
+        SwitchingLDS(n_states=2, state_dim=2).fit(blank, lengths=[50, 50])
     with pytest.raises(ValueError, match="sequence 1 has 1 time step"):
         model.predict(Y[:11], lengths=[10, 1])
     with pytest.raises(ValueError, match="input_dim=0"):

@@ -316,6 +316,19 @@ class Sequences:
                 )
         return self
 
+    def require_observed(self) -> Sequences:
+        """Check that a fit has data to learn from: an observed value in every sequence and
+        every feature observed somewhere (missing values are otherwise allowed)."""
+        observed = ~np.isnan(self.values)
+        per_sequence = np.add.reduceat(observed.any(axis=1), self.offsets[:-1]) if self.n_steps else np.zeros(0)
+        empty = np.flatnonzero(per_sequence == 0)
+        if empty.size:
+            raise ValueError(f"sequence {empty[0]} has no observed value (all NaN); fit needs data in every sequence")
+        never = np.flatnonzero(~observed.any(axis=0))
+        if never.size:
+            raise ValueError(f"feature {never[0]} is never observed (all NaN); fit cannot estimate it")
+        return self
+
     def require_counts(self, *, upper: int | None = None, model: str = "this model") -> Sequences:
         """Check that observed values are non-negative integers (below ``upper`` if given)."""
         values = self.values

@@ -363,14 +363,7 @@ class LinearGaussianSSM(Model):
     def fit(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> LinearGaussianSSM:
         """Estimate the parameters by EM; returns ``self``."""
         fixed = self._check_fixed()
-        seqs = self._sequences(X, lengths, inputs, self._obs_dim())
-        observed = ~np.isnan(seqs.values)
-        empty = [s for s in range(seqs.n_sequences) if not observed[seqs.offsets[s] : seqs.offsets[s + 1]].any()]
-        if empty:
-            raise ValueError(f"sequence {empty[0]} has no observed value (all NaN); fit needs data in every sequence")
-        never = np.flatnonzero(~observed.any(axis=0))
-        if never.size:
-            raise ValueError(f"feature {never[0]} is never observed (all NaN); fit cannot estimate it")
+        seqs = self._sequences(X, lengths, inputs, self._obs_dim()).require_observed()
         self._initialize(seqs)
         params = self._check_parameters()
         history: list[float] = []

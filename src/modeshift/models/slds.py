@@ -28,7 +28,7 @@ True
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from modeshift import kernels
-from modeshift.data import Sequences, as_sequences, check_dimensions
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite
+from modeshift.data import Sequences, as_sequences, check_dimensions, missingness_patterns
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
@@ -96,8 +96,11 @@ class SwitchingLDS(Model):
     * q(x) given q(z): E_q(z) log p(x, y | z) is quadratic in x, so the optimal q(x) is the
       Gaussian with block-tridiagonal precision J and linear term h, where (w_tk = q(z_t = k))
 
-          J_tt = [t = 0] P0^-1 + C' R^-1 C + sum_k w_tk Q_k^-1 + sum_k w_t+1,k A_k' Q_k^-1 A_k,
+          J_tt = [t = 0] P0^-1 + C_o' R_oo^-1 C_o + sum_k w_tk Q_k^-1 + sum_k w_t+1,k A_k' Q_k^-1 A_k,
           J_t,t-1 = -sum_k w_tk Q_k^-1 A_k,
+
+      with o the entries of y_t that are observed (all of them unless some are NaN; none
+      for a wholly missing step),
 
       solved exactly in O(T n^3) by :func:`modeshift.kernels.solve_block_tridiagonal`.
     * q(z) given q(x): an HMM whose log-likelihoods are
@@ -180,8 +183,11 @@ class SwitchingLDS(Model):
 
     Notes
     -----
-    Missing values (NaN) are not supported yet. Every sequence needs at least 2 steps. The
-    parameters are identified only up to a change of state basis and a relabelling of modes.
+    Missing values (NaN) in the observations are integrated out exactly: q(x) and the ELBO
+    use each step's observed entries, and the M-step of C, D, d, R takes the expected
+    statistics of the missing ones (:func:`~modeshift.dynamics.observation_statistics`).
+    Inputs must be complete. Every sequence needs at least 2 steps. The parameters are
+    identified only up to a change of state basis and a relabelling of modes.
     """
 
     def __init__(
@@ -240,7 +246,7 @@ class SwitchingLDS(Model):
     # ------------------------------------------------------------------------ data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
         seqs = as_sequences(X, lengths).require(
-            allow_missing=False, min_length=2, n_features=self._obs_dim(), model="a SwitchingLDS"
+            allow_missing=True, min_length=2, n_features=self._obs_dim(), model="a SwitchingLDS"
         )
         return seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS")
 
@@ -267,15 +273,17 @@ class SwitchingLDS(Model):
         Q_inv = np.linalg.inv(Q)
         Q_inv_A = Q_inv @ A
         At_Q_inv_A = np.swapaxes(A, 1, 2) @ Q_inv_A
-        R_inv_C = np.linalg.solve(R, C)
         P0_inv = np.linalg.inv(self.initial_state_covariance_)
 
         diagonal = np.einsum("tk,kij->tij", weights, Q_inv) + np.einsum("tk,kij->tij", following, At_Q_inv_A)
-        diagonal += C.T @ R_inv_C
         diagonal[starts] += P0_inv
         lower = -np.einsum("tk,kij->tij", weights, Q_inv_A)
         shift = np.einsum("tm,knm->tkn", U, B) + b[None]  # B_k u_t + b_k
-        rhs = (Y - U @ D.T - d) @ R_inv_C
+        rhs = np.zeros((len(Y), self.state_dim))
+        for rows, o in _observed_parts(Y):  # the evidence of each step's observed entries
+            R_inv_C = np.linalg.solve(R[np.ix_(o, o)], C[o])
+            diagonal[rows] += C[o].T @ R_inv_C
+            rhs[rows] += (Y[rows][:, o] - U[rows] @ D[o].T - d[o]) @ R_inv_C
         rhs += np.einsum("tk,kij,tkj->ti", weights, Q_inv, shift)
         rhs[:-1] -= np.einsum("tk,kji,tkj->ti", weights, Q_inv_A, shift)[1:]  # A_k' Q_k^-1 shift at t + 1
         rhs[starts] += P0_inv @ self.initial_state_mean_
@@ -329,9 +337,16 @@ class SwitchingLDS(Model):
     def _state_terms(self, seqs: Sequences, means, covs, log_det: float) -> float:
         """E_q(x) [log p(x_0) + sum_t log p(y_t | x_t)] + H[q(x)]."""
         n, starts = self.state_dim, seqs.starts
-        observed = self._observation_block().log_likelihoods(seqs.values, _regressors(means, seqs.inputs)).sum()
-        C, R = self.observation_matrix_, self.observation_covariance_
-        observed -= 0.5 * np.einsum("ij,tji->", C.T @ np.linalg.solve(R, C), covs)
+        C, D, d = self.observation_matrix_, self.feedthrough_matrix_, self.observation_offset_
+        R = self.observation_covariance_
+        observed = 0.0
+        for rows, o in _observed_parts(seqs.values):
+            block = LinearDynamics(1)
+            block.weights = np.hstack([C[o], D[o], d[o, None]])[None]
+            block.covariances = R[np.ix_(o, o)][None]
+            regressors = _regressors(means[rows], seqs.inputs[rows])
+            observed += block.log_likelihoods(seqs.values[rows][:, o], regressors).sum()
+            observed -= 0.5 * np.einsum("ij,tji->", C[o].T @ np.linalg.solve(R[np.ix_(o, o)], C[o]), covs[rows])
         m0, P0 = self.initial_state_mean_, self.initial_state_covariance_
         centred = means[starts] - m0
         second = covs[starts] + centred[:, :, None] * centred[:, None, :]
@@ -435,7 +450,7 @@ class SwitchingLDS(Model):
         Parameters already set (by hand or by an earlier ``fit``) are the first
         restart's starting point; the other restarts start from the data.
         """
-        seqs = self._sequences(X, lengths, inputs)
+        seqs = self._sequences(X, lengths, inputs).require_observed()
         if self.n_states == "auto":
             return self._fit_auto(seqs)
         if self.state_dim > seqs.n_features:
@@ -523,12 +538,14 @@ class SwitchingLDS(Model):
         self.dynamics_offsets_ = block.weights[:, :, -1].copy()
         self.dynamics_covariances_ = block.covariances
 
-        # observation: regress y_t on [x_t, u_t, 1]
-        z = _regressors(means, U)
-        zz = z.T @ z
-        zz[:n, :n] += covs.sum(axis=0)
+        # observation: regress y_t on [x_t, u_t, 1], missing entries integrated out
+        known = np.hstack([U, np.ones((len(Y), 1))])
+        offsets = np.hstack([self.feedthrough_matrix_, self.observation_offset_[:, None]])
+        yy, yz, zz, count = observation_statistics(
+            Y, means, covs, known, self.observation_matrix_, offsets, self.observation_covariance_
+        )
         block = self._observation_block()
-        block.m_step(Statistics(yy=(Y.T @ Y)[None], yz=(Y.T @ z)[None], zz=zz[None], count=np.array([len(Y)])))
+        block.m_step(Statistics(yy=yy[None], yz=yz[None], zz=zz[None], count=np.array([count])))
         (W,), (self.observation_covariance_,) = block.weights, block.covariances
         self.observation_matrix_, self.feedthrough_matrix_ = W[:, :n].copy(), W[:, n : n + m].copy()
         self.observation_offset_ = W[:, -1].copy()
@@ -570,9 +587,10 @@ class SwitchingLDS(Model):
         n, m, K = self.state_dim, self.input_dim, self._k
         Y, U = seqs.values, seqs.inputs
         design = np.hstack([U, np.ones((len(Y), 1))])
-        DW = np.linalg.lstsq(design, Y, rcond=None)[0].T
+        observed = ~np.isnan(Y)
+        DW = np.stack([np.linalg.lstsq(design[rows], y[rows], rcond=None)[0] for y, rows in zip(Y.T, observed.T)])
         residual = dataclasses.replace(seqs, values=Y - design @ DW.T, inputs=None)
-        total_var = max(float(np.sum(residual.values**2)) / residual.values.size, 1e-12)
+        total_var = max(float(np.nanmean(residual.values**2)), 1e-12)
         lds = LinearGaussianSSM(state_dim=n, n_iter=_INIT_LDS_ITERATIONS).fit(residual)
         states = np.asarray(lds.smooth(residual).means)
         self.observation_matrix_, self.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
@@ -697,6 +715,13 @@ def _not_first(seqs: Sequences) -> np.ndarray:
     mask = np.ones(seqs.n_steps, dtype=bool)
     mask[seqs.starts] = False
     return np.flatnonzero(mask)
+
+
+def _observed_parts(Y: np.ndarray) -> Iterator[tuple[slice | np.ndarray, np.ndarray]]:
+    """(rows, observed entries) of each pattern of missing values that leaves an entry observed."""
+    for rows, observed in missingness_patterns(Y):
+        if observed.any():
+            yield (slice(None) if rows is None else rows), np.flatnonzero(observed)
 
 
 def _regressors(states: np.ndarray, inputs: np.ndarray) -> np.ndarray:
