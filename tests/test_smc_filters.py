@@ -138,10 +138,13 @@ def _exact_switching_log_likelihood(model: SwitchingLDS, y: np.ndarray) -> float
     return float(np.logaddexp.reduce(_mode_path_log_joints(model, y)[1]))
 
 
-def test_switching_lds_adapter_is_unbiased_for_enumeration():
+@pytest.mark.parametrize("missing", [False, True])
+def test_switching_lds_adapter_is_unbiased_for_enumeration(missing):
     rng = np.random.default_rng(6)
     model = _switching_model()
     y = rng.normal(size=(5, 1))
+    if missing:  # a step without an observation carries no evidence
+        y[2] = np.nan
     exact = _exact_switching_log_likelihood(model, y)
     smc = SwitchingLinear(model)
     estimates = np.array([particle_filter(smc, y, 200, random_state=rng).log_likelihood for _ in range(300)])

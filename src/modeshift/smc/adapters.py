@@ -25,6 +25,15 @@ def _gaussian_log_density(residuals: np.ndarray, covariance: np.ndarray) -> np.n
     return -0.5 * (residuals.shape[1] * _LOG_2PI + log_det + np.sum(whitened**2, axis=0))
 
 
+def _observed_log_density(y: np.ndarray, means: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """log N(y_o | means_o, covariance_oo) per row of ``means`` (n, p), o the entries of y that
+    are not NaN (0 when none is)."""
+    observed = ~np.isnan(y)
+    if not observed.any():
+        return np.zeros(len(means))
+    return _gaussian_log_density(y[observed] - means[:, observed], covariance[np.ix_(observed, observed)])
+
+
 def _inputs(inputs: Any, input_dim: int) -> np.ndarray | None:
     if input_dim == 0:
         return None
@@ -61,11 +70,7 @@ class LinearGaussian(StateSpaceModel):
         return previous @ self.A.T + self._input(t)[0] + noise
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
-        observed = ~np.isnan(y)
-        if not observed.any():
-            return np.zeros(len(states))
-        mean = states @ self.C[observed].T + self._input(t)[1][observed]
-        return _gaussian_log_density(y[observed] - mean, self.R[np.ix_(observed, observed)])
+        return _observed_log_density(y, states @ self.C.T + self._input(t)[1], self.R)
 
     def log_initial(self, states: np.ndarray) -> np.ndarray:
         return _gaussian_log_density(states - self.m0, self.P0)
@@ -79,7 +84,8 @@ class LinearGaussian(StateSpaceModel):
 
 class SwitchingLinear(StateSpaceModel):
     """A :class:`~modeshift.SwitchingLDS` as an SMC model: a particle is (x_t, z_t), the
-    mode z_t stored as the last column (a float holding an integer)."""
+    mode z_t stored as the last column (a float holding an integer); missing entries (NaN)
+    of y_t are left out of ``log_observation``."""
 
     def __init__(self, model: SwitchingLDS, inputs: Any = None):
         model._check_fitted()
@@ -123,8 +129,9 @@ class SwitchingLinear(StateSpaceModel):
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
         m = self.model
-        mean = states[:, : self.n] @ m.observation_matrix_.T + m.observation_offset_
-        return _gaussian_log_density(y - mean - m.feedthrough_matrix_ @ self._u(t), m.observation_covariance_)
+        offset = m.observation_offset_ + m.feedthrough_matrix_ @ self._u(t)
+        means = states[:, : self.n] @ m.observation_matrix_.T + offset
+        return _observed_log_density(y, means, m.observation_covariance_)
 
     def log_initial(self, states: np.ndarray) -> np.ndarray:
         m, modes = self.model, states[:, -1].astype(np.int64)
