@@ -337,13 +337,11 @@ class SwitchingLDS(Model):
     def _state_terms(self, seqs: Sequences, means, covs, log_det: float) -> float:
         """E_q(x) [log p(x_0) + sum_t log p(y_t | x_t)] + H[q(x)]."""
         n, starts = self.state_dim, seqs.starts
-        C, D, d = self.observation_matrix_, self.feedthrough_matrix_, self.observation_offset_
-        R = self.observation_covariance_
+        C, R, full = self.observation_matrix_, self.observation_covariance_, self._observation_block()
         observed = 0.0
-        for rows, o in _observed_parts(seqs.values):
+        for rows, o in _observed_parts(seqs.values):  # the observation equation of the observed entries
             block = LinearDynamics(1)
-            block.weights = np.hstack([C[o], D[o], d[o, None]])[None]
-            block.covariances = R[np.ix_(o, o)][None]
+            block.weights, block.covariances = full.weights[:, o], full.covariances[:, o][:, :, o]
             regressors = _regressors(means[rows], seqs.inputs[rows])
             observed += block.log_likelihoods(seqs.values[rows][:, o], regressors).sum()
             observed -= 0.5 * np.einsum("ij,tji->", C[o].T @ np.linalg.solve(R[np.ix_(o, o)], C[o]), covs[rows])
