@@ -320,8 +320,7 @@ class Sequences:
         """Check that a fit has data to learn from: an observed value in every sequence and
         every feature observed somewhere (missing values are otherwise allowed)."""
         observed = ~np.isnan(self.values)
-        per_sequence = np.add.reduceat(observed.any(axis=1), self.offsets[:-1]) if self.n_steps else np.zeros(0)
-        empty = np.flatnonzero(per_sequence == 0)
+        empty = np.flatnonzero(np.add.reduceat(observed.any(axis=1), self.offsets[:-1]) == 0)  # sequences are non-empty
         if empty.size:
             raise ValueError(f"sequence {empty[0]} has no observed value (all NaN); fit needs data in every sequence")
         never = np.flatnonzero(~observed.any(axis=0))

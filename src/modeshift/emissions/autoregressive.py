@@ -107,11 +107,11 @@ class Autoregressive(Emission):
 
     def initialize(self, values: np.ndarray, rng: np.random.Generator) -> None:
         """k-means++ on standardised lagged rows, then one M-step from those hard labels."""
-        complete = values[:, -1] == 1.0
-        if not complete.any():
+        complete = np.delete(values, self._split(values)[0], axis=0)
+        if not len(complete):
             raise ValueError(f"no time step has {self.lags} previous value(s) to regress on")
-        _, y, z = self._split(values[complete])
-        rows = values[complete, :-1]
+        _, y, z = self._split(complete)
+        rows = complete[:, :-1]
         scaled = (rows - rows.mean(axis=0)) / np.maximum(rows.std(axis=0), 1e-12)
         _, labels = kmeans(scaled, self.n_states, rng)
         d, q = y.shape[1], z.shape[1]
