@@ -503,6 +503,28 @@ def test_concurrent_passes_equal_serial_ones(concurrent, varying):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("concurrently", [False, True])
+def test_deferred_normalisation_matches_log_space(concurrently, monkeypatch):
+    """The forward and backward passes carry unnormalised messages and rescale them only
+    when their total falls below 1e-20. With evidence spread over e^-60 per step that
+    happens every few dozen steps; the results must still be the log-space ones."""
+    if concurrently:
+        if numba.get_num_threads() < 2:
+            pytest.skip("the concurrent passes need two threads")
+        monkeypatch.setattr(kernel_module, "_CONCURRENT_LENGTH", 1)
+    rng = np.random.default_rng(3)
+    ll = rng.uniform(-60.0, 0.0, size=(600, 3))
+    A = rng.dirichlet(2.0 * np.ones(3), size=3)
+    pi = rng.dirichlet(np.ones(3))
+    offsets = np.array([0, len(ll)])
+    log_lik, posteriors, pairs = kernels.forward_backward(ll, offsets, pi, A[None])
+    log_z, expected_posteriors, expected_pairs = log_space_forward_backward(ll, pi, A)
+    np.testing.assert_allclose(log_lik[0], log_z, rtol=1e-12)
+    np.testing.assert_allclose(kernels.log_likelihood(ll, offsets, pi, A[None])[0], log_z, rtol=1e-12)
+    np.testing.assert_allclose(posteriors, expected_posteriors, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(pairs, expected_pairs, rtol=1e-9)  # sums over 600 steps
+
+
 @pytest.mark.parametrize("gap", [400.0, 1e4])
 def test_concurrent_passes_fall_back_where_they_disagree(concurrent, gap):
     test_unreachable_state_favoured_by_data(gap)

@@ -92,22 +92,22 @@ class LinearDynamics:
         K, d, q = yz.shape
         fixed = np.zeros(q, dtype=bool) if fixed_columns is None else np.asarray(fixed_columns, dtype=bool)
         mask = self._ridge_mask(q)
-        penalty = np.diag(np.where(mask, self.ridge, 0.0))
-        active = np.flatnonzero(count > 1e-10)
+        prior_zz = zz + np.diag(np.where(mask, self.ridge, 0.0)) if mask.any() else zz
         weights = np.zeros((K, d, q)) if self.weights is None else self.weights.copy()
-        prior_zz = zz + penalty
-        free, held = np.flatnonzero(~fixed), np.flatnonzero(fixed)
-        W = weights[active]
-        if free.size:
-            gram = prior_zz[active][:, free]
-            target = yz[active][:, :, free]
-            if held.size:
-                target = target - W[:, :, held] @ gram[:, :, held].transpose(0, 2, 1)
-            W[:, :, free] = _solve_right(target, gram[:, :, free])
-            weights[active] = W
+        present = count > 1e-10
+        # the usual case, every mode with weight, indexes by views rather than copies
+        active = slice(None) if present.all() else np.flatnonzero(present)
+        W, gram, target = weights[active], prior_zz[active], yz[active]
+        if not fixed.any():
+            W = _solve_right(target, gram)
+        elif not fixed.all():
+            free, held = np.flatnonzero(~fixed), np.flatnonzero(fixed)
+            target = target[:, :, free] - W[:, :, held] @ gram[:, free][:, :, held].transpose(0, 2, 1)
+            W[:, :, free] = _solve_right(target, gram[:, free][:, :, free])
+        weights[active] = W
         cross = W @ np.swapaxes(yz[active], 1, 2)
         scatter = np.zeros((K, d, d))
-        scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ prior_zz[active] @ np.swapaxes(W, 1, 2)
+        scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ gram @ np.swapaxes(W, 1, 2)
         self.weights = weights
         if fix_covariances:
             return
@@ -116,7 +116,7 @@ class LinearDynamics:
         if self.shared_noise:
             total = scatter[active].sum(axis=0) + self.reg_covar * eye
             covariances = np.broadcast_to(total / (count[active].sum() + K * n_prior), (K, d, d)).copy()
-            active = np.arange(K) if active.size else active
+            active = slice(None) if present.any() else active
         else:
             covariances = (scatter + self.reg_covar * eye) / np.maximum(count + n_prior, 1e-300)[:, None, None]
         if self.noise == "diag":

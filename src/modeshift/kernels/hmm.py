@@ -224,7 +224,11 @@ def _forward_backward_concurrent(
     n_parts,
 ):
     """One long sequence: the forward and the backward pass on two threads at once, then
-    the posteriors in parallel over stretches of time (see :func:`combine_sequence`)."""
+    the posteriors in parallel over stretches of time (see :func:`combine_sequence`).
+
+    Returns the log-likelihood and whether the combination succeeded; if not, the
+    caller reruns the sequence with :func:`smooth_sequence` (kept out of this
+    function, whose parallel regions it would slow by a third)."""
     total = np.empty(1)
     for task in prange(2):
         if task == 0:
@@ -259,30 +263,7 @@ def _forward_backward_concurrent(
                 backward_weights,
                 per_step,
             )
-    if ok.all():
-        return total[0]
-    # one pass after the other, the backward one scaled by the forward one
-    if per_step:
-        pairs[first:last] = 0.0
-    else:
-        backward_weights[first:last] = 0.0
-    return smooth_sequence(
-        log_likelihoods,
-        rows,
-        table,
-        table_shifts,
-        first,
-        last,
-        initial_probs,
-        transition_matrices,
-        incoming,
-        posteriors,
-        filtered[first:last],
-        normalisers[first:last],
-        pairs,
-        backward_weights,
-        per_step,
-    )
+    return total[0], ok.all()
 
 
 def _smooth(
@@ -314,14 +295,15 @@ def _smooth(
         log_lik = _forward_backward(*arguments, offsets, *arrays, pairs, backward_weights, per_step)
     else:  # the backward messages go where their weights will be written, row by row
         backward = np.empty((n_steps, n_states)) if per_step else backward_weights
-        log_lik = np.array(
-            [
-                _forward_backward_concurrent(
-                    *arguments, first, last, *arrays, backward, pairs, backward_weights, per_step, n_threads
-                )
-                for first, last in zip(offsets[:-1], offsets[1:])
-            ]
-        )
+        log_lik = np.empty(len(offsets) - 1)
+        for s, (first, last) in enumerate(zip(offsets[:-1], offsets[1:])):
+            log_lik[s], ok = _forward_backward_concurrent(
+                *arguments, first, last, *arrays, backward, pairs, backward_weights, per_step, n_threads
+            )
+            if not ok:  # one pass after the other, the backward one scaled by the forward one
+                (pairs if per_step else backward_weights)[first:last] = 0.0
+                bounds = np.array([first, last])
+                log_lik[s] = _forward_backward(*arguments, bounds, *arrays, pairs, backward_weights, per_step)[0]
     return log_lik, posteriors, pairs, filtered, backward_weights
 
 

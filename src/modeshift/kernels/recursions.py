@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 _TINY = 1e-280
+_LOW = 1e-20  # unnormalised messages are rescaled when their total falls below this (see filter_sequence)
 REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
 
 
@@ -187,36 +188,55 @@ def filter_sequence(
 
     ``filtered``, ``scaled`` and ``normalisers`` each have one row per step of
     the sequence, or a single row that keeps only the latest step.
+
+    The recursion carries the joint probabilities *unnormalised* (``carried``, of
+    total ``mass``) and renormalises them only when the mass falls below _LOW: the
+    division by each step's normaliser then stays off the chain of dependent
+    operations from one step to the next, which sets the speed of this loop. The
+    normalised ``filtered`` rows and the normalisers are written alongside.
     """
+    n_states = initial_probs.shape[0]
     varying = incoming.shape[0] > 1
     keep_filtered = filtered.shape[0] > 1
     keep_scaled = scaled.shape[0] > 1
     keep_normalisers = normalisers.shape[0] > 1
     predicted = initial_probs.copy()
+    carried = np.empty(n_states)
+    mass = 1.0  # total of ``carried``, and so of ``predicted``
     total, product = 0.0, 1.0  # log-likelihood = total + log(product): one log per many steps
     for t in range(last - first):
         row = t if keep_filtered else 0
         if t > 0:
-            matrix = incoming[first + t] if varying else incoming[0]
-            predict(filtered[t - 1 if keep_filtered else 0], matrix, predicted)
+            predict(carried, incoming[first + t] if varying else incoming[0], predicted)
         evidence = rows[first + t] if rows.shape[0] > 0 else first + t
         shift = table_shifts[evidence]
         step = t if keep_scaled else 0
-        normaliser = 0.0
-        for j in range(predicted.shape[0]):
+        joint_mass = 0.0
+        for j in range(n_states):
             emission = table[evidence, j]
             scaled[step, j] = emission
             joint = predicted[j] * emission
-            filtered[row, j] = joint
-            normaliser += joint
-        if normaliser < _TINY:
+            carried[j] = joint
+            joint_mass += joint
+        normaliser = joint_mass / mass
+        if normaliser < _TINY:  # predicted and carried scaled back to total 1 for the re-shift
+            for j in range(n_states):
+                predicted[j] /= mass
             normaliser, shift = _reshift(predicted, log_likelihoods[evidence], scaled[step], shift, filtered[row])
             if normaliser == 0.0:
                 return -np.inf
+            for j in range(n_states):
+                carried[j] = filtered[row, j]
+            mass = 1.0
         else:
-            inverse = 1.0 / normaliser
-            for j in range(predicted.shape[0]):
-                filtered[row, j] *= inverse
+            inverse = 1.0 / joint_mass
+            for j in range(n_states):
+                filtered[row, j] = carried[j] * inverse
+            mass = joint_mass
+            if mass < _LOW:
+                for j in range(n_states):
+                    carried[j] = filtered[row, j]
+                mass = 1.0
         normalisers[t if keep_normalisers else 0] = normaliser
         total += shift
         product *= normaliser  # normalisers lie in [1e-280, 1], so this cannot underflow
@@ -330,40 +350,49 @@ def backward_sequence(
 
     beta_t(i) is proportional to p(y_{t+1:T} | z_t = i). Normalising each message by
     its own sum (not by the forward pass's constants) makes the backward pass
-    independent of the forward one, so the two can run at the same time.
+    independent of the forward one, so the two can run at the same time. As in
+    :func:`filter_sequence`, the recursion itself carries unnormalised messages
+    (``carried``, of total ``mass``), rescaled only when the mass falls below _LOW. It
+    cannot grow past K: A is row-stochastic and the table at most 1, so the largest
+    entry of a message never grows.
     """
     n_states = backward.shape[1]
     varying = transition_matrices.shape[0] > 1
-    message = np.empty(n_states)
+    message, carried = np.empty(n_states), np.empty(n_states)
     for j in range(n_states):
-        backward[last - 1, j] = 1.0 / n_states
+        backward[last - 1, j] = carried[j] = 1.0 / n_states
+    mass = 1.0
     # 2-D indexing throughout: a view per step would cost more than the step (see condition)
     for row in range(last - 1, first, -1):
         evidence = rows[row] if rows.shape[0] > 0 else row
         total = 0.0
         for j in range(n_states):
-            value = table[evidence, j] * backward[row, j]
+            value = table[evidence, j] * carried[j]
             message[j] = value
             total += value
-        if total < _TINY:  # every likely state is unlikely later on: re-scale in log space
+        if total < _TINY * mass:  # every likely state is unlikely later on: re-scale in log space
             shift = -np.inf
             for j in range(n_states):
-                if backward[row, j] > 0.0:
-                    shift = max(shift, log_likelihoods[evidence, j] + np.log(backward[row, j]))
+                if carried[j] > 0.0:
+                    shift = max(shift, log_likelihoods[evidence, j] + np.log(carried[j]))
             for j in range(n_states):
-                later = backward[row, j]
+                later = carried[j]
                 message[j] = np.exp(log_likelihoods[evidence, j] + np.log(later) - shift) if later > 0.0 else 0.0
         matrix = row if varying else 0
-        norm = 0.0
+        mass = 0.0
         for i in range(n_states):
             value = 0.0
             for j in range(n_states):
                 value += transition_matrices[matrix, i, j] * message[j]
-            backward[row - 1, i] = value
-            norm += value
-        inverse = 1.0 / norm if norm > 0.0 else 0.0  # 0: an impossible sequence, flagged by the forward pass
+            carried[i] = value
+            mass += value
+        inverse = 1.0 / mass if mass > 0.0 else 0.0  # 0: an impossible sequence, flagged by the forward pass
         for i in range(n_states):
-            backward[row - 1, i] *= inverse
+            backward[row - 1, i] = carried[i] * inverse
+        if mass < _LOW:
+            for i in range(n_states):
+                carried[i] = backward[row - 1, i]
+            mass = 1.0
 
 
 @njit(cache=True, fastmath=REDUCTION_FLAGS)
