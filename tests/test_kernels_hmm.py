@@ -313,19 +313,19 @@ def test_extreme_outlier_reachable_state():
 
 
 @pytest.mark.parametrize("gap", [100.0, 400.0, 1e4])
-def test_unreachable_state_favoured_by_data(gap):
+def test_unreachable_state_favoured_by_data(gap, favoured=slice(1, 3)):
     """A state that the chain can never enter, but which the data favour for two steps.
 
     State 2 has zero initial probability and no transitions into it, so its
     posterior is exactly 0; its log-likelihood is ``gap`` above the others' at
-    steps 1 and 2. The answer does not depend on state 2 at all, so posteriors
+    the ``favoured`` steps (1 and 2). The answer does not depend on state 2 at all, so posteriors
     and expected transitions must equal those of the two-state chain.
     """
     A = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 1.0]])
     pi = np.array([0.5, 0.5, 0.0])
     rng = np.random.default_rng(5)
     ll = rng.normal(0.0, 1.0, size=(6, 3))
-    ll[1:3, 2] = ll[1:3, :2].max(axis=1) + gap
+    ll[favoured, 2] = ll[favoured, :2].max(axis=1) + gap
     _check_against_log_space(ll, pi, A)
     two = kernels.forward_backward(np.ascontiguousarray(ll[:, :2]), np.array([0, 6]), pi[:2], A[None, :2, :2])
     log_lik, posteriors, pairs = kernels.forward_backward(ll, np.array([0, 6]), pi, A[None])
@@ -526,8 +526,9 @@ def test_deferred_normalisation_matches_log_space(concurrently, monkeypatch):
 
 
 @pytest.mark.parametrize("gap", [400.0, 1e4])
-def test_concurrent_passes_fall_back_where_they_disagree(concurrent, gap):
-    test_unreachable_state_favoured_by_data(gap)
+@pytest.mark.parametrize("favoured", [slice(1, 3), slice(4, 6), slice(2, 4)])  # first half, second, both
+def test_concurrent_passes_fall_back_where_they_disagree(concurrent, gap, favoured):
+    test_unreachable_state_favoured_by_data(gap, favoured)
 
 
 def test_concurrent_passes_of_an_impossible_sequence(concurrent):

@@ -546,7 +546,7 @@ def check_probabilities(name: str, value: Any, shape: tuple[int | None, ...]) ->
     if (array < 0).any():
         raise ValueError(f"{name} has negative entries")
     sums = array.sum(axis=-1)
-    if not np.allclose(sums, 1.0, rtol=0, atol=1e-8):
+    if np.abs(sums - 1.0).max(initial=0.0) > 1e-8:
         where = np.unravel_index(np.argmax(np.abs(sums - 1.0)), sums.shape) if sums.ndim else ()
         row = f" (row {where[0]})" if where else ""
         raise ValueError(f"{name} must sum to 1 along its last axis{row}, got {sums[where]:.6g}")
@@ -562,11 +562,15 @@ def check_covariances(name: str, value: Any, n_features: int | None = None) -> n
         raise ValueError(f"{name} must be {n_features} x {n_features}, got shape {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains non-finite values")
-    if not np.allclose(array, np.swapaxes(array, -1, -2), rtol=1e-8, atol=1e-12):
+    transposed = np.swapaxes(array, -1, -2)
+    if not (np.abs(array - transposed) <= 1e-12 + 1e-8 * np.abs(transposed)).all():
         raise ValueError(f"{name} is not symmetric")
-    for index in np.ndindex(array.shape[:-2]):
-        try:
-            np.linalg.cholesky(array[index])
-        except np.linalg.LinAlgError:
-            raise ValueError(f"{name}[{', '.join(map(str, index))}] is not positive definite") from None
+    try:
+        np.linalg.cholesky(array)
+    except np.linalg.LinAlgError:
+        for index in np.ndindex(array.shape[:-2]):  # which one
+            try:
+                np.linalg.cholesky(array[index])
+            except np.linalg.LinAlgError:
+                raise ValueError(f"{name}[{', '.join(map(str, index))}] is not positive definite") from None
     return array

@@ -105,14 +105,15 @@ class Stationary:
 
     def log_prior(self) -> float:
         """Log density of the Dirichlet priors, up to a constant."""
-        extra = self.concentration - 1.0
+        extra, total = self.concentration - 1.0, 0.0
         if extra == 0.0 and self.stickiness == 0.0:
-            return 0.0
-        weights = extra + self.stickiness * np.eye(self.n_states)
+            return total
         with np.errstate(divide="ignore"):  # log 0 = -inf under a positive weight: impossible under the prior
-            log_a = np.log(np.where(weights > 0, self.transition_matrix, 1.0))
-            log_pi = np.log(self.initial_probs) if extra > 0 else np.zeros(self.n_states)
-        return float(np.sum(weights * log_a) + extra * np.sum(log_pi))
+            if extra > 0.0:
+                total += extra * float(np.log(self.transition_matrix).sum() + np.log(self.initial_probs).sum())
+            if self.stickiness > 0.0:
+                total += self.stickiness * float(np.log(np.diagonal(self.transition_matrix)).sum())
+        return total
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_steps: int, rng: np.random.Generator, features: np.ndarray | None = None) -> np.ndarray:

@@ -16,17 +16,21 @@ __all__ = ["Autoregressive", "with_lags"]
 def with_lags(values: np.ndarray, offsets: np.ndarray, lags: int) -> np.ndarray:
     """Rows ``[y_t, y_t-1, ..., y_t-lags, 1]`` (n_steps, D (lags + 1) + 1).
 
-    At the first ``lags`` steps of a sequence, which have no full history, the lags
-    and the final 1 are 0 instead.
+    At the first ``lags`` steps of a sequence, which have no full history, the
+    missing lags and the final 1 are 0 instead.
     """
     n_steps, d = values.shape
-    position = np.arange(n_steps) - np.repeat(offsets[:-1], np.diff(offsets))
-    out = np.zeros((n_steps, d * (lags + 1) + 1))
+    starts, ends = offsets[:-1, None], offsets[1:, None]
+    out = np.empty((n_steps, d * (lags + 1) + 1))
     out[:, :d] = values
-    for lag in range(1, lags + 1):
-        rows = np.flatnonzero(position >= lag)
-        out[rows, lag * d : (lag + 1) * d] = values[rows - lag]
-    out[position >= lags, -1] = 1.0
+    out[:, -1] = 1.0
+    for lag in range(1, lags + 1):  # shifted across sequence ends, then the steps without this lag cleared
+        out[lag:, lag * d : (lag + 1) * d] = values[: max(n_steps - lag, 0)]
+        early = starts + np.arange(lag)
+        early = early[early < ends]
+        out[early, lag * d : (lag + 1) * d] = 0.0
+        if lag == lags:
+            out[early, -1] = 0.0
     return out
 
 

@@ -25,12 +25,14 @@ import numpy as np
 from numba import njit, prange
 
 from modeshift.kernels.recursions import (
+    _TINY,
     backtrack,
     backward_sequence,
     combine_sequence,
     draw,
     filter_sequence,
     scaled_table,
+    smooth_backward,
     smooth_sequence,
     table_rows,
     transposed,
@@ -204,7 +206,7 @@ def _forward_backward(
 
 
 @njit(cache=True, parallel=True)
-def _forward_backward_concurrent(
+def _forward_backward_halves(
     log_likelihoods,
     rows,
     table,
@@ -221,49 +223,108 @@ def _forward_backward_concurrent(
     pairs,
     backward_weights,
     per_step,
-    n_parts,
 ):
-    """One long sequence: the forward and the backward pass on two threads at once, then
-    the posteriors in parallel over stretches of time (see :func:`combine_sequence`).
+    """One long sequence on two threads, each working on its own half of the steps.
 
-    Returns the log-likelihood and whether the combination succeeded; if not, the
-    caller reruns the sequence with :func:`smooth_sequence` (kept out of this
-    function, whose parallel regions it would slow by a third)."""
-    total = np.empty(1)
+    First, one thread filters the first half while the other runs the backward pass
+    (:func:`backward_sequence`) over the second. Then they swap directions, each
+    starting from the one message the other hands over at the midpoint m: the first
+    thread smooths its half backwards (:func:`smooth_backward`, from the backward
+    message of step m-1), the second filters its half and combines the two passes
+    (:func:`combine_sequence`). Each thread reads back only what it wrote itself:
+    on a machine whose two cores share no cache, moving every step's messages from
+    one core to the other would cost more than the passes.
+
+    Returns the log-likelihood and whether the halves could be joined; if not (an
+    impossible sequence, or the two passes disagreeing beyond floating point; see
+    :func:`combine_sequence`), the caller reruns the sequence with :func:`smooth_sequence`.
+    """
+    n_states = initial_probs.shape[0]
+    varying = transition_matrices.shape[0] > 1
+    middle = first + (last - first) // 2
+    totals = np.empty(2)
     for task in prange(2):
         if task == 0:
-            total[0] = filter_sequence(
+            totals[0] = filter_sequence(
                 log_likelihoods,
                 rows,
                 table,
                 table_shifts,
                 first,
-                last,
+                middle,
                 initial_probs,
                 incoming,
-                filtered[first:last],
-                posteriors[first:last],
-                normalisers[first:last],
+                filtered[first:middle],
+                posteriors[first:middle],
+                normalisers[first:middle],
             )
         else:
-            backward_sequence(log_likelihoods, rows, table, table_shifts, first, last, transition_matrices, backward)
-    ok = np.zeros(n_parts, dtype=np.bool_)
-    if total[0] > -np.inf:
-        for part in prange(n_parts):
-            ok[part] = combine_sequence(
-                first,
-                first + (last - first) * part // n_parts,
-                first + (last - first) * (part + 1) // n_parts,
-                transition_matrices,
-                filtered,
-                normalisers,
-                backward,
-                posteriors,
-                pairs,
-                backward_weights,
-                per_step,
+            backward_sequence(log_likelihoods, rows, table, table_shifts, middle, last, transition_matrices, backward)
+    if totals[0] == -np.inf:
+        return totals[0], False
+    # beta_{m-1} = A (b_m * beta_m), scaled so that sum_i filtered_{m-1}(i) beta_{m-1}(i) = 1,
+    # taken before the second thread overwrites beta_m with its weight
+    matrix = middle if varying else 0
+    evidence = rows[middle] if rows.shape[0] > 0 else middle
+    message = np.empty(n_states)
+    agreement = 0.0
+    for i in range(n_states):
+        value = 0.0
+        for j in range(n_states):
+            value += transition_matrices[matrix, i, j] * table[evidence, j] * backward[middle, j]
+        message[i] = value
+        agreement += filtered[middle - 1, i] * value
+    ok = np.zeros(2, dtype=np.bool_)
+    for task in prange(2):
+        if task == 0:
+            if agreement >= _TINY:
+                for i in range(n_states):
+                    message[i] /= agreement
+                smooth_backward(
+                    transition_matrices,
+                    first,
+                    posteriors[first:middle],
+                    filtered[first:middle],
+                    normalisers[first:middle],
+                    message,
+                    pairs,
+                    backward_weights,
+                    per_step,
+                )
+                ok[0] = True
+        else:
+            predicted = np.zeros(n_states)  # p(z_m | y_{<m})
+            for i in range(n_states):
+                for j in range(n_states):
+                    predicted[j] += filtered[middle - 1, i] * transition_matrices[matrix, i, j]
+            totals[1] = filter_sequence(
+                log_likelihoods,
+                rows,
+                table,
+                table_shifts,
+                middle,
+                last,
+                predicted,
+                incoming,
+                filtered[middle:last],
+                posteriors[middle:last],
+                normalisers[middle:last],
             )
-    return total[0], ok.all()
+            if totals[1] > -np.inf:
+                ok[1] = combine_sequence(
+                    first,
+                    middle,
+                    last,
+                    transition_matrices,
+                    filtered,
+                    normalisers,
+                    backward,
+                    posteriors,
+                    pairs,
+                    backward_weights,
+                    per_step,
+                )
+    return totals[0] + totals[1], ok.all()
 
 
 def _smooth(
@@ -278,7 +339,8 @@ def _smooth(
 
     numpy's allocations (with huge pages where the system offers them) are
     markedly cheaper to touch than ones made inside compiled code. With fewer
-    sequences than threads, all long, each runs its two passes concurrently.
+    sequences than threads, all long, each runs on two threads, a half each
+    (:func:`_forward_backward_halves`).
     """
     n_steps, n_states = offsets[-1], len(initial_probs)
     posteriors = np.empty((n_steps, n_states))
@@ -290,15 +352,15 @@ def _smooth(
         pairs, backward_weights = np.empty((0, n_states, n_states)), np.zeros((n_steps, n_states))
     arguments = (log_likelihoods, table_rows(rows), *scaled_table(log_likelihoods))
     arrays = (initial_probs, transition_matrices, transposed(transition_matrices), posteriors, filtered, normalisers)
-    n_threads = numba.get_num_threads()
-    if n_threads == 1 or len(offsets) - 1 >= n_threads or np.diff(offsets).min() < _CONCURRENT_LENGTH:
+    n_threads, shortest = numba.get_num_threads(), (offsets[1:] - offsets[:-1]).min()
+    if n_threads == 1 or len(offsets) - 1 >= n_threads or shortest < max(_CONCURRENT_LENGTH, 2):
         log_lik = _forward_backward(*arguments, offsets, *arrays, pairs, backward_weights, per_step)
     else:  # the backward messages go where their weights will be written, row by row
         backward = np.empty((n_steps, n_states)) if per_step else backward_weights
         log_lik = np.empty(len(offsets) - 1)
         for s, (first, last) in enumerate(zip(offsets[:-1], offsets[1:])):
-            log_lik[s], ok = _forward_backward_concurrent(
-                *arguments, first, last, *arrays, backward, pairs, backward_weights, per_step, n_threads
+            log_lik[s], ok = _forward_backward_halves(
+                *arguments, first, last, *arrays, backward, pairs, backward_weights, per_step
             )
             if not ok:  # one pass after the other, the backward one scaled by the forward one
                 (pairs if per_step else backward_weights)[first:last] = 0.0

@@ -275,9 +275,6 @@ def smooth_sequence(
     sequence gets -inf and NaN posteriors. ``filtered`` and ``normalisers`` are
     scratch space for the sequence, (n_steps, K) and (n_steps,).
     """
-    n_steps = last - first
-    n_states = log_likelihoods.shape[1]
-    varying = transition_matrices.shape[0] > 1
     # The scaled emission likelihoods are parked in the posteriors rows until the
     # backward pass overwrites them.
     scaled = posteriors[first:last]
@@ -298,8 +295,36 @@ def smooth_sequence(
         scaled[:] = np.nan
         filtered[:] = 0.0  # no contribution to the summed pair counts
         return total
+    backward = np.ones(log_likelihoods.shape[1])
+    smooth_backward(
+        transition_matrices, first, scaled, filtered, normalisers, backward, pair_counts, backward_weights, per_step
+    )
+    return total
 
-    backward = np.ones(n_states)
+
+@njit(cache=True, fastmath=REDUCTION_FLAGS)
+def smooth_backward(
+    transition_matrices: np.ndarray,
+    first: int,
+    scaled: np.ndarray,
+    filtered: np.ndarray,
+    normalisers: np.ndarray,
+    backward: np.ndarray,
+    pair_counts: np.ndarray,
+    backward_weights: np.ndarray,
+    per_step: bool,
+) -> None:
+    """The backward pass of :func:`smooth_sequence` over the rows ``first:first + n`` that
+    ``scaled``, ``filtered`` and ``normalisers`` (n rows each) hold from a forward pass.
+
+    ``backward`` is the message of the last row, scaled by the forward pass (so that
+    sum_i filtered(i) backward(i) = 1; ones at a sequence's end). ``scaled`` is
+    overwritten with the posteriors; pair counts or backward weights are written for
+    every row but the first, which must be a sequence's first row or one that another
+    pass covers.
+    """
+    n_steps, n_states = filtered.shape
+    varying = transition_matrices.shape[0] > 1
     weights = np.empty(n_states)
     for t in range(n_steps - 1, -1, -1):  # 2-D indexing: no view per step (see condition)
         inverse = 1.0 / normalisers[t]
@@ -332,7 +357,6 @@ def smooth_sequence(
                 previous = filtered[t - 1, i]
                 for j in range(n_states):
                     pair_counts[first + t, i, j] += previous * transition_matrices[matrix, i, j] * weights[j]
-    return total
 
 
 @njit(cache=True, fastmath=REDUCTION_FLAGS)

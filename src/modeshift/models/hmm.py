@@ -262,9 +262,9 @@ class HMM(Model):
                     label += f" restart {restart + 1}/{self.n_restarts}"
                 history, converged = self._em(seqs, fixed, monitor.task(label, total=self.n_iter))
                 if best is None or history[-1] > best[0]:
-                    best = (history[-1], self._snapshot(), history, converged)
+                    best = (history[-1], self._snapshot() if restart < self.n_restarts - 1 else {}, history, converged)
         assert best is not None
-        for name, value in best[1].items():
+        for name, value in best[1].items():  # an earlier restart won
             setattr(self, name, value)
         self.log_likelihood_history_ = best[2]
         self.converged_ = best[3]
