@@ -102,6 +102,23 @@ def test_fixed_parameters_stay_put(simulate_arhmm):
     np.testing.assert_array_equal(model.coefs_, truth.coefs_)
 
 
+def test_parameters_changed_after_a_fit_are_used(simulate_arhmm):
+    """Replaced or edited in place, coefs_ and intercepts_ are what the next score uses."""
+    truth, X, _ = simulate_arhmm(5, 600)
+    model = ARHMM(n_states=3, lags=2, random_state=0, n_iter=3).fit(X)
+    fresh = ARHMM(n_states=3, lags=2)
+    for name in model.parameter_names:
+        setattr(fresh, name, getattr(model, name).copy())
+    model.coefs_[0, 0, 0] += 0.3
+    model.intercepts_[1, 1] -= 0.2
+    fresh.coefs_ = fresh.coefs_ + np.eye(1, fresh.coefs_.size).reshape(fresh.coefs_.shape) * 0.3
+    fresh.intercepts_ = fresh.intercepts_ - np.array([[0.0, 0.0], [0.0, 0.2], [0.0, 0.0]])
+    assert model.score(X) == pytest.approx(fresh.score(X), rel=1e-12)
+    model.coefs_ = truth.coefs_
+    fresh.coefs_ = truth.coefs_
+    assert model.score(X) == pytest.approx(fresh.score(X), rel=1e-12)
+
+
 def test_save_and_load_round_trip(tmp_path, simulate_arhmm):
     truth, X, _ = simulate_arhmm(4, 800)
     model = ARHMM(n_states=3, lags=2, random_state=0, n_iter=5).fit(X)
@@ -132,3 +149,12 @@ def test_bad_input_is_named():
         model.score(np.zeros((10, 3)))
     with pytest.raises(ValueError, match="lags"):
         ARHMM(lags=0)
+
+
+def test_a_fitted_model_pickles(simulate_arhmm):
+    """Not a file format (save/load is), but what process pools and dask send to workers."""
+    import pickle
+
+    _, X, _ = simulate_arhmm(6, 300)
+    model = ARHMM(n_states=2, lags=2, random_state=0, n_iter=2).fit(X)
+    assert pickle.loads(pickle.dumps(model)).score(X) == model.score(X)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from modeshift.data import missingness_patterns
-from modeshift.kernels import regression_log_density, weighted_moments
+from modeshift.kernels import inverse_cholesky, regression_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
 __all__ = ["LinearDynamics", "ensure_positive_definite", "observation_statistics"]
@@ -74,8 +74,7 @@ class LinearDynamics:
     # ------------------------------------------------------------------- inference
     def log_likelihoods(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """log N(y_t | W_k z_t, S_k) as an (n, K) array, for rows y (n, d) and z (n, q)."""
-        inverse_factors = np.linalg.inv(np.linalg.cholesky(self.covariances))
-        return regression_log_density(y, z, self.weights, inverse_factors)
+        return regression_log_density(y, z, self.weights, self.covariances)
 
     def statistics(self, rows: np.ndarray, n_responses: int, mode_weights: np.ndarray) -> Statistics:
         """Sufficient statistics of rows ``[y, z]`` (n, d + q), the first ``n_responses`` = d
@@ -130,10 +129,10 @@ class LinearDynamics:
         if self.weights is None or self.covariances is None:
             return 0.0
         mask = self._ridge_mask(self.weights.shape[2])
-        precisions = np.linalg.inv(self.covariances)
-        distinct = precisions[:1] if self.shared_noise else precisions
-        total = -0.5 * self.reg_covar * float(np.einsum("kii->", distinct))
+        factors = inverse_cholesky(self.covariances[:1] if self.shared_noise else self.covariances)
+        total = -0.5 * self.reg_covar * float(np.square(factors).sum())  # sum_k tr(S_k^-1)
         if mask.any():
+            precisions = np.linalg.inv(self.covariances)
             Wr = self.weights[:, :, mask]
             total -= 0.5 * self.ridge * float(np.einsum("kij,kil,kjl->", precisions, Wr, Wr))
             total -= 0.5 * mask.sum() * float(np.linalg.slogdet(self.covariances)[1].sum())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import numpy as np
 
 from modeshift.data import Sequences, check_array, check_covariances
@@ -62,6 +65,7 @@ class Autoregressive(Emission):
         self.coefs: np.ndarray | None = None
         self.intercepts: np.ndarray | None = None
         self.covariances: np.ndarray | None = None
+        self._conditioned: tuple[weakref.ref, np.ndarray] | None = None
 
     @property
     def n_features(self) -> int | None:
@@ -94,19 +98,31 @@ class Autoregressive(Emission):
 
     # --------------------------------------------------------------------- algebra
     def _split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The rows without a full history (indices), the responses y and the regressors z = [lags, 1]."""
+        """The rows without a full history (indices), the responses y and the regressors z = [lags, 1].
+
+        The indices are remembered for the last array seen (EM passes the same one every iteration).
+        """
         d = (values.shape[1] - 1) // (self.lags + 1)
-        return np.flatnonzero(values[:, -1] != 1.0), values[:, :d], values[:, d:]
+        if self._conditioned is None or self._conditioned[0]() is not values:
+            self._conditioned = weakref.ref(values), np.flatnonzero(values[:, -1] != 1.0)
+        return self._conditioned[1], values[:, :d], values[:, d:]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_conditioned": None}  # a weak reference does not pickle
 
     def _block(self) -> LinearDynamics:
+        """The parameters as one regression on [lags, 1]. After an M-step ``coefs`` and
+        ``intercepts`` are views of its weights, which then need no repacking."""
         block = self.dynamics
-        block.weights = np.concatenate([self.coefs, self.intercepts[:, :, None]], axis=2)
+        packed = block.weights is not None and self.coefs.base is block.weights is self.intercepts.base
+        if not packed:
+            block.weights = np.concatenate([self.coefs, self.intercepts[:, :, None]], axis=2)
+            block.ridge_columns = np.arange(self.coefs.shape[2] + 1) < self.coefs.shape[2]  # not the intercepts
         block.covariances = self.covariances
-        block.ridge_columns = np.arange(self.coefs.shape[2] + 1) < self.coefs.shape[2]  # not the intercepts
         return block
 
     def _unpack(self, block: LinearDynamics) -> None:
-        self.coefs, self.intercepts = block.weights[:, :, :-1].copy(), block.weights[:, :, -1].copy()
+        self.coefs, self.intercepts = block.weights[:, :, :-1], block.weights[:, :, -1]
         self.covariances = block.covariances
 
     def initialize(self, values: np.ndarray, rng: np.random.Generator) -> None:

@@ -136,12 +136,11 @@ class Gaussian(Emission):
         for rows, observed in missingness_patterns(values):
             if not observed.any():
                 continue
-            cov = self.covariances[:, observed][:, :, observed]
-            inverse_factors = np.linalg.inv(np.linalg.cholesky(cov))
             if rows is None:
-                return gaussian_log_density(values, self.means, inverse_factors)
+                return gaussian_log_density(values, self.means, self.covariances)
             points = np.ascontiguousarray(values[np.ix_(rows, observed)])
-            out[rows] = gaussian_log_density(points, np.ascontiguousarray(self.means[:, observed]), inverse_factors)
+            cov = np.ascontiguousarray(self.covariances[:, observed][:, :, observed])
+            out[rows] = gaussian_log_density(points, np.ascontiguousarray(self.means[:, observed]), cov)
         return out
 
     def statistics(self, values: np.ndarray, posteriors: np.ndarray) -> Statistics:

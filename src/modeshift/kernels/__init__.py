@@ -1,6 +1,6 @@
 """numba-compiled hot loops: pure functions on arrays, no classes, no validation."""
 
-from modeshift.kernels.gaussian import gaussian_log_density, regression_log_density, weighted_moments
+from modeshift.kernels.gaussian import gaussian_log_density, inverse_cholesky, regression_log_density, weighted_moments
 from modeshift.kernels.hmm import (
     forward_backward,
     forward_backward_varying,
@@ -36,6 +36,7 @@ __all__ = [
     "forward_backward_varying",
     "forward_filter",
     "gaussian_log_density",
+    "inverse_cholesky",
     "log_likelihood",
     "sample_chain",
     "sample_posterior_paths",

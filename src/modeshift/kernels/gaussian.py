@@ -8,21 +8,44 @@ from numba import njit, prange
 
 from modeshift.kernels.recursions import REDUCTION_FLAGS
 
-__all__ = ["gaussian_log_density", "regression_log_density", "weighted_moments"]
+__all__ = ["gaussian_log_density", "inverse_cholesky", "regression_log_density", "weighted_moments"]
 
 _LOG_2PI = np.log(2.0 * np.pi)
 _BLOCK = 256  # points handled together, so the innermost loops run over points and vectorise
 
 
-def gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors: np.ndarray) -> np.ndarray:
-    """log N(points[n] | means[k], covariance_k) as an (n_points, K) array.
+@njit(cache=True)
+def inverse_cholesky(covariances: np.ndarray) -> np.ndarray:
+    """L_k^-1 for each positive-definite covariance_k = L_k L_k^T of a stack (K, d, d).
 
-    ``inverse_factors[k]`` is the inverse of the lower Cholesky factor L_k of
-    covariance_k (covariance_k = L_k L_k^T), so the Mahalanobis term is
-    |inverse_factors[k] (x - mean_k)|^2 and log det covariance_k = -2 sum log diag.
+    With it the Mahalanobis term of a Gaussian is |L_k^-1 (x - mean_k)|^2, log det
+    covariance_k = -2 sum log diag L_k^-1 and tr(covariance_k^-1) = |L_k^-1|_F^2.
+    Compiled, so that the small matrices of an EM iteration cost no Python calls.
     """
+    n_matrices, d, _ = covariances.shape
+    out = np.zeros((n_matrices, d, d))
+    factor = np.empty((d, d))
+    for k in range(n_matrices):
+        for i in range(d):  # Cholesky, row by row
+            for j in range(i + 1):
+                total = covariances[k, i, j]
+                for m in range(j):
+                    total -= factor[i, m] * factor[j, m]
+                factor[i, j] = np.sqrt(total) if i == j else total / factor[j, j]
+        for j in range(d):  # L^-1 by forward substitution, column by column
+            out[k, j, j] = 1.0 / factor[j, j]
+            for i in range(j + 1, d):
+                total = 0.0
+                for m in range(j, i):
+                    total -= factor[i, m] * out[k, m, j]
+                out[k, i, j] = total / factor[i, i]
+    return out
+
+
+def gaussian_log_density(points: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """log N(points[n] | means[k], covariances[k]) as an (n_points, K) array."""
     out = np.empty((points.shape[0], means.shape[0]))  # numpy's allocation is cheaper to touch
-    _gaussian_log_density(np.ascontiguousarray(points), means, inverse_factors, out)
+    _gaussian_log_density(np.ascontiguousarray(points), means, inverse_cholesky(covariances), out)
     return out
 
 
@@ -67,15 +90,15 @@ def _gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors
 
 
 def regression_log_density(
-    responses: np.ndarray, regressors: np.ndarray, weights: np.ndarray, inverse_factors: np.ndarray
+    responses: np.ndarray, regressors: np.ndarray, weights: np.ndarray, covariances: np.ndarray
 ) -> np.ndarray:
     """log N(y_n | W_k z_n, S_k) as an (n_points, K) array, in one pass over the data.
 
     ``responses`` (n, d), ``regressors`` (n, q), ``weights`` (K, d, q) and
-    ``inverse_factors`` (K, d, d), the inverses of the lower Cholesky factors of S_k.
+    ``covariances`` S (K, d, d).
     """
     out = np.empty((responses.shape[0], weights.shape[0]))
-    _regression_log_density(responses, regressors, np.ascontiguousarray(weights), inverse_factors, out)
+    _regression_log_density(responses, regressors, np.ascontiguousarray(weights), inverse_cholesky(covariances), out)
     return out
 
 
