@@ -536,3 +536,23 @@ def test_concurrent_passes_of_an_impossible_sequence(concurrent):
     ll[20] = -np.inf
     log_lik, posteriors, pairs = kernels.forward_backward(ll, np.array([0, 50]), np.array([0.5, 0.5]), np.eye(2)[None])
     assert log_lik[0] == -np.inf and np.isnan(posteriors).all() and (pairs == 0).all()
+
+
+@pytest.mark.parametrize("varying", [False, True])
+def test_scratch_arrays_are_reused_and_change_nothing(varying):
+    """An EM loop passes one dict to every E-step; the results equal fresh calls'."""
+    rng = np.random.default_rng(4)
+    T, K = 500, 3
+    A = rng.dirichlet(np.ones(K), size=(T if varying else 1, K))
+    pi, offsets = rng.dirichlet(np.ones(K)), np.array([0, 200, T])
+    smoother = kernels.forward_backward_varying if varying else kernels.forward_backward
+    scratch: dict = {}
+    for seed in range(3):
+        ll = np.random.default_rng(seed).normal(0.0, 3.0, size=(T, K))
+        expected = smoother(ll, offsets, pi, A)
+        got = smoother(ll, offsets, pi, A, scratch=scratch)
+        if seed == 0:
+            kept = {name: array for name, array in scratch.items()}
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(g, e)
+    assert kept and all(scratch[name] is array for name, array in kept.items())

@@ -28,6 +28,7 @@ from modeshift.kernels.recursions import (
     _TINY,
     backtrack,
     backward_sequence,
+    buffer,
     combine_sequence,
     draw,
     filter_sequence,
@@ -334,8 +335,10 @@ def _smooth(
     transition_matrices: np.ndarray,
     rows: np.ndarray | None,
     per_step: bool,
+    scratch: dict[str, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run forward-backward; every large array is allocated here by numpy.
+    """Run forward-backward; every large array is allocated here by numpy (or
+    taken from ``scratch``, see :func:`~modeshift.kernels.recursions.buffer`).
 
     numpy's allocations (with huge pages where the system offers them) are
     markedly cheaper to touch than ones made inside compiled code. With fewer
@@ -343,20 +346,20 @@ def _smooth(
     (:func:`_forward_backward_halves`).
     """
     n_steps, n_states = offsets[-1], len(initial_probs)
-    posteriors = np.empty((n_steps, n_states))
-    filtered = np.empty((n_steps, n_states))
-    normalisers = np.empty(n_steps)
+    posteriors = buffer(scratch, "posteriors", (n_steps, n_states))
+    filtered = buffer(scratch, "filtered", (n_steps, n_states))
+    normalisers = buffer(scratch, "normalisers", (n_steps,))
     if per_step:
-        pairs, backward_weights = np.zeros((n_steps, n_states, n_states)), np.empty((0, n_states))
+        pairs, backward_weights = buffer(scratch, "pairs", (n_steps, n_states, n_states), zero=True), np.empty((0, 1))
     else:  # the weights stay 0 at sequence starts
-        pairs, backward_weights = np.empty((0, n_states, n_states)), np.zeros((n_steps, n_states))
-    arguments = (log_likelihoods, table_rows(rows), *scaled_table(log_likelihoods))
+        pairs, backward_weights = np.empty((0, 1, 1)), buffer(scratch, "weights", (n_steps, n_states), zero=True)
+    arguments = (log_likelihoods, table_rows(rows), *scaled_table(log_likelihoods, scratch))
     arrays = (initial_probs, transition_matrices, transposed(transition_matrices), posteriors, filtered, normalisers)
     n_threads, shortest = numba.get_num_threads(), (offsets[1:] - offsets[:-1]).min()
     if n_threads == 1 or len(offsets) - 1 >= n_threads or shortest < max(_CONCURRENT_LENGTH, 2):
         log_lik = _forward_backward(*arguments, offsets, *arrays, pairs, backward_weights, per_step)
     else:  # the backward messages go where their weights will be written, row by row
-        backward = np.empty((n_steps, n_states)) if per_step else backward_weights
+        backward = buffer(scratch, "backward", (n_steps, n_states)) if per_step else backward_weights
         log_lik = np.empty(len(offsets) - 1)
         for s, (first, last) in enumerate(zip(offsets[:-1], offsets[1:])):
             log_lik[s], ok = _forward_backward_halves(
@@ -375,6 +378,7 @@ def forward_backward(
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
     rows: np.ndarray | None = None,
+    scratch: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posteriors of a chain, with expected transitions summed over time.
 
@@ -383,14 +387,17 @@ def forward_backward(
     sum_t p(z_{t-1}=i, z_t=j | y) (K, K), formed by one matrix product rather
     than a (K, K) update per step. Sequences are split into at most 64 chunks of
     similar total length for the threads.
+
+    ``scratch``, a dict an EM loop passes to every call, keeps the working arrays
+    between calls; the posteriors returned are then among them, overwritten by the next call.
     """
     if transition_matrices.shape[0] > 1:
         log_lik, posteriors, pairs = forward_backward_varying(
-            log_likelihoods, offsets, initial_probs, transition_matrices, rows
+            log_likelihoods, offsets, initial_probs, transition_matrices, rows, scratch
         )
         return log_lik, posteriors, pairs.sum(axis=0)
     log_lik, posteriors, _, filtered, weights = _smooth(
-        log_likelihoods, offsets, initial_probs, transition_matrices, rows, per_step=False
+        log_likelihoods, offsets, initial_probs, transition_matrices, rows, False, scratch
     )
     # sum_t p(z_{t-1}=i, z_t=j | y) = A_ij sum_t filtered_{t-1}(i) w_t(j); the weights
     # are 0 at sequence starts, so one product over all rows spans every sequence.
@@ -403,16 +410,18 @@ def forward_backward_varying(
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
     rows: np.ndarray | None = None,
+    scratch: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward-backward for time-varying transitions, keeping pairwise posteriors per step.
 
     ``transition_matrices`` is (n_steps, K, K). Returns per-sequence
     log-likelihoods, posteriors (n_steps, K) and pairwise posteriors
     (n_steps, K, K) with entry t = p(z_{t-1}, z_t | y) (zero at sequence starts),
-    which input-driven transition models need for their M-step.
+    which input-driven transition models need for their M-step. ``scratch`` as
+    for :func:`forward_backward`.
     """
     log_lik, posteriors, pairs, _, _ = _smooth(
-        log_likelihoods, offsets, initial_probs, transition_matrices, rows, per_step=True
+        log_likelihoods, offsets, initial_probs, transition_matrices, rows, True, scratch
     )
     return log_lik, posteriors, pairs
 

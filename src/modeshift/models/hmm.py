@@ -293,8 +293,9 @@ class HMM(Model):
 
     def _em(self, seqs: Sequences, fixed: frozenset[str], report: Report) -> tuple[list[float], bool]:
         history: list[float] = []
+        scratch: dict[str, np.ndarray] = {}  # the E-step's working arrays, reused
         for iteration in range(self.n_iter):
-            stats = self.expected_statistics(seqs)
+            stats = self._expected_statistics(seqs, scratch)
             history.append(float(stats["log_likelihood"]) + self._log_prior())
             report(iteration + 1, history[-1])
             self._maximize(stats, fixed)
@@ -309,11 +310,18 @@ class HMM(Model):
         be sharded and reduced before one M-step.
         """
         seqs = X if isinstance(X, Sequences) and X.inputs is not None else self._sequences(X, lengths, inputs)
+        return self._expected_statistics(seqs)
+
+    def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
         transitions, emission = self._blocks
         initial, matrices = transitions.kernel_arrays(seqs.inputs)
         smoother = kernels.forward_backward_varying if transitions.varying else kernels.forward_backward
         log_lik, posteriors, pairs = smoother(
-            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+            offsets=seqs.offsets,
+            initial_probs=initial,
+            transition_matrices=matrices,
+            scratch=scratch,
+            **self._evidence(seqs),
         )
         self._check_possible(log_lik)
         return Statistics(
