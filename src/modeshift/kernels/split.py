@@ -52,8 +52,8 @@ def log_likelihood_split(log_likelihoods, rows, table, table_shifts, first, last
     totals = np.empty(n_segments)
     ends = np.empty((n_segments, n_states))
     for p in prange(n_segments):
-        normalisers = np.empty(1)
-        scaled = np.empty((1, n_states))
+        # each thread's own rows (not ends[p], whose cache line the neighbouring row may share)
+        normalisers, scaled, filtered = np.empty(1), np.empty((1, n_states)), np.empty((1, n_states))
         totals[p] = filter_sequence(
             log_likelihoods,
             rows,
@@ -63,10 +63,11 @@ def log_likelihood_split(log_likelihoods, rows, table, table_shifts, first, last
             bounds[p + 1],
             initial_probs if p == 0 else guess,
             incoming,
-            ends[p : p + 1],
+            filtered,
             scaled,
             normalisers,
         )
+        ends[p] = filtered[0]
     total = totals[0]
     state = ends[0].copy()  # the true filtered distribution at the end of the last segment done
     true_predicted, true_scaled = np.empty(n_states), np.empty(n_states)
