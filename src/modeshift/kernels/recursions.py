@@ -11,10 +11,12 @@ Conventions (shared by :mod:`modeshift.kernels.hmm` and :mod:`modeshift.kernels.
   and ``incoming`` is the same stack transposed, so that the probability of
   arriving in state j is a contiguous row.
 
-The filter is *scaled*: filtered probabilities are renormalised at every step and
-the log normalisers summed, so no sequence length underflows. When a step's
-evidence would fall below ``1e-280`` (an outlier that every likely state finds
-impossible), the shift is taken against the predicted probabilities instead.
+The filter is *scaled*: it writes filtered probabilities and sums the log of each
+step's normaliser, so no sequence length underflows. The messages it carries from
+step to step are rescaled only when their total falls below ``1e-20``, which keeps
+a division off the chain of dependent operations. When a step's evidence would
+fall below ``1e-280`` (an outlier that every likely state finds impossible), the
+shift is taken against the predicted probabilities instead.
 """
 
 from __future__ import annotations
