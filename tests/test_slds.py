@@ -143,6 +143,35 @@ def test_observation_m_step(missing):
         setattr(model, name, value)
 
 
+def test_transition_term_enters_the_states_by_its_exact_gradient_and_curvature():
+    """q(x) of a recurrent model takes the term sum_ij xi_ij log p(z_t = j | z_t-1 = i, x_t-1) by
+    its expansion at the previous E[x_t-1]: gradient and curvature against finite differences."""
+    sim = nascar(300, random_state=3)
+    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_iter=3, random_state=0).fit(sim.observations)
+    seqs = model._sequences(sim.observations, None, None)
+    posterior = model._infer(seqs)
+    rows, curvature, linear = model._transition_curvature(seqs, posterior)
+    W, r = model.recurrence_weights_, model.recurrence_biases_
+
+    def term(t, x):  # no inputs here, so the logits are r_ij + w_j . x
+        logits = r + W @ x
+        log_switch = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return float((posterior.pair_counts[t] * log_switch).sum())
+
+    h = 1e-4
+    for index in (0, 57, 211):
+        t, m = rows[index], posterior.means[rows[index] - 1]
+        steps = h * np.eye(2)
+        gradient = np.array([(term(t, m + e) - term(t, m - e)) / (2 * h) for e in steps])
+        hessian = np.array(
+            [[(term(t, m + a + b) - term(t, m + a - b) - term(t, m - a + b) + term(t, m - a - b)) / (4 * h * h)
+              for b in steps] for a in steps]
+        )  # fmt: skip
+        np.testing.assert_allclose(linear[index] - curvature[index] @ m, gradient, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(curvature[index], -hessian, rtol=1e-4, atol=1e-6)
+        assert np.linalg.eigvalsh(curvature[index]).min() >= -1e-12  # concave term: a valid precision
+
+
 def _thermostat_guards(seed):
     sim = thermostat(2000, random_state=seed)
     model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, random_state=seed).fit(sim.observations)

@@ -115,15 +115,16 @@ class SwitchingLDS(Model):
     factor, which is why this beats a fully factorised (per-step) approximation.
 
     Recurrent models. The switching probability depends on x_t-1, so E_q log p(z | x) has no
-    closed form. Here the transition potentials are evaluated at the posterior mean E[x_t-1]
-    (a plug-in: time-varying transition matrices for the q(z) update), and the transition
-    term is not fed back into q(x). The guards are then learned by a weighted multinomial
-    logistic regression of the pairwise posteriors q(z_t-1 = i, z_t = j) on [E x_t-1, u_t]
-    with a bias per previous mode (a few BFGS steps, warm-started, with a small L2
-    penalty). The reported ELBO uses the plug-in transitions, so it is not an exact bound
-    and need not increase monotonically. This makes the guards cheap to learn; the
-    Laplace-EM of ``ssm`` (Zoltowski et al., 2020), which includes the transition term in
-    the update of the states, is the more exact alternative.
+    closed form. For the q(z) update the transition potentials are evaluated at the posterior
+    mean E[x_t-1] (a plug-in: time-varying transition matrices). For the q(x) update the
+    transition term sum_ij q(z_t-1 = i, z_t = j) log p(z_t = j | z_t-1 = i, x_t-1), concave
+    in x_t-1, enters by its second-order expansion at the previous sweep's E[x_t-1]: a
+    Newton step that adds its curvature to the precision J and keeps q(x) Gaussian, as in
+    the Laplace-EM of ``ssm`` (Zoltowski et al., 2020). The guards are learned by a weighted
+    multinomial logistic regression of the pairwise posteriors on [E x_t-1, u_t] with a bias
+    per previous mode (a few BFGS steps, warm-started, with a small L2 penalty). The
+    reported ELBO uses the plug-in transitions, so it is not an exact bound and need not
+    increase monotonically.
 
     Initialisation (the ELBO has many local optima): d and D by regressing y on [u, 1]; a
     one-mode :class:`LinearGaussianSSM` (PCA-initialised) fitted to the residuals gives C, R
@@ -251,8 +252,12 @@ class SwitchingLDS(Model):
         return seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS")
 
     # ------------------------------------------------------------------ inference
-    def _update_states(self, seqs: Sequences, mode_probs: np.ndarray) -> tuple:
-        """q(x) given q(z): moments and log det J of the Gaussian with block-tridiagonal precision."""
+    def _update_states(self, seqs: Sequences, mode_probs: np.ndarray, previous: _Posterior | None = None) -> tuple:
+        """q(x) given q(z): moments and log det J of the Gaussian with block-tridiagonal precision.
+
+        For a recurrent model with a ``previous`` posterior, the transition term
+        E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
+        previous E[x_t-1] (see :meth:`_transition_curvature`)."""
         A, b, B, Q = (
             self.dynamics_matrices_,
             self.dynamics_offsets_,
@@ -287,8 +292,34 @@ class SwitchingLDS(Model):
         rhs += np.einsum("tk,kij,tkj->ti", weights, Q_inv, shift)
         rhs[:-1] -= np.einsum("tk,kji,tkj->ti", weights, Q_inv_A, shift)[1:]  # A_k' Q_k^-1 shift at t + 1
         rhs[starts] += P0_inv @ self.initial_state_mean_
+        if self.recurrent and previous is not None:
+            rows, curvature, linear = self._transition_curvature(seqs, previous)
+            diagonal[rows - 1] += curvature
+            rhs[rows - 1] += linear
         means, log_dets, covs, cross_covs = kernels.solve_block_tridiagonal(diagonal, lower, seqs.offsets, rhs)
         return means, covs, cross_covs, float(log_dets.sum())
+
+    def _transition_curvature(self, seqs: Sequences, previous: _Posterior) -> tuple:
+        """f_t(x) = sum_ij q(z_t-1 = i, z_t = j) log p(z_t = j | z_t-1 = i, x_t-1 = x) is concave;
+        at m = E[x_t-1] of ``previous`` it is f(m) + g'(x - m) - (x - m)' H (x - m) / 2, with
+
+            g = W' (sum_i xi_i. - sum_i q_i pi_i.),   H = W' (diag(sum_i q_i pi_i.) - sum_i q_i pi_i. pi_i.') W,
+
+        W the recurrence weights, pi_i. the switch probabilities at m, q_i = sum_j xi_ij. Adding
+        H to the precision of x_t-1 and g + H m to its linear term is a Newton step on the
+        transition term (Laplace-EM's, Zoltowski et al. 2020, within the structured mean field).
+        Returns the rows t, H_t and g_t + H_t m_t-1."""
+        rows = _not_first(seqs)
+        means, pairs = previous.means[rows - 1], previous.pair_counts[rows]
+        switch = self._transitions(seqs, previous.means)[rows]  # pi at the current guards
+        W = self.recurrence_weights_
+        leaving = pairs.sum(axis=2)  # q(z_t-1 = i)
+        expected = np.einsum("ti,tij->tj", leaving, switch)  # sum_i q_i pi_ij
+        gradient = (pairs.sum(axis=1) - expected) @ W
+        spread = np.einsum("tj,jn,jm->tnm", expected, W, W)
+        weighted = np.einsum("tij,jn->tin", switch, W)  # (pi_i W) per previous mode
+        spread -= np.einsum("ti,tin,tim->tnm", leaving, weighted, weighted)
+        return rows, spread, gradient + np.einsum("tnm,tm->tn", spread, means)
 
     def _dynamics_block(self) -> LinearDynamics:
         block = LinearDynamics(self._k, reg_covar=self.reg_covar)
@@ -354,12 +385,12 @@ class SwitchingLDS(Model):
         entropy = 0.5 * (seqs.n_steps * n * (1.0 + _LOG_2PI) - log_det)
         return float(observed + initial + entropy)
 
-    def _sweep(self, seqs: Sequences, mode_probs: np.ndarray) -> _Posterior:
+    def _sweep(self, seqs: Sequences, mode_probs: np.ndarray, previous: _Posterior | None = None) -> _Posterior:
         """One coordinate-ascent sweep: q(x) given q(z), then q(z) given q(x), then the ELBO.
 
         After the q(z) update, E_q(z) [sum_t L_t,z_t + log p(z)] + H[q(z)] equals the HMM's
         log normaliser log Z, so ELBO = log Z + the state terms."""
-        means, covs, cross_covs, log_det = self._update_states(seqs, mode_probs)
+        means, covs, cross_covs, log_det = self._update_states(seqs, mode_probs, previous)
         log_z, mode_probs, pairs, log_likelihoods, transitions = self._update_modes(seqs, means, covs, cross_covs)
         elbo = log_z + self._state_terms(seqs, means, covs, log_det)
         return _Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
@@ -371,7 +402,7 @@ class SwitchingLDS(Model):
         posterior = self._sweep(seqs, np.full((seqs.n_steps, self._k), 1.0 / self._k))
         for _ in range(_INFERENCE_SWEEPS - 1):
             previous = posterior.elbo
-            posterior = self._sweep(seqs, posterior.mode_probs)
+            posterior = self._sweep(seqs, posterior.mode_probs, posterior)
             if abs(posterior.elbo - previous) < self.tol:
                 break
         return posterior
@@ -498,8 +529,9 @@ class SwitchingLDS(Model):
 
     def _em(self, seqs: Sequences, mode_probs: np.ndarray, report: Report) -> tuple[list[float], bool, _Posterior]:
         history: list[float] = []
+        posterior = None
         for iteration in range(max(int(self.n_iter), 1)):
-            posterior = self._sweep(seqs, mode_probs)
+            posterior = self._sweep(seqs, mode_probs, posterior)
             history.append(posterior.elbo)
             report(iteration + 1, posterior.elbo)
             if len(history) >= 2 and abs(history[-1] - history[-2]) < self.tol:
