@@ -32,6 +32,7 @@ from modeshift.kernels.recursions import (
     combine_sequence,
     draw,
     filter_sequence,
+    predict,
     scaled_table,
     smooth_backward,
     smooth_sequence,
@@ -294,10 +295,8 @@ def _forward_backward_halves(
                 )
                 ok[0] = True
         else:
-            predicted = np.zeros(n_states)  # p(z_m | y_{<m})
-            for i in range(n_states):
-                for j in range(n_states):
-                    predicted[j] += filtered[middle - 1, i] * transition_matrices[matrix, i, j]
+            predicted = np.empty(n_states)  # p(z_m | y_{<m})
+            predict(filtered[middle - 1], incoming[matrix], predicted)
             totals[1] = filter_sequence(
                 log_likelihoods,
                 rows,
@@ -313,7 +312,6 @@ def _forward_backward_halves(
             )
             if totals[1] > -np.inf:
                 ok[1] = combine_sequence(
-                    first,
                     middle,
                     last,
                     transition_matrices,

@@ -444,7 +444,6 @@ def backward_sequence(
 
 @njit(cache=True, fastmath=REDUCTION_FLAGS)
 def combine_sequence(
-    start: int,
     first: int,
     last: int,
     transition_matrices: np.ndarray,
@@ -456,7 +455,7 @@ def combine_sequence(
     backward_weights: np.ndarray,
     per_step: bool,
 ) -> bool:
-    """Posteriors at rows ``first:last`` of the sequence starting at ``start``, from a
+    """Posteriors at rows ``first:last``, none of them a sequence's first step, from a
     forward pass and an independent :func:`backward_sequence`.
 
     On entry ``posteriors`` holds the forward pass's scaled emission likelihoods
@@ -489,15 +488,12 @@ def combine_sequence(
                 weights[j] = emission * beta * inverse
             else:
                 backward_weights[row, j] = emission * beta * inverse
-        if per_step and row > start:
+        if per_step:
             matrix = row if varying else 0
             for i in range(n_states):
                 previous = filtered[row - 1, i]
                 for j in range(n_states):
                     pair_counts[row, i, j] = previous * transition_matrices[matrix, i, j] * weights[j]
-    if not per_step and first == start:  # no transition into a sequence's first step
-        for j in range(n_states):
-            backward_weights[start, j] = 0.0
     return True
 
 
