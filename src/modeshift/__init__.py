@@ -5,7 +5,7 @@ each mode and the switches between them; then segment, filter, smooth, forecast
 and simulate with the learned model.
 """
 
-from modeshift import kernels
+from modeshift import kernels, progress  # progress installs the display behind verbose=True
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import (
     ARHMM,

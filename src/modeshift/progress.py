@@ -1,67 +1,66 @@
-"""Progress of iterative fits: a live progress bar and a per-iteration callback, in one place.
+"""Progress bars for iterative fits: the display behind ``verbose=True``.
 
-Every model that fits by EM (or variational EM) reports each iteration to a
-:class:`FitMonitor`: the iteration number, counted from 1, and the objective it has
-just computed (the log-likelihood, or the ELBO). The monitor does what the model's
-``verbose`` and ``callback`` hyperparameters ask:
+Models never draw: every fit reports each iteration (its number, counted from 1, and
+the objective just computed) through :func:`modeshift.models.em.monitor`, which calls
+the fit's ``callback`` and, for ``verbose=True``, the display installed here. This
+module installs one rich progress bar per restart or candidate fit, with the
+iteration, the objective and the time left (an upper bound: EM stops early once it
+converges, and a converged bar is then shown full). Bars go to standard error.
 
-- ``verbose=True`` draws one rich progress bar per restart or candidate fit, with the
-  iteration, the objective and the time left (an upper bound: EM stops early once it
-  converges, and a converged bar is then shown full);
-- ``callback=f`` calls ``f(iteration, objective)`` at every iteration of every restart;
-- with neither, reporting an iteration is a call to a function that does nothing.
-
->>> seen = []
->>> with FitMonitor(verbose=False, callback=lambda iteration, value: seen.append((iteration, value))) as monitor:
-...     report = monitor.task("HMM K=2 restart 1/3", total=100)
-...     for iteration, value in enumerate([-10.0, -8.5, -8.4], start=1):
-...         report(iteration, value)
->>> seen
-[(1, -10.0), (2, -8.5), (3, -8.4)]
-
-Bars go to standard error. To gather the bars of several fits on one display, or to
-send them to a console of your choice, fit inside :func:`live`::
+To gather the bars of several fits on one display, or to send them to a console of
+your choice, fit inside :func:`live`::
 
     from rich.console import Console
     with live(Console(stderr=True)):
         HMM(3, n_restarts=5, verbose=True).fit(X)
 
-rich (a dependency of modeshift's command line) draws the bar. This
-module imports nothing from :mod:`modeshift`, so every layer can use it.
+rich is imported only when a bar is first drawn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
-from types import TracebackType
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["FitMonitor", "Report", "live"]
+from modeshift.models import em
 
-#: ``report(iteration, objective)``: called once per iteration of a fit.
-Report = Callable[[int, float | None], None]
-
-_display: ContextVar[_Display | None] = ContextVar("modeshift_progress_display", default=None)
+__all__ = ["RichDisplay", "live"]
 
 
-class _Display:
+class RichDisplay:
     """One rich progress display, started when its first bar is added (a fit that fails
     before its first iteration leaves no trace)."""
 
-    def __init__(self, console: Any):
+    def __init__(self, console: Any = None):
         self.console = console
         self.progress: Any = None
+        self._finish: Callable[[], None] = lambda: None
 
-    def add(self, description: str, total: int) -> tuple[Any, Any]:
-        """A new bar: (the rich ``Progress``, the bar's task id)."""
+    def task(self, description: str, total: int, objective: str | None) -> em.Report:
+        """A new bar of at most ``total`` iterations; returns its report function."""
+        self._finish()
         if self.progress is None:
             self.progress = _new_progress(self.console)
             self.progress.start()
-        return self.progress, self.progress.add_task(description, total=total, objective="")
+        progress = self.progress
+        bar = progress.add_task(description, total=total, objective="")
+        done = 0
+
+        def report(iteration: int, value: float | None = None) -> None:
+            nonlocal done
+            done = iteration
+            shown = "" if objective is None or value is None else f"{objective} {value:.6g}"
+            progress.update(bar, completed=iteration, objective=shown)
+
+        def finish() -> None:
+            progress.update(bar, total=done, completed=done)  # stopped early (converged): a full bar
+
+        self._finish = finish
+        return report
 
     def close(self) -> None:
+        self._finish()
         if self.progress is not None:
             self.progress.stop()
 
@@ -73,16 +72,8 @@ def live(console: Any = None) -> Iterator[None]:
     ``console`` is a ``rich.console.Console`` (default: one on standard error). Inside an
     enclosing ``live`` block this uses the enclosing display.
     """
-    if _display.get() is not None:
+    with em.showing(RichDisplay(console)):
         yield
-        return
-    display = _Display(console)
-    token = _display.set(display)
-    try:
-        yield
-    finally:
-        _display.reset(token)
-        display.close()
 
 
 def _new_progress(console: Any) -> Any:
@@ -101,69 +92,4 @@ def _new_progress(console: Any) -> Any:
     )
 
 
-def _ignore(iteration: int, objective: float | None = None) -> None:
-    """The report of a fit nobody watches."""
-
-
-class FitMonitor:
-    """Reports the iterations of one ``fit`` to a progress display and to a callback.
-
-    Parameters
-    ----------
-    verbose : bool
-        Show a live progress bar for each task (needs rich).
-    callback : callable, optional
-        ``callback(iteration, objective)``, called at every reported iteration.
-    objective : str, optional
-        What the objective is called on the bar ("log-likelihood", "ELBO"); None shows none.
-
-    Use it as a context manager around the whole fit, and ask for one :meth:`task` per
-    restart or candidate; the task's report function is what the iteration loop calls.
-    """
-
-    def __init__(
-        self,
-        verbose: bool,
-        callback: Callable[[int, float | None], Any] | None = None,
-        objective: str | None = "log-likelihood",
-    ):
-        self.verbose = bool(verbose)
-        self.callback = callback
-        self.objective = objective
-        self._stack = ExitStack()
-        self._finish: Callable[[], None] = lambda: None
-
-    def __enter__(self) -> FitMonitor:
-        if self.verbose:
-            self._stack.enter_context(live())
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self._finish()
-        self._stack.close()
-
-    def task(self, description: str, total: int) -> Report:
-        """Start a task of at most ``total`` iterations; returns its report function."""
-        self._finish()
-        if not self.verbose:
-            return _ignore if self.callback is None else self.callback
-        progress, task = _display.get().add(description, total)
-        callback, name = self.callback, self.objective
-        done = 0
-
-        def report(iteration: int, objective: float | None = None) -> None:
-            nonlocal done
-            done = iteration
-            shown = "" if name is None or objective is None else f"{name} {objective:.6g}"
-            progress.update(task, completed=iteration, objective=shown)
-            if callback is not None:
-                callback(iteration, objective)
-
-        def finish() -> None:
-            progress.update(task, total=done, completed=done)  # stopped early (converged): a full bar
-
-        self._finish = finish
-        return report
+em.set_display(RichDisplay)

@@ -13,7 +13,7 @@ from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models.base import Forecast
 from modeshift.models.hmm import HMM, propagate_modes
-from modeshift.models.selection import check_n_states
+from modeshift.models.params import Boolean, Integer, Number, OneOf
 
 __all__ = ["ARHMM"]
 
@@ -42,7 +42,8 @@ class ARHMM(HMM):
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
     reg_covar, n_iter, tol, n_restarts, random_state, fixed,
-    transition_concentration, stickiness, input_dim, transition_penalty, max_states, verbose, callback
+    transition_concentration, stickiness, input_dim, transition_penalty, max_states, warm_start, verbose,
+    callback
         As for :class:`HMM`.
 
     Attributes
@@ -51,7 +52,7 @@ class ARHMM(HMM):
         ``coefs_[k][:, (i - 1) D : i D]`` is A_k,i.
     intercepts_ : (K, D)
     covars_ : (K, D, D)
-    startprob_, transmat_, log_likelihood_history_, converged_
+    startprob_, transmat_, history_, converged_, n_iter_
         As for :class:`HMM`.
 
     Examples
@@ -86,14 +87,13 @@ class ARHMM(HMM):
         input_dim: int = 0,
         transition_penalty: float = 1e-2,
         max_states: int = 10,
+        warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
     ):
-        if int(lags) < 1:
-            raise ValueError(f"lags must be a positive integer, got {lags!r}")
-        self.n_states = check_n_states(n_states, max_states)
+        self.n_states = n_states
         self.max_states = max_states
-        self.lags = int(lags)
+        self.lags = lags
         self.noise = noise
         self.shared_noise = shared_noise
         self.ridge = ridge
@@ -101,14 +101,23 @@ class ARHMM(HMM):
         self.tol = tol
         self.n_restarts = n_restarts
         self.random_state = random_state
-        self.fixed = tuple(fixed)
+        self.fixed = fixed
         self.transition_concentration = transition_concentration
         self.stickiness = stickiness
         self.reg_covar = reg_covar
-        self.input_dim = int(input_dim)
+        self.input_dim = input_dim
         self.transition_penalty = transition_penalty
+        self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+
+    _constraints = {
+        **HMM._constraints,
+        "lags": Integer(1),
+        "noise": OneOf(("full", "diag")),
+        "shared_noise": Boolean(),
+        "ridge": Number(0),
+    }
 
     def _make_emission(self) -> Emission:
         return Autoregressive(self._k, self.lags, self.noise, self.shared_noise, self.ridge, self.reg_covar)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from os import PathLike
@@ -14,8 +15,9 @@ import pandas as pd
 from modeshift.archive import read_archive, write_archive
 from modeshift.data import Sequences, check_array
 from modeshift.metrics import segments
+from modeshift.models import params
 
-__all__ = ["Forecast", "Model", "NotFittedError", "check_future_inputs", "load", "mode_segments"]
+__all__ = ["Forecast", "Model", "NotFittedError", "check_future_inputs", "load", "mode_segments", "qualified_name"]
 
 
 class NotFittedError(ValueError):
@@ -23,28 +25,87 @@ class NotFittedError(ValueError):
 
 
 class Model:
-    """Base of all estimators (scikit-learn conventions).
+    """Base of all estimators: the contract every model follows (scikit-learn's conventions).
 
-    ``__init__`` stores hyperparameters only; ``fit`` returns ``self`` and sets
-    learned attributes ending in ``_``. Subclasses list their learned arrays in
-    :meth:`_learned_arrays` and restore them in :meth:`_restore`.
+    - ``__init__`` stores its hyper-parameters unchanged; :meth:`get_params` /
+      :meth:`set_params` read and change them, so ``sklearn.base.clone`` works. Their
+      rules (types and ranges) are checked when ``fit`` starts: those shared by many
+      models in :data:`~modeshift.models.params.COMMON`, the others in the class
+      attribute ``_constraints``.
+    - ``fit(data, *, ...)`` takes data in every form :func:`~modeshift.data.as_sequences`
+      accepts, extra per-step data by keyword, and returns ``self``. Learned attributes
+      end in ``_``. Each ``fit`` starts afresh from the hyper-parameters: what an
+      earlier fit learned is forgotten, unless ``warm_start=True`` keeps it as the
+      start. Parameters set by hand on a model never fitted are its first start.
+    - Models with hidden modes offer ``predict`` (the most likely mode path),
+      ``predict_proba`` (smoothed marginals), ``filter_proba`` (filtered marginals),
+      ``score`` (exact log-likelihood; a model with only a bound has ``elbo`` instead),
+      ``sample``, ``forecast``, ``segment``, ``describe``, ``n_parameters``, ``aic`` and
+      ``bic``, as far as their maths allows; :mod:`modeshift.models.capabilities` names
+      these groups of methods.
+    - ``save`` writes JSON and ``.npy`` arrays (no pickle); :func:`load` reads a model
+      back by its module-qualified class name. Subclasses list their learned arrays in
+      :meth:`_learned_arrays` and restore them in :meth:`_restore`.
     """
 
     _registry: ClassVar[dict[str, type[Model]]] = {}
+    #: Rules of this model's own hyper-parameters (those in ``params.COMMON`` apply too).
+    _constraints: ClassVar[dict[str, params.Rule]] = {}
+    #: Old attribute names still answered for one release, with a DeprecationWarning: old -> new.
+    _renamed: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Model._registry[cls.__name__] = cls
+        Model._registry[qualified_name(cls)] = cls
+        for old, new in cls.__dict__.get("_renamed", {}).items():
+            setattr(cls, old, _renamed_attribute(cls.__name__, old, new))
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyperparameters, as given to ``__init__``."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+    @classmethod
+    def _hyperparameter_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyper-parameters, as given to ``__init__`` (``deep`` is accepted for scikit-learn)."""
+        return {name: getattr(self, name) for name in self._hyperparameter_names()}
+
+    def set_params(self, **values: Any) -> Model:
+        """Change hyper-parameters; the next ``fit`` uses them. Returns ``self``."""
+        known = self._hyperparameter_names()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no hyper-parameter(s) {unknown}; it has {known}")
+        for name, value in values.items():
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
         shown = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails (subclasses that look elsewhere end here).
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # ------------------------------------------------------------- fitting afresh
+    def _check_params(self) -> None:
+        """Raise ``ValueError`` for a hyper-parameter that breaks its rule."""
+        params.check(type(self).__name__, self.get_params(), {**params.COMMON, **type(self)._constraints})
+
+    def _start_fit(self) -> None:
+        """Check the hyper-parameters and forget what an earlier fit learned (unless ``warm_start``).
+
+        Everything but the hyper-parameters is dropped, caches built from old
+        hyper-parameters included, so a changed hyper-parameter takes effect.
+        """
+        self._check_params()
+        if self.__dict__.get("_fitted") and not getattr(self, "warm_start", False):
+            keep = set(self._hyperparameter_names())
+            for name in [name for name in self.__dict__ if name not in keep]:
+                del self.__dict__[name]
+
+    def _finish_fit(self) -> None:
+        self.__dict__["_fitted"] = True
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -63,7 +124,7 @@ class Model:
         write_archive(
             path,
             {
-                "model": type(self).__name__,
+                "model": qualified_name(type(self)),
                 "hyperparameters": hyperparameters,
                 "attributes": self._learned_attributes(),
             },
@@ -71,14 +132,41 @@ class Model:
         )
 
 
+def _renamed_attribute(model: str, old: str, new: str) -> property:
+    """``old``, answered as ``new`` with a DeprecationWarning, for one release."""
+    message = f"{model}.{old} is renamed {new}; the old name goes in the next release"
+
+    def get(self: Model) -> Any:
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+
+    def set(self: Model, value: Any) -> None:
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        setattr(self, new, value)
+
+    return property(get, set, doc=f"Deprecated alias of ``{new}``.")
+
+
+def qualified_name(cls: type) -> str:
+    """``module.ClassName``: the key a model file names its class by."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def load(path: str | PathLike[str]) -> Model:
-    """Read a model written by ``save``."""
+    """Read a model written by ``save``.
+
+    The file names its class by module-qualified name (``modeshift.models.hmm.HMM``);
+    only classes derived from :class:`Model` and already imported are instantiated, so a
+    file can neither run code nor be served by another class of the same bare name.
+    """
     metadata, arrays = read_archive(path)
     name = metadata.get("model")
-    if name not in Model._registry:
-        raise ValueError(f"{path}: unknown model type {name!r}")
-    model = Model._registry[name](**metadata.get("hyperparameters", {}))
+    cls = Model._registry.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"{path}: unknown model type {name!r} (expected a module-qualified modeshift model class)")
+    model = cls(**metadata.get("hyperparameters", {}))
     model._restore(arrays, metadata.get("attributes", {}))
+    model._finish_fit()
     return model
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
-from modeshift.models import selection
+from modeshift.models import em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
-from modeshift.progress import FitMonitor, Report
+from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
 
@@ -22,7 +22,7 @@ __all__ = ["HMM"]
 PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for list input
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
-_FIT_RESULTS = ("log_likelihood_history_", "converged_", "n_states_", "selection_")
+_FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
 class HMM(Model):
@@ -53,10 +53,12 @@ class HMM(Model):
         Alphabet size for ``emission="categorical"`` (default: largest symbol + 1).
     n_iter, tol : int, float
         EM stops after ``n_iter`` iterations or when the objective improves by
-        less than ``tol``.
+        less than ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises.
     n_restarts : int
         EM runs from this many initialisations; the best objective wins.
     random_state : int or numpy Generator, optional
+    warm_start : bool
+        Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     fixed : iterable of str
         Parameters held fixed during ``fit`` (e.g. ``{"transmat_"}``); set them
         by hand first, or they keep their data-driven starting values.
@@ -75,7 +77,7 @@ class HMM(Model):
     transition_penalty : float
         L2 prior on those parameters.
     verbose : bool
-        Show a live progress bar of the EM iterations, one per restart (see :mod:`modeshift.progress`).
+        Show a live progress bar of the EM iterations, one per restart (drawn by :mod:`modeshift.progress`).
     callback : callable, optional
         ``callback(iteration, objective)`` at every EM iteration of every restart (and of
         every candidate for ``n_states="auto"``); not saved with the model.
@@ -84,15 +86,17 @@ class HMM(Model):
     ----------
     startprob_, transmat_ : arrays
         Learned (or hand-set) chain parameters; emission parameters as above.
-    log_likelihood_history_ : list of float
+    history_ : list of float
         Log-likelihood plus log prior (the penalised objective EM increases)
         at each iteration of the best restart.
     converged_ : bool
+    n_iter_ : int
+        EM iterations run by the best restart.
 
     Notes
     -----
-    Parameters already set when ``fit`` is called (by hand or by an earlier
-    ``fit``) are the starting point of the first restart. Missing values (NaN)
+    Parameters set by hand on a model never fitted are the starting point of the
+    first restart (``warm_start=True``: also those of an earlier fit). Missing values (NaN)
     are integrated out exactly in ``fit``, ``score``, ``predict`` and
     ``predict_proba``: a wholly missing step carries no evidence, missing
     dimensions of a Gaussian are marginalised.
@@ -125,12 +129,11 @@ class HMM(Model):
         input_dim: int = 0,
         transition_penalty: float = 1e-2,
         max_states: int = 10,
+        warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
     ):
-        if emission not in EMISSIONS:
-            raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}")
-        self.n_states = selection.check_n_states(n_states, max_states)
+        self.n_states = n_states
         self.max_states = max_states
         self.emission = emission
         self.covariance = covariance
@@ -140,14 +143,28 @@ class HMM(Model):
         self.tol = tol
         self.n_restarts = n_restarts
         self.random_state = random_state
-        self.fixed = tuple(fixed)
+        self.fixed = fixed
         self.transition_concentration = transition_concentration
         self.stickiness = stickiness
         self.reg_covar = reg_covar
-        self.input_dim = int(input_dim)
+        self.input_dim = input_dim
         self.transition_penalty = transition_penalty
+        self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+
+    _constraints = {
+        "emission": OneOf(EMISSIONS),
+        "covariance": OneOf(("full", "diag", "spherical", "tied")),
+        "n_mix": Integer(1),
+        "n_symbols": either(Integer(1), OneOf((None,))),
+        "transition_concentration": Number(0, open_low=True),
+        "stickiness": Number(0),
+        "reg_covar": Number(0),
+        "input_dim": Integer(0),
+        "transition_penalty": Number(0),
+    }
+    _renamed = {"log_likelihood_history_": "history_"}
 
     # --------------------------------------------------------- parameter access
     @property
@@ -203,7 +220,7 @@ class HMM(Model):
             value = None if home is None else getattr(*home)
             if value is not None:
                 return value
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return super().__getattr__(name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.endswith("_") and name not in _FIT_RESULTS and "n_states" in self.__dict__:
@@ -244,44 +261,38 @@ class HMM(Model):
         return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
     # ------------------------------------------------------------------------ EM
-    def fit(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> HMM:
-        """Estimate parameters by EM (Baum-Welch) with restarts; returns ``self``."""
+    def fit(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> HMM:
+        """Estimate parameters by EM (Baum-Welch) with restarts (:func:`modeshift.models.em.run`); returns ``self``.
+
+        ``X`` is any form :func:`~modeshift.data.as_sequences` accepts (``columns`` name a
+        data frame's ``id_column``, ``time_column``, ...).
+        """
+        self._start_fit()
+        seqs = as_sequences(X, lengths, **columns)
         if self.n_states == "auto":
-            return self._fit_auto(as_sequences(X, lengths).with_inputs(inputs, self.input_dim))
-        seqs = self._sequences(X, lengths, inputs)
-        fixed = self._fixed_by_block()
-        rng = np.random.default_rng(self.random_state)
-        given = self._snapshot()
-        best: tuple[float, dict[str, np.ndarray], list[float], bool] | None = None
-        with FitMonitor(self.verbose, self.callback) as monitor:
-            for restart in range(self.n_restarts):
-                keep = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
-                self._initialize(seqs, rng, keep)
-                label = f"{type(self).__name__} K={self._k}"
-                if self.n_restarts > 1:
-                    label += f" restart {restart + 1}/{self.n_restarts}"
-                history, converged = self._em(seqs, fixed, monitor.task(label, total=self.n_iter))
-                if best is None or history[-1] > best[0]:
-                    best = (history[-1], self._snapshot() if restart < self.n_restarts - 1 else {}, history, converged)
-        assert best is not None
-        for name, value in best[1].items():  # an earlier restart won
-            setattr(self, name, value)
-        self.log_likelihood_history_ = best[2]
-        self.converged_ = best[3]
+            return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))
+        seqs = self._sequences(seqs, None, inputs)
+        self.__dict__["_given"] = self._snapshot()
+        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
+        del self.__dict__["_given"]
+        self._finish_fit()
         return self
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
-        params = self.get_params()
+        params = {**self.get_params(), "warm_start": False}
         winner, self.selection_ = selection.select_n_states(
             lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
         )
         self.__dict__.pop("_blocks_", None)
         self.n_states_ = winner.n_states
-        for name in ("log_likelihood_history_", "converged_", *winner.parameter_names):
+        for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
+        self._finish_fit()
         return self
 
-    def _initialize(self, seqs: Sequences, rng: np.random.Generator, keep: dict[str, np.ndarray]) -> None:
+    def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
+        given = self.__dict__["_given"]
+        keep = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
         transitions, emission = self._blocks
         if not keep.keys() >= transitions.parameters.keys():
             transitions.initialize(rng)
@@ -290,20 +301,23 @@ class HMM(Model):
         for name, value in keep.items():
             setattr(self, name, value)
         emission.validate(seqs)
+        self.__dict__["_fixed_blocks"] = self._fixed_by_block()
 
-    def _em(self, seqs: Sequences, fixed: frozenset[str], report: Report) -> tuple[list[float], bool]:
-        history: list[float] = []
-        scratch: dict[str, np.ndarray] = {}  # the E-step's working arrays, reused
-        for iteration in range(self.n_iter):
-            stats = self._expected_statistics(seqs, scratch)
-            history.append(float(stats["log_likelihood"]) + self._log_prior())
-            report(iteration + 1, history[-1])
-            self._maximize(stats, fixed)
-            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
-                return history, True
-        return history, False
+    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
+        stats = self._expected_statistics(seqs, workspace.setdefault("scratch", {}))
+        return float(stats["log_likelihood"]) + self._log_prior(), stats
 
-    def expected_statistics(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> Statistics:
+    def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
+        self._maximize(stats, self.__dict__["_fixed_blocks"])
+
+    def _em_snapshot(self) -> dict[str, np.ndarray]:
+        return self._snapshot()
+
+    def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        for name, value in snapshot.items():
+            setattr(self, name, value)
+
+    def expected_statistics(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> Statistics:
         """E-step: log-likelihood and expected sufficient statistics under the current parameters.
 
         Statistics of disjoint batches add up (``sum(...)``), so the E-step can
@@ -349,7 +363,7 @@ class HMM(Model):
             )
 
     # ----------------------------------------------------------------- inference
-    def score(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
+    def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """Total log-likelihood log p(X) over all sequences."""
         self._check_fitted()
         seqs = self._sequences(X, lengths, inputs)
@@ -359,10 +373,21 @@ class HMM(Model):
         )
         return float(log_lik.sum())
 
-    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> PerStep:
+    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """Smoothed state posteriors p(z_t | all observations), (n_steps, K)."""
         seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._posteriors(seqs))
+
+    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
+        """Filtered state probabilities p(z_t | observations up to t), (n_steps, K)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths, inputs)
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        filtered, log_lik = kernels.forward_filter(
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+        )
+        self._check_possible(log_lik)
+        return seqs.restore(filtered)
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
         self._check_fitted()
@@ -373,7 +398,7 @@ class HMM(Model):
         self._check_possible(log_lik)
         return posteriors
 
-    def decode(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> tuple[float, PerStep]:
+    def decode(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> tuple[float, PerStep]:
         """Most likely state path (Viterbi) and its joint log-probability log p(X, path)."""
         seqs = self._sequences(X, lengths, inputs)
         log_prob, path = self._viterbi(seqs)
@@ -388,14 +413,15 @@ class HMM(Model):
         self._check_possible(log_prob)
         return float(log_prob.sum()), path
 
-    def predict(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> PerStep:
+    def predict(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """Most likely state path (Viterbi)."""
-        return self.decode(X, lengths, inputs)[1]
+        return self.decode(X, lengths, inputs=inputs)[1]
 
     def sample_posterior(
         self,
         X: Any,
         lengths: Sequence[int] | None = None,
+        *,
         random_state: int | np.random.Generator | None = None,
         inputs: Any = None,
     ) -> PerStep:
@@ -415,20 +441,31 @@ class HMM(Model):
         return seqs.restore(path)
 
     def sample(
-        self, n_steps: int, random_state: int | np.random.Generator | None = None, inputs: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Simulate ``n_steps`` steps: observations (n_steps, D) and states (n_steps,);
-        ``inputs`` (n_steps, input_dim) drive an input-driven chain."""
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        inputs: Any = None,
+    ) -> tuple[PerStep, PerStep]:
+        """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations (n_steps, D) and
+        modes (n_steps,), or lists of them for several sequences; ``inputs`` (n_steps, input_dim)
+        drive an input-driven chain."""
         self._check_fitted()
-        if int(n_steps) < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         rng = np.random.default_rng(random_state)
         transitions, emission = self._blocks
         features = None
         if self.input_dim:
             features = Sequences.from_array(np.zeros((int(n_steps), 1))).with_inputs(inputs, self.input_dim).inputs
-        states = transitions.sample(int(n_steps), rng, features)
-        return emission.sample(states, rng), states
+        draws = []
+        for _ in range(int(n_sequences)):
+            states = transitions.sample(int(n_steps), rng, features)
+            draws.append((emission.sample(states, rng), states))
+        if n_sequences == 1:
+            return draws[0]
+        return [x for x, _ in draws], [z for _, z in draws]
 
     # ------------------------------------------------------------------ forecasts
     def forecast(
@@ -436,6 +473,7 @@ class HMM(Model):
         X: Any,
         horizon: int,
         lengths: Sequence[int] | None = None,
+        *,
         inputs: Any = None,
         future_inputs: Any = None,
     ) -> Forecast:
@@ -498,7 +536,7 @@ class HMM(Model):
         codes = np.arange(self.emissionprob_.shape[1], dtype=float)
         return (self.emissionprob_ @ codes)[:, None], (self.emissionprob_ @ codes**2)[:, None, None]
 
-    def segment(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> pd.DataFrame:
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """Contiguous runs of one mode on the Viterbi path: ``start``, ``end`` (exclusive),
         ``mode`` and ``probability`` (the mode's mean posterior probability over the run);
         a leading ``sequence`` column for several sequences."""
@@ -524,14 +562,14 @@ class HMM(Model):
         fixed = self._fixed_by_block()
         return transitions.n_parameters(fixed) + emission.n_parameters(fixed)
 
-    def aic(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
-        return -2.0 * self.score(X, lengths, inputs) + 2.0 * self.n_parameters
+        return -2.0 * self.score(X, lengths, inputs=inputs) + 2.0 * self.n_parameters
 
-    def bic(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """Bayesian information criterion, -2 log-likelihood + n_parameters log(n_observations)."""
         seqs = as_sequences(X, lengths)
-        return -2.0 * self.score(seqs, None, inputs) + self.n_parameters * np.log(self._n_observations(seqs))
+        return -2.0 * self.score(seqs, inputs=inputs) + self.n_parameters * np.log(self._n_observations(seqs))
 
     def _n_observations(self, seqs: Sequences) -> int:
         """Time steps the likelihood is about."""

@@ -18,7 +18,7 @@ from modeshift.data import (
 )
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
-from modeshift.progress import FitMonitor
+from modeshift.models import em
 from modeshift.statistics import Statistics
 
 __all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]
@@ -368,7 +368,7 @@ class LinearGaussianSSM(Model):
         params = self._check_parameters()
         history: list[float] = []
         converged = False
-        with FitMonitor(self.verbose, self.callback) as monitor:
+        with em.monitor(self.verbose, self.callback) as monitor:
             report = monitor.task(f"LinearGaussianSSM n={self.state_dim}", total=int(self.n_iter))
             for iteration in range(int(self.n_iter)):
                 log_lik, stats = self._expected_statistics(seqs, params)

@@ -57,7 +57,8 @@ from scipy import optimize
 from modeshift import kernels
 from modeshift.data import as_sequences, check_array, check_probabilities
 from modeshift.models.base import Model, NotFittedError
-from modeshift.progress import FitMonitor, Report
+from modeshift.models import em
+from modeshift.models.em import Report
 from modeshift.transitions import stationary_distribution
 
 __all__ = ["MarkovAutoregression", "MarkovRegression"]
@@ -519,7 +520,7 @@ class _MarkovSwitching(Model):
         variance_floor = 1e-8 * max(float(np.var(data.y)), 1e-12)
         rng = np.random.default_rng(self.random_state)
         paths = self._start_paths(data, rng)
-        with FitMonitor(self.verbose, self.callback) as monitor:
+        with em.monitor(self.verbose, self.callback) as monitor:
             starts = [
                 self._em(
                     layout,

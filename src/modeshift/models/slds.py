@@ -42,7 +42,8 @@ from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.models.lds import LinearGaussianSSM
-from modeshift.progress import FitMonitor, Report
+from modeshift.models import em
+from modeshift.models.em import Report
 from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import InputDriven
 
@@ -490,7 +491,7 @@ class SwitchingLDS(Model):
         rng = np.random.default_rng(self.random_state)
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
         best = None
-        with FitMonitor(self.verbose, self.callback, objective="ELBO") as monitor:
+        with em.monitor(self.verbose, self.callback) as monitor:
             for restart in range(self.n_restarts):
                 if restart == 0 and given:  # parameters set by hand or by an earlier fit are the first start
                     mode_probs = self._infer(seqs).mode_probs
@@ -501,7 +502,7 @@ class SwitchingLDS(Model):
                 label = f"SwitchingLDS K={self._k}"
                 if self.n_restarts > 1:
                     label += f" restart {restart + 1}/{self.n_restarts}"
-                report = monitor.task(label, total=max(int(self.n_iter), 1))
+                report = monitor.task(label, total=max(int(self.n_iter), 1), objective="ELBO")
                 history, converged, posterior = self._em(seqs, mode_probs, report)
                 if best is None or history[-1] > best[0]:
                     best = (

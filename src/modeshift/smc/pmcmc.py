@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from modeshift.kernels import normalise_log_weights, resample
-from modeshift.progress import FitMonitor
+from modeshift.models import em
 from modeshift.smc.filters import as_observations, particle_filter
 from modeshift.smc.model import StateSpaceModel
 
@@ -276,7 +276,7 @@ def pmmh(
     draws = np.empty((n_chains, n_iter, d))
     log_likelihoods, log_priors = np.empty((n_chains, n_iter)), np.empty((n_chains, n_iter))
     acceptance, covariances = np.empty(n_chains), np.empty((n_chains, d, d))
-    with FitMonitor(progress) as monitor:
+    with em.monitor(progress) as monitor:
         for c, rng in enumerate(_chain_generators(random_state, n_chains)):
             report = monitor.task(f"PMMH chain {c + 1}/{n_chains}", total=n_iter)
             u, (theta, jacobian) = start.copy(), constrained(start)
@@ -423,9 +423,9 @@ def particle_gibbs(
         raise ValueError(f"n_burnin must be in [0, n_iter), got {n_burnin} with n_iter={n_iter}")
     draws = np.empty((n_chains, n_iter, len(names)))
     means, variances, last = [], [], []
-    with FitMonitor(progress, objective=None) as monitor:
+    with em.monitor(progress) as monitor:
         for c, rng in enumerate(_chain_generators(random_state, n_chains)):
-            report = monitor.task(f"particle Gibbs chain {c + 1}/{n_chains}", total=n_iter)
+            report = monitor.task(f"particle Gibbs chain {c + 1}/{n_chains}", total=n_iter, objective=None)
             theta = {name: float(value) for name, value in initial_theta.items()}
             path = conditional_smc(make_model(**theta), y, None, n_particles, rng)
             total, total_squares = np.zeros_like(path), np.zeros_like(path)
