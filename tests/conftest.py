@@ -11,7 +11,7 @@ from modeshift import ARHMM
 def _simulate_arhmm(seed, n_steps=6000):
     """A 3-mode bivariate AR(2) with well separated modes."""
     rng = np.random.default_rng(seed)
-    truth = ARHMM(n_states=3, lags=2)
+    truth = ARHMM(n_states=3, order=2)
     truth.startprob_ = np.ones(3) / 3
     truth.transmat_ = np.full((3, 3), 0.01) + 0.97 * np.eye(3)
     angles = [0.3, -0.6, 1.2]

@@ -76,7 +76,7 @@ def test_round_trip_is_exact(kind, tmp_path):
         np.testing.assert_array_equal(restored, original, err_msg=name)
     assert loaded.score(X) == model.score(X)
     np.testing.assert_array_equal(np.concatenate(loaded.predict(X)), np.concatenate(model.predict(X)))
-    assert loaded.log_likelihood_history_ == model.log_likelihood_history_
+    assert loaded.history_ == model.history_
     assert loaded.converged_ == model.converged_
     assert loaded.n_parameters == model.n_parameters
     # and a second generation is the same again
@@ -120,7 +120,7 @@ def test_hand_set_model_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.emissionprob_, model.emissionprob_)
     X = np.array([0, 2, 2, 1, 0])
     assert loaded.score(X) == model.score(X)
-    assert not hasattr(loaded, "log_likelihood_history_")
+    assert not hasattr(loaded, "history_")
 
 
 def test_overwrite_replaces_previous_file(tmp_path):
@@ -156,14 +156,14 @@ def test_file_is_a_zip_of_json_and_npy_without_pickle(tmp_path):
             arrays[name[7:-4]] = np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
     assert metadata["format"] == "modeshift"
     assert metadata["version"] == FORMAT_VERSION == 1
-    assert metadata["model"] == "HMM"
+    assert metadata["model"] == "modeshift.models.hmm.HMM"
     assert metadata["hyperparameters"]["emission"] == "gmm"
     assert metadata["hyperparameters"]["n_mix"] == 2
     assert set(arrays) == set(model.parameter_names)
     for name, array in arrays.items():
         assert array.dtype != object
         np.testing.assert_array_equal(array, getattr(model, name))
-    assert isinstance(metadata["attributes"]["log_likelihood_history_"], list)
+    assert isinstance(metadata["attributes"]["history_"], list)
 
 
 def test_write_and_read_archive_directly(tmp_path):

@@ -11,11 +11,11 @@ from scipy import stats
 from modeshift import ARHMM, load
 
 
-def _model(rng, K=2, D=1, lags=1):
-    model = ARHMM(n_states=K, lags=lags)
+def _model(rng, K=2, D=1, order=1):
+    model = ARHMM(n_states=K, order=order)
     model.startprob_ = rng.dirichlet(np.ones(K))
     model.transmat_ = rng.dirichlet(np.ones(K), size=K)
-    model.coefs_ = 0.4 * rng.normal(size=(K, D, lags * D))
+    model.coefs_ = 0.4 * rng.normal(size=(K, D, order * D))
     model.intercepts_ = rng.normal(size=(K, D))
     w = rng.normal(size=(K, D, D))
     model.covars_ = w @ np.swapaxes(w, 1, 2) + 0.5 * np.eye(D)
@@ -24,7 +24,7 @@ def _model(rng, K=2, D=1, lags=1):
 
 def _brute_force(model, y):
     """log p(y_lags.. | y_..lags) and state posteriors by summing over every path."""
-    T, K, lags = len(y), model.n_states, model.lags
+    T, K, lags = len(y), model.n_states, model.order
     joint = {}
     for path in itertools.product(range(K), repeat=T):
         log_p = np.log(model.startprob_[path[0]])
@@ -65,7 +65,7 @@ def _match(truth, model):
 
 def test_recovers_a_simulated_three_mode_ar2(simulate_arhmm):
     truth, X, modes = simulate_arhmm(0)
-    model = ARHMM(n_states=3, lags=2, n_restarts=3, random_state=0).fit(X)
+    model = ARHMM(n_states=3, order=2, n_restarts=3, random_state=0).fit(X)
     order = _match(truth, model)
     np.testing.assert_allclose(model.coefs_[order], truth.coefs_, atol=0.06)
     np.testing.assert_allclose(model.intercepts_[order], truth.intercepts_, atol=0.1)
@@ -80,7 +80,7 @@ def test_recovers_a_simulated_three_mode_ar2(simulate_arhmm):
 )
 def test_em_is_monotone(options, simulate_arhmm):
     _, X, _ = simulate_arhmm(1, 1500)
-    model = ARHMM(n_states=3, lags=2, n_iter=40, tol=-np.inf, random_state=1, **options).fit(X)
+    model = ARHMM(n_states=3, order=2, n_iter=40, tol=-np.inf, random_state=1, **options).fit(X)
     history = np.array(model.log_likelihood_history_)
     assert len(history) == 40
     assert np.all(np.diff(history) >= -1e-8 * np.abs(history[1:]))
@@ -88,15 +88,15 @@ def test_em_is_monotone(options, simulate_arhmm):
 
 def test_ridge_shrinks_the_lag_coefficients_only(simulate_arhmm):
     _, X, _ = simulate_arhmm(2, 1000)
-    plain = ARHMM(n_states=1, lags=2).fit(X)
-    shrunk = ARHMM(n_states=1, lags=2, ridge=1e5).fit(X)
+    plain = ARHMM(n_states=1, order=2).fit(X)
+    shrunk = ARHMM(n_states=1, order=2, ridge=1e5).fit(X)
     assert np.abs(shrunk.coefs_).max() < 0.05 * np.abs(plain.coefs_).max()
     np.testing.assert_allclose(shrunk.intercepts_[0], X.mean(axis=0), atol=0.05)
 
 
 def test_fixed_parameters_stay_put(simulate_arhmm):
     truth, X, _ = simulate_arhmm(3, 1000)
-    model = ARHMM(n_states=3, lags=2, fixed={"coefs_"}, random_state=0)
+    model = ARHMM(n_states=3, order=2, fixed={"coefs_"}, random_state=0)
     model.coefs_ = truth.coefs_
     model.fit(X)
     np.testing.assert_array_equal(model.coefs_, truth.coefs_)
@@ -105,8 +105,8 @@ def test_fixed_parameters_stay_put(simulate_arhmm):
 def test_parameters_changed_after_a_fit_are_used(simulate_arhmm):
     """Replaced or edited in place, coefs_ and intercepts_ are what the next score uses."""
     truth, X, _ = simulate_arhmm(5, 600)
-    model = ARHMM(n_states=3, lags=2, random_state=0, n_iter=3).fit(X)
-    fresh = ARHMM(n_states=3, lags=2)
+    model = ARHMM(n_states=3, order=2, random_state=0, n_iter=3).fit(X)
+    fresh = ARHMM(n_states=3, order=2)
     for name in model.parameter_names:
         setattr(fresh, name, getattr(model, name).copy())
     model.coefs_[0, 0, 0] += 0.3
@@ -121,25 +121,25 @@ def test_parameters_changed_after_a_fit_are_used(simulate_arhmm):
 
 def test_save_and_load_round_trip(tmp_path, simulate_arhmm):
     truth, X, _ = simulate_arhmm(4, 800)
-    model = ARHMM(n_states=3, lags=2, random_state=0, n_iter=5).fit(X)
+    model = ARHMM(n_states=3, order=2, random_state=0, n_iter=5).fit(X)
     model.save(tmp_path / "arhmm.zip")
     loaded = load(tmp_path / "arhmm.zip")
-    assert isinstance(loaded, ARHMM) and loaded.lags == 2
+    assert isinstance(loaded, ARHMM) and loaded.order == 2
     assert loaded.score(X) == model.score(X)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
 def test_bic_counts_parameters_and_conditioned_steps(simulate_arhmm):
     _, X, _ = simulate_arhmm(5, 500)
-    model = ARHMM(n_states=3, lags=2, n_iter=3, random_state=0).fit(X)
+    model = ARHMM(n_states=3, order=2, n_iter=3, random_state=0).fit(X)
     D, q = 2, 2 * 2 + 1
     assert model.n_parameters == 2 + 3 * 2 + 3 * D * q + 3 * 3
     assert model.bic(X) == pytest.approx(-2 * model.score(X) + model.n_parameters * np.log(len(X) - 2))
 
 
 def test_bad_input_is_named():
-    model = _model(np.random.default_rng(0), K=2, D=2, lags=3)
-    with pytest.raises(ValueError, match="sequence 1 has 3 time step.*lags=3"):
+    model = _model(np.random.default_rng(0), K=2, D=2, order=3)
+    with pytest.raises(ValueError, match="sequence 1 has 3 time step.*order=3"):
         model.score([np.zeros((10, 2)), np.zeros((3, 2))])
     X = np.zeros((10, 2))
     X[6, 1] = np.nan
@@ -147,8 +147,16 @@ def test_bad_input_is_named():
         model.score(X)
     with pytest.raises(ValueError, match="expects 2 feature"):
         model.score(np.zeros((10, 3)))
-    with pytest.raises(ValueError, match="lags"):
-        ARHMM(lags=0)
+    with pytest.raises(ValueError, match="ARHMM: order must be an integer >= 1, got 0"):
+        ARHMM(order=0).fit(X)
+
+
+def test_lags_is_the_old_name_of_order():
+    with pytest.warns(DeprecationWarning, match="renamed order"):
+        model = ARHMM(lags=2)
+    assert model.order == 2 and "lags" not in model.get_params()
+    with pytest.warns(DeprecationWarning):
+        assert model.lags == 2
 
 
 def test_a_fitted_model_pickles(simulate_arhmm):
@@ -156,5 +164,5 @@ def test_a_fitted_model_pickles(simulate_arhmm):
     import pickle
 
     _, X, _ = simulate_arhmm(6, 300)
-    model = ARHMM(n_states=2, lags=2, random_state=0, n_iter=2).fit(X)
+    model = ARHMM(n_states=2, order=2, random_state=0, n_iter=2).fit(X)
     assert pickle.loads(pickle.dumps(model)).score(X) == model.score(X)

@@ -28,7 +28,7 @@ def test_describe_reports_occupancy_dwell_and_switches():
 
 
 def test_describe_gives_the_spectral_radius_of_each_autoregression():
-    model = ARHMM(n_states=2, lags=2)
+    model = ARHMM(n_states=2, order=2)
     model.startprob_, model.transmat_ = np.ones(2) / 2, np.full((2, 2), 0.5)
     model.coefs_ = np.array([[[0.5, 0.3]], [[1.2, -0.5]]])  # y_t = a1 y_t-1 + a2 y_t-2
     model.intercepts_, model.covars_ = np.array([[1.0], [0.0]]), np.ones((2, 1, 1))

@@ -94,7 +94,7 @@ def test_hmm_forecast_covariances_of_several_features():
 
 
 def _arhmm() -> ARHMM:
-    model = ARHMM(2, lags=2)
+    model = ARHMM(2, order=2)
     model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.2, 0.8]])
     model.coefs_ = np.array([[[0.5, 0.2]], [[-0.3, 0.1]]])
     model.intercepts_ = np.array([[1.0], [-1.0]])

@@ -480,15 +480,48 @@ def test_unknown_fixed_name_is_rejected():
         HMM(2, fixed=("lambdas_",)).fit(_two_state_data())
 
 
-def test_refit_starts_from_the_current_parameters():
-    """Parameters left by a fit are the next fit's starting point, so EM continues."""
+def test_warm_start_continues_from_the_current_parameters():
+    """With warm_start=True the parameters left by a fit are the next fit's start, so EM continues."""
     X = _two_state_data(2)
-    model = HMM(2, n_iter=4, tol=0.0, random_state=0).fit(X)
-    first = list(model.log_likelihood_history_)
+    model = HMM(2, n_iter=4, tol=0.0, random_state=0, warm_start=True).fit(X)
+    first = list(model.history_)
     after_first = objective(model, X)
     model.fit(X)
-    assert model.log_likelihood_history_[0] == pytest.approx(after_first, rel=1e-10)
-    assert model.log_likelihood_history_[0] >= first[-1]
+    assert model.history_[0] == pytest.approx(after_first, rel=1e-10)
+    assert model.history_[0] >= first[-1]
+
+
+def test_refit_starts_afresh():
+    """Without warm_start a second fit forgets the first: it repeats a fresh model's fit exactly."""
+    X, Y = _two_state_data(2), _two_state_data(3)
+    model = HMM(2, n_iter=4, tol=0.0, random_state=0).fit(X).fit(Y)
+    fresh = HMM(2, n_iter=4, tol=0.0, random_state=0).fit(Y)
+    assert model.history_ == fresh.history_
+    np.testing.assert_array_equal(model.means_, fresh.means_)
+
+
+def test_a_changed_hyperparameter_takes_effect():
+    X = _two_state_data(2)
+    model = HMM(2, n_iter=5, random_state=0).fit(X)
+    model.set_params(covariance="spherical").fit(X)
+    covariance = model.covars_[0]
+    assert covariance[0, 1] == 0.0 and covariance[0, 0] == covariance[1, 1]
+
+
+def test_hand_set_parameters_start_the_first_fit():
+    X = _two_state_data(2)
+    start = {
+        "startprob_": np.array([0.5, 0.5]),
+        "transmat_": np.array([[0.6, 0.4], [0.3, 0.7]]),
+        "means_": np.array([[0.5, 0.0], [2.0, 2.0]]),
+        "covars_": np.array([np.eye(2), 2 * np.eye(2)]),
+    }
+    reference, model = HMM(2), HMM(2, n_iter=1, random_state=0)
+    for name, value in start.items():
+        setattr(reference, name, value)
+        setattr(model, name, value)
+    model.fit(X)
+    assert model.history_[0] == pytest.approx(objective(reference, X), rel=1e-12)
 
 
 # ------------------------------------------------------------------ restarts

@@ -11,7 +11,8 @@ from rich.console import Console
 
 import modeshift
 from modeshift import ARHMM, HMM, LinearGaussianSSM, MarkovAutoregression, SwitchingLDS
-from modeshift.progress import FitMonitor, live
+from modeshift.models import em
+from modeshift.progress import live
 
 
 def _two_regimes(d=1, seed=0):
@@ -27,8 +28,8 @@ def _recorder():
 @pytest.mark.parametrize(
     "make, history",
     [
-        (lambda callback: HMM(2, n_iter=15, random_state=0, callback=callback), "log_likelihood_history_"),
-        (lambda callback: ARHMM(2, n_iter=15, random_state=0, callback=callback), "log_likelihood_history_"),
+        (lambda callback: HMM(2, n_iter=15, random_state=0, callback=callback), "history_"),
+        (lambda callback: ARHMM(2, n_iter=15, random_state=0, callback=callback), "history_"),
         (lambda callback: LinearGaussianSSM(1, n_iter=15, callback=callback), "log_likelihood_history_"),
         (lambda callback: SwitchingLDS(2, state_dim=1, n_iter=5, random_state=0, callback=callback), "elbo_history_"),
     ],
@@ -45,7 +46,7 @@ def test_callback_sees_every_restart_and_candidate():
     seen, callback = _recorder()
     model = HMM(2, n_iter=10, n_restarts=3, random_state=0, callback=callback).fit(_two_regimes())
     assert sum(iteration == 1 for iteration, _ in seen) == 3
-    assert max(objective for _, objective in seen) == pytest.approx(max(model.log_likelihood_history_))
+    assert max(objective for _, objective in seen) == pytest.approx(max(model.history_))
 
     seen.clear()
     HMM("auto", max_states=3, n_iter=5, random_state=0, callback=callback).fit(_two_regimes())
@@ -65,8 +66,8 @@ def test_verbose_draws_a_bar_per_restart():
         model = HMM(2, n_iter=30, n_restarts=2, random_state=0, verbose=True).fit(_two_regimes())
     shown = buffer.getvalue()
     assert "HMM K=2 restart 1/2" in shown and "HMM K=2 restart 2/2" in shown
-    assert f"log-likelihood {model.log_likelihood_history_[-1]:.6g}" in shown
-    iterations = len(model.log_likelihood_history_)
+    assert f"log-likelihood {model.history_[-1]:.6g}" in shown
+    iterations = len(model.history_)
     assert f"{iterations}/{iterations}" in shown  # converged early: the bar is full
 
 
@@ -93,9 +94,16 @@ def test_silent_fits_need_no_display(monkeypatch):
         HMM(2, n_iter=5, random_state=0, verbose=True).fit(_two_regimes())
 
 
+def test_models_do_not_import_the_display():
+    """Drawing is the interface layer's job: the models reach it only through the display hook."""
+    import modeshift.models.hmm as hmm
+
+    assert "progress" not in vars(hmm) and "rich" not in vars(hmm)
+
+
 def test_monitor_without_bar_passes_reports_to_the_callback():
     seen, callback = _recorder()
-    with FitMonitor(verbose=False, callback=callback) as monitor:
+    with em.monitor(verbose=False, callback=callback) as monitor:
         report = monitor.task("fit", total=10)
         report(1, -3.0)
     assert report is callback and seen == [(1, -3.0)]

@@ -28,7 +28,7 @@ def test_arhmm_chooses_the_true_number_of_modes_on_four_of_five_seeds(simulate_a
     chosen = []
     for seed in range(5):
         _, X, _ = simulate_arhmm(seed, 2000)
-        model = ARHMM(n_states="auto", lags=2, max_states=5, n_restarts=2, random_state=seed).fit(X)
+        model = ARHMM(n_states="auto", order=2, max_states=5, n_restarts=2, random_state=seed).fit(X)
         chosen.append(model.n_states_)
     assert chosen.count(3) >= 4, chosen
 
@@ -45,8 +45,8 @@ def test_auto_model_saves_and_loads(tmp_path):
 
 def test_bad_n_states():
     with pytest.raises(ValueError, match="n_states"):
-        HMM(n_states="many")
+        HMM(n_states="many").fit(np.zeros(5))
     with pytest.raises(ValueError, match="max_states"):
-        ARHMM(n_states="auto", max_states=0)
+        ARHMM(n_states="auto", max_states=0).fit(np.zeros(5))
     with pytest.raises(ValueError, match="chosen by fit"):
         HMM(n_states="auto").score(np.zeros(5))

@@ -229,7 +229,7 @@ MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
         {
             "modes": "n_states",
             "max_modes": "max_states",
-            "lags": "lags",
+            "lags": "order",
             "restarts": "n_restarts",
             "iterations": "n_iter",
             "seed": "random_state",

@@ -21,8 +21,8 @@ __all__ = ["ARHMM"]
 class ARHMM(HMM):
     """An autoregressive HMM (a Markov-switching vector autoregression) fit by exact EM.
 
-    In mode k, ``y_t = A_k,1 y_t-1 + ... + A_k,lags y_t-lags + b_k + e_t`` with
-    ``e_t ~ N(0, S_k)``; the mode follows a Markov chain. The first ``lags`` steps
+    In mode k, ``y_t = A_k,1 y_t-1 + ... + A_k,p y_t-p + b_k + e_t`` with
+    ``e_t ~ N(0, S_k)``; the mode follows a Markov chain. The first ``order`` = p steps
     of every sequence are conditioned on. Everything else (EM with restarts,
     ``fixed``, the transition prior, decoding, ``predict_proba``, sampling,
     save/load) is the :class:`HMM`'s.
@@ -32,8 +32,8 @@ class ARHMM(HMM):
     n_states : int or "auto"
         ``"auto"`` chooses the number of modes by BIC among 1 .. ``max_states``,
         as for :class:`HMM`.
-    lags : int
-        Autoregressive order.
+    order : int
+        Autoregressive order p, the number of lags (``lags=`` is its old name, deprecated).
     noise : {"full", "diag"}
         Structure of the noise covariances ``covars_``.
     shared_noise : bool
@@ -48,7 +48,7 @@ class ARHMM(HMM):
 
     Attributes
     ----------
-    coefs_ : (K, D, lags D)
+    coefs_ : (K, D, order D)
         ``coefs_[k][:, (i - 1) D : i D]`` is A_k,i.
     intercepts_ : (K, D)
     covars_ : (K, D, D)
@@ -72,7 +72,7 @@ class ARHMM(HMM):
     def __init__(
         self,
         n_states: int | str = 2,
-        lags: int = 1,
+        order: int = 1,
         noise: str = "full",
         shared_noise: bool = False,
         ridge: float = 0.0,
@@ -90,10 +90,11 @@ class ARHMM(HMM):
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
+        **renamed: Any,
     ):
         self.n_states = n_states
         self.max_states = max_states
-        self.lags = lags
+        self.order = order
         self.noise = noise
         self.shared_noise = shared_noise
         self.ridge = ridge
@@ -110,36 +111,38 @@ class ARHMM(HMM):
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+        self._take_renamed(renamed)
 
+    _renamed = {**HMM._renamed, "lags": "order"}
     _constraints = {
         **HMM._constraints,
-        "lags": Integer(1),
+        "order": Integer(1),
         "noise": OneOf(("full", "diag")),
         "shared_noise": Boolean(),
         "ridge": Number(0),
     }
 
     def _make_emission(self) -> Emission:
-        return Autoregressive(self._k, self.lags, self.noise, self.shared_noise, self.ridge, self.reg_covar)
+        return Autoregressive(self._k, self.order, self.noise, self.shared_noise, self.ridge, self.reg_covar)
 
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any = None) -> Sequences:
         seqs = as_sequences(X, lengths).with_inputs(inputs, self.input_dim, "this ARHMM")
         seqs = seqs.require(
             allow_missing=False,
-            min_length=self.lags + 1,
+            min_length=self.order + 1,
             n_features=self._blocks[1].n_features,
-            model=f"an ARHMM with lags={self.lags}",
+            model=f"an ARHMM with order={self.order}",
         )
-        return dataclasses.replace(seqs, values=with_lags(seqs.values, seqs.offsets, self.lags))
+        return dataclasses.replace(seqs, values=with_lags(seqs.values, seqs.offsets, self.order))
 
     def _n_observations(self, seqs: Sequences) -> int:
-        return seqs.n_steps - self.lags * seqs.n_sequences
+        return seqs.n_steps - self.order * seqs.n_sequences
 
     def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
         """Exact predictive moments by moment propagation; no Monte Carlo is needed.
 
         Given the data, the future is a Markov jump linear system: with the lag state
-        s_t = [y_t, ..., y_t-lags+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
+        s_t = [y_t, ..., y_t-order+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
         companion matrix of the A_k,i, c_k = [b_k, 0], G = [I, 0]'), starting from the observed
         s_T and p(z_T | y). The moments restricted to each mode, q_k = E[s_t 1{z_t = k}] and
         M_k = E[s_t s_t' 1{z_t = k}], follow a closed linear recursion (Costa, Fragoso &
@@ -153,7 +156,7 @@ class ARHMM(HMM):
         """
         modes = propagate_modes(filtered, matrices)
         n_states, d = self.coefs_.shape[:2]
-        n = d * self.lags
+        n = d * self.order
         companion = np.zeros((n_states, n, n))
         companion[:, :d] = self.coefs_
         companion[:, d:, :-d] = np.eye(n - d)
@@ -161,7 +164,7 @@ class ARHMM(HMM):
         offsets[:, :d] = self.intercepts_
         shocks = np.zeros((n_states, n, n))
         shocks[:, :d, :d] = self.covars_
-        state = last_row[:n]  # [y_T, ..., y_T-lags+1]: the lagged row is [y_T, ..., y_T-lags, 1]
+        state = last_row[:n]  # [y_T, ..., y_T-order+1]: the lagged row is [y_T, ..., y_T-order, 1]
         first = filtered[:, None] * state
         second = filtered[:, None, None] * np.outer(state, state)
         means, covariances = np.empty((len(matrices), d)), np.empty((len(matrices), d, d))

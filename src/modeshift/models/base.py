@@ -51,7 +51,8 @@ class Model:
     _registry: ClassVar[dict[str, type[Model]]] = {}
     #: Rules of this model's own hyper-parameters (those in ``params.COMMON`` apply too).
     _constraints: ClassVar[dict[str, params.Rule]] = {}
-    #: Old attribute names still answered for one release, with a DeprecationWarning: old -> new.
+    #: Old names of attributes and hyper-parameters, answered for one release with a
+    #: DeprecationWarning: old -> new (see :meth:`_take_renamed`).
     _renamed: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -62,7 +63,25 @@ class Model:
 
     @classmethod
     def _hyperparameter_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return [n for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self" and p.kind in named]
+
+    def _take_renamed(self, renamed: dict[str, Any]) -> None:
+        """Accept hyper-parameters under their old names (``__init__(..., **renamed)``) for one release.
+
+        ``_renamed`` maps old names to new ones; an old name sets the new hyper-parameter
+        with a DeprecationWarning; any other unknown keyword is a TypeError, as usual.
+        """
+        for old, value in renamed.items():
+            new = type(self)._renamed.get(old)
+            if new is None or new not in self._hyperparameter_names():
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {old!r}")
+            warnings.warn(
+                f"{type(self).__name__}({old}=...) is renamed {new}; the old name goes in the next release",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            setattr(self, new, value)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Hyper-parameters, as given to ``__init__`` (``deep`` is accepted for scikit-learn)."""
@@ -164,7 +183,7 @@ def load(path: str | PathLike[str]) -> Model:
     cls = Model._registry.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"{path}: unknown model type {name!r} (expected a module-qualified modeshift model class)")
-    model = cls(**metadata.get("hyperparameters", {}))
+    model = cls(**_from_json(cls, metadata.get("hyperparameters", {})))
     model._restore(arrays, metadata.get("attributes", {}))
     model._finish_fit()
     return model
@@ -267,6 +286,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.random.Generator) or callable(value):
         return None  # not reproducible from a file
     return value
+
+
+def _from_json(cls: type[Model], hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters read from JSON, with the tuples JSON made lists made tuples again."""
+    defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+    return {
+        name: tuple(value) if isinstance(value, list) and isinstance(defaults.get(name), tuple) else value
+        for name, value in hyperparameters.items()
+    }
 
 
 def _same(a: Any, b: Any) -> bool:

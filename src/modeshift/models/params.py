@@ -51,20 +51,24 @@ class Integer(Rule):
 
 @dataclass(frozen=True)
 class Number(Rule):
-    """A finite real number above ``low`` (strictly if ``open_low``) and at most ``high``."""
+    """A real number above ``low`` (strictly if ``open_low``) and at most ``high``; finite unless
+    ``infinite`` (never NaN)."""
 
     low: float | None = None
     high: float | None = None
     open_low: bool = False
+    infinite: bool = False
 
     def allows(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, Real) or np.isnan(value):
+            return False
+        if not self.infinite and not np.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.open_low else value >= self.low)
         return above and (self.high is None or value <= self.high)
 
     def describe(self) -> str:
-        return "a finite number" + _bounds(self.low, self.high, self.open_low)
+        return ("a number" if self.infinite else "a finite number") + _bounds(self.low, self.high, self.open_low)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ COMMON: dict[str, Rule] = {
     "n_states": either(Integer(1), OneOf(("auto",))),
     "max_states": Integer(1),
     "n_iter": Integer(0),
-    "tol": Number(0),
+    "tol": Number(infinite=True),  # -inf: never stop before n_iter
     "n_restarts": Integer(1),
     "random_state": RandomState(),
     "warm_start": Boolean(),
