@@ -81,11 +81,28 @@ def test_report_is_a_valid_self_contained_page(report):
         image.verify()
 
 
+#: Models whose reports wait for their migration to the estimator contract (history_, ModeDecoder's
+#: filter_proba); the integrator empties this once they are migrated.
+NOT_YET_ON_THE_CONTRACT = {"LinearGaussianSSM", "MarkovAutoregression"}
+
+
+def _on_the_contract(name: str) -> pytest.MarkDecorator:
+    """Expected to fail while ``name`` is not yet on the contract."""
+    return pytest.mark.xfail(name in NOT_YET_ON_THE_CONTRACT, reason="not yet on the contract", strict=False)
+
+
 @pytest.mark.parametrize(
     "model, n_images, table",
     [
-        (LinearGaussianSSM.local_level(n_iter=5), 2, None),  # forecast and trace
-        (MarkovAutoregression(n_states=2, order=1, n_restarts=2, random_state=0), 3, "Parameter estimates"),
+        pytest.param(
+            LinearGaussianSSM.local_level(n_iter=5), 2, None, marks=_on_the_contract("LinearGaussianSSM")
+        ),  # forecast and trace
+        pytest.param(
+            MarkovAutoregression(n_states=2, order=1, n_restarts=2, random_state=0),
+            4,  # modes, probabilities, automaton and trace
+            "Parameter estimates",
+            marks=_on_the_contract("MarkovAutoregression"),
+        ),
     ],
 )
 def test_reports_of_other_models(tmp_path, model, n_images, table):

@@ -4,20 +4,21 @@ Each ``plot_*`` function draws one figure from plain arrays (or, for the automat
 model) and returns the matplotlib ``Figure``; pass ``ax=`` to draw into axes of your own.
 :func:`model_figures` makes the figures that suit a fitted model:
 
-=================  ==============================================================  ===========================
-name               what it shows                                                   for
-=================  ==============================================================  ===========================
-``modes``          the series over one coloured band per segment of the most       HMM, ARHMM, SwitchingLDS,
-                   likely mode path (:func:`plot_modes`)                           Markov-switching models
+=================  ==============================================================  ============================
+name               what it shows                                                   for a model that is
+=================  ==============================================================  ============================
+``modes``          the series over one coloured band per segment of the most       a ``ModeDecoder``: HMM,
+                   likely mode path (:func:`plot_modes`)                           ARHMM, SwitchingLDS, ...
 ``probabilities``  p(mode at t | all data), stacked (:func:`plot_probabilities`)   the same
 ``automaton``      modes as nodes with their mean dwell time, switches as arrows   the same
                    with their probability or guard (:func:`plot_automaton`)
-``forecast``       the series, the predictive mean and 50 % / 90 % intervals       LinearGaussianSSM
-                   (:func:`plot_forecast`)
-``trace``          the objective at each EM iteration (:func:`plot_trace`)         models fit by EM
-=================  ==============================================================  ===========================
+``forecast``       the series, the predictive mean and 50 % / 90 % intervals       a ``Forecaster`` without
+                   (:func:`plot_forecast`)                                         modes (LinearGaussianSSM)
+``trace``          the objective at each EM iteration (:func:`plot_trace`)         an ``IterativeFit``
+=================  ==============================================================  ============================
 
-:func:`plot_comparison` draws a table of scores (one row per model) as grouped bars.
+The capabilities are those of :mod:`modeshift.models.capabilities`. :func:`plot_comparison`
+draws a table of scores (one row per model) as grouped bars.
 
 The figures are built without pyplot (a ``matplotlib.figure.Figure`` on the Agg canvas), so
 none is opened in a window or kept alive behind your back: a notebook displays the returned
@@ -43,9 +44,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from modeshift.data import as_sequences
+from modeshift.data import Sequences, as_sequences
 from modeshift.metrics import segments
-from modeshift.models import LinearGaussianSSM, MarkovAutoregression, MarkovRegression, SwitchingLDS
+from modeshift.models.capabilities import Describer, Forecaster, IterativeFit, ModeDecoder, objective
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -225,7 +226,7 @@ def plot_forecast(
 
 
 def plot_trace(history: Sequence[float], *, label: str = "log-likelihood", ax: Axes | None = None) -> Figure:
-    """The training objective at each iteration (``log_likelihood_history_``, ``elbo_history_``)."""
+    """The training objective at each iteration, e.g. a fitted model's ``history_``."""
     figure, ax = _axes(ax, _WIDE)
     ax.plot(np.arange(1, len(history) + 1), history, marker=".", color="black", linewidth=1)
     ax.set(xlabel="iteration", ylabel=label)
@@ -254,42 +255,36 @@ def model_figures(
     X: Any,
     *,
     lengths: Sequence[int] | None = None,
-    inputs: Any = None,
     time: Any = None,
     mode_names: Sequence[str] | None = None,
     sequence: int = 0,
     horizon: int | None = None,
+    **extras: Any,
 ) -> dict[str, Figure]:
     """The figures that suit a fitted model, by name (see the table at the top of the module).
 
-    Series figures show one sequence of ``X`` (the ``sequence``-th of several; ``lengths`` and
-    ``inputs`` as for the model's ``fit``, ``inputs`` standing for ``exog`` with the
-    Markov-switching models). ``time`` stamps its steps (default: a data frame's time
-    column, else 0, 1, ...). A :class:`~modeshift.LinearGaussianSSM` without inputs gets a
-    forecast of ``horizon`` steps (default a tenth of the sequence).
+    Series figures show one sequence of ``X`` (the ``sequence``-th of several; ``lengths`` as
+    for the model's ``fit``). ``extras`` are the per-step data the model's methods take by
+    keyword (``inputs=`` of an input-driven HMM, ``exog=`` of a Markov-switching regression),
+    given for all sequences like ``X``: one array of all rows, or a list with one array per
+    sequence. ``time`` stamps the steps (default: a data frame's time column, else 0, 1, ...).
+    A forecast looks ``horizon`` steps ahead (default a tenth of the sequence).
     """
-    markov = isinstance(model, MarkovRegression | MarkovAutoregression)
-    values, steps, features = _one_sequence(model, X, lengths, inputs, time, sequence, markov)
-
-    def call(method: str) -> Any:
-        return getattr(model, method)(values, features) if markov else getattr(model, method)(values, inputs=features)
-
+    values, steps, extras = _one_sequence(model, X, lengths, time, sequence, extras)
     figures: dict[str, Figure] = {}
-    if isinstance(model, LinearGaussianSSM):
-        if model.input_dim == 0:
-            ahead = horizon or max(1, len(values) // 10)
-            figures["forecast"] = plot_forecast(values, *model.forecast(values, ahead), time=steps)
-    else:
-        path = call("predict")
-        skipped = len(values) - len(path)  # the Markov-switching models condition on their first `order` steps
+    if isinstance(model, ModeDecoder):
+        path = model.predict(values, **extras)
+        skipped = len(values) - len(path)  # models that condition on their first `order` steps
         shown = steps[skipped:]
         figures["modes"] = plot_modes(values[skipped:], path, time=shown, mode_names=mode_names)
-        figures["probabilities"] = plot_probabilities(call("predict_proba"), time=shown, mode_names=mode_names)
+        probabilities = model.predict_proba(values, **extras)
+        figures["probabilities"] = plot_probabilities(probabilities, time=shown, mode_names=mode_names)
         figures["automaton"] = plot_automaton(model, mode_names=mode_names)
-    label = "ELBO" if isinstance(model, SwitchingLDS) else "log-likelihood"
-    history = getattr(model, "elbo_history_" if label == "ELBO" else "log_likelihood_history_", None)
-    if history:
-        figures["trace"] = plot_trace(history, label=label)
+    elif isinstance(model, Forecaster) and not extras:  # the future inputs are unknown
+        ahead = horizon or max(1, len(values) // 10)
+        figures["forecast"] = plot_forecast(values, *model.forecast(values, ahead), time=steps)
+    if isinstance(model, IterativeFit) and model.history_:
+        figures["trace"] = plot_trace(model.history_, label=objective(model))
     return figures
 
 
@@ -353,24 +348,36 @@ def _edges(steps: np.ndarray) -> np.ndarray:
 
 
 def _one_sequence(
-    model: Any, X: Any, lengths: Any, inputs: Any, time: Any, sequence: int, markov: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Values, time stamps and inputs (None without) of one sequence of the data."""
+    model: Any, X: Any, lengths: Any, time: Any, sequence: int, extras: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Values, time stamps and per-step extras of one sequence of the data (with the inputs of
+    a data frame's input columns, for a model that takes inputs)."""
     seqs = as_sequences(X, lengths)
-    input_dim = np.shape(model.exog_coef_)[1] if markov else model.input_dim
-    seqs = seqs.with_inputs(inputs, input_dim, f"this {type(model).__name__}")
     if not 0 <= sequence < seqs.n_sequences:
         raise ValueError(f"sequence must be in 0 .. {seqs.n_sequences - 1}, got {sequence}")
     rows = slice(seqs.offsets[sequence], seqs.offsets[sequence + 1])
     if time is None and seqs.times is not None:
         time = seqs.times[rows]
-    return seqs.values[rows], _time(time, rows.stop - rows.start), seqs.inputs[rows] if input_dim else None
+    chosen = {name: _rows(value, seqs, sequence) for name, value in extras.items()}
+    if "inputs" not in chosen and seqs.inputs is not None and getattr(model, "input_dim", 0):
+        chosen["inputs"] = seqs.inputs[rows]
+    return seqs.values[rows], _time(time, rows.stop - rows.start), chosen
+
+
+def _rows(value: Any, seqs: Sequences, sequence: int) -> np.ndarray:
+    """One sequence's rows of per-step data given for all sequences, in the form ``X`` came in."""
+    if seqs.form == "list":
+        return np.asarray(value[sequence], dtype=float)
+    aligned = np.asarray(value, dtype=float)
+    if seqs.row_order is not None:  # a data frame's rows, in the order of its sequences and times
+        aligned = aligned[seqs.row_order]
+    return aligned[seqs.offsets[sequence] : seqs.offsets[sequence + 1]]
 
 
 def _switching(model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[tuple[int, int], str]]:
     """Mean dwell times (K,), per-step switch probabilities (K, K) (None where they depend on
     the state) and the guard of each arrow (empty without guards)."""
-    table = model.describe() if hasattr(model, "describe") else pd.DataFrame()
+    table = model.describe() if isinstance(model, Describer) else pd.DataFrame()
     if "entry_weights" in table:  # recurrent SLDS: describe() gives the guard of entering each mode
         guards = {
             (i, j): _inequality(weights, table["entry_biases"][j][i], "x")

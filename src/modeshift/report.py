@@ -1,11 +1,12 @@
 """A fitted model as one self-contained HTML page: what was fit, how well, what it found.
 
 :func:`write_report` writes ``report.html`` into a directory: the model's hyperparameters,
-its fit statistics (log-likelihood or ELBO, number of parameters, AIC and BIC where the
-model has them, the table of candidates when the number of modes was chosen by BIC), its
-``describe()`` or ``summary()`` table, and the figures of :func:`modeshift.plot.model_figures`
-embedded as PNG data URIs. The page has no scripts and loads nothing, so it can be mailed or
-archived as one file. :func:`write_index` links several reports from one page.
+its fit statistics (the log-likelihood, or the ELBO of a model with only a bound; the number
+of parameters, AIC and BIC where the model has them; the table of candidates when the number
+of modes was chosen by BIC), its ``describe()`` and ``summary()`` tables, and the figures of
+:func:`modeshift.plot.model_figures` embedded as PNG data URIs. The page has no scripts and
+loads nothing, so it can be mailed or archived as one file. :func:`write_index` links several
+reports from one page.
 
 >>> import numpy as np
 >>> from modeshift import HMM
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modeshift.models import MarkovAutoregression, MarkovRegression, SwitchingLDS
+from modeshift.models.capabilities import BoundScorer, Describer, Scorer, Selectable
 from modeshift.plot import model_figures
 
 __all__ = ["write_index", "write_report"]
@@ -60,14 +61,14 @@ def write_report(
     *,
     title: str | None = None,
     lengths: Sequence[int] | None = None,
-    inputs: Any = None,
     time: Any = None,
     mode_names: Sequence[str] | None = None,
+    **extras: Any,
 ) -> Path:
     """Write ``directory/report.html`` about a fitted ``model`` and the data ``X`` it was fit to.
 
-    ``lengths`` and ``inputs`` (``exog`` for the Markov-switching models) as for the model's
-    ``fit``; ``time`` and ``mode_names`` label the figures (see
+    ``lengths`` and the per-step ``extras`` by keyword (``inputs=``, ``exog=``) as for the
+    model's ``fit``; ``time`` and ``mode_names`` label the figures (see
     :func:`~modeshift.plot.model_figures`). The directory is created if needed and the file
     replaced atomically. Returns the path of the page.
     """
@@ -77,14 +78,15 @@ def write_report(
         f"<pre>{escape(repr(model))}</pre>",
         _table(pd.Series(model.get_params(), dtype=object).to_frame(), header=False),
         "<h2>Fit</h2>",
-        _table(pd.Series(_fit_statistics(model, X, lengths, inputs), dtype=object).to_frame(), header=False),
+        _table(pd.Series(_fit_statistics(model, X, lengths, extras), dtype=object).to_frame(), header=False),
     ]
     if getattr(model, "selection_", None) is not None:
         sections += ["<h2>Number of modes (BIC)</h2>", _table(model.selection_.set_index("n_states"))]
-    for method, heading in (("describe", "Modes"), ("summary", "Parameter estimates")):
-        if hasattr(model, method):
-            sections += [f"<h2>{heading}</h2>", _table(getattr(model, method)())]
-    figures = model_figures(model, X, lengths=lengths, inputs=inputs, time=time, mode_names=mode_names)
+    if isinstance(model, Describer):
+        sections += ["<h2>Modes</h2>", _table(model.describe())]
+    if hasattr(model, "summary"):
+        sections += ["<h2>Parameter estimates</h2>", _table(model.summary())]
+    figures = model_figures(model, X, lengths=lengths, time=time, mode_names=mode_names, **extras)
     for name, figure in figures.items():
         sections += [f"<h2>{escape(_CAPTIONS.get(name, name))}</h2>", _image(figure, name)]
     return _write(Path(directory) / "report.html", title, sections)
@@ -102,13 +104,16 @@ def write_index(
 
 
 # ------------------------------------------------------------------------- helpers
-def _fit_statistics(model: Any, X: Any, lengths: Any, inputs: Any) -> dict[str, Any]:
-    """Objective (log-likelihood, or the ELBO of a SwitchingLDS), parameters, AIC and BIC where defined."""
-    markov = isinstance(model, MarkovRegression | MarkovAutoregression)
-    data = (X, inputs) if markov else (X, lengths, inputs)
-    statistics: dict[str, Any] = {"ELBO" if isinstance(model, SwitchingLDS) else "log-likelihood": model.score(*data)}
-    if hasattr(model, "bic"):
-        statistics.update(parameters=model.n_parameters, AIC=model.aic(*data), BIC=model.bic(*data))
+def _fit_statistics(model: Any, X: Any, lengths: Any, extras: dict[str, Any]) -> dict[str, Any]:
+    """The log-likelihood and/or ELBO, parameters, AIC and BIC, as far as the model has them."""
+    data = {"lengths": lengths, **extras} if lengths is not None else extras
+    statistics: dict[str, Any] = {}
+    if isinstance(model, Scorer):
+        statistics["log-likelihood"] = model.score(X, **data)
+    if isinstance(model, BoundScorer):
+        statistics["ELBO"] = model.elbo(X, **data)
+    if isinstance(model, Selectable):
+        statistics.update(parameters=model.n_parameters, AIC=model.aic(X, **data), BIC=model.bic(X, **data))
     for name in ("n_states_", "converged_"):
         if getattr(model, name, None) is not None:
             statistics[name] = getattr(model, name)
