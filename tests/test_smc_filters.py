@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from modeshift import LinearGaussianSSM, SwitchingLDS, kernels
+from modeshift import LinearGaussianSSM, NotFittedError, SwitchingLDS, kernels
 from modeshift.smc import (
     LinearGaussian,
     NonlinearGrowth,
@@ -279,3 +279,17 @@ def test_a_model_with_no_plausible_particle_names_the_time_step():
         particle_filter(_Broken(), np.zeros(6), 50, random_state=0)
     with pytest.raises(ValueError, match="resampling"):
         particle_filter(_Broken(), np.zeros(6), 50, resampling="magic")
+
+
+@pytest.mark.parametrize("model", [LinearGaussianSSM(state_dim=1), SwitchingLDS(n_states=2, state_dim=1)])
+def test_adapters_need_every_parameter_of_the_model(model):
+    adapter = LinearGaussian if isinstance(model, LinearGaussianSSM) else SwitchingLinear
+    with pytest.raises(NotFittedError, match=f"this {type(model).__name__} has no .*: call fit, or set them by hand"):
+        adapter(model)
+
+
+def test_the_linear_gaussian_adapter_refuses_a_covariance_that_is_not_positive_definite():
+    model = _linear_model()
+    model.transition_covariance_ = np.diag([1.0, -1.0])
+    with pytest.raises(ValueError, match="transition_covariance_.* is not positive definite"):
+        LinearGaussian(model)

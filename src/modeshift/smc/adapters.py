@@ -1,16 +1,25 @@
 """modeshift's exact models as SMC models, to run particle methods on them (and to check
-particle methods against exact answers)."""
+particle methods against exact answers).
+
+An adapter reads only the model's public parameters (its learned attributes, or those set
+by hand), so it works on any model that has them; it keeps no reference to the model's
+internals.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import log_softmax
 
-from modeshift.models.lds import LinearGaussianSSM
-from modeshift.models.slds import SwitchingLDS
+from modeshift.data import check_covariances
+from modeshift.models.base import NotFittedError
 from modeshift.smc.model import StateSpaceModel
+
+if TYPE_CHECKING:
+    from modeshift.models.lds import LinearGaussianSSM
+    from modeshift.models.slds import SwitchingLDS
 
 __all__ = ["LinearGaussian", "SwitchingLinear"]
 
@@ -34,6 +43,13 @@ def _observed_log_density(y: np.ndarray, means: np.ndarray, covariance: np.ndarr
     return _gaussian_log_density(y[observed] - means[:, observed], covariance[np.ix_(observed, observed)])
 
 
+def _require_parameters(model: Any) -> None:
+    """Raise NotFittedError unless every parameter the model names is set (fitted or by hand)."""
+    missing = [name for name in model.parameter_names if getattr(model, name, None) is None]
+    if missing:
+        raise NotFittedError(f"this {type(model).__name__} has no {', '.join(missing)}: call fit, or set them by hand")
+
+
 def _inputs(inputs: Any, input_dim: int) -> np.ndarray | None:
     if input_dim == 0:
         return None
@@ -50,16 +66,23 @@ class LinearGaussian(StateSpaceModel):
     """
 
     def __init__(self, model: LinearGaussianSSM, inputs: Any = None):
-        params = model._check_parameters()
-        self.A, self.Q, self.C, self.R = params["A"], params["Q"], params["C"], params["R"]
-        self.m0, self.P0, self.B, self.D = params["m0"], params["P0"], params["B"], params["D"]
+        _require_parameters(model)
+        self.A = np.asarray(model.transition_matrix_, dtype=float)
+        self.C = np.asarray(model.observation_matrix_, dtype=float)
+        self.m0 = np.asarray(model.initial_state_mean_, dtype=float)
+        self.state_dim, p = self.C.shape[1], self.C.shape[0]
+        self.Q = check_covariances("transition_covariance_", model.transition_covariance_, self.state_dim)
+        self.R = check_covariances("observation_covariance_", model.observation_covariance_, p)
+        self.P0 = check_covariances("initial_state_covariance_", model.initial_state_covariance_, self.state_dim)
         self.inputs = _inputs(inputs, model.input_dim)
-        self.state_dim = self.A.shape[0]
+        if self.inputs is not None:
+            self.B = np.asarray(model.control_matrix_, dtype=float)
+            self.D = np.asarray(model.feedthrough_matrix_, dtype=float)
 
     def _input(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """(B u_t, D u_t)."""
         if self.inputs is None:
-            return np.zeros(self.A.shape[0]), np.zeros(self.C.shape[0])
+            return np.zeros(self.state_dim), np.zeros(self.C.shape[0])
         return self.B @ self.inputs[t], self.D @ self.inputs[t]
 
     def sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -88,7 +111,7 @@ class SwitchingLinear(StateSpaceModel):
     of y_t are left out of ``log_observation``."""
 
     def __init__(self, model: SwitchingLDS, inputs: Any = None):
-        model._check_fitted()
+        _require_parameters(model)
         self.model = model
         self.inputs = _inputs(inputs, model.input_dim)
         self.n = model.state_dim
