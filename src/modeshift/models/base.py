@@ -51,6 +51,13 @@ class Model:
     _registry: ClassVar[dict[str, type[Model]]] = {}
     #: Rules of this model's own hyper-parameters (those in ``params.COMMON`` apply too).
     _constraints: ClassVar[dict[str, params.Rule]] = {}
+    #: What ``fit`` maximises and ``history_`` records ("ELBO" where only a bound is computed).
+    objective: ClassVar[str] = "log-likelihood"
+    #: The data the model reads: "real" (numbers), "symbols" (sequences of labels), "events"
+    #: (labels with time stamps).
+    data_kind: ClassVar[str] = "real"
+    #: Small, fast hyper-parameters for the contract test suite (tests/test_contract.py).
+    _test_params: ClassVar[dict[str, Any]] = {}
     #: Old names of attributes and hyper-parameters, answered for one release with a
     #: DeprecationWarning: old -> new (see :meth:`_take_renamed`).
     _renamed: ClassVar[dict[str, str]] = {}

@@ -163,4 +163,4 @@ class IterativeFit(Protocol):
 def objective(model: Any) -> str:
     """What the model's fit maximises and its ``history_`` records: the class attribute
     ``objective``, "log-likelihood" unless a model says otherwise (e.g. "ELBO")."""
-    return getattr(model, "objective", "log-likelihood")
+    return getattr(model, "objective", "log-likelihood")  # not every model derives from Model

@@ -164,7 +164,7 @@ def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
     """
     n_iter, tol = int(model.n_iter), float(model.tol)
     n_restarts = int(getattr(model, "n_restarts", 1))
-    objective = getattr(model, "objective", "log-likelihood")
+    objective = model.objective
     name = label or type(model).__name__
     rng = np.random.default_rng(model.random_state)
     best: EMResult | None = None
@@ -209,7 +209,7 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report) -> 
             change = history[-1] - history[-2]
             if monotone and change < -1e-8 * max(1.0, abs(value)):
                 warnings.warn(
-                    f"{type(model).__name__}: the {getattr(model, 'objective', 'log-likelihood')} decreased "
+                    f"{type(model).__name__}: the {model.objective} decreased "
                     f"by {-change:.3g} at EM iteration {iteration + 1}",
                     ObjectiveDecreaseWarning,
                     stacklevel=4,
