@@ -476,7 +476,9 @@ def as_sequences(
     With ``symbols=True`` (implied by ``vocabulary``) the data are symbols, encoded
     as by :meth:`Sequences.from_symbols` (strings, lists of hashables, ...), and a
     data frame is an event log (:meth:`Sequences.from_event_log`: columns
-    ``case_id``, ``activity``, ``timestamp`` unless named).
+    ``case_id``, ``activity``, ``timestamp`` unless named). Under a given
+    ``vocabulary`` (a fitted model's) unseen symbols follow ``unknown``: ``"error"``,
+    ``"ignore"`` or ``"map"``; symbol :class:`Sequences` are re-encoded into it.
 
     >>> as_sequences("ACGGT", symbols=True).codes.tolist()
     [0, 1, 2, 2, 3]

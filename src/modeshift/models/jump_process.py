@@ -64,6 +64,9 @@ OBSERVATIONS = ("snapshots", "paths")
 _BLOCK_ENTRIES = 2**22  # matrix entries per batch of exponentials (32 MB of float64)
 _FIT_RESULTS = ("history_", "converged_", "n_iter_")
 
+#: When complete paths end: one time for all, or one per path.
+Ends = float | Sequence[float] | None
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -234,7 +237,7 @@ class MarkovJumpProcess(Model):
         seqs = encode_states(data, states, n_states=self.n_states, lengths=lengths, times=times, **columns)
         return seqs.require_times(f"a MarkovJumpProcess (observation={self.observation!r})")
 
-    def _path_statistics(self, seqs: Sequences, end_times: float | Sequence[float] | None) -> Statistics:
+    def _path_statistics(self, seqs: Sequences, end_times: Ends) -> Statistics:
         """Jump counts N_ij and time at risk R_i of complete paths."""
         n = len(seqs.vocabulary)
         intervals = _Intervals.of(seqs)
@@ -261,7 +264,7 @@ class MarkovJumpProcess(Model):
         lengths: Sequence[int] | None = None,
         *,
         times: Any = None,
-        end_times: float | Sequence[float] | None = None,
+        end_times: Ends = None,
         **columns: Any,
     ) -> MarkovJumpProcess:
         """Learn the rate matrix from paths or snapshots (see ``observation``); returns ``self``.
@@ -320,7 +323,7 @@ class MarkovJumpProcess(Model):
         lengths: Sequence[int] | None = None,
         *,
         times: Any = None,
-        end_times: float | Sequence[float] | None = None,
+        end_times: Ends = None,
         **columns: Any,
     ) -> float:
         """Log-likelihood: of snapshots, sum log P(dt)[x_k, x_k+1] (given each sequence's first
@@ -338,31 +341,15 @@ class MarkovJumpProcess(Model):
         n = len(self._rate_matrix())
         return n * (n - 1)
 
-    def aic(
-        self,
-        data: Any,
-        lengths: Sequence[int] | None = None,
-        *,
-        times: Any = None,
-        end_times: float | Sequence[float] | None = None,
-        **columns: Any,
-    ) -> float:
-        """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
-        log_likelihood = self.score(data, lengths, times=times, end_times=end_times, **columns)
-        return -2.0 * log_likelihood + 2.0 * self.n_parameters
+    def aic(self, data: Any, lengths: Sequence[int] | None = None, **options: Any) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters (``options`` as for :meth:`score`)."""
+        return -2.0 * self.score(data, lengths, **options) + 2.0 * self.n_parameters
 
-    def bic(
-        self,
-        data: Any,
-        lengths: Sequence[int] | None = None,
-        *,
-        times: Any = None,
-        end_times: float | Sequence[float] | None = None,
-        **columns: Any,
-    ) -> float:
+    def bic(self, data: Any, lengths: Sequence[int] | None = None, **options: Any) -> float:
         """Bayesian information criterion, -2 log-likelihood + n_parameters log(n), n the intervals
-        between consecutive observations."""
-        seqs = self._encode(data, lengths, times, columns, fitted=True)
+        between consecutive observations (``options`` as for :meth:`score`)."""
+        end_times = options.pop("end_times", None)
+        seqs = self._encode(data, lengths, options.pop("times", None), options, fitted=True)
         log_likelihood = self.score(seqs, end_times=end_times)
         return -2.0 * log_likelihood + self.n_parameters * np.log(seqs.n_steps - seqs.n_sequences)
 
