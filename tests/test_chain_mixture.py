@@ -1,4 +1,5 @@
-"""MarkovChainMixture: recovery, EM, exact likelihoods, sampling, persistence and input checks."""
+"""MarkovChainMixture: recovery, EM through the one driver, exact likelihoods, sampling, the estimator
+contract, persistence and input checks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from scipy.special import logsumexp
 from modeshift import MarkovChainMixture, NotFittedError, load
 from modeshift.metrics import match_modes, mode_accuracy
 from modeshift.models.chain_mixture import _Counts, _log_joint
+from modeshift.models.em import ConvergenceWarning
 from modeshift.models.state_labels import encode_states
 
 
@@ -48,8 +50,8 @@ def test_recovers_three_components_of_ten_state_chains(data, fitted):
 
 
 def test_em_is_monotone(fitted):
-    history = np.array(fitted.log_likelihood_history_)
-    assert len(history) >= 2
+    history = np.array(fitted.history_)
+    assert len(history) == fitted.n_iter_ >= 2
     assert np.diff(history).min() >= -1e-9 * abs(history[-1])
 
 
@@ -79,7 +81,7 @@ def test_em_iteration_takes_milliseconds(data, fitted):
     for _ in range(20):
         log_joint = _log_joint(counts, *parameters)
         log_lik = logsumexp(log_joint, axis=1)
-        parameters = fitted._m_step(counts, np.exp(log_joint - log_lik[:, None]))
+        parameters = fitted._maximize(counts, np.exp(log_joint - log_lik[:, None]))
     per_iteration = (time.perf_counter() - start) / 20
     print(f"EM iteration (2,000 x 20 steps, 10 states, 3 components): {1e3 * per_iteration:.2f} ms")
     assert per_iteration < 0.05  # about 1 ms; generous for a loaded machine
@@ -124,7 +126,7 @@ def test_save_and_load_keep_labels_and_predictions(tmp_path):
     assert isinstance(loaded, MarkovChainMixture) and loaded.states_ == ("x", "y", "z")
     assert loaded.get_params() == {**model.get_params(), "random_state": 0}
     np.testing.assert_allclose(loaded.predict_proba(trajectories), model.predict_proba(trajectories))
-    assert loaded.log_likelihood_history_ == model.log_likelihood_history_
+    assert loaded.history_ == model.history_ and loaded.n_iter_ == model.n_iter_
 
 
 def test_bad_input_is_reported():
@@ -140,8 +142,10 @@ def test_bad_input_is_reported():
     model.fit([["a", "b", "a"], ["b", "b", "a"], ["a", "a"]])
     with pytest.raises(ValueError, match="sequence 1, time step 2: symbol 'c' is not in the vocabulary"):
         model.predict([["a"], ["a", "b", "c"]])
-    with pytest.raises(ValueError, match="n_components >= 1"):
-        MarkovChainMixture(0)
+    with pytest.raises(ValueError, match="MarkovChainMixture: n_components must be an integer >= 1, got 0"):
+        MarkovChainMixture(0).fit([[0, 1]])
+    with pytest.raises(ValueError, match="pseudo_count must be a finite number >= 0"):
+        MarkovChainMixture(2, pseudo_count=-1.0).fit([[0, 1]])
     with pytest.raises(ValueError, match="lengths >= 1"):
         model.sample(3, length=0)
 
@@ -159,3 +163,50 @@ def test_hand_set_parameters_are_checked():
     model.transmat_ = [[[0.9, 0.2], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]]
     with pytest.raises(ValueError, match="transmat_ must sum to 1"):
         model.predict([[0, 1]])
+
+
+# ------------------------------------------------------------ the estimator contract
+
+SHORT = [[0, 1, 1, 0, 2], [2, 2, 1], [0, 0, 1, 2], [1, 2, 2, 2, 0], [2, 0, 0], [1, 1, 1, 0]] * 5
+
+
+def test_warm_start_continues_em_and_a_refit_starts_afresh():
+    long = MarkovChainMixture(2, n_iter=8, tol=-np.inf, n_restarts=1, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="MarkovChainMixture"):
+        long.fit(SHORT)
+    assert long.n_iter_ == 8 and not long.converged_
+    warm = MarkovChainMixture(2, n_iter=3, tol=-np.inf, n_restarts=1, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        warm.fit(SHORT)
+        warm.set_params(warm_start=True, n_iter=5).fit(SHORT)
+    np.testing.assert_allclose(warm.history_, long.history_[3:], rtol=1e-12)
+    np.testing.assert_allclose(warm.transmat_, long.transmat_, rtol=1e-10)
+    fresh = MarkovChainMixture(2, random_state=3).fit(SHORT)
+    refit = MarkovChainMixture(2, random_state=3).fit([["x", "y"], ["y", "y"], ["x"]]).fit(SHORT)
+    assert refit.states_ == fresh.states_ and refit.history_ == fresh.history_
+    np.testing.assert_array_equal(refit.weights_, fresh.weights_)
+
+
+def test_hand_set_parameters_start_em_and_n_iter_zero_only_initialises():
+    truth = _truth(n_components=2, n_states=3, seed=4)
+    data = truth.sample(40, length=6, random_state=5)[0]
+    truth.set_params(n_iter=1, n_restarts=1, pseudo_count=0.0)
+    start = truth.score(data)
+    with pytest.warns(ConvergenceWarning):
+        truth.fit(data)
+    assert truth.history_ == [pytest.approx(start)]  # the objective at the hand-set start
+    initialised = MarkovChainMixture(2, n_iter=0, random_state=0).fit(data)
+    assert initialised.history_ == [] and initialised.n_iter_ == 0 and not initialised.converged_
+    np.testing.assert_allclose(initialised.transmat_.sum(axis=2), 1.0)
+
+
+def test_data_forms_information_criteria_and_the_old_history_name():
+    model = MarkovChainMixture(2, random_state=0).fit(SHORT)
+    flat = np.concatenate([np.asarray(x) for x in SHORT[:6]])
+    lengths = [len(x) for x in SHORT[:6]]
+    np.testing.assert_allclose(model.predict_proba(flat, lengths), model.predict_proba(SHORT[:6]))
+    log_likelihood = model.score(SHORT)
+    assert model.aic(SHORT) == pytest.approx(-2 * log_likelihood + 2 * model.n_parameters)
+    assert model.bic(SHORT) == pytest.approx(-2 * log_likelihood + model.n_parameters * np.log(len(SHORT)))
+    with pytest.warns(DeprecationWarning, match="log_likelihood_history_ is renamed history_"):
+        assert model.log_likelihood_history_ == model.history_

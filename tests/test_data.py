@@ -320,6 +320,68 @@ def test_decreasing_time_stamps():
         Sequences.from_arrays([np.zeros(3)], times=[[0.0, 1.0]])
 
 
+def test_times_attached_to_arrays_and_lists():
+    seqs = as_sequences(np.zeros(5), [2, 3], times=[0.0, 1.0, -3.0, -2.0, 4.0])  # one array for all steps
+    np.testing.assert_array_equal(seqs.times, [0, 1, -3, -2, 4])
+    listed = as_sequences([np.zeros(2), np.zeros(1)], times=[[0.0, 2.0], [7.0]])  # one per sequence
+    np.testing.assert_array_equal(listed.times, [0, 2, 7])
+    with pytest.raises(ValueError, match=r"sequence 1, time step 1: time stamps decrease"):
+        as_sequences(np.zeros(5), [2, 3], times=[0.0, 1.0, 3.0, 2.0, 4.0])
+    with pytest.raises(ValueError, match="times for 4 time steps, but the data have 5"):
+        as_sequences(np.zeros(5), times=np.arange(4.0))
+    with pytest.raises(ValueError, match="times must be one number per time step"):
+        as_sequences(np.zeros(2), times=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="times cannot be given with a data frame"):
+        as_sequences(pd.DataFrame({"x": [1.0]}), times=[0.0])
+    with pytest.raises(ValueError, match="cannot be given with a Sequences object"):
+        as_sequences(seqs, times=np.arange(5.0))
+
+
+def test_one_time_stamp_check_for_numbers_and_symbols():
+    """Numbers, symbols, arrays and frames share one check: the same bad stamps, the same message."""
+    bad = [[0.0, 1.0, 0.5]]
+    messages = set()
+    for data in ([np.zeros(3)], [list("abc")]):
+        with pytest.raises(ValueError, match="sequence 0, time step 2: time stamps decrease") as error:
+            as_sequences(data, symbols=isinstance(data[0], list), times=bad)
+        messages.add(str(error.value))
+    assert len(messages) == 1
+    numbers = pd.DataFrame({"id": [1, 1, 2], "t": [0.0, np.nan, 1.0], "x": [1.0, 2.0, 3.0]})
+    symbols = pd.DataFrame({"case_id": [1, 1, 2], "t": [0.0, np.nan, 1.0], "activity": ["a", "b", "c"]})
+    expected = "sequence 0, time step 1, column 't': time stamp is missing or not finite"
+    with pytest.raises(ValueError, match=expected):
+        as_sequences(numbers, time_column="t")
+    with pytest.raises(ValueError, match=expected):
+        as_sequences(symbols, symbols=True, time_column="t")
+
+
+def test_date_strings_in_a_numeric_frame_are_time_stamps():
+    frame = pd.DataFrame({"t": ["2024-01-02", "2024-01-01"], "x": [2.0, 1.0]})
+    seqs = as_sequences(frame, time_column="t")
+    np.testing.assert_array_equal(seqs.values[:, 0], [1.0, 2.0])
+    np.testing.assert_allclose(np.diff(seqs.times), 86400.0)
+    with pytest.raises(ValueError, match="row 1, column 't': not a time stamp: 'later'"):
+        as_sequences(frame.assign(t=["2024-01-02", "later"]), time_column="t")
+
+
+def test_column_names_need_a_data_frame():
+    with pytest.raises(TypeError, match="id_column name columns of a data frame, not of ndarray data"):
+        as_sequences(np.zeros(3), id_column="id")
+
+
+def test_symbol_sequences_are_codes_in_the_one_container():
+    """A categorical HMM reads symbol sequences as it reads their codes: one container for both."""
+    seqs = as_sequences([list("abca"), list("cab")], symbols=True)
+    assert seqs.values.dtype == np.int64 and seqs.values.shape == (7, 1)
+    np.testing.assert_array_equal(seqs.codes, [0, 1, 2, 0, 2, 0, 1])
+    np.testing.assert_array_equal(seqs[1], [2, 0, 1])
+    assert seqs.locate(5) == (1, 1) and not seqs.has_missing
+    codes = [np.array([0, 1, 2, 0]), np.array([2, 0, 1])]
+    by_symbols = HMM(2, emission="categorical", n_iter=5, tol=-np.inf, random_state=0).fit(seqs)
+    by_codes = HMM(2, emission="categorical", n_iter=5, tol=-np.inf, random_state=0).fit(codes)
+    np.testing.assert_array_equal(by_symbols.emissionprob_, by_codes.emissionprob_)
+
+
 def test_non_finite_inputs():
     with pytest.raises(ValueError, match=r"sequence 1, time step 0\b.*not finite"):
         Sequences.from_arrays([np.zeros(2), np.zeros(2)], inputs=[np.zeros(2), [np.nan, 0.0]])
@@ -487,11 +549,12 @@ def test_discrete_parameters_are_checked():
         poisson.lambdas_ = [[1.0], [-2.0]]
 
 
-def test_unknown_emission_and_states():
-    with pytest.raises(ValueError, match="emission"):
-        HMM(2, emission="laplace")
-    with pytest.raises(ValueError, match="n_states"):
-        HMM(0)
+def test_unknown_emission_and_states_are_refused_at_fit():
+    X = np.zeros((5, 1))
+    with pytest.raises(ValueError, match="emission must be one of"):
+        HMM(2, emission="laplace").fit(X)
+    with pytest.raises(ValueError, match="n_states must be"):
+        HMM(0).fit(X)
 
 
 # --------------------------------------------------------------------------- not fitted

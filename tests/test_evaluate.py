@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from modeshift import MarkovChain, SymbolHMM, VariableOrderChain, evaluate
+from modeshift.data import as_sequences
 from modeshift.datasets import EVENT_LOGS, load_event_log
 from modeshift.evaluate import EPSILON, compare, next_element, train_test_split
 from modeshift.symbols import Vocabulary
@@ -78,6 +79,16 @@ def test_chunks_give_the_same_scores(monkeypatch):
     whole = next_element(model, sequences)
     monkeypatch.setattr(evaluate, "CHUNK_CELLS", 40 * 6)  # 40 rows of 4 symbols, UNKNOWN and END
     pd.testing.assert_series_equal(next_element(model, sequences), whole, rtol=1e-12)
+
+
+def test_every_form_of_the_data_gives_the_same_scores():
+    """Lists, Sequences (encoded under another vocabulary too) and event logs are one data layer."""
+    chain = MarkovChain().fit([list("aab"), list("ab"), list("bab")])
+    test = [list("ba"), list("abb")]
+    scores = next_element(chain, test)
+    pd.testing.assert_series_equal(next_element(chain, as_sequences(test, symbols=True)), scores)
+    log = pd.DataFrame({"case_id": [2, 1, 2, 1, 2], "activity": list("abbab"), "timestamp": [0, 0, 1, 1, 2]})
+    pd.testing.assert_series_equal(next_element(chain, log), scores)
 
 
 # ----------------------------------------------------------- real logs, one call

@@ -1,4 +1,5 @@
-"""MarkovJumpProcess: closed-form and EM estimates, endpoint-conditioned statistics, simulation, checks."""
+"""MarkovJumpProcess: closed-form and EM estimates, endpoint-conditioned statistics, simulation, the
+estimator contract and checks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from scipy.integrate import quad
 from scipy.linalg import expm
 
 from modeshift import MarkovJumpProcess, NotFittedError, load
+from modeshift.models.em import ConvergenceWarning
 from modeshift.models.jump_process import Paths, endpoint_statistics, expm_metzler
 
 RATES = np.array(
@@ -46,7 +48,7 @@ def snapshots():
 def fitted(snapshots):
     start = time.perf_counter()
     model = MarkovJumpProcess().fit(snapshots[1], times=snapshots[2])
-    elapsed, iterations = time.perf_counter() - start, len(model.log_likelihood_history_)
+    elapsed, iterations = time.perf_counter() - start, model.n_iter_
     print(f"EM fit, 500 x 20 snapshots: {elapsed:.2f} s, {iterations} iterations")
     return model
 
@@ -60,7 +62,7 @@ def test_rate_matrix_recovered_from_irregular_snapshots(fitted):
 
 
 def test_em_is_monotone(snapshots, fitted):
-    history = np.array(fitted.log_likelihood_history_)
+    history = np.array(fitted.history_)
     assert np.diff(history).min() >= -1e-9 * abs(history[-1])
     assert fitted.score(snapshots[1], times=snapshots[2]) >= history[-1]  # after the last M-step
 
@@ -74,7 +76,7 @@ def test_complete_paths_give_closed_form():
     np.testing.assert_allclose(censored.rate_matrix_, expected)
     log_lik = 2 * np.log(1 / 3.5) + 2 * np.log(1 / 0.75) - (3.5 * 2 / 3.5 + 0.75 * 2 / 0.75)
     assert censored.score(states, times=times, end_times=[5.0, 1.0]) == pytest.approx(log_lik)
-    assert censored.log_likelihood_history_ == [pytest.approx(log_lik)]
+    assert censored.history_ == [pytest.approx(log_lik)] and censored.converged_ and censored.n_iter_ == 1
     uncensored = MarkovJumpProcess(observation="paths").fit(states, times=times)
     assert uncensored.rate_matrix_[2, 2] == 0.0  # state 2 is only ever the last, unobserved sojourn
 
@@ -213,8 +215,8 @@ def test_bad_input_is_reported():
         model.fit([[0, 1]])
     with pytest.raises(ValueError, match="sequence 1 is empty"):
         model.fit([[0, 1], []], times=[[0.0, 1.0], []])
-    with pytest.raises(ValueError, match="sequence 0, time step 0: time stamp is negative"):
-        model.fit([[0, 1]], times=[[-1.0, 1.0]])
+    with pytest.raises(ValueError, match="sequence 0, time step 1: time stamp is missing or not finite"):
+        model.fit([[0, 1]], times=[[0.0, np.nan]])
     with pytest.raises(ValueError, match="sequence 0, time step 2: time stamps decrease"):
         model.fit([[0, 1, 0]], times=[[0.0, 2.0, 1.0]])
     with pytest.raises(ValueError, match="sequence 0, time step 1: time stamp repeats"):
@@ -228,7 +230,9 @@ def test_bad_input_is_reported():
     with pytest.raises(ValueError, match="n_states=2, but the data have 3 distinct states"):
         MarkovJumpProcess(n_states=2).fit([[0, 1, 2]], times=[[0.0, 1.0, 2.0]])
     with pytest.raises(ValueError, match="observation must be one of"):
-        MarkovJumpProcess(observation="hidden")
+        MarkovJumpProcess(observation="hidden").fit([[0, 1]], times=[[0.0, 1.0]])
+    with pytest.raises(ValueError, match="n_states must be an integer >= 1 or one of None, got 0"):
+        MarkovJumpProcess(n_states=0).fit([[0, 1]], times=[[0.0, 1.0]])
     model.fit([[0, 1, 0]], times=[[0.0, 1.0, 2.0]])
     with pytest.raises(ValueError, match="sequence 0, time step 1: symbol 7 is not in the vocabulary"):
         model.score([[0, 7]], times=[[0.0, 1.0]])
@@ -248,3 +252,70 @@ def test_impossible_change_is_reported():
     model = _process(np.array([[-1.0, 1.0], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="interval 1: the change 1 -> 0 has probability 0"):
         model.score([[0, 1, 0]], times=[[0.0, 1.0, 2.0]])
+
+
+# ------------------------------------------------------------ the estimator contract
+
+
+def test_only_time_differences_matter():
+    states, times = [[0, 1, 0, 2], [1, 2, 1]], [[0.0, 1.5, 2.0, 4.0], [0.0, 0.25, 3.0]]
+    model = MarkovJumpProcess(n_iter=20, tol=-np.inf)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(states, times=times)
+    shifted = MarkovJumpProcess(n_iter=20, tol=-np.inf)
+    with pytest.warns(ConvergenceWarning):
+        shifted.fit(states, times=[np.asarray(t) - 1000.0 for t in times])  # negative stamps are stamps too
+    np.testing.assert_allclose(shifted.rate_matrix_, model.rate_matrix_, rtol=1e-9)
+
+
+def test_warm_start_continues_em_and_n_iter_zero_only_initialises(snapshots):
+    states, times = snapshots[1][:100], snapshots[2][:100]
+    long = MarkovJumpProcess(n_iter=6, tol=-np.inf)
+    with pytest.warns(ConvergenceWarning, match="MarkovJumpProcess"):
+        long.fit(states, times=times)
+    assert long.n_iter_ == 6 and not long.converged_
+    warm = MarkovJumpProcess(n_iter=2, tol=-np.inf)
+    with pytest.warns(ConvergenceWarning):
+        warm.fit(states, times=times)
+        warm.set_params(warm_start=True, n_iter=4).fit(states, times=times)
+    np.testing.assert_allclose(warm.history_, long.history_[2:], rtol=1e-12)
+    np.testing.assert_allclose(warm.rate_matrix_, long.rate_matrix_, rtol=1e-10)
+    initialised = MarkovJumpProcess(n_iter=0).fit(states, times=times)
+    assert initialised.history_ == [] and initialised.n_iter_ == 0
+    np.testing.assert_allclose(initialised.rate_matrix_.sum(axis=1), 0.0, atol=1e-12)
+    # a refit forgets the first fit's states and rates
+    refit = MarkovJumpProcess().fit([["x", "y"]], times=[[0.0, 1.0]]).fit(states, times=times)
+    fresh = MarkovJumpProcess().fit(states, times=times)
+    assert refit.states_ == fresh.states_
+    np.testing.assert_array_equal(refit.rate_matrix_, fresh.rate_matrix_)
+
+
+def test_hand_set_rates_start_em():
+    process = _process(n_iter=1)
+    states, times = [[0, 1, 3, 2], [2, 2, 0]], [[0.0, 0.7, 1.1, 3.0], [0.0, 0.5, 2.0]]
+    start = process.score(states, times=times)
+    with pytest.warns(ConvergenceWarning):
+        process.fit(states, times=times)
+    assert process.history_ == [pytest.approx(start)]
+
+
+def test_information_criteria_data_forms_and_the_old_history_name():
+    process = _process()
+    states, times = [[0, 1, 3, 2], [2, 2, 0]], [[0.0, 0.7, 1.1, 3.0], [0.0, 0.5, 2.0]]
+    log_likelihood = process.score(states, times=times)
+    assert process.n_parameters == 12
+    assert process.aic(states, times=times) == pytest.approx(-2 * log_likelihood + 24)
+    assert process.bic(states, times=times) == pytest.approx(-2 * log_likelihood + 12 * np.log(5))  # 5 intervals
+    flat = process.score([0, 1, 3, 2, 2, 2, 0], [4, 3], times=[0.0, 0.7, 1.1, 3.0, 0.0, 0.5, 2.0])
+    assert flat == pytest.approx(log_likelihood)
+    fitted = MarkovJumpProcess().fit(states, times=times)
+    with pytest.warns(DeprecationWarning, match="log_likelihood_history_ is renamed history_"):
+        assert fitted.log_likelihood_history_ == fitted.history_
+
+
+def test_a_stationary_law_needs_one_closed_class():
+    process = _process(np.array([[-1.0, 0.5, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))  # two absorbing states
+    with pytest.raises(ValueError, match=r"2 closed classes \(\{1\}; \{2\}\)"):
+        process.stationary_distribution()
+    paths = process.sample(5, t_end=100.0, initial=0, random_state=0)  # from a given start it runs
+    assert all(states[0] == 0 and states[-1] in (1, 2) for states in paths.states)

@@ -1,5 +1,5 @@
-"""MarkovChain: estimators against their formulas, chain analysis against closed forms, KL risk rates,
-the next-element layout, higher orders, persistence and bad input."""
+"""MarkovChain: estimators against their formulas, the analysis of fitted chains against closed forms, KL
+risk rates, the next-element layout, higher orders, the estimator contract, persistence and bad input."""
 
 from __future__ import annotations
 
@@ -9,21 +9,16 @@ import tracemalloc
 from contextlib import nullcontext
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.special import rel_entr
 
 import modeshift
 from modeshift import MarkovChain, NotFittedError
-from modeshift.models.markov_chain import (
-    SMOOTHINGS,
-    chain_structure,
-    entropy_rate,
-    f_divergence_rate,
-    mixing_time,
-    smooth,
-)
-from modeshift.symbols import END, UNKNOWN, as_symbol_sequences, next_targets
-from modeshift.transitions import stationary_distribution
+from modeshift.chain_analysis import chain_structure, entropy_rate, mixing_time, stationary_distribution
+from modeshift.data import as_sequences
+from modeshift.models.markov_chain import SMOOTHINGS, smooth
+from modeshift.symbols import END, UNKNOWN, next_targets
 
 # sequences of counts: first symbols a, a, b; after a: a once, b twice; after b: the end three times
 DATA = [list("aab"), list("ab"), list("b")]
@@ -82,7 +77,7 @@ def test_fitted_distributions_equal_the_estimator_on_hand_counts(smoothing, afte
     # the dynamics: the same estimator on the transition counts alone; 'b' never continued -> uniform
     warns = pytest.warns(UserWarning, match="1 of 2 contexts were never followed")
     with warns if smoothing == "ml" else nullcontext():
-        np.testing.assert_allclose(chain.transition_matrix_, [smooth([1, 2], smoothing), [0.5, 0.5]])
+        np.testing.assert_allclose(chain.transmat_, [smooth([1, 2], smoothing), [0.5, 0.5]])
 
 
 def test_unknown_map_gives_the_unseen_outcome_mass_and_a_state():
@@ -93,8 +88,8 @@ def test_unknown_map_gives_the_unseen_outcome_mass_and_a_state():
     np.testing.assert_allclose(chain.initial_distribution_, np.array([2.5, 1.5, 0.5]) / 4.5)
     # after an unknown symbol: a context never seen, so every outcome alike
     np.testing.assert_allclose(chain.next_distribution(["a", "zebra"]).to_numpy(), np.full(4, 0.25))
-    np.testing.assert_allclose(chain.transition_matrix_.sum(axis=1), 1.0)
-    assert chain.transition_matrix_.shape == (3, 3)
+    np.testing.assert_allclose(chain.transmat_.sum(axis=1), 1.0)
+    assert chain.transmat_.shape == (3, 3)
     minimax = MarkovChain(smoothing="minimax", unknown="map").fit(DATA)
     np.testing.assert_allclose(minimax.next_distribution(["a"])[UNKNOWN], 0.5 / (2 + 2.75 + 0.5 + 0.5))
 
@@ -102,51 +97,10 @@ def test_unknown_map_gives_the_unseen_outcome_mass_and_a_state():
 # ------------------------------------------------------------------- chain analysis
 
 
-def test_two_state_closed_forms():
-    a, b, c, d = 0.3, 0.1, 0.5, 0.2
-    P = np.array([[1 - a, a], [b, 1 - b]])
-    Q = np.array([[1 - c, c], [d, 1 - d]])
-    pi = np.array([b, a]) / (a + b)
-    np.testing.assert_allclose(stationary_distribution(P), pi)
-
-    def h(p):
-        return -p * math.log(p) - (1 - p) * math.log(1 - p)
-
-    def kl(p, q):
-        return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
-
-    assert entropy_rate(P) == pytest.approx(pi[0] * h(a) + pi[1] * h(b), rel=1e-12)
-    assert entropy_rate(P, base=2) == pytest.approx((pi[0] * h(a) + pi[1] * h(b)) / math.log(2), rel=1e-12)
-    assert f_divergence_rate(P, Q) == pytest.approx(pi[0] * kl(a, c) + pi[1] * kl(b, d), rel=1e-12)
-    assert f_divergence_rate(P, Q, "reverse_kl") == pytest.approx(pi[0] * kl(c, a) + pi[1] * kl(d, b), rel=1e-12)
-    rows_tv = np.abs(P - Q).sum(axis=1) / 2
-    rows_hellinger = ((np.sqrt(P) - np.sqrt(Q)) ** 2).sum(axis=1)
-    rows_chi2 = ((P - Q) ** 2 / Q).sum(axis=1)
-    assert f_divergence_rate(P, Q, "total_variation") == pytest.approx(pi @ rows_tv, rel=1e-12)
-    assert f_divergence_rate(P, Q, "hellinger") == pytest.approx(pi @ rows_hellinger, rel=1e-12)
-    assert f_divergence_rate(P, Q, "chi2") == pytest.approx(pi @ rows_chi2, rel=1e-12)
-    assert f_divergence_rate(P, Q, lambda t: t * np.log(t)) == pytest.approx(f_divergence_rate(P, Q), rel=1e-12)
-    assert f_divergence_rate(P, P) == 0.0
-    # Q cannot go where P goes: KL infinite, total variation finite
-    Q0 = np.array([[1.0, 0.0], [d, 1 - d]])
-    assert f_divergence_rate(P, Q0) == math.inf
-    assert f_divergence_rate(P, Q0, "total_variation") == pytest.approx(pi @ (np.abs(P - Q0).sum(axis=1) / 2))
-
-
-@pytest.mark.parametrize("a, b", [(0.3, 0.1), (0.9, 0.7), (0.05, 0.02)])
-def test_two_state_mixing_time(a, b):
-    # P^t(x, .) - pi = lambda^t (e_x - pi), lambda = 1 - a - b, so d(t) = |lambda|^t max(pi)
-    P = np.array([[1 - a, a], [b, 1 - b]])
-    pi_max, rate = max(a, b) / (a + b), abs(1 - a - b)
-    for eps in (0.25, 0.01, 1e-6):
-        expected = next(t for t in range(100_000) if rate**t * pi_max <= eps)
-        assert mixing_time(P, eps) == expected
-
-
 def test_three_state_closed_forms_through_fitted_chains():
     # a birth-death chain: pi = (1/4, 1/2, 1/4) by detailed balance; rows of entropy log 2, 1.5 log 2, log 2
     chain = MarkovChain(smoothing="ml").fit(_pairs([[2, 2, 0], [1, 2, 1], [0, 2, 2]]))
-    np.testing.assert_allclose(chain.transition_matrix_, [[0.5, 0.5, 0], [0.25, 0.5, 0.25], [0, 0.5, 0.5]])
+    np.testing.assert_allclose(chain.transmat_, [[0.5, 0.5, 0], [0.25, 0.5, 0.25], [0, 0.5, 0.5]])
     np.testing.assert_allclose(chain.stationary_distribution(), [0.25, 0.5, 0.25], atol=1e-14)
     assert chain.entropy_rate(base=2) == pytest.approx(1.25, rel=1e-12)
     uniform = MarkovChain(smoothing="ml").fit(_pairs(np.ones((3, 3), dtype=int)))
@@ -185,7 +139,7 @@ def test_periodic_chains(text, period):
     with pytest.raises(ValueError, match=f"periodic \\(period {period}"):
         chain.mixing_time()
     pi = chain.stationary_distribution()  # unique although the chain never mixes
-    np.testing.assert_allclose(pi @ chain.transition_matrix_, pi, atol=1e-14)
+    np.testing.assert_allclose(pi @ chain.transmat_, pi, atol=1e-14)
 
 
 def test_reducible_chain_with_one_closed_class():
@@ -232,7 +186,7 @@ def test_kl_risk_of_every_estimator_falls_as_one_over_n():
     # the model's estimate is the estimator on its counts (its states are in order of first appearance)
     fitted = MarkovChain(smoothing="minimax").fit(paths[0, :500])
     states = list(fitted.states_)
-    np.testing.assert_allclose(fitted.transition_matrix_, smooth(counts[500][0], "minimax")[np.ix_(states, states)])
+    np.testing.assert_allclose(fitted.transmat_, smooth(counts[500][0], "minimax")[np.ix_(states, states)])
     for smoothing in (*SMOOTHINGS, 2.0):
         risks = np.array([np.mean(rel_entr(P, smooth(counts[n], smoothing)).sum(axis=-1) @ pi) for n in sizes])
         slope = np.polyfit(np.log(sizes), np.log(risks), 1)[0]
@@ -252,7 +206,7 @@ def test_next_symbol_proba_layout_matches_hand_computation_and_score():
     first, after_a = np.array([2.5, 1.5, 0, 0]) / 4, np.array([1.5, 2.5, 0, 0.5]) / 4.5
     after_b = np.array([0.5, 0.5, 0, 3.5]) / 4.5
     np.testing.assert_allclose(proba, [first, after_a, after_b, first, after_b, after_b, after_a])
-    targets = next_targets(as_symbol_sequences(test, vocabulary=chain.vocabulary_))
+    targets = next_targets(as_sequences(test, vocabulary=chain.vocabulary_))
     np.testing.assert_array_equal(targets, [0, 1, 3, 1, 1, 0, 3])
     assert chain.score(test) == pytest.approx(np.log(proba[np.arange(7), targets]).sum(), rel=1e-12)
     for row, prefix in zip(proba[:3], ([], ["a"], ["a", "b"])):
@@ -272,7 +226,7 @@ def test_unknown_symbols_under_each_policy():
     proba = mapped.next_symbol_proba(test)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert proba[1, 2] > 0 and np.isfinite(mapped.score(test))
-    targets = next_targets(as_symbol_sequences(test, vocabulary=mapped.vocabulary_, unknown="map"))
+    targets = next_targets(as_sequences(test, vocabulary=mapped.vocabulary_, unknown="map"))
     assert mapped.score(test) == pytest.approx(np.log(proba[np.arange(4), targets]).sum(), rel=1e-12)
 
 
@@ -301,7 +255,7 @@ def test_order_two_recovers_a_known_order_two_source():
     for i, (first, second) in enumerate(chain.states_):
         truth[i, 2 * second + 1], truth[i, 2 * second] = p_one[first, second], 1 - p_one[first, second]
         assert chain.next_distribution([first, second])[1] == pytest.approx(p_one[first, second], abs=0.02)
-    np.testing.assert_allclose(chain.transition_matrix_, truth, atol=0.02)
+    np.testing.assert_allclose(chain.transmat_, truth, atol=0.02)
     np.testing.assert_allclose(chain.stationary_distribution(), stationary_distribution(truth), atol=0.01)
     assert chain.entropy_rate() == pytest.approx(entropy_rate(truth), abs=0.01)
     assert abs(chain.mixing_time(0.1) - mixing_time(truth, 0.1)) <= 1
@@ -350,6 +304,61 @@ def test_sample_sequences_and_paths():
         chain.sample(n_steps=0)
 
 
+# ------------------------------------------------------------ the estimator contract
+
+
+def test_every_data_form_and_a_fresh_refit():
+    flat = MarkovChain(smoothing="ml").fit(list("aabab"), [3, 2])  # cut by lengths: 'aab', 'ab'
+    listed = MarkovChain(smoothing="ml").fit([list("aab"), list("ab")])
+    np.testing.assert_array_equal(flat.counts_.toarray(), listed.counts_.toarray())
+    log = pd.DataFrame({"case": [2, 1, 1, 2, 1], "event": list("bbaaa"), "t": [1.0, 2.0, 0.0, 0.0, 1.0]})
+    from_log = MarkovChain(smoothing="ml").fit(log, id_column="case", symbol_column="event", time_column="t")
+    np.testing.assert_array_equal(from_log.counts_.toarray(), listed.counts_.toarray())  # cases 'aab', 'ab'
+    assert flat.score(list("abab"), [2, 2]) == flat.score([list("ab"), list("ab")])
+    # a second fit forgets the first: it equals a fresh fit, vocabulary included
+    refit = MarkovChain(smoothing="ml").fit(DATA).fit([list("xyz")])
+    fresh = MarkovChain(smoothing="ml").fit([list("xyz")])
+    assert refit.vocabulary_ == fresh.vocabulary_ and "_stored_pairs" not in refit.__dict__
+    np.testing.assert_array_equal(refit.counts_.toarray(), fresh.counts_.toarray())
+
+
+def test_clone_and_changed_hyperparameters_take_effect():
+    sklearn_base = pytest.importorskip("sklearn.base")
+    chain = MarkovChain(order=2, smoothing="laplace").fit(DATA)
+    copy = sklearn_base.clone(chain)
+    assert copy.get_params() == chain.get_params() and "counts_" not in copy.__dict__
+    kt = chain.next_distribution(["a"])
+    chain.set_params(smoothing="ml").fit(DATA)
+    assert not np.allclose(chain.next_distribution(["a"]), kt)
+    with pytest.raises(ValueError, match="MarkovChain: order must be an integer >= 1, got 0"):
+        chain.set_params(order=0).fit(DATA)
+
+
+def test_transition_matrix_is_the_deprecated_name_of_transmat():
+    chain = MarkovChain().fit(DATA)
+    with pytest.warns(DeprecationWarning, match="transition_matrix_ is renamed transmat_"):
+        old = chain.transition_matrix_
+    np.testing.assert_array_equal(old, chain.transmat_)
+
+
+def test_parameter_count_and_information_criteria():
+    chain = MarkovChain(smoothing="kt").fit(DATA)
+    # contexts seen: the start (outcomes a, b: no END first), 'a' and 'b' (a, b, END): 1 + 2 + 2
+    assert chain.n_parameters == 5
+    mapped = MarkovChain(smoothing="kt", unknown="map").fit(DATA)
+    assert mapped.n_parameters == 2 + 3 + 3  # UNKNOWN is one more outcome of every context
+    order_two = MarkovChain(order=2).fit(DATA)
+    assert len(order_two.context_keys_) == 5  # the start, (S, a), (a, a), (a, b), (S, b)
+    assert order_two.n_parameters == 1 + 4 * 2
+    test = [list("ab"), list("bba")]
+    log_likelihood = chain.score(test)
+    assert chain.aic(test) == pytest.approx(-2 * log_likelihood + 2 * 5)
+    assert chain.bic(test) == pytest.approx(-2 * log_likelihood + 5 * np.log(5 + 2))  # 5 elements, 2 ends
+    ignore = MarkovChain(unknown="ignore").fit(DATA)
+    with_unknown = [list("azb")]
+    assert ignore.bic(with_unknown) == pytest.approx(-2 * ignore.score(with_unknown) + 5 * np.log(3))
+
+
 # ----------------------------------------------------------------------- persistence
 
 
@@ -370,7 +379,7 @@ def test_save_load_round_trip(tmp_path, data, params):
     np.testing.assert_array_equal(loaded.counts_.toarray(), chain.counts_.toarray())
     np.testing.assert_array_equal(loaded.next_symbol_proba(data), chain.next_symbol_proba(data))
     assert loaded.score(data) == chain.score(data)
-    np.testing.assert_array_equal(loaded.transition_matrix_, chain.transition_matrix_)
+    np.testing.assert_array_equal(loaded.transmat_, chain.transmat_)
 
 
 def test_tuple_symbols_round_trip_and_others_are_refused_on_save(tmp_path):
@@ -419,7 +428,7 @@ def test_bad_hyperparameters(params, message):
 def test_unfitted_chain_says_so():
     chain = MarkovChain(order=2)
     assert repr(chain) == "MarkovChain(order=2)"
-    for call in (lambda: chain.score(DATA), lambda: chain.predict_next([]), lambda: chain.transition_matrix_):
+    for call in (lambda: chain.score(DATA), lambda: chain.predict_next([]), lambda: chain.transmat_):
         with pytest.raises(NotFittedError, match="not fitted"):
             call()
 

@@ -1,14 +1,21 @@
-"""SymbolHMM: next-element probabilities against likelihood ratios of prefixes, the end learned as a
-symbol, unknown symbols under each policy, persistence and bad input."""
+"""SymbolHMM: next-element probabilities against likelihood ratios of prefixes, hidden states against
+enumeration, sampling against the likelihood, the end learned as a symbol, unknown symbols under each
+policy, the estimator contract, persistence and bad input."""
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import modeshift
 from modeshift import HMM, NotFittedError, SymbolHMM
-from modeshift.symbols import END, UNKNOWN, Vocabulary, as_symbol_sequences, next_targets
+from modeshift.data import as_sequences
+from modeshift.models.em import ConvergenceWarning
+from modeshift.symbols import END, UNKNOWN, Vocabulary, next_targets
 
 SESSIONS = [["home", "item", "cart", "pay"], ["home", "search", "item", "cart", "pay"], ["home", "item"]] * 10
 
@@ -62,9 +69,9 @@ def test_fit_learns_the_symbols_and_when_sequences_end():
     assert model.predict_next([], k=1) == [("home", pytest.approx(1.0))]
     assert model.next_distribution(["home", "search"])["item"] == pytest.approx(1.0, abs=1e-6)
     proba = model.next_symbol_proba(SESSIONS[:3])
-    targets = next_targets(as_symbol_sequences(SESSIONS[:3], vocabulary=model.vocabulary_))
+    targets = next_targets(as_sequences(SESSIONS[:3], vocabulary=model.vocabulary_))
     assert model.score(SESSIONS[:3]) == pytest.approx(np.log(proba[np.arange(len(targets)), targets]).sum())
-    assert model.converged_ and len(model.log_likelihood_history_) > 1
+    assert model.converged_ and len(model.history_) == model.n_iter_ > 1
 
 
 def test_unknown_symbols_under_each_policy():
@@ -90,6 +97,152 @@ def test_unknown_symbols_under_each_policy():
     assert np.isfinite(mapped.score([["home", "login", "item"]]))
 
 
+# ------------------------------------------------------------------ hidden states
+
+
+def _joint(model, codes):
+    """p(z, x, END) of every state path z of the symbols, the state of END summed out: {path: probability}."""
+    pi, A, B = model.startprob_, model.transmat_, model.emissionprob_
+    ends = A @ B[:, -1]
+    joint = {}
+    for path in itertools.product(range(len(pi)), repeat=len(codes)):
+        p = pi[path[0]] * B[path[0], codes[0]]
+        for (i, j), code in zip(itertools.pairwise(path), codes[1:]):
+            p *= A[i, j] * B[j, code]
+        joint[path] = p * ends[path[-1]]
+    return joint
+
+
+def _three_state_model():
+    model = SymbolHMM(n_states=3)
+    model.vocabulary_ = Vocabulary(("a", "b"))
+    model.startprob_ = np.array([0.5, 0.3, 0.2])
+    model.transmat_ = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])
+    model.emissionprob_ = np.array([[0.7, 0.2, 0.0, 0.1], [0.2, 0.5, 0.0, 0.3], [0.4, 0.4, 0.0, 0.2]])
+    return model
+
+
+@pytest.mark.parametrize("sequence", ["a", "ab", "bba", "abab", "baab"])
+def test_predict_and_marginals_match_enumeration(sequence):
+    model = _three_state_model()
+    codes = [{"a": 0, "b": 1}[s] for s in sequence]
+    joint = _joint(model, codes)
+    evidence = sum(joint.values())
+    best = max(joint, key=joint.get)
+    np.testing.assert_array_equal(model.predict(sequence), best)
+    smoothed = np.zeros((len(codes), 3))
+    for path, p in joint.items():
+        smoothed[np.arange(len(codes)), path] += p / evidence
+    np.testing.assert_allclose(model.predict_proba(sequence), smoothed, rtol=1e-12)
+    for t in range(len(codes)):  # filtered: the symbols up to t, the sequence going on
+        prefix = _joint(model, codes[: t + 1])
+        ends = model.transmat_ @ model.emissionprob_[:, -1]
+        filtered = np.zeros(3)
+        for path, p in prefix.items():
+            filtered[path[-1]] += p / ends[path[-1]]
+        np.testing.assert_allclose(model.filter_proba(sequence)[t], filtered / filtered.sum(), rtol=1e-12)
+
+
+def test_hidden_states_come_back_in_the_input_form():
+    model = _three_state_model()
+    listed = model.predict([list("ab"), list("bba")])
+    assert isinstance(listed, list) and [len(p) for p in listed] == [2, 3]
+    np.testing.assert_array_equal(listed[1], model.predict("bba"))
+    cut = model.predict_proba(list("abbba"), [2, 3])
+    assert cut.shape == (5, 3)
+    np.testing.assert_allclose(cut[2:], model.predict_proba("bba"))
+    log = pd.DataFrame({"case_id": [1, 2, 1, 2, 2], "activity": list("aabba"), "timestamp": [0, 0, 1, 1, 2]})
+    by_row = model.filter_proba(log)
+    np.testing.assert_allclose(by_row[[0, 2]], model.filter_proba("ab"))
+    np.testing.assert_allclose(by_row[[1, 3, 4]], model.filter_proba("aba"))
+
+
+# ---------------------------------------------------------------------- sampling
+
+
+def test_samples_follow_the_likelihood():
+    model = _three_state_model()
+    symbols, states = model.sample(n_steps=50, n_sequences=20_000, random_state=0)
+    assert len(symbols) == len(states) == 20_000
+    assert all(len(x) == len(z) >= 1 for x, z in zip(symbols, states))
+    counts = Counter(tuple(x) for x in symbols)
+    for sequence, count in counts.most_common(4):
+        expected = np.exp(model.score([list(sequence)]))
+        assert count / 20_000 == pytest.approx(expected, abs=4 * np.sqrt(expected / 20_000))
+    # the states of the first symbol: p(z_0 | x_0 not END)
+    first = np.bincount([z[0] for z in states], minlength=3) / 20_000
+    expected = model.startprob_ * (1 - model.emissionprob_[:, -1])
+    np.testing.assert_allclose(first, expected / expected.sum(), atol=0.01)
+
+
+def test_n_steps_caps_the_sampled_sequences():
+    model = _three_state_model()
+    symbols, states = model.sample(2, n_sequences=500, random_state=1)
+    lengths = [len(x) for x in symbols]
+    assert set(lengths) == {1, 2} and all(len(z) == n for z, n in zip(states, lengths))
+    one, modes = model.sample(3, random_state=2)  # one sequence: the symbols and the states themselves
+    assert isinstance(one, list) and isinstance(modes, np.ndarray) and len(one) == len(modes) <= 3
+    assert set(one) <= {"a", "b"}
+    again = model.sample(3, random_state=2)
+    assert again[0] == one and np.array_equal(again[1], modes)
+    with pytest.raises(ValueError, match="n_steps and n_sequences must be positive"):
+        model.sample(0)
+    mapped = SymbolHMM(2, random_state=0, unknown="map").fit(SESSIONS)
+    drawn = mapped.sample(10, n_sequences=300, random_state=0)[0]
+    assert {s for x in drawn for s in x} <= {*mapped.vocabulary_.symbols, UNKNOWN}
+
+
+# ------------------------------------------------------------ the estimator contract
+
+
+def test_em_through_the_driver_warm_start_and_a_fresh_refit():
+    data = SESSIONS[:6]
+    long = SymbolHMM(3, n_iter=10, tol=-np.inf, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="SymbolHMM"):
+        long.fit(data)
+    assert long.n_iter_ == 10 and not long.converged_ and np.all(np.diff(long.history_) >= -1e-9)
+    warm = SymbolHMM(3, n_iter=4, tol=-np.inf, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        warm.fit(data)
+        warm.set_params(warm_start=True, n_iter=6).fit(data)
+    np.testing.assert_allclose(warm.history_, long.history_[4:], rtol=1e-12)
+    np.testing.assert_allclose(warm.emissionprob_, long.emissionprob_, rtol=1e-9, atol=1e-12)
+    fresh = SymbolHMM(3, random_state=1).fit(data)
+    refit = SymbolHMM(3, random_state=1).fit([list("xyzzy")]).fit(data)
+    assert refit.vocabulary_ == fresh.vocabulary_ and refit.history_ == fresh.history_
+    np.testing.assert_array_equal(refit.transmat_, fresh.transmat_)
+
+
+def test_hand_set_parameters_start_em_and_n_iter_zero_only_initialises():
+    hand = _hand_model()
+    data = [list("abba"), list("b")]
+    log_likelihood = hand.score(data)
+    first_end = 0.7 * 0.1 + 0.3 * 0.4
+    hand.set_params(n_iter=1)
+    with pytest.warns(ConvergenceWarning):
+        hand.fit(data)
+    # EM's objective at the start is log p(x, END), which score conditions on non-empty sequences
+    assert hand.history_[0] == pytest.approx(log_likelihood + 2 * np.log1p(-first_end))
+    initialised = SymbolHMM(2, n_iter=0, random_state=0).fit(data)
+    assert initialised.history_ == [] and initialised.n_iter_ == 0 and not initialised.converged_
+    np.testing.assert_allclose(initialised.emissionprob_.sum(axis=1), 1.0)
+    assert np.isfinite(initialised.score(data))
+
+
+def test_parameter_count_and_information_criteria():
+    model = _hand_model()
+    assert model.n_parameters == 1 + 2 + 2 * 2  # start, transitions, emissions over a, b and END
+    data = [list("abba"), list("b")]
+    assert model.aic(data) == pytest.approx(-2 * model.score(data) + 2 * 7)
+    assert model.bic(data) == pytest.approx(-2 * model.score(data) + 7 * np.log(5 + 2))
+
+
+def test_the_history_has_its_old_name_for_one_release():
+    model = SymbolHMM(2, random_state=0).fit(SESSIONS[:3])
+    with pytest.warns(DeprecationWarning, match="log_likelihood_history_ is renamed history_"):
+        assert model.log_likelihood_history_ == model.history_
+
+
 def test_save_load_round_trip(tmp_path):
     model = SymbolHMM(n_states=3, random_state=0, unknown="map").fit(SESSIONS)
     model.save(tmp_path / "model.msz")
@@ -99,11 +252,18 @@ def test_save_load_round_trip(tmp_path):
     test = [["home", "login", "cart"]]
     np.testing.assert_array_equal(loaded.next_symbol_proba(test), model.next_symbol_proba(test))
     assert loaded.score(test) == model.score(test) and loaded.converged_ == model.converged_
+    assert loaded.history_ == model.history_ and loaded.n_iter_ == model.n_iter_
+    np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
 
 
 @pytest.mark.parametrize(
     "params, message",
-    [({"n_states": 0}, "n_states must be a positive integer"), ({"unknown": "drop"}, "unknown must be one of")],
+    [
+        ({"n_states": 0}, "SymbolHMM: n_states must be an integer >= 1, got 0"),
+        ({"n_states": "auto"}, "n_states must be an integer >= 1"),
+        ({"unknown": "drop"}, "unknown must be one of"),
+        ({"n_restarts": 0}, "n_restarts must be an integer >= 1"),
+    ],
 )
 def test_bad_hyperparameters(params, message):
     with pytest.raises(ValueError, match=message):

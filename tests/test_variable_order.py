@@ -11,7 +11,8 @@ import pytest
 
 import modeshift
 from modeshift import MarkovChain, NotFittedError, VariableOrderChain
-from modeshift.symbols import END, UNKNOWN, as_symbol_sequences, next_targets
+from modeshift.data import as_sequences
+from modeshift.symbols import END, UNKNOWN, next_targets
 
 # first symbols: a, a, b; 'a' is followed by 'b' twice; 'b' by the end three times
 TINY = [list("ab"), list("ab"), list("b")]
@@ -73,7 +74,7 @@ def test_rows_sum_to_one_and_score_is_their_log(method, unknown):
     test = [list("abcab"), list("ba"), list("c")] + ([list("azb")] if unknown != "error" else [])
     proba = model.next_symbol_proba(test)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-    seqs = as_symbol_sequences(test, vocabulary=model.vocabulary_, unknown="map")
+    seqs = as_sequences(test, vocabulary=model.vocabulary_, unknown="map")
     targets = next_targets(seqs)
     right = proba[np.arange(len(targets)), targets]
     scored = targets != 3 if unknown == "ignore" else np.ones(len(targets), dtype=bool)
@@ -99,7 +100,7 @@ def test_is_a_markov_chain_of_its_longest_order():
     model = VariableOrderChain(max_order=2).fit([list("aabab"), list("bba")])
     assert model.order == 2 and isinstance(model, MarkovChain)
     assert model.states_ == [("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]
-    np.testing.assert_allclose(model.transition_matrix_.sum(axis=1), 1.0)
+    np.testing.assert_allclose(model.transmat_.sum(axis=1), 1.0)
     assert model.stationary_distribution().sum() == pytest.approx(1.0)
     samples = model.sample(5, random_state=0)
     assert len(samples) == 5 and all(set(s) <= {"a", "b"} for s in samples)
@@ -163,6 +164,21 @@ def test_save_load_round_trip(tmp_path, params):
     assert loaded.score(data) == model.score(data)
 
 
+# ------------------------------------------------------------ the estimator contract
+
+
+def test_parameter_count_information_criteria_and_a_fresh_refit():
+    model = VariableOrderChain(max_order=1).fit(TINY)
+    # orders 0 and 1: the empty context, the start, 'a' and 'b', each over a, b and END
+    assert model.n_parameters == 4 * 2
+    log_likelihood = model.score(TINY)
+    assert model.aic(TINY) == pytest.approx(-2 * log_likelihood + 16)
+    assert model.bic(TINY) == pytest.approx(-2 * log_likelihood + 8 * np.log(5 + 3))
+    refit = VariableOrderChain(max_order=1).fit([list("xyz")]).fit(TINY)
+    np.testing.assert_array_equal(refit.next_symbol_proba(TINY), model.next_symbol_proba(TINY))
+    assert refit.vocabulary_ == model.vocabulary_
+
+
 # ---------------------------------------------------------------------- bad input
 
 
@@ -172,9 +188,9 @@ def test_save_load_round_trip(tmp_path, params):
         ({"max_order": 0}, "max_order must be an integer >= 1"),
         ({"max_order": 2.0}, "max_order must be an integer >= 1"),
         ({"method": "good_turing"}, "method must be one of"),
-        ({"discount": 0.0}, "discount must be in"),
-        ({"discount": 1.5}, "discount must be in"),
-        ({"discount": "0.5"}, "discount must be a number"),
+        ({"discount": 0.0}, r"discount must be a finite number in \(0.0, 1.0\], got 0.0"),
+        ({"discount": 1.5}, r"discount must be a finite number in \(0.0, 1.0\], got 1.5"),
+        ({"discount": "0.5"}, r"discount must be a finite number in \(0.0, 1.0\], got '0.5'"),
         ({"unknown": "drop"}, "unknown must be one of"),
     ],
 )

@@ -46,7 +46,7 @@ from scipy.stats import norm
 
 from modeshift import progress
 from modeshift.archive import read_archive
-from modeshift.data import Sequences
+from modeshift.data import Sequences, as_sequences
 from modeshift.models import (
     ARHMM,
     HMM,
@@ -59,7 +59,6 @@ from modeshift.models import (
     load,
 )
 from modeshift.models.base import Forecast
-from modeshift.symbols import SymbolSequences, as_symbol_sequences
 
 __all__ = ["app", "main"]
 
@@ -154,28 +153,22 @@ def _read_table(path: Path) -> pd.DataFrame:
     return reader(path)
 
 
-def _read_symbols(
-    path: Path, symbol_column: str | None, id_column: str | None, time_column: str | None
-) -> SymbolSequences:
+def _read_symbols(path: Path, symbol_column: str | None, id_column: str | None, time_column: str | None) -> Sequences:
     """The symbol sequences of an event log (the defaults are in the module docstring)."""
     frame = _read_table(path)
-    symbol_column = symbol_column or "activity"
     if id_column is None:
         id_column = next((name for name in ("case_id", "id") if name in frame.columns), None)
-    if id_column is not None:
-        return as_symbol_sequences(
-            frame, id_column=id_column, symbol_column=symbol_column, time_column=time_column or "timestamp"
-        )
-    if symbol_column not in frame.columns:
-        raise ValueError(f"column {symbol_column!r} not found; columns are {list(frame.columns)}")
-    if time_column is not None:
-        frame = frame.sort_values(time_column, kind="stable")
-    return as_symbol_sequences(frame[symbol_column])
+    return as_sequences(
+        frame,
+        symbols=True,
+        id_column=id_column,
+        symbol_column=symbol_column or "activity",
+        time_column=time_column or "timestamp",
+    )
 
 
-def _size(seqs: Sequences | SymbolSequences) -> dict[str, int]:
-    steps = len(seqs.codes) if isinstance(seqs, SymbolSequences) else seqs.n_steps
-    return {"n_sequences": seqs.n_sequences, "n_steps": steps}
+def _size(seqs: Sequences) -> dict[str, int]:
+    return {"n_sequences": seqs.n_sequences, "n_steps": seqs.n_steps}
 
 
 def _read_model_data(
@@ -185,7 +178,7 @@ def _read_model_data(
     id_column: str | None,
     time_column: str | None,
     symbol_column: str | None,
-) -> Sequences | SymbolSequences:
+) -> Sequences:
     """The data of a file in the form ``model`` reads: symbol sequences for a chain, else values."""
     if isinstance(model, MarkovChain):
         return _read_symbols(path, symbol_column, id_column, time_column)

@@ -1,21 +1,33 @@
-"""A batch of sequences of unequal length, and every check on user input.
+"""A batch of sequences of unequal length — numbers or symbols — and every check on user input.
 
 All public model methods convert their input through :func:`as_sequences`, so a
-bad value is reported once, in one style: which sequence, which time step, what
-was wrong. The values of all sequences live in one ``(n_steps, n_features)``
-float array with ``offsets`` marking where each sequence starts, which is the
-layout the numba kernels work on.
+bad value is reported once, in one style: which sequence, which time step (and
+which column of a data frame), what was wrong. All sequences live in one
+``(n_steps, n_features)`` array, ``values``, with ``offsets`` marking where each
+sequence starts, the layout the numba kernels work on. Real-valued observations
+are floats, NaN marking a missing value; symbol sequences (event logs,
+clickstreams, DNA, tokens) are one column of integer codes into a
+:class:`~modeshift.symbols.Vocabulary`, read with ``symbols=True``:
+
+>>> seqs = as_sequences([["home", "cart"], ["home"]], symbols=True)
+>>> seqs.codes.tolist(), seqs.lengths.tolist(), seqs.vocabulary.symbols
+([0, 1, 0], [2, 1], ('home', 'cart'))
+
+Either kind may carry time stamps (finite and non-decreasing within a sequence:
+one check for both), exogenous inputs and the ids of a data frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from modeshift.symbols import UNKNOWN, UNKNOWN_POLICIES, Unknown, Vocabulary, symbol_index
 
 __all__ = [
     "Sequences",
@@ -32,20 +44,24 @@ Form = Literal["array", "list", "frame"]
 
 @dataclass(frozen=True, eq=False)
 class Sequences:
-    """Sequences of observations, concatenated.
+    """Sequences of observations or symbols, concatenated.
 
     Parameters
     ----------
-    values : (n_steps, n_features) float array
-        All time steps of all sequences, one after another. NaN marks a missing value.
+    values : (n_steps, n_features) array
+        All time steps of all sequences, one after another: floats (NaN marks a
+        missing value), or for symbol sequences one column of int64 codes.
     offsets : (n_sequences + 1,) int array
         Sequence ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
     times : (n_steps,) float array, optional
-        Time stamps, non-decreasing within each sequence.
+        Time stamps, non-decreasing within each sequence (dates: seconds since 1970).
     inputs : (n_steps, n_inputs) float array, optional
         Exogenous inputs (controls, covariates) aligned with ``values``.
     ids : list, optional
-        A label per sequence (the ``id`` column of a data frame).
+        A label per sequence (the id column of a data frame).
+    vocabulary : Vocabulary, optional
+        For symbol sequences: code ``c`` is ``vocabulary.symbols[c]``, code
+        ``len(vocabulary)`` an unknown symbol (see :attr:`codes`).
 
     Build one with :func:`as_sequences` or the ``from_*`` constructors, which
     validate; the plain constructor trusts its arguments.
@@ -64,6 +80,7 @@ class Sequences:
     ids: list[Any] | None = None
     form: Form = "array"
     row_order: np.ndarray | None = field(default=None, repr=False)
+    vocabulary: Vocabulary | None = None
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -71,13 +88,7 @@ class Sequences:
         """One 1-D/2-D array, optionally cut into sequences by ``lengths`` (hmmlearn's form)."""
         if lengths is None:
             return cls.from_arrays([X], form="array")
-        lengths_arr = np.asarray(lengths)
-        if lengths_arr.ndim != 1 or lengths_arr.dtype.kind not in "iu":
-            raise ValueError(f"lengths must be a 1-D sequence of integers, got {lengths!r}")
-        bad = np.flatnonzero(lengths_arr <= 0)
-        if bad.size:
-            raise ValueError(f"sequence {bad[0]} is empty (lengths[{bad[0]}] = {lengths_arr[bad[0]]})")
-        offsets = np.concatenate([[0], np.cumsum(lengths_arr)]).astype(np.int64)
+        offsets = _offsets(lengths)
         values = _as_2d_float(X, _Locator(offsets))
         if len(values) != offsets[-1]:
             raise ValueError(f"lengths sum to {int(offsets[-1])} but X has {len(values)} rows")
@@ -93,20 +104,67 @@ class Sequences:
         *,
         form: Form = "list",
     ) -> Sequences:
-        """A list of arrays, one per sequence, each (n_steps,) or (n_steps, n_features)."""
+        """A list of arrays, one per sequence, each (n_steps,) or (n_steps, n_features); ``times``
+        and ``inputs`` one array per sequence."""
         if len(arrays) == 0:
             raise ValueError("no sequences given (an empty list)")
         blocks = [_as_2d_float(a, _Locator(i)) for i, a in enumerate(arrays)]
         values, offsets = _concatenate(blocks, "features")
         _check_finite_or_nan(values, offsets)
-        times_arr = None
-        if times is not None:
-            times_arr = _aligned(times, offsets, "times")[:, 0]
-            _check_times(times_arr, offsets)
-        inputs_arr = None if inputs is None else _aligned(inputs, offsets, "inputs")
-        if inputs_arr is not None:
-            _check_finite(inputs_arr, offsets, "input")
-        return cls(values, offsets, times_arr, inputs_arr, form=form)
+        seqs = cls(values, offsets, form=form)
+        if inputs is not None:
+            given = seqs._per_step(inputs, "inputs", per_sequence=True)
+            _check_finite(given, offsets, "input")
+            seqs = replace(seqs, inputs=given)
+        return seqs if times is None else seqs.with_times(times)
+
+    @classmethod
+    def from_symbols(
+        cls,
+        data: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        times: Any = None,
+        vocabulary: Vocabulary | None = None,
+        unknown: Unknown = "error",
+    ) -> Sequences:
+        """Symbol sequences as codes of ``vocabulary``, or of one learned from ``data``.
+
+        ``data`` is a string (one sequence of characters), a flat list, 1-D array or
+        Series of hashable symbols (one sequence, cut into several by ``lengths`` if
+        given), a list of such sequences or a 2-D array (one sequence per row), or
+        symbol :class:`Sequences` (re-encoded if ``vocabulary`` is another one).
+        With ``vocabulary`` given (a fitted model's), symbols outside it follow
+        ``unknown``: ``"error"``, ``"ignore"`` (dropped) or ``"map"`` (code
+        ``len(vocabulary)``). ``times``: one array per sequence, or one for all steps.
+        """
+        if isinstance(data, Sequences):
+            if lengths is not None or times is not None:
+                raise ValueError("lengths and times cannot be given with a Sequences object")
+            return data.encoded(vocabulary, unknown)
+        if isinstance(data, pd.DataFrame):
+            raise TypeError("read an event log (a data frame) with Sequences.from_event_log")
+        sequences, form = _split_symbols(data)
+        symbols = symbol_index(sequences[0]).append([symbol_index(s) for s in sequences[1:]])
+        if lengths is not None:
+            if form != "array":
+                raise ValueError("lengths cannot be given with a list of sequences")
+            offsets = _offsets(lengths)
+            if len(symbols) != offsets[-1]:
+                raise ValueError(f"lengths sum to {int(offsets[-1])} but the data have {len(symbols)} symbols")
+        else:
+            sizes = [len(s) for s in sequences]
+            empty = [i for i, size in enumerate(sizes) if size == 0]
+            if empty:
+                raise ValueError(f"sequence {empty[0]} is empty")
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        seqs, dropped = _encode_symbols(symbols, offsets, vocabulary, unknown)
+        seqs = replace(seqs, form=form)
+        if times is None:
+            return seqs
+        if dropped:
+            raise ValueError("unknown='ignore' cannot drop events from time-stamped sequences; use 'map'")
+        return seqs.with_times(times)
 
     @classmethod
     def from_dataframe(
@@ -120,61 +178,65 @@ class Sequences:
     ) -> Sequences:
         """Long-format data: one row per time step, an ``id`` column naming the sequence.
 
-        Rows are grouped by ``id`` (in order of first appearance) and sorted by
-        ``time_column`` within each sequence when one is given. Results that are
-        indexed by time step come back in the frame's original row order.
+        Rows are grouped by ``id`` (in order of first appearance; without the
+        default ``"id"`` column the frame is one sequence) and sorted by
+        ``time_column`` within each sequence when one is given (numbers, or dates
+        as seconds since 1970). Results that are indexed by time step come back in
+        the frame's original row order.
         """
-        if not isinstance(frame, pd.DataFrame):
-            raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+        _check_frame(frame)
         if id_column == "id" and "id" not in frame.columns:
-            id_column = None  # the default: no id column means one sequence
-        for column in (id_column, time_column, *(value_columns or ()), *(input_columns or ())):
-            if column is not None and column not in frame.columns:
-                raise ValueError(f"column {column!r} not found; columns are {list(frame.columns)}")
+            id_column = None
+        _check_columns(frame, id_column, time_column, *(value_columns or ()), *(input_columns or ()))
         special = {id_column, time_column, *(input_columns or ())}
         if value_columns is None:
             value_columns = [c for c in frame.columns if c not in special]
         if not value_columns:
             raise ValueError("the data frame has no value columns")
-
-        n_rows = len(frame)
-        if n_rows == 0:
-            raise ValueError("the data frame has no rows")
-        if id_column is None:
-            codes, ids = np.zeros(n_rows, dtype=np.int64), [0]
-        else:
-            codes, uniques = pd.factorize(frame[id_column], sort=False)
-            if (codes < 0).any():
-                row = int(np.flatnonzero(codes < 0)[0])
-                raise ValueError(f"row {row}: missing value in id column {id_column!r}")
-            ids = list(uniques)
-        keys = [codes]
-        if time_column is not None:
-            time_values = _numeric_column(frame, time_column, lambda row: f"row {row}", allow_datetime=True)
-            keys.insert(0, time_values)
-        order = np.lexsort(keys)  # by id, then by time
-        counts = np.bincount(codes, minlength=len(ids))
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-        position = np.empty(n_rows, dtype=np.int64)
-        position[order] = np.arange(n_rows)
-
-        def locate(row: int) -> str:
-            sequence = int(np.searchsorted(offsets, position[row], side="right") - 1)
-            return f"sequence {sequence}, time step {position[row] - offsets[sequence]} (id {ids[sequence]!r})"
-
-        values = np.column_stack([_numeric_column(frame, c, locate) for c in value_columns])[order]
-        _check_finite_or_nan(values, offsets, columns=list(value_columns))
-        times = None
-        if time_column is not None:
-            times = time_values[order]
-            _check_times(times, offsets)
+        rows = _Rows.of(frame, id_column, time_column)
+        values = np.column_stack([_numeric_column(frame, c, rows.locate) for c in value_columns])[rows.order]
+        _check_finite_or_nan(values, rows.offsets, columns=list(value_columns))
         inputs = None
         if input_columns:
-            inputs = np.column_stack([_numeric_column(frame, c, locate) for c in input_columns])[order]
-            _check_finite(inputs, offsets, "input", columns=list(input_columns))
-        row_order = None if np.array_equal(order, np.arange(n_rows)) else order
-        return cls(values, offsets, times, inputs, ids, form="frame", row_order=row_order)
+            inputs = np.column_stack([_numeric_column(frame, c, rows.locate) for c in input_columns])[rows.order]
+            _check_finite(inputs, rows.offsets, "input", columns=list(input_columns))
+        return cls(values, rows.offsets, rows.times, inputs, rows.ids, form="frame", row_order=rows.row_order)
+
+    @classmethod
+    def from_event_log(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        id_column: str | None = "case_id",
+        symbol_column: str = "activity",
+        time_column: str | None = "timestamp",
+        vocabulary: Vocabulary | None = None,
+        unknown: Unknown = "error",
+    ) -> Sequences:
+        """An event log: one row per event, with case-id, symbol and time-stamp columns.
+
+        Rows are grouped into sequences by case and ordered by time stamp (stably)
+        within each, as :meth:`from_dataframe` does; the default ``"case_id"`` and
+        ``"timestamp"`` columns are optional (without them the log is one sequence,
+        in row order). Symbols are encoded as by :meth:`from_symbols`; ``"ignore"``
+        cannot drop events here (use ``"map"``).
+        """
+        _check_frame(frame)
+        if id_column == "case_id" and "case_id" not in frame.columns:
+            id_column = None
+        if time_column == "timestamp" and "timestamp" not in frame.columns:
+            time_column = None
+        _check_columns(frame, id_column, symbol_column, time_column)
+        rows = _Rows.of(frame, id_column, time_column)
+        symbols = frame[symbol_column].to_numpy()[rows.order]
+        missing = np.flatnonzero(pd.isna(symbols))
+        if missing.size:
+            row = int(rows.order[missing[0]])
+            raise ValueError(f"{rows.locate(row)} (row {row}), column {symbol_column!r}: missing symbol")
+        seqs, dropped = _encode_symbols(symbol_index(symbols), rows.offsets, vocabulary, unknown)
+        if dropped:
+            raise ValueError("unknown='ignore' cannot drop events from an event log; use 'map'")
+        return replace(seqs, times=rows.times, ids=rows.ids, form="frame", row_order=rows.row_order)
 
     @classmethod
     def from_csv(cls, path: str | PathLike[str], **columns: Any) -> Sequences:
@@ -213,11 +275,22 @@ class Sequences:
     def has_missing(self) -> bool:
         return bool(np.isnan(self.values).any())
 
+    @property
+    def codes(self) -> np.ndarray:
+        """(n_steps,) int64 codes of symbol sequences into ``vocabulary`` (``len(vocabulary)``: unknown)."""
+        if self.vocabulary is None:
+            raise ValueError(
+                "these sequences hold numbers, not symbols: read symbols with as_sequences(..., symbols=True)"
+            )
+        return self.values[:, 0]
+
     def __len__(self) -> int:
         return self.n_sequences
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.values[self.offsets[i] : self.offsets[i + 1]]
+        """Sequence ``i``: its (length, n_features) values, or its (length,) codes for symbols."""
+        steps = self.codes if self.vocabulary is not None else self.values
+        return steps[self.offsets[i] : self.offsets[i + 1]]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(self.n_sequences))
@@ -226,6 +299,12 @@ class Sequences:
         """(sequence index, time step) of a row of ``values``."""
         sequence = int(np.searchsorted(self.offsets, row, side="right") - 1)
         return sequence, int(row - self.offsets[sequence])
+
+    def times_of(self, i: int) -> np.ndarray:
+        """Time stamps of sequence ``i`` (``ValueError`` if the data have none)."""
+        if self.times is None:
+            raise ValueError("these sequences have no time stamps")
+        return self.times[self.offsets[i] : self.offsets[i + 1]]
 
     def restore(self, per_step: np.ndarray) -> np.ndarray | list[np.ndarray]:
         """Give a per-step result back in the form the data came in.
@@ -241,6 +320,7 @@ class Sequences:
         restored[self.row_order] = per_step
         return restored
 
+    # ------------------------------------------------------------------ attachments
     def with_inputs(self, inputs: Any, input_dim: int, model: str = "this model") -> Sequences:
         """These sequences with checked exogenous inputs (n_steps, input_dim) attached.
 
@@ -258,7 +338,8 @@ class Sequences:
         else:
             if input_dim == 0:
                 raise ValueError(f"inputs were given but {model} has input_dim=0")
-            given = self._input_array(inputs)
+            per_sequence = self.form == "list" and isinstance(inputs, (list, tuple)) and len(inputs) > 0
+            given = self._per_step(inputs, "inputs", per_sequence and not np.isscalar(inputs[0]))
         if given.shape[1] != input_dim:
             raise ValueError(f"inputs must have {input_dim} column(s) (input_dim), got {given.shape[1]}")
         bad = np.flatnonzero(~np.isfinite(given).all(axis=1))
@@ -267,28 +348,45 @@ class Sequences:
             raise ValueError(f"sequence {sequence}, time step {step}: non-finite input")
         return replace(self, inputs=np.ascontiguousarray(given))
 
-    def _input_array(self, inputs: Any) -> np.ndarray:
-        """Inputs as one (n_steps, m) array aligned with ``values``."""
-        if isinstance(inputs, (list, tuple)) and len(inputs) and not np.isscalar(inputs[0]) and self.form == "list":
-            if len(inputs) != self.n_sequences:
-                raise ValueError(f"inputs: got {len(inputs)} arrays for {self.n_sequences} sequences")
-            blocks = []
-            for s, block in enumerate(inputs):
-                array = np.asarray(block, dtype=float)
-                array = array[:, None] if array.ndim == 1 else array
-                if array.ndim != 2 or len(array) != self.lengths[s]:
+    def with_times(self, times: Any) -> Sequences:
+        """These sequences with checked time stamps: one array per sequence (a nested list), or one
+        array for all steps (for a data frame: in its row order)."""
+        nested = isinstance(times, (list, tuple)) and len(times) > 0 and not np.isscalar(times[0])
+        stamps = self._per_step(times, "times", per_sequence=nested)
+        if stamps.shape[1] != 1:
+            raise ValueError(f"times must be one number per time step, got {stamps.shape[1]} columns")
+        _check_times(stamps[:, 0], self.offsets)
+        return replace(self, times=stamps[:, 0])
+
+    def encoded(self, vocabulary: Vocabulary | None, unknown: Unknown = "error") -> Sequences:
+        """These symbol sequences in the codes of ``vocabulary`` (themselves if it is theirs, or None)."""
+        codes = self.codes
+        if vocabulary is None or vocabulary == self.vocabulary:
+            return self
+        labels = symbol_index([*self.vocabulary.symbols, UNKNOWN])[codes]
+        seqs, dropped = _encode_symbols(labels, self.offsets, vocabulary, unknown)
+        if dropped and (self.times is not None or self.form == "frame"):
+            raise ValueError("unknown='ignore' cannot drop events from time-stamped sequences or event logs; use 'map'")
+        if dropped:
+            return replace(seqs, ids=self.ids, form=self.form)
+        return replace(self, values=seqs.values, vocabulary=vocabulary)
+
+    def _per_step(self, given: Any, what: str, per_sequence: bool) -> np.ndarray:
+        """``given`` as one (n_steps, m) float array aligned with ``values``: from a list with one
+        array per sequence, or from one array aligned with the steps as the caller gave them."""
+        if per_sequence:
+            if len(given) != self.n_sequences:
+                raise ValueError(f"{len(given)} {what} arrays given for {self.n_sequences} sequences")
+            blocks = [_as_2d_float(block, _Locator(s)) for s, block in enumerate(given)]
+            for s, block in enumerate(blocks):
+                if len(block) != self.lengths[s]:
                     raise ValueError(
-                        f"sequence {s}: inputs must have {self.lengths[s]} rows (one per step), got shape {array.shape}"
+                        f"sequence {s}: {what} for {len(block)} time steps, but the sequence has {self.lengths[s]}"
                     )
-                blocks.append(array)
-            widths = {b.shape[1] for b in blocks}
-            if len(widths) > 1:
-                raise ValueError(f"inputs of different sequences have different numbers of columns {sorted(widths)}")
-            return np.concatenate(blocks)
-        array = np.asarray(inputs, dtype=float)
-        array = array[:, None] if array.ndim == 1 else array
-        if array.ndim != 2 or len(array) != self.n_steps:
-            raise ValueError(f"inputs must have {self.n_steps} rows (one per time step), got shape {array.shape}")
+            return _concatenate(blocks, f"{what} columns")[0]
+        array = _as_2d_float(given, _Locator(self.offsets if self.row_order is None else None))
+        if len(array) != self.n_steps:
+            raise ValueError(f"{what} for {len(array)} time steps, but the data have {self.n_steps}")
         return array if self.row_order is None else array[self.row_order]
 
     # --------------------------------------------------------------- model checks
@@ -345,46 +443,101 @@ class Sequences:
             raise ValueError(f"sequence {sequence}, time step {step}: {model} expects {expected}, got {value:g}")
         return self
 
+    def require_times(self, model: str = "this model", strictly_increasing: bool = True) -> Sequences:
+        """Check that time stamps exist (and, by default, strictly increase within each sequence)."""
+        if self.times is None:
+            raise ValueError(f"{model} needs time stamps: pass times= or a time column")
+        if strictly_increasing:
+            ties = np.flatnonzero(np.diff(self.times) == 0) + 1
+            ties = ties[~np.isin(ties, self.offsets)]
+            if ties.size:
+                sequence, step = self.locate(int(ties[0]))
+                raise ValueError(f"sequence {sequence}, time step {step}: time stamp repeats the previous one")
+        return self
 
-def as_sequences(data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
+
+def as_sequences(
+    data: Any,
+    lengths: Sequence[int] | None = None,
+    *,
+    symbols: bool = False,
+    vocabulary: Vocabulary | None = None,
+    unknown: Unknown = "error",
+    times: Any = None,
+    **columns: Any,
+) -> Sequences:
     """Convert any accepted input to :class:`Sequences`.
 
     Accepted: a :class:`Sequences`; a 1-D or 2-D array (one sequence, or several
     cut by ``lengths``); a list of arrays; a pandas DataFrame in long format
-    (keyword arguments as for :meth:`Sequences.from_dataframe`).
+    (keyword arguments name its columns, as for :meth:`Sequences.from_dataframe`).
+    ``times`` (one array per sequence, or one for all steps) attach time stamps.
+
+    With ``symbols=True`` (implied by ``vocabulary``) the data are symbols, encoded
+    as by :meth:`Sequences.from_symbols` (strings, lists of hashables, ...), and a
+    data frame is an event log (:meth:`Sequences.from_event_log`: columns
+    ``case_id``, ``activity``, ``timestamp`` unless named). Under a given
+    ``vocabulary`` (a fitted model's) unseen symbols follow ``unknown``: ``"error"``,
+    ``"ignore"`` or ``"map"``; symbol :class:`Sequences` are re-encoded into it.
+
+    >>> as_sequences("ACGGT", symbols=True).codes.tolist()
+    [0, 1, 2, 2, 3]
     """
+    symbolic = symbols or vocabulary is not None
     if isinstance(data, Sequences):
-        if lengths is not None:
-            raise ValueError("lengths cannot be given with a Sequences object")
-        return data
+        if lengths is not None or times is not None or columns:
+            raise ValueError("lengths, times and columns cannot be given with a Sequences object")
+        return data.encoded(vocabulary, unknown) if symbolic else data
     if isinstance(data, pd.DataFrame):
         if lengths is not None:
             raise ValueError("lengths cannot be given with a data frame; use its id column")
+        if times is not None:
+            raise ValueError("times cannot be given with a data frame; use its time column")
+        if symbolic:
+            return Sequences.from_event_log(data, vocabulary=vocabulary, unknown=unknown, **columns)
         return Sequences.from_dataframe(data, **columns)
+    if columns:
+        raise TypeError(f"{', '.join(sorted(columns))} name columns of a data frame, not of {type(data).__name__} data")
+    if symbolic:
+        return Sequences.from_symbols(data, lengths, times=times, vocabulary=vocabulary, unknown=unknown)
     if isinstance(data, (list, tuple)) and data and not np.isscalar(data[0]):
         if lengths is not None:
             raise ValueError("lengths cannot be given with a list of sequences")
-        return Sequences.from_arrays(data)
-    if isinstance(data, pd.Series):
-        data = data.to_numpy()
-    return Sequences.from_array(data, lengths)
+        seqs = Sequences.from_arrays(data)
+    else:
+        seqs = Sequences.from_array(data.to_numpy() if isinstance(data, pd.Series) else data, lengths)
+    return seqs if times is None else seqs.with_times(times)
 
 
 # ----------------------------------------------------------------------- helpers
 class _Locator:
-    """Names where a row of an input array sits: ``sequence i, time step t``."""
+    """Names where a row of an input array sits: ``sequence i, time step t`` (or ``row r``)."""
 
-    def __init__(self, where: int | np.ndarray):
-        self.where = where  # a sequence index, or the offsets of sequences cut from one array
+    def __init__(self, where: int | np.ndarray | None):
+        # a sequence index, the offsets of sequences cut from one array, or None for rows of a frame
+        self.where = where
 
     def sequence(self) -> str:
         return f"sequence {self.where}" if np.isscalar(self.where) else "X"
 
     def step(self, row: int) -> str:
+        if self.where is None:
+            return f"row {row}"
         if np.isscalar(self.where):
             return f"sequence {self.where}, time step {row}"
         sequence = int(np.searchsorted(self.where, row, side="right") - 1)
         return f"sequence {sequence}, time step {row - int(self.where[sequence])}"
+
+
+def _offsets(lengths: Sequence[int]) -> np.ndarray:
+    """Offsets of sequences of the given positive ``lengths``."""
+    lengths_arr = np.asarray(lengths)
+    if lengths_arr.ndim != 1 or lengths_arr.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be a 1-D sequence of integers, got {lengths!r}")
+    bad = np.flatnonzero(lengths_arr <= 0)
+    if bad.size:
+        raise ValueError(f"sequence {bad[0]} is empty (lengths[{bad[0]}] = {lengths_arr[bad[0]]})")
+    return np.concatenate([[0], np.cumsum(lengths_arr)]).astype(np.int64)
 
 
 def _as_2d_float(data: Any, where: _Locator) -> np.ndarray:
@@ -399,7 +552,7 @@ def _as_2d_float(data: Any, where: _Locator) -> np.ndarray:
             array = array.astype(np.float64)
         except (TypeError, ValueError):
             flat = array.reshape(-1) if array.ndim else array.reshape(1)
-            for position, item in enumerate(flat):
+            for position, item in enumerate(flat.tolist()):
                 try:
                     float(item)
                 except (TypeError, ValueError):
@@ -428,16 +581,105 @@ def _concatenate(blocks: list[np.ndarray], what: str) -> tuple[np.ndarray, np.nd
     return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)), offsets
 
 
-def _aligned(arrays: Sequence[Any], offsets: np.ndarray, what: str) -> np.ndarray:
-    """Per-sequence arrays (times or inputs) that must match the sequences' lengths."""
-    if len(arrays) != len(offsets) - 1:
-        raise ValueError(f"{len(arrays)} {what} arrays given for {len(offsets) - 1} sequences")
-    blocks = [_as_2d_float(a, _Locator(i)) for i, a in enumerate(arrays)]
-    for i, block in enumerate(blocks):
-        expected = offsets[i + 1] - offsets[i]
-        if len(block) != expected:
-            raise ValueError(f"sequence {i}: {len(block)} {what} for {expected} time steps")
-    return _concatenate(blocks, f"{what} columns")[0]
+def _split_symbols(data: Any) -> tuple[list[Any], Form]:
+    """One sequence of symbols ("array" form) or many ("list"), by the rules of :meth:`Sequences.from_symbols`."""
+    if isinstance(data, str):
+        return [data], "array"
+    if isinstance(data, np.ndarray):
+        return ([data], "array") if data.ndim == 1 else (list(data), "list")
+    if isinstance(data, pd.Series):
+        return [data.to_numpy()], "array"
+    try:
+        items = list(data)
+    except TypeError:
+        raise TypeError(f"expected symbol sequences, got {type(data).__name__}") from None
+    if not items:
+        raise ValueError("no sequences given (an empty list)")
+    nested = [isinstance(item, (list, tuple, np.ndarray, pd.Series, str)) for item in items]
+    if all(nested) and not all(isinstance(item, str) for item in items):
+        return [item.to_numpy() if isinstance(item, pd.Series) else item for item in items], "list"
+    if any(isinstance(item, (list, tuple, np.ndarray, pd.Series)) for item in items):
+        raise ValueError("mixed input: give one sequence of symbols or a list of sequences, not both")
+    for step, item in enumerate(items):
+        if not isinstance(item, Hashable):
+            raise TypeError(f"sequence 0, time step {step}: symbol {item!r} is not hashable")
+    return [items], "array"
+
+
+def _encode_symbols(
+    symbols: pd.Index, offsets: np.ndarray, vocabulary: Vocabulary | None, unknown: Unknown
+) -> tuple[Sequences, bool]:
+    """Symbol sequences (``offsets`` into ``symbols``) as codes, and whether ``"ignore"`` dropped any.
+
+    Without ``vocabulary`` it is learned from the symbols (in order of first appearance).
+    """
+    if unknown not in UNKNOWN_POLICIES:
+        raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
+    if vocabulary is None:
+        vocabulary, unknown = Vocabulary.learn(symbols), "error"
+    codes = vocabulary.encode(symbols, "error" if unknown == "error" else "map", _Locator(offsets).step)
+    kept = codes != len(vocabulary)
+    dropped = unknown == "ignore" and not kept.all()
+    if dropped:
+        lengths = np.add.reduceat(kept, offsets[:-1])
+        emptied = np.flatnonzero(lengths == 0)
+        if emptied.size:
+            raise ValueError(f"sequence {emptied[0]}: every symbol is outside the vocabulary, and unknown='ignore'")
+        codes, offsets = codes[kept], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return Sequences(codes.reshape(-1, 1), offsets, vocabulary=vocabulary), dropped
+
+
+def _check_frame(frame: Any) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+
+
+def _check_columns(frame: pd.DataFrame, *columns: str | None) -> None:
+    for column in columns:
+        if column is not None and column not in frame.columns:
+            raise ValueError(f"column {column!r} not found; columns are {list(frame.columns)}")
+    if len(frame) == 0:
+        raise ValueError("the data frame has no rows")
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of a long data frame as sequences: grouped by id in order of first appearance,
+    each sorted (stably) by time stamp; ``order[step]`` is the frame row of each step."""
+
+    order: np.ndarray
+    offsets: np.ndarray
+    ids: list[Any]
+    times: np.ndarray | None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, id_column: str | None, time_column: str | None) -> _Rows:
+        if id_column is None:
+            codes, ids = np.zeros(len(frame), dtype=np.int64), [0]
+        else:
+            codes, uniques = pd.factorize(frame[id_column], sort=False)
+            if (codes < 0).any():
+                row = int(np.flatnonzero(codes < 0)[0])
+                raise ValueError(f"row {row}: missing value in id column {id_column!r}")
+            ids = list(uniques)
+        stamps = None if time_column is None else _time_stamps(frame[time_column])
+        order = np.lexsort([codes] if stamps is None else [stamps, codes])  # by id, then by time
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(ids)))]).astype(np.int64)
+        rows = cls(order, offsets, ids, None if stamps is None else stamps[order])
+        if rows.times is not None:
+            _check_times(rows.times, offsets, time_column)
+        return rows
+
+    @property
+    def row_order(self) -> np.ndarray | None:
+        """``order``, or None when the rows are already in sequence order."""
+        return None if np.array_equal(self.order, np.arange(len(self.order))) else self.order
+
+    def locate(self, row: int) -> str:
+        """Where frame row ``row`` sits: ``sequence i, time step t (id ...)``."""
+        position = int(np.flatnonzero(self.order == row)[0])
+        sequence = int(np.searchsorted(self.offsets, position, side="right") - 1)
+        return f"sequence {sequence}, time step {position - self.offsets[sequence]} (id {self.ids[sequence]!r})"
 
 
 def _first_bad(mask: np.ndarray, offsets: np.ndarray) -> tuple[int, int, int] | None:
@@ -468,23 +710,43 @@ def _check_finite(values: np.ndarray, offsets: np.ndarray, what: str, columns: l
         raise ValueError(f"sequence {sequence}, time step {step}, {name}: {what} is not finite")
 
 
-def _check_times(times: np.ndarray, offsets: np.ndarray) -> None:
-    _check_finite(times[:, None], offsets, "time stamp")
+def _check_times(times: np.ndarray, offsets: np.ndarray, column: str | None = None) -> None:
+    """The one check of time stamps: finite and non-decreasing within each sequence (a new
+    sequence may start before the previous one ended)."""
+
+    def where(row: int) -> str:
+        sequence = int(np.searchsorted(offsets, row, side="right") - 1)
+        return f"sequence {sequence}, time step {row - offsets[sequence]}" + (f", column {column!r}" if column else "")
+
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        raise ValueError(f"{where(int(bad[0]))}: time stamp is missing or not finite")
     decreasing = np.flatnonzero(np.diff(times) < 0) + 1
     decreasing = decreasing[~np.isin(decreasing, offsets)]
     if decreasing.size:
-        row = int(decreasing[0])
-        sequence = int(np.searchsorted(offsets, row, side="right") - 1)
-        raise ValueError(f"sequence {sequence}, time step {row - offsets[sequence]}: time stamps decrease")
+        raise ValueError(f"{where(int(decreasing[0]))}: time stamps decrease")
 
 
-def _numeric_column(
-    frame: pd.DataFrame, column: str, locate: Callable[[int], str], allow_datetime: bool = False
-) -> np.ndarray:
+def _time_stamps(column: pd.Series) -> np.ndarray:
+    """A time column in seconds: numbers as they are; dates (or date strings) since 1970-01-01 UTC."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        epoch = pd.Timestamp("1970-01-01", tz=column.dt.tz)
+        return ((column - epoch) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    numbers = pd.to_numeric(column, errors="coerce")
+    if numbers.notna().sum() == column.notna().sum():
+        return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    parsed = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy() & column.notna().to_numpy())
+    if bad.size:
+        row = int(bad[0])
+        raise ValueError(f"row {row}, column {column.name!r}: not a time stamp: {column.iloc[row]!r}")
+    return ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, locate: Callable[[int], str]) -> np.ndarray:
     series = frame[column]
-    if allow_datetime and pd.api.types.is_datetime64_any_dtype(series):
-        epoch = pd.Timestamp("1970-01-01", tz=series.dt.tz)
-        return ((series - epoch) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         if pd.api.types.is_complex_dtype(series):
             raise ValueError(f"column {column!r}: complex values are not supported")

@@ -46,7 +46,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from modeshift.symbols import SymbolSequences, Vocabulary, as_symbol_sequences, next_targets
+from modeshift.data import Sequences, as_sequences
+from modeshift.symbols import Vocabulary, next_targets
 
 __all__ = ["EPSILON", "NextElementModel", "compare", "next_element", "train_test_split"]
 
@@ -68,7 +69,7 @@ def next_element(model: NextElementModel, sequences: Any, k: Sequence[int] = (1,
     """Top-k accuracies, log-loss (nats), perplexity and NDCG@5 of ``model``'s predictions of every
     element and every end of ``sequences`` (module docstring).
 
-    ``sequences``: anything :func:`~modeshift.symbols.as_symbol_sequences` takes; symbols
+    ``sequences``: symbol sequences in any form :func:`~modeshift.data.as_sequences` reads; symbols
     outside the model's vocabulary are errors if the model's ``unknown`` is ``"error"``.
     Returns a Series: ``accuracy@k`` for each k, ``log_loss``, ``perplexity``, ``ndcg@5``.
     """
@@ -77,7 +78,7 @@ def next_element(model: NextElementModel, sequences: Any, k: Sequence[int] = (1,
     if vocabulary is None:
         raise ValueError(f"the {type(model).__name__} is not fitted (it has no vocabulary_): call fit first")
     policy = "error" if getattr(model, "unknown", "error") == "error" else "map"
-    seqs = as_symbol_sequences(sequences, vocabulary=vocabulary, unknown=policy)
+    seqs = as_sequences(sequences, vocabulary=vocabulary, unknown=policy)
     unknown = len(vocabulary)
     ranks, losses = [], []
     for chunk in _chunks(seqs, max(1, CHUNK_CELLS // (unknown + 2))):
@@ -167,12 +168,12 @@ def _check_k(k: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(j) for j in ks)
 
 
-def _chunks(seqs: SymbolSequences, max_rows: int) -> Iterator[SymbolSequences]:
+def _chunks(seqs: Sequences, max_rows: int) -> Iterator[Sequences]:
     """Runs of whole sequences with at most ``max_rows`` rows of the layout each (or one sequence)."""
     rows = seqs.offsets + np.arange(seqs.n_sequences + 1)  # the layout's first row of each sequence
     first = 0
     while first < seqs.n_sequences:
         last = max(int(np.searchsorted(rows, rows[first] + max_rows, side="right")) - 1, first + 1)
         offsets = seqs.offsets[first : last + 1]
-        yield SymbolSequences(seqs.codes[offsets[0] : offsets[-1]], offsets - offsets[0], seqs.vocabulary)
+        yield Sequences(seqs.values[offsets[0] : offsets[-1]], offsets - offsets[0], vocabulary=seqs.vocabulary)
         first = last

@@ -12,11 +12,12 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
+from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import check_array, check_probabilities
 from modeshift.kernels import sample_chain
 from modeshift.statistics import Stacked, Statistics
 
-__all__ = ["InputDriven", "Stationary", "stationary_distribution"]
+__all__ = ["InputDriven", "Stationary"]
 
 
 class Stationary:
@@ -78,12 +79,13 @@ class Stationary:
             return np.log(self.initial_probs), np.log(self.transition_matrix)[None]
 
     def describe(self) -> dict[str, np.ndarray]:
-        """Per-state columns: long-run share of time, mean dwell time 1 / (1 - p_kk), switch probabilities."""
+        """Per-state columns: long-run share of time (from ``initial_probs`` if the chain has several
+        closed classes), mean dwell time 1 / (1 - p_kk), switch probabilities."""
         P = self.transition_matrix
         with np.errstate(divide="ignore"):
             dwell = 1.0 / (1.0 - np.diag(P))
         return {
-            "occupancy": stationary_distribution(P),
+            "occupancy": stationary_distribution(P, self.initial_probs),
             "mean_dwell": dwell,
             **{f"to_{j}": P[:, j] for j in range(len(P))},
         }
@@ -239,15 +241,6 @@ class InputDriven:
         if features is None or len(features) != n_steps:
             raise ValueError(f"an input-driven chain needs inputs for each of the {n_steps} steps")
         return sample_chain(self.initial_probs, self.kernel_arrays(features)[1], rng.random(n_steps))
-
-
-def stationary_distribution(transition_matrix: np.ndarray) -> np.ndarray:
-    """A probability vector pi with pi P = pi (for a reducible chain, one of several)."""
-    k = len(transition_matrix)
-    system = np.vstack([transition_matrix.T - np.eye(k), np.ones((1, k))])
-    pi = np.linalg.lstsq(system, np.r_[np.zeros(k), 1.0], rcond=None)[0]
-    pi = np.clip(pi, 0.0, None)
-    return pi / pi.sum()
 
 
 def _normalise(counts: np.ndarray, previous: np.ndarray) -> np.ndarray:

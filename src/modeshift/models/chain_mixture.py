@@ -20,8 +20,8 @@ spectral method for general mixture models", SIAM J. Comput. 38): each trajector
 (its first state and its transitions, as frequencies) is square-rooted to even out the noise
 of frequent and rare transitions, centred, and projected on the top 2K right singular vectors
 of the profile matrix, where the components' means stand out from the noise; k-means++ then
-clusters the projections, and every restart reseeds it. EM finds a local maximum: more
-restarts make a merged pair of components less likely.
+clusters the projections, and every restart reseeds it. EM (:func:`modeshift.models.em.run`)
+finds a local maximum: more restarts make a merged pair of components less likely.
 
 >>> import numpy as np
 >>> from modeshift import MarkovChainMixture
@@ -38,7 +38,7 @@ restarts make a merged pair of components less likely.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,15 +47,19 @@ from scipy import sparse
 from scipy.sparse.linalg import LinearOperator, svds
 from scipy.special import logsumexp
 
-from modeshift.data import check_probabilities
+from modeshift.data import Sequences, check_probabilities
 from modeshift.emissions.kmeans import kmeans
+from modeshift.models import em
 from modeshift.models.base import Model, NotFittedError
+from modeshift.models.markov_chain import smooth
+from modeshift.models.params import Integer, Number
 from modeshift.models.state_labels import encode_states, labels_from_json, labels_to_json
-from modeshift.symbols import SymbolSequences, Vocabulary
+from modeshift.symbols import Vocabulary
 
 __all__ = ["MarkovChainMixture"]
 
 _PARAMETERS = ("weights_", "startprob_", "transmat_")
+_FIT_RESULTS = ("history_", "converged_", "n_iter_")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class _Counts:
     lengths: np.ndarray
 
     @classmethod
-    def of(cls, seqs: SymbolSequences, n_states: int) -> _Counts:
+    def of(cls, seqs: Sequences, n_states: int) -> _Counts:
         n, starts = seqs.n_sequences, seqs.offsets[:-1]
         first = sparse.csr_matrix((np.ones(n), (np.arange(n), seqs.codes[starts])), shape=(n, n_states))
         follows = np.ones(len(seqs.codes), dtype=bool)
@@ -99,6 +103,12 @@ class MarkovChainMixture(Model):
     n_restarts : int
         EM runs from this many spectral starts (k-means reseeded); the best objective wins.
     random_state : int or numpy Generator, optional
+    warm_start : bool
+        Start ``fit`` from the current parameters (and ``states_``) instead of afresh.
+    verbose : bool
+        Show the progress of the EM iterations (drawn by the interface layer).
+    callback : callable, optional
+        ``callback(iteration, objective)`` at every EM iteration of every restart.
 
     Attributes
     ----------
@@ -110,10 +120,16 @@ class MarkovChainMixture(Model):
         Transition matrix of each component.
     states_ : tuple
         State labels; code i (row i of ``transmat_[k]``) is ``states_[i]``.
-    log_likelihood_history_ : list of float
+    history_ : list of float
         Log-likelihood plus log prior at each EM iteration of the best restart.
     converged_ : bool
+    n_iter_ : int
+
+    Parameters set by hand on a model never fitted start the first restart.
     """
+
+    _constraints = {"n_components": Integer(1), "pseudo_count": Number(0)}
+    _renamed = {"log_likelihood_history_": "history_"}
 
     def __init__(
         self,
@@ -123,18 +139,19 @@ class MarkovChainMixture(Model):
         tol: float = 1e-6,
         n_restarts: int = 5,
         random_state: int | np.random.Generator | None = None,
+        warm_start: bool = False,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
-        if int(n_components) < 1 or pseudo_count < 0 or int(n_restarts) < 1:
-            raise ValueError(
-                f"need n_components >= 1, pseudo_count >= 0 and n_restarts >= 1, "
-                f"got {n_components}, {pseudo_count}, {n_restarts}"
-            )
-        self.n_components = int(n_components)
+        self.n_components = n_components
         self.pseudo_count = pseudo_count
         self.n_iter = n_iter
         self.tol = tol
-        self.n_restarts = int(n_restarts)
+        self.n_restarts = n_restarts
         self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
 
     # ---------------------------------------------------------------- parameters
     def _parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,49 +178,58 @@ class MarkovChainMixture(Model):
         return (k - 1) + k * (v - 1) + k * v * (v - 1)
 
     # ------------------------------------------------------------------------ EM
-    def fit(self, trajectories: Any) -> MarkovChainMixture:
-        """Learn states, weights and chains from unlabeled trajectories; returns ``self``."""
-        seqs = encode_states(trajectories)
-        n_states = len(seqs.vocabulary)
+    def fit(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> MarkovChainMixture:
+        """Learn states, weights and chains from unlabeled trajectories by EM (:func:`modeshift.models.em.run`);
+        returns ``self``. ``data``: state sequences in any form :func:`~modeshift.data.as_sequences`
+        reads with ``symbols=True``."""
+        self._start_fit()
+        seqs = encode_states(data, self.__dict__.get("states_"), lengths=lengths, **columns)
         if seqs.n_sequences < self.n_components:
             raise ValueError(f"{seqs.n_sequences} trajectories cannot fit {self.n_components} components")
-        counts = _Counts.of(seqs, n_states)
-        rng = np.random.default_rng(self.random_state)
-        embedding = _spectral_embedding(counts.profiles(), 2 * self.n_components, rng)
-        best: tuple[tuple[np.ndarray, ...], list[float], bool] | None = None
-        for _ in range(self.n_restarts):
-            labels = kmeans(embedding, self.n_components, rng)[1]
-            parameters = self._m_step(counts, np.eye(self.n_components)[labels])
-            parameters, history, converged = self._em(counts, parameters)
-            if best is None or history[-1] > best[1][-1]:
-                best = (parameters, history, converged)
-        assert best is not None
-        self.weights_, self.startprob_, self.transmat_ = best[0]
         self.states_ = seqs.vocabulary.symbols
-        self.log_likelihood_history_, self.converged_ = best[1], best[2]
+        self.__dict__["_given"] = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
+        em.run(self, _Counts.of(seqs, len(seqs.vocabulary)), label=f"MarkovChainMixture K={self.n_components}")
+        for name in ("_given", "_embedding"):
+            self.__dict__.pop(name, None)
+        self._finish_fit()
         return self
 
-    def _em(
-        self, counts: _Counts, parameters: tuple[np.ndarray, ...]
-    ) -> tuple[tuple[np.ndarray, ...], list[float], bool]:
-        history: list[float] = []
-        for _ in range(self.n_iter):
-            log_joint = _log_joint(counts, *parameters)
-            log_lik = _log_likelihoods(log_joint)
-            history.append(float(log_lik.sum()) + self._log_prior(parameters))
-            parameters = self._m_step(counts, np.exp(log_joint - log_lik[:, None]))
-            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
-                return parameters, history, True
-        return parameters, history, False
+    def _em_initialize(self, counts: _Counts, rng: np.random.Generator, restart: int) -> None:
+        """Restart 0 from the parameters given (by hand, or kept by ``warm_start``) if all are;
+        otherwise from k-means clusters of the spectral embedding (computed once per fit)."""
+        given = self.__dict__["_given"]
+        if restart == 0 and len(given) == len(_PARAMETERS):
+            self._em_restore(dict(zip(_PARAMETERS, self._parameters())))  # the given ones, checked
+            return
+        if "_embedding" not in self.__dict__:
+            self.__dict__["_embedding"] = _spectral_embedding(counts.profiles(), 2 * self.n_components, rng)
+        labels = kmeans(self.__dict__["_embedding"], self.n_components, rng)[1]
+        self._em_restore(dict(zip(_PARAMETERS, self._maximize(counts, np.eye(self.n_components)[labels]))))
 
-    def _m_step(self, counts: _Counts, responsibilities: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _e_step(self, counts: _Counts, workspace: dict[str, Any]) -> tuple[float, np.ndarray]:
+        """The objective and the responsibilities p(k | x), (n, K)."""
+        parameters = (self.weights_, self.startprob_, self.transmat_)
+        log_joint = _log_joint(counts, *parameters)
+        log_lik = _log_likelihoods(log_joint)
+        return float(log_lik.sum()) + self._log_prior(parameters), np.exp(log_joint - log_lik[:, None])
+
+    def _m_step(self, counts: _Counts, responsibilities: np.ndarray) -> None:
+        self.weights_, self.startprob_, self.transmat_ = self._maximize(counts, responsibilities)
+
+    def _em_snapshot(self) -> dict[str, np.ndarray]:
+        return {name: np.array(self.__dict__[name]) for name in _PARAMETERS}
+
+    def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        self.__dict__.update(snapshot)
+
+    def _maximize(self, counts: _Counts, responsibilities: np.ndarray) -> tuple[np.ndarray, ...]:
         """Posterior mode of (weights, startprob, transmat) given responsibilities (n, K)."""
         a, k = self.pseudo_count, self.n_components
         n_states = counts.first.shape[1]
-        weights = _normalise(responsibilities.sum(axis=0) + a)
-        startprob = _normalise((counts.first.T @ responsibilities).T + a)
+        weights = smooth(responsibilities.sum(axis=0), a)
+        startprob = smooth((counts.first.T @ responsibilities).T, a)
         transitions = (counts.transitions.T @ responsibilities).T.reshape(k, n_states, n_states)
-        return weights, startprob, _normalise(transitions + a)
+        return weights, startprob, smooth(transitions, a)
 
     def _log_prior(self, parameters: tuple[np.ndarray, ...]) -> float:
         """Dirichlet log density up to a constant: a * sum of log parameters."""
@@ -212,30 +238,34 @@ class MarkovChainMixture(Model):
         return self.pseudo_count * sum(float(np.log(p).sum()) for p in parameters)
 
     # ----------------------------------------------------------------- inference
-    def _evidence(self, trajectories: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _evidence(self, data: Any, lengths: Sequence[int] | None, columns: dict[str, Any]) -> tuple[np.ndarray, ...]:
         """log w_k + log p(x | k), (n, K), and log p(x), (n,), of new trajectories."""
         weights, startprob, transmat = self._parameters()
         n_states = startprob.shape[1]
-        seqs = encode_states(trajectories, self._labels(n_states))
+        seqs = encode_states(data, self._labels(n_states), lengths=lengths, **columns)
         log_joint = _log_joint(_Counts.of(seqs, n_states), weights, startprob, transmat)
         return log_joint, _log_likelihoods(log_joint)
 
-    def predict_proba(self, trajectories: Any) -> np.ndarray:
+    def predict_proba(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
         """p(component | trajectory), (n_trajectories, K)."""
-        log_joint, log_lik = self._evidence(trajectories)
+        log_joint, log_lik = self._evidence(data, lengths, columns)
         return np.exp(log_joint - log_lik[:, None])
 
-    def predict(self, trajectories: Any) -> np.ndarray:
+    def predict(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
         """Most probable component of each trajectory, (n_trajectories,)."""
-        return np.argmax(self._evidence(trajectories)[0], axis=1)
+        return np.argmax(self._evidence(data, lengths, columns)[0], axis=1)
 
-    def score(self, trajectories: Any) -> float:
+    def score(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
         """Total log-likelihood sum_x log p(x)."""
-        return float(self._evidence(trajectories)[1].sum())
+        return float(self._evidence(data, lengths, columns)[1].sum())
 
-    def bic(self, trajectories: Any) -> float:
+    def aic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
+        return -2.0 * self.score(data, lengths, **columns) + 2.0 * self.n_parameters
+
+    def bic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
         """-2 log-likelihood + n_parameters log(n_trajectories), trajectories being the independent units."""
-        log_lik = self._evidence(trajectories)[1]
+        log_lik = self._evidence(data, lengths, columns)[1]
         return -2.0 * float(log_lik.sum()) + self.n_parameters * np.log(len(log_lik))
 
     def sample(
@@ -260,11 +290,8 @@ class MarkovChainMixture(Model):
         return dict(zip(_PARAMETERS, self._parameters()))
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"states_": labels_to_json(self._labels(self._parameters()[1].shape[1]))}
-        if "log_likelihood_history_" in self.__dict__:
-            out["log_likelihood_history_"] = [float(v) for v in self.log_likelihood_history_]
-            out["converged_"] = bool(self.converged_)
-        return out
+        states = labels_to_json(self._labels(self._parameters()[1].shape[1]))
+        return {"states_": states, **{name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         missing = [name for name in _PARAMETERS if name not in arrays]
@@ -273,7 +300,7 @@ class MarkovChainMixture(Model):
         for name in _PARAMETERS:
             setattr(self, name, np.array(arrays[name]))
         for name, value in attributes.items():
-            setattr(self, name, labels_from_json(value) if name == "states_" else value)
+            setattr(self, self._renamed.get(name, name), labels_from_json(value) if name == "states_" else value)
         self._parameters()
 
 
@@ -314,9 +341,3 @@ def _spectral_embedding(profiles: sparse.csr_matrix, n_dimensions: int, rng: np.
     )
     left, singular_values, _ = svds(centred, k=n_dimensions, v0=rng.random(min(roots.shape)))
     return left * singular_values
-
-
-def _normalise(counts: np.ndarray) -> np.ndarray:
-    """Rows of counts as probabilities; a row without counts (only with pseudo_count 0) becomes uniform."""
-    totals = counts.sum(axis=-1, keepdims=True)
-    return np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / counts.shape[-1])

@@ -22,7 +22,8 @@ entries of ∫_0^t expm(Q' s) W expm(Q' (t - s)) ds, the upper right block of
 expm([[Q', W], [0, Q']] t) (Van Loan 1978, "Computing integrals involving the matrix
 exponential", IEEE TAC 23). So an iteration costs two matrix exponentials per distinct interval
 length, however many intervals share it, and :func:`expm_metzler` computes them for all lengths
-at once. The M-step is q_ij = E[N_ij] / E[R_i], and the log-likelihood never decreases.
+at once. The M-step is q_ij = E[N_ij] / E[R_i], and the log-likelihood never decreases
+(the iterations run in :func:`modeshift.models.em.run`).
 
 >>> import numpy as np
 >>> from modeshift import MarkovJumpProcess
@@ -41,24 +42,30 @@ array([[-1. ,  0.7,  0.3],
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from modeshift.data import check_array, check_probabilities
+from modeshift.chain_analysis import stationary_distribution
+from modeshift.data import Sequences, check_array, check_probabilities
+from modeshift.models import em
 from modeshift.models.base import Model, NotFittedError
+from modeshift.models.params import Integer, OneOf, either
 from modeshift.models.state_labels import encode_states, labels_from_json, labels_to_json
 from modeshift.statistics import Statistics
-from modeshift.symbols import SymbolSequences, Vocabulary
-from modeshift.transitions import stationary_distribution
+from modeshift.symbols import Vocabulary
 
 __all__ = ["MarkovJumpProcess", "Paths", "endpoint_statistics", "expm_metzler"]
 
 OBSERVATIONS = ("snapshots", "paths")
 _BLOCK_ENTRIES = 2**22  # matrix entries per batch of exponentials (32 MB of float64)
+_FIT_RESULTS = ("history_", "converged_", "n_iter_")
+
+#: When complete paths end: one time for all, or one per path.
+Ends = float | Sequence[float] | None
 
 
 @dataclass(frozen=True)
@@ -89,13 +96,15 @@ class _Intervals:
     starts: np.ndarray
     ends: np.ndarray
     lengths: np.ndarray
+    n_states: int
 
     @classmethod
-    def of(cls, seqs: SymbolSequences) -> _Intervals:
-        follows = np.ones(len(seqs.codes), dtype=bool)
+    def of(cls, seqs: Sequences) -> _Intervals:
+        follows = np.ones(seqs.n_steps, dtype=bool)
         follows[seqs.offsets[:-1]] = False
         steps = np.flatnonzero(follows)
-        return cls(seqs.codes[steps - 1], seqs.codes[steps], seqs.times[steps] - seqs.times[steps - 1])
+        codes, times = seqs.codes, seqs.times
+        return cls(codes[steps - 1], codes[steps], times[steps] - times[steps - 1], len(seqs.vocabulary))
 
 
 class MarkovJumpProcess(Model):
@@ -110,7 +119,17 @@ class MarkovJumpProcess(Model):
         What ``fit`` and ``score`` receive: states observed at irregular times (fit by EM),
         or complete paths, every state with the time it was entered (closed-form maximum likelihood).
     n_iter, tol : int, float
-        EM stops after ``n_iter`` iterations or when the log-likelihood improves by less than ``tol``.
+        EM stops after ``n_iter`` iterations or when the log-likelihood improves by less than
+        ``tol`` (:mod:`modeshift.models.em`); ``n_iter=0`` only initialises. Complete paths
+        need no iterations: their estimate is exact.
+    random_state : int or numpy Generator, optional
+        Accepted as by every EM-fitted model; EM's start (a crude estimate) is deterministic.
+    warm_start : bool
+        Start EM from the current ``rate_matrix_`` (and ``states_``) instead of afresh.
+    verbose : bool
+        Show the progress of the EM iterations (drawn by the interface layer).
+    callback : callable, optional
+        ``callback(iteration, log_likelihood)`` at every EM iteration.
 
     Attributes
     ----------
@@ -118,22 +137,36 @@ class MarkovJumpProcess(Model):
         The generator Q; row and column i are state ``states_[i]``.
     states_ : tuple
         State labels, sorted when they can be.
-    log_likelihood_history_ : list of float
+    history_ : list of float
         Log-likelihood at each EM iteration (one value for complete paths).
     converged_ : bool
+    n_iter_ : int
+
+    A ``rate_matrix_`` set by hand on a model never fitted starts EM.
     """
 
+    _constraints = {"n_states": either(Integer(1), OneOf((None,))), "observation": OneOf(OBSERVATIONS)}
+    _renamed = {"log_likelihood_history_": "history_"}
+
     def __init__(
-        self, n_states: int | None = None, observation: str = "snapshots", n_iter: int = 200, tol: float = 1e-4
+        self,
+        n_states: int | None = None,
+        observation: str = "snapshots",
+        n_iter: int = 200,
+        tol: float = 1e-4,
+        random_state: int | np.random.Generator | None = None,
+        warm_start: bool = False,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
-        if observation not in OBSERVATIONS:
-            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
-        if n_states is not None and int(n_states) < 1:
-            raise ValueError(f"n_states must be a positive integer or None, got {n_states!r}")
-        self.n_states = None if n_states is None else int(n_states)
+        self.n_states = n_states
         self.observation = observation
         self.n_iter = n_iter
         self.tol = tol
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
 
     # ---------------------------------------------------------------- parameters
     def _rate_matrix(self) -> np.ndarray:
@@ -187,18 +220,24 @@ class MarkovJumpProcess(Model):
         return expm_metzler(rates * times.reshape(-1, 1, 1)).reshape(times.shape + rates.shape)
 
     def stationary_distribution(self) -> np.ndarray:
-        """pi with pi Q = 0: the stationary law of the uniformised chain I + Q / max_i q_i."""
+        """pi with pi Q = 0: the stationary law of the uniformised chain I + Q / max_i q_i
+        (``ValueError`` naming the closed classes if there are several: then it is not unique)."""
         rates = self._rate_matrix()
-        fastest = max(float(self.exit_rates().max()), np.finfo(float).tiny)
-        return stationary_distribution(np.eye(len(rates)) + rates / fastest)
+        exits = self.exit_rates()
+        uniformised = rates / max(float(exits.max()), np.finfo(float).tiny)
+        np.fill_diagonal(uniformised, 0.0)
+        np.fill_diagonal(uniformised, 1.0 - uniformised.sum(axis=1))
+        return stationary_distribution(uniformised, states=self._labels(len(rates)))
 
     # ----------------------------------------------------------------------- data
-    def _encode(self, data: Any, times: Sequence[Any] | None, fitted: bool) -> SymbolSequences:
-        states = self._labels(len(self._rate_matrix())) if fitted else None
-        seqs = encode_states(data, states, times=times, n_states=self.n_states)
+    def _encode(
+        self, data: Any, lengths: Sequence[int] | None, times: Any, columns: dict[str, Any], fitted: bool
+    ) -> Sequences:
+        states = self._labels(len(self._rate_matrix())) if fitted else self.__dict__.get("states_")
+        seqs = encode_states(data, states, n_states=self.n_states, lengths=lengths, times=times, **columns)
         return seqs.require_times(f"a MarkovJumpProcess (observation={self.observation!r})")
 
-    def _path_statistics(self, seqs: SymbolSequences, end_times: float | Sequence[float] | None) -> Statistics:
+    def _path_statistics(self, seqs: Sequences, end_times: Ends) -> Statistics:
         """Jump counts N_ij and time at risk R_i of complete paths."""
         n = len(seqs.vocabulary)
         intervals = _Intervals.of(seqs)
@@ -220,56 +259,99 @@ class MarkovJumpProcess(Model):
 
     # ------------------------------------------------------------------------ fit
     def fit(
-        self, data: Any, times: Sequence[Any] | None = None, end_times: float | Sequence[float] | None = None
+        self,
+        data: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        times: Any = None,
+        end_times: Ends = None,
+        **columns: Any,
     ) -> MarkovJumpProcess:
         """Learn the rate matrix from paths or snapshots (see ``observation``); returns ``self``.
 
-        ``data`` are state sequences in any form :func:`~modeshift.symbols.as_symbol_sequences`
-        reads, ``times`` their time stamps (strictly increasing, non-negative), or an event log
-        with a time column. ``end_times`` (one, or one per path) censor the last sojourn of
-        complete paths; without them the last states carry no information. In a path, a state
-        that repeats the previous one is no jump.
+        ``data`` are state sequences in any form :func:`~modeshift.data.as_sequences` reads
+        with ``symbols=True``, ``times`` their time stamps (one array per sequence, strictly
+        increasing), or an event log with a time column (``columns`` name its columns).
+        ``end_times`` (one, or one per path) censor the last sojourn of complete paths;
+        without them the last states carry no information. In a path, a state that repeats
+        the previous one is no jump. Snapshots are fit by EM (:func:`modeshift.models.em.run`),
+        complete paths in closed form (``history_`` holds its one log-likelihood).
         """
-        seqs = self._encode(data, times, fitted=False)
+        self._start_fit()
+        seqs = self._encode(data, lengths, times, columns, fitted=False)
+        self.states_ = seqs.vocabulary.symbols
         if self.observation == "paths":
             counts = self._path_statistics(seqs, end_times)
-            rates = _generator(counts["jumps"], counts["time_at_risk"])
-            history, converged = [_complete_log_likelihood(rates, counts)], True
+            self.rate_matrix_ = _generator(counts["jumps"], counts["time_at_risk"])
+            self.history_ = [_complete_log_likelihood(self.rate_matrix_, counts)]
+            self.converged_, self.n_iter_ = True, 1
         else:
             if end_times is not None:
                 raise ValueError("end_times apply to observation='paths' only")
             intervals = _Intervals.of(seqs)
             if intervals.lengths.size == 0:
                 raise ValueError("snapshots need at least one sequence with two observations")
-            rates, history, converged = self._em(intervals, len(seqs.vocabulary))
-        self.rate_matrix_ = rates
-        self.states_ = seqs.vocabulary.symbols
-        self.log_likelihood_history_, self.converged_ = history, converged
+            self.__dict__["_given"] = self.__dict__.get("rate_matrix_")
+            em.run(self, intervals, label="MarkovJumpProcess")
+            del self.__dict__["_given"]
+        self._finish_fit()
         return self
 
-    def _em(self, intervals: _Intervals, n: int) -> tuple[np.ndarray, list[float], bool]:
-        rates = _crude_rates(intervals, n)
-        history: list[float] = []
-        for _ in range(self.n_iter):
-            expected = endpoint_statistics(rates, intervals.starts, intervals.ends, intervals.lengths)
-            history.append(expected["log_likelihood"])
-            rates = _generator(expected["jumps"], expected["time_at_risk"])
-            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
-                return rates, history, True
-        return rates, history, False
+    def _em_initialize(self, intervals: _Intervals, rng: np.random.Generator, restart: int) -> None:
+        """The rate matrix given (by hand, or kept by ``warm_start``), else a crude estimate."""
+        given = self.__dict__["_given"]
+        self.rate_matrix_ = _crude_rates(intervals) if given is None else given
+        self.rate_matrix_ = self._rate_matrix()  # checked, as an array
+
+    def _e_step(self, intervals: _Intervals, workspace: dict[str, Any]) -> tuple[float, Statistics]:
+        expected = endpoint_statistics(self.rate_matrix_, intervals.starts, intervals.ends, intervals.lengths)
+        return expected["log_likelihood"], expected
+
+    def _m_step(self, intervals: _Intervals, expected: Statistics) -> None:
+        self.rate_matrix_ = _generator(expected["jumps"], expected["time_at_risk"])
+
+    def _em_snapshot(self) -> dict[str, np.ndarray]:
+        return {"rate_matrix_": self.rate_matrix_.copy()}
+
+    def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        self.rate_matrix_ = snapshot["rate_matrix_"]
 
     # ----------------------------------------------------------------- inference
     def score(
-        self, data: Any, times: Sequence[Any] | None = None, end_times: float | Sequence[float] | None = None
+        self,
+        data: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        times: Any = None,
+        end_times: Ends = None,
+        **columns: Any,
     ) -> float:
         """Log-likelihood: of snapshots, sum log P(dt)[x_k, x_k+1] (given each sequence's first
         state); of complete paths, sum N_ij log q_ij - sum R_i q_i."""
         rates = self._rate_matrix()
-        seqs = self._encode(data, times, fitted=True)
+        seqs = self._encode(data, lengths, times, columns, fitted=True)
         if self.observation == "paths":
             return _complete_log_likelihood(rates, self._path_statistics(seqs, end_times))
         intervals = _Intervals.of(seqs)
         return endpoint_statistics(rates, intervals.starts, intervals.ends, intervals.lengths)["log_likelihood"]
+
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: the n (n - 1) off-diagonal rates."""
+        n = len(self._rate_matrix())
+        return n * (n - 1)
+
+    def aic(self, data: Any, lengths: Sequence[int] | None = None, **options: Any) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters (``options`` as for :meth:`score`)."""
+        return -2.0 * self.score(data, lengths, **options) + 2.0 * self.n_parameters
+
+    def bic(self, data: Any, lengths: Sequence[int] | None = None, **options: Any) -> float:
+        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n), n the intervals
+        between consecutive observations (``options`` as for :meth:`score`)."""
+        end_times = options.pop("end_times", None)
+        seqs = self._encode(data, lengths, options.pop("times", None), options, fitted=True)
+        log_likelihood = self.score(seqs, end_times=end_times)
+        return -2.0 * log_likelihood + self.n_parameters * np.log(seqs.n_steps - seqs.n_sequences)
 
     def sample(
         self,
@@ -320,18 +402,15 @@ class MarkovJumpProcess(Model):
         return {"rate_matrix_": self._rate_matrix()}
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"states_": labels_to_json(self._labels(len(self._rate_matrix())))}
-        if "log_likelihood_history_" in self.__dict__:
-            out["log_likelihood_history_"] = [float(v) for v in self.log_likelihood_history_]
-            out["converged_"] = bool(self.converged_)
-        return out
+        states = labels_to_json(self._labels(len(self._rate_matrix())))
+        return {"states_": states, **{name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         if "rate_matrix_" not in arrays:
             raise ValueError("the model file lacks the parameter array rate_matrix_")
         self.rate_matrix_ = np.array(arrays["rate_matrix_"])
         for name, value in attributes.items():
-            setattr(self, name, labels_from_json(value) if name == "states_" else value)
+            setattr(self, self._renamed.get(name, name), labels_from_json(value) if name == "states_" else value)
         self._rate_matrix()
 
 
@@ -384,9 +463,10 @@ def _complete_log_likelihood(rates: np.ndarray, counts: Statistics) -> float:
     return float(np.sum(jumps * log_rates) + counts["time_at_risk"] @ np.diag(rates))
 
 
-def _crude_rates(intervals: _Intervals, n: int) -> np.ndarray:
+def _crude_rates(intervals: _Intervals) -> np.ndarray:
     """EM's start: rates as if each interval were spent in its first state, then one jump,
     plus one pseudo-jump to every state so that no rate starts at zero (EM keeps zeros)."""
+    n = intervals.n_states
     jumps = np.ones((n, n))
     np.add.at(jumps, (intervals.starts, intervals.ends), 1.0)
     time_at_risk = np.bincount(intervals.starts, weights=intervals.lengths, minlength=n) + intervals.lengths.mean()

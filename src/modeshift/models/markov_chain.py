@@ -1,4 +1,4 @@
-"""Markov chains of any order over symbols: smoothed counts, prediction, and the chain's long-run behaviour.
+"""Markov chains of any order over symbols: smoothed counts, prediction, sampling and the chain's dynamics.
 
 A chain of order n predicts each element of a sequence from the n symbols before
 it (fewer at the start of the sequence), and ends the sequence with a probability
@@ -25,12 +25,13 @@ under ``unknown="map"``):
 
 A context never seen in training has no counts: it predicts every outcome alike.
 The chain's *dynamics* — what comes next given that the sequence goes on — are the
-rows without the end, renormalised (``transition_matrix_``); for b(c) that depends
+rows without the end, renormalised (``transmat_``); for b(c) that depends
 only on c this is the same estimator applied to the transition counts alone.
 Analysis of the chain (``structure``, ``stationary_distribution``, ``mixing_time``,
-``entropy_rate``, divergence rates) uses the dynamics: for order 1 the chain on
-symbols, for higher orders the chain on contexts of n symbols (``states_``), as a
-dense matrix of at most ``MAX_DENSE_STATES`` states. Fitting, scoring, prediction
+``entropy_rate``, divergence rates, all from :mod:`modeshift.chain_analysis`) uses
+the dynamics: for order 1 the chain on symbols, for higher orders the chain on
+contexts of n symbols (``states_``), as a dense matrix of at most
+``MAX_DENSE_STATES`` states. Fitting, scoring, prediction
 and sampling work at any order from sparse counts (order 3 on 10^7 tokens takes
 seconds and a few hundred MB).
 
@@ -38,7 +39,7 @@ seconds and a few hundred MB).
 >>> chain = MarkovChain(smoothing="ml").fit([list("abab"), list("aab"), list("ba")])
 >>> chain.states_
 ['a', 'b']
->>> chain.transition_matrix_
+>>> chain.transmat_
 array([[0.25, 0.75],
        [1.  , 0.  ]])
 >>> chain.end_probability_.round(3)    # 'b' ended 2 of its 4 occurrences
@@ -68,49 +69,30 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components, shortest_path
-from scipy.special import xlogy
 
+from modeshift import chain_analysis
+from modeshift.chain_analysis import ChainStructure
+from modeshift.data import Sequences, as_sequences
 from modeshift.kernels import sample_chain
 from modeshift.kernels.counting import context_keys, find_keys
 from modeshift.models.base import Model, NotFittedError
+from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.models.state_labels import labels_from_json, labels_to_json
-from modeshift.symbols import UNKNOWN_POLICIES, SymbolSequences, Vocabulary, as_symbol_sequences, next_targets
-from modeshift.transitions import stationary_distribution
+from modeshift.symbols import UNKNOWN_POLICIES, Vocabulary, n_targets, next_targets
 
-__all__ = [
-    "MAX_DENSE_STATES",
-    "SMOOTHINGS",
-    "ChainStructure",
-    "MarkovChain",
-    "chain_structure",
-    "entropy_rate",
-    "f_divergence_rate",
-    "mixing_time",
-    "smooth",
-]
+__all__ = ["MAX_DENSE_STATES", "SMOOTHINGS", "MarkovChain", "smooth"]
 
 SMOOTHINGS: tuple[str, ...] = ("ml", "laplace", "kt", "minimax")
 #: The most states the chain analysis builds a dense transition matrix for.
 MAX_DENSE_STATES = 4096
 _SCORE_CHUNK = 1 << 20  # elements scored at a time
 _ADD = {"ml": 0.0, "laplace": 1.0, "kt": 0.5}
-
-# f of each named f-divergence, and lim f(t) / t as t -> infinity (the weight of mass that q lacks)
-_DIVERGENCES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
-    "kl": (lambda t: xlogy(t, t), math.inf),
-    "reverse_kl": (lambda t: -np.log(t), 0.0),
-    "hellinger": (lambda t: (np.sqrt(t) - 1.0) ** 2, 1.0),
-    "total_variation": (lambda t: 0.5 * np.abs(t - 1.0), 0.5),
-    "chi2": (lambda t: (t - 1.0) ** 2, math.inf),
-}
 
 
 # ------------------------------------------------------------------- estimators
@@ -147,187 +129,6 @@ def _pseudo_counts(counts: np.ndarray, smoothing: str | float) -> np.ndarray:
     return np.full(np.shape(counts), _ADD.get(smoothing, smoothing), dtype=np.float64)
 
 
-# -------------------------------------------------------------- chain analysis
-@dataclass(frozen=True)
-class ChainStructure:
-    """The communicating classes of a chain: the sets of states that reach each other.
-
-    A class is *closed* when no transition leaves it; the others are transient.
-    The stationary distribution is unique exactly when one class is closed. The
-    period of a class is the gcd of the lengths of its cycles (``None`` for a
-    transient state on no cycle); a chain whose closed class has period d > 1
-    cycles through d groups of states and never mixes.
-    """
-
-    classes: tuple[tuple[Hashable, ...], ...]
-    closed: tuple[bool, ...]
-    periods: tuple[int | None, ...]
-
-    @property
-    def irreducible(self) -> bool:
-        """Every state reaches every other."""
-        return len(self.classes) == 1
-
-    @property
-    def closed_classes(self) -> tuple[tuple[Hashable, ...], ...]:
-        return tuple(c for c, closed in zip(self.classes, self.closed) if closed)
-
-    @property
-    def aperiodic(self) -> bool:
-        """Every closed class has period 1."""
-        return all(p == 1 for p, closed in zip(self.periods, self.closed) if closed)
-
-    def __str__(self) -> str:
-        count = len(self.classes)
-        lines = [f"{count} communicating class{'es' if count > 1 else ''}:"]
-        for members, closed, period in zip(self.classes, self.closed, self.periods):
-            period_text = "no cycle" if period is None else f"period {period}"
-            lines.append(f"  {'closed' if closed else 'transient'}, {period_text}: {_names(members)}")
-        return "\n".join(lines)
-
-
-def chain_structure(transition_matrix: ArrayLike, states: Sequence[Hashable] | None = None) -> ChainStructure:
-    """Communicating classes (Tarjan's strong components), which are closed, and their periods.
-
-    Classes are listed in order of their first state; ``states`` names the states
-    (default: their indices). A period is the gcd of level[u] + 1 - level[v] over
-    the class's transitions u -> v, with levels from one breadth-first search.
-    """
-    graph = sparse.csr_array(np.asarray(transition_matrix) > 0)
-    n_states = graph.shape[0]
-    _, labels = connected_components(graph, directed=True, connection="strong")
-    _, first = np.unique(labels, return_index=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    labels, roots = rank[labels], np.sort(first)
-    source, target = graph.nonzero()
-    inside = labels[source] == labels[target]
-    closed = np.ones(len(roots), dtype=bool)
-    closed[labels[source[~inside]]] = False
-    # one search from an extra node pointing at every class's first state gives every class its levels
-    hub = np.full(len(roots), n_states)
-    tree = sparse.csr_array(
-        (np.ones(inside.sum() + len(roots)), (np.r_[source[inside], hub], np.r_[target[inside], roots])),
-        shape=(n_states + 1, n_states + 1),
-    )
-    level = shortest_path(tree, unweighted=True, indices=n_states)[:n_states].astype(np.int64)
-    periods = np.zeros(len(roots), dtype=np.int64)
-    np.gcd.at(periods, labels[source[inside]], level[source[inside]] + 1 - level[target[inside]])
-    names = list(range(n_states)) if states is None else list(states)
-    return ChainStructure(
-        classes=tuple(tuple(names[i] for i in np.flatnonzero(labels == c)) for c in range(len(roots))),
-        closed=tuple(bool(c) for c in closed),
-        periods=tuple(int(p) if p > 0 else None for p in periods),
-    )
-
-
-def mixing_time(
-    transition_matrix: ArrayLike, eps: float = 0.25, states: Sequence[Hashable] | None = None, max_steps: int = 2**40
-) -> int:
-    """t_mix(eps) = min { t : max_x || P^t(x, .) - pi ||_TV <= eps }, exactly.
-
-    The distance to stationarity never increases with t, so P, P^2, P^4, ... are
-    squared until it is at most ``eps`` and the last interval is bisected: about
-    2 log2(t_mix) products of S x S matrices. ``ValueError`` for a chain with
-    several closed classes or a periodic closed class (it never mixes), or when
-    t_mix exceeds ``max_steps``.
-    """
-    if not 0.0 < eps < 1.0:
-        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
-    P = np.asarray(transition_matrix, dtype=np.float64)
-    structure = chain_structure(P, states)
-    pi = _stationary(P, structure)
-    for members, closed, period in zip(structure.classes, structure.closed, structure.periods):
-        if closed and period != 1:
-            raise ValueError(
-                f"the chain is periodic (period {period}: class {_names(members)}), so P^t never converges "
-                "and it never mixes"
-            )
-
-    def distance(power: np.ndarray) -> float:
-        return 0.5 * float(np.abs(power - pi).sum(axis=1).max())
-
-    if distance(np.eye(len(P))) <= eps:
-        return 0
-    powers = [P]  # powers[j] = P^(2^j)
-    while distance(powers[-1]) > eps:
-        if 2 ** len(powers) > max_steps:
-            raise ValueError(f"the chain has not mixed to within {eps} after {2 ** (len(powers) - 1)} steps")
-        powers.append(powers[-1] @ powers[-1])
-    if len(powers) == 1:
-        return 1
-    steps, power = 2 ** (len(powers) - 2), powers[-2]  # the largest power known to be too far
-    for j in range(len(powers) - 3, -1, -1):
-        candidate = power @ powers[j]
-        if distance(candidate) > eps:
-            steps, power = steps + 2**j, candidate
-    return steps + 1
-
-
-def entropy_rate(
-    transition_matrix: ArrayLike, base: float | None = None, states: Sequence[Hashable] | None = None
-) -> float:
-    """H = -sum_i pi_i sum_j P_ij log P_ij, in nats (or in units of log ``base``: 2 for bits)."""
-    P = np.asarray(transition_matrix, dtype=np.float64)
-    pi = _stationary(P, chain_structure(P, states))
-    rate = float(pi @ -xlogy(P, P).sum(axis=1))
-    return rate / math.log(base) if base is not None else rate
-
-
-def f_divergence_rate(
-    transition_matrix: ArrayLike, other: ArrayLike, f: str | Callable[[np.ndarray], np.ndarray] = "kl"
-) -> float:
-    """sum_i pi_i D_f(P_i || Q_i), with pi the stationary distribution of P and D_f(p || q) = sum_j q_j f(p_j / q_j).
-
-    ``f`` is ``"kl"`` (t log t: the KL divergence rate, lim (1/n) KL of the laws of
-    n-step paths), ``"reverse_kl"`` (-log t), ``"hellinger"`` ((sqrt t - 1)^2, so
-    sum_j (sqrt p_j - sqrt q_j)^2), ``"total_variation"`` (|t - 1| / 2) or ``"chi2"``
-    ((t - 1)^2), or a vectorised convex callable with f(1) = 0. An outcome with
-    q_j = 0 < p_j adds p_j lim f(t)/t: +inf for KL and chi2 (and for a callable),
-    p_j / 2 for total variation, p_j for Hellinger. For KL this is the rate of the
-    divergence between the chains' path laws; for other f it is the stationary
-    average of the divergences between next-step laws.
-    """
-    P = np.asarray(transition_matrix, dtype=np.float64)
-    Q = np.asarray(other, dtype=np.float64)
-    if P.shape != Q.shape:
-        raise ValueError(f"the transition matrices differ in shape: {P.shape} and {Q.shape}")
-    return _divergence_rate(_stationary(P, chain_structure(P)), P, Q, f)
-
-
-def _divergence_rate(pi: np.ndarray, P: np.ndarray, Q: np.ndarray, f: Any) -> float:
-    if isinstance(f, str):
-        if f not in _DIVERGENCES:
-            raise ValueError(f"f must be one of {tuple(_DIVERGENCES)} or a callable, got {f!r}")
-        function, slope = _DIVERGENCES[f]
-    elif callable(f):
-        function, slope = f, math.inf
-    else:
-        raise TypeError(f"f must be a name or a callable, got {type(f).__name__}")
-    positive = Q > 0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        terms = Q * function(np.divide(P, Q, out=np.ones_like(P), where=positive))
-        terms = np.where(positive, terms, np.where(P > 0, P * slope, 0.0))
-        per_state = terms.sum(axis=1)
-        return float(np.sum(np.where(pi > 0, pi * per_state, 0.0)))  # 0 inf = 0: unvisited states don't count
-
-
-def _stationary(P: np.ndarray, structure: ChainStructure) -> np.ndarray:
-    """The stationary distribution, which must be unique (one closed class)."""
-    closed = structure.closed_classes
-    if len(closed) > 1:
-        raise ValueError(
-            f"the chain is reducible with {len(closed)} closed classes ({'; '.join(_names(c) for c in closed)}): "
-            "each has its own stationary distribution, so there is no unique one (see structure())"
-        )
-    return stationary_distribution(P)
-
-
-def _names(members: Sequence[Hashable]) -> str:
-    """A class of states for messages: {'a', 'b', ...}, at most ten shown."""
-    return "{" + ", ".join(repr(m) for m in members[:10]) + (", ..." if len(members) > 10 else "") + "}"
-
-
 # ------------------------------------------------------------------------ model
 class MarkovChain(Model):
     """A Markov chain of any order over a vocabulary of symbols, with the ends of sequences.
@@ -362,9 +163,16 @@ class MarkovChain(Model):
         What followed each context: the symbols' codes, then ``UNKNOWN`` (V) and
         ``END`` (V + 1), the columns of the next-element layout.
 
-    ``initial_distribution_``, ``transition_matrix_``, ``end_probability_`` and
-    ``states_`` are computed from them.
+    ``initial_distribution_``, ``transmat_``, ``end_probability_`` and ``states_``
+    are computed from them (``transition_matrix_`` is the deprecated name of ``transmat_``).
     """
+
+    _constraints = {
+        "order": Integer(1),
+        "smoothing": either(OneOf(SMOOTHINGS), Number(0)),
+        "unknown": OneOf(UNKNOWN_POLICIES),
+    }
+    _renamed = {"transition_matrix_": "transmat_"}
 
     def __init__(self, order: int = 1, smoothing: str | float = "kt", unknown: str = "error"):
         self.order = order
@@ -372,14 +180,16 @@ class MarkovChain(Model):
         self.unknown = unknown
 
     # ------------------------------------------------------------------- fitting
-    def fit(self, sequences: Any) -> MarkovChain:
+    def fit(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> MarkovChain:
         """Count every context and what followed it; returns ``self``.
 
-        ``sequences``: anything :func:`~modeshift.symbols.as_symbol_sequences` takes —
-        a string, a list of symbols, a list of sequences, an event-log data frame.
+        ``data``: symbol sequences in any form :func:`~modeshift.data.as_sequences` reads
+        with ``symbols=True`` — a string, a list of symbols (cut by ``lengths``), a list of
+        sequences, an event-log data frame (``columns`` name its ``id_column``,
+        ``symbol_column`` and ``time_column``).
         """
-        self._check_hyperparameters()
-        seqs = as_symbol_sequences(sequences)
+        self._start_fit()
+        seqs = as_sequences(data, lengths, symbols=True, **columns)
         n_symbols = len(seqs.vocabulary)
         if self.unknown != "map" and seqs.codes.max() >= n_symbols:
             raise ValueError("the training sequences hold the unknown code; fit on symbols, or use unknown='map'")
@@ -389,26 +199,21 @@ class MarkovChain(Model):
         self.vocabulary_ = seqs.vocabulary
         self.context_keys_, self.counts_ = _count_table(seqs, self.order, base)
         self._prepare()
+        self._finish_fit()
         return self
 
-    def _check_hyperparameters(self) -> str | float:
-        order = self.order
-        if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 1:
-            raise ValueError(f"order must be an integer >= 1, got {order!r}")
-        if self.unknown not in UNKNOWN_POLICIES:
-            raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
-        smoothing = _check_smoothing(self.smoothing)
-        if self.unknown == "map" and _pseudo_counts(0, smoothing) == 0:
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.unknown == "map" and _pseudo_counts(0, self.smoothing) == 0:
             raise ValueError(
                 f"unknown='map' needs a smoothing that gives unseen symbols probability; smoothing={self.smoothing!r} "
                 "gives them none (use 'kt', 'laplace', 'minimax' or a pseudo-count > 0)"
             )
-        return smoothing
 
     def _prepare(self) -> None:
         """Quantities derived from the counts: the estimator's denominator of every context."""
         self.__dict__.pop("_stored_pairs", None)
-        self._smoothing = self._check_hyperparameters()
+        self._smoothing = _check_smoothing(self.smoothing)
         self._prepare_layout()
         self._unseen = float(_pseudo_counts(0, self._smoothing))
         counts = self.counts_
@@ -483,16 +288,15 @@ class MarkovChain(Model):
                 "has no estimate for them: their transition rows are uniform",
                 stacklevel=3,
             )
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(totals > 0, joint / totals, 1.0 / self._n_states)
+        return smooth(joint, "ml")
 
-    def _encode(self, sequences: Any) -> SymbolSequences:
+    def _encode(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
         """Sequences in the vocabulary's codes, unknown symbols as code V unless the policy is "error"."""
         self._check_fitted()
         policy = "error" if self.unknown == "error" else "map"
-        return as_symbol_sequences(sequences, vocabulary=self.vocabulary_, unknown=policy)
+        return as_sequences(data, lengths, vocabulary=self.vocabulary_, unknown=policy, **columns)
 
-    def _contexts(self, seqs: SymbolSequences) -> np.ndarray:
+    def _contexts(self, seqs: Sequences) -> np.ndarray:
         skip = len(self.vocabulary_) if self.unknown == "ignore" else -1
         return context_keys(seqs.codes, seqs.offsets, self.order, self._base, skip)
 
@@ -506,7 +310,7 @@ class MarkovChain(Model):
         return int(self._contexts(seqs)[-1])
 
     # -------------------------------------------------------------- prediction
-    def next_symbol_proba(self, sequences: Any) -> np.ndarray:
+    def next_symbol_proba(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
         """Predictive distribution of every element and of each sequence's end: the next-element layout.
 
         Returns (n_steps + n_sequences, V + 2): for each sequence of length L, L + 1
@@ -515,7 +319,7 @@ class MarkovChain(Model):
         vocabulary's symbols, ``UNKNOWN`` (mass only under ``unknown="map"``), ``END``.
         Rows sum to 1; :func:`~modeshift.symbols.next_targets` gives the right answers.
         """
-        return self._next_proba(self._contexts(self._encode(sequences)))
+        return self._next_proba(self._contexts(self._encode(data, lengths, **columns)))
 
     def next_distribution(self, prefix: Sequence[Hashable] = ()) -> pd.Series:
         """The distribution of the element after ``prefix`` (any sequence; only its last ``order``
@@ -530,11 +334,11 @@ class MarkovChain(Model):
         top = [i for i in np.argsort(-proba, kind="stable")[: int(k)] if proba[i] > 0]
         return [(self._labels[i], float(proba[i])) for i in top]
 
-    def score(self, sequences: Any) -> float:
+    def score(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
         """Total log-likelihood (nats): every element given its context, the first and the end
         included. Under ``unknown="ignore"`` unknown symbols are left out; ``-inf`` if an
         element has probability 0 (possible under ``"ml"``)."""
-        seqs = self._encode(sequences)
+        seqs = self._encode(data, lengths, **columns)
         targets, keys = next_targets(seqs), self._contexts(seqs)
         total = 0.0
         for start in range(0, len(keys), _SCORE_CHUNK):  # temporaries of a bounded size, however long the data
@@ -545,6 +349,24 @@ class MarkovChain(Model):
             with np.errstate(divide="ignore"):
                 total += float(np.log(proba).sum())
         return total
+
+    # ----------------------------------------------------------- model selection
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: for every context seen in training, its number of outcomes minus one
+        (a context never seen predicts all outcomes alike, with no parameter)."""
+        self._check_fitted()
+        return int(np.sum(self._n_outcomes(self.context_keys_) - 1))
+
+    def aic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
+        return -2.0 * self.score(data, lengths, **columns) + 2.0 * self.n_parameters
+
+    def bic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
+        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n), n the elements and
+        ends scored (one per step and one per sequence, unknown symbols under ``"ignore"`` left out)."""
+        seqs = self._encode(data, lengths, **columns)
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(n_targets(seqs, self.unknown))
 
     # ------------------------------------------------------------ chain and parameters
     def _lifted(self) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
@@ -579,7 +401,7 @@ class MarkovChain(Model):
         return self._lifted()[0]
 
     @property
-    def transition_matrix_(self) -> np.ndarray:
+    def transmat_(self) -> np.ndarray:
         """(S, S) dynamics on ``states_``: p(next state | state, the sequence goes on); rows sum to 1.
         For order n, context (a_1..a_n) moves to (a_2..a_n, x) with p(x | a_1..a_n)."""
         return self._chain()[1]
@@ -599,24 +421,25 @@ class MarkovChain(Model):
     def structure(self) -> ChainStructure:
         """Communicating classes of the dynamics, which are closed, and their periods."""
         states, matrix = self._chain()
-        return chain_structure(matrix, states)
+        return chain_analysis.chain_structure(matrix, states)
 
     def stationary_distribution(self) -> np.ndarray:
         """pi with pi P = pi over ``states_``; ``ValueError`` naming the closed classes if there are
         several (then it is not unique). Transient states get 0; a periodic chain has one too."""
         states, matrix = self._chain()
-        return _stationary(matrix, chain_structure(matrix, states))
+        return chain_analysis.stationary_distribution(matrix, states=states)
 
     def mixing_time(self, eps: float = 0.25) -> int:
         """Steps until the worst start is within ``eps`` of stationarity in total variation; see
-        :func:`mixing_time` (``ValueError`` for periodic chains and several closed classes)."""
+        :func:`~modeshift.chain_analysis.mixing_time` (``ValueError`` for periodic chains and several
+        closed classes)."""
         states, matrix = self._chain()
-        return mixing_time(matrix, eps, states)
+        return chain_analysis.mixing_time(matrix, eps, states)
 
     def entropy_rate(self, base: float | None = None) -> float:
         """-sum_i pi_i sum_j P_ij log P_ij of the dynamics, in nats (``base=2``: bits per symbol)."""
         states, matrix = self._chain()
-        return entropy_rate(matrix, base, states)
+        return chain_analysis.entropy_rate(matrix, base, states)
 
     def kl_divergence_rate(self, other: MarkovChain) -> float:
         """sum_i pi_i KL(P_i || Q_i): this chain's P and pi against ``other``'s Q, states matched by
@@ -624,7 +447,8 @@ class MarkovChain(Model):
         return self.f_divergence_rate(other, "kl")
 
     def f_divergence_rate(self, other: MarkovChain, f: str | Callable[[np.ndarray], np.ndarray] = "kl") -> float:
-        """sum_i pi_i D_f(P_i || Q_i) against ``other`` of the same order (see :func:`f_divergence_rate`).
+        """sum_i pi_i D_f(P_i || Q_i) against ``other`` of the same order (see
+        :func:`~modeshift.chain_analysis.f_divergence_rate`).
 
         States are matched by symbol. ``other``'s mass on states this chain lacks is
         pooled into one extra outcome that this chain never takes; a state ``other``
@@ -642,8 +466,7 @@ class MarkovChain(Model):
         Q = np.zeros_like(P)
         Q[np.ix_(found, found)] = other_P[np.ix_(where[found], where[found])]
         elsewhere = np.clip(1.0 - Q.sum(axis=1, keepdims=True), 0.0, None)
-        pi = _stationary(P, chain_structure(P, states))
-        return _divergence_rate(pi, np.hstack([P, np.zeros_like(elsewhere)]), np.hstack([Q, elsewhere]), f)
+        return chain_analysis.f_divergence_rate(P, np.hstack([Q, elsewhere]), f, states)
 
     # ----------------------------------------------------------------- sampling
     def sample(
@@ -685,7 +508,7 @@ class MarkovChain(Model):
 
     def _sample_path(self, n_steps: int, rng: np.random.Generator) -> np.ndarray:
         if self.order == 1 and self._n_states <= MAX_DENSE_STATES:
-            return sample_chain(self.initial_distribution_, self.transition_matrix_, rng.random(n_steps))
+            return sample_chain(self.initial_distribution_, self.transmat_, rng.random(n_steps))
         path = np.empty(n_steps, dtype=np.int64)
         key = np.array([self._start])
         for t in range(n_steps):
@@ -723,7 +546,7 @@ class MarkovChain(Model):
         self._prepare()
 
 
-def _count_table(seqs: SymbolSequences, order: int, base: int) -> tuple[np.ndarray, sparse.csr_array]:
+def _count_table(seqs: Sequences, order: int, base: int) -> tuple[np.ndarray, sparse.csr_array]:
     """The contexts of ``seqs``, as sorted keys, and the counts of what followed each (``base`` columns)."""
     keys = context_keys(seqs.codes, seqs.offsets, order, base, -1)
     keys *= base

@@ -16,12 +16,12 @@ when they can be (so integer states 0 .. n-1 keep their codes, as scikit-learn's
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from modeshift.symbols import SymbolSequences, Vocabulary, as_symbol_sequences
+from modeshift.data import Sequences, as_sequences
+from modeshift.symbols import Vocabulary
 
 __all__ = ["encode_states", "labels_from_json", "labels_to_json"]
 
@@ -30,15 +30,19 @@ def encode_states(
     data: Any,
     states: Sequence[Hashable] | None = None,
     *,
-    times: Sequence[Any] | None = None,
     n_states: int | None = None,
-) -> SymbolSequences:
-    """``data`` as state codes under the labels ``states`` (unseen labels are errors), or
-    under labels learned from ``data``: ``n_states`` of them when given, in which case
-    integer data in 0 .. n_states - 1 are labelled 0 .. n_states - 1 even if some never occur."""
+    lengths: Sequence[int] | None = None,
+    times: Any = None,
+    **columns: Any,
+) -> Sequences:
+    """``data`` (any form :func:`~modeshift.data.as_sequences` reads as symbols, with its
+    ``lengths``, ``times`` and ``columns``) as state codes under the labels ``states`` (unseen
+    labels are errors), or under labels learned from ``data``: ``n_states`` of them when given,
+    in which case integer data in 0 .. n_states - 1 are labelled 0 .. n_states - 1 even if some
+    never occur."""
     if states is not None:
-        return as_symbol_sequences(data, vocabulary=Vocabulary(tuple(states)), times=times)
-    seqs = as_symbol_sequences(data, times=times)
+        return as_sequences(data, lengths, vocabulary=Vocabulary(tuple(states)), times=times, **columns)
+    seqs = as_sequences(data, lengths, symbols=True, times=times, **columns)
     seen = seqs.vocabulary.symbols
     try:
         labels = tuple(sorted(seen))
@@ -53,8 +57,7 @@ def encode_states(
                 f"label the states 0 .. {n_states - 1}, or leave n_states=None"
             )
         labels = tuple(range(n_states))
-    codes = Vocabulary(labels).encode(seen)
-    return replace(seqs, codes=codes[seqs.codes], vocabulary=Vocabulary(labels))
+    return seqs.encoded(Vocabulary(labels))
 
 
 def labels_to_json(states: Sequence[Hashable]) -> list[Any]:

@@ -2,8 +2,9 @@
 
 Event logs and clickstreams are sequences of symbols that *stop*. :class:`SymbolHMM`
 encodes the symbols with a vocabulary, appends ``END`` to every training sequence as
-one more emitted symbol, and fits a categorical :class:`~modeshift.models.HMM` by EM:
-the hidden states learn both what is emitted and when a sequence stops. A sequence
+one more emitted symbol, and fits a categorical hidden Markov model by EM
+(:func:`modeshift.models.em.run`): the hidden states learn both what is emitted and
+when a sequence stops. A sequence
 x_0 .. x_L-1 then has probability
 
     p(x_0 .. x_L-1, END) = sum over state paths of pi(z_0) prod_t A(z_t-1, z_t) prod_t B(z_t, y_t),
@@ -23,27 +24,39 @@ the first element is conditioned on not being the end.
 (5, 7)
 >>> [(s, round(p, 2)) for s, p in model.predict_next(["home"], k=2)]
 [('item', 0.5), ('search', 0.5)]
+
+The hidden states of a sequence are decoded as for any HMM, its end included as
+evidence: ``predict`` (Viterbi), ``predict_proba`` (smoothed), ``filter_proba`` (given
+the symbols so far).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from modeshift import kernels
-from modeshift.data import check_probabilities
+from modeshift.data import Sequences, as_sequences, check_probabilities
+from modeshift.emissions import Categorical
+from modeshift.models import em
 from modeshift.models.base import Model, NotFittedError
-from modeshift.models.hmm import HMM
+from modeshift.models.params import Integer, OneOf
 from modeshift.models.state_labels import labels_from_json, labels_to_json
-from modeshift.symbols import UNKNOWN_POLICIES, SymbolSequences, Vocabulary, as_symbol_sequences, next_targets
+from modeshift.statistics import Statistics
+from modeshift.symbols import UNKNOWN_POLICIES, Vocabulary, n_targets, next_targets
+from modeshift.transitions import Stationary
 
 __all__ = ["SymbolHMM"]
 
+PerStep = np.ndarray | list[np.ndarray]
+
 #: The Krichevsky-Trofimov pseudo-count of the unknown symbol in every state under unknown="map".
 UNKNOWN_PSEUDO_COUNT = 0.5
+_PARAMETERS = ("startprob_", "transmat_", "emissionprob_")
+_FIT_RESULTS = ("history_", "converged_", "n_iter_")
 
 
 class SymbolHMM(Model):
@@ -54,7 +67,7 @@ class SymbolHMM(Model):
     n_states : int
         Number of hidden states K.
     n_iter, tol, n_restarts, random_state
-        EM settings, as in :class:`~modeshift.models.HMM`.
+        EM settings, as in :class:`~modeshift.models.HMM` (``n_iter=0`` only initialises).
     unknown : {"error", "ignore", "map"}
         Symbols outside the vocabulary: raise; treat them as missing observations
         (the chain moves on, the step carries no evidence, ``UNKNOWN`` is never
@@ -63,6 +76,12 @@ class SymbolHMM(Model):
         seen 0 times under the Krichevsky-Trofimov estimator, 1/2 / (n_k + 1/2) for
         a state that emitted n_k symbols (expected counts) in training, the state's
         other probabilities scaled by n_k / (n_k + 1/2).
+    warm_start : bool
+        Start ``fit`` from the current parameters and vocabulary instead of afresh.
+    verbose : bool
+        Show the progress of the EM iterations (drawn by the interface layer).
+    callback : callable, optional
+        ``callback(iteration, objective)`` at every EM iteration of every restart.
 
     Attributes
     ----------
@@ -73,9 +92,18 @@ class SymbolHMM(Model):
     emissionprob_ : (K, V + 2)
         p(element | state) in the columns of the next-element layout: the symbols,
         ``UNKNOWN``, ``END``.
-    log_likelihood_history_, converged_
-        EM's objective per iteration, and whether it converged.
+    history_ : list of float
+        EM's objective, sum log p(x, END), at each iteration of the best restart
+        (``score`` also conditions on the sequences not being empty).
+    converged_ : bool
+    n_iter_ : int
+
+    Parameters set by hand on a model never fitted (with ``vocabulary_``, or for the
+    vocabulary learned from the data) start the first restart.
     """
+
+    _constraints = {"n_states": Integer(1), "unknown": OneOf(UNKNOWN_POLICIES)}
+    _renamed = {"log_likelihood_history_": "history_"}
 
     def __init__(
         self,
@@ -85,6 +113,9 @@ class SymbolHMM(Model):
         n_restarts: int = 1,
         random_state: int | np.random.Generator | None = None,
         unknown: str = "error",
+        warm_start: bool = False,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
     ):
         self.n_states = n_states
         self.n_iter = n_iter
@@ -92,55 +123,95 @@ class SymbolHMM(Model):
         self.n_restarts = n_restarts
         self.random_state = random_state
         self.unknown = unknown
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
 
     # ------------------------------------------------------------------- fitting
-    def fit(self, sequences: Any) -> SymbolHMM:
+    def fit(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> SymbolHMM:
         """Fit the HMM to the sequences, each followed by ``END``; returns ``self``.
 
-        ``sequences``: anything :func:`~modeshift.symbols.as_symbol_sequences` takes.
+        ``data``: symbol sequences in any form :func:`~modeshift.data.as_sequences` reads
+        with ``symbols=True`` (``columns`` name an event log's columns).
         """
-        self._check_hyperparameters()
-        seqs = as_symbol_sequences(sequences)
-        targets, lengths = next_targets(seqs), seqs.lengths + 1
-        n_outcomes = len(seqs.vocabulary) + 2  # UNKNOWN is never seen: EM gives it probability 0
-        hmm = HMM(
-            self.n_states,
-            emission="categorical",
-            n_symbols=n_outcomes,
-            n_iter=self.n_iter,
-            tol=self.tol,
-            n_restarts=self.n_restarts,
-            random_state=self.random_state,
-        ).fit(targets, lengths)
-        emissions = hmm.emissionprob_
-        if self.unknown == "map":
-            emitted = hmm.expected_statistics(targets, lengths)["emission"]["counts"].sum(axis=1)
-            emissions = emissions * (emitted / (emitted + UNKNOWN_PSEUDO_COUNT))[:, None]
-            emissions[:, len(seqs.vocabulary)] = UNKNOWN_PSEUDO_COUNT / (emitted + UNKNOWN_PSEUDO_COUNT)
+        self._start_fit()
+        seqs = as_sequences(data, lengths, symbols=True, vocabulary=self.__dict__.get("vocabulary_"), **columns)
         self.vocabulary_ = seqs.vocabulary
-        self.startprob_, self.transmat_, self.emissionprob_ = hmm.startprob_, hmm.transmat_, emissions
-        self.log_likelihood_history_, self.converged_ = hmm.log_likelihood_history_, hmm.converged_
+        emitted = Sequences(next_targets(seqs).astype(np.float64)[:, None], seqs.offsets + np.arange(len(seqs) + 1))
+        self.__dict__["_given"] = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
+        em.run(self, emitted, label=f"SymbolHMM K={self.n_states}")
+        del self.__dict__["_given"]
+        transitions, emission = self.__dict__["_blocks"]
+        emissions = emission.emission_probs
+        if self.unknown == "map":
+            counts = self._e_step(emitted, {})[1]["emission"]["counts"].sum(axis=1)
+            emissions = emissions * (counts / (counts + UNKNOWN_PSEUDO_COUNT))[:, None]
+            emissions[:, len(self.vocabulary_)] = UNKNOWN_PSEUDO_COUNT / (counts + UNKNOWN_PSEUDO_COUNT)
+        del self.__dict__["_blocks"]
+        self.startprob_, self.transmat_ = transitions.initial_probs, transitions.transition_matrix
+        self.emissionprob_ = emissions
+        self._finish_fit()
         return self
 
-    def _check_hyperparameters(self) -> None:
-        n_states = self.n_states
-        if not isinstance(n_states, (int, np.integer)) or isinstance(n_states, bool) or n_states < 1:
-            raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
-        if self.unknown not in UNKNOWN_POLICIES:
-            raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
+    def _em_initialize(self, emitted: Sequences, rng: np.random.Generator, restart: int) -> None:
+        """Restart 0 from the parameters given (by hand, or kept by ``warm_start``); the others,
+        and what was not given, as :class:`~modeshift.models.HMM` starts."""
+        given = self.__dict__["_given"] if restart == 0 else {}
+        transitions, emission = Stationary(self.n_states), Categorical(self.n_states, len(self.vocabulary_) + 2)
+        if not {"startprob_", "transmat_"} <= given.keys():
+            transitions.initialize(rng)
+        if "emissionprob_" not in given:
+            emission.initialize(emitted.values, rng)  # UNKNOWN is never emitted: EM gives it probability 0
+        self.__dict__["_blocks"] = (transitions, emission)
+        self._em_restore(given)
+
+    def _e_step(self, emitted: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
+        transitions, emission = self.__dict__["_blocks"]
+        table, rows = emission.log_likelihood_table(emitted.values)
+        initial, matrices = transitions.kernel_arrays()
+        log_likelihood, posteriors, pairs = kernels.forward_backward(
+            offsets=emitted.offsets,
+            initial_probs=initial,
+            transition_matrices=matrices,
+            scratch=workspace.setdefault("scratch", {}),
+            log_likelihoods=table,
+            rows=rows,
+        )
+        _check_possible(log_likelihood)
+        return float(log_likelihood.sum()), Statistics(
+            transitions=transitions.statistics(posteriors, emitted.starts, pairs),
+            emission=emission.statistics(emitted.values, posteriors),
+        )
+
+    def _m_step(self, emitted: Sequences, statistics: Statistics) -> None:
+        transitions, emission = self.__dict__["_blocks"]
+        transitions.m_step(statistics["transitions"])
+        emission.m_step(statistics["emission"])
+
+    def _em_snapshot(self) -> dict[str, np.ndarray]:
+        transitions, emission = self.__dict__["_blocks"]
+        arrays = (transitions.initial_probs, transitions.transition_matrix, emission.emission_probs)
+        return {name: np.array(value) for name, value in zip(_PARAMETERS, arrays)}
+
+    def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        transitions, emission = self.__dict__["_blocks"]
+        homes = {"startprob_": (transitions, "initial_probs"), "transmat_": (transitions, "transition_matrix")}
+        for name, value in snapshot.items():
+            block, attribute = homes.get(name, (emission, "emission_probs"))
+            block.set(attribute, value)
 
     def _check_fitted(self) -> None:
-        if "emissionprob_" not in self.__dict__:
+        if not set(_PARAMETERS) | {"vocabulary_"} <= self.__dict__.keys():
             raise NotFittedError("this SymbolHMM is not fitted: call fit")
 
     # ------------------------------------------------------ next-element probabilities
-    def _encode(self, sequences: Any) -> SymbolSequences:
+    def _encode(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
         """Sequences in the vocabulary's codes, unknown symbols as code V unless the policy is "error"."""
         self._check_fitted()
         policy = "error" if self.unknown == "error" else "map"
-        return as_symbol_sequences(sequences, vocabulary=self.vocabulary_, unknown=policy)
+        return as_sequences(data, lengths, vocabulary=self.vocabulary_, unknown=policy, **columns)
 
-    def _evidence(self) -> np.ndarray:
+    def _log_emissions(self) -> np.ndarray:
         """log p(element | state), one row per code of the layout (V + 2, K); no evidence from
         an unknown symbol under "ignore"."""
         with np.errstate(divide="ignore"):
@@ -159,19 +230,16 @@ class SymbolHMM(Model):
         row[-1] = 0.0
         return row / (1.0 - self._first_end())
 
-    def next_symbol_proba(self, sequences: Any) -> np.ndarray:
+    def next_symbol_proba(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
         """Predictive distribution of every element and of each sequence's end: the next-element layout.
 
         (n_steps + n_sequences, V + 2); for a sequence of length L, L + 1 rows, row t
         the distribution of element t given elements 0..t-1: the first from
         ``startprob_``, the others p(z_t-1 | y_<t) A B, from one forward pass. Rows sum to 1.
         """
-        seqs = self._encode(sequences)
-        filtered, log_likelihood = kernels.forward_filter(
-            self._evidence(), seqs.offsets, self.startprob_, self.transmat_[None], rows=seqs.codes
-        )
-        _check_possible(log_likelihood)
-        n_sequences, n_steps = seqs.n_sequences, len(seqs.codes)
+        seqs = self._encode(data, lengths, **columns)
+        filtered = self._filtered(seqs)
+        n_sequences, n_steps = seqs.n_sequences, seqs.n_steps
         proba = np.empty((n_steps + n_sequences, self.emissionprob_.shape[1]))
         proba[seqs.offsets[:-1] + np.arange(n_sequences)] = self._start_row()
         after = np.arange(n_steps) + np.repeat(np.arange(n_sequences), seqs.lengths) + 1  # the row after each step
@@ -193,31 +261,129 @@ class SymbolHMM(Model):
         top = proba[proba > 0].sort_values(ascending=False, kind="stable").head(int(k))
         return [(label, float(p)) for label, p in top.items()]
 
-    def score(self, sequences: Any) -> float:
+    def score(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
         """Total log-likelihood (nats) of the sequences, each followed by ``END``, given that they are
         not empty; under ``unknown="ignore"`` unknown symbols are marginalised out."""
-        seqs = self._encode(sequences)
+        seqs = self._encode(data, lengths, **columns)
         offsets = seqs.offsets + np.arange(seqs.n_sequences + 1)
         log_likelihood = kernels.log_likelihood(
-            self._evidence(), offsets, self.startprob_, self.transmat_[None], rows=next_targets(seqs)
+            self._log_emissions(), offsets, self.startprob_, self.transmat_[None], rows=next_targets(seqs)
         )
         _check_possible(log_likelihood)
         return float(log_likelihood.sum() - seqs.n_sequences * np.log1p(-self._first_end()))
 
+    # ----------------------------------------------------------------- hidden states
+    def _filtered(self, seqs: Sequences) -> np.ndarray:
+        filtered, log_likelihood = kernels.forward_filter(
+            self._log_emissions(), seqs.offsets, self.startprob_, self.transmat_[None], rows=seqs.codes
+        )
+        _check_possible(log_likelihood)
+        return filtered
+
+    def _ended(self, seqs: Sequences) -> np.ndarray:
+        """log p(x_t | z_t = k) of every step (n_steps, K); each sequence's last step also carries
+        log p(END next | z_t = k) = log sum_j A_kj B_j,END, which marginalises out the state of the end."""
+        table = self._log_emissions()[seqs.codes]
+        with np.errstate(divide="ignore"):
+            table[seqs.offsets[1:] - 1] += np.log(self.transmat_ @ self.emissionprob_[:, -1])
+        return table
+
+    def filter_proba(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> PerStep:
+        """Filtered state probabilities p(z_t | x_0..x_t), (n_steps, K): what the symbols so far
+        say (the sequence may go on)."""
+        seqs = self._encode(data, lengths, **columns)
+        return seqs.restore(self._filtered(seqs))
+
+    def predict_proba(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> PerStep:
+        """Smoothed state probabilities p(z_t | x, END), (n_steps, K): each sequence complete, its
+        end included as evidence."""
+        seqs = self._encode(data, lengths, **columns)
+        log_likelihood, posteriors, _ = kernels.forward_backward(
+            self._ended(seqs), seqs.offsets, self.startprob_, self.transmat_[None]
+        )
+        _check_possible(log_likelihood)
+        return seqs.restore(posteriors)
+
+    def predict(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> PerStep:
+        """The most likely states of the symbols (Viterbi): argmax over z_0..z_L-1 of p(z, x, END),
+        (n_steps,) for each complete sequence."""
+        seqs = self._encode(data, lengths, **columns)
+        with np.errstate(divide="ignore"):
+            log_initial, log_transitions = np.log(self.startprob_), np.log(self.transmat_)[None]
+        path, log_probability = kernels.viterbi(self._ended(seqs), seqs.offsets, log_initial, log_transitions)
+        _check_possible(log_probability)
+        return seqs.restore(path)
+
+    def sample(
+        self, n_steps: int, n_sequences: int = 1, random_state: int | np.random.Generator | None = None
+    ) -> tuple[list[Hashable] | list[list[Hashable]], PerStep]:
+        """Simulate sequences and their hidden states.
+
+        Each sequence runs until the model emits ``END`` (not returned) or until it has
+        ``n_steps`` symbols, whichever comes first: ``n_steps`` caps the length, so a
+        sequence of exactly ``n_steps`` symbols may have been cut, while a shorter one
+        ended. The first symbol is never ``END`` (sequences are not empty); under
+        ``unknown="map"`` ``UNKNOWN`` stands for an unseen symbol. Returns the symbols (a
+        list) and the states ((length,) integers) of one sequence, or lists of them for
+        several.
+        """
+        self._check_fitted()
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
+        rng = np.random.default_rng(random_state)
+        n_sequences, end = int(n_sequences), self.emissionprob_.shape[1] - 1
+        first = (self.startprob_[:, None] * self.emissionprob_[:, :end]).ravel()  # p(z_0, x_0), x_0 not END
+        modes, codes = np.divmod(rng.choice(first.size, size=n_sequences, p=first / first.sum()), end)
+        alive = np.arange(n_sequences)
+        owners, mode_steps, code_steps = [alive], [modes], [codes]
+        for _ in range(int(n_steps) - 1):
+            modes = rng.multinomial(1, self.transmat_[modes]).argmax(axis=1)
+            codes = rng.multinomial(1, self.emissionprob_[modes]).argmax(axis=1)
+            going = codes != end
+            alive, modes, codes = alive[going], modes[going], codes[going]
+            if alive.size == 0:
+                break
+            owners.append(alive)
+            mode_steps.append(modes)
+            code_steps.append(codes)
+        owner = np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")
+        bounds = np.cumsum(np.bincount(owner, minlength=n_sequences))[:-1]
+        labels = self.vocabulary_.next_labels
+        symbols = [[labels[c] for c in block] for block in np.split(np.concatenate(code_steps)[order], bounds)]
+        states = np.split(np.concatenate(mode_steps)[order], bounds)
+        return (symbols[0], states[0]) if n_sequences == 1 else (symbols, states)
+
+    # ----------------------------------------------------------- model selection
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: (K - 1) + K (K - 1) + K V, each state's emissions being free over the V
+        symbols and the end (``UNKNOWN`` is not estimated)."""
+        self._check_fitted()
+        k = self.n_states
+        return (k - 1) + k * (k - 1) + k * len(self.vocabulary_)
+
+    def aic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
+        return -2.0 * self.score(data, lengths, **columns) + 2.0 * self.n_parameters
+
+    def bic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
+        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n), n the elements and
+        ends of the sequences (unknown elements left out under ``"ignore"``)."""
+        seqs = self._encode(data, lengths, **columns)
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(n_targets(seqs, self.unknown))
+
     # ------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
-        return {"startprob_": self.startprob_, "transmat_": self.transmat_, "emissionprob_": self.emissionprob_}
+        return {name: self.__dict__[name] for name in _PARAMETERS}
 
     def _learned_attributes(self) -> dict[str, Any]:
-        return {
-            "vocabulary_": labels_to_json(self.vocabulary_.symbols),
-            "log_likelihood_history_": [float(v) for v in self.log_likelihood_history_],
-            "converged_": bool(self.converged_),
-        }
+        fit = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
+        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **fit}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
-        lacking = [name for name in ("startprob_", "transmat_", "emissionprob_") if name not in arrays]
+        lacking = [name for name in _PARAMETERS if name not in arrays]
         if lacking or "vocabulary_" not in attributes:
             raise ValueError(f"the model file lacks {lacking or ['vocabulary_']}")
         self.vocabulary_ = Vocabulary(labels_from_json(attributes["vocabulary_"]))
@@ -225,8 +391,9 @@ class SymbolHMM(Model):
         self.startprob_ = check_probabilities("startprob_", arrays["startprob_"], (n_states,))
         self.transmat_ = check_probabilities("transmat_", arrays["transmat_"], (n_states, n_states))
         self.emissionprob_ = check_probabilities("emissionprob_", arrays["emissionprob_"], (n_states, n_outcomes))
-        self.log_likelihood_history_ = attributes.get("log_likelihood_history_", [])
-        self.converged_ = attributes.get("converged_", False)
+        for name, value in attributes.items():
+            if name != "vocabulary_":
+                setattr(self, self._renamed.get(name, name), value)
 
 
 def _check_possible(log_likelihood: np.ndarray) -> None:

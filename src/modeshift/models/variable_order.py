@@ -59,7 +59,9 @@ import numpy as np
 from scipy import sparse
 
 from modeshift.kernels.counting import find_keys
+from modeshift.models.base import Model
 from modeshift.models.markov_chain import MarkovChain
+from modeshift.models.params import Integer, Number, OneOf
 from modeshift.symbols import UNKNOWN_POLICIES
 
 __all__ = ["METHODS", "VariableOrderChain"]
@@ -106,6 +108,13 @@ class VariableOrderChain(MarkovChain):
     to the other outcomes in proportion.
     """
 
+    _constraints = {
+        "max_order": Integer(1),
+        "method": OneOf(METHODS),
+        "discount": Number(0.0, 1.0, open_low=True),
+        "unknown": OneOf(UNKNOWN_POLICIES),
+    }
+
     def __init__(self, max_order: int = 3, method: str = "kneser_ney", discount: float = 0.75, unknown: str = "error"):
         self.max_order = max_order
         self.method = method
@@ -117,23 +126,21 @@ class VariableOrderChain(MarkovChain):
         """The chain's order: ``max_order``."""
         return self.max_order
 
-    def _check_hyperparameters(self) -> None:
-        order = self.max_order
-        if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 1:
-            raise ValueError(f"max_order must be an integer >= 1, got {order!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        discount = self.discount
-        if isinstance(discount, bool) or not isinstance(discount, (int, float, np.integer, np.floating)):
-            raise ValueError(f"discount must be a number in (0, 1], got {discount!r}")
-        if not 0.0 < discount <= 1.0:
-            raise ValueError(f"discount must be in (0, 1], got {discount!r}")
-        if self.unknown not in UNKNOWN_POLICIES:
-            raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
+    def _check_params(self) -> None:
+        # only the rules: below every order lies a uniform distribution, so unknown="map" always has mass
+        Model._check_params(self)
+
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: one distribution over the outcomes (minus one) for every context of every
+        order 0 .. ``max_order`` seen in training."""
+        self._check_fitted()
+        n_contexts = 1 + sum(len(level.contexts) for level in self._levels)
+        n_outcomes = len(self.vocabulary_) + (self.unknown == "map") + 1
+        return n_contexts * (n_outcomes - 1)
 
     def _prepare(self) -> None:
         """The estimates of every order, from the counts of the longest contexts."""
-        self._check_hyperparameters()
         self._prepare_layout()
         base, table = self._base, self.counts_
         levels = [self._level(self.context_keys_, table.indptr, table.indices, table.data, table.data)]
