@@ -48,13 +48,8 @@ from modeshift.models.em import ConvergenceWarning
 NOT_YET_ON_THE_CONTRACT = {
     "LinearGaussianSSM",
     "MarkovAutoregression",
-    "MarkovChain",
-    "MarkovChainMixture",
-    "MarkovJumpProcess",
     "MarkovRegression",
     "SwitchingLDS",
-    "SymbolHMM",
-    "VariableOrderChain",
 }
 
 

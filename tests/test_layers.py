@@ -35,6 +35,7 @@ LAYERS = {
     "modeshift.transitions": 3,
     "modeshift.emissions": 3,
     "modeshift.dynamics": 3,
+    "modeshift.chain_analysis": 3,
     "modeshift.models": 4,
     "modeshift.smc": 4,
     "modeshift.evaluate": 4,

@@ -542,7 +542,7 @@ def info(model_file: ModelPath, json_output: Json = False) -> None:
     tables = {name: estimator.__dict__.get(name) for name in attributes}  # e.g. selection_: shown as a table
     tables = {name: value for name, value in tables.items() if isinstance(value, pd.DataFrame)}
     payload: dict[str, Any] = {
-        "model": metadata["model"],
+        "model": type(estimator).__name__,
         "hyperparameters": metadata.get("hyperparameters", {}),
         "fit": {name: value for name, value in attributes.items() if name not in tables},
         **{name.rstrip("_"): table for name, table in tables.items()},

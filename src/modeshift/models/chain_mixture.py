@@ -128,6 +128,8 @@ class MarkovChainMixture(Model):
     Parameters set by hand on a model never fitted start the first restart.
     """
 
+    data_kind = "symbols"
+
     _constraints = {"n_components": Integer(1), "pseudo_count": Number(0)}
     _renamed = {"log_likelihood_history_": "history_"}
 

@@ -145,6 +145,8 @@ class MarkovJumpProcess(Model):
     A ``rate_matrix_`` set by hand on a model never fitted starts EM.
     """
 
+    data_kind = "events"
+
     _constraints = {"n_states": either(Integer(1), OneOf((None,))), "observation": OneOf(OBSERVATIONS)}
     _renamed = {"log_likelihood_history_": "history_"}
 

@@ -167,6 +167,9 @@ class MarkovChain(Model):
     are computed from them (``transition_matrix_`` is the deprecated name of ``transmat_``).
     """
 
+    data_kind = "symbols"
+    _test_change = {"order": 2}
+
     _constraints = {
         "order": Integer(1),
         "smoothing": either(OneOf(SMOOTHINGS), Number(0)),

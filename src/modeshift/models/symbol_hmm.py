@@ -102,6 +102,8 @@ class SymbolHMM(Model):
     vocabulary learned from the data) start the first restart.
     """
 
+    data_kind = "symbols"
+
     _constraints = {"n_states": Integer(1), "unknown": OneOf(UNKNOWN_POLICIES)}
     _renamed = {"log_likelihood_history_": "history_"}
 

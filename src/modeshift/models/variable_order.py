@@ -108,6 +108,8 @@ class VariableOrderChain(MarkovChain):
     to the other outcomes in proportion.
     """
 
+    _test_change = {"max_order": 3}
+
     _constraints = {
         "max_order": Integer(1),
         "method": OneOf(METHODS),
