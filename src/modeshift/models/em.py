@@ -43,7 +43,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["ConvergenceWarning", "Display", "EMResult", "ObjectiveDecreaseWarning", "monitor", "run", "set_display", "showing"]
+__all__ = [
+    "ConvergenceWarning",
+    "Display",
+    "EMResult",
+    "ObjectiveDecreaseWarning",
+    "monitor",
+    "run",
+    "set_display",
+    "showing",
+]
 
 #: ``report(iteration, objective)``, called once per iteration of a fit.
 Report = Callable[[int, float | None], None]
