@@ -8,9 +8,18 @@ from numba import njit, prange
 
 from modeshift.kernels.recursions import REDUCTION_FLAGS
 
-__all__ = ["gaussian_log_density", "inverse_cholesky", "regression_log_density", "weighted_moments"]
+__all__ = [
+    "LOG_2PI",
+    "gaussian_log_density",
+    "inverse_cholesky",
+    "normal_log_density",
+    "regression_log_density",
+    "weighted_moments",
+]
 
-_LOG_2PI = np.log(2.0 * np.pi)
+#: log(2 pi), the constant of every Gaussian log-density.
+LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = LOG_2PI
 _BLOCK = 256  # points handled together, so the innermost loops run over points and vectorise
 
 
@@ -40,6 +49,12 @@ def inverse_cholesky(covariances: np.ndarray) -> np.ndarray:
                     total -= factor[i, m] * out[k, m, j]
                 out[k, i, j] = total / factor[i, i]
     return out
+
+
+def normal_log_density(x: np.ndarray | float, mean: np.ndarray | float, variance: np.ndarray | float) -> np.ndarray:
+    """log N(x | mean, variance) of scalars, elementwise with numpy broadcasting (the one-dimensional
+    case, vectorised over particles or steps, where a (n_points, K) table is not wanted)."""
+    return -0.5 * (LOG_2PI + np.log(variance) + (x - mean) ** 2 / variance)
 
 
 def gaussian_log_density(points: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:

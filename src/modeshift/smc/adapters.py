@@ -14,6 +14,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 from modeshift.data import check_covariances
+from modeshift.kernels.gaussian import gaussian_log_density
 from modeshift.models.base import NotFittedError
 from modeshift.smc.model import StateSpaceModel
 
@@ -23,15 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LinearGaussian", "SwitchingLinear"]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
-
-
 def _gaussian_log_density(residuals: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     """log N(r | 0, S) for every row r of ``residuals`` (n, d)."""
-    factor = np.linalg.cholesky(covariance)
-    whitened = np.linalg.solve(factor, residuals.T)
-    log_det = 2.0 * np.log(np.diag(factor)).sum()
-    return -0.5 * (residuals.shape[1] * _LOG_2PI + log_det + np.sum(whitened**2, axis=0))
+    zero = np.zeros((1, residuals.shape[1]))
+    return gaussian_log_density(residuals, zero, covariance[None])[:, 0]
 
 
 def _observed_log_density(y: np.ndarray, means: np.ndarray, covariance: np.ndarray) -> np.ndarray:

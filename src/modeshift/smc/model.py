@@ -23,11 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from modeshift.kernels import standard_normal
+from modeshift.kernels.gaussian import LOG_2PI, normal_log_density
 
 __all__ = ["NonlinearGrowth", "StateSpaceModel", "StochasticVolatility"]
-
-_LOG_2PI = float(np.log(2.0 * np.pi))
-
 
 class StateSpaceModel:
     """Base class of models for the particle methods (see the module docstring)."""
@@ -49,10 +47,6 @@ class StateSpaceModel:
 
     def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not define log_transition (smoothers need it)")
-
-
-def _normal_log_density(x: np.ndarray, mean: np.ndarray | float, variance: np.ndarray | float) -> np.ndarray:
-    return -0.5 * (_LOG_2PI + np.log(variance) + (x - mean) ** 2 / variance)
 
 
 class StochasticVolatility(StateSpaceModel):
@@ -92,18 +86,18 @@ class StochasticVolatility(StateSpaceModel):
         out = np.exp(-x)
         out *= -0.5 * y[0] ** 2
         out -= 0.5 * x
-        out -= 0.5 * _LOG_2PI
+        out -= 0.5 * LOG_2PI
         return out
 
     def log_initial(self, states: np.ndarray) -> np.ndarray:
-        return _normal_log_density(states[:, 0], self.mu, self._stationary_variance)
+        return normal_log_density(states[:, 0], self.mu, self._stationary_variance)
 
     def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
         mean = self.mu + self.phi * (previous[:, 0] - self.mu)
-        return _normal_log_density(states[:, 0], mean, self.sigma**2)
+        return normal_log_density(states[:, 0], mean, self.sigma**2)
 
     def log_transition_bound(self, t: int) -> float:
-        return -0.5 * (_LOG_2PI + np.log(self.sigma**2))
+        return -0.5 * (LOG_2PI + np.log(self.sigma**2))
 
 
 class NonlinearGrowth(StateSpaceModel):
@@ -129,13 +123,13 @@ class NonlinearGrowth(StateSpaceModel):
         return self._mean(previous, t) + np.sqrt(self.q) * standard_normal(rng, previous.shape)
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
-        return _normal_log_density(y[0], states[:, 0] ** 2 / 20, self.r)
+        return normal_log_density(y[0], states[:, 0] ** 2 / 20, self.r)
 
     def log_initial(self, states: np.ndarray) -> np.ndarray:
-        return _normal_log_density(states[:, 0], 0.0, self.initial_variance)
+        return normal_log_density(states[:, 0], 0.0, self.initial_variance)
 
     def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
-        return _normal_log_density(states[:, 0], self._mean(previous[:, 0], t), self.q)
+        return normal_log_density(states[:, 0], self._mean(previous[:, 0], t), self.q)
 
     def log_transition_bound(self, t: int) -> float:
-        return -0.5 * (_LOG_2PI + np.log(self.q))
+        return -0.5 * (LOG_2PI + np.log(self.q))
