@@ -10,6 +10,8 @@ import pytest
 
 from modeshift import MarkovAutoregression, MarkovRegression, NotFittedError, load
 from modeshift.datasets import load_fedfunds, load_hamilton_gnp
+from modeshift.models.base import Forecast
+from modeshift.models.em import ConvergenceWarning, ObjectiveDecreaseWarning
 
 sm = pytest.importorskip("statsmodels.api")
 
@@ -109,17 +111,17 @@ def fedfunds_fits(fedfunds):
         "constant": (
             MarkovRegression(n_states=2, random_state=0).fit(rate),
             constant,
-            (rate, None),
+            {"y": rate},
         ),
         "switching variance": (
             MarkovRegression(n_states=2, switching_variance=True, random_state=0).fit(rate),
             sm_fit(variance_model, start_params=np.r_[constant.params, constant.params[-1]]),
-            (rate, None),
+            {"y": rate},
         ),
         "taylor rule": (
-            MarkovRegression(n_states=2, random_state=0).fit(endog, exog),
+            MarkovRegression(n_states=2, random_state=0).fit(endog, exog=exog),
             sm_fit(sm.tsa.MarkovRegression(endog, k_regimes=2, exog=exog)),
-            (endog, exog),
+            {"y": endog, "exog": exog},
         ),
     }
 
@@ -141,7 +143,7 @@ def test_hamilton_gnp_log_likelihood_and_parameters(hamilton):
     np.testing.assert_allclose(errors[keep], HAMILTON_BSE[keep], atol=1e-5)
 
 
-def test_hamilton_gnp_learned_attributes(hamilton):
+def test_hamilton_gnp_learned_attributes(hamilton, gnp):
     ours, theirs = hamilton
     np.testing.assert_allclose(ours.transmat_.sum(axis=1), 1.0)
     assert ours.transmat_[1, 0] == pytest.approx(theirs.params[1], abs=1e-4)  # p[1->0] = P(S_t=0 | S_{t-1}=1)
@@ -149,11 +151,12 @@ def test_hamilton_gnp_learned_attributes(hamilton):
     np.testing.assert_allclose(ours.means_, ours.trend_[:, 0])
     assert ours.ar_coef_.shape == (2, 4) and np.all(ours.ar_coef_[0] == ours.ar_coef_[1])
     assert ours.exog_coef_.shape == (2, 0) and ours.variances_[0] == ours.variances_[1]
-    np.testing.assert_allclose(ours.expected_durations_, 1.0 / (1.0 - np.diag(ours.transmat_)))
-    np.testing.assert_allclose(ours.expected_durations, theirs.expected_durations, rtol=1e-4)
+    np.testing.assert_allclose(ours.dwell_times_, 1.0 / (1.0 - np.diag(ours.transmat_)))
+    np.testing.assert_allclose(ours.dwell_times_, theirs.expected_durations, rtol=1e-4)
     assert ours.smoothed_probabilities_.shape == ours.filtered_probabilities_.shape == (131, 2)
     assert ours.aic() == pytest.approx(theirs.aic, abs=1e-4)
     assert ours.bic() == pytest.approx(theirs.bic, abs=1e-4)
+    assert ours.aic(gnp) == pytest.approx(ours.aic(), abs=1e-9) and ours.bic(gnp) == pytest.approx(ours.bic(), abs=1e-9)
     np.testing.assert_allclose(ours.smoothed_probabilities_, theirs.smoothed_marginal_probabilities, atol=1e-4)
     np.testing.assert_allclose(ours.filtered_probabilities_, theirs.filtered_marginal_probabilities, atol=1e-4)
 
@@ -169,7 +172,7 @@ def test_hamilton_published_filtered_and_smoothed_probabilities(gnp):
     sm_model = sm.tsa.MarkovAutoregression(gnp, k_regimes=2, order=4, switching_ar=False)
     model = set_from_statsmodels(MarkovAutoregression(order=4, switching_ar=False), sm_model, HAMILTON_PARAMS)
     assert model.score(gnp) == pytest.approx(HAMILTON_LOGLIKE, abs=1e-5)
-    np.testing.assert_allclose(model.predict_proba(gnp, smoothed=False)[:, 1], hamilton_ar4_filtered, atol=1e-5)
+    np.testing.assert_allclose(model.filter_proba(gnp)[:, 1], hamilton_ar4_filtered, atol=1e-5)
     np.testing.assert_allclose(model.predict_proba(gnp)[:, 1], hamilton_ar4_smoothed, atol=1e-5)
 
 
@@ -194,7 +197,7 @@ def test_hamilton_switching_ar2_matches_stata(gnp):
 @pytest.mark.parametrize("case", ["constant", "switching variance", "taylor rule"])
 def test_fedfunds_matches_statsmodels(fedfunds_fits, case):
     ours, theirs, _ = fedfunds_fits[case]
-    assert ours.converged_
+    assert ours.converged_ and ours.gradient_norm_ < 1e-5
     assert ours.log_likelihood_ == pytest.approx(theirs.llf, abs=1e-6)
     relabelled_model, params = aligned(ours, theirs.params)
     assert relabelled_model.summary().index.tolist() == theirs.model.param_names
@@ -217,62 +220,124 @@ def test_switching_variance_finds_a_higher_maximum_than_statsmodels_default(fedf
 
 
 # ------------------------------------------------------------------------- 3. brute force
-def brute_force(y, regressors, transmat, coef, ar, variances):
-    """Enumerate every regime path S_0..S_n-1, the chain starting from its stationary distribution.
-
-    Returns log p(y_p.. | y_..p-1), the smoothed and filtered p(S_t | .) for t >= p, and the
-    largest log p(y, path).
-    """
-    k, p, n = len(transmat), ar.shape[1], len(y)
+def path_factors(paths, y, regressors, transmat, coef, ar, variances):
+    """The step-t factor of p(path, y) for each regime path (rows of ``paths``, as long as ``y`` or
+    longer), the chain starting from its stationary distribution, y's first p values conditioned on."""
+    p, n = ar.shape[1], len(y)
     eigenvalues, eigenvectors = np.linalg.eig(transmat.T)
     start = np.real(eigenvectors[:, np.argmin(np.abs(eigenvalues - 1))])
     start /= start.sum()
-    paths = np.array(list(itertools.product(range(k), repeat=n)))
-    factors = np.ones((len(paths), n))  # the step-t factor of p(path, y) for each path
+    factors = np.ones((len(paths), paths.shape[1]))
     for index, path in enumerate(paths):
         factors[index, 0] = start[path[0]]
         factors[index, 1:] = transmat[path[:-1], path[1:]]
-        deviation = y - np.einsum("tc,tc->t", regressors, coef[path])
+        deviation = y - np.einsum("tc,tc->t", regressors, coef[path[:n]])
         for t in range(p, n):
             residual = deviation[t] - ar[path[t]] @ deviation[t - p : t][::-1]
             variance = variances[path[t]]
             factors[index, t] *= np.exp(-0.5 * residual**2 / variance) / np.sqrt(2 * np.pi * variance)
-    prefix = np.cumprod(factors, axis=1)  # p(S_0..t, y_p..t); every prefix recurs equally often
-    joint = prefix[:, -1]
+    return factors
+
+
+def brute_force(y, regressors, transmat, coef, ar, variances):
+    """Enumerate every regime path S_0..S_n-1.
+
+    Returns log p(y_p.. | y_..p-1), the smoothed and filtered p(S_t | .) for t >= p, the
+    largest log p(y, path) and the path that attains it (from step p on).
+    """
+    k, p, n = len(transmat), ar.shape[1], len(y)
+    paths = np.array(list(itertools.product(range(k), repeat=n)))
+    prefix = np.cumprod(path_factors(paths, y, regressors, transmat, coef, ar, variances), axis=1)
+    joint = prefix[:, -1]  # p(S_0..t, y_p..t) in prefix[:, t]: every prefix recurs equally often
     smoothed = np.array([[joint[paths[:, t] == i].sum() for i in range(k)] for t in range(p, n)])
     filtered = np.array([[prefix[paths[:, t] == i, t].sum() for i in range(k)] for t in range(p, n)])
+    best = int(np.argmax(joint))
     return (
         np.log(joint.sum()),
         smoothed / joint.sum(),
         filtered / filtered.sum(axis=1, keepdims=True),
-        np.log(joint.max()),
+        np.log(joint[best]),
+        paths[best, p:],
     )
 
 
-@pytest.mark.parametrize("order", [0, 1, 2])
-def test_brute_force_enumeration(order):
-    rng = np.random.default_rng(3)
-    n = 6
-    y, exog = rng.normal(size=n), rng.normal(size=(n, 1))
+def brute_force_forecast(y, regressors, future, transmat, coef, ar, variances):
+    """Predictive means, variances and regime probabilities of the len(future) values after y, by
+    enumerating the regime paths of the data and the future; given a path the future values are
+    Gaussian, affine in the future shocks."""
+    k, p, n, horizon = len(transmat), ar.shape[1], len(y), len(future)
+    paths = np.array(list(itertools.product(range(k), repeat=n + horizon)))
+    weights = np.prod(path_factors(paths, y, regressors, transmat, coef, ar, variances), axis=1)
+    everything = np.r_[regressors, future]
+    means, second = np.zeros(horizon), np.zeros(horizon)
+    modes = np.zeros((horizon, k))
+    for path, weight in zip(paths, weights / weights.sum()):
+        # deviation z_t = y_t - x_t'beta as (constant, coefficients of the future shocks)
+        constants = list(y - np.einsum("tc,tc->t", regressors, coef[path[:n]]))
+        loadings = [np.zeros(horizon)] * n
+        for i in range(horizon):
+            regime = path[n + i]
+            lags = range(1, p + 1)
+            constants.append(sum(ar[regime, j - 1] * constants[-j] for j in lags))
+            loading = sum((ar[regime, j - 1] * loadings[-j] for j in lags), np.zeros(horizon))
+            loading[i] += np.sqrt(variances[regime])
+            loadings.append(loading)
+            mean = everything[n + i] @ coef[regime] + constants[-1]
+            means[i] += weight * mean
+            second[i] += weight * (mean**2 + loading @ loading)
+            modes[i, regime] += weight
+    return means, second - means**2, modes
+
+
+def hand_set(order, transmat=((0.8, 0.2), (0.35, 0.65))):
+    """A two-regime model with an exogenous regressor, everything switching, set by hand."""
     if order:
         model = MarkovAutoregression(n_states=2, order=order, switching_exog=True, switching_variance=True)
         model.ar_coef_ = np.array([[0.5, 0.2], [-0.3, 0.1]])[:, :order]
     else:
         model = MarkovRegression(n_states=2, switching_variance=True)
-    model.transmat_ = np.array([[0.8, 0.2], [0.35, 0.65]])
+    model.transmat_ = np.array(transmat)
     model.trend_ = np.array([[-0.5], [1.0]])
     model.exog_coef_ = np.array([[0.3], [-0.7]])
     model.variances_ = np.array([0.6, 1.7])
-    ar = model.ar_coef_ if order else np.empty((2, 0))
-    coef = np.c_[model.trend_, model.exog_coef_]
-    log_lik, smoothed, filtered, best_path = brute_force(
-        y, np.c_[np.ones(n), exog], model.transmat_, coef, ar, model.variances_
-    )
-    assert model.score(y, exog) == pytest.approx(log_lik, abs=1e-10)
-    np.testing.assert_allclose(model.predict_proba(y, exog), smoothed, atol=1e-10)
-    np.testing.assert_allclose(model.predict_proba(y, exog, smoothed=False), filtered, atol=1e-10)
-    np.testing.assert_array_equal(model.predict(y, exog), smoothed.argmax(axis=1))
-    assert model.decode(y, exog)[0] == pytest.approx(best_path, abs=1e-10)
+    return model
+
+
+def regression_parameters(model):
+    ar = model.ar_coef_ if isinstance(model, MarkovAutoregression) else np.empty((2, 0))
+    return model.transmat_, np.c_[model.trend_, model.exog_coef_], ar, model.variances_
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_inference_equals_brute_force_enumeration(order):
+    rng = np.random.default_rng(3)
+    n = 6
+    y, exog = rng.normal(size=n), rng.normal(size=(n, 1))
+    model = hand_set(order)
+    log_lik, smoothed, filtered, best, path = brute_force(y, np.c_[np.ones(n), exog], *regression_parameters(model))
+    assert model.score(y, exog=exog) == pytest.approx(log_lik, abs=1e-10)
+    np.testing.assert_allclose(model.predict_proba(y, exog=exog), smoothed, atol=1e-10)
+    np.testing.assert_allclose(model.filter_proba(y, exog=exog), filtered, atol=1e-10)
+    # predict is the most probable path (Viterbi), not the most probable regime at each step
+    np.testing.assert_array_equal(model.predict(y, exog=exog), path)
+    log_prob, decoded = model.decode(y, exog=exog)
+    assert log_prob == pytest.approx(best, abs=1e-10)
+    np.testing.assert_array_equal(decoded, path)
+
+
+def test_viterbi_path_differs_from_the_marginal_argmax():
+    # a series where the most probable path and the most probable regime per step disagree
+    rng = np.random.default_rng(0)
+    model = hand_set(1, transmat=((0.55, 0.45), (0.45, 0.55)))
+    for _ in range(200):
+        y, exog = rng.normal(size=7), rng.normal(size=(7, 1))
+        path = model.predict(y, exog=exog)
+        if not np.array_equal(path, model.predict_proba(y, exog=exog).argmax(axis=1)):
+            break
+    else:
+        pytest.fail("no series found where the Viterbi path and the marginal argmax differ")
+    regressors = np.c_[np.ones(7), exog]
+    np.testing.assert_array_equal(path, brute_force(y, regressors, *regression_parameters(model))[4])
 
 
 def random_model(model, n_exog, rng):
@@ -325,12 +390,10 @@ def test_likelihood_and_probabilities_equal_statsmodels_across_options(make):
     else:
         sm_model = sm.tsa.MarkovRegression(y, k_regimes=model.n_states, exog=exog, **options)
     vector = model.summary()["estimate"].to_numpy()
-    assert model.score(y, exog) == pytest.approx(sm_model.loglike(vector), abs=1e-9)
+    assert model.score(y, exog=exog) == pytest.approx(sm_model.loglike(vector), abs=1e-9)
     result = sm_model.smooth(vector)
-    np.testing.assert_allclose(model.predict_proba(y, exog), result.smoothed_marginal_probabilities, atol=1e-10)
-    np.testing.assert_allclose(
-        model.predict_proba(y, exog, smoothed=False), result.filtered_marginal_probabilities, atol=1e-10
-    )
+    np.testing.assert_allclose(model.predict_proba(y, exog=exog), result.smoothed_marginal_probabilities, atol=1e-10)
+    np.testing.assert_allclose(model.filter_proba(y, exog=exog), result.filtered_marginal_probabilities, atol=1e-10)
 
 
 def test_single_regime_is_conditional_least_squares(gnp):
@@ -347,17 +410,17 @@ def test_single_regime_is_conditional_least_squares(gnp):
 
 def test_exact_gradient_matches_finite_differences(gnp):
     model = MarkovAutoregression(n_states=2, order=2, switching_variance=True)
-    layout = model._layout(0)
-    data, _ = model._data(gnp, None, None)
-    free = np.random.default_rng(0).normal(scale=0.5, size=layout.n_parameters)
-    value, gradient = layout.value_and_gradient(free, data)
+    engine = model._engine(0)
+    data, _ = model._series(gnp, None, None)
+    unpack = engine.layout.unpack
+    free = np.random.default_rng(0).normal(scale=0.5, size=engine.layout.n_parameters)
+    value, gradient = engine.value_and_gradient(free, data)
     steps = np.eye(len(free)) * 1e-6
     numeric = [
-        (layout.log_likelihood(layout.unpack(free + h), data) - layout.log_likelihood(layout.unpack(free - h), data))
-        / 2e-6
+        (engine.log_likelihood(unpack(free + h), data) - engine.log_likelihood(unpack(free - h), data)) / 2e-6
         for h in steps
     ]
-    assert value == pytest.approx(layout.log_likelihood(layout.unpack(free), data), abs=1e-10)
+    assert value == pytest.approx(engine.log_likelihood(unpack(free), data), abs=1e-10)
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-5)
 
 
@@ -366,23 +429,257 @@ def test_exact_gradient_matches_finite_differences(gnp):
 def test_probabilities_equal_statsmodels_at_the_same_parameters(case, gnp, hamilton, fedfunds_fits):
     if case == "hamilton":
         ours, theirs = hamilton
-        arguments = (gnp, None)
+        arguments = {"y": gnp}
     else:
         ours, theirs, arguments = fedfunds_fits[case]
     model = set_from_statsmodels(type(ours)(**ours.get_params()), theirs.model, theirs.params)
-    assert model.score(*arguments) == pytest.approx(theirs.llf, abs=1e-8)
-    np.testing.assert_allclose(model.predict_proba(*arguments), theirs.smoothed_marginal_probabilities, atol=1e-6)
-    np.testing.assert_allclose(
-        model.predict_proba(*arguments, smoothed=False), theirs.filtered_marginal_probabilities, atol=1e-6
-    )
-    np.testing.assert_allclose(model.expected_durations_, theirs.expected_durations, rtol=1e-10)
+    assert model.score(**arguments) == pytest.approx(theirs.llf, abs=1e-8)
+    np.testing.assert_allclose(model.predict_proba(**arguments), theirs.smoothed_marginal_probabilities, atol=1e-6)
+    np.testing.assert_allclose(model.filter_proba(**arguments), theirs.filtered_marginal_probabilities, atol=1e-6)
+    np.testing.assert_allclose(model.dwell_times_, theirs.expected_durations, rtol=1e-10)
     np.testing.assert_allclose(model.startprob_, theirs.model.initial_probabilities(theirs.params), atol=1e-12)
 
 
-# ---------------------------------------------------------------- 5. persistence and errors
+# ------------------------------------------------------------------ 5. the estimator contract
+def test_em_never_lowers_the_log_likelihood(fedfunds):
+    # without the guarded transition step (taking the normalised counts whatever they do to the
+    # stationary start's term) three of these restarts lower the log-likelihood by up to 5e-4
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ObjectiveDecreaseWarning)
+        model = MarkovRegression(
+            n_states=2, switching_variance=True, random_state=0, callback=lambda *a: seen.append(a)
+        )
+        model.fit(fedfunds["fedfunds"].to_numpy())
+    restarts = np.split(np.array(seen), np.flatnonzero(np.diff([i for i, _ in seen]) < 0) + 1)
+    assert len(restarts) == model.n_restarts == 10
+    for objectives in restarts:
+        assert np.all(np.diff(objectives[:, 1]) > -1e-9)
+    assert model.history_ == list(restarts[np.argmax([r[-1, 1] for r in restarts])][:, 1])
+    assert model.n_iter_ == len(model.history_) and model.converged_
+    assert model.history_[-1] <= model.log_likelihood_ + 1e-9  # the polish only climbs
+
+
+def test_fit_starts_afresh_and_warm_start_keeps_the_estimate(fedfunds):
+    rate = fedfunds["fedfunds"].to_numpy()
+    fresh = MarkovRegression(n_states=2, n_restarts=3, random_state=0).fit(rate)
+    refit = MarkovRegression(n_states=2, n_restarts=3, random_state=0, switching_variance=True).fit(rate[::-1])
+    refit.set_params(switching_variance=False).fit(rate)
+    for name in ("transmat_", "trend_", "exog_coef_", "variances_", "smoothed_probabilities_"):
+        np.testing.assert_array_equal(getattr(refit, name), getattr(fresh, name))
+    assert refit.history_ == fresh.history_ and refit.log_likelihood_ == fresh.log_likelihood_
+    # a changed hyper-parameter takes effect
+    assert refit.set_params(switching_variance=True).fit(rate).log_likelihood_ > fresh.log_likelihood_ + 9
+    warm = MarkovRegression(n_states=2, n_restarts=1, random_state=0, warm_start=True)
+    warm.fit(rate[:200])
+    first = warm.log_likelihood_
+    assert warm.fit(rate[:200]).history_[0] == pytest.approx(first, abs=1e-9)  # EM starts at the estimate
+    assert warm.log_likelihood_ == pytest.approx(first, abs=1e-9) and warm.n_iter_ <= 2
+
+
+def test_parameters_set_by_hand_start_the_first_fit(hamilton, gnp):
+    ours, _ = hamilton
+    model = relabelled(ours, [1, 0]).set_params(n_restarts=1)
+    start = model.score(gnp)
+    model.fit(gnp)
+    assert model.history_[0] == pytest.approx(start, abs=1e-9)
+    assert model.log_likelihood_ == pytest.approx(ours.log_likelihood_, abs=1e-8)
+    np.testing.assert_allclose(model.transmat_, ours.transmat_, atol=1e-6)  # ordered again: recession first
+
+
+def test_n_iter_zero_only_initialises(gnp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = MarkovAutoregression(n_states=2, order=1, n_iter=0, random_state=0).fit(gnp)
+    assert model.history_ == [] and model.n_iter_ == 0 and not model.converged_
+    assert model.log_likelihood_ == pytest.approx(model.score(gnp), abs=1e-9)
+    fitted = MarkovAutoregression(n_states=2, order=1, random_state=0).fit(gnp)
+    assert fitted.log_likelihood_ > model.log_likelihood_
+
+
+def test_a_capped_fit_warns(gnp):
+    with pytest.warns(ConvergenceWarning, match="cap of n_iter=2 EM iterations"):
+        model = MarkovAutoregression(n_states=2, order=2, n_iter=2, n_restarts=1, n_iter_polish=0).fit(gnp)
+    assert not model.converged_ and model.n_iter_ == 2
+    with pytest.warns(ConvergenceWarning) as record:
+        model = MarkovAutoregression(n_states=2, order=2, n_iter=2, n_restarts=1, n_iter_polish=1).fit(gnp)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2 and "stopped at its cap of n_iter=2 EM iterations" in messages[0]
+    assert "stopped its quasi-Newton polish at its cap of n_iter_polish=1 iterations" in messages[1]
+    assert not model.converged_ and model.gradient_norm_ > 1e-5
+
+
+def test_deprecated_names():
+    with pytest.warns(DeprecationWarning, match=r"MarkovRegression\(n_iter_em=...\) is renamed n_iter"):
+        model = MarkovRegression(n_iter_em=7)
+    assert model.n_iter == 7 and "n_iter_em" not in model.get_params()
+    with pytest.warns(DeprecationWarning, match=r"max_iter=...\) is renamed n_iter_polish"):
+        model = MarkovAutoregression(max_iter=9)
+    assert model.n_iter_polish == 9 and "max_iter" not in model.get_params()
+    model = hand_set(1, transmat=[[0.9, 0.1], [0.25, 0.75]])
+    for old in ("expected_durations_", "expected_durations"):
+        with pytest.warns(DeprecationWarning, match=f"MarkovAutoregression.{old} is renamed dwell_times_"):
+            np.testing.assert_allclose(getattr(model, old), [10.0, 4.0])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lags'"):
+        MarkovAutoregression(lags=2)
+
+
+def test_clone_and_invalid_hyper_parameters(gnp):
+    sklearn_base = pytest.importorskip("sklearn.base")
+    model = MarkovAutoregression(order=2, switching_ar=[True, False], n_iter=5, random_state=3)
+    clone = sklearn_base.clone(model)
+    assert clone.get_params() == model.get_params() and clone.switching_ar == [True, False]
+    for bad, message in [
+        ({"trend": "quadratic"}, "trend must be one of"),
+        ({"order": 0}, "order must be an integer >= 1"),
+        ({"n_states": "auto"}, "n_states must be an integer >= 1"),
+        ({"switching_ar": [True]}, "switching_ar must be a bool or a sequence of 2 bools"),
+        ({"switching_ar": "yes"}, "switching_ar must be a bool or a sequence of bools"),
+        ({"switching_variance": 1}, "switching_variance must be True or False"),
+        ({"n_iter_polish": -1}, "n_iter_polish must be an integer >= 0"),
+        ({"tol": float("nan")}, "tol must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            MarkovAutoregression(**{"order": 2, **bad}).fit(gnp)
+
+
+# --------------------------------------------------------------- 6. sample, forecast, describe
+def test_sample_shapes_and_reproducibility(hamilton):
+    model = hamilton[0]
+    y, regimes = model.sample(50, random_state=1)
+    assert y.shape == (50, 1) and regimes.shape == (50,) and set(np.unique(regimes)) <= {0, 1}
+    again, same = model.sample(50, random_state=1)
+    np.testing.assert_array_equal(again, y)
+    np.testing.assert_array_equal(same, regimes)
+    assert not np.array_equal(model.sample(50, random_state=2)[0], y)
+    ys, paths = model.sample(20, n_sequences=3, random_state=np.random.default_rng(0))
+    assert isinstance(ys, list) and [a.shape for a in ys] == [(20, 1)] * 3 and [p.shape for p in paths] == [(20,)] * 3
+    long_regimes = model.sample(20_000, random_state=0)[1]
+    np.testing.assert_allclose(np.bincount(long_regimes) / 20_000, model.startprob_, atol=0.03)
+    with pytest.raises(ValueError, match="positive"):
+        model.sample(0)
+
+
+def test_sample_regressors_and_exog():
+    model = MarkovRegression(n_states=1, trend="ct")
+    model.transmat_, model.trend_, model.variances_ = np.ones((1, 1)), np.array([[1.0, 2.0]]), np.array([1e-12])
+    np.testing.assert_allclose(model.sample(4, random_state=0)[0][:, 0], 1.0 + 2.0 * np.arange(1, 5), atol=1e-5)
+    model = hand_set(1)
+    exog = np.arange(6.0)
+    y, _ = model.sample(6, random_state=0, exog=exog)
+    assert y.shape == (6, 1)
+    with pytest.raises(ValueError, match=r"1 exog column\(s\): pass exog \(6, 1\)"):
+        model.sample(6)
+    with pytest.raises(ValueError, match=r"exog must have shape \(6, 1\)"):
+        model.sample(6, exog=np.ones((5, 1)))
+    model.exog_coef_ = np.empty((2, 0))
+    with pytest.raises(ValueError, match="exog was given but this MarkovAutoregression has no exog columns"):
+        model.sample(6, exog=exog)
+
+
+def test_fit_recovers_a_simulated_model():
+    truth = MarkovAutoregression(n_states=2, order=1, switching_ar=False)
+    truth.transmat_ = np.array([[0.95, 0.05], [0.1, 0.9]])
+    truth.trend_ = np.array([[-1.0], [2.0]])
+    truth.ar_coef_ = np.full((2, 1), 0.5)
+    truth.variances_ = np.array([0.5, 0.5])
+    y, regimes = truth.sample(2000, random_state=0)
+    model = MarkovAutoregression(n_states=2, order=1, switching_ar=False, n_restarts=2, random_state=0).fit(y)
+    np.testing.assert_allclose(model.means_, truth.means_, atol=0.15)
+    np.testing.assert_allclose(model.transmat_, truth.transmat_, atol=0.03)
+    np.testing.assert_allclose(model.ar_coef_, truth.ar_coef_, atol=0.05)
+    assert np.mean(model.predict(y) == regimes[1:]) > 0.95
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_forecast_equals_brute_force_enumeration(order):
+    rng = np.random.default_rng(4)
+    n, horizon = 6, 3
+    y, exog, future = rng.normal(size=n), rng.normal(size=(n, 1)), rng.normal(size=(horizon, 1))
+    model = hand_set(order)
+    result = model.forecast(y, horizon, exog=exog, future_exog=future)
+    means, variances, modes = brute_force_forecast(
+        y, np.c_[np.ones(n), exog], np.c_[np.ones(horizon), future], *regression_parameters(model)
+    )
+    assert isinstance(result, Forecast)
+    assert result.means.shape == (horizon, 1) and result.covariances.shape == (horizon, 1, 1)
+    np.testing.assert_allclose(result.means[:, 0], means, atol=1e-10)
+    np.testing.assert_allclose(result.covariances[:, 0, 0], variances, atol=1e-10)
+    np.testing.assert_allclose(result.mode_probabilities, modes, atol=1e-12)
+
+
+def test_forecast_time_trend_goes_on_counting():
+    model = MarkovRegression(n_states=2, trend="ct", switching_variance=True)
+    model.transmat_ = np.array([[0.7, 0.3], [0.2, 0.8]])
+    model.trend_ = np.array([[0.0, 1.0], [5.0, -1.0]])
+    model.variances_ = np.array([1.0, 2.0])
+    y = np.array([1.0, 2.0, 3.5, 4.0])
+    result = model.forecast(y, 2)
+    filtered = model.filter_proba(y)[-1]
+    modes = np.array([filtered @ model.transmat_, filtered @ model.transmat_ @ model.transmat_])
+    expected = modes @ np.array([[5.0, 6.0], [0.0, -1.0]])  # regime means at t = 5, 6
+    np.testing.assert_allclose(result.mode_probabilities, modes, atol=1e-12)
+    np.testing.assert_allclose(result.means[:, 0], np.diag(expected), atol=1e-12)
+
+
+@pytest.mark.parametrize("order", [0, 2])
+def test_forecast_is_calibrated_on_samples(order):
+    """Monte Carlo of ``sample``: for series drawn from the model, the errors of the forecasts of
+    their last values have mean 0 and variance the forecast's, and the regimes the forecast's
+    probabilities."""
+    model = hand_set(order, transmat=((0.9, 0.1), (0.15, 0.85)))
+    model.exog_coef_ = np.zeros((2, 0))
+    n, horizon, n_series = 40, 3, 3000
+    ys, regimes = model.sample(n + horizon, n_sequences=n_series, random_state=0)
+    errors, variances, modes, truth = [], [], [], []
+    for y, path in zip(ys, regimes):
+        result = model.forecast(y[:n], horizon)
+        errors.append(y[n:, 0] - result.means[:, 0])
+        variances.append(result.covariances[:, 0, 0])
+        modes.append(result.mode_probabilities[:, 1])
+        truth.append(path[n:])
+    errors, variances = np.array(errors), np.array(variances)
+    np.testing.assert_allclose(errors.mean(axis=0) / np.sqrt(variances.mean(axis=0)), 0.0, atol=4 / np.sqrt(n_series))
+    np.testing.assert_allclose((errors**2 / variances).mean(axis=0), 1.0, atol=0.1)
+    np.testing.assert_allclose(np.mean(modes, axis=0), np.mean(truth, axis=0), atol=4 * 0.5 / np.sqrt(n_series))
+
+
+def test_forecast_errors():
+    model = hand_set(1)
+    y, exog = np.arange(5.0), np.ones(5)
+    with pytest.raises(ValueError, match="pass future_exog"):
+        model.forecast(y, 2, exog=exog)
+    with pytest.raises(ValueError, match="horizon must be a positive integer"):
+        model.forecast(y, 0, exog=exog, future_exog=np.ones(2))
+    model.exog_coef_ = np.empty((2, 0))
+    with pytest.raises(ValueError, match="future_exog was given but"):
+        model.forecast(y, 2, future_exog=np.ones(2))
+
+
+def test_describe_and_segment(hamilton, gnp):
+    model = hamilton[0]
+    table = model.describe()
+    assert table.index.name == "mode" and list(table.index) == [0, 1]
+    assert list(table.columns) == [
+        "occupancy", "dwell_time", "to_0", "to_1", "const", "sigma2", "ar.L1", "ar.L2", "ar.L3", "ar.L4"
+    ]  # fmt: skip
+    np.testing.assert_allclose(table["dwell_time"], model.dwell_times_)
+    np.testing.assert_allclose(table[["to_0", "to_1"]], model.transmat_)
+    np.testing.assert_allclose(table["const"], model.means_)
+    np.testing.assert_allclose(table["occupancy"], model.startprob_)
+    segments = model.segment(gnp)
+    path = model.predict(gnp)
+    assert segments["start"].iloc[0] == 4 and segments["end"].iloc[-1] == len(gnp)
+    for row in segments.itertuples():
+        assert np.all(path[row.start - 4 : row.end - 4] == row.mode)
+        assert row.probability == pytest.approx(model.predict_proba(gnp)[row.start - 4 : row.end - 4, row.mode].mean())
+    assert model.n_parameters == 9
+
+
+# ---------------------------------------------------------------- 7. persistence and errors
 def test_save_load_round_trip(tmp_path, hamilton, fedfunds_fits, gnp):
     for model, arguments in [
-        (hamilton[0], (gnp, None)),
+        (hamilton[0], {"y": gnp}),
         (fedfunds_fits["taylor rule"][0], fedfunds_fits["taylor rule"][2]),
     ]:
         path = tmp_path / f"{type(model).__name__}.msz"
@@ -396,39 +693,51 @@ def test_save_load_round_trip(tmp_path, hamilton, fedfunds_fits, gnp):
             "variances_",
             "smoothed_probabilities_",
             "filtered_probabilities_",
+            "standard_errors_",
         ):
             np.testing.assert_array_equal(getattr(restored, name), getattr(model, name))
-        assert restored.log_likelihood_ == model.log_likelihood_ and restored.converged_ == model.converged_
-        assert restored.score(*arguments) == model.score(*arguments)
-        np.testing.assert_array_equal(restored.predict_proba(*arguments), model.predict_proba(*arguments))
-        assert restored.summary().equals(model.summary())
+        for name in ("log_likelihood_", "converged_", "history_", "n_iter_", "exog_names_"):
+            assert getattr(restored, name) == getattr(model, name)
+        assert restored.score(**arguments) == model.score(**arguments)
+        for method in ("predict_proba", "filter_proba", "predict"):
+            np.testing.assert_array_equal(getattr(restored, method)(**arguments), getattr(model, method)(**arguments))
+        future = None if "exog" not in arguments else arguments["exog"][-2:]
+        np.testing.assert_array_equal(
+            restored.forecast(**arguments, horizon=2, future_exog=future).covariances,
+            model.forecast(**arguments, horizon=2, future_exog=future).covariances,
+        )
+        assert restored.summary().equals(model.summary()) and restored.describe().equals(model.describe())
 
 
 def test_input_errors(gnp):
     model = MarkovAutoregression(order=4, switching_ar=False)
     with pytest.raises(NotFittedError, match="transmat_"):
         model.score(gnp)
+    with pytest.raises(NotFittedError, match="was not fitted: pass the series"):
+        hand_set(1).aic()
     broken = gnp.copy()
     broken[7] = np.nan
     with pytest.raises(ValueError, match="time step 7: missing value"):
         model.fit(broken)
     with pytest.raises(ValueError, match="needs at least 5"):
         model.fit(gnp[:4])
-    with pytest.raises(ValueError, match="exog has 10 rows but y has 135"):
-        MarkovRegression().fit(gnp, np.ones((10, 1)))
+    with pytest.raises(ValueError, match="takes one series, got 2 sequences"):
+        model.fit(gnp, [100, 35])
+    with pytest.raises(ValueError, match=r"must have 135 rows \(one per time step\), got shape \(10, 1\)"):
+        MarkovRegression().fit(gnp, exog=np.ones((10, 1)))
     exog = np.ones((135, 2))
     exog[3, 1] = np.inf
-    with pytest.raises(ValueError, match="exog row 3, column 1"):
-        MarkovRegression().fit(gnp, exog)
-    with pytest.raises(ValueError, match="switching_ar"):
-        MarkovAutoregression(order=2, switching_ar=[True])
-    with pytest.raises(ValueError, match="trend"):
-        MarkovRegression(trend="quadratic")
-    with pytest.raises(ValueError, match="order"):
-        MarkovAutoregression(order=0)
+    with pytest.raises(ValueError, match="time step 3: non-finite input"):
+        MarkovRegression().fit(gnp, exog=exog)
 
 
 def test_exog_columns_must_match_the_fit(fedfunds_fits):
-    model, _, (endog, exog) = fedfunds_fits["taylor rule"]
-    with pytest.raises(ValueError, match="fitted with 3 exog"):
-        model.score(endog, exog[:, :2])
+    model, _, arguments = fedfunds_fits["taylor rule"]
+    with pytest.raises(ValueError, match=r"fitted with 3 exog column\(s\), got 2"):
+        model.score(arguments["y"], exog=arguments["exog"][:, :2])
+    with pytest.raises(ValueError, match=r"fitted with 3 exog column\(s\), got 0"):
+        model.predict(arguments["y"])
+    frame = pd.DataFrame(arguments["exog"], columns=["lagged", "gap", "inflation"])
+    refit = MarkovRegression(n_states=2, random_state=0).fit(arguments["y"], exog=frame)
+    assert refit.exog_names_ == ["lagged", "gap", "inflation"] and "gap[1]" in refit.summary().index
+    assert refit.log_likelihood_ == pytest.approx(model.log_likelihood_, abs=1e-8)

@@ -1,31 +1,20 @@
-"""Markov-switching regression and autoregression (Hamilton 1989; Kim & Nelson 1999).
+"""Markov-switching regression and autoregression (Hamilton 1989; Kim & Nelson 1999): the estimators.
 
-A regime S_t in {0, ..., K-1} follows a Markov chain with transition matrix
-P[i, j] = p(S_t = j | S_{t-1} = i). Given the regimes, a regression switches its
-coefficients and, optionally, its variance,
+A regime S_t follows a Markov chain with transition matrix P[i, j] = p(S_t = j | S_t-1 = i),
+started from its stationary distribution. :class:`MarkovRegression` switches the
+coefficients (and optionally the variance) of a regression, :class:`MarkovAutoregression`
+the mean an autoregression reverts to; the model itself, its likelihood and its steps are
+in :mod:`~modeshift.models.switching_regression`, its parameters in
+:mod:`~modeshift.models.switching_layout`.
 
-    y_t = x_t' beta_{S_t} + e_t,        e_t ~ N(0, sigma2_{S_t}),
-
-and an autoregression of order p switches the mean it reverts to (Hamilton 1989),
-
-    y_t - x_t' beta_{S_t} = sum_{i=1..p} phi_{i, S_t} (y_{t-i} - x_{t-i}' beta_{S_{t-i}}) + e_t,
-
-where x_t holds the trend columns (a constant for ``trend="c"``, so that beta is the
-regime's mean mu_{S_t}) and the exogenous regressors. An observation of the
-autoregression depends on p + 1 regimes, so the filter runs on the expanded chain
-(S_t, ..., S_{t-p}) with K^(p+1) states, whose transition matrix is built from the
-K x K one. As in statsmodels, the first p observations are conditioned on and the
-chain starts from its stationary distribution. Filtering and smoothing are
-:mod:`modeshift.kernels` recursions on that chain.
-
-Fitting is maximum likelihood. Expectation-conditional-maximisation (closed-form
-weighted least squares for the coefficients given phi, for phi given the
-coefficients, then the variances; the joint step over mu and phi has no closed form)
-runs from several data-driven and random starts. The two best are polished by BFGS with
-the exact gradient (Fisher's identity: the posterior expectation of the complete-data
-score) on logits of the transition rows and log variances, then by Newton steps on a
-finite-difference Hessian of that gradient, which also gives standard errors. Regimes
-are finally ordered by their first switching coefficient (for ``trend="c"``: ascending
+Fitting is maximum likelihood in two stages. Expectation-conditional-maximisation runs
+through the one EM driver (:func:`modeshift.models.em.run`: restarts, the convergence rule,
+``history_``, ``converged_``, ``n_iter_``) from data-driven starts (quantile bands of the
+level, raw and smoothed, and of the local spread when the variance switches), then random
+persistent regime paths. The winning restart is polished by BFGS with the exact gradient on
+logits of the transition rows and log variances, then by Newton steps on a
+finite-difference Hessian of that gradient, which also gives standard errors. Regimes are
+finally ordered by their first switching coefficient (for ``trend="c"``: ascending
 intercept), else by variance, else by their first switching autoregressive coefficient.
 
 Examples
@@ -38,372 +27,66 @@ Examples
 -181.263
 >>> model.means_.round(2)  # recession, expansion (percent per quarter)
 array([-0.36,  1.16])
->>> model.expected_durations_.round(1)  # quarters
+>>> model.dwell_times_.round(1)  # quarters
 array([ 4.1, 10.4])
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
-from modeshift import kernels
 from modeshift.data import as_sequences, check_array, check_probabilities
-from modeshift.models.base import Model, NotFittedError
 from modeshift.models import em
-from modeshift.models.em import Report
+from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
+from modeshift.models.params import Boolean, Integer, OneOf, Rule
+from modeshift.models.switching_layout import TRENDS, ParameterLayout, SwitchingParameters, switching_flags
+from modeshift.models.switching_regression import Posterior, SeriesData, SwitchingRegression
 from modeshift.transitions import stationary_distribution
 
 __all__ = ["MarkovAutoregression", "MarkovRegression"]
 
-TRENDS = {"n": (), "c": ("const",), "t": ("trend",), "ct": ("const", "trend")}
-_N_POLISHED = 2  # EM results polished to the maximum: EM's ranking is not always the final one
+_PARAMETERS = ("transmat_", "trend_", "exog_coef_", "variances_", "ar_coef_")
+_STATIONARY = 1e-5  # the polish has converged when the largest gradient entry is below this
+#: old names -> new (DeprecationWarning); each class declares them, so that warnings name it
+_RENAMED = {
+    "n_iter_em": "n_iter",
+    "max_iter": "n_iter_polish",
+    "expected_durations_": "dwell_times_",
+    "expected_durations": "dwell_times_",
+}
 
 
-# --------------------------------------------------------------------------- engine
+class _Flags(Rule):
+    """True, False, or one bool per coefficient (the number is checked against the data at fit)."""
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, (bool, np.bool_)):
+            return True
+        return isinstance(value, (list, tuple, np.ndarray)) and all(isinstance(v, (bool, np.bool_)) for v in value)
+
+    def describe(self) -> str:
+        return "a bool or a sequence of bools"
+
+
 @dataclass(frozen=True)
-class _Parameters:
-    """A point of the parameter space: transmat (K, K), coef (K, R), ar (K, p), variances (K,)."""
+class _Problem:
+    """What one fit's EM restarts share: the model on its expanded chain, the series, the
+    data-driven start paths and the parameters set by hand (or kept by ``warm_start``)."""
 
-    transmat: np.ndarray
-    coef: np.ndarray
-    ar: np.ndarray
-    variances: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Data:
-    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones."""
-
-    y: np.ndarray
-    regressors: np.ndarray
+    engine: SwitchingRegression
+    data: SeriesData
+    paths: list[np.ndarray]
+    given: dict[str, np.ndarray]
 
 
-@dataclass(frozen=True)
-class _Posterior:
-    """What the E-step gives the M-step and the gradient."""
-
-    log_likelihood: float
-    posteriors: np.ndarray  # (T, E): p(expanded state at step t | y)
-    transitions: np.ndarray  # (K, K): expected number of i -> j moves, sample and pre-sample
-    first_regime: np.ndarray  # (K,): p(regime at the first pre-sample step | y)
-    residuals: np.ndarray  # (T, E): e_t under every expanded state
-    deviations: np.ndarray  # (p+1, T, E): y - x'beta at lag j under the lag-j regime
-
-
-class _Layout:
-    """Which parameters are free, and the likelihood, E-step, M-step and gradient over them.
-
-    The free vector follows statsmodels' parameter order: transition logits (target
-    regime outer, source regime inner, the last target the reference), coefficients
-    (column outer, regime inner where switching), log variances, autoregressive
-    coefficients (lag outer, regime inner where switching).
-    """
-
-    def __init__(
-        self,
-        n_states: int,
-        order: int,
-        switching_coef: Sequence[bool],
-        switching_ar: Sequence[bool],
-        switching_variance: bool,
-    ):
-        self.n_states, self.order = n_states, order
-        self.n_expanded = n_states ** (order + 1)
-        # digits[e] = (S_t, S_{t-1}, ..., S_{t-p}) of expanded state e, S_t most significant
-        self.digits = np.array(list(np.ndindex(*(n_states,) * (order + 1))), dtype=np.int64)
-        self.indicators = np.stack([np.eye(n_states)[self.digits[:, j]] for j in range(order + 1)])  # (p+1, E, K)
-        self.coef_map = _sharing_map(n_states, switching_coef)
-        self.ar_map = _sharing_map(n_states, switching_ar)
-        self.variance_map = np.eye(n_states) if switching_variance else np.ones((n_states, 1))
-        self.sizes = (
-            n_states * (n_states - 1),
-            self.coef_map.shape[1],
-            self.variance_map.shape[1],
-            self.ar_map.shape[1],
-        )
-        # expanded move e -> f: f's older digits are e's newer ones; probability P[S_{t-1}(e), S_t(f)]
-        previous = np.repeat(np.arange(self.n_expanded), n_states)
-        newest = np.tile(np.arange(n_states), self.n_expanded)
-        self.moves = (previous, newest * n_states**order + previous // n_states, previous // n_states**order, newest)
-
-    @property
-    def n_parameters(self) -> int:
-        return sum(self.sizes)
-
-    # ---------------------------------------------------------------- free vector
-    def pack(self, params: _Parameters) -> np.ndarray:
-        probabilities = np.clip(params.transmat, 1e-12, None)
-        logits = np.log(probabilities[:, :-1]) - np.log(probabilities[:, -1:])
-        return np.concatenate(
-            [
-                logits.T.ravel(),
-                _free_values(self.coef_map, params.coef),
-                _free_values(self.variance_map, np.log(params.variances)),
-                _free_values(self.ar_map, params.ar),
-            ]
-        )
-
-    def unpack(self, free: np.ndarray) -> _Parameters:
-        k = self.n_states
-        logits, coef, log_variances, ar = np.split(free, np.cumsum(self.sizes)[:-1])
-        logits = np.c_[logits.reshape(k - 1, k).T, np.zeros(k)]
-        transmat = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return _Parameters(
-            transmat=transmat / transmat.sum(axis=1, keepdims=True),
-            coef=(self.coef_map @ coef).reshape(k, -1),
-            ar=(self.ar_map @ ar).reshape(k, -1),
-            variances=np.exp(self.variance_map @ log_variances),
-        )
-
-    def constrained(self, params: _Parameters) -> np.ndarray:
-        """The parameters in the free vector's order, with probabilities P[i, j] (j < K-1) and variances."""
-        return np.concatenate(
-            [
-                params.transmat[:, :-1].T.ravel(),
-                _free_values(self.coef_map, params.coef),
-                _free_values(self.variance_map, params.variances),
-                _free_values(self.ar_map, params.ar),
-            ]
-        )
-
-    def jacobian(self, params: _Parameters) -> np.ndarray:
-        """d constrained / d free: block diagonal (softmax rows, identity, variances, identity)."""
-        k = self.n_states
-        jacobian = np.eye(self.n_parameters)
-        for i in range(k):  # P[i, j], j < K-1, sits at index j * K + i, as does logit[i, j]
-            where = np.arange(k - 1) * k + i
-            row = params.transmat[i, :-1]
-            jacobian[np.ix_(where, where)] = np.diag(row) - np.outer(row, row)
-        start = self.sizes[0] + self.sizes[1]
-        variances = _free_values(self.variance_map, params.variances)
-        jacobian[start : start + len(variances), start : start + len(variances)] = np.diag(variances)
-        return jacobian
-
-    # ------------------------------------------------------------- expanded chain
-    def expanded_chain(self, transmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Initial probabilities (E,) and transition matrix (E, E) of (S_t, ..., S_{t-p})."""
-        k, p = self.n_states, self.order
-        initial = stationary_distribution(transmat)  # of the earliest regime, S_{t-p}
-        for m in range(p):  # prepend the next regime
-            newest = np.arange(k ** (m + 1)) // k**m
-            initial = (transmat[newest].T * initial[None, :]).ravel()
-        source, target, regime_before, regime_after = self.moves
-        matrix = np.zeros((self.n_expanded, self.n_expanded))
-        matrix[source, target] = transmat[regime_before, regime_after]
-        return initial, matrix
-
-    # ----------------------------------------------------------------- residuals
-    def deviations(self, params: _Parameters, data: _Data) -> np.ndarray:
-        """(p+1, T, E): entry [j, t, e] is y - x'beta at sample step t - j under regime digit j of e."""
-        p, n = self.order, len(data.y)
-        deviation = data.y[None, :] - params.coef @ data.regressors.T  # (K, n)
-        return np.stack([deviation[self.digits[:, j], p - j : n - j].T for j in range(p + 1)])
-
-    def residuals(self, params: _Parameters, deviations: np.ndarray) -> np.ndarray:
-        return deviations[0] - np.einsum("jte,ej->te", deviations[1:], params.ar[self.digits[:, 0]])
-
-    def log_densities(self, params: _Parameters, residuals: np.ndarray) -> np.ndarray:
-        variances = params.variances[self.digits[:, 0]]
-        return np.ascontiguousarray(-0.5 * (np.log(2.0 * np.pi * variances) + residuals**2 / variances))
-
-    def coef_design(self, params: _Parameters, data: _Data) -> tuple[np.ndarray, np.ndarray]:
-        """With phi fixed the residual is ``target - design @ free coefficients``: (T, E) and (T, E, n_coef)."""
-        p, n = self.order, len(data.y)
-        ar = params.ar[self.digits[:, 0]]  # (E, p)
-        y_lags = np.stack([data.y[p - j : n - j] for j in range(p + 1)])  # (p+1, T)
-        x_lags = np.stack([data.regressors[p - j : n - j] for j in range(p + 1)])  # (p+1, T, R)
-        target = y_lags[0][:, None] - y_lags[1:].T @ ar.T
-        # d(x_t'beta_{S_t} - sum_j phi_j x_{t-j}'beta_{S_{t-j}}) / d beta_k[c]
-        lag_weights = np.concatenate([self.indicators[:1], -ar.T[:, :, None] * self.indicators[1:]])  # (p+1, E, K)
-        design = np.einsum("jek,jtc->tekc", lag_weights, x_lags)
-        return target, design.reshape(*target.shape, -1) @ self.coef_map
-
-    def ar_design(self, deviations: np.ndarray) -> np.ndarray:
-        """With the coefficients fixed the residual is ``deviations[0] - design @ free phi``; (T, E, n_ar)."""
-        design = np.einsum("ek,jte->tekj", self.indicators[0], deviations[1:])
-        return design.reshape(*deviations.shape[1:], -1) @ self.ar_map
-
-    # -------------------------------------------------------------------- E-step
-    def e_step(self, params: _Parameters, data: _Data) -> _Posterior:
-        deviations = self.deviations(params, data)
-        residuals = self.residuals(params, deviations)
-        initial, matrix = self.expanded_chain(params.transmat)
-        log_lik, posteriors, pairs = kernels.forward_backward(
-            log_likelihoods=self.log_densities(params, residuals),
-            offsets=np.array([0, len(residuals)], dtype=np.int64),
-            initial_probs=initial,
-            transition_matrices=matrix[None],
-        )
-        current = self.indicators[0]
-        transitions = current.T @ pairs @ current
-        first = posteriors[0]
-        for j in range(self.order):  # the moves inside the first expanded state
-            transitions += (self.indicators[j + 1].T * first) @ self.indicators[j]
-        return _Posterior(
-            float(log_lik[0]), posteriors, transitions, first @ self.indicators[-1], residuals, deviations
-        )
-
-    def hard_posterior(self, path: np.ndarray) -> _Posterior:
-        """All mass on one regime path (n,), with one pseudo-count per transition: a start for the M-step."""
-        k, p, n = self.n_states, self.order, len(path)
-        expanded = sum(path[p - j : n - j] * k ** (p - j) for j in range(p + 1))
-        counts = 1.0 + np.eye(k)[path[:-1]].T @ np.eye(k)[path[1:]]
-        empty = np.empty((0, 0))
-        return _Posterior(np.nan, np.eye(self.n_expanded)[expanded], counts, np.eye(k)[path[0]], empty, empty)
-
-    # -------------------------------------------------------------------- M-step
-    def m_step(self, params: _Parameters, posterior: _Posterior, data: _Data, variance_floor: float) -> _Parameters:
-        """Conditional maximisations in turn: P; coefficients given phi; phi given coefficients; variances.
-
-        The P step leaves out the stationary start distribution's dependence on P (the
-        usual approximation); the polish then maximises the exact likelihood.
-        """
-        counts = posterior.transitions
-        totals = counts.sum(axis=1, keepdims=True)
-        transmat = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), params.transmat)
-        params = replace(params, transmat=transmat)
-        gamma = posterior.posteriors
-        if self.sizes[1]:
-            target, design = self.coef_design(params, data)
-            free = _weighted_least_squares(target, design, gamma / params.variances[self.digits[:, 0]])
-            params = replace(params, coef=(self.coef_map @ free).reshape(self.n_states, -1))
-        deviations = self.deviations(params, data)
-        if self.sizes[3]:
-            weights = gamma / params.variances[self.digits[:, 0]]
-            free = _weighted_least_squares(deviations[0], self.ar_design(deviations), weights)
-            params = replace(params, ar=(self.ar_map @ free).reshape(self.n_states, -1))
-        squares = ((gamma * self.residuals(params, deviations) ** 2) @ self.indicators[0]).sum(axis=0)
-        masses = (gamma @ self.indicators[0]).sum(axis=0)
-        per_free = (squares @ self.variance_map) / np.maximum(masses @ self.variance_map, 1e-300)
-        return replace(params, variances=np.maximum(self.variance_map @ per_free, variance_floor))
-
-    # ---------------------------------------------------------------- likelihood
-    def log_likelihood(self, params: _Parameters, data: _Data) -> float:
-        initial, matrix = self.expanded_chain(params.transmat)
-        residuals = self.residuals(params, self.deviations(params, data))
-        return float(
-            kernels.log_likelihood(
-                log_likelihoods=self.log_densities(params, residuals),
-                offsets=np.array([0, len(residuals)], dtype=np.int64),
-                initial_probs=initial,
-                transition_matrices=matrix[None],
-            )[0]
-        )
-
-    def value_and_gradient(self, free: np.ndarray, data: _Data) -> tuple[float, np.ndarray]:
-        """Log-likelihood and its gradient in the free parameters.
-
-        By Fisher's identity the gradient of log p(y) is the posterior mean of the gradient of
-        log pi(S_first) + sum log P[S_{t-1}, S_t] + sum log N(e_t; 0, sigma2_{S_t}).
-        """
-        params = self.unpack(free)
-        posterior = self.e_step(params, data)
-        if not np.isfinite(posterior.log_likelihood):
-            return -np.inf, np.zeros_like(free)
-        k, transmat, gamma = self.n_states, params.transmat, posterior.posteriors
-        counts = posterior.transitions
-        # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
-        transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
-        # d pi = pi dP Z, with Z = (I - P + 1 pi)^-1 the chain's fundamental matrix
-        stationary = stationary_distribution(transmat)
-        fundamental = np.linalg.inv(np.eye(k) - transmat + stationary[None, :])
-        ratio = np.divide(posterior.first_regime, stationary, out=np.zeros(k), where=stationary > 0)
-        v = fundamental @ ratio
-        transition_grad += stationary[:, None] * transmat[:, :-1] * (v[None, :-1] - (transmat @ v)[:, None])
-
-        residuals = posterior.residuals
-        weighted = gamma * residuals / params.variances[self.digits[:, 0]]  # -(d log f / d residual) gamma
-        variance_grad = ((0.5 * (weighted * residuals - gamma)) @ self.indicators[0]).sum(axis=0)
-        _, coef_design = self.coef_design(params, data)
-        gradient = np.concatenate(
-            [
-                transition_grad.T.ravel(),
-                np.einsum("tef,te->f", coef_design, weighted),
-                variance_grad @ self.variance_map,
-                np.einsum("tef,te->f", self.ar_design(posterior.deviations), weighted),
-            ]
-        )
-        return posterior.log_likelihood, gradient
-
-    def hessian(self, free: np.ndarray, data: _Data) -> np.ndarray:
-        """Central differences of the exact gradient, symmetrised."""
-        n = len(free)
-        hessian = np.empty((n, n))
-        for i in range(n):
-            shift = np.zeros(n)
-            shift[i] = 1e-5 * max(1.0, abs(free[i]))
-            upper = self.value_and_gradient(free + shift, data)[1]
-            lower = self.value_and_gradient(free - shift, data)[1]
-            hessian[i] = (upper - lower) / (2 * shift[i])
-        return 0.5 * (hessian + hessian.T)
-
-
-def _sharing_map(n_states: int, switching: Sequence[bool]) -> np.ndarray:
-    """0/1 matrix (K * n_columns, n_free) with ``values.ravel() = map @ free`` for values (K, n_columns).
-
-    Free values run column by column: one per regime for a switching column, one shared otherwise.
-    """
-    n_columns = len(switching)
-    columns = []
-    for c, switches in enumerate(switching):
-        for regimes in [[k] for k in range(n_states)] if switches else [list(range(n_states))]:
-            column = np.zeros(n_states * n_columns)
-            column[[k * n_columns + c for k in regimes]] = 1.0
-            columns.append(column)
-    return np.array(columns).T if columns else np.zeros((n_states * n_columns, 0))
-
-
-def _free_values(sharing_map: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Inverse of ``_sharing_map``: the free values (shared ones averaged over regimes)."""
-    return (sharing_map.T @ np.ravel(values)) / np.maximum(sharing_map.sum(axis=0), 1.0)
-
-
-def _weighted_least_squares(target: np.ndarray, design: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """argmin_b sum weights (target - design @ b)^2 over all (t, e); ``design`` is (T, E, n)."""
-    matrix = design.reshape(-1, design.shape[-1])
-    weighted = matrix * weights.reshape(-1, 1)
-    # normal equations: a handful of columns; lstsq copes with a regime that has no weight
-    return np.linalg.lstsq(weighted.T @ matrix, weighted.T @ target.ravel(), rcond=None)[0]
-
-
-def _switching_flags(value: bool | Sequence[bool], length: int, name: str) -> tuple[bool, ...]:
-    if isinstance(value, (bool, np.bool_)):
-        return (bool(value),) * length
-    flags = tuple(bool(v) for v in value)
-    if len(flags) != length:
-        raise ValueError(f"{name} must be a bool or a sequence of {length} bools, got {value!r}")
-    return flags
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the kernels on the calling thread only (numba's setting is per thread).
-
-    They parallelise over sequences; for the one short series a fit filters hundreds
-    of times, waking the thread pool costs more than it saves, the more so on a busy machine.
-    """
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
-
-
-def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
-    padded = np.pad(x, (width // 2, width - 1 - width // 2), mode="edge")
-    return np.convolve(padded, np.ones(width) / width, mode="valid")
-
-
-# --------------------------------------------------------------------------- models
 class _MarkovSwitching(Model):
     """What Markov-switching regressions and autoregressions share: fitting, inference, persistence."""
 
@@ -412,47 +95,23 @@ class _MarkovSwitching(Model):
     switching_trend: bool | Sequence[bool]
     switching_exog: bool | Sequence[bool]
     switching_variance: bool
-    n_iter_em: int
+    n_iter: int
     n_restarts: int
-    max_iter: int
+    n_iter_polish: int
     tol: float
     random_state: int | np.random.Generator | None
+    warm_start: bool
     verbose: bool
     callback: Callable[[int, float], Any] | None
 
-    def _store_common(
-        self,
-        n_states: int,
-        trend: str,
-        switching_trend: bool | Sequence[bool],
-        switching_exog: bool | Sequence[bool],
-        switching_variance: bool,
-        n_iter_em: int,
-        n_restarts: int,
-        max_iter: int,
-        tol: float,
-        random_state: int | np.random.Generator | None,
-        verbose: bool,
-        callback: Callable[[int, float], Any] | None,
-    ) -> None:
-        if int(n_states) < 1:
-            raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
-        if trend not in TRENDS:
-            raise ValueError(f"trend must be one of {list(TRENDS)}, got {trend!r}")
-        if int(n_restarts) < 1:
-            raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
-        self.n_states = int(n_states)
-        self.trend = trend
-        self.switching_trend = switching_trend
-        self.switching_exog = switching_exog
-        self.switching_variance = bool(switching_variance)
-        self.n_iter_em = int(n_iter_em)
-        self.n_restarts = int(n_restarts)
-        self.max_iter = int(max_iter)
-        self.tol = float(tol)
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callback = callback
+    _constraints = {
+        "n_states": Integer(1),
+        "trend": OneOf(tuple(TRENDS)),
+        "switching_trend": _Flags(),
+        "switching_exog": _Flags(),
+        "switching_variance": Boolean(),
+        "n_iter_polish": Integer(0),
+    }
 
     @property
     def _order(self) -> int:
@@ -462,92 +121,128 @@ class _MarkovSwitching(Model):
     def _switching_ar(self) -> tuple[bool, ...]:
         return ()
 
+    @property
+    def _n_trend(self) -> int:
+        return len(TRENDS[self.trend])
+
     # ----------------------------------------------------------------------- data
-    def _data(self, y: Any, exog: Any, n_exog: int | None) -> tuple[_Data, list[str]]:
-        """Validate y (one series, no NaN, longer than the order) and exog; build the regressors."""
+    def _series(
+        self, y: Any, lengths: Sequence[int] | None, exog: Any, n_exog: int | None = None, **columns: Any
+    ) -> tuple[SeriesData, list[str]]:
+        """Check y (one series, no NaN, longer than the order) and exog (``n_exog`` columns when
+        given); the series, its regressors and the exogenous columns' names."""
         name = type(self).__name__
-        seqs = as_sequences(y).require(allow_missing=False, min_length=self._order + 1, n_features=1, model=name)
+        seqs = as_sequences(y, lengths, **columns)
+        seqs = seqs.require(allow_missing=False, min_length=self._order + 1, n_features=1, model=name)
         if seqs.n_sequences != 1:
             raise ValueError(f"{name} takes one series, got {seqs.n_sequences} sequences")
-        values = seqs.values[:, 0]
-        n = len(values)
-        columns = {"const": np.ones(n), "trend": np.arange(1.0, n + 1.0)}
-        trend = np.column_stack([columns[c] for c in TRENDS[self.trend]]) if self.trend != "n" else np.empty((n, 0))
         if exog is None:
-            exog_values, names = np.empty((n, 0)), []
+            width, names = (0, []) if seqs.inputs is None else (seqs.inputs.shape[1], None)
         else:
             names = [str(c) for c in exog.columns] if isinstance(exog, pd.DataFrame) else None
-            exog_values = np.asarray(exog, dtype=np.float64)
-            if exog_values.ndim == 1:
-                exog_values = exog_values[:, None]
-            if exog_values.ndim != 2:
-                raise ValueError(f"exog must be a 1-D or 2-D array, got shape {exog_values.shape}")
-            if len(exog_values) != n:
-                raise ValueError(f"exog has {len(exog_values)} rows but y has {n} time steps; they must match")
-            bad = np.argwhere(~np.isfinite(exog_values))
-            if bad.size:
-                row, column = bad[0]
-                raise ValueError(f"exog row {row}, column {column}: value {exog_values[row, column]} is not finite")
-            names = names or [f"x{c + 1}" for c in range(exog_values.shape[1])]
-        if n_exog is not None and exog_values.shape[1] != n_exog:
-            raise ValueError(f"this model was fitted with {n_exog} exog column(s), got {exog_values.shape[1]}")
-        return _Data(values, np.ascontiguousarray(np.column_stack([trend, exog_values]))), names
+            exog = np.asarray(exog, dtype=np.float64)
+            exog = exog[:, None] if exog.ndim == 1 else exog
+            if exog.ndim != 2:
+                raise ValueError(f"exog must be a 1-D or 2-D array, got shape {exog.shape}")
+            width = exog.shape[1]
+        if n_exog is not None and width != n_exog:
+            raise ValueError(f"this {name} was fitted with {n_exog} exog column(s), got {width}")
+        inputs = seqs.with_inputs(exog, width, f"this {name} (exog)").inputs
+        names = names or [f"x{c + 1}" for c in range(width)]
+        return SeriesData(seqs.values[:, 0], self._regressors(inputs, 0)), names
 
-    def _layout(self, n_exog: int) -> _Layout:
-        switching_coef = _switching_flags(self.switching_trend, len(TRENDS[self.trend]), "switching_trend")
-        switching_coef += _switching_flags(self.switching_exog, n_exog, "switching_exog")
-        return _Layout(self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance)
+    def _regressors(self, exog: np.ndarray, first_step: int) -> np.ndarray:
+        """The trend columns (the time trend counts steps from 1 at the data's start), then ``exog``."""
+        steps = np.arange(first_step + 1.0, first_step + len(exog) + 1.0)
+        trend = {"const": np.ones(len(exog)), "trend": steps}
+        return np.ascontiguousarray(np.column_stack([*(trend[c] for c in TRENDS[self.trend]), exog]))
+
+    def _exog_rows(self, exog: Any, n_rows: int, n_exog: int, name: str) -> np.ndarray:
+        """(n_rows, n_exog) exogenous values for steps beyond the data (simulations, forecasts)."""
+        if exog is None and n_exog:
+            raise ValueError(
+                f"this {type(self).__name__} has {n_exog} exog column(s): pass {name} ({n_rows}, {n_exog})"
+            )
+        if exog is None:
+            return np.zeros((n_rows, 0))
+        if not n_exog:
+            raise ValueError(f"{name} was given but this {type(self).__name__} has no exog columns")
+        array = np.asarray(exog, dtype=np.float64)
+        return check_array(name, array[:, None] if array.ndim == 1 else array, (n_rows, n_exog))
+
+    def _engine(self, n_exog: int) -> SwitchingRegression:
+        self._check_params()
+        switching_coef = switching_flags(self.switching_trend, self._n_trend, "switching_trend")
+        switching_coef += switching_flags(self.switching_exog, n_exog, "switching_exog")
+        layout = ParameterLayout(
+            self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance
+        )
+        return SwitchingRegression(layout)
+
+    def _column_names(self, n_exog: int) -> list[str]:
+        exog_names = self.__dict__.get("exog_names_") or [f"x{c + 1}" for c in range(n_exog)]
+        return [*TRENDS[self.trend], *exog_names]
 
     # -------------------------------------------------------------------- fitting
-    def fit(self, y: Any, exog: Any = None) -> _MarkovSwitching:
-        """Maximum-likelihood estimates (EM from several starts, then a quasi-Newton polish); returns ``self``.
+    def fit(
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, **columns: Any
+    ) -> _MarkovSwitching:
+        """Maximum-likelihood estimates (EM with restarts, then a quasi-Newton polish); returns ``self``.
 
         Parameters
         ----------
-        y : (n_steps,) array-like
+        y : (n_steps,) array-like, or any one-series form :func:`~modeshift.data.as_sequences` accepts
             The series; with an autoregression of order p, its first p values are conditioned on.
+        lengths : must leave one sequence
         exog : (n_steps,) or (n_steps, n_exog) array-like, optional
-            Exogenous regressors, one row per value of ``y`` (a data frame's column names name them).
+            Exogenous regressors, one row per value of ``y`` (a data frame's column names name
+            them); a data frame ``y`` may carry them as ``input_columns``.
+        columns
+            ``id_column``, ``time_column``, ``input_columns``, ... of a data frame ``y``.
         """
-        data, names = self._data(y, exog, None)
-        layout = self._layout(data.regressors.shape[1] - len(TRENDS[self.trend]))
+        self._start_fit()
+        given = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
+        data, names = self._series(y, lengths, exog, **columns)
+        engine = self._engine(data.regressors.shape[1] - self._n_trend)
+        problem = _Problem(engine, data, self._data_driven_paths(data), given)
         with _one_thread():
-            self._fit(layout, data)
-        self.exog_names_ = names
+            em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
+            params = self.__dict__.pop("_current")
+            polished = self.n_iter > 0 and self.n_iter_polish > 0
+            capped = False
+            if polished:
+                free, capped = engine.polish(engine.layout.pack(params), data, self.n_iter_polish)
+                params = engine.layout.unpack(free)
+            self._set_parameters(params.ordered())
+            self._learn_from(engine, data, names)
+        if polished:
+            at_maximum = self.gradient_norm_ < _STATIONARY
+            self.converged_ = bool(self.converged_ and at_maximum)
+            if capped and not at_maximum:
+                warnings.warn(
+                    f"{self!r} stopped its quasi-Newton polish at its cap of n_iter_polish={self.n_iter_polish} "
+                    f"iterations before converging (largest gradient entry {self.gradient_norm_:.3g}); "
+                    "raise n_iter_polish to go on",
+                    em.ConvergenceWarning,
+                    stacklevel=2,
+                )
+        self._finish_fit()
         return self
 
-    def _fit(self, layout: _Layout, data: _Data) -> None:
-        variance_floor = 1e-8 * max(float(np.var(data.y)), 1e-12)
-        rng = np.random.default_rng(self.random_state)
-        paths = self._start_paths(data, rng)
-        with em.monitor(self.verbose, self.callback) as monitor:
-            starts = [
-                self._em(
-                    layout,
-                    data,
-                    path,
-                    variance_floor,
-                    monitor.task(f"{type(self).__name__} K={self.n_states} start {i + 1}/{len(paths)}", self.n_iter_em),
-                )
-                for i, path in enumerate(paths)
-            ]
-        starts.sort(key=lambda start: -start[0] if np.isfinite(start[0]) else np.inf)
-        polished = [self._polish(layout, data, layout.pack(params)) for _, params in starts[:_N_POLISHED]]
-        values = [layout.value_and_gradient(free, data)[0] for free in polished]
-        params = self._ordered(layout.unpack(polished[int(np.argmax(values))]))
-        self._set_parameters(params, len(TRENDS[self.trend]))
-        free = layout.pack(params)
-        log_lik, gradient = layout.value_and_gradient(free, data)
+    def _learn_from(self, engine: SwitchingRegression, data: SeriesData, names: list[str]) -> None:
+        """What a fit records at its estimate besides the parameters."""
+        params = self._parameters()
+        log_lik, gradient = engine.value_and_gradient(engine.layout.pack(params), data)
+        self.exog_names_ = names
         self.log_likelihood_ = log_lik
         self.gradient_norm_ = float(np.abs(gradient).max(initial=0.0))
-        self.converged_ = bool(np.isfinite(log_lik) and self.gradient_norm_ < self.tol)
-        self.standard_errors_ = _standard_errors(layout, params, layout.hessian(free, data))
-        self.smoothed_probabilities_ = self._marginal(layout, layout.e_step(params, data).posteriors)
-        self.filtered_probabilities_ = self._filtered(layout, params, data)
+        self.standard_errors_ = engine.standard_errors(params, data)
+        self.smoothed_probabilities_ = engine.regimes(engine.e_step(params, data).posteriors)
+        self.filtered_probabilities_ = engine.filtered(params, data)[0]
 
-    def _start_paths(self, data: _Data, rng: np.random.Generator) -> list[np.ndarray]:
-        """Regime paths to start EM from: quantile bands of the level (raw and smoothed), of the
-        local spread when the variance switches, then random persistent paths."""
+    def _data_driven_paths(self, data: SeriesData) -> list[np.ndarray]:
+        """Regime paths to start EM from: quantile bands of the level (raw and smoothed), and of
+        the local spread when the variance switches."""
         k, n = self.n_states, len(data.y)
         if k == 1:
             return [np.zeros(n, dtype=np.int64)]
@@ -557,96 +252,59 @@ class _MarkovSwitching(Model):
         if self.switching_variance:
             keys.append(_moving_average((data.y - data.regressors @ fitted) ** 2, width))
         quantiles = np.arange(1, k) / k
-        paths = [np.searchsorted(np.quantile(key, quantiles), key) for key in keys]
-        while len(paths) < self.n_restarts:
-            stay = rng.uniform(0.8, 0.98)
-            path = np.empty(n, dtype=np.int64)
-            path[0] = rng.integers(k)
-            for t in range(1, n):
-                path[t] = (path[t - 1] + rng.integers(1, k)) % k if rng.random() > stay else path[t - 1]
-            paths.append(path)
-        return paths[: self.n_restarts]
+        return [np.searchsorted(np.quantile(key, quantiles), key) for key in keys]
 
-    def _em(
-        self, layout: _Layout, data: _Data, path: np.ndarray, variance_floor: float, report: Report
-    ) -> tuple[float, _Parameters]:
-        k = self.n_states
-        params = _Parameters(
-            transmat=np.full((k, k), 1.0 / k),
-            coef=np.zeros((k, data.regressors.shape[1])),
-            ar=np.zeros((k, self._order)),
-            variances=np.full(k, max(float(np.var(data.y)), variance_floor)),
+    # -------------------------------------------------------------- the EM steps
+    def _em_initialize(self, problem: _Problem, rng: np.random.Generator, restart: int) -> None:
+        """Restart i starts from the i-th data-driven path, then from random persistent paths;
+        restart 0 from the parameters set by hand (or kept by ``warm_start``), where set."""
+        data = problem.data
+        path = (
+            problem.paths[restart]
+            if restart < len(problem.paths)
+            else _persistent_path(self.n_states, len(data.y), rng)
         )
-        start = layout.hard_posterior(path)
-        for _ in range(2):  # the coefficients, then phi, then the coefficients again given phi
-            params = layout.m_step(params, start, data, variance_floor)
-        posterior = layout.e_step(params, data)
-        for iteration in range(self.n_iter_em):
-            candidate = layout.m_step(params, posterior, data, variance_floor)
-            update = layout.e_step(candidate, data)
-            if not update.log_likelihood > posterior.log_likelihood:
-                break
-            improvement = update.log_likelihood - posterior.log_likelihood
-            params, posterior = candidate, update
-            report(iteration + 1, posterior.log_likelihood)
-            if improvement < 1e-6 * (1.0 + abs(update.log_likelihood)):
-                break
-        return posterior.log_likelihood, params
+        start = problem.engine.initial_parameters(path, data)
+        if restart == 0 and problem.given:
+            self._set_parameters(start)
+            self.__dict__.update(problem.given)
+            start = self._parameters()
+            if start.coef.shape[1] != data.regressors.shape[1]:
+                raise ValueError(
+                    f"the exog_coef_ set has {start.coef.shape[1] - self._n_trend} column(s), "
+                    f"the exog given to fit {data.regressors.shape[1] - self._n_trend}"
+                )
+        self.__dict__["_current"] = start
 
-    def _polish(self, layout: _Layout, data: _Data, free: np.ndarray) -> np.ndarray:
-        """BFGS on the exact gradient, then Newton steps while they raise the likelihood."""
+    def _e_step(self, problem: _Problem, workspace: dict[str, Any]) -> tuple[float, Posterior]:
+        posterior = problem.engine.e_step(self.__dict__["_current"], problem.data)
+        return posterior.log_likelihood, posterior
 
-        def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
-            value, gradient = layout.value_and_gradient(x, data)
-            return (-value, -gradient) if np.isfinite(value) else (np.inf, np.zeros_like(x))
+    def _m_step(self, problem: _Problem, posterior: Posterior) -> None:
+        self.__dict__["_current"] = problem.engine.m_step(self.__dict__["_current"], posterior, problem.data)
 
-        if len(free) == 0:
-            return free
-        result = optimize.minimize(
-            negative, free, jac=True, method="BFGS", options={"gtol": 1e-3 * self.tol, "maxiter": self.max_iter}
-        )
-        free = result.x if np.isfinite(result.fun) else free
-        value, gradient = layout.value_and_gradient(free, data)
-        for _ in range(5):
-            if np.abs(gradient).max() < 1e-3 * self.tol:
-                break
-            hessian = layout.hessian(free, data)
-            if not np.all(np.linalg.eigvalsh(hessian) < 0):
-                break
-            candidate = free - np.linalg.solve(hessian, gradient)
-            candidate_value, candidate_gradient = layout.value_and_gradient(candidate, data)
-            if not candidate_value >= value - 1e-10 * abs(value):
-                break
-            free, value, gradient = candidate, candidate_value, candidate_gradient
-        return free
+    def _em_snapshot(self) -> dict[str, SwitchingParameters]:
+        return {"params": self.__dict__["_current"]}
 
-    def _ordered(self, params: _Parameters) -> _Parameters:
-        """Regimes sorted by the first switching coefficient, else variance, else autoregression."""
-        spread = [params.coef, params.variances[:, None], params.ar]
-        key = next((a[:, c] for a in spread for c in range(a.shape[1]) if np.ptp(a[:, c]) > 0), None)
-        if key is None:
-            return params
-        order = np.argsort(key, kind="stable")
-        return _Parameters(
-            params.transmat[np.ix_(order, order)], params.coef[order], params.ar[order], params.variances[order]
-        )
+    def _em_restore(self, snapshot: dict[str, SwitchingParameters]) -> None:
+        self.__dict__["_current"] = snapshot["params"]
 
     # ------------------------------------------------------------------ parameters
-    def _set_parameters(self, params: _Parameters, n_trend: int) -> None:
+    def _set_parameters(self, params: SwitchingParameters) -> None:
         self.transmat_ = params.transmat
-        self.trend_ = params.coef[:, :n_trend]
-        self.exog_coef_ = params.coef[:, n_trend:]
+        self.trend_ = params.coef[:, : self._n_trend]
+        self.exog_coef_ = params.coef[:, self._n_trend :]
         self.variances_ = params.variances
         if self._order:
             self.ar_coef_ = params.ar
 
-    def _parameters(self) -> _Parameters:
+    def _parameters(self) -> SwitchingParameters:
         """The current parameters, checked, whether fitted or set by hand."""
         required = ["transmat_", "trend_", "variances_"] + (["ar_coef_"] if self._order else [])
         missing = [name for name in required if name not in self.__dict__]
         if missing:
             raise NotFittedError(f"this {type(self).__name__} has no {', '.join(missing)}: call fit, or set them")
-        k, n_trend = self.n_states, len(TRENDS[self.trend])
+        k = self.n_states
 
         def per_regime(name: str, columns: int | None) -> np.ndarray:
             value = np.asarray(self.__dict__.get(name, np.empty((k, 0))), dtype=np.float64)
@@ -655,18 +313,20 @@ class _MarkovSwitching(Model):
         variances = check_array("variances_", self.variances_, (k,))
         if (variances <= 0).any():
             raise ValueError(f"variances_ must be positive, got {variances}")
-        return _Parameters(
+        return SwitchingParameters(
             transmat=check_probabilities("transmat_", self.transmat_, (k, k)),
-            coef=np.column_stack([per_regime("trend_", n_trend), per_regime("exog_coef_", None)]),
+            coef=np.column_stack([per_regime("trend_", self._n_trend), per_regime("exog_coef_", None)]),
             ar=per_regime("ar_coef_", self._order),
             variances=variances,
         )
 
-    def _prepare(self, y: Any, exog: Any) -> tuple[_Layout, _Parameters, _Data]:
+    def _prepare(
+        self, y: Any, lengths: Sequence[int] | None, exog: Any
+    ) -> tuple[SwitchingRegression, SwitchingParameters, SeriesData]:
         params = self._parameters()
-        n_exog = params.coef.shape[1] - len(TRENDS[self.trend])
-        data, _ = self._data(y, exog, n_exog)
-        return self._layout(n_exog), params, data
+        n_exog = params.coef.shape[1] - self._n_trend
+        data, _ = self._series(y, lengths, exog, n_exog)
+        return self._engine(n_exog), params, data
 
     @property
     def means_(self) -> np.ndarray:
@@ -680,145 +340,176 @@ class _MarkovSwitching(Model):
         return stationary_distribution(self._parameters().transmat)
 
     @property
-    def expected_durations_(self) -> np.ndarray:
+    def dwell_times_(self) -> np.ndarray:
         """Expected number of steps spent in each regime once entered, 1 / (1 - P[k, k])."""
         with np.errstate(divide="ignore"):
             return 1.0 / (1.0 - np.diag(self._parameters().transmat))
 
-    @property
-    def expected_durations(self) -> np.ndarray:
-        """Same as ``expected_durations_`` (statsmodels' name)."""
-        return self.expected_durations_
+    # ------------------------------------------------------------------- inference
+    def score(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
+        """Exact log-likelihood of ``y`` given its first ``order`` values, under the current parameters."""
+        engine, params, data = self._prepare(y, lengths, exog)
+        return engine.log_likelihood(params, data)
 
+    def predict_proba(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> np.ndarray:
+        """Smoothed regime probabilities p(S_t | all y) at each step after the first ``order``, (n_steps - order, K)."""
+        engine, params, data = self._prepare(y, lengths, exog)
+        posterior = engine.e_step(params, data)
+        _check_possible(posterior.log_likelihood)
+        return engine.regimes(posterior.posteriors)
+
+    def filter_proba(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> np.ndarray:
+        """Filtered regime probabilities p(S_t | y up to t) at each step after the first ``order``,
+        (n_steps - order, K)."""
+        engine, params, data = self._prepare(y, lengths, exog)
+        filtered, log_lik = engine.filtered(params, data)
+        _check_possible(log_lik)
+        return filtered
+
+    def decode(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> tuple[float, np.ndarray]:
+        """log p(y, path) and the most probable regime path (Viterbi on the expanded chain) after
+        the first ``order`` steps; the pre-sample regimes are part of the maximisation."""
+        engine, params, data = self._prepare(y, lengths, exog)
+        path, log_prob = engine.viterbi(params, data)
+        _check_possible(log_prob)
+        return log_prob, path
+
+    def predict(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> np.ndarray:
+        """The most probable regime path (Viterbi) after the first ``order`` steps, (n_steps - order,)."""
+        return self.decode(y, lengths, exog=exog)[1]
+
+    def segment(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> pd.DataFrame:
+        """Runs of one regime on the Viterbi path: ``start``, ``end`` (exclusive; steps of ``y``,
+        from ``order`` on), ``mode`` and ``probability`` (its mean smoothed probability over the run)."""
+        path = self.predict(y, lengths, exog=exog)
+        table = mode_segments(as_sequences(path), path, self.predict_proba(y, lengths, exog=exog))
+        table[["start", "end"]] += self._order
+        return table
+
+    def sample(
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        exog: Any = None,
+    ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
+        """Simulate ``n_sequences`` series of ``n_steps`` values: the series (n_steps, 1) and its
+        regimes (n_steps,), or lists of them for several.
+
+        The chain starts from its stationary distribution and the deviations from the regime
+        means before the first step are 0 (an autoregression starts at its regimes' means).
+        ``exog`` (n_steps, n_exog) holds the exogenous regressors (the same for every series);
+        the time trend counts from 1.
+        """
+        params = self._parameters()
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
+        n_exog = params.coef.shape[1] - self._n_trend
+        regressors = self._regressors(self._exog_rows(exog, int(n_steps), n_exog, "exog"), 0)
+        engine, rng = self._engine(n_exog), np.random.default_rng(random_state)
+        draws = [engine.simulate(params, regressors, rng) for _ in range(int(n_sequences))]
+        if len(draws) == 1:
+            return draws[0][0][:, None], draws[0][1]
+        return [y[:, None] for y, _ in draws], [regimes for _, regimes in draws]
+
+    def forecast(
+        self,
+        y: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        *,
+        exog: Any = None,
+        future_exog: Any = None,
+    ) -> Forecast:
+        """The predictive distribution of the ``horizon`` values after the end of ``y``.
+
+        ``means`` (horizon, 1) and ``covariances`` (horizon, 1, 1) are exact (moment propagation
+        of the jump linear system the future is, from the filtered last p + 1 regimes; see
+        :func:`~modeshift.models.jump_linear.jump_linear_moments`), and so are the
+        ``mode_probabilities`` (horizon, K). ``future_exog`` (horizon, n_exog) holds the
+        exogenous regressors of the steps ahead; the time trend goes on counting.
+        """
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        engine, params, data = self._prepare(y, lengths, exog)
+        _check_possible(engine.log_likelihood(params, data))
+        n_exog = params.coef.shape[1] - self._n_trend
+        future = self._regressors(self._exog_rows(future_exog, int(horizon), n_exog, "future_exog"), len(data.y))
+        modes, means, variances = engine.forecast(params, data, future)
+        return Forecast(means[:, None], variances[:, None, None], modes)
+
+    def describe(self) -> pd.DataFrame:
+        """One row per regime: long-run share of time (``occupancy``, also the start distribution),
+        ``dwell_time`` 1 / (1 - P[k, k]) in steps, switch probabilities ``to_j``, then the
+        coefficients (trend and exogenous columns, ``sigma2``, ``ar.L1`` ...)."""
+        params = self._parameters()
+        transmat = params.transmat
+        columns = self._column_names(params.coef.shape[1] - self._n_trend)
+        table = {
+            "occupancy": stationary_distribution(transmat),
+            "dwell_time": self.dwell_times_,
+            **{f"to_{j}": transmat[:, j] for j in range(self.n_states)},
+            **{name: params.coef[:, c] for c, name in enumerate(columns)},
+            "sigma2": params.variances,
+            **{f"ar.L{j + 1}": params.ar[:, j] for j in range(self._order)},
+        }
+        return pd.DataFrame(table, index=pd.RangeIndex(self.n_states, name="mode"))
+
+    # ------------------------------------------------------------ model selection
     @property
     def n_parameters(self) -> int:
         """Number of free parameters: K(K-1) transition probabilities, coefficients, variances, phi."""
         params = self._parameters()
-        return self._layout(params.coef.shape[1] - len(TRENDS[self.trend])).n_parameters
+        return self._engine(params.coef.shape[1] - self._n_trend).layout.n_parameters
 
-    # ------------------------------------------------------------------- inference
-    def score(self, y: Any, exog: Any = None) -> float:
-        """Log-likelihood of ``y`` (given its first ``order`` values) under the current parameters."""
-        layout, params, data = self._prepare(y, exog)
-        return layout.log_likelihood(params, data)
-
-    def predict_proba(self, y: Any, exog: Any = None, smoothed: bool = True) -> np.ndarray:
-        """Regime probabilities per step after the first ``order``: p(S_t | all y) or, with
-        ``smoothed=False``, the filtered p(S_t | y up to t); (n_steps - order, K)."""
-        layout, params, data = self._prepare(y, exog)
-        if not smoothed:
-            return self._filtered(layout, params, data)
-        posterior = layout.e_step(params, data)
-        if not np.isfinite(posterior.log_likelihood):
-            raise ValueError("the series has zero probability under the current parameters")
-        return self._marginal(layout, posterior.posteriors)
-
-    def predict(self, y: Any, exog: Any = None) -> np.ndarray:
-        """The most probable regime at each step after the first ``order`` (argmax of the smoothed probabilities)."""
-        return np.argmax(self.predict_proba(y, exog), axis=1)
-
-    def decode(self, y: Any, exog: Any = None) -> tuple[float, np.ndarray]:
-        """The most probable regime path (Viterbi) after the first ``order`` steps, and log p(y, path)."""
-        layout, params, data = self._prepare(y, exog)
-        initial, matrix = layout.expanded_chain(params.transmat)
-        residuals = layout.residuals(params, layout.deviations(params, data))
-        with np.errstate(divide="ignore"):
-            path, log_prob = kernels.viterbi(
-                log_likelihoods=layout.log_densities(params, residuals),
-                offsets=np.array([0, len(residuals)], dtype=np.int64),
-                log_initial=np.log(initial),
-                log_transitions=np.log(matrix)[None],
-            )
-        return float(log_prob[0]), path // self.n_states**self._order
-
-    def _marginal(self, layout: _Layout, posteriors: np.ndarray) -> np.ndarray:
-        return posteriors @ layout.indicators[0]
-
-    def _filtered(self, layout: _Layout, params: _Parameters, data: _Data) -> np.ndarray:
-        initial, matrix = layout.expanded_chain(params.transmat)
-        residuals = layout.residuals(params, layout.deviations(params, data))
-        filtered, _ = kernels.forward_filter(
-            log_likelihoods=layout.log_densities(params, residuals),
-            offsets=np.array([0, len(residuals)], dtype=np.int64),
-            initial_probs=initial,
-            transition_matrices=matrix[None],
-        )
-        return self._marginal(layout, filtered)
-
-    # ------------------------------------------------------------ model selection
-    def aic(self, y: Any = None, exog: Any = None) -> float:
+    def aic(self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
         """-2 log-likelihood + 2 n_parameters (of the fitted series when ``y`` is not given)."""
-        log_lik = self.log_likelihood_ if y is None else self.score(y, exog)
+        log_lik = self._recorded("log_likelihood_") if y is None else self.score(y, lengths, exog=exog)
         return -2.0 * log_lik + 2.0 * self.n_parameters
 
-    def bic(self, y: Any = None, exog: Any = None) -> float:
+    def bic(self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
         """-2 log-likelihood + n_parameters log(n_steps - order) (of the fitted series when ``y`` is not given)."""
         if y is None:
-            log_lik, n_steps = self.log_likelihood_, len(self.smoothed_probabilities_)
+            log_lik, n_steps = self._recorded("log_likelihood_"), len(self._recorded("smoothed_probabilities_"))
         else:
-            log_lik, n_steps = self.score(y, exog), len(as_sequences(y).values) - self._order
+            log_lik, n_steps = self.score(y, lengths, exog=exog), len(as_sequences(y, lengths).values) - self._order
         return -2.0 * log_lik + self.n_parameters * np.log(n_steps)
+
+    def _recorded(self, name: str) -> Any:
+        """What ``fit`` recorded about the fitted series (to be called without data)."""
+        if name not in self.__dict__:
+            raise NotFittedError(f"this {type(self).__name__} was not fitted: pass the series")
+        return self.__dict__[name]
 
     def summary(self) -> pd.DataFrame:
         """Parameter estimates and standard errors (inverse observed information), statsmodels' names and order."""
         params = self._parameters()
-        n_trend = len(TRENDS[self.trend])
-        layout = self._layout(params.coef.shape[1] - n_trend)
+        n_exog = params.coef.shape[1] - self._n_trend
+        layout = self._engine(n_exog).layout
         errors = self.__dict__.get("standard_errors_")
         return pd.DataFrame(
             {
                 "estimate": layout.constrained(params),
                 "std_err": np.full(layout.n_parameters, np.nan) if errors is None else errors,
             },
-            index=self._parameter_names(params.coef.shape[1] - n_trend),
+            index=layout.names(self._column_names(n_exog)),
         )
-
-    def _parameter_names(self, n_exog: int) -> list[str]:
-        k = self.n_states
-        names = [f"p[{i}->{j}]" for j in range(k - 1) for i in range(k)]
-        columns = list(TRENDS[self.trend]) + list(
-            self.__dict__.get("exog_names_") or [f"x{c + 1}" for c in range(n_exog)]
-        )
-        switching = _switching_flags(self.switching_trend, len(TRENDS[self.trend]), "switching_trend")
-        switching += _switching_flags(self.switching_exog, n_exog, "switching_exog")
-        names += [f"{c}[{i}]" if s else c for c, s in zip(columns, switching) for i in (range(k) if s else [0])]
-        names += [f"sigma2[{i}]" for i in range(k)] if self.switching_variance else ["sigma2"]
-        lags = [f"ar.L{j + 1}" for j in range(self._order)]
-        names += [f"{c}[{i}]" if s else c for c, s in zip(lags, self._switching_ar) for i in (range(k) if s else [0])]
-        return names
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._parameters()
-        names = [
-            "transmat_",
-            "trend_",
-            "exog_coef_",
-            "variances_",
-            "ar_coef_",
-            "standard_errors_",
-            "filtered_probabilities_",
-            "smoothed_probabilities_",
-        ]
+        names = [*_PARAMETERS, "standard_errors_", "filtered_probabilities_", "smoothed_probabilities_"]
         return {name: np.asarray(self.__dict__[name]) for name in names if name in self.__dict__}
 
     def _learned_attributes(self) -> dict[str, Any]:
-        names = ("log_likelihood_", "converged_", "gradient_norm_", "exog_names_")
+        names = ("log_likelihood_", "converged_", "gradient_norm_", "exog_names_", "history_", "n_iter_")
         return {name: self.__dict__[name] for name in names if name in self.__dict__}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         for name, value in {**arrays, **attributes}.items():
             setattr(self, name, value)
         self._parameters()
-
-
-def _standard_errors(layout: _Layout, params: _Parameters, hessian: np.ndarray) -> np.ndarray:
-    """Square roots of the diagonal of J (-H)^-1 J' (NaN where the Hessian is not negative definite)."""
-    if not np.all(np.linalg.eigvalsh(hessian) < 0):
-        return np.full(layout.n_parameters, np.nan)
-    jacobian = layout.jacobian(params)
-    covariance = jacobian @ np.linalg.inv(-hessian) @ jacobian.T
-    return np.sqrt(np.clip(np.diag(covariance), 0.0, None))
 
 
 class MarkovRegression(_MarkovSwitching):
@@ -838,23 +529,25 @@ class MarkovRegression(_MarkovSwitching):
         Whether each trend / exogenous coefficient switches with the regime (a bool for all).
     switching_variance : bool
         Whether the error variance switches.
-    n_iter_em : int
-        At most this many EM iterations from each start.
+    n_iter, tol : int, float
+        Each EM restart stops after ``n_iter`` iterations or when the log-likelihood improves by
+        less than ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises (no
+        polish either). EM only has to find the best basin, the polish then climbs to its top,
+        hence the loose default ``tol``. ``n_iter_em=`` is the old name of ``n_iter`` (deprecated).
     n_restarts : int
-        Number of EM starts (data-driven first, then random); the two best are polished.
-    max_iter : int
-        At most this many BFGS iterations in the polish.
-    tol : float
-        ``converged_`` is True when the gradient's largest entry (logits, coefficients,
-        log variances) is below ``tol`` at the estimate.
+        Number of EM starts (data-driven first, then random); the best is polished.
+    n_iter_polish : int
+        At most this many BFGS iterations in the polish (0: none); ``max_iter=`` is its old
+        name (deprecated).
     random_state : int or numpy Generator, optional
         Seeds the random starts.
+    warm_start : bool
+        Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     verbose : bool
-        Show a live progress bar of the EM iterations from each start (see
-        :mod:`modeshift.progress`; the quasi-Newton polish that follows is not shown).
+        Show a live progress bar of the EM iterations of each restart (drawn by the interface
+        layer; the quasi-Newton polish that follows is not shown).
     callback : callable, optional
-        ``callback(iteration, log_likelihood)`` after every EM iteration that improved the
-        log-likelihood, from every start; not saved with the model.
+        ``callback(iteration, log_likelihood)`` at every EM iteration of every restart; not saved.
 
     Attributes
     ----------
@@ -867,21 +560,26 @@ class MarkovRegression(_MarkovSwitching):
     exog_coef_ : (K, n_exog) array
     variances_ : (K,) array
         Equal entries unless ``switching_variance``.
+    dwell_times_ : (K,) array
+        Expected steps per visit, 1 / (1 - transmat_[k, k]) (``expected_durations_`` is its old name).
     log_likelihood_ : float
     filtered_probabilities_, smoothed_probabilities_ : (n_steps, K) arrays
-    expected_durations_ : (K,) array
-        1 / (1 - transmat_[k, k]).
     standard_errors_ : array
         Of the parameters in :meth:`summary` order, from the observed information at the fit.
+    history_ : list of float
+        The log-likelihood at each EM iteration of the winning restart, before the polish.
+    n_iter_ : int
+        EM iterations of the winning restart.
     converged_ : bool; gradient_norm_ : float
-        Whether the fit reached a stationary point: the largest gradient entry there.
+        Whether EM met its convergence rule and the polish reached a stationary point (largest
+        gradient entry below 1e-5); the largest gradient entry at the estimate.
 
     Notes
     -----
-    ``score``, ``predict_proba``, ``predict`` (most probable regime per step), ``decode``
-    (most probable path), ``aic``/``bic`` and ``summary`` also work with parameters set by
-    hand (``transmat_``, ``trend_``, ``exog_coef_``, ``variances_``). A fit needs one series
-    without missing values.
+    All methods other than ``fit`` also work with parameters set by hand (``transmat_``,
+    ``trend_``, ``exog_coef_``, ``variances_``), which are also the start of a first fit. A
+    fit needs one series without missing values. Per-step results cover the steps after
+    the first ``order``.
 
     Examples
     --------
@@ -902,28 +600,32 @@ class MarkovRegression(_MarkovSwitching):
         switching_trend: bool | Sequence[bool] = True,
         switching_exog: bool | Sequence[bool] = True,
         switching_variance: bool = False,
-        n_iter_em: int = 100,
+        n_iter: int = 100,
         n_restarts: int = 10,
-        max_iter: int = 500,
-        tol: float = 1e-5,
+        n_iter_polish: int = 500,
+        tol: float = 1e-3,
         random_state: int | np.random.Generator | None = None,
+        warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
+        **renamed: Any,
     ):
-        self._store_common(
-            n_states,
-            trend,
-            switching_trend,
-            switching_exog,
-            switching_variance,
-            n_iter_em,
-            n_restarts,
-            max_iter,
-            tol,
-            random_state,
-            verbose,
-            callback,
-        )
+        self.n_states = n_states
+        self.trend = trend
+        self.switching_trend = switching_trend
+        self.switching_exog = switching_exog
+        self.switching_variance = switching_variance
+        self.n_iter = n_iter
+        self.n_restarts = n_restarts
+        self.n_iter_polish = n_iter_polish
+        self.tol = tol
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
+        self._take_renamed(renamed)
+
+    _renamed = _RENAMED
 
 
 class MarkovAutoregression(_MarkovSwitching):
@@ -940,12 +642,13 @@ class MarkovAutoregression(_MarkovSwitching):
     n_states : int
         Number of regimes K.
     order : int
-        Autoregressive order p (the filter runs on K^(p+1) expanded states).
-    trend, switching_trend, switching_exog, switching_variance, n_iter_em, n_restarts, max_iter, tol, random_state,
-    verbose, callback
-        As for :class:`MarkovRegression` (here exogenous coefficients do not switch by default).
+        Autoregressive order p >= 1 (the recursions run on K^(p+1) expanded states; use
+        :class:`MarkovRegression` for p = 0).
     switching_ar : bool or sequence of bool
         Whether each autoregressive coefficient switches with the current regime.
+    trend, switching_trend, switching_exog, switching_variance, n_iter, n_restarts, n_iter_polish, tol,
+    random_state, warm_start, verbose, callback
+        As for :class:`MarkovRegression` (here exogenous coefficients do not switch by default).
 
     Attributes
     ----------
@@ -960,7 +663,7 @@ class MarkovAutoregression(_MarkovSwitching):
     >>> model = MarkovAutoregression(order=4, switching_ar=False, random_state=0).fit(gnp)
     >>> model.ar_coef_[0].round(3)
     array([ 0.013, -0.058, -0.247, -0.213])
-    >>> model.predict(gnp)[:8]  # regime per quarter from 1952Q2 (0: recession)
+    >>> model.predict(gnp)[:8]  # most probable regime path from 1952Q2 (0: recession)
     array([1, 1, 1, 1, 1, 0, 0, 0])
     """
 
@@ -973,33 +676,35 @@ class MarkovAutoregression(_MarkovSwitching):
         switching_trend: bool | Sequence[bool] = True,
         switching_exog: bool | Sequence[bool] = False,
         switching_variance: bool = False,
-        n_iter_em: int = 100,
+        n_iter: int = 100,
         n_restarts: int = 10,
-        max_iter: int = 500,
-        tol: float = 1e-5,
+        n_iter_polish: int = 500,
+        tol: float = 1e-3,
         random_state: int | np.random.Generator | None = None,
+        warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
+        **renamed: Any,
     ):
-        if int(order) < 1:
-            raise ValueError(f"order must be a positive integer (use MarkovRegression for 0), got {order!r}")
-        self.order = int(order)
+        self.n_states = n_states
+        self.order = order
+        self.trend = trend
         self.switching_ar = switching_ar
-        _switching_flags(switching_ar, self.order, "switching_ar")
-        self._store_common(
-            n_states,
-            trend,
-            switching_trend,
-            switching_exog,
-            switching_variance,
-            n_iter_em,
-            n_restarts,
-            max_iter,
-            tol,
-            random_state,
-            verbose,
-            callback,
-        )
+        self.switching_trend = switching_trend
+        self.switching_exog = switching_exog
+        self.switching_variance = switching_variance
+        self.n_iter = n_iter
+        self.n_restarts = n_restarts
+        self.n_iter_polish = n_iter_polish
+        self.tol = tol
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
+        self._take_renamed(renamed)
+
+    _constraints = {**_MarkovSwitching._constraints, "order": Integer(1), "switching_ar": _Flags()}
+    _renamed = _RENAMED
 
     @property
     def _order(self) -> int:
@@ -1007,4 +712,41 @@ class MarkovAutoregression(_MarkovSwitching):
 
     @property
     def _switching_ar(self) -> tuple[bool, ...]:
-        return _switching_flags(self.switching_ar, self.order, "switching_ar")
+        return switching_flags(self.switching_ar, self.order, "switching_ar")
+
+
+def _check_possible(log_lik: float) -> None:
+    if not np.isfinite(log_lik):
+        raise ValueError("the series has zero probability under the current parameters")
+
+
+def _persistent_path(n_states: int, n_steps: int, rng: np.random.Generator) -> np.ndarray:
+    """A random regime path that stays put with a probability drawn from [0.8, 0.98]."""
+    path = np.zeros(n_steps, dtype=np.int64)
+    if n_states == 1:
+        return path
+    stay = rng.uniform(0.8, 0.98)
+    path[0] = rng.integers(n_states)
+    for t in range(1, n_steps):
+        path[t] = (path[t - 1] + rng.integers(1, n_states)) % n_states if rng.random() > stay else path[t - 1]
+    return path
+
+
+def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    padded = np.pad(x, (width // 2, width - 1 - width // 2), mode="edge")
+    return np.convolve(padded, np.ones(width) / width, mode="valid")
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the kernels on the calling thread only (numba's setting is per thread).
+
+    They parallelise over sequences; for the one short series a fit filters hundreds
+    of times, waking the thread pool costs more than it saves, the more so on a busy machine.
+    """
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)

@@ -1,0 +1,414 @@
+"""The likelihood of a Markov-switching (auto)regression, and everything computed from it.
+
+A regime S_t in {0, ..., K-1} follows a Markov chain with transition matrix P, started
+from its stationary distribution. Given the regimes,
+
+    y_t - x_t' beta_{S_t} = sum_{j=1..p} phi_{j, S_t} (y_{t-j} - x_{t-j}' beta_{S_{t-j}}) + e_t,
+    e_t ~ N(0, sigma2_{S_t}),
+
+a regression (p = 0) or Hamilton's (1989) autoregression around a switching mean. An
+observation depends on p + 1 regimes, so the recursions run on the expanded chain
+(S_t, ..., S_{t-p}) of K^(p+1) states, whose transition matrix is built from P. The first
+p observations are conditioned on (as in statsmodels). Filtering, smoothing and Viterbi
+are the HMM kernels on that chain; this module adds what is particular to the model:
+the residuals under every expanded state, an expectation-conditional-maximisation step
+(closed-form weighted least squares for the coefficients given phi, for phi given the
+coefficients, then the variances; the joint step over beta and phi has no closed form),
+the exact gradient (Fisher's identity), the quasi-Newton polish, simulation and exact
+forecast moments.
+
+Why it is not the autoregressive HMM's emission: there each mode is one linear
+regression, y_t = A_k [y_t-1, ..., 1] + e_t, fitted mode by mode. Here the model is
+bilinear in (beta, phi) across p + 1 regimes, coefficients may be shared between regimes,
+and the chain starts from the stationary distribution of P, so that neither the
+expanded chain nor the M-step fit that mould. What the two do share lives once: the HMM
+kernels, the stationary distribution, and the moments of the jump linear system their
+futures are (:mod:`~modeshift.models.jump_linear`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+from scipy import optimize
+
+from modeshift import kernels
+from modeshift.models.jump_linear import companion_matrices, jump_linear_moments
+from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters
+from modeshift.transitions import stationary_distribution
+
+__all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
+
+_NEWTON_STEPS = 5  # after BFGS, while they raise the likelihood
+_GTOL = 1e-8  # BFGS and Newton stop below this largest gradient entry
+
+
+@dataclass(frozen=True)
+class SeriesData:
+    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones."""
+
+    y: np.ndarray
+    regressors: np.ndarray
+
+    @cached_property
+    def variance_floor(self) -> float:
+        """The smallest variance an M-step may give: 1e-8 of the series' variance."""
+        return 1e-8 * max(float(np.var(self.y)), 1e-12)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """What the E-step gives the M-step and the gradient."""
+
+    log_likelihood: float
+    posteriors: np.ndarray  # (T, E): p(expanded state at step t | y)
+    transitions: np.ndarray  # (K, K): expected number of i -> j moves, sample and pre-sample
+    first_regime: np.ndarray  # (K,): p(regime at the first pre-sample step | y)
+    start: np.ndarray  # (K,): the prior of that regime, the stationary distribution of P
+    residuals: np.ndarray  # (T, E): e_t under every expanded state
+    deviations: np.ndarray  # (p+1, T, E): y - x'beta at lag j under the lag-j regime
+
+
+class SwitchingRegression:
+    """The model on its expanded chain, for one :class:`ParameterLayout`.
+
+    Expanded state e stands for the regimes (S_t, S_t-1, ..., S_t-p) = ``digits[e]``,
+    S_t the most significant digit.
+    """
+
+    def __init__(self, layout: ParameterLayout):
+        self.layout = layout
+        k, p = layout.n_states, layout.order
+        self.n_states, self.order = k, p
+        self.n_expanded = k ** (p + 1)
+        self.digits = np.array(list(np.ndindex(*(k,) * (p + 1))), dtype=np.int64)
+        self.indicators = np.stack([np.eye(k)[self.digits[:, j]] for j in range(p + 1)])  # (p+1, E, K)
+        # expanded move e -> f: f's older digits are e's newer ones; probability P[S_{t-1}(e), S_t(f)]
+        previous = np.repeat(np.arange(self.n_expanded), k)
+        newest = np.tile(np.arange(k), self.n_expanded)
+        self.moves = (previous, newest * k**p + previous // k, previous // k**p, newest)
+
+    # ------------------------------------------------------------- expanded chain
+    def expanded_chain(self, transmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Initial probabilities (E,) and transition matrix (E, E) of (S_t, ..., S_{t-p})."""
+        k, p = self.n_states, self.order
+        initial = stationary_distribution(transmat)  # of the earliest regime, S_{t-p}
+        for m in range(p):  # prepend the next regime
+            newest = np.arange(k ** (m + 1)) // k**m
+            initial = (transmat[newest].T * initial[None, :]).ravel()
+        source, target, regime_before, regime_after = self.moves
+        matrix = np.zeros((self.n_expanded, self.n_expanded))
+        matrix[source, target] = transmat[regime_before, regime_after]
+        return initial, matrix
+
+    def regimes(self, expanded: np.ndarray) -> np.ndarray:
+        """Probabilities over expanded states (..., E) summed to the current regime's (..., K)."""
+        return expanded @ self.indicators[0]
+
+    # ----------------------------------------------------------------- residuals
+    def deviations(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+        """(p+1, T, E): entry [j, t, e] is y - x'beta at sample step t - j under regime digit j of e."""
+        p, n = self.order, len(data.y)
+        deviation = data.y[None, :] - params.coef @ data.regressors.T  # (K, n)
+        return np.stack([deviation[self.digits[:, j], p - j : n - j].T for j in range(p + 1)])
+
+    def residuals(self, params: SwitchingParameters, deviations: np.ndarray) -> np.ndarray:
+        return deviations[0] - np.einsum("jte,ej->te", deviations[1:], params.ar[self.digits[:, 0]])
+
+    def log_densities(self, params: SwitchingParameters, residuals: np.ndarray) -> np.ndarray:
+        """log N(e_t; 0, sigma2) under every expanded state, (T, E)."""
+        variances = params.variances[self.digits[:, 0]]
+        return np.ascontiguousarray(-0.5 * (np.log(2.0 * np.pi * variances) + residuals**2 / variances))
+
+    def _kernel_arguments(
+        self, params: SwitchingParameters, data: SeriesData, residuals: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The arguments of the HMM kernels on the expanded chain: log-likelihoods (from the
+        ``residuals``, computed when not given), offsets, initial probabilities, transitions."""
+        initial, matrix = self.expanded_chain(params.transmat)
+        if residuals is None:
+            residuals = self.residuals(params, self.deviations(params, data))
+        return {
+            "log_likelihoods": self.log_densities(params, residuals),
+            "offsets": np.array([0, len(residuals)], dtype=np.int64),
+            "initial_probs": initial,
+            "transition_matrices": matrix[None],
+        }
+
+    def coef_design(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, np.ndarray]:
+        """With phi fixed the residual is ``target - design @ free coefficients``: (T, E) and (T, E, n_coef)."""
+        p, n = self.order, len(data.y)
+        ar = params.ar[self.digits[:, 0]]  # (E, p)
+        y_lags = np.stack([data.y[p - j : n - j] for j in range(p + 1)])  # (p+1, T)
+        x_lags = np.stack([data.regressors[p - j : n - j] for j in range(p + 1)])  # (p+1, T, R)
+        target = y_lags[0][:, None] - y_lags[1:].T @ ar.T
+        # d(x_t'beta_{S_t} - sum_j phi_j x_{t-j}'beta_{S_{t-j}}) / d beta_k[c]
+        lag_weights = np.concatenate([self.indicators[:1], -ar.T[:, :, None] * self.indicators[1:]])  # (p+1, E, K)
+        design = np.einsum("jek,jtc->tekc", lag_weights, x_lags)
+        return target, design.reshape(*target.shape, -1) @ self.layout.coef_map
+
+    def ar_design(self, deviations: np.ndarray) -> np.ndarray:
+        """With the coefficients fixed the residual is ``deviations[0] - design @ free phi``; (T, E, n_ar)."""
+        design = np.einsum("ek,jte->tekj", self.indicators[0], deviations[1:])
+        return design.reshape(*deviations.shape[1:], -1) @ self.layout.ar_map
+
+    # --------------------------------------------------------------- inference
+    def log_likelihood(self, params: SwitchingParameters, data: SeriesData) -> float:
+        """log p(y_p, ..., y_n-1 | y_0, ..., y_p-1)."""
+        return float(kernels.log_likelihood(**self._kernel_arguments(params, data))[0])
+
+    def filtered(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
+        """p(S_t | y up to t) for t >= p, (T, K), and the log-likelihood."""
+        filtered, log_lik = kernels.forward_filter(**self._kernel_arguments(params, data))
+        return self.regimes(filtered), float(log_lik[0])
+
+    def viterbi(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
+        """The most probable regime path (T,) for t >= p, and log p(y, path) (the path's
+        pre-sample regimes included in the maximisation)."""
+        arguments = self._kernel_arguments(params, data)
+        with np.errstate(divide="ignore"):
+            path, log_prob = kernels.viterbi(
+                log_likelihoods=arguments["log_likelihoods"],
+                offsets=arguments["offsets"],
+                log_initial=np.log(arguments["initial_probs"]),
+                log_transitions=np.log(arguments["transition_matrices"]),
+            )
+        return self.digits[path, 0], float(log_prob[0])
+
+    # -------------------------------------------------------------------- E-step
+    def e_step(self, params: SwitchingParameters, data: SeriesData) -> Posterior:
+        deviations = self.deviations(params, data)
+        residuals = self.residuals(params, deviations)
+        arguments = self._kernel_arguments(params, data, residuals)
+        log_lik, posteriors, pairs = kernels.forward_backward(**arguments)
+        current = self.indicators[0]
+        transitions = current.T @ pairs @ current
+        first = posteriors[0]
+        for j in range(self.order):  # the moves inside the first expanded state
+            transitions += (self.indicators[j + 1].T * first) @ self.indicators[j]
+        earliest = self.indicators[-1]
+        return Posterior(
+            float(log_lik[0]),
+            posteriors,
+            transitions,
+            first @ earliest,
+            arguments["initial_probs"] @ earliest,
+            residuals,
+            deviations,
+        )
+
+    def hard_posterior(self, path: np.ndarray) -> Posterior:
+        """All mass on one regime path (n,), with one pseudo-count per transition: a start for the M-step."""
+        k, p, n = self.n_states, self.order, len(path)
+        expanded = sum(path[p - j : n - j] * k ** (p - j) for j in range(p + 1))
+        counts = 1.0 + np.eye(k)[path[:-1]].T @ np.eye(k)[path[1:]]
+        empty = np.empty((0, 0))
+        return Posterior(np.nan, np.eye(self.n_expanded)[expanded], counts, np.eye(k)[path[0]], empty, empty, empty)
+
+    # -------------------------------------------------------------------- M-step
+    def initial_parameters(self, path: np.ndarray, data: SeriesData) -> SwitchingParameters:
+        """Parameters fitted to one regime path: P from its moves, then two regression steps
+        (the coefficients, phi, the coefficients again given phi, the variances)."""
+        k = self.n_states
+        posterior = self.hard_posterior(path)
+        params = SwitchingParameters(
+            transmat=posterior.transitions / posterior.transitions.sum(axis=1, keepdims=True),
+            coef=np.zeros((k, data.regressors.shape[1])),
+            ar=np.zeros((k, self.order)),
+            variances=np.full(k, max(float(np.var(data.y)), data.variance_floor)),
+        )
+        for _ in range(2):
+            params = self.regression_step(params, posterior, data)
+        return params
+
+    def m_step(self, params: SwitchingParameters, posterior: Posterior, data: SeriesData) -> SwitchingParameters:
+        """Conditional maximisations in turn: P; coefficients given phi; phi given coefficients; variances.
+
+        Each step raises the expected complete-data log-likelihood Q given the others, so
+        the log-likelihood never falls (a generalised EM).
+        """
+        return self.regression_step(self.transition_step(params, posterior), posterior, data)
+
+    def transition_step(self, params: SwitchingParameters, posterior: Posterior) -> SwitchingParameters:
+        """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
+        stationary start, has no closed-form maximum. The normalised counts maximise its first
+        term; they are taken if they raise the whole, else the largest step towards them of
+        1/2, 1/4, ... that does (or none), which keeps the step a generalised-EM one."""
+        counts, first = posterior.transitions, posterior.first_regime
+
+        def objective(transmat: np.ndarray, start: np.ndarray) -> float:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                moves = np.where(counts > 0, counts * np.log(transmat), 0.0).sum()
+                return float(moves + np.where(first > 0, first * np.log(start), 0.0).sum())
+
+        totals = counts.sum(axis=1, keepdims=True)
+        target = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), params.transmat)
+        current = objective(params.transmat, posterior.start)
+        for step in 0.5 ** np.arange(10):
+            candidate = params.transmat + step * (target - params.transmat)
+            if objective(candidate, stationary_distribution(candidate)) >= current:
+                return replace(params, transmat=candidate)
+        return params
+
+    def regression_step(
+        self, params: SwitchingParameters, posterior: Posterior, data: SeriesData
+    ) -> SwitchingParameters:
+        """The coefficients given phi, phi given the coefficients, then the variances (floored)."""
+        layout, gamma = self.layout, posterior.posteriors
+        if layout.sizes[1]:
+            target, design = self.coef_design(params, data)
+            free = _weighted_least_squares(target, design, gamma / params.variances[self.digits[:, 0]])
+            params = replace(params, coef=layout.coef_from_free(free))
+        deviations = self.deviations(params, data)
+        if layout.sizes[3]:
+            weights = gamma / params.variances[self.digits[:, 0]]
+            free = _weighted_least_squares(deviations[0], self.ar_design(deviations), weights)
+            params = replace(params, ar=layout.ar_from_free(free))
+        squares = ((gamma * self.residuals(params, deviations) ** 2) @ self.indicators[0]).sum(axis=0)
+        masses = (gamma @ self.indicators[0]).sum(axis=0)
+        variance_map = layout.variance_map
+        per_free = (squares @ variance_map) / np.maximum(masses @ variance_map, 1e-300)
+        return replace(params, variances=np.maximum(variance_map @ per_free, data.variance_floor))
+
+    # ------------------------------------------------------- gradient and polish
+    def value_and_gradient(self, free: np.ndarray, data: SeriesData) -> tuple[float, np.ndarray]:
+        """Log-likelihood and its gradient in the free parameters.
+
+        By Fisher's identity the gradient of log p(y) is the posterior mean of the gradient of
+        log pi(S_first) + sum log P[S_{t-1}, S_t] + sum log N(e_t; 0, sigma2_{S_t}).
+        """
+        layout = self.layout
+        params = layout.unpack(free)
+        posterior = self.e_step(params, data)
+        if not np.isfinite(posterior.log_likelihood):
+            return -np.inf, np.zeros_like(free)
+        k, transmat, gamma = self.n_states, params.transmat, posterior.posteriors
+        counts = posterior.transitions
+        # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
+        transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
+        # d pi = pi dP Z, with Z = (I - P + 1 pi)^-1 the chain's fundamental matrix
+        stationary = posterior.start
+        fundamental = np.linalg.inv(np.eye(k) - transmat + stationary[None, :])
+        ratio = np.divide(posterior.first_regime, stationary, out=np.zeros(k), where=stationary > 0)
+        v = fundamental @ ratio
+        transition_grad += stationary[:, None] * transmat[:, :-1] * (v[None, :-1] - (transmat @ v)[:, None])
+
+        residuals = posterior.residuals
+        weighted = gamma * residuals / params.variances[self.digits[:, 0]]  # -(d log f / d residual) gamma
+        variance_grad = ((0.5 * (weighted * residuals - gamma)) @ self.indicators[0]).sum(axis=0)
+        _, coef_design = self.coef_design(params, data)
+        gradient = np.concatenate(
+            [
+                transition_grad.T.ravel(),
+                np.einsum("tef,te->f", coef_design, weighted),
+                variance_grad @ layout.variance_map,
+                np.einsum("tef,te->f", self.ar_design(posterior.deviations), weighted),
+            ]
+        )
+        return posterior.log_likelihood, gradient
+
+    def hessian(self, free: np.ndarray, data: SeriesData) -> np.ndarray:
+        """Central differences of the exact gradient, symmetrised."""
+        n = len(free)
+        hessian = np.empty((n, n))
+        for i in range(n):
+            shift = np.zeros(n)
+            shift[i] = 1e-5 * max(1.0, abs(free[i]))
+            upper = self.value_and_gradient(free + shift, data)[1]
+            lower = self.value_and_gradient(free - shift, data)[1]
+            hessian[i] = (upper - lower) / (2 * shift[i])
+        return 0.5 * (hessian + hessian.T)
+
+    def polish(self, free: np.ndarray, data: SeriesData, max_iter: int) -> tuple[np.ndarray, bool]:
+        """BFGS on the exact gradient (at most ``max_iter`` iterations), then, unless it stopped at
+        that cap, Newton steps on the finite-difference Hessian while they raise the likelihood.
+        Returns the free vector and whether BFGS stopped at its cap."""
+
+        def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
+            value, gradient = self.value_and_gradient(x, data)
+            return (-value, -gradient) if np.isfinite(value) else (np.inf, np.zeros_like(x))
+
+        capped = False
+        if len(free):
+            result = optimize.minimize(
+                negative, free, jac=True, method="BFGS", options={"gtol": _GTOL, "maxiter": max_iter}
+            )
+            capped = result.nit >= max_iter and not result.success
+            free = result.x if np.isfinite(result.fun) else free
+        if capped or not len(free):
+            return free, capped
+        value, gradient = self.value_and_gradient(free, data)
+        for _ in range(_NEWTON_STEPS):
+            if np.abs(gradient).max() < _GTOL:
+                break
+            hessian = self.hessian(free, data)
+            if not np.all(np.linalg.eigvalsh(hessian) < 0):
+                break
+            candidate = free - np.linalg.solve(hessian, gradient)
+            candidate_value, candidate_gradient = self.value_and_gradient(candidate, data)
+            if not candidate_value >= value - 1e-10 * abs(value):
+                break
+            free, value, gradient = candidate, candidate_value, candidate_gradient
+        return free, capped
+
+    def standard_errors(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+        """Of the constrained parameters: square roots of the diagonal of J (-H)^-1 J', H the Hessian
+        of the log-likelihood in the free vector (NaN where it is not negative definite)."""
+        layout = self.layout
+        hessian = self.hessian(layout.pack(params), data)
+        if not np.all(np.linalg.eigvalsh(hessian) < 0):
+            return np.full(layout.n_parameters, np.nan)
+        jacobian = layout.jacobian(params)
+        covariance = jacobian @ np.linalg.inv(-hessian) @ jacobian.T
+        return np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+
+    # ---------------------------------------------------- simulation and forecasts
+    def simulate(
+        self, params: SwitchingParameters, regressors: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A series (n,) and its regimes (n,) for regressors (n, R): the chain starts from its
+        stationary distribution, the deviations y - x'beta before the first step are 0."""
+        n, p = len(regressors), self.order
+        regimes = kernels.sample_chain(stationary_distribution(params.transmat), params.transmat, rng.random(n))
+        noise = np.sqrt(params.variances[regimes]) * rng.standard_normal(n)
+        deviations = np.zeros(n + p)  # deviations[t + p] is step t's
+        for t, (regime, shock) in enumerate(zip(regimes, noise)):
+            deviations[t + p] = params.ar[regime] @ deviations[t : t + p][::-1] + shock
+        return np.einsum("tc,tc->t", regressors, params.coef[regimes]) + deviations[p:], regimes
+
+    def forecast(
+        self, params: SwitchingParameters, data: SeriesData, future_regressors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Regime probabilities (H, K), means (H,) and variances (H,) of the H values after the data.
+
+        In expanded state e the future is y_t = sum_j phi_{j,S_t} y_{t-j} + c_{e,t} + e_t with
+        c_{e,t} = x_t'beta_{S_t} - sum_j phi_{j,S_t} x_{t-j}'beta_{S_{t-j}}, a Markov jump linear
+        system in the lag state [y_t, ..., y_t-p+1] (y_t alone for p = 0) on the expanded chain,
+        started from the filtered p(S_T, ..., S_T-p | y).
+        """
+        p, horizon, n_expanded = self.order, len(future_regressors), self.n_expanded
+        arguments = self._kernel_arguments(params, data)
+        filtered, _ = kernels.forward_filter(**arguments)
+        size = max(p, 1)
+        # c is the residual of a series of zeros, with the sign changed
+        regressors = np.concatenate([data.regressors, future_regressors])
+        zeros = SeriesData(np.zeros(len(regressors)), regressors)
+        offsets = np.zeros((horizon, n_expanded, size))
+        offsets[:, :, 0] = -self.residuals(params, self.deviations(params, zeros))[-horizon:]
+        companions = companion_matrices(params.ar[self.digits[:, 0], None, :]) if p else np.zeros((n_expanded, 1, 1))
+        shocks = np.zeros((n_expanded, size, size))
+        shocks[:, 0, 0] = params.variances[self.digits[:, 0]]
+        matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
+        state = data.y[::-1][:size]  # [y_T, ..., y_T-p+1]
+        modes, means, covariances = jump_linear_moments(state, filtered[-1], matrices, companions, offsets, shocks)
+        return self.regimes(modes), means[:, 0], covariances[:, 0, 0]
+
+
+def _weighted_least_squares(target: np.ndarray, design: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """argmin_b sum weights (target - design @ b)^2 over all (t, e); ``design`` is (T, E, n)."""
+    matrix = design.reshape(-1, design.shape[-1])
+    weighted = matrix * weights.reshape(-1, 1)
+    # normal equations: a handful of columns; lstsq copes with a regime that has no weight
+    return np.linalg.lstsq(weighted.T @ matrix, weighted.T @ target.ravel(), rcond=None)[0]
