@@ -47,8 +47,6 @@ from modeshift.models.em import ConvergenceWarning
 #: empties this list as they are migrated.
 NOT_YET_ON_THE_CONTRACT = {
     "LinearGaussianSSM",
-    "MarkovAutoregression",
-    "MarkovRegression",
     "SwitchingLDS",
 }
 

@@ -17,8 +17,8 @@ from modeshift.data import (
     check_dimensions,
 )
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
-from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models import em
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.statistics import Statistics
 
 __all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]

@@ -43,13 +43,13 @@ import numba
 import numpy as np
 import pandas as pd
 
+from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import as_sequences, check_array, check_probabilities
 from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
 from modeshift.models.switching_layout import TRENDS, ParameterLayout, SwitchingParameters, switching_flags
 from modeshift.models.switching_regression import Posterior, SeriesData, SwitchingRegression
-from modeshift.transitions import stationary_distribution
 
 __all__ = ["MarkovAutoregression", "MarkovRegression"]
 

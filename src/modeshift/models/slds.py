@@ -38,12 +38,11 @@ import pandas as pd
 from modeshift import kernels
 from modeshift.data import Sequences, as_sequences, check_dimensions, missingness_patterns
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
-from modeshift.models import selection
+from modeshift.models import em, selection
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
-from modeshift.models.lds import LinearGaussianSSM
-from modeshift.models import em
 from modeshift.models.em import Report
+from modeshift.models.lds import LinearGaussianSSM
 from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import InputDriven
 

@@ -35,9 +35,10 @@ import numpy as np
 from scipy import optimize
 
 from modeshift import kernels
+from modeshift.chain_analysis import stationary_distribution
+from modeshift.kernels.gaussian import normal_log_density
 from modeshift.models.jump_linear import companion_matrices, jump_linear_moments
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters
-from modeshift.transitions import stationary_distribution
 
 __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
 
@@ -120,7 +121,7 @@ class SwitchingRegression:
     def log_densities(self, params: SwitchingParameters, residuals: np.ndarray) -> np.ndarray:
         """log N(e_t; 0, sigma2) under every expanded state, (T, E)."""
         variances = params.variances[self.digits[:, 0]]
-        return np.ascontiguousarray(-0.5 * (np.log(2.0 * np.pi * variances) + residuals**2 / variances))
+        return np.ascontiguousarray(normal_log_density(residuals, 0.0, variances))
 
     def _kernel_arguments(
         self, params: SwitchingParameters, data: SeriesData, residuals: np.ndarray | None = None
