@@ -553,6 +553,12 @@ class HMM(Model):
         table = {"mode": np.arange(self._k), **transitions.describe(), **emission.describe()}
         return pd.DataFrame(table).set_index("mode")
 
+    @property
+    def dwell_times_(self) -> np.ndarray:
+        """Expected steps per visit to each mode, 1 / (1 - p_kk) (a chain without inputs)."""
+        with np.errstate(divide="ignore"):
+            return 1.0 / (1.0 - np.diag(self.transmat_))
+
     # ----------------------------------------------------------- model selection
     @property
     def n_parameters(self) -> int:
