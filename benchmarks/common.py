@@ -10,10 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+
+# The benchmarks run a fixed number of EM iterations on purpose (tol=-inf): the cap is not news.
+warnings.filterwarnings("ignore", message=".*stopped at its cap.*")
 
 
 def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:

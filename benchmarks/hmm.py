@@ -352,7 +352,7 @@ class ModeshiftAdapter:
 
     def gaussian_em(self, p: GaussianProblem) -> Job:
         def check(model: Any) -> float:
-            require_iterations(len(model.log_likelihood_history_), p.n_iter, self.name)
+            require_iterations(len(model.history_), p.n_iter, self.name)
             return model.score(p.X, p.lengths)
 
         return Job(lambda: self._gaussian(p.init, p.n_iter).fit(p.X, p.lengths), check)

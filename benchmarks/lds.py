@@ -180,7 +180,7 @@ class Modeshift:
 
     def em(self, pr: Problem) -> Job:
         def check(m: Any) -> tuple[float, None]:
-            require_iterations(len(m.log_likelihood_history_), pr.n_iter, self.name)
+            require_iterations(len(m.history_), pr.n_iter, self.name)
             return m.score(pr.Y), None
 
         return Job(lambda: self.model(pr.init, pr.n_iter).fit(pr.Y), check)

@@ -4,7 +4,7 @@ Three cases, each library given the same data:
 
 - arhmm: an autoregressive HMM on one simulated sequence of a 3-mode bivariate
   AR(2) (the well-separated model of the test suite; T = 10,000, seeded).
-  modeshift's ``ARHMM(n_states=3, lags=2)`` vs dynamax's
+  modeshift's ``ARHMM(n_states=3, order=2)`` vs dynamax's
   ``LinearAutoregressiveHMM`` and ssm's ``HMM(3, 2, observations="ar")``, each
   running exactly 50 EM iterations (no early stop) from the SAME starting
   parameters: the true model perturbed (seeded noise on the lag matrices and
@@ -136,7 +136,7 @@ def arhmm_model(q: ArParams, **options: Any) -> Any:
     """A modeshift ARHMM holding the parameters ``q`` (the start of a fit, or a scorer)."""
     from modeshift import ARHMM
 
-    m = ARHMM(n_states=len(q.transmat), lags=LAGS, **options)
+    m = ARHMM(n_states=len(q.transmat), order=LAGS, **options)
     m.startprob_, m.transmat_ = q.startprob.copy(), q.transmat.copy()
     m.coefs_, m.intercepts_, m.covars_ = q.coefs.copy(), q.intercepts.copy(), q.covars.copy()
     return m
@@ -212,7 +212,7 @@ def require_iterations(done: int, wanted: int, library: str) -> None:
 
 def arhmm_modeshift(pr: ArhmmProblem, args: argparse.Namespace) -> Job:
     def check(m: Any) -> dict[str, Any]:
-        require_iterations(len(m.log_likelihood_history_), ARHMM_ITERS, "modeshift")
+        require_iterations(len(m.history_), ARHMM_ITERS, "modeshift")
         ll = m.score(pr.X)
         return {"loglik": ll, "own_loglik": ll, "accuracy": accuracy_after_lags(pr, m.predict(pr.X))}
 
@@ -335,7 +335,7 @@ def slds_modeshift(sim: Any, args: argparse.Namespace) -> Job:
     y = np.asarray(sim.observations)
 
     def check(m: Any) -> dict[str, Any]:
-        return {"accuracy": mode_accuracy(sim.modes, m.predict(y)), "iterations": len(m.elbo_history_)}
+        return {"accuracy": mode_accuracy(sim.modes, m.predict(y)), "iterations": len(m.history_)}
 
     return Job(lambda: SwitchingLDS(**options).fit(y), check, jit=True)
 
