@@ -16,7 +16,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-
 # The benchmarks run a fixed number of EM iterations on purpose (tol=-inf): the cap is not news.
 warnings.filterwarnings("ignore", message=".*stopped at its cap.*")
 
