@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from modeshift.kernels import normalise_log_weights, resample
+from modeshift.kernels import resample
 from modeshift.models import em
-from modeshift.smc.filters import as_observations, particle_filter
+from modeshift.smc.filters import as_observations, normalise, particle_filter
 from modeshift.smc.model import StateSpaceModel
 
 __all__ = [
@@ -355,7 +355,7 @@ def conditional_smc(
         particles[:, -1] = reference_path.reshape(T, -1)
     log_weights = model.log_observation(particles[0], y[0], 0)
     for t in range(1, T):
-        weights = _normalised(log_weights, t - 1)
+        weights = normalise(log_weights, t - 1)[0]
         ancestors[t, :free] = resample("multinomial", weights, rng, free)
         particles[t, :free] = model.sample_transition(particles[t - 1, ancestors[t, :free]], t, rng)
         if reference_path is not None:
@@ -374,16 +374,9 @@ def _draw_index(log_weights: np.ndarray, rng: np.random.Generator, t: int) -> in
     """One index drawn with probabilities proportional to exp(``log_weights``)."""
     peak = log_weights.max()
     if not np.isfinite(peak):
-        _normalised(log_weights, t)  # raises, naming the problem
+        normalise(log_weights, t)  # raises, naming the problem
     cumulative = np.cumsum(np.exp(log_weights - peak))
     return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(cumulative) - 1)
-
-
-def _normalised(log_weights: np.ndarray, t: int) -> np.ndarray:
-    try:
-        return normalise_log_weights(log_weights)[0]
-    except ValueError as error:
-        raise ValueError(f"conditional SMC, time step {t}: {error}") from None
 
 
 def particle_gibbs(
