@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from modeshift.data import Sequences, as_sequences
+from modeshift.dynamics import jump_linear_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models.base import Forecast
-from modeshift.models.hmm import HMM, propagate_modes
+from modeshift.models.hmm import HMM
 from modeshift.models.params import Boolean, Integer, Number, OneOf
 
 __all__ = ["ARHMM"]
@@ -144,17 +145,10 @@ class ARHMM(HMM):
         Given the data, the future is a Markov jump linear system: with the lag state
         s_t = [y_t, ..., y_t-order+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
         companion matrix of the A_k,i, c_k = [b_k, 0], G = [I, 0]'), starting from the observed
-        s_T and p(z_T | y). The moments restricted to each mode, q_k = E[s_t 1{z_t = k}] and
-        M_k = E[s_t s_t' 1{z_t = k}], follow a closed linear recursion (Costa, Fragoso &
-        Marques 2005, ch. 3): with r_k = sum_i P_ik q_i, R_k = sum_i P_ik M_i and pi_k = p(z_t = k),
-
-            q_k <- F_k r_k + pi_k c_k,
-            M_k <- F_k R_k F_k' + F_k r_k c_k' + c_k r_k' F_k' + pi_k (c_k c_k' + G S_k G'),
-
-        and y_t's mean and covariance are the first block of sum_k q_k and sum_k M_k - mean mean'.
-        The predictive law itself is a mixture of K^h Gaussians; these are its exact moments.
+        s_T and p(z_T | y). :func:`~modeshift.dynamics.jump_linear_moments` propagates its
+        moments exactly; y_t's mean and covariance are the first block of s_t's. The
+        predictive law itself is a mixture of K^h Gaussians; these are its exact moments.
         """
-        modes = propagate_modes(filtered, matrices)
         n_states, d = self.coefs_.shape[:2]
         n = d * self.order
         companion = np.zeros((n_states, n, n))
@@ -165,20 +159,6 @@ class ARHMM(HMM):
         shocks = np.zeros((n_states, n, n))
         shocks[:, :d, :d] = self.covars_
         state = last_row[:n]  # [y_T, ..., y_T-order+1]: the lagged row is [y_T, ..., y_T-order, 1]
-        first = filtered[:, None] * state
-        second = filtered[:, None, None] * np.outer(state, state)
-        means, covariances = np.empty((len(matrices), d)), np.empty((len(matrices), d, d))
-        for step, (matrix, probabilities) in enumerate(zip(matrices, modes)):
-            moved = np.einsum("kmn,kn->km", companion, matrix.T @ first)
-            cross = moved[:, :, None] * offsets[:, None, :]
-            second = (
-                companion @ np.einsum("ik,imn->kmn", matrix, second) @ companion.transpose(0, 2, 1)
-                + cross
-                + cross.transpose(0, 2, 1)
-                + probabilities[:, None, None] * (offsets[:, :, None] * offsets[:, None, :] + shocks)
-            )
-            first = moved + probabilities[:, None] * offsets
-            means[step] = first[:, :d].sum(axis=0)
-            covariance = second[:, :d, :d].sum(axis=0) - np.outer(means[step], means[step])
-            covariances[step] = 0.5 * (covariance + covariance.T)
-        return Forecast(means, covariances, modes)
+        first, second = filtered[:, None] * state, filtered[:, None, None] * np.outer(state, state)
+        modes, means, covariances = jump_linear_moments(filtered, first, second, matrices, companion, offsets, shocks)
+        return Forecast(means[:, :d], covariances[:, :d, :d], modes)

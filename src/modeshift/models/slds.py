@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from modeshift import kernels
-from modeshift.data import Sequences, as_sequences, check_dimensions, missingness_patterns
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
+from modeshift.data import Sequences, as_sequences, check_dimensions
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite, missingness_patterns, observation_statistics
 from modeshift.models import selection
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
