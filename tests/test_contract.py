@@ -46,8 +46,6 @@ from modeshift.models.em import ConvergenceWarning
 #: Estimators not yet migrated to the contract: their failures are expected. The integrator
 #: empties this list as they are migrated.
 NOT_YET_ON_THE_CONTRACT = {
-    "LinearGaussianSSM",
-    "SwitchingLDS",
 }
 
 

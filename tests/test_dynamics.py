@@ -1,4 +1,5 @@
-"""The linear-Gaussian dynamics block: log-likelihoods, statistics and an exact M-step."""
+"""The linear-Gaussian dynamics block: log-likelihoods, statistics, an exact M-step, sampling, and the
+exact moments of a Markov jump linear system."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modeshift.dynamics import LinearDynamics
+from modeshift.data import Sequences
+from modeshift.dynamics import LinearDynamics, jump_linear_moments, linked_rows, missingness_patterns
 
 
 def _data(rng, n=400, d=2, q=3, K=2):
@@ -122,3 +124,77 @@ def test_bad_options_are_named():
         LinearDynamics(2, noise="spherical")
     with pytest.raises(ValueError, match="ridge"):
         LinearDynamics(2, ridge=-1.0)
+
+
+def test_sample_rows_draws_each_row_in_its_mode():
+    rng = np.random.default_rng(5)
+    block = LinearDynamics(2)
+    block.weights = rng.normal(size=(2, 2, 3))
+    block.covariances = np.array([[[1.0, 0.3], [0.3, 0.5]], [[0.2, 0.0], [0.0, 2.0]]])
+    z = np.tile([0.5, -1.0, 1.0], (60000, 1))
+    modes = np.repeat([0, 1], 30000)
+    draws = block.sample_rows(z, modes, np.random.default_rng(6))
+    assert draws.shape == (60000, 2)
+    np.testing.assert_array_equal(draws, block.sample_rows(z, modes, np.random.default_rng(6)))
+    for k in (0, 1):
+        mine = draws[modes == k]
+        np.testing.assert_allclose(mine.mean(axis=0), block.weights[k] @ z[0], atol=0.03)
+        np.testing.assert_allclose(np.cov(mine.T), block.covariances[k], atol=0.05)
+    one = block.sample(z[0], 1, np.random.default_rng(6))  # one draw: the same generator stream
+    np.testing.assert_allclose(one, block.sample_rows(z[:1], np.array([1]), np.random.default_rng(6))[0], atol=1e-14)
+
+
+def test_jump_linear_moments_match_the_mixture_over_every_mode_path():
+    """Brute force: the law after h steps is a mixture over the K^(h+1) mode paths, each Gaussian."""
+    rng = np.random.default_rng(7)
+    K, n, h = 2, 2, 3
+    matrices = 0.8 * rng.normal(size=(K, n, n))
+    offsets = rng.normal(size=(h, K, n))  # varying with time, as with inputs
+    factors = rng.normal(size=(K, n, n))
+    noise = factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(n)
+    transitions = rng.dirichlet(np.ones(K), size=(h, K))
+    start = np.array([0.3, 0.7])
+    start_means = rng.normal(size=(K, n))  # the state's law at the start, given the mode
+    start_factors = rng.normal(size=(K, n, n))
+    start_covs = start_factors @ start_factors.transpose(0, 2, 1)
+    first = start[:, None] * start_means
+    second = start[:, None, None] * (start_covs + start_means[:, :, None] * start_means[:, None, :])
+    modes, means, covariances = jump_linear_moments(start, first, second, transitions, matrices, offsets, noise)
+
+    want_modes, want_means, want_seconds = np.zeros((h, K)), np.zeros((h, n)), np.zeros((h, n, n))
+    for t in range(h):
+        for path in np.ndindex(*(K,) * (t + 2)):  # z_0 .. z_t+1
+            weight, mean, cov = start[path[0]], start_means[path[0]], start_covs[path[0]]
+            for step, (previous, k) in enumerate(zip(path[:-1], path[1:])):
+                weight *= transitions[step, previous, k]
+                mean = matrices[k] @ mean + offsets[step, k]
+                cov = matrices[k] @ cov @ matrices[k].T + noise[k]
+            want_modes[t, path[-1]] += weight
+            want_means[t] += weight * mean
+            want_seconds[t] += weight * (cov + np.outer(mean, mean))
+    np.testing.assert_allclose(modes, want_modes, atol=1e-12)
+    np.testing.assert_allclose(means, want_means, atol=1e-12)
+    want_covariances = want_seconds - want_means[:, :, None] * want_means[:, None, :]
+    np.testing.assert_allclose(covariances, want_covariances, atol=1e-11)
+    # constant offsets may come as one (K, n) array
+    same = jump_linear_moments(start, first, second, transitions, matrices, offsets[0], noise)
+    np.testing.assert_allclose(
+        same[1], jump_linear_moments(start, first, second, transitions, matrices, offsets[[0, 0, 0]], noise)[1]
+    )
+
+
+def test_missingness_patterns_group_rows_by_their_observed_entries():
+    values = np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, 4.0], [np.nan, np.nan], [np.nan, 5.0]])
+    groups = {tuple(observed): sorted(rows) for rows, observed in missingness_patterns(values)}
+    assert groups == {(True, True): [0, 2], (False, True): [1, 4], (False, False): [3]}
+    ((rows, observed),) = missingness_patterns(np.ones((3, 2)))
+    assert rows is None and observed.all()
+    wide = np.ones((4, 70))
+    wide[1, 65] = np.nan  # more columns than one integer code holds
+    groups = {tuple(np.flatnonzero(~observed)): sorted(rows) for rows, observed in missingness_patterns(wide)}
+    assert groups == {(): [0, 2, 3], (65,): [1]}
+
+
+def test_linked_rows_leave_out_each_sequence_start():
+    seqs = Sequences.from_array(np.zeros((7, 1)), lengths=[3, 1, 3])
+    np.testing.assert_array_equal(linked_rows(seqs), [1, 2, 5, 6])

@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from modeshift import LinearGaussianSSM, NotFittedError, kernels, load
+from modeshift.models import em
 
 
 def _rotation(radius: float, angle: float) -> np.ndarray:
@@ -15,7 +16,7 @@ def _rotation(radius: float, angle: float) -> np.ndarray:
 
 def _model(input_dim: int = 0, **kwargs) -> LinearGaussianSSM:
     model = LinearGaussianSSM(2, input_dim=input_dim, **kwargs)
-    model.transition_matrix_ = _rotation(0.95, 0.3)
+    model.dynamics_matrix_ = _rotation(0.95, 0.3)
     model.transition_covariance_ = np.array([[0.1, 0.02], [0.02, 0.08]])
     model.observation_matrix_ = np.array([[1.0, 0.0], [0.5, 1.0], [0.3, -0.7]])
     model.observation_covariance_ = np.array([[0.2, 0.05, 0.0], [0.05, 0.3, 0.0], [0.0, 0.0, 0.25]])
@@ -29,7 +30,7 @@ def _model(input_dim: int = 0, **kwargs) -> LinearGaussianSSM:
 
 def _joint(model: LinearGaussianSSM, T: int, u: np.ndarray | None):
     """Means and covariance of (x_0..T-1, y_0..T-1), stacked as [x; y]."""
-    A, Q = model.transition_matrix_, model.transition_covariance_
+    A, Q = model.dynamics_matrix_, model.transition_covariance_
     C, R = model.observation_matrix_, model.observation_covariance_
     n, p = C.shape[1], C.shape[0]
     u = np.zeros((T, 0)) if u is None else u
@@ -112,7 +113,7 @@ def test_score_filter_smooth_match_brute_force_and_kernels():
         offsets,
         model.initial_state_mean_,
         model.initial_state_covariance_,
-        model.transition_matrix_,
+        model.dynamics_matrix_,
         model.transition_covariance_,
         model.observation_matrix_,
         model.observation_covariance_,
@@ -156,9 +157,9 @@ def test_em_monotone_with_missing_values():
         y[rng.random(len(y)) < 0.05] = np.nan  # wholly missing steps
     for diagonal in (False, True):
         fitted = LinearGaussianSSM(2, n_iter=25, tol=0.0, diagonal_observation_cov=diagonal).fit(ys)
-        _monotone(fitted.log_likelihood_history_)
-        assert len(fitted.log_likelihood_history_) == 25
-        assert fitted.log_likelihood_history_[-1] > fitted.log_likelihood_history_[0]
+        _monotone(fitted.history_)
+        assert len(fitted.history_) == 25
+        assert fitted.history_[-1] > fitted.history_[0]
         assert np.isfinite(fitted.score(ys))
         if diagonal:
             R = fitted.observation_covariance_
@@ -171,14 +172,14 @@ def test_em_monotone_with_inputs_and_fixed():
     u = [rng.normal(size=(400, 1)), rng.normal(size=(250, 1))]
     ys = [model.sample(len(ui), random_state=10 + i, inputs=ui)[0] for i, ui in enumerate(u)]
     fitted = LinearGaussianSSM(2, input_dim=1, n_iter=30, tol=0.0).fit(ys, inputs=u)
-    _monotone(fitted.log_likelihood_history_)
+    _monotone(fitted.history_)
     assert fitted.control_matrix_.shape == (2, 1) and fitted.feedthrough_matrix_.shape == (3, 1)
     # D is identifiable: the fitted feedthrough is close to the true one
     np.testing.assert_allclose(fitted.feedthrough_matrix_, model.feedthrough_matrix_, atol=0.15)
 
     held = _model(input_dim=1, fixed=("observation_matrix_", "feedthrough_matrix_"), n_iter=15, tol=0.0)
     held.fit(ys, inputs=u)
-    _monotone(held.log_likelihood_history_)
+    _monotone(held.history_)
     np.testing.assert_array_equal(held.observation_matrix_, model.observation_matrix_)
     np.testing.assert_array_equal(held.feedthrough_matrix_, model.feedthrough_matrix_)
     with pytest.raises(ValueError, match="unknown parameters"):
@@ -190,9 +191,9 @@ def _fit_and_check_recovery(
 ) -> LinearGaussianSSM:
     """Fit by EM and check what survives a change of state basis x -> T x."""
     fitted = LinearGaussianSSM(2, n_iter=300, tol=1e-3).fit(y)
-    _monotone(fitted.log_likelihood_history_)
-    got = np.sort_complex(np.linalg.eigvals(fitted.transition_matrix_))
-    want = np.sort_complex(np.linalg.eigvals(true.transition_matrix_))
+    _monotone(fitted.history_)
+    got = np.sort_complex(np.linalg.eigvals(fitted.dynamics_matrix_))
+    want = np.sort_complex(np.linalg.eigvals(true.dynamics_matrix_))
     np.testing.assert_allclose(got, want, atol=eigenvalue_atol)
     # EM reaches a maximum at least as high as the truth on the training data
     assert fitted.score(y) >= true.score(y)
@@ -215,7 +216,7 @@ def test_recovery_of_similarity_invariants():
     def stationary_obs_cov(m):
         from scipy.linalg import solve_discrete_lyapunov
 
-        P = solve_discrete_lyapunov(m.transition_matrix_, m.transition_covariance_)
+        P = solve_discrete_lyapunov(m.dynamics_matrix_, m.transition_covariance_)
         C = m.observation_matrix_
         return C @ P @ C.T + m.observation_covariance_
 
@@ -228,7 +229,7 @@ def test_forecast():
     means, covs = model.forecast(y, horizon=6)
     assert means.shape == (6, 3) and covs.shape == (6, 3, 3)
     filtered = model.filter(y)
-    A, C = model.transition_matrix_, model.observation_matrix_
+    A, C = model.dynamics_matrix_, model.observation_matrix_
     x, P = filtered.means[-1], filtered.covariances[-1]
     np.testing.assert_allclose(means[0], C @ A @ x, atol=1e-12)
     expected = C @ (A @ P @ A.T + model.transition_covariance_) @ C.T + model.observation_covariance_
@@ -272,8 +273,8 @@ def test_hand_set_and_validation():
     with pytest.raises(ValueError, match="symmetric"):
         bad.score(y)
     bad = _model()
-    bad.transition_matrix_ = np.eye(3)
-    with pytest.raises(ValueError, match=r"transition_matrix_ must have shape \(2, 2\)"):
+    bad.dynamics_matrix_ = np.eye(3)
+    with pytest.raises(ValueError, match=r"dynamics_matrix_ must have shape \(2, 2\)"):
         bad.score(y)
     bad = _model()
     bad.initial_state_mean_ = np.zeros(3)
@@ -284,8 +285,8 @@ def test_hand_set_and_validation():
     gap = y.copy()
     with pytest.raises(ValueError, match="sequence 1 has no observed value"):
         LinearGaussianSSM(2).fit([gap, np.full((5, 3), np.nan)])
-    with pytest.raises(ValueError, match="state_dim"):
-        LinearGaussianSSM(0)
+    with pytest.raises(ValueError, match="state_dim must be an integer >= 1"):
+        LinearGaussianSSM(0).fit(y)
 
 
 def test_save_load_round_trip(tmp_path):
@@ -300,7 +301,7 @@ def test_save_load_round_trip(tmp_path):
     assert isinstance(loaded, LinearGaussianSSM)
     assert loaded.get_params() == {**fitted.get_params(), "fixed": ("feedthrough_matrix_",)}
     assert loaded.score(y, inputs=u) == fitted.score(y, inputs=u)
-    assert loaded.log_likelihood_history_ == fitted.log_likelihood_history_
+    assert loaded.history_ == fitted.history_
     for name in fitted.parameter_names:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(fitted, name))
 
@@ -362,10 +363,10 @@ def test_em_matches_pykalman():
     pykalman = pytest.importorskip("pykalman")
     y, _ = _model().sample(200, random_state=3)
     start = _model(n_iter=5, tol=-np.inf)
-    start.transition_matrix_ = 0.5 * np.eye(2)
+    start.dynamics_matrix_ = 0.5 * np.eye(2)
     start.observation_matrix_ = np.full((3, 2), 0.5) + np.eye(3, 2)
     reference = pykalman.KalmanFilter(
-        transition_matrices=start.transition_matrix_,
+        transition_matrices=start.dynamics_matrix_,
         observation_matrices=start.observation_matrix_,
         transition_covariance=start.transition_covariance_,
         observation_covariance=start.observation_covariance_,
@@ -382,7 +383,7 @@ def test_em_matches_pykalman():
     ).em(y, n_iter=5)
     start.fit(y)
     pairs = {
-        "transition_matrix_": "transition_matrices",
+        "dynamics_matrix_": "transition_matrices",
         "transition_covariance_": "transition_covariance",
         "observation_matrix_": "observation_matrices",
         "observation_covariance_": "observation_covariance",
@@ -428,8 +429,8 @@ def test_local_level_nile_matches_textbook_and_statsmodels():
     np.testing.assert_allclose([noise, level], [15099.0, 1469.1], rtol=0.02)
     reference = sm.tsa.UnobservedComponents(y, "llevel").fit(disp=False)
     np.testing.assert_allclose([noise, level], reference.params, rtol=0.02)
-    np.testing.assert_array_equal(model.transition_matrix_, [[1.0]])  # held fixed
-    assert np.all(np.diff(model.log_likelihood_history_) >= -1e-8 * abs(model.log_likelihood_history_[-1]))
+    np.testing.assert_array_equal(model.dynamics_matrix_, [[1.0]])  # held fixed
+    assert np.all(np.diff(model.history_) >= -1e-8 * abs(model.history_[-1]))
 
 
 def test_local_linear_trend_recovers_slope():
@@ -453,3 +454,197 @@ def test_recovery_with_thirty_percent_missing_entries():
     gappy[np.random.default_rng(8).random(y.shape) < 0.3] = np.nan
     # about 30 % less information than the complete-data test: the 0.03 bound there becomes 0.04
     _fit_and_check_recovery(true, gappy, held_out, eigenvalue_atol=0.04)
+
+
+# ------------------------------------------------------------- the estimator contract
+def _changed_entries(before: dict, after: LinearGaussianSSM) -> int:
+    """Entries of the parameters one EM step moved, a covariance counted by its upper triangle."""
+    count = 0
+    for name, old in before.items():
+        new = getattr(after, name)
+        changed = ~np.isclose(new, old, rtol=0.0, atol=1e-12)
+        if name.endswith("covariance_"):
+            changed = changed[np.triu_indices(len(new))]
+        count += int(changed.sum())
+    return count
+
+
+@pytest.mark.parametrize(
+    "input_dim, diagonal, fixed",
+    [
+        (0, False, ()),
+        (1, False, ()),
+        (1, True, ()),
+        (0, True, ("observation_matrix_", "initial_state_covariance_")),
+        (1, False, ("dynamics_matrix_", "feedthrough_matrix_", "transition_covariance_", "initial_state_mean_")),
+    ],
+)
+def test_n_parameters_is_the_number_of_entries_em_moves(input_dim, diagonal, fixed):
+    """Brute force: one EM step from a generic start moves every free entry and no other."""
+    model = _model(input_dim, n_iter=1, tol=-np.inf, fixed=fixed, diagonal_observation_cov=diagonal)
+    if diagonal:
+        model.observation_covariance_ = np.diag([0.2, 0.3, 0.25])
+    rng = np.random.default_rng(20)
+    u = rng.normal(size=(300, input_dim)) if input_dim else None
+    y, _ = model.sample(300, random_state=20, inputs=u)
+    before = {name: np.array(getattr(model, name)) for name in model.parameter_names}
+    with pytest.warns(em.ConvergenceWarning):
+        model.fit(y, inputs=u)
+    assert model.n_parameters == _changed_entries(before, model)
+    n, p, m = 2, 3, input_dim
+    free = {
+        "dynamics_matrix_": n * n,
+        "transition_covariance_": 3,
+        "observation_matrix_": p * n,
+        "observation_covariance_": p if diagonal else 6,
+        "initial_state_mean_": n,
+        "initial_state_covariance_": 3,
+        "control_matrix_": n * m,
+        "feedthrough_matrix_": p * m,
+    }
+    assert model.n_parameters == sum(size for name, size in free.items() if name not in fixed)
+
+
+def test_aic_and_bic():
+    model = _model(input_dim=1)
+    rng = np.random.default_rng(21)
+    u = [rng.normal(size=(40, 1)), rng.normal(size=(25, 1))]
+    ys = [model.sample(len(ui), random_state=21 + i, inputs=ui)[0] for i, ui in enumerate(u)]
+    log_lik, k = model.score(ys, inputs=u), model.n_parameters
+    assert k == 4 + 3 + 6 + 6 + 2 + 3 + 2 + 3
+    assert model.aic(ys, inputs=u) == pytest.approx(-2 * log_lik + 2 * k, rel=1e-12)
+    assert model.bic(ys, inputs=u) == pytest.approx(-2 * log_lik + k * np.log(65), rel=1e-12)
+    X, lengths = np.concatenate(ys), [40, 25]
+    assert model.bic(X, lengths, inputs=np.concatenate(u)) == pytest.approx(model.bic(ys, inputs=u), rel=1e-12)
+
+
+def test_sample_several_sequences():
+    model = _model(input_dim=1)
+    u = [np.ones((30, 1)), -np.ones((30, 1))]
+    ys, xs = model.sample(30, n_sequences=2, random_state=22, inputs=u)
+    assert isinstance(ys, list) and [y.shape for y in ys] == [(30, 3)] * 2 and [x.shape for x in xs] == [(30, 2)] * 2
+    # draws follow one generator sequence by sequence: the first equals a one-sequence draw
+    y0, x0 = model.sample(30, random_state=22, inputs=u[0])
+    np.testing.assert_array_equal(ys[0], y0)
+    np.testing.assert_array_equal(xs[0], x0)
+    again = model.sample(30, n_sequences=2, random_state=22, inputs=u)
+    np.testing.assert_array_equal(again[0][1], ys[1])
+    assert not np.array_equal(ys[0], ys[1])
+    shared = model.sample(30, n_sequences=3, random_state=22, inputs=u[0])[0]  # one array for every sequence
+    assert len(shared) == 3
+    with pytest.raises(ValueError, match="inputs: got 2 arrays for 3 sequences"):
+        model.sample(30, n_sequences=3, inputs=u)
+    with pytest.raises(ValueError, match="n_sequences"):
+        model.sample(30, n_sequences=0, inputs=u[0])
+
+
+def test_warm_start_continues_from_the_current_parameters():
+    y, _ = _model().sample(300, random_state=23)
+    model = LinearGaussianSSM(2, n_iter=3, tol=-np.inf, warm_start=True)
+    with pytest.warns(em.ConvergenceWarning):
+        model.fit(y)
+    where = model.score(y)
+    with pytest.warns(em.ConvergenceWarning):
+        model.fit(y)
+    assert model.history_[0] == pytest.approx(where, rel=1e-12)
+    _monotone(model.history_)
+
+
+def test_refit_starts_afresh_and_keeps_fixed_values_set_by_hand(tmp_path):
+    y1, _ = _model().sample(200, random_state=24)
+    y2, _ = _model().sample(150, random_state=25)
+    model = LinearGaussianSSM(2, n_iter=20).fit(y1).fit(y2)
+    fresh = LinearGaussianSSM(2, n_iter=20).fit(y2)
+    assert model.history_ == fresh.history_
+    for name in model.parameter_names:
+        np.testing.assert_array_equal(getattr(model, name), getattr(fresh, name))
+    # a structural model's fixed A, C and diffuse start are settings: a refit keeps them
+    level = np.cumsum(np.random.default_rng(26).normal(size=120)) + np.random.default_rng(27).normal(size=120)
+    refit = LinearGaussianSSM.local_level(n_iter=30).fit(level[:60]).fit(level)
+    once = LinearGaussianSSM.local_level(n_iter=30).fit(level)
+    assert refit.history_ == once.history_
+    np.testing.assert_array_equal(refit.dynamics_matrix_, [[1.0]])
+    np.testing.assert_array_equal(refit.initial_state_covariance_, [[1e10]])
+    refit.save(tmp_path / "level.msz")  # and so does a loaded model's
+    assert load(tmp_path / "level.msz").fit(level).history_ == once.history_
+
+
+def test_a_changed_hyperparameter_takes_effect():
+    y, _ = _model().sample(200, random_state=28)
+    model = LinearGaussianSSM(2, n_iter=10).fit(y)
+    model.set_params(diagonal_observation_cov=True).fit(y)
+    R = model.observation_covariance_
+    np.testing.assert_array_equal(R, np.diag(np.diag(R)))
+
+
+def test_n_iter_zero_only_initialises():
+    y, _ = _model().sample(200, random_state=29)
+    model = LinearGaussianSSM(2, n_iter=0).fit(y)
+    assert model.history_ == [] and model.n_iter_ == 0 and not model.converged_
+    assert np.isfinite(model.score(y))
+    started = LinearGaussianSSM(2, n_iter=1, tol=-np.inf)
+    with pytest.warns(em.ConvergenceWarning):
+        started.fit(y)
+    assert started.history_ == [pytest.approx(model.score(y), rel=1e-12)]  # the first E-step is at the start
+
+
+def test_capped_fit_warns_and_invalid_hyperparameters_raise_at_fit():
+    y, _ = _model().sample(100, random_state=30)
+    with pytest.warns(em.ConvergenceWarning, match="n_iter=2"):
+        fitted = LinearGaussianSSM(2, n_iter=2, tol=0.0).fit(y)
+    assert fitted.n_iter_ == 2 and not fitted.converged_
+    for bad, match in (
+        ({"state_dim": 1.5}, "state_dim"),
+        ({"input_dim": -1}, "input_dim"),
+        ({"obs_dim": 0}, "obs_dim"),
+        ({"diagonal_observation_cov": "yes"}, "diagonal_observation_cov"),
+        ({"tol": float("nan")}, "tol"),
+    ):
+        model = LinearGaussianSSM(**bad)  # stored as given
+        assert all(getattr(model, k) is v for k, v in bad.items())
+        with pytest.raises(ValueError, match=match):
+            model.fit(y)
+
+
+def test_clone_and_keyword_only_inputs():
+    sklearn_base = pytest.importorskip("sklearn.base")
+    model = LinearGaussianSSM(2, input_dim=1, fixed=["observation_matrix_"], callback=print)
+    clone = sklearn_base.clone(model)
+    assert clone.get_params() == model.get_params() and clone is not model
+    with_inputs = _model(input_dim=1)
+    u = np.ones((20, 1))
+    y, _ = with_inputs.sample(20, random_state=31, inputs=u)
+    with pytest.raises(TypeError):
+        with_inputs.score(y, None, u)
+
+
+def test_fit_takes_a_long_data_frame():
+    import pandas as pd
+
+    ys = [_model().sample(50, random_state=32 + s)[0] for s in range(2)]
+    frame = pd.DataFrame(np.concatenate(ys), columns=["a", "b", "c"])
+    frame["id"], frame["time"] = np.repeat([7, 3], 50), np.tile(np.arange(50), 2)
+    from_frame = LinearGaussianSSM(2, n_iter=5).fit(frame.iloc[::-1], id_column="id", time_column="time")
+    from_list = LinearGaussianSSM(2, n_iter=5).fit([ys[1], ys[0]])  # ids sort: 3 before 7
+    assert from_frame.history_ == pytest.approx(from_list.history_, rel=1e-12)
+
+
+def test_old_names_still_answer_with_a_warning():
+    model = _model()
+    with pytest.warns(DeprecationWarning, match="transition_matrix_ is renamed dynamics_matrix_"):
+        np.testing.assert_array_equal(model.transition_matrix_, model.dynamics_matrix_)
+    with pytest.warns(DeprecationWarning):
+        model.transition_matrix_ = 0.5 * np.eye(2)
+    np.testing.assert_array_equal(model.dynamics_matrix_, 0.5 * np.eye(2))
+    y, _ = model.sample(100, random_state=33)
+    held = _model(fixed=("transition_matrix_",), n_iter=3)
+    with pytest.warns(DeprecationWarning, match="renamed 'dynamics_matrix_'"):
+        held.fit(y)
+    np.testing.assert_array_equal(held.dynamics_matrix_, _model().dynamics_matrix_)
+    with pytest.warns(DeprecationWarning, match="log_likelihood_history_"):
+        assert held.log_likelihood_history_ == held.history_
+    # a model file of the previous release, with the old names
+    old = LinearGaussianSSM(2)
+    arrays = {("transition_matrix_" if k == "dynamics_matrix_" else k): v for k, v in held._learned_arrays().items()}
+    old._restore(arrays, {"log_likelihood_history_": held.history_, "converged_": held.converged_})
+    assert old.history_ == held.history_ and old.score(y) == held.score(y)

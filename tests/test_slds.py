@@ -5,6 +5,8 @@ import pytest
 
 from modeshift.datasets.simulators import nascar, switching_spirals, thermostat
 from modeshift.metrics import match_modes, mode_accuracy
+from modeshift.models import em
+from modeshift.models import slds_inference as inference
 from modeshift.models.base import load
 from modeshift.models.lds import LinearGaussianSSM
 from modeshift.models.slds import SwitchingLDS
@@ -21,7 +23,7 @@ def _one_mode_pair(rng, with_inputs):
     m0, P0 = np.array([0.5, -0.2]), np.array([[1.0, 0.2], [0.2, 0.5]])
     B, D = rng.normal(size=(n, m + 1)), rng.normal(size=(p, m + 1))
     lds = LinearGaussianSSM(state_dim=n, input_dim=m + 1 if with_inputs else 0)
-    lds.transition_matrix_, lds.transition_covariance_ = A, Q
+    lds.dynamics_matrix_, lds.transition_covariance_ = A, Q
     lds.observation_matrix_, lds.observation_covariance_ = C, R
     lds.initial_state_mean_, lds.initial_state_covariance_ = m0, P0
     if with_inputs:
@@ -71,7 +73,7 @@ def test_one_mode_is_the_kalman_smoother_and_the_elbo_is_exact(with_inputs, miss
     np.testing.assert_allclose(posterior.cross_covs, exact.cross_covariances, atol=1e-8)
     log_likelihood = lds.score(Y, lengths, inputs=lds_inputs)
     assert posterior.elbo == pytest.approx(log_likelihood, abs=1e-6)
-    assert slds.score(Y, lengths, inputs=slds_inputs) == pytest.approx(log_likelihood, abs=1e-6)
+    assert slds.elbo(Y, lengths, inputs=slds_inputs) == pytest.approx(log_likelihood, abs=1e-6)
     assert np.allclose(slds.smooth(Y, lengths, inputs=slds_inputs), exact.means)
 
 
@@ -79,11 +81,11 @@ def test_fit_with_inputs_runs_and_samples():
     rng = np.random.default_rng(4)
     _, truth = _one_mode_pair(rng, True)
     u = rng.normal(size=(300, 1))
-    Y, states, modes = truth.sample(300, random_state=0, inputs=u)
+    Y, modes = truth.sample(300, random_state=0, inputs=u)
     model = SwitchingLDS(n_states=2, state_dim=2, input_dim=1, recurrent=True, n_iter=10, random_state=0)
     model.fit(Y, inputs=u)
     assert model.dynamics_input_matrices_.shape == (2, 2, 1) and model.input_weights_.shape == (2, 1)
-    assert np.isfinite(model.elbo_history_).all()
+    assert np.isfinite(model.history_).all()
     assert model.sample(20, random_state=0, inputs=u[:20])[0].shape == (20, 3)
 
 
@@ -91,9 +93,9 @@ def test_elbo_never_decreases_without_recurrence():
     sim = switching_spirals(400, random_state=3, n_modes=2, obs_dim=4)
     model = SwitchingLDS(n_states=2, state_dim=2, n_iter=25, tol=0.0, reg_covar=0.0, random_state=0)
     model.fit(sim.observations)
-    steps = np.diff(model.elbo_history_)
-    assert len(model.elbo_history_) == 25
-    assert steps.min() > -1e-6 * abs(model.elbo_history_[-1])
+    steps = np.diff(model.history_)
+    assert len(model.history_) == 25
+    assert steps.min() > -1e-6 * abs(model.history_[-1])
     assert mode_accuracy(sim.modes, model.predict(sim.observations)) > 0.8
 
 
@@ -101,10 +103,10 @@ def test_missing_values_keep_the_elbo_monotone_and_the_modes():
     sim = switching_spirals(400, random_state=3, n_modes=2, obs_dim=4)
     Y = _punch_holes(sim.observations, np.random.default_rng(5))
     model = SwitchingLDS(n_states=2, state_dim=2, n_iter=25, tol=0.0, reg_covar=0.0, random_state=0).fit(Y)
-    steps = np.diff(model.elbo_history_)
-    assert steps.min() > -1e-6 * abs(model.elbo_history_[-1])
+    steps = np.diff(model.history_)
+    assert steps.min() > -1e-6 * abs(model.history_[-1])
     assert mode_accuracy(sim.modes, model.predict(Y)) > 0.8
-    assert np.isfinite(model.score(Y)) and not np.isnan(model.smooth(Y)).any()
+    assert np.isfinite(model.elbo(Y)) and not np.isnan(model.smooth(Y)).any()
 
 
 @pytest.mark.parametrize("missing", [False, True])
@@ -120,7 +122,7 @@ def test_observation_m_step(missing):
     posterior = model._infer(seqs)
 
     def state_terms() -> float:
-        return model._state_terms(seqs, posterior.means, posterior.covs, 0.0)
+        return inference.state_terms(model._parameters(), seqs, posterior.means, posterior.covs, 0.0)
 
     names = ("observation_matrix_", "observation_offset_", "observation_covariance_")
     rng = np.random.default_rng(0)
@@ -150,7 +152,7 @@ def test_transition_term_enters_the_states_by_its_exact_gradient_and_curvature()
     model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_iter=3, random_state=0).fit(sim.observations)
     seqs = model._sequences(sim.observations, None, None)
     posterior = model._infer(seqs)
-    rows, curvature, linear = model._transition_curvature(seqs, posterior)
+    rows, curvature, linear = inference.transition_curvature(model._parameters(), seqs, posterior)
     W, r = model.recurrence_weights_, model.recurrence_biases_
 
     def term(t, x):  # no inputs here, so the logits are r_ij + w_j . x
@@ -245,10 +247,10 @@ def test_save_load_round_trip_and_sampling(tmp_path):
     assert isinstance(loaded, SwitchingLDS)
     for name in model.parameter_names:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
-    assert loaded.elbo_history_ == model.elbo_history_
+    assert loaded.history_ == model.history_
     np.testing.assert_array_equal(loaded.predict(sim.observations), model.predict(sim.observations))
-    observations, states, modes = loaded.sample(50, random_state=0)
-    assert observations.shape == (50, 3) and states.shape == (50, 2) and modes.shape == (50,)
+    observations, modes = loaded.sample(50, random_state=0)
+    assert observations.shape == (50, 3) and modes.shape == (50,)
     table = loaded.describe()
     assert list(table.columns) == ["dwell_time", "eigenvalues", "offset", "entry_weights", "entry_biases"]
     assert loaded.n_parameters > 0 and np.isfinite(loaded.bic(sim.observations))
@@ -278,16 +280,229 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="inputs must have 2 column"):
         SwitchingLDS(n_states=2, input_dim=2).fit(Y, inputs=np.ones((100, 1)))
     with pytest.raises(ValueError, match="n_states must be"):
-        SwitchingLDS(n_states=0)
+        SwitchingLDS(n_states=0).fit(Y)
 
 
-def test_fit_continues_from_parameters_already_set():
+def test_warm_start_continues_from_the_learned_parameters():
     sim = switching_spirals(400, random_state=3)
-    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=10, tol=-np.inf, reg_covar=0.0, random_state=0)
+    model = SwitchingLDS(
+        n_states=2, state_dim=2, n_iter=10, tol=-np.inf, reg_covar=0.0, random_state=0, warm_start=True
+    )
     model.fit(sim.observations)
-    first = model.elbo_history_
+    first = model.history_
     model.fit(sim.observations)
     # q(z) restarts from uniform, so the ELBO dips below where the first fit ended, but the
     # parameters carry over: far above a fresh start, and further up after ten more iterations
-    assert model.elbo_history_[0] > first[0] + 0.5 * (first[-1] - first[0])
-    assert model.elbo_history_[-1] > first[-1]
+    assert model.history_[0] > first[0] + 0.5 * (first[-1] - first[0])
+    assert model.history_[-1] > first[-1]
+
+
+# ------------------------------------------------------------- the estimator contract
+def _two_mode_model(input_dim=0, recurrent=False):
+    """A hand-set SLDS: 2 modes, a 2-D state seen in 3-D."""
+    rng = np.random.default_rng(10)
+    model = SwitchingLDS(n_states=2, state_dim=2, input_dim=input_dim, recurrent=recurrent, n_iter=5)
+    angle = 0.2
+    rotation = 0.95 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    model.dynamics_matrices_ = np.array([rotation, [[0.6, 0.0], [0.1, 0.8]]])
+    model.dynamics_offsets_ = np.array([[0.0, 0.1], [0.5, -0.3]])
+    model.dynamics_input_matrices_ = rng.normal(size=(2, 2, input_dim))
+    model.dynamics_covariances_ = np.array([[[0.05, 0.01], [0.01, 0.04]], [[0.1, 0.0], [0.0, 0.2]]])
+    model.observation_matrix_ = np.array([[1.0, 0.0], [0.5, 1.0], [0.3, -0.7]])
+    model.observation_offset_ = np.array([0.2, -0.1, 0.0])
+    model.feedthrough_matrix_ = rng.normal(size=(3, input_dim))
+    model.observation_covariance_ = 0.1 * np.eye(3) + 0.02
+    model.initial_state_mean_, model.initial_state_covariance_ = (
+        np.array([1.0, -1.0]),
+        np.array([[1.0, 0.3], [0.3, 0.5]]),
+    )
+    model.startprob_ = np.array([0.6, 0.4])
+    if recurrent:
+        model.recurrence_weights_ = np.array([[1.0, -0.5], [-1.0, 0.5]])
+        model.input_weights_ = np.zeros((2, input_dim))
+        model.recurrence_biases_ = np.array([[2.0, 0.0], [0.0, 2.0]])
+    else:
+        model.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
+    return model
+
+
+def test_one_mode_forecast_is_the_kalman_forecast():
+    rng = np.random.default_rng(11)
+    lds, slds = _one_mode_pair(rng, True)
+    u = rng.normal(size=(60, 1))
+    Y, _ = lds.sample(60, random_state=3, inputs=np.hstack([u, np.ones((60, 1))]))
+    future = rng.normal(size=(5, 1))
+    want = lds.forecast(
+        Y, 5, inputs=np.hstack([u, np.ones((60, 1))]), future_inputs=np.hstack([future, np.ones((5, 1))])
+    )
+    got = slds.forecast(Y, 5, inputs=u, future_inputs=future)
+    np.testing.assert_allclose(got.means, want.means, atol=1e-8)
+    np.testing.assert_allclose(got.covariances, want.covariances, atol=1e-8)
+    np.testing.assert_allclose(got.mode_probabilities, 1.0)
+
+
+def test_forecast_matches_monte_carlo_from_sample():
+    """The exact moments of the jump linear system against simulation from the posterior at the end."""
+    model = _two_mode_model(input_dim=1)
+    rng = np.random.default_rng(12)
+    u = rng.normal(size=(80, 1))
+    Y, _ = model.sample(80, random_state=1, inputs=u)
+    horizon, future = 4, rng.normal(size=(4, 1))
+    forecast = model.forecast(Y, horizon, inputs=u, future_inputs=future)
+    assert forecast.means.shape == (4, 3) and forecast.covariances.shape == (4, 3, 3)
+    assert forecast.mode_probabilities.shape == (4, 2)
+    # a copy whose first step is drawn from the posterior at the end: x_T ~ q(x_T), z_T ~ q(z_T)
+    posterior = model._infer(model._sequences(Y, None, u))
+    start = SwitchingLDS(**model.get_params())
+    start.__dict__.update(model._snapshot())
+    start.initial_state_mean_, start.initial_state_covariance_ = posterior.means[-1], posterior.covs[-1]
+    start.startprob_ = posterior.mode_probs[-1]
+    N = 40000
+    observations, modes = start.sample(horizon + 1, N, random_state=2, inputs=np.vstack([u[-1:], future]))
+    Yf, Zf = np.stack(observations)[:, 1:], np.stack(modes)[:, 1:]
+    sd = np.sqrt(np.diagonal(forecast.covariances, axis1=1, axis2=2))
+    assert np.all(np.abs(Yf.mean(axis=0) - forecast.means) < 4.5 * sd / np.sqrt(N))
+    for h in range(horizon):
+        empirical = np.cov(Yf[:, h].T)
+        # the standard error of a covariance entry is about sqrt((S_ii S_jj + S_ij^2) / N)
+        scale = np.sqrt((np.outer(sd[h], sd[h]) ** 2 + forecast.covariances[h] ** 2) / N)
+        assert np.all(np.abs(empirical - forecast.covariances[h]) < 4.5 * scale)
+        p = forecast.mode_probabilities[h]
+        np.testing.assert_allclose((Zf[:, h] == 1).mean(), p[1], atol=4.5 * np.sqrt(p[0] * p[1] / N))
+    np.testing.assert_allclose(forecast.mode_probabilities.sum(axis=1), 1.0)
+    # several sequences give lists; a recurrent model has no closed form
+    many = model.forecast([Y, Y[:40]], 2, inputs=[u, u[:40]], future_inputs=future[:2])
+    assert isinstance(many.means, list) and len(many.mode_probabilities) == 2
+    np.testing.assert_allclose(many.means[0], forecast.means[:2])
+    with pytest.raises(NotImplementedError, match="recurrent"):
+        _two_mode_model(recurrent=True).forecast(Y, 2)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_filter_proba_is_the_forward_pass_of_q_z(recurrent):
+    model = _two_mode_model(recurrent=recurrent)
+    ys, _ = model.sample(60, n_sequences=2, random_state=4)
+    filtered, smoothed = model.filter_proba(ys), model.predict_proba(ys)
+    assert isinstance(filtered, list) and [f.shape for f in filtered] == [(60, 2)] * 2
+    for f, s in zip(filtered, smoothed):
+        np.testing.assert_allclose(f.sum(axis=1), 1.0, atol=1e-12)
+        np.testing.assert_allclose(f[-1], s[-1], atol=1e-10)  # the last step sees all the evidence
+        assert np.abs(f[:-1] - s[:-1]).max() > 1e-3
+    np.testing.assert_allclose(model.filter_proba(np.concatenate(ys), [60, 60]), np.concatenate(filtered))
+
+
+def test_sample_shapes_reproducibility_and_law():
+    model = _two_mode_model(input_dim=1)
+    u = np.ones((30, 1))
+    y, z = model.sample(30, random_state=5, inputs=u)
+    assert y.shape == (30, 3) and z.shape == (30,) and set(np.unique(z)) <= {0, 1}
+    y2, z2 = model.sample(30, random_state=5, inputs=u)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(z, z2)
+    assert not np.array_equal(y, model.sample(30, random_state=6, inputs=u)[0])
+    ys, zs = model.sample(30, n_sequences=3, random_state=5, inputs=[u, 2 * u, 3 * u])
+    assert len(ys) == len(zs) == 3 and ys[2].shape == (30, 3)
+    with pytest.raises(ValueError, match="pass inputs"):
+        model.sample(30)
+    with pytest.raises(ValueError, match="n_steps"):
+        model.sample(0, inputs=u)
+    # the first two steps of many sequences: p(z_0), the switches, and E[y_0] = C m0 + D u + d
+    plain = _two_mode_model()
+    ys, zs = plain.sample(2, n_sequences=40000, random_state=7)
+    zs, ys = np.array(zs), np.array(ys)
+    np.testing.assert_allclose(np.mean(zs[:, 0] == 0), 0.6, atol=0.01)
+    for i in (0, 1):
+        np.testing.assert_allclose(np.mean(zs[zs[:, 0] == i, 1] == i), plain.transmat_[i, i], atol=0.015)
+    want = plain.observation_matrix_ @ plain.initial_state_mean_ + plain.observation_offset_
+    np.testing.assert_allclose(ys[:, 0].mean(axis=0), want, atol=0.02)
+    # a recurrent model switches by its guards: with x_0 = m0 (almost surely), p(z_1 = j | z_0 = i)
+    # is softmax_j(r_ij + w_j . m0)
+    recurrent = _two_mode_model(recurrent=True)
+    recurrent.initial_state_covariance_ = 1e-12 * np.eye(2)
+    _, zs = recurrent.sample(2, n_sequences=40000, random_state=8)
+    zs = np.array(zs)
+    logits = recurrent.recurrence_biases_ + recurrent.recurrence_weights_ @ recurrent.initial_state_mean_
+    switch = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    for i in (0, 1):
+        np.testing.assert_allclose(np.mean(zs[zs[:, 0] == i, 1] == i), switch[i, i], atol=0.015)
+
+
+def test_refit_starts_afresh_and_n_iter_zero_initialises():
+    first = switching_spirals(300, random_state=3).observations
+    other = switching_spirals(300, random_state=4).observations
+    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=4, random_state=0)
+    with pytest.warns(em.ConvergenceWarning, match="n_iter=4"):
+        model.fit(first)
+        model.fit(other)
+        fresh = SwitchingLDS(n_states=2, state_dim=2, n_iter=4, random_state=0).fit(other)
+    assert model.history_ == fresh.history_ and model.n_iter_ == 4 and not model.converged_
+    for name in model.parameter_names:
+        np.testing.assert_array_equal(getattr(model, name), getattr(fresh, name))
+    start = SwitchingLDS(n_states=2, state_dim=2, n_iter=0, random_state=0).fit(other)
+    assert start.history_ == [] and start.n_iter_ == 0 and start.dwell_times_.shape == (2,)
+    assert start.predict(other).shape == (300,)
+    again = SwitchingLDS(n_states=2, state_dim=2, n_iter=0, random_state=0).fit(other)
+    np.testing.assert_array_equal(again.dynamics_matrices_, start.dynamics_matrices_)
+
+
+def test_objective_is_the_penalised_elbo_and_the_criteria_use_the_elbo():
+    model = _two_mode_model()
+    model.set_params(stickiness=2.0, reg_covar=0.1, n_iter=1, tol=-np.inf)
+    y, _ = model.sample(100, random_state=9)
+    fitted = SwitchingLDS(**model.get_params())
+    fitted.__dict__.update(model._snapshot())
+    with pytest.warns(em.ConvergenceWarning):
+        fitted.fit(y)
+    assert SwitchingLDS.objective == "ELBO" and fitted.monotone and not SwitchingLDS(recurrent=True).monotone
+    # the first E-step is at the hand-set start (q(z) inferred under it): ELBO + log prior there
+    prior = model._log_prior()
+    assert prior < 0
+    assert fitted.history_[0] == pytest.approx(model.elbo(y) + prior, rel=1e-9)
+    elbo, k = model.elbo(y), model.n_parameters
+    assert model.aic(y) == pytest.approx(-2 * elbo + 2 * k, rel=1e-12)
+    assert model.bic(y) == pytest.approx(-2 * elbo + k * np.log(100), rel=1e-12)
+    assert "ELBO" in SwitchingLDS.aic.__doc__ and "ELBO" in SwitchingLDS.bic.__doc__
+
+
+def test_old_names_and_score_answer_with_a_warning(tmp_path):
+    Y = switching_spirals(200, random_state=5, n_modes=2, obs_dim=3).observations
+    with pytest.warns(em.ConvergenceWarning):
+        model = SwitchingLDS(n_states=2, state_dim=2, n_iter=3, random_state=0).fit(Y)
+    with pytest.warns(DeprecationWarning, match="returns the ELBO"):
+        assert model.score(Y) == model.elbo(Y)
+    with pytest.warns(DeprecationWarning, match="elbo_history_ is renamed history_"):
+        assert model.elbo_history_ == model.history_
+    with pytest.warns(DeprecationWarning, match="mean_run_lengths_ is renamed dwell_times_"):
+        np.testing.assert_array_equal(model.mean_run_lengths_, model.dwell_times_)
+    # a model file of the previous release, with the old names
+    old = SwitchingLDS(n_states=2, state_dim=2)
+    arrays = {("mean_run_lengths_" if k == "dwell_times_" else k): v for k, v in model._learned_arrays().items()}
+    old._restore(arrays, {"elbo_history_": model.history_, "converged_": model.converged_})
+    assert old.history_ == model.history_
+    np.testing.assert_array_equal(old.dwell_times_, model.dwell_times_)
+    # save -> load keeps every prediction
+    model.save(tmp_path / "plain.msz")
+    loaded = load(tmp_path / "plain.msz")
+    for method in ("predict", "predict_proba", "filter_proba", "smooth"):
+        np.testing.assert_array_equal(getattr(loaded, method)(Y), getattr(model, method)(Y))
+    np.testing.assert_array_equal(loaded.forecast(Y, 3).means, model.forecast(Y, 3).means)
+    assert loaded.elbo(Y) == model.elbo(Y) and loaded.n_iter_ == model.n_iter_
+
+
+def test_invalid_hyperparameters_raise_at_fit_and_clone_works():
+    sklearn_base = pytest.importorskip("sklearn.base")
+    Y = switching_spirals(100, random_state=1, n_modes=2, obs_dim=3).observations
+    for bad, match in (
+        ({"recurrent": "yes"}, "recurrent"),
+        ({"stickiness": -1.0}, "stickiness"),
+        ({"n_restarts": 0}, "n_restarts"),
+        ({"state_dim": 0}, "state_dim"),
+        ({"n_states": "many"}, "n_states"),
+        ({"warm_start": 1}, "warm_start"),
+    ):
+        model = SwitchingLDS(**bad)
+        assert sklearn_base.clone(model).get_params() == model.get_params()
+        with pytest.raises(ValueError, match=match):
+            model.fit(Y)
+    with pytest.raises(TypeError):
+        _two_mode_model(input_dim=1).predict(Y, None, np.ones((100, 1)))

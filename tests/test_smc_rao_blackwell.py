@@ -71,7 +71,7 @@ def test_a_single_mode_is_the_kalman_filter():
 def test_rao_blackwellisation_beats_the_particle_filter_on_the_full_state():
     rng = np.random.default_rng(5)
     model = _switching_model()
-    y, _, _ = model.sample(30, random_state=6)
+    y, _ = model.sample(30, random_state=6)
     smc = SwitchingLinear(model)
     rao_blackwell = [rao_blackwellised_filter(model, y, 100, random_state=rng).log_likelihood for _ in range(100)]
     plain = [particle_filter(smc, y, 100, random_state=rng).log_likelihood for _ in range(100)]
@@ -86,7 +86,7 @@ def test_recurrent_model_runs_on_the_plug_in_switch():
             setattr(model, name, getattr(plain, name))
     model.recurrence_weights_, model.input_weights_ = np.array([[2.0], [-2.0]]), np.zeros((2, 0))
     model.recurrence_biases_ = np.array([[1.0, 0.0], [0.0, 1.0]])
-    y, _, _ = model.sample(50, random_state=7)
+    y, _ = model.sample(50, random_state=7)
     result = rao_blackwellised_filter(model, y, 200, random_state=8)
     assert np.isfinite(result.log_likelihood) and result.state_means.shape == (50, 1)
     np.testing.assert_allclose(result.mode_probabilities.sum(axis=1), 1.0)

@@ -32,7 +32,6 @@ from modeshift.symbols import UNKNOWN, UNKNOWN_POLICIES, Unknown, Vocabulary, sy
 __all__ = [
     "Sequences",
     "check_dimensions",
-    "missingness_patterns",
     "as_sequences",
     "check_array",
     "check_covariances",
@@ -760,26 +759,6 @@ def _numeric_column(frame: pd.DataFrame, column: str, locate: Callable[[int], st
 
 
 # ----------------------------------------------------------- parameters set by hand
-def missingness_patterns(values: np.ndarray) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
-    """Yield (rows, observed dimensions) for each pattern of missing values (NaN) in the
-    rows of ``values``; ``rows`` is None for "all rows" when nothing is missing."""
-    missing = np.isnan(values)
-    if not missing.any():
-        yield None, np.ones(values.shape[1], dtype=bool)
-        return
-    if values.shape[1] <= 62:  # one integer code per row: sorting integers is fast
-        codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(values.shape[1], dtype=np.int64))
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        patterns = missing[first]
-    else:
-        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
-    for p, pattern in enumerate(patterns):
-        yield order[bounds[p] : bounds[p + 1]], ~pattern
-
-
 def check_dimensions(state_dim: int, obs_dim: int | None, input_dim: int) -> tuple[int, int | None, int]:
     """A state-space model's sizes: state_dim >= 1, obs_dim >= 1 or None (from the data), input_dim >= 0."""
     if int(state_dim) < 1:

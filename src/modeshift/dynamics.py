@@ -5,19 +5,30 @@ drives y: the lagged observations and a constant of an autoregressive HMM, the
 previous state and the inputs of a linear-Gaussian state-space model (y = x_t), or
 the state and inputs of its observation equation. Everything these models need from
 a linear-Gaussian map lives here once: log-likelihoods, additive sufficient
-statistics (given mode weights, or expected ones from a smoother), the M-step with
-fixed columns, ridge and covariance regularisation, and sampling.
+statistics (given mode weights, or expected ones from a smoother, with missing
+observations integrated out), the M-step with fixed columns, ridge and covariance
+regularisation, sampling, and the exact predictive moments of dynamics whose mode
+follows a Markov chain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-from modeshift.data import missingness_patterns
+from modeshift.data import Sequences
 from modeshift.kernels import inverse_cholesky, regression_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
-__all__ = ["LinearDynamics", "ensure_positive_definite", "observation_statistics"]
+__all__ = [
+    "LinearDynamics",
+    "ensure_positive_definite",
+    "jump_linear_moments",
+    "linked_rows",
+    "missingness_patterns",
+    "observation_statistics",
+]
 
 NOISE_TYPES = ("full", "diag")
 
@@ -152,6 +163,12 @@ class LinearDynamics:
         noise = np.linalg.cholesky(self.covariances[mode]) @ rng.standard_normal(self.covariances.shape[1])
         return self.weights[mode] @ z + noise
 
+    def sample_rows(self, z: np.ndarray, modes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Draws of y (n, d), one per row of the regressors z (n, q), row i in mode ``modes[i]``."""
+        factors = np.linalg.cholesky(self.covariances)[modes]
+        noise = np.einsum("tij,tj->ti", factors, rng.standard_normal((len(z), self.covariances.shape[1])))
+        return np.einsum("tij,tj->ti", self.weights[modes], z) + noise
+
 
 def observation_statistics(
     Y: np.ndarray,
@@ -207,6 +224,109 @@ def observation_statistics(
         Syz[:, :n] += M @ Sx + KX
         Syz[:, n:] += (X @ M.T + K).T @ V
     return Syy, Syz, Szz, count
+
+
+def companion_matrices(coefs: np.ndarray) -> np.ndarray:
+    """Companion matrices (K, p D, p D) of autoregressions ``coefs`` (K, D, p D), lag i in
+    columns (i - 1) D : i D: the lag state [y_t, ..., y_t-p+1] moves by them."""
+    n_modes, d, n = coefs.shape
+    companion = np.zeros((n_modes, n, n))
+    companion[:, :d] = coefs
+    companion[:, d:, :-d] = np.eye(n - d)
+    return companion
+
+
+def known_state_moments(probabilities: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The start (q_k, M_k) = (p_k s, p_k s s') of :func:`jump_linear_moments` for a known state s."""
+    return probabilities[:, None] * state, probabilities[:, None, None] * np.outer(state, state)
+
+
+def jump_linear_moments(
+    probabilities: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    transitions: np.ndarray,
+    matrices: np.ndarray,
+    offsets: np.ndarray,
+    noise: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact moments of a Markov jump linear system h = 1 .. len(transitions) steps ahead.
+
+    The state moves as s_t = F_k s_t-1 + c_k + e_t, e_t ~ N(0, S_k), in the mode z_t = k
+    of a Markov chain with transition matrices P_t (``transitions`` (h, K, K), entry t
+    moving z_t-1 to z_t). The law of s_t is a mixture of K^t Gaussians, but the moments
+    restricted to each mode, q_k = E[s_t 1{z_t = k}] and M_k = E[s_t s_t' 1{z_t = k}],
+    follow a closed linear recursion (Costa, Fragoso & Marques 2005, ch. 3): with
+    r_k = sum_i P_ik q_i, R_k = sum_i P_ik M_i and pi_k = p(z_t = k),
+
+        q_k <- F_k r_k + pi_k c_k,
+        M_k <- F_k R_k F_k' + F_k r_k c_k' + c_k r_k' F_k' + pi_k (c_k c_k' + S_k),
+
+    and E[s_t] = sum_k q_k, Cov[s_t] = sum_k M_k - E[s_t] E[s_t]'.
+
+    Parameters
+    ----------
+    probabilities : (K,)
+        p(z_0 = k) at the start.
+    first, second : (K, n) and (K, n, n)
+        q_k and M_k at the start (for a known s_0 and modes p: p_k s_0 and p_k s_0 s_0').
+    transitions : (h, K, K)
+    matrices, noise : (K, n, n)
+        F_k and S_k.
+    offsets : (K, n), or (h, K, n) when they vary (inputs)
+        c_k.
+
+    Returns
+    -------
+    (modes (h, K), means (h, n), covariances (h, n, n)) of z_t and s_t, t = 1 .. h.
+    """
+    horizon, (n_modes, n) = len(transitions), first.shape
+    offsets = np.broadcast_to(offsets, (horizon, n_modes, n))
+    modes, means, covariances = np.empty((horizon, n_modes)), np.empty((horizon, n)), np.empty((horizon, n, n))
+    for step, (matrix, offset) in enumerate(zip(transitions, offsets)):
+        probabilities = probabilities @ matrix
+        moved = np.einsum("kmn,kn->km", matrices, matrix.T @ first)
+        cross = moved[:, :, None] * offset[:, None, :]
+        second = (
+            matrices @ np.einsum("ik,imn->kmn", matrix, second) @ matrices.transpose(0, 2, 1)
+            + cross
+            + cross.transpose(0, 2, 1)
+            + probabilities[:, None, None] * (offset[:, :, None] * offset[:, None, :] + noise)
+        )
+        first = moved + probabilities[:, None] * offset
+        modes[step] = probabilities
+        means[step] = first.sum(axis=0)
+        covariance = second.sum(axis=0) - np.outer(means[step], means[step])
+        covariances[step] = 0.5 * (covariance + covariance.T)
+    return modes, means, covariances
+
+
+def linked_rows(seqs: Sequences) -> np.ndarray:
+    """The rows t whose step has a predecessor t - 1 in its own sequence: where dynamics
+    link x_t-1 to x_t (every row but each sequence's first)."""
+    mask = np.ones(seqs.n_steps, dtype=bool)
+    mask[seqs.starts] = False
+    return np.flatnonzero(mask)
+
+
+def missingness_patterns(values: np.ndarray) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+    """Yield (rows, observed dimensions) for each pattern of missing values (NaN) in the
+    rows of ``values``; ``rows`` is None for "all rows" when nothing is missing."""
+    missing = np.isnan(values)
+    if not missing.any():
+        yield None, np.ones(values.shape[1], dtype=bool)
+        return
+    if values.shape[1] <= 62:  # one integer code per row: sorting integers is fast
+        codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(values.shape[1], dtype=np.int64))
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        patterns = missing[first]
+    else:
+        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
+    for p, pattern in enumerate(patterns):
+        yield order[bounds[p] : bounds[p + 1]], ~pattern
 
 
 def _solve_right(Syz: np.ndarray, Szz: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from modeshift.data import Sequences, check_array, check_covariances, missingness_patterns
+from modeshift.data import Sequences, check_array, check_covariances
+from modeshift.dynamics import missingness_patterns
 from modeshift.emissions.base import Emission
 from modeshift.emissions.kmeans import kmeans
 from modeshift.kernels import gaussian_log_density, weighted_moments

@@ -2,7 +2,7 @@
 
 Filter i is in mode ``modes[i]``: it predicts with (A, B, Q)[modes[i]] (unless
 ``predict`` is False) and updates with the shared (C, D, R) and y_t, by the step
-helpers of :mod:`modeshift.kernels.kalman` (so missing entries of y_t are handled the
+functions of :mod:`modeshift.kernels.kalman` (so missing entries of y_t are handled the
 same way). This is the inner loop of the Rao-Blackwellised particle filter, one filter
 per particle. Offsets enter as an input fixed at 1.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from modeshift.kernels.kalman import _copy, _predict, _update, _update_work
+from modeshift.kernels.kalman import predict_step, update_step, update_workspace
+from modeshift.kernels.linalg import copy_into
 
 __all__ = ["kalman_step_batch"]
 
@@ -42,15 +43,15 @@ def kalman_step_batch(
     """
     n, p = means.shape[1], C.shape[0]
     predicted_mean, predicted_cov = np.empty(n), np.empty((n, n))
-    product, work = np.empty((n, n)), _update_work(n, p)
+    product, work = np.empty((n, n)), update_workspace(n, p)
     for i in range(means.shape[0]):
         if predict:
             k = modes[i]
-            _predict(means[i], covs[i], A[k], B[k], Q[k], u, predicted_mean, predicted_cov, product)
+            predict_step(means[i], covs[i], A[k], B[k], Q[k], u, predicted_mean, predicted_cov, product)
         else:
-            _copy(means[i], predicted_mean)
-            _copy(covs[i], predicted_cov)
-        ok, log_likelihoods[i] = _update(y, u, C, D, R, predicted_mean, predicted_cov, means[i], covs[i], work)
+            copy_into(means[i], predicted_mean)
+            copy_into(covs[i], predicted_cov)
+        ok, log_likelihoods[i] = update_step(y, u, C, D, R, predicted_mean, predicted_cov, means[i], covs[i], work)
         if not ok:
             return i
     return -1

@@ -36,6 +36,11 @@ propagates means, until a step with missing entries sends it back to the full
 recursion. The smoother does the same with its gain and smoothed covariance. This is
 the shortcut statsmodels and every production Kalman filter take; it changes results
 by about ``STEADY_TOLERANCE`` relative.
+
+The steps themselves, :func:`predict_step` and :func:`update_step` (with scratch from
+:func:`update_workspace`), are public numba functions for kernels that run many filters
+(:mod:`modeshift.kernels.batched_kalman`); the dense linear algebra under them is in
+:mod:`modeshift.kernels.linalg`.
 """
 
 from __future__ import annotations
@@ -43,108 +48,27 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["kalman_filter", "rts_smoother", "sample_states"]
+from modeshift.kernels.linalg import (
+    affine,
+    backward_substitute,
+    cholesky_in_place,
+    congruence,
+    copy_into,
+    forward_substitute,
+    whitened_norm,
+)
+
+__all__ = ["kalman_filter", "predict_step", "rts_smoother", "sample_states", "update_step", "update_workspace"]
 
 _LOG_2PI = np.log(2.0 * np.pi)
-# A Cholesky pivot at or below this fraction of its diagonal entry counts as zero: the
-# innovation covariance is then not positive definite (the filter fails), and a
-# semi-definite covariance (smoother, sampler) loses that direction.
-_PIVOT_TOL = 1e-12
 STEADY_TOLERANCE = 1e-13
 
 
-# ------------------------------------------------------------- small linear algebra
+# ------------------------------------------------------------- stacks and steady state
 @njit(cache=True)
 def _at(stack: np.ndarray, t: int) -> np.ndarray:
     """Entry t of a (1 or n_steps, ...) stack."""
     return stack[t] if stack.shape[0] > 1 else stack[0]
-
-
-@njit(cache=True)
-def _copy(source: np.ndarray, out: np.ndarray) -> None:
-    """out[...] = source, by explicit loops (a slice assignment compiles numba's
-    shape-mismatch error path, which takes seconds)."""
-    for index in np.ndindex(source.shape):
-        out[index] = source[index]
-
-
-@njit(cache=True)
-def _cholesky(a: np.ndarray, size: int, semidefinite: bool) -> bool:
-    """Lower Cholesky factor of ``a[:size, :size]`` in place, from its lower triangle.
-
-    A pivot d_j <= _PIVOT_TOL * a_jj (or NaN) fails the factorisation, unless
-    ``semidefinite``: then column j of the factor is set to zero, so that L L^T
-    still reproduces a positive semi-definite matrix.
-    """
-    for j in range(size):
-        diagonal = a[j, j]
-        pivot = diagonal
-        for k in range(j):
-            pivot -= a[j, k] * a[j, k]
-        if not pivot > _PIVOT_TOL * diagonal:
-            if not semidefinite:
-                return False
-            for i in range(j, size):
-                a[i, j] = 0.0
-            continue
-        root = np.sqrt(pivot)
-        a[j, j] = root
-        for i in range(j + 1, size):
-            value = a[i, j]
-            for k in range(j):
-                value -= a[i, k] * a[j, k]
-            a[i, j] = value / root
-    return True
-
-
-@njit(cache=True)
-def _forward(factor: np.ndarray, size: int, b: np.ndarray) -> None:
-    """b <- L^- b for the lower factor L (a zero pivot gives a zero component)."""
-    for i in range(size):
-        if factor[i, i] == 0.0:
-            b[i] = 0.0
-            continue
-        value = b[i]
-        for k in range(i):
-            value -= factor[i, k] * b[k]
-        b[i] = value / factor[i, i]
-
-
-@njit(cache=True)
-def _backward(factor: np.ndarray, size: int, b: np.ndarray) -> None:
-    """b <- L^-T b for the lower factor L (a zero pivot gives a zero component)."""
-    for i in range(size - 1, -1, -1):
-        if factor[i, i] == 0.0:
-            b[i] = 0.0
-            continue
-        value = b[i]
-        for k in range(i + 1, size):
-            value -= factor[k, i] * b[k]
-        b[i] = value / factor[i, i]
-
-
-@njit(cache=True)
-def _congruence(
-    left: np.ndarray, middle: np.ndarray, size: int, out: np.ndarray, product: np.ndarray, accumulate: bool
-) -> None:
-    """out (+)= L M L^T with L = ``left[:, :size]``, M = ``middle[:size, :size]``; symmetric by construction.
-
-    ``product`` is scratch of at least (len(out), size).
-    """
-    n = out.shape[0]
-    for i in range(n):
-        for j in range(size):
-            value = 0.0
-            for k in range(size):
-                value += left[i, k] * middle[k, j]
-            product[i, j] = value
-    for i in range(n):
-        for j in range(i + 1):
-            value = out[i, j] if accumulate else 0.0
-            for k in range(size):
-                value += product[i, k] * left[j, k]
-            out[i, j] = value
-            out[j, i] = value
 
 
 @njit(cache=True)
@@ -176,31 +100,9 @@ def _fully_observed(y: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
-def _affine(M: np.ndarray, x: np.ndarray, N: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
-    """out = M x + N u."""
-    for i in range(out.shape[0]):
-        value = 0.0
-        for j in range(x.shape[0]):
-            value += M[i, j] * x[j]
-        for k in range(u.shape[0]):
-            value += N[i, k] * u[k]
-        out[i] = value
-
-
-@njit(cache=True)
-def _whitened_norm(factor: np.ndarray, size: int, v: np.ndarray) -> float:
-    """|L^-1 v|^2 for the lower factor L; leaves L^-1 v in ``v``."""
-    _forward(factor, size, v)
-    total = 0.0
-    for a in range(size):
-        total += v[a] * v[a]
-    return total
-
-
 # ------------------------------------------------------------------ filter steps
 @njit(cache=True)
-def _predict(
+def predict_step(
     mean: np.ndarray,
     cov: np.ndarray,
     A: np.ndarray,
@@ -213,8 +115,8 @@ def _predict(
 ) -> None:
     """x_t|t-1 = A x_t-1|t-1 + B u_t,  P_t|t-1 = A P_t-1|t-1 A^T + Q (symmetrised)."""
     n = mean.shape[0]
-    _affine(A, mean, B, u, out_mean)
-    _congruence(A, cov, n, out_cov, product, False)
+    affine(A, mean, B, u, out_mean)
+    congruence(A, cov, n, out_cov, product, False)
     for i in range(n):
         for j in range(i + 1):
             value = out_cov[i, j] + 0.5 * (Q[i, j] + Q[j, i])
@@ -223,8 +125,8 @@ def _predict(
 
 
 @njit(cache=True)
-def _update_work(n: int, p: int) -> tuple:
-    """Scratch space for :func:`_update`."""
+def update_workspace(n: int, p: int) -> tuple:
+    """Scratch space for :func:`update_step`."""
     return (
         np.empty(p, dtype=np.int64),  # observed dimensions
         np.empty((p, n)),  # their rows of C
@@ -239,7 +141,7 @@ def _update_work(n: int, p: int) -> tuple:
 
 
 @njit(cache=True)
-def _update(
+def update_step(
     y: np.ndarray,
     u: np.ndarray,
     C: np.ndarray,
@@ -266,8 +168,8 @@ def _update(
             observed[k] = i
             k += 1
     if k == 0:
-        _copy(mean, out_mean)
-        _copy(cov, out_cov)
+        copy_into(mean, out_mean)
+        copy_into(cov, out_cov)
         return True, 0.0
     for a in range(k):
         i = observed[a]
@@ -290,14 +192,14 @@ def _update(
             for j in range(n):
                 value += rows[a, j] * cross[j, b]
             factor[a, b] = value
-    if not _cholesky(factor, k, False):
+    if not cholesky_in_place(factor, k, False):
         return False, 0.0
 
     log_det = 0.0
     for a in range(k):
         log_det += 2.0 * np.log(factor[a, a])
-    mahalanobis = _whitened_norm(factor, k, innovation)
-    _backward(factor, k, innovation)  # now S^-1 v
+    mahalanobis = whitened_norm(factor, k, innovation)
+    backward_substitute(factor, k, innovation)  # now S^-1 v
     for i in range(n):
         value = mean[i]
         for a in range(k):
@@ -305,8 +207,8 @@ def _update(
         out_mean[i] = value
         for a in range(k):
             gain[i, a] = cross[i, a]
-        _forward(factor, k, gain[i])
-        _backward(factor, k, gain[i])  # row i of K = S^-1 (P C^T)[i]
+        forward_substitute(factor, k, gain[i])
+        backward_substitute(factor, k, gain[i])  # row i of K = S^-1 (P C^T)[i]
 
     for i in range(n):
         for j in range(n):
@@ -317,8 +219,8 @@ def _update(
     for a in range(k):
         for b in range(k):
             noise[a, b] = 0.5 * (R[observed[a], observed[b]] + R[observed[b], observed[a]])
-    _congruence(joseph, cov, n, out_cov, product, False)
-    _congruence(gain, noise, k, out_cov, product, True)
+    congruence(joseph, cov, n, out_cov, product, False)
+    congruence(gain, noise, k, out_cov, product, True)
     return True, -0.5 * (k * _LOG_2PI + log_det + mahalanobis)
 
 
@@ -336,12 +238,12 @@ def _steady_update(
     work: tuple,
     log_det: float,
 ) -> float:
-    """One step at the steady state: the means of :func:`_predict` and :func:`_update`
+    """One step at the steady state: the means of :func:`predict_step` and :func:`update_step`
     with the stored Cholesky factor L of S and gain K; returns log N(v | 0, S)."""
     _, _, factor, _, innovation, _, gain, _, _ = work
     n, p = A.shape[0], C.shape[0]
-    _affine(A, previous, B, u, predicted)
-    _affine(C, predicted, D, u, innovation)
+    affine(A, previous, B, u, predicted)
+    affine(C, predicted, D, u, innovation)
     for a in range(p):
         innovation[a] = y[a] - innovation[a]
     for i in range(n):
@@ -349,7 +251,7 @@ def _steady_update(
         for a in range(p):
             value += gain[i, a] * innovation[a]
         filtered[i] = value
-    return -0.5 * (p * _LOG_2PI + log_det + _whitened_norm(factor, p, innovation))
+    return -0.5 * (p * _LOG_2PI + log_det + whitened_norm(factor, p, innovation))
 
 
 # ------------------------------------------------------------------- the filter
@@ -374,7 +276,7 @@ def _filter_sequence(
 ) -> tuple[int, float]:
     """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN)."""
     n, p = A.shape[1], C.shape[1]
-    work = _update_work(n, p)
+    work = update_workspace(n, p)
     product = np.empty((n, n))
     invariant = A.shape[0] == 1 and Q.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
     steady, previous_full, log_det = False, False, 0.0
@@ -395,14 +297,14 @@ def _filter_sequence(
                 work,
                 log_det,
             )
-            _copy(predicted_covs[t - 1], predicted_covs[t])
-            _copy(filtered_covs[t - 1], filtered_covs[t])
+            copy_into(predicted_covs[t - 1], predicted_covs[t])
+            copy_into(filtered_covs[t - 1], filtered_covs[t])
             continue
         if t == first:
-            _copy(initial_mean, predicted_means[t])
-            _copy(initial_cov, predicted_covs[t])
+            copy_into(initial_mean, predicted_means[t])
+            copy_into(initial_cov, predicted_covs[t])
         else:
-            _predict(
+            predict_step(
                 filtered_means[t - 1],
                 filtered_covs[t - 1],
                 _at(A, t),
@@ -413,7 +315,7 @@ def _filter_sequence(
                 predicted_covs[t],
                 product,
             )
-        ok, value = _update(
+        ok, value = update_step(
             observations[t],
             inputs[t],
             _at(C, t),
@@ -574,8 +476,8 @@ def _backward_step(
     """
     factor, cross, joseph, product = work
     n = gain.shape[0]
-    _copy(predicted_cov, factor)
-    _cholesky(factor, n, True)
+    copy_into(predicted_cov, factor)
+    cholesky_in_place(factor, n, True)
     for i in range(n):  # cross = A P_t|t = Cov(x_t+1, x_t | y_0..t)
         for j in range(n):
             value = 0.0
@@ -585,16 +487,16 @@ def _backward_step(
     for j in range(n):  # row j of J = P^- (A P_t|t)[:, j]
         for i in range(n):
             gain[j, i] = cross[i, j]
-        _forward(factor, n, gain[j])
-        _backward(factor, n, gain[j])
+        forward_substitute(factor, n, gain[j])
+        backward_substitute(factor, n, gain[j])
     for i in range(n):
         for j in range(n):
             value = 1.0 if i == j else 0.0
             for k in range(n):
                 value -= gain[i, k] * A[k, j]
             joseph[i, j] = value
-    _congruence(joseph, filtered_cov, n, conditional, product, False)
-    _congruence(gain, Q, n, conditional, product, True)
+    congruence(joseph, filtered_cov, n, conditional, product, False)
+    congruence(gain, Q, n, conditional, product, True)
 
 
 @njit(cache=True)
@@ -618,9 +520,9 @@ def _smooth_sequence(
     work = _backward_work(n)
     gain, conditional, product = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
     difference = np.empty(n)
-    _copy(filtered_means[last - 1], smoothed_means[last - 1])
-    _copy(filtered_covs[last - 1], smoothed_covs[last - 1])
-    _copy(np.zeros((n, n)), cross_covs[first])
+    copy_into(filtered_means[last - 1], smoothed_means[last - 1])
+    copy_into(filtered_covs[last - 1], smoothed_covs[last - 1])
+    copy_into(np.zeros((n, n)), cross_covs[first])
     invariant = A.shape[0] == 1 and Q.shape[0] == 1
     for t in range(last - 2, first - 1, -1):
         # At the filter's steady state the covariances repeat exactly, and so do J and Sigma.
@@ -643,11 +545,11 @@ def _smooth_sequence(
             smoothed_means[t, i] = value
         following = smoothed_covs[t + 1]
         if same_gain and _converged(following, smoothed_covs[t + 2]):
-            _copy(following, smoothed_covs[t])
-            _copy(cross_covs[t + 2], cross_covs[t + 1])
+            copy_into(following, smoothed_covs[t])
+            copy_into(cross_covs[t + 2], cross_covs[t + 1])
             continue
-        _copy(conditional, smoothed_covs[t])
-        _congruence(gain, following, n, smoothed_covs[t], product, True)
+        copy_into(conditional, smoothed_covs[t])
+        congruence(gain, following, n, smoothed_covs[t], product, True)
         for i in range(n):
             for j in range(n):
                 value = 0.0
@@ -732,10 +634,10 @@ def _sample_sequence(
     for t in range(last - 1, first - 1, -1):
         final = t == last - 1
         if final:
-            _copy(filtered_covs[t], factor)
+            copy_into(filtered_covs[t], factor)
         else:
             _backward_step(filtered_covs[t], predicted_covs[t + 1], _at(A, t + 1), _at(Q, t + 1), gain, factor, work)
-        _cholesky(factor, n, True)
+        cholesky_in_place(factor, n, True)
         for r in range(n_samples):
             z = draws[r, t]
             if not final:

@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from modeshift.kernels.kalman import _backward, _cholesky, _forward
+from modeshift.kernels.linalg import backward_substitute, cholesky_in_place, forward_substitute
 
 __all__ = [
     "block_cholesky",
@@ -92,14 +92,14 @@ def _factor_sequence(diagonal, lower, first, last, chol_diagonal, chol_lower) ->
             for i in range(n):  # row i of L_t,t-1 solves L_t-1,t-1 r = (row i of J_t,t-1)
                 for j in range(n):
                     coupling[i, j] = lower[t, i, j]
-                _forward(chol_diagonal[t - 1], n, coupling[i])
+                forward_substitute(chol_diagonal[t - 1], n, coupling[i])
             for i in range(n):
                 for j in range(i + 1):
                     value = 0.0
                     for k in range(n):
                         value += coupling[i, k] * coupling[j, k]
                     factor[i, j] -= value
-        if not _cholesky(factor, n, False):
+        if not cholesky_in_place(factor, n, False):
             return t - first
     return -1
 
@@ -157,7 +157,7 @@ def _substitute_sequence(chol_diagonal, chol_lower, first, last, values, forward
                         for k in range(n):
                             value -= chol_lower[t, i, k] * previous[k]
                         b[i] = value
-                _forward(chol_diagonal[t], n, b)
+                forward_substitute(chol_diagonal[t], n, b)
         for t in range(last - 1, first - 1, -1):  # L^T x = y: x_t = L_tt^-T (y_t - L_t+1,t^T x_t+1)
             b = values[r, t]
             if t < last - 1:
@@ -167,7 +167,7 @@ def _substitute_sequence(chol_diagonal, chol_lower, first, last, values, forward
                     for k in range(n):
                         value -= chol_lower[t + 1, k, i] * following[k]
                     b[i] = value
-            _backward(chol_diagonal[t], n, b)
+            backward_substitute(chol_diagonal[t], n, b)
 
 
 @njit(cache=True, parallel=True)
@@ -243,7 +243,7 @@ def _marginals_sequence(chol_diagonal, chol_lower, first, last, covs, cross_covs
         for j in range(n):
             for i in range(n):
                 column[i] = 1.0 if i == j else 0.0
-            _forward(factor, n, column)
+            forward_substitute(factor, n, column)
             for i in range(n):
                 inverse[i, j] = column[i]
         for i in range(n):  # L_tt^-T L_tt^-1 = (L_tt L_tt^T)^-1
@@ -259,7 +259,7 @@ def _marginals_sequence(chol_diagonal, chol_lower, first, last, covs, cross_covs
         for j in range(n):  # column j of G_t = -L_tt^-T (row j of L_t+1,t)
             for i in range(n):
                 transposed_gain[j, i] = -chol_lower[t + 1, j, i]
-            _backward(factor, n, transposed_gain[j])
+            backward_substitute(factor, n, transposed_gain[j])
         for i in range(n):  # Sigma_t+1,t = Sigma_t+1,t+1 G_t^T
             for j in range(n):
                 value = 0.0

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from modeshift.data import Sequences, as_sequences
+from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models.base import Forecast
 from modeshift.models.hmm import HMM
-from modeshift.models.jump_linear import companion_matrices, jump_linear_moments
 from modeshift.models.params import Boolean, Integer, Number, OneOf
 
 __all__ = ["ARHMM"]
@@ -145,8 +145,9 @@ class ARHMM(HMM):
         Given the data, the future is a Markov jump linear system: with the lag state
         s_t = [y_t, ..., y_t-order+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
         companion matrix of the A_k,i, c_k = [b_k, 0], G = [I, 0]'), starting from the observed
-        s_T and p(z_T | y); :func:`~modeshift.models.jump_linear.jump_linear_moments` gives
-        its exact moments. The predictive law itself is a mixture of K^h Gaussians.
+        s_T and p(z_T | y). :func:`~modeshift.dynamics.jump_linear_moments` propagates its
+        moments exactly; y_t's mean and covariance are the first block of s_t's. The
+        predictive law itself is a mixture of K^h Gaussians; these are its exact moments.
         """
         n_states, d = self.coefs_.shape[:2]
         n = d * self.order
@@ -155,7 +156,7 @@ class ARHMM(HMM):
         shocks = np.zeros((n_states, n, n))
         shocks[:, :d, :d] = self.covars_
         state = last_row[:n]  # [y_T, ..., y_T-order+1]: the lagged row is [y_T, ..., y_T-order, 1]
-        modes, means, covariances = jump_linear_moments(
-            state, filtered, matrices, companion_matrices(self.coefs_), offsets, shocks
-        )
+        first, second = known_state_moments(filtered, state)
+        companion = companion_matrices(self.coefs_)
+        modes, means, covariances = jump_linear_moments(filtered, first, second, matrices, companion, offsets, shocks)
         return Forecast(means[:, :d], covariances[:, :d, :d], modes)

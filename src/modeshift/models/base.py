@@ -244,19 +244,19 @@ class Forecast:
 
 
 def check_future_inputs(
-    future_inputs: Any, horizon: int, n_sequences: int, input_dim: int, model: str
+    future_inputs: Any, horizon: int, n_sequences: int, input_dim: int, model: str, name: str = "future_inputs"
 ) -> list[np.ndarray]:
-    """The inputs of the ``horizon`` steps to forecast, one (horizon, input_dim) array per sequence.
+    """The inputs of the ``horizon`` steps to forecast (or simulate), one (horizon, input_dim) array per sequence.
 
     ``future_inputs`` is one array for all sequences or a list with one per sequence; it
-    must be None when ``input_dim`` is 0.
+    must be None when ``input_dim`` is 0. ``name`` is the argument's name in messages.
     """
     if input_dim == 0:
         if future_inputs is not None:
-            raise ValueError(f"future_inputs were given but {model} has input_dim=0")
+            raise ValueError(f"{name} were given but {model} has input_dim=0")
         return [np.zeros((horizon, 0))] * n_sequences
     if future_inputs is None:
-        raise ValueError(f"{model} has input_dim={input_dim}: pass future_inputs (horizon, {input_dim})")
+        raise ValueError(f"{model} has input_dim={input_dim}: pass {name} ({horizon}, {input_dim})")
     if (
         isinstance(future_inputs, (list, tuple))
         and len(future_inputs)
@@ -267,13 +267,13 @@ def check_future_inputs(
     else:
         items = [future_inputs] * n_sequences
     if len(items) != n_sequences:
-        raise ValueError(f"future_inputs: got {len(items)} arrays for {n_sequences} sequences")
+        raise ValueError(f"{name}: got {len(items)} arrays for {n_sequences} sequences")
     out = []
     for s, item in enumerate(items):
         array = np.asarray(item, dtype=float)
         if array.ndim == 1 and input_dim == 1:
             array = array[:, None]
-        out.append(check_array(f"future_inputs for sequence {s}", array, (horizon, input_dim)))
+        out.append(check_array(f"{name} for sequence {s}", array, (horizon, input_dim)))
     return out
 
 

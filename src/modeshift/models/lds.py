@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,32 +10,29 @@ from typing import Any
 import numpy as np
 
 from modeshift import kernels
-from modeshift.data import (
-    Sequences,
-    as_sequences,
-    check_array,
-    check_covariances,
-    check_dimensions,
-)
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
+from modeshift.data import Sequences, as_sequences, check_array, check_covariances
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite, linked_rows, observation_statistics
 from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
+from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.statistics import Statistics
 
 __all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]
 
-_MATRICES = ("transition_matrix_", "observation_matrix_", "control_matrix_", "feedthrough_matrix_")
-_COVARIANCES = ("transition_covariance_", "observation_covariance_", "initial_state_covariance_")
-_PARAMETERS = (
-    "transition_matrix_",
-    "transition_covariance_",
-    "observation_matrix_",
-    "observation_covariance_",
-    "initial_state_mean_",
-    "initial_state_covariance_",
-    "control_matrix_",
-    "feedthrough_matrix_",
-)
+PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for list input
+
+# model attribute -> its key in the parameter dictionaries of the inference code
+_PARAMETERS = {
+    "dynamics_matrix_": "A",
+    "transition_covariance_": "Q",
+    "observation_matrix_": "C",
+    "observation_covariance_": "R",
+    "initial_state_mean_": "m0",
+    "initial_state_covariance_": "P0",
+    "control_matrix_": "B",
+    "feedthrough_matrix_": "D",
+}
+_FIT_RESULTS = ("history_", "converged_", "n_iter_")
 
 
 @dataclass(frozen=True)
@@ -73,29 +71,34 @@ class LinearGaussianSSM(Model):
     input_dim : int
         Dimension m of the inputs u (0: no inputs; then B and D are absent).
     n_iter, tol : int, float
-        EM stops after ``n_iter`` iterations or when the log-likelihood improves by less than ``tol``.
+        EM stops after ``n_iter`` iterations or when the log-likelihood improves by less
+        than ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises.
     random_state : int or numpy Generator, optional
         Used by the initialisation when ``state_dim > obs_dim``.
     fixed : iterable of str
-        Learned attributes held fixed during ``fit`` (e.g. ``("observation_matrix_",)``);
-        set them by hand first, or they keep their data-driven starting values.
+        Parameters held fixed during ``fit`` (e.g. ``("observation_matrix_",)``). Values
+        set by hand are kept by every ``fit`` (they are settings, not estimates); a fixed
+        parameter not set keeps its data-driven starting value.
     diagonal_observation_cov : bool
         Constrain R to be diagonal.
+    warm_start : bool
+        Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     verbose : bool
-        Show a live progress bar of the EM iterations (see :mod:`modeshift.progress`).
+        Show a live progress bar of the EM iterations (drawn by :mod:`modeshift.progress`).
     callback : callable, optional
         ``callback(iteration, log_likelihood)`` at every EM iteration (not saved with the model).
 
     Attributes
     ----------
-    transition_matrix_ (A), transition_covariance_ (Q), observation_matrix_ (C),
+    dynamics_matrix_ (A), transition_covariance_ (Q), observation_matrix_ (C),
     observation_covariance_ (R), initial_state_mean_ (m0), initial_state_covariance_ (P0),
     control_matrix_ (B) and feedthrough_matrix_ (D) when ``input_dim > 0`` : arrays
-        pykalman's names, in the singular. m0 and P0 are the prior of the state at a
-        sequence's first observation.
-    log_likelihood_history_ : list of float
+        m0 and P0 are the prior of the state at a sequence's first observation.
+        ``transition_matrix_`` is the old name of ``dynamics_matrix_`` (deprecated).
+    history_ : list of float
         log p(Y) at each EM iteration (non-decreasing).
     converged_ : bool
+    n_iter_ : int
 
     Notes
     -----
@@ -104,23 +107,23 @@ class LinearGaussianSSM(Model):
     the dynamics statistics, and the missing entries of a partially observed step enter
     through their conditional moments given the state and the observed entries.
     The parameters are identified only up to a change of state basis x -> T x.
-    Parameters already set when ``fit`` is called (by hand or by an earlier ``fit``) are
-    its starting point; the others start from a PCA of the data. Inputs come as
-    ``inputs`` (an (n_steps, m) array, or a list of them for a list of sequences) or
-    from the ``inputs`` of a :class:`~modeshift.data.Sequences` (e.g. a data frame's
-    ``input_columns``).
+    Parameters set by hand on a model never fitted (or, with ``warm_start``, learned
+    before) are the starting point of ``fit``; the others start from a PCA of the data.
+    Inputs come as ``inputs`` (an (n_steps, m) array, or a list of them for a list of
+    sequences) or from the ``inputs`` of a :class:`~modeshift.data.Sequences` (e.g. a data
+    frame's ``input_columns``).
 
     Examples
     --------
     >>> import numpy as np
     >>> from modeshift import LinearGaussianSSM
     >>> truth = LinearGaussianSSM(state_dim=1)
-    >>> truth.transition_matrix_, truth.transition_covariance_ = np.array([[0.9]]), np.array([[0.1]])
+    >>> truth.dynamics_matrix_, truth.transition_covariance_ = np.array([[0.9]]), np.array([[0.1]])
     >>> truth.observation_matrix_, truth.observation_covariance_ = np.array([[1.0], [2.0]]), 0.1 * np.eye(2)
     >>> truth.initial_state_mean_, truth.initial_state_covariance_ = np.zeros(1), np.eye(1)
     >>> Y, states = truth.sample(2000, random_state=0)
     >>> model = LinearGaussianSSM(state_dim=1).fit(Y)
-    >>> round(float(model.transition_matrix_[0, 0]), 1)
+    >>> round(float(model.dynamics_matrix_[0, 0]), 1)
     0.9
     >>> means, covariances = model.forecast(Y, horizon=3)
     >>> means.shape, covariances.shape
@@ -137,17 +140,29 @@ class LinearGaussianSSM(Model):
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),
         diagonal_observation_cov: bool = False,
+        warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
     ):
-        self.state_dim, self.obs_dim, self.input_dim = check_dimensions(state_dim, obs_dim, input_dim)
+        self.state_dim = state_dim
+        self.obs_dim = obs_dim
+        self.input_dim = input_dim
         self.n_iter = n_iter
         self.tol = tol
         self.random_state = random_state
-        self.fixed = tuple(fixed)
-        self.diagonal_observation_cov = bool(diagonal_observation_cov)
+        self.fixed = fixed
+        self.diagonal_observation_cov = diagonal_observation_cov
+        self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+
+    _constraints = {
+        "state_dim": Integer(1),
+        "obs_dim": either(Integer(1), OneOf((None,))),
+        "input_dim": Integer(0),
+        "diagonal_observation_cov": Boolean(),
+    }
+    _renamed = {"log_likelihood_history_": "history_", "transition_matrix_": "dynamics_matrix_"}
 
     # ------------------------------------------------- structural time-series models
     @classmethod
@@ -176,12 +191,12 @@ class LinearGaussianSSM(Model):
 
     @classmethod
     def _structural(
-        cls, transition: np.ndarray, observation: np.ndarray, diffuse_variance: float, options: dict[str, Any]
+        cls, dynamics: np.ndarray, observation: np.ndarray, diffuse_variance: float, options: dict[str, Any]
     ) -> LinearGaussianSSM:
-        n = transition.shape[0]
-        held = ("transition_matrix_", "observation_matrix_", "initial_state_mean_", "initial_state_covariance_")
+        n = dynamics.shape[0]
+        held = ("dynamics_matrix_", "observation_matrix_", "initial_state_mean_", "initial_state_covariance_")
         model = cls(state_dim=n, obs_dim=1, fixed=held + tuple(options.pop("fixed", ())), **options)
-        model.transition_matrix_ = transition
+        model.dynamics_matrix_ = dynamics
         model.observation_matrix_ = observation
         model.initial_state_mean_ = np.zeros(n)
         model.initial_state_covariance_ = diffuse_variance * np.eye(n)
@@ -190,7 +205,8 @@ class LinearGaussianSSM(Model):
     # ------------------------------------------------------------ parameters
     @property
     def parameter_names(self) -> tuple[str, ...]:
-        return _PARAMETERS if self.input_dim > 0 else _PARAMETERS[:6]
+        names = tuple(_PARAMETERS)
+        return names if self.input_dim > 0 else names[:6]
 
     def _obs_dim(self) -> int | None:
         if self.obs_dim is not None:
@@ -204,15 +220,15 @@ class LinearGaussianSSM(Model):
 
     def _check_parameters(self) -> dict[str, np.ndarray]:
         """The parameters, validated, as float arrays (keys: A, Q, C, R, m0, P0, B, D)."""
+        self._check_params()
         missing = [name for name in self.parameter_names if self.__dict__.get(name) is None]
         if missing:
             raise NotFittedError(f"this LinearGaussianSSM has no {', '.join(missing)}: call fit, or set them by hand")
         n, m = self.state_dim, self.input_dim
-        p = self._obs_dim()
         get = self.__dict__.get
         out = {
-            "A": check_array("transition_matrix_", get("transition_matrix_"), (n, n)),
-            "C": check_array("observation_matrix_", get("observation_matrix_"), (p, n)),
+            "A": check_array("dynamics_matrix_", get("dynamics_matrix_"), (n, n)),
+            "C": check_array("observation_matrix_", get("observation_matrix_"), (self._obs_dim(), n)),
             "m0": check_array("initial_state_mean_", get("initial_state_mean_"), (n,)),
         }
         p = out["C"].shape[0]
@@ -232,11 +248,22 @@ class LinearGaussianSSM(Model):
             out["B"], out["D"] = np.zeros((n, 0)), np.zeros((p, 0))
         return out
 
-    def _check_fixed(self) -> frozenset[str]:
-        unknown = [name for name in self.fixed if name not in self.parameter_names]
+    def _fixed(self) -> frozenset[str]:
+        """The names in ``fixed``, old names translated (with a DeprecationWarning), checked."""
+        names = set()
+        for name in self.fixed:
+            new = self._renamed.get(name, name)
+            if new != name:
+                warnings.warn(
+                    f"fixed names {name!r}, which is renamed {new!r}; the old name goes in the next release",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+            names.add(new)
+        unknown = sorted(names - set(self.parameter_names))
         if unknown:
             raise ValueError(f"fixed names unknown parameters {unknown}; known: {list(self.parameter_names)}")
-        return frozenset(self.fixed)
+        return frozenset(names)
 
     # ------------------------------------------------------------------- data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any, p: int | None) -> Sequences:
@@ -266,21 +293,21 @@ class LinearGaussianSSM(Model):
         return float(log_lik.sum()), sm, sc, cc
 
     # -------------------------------------------------------------- inference
-    def filter(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> FilterResult:
+    def filter(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> FilterResult:
         """Kalman filter: moments of p(x_t | y_0..t)."""
         params = self._check_parameters()
         seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
         log_lik, fm, fc, _, _ = self._run_filter(seqs, params)
         return FilterResult(seqs.restore(fm), seqs.restore(fc), float(log_lik.sum()))
 
-    def smooth(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> SmootherResult:
+    def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> SmootherResult:
         """Rauch-Tung-Striebel smoother: moments of p(x_t | all observations)."""
         params = self._check_parameters()
         seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
         log_lik, sm, sc, cc = self._smooth(seqs, params)
         return SmootherResult(seqs.restore(sm), seqs.restore(sc), seqs.restore(cc), log_lik)
 
-    def score(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
+    def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """Total log-likelihood log p(Y) over all sequences (missing values integrated out)."""
         params = self._check_parameters()
         seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
@@ -291,14 +318,18 @@ class LinearGaussianSSM(Model):
         X: Any,
         horizon: int,
         lengths: Sequence[int] | None = None,
+        *,
         inputs: Any = None,
         future_inputs: Any = None,
     ) -> Forecast:
         """Predictive means (horizon, p) and covariances (horizon, p, p) of y after each sequence's end.
 
-        ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
-        when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast` (without
-        mode probabilities), which unpacks as ``means, covariances``; lists for several sequences.
+        From the filtered state at the end, x_T+h|T = A x_T+h-1|T + B u_T+h and
+        P_T+h|T = A P_T+h-1|T A' + Q; then y_T+h has mean C x_T+h|T + D u_T+h and covariance
+        C P_T+h|T C' + R. ``future_inputs`` (horizon, m), or a list of them (one per sequence),
+        are required when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast`
+        (without mode probabilities), which unpacks as ``means, covariances``; lists for
+        several sequences.
         """
         params = self._check_parameters()
         if int(horizon) < 1:
@@ -327,69 +358,65 @@ class LinearGaussianSSM(Model):
         return Forecast.of_sequences(parts)
 
     def sample(
-        self, n_steps: int, random_state: int | np.random.Generator | None = None, inputs: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Simulate one sequence: observations (n_steps, p) and states (n_steps, n)."""
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        inputs: Any = None,
+    ) -> tuple[PerStep, PerStep]:
+        """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations (n_steps, p) and
+        states (n_steps, n), or lists of them for several sequences.
+
+        ``inputs`` (n_steps, m), one array for every sequence or a list with one per
+        sequence, are required when ``input_dim > 0``.
+        """
         params = self._check_parameters()
-        if int(n_steps) < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-        T, n, m = int(n_steps), self.state_dim, self.input_dim
-        A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
-        p = C.shape[0]
-        if m > 0:
-            if inputs is None:
-                raise ValueError(f"this LinearGaussianSSM has input_dim={m}: pass inputs (n_steps, {m})")
-            u = np.asarray(inputs, dtype=float)
-            if u.ndim == 1 and m == 1:
-                u = u[:, None]
-            u = check_array("inputs", u, (T, m))
-        else:
-            if inputs is not None:
-                raise ValueError("inputs were given but this LinearGaussianSSM has input_dim=0")
-            u = np.zeros((T, 0))
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
+        T, n = int(n_steps), self.state_dim
+        every = check_future_inputs(
+            inputs, T, int(n_sequences), self.input_dim, "this LinearGaussianSSM", name="inputs"
+        )
         rng = np.random.default_rng(random_state)
+        A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
         LQ, LR, LP = (np.linalg.cholesky(params[k]) for k in ("Q", "R", "P0"))
-        state_noise, obs_noise = rng.standard_normal((T, n)), rng.standard_normal((T, p))
-        states, observations = np.empty((T, n)), np.empty((T, p))
-        x = params["m0"] + LP @ state_noise[0]
-        for t in range(T):
-            if t > 0:
-                x = A @ x + B @ u[t] + LQ @ state_noise[t]
-            states[t] = x
-            observations[t] = C @ x + D @ u[t] + LR @ obs_noise[t]
-        return observations, states
+        draws = []
+        for u in every:
+            state_noise, obs_noise = rng.standard_normal((T, n)), rng.standard_normal((T, C.shape[0]))
+            states = np.empty((T, n))
+            x = params["m0"] + LP @ state_noise[0]
+            for t in range(T):
+                if t > 0:
+                    x = A @ x + B @ u[t] + LQ @ state_noise[t]
+                states[t] = x
+            draws.append((states @ C.T + u @ D.T + obs_noise @ LR.T, states))
+        if n_sequences == 1:
+            return draws[0]
+        return [y for y, _ in draws], [x for _, x in draws]
 
     # --------------------------------------------------------------------- EM
-    def fit(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> LinearGaussianSSM:
-        """Estimate the parameters by EM; returns ``self``."""
-        fixed = self._check_fixed()
-        seqs = self._sequences(X, lengths, inputs, self._obs_dim()).require_observed()
-        self._initialize(seqs)
-        params = self._check_parameters()
-        history: list[float] = []
-        converged = False
-        with em.monitor(self.verbose, self.callback) as monitor:
-            report = monitor.task(f"LinearGaussianSSM n={self.state_dim}", total=int(self.n_iter))
-            for iteration in range(int(self.n_iter)):
-                log_lik, stats = self._expected_statistics(seqs, params)
-                history.append(log_lik)
-                report(iteration + 1, log_lik)
-                if len(history) >= 2 and history[-1] - history[-2] < self.tol:
-                    converged = True
-                    break
-                params = self._maximize(stats, params, fixed)
-                self._set(params)
-        self.log_likelihood_history_ = history
-        self.converged_ = converged
+    def fit(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> LinearGaussianSSM:
+        """Estimate the parameters by EM (:func:`modeshift.models.em.run`); returns ``self``.
+
+        ``X`` is any form :func:`~modeshift.data.as_sequences` accepts (``columns`` name a
+        data frame's ``id_column``, ``time_column``, ...).
+        """
+        held = self.__dict__.get("_held", {})  # values set by hand of fixed parameters: settings, not estimates
+        self._start_fit()
+        fixed = self._fixed()
+        for name in fixed & held.keys():
+            self.__dict__.setdefault(name, held[name])
+        seqs = self._sequences(as_sequences(X, lengths, **columns), None, inputs, self._obs_dim()).require_observed()
+        self.__dict__["_held"] = {name: self.__dict__[name] for name in fixed if self.__dict__.get(name) is not None}
+        self.__dict__["_fixed_now"] = fixed
+        em.run(self, seqs, label=f"LinearGaussianSSM n={self.state_dim}")
+        self._finish_fit()
         return self
 
-    def _set(self, params: dict[str, np.ndarray]) -> None:
-        names = dict(zip("A Q C R m0 P0 B D".split(), _PARAMETERS))
-        for key, name in names.items():
-            if name in self.parameter_names:
-                setattr(self, name, np.array(params[key]))
-
-    def _initialize(self, seqs: Sequences) -> None:
+    def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """PCA starting values for every parameter not already set."""
         if all(self.__dict__.get(name) is not None for name in self.parameter_names):
             return
@@ -407,18 +434,14 @@ class LinearGaussianSSM(Model):
         scatter = residual.T @ residual / len(residual)
         eigenvalues, eigenvectors = np.linalg.eigh(scatter)
         order = np.argsort(eigenvalues)[::-1]
-        k = min(n, p)
-        C = eigenvectors[:, order[:k]]
+        C = eigenvectors[:, order[: min(n, p)]]
         if n > p:
-            rng = np.random.default_rng(self.random_state)
             C = np.hstack([C, 0.1 * rng.standard_normal((p, n - p))])
         states = np.linalg.lstsq(C, residual.T, rcond=None)[0].T
         total_var = max(float(np.trace(scatter)) / p, 1e-12)
         noise = residual - states @ C.T
         R = np.diag(np.maximum(noise.var(axis=0), 1e-2 * total_var))
-        not_first = np.ones(len(Y), dtype=bool)
-        not_first[seqs.starts] = False
-        rows = np.flatnonzero(not_first)
+        rows = linked_rows(seqs)
         if rows.size > n + m:
             Z = np.hstack([states[rows - 1], U[rows]])
             W = np.linalg.lstsq(Z, states[rows], rcond=None)[0].T
@@ -432,23 +455,31 @@ class LinearGaussianSSM(Model):
             A, B = 0.9 * np.eye(n), np.zeros((n, m))
             Q = np.cov(states.T, bias=True).reshape(n, n)
         Q = ensure_positive_definite(0.5 * (Q + Q.T) + 1e-6 * total_var * np.eye(n))
-        first = states[seqs.starts]
-        m0 = first.mean(axis=0)
+        m0 = states[seqs.starts].mean(axis=0)
         state_var = float(np.trace(np.atleast_2d(np.cov(states.T, bias=True)))) / n
         P0 = max(state_var, 1e-6 * total_var) * np.eye(n)
-        starting = {
-            "transition_matrix_": A,
-            "transition_covariance_": Q,
-            "observation_matrix_": C,
-            "observation_covariance_": R,
-            "initial_state_mean_": m0,
-            "initial_state_covariance_": P0,
-            "control_matrix_": B,
-            "feedthrough_matrix_": D,
-        }
+        starting = {"A": A, "Q": Q, "C": C, "R": R, "m0": m0, "P0": P0, "B": B, "D": D}
         for name in self.parameter_names:
             if self.__dict__.get(name) is None:
-                setattr(self, name, starting[name])
+                setattr(self, name, starting[_PARAMETERS[name]])
+
+    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, dict]:
+        params = self._check_parameters()
+        log_lik, stats = self._expected_statistics(seqs, params)
+        return log_lik, {**stats, "parameters": params}
+
+    def _m_step(self, seqs: Sequences, stats: dict) -> None:
+        self._set(self._maximize(stats, stats["parameters"], self.__dict__["_fixed_now"]))
+
+    def _em_snapshot(self) -> dict[str, np.ndarray]:
+        return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
+
+    def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        self.__dict__.update(snapshot)
+
+    def _set(self, params: dict[str, np.ndarray]) -> None:
+        for name in self.parameter_names:
+            setattr(self, name, np.array(params[_PARAMETERS[name]]))
 
     def _expected_statistics(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[float, dict]:
         """E-step: log p(Y) and the expected sufficient statistics of (x, y)."""
@@ -465,9 +496,7 @@ class LinearGaussianSSM(Model):
 
         # dynamics: regress x_t on z_t = [x_t-1; u_t] over steps with a predecessor;
         # x_t-1 runs over every step but each sequence's last, x_t over every step but its first
-        not_first = np.ones(len(Y), dtype=bool)
-        not_first[starts] = False
-        t = np.flatnonzero(not_first)
+        t = linked_rows(seqs)
         x_prev, x_now, u_now = means[t - 1], means[t], U[t]
         Szz = np.zeros((n + m, n + m))
         Szz[:n, :n] = second_moment() - second_moment(ends)
@@ -491,22 +520,22 @@ class LinearGaussianSSM(Model):
         n = self.state_dim
         new = dict(params)
         equations = (
-            ("dynamics", "A", "B", "Q", "transition", "control", LinearDynamics(1)),
-            ("observation", "C", "D", "R", "observation", "feedthrough", self._observation_block()),
+            ("dynamics", "A", "B", "Q", "full"),
+            ("observation", "C", "D", "R", "diag" if self.diagonal_observation_cov else "full"),
         )
-        for key, matrix, inputs, noise, name, input_name, block in equations:
+        names = {key: name for name, key in _PARAMETERS.items()}
+        for key, matrix, inputs, noise, structure in equations:
             yy, yz, zz, count = stats[key]
             if count == 0:
                 continue
+            block = LinearDynamics(1, noise=structure)
             block.weights = np.hstack([params[matrix], params[inputs]])[None]
             block.covariances = params[noise][None]
-            fixed_columns = np.r_[
-                np.full(n, f"{name}_matrix_" in fixed), np.full(self.input_dim, f"{input_name}_matrix_" in fixed)
-            ]
+            fixed_columns = np.r_[np.full(n, names[matrix] in fixed), np.full(self.input_dim, names[inputs] in fixed)]
             block.m_step(
                 Statistics(yy=yy[None], yz=yz[None], zz=zz[None], count=np.array([count])),
                 fixed_columns=fixed_columns,
-                fix_covariances=f"{name}_covariance_" in fixed,
+                fix_covariances=names[noise] in fixed,
             )
             (W,), (new[noise],) = block.weights, block.covariances
             new[matrix], new[inputs] = W[:, :n], W[:, n:]
@@ -519,8 +548,35 @@ class LinearGaussianSSM(Model):
             new["P0"] = ensure_positive_definite(P0)
         return new
 
-    def _observation_block(self) -> LinearDynamics:
-        return LinearDynamics(1, noise="diag" if self.diagonal_observation_cov else "full")
+    # ----------------------------------------------------------- model selection
+    @property
+    def n_parameters(self) -> int:
+        """Number of free parameters: the entries of A, C, m0 (and B, D), the distinct entries of
+        the symmetric Q, P0 and R (p of them for a diagonal R); those held ``fixed`` are not
+        counted. The n^2 of the state-basis freedom x -> T x is not subtracted."""
+        params = self._check_parameters()
+        n, m, p = self.state_dim, self.input_dim, params["C"].shape[0]
+        sizes = {
+            "dynamics_matrix_": n * n,
+            "transition_covariance_": n * (n + 1) // 2,
+            "observation_matrix_": p * n,
+            "observation_covariance_": p if self.diagonal_observation_cov else p * (p + 1) // 2,
+            "initial_state_mean_": n,
+            "initial_state_covariance_": n * (n + 1) // 2,
+            "control_matrix_": n * m,
+            "feedthrough_matrix_": p * m,
+        }
+        fixed = self._fixed()
+        return sum(sizes[name] for name in self.parameter_names if name not in fixed)
+
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
+        return -2.0 * self.score(X, lengths, inputs=inputs) + 2.0 * self.n_parameters
+
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
+        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n_steps)."""
+        seqs = as_sequences(X, lengths)
+        return -2.0 * self.score(seqs, inputs=inputs) + self.n_parameters * np.log(seqs.n_steps)
 
     # ------------------------------------------------------------ persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -528,19 +584,18 @@ class LinearGaussianSSM(Model):
         return {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if "log_likelihood_history_" in self.__dict__:
-            out["log_likelihood_history_"] = [float(v) for v in self.log_likelihood_history_]
-        if "converged_" in self.__dict__:
-            out["converged_"] = bool(self.converged_)
-        return out
+        return {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        """Read the parameters and the fit's record (also under their old names); parameters
+        held ``fixed`` count as set by hand."""
+        arrays = {self._renamed.get(name, name): value for name, value in arrays.items()}
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
         for name in self.parameter_names:
             setattr(self, name, np.array(arrays[name]))
         for name, value in attributes.items():
-            setattr(self, name, value)
+            setattr(self, self._renamed.get(name, name), value)
         self._check_parameters()
+        self.__dict__["_held"] = {name: self.__dict__[name] for name in self._fixed()}

@@ -39,7 +39,7 @@ def select_n_states(make: Callable[[int], Any], X: Any, lengths: Any, max_states
     rows, models = [], []
     for k in range(1, int(max_states) + 1):
         model = make(k).fit(X, lengths)
-        log_lik = model.score(X, lengths)
+        log_lik = model.elbo(X, lengths) if hasattr(model, "elbo") else model.score(X, lengths)  # ELBO: a bound
         rows.append(
             {
                 "n_states": k,

@@ -11,6 +11,8 @@ through one linear-Gaussian observation model:
 
 In the recurrent model the hyperplanes (w_j - w_i) . x + (r_ij - r_ii) = 0 are learned
 guards: the state at which leaving mode i for mode j becomes more likely than staying.
+The E-step, structured mean-field inference of q(x) q(z), is in
+:mod:`modeshift.models.slds_inference`; this module holds the estimator.
 
 Example: a thermostat with hysteresis (heating switches off above 22 degrees, cooling below 18).
 
@@ -28,32 +30,38 @@ True
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from modeshift import kernels
-from modeshift.data import Sequences, as_sequences, check_dimensions, missingness_patterns
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
+from modeshift.data import Sequences, as_sequences
+from modeshift.dynamics import (
+    LinearDynamics,
+    ensure_positive_definite,
+    jump_linear_moments,
+    linked_rows,
+    observation_statistics,
+)
 from modeshift.models import em, selection
+from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM
-from modeshift.models.base import Model, NotFittedError, mode_segments
-from modeshift.models.em import Report
-from modeshift.models.lds import LinearGaussianSSM
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
+from modeshift.models.lds import LinearGaussianSSM, PerStep
+from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.statistics import Stacked, Statistics
-from modeshift.transitions import InputDriven
+from modeshift.transitions import InputDriven, Stationary
 
 __all__ = ["SwitchingLDS"]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
 _GUARD_PENALTY = 1e-2  # L2 penalty on the recurrence parameters: keeps separable guards finite
 _INIT_LDS_ITERATIONS = 20  # EM iterations of the one-mode model that denoises the initial states
 _INIT_RESTARTS = 8  # restarts of the ARHMM that proposes the initial modes
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
-_INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, score, smooth)
+_INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
 _COMMON = (
     "dynamics_matrices_",
     "dynamics_offsets_",
@@ -69,62 +77,23 @@ _COMMON = (
 )
 _MARKOV = ("transmat_",)
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
-
-
-@dataclass
-class _Posterior:
-    """The variational factors q(x) (Gaussian, by its marginal moments) and q(z) (a chain),
-    the HMM potentials q(z) was computed from, and the ELBO."""
-
-    means: np.ndarray  # (T, n)
-    covs: np.ndarray  # (T, n, n)
-    cross_covs: np.ndarray  # (T, n, n): Cov(x_t, x_t-1), zero at sequence starts
-    mode_probs: np.ndarray  # (T, K)
-    pair_counts: np.ndarray  # (K, K), or (T, K, K) per step for recurrent models
-    log_likelihoods: np.ndarray  # (T, K): E_q(x) log p(x_t | x_t-1, z_t = k)
-    transitions: np.ndarray  # (1 or T, K, K)
-    elbo: float
+_FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
 class SwitchingLDS(Model):
     """A switching linear dynamical system, optionally recurrent, fit by structured mean-field variational EM.
 
-    Inference. The exact posterior p(x, z | y) is a mixture over K^T mode paths, so it is
-    approximated by q(x) q(z), and the evidence lower bound
-    ELBO = E_q log p(y, x, z) - E_q log q(x) q(z) <= log p(y) is maximised by coordinate ascent:
-
-    * q(x) given q(z): E_q(z) log p(x, y | z) is quadratic in x, so the optimal q(x) is the
-      Gaussian with block-tridiagonal precision J and linear term h, where (w_tk = q(z_t = k))
-
-          J_tt = [t = 0] P0^-1 + C_o' R_oo^-1 C_o + sum_k w_tk Q_k^-1 + sum_k w_t+1,k A_k' Q_k^-1 A_k,
-          J_t,t-1 = -sum_k w_tk Q_k^-1 A_k,
-
-      with o the entries of y_t that are observed (all of them unless some are NaN; none
-      for a wholly missing step),
-
-      solved exactly in O(T n^3) by :func:`modeshift.kernels.solve_block_tridiagonal`.
-    * q(z) given q(x): an HMM whose log-likelihoods are
-      L_tk = E_q(x) log N(x_t | A_k x_t-1 + B_k u_t + b_k, Q_k) (closed form from the second
-      moments of q(x); 0 at a sequence's first step), solved by forward-backward.
-
-    Each update is the exact maximiser of the ELBO in its factor, and the M-step
-    (closed-form regressions from the expected statistics, see :class:`LinearDynamics`)
-    is the exact maximiser in the parameters, so for the plain SLDS the ELBO never
-    decreases (up to the small ``reg_covar`` and ``stickiness`` priors). The cost per
-    iteration is linear in T, and q(x) q(z) keeps every temporal correlation inside each
-    factor, which is why this beats a fully factorised (per-step) approximation.
-
-    Recurrent models. The switching probability depends on x_t-1, so E_q log p(z | x) has no
-    closed form. For the q(z) update the transition potentials are evaluated at the posterior
-    mean E[x_t-1] (a plug-in: time-varying transition matrices). For the q(x) update the
-    transition term sum_ij q(z_t-1 = i, z_t = j) log p(z_t = j | z_t-1 = i, x_t-1), concave
-    in x_t-1, enters by its second-order expansion at the previous sweep's E[x_t-1]: a
-    Newton step that adds its curvature to the precision J and keeps q(x) Gaussian, as in
-    the Laplace-EM of ``ssm`` (Zoltowski et al., 2020). The guards are learned by a weighted
-    multinomial logistic regression of the pairwise posteriors on [E x_t-1, u_t] with a bias
-    per previous mode (a few BFGS steps, warm-started, with a small L2 penalty). The
-    reported ELBO uses the plug-in transitions, so it is not an exact bound and need not
-    increase monotonically.
+    The exact posterior p(x, z | y) is a mixture over K^T mode paths, so the E-step is
+    the structured mean-field approximation q(x) q(z), found by coordinate ascent on the
+    evidence lower bound ELBO <= log p(y) (:mod:`modeshift.models.slds_inference`). The
+    M-step is closed-form regressions from the expected statistics (see
+    :class:`~modeshift.dynamics.LinearDynamics`); for recurrent models the guards are
+    learned by a weighted multinomial logistic regression of the pairwise posteriors on
+    [E x_t-1, u_t] with a bias per previous mode (a few BFGS steps, warm-started, with a
+    small L2 penalty). For the plain SLDS each step maximises the ELBO plus the log prior
+    of ``reg_covar`` and ``stickiness``, which therefore never decreases; the recurrent
+    E-step evaluates the switches at E[x_t-1], so its ELBO is approximate and need not
+    increase monotonically (``monotone`` is False).
 
     Initialisation (the ELBO has many local optima): d and D by regressing y on [u, 1]; a
     one-mode :class:`LinearGaussianSSM` (PCA-initialised) fitted to the residuals gives C, R
@@ -147,9 +116,10 @@ class SwitchingLDS(Model):
     recurrent : bool
         Let the mode switches depend on the previous state and the inputs.
     n_iter, tol : int, float
-        EM stops after ``n_iter`` iterations or once the ELBO changes by less than ``tol``.
+        EM stops after ``n_iter`` iterations or once the objective improves by less than
+        ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises.
     n_restarts : int
-        Full fits from different initialisations; the one with the largest final ELBO is kept.
+        Full fits from different initialisations; the one with the largest final objective is kept.
     random_state : int or numpy Generator, optional
     stickiness : float
         Pseudo-counts added to the diagonal of the expected transition counts (plain SLDS).
@@ -157,11 +127,13 @@ class SwitchingLDS(Model):
         Added to the diagonal of every covariance estimate's scatter.
     max_states : int
         Largest K tried by ``n_states="auto"``.
+    warm_start : bool
+        Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     verbose : bool
-        Show a live progress bar of the ELBO over the iterations, one per restart (see
+        Show a live progress bar of the ELBO over the iterations, one per restart (drawn by
         :mod:`modeshift.progress`).
     callback : callable, optional
-        ``callback(iteration, elbo)`` at every iteration of every restart (and of every
+        ``callback(iteration, objective)`` at every iteration of every restart (and of every
         candidate for ``n_states="auto"``); not saved with the model.
 
     Attributes
@@ -175,11 +147,13 @@ class SwitchingLDS(Model):
     transmat_ (K, K) : plain SLDS only.
     recurrence_weights_ (K, n), input_weights_ (K, m), recurrence_biases_ (K, K) : w_j, v_j, r_ij
         (recurrent only).
-    mean_run_lengths_ (K,) : mean length of the runs of each mode in the most likely paths of
-        the fitted data.
-    elbo_history_ : list of float
-        ELBO at each iteration.
+    dwell_times_ (K,) : mean length of the runs of each mode in the most likely paths of
+        the fitted data (``mean_run_lengths_`` is its old name, deprecated).
+    history_ : list of float
+        The ELBO plus the log prior of ``reg_covar``, ``stickiness`` and the guards' penalty
+        (the objective EM increases) at each iteration of the best restart.
     converged_ : bool
+    n_iter_ : int
     n_states_, selection_ : with ``n_states="auto"``, the chosen K and the table of candidates.
 
     Notes
@@ -188,8 +162,12 @@ class SwitchingLDS(Model):
     use each step's observed entries, and the M-step of C, D, d, R takes the expected
     statistics of the missing ones (:func:`~modeshift.dynamics.observation_statistics`).
     Inputs must be complete. Every sequence needs at least 2 steps. The parameters are
-    identified only up to a change of state basis and a relabelling of modes.
+    identified only up to a change of state basis and a relabelling of modes. Parameters
+    set by hand on a model never fitted (all of them; or, with ``warm_start``, learned
+    before) are the first restart's starting point; the other restarts start from the data.
     """
+
+    objective = "ELBO"
 
     def __init__(
         self,
@@ -205,26 +183,40 @@ class SwitchingLDS(Model):
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
         max_states: int = 6,
+        warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
     ):
-        state_dim, obs_dim, input_dim = check_dimensions(state_dim, obs_dim, input_dim)
-        if int(n_restarts) < 1:
-            raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
-        if stickiness < 0 or reg_covar < 0:
-            raise ValueError(f"stickiness and reg_covar must be >= 0, got {stickiness} and {reg_covar}")
-        self.n_states = selection.check_n_states(n_states, max_states)
-        self.state_dim, self.obs_dim, self.input_dim = state_dim, obs_dim, input_dim
-        self.recurrent = bool(recurrent)
+        self.n_states = n_states
+        self.state_dim = state_dim
+        self.obs_dim = obs_dim
+        self.input_dim = input_dim
+        self.recurrent = recurrent
         self.n_iter = n_iter
         self.tol = tol
-        self.n_restarts = int(n_restarts)
+        self.n_restarts = n_restarts
         self.random_state = random_state
         self.stickiness = stickiness
         self.reg_covar = reg_covar
         self.max_states = max_states
+        self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+
+    _constraints = {
+        "state_dim": Integer(1),
+        "obs_dim": either(Integer(1), OneOf((None,))),
+        "input_dim": Integer(0),
+        "recurrent": Boolean(),
+        "stickiness": Number(0),
+        "reg_covar": Number(0),
+    }
+    _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
+
+    @property
+    def monotone(self) -> bool:
+        """Whether EM cannot lower its objective: not for recurrent models, whose E-step is approximate."""
+        return not self.recurrent
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -233,7 +225,12 @@ class SwitchingLDS(Model):
 
     @property
     def _k(self) -> int:
-        return int(self.__dict__.get("n_states_", self.n_states))
+        """The number of modes: ``n_states``, or the one ``fit`` chose."""
+        if self.n_states != "auto":
+            return self.n_states
+        if "n_states_" not in self.__dict__:
+            raise NotFittedError("n_states='auto': the number of modes is chosen by fit")
+        return self.n_states_
 
     def _check_fitted(self) -> None:
         missing = [name for name in self.parameter_names if self.__dict__.get(name) is None]
@@ -244,82 +241,24 @@ class SwitchingLDS(Model):
         C = self.__dict__.get("observation_matrix_")
         return int(np.shape(C)[0]) if C is not None else self.obs_dim
 
-    # ------------------------------------------------------------------------ data
-    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
-        seqs = as_sequences(X, lengths).require(
-            allow_missing=True, min_length=2, n_features=self._obs_dim(), model="a SwitchingLDS"
+    def _snapshot(self) -> dict[str, np.ndarray]:
+        return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
+
+    def _parameters(self) -> inference.SwitchingParameters:
+        """The parameters in the form inference reads them."""
+        self._check_fitted()
+        if self.recurrent:
+            chain: Stationary | InputDriven = self._guards()
+        else:
+            chain = Stationary(self._k)
+            chain.initial_probs, chain.transition_matrix = self.startprob_, self.transmat_
+        return inference.SwitchingParameters(
+            self._dynamics_block(),
+            self._observation_block(),
+            self.initial_state_mean_,
+            self.initial_state_covariance_,
+            chain,
         )
-        return seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS")
-
-    # ------------------------------------------------------------------ inference
-    def _update_states(self, seqs: Sequences, mode_probs: np.ndarray, previous: _Posterior | None = None) -> tuple:
-        """q(x) given q(z): moments and log det J of the Gaussian with block-tridiagonal precision.
-
-        For a recurrent model with a ``previous`` posterior, the transition term
-        E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
-        previous E[x_t-1] (see :meth:`_transition_curvature`)."""
-        A, b, B, Q = (
-            self.dynamics_matrices_,
-            self.dynamics_offsets_,
-            self.dynamics_input_matrices_,
-            self.dynamics_covariances_,
-        )
-        C, d, D, R = (
-            self.observation_matrix_,
-            self.observation_offset_,
-            self.feedthrough_matrix_,
-            self.observation_covariance_,
-        )
-        starts, U, Y = seqs.starts, seqs.inputs, seqs.values
-        weights = mode_probs.copy()
-        weights[starts] = 0.0  # the dynamics of step t link it to step t - 1 of the same sequence
-        following = np.zeros_like(weights)
-        following[:-1] = weights[1:]
-        Q_inv = np.linalg.inv(Q)
-        Q_inv_A = Q_inv @ A
-        At_Q_inv_A = np.swapaxes(A, 1, 2) @ Q_inv_A
-        P0_inv = np.linalg.inv(self.initial_state_covariance_)
-
-        diagonal = np.einsum("tk,kij->tij", weights, Q_inv) + np.einsum("tk,kij->tij", following, At_Q_inv_A)
-        diagonal[starts] += P0_inv
-        lower = -np.einsum("tk,kij->tij", weights, Q_inv_A)
-        shift = np.einsum("tm,knm->tkn", U, B) + b[None]  # B_k u_t + b_k
-        rhs = np.zeros((len(Y), self.state_dim))
-        for rows, o in _observed_parts(Y):  # the evidence of each step's observed entries
-            R_inv_C = np.linalg.solve(R[np.ix_(o, o)], C[o])
-            diagonal[rows] += C[o].T @ R_inv_C
-            rhs[rows] += (Y[rows][:, o] - U[rows] @ D[o].T - d[o]) @ R_inv_C
-        rhs += np.einsum("tk,kij,tkj->ti", weights, Q_inv, shift)
-        rhs[:-1] -= np.einsum("tk,kji,tkj->ti", weights, Q_inv_A, shift)[1:]  # A_k' Q_k^-1 shift at t + 1
-        rhs[starts] += P0_inv @ self.initial_state_mean_
-        if self.recurrent and previous is not None:
-            rows, curvature, linear = self._transition_curvature(seqs, previous)
-            diagonal[rows - 1] += curvature
-            rhs[rows - 1] += linear
-        means, log_dets, covs, cross_covs = kernels.solve_block_tridiagonal(diagonal, lower, seqs.offsets, rhs)
-        return means, covs, cross_covs, float(log_dets.sum())
-
-    def _transition_curvature(self, seqs: Sequences, previous: _Posterior) -> tuple:
-        """f_t(x) = sum_ij q(z_t-1 = i, z_t = j) log p(z_t = j | z_t-1 = i, x_t-1 = x) is concave;
-        at m = E[x_t-1] of ``previous`` it is f(m) + g'(x - m) - (x - m)' H (x - m) / 2, with
-
-            g = W' (sum_i xi_i. - sum_i q_i pi_i.),   H = W' (diag(sum_i q_i pi_i.) - sum_i q_i pi_i. pi_i.') W,
-
-        W the recurrence weights, pi_i. the switch probabilities at m, q_i = sum_j xi_ij. Adding
-        H to the precision of x_t-1 and g + H m to its linear term is a Newton step on the
-        transition term (Laplace-EM's, Zoltowski et al. 2020, within the structured mean field).
-        Returns the rows t, H_t and g_t + H_t m_t-1."""
-        rows = _not_first(seqs)
-        means, pairs = previous.means[rows - 1], previous.pair_counts[rows]
-        switch = self._transitions(seqs, previous.means)[rows]  # pi at the current guards
-        W = self.recurrence_weights_
-        leaving = pairs.sum(axis=2)  # q(z_t-1 = i)
-        expected = np.einsum("ti,tij->tj", leaving, switch)  # sum_i q_i pi_ij
-        gradient = (pairs.sum(axis=1) - expected) @ W
-        spread = np.einsum("tj,jn,jm->tnm", expected, W, W)
-        weighted = np.einsum("tij,jn->tin", switch, W)  # (pi_i W) per previous mode
-        spread -= np.einsum("ti,tin,tim->tnm", leaving, weighted, weighted)
-        return rows, spread, gradient + np.einsum("tnm,tm->tn", spread, means)
 
     def _dynamics_block(self) -> LinearDynamics:
         block = LinearDynamics(self._k, reg_covar=self.reg_covar)
@@ -337,89 +276,54 @@ class SwitchingLDS(Model):
         block.covariances = self.observation_covariance_[None]
         return block
 
-    def _dynamics_log_likelihoods(self, seqs: Sequences, means, covs, cross_covs) -> np.ndarray:
-        """L_tk = E_q(x) log N(x_t | A_k x_t-1 + B_k u_t + b_k, Q_k); 0 at sequence starts."""
-        rows = _not_first(seqs)
-        out = np.zeros((seqs.n_steps, self._k))
-        regressors = _regressors(means[rows - 1], seqs.inputs[rows])
-        out[rows] = self._dynamics_block().log_likelihoods(means[rows], regressors)
-        A, Q_inv = self.dynamics_matrices_, np.linalg.inv(self.dynamics_covariances_)
-        Q_inv_A = Q_inv @ A
-        trace = np.einsum("kij,tji->tk", Q_inv, covs[rows])
-        trace -= 2.0 * np.einsum("kij,tij->tk", Q_inv_A, cross_covs[rows])
-        trace += np.einsum("kij,tji->tk", np.swapaxes(A, 1, 2) @ Q_inv_A, covs[rows - 1])
-        out[rows] -= 0.5 * trace
-        return out
+    def _guards(self) -> InputDriven:
+        """The recurrent transitions as a block, features [x_t-1, u_t]."""
+        block = InputDriven(self._k, self.state_dim + self.input_dim, penalty=_GUARD_PENALTY)
+        block.initial_probs = self.startprob_
+        block.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
+        block.biases = self.recurrence_biases_
+        return block
 
-    def _transitions(self, seqs: Sequences, means: np.ndarray) -> np.ndarray:
-        """(1, K, K) transition matrix, or (T, K, K) plug-in matrices at E[x_t-1] (recurrent)."""
-        if not self.recurrent:
-            return np.asarray(self.transmat_, dtype=float)[None]
-        return self._guards().kernel_arrays(_guard_features(seqs, means))[1]
-
-    def _update_modes(self, seqs: Sequences, means, covs, cross_covs) -> tuple:
-        """q(z) given q(x): forward-backward on the expected dynamics log-likelihoods."""
-        log_likelihoods = self._dynamics_log_likelihoods(seqs, means, covs, cross_covs)
-        transitions = self._transitions(seqs, means)
-        run = kernels.forward_backward_varying if self.recurrent else kernels.forward_backward
-        log_z, mode_probs, pairs = run(log_likelihoods, seqs.offsets, self.startprob_, transitions)
-        return float(log_z.sum()), mode_probs, pairs, log_likelihoods, transitions
-
-    def _state_terms(self, seqs: Sequences, means, covs, log_det: float) -> float:
-        """E_q(x) [log p(x_0) + sum_t log p(y_t | x_t)] + H[q(x)]."""
-        n, starts = self.state_dim, seqs.starts
-        C, R, full = self.observation_matrix_, self.observation_covariance_, self._observation_block()
-        observed = 0.0
-        for rows, o in _observed_parts(seqs.values):  # the observation equation of the observed entries
-            block = LinearDynamics(1)
-            block.weights, block.covariances = full.weights[:, o], full.covariances[:, o][:, :, o]
-            regressors = _regressors(means[rows], seqs.inputs[rows])
-            observed += block.log_likelihoods(seqs.values[rows][:, o], regressors).sum()
-            observed -= 0.5 * np.einsum("ij,tji->", C[o].T @ np.linalg.solve(R[np.ix_(o, o)], C[o]), covs[rows])
-        m0, P0 = self.initial_state_mean_, self.initial_state_covariance_
-        centred = means[starts] - m0
-        second = covs[starts] + centred[:, :, None] * centred[:, None, :]
-        initial = -0.5 * (
-            len(starts) * (n * _LOG_2PI + np.linalg.slogdet(P0)[1]) + np.einsum("ij,sji->", np.linalg.inv(P0), second)
+    # ------------------------------------------------------------------------ data
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
+        seqs = as_sequences(X, lengths).require(
+            allow_missing=True, min_length=2, n_features=self._obs_dim(), model="a SwitchingLDS"
         )
-        entropy = 0.5 * (seqs.n_steps * n * (1.0 + _LOG_2PI) - log_det)
-        return float(observed + initial + entropy)
+        return seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS")
 
-    def _sweep(self, seqs: Sequences, mode_probs: np.ndarray, previous: _Posterior | None = None) -> _Posterior:
-        """One coordinate-ascent sweep: q(x) given q(z), then q(z) given q(x), then the ELBO.
+    def _infer(self, seqs: Sequences) -> inference.Posterior:
+        """q(x) q(z) on data with the parameters fixed, to convergence."""
+        return inference.infer(self._parameters(), seqs, self.tol, _INFERENCE_SWEEPS)
 
-        After the q(z) update, E_q(z) [sum_t L_t,z_t + log p(z)] + H[q(z)] equals the HMM's
-        log normaliser log Z, so ELBO = log Z + the state terms."""
-        means, covs, cross_covs, log_det = self._update_states(seqs, mode_probs, previous)
-        log_z, mode_probs, pairs, log_likelihoods, transitions = self._update_modes(seqs, means, covs, cross_covs)
-        elbo = log_z + self._state_terms(seqs, means, covs, log_det)
-        return _Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
-
-    def _infer(self, seqs: Sequences) -> _Posterior:
-        """q(x) q(z) on data with the parameters fixed: coordinate ascent to convergence, from
-        uniform mode probabilities (whose q(x) smooths with the averaged dynamics)."""
-        self._check_fitted()
-        posterior = self._sweep(seqs, np.full((seqs.n_steps, self._k), 1.0 / self._k))
-        for _ in range(_INFERENCE_SWEEPS - 1):
-            previous = posterior.elbo
-            posterior = self._sweep(seqs, posterior.mode_probs, posterior)
-            if abs(posterior.elbo - previous) < self.tol:
-                break
-        return posterior
-
-    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None):
-        """q(z_t = k): posterior mode probabilities (n_steps, K) under the variational posterior."""
+    # ------------------------------------------------------------------ inference
+    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
+        """q(z_t = k): smoothed mode probabilities (n_steps, K) under the variational posterior."""
         seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._infer(seqs).mode_probs)
 
-    def predict(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None):
+    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
+        """The variational filter: the forward pass of q(z), (n_steps, K).
+
+        q(z) is a chain whose potentials are the expected dynamics log-likelihoods under
+        q(x); these probabilities condition on the potentials up to step t. Since q(x)
+        itself is smoothed (it uses every observation), this is not the exact filter
+        p(z_t | y_0..t), which is intractable; at each sequence's last step it equals
+        :meth:`predict_proba`."""
+        seqs = self._sequences(X, lengths, inputs)
+        posterior = self._infer(seqs)
+        filtered, _ = kernels.forward_filter(
+            posterior.log_likelihoods, seqs.offsets, self.startprob_, posterior.transitions
+        )
+        return seqs.restore(filtered)
+
+    def predict(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """Most likely mode path: Viterbi on the potentials of q(z) (the expected dynamics
         log-likelihoods under q(x), and the transition matrices, plug-in ones for recurrent
         models), after running inference to convergence with the parameters fixed."""
         seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._viterbi(seqs, self._infer(seqs)))
 
-    def segment(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> pd.DataFrame:
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """Contiguous runs of one mode on the decoded path (:meth:`predict`): ``start``,
         ``end`` (exclusive), ``mode``, ``probability`` (mean q(z_t = mode) over the run);
         a leading ``sequence`` column for several sequences."""
@@ -427,128 +331,212 @@ class SwitchingLDS(Model):
         posterior = self._infer(seqs)
         return mode_segments(seqs, self._viterbi(seqs, posterior), posterior.mode_probs)
 
-    def _viterbi(self, seqs: Sequences, posterior: _Posterior) -> np.ndarray:
+    def _viterbi(self, seqs: Sequences, posterior: inference.Posterior) -> np.ndarray:
         with np.errstate(divide="ignore"):
             log_initial, log_transitions = np.log(self.startprob_), np.log(posterior.transitions)
         return kernels.viterbi(posterior.log_likelihoods, seqs.offsets, log_initial, log_transitions)[0]
 
-    def smooth(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None):
+    def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """E_q[x_t]: posterior means of the continuous state (n_steps, n)."""
         seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._infer(seqs).means)
 
-    def score(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
-        """The ELBO on X after inference to convergence: a lower bound on log p(X) (for
-        recurrent models computed with plug-in transitions, so approximately one)."""
+    def elbo(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
+        """The evidence lower bound on X after inference to convergence: a lower bound on
+        log p(X) (for recurrent models computed with plug-in transitions, so approximately one)."""
         return self._infer(self._sequences(X, lengths, inputs)).elbo
 
-    # ---------------------------------------------------------------------- sample
+    def score(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
+        """Deprecated: the ELBO (:meth:`elbo`), not the log-likelihood, which is intractable."""
+        warnings.warn(
+            "SwitchingLDS.score returns the ELBO, a lower bound on the log-likelihood, not the "
+            "log-likelihood; it is renamed elbo and goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.elbo(X, lengths, inputs=inputs)
+
+    # ------------------------------------------------------------ sample, forecast
     def sample(
-        self, n_steps: int, random_state: int | np.random.Generator | None = None, inputs: Any = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Simulate one sequence: observations (n_steps, p), states (n_steps, n) and modes (n_steps,)."""
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        inputs: Any = None,
+    ) -> tuple[PerStep, PerStep]:
+        """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations (n_steps, p) and
+        modes (n_steps,), or lists of them for several sequences.
+
+        ``inputs`` (n_steps, m), one array for every sequence or a list with one per
+        sequence, are required when ``input_dim > 0``.
+        """
         self._check_fitted()
-        if int(n_steps) < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-        T, n, m, K = int(n_steps), self.state_dim, self.input_dim, self._k
-        if m == 0 and inputs is not None:
-            raise ValueError("inputs were given but this SwitchingLDS has input_dim=0")
-        if m > 0 and inputs is None:
-            raise ValueError(f"this SwitchingLDS has input_dim={m}: pass inputs (n_steps, {m})")
-        U = np.zeros((T, 0)) if m == 0 else np.asarray(inputs, dtype=float).reshape(T, m)
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
+        T, N = int(n_steps), int(n_sequences)
+        U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, "this SwitchingLDS", name="inputs"))
         rng = np.random.default_rng(random_state)
         dynamics, observation = self._dynamics_block(), self._observation_block()
+        states, modes = np.empty((N, T, self.state_dim)), np.empty((N, T), dtype=np.int64)
+        modes[:, 0] = _draw(np.broadcast_to(self.startprob_, (N, self._k)), rng)
+        initial = np.linalg.cholesky(self.initial_state_covariance_)
+        states[:, 0] = self.initial_state_mean_ + rng.standard_normal((N, self.state_dim)) @ initial.T
         guards = self._guards() if self.recurrent else None
-        states, modes = np.empty((T, n)), np.empty(T, dtype=np.int64)
-        modes[0] = rng.choice(K, p=self.startprob_)
-        states[0] = rng.multivariate_normal(self.initial_state_mean_, self.initial_state_covariance_)
         for t in range(1, T):
-            if self.recurrent:
-                probs = guards.kernel_arrays(np.r_[states[t - 1], U[t]][None])[1][0, modes[t - 1]]
+            if guards is None:
+                switch = self.transmat_[modes[:, t - 1]]
             else:
-                probs = self.transmat_[modes[t - 1]]
-            modes[t] = rng.choice(K, p=probs / probs.sum())
-            states[t] = dynamics.sample(np.r_[states[t - 1], U[t], 1.0], modes[t], rng)
-        observations = np.stack([observation.sample(np.r_[x, u, 1.0], 0, rng) for x, u in zip(states, U)])
-        return observations, states, modes
+                matrices = guards.kernel_arrays(np.hstack([states[:, t - 1], U[:, t]]))[1]
+                switch = matrices[np.arange(N), modes[:, t - 1]]
+            modes[:, t] = _draw(switch, rng)
+            states[:, t] = dynamics.sample_rows(inference.regressors(states[:, t - 1], U[:, t]), modes[:, t], rng)
+        rows = inference.regressors(states.reshape(N * T, -1), U.reshape(N * T, -1))
+        observations = observation.sample_rows(rows, np.zeros(N * T, dtype=np.int64), rng).reshape(N, T, -1)
+        if N == 1:
+            return observations[0], modes[0]
+        return list(observations), list(modes)
+
+    def forecast(
+        self,
+        X: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        future_inputs: Any = None,
+    ) -> Forecast:
+        """The predictive moments of the ``horizon`` observations after each sequence's end.
+
+        Given the variational posterior at the end T, q(x_T) = N(m_T, P_T) and q(z_T), the
+        future of a plain SLDS is a Markov jump linear system, whose moments
+        :func:`~modeshift.dynamics.jump_linear_moments` propagates exactly from
+        E[x_T 1{z_T = k}] = q(z_T = k) m_T and E[x_T x_T' 1{z_T = k}] = q(z_T = k) (P_T + m_T m_T');
+        then y_T+h has mean C E[x_T+h] + D u_T+h + d and covariance C Cov[x_T+h] C' + R, and
+        ``mode_probabilities`` are q(z_T) transmat^h. (The predictive law is a mixture of K^h
+        Gaussians; these are its moments, from the approximate posterior at T.)
+
+        ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
+        when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast`, with lists
+        for several sequences. A recurrent model's switches depend on the state, so its
+        moments have no closed form: simulate with :meth:`sample` instead.
+        """
+        self._check_fitted()
+        if self.recurrent:
+            raise NotImplementedError(
+                "a recurrent SwitchingLDS switches on its state, so its predictive moments have no closed form"
+            )
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        horizon = int(horizon)
+        seqs = self._sequences(X, lengths, inputs)
+        posterior = self._infer(seqs)
+        futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this SwitchingLDS")
+        params = self._parameters()
+        (A, B, b, Q), (C, D, d, R) = params.dynamics_terms(), params.observation_terms()
+        transitions = np.broadcast_to(self.transmat_, (horizon, self._k, self._k))
+        parts = []
+        for s, future in enumerate(futures):
+            last = seqs.offsets[s + 1] - 1
+            probabilities, mean, cov = posterior.mode_probs[last], posterior.means[last], posterior.covs[last]
+            first = probabilities[:, None] * mean
+            second = probabilities[:, None, None] * (cov + np.outer(mean, mean))
+            offsets = np.einsum("knm,hm->hkn", B, future) + b
+            modes, means, covariances = jump_linear_moments(probabilities, first, second, transitions, A, offsets, Q)
+            observed = C @ covariances @ C.T + R
+            observed = 0.5 * (observed + observed.transpose(0, 2, 1))
+            parts.append(Forecast(means @ C.T + future @ D.T + d, observed, modes))
+        return Forecast.of_sequences(parts)
 
     # ------------------------------------------------------------------------- EM
-    def fit(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> SwitchingLDS:
-        """Estimate the parameters by structured variational EM; returns ``self``.
+    def fit(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> SwitchingLDS:
+        """Estimate the parameters by structured variational EM (:func:`modeshift.models.em.run`);
+        returns ``self``.
 
-        Parameters already set (by hand or by an earlier ``fit``) are the first
-        restart's starting point; the other restarts start from the data.
+        ``X`` is any form :func:`~modeshift.data.as_sequences` accepts (``columns`` name a
+        data frame's ``id_column``, ``time_column``, ...).
         """
-        seqs = self._sequences(X, lengths, inputs).require_observed()
+        self._start_fit()
+        seqs = as_sequences(X, lengths, **columns)
         if self.n_states == "auto":
-            return self._fit_auto(seqs)
+            return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS"))
+        seqs = self._sequences(seqs, None, inputs).require_observed()
         if self.state_dim > seqs.n_features:
             raise ValueError(
                 f"state_dim={self.state_dim} exceeds the {seqs.n_features} observed feature(s); "
                 "the PCA initialisation needs state_dim <= obs_dim"
             )
-        rng = np.random.default_rng(self.random_state)
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
-        best = None
-        with em.monitor(self.verbose, self.callback) as monitor:
-            for restart in range(self.n_restarts):
-                if restart == 0 and given:  # parameters set by hand or by an earlier fit are the first start
-                    mode_probs = self._infer(seqs).mode_probs
-                else:
-                    for name in self.parameter_names:
-                        self.__dict__.pop(name, None)
-                    mode_probs = self._initialize(seqs, rng)
-                label = f"SwitchingLDS K={self._k}"
-                if self.n_restarts > 1:
-                    label += f" restart {restart + 1}/{self.n_restarts}"
-                report = monitor.task(label, total=max(int(self.n_iter), 1), objective="ELBO")
-                history, converged, posterior = self._em(seqs, mode_probs, report)
-                if best is None or history[-1] > best[0]:
-                    best = (
-                        history[-1],
-                        {name: getattr(self, name) for name in self.parameter_names},
-                        history,
-                        converged,
-                    )
-                    best_posterior = posterior
-        for name, value in best[1].items():
-            setattr(self, name, value)
-        self.elbo_history_, self.converged_ = best[2], best[3]
-        self.mean_run_lengths_ = _mean_run_lengths(self._viterbi(seqs, best_posterior), seqs.offsets, self._k)
+        self.__dict__["_given"] = self._snapshot() if given else None
+        em.run(self, seqs, label=f"SwitchingLDS K={self._k}")
+        posterior = self.__dict__.pop("_posterior", None) or self._infer(seqs)
+        self.dwell_times_ = _mean_run_lengths(self._viterbi(seqs, posterior), seqs.offsets, self._k)
+        for name in ("_given", "_start_modes"):
+            del self.__dict__[name]
+        self._finish_fit()
         return self
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
-        params = self.get_params()
+        params = {**self.get_params(), "warm_start": False}
         winner, self.selection_ = selection.select_n_states(
             lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
         )
         self.n_states_ = winner.n_states
-        for name in ("elbo_history_", "converged_", "mean_run_lengths_", *winner.parameter_names):
+        for name in ("history_", "converged_", "n_iter_", "dwell_times_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
+        self._finish_fit()
         return self
 
-    def _em(self, seqs: Sequences, mode_probs: np.ndarray, report: Report) -> tuple[list[float], bool, _Posterior]:
-        history: list[float] = []
-        posterior = None
-        for iteration in range(max(int(self.n_iter), 1)):
-            posterior = self._sweep(seqs, mode_probs, posterior)
-            history.append(posterior.elbo)
-            report(iteration + 1, posterior.elbo)
-            if len(history) >= 2 and abs(history[-1] - history[-2]) < self.tol:
-                return history, True, posterior
-            self._maximize(seqs, posterior)
-            mode_probs = posterior.mode_probs
-        return history, False, posterior
+    def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
+        """The parameters set before ``fit`` start the first restart, with q(z) inferred under
+        them; every other start is :meth:`_initialize`'s, from the data."""
+        given = self.__dict__["_given"]
+        if restart == 0 and given is not None:
+            self.__dict__.update(given)
+            start = self._infer(seqs).mode_probs
+        else:
+            start = self._initialize(seqs, rng)
+        self.__dict__["_start_modes"] = start
 
-    def _maximize(self, seqs: Sequences, posterior: _Posterior) -> None:
+    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, inference.Posterior]:
+        """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's)."""
+        previous = workspace.get("posterior")
+        modes = self.__dict__["_start_modes"] if previous is None else previous.mode_probs
+        posterior = inference.sweep(self._parameters(), seqs, modes, previous)
+        workspace["posterior"] = self.__dict__["_posterior"] = posterior
+        return posterior.elbo + self._log_prior(), posterior
+
+    def _m_step(self, seqs: Sequences, posterior: inference.Posterior) -> None:
+        self._maximize(seqs, posterior)
+
+    def _em_snapshot(self) -> dict[str, Any]:
+        return {**self._snapshot(), "_posterior": self.__dict__.get("_posterior")}
+
+    def _em_restore(self, snapshot: dict[str, Any]) -> None:
+        self.__dict__.update(snapshot)
+
+    def _log_prior(self) -> float:
+        """The log prior the M-step maximises with the ELBO: -reg_covar / 2 tr(S^-1) for every
+        covariance S (Q_k, R, P0) and, for a plain SLDS, stickiness sum_k log p_kk (for a
+        recurrent one, the guards' L2 penalty)."""
+        total = self._dynamics_block().log_prior() + self._observation_block().log_prior()
+        total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(self.initial_state_covariance_)))
+        if self.recurrent:
+            return total + self._guards().log_prior()
+        if self.stickiness > 0:
+            with np.errstate(divide="ignore"):
+                total += self.stickiness * float(np.log(np.diagonal(self.transmat_)).sum())
+        return total
+
+    def _maximize(self, seqs: Sequences, posterior: inference.Posterior) -> None:
         """M-step: closed-form regressions from the expected statistics; the guards by logistic regression."""
         n, m = self.state_dim, self.input_dim
         means, covs, cross, probs = posterior.means, posterior.covs, posterior.cross_covs, posterior.mode_probs
         U, Y, starts = seqs.inputs, seqs.values, seqs.starts
-        rows = _not_first(seqs)
+        rows = linked_rows(seqs)
 
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every mode, weighted by q(z_t = k)
-        z = _regressors(means[rows - 1], U[rows])
+        z = inference.regressors(means[rows - 1], U[rows])
         zz = z[:, :, None] * z[:, None, :]
         zz[:, :n, :n] += covs[rows - 1]
         xz = means[rows][:, :, None] * z[:, None, :]
@@ -583,22 +571,14 @@ class SwitchingLDS(Model):
         first = means[starts]
         self.initial_state_mean_ = first.mean(axis=0)
         centred = first - self.initial_state_mean_
-        P0 = (covs[starts] + centred[:, :, None] * centred[:, None, :]).mean(axis=0)
-        self.initial_state_covariance_ = ensure_positive_definite(P0 + self.reg_covar * np.eye(n))
+        scatter = (covs[starts] + centred[:, :, None] * centred[:, None, :]).sum(axis=0)
+        self.initial_state_covariance_ = ensure_positive_definite((scatter + self.reg_covar * np.eye(n)) / len(starts))
 
         self.startprob_ = _normalise(probs[starts].sum(axis=0) + 1e-10)
         if self.recurrent:
-            self._fit_guards(_guard_features(seqs, means)[rows], posterior.pair_counts[rows])
+            self._fit_guards(inference.guard_features(seqs, means)[rows], posterior.pair_counts[rows])
         else:
             self.transmat_ = _normalise(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
-
-    def _guards(self) -> InputDriven:
-        """The recurrent transitions as a block, features [x_t-1, u_t]."""
-        block = InputDriven(self._k, self.state_dim + self.input_dim, penalty=_GUARD_PENALTY)
-        block.initial_probs = self.startprob_
-        block.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
-        block.biases = self.recurrence_biases_
-        return block
 
     def _fit_guards(self, features: np.ndarray, pairs: np.ndarray, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -621,22 +601,23 @@ class SwitchingLDS(Model):
         DW = np.stack([np.linalg.lstsq(design[rows], y[rows], rcond=None)[0] for y, rows in zip(Y.T, observed.T)])
         residual = dataclasses.replace(seqs, values=Y - design @ DW.T, inputs=None)
         total_var = max(float(np.nanmean(residual.values**2)), 1e-12)
-        lds = LinearGaussianSSM(state_dim=n, n_iter=_INIT_LDS_ITERATIONS).fit(residual)
-        states = np.asarray(lds.smooth(residual).means)
-        self.observation_matrix_, self.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
-        self.feedthrough_matrix_, self.observation_offset_ = DW[:, :m], DW[:, m]
-
         arhmm = ARHMM(
             n_states=K,
-            lags=1,
+            order=1,
             n_restarts=_INIT_RESTARTS,
             n_iter=50,
             random_state=rng,
             stickiness=_INIT_STICKINESS,
             reg_covar=max(self.reg_covar, 1e-6 * total_var),
         )
-        arhmm.fit(states, seqs.lengths)
+        with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
+            warnings.simplefilter("ignore", em.ConvergenceWarning)
+            lds = LinearGaussianSSM(state_dim=n, n_iter=_INIT_LDS_ITERATIONS).fit(residual)
+            states = np.asarray(lds.smooth(residual).means)
+            arhmm.fit(states, seqs.lengths)
         mode_probs = arhmm.predict_proba(states, seqs.lengths)
+        self.observation_matrix_, self.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
+        self.feedthrough_matrix_, self.observation_offset_ = DW[:, :m], DW[:, m]
         self.dynamics_matrices_ = np.asarray(arhmm.coefs_, dtype=float).reshape(K, n, n)
         self.dynamics_offsets_ = np.asarray(arhmm.intercepts_, dtype=float).reshape(K, n)
         self.dynamics_input_matrices_ = np.zeros((K, n, m))
@@ -649,9 +630,9 @@ class SwitchingLDS(Model):
         if self.recurrent:
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
             self.recurrence_biases_ = np.zeros((K, K))
-            rows = _not_first(seqs)
+            rows = linked_rows(seqs)
             pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
-            self._fit_guards(_guard_features(seqs, states)[rows], pairs, max_iter=200)
+            self._fit_guards(inference.guard_features(seqs, states)[rows], pairs, max_iter=200)
         else:
             self.transmat_ = _normalise(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
         return mode_probs
@@ -669,33 +650,34 @@ class SwitchingLDS(Model):
         count += (K - 1) * (n + m) + K * (K - 1) if self.recurrent else K * (K - 1)
         return count
 
-    def aic(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
-        """-2 ELBO + 2 n_parameters (the ELBO stands in for the intractable log-likelihood,
-        so this is an upper bound on the usual criterion)."""
-        return -2.0 * self.score(X, lengths, inputs) + 2.0 * self.n_parameters
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
+        """-2 ELBO + 2 n_parameters: the ELBO stands in for the intractable log-likelihood, so
+        this is an upper bound on the usual Akaike criterion (not the criterion itself)."""
+        return -2.0 * self.elbo(X, lengths, inputs=inputs) + 2.0 * self.n_parameters
 
-    def bic(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
-        """-2 ELBO + n_parameters log(n_steps) (see :meth:`aic`)."""
-        seqs = self._sequences(X, lengths, inputs)
-        return -2.0 * self._infer(seqs).elbo + self.n_parameters * np.log(seqs.n_steps)
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
+        """-2 ELBO + n_parameters log(n_steps): computed from the ELBO in place of the
+        intractable log-likelihood, so an upper bound on the usual Bayesian criterion."""
+        seqs = as_sequences(X, lengths)
+        return -2.0 * self.elbo(seqs, inputs=inputs) + self.n_parameters * np.log(seqs.n_steps)
 
     # --------------------------------------------------------------------- report
     def describe(self) -> pd.DataFrame:
-        """One row per mode: mean dwell time, eigenvalues of A_k, offset b_k and, for
-        recurrent models, the guards for entering the mode.
+        """One row per mode: dwell time, eigenvalues of A_k, offset b_k and, for recurrent
+        models, the guards for entering the mode.
 
-        The dwell time is 1 / (1 - p_kk) for a plain SLDS and the mean run length in the most
-        likely paths of the fitted data for a recurrent one. ``entry_weights`` and
-        ``entry_biases`` map each other mode i to the guard (w_j - w_i, r_ij - r_ii) of
-        entering mode j from i: the switch is more likely than staying where
-        (w_j - w_i) . x + (r_ij - r_ii) > 0 (inputs held at 0)."""
+        The dwell time is 1 / (1 - p_kk) for a plain SLDS and ``dwell_times_``, the mean run
+        length in the most likely paths of the fitted data, for a recurrent one.
+        ``entry_weights`` and ``entry_biases`` map each other mode i to the guard
+        (w_j - w_i, r_ij - r_ii) of entering mode j from i: the switch is more likely than
+        staying where (w_j - w_i) . x + (r_ij - r_ii) > 0 (inputs held at 0)."""
         self._check_fitted()
         K = self._k
         rows = []
         for k in range(K):
             row: dict[str, Any] = {"mode": k}
             if self.recurrent:
-                row["dwell_time"] = float(self.__dict__.get("mean_run_lengths_", np.full(K, np.nan))[k])
+                row["dwell_time"] = float(self.__dict__.get("dwell_times_", np.full(K, np.nan))[k])
             else:
                 stay = float(self.transmat_[k, k])
                 row["dwell_time"] = np.inf if stay >= 1.0 else 1.0 / (1.0 - stay)
@@ -713,57 +695,35 @@ class SwitchingLDS(Model):
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
-        if "mean_run_lengths_" in self.__dict__:
-            arrays["mean_run_lengths_"] = np.asarray(self.mean_run_lengths_, dtype=float)
+        if "dwell_times_" in self.__dict__:
+            arrays["dwell_times_"] = np.asarray(self.dwell_times_, dtype=float)
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if "elbo_history_" in self.__dict__:
-            out["elbo_history_"] = [float(v) for v in self.elbo_history_]
-        if "converged_" in self.__dict__:
-            out["converged_"] = bool(self.converged_)
-        if "n_states_" in self.__dict__:
-            out["n_states_"] = int(self.n_states_)
-            out["selection_"] = self.selection_.to_dict(orient="list")
+        out = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
+        if "selection_" in out:
+            out["selection_"] = out["selection_"].to_dict(orient="list")
         return out
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        """Read the parameters and the fit's record (also under their old names)."""
+        for name, value in attributes.items():
+            value = pd.DataFrame(value)[selection.COLUMNS] if name == "selection_" else value
+            setattr(self, self._renamed.get(name, name), value)
+        arrays = {self._renamed.get(name, name): value for name, value in arrays.items()}
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
         for name, value in arrays.items():
             setattr(self, name, np.array(value))
-        for name, value in attributes.items():
-            setattr(self, name, pd.DataFrame(value)[selection.COLUMNS] if name == "selection_" else value)
         self._check_fitted()
 
 
 # ------------------------------------------------------------------------ helpers
-def _not_first(seqs: Sequences) -> np.ndarray:
-    """Rows that have a predecessor in their own sequence."""
-    mask = np.ones(seqs.n_steps, dtype=bool)
-    mask[seqs.starts] = False
-    return np.flatnonzero(mask)
-
-
-def _observed_parts(Y: np.ndarray) -> Iterator[tuple[slice | np.ndarray, np.ndarray]]:
-    """(rows, observed entries) of each pattern of missing values that leaves an entry observed."""
-    for rows, observed in missingness_patterns(Y):
-        if observed.any():
-            yield (slice(None) if rows is None else rows), np.flatnonzero(observed)
-
-
-def _regressors(states: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """[x, u, 1] per row."""
-    return np.hstack([states, inputs, np.ones((len(states), 1))])
-
-
-def _guard_features(seqs: Sequences, means: np.ndarray) -> np.ndarray:
-    """[E x_t-1, u_t] per row (row 0 of each sequence is a placeholder: its transition is unused)."""
-    previous = np.empty_like(means)
-    previous[1:], previous[0] = means[:-1], means[0]
-    return np.hstack([previous, seqs.inputs])
+def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One category per row of ``probabilities`` (N, K), by inverting the cumulative sums."""
+    cumulative = np.cumsum(probabilities, axis=1)
+    return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
 
 
 def _normalise(counts: np.ndarray) -> np.ndarray:

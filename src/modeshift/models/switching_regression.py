@@ -23,7 +23,7 @@ bilinear in (beta, phi) across p + 1 regimes, coefficients may be shared between
 and the chain starts from the stationary distribution of P, so that neither the
 expanded chain nor the M-step fit that mould. What the two do share lives once: the HMM
 kernels, the stationary distribution, and the moments of the jump linear system their
-futures are (:mod:`~modeshift.models.jump_linear`).
+futures are (:func:`~modeshift.dynamics.jump_linear_moments`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from scipy import optimize
 
 from modeshift import kernels
 from modeshift.chain_analysis import stationary_distribution
+from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
 from modeshift.kernels.gaussian import normal_log_density
-from modeshift.models.jump_linear import companion_matrices, jump_linear_moments
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters
 
 __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
@@ -403,7 +403,9 @@ class SwitchingRegression:
         shocks[:, 0, 0] = params.variances[self.digits[:, 0]]
         matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
         state = data.y[::-1][:size]  # [y_T, ..., y_T-p+1]
-        modes, means, covariances = jump_linear_moments(state, filtered[-1], matrices, companions, offsets, shocks)
+        start = filtered[-1]
+        first, second = known_state_moments(start, state)
+        modes, means, covariances = jump_linear_moments(start, first, second, matrices, companions, offsets, shocks)
         return self.regimes(modes), means[:, 0], covariances[:, 0, 0]
 
 

@@ -28,7 +28,7 @@ Example::
     model.observation_matrix_, model.observation_offset_ = np.eye(1), np.zeros(1)
     model.feedthrough_matrix_, model.observation_covariance_ = np.zeros((1, 0)), np.eye(1)
     model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.eye(1)
-    y, states, modes = model.sample(200, random_state=0)
+    y, modes = model.sample(200, random_state=0)
     result = rao_blackwellised_filter(model, y, n_particles=500, random_state=1)
     result.log_likelihood, result.mode_probabilities.shape  # (float, (200, 2))
 """
