@@ -1,17 +1,24 @@
-"""The modeshift command: every subcommand on small CSV and Parquet files, and every error in one line."""
+"""The modeshift command: every subcommand on small CSV and Parquet files, every error in one line, and
+models served by their capabilities, not their classes (models it has never heard of included)."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 from typer.testing import CliRunner
 
 import modeshift
-from modeshift import ARHMM, HMM, LinearGaussianSSM, Sequences
+from modeshift import ARHMM, HMM, LinearGaussianSSM, Sequences, cli, demo, evaluate
 from modeshift.cli import app
+from modeshift.data import as_sequences
+from modeshift.models import Model
+from modeshift.models.base import Forecast
 
 runner = CliRunner()
 
@@ -68,28 +75,63 @@ def test_fit_reads_csv_and_parquet_alike(files):
     assert summary["model"] == "HMM" and summary["n_sequences"] == 2 and summary["n_steps"] == 120
     from_csv, from_parquet = modeshift.load(files / "hmm.msz"), modeshift.load(files / "p.msz")
     assert from_csv.score(_data(files)) == from_parquet.score(_data(files)) == summary["log_likelihood"]
+    assert summary["bic"] == from_parquet.bic(_data(files))
+    assert summary["converged"] == from_parquet.converged_ and summary["n_iter"] == from_parquet.n_iter_ <= 20
     assert from_parquet.verbose is False  # the command's progress bars are not saved
 
 
 @pytest.mark.parametrize(
-    "options, expected",
+    "options, expected, hyperparameters, measure",
     [
-        (["--model", "arhmm", "--lags", 2, "--iterations", 10], "ARHMM"),
-        (["--model", "slds", "--state-dim", 1, "--iterations", 3], "SwitchingLDS"),
-        (["--model", "lds", "--iterations", 5], "LinearGaussianSSM"),
-        (["--model", "markov-switching", "--columns", "y", "--restarts", 2], "MarkovAutoregression"),
-        (["--model", "markov-switching", "--columns", "y", "--order", 0, "--restarts", 2], "MarkovRegression"),
+        (["--model", "arhmm", "--order", 2, "--iterations", 10], "ARHMM", {"order": 2, "n_iter": 10}, "log_likelihood"),
+        (
+            ["--model", "slds", "--state-dim", 1, "--iterations", 3],
+            "SwitchingLDS",
+            {"state_dim": 1, "n_iter": 3},
+            "elbo",
+        ),
+        (["--model", "lds", "--iterations", 5], "LinearGaussianSSM", {"n_iter": 5}, "log_likelihood"),
+        (
+            ["--model", "markov-switching", "--restarts", 2, "--iterations", 50],
+            "MarkovAutoregression",
+            {"order": 1, "n_restarts": 2, "n_iter": 50},
+            "log_likelihood",
+        ),
+        (
+            ["--model", "markov-switching", "--order", 0, "--restarts", 2, "--iterations", 50],
+            "MarkovRegression",
+            {"n_restarts": 2, "n_iter": 50},
+            "log_likelihood",
+        ),
     ],
     ids=["arhmm", "slds", "lds", "markov-autoregression", "markov-regression"],
 )
-def test_fit_every_model(files, tmp_path, options, expected):
-    data = files / ("two.parquet" if "slds" in options else "one.csv")
-    extra = ["--time-column", "t"] if "slds" in options else []
-    if "--columns" not in options and "slds" not in options:
-        extra = ["--columns", "y"]
-    summary = _json("fit", data, *options, *extra, "--seed", 0, "-o", tmp_path / "model.msz")
-    assert summary["model"] == expected
-    assert type(modeshift.load(tmp_path / "model.msz")).__name__ == expected
+def test_fit_every_model(files, tmp_path, options, expected, hyperparameters, measure):
+    """Glossary names throughout: --order is the lag order and --iterations sets n_iter of every model;
+    a model fit by a bound reports its ELBO as elbo, never as a log-likelihood."""
+    slds = "slds" in options
+    data = ["--time-column", "t", files / "two.parquet"] if slds else ["--columns", "y", files / "one.csv"]
+    summary = _json("fit", *data, *options, "--seed", 0, "-o", tmp_path / "model.msz")
+    model = modeshift.load(tmp_path / "model.msz")
+    assert summary["model"] == type(model).__name__ == expected
+    assert {name: model.get_params()[name] for name in hyperparameters} == hyperparameters
+    assert model.verbose is False
+    assert measure in summary and not ({"log_likelihood", "elbo"} - {measure}) & set(summary)
+    assert summary["converged"] == model.converged_ and summary["n_iter"] == model.n_iter_
+
+
+def test_lags_is_a_deprecated_alias_of_order(files, tmp_path):
+    options = ["--columns", "y", "--model", "arhmm", "--iterations", 5, "--seed", 0, "-o", tmp_path / "ar.msz"]
+    result = _run("fit", files / "one.csv", "--lags", 2, *options)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("warning: --lags is deprecated and goes in the next release; use --order\n")
+    assert modeshift.load(tmp_path / "ar.msz").order == 2
+    help_text = _run("fit", "--help").stdout
+    assert "--order" in help_text and "--lags" not in help_text  # hidden
+    result = _run("fit", files / "one.csv", "--order", 1, "--lags", 2, *options)
+    assert result.exit_code == 1 and "error: --lags is the old name of --order: got --order 1 and --lags 2\n" in (
+        result.stderr
+    )
 
 
 def test_fit_auto_shows_every_candidate(files, tmp_path):
@@ -194,8 +236,129 @@ def test_errors_are_one_line(files, args, message):
 def test_models_without_a_capability_say_so(files, tmp_path):
     _json("fit", files / "one.csv", "--columns", "y", "--model", "lds", "--iterations", 3, "-o", tmp_path / "lds.msz")
     result = _run("segment", tmp_path / "lds.msz", files / "one.csv", "--columns", "y")
-    assert result.exit_code == 1 and result.stderr == "error: a LinearGaussianSSM cannot segment data into modes " \
-        "(it has no segment method)\n"  # fmt: skip
+    assert result.exit_code == 1 and result.stderr == "error: a LinearGaussianSSM cannot segment data into modes: " \
+        "it is not a Segmenter (it has no segment)\n"  # fmt: skip
+
+
+# ------------------------------------------------- capabilities, not classes
+class Level(Model):
+    """A model the command line has never heard of: a constant level plus Gaussian noise of scale
+    ``noise``. It forecasts and nothing else; its subclasses add a score or a bound."""
+
+    def __init__(self, noise: float = 1.0):
+        self.noise = noise
+
+    def fit(self, X, lengths=None, **columns):
+        self._start_fit()
+        self.level_ = as_sequences(X, lengths, **columns).values.mean(axis=0)
+        self._finish_fit()
+        return self
+
+    def forecast(self, X, horizon, lengths=None, **columns):
+        dim = len(self.level_)
+        return Forecast(np.tile(self.level_, (horizon, 1)), np.tile(self.noise**2 * np.eye(dim), (horizon, 1, 1)))
+
+    def _log_likelihood(self, X):
+        return float(norm.logpdf(as_sequences(X).values, self.level_, self.noise).sum())
+
+    def _learned_arrays(self):
+        return {"level_": self.level_}
+
+    def _restore(self, arrays, attributes):
+        self.level_ = arrays["level_"]
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+
+class ScoredLevel(Level):
+    def score(self, X, lengths=None, **columns):
+        return self._log_likelihood(X)
+
+
+class BoundedLevel(ScoredLevel):
+    """Fit by maximising a bound, one nat below the log-likelihood, in two iterations; like a
+    SwitchingLDS it still answers ``score`` (with the bound) for one release."""
+
+    objective = "ELBO"
+
+    def fit(self, X, lengths=None, **columns):
+        super().fit(X, lengths, **columns)
+        self.history_, self.converged_, self.n_iter_ = [-2.0, -1.0], True, 2
+        return self
+
+    def elbo(self, X, lengths=None, **columns):
+        return self._log_likelihood(X) - 1.0
+
+    score = elbo
+
+    def _learned_attributes(self):
+        return {"history_": self.history_, "converged_": self.converged_, "n_iter_": self.n_iter_}
+
+
+@pytest.fixture
+def levels(monkeypatch):
+    """The level models in the command's table of models, without options."""
+    for name, model in (("level", Level), ("scored-level", ScoredLevel), ("bounded-level", BoundedLevel)):
+        monkeypatch.setitem(cli.MODELS, name, (model, {}))
+
+
+def test_commands_ask_for_capabilities_not_classes(files, tmp_path, levels):
+    one = [files / "one.csv", "--columns", "y"]
+    fitted = _json("fit", *one, "--model", "scored-level", "-o", tmp_path / "level.msz")
+    y = pd.read_csv(files / "one.csv")["y"]
+    assert fitted == {
+        "model": "ScoredLevel",
+        "output": str(tmp_path / "level.msz"),
+        "n_sequences": 1,
+        "n_steps": 120,
+        "log_likelihood": pytest.approx(norm.logpdf(y, y.mean()).sum()),
+    }  # not Selectable: no BIC; not an IterativeFit: no convergence
+    assert _json("score", tmp_path / "level.msz", *one) == {key: fitted[key] for key in fitted if key != "output"}
+    forecast = _json("forecast", tmp_path / "level.msz", *one, "--horizon", 2)
+    assert [row["y_mean"] for row in forecast] == pytest.approx([y.mean(), y.mean()])
+    for args, message in [
+        (["segment", tmp_path / "level.msz", *one], "cannot segment data into modes: it is not a Segmenter"),
+        (["simulate", tmp_path / "level.msz"], "cannot simulate: it is not a Sampler (it has no sample)"),
+        (
+            ["fit", *one, "--model", "level", "-o", tmp_path / "unscored.msz"],
+            "cannot score data: it is neither a Scorer",
+        ),
+    ]:
+        result = _run(*args)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+        assert result.stderr.startswith("error: a ") and message in result.stderr
+    assert not (tmp_path / "unscored.msz").exists()  # refused before the fit
+
+
+def test_a_bound_is_called_elbo_never_log_likelihood(files, tmp_path, levels):
+    one = [files / "one.csv", "--columns", "y"]
+    fitted = _json("fit", *one, "--model", "bounded-level", "-o", tmp_path / "bound.msz")
+    scored = _json("score", tmp_path / "bound.msz", *one)
+    assert "log_likelihood" not in fitted and "log_likelihood" not in scored
+    y = pd.read_csv(files / "one.csv")["y"]
+    assert fitted["elbo"] == scored["elbo"] == pytest.approx(norm.logpdf(y, y.mean()).sum() - 1.0)
+    assert fitted["converged"] is True and fitted["n_iter"] == 2
+    assert _json("info", tmp_path / "bound.msz")["fit"] == {
+        "objective": "ELBO",
+        "history_": [-2.0, -1.0],
+        "converged_": True,
+        "n_iter_": 2,
+    }
+
+
+@pytest.mark.parametrize("module", [cli, demo, evaluate], ids=lambda module: module.__name__)
+def test_no_dispatch_on_model_classes(module):
+    """The interface layer asks for capabilities: no isinstance or issubclass names a model class."""
+    namespace = vars(module)
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass"):
+            tested = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+            for expression in tested:
+                try:
+                    found = eval(ast.unparse(expression), dict(namespace))  # names of the module
+                except NameError:  # a local variable, such as the capability asked for
+                    continue
+                assert not (isinstance(found, type) and issubclass(found, Model)), ast.unparse(node)
 
 
 def test_debug_shows_the_error(files):
@@ -246,7 +409,8 @@ def test_fit_score_info_for_a_chain_on_an_event_log(tmp_path):
     one = _json("fit", tmp_path / "one.csv", "--model", "chain", "--symbol-column", "step", "-o", tmp_path / "one.msz")
     assert one["n_sequences"] == 1 and one["n_steps"] == 42
     result = _run("fit", tmp_path / "log.csv", "--symbol-column", "activity", "-o", tmp_path / "hmm.msz")
-    assert result.exit_code == 1 and "--symbol-column applies to --model chain, not to --model hmm" in result.stderr
+    assert result.exit_code == 1 and "--symbol-column applies to models of symbols (--model chain), not to a HMM" \
+        in result.stderr  # fmt: skip
     result = _run("fit", tmp_path / "log.csv", "--model", "chain", "--modes", 2, "-o", tmp_path / "x.msz")
     assert result.exit_code == 1 and "--modes does not apply to --model chain (it takes --order)" in result.stderr
 
@@ -257,4 +421,4 @@ def test_simulate_a_chain_and_refuse_its_report(tmp_path):
     simulated = _json("simulate", tmp_path / "chain.msz", "--steps", 7, "--seed", 0)
     assert len(simulated) == 7 and {row["symbol"] for row in simulated} <= {"a", "b"}
     result = _run("report", tmp_path / "chain.msz", tmp_path / "log.csv", "-o", tmp_path / "report")
-    assert result.exit_code == 1 and "for a chain use modeshift info" in result.stderr
+    assert result.exit_code == 1 and "a MarkovChain models symbols: use modeshift info" in result.stderr

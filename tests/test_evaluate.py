@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeshift import MarkovChain, SymbolHMM, VariableOrderChain, evaluate
+from modeshift import HMM, MarkovChain, SymbolHMM, VariableOrderChain, evaluate
 from modeshift.data import as_sequences
 from modeshift.datasets import EVENT_LOGS, load_event_log
 from modeshift.evaluate import EPSILON, compare, next_element, train_test_split
@@ -20,7 +20,8 @@ METRICS = ["accuracy@1", "accuracy@3", "accuracy@5", "log_loss", "perplexity", "
 
 
 class FixedRows:
-    """A 'model' over symbols a, b whose next-element rows are given."""
+    """A 'model' over symbols a, b whose next-element rows are given: a NextElementModel of no
+    modeshift class."""
 
     vocabulary_ = Vocabulary(("a", "b"))
     unknown = "map"
@@ -30,6 +31,9 @@ class FixedRows:
 
     def next_symbol_proba(self, sequences):
         return self.rows
+
+    def predict_next(self, prefix=(), k=5):
+        return []
 
 
 def test_metrics_by_hand():
@@ -174,6 +178,12 @@ def test_bad_input_is_named():
         next_element(FixedRows(np.full((2, 4), 0.25)), [list("ab")])
     with pytest.raises(ValueError, match="no models to compare"):
         compare({}, [list("ab")], [list("ab")])
+    with pytest.raises(ValueError, match="a HMM cannot predict next elements: it is not a NextElementModel"):
+        next_element(HMM(2).fit(np.arange(20.0)), [list("ab")])
+    chain = MarkovChain()
+    with pytest.raises(ValueError, match="a HMM cannot predict next elements"):
+        compare({"chain": chain, "hmm": HMM(2)}, [list("ab")], [list("ab")])
+    assert not hasattr(chain, "vocabulary_")  # refused before any fit
     with pytest.raises(ValueError, match="test_fraction must be between 0 and 1"):
         train_test_split([list("ab"), list("b")], test_fraction=1.0)
     with pytest.raises(ValueError, match="need at least 2 sequences"):

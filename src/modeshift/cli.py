@@ -8,6 +8,7 @@ A session from data to answers::
     modeshift forecast model.msz sensors.csv --horizon 12    # predictive means and intervals
     modeshift simulate model.msz --steps 500 --seed 1 -o sim.csv
     modeshift score model.msz new.csv --json                 # log-likelihood (and BIC)
+    modeshift fit prices.csv --model arhmm --order 2 -o ar.msz   # lag order: --order for every model
     modeshift fit events.csv --model chain --order 2 -o chain.msz   # an event log: case_id, activity, timestamp
 
 Data files are in long format (:meth:`modeshift.Sequences.from_dataframe`): one row per
@@ -19,10 +20,20 @@ are event logs, one row per event: ``--symbol-column`` (default ``activity``), `
 (default ``case_id``, else ``id``, else one sequence) and ``--time-column`` (default ``timestamp``
 when there is one).
 
+Models are built by name (``--model``, the table :data:`MODELS`); once fitted they are used
+by what they can do, not by their class: each command asks for a capability of
+:mod:`modeshift.models.capabilities` (``segment`` a :class:`Segmenter`, ``forecast`` a
+:class:`Forecaster`, ``simulate`` a :class:`Sampler`, ...) and reads files as the model's
+``data_kind`` says (numbers, or symbols of an event log). A model that lacks the capability
+gets a one-line error naming it. Fit statistics are the log-likelihood, or ``elbo`` for a
+model whose objective is an evidence lower bound (never called a log-likelihood).
+
 Every subcommand takes ``--json`` for machine-readable output on standard output; tables
 go to ``-o FILE`` as CSV, else to standard output (CSV, or JSON records). Progress bars
-go to standard error. An error prints one line, ``error: ...``, to standard error and
-exits with status 1; ``modeshift --debug ...`` shows the traceback instead.
+go to standard error: the command draws them (:func:`modeshift.progress.live`), and the
+model is verbose only while it fits, so the saved model is not. An error prints one line,
+``error: ...``, to standard error and exits with status 1; ``modeshift --debug ...`` shows
+the traceback instead.
 """
 
 from __future__ import annotations
@@ -59,6 +70,17 @@ from modeshift.models import (
     load,
 )
 from modeshift.models.base import Forecast
+from modeshift.models.capabilities import (
+    BoundScorer,
+    Describer,
+    Forecaster,
+    IterativeFit,
+    Sampler,
+    Scorer,
+    Segmenter,
+    Selectable,
+    objective,
+)
 
 __all__ = ["app", "main"]
 
@@ -179,18 +201,65 @@ def _read_model_data(
     time_column: str | None,
     symbol_column: str | None,
 ) -> Sequences:
-    """The data of a file in the form ``model`` reads: symbol sequences for a chain, else values."""
-    if isinstance(model, MarkovChain):
+    """The data of a file in the form ``model`` reads (its ``data_kind``): the sequences of an
+    event log for a model of symbols or events, else values."""
+    if model.data_kind != "real":
         return _read_symbols(path, symbol_column, id_column, time_column)
+    if symbol_column is not None:
+        symbolic = ", ".join(f"--model {name}" for name, (build, _) in MODELS.items() if build().data_kind != "real")
+        raise ValueError(f"--symbol-column applies to models of symbols ({symbolic}), not to a {type(model).__name__}")
     return _read_data(path, columns, id_column, time_column)[0]
 
 
-def _capability(model: Model, method: str, purpose: str) -> Callable[..., Any]:
-    """The model's ``method``, or a one-line error saying the model cannot do ``purpose``."""
-    found = getattr(model, method, None)
-    if found is None:
-        raise ValueError(f"a {type(model).__name__} cannot {purpose} (it has no {method} method)")
-    return found
+# -------------------------------------------------------------------- capabilities
+def _require(model: Model, capability: type, purpose: str) -> None:
+    """A one-line error unless ``model`` has ``capability`` (a protocol of :mod:`modeshift.models.capabilities`)."""
+    if not isinstance(model, capability):
+        members = (*vars(capability), *vars(capability).get("__annotations__", {}))
+        missing = [name for name in members if not name.startswith("_") and getattr(model, name, None) is None]
+        raise ValueError(
+            f"a {type(model).__name__} cannot {purpose}: it is not a {capability.__name__} "
+            f"(it has no {', '.join(missing)})"
+        )
+
+
+def _measure(model: Model) -> tuple[str, Callable[[Sequences], float]]:
+    """The name and method of the model's measure of fit on data: its log-likelihood, or its
+    ELBO where its objective is a bound (an ELBO is never called a log-likelihood)."""
+    if isinstance(model, Scorer) and objective(model) != "ELBO":
+        return "log_likelihood", model.score
+    if isinstance(model, BoundScorer):
+        return "elbo", model.elbo
+    raise ValueError(
+        f"a {type(model).__name__} cannot score data: it is neither a Scorer nor a BoundScorer "
+        "(it has no score or elbo)"
+    )
+
+
+def _fit_statistics(model: Model, seqs: Sequences) -> dict[str, Any]:
+    """The model's measure of fit on ``seqs`` and, for a :class:`Selectable` model, its BIC."""
+    name, measure = _measure(model)
+    statistics = {name: measure(seqs)}
+    if isinstance(model, Selectable):
+        statistics["bic"] = model.bic(seqs)
+    return statistics
+
+
+def _fit_showing_progress(model: Model, seqs: Sequences) -> None:
+    """Fit ``model`` with its progress drawn on standard error.
+
+    The bars are this command's: a model with a ``verbose`` hyper-parameter has it set only
+    while it fits and then given back its own value, so the saved model does not draw.
+    """
+    own = model.get_params().get("verbose")
+    if own is not None:
+        model.set_params(verbose=True)
+    try:
+        with progress.live(Console(stderr=True)):
+            model.fit(seqs)
+    finally:
+        if own is not None:
+            model.set_params(verbose=own)
 
 
 # -------------------------------------------------------------------------- models
@@ -199,12 +268,9 @@ def _markov_switching(order: int = 1, **options: Any) -> Model:
     return MarkovAutoregression(order=order, **options) if order else MarkovRegression(**options)
 
 
-def _markov_chain(verbose: bool = False, **options: Any) -> Model:
-    """A Markov chain over symbols; fitting is one count, with no progress to show (``verbose`` is ignored)."""
-    return MarkovChain(**options)
-
-
-#: --model name -> (constructor, {command-line option: hyperparameter it sets})
+#: --model name -> (constructor, {command-line option: hyperparameter it sets}); the
+#: hyper-parameters have their glossary names (docs/glossary.md): ``order`` is the lag order of
+#: every model, ``n_iter`` the cap on EM iterations.
 MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
     "hmm": (
         HMM,
@@ -222,7 +288,7 @@ MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
         {
             "modes": "n_states",
             "max_modes": "max_states",
-            "lags": "order",
+            "order": "order",
             "restarts": "n_restarts",
             "iterations": "n_iter",
             "seed": "random_state",
@@ -246,11 +312,11 @@ MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
             "modes": "n_states",
             "order": "order",
             "restarts": "n_restarts",
-            "iterations": "n_iter_em",
+            "iterations": "n_iter",
             "seed": "random_state",
         },
     ),
-    "chain": (_markov_chain, {"order": "order"}),
+    "chain": (MarkovChain, {"order": "order"}),
 }
 
 
@@ -266,7 +332,7 @@ def _make_model(name: str, options: dict[str, Any]) -> Model:
             raise ValueError(f"--{option.replace('_', '-')} does not apply to --model {name} (it takes {flags})")
     if given.get("modes") == "auto" and "max_modes" not in accepted:
         raise ValueError(f"--model {name} cannot choose its number of modes: give --modes a number")
-    return constructor(**{accepted[option]: value for option, value in given.items()}, verbose=True)
+    return constructor(**{accepted[option]: value for option, value in given.items()})
 
 
 def _modes(text: str | None) -> int | str | None:
@@ -360,11 +426,14 @@ def fit(
     modes: Annotated[str | None, typer.Option(help="Number of modes, or 'auto' to choose it by BIC.")] = None,
     max_modes: Annotated[int | None, typer.Option(help="Largest number of modes tried by --modes auto.")] = None,
     emission: Annotated[str | None, typer.Option(help="hmm: gaussian, gmm, categorical or poisson.")] = None,
-    lags: Annotated[int | None, typer.Option(help="arhmm: autoregressive order.")] = None,
     order: Annotated[
         int | None,
-        typer.Option(help="markov-switching: autoregressive order (0: a switching mean); chain: symbols of context."),
+        typer.Option(
+            help="arhmm, markov-switching: autoregressive order (markov-switching 0: a switching mean); "
+            "chain: symbols of context."
+        ),
     ] = None,
+    lags: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: the old name of --order.")] = None,
     state_dim: Annotated[int | None, typer.Option(help="slds, lds: dimension of the continuous state.")] = None,
     restarts: Annotated[int | None, typer.Option(help="Fits from different starts; the best is kept.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Most EM iterations per fit.")] = None,
@@ -376,12 +445,21 @@ def fit(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")] = Path("model.msz"),
     json_output: Json = False,
 ) -> None:
-    """Fit a model to DATA and save it; the progress of every fit is shown on standard error."""
+    """Fit a model to DATA and save it; the progress of every fit is shown on standard error.
+
+    Prints the data's size, the log-likelihood (``elbo`` for a model fit by its evidence
+    lower bound), the BIC where the model has one and, for an iterative fit, whether it
+    converged and the number of iterations it ran (``n_iter``).
+    """
+    if lags is not None:
+        typer.echo("warning: --lags is deprecated and goes in the next release; use --order", err=True)
+        if order is not None and order != lags:
+            raise ValueError(f"--lags is the old name of --order: got --order {order} and --lags {lags}")
+        order = lags
     options = {
         "modes": _modes(modes),
         "max_modes": max_modes,
         "emission": emission,
-        "lags": lags,
         "order": order,
         "state_dim": state_dim,
         "restarts": restarts,
@@ -389,24 +467,22 @@ def fit(
         "seed": seed,
     }
     estimator = _make_model(model, options)
-    if symbol_column is not None and not isinstance(estimator, MarkovChain):
-        raise ValueError(f"--symbol-column applies to --model chain, not to --model {model}")
     seqs = _read_model_data(estimator, data, columns, id_column, time_column, symbol_column)
-    with progress.live(Console(stderr=True)):
-        estimator.fit(seqs)
-    estimator.verbose = False  # the progress bars belong to this command, not to the saved model
+    _measure(estimator)  # a model that cannot be scored fails before its fit
+    _fit_showing_progress(estimator, seqs)
     estimator.save(output)
     payload: dict[str, Any] = {
         "model": type(estimator).__name__,
         "output": output,
         **_size(seqs),
-        "log_likelihood": estimator.score(seqs),
+        **_fit_statistics(estimator, seqs),
     }
-    if hasattr(estimator, "bic"):
-        payload["bic"] = estimator.bic(seqs)
-    for name in ("n_states_", "converged_", "selection_"):
-        if name in estimator.__dict__:
-            payload[name.rstrip("_")] = estimator.__dict__[name]
+    if "n_states_" in estimator.__dict__:
+        payload["n_states"] = estimator.n_states_
+    if isinstance(estimator, IterativeFit):
+        payload.update(converged=estimator.converged_, n_iter=estimator.n_iter_)
+    if "selection_" in estimator.__dict__:
+        payload["selection"] = estimator.selection_
     _emit(payload, json_output)
 
 
@@ -422,9 +498,9 @@ def segment(
 ) -> None:
     """Split DATA into runs of one mode on the most likely mode path: start, end (exclusive), mode, probability."""
     estimator = load(model_file)
-    split = _capability(estimator, "segment", "segment data into modes")
+    _require(estimator, Segmenter, "segment data into modes")
     seqs, _ = _read_data(data, columns, id_column, time_column)
-    table = split(seqs)
+    table = estimator.segment(seqs)
     if "sequence" in table.columns and seqs.ids is not None:
         table.insert(1, "id", [seqs.ids[s] for s in table["sequence"]])
     _write_table(table, output, json_output, "segments")
@@ -452,10 +528,10 @@ def forecast(
     if not 0.0 < level < 1.0:
         raise ValueError(f"--level must be between 0 and 1, got {level}")
     estimator = load(model_file)
-    predict = _capability(estimator, "forecast", "forecast")
+    _require(estimator, Forecaster, "forecast")
     seqs, names = _read_data(data, columns, id_column, time_column)
     frames = []
-    for s, part in enumerate(predict(seqs, horizon).per_sequence()):
+    for s, part in enumerate(estimator.forecast(seqs, horizon=horizon).per_sequence()):
         frame = _forecast_frame(part, names, norm.ppf(0.5 + level / 2.0))
         if seqs.n_sequences > 1:
             frame.insert(0, "sequence", s)
@@ -493,16 +569,17 @@ def simulate(
     output: TableOutput = None,
     json_output: Json = False,
 ) -> None:
-    """Simulate one sequence from a model: observations y0.., continuous states x0.. and modes."""
+    """Simulate one sequence from a model: observations y0.. (or symbols), continuous states x0.. and modes."""
     estimator = load(model_file)
-    if isinstance(estimator, MarkovChain):  # a path of symbols, not observations and modes
-        path = estimator.sample(n_steps=steps, random_state=seed)
-        _write_table(pd.DataFrame({"symbol": path}), output, json_output, "steps")
-        return
-    draw = _capability(estimator, "sample", "simulate")
-    observations, *hidden = draw(steps, random_state=seed)
-    table = {f"y{d}": column for d, column in enumerate(np.asarray(observations).T)}
-    for array in hidden:
+    _require(estimator, Sampler, "simulate")
+    drawn = estimator.sample(n_steps=steps, random_state=seed)
+    observations, *hidden = drawn if isinstance(drawn, tuple) else (drawn,)  # a model without modes: a path
+    if estimator.data_kind == "real":
+        values = np.asarray(observations, dtype=float).reshape(len(observations), -1)
+        table: dict[str, Any] = {f"y{d}": column for d, column in enumerate(values.T)}
+    else:
+        table = {"symbol": list(observations)}
+    for array in map(np.asarray, hidden):
         if array.ndim == 1:
             table["mode"] = array
         else:
@@ -520,37 +597,36 @@ def score(
     symbol_column: SymbolColumn = None,
     json_output: Json = False,
 ) -> None:
-    """Log-likelihood of DATA under a model (for slds, its evidence lower bound), and BIC where defined."""
+    """Log-likelihood of DATA under a model (``elbo``, its evidence lower bound, for a model fit by one),
+    and BIC where defined."""
     estimator = load(model_file)
     seqs = _read_model_data(estimator, data, columns, id_column, time_column, symbol_column)
-    payload: dict[str, Any] = {
-        "model": type(estimator).__name__,
-        **_size(seqs),
-        "log_likelihood": estimator.score(seqs),
-    }
-    if hasattr(estimator, "bic"):
-        payload["bic"] = estimator.bic(seqs)
-    _emit(payload, json_output)
+    _emit({"model": type(estimator).__name__, **_size(seqs), **_fit_statistics(estimator, seqs)}, json_output)
 
 
 @_command
 def info(model_file: ModelPath, json_output: Json = False) -> None:
-    """What a model file holds: hyperparameters, fit results, learned parameters and a description of the modes."""
+    """What a model file holds: hyperparameters, fit results (with the objective ``history_`` records),
+    learned parameters, a description of the modes and parameter estimates where the model has them."""
     metadata, arrays = read_archive(model_file)
     estimator = load(model_file)
     attributes = metadata.get("attributes", {})
     tables = {name: estimator.__dict__.get(name) for name in attributes}  # e.g. selection_: shown as a table
     tables = {name: value for name, value in tables.items() if isinstance(value, pd.DataFrame)}
+    fit = {name: value for name, value in attributes.items() if name not in tables}
+    if isinstance(estimator, IterativeFit):
+        fit = {"objective": objective(estimator), **fit}
     payload: dict[str, Any] = {
         "model": type(estimator).__name__,
         "hyperparameters": metadata.get("hyperparameters", {}),
-        "fit": {name: value for name, value in attributes.items() if name not in tables},
+        "fit": fit,
         **{name.rstrip("_"): table for name, table in tables.items()},
         "parameters": arrays,
     }
-    describe = getattr(estimator, "describe", None) or getattr(estimator, "summary", None)
-    if describe is not None:
-        payload["description"] = describe()
+    if isinstance(estimator, Describer):
+        payload["description"] = estimator.describe()
+    if hasattr(estimator, "summary"):
+        payload["estimates"] = estimator.summary()
     _emit(payload, json_output)
 
 
@@ -584,7 +660,10 @@ def report(
     from modeshift.report import write_report
 
     estimator = load(model_file)
-    if isinstance(estimator, MarkovChain):
-        raise ValueError("reports cover models with hidden modes; for a chain use modeshift info")
+    if estimator.data_kind != "real":
+        raise ValueError(
+            f"reports cover models of numeric series; a {type(estimator).__name__} models {estimator.data_kind}: "
+            "use modeshift info"
+        )
     seqs, _ = _read_data(data, columns, id_column, time_column)
     _emit({"output": write_report(estimator, seqs, output)}, json_output)

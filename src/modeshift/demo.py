@@ -73,9 +73,9 @@ def _recessions() -> _Case:
     data = load_hamilton_gnp()
     growth = data["rgnp_growth"].to_numpy()
     model = MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(growth)
-    recession = model.smoothed_probabilities_[:, 0] > 0.5  # regimes are ordered by mean: 0 has the lower one
+    recession = model.predict_proba(growth)[:, 0] > 0.5  # regimes are ordered by mean: 0 has the lower one
     nber = data["nber_recession"].to_numpy()[model.order :] == 1
-    means, durations = model.means_, model.expected_durations_
+    means, durations = model.means_, model.dwell_times_
     return _Case(
         "gnp",
         f"US real GNP growth, {data.quarter.iloc[0]}-{data.quarter.iloc[-1]}: Hamilton's switching AR(4)",
@@ -85,7 +85,7 @@ def _recessions() -> _Case:
             f"regime 1 = expansion, mean growth {means[1]:.2f}%/quarter, "
             f"expected duration {durations[1]:.1f} quarters;",
             f"matches NBER recessions in {np.mean(recession == nber):.0%} of quarters "
-            f"(log-likelihood {model.log_likelihood_:.3f}, Hamilton's -181.263)",
+            f"(log-likelihood {model.score(growth):.3f}, Hamilton's -181.263)",
         ],
         model,
         growth,

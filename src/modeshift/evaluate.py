@@ -1,7 +1,8 @@
 """Next-element evaluation: how well a model predicts each element of held-out sequences, and their end.
 
-Every model with a discrete output — :class:`~modeshift.models.MarkovChain`,
-:class:`~modeshift.models.VariableOrderChain`, :class:`~modeshift.models.SymbolHMM` —
+Every :class:`~modeshift.models.capabilities.NextElementModel` — a model of symbol
+sequences such as :class:`~modeshift.models.MarkovChain`,
+:class:`~modeshift.models.VariableOrderChain` or :class:`~modeshift.models.SymbolHMM` —
 gives, through ``next_symbol_proba``, a predictive distribution for every prefix of
 every sequence (the next-element layout of :mod:`modeshift.symbols`). A sequence of
 length L is L + 1 predictions: its L elements, then what follows the last one, whose
@@ -41,15 +42,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from modeshift.data import Sequences, as_sequences
-from modeshift.symbols import Vocabulary, next_targets
+from modeshift.models.capabilities import NextElementModel
+from modeshift.symbols import next_targets
 
-__all__ = ["EPSILON", "NextElementModel", "compare", "next_element", "train_test_split"]
+__all__ = ["EPSILON", "compare", "next_element", "train_test_split"]
 
 #: Floor of the probability of a right answer in the log-loss.
 EPSILON = 1e-12
@@ -57,22 +59,17 @@ EPSILON = 1e-12
 CHUNK_CELLS = 2**22
 
 
-class NextElementModel(Protocol):
-    """What :func:`next_element` needs: a fitted vocabulary and the next-element layout."""
-
-    vocabulary_: Vocabulary
-
-    def next_symbol_proba(self, sequences: Any) -> np.ndarray: ...
-
-
 def next_element(model: NextElementModel, sequences: Any, k: Sequence[int] = (1, 3, 5)) -> pd.Series:
     """Top-k accuracies, log-loss (nats), perplexity and NDCG@5 of ``model``'s predictions of every
     element and every end of ``sequences`` (module docstring).
 
-    ``sequences``: symbol sequences in any form :func:`~modeshift.data.as_sequences` reads; symbols
-    outside the model's vocabulary are errors if the model's ``unknown`` is ``"error"``.
+    ``model``: a fitted :class:`~modeshift.models.capabilities.NextElementModel` (with its
+    ``vocabulary_``). ``sequences``: symbol sequences in any form
+    :func:`~modeshift.data.as_sequences` reads; symbols outside the model's vocabulary are
+    errors if the model's ``unknown`` is ``"error"``.
     Returns a Series: ``accuracy@k`` for each k, ``log_loss``, ``perplexity``, ``ndcg@5``.
     """
+    _check_capability(model)
     ks = _check_k(k)
     vocabulary = getattr(model, "vocabulary_", None)
     if vocabulary is None:
@@ -118,6 +115,8 @@ def compare(
     """
     if not models:
         raise ValueError("no models to compare")
+    for model in models.values():  # before any fit
+        _check_capability(model)
     rows, fit_seconds = {}, {}
     for name, model in models.items():
         start = time.perf_counter()
@@ -159,6 +158,14 @@ def train_test_split(sequences: Any, test_fraction: float = 0.2, random_state: A
         held_out = sequences["case_id"].isin(cases[test])
         return sequences[~held_out], sequences[held_out]
     return [s for s, out in zip(sequences, test) if not out], [s for s, out in zip(sequences, test) if out]
+
+
+def _check_capability(model: Any) -> None:
+    if not isinstance(model, NextElementModel):
+        raise ValueError(
+            f"a {type(model).__name__} cannot predict next elements: it is not a NextElementModel "
+            "(one with next_symbol_proba and predict_next)"
+        )
 
 
 def _check_k(k: Sequence[int]) -> tuple[int, ...]:
