@@ -176,7 +176,7 @@ def test_auxiliary_filter_is_unbiased_and_beats_the_bootstrap_filter():
     # small noises: y_t is predictable from x_t-1, so looking ahead picks better parents
     model.transition_covariance_, model.observation_covariance_ = 0.05 * np.eye(2), np.array([[0.05]])
     y, _ = model.sample(30, random_state=12)
-    exact, smc = model.score(y), LinearGaussian(model)
+    exact, smc = model.score(y), model.as_state_space_model()
     auxiliary = _log_likelihood_estimates(smc, y, 100, 200, 13, auxiliary=_ExactPredictive(smc))
     bootstrap = _log_likelihood_estimates(smc, y, 100, 200, 14)
     _mc_check_unbiased(auxiliary, exact)

@@ -13,7 +13,7 @@ from test_smc_filters import (
 )
 
 from modeshift import LinearGaussianSSM, SwitchingLDS
-from modeshift.smc import SwitchingLinear, particle_filter
+from modeshift.smc import particle_filter
 from modeshift.smc.rao_blackwell import rao_blackwellised_filter
 
 
@@ -72,7 +72,7 @@ def test_rao_blackwellisation_beats_the_particle_filter_on_the_full_state():
     rng = np.random.default_rng(5)
     model = _switching_model()
     y, _ = model.sample(30, random_state=6)
-    smc = SwitchingLinear(model)
+    smc = model.as_state_space_model()
     rao_blackwell = [rao_blackwellised_filter(model, y, 100, random_state=rng).log_likelihood for _ in range(100)]
     plain = [particle_filter(smc, y, 100, random_state=rng).log_likelihood for _ in range(100)]
     assert np.var(rao_blackwell) < np.var(plain)

@@ -594,7 +594,7 @@ class HMM(Model):
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         for name, value in attributes.items():
-            setattr(self, name, pd.DataFrame(value)[selection.COLUMNS] if name == "selection_" else value)
+            setattr(self, name, selection.selection_table(value) if name == "selection_" else value)
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.statistics import Statistics
+
+if TYPE_CHECKING:
+    from modeshift.smc.adapters import LinearGaussian
 
 __all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]
 
@@ -599,3 +602,12 @@ class LinearGaussianSSM(Model):
             setattr(self, self._renamed.get(name, name), value)
         self._check_parameters()
         self.__dict__["_held"] = {name: self.__dict__[name] for name in self._fixed()}
+
+    def as_state_space_model(self, inputs: Any = None) -> LinearGaussian:
+        """This model (fitted, or set by hand) as a model for the particle methods of :mod:`modeshift.smc`:
+        x_0 ~ N(m0, P0), x_t = A x_t-1 + B u_t + N(0, Q), y_t = C x_t + D u_t + N(0, R), with
+        ``inputs`` (n_steps, input_dim) when ``input_dim > 0``. The exact Kalman answers then
+        check a particle method (and a particle method's variants run on a known model)."""
+        from modeshift.smc.adapters import LinearGaussian  # smc builds on the models: imported when asked
+
+        return LinearGaussian(self, inputs)

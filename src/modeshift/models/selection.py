@@ -8,9 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["COLUMNS", "check_n_states", "select_n_states"]
-
-COLUMNS = ["n_states", "log_likelihood", "n_parameters", "aic", "bic", "chosen"]
+__all__ = ["check_n_states", "select_n_states", "selection_table"]
 
 
 def check_n_states(n_states: int | str, max_states: int) -> int | str:
@@ -34,23 +32,32 @@ def select_n_states(make: Callable[[int], Any], X: Any, lengths: Any, max_states
     ``max_states`` is fitted (a poor local optimum at one size must not end the
     search early). Returns the
     chosen fitted model and a table (one row per candidate: ``n_states``,
-    ``log_likelihood``, ``n_parameters``, ``aic``, ``bic``, ``chosen``).
+    ``log_likelihood`` (``elbo`` for a model that only bounds it), ``n_parameters``, ``aic``,
+    ``bic``, ``chosen``).
     """
     rows, models = [], []
     for k in range(1, int(max_states) + 1):
         model = make(k).fit(X, lengths)
-        log_lik = model.elbo(X, lengths) if hasattr(model, "elbo") else model.score(X, lengths)  # ELBO: a bound
+        bound = model.objective == "ELBO"
         rows.append(
             {
                 "n_states": k,
-                "log_likelihood": log_lik,
+                "elbo" if bound else "log_likelihood": model.elbo(X, lengths) if bound else model.score(X, lengths),
                 "n_parameters": model.n_parameters,
                 "aic": model.aic(X, lengths),
                 "bic": model.bic(X, lengths),
             }
         )
         models.append(model)
-    table = pd.DataFrame(rows, columns=COLUMNS[:-1])
+    table = pd.DataFrame(rows)
     best = int(np.argmin(table["bic"].to_numpy()))
     table["chosen"] = np.arange(len(table)) == best
     return models[best], table
+
+
+_ORDER = ("n_states", "log_likelihood", "elbo", "n_parameters", "aic", "bic", "chosen")
+
+
+def selection_table(saved: dict[str, list[Any]]) -> pd.DataFrame:
+    """The table of :func:`select_n_states` from its saved form (a dict of columns, in any order)."""
+    return pd.DataFrame(saved)[[name for name in _ORDER if name in saved]]

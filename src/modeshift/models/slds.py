@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,9 @@ from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary
+
+if TYPE_CHECKING:
+    from modeshift.smc.adapters import SwitchingLinear
 
 __all__ = ["SwitchingLDS"]
 
@@ -708,7 +711,7 @@ class SwitchingLDS(Model):
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         """Read the parameters and the fit's record (also under their old names)."""
         for name, value in attributes.items():
-            value = pd.DataFrame(value)[selection.COLUMNS] if name == "selection_" else value
+            value = selection.selection_table(value) if name == "selection_" else value
             setattr(self, self._renamed.get(name, name), value)
         arrays = {self._renamed.get(name, name): value for name, value in arrays.items()}
         missing = [name for name in self.parameter_names if name not in arrays]
@@ -720,6 +723,14 @@ class SwitchingLDS(Model):
 
 
 # ------------------------------------------------------------------------ helpers
+
+    def as_state_space_model(self, inputs: Any = None) -> SwitchingLinear:
+        """This model as a model for the particle methods of :mod:`modeshift.smc`: a particle is
+        (x_t, z_t), the mode stored as the last column; ``inputs`` as for ``fit``."""
+        from modeshift.smc.adapters import SwitchingLinear  # smc builds on the models: imported when asked
+
+        return SwitchingLinear(self, inputs)
+
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One category per row of ``probabilities`` (N, K), by inverting the cumulative sums."""
     cumulative = np.cumsum(probabilities, axis=1)
