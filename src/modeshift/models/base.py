@@ -113,6 +113,15 @@ class Model:
         # Only reached when normal lookup fails (subclasses that look elsewhere end here).
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    @property
+    def _k(self) -> int:
+        """The number of modes: ``n_states``, or the one ``fit`` chose for ``n_states="auto"``."""
+        if self.n_states != "auto":
+            return self.n_states
+        if "n_states_" not in self.__dict__:
+            raise NotFittedError("n_states='auto': the number of modes is chosen by fit")
+        return self.n_states_
+
     # ------------------------------------------------------------- fitting afresh
     def _check_params(self) -> None:
         """Raise ``ValueError`` for a hyper-parameter that breaks its rule."""

@@ -189,15 +189,6 @@ class HMM(Model):
             self.__dict__["_blocks_"] = blocks
         return blocks
 
-    @property
-    def _k(self) -> int:
-        """The number of states: ``n_states``, or the one ``fit`` chose."""
-        if self.n_states != "auto":
-            return self.n_states
-        if "n_states_" not in self.__dict__:
-            raise NotFittedError("n_states='auto': the number of states is chosen by fit")
-        return self.n_states_
-
     def _make_emission(self) -> Emission:
         k = self._k
         if self.emission == "gaussian":

@@ -226,15 +226,6 @@ class SwitchingLDS(Model):
     def parameter_names(self) -> tuple[str, ...]:
         return _COMMON + (_RECURRENT if self.recurrent else _MARKOV)
 
-    @property
-    def _k(self) -> int:
-        """The number of modes: ``n_states``, or the one ``fit`` chose."""
-        if self.n_states != "auto":
-            return self.n_states
-        if "n_states_" not in self.__dict__:
-            raise NotFittedError("n_states='auto': the number of modes is chosen by fit")
-        return self.n_states_
-
     def _check_fitted(self) -> None:
         missing = [name for name in self.parameter_names if self.__dict__.get(name) is None]
         if missing:
