@@ -22,7 +22,7 @@ def test_describe_reports_occupancy_dwell_and_switches():
     P = model.transmat_
     np.testing.assert_allclose(table["occupancy"].to_numpy() @ P, table["occupancy"].to_numpy(), atol=1e-12)
     assert table["occupancy"].sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(table["mean_dwell"], 1.0 / (1.0 - np.diag(P)))
+    np.testing.assert_allclose(table["dwell_time"], 1.0 / (1.0 - np.diag(P)))
     np.testing.assert_allclose(table[["to_0", "to_1", "to_2"]].to_numpy(), P)
     assert [m[0] for m in table["means_"]] == [0.0, 3.0, 6.0]
 

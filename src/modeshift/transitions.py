@@ -86,7 +86,7 @@ class Stationary:
             dwell = 1.0 / (1.0 - np.diag(P))
         return {
             "occupancy": stationary_distribution(P, self.initial_probs),
-            "mean_dwell": dwell,
+            "dwell_time": dwell,
             **{f"to_{j}": P[:, j] for j in range(len(P))},
         }
 
