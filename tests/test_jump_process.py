@@ -204,6 +204,8 @@ def test_n_steps_caps_the_states_a_path_enters():
         process.sample(None)
     with pytest.raises(ValueError, match="n_steps >= 1"):
         process.sample(0)
+    with pytest.raises(ValueError, match=r"got 300, 10.0 and None"):  # the old sample(n_paths, t_end)
+        process.sample(300, 10.0)
 
 
 def test_paths_end_times_had_the_name_t_end():

@@ -386,12 +386,14 @@ class MarkovJumpProcess(Model):
         """
         rates = self._rate_matrix()
         n, labels = len(rates), self._labels(len(rates))
+        counts = [n_sequences] + ([] if n_steps is None else [n_steps])
+        whole = all(isinstance(c, int | np.integer) and not isinstance(c, bool) and c >= 1 for c in counts)
         cap = np.inf if n_steps is None else int(n_steps)
         horizon = np.inf if t_end is None else float(t_end)
-        if cap < 1 or int(n_sequences) < 1 or not horizon >= 0 or not np.isfinite(min(cap, horizon)):
+        if not whole or not horizon >= 0 or not np.isfinite(min(cap, horizon)):
             raise ValueError(
-                f"need n_steps >= 1 or None, n_sequences >= 1 and t_end >= 0 or None, not both None; "
-                f"got {n_steps!r}, {n_sequences!r} and {t_end!r}"
+                "need integers n_steps >= 1 (or None) and n_sequences >= 1, and t_end >= 0 (or None), "
+                f"not both None; got {n_steps!r}, {n_sequences!r} and {t_end!r}"
             )
         if initial is None:
             start = self.stationary_distribution()
