@@ -28,7 +28,7 @@ def _truth(n_components=3, n_states=10, seed=1):
 @pytest.fixture(scope="module")
 def data():
     truth = _truth()
-    trajectories, components = truth.sample(2000, length=20, random_state=2)
+    trajectories, components = truth.sample(20, 2000, random_state=2)
     return truth, trajectories, components
 
 
@@ -108,13 +108,38 @@ def test_bic_counts_parameters_and_selects_three_components(data):
     assert min(models, key=lambda k: models[k].bic(trajectories)) == 3
 
 
-def test_sample_draws_labels_with_given_lengths(fitted):
-    trajectories, components = fitted.sample(4, length=[1, 3, 5, 2], random_state=0)
-    assert [len(x) for x in trajectories] == [1, 3, 5, 2]
+def test_sample_draws_trajectories_of_n_steps_and_one_component_each(fitted):
+    trajectories, components = fitted.sample(5, 4, random_state=0)
+    assert [len(x) for x in trajectories] == [5] * 4
     assert components.shape == (4,) and set(components) <= {0, 1, 2}
     assert all(s in fitted.states_ for x in trajectories for s in x)
-    again = fitted.sample(4, length=[1, 3, 5, 2], random_state=0)
-    assert again[0] == trajectories
+    assert fitted.sample(5, 4, random_state=0)[0] == trajectories
+    one, component = fitted.sample(5, random_state=0)  # one trajectory: a list and an int
+    assert len(one) == 5 and isinstance(component, int) and 0 <= component < 3
+    assert fitted.sample(5, random_state=0) == (one, component)
+
+
+def test_sampled_components_and_trajectories_follow_the_mixture():
+    """Brute force on a tiny mixture: the frequency of every (component, trajectory) pair of length 3
+    is w_k pi_k[x_1] A_k[x_1, x_2] A_k[x_2, x_3]."""
+    truth = _truth(n_components=2, n_states=2, seed=7)
+    trajectories, components = truth.sample(3, 40_000, random_state=3)
+    counts = np.zeros((2, 2, 2, 2))
+    np.add.at(counts, (components, *np.array(trajectories).T), 1.0)
+    w, pi, A = truth.weights_, truth.startprob_, truth.transmat_
+    expected = np.einsum("k,ka,kab,kbc->kabc", w, pi, A, A)
+    np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.01)
+
+
+def test_the_old_sample_form_warns_and_keeps_its_meaning(fitted):
+    with pytest.warns(DeprecationWarning, match=r"sample\(n_steps, n_sequences\)"):
+        trajectories, components = fitted.sample(4, length=[1, 3, 5, 2], random_state=0)
+    assert [len(x) for x in trajectories] == [1, 3, 5, 2] and components.shape == (4,)
+    with pytest.warns(DeprecationWarning):
+        single, component = fitted.sample(1, length=3, random_state=0)  # always a list and an array
+    assert len(single) == 1 and len(single[0]) == 3 and component.shape == (1,)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="lengths >= 1"):
+        fitted.sample(3, length=0)
 
 
 def test_save_and_load_keep_labels_and_predictions(tmp_path):
@@ -146,8 +171,10 @@ def test_bad_input_is_reported():
         MarkovChainMixture(0).fit([[0, 1]])
     with pytest.raises(ValueError, match="pseudo_count must be a finite number >= 0"):
         MarkovChainMixture(2, pseudo_count=-1.0).fit([[0, 1]])
-    with pytest.raises(ValueError, match="lengths >= 1"):
-        model.sample(3, length=0)
+    with pytest.raises(ValueError, match="n_steps and n_sequences must be positive integers"):
+        model.sample(0)
+    with pytest.raises(ValueError, match="n_steps and n_sequences must be positive integers"):
+        model.sample(3, 0)
 
 
 def test_impossible_trajectory_without_smoothing():
@@ -189,7 +216,7 @@ def test_warm_start_continues_em_and_a_refit_starts_afresh():
 
 def test_hand_set_parameters_start_em_and_n_iter_zero_only_initialises():
     truth = _truth(n_components=2, n_states=3, seed=4)
-    data = truth.sample(40, length=6, random_state=5)[0]
+    data = truth.sample(6, 40, random_state=5)[0]
     truth.set_params(n_iter=1, n_restarts=1, pseudo_count=0.0)
     start = truth.score(data)
     with pytest.warns(ConvergenceWarning):

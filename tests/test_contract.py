@@ -267,10 +267,14 @@ def test_results_have_the_promised_shapes_and_types(cls):
             assert forecast.mode_probabilities.shape == (3, n_modes)
             np.testing.assert_allclose(forecast.mode_probabilities.sum(axis=1), 1.0)
     if "sample" in out and n_modes is not None:
+        # n_steps is the length, or for a model of sequences that end (a next-element model) its cap
+        ends = isinstance(model, NextElementModel)
         observations, modes = out["sample"]
-        assert len(observations) == 7 and modes.shape == (7,) and ((0 <= modes) & (modes < n_modes)).all()
+        assert len(observations) == 7 or (ends and 1 <= len(observations) < 7)
+        assert modes.shape == (len(observations),) and ((0 <= modes) & (modes < n_modes)).all()
         several, paths = model.sample(7, 3, random_state=0)
         assert isinstance(several, list) and isinstance(paths, list) and len(several) == len(paths) == 3
+        assert all(len(x) == len(z) and (len(x) == 7 or ends and 1 <= len(x) < 7) for x, z in zip(several, paths))
         _assert_same(model.sample(7, random_state=0), out["sample"])
     for name in ("score", "elbo", "aic", "bic"):
         if name in out:

@@ -38,7 +38,7 @@ def _relative_error(estimate, truth=RATES):
 @pytest.fixture(scope="module")
 def snapshots():
     """500 paths on [0, 20], each observed at its own 20 irregular times."""
-    paths = _process().sample(500, t_end=20.0, random_state=1)
+    paths = _process().sample(n_sequences=500, t_end=20.0, random_state=1)
     rng = np.random.default_rng(2)
     times = [np.sort(rng.uniform(0.0, 20.0, 20)) for _ in range(500)]
     return paths, paths.observe(times), times
@@ -82,8 +82,8 @@ def test_complete_paths_give_closed_form():
 
 
 def test_complete_paths_recover_rates():
-    paths = _process().sample(500, t_end=20.0, random_state=4)
-    model = MarkovJumpProcess(observation="paths").fit(paths.states, times=paths.times, end_times=paths.t_end)
+    paths = _process().sample(n_sequences=500, t_end=20.0, random_state=4)
+    model = MarkovJumpProcess(observation="paths").fit(paths.states, times=paths.times, end_times=paths.end_times)
     assert _relative_error(model.rate_matrix_) < 0.05
 
 
@@ -112,7 +112,7 @@ def test_endpoint_statistics_match_numerical_integration(a, b):
 def test_endpoint_statistics_match_simulation():
     rates = np.array([[-1.3, 1.3], [0.6, -0.6]])
     t = 1.7
-    paths = _process(rates).sample(40_000, t_end=t, initial=0, random_state=5)
+    paths = _process(rates).sample(n_sequences=40_000, t_end=t, initial=0, random_state=5)
     ends = np.array([states[-1] for states in paths.states])
     kept = np.flatnonzero(ends == 1)
     jumps = np.array([np.sum(np.diff(paths.states[i]) == 1) for i in kept])
@@ -166,13 +166,13 @@ def test_absorbing_state():
     np.testing.assert_allclose(process.jump_matrix(), [[0.0, 1.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match="absorbing"):
         process.holding_time_distribution(1)
-    paths = process.sample(20, t_end=50.0, initial=0, random_state=0)
+    paths = process.sample(n_sequences=20, t_end=50.0, initial=0, random_state=0)
     assert all(states == [0, 1] for states in paths.states)
 
 
 def test_sample_spends_stationary_time_in_states():
     process = _process()
-    paths = process.sample(200, t_end=100.0, random_state=8)
+    paths = process.sample(n_sequences=200, t_end=100.0, random_state=8)
     occupancy = np.zeros(4)
     for states, times in zip(paths.states, paths.times):
         assert times[0] == 0.0 and np.all(np.diff(times) > 0) and times[-1] < 100.0
@@ -180,11 +180,50 @@ def test_sample_spends_stationary_time_in_states():
     np.testing.assert_allclose(occupancy / occupancy.sum(), process.stationary_distribution(), atol=0.01)
 
 
+def test_n_steps_caps_the_states_a_path_enters():
+    """Brute force on two steps: X(0) from ``initial``, X(1) from the jump chain, and each sojourn
+    exponential with its state's exit rate; the record ends when the second state is left."""
+    process = _process()
+    start = np.array([0.1, 0.2, 0.3, 0.4])
+    paths = process.sample(2, 40_000, random_state=3, initial=start)
+    assert all(len(states) == 2 for states in paths.states)
+    pairs = np.zeros((4, 4))
+    np.add.at(pairs, tuple(np.array(paths.states).T), 1.0)
+    np.testing.assert_allclose(pairs / pairs.sum(), start[:, None] * process.jump_matrix(), atol=0.006)
+    second = np.array([states[1] for states in paths.states])
+    entered = np.array([times[1] for times in paths.times])
+    sojourn = paths.end_times - entered
+    for i, rate in enumerate(process.exit_rates()):
+        assert sojourn[second == i].mean() == pytest.approx(1 / rate, rel=0.05)
+    assert entered.mean() == pytest.approx(start @ (1 / process.exit_rates()), rel=0.03)
+    one = process.sample(5, random_state=0, t_end=2.0)  # whichever cap comes first
+    assert len(one.states) == 1 and len(one.states[0]) <= 5 and one.end_times[0] <= 2.0
+    absorbed = _process(np.array([[-1.0, 1.0], [0.0, 0.0]])).sample(4, 3, initial=0, random_state=0)
+    assert absorbed.states == [[0, 1]] * 3 and np.isinf(absorbed.end_times).all()  # resting forever
+    with pytest.raises(ValueError, match="not both None"):
+        process.sample(None)
+    with pytest.raises(ValueError, match="n_steps >= 1"):
+        process.sample(0)
+    with pytest.raises(ValueError, match=r"got 300, 10.0 and None"):  # the old sample(n_paths, t_end)
+        process.sample(300, 10.0)
+
+
+def test_paths_end_times_had_the_name_t_end():
+    paths = _process().sample(n_sequences=2, t_end=3.0, random_state=0)
+    np.testing.assert_array_equal(paths.end_times, [3.0, 3.0])
+    with pytest.warns(DeprecationWarning, match="t_end is renamed end_times"):
+        assert paths.t_end is paths.end_times
+
+
 def test_observe_reads_the_state_at_each_time():
     paths = Paths([["a", "b", "a"]], [np.array([0.0, 1.0, 2.5])], 4.0)
     assert paths.observe([[0.0, 0.99, 1.0, 2.0, 3.9, 4.0]]) == [["a", "a", "b", "b", "a", "a"]]
     with pytest.raises(ValueError, match=r"must lie in \[0, 4.0\]"):
         paths.observe([[5.0]])
+    each = Paths([["a", "b"], ["b"]], [np.array([0.0, 1.0]), np.array([0.0])], np.array([2.0, 0.5]))
+    assert each.observe([[1.5], [0.5]]) == [["b"], ["b"]]
+    with pytest.raises(ValueError, match=r"path 1: observation times must lie in \[0, 0.5\]"):
+        each.observe([[1.5], [0.6]])
 
 
 def test_labels_event_logs_and_unvisited_states(tmp_path):
@@ -242,10 +281,10 @@ def test_bad_input_is_reported():
         model.transition_probability(-1.0)
     model.rate_matrix_ = [[-1.0, 0.5], [0.5, -0.5]]
     with pytest.raises(ValueError, match="rows must sum to 0"):
-        model.sample(1, t_end=1.0)
+        model.sample(n_sequences=1, t_end=1.0)
     model.rate_matrix_ = [[1.0, -1.0], [0.5, -0.5]]
     with pytest.raises(ValueError, match="non-negative off-diagonal"):
-        model.sample(1, t_end=1.0)
+        model.sample(n_sequences=1, t_end=1.0)
 
 
 def test_impossible_change_is_reported():
@@ -317,5 +356,5 @@ def test_a_stationary_law_needs_one_closed_class():
     process = _process(np.array([[-1.0, 0.5, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))  # two absorbing states
     with pytest.raises(ValueError, match=r"2 closed classes \(\{1\}; \{2\}\)"):
         process.stationary_distribution()
-    paths = process.sample(5, t_end=100.0, initial=0, random_state=0)  # from a given start it runs
+    paths = process.sample(n_sequences=5, t_end=100.0, initial=0, random_state=0)  # from a given start it runs
     assert all(states[0] == 0 and states[-1] in (1, 2) for states in paths.states)

@@ -284,24 +284,47 @@ def test_analysis_refuses_dense_matrices_past_the_cap():
 # ------------------------------------------------------------------------ sampling
 
 
-def test_sample_sequences_and_paths():
-    assert MarkovChain(smoothing="ml").fit([list("ab")]).sample(3, random_state=0) == [["a", "b"]] * 3
-    cycle = MarkovChain(smoothing="ml").fit([list("abcabc")])
-    assert cycle.sample(n_steps=7, random_state=0) == list("abcabca")
-    order_two = MarkovChain(order=2, smoothing="ml").fit([list("aabaabaab")])
-    assert order_two.sample(n_steps=9, random_state=0) == list("aabaabaab")
+def test_sample_sequences_stop_at_the_end_or_at_n_steps():
+    assert MarkovChain(smoothing="ml").fit([list("ab")]).sample(5, 3, random_state=0) == [["a", "b"]] * 3
+    assert MarkovChain(smoothing="ml").fit([list("ab")]).sample(5, random_state=0) == ["a", "b"]  # one: a list
     chain = MarkovChain(order=2).fit([list("abcab"), list("cab")])
-    one, two = chain.sample(20, random_state=5), chain.sample(20, random_state=5)
+    one, two = chain.sample(4, 20, random_state=5), chain.sample(4, 20, random_state=5)
     assert one == two and len(one) == 20
-    assert all(len(s) >= 1 and set(s) <= {"a", "b", "c"} for s in one)
-    long = MarkovChain().fit([list("ab" * 500)])
-    with pytest.warns(UserWarning, match="max_length=3"):
-        cut = long.sample(4, random_state=0, max_length=3)
-    assert all(len(s) <= 3 for s in cut)
-    with pytest.raises(ValueError, match="either n_sequences or n_steps"):
-        chain.sample()
+    assert all(1 <= len(s) <= 4 and set(s) <= {"a", "b", "c"} for s in one)
+    assert any(len(s) < 4 for s in one) and any(len(s) == 4 for s in one)  # ended, and cut by the cap
     with pytest.raises(ValueError, match="n_steps must be a positive integer"):
-        chain.sample(n_steps=0)
+        chain.sample(0)
+    with pytest.raises(ValueError, match="n_sequences must be a positive integer"):
+        chain.sample(3, 0)
+
+
+def test_sampled_lengths_follow_the_end_probabilities():
+    """A chain that ends after each symbol with probability 1/4: lengths are geometric, capped at n_steps."""
+    chain = MarkovChain(smoothing="ml").fit([["a"] * 3 + ["b"]] * 3 + [["b"]])  # 'a' never ends; 'b' ends
+    # p(first = a) = 3/4; a -> a 2/3, a -> b 1/3; b always ends: lengths 1 + Geometric
+    lengths = np.array([len(s) for s in chain.sample(6, 20_000, random_state=1)])
+    expected = np.array([0.25] + [0.75 * (2 / 3) ** (n - 2) * (1 / 3) for n in range(2, 6)])
+    expected = np.r_[expected, 1 - expected.sum()]  # length 6: ended there or cut
+    np.testing.assert_allclose(np.bincount(lengths, minlength=7)[1:] / lengths.size, expected, atol=0.01)
+
+
+def test_sample_paths_of_the_dynamics():
+    cycle = MarkovChain(smoothing="ml").fit([list("abcabc")])
+    assert cycle.sample(7, random_state=0, stop_at_end=False) == list("abcabca")
+    order_two = MarkovChain(order=2, smoothing="ml").fit([list("aabaabaab")])
+    assert order_two.sample(9, random_state=0, stop_at_end=False) == list("aabaabaab")
+    paths = order_two.sample(9, 3, random_state=0, stop_at_end=False)
+    assert paths == [list("aabaabaab")] * 3
+
+
+def test_the_old_sample_form_warns_and_keeps_its_meaning():
+    chain = MarkovChain(smoothing="ml").fit([list("ab")])
+    with pytest.warns(DeprecationWarning, match=r"sample\(n_steps, n_sequences\)"):
+        assert chain.sample(n_sequences=1, random_state=0) == [["a", "b"]]  # always a list of sequences
+    long = MarkovChain().fit([list("ab" * 500)])
+    with pytest.warns(DeprecationWarning), pytest.warns(UserWarning, match="max_length=3"):
+        cut = long.sample(4, random_state=0, max_length=3)  # the first argument was n_sequences
+    assert len(cut) == 4 and all(len(s) <= 3 for s in cut)
 
 
 # ------------------------------------------------------------ the estimator contract

@@ -157,6 +157,41 @@ def test_hidden_states_come_back_in_the_input_form():
     np.testing.assert_allclose(by_row[[1, 3, 4]], model.filter_proba("aba"))
 
 
+def test_segments_are_the_runs_of_the_viterbi_path():
+    model = _three_state_model()
+    sequences = [list("aababbba"), list("bbbb")]
+    table = model.segment(sequences)
+    assert list(table.columns[:5]) == ["sequence", "start", "end", "mode", "probability"]
+    for s, sequence in enumerate(sequences):
+        path, smoothed = model.predict(sequence), model.predict_proba(sequence)
+        runs = table[table["sequence"] == s]
+        assert runs["start"].iloc[0] == 0 and runs["end"].iloc[-1] == len(sequence)
+        np.testing.assert_array_equal(runs["start"].to_numpy()[1:], runs["end"].to_numpy()[:-1])
+        for start, end, mode, probability in runs[["start", "end", "mode", "probability"]].itertuples(index=False):
+            assert (path[start:end] == mode).all() and (end == len(path) or path[end] != mode)
+            assert probability == pytest.approx(smoothed[start:end, mode].mean())
+    one = model.segment("aab")
+    assert "sequence" not in one.columns and one["end"].iloc[-1] == 3
+
+
+def test_describe_gives_dwell_times_switches_ends_and_top_symbols():
+    model = _three_state_model()
+    table = model.describe(top=2)
+    P = model.transmat_
+    assert list(table.index) == [0, 1, 2]
+    np.testing.assert_allclose(table["dwell_time"], 1.0 / (1.0 - np.diag(P)))
+    np.testing.assert_allclose(table[["to_0", "to_1", "to_2"]].to_numpy(), P)
+    np.testing.assert_allclose(table["occupancy"].to_numpy() @ P, table["occupancy"].to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(table["end"], model.emissionprob_[:, -1])
+    assert table["top_symbols"].tolist() == [
+        [("a", 0.7), ("b", 0.2)],
+        [("b", 0.5), (END, 0.3)],
+        [("a", 0.4), ("b", 0.4)],
+    ]
+    assert len(model.describe()["top_symbols"][0]) == 3  # top=3 by default
+    assert all(p > 0 for row in model.describe(top=10)["top_symbols"] for _, p in row)
+
+
 # ---------------------------------------------------------------------- sampling
 
 

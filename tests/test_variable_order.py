@@ -102,8 +102,8 @@ def test_is_a_markov_chain_of_its_longest_order():
     assert model.states_ == [("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]
     np.testing.assert_allclose(model.transmat_.sum(axis=1), 1.0)
     assert model.stationary_distribution().sum() == pytest.approx(1.0)
-    samples = model.sample(5, random_state=0)
-    assert len(samples) == 5 and all(set(s) <= {"a", "b"} for s in samples)
+    samples = model.sample(5, 10, random_state=0)
+    assert len(samples) == 10 and all(1 <= len(s) <= 5 and set(s) <= {"a", "b"} for s in samples)
 
 
 # ------------------------------------------------------------------- an order-2 source

@@ -30,7 +30,7 @@ finds a local maximum: more restarts make a merged pair of components less likel
 >>> truth.weights_ = [0.5, 0.5]
 >>> truth.startprob_ = np.full((2, 3), 1 / 3)
 >>> truth.transmat_ = [np.full((3, 3), 0.05) + 0.85 * np.eye(3), np.full((3, 3), 0.05) + 0.85 * np.eye(3)[[1, 2, 0]]]
->>> trajectories, components = truth.sample(300, length=12, random_state=0)
+>>> trajectories, components = truth.sample(12, 300, random_state=0)   # 300 trajectories of 12 states
 >>> model = MarkovChainMixture(n_components=2, random_state=0).fit(trajectories)
 >>> mode_accuracy(components, model.predict(trajectories))
 1.0
@@ -38,6 +38,7 @@ finds a local maximum: more restarts make a merged pair of components less likel
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +127,15 @@ class MarkovChainMixture(Model):
     n_iter_ : int
 
     Parameters set by hand on a model never fitted start the first restart.
+
+    Notes
+    -----
+    The hidden component is one per trajectory, not one per step: ``predict`` gives the
+    most likely component of each trajectory and ``predict_proba`` the posterior
+    p(k | x), both one row per trajectory. There is no per-step mode, hence no
+    per-step ``filter_proba`` (nor ``segment``): what the first t states say about the
+    component is ``predict_proba`` of those t states, since p(k | x_1..x_t) depends on
+    nothing after them.
     """
 
     data_kind = "symbols"
@@ -249,12 +259,12 @@ class MarkovChainMixture(Model):
         return log_joint, _log_likelihoods(log_joint)
 
     def predict_proba(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
-        """p(component | trajectory), (n_trajectories, K)."""
+        """The posterior of each trajectory's component, p(k | x) = w_k p(x | k) / p(x), (n_trajectories, K)."""
         log_joint, log_lik = self._evidence(data, lengths, columns)
         return np.exp(log_joint - log_lik[:, None])
 
     def predict(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
-        """Most probable component of each trajectory, (n_trajectories,)."""
+        """The most likely component of each trajectory (the MAP of p(k | x)), (n_trajectories,)."""
         return np.argmax(self._evidence(data, lengths, columns)[0], axis=1)
 
     def score(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
@@ -271,14 +281,43 @@ class MarkovChainMixture(Model):
         return -2.0 * float(log_lik.sum()) + self.n_parameters * np.log(len(log_lik))
 
     def sample(
-        self, n_trajectories: int, length: int | Sequence[int], random_state: int | np.random.Generator | None = None
-    ) -> tuple[list[list[Hashable]], np.ndarray]:
-        """Draw trajectories (lists of state labels) of the given length(s), and their components."""
-        weights, startprob, transmat = self._parameters()
-        lengths = np.broadcast_to(np.asarray(length, dtype=np.int64), (int(n_trajectories),))
-        if lengths.size == 0 or lengths.min() < 1:
-            raise ValueError(f"need n_trajectories >= 1 and lengths >= 1, got {n_trajectories} and {length!r}")
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        length: int | Sequence[int] | None = None,
+    ) -> tuple[list[Hashable], int] | tuple[list[list[Hashable]], np.ndarray]:
+        """Draw ``n_sequences`` trajectories of ``n_steps`` states, and the component of each.
+
+        The chains have no end: every trajectory has exactly ``n_steps`` states. The
+        component is drawn once per trajectory (it is what :meth:`predict` recovers).
+        Returns a trajectory (a list of state labels) and its component (an int), or for
+        several a list of trajectories and their components, (n_sequences,).
+
+        The form of the last release, ``sample(n_trajectories, length=...)`` (``length``
+        one for all or one per trajectory; always a list and an array), still works with a
+        DeprecationWarning.
+        """
         rng = np.random.default_rng(random_state)
+        if length is not None:
+            warnings.warn(
+                "MarkovChainMixture.sample(n_trajectories, length=...) is now sample(n_steps, n_sequences); "
+                "the old form goes in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self._draw(np.broadcast_to(np.asarray(length, dtype=np.int64), (int(n_steps),)), rng)
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
+        trajectories, components = self._draw(np.full(int(n_sequences), int(n_steps)), rng)
+        return (trajectories[0], int(components[0])) if n_sequences == 1 else (trajectories, components)
+
+    def _draw(self, lengths: np.ndarray, rng: np.random.Generator) -> tuple[list[list[Hashable]], np.ndarray]:
+        """Trajectories of the given lengths and their components."""
+        weights, startprob, transmat = self._parameters()
+        if lengths.size == 0 or lengths.min() < 1:
+            raise ValueError(f"need at least one trajectory and lengths >= 1, got {lengths.tolist()}")
         components = rng.choice(len(weights), size=lengths.size, p=weights)
         codes = np.empty((lengths.size, lengths.max()), dtype=np.int64)
         codes[:, 0] = rng.multinomial(1, startprob[components]).argmax(axis=1)

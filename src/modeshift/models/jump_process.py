@@ -29,7 +29,7 @@ at once. The M-step is q_ij = E[N_ij] / E[R_i], and the log-likelihood never dec
 >>> from modeshift import MarkovJumpProcess
 >>> truth = MarkovJumpProcess()
 >>> truth.rate_matrix_ = [[-1.0, 0.7, 0.3], [0.4, -0.6, 0.2], [0.5, 0.5, -1.0]]
->>> paths = truth.sample(300, t_end=10.0, random_state=0)
+>>> paths = truth.sample(n_sequences=300, t_end=10.0, random_state=0)
 >>> times = [np.sort(np.random.default_rng(i).uniform(0, 10, 12)) for i in range(300)]
 >>> model = MarkovJumpProcess().fit(paths.observe(times), times=times)
 >>> model.rate_matrix_.round(1)
@@ -42,6 +42,7 @@ array([[-1. ,  0.7,  0.3],
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,21 +71,29 @@ Ends = float | Sequence[float] | None
 
 @dataclass(frozen=True)
 class Paths:
-    """Simulated paths: path i enters ``states[i][k]`` at ``times[i][k]`` and runs until ``t_end``."""
+    """Simulated paths: path i enters ``states[i][k]`` at ``times[i][k]``; its record ends at
+    ``end_times[i]`` (one time for all paths, or one per path), as ``fit``'s ``end_times`` take them."""
 
     states: list[list[Hashable]]
     times: list[np.ndarray]
-    t_end: float
+    end_times: float | np.ndarray
+
+    @property
+    def t_end(self) -> float | np.ndarray:
+        """Deprecated alias of ``end_times``."""
+        warnings.warn("Paths.t_end is renamed end_times; the old name goes in the next release", DeprecationWarning, 2)
+        return self.end_times
 
     def observe(self, times: Sequence[Any]) -> list[list[Hashable]]:
-        """The states of each path at its own observation ``times`` (one array per path, within [0, t_end])."""
+        """The states of each path at its own observation ``times`` (one array per path, within [0, its end])."""
         if len(times) != len(self.states):
             raise ValueError(f"{len(times)} time arrays given for {len(self.states)} paths")
+        ends = np.broadcast_to(np.asarray(self.end_times, dtype=np.float64), (len(self.states),))
         observed = []
-        for i, (states, jumps, at) in enumerate(zip(self.states, self.times, times)):
+        for i, (states, jumps, at, end) in enumerate(zip(self.states, self.times, times, ends)):
             at = np.asarray(at, dtype=np.float64)
-            if at.size and (at.min() < 0 or at.max() > self.t_end):
-                raise ValueError(f"path {i}: observation times must lie in [0, {self.t_end}]")
+            if at.size and (at.min() < 0 or at.max() > end):
+                raise ValueError(f"path {i}: observation times must lie in [0, {end}]")
             observed.append([states[k] for k in np.searchsorted(jumps, at, side="right") - 1])
         return observed
 
@@ -357,20 +366,35 @@ class MarkovJumpProcess(Model):
 
     def sample(
         self,
-        n_paths: int,
-        t_end: float,
-        initial: Hashable | Sequence[float] | None = None,
+        n_steps: int | None = None,
+        n_sequences: int = 1,
         random_state: int | np.random.Generator | None = None,
+        *,
+        t_end: float | None = None,
+        initial: Hashable | Sequence[float] | None = None,
     ) -> Paths:
-        """Simulate paths on [0, t_end] (Gillespie's algorithm), all paths advancing together.
+        """Simulate ``n_sequences`` paths from time 0 (Gillespie's algorithm), all advancing together.
 
-        ``initial`` is the law of X(0): the stationary distribution (default), a state, or a
-        probability vector (a list or array over ``states_``).
+        A path stops once it has entered ``n_steps`` states (its first included) or at time
+        ``t_end``, whichever comes first (``None``: no such cap; give at least one). Its
+        record ends when it would leave its last state, or at ``t_end``: ``end_times`` of
+        the :class:`Paths` returned, per path (``inf`` for a path resting in an absorbing
+        state without ``t_end``). ``initial`` is the law of X(0): the stationary
+        distribution (default), a state, or a probability vector (a list or array over
+        ``states_``). One path or several, the result is a :class:`Paths`, whose fields hold
+        one entry per path.
         """
         rates = self._rate_matrix()
         n, labels = len(rates), self._labels(len(rates))
-        if int(n_paths) < 1 or not np.isfinite(t_end) or t_end < 0:
-            raise ValueError(f"need n_paths >= 1 and a finite t_end >= 0, got {n_paths} and {t_end}")
+        counts = [n_sequences] + ([] if n_steps is None else [n_steps])
+        whole = all(isinstance(c, int | np.integer) and not isinstance(c, bool) and c >= 1 for c in counts)
+        cap = np.inf if n_steps is None else int(n_steps)
+        horizon = np.inf if t_end is None else float(t_end)
+        if not whole or not horizon >= 0 or not np.isfinite(min(cap, horizon)):
+            raise ValueError(
+                "need integers n_steps >= 1 (or None) and n_sequences >= 1, and t_end >= 0 (or None), "
+                f"not both None; got {n_steps!r}, {n_sequences!r} and {t_end!r}"
+            )
         if initial is None:
             start = self.stationary_distribution()
         elif isinstance(initial, list | np.ndarray):
@@ -379,24 +403,26 @@ class MarkovJumpProcess(Model):
             start = np.eye(n)[self._code(initial)]
         rng = np.random.default_rng(random_state)
         exits, jumps = self.exit_rates(), self.jump_matrix()
-        state = rng.choice(n, size=int(n_paths), p=start)
-        clock = np.zeros(int(n_paths))
-        events = [(np.arange(int(n_paths)), state.copy(), clock.copy())]
-        moving = np.arange(int(n_paths))
+        n_sequences = int(n_sequences)
+        state = rng.choice(n, size=n_sequences, p=start)
+        clock, entered = np.zeros(n_sequences), np.ones(n_sequences)
+        events = [(np.arange(n_sequences), state.copy(), clock.copy())]
+        moving = np.arange(n_sequences)
         while moving.size:
             with np.errstate(divide="ignore"):  # an absorbing state waits forever
                 clock[moving] += rng.standard_exponential(moving.size) / exits[state[moving]]
-            moving = moving[clock[moving] < t_end]
+            moving = moving[(clock[moving] < horizon) & (entered[moving] < cap)]
             state[moving] = rng.multinomial(1, jumps[state[moving]]).argmax(axis=1)
+            entered[moving] += 1
             events.append((moving, state[moving], clock[moving]))
-        path, codes, entered = (np.concatenate(column) for column in zip(*events))
+        path, codes, times = (np.concatenate(column) for column in zip(*events))
         order = np.argsort(path, kind="stable")  # events of a path are already in time order
-        bounds = np.cumsum(np.bincount(path, minlength=int(n_paths)))[:-1]
+        bounds = np.cumsum(np.bincount(path, minlength=n_sequences))[:-1]
         vocabulary = Vocabulary(labels)
         return Paths(
             [vocabulary.decode(c) for c in np.split(codes[order], bounds)],
-            np.split(entered[order], bounds),
-            float(t_end),
+            np.split(times[order], bounds),
+            np.minimum(clock, horizon),
         )
 
     # --------------------------------------------------------------- persistence

@@ -474,50 +474,74 @@ class MarkovChain(Model):
     # ----------------------------------------------------------------- sampling
     def sample(
         self,
-        n_sequences: int | None = None,
-        *,
         n_steps: int | None = None,
+        n_sequences: int = 1,
         random_state: int | np.random.Generator | None = None,
-        max_length: int = 10_000,
+        *,
+        stop_at_end: bool = True,
+        max_length: int | None = None,
     ) -> list[Any]:
-        """Simulate ``n_sequences`` whole sequences (a list of lists of symbols, each ended by the
-        model, or cut at ``max_length`` with a warning), or one path of ``n_steps`` symbols of the
-        dynamics (ends ignored). ``UNKNOWN`` stands for the unknown symbol under ``"map"``."""
+        """Simulate ``n_sequences`` sequences of at most ``n_steps`` symbols.
+
+        Each sequence runs until the model ends it (``END`` is not returned) or until it
+        has ``n_steps`` symbols, whichever comes first: ``n_steps`` caps the length, so a
+        sequence of exactly ``n_steps`` symbols may have been cut, while a shorter one
+        ended. With ``stop_at_end=False`` every sequence is a path of exactly ``n_steps``
+        symbols of the dynamics (``transmat_``: what comes next given that the sequence
+        goes on). ``UNKNOWN`` stands for the unknown symbol under ``"map"``. Returns the
+        symbols of one sequence (a list), or a list of them for several.
+
+        The form of the last release, ``sample(n_sequences, max_length=10_000)`` (whole
+        sequences, always a list of them), still works with a DeprecationWarning.
+        """
         self._check_fitted()
-        if (n_sequences is None) == (n_steps is None):
-            raise ValueError("give either n_sequences or n_steps")
-        rng = np.random.default_rng(random_state)
-        if n_steps is not None:
-            return list(self._labels[self._sample_path(_positive(n_steps, "n_steps"), rng)])
-        n_sequences, max_length = _positive(n_sequences, "n_sequences"), _positive(max_length, "max_length")
+        if n_steps is None or max_length is not None:
+            return self._sample_old_form(n_sequences if n_steps is None else n_steps, max_length, random_state)
+        n_steps, n_sequences = _positive(n_steps, "n_steps"), _positive(n_sequences, "n_sequences")
+        codes = self._sample_codes(n_steps, n_sequences, np.random.default_rng(random_state), stop_at_end)
+        symbols = [list(self._labels[block]) for block in codes]
+        return symbols[0] if n_sequences == 1 else symbols
+
+    def _sample_old_form(self, n_sequences: int, max_length: int | None, random_state: Any) -> list[list[Any]]:
+        """``sample(n_sequences, max_length=10_000)``, the form of the last release."""
+        warnings.warn(
+            f"{type(self).__name__}.sample(n_sequences, max_length=...) is now sample(n_steps, n_sequences), "
+            "n_steps capping the length as max_length did; the old form goes in the next release",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        cap = _positive(10_000 if max_length is None else max_length, "max_length")
+        sequences = self.sample(cap, _positive(n_sequences, "n_sequences"), random_state)
+        sequences = sequences if n_sequences > 1 else [sequences]
+        cut = sum(len(sequence) == cap for sequence in sequences)  # a sequence that never drew END
+        if cut:
+            warnings.warn(f"{cut} sequences reached max_length={cap} and were cut", stacklevel=3)
+        return sequences
+
+    def _sample_codes(
+        self, n_steps: int, n_sequences: int, rng: np.random.Generator, stop_at_end: bool
+    ) -> list[np.ndarray]:
+        """The codes of ``n_sequences`` sequences drawn side by side, each stopped at END (if
+        ``stop_at_end``) or after ``n_steps`` symbols."""
+        if not stop_at_end and self.order == 1 and self._n_states <= MAX_DENSE_STATES:  # compiled, dense
+            initial, matrix = self.initial_distribution_, self.transmat_
+            return [sample_chain(initial, matrix, rng.random(n_steps)) for _ in range(n_sequences)]
         keys = np.full(n_sequences, self._start)
         alive = np.arange(n_sequences)
         owners, draws = [], []
-        for _ in range(max_length):
-            codes = _draw(self._next_proba(keys[alive]), rng)
-            going = codes != self._base - 1
+        for _ in range(n_steps):
+            proba = self._next_proba(keys[alive]) if stop_at_end else self._dynamics_rows(keys[alive])
+            codes = _draw(proba, rng)
+            going = codes != self._base - 1  # not END (which the dynamics never draw)
             owners.append(alive[going])
             draws.append(codes[going])
             keys[alive] = self._advance(keys[alive], codes)
             alive = alive[going]
             if alive.size == 0:
                 break
-        if alive.size:
-            warnings.warn(f"{alive.size} sequences reached max_length={max_length} and were cut", stacklevel=2)
         owner, codes = np.concatenate(owners), np.concatenate(draws)
         order = np.argsort(owner, kind="stable")
-        bounds = np.cumsum(np.bincount(owner, minlength=n_sequences))[:-1]
-        return [list(self._labels[block]) for block in np.split(codes[order], bounds)]
-
-    def _sample_path(self, n_steps: int, rng: np.random.Generator) -> np.ndarray:
-        if self.order == 1 and self._n_states <= MAX_DENSE_STATES:
-            return sample_chain(self.initial_distribution_, self.transmat_, rng.random(n_steps))
-        path = np.empty(n_steps, dtype=np.int64)
-        key = np.array([self._start])
-        for t in range(n_steps):
-            path[t] = _draw(self._dynamics_rows(key), rng)[0]
-            key = self._advance(key, path[t : t + 1])
-        return path
+        return np.split(codes[order], np.cumsum(np.bincount(owner, minlength=n_sequences))[:-1])
 
     def _advance(self, keys: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return (keys * self._base + codes) % self._base**self.order

@@ -27,7 +27,10 @@ the first element is conditioned on not being the end.
 
 The hidden states of a sequence are decoded as for any HMM, its end included as
 evidence: ``predict`` (Viterbi), ``predict_proba`` (smoothed), ``filter_proba`` (given
-the symbols so far).
+the symbols so far); ``segment`` cuts the Viterbi path into runs of one state and
+``describe`` summarises each state. What comes next is :meth:`SymbolHMM.next_symbol_proba`
+(and ``next_distribution``, ``predict_next``): the forecast of a sequence that may end,
+so there is no separate ``forecast``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from modeshift import kernels
 from modeshift.data import Sequences, as_sequences, check_probabilities
 from modeshift.emissions import Categorical
 from modeshift.models import em
-from modeshift.models.base import Model, NotFittedError
+from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.models.params import Integer, OneOf
 from modeshift.models.state_labels import labels_from_json, labels_to_json
 from modeshift.statistics import Statistics
@@ -300,21 +303,50 @@ class SymbolHMM(Model):
         """Smoothed state probabilities p(z_t | x, END), (n_steps, K): each sequence complete, its
         end included as evidence."""
         seqs = self._encode(data, lengths, **columns)
-        log_likelihood, posteriors, _ = kernels.forward_backward(
-            self._ended(seqs), seqs.offsets, self.startprob_, self.transmat_[None]
-        )
-        _check_possible(log_likelihood)
-        return seqs.restore(posteriors)
+        return seqs.restore(self._smoothed(seqs))
 
     def predict(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> PerStep:
         """The most likely states of the symbols (Viterbi): argmax over z_0..z_L-1 of p(z, x, END),
         (n_steps,) for each complete sequence."""
         seqs = self._encode(data, lengths, **columns)
+        return seqs.restore(self._viterbi(seqs))
+
+    def segment(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> pd.DataFrame:
+        """Contiguous runs of one state on the Viterbi path (:meth:`predict`): ``start``, ``end``
+        (exclusive), ``mode`` and ``probability`` (the state's mean smoothed probability over the
+        run); a leading ``sequence`` column for several sequences."""
+        seqs = self._encode(data, lengths, **columns)
+        return mode_segments(seqs, self._viterbi(seqs), self._smoothed(seqs))
+
+    def _smoothed(self, seqs: Sequences) -> np.ndarray:
+        log_likelihood, posteriors, _ = kernels.forward_backward(
+            self._ended(seqs), seqs.offsets, self.startprob_, self.transmat_[None]
+        )
+        _check_possible(log_likelihood)
+        return posteriors
+
+    def _viterbi(self, seqs: Sequences) -> np.ndarray:
         with np.errstate(divide="ignore"):
             log_initial, log_transitions = np.log(self.startprob_), np.log(self.transmat_)[None]
         path, log_probability = kernels.viterbi(self._ended(seqs), seqs.offsets, log_initial, log_transitions)
         _check_possible(log_probability)
-        return seqs.restore(path)
+        return path
+
+    def describe(self, top: int = 3) -> pd.DataFrame:
+        """One row per state: the hidden chain's long-run share of time (``occupancy``), mean
+        ``dwell_time`` 1 / (1 - p_kk) in steps and switch probabilities ``to_j`` (as if sequences
+        went on), ``end`` = p(END | state), the probability that a step in the state ends the
+        sequence, and its ``top`` likeliest emissions as (symbol, probability) pairs, ``END`` included."""
+        self._check_fitted()
+        chain = Stationary(self.n_states)
+        chain.set("initial_probs", self.startprob_)
+        chain.set("transition_matrix", self.transmat_)
+        emissions, labels = self.emissionprob_, self.vocabulary_.next_labels
+        likeliest = np.argsort(-emissions, axis=1, kind="stable")[:, : int(top)]
+        top_symbols = [[(labels[c], float(p[c])) for c in best if p[c] > 0] for p, best in zip(emissions, likeliest)]
+        table = {"mode": np.arange(self.n_states), **chain.describe(), "end": emissions[:, -1]}
+        table["top_symbols"] = top_symbols
+        return pd.DataFrame(table).set_index("mode")
 
     def sample(
         self, n_steps: int, n_sequences: int = 1, random_state: int | np.random.Generator | None = None

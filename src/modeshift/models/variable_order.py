@@ -108,7 +108,7 @@ class VariableOrderChain(MarkovChain):
     to the other outcomes in proportion.
     """
 
-    _test_change = {"max_order": 3}
+    _test_change = {"max_order": 2}
 
     _constraints = {
         "max_order": Integer(1),
