@@ -418,7 +418,7 @@ def test_fit_score_info_for_a_chain_on_an_event_log(tmp_path):
 def test_simulate_a_chain_and_refuse_its_report(tmp_path):
     pd.DataFrame({"case_id": [1, 1, 2, 2, 2], "activity": list("ababb")}).to_csv(tmp_path / "log.csv", index=False)
     _json("fit", tmp_path / "log.csv", "--model", "chain", "-o", tmp_path / "chain.msz")
-    simulated = _json("simulate", tmp_path / "chain.msz", "--steps", 7, "--seed", 0)
-    assert len(simulated) == 7 and {row["symbol"] for row in simulated} <= {"a", "b"}
+    simulated = _json("simulate", tmp_path / "chain.msz", "--steps", 7, "--seed", 0)  # stops at END, or after 7
+    assert 1 <= len(simulated) <= 7 and {row["symbol"] for row in simulated} <= {"a", "b"}
     result = _run("report", tmp_path / "chain.msz", tmp_path / "log.csv", "-o", tmp_path / "report")
     assert result.exit_code == 1 and "a MarkovChain models symbols: use modeshift info" in result.stderr

@@ -569,7 +569,8 @@ def simulate(
     output: TableOutput = None,
     json_output: Json = False,
 ) -> None:
-    """Simulate one sequence from a model: observations y0.. (or symbols), continuous states x0.. and modes."""
+    """Simulate one sequence from a model: observations y0.. (or symbols, which stop at the end of a
+    sequence or after --steps), continuous states x0.. and modes."""
     estimator = load(model_file)
     _require(estimator, Sampler, "simulate")
     drawn = estimator.sample(n_steps=steps, random_state=seed)
