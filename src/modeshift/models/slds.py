@@ -171,6 +171,7 @@ class SwitchingLDS(Model):
     """
 
     objective = "ELBO"
+    _test_params = {"state_dim": 1, "n_iter": 10}
 
     def __init__(
         self,
@@ -340,7 +341,7 @@ class SwitchingLDS(Model):
         log p(X) (for recurrent models computed with plug-in transitions, so approximately one)."""
         return self._infer(self._sequences(X, lengths, inputs)).elbo
 
-    def score(self, X: Any, lengths: Sequence[int] | None = None, inputs: Any = None) -> float:
+    def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """Deprecated: the ELBO (:meth:`elbo`), not the log-likelihood, which is intractable."""
         warnings.warn(
             "SwitchingLDS.score returns the ELBO, a lower bound on the log-likelihood, not the "
