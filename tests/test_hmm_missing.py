@@ -15,7 +15,8 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from modeshift import HMM, kernels
+from modeshift import HMM
+from modeshift import _kernels as kernels
 
 # ------------------------------------------------------------------------ reference
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-import modeshift.kernels as kernels
+import modeshift._kernels as kernels
 from modeshift import inference
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
 
 
 def _covariances(rng, k, d):

@@ -17,8 +17,8 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from modeshift import kernels
-from modeshift.kernels import hmm as kernel_module
+from modeshift import _kernels as kernels
+from modeshift._kernels import hmm as kernel_module
 
 # --------------------------------------------------------------------------- references
 

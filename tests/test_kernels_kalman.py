@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
 
 LENGTHS = [3, 1, 5]
 TOL = {"rtol": 1e-9, "atol": 1e-10}

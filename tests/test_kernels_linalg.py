@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-from modeshift.kernels.linalg import (
+from modeshift._kernels.linalg import (
     affine,
     backward_substitute,
     cholesky_in_place,

@@ -16,7 +16,7 @@ from decimal import Decimal, getcontext
 import numpy as np
 import pytest
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
 
 SCHEMES = ("multinomial", "stratified", "systematic", "residual")
 N_REPEATS = 20_000

@@ -9,10 +9,10 @@ never (left-to-right, reducible), where the kernels must fall back to a rerun.
 import numpy as np
 import pytest
 
-from modeshift import kernels
-from modeshift.kernels import hmm as H
-from modeshift.kernels import split as S
-from modeshift.kernels.recursions import scaled_table, table_rows, transposed
+from modeshift import _kernels as kernels
+from modeshift._kernels import hmm as H
+from modeshift._kernels import split as S
+from modeshift._kernels.recursions import scaled_table, table_rows, transposed
 
 T = 60_000
 

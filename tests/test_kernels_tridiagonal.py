@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
 
 TOL = {"rtol": 1e-9, "atol": 1e-10}
 LENGTHS = [1, 7, 2, 1]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modeshift.kernels import standard_normal
-from modeshift.kernels.ziggurat import _R
+from modeshift._kernels import standard_normal
+from modeshift._kernels.ziggurat import _R
 
 
 @pytest.fixture(scope="module")

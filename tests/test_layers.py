@@ -30,7 +30,7 @@ LAYERS = {
     "modeshift.symbols": 1,
     "modeshift.statistics": 1,
     "modeshift.metrics": 1,
-    "modeshift.kernels": 2,
+    "modeshift._kernels": 2,
     "modeshift.inference": 2.5,
     "modeshift.transitions": 3,
     "modeshift.emissions": 3,
@@ -112,4 +112,4 @@ def test_the_rule_is_enforced():
     assert "modeshift.report" in _imported("modeshift.cli")  # imported inside a function
     assert _origin("modeshift", "HMM") == "modeshift.models.hmm"
     assert _origin("modeshift.models", "em") == "modeshift.models.em"
-    assert _layer("modeshift.kernels.hmm") == 2 and _layer("modeshift.models.capabilities") == 4
+    assert _layer("modeshift._kernels.hmm") == 2 and _layer("modeshift.models.capabilities") == 4

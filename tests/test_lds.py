@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from modeshift import LinearGaussianSSM, NotFittedError, kernels, load
+from modeshift import LinearGaussianSSM, NotFittedError, load
+from modeshift import _kernels as kernels
 from modeshift.models import em
 
 

@@ -34,7 +34,8 @@ def test_submodules_load_on_first_access(name):
 
 
 def test_the_kernels_are_not_public():
-    assert "kernels" not in modeshift.__all__
+    assert "kernels" not in modeshift.__all__ and "_kernels" not in modeshift.__all__
+    assert not hasattr(modeshift, "kernels")  # private: modeshift._kernels; the public door is modeshift.inference
 
 
 def test_every_public_name_resolves_and_unknown_names_say_so():

@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from modeshift import LinearGaussianSSM, NotFittedError, SwitchingLDS, kernels
+from modeshift import LinearGaussianSSM, NotFittedError, SwitchingLDS
+from modeshift import _kernels as kernels
 from modeshift.smc import (
     LinearGaussian,
     NonlinearGrowth,

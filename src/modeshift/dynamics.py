@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from modeshift._kernels import inverse_cholesky, regression_log_density, weighted_moments
 from modeshift.data import Sequences
-from modeshift.kernels import inverse_cholesky, regression_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
 __all__ = [

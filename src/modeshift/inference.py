@@ -73,7 +73,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-import modeshift.kernels as kernels
+import modeshift._kernels as kernels
 
 __all__ = [
     "Decoded",

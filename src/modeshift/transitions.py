@@ -12,12 +12,12 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
+from modeshift._kernels import sample_chain
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import check_array, check_probabilities
-from modeshift.kernels import sample_chain
 from modeshift.statistics import Stacked, Statistics
 
-__all__ = ["InputDriven", "Stationary"]
+__all__ = ["InputDriven", "Stationary", "normalise_rows"]
 
 
 class Stationary:
@@ -100,10 +100,10 @@ class Stationary:
     def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
         extra = self.concentration - 1.0
         if "initial_probs" not in fixed:
-            self.initial_probs = _normalise(stats["initial"] + extra, self.initial_probs)
+            self.initial_probs = normalise_rows(stats["initial"] + extra, self.initial_probs)
         if "transition_matrix" not in fixed:
             counts = stats["transitions"] + extra + self.stickiness * np.eye(self.n_states)
-            self.transition_matrix = _normalise(counts, self.transition_matrix)
+            self.transition_matrix = normalise_rows(counts, self.transition_matrix)
 
     def log_prior(self) -> float:
         """Log density of the Dirichlet priors, up to a constant."""
@@ -207,7 +207,7 @@ class InputDriven:
     def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset(), max_iter: int = 100) -> None:
         k, f, extra = self.n_states, self.n_features, self.concentration - 1.0
         if "initial_probs" not in fixed:
-            self.initial_probs = _normalise(stats["initial"] + extra, self.initial_probs)
+            self.initial_probs = normalise_rows(stats["initial"] + extra, self.initial_probs)
         free = np.r_[np.full(k * k, "biases" not in fixed), np.full(k * f, "weights" not in fixed)]
         if not free.any():
             return
@@ -243,9 +243,12 @@ class InputDriven:
         return sample_chain(self.initial_probs, self.kernel_arrays(features)[1], rng.random(n_steps))
 
 
-def _normalise(counts: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """Rows of counts made into probabilities; a row with no counts keeps its previous value."""
+def normalise_rows(counts: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """Rows (the last axis) of non-negative counts made into probabilities; a row with no
+    counts keeps its ``previous`` value (an M-step with no evidence leaves it alone)."""
     totals = counts.sum(axis=-1, keepdims=True)
+    if previous is None:
+        return counts / totals
     with np.errstate(invalid="ignore", divide="ignore"):
         probs = counts / totals
     return np.where(totals > 0, probs, previous)

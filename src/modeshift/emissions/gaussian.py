@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from modeshift._kernels import gaussian_log_density, weighted_moments
 from modeshift.data import Sequences, check_array, check_covariances
 from modeshift.dynamics import missingness_patterns
 from modeshift.emissions.base import Emission
 from modeshift.emissions.kmeans import kmeans
-from modeshift.kernels import gaussian_log_density, weighted_moments
 from modeshift.statistics import Statistics
 
 __all__ = ["COVARIANCE_TYPES", "Gaussian"]

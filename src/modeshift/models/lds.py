@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, linked_rows, observation_statistics
 from modeshift.models import em

@@ -77,10 +77,10 @@ from numpy.typing import ArrayLike
 from scipy import sparse
 
 from modeshift import chain_analysis
+from modeshift._kernels import sample_chain
+from modeshift._kernels.counting import context_keys, find_keys
 from modeshift.chain_analysis import ChainStructure
 from modeshift.data import Sequences, as_sequences
-from modeshift.kernels import sample_chain
-from modeshift.kernels.counting import context_keys, find_keys
 from modeshift.models.base import Model, NotFittedError
 from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.models.state_labels import labels_from_json, labels_to_json

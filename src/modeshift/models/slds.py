@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.dynamics import (
     LinearDynamics,
@@ -53,7 +53,7 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.statistics import Stacked, Statistics
-from modeshift.transitions import InputDriven, Stationary
+from modeshift.transitions import InputDriven, Stationary, normalise_rows
 
 if TYPE_CHECKING:
     from modeshift.smc.adapters import SwitchingLinear
@@ -569,11 +569,11 @@ class SwitchingLDS(Model):
         scatter = (covs[starts] + centred[:, :, None] * centred[:, None, :]).sum(axis=0)
         self.initial_state_covariance_ = ensure_positive_definite((scatter + self.reg_covar * np.eye(n)) / len(starts))
 
-        self.startprob_ = _normalise(probs[starts].sum(axis=0) + 1e-10)
+        self.startprob_ = normalise_rows(probs[starts].sum(axis=0) + 1e-10)
         if self.recurrent:
             self._fit_guards(inference.guard_features(seqs, means)[rows], posterior.pair_counts[rows])
         else:
-            self.transmat_ = _normalise(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
+            self.transmat_ = normalise_rows(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
 
     def _fit_guards(self, features: np.ndarray, pairs: np.ndarray, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -621,7 +621,7 @@ class SwitchingLDS(Model):
         self.initial_state_covariance_ = ensure_positive_definite(
             np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * total_var * np.eye(n)
         )
-        self.startprob_ = _normalise(np.asarray(arhmm.startprob_, dtype=float) + 1e-3)
+        self.startprob_ = normalise_rows(np.asarray(arhmm.startprob_, dtype=float) + 1e-3)
         if self.recurrent:
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
             self.recurrence_biases_ = np.zeros((K, K))
@@ -629,7 +629,7 @@ class SwitchingLDS(Model):
             pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
             self._fit_guards(inference.guard_features(seqs, states)[rows], pairs, max_iter=200)
         else:
-            self.transmat_ = _normalise(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
+            self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
         return mode_probs
 
     # ---------------------------------------------------------- model selection
@@ -727,10 +727,6 @@ def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One category per row of ``probabilities`` (N, K), by inverting the cumulative sums."""
     cumulative = np.cumsum(probabilities, axis=1)
     return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
-
-
-def _normalise(counts: np.ndarray) -> np.ndarray:
-    return counts / counts.sum(axis=-1, keepdims=True)
 
 
 def _mean_run_lengths(path: np.ndarray, offsets: np.ndarray, n_states: int) -> np.ndarray:

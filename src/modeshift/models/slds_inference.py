@@ -18,7 +18,7 @@ is maximised by coordinate ascent:
 
   with o the entries of y_t that are observed (all of them unless some are NaN; none for a
   wholly missing step), solved exactly in O(T n^3) by
-  :func:`modeshift.kernels.solve_block_tridiagonal`.
+  :func:`modeshift._kernels.solve_block_tridiagonal`.
 * q(z) given q(x) (:func:`update_modes`): an HMM whose log-likelihoods are
   L_tk = E_q(x) log N(x_t | A_k x_t-1 + B_k u_t + b_k, Q_k) (closed form from the second
   moments of q(x); 0 at a sequence's first step), solved by forward-backward.
@@ -45,7 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
+from modeshift._kernels.gaussian import LOG_2PI
 from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, linked_rows, missingness_patterns
 from modeshift.transitions import InputDriven, Stationary
@@ -62,7 +63,6 @@ __all__ = [
     "update_states",
 ]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclass(frozen=True)
@@ -235,9 +235,9 @@ def state_terms(
     centred = means[starts] - m0
     second = covs[starts] + centred[:, :, None] * centred[:, None, :]
     initial = -0.5 * (
-        len(starts) * (n * _LOG_2PI + np.linalg.slogdet(P0)[1]) + np.einsum("ij,sji->", np.linalg.inv(P0), second)
+        len(starts) * (n * LOG_2PI + np.linalg.slogdet(P0)[1]) + np.einsum("ij,sji->", np.linalg.inv(P0), second)
     )
-    entropy = 0.5 * (seqs.n_steps * n * (1.0 + _LOG_2PI) - log_det)
+    entropy = 0.5 * (seqs.n_steps * n * (1.0 + LOG_2PI) - log_det)
     return float(observed + initial + entropy)
 
 

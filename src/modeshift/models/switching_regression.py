@@ -34,11 +34,12 @@ from functools import cached_property
 import numpy as np
 from scipy import optimize
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
+from modeshift._kernels.gaussian import normal_log_density
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
-from modeshift.kernels.gaussian import normal_log_density
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters
+from modeshift.transitions import normalise_rows
 
 __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
 
@@ -215,7 +216,7 @@ class SwitchingRegression:
         k = self.n_states
         posterior = self.hard_posterior(path)
         params = SwitchingParameters(
-            transmat=posterior.transitions / posterior.transitions.sum(axis=1, keepdims=True),
+            transmat=normalise_rows(posterior.transitions),
             coef=np.zeros((k, data.regressors.shape[1])),
             ar=np.zeros((k, self.order)),
             variances=np.full(k, max(float(np.var(data.y)), data.variance_floor)),
@@ -244,8 +245,7 @@ class SwitchingRegression:
                 moves = np.where(counts > 0, counts * np.log(transmat), 0.0).sum()
                 return float(moves + np.where(first > 0, first * np.log(start), 0.0).sum())
 
-        totals = counts.sum(axis=1, keepdims=True)
-        target = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), params.transmat)
+        target = normalise_rows(counts, params.transmat)
         current = objective(params.transmat, posterior.start)
         for step in 0.5 ** np.arange(10):
             candidate = params.transmat + step * (target - params.transmat)

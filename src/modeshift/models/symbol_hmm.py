@@ -12,7 +12,7 @@ x_0 .. x_L-1 then has probability
 with y = (x_0 .. x_L-1, END), and the distribution of element t given the ones before
 it is p(y_t | y_<t) = sum_k p(z_t = k | y_<t) B(k, .), from the filtered state
 probabilities p(z_t-1 | y_<t) of one forward pass over all the data
-(:func:`modeshift.kernels.forward_filter`), moved one step by A: every prefix of
+(:func:`modeshift._kernels.forward_filter`), moved one step by A: every prefix of
 every sequence in O(T K^2), as a Markov chain's :meth:`next_symbol_proba` gives them
 (the next-element layout of :mod:`modeshift.symbols`). A sequence cannot be empty, so
 the first element is conditioned on not being the end.
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modeshift import kernels
+from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_probabilities
 from modeshift.emissions import Categorical
 from modeshift.models import em

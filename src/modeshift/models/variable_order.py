@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from modeshift.kernels.counting import find_keys
+from modeshift._kernels.counting import find_keys
 from modeshift.models.base import Model
 from modeshift.models.markov_chain import MarkovChain
 from modeshift.models.params import Integer, Number, OneOf

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import log_softmax
 
+from modeshift._kernels.gaussian import gaussian_log_density
 from modeshift.data import check_covariances
-from modeshift.kernels.gaussian import gaussian_log_density
 from modeshift.models.base import NotFittedError
 from modeshift.smc.model import StateSpaceModel
 

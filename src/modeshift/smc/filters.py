@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modeshift.kernels import normalise_log_weights, particle_moments, resample
+from modeshift._kernels import normalise_log_weights, particle_moments, resample
 from modeshift.smc.model import StateSpaceModel
 
 __all__ = ["Auxiliary", "ParticleFilterResult", "Proposal", "particle_filter"]
@@ -154,7 +154,7 @@ def as_observations(observations: Any) -> np.ndarray:
 
 
 def normalise(log_weights: np.ndarray, t: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """:func:`~modeshift.kernels.normalise_log_weights`, its error naming the time step, and
+    """:func:`~modeshift._kernels.normalise_log_weights`, its error naming the time step, and
     the log weights rescaled to log(N W), which :func:`select_parents` carries forward."""
     try:
         weights, increment = normalise_log_weights(log_weights)

@@ -14,7 +14,7 @@ in O(N) per step instead of O(N^2). Parameters are the instance's attributes
 (make one instance per parameter value); inputs or covariates are looked up by
 ``t`` inside the methods. Two complete examples follow:
 :class:`StochasticVolatility` and :class:`NonlinearGrowth`. They draw their noise with
-:func:`modeshift.kernels.standard_normal`, an exact drop-in for
+:func:`modeshift._kernels.standard_normal`, an exact drop-in for
 ``rng.standard_normal`` that is several times faster (noise is much of a filter's time).
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from modeshift.kernels import standard_normal
-from modeshift.kernels.gaussian import LOG_2PI, normal_log_density
+from modeshift._kernels import standard_normal
+from modeshift._kernels.gaussian import LOG_2PI, normal_log_density
 
 __all__ = ["NonlinearGrowth", "StateSpaceModel", "StochasticVolatility"]
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from modeshift.kernels import resample
+from modeshift._kernels import resample
 from modeshift.models import em
 from modeshift.smc.filters import as_observations, normalise, particle_filter
 from modeshift.smc.model import StateSpaceModel

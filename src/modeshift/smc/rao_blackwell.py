@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from modeshift.kernels import effective_sample_size
-from modeshift.kernels.batched_kalman import kalman_step_batch
+from modeshift._kernels import effective_sample_size
+from modeshift._kernels.batched_kalman import kalman_step_batch
 from modeshift.models.slds import SwitchingLDS
 from modeshift.smc.adapters import SwitchingLinear
 from modeshift.smc.filters import as_observations, check_resampling, normalise, select_parents

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from modeshift.kernels import resample
+from modeshift._kernels import resample
 from modeshift.smc.filters import ParticleFilterResult, as_observations, check_resampling, normalise
 from modeshift.smc.model import StateSpaceModel
 

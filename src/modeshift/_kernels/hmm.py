@@ -12,8 +12,8 @@ Every function works on a batch of sequences stored back to back:
   sequence's first step is not used).
 
 The recursions themselves (scaled filtering, smoothing, max-product) live in
-:mod:`modeshift.kernels.recursions`; one long sequence is split across threads
-by :mod:`modeshift.kernels.split`.
+:mod:`modeshift._kernels.recursions`; one long sequence is split across threads
+by :mod:`modeshift._kernels.split`.
 
 Sequences are processed in parallel (``prange``).
 """
@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from modeshift.kernels.recursions import (
+from modeshift._kernels.recursions import (
     _TINY,
     backtrack,
     backward_sequence,
@@ -40,7 +40,7 @@ from modeshift.kernels.recursions import (
     transposed,
     viterbi_sweep,
 )
-from modeshift.kernels.split import log_likelihood_split, segments, viterbi_split
+from modeshift._kernels.split import log_likelihood_split, segments, viterbi_split
 
 __all__ = [
     "forward_backward",
@@ -336,7 +336,7 @@ def _smooth(
     scratch: dict[str, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Run forward-backward; every large array is allocated here by numpy (or
-    taken from ``scratch``, see :func:`~modeshift.kernels.recursions.buffer`).
+    taken from ``scratch``, see :func:`~modeshift._kernels.recursions.buffer`).
 
     numpy's allocations (with huge pages where the system offers them) are
     markedly cheaper to touch than ones made inside compiled code. With fewer

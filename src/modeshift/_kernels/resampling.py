@@ -19,7 +19,7 @@ draws them for you.
 Example::
 
     import numpy as np
-    from modeshift.kernels import normalise_log_weights, effective_sample_size, resample
+    from modeshift._kernels import normalise_log_weights, effective_sample_size, resample
 
     rng = np.random.default_rng(0)
     log_weights = rng.normal(size=1000)

@@ -1,9 +1,9 @@
 """Small dense linear algebra for numba kernels: in place, without allocation, on the
 leading ``size`` rows and columns of preallocated arrays.
 
-The Kalman filter and smoother (:mod:`modeshift.kernels.kalman`), their batched step
-(:mod:`modeshift.kernels.batched_kalman`) and the block-tridiagonal solver
-(:mod:`modeshift.kernels.tridiagonal`) are built from these few operations: a Cholesky
+The Kalman filter and smoother (:mod:`modeshift._kernels.kalman`), their batched step
+(:mod:`modeshift._kernels.batched_kalman`) and the block-tridiagonal solver
+(:mod:`modeshift._kernels.tridiagonal`) are built from these few operations: a Cholesky
 factorisation that can keep a semi-definite factor, the two triangular solves with it,
 the congruence L M L^T (symmetric by construction), an affine map and a whitened norm.
 Each is a numba function meant to be called from other numba functions.

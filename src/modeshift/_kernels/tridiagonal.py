@@ -24,7 +24,7 @@ diagonal by the backward recursion of selected inversion, with G_t = -L_tt^-T L_
 
 a sum of positive semi-definite terms like the Rauch-Tung-Striebel smoother's (G_t is its gain).
 
-Arrays (batches of sequences stored back to back, as in :mod:`modeshift.kernels.kalman`),
+Arrays (batches of sequences stored back to back, as in :mod:`modeshift._kernels.kalman`),
 with n the size of a block:
 
 - ``diagonal`` (n_steps, n, n): the blocks J_tt (only their lower triangles are read);
@@ -41,7 +41,7 @@ x_0 ~ N(0, 1), has J_tt = 3 (2 at the last step), J_t,t-1 = -1 and J x = y for t
 smoothed means x:
 
 >>> import numpy as np
->>> from modeshift.kernels import block_cholesky, block_log_det, block_marginals, block_solve
+>>> from modeshift._kernels import block_cholesky, block_log_det, block_marginals, block_solve
 >>> diagonal = np.array([3.0, 3.0, 2.0]).reshape(3, 1, 1)
 >>> lower = np.full((3, 1, 1), -1.0)
 >>> offsets = np.array([0, 3])
@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from modeshift.kernels.linalg import backward_substitute, cholesky_in_place, forward_substitute
+from modeshift._kernels.linalg import backward_substitute, cholesky_in_place, forward_substitute
 
 __all__ = [
     "block_cholesky",
@@ -292,7 +292,7 @@ def block_marginals(
 
     Returns ``(covs, cross_covs)``, both (n_steps, n, n): Sigma_tt = Cov(x_t) and
     Sigma_t,t-1 = Cov(x_t, x_t-1) for x ~ N(., J^-1) (zero at sequence starts), the
-    layout of :func:`modeshift.kernels.rts_smoother`. Selected inversion backwards from
+    layout of :func:`modeshift._kernels.rts_smoother`. Selected inversion backwards from
     the factor (see the module docstring), O(T n^3).
     """
     chol_diagonal = _blocks(chol_diagonal)

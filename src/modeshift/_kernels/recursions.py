@@ -1,6 +1,6 @@
 """The recursions of a hidden Markov chain, one time step and one sequence at a time.
 
-Conventions (shared by :mod:`modeshift.kernels.hmm` and :mod:`modeshift.kernels.split`):
+Conventions (shared by :mod:`modeshift._kernels.hmm` and :mod:`modeshift._kernels.split`):
 
 - ``log_likelihoods`` (n_steps, K) holds log p(y_t | z_t = k) for every step of every
   sequence, or, with ``rows`` (n_steps,), a table whose row ``rows[t]`` is step t's

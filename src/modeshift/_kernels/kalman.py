@@ -6,7 +6,7 @@ The linear-Gaussian state-space model, for each sequence with steps t = 0..T-1:
     x_t = A_t x_{t-1} + B_t u_t + w_t,   w_t ~ N(0, Q_t)   (t >= 1)
     y_t = C_t x_t + D_t u_t + v_t,       v_t ~ N(0, R_t)
 
-Arrays (batches of sequences stored back to back, as in :mod:`modeshift.kernels.hmm`),
+Arrays (batches of sequences stored back to back, as in :mod:`modeshift._kernels.hmm`),
 with n states, p observed dimensions and m inputs:
 
 - ``observations`` (n_steps, p): NaN marks a missing entry, in any subset of a step's
@@ -39,8 +39,8 @@ by about ``STEADY_TOLERANCE`` relative.
 
 The steps themselves, :func:`predict_step` and :func:`update_step` (with scratch from
 :func:`update_workspace`), are public numba functions for kernels that run many filters
-(:mod:`modeshift.kernels.batched_kalman`); the dense linear algebra under them is in
-:mod:`modeshift.kernels.linalg`.
+(:mod:`modeshift._kernels.batched_kalman`); the dense linear algebra under them is in
+:mod:`modeshift._kernels.linalg`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from modeshift.kernels.linalg import (
+from modeshift._kernels.gaussian import LOG_2PI
+from modeshift._kernels.linalg import (
     affine,
     backward_substitute,
     cholesky_in_place,
@@ -60,7 +61,6 @@ from modeshift.kernels.linalg import (
 
 __all__ = ["kalman_filter", "predict_step", "rts_smoother", "sample_states", "update_step", "update_workspace"]
 
-_LOG_2PI = np.log(2.0 * np.pi)
 STEADY_TOLERANCE = 1e-13
 
 
@@ -221,7 +221,7 @@ def update_step(
             noise[a, b] = 0.5 * (R[observed[a], observed[b]] + R[observed[b], observed[a]])
     congruence(joseph, cov, n, out_cov, product, False)
     congruence(gain, noise, k, out_cov, product, True)
-    return True, -0.5 * (k * _LOG_2PI + log_det + mahalanobis)
+    return True, -0.5 * (k * LOG_2PI + log_det + mahalanobis)
 
 
 @njit(cache=True)
@@ -251,7 +251,7 @@ def _steady_update(
         for a in range(p):
             value += gain[i, a] * innovation[a]
         filtered[i] = value
-    return -0.5 * (p * _LOG_2PI + log_det + whitened_norm(factor, p, innovation))
+    return -0.5 * (p * LOG_2PI + log_det + whitened_norm(factor, p, innovation))
 
 
 # ------------------------------------------------------------------- the filter

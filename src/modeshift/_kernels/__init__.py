@@ -1,7 +1,7 @@
 """numba-compiled hot loops: pure functions on arrays, no classes, no validation."""
 
-from modeshift.kernels.gaussian import gaussian_log_density, inverse_cholesky, regression_log_density, weighted_moments
-from modeshift.kernels.hmm import (
+from modeshift._kernels.gaussian import gaussian_log_density, inverse_cholesky, regression_log_density, weighted_moments
+from modeshift._kernels.hmm import (
     forward_backward,
     forward_backward_varying,
     forward_filter,
@@ -10,8 +10,8 @@ from modeshift.kernels.hmm import (
     sample_posterior_paths,
     viterbi,
 )
-from modeshift.kernels.kalman import kalman_filter, rts_smoother, sample_states
-from modeshift.kernels.resampling import (
+from modeshift._kernels.kalman import kalman_filter, rts_smoother, sample_states
+from modeshift._kernels.resampling import (
     effective_sample_size,
     multinomial,
     normalise_log_weights,
@@ -21,7 +21,7 @@ from modeshift.kernels.resampling import (
     stratified,
     systematic,
 )
-from modeshift.kernels.tridiagonal import (
+from modeshift._kernels.tridiagonal import (
     block_cholesky,
     block_log_det,
     block_marginals,
@@ -29,7 +29,7 @@ from modeshift.kernels.tridiagonal import (
     sample_block,
     solve_block_tridiagonal,
 )
-from modeshift.kernels.ziggurat import standard_normal
+from modeshift._kernels.ziggurat import standard_normal
 
 __all__ = [
     "forward_backward",

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from modeshift.kernels.recursions import (
+from modeshift._kernels.recursions import (
     backtrack,
     condition,
     filter_sequence,

@@ -2,7 +2,7 @@
 
 Filter i is in mode ``modes[i]``: it predicts with (A, B, Q)[modes[i]] (unless
 ``predict`` is False) and updates with the shared (C, D, R) and y_t, by the step
-functions of :mod:`modeshift.kernels.kalman` (so missing entries of y_t are handled the
+functions of :mod:`modeshift._kernels.kalman` (so missing entries of y_t are handled the
 same way). This is the inner loop of the Rao-Blackwellised particle filter, one filter
 per particle. Offsets enter as an input fixed at 1.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from modeshift.kernels.kalman import predict_step, update_step, update_workspace
-from modeshift.kernels.linalg import copy_into
+from modeshift._kernels.kalman import predict_step, update_step, update_workspace
+from modeshift._kernels.linalg import copy_into
 
 __all__ = ["kalman_step_batch"]
 

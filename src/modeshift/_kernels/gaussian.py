@@ -6,7 +6,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from modeshift.kernels.recursions import REDUCTION_FLAGS
+from modeshift._kernels.recursions import REDUCTION_FLAGS
 
 __all__ = [
     "LOG_2PI",
@@ -19,7 +19,6 @@ __all__ = [
 
 #: log(2 pi), the constant of every Gaussian log-density.
 LOG_2PI = float(np.log(2.0 * np.pi))
-_LOG_2PI = LOG_2PI
 _BLOCK = 256  # points handled together, so the innermost loops run over points and vectorise
 
 
@@ -77,7 +76,7 @@ def _gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors
             offsets[k, i] = 0.0
             for j in range(i + 1):
                 offsets[k, i] += inverse_factors[k, i, j] * means[k, j]
-        constants[k] = -0.5 * (n_features * _LOG_2PI + log_det)
+        constants[k] = -0.5 * (n_features * LOG_2PI + log_det)
     n_blocks = (n_points + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
         start = b * _BLOCK
@@ -126,7 +125,7 @@ def _regression_log_density(responses, regressors, weights, inverse_factors, out
         log_det = 0.0
         for i in range(d):
             log_det -= 2.0 * np.log(inverse_factors[k, i, i])
-        constants[k] = -0.5 * (d * _LOG_2PI + log_det)
+        constants[k] = -0.5 * (d * LOG_2PI + log_det)
     n_blocks = (n_points + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
         # the block's points one variable per row, so the innermost loops run over points
