@@ -137,6 +137,8 @@ def stationary_distribution(
     P = check_probabilities("transition_matrix", transition_matrix, (None, None))
     if P.shape[0] != P.shape[1]:
         raise ValueError(f"transition_matrix must be square, got shape {P.shape}")
+    if (P > 0).all():  # every state reaches every other: one class, no graph analysis needed (EM's hot path)
+        return _irreducible_stationary(P)
     start = None if initial is None else check_probabilities("initial", initial, (len(P),))
     return _stationary(P, _classes(P), start, states)
 

@@ -17,7 +17,16 @@ from modeshift.data import Sequences, check_array
 from modeshift.metrics import segments
 from modeshift.models import params
 
-__all__ = ["Forecast", "Model", "NotFittedError", "check_future_inputs", "load", "mode_segments", "qualified_name"]
+__all__ = [
+    "Forecast",
+    "Model",
+    "NotFittedError",
+    "check_future_inputs",
+    "check_possible",
+    "load",
+    "mode_segments",
+    "qualified_name",
+]
 
 
 class NotFittedError(ValueError):
@@ -284,6 +293,13 @@ def check_future_inputs(
             array = array[:, None]
         out.append(check_array(f"{name} for sequence {s}", array, (horizon, input_dim)))
     return out
+
+
+def check_possible(log_likelihoods: np.ndarray, cause: str) -> None:
+    """Raise ``ValueError`` naming the first sequence with probability 0 under the model, and ``cause``."""
+    impossible = np.flatnonzero(~np.isfinite(log_likelihoods))
+    if impossible.size:
+        raise ValueError(f"sequence {impossible[0]} has probability 0 under the current parameters ({cause})")
 
 
 def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray) -> pd.DataFrame:

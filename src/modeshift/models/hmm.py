@@ -12,7 +12,7 @@ from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
 from modeshift.models import em, selection
-from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
@@ -346,12 +346,7 @@ class HMM(Model):
 
     @staticmethod
     def _check_possible(log_lik: np.ndarray) -> None:
-        bad = np.flatnonzero(~np.isfinite(log_lik))
-        if bad.size:
-            raise ValueError(
-                f"sequence {bad[0]} has zero probability under the current parameters "
-                "(an observation no state can emit, or a forbidden transition)"
-            )
+        check_possible(log_lik, "an observation no state can emit, or a forbidden transition")
 
     # ----------------------------------------------------------------- inference
     def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:

@@ -45,7 +45,7 @@ from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_probabilities
 from modeshift.emissions import Categorical
 from modeshift.models import em
-from modeshift.models.base import Model, NotFittedError, mode_segments
+from modeshift.models.base import Model, NotFittedError, check_possible, mode_segments
 from modeshift.models.params import Integer, OneOf
 from modeshift.models.state_labels import labels_from_json, labels_to_json
 from modeshift.statistics import Statistics
@@ -431,9 +431,4 @@ class SymbolHMM(Model):
 
 
 def _check_possible(log_likelihood: np.ndarray) -> None:
-    impossible = np.flatnonzero(~np.isfinite(log_likelihood))
-    if impossible.size:
-        raise ValueError(
-            f"sequence {impossible[0]} has probability 0 under the model (a symbol no reachable state emits); "
-            "fit with more states or data"
-        )
+    check_possible(log_likelihood, "a symbol no reachable state emits; fit with more states or data")
