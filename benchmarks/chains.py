@@ -178,7 +178,7 @@ def synthetic_model(seed: int) -> Any:
 
 def synthetic_log(model: Any, n_sequences: int, seed: int) -> Any:
     """Sequences sampled from ``model`` until it emits the end (the first element is never the end)."""
-    from modeshift.symbols import SymbolSequences
+    from modeshift import Sequences
 
     rng = np.random.default_rng([seed, 8])
     end = model.emissionprob_.shape[1] - 1
@@ -196,7 +196,7 @@ def synthetic_log(model: Any, n_sequences: int, seed: int) -> Any:
     owner, code = np.concatenate(owners), np.concatenate(codes)
     order = np.argsort(owner, kind="stable")
     offsets = np.r_[0, np.cumsum(np.bincount(owner, minlength=n_sequences))]
-    return SymbolSequences(code[order], offsets, model.vocabulary_)
+    return Sequences(code[order].reshape(-1, 1), offsets, vocabulary=model.vocabulary_)
 
 
 def _draw(cumulative: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -208,12 +208,12 @@ def _draw(cumulative: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.
 def log_sequences(name: str, model_path: str, n_sequences: int, seed: int) -> tuple[Any, Any]:
     """(model, encoded sequences) of a log: the helpdesk log and the model fitted to it, or a synthetic one."""
     import modeshift
+    from modeshift import as_sequences
     from modeshift.datasets import load_event_log
-    from modeshift.symbols import as_symbol_sequences
 
     if name == "helpdesk":
         model = modeshift.load(model_path)
-        return model, as_symbol_sequences(load_event_log("helpdesk"), vocabulary=model.vocabulary_)
+        return model, as_sequences(load_event_log("helpdesk"), vocabulary=model.vocabulary_)
     model = synthetic_model(seed)
     return model, synthetic_log(model, n_sequences, seed)
 
@@ -302,10 +302,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _head(seqs: Any, n_sequences: int) -> Any:
-    from modeshift.symbols import SymbolSequences
+    from modeshift import Sequences
 
     offsets = seqs.offsets[: n_sequences + 1]
-    return SymbolSequences(seqs.codes[: offsets[-1]], offsets, seqs.vocabulary)
+    return Sequences(seqs.codes[: offsets[-1]].reshape(-1, 1), offsets, vocabulary=seqs.vocabulary)
 
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:

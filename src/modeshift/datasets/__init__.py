@@ -84,7 +84,7 @@ def load_event_log(name: str) -> pd.DataFrame:
     """A bundled real event log (see ``EVENT_LOGS``): one row per event, columns ``case_id``,
     ``activity`` and ``timestamp`` (ISO 8601 text), rows grouped by case in time order.
 
-    It is what :func:`~modeshift.symbols.as_symbol_sequences` and every symbol model read:
+    It is what ``as_sequences(log, symbols=True)`` and every symbol model read:
 
     >>> log = load_event_log("running_example")
     >>> list(log.columns), len(log), log["case_id"].nunique()
