@@ -125,7 +125,7 @@ class LinearGaussianSSM(Model):
     >>> truth.observation_matrix_, truth.observation_covariance_ = np.array([[1.0], [2.0]]), 0.1 * np.eye(2)
     >>> truth.initial_state_mean_, truth.initial_state_covariance_ = np.zeros(1), np.eye(1)
     >>> Y, states = truth.sample(2000, random_state=0)
-    >>> model = LinearGaussianSSM(state_dim=1).fit(Y)
+    >>> model = LinearGaussianSSM(state_dim=1, n_iter=500).fit(Y)  # EM is slow on variances
     >>> round(float(model.dynamics_matrix_[0, 0]), 1)
     0.9
     >>> means, covariances = model.forecast(Y, horizon=3)

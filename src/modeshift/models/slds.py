@@ -20,7 +20,7 @@ Example: a thermostat with hysteresis (heating switches off above 22 degrees, co
 >>> from modeshift.datasets.simulators import thermostat
 >>> from modeshift.metrics import mode_accuracy
 >>> sim = thermostat(1000, random_state=0)
->>> model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, random_state=0).fit(sim.observations)
+>>> model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, n_iter=100, random_state=0).fit(sim.observations)
 >>> mode_accuracy(sim.modes, model.predict(sim.observations)) > 0.9
 True
 >>> list(model.describe().columns)
