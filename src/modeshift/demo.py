@@ -161,7 +161,8 @@ def _nile_forecast() -> _Case:
 def _thermostat() -> _Case:
     sim = thermostat(1000, random_state=0)
     y = sim.observations
-    model = SwitchingLDS(n_states="auto", state_dim=1, recurrent=True, max_states=3, random_state=0).fit(y)
+    model = SwitchingLDS(n_states="auto", state_dim=1, recurrent=True, max_states=3, n_iter=150, random_state=0)
+    model.fit(y)
     path = model.predict(y)
     matched = match_modes(sim.modes, path)
     names = [
