@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax, softmax, xlogy
 
 from modeshift._kernels import sample_chain
 from modeshift.chain_analysis import stationary_distribution
@@ -29,46 +29,79 @@ class Stationary:
     added to the diagonal counts (a sticky prior that favours staying in a state).
     With the defaults (1 and 0) the M-step is plain maximum likelihood.
 
+    With ``stationary_start`` the first state follows the stationary distribution
+    pi(P) of the transition matrix (the chain is in equilibrium when observed):
+    ``initial_probs`` is no parameter of its own but always pi(P), and the M-step
+    maximises sum_ij n_ij log p_ij + sum_k g_k log pi_k(P) (n the transition counts
+    with the prior's pseudo-counts, g the expected first-state counts) jointly. It
+    starts from the better of the current matrix and the counts-only maximiser
+    n_ij / n_i (close to the optimum: g weighs one step per sequence), then runs
+    BFGS on the rows' logits (P_i = softmax(theta_i)) with the analytic gradient
+    from d pi = pi dP Z, Z = (I - P + 1 1')^-1, and keeps the result only if the
+    objective rose, so EM stays monotone.
+
     Parameters
     ----------
     n_states : int
     concentration : float
-        Dirichlet concentration of every entry (>= 1 keeps the mode well defined).
+        Dirichlet concentration of every entry (>= 1 keeps the mode well defined);
+        with ``stationary_start`` only the rows of the transition matrix have the prior.
     stickiness : float
         Extra pseudo-count on the diagonal of the transition matrix.
+    stationary_start : bool
+        Tie the initial distribution to the stationary distribution of the transition matrix.
     """
 
-    #: model attribute -> attribute of this object
+    #: model attribute -> attribute of this object (a stationary start lists ``transmat_`` first,
+    #: so that restoring both sets the matrix, and with it the start, before checking the start)
     parameters = {"startprob_": "initial_probs", "transmat_": "transition_matrix"}
     #: whether the E-step must keep pair posteriors per step
     varying = False
 
-    def __init__(self, n_states: int, concentration: float = 1.0, stickiness: float = 0.0):
+    def __init__(
+        self, n_states: int, concentration: float = 1.0, stickiness: float = 0.0, stationary_start: bool = False
+    ):
         if concentration < 1.0 or stickiness < 0.0:
             raise ValueError("concentration must be >= 1 and stickiness >= 0")
         self.n_states = n_states
         self.concentration = concentration
         self.stickiness = stickiness
+        self.stationary_start = stationary_start
+        if stationary_start:
+            self.parameters = {"transmat_": "transition_matrix", "startprob_": "initial_probs"}
         self.initial_probs: np.ndarray | None = None
         self.transition_matrix: np.ndarray | None = None
 
     # ----------------------------------------------------------------- parameters
     def set(self, name: str, value: np.ndarray) -> None:
-        """Set ``initial_probs`` or ``transition_matrix`` after checking it."""
+        """Set ``initial_probs`` or ``transition_matrix`` after checking it (with a stationary
+        start, the matrix sets the start too, and a start must agree with the matrix)."""
         k = self.n_states
         label, shape = {"initial_probs": ("startprob_", (k,)), "transition_matrix": ("transmat_", (k, k))}[name]
-        setattr(self, name, check_probabilities(label, value, shape))
+        value = check_probabilities(label, value, shape)
+        if self.stationary_start and name == "transition_matrix":
+            self.initial_probs = stationary_distribution(value)
+        elif self.stationary_start and self.transition_matrix is not None:
+            if not np.allclose(value, self.initial_probs, rtol=0.0, atol=1e-8):
+                raise ValueError(
+                    "with a stationary start, startprob_ is the stationary distribution of transmat_: "
+                    f"{np.round(self.initial_probs, 6)}; set transmat_ instead"
+                )
+            return
+        setattr(self, name, value)
 
     def initialize(self, rng: np.random.Generator) -> None:
-        """Uniform start; transition rows near 'stay', randomised so restarts differ."""
+        """Uniform start (or the stationary one); transition rows near 'stay', randomised so restarts differ."""
         k = self.n_states
-        self.initial_probs = np.full(k, 1.0 / k)
         noise = rng.dirichlet(np.ones(k), size=k)
         self.transition_matrix = 0.5 * np.eye(k) + 0.5 * noise if k > 1 else np.ones((1, 1))
+        P = self.transition_matrix
+        self.initial_probs = stationary_distribution(P) if self.stationary_start else np.full(k, 1.0 / k)
 
     def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
         k = self.n_states
-        return (0 if "initial_probs" in fixed else k - 1) + (0 if "transition_matrix" in fixed else k * (k - 1))
+        free_start = "initial_probs" not in fixed and not self.stationary_start
+        return (k - 1 if free_start else 0) + (0 if "transition_matrix" in fixed else k * (k - 1))
 
     def kernel_arrays(self, features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(initial_probs, transition matrices (1, K, K)) as the kernels take them."""
@@ -99,10 +132,15 @@ class Stationary:
 
     def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
         extra = self.concentration - 1.0
+        counts = stats["transitions"] + extra + self.stickiness * np.eye(self.n_states)
+        if self.stationary_start:
+            if "transition_matrix" not in fixed:
+                P = _stationary_start_m_step(counts, stats["initial"], self.transition_matrix)
+                self.set("transition_matrix", P)
+            return
         if "initial_probs" not in fixed:
             self.initial_probs = normalise_rows(stats["initial"] + extra, self.initial_probs)
         if "transition_matrix" not in fixed:
-            counts = stats["transitions"] + extra + self.stickiness * np.eye(self.n_states)
             self.transition_matrix = normalise_rows(counts, self.transition_matrix)
 
     def log_prior(self) -> float:
@@ -112,7 +150,9 @@ class Stationary:
             return total
         with np.errstate(divide="ignore"):  # log 0 = -inf under a positive weight: impossible under the prior
             if extra > 0.0:
-                total += extra * float(np.log(self.transition_matrix).sum() + np.log(self.initial_probs).sum())
+                total += extra * float(np.log(self.transition_matrix).sum())
+                if not self.stationary_start:
+                    total += extra * float(np.log(self.initial_probs).sum())
             if self.stickiness > 0.0:
                 total += self.stickiness * float(np.log(np.diagonal(self.transition_matrix)).sum())
         return total
@@ -241,6 +281,36 @@ class InputDriven:
         if features is None or len(features) != n_steps:
             raise ValueError(f"an input-driven chain needs inputs for each of the {n_steps} steps")
         return sample_chain(self.initial_probs, self.kernel_arrays(features)[1], rng.random(n_steps))
+
+
+def _stationary_start_m_step(counts: np.ndarray, initial: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The transition matrix that raises sum_ij n_ij log p_ij + sum_k g_k log pi_k(P) from ``previous``
+    (see :class:`Stationary`): BFGS on the rows' logits from the better of ``previous`` and n_ij / n_i."""
+    k = len(counts)
+    ones = np.ones((k, k))
+
+    def value(P: np.ndarray) -> float:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pi = np.linalg.solve((np.eye(k) - P + ones).T, np.ones(k))
+            total = float(xlogy(counts, P).sum() + xlogy(initial, pi).sum())
+        return total if np.isfinite(total) and (pi >= 0).all() else -np.inf
+
+    def negative(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        P = softmax(theta.reshape(k, k), axis=1)
+        Z = np.linalg.inv(np.eye(k) - P + ones)
+        pi = Z.sum(axis=0)  # pi = 1' Z
+        # d pi_k / d p_ij = pi_i Z_jk, so d (g . log pi) / d p_ij = pi_i (Z g/pi)_j
+        G = np.outer(pi, Z @ (initial / pi))
+        gradient = counts - counts.sum(axis=1, keepdims=True) * P + P * (G - (G * P).sum(axis=1, keepdims=True))
+        return -(float(xlogy(counts, P).sum()) + float(xlogy(initial, pi).sum())), -gradient.ravel()
+
+    start = max((previous, normalise_rows(counts, previous)), key=value)
+    best = value(start)
+    with np.errstate(divide="ignore"):
+        theta = np.log(np.maximum(start, 1e-300)).ravel()
+    result = minimize(negative, theta, jac=True, method="BFGS")
+    P = softmax(result.x.reshape(k, k), axis=1)
+    return P if value(P) >= best else start
 
 
 def normalise_rows(counts: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:

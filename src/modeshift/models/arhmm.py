@@ -42,7 +42,7 @@ class ARHMM(HMM):
     ridge : float
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
-    reg_covar, n_iter, tol, n_restarts, random_state, fixed,
+    reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
     transition_concentration, stickiness, input_dim, transition_penalty, max_states, warm_start, verbose,
     callback
         As for :class:`HMM`.
@@ -82,6 +82,7 @@ class ARHMM(HMM):
         n_restarts: int = 1,
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),
+        init: str = "learned",
         transition_concentration: float = 1.0,
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
@@ -104,6 +105,7 @@ class ARHMM(HMM):
         self.n_restarts = n_restarts
         self.random_state = random_state
         self.fixed = fixed
+        self.init = init
         self.transition_concentration = transition_concentration
         self.stickiness = stickiness
         self.reg_covar = reg_covar

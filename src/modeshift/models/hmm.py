@@ -61,7 +61,14 @@ class HMM(Model):
         Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     fixed : iterable of str
         Parameters held fixed during ``fit`` (e.g. ``{"transmat_"}``); set them
-        by hand first, or they keep their data-driven starting values.
+        by hand first, or they keep their data-driven starting values. A given
+        initial distribution is ``fixed={"startprob_"}`` with ``startprob_`` set by hand.
+    init : {"learned", "stationary"}
+        The law of each sequence's first state: ``"learned"``, a free ``startprob_``
+        estimated with the rest; ``"stationary"``, the stationary distribution of
+        ``transmat_`` (a chain already in equilibrium, as in Zucchini, MacDonald &
+        Langrock's HMMs), so ``startprob_`` follows ``transmat_`` and both are
+        maximised jointly (see :class:`~modeshift.transitions.Stationary`); not with inputs.
     transition_concentration, stickiness : float
         Dirichlet prior on ``startprob_`` and the rows of ``transmat_``
         (concentration 1 = none) and extra pseudo-counts on the diagonal.
@@ -123,6 +130,7 @@ class HMM(Model):
         n_restarts: int = 1,
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),
+        init: str = "learned",
         transition_concentration: float = 1.0,
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
@@ -144,6 +152,7 @@ class HMM(Model):
         self.n_restarts = n_restarts
         self.random_state = random_state
         self.fixed = fixed
+        self.init = init
         self.transition_concentration = transition_concentration
         self.stickiness = stickiness
         self.reg_covar = reg_covar
@@ -155,6 +164,7 @@ class HMM(Model):
 
     _constraints = {
         "emission": OneOf(EMISSIONS),
+        "init": OneOf(("learned", "stationary")),
         "covariance": OneOf(("full", "diag", "spherical", "tied")),
         "n_mix": Integer(1),
         "n_symbols": either(Integer(1), OneOf((None,))),
@@ -179,12 +189,16 @@ class HMM(Model):
     def _blocks(self) -> tuple[Stationary | InputDriven, Emission]:
         blocks = self.__dict__.get("_blocks_")
         if blocks is None:
+            if self.input_dim and self.init == "stationary":
+                raise ValueError(f"{type(self).__name__}: init='stationary' needs a chain without inputs (input_dim=0)")
             if self.input_dim:
                 transitions = InputDriven(
                     self._k, self.input_dim, self.transition_concentration, self.transition_penalty
                 )
             else:
-                transitions = Stationary(self._k, self.transition_concentration, self.stickiness)
+                transitions = Stationary(
+                    self._k, self.transition_concentration, self.stickiness, self.init == "stationary"
+                )
             blocks = (transitions, self._make_emission())
             self.__dict__["_blocks_"] = blocks
         return blocks
@@ -239,6 +253,8 @@ class HMM(Model):
         unknown = [name for name in self.fixed if name not in homes]
         if unknown:
             raise ValueError(f"fixed names unknown parameters {unknown}; known: {list(homes)}")
+        if self.init == "stationary" and "startprob_" in self.fixed:
+            raise ValueError("init='stationary' ties startprob_ to transmat_: fix transmat_, or use init='learned'")
         return frozenset(homes[name][1] for name in self.fixed)
 
     # ---------------------------------------------------------------------- data
