@@ -38,6 +38,13 @@ from modeshift import _kernels as kernels
 from modeshift._kernels.gaussian import normal_log_density
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
+from modeshift.models.logit_transitions import (
+    expected_log_probability,
+    logit_gradient,
+    logit_matrices,
+    newton_direction,
+    start_gradient,
+)
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters
 from modeshift.transitions import normalise_rows
 
@@ -45,14 +52,18 @@ __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
 
 _NEWTON_STEPS = 5  # after BFGS, while they raise the likelihood
 _GTOL = 1e-8  # BFGS and Newton stop below this largest gradient entry
+_INITIAL_NEWTON_STEPS = 5  # on a start path's time-varying transition logits
 
 
 @dataclass(frozen=True)
 class SeriesData:
-    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones."""
+    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones;
+    with time-varying transitions, their covariates (n, C): row t drives the move into step t,
+    row 0 the start."""
 
     y: np.ndarray
     regressors: np.ndarray
+    tvtp: np.ndarray | None = None
 
     @cached_property
     def variance_floor(self) -> float:
@@ -71,6 +82,7 @@ class Posterior:
     start: np.ndarray  # (K,): the prior of that regime, the stationary distribution of P
     residuals: np.ndarray  # (T, E): e_t under every expanded state
     deviations: np.ndarray  # (p+1, T, E): y - x'beta at lag j under the lag-j regime
+    moves: np.ndarray | None = None  # (n, K, K): expected i -> j moves into each step (time-varying P)
 
 
 class SwitchingRegression:
@@ -93,17 +105,27 @@ class SwitchingRegression:
         self.moves = (previous, newest * k**p + previous // k, previous // k**p, newest)
 
     # ------------------------------------------------------------- expanded chain
-    def expanded_chain(self, transmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Initial probabilities (E,) and transition matrix (E, E) of (S_t, ..., S_{t-p})."""
+    def transition_matrices(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+        """p(S_t | S_t-1): (1, K, K) for a constant chain; (n, K, K) for every step of the data
+        with time-varying probabilities (entry 0 only sets the start, as in statsmodels)."""
+        if params.transition_coef is None:
+            return params.transmat[None]
+        return logit_matrices(params.transition_coef, data.tvtp)
+
+    def expanded_chain(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Initial probabilities (E,) and transition matrices (1 or T, E, E) of (S_t, ..., S_{t-p})
+        from the regimes' (1 or n, K, K): the earliest regime starts from the stationary
+        distribution of the first matrix; the move into step t of the data uses matrix t."""
         k, p = self.n_states, self.order
-        initial = stationary_distribution(transmat)  # of the earliest regime, S_{t-p}
+        varying = len(matrices) > 1
+        initial = stationary_distribution(matrices[0])  # of the earliest regime, S_{t-p}
         for m in range(p):  # prepend the next regime
             newest = np.arange(k ** (m + 1)) // k**m
-            initial = (transmat[newest].T * initial[None, :]).ravel()
+            initial = (matrices[m + 1 if varying else 0][newest].T * initial[None, :]).ravel()
         source, target, regime_before, regime_after = self.moves
-        matrix = np.zeros((self.n_expanded, self.n_expanded))
-        matrix[source, target] = transmat[regime_before, regime_after]
-        return initial, matrix
+        expanded = np.zeros((len(matrices) - p if varying else 1, self.n_expanded, self.n_expanded))
+        expanded[:, source, target] = matrices[p if varying else 0 :, regime_before, regime_after]
+        return initial, expanded
 
     def regimes(self, expanded: np.ndarray) -> np.ndarray:
         """Probabilities over expanded states (..., E) summed to the current regime's (..., K)."""
@@ -129,14 +151,14 @@ class SwitchingRegression:
     ) -> dict[str, np.ndarray]:
         """The arguments of the HMM kernels on the expanded chain: log-likelihoods (from the
         ``residuals``, computed when not given), offsets, initial probabilities, transitions."""
-        initial, matrix = self.expanded_chain(params.transmat)
+        initial, matrices = self.expanded_chain(self.transition_matrices(params, data))
         if residuals is None:
             residuals = self.residuals(params, self.deviations(params, data))
         return {
             "log_likelihoods": self.log_densities(params, residuals),
             "offsets": np.array([0, len(residuals)], dtype=np.int64),
             "initial_probs": initial,
-            "transition_matrices": matrix[None],
+            "transition_matrices": matrices,
         }
 
     def coef_design(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, np.ndarray]:
@@ -184,12 +206,18 @@ class SwitchingRegression:
         deviations = self.deviations(params, data)
         residuals = self.residuals(params, deviations)
         arguments = self._kernel_arguments(params, data, residuals)
-        log_lik, posteriors, pairs = kernels.forward_backward(**arguments)
-        current = self.indicators[0]
-        transitions = current.T @ pairs @ current
+        current, first, p = self.indicators[0], None, self.order
+        if len(arguments["transition_matrices"]) > 1:
+            log_lik, posteriors, pairs = kernels.forward_backward_varying(**arguments)
+            moves = np.zeros((len(data.y), self.n_states, self.n_states))
+            moves[p + 1 :] = current.T @ pairs[1:] @ current
+        else:
+            log_lik, posteriors, pairs = kernels.forward_backward(**arguments)
+            moves = (current.T @ pairs @ current)[None]
         first = posteriors[0]
-        for j in range(self.order):  # the moves inside the first expanded state
-            transitions += (self.indicators[j + 1].T * first) @ self.indicators[j]
+        for j in range(p):  # the moves inside the first expanded state, into step p - j
+            moves[p - j if len(moves) > 1 else 0] += (self.indicators[j + 1].T * first) @ self.indicators[j]
+        transitions = moves.sum(axis=0)
         earliest = self.indicators[-1]
         return Posterior(
             float(log_lik[0]),
@@ -199,6 +227,7 @@ class SwitchingRegression:
             arguments["initial_probs"] @ earliest,
             residuals,
             deviations,
+            moves if len(moves) > 1 else None,
         )
 
     def hard_posterior(self, path: np.ndarray) -> Posterior:
@@ -211,16 +240,25 @@ class SwitchingRegression:
 
     # -------------------------------------------------------------------- M-step
     def initial_parameters(self, path: np.ndarray, data: SeriesData) -> SwitchingParameters:
-        """Parameters fitted to one regime path: P from its moves, then two regression steps
-        (the coefficients, phi, the coefficients again given phi, the variances)."""
-        k = self.n_states
+        """Parameters fitted to one regime path: P from its moves (time-varying: Newton steps on
+        the logit from 0, with the pseudo-counts spread over the steps), then two regression
+        steps (the coefficients, phi, the coefficients again given phi, the variances)."""
+        k, n_tvtp = self.n_states, self.layout.n_tvtp
         posterior = self.hard_posterior(path)
         params = SwitchingParameters(
-            transmat=normalise_rows(posterior.transitions),
+            transmat=None if n_tvtp else normalise_rows(posterior.transitions),
             coef=np.zeros((k, data.regressors.shape[1])),
             ar=np.zeros((k, self.order)),
             variances=np.full(k, max(float(np.var(data.y)), data.variance_floor)),
+            transition_coef=np.zeros((k, k - 1, n_tvtp)) if n_tvtp else None,
         )
+        if n_tvtp:
+            moves = np.zeros((len(path), k, k))
+            moves[1:] = np.eye(k)[path[:-1], :, None] * np.eye(k)[path[1:], None, :] + 1.0 / (len(path) - 1)
+            for _ in range(_INITIAL_NEWTON_STEPS):
+                matrices = self.transition_matrices(params, data)
+                coef = params.transition_coef + newton_direction(moves, matrices, data.tvtp)
+                params = replace(params, transition_coef=coef)
         for _ in range(2):
             params = self.regression_step(params, posterior, data)
         return params
@@ -231,7 +269,25 @@ class SwitchingRegression:
         Each step raises the expected complete-data log-likelihood Q given the others, so
         the log-likelihood never falls (a generalised EM).
         """
-        return self.regression_step(self.transition_step(params, posterior), posterior, data)
+        if self.layout.n_tvtp:
+            params = self.logit_step(params, posterior, data)
+        else:
+            params = self.transition_step(params, posterior)
+        return self.regression_step(params, posterior, data)
+
+    def logit_step(self, params: SwitchingParameters, posterior: Posterior, data: SeriesData) -> SwitchingParameters:
+        """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
+        moves' term, taken if it raises the whole (the start's term too), else the largest of
+        1/2, 1/4, ... of it that does (or none), a generalised-EM step."""
+        moves, first = posterior.moves, posterior.first_regime
+        matrices = self.transition_matrices(params, data)
+        current = expected_log_probability(moves, matrices, first)
+        direction = newton_direction(moves, matrices, data.tvtp)
+        for step in 0.5 ** np.arange(10):
+            candidate = replace(params, transition_coef=params.transition_coef + step * direction)
+            if expected_log_probability(moves, self.transition_matrices(candidate, data), first) >= current:
+                return candidate
+        return params
 
     def transition_step(self, params: SwitchingParameters, posterior: Posterior) -> SwitchingParameters:
         """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
@@ -285,16 +341,16 @@ class SwitchingRegression:
         posterior = self.e_step(params, data)
         if not np.isfinite(posterior.log_likelihood):
             return -np.inf, np.zeros_like(free)
-        k, transmat, gamma = self.n_states, params.transmat, posterior.posteriors
-        counts = posterior.transitions
-        # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
-        transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
-        # d pi = pi dP Z, with Z = (I - P + 1 pi)^-1 the chain's fundamental matrix
-        stationary = posterior.start
-        fundamental = np.linalg.inv(np.eye(k) - transmat + stationary[None, :])
-        ratio = np.divide(posterior.first_regime, stationary, out=np.zeros(k), where=stationary > 0)
-        v = fundamental @ ratio
-        transition_grad += stationary[:, None] * transmat[:, :-1] * (v[None, :-1] - (transmat @ v)[:, None])
+        gamma = posterior.posteriors
+        if layout.n_tvtp:
+            matrices = self.transition_matrices(params, data)
+            transition_grad = logit_gradient(posterior.moves, matrices, data.tvtp, posterior.first_regime)
+            transition_grad = np.transpose(transition_grad, (1, 2, 0))  # target, covariate, source
+        else:
+            transmat, counts = params.transmat, posterior.transitions
+            # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
+            transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
+            transition_grad = (transition_grad + start_gradient(transmat, posterior.first_regime)).T
 
         residuals = posterior.residuals
         weighted = gamma * residuals / params.variances[self.digits[:, 0]]  # -(d log f / d residual) gamma
@@ -302,7 +358,7 @@ class SwitchingRegression:
         _, coef_design = self.coef_design(params, data)
         gradient = np.concatenate(
             [
-                transition_grad.T.ravel(),
+                transition_grad.ravel(),
                 np.einsum("tef,te->f", coef_design, weighted),
                 variance_grad @ layout.variance_map,
                 np.einsum("tef,te->f", self.ar_design(posterior.deviations), weighted),
