@@ -69,7 +69,9 @@ def newton_direction(moves: np.ndarray, matrices: np.ndarray, covariates: np.nda
     direction = np.empty((k, k - 1, n_cov))
     for i in range(k):
         gradient = (residual[:, i].T @ z).ravel()
-        curvature = leaving[:, i, None, None] * (np.einsum("ta,ab->tab", p[:, i], np.eye(k - 1)) - np.einsum("ta,tb->tab", p[:, i], p[:, i]))
+        curvature = leaving[:, i, None, None] * (
+            np.einsum("ta,ab->tab", p[:, i], np.eye(k - 1)) - np.einsum("ta,tb->tab", p[:, i], p[:, i])
+        )
         hessian = np.einsum("tab,tc,td->acbd", curvature, z, z).reshape(gradient.size, gradient.size)
         hessian += 1e-8 * max(np.trace(hessian), 1.0) * np.eye(gradient.size)  # a regime never left
         direction[i] = np.linalg.solve(hessian, gradient).reshape(k - 1, n_cov)

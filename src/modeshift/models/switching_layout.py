@@ -52,9 +52,7 @@ class SwitchingParameters:
             logits = np.concatenate([self.transition_coef, np.zeros_like(self.transition_coef[:, :1])], axis=1)
             logits = logits[np.ix_(order, order)]
             transition_coef = logits[:, :-1] - logits[:, -1:]
-        return SwitchingParameters(
-            transmat, self.coef[order], self.ar[order], self.variances[order], transition_coef
-        )
+        return SwitchingParameters(transmat, self.coef[order], self.ar[order], self.variances[order], transition_coef)
 
     def ordered(self) -> SwitchingParameters:
         """Regimes sorted by their first switching coefficient, else variance, else autoregression."""

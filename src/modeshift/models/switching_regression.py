@@ -122,10 +122,14 @@ class SwitchingRegression:
         for m in range(p):  # prepend the next regime
             newest = np.arange(k ** (m + 1)) // k**m
             initial = (matrices[m + 1 if varying else 0][newest].T * initial[None, :]).ravel()
+        return initial, self.expanded_moves(matrices[p if varying else 0 :])
+
+    def expanded_moves(self, matrices: np.ndarray) -> np.ndarray:
+        """(m, E, E) moves of the expanded chain from the regimes' (m, K, K)."""
         source, target, regime_before, regime_after = self.moves
-        expanded = np.zeros((len(matrices) - p if varying else 1, self.n_expanded, self.n_expanded))
-        expanded[:, source, target] = matrices[p if varying else 0 :, regime_before, regime_after]
-        return initial, expanded
+        expanded = np.zeros((len(matrices), self.n_expanded**2))
+        expanded[:, source * self.n_expanded + target] = matrices[:, regime_before, regime_after]
+        return expanded.reshape(-1, self.n_expanded, self.n_expanded)
 
     def regimes(self, expanded: np.ndarray) -> np.ndarray:
         """Probabilities over expanded states (..., E) summed to the current regime's (..., K)."""
@@ -423,12 +427,15 @@ class SwitchingRegression:
 
     # ---------------------------------------------------- simulation and forecasts
     def simulate(
-        self, params: SwitchingParameters, regressors: np.ndarray, rng: np.random.Generator
+        self, params: SwitchingParameters, data: SeriesData, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A series (n,) and its regimes (n,) for regressors (n, R): the chain starts from its
-        stationary distribution, the deviations y - x'beta before the first step are 0."""
+        """A series (n,) and its regimes (n,) for the regressors (n, R) (and transition covariates)
+        of ``data`` (its ``y`` unused): the chain starts from the stationary distribution of its
+        first matrix, the deviations y - x'beta before the first step are 0."""
+        regressors = data.regressors
         n, p = len(regressors), self.order
-        regimes = kernels.sample_chain(stationary_distribution(params.transmat), params.transmat, rng.random(n))
+        matrices = self.transition_matrices(params, data)
+        regimes = kernels.sample_chain(stationary_distribution(matrices[0]), matrices, rng.random(n))
         noise = np.sqrt(params.variances[regimes]) * rng.standard_normal(n)
         deviations = np.zeros(n + p)  # deviations[t + p] is step t's
         for t, (regime, shock) in enumerate(zip(regimes, noise)):
@@ -436,14 +443,19 @@ class SwitchingRegression:
         return np.einsum("tc,tc->t", regressors, params.coef[regimes]) + deviations[p:], regimes
 
     def forecast(
-        self, params: SwitchingParameters, data: SeriesData, future_regressors: np.ndarray
+        self,
+        params: SwitchingParameters,
+        data: SeriesData,
+        future_regressors: np.ndarray,
+        future_tvtp: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Regime probabilities (H, K), means (H,) and variances (H,) of the H values after the data.
 
         In expanded state e the future is y_t = sum_j phi_{j,S_t} y_{t-j} + c_{e,t} + e_t with
         c_{e,t} = x_t'beta_{S_t} - sum_j phi_{j,S_t} x_{t-j}'beta_{S_{t-j}}, a Markov jump linear
         system in the lag state [y_t, ..., y_t-p+1] (y_t alone for p = 0) on the expanded chain,
-        started from the filtered p(S_T, ..., S_T-p | y).
+        started from the filtered p(S_T, ..., S_T-p | y); with time-varying transitions the
+        moves into the future steps follow their covariates ``future_tvtp`` (H, C).
         """
         p, horizon, n_expanded = self.order, len(future_regressors), self.n_expanded
         arguments = self._kernel_arguments(params, data)
@@ -457,7 +469,10 @@ class SwitchingRegression:
         companions = companion_matrices(params.ar[self.digits[:, 0], None, :]) if p else np.zeros((n_expanded, 1, 1))
         shocks = np.zeros((n_expanded, size, size))
         shocks[:, 0, 0] = params.variances[self.digits[:, 0]]
-        matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
+        if params.transition_coef is None:
+            matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
+        else:
+            matrices = self.expanded_moves(logit_matrices(params.transition_coef, future_tvtp))
         state = data.y[::-1][:size]  # [y_T, ..., y_T-p+1]
         start = filtered[-1]
         first, second = known_state_moments(start, state)
