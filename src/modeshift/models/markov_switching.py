@@ -1,7 +1,10 @@
 """Markov-switching regression and autoregression (Hamilton 1989; Kim & Nelson 1999): the estimators.
 
 A regime S_t follows a Markov chain with transition matrix P[i, j] = p(S_t = j | S_t-1 = i),
-started from its stationary distribution. :class:`MarkovRegression` switches the
+started from its stationary distribution; or, with ``fit(..., exog_tvtp=z)``, with
+time-varying transition probabilities, a multinomial logit per source regime on covariates
+z_t (Filardo 1994; :mod:`~modeshift.models.logit_transitions`), started from the stationary
+distribution of the first step's matrix, both as statsmodels. :class:`MarkovRegression` switches the
 coefficients (and optionally the variance) of a regression, :class:`MarkovAutoregression`
 the mean an autoregression reverts to; the model itself, its likelihood and its steps are
 in :mod:`~modeshift.models.switching_regression`, its parameters in
@@ -11,8 +14,11 @@ Fitting is maximum likelihood in two stages. Expectation-conditional-maximisatio
 through the one EM driver (:func:`modeshift.models.em.run`: restarts, the convergence rule,
 ``history_``, ``converged_``, ``n_iter_``) from data-driven starts (quantile bands of the
 level, raw and smoothed, and of the local spread when the variance switches), then random
-persistent regime paths. The winning restart is polished by BFGS with the exact gradient on
-logits of the transition rows and log variances, then by Newton steps on a
+persistent regime paths. Time-varying transitions have no closed-form M-step: each EM
+iteration takes one Newton step on their logit coefficients, shortened until the expected
+complete-data log-likelihood rises (a generalised EM). The winning restart is polished by BFGS
+with the exact gradient on logits of the transition rows (or the logit coefficients) and log
+variances, then by Newton steps on a
 finite-difference Hessian of that gradient, which also gives standard errors. Regimes are
 finally ordered by their first switching coefficient (for ``trend="c"``: ascending
 intercept), else by variance, else by their first switching autoregressive coefficient.
@@ -658,8 +664,14 @@ class MarkovRegression(_MarkovSwitching):
     ----------
     transmat_ : (K, K) array
         Row-stochastic: transmat_[i, j] = p(S_t = j | S_{t-1} = i) (statsmodels stores the transpose).
+        Absent after a fit with ``exog_tvtp``.
+    transition_coef_ : (K, K-1, n_tvtp) array
+        After a fit with ``exog_tvtp`` only: log p(S_t = j | S_t-1 = i, z_t) / p(S_t = K-1 | i, z_t)
+        = z_t' transition_coef_[i, j] (``summary`` names them ``p[i->j].tvtp{c}``, as statsmodels);
+        :meth:`transition_matrices` evaluates them.
     startprob_ : (K,) array
-        The chain's start distribution: its stationary one (statsmodels' default).
+        The chain's start distribution: its stationary one (statsmodels' default); not
+        defined with time-varying transitions (nor ``dwell_times_``: they change with z_t).
     trend_ : (K, n_trend) array; means_ : (K,) array
         Trend coefficients per regime; ``means_`` is the intercept column.
     exog_coef_ : (K, n_exog) array
@@ -681,8 +693,11 @@ class MarkovRegression(_MarkovSwitching):
 
     Notes
     -----
-    All methods other than ``fit`` also work with parameters set by hand (``transmat_``,
-    ``trend_``, ``exog_coef_``, ``variances_``), which are also the start of a first fit. A
+    All methods other than ``fit`` also work with parameters set by hand (``transmat_`` or
+    ``transition_coef_``, ``trend_``, ``exog_coef_``, ``variances_``), which are also the start
+    of a first fit. A model with time-varying transitions takes ``exog_tvtp`` in every method
+    that takes data, ``sample(..., exog_tvtp=)`` and ``forecast(..., future_exog_tvtp=)``
+    the covariates of the steps simulated or ahead. A
     fit needs one series without missing values. Per-step results cover the steps after
     the first ``order``.
 
