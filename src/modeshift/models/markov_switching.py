@@ -321,7 +321,7 @@ class _MarkovSwitching(Model):
         self.__dict__["_current"] = start
 
     def _e_step(self, problem: _Problem, workspace: dict[str, Any]) -> tuple[float, Posterior]:
-        posterior = problem.engine.e_step(self.__dict__["_current"], problem.data)
+        posterior = problem.engine.e_step(self.__dict__["_current"], problem.data, workspace)
         return posterior.log_likelihood, posterior
 
     def _m_step(self, problem: _Problem, posterior: Posterior) -> None:

@@ -36,6 +36,7 @@ from scipy import optimize
 
 from modeshift import _kernels as kernels
 from modeshift._kernels.gaussian import normal_log_density
+from modeshift._kernels.recursions import buffer
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
 from modeshift.models.logit_transitions import (
@@ -112,7 +113,9 @@ class SwitchingRegression:
             return params.transmat[None]
         return logit_matrices(params.transition_coef, data.tvtp)
 
-    def expanded_chain(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def expanded_chain(
+        self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Initial probabilities (E,) and transition matrices (1 or T, E, E) of (S_t, ..., S_{t-p})
         from the regimes' (1 or n, K, K): the earliest regime starts from the stationary
         distribution of the first matrix; the move into step t of the data uses matrix t."""
@@ -122,12 +125,13 @@ class SwitchingRegression:
         for m in range(p):  # prepend the next regime
             newest = np.arange(k ** (m + 1)) // k**m
             initial = (matrices[m + 1 if varying else 0][newest].T * initial[None, :]).ravel()
-        return initial, self.expanded_moves(matrices[p if varying else 0 :])
+        return initial, self.expanded_moves(matrices[p if varying else 0 :], scratch)
 
-    def expanded_moves(self, matrices: np.ndarray) -> np.ndarray:
-        """(m, E, E) moves of the expanded chain from the regimes' (m, K, K)."""
+    def expanded_moves(self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(m, E, E) moves of the expanded chain from the regimes' (m, K, K); in ``scratch``'s
+        array when given (its zeros stay where they are: only the possible moves are written)."""
         source, target, regime_before, regime_after = self.moves
-        expanded = np.zeros((len(matrices), self.n_expanded**2))
+        expanded = buffer(scratch, "expanded", (len(matrices), self.n_expanded**2), zero=True)
         expanded[:, source * self.n_expanded + target] = matrices[:, regime_before, regime_after]
         return expanded.reshape(-1, self.n_expanded, self.n_expanded)
 
@@ -151,11 +155,15 @@ class SwitchingRegression:
         return np.ascontiguousarray(normal_log_density(residuals, 0.0, variances))
 
     def _kernel_arguments(
-        self, params: SwitchingParameters, data: SeriesData, residuals: np.ndarray | None = None
+        self,
+        params: SwitchingParameters,
+        data: SeriesData,
+        residuals: np.ndarray | None = None,
+        scratch: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """The arguments of the HMM kernels on the expanded chain: log-likelihoods (from the
         ``residuals``, computed when not given), offsets, initial probabilities, transitions."""
-        initial, matrices = self.expanded_chain(self.transition_matrices(params, data))
+        initial, matrices = self.expanded_chain(self.transition_matrices(params, data), scratch)
         if residuals is None:
             residuals = self.residuals(params, self.deviations(params, data))
         return {
@@ -206,17 +214,22 @@ class SwitchingRegression:
         return self.digits[path, 0], float(log_prob[0])
 
     # -------------------------------------------------------------------- E-step
-    def e_step(self, params: SwitchingParameters, data: SeriesData) -> Posterior:
+    def e_step(
+        self, params: SwitchingParameters, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
+    ) -> Posterior:
+        """The posterior; with ``scratch`` (a dict handed to every call, as the EM driver's
+        workspace) the large working arrays are kept between calls, and the posteriors
+        returned are valid until the next call."""
         deviations = self.deviations(params, data)
         residuals = self.residuals(params, deviations)
-        arguments = self._kernel_arguments(params, data, residuals)
+        arguments = self._kernel_arguments(params, data, residuals, scratch)
         current, first, p = self.indicators[0], None, self.order
         if len(arguments["transition_matrices"]) > 1:
-            log_lik, posteriors, pairs = kernels.forward_backward_varying(**arguments)
+            log_lik, posteriors, pairs = kernels.forward_backward_varying(**arguments, scratch=scratch)
             moves = np.zeros((len(data.y), self.n_states, self.n_states))
             moves[p + 1 :] = current.T @ pairs[1:] @ current
         else:
-            log_lik, posteriors, pairs = kernels.forward_backward(**arguments)
+            log_lik, posteriors, pairs = kernels.forward_backward(**arguments, scratch=scratch)
             moves = (current.T @ pairs @ current)[None]
         first = posteriors[0]
         for j in range(p):  # the moves inside the first expanded state, into step p - j
@@ -334,15 +347,17 @@ class SwitchingRegression:
         return replace(params, variances=np.maximum(variance_map @ per_free, data.variance_floor))
 
     # ------------------------------------------------------- gradient and polish
-    def value_and_gradient(self, free: np.ndarray, data: SeriesData) -> tuple[float, np.ndarray]:
-        """Log-likelihood and its gradient in the free parameters.
+    def value_and_gradient(
+        self, free: np.ndarray, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
+    ) -> tuple[float, np.ndarray]:
+        """Log-likelihood and its gradient in the free parameters (``scratch`` as for :meth:`e_step`).
 
         By Fisher's identity the gradient of log p(y) is the posterior mean of the gradient of
         log pi(S_first) + sum log P[S_{t-1}, S_t] + sum log N(e_t; 0, sigma2_{S_t}).
         """
         layout = self.layout
         params = layout.unpack(free)
-        posterior = self.e_step(params, data)
+        posterior = self.e_step(params, data, scratch)
         if not np.isfinite(posterior.log_likelihood):
             return -np.inf, np.zeros_like(free)
         gamma = posterior.posteriors
@@ -372,13 +387,13 @@ class SwitchingRegression:
 
     def hessian(self, free: np.ndarray, data: SeriesData) -> np.ndarray:
         """Central differences of the exact gradient, symmetrised."""
-        n = len(free)
+        n, scratch = len(free), {}
         hessian = np.empty((n, n))
         for i in range(n):
             shift = np.zeros(n)
             shift[i] = 1e-5 * max(1.0, abs(free[i]))
-            upper = self.value_and_gradient(free + shift, data)[1]
-            lower = self.value_and_gradient(free - shift, data)[1]
+            upper = self.value_and_gradient(free + shift, data, scratch)[1]
+            lower = self.value_and_gradient(free - shift, data, scratch)[1]
             hessian[i] = (upper - lower) / (2 * shift[i])
         return 0.5 * (hessian + hessian.T)
 
@@ -387,8 +402,10 @@ class SwitchingRegression:
         that cap, Newton steps on the finite-difference Hessian while they raise the likelihood.
         Returns the free vector and whether BFGS stopped at its cap."""
 
+        scratch: dict[str, np.ndarray] = {}
+
         def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
-            value, gradient = self.value_and_gradient(x, data)
+            value, gradient = self.value_and_gradient(x, data, scratch)
             return (-value, -gradient) if np.isfinite(value) else (np.inf, np.zeros_like(x))
 
         capped = False
@@ -400,7 +417,7 @@ class SwitchingRegression:
             free = result.x if np.isfinite(result.fun) else free
         if capped or not len(free):
             return free, capped
-        value, gradient = self.value_and_gradient(free, data)
+        value, gradient = self.value_and_gradient(free, data, scratch)
         for _ in range(_NEWTON_STEPS):
             if np.abs(gradient).max() < _GTOL:
                 break
@@ -408,7 +425,7 @@ class SwitchingRegression:
             if not np.all(np.linalg.eigvalsh(hessian) < 0):
                 break
             candidate = free - np.linalg.solve(hessian, gradient)
-            candidate_value, candidate_gradient = self.value_and_gradient(candidate, data)
+            candidate_value, candidate_gradient = self.value_and_gradient(candidate, data, scratch)
             if not candidate_value >= value - 1e-10 * abs(value):
                 break
             free, value, gradient = candidate, candidate_value, candidate_gradient
