@@ -1017,3 +1017,22 @@ def test_tvtp_sample_errors_and_persistence(tmp_path, filardo_fit, filardo):
     assert restored.score(y, exog_tvtp=z) == model.score(y, exog_tvtp=z)
     np.testing.assert_array_equal(restored.predict_proba(y, exog_tvtp=z), model.predict_proba(y, exog_tvtp=z))
     assert restored.summary().equals(model.summary())
+
+
+def test_tvtp_parameters_set_by_hand_start_the_first_fit(filardo_fit, filardo):
+    y, z = filardo
+    model = MarkovAutoregression(order=4, switching_ar=False, n_restarts=1, random_state=0)
+    for name in ("transition_coef_", "trend_", "exog_coef_", "variances_", "ar_coef_"):
+        setattr(model, name, getattr(filardo_fit, name))
+    model.fit(y, exog_tvtp=z)
+    assert model.log_likelihood_ == pytest.approx(filardo_fit.log_likelihood_, abs=1e-8)
+    np.testing.assert_allclose(model.transition_coef_, filardo_fit.transition_coef_, atol=1e-5)
+    model.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="transition_coef_ is set but fit was given no exog_tvtp"):
+        model.fit(y)
+    constant = hand_set(1)
+    with pytest.raises(ValueError, match="transmat_ is set but fit was given exog_tvtp"):
+        constant.fit(y[:50], exog=np.ones(50), exog_tvtp=z[:50])
+    model.transition_coef_ = model.transition_coef_[:, :, :1]
+    with pytest.raises(ValueError, match=r"transition_coef_ set has 1 covariate\(s\), the exog_tvtp given to fit 2"):
+        model.fit(y, exog_tvtp=z)

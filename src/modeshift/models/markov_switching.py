@@ -303,15 +303,17 @@ class _MarkovSwitching(Model):
         )
         start = problem.engine.initial_parameters(path, data)
         if restart == 0 and problem.given:
+            tvtp = problem.data.tvtp
+            wrong = "transmat_" if tvtp is not None else "transition_coef_"
+            if wrong in problem.given:
+                raise ValueError(f"{wrong} is set but fit was given {'no ' if tvtp is None else ''}exog_tvtp")
             self._set_parameters(start)
             self.__dict__.update(problem.given)
             start = self._parameters()
-            if (start.transition_coef is None) != (problem.data.tvtp is None) or (
-                start.transition_coef is not None and start.transition_coef.shape[2] != problem.data.tvtp.shape[1]
-            ):
+            if tvtp is not None and start.transition_coef.shape[2] != tvtp.shape[1]:
                 raise ValueError(
-                    "the transition parameters set (transmat_ or transition_coef_) do not fit the exog_tvtp "
-                    "given to fit"
+                    f"the transition_coef_ set has {start.transition_coef.shape[2]} covariate(s), "
+                    f"the exog_tvtp given to fit {tvtp.shape[1]}"
                 )
             if start.coef.shape[1] != data.regressors.shape[1]:
                 raise ValueError(
