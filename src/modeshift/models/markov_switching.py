@@ -53,6 +53,7 @@ from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import as_sequences, check_array, check_probabilities
 from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
+from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
 from modeshift.models.switching_layout import TRENDS, ParameterLayout, SwitchingParameters, switching_flags
 from modeshift.models.switching_regression import Posterior, SeriesData, SwitchingRegression
@@ -399,8 +400,7 @@ class _MarkovSwitching(Model):
         """(n, K, K) transition matrices, entry t = p(S_t | S_t-1, z_t), for covariates (n, n_tvtp)."""
         params = self._parameters()
         rows = self._tvtp_rows(exog_tvtp, len(np.atleast_1d(np.asarray(exog_tvtp))), _n_tvtp(params), "exog_tvtp")
-        engine = self._engine(params.coef.shape[1] - self._n_trend, _n_tvtp(params))
-        return engine.transition_matrices(params, SeriesData(np.empty(0), np.empty((0, 0)), rows))
+        return logit_matrices(params.transition_coef, rows)
 
     @property
     def means_(self) -> np.ndarray:
