@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from modeshift import MarkovAutoregression, MarkovRegression, NotFittedError, load
-from modeshift.datasets import load_fedfunds, load_hamilton_gnp
+from modeshift.datasets import load_fedfunds, load_filardo, load_hamilton_gnp
 from modeshift.models.base import Forecast
 from modeshift.models.em import ConvergenceWarning, ObjectiveDecreaseWarning
 
@@ -55,7 +55,12 @@ def sm_fit(model, **kwargs):
 def relabelled(model, order):
     """A copy of ``model`` with its regimes renumbered: new regime i is old regime order[i]."""
     copy = type(model)(**model.get_params())
-    copy.transmat_ = model.transmat_[np.ix_(order, order)]
+    if "transition_coef_" in model.__dict__:  # time-varying: the reference regime changes
+        coef = model.transition_coef_
+        logits = np.concatenate([coef, np.zeros_like(coef[:, :1])], axis=1)[np.ix_(order, order)]
+        copy.transition_coef_ = logits[:, :-1] - logits[:, -1:]
+    else:
+        copy.transmat_ = model.transmat_[np.ix_(order, order)]
     for name in ("trend_", "exog_coef_", "variances_", "ar_coef_"):
         if name in model.__dict__:
             setattr(copy, name, np.asarray(getattr(model, name))[list(order)])
@@ -222,15 +227,18 @@ def test_switching_variance_finds_a_higher_maximum_than_statsmodels_default(fedf
 # ------------------------------------------------------------------------- 3. brute force
 def path_factors(paths, y, regressors, transmat, coef, ar, variances):
     """The step-t factor of p(path, y) for each regime path (rows of ``paths``, as long as ``y`` or
-    longer), the chain starting from its stationary distribution, y's first p values conditioned on."""
-    p, n = ar.shape[1], len(y)
-    eigenvalues, eigenvectors = np.linalg.eig(transmat.T)
+    longer), the chain starting from its stationary distribution, y's first p values conditioned on.
+    ``transmat`` (K, K), or (n_paths_steps, K, K) time-varying: entry t moves into step t, entry 0's
+    stationary distribution starts the chain."""
+    p, n, m = ar.shape[1], len(y), paths.shape[1]
+    matrices = transmat if transmat.ndim == 3 else np.broadcast_to(transmat, (m, *transmat.shape))
+    eigenvalues, eigenvectors = np.linalg.eig(matrices[0].T)
     start = np.real(eigenvectors[:, np.argmin(np.abs(eigenvalues - 1))])
     start /= start.sum()
-    factors = np.ones((len(paths), paths.shape[1]))
+    factors = np.ones((len(paths), m))
     for index, path in enumerate(paths):
         factors[index, 0] = start[path[0]]
-        factors[index, 1:] = transmat[path[:-1], path[1:]]
+        factors[index, 1:] = matrices[np.arange(1, m), path[:-1], path[1:]]
         deviation = y - np.einsum("tc,tc->t", regressors, coef[path[:n]])
         for t in range(p, n):
             residual = deviation[t] - ar[path[t]] @ deviation[t - p : t][::-1]
@@ -245,7 +253,7 @@ def brute_force(y, regressors, transmat, coef, ar, variances):
     Returns log p(y_p.. | y_..p-1), the smoothed and filtered p(S_t | .) for t >= p, the
     largest log p(y, path) and the path that attains it (from step p on).
     """
-    k, p, n = len(transmat), ar.shape[1], len(y)
+    k, p, n = transmat.shape[-1], ar.shape[1], len(y)
     paths = np.array(list(itertools.product(range(k), repeat=n)))
     prefix = np.cumprod(path_factors(paths, y, regressors, transmat, coef, ar, variances), axis=1)
     joint = prefix[:, -1]  # p(S_0..t, y_p..t) in prefix[:, t]: every prefix recurs equally often
@@ -265,7 +273,7 @@ def brute_force_forecast(y, regressors, future, transmat, coef, ar, variances):
     """Predictive means, variances and regime probabilities of the len(future) values after y, by
     enumerating the regime paths of the data and the future; given a path the future values are
     Gaussian, affine in the future shocks."""
-    k, p, n, horizon = len(transmat), ar.shape[1], len(y), len(future)
+    k, p, n, horizon = transmat.shape[-1], ar.shape[1], len(y), len(future)
     paths = np.array(list(itertools.product(range(k), repeat=n + horizon)))
     weights = np.prod(path_factors(paths, y, regressors, transmat, coef, ar, variances), axis=1)
     everything = np.r_[regressors, future]
@@ -741,3 +749,290 @@ def test_exog_columns_must_match_the_fit(fedfunds_fits):
     refit = MarkovRegression(n_states=2, random_state=0).fit(arguments["y"], exog=frame)
     assert refit.exog_names_ == ["lagged", "gap", "inflation"] and "gap[1]" in refit.summary().index
     assert refit.log_likelihood_ == pytest.approx(model.log_likelihood_, abs=1e-8)
+
+
+# --------------------------------------------------------- 5. time-varying transition probabilities
+# Filardo (1994) MS-AR(4) with the lagged leading indicator in the transition logits, E-views
+# estimates as quoted in statsmodels' TestFilardo: p[0->0].tvtp0, p[1->0].tvtp0, p[0->0].tvtp1,
+# p[1->0].tvtp1, const[0], const[1], sigma2, ar.L1..L4. statsmodels skips its own fit test there.
+FILARDO_PARAMS = np.r_[4.35941747, -1.6493936, 1.7702123, 0.9945672, 0.517298, -0.865888, np.exp(-0.362469) ** 2,
+                       0.189474, 0.079344, 0.110944, 0.122251]  # fmt: skip
+FILARDO_LOGLIKE = -586.5718
+# Hamilton's MS-AR(1), switching phi, the NBER recession dummy in the logits (TestHamiltonAR1SwitchTVTP):
+# E-views' estimates and log-likelihood, and the higher one statsmodels' fit reaches (the logit separates).
+HAMILTON_TVTP_PARAMS = np.r_[6.564923, 7.846371, -8.064123, -15.37636, 1.027190, -0.719760, np.exp(-0.217003) ** 2,
+                             0.161489, 0.022536]  # fmt: skip
+HAMILTON_TVTP_LOGLIKE, HAMILTON_TVTP_LOGLIKE_FIT = -163.914049, -161.786477
+
+
+@pytest.fixture(scope="module")
+def filardo():
+    frame = load_filardo()
+    y = frame["dlip"].to_numpy()[1:]
+    return y, np.c_[np.ones(len(y)), frame["dmdlleading"].to_numpy()[:-1]]
+
+
+@pytest.fixture(scope="module")
+def filardo_fit(filardo):
+    y, z = filardo
+    return MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(y, exog_tvtp=z)
+
+
+def set_tvtp_from_statsmodels(model, sm_model, params):
+    """Hand-set our parameters, time-varying transitions included, from a statsmodels vector."""
+    set_from_statsmodels(model, sm_model, params)
+    del model.transmat_
+    k, n_tvtp = model.n_states, sm_model.k_tvtp
+    coef = np.asarray(params[: k * (k - 1) * n_tvtp]).reshape(k - 1, n_tvtp, k)  # target, covariate, source
+    model.transition_coef_ = np.transpose(coef, (2, 0, 1))
+    return model
+
+
+def test_filardo_tvtp_fit_reaches_the_published_maximum(filardo_fit, filardo):
+    y, z = filardo
+    ours = filardo_fit
+    sm_model = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=4, switching_ar=False, exog_tvtp=z)
+    assert ours.converged_ and ours.gradient_norm_ < 1e-5
+    assert ours.log_likelihood_ == pytest.approx(FILARDO_LOGLIKE, abs=5e-5)
+    assert ours.log_likelihood_ >= sm_model.loglike(FILARDO_PARAMS) - 1e-8
+    relabelled_model, params = aligned(ours, FILARDO_PARAMS)
+    assert relabelled_model.summary().index.tolist() == sm_model.param_names
+    np.testing.assert_allclose(params, FILARDO_PARAMS, atol=5e-5)
+    assert relabelled_model.score(y, exog_tvtp=z) == pytest.approx(ours.log_likelihood_, abs=1e-9)
+    assert ours.transition_coef_.shape == (2, 1, 2) and "transmat_" not in ours.__dict__
+    assert np.isfinite(ours.standard_errors_).all()
+
+
+def test_filardo_probabilities_equal_statsmodels_and_eviews(filardo):
+    y, z = filardo
+    sm_model = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=4, switching_ar=False, exog_tvtp=z)
+    result = sm_model.smooth(FILARDO_PARAMS)
+    model = set_tvtp_from_statsmodels(MarkovAutoregression(order=4, switching_ar=False), sm_model, FILARDO_PARAMS)
+    assert model.score(y, exog_tvtp=z) == pytest.approx(result.llf, abs=1e-9)
+    assert model.score(y, exog_tvtp=z) == pytest.approx(FILARDO_LOGLIKE, abs=5e-5)
+    np.testing.assert_allclose(model.filter_proba(y, exog_tvtp=z), result.filtered_marginal_probabilities, atol=1e-10)
+    np.testing.assert_allclose(model.predict_proba(y, exog_tvtp=z), result.smoothed_marginal_probabilities, atol=1e-10)
+    matrices = model.transition_matrices(z)
+    np.testing.assert_allclose(matrices, np.transpose(sm_model.regime_transition_matrix(FILARDO_PARAMS), (2, 1, 0)))
+    import statsmodels.tsa.regime_switching.tests as sm_tests
+
+    eviews = pd.read_csv(Path(sm_tests.__file__).parent / "results" / "mar_filardo.csv").iloc[5:]
+    np.testing.assert_allclose(model.filter_proba(y, exog_tvtp=z)[:, 0], eviews["filtered_0"], atol=1e-5)
+    np.testing.assert_allclose(model.predict_proba(y, exog_tvtp=z)[:, 0], eviews["smoothed_0"], atol=1e-5)
+    np.testing.assert_allclose(1 / (1 - matrices[4:, [0, 1], [0, 1]]), eviews[["duration0", "duration1"]], rtol=1e-5)
+
+
+def test_hamilton_ar1_tvtp_matches_eviews_and_statsmodels(gnp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the module registers pytest marks of its own
+        from statsmodels.tsa.regime_switching.tests.test_markov_autoregression import (
+            hamilton_ar1_switch_tvtp_filtered,
+            hamilton_ar1_switch_tvtp_smoothed,
+        )
+
+    z = np.c_[np.ones(len(gnp)), load_hamilton_gnp()["nber_recession"].to_numpy()]
+    sm_model = sm.tsa.MarkovAutoregression(gnp, k_regimes=2, order=1, exog_tvtp=z)
+    model = set_tvtp_from_statsmodels(MarkovAutoregression(order=1), sm_model, HAMILTON_TVTP_PARAMS)
+    assert model.score(gnp, exog_tvtp=z) == pytest.approx(HAMILTON_TVTP_LOGLIKE, abs=1e-5)
+    np.testing.assert_allclose(model.filter_proba(gnp, exog_tvtp=z)[:, 0], hamilton_ar1_switch_tvtp_filtered, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict_proba(gnp, exog_tvtp=z)[:, 0], hamilton_ar1_switch_tvtp_smoothed, atol=1e-5
+    )
+    # the recession dummy separates the regimes' moves: the likelihood rises towards a supremum
+    fitted = MarkovAutoregression(order=1, random_state=0).fit(gnp, exog_tvtp=z)
+    assert fitted.log_likelihood_ == pytest.approx(HAMILTON_TVTP_LOGLIKE_FIT, abs=1e-5)
+
+
+def random_tvtp(model, n_exog, n_tvtp, rng):
+    """Random hand-set parameters with time-varying transitions on ``n_tvtp`` covariates."""
+    random_model(model, n_exog, rng)
+    del model.transmat_
+    k = model.n_states
+    model.transition_coef_ = rng.normal(size=(k, k - 1, n_tvtp)) + np.eye(k)[:, : k - 1, None] * [
+        2.0,
+        *[0] * (n_tvtp - 1),
+    ]
+    return model
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MarkovRegression(n_states=3, trend="c", switching_variance=True),
+        lambda: MarkovAutoregression(n_states=2, order=2, switching_exog=True),
+        lambda: MarkovAutoregression(n_states=3, order=1, trend="ct", switching_ar=False),
+    ],
+)
+def test_tvtp_likelihood_and_probabilities_equal_statsmodels(make):
+    rng = np.random.default_rng(12)
+    n = 80
+    y, exog = rng.normal(size=n).cumsum() * 0.2 + rng.normal(size=n), rng.normal(size=(n, 2))
+    z = np.c_[np.ones(n), rng.normal(size=(n, 2))]
+    model = random_tvtp(make(), 2, 3, rng)
+    params = model.get_params()
+    options = {name: params[name] for name in ("trend", "switching_trend", "switching_exog", "switching_variance")}
+    if isinstance(model, MarkovAutoregression):
+        sm_model = sm.tsa.MarkovAutoregression(
+            y, k_regimes=model.n_states, order=model.order, exog=exog, exog_tvtp=z, switching_ar=params["switching_ar"],
+            **options,
+        )  # fmt: skip
+    else:
+        sm_model = sm.tsa.MarkovRegression(y, k_regimes=model.n_states, exog=exog, exog_tvtp=z, **options)
+    n_transition = model.n_states * (model.n_states - 1) * 3
+    assert model.summary().index[:n_transition].tolist() == sm_model.param_names[:n_transition]
+    vector = model.summary()["estimate"].to_numpy()
+    assert model.score(y, exog=exog, exog_tvtp=z) == pytest.approx(sm_model.loglike(vector), abs=1e-9)
+    result = sm_model.smooth(vector)
+    np.testing.assert_allclose(
+        model.predict_proba(y, exog=exog, exog_tvtp=z), result.smoothed_marginal_probabilities, atol=1e-10
+    )
+    np.testing.assert_allclose(
+        model.filter_proba(y, exog=exog, exog_tvtp=z), result.filtered_marginal_probabilities, atol=1e-10
+    )
+
+
+def hand_set_tvtp(order):
+    model = hand_set(order)
+    del model.transmat_
+    model.transition_coef_ = np.array([[[1.2, 0.8]], [[-0.4, -1.5]]])  # (K, K-1, C): a constant and one covariate
+    return model
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_tvtp_inference_equals_brute_force_enumeration(order):
+    rng = np.random.default_rng(5)
+    n = 6
+    y, exog, z = rng.normal(size=n), rng.normal(size=(n, 1)), np.c_[np.ones(n), rng.normal(size=n)]
+    model = hand_set_tvtp(order)
+    matrices = model.transition_matrices(z)
+    to_first = 1 / (1 + np.exp(-z @ model.transition_coef_[:, 0].T))  # (n, K): p(S_t = 0 | S_t-1 = i, z_t)
+    np.testing.assert_allclose(matrices, np.stack([to_first, 1 - to_first], axis=2))
+    coef, ar, variances = regression_parameters_tvtp(model)
+    log_lik, smoothed, filtered, best, path = brute_force(y, np.c_[np.ones(n), exog], matrices, coef, ar, variances)
+    assert model.score(y, exog=exog, exog_tvtp=z) == pytest.approx(log_lik, abs=1e-10)
+    np.testing.assert_allclose(model.predict_proba(y, exog=exog, exog_tvtp=z), smoothed, atol=1e-10)
+    np.testing.assert_allclose(model.filter_proba(y, exog=exog, exog_tvtp=z), filtered, atol=1e-10)
+    log_prob, decoded = model.decode(y, exog=exog, exog_tvtp=z)
+    assert log_prob == pytest.approx(best, abs=1e-10)
+    np.testing.assert_array_equal(decoded, path)
+
+
+def regression_parameters_tvtp(model):
+    ar = model.ar_coef_ if isinstance(model, MarkovAutoregression) else np.empty((2, 0))
+    return np.c_[model.trend_, model.exog_coef_], ar, model.variances_
+
+
+@pytest.mark.parametrize("order", [0, 2])
+def test_tvtp_forecast_equals_brute_force_enumeration(order):
+    rng = np.random.default_rng(6)
+    n, horizon = 5, 3
+    y, exog, future = rng.normal(size=n), rng.normal(size=(n, 1)), rng.normal(size=(horizon, 1))
+    z = np.c_[np.ones(n + horizon), rng.normal(size=n + horizon)]
+    model = hand_set_tvtp(order)
+    result = model.forecast(y, horizon, exog=exog, future_exog=future, exog_tvtp=z[:n], future_exog_tvtp=z[n:])
+    means, variances, modes = brute_force_forecast(
+        y, np.c_[np.ones(n), exog], np.c_[np.ones(horizon), future], model.transition_matrices(z),
+        *regression_parameters_tvtp(model),
+    )  # fmt: skip
+    np.testing.assert_allclose(result.means[:, 0], means, atol=1e-10)
+    np.testing.assert_allclose(result.covariances[:, 0, 0], variances, atol=1e-10)
+    np.testing.assert_allclose(result.mode_probabilities, modes, atol=1e-12)
+
+
+def test_tvtp_gradient_matches_finite_differences(gnp):
+    model = MarkovAutoregression(n_states=3, order=1, switching_variance=True)
+    engine = model._engine(0, 2)
+    z = np.c_[np.ones(len(gnp)), np.sin(np.arange(len(gnp)) / 5.0)]
+    data, _ = model._series(gnp, None, None, exog_tvtp=z)
+    unpack = engine.layout.unpack
+    free = np.random.default_rng(1).normal(scale=0.5, size=engine.layout.n_parameters)
+    value, gradient = engine.value_and_gradient(free, data)
+    steps = np.eye(len(free)) * 1e-6
+    numeric = [
+        (engine.log_likelihood(unpack(free + h), data) - engine.log_likelihood(unpack(free - h), data)) / 2e-6
+        for h in steps
+    ]
+    assert value == pytest.approx(engine.log_likelihood(unpack(free), data), abs=1e-10)
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-5)
+
+
+def test_tvtp_em_never_lowers_the_log_likelihood(filardo):
+    y, z = filardo
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ObjectiveDecreaseWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MarkovAutoregression(
+            order=4, switching_ar=False, n_restarts=1, n_iter=40, tol=0.0, n_iter_polish=0, random_state=0
+        ).fit(y, exog_tvtp=z)
+    assert np.all(np.diff(model.history_) >= -1e-9) and model.history_[-1] > model.history_[0]
+
+
+def test_tvtp_with_a_constant_covariate_is_the_constant_chain(fedfunds_fits):
+    # statsmodels' test_exog_tvtp: z_t = 1 and logits log(P[i, j] / P[i, K-1]) give the same model
+    constant, _, arguments = fedfunds_fits["constant"]
+    varying = MarkovRegression(n_states=2)
+    for name in ("trend_", "exog_coef_", "variances_"):
+        setattr(varying, name, getattr(constant, name))
+    varying.transition_coef_ = np.log(constant.transmat_[:, :1] / constant.transmat_[:, 1:])[:, :, None]
+    ones = np.ones((len(arguments["y"]), 1))
+    assert varying.score(**arguments, exog_tvtp=ones) == pytest.approx(constant.score(**arguments), abs=1e-10)
+    np.testing.assert_allclose(varying.predict_proba(**arguments, exog_tvtp=ones), constant.predict_proba(**arguments))
+    refit = MarkovRegression(n_states=2, random_state=0).fit(**arguments, exog_tvtp=ones)
+    assert refit.log_likelihood_ == pytest.approx(constant.log_likelihood_, abs=1e-7)
+
+
+def test_tvtp_sample_errors_and_persistence(tmp_path, filardo_fit, filardo):
+    y, z = filardo
+    model = filardo_fit
+    simulated, regimes = model.sample(len(z), random_state=0, exog_tvtp=z)
+    assert simulated.shape == (len(z), 1) and regimes.shape == (len(z),)
+    again = model.sample(len(z), random_state=0, exog_tvtp=z)
+    np.testing.assert_array_equal(again[0], simulated)
+    # the regimes follow the time-varying matrices: many short draws started in each regime
+    stacked = model.sample(3, 4000, random_state=1, exog_tvtp=np.c_[np.ones(3), [0.0, 2.0, -2.0]])[1]
+    moves = np.array([path[1:] for path in stacked])
+    matrices = model.transition_matrices(np.c_[np.ones(3), [0.0, 2.0, -2.0]])
+    starts = np.array([path[:2] for path in stacked])
+    for i in range(2):
+        left = starts[:, 0] == i
+        assert np.mean(moves[left, 0] == i) == pytest.approx(matrices[1, i, i], abs=0.03)
+    with pytest.raises(ValueError, match=r"time-varying transitions on 2 covariate\(s\): pass exog_tvtp"):
+        model.score(y)
+    with pytest.raises(ValueError, match=r"time-varying transitions on 2 covariate\(s\): pass future_exog_tvtp"):
+        model.forecast(y, 2, exog_tvtp=z)
+    with pytest.raises(ValueError, match=r"exog_tvtp must have shape \(518, 2\)"):
+        model.score(y, exog_tvtp=z[:, :1])
+    with pytest.raises(ValueError, match="changes with its time-varying transition probabilities"):
+        _ = model.dwell_times_
+    with pytest.raises(ValueError, match="exog_tvtp was given but this MarkovAutoregression has a constant"):
+        hand_set(1).score(y[:20], exog=np.ones(20), exog_tvtp=z[:20])
+    assert list(model.describe().columns[:2]) == ["to_0.tvtp0", "to_0.tvtp1"]
+    assert model.n_parameters == 11 and model.aic() == pytest.approx(-2 * model.log_likelihood_ + 22)
+    forecast = model.forecast(y, 3, exog_tvtp=z, future_exog_tvtp=np.c_[np.ones(3), [0.5, 0.0, -0.5]])
+    assert forecast.means.shape == (3, 1)
+    path = tmp_path / "filardo.msz"
+    model.save(path)
+    restored = load(path)
+    np.testing.assert_array_equal(restored.transition_coef_, model.transition_coef_)
+    assert restored.score(y, exog_tvtp=z) == model.score(y, exog_tvtp=z)
+    np.testing.assert_array_equal(restored.predict_proba(y, exog_tvtp=z), model.predict_proba(y, exog_tvtp=z))
+    assert restored.summary().equals(model.summary())
+
+
+def test_tvtp_parameters_set_by_hand_start_the_first_fit(filardo_fit, filardo):
+    y, z = filardo
+    model = MarkovAutoregression(order=4, switching_ar=False, n_restarts=1, random_state=0)
+    for name in ("transition_coef_", "trend_", "exog_coef_", "variances_", "ar_coef_"):
+        setattr(model, name, getattr(filardo_fit, name))
+    model.fit(y, exog_tvtp=z)
+    assert model.log_likelihood_ == pytest.approx(filardo_fit.log_likelihood_, abs=1e-8)
+    np.testing.assert_allclose(model.transition_coef_, filardo_fit.transition_coef_, atol=1e-5)
+    model.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="transition_coef_ is set but fit was given no exog_tvtp"):
+        model.fit(y)
+    constant = hand_set(1)
+    with pytest.raises(ValueError, match="transmat_ is set but fit was given exog_tvtp"):
+        constant.fit(y[:50], exog=np.ones(50), exog_tvtp=z[:50])
+    model.transition_coef_ = model.transition_coef_[:, :, :1]
+    with pytest.raises(ValueError, match=r"transition_coef_ set has 1 covariate\(s\), the exog_tvtp given to fit 2"):
+        model.fit(y, exog_tvtp=z)

@@ -128,3 +128,30 @@ def test_nile_data_matches_its_provenance():
     assert list(nile.columns) == ["year", "volume"]
     assert len(nile) == 100 and nile.year.iloc[0] == 1871 and nile.year.iloc[-1] == 1970
     assert nile.volume.iloc[0] == 1120  # Durbin & Koopman (2012), Fig. 2.1: the series starts at 1120
+
+
+def test_filardo_tvtp_markov_switching_ar4():
+    # Filardo (1994), JBES 12(3): MS-AR(4) of US industrial production growth whose transition
+    # probabilities depend on the lagged leading indicator; E-views estimates as quoted in
+    # statsmodels' test suite (TestFilardo), regime 0 there the expansion:
+    # p(stay in expansion) = logistic(4.35941747 + 1.7702123 z), p(recession -> expansion) =
+    # logistic(-1.6493936 + 0.9945672 z), means 0.517298 / -0.865888, sigma 0.6960 (log -0.362469),
+    # phi 0.189474, 0.079344, 0.110944, 0.122251; log-likelihood -586.5718.
+    from scipy.special import expit
+
+    from modeshift import MarkovAutoregression
+    from modeshift.datasets import load_filardo
+
+    frame = load_filardo()
+    assert len(frame) == 519 and frame["month"].iloc[0] == "1948-02" and frame["month"].iloc[-1] == "1991-04"
+    y = frame["dlip"].to_numpy()[1:]
+    z = np.c_[np.ones(len(y)), frame["dmdlleading"].to_numpy()[:-1]]
+    model = MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(y, exog_tvtp=z)
+    assert model.log_likelihood_ == pytest.approx(-586.5718, abs=5e-5)
+    recession, expansion = 0, 1  # ours: regimes by ascending mean
+    np.testing.assert_allclose(model.means_, [-0.865888, 0.517298], atol=2e-5)
+    np.testing.assert_allclose(model.variances_, np.exp(-0.362469) ** 2, rtol=1e-5)
+    np.testing.assert_allclose(model.ar_coef_[0], [0.189474, 0.079344, 0.110944, 0.122251], atol=2e-6)
+    matrices = model.transition_matrices(z)
+    np.testing.assert_allclose(matrices[:, expansion, expansion], expit(4.35941747 + 1.7702123 * z[:, 1]), atol=1e-5)
+    np.testing.assert_allclose(matrices[:, recession, expansion], expit(-1.6493936 + 0.9945672 * z[:, 1]), atol=1e-5)

@@ -17,6 +17,7 @@ __all__ = [
     "load_event_log",
     "load_faithful",
     "load_fedfunds",
+    "load_filardo",
     "load_hamilton_gnp",
     "load_nile",
     "nascar",
@@ -78,6 +79,18 @@ def load_fedfunds() -> pd.DataFrame:
     the running example of the Stata ``mswitch`` manual.
     """
     return _read("usmacro_fedfunds.csv")
+
+
+def load_filardo() -> pd.DataFrame:
+    """Monthly US industrial production and leading indicator growth, 1948-02 to 1991-04.
+
+    Columns ``month``, ``dlip`` (100 times the change in log industrial production) and
+    ``dmdlleading`` (growth of the composite index of leading indicators): the data of
+    Filardo (1994), "Business-cycle phases and their transitional dynamics", *JBES* 12(3),
+    299-308, whose Markov-switching AR(4) lets the lagged leading indicator drive the
+    transition probabilities (``endog=dlip[1:]``, ``exog_tvtp=[1, dmdlleading[:-1]]``).
+    """
+    return _read("filardo_ip_leading.csv")
 
 
 def load_event_log(name: str) -> pd.DataFrame:

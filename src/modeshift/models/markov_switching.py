@@ -1,7 +1,10 @@
 """Markov-switching regression and autoregression (Hamilton 1989; Kim & Nelson 1999): the estimators.
 
 A regime S_t follows a Markov chain with transition matrix P[i, j] = p(S_t = j | S_t-1 = i),
-started from its stationary distribution. :class:`MarkovRegression` switches the
+started from its stationary distribution; or, with ``fit(..., exog_tvtp=z)``, with
+time-varying transition probabilities, a multinomial logit per source regime on covariates
+z_t (Filardo 1994; :mod:`~modeshift.models.logit_transitions`), started from the stationary
+distribution of the first step's matrix, both as statsmodels. :class:`MarkovRegression` switches the
 coefficients (and optionally the variance) of a regression, :class:`MarkovAutoregression`
 the mean an autoregression reverts to; the model itself, its likelihood and its steps are
 in :mod:`~modeshift.models.switching_regression`, its parameters in
@@ -11,8 +14,11 @@ Fitting is maximum likelihood in two stages. Expectation-conditional-maximisatio
 through the one EM driver (:func:`modeshift.models.em.run`: restarts, the convergence rule,
 ``history_``, ``converged_``, ``n_iter_``) from data-driven starts (quantile bands of the
 level, raw and smoothed, and of the local spread when the variance switches), then random
-persistent regime paths. The winning restart is polished by BFGS with the exact gradient on
-logits of the transition rows and log variances, then by Newton steps on a
+persistent regime paths. Time-varying transitions have no closed-form M-step: each EM
+iteration takes one Newton step on their logit coefficients, shortened until the expected
+complete-data log-likelihood rises (a generalised EM). The winning restart is polished by BFGS
+with the exact gradient on logits of the transition rows (or the logit coefficients) and log
+variances, then by Newton steps on a
 finite-difference Hessian of that gradient, which also gives standard errors. Regimes are
 finally ordered by their first switching coefficient (for ``trend="c"``: ascending
 intercept), else by variance, else by their first switching autoregressive coefficient.
@@ -47,13 +53,14 @@ from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import as_sequences, check_array, check_probabilities
 from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
+from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
 from modeshift.models.switching_layout import TRENDS, ParameterLayout, SwitchingParameters, switching_flags
 from modeshift.models.switching_regression import Posterior, SeriesData, SwitchingRegression
 
 __all__ = ["MarkovAutoregression", "MarkovRegression"]
 
-_PARAMETERS = ("transmat_", "trend_", "exog_coef_", "variances_", "ar_coef_")
+_PARAMETERS = ("transmat_", "transition_coef_", "trend_", "exog_coef_", "variances_", "ar_coef_")
 _STATIONARY = 1e-5  # the polish has converged when the largest gradient entry is below this
 #: old names -> new (DeprecationWarning); each class declares them, so that warnings name it
 _RENAMED = {
@@ -127,10 +134,18 @@ class _MarkovSwitching(Model):
 
     # ----------------------------------------------------------------------- data
     def _series(
-        self, y: Any, lengths: Sequence[int] | None, exog: Any, n_exog: int | None = None, **columns: Any
+        self,
+        y: Any,
+        lengths: Sequence[int] | None,
+        exog: Any,
+        n_exog: int | None = None,
+        exog_tvtp: Any = None,
+        n_tvtp: int | None = None,
+        **columns: Any,
     ) -> tuple[SeriesData, list[str]]:
-        """Check y (one series, no NaN, longer than the order) and exog (``n_exog`` columns when
-        given); the series, its regressors and the exogenous columns' names."""
+        """Check y (one series, no NaN, longer than the order), exog (``n_exog`` columns when
+        given) and exog_tvtp (``n_tvtp`` columns when given, 0 for none); the series, its
+        regressors (and transition covariates) and the exogenous columns' names."""
         name = type(self).__name__
         seqs = as_sequences(y, lengths, **columns)
         seqs = seqs.require(allow_missing=False, min_length=self._order + 1, n_features=1, model=name)
@@ -149,7 +164,22 @@ class _MarkovSwitching(Model):
             raise ValueError(f"this {name} was fitted with {n_exog} exog column(s), got {width}")
         inputs = seqs.with_inputs(exog, width, f"this {name} (exog)").inputs
         names = names or [f"x{c + 1}" for c in range(width)]
-        return SeriesData(seqs.values[:, 0], self._regressors(inputs, 0)), names
+        tvtp = self._tvtp_rows(exog_tvtp, len(seqs.values), n_tvtp, "exog_tvtp")
+        return SeriesData(seqs.values[:, 0], self._regressors(inputs, 0), tvtp), names
+
+    def _tvtp_rows(self, exog_tvtp: Any, n_rows: int, n_tvtp: int | None, name: str) -> np.ndarray | None:
+        """The transition covariates (n_rows, n_tvtp), or None for a constant transition matrix;
+        ``n_tvtp`` None at fit (any number of columns)."""
+        model = type(self).__name__
+        if exog_tvtp is None:
+            if n_tvtp:
+                raise ValueError(f"this {model} has time-varying transitions on {n_tvtp} covariate(s): pass {name}")
+            return None
+        if n_tvtp == 0:
+            raise ValueError(f"{name} was given but this {model} has a constant transition matrix")
+        array = np.asarray(exog_tvtp, dtype=np.float64)
+        array = array[:, None] if array.ndim == 1 else array
+        return np.ascontiguousarray(check_array(name, array, (n_rows, n_tvtp)))
 
     def _regressors(self, exog: np.ndarray, first_step: int) -> np.ndarray:
         """The trend columns (the time trend counts steps from 1 at the data's start), then ``exog``."""
@@ -170,12 +200,12 @@ class _MarkovSwitching(Model):
         array = np.asarray(exog, dtype=np.float64)
         return check_array(name, array[:, None] if array.ndim == 1 else array, (n_rows, n_exog))
 
-    def _engine(self, n_exog: int) -> SwitchingRegression:
+    def _engine(self, n_exog: int, n_tvtp: int = 0) -> SwitchingRegression:
         self._check_params()
         switching_coef = switching_flags(self.switching_trend, self._n_trend, "switching_trend")
         switching_coef += switching_flags(self.switching_exog, n_exog, "switching_exog")
         layout = ParameterLayout(
-            self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance
+            self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance, n_tvtp
         )
         return SwitchingRegression(layout)
 
@@ -185,7 +215,7 @@ class _MarkovSwitching(Model):
 
     # -------------------------------------------------------------------- fitting
     def fit(
-        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, **columns: Any
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None, **columns: Any
     ) -> _MarkovSwitching:
         """Maximum-likelihood estimates (EM with restarts, then a quasi-Newton polish); returns ``self``.
 
@@ -197,13 +227,21 @@ class _MarkovSwitching(Model):
         exog : (n_steps,) or (n_steps, n_exog) array-like, optional
             Exogenous regressors, one row per value of ``y`` (a data frame's column names name
             them); a data frame ``y`` may carry them as ``input_columns``.
+        exog_tvtp : (n_steps,) or (n_steps, n_tvtp) array-like, optional
+            Covariates of time-varying transition probabilities (include a column of ones for
+            a baseline): row t drives the move into step t, row 0 the start (the stationary
+            distribution of its matrix), as statsmodels' ``exog_tvtp``. The fit then learns
+            ``transition_coef_`` instead of ``transmat_``.
         columns
             ``id_column``, ``time_column``, ``input_columns``, ... of a data frame ``y``.
         """
         self._start_fit()
         given = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
-        data, names = self._series(y, lengths, exog, **columns)
-        engine = self._engine(data.regressors.shape[1] - self._n_trend)
+        data, names = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
+        n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
+        if n_tvtp and self.n_states < 2:
+            raise ValueError("time-varying transition probabilities need n_states >= 2")
+        engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp)
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
         with _one_thread():
             em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
@@ -266,9 +304,18 @@ class _MarkovSwitching(Model):
         )
         start = problem.engine.initial_parameters(path, data)
         if restart == 0 and problem.given:
+            tvtp = problem.data.tvtp
+            wrong = "transmat_" if tvtp is not None else "transition_coef_"
+            if wrong in problem.given:
+                raise ValueError(f"{wrong} is set but fit was given {'no ' if tvtp is None else ''}exog_tvtp")
             self._set_parameters(start)
             self.__dict__.update(problem.given)
             start = self._parameters()
+            if tvtp is not None and start.transition_coef.shape[2] != tvtp.shape[1]:
+                raise ValueError(
+                    f"the transition_coef_ set has {start.transition_coef.shape[2]} covariate(s), "
+                    f"the exog_tvtp given to fit {tvtp.shape[1]}"
+                )
             if start.coef.shape[1] != data.regressors.shape[1]:
                 raise ValueError(
                     f"the exog_coef_ set has {start.coef.shape[1] - self._n_trend} column(s), "
@@ -277,7 +324,7 @@ class _MarkovSwitching(Model):
         self.__dict__["_current"] = start
 
     def _e_step(self, problem: _Problem, workspace: dict[str, Any]) -> tuple[float, Posterior]:
-        posterior = problem.engine.e_step(self.__dict__["_current"], problem.data)
+        posterior = problem.engine.e_step(self.__dict__["_current"], problem.data, workspace)
         return posterior.log_likelihood, posterior
 
     def _m_step(self, problem: _Problem, posterior: Posterior) -> None:
@@ -291,7 +338,12 @@ class _MarkovSwitching(Model):
 
     # ------------------------------------------------------------------ parameters
     def _set_parameters(self, params: SwitchingParameters) -> None:
-        self.transmat_ = params.transmat
+        for name in ("transmat_", "transition_coef_"):
+            self.__dict__.pop(name, None)
+        if params.transition_coef is None:
+            self.transmat_ = params.transmat
+        else:
+            self.transition_coef_ = params.transition_coef
         self.trend_ = params.coef[:, : self._n_trend]
         self.exog_coef_ = params.coef[:, self._n_trend :]
         self.variances_ = params.variances
@@ -300,7 +352,9 @@ class _MarkovSwitching(Model):
 
     def _parameters(self) -> SwitchingParameters:
         """The current parameters, checked, whether fitted or set by hand."""
-        required = ["transmat_", "trend_", "variances_"] + (["ar_coef_"] if self._order else [])
+        varying = "transition_coef_" in self.__dict__
+        transitions = "transition_coef_" if varying else "transmat_"
+        required = [transitions, "trend_", "variances_"] + (["ar_coef_"] if self._order else [])
         missing = [name for name in required if name not in self.__dict__]
         if missing:
             raise NotFittedError(f"this {type(self).__name__} has no {', '.join(missing)}: call fit, or set them")
@@ -313,20 +367,40 @@ class _MarkovSwitching(Model):
         variances = check_array("variances_", self.variances_, (k,))
         if (variances <= 0).any():
             raise ValueError(f"variances_ must be positive, got {variances}")
+        transition_coef = None
+        if varying:
+            transition_coef = np.asarray(self.transition_coef_, dtype=np.float64)
+            transition_coef = check_array("transition_coef_", transition_coef, (k, k - 1, None))
         return SwitchingParameters(
-            transmat=check_probabilities("transmat_", self.transmat_, (k, k)),
+            transmat=None if varying else check_probabilities("transmat_", self.transmat_, (k, k)),
             coef=np.column_stack([per_regime("trend_", self._n_trend), per_regime("exog_coef_", None)]),
             ar=per_regime("ar_coef_", self._order),
             variances=variances,
+            transition_coef=transition_coef,
         )
 
     def _prepare(
-        self, y: Any, lengths: Sequence[int] | None, exog: Any
+        self, y: Any, lengths: Sequence[int] | None, exog: Any, exog_tvtp: Any = None
     ) -> tuple[SwitchingRegression, SwitchingParameters, SeriesData]:
         params = self._parameters()
-        n_exog = params.coef.shape[1] - self._n_trend
-        data, _ = self._series(y, lengths, exog, n_exog)
-        return self._engine(n_exog), params, data
+        n_exog, n_tvtp = params.coef.shape[1] - self._n_trend, _n_tvtp(params)
+        data, _ = self._series(y, lengths, exog, n_exog, exog_tvtp, n_tvtp)
+        return self._engine(n_exog, n_tvtp), params, data
+
+    def _constant_transmat(self, what: str) -> np.ndarray:
+        params = self._parameters()
+        if params.transmat is None:
+            raise ValueError(
+                f"{what} of this {type(self).__name__} changes with its time-varying transition probabilities "
+                "(transition_coef_): see transition_matrices"
+            )
+        return params.transmat
+
+    def transition_matrices(self, exog_tvtp: Any) -> np.ndarray:
+        """(n, K, K) transition matrices, entry t = p(S_t | S_t-1, z_t), for covariates (n, n_tvtp)."""
+        params = self._parameters()
+        rows = self._tvtp_rows(exog_tvtp, len(np.atleast_1d(np.asarray(exog_tvtp))), _n_tvtp(params), "exog_tvtp")
+        return logit_matrices(params.transition_coef, rows)
 
     @property
     def means_(self) -> np.ndarray:
@@ -336,53 +410,65 @@ class _MarkovSwitching(Model):
 
     @property
     def startprob_(self) -> np.ndarray:
-        """Distribution of the regime at the first (pre-sample) step: the stationary one of ``transmat_``."""
-        return stationary_distribution(self._parameters().transmat)
+        """Distribution of the regime at the first (pre-sample) step: the stationary one of ``transmat_``
+        (time-varying transitions: of the first step's matrix, ``transition_matrices(exog_tvtp)[0]``)."""
+        return stationary_distribution(self._constant_transmat("the start distribution"))
 
     @property
     def dwell_times_(self) -> np.ndarray:
         """Expected number of steps spent in each regime once entered, 1 / (1 - P[k, k])."""
         with np.errstate(divide="ignore"):
-            return 1.0 / (1.0 - np.diag(self._parameters().transmat))
+            return 1.0 / (1.0 - np.diag(self._constant_transmat("the dwell time")))
 
     # ------------------------------------------------------------------- inference
-    def score(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
+    def score(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None) -> float:
         """Exact log-likelihood of ``y`` given its first ``order`` values, under the current parameters."""
-        engine, params, data = self._prepare(y, lengths, exog)
+        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
         return engine.log_likelihood(params, data)
 
-    def predict_proba(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> np.ndarray:
+    def predict_proba(
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
+    ) -> np.ndarray:
         """Smoothed regime probabilities p(S_t | all y) at each step after the first ``order``, (n_steps - order, K)."""
-        engine, params, data = self._prepare(y, lengths, exog)
+        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
         posterior = engine.e_step(params, data)
         _check_possible(posterior.log_likelihood)
         return engine.regimes(posterior.posteriors)
 
-    def filter_proba(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> np.ndarray:
+    def filter_proba(
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
+    ) -> np.ndarray:
         """Filtered regime probabilities p(S_t | y up to t) at each step after the first ``order``,
         (n_steps - order, K)."""
-        engine, params, data = self._prepare(y, lengths, exog)
+        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
         filtered, log_lik = engine.filtered(params, data)
         _check_possible(log_lik)
         return filtered
 
-    def decode(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> tuple[float, np.ndarray]:
+    def decode(
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
+    ) -> tuple[float, np.ndarray]:
         """log p(y, path) and the most probable regime path (Viterbi on the expanded chain) after
         the first ``order`` steps; the pre-sample regimes are part of the maximisation."""
-        engine, params, data = self._prepare(y, lengths, exog)
+        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
         path, log_prob = engine.viterbi(params, data)
         _check_possible(log_prob)
         return log_prob, path
 
-    def predict(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> np.ndarray:
+    def predict(
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
+    ) -> np.ndarray:
         """The most probable regime path (Viterbi) after the first ``order`` steps, (n_steps - order,)."""
-        return self.decode(y, lengths, exog=exog)[1]
+        return self.decode(y, lengths, exog=exog, exog_tvtp=exog_tvtp)[1]
 
-    def segment(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> pd.DataFrame:
+    def segment(
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
+    ) -> pd.DataFrame:
         """Runs of one regime on the Viterbi path: ``start``, ``end`` (exclusive; steps of ``y``,
         from ``order`` on), ``mode`` and ``probability`` (its mean smoothed probability over the run)."""
-        path = self.predict(y, lengths, exog=exog)
-        table = mode_segments(as_sequences(path), path, self.predict_proba(y, lengths, exog=exog))
+        path = self.predict(y, lengths, exog=exog, exog_tvtp=exog_tvtp)
+        probabilities = self.predict_proba(y, lengths, exog=exog, exog_tvtp=exog_tvtp)
+        table = mode_segments(as_sequences(path), path, probabilities)
         table[["start", "end"]] += self._order
         return table
 
@@ -393,6 +479,7 @@ class _MarkovSwitching(Model):
         random_state: int | np.random.Generator | None = None,
         *,
         exog: Any = None,
+        exog_tvtp: Any = None,
     ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
         """Simulate ``n_sequences`` series of ``n_steps`` values: the series (n_steps, 1) and its
         regimes (n_steps,), or lists of them for several.
@@ -400,15 +487,18 @@ class _MarkovSwitching(Model):
         The chain starts from its stationary distribution and the deviations from the regime
         means before the first step are 0 (an autoregression starts at its regimes' means).
         ``exog`` (n_steps, n_exog) holds the exogenous regressors (the same for every series);
-        the time trend counts from 1.
+        the time trend counts from 1. With time-varying transitions ``exog_tvtp`` (n_steps, n_tvtp)
+        holds their covariates (row 0 sets the start, the stationary distribution of its matrix).
         """
         params = self._parameters()
         if int(n_steps) < 1 or int(n_sequences) < 1:
             raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         n_exog = params.coef.shape[1] - self._n_trend
         regressors = self._regressors(self._exog_rows(exog, int(n_steps), n_exog, "exog"), 0)
-        engine, rng = self._engine(n_exog), np.random.default_rng(random_state)
-        draws = [engine.simulate(params, regressors, rng) for _ in range(int(n_sequences))]
+        tvtp = self._tvtp_rows(exog_tvtp, int(n_steps), _n_tvtp(params), "exog_tvtp")
+        engine, rng = self._engine(n_exog, _n_tvtp(params)), np.random.default_rng(random_state)
+        design = SeriesData(np.empty(0), regressors, tvtp)
+        draws = [engine.simulate(params, design, rng) for _ in range(int(n_sequences))]
         if len(draws) == 1:
             return draws[0][0][:, None], draws[0][1]
         return [y[:, None] for y, _ in draws], [regimes for _, regimes in draws]
@@ -421,6 +511,8 @@ class _MarkovSwitching(Model):
         *,
         exog: Any = None,
         future_exog: Any = None,
+        exog_tvtp: Any = None,
+        future_exog_tvtp: Any = None,
     ) -> Forecast:
         """The predictive distribution of the ``horizon`` values after the end of ``y``.
 
@@ -428,28 +520,40 @@ class _MarkovSwitching(Model):
         of the jump linear system the future is, from the filtered last p + 1 regimes; see
         :func:`~modeshift.models.jump_linear.jump_linear_moments`), and so are the
         ``mode_probabilities`` (horizon, K). ``future_exog`` (horizon, n_exog) holds the
-        exogenous regressors of the steps ahead; the time trend goes on counting.
+        exogenous regressors of the steps ahead; the time trend goes on counting. With
+        time-varying transitions, ``exog_tvtp`` holds their covariates along ``y`` and
+        ``future_exog_tvtp`` (horizon, n_tvtp) those of the moves into the steps ahead.
         """
         if int(horizon) < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
-        engine, params, data = self._prepare(y, lengths, exog)
+        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
         _check_possible(engine.log_likelihood(params, data))
         n_exog = params.coef.shape[1] - self._n_trend
         future = self._regressors(self._exog_rows(future_exog, int(horizon), n_exog, "future_exog"), len(data.y))
-        modes, means, variances = engine.forecast(params, data, future)
+        future_tvtp = self._tvtp_rows(future_exog_tvtp, int(horizon), _n_tvtp(params), "future_exog_tvtp")
+        modes, means, variances = engine.forecast(params, data, future, future_tvtp)
         return Forecast(means[:, None], variances[:, None, None], modes)
 
     def describe(self) -> pd.DataFrame:
         """One row per regime: long-run share of time (``occupancy``, also the start distribution),
         ``dwell_time`` 1 / (1 - P[k, k]) in steps, switch probabilities ``to_j``, then the
-        coefficients (trend and exogenous columns, ``sigma2``, ``ar.L1`` ...)."""
+        coefficients (trend and exogenous columns, ``sigma2``, ``ar.L1`` ...). With time-varying
+        transitions the first columns are their logit coefficients instead, ``to_{j}.tvtp{c}``
+        (``transition_coef_[:, j, c]``)."""
         params = self._parameters()
         transmat = params.transmat
         columns = self._column_names(params.coef.shape[1] - self._n_trend)
+        if transmat is None:
+            coef = params.transition_coef
+            chain = {f"to_{j}.tvtp{c}": coef[:, j, c] for j in range(coef.shape[1]) for c in range(coef.shape[2])}
+        else:
+            chain = {
+                "occupancy": stationary_distribution(transmat),
+                "dwell_time": self.dwell_times_,
+                **{f"to_{j}": transmat[:, j] for j in range(self.n_states)},
+            }
         table = {
-            "occupancy": stationary_distribution(transmat),
-            "dwell_time": self.dwell_times_,
-            **{f"to_{j}": transmat[:, j] for j in range(self.n_states)},
+            **chain,
             **{name: params.coef[:, c] for c, name in enumerate(columns)},
             "sigma2": params.variances,
             **{f"ar.L{j + 1}": params.ar[:, j] for j in range(self._order)},
@@ -461,19 +565,28 @@ class _MarkovSwitching(Model):
     def n_parameters(self) -> int:
         """Number of free parameters: K(K-1) transition probabilities, coefficients, variances, phi."""
         params = self._parameters()
-        return self._engine(params.coef.shape[1] - self._n_trend).layout.n_parameters
+        return self._engine(params.coef.shape[1] - self._n_trend, _n_tvtp(params)).layout.n_parameters
 
-    def aic(self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
+    def aic(
+        self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
+    ) -> float:
         """-2 log-likelihood + 2 n_parameters (of the fitted series when ``y`` is not given)."""
-        log_lik = self._recorded("log_likelihood_") if y is None else self.score(y, lengths, exog=exog)
+        log_lik = (
+            self._recorded("log_likelihood_") if y is None else self.score(y, lengths, exog=exog, exog_tvtp=exog_tvtp)
+        )
         return -2.0 * log_lik + 2.0 * self.n_parameters
 
-    def bic(self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
+    def bic(
+        self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
+    ) -> float:
         """-2 log-likelihood + n_parameters log(n_steps - order) (of the fitted series when ``y`` is not given)."""
         if y is None:
             log_lik, n_steps = self._recorded("log_likelihood_"), len(self._recorded("smoothed_probabilities_"))
         else:
-            log_lik, n_steps = self.score(y, lengths, exog=exog), len(as_sequences(y, lengths).values) - self._order
+            log_lik, n_steps = (
+                self.score(y, lengths, exog=exog, exog_tvtp=exog_tvtp),
+                len(as_sequences(y, lengths).values) - self._order,
+            )
         return -2.0 * log_lik + self.n_parameters * np.log(n_steps)
 
     def _recorded(self, name: str) -> Any:
@@ -486,7 +599,7 @@ class _MarkovSwitching(Model):
         """Parameter estimates and standard errors (inverse observed information), statsmodels' names and order."""
         params = self._parameters()
         n_exog = params.coef.shape[1] - self._n_trend
-        layout = self._engine(n_exog).layout
+        layout = self._engine(n_exog, _n_tvtp(params)).layout
         errors = self.__dict__.get("standard_errors_")
         return pd.DataFrame(
             {
@@ -553,8 +666,14 @@ class MarkovRegression(_MarkovSwitching):
     ----------
     transmat_ : (K, K) array
         Row-stochastic: transmat_[i, j] = p(S_t = j | S_{t-1} = i) (statsmodels stores the transpose).
+        Absent after a fit with ``exog_tvtp``.
+    transition_coef_ : (K, K-1, n_tvtp) array
+        After a fit with ``exog_tvtp`` only: log p(S_t = j | S_t-1 = i, z_t) / p(S_t = K-1 | i, z_t)
+        = z_t' transition_coef_[i, j] (``summary`` names them ``p[i->j].tvtp{c}``, as statsmodels);
+        :meth:`transition_matrices` evaluates them.
     startprob_ : (K,) array
-        The chain's start distribution: its stationary one (statsmodels' default).
+        The chain's start distribution: its stationary one (statsmodels' default); not
+        defined with time-varying transitions (nor ``dwell_times_``: they change with z_t).
     trend_ : (K, n_trend) array; means_ : (K,) array
         Trend coefficients per regime; ``means_`` is the intercept column.
     exog_coef_ : (K, n_exog) array
@@ -576,8 +695,11 @@ class MarkovRegression(_MarkovSwitching):
 
     Notes
     -----
-    All methods other than ``fit`` also work with parameters set by hand (``transmat_``,
-    ``trend_``, ``exog_coef_``, ``variances_``), which are also the start of a first fit. A
+    All methods other than ``fit`` also work with parameters set by hand (``transmat_`` or
+    ``transition_coef_``, ``trend_``, ``exog_coef_``, ``variances_``), which are also the start
+    of a first fit. A model with time-varying transitions takes ``exog_tvtp`` in every method
+    that takes data, ``sample(..., exog_tvtp=)`` and ``forecast(..., future_exog_tvtp=)``
+    the covariates of the steps simulated or ahead. A
     fit needs one series without missing values. Per-step results cover the steps after
     the first ``order``.
 
@@ -713,6 +835,11 @@ class MarkovAutoregression(_MarkovSwitching):
     @property
     def _switching_ar(self) -> tuple[bool, ...]:
         return switching_flags(self.switching_ar, self.order, "switching_ar")
+
+
+def _n_tvtp(params: SwitchingParameters) -> int:
+    """The number of transition covariates (0: a constant transition matrix)."""
+    return 0 if params.transition_coef is None else params.transition_coef.shape[2]
 
 
 def _check_possible(log_lik: float) -> None:

@@ -1,11 +1,14 @@
 """The parameters of a Markov-switching (auto)regression and their free vector.
 
-A point of the parameter space is a transition matrix P (K, K), regression
-coefficients (K, R), autoregressive coefficients phi (K, p) and error variances (K,).
+A point of the parameter space is a transition matrix P (K, K), or, with time-varying
+transition probabilities, multinomial-logit coefficients (K, K-1, C) on C transition
+covariates z_t, regression coefficients (K, R), autoregressive coefficients phi (K, p)
+and error variances (K,).
 Where a coefficient or the variance does not switch, its K values are equal. The
 quasi-Newton polish and the standard errors work on the *free vector*, in
 statsmodels' order: transition logits (target regime outer, source regime inner, the
-last target the reference), coefficients (column outer, regime inner where
+last target the reference; with time-varying probabilities target outer, covariate,
+then source inner, the logit coefficients themselves), coefficients (column outer, regime inner where
 switching), log variances, autoregressive coefficients (lag outer, regime inner
 where switching).
 
@@ -29,18 +32,27 @@ TRENDS = {"n": (), "c": ("const",), "t": ("trend",), "ct": ("const", "trend")}
 
 @dataclass(frozen=True)
 class SwitchingParameters:
-    """transmat (K, K), coef (K, R): trend then exogenous columns, ar (K, p), variances (K,)."""
+    """transmat (K, K), coef (K, R): trend then exogenous columns, ar (K, p), variances (K,);
+    with time-varying transitions ``transmat`` is None and ``transition_coef`` (K, K-1, C)
+    holds the logit coefficients: log p(S_t = j | S_t-1 = i, z_t) / p(S_t = K-1 | i, z_t)
+    = z_t' transition_coef[i, j]."""
 
-    transmat: np.ndarray
+    transmat: np.ndarray | None
     coef: np.ndarray
     ar: np.ndarray
     variances: np.ndarray
+    transition_coef: np.ndarray | None = None
 
     def relabelled(self, order: np.ndarray) -> SwitchingParameters:
         """The same model with regime i renamed: new regime i is old regime ``order[i]``."""
-        return SwitchingParameters(
-            self.transmat[np.ix_(order, order)], self.coef[order], self.ar[order], self.variances[order]
-        )
+        transmat = transition_coef = None
+        if self.transmat is not None:
+            transmat = self.transmat[np.ix_(order, order)]
+        if self.transition_coef is not None:  # the reference target changes: subtract its logit
+            logits = np.concatenate([self.transition_coef, np.zeros_like(self.transition_coef[:, :1])], axis=1)
+            logits = logits[np.ix_(order, order)]
+            transition_coef = logits[:, :-1] - logits[:, -1:]
+        return SwitchingParameters(transmat, self.coef[order], self.ar[order], self.variances[order], transition_coef)
 
     def ordered(self) -> SwitchingParameters:
         """Regimes sorted by their first switching coefficient, else variance, else autoregression."""
@@ -69,15 +81,16 @@ class ParameterLayout:
         switching_coef: Sequence[bool],
         switching_ar: Sequence[bool],
         switching_variance: bool,
+        n_tvtp: int = 0,
     ):
-        self.n_states, self.order = n_states, order
+        self.n_states, self.order, self.n_tvtp = n_states, order, n_tvtp
         self.switching_coef, self.switching_ar = tuple(switching_coef), tuple(switching_ar)
         self.switching_variance = switching_variance
         self.coef_map = _sharing_map(n_states, self.switching_coef)
         self.ar_map = _sharing_map(n_states, self.switching_ar)
         self.variance_map = _sharing_map(n_states, (switching_variance,))
         self.sizes = (
-            n_states * (n_states - 1),
+            n_states * (n_states - 1) * max(n_tvtp, 1),
             self.coef_map.shape[1],
             self.variance_map.shape[1],
             self.ar_map.shape[1],
@@ -87,12 +100,19 @@ class ParameterLayout:
     def n_parameters(self) -> int:
         return sum(self.sizes)
 
+    def _transition_values(self, params: SwitchingParameters) -> np.ndarray:
+        """The logit coefficients (K, K-1, C) in the free vector's order: target, covariate, source."""
+        return np.transpose(params.transition_coef, (1, 2, 0)).ravel()
+
     def pack(self, params: SwitchingParameters) -> np.ndarray:
-        probabilities = np.clip(params.transmat, 1e-12, None)
-        logits = np.log(probabilities[:, :-1]) - np.log(probabilities[:, -1:])
+        if self.n_tvtp:
+            transitions = self._transition_values(params)
+        else:
+            probabilities = np.clip(params.transmat, 1e-12, None)
+            transitions = (np.log(probabilities[:, :-1]) - np.log(probabilities[:, -1:])).T.ravel()
         return np.concatenate(
             [
-                logits.T.ravel(),
+                transitions,
                 _free_values(self.coef_map, params.coef),
                 _free_values(self.variance_map, np.log(params.variances)),
                 _free_values(self.ar_map, params.ar),
@@ -102,10 +122,16 @@ class ParameterLayout:
     def unpack(self, free: np.ndarray) -> SwitchingParameters:
         k = self.n_states
         logits, coef, log_variances, ar = np.split(free, np.cumsum(self.sizes)[:-1])
-        logits = np.c_[logits.reshape(k - 1, k).T, np.zeros(k)]
-        transmat = np.exp(logits - logits.max(axis=1, keepdims=True))
+        transmat = transition_coef = None
+        if self.n_tvtp:
+            transition_coef = np.transpose(logits.reshape(k - 1, self.n_tvtp, k), (2, 0, 1))
+        else:
+            logits = np.c_[logits.reshape(k - 1, k).T, np.zeros(k)]
+            transmat = np.exp(logits - logits.max(axis=1, keepdims=True))
+            transmat /= transmat.sum(axis=1, keepdims=True)
         return SwitchingParameters(
-            transmat=transmat / transmat.sum(axis=1, keepdims=True),
+            transmat=transmat,
+            transition_coef=transition_coef,
             coef=(self.coef_map @ coef).reshape(k, -1),
             ar=(self.ar_map @ ar).reshape(k, -1),
             variances=np.exp(self.variance_map @ log_variances),
@@ -118,10 +144,11 @@ class ParameterLayout:
         return (self.ar_map @ free).reshape(self.n_states, -1)
 
     def constrained(self, params: SwitchingParameters) -> np.ndarray:
-        """The parameters in the free vector's order, with probabilities P[i, j] (j < K-1) and variances."""
+        """The parameters in the free vector's order, with probabilities P[i, j] (j < K-1) (the logit
+        coefficients themselves when time-varying, as statsmodels) and variances."""
         return np.concatenate(
             [
-                params.transmat[:, :-1].T.ravel(),
+                self._transition_values(params) if self.n_tvtp else params.transmat[:, :-1].T.ravel(),
                 _free_values(self.coef_map, params.coef),
                 _free_values(self.variance_map, params.variances),
                 _free_values(self.ar_map, params.ar),
@@ -132,7 +159,7 @@ class ParameterLayout:
         """d constrained / d free: block diagonal (softmax rows, identity, variances, identity)."""
         k = self.n_states
         jacobian = np.eye(self.n_parameters)
-        for i in range(k):  # P[i, j], j < K-1, sits at index j * K + i, as does logit[i, j]
+        for i in range(0 if self.n_tvtp else k):  # P[i, j], j < K-1, sits at index j * K + i, as does logit[i, j]
             where = np.arange(k - 1) * k + i
             row = params.transmat[i, :-1]
             jacobian[np.ix_(where, where)] = np.diag(row) - np.outer(row, row)
@@ -145,7 +172,10 @@ class ParameterLayout:
         """statsmodels' names of the free parameters, given the names of the regressor columns."""
         k = self.n_states
         lags = [f"ar.L{j + 1}" for j in range(self.order)]
-        names = [f"p[{i}->{j}]" for j in range(k - 1) for i in range(k)]
+        if self.n_tvtp:
+            names = [f"p[{i}->{j}].tvtp{c}" for j in range(k - 1) for c in range(self.n_tvtp) for i in range(k)]
+        else:
+            names = [f"p[{i}->{j}]" for j in range(k - 1) for i in range(k)]
         names += _per_regime(columns, self.switching_coef, k)
         names += _per_regime(["sigma2"], (self.switching_variance,), k)
         return names + _per_regime(lags, self.switching_ar, k)

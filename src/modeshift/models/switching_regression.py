@@ -36,8 +36,16 @@ from scipy import optimize
 
 from modeshift import _kernels as kernels
 from modeshift._kernels.gaussian import normal_log_density
+from modeshift._kernels.recursions import buffer
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
+from modeshift.models.logit_transitions import (
+    expected_log_probability,
+    logit_gradient,
+    logit_matrices,
+    newton_direction,
+    start_gradient,
+)
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters
 from modeshift.transitions import normalise_rows
 
@@ -45,14 +53,18 @@ __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
 
 _NEWTON_STEPS = 5  # after BFGS, while they raise the likelihood
 _GTOL = 1e-8  # BFGS and Newton stop below this largest gradient entry
+_INITIAL_NEWTON_STEPS = 5  # on a start path's time-varying transition logits
 
 
 @dataclass(frozen=True)
 class SeriesData:
-    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones."""
+    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones;
+    with time-varying transitions, their covariates (n, C): row t drives the move into step t,
+    row 0 the start."""
 
     y: np.ndarray
     regressors: np.ndarray
+    tvtp: np.ndarray | None = None
 
     @cached_property
     def variance_floor(self) -> float:
@@ -71,6 +83,7 @@ class Posterior:
     start: np.ndarray  # (K,): the prior of that regime, the stationary distribution of P
     residuals: np.ndarray  # (T, E): e_t under every expanded state
     deviations: np.ndarray  # (p+1, T, E): y - x'beta at lag j under the lag-j regime
+    moves: np.ndarray | None = None  # (n, K, K): expected i -> j moves into each step (time-varying P)
 
 
 class SwitchingRegression:
@@ -93,17 +106,34 @@ class SwitchingRegression:
         self.moves = (previous, newest * k**p + previous // k, previous // k**p, newest)
 
     # ------------------------------------------------------------- expanded chain
-    def expanded_chain(self, transmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Initial probabilities (E,) and transition matrix (E, E) of (S_t, ..., S_{t-p})."""
+    def transition_matrices(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+        """p(S_t | S_t-1): (1, K, K) for a constant chain; (n, K, K) for every step of the data
+        with time-varying probabilities (entry 0 only sets the start, as in statsmodels)."""
+        if params.transition_coef is None:
+            return params.transmat[None]
+        return logit_matrices(params.transition_coef, data.tvtp)
+
+    def expanded_chain(
+        self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Initial probabilities (E,) and transition matrices (1 or T, E, E) of (S_t, ..., S_{t-p})
+        from the regimes' (1 or n, K, K): the earliest regime starts from the stationary
+        distribution of the first matrix; the move into step t of the data uses matrix t."""
         k, p = self.n_states, self.order
-        initial = stationary_distribution(transmat)  # of the earliest regime, S_{t-p}
+        varying = len(matrices) > 1
+        initial = stationary_distribution(matrices[0])  # of the earliest regime, S_{t-p}
         for m in range(p):  # prepend the next regime
             newest = np.arange(k ** (m + 1)) // k**m
-            initial = (transmat[newest].T * initial[None, :]).ravel()
+            initial = (matrices[m + 1 if varying else 0][newest].T * initial[None, :]).ravel()
+        return initial, self.expanded_moves(matrices[p if varying else 0 :], scratch)
+
+    def expanded_moves(self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(m, E, E) moves of the expanded chain from the regimes' (m, K, K); in ``scratch``'s
+        array when given (its zeros stay where they are: only the possible moves are written)."""
         source, target, regime_before, regime_after = self.moves
-        matrix = np.zeros((self.n_expanded, self.n_expanded))
-        matrix[source, target] = transmat[regime_before, regime_after]
-        return initial, matrix
+        expanded = buffer(scratch, "expanded", (len(matrices), self.n_expanded**2), zero=True)
+        expanded[:, source * self.n_expanded + target] = matrices[:, regime_before, regime_after]
+        return expanded.reshape(-1, self.n_expanded, self.n_expanded)
 
     def regimes(self, expanded: np.ndarray) -> np.ndarray:
         """Probabilities over expanded states (..., E) summed to the current regime's (..., K)."""
@@ -125,18 +155,22 @@ class SwitchingRegression:
         return np.ascontiguousarray(normal_log_density(residuals, 0.0, variances))
 
     def _kernel_arguments(
-        self, params: SwitchingParameters, data: SeriesData, residuals: np.ndarray | None = None
+        self,
+        params: SwitchingParameters,
+        data: SeriesData,
+        residuals: np.ndarray | None = None,
+        scratch: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """The arguments of the HMM kernels on the expanded chain: log-likelihoods (from the
         ``residuals``, computed when not given), offsets, initial probabilities, transitions."""
-        initial, matrix = self.expanded_chain(params.transmat)
+        initial, matrices = self.expanded_chain(self.transition_matrices(params, data), scratch)
         if residuals is None:
             residuals = self.residuals(params, self.deviations(params, data))
         return {
             "log_likelihoods": self.log_densities(params, residuals),
             "offsets": np.array([0, len(residuals)], dtype=np.int64),
             "initial_probs": initial,
-            "transition_matrices": matrix[None],
+            "transition_matrices": matrices,
         }
 
     def coef_design(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, np.ndarray]:
@@ -180,16 +214,27 @@ class SwitchingRegression:
         return self.digits[path, 0], float(log_prob[0])
 
     # -------------------------------------------------------------------- E-step
-    def e_step(self, params: SwitchingParameters, data: SeriesData) -> Posterior:
+    def e_step(
+        self, params: SwitchingParameters, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
+    ) -> Posterior:
+        """The posterior; with ``scratch`` (a dict handed to every call, as the EM driver's
+        workspace) the large working arrays are kept between calls, and the posteriors
+        returned are valid until the next call."""
         deviations = self.deviations(params, data)
         residuals = self.residuals(params, deviations)
-        arguments = self._kernel_arguments(params, data, residuals)
-        log_lik, posteriors, pairs = kernels.forward_backward(**arguments)
-        current = self.indicators[0]
-        transitions = current.T @ pairs @ current
+        arguments = self._kernel_arguments(params, data, residuals, scratch)
+        current, first, p = self.indicators[0], None, self.order
+        if len(arguments["transition_matrices"]) > 1:
+            log_lik, posteriors, pairs = kernels.forward_backward_varying(**arguments, scratch=scratch)
+            moves = np.zeros((len(data.y), self.n_states, self.n_states))
+            moves[p + 1 :] = current.T @ pairs[1:] @ current
+        else:
+            log_lik, posteriors, pairs = kernels.forward_backward(**arguments, scratch=scratch)
+            moves = (current.T @ pairs @ current)[None]
         first = posteriors[0]
-        for j in range(self.order):  # the moves inside the first expanded state
-            transitions += (self.indicators[j + 1].T * first) @ self.indicators[j]
+        for j in range(p):  # the moves inside the first expanded state, into step p - j
+            moves[p - j if len(moves) > 1 else 0] += (self.indicators[j + 1].T * first) @ self.indicators[j]
+        transitions = moves.sum(axis=0)
         earliest = self.indicators[-1]
         return Posterior(
             float(log_lik[0]),
@@ -199,6 +244,7 @@ class SwitchingRegression:
             arguments["initial_probs"] @ earliest,
             residuals,
             deviations,
+            moves if len(moves) > 1 else None,
         )
 
     def hard_posterior(self, path: np.ndarray) -> Posterior:
@@ -211,16 +257,25 @@ class SwitchingRegression:
 
     # -------------------------------------------------------------------- M-step
     def initial_parameters(self, path: np.ndarray, data: SeriesData) -> SwitchingParameters:
-        """Parameters fitted to one regime path: P from its moves, then two regression steps
-        (the coefficients, phi, the coefficients again given phi, the variances)."""
-        k = self.n_states
+        """Parameters fitted to one regime path: P from its moves (time-varying: Newton steps on
+        the logit from 0, with the pseudo-counts spread over the steps), then two regression
+        steps (the coefficients, phi, the coefficients again given phi, the variances)."""
+        k, n_tvtp = self.n_states, self.layout.n_tvtp
         posterior = self.hard_posterior(path)
         params = SwitchingParameters(
-            transmat=normalise_rows(posterior.transitions),
+            transmat=None if n_tvtp else normalise_rows(posterior.transitions),
             coef=np.zeros((k, data.regressors.shape[1])),
             ar=np.zeros((k, self.order)),
             variances=np.full(k, max(float(np.var(data.y)), data.variance_floor)),
+            transition_coef=np.zeros((k, k - 1, n_tvtp)) if n_tvtp else None,
         )
+        if n_tvtp:
+            moves = np.zeros((len(path), k, k))
+            moves[1:] = np.eye(k)[path[:-1], :, None] * np.eye(k)[path[1:], None, :] + 1.0 / (len(path) - 1)
+            for _ in range(_INITIAL_NEWTON_STEPS):
+                matrices = self.transition_matrices(params, data)
+                coef = params.transition_coef + newton_direction(moves, matrices, data.tvtp)
+                params = replace(params, transition_coef=coef)
         for _ in range(2):
             params = self.regression_step(params, posterior, data)
         return params
@@ -231,7 +286,25 @@ class SwitchingRegression:
         Each step raises the expected complete-data log-likelihood Q given the others, so
         the log-likelihood never falls (a generalised EM).
         """
-        return self.regression_step(self.transition_step(params, posterior), posterior, data)
+        if self.layout.n_tvtp:
+            params = self.logit_step(params, posterior, data)
+        else:
+            params = self.transition_step(params, posterior)
+        return self.regression_step(params, posterior, data)
+
+    def logit_step(self, params: SwitchingParameters, posterior: Posterior, data: SeriesData) -> SwitchingParameters:
+        """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
+        moves' term, taken if it raises the whole (the start's term too), else the largest of
+        1/2, 1/4, ... of it that does (or none), a generalised-EM step."""
+        moves, first = posterior.moves, posterior.first_regime
+        matrices = self.transition_matrices(params, data)
+        current = expected_log_probability(moves, matrices, first)
+        direction = newton_direction(moves, matrices, data.tvtp)
+        for step in 0.5 ** np.arange(10):
+            candidate = replace(params, transition_coef=params.transition_coef + step * direction)
+            if expected_log_probability(moves, self.transition_matrices(candidate, data), first) >= current:
+                return candidate
+        return params
 
     def transition_step(self, params: SwitchingParameters, posterior: Posterior) -> SwitchingParameters:
         """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
@@ -274,27 +347,29 @@ class SwitchingRegression:
         return replace(params, variances=np.maximum(variance_map @ per_free, data.variance_floor))
 
     # ------------------------------------------------------- gradient and polish
-    def value_and_gradient(self, free: np.ndarray, data: SeriesData) -> tuple[float, np.ndarray]:
-        """Log-likelihood and its gradient in the free parameters.
+    def value_and_gradient(
+        self, free: np.ndarray, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
+    ) -> tuple[float, np.ndarray]:
+        """Log-likelihood and its gradient in the free parameters (``scratch`` as for :meth:`e_step`).
 
         By Fisher's identity the gradient of log p(y) is the posterior mean of the gradient of
         log pi(S_first) + sum log P[S_{t-1}, S_t] + sum log N(e_t; 0, sigma2_{S_t}).
         """
         layout = self.layout
         params = layout.unpack(free)
-        posterior = self.e_step(params, data)
+        posterior = self.e_step(params, data, scratch)
         if not np.isfinite(posterior.log_likelihood):
             return -np.inf, np.zeros_like(free)
-        k, transmat, gamma = self.n_states, params.transmat, posterior.posteriors
-        counts = posterior.transitions
-        # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
-        transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
-        # d pi = pi dP Z, with Z = (I - P + 1 pi)^-1 the chain's fundamental matrix
-        stationary = posterior.start
-        fundamental = np.linalg.inv(np.eye(k) - transmat + stationary[None, :])
-        ratio = np.divide(posterior.first_regime, stationary, out=np.zeros(k), where=stationary > 0)
-        v = fundamental @ ratio
-        transition_grad += stationary[:, None] * transmat[:, :-1] * (v[None, :-1] - (transmat @ v)[:, None])
+        gamma = posterior.posteriors
+        if layout.n_tvtp:
+            matrices = self.transition_matrices(params, data)
+            transition_grad = logit_gradient(posterior.moves, matrices, data.tvtp, posterior.first_regime)
+            transition_grad = np.transpose(transition_grad, (1, 2, 0))  # target, covariate, source
+        else:
+            transmat, counts = params.transmat, posterior.transitions
+            # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
+            transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
+            transition_grad = (transition_grad + start_gradient(transmat, posterior.first_regime)).T
 
         residuals = posterior.residuals
         weighted = gamma * residuals / params.variances[self.digits[:, 0]]  # -(d log f / d residual) gamma
@@ -302,7 +377,7 @@ class SwitchingRegression:
         _, coef_design = self.coef_design(params, data)
         gradient = np.concatenate(
             [
-                transition_grad.T.ravel(),
+                transition_grad.ravel(),
                 np.einsum("tef,te->f", coef_design, weighted),
                 variance_grad @ layout.variance_map,
                 np.einsum("tef,te->f", self.ar_design(posterior.deviations), weighted),
@@ -312,13 +387,13 @@ class SwitchingRegression:
 
     def hessian(self, free: np.ndarray, data: SeriesData) -> np.ndarray:
         """Central differences of the exact gradient, symmetrised."""
-        n = len(free)
+        n, scratch = len(free), {}
         hessian = np.empty((n, n))
         for i in range(n):
             shift = np.zeros(n)
             shift[i] = 1e-5 * max(1.0, abs(free[i]))
-            upper = self.value_and_gradient(free + shift, data)[1]
-            lower = self.value_and_gradient(free - shift, data)[1]
+            upper = self.value_and_gradient(free + shift, data, scratch)[1]
+            lower = self.value_and_gradient(free - shift, data, scratch)[1]
             hessian[i] = (upper - lower) / (2 * shift[i])
         return 0.5 * (hessian + hessian.T)
 
@@ -327,8 +402,10 @@ class SwitchingRegression:
         that cap, Newton steps on the finite-difference Hessian while they raise the likelihood.
         Returns the free vector and whether BFGS stopped at its cap."""
 
+        scratch: dict[str, np.ndarray] = {}
+
         def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
-            value, gradient = self.value_and_gradient(x, data)
+            value, gradient = self.value_and_gradient(x, data, scratch)
             return (-value, -gradient) if np.isfinite(value) else (np.inf, np.zeros_like(x))
 
         capped = False
@@ -340,7 +417,7 @@ class SwitchingRegression:
             free = result.x if np.isfinite(result.fun) else free
         if capped or not len(free):
             return free, capped
-        value, gradient = self.value_and_gradient(free, data)
+        value, gradient = self.value_and_gradient(free, data, scratch)
         for _ in range(_NEWTON_STEPS):
             if np.abs(gradient).max() < _GTOL:
                 break
@@ -348,7 +425,7 @@ class SwitchingRegression:
             if not np.all(np.linalg.eigvalsh(hessian) < 0):
                 break
             candidate = free - np.linalg.solve(hessian, gradient)
-            candidate_value, candidate_gradient = self.value_and_gradient(candidate, data)
+            candidate_value, candidate_gradient = self.value_and_gradient(candidate, data, scratch)
             if not candidate_value >= value - 1e-10 * abs(value):
                 break
             free, value, gradient = candidate, candidate_value, candidate_gradient
@@ -367,12 +444,15 @@ class SwitchingRegression:
 
     # ---------------------------------------------------- simulation and forecasts
     def simulate(
-        self, params: SwitchingParameters, regressors: np.ndarray, rng: np.random.Generator
+        self, params: SwitchingParameters, data: SeriesData, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A series (n,) and its regimes (n,) for regressors (n, R): the chain starts from its
-        stationary distribution, the deviations y - x'beta before the first step are 0."""
+        """A series (n,) and its regimes (n,) for the regressors (n, R) (and transition covariates)
+        of ``data`` (its ``y`` unused): the chain starts from the stationary distribution of its
+        first matrix, the deviations y - x'beta before the first step are 0."""
+        regressors = data.regressors
         n, p = len(regressors), self.order
-        regimes = kernels.sample_chain(stationary_distribution(params.transmat), params.transmat, rng.random(n))
+        matrices = self.transition_matrices(params, data)
+        regimes = kernels.sample_chain(stationary_distribution(matrices[0]), matrices, rng.random(n))
         noise = np.sqrt(params.variances[regimes]) * rng.standard_normal(n)
         deviations = np.zeros(n + p)  # deviations[t + p] is step t's
         for t, (regime, shock) in enumerate(zip(regimes, noise)):
@@ -380,14 +460,19 @@ class SwitchingRegression:
         return np.einsum("tc,tc->t", regressors, params.coef[regimes]) + deviations[p:], regimes
 
     def forecast(
-        self, params: SwitchingParameters, data: SeriesData, future_regressors: np.ndarray
+        self,
+        params: SwitchingParameters,
+        data: SeriesData,
+        future_regressors: np.ndarray,
+        future_tvtp: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Regime probabilities (H, K), means (H,) and variances (H,) of the H values after the data.
 
         In expanded state e the future is y_t = sum_j phi_{j,S_t} y_{t-j} + c_{e,t} + e_t with
         c_{e,t} = x_t'beta_{S_t} - sum_j phi_{j,S_t} x_{t-j}'beta_{S_{t-j}}, a Markov jump linear
         system in the lag state [y_t, ..., y_t-p+1] (y_t alone for p = 0) on the expanded chain,
-        started from the filtered p(S_T, ..., S_T-p | y).
+        started from the filtered p(S_T, ..., S_T-p | y); with time-varying transitions the
+        moves into the future steps follow their covariates ``future_tvtp`` (H, C).
         """
         p, horizon, n_expanded = self.order, len(future_regressors), self.n_expanded
         arguments = self._kernel_arguments(params, data)
@@ -401,7 +486,10 @@ class SwitchingRegression:
         companions = companion_matrices(params.ar[self.digits[:, 0], None, :]) if p else np.zeros((n_expanded, 1, 1))
         shocks = np.zeros((n_expanded, size, size))
         shocks[:, 0, 0] = params.variances[self.digits[:, 0]]
-        matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
+        if params.transition_coef is None:
+            matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
+        else:
+            matrices = self.expanded_moves(logit_matrices(params.transition_coef, future_tvtp))
         state = data.y[::-1][:size]  # [y_T, ..., y_T-p+1]
         start = filtered[-1]
         first, second = known_state_moments(start, state)
