@@ -81,8 +81,8 @@ class LinearGaussianSSM(Model):
     n_iter, tol : int, float
         EM stops after ``n_iter`` iterations or when the log-likelihood improves by less
         than ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises (no
-        polish either). With "mle", EM only has to get close, hence the loose default
-        ``tol``; with "em", lower it.
+        polish either). With "mle", EM only has to find the basin and the polish climbs
+        to its top, hence the loose default ``tol``; with "em", lower it (e.g. 1e-4).
     n_iter_polish : int
         At most this many L-BFGS-B iterations after EM with ``method="mle"`` (0: none).
     random_state : int or numpy Generator, optional
@@ -155,7 +155,7 @@ class LinearGaussianSSM(Model):
         input_dim: int = 0,
         method: str = "mle",
         n_iter: int = 100,
-        tol: float = 1e-2,
+        tol: float = 0.1,
         n_iter_polish: int = 500,
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),

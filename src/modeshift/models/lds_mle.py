@@ -47,8 +47,8 @@ __all__ = ["FLOOR", "GTOL", "Parameterisation", "polish", "score"]
 #: lower bound of a Cholesky diagonal entry (a standard deviation), relative to its block's scale
 FLOOR = 1e-6
 #: the polish has converged when the largest entry of the projected gradient of the
-#: log-likelihood in the scaled free vector is below this
-GTOL = 1e-6
+#: log-likelihood in the scaled free vector is below this (L-BFGS-B itself goes on to round-off)
+GTOL = 1e-5
 
 #: parameter key -> how it is parameterised ("matrix": its entries; "covariance": its Cholesky factor)
 _KINDS = {"A": "matrix", "B": "matrix", "C": "matrix", "D": "matrix", "m0": "matrix",
@@ -178,14 +178,16 @@ def score(
     N = 0.5 * (N + np.swapaxes(N, 1, 2))
     half_outer = 0.5 * (r[:, :, None] * r[:, None, :] - N)
     out = {
-        "m0": r[starts].sum(axis=0),
-        "P0": half_outer[starts].sum(axis=0),
         "Q": half_outer[linked].sum(axis=0),
         "A": r[linked].T @ sm[linked - 1] - (N[linked] @ (A @ filtered_covs[linked - 1])).sum(axis=0),
         "B": r[linked].T @ U[linked],
     }
     after_r, after_N = np.zeros_like(r), np.zeros_like(N)  # r_t, N_t: those of the next row, 0 at an end
     after_r[linked - 1], after_N[linked - 1] = r[linked], N[linked]
+    # at a sequence's start, P_0|-1 = P0 may be nearly singular (its MLE on one sequence is 0):
+    # there r_-1 = C' F^-1 e_0 + L_0' r_0 and N_-1 = C' F^-1 C + L_0' N_0 L_0 (backward recursion)
+    first_r = np.einsum("ji,tj->ti", A, after_r[starts])
+    first_N = A.T @ after_N[starts] @ A
     gC, gD, gR = np.zeros_like(C), np.zeros_like(D), np.zeros_like(R)
     for rows, observed in missingness_patterns(Y):
         if not observed.any():
@@ -204,7 +206,16 @@ def score(
         gR[np.ix_(o, o)] += 0.5 * (u.T @ u - Dmat.sum(axis=0))
         gC[o] += u.T @ sm[rows] - ((F_inverse @ Co - KT @ N_next @ L) @ P).sum(axis=0)
         gD[o] += u.T @ u_in
-    out.update(C=gC, D=gD, R=0.5 * (gR + gR.T))
+        begins = np.isin(np.arange(len(Y))[rows], starts)
+        if begins.any():
+            at = np.searchsorted(starts, np.arange(len(Y))[rows][begins])
+            CF = Co.T @ F_inverse[begins]
+            first_r[at] = np.einsum("tnk,tk->tn", CF, v[begins]) + np.einsum(
+                "tmn,tm->tn", L[begins], after_r[rows][begins]
+            )
+            first_N[at] = CF @ Co + np.swapaxes(L[begins], 1, 2) @ after_N[rows][begins] @ L[begins]
+    out.update(C=gC, D=gD, R=0.5 * (gR + gR.T), m0=first_r.sum(axis=0))
+    out["P0"] = 0.5 * (first_r.T @ first_r - first_N.sum(axis=0))
     return out
 
 
@@ -239,7 +250,7 @@ def polish(
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        options={"maxiter": max_iter, "gtol": GTOL, "ftol": 1e-15, "maxcor": 20},
+        options={"maxiter": max_iter, "gtol": 1e-3 * GTOL, "ftol": 1e-15, "maxcor": 20},
     )
     x = result.x if np.isfinite(result.fun) else x0
     _, gradient = negative(x)
