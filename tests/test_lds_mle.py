@@ -160,3 +160,28 @@ def test_polish_beats_em_keeps_fixed_and_diagonal_and_warns_at_its_cap():
     assert not capped.converged_
     with pytest.raises(ValueError, match="method"):
         LinearGaussianSSM(method="newton").fit(y)
+
+
+def test_standard_errors_from_the_observed_information():
+    """Nile: statsmodels' (numerical-Hessian) standard errors at the same estimate. White noise: the
+    level variance is on the boundary (NaN), the noise variance's is the textbook sqrt(2 / (n - 1)) R
+    (the level integrated out leaves n - 1 degrees of freedom)."""
+    sm = pytest.importorskip("statsmodels.api")
+    y = load_nile()["volume"].to_numpy(dtype=float)
+    model = LinearGaussianSSM.local_level().fit(y)
+    errors = model.standard_errors(y)
+    assert set(errors) == {"transition_covariance_", "observation_covariance_"}  # A, C, m0, P0 are fixed
+    ours = np.array([model.observation_covariance_[0, 0], model.transition_covariance_[0, 0]])
+    exact = sm.tsa.UnobservedComponents(y, "llevel", use_exact_diffuse=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = exact.fit(start_params=ours, method="bfgs", gtol=1e-10, disp=False, cov_type="approx")
+    got = [errors["observation_covariance_"][0, 0], errors["transition_covariance_"][0, 0]]
+    np.testing.assert_allclose(got, reference.bse, rtol=1e-4)
+
+    noise = np.random.default_rng(0).normal(size=200)
+    flat = LinearGaussianSSM.local_level().fit(noise)
+    errors = flat.standard_errors(noise)
+    assert np.isnan(errors["transition_covariance_"][0, 0])
+    R = flat.observation_covariance_[0, 0]
+    assert errors["observation_covariance_"][0, 0] == pytest.approx(np.sqrt(2 / 199) * R, rel=1e-4)

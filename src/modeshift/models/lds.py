@@ -35,6 +35,7 @@ _PARAMETERS = {
     "control_matrix_": "B",
     "feedthrough_matrix_": "D",
 }
+_NEGLIGIBLE = 1e-9  # a variance below this fraction of y's one-step variance is taken as 0
 _FIT_RESULTS = ("history_", "converged_", "n_iter_", "log_likelihood_")
 
 
@@ -323,6 +324,31 @@ class LinearGaussianSSM(Model):
         U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
         gradient = lds_mle.score(seqs.values, U, seqs.starts, linked_rows(seqs), params, fc, (pm, pc), (sm, sc))
         return float(log_lik.sum()), gradient
+
+    def standard_errors(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None
+    ) -> dict[str, np.ndarray]:
+        """Standard errors of the parameters not held ``fixed``, from the observed information at
+        the current parameters (meant at the maximum-likelihood estimate): per attribute name, an
+        array shaped like the parameter, NaN where undefined (a variance on the boundary 0 and its
+        covariance's row and column; every entry where the information is singular, as in a
+        model whose state basis is free). See :func:`lds_mle.standard_errors`."""
+        params = self._check_parameters()
+        seqs = self._sequences(as_sequences(X, lengths), None, inputs, params["C"].shape[0])
+        free = [name for name in self.parameter_names if name not in self._fixed()]
+        diagonal = frozenset({"R"} if self.diagonal_observation_cov else ())
+        layout = lds_mle.Parameterisation(params, [_PARAMETERS[name] for name in free], diagonal)
+        # a variance is 0 (the polish left it at its floor) when it is negligible in the units of y
+        C = params["C"]
+        scale = float(np.trace(C @ params["Q"] @ C.T + params["R"])) / len(C)
+        in_y_units = {
+            "Q": np.diag(params["Q"]) * np.square(C).sum(axis=0),
+            "R": np.diag(params["R"]),
+            "P0": np.diag(params["P0"]) * np.square(C).sum(axis=0),
+        }
+        on_boundary = {key: value <= _NEGLIGIBLE * scale for key, value in in_y_units.items()}
+        errors = lds_mle.standard_errors(lambda shifted: self._score(seqs, shifted), params, layout, on_boundary)
+        return {name: errors[_PARAMETERS[name]] for name in free}
 
     # -------------------------------------------------------------- inference
     def filter(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> FilterResult:

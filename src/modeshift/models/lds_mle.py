@@ -42,7 +42,7 @@ from scipy import optimize
 
 from modeshift.dynamics import missingness_patterns
 
-__all__ = ["FLOOR", "GTOL", "Parameterisation", "polish", "score"]
+__all__ = ["FLOOR", "GTOL", "Parameterisation", "polish", "score", "standard_errors"]
 
 #: lower bound of a Cholesky diagonal entry (a standard deviation), relative to its block's scale
 FLOOR = 1e-6
@@ -261,3 +261,60 @@ def polish(
         bool(result.nit >= max_iter and not result.success),
         float(np.abs(projected).max(initial=0.0)),
     )
+
+
+def standard_errors(
+    value_and_gradient: Callable[[dict[str, np.ndarray]], tuple[float, dict[str, np.ndarray]]],
+    params: dict[str, np.ndarray],
+    layout: Parameterisation,
+    on_boundary: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Standard errors of the free parameters of ``layout`` at the estimate ``params``: square
+    roots of the diagonal of the inverse observed information -H, H the Hessian of the
+    log-likelihood in the parameters themselves (entries of the matrices, distinct entries of
+    the covariances), by central differences of the analytic score.
+
+    NaN for an entry on the boundary (``on_boundary[key]`` flags the variances at 0 of a
+    covariance; their rows and columns go too), and for every entry where -H over the others
+    is not positive definite (e.g. an unidentified state basis). Returns per key an array
+    shaped like the parameter.
+    """
+    entries, boundary, symmetric = [], [], set()  # (key, index) of each entry; whether it is on the boundary
+    for block in layout.blocks:
+        if block.kind == "matrix":
+            indices = list(np.ndindex(block.shape))
+            boundary += [False] * len(indices)
+        else:
+            symmetric.add(block.key)
+            d = block.shape[0]
+            rows, columns = np.tril_indices(d) if block.kind == "covariance" else (np.arange(d), np.arange(d))
+            low = on_boundary.get(block.key, np.zeros(d, dtype=bool))
+            indices = [(int(i), int(j)) for i, j in zip(rows, columns)]
+            boundary += [bool(low[i] or low[j]) for i, j in indices]
+        entries += [(block.key, index) for index in indices]
+
+    inside = [entry for entry, on_boundary in zip(entries, boundary) if not on_boundary]
+
+    def gradient(shifted: dict[str, np.ndarray]) -> np.ndarray:
+        g = value_and_gradient(shifted)[1]  # dl = tr(G dS): an off-diagonal entry moves twice
+        return np.array([g[key][i] * (2.0 if key in symmetric and i[0] != i[1] else 1.0) for key, i in inside])
+
+    hessian = np.empty((len(inside), len(inside)))
+    for row, (key, index) in enumerate(inside):
+        value = params[key]
+        step = 1e-5 * max(abs(float(value[index])), float(np.sqrt(np.mean(np.square(value)))), 1e-12)
+        change = np.zeros_like(value)
+        change[index] = step
+        if key in symmetric:
+            change[index[::-1]] = step
+        hessian[row] = (gradient({**params, key: value + change}) - gradient({**params, key: value - change})) / (
+            2 * step
+        )
+    information = -0.5 * (hessian + hessian.T)
+    errors = dict.fromkeys(entries, np.nan)
+    if inside and np.all(np.linalg.eigvalsh(information) > 0):
+        errors.update(zip(inside, np.sqrt(np.diag(np.linalg.inv(information)))))
+    out = {block.key: np.full(block.shape, np.nan) for block in layout.blocks}
+    for (key, index), error in errors.items():
+        out[key][index] = out[key][index[::-1] if key in symmetric else index] = error
+    return out
