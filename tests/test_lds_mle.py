@@ -24,7 +24,7 @@ def _tiny_problem():
     u = rng.normal(size=(30, 1))
     y, _ = model.sample(30, random_state=1, inputs=u)
     y[rng.random(y.shape) < 0.2] = np.nan
-    y[5] = np.nan
+    y[0] = y[5] = np.nan  # wholly missing, at a start too
     y[20, :2] = np.nan
     seqs = model._sequences(as_sequences([y[:20], y[20:]]), None, [u[:20], u[20:]], 3)
     return model, seqs, model._check_parameters()
