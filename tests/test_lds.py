@@ -363,7 +363,7 @@ def test_em_matches_pykalman():
     """Without inputs or missing values, EM iterates equal pykalman's (offsets not learned)."""
     pykalman = pytest.importorskip("pykalman")
     y, _ = _model().sample(200, random_state=3)
-    start = _model(n_iter=5, tol=-np.inf)
+    start = _model(method="em", n_iter=5, tol=-np.inf)
     start.dynamics_matrix_ = 0.5 * np.eye(2)
     start.observation_matrix_ = np.full((3, 2), 0.5) + np.eye(3, 2)
     reference = pykalman.KalmanFilter(

@@ -1,4 +1,4 @@
-"""Linear-Gaussian state-space models (Kalman filter models) fit by expectation-maximisation."""
+"""Linear-Gaussian state-space models (Kalman filter models) fit by maximum likelihood (EM, then quasi-Newton)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, linked_rows, observation_statistics
-from modeshift.models import em
+from modeshift.models import em, lds_mle
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.statistics import Statistics
@@ -35,7 +35,8 @@ _PARAMETERS = {
     "control_matrix_": "B",
     "feedthrough_matrix_": "D",
 }
-_FIT_RESULTS = ("history_", "converged_", "n_iter_")
+_NEGLIGIBLE = 1e-9  # a variance below this fraction of y's one-step variance is taken as 0
+_FIT_RESULTS = ("history_", "converged_", "n_iter_", "log_likelihood_")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class SmootherResult:
 
 
 class LinearGaussianSSM(Model):
-    """A linear-Gaussian state-space model, fit by EM (Shumway & Stoffer; Ghahramani & Hinton).
+    """A linear-Gaussian state-space model, fit by maximum likelihood: EM (Shumway & Stoffer;
+    Ghahramani & Hinton), then quasi-Newton on the exact log-likelihood.
 
         x_0 ~ N(m0, P0),   x_t = A x_t-1 + B u_t + w_t,   y_t = C x_t + D u_t + v_t,
         w_t ~ N(0, Q),     v_t ~ N(0, R)
@@ -73,9 +75,17 @@ class LinearGaussianSSM(Model):
         ``observation_matrix_``).
     input_dim : int
         Dimension m of the inputs u (0: no inputs; then B and D are absent).
+    method : {"mle", "em"}
+        "mle" (default): EM to get close, then L-BFGS-B on the exact log-likelihood with its
+        analytic gradient (:mod:`modeshift.models.lds_mle`), which reaches the maximum, also
+        one where a variance is 0, where EM crawls. "em": EM alone.
     n_iter, tol : int, float
         EM stops after ``n_iter`` iterations or when the log-likelihood improves by less
-        than ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises.
+        than ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises (no
+        polish either). With "mle", EM only has to find the basin and the polish climbs
+        to its top, hence the loose default ``tol``; with "em", lower it (e.g. 1e-4).
+    n_iter_polish : int
+        At most this many L-BFGS-B iterations after EM with ``method="mle"`` (0: none).
     random_state : int or numpy Generator, optional
         Used by the initialisation when ``state_dim > obs_dim``.
     fixed : iterable of str
@@ -99,9 +109,15 @@ class LinearGaussianSSM(Model):
         m0 and P0 are the prior of the state at a sequence's first observation.
         ``transition_matrix_`` is the old name of ``dynamics_matrix_`` (deprecated).
     history_ : list of float
-        log p(Y) at each EM iteration (non-decreasing).
+        log p(Y) at each EM iteration (non-decreasing), before the polish.
     converged_ : bool
+        Whether EM met its convergence rule and, with "mle", the polish reached a stationary
+        point (largest entry of the projected gradient in its scaled free vector below
+        ``lds_mle.GTOL``).
     n_iter_ : int
+        EM iterations.
+    log_likelihood_ : float
+        log p(Y) at the estimate.
 
     Notes
     -----
@@ -110,6 +126,8 @@ class LinearGaussianSSM(Model):
     the dynamics statistics, and the missing entries of a partially observed step enter
     through their conditional moments given the state and the observed entries.
     The parameters are identified only up to a change of state basis x -> T x.
+    With ``method="mle"``, a variance whose maximum lies at 0 ends at a floor of 1e-12 times
+    its scale (zero covariances are not accepted yet); :meth:`standard_errors` treats it as 0.
     Parameters set by hand on a model never fitted (or, with ``warm_start``, learned
     before) are the starting point of ``fit``; the others start from a PCA of the data.
     Inputs come as ``inputs`` (an (n_steps, m) array, or a list of them for a list of
@@ -125,7 +143,7 @@ class LinearGaussianSSM(Model):
     >>> truth.observation_matrix_, truth.observation_covariance_ = np.array([[1.0], [2.0]]), 0.1 * np.eye(2)
     >>> truth.initial_state_mean_, truth.initial_state_covariance_ = np.zeros(1), np.eye(1)
     >>> Y, states = truth.sample(2000, random_state=0)
-    >>> model = LinearGaussianSSM(state_dim=1, n_iter=500).fit(Y)  # EM is slow on variances
+    >>> model = LinearGaussianSSM(state_dim=1).fit(Y)
     >>> round(float(model.dynamics_matrix_[0, 0]), 1)
     0.9
     >>> means, covariances = model.forecast(Y, horizon=3)
@@ -138,8 +156,10 @@ class LinearGaussianSSM(Model):
         state_dim: int = 1,
         obs_dim: int | None = None,
         input_dim: int = 0,
-        n_iter: int = 50,
-        tol: float = 1e-4,
+        method: str = "mle",
+        n_iter: int = 100,
+        tol: float = 0.1,
+        n_iter_polish: int = 500,
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),
         diagonal_observation_cov: bool = False,
@@ -150,8 +170,10 @@ class LinearGaussianSSM(Model):
         self.state_dim = state_dim
         self.obs_dim = obs_dim
         self.input_dim = input_dim
+        self.method = method
         self.n_iter = n_iter
         self.tol = tol
+        self.n_iter_polish = n_iter_polish
         self.random_state = random_state
         self.fixed = fixed
         self.diagonal_observation_cov = diagonal_observation_cov
@@ -163,6 +185,8 @@ class LinearGaussianSSM(Model):
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
         "input_dim": Integer(0),
+        "method": OneOf(("mle", "em")),
+        "n_iter_polish": Integer(0),
         "diagonal_observation_cov": Boolean(),
     }
     _renamed = {"log_likelihood_history_": "history_", "transition_matrix_": "dynamics_matrix_"}
@@ -177,6 +201,14 @@ class LinearGaussianSSM(Model):
         A = C = 1 are held fixed, and so is an approximately diffuse initial level
         (mean 0, variance ``diffuse_variance``); ``fit`` estimates the two variances.
         Other keyword arguments go to the constructor (``n_iter``, ``tol``, ...).
+
+        On the Nile, ``fit`` gives Durbin & Koopman's MLE, 15098.5 and 1469.18, which is also
+        the maximiser of statsmodels' exact-diffuse likelihood. The log-likelihood reported
+        (``score``, ``log_likelihood_``) keeps the first observation's density under the prior,
+        -log(2 pi (P0 + R)) / 2 - y_0^2 / (2 (P0 + R)) with P0 = ``diffuse_variance``, where
+        statsmodels' exact-diffuse value counts -log(2 pi) / 2: ours is lower by
+        log(P0 + R) / 2 + y_0^2 / (2 (P0 + R)) (11.513 on the Nile), up to the effect of a
+        finite P0 on the later steps (1.5e-6 there).
         """
         return cls._structural(np.array([[1.0]]), np.array([[1.0]]), diffuse_variance, options)
 
@@ -295,6 +327,39 @@ class LinearGaussianSSM(Model):
         sm, sc, cc = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
         return float(log_lik.sum()), sm, sc, cc
 
+    def _score(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+        """log p(Y) and its gradient in every parameter (keys of ``params``; :func:`lds_mle.score`)."""
+        log_lik, fm, fc, pm, pc = self._run_filter(seqs, params)
+        sm, sc, _ = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
+        U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
+        gradient = lds_mle.score(seqs.values, U, seqs.starts, linked_rows(seqs), params, fc, (pm, pc), (sm, sc))
+        return float(log_lik.sum()), gradient
+
+    def standard_errors(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None
+    ) -> dict[str, np.ndarray]:
+        """Standard errors of the parameters not held ``fixed``, from the observed information at
+        the current parameters (meant at the maximum-likelihood estimate): per attribute name, an
+        array shaped like the parameter, NaN where undefined (a variance on the boundary 0 and its
+        covariance's row and column; every entry where the information is singular, as in a
+        model whose state basis is free). See :func:`lds_mle.standard_errors`."""
+        params = self._check_parameters()
+        seqs = self._sequences(as_sequences(X, lengths), None, inputs, params["C"].shape[0])
+        free = [name for name in self.parameter_names if name not in self._fixed()]
+        diagonal = frozenset({"R"} if self.diagonal_observation_cov else ())
+        layout = lds_mle.Parameterisation(params, [_PARAMETERS[name] for name in free], diagonal)
+        # a variance is 0 (the polish left it at its floor) when it is negligible in the units of y
+        C = params["C"]
+        scale = float(np.trace(C @ params["Q"] @ C.T + params["R"])) / len(C)
+        in_y_units = {
+            "Q": np.diag(params["Q"]) * np.square(C).sum(axis=0),
+            "R": np.diag(params["R"]),
+            "P0": np.diag(params["P0"]) * np.square(C).sum(axis=0),
+        }
+        on_boundary = {key: value <= _NEGLIGIBLE * scale for key, value in in_y_units.items()}
+        errors = lds_mle.standard_errors(lambda shifted: self._score(seqs, shifted), params, layout, on_boundary)
+        return {name: errors[_PARAMETERS[name]] for name in free}
+
     # -------------------------------------------------------------- inference
     def filter(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> FilterResult:
         """Kalman filter: moments of p(x_t | y_0..t)."""
@@ -398,11 +463,12 @@ class LinearGaussianSSM(Model):
             return draws[0]
         return [y for y, _ in draws], [x for _, x in draws]
 
-    # --------------------------------------------------------------------- EM
+    # ------------------------------------------------------------------ fitting
     def fit(
         self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
     ) -> LinearGaussianSSM:
-        """Estimate the parameters by EM (:func:`modeshift.models.em.run`); returns ``self``.
+        """Maximum-likelihood estimates: EM (:func:`modeshift.models.em.run`), then, with
+        ``method="mle"``, L-BFGS-B on the exact log-likelihood; returns ``self``.
 
         ``X`` is any form :func:`~modeshift.data.as_sequences` accepts (``columns`` name a
         data frame's ``id_column``, ``time_column``, ...).
@@ -416,8 +482,36 @@ class LinearGaussianSSM(Model):
         self.__dict__["_held"] = {name: self.__dict__[name] for name in fixed if self.__dict__.get(name) is not None}
         self.__dict__["_fixed_now"] = fixed
         em.run(self, seqs, label=f"LinearGaussianSSM n={self.state_dim}")
+        if self.method == "mle" and self.n_iter > 0 and self.n_iter_polish > 0:
+            self._polish(seqs, fixed)
+        self.log_likelihood_ = float(self._run_filter(seqs, self._check_parameters())[0].sum())
         self._finish_fit()
         return self
+
+    def _polish(self, seqs: Sequences, fixed: frozenset[str]) -> None:
+        """Climb the exact log-likelihood from EM's estimate (:func:`lds_mle.polish`)."""
+        start = self._check_parameters()
+        free = [_PARAMETERS[name] for name in self.parameter_names if name not in fixed]
+        diagonal = frozenset({"R"} if self.diagonal_observation_cov else ())
+        layout = lds_mle.Parameterisation(start, free, diagonal)
+        if layout.size == 0:
+            return
+
+        def value_and_gradient(params: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+            return self._score(seqs, params)
+
+        params, capped, gradient = lds_mle.polish(value_and_gradient, start, layout, self.n_iter_polish)
+        self._set(params)
+        at_maximum = gradient < lds_mle.GTOL
+        self.converged_ = bool(self.converged_ and at_maximum)
+        if capped and not at_maximum:
+            warnings.warn(
+                f"{self!r} stopped its quasi-Newton polish at its cap of n_iter_polish={self.n_iter_polish} "
+                f"iterations before converging (largest projected gradient entry {gradient:.3g}); "
+                "raise n_iter_polish to go on",
+                em.ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """PCA starting values for every parameter not already set."""

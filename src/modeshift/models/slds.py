@@ -607,7 +607,7 @@ class SwitchingLDS(Model):
         )
         with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
             warnings.simplefilter("ignore", em.ConvergenceWarning)
-            lds = LinearGaussianSSM(state_dim=n, n_iter=_INIT_LDS_ITERATIONS).fit(residual)
+            lds = LinearGaussianSSM(state_dim=n, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4).fit(residual)
             states = np.asarray(lds.smooth(residual).means)
             arhmm.fit(states, seqs.lengths)
         mode_probs = arhmm.predict_proba(states, seqs.lengths)
