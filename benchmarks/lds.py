@@ -164,8 +164,8 @@ class Modeshift:
 
     def model(self, q: Params, n_iter: int = 10) -> Any:
         n, p = q.C.shape[1], q.C.shape[0]
-        m = self._cls(state_dim=n, obs_dim=p, n_iter=n_iter, tol=-np.inf)
-        m.transition_matrix_, m.transition_covariance_ = q.A.copy(), q.Q.copy()
+        m = self._cls(state_dim=n, obs_dim=p, n_iter=n_iter, tol=-np.inf, method="em")
+        m.dynamics_matrix_, m.transition_covariance_ = q.A.copy(), q.Q.copy()
         m.observation_matrix_, m.observation_covariance_ = q.C.copy(), q.R.copy()
         m.initial_state_mean_, m.initial_state_covariance_ = q.m0.copy(), q.P0.copy()
         return m
