@@ -58,6 +58,7 @@ from modeshift._kernels.linalg import (
     forward_substitute,
     whitened_norm,
 )
+from modeshift._kernels.threads import threads_for
 
 __all__ = ["kalman_filter", "predict_step", "rts_smoother", "sample_states", "update_step", "update_workspace"]
 
@@ -424,25 +425,26 @@ def kalman_filter(
     filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
     log_likelihoods = np.empty(n_sequences)
     failures = np.empty(n_sequences, dtype=np.int64)
-    _filter(
-        observations,
-        inputs,
-        np.asarray(offsets, dtype=np.int64),
-        np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
-        np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
-        A,
-        B,
-        Q,
-        C,
-        D,
-        R,
-        predicted_means,
-        predicted_covs,
-        filtered_means,
-        filtered_covs,
-        log_likelihoods,
-        failures,
-    )
+    with threads_for(n_sequences):
+        _filter(
+            observations,
+            inputs,
+            np.asarray(offsets, dtype=np.int64),
+            np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
+            np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
+            A,
+            B,
+            Q,
+            C,
+            D,
+            R,
+            predicted_means,
+            predicted_covs,
+            filtered_means,
+            filtered_covs,
+            log_likelihoods,
+            failures,
+        )
     failed = np.flatnonzero(failures >= 0)
     if failed.size:
         s = failed[0]
@@ -607,18 +609,19 @@ def rts_smoother(
     n_steps, n = filtered_means.shape
     smoothed_means = np.empty((n_steps, n))
     smoothed_covs, cross_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
-    _smooth(
-        filtered_means,
-        filtered_covs,
-        predicted_means,
-        predicted_covs,
-        np.asarray(offsets, dtype=np.int64),
-        _stack(transition_matrices),
-        _stack(transition_covs),
-        smoothed_means,
-        smoothed_covs,
-        cross_covs,
-    )
+    with threads_for(len(offsets) - 1):
+        _smooth(
+            filtered_means,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            np.asarray(offsets, dtype=np.int64),
+            _stack(transition_matrices),
+            _stack(transition_covs),
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+        )
     return smoothed_means, smoothed_covs, cross_covs
 
 
@@ -691,15 +694,16 @@ def sample_states(
     draws = np.asarray(draws, dtype=float)
     batch = np.ascontiguousarray(draws.reshape((-1, *draws.shape[-2:])))
     paths = np.empty_like(batch)
-    _sample(
-        filtered_means,
-        filtered_covs,
-        predicted_means,
-        predicted_covs,
-        np.asarray(offsets, dtype=np.int64),
-        _stack(transition_matrices),
-        _stack(transition_covs),
-        batch,
-        paths,
-    )
+    with threads_for(len(offsets) - 1):
+        _sample(
+            filtered_means,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            np.asarray(offsets, dtype=np.int64),
+            _stack(transition_matrices),
+            _stack(transition_covs),
+            batch,
+            paths,
+        )
     return paths.reshape(draws.shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections.abc import Iterator
@@ -78,9 +79,8 @@ class Model:
             setattr(cls, old, _renamed_attribute(cls.__name__, old, new))
 
     @classmethod
-    def _hyperparameter_names(cls) -> list[str]:
-        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return [n for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self" and p.kind in named]
+    def _hyperparameter_names(cls) -> tuple[str, ...]:
+        return _init_names(cls)
 
     def _take_renamed(self, renamed: dict[str, Any]) -> None:
         """Accept hyper-parameters under their old names (``__init__(..., **renamed)``) for one release.
@@ -174,6 +174,13 @@ class Model:
             },
             self._learned_arrays(),
         )
+
+
+@functools.cache
+def _init_names(cls: type) -> tuple[str, ...]:
+    """The named arguments of ``cls.__init__``: its hyper-parameters (read once per class)."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(n for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self" and p.kind in named)
 
 
 def _renamed_attribute(model: str, old: str, new: str) -> property:

@@ -40,15 +40,14 @@ array([ 4.1, 10.4])
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 import pandas as pd
 
+from modeshift._kernels.threads import threads_for
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import as_sequences, check_array, check_probabilities
 from modeshift.models import em
@@ -243,7 +242,7 @@ class _MarkovSwitching(Model):
             raise ValueError("time-varying transition probabilities need n_states >= 2")
         engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp)
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
-        with _one_thread():
+        with threads_for(1):  # one short series, filtered hundreds of times
             em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
             params = self.__dict__.pop("_current")
             polished = self.n_iter > 0 and self.n_iter_polish > 0
@@ -864,16 +863,3 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the kernels on the calling thread only (numba's setting is per thread).
-
-    They parallelise over sequences; for the one short series a fit filters hundreds
-    of times, waking the thread pool costs more than it saves, the more so on a busy machine.
-    """
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
