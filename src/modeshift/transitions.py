@@ -291,13 +291,19 @@ def _stationary_start_m_step(counts: np.ndarray, initial: np.ndarray, previous: 
 
     def value(P: np.ndarray) -> float:
         with np.errstate(divide="ignore", invalid="ignore"):
-            pi = np.linalg.solve((np.eye(k) - P + ones).T, np.ones(k))
+            try:  # I - P + 1 1' is singular when P has several closed classes: no unique pi(P)
+                pi = np.linalg.solve((np.eye(k) - P + ones).T, np.ones(k))
+            except np.linalg.LinAlgError:
+                return -np.inf
             total = float(xlogy(counts, P).sum() + xlogy(initial, pi).sum())
         return total if np.isfinite(total) and (pi >= 0).all() else -np.inf
 
     def negative(theta: np.ndarray) -> tuple[float, np.ndarray]:
         P = softmax(theta.reshape(k, k), axis=1)
-        Z = np.linalg.inv(np.eye(k) - P + ones)
+        try:
+            Z = np.linalg.inv(np.eye(k) - P + ones)
+        except np.linalg.LinAlgError:  # a step too far: the line search backs off
+            return np.inf, np.zeros(k * k)
         pi = Z.sum(axis=0)  # pi = 1' Z
         # d pi_k / d p_ij = pi_i Z_jk, so d (g . log pi) / d p_ij = pi_i (Z g/pi)_j
         G = np.outer(pi, Z @ (initial / pi))
