@@ -163,3 +163,13 @@ def test_structure_names_states_and_cycles():
     assert structure.classes == (("x",), ("y", "z")) and structure.closed == (False, True)
     assert structure.periods == (1, 2) and not structure.aperiodic and not structure.irreducible
     assert str(structure) == "2 communicating classes:\n  transient, period 1: {'x'}\n  closed, period 2: {'y', 'z'}"
+
+
+def test_dwell_times_are_the_mean_of_a_geometric_visit():
+    from modeshift.chain_analysis import dwell_times
+
+    P = np.array([[0.9, 0.1, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    rng = np.random.default_rng(0)
+    visits = rng.geometric(1 - P[0, 0], size=200_000)  # steps until leaving state 0
+    np.testing.assert_allclose(dwell_times(P)[:2], [10.0, 2.0])
+    assert dwell_times(P)[2] == np.inf and abs(visits.mean() - dwell_times(P)[0]) < 0.1

@@ -494,6 +494,16 @@ def test_warm_start_continues_from_the_current_parameters():
     assert model.history_[0] >= first[-1]
 
 
+def test_warm_start_after_a_changed_structure_starts_afresh():
+    """warm_start reuses parameters only for the same model: with another n_states the old ones cannot serve."""
+    X = _two_state_data(2)
+    model = HMM(2, n_iter=4, random_state=0, warm_start=True).fit(X)
+    model.set_params(n_states=3).fit(X)
+    fresh = HMM(3, n_iter=4, random_state=0, warm_start=True).fit(X)
+    assert model.transmat_.shape == (3, 3) and model.n_parameters == fresh.n_parameters
+    assert model.history_ == fresh.history_
+
+
 def test_refit_starts_afresh():
     """Without warm_start a second fit forgets the first: it repeats a fresh model's fit exactly."""
     X, Y = _two_state_data(2), _two_state_data(3)

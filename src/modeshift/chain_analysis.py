@@ -40,6 +40,7 @@ from scipy.special import xlogy
 from modeshift.data import check_probabilities
 
 __all__ = [
+    "dwell_times",
     "ChainStructure",
     "chain_structure",
     "entropy_rate",
@@ -117,6 +118,13 @@ def _structure(classes: _Classes, states: Sequence[Hashable] | None) -> ChainStr
         closed=tuple(bool(c) for c in closed),
         periods=tuple(int(p) if p > 0 else None for p in periods),
     )
+
+
+def dwell_times(transition_matrix: np.ndarray) -> np.ndarray:
+    """Expected steps per visit to each state, 1 / (1 - p_kk): a visit's length is geometric
+    (infinite for an absorbing state)."""
+    with np.errstate(divide="ignore"):
+        return 1.0 / (1.0 - np.diag(transition_matrix))
 
 
 def stationary_distribution(

@@ -13,7 +13,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax, xlogy
 
 from modeshift._kernels import sample_chain
-from modeshift.chain_analysis import stationary_distribution
+from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import check_array, check_probabilities
 from modeshift.statistics import Stacked, Statistics
 
@@ -115,11 +115,9 @@ class Stationary:
         """Per-state columns: long-run share of time (from ``initial_probs`` if the chain has several
         closed classes), mean dwell time 1 / (1 - p_kk), switch probabilities."""
         P = self.transition_matrix
-        with np.errstate(divide="ignore"):
-            dwell = 1.0 / (1.0 - np.diag(P))
         return {
             "occupancy": stationary_distribution(P, self.initial_probs),
-            "dwell_time": dwell,
+            "dwell_time": dwell_times(P),
             **{f"to_{j}": P[:, j] for j in range(len(P))},
         }
 

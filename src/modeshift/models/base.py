@@ -114,7 +114,7 @@ class Model:
         return self
 
     def __repr__(self) -> str:
-        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        defaults = _init_defaults(type(self))
         shown = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
         return f"{type(self).__name__}({', '.join(shown)})"
 
@@ -143,13 +143,21 @@ class Model:
         hyper-parameters included, so a changed hyper-parameter takes effect.
         """
         self._check_params()
-        if self.__dict__.get("_fitted") and not getattr(self, "warm_start", False):
+        fitted_with = self.__dict__.get("_fitted_with")
+        if fitted_with is not None and not (getattr(self, "warm_start", False) and self._same_model(fitted_with)):
             keep = set(self._hyperparameter_names())
             for name in [name for name in self.__dict__ if name not in keep]:
                 del self.__dict__[name]
 
+    def _same_model(self, fitted_with: dict[str, Any]) -> bool:
+        """Whether the hyper-parameters that shape the model (all but those of the fitting
+        procedure) are those of the last fit: only then can ``warm_start`` reuse its parameters."""
+        procedure = {"n_iter", "tol", "n_restarts", "random_state", "warm_start", "verbose", "callback"}
+        now = self.get_params()
+        return all(_same(now[name], value) for name, value in fitted_with.items() if name not in procedure)
+
     def _finish_fit(self) -> None:
-        self.__dict__["_fitted"] = True
+        self.__dict__["_fitted_with"] = dict(self.get_params())
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -181,6 +189,12 @@ def _init_names(cls: type) -> tuple[str, ...]:
     """The named arguments of ``cls.__init__``: its hyper-parameters (read once per class)."""
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return tuple(n for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self" and p.kind in named)
+
+
+@functools.cache
+def _init_defaults(cls: type) -> dict[str, Any]:
+    """The default of each argument of ``cls.__init__`` (read once per class)."""
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
 
 
 def _renamed_attribute(model: str, old: str, new: str) -> property:
@@ -329,7 +343,7 @@ def _jsonable(value: Any) -> Any:
 
 def _from_json(cls: type[Model], hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """Hyper-parameters read from JSON, with the tuples JSON made lists made tuples again."""
-    defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+    defaults = _init_defaults(cls)
     return {
         name: tuple(value) if isinstance(value, list) and isinstance(defaults.get(name), tuple) else value
         for name, value in hyperparameters.items()

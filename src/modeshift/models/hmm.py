@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
+from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
 from modeshift.models import em, selection
@@ -558,8 +559,7 @@ class HMM(Model):
     @property
     def dwell_times_(self) -> np.ndarray:
         """Expected steps per visit to each mode, 1 / (1 - p_kk) (a chain without inputs)."""
-        with np.errstate(divide="ignore"):
-            return 1.0 / (1.0 - np.diag(self.transmat_))
+        return dwell_times(self.transmat_)
 
     # ----------------------------------------------------------- model selection
     @property

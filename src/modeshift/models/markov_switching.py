@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift._kernels.threads import threads_for
-from modeshift.chain_analysis import stationary_distribution
+from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import as_sequences, check_array, check_probabilities
 from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
@@ -416,8 +416,7 @@ class _MarkovSwitching(Model):
     @property
     def dwell_times_(self) -> np.ndarray:
         """Expected number of steps spent in each regime once entered, 1 / (1 - P[k, k])."""
-        with np.errstate(divide="ignore"):
-            return 1.0 / (1.0 - np.diag(self._constant_transmat("the dwell time")))
+        return dwell_times(self._constant_transmat("the dwell time"))
 
     # ------------------------------------------------------------------- inference
     def score(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None) -> float:
