@@ -610,3 +610,8 @@ def test_named_id_column_must_exist():
         Sequences.from_dataframe(frame, id_column="patient")
     assert Sequences.from_dataframe(frame, id_column="subject").n_sequences == 2
     assert Sequences.from_dataframe(frame).n_sequences == 1  # no 'id' column: one sequence of 'subject' and 'x'
+
+
+def test_linked_rows_leave_out_each_sequence_start():
+    seqs = Sequences.from_array(np.zeros((7, 1)), lengths=[3, 1, 3])
+    np.testing.assert_array_equal(seqs.linked_rows, [1, 2, 5, 6])

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modeshift.data import Sequences
-from modeshift.dynamics import LinearDynamics, jump_linear_moments, linked_rows, missingness_patterns
+from modeshift.dynamics import LinearDynamics, jump_linear_moments, missingness_patterns
 
 
 def _data(rng, n=400, d=2, q=3, K=2):
@@ -193,8 +192,3 @@ def test_missingness_patterns_group_rows_by_their_observed_entries():
     wide[1, 65] = np.nan  # more columns than one integer code holds
     groups = {tuple(np.flatnonzero(~observed)): sorted(rows) for rows, observed in missingness_patterns(wide)}
     assert groups == {(): [0, 2, 3], (65,): [1]}
-
-
-def test_linked_rows_leave_out_each_sequence_start():
-    seqs = Sequences.from_array(np.zeros((7, 1)), lengths=[3, 1, 3])
-    np.testing.assert_array_equal(linked_rows(seqs), [1, 2, 5, 6])

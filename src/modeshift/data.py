@@ -271,6 +271,14 @@ class Sequences:
         return self.offsets[:-1]
 
     @property
+    def linked_rows(self) -> np.ndarray:
+        """Index of every step that has a predecessor in its own sequence (all but each first step):
+        the rows where dynamics or a chain link step t - 1 to step t."""
+        mask = np.ones(self.n_steps, dtype=bool)
+        mask[self.starts] = False
+        return np.flatnonzero(mask)
+
+    @property
     def has_missing(self) -> bool:
         return bool(np.isnan(self.values).any())
 

@@ -18,14 +18,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from modeshift._kernels import inverse_cholesky, regression_log_density, weighted_moments
-from modeshift.data import Sequences
 from modeshift.statistics import Statistics
 
 __all__ = [
     "LinearDynamics",
     "ensure_positive_definite",
     "jump_linear_moments",
-    "linked_rows",
     "missingness_patterns",
     "observation_statistics",
 ]
@@ -299,14 +297,6 @@ def jump_linear_moments(
         covariance = second.sum(axis=0) - np.outer(means[step], means[step])
         covariances[step] = 0.5 * (covariance + covariance.T)
     return modes, means, covariances
-
-
-def linked_rows(seqs: Sequences) -> np.ndarray:
-    """The rows t whose step has a predecessor t - 1 in its own sequence: where dynamics
-    link x_t-1 to x_t (every row but each sequence's first)."""
-    mask = np.ones(seqs.n_steps, dtype=bool)
-    mask[seqs.starts] = False
-    return np.flatnonzero(mask)
 
 
 def missingness_patterns(values: np.ndarray) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:

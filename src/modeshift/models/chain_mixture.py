@@ -75,9 +75,7 @@ class _Counts:
     def of(cls, seqs: Sequences, n_states: int) -> _Counts:
         n, starts = seqs.n_sequences, seqs.offsets[:-1]
         first = sparse.csr_matrix((np.ones(n), (np.arange(n), seqs.codes[starts])), shape=(n, n_states))
-        follows = np.ones(len(seqs.codes), dtype=bool)
-        follows[starts] = False
-        steps = np.flatnonzero(follows)
+        steps = seqs.linked_rows
         rows = np.repeat(np.arange(n), seqs.lengths - 1)
         columns = seqs.codes[steps - 1] * n_states + seqs.codes[steps]
         shape = (n, n_states * n_states)

@@ -11,7 +11,7 @@ import numpy as np
 
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite, linked_rows, observation_statistics
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.models import em, lds_mle
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
@@ -332,7 +332,7 @@ class LinearGaussianSSM(Model):
         log_lik, fm, fc, pm, pc = self._run_filter(seqs, params)
         sm, sc, _ = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
         U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
-        gradient = lds_mle.score(seqs.values, U, seqs.starts, linked_rows(seqs), params, fc, (pm, pc), (sm, sc))
+        gradient = lds_mle.score(seqs.values, U, seqs.starts, seqs.linked_rows, params, fc, (pm, pc), (sm, sc))
         return float(log_lik.sum()), gradient
 
     def standard_errors(
@@ -538,7 +538,7 @@ class LinearGaussianSSM(Model):
         total_var = max(float(np.trace(scatter)) / p, 1e-12)
         noise = residual - states @ C.T
         R = np.diag(np.maximum(noise.var(axis=0), 1e-2 * total_var))
-        rows = linked_rows(seqs)
+        rows = seqs.linked_rows
         if rows.size > n + m:
             Z = np.hstack([states[rows - 1], U[rows]])
             W = np.linalg.lstsq(Z, states[rows], rcond=None)[0].T
@@ -593,7 +593,7 @@ class LinearGaussianSSM(Model):
 
         # dynamics: regress x_t on z_t = [x_t-1; u_t] over steps with a predecessor;
         # x_t-1 runs over every step but each sequence's last, x_t over every step but its first
-        t = linked_rows(seqs)
+        t = seqs.linked_rows
         x_prev, x_now, u_now = means[t - 1], means[t], U[t]
         Szz = np.zeros((n + m, n + m))
         Szz[:n, :n] = second_moment() - second_moment(ends)

@@ -43,7 +43,6 @@ from modeshift.dynamics import (
     LinearDynamics,
     ensure_positive_definite,
     jump_linear_moments,
-    linked_rows,
     observation_statistics,
 )
 from modeshift.models import em, selection
@@ -528,7 +527,7 @@ class SwitchingLDS(Model):
         n, m = self.state_dim, self.input_dim
         means, covs, cross, probs = posterior.means, posterior.covs, posterior.cross_covs, posterior.mode_probs
         U, Y, starts = seqs.inputs, seqs.values, seqs.starts
-        rows = linked_rows(seqs)
+        rows = seqs.linked_rows
 
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every mode, weighted by q(z_t = k)
         z = inference.regressors(means[rows - 1], U[rows])
@@ -625,7 +624,7 @@ class SwitchingLDS(Model):
         if self.recurrent:
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
             self.recurrence_biases_ = np.zeros((K, K))
-            rows = linked_rows(seqs)
+            rows = seqs.linked_rows
             pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
             self._fit_guards(inference.guard_features(seqs, states)[rows], pairs, max_iter=200)
         else:

@@ -48,7 +48,7 @@ import numpy as np
 from modeshift import _kernels as kernels
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift.data import Sequences
-from modeshift.dynamics import LinearDynamics, linked_rows, missingness_patterns
+from modeshift.dynamics import LinearDynamics, missingness_patterns
 from modeshift.transitions import InputDriven, Stationary
 
 __all__ = [
@@ -167,7 +167,7 @@ def transition_curvature(
     H to the precision of x_t-1 and g + H m to its linear term is a Newton step on the
     transition term (Laplace-EM's, Zoltowski et al. 2020, within the structured mean field).
     Returns the rows t, H_t and g_t + H_t m_t-1."""
-    rows = linked_rows(seqs)
+    rows = seqs.linked_rows
     means, pairs = previous.means[rows - 1], previous.pair_counts[rows]
     switch = transition_matrices(params, seqs, previous.means)[rows]  # pi at the current guards
     W = params.chain.weights[:, : len(params.initial_mean)]
@@ -185,7 +185,7 @@ def expected_log_likelihoods(
     params: SwitchingParameters, seqs: Sequences, means: np.ndarray, covs: np.ndarray, cross_covs: np.ndarray
 ) -> np.ndarray:
     """L_tk = E_q(x) log N(x_t | A_k x_t-1 + B_k u_t + b_k, Q_k), (T, K); 0 at sequence starts."""
-    rows = linked_rows(seqs)
+    rows = seqs.linked_rows
     A, _, _, Q = params.dynamics_terms()
     out = np.zeros((seqs.n_steps, len(A)))
     out[rows] = params.dynamics.log_likelihoods(means[rows], regressors(means[rows - 1], seqs.inputs[rows]))
