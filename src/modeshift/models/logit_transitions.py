@@ -16,6 +16,7 @@ whole transition part of Q rises (a generalised EM step).
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import softmax
 
 from modeshift.chain_analysis import stationary_distribution
 
@@ -25,10 +26,7 @@ __all__ = ["expected_log_probability", "logit_gradient", "logit_matrices", "newt
 def logit_matrices(coef: np.ndarray, covariates: np.ndarray) -> np.ndarray:
     """(n, K, K) row-stochastic matrices, entry t = p(S_t | S_t-1, z_t), for coef (K, K-1, C), z (n, C)."""
     logits = np.einsum("tc,ijc->tij", covariates, coef)
-    logits = np.concatenate([logits, np.zeros(logits.shape[:2] + (1,))], axis=2)
-    logits -= logits.max(axis=2, keepdims=True)
-    matrices = np.exp(logits)
-    return matrices / matrices.sum(axis=2, keepdims=True)
+    return softmax(np.concatenate([logits, np.zeros(logits.shape[:2] + (1,))], axis=2), axis=2)
 
 
 def start_gradient(matrix: np.ndarray, first: np.ndarray) -> np.ndarray:
