@@ -43,8 +43,8 @@ class ARHMM(HMM):
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
-    transition_concentration, stickiness, input_dim, transition_penalty, max_states, warm_start, verbose,
-    callback
+    transition_concentration, stickiness, input_dim, transition_penalty, max_states, accelerate,
+    warm_start, verbose, callback
         As for :class:`HMM`.
 
     Attributes
@@ -77,8 +77,8 @@ class ARHMM(HMM):
         noise: str = "full",
         shared_noise: bool = False,
         ridge: float = 0.0,
-        n_iter: int = 100,
-        tol: float = 1e-4,
+        n_iter: int = 1000,
+        tol: float = 1e-7,
         n_restarts: int = 1,
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),
@@ -89,6 +89,7 @@ class ARHMM(HMM):
         input_dim: int = 0,
         transition_penalty: float = 1e-2,
         max_states: int = 10,
+        accelerate: bool = True,
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -111,6 +112,7 @@ class ARHMM(HMM):
         self.reg_covar = reg_covar
         self.input_dim = input_dim
         self.transition_penalty = transition_penalty
+        self.accelerate = accelerate
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback

@@ -102,6 +102,8 @@ class MarkovChainMixture(Model):
     n_restarts : int
         EM runs from this many spectral starts (k-means reseeded); the best objective wins.
     random_state : int or numpy Generator, optional
+    accelerate : bool
+        Accelerate EM by SQUAREM (:mod:`modeshift.models.em`); False runs plain EM.
     warm_start : bool
         Start ``fit`` from the current parameters (and ``states_``) instead of afresh.
     verbose : bool
@@ -145,10 +147,11 @@ class MarkovChainMixture(Model):
         self,
         n_components: int = 2,
         pseudo_count: float = 0.5,
-        n_iter: int = 200,
-        tol: float = 1e-6,
+        n_iter: int = 1000,
+        tol: float = 1e-7,
         n_restarts: int = 5,
         random_state: int | np.random.Generator | None = None,
+        accelerate: bool = True,
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -159,6 +162,7 @@ class MarkovChainMixture(Model):
         self.tol = tol
         self.n_restarts = n_restarts
         self.random_state = random_state
+        self.accelerate = accelerate
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -230,7 +234,13 @@ class MarkovChainMixture(Model):
         return {name: np.array(self.__dict__[name]) for name in _PARAMETERS}
 
     def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        previous = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
         self.__dict__.update(snapshot)
+        try:
+            self._parameters()  # probabilities in [0, 1] summing to 1 (an extrapolation may leave them)
+        except ValueError:
+            self.__dict__.update(previous)
+            raise
 
     def _maximize(self, counts: _Counts, responsibilities: np.ndarray) -> tuple[np.ndarray, ...]:
         """Posterior mode of (weights, startprob, transmat) given responsibilities (n, K)."""

@@ -12,6 +12,8 @@ is approximate). A model supplies the steps; :func:`run` owns everything else:
 - the iterations and the **convergence rule**: stop after iteration i when
   L_i - L_(i-1) < ``tol`` (the hmmlearn rule, absolute) or after ``n_iter`` iterations;
   ``n_iter=0`` only initialises;
+- **acceleration** (models with ``accelerate=True``): SQUAREM (Varadhan & Roland 2008,
+  below), which turns EM's linear crawl along a flat ridge into a few long steps;
 - the record: ``history_`` (L at each iteration of the winning restart, computed before
   that iteration's M-step), ``converged_`` and ``n_iter_``;
 - warnings: a :class:`ConvergenceWarning` when the cap stopped the winning restart, and
@@ -30,6 +32,18 @@ A model taking part implements::
 
 ``workspace`` is a dict that lives for one restart (a place to reuse arrays or carry a
 variational posterior from one iteration to the next).
+
+SQUAREM. With F the EM map (one E-step and M-step), theta_1 = F(theta_0) and
+theta_2 = F(theta_1), r = theta_1 - theta_0 and v = theta_2 - 2 theta_1 + theta_0, the
+extrapolated point theta' = theta_0 - 2 a r + a^2 v with a = -|r| / |v| (a <= -1; a = -1
+gives theta_2) is where the sequence of EM iterates heads when it converges linearly. theta'
+starts the next cycle if the model's setters accept it (probabilities stay in [0, 1],
+covariances positive definite, ...) and its objective is at least that of theta_1, so the
+recorded objectives never decrease; otherwise EM goes on from theta_2. ``|a|`` is capped by a
+bound that starts at 1 and grows fourfold each time it is reached (and shrinks fourfold on a
+rejection). A model opts in with an ``accelerate`` hyper-parameter and an ``_em_snapshot``
+of arrays whose restore validates them. Each E-step on the path is one iteration of
+``history_``; convergence and ``n_iter`` are counted as without acceleration.
 """
 
 from __future__ import annotations
@@ -208,11 +222,17 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report) -> 
     history = result.history
     workspace: dict[str, Any] = {}
     monotone = getattr(model, "monotone", True)
+    squarem = _Squarem(model) if getattr(model, "accelerate", False) else None
     for iteration in range(n_iter):
         value, statistics = model._e_step(data, workspace)
         value = float(value)
+        if squarem is not None and not squarem.accepts(value):  # back on EM's own path
+            value, statistics = model._e_step(data, workspace)
+            value = float(value)
         history.append(value)
         report(iteration + 1, value)
+        if squarem is not None:
+            squarem.before_update()
         model._m_step(data, statistics)
         if len(history) >= 2:
             change = history[-1] - history[-2]
@@ -226,4 +246,60 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report) -> 
             if change < tol:
                 result.converged = True
                 break
+        if squarem is not None:
+            squarem.after_update(value)
     return result
+
+
+class _Squarem:
+    """The SQUAREM cycle of one restart (see the module docstring)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.points: list[dict[str, np.ndarray]] = []  # theta_0, theta_1, theta_2 of this cycle
+        self.fallback: tuple[dict[str, np.ndarray], float] | None = None  # (theta_2, objective at theta_1)
+        self.step_max = 1.0
+
+    def accepts(self, value: float) -> bool:
+        """Whether the point just evaluated stays; if not, the model is put back at theta_2."""
+        if self.fallback is None:
+            return True
+        theta_2, floor = self.fallback
+        self.fallback = None
+        if np.isfinite(value) and value >= floor:
+            return True
+        self.model._em_restore(theta_2)
+        self.step_max = max(1.0, self.step_max / 4.0)
+        return False
+
+    def before_update(self) -> None:
+        if not self.points:
+            self.points.append(self.model._em_snapshot())
+
+    def after_update(self, value: float) -> None:
+        """After an M-step: the next point of the cycle, and every second one an extrapolation."""
+        self.points.append(self.model._em_snapshot())
+        if len(self.points) < 3:
+            return
+        theta_0, theta_1, theta_2 = self.points
+        self.points = []
+        r = {name: theta_1[name] - theta_0[name] for name in theta_0}
+        v = {name: theta_2[name] - theta_1[name] - r[name] for name in theta_0}
+        norm_r = np.sqrt(sum(float(np.sum(x * x)) for x in r.values()))
+        norm_v = np.sqrt(sum(float(np.sum(x * x)) for x in v.values()))
+        if not norm_v > 0.0:
+            return
+        ratio = norm_r / norm_v
+        a = -min(max(ratio, 1.0), self.step_max)
+        if ratio >= self.step_max:
+            self.step_max *= 4.0
+        if a == -1.0:  # theta_2, where the model already is
+            return
+        extrapolated = {name: theta_0[name] - 2.0 * a * r[name] + a * a * v[name] for name in theta_0}
+        try:
+            self.model._em_restore(extrapolated)
+        except ValueError:  # outside the parameter space
+            self.model._em_restore(theta_2)
+            self.step_max = max(1.0, self.step_max / 4.0)
+            return
+        self.fallback = (theta_2, value)

@@ -133,6 +133,8 @@ class MarkovJumpProcess(Model):
         need no iterations: their estimate is exact.
     random_state : int or numpy Generator, optional
         Accepted as by every EM-fitted model; EM's start (a crude estimate) is deterministic.
+    accelerate : bool
+        Accelerate EM by SQUAREM (:mod:`modeshift.models.em`); False runs plain EM.
     warm_start : bool
         Start EM from the current ``rate_matrix_`` (and ``states_``) instead of afresh.
     verbose : bool
@@ -163,9 +165,10 @@ class MarkovJumpProcess(Model):
         self,
         n_states: int | None = None,
         observation: str = "snapshots",
-        n_iter: int = 200,
-        tol: float = 1e-4,
+        n_iter: int = 1000,
+        tol: float = 1e-7,
         random_state: int | np.random.Generator | None = None,
+        accelerate: bool = True,
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -175,6 +178,7 @@ class MarkovJumpProcess(Model):
         self.n_iter = n_iter
         self.tol = tol
         self.random_state = random_state
+        self.accelerate = accelerate
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -325,7 +329,13 @@ class MarkovJumpProcess(Model):
         return {"rate_matrix_": self.rate_matrix_.copy()}
 
     def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        previous = self.rate_matrix_
         self.rate_matrix_ = snapshot["rate_matrix_"]
+        try:
+            self._rate_matrix()  # non-negative rates (an extrapolation may leave them)
+        except ValueError:
+            self.rate_matrix_ = previous
+            raise
 
     # ----------------------------------------------------------------- inference
     def score(

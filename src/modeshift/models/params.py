@@ -132,6 +132,7 @@ COMMON: dict[str, Rule] = {
     "tol": Number(infinite=True),  # -inf: never stop before n_iter
     "n_restarts": Integer(1),
     "random_state": RandomState(),
+    "accelerate": Boolean(),
     "warm_start": Boolean(),
     "verbose": Boolean(),
     "callback": Callable(),

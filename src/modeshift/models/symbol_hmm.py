@@ -69,7 +69,7 @@ class SymbolHMM(Model):
     ----------
     n_states : int
         Number of hidden states K.
-    n_iter, tol, n_restarts, random_state
+    n_iter, tol, n_restarts, random_state, accelerate
         EM settings, as in :class:`~modeshift.models.HMM` (``n_iter=0`` only initialises).
     unknown : {"error", "ignore", "map"}
         Symbols outside the vocabulary: raise; treat them as missing observations
@@ -113,11 +113,12 @@ class SymbolHMM(Model):
     def __init__(
         self,
         n_states: int = 4,
-        n_iter: int = 100,
-        tol: float = 1e-4,
+        n_iter: int = 1000,
+        tol: float = 1e-7,
         n_restarts: int = 1,
         random_state: int | np.random.Generator | None = None,
         unknown: str = "error",
+        accelerate: bool = True,
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -128,6 +129,7 @@ class SymbolHMM(Model):
         self.n_restarts = n_restarts
         self.random_state = random_state
         self.unknown = unknown
+        self.accelerate = accelerate
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
