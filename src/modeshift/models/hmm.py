@@ -101,7 +101,9 @@ class HMM(Model):
     Attributes
     ----------
     startprob_, transmat_ : arrays
-        Learned (or hand-set) chain parameters; emission parameters as above.
+        Learned (or hand-set) chain parameters; emission parameters as above. With inputs,
+        ``recurrence_biases_`` and ``input_weights_`` (shared slopes) or ``transition_coef_``
+        (per source) instead of ``transmat_``.
     history_ : list of float
         Log-likelihood plus log prior (the penalised objective EM increases)
         at each iteration of the best restart.
