@@ -1,4 +1,5 @@
-"""Input-driven transitions: p(z_t = j | z_t-1 = i, u_t) = softmax_j(r_ij + w_j . u_t)."""
+"""Input-driven transitions: p(z_t = j | z_t-1 = i, u_t) a multinomial logit in u_t, with slopes shared by
+every source (softmax_j(r_ij + w_j . u_t)) or per (source, destination) (statsmodels' exog_tvtp form)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from scipy import optimize, stats
 from scipy.special import log_softmax, softmax
 
 from modeshift import ARHMM, HMM, load
+from modeshift import transitions_logit as logit
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven
 
@@ -161,3 +163,216 @@ def test_input_errors_are_clear():
         model.sample(10)
     with pytest.raises(ValueError, match="input_dim=0"):
         HMM(2).fit(X, inputs=np.zeros((20, 1)))
+
+
+# ------------------------------------------------------------ per-source slopes
+def _per_source_model(rng, K=3, m=2, model=HMM):
+    model = model(n_states=K, input_dim=m, input_slopes="per_source")
+    model.startprob_ = rng.dirichlet(np.ones(K))
+    model.transition_coef_ = rng.normal(size=(K, K - 1, 1 + m))
+    return model
+
+
+def _per_source_log_matrices(coef, u):
+    """log p(z_t = j | z_t-1 = i, u_t), written out: exp(B[i, j] . (1, u_t)) over the sum, B[i, K-1] = 0."""
+    K, T = len(coef), len(u)
+    out = np.empty((T, K, K))
+    for t, i in itertools.product(range(T), range(K)):
+        scores = np.r_[[coef[i, j] @ np.r_[1.0, u[t]] for j in range(K - 1)], 0.0]
+        out[t, i] = scores - np.log(np.exp(scores).sum())
+    return out
+
+
+def test_per_source_matches_brute_force():
+    """Every path enumerated, with the move into step t driven by u_t: log-likelihood, smoothed
+    probabilities and the Viterbi path."""
+    rng = np.random.default_rng(10)
+    model = _per_source_model(rng)
+    model.means_, model.covars_ = rng.normal(scale=2.0, size=(3, 1)), np.ones((3, 1, 1))
+    ys = [rng.normal(size=(T, 1)) for T in (5, 1, 4)]
+    us = [rng.normal(size=(T, 2)) for T in (5, 1, 4)]
+    references = []
+    for y, u in zip(ys, us):
+        log_A = _per_source_log_matrices(model.transition_coef_, u)
+        emission = stats.norm(model.means_[:, 0], 1.0).logpdf(y)
+        joint = {
+            path: np.log(model.startprob_[path[0]])
+            + sum(emission[t, path[t]] for t in range(len(y)))
+            + sum(log_A[t, path[t - 1], path[t]] for t in range(1, len(y)))
+            for path in itertools.product(range(3), repeat=len(y))
+        }
+        total = np.logaddexp.reduce(list(joint.values()))
+        posteriors = np.zeros((len(y), 3))
+        for path, value in joint.items():
+            posteriors[np.arange(len(y)), path] += np.exp(value - total)
+        best = max(joint, key=joint.get)
+        references.append((total, posteriors, np.array(best), joint[best]))
+    assert model.score(ys, inputs=us) == pytest.approx(sum(r[0] for r in references), rel=1e-12)
+    for got, reference in zip(model.predict_proba(ys, inputs=us), references):
+        np.testing.assert_allclose(got, reference[1], atol=1e-12)
+    log_prob, paths = model.decode(ys, inputs=us)
+    assert log_prob == pytest.approx(sum(r[3] for r in references), rel=1e-12)
+    for got, reference in zip(paths, references):
+        np.testing.assert_array_equal(got, reference[2])
+
+
+def test_per_source_block_pieces():
+    """The per-source logits, Q and gradient against their written-out forms; shared-slope gradient too."""
+    rng = np.random.default_rng(11)
+    K, F, T = 3, 2, 30
+    u, pairs = rng.normal(size=(T, F)), rng.dirichlet(np.ones(K * K), size=T).reshape(T, K, K)
+    x = np.c_[np.ones(T), u]
+    coef = rng.normal(size=(K, K - 1, 1 + F))
+    log_A = _per_source_log_matrices(coef, u)
+    np.testing.assert_allclose(np.log(logit.per_source_matrices(coef, x)), log_A, atol=1e-12)
+
+    def q(values):
+        return np.sum(pairs * _per_source_log_matrices(values.reshape(coef.shape), u))
+
+    assert logit.expected_log_probability(pairs, log_A) == pytest.approx(q(coef), rel=1e-12)
+    gradient = logit.per_source_gradient(pairs, np.exp(log_A), x)
+    np.testing.assert_allclose(gradient.ravel(), optimize.approx_fprime(coef.ravel(), q, 1e-7), atol=1e-4)
+
+    biases, weights = rng.normal(size=(K, K)), rng.normal(size=(K, F))
+
+    def q_shared(theta):
+        logits = logit.shared_logits(theta[: K * K].reshape(K, K), theta[K * K :].reshape(K, F), u)
+        return np.sum(pairs * log_softmax(logits, axis=2))
+
+    theta = np.r_[biases.ravel(), weights.ravel()]
+    matrices = softmax(logit.shared_logits(biases, weights, u), axis=2)
+    got = np.concatenate([g.ravel() for g in logit.shared_gradient(pairs, matrices, u)])
+    np.testing.assert_allclose(got, optimize.approx_fprime(theta, q_shared, 1e-7), atol=1e-4)
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.5])
+def test_per_source_m_step_maximises_q(penalty):
+    """From any start the M-step raises Q - penalty/2 |B|^2 and lands where a general optimiser
+    on the written-out objective does; a second M-step stays put."""
+    rng = np.random.default_rng(12)
+    K, F, T = 3, 2, 300
+    u = rng.normal(size=(T, F))
+    pairs = rng.dirichlet(np.ones(K * K), size=T).reshape(T, K, K)
+    block = InputDriven(K, F, penalty=penalty, per_source=True)
+    block.initialize(rng)
+    block.coef = rng.normal(size=block.coef.shape)
+    stats = block.statistics(np.full((T, K), 1 / K), np.array([0]), pairs, u)
+
+    x = np.c_[np.ones(T - 1), u[1:]]
+
+    def penalised(values):  # source by source: a softmax over (x . B[i, 0], ..., x . B[i, K-2], 0)
+        total = 0.0
+        for i, rows in enumerate(values.reshape(K, K - 1, 1 + F)):
+            total += np.sum(pairs[1:, i] * log_softmax(np.c_[x @ rows.T, np.zeros(T - 1)], axis=1))
+        return total - 0.5 * penalty * values @ values
+
+    before = penalised(block.coef.ravel())
+    block.m_step(stats)
+    after = penalised(block.coef.ravel())
+    assert after > before
+    reference = optimize.minimize(lambda v: -penalised(v), block.coef.ravel() * 0, method="BFGS")
+    assert after >= -reference.fun - 1e-8
+    np.testing.assert_allclose(block.coef.ravel(), reference.x, atol=1e-4)
+    kept = block.coef.copy()
+    block.m_step(stats)
+    np.testing.assert_allclose(block.coef, kept, atol=1e-10)
+    assert block.log_prior() == pytest.approx(-0.5 * penalty * np.sum(kept**2))
+
+
+def _simulated_per_source(seed, T=4000):
+    """Two regimes whose stickiness the input drives from both sides: a positive input holds
+    regime 0 and regime 1 alike (the slope of 'move to 0' is +2 from 0, -2 from 1), which
+    one slope per destination cannot express."""
+    truth = HMM(n_states=2, input_dim=1, input_slopes="per_source")
+    truth.startprob_ = np.array([0.5, 0.5])
+    truth.transition_coef_ = np.array([[[2.0, 2.0]], [[-2.0, -2.0]]])
+    truth.means_, truth.covars_ = np.array([[-2.0], [2.0]]), np.ones((2, 1, 1))
+    rng = np.random.default_rng(seed)
+    u = np.sin(np.arange(T) / 30.0)[:, None] * 1.5 + rng.normal(scale=0.3, size=(T, 1))
+    X, modes = truth.sample(T, random_state=rng, inputs=u)
+    return truth, X, u, modes
+
+
+def test_per_source_em_is_monotone_and_recovers_the_slopes():
+    truth, X, u, _ = _simulated_per_source(13)
+    model = HMM(n_states=2, input_dim=1, input_slopes="per_source", n_iter=200, tol=1e-8, random_state=0)
+    model.fit(X, inputs=u)
+    history = np.array(model.history_)
+    assert model.converged_ and np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))
+    coef = model.transition_coef_
+    if model.means_[0, 0] > model.means_[1, 0]:  # relabel: swapping two modes swaps the sources and flips the log-odds
+        coef = -coef[::-1]
+    np.testing.assert_allclose(coef, truth.transition_coef_, atol=0.3)
+    assert model.score(X, inputs=u) >= truth.score(X, inputs=u)
+    shared = HMM(n_states=2, input_dim=1, n_iter=200, tol=1e-8, random_state=0).fit(X, inputs=u)
+    assert model.score(X, inputs=u) > shared.score(X, inputs=u) + 200
+
+
+def test_per_source_equals_markov_switching_tvtp():
+    """A Gaussian HMM with per-source input-driven transitions is statsmodels' MarkovRegression with
+    switching mean and variance and exog_tvtp = (1, u) (and ours), at the same parameters: the same
+    transition_coef_, and the start at the stationary law of the first step's matrix (Markov
+    switching's start; the first input moves nothing in either)."""
+    sm = pytest.importorskip("statsmodels.api")
+    from modeshift import MarkovRegression
+    from modeshift.chain_analysis import stationary_distribution
+
+    rng = np.random.default_rng(14)
+    T = 300
+    u = rng.normal(size=(T, 1))
+    z = np.c_[np.ones(T), u]
+    coef = np.array([[[2.0, 1.0]], [[-1.5, 0.8]]])  # (source, destination, covariate)
+    means, variances = np.array([-1.0, 1.5]), np.array([0.8, 1.3])
+    modes = [0]
+    matrices = logit.per_source_matrices(coef, z)
+    for t in range(1, T):
+        modes.append(int(rng.random() > matrices[t, modes[-1], 0]))
+    y = means[modes] + np.sqrt(variances[modes]) * rng.normal(size=T)
+
+    sm_model = sm.tsa.MarkovRegression(y, k_regimes=2, switching_variance=True, exog_tvtp=z)
+    values = {"const[0]": means[0], "const[1]": means[1], "sigma2[0]": variances[0], "sigma2[1]": variances[1]}
+    values.update({f"p[{i}->0].tvtp{c}": coef[i, 0, c] for i in range(2) for c in range(2)})
+    params = np.array([values[name] for name in sm_model.param_names])
+    result = sm_model.smooth(params)
+
+    hmm = HMM(n_states=2, input_dim=1, input_slopes="per_source")
+    hmm.transition_coef_, hmm.startprob_ = coef, stationary_distribution(matrices[0])
+    hmm.means_, hmm.covars_ = means[:, None], variances[:, None, None]
+    assert hmm.score(y[:, None], inputs=u) == pytest.approx(result.llf, abs=1e-10)
+    np.testing.assert_allclose(
+        hmm.filter_proba(y[:, None], inputs=u), result.filtered_marginal_probabilities, atol=1e-10
+    )
+    np.testing.assert_allclose(
+        hmm.predict_proba(y[:, None], inputs=u), result.smoothed_marginal_probabilities, atol=1e-10
+    )
+
+    ours = MarkovRegression(n_states=2, switching_variance=True)
+    ours.transition_coef_, ours.trend_, ours.variances_ = coef, means[:, None], variances
+    ours.exog_coef_ = np.empty((2, 0))
+    assert ours.score(y, exog_tvtp=z) == pytest.approx(hmm.score(y[:, None], inputs=u), abs=1e-10)
+    np.testing.assert_allclose(ours.predict_proba(y, exog_tvtp=z), hmm.predict_proba(y[:, None], inputs=u), atol=1e-10)
+
+
+def test_arhmm_per_source_round_trips(tmp_path):
+    _, X, u, _ = _simulated_per_source(15, 600)
+    model = ARHMM(n_states=2, input_dim=1, input_slopes="per_source", n_iter=50, random_state=0).fit(X, inputs=u)
+    assert model.converged_ and model.transition_coef_.shape == (2, 1, 2)
+    assert np.all(np.diff(model.history_) >= -1e-8)
+    assert model.n_parameters == 1 + 2 * 2 + 2 * (1 + 1 + 1)  # start, logit coefficients, AR(1) + intercept + variance
+    model.save(tmp_path / "m.zip")
+    loaded = load(tmp_path / "m.zip")
+    assert loaded.score(X, inputs=u) == model.score(X, inputs=u)
+    assert {"to_0_at_zero_input", "to_0.input0"} <= set(loaded.describe().columns)
+
+
+def test_per_source_errors_are_clear():
+    X, u = np.zeros((20, 1)), np.zeros((20, 1))
+    with pytest.raises(ValueError, match="input_slopes"):
+        HMM(2, input_dim=1, input_slopes="per_target").fit(X, inputs=u)
+    with pytest.raises(ValueError, match="penalty > 0"):
+        HMM(2, input_dim=1, transition_penalty=0.0).fit(X, inputs=u)
+    model = HMM(2, input_dim=1, input_slopes="per_source")
+    with pytest.raises(ValueError, match=r"transition_coef_.*\(2, 1, 2\)"):
+        model.transition_coef_ = np.zeros((2, 2, 1))
+    with pytest.raises(AttributeError):
+        model.input_weights_  # noqa: B018  (the per-source form has no shared slopes)

@@ -33,6 +33,7 @@ LAYERS = {
     "modeshift._kernels": 2,
     "modeshift.inference": 2.5,
     "modeshift.transitions": 3,
+    "modeshift.transitions_logit": 3,
     "modeshift.emissions": 3,
     "modeshift.dynamics": 3,
     "modeshift.chain_analysis": 3,

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax, xlogy
 
+from modeshift import transitions_logit as logit
 from modeshift._kernels import sample_chain
 from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import check_array, check_probabilities
@@ -162,33 +163,51 @@ class Stationary:
 
 
 class InputDriven:
-    """Transitions that depend on inputs: ``p(z_t = j | z_t-1 = i, u_t) = softmax_j(r_ij + w_j . u_t)``.
+    """Transitions that depend on inputs u_t: a multinomial logit (:mod:`~modeshift.transitions_logit`).
 
+    Shared slopes (the default): ``p(z_t = j | z_t-1 = i, u_t) = softmax_j(r_ij + w_j . u_t)``.
     ``biases`` r (K, K) hold the chain at zero input; ``weights`` w (K, F) say how
-    each input pushes towards each state. With u_t a switch's physical drivers these
-    are the guards of a hybrid automaton: leaving i for j becomes likelier than
+    each input pushes towards each state, whatever the source. With u_t a switch's physical
+    drivers these are the guards of a hybrid automaton: leaving i for j becomes likelier than
     staying where (w_j - w_i) . u + r_ij - r_ii > 0.
 
-    The M-step maximises the expected log-likelihood plus the L2 prior
-    ``-penalty / 2 (|r|^2 + |w|^2)`` (a weighted multinomial logistic regression of
-    the pair posteriors on the inputs) by BFGS from the current values, so EM
-    stays monotone. It needs the pair posteriors of every step, which batches
-    contribute by stacking (:class:`~modeshift.statistics.Stacked`).
+    Per source (``per_source=True``): ``p(z_t = j | z_t-1 = i, u_t) proportional to
+    exp(B[i, j] . (1, u_t))`` for j < K-1 and to 1 for the reference j = K-1, ``coef`` B
+    (K, K-1, 1 + F): column 0 the baseline log-odds, the others a slope per (source,
+    destination). These are statsmodels' ``exog_tvtp`` coefficients for the covariates (1, u_t).
+
+    Entry t of the matrices moves z_t-1 to z_t and reads u_t (a sequence's first input moves
+    nothing). The M-step maximises the expected log-likelihood plus the L2 prior
+    ``-penalty / 2 |coefficients|^2`` from the current values (so EM stays monotone): BFGS
+    for the shared form (``penalty`` > 0 makes it identified), Newton per source regime for the
+    per-source one (``penalty`` >= 0). It needs the pair posteriors of every step, which
+    batches contribute by stacking (:class:`~modeshift.statistics.Stacked`).
     """
 
     parameters = {"startprob_": "initial_probs", "input_weights_": "weights", "recurrence_biases_": "biases"}
     varying = True
 
-    def __init__(self, n_states: int, n_features: int, concentration: float = 1.0, penalty: float = 1e-2):
-        if concentration < 1.0 or penalty <= 0.0:
-            raise ValueError("concentration must be >= 1 and the transition penalty > 0")
+    def __init__(
+        self,
+        n_states: int,
+        n_features: int,
+        concentration: float = 1.0,
+        penalty: float = 1e-2,
+        per_source: bool = False,
+    ):
+        if concentration < 1.0 or penalty < 0.0 or (penalty == 0.0 and not per_source):
+            raise ValueError("concentration must be >= 1 and the transition penalty > 0 (>= 0 with per-source slopes)")
         self.n_states = n_states
         self.n_features = n_features
         self.concentration = concentration
         self.penalty = penalty
+        self.per_source = per_source
+        if per_source:
+            self.parameters = {"startprob_": "initial_probs", "transition_coef_": "coef"}
         self.initial_probs: np.ndarray | None = None
         self.weights: np.ndarray | None = None
         self.biases: np.ndarray | None = None
+        self.coef: np.ndarray | None = None
 
     def set(self, name: str, value: np.ndarray) -> None:
         k, f = self.n_states, self.n_features
@@ -196,26 +215,41 @@ class InputDriven:
             self.initial_probs = check_probabilities("startprob_", value, (k,))
         elif name == "weights":
             self.weights = check_array("input_weights_", value, (k, f))
-        else:
+        elif name == "biases":
             self.biases = check_array("recurrence_biases_", value, (k, k))
+        else:
+            self.coef = check_array("transition_coef_", value, (k, k - 1, 1 + f))
 
     def initialize(self, rng: np.random.Generator) -> None:
         """As :class:`Stationary` at zero input; inputs start without effect."""
         start = Stationary(self.n_states)
         start.initialize(rng)
         self.initial_probs = start.initial_probs
-        self.biases = np.log(start.transition_matrix)
-        self.weights = np.zeros((self.n_states, self.n_features))
+        log_matrix = np.log(start.transition_matrix)
+        if self.per_source:
+            self.coef = np.zeros((self.n_states, self.n_states - 1, 1 + self.n_features))
+            self.coef[:, :, 0] = log_matrix[:, :-1] - log_matrix[:, -1:]
+        else:
+            self.biases = log_matrix
+            self.weights = np.zeros((self.n_states, self.n_features))
 
     def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
         k, f = self.n_states, self.n_features
         count = 0 if "initial_probs" in fixed else k - 1
+        if self.per_source:
+            return count + (0 if "coef" in fixed else k * (k - 1) * (1 + f))
         count += 0 if "biases" in fixed else k * (k - 1)  # a common shift of a row changes nothing
         return count + (0 if "weights" in fixed else (k - 1) * f)
 
+    def _covariates(self, features: np.ndarray) -> np.ndarray:
+        """(n_steps, 1 + F): the per-source form's covariates, a constant and the inputs."""
+        return np.c_[np.ones(len(features)), features]
+
     def _logits(self, features: np.ndarray) -> np.ndarray:
-        """(n_steps, K, K): r_ij + w_j . u_t."""
-        return self.biases[None] + (features @ self.weights.T)[:, None, :]
+        """(n_steps, K, K) logits of the moves into each step."""
+        if self.per_source:
+            return logit.per_source_logits(self.coef, self._covariates(features))
+        return logit.shared_logits(self.biases, self.weights, features)
 
     def kernel_arrays(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(initial_probs, transition matrices (n_steps, K, K)); entry t moves z_t-1 to z_t."""
@@ -226,9 +260,15 @@ class InputDriven:
             return np.log(self.initial_probs), log_softmax(self._logits(features), axis=2)
 
     def describe(self) -> dict[str, np.ndarray]:
-        """Per-state columns: switch probabilities at zero input and the input weights."""
+        """Per-state columns: switch probabilities at zero input and the input slopes
+        (per source: ``to_{j}.input{c}``, the slope of input c in the log-odds of j against K-1)."""
+        k = self.n_states
+        if self.per_source:
+            P = softmax(np.c_[self.coef[:, :, 0], np.zeros(k)], axis=1)
+            slopes = {f"to_{j}.input{c}": self.coef[:, j, 1 + c] for j in range(k - 1) for c in range(self.n_features)}
+            return {**{f"to_{j}_at_zero_input": P[:, j] for j in range(k)}, **slopes}
         P = softmax(self.biases, axis=1)
-        return {**{f"to_{j}_at_zero_input": P[:, j] for j in range(len(P))}, "input_weights": list(self.weights)}
+        return {**{f"to_{j}_at_zero_input": P[:, j] for j in range(k)}, "input_weights": list(self.weights)}
 
     # ------------------------------------------------------------------------ EM
     def statistics(
@@ -243,32 +283,26 @@ class InputDriven:
         )
 
     def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset(), max_iter: int = 100) -> None:
-        k, f, extra = self.n_states, self.n_features, self.concentration - 1.0
+        extra = self.concentration - 1.0
         if "initial_probs" not in fixed:
             self.initial_probs = normalise_rows(stats["initial"] + extra, self.initial_probs)
-        free = np.r_[np.full(k * k, "biases" not in fixed), np.full(k * f, "weights" not in fixed)]
-        if not free.any():
-            return
         pairs, features = stats["pairs"].array, stats["features"].array
-        leaving = pairs.sum(axis=2, keepdims=True)
-        theta = np.r_[self.biases.ravel(), self.weights.ravel()]
-
-        def objective(values: np.ndarray) -> tuple[float, np.ndarray]:
-            theta[free] = values
-            biases, weights = theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
-            log_probs = log_softmax(biases[None] + (features @ weights.T)[:, None, :], axis=2)
-            residuals = pairs - leaving * np.exp(log_probs)
-            gradient = np.r_[residuals.sum(axis=0).ravel(), (residuals.sum(axis=1).T @ features).ravel()]
-            value = -np.sum(pairs * log_probs) + 0.5 * self.penalty * theta @ theta
-            return value, (self.penalty * theta - gradient)[free]
-
-        result = minimize(objective, theta[free], jac=True, method="BFGS", options={"maxiter": max_iter})
-        theta[free] = result.x
-        self.biases, self.weights = theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
+        if self.per_source:
+            if "coef" not in fixed:
+                self.coef = logit.fit_per_source(pairs, self._covariates(features), self.coef, self.penalty)
+            return
+        free = ("biases" not in fixed, "weights" not in fixed)
+        if any(free):
+            self.biases, self.weights = logit.fit_shared(
+                pairs, features, self.biases, self.weights, self.penalty, free, max_iter
+            )
 
     def log_prior(self) -> float:
         extra = self.concentration - 1.0
-        total = -0.5 * self.penalty * (np.sum(self.biases**2) + np.sum(self.weights**2))
+        if self.per_source:
+            total = -0.5 * self.penalty * np.sum(self.coef**2)
+        else:
+            total = -0.5 * self.penalty * (np.sum(self.biases**2) + np.sum(self.weights**2))
         if extra > 0:
             with np.errstate(divide="ignore"):
                 total += extra * np.sum(np.log(self.initial_probs))

@@ -43,8 +43,8 @@ class ARHMM(HMM):
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
-    transition_concentration, stickiness, input_dim, transition_penalty, max_states, accelerate,
-    warm_start, verbose, callback
+    transition_concentration, stickiness, input_dim, input_slopes, transition_penalty, max_states,
+    accelerate, warm_start, verbose, callback
         As for :class:`HMM`.
 
     Attributes
@@ -88,6 +88,7 @@ class ARHMM(HMM):
         reg_covar: float = 1e-6,
         input_dim: int = 0,
         transition_penalty: float = 1e-2,
+        input_slopes: str = "shared",
         max_states: int = 10,
         accelerate: bool = True,
         warm_start: bool = False,
@@ -112,6 +113,7 @@ class ARHMM(HMM):
         self.reg_covar = reg_covar
         self.input_dim = input_dim
         self.transition_penalty = transition_penalty
+        self.input_slopes = input_slopes
         self.accelerate = accelerate
         self.warm_start = warm_start
         self.verbose = verbose

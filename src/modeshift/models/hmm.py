@@ -89,8 +89,16 @@ class HMM(Model):
         p(z_t = j | z_t-1 = i, u_t) = softmax_j(r_ij + w_j . u_t), parameters
         ``recurrence_biases_`` (K, K) and ``input_weights_`` (K, input_dim)
         instead of ``transmat_`` (see :class:`~modeshift.transitions.InputDriven`).
+        Entry t of ``inputs`` drives the move z_t-1 -> z_t.
+    input_slopes : {"shared", "per_source"}
+        How inputs enter the transitions: ``"shared"``, one slope w_j per destination
+        whatever the source (above); ``"per_source"``, a slope per (source, destination),
+        p(z_t = j | z_t-1 = i, u_t) proportional to exp(B[i, j] . (1, u_t)) with the last
+        mode the reference (B[i, K-1] = 0), parameter ``transition_coef_``
+        (K, K-1, 1 + input_dim), column 0 the intercept: statsmodels' Markov-switching
+        ``exog_tvtp`` coefficients for the covariates (1, u_t).
     transition_penalty : float
-        L2 prior on those parameters.
+        L2 prior on those parameters (> 0 with shared slopes, which it identifies; >= 0 per source).
     verbose : bool
         Show a live progress bar of the EM iterations, one per restart (drawn by :mod:`modeshift.progress`).
     callback : callable, optional
@@ -100,7 +108,9 @@ class HMM(Model):
     Attributes
     ----------
     startprob_, transmat_ : arrays
-        Learned (or hand-set) chain parameters; emission parameters as above.
+        Learned (or hand-set) chain parameters; emission parameters as above. With inputs,
+        ``recurrence_biases_`` and ``input_weights_`` (shared slopes) or ``transition_coef_``
+        (per source) instead of ``transmat_``.
     history_ : list of float
         Log-likelihood plus log prior (the penalised objective EM increases)
         at each iteration of the best restart.
@@ -144,6 +154,7 @@ class HMM(Model):
         reg_covar: float = 1e-6,
         input_dim: int = 0,
         transition_penalty: float = 1e-2,
+        input_slopes: str = "shared",
         max_states: int = 10,
         accelerate: bool = True,
         warm_start: bool = False,
@@ -167,6 +178,7 @@ class HMM(Model):
         self.reg_covar = reg_covar
         self.input_dim = input_dim
         self.transition_penalty = transition_penalty
+        self.input_slopes = input_slopes
         self.accelerate = accelerate
         self.warm_start = warm_start
         self.verbose = verbose
@@ -183,6 +195,7 @@ class HMM(Model):
         "reg_covar": Number(0),
         "input_dim": Integer(0),
         "transition_penalty": Number(0),
+        "input_slopes": OneOf(("shared", "per_source")),
     }
     _renamed = {"log_likelihood_history_": "history_"}
 
@@ -203,7 +216,11 @@ class HMM(Model):
                 raise ValueError(f"{type(self).__name__}: init='stationary' needs a chain without inputs (input_dim=0)")
             if self.input_dim:
                 transitions = InputDriven(
-                    self._k, self.input_dim, self.transition_concentration, self.transition_penalty
+                    self._k,
+                    self.input_dim,
+                    self.transition_concentration,
+                    self.transition_penalty,
+                    per_source=self.input_slopes == "per_source",
                 )
             else:
                 transitions = Stationary(

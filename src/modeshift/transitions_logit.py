@@ -1,0 +1,195 @@
+"""Multinomial-logit transitions: move probabilities driven by per-step covariates.
+
+At step t a chain in mode i moves to mode j with probability
+
+    p(z_t = j | z_t-1 = i, x_t) = exp(eta_t[i, j]) / sum_m exp(eta_t[i, m]),
+
+the logits eta linear in coefficients and in the covariates x_t of the step moved into:
+row t of the covariates drives the move z_t-1 -> z_t, and a sequence's first row moves
+nothing (Markov switching reads it for its stationary start, as statsmodels does).
+Two forms of the logits:
+
+* **per source** (statsmodels' ``exog_tvtp``): eta_t[i, j] = x_t . B[i, j] for j < K-1 and
+  eta_t[i, K-1] = 0, coefficients B (K, K-1, C) with the last mode the reference. Every
+  source mode has its own multinomial logistic regression: a slope per (source, destination).
+  A constant column in x gives each pair its baseline log-odds.
+* **shared**: eta_t[i, j] = r_ij + w_j . u_t, biases r (K, K) and one slope per destination
+  w (K, F) shared by every source: the log-odds of j against m move by (w_j - w_m) . u_t from
+  any source. It is over-parameterised (a common shift of a row of r, or of every w_j, changes
+  nothing), so it needs the L2 prior to pick one point.
+
+EM's M-step. With time-varying matrices, forward-backward keeps the pair posteriors
+xi_t[i, j] = p(z_t-1 = i, z_t = j | y) of every step, (T, K, K) (the regression's weights
+differ step by step, so no sum over steps suffices; the kernels return them with zeros at
+sequence starts). The transitions' part of the expected complete-data log-likelihood,
+
+    Q = sum_t sum_ij xi_t[i, j] log p_t[i, j]  -  ridge / 2 |coefficients|^2,
+
+is concave, with gradient sum_t (xi_t[i, j] - n_t[i] p_t[i, j]) x_t, n_t[i] = sum_j xi_t[i, j],
+in the per-source form. :func:`fit_per_source` maximises it by Newton's method, one system
+of (K-1) C unknowns per source, each step halved until Q rises; :func:`fit_shared` by BFGS
+on all coefficients at once (the shared slopes tie the sources together).
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> x = np.c_[np.ones(5000), rng.normal(size=5000)]
+>>> truth = np.array([[[2.0, 1.0]], [[-1.0, -2.0]]])  # (K=2, K-1, C)
+>>> matrices = per_source_matrices(truth, x)
+>>> path = [0]
+>>> for t in range(1, 5000):
+...     path.append(int(rng.random() > matrices[t, path[-1], 0]))
+>>> pairs = np.zeros((5000, 2, 2))
+>>> pairs[np.arange(1, 5000), path[:-1], path[1:]] = 1.0
+>>> fit_per_source(pairs, x, np.zeros((2, 1, 2))).round(1)  # close to the truth
+array([[[ 2.1,  1. ]],
+<BLANKLINE>
+       [[-1. , -2. ]]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax, softmax
+
+__all__ = [
+    "expected_log_probability",
+    "fit_per_source",
+    "fit_shared",
+    "newton_direction",
+    "per_source_gradient",
+    "per_source_logits",
+    "per_source_matrices",
+    "shared_gradient",
+    "shared_logits",
+]
+
+
+# ------------------------------------------------------------------- the logits
+def per_source_logits(coef: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """(n, K, K) logits eta_t[i, j] = x_t . coef[i, j], the last column 0, for coef (K, K-1, C), x (n, C)."""
+    k = coef.shape[0]
+    logits = np.zeros((len(covariates), k, k))
+    logits[:, :, :-1] = np.einsum("tc,ijc->tij", covariates, coef)
+    return logits
+
+
+def per_source_matrices(coef: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """(n, K, K) row-stochastic matrices, entry t = p(z_t | z_t-1, x_t), in the per-source form."""
+    return softmax(per_source_logits(coef, covariates), axis=2)
+
+
+def shared_logits(biases: np.ndarray, weights: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """(n, K, K) logits eta_t[i, j] = r_ij + w_j . u_t for biases (K, K), weights (K, F), u (n, F)."""
+    return biases[None] + (features @ weights.T)[:, None, :]
+
+
+# ------------------------------------------------------------ Q and its gradient
+def expected_log_probability(pairs: np.ndarray, log_matrices: np.ndarray) -> float:
+    """sum_t sum_ij xi_t[i, j] log p_t[i, j] for pair posteriors and log matrices (n, K, K);
+    a move with no posterior mass adds nothing, even if impossible."""
+    with np.errstate(invalid="ignore"):
+        return float(np.where(pairs > 0, pairs * log_matrices, 0.0).sum())
+
+
+def per_source_gradient(pairs: np.ndarray, matrices: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """Gradient (K, K-1, C) of :func:`expected_log_probability` in the per-source coefficients:
+    d log p_t[i, j] / d B[i, m] = (1[j = m] - p_t[i, m]) x_t."""
+    leaving = pairs.sum(axis=2, keepdims=True)
+    residual = pairs[:, :, :-1] - matrices[:, :, :-1] * leaving  # (n, K, K-1)
+    return np.einsum("tim,tc->imc", residual, covariates)
+
+
+def shared_gradient(pairs: np.ndarray, matrices: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient of :func:`expected_log_probability` in the shared form's biases (K, K) and weights (K, F):
+    d log p_t[i, j] / d r_im = 1[j = m] - p_t[i, m], d log p_t[i, j] / d w_m = (1[j = m] - p_t[i, m]) u_t."""
+    residuals = pairs - pairs.sum(axis=2, keepdims=True) * matrices
+    return residuals.sum(axis=0), residuals.sum(axis=1).T @ features
+
+
+# ---------------------------------------------------------------------- M-steps
+def newton_direction(
+    pairs: np.ndarray,
+    matrices: np.ndarray,
+    covariates: np.ndarray,
+    coef: np.ndarray | None = None,
+    ridge: float = 0.0,
+) -> np.ndarray:
+    """The Newton step (K, K-1, C) on sum_t sum_ij xi_t[i, j] log p_t[i, j] - ridge / 2 |coef|^2 in the
+    per-source form: the sources decouple, so one (K-1) C system each. Its Hessian, for source i,
+    is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1])."""
+    k, n_cov = matrices.shape[1], covariates.shape[1]
+    p = matrices[:, :, :-1]
+    leaving = pairs.sum(axis=2)  # (n, K)
+    residual = pairs[:, :, :-1] - p * leaving[:, :, None]
+    direction = np.empty((k, k - 1, n_cov))
+    for i in range(k):
+        gradient = (residual[:, i].T @ covariates).ravel()
+        curvature = leaving[:, i, None, None] * (
+            np.einsum("ta,ab->tab", p[:, i], np.eye(k - 1)) - np.einsum("ta,tb->tab", p[:, i], p[:, i])
+        )
+        hessian = np.einsum("tab,tc,td->acbd", curvature, covariates, covariates).reshape(gradient.size, -1)
+        hessian += 1e-8 * max(np.trace(hessian), 1.0) * np.eye(gradient.size)  # a regime never left
+        if ridge:
+            gradient -= ridge * coef[i].ravel()
+            hessian += ridge * np.eye(gradient.size)
+        direction[i] = np.linalg.solve(hessian, gradient).reshape(k - 1, n_cov)
+    return direction
+
+
+def fit_per_source(
+    pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarray, ridge: float = 0.0, max_iter: int = 50
+) -> np.ndarray:
+    """The per-source coefficients that maximise Q (see the module) from ``coef``: Newton steps, each
+    halved until Q rises, until one gains less than 1e-12 of |Q|. Never returns a lower Q."""
+
+    def penalised(values: np.ndarray) -> tuple[float, np.ndarray]:
+        log_matrices = log_softmax(per_source_logits(values, covariates), axis=2)
+        value = expected_log_probability(pairs, log_matrices) - 0.5 * ridge * float(np.sum(values**2))
+        return value, np.exp(log_matrices)
+
+    if coef.size == 0:  # one mode: nothing to fit
+        return coef
+    value, matrices = penalised(coef)
+    for _ in range(max_iter):
+        direction = newton_direction(pairs, matrices, covariates, coef, ridge)
+        for step in 0.5 ** np.arange(30):
+            candidate = coef + step * direction
+            candidate_value, candidate_matrices = penalised(candidate)
+            if candidate_value >= value:
+                break
+        else:
+            return coef
+        gain, value = candidate_value - value, candidate_value
+        coef, matrices = candidate, candidate_matrices
+        if gain <= 1e-12 * max(abs(value), 1.0):
+            break
+    return coef
+
+
+def fit_shared(
+    pairs: np.ndarray,
+    features: np.ndarray,
+    biases: np.ndarray,
+    weights: np.ndarray,
+    penalty: float,
+    free: tuple[bool, bool] = (True, True),
+    max_iter: int = 100,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The shared-form biases and weights that maximise Q with ridge ``penalty`` > 0 (a weighted
+    multinomial logistic regression of the pair posteriors on the inputs), by BFGS from the given
+    values; ``free`` says whether the biases and the weights may move."""
+    k, f = weights.shape
+    mask = np.r_[np.full(k * k, free[0]), np.full(k * f, free[1])]
+    theta = np.r_[biases.ravel(), weights.ravel()]
+
+    def objective(values: np.ndarray) -> tuple[float, np.ndarray]:
+        theta[mask] = values
+        log_probs = log_softmax(shared_logits(theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f), features), 2)
+        gradient = np.concatenate([part.ravel() for part in shared_gradient(pairs, np.exp(log_probs), features)])
+        value = -np.sum(pairs * log_probs) + 0.5 * penalty * theta @ theta
+        return value, (penalty * theta - gradient)[mask]
+
+    result = minimize(objective, theta[mask], jac=True, method="BFGS", options={"maxiter": max_iter})
+    theta[mask] = result.x
+    return theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
