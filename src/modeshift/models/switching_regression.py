@@ -58,13 +58,24 @@ _INITIAL_NEWTON_STEPS = 5  # on a start path's time-varying transition logits
 
 @dataclass(frozen=True)
 class SeriesData:
-    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones;
-    with time-varying transitions, their covariates (n, C): row t drives the move into step t,
-    row 0 the start."""
+    """Series y (n,) back to back and their regressors (n, R): the trend columns, then the
+    exogenous ones; with time-varying transitions, their covariates (n, C): row t drives the
+    move into step t, a sequence's first row its start. Sequence s is rows
+    ``bounds[s]:bounds[s+1]`` (``offsets``; None: one sequence)."""
 
     y: np.ndarray
     regressors: np.ndarray
     tvtp: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+
+    @cached_property
+    def bounds(self) -> np.ndarray:
+        """(n_sequences + 1,) first rows of the sequences, then the number of rows."""
+        return np.array([0, len(self.regressors)]) if self.offsets is None else np.asarray(self.offsets)
+
+    def sequences(self) -> list[tuple[int, int]]:
+        """(first row, end row) of each sequence."""
+        return list(zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist()))
 
     @cached_property
     def variance_floor(self) -> float:
@@ -79,8 +90,8 @@ class Posterior:
     log_likelihood: float
     posteriors: np.ndarray  # (T, E): p(expanded state at step t | y)
     transitions: np.ndarray  # (K, K): expected number of i -> j moves, sample and pre-sample
-    first_regime: np.ndarray  # (K,): p(regime at the first pre-sample step | y)
-    start: np.ndarray  # (K,): the prior of that regime, the stationary distribution of P
+    first_regime: np.ndarray  # (n_sequences, K): p(regime at each sequence's first step | y)
+    start: np.ndarray  # (K,): the prior of that regime, the stationary distribution of a constant P
     residuals: np.ndarray  # (T, E): e_t under every expanded state
     deviations: np.ndarray  # (p+1, T, E): y - x'beta at lag j under the lag-j regime
     moves: np.ndarray | None = None  # (n, K, K): expected i -> j moves into each step (time-varying P)
@@ -105,6 +116,15 @@ class SwitchingRegression:
         newest = np.tile(np.arange(k), self.n_expanded)
         self.moves = (previous, newest * k**p + previous // k, previous // k**p, newest)
 
+    # ---------------------------------------------------------------- sequences
+    def rows(self, data: SeriesData) -> np.ndarray:
+        """(T,) the rows with p earlier rows in their sequence: the steps the likelihood is about."""
+        return np.concatenate([np.arange(first + self.order, end) for first, end in data.sequences()])
+
+    def offsets(self, data: SeriesData) -> np.ndarray:
+        """(n_sequences + 1,) where each sequence's steps start among the :meth:`rows`."""
+        return data.bounds - self.order * np.arange(len(data.bounds))
+
     # ------------------------------------------------------------- expanded chain
     def transition_matrices(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
         """p(S_t | S_t-1): (1, K, K) for a constant chain; (n, K, K) for every step of the data
@@ -114,18 +134,27 @@ class SwitchingRegression:
         return logit_matrices(params.transition_coef, data.tvtp)
 
     def expanded_chain(
-        self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None
+        self, matrices: np.ndarray, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Initial probabilities (E,) and transition matrices (1 or T, E, E) of (S_t, ..., S_{t-p})
-        from the regimes' (1 or n, K, K): the earliest regime starts from the stationary
-        distribution of the first matrix; the move into step t of the data uses matrix t."""
+        """Initial probabilities (n_sequences, E) and transition matrices (1 or T, E, E) of
+        (S_t, ..., S_{t-p}) from the regimes' (1 or n, K, K): in each sequence the earliest
+        regime starts from the stationary distribution of its first matrix; the move into row
+        t of the data uses matrix t."""
+        if len(matrices) == 1:
+            initial = self.initial(matrices)
+            return initial[None], self.expanded_moves(matrices, scratch)
+        initials = np.stack([self.initial(matrices[first : first + self.order + 1]) for first, _ in data.sequences()])
+        return initials, self.expanded_moves(matrices[self.rows(data)], scratch)
+
+    def initial(self, matrices: np.ndarray) -> np.ndarray:
+        """p(S_p, ..., S_0) (E,) of a sequence's first expanded state from its first p + 1 (or one) matrices."""
         k, p = self.n_states, self.order
         varying = len(matrices) > 1
         initial = stationary_distribution(matrices[0])  # of the earliest regime, S_{t-p}
         for m in range(p):  # prepend the next regime
             newest = np.arange(k ** (m + 1)) // k**m
             initial = (matrices[m + 1 if varying else 0][newest].T * initial[None, :]).ravel()
-        return initial, self.expanded_moves(matrices[p if varying else 0 :], scratch)
+        return initial
 
     def expanded_moves(self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(m, E, E) moves of the expanded chain from the regimes' (m, K, K); in ``scratch``'s
@@ -142,9 +171,10 @@ class SwitchingRegression:
     # ----------------------------------------------------------------- residuals
     def deviations(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
         """(p+1, T, E): entry [j, t, e] is y - x'beta at sample step t - j under regime digit j of e."""
-        p, n = self.order, len(data.y)
+        rows = self.rows(data)
         deviation = data.y[None, :] - params.coef @ data.regressors.T  # (K, n)
-        return np.stack([deviation[self.digits[:, j], p - j : n - j].T for j in range(p + 1)])
+        # (T, E) views of (E, T) arrays: the reductions over them keep their summation order
+        return np.stack([np.take(deviation[self.digits[:, j]], rows - j, axis=1).T for j in range(self.order + 1)])
 
     def residuals(self, params: SwitchingParameters, deviations: np.ndarray) -> np.ndarray:
         return deviations[0] - np.einsum("jte,ej->te", deviations[1:], params.ar[self.digits[:, 0]])
@@ -162,23 +192,41 @@ class SwitchingRegression:
         scratch: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """The arguments of the HMM kernels on the expanded chain: log-likelihoods (from the
-        ``residuals``, computed when not given), offsets, initial probabilities, transitions."""
-        initial, matrices = self.expanded_chain(self.transition_matrices(params, data), scratch)
+        ``residuals``, computed when not given), offsets, initial probabilities, transitions.
+
+        The kernels take one initial law; where the sequences' differ (time-varying
+        transitions) each is folded into its first step's evidence, log(E pi_s) added to it,
+        with a uniform initial law: the same products, so the same results."""
+        initials, matrices = self.expanded_chain(self.transition_matrices(params, data), data, scratch)
         if residuals is None:
             residuals = self.residuals(params, self.deviations(params, data))
+        log_likelihoods = self.log_densities(params, residuals)
+        offsets = self.offsets(data).astype(np.int64)
+        initial = initials[0]
+        if len(initials) > 1:
+            with np.errstate(divide="ignore"):
+                log_likelihoods[offsets[:-1]] += np.log(len(initial) * initials)
+            initial = np.full(len(initial), 1.0 / len(initial))
         return {
-            "log_likelihoods": self.log_densities(params, residuals),
-            "offsets": np.array([0, len(residuals)], dtype=np.int64),
+            "log_likelihoods": log_likelihoods,
+            "offsets": offsets,
             "initial_probs": initial,
             "transition_matrices": matrices,
         }
 
+    def initial_laws(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+        """(n_sequences, E) the law of each sequence's first expanded state."""
+        matrices = self.transition_matrices(params, data)
+        if len(matrices) == 1:
+            return np.broadcast_to(self.initial(matrices), (len(data.bounds) - 1, self.n_expanded))
+        return self.expanded_chain(matrices, data)[0]
+
     def coef_design(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, np.ndarray]:
         """With phi fixed the residual is ``target - design @ free coefficients``: (T, E) and (T, E, n_coef)."""
-        p, n = self.order, len(data.y)
+        p, rows = self.order, self.rows(data)
         ar = params.ar[self.digits[:, 0]]  # (E, p)
-        y_lags = np.stack([data.y[p - j : n - j] for j in range(p + 1)])  # (p+1, T)
-        x_lags = np.stack([data.regressors[p - j : n - j] for j in range(p + 1)])  # (p+1, T, R)
+        y_lags = np.stack([data.y[rows - j] for j in range(p + 1)])  # (p+1, T)
+        x_lags = np.stack([data.regressors[rows - j] for j in range(p + 1)])  # (p+1, T, R)
         target = y_lags[0][:, None] - y_lags[1:].T @ ar.T
         # d(x_t'beta_{S_t} - sum_j phi_j x_{t-j}'beta_{S_{t-j}}) / d beta_k[c]
         lag_weights = np.concatenate([self.indicators[:1], -ar.T[:, :, None] * self.indicators[1:]])  # (p+1, E, K)
@@ -192,13 +240,13 @@ class SwitchingRegression:
 
     # --------------------------------------------------------------- inference
     def log_likelihood(self, params: SwitchingParameters, data: SeriesData) -> float:
-        """log p(y_p, ..., y_n-1 | y_0, ..., y_p-1)."""
-        return float(kernels.log_likelihood(**self._kernel_arguments(params, data))[0])
+        """sum over the sequences of log p(y_p, ..., y_n-1 | y_0, ..., y_p-1)."""
+        return float(kernels.log_likelihood(**self._kernel_arguments(params, data)).sum())
 
     def filtered(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
         """p(S_t | y up to t) for t >= p, (T, K), and the log-likelihood."""
         filtered, log_lik = kernels.forward_filter(**self._kernel_arguments(params, data))
-        return self.regimes(filtered), float(log_lik[0])
+        return self.regimes(filtered), float(log_lik.sum())
 
     def viterbi(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
         """The most probable regime path (T,) for t >= p, and log p(y, path) (the path's
@@ -211,7 +259,7 @@ class SwitchingRegression:
                 log_initial=np.log(arguments["initial_probs"]),
                 log_transitions=np.log(arguments["transition_matrices"]),
             )
-        return self.digits[path, 0], float(log_prob[0])
+        return self.digits[path, 0], float(log_prob.sum())
 
     # -------------------------------------------------------------------- E-step
     def e_step(
@@ -223,37 +271,41 @@ class SwitchingRegression:
         deviations = self.deviations(params, data)
         residuals = self.residuals(params, deviations)
         arguments = self._kernel_arguments(params, data, residuals, scratch)
-        current, first, p = self.indicators[0], None, self.order
-        if len(arguments["transition_matrices"]) > 1:
+        current, p = self.indicators[0], self.order
+        varying = len(arguments["transition_matrices"]) > 1
+        if varying:
             log_lik, posteriors, pairs = kernels.forward_backward_varying(**arguments, scratch=scratch)
-            moves = np.zeros((len(data.y), self.n_states, self.n_states))
-            moves[p + 1 :] = current.T @ pairs[1:] @ current
+            moves = np.zeros((len(data.regressors), self.n_states, self.n_states))
+            moves[self.rows(data)] = current.T @ pairs @ current  # pairs are 0 at sequence starts
         else:
             log_lik, posteriors, pairs = kernels.forward_backward(**arguments, scratch=scratch)
             moves = (current.T @ pairs @ current)[None]
-        first = posteriors[0]
-        for j in range(p):  # the moves inside the first expanded state, into step p - j
-            moves[p - j if len(moves) > 1 else 0] += (self.indicators[j + 1].T * first) @ self.indicators[j]
+        firsts = posteriors[arguments["offsets"][:-1]]
+        for (start, _), first in zip(data.sequences(), firsts):
+            for j in range(p):  # the moves inside the first expanded state, into step p - j
+                moves[start + p - j if varying else 0] += (self.indicators[j + 1].T * first) @ self.indicators[j]
         transitions = moves.sum(axis=0)
         earliest = self.indicators[-1]
         return Posterior(
-            float(log_lik[0]),
+            float(log_lik.sum()),
             posteriors,
             transitions,
-            first @ earliest,
+            np.array([first @ earliest for first in firsts]),  # vector products, as for one sequence
             arguments["initial_probs"] @ earliest,
             residuals,
             deviations,
             moves if len(moves) > 1 else None,
         )
 
-    def hard_posterior(self, path: np.ndarray) -> Posterior:
+    def hard_posterior(self, path: np.ndarray, data: SeriesData) -> Posterior:
         """All mass on one regime path (n,), with one pseudo-count per transition: a start for the M-step."""
-        k, p, n = self.n_states, self.order, len(path)
-        expanded = sum(path[p - j : n - j] * k ** (p - j) for j in range(p + 1))
-        counts = 1.0 + np.eye(k)[path[:-1]].T @ np.eye(k)[path[1:]]
+        k, p, rows = self.n_states, self.order, self.rows(data)
+        expanded = sum(path[rows - j] * k ** (p - j) for j in range(p + 1))
+        linked = _linked_rows(data)
+        counts = 1.0 + np.eye(k)[path[linked - 1]].T @ np.eye(k)[path[linked]]
         empty = np.empty((0, 0))
-        return Posterior(np.nan, np.eye(self.n_expanded)[expanded], counts, np.eye(k)[path[0]], empty, empty, empty)
+        first = np.eye(k)[path[data.bounds[:-1]]]
+        return Posterior(np.nan, np.eye(self.n_expanded)[expanded], counts, first, empty, empty, empty)
 
     # -------------------------------------------------------------------- M-step
     def initial_parameters(self, path: np.ndarray, data: SeriesData) -> SwitchingParameters:
@@ -261,7 +313,7 @@ class SwitchingRegression:
         the logit from 0, with the pseudo-counts spread over the steps), then two regression
         steps (the coefficients, phi, the coefficients again given phi, the variances)."""
         k, n_tvtp = self.n_states, self.layout.n_tvtp
-        posterior = self.hard_posterior(path)
+        posterior = self.hard_posterior(path, data)
         params = SwitchingParameters(
             transmat=None if n_tvtp else normalise_rows(posterior.transitions),
             coef=np.zeros((k, data.regressors.shape[1])),
@@ -270,8 +322,8 @@ class SwitchingRegression:
             transition_coef=np.zeros((k, k - 1, n_tvtp)) if n_tvtp else None,
         )
         if n_tvtp:
-            moves = np.zeros((len(path), k, k))
-            moves[1:] = np.eye(k)[path[:-1], :, None] * np.eye(k)[path[1:], None, :] + 1.0 / (len(path) - 1)
+            moves, linked = np.zeros((len(path), k, k)), _linked_rows(data)
+            moves[linked] = np.eye(k)[path[linked - 1], :, None] * np.eye(k)[path[linked], None, :] + 1.0 / len(linked)
             for _ in range(_INITIAL_NEWTON_STEPS):
                 matrices = self.transition_matrices(params, data)
                 coef = params.transition_coef + newton_direction(moves, matrices, data.tvtp)
@@ -296,22 +348,31 @@ class SwitchingRegression:
         """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
         moves' term, taken if it raises the whole (the start's term too), else the largest of
         1/2, 1/4, ... of it that does (or none), a generalised-EM step."""
-        moves, first = posterior.moves, posterior.first_regime
+        moves = posterior.moves
         matrices = self.transition_matrices(params, data)
-        current = expected_log_probability(moves, matrices, first)
+        current = self.logit_objective(posterior, matrices, data)
+        # a sequence's first row has no moves, so one Newton step spans the sequences
         direction = newton_direction(moves, matrices, data.tvtp)
         for step in 0.5 ** np.arange(10):
             candidate = replace(params, transition_coef=params.transition_coef + step * direction)
-            if expected_log_probability(moves, self.transition_matrices(candidate, data), first) >= current:
+            if self.logit_objective(posterior, self.transition_matrices(candidate, data), data) >= current:
                 return candidate
         return params
+
+    def logit_objective(self, posterior: Posterior, matrices: np.ndarray, data: SeriesData) -> float:
+        """The transition part of Q with time-varying P, summed over the sequences (each starting
+        from the stationary distribution of its first matrix)."""
+        return sum(
+            expected_log_probability(posterior.moves[a:b], matrices[a:b], first)
+            for (a, b), first in zip(data.sequences(), posterior.first_regime)
+        )
 
     def transition_step(self, params: SwitchingParameters, posterior: Posterior) -> SwitchingParameters:
         """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
         stationary start, has no closed-form maximum. The normalised counts maximise its first
         term; they are taken if they raise the whole, else the largest step towards them of
         1/2, 1/4, ... that does (or none), which keeps the step a generalised-EM one."""
-        counts, first = posterior.transitions, posterior.first_regime
+        counts, first = posterior.transitions, posterior.first_regime.sum(axis=0)
 
         def objective(transmat: np.ndarray, start: np.ndarray) -> float:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -363,13 +424,16 @@ class SwitchingRegression:
         gamma = posterior.posteriors
         if layout.n_tvtp:
             matrices = self.transition_matrices(params, data)
-            transition_grad = logit_gradient(posterior.moves, matrices, data.tvtp, posterior.first_regime)
+            transition_grad = sum(
+                logit_gradient(posterior.moves[a:b], matrices[a:b], data.tvtp[a:b], first)
+                for (a, b), first in zip(data.sequences(), posterior.first_regime)
+            )
             transition_grad = np.transpose(transition_grad, (1, 2, 0))  # target, covariate, source
         else:
             transmat, counts = params.transmat, posterior.transitions
             # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
             transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
-            transition_grad = (transition_grad + start_gradient(transmat, posterior.first_regime)).T
+            transition_grad = (transition_grad + start_gradient(transmat, posterior.first_regime.sum(axis=0))).T
 
         residuals = posterior.residuals
         weighted = gamma * residuals / params.variances[self.digits[:, 0]]  # -(d log f / d residual) gamma
@@ -463,10 +527,11 @@ class SwitchingRegression:
         self,
         params: SwitchingParameters,
         data: SeriesData,
-        future_regressors: np.ndarray,
-        future_tvtp: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Regime probabilities (H, K), means (H,) and variances (H,) of the H values after the data.
+        futures: list[tuple[np.ndarray, np.ndarray | None]],
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Regime probabilities (H, K), means (H,) and variances (H,) of the H values after each
+        sequence of the data, given the (regressors (H, R), transition covariates (H, C) or
+        None) of its future in ``futures``.
 
         In expanded state e the future is y_t = sum_j phi_{j,S_t} y_{t-j} + c_{e,t} + e_t with
         c_{e,t} = x_t'beta_{S_t} - sum_j phi_{j,S_t} x_{t-j}'beta_{S_{t-j}}, a Markov jump linear
@@ -474,27 +539,33 @@ class SwitchingRegression:
         started from the filtered p(S_T, ..., S_T-p | y); with time-varying transitions the
         moves into the future steps follow their covariates ``future_tvtp`` (H, C).
         """
-        p, horizon, n_expanded = self.order, len(future_regressors), self.n_expanded
+        p, n_expanded = self.order, self.n_expanded
         arguments = self._kernel_arguments(params, data)
         filtered, _ = kernels.forward_filter(**arguments)
         size = max(p, 1)
-        # c is the residual of a series of zeros, with the sign changed
-        regressors = np.concatenate([data.regressors, future_regressors])
-        zeros = SeriesData(np.zeros(len(regressors)), regressors)
-        offsets = np.zeros((horizon, n_expanded, size))
-        offsets[:, :, 0] = -self.residuals(params, self.deviations(params, zeros))[-horizon:]
         companions = companion_matrices(params.ar[self.digits[:, 0], None, :]) if p else np.zeros((n_expanded, 1, 1))
         shocks = np.zeros((n_expanded, size, size))
         shocks[:, 0, 0] = params.variances[self.digits[:, 0]]
-        if params.transition_coef is None:
-            matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
-        else:
-            matrices = self.expanded_moves(logit_matrices(params.transition_coef, future_tvtp))
-        state = data.y[::-1][:size]  # [y_T, ..., y_T-p+1]
-        start = filtered[-1]
-        first, second = known_state_moments(start, state)
-        modes, means, covariances = jump_linear_moments(start, first, second, matrices, companions, offsets, shocks)
-        return self.regimes(modes), means[:, 0], covariances[:, 0, 0]
+        out = []
+        for (first_row, end), last, (future_regressors, future_tvtp) in zip(
+            data.sequences(), arguments["offsets"][1:] - 1, futures
+        ):
+            horizon = len(future_regressors)
+            # c is the residual of a series of zeros, with the sign changed
+            regressors = np.concatenate([data.regressors[first_row:end], future_regressors])
+            zeros = SeriesData(np.zeros(len(regressors)), regressors)
+            offsets = np.zeros((horizon, n_expanded, size))
+            offsets[:, :, 0] = -self.residuals(params, self.deviations(params, zeros))[-horizon:]
+            if params.transition_coef is None:
+                matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
+            else:
+                matrices = self.expanded_moves(logit_matrices(params.transition_coef, future_tvtp))
+            state = data.y[first_row:end][::-1][:size]  # [y_T, ..., y_T-p+1]
+            start = filtered[last]
+            first, second = known_state_moments(start, state)
+            modes, means, covariances = jump_linear_moments(start, first, second, matrices, companions, offsets, shocks)
+            out.append((self.regimes(modes), means[:, 0], covariances[:, 0, 0]))
+        return out
 
 
 def _weighted_least_squares(target: np.ndarray, design: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -503,3 +574,8 @@ def _weighted_least_squares(target: np.ndarray, design: np.ndarray, weights: np.
     weighted = matrix * weights.reshape(-1, 1)
     # normal equations: a handful of columns; lstsq copes with a regime that has no weight
     return np.linalg.lstsq(weighted.T @ matrix, weighted.T @ target.ravel(), rcond=None)[0]
+
+
+def _linked_rows(data: SeriesData) -> np.ndarray:
+    """The rows with a predecessor in their sequence."""
+    return np.concatenate([np.arange(first + 1, end) for first, end in data.sequences()])
