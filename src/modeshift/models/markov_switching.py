@@ -8,7 +8,10 @@ distribution of the first step's matrix, both as statsmodels. :class:`MarkovRegr
 coefficients (and optionally the variance) of a regression, :class:`MarkovAutoregression`
 the mean an autoregression reverts to; the model itself, its likelihood and its steps are
 in :mod:`~modeshift.models.switching_regression`, its parameters in
-:mod:`~modeshift.models.switching_layout`.
+:mod:`~modeshift.models.switching_layout`. Both take several sequences (each starts its own
+chain, the lags never cross from one to the next) and several series at once (D > 1: a
+switching mean vector, full covariance matrices, coefficient matrices and, for the
+autoregression, a VAR in mean-deviation form); a regression integrates missing values out.
 
 Fitting is maximum likelihood in two stages. Expectation-conditional-maximisation runs
 through the one EM driver (:func:`modeshift.models.em.run`: restarts, the convergence rule,
@@ -49,7 +52,7 @@ import pandas as pd
 
 from modeshift._kernels.threads import threads_for
 from modeshift.chain_analysis import dwell_times, stationary_distribution
-from modeshift.data import Sequences, as_sequences, check_array, check_probabilities
+from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.logit_transitions import logit_matrices
@@ -61,7 +64,7 @@ __all__ = ["MarkovAutoregression", "MarkovRegression"]
 
 PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for a list of sequences
 
-_PARAMETERS = ("transmat_", "transition_coef_", "trend_", "exog_coef_", "variances_", "ar_coef_")
+_PARAMETERS = ("transmat_", "transition_coef_", "trend_", "exog_coef_", "variances_", "covars_", "ar_coef_")
 _STATIONARY = 1e-5  # the polish has converged when the largest gradient entry is below this
 #: old names -> new (DeprecationWarning); each class declares them, so that warnings name it
 _RENAMED = {
@@ -142,16 +145,27 @@ class _MarkovSwitching(Model):
         n_exog: int | None = None,
         exog_tvtp: Any = None,
         n_tvtp: int | None = None,
+        n_features: int | None = None,
         **columns: Any,
     ) -> tuple[SeriesData, list[str], Sequences]:
-        """Check y (no NaN, every sequence longer than the order), exog (``n_exog`` columns
-        when given) and exog_tvtp (``n_tvtp`` columns when given, 0 for none), each one array
-        for all steps or, for a list of sequences, a list of arrays; the series, their regressors
-        (and transition covariates), the exogenous columns' names and the sequences of the
-        steps after the first ``order`` of each (to give per-step results back in the data's form)."""
+        """Check y (``n_features`` series when given; NaN only in a regression; every sequence
+        longer than the order), exog (``n_exog`` columns when given) and exog_tvtp (``n_tvtp``
+        columns when given, 0 for none), each one array for all steps or, for a list of
+        sequences, a list of arrays; the series, their regressors (and transition covariates),
+        the exogenous columns' names and the sequences of the steps after the first ``order``
+        of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit."""
         name = type(self).__name__
         seqs = as_sequences(y, lengths, **columns)
-        seqs = seqs.require(allow_missing=False, min_length=self._order + 1, n_features=1, model=name)
+        seqs = seqs.require(allow_missing=True, min_length=self._order + 1, n_features=n_features, model=name)
+        if self._order and seqs.has_missing:
+            sequence, step = seqs.locate(int(np.flatnonzero(np.isnan(seqs.values).any(axis=1))[0]))
+            raise ValueError(
+                f"sequence {sequence}, time step {step}: missing value (NaN); {name} cannot take missing values: "
+                f"each is a lag of the next {self._order} step(s), whose density it leaves undefined "
+                "(MarkovRegression integrates missing values out)"
+            )
+        if n_exog is None and seqs.has_missing:
+            seqs.require_observed()
         given, names = _first_block(seqs, exog)
         width = (0 if seqs.inputs is None else seqs.inputs.shape[1]) if given is None else given.shape[1]
         if n_exog is not None and width != n_exog:
@@ -159,7 +173,7 @@ class _MarkovSwitching(Model):
         inputs = seqs.with_inputs(exog, width, f"this {name} (exog)").inputs
         names = names or [f"x{c + 1}" for c in range(width)]
         tvtp = self._tvtp_rows(exog_tvtp, seqs, n_tvtp, "exog_tvtp")
-        data = SeriesData(seqs.values[:, 0], self._regressors(inputs, seqs.offsets), tvtp, seqs.offsets)
+        data = SeriesData(seqs.values, self._regressors(inputs, seqs.offsets), tvtp, seqs.offsets)
         return data, names, _after_order(seqs, self._order)
 
     def _tvtp_rows(self, exog_tvtp: Any, seqs: Sequences | int, n_tvtp: int | None, name: str) -> np.ndarray | None:
@@ -206,14 +220,18 @@ class _MarkovSwitching(Model):
             raise ValueError(f"{name} was given but this {type(self).__name__} has no exog columns")
         return _rows(exog, n_rows, n_exog, name)
 
-    def _engine(self, n_exog: int, n_tvtp: int = 0) -> SwitchingRegression:
+    def _engine(self, n_exog: int, n_tvtp: int = 0, n_features: int = 1) -> SwitchingRegression:
         self._check_params()
         switching_coef = switching_flags(self.switching_trend, self._n_trend, "switching_trend")
         switching_coef += switching_flags(self.switching_exog, n_exog, "switching_exog")
         layout = ParameterLayout(
-            self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance, n_tvtp
+            self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance, n_tvtp, n_features
         )
         return SwitchingRegression(layout)
+
+    def _engine_for(self, params: SwitchingParameters) -> SwitchingRegression:
+        """The engine of parameters (their numbers of exogenous columns, transition covariates, series)."""
+        return self._engine(params.coef.shape[1] - self._n_trend, _n_tvtp(params), params.covariances.shape[1])
 
     def _column_names(self, n_exog: int) -> list[str]:
         exog_names = self.__dict__.get("exog_names_") or [f"x{c + 1}" for c in range(n_exog)]
@@ -253,7 +271,7 @@ class _MarkovSwitching(Model):
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
         if n_tvtp and self.n_states < 2:
             raise ValueError("time-varying transition probabilities need n_states >= 2")
-        engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp)
+        engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp, data.y.shape[1])
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
         with threads_for(1):  # one short series, filtered hundreds of times
             em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
@@ -292,7 +310,8 @@ class _MarkovSwitching(Model):
 
     def _data_driven_paths(self, data: SeriesData) -> list[np.ndarray]:
         """Regime paths to start EM from: quantile bands of the level (raw and smoothed), and of
-        the local spread when the variance switches."""
+        the local spread when the variance switches. Several series are standardised and their
+        level is their first principal component; missing values count as the series' mean."""
         k, n = self.n_states, len(data.y)
         if k == 1:
             return [np.zeros(n, dtype=np.int64)]
@@ -301,10 +320,14 @@ class _MarkovSwitching(Model):
         def moving_average(x: np.ndarray) -> np.ndarray:  # within each sequence
             return np.concatenate([_moving_average(x[a:b], width) for a, b in data.sequences()])
 
-        fitted = np.linalg.lstsq(data.regressors, data.y, rcond=None)[0] if data.regressors.shape[1] else 0.0
-        keys = [data.y, moving_average(data.y)]
+        y = np.where(np.isnan(data.y), np.nanmean(data.y, axis=0), data.y) if data.patterns else data.y
+        if y.shape[1] > 1:
+            y = (y - y.mean(axis=0)) / np.sqrt(np.maximum(data.variances, data.variance_floor))
+        level = y[:, 0] if y.shape[1] == 1 else y @ np.linalg.eigh(y.T @ y)[1][:, -1]
+        fitted = np.linalg.lstsq(data.regressors, y, rcond=None)[0] if data.regressors.shape[1] else 0.0
+        keys = [level, moving_average(level)]
         if self.switching_variance:
-            keys.append(moving_average((data.y - data.regressors @ fitted) ** 2))
+            keys.append(moving_average(((y - data.regressors @ fitted) ** 2).sum(axis=1)))
         quantiles = np.arange(1, k) / k
         return [np.searchsorted(np.quantile(key, quantiles), key) for key in keys]
 
@@ -337,6 +360,11 @@ class _MarkovSwitching(Model):
                     f"the exog_coef_ set has {start.coef.shape[1] - self._n_trend} column(s), "
                     f"the exog given to fit {data.regressors.shape[1] - self._n_trend}"
                 )
+            if start.covariances.shape[1] != data.y.shape[1]:
+                raise ValueError(
+                    f"the parameters set are for {start.covariances.shape[1]} series, "
+                    f"the data given to fit have {data.y.shape[1]}"
+                )
         self.__dict__["_current"] = start
 
     def _e_step(self, problem: _Problem, workspace: dict[str, Any]) -> tuple[float, Posterior]:
@@ -360,38 +388,58 @@ class _MarkovSwitching(Model):
             self.transmat_ = params.transmat
         else:
             self.transition_coef_ = params.transition_coef
-        self.trend_ = params.coef[:, : self._n_trend]
-        self.exog_coef_ = params.coef[:, self._n_trend :]
-        self.variances_ = params.variances
+        for name in ("variances_", "covars_"):
+            self.__dict__.pop(name, None)
+        univariate = params.covariances.shape[1] == 1  # one series: its coefficients without the series axis
+        coef = params.coef[:, :, 0] if univariate else params.coef
+        self.trend_ = coef[:, : self._n_trend]
+        self.exog_coef_ = coef[:, self._n_trend :]
+        if univariate:
+            self.variances_ = params.covariances[:, 0, 0]
+        else:
+            self.covars_ = params.covariances
         if self._order:
-            self.ar_coef_ = params.ar
+            self.ar_coef_ = params.ar[:, :, 0, 0] if univariate else params.ar
 
     def _parameters(self) -> SwitchingParameters:
         """The current parameters, checked, whether fitted or set by hand."""
         varying = "transition_coef_" in self.__dict__
         transitions = "transition_coef_" if varying else "transmat_"
-        required = [transitions, "trend_", "variances_"] + (["ar_coef_"] if self._order else [])
-        missing = [name for name in required if name not in self.__dict__]
+        univariate = "covars_" not in self.__dict__
+        required = [transitions, "trend_", "variances_" if univariate else "covars_"]
+        missing = [name for name in required + (["ar_coef_"] if self._order else []) if name not in self.__dict__]
         if missing:
             raise NotFittedError(f"this {type(self).__name__} has no {', '.join(missing)}: call fit, or set them")
         k = self.n_states
+        if univariate:
+            variances = check_array("variances_", self.variances_, (k,))
+            if (variances <= 0).any():
+                raise ValueError(f"variances_ must be positive, got {variances}")
+            covariances = variances[:, None, None]
+        else:
+            covariances = check_covariances("covars_", self.covars_)
+            covariances = check_array("covars_", covariances, (k, None, None))
+        d = covariances.shape[1]
 
-        def per_regime(name: str, columns: int | None) -> np.ndarray:
+        def per_regime(name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+            """(K, *shape) from a univariate model's (K, n) (or (K,) for n = 1), a multivariate one's as is."""
             value = np.asarray(self.__dict__.get(name, np.empty((k, 0))), dtype=np.float64)
-            return check_array(name, value[:, None] if value.ndim == 1 else value, (k, columns))
+            if univariate:
+                value = check_array(name, value[:, None] if value.ndim == 1 else value, (k, shape[0]))
+                return value.reshape(k, value.shape[1], *(1,) * (len(shape) - 1))
+            return check_array(name, value.reshape(k, 0, *shape[1:]) if value.size == 0 else value, (k, *shape))
 
-        variances = check_array("variances_", self.variances_, (k,))
-        if (variances <= 0).any():
-            raise ValueError(f"variances_ must be positive, got {variances}")
         transition_coef = None
         if varying:
             transition_coef = np.asarray(self.transition_coef_, dtype=np.float64)
             transition_coef = check_array("transition_coef_", transition_coef, (k, k - 1, None))
         return SwitchingParameters(
             transmat=None if varying else check_probabilities("transmat_", self.transmat_, (k, k)),
-            coef=np.column_stack([per_regime("trend_", self._n_trend), per_regime("exog_coef_", None)]),
-            ar=per_regime("ar_coef_", self._order),
-            variances=variances,
+            coef=np.concatenate(
+                [per_regime("trend_", (self._n_trend, d)), per_regime("exog_coef_", (None, d))], axis=1
+            ),
+            ar=per_regime("ar_coef_", (self._order, d, d)),
+            covariances=covariances,
             transition_coef=transition_coef,
         )
 
@@ -401,8 +449,8 @@ class _MarkovSwitching(Model):
         """The engine, the parameters, the data and the steps per-step results cover."""
         params = self._parameters()
         n_exog, n_tvtp = params.coef.shape[1] - self._n_trend, _n_tvtp(params)
-        data, _, steps = self._series(y, lengths, exog, n_exog, exog_tvtp, n_tvtp)
-        return self._engine(n_exog, n_tvtp), params, data, steps
+        data, _, steps = self._series(y, lengths, exog, n_exog, exog_tvtp, n_tvtp, params.covariances.shape[1])
+        return self._engine_for(params), params, data, steps
 
     def _constant_transmat(self, what: str) -> np.ndarray:
         params = self._parameters()
@@ -421,9 +469,10 @@ class _MarkovSwitching(Model):
 
     @property
     def means_(self) -> np.ndarray:
-        """The intercept of each regime, (K,) (zeros when the trend has no constant)."""
+        """The intercept of each regime, (K,), or (K, D) for several series (zeros when the trend has no constant)."""
         params = self._parameters()
-        return params.coef[:, 0] if "c" in self.trend else np.zeros(self.n_states)
+        means = params.coef[:, 0] if "c" in self.trend else np.zeros(params.coef.shape[::2])
+        return means[:, 0] if means.shape[1] == 1 else means
 
     @property
     def startprob_(self) -> np.ndarray:
@@ -505,7 +554,7 @@ class _MarkovSwitching(Model):
         exog: Any = None,
         exog_tvtp: Any = None,
     ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
-        """Simulate ``n_sequences`` series of ``n_steps`` values: the series (n_steps, 1) and its
+        """Simulate ``n_sequences`` series of ``n_steps`` values: the series (n_steps, D) and its
         regimes (n_steps,), or lists of them for several.
 
         The chain starts from its stationary distribution and the deviations from the regime
@@ -520,12 +569,12 @@ class _MarkovSwitching(Model):
         n_exog = params.coef.shape[1] - self._n_trend
         regressors = self._regressors(self._exog_rows(exog, int(n_steps), n_exog, "exog"), np.array([0, int(n_steps)]))
         tvtp = self._tvtp_rows(exog_tvtp, int(n_steps), _n_tvtp(params), "exog_tvtp")
-        engine, rng = self._engine(n_exog, _n_tvtp(params)), np.random.default_rng(random_state)
-        design = SeriesData(np.empty(0), regressors, tvtp)
+        engine, rng = self._engine_for(params), np.random.default_rng(random_state)
+        design = SeriesData(np.empty((0, params.covariances.shape[1])), regressors, tvtp)
         draws = [engine.simulate(params, design, rng) for _ in range(int(n_sequences))]
         if len(draws) == 1:
-            return draws[0][0][:, None], draws[0][1]
-        return [y[:, None] for y, _ in draws], [regimes for _, regimes in draws]
+            return draws[0]
+        return [y for y, _ in draws], [regimes for _, regimes in draws]
 
     def forecast(
         self,
@@ -541,7 +590,7 @@ class _MarkovSwitching(Model):
         """The predictive distribution of the ``horizon`` values after the end of each sequence of ``y``
         (lists of them for several sequences).
 
-        ``means`` (horizon, 1) and ``covariances`` (horizon, 1, 1) are exact (moment propagation
+        ``means`` (horizon, D) and ``covariances`` (horizon, D, D) are exact (moment propagation
         of the jump linear system the future is, from the filtered last p + 1 regimes; see
         :func:`~modeshift.models.jump_linear.jump_linear_moments`), and so are the
         ``mode_probabilities`` (horizon, K). ``future_exog`` (horizon, n_exog) holds the
@@ -567,20 +616,23 @@ class _MarkovSwitching(Model):
                 )
             )
         parts = [
-            Forecast(means[:, None], variances[:, None, None], modes)
-            for modes, means, variances in engine.forecast(params, data, futures)
+            Forecast(means, covariances, modes) for modes, means, covariances in engine.forecast(params, data, futures)
         ]
         return Forecast.of_sequences(parts)
 
     def describe(self) -> pd.DataFrame:
         """One row per regime: long-run share of time (``occupancy``, also the start distribution),
         ``dwell_time`` 1 / (1 - P[k, k]) in steps, switch probabilities ``to_j``, then the
-        coefficients (trend and exogenous columns, ``sigma2``, ``ar.L1`` ...). With time-varying
-        transitions the first columns are their logit coefficients instead, ``to_{j}.tvtp{c}``
-        (``transition_coef_[:, j, c]``)."""
+        coefficients (trend and exogenous columns, ``sigma2``, ``ar.L1`` ...; for several series
+        named as in :meth:`summary`). With time-varying transitions the first columns are their
+        logit coefficients instead, ``to_{j}.tvtp{c}`` (``transition_coef_[:, j, c]``)."""
         params = self._parameters()
         transmat = params.transmat
-        columns = self._column_names(params.coef.shape[1] - self._n_trend)
+        layout = self._engine_for(params).layout
+        coef_names, covariance_names, ar_names = layout.value_names(
+            self._column_names(params.coef.shape[1] - self._n_trend)
+        )
+        rows, columns = np.array(layout.covariance_entries).T
         if transmat is None:
             coef = params.transition_coef
             chain = {f"to_{j}.tvtp{c}": coef[:, j, c] for j in range(coef.shape[1]) for c in range(coef.shape[2])}
@@ -590,11 +642,12 @@ class _MarkovSwitching(Model):
                 "dwell_time": self.dwell_times_,
                 **{f"to_{j}": transmat[:, j] for j in range(self.n_states)},
             }
+        k = self.n_states
         table = {
             **chain,
-            **{name: params.coef[:, c] for c, name in enumerate(columns)},
-            "sigma2": params.variances,
-            **{f"ar.L{j + 1}": params.ar[:, j] for j in range(self._order)},
+            **dict(zip(coef_names, params.coef.reshape(k, -1).T)),
+            **dict(zip(covariance_names, params.covariances[:, rows, columns].T)),
+            **dict(zip(ar_names, params.ar.reshape(k, -1).T)),
         }
         return pd.DataFrame(table, index=pd.RangeIndex(self.n_states, name="mode"))
 
@@ -603,7 +656,7 @@ class _MarkovSwitching(Model):
     def n_parameters(self) -> int:
         """Number of free parameters: K(K-1) transition probabilities, coefficients, variances, phi."""
         params = self._parameters()
-        return self._engine(params.coef.shape[1] - self._n_trend, _n_tvtp(params)).layout.n_parameters
+        return self._engine_for(params).layout.n_parameters
 
     def aic(
         self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
@@ -638,7 +691,7 @@ class _MarkovSwitching(Model):
         """Parameter estimates and standard errors (inverse observed information), statsmodels' names and order."""
         params = self._parameters()
         n_exog = params.coef.shape[1] - self._n_trend
-        layout = self._engine(n_exog, _n_tvtp(params)).layout
+        layout = self._engine_for(params).layout
         errors = self.__dict__.get("standard_errors_")
         return pd.DataFrame(
             {
@@ -714,10 +767,14 @@ class MarkovRegression(_MarkovSwitching):
         The chain's start distribution: its stationary one (statsmodels' default); not
         defined with time-varying transitions (nor ``dwell_times_``: they change with z_t).
     trend_ : (K, n_trend) array; means_ : (K,) array
-        Trend coefficients per regime; ``means_`` is the intercept column.
-    exog_coef_ : (K, n_exog) array
+        Trend coefficients per regime; ``means_`` is the intercept column. For D > 1 series,
+        (K, n_trend, D) and (K, D): y_t - B_k' x_t is the deviation, B_k = the coefficients'
+        rows stacked.
+    exog_coef_ : (K, n_exog) array, or (K, n_exog, D) for D > 1 series
     variances_ : (K,) array
-        Equal entries unless ``switching_variance``.
+        Equal entries unless ``switching_variance``. For D > 1 series ``covars_`` (K, D, D)
+        instead, full covariance matrices (``summary`` names the entries ``sigma2.y1``,
+        ``cov.y2.y1``, ...).
     dwell_times_ : (K,) array
         Expected steps per visit, 1 / (1 - transmat_[k, k]) (``expected_durations_`` is its old name).
     log_likelihood_ : float
@@ -741,7 +798,10 @@ class MarkovRegression(_MarkovSwitching):
     the covariates of the steps simulated or ahead. Several sequences are independent
     given the parameters; per-step results cover the steps after the first ``order`` of
     each (lists of them for a list of sequences; ``filtered_probabilities_`` and
-    ``smoothed_probabilities_`` stack them).
+    ``smoothed_probabilities_`` stack them). Missing values (NaN) are integrated out: a
+    wholly missing step carries no evidence (the regime probabilities are predicted through
+    it), a partly missing one has the density of its observed entries, and EM takes the
+    missing entries' conditional moments given the observed ones (an exact EM).
 
     Examples
     --------
@@ -814,8 +874,18 @@ class MarkovAutoregression(_MarkovSwitching):
 
     Attributes
     ----------
-    ar_coef_ : (K, order) array
-        phi per regime (equal rows where not switching); the others as for :class:`MarkovRegression`.
+    ar_coef_ : (K, order) array, or (K, order, D, D) for D > 1 series
+        phi per regime (equal rows where not switching); for several series the matrices Phi_j,
+        ``ar_coef_[k, j - 1] @ (y_t-j - mean)`` the lag's effect (a VAR in mean-deviation form:
+        y_t - mu_{S_t} = sum_j Phi_{j, S_t} (y_t-j - mu_{S_t-j}) + e_t). The others as for
+        :class:`MarkovRegression`.
+
+    Notes
+    -----
+    Missing values are refused (with the sequence and step of the first): a missing value
+    is a lag of the next ``order`` steps, whose conditional density it leaves undefined
+    (the exact likelihood would integrate over the missing value inside the expanded-chain
+    recursion, a Gaussian-mixture filter). :class:`MarkovRegression` integrates them out.
 
     Examples
     --------
