@@ -302,9 +302,11 @@ class SwitchingRegression:
 
     def ar_design(self, deviations: np.ndarray) -> np.ndarray:
         """With the coefficients fixed the residual is ``deviations[0] - design @ free Phi``; (T, E, D, n_ar)."""
-        identity = np.eye(self.n_features)
-        design = np.einsum("ek,ac,jteb->teakjcb", self.indicators[0], identity, deviations[1:])
-        return design.reshape(*deviations.shape[1:], -1) @ self.layout.ar_map
+        d = self.n_features
+        # d e_a / d Phi_{j, S_t}[a, b] = -deviation_{t-j, b}: the free Phi of each state's current regime
+        ar_map = self.layout.ar_map
+        free = ar_map.reshape(self.n_states, self.order, d, d, ar_map.shape[1])[self.digits[:, 0]]  # (E, p, D, D, n_ar)
+        return np.einsum("jteb,ejabf->teaf", deviations[1:], free)
 
     # --------------------------------------------------------------- inference
     def log_likelihood(self, params: SwitchingParameters, data: SeriesData) -> float:
