@@ -354,3 +354,17 @@ def test_fit_with_missing_values_reaches_the_hmm_maximum(var_truth):
     np.testing.assert_allclose(model.covars_, hmm.covars_[order], atol=1e-4)
     np.testing.assert_allclose(model.transmat_, hmm.transmat_[np.ix_(order, order)], atol=1e-4)
     assert np.mean(model.predict(y) == regimes) > 0.95
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_multivariate_tvtp_with_missing_values_equals_enumeration(order):
+    rng = np.random.default_rng(20 + order)
+    model = bivariate(order)
+    del model.transmat_
+    model.transition_coef_ = np.array([[[1.2, 0.8]], [[-0.6, 0.5]]])
+    ys = [rng.normal(size=(n, 2)) for n in (5, 4)]
+    if order == 0:
+        ys[0][2, 1] = np.nan
+    xs = [rng.normal(size=(len(y), 1)) for y in ys]
+    zs = [np.c_[np.ones(len(y)), rng.normal(size=len(y))] for y in ys]
+    check_against_enumeration(model, ys, xs, zs)
