@@ -419,7 +419,7 @@ def test_single_regime_is_conditional_least_squares(gnp):
 def test_exact_gradient_matches_finite_differences(gnp):
     model = MarkovAutoregression(n_states=2, order=2, switching_variance=True)
     engine = model._engine(0)
-    data, _ = model._series(gnp, None, None)
+    data = model._series(gnp, None, None)[0]
     unpack = engine.layout.unpack
     free = np.random.default_rng(0).normal(scale=0.5, size=engine.layout.n_parameters)
     value, gradient = engine.value_and_gradient(free, data)
@@ -729,8 +729,8 @@ def test_input_errors(gnp):
         model.fit(broken)
     with pytest.raises(ValueError, match="needs at least 5"):
         model.fit(gnp[:4])
-    with pytest.raises(ValueError, match="takes one series, got 2 sequences"):
-        model.fit(gnp, [100, 35])
+    with pytest.raises(ValueError, match="sequence 1 has 3 time step"):
+        model.fit([gnp, gnp[:3]])  # every sequence needs more steps than the order
     with pytest.raises(ValueError, match=r"inputs for 10 time steps, but the data have 135"):
         MarkovRegression().fit(gnp, exog=np.ones((10, 1)))
     exog = np.ones((135, 2))
@@ -943,7 +943,7 @@ def test_tvtp_gradient_matches_finite_differences(gnp):
     model = MarkovAutoregression(n_states=3, order=1, switching_variance=True)
     engine = model._engine(0, 2)
     z = np.c_[np.ones(len(gnp)), np.sin(np.arange(len(gnp)) / 5.0)]
-    data, _ = model._series(gnp, None, None, exog_tvtp=z)
+    data = model._series(gnp, None, None, exog_tvtp=z)[0]
     unpack = engine.layout.unpack
     free = np.random.default_rng(1).normal(scale=0.5, size=engine.layout.n_parameters)
     value, gradient = engine.value_and_gradient(free, data)

@@ -8,7 +8,10 @@ distribution of the first step's matrix, both as statsmodels. :class:`MarkovRegr
 coefficients (and optionally the variance) of a regression, :class:`MarkovAutoregression`
 the mean an autoregression reverts to; the model itself, its likelihood and its steps are
 in :mod:`~modeshift.models.switching_regression`, its parameters in
-:mod:`~modeshift.models.switching_layout`.
+:mod:`~modeshift.models.switching_layout`. Both take several sequences (each starts its own
+chain, the lags never cross from one to the next) and several series at once (D > 1: a
+switching mean vector, full covariance matrices, coefficient matrices and, for the
+autoregression, a VAR in mean-deviation form); a regression integrates missing values out.
 
 Fitting is maximum likelihood in two stages. Expectation-conditional-maximisation runs
 through the one EM driver (:func:`modeshift.models.em.run`: restarts, the convergence rule,
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,7 +52,7 @@ import pandas as pd
 
 from modeshift._kernels.threads import threads_for
 from modeshift.chain_analysis import dwell_times, stationary_distribution
-from modeshift.data import as_sequences, check_array, check_probabilities
+from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.logit_transitions import logit_matrices
@@ -59,7 +62,9 @@ from modeshift.models.switching_regression import Posterior, SeriesData, Switchi
 
 __all__ = ["MarkovAutoregression", "MarkovRegression"]
 
-_PARAMETERS = ("transmat_", "transition_coef_", "trend_", "exog_coef_", "variances_", "ar_coef_")
+PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for a list of sequences
+
+_PARAMETERS = ("transmat_", "transition_coef_", "trend_", "exog_coef_", "variances_", "covars_", "ar_coef_")
 _STATIONARY = 1e-5  # the polish has converged when the largest gradient entry is below this
 #: old names -> new (DeprecationWarning); each class declares them, so that warnings name it
 _RENAMED = {
@@ -140,35 +145,40 @@ class _MarkovSwitching(Model):
         n_exog: int | None = None,
         exog_tvtp: Any = None,
         n_tvtp: int | None = None,
+        n_features: int | None = None,
         **columns: Any,
-    ) -> tuple[SeriesData, list[str]]:
-        """Check y (one series, no NaN, longer than the order), exog (``n_exog`` columns when
-        given) and exog_tvtp (``n_tvtp`` columns when given, 0 for none); the series, its
-        regressors (and transition covariates) and the exogenous columns' names."""
+    ) -> tuple[SeriesData, list[str], Sequences]:
+        """Check y (``n_features`` series when given; NaN only in a regression; every sequence
+        longer than the order), exog (``n_exog`` columns when given) and exog_tvtp (``n_tvtp``
+        columns when given, 0 for none), each one array for all steps or, for a list of
+        sequences, a list of arrays; the series, their regressors (and transition covariates),
+        the exogenous columns' names and the sequences of the steps after the first ``order``
+        of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit."""
         name = type(self).__name__
         seqs = as_sequences(y, lengths, **columns)
-        seqs = seqs.require(allow_missing=False, min_length=self._order + 1, n_features=1, model=name)
-        if seqs.n_sequences != 1:
-            raise ValueError(f"{name} takes one series, got {seqs.n_sequences} sequences")
-        if exog is None:
-            width, names = (0, []) if seqs.inputs is None else (seqs.inputs.shape[1], None)
-        else:
-            names = [str(c) for c in exog.columns] if isinstance(exog, pd.DataFrame) else None
-            exog = np.asarray(exog, dtype=np.float64)
-            exog = exog[:, None] if exog.ndim == 1 else exog
-            if exog.ndim != 2:
-                raise ValueError(f"exog must be a 1-D or 2-D array, got shape {exog.shape}")
-            width = exog.shape[1]
+        seqs = seqs.require(allow_missing=True, min_length=self._order + 1, n_features=n_features, model=name)
+        if self._order and seqs.has_missing:
+            sequence, step = seqs.locate(int(np.flatnonzero(np.isnan(seqs.values).any(axis=1))[0]))
+            raise ValueError(
+                f"sequence {sequence}, time step {step}: missing value (NaN); {name} cannot take missing values: "
+                f"each is a lag of the next {self._order} step(s), whose density it leaves undefined "
+                "(MarkovRegression integrates missing values out)"
+            )
+        if n_exog is None and seqs.has_missing:
+            seqs.require_observed()
+        given, names = _first_block(seqs, exog)
+        width = (0 if seqs.inputs is None else seqs.inputs.shape[1]) if given is None else given.shape[1]
         if n_exog is not None and width != n_exog:
             raise ValueError(f"this {name} was fitted with {n_exog} exog column(s), got {width}")
         inputs = seqs.with_inputs(exog, width, f"this {name} (exog)").inputs
         names = names or [f"x{c + 1}" for c in range(width)]
-        tvtp = self._tvtp_rows(exog_tvtp, len(seqs.values), n_tvtp, "exog_tvtp")
-        return SeriesData(seqs.values[:, 0], self._regressors(inputs, 0), tvtp), names
+        tvtp = self._tvtp_rows(exog_tvtp, seqs, n_tvtp, "exog_tvtp")
+        data = SeriesData(seqs.values, self._regressors(inputs, seqs.offsets), tvtp, seqs.offsets)
+        return data, names, _after_order(seqs, self._order)
 
-    def _tvtp_rows(self, exog_tvtp: Any, n_rows: int, n_tvtp: int | None, name: str) -> np.ndarray | None:
-        """The transition covariates (n_rows, n_tvtp), or None for a constant transition matrix;
-        ``n_tvtp`` None at fit (any number of columns)."""
+    def _tvtp_rows(self, exog_tvtp: Any, seqs: Sequences | int, n_tvtp: int | None, name: str) -> np.ndarray | None:
+        """The transition covariates (n_rows, n_tvtp) of the steps of ``seqs`` (or of ``n_rows`` steps),
+        or None for a constant transition matrix; ``n_tvtp`` None at fit (any number of columns)."""
         model = type(self).__name__
         if exog_tvtp is None:
             if n_tvtp:
@@ -176,13 +186,25 @@ class _MarkovSwitching(Model):
             return None
         if n_tvtp == 0:
             raise ValueError(f"{name} was given but this {model} has a constant transition matrix")
-        array = np.asarray(exog_tvtp, dtype=np.float64)
-        array = array[:, None] if array.ndim == 1 else array
-        return np.ascontiguousarray(check_array(name, array, (n_rows, n_tvtp)))
+        if isinstance(seqs, int):
+            return _rows(exog_tvtp, seqs, n_tvtp, name)
+        given, _ = _first_block(seqs, exog_tvtp)
+        width = given.shape[1] if n_tvtp is None else n_tvtp
+        if _per_sequence(seqs, exog_tvtp):
+            if len(exog_tvtp) != seqs.n_sequences:
+                raise ValueError(f"{len(exog_tvtp)} {name} arrays given for {seqs.n_sequences} sequences")
+            blocks = [
+                _rows(block, length, width, f"{name} of sequence {s}")
+                for s, (block, length) in enumerate(zip(exog_tvtp, seqs.lengths))
+            ]
+            return np.ascontiguousarray(np.concatenate(blocks))
+        rows = _rows(exog_tvtp, seqs.n_steps, width, name)
+        return np.ascontiguousarray(rows if seqs.row_order is None else rows[seqs.row_order])
 
-    def _regressors(self, exog: np.ndarray, first_step: int) -> np.ndarray:
-        """The trend columns (the time trend counts steps from 1 at the data's start), then ``exog``."""
-        steps = np.arange(first_step + 1.0, first_step + len(exog) + 1.0)
+    def _regressors(self, exog: np.ndarray, offsets: np.ndarray, first_step: int = 0) -> np.ndarray:
+        """The trend columns (the time trend counts steps from ``first_step`` + 1 at each sequence's
+        start, sequences given by ``offsets``), then ``exog``."""
+        steps = np.arange(first_step + 1.0, first_step + len(exog) + 1.0) - np.repeat(offsets[:-1], np.diff(offsets))
         trend = {"const": np.ones(len(exog)), "trend": steps}
         return np.ascontiguousarray(np.column_stack([*(trend[c] for c in TRENDS[self.trend]), exog]))
 
@@ -196,17 +218,20 @@ class _MarkovSwitching(Model):
             return np.zeros((n_rows, 0))
         if not n_exog:
             raise ValueError(f"{name} was given but this {type(self).__name__} has no exog columns")
-        array = np.asarray(exog, dtype=np.float64)
-        return check_array(name, array[:, None] if array.ndim == 1 else array, (n_rows, n_exog))
+        return _rows(exog, n_rows, n_exog, name)
 
-    def _engine(self, n_exog: int, n_tvtp: int = 0) -> SwitchingRegression:
+    def _engine(self, n_exog: int, n_tvtp: int = 0, n_features: int = 1) -> SwitchingRegression:
         self._check_params()
         switching_coef = switching_flags(self.switching_trend, self._n_trend, "switching_trend")
         switching_coef += switching_flags(self.switching_exog, n_exog, "switching_exog")
         layout = ParameterLayout(
-            self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance, n_tvtp
+            self.n_states, self._order, switching_coef, self._switching_ar, self.switching_variance, n_tvtp, n_features
         )
         return SwitchingRegression(layout)
+
+    def _engine_for(self, params: SwitchingParameters) -> SwitchingRegression:
+        """The engine of parameters (their numbers of exogenous columns, transition covariates, series)."""
+        return self._engine(params.coef.shape[1] - self._n_trend, _n_tvtp(params), params.covariances.shape[1])
 
     def _column_names(self, n_exog: int) -> list[str]:
         exog_names = self.__dict__.get("exog_names_") or [f"x{c + 1}" for c in range(n_exog)]
@@ -220,27 +245,33 @@ class _MarkovSwitching(Model):
 
         Parameters
         ----------
-        y : (n_steps,) array-like, or any one-series form :func:`~modeshift.data.as_sequences` accepts
-            The series; with an autoregression of order p, its first p values are conditioned on.
-        lengths : must leave one sequence
+        y : (n_steps,) array-like, or any form :func:`~modeshift.data.as_sequences` accepts
+            The series: one, or several (a list, or one array cut by ``lengths``), each with
+            its own chain (started afresh) and its own lags; the log-likelihood is the sum
+            over the sequences. With an autoregression of order p, the first p values of each
+            sequence are conditioned on.
+        lengths : sequence of int, optional
+            Cuts an array ``y`` into sequences (hmmlearn's form).
         exog : (n_steps,) or (n_steps, n_exog) array-like, optional
             Exogenous regressors, one row per value of ``y`` (a data frame's column names name
-            them); a data frame ``y`` may carry them as ``input_columns``.
+            them), or for a list of sequences a list with one array each; a data frame ``y``
+            may carry them as ``input_columns``.
         exog_tvtp : (n_steps,) or (n_steps, n_tvtp) array-like, optional
             Covariates of time-varying transition probabilities (include a column of ones for
-            a baseline): row t drives the move into step t, row 0 the start (the stationary
-            distribution of its matrix), as statsmodels' ``exog_tvtp``. The fit then learns
-            ``transition_coef_`` instead of ``transmat_``.
+            a baseline), in the same form as ``exog``: row t drives the move into step t, a
+            sequence's first row its start (the stationary distribution of its matrix), as
+            statsmodels' ``exog_tvtp``. The fit then learns ``transition_coef_`` instead of
+            ``transmat_``.
         columns
             ``id_column``, ``time_column``, ``input_columns``, ... of a data frame ``y``.
         """
         self._start_fit()
         given = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
-        data, names = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
+        data, names, _ = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
         if n_tvtp and self.n_states < 2:
             raise ValueError("time-varying transition probabilities need n_states >= 2")
-        engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp)
+        engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp, data.y.shape[1])
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
         with threads_for(1):  # one short series, filtered hundreds of times
             em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
@@ -279,15 +310,24 @@ class _MarkovSwitching(Model):
 
     def _data_driven_paths(self, data: SeriesData) -> list[np.ndarray]:
         """Regime paths to start EM from: quantile bands of the level (raw and smoothed), and of
-        the local spread when the variance switches."""
+        the local spread when the variance switches. Several series are standardised and their
+        level is their first principal component; missing values count as the series' mean."""
         k, n = self.n_states, len(data.y)
         if k == 1:
             return [np.zeros(n, dtype=np.int64)]
         width = max(3, n // 25)
-        fitted = np.linalg.lstsq(data.regressors, data.y, rcond=None)[0] if data.regressors.shape[1] else 0.0
-        keys = [data.y, _moving_average(data.y, width)]
+
+        def moving_average(x: np.ndarray) -> np.ndarray:  # within each sequence
+            return np.concatenate([_moving_average(x[a:b], width) for a, b in data.sequences()])
+
+        y = np.where(np.isnan(data.y), np.nanmean(data.y, axis=0), data.y) if data.patterns else data.y
+        if y.shape[1] > 1:
+            y = (y - y.mean(axis=0)) / np.sqrt(np.maximum(data.variances, data.variance_floor))
+        level = y[:, 0] if y.shape[1] == 1 else y @ np.linalg.eigh(y.T @ y)[1][:, -1]
+        fitted = np.linalg.lstsq(data.regressors, y, rcond=None)[0] if data.regressors.shape[1] else 0.0
+        keys = [level, moving_average(level)]
         if self.switching_variance:
-            keys.append(_moving_average((data.y - data.regressors @ fitted) ** 2, width))
+            keys.append(moving_average(((y - data.regressors @ fitted) ** 2).sum(axis=1)))
         quantiles = np.arange(1, k) / k
         return [np.searchsorted(np.quantile(key, quantiles), key) for key in keys]
 
@@ -320,6 +360,11 @@ class _MarkovSwitching(Model):
                     f"the exog_coef_ set has {start.coef.shape[1] - self._n_trend} column(s), "
                     f"the exog given to fit {data.regressors.shape[1] - self._n_trend}"
                 )
+            if start.covariances.shape[1] != data.y.shape[1]:
+                raise ValueError(
+                    f"the parameters set are for {start.covariances.shape[1]} series, "
+                    f"the data given to fit have {data.y.shape[1]}"
+                )
         self.__dict__["_current"] = start
 
     def _e_step(self, problem: _Problem, workspace: dict[str, Any]) -> tuple[float, Posterior]:
@@ -343,48 +388,69 @@ class _MarkovSwitching(Model):
             self.transmat_ = params.transmat
         else:
             self.transition_coef_ = params.transition_coef
-        self.trend_ = params.coef[:, : self._n_trend]
-        self.exog_coef_ = params.coef[:, self._n_trend :]
-        self.variances_ = params.variances
+        for name in ("variances_", "covars_"):
+            self.__dict__.pop(name, None)
+        univariate = params.covariances.shape[1] == 1  # one series: its coefficients without the series axis
+        coef = params.coef[:, :, 0] if univariate else params.coef
+        self.trend_ = coef[:, : self._n_trend]
+        self.exog_coef_ = coef[:, self._n_trend :]
+        if univariate:
+            self.variances_ = params.covariances[:, 0, 0]
+        else:
+            self.covars_ = params.covariances
         if self._order:
-            self.ar_coef_ = params.ar
+            self.ar_coef_ = params.ar[:, :, 0, 0] if univariate else params.ar
 
     def _parameters(self) -> SwitchingParameters:
         """The current parameters, checked, whether fitted or set by hand."""
         varying = "transition_coef_" in self.__dict__
         transitions = "transition_coef_" if varying else "transmat_"
-        required = [transitions, "trend_", "variances_"] + (["ar_coef_"] if self._order else [])
-        missing = [name for name in required if name not in self.__dict__]
+        univariate = "covars_" not in self.__dict__
+        required = [transitions, "trend_", "variances_" if univariate else "covars_"]
+        missing = [name for name in required + (["ar_coef_"] if self._order else []) if name not in self.__dict__]
         if missing:
             raise NotFittedError(f"this {type(self).__name__} has no {', '.join(missing)}: call fit, or set them")
         k = self.n_states
+        if univariate:
+            variances = check_array("variances_", self.variances_, (k,))
+            if (variances <= 0).any():
+                raise ValueError(f"variances_ must be positive, got {variances}")
+            covariances = variances[:, None, None]
+        else:
+            covariances = check_covariances("covars_", self.covars_)
+            covariances = check_array("covars_", covariances, (k, None, None))
+        d = covariances.shape[1]
 
-        def per_regime(name: str, columns: int | None) -> np.ndarray:
+        def per_regime(name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+            """(K, *shape) from a univariate model's (K, n) (or (K,) for n = 1), a multivariate one's as is."""
             value = np.asarray(self.__dict__.get(name, np.empty((k, 0))), dtype=np.float64)
-            return check_array(name, value[:, None] if value.ndim == 1 else value, (k, columns))
+            if univariate:
+                value = check_array(name, value[:, None] if value.ndim == 1 else value, (k, shape[0]))
+                return value.reshape(k, value.shape[1], *(1,) * (len(shape) - 1))
+            return check_array(name, value.reshape(k, 0, *shape[1:]) if value.size == 0 else value, (k, *shape))
 
-        variances = check_array("variances_", self.variances_, (k,))
-        if (variances <= 0).any():
-            raise ValueError(f"variances_ must be positive, got {variances}")
         transition_coef = None
         if varying:
             transition_coef = np.asarray(self.transition_coef_, dtype=np.float64)
             transition_coef = check_array("transition_coef_", transition_coef, (k, k - 1, None))
         return SwitchingParameters(
             transmat=None if varying else check_probabilities("transmat_", self.transmat_, (k, k)),
-            coef=np.column_stack([per_regime("trend_", self._n_trend), per_regime("exog_coef_", None)]),
-            ar=per_regime("ar_coef_", self._order),
-            variances=variances,
+            coef=np.concatenate(
+                [per_regime("trend_", (self._n_trend, d)), per_regime("exog_coef_", (None, d))], axis=1
+            ),
+            ar=per_regime("ar_coef_", (self._order, d, d)),
+            covariances=covariances,
             transition_coef=transition_coef,
         )
 
     def _prepare(
         self, y: Any, lengths: Sequence[int] | None, exog: Any, exog_tvtp: Any = None
-    ) -> tuple[SwitchingRegression, SwitchingParameters, SeriesData]:
+    ) -> tuple[SwitchingRegression, SwitchingParameters, SeriesData, Sequences]:
+        """The engine, the parameters, the data and the steps per-step results cover."""
         params = self._parameters()
         n_exog, n_tvtp = params.coef.shape[1] - self._n_trend, _n_tvtp(params)
-        data, _ = self._series(y, lengths, exog, n_exog, exog_tvtp, n_tvtp)
-        return self._engine(n_exog, n_tvtp), params, data
+        data, _, steps = self._series(y, lengths, exog, n_exog, exog_tvtp, n_tvtp, params.covariances.shape[1])
+        return self._engine_for(params), params, data, steps
 
     def _constant_transmat(self, what: str) -> np.ndarray:
         params = self._parameters()
@@ -403,9 +469,10 @@ class _MarkovSwitching(Model):
 
     @property
     def means_(self) -> np.ndarray:
-        """The intercept of each regime, (K,) (zeros when the trend has no constant)."""
+        """The intercept of each regime, (K,), or (K, D) for several series (zeros when the trend has no constant)."""
         params = self._parameters()
-        return params.coef[:, 0] if "c" in self.trend else np.zeros(self.n_states)
+        means = params.coef[:, 0] if "c" in self.trend else np.zeros(params.coef.shape[::2])
+        return means[:, 0] if means.shape[1] == 1 else means
 
     @property
     def startprob_(self) -> np.ndarray:
@@ -420,53 +487,61 @@ class _MarkovSwitching(Model):
 
     # ------------------------------------------------------------------- inference
     def score(self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None) -> float:
-        """Exact log-likelihood of ``y`` given its first ``order`` values, under the current parameters."""
-        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
+        """Exact log-likelihood of ``y`` given the first ``order`` values of each sequence, summed
+        over the sequences, under the current parameters."""
+        engine, params, data, _ = self._prepare(y, lengths, exog, exog_tvtp)
         return engine.log_likelihood(params, data)
 
     def predict_proba(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
-    ) -> np.ndarray:
-        """Smoothed regime probabilities p(S_t | all y) at each step after the first ``order``, (n_steps - order, K)."""
-        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
+    ) -> PerStep:
+        """Smoothed regime probabilities p(S_t | all y) at each step after the first ``order`` of
+        each sequence, (n_steps - order, K) (a list of them for a list of sequences)."""
+        engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
+        return steps.restore(self._smoothed(engine, params, data))
+
+    def _smoothed(self, engine: SwitchingRegression, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
         posterior = engine.e_step(params, data)
         _check_possible(posterior.log_likelihood)
         return engine.regimes(posterior.posteriors)
 
     def filter_proba(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
-    ) -> np.ndarray:
-        """Filtered regime probabilities p(S_t | y up to t) at each step after the first ``order``,
-        (n_steps - order, K)."""
-        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
+    ) -> PerStep:
+        """Filtered regime probabilities p(S_t | y up to t) at each step after the first ``order`` of
+        each sequence, (n_steps - order, K) (a list of them for a list of sequences)."""
+        engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         filtered, log_lik = engine.filtered(params, data)
         _check_possible(log_lik)
-        return filtered
+        return steps.restore(filtered)
 
     def decode(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
-    ) -> tuple[float, np.ndarray]:
+    ) -> tuple[float, PerStep]:
         """log p(y, path) and the most probable regime path (Viterbi on the expanded chain) after
-        the first ``order`` steps; the pre-sample regimes are part of the maximisation."""
-        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
+        the first ``order`` steps of each sequence; the pre-sample regimes are part of the maximisation."""
+        engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         path, log_prob = engine.viterbi(params, data)
         _check_possible(log_prob)
-        return log_prob, path
+        return log_prob, steps.restore(path)
 
     def predict(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
-    ) -> np.ndarray:
-        """The most probable regime path (Viterbi) after the first ``order`` steps, (n_steps - order,)."""
+    ) -> PerStep:
+        """The most probable regime path (Viterbi) after the first ``order`` steps of each sequence,
+        (n_steps - order,) (a list of them for a list of sequences)."""
         return self.decode(y, lengths, exog=exog, exog_tvtp=exog_tvtp)[1]
 
     def segment(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
     ) -> pd.DataFrame:
-        """Runs of one regime on the Viterbi path: ``start``, ``end`` (exclusive; steps of ``y``,
-        from ``order`` on), ``mode`` and ``probability`` (its mean smoothed probability over the run)."""
-        path = self.predict(y, lengths, exog=exog, exog_tvtp=exog_tvtp)
-        probabilities = self.predict_proba(y, lengths, exog=exog, exog_tvtp=exog_tvtp)
-        table = mode_segments(as_sequences(path), path, probabilities)
+        """Runs of one regime on the Viterbi path: ``start``, ``end`` (exclusive; steps of the
+        sequence, from ``order`` on), ``mode`` and ``probability`` (its mean smoothed probability
+        over the run); a leading ``sequence`` column for several sequences."""
+        engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
+        path, log_prob = engine.viterbi(params, data)
+        _check_possible(log_prob)
+        table = mode_segments(replace(steps, form="array", row_order=None), path, self._smoothed(engine, params, data))
         table[["start", "end"]] += self._order
         return table
 
@@ -479,7 +554,7 @@ class _MarkovSwitching(Model):
         exog: Any = None,
         exog_tvtp: Any = None,
     ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
-        """Simulate ``n_sequences`` series of ``n_steps`` values: the series (n_steps, 1) and its
+        """Simulate ``n_sequences`` series of ``n_steps`` values: the series (n_steps, D) and its
         regimes (n_steps,), or lists of them for several.
 
         The chain starts from its stationary distribution and the deviations from the regime
@@ -492,14 +567,14 @@ class _MarkovSwitching(Model):
         if int(n_steps) < 1 or int(n_sequences) < 1:
             raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         n_exog = params.coef.shape[1] - self._n_trend
-        regressors = self._regressors(self._exog_rows(exog, int(n_steps), n_exog, "exog"), 0)
+        regressors = self._regressors(self._exog_rows(exog, int(n_steps), n_exog, "exog"), np.array([0, int(n_steps)]))
         tvtp = self._tvtp_rows(exog_tvtp, int(n_steps), _n_tvtp(params), "exog_tvtp")
-        engine, rng = self._engine(n_exog, _n_tvtp(params)), np.random.default_rng(random_state)
-        design = SeriesData(np.empty(0), regressors, tvtp)
+        engine, rng = self._engine_for(params), np.random.default_rng(random_state)
+        design = SeriesData(np.empty((0, params.covariances.shape[1])), regressors, tvtp)
         draws = [engine.simulate(params, design, rng) for _ in range(int(n_sequences))]
         if len(draws) == 1:
-            return draws[0][0][:, None], draws[0][1]
-        return [y[:, None] for y, _ in draws], [regimes for _, regimes in draws]
+            return draws[0]
+        return [y for y, _ in draws], [regimes for _, regimes in draws]
 
     def forecast(
         self,
@@ -512,35 +587,52 @@ class _MarkovSwitching(Model):
         exog_tvtp: Any = None,
         future_exog_tvtp: Any = None,
     ) -> Forecast:
-        """The predictive distribution of the ``horizon`` values after the end of ``y``.
+        """The predictive distribution of the ``horizon`` values after the end of each sequence of ``y``
+        (lists of them for several sequences).
 
-        ``means`` (horizon, 1) and ``covariances`` (horizon, 1, 1) are exact (moment propagation
+        ``means`` (horizon, D) and ``covariances`` (horizon, D, D) are exact (moment propagation
         of the jump linear system the future is, from the filtered last p + 1 regimes; see
         :func:`~modeshift.models.jump_linear.jump_linear_moments`), and so are the
         ``mode_probabilities`` (horizon, K). ``future_exog`` (horizon, n_exog) holds the
         exogenous regressors of the steps ahead; the time trend goes on counting. With
         time-varying transitions, ``exog_tvtp`` holds their covariates along ``y`` and
         ``future_exog_tvtp`` (horizon, n_tvtp) those of the moves into the steps ahead.
+        ``future_exog`` and ``future_exog_tvtp`` may be lists with one array per sequence.
         """
         if int(horizon) < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
-        engine, params, data = self._prepare(y, lengths, exog, exog_tvtp)
+        horizon = int(horizon)
+        engine, params, data, _ = self._prepare(y, lengths, exog, exog_tvtp)
         _check_possible(engine.log_likelihood(params, data))
-        n_exog = params.coef.shape[1] - self._n_trend
-        future = self._regressors(self._exog_rows(future_exog, int(horizon), n_exog, "future_exog"), len(data.y))
-        future_tvtp = self._tvtp_rows(future_exog_tvtp, int(horizon), _n_tvtp(params), "future_exog_tvtp")
-        modes, means, variances = engine.forecast(params, data, future, future_tvtp)
-        return Forecast(means[:, None], variances[:, None, None], modes)
+        n_exog, n_sequences = params.coef.shape[1] - self._n_trend, len(data.bounds) - 1
+        futures = []
+        for s, (first, end) in enumerate(data.sequences()):
+            rows = self._exog_rows(_of_sequence(future_exog, s, n_sequences), horizon, n_exog, "future_exog")
+            tvtp = _of_sequence(future_exog_tvtp, s, n_sequences)
+            futures.append(
+                (
+                    self._regressors(rows, np.array([0, horizon]), end - first),
+                    self._tvtp_rows(tvtp, horizon, _n_tvtp(params), "future_exog_tvtp"),
+                )
+            )
+        parts = [
+            Forecast(means, covariances, modes) for modes, means, covariances in engine.forecast(params, data, futures)
+        ]
+        return Forecast.of_sequences(parts)
 
     def describe(self) -> pd.DataFrame:
         """One row per regime: long-run share of time (``occupancy``, also the start distribution),
         ``dwell_time`` 1 / (1 - P[k, k]) in steps, switch probabilities ``to_j``, then the
-        coefficients (trend and exogenous columns, ``sigma2``, ``ar.L1`` ...). With time-varying
-        transitions the first columns are their logit coefficients instead, ``to_{j}.tvtp{c}``
-        (``transition_coef_[:, j, c]``)."""
+        coefficients (trend and exogenous columns, ``sigma2``, ``ar.L1`` ...; for several series
+        named as in :meth:`summary`). With time-varying transitions the first columns are their
+        logit coefficients instead, ``to_{j}.tvtp{c}`` (``transition_coef_[:, j, c]``)."""
         params = self._parameters()
         transmat = params.transmat
-        columns = self._column_names(params.coef.shape[1] - self._n_trend)
+        layout = self._engine_for(params).layout
+        coef_names, covariance_names, ar_names = layout.value_names(
+            self._column_names(params.coef.shape[1] - self._n_trend)
+        )
+        rows, columns = np.array(layout.covariance_entries).T
         if transmat is None:
             coef = params.transition_coef
             chain = {f"to_{j}.tvtp{c}": coef[:, j, c] for j in range(coef.shape[1]) for c in range(coef.shape[2])}
@@ -550,11 +642,12 @@ class _MarkovSwitching(Model):
                 "dwell_time": self.dwell_times_,
                 **{f"to_{j}": transmat[:, j] for j in range(self.n_states)},
             }
+        k = self.n_states
         table = {
             **chain,
-            **{name: params.coef[:, c] for c, name in enumerate(columns)},
-            "sigma2": params.variances,
-            **{f"ar.L{j + 1}": params.ar[:, j] for j in range(self._order)},
+            **dict(zip(coef_names, params.coef.reshape(k, -1).T)),
+            **dict(zip(covariance_names, params.covariances[:, rows, columns].T)),
+            **dict(zip(ar_names, params.ar.reshape(k, -1).T)),
         }
         return pd.DataFrame(table, index=pd.RangeIndex(self.n_states, name="mode"))
 
@@ -563,7 +656,7 @@ class _MarkovSwitching(Model):
     def n_parameters(self) -> int:
         """Number of free parameters: K(K-1) transition probabilities, coefficients, variances, phi."""
         params = self._parameters()
-        return self._engine(params.coef.shape[1] - self._n_trend, _n_tvtp(params)).layout.n_parameters
+        return self._engine_for(params).layout.n_parameters
 
     def aic(
         self, y: Any = None, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None
@@ -581,9 +674,10 @@ class _MarkovSwitching(Model):
         if y is None:
             log_lik, n_steps = self._recorded("log_likelihood_"), len(self._recorded("smoothed_probabilities_"))
         else:
+            seqs = as_sequences(y, lengths)
             log_lik, n_steps = (
-                self.score(y, lengths, exog=exog, exog_tvtp=exog_tvtp),
-                len(as_sequences(y, lengths).values) - self._order,
+                self.score(seqs, exog=exog, exog_tvtp=exog_tvtp),
+                seqs.n_steps - self._order * seqs.n_sequences,
             )
         return -2.0 * log_lik + self.n_parameters * np.log(n_steps)
 
@@ -597,7 +691,7 @@ class _MarkovSwitching(Model):
         """Parameter estimates and standard errors (inverse observed information), statsmodels' names and order."""
         params = self._parameters()
         n_exog = params.coef.shape[1] - self._n_trend
-        layout = self._engine(n_exog, _n_tvtp(params)).layout
+        layout = self._engine_for(params).layout
         errors = self.__dict__.get("standard_errors_")
         return pd.DataFrame(
             {
@@ -673,10 +767,14 @@ class MarkovRegression(_MarkovSwitching):
         The chain's start distribution: its stationary one (statsmodels' default); not
         defined with time-varying transitions (nor ``dwell_times_``: they change with z_t).
     trend_ : (K, n_trend) array; means_ : (K,) array
-        Trend coefficients per regime; ``means_`` is the intercept column.
-    exog_coef_ : (K, n_exog) array
+        Trend coefficients per regime; ``means_`` is the intercept column. For D > 1 series,
+        (K, n_trend, D) and (K, D): y_t - B_k' x_t is the deviation, B_k = the coefficients'
+        rows stacked.
+    exog_coef_ : (K, n_exog) array, or (K, n_exog, D) for D > 1 series
     variances_ : (K,) array
-        Equal entries unless ``switching_variance``.
+        Equal entries unless ``switching_variance``. For D > 1 series ``covars_`` (K, D, D)
+        instead, full covariance matrices (``summary`` names the entries ``sigma2.y1``,
+        ``cov.y2.y1``, ...).
     dwell_times_ : (K,) array
         Expected steps per visit, 1 / (1 - transmat_[k, k]) (``expected_durations_`` is its old name).
     log_likelihood_ : float
@@ -697,9 +795,13 @@ class MarkovRegression(_MarkovSwitching):
     ``transition_coef_``, ``trend_``, ``exog_coef_``, ``variances_``), which are also the start
     of a first fit. A model with time-varying transitions takes ``exog_tvtp`` in every method
     that takes data, ``sample(..., exog_tvtp=)`` and ``forecast(..., future_exog_tvtp=)``
-    the covariates of the steps simulated or ahead. A
-    fit needs one series without missing values. Per-step results cover the steps after
-    the first ``order``.
+    the covariates of the steps simulated or ahead. Several sequences are independent
+    given the parameters; per-step results cover the steps after the first ``order`` of
+    each (lists of them for a list of sequences; ``filtered_probabilities_`` and
+    ``smoothed_probabilities_`` stack them). Missing values (NaN) are integrated out: a
+    wholly missing step carries no evidence (the regime probabilities are predicted through
+    it), a partly missing one has the density of its observed entries, and EM takes the
+    missing entries' conditional moments given the observed ones (an exact EM).
 
     Examples
     --------
@@ -772,8 +874,18 @@ class MarkovAutoregression(_MarkovSwitching):
 
     Attributes
     ----------
-    ar_coef_ : (K, order) array
-        phi per regime (equal rows where not switching); the others as for :class:`MarkovRegression`.
+    ar_coef_ : (K, order) array, or (K, order, D, D) for D > 1 series
+        phi per regime (equal rows where not switching); for several series the matrices Phi_j,
+        ``ar_coef_[k, j - 1] @ (y_t-j - mean)`` the lag's effect (a VAR in mean-deviation form:
+        y_t - mu_{S_t} = sum_j Phi_{j, S_t} (y_t-j - mu_{S_t-j}) + e_t). The others as for
+        :class:`MarkovRegression`.
+
+    Notes
+    -----
+    Missing values are refused (with the sequence and step of the first): a missing value
+    is a lag of the next ``order`` steps, whose conditional density it leaves undefined
+    (the exact likelihood would integrate over the missing value inside the expanded-chain
+    recursion, a Gaussian-mixture filter). :class:`MarkovRegression` integrates them out.
 
     Examples
     --------
@@ -862,3 +974,41 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
+def _per_sequence(seqs: Sequences, value: Any) -> bool:
+    """Whether a per-step extra is given as one array per sequence (for a list of sequences)."""
+    return seqs.form == "list" and isinstance(value, (list, tuple)) and len(value) > 0 and not np.isscalar(value[0])
+
+
+def _first_block(seqs: Sequences, value: Any, name: str = "exog") -> tuple[np.ndarray | None, list[str] | None]:
+    """A per-step extra's (first sequence's) values as a 2-D array, and its column names if a data frame."""
+    if value is None:
+        return None, None
+    block = value[0] if _per_sequence(seqs, value) else value
+    names = [str(c) for c in block.columns] if isinstance(block, pd.DataFrame) else None
+    array = np.asarray(block, dtype=np.float64)
+    array = array[:, None] if array.ndim == 1 else array
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 1-D or 2-D array, got shape {array.shape}")
+    return array, names
+
+
+def _rows(value: Any, n_rows: int, width: int, name: str) -> np.ndarray:
+    """``value`` as a finite (n_rows, width) array (a 1-D one as a column)."""
+    array = np.asarray(value, dtype=np.float64)
+    return check_array(name, array[:, None] if array.ndim == 1 else array, (n_rows, width))
+
+
+def _after_order(seqs: Sequences, order: int) -> Sequences:
+    """The steps after the first ``order`` of each sequence, in the same form (per-step results
+    cover them)."""
+    keep = np.concatenate([np.arange(a + order, b) for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:])])
+    row_order = None if seqs.row_order is None else np.argsort(np.argsort(seqs.row_order[keep]))
+    offsets = seqs.offsets - order * np.arange(len(seqs.offsets))
+    return replace(seqs, values=seqs.values[keep], offsets=offsets, times=None, inputs=None, row_order=row_order)
+
+
+def _of_sequence(value: Any, sequence: int, n_sequences: int) -> Any:
+    """Sequence ``sequence``'s future extra: the value itself, or its entry in a list of one per sequence."""
+    if n_sequences > 1 and isinstance(value, (list, tuple)) and len(value) == n_sequences and np.ndim(value[0]) >= 1:
+        return value[sequence]
+    return value

@@ -712,8 +712,7 @@ class SwitchingLDS(Model):
             setattr(self, name, np.array(value))
         self._check_fitted()
 
-
-# ------------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------------ helpers
 
     def as_state_space_model(self, inputs: Any = None) -> SwitchingLinear:
         """This model as a model for the particle methods of :mod:`modeshift.smc`: a particle is
@@ -721,6 +720,7 @@ class SwitchingLDS(Model):
         from modeshift.smc.adapters import SwitchingLinear  # smc builds on the models: imported when asked
 
         return SwitchingLinear(self, inputs)
+
 
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One category per row of ``probabilities`` (N, K), by inverting the cumulative sums."""

@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class SwitchingParameters:
     """The parameters of a switching LDS, as inference reads them.

@@ -1,21 +1,30 @@
 """The likelihood of a Markov-switching (auto)regression, and everything computed from it.
 
 A regime S_t in {0, ..., K-1} follows a Markov chain with transition matrix P, started
-from its stationary distribution. Given the regimes,
+from its stationary distribution. Given the regimes, for y_t in R^D,
 
-    y_t - x_t' beta_{S_t} = sum_{j=1..p} phi_{j, S_t} (y_{t-j} - x_{t-j}' beta_{S_{t-j}}) + e_t,
-    e_t ~ N(0, sigma2_{S_t}),
+    y_t - B_{S_t}' x_t = sum_{j=1..p} Phi_{j, S_t} (y_{t-j} - B_{S_{t-j}}' x_{t-j}) + e_t,
+    e_t ~ N(0, Sigma_{S_t}),
 
-a regression (p = 0) or Hamilton's (1989) autoregression around a switching mean. An
+a regression (p = 0) or Hamilton's (1989) (vector) autoregression around a switching mean. An
 observation depends on p + 1 regimes, so the recursions run on the expanded chain
 (S_t, ..., S_{t-p}) of K^(p+1) states, whose transition matrix is built from P. The first
 p observations are conditioned on (as in statsmodels). Filtering, smoothing and Viterbi
 are the HMM kernels on that chain; this module adds what is particular to the model:
 the residuals under every expanded state, an expectation-conditional-maximisation step
-(closed-form weighted least squares for the coefficients given phi, for phi given the
-coefficients, then the variances; the joint step over beta and phi has no closed form),
+(closed-form generalised least squares for the coefficients given Phi, for Phi given the
+coefficients, then the covariances; the joint step over B and Phi has no closed form),
 the exact gradient (Fisher's identity), the quasi-Newton polish, simulation and exact
 forecast moments.
+
+Missing values (NaN; regressions, p = 0, only): a step's density is that of its observed
+entries, N(e_o; 0, Sigma_oo), and a wholly missing step has none. EM treats the missing
+entries as latent too: the E-step gives their conditional means given the observed ones
+and the regime, Sigma_mo Sigma_oo^-1 e_o, and conditional covariances
+Sigma_mm - Sigma_mo Sigma_oo^-1 Sigma_om, which the M-step adds to the scatter (an exact
+EM, hence monotone); the gradient is the posterior mean of the same complete-data score.
+In an autoregression a missing value is a lag of the next p steps, whose density is then
+a mixture over the missing value itself: not available here.
 
 Why it is not the autoregressive HMM's emission: there each mode is one linear
 regression, y_t = A_k [y_t-1, ..., 1] + e_t, fitted mode by mode. Here the model is
@@ -35,7 +44,7 @@ import numpy as np
 from scipy import optimize
 
 from modeshift import _kernels as kernels
-from modeshift._kernels.gaussian import normal_log_density
+from modeshift._kernels.gaussian import LOG_2PI
 from modeshift._kernels.recursions import buffer
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
@@ -46,7 +55,7 @@ from modeshift.models.logit_transitions import (
     newton_direction,
     start_gradient,
 )
-from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters
+from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters, ldl
 from modeshift.transitions import normalise_rows
 
 __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
@@ -58,18 +67,44 @@ _INITIAL_NEWTON_STEPS = 5  # on a start path's time-varying transition logits
 
 @dataclass(frozen=True)
 class SeriesData:
-    """A series y (n,) and its regressors (n, R): the trend columns, then the exogenous ones;
-    with time-varying transitions, their covariates (n, C): row t drives the move into step t,
-    row 0 the start."""
+    """Series y (n, D) back to back (NaN: missing) and their regressors (n, R): the trend columns, then the
+    exogenous ones; with time-varying transitions, their covariates (n, C): row t drives the
+    move into step t, a sequence's first row its start. Sequence s is rows
+    ``bounds[s]:bounds[s+1]`` (``offsets``; None: one sequence)."""
 
     y: np.ndarray
     regressors: np.ndarray
     tvtp: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+
+    @cached_property
+    def bounds(self) -> np.ndarray:
+        """(n_sequences + 1,) first rows of the sequences, then the number of rows."""
+        return np.array([0, len(self.regressors)]) if self.offsets is None else np.asarray(self.offsets)
+
+    def sequences(self) -> list[tuple[int, int]]:
+        """(first row, end row) of each sequence."""
+        return list(zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist()))
 
     @cached_property
     def variance_floor(self) -> float:
-        """The smallest variance an M-step may give: 1e-8 of the series' variance."""
-        return 1e-8 * max(float(np.var(self.y)), 1e-12)
+        """The smallest variance (eigenvalue of a covariance) an M-step may give: 1e-8 of the
+        series' mean variance."""
+        return 1e-8 * max(float(np.mean(self.variances)), 1e-12)
+
+    @cached_property
+    def variances(self) -> np.ndarray:
+        """(D,) the variance of each series over its observed values."""
+        return np.nanvar(self.y, axis=0) if self.patterns else np.var(self.y, axis=0)
+
+    @cached_property
+    def patterns(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(observed entries (D,) bool, rows) of each pattern of missing values; [] when none is missing."""
+        missing = np.isnan(self.y)
+        if not missing.any():
+            return []
+        keys, inverse = np.unique(missing, axis=0, return_inverse=True)
+        return [(~key, np.flatnonzero(inverse.ravel() == i)) for i, key in enumerate(keys)]
 
 
 @dataclass(frozen=True)
@@ -79,11 +114,13 @@ class Posterior:
     log_likelihood: float
     posteriors: np.ndarray  # (T, E): p(expanded state at step t | y)
     transitions: np.ndarray  # (K, K): expected number of i -> j moves, sample and pre-sample
-    first_regime: np.ndarray  # (K,): p(regime at the first pre-sample step | y)
-    start: np.ndarray  # (K,): the prior of that regime, the stationary distribution of P
-    residuals: np.ndarray  # (T, E): e_t under every expanded state
-    deviations: np.ndarray  # (p+1, T, E): y - x'beta at lag j under the lag-j regime
+    first_regime: np.ndarray  # (n_sequences, K): p(regime at each sequence's first step | y)
+    start: np.ndarray  # (K,): the prior of that regime, the stationary distribution of a constant P
+    residuals: np.ndarray  # (T, E, D): e_t under every expanded state (missing entries: conditional means)
+    deviations: np.ndarray  # (p+1, T, E, D): y - B'x at lag j under the lag-j regime
     moves: np.ndarray | None = None  # (n, K, K): expected i -> j moves into each step (time-varying P)
+    completed: np.ndarray | None = None  # (T, E, D): y, missing entries at their conditional means (p = 0)
+    scatter: np.ndarray | None = None  # (E, D, D): sum_t gamma_te Cov(missing entries | observed, e)
 
 
 class SwitchingRegression:
@@ -96,7 +133,7 @@ class SwitchingRegression:
     def __init__(self, layout: ParameterLayout):
         self.layout = layout
         k, p = layout.n_states, layout.order
-        self.n_states, self.order = k, p
+        self.n_states, self.order, self.n_features = k, p, layout.n_features
         self.n_expanded = k ** (p + 1)
         self.digits = np.array(list(np.ndindex(*(k,) * (p + 1))), dtype=np.int64)
         self.indicators = np.stack([np.eye(k)[self.digits[:, j]] for j in range(p + 1)])  # (p+1, E, K)
@@ -104,6 +141,15 @@ class SwitchingRegression:
         previous = np.repeat(np.arange(self.n_expanded), k)
         newest = np.tile(np.arange(k), self.n_expanded)
         self.moves = (previous, newest * k**p + previous // k, previous // k**p, newest)
+
+    # ---------------------------------------------------------------- sequences
+    def rows(self, data: SeriesData) -> np.ndarray:
+        """(T,) the rows with p earlier rows in their sequence: the steps the likelihood is about."""
+        return np.concatenate([np.arange(first + self.order, end) for first, end in data.sequences()])
+
+    def offsets(self, data: SeriesData) -> np.ndarray:
+        """(n_sequences + 1,) where each sequence's steps start among the :meth:`rows`."""
+        return data.bounds - self.order * np.arange(len(data.bounds))
 
     # ------------------------------------------------------------- expanded chain
     def transition_matrices(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
@@ -114,18 +160,27 @@ class SwitchingRegression:
         return logit_matrices(params.transition_coef, data.tvtp)
 
     def expanded_chain(
-        self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None
+        self, matrices: np.ndarray, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Initial probabilities (E,) and transition matrices (1 or T, E, E) of (S_t, ..., S_{t-p})
-        from the regimes' (1 or n, K, K): the earliest regime starts from the stationary
-        distribution of the first matrix; the move into step t of the data uses matrix t."""
+        """Initial probabilities (n_sequences, E) and transition matrices (1 or T, E, E) of
+        (S_t, ..., S_{t-p}) from the regimes' (1 or n, K, K): in each sequence the earliest
+        regime starts from the stationary distribution of its first matrix; the move into row
+        t of the data uses matrix t."""
+        if len(matrices) == 1:
+            initial = self.initial(matrices)
+            return initial[None], self.expanded_moves(matrices, scratch)
+        initials = np.stack([self.initial(matrices[first : first + self.order + 1]) for first, _ in data.sequences()])
+        return initials, self.expanded_moves(matrices[self.rows(data)], scratch)
+
+    def initial(self, matrices: np.ndarray) -> np.ndarray:
+        """p(S_p, ..., S_0) (E,) of a sequence's first expanded state from its first p + 1 (or one) matrices."""
         k, p = self.n_states, self.order
         varying = len(matrices) > 1
         initial = stationary_distribution(matrices[0])  # of the earliest regime, S_{t-p}
         for m in range(p):  # prepend the next regime
             newest = np.arange(k ** (m + 1)) // k**m
             initial = (matrices[m + 1 if varying else 0][newest].T * initial[None, :]).ravel()
-        return initial, self.expanded_moves(matrices[p if varying else 0 :], scratch)
+        return initial
 
     def expanded_moves(self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(m, E, E) moves of the expanded chain from the regimes' (m, K, K); in ``scratch``'s
@@ -140,19 +195,56 @@ class SwitchingRegression:
         return expanded @ self.indicators[0]
 
     # ----------------------------------------------------------------- residuals
-    def deviations(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
-        """(p+1, T, E): entry [j, t, e] is y - x'beta at sample step t - j under regime digit j of e."""
-        p, n = self.order, len(data.y)
-        deviation = data.y[None, :] - params.coef @ data.regressors.T  # (K, n)
-        return np.stack([deviation[self.digits[:, j], p - j : n - j].T for j in range(p + 1)])
+    def deviations(
+        self, params: SwitchingParameters, data: SeriesData, completed: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(p+1, T, E, D): entry [j, t, e] is y - B'x at sample step t - j under regime digit j of e
+        (of the ``completed`` values (T, E, D) instead of y, where given; p = 0)."""
+        if completed is not None:
+            return (completed - np.einsum("tr,erd->ted", data.regressors, params.coef[self.digits[:, 0]]))[None]
+        rows = self.rows(data)
+        deviation = data.y.T[None] - np.swapaxes(params.coef, 1, 2) @ data.regressors.T  # (K, D, n)
+        # (T, E, D) views of (E, D, T) arrays: the reductions over them keep their summation order
+        return np.stack(
+            [np.take(deviation[self.digits[:, j]], rows - j, axis=2).transpose(2, 0, 1) for j in range(self.order + 1)]
+        )
 
     def residuals(self, params: SwitchingParameters, deviations: np.ndarray) -> np.ndarray:
-        return deviations[0] - np.einsum("jte,ej->te", deviations[1:], params.ar[self.digits[:, 0]])
+        """(T, E, D): e_t = deviation_t - sum_j Phi_{j, S_t} deviation_t-j."""
+        return deviations[0] - np.einsum("jteb,ejab->tea", deviations[1:], params.ar[self.digits[:, 0]])
 
-    def log_densities(self, params: SwitchingParameters, residuals: np.ndarray) -> np.ndarray:
-        """log N(e_t; 0, sigma2) under every expanded state, (T, E)."""
-        variances = params.variances[self.digits[:, 0]]
-        return np.ascontiguousarray(normal_log_density(residuals, 0.0, variances))
+    def log_densities(self, params: SwitchingParameters, residuals: np.ndarray, data: SeriesData) -> np.ndarray:
+        """log N(e_t; 0, Sigma) of the observed entries under every expanded state, (T, E)."""
+        covariances = params.covariances[self.digits[:, 0]]
+        if not data.patterns:
+            return np.ascontiguousarray(_log_density(residuals, covariances))
+        out = np.zeros(residuals.shape[:2])  # a wholly missing step: no evidence
+        for seen, rows in data.patterns:
+            if seen.any():
+                out[rows] = _log_density(residuals[rows][:, :, seen], covariances[:, seen][:, :, seen])
+        return out
+
+    def completion(
+        self, params: SwitchingParameters, residuals: np.ndarray, data: SeriesData, gamma: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The residuals (T, E, D) with their missing entries at E[e_m | e_o, regime] =
+        Sigma_mo Sigma_oo^-1 e_o, and sum_t gamma_te Cov(e_m | e_o, regime) (E, D, D) (p = 0)."""
+        covariances = params.covariances[self.digits[:, 0]]
+        completed, scatter = residuals.copy(), np.zeros_like(covariances)
+        for seen, rows in data.patterns:
+            hidden = ~seen
+            if not hidden.any():
+                continue
+            cross = covariances[:, hidden][:, :, seen]  # (E, m, o)
+            gain = np.linalg.solve(covariances[:, seen][:, :, seen], np.swapaxes(cross, 1, 2)).swapaxes(1, 2)
+            block = completed[rows]
+            block[:, :, hidden] = np.einsum("emo,teo->tem", gain, residuals[rows][:, :, seen])
+            completed[rows] = block
+            conditional = covariances[:, hidden][:, :, hidden] - gain @ np.swapaxes(cross, 1, 2)
+            scatter[np.ix_(np.arange(len(covariances)), hidden, hidden)] += (
+                gamma[rows].sum(axis=0)[:, None, None] * conditional
+            )
+        return completed, scatter
 
     def _kernel_arguments(
         self,
@@ -162,43 +254,69 @@ class SwitchingRegression:
         scratch: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """The arguments of the HMM kernels on the expanded chain: log-likelihoods (from the
-        ``residuals``, computed when not given), offsets, initial probabilities, transitions."""
-        initial, matrices = self.expanded_chain(self.transition_matrices(params, data), scratch)
+        ``residuals``, computed when not given), offsets, initial probabilities, transitions.
+
+        The kernels take one initial law; where the sequences' differ (time-varying
+        transitions) each is folded into its first step's evidence, log(E pi_s) added to it,
+        with a uniform initial law: the same products, so the same results."""
+        initials, matrices = self.expanded_chain(self.transition_matrices(params, data), data, scratch)
         if residuals is None:
             residuals = self.residuals(params, self.deviations(params, data))
+        log_likelihoods = self.log_densities(params, residuals, data)
+        offsets = self.offsets(data).astype(np.int64)
+        initial = initials[0]
+        if len(initials) > 1:
+            with np.errstate(divide="ignore"):
+                log_likelihoods[offsets[:-1]] += np.log(len(initial) * initials)
+            initial = np.full(len(initial), 1.0 / len(initial))
         return {
-            "log_likelihoods": self.log_densities(params, residuals),
-            "offsets": np.array([0, len(residuals)], dtype=np.int64),
+            "log_likelihoods": log_likelihoods,
+            "offsets": offsets,
             "initial_probs": initial,
             "transition_matrices": matrices,
         }
 
-    def coef_design(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, np.ndarray]:
-        """With phi fixed the residual is ``target - design @ free coefficients``: (T, E) and (T, E, n_coef)."""
-        p, n = self.order, len(data.y)
-        ar = params.ar[self.digits[:, 0]]  # (E, p)
-        y_lags = np.stack([data.y[p - j : n - j] for j in range(p + 1)])  # (p+1, T)
-        x_lags = np.stack([data.regressors[p - j : n - j] for j in range(p + 1)])  # (p+1, T, R)
-        target = y_lags[0][:, None] - y_lags[1:].T @ ar.T
-        # d(x_t'beta_{S_t} - sum_j phi_j x_{t-j}'beta_{S_{t-j}}) / d beta_k[c]
-        lag_weights = np.concatenate([self.indicators[:1], -ar.T[:, :, None] * self.indicators[1:]])  # (p+1, E, K)
-        design = np.einsum("jek,jtc->tekc", lag_weights, x_lags)
+    def coef_design(
+        self, params: SwitchingParameters, data: SeriesData, completed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """With Phi fixed the residual is ``target - design @ free coefficients``: (T, E, D) and
+        (T, E, D, n_coef) (the ``completed`` values as the target where given; p = 0)."""
+        p, rows = self.order, self.rows(data)
+        ar = params.ar[self.digits[:, 0]]  # (E, p, D, D)
+        x_lags = np.stack([data.regressors[rows - j] for j in range(p + 1)])  # (p+1, T, R)
+        if completed is None:
+            y_lags = np.stack([data.y[rows - j] for j in range(p + 1)])  # (p+1, T, D)
+            target = y_lags[0][:, None, :] - np.einsum("jtb,ejab->tea", y_lags[1:], ar)
+        else:
+            target = completed
+        # d(B_{S_t}'x_t - sum_j Phi_j B_{S_{t-j}}'x_{t-j})_a / d B_k[r, c]: lag weights (p+1, E, K, D, D)
+        identity = np.eye(self.n_features)
+        lag_weights = np.concatenate(
+            [
+                self.indicators[:1, :, :, None, None] * identity,
+                -self.indicators[1:, :, :, None, None] * np.moveaxis(ar, 1, 0)[:, :, None],
+            ]
+        )
+        design = np.einsum("jekac,jtr->teakrc", lag_weights, x_lags)
         return target, design.reshape(*target.shape, -1) @ self.layout.coef_map
 
     def ar_design(self, deviations: np.ndarray) -> np.ndarray:
-        """With the coefficients fixed the residual is ``deviations[0] - design @ free phi``; (T, E, n_ar)."""
-        design = np.einsum("ek,jte->tekj", self.indicators[0], deviations[1:])
-        return design.reshape(*deviations.shape[1:], -1) @ self.layout.ar_map
+        """With the coefficients fixed the residual is ``deviations[0] - design @ free Phi``; (T, E, D, n_ar)."""
+        d = self.n_features
+        # d e_a / d Phi_{j, S_t}[a, b] = -deviation_{t-j, b}: the free Phi of each state's current regime
+        ar_map = self.layout.ar_map
+        free = ar_map.reshape(self.n_states, self.order, d, d, ar_map.shape[1])[self.digits[:, 0]]  # (E, p, D, D, n_ar)
+        return np.einsum("jteb,ejabf->teaf", deviations[1:], free)
 
     # --------------------------------------------------------------- inference
     def log_likelihood(self, params: SwitchingParameters, data: SeriesData) -> float:
-        """log p(y_p, ..., y_n-1 | y_0, ..., y_p-1)."""
-        return float(kernels.log_likelihood(**self._kernel_arguments(params, data))[0])
+        """sum over the sequences of log p(y_p, ..., y_n-1 | y_0, ..., y_p-1)."""
+        return float(kernels.log_likelihood(**self._kernel_arguments(params, data)).sum())
 
     def filtered(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
         """p(S_t | y up to t) for t >= p, (T, K), and the log-likelihood."""
         filtered, log_lik = kernels.forward_filter(**self._kernel_arguments(params, data))
-        return self.regimes(filtered), float(log_lik[0])
+        return self.regimes(filtered), float(log_lik.sum())
 
     def viterbi(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
         """The most probable regime path (T,) for t >= p, and log p(y, path) (the path's
@@ -211,7 +329,7 @@ class SwitchingRegression:
                 log_initial=np.log(arguments["initial_probs"]),
                 log_transitions=np.log(arguments["transition_matrices"]),
             )
-        return self.digits[path, 0], float(log_prob[0])
+        return self.digits[path, 0], float(log_prob.sum())
 
     # -------------------------------------------------------------------- E-step
     def e_step(
@@ -223,37 +341,55 @@ class SwitchingRegression:
         deviations = self.deviations(params, data)
         residuals = self.residuals(params, deviations)
         arguments = self._kernel_arguments(params, data, residuals, scratch)
-        current, first, p = self.indicators[0], None, self.order
-        if len(arguments["transition_matrices"]) > 1:
+        current, p = self.indicators[0], self.order
+        varying = len(arguments["transition_matrices"]) > 1
+        if varying:
             log_lik, posteriors, pairs = kernels.forward_backward_varying(**arguments, scratch=scratch)
-            moves = np.zeros((len(data.y), self.n_states, self.n_states))
-            moves[p + 1 :] = current.T @ pairs[1:] @ current
+            moves = np.zeros((len(data.regressors), self.n_states, self.n_states))
+            moves[self.rows(data)] = current.T @ pairs @ current  # pairs are 0 at sequence starts
         else:
             log_lik, posteriors, pairs = kernels.forward_backward(**arguments, scratch=scratch)
             moves = (current.T @ pairs @ current)[None]
-        first = posteriors[0]
-        for j in range(p):  # the moves inside the first expanded state, into step p - j
-            moves[p - j if len(moves) > 1 else 0] += (self.indicators[j + 1].T * first) @ self.indicators[j]
+        firsts = posteriors[arguments["offsets"][:-1]]
+        for (start, _), first in zip(data.sequences(), firsts):
+            for j in range(p):  # the moves inside the first expanded state, into step p - j
+                moves[start + p - j if varying else 0] += (self.indicators[j + 1].T * first) @ self.indicators[j]
         transitions = moves.sum(axis=0)
         earliest = self.indicators[-1]
+        completed = scatter = None
+        if data.patterns:  # p = 0: the missing entries at their conditional means
+            residuals, scatter = self.completion(params, residuals, data, posteriors)
+            fitted = np.einsum("tr,erd->ted", data.regressors, params.coef[self.digits[:, 0]])
+            completed = np.where(np.isnan(data.y)[:, None, :], residuals + fitted, data.y[:, None, :])
+            deviations = residuals[None]
         return Posterior(
-            float(log_lik[0]),
+            float(log_lik.sum()),
             posteriors,
             transitions,
-            first @ earliest,
+            np.array([first @ earliest for first in firsts]),  # vector products, as for one sequence
             arguments["initial_probs"] @ earliest,
             residuals,
             deviations,
-            moves if len(moves) > 1 else None,
+            moves if varying else None,
+            completed,
+            scatter,
         )
 
-    def hard_posterior(self, path: np.ndarray) -> Posterior:
+    def hard_posterior(self, path: np.ndarray, data: SeriesData) -> Posterior:
         """All mass on one regime path (n,), with one pseudo-count per transition: a start for the M-step."""
-        k, p, n = self.n_states, self.order, len(path)
-        expanded = sum(path[p - j : n - j] * k ** (p - j) for j in range(p + 1))
-        counts = 1.0 + np.eye(k)[path[:-1]].T @ np.eye(k)[path[1:]]
+        k, p, rows = self.n_states, self.order, self.rows(data)
+        expanded = sum(path[rows - j] * k ** (p - j) for j in range(p + 1))
+        linked = _linked_rows(data)
+        counts = 1.0 + np.eye(k)[path[linked - 1]].T @ np.eye(k)[path[linked]]
         empty = np.empty((0, 0))
-        return Posterior(np.nan, np.eye(self.n_expanded)[expanded], counts, np.eye(k)[path[0]], empty, empty, empty)
+        first = np.eye(k)[path[data.bounds[:-1]]]
+        completed = scatter = None
+        if data.patterns:  # missing entries at the series' means
+            filled = np.where(np.isnan(data.y), np.nanmean(data.y, axis=0), data.y)
+            completed = np.broadcast_to(filled[:, None, :], (len(rows), self.n_expanded, self.n_features))
+            scatter = np.zeros((self.n_expanded, self.n_features, self.n_features))
+        posteriors = np.eye(self.n_expanded)[expanded]
+        return Posterior(np.nan, posteriors, counts, first, empty, empty, empty, None, completed, scatter)
 
     # -------------------------------------------------------------------- M-step
     def initial_parameters(self, path: np.ndarray, data: SeriesData) -> SwitchingParameters:
@@ -261,17 +397,17 @@ class SwitchingRegression:
         the logit from 0, with the pseudo-counts spread over the steps), then two regression
         steps (the coefficients, phi, the coefficients again given phi, the variances)."""
         k, n_tvtp = self.n_states, self.layout.n_tvtp
-        posterior = self.hard_posterior(path)
+        posterior = self.hard_posterior(path, data)
         params = SwitchingParameters(
             transmat=None if n_tvtp else normalise_rows(posterior.transitions),
-            coef=np.zeros((k, data.regressors.shape[1])),
-            ar=np.zeros((k, self.order)),
-            variances=np.full(k, max(float(np.var(data.y)), data.variance_floor)),
+            coef=np.zeros((k, data.regressors.shape[1], self.n_features)),
+            ar=np.zeros((k, self.order, self.n_features, self.n_features)),
+            covariances=np.stack([np.diag(np.maximum(data.variances, data.variance_floor))] * k),
             transition_coef=np.zeros((k, k - 1, n_tvtp)) if n_tvtp else None,
         )
         if n_tvtp:
-            moves = np.zeros((len(path), k, k))
-            moves[1:] = np.eye(k)[path[:-1], :, None] * np.eye(k)[path[1:], None, :] + 1.0 / (len(path) - 1)
+            moves, linked = np.zeros((len(path), k, k)), _linked_rows(data)
+            moves[linked] = np.eye(k)[path[linked - 1], :, None] * np.eye(k)[path[linked], None, :] + 1.0 / len(linked)
             for _ in range(_INITIAL_NEWTON_STEPS):
                 matrices = self.transition_matrices(params, data)
                 coef = params.transition_coef + newton_direction(moves, matrices, data.tvtp)
@@ -296,22 +432,31 @@ class SwitchingRegression:
         """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
         moves' term, taken if it raises the whole (the start's term too), else the largest of
         1/2, 1/4, ... of it that does (or none), a generalised-EM step."""
-        moves, first = posterior.moves, posterior.first_regime
+        moves = posterior.moves
         matrices = self.transition_matrices(params, data)
-        current = expected_log_probability(moves, matrices, first)
+        current = self.logit_objective(posterior, matrices, data)
+        # a sequence's first row has no moves, so one Newton step spans the sequences
         direction = newton_direction(moves, matrices, data.tvtp)
         for step in 0.5 ** np.arange(10):
             candidate = replace(params, transition_coef=params.transition_coef + step * direction)
-            if expected_log_probability(moves, self.transition_matrices(candidate, data), first) >= current:
+            if self.logit_objective(posterior, self.transition_matrices(candidate, data), data) >= current:
                 return candidate
         return params
+
+    def logit_objective(self, posterior: Posterior, matrices: np.ndarray, data: SeriesData) -> float:
+        """The transition part of Q with time-varying P, summed over the sequences (each starting
+        from the stationary distribution of its first matrix)."""
+        return sum(
+            expected_log_probability(posterior.moves[a:b], matrices[a:b], first)
+            for (a, b), first in zip(data.sequences(), posterior.first_regime)
+        )
 
     def transition_step(self, params: SwitchingParameters, posterior: Posterior) -> SwitchingParameters:
         """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
         stationary start, has no closed-form maximum. The normalised counts maximise its first
         term; they are taken if they raise the whole, else the largest step towards them of
         1/2, 1/4, ... that does (or none), which keeps the step a generalised-EM one."""
-        counts, first = posterior.transitions, posterior.first_regime
+        counts, first = posterior.transitions, posterior.first_regime.sum(axis=0)
 
         def objective(transmat: np.ndarray, start: np.ndarray) -> float:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -329,22 +474,32 @@ class SwitchingRegression:
     def regression_step(
         self, params: SwitchingParameters, posterior: Posterior, data: SeriesData
     ) -> SwitchingParameters:
-        """The coefficients given phi, phi given the coefficients, then the variances (floored)."""
-        layout, gamma = self.layout, posterior.posteriors
+        """The coefficients given Phi, Phi given the coefficients (generalised least squares
+        under the current covariances), then the covariances (eigenvalues floored)."""
+        layout, gamma, completed = self.layout, posterior.posteriors, posterior.completed
+        current = self.indicators[0]
         if layout.sizes[1]:
-            target, design = self.coef_design(params, data)
-            free = _weighted_least_squares(target, design, gamma / params.variances[self.digits[:, 0]])
+            target, design = self.coef_design(params, data, completed)
+            free = _generalised_least_squares(target, design, gamma, params.covariances[self.digits[:, 0]])
             params = replace(params, coef=layout.coef_from_free(free))
-        deviations = self.deviations(params, data)
+        deviations = self.deviations(params, data, completed)
         if layout.sizes[3]:
-            weights = gamma / params.variances[self.digits[:, 0]]
-            free = _weighted_least_squares(deviations[0], self.ar_design(deviations), weights)
+            free = _generalised_least_squares(
+                deviations[0], self.ar_design(deviations), gamma, params.covariances[self.digits[:, 0]]
+            )
             params = replace(params, ar=layout.ar_from_free(free))
-        squares = ((gamma * self.residuals(params, deviations) ** 2) @ self.indicators[0]).sum(axis=0)
-        masses = (gamma @ self.indicators[0]).sum(axis=0)
-        variance_map = layout.variance_map
-        per_free = (squares @ variance_map) / np.maximum(masses @ variance_map, 1e-300)
-        return replace(params, variances=np.maximum(variance_map @ per_free, data.variance_floor))
+        residuals = self.residuals(params, deviations)
+        n_steps, n_expanded, d = residuals.shape
+        outer = gamma[:, :, None, None] * (residuals[:, :, :, None] * residuals[:, :, None, :])
+        outer = np.moveaxis(outer.reshape(n_steps, n_expanded, d * d), 1, 2).reshape(-1, n_expanded)
+        squares = (outer @ current).reshape(n_steps, d * d, -1).sum(axis=0).T  # (K, D D)
+        if posterior.scatter is not None:
+            squares = squares + current.T @ posterior.scatter.reshape(n_expanded, d * d)
+        masses = (gamma @ current).sum(axis=0)
+        regime_map = layout.regime_map
+        per_free = (regime_map.T @ squares) / np.maximum(masses @ regime_map, 1e-300)[:, None]
+        covariances = (regime_map @ per_free).reshape(-1, d, d)
+        return replace(params, covariances=_floored(covariances, data.variance_floor))
 
     # ------------------------------------------------------- gradient and polish
     def value_and_gradient(
@@ -363,27 +518,65 @@ class SwitchingRegression:
         gamma = posterior.posteriors
         if layout.n_tvtp:
             matrices = self.transition_matrices(params, data)
-            transition_grad = logit_gradient(posterior.moves, matrices, data.tvtp, posterior.first_regime)
+            transition_grad = sum(
+                logit_gradient(posterior.moves[a:b], matrices[a:b], data.tvtp[a:b], first)
+                for (a, b), first in zip(data.sequences(), posterior.first_regime)
+            )
             transition_grad = np.transpose(transition_grad, (1, 2, 0))  # target, covariate, source
         else:
             transmat, counts = params.transmat, posterior.transitions
             # d log P[i, j] / d logit[i, m] = 1[j = m] - P[i, m]
             transition_grad = counts[:, :-1] - transmat[:, :-1] * counts.sum(axis=1, keepdims=True)
-            transition_grad = (transition_grad + start_gradient(transmat, posterior.first_regime)).T
+            transition_grad = (transition_grad + start_gradient(transmat, posterior.first_regime.sum(axis=0))).T
 
-        residuals = posterior.residuals
-        weighted = gamma * residuals / params.variances[self.digits[:, 0]]  # -(d log f / d residual) gamma
-        variance_grad = ((0.5 * (weighted * residuals - gamma)) @ self.indicators[0]).sum(axis=0)
-        _, coef_design = self.coef_design(params, data)
+        # with Sigma = U diag(v) U' per expanded state, w = U^-1 e: log f = -(sum log v + sum w^2 / v) / 2 + c
+        inverse, variances = _whitening(params.covariances[self.digits[:, 0]])
+        whitened = np.einsum("ead,ted->tea", inverse, posterior.residuals)
+        weighted = gamma[:, :, None] * whitened / variances  # -(d log f / d w) gamma
+        _, coef_design = self.coef_design(params, data, posterior.completed)
         gradient = np.concatenate(
             [
                 transition_grad.ravel(),
-                np.einsum("tef,te->f", coef_design, weighted),
-                variance_grad @ layout.variance_map,
-                np.einsum("tef,te->f", self.ar_design(posterior.deviations), weighted),
+                np.einsum("teaf,tea->f", np.einsum("ead,tedf->teaf", inverse, coef_design), weighted),
+                self.covariance_gradient(posterior, whitened, weighted, inverse, variances).ravel()
+                @ layout.variance_map,
+                np.einsum(
+                    "teaf,tea->f", np.einsum("ead,tedf->teaf", inverse, self.ar_design(posterior.deviations)), weighted
+                ),
             ]
         )
         return posterior.log_likelihood, gradient
+
+    def covariance_gradient(
+        self,
+        posterior: Posterior,
+        whitened: np.ndarray,
+        weighted: np.ndarray,
+        inverse: np.ndarray,
+        variances: np.ndarray,
+    ) -> np.ndarray:
+        """d log p(y) / d (log v_a, U_ab) per regime, (K, n_cov) in ``covariance_entries`` order.
+
+        With S~ = sum_t gamma w w' (plus the missing entries' conditional covariances, whitened)
+        and m = sum_t gamma: d / d log v_a = (S~_aa / v_a - m) / 2 and
+        d / d U_ab = [U^-T (diag(v)^-1 S~ - m I)]_ab below the diagonal."""
+        gamma, current = posterior.posteriors, self.indicators[0]
+        n_steps, n_expanded, d = whitened.shape
+        per_step = 0.5 * (weighted * whitened - gamma[:, :, None])  # (T, E, D)
+        diagonal = (np.swapaxes(per_step, 1, 2).reshape(-1, n_expanded) @ current).reshape(n_steps, d, -1).sum(axis=0)
+        scatter = np.zeros((n_expanded, d, d))
+        if posterior.scatter is not None:
+            scatter = inverse @ posterior.scatter @ np.swapaxes(inverse, 1, 2)
+            diagonal = diagonal + 0.5 * (np.diagonal(scatter, axis1=1, axis2=2) / variances).T @ current
+        rows, columns = np.array(self.layout.covariance_entries).T
+        out = np.empty((self.n_states, len(rows)))
+        out[:, rows == columns] = diagonal.T
+        if d > 1:
+            scaled = scatter / variances[:, :, None] + np.einsum("tea,teb->eab", weighted, whitened)  # diag(v)^-1 S~
+            off = np.swapaxes(inverse, 1, 2) @ scaled  # the -m I term has no part below the diagonal
+            below = rows > columns
+            out[:, below] = current.T @ off[:, rows[below], columns[below]]
+        return out
 
     def hessian(self, free: np.ndarray, data: SeriesData) -> np.ndarray:
         """Central differences of the exact gradient, symmetrised."""
@@ -446,60 +639,117 @@ class SwitchingRegression:
     def simulate(
         self, params: SwitchingParameters, data: SeriesData, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A series (n,) and its regimes (n,) for the regressors (n, R) (and transition covariates)
+        """A series (n, D) and its regimes (n,) for the regressors (n, R) (and transition covariates)
         of ``data`` (its ``y`` unused): the chain starts from the stationary distribution of its
-        first matrix, the deviations y - x'beta before the first step are 0."""
+        first matrix, the deviations y - B'x before the first step are 0."""
         regressors = data.regressors
-        n, p = len(regressors), self.order
+        n, p, d = len(regressors), self.order, self.n_features
         matrices = self.transition_matrices(params, data)
         regimes = kernels.sample_chain(stationary_distribution(matrices[0]), matrices, rng.random(n))
-        noise = np.sqrt(params.variances[regimes]) * rng.standard_normal(n)
-        deviations = np.zeros(n + p)  # deviations[t + p] is step t's
+        noise = np.einsum("tab,tb->ta", np.linalg.cholesky(params.covariances)[regimes], rng.standard_normal((n, d)))
+        deviations = np.zeros((n + p, d))  # deviations[t + p] is step t's
         for t, (regime, shock) in enumerate(zip(regimes, noise)):
-            deviations[t + p] = params.ar[regime] @ deviations[t : t + p][::-1] + shock
-        return np.einsum("tc,tc->t", regressors, params.coef[regimes]) + deviations[p:], regimes
+            deviations[t + p] = np.einsum("jab,jb->a", params.ar[regime], deviations[t : t + p][::-1]) + shock
+        return np.einsum("tr,trd->td", regressors, params.coef[regimes]) + deviations[p:], regimes
 
     def forecast(
         self,
         params: SwitchingParameters,
         data: SeriesData,
-        future_regressors: np.ndarray,
-        future_tvtp: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Regime probabilities (H, K), means (H,) and variances (H,) of the H values after the data.
+        futures: list[tuple[np.ndarray, np.ndarray | None]],
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Regime probabilities (H, K), means (H, D) and covariances (H, D, D) of the H values after
+        each sequence of the data, given the (regressors (H, R), transition covariates (H, C) or
+        None) of its future in ``futures``.
 
-        In expanded state e the future is y_t = sum_j phi_{j,S_t} y_{t-j} + c_{e,t} + e_t with
-        c_{e,t} = x_t'beta_{S_t} - sum_j phi_{j,S_t} x_{t-j}'beta_{S_{t-j}}, a Markov jump linear
+        In expanded state e the future is y_t = sum_j Phi_{j,S_t} y_{t-j} + c_{e,t} + e_t with
+        c_{e,t} = B_{S_t}'x_t - sum_j Phi_{j,S_t} B_{S_{t-j}}'x_{t-j}, a Markov jump linear
         system in the lag state [y_t, ..., y_t-p+1] (y_t alone for p = 0) on the expanded chain,
         started from the filtered p(S_T, ..., S_T-p | y); with time-varying transitions the
         moves into the future steps follow their covariates ``future_tvtp`` (H, C).
         """
-        p, horizon, n_expanded = self.order, len(future_regressors), self.n_expanded
+        p, n_expanded, d = self.order, self.n_expanded, self.n_features
         arguments = self._kernel_arguments(params, data)
         filtered, _ = kernels.forward_filter(**arguments)
-        size = max(p, 1)
-        # c is the residual of a series of zeros, with the sign changed
-        regressors = np.concatenate([data.regressors, future_regressors])
-        zeros = SeriesData(np.zeros(len(regressors)), regressors)
-        offsets = np.zeros((horizon, n_expanded, size))
-        offsets[:, :, 0] = -self.residuals(params, self.deviations(params, zeros))[-horizon:]
-        companions = companion_matrices(params.ar[self.digits[:, 0], None, :]) if p else np.zeros((n_expanded, 1, 1))
+        size = max(p, 1) * d
+        ar = params.ar[self.digits[:, 0]]  # (E, p, D, D): the lag blocks side by side
+        companions = (
+            companion_matrices(np.moveaxis(ar, 1, 2).reshape(n_expanded, d, p * d))
+            if p
+            else np.zeros((n_expanded, d, d))
+        )
         shocks = np.zeros((n_expanded, size, size))
-        shocks[:, 0, 0] = params.variances[self.digits[:, 0]]
-        if params.transition_coef is None:
-            matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
-        else:
-            matrices = self.expanded_moves(logit_matrices(params.transition_coef, future_tvtp))
-        state = data.y[::-1][:size]  # [y_T, ..., y_T-p+1]
-        start = filtered[-1]
-        first, second = known_state_moments(start, state)
-        modes, means, covariances = jump_linear_moments(start, first, second, matrices, companions, offsets, shocks)
-        return self.regimes(modes), means[:, 0], covariances[:, 0, 0]
+        shocks[:, :d, :d] = params.covariances[self.digits[:, 0]]
+        out = []
+        for (first_row, end), last, (future_regressors, future_tvtp) in zip(
+            data.sequences(), arguments["offsets"][1:] - 1, futures
+        ):
+            horizon = len(future_regressors)
+            # c is the residual of a series of zeros, with the sign changed
+            regressors = np.concatenate([data.regressors[first_row:end], future_regressors])
+            zeros = SeriesData(np.zeros((len(regressors), d)), regressors)
+            offsets = np.zeros((horizon, n_expanded, size))
+            offsets[:, :, :d] = -self.residuals(params, self.deviations(params, zeros))[-horizon:]
+            if params.transition_coef is None:
+                matrices = np.broadcast_to(arguments["transition_matrices"], (horizon, n_expanded, n_expanded))
+            else:
+                matrices = self.expanded_moves(logit_matrices(params.transition_coef, future_tvtp))
+            state = data.y[first_row:end][::-1][:p].ravel() if p else np.zeros(d)  # [y_T, ..., y_T-p+1]
+            start = filtered[last]
+            first, second = known_state_moments(start, state)
+            modes, means, covariances = jump_linear_moments(start, first, second, matrices, companions, offsets, shocks)
+            out.append((self.regimes(modes), means[:, :d], covariances[:, :d, :d]))
+        return out
+
+
+def _generalised_least_squares(
+    target: np.ndarray, design: np.ndarray, gamma: np.ndarray, covariances: np.ndarray
+) -> np.ndarray:
+    """argmin_b sum_te gamma_te r' covariances[e]^-1 r, r = target_te - design_te b, for target
+    (T, E, D), design (T, E, D, n): weighted least squares on U^-1 r, Sigma = U diag(v) U'."""
+    inverse, variances = _whitening(covariances)
+    return _weighted_least_squares(
+        np.einsum("ead,ted->tea", inverse, target),
+        np.einsum("ead,tedn->tean", inverse, design),
+        gamma[:, :, None] / variances,
+    )
+
+
+def _whitening(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """U^-1 (E, D, D) and v (E, D) of covariances = U diag(v) U' (for D = 1: 1 and the variance)."""
+    unit, variances = ldl(covariances)
+    return np.linalg.inv(unit), variances
+
+
+def _floored(covariances: np.ndarray, floor: float) -> np.ndarray:
+    """The covariances (K, D, D) with their eigenvalues below ``floor`` raised to it."""
+    values, vectors = np.linalg.eigh(covariances)
+    low = values.min(axis=1) < floor
+    if not low.any():
+        return covariances
+    covariances = covariances.copy()
+    raised = vectors[low] * np.maximum(values[low], floor)[:, None, :]
+    covariances[low] = raised @ np.swapaxes(vectors[low], 1, 2)
+    return covariances
 
 
 def _weighted_least_squares(target: np.ndarray, design: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """argmin_b sum weights (target - design @ b)^2 over all (t, e); ``design`` is (T, E, n)."""
+    """argmin_b sum weights (target - design @ b)^2 over all entries; ``design`` is (..., n)."""
     matrix = design.reshape(-1, design.shape[-1])
     weighted = matrix * weights.reshape(-1, 1)
     # normal equations: a handful of columns; lstsq copes with a regime that has no weight
     return np.linalg.lstsq(weighted.T @ matrix, weighted.T @ target.ravel(), rcond=None)[0]
+
+
+def _linked_rows(data: SeriesData) -> np.ndarray:
+    """The rows with a predecessor in their sequence."""
+    return np.concatenate([np.arange(first + 1, end) for first, end in data.sequences()])
+
+
+def _log_density(residuals: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """log N(residuals[t, e]; 0, covariances[e]), (T, E), for residuals (T, E, d): with
+    S = U diag(v) U' and z = U^-1 e, -(d log 2 pi + sum log v + sum z^2 / v) / 2 (for d = 1
+    the usual -(log 2 pi + log s2 + e^2 / s2) / 2, exactly)."""
+    inverse, variances = _whitening(covariances)
+    z = np.einsum("ead,ted->tea", inverse, residuals)
+    return -0.5 * (residuals.shape[2] * LOG_2PI + np.log(variances).sum(axis=1) + (z**2 / variances).sum(axis=2))
