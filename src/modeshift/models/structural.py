@@ -73,6 +73,8 @@ __all__ = [
 #: the prior variance of a diffuse state, relative to the variance of the observed data
 DIFFUSE_SCALE = 1e6
 _LOG_2PI = float(np.log(2 * np.pi))
+#: -log L where the likelihood is not defined: finite, so that L-BFGS-B's line search backs off
+_UNDEFINED = 1e30
 _TRENDS = {
     "local level": (LocalLevel(),),
     "random walk": (LocalLevel(),),
@@ -345,10 +347,9 @@ class StructuralModel(Model):
         y = seqs.values[:, 0]
         innovation = y - pm @ system.C - U @ system.D
         variance = np.einsum("i,tij,j->t", system.C, pc, system.C) + system.R
-        step = np.arange(seqs.n_steps) - np.repeat(seqs.offsets[:-1], np.diff(seqs.offsets))
-        burned = (step < system.burn) & np.isfinite(y)
+        burned = _first_observed(seqs, system.burn)
         conditioned = -0.5 * np.sum(_LOG_2PI + np.log(variance[burned]) + innovation[burned] ** 2 / variance[burned])
-        standardised = np.where(step < system.burn, np.nan, innovation / np.sqrt(variance))
+        standardised = np.where(burned, np.nan, innovation / np.sqrt(variance))
         return _Filtered(float(log_lik.sum() - conditioned), fm, fc, standardised)
 
     def _log_likelihood(self, params: np.ndarray, seqs: Sequences) -> float:
@@ -395,16 +396,16 @@ class StructuralModel(Model):
         def negative(x: np.ndarray) -> float:
             try:
                 value = -self._log_likelihood(layout.params(x), seqs)
-            except (ValueError, np.linalg.LinAlgError):
-                value = np.inf
-            value = value if np.isfinite(value) else np.inf
+            except (ValueError, np.linalg.LinAlgError):  # e.g. every variance 0: y_t has variance 0
+                value = _UNDEFINED
+            value = value if np.isfinite(value) else _UNDEFINED
             values[x.tobytes()] = value
             return value
 
         def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
             value = negative(x)
             gradient = np.zeros_like(x)
-            if np.isfinite(value):
+            if value < _UNDEFINED:
                 for i in range(len(x)):
                     h = 6e-6 * max(1.0, abs(x[i]))
                     up, down = x.copy(), x.copy()
@@ -421,11 +422,10 @@ class StructuralModel(Model):
             layout.x0,
             jac=True,
             method="L-BFGS-B",
-            bounds=layout.bounds,
             callback=record,
             options={"maxiter": self.n_iter, "ftol": 1e-13, "gtol": 1e-5, "maxcor": 20},
         )
-        x = result.x if np.isfinite(result.fun) else layout.x0
+        x = result.x if result.fun < _UNDEFINED else layout.x0
         self.n_iter_ = len(history)
         self.converged_ = bool(result.success)
         if not result.success and result.nit >= self.n_iter:
@@ -472,9 +472,8 @@ class StructuralModel(Model):
         return -2.0 * self.score(seqs) + self.n_parameters * np.log(self._n_effective(seqs))
 
     def _n_effective(self, seqs: Sequences) -> int:
-        system = self._system(self._params(), seqs)
-        step = np.arange(seqs.n_steps) - np.repeat(seqs.offsets[:-1], np.diff(seqs.offsets))
-        return int((np.isfinite(seqs.values[:, 0]) & (step >= system.burn)).sum())
+        burned = _first_observed(seqs, self._system(self._params(), seqs).burn)
+        return int(np.isfinite(seqs.values[:, 0]).sum() - burned.sum())
 
     def standardised_residuals(
         self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None
@@ -505,7 +504,9 @@ class StructuralModel(Model):
         seqs = self._sequences(X, lengths, exog)
         system = self._system(params, seqs)
         filtered = self._filter(system, seqs)
-        futures = check_future_inputs(future_exog, horizon, seqs.n_sequences, self.n_exog, "this StructuralModel")
+        futures = check_future_inputs(
+            future_exog, horizon, seqs.n_sequences, self.n_exog, "this StructuralModel", name="future_exog"
+        )
         parts = []
         for s in range(seqs.n_sequences):
             last = seqs.offsets[s + 1] - 1
@@ -607,7 +608,7 @@ class StructuralModel(Model):
         n = self._n_effective(seqs)
         residuals = self._filter(self._system(params, seqs), seqs).standardised
         after_burn = np.concatenate(
-            [r[self._system(params, seqs).burn :] for r in np.split(residuals, seqs.offsets[1:-1])]
+            [r[np.flatnonzero(np.isfinite(r)).min(initial=len(r)) :] for r in np.split(residuals, seqs.offsets[1:-1])]
         )
         lags = self._ljung_box_lags(int(np.isfinite(after_burn).sum()))
         q, q_p = ljung_box(after_burn, lags=lags)
@@ -642,10 +643,21 @@ class StructuralModel(Model):
         """Rebuild the components (a model file stores each as its fields and its type's name)
         and read the parameters and the fit's record."""
         types = attributes.pop("component_types")
-        self.components = tuple(COMPONENTS[name](*fields) for name, fields in zip(types, self.components))
+        self.components = tuple(
+            COMPONENTS[name](*(tuple(f) if isinstance(f, list) else f for f in fields))  # JSON made tuples lists
+            for name, fields in zip(types, self.components)
+        )
         self.params_ = np.array(arrays["params_"])
         self.__dict__.update(attributes)
         self._params()
+
+
+def _first_observed(seqs: Sequences, count: int) -> np.ndarray:
+    """Flags of the steps that hold the first ``count`` observed values of each sequence."""
+    observed = np.isfinite(seqs.values[:, 0])
+    seen = np.cumsum(observed)
+    before = np.repeat(np.r_[0, seen[seqs.offsets[1:-1] - 1]], np.diff(seqs.offsets))
+    return observed & (seen - before <= count)
 
 
 def _variance_scale(params: np.ndarray, kinds: np.ndarray) -> float:
@@ -656,8 +668,10 @@ def _variance_scale(params: np.ndarray, kinds: np.ndarray) -> float:
 
 class _Layout:
     """The components' parameters as one scaled free vector for the optimiser, and back: each
-    free value divided by its size at the start (variances: their standard deviations,
-    bounded below by 0), so that L-BFGS-B sees numbers of order one."""
+    free value divided by its size at the start, so that L-BFGS-B sees numbers of order one.
+    A variance enters through its standard deviation s, unbounded: log L is even in s and near
+    a variance of 0 nearly quadratic in it, so L-BFGS-B reaches a boundary optimum s = 0 fast
+    (statsmodels' parameterisation), and a line search never stops on every variance at 0."""
 
     def __init__(self, components: tuple[Any, ...], start: np.ndarray):
         self.components = components
@@ -672,7 +686,6 @@ class _Layout:
             np.where(kinds == "variance", np.maximum(scale, floor), np.where(scale > 0, scale, 1.0)),
         )
         self.x0 = free / self.units
-        self.bounds = [(0.0, None) if kind == "variance" else (None, None) for kind in kinds]
 
     def _free(self, params: np.ndarray) -> np.ndarray:
         parts = np.split(np.asarray(params, dtype=float), np.cumsum(self.sizes)[:-1])
