@@ -37,3 +37,69 @@ def test_sharded_e_step_equals_whole(emission):
 def test_statistics_refuse_mismatched_fields():
     with pytest.raises(ValueError):
         Statistics(a=np.ones(2)) + Statistics(b=np.ones(2))
+
+
+# ------------------------------------------------------------ residual diagnostics
+def _residuals(n: int = 300, seed: int = 0) -> np.ndarray:
+    """An AR(1) series with a variance that grows: every test has something to find."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_t(5, size=n) * np.linspace(1.0, 2.0, n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for t in range(1, n):
+        x[t] = 0.3 * x[t - 1] + e[t]
+    return x
+
+
+@pytest.mark.parametrize("model_df", [0, 2])
+def test_ljung_box_equals_statsmodels(model_df):
+    from statsmodels.stats.diagnostic import acorr_ljungbox
+
+    from modeshift.statistics import ljung_box
+
+    x = _residuals()
+    q, p = ljung_box(x, lags=12, model_df=model_df)
+    expected = acorr_ljungbox(x, lags=12, model_df=model_df)
+    np.testing.assert_allclose(q, expected["lb_stat"], rtol=1e-12)
+    np.testing.assert_allclose(p, expected["lb_pvalue"], rtol=1e-9)
+
+
+def test_ljung_box_by_hand_on_a_tiny_series():
+    from modeshift.statistics import ljung_box
+
+    x = np.array([1.0, -2.0, 0.5, 3.0, -1.0])
+    c = x - x.mean()
+    r1 = (c[1:] @ c[:-1]) / (c @ c)
+    q, _ = ljung_box(x, lags=1)
+    assert q[0] == pytest.approx(5 * 7 * r1**2 / 4)
+
+
+def test_jarque_bera_equals_statsmodels():
+    from statsmodels.stats.stattools import jarque_bera as reference
+
+    from modeshift.statistics import jarque_bera
+
+    x = _residuals()
+    np.testing.assert_allclose(jarque_bera(x), reference(x), rtol=1e-12)
+
+
+def test_heteroskedasticity_equals_statsmodels_breakvar():
+    from statsmodels.tsa.stattools import breakvar_heteroskedasticity_test
+
+    from modeshift.statistics import heteroskedasticity
+
+    x = _residuals()
+    x[[3, 250, 251]] = np.nan  # unequal numbers of observed values in the two thirds
+    expected = breakvar_heteroskedasticity_test(x, subset_length=int(np.round(len(x) / 3)))
+    np.testing.assert_allclose(heteroskedasticity(x), (expected.statistic, expected.pvalue), rtol=1e-12)
+
+
+def test_residual_diagnostics_refuse_too_few_values():
+    from modeshift.statistics import heteroskedasticity, jarque_bera, ljung_box
+
+    with pytest.raises(ValueError, match="lags must be"):
+        ljung_box(np.ones(5), lags=5)
+    with pytest.raises(ValueError, match="at least 3"):
+        jarque_bera([1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="2 observed values"):
+        heteroskedasticity([1.0, 2.0, 3.0])

@@ -1,12 +1,14 @@
-"""Expected sufficient statistics that add up across shards of data."""
+"""Statistics: expected sufficient statistics that add up across shards of data, and the tests of
+residual diagnostics (Ljung-Box, Jarque-Bera, a break in the variance)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-__all__ = ["Stacked", "Statistics"]
+__all__ = ["Stacked", "Statistics", "heteroskedasticity", "jarque_bera", "ljung_box"]
 
 
 class Statistics(dict):
@@ -48,3 +50,82 @@ class Stacked:
     @property
     def array(self) -> np.ndarray:
         return np.concatenate(self.blocks)
+
+
+# ------------------------------------------------------------ residual diagnostics
+def _finite(residuals: Any) -> np.ndarray:
+    x = np.asarray(residuals, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def ljung_box(residuals: Any, lags: int = 10, model_df: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Ljung-Box portmanteau test of no autocorrelation up to each lag 1..``lags``.
+
+        Q(L) = n (n + 2) sum_{k=1..L} r_k^2 / (n - k),   r_k the lag-k autocorrelation,
+
+    referred to chi^2(L - ``model_df``) (Ljung & Box 1978). Missing values (NaN) are dropped.
+    Returns the statistics and p-values, one per lag (NaN where L <= model_df).
+
+    >>> q, p = ljung_box(np.random.default_rng(0).normal(size=500), lags=5)
+    >>> q.shape, bool(p[-1] > 0.01)
+    ((5,), True)
+    """
+    x = _finite(residuals)
+    n, lags = len(x), int(lags)
+    if not 1 <= lags < n:
+        raise ValueError(f"lags must be an integer in [1, {n - 1}] for {n} residuals, got {lags}")
+    centred = x - x.mean()
+    denominator = centred @ centred
+    r = np.array([centred[k:] @ centred[:-k] for k in range(1, lags + 1)]) / denominator
+    k = np.arange(1, lags + 1)
+    q = n * (n + 2) * np.cumsum(r**2 / (n - k))
+    df = k - int(model_df)
+    p = np.where(df > 0, stats.chi2.sf(q, np.maximum(df, 1)), np.nan)
+    return q, p
+
+
+def jarque_bera(residuals: Any) -> tuple[float, float, float, float]:
+    """Jarque-Bera test of normality: JB = n/6 (S^2 + (K - 3)^2 / 4) against chi^2(2), with S and K
+    the sample skewness and kurtosis (moments about the mean, divided by n). Missing values are
+    dropped. Returns (JB, p-value, S, K).
+
+    >>> jb, p, skew, kurtosis = jarque_bera(np.random.default_rng(0).normal(size=2000))
+    >>> bool(p > 0.01), round(kurtosis)
+    (True, 3)
+    """
+    x = _finite(residuals)
+    n = len(x)
+    if n < 3:
+        raise ValueError(f"the Jarque-Bera test needs at least 3 residuals, got {n}")
+    centred = x - x.mean()
+    variance = np.mean(centred**2)
+    skewness = float(np.mean(centred**3) / variance**1.5)
+    kurtosis = float(np.mean(centred**4) / variance**2)
+    statistic = n / 6.0 * (skewness**2 + (kurtosis - 3.0) ** 2 / 4.0)
+    return float(statistic), float(stats.chi2.sf(statistic, 2)), skewness, kurtosis
+
+
+def heteroskedasticity(residuals: Any, subset_length: int | None = None) -> tuple[float, float]:
+    """Test for a break in the variance (Harvey 1990, "breakvar"): the sum of squares of the last
+    h residuals over that of the first h, h = round(n / 3) by default,
+
+        H(h) = sum_{t > n - h} v_t^2 / sum_{t <= h} v_t^2,
+
+    referred two-sided to F(m_last, m_first) after scaling by m_first / m_last (m the observed
+    residuals in each part). ``residuals`` are in time order; missing values (NaN) count for h
+    but not for m. Returns (H, p-value).
+
+    >>> h, p = heteroskedasticity(np.r_[np.ones(50), 3 * np.ones(50)] * np.random.default_rng(0).normal(size=100))
+    >>> bool(h > 4), bool(p < 0.001)
+    (True, True)
+    """
+    squares = np.asarray(residuals, dtype=float).ravel() ** 2
+    h = int(np.round(len(squares) / 3)) if subset_length is None else int(subset_length)
+    first, last = squares[:h], squares[-h:]
+    m_first, m_last = int(np.isfinite(first).sum()), int(np.isfinite(last).sum())
+    if min(m_first, m_last) < 2:
+        raise ValueError(f"each third of the residuals needs 2 observed values, got {m_first} and {m_last}")
+    statistic = float(np.nansum(last) / np.nansum(first))
+    scaled = statistic * m_first / m_last
+    tails = stats.f.cdf(scaled, m_last, m_first), stats.f.sf(scaled, m_last, m_first)
+    return statistic, float(min(1.0, 2.0 * min(tails)))

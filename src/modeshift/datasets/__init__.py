@@ -13,6 +13,7 @@ __all__ = [
     "Simulation",
     "EVENT_LOGS",
     "bouncing_ball",
+    "load_co2",
     "load_earthquakes",
     "load_event_log",
     "load_faithful",
@@ -46,6 +47,20 @@ def load_earthquakes() -> pd.DataFrame:
     The running example of Zucchini & MacDonald (2009) for Poisson hidden Markov models.
     """
     return _read("earthquakes.csv")
+
+
+def load_co2() -> pd.DataFrame:
+    """Weekly atmospheric CO2 at Mauna Loa, 1958-03-29 to 2001-12-29 (columns ``date``, ``co2`` in
+    ppmv; 59 weeks missing, NaN).
+
+    Keeling & Whorf (2004), SIO flask samples (CDIAC): a trend plus a yearly seasonal of period
+    365.25 / 7 = 52.18 weeks, the running example of structural time-series models.
+
+    >>> co2 = load_co2()
+    >>> len(co2), int(co2["co2"].isna().sum())
+    (2284, 59)
+    """
+    return _read("co2_mauna_loa_weekly.csv")
 
 
 def load_faithful() -> pd.DataFrame:

@@ -9,6 +9,7 @@ from modeshift.models.lds import LinearGaussianSSM
 from modeshift.models.markov_chain import MarkovChain
 from modeshift.models.markov_switching import MarkovAutoregression, MarkovRegression
 from modeshift.models.slds import SwitchingLDS
+from modeshift.models.structural import StructuralModel
 from modeshift.models.symbol_hmm import SymbolHMM
 from modeshift.models.variable_order import VariableOrderChain
 
@@ -23,6 +24,7 @@ __all__ = [
     "MarkovRegression",
     "Model",
     "NotFittedError",
+    "StructuralModel",
     "SwitchingLDS",
     "SymbolHMM",
     "VariableOrderChain",

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from modeshift.archive import read_archive, write_archive
 from modeshift.data import Sequences, check_array
@@ -270,6 +271,22 @@ class Forecast:
             return parts[0]
         gathered = {field.name: [getattr(part, field.name) for part in parts] for field in fields(cls)}
         return cls(**{name: None if values[0] is None else values for name, values in gathered.items()})
+
+    def interval(self, level: float = 0.95) -> tuple[Any, Any]:
+        """Central prediction intervals of each observed dimension with probability ``level``,
+        from the predictive means and variances taken as Gaussian: mean -/+ z sd, z the
+        (1 + level) / 2 quantile of N(0, 1). Returns (lower, upper), each shaped like ``means``
+        (lists for several sequences)."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        bounds = []
+        for part in self.per_sequence():
+            sd = np.sqrt(np.diagonal(part.covariances, axis1=1, axis2=2))
+            bounds.append((part.means - z * sd, part.means + z * sd))
+        if len(bounds) == 1:
+            return bounds[0]
+        return [low for low, _ in bounds], [high for _, high in bounds]
 
     def per_sequence(self) -> list[Forecast]:
         """One forecast per sequence: the inverse of :meth:`of_sequences`."""

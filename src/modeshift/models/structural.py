@@ -1,0 +1,696 @@
+"""Structural time-series models and ARIMA: the state-space models users know, fit by exact maximum
+likelihood over their named parameters.
+
+A :class:`StructuralModel` adds up components (:mod:`modeshift.models.structural_components`):
+a level or a trend, seasonals, a cycle, an ARIMA disturbance, regression effects and the
+irregular noise. Their blocks stack into one linear-Gaussian state-space model whose
+log-likelihood the Kalman filter gives exactly; ``fit`` maximises it by L-BFGS-B over the
+components' parameters in an unconstrained form (variances >= 0, a stationary AR and an
+invertible MA part, a damping in (0, 1)), from starting values drawn from the data.
+
+Diffuse states (a level, a slope, a seasonal pattern) get a large-variance prior,
+``diffuse_variance`` (by default 1e6 times the variance of the data), and the first d
+observations of a sequence, d the number of diffuse states, are conditioned on: the
+log-likelihood is that of the later observations given them, statsmodels' value under
+``initialization="approximate_diffuse"`` (its ``loglikelihood_burn``).
+
+>>> import numpy as np
+>>> from modeshift.datasets import load_nile
+>>> nile = load_nile()["volume"].to_numpy(float)
+>>> model = StructuralModel.unobserved_components(level="local level").fit(nile)
+>>> dict(zip(model.param_names, model.params_.round()))  # Durbin & Koopman's MLE
+{'sigma2.level': np.float64(1469.0), 'sigma2.irregular': np.float64(15099.0)}
+>>> forecast = model.forecast(nile, horizon=2)
+>>> lower, upper = forecast.interval(0.95)
+>>> bool((lower < forecast.means).all() and (forecast.means < upper).all())
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import linalg, optimize, stats
+
+from modeshift import _kernels as kernels
+from modeshift.data import Sequences, as_sequences
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
+from modeshift.models.em import ConvergenceWarning
+from modeshift.models.params import Integer, Number, OneOf, Rule, either
+from modeshift.models.structural_components import (
+    ARIMA,
+    COMPONENTS,
+    Cycle,
+    Irregular,
+    LocalLevel,
+    LocalLinearTrend,
+    Regression,
+    Seasonal,
+    StartContext,
+    TrigonometricSeasonal,
+)
+from modeshift.statistics import heteroskedasticity, jarque_bera, ljung_box
+
+__all__ = [
+    "ARIMA",
+    "DIFFUSE_SCALE",
+    "Cycle",
+    "Irregular",
+    "LocalLevel",
+    "LocalLinearTrend",
+    "Regression",
+    "Seasonal",
+    "StructuralModel",
+    "Summary",
+    "TrigonometricSeasonal",
+]
+
+#: the prior variance of a diffuse state, relative to the variance of the observed data
+DIFFUSE_SCALE = 1e6
+_LOG_2PI = float(np.log(2 * np.pi))
+#: -log L where the likelihood is not defined: finite, so that L-BFGS-B's line search backs off
+_UNDEFINED = 1e30
+_TRENDS = {
+    "local level": (LocalLevel(),),
+    "random walk": (LocalLevel(),),
+    "fixed intercept": (LocalLevel(stochastic=False),),
+    "local linear trend": (LocalLinearTrend(),),
+    "smooth trend": (LocalLinearTrend(stochastic_level=False),),
+    "deterministic trend": (LocalLinearTrend(stochastic_level=False, stochastic_slope=False),),
+}
+
+
+class _Components(Rule):
+    def allows(self, value: Any) -> bool:
+        kinds = tuple(COMPONENTS.values())
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(c, kinds) for c in value)
+
+    def describe(self) -> str:
+        return f"a non-empty sequence of components ({', '.join(COMPONENTS)})"
+
+
+@dataclass(frozen=True)
+class _System:
+    """The stacked state-space model: y_t = C x_t + D u_t + N(0, R), x_t+1 = A x_t + B u_t+1 +
+    N(0, Q), x_0 ~ N(m0, P0) with u_t = (1, exog_t); ``diffuse`` flags the diffuse states."""
+
+    A: np.ndarray
+    Q: np.ndarray
+    C: np.ndarray
+    R: float
+    B: np.ndarray
+    D: np.ndarray
+    m0: np.ndarray
+    P0: np.ndarray
+    diffuse: np.ndarray
+
+    @property
+    def burn(self) -> int:
+        return int(self.diffuse.sum())
+
+
+@dataclass(frozen=True)
+class _Filtered:
+    """The filter's answer: log-likelihood after the diffuse steps, the filtered moments, and the
+    standardised one-step innovations (NaN where missing and in the diffuse steps)."""
+
+    log_likelihood: float
+    means: np.ndarray
+    covariances: np.ndarray
+    standardised: np.ndarray
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A fitted model's report: ``parameters`` (estimate, std_error, z, p_value per parameter),
+    ``fit`` (log_likelihood, aic, bic, n_observations) and ``diagnostics`` of the standardised
+    one-step innovations (statistic, p_value of Ljung-Box, Jarque-Bera and the heteroskedasticity
+    test). ``str(summary)`` prints them as one table."""
+
+    model: str
+    parameters: pd.DataFrame
+    fit: dict[str, float]
+    diagnostics: pd.DataFrame
+
+    def __str__(self) -> str:
+        fit = self.fit
+        lines = [
+            self.model,
+            f"log-likelihood {fit['log_likelihood']:.3f}   AIC {fit['aic']:.3f}   BIC {fit['bic']:.3f}   "
+            f"observations {fit['n_observations']}",
+            "",
+            self.parameters.to_string(float_format=lambda v: f"{v:.6g}"),
+            "",
+            self.diagnostics.to_string(float_format=lambda v: f"{v:.4g}"),
+        ]
+        return "\n".join(lines)
+
+
+class StructuralModel(Model):
+    """A sum of structural components (a trend, seasonals, a cycle, ARIMA, regression effects and
+    irregular noise) as one linear-Gaussian state-space model, fit by maximum likelihood.
+
+    Parameters
+    ----------
+    components : sequence of components
+        From :mod:`modeshift.models.structural_components`, e.g.
+        ``(LocalLinearTrend(), Seasonal(12), Irregular())``; their states are stacked in this
+        order. The constructors :meth:`unobserved_components` and :meth:`arima` build the
+        usual combinations with statsmodels' vocabulary.
+    diffuse_variance : float, optional
+        Prior variance of the diffuse states (default: ``DIFFUSE_SCALE`` = 1e6 times the
+        variance of the observed data).
+    n_iter : int
+        Cap on the L-BFGS-B iterations of ``fit`` (0: only the starting values).
+    warm_start : bool
+        Start ``fit`` from the current ``params_`` instead of starting values drawn from the data.
+
+    Attributes
+    ----------
+    params_ : (n_parameters,) array
+        The estimates, in the order of :attr:`param_names` (natural units: variances,
+        coefficients, frequencies in radians per step). Set it by hand to evaluate or start
+        from given parameters.
+    log_likelihood_ : float
+        The maximised log-likelihood (see the module docstring for its convention).
+    history_ : list of float
+        The log-likelihood after each L-BFGS-B iteration; ``converged_``, ``n_iter_``.
+
+    Notes
+    -----
+    The gradient is by central differences of the log-likelihood in the unconstrained
+    parameters (each an evaluation of the Kalman filter): the analytic score of
+    :func:`modeshift.models.lds_mle.score` inverts the predicted state covariances, which are
+    singular in most of these models (ARMA, seasonal dummies: rank-deficient Q, R = 0).
+    """
+
+    def __init__(
+        self,
+        components: Sequence[Any] = (LocalLevel(), Irregular()),
+        diffuse_variance: float | None = None,
+        n_iter: int = 500,
+        warm_start: bool = False,
+    ):
+        self.components = components
+        self.diffuse_variance = diffuse_variance
+        self.n_iter = n_iter
+        self.warm_start = warm_start
+
+    _constraints = {
+        "components": _Components(),
+        "diffuse_variance": either(Number(0.0, open_low=True), OneOf((None,))),
+        "n_iter": Integer(0),
+    }
+    _test_params = {"n_iter": 50}
+    _test_change = {"n_iter": 2}
+
+    # -------------------------------------------------------------- constructors
+    @classmethod
+    def unobserved_components(
+        cls,
+        level: str | None = "local level",
+        seasonal: int | None = None,
+        freq_seasonal: Sequence[tuple[float, int]] = (),
+        cycle: bool = False,
+        autoregressive: int = 0,
+        irregular: bool = True,
+        n_exog: int = 0,
+        **options: Any,
+    ) -> StructuralModel:
+        """statsmodels' ``UnobservedComponents``: ``level`` one of "local level" (or "random
+        walk"), "fixed intercept", "local linear trend", "smooth trend", "deterministic trend" or
+        None; a dummy ``seasonal`` of that period; trigonometric seasonals ``freq_seasonal``
+        as (period, harmonics) pairs; a damped stochastic ``cycle``; an AR(``autoregressive``)
+        disturbance; the ``irregular``; ``n_exog`` regression effects. ``options`` go to the
+        constructor."""
+        if level is not None and level not in _TRENDS:
+            raise ValueError(f"level must be one of {sorted(_TRENDS)} or None, got {level!r}")
+        parts: list[Any] = list(_TRENDS[level]) if level is not None else []
+        parts += [Seasonal(seasonal)] if seasonal else []
+        parts += [TrigonometricSeasonal(period, harmonics) for period, harmonics in freq_seasonal]
+        parts += [Cycle()] if cycle else []
+        parts += [ARIMA(autoregressive)] if autoregressive else []
+        parts += [Regression(n_exog)] if n_exog else []
+        parts += [Irregular()] if irregular else []
+        return cls(components=tuple(parts), **options)
+
+    @classmethod
+    def arima(
+        cls, p: int = 1, d: int = 0, q: int = 0, intercept: bool = False, n_exog: int = 0, **options: Any
+    ) -> StructuralModel:
+        """statsmodels' ``SARIMAX(order=(p, d, q))``: an ARIMA(p, d, q) with an ``intercept`` c
+        (its ``trend="c"``) and ``n_exog`` regression effects, without measurement error."""
+        parts: tuple[Any, ...] = (ARIMA(p, d, q, intercept),) + ((Regression(n_exog),) if n_exog else ())
+        return cls(components=parts, **options)
+
+    # ---------------------------------------------------------------- structure
+    def _components(self) -> tuple[Any, ...]:
+        self._check_params()
+        names = [name for component in self.components for name in component.names()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"StructuralModel: two components name the parameter(s) {repeated}; keep one of each")
+        if sum(isinstance(c, Irregular) for c in self.components) > 1:
+            raise ValueError("StructuralModel: one Irregular component at most")
+        if not any(c.n_states for c in self.components):
+            raise ValueError("StructuralModel: the components have no state; add a level, a seasonal, a cycle or ARIMA")
+        return tuple(self.components)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The names of the parameters, in the order of ``params_``."""
+        return tuple(name for component in self._components() for name in component.names())
+
+    @property
+    def n_exog(self) -> int:
+        return sum(int(c.n_exog) for c in self.components if isinstance(c, Regression))
+
+    @property
+    def n_parameters(self) -> int:
+        """The number of estimated parameters."""
+        return len(self.param_names)
+
+    def _split(self, params: np.ndarray) -> list[np.ndarray]:
+        sizes = [len(c.names()) for c in self._components()]
+        return np.split(np.asarray(params, dtype=float), np.cumsum(sizes)[:-1])
+
+    def _system(self, params: np.ndarray, seqs: Sequences) -> _System:
+        """The stacked matrices at ``params`` (the diffuse prior's variance from ``seqs``)."""
+        blocks = [c.block(values) for c, values in zip(self._components(), self._split(params))]
+        n = sum(len(b.diffuse) for b in blocks)
+        B = np.zeros((n, 1 + self.n_exog))
+        m0, P0 = np.zeros(n), np.zeros((n, n))
+        at = 0
+        for b in blocks:
+            rows = slice(at, at + len(b.diffuse))
+            B[rows, 0] = 0.0 if b.intercept is None else b.intercept
+            m0[rows] = 0.0 if b.initial_mean is None else b.initial_mean
+            if b.initial_covariance is not None:
+                P0[rows, rows] = b.initial_covariance
+            at += len(b.diffuse)
+        D = np.concatenate([[0.0], *[b.coefficients for b in blocks]])
+        diffuse = np.concatenate([b.diffuse for b in blocks])
+        P0[diffuse, diffuse] = self._diffuse_variance(seqs)
+        return _System(
+            A=linalg.block_diag(*[b.dynamics for b in blocks if len(b.diffuse)]),
+            Q=linalg.block_diag(*[b.covariance for b in blocks if len(b.diffuse)]),
+            C=np.concatenate([b.observation for b in blocks]),
+            R=float(sum(b.irregular for b in blocks)),
+            B=B,
+            D=D,
+            m0=m0,
+            P0=P0,
+            diffuse=diffuse,
+        )
+
+    def _diffuse_variance(self, seqs: Sequences) -> float:
+        if self.diffuse_variance is not None:
+            return float(self.diffuse_variance)
+        observed = seqs.values[np.isfinite(seqs.values)]
+        return DIFFUSE_SCALE * max(float(np.var(observed)) if observed.size > 1 else 1.0, 1e-300)
+
+    # ------------------------------------------------------------------- data
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, exog: Any, **columns: Any) -> Sequences:
+        seqs = as_sequences(X, lengths, **columns)
+        seqs.require(allow_missing=True, n_features=1, model="this StructuralModel")
+        return seqs.with_inputs(exog, self.n_exog, "this StructuralModel (exog)")
+
+    @staticmethod
+    def _inputs(seqs: Sequences) -> np.ndarray:
+        """u_t = (1, exog_t)."""
+        return np.hstack([np.ones((seqs.n_steps, 1)), seqs.inputs])
+
+    # ---------------------------------------------------------- the likelihood
+    def _filter(self, system: _System, seqs: Sequences) -> _Filtered:
+        """THE Kalman filter of the model (every likelihood, forecast and diagnostic goes through
+        here). The diffuse states get the large-variance prior P0 and the first ``burn`` steps of
+        each sequence are conditioned on; the exact diffuse filter will replace both."""
+        U = self._inputs(seqs)
+        log_lik, fm, fc, pm, pc = kernels.kalman_filter(
+            seqs.values,
+            seqs.offsets,
+            system.m0,
+            system.P0,
+            system.A,
+            system.Q,
+            system.C[None, :],
+            np.array([[system.R]]),
+            inputs=U,
+            input_matrices=system.B,
+            feedthrough_matrices=system.D[None, :],
+        )
+        y = seqs.values[:, 0]
+        innovation = y - pm @ system.C - U @ system.D
+        variance = np.einsum("i,tij,j->t", system.C, pc, system.C) + system.R
+        burned = _first_observed(seqs, system.burn)
+        conditioned = -0.5 * np.sum(_LOG_2PI + np.log(variance[burned]) + innovation[burned] ** 2 / variance[burned])
+        standardised = np.where(burned, np.nan, innovation / np.sqrt(variance))
+        return _Filtered(float(log_lik.sum() - conditioned), fm, fc, standardised)
+
+    def _log_likelihood(self, params: np.ndarray, seqs: Sequences) -> float:
+        return self._filter(self._system(params, seqs), seqs).log_likelihood
+
+    def _params(self) -> np.ndarray:
+        params = self.__dict__.get("params_")
+        if params is None:
+            raise NotFittedError("this StructuralModel has no params_: call fit, or set them by hand")
+        params = np.asarray(params, dtype=float)
+        if params.shape != (self.n_parameters,) or not np.isfinite(params).all():
+            raise ValueError(
+                f"params_ must be {self.n_parameters} finite numbers ({', '.join(self.param_names)}), got {params!r}"
+            )
+        return params
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, **columns: Any) -> StructuralModel:
+        """Maximum-likelihood estimates of the parameters; returns ``self``.
+
+        ``X``: one series or several (any form :func:`~modeshift.data.as_sequences` accepts),
+        NaN where missing; ``exog`` (n_steps, n_exog) the regressors of a :class:`Regression`.
+        Starts from ``params_`` set by hand (or, with ``warm_start``, learned before), otherwise
+        from values drawn from the data.
+        """
+        self._start_fit()
+        seqs = self._sequences(X, lengths, exog, **columns).require_observed()
+        start = self._params() if "params_" in self.__dict__ else self._start(seqs)
+        layout = _Layout(self._components(), start)
+        history: list[float] = []
+        self.n_iter_, self.converged_, self.history_ = 0, False, history
+        params = start
+        if self.n_iter > 0:
+            params = self._climb(seqs, layout, history)
+        self.params_ = params
+        self.log_likelihood_ = self._log_likelihood(params, seqs)
+        self._finish_fit()
+        return self
+
+    def _climb(self, seqs: Sequences, layout: _Layout, history: list[float]) -> np.ndarray:
+        """L-BFGS-B on -log L in the scaled free vector, with a central-difference gradient."""
+        values: dict[bytes, float] = {}
+
+        def negative(x: np.ndarray) -> float:
+            try:
+                value = -self._log_likelihood(layout.params(x), seqs)
+            except (ValueError, np.linalg.LinAlgError):  # e.g. every variance 0: y_t has variance 0
+                value = _UNDEFINED
+            value = value if np.isfinite(value) else _UNDEFINED
+            values[x.tobytes()] = value
+            return value
+
+        def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+            value = negative(x)
+            gradient = np.zeros_like(x)
+            if value < _UNDEFINED:
+                for i in range(len(x)):
+                    h = 6e-6 * max(1.0, abs(x[i]))
+                    up, down = x.copy(), x.copy()
+                    up[i] += h
+                    down[i] -= h
+                    gradient[i] = (negative(up) - negative(down)) / (2 * h)
+            return value, np.nan_to_num(gradient, nan=0.0, posinf=0.0, neginf=0.0)
+
+        def record(x: np.ndarray) -> None:
+            history.append(-values.get(x.tobytes(), negative(x)))
+
+        result = optimize.minimize(
+            value_and_gradient,
+            layout.x0,
+            jac=True,
+            method="L-BFGS-B",
+            callback=record,
+            options={"maxiter": self.n_iter, "ftol": 1e-13, "gtol": 1e-5, "maxcor": 20},
+        )
+        x = result.x if result.fun < _UNDEFINED else layout.x0
+        self.n_iter_ = len(history)
+        self.converged_ = bool(result.success)
+        if not result.success and result.nit >= self.n_iter:
+            warnings.warn(
+                f"{self!r} stopped at its cap of n_iter={self.n_iter} L-BFGS-B iterations before converging; "
+                "raise n_iter to go on",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return layout.params(x)
+
+    def _start(self, seqs: Sequences) -> np.ndarray:
+        """Starting values: least squares for the regression, then each component's own start
+        from the series without the regression effects."""
+        y = seqs.values[:, 0]
+        observed = np.isfinite(y)
+        beta = np.zeros(self.n_exog)
+        if self.n_exog:
+            beta = np.linalg.lstsq(seqs.inputs[observed], y[observed], rcond=None)[0]
+        series = np.split(y - seqs.inputs @ beta, seqs.offsets[1:-1])
+        steps = np.concatenate([np.diff(s) for s in series])
+        steps = steps[np.isfinite(steps)]
+        scale = float(np.var(steps)) if steps.size > 1 else float(np.nanvar(y))
+        context = StartContext(series, scale if scale > 0 else 1.0)
+        parts = [beta if isinstance(c, Regression) else c.start(context) for c in self._components()]
+        return np.concatenate(parts)
+
+    # --------------------------------------------------------------- inference
+    def score(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
+        """The log-likelihood of the data after each sequence's first d steps (d diffuse states),
+        given those steps (missing values integrated out)."""
+        params = self._params()
+        seqs = self._sequences(X, lengths, exog)
+        return self._log_likelihood(params, seqs)
+
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
+        """Akaike information criterion, -2 log-likelihood + 2 n_parameters."""
+        return -2.0 * self.score(X, lengths, exog=exog) + 2.0 * self.n_parameters
+
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> float:
+        """Bayesian information criterion, -2 log-likelihood + n_parameters log(n), n the observed
+        values after the diffuse steps."""
+        seqs = self._sequences(X, lengths, exog)
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(self._n_effective(seqs))
+
+    def _n_effective(self, seqs: Sequences) -> int:
+        burned = _first_observed(seqs, self._system(self._params(), seqs).burn)
+        return int(np.isfinite(seqs.values[:, 0]).sum() - burned.sum())
+
+    def standardised_residuals(
+        self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None
+    ) -> np.ndarray | list[np.ndarray]:
+        """The one-step innovations over their standard deviation, (y_t - E[y_t | y_<t]) / sd,
+        per step (NaN where missing and in each sequence's first d, diffuse, steps)."""
+        params = self._params()
+        seqs = self._sequences(X, lengths, exog)
+        standardised = self._filter(self._system(params, seqs), seqs).standardised
+        return seqs.restore(standardised[:, None])
+
+    def forecast(
+        self,
+        X: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        *,
+        exog: Any = None,
+        future_exog: Any = None,
+    ) -> Forecast:
+        """The predictive means (horizon, 1) and variances (horizon, 1, 1) of y after each
+        sequence's end, from the filtered state; ``future_exog`` (horizon, n_exog) with a
+        regression. ``Forecast.interval(level)`` gives the prediction intervals."""
+        params = self._params()
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        horizon = int(horizon)
+        seqs = self._sequences(X, lengths, exog)
+        system = self._system(params, seqs)
+        filtered = self._filter(system, seqs)
+        futures = check_future_inputs(
+            future_exog, horizon, seqs.n_sequences, self.n_exog, "this StructuralModel", name="future_exog"
+        )
+        parts = []
+        for s in range(seqs.n_sequences):
+            last = seqs.offsets[s + 1] - 1
+            x, P = filtered.means[last], filtered.covariances[last]
+            means, variances = np.empty((horizon, 1)), np.empty((horizon, 1, 1))
+            for h, u in enumerate(np.hstack([np.ones((horizon, 1)), futures[s]])):
+                x = system.A @ x + system.B @ u
+                P = system.A @ P @ system.A.T + system.Q
+                means[h, 0] = system.C @ x + system.D @ u
+                variances[h, 0, 0] = system.C @ P @ system.C + system.R
+            parts.append(Forecast(means, variances))
+        return Forecast.of_sequences(parts)
+
+    def sample(
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        exog: Any = None,
+    ) -> tuple[Any, Any]:
+        """Simulate ``n_sequences`` series of ``n_steps``: observations (n_steps, 1) and states
+        (n_steps, n_states), lists of them for several. Stationary states start from their
+        stationary law, diffuse ones at 0. ``exog`` (n_steps, n_exog) with a regression."""
+        params = self._params()
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
+        T = int(n_steps)
+        every = check_future_inputs(exog, T, int(n_sequences), self.n_exog, "this StructuralModel", name="exog")
+        system = self._system(params, as_sequences(np.zeros(1)))
+        P0 = np.where(np.outer(system.diffuse, system.diffuse), 0.0, system.P0)
+        rng = np.random.default_rng(random_state)
+        draws = []
+        for future in every:
+            U = np.hstack([np.ones((T, 1)), future])
+            states = np.empty((T, len(system.m0)))
+            x = rng.multivariate_normal(system.m0, P0, method="eigh")
+            for t in range(T):
+                if t > 0:
+                    x = (
+                        system.A @ x
+                        + system.B @ U[t]
+                        + rng.multivariate_normal(np.zeros(len(x)), system.Q, method="eigh")
+                    )
+                states[t] = x
+            noise = rng.normal(0.0, np.sqrt(system.R), size=T)
+            draws.append(((states @ system.C + U @ system.D + noise)[:, None], states))
+        if n_sequences == 1:
+            return draws[0]
+        return [y for y, _ in draws], [x for _, x in draws]
+
+    # ----------------------------------------------------------- the report
+    def standard_errors(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> pd.Series:
+        """Standard errors of ``params_`` from the observed information: the inverse of minus the
+        Hessian of the log-likelihood in the natural parameters (central differences). NaN for
+        a variance at 0 (on the boundary) and where the information is not positive definite."""
+        params = self._params()
+        seqs = self._sequences(X, lengths, exog)
+        kinds = np.array([kind for c in self._components() for kind in c.kinds()])
+        inside = np.flatnonzero(~((kinds == "variance") & (params <= 1e-9 * _variance_scale(params, kinds))))
+        steps = 1e-4 * np.maximum(np.abs(params), 1e-2 * _variance_scale(params, kinds) ** (kinds == "variance"))
+
+        def at(shift: dict[int, float]) -> float:
+            moved = params.copy()
+            for i, h in shift.items():
+                moved[i] += h
+            return self._log_likelihood(moved, seqs)
+
+        centre = at({})
+        hessian = np.empty((len(inside), len(inside)))
+        for a, i in enumerate(inside):
+            hi = steps[i]
+            hessian[a, a] = (at({i: hi}) - 2 * centre + at({i: -hi})) / hi**2
+            for b, j in enumerate(inside[:a]):
+                hj = steps[j]
+                hessian[a, b] = hessian[b, a] = (
+                    at({i: hi, j: hj}) - at({i: hi, j: -hj}) - at({i: -hi, j: hj}) + at({i: -hi, j: -hj})
+                ) / (4 * hi * hj)
+        errors = np.full(len(params), np.nan)
+        information = -hessian
+        if len(inside) and np.all(np.linalg.eigvalsh(information) > 0):
+            errors[inside] = np.sqrt(np.diag(np.linalg.inv(information)))
+        return pd.Series(errors, index=list(self.param_names), name="std_error")
+
+    def summary(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> Summary:
+        """The parameter table (estimate, standard error, z, p-value), log-likelihood, AIC and BIC,
+        and diagnostics of the standardised one-step innovations after the diffuse steps:
+        Ljung-Box Q at lag min(10, n / 5) (min(2 s, n / 5) with a seasonal period s, statsmodels'
+        default), Jarque-Bera and the heteroskedasticity test H(n / 3)."""
+        params = self._params()
+        seqs = self._sequences(X, lengths, exog)
+        errors = self.standard_errors(seqs).to_numpy()
+        z = params / errors
+        table = pd.DataFrame(
+            {"estimate": params, "std_error": errors, "z": z, "p_value": 2 * stats.norm.sf(np.abs(z))},
+            index=pd.Index(self.param_names, name="parameter"),
+        )
+        log_lik = self.score(seqs)
+        n = self._n_effective(seqs)
+        residuals = self._filter(self._system(params, seqs), seqs).standardised
+        after_burn = np.concatenate(
+            [r[np.flatnonzero(np.isfinite(r)).min(initial=len(r)) :] for r in np.split(residuals, seqs.offsets[1:-1])]
+        )
+        lags = self._ljung_box_lags(int(np.isfinite(after_burn).sum()))
+        q, q_p = ljung_box(after_burn, lags=lags)
+        jb, jb_p, _, _ = jarque_bera(after_burn)
+        h, h_p = heteroskedasticity(after_burn)
+        diagnostics = pd.DataFrame(
+            {"statistic": [q[-1], jb, h], "p_value": [q_p[-1], jb_p, h_p]},
+            index=pd.Index([f"Ljung-Box Q({lags})", "Jarque-Bera", "heteroskedasticity H"], name="test"),
+        )
+        fit = {
+            "log_likelihood": log_lik,
+            "aic": -2 * log_lik + 2 * self.n_parameters,
+            "bic": -2 * log_lik + self.n_parameters * np.log(n),
+            "n_observations": n,
+        }
+        described = " + ".join(repr(c) for c in self._components())
+        return Summary(f"StructuralModel: {described}", table, fit, diagnostics)
+
+    def _ljung_box_lags(self, n: int) -> int:
+        periods = [int(c.period) for c in self._components() if isinstance(c, Seasonal)]
+        return max(1, min(2 * periods[0], n // 5) if periods else min(10, n // 5))
+
+    # ------------------------------------------------------------ persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        return {"params_": self._params()}
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        learned = {name: self.__dict__[name] for name in ("history_", "converged_", "n_iter_", "log_likelihood_")}
+        return {**learned, "component_types": [type(c).__name__ for c in self.components]}
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        """Rebuild the components (a model file stores each as its fields and its type's name)
+        and read the parameters and the fit's record."""
+        types = attributes.pop("component_types")
+        self.components = tuple(
+            COMPONENTS[name](*(tuple(f) if isinstance(f, list) else f for f in fields))  # JSON made tuples lists
+            for name, fields in zip(types, self.components)
+        )
+        self.params_ = np.array(arrays["params_"])
+        self.__dict__.update(attributes)
+        self._params()
+
+
+def _first_observed(seqs: Sequences, count: int) -> np.ndarray:
+    """Flags of the steps that hold the first ``count`` observed values of each sequence."""
+    observed = np.isfinite(seqs.values[:, 0])
+    seen = np.cumsum(observed)
+    before = np.repeat(np.r_[0, seen[seqs.offsets[1:-1] - 1]], np.diff(seqs.offsets))
+    return observed & (seen - before <= count)
+
+
+def _variance_scale(params: np.ndarray, kinds: np.ndarray) -> float:
+    """The largest variance among the parameters (the yardstick of "a variance at 0")."""
+    variances = params[kinds == "variance"]
+    return float(variances.max()) if variances.size else 1.0
+
+
+class _Layout:
+    """The components' parameters as one scaled free vector for the optimiser, and back: each
+    free value divided by its size at the start, so that L-BFGS-B sees numbers of order one.
+    A variance enters through its standard deviation s, unbounded: log L is even in s and near
+    a variance of 0 nearly quadratic in it, so L-BFGS-B reaches a boundary optimum s = 0 fast
+    (statsmodels' parameterisation), and a line search never stops on every variance at 0."""
+
+    def __init__(self, components: tuple[Any, ...], start: np.ndarray):
+        self.components = components
+        self.sizes = [len(c.names()) for c in components]
+        kinds = np.array([kind for c in components for kind in c.kinds()])
+        free = self._free(start)
+        scale = np.abs(free)
+        floor = 1e-3 * (scale[kinds == "variance"].max() if (kinds == "variance").any() else 1.0)
+        self.units = np.where(
+            kinds == "free",
+            1.0,
+            np.where(kinds == "variance", np.maximum(scale, floor), np.where(scale > 0, scale, 1.0)),
+        )
+        self.x0 = free / self.units
+
+    def _free(self, params: np.ndarray) -> np.ndarray:
+        parts = np.split(np.asarray(params, dtype=float), np.cumsum(self.sizes)[:-1])
+        return np.concatenate([c.to_free(p) for c, p in zip(self.components, parts)])
+
+    def params(self, x: np.ndarray) -> np.ndarray:
+        parts = np.split(x * self.units, np.cumsum(self.sizes)[:-1])
+        return np.concatenate([c.from_free(p) for c, p in zip(self.components, parts)])
