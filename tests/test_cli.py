@@ -218,7 +218,6 @@ def test_demo(tmp_path):
         (["fit", "{dir}/one.csv", "--model", "kalman"], "unknown model 'kalman'"),
         (["fit", "{dir}/one.csv", "--columns", "y", "--modes", "many"], "--modes must be a positive integer or 'auto'"),
         (["fit", "{dir}/one.csv", "--columns", "y", "--model", "lds", "--modes", 2], "--modes does not apply"),
-        (["fit", "{dir}/two.csv", "--model", "markov-switching", "--modes", 2], "expects 1 feature(s)"),
         (["fit", "{dir}/corrupt.msz"], "unknown data format '.msz'"),
         (["info", "{dir}/corrupt.msz"], "not a readable modeshift model file"),
         (["info", "{dir}/missing.msz"], "missing.msz: No such file or directory"),
