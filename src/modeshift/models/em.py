@@ -8,7 +8,10 @@ is approximate). A model supplies the steps; :func:`run` owns everything else:
 
 - restarts: ``n_restarts`` initialisations from one generator seeded by ``random_state``;
   the first keeps the parameters set by hand (or, with ``warm_start``, learned before);
-  the restart with the highest final objective wins (``n_iter=0`` runs one, to initialise);
+  the restart with the highest final objective wins (``n_iter=0`` runs one, to initialise).
+  A model with a class attribute ``search_iterations`` runs each restart for at most that
+  many iterations and only the winner on to convergence (the short-runs strategy of
+  Biernacki, Celeux & Govaert 2003, statsmodels' ``search_reps``);
 - the iterations and the **convergence rule**: stop after iteration i when
   L_i - L_(i-1) < ``tol`` (the hmmlearn rule, absolute) or after ``n_iter`` iterations;
   ``n_iter=0`` only initialises;
@@ -187,6 +190,8 @@ def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
     """
     n_iter, tol = int(model.n_iter), float(model.tol)
     n_restarts = int(getattr(model, "n_restarts", 1))
+    search = getattr(model, "search_iterations", None) if n_restarts > 1 else None
+    runs = n_iter if search is None else min(int(search), n_iter)
     objective = model.objective
     name = label or type(model).__name__
     rng = np.random.default_rng(model.random_state)
@@ -196,13 +201,16 @@ def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
         for restart in range(n_restarts if n_iter > 0 else 1):
             model._em_initialize(data, rng, restart)
             description = name if n_restarts == 1 else f"{name} restart {restart + 1}/{n_restarts}"
-            result = _iterate(model, data, n_iter, tol, watch.task(description, max(n_iter, 1), objective))
+            result = _iterate(model, data, runs, tol, watch.task(description, max(runs, 1), objective))
             if best is None or result.history[-1] > best.history[-1]:
                 best = result
                 best_snapshot = model._em_snapshot() if restart < n_restarts - 1 else None
-    assert best is not None
-    if best_snapshot is not None:  # an earlier restart won: put its parameters back
-        model._em_restore(best_snapshot)
+        assert best is not None
+        if best_snapshot is not None:  # an earlier restart won: put its parameters back
+            model._em_restore(best_snapshot)
+        if runs < n_iter and not best.converged:  # the short runs' winner goes on
+            rest = _iterate(model, data, n_iter - best.n_iter, tol, watch.task(name, n_iter - best.n_iter, objective))
+            best = EMResult(best.history + rest.history, rest.converged)
     if n_iter > 0 and not best.converged:
         gap = best.history[-1] - best.history[-2] if best.n_iter > 1 else float("nan")
         warnings.warn(

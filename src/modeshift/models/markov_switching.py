@@ -123,6 +123,7 @@ class _MarkovSwitching(Model):
         "switching_variance": Boolean(),
         "n_iter_polish": Integer(0),
     }
+    search_iterations = 15  # each restart's EM runs this long; the best goes on (see models.em)
 
     @property
     def _order(self) -> int:
@@ -740,7 +741,8 @@ class MarkovRegression(_MarkovSwitching):
         polish either). EM only has to find the best basin, the polish then climbs to its top,
         hence the loose default ``tol``. ``n_iter_em=`` is the old name of ``n_iter`` (deprecated).
     n_restarts : int
-        Number of EM starts (data-driven first, then random); the best is polished.
+        Number of EM starts (data-driven first, then random), each run for
+        ``search_iterations`` (15) EM iterations; the best goes on to convergence and is polished.
     n_iter_polish : int
         At most this many BFGS iterations in the polish (0: none); ``max_iter=`` is its old
         name (deprecated).

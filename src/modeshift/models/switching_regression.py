@@ -629,10 +629,11 @@ class SwitchingRegression:
         of the log-likelihood in the free vector (NaN where it is not negative definite)."""
         layout = self.layout
         hessian = self.hessian(layout.pack(params), data)
-        if not np.all(np.linalg.eigvalsh(hessian) < 0):
+        curvatures, axes = np.linalg.eigh(-0.5 * (hessian + hessian.T))
+        if not curvatures.min() > 1e-12 * max(curvatures.max(), 0.0):  # singular or not a maximum
             return np.full(layout.n_parameters, np.nan)
-        jacobian = layout.jacobian(params)
-        covariance = jacobian @ np.linalg.inv(-hessian) @ jacobian.T
+        jacobian = layout.jacobian(params) @ axes
+        covariance = (jacobian / curvatures) @ jacobian.T
         return np.sqrt(np.clip(np.diag(covariance), 0.0, None))
 
     # ---------------------------------------------------- simulation and forecasts
