@@ -30,8 +30,7 @@ def _tiny_problem():
     return model, seqs, model._check_parameters()
 
 
-def test_score_matches_finite_differences_of_the_log_likelihood():
-    model, seqs, params = _tiny_problem()
+def _assert_score_matches_finite_differences(model, seqs, params):
     _, gradient = model._score(seqs, params)
     for key in ("A", "B", "C", "D", "m0", "Q", "R", "P0"):
         want = np.zeros_like(params[key])
@@ -45,6 +44,20 @@ def test_score_matches_finite_differences_of_the_log_likelihood():
             want[index] = (upper - lower) / 2e-6
         got = gradient[key] * (2 - np.eye(len(gradient[key]))) if key in ("Q", "R", "P0") else gradient[key]
         np.testing.assert_allclose(got, want, atol=1e-6 * max(1.0, np.abs(want).max()), err_msg=key)
+
+
+def test_score_matches_finite_differences_of_the_log_likelihood():
+    _assert_score_matches_finite_differences(*_tiny_problem())
+
+
+def test_score_is_exact_with_singular_covariances():
+    """Q, R and P0 of rank 1 (and a zero observation noise on one sensor): the smoother's r and N
+    give the gradient also in the directions where a covariance is 0, where P^-1 does not exist."""
+    model, seqs, params = _tiny_problem()
+    params["Q"] = np.outer([0.3, -0.2], [0.3, -0.2])
+    params["R"] = np.diag([0.0, 0.3, 0.25])
+    params["P0"] = np.outer([1.0, 0.5], [1.0, 0.5])
+    _assert_score_matches_finite_differences(model, seqs, params)
 
 
 @pytest.mark.parametrize("diagonal", [frozenset(), frozenset({"R"})])

@@ -126,8 +126,11 @@ class LinearGaussianSSM(Model):
     the dynamics statistics, and the missing entries of a partially observed step enter
     through their conditional moments given the state and the observed entries.
     The parameters are identified only up to a change of state basis x -> T x.
-    With ``method="mle"``, a variance whose maximum lies at 0 ends at a floor of 1e-12 times
-    its scale (zero covariances are not accepted yet); :meth:`standard_errors` treats it as 0.
+    Q, R and P0 may be positive semi-definite (zero or rank-deficient: ARMA and structural models)
+    as long as every innovation covariance C P_t|t-1 C' + R is positive definite; the smoother is
+    in Durbin & Koopman's form, which inverts no state covariance. With ``method="mle"``, a
+    variance whose maximum lies at 0 ends at exactly 0; :meth:`standard_errors` treats it as on
+    the boundary.
     Parameters set by hand on a model never fitted (or, with ``warm_start``, learned
     before) are the starting point of ``fit``; the others start from a PCA of the data.
     Inputs come as ``inputs`` (an (n_steps, m) array, or a list of them for a list of
@@ -272,7 +275,7 @@ class LinearGaussianSSM(Model):
             ("R", "observation_covariance_", p),
             ("P0", "initial_state_covariance_", n),
         ):
-            value = check_covariances(name, get(name), size)
+            value = check_covariances(name, get(name), size, semidefinite=True)
             if value.ndim != 2:
                 raise ValueError(f"{name} must be one {size} x {size} matrix, got shape {value.shape}")
             out[key] = value
@@ -322,18 +325,33 @@ class LinearGaussianSSM(Model):
             feedthrough_matrices=params["D"] if m > 0 else None,
         )
 
+    def _run_smoother(self, seqs: Sequences, params: dict[str, np.ndarray], disturbances: bool) -> tuple:
+        """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs)."""
+        log_lik, *filtered = self._run_filter(seqs, params)
+        m = self.input_dim
+        smoothed = kernels.rts_smoother(
+            seqs.values,
+            seqs.offsets,
+            *filtered,
+            params["A"],
+            params["C"],
+            params["R"],
+            inputs=seqs.inputs if m > 0 else None,
+            feedthrough_matrices=params["D"] if m > 0 else None,
+            disturbances=disturbances,
+        )
+        return float(log_lik.sum()), filtered, smoothed
+
     def _smooth(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
-        log_lik, fm, fc, pm, pc = self._run_filter(seqs, params)
-        sm, sc, cc = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
-        return float(log_lik.sum()), sm, sc, cc
+        log_lik, _, smoothed = self._run_smoother(seqs, params, False)
+        return (log_lik, *smoothed)
 
     def _score(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
         """log p(Y) and its gradient in every parameter (keys of ``params``; :func:`lds_mle.score`)."""
-        log_lik, fm, fc, pm, pc = self._run_filter(seqs, params)
-        sm, sc, _ = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
+        log_lik, (_, fc, pm, pc), (sm, _, _, r, N) = self._run_smoother(seqs, params, True)
         U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
-        gradient = lds_mle.score(seqs.values, U, seqs.starts, seqs.linked_rows, params, fc, (pm, pc), (sm, sc))
-        return float(log_lik.sum()), gradient
+        gradient = lds_mle.score(seqs.values, U, seqs.starts, seqs.linked_rows, params, fc, (pm, pc), sm, (r, N))
+        return log_lik, gradient
 
     def standard_errors(
         self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None
@@ -348,7 +366,7 @@ class LinearGaussianSSM(Model):
         free = [name for name in self.parameter_names if name not in self._fixed()]
         diagonal = frozenset({"R"} if self.diagonal_observation_cov else ())
         layout = lds_mle.Parameterisation(params, [_PARAMETERS[name] for name in free], diagonal)
-        # a variance is 0 (the polish left it at its floor) when it is negligible in the units of y
+        # a variance is on the boundary (the polish left it at 0) when it is negligible in the units of y
         C = params["C"]
         scale = float(np.trace(C @ params["Q"] @ C.T + params["R"])) / len(C)
         in_y_units = {
@@ -448,7 +466,7 @@ class LinearGaussianSSM(Model):
         )
         rng = np.random.default_rng(random_state)
         A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
-        LQ, LR, LP = (np.linalg.cholesky(params[k]) for k in ("Q", "R", "P0"))
+        LQ, LR, LP = (lds_mle.cholesky_factor(params[k]) for k in ("Q", "R", "P0"))
         draws = []
         for u in every:
             state_noise, obs_noise = rng.standard_normal((T, n)), rng.standard_normal((T, C.shape[0]))
