@@ -24,9 +24,12 @@ with n states, p observed dimensions and m inputs:
 - ``inputs`` u (n_steps, m), optional (m = 0 without).
 
 A stack with a leading axis of 1 is time-invariant; a single matrix is taken as one.
-Covariances are symmetrised after every step; the update is in Joseph form,
-P_t|t = (I - K C) P_t|t-1 (I - K C)^T + K R K^T, and the smoother's backward step
-likewise sums positive semi-definite terms. Sequences run in parallel (``prange``).
+Q, R and P_0 may be positive semi-definite (only each innovation covariance
+C P_t|t-1 C^T + R must be positive definite). Covariances are symmetrised after every
+step; the update is in Joseph form, P_t|t = (I - K C) P_t|t-1 (I - K C)^T + K R K^T; the
+smoother is Durbin & Koopman's backward recursion, which inverts no state covariance. An
+exact diffuse start (``diffuse``) runs the steps of :mod:`modeshift._kernels.diffuse` first.
+Sequences run in parallel (``prange``).
 
 Steady state: in a time-invariant model (A, Q, C, R) the covariances do not depend on
 the data and converge to the fixed point of the Riccati recursion. Once two fully
@@ -45,9 +48,22 @@ The steps themselves, :func:`predict_step` and :func:`update_step` (with scratch
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
+from modeshift._kernels.diffuse import (
+    diffuse_backward_step,
+    diffuse_cross,
+    diffuse_predict,
+    diffuse_smoothed,
+    diffuse_start,
+    diffuse_update,
+    diffuse_workspace,
+    identified,
+    propagate,
+)
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift._kernels.linalg import (
     affine,
@@ -60,7 +76,16 @@ from modeshift._kernels.linalg import (
 )
 from modeshift._kernels.threads import threads_for
 
-__all__ = ["kalman_filter", "predict_step", "rts_smoother", "sample_states", "update_step", "update_workspace"]
+__all__ = [
+    "Disturbances",
+    "innovation_step",
+    "kalman_filter",
+    "predict_step",
+    "rts_smoother",
+    "sample_states",
+    "update_step",
+    "update_workspace",
+]
 
 STEADY_TOLERANCE = 1e-13
 
@@ -282,13 +307,14 @@ def _steady_update(
 
 # ------------------------------------------------------------------- the filter
 @njit(cache=True)
-def _filter_sequence(
+def _diffuse_steps(
     observations,
     inputs,
     first,
     last,
     initial_mean,
     initial_cov,
+    mask,
     A,
     B,
     Q,
@@ -300,14 +326,105 @@ def _filter_sequence(
     filtered_means,
     filtered_covs,
 ) -> tuple[int, float]:
-    """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN)."""
+    """The exact diffuse steps at the start of rows ``first:last`` (:mod:`modeshift._kernels.diffuse`):
+    predicted and filtered means and P_* go to the output rows. Returns (the first ordinary row,
+    whose predicted moments are in place, and the diffuse log-likelihood), or (the failed row, NaN);
+    (last, NaN) when P_inf is not 0 at the end."""
+    n, p = A.shape[1], C.shape[1]
+    work = diffuse_workspace(n, p)
+    Pinf, following = np.empty((n, n)), np.empty((n, n))
+    diffuse_start(initial_mean, initial_cov, mask, predicted_means[first], predicted_covs[first], Pinf)
+    total = 0.0
+    for t in range(first, last):
+        if t > first:
+            diffuse_predict(
+                filtered_means[t - 1],
+                filtered_covs[t - 1],
+                Pinf,
+                _at(A, t),
+                _at(B, t),
+                _at(Q, t),
+                inputs[t],
+                predicted_means[t],
+                predicted_covs[t],
+                following,
+            )
+            Pinf, following = following, Pinf
+            if identified(Pinf):
+                return t, total
+        ok, value = diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            filtered_means[t],
+            filtered_covs[t],
+            work,
+        )
+        if not ok:
+            return t, np.nan
+        total += value
+    return last, total if identified(Pinf) else np.nan
+
+
+@njit(cache=True)
+def _filter_sequence(
+    observations,
+    inputs,
+    first,
+    last,
+    initial_mean,
+    initial_cov,
+    diffuse,
+    A,
+    B,
+    Q,
+    C,
+    D,
+    R,
+    predicted_means,
+    predicted_covs,
+    filtered_means,
+    filtered_covs,
+) -> tuple[int, float]:
+    """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN), or
+    (last - first, NaN) when the diffuse components are not all identified by the end."""
     n, p = A.shape[1], C.shape[1]
     work = update_workspace(n, p)
     product = np.empty((n, n))
     invariant = A.shape[0] == 1 and Q.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
     steady, previous_full, log_det = False, False, 0.0
     total = 0.0
-    for t in range(first, last):
+    begin = first
+    if diffuse.any():  # the exact diffuse steps, then the ordinary filter from the handover
+        begin, total = _diffuse_steps(
+            observations,
+            inputs,
+            first,
+            last,
+            initial_mean,
+            initial_cov,
+            diffuse,
+            A,
+            B,
+            Q,
+            C,
+            D,
+            R,
+            predicted_means,
+            predicted_covs,
+            filtered_means,
+            filtered_covs,
+        )
+        if np.isnan(total):
+            return begin - first, np.nan
+        if begin < last:
+            initial_mean, initial_cov = predicted_means[begin], predicted_covs[begin]
+    for t in range(begin, last):
         full = _fully_observed(observations[t])
         if steady and full:
             total += _steady_update(
@@ -326,7 +443,7 @@ def _filter_sequence(
             copy_into(predicted_covs[t - 1], predicted_covs[t])
             copy_into(filtered_covs[t - 1], filtered_covs[t])
             continue
-        if t == first:
+        if t == begin:
             copy_into(initial_mean, predicted_means[t])
             copy_into(initial_cov, predicted_covs[t])
         else:
@@ -373,6 +490,7 @@ def _filter(
     offsets,
     initial_means,
     initial_covs,
+    diffuse,
     A,
     B,
     Q,
@@ -394,6 +512,7 @@ def _filter(
             offsets[s + 1],
             _at(initial_means, s),
             _at(initial_covs, s),
+            diffuse,
             A,
             B,
             Q,
@@ -405,6 +524,11 @@ def _filter(
             filtered_means,
             filtered_covs,
         )
+
+
+def _mask(diffuse: np.ndarray | None, n: int) -> np.ndarray:
+    """The diffuse components as a boolean (n,) array (none when ``diffuse`` is None)."""
+    return np.zeros(n, dtype=np.bool_) if diffuse is None else np.ascontiguousarray(diffuse, dtype=np.bool_)
 
 
 def _stack(matrices: np.ndarray) -> np.ndarray:
@@ -425,6 +549,8 @@ def kalman_filter(
     inputs: np.ndarray | None = None,
     input_matrices: np.ndarray | None = None,
     feedthrough_matrices: np.ndarray | None = None,
+    *,
+    diffuse: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Kalman filter of every sequence.
 
@@ -434,8 +560,14 @@ def kalman_filter(
     p(x_t | y_0..t-1) (m_0, P_0 at a sequence's first step). ``B`` and ``D`` default
     to zeros when ``inputs`` are given without them.
 
+    ``diffuse`` (n,) flags state components with an exact diffuse prior
+    (:mod:`modeshift._kernels.diffuse`): their entries of m_0 and rows of P_0 are ignored, each
+    sequence starts with the exact diffuse steps, whose covariances reported are the proper
+    parts P_*, and its log-likelihood is the diffuse one.
+
     Raises ``ValueError`` naming the first sequence, and its time step, whose
-    innovation covariance C P C^T + R is not positive definite.
+    innovation covariance C P C^T + R is not positive definite, or which ends before its
+    diffuse components are identified.
     """
     observations = np.ascontiguousarray(observations, dtype=float)
     A, Q = _stack(transition_matrices), _stack(transition_covs)
@@ -457,6 +589,7 @@ def kalman_filter(
             np.asarray(offsets, dtype=np.int64),
             np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
             np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
+            _mask(diffuse, n),
             A,
             B,
             Q,
@@ -473,11 +606,31 @@ def kalman_filter(
     failed = np.flatnonzero(failures >= 0)
     if failed.size:
         s = failed[0]
+        if failures[s] == offsets[s + 1] - offsets[s]:
+            raise ValueError(f"sequence {s} ends before its diffuse state components are identified")
         raise ValueError(f"innovation covariance is not positive definite at sequence {s}, time step {failures[s]}")
     return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
 
 
 # ----------------------------------------------------------------- the smoother
+class Disturbances(NamedTuple):
+    """Per row t of :func:`rts_smoother`: ``r`` = r_t-1 (n_steps, n) and ``N`` = N_t-1
+    (n_steps, n, n), the gradient of log p(y) in x_t's prior mean and (twice) its covariance
+    (E[w_t | y] = Q r_t-1, Var[w_t | y] = Q - Q N_t-1 Q); ``NAP`` = N_t-1 A_t P_t-1|t-1
+    (-Q^-1 Cov(w_t, x_t-1 | y)); and in the exact diffuse steps (``diffuse_rows``), per observed
+    entry of y_t, ``u`` = E[v | y] / h, ``half`` = (u^2 - D) / 2 (D = (h - Var[v | y]) / h^2) and
+    ``WP`` = -Cov(v, x_t | y) / h (p, n), h its noise variance (the limits, exact also at h = 0).
+    """
+
+    r: np.ndarray
+    N: np.ndarray
+    NAP: np.ndarray
+    diffuse_rows: np.ndarray
+    u: np.ndarray
+    half: np.ndarray
+    WP: np.ndarray
+
+
 @njit(cache=True)
 def _transposed_congruence(A: np.ndarray, N: np.ndarray, out: np.ndarray, transposed: np.ndarray, product: np.ndarray):
     """out = A^T N A."""
@@ -587,6 +740,7 @@ def _smooth_sequence(
     filtered_covs,
     predicted_means,
     predicted_covs,
+    diffuse,
     A,
     C,
     D,
@@ -594,12 +748,17 @@ def _smooth_sequence(
     smoothed_means,
     smoothed_covs,
     cross_covs,
-    rs,
-    Ns,
+    disturbances,
 ) -> None:
     """Backward pass over rows ``first:last``; r_t-1 and N_t-1 go to ``rs``, ``Ns`` if they have rows."""
     if last == first:
         return
+    begin, diffuse_infs = first, np.empty((0, A.shape[1], A.shape[1]))
+    if diffuse.any():
+        diffuse_infs = _diffuse_variances(
+            observations, inputs, first, last, predicted_means, predicted_covs, diffuse, A, C, D, R
+        )
+        begin = first + diffuse_infs.shape[0] - 1
     n, p = A.shape[1], C.shape[1]
     work = update_workspace(n, p)
     innovation, product = work[4], work[8]
@@ -610,10 +769,11 @@ def _smooth_sequence(
     s, W = np.zeros(n), np.zeros((n, n))
     transposed, ahead, weighted = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
     to_mean, to_r, to_r_from_v = np.empty((n, n)), np.empty((n, n)), np.empty((n, p))
+    rs, Ns, NAP = disturbances[0], disturbances[1], disturbances[2]
     keep = Ns.shape[0] > 0
     invariant = A.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
     steady, full_next = False, False  # nothing follows the last step
-    for t in range(last - 1, first - 1, -1):
+    for t in range(last - 1, begin - 1, -1):
         P, y, filtered = predicted_covs[t], observations[t], filtered_covs[t]
         final = t == last - 1
         # At the filter's steady state the step repeats the next one's factor and gain, and
@@ -649,6 +809,7 @@ def _smooth_sequence(
             if keep:
                 copy_into(r, rs[t])
                 copy_into(N, Ns[t])
+                copy_into(NAP[t + 2], NAP[t + 1])
             continue
         if same:
             affine(C[0], predicted_means[t], _at(D, t), inputs[t], innovation)
@@ -682,7 +843,9 @@ def _smooth_sequence(
         else:
             # P_t|T = P_t|t - G^T N_t G and Cov(x_t+1, x_t | y) = (I - P_t+1|t N_t) G, G = A P_t|t
             _multiply(At, filtered, ahead)
-            _multiply(N, ahead, weighted)
+            _multiply(N, ahead, weighted)  # N_t A P_t|t
+            if keep:
+                copy_into(weighted, NAP[t + 1])
             for i in range(n):
                 for j in range(i + 1):
                     value = filtered[i, j]
@@ -705,9 +868,189 @@ def _smooth_sequence(
         if keep:
             copy_into(r, rs[t])
             copy_into(N, Ns[t])
+    if begin > first:
+        _diffuse_backward(
+            observations,
+            inputs,
+            first,
+            last,
+            begin,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            diffuse_infs,
+            A,
+            C,
+            D,
+            R,
+            r,
+            N,
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+            disturbances,
+        )
     for i in range(n):
         for j in range(n):
             cross_covs[first, i, j] = 0.0
+
+
+@njit(cache=True)
+def _diffuse_variances(
+    observations, inputs, first, last, predicted_means, predicted_covs, mask, A, C, D, R
+) -> np.ndarray:
+    """P_inf predicted at each diffuse step of rows ``first:last`` and at the first ordinary
+    step after them (d + 1, n, n), repeating the filter's diffuse steps."""
+    n, p = A.shape[1], C.shape[1]
+    work = diffuse_workspace(n, p)
+    mean, Pstar, Pinf, following = np.empty(n), np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+    diffuse_start(predicted_means[first], predicted_covs[first], mask, mean, Pstar, Pinf)
+    d = 0
+    for t in range(first, last):
+        if t > first:
+            propagate(_at(A, t), Pinf, following)
+            Pinf, following = following, Pinf
+            if identified(Pinf):
+                break
+        diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            mean,
+            Pstar,
+            work,
+        )
+        d += 1
+    variances = np.zeros((d + 1, n, n))
+    diffuse_start(predicted_means[first], predicted_covs[first], mask, mean, Pstar, variances[0])
+    for t in range(first, first + d):
+        copy_into(variances[t - first], Pinf)
+        diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            mean,
+            Pstar,
+            work,
+        )
+        if t + 1 < last:
+            propagate(_at(A, t + 1), Pinf, variances[t + 1 - first])
+    return variances
+
+
+@njit(cache=True)
+def _diffuse_backward(
+    observations,
+    inputs,
+    first,
+    last,
+    begin,
+    filtered_covs,
+    predicted_means,
+    predicted_covs,
+    variances,
+    A,
+    C,
+    D,
+    R,
+    r,
+    N,
+    smoothed_means,
+    smoothed_covs,
+    cross_covs,
+    disturbances,
+) -> None:
+    """The exact diffuse smoother over the diffuse rows ``first:begin`` (:mod:`modeshift._kernels.diffuse`),
+    from r, N at the start of row ``begin``; ``variances`` holds P_inf predicted at each row."""
+    n, p = A.shape[1], C.shape[1]
+    work = diffuse_workspace(n, p)
+    scratch = (
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+    )
+    r0, r1 = r.copy(), np.zeros(n)
+    N0, N1, N2 = N.copy(), np.zeros((n, n)), np.zeros((n, n))
+    Pinf, mean, Pstar, moved = np.empty((n, n)), np.empty(n), np.empty((n, n)), np.empty((n, n))
+    rs, Ns, NAP, diffuse_rows, obs_u, obs_half, obs_WP = disturbances
+    keep = Ns.shape[0] > 0
+    for t in range(begin - 1, first - 1, -1):
+        copy_into(variances[t - first], Pinf)
+        diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            mean,
+            Pstar,
+            work,
+        )
+        if t + 1 < last:  # Pinf is now P_inf,t|t; cross the transition to step t + 1
+            At = _at(A, t + 1)
+            diffuse_cross(
+                At,
+                filtered_covs[t],
+                Pinf,
+                predicted_covs[t + 1],
+                variances[t + 1 - first],
+                N0,
+                N1,
+                N2,
+                cross_covs[t + 1],
+                scratch,
+            )
+            if keep:
+                copy_into(scratch[3], NAP[t + 1])  # N_t A P_t|t, kappa^0 term
+            for vector in (r0, r1):
+                for i in range(n):
+                    value = 0.0
+                    for j in range(n):
+                        value += At[j, i] * vector[j]
+                    mean[i] = value
+                copy_into(mean, vector)
+            for matrix in (N0, N1, N2):
+                _transposed_congruence(At, matrix, moved, scratch[0], scratch[1])
+                copy_into(moved, matrix)
+        k = 0
+        for i in range(observations.shape[1]):
+            if not np.isnan(observations[t, i]):
+                k += 1
+        terms = (obs_u[t], obs_half[t], obs_WP[t]) if keep else (np.empty(0), np.empty(0), np.empty((0, n)))
+        diffuse_backward_step(k, work, r0, r1, N0, N1, N2, scratch, terms)
+        diffuse_smoothed(
+            predicted_means[t],
+            predicted_covs[t],
+            variances[t - first],
+            r0,
+            r1,
+            N0,
+            N1,
+            N2,
+            smoothed_means[t],
+            smoothed_covs[t],
+            scratch[0],
+        )
+        if keep:
+            copy_into(r0, rs[t])
+            copy_into(N0, Ns[t])
+            diffuse_rows[t] = True
 
 
 @njit(cache=True)
@@ -731,6 +1074,7 @@ def _smooth(
     filtered_covs,
     predicted_means,
     predicted_covs,
+    diffuse,
     A,
     C,
     D,
@@ -738,8 +1082,7 @@ def _smooth(
     smoothed_means,
     smoothed_covs,
     cross_covs,
-    rs,
-    Ns,
+    disturbances,
 ):
     for s in prange(offsets.shape[0] - 1):
         _smooth_sequence(
@@ -751,6 +1094,7 @@ def _smooth(
             filtered_covs,
             predicted_means,
             predicted_covs,
+            diffuse,
             A,
             C,
             D,
@@ -758,8 +1102,7 @@ def _smooth(
             smoothed_means,
             smoothed_covs,
             cross_covs,
-            rs,
-            Ns,
+            disturbances,
         )
 
 
@@ -776,6 +1119,7 @@ def rts_smoother(
     inputs: np.ndarray | None = None,
     feedthrough_matrices: np.ndarray | None = None,
     *,
+    diffuse: np.ndarray | None = None,
     disturbances: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """The fixed-interval (Rauch-Tung-Striebel) smoother, after :func:`kalman_filter`, in Durbin &
@@ -793,8 +1137,10 @@ def rts_smoother(
     prior). The arguments are those of :func:`kalman_filter` and its outputs. Returns smoothed
     means (n_steps, n), smoothed covariances (n_steps, n, n) and lag-one cross-covariances
     Cov(x_t, x_t-1 | y) (n_steps, n, n), zero at sequence starts; with ``disturbances`` also
-    r_t-1 (n_steps, n) and N_t-1 (n_steps, n, n) at row t: the gradient of log p(y) in x_t's
-    prior mean and (twice) in its covariance (E[w_t | y] = Q r_t-1, Var[w_t | y] = Q - Q N_t-1 Q).
+    the :class:`Disturbances` the score of the log-likelihood is made of.
+
+    With ``diffuse`` (as for :func:`kalman_filter`), the diffuse steps are smoothed exactly
+    (:mod:`modeshift._kernels.diffuse`): r and N are then the kappa^0 coefficients r0, N0.
     """
     observations = np.ascontiguousarray(observations, dtype=float)
     A = _stack(transition_matrices)
@@ -805,7 +1151,15 @@ def rts_smoother(
     smoothed_means = np.empty((n_steps, n))
     smoothed_covs, cross_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
     kept = n_steps if disturbances else 0
-    rs, Ns = np.empty((kept, n)), np.empty((kept, n, n))
+    out = Disturbances(
+        np.zeros((kept, n)),
+        np.zeros((kept, n, n)),
+        np.zeros((kept, n, n)),
+        np.zeros(kept, dtype=np.bool_),
+        np.zeros((kept, p)),
+        np.zeros((kept, p)),
+        np.zeros((kept, p, n)),
+    )
     with threads_for(len(offsets) - 1):
         _smooth(
             observations,
@@ -813,6 +1167,7 @@ def rts_smoother(
             np.asarray(offsets, dtype=np.int64),
             *(np.ascontiguousarray(moments, dtype=float) for moments in (filtered_means, filtered_covs)),
             *(np.ascontiguousarray(moments, dtype=float) for moments in (predicted_means, predicted_covs)),
+            _mask(diffuse, n),
             A,
             C,
             D,
@@ -820,11 +1175,10 @@ def rts_smoother(
             smoothed_means,
             smoothed_covs,
             cross_covs,
-            rs,
-            Ns,
+            tuple(out),
         )
     if disturbances:
-        return smoothed_means, smoothed_covs, cross_covs, rs, Ns
+        return smoothed_means, smoothed_covs, cross_covs, out
     return smoothed_means, smoothed_covs, cross_covs
 
 

@@ -21,7 +21,9 @@ K_t = A P_t|t-1 C' F_t^-1):
     dl/dC = sum_t (u_t x_t|T' - (F_t^-1 C - K_t' N_t L_t) P_t|t-1),  L_t = A - K_t C,
     dl/dm0 = r_-1,   dl/dP0 = (r_-1 r_-1' - N_-1) / 2   (per sequence),
 
-each step using only its observed entries; all of it is exact with singular Q, R and P0.
+each step using only its observed entries; all of it is exact with singular Q, R and P0. With an
+exact diffuse start, the diffuse steps use the kappa^0 terms of the same quantities (r0, N0 and
+each observed entry's limits from :func:`modeshift._kernels.diffuse.diffuse_backward_step`).
 
 Covariances are optimised through their Cholesky factors L (S = L L', positive semi-definite
 whatever L), a diagonal covariance through its standard deviations. The diagonal of each
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from modeshift._kernels.kalman import Disturbances
 from modeshift._kernels.linalg import cholesky_in_place
 from modeshift.dynamics import missingness_patterns
 
@@ -163,10 +166,10 @@ def score(
     starts: np.ndarray,
     linked: np.ndarray,
     params: dict[str, np.ndarray],
-    filtered_covs: np.ndarray,
     predicted: tuple[np.ndarray, np.ndarray],
     smoothed_means: np.ndarray,
-    disturbances: tuple[np.ndarray, np.ndarray],
+    disturbances: Disturbances,
+    diffuse: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """dl/dtheta for every key of ``params`` (for a covariance S, the symmetric G with
     dl = tr(G dS)), from the filter's and the smoother's outputs for every row.
@@ -174,24 +177,28 @@ def score(
     ``Y`` (T, p) with NaN for missing entries, inputs ``U`` (T, m), the rows ``starts`` that
     begin a sequence and the rows ``linked`` that have a predecessor; ``predicted`` the
     (means, covariances) of x_t given y before t, ``smoothed_means`` those given all y, and
-    ``disturbances`` (r, N) with r[t] = r_t-1, N[t] = N_t-1 (``rts_smoother(disturbances=True)``).
+    ``disturbances`` from ``rts_smoother(disturbances=True)``. With an exact ``diffuse`` start
+    (a boolean mask over the state), the diffuse steps contribute their exact limits (R must
+    then be diagonal), and the gradient in m0, P0 is 0 on the diffuse components.
     """
-    A, B, C, D, R = (params[key] for key in "ABCDR")
+    A, C, D, R = (params[key] for key in "ACDR")
     pm, pc = predicted
     sm = smoothed_means
-    r, N = disturbances
+    r, N, NAP, diffuse_rows = disturbances.r, disturbances.N, disturbances.NAP, disturbances.diffuse_rows
     half_outer = 0.5 * (r[:, :, None] * r[:, None, :] - N)
+    proper = np.ones(len(A), dtype=bool) if diffuse is None else ~np.asarray(diffuse)
     out = {
         "Q": half_outer[linked].sum(axis=0),
-        "A": r[linked].T @ sm[linked - 1] - (N[linked] @ (A @ filtered_covs[linked - 1])).sum(axis=0),
+        "A": r[linked].T @ sm[linked - 1] - NAP[linked].sum(axis=0),
         "B": r[linked].T @ U[linked],
-        "m0": r[starts].sum(axis=0),
-        "P0": half_outer[starts].sum(axis=0),
+        "m0": np.where(proper, r[starts].sum(axis=0), 0.0),
+        "P0": np.where(np.outer(proper, proper), half_outer[starts].sum(axis=0), 0.0),
     }
     after_r, after_N = np.zeros_like(r), np.zeros_like(N)  # r_t, N_t: those of the next row, 0 at an end
     after_r[linked - 1], after_N[linked - 1] = r[linked], N[linked]
     gC, gD, gR = np.zeros_like(C), np.zeros_like(D), np.zeros_like(R)
-    for rows, observed in missingness_patterns(Y):
+    ordinary = np.where(diffuse_rows[:, None], np.nan, Y)  # the diffuse steps come below
+    for rows, observed in missingness_patterns(ordinary):
         if not observed.any():
             continue
         rows = slice(None) if rows is None else rows
@@ -208,6 +215,11 @@ def score(
         gR[np.ix_(o, o)] += 0.5 * (u.T @ u - Dmat.sum(axis=0))
         gC[o] += u.T @ sm[rows] - ((F_inverse @ Co - KT @ N_next @ L) @ P).sum(axis=0)
         gD[o] += u.T @ u_in
+    rows = np.flatnonzero(diffuse_rows)
+    u = disturbances.u[rows]
+    gC += u.T @ sm[rows] - disturbances.WP[rows].sum(axis=0)
+    gD += u.T @ U[rows]
+    gR[np.diag_indices_from(gR)] += disturbances.half[rows].sum(axis=0)
     out.update(C=gC, D=gD, R=0.5 * (gR + gR.T))
     return out
 
