@@ -252,7 +252,7 @@ def test_kalman_functions_return_what_the_kernels_return():
     offsets = np.array([0, 8, 20])
     arrays = [a[name] for name in list(a)[1:]]
     lik, fm, fc, pm, pc = kernels.kalman_filter(a["observations"], offsets, *arrays)
-    sm, sc, cc = kernels.rts_smoother(fm, fc, pm, pc, offsets, a["dynamics_matrix"], a["dynamics_covariance"])
+    sm, sc, cc = kernels.rts_smoother(a["observations"], offsets, fm, fc, pm, pc, arrays[2], *arrays[4:])
     filtered = inference.kalman_filter(**a, lengths=[8, 12])
     smoothed = inference.kalman_smoother(**a, lengths=[8, 12])
     for got, want in zip(filtered, (fm, fc, pm, pc, lik.sum())):

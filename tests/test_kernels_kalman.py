@@ -149,9 +149,15 @@ def brute_force(y, parameters):
     return out
 
 
+def _observation_model(model):
+    """The arguments of the smoother after the predicted moments."""
+    keys = ("transition_matrices", "observation_matrices", "observation_covs")
+    return (*(model[key] for key in keys), model.get("inputs"), model.get("feedthrough_matrices"))
+
+
 def run_kernels(y, offsets, model):
     ll, fm, fc, pm, pc = kernels.kalman_filter(y, offsets, **model)
-    sm, sc, cc = kernels.rts_smoother(fm, fc, pm, pc, offsets, model["transition_matrices"], model["transition_covs"])
+    sm, sc, cc = kernels.rts_smoother(y, offsets, fm, fc, pm, pc, *_observation_model(model))
     return {
         "log_lik": ll,
         "filtered_means": fm,
@@ -239,6 +245,49 @@ def test_matches_joint_gaussian(name):
             np.testing.assert_allclose(got[key][first:last], want[key], **TOL, err_msg=f"{key}, sequence {s}")
 
 
+def _singular_case(name):
+    """Models whose predicted covariances are singular (zero or rank-deficient Q, R, P_0), one
+    sequence of 7 steps; the observations are always jointly non-degenerate."""
+    if name == "AR(2) without noise":  # companion form, y_t = x_t exactly: P_t|t = 0 after two steps
+        A, Q = np.array([[0.5, 0.3], [1.0, 0.0]]), np.diag([1.0, 0.0])
+        C, R = np.array([[1.0, 0.0]]), np.zeros((1, 1))
+        P0 = linalg.solve_discrete_lyapunov(A, Q)
+    elif name == "ARMA(1, 1) Harvey":  # (x_t, theta e_t), one shock drives both
+        phi, theta = 0.6, 0.4
+        A, Q = np.array([[phi, 1.0], [0.0, 0.0]]), np.outer([1.0, theta], [1.0, theta])
+        C, R = np.array([[1.0, 0.0]]), np.zeros((1, 1))
+        P0 = linalg.solve_discrete_lyapunov(A, Q)
+    else:  # level + dummy seasonal of period 4, known start, one missing step
+        A = linalg.block_diag([[1.0]], [[-1.0, -1.0, -1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        Q, C, R = np.diag([0.3, 0.5, 0.0, 0.0]), np.array([[1.0, 1.0, 0.0, 0.0]]), np.array([[0.2]])
+        P0 = np.zeros((4, 4))
+    n = len(A)
+    model = {
+        "initial_mean": np.arange(n) / n,
+        "initial_cov": P0,
+        "transition_matrices": A[None],
+        "transition_covs": Q[None],
+        "observation_matrices": C[None],
+        "observation_covs": R[None],
+    }
+    y = np.random.default_rng(len(name)).normal(size=(7, 1))
+    if name.startswith("level"):
+        y[3] = np.nan
+    return y, np.array([0, 7]), model
+
+
+@pytest.mark.parametrize("name", ["AR(2) without noise", "ARMA(1, 1) Harvey", "level + seasonal"])
+def test_singular_covariances_match_joint_gaussian(name):
+    y, offsets, model = _singular_case(name)
+    got = run_kernels(y, offsets, model)
+    n = len(model["initial_mean"])
+    assert np.linalg.matrix_rank(model["transition_covs"][0]) < n  # and in the AR(2), P_t|t-1 = Q from step 2 on
+    want = brute_force(y, sequence_model(model, offsets, 0))
+    np.testing.assert_allclose(got["log_lik"][0], want["log_lik"], **TOL)
+    for key in ("filtered_means", "filtered_covs", "smoothed_means", "smoothed_covs", "cross_covs"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-9, err_msg=key)
+
+
 def test_missing_steps_are_pure_predictions():
     y, offsets, model = make_case("missing")
     got = run_kernels(y, offsets, model)
@@ -309,7 +358,7 @@ def test_long_sequence():
     m0, P0 = np.zeros(n), np.eye(n)
 
     ll, fm, fc, pm, pc = kernels.kalman_filter(y, offsets, m0, P0, A, Q, C, R)
-    sm, sc, cc = kernels.rts_smoother(fm, fc, pm, pc, offsets, A, Q)
+    sm, sc, cc = kernels.rts_smoother(y, offsets, fm, fc, pm, pc, A, C, R)
     assert np.isfinite(ll).all()
     for covs in (fc, pc, sc):
         np.testing.assert_array_equal(covs, np.swapaxes(covs, 1, 2))

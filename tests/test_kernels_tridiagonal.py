@@ -213,7 +213,7 @@ def test_matches_kalman_smoother(n):
     y = rng.normal(scale=2.0, size=(n_steps, p))
 
     _, fm, fc, pm, pc = kernels.kalman_filter(y, offsets, m0, P0, A, Q, C, R)
-    means, covs, cross = kernels.rts_smoother(fm, fc, pm, pc, offsets, A, Q)
+    means, covs, cross = kernels.rts_smoother(y, offsets, fm, fc, pm, pc, A, C, R)
 
     Q_inv, R_inv, P0_inv = np.linalg.inv(Q), np.linalg.inv(R), np.linalg.inv(P0)
     diagonal = np.tile(C.T @ R_inv @ C, (n_steps, 1, 1))

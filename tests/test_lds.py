@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import linalg
 from scipy.stats import multivariate_normal
 
 from modeshift import LinearGaussianSSM, NotFittedError, load
@@ -73,6 +74,32 @@ def _brute(model, y, u=None):
     mean = mx + gain @ (yo - my[o])
     cov = Sxx - gain @ Sxy[:, o].T
     return log_lik, mean.reshape(T, n), cov
+
+
+def test_semidefinite_covariances_sample_score_and_smooth_exactly():
+    """An AR(2) in companion form observed without noise: Q = diag(s2, 0), R = 0, P0 the stationary
+    covariance; a second sensor sees the lag with noise. Sampling, the log-likelihood and the
+    smoother agree with Gaussian conditioning."""
+    model = LinearGaussianSSM(2, fixed=("dynamics_matrix_", "observation_matrix_"))
+    A = np.array([[0.5, 0.3], [1.0, 0.0]])
+    model.dynamics_matrix_, model.transition_covariance_ = A, np.diag([1.0, 0.0])
+    model.observation_matrix_ = np.eye(2)
+    model.observation_covariance_ = np.diag([0.0, 0.5])
+    model.initial_state_mean_ = np.zeros(2)
+    model.initial_state_covariance_ = linalg.solve_discrete_lyapunov(A, np.diag([1.0, 0.0]))
+    y, states = model.sample(6, random_state=3)
+    np.testing.assert_allclose(y[:, 0], states[:, 0], atol=1e-12)  # R[0, 0] = 0: observed exactly
+    np.testing.assert_allclose(states[1:, 1], states[:-1, 0], atol=1e-12)  # Q[1, 1] = 0: the lag
+    y[2, 0] = np.nan
+    log_lik, mean, cov = _brute(model, y)
+    assert model.score(y) == pytest.approx(log_lik, rel=1e-10)
+    smoothed = model.smooth(y)
+    np.testing.assert_allclose(smoothed.means, mean, atol=1e-9)
+    for t in range(6):
+        np.testing.assert_allclose(smoothed.covariances[t], cov[2 * t : 2 * t + 2, 2 * t : 2 * t + 2], atol=1e-9)
+    with pytest.raises(ValueError, match="observation_covariance_ is neither positive definite"):
+        model.observation_covariance_ = np.diag([-1e-3, 0.5])
+        model.score(y)
 
 
 def test_score_filter_smooth_match_brute_force_and_kernels():
@@ -565,7 +592,7 @@ def test_refit_starts_afresh_and_keeps_fixed_values_set_by_hand(tmp_path):
     once = LinearGaussianSSM.local_level(n_iter=30).fit(level)
     assert refit.history_ == once.history_
     np.testing.assert_array_equal(refit.dynamics_matrix_, [[1.0]])
-    np.testing.assert_array_equal(refit.initial_state_covariance_, [[1e10]])
+    np.testing.assert_array_equal(refit.initial_state_covariance_, [[0.0]])  # ignored: the level is diffuse
     refit.save(tmp_path / "level.msz")  # and so does a loaded model's
     assert load(tmp_path / "level.msz").fit(level).history_ == once.history_
 

@@ -30,8 +30,7 @@ def _tiny_problem():
     return model, seqs, model._check_parameters()
 
 
-def test_score_matches_finite_differences_of_the_log_likelihood():
-    model, seqs, params = _tiny_problem()
+def _assert_score_matches_finite_differences(model, seqs, params):
     _, gradient = model._score(seqs, params)
     for key in ("A", "B", "C", "D", "m0", "Q", "R", "P0"):
         want = np.zeros_like(params[key])
@@ -45,6 +44,20 @@ def test_score_matches_finite_differences_of_the_log_likelihood():
             want[index] = (upper - lower) / 2e-6
         got = gradient[key] * (2 - np.eye(len(gradient[key]))) if key in ("Q", "R", "P0") else gradient[key]
         np.testing.assert_allclose(got, want, atol=1e-6 * max(1.0, np.abs(want).max()), err_msg=key)
+
+
+def test_score_matches_finite_differences_of_the_log_likelihood():
+    _assert_score_matches_finite_differences(*_tiny_problem())
+
+
+def test_score_is_exact_with_singular_covariances():
+    """Q, R and P0 of rank 1 (and a zero observation noise on one sensor): the smoother's r and N
+    give the gradient also in the directions where a covariance is 0, where P^-1 does not exist."""
+    model, seqs, params = _tiny_problem()
+    params["Q"] = np.outer([0.3, -0.2], [0.3, -0.2])
+    params["R"] = np.diag([0.0, 0.3, 0.25])
+    params["P0"] = np.outer([1.0, 0.5], [1.0, 0.5])
+    _assert_score_matches_finite_differences(model, seqs, params)
 
 
 @pytest.mark.parametrize("diagonal", [frozenset(), frozenset({"R"})])
@@ -75,18 +88,16 @@ def test_nile_local_level_reaches_the_published_mle_with_defaults():
     noise, level = model.observation_covariance_[0, 0], model.transition_covariance_[0, 0]
     np.testing.assert_allclose([noise, level], [15099.0, 1469.1], rtol=1e-4)
     np.testing.assert_array_equal(model.dynamics_matrix_, [[1.0]])  # held fixed
-    np.testing.assert_array_equal(model.initial_state_covariance_, [[1e10]])
+    np.testing.assert_array_equal(model.initial_state_covariance_, [[0.0]])  # ignored: the level is diffuse
     assert model.log_likelihood_ == pytest.approx(model.score(y), rel=1e-12)
     assert model.log_likelihood_ > LinearGaussianSSM.local_level(method="em", n_iter=2000, tol=1e-6).fit(y).score(y)
 
 
 def test_nile_mle_is_statsmodels_exact_diffuse_maximum():
-    """statsmodels' exact-diffuse local level has the same maximiser (the prior variance 1e10 moves it
-    by less than 1e-6): its BFGS started at ours stays there, while its default fit stops short
-    (15067.6 / 1484.8, 8e-5 lower). Log-likelihood conventions: statsmodels counts the diffuse first
-    observation as -log(2 pi) / 2 only; ours keeps its density under the prior N(0, 1e10), so
-    ours = theirs - log(1e10 + R) / 2 - y_0^2 / (2 (1e10 + R)), here to 1.5e-6 (the 1e10 prior's
-    effect on the later steps): -644.97755 against -633.46456."""
+    """statsmodels' exact-diffuse local level has the same maximiser: its BFGS started at ours stays
+    there, while its default fit stops short (15067.6 / 1484.8, 8e-5 lower). Both report the
+    diffuse log-likelihood (the first observation counts -log(2 pi F_inf) / 2, F_inf = 1):
+    -633.46456 (with the old approximate prior N(0, 1e10) ours was -644.97755)."""
     sm = pytest.importorskip("statsmodels.api")
     y = load_nile()["volume"].to_numpy(dtype=float)
     model = LinearGaussianSSM.local_level().fit(y)
@@ -98,8 +109,10 @@ def test_nile_mle_is_statsmodels_exact_diffuse_maximum():
         warnings.simplefilter("ignore")  # statsmodels' own warnings
         polished = exact.fit(start_params=ours, method="bfgs", gtol=1e-10, maxiter=1000, disp=False)
     np.testing.assert_allclose(ours, polished.params, rtol=1e-6)
+    assert model.log_likelihood_ == pytest.approx(polished.llf, abs=5e-6)
+    approximate = LinearGaussianSSM.local_level(diffuse_variance=1e10).fit(y)
     diffuse = -0.5 * np.log(1e10 + ours[0]) - 0.5 * y[0] ** 2 / (1e10 + ours[0])
-    assert model.log_likelihood_ == pytest.approx(polished.llf + diffuse, abs=5e-6)
+    assert approximate.log_likelihood_ == pytest.approx(polished.llf + diffuse, abs=5e-5)
 
 
 def test_white_noise_reaches_the_zero_level_variance_with_defaults():

@@ -802,8 +802,11 @@ def check_probabilities(name: str, value: Any, shape: tuple[int | None, ...]) ->
     return array
 
 
-def check_covariances(name: str, value: Any, n_features: int | None = None) -> np.ndarray:
-    """A stack of symmetric positive-definite matrices (..., D, D)."""
+def check_covariances(
+    name: str, value: Any, n_features: int | None = None, *, semidefinite: bool = False
+) -> np.ndarray:
+    """A stack of symmetric positive-definite matrices (..., D, D); with ``semidefinite``,
+    positive semi-definite ones (rank-deficient, or zero) are accepted too."""
     array = np.array(value, dtype=np.float64)
     if array.ndim < 2 or array.shape[-1] != array.shape[-2]:
         raise ValueError(f"{name} must be a stack of square matrices, got shape {array.shape}")
@@ -814,6 +817,17 @@ def check_covariances(name: str, value: Any, n_features: int | None = None) -> n
     transposed = np.swapaxes(array, -1, -2)
     if not (np.abs(array - transposed) <= 1e-12 + 1e-8 * np.abs(transposed)).all():
         raise ValueError(f"{name} is not symmetric")
+    if semidefinite:
+        eigenvalues = np.linalg.eigvalsh(array)
+        # an eigenvalue above -1e-10 times the largest |eigenvalue| counts as >= 0 (rounding)
+        low = eigenvalues[..., 0] < -1e-10 * np.maximum(np.abs(eigenvalues).max(axis=-1), 1e-300)
+        if low.any():
+            index = tuple(np.argwhere(low)[0])
+            where = f"[{', '.join(map(str, index))}]" if index else ""
+            raise ValueError(
+                f"{name}{where} is neither positive definite nor semi-definite (eigenvalue {eigenvalues[index][0]:.3g})"
+            )
+        return array
     try:
         np.linalg.cholesky(array)
     except np.linalg.LinAlgError:

@@ -299,9 +299,12 @@ def kalman_smoother(
     control_matrix: Any = None,
     feedthrough_matrix: Any = None,
 ) -> StateSmoothed:
-    """The Rauch-Tung-Striebel smoother: moments of p(x_t | all of y), after :func:`kalman_filter`
-    (same arguments). Backwards, with J_t = P_t|t A' P_t+1|t^-1:
-    x_t|T = x_t|t + J_t (x_t+1|T - x_t+1|t), P_t|T = P_t|t + J_t (P_t+1|T - P_t+1|t) J_t'."""
+    """The fixed-interval (Rauch-Tung-Striebel) smoother: moments of p(x_t | all of y), after
+    :func:`kalman_filter` (same arguments). In Durbin & Koopman's backward form, exact also with
+    singular covariances: from r = 0, N = 0 at the end, with each step's innovation v, its
+    covariance S, gain K = P C' S^-1 and L = A (I - K C),
+    r_t-1 = C' S^-1 v + L' r_t, N_t-1 = C' S^-1 C + L' N_t L, x_t|T = x_t|t + P_t|t A' r_t,
+    P_t|T = P_t|t - P_t|t A' N_t A P_t|t."""
     model = _LinearGaussian(
         observations,
         initial_mean,
@@ -317,7 +320,17 @@ def kalman_smoother(
     )
     log_lik, means, covariances, predicted_means, predicted_covariances = model.filter()
     smoothed_means, smoothed_covariances, cross = kernels.rts_smoother(
-        means, covariances, predicted_means, predicted_covariances, model.offsets, model.A, model.Q
+        model.y,
+        model.offsets,
+        means,
+        covariances,
+        predicted_means,
+        predicted_covariances,
+        model.A,
+        model.C,
+        model.R,
+        model.u,
+        model.D,
     )
     return StateSmoothed(smoothed_means, smoothed_covariances, cross, float(log_lik.sum()))
 

@@ -24,9 +24,12 @@ with n states, p observed dimensions and m inputs:
 - ``inputs`` u (n_steps, m), optional (m = 0 without).
 
 A stack with a leading axis of 1 is time-invariant; a single matrix is taken as one.
-Covariances are symmetrised after every step; the update is in Joseph form,
-P_t|t = (I - K C) P_t|t-1 (I - K C)^T + K R K^T, and the smoother's backward step
-likewise sums positive semi-definite terms. Sequences run in parallel (``prange``).
+Q, R and P_0 may be positive semi-definite (only each innovation covariance
+C P_t|t-1 C^T + R must be positive definite). Covariances are symmetrised after every
+step; the update is in Joseph form, P_t|t = (I - K C) P_t|t-1 (I - K C)^T + K R K^T; the
+smoother is Durbin & Koopman's backward recursion, which inverts no state covariance. An
+exact diffuse start (``diffuse``) runs the steps of :mod:`modeshift._kernels.diffuse` first.
+Sequences run in parallel (``prange``).
 
 Steady state: in a time-invariant model (A, Q, C, R) the covariances do not depend on
 the data and converge to the fixed point of the Riccati recursion. Once two fully
@@ -45,9 +48,22 @@ The steps themselves, :func:`predict_step` and :func:`update_step` (with scratch
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
+from modeshift._kernels.diffuse import (
+    diffuse_backward_step,
+    diffuse_cross,
+    diffuse_predict,
+    diffuse_smoothed,
+    diffuse_start,
+    diffuse_update,
+    diffuse_workspace,
+    identified,
+    propagate,
+)
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift._kernels.linalg import (
     affine,
@@ -60,7 +76,16 @@ from modeshift._kernels.linalg import (
 )
 from modeshift._kernels.threads import threads_for
 
-__all__ = ["kalman_filter", "predict_step", "rts_smoother", "sample_states", "update_step", "update_workspace"]
+__all__ = [
+    "Disturbances",
+    "innovation_step",
+    "kalman_filter",
+    "predict_step",
+    "rts_smoother",
+    "sample_states",
+    "update_step",
+    "update_workspace",
+]
 
 STEADY_TOLERANCE = 1e-13
 
@@ -142,7 +167,7 @@ def update_workspace(n: int, p: int) -> tuple:
 
 
 @njit(cache=True)
-def update_step(
+def innovation_step(
     y: np.ndarray,
     u: np.ndarray,
     C: np.ndarray,
@@ -150,28 +175,21 @@ def update_step(
     R: np.ndarray,
     mean: np.ndarray,
     cov: np.ndarray,
-    out_mean: np.ndarray,
-    out_cov: np.ndarray,
     work: tuple,
-) -> tuple[bool, float]:
-    """Condition N(mean, cov) on the observed entries o of y.
+) -> int:
+    """The innovation of the observed entries o of y and its gain, into ``work``.
 
-    With v = y_o - C_o x - D_o u, S = C_o P C_o^T + R_oo = L L^T and K = P C_o^T S^-1:
-    x + K v and (I - K C_o) P (I - K C_o)^T + K R_oo K^T go to ``out_mean``,
-    ``out_cov``, L and K stay in ``work``. Returns (ok, log N(v | 0, S)); ok is False
-    when S is not (numerically) positive definite. A wholly missing step returns (True, 0).
+    v = y_o - C_o x - D_o u, P C_o^T, the Cholesky factor L of S = C_o P C_o^T + R_oo = L L^T
+    and K = P C_o^T S^-1 (see :func:`update_workspace`). Returns the number k of observed
+    entries, or -1 when S is not (numerically) positive definite.
     """
-    observed, rows, factor, noise, innovation, cross, gain, joseph, product = work
+    observed, rows, factor, _, innovation, cross, gain, _, _ = work
     n = mean.shape[0]
     k = 0
     for i in range(y.shape[0]):
         if not np.isnan(y[i]):
             observed[k] = i
             k += 1
-    if k == 0:
-        copy_into(mean, out_mean)
-        copy_into(cov, out_cov)
-        return True, 0.0
     for a in range(k):
         i = observed[a]
         value = y[i]
@@ -194,8 +212,44 @@ def update_step(
                 value += rows[a, j] * cross[j, b]
             factor[a, b] = value
     if not cholesky_in_place(factor, k, False):
-        return False, 0.0
+        return -1
+    for i in range(n):
+        for a in range(k):
+            gain[i, a] = cross[i, a]
+        forward_substitute(factor, k, gain[i])
+        backward_substitute(factor, k, gain[i])  # row i of K = S^-1 (P C^T)[i]
+    return k
 
+
+@njit(cache=True)
+def update_step(
+    y: np.ndarray,
+    u: np.ndarray,
+    C: np.ndarray,
+    D: np.ndarray,
+    R: np.ndarray,
+    mean: np.ndarray,
+    cov: np.ndarray,
+    out_mean: np.ndarray,
+    out_cov: np.ndarray,
+    work: tuple,
+) -> tuple[bool, float]:
+    """Condition N(mean, cov) on the observed entries o of y.
+
+    With v = y_o - C_o x - D_o u, S = C_o P C_o^T + R_oo = L L^T and K = P C_o^T S^-1
+    (:func:`innovation_step`): x + K v and (I - K C_o) P (I - K C_o)^T + K R_oo K^T go to
+    ``out_mean``, ``out_cov``, L and K stay in ``work``. Returns (ok, log N(v | 0, S)); ok is
+    False when S is not (numerically) positive definite. A wholly missing step returns (True, 0).
+    """
+    observed, rows, factor, noise, innovation, cross, gain, joseph, product = work
+    n = mean.shape[0]
+    k = innovation_step(y, u, C, D, R, mean, cov, work)
+    if k < 0:
+        return False, 0.0
+    if k == 0:
+        copy_into(mean, out_mean)
+        copy_into(cov, out_cov)
+        return True, 0.0
     log_det = 0.0
     for a in range(k):
         log_det += 2.0 * np.log(factor[a, a])
@@ -206,10 +260,6 @@ def update_step(
         for a in range(k):
             value += cross[i, a] * innovation[a]
         out_mean[i] = value
-        for a in range(k):
-            gain[i, a] = cross[i, a]
-        forward_substitute(factor, k, gain[i])
-        backward_substitute(factor, k, gain[i])  # row i of K = S^-1 (P C^T)[i]
 
     for i in range(n):
         for j in range(n):
@@ -257,13 +307,14 @@ def _steady_update(
 
 # ------------------------------------------------------------------- the filter
 @njit(cache=True)
-def _filter_sequence(
+def _diffuse_steps(
     observations,
     inputs,
     first,
     last,
     initial_mean,
     initial_cov,
+    mask,
     A,
     B,
     Q,
@@ -275,14 +326,105 @@ def _filter_sequence(
     filtered_means,
     filtered_covs,
 ) -> tuple[int, float]:
-    """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN)."""
+    """The exact diffuse steps at the start of rows ``first:last`` (:mod:`modeshift._kernels.diffuse`):
+    predicted and filtered means and P_* go to the output rows. Returns (the first ordinary row,
+    whose predicted moments are in place, and the diffuse log-likelihood), or (the failed row, NaN);
+    (last, NaN) when P_inf is not 0 at the end."""
+    n, p = A.shape[1], C.shape[1]
+    work = diffuse_workspace(n, p)
+    Pinf, following = np.empty((n, n)), np.empty((n, n))
+    diffuse_start(initial_mean, initial_cov, mask, predicted_means[first], predicted_covs[first], Pinf)
+    total = 0.0
+    for t in range(first, last):
+        if t > first:
+            diffuse_predict(
+                filtered_means[t - 1],
+                filtered_covs[t - 1],
+                Pinf,
+                _at(A, t),
+                _at(B, t),
+                _at(Q, t),
+                inputs[t],
+                predicted_means[t],
+                predicted_covs[t],
+                following,
+            )
+            Pinf, following = following, Pinf
+            if identified(Pinf):
+                return t, total
+        ok, value = diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            filtered_means[t],
+            filtered_covs[t],
+            work,
+        )
+        if not ok:
+            return t, np.nan
+        total += value
+    return last, total if identified(Pinf) else np.nan
+
+
+@njit(cache=True)
+def _filter_sequence(
+    observations,
+    inputs,
+    first,
+    last,
+    initial_mean,
+    initial_cov,
+    diffuse,
+    A,
+    B,
+    Q,
+    C,
+    D,
+    R,
+    predicted_means,
+    predicted_covs,
+    filtered_means,
+    filtered_covs,
+) -> tuple[int, float]:
+    """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN), or
+    (last - first, NaN) when the diffuse components are not all identified by the end."""
     n, p = A.shape[1], C.shape[1]
     work = update_workspace(n, p)
     product = np.empty((n, n))
     invariant = A.shape[0] == 1 and Q.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
     steady, previous_full, log_det = False, False, 0.0
     total = 0.0
-    for t in range(first, last):
+    begin = first
+    if diffuse.any():  # the exact diffuse steps, then the ordinary filter from the handover
+        begin, total = _diffuse_steps(
+            observations,
+            inputs,
+            first,
+            last,
+            initial_mean,
+            initial_cov,
+            diffuse,
+            A,
+            B,
+            Q,
+            C,
+            D,
+            R,
+            predicted_means,
+            predicted_covs,
+            filtered_means,
+            filtered_covs,
+        )
+        if np.isnan(total):
+            return begin - first, np.nan
+        if begin < last:
+            initial_mean, initial_cov = predicted_means[begin], predicted_covs[begin]
+    for t in range(begin, last):
         full = _fully_observed(observations[t])
         if steady and full:
             total += _steady_update(
@@ -301,7 +443,7 @@ def _filter_sequence(
             copy_into(predicted_covs[t - 1], predicted_covs[t])
             copy_into(filtered_covs[t - 1], filtered_covs[t])
             continue
-        if t == first:
+        if t == begin:
             copy_into(initial_mean, predicted_means[t])
             copy_into(initial_cov, predicted_covs[t])
         else:
@@ -348,6 +490,7 @@ def _filter(
     offsets,
     initial_means,
     initial_covs,
+    diffuse,
     A,
     B,
     Q,
@@ -369,6 +512,7 @@ def _filter(
             offsets[s + 1],
             _at(initial_means, s),
             _at(initial_covs, s),
+            diffuse,
             A,
             B,
             Q,
@@ -380,6 +524,11 @@ def _filter(
             filtered_means,
             filtered_covs,
         )
+
+
+def _mask(diffuse: np.ndarray | None, n: int) -> np.ndarray:
+    """The diffuse components as a boolean (n,) array (none when ``diffuse`` is None)."""
+    return np.zeros(n, dtype=np.bool_) if diffuse is None else np.ascontiguousarray(diffuse, dtype=np.bool_)
 
 
 def _stack(matrices: np.ndarray) -> np.ndarray:
@@ -400,6 +549,8 @@ def kalman_filter(
     inputs: np.ndarray | None = None,
     input_matrices: np.ndarray | None = None,
     feedthrough_matrices: np.ndarray | None = None,
+    *,
+    diffuse: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Kalman filter of every sequence.
 
@@ -409,8 +560,14 @@ def kalman_filter(
     p(x_t | y_0..t-1) (m_0, P_0 at a sequence's first step). ``B`` and ``D`` default
     to zeros when ``inputs`` are given without them.
 
+    ``diffuse`` (n,) flags state components with an exact diffuse prior
+    (:mod:`modeshift._kernels.diffuse`): their entries of m_0 and rows of P_0 are ignored, each
+    sequence starts with the exact diffuse steps, whose covariances reported are the proper
+    parts P_*, and its log-likelihood is the diffuse one.
+
     Raises ``ValueError`` naming the first sequence, and its time step, whose
-    innovation covariance C P C^T + R is not positive definite.
+    innovation covariance C P C^T + R is not positive definite, or which ends before its
+    diffuse components are identified.
     """
     observations = np.ascontiguousarray(observations, dtype=float)
     A, Q = _stack(transition_matrices), _stack(transition_covs)
@@ -432,6 +589,7 @@ def kalman_filter(
             np.asarray(offsets, dtype=np.int64),
             np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
             np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
+            _mask(diffuse, n),
             A,
             B,
             Q,
@@ -448,11 +606,583 @@ def kalman_filter(
     failed = np.flatnonzero(failures >= 0)
     if failed.size:
         s = failed[0]
+        if failures[s] == offsets[s + 1] - offsets[s]:
+            raise ValueError(f"sequence {s} ends before its diffuse state components are identified")
         raise ValueError(f"innovation covariance is not positive definite at sequence {s}, time step {failures[s]}")
     return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
 
 
-# --------------------------------------------------------------- backward passes
+# ----------------------------------------------------------------- the smoother
+class Disturbances(NamedTuple):
+    """Per row t of :func:`rts_smoother`: ``r`` = r_t-1 (n_steps, n) and ``N`` = N_t-1
+    (n_steps, n, n), the gradient of log p(y) in x_t's prior mean and (twice) its covariance
+    (E[w_t | y] = Q r_t-1, Var[w_t | y] = Q - Q N_t-1 Q); ``NAP`` = N_t-1 A_t P_t-1|t-1
+    (-Q^-1 Cov(w_t, x_t-1 | y)); and in the exact diffuse steps (``diffuse_rows``), per observed
+    entry of y_t, ``u`` = E[v | y] / h, ``half`` = (u^2 - D) / 2 (D = (h - Var[v | y]) / h^2) and
+    ``WP`` = -Cov(v, x_t | y) / h (p, n), h its noise variance (the limits, exact also at h = 0).
+    """
+
+    r: np.ndarray
+    N: np.ndarray
+    NAP: np.ndarray
+    diffuse_rows: np.ndarray
+    u: np.ndarray
+    half: np.ndarray
+    WP: np.ndarray
+
+
+@njit(cache=True)
+def _transposed_congruence(A: np.ndarray, N: np.ndarray, out: np.ndarray, transposed: np.ndarray, product: np.ndarray):
+    """out = A^T N A."""
+    n = A.shape[0]
+    for i in range(n):
+        for j in range(n):
+            transposed[i, j] = A[j, i]
+    congruence(transposed, N, n, out, product, False)
+
+
+@njit(cache=True)
+def _backward_r(k: int, s: np.ndarray, work: tuple, column: np.ndarray, out: np.ndarray) -> None:
+    """r_t-1 = C_o^T S^-1 v + L_t^T r_t = s + C_o^T (S^-1 v - K^T s), with L_t = A (I - K C_o),
+    s = A^T r_t and the step's rows C_o, gain K and S^-1 v (in ``innovation``) in ``work``."""
+    _, rows, _, _, innovation, _, gain, _, _ = work
+    n = s.shape[0]
+    for a in range(k):
+        value = innovation[a]
+        for i in range(n):
+            value -= gain[i, a] * s[i]
+        column[a] = value
+    for i in range(n):
+        value = s[i]
+        for a in range(k):
+            value += rows[a, i] * column[a]
+        out[i] = value
+
+
+@njit(cache=True)
+def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarray) -> None:
+    """N_t-1 = C_o^T S^-1 C_o + L_t^T N_t L_t from W = A^T N_t A: with X = W K,
+    N_t-1 = W + C_o^T (S^-1 C_o + K^T X C_o - X^T) - X C_o, symmetric by construction."""
+    _, rows, factor, _, _, _, gain, _, _ = work
+    X, Y, KX, column = extra
+    n = W.shape[0]
+    for i in range(n):
+        for a in range(k):
+            value = 0.0
+            for j in range(n):
+                value += W[i, j] * gain[j, a]
+            X[i, a] = value
+    for a in range(k):
+        for b in range(k):
+            value = 0.0
+            for i in range(n):
+                value += gain[i, a] * X[i, b]
+            KX[a, b] = value
+    for j in range(n):
+        for a in range(k):
+            column[a] = rows[a, j]
+        forward_substitute(factor, k, column)
+        backward_substitute(factor, k, column)  # S^-1 C_o, column j
+        for a in range(k):
+            value = column[a] - X[j, a]
+            for b in range(k):
+                value += KX[a, b] * rows[b, j]
+            Y[a, j] = value
+    for i in range(n):
+        for j in range(i + 1):
+            value = W[i, j]
+            for a in range(k):
+                value += rows[a, i] * Y[a, j] - X[i, a] * rows[a, j]
+            out[i, j] = value
+            out[j, i] = value
+
+
+@njit(cache=True)
+def _steady_maps(
+    A: np.ndarray,
+    filtered: np.ndarray,
+    work: tuple,
+    column: np.ndarray,
+    to_mean: np.ndarray,
+    to_r: np.ndarray,
+    to_r_from_v: np.ndarray,
+) -> None:
+    """The linear maps of a steady-state step: P_t|t A^T, L_t^T = (I - K C)^T A^T and C^T S^-1."""
+    _, rows, factor, _, _, _, gain, _, _ = work
+    n, p = to_r_from_v.shape
+    for i in range(n):
+        for j in range(n):
+            value = 0.0
+            for k in range(n):
+                value += filtered[i, k] * A[j, k]
+            to_mean[i, j] = value
+            value = A[j, i]
+            for k in range(n):
+                for a in range(p):
+                    value -= rows[a, i] * gain[k, a] * A[j, k]
+            to_r[i, j] = value
+    for i in range(n):
+        for a in range(p):
+            column[a] = rows[a, i]
+        forward_substitute(factor, p, column)
+        backward_substitute(factor, p, column)
+        for a in range(p):
+            to_r_from_v[i, a] = column[a]
+
+
+@njit(cache=True)
+def _smooth_sequence(
+    observations,
+    inputs,
+    first,
+    last,
+    filtered_means,
+    filtered_covs,
+    predicted_means,
+    predicted_covs,
+    diffuse,
+    A,
+    C,
+    D,
+    R,
+    smoothed_means,
+    smoothed_covs,
+    cross_covs,
+    disturbances,
+) -> None:
+    """Backward pass over rows ``first:last``; r_t-1 and N_t-1 go to ``rs``, ``Ns`` if they have rows."""
+    if last == first:
+        return
+    begin, diffuse_infs = first, np.empty((0, A.shape[1], A.shape[1]))
+    if diffuse.any():
+        diffuse_infs = _diffuse_variances(
+            observations, inputs, first, last, predicted_means, predicted_covs, diffuse, A, C, D, R
+        )
+        begin = first + diffuse_infs.shape[0] - 1
+    n, p = A.shape[1], C.shape[1]
+    work = update_workspace(n, p)
+    innovation, product = work[4], work[8]
+    column = np.empty(p)
+    extra = (np.empty((n, p)), np.empty((p, n)), np.empty((p, p)), column)
+    r, N = np.zeros(n), np.zeros((n, n))  # r_t, N_t: zero after the last step
+    r_new, N_new = np.empty(n), np.empty((n, n))
+    s, W = np.zeros(n), np.zeros((n, n))
+    transposed, ahead, weighted = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+    to_mean, to_r, to_r_from_v = np.empty((n, n)), np.empty((n, n)), np.empty((n, p))
+    rs, Ns, NAP = disturbances[0], disturbances[1], disturbances[2]
+    keep = Ns.shape[0] > 0
+    invariant = A.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
+    steady, full_next = False, False  # nothing follows the last step
+    for t in range(last - 1, begin - 1, -1):
+        P, y, filtered = predicted_covs[t], observations[t], filtered_covs[t]
+        final = t == last - 1
+        # At the filter's steady state the step repeats the next one's factor and gain, and
+        # once N_t-1 repeats N_t, so do the smoothed and cross covariances.
+        full = _fully_observed(y)
+        same = (
+            invariant
+            and full
+            and full_next
+            and _identical(P, predicted_covs[t + 1])
+            and _identical(filtered, filtered_covs[t + 1])
+        )
+        full_next = full
+        if same and steady:
+            # the steady state: x_t|T = x_t|t + (P_t|t A^T) r_t, r_t-1 = (L_t^T) r_t + (C^T S^-1) v
+            affine(C[0], predicted_means[t], _at(D, t), inputs[t], innovation)
+            for i in range(n):
+                value = filtered_means[t, i]
+                for j in range(n):
+                    value += to_mean[i, j] * r[j]
+                smoothed_means[t, i] = value
+                value = 0.0
+                for j in range(n):
+                    value += to_r[i, j] * r[j]
+                for a in range(p):
+                    value += to_r_from_v[i, a] * (y[a] - innovation[a])
+                r_new[i] = value
+            for i in range(n):
+                for j in range(n):
+                    smoothed_covs[t, i, j] = smoothed_covs[t + 1, i, j]
+                    cross_covs[t + 1, i, j] = cross_covs[t + 2, i, j]
+            r, r_new = r_new, r
+            if keep:
+                copy_into(r, rs[t])
+                copy_into(N, Ns[t])
+                copy_into(NAP[t + 2], NAP[t + 1])
+            continue
+        if same:
+            affine(C[0], predicted_means[t], _at(D, t), inputs[t], innovation)
+            k = p
+            for a in range(p):
+                innovation[a] = y[a] - innovation[a]
+        else:
+            k = innovation_step(y, inputs[t], _at(C, t), _at(D, t), _at(R, t), predicted_means[t], P, work)
+        forward_substitute(work[2], k, innovation)
+        backward_substitute(work[2], k, innovation)  # S^-1 v
+        At = _at(A, t + 1) if not final else _at(A, t)
+        if not final:
+            for i in range(n):
+                value = 0.0
+                for j in range(n):
+                    value += At[j, i] * r[j]
+                s[i] = value
+        # x_t|T = x_t|t-1 + P_t|t-1 r_t-1 = x_t|t + P_t|t A^T r_t: the filtered form keeps a
+        # large P_t|t-1 (a vague prior) from multiplying rounding errors
+        for i in range(n):
+            value = filtered_means[t, i]
+            for j in range(n):
+                value += filtered[i, j] * s[j]
+            smoothed_means[t, i] = value
+        _backward_r(k, s, work, column, r_new)
+        if not final:
+            _transposed_congruence(At, N, W, transposed, product)
+        _backward_N(k, W, work, extra, N_new)
+        if final:
+            copy_into(filtered, smoothed_covs[t])
+        else:
+            # P_t|T = P_t|t - G^T N_t G and Cov(x_t+1, x_t | y) = (I - P_t+1|t N_t) G, G = A P_t|t
+            _multiply(At, filtered, ahead)
+            _multiply(N, ahead, weighted)  # N_t A P_t|t
+            if keep:
+                copy_into(weighted, NAP[t + 1])
+            for i in range(n):
+                for j in range(i + 1):
+                    value = filtered[i, j]
+                    for a in range(n):
+                        value -= ahead[a, i] * weighted[a, j]
+                    smoothed_covs[t, i, j] = value
+                    smoothed_covs[t, j, i] = value
+            following = predicted_covs[t + 1]
+            for i in range(n):
+                for j in range(n):
+                    value = ahead[i, j]
+                    for a in range(n):
+                        value -= following[i, a] * weighted[a, j]
+                    cross_covs[t + 1, i, j] = value
+        steady = same and _converged(N_new, N)
+        N, N_new = N_new, N
+        if steady:
+            _steady_maps(At, filtered, work, column, to_mean, to_r, to_r_from_v)
+        r, r_new = r_new, r
+        if keep:
+            copy_into(r, rs[t])
+            copy_into(N, Ns[t])
+    if begin > first:
+        _diffuse_backward(
+            observations,
+            inputs,
+            first,
+            last,
+            begin,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            diffuse_infs,
+            A,
+            C,
+            D,
+            R,
+            r,
+            N,
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+            disturbances,
+        )
+    for i in range(n):
+        for j in range(n):
+            cross_covs[first, i, j] = 0.0
+
+
+@njit(cache=True)
+def _diffuse_variances(
+    observations, inputs, first, last, predicted_means, predicted_covs, mask, A, C, D, R
+) -> np.ndarray:
+    """P_inf predicted at each diffuse step of rows ``first:last`` and at the first ordinary
+    step after them (d + 1, n, n), repeating the filter's diffuse steps."""
+    n, p = A.shape[1], C.shape[1]
+    work = diffuse_workspace(n, p)
+    mean, Pstar, Pinf, following = np.empty(n), np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+    diffuse_start(predicted_means[first], predicted_covs[first], mask, mean, Pstar, Pinf)
+    d = 0
+    for t in range(first, last):
+        if t > first:
+            propagate(_at(A, t), Pinf, following)
+            Pinf, following = following, Pinf
+            if identified(Pinf):
+                break
+        diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            mean,
+            Pstar,
+            work,
+        )
+        d += 1
+    variances = np.zeros((d + 1, n, n))
+    diffuse_start(predicted_means[first], predicted_covs[first], mask, mean, Pstar, variances[0])
+    for t in range(first, first + d):
+        copy_into(variances[t - first], Pinf)
+        diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            mean,
+            Pstar,
+            work,
+        )
+        if t + 1 < last:
+            propagate(_at(A, t + 1), Pinf, variances[t + 1 - first])
+    return variances
+
+
+@njit(cache=True)
+def _diffuse_backward(
+    observations,
+    inputs,
+    first,
+    last,
+    begin,
+    filtered_covs,
+    predicted_means,
+    predicted_covs,
+    variances,
+    A,
+    C,
+    D,
+    R,
+    r,
+    N,
+    smoothed_means,
+    smoothed_covs,
+    cross_covs,
+    disturbances,
+) -> None:
+    """The exact diffuse smoother over the diffuse rows ``first:begin`` (:mod:`modeshift._kernels.diffuse`),
+    from r, N at the start of row ``begin``; ``variances`` holds P_inf predicted at each row."""
+    n, p = A.shape[1], C.shape[1]
+    work = diffuse_workspace(n, p)
+    scratch = (
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+        np.empty((n, n)),
+    )
+    r0, r1 = r.copy(), np.zeros(n)
+    N0, N1, N2 = N.copy(), np.zeros((n, n)), np.zeros((n, n))
+    Pinf, mean, Pstar, moved = np.empty((n, n)), np.empty(n), np.empty((n, n)), np.empty((n, n))
+    rs, Ns, NAP, diffuse_rows, obs_u, obs_half, obs_WP = disturbances
+    keep = Ns.shape[0] > 0
+    for t in range(begin - 1, first - 1, -1):
+        copy_into(variances[t - first], Pinf)
+        diffuse_update(
+            observations[t],
+            inputs[t],
+            _at(C, t),
+            _at(D, t),
+            _at(R, t),
+            predicted_means[t],
+            predicted_covs[t],
+            Pinf,
+            mean,
+            Pstar,
+            work,
+        )
+        if t + 1 < last:  # Pinf is now P_inf,t|t; cross the transition to step t + 1
+            At = _at(A, t + 1)
+            diffuse_cross(
+                At,
+                filtered_covs[t],
+                Pinf,
+                predicted_covs[t + 1],
+                variances[t + 1 - first],
+                N0,
+                N1,
+                N2,
+                cross_covs[t + 1],
+                scratch,
+            )
+            if keep:
+                copy_into(scratch[3], NAP[t + 1])  # N_t A P_t|t, kappa^0 term
+            for vector in (r0, r1):
+                for i in range(n):
+                    value = 0.0
+                    for j in range(n):
+                        value += At[j, i] * vector[j]
+                    mean[i] = value
+                copy_into(mean, vector)
+            for matrix in (N0, N1, N2):
+                _transposed_congruence(At, matrix, moved, scratch[0], scratch[1])
+                copy_into(moved, matrix)
+        k = 0
+        for i in range(observations.shape[1]):
+            if not np.isnan(observations[t, i]):
+                k += 1
+        terms = (obs_u[t], obs_half[t], obs_WP[t]) if keep else (np.empty(0), np.empty(0), np.empty((0, n)))
+        diffuse_backward_step(k, work, r0, r1, N0, N1, N2, scratch, terms)
+        diffuse_smoothed(
+            predicted_means[t],
+            predicted_covs[t],
+            variances[t - first],
+            r0,
+            r1,
+            N0,
+            N1,
+            N2,
+            smoothed_means[t],
+            smoothed_covs[t],
+            scratch[0],
+        )
+        if keep:
+            copy_into(r0, rs[t])
+            copy_into(N0, Ns[t])
+            diffuse_rows[t] = True
+
+
+@njit(cache=True)
+def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a b for square matrices."""
+    n = a.shape[0]
+    for i in range(n):
+        for j in range(n):
+            value = 0.0
+            for k in range(n):
+                value += a[i, k] * b[k, j]
+            out[i, j] = value
+
+
+@njit(cache=True, parallel=True)
+def _smooth(
+    observations,
+    inputs,
+    offsets,
+    filtered_means,
+    filtered_covs,
+    predicted_means,
+    predicted_covs,
+    diffuse,
+    A,
+    C,
+    D,
+    R,
+    smoothed_means,
+    smoothed_covs,
+    cross_covs,
+    disturbances,
+):
+    for s in prange(offsets.shape[0] - 1):
+        _smooth_sequence(
+            observations,
+            inputs,
+            offsets[s],
+            offsets[s + 1],
+            filtered_means,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            diffuse,
+            A,
+            C,
+            D,
+            R,
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+            disturbances,
+        )
+
+
+def rts_smoother(
+    observations: np.ndarray,
+    offsets: np.ndarray,
+    filtered_means: np.ndarray,
+    filtered_covs: np.ndarray,
+    predicted_means: np.ndarray,
+    predicted_covs: np.ndarray,
+    transition_matrices: np.ndarray,
+    observation_matrices: np.ndarray,
+    observation_covs: np.ndarray,
+    inputs: np.ndarray | None = None,
+    feedthrough_matrices: np.ndarray | None = None,
+    *,
+    diffuse: np.ndarray | None = None,
+    disturbances: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """The fixed-interval (Rauch-Tung-Striebel) smoother, after :func:`kalman_filter`, in Durbin &
+    Koopman's backward form (2012, sec. 4.4-4.7): no predicted covariance is inverted, so
+    singular ones (from zero or rank-deficient Q, R, P_0) are exact.
+
+    With each step's observed entries (innovation v, S = C_o P_t|t-1 C_o^T + R_oo, gain
+    K = P_t|t-1 C_o^T S^-1, L_t = A_t+1 (I - K C_o)), backwards from r = 0, N = 0 after the end:
+
+        r_t-1 = C_o^T S^-1 v + L_t^T r_t,        x_t|T = x_t|t + P_t|t A^T r_t,
+        N_t-1 = C_o^T S^-1 C_o + L_t^T N_t L_t,  P_t|T = P_t|t - G^T N_t G,  G = A_t+1 P_t|t,
+        Cov(x_t+1, x_t | y) = (I - P_t+1|t N_t) G
+
+    (x_t|T = x_t|t-1 + P_t|t-1 r_t-1 too; the filtered form is the accurate one under a vague
+    prior). The arguments are those of :func:`kalman_filter` and its outputs. Returns smoothed
+    means (n_steps, n), smoothed covariances (n_steps, n, n) and lag-one cross-covariances
+    Cov(x_t, x_t-1 | y) (n_steps, n, n), zero at sequence starts; with ``disturbances`` also
+    the :class:`Disturbances` the score of the log-likelihood is made of.
+
+    With ``diffuse`` (as for :func:`kalman_filter`), the diffuse steps are smoothed exactly
+    (:mod:`modeshift._kernels.diffuse`): r and N are then the kappa^0 coefficients r0, N0.
+    """
+    observations = np.ascontiguousarray(observations, dtype=float)
+    A = _stack(transition_matrices)
+    C, R = _stack(observation_matrices), _stack(observation_covs)
+    n_steps, (p, n) = len(observations), C.shape[1:]
+    inputs = np.zeros((n_steps, 0)) if inputs is None else np.ascontiguousarray(inputs, dtype=float)
+    D = np.zeros((1, p, inputs.shape[1])) if feedthrough_matrices is None else _stack(feedthrough_matrices)
+    smoothed_means = np.empty((n_steps, n))
+    smoothed_covs, cross_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
+    kept = n_steps if disturbances else 0
+    out = Disturbances(
+        np.zeros((kept, n)),
+        np.zeros((kept, n, n)),
+        np.zeros((kept, n, n)),
+        np.zeros(kept, dtype=np.bool_),
+        np.zeros((kept, p)),
+        np.zeros((kept, p)),
+        np.zeros((kept, p, n)),
+    )
+    with threads_for(len(offsets) - 1):
+        _smooth(
+            observations,
+            inputs,
+            np.asarray(offsets, dtype=np.int64),
+            *(np.ascontiguousarray(moments, dtype=float) for moments in (filtered_means, filtered_covs)),
+            *(np.ascontiguousarray(moments, dtype=float) for moments in (predicted_means, predicted_covs)),
+            _mask(diffuse, n),
+            A,
+            C,
+            D,
+            R,
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+            tuple(out),
+        )
+    if disturbances:
+        return smoothed_means, smoothed_covs, cross_covs, out
+    return smoothed_means, smoothed_covs, cross_covs
+
+
+# ------------------------------------------------------------------ the sampler
 @njit(cache=True)
 def _backward_work(n: int) -> tuple:
     """Scratch space for :func:`_backward_step`."""
@@ -499,130 +1229,6 @@ def _backward_step(
             joseph[i, j] = value
     congruence(joseph, filtered_cov, n, conditional, product, False)
     congruence(gain, Q, n, conditional, product, True)
-
-
-@njit(cache=True)
-def _smooth_sequence(
-    filtered_means,
-    filtered_covs,
-    predicted_means,
-    predicted_covs,
-    first,
-    last,
-    A,
-    Q,
-    smoothed_means,
-    smoothed_covs,
-    cross_covs,
-) -> None:
-    """Backward pass over rows ``first:last``."""
-    if last == first:
-        return
-    n = filtered_means.shape[1]
-    work = _backward_work(n)
-    gain, conditional, product = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
-    difference = np.empty(n)
-    copy_into(filtered_means[last - 1], smoothed_means[last - 1])
-    copy_into(filtered_covs[last - 1], smoothed_covs[last - 1])
-    copy_into(np.zeros((n, n)), cross_covs[first])
-    invariant = A.shape[0] == 1 and Q.shape[0] == 1
-    for t in range(last - 2, first - 1, -1):
-        # At the filter's steady state the covariances repeat exactly, and so do J and Sigma.
-        same_gain = (
-            invariant
-            and t + 2 < last
-            and _identical(filtered_covs[t], filtered_covs[t + 1])
-            and _identical(predicted_covs[t + 1], predicted_covs[t + 2])
-        )
-        if not same_gain:
-            _backward_step(
-                filtered_covs[t], predicted_covs[t + 1], _at(A, t + 1), _at(Q, t + 1), gain, conditional, work
-            )
-        for i in range(n):
-            difference[i] = smoothed_means[t + 1, i] - predicted_means[t + 1, i]
-        for i in range(n):
-            value = filtered_means[t, i]
-            for j in range(n):
-                value += gain[i, j] * difference[j]
-            smoothed_means[t, i] = value
-        following = smoothed_covs[t + 1]
-        if same_gain and _converged(following, smoothed_covs[t + 2]):
-            copy_into(following, smoothed_covs[t])
-            copy_into(cross_covs[t + 2], cross_covs[t + 1])
-            continue
-        copy_into(conditional, smoothed_covs[t])
-        congruence(gain, following, n, smoothed_covs[t], product, True)
-        for i in range(n):
-            for j in range(n):
-                value = 0.0
-                for k in range(n):
-                    value += following[i, k] * gain[j, k]
-                cross_covs[t + 1, i, j] = value
-
-
-@njit(cache=True, parallel=True)
-def _smooth(
-    filtered_means,
-    filtered_covs,
-    predicted_means,
-    predicted_covs,
-    offsets,
-    A,
-    Q,
-    smoothed_means,
-    smoothed_covs,
-    cross_covs,
-):
-    for s in prange(offsets.shape[0] - 1):
-        _smooth_sequence(
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            offsets[s],
-            offsets[s + 1],
-            A,
-            Q,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-        )
-
-
-def rts_smoother(
-    filtered_means: np.ndarray,
-    filtered_covs: np.ndarray,
-    predicted_means: np.ndarray,
-    predicted_covs: np.ndarray,
-    offsets: np.ndarray,
-    transition_matrices: np.ndarray,
-    transition_covs: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rauch-Tung-Striebel smoother from the outputs of :func:`kalman_filter`.
-
-    With J_t = P_t|t A_t+1^T P_t+1|t^-:
-    x_t|T = x_t|t + J_t (x_t+1|T - x_t+1|t) and P_t|T = Sigma_t + J_t P_t+1|T J_t^T
-    (Sigma_t from :func:`_backward_step`). Returns smoothed means (n_steps, n),
-    smoothed covariances (n_steps, n, n) and lag-one cross-covariances
-    Cov(x_t, x_t-1 | y) = P_t|T J_t-1^T (n_steps, n, n), zero at sequence starts.
-    """
-    n_steps, n = filtered_means.shape
-    smoothed_means = np.empty((n_steps, n))
-    smoothed_covs, cross_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
-    with threads_for(len(offsets) - 1):
-        _smooth(
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            np.asarray(offsets, dtype=np.int64),
-            _stack(transition_matrices),
-            _stack(transition_covs),
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-        )
-    return smoothed_means, smoothed_covs, cross_covs
 
 
 @njit(cache=True)

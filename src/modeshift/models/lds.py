@@ -94,6 +94,12 @@ class LinearGaussianSSM(Model):
         parameter not set keeps its data-driven starting value.
     diagonal_observation_cov : bool
         Constrain R to be diagonal.
+    diffuse : bool or sequence of bool
+        State components with an exact diffuse prior (Durbin & Koopman 2012, ch. 5; statsmodels'
+        ``initialization="diffuse"``, R's KFAS): ``True`` for all, or one flag per component.
+        Their entries of m0 and rows of P0 are ignored (the other components keep N(m0, P0)),
+        and each sequence starts with the exact diffuse steps (:mod:`modeshift._kernels.diffuse`)
+        until they are identified. See Notes for the log-likelihood reported.
     warm_start : bool
         Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     verbose : bool
@@ -126,8 +132,18 @@ class LinearGaussianSSM(Model):
     the dynamics statistics, and the missing entries of a partially observed step enter
     through their conditional moments given the state and the observed entries.
     The parameters are identified only up to a change of state basis x -> T x.
-    With ``method="mle"``, a variance whose maximum lies at 0 ends at a floor of 1e-12 times
-    its scale (zero covariances are not accepted yet); :meth:`standard_errors` treats it as 0.
+    Q, R and P0 may be positive semi-definite (zero or rank-deficient: ARMA and structural models)
+    as long as every innovation covariance C P_t|t-1 C' + R is positive definite; the smoother is
+    in Durbin & Koopman's form, which inverts no state covariance. With ``method="mle"``, a
+    variance whose maximum lies at 0 ends at exactly 0; :meth:`standard_errors` treats it as on
+    the boundary.
+    With ``diffuse``, the log-likelihood reported (``score``, ``log_likelihood_``, ``history_``)
+    is the diffuse log-likelihood (Durbin & Koopman 2012, eq. 7.2-7.3): each observed entry that
+    tells about a diffuse direction contributes -(log 2 pi + log F_inf) / 2, F_inf its variance
+    per unit of diffuse variance, i.e. lim_k [log p(Y | P0 = P_* + k P_inf) + (d / 2) log k] with
+    d the number of diffuse components per sequence; statsmodels' ``use_exact_diffuse=True``
+    ``llf`` and KFAS's ``logLik`` are this number. A sequence must be long enough to identify
+    its diffuse components.
     Parameters set by hand on a model never fitted (or, with ``warm_start``, learned
     before) are the starting point of ``fit``; the others start from a PCA of the data.
     Inputs come as ``inputs`` (an (n_steps, m) array, or a list of them for a list of
@@ -163,6 +179,7 @@ class LinearGaussianSSM(Model):
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),
         diagonal_observation_cov: bool = False,
+        diffuse: bool | Sequence[bool] = False,
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -177,6 +194,7 @@ class LinearGaussianSSM(Model):
         self.random_state = random_state
         self.fixed = fixed
         self.diagonal_observation_cov = diagonal_observation_cov
+        self.diffuse = diffuse
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -193,48 +211,46 @@ class LinearGaussianSSM(Model):
 
     # ------------------------------------------------- structural time-series models
     @classmethod
-    def local_level(cls, diffuse_variance: float = 1e10, **options: Any) -> LinearGaussianSSM:
+    def local_level(cls, diffuse_variance: float | None = None, **options: Any) -> LinearGaussianSSM:
         """The local-level model (Durbin & Koopman 2012, ch. 2), ready to fit.
 
             y_t = mu_t + eps_t,  mu_t = mu_{t-1} + eta_t,  eps_t ~ N(0, R),  eta_t ~ N(0, Q)
 
-        A = C = 1 are held fixed, and so is an approximately diffuse initial level
-        (mean 0, variance ``diffuse_variance``); ``fit`` estimates the two variances.
-        Other keyword arguments go to the constructor (``n_iter``, ``tol``, ...).
+        A = C = 1 are held fixed, and so is the initial level: exactly diffuse by default
+        (``diffuse=True``), or, given a ``diffuse_variance``, the approximation N(0, diffuse_variance).
+        ``fit`` estimates the two variances. Other keyword arguments go to the constructor
+        (``n_iter``, ``tol``, ...).
 
-        On the Nile, ``fit`` gives Durbin & Koopman's MLE, 15098.5 and 1469.18, which is also
-        the maximiser of statsmodels' exact-diffuse likelihood. The log-likelihood reported
-        (``score``, ``log_likelihood_``) keeps the first observation's density under the prior,
-        -log(2 pi (P0 + R)) / 2 - y_0^2 / (2 (P0 + R)) with P0 = ``diffuse_variance``, where
-        statsmodels' exact-diffuse value counts -log(2 pi) / 2: ours is lower by
-        log(P0 + R) / 2 + y_0^2 / (2 (P0 + R)) (11.513 on the Nile), up to the effect of a
-        finite P0 on the later steps (1.5e-6 there).
+        On the Nile, ``fit`` gives Durbin & Koopman's MLE, 15098.5 and 1469.18, and the diffuse
+        log-likelihood -633.4646, statsmodels' ``UnobservedComponents(y, "llevel",
+        use_exact_diffuse=True)`` value (see the class Notes).
         """
         return cls._structural(np.array([[1.0]]), np.array([[1.0]]), diffuse_variance, options)
 
     @classmethod
-    def local_linear_trend(cls, diffuse_variance: float = 1e10, **options: Any) -> LinearGaussianSSM:
+    def local_linear_trend(cls, diffuse_variance: float | None = None, **options: Any) -> LinearGaussianSSM:
         """The local-linear-trend model, state (level, slope), ready to fit.
 
             y_t = mu_t + eps_t,  mu_t = mu_{t-1} + nu_{t-1} + eta_t,  nu_t = nu_{t-1} + zeta_t
 
-        A, C and an approximately diffuse initial state are held fixed; ``fit``
-        estimates R and the 2 x 2 disturbance covariance Q (which EM leaves free to
-        correlate eta and zeta; the textbook model takes it diagonal).
+        A, C and the initial state, exactly diffuse (or N(0, diffuse_variance I) when given), are
+        held fixed; ``fit`` estimates R and the 2 x 2 disturbance covariance Q (which EM leaves
+        free to correlate eta and zeta; the textbook model takes it diagonal).
         """
         return cls._structural(np.array([[1.0, 1.0], [0.0, 1.0]]), np.array([[1.0, 0.0]]), diffuse_variance, options)
 
     @classmethod
     def _structural(
-        cls, dynamics: np.ndarray, observation: np.ndarray, diffuse_variance: float, options: dict[str, Any]
+        cls, dynamics: np.ndarray, observation: np.ndarray, diffuse_variance: float | None, options: dict[str, Any]
     ) -> LinearGaussianSSM:
         n = dynamics.shape[0]
         held = ("dynamics_matrix_", "observation_matrix_", "initial_state_mean_", "initial_state_covariance_")
-        model = cls(state_dim=n, obs_dim=1, fixed=held + tuple(options.pop("fixed", ())), **options)
+        exact = diffuse_variance is None
+        model = cls(state_dim=n, obs_dim=1, fixed=held + tuple(options.pop("fixed", ())), diffuse=exact, **options)
         model.dynamics_matrix_ = dynamics
         model.observation_matrix_ = observation
         model.initial_state_mean_ = np.zeros(n)
-        model.initial_state_covariance_ = diffuse_variance * np.eye(n)
+        model.initial_state_covariance_ = (0.0 if exact else diffuse_variance) * np.eye(n)
         return model
 
     # ------------------------------------------------------------ parameters
@@ -272,7 +288,7 @@ class LinearGaussianSSM(Model):
             ("R", "observation_covariance_", p),
             ("P0", "initial_state_covariance_", n),
         ):
-            value = check_covariances(name, get(name), size)
+            value = check_covariances(name, get(name), size, semidefinite=True)
             if value.ndim != 2:
                 raise ValueError(f"{name} must be one {size} x {size} matrix, got shape {value.shape}")
             out[key] = value
@@ -282,6 +298,18 @@ class LinearGaussianSSM(Model):
         else:
             out["B"], out["D"] = np.zeros((n, 0)), np.zeros((p, 0))
         return out
+
+    def _diffuse_mask(self) -> np.ndarray | None:
+        """The diffuse state components as a boolean (state_dim,) array, or None for none."""
+        value = self.diffuse
+        if isinstance(value, (bool, np.bool_)):
+            return np.ones(self.state_dim, dtype=bool) if value else None
+        mask = np.asarray(value)
+        if mask.shape != (self.state_dim,) or mask.dtype != bool:
+            raise ValueError(
+                f"diffuse must be a bool or {self.state_dim} bools (one per state component), got {value!r}"
+            )
+        return mask if mask.any() else None
 
     def _fixed(self) -> frozenset[str]:
         """The names in ``fixed``, old names translated (with a DeprecationWarning), checked."""
@@ -320,20 +348,45 @@ class LinearGaussianSSM(Model):
             inputs=seqs.inputs if m > 0 else None,
             input_matrices=params["B"] if m > 0 else None,
             feedthrough_matrices=params["D"] if m > 0 else None,
+            diffuse=self._diffuse_mask(),
         )
 
+    def _run_smoother(self, seqs: Sequences, params: dict[str, np.ndarray], disturbances: bool) -> tuple:
+        """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs)."""
+        log_lik, *filtered = self._run_filter(seqs, params)
+        m = self.input_dim
+        smoothed = kernels.rts_smoother(
+            seqs.values,
+            seqs.offsets,
+            *filtered,
+            params["A"],
+            params["C"],
+            params["R"],
+            inputs=seqs.inputs if m > 0 else None,
+            feedthrough_matrices=params["D"] if m > 0 else None,
+            diffuse=self._diffuse_mask(),
+            disturbances=disturbances,
+        )
+        return float(log_lik.sum()), filtered, smoothed
+
     def _smooth(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
-        log_lik, fm, fc, pm, pc = self._run_filter(seqs, params)
-        sm, sc, cc = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
-        return float(log_lik.sum()), sm, sc, cc
+        log_lik, _, smoothed = self._run_smoother(seqs, params, False)
+        return (log_lik, *smoothed)
 
     def _score(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
         """log p(Y) and its gradient in every parameter (keys of ``params``; :func:`lds_mle.score`)."""
-        log_lik, fm, fc, pm, pc = self._run_filter(seqs, params)
-        sm, sc, _ = kernels.rts_smoother(fm, fc, pm, pc, seqs.offsets, params["A"], params["Q"])
+        mask = self._diffuse_mask()
+        R = params["R"]
+        if mask is not None and np.any(R != np.diag(np.diag(R))):
+            raise NotImplementedError(
+                "the analytic score of a model with an exact diffuse start needs a diagonal observation_covariance_"
+            )
+        log_lik, (_, _, pm, pc), (sm, _, _, disturbances) = self._run_smoother(seqs, params, True)
         U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
-        gradient = lds_mle.score(seqs.values, U, seqs.starts, seqs.linked_rows, params, fc, (pm, pc), (sm, sc))
-        return float(log_lik.sum()), gradient
+        gradient = lds_mle.score(
+            seqs.values, U, seqs.starts, seqs.linked_rows, params, (pm, pc), sm, disturbances, mask
+        )
+        return log_lik, gradient
 
     def standard_errors(
         self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None
@@ -348,7 +401,7 @@ class LinearGaussianSSM(Model):
         free = [name for name in self.parameter_names if name not in self._fixed()]
         diagonal = frozenset({"R"} if self.diagonal_observation_cov else ())
         layout = lds_mle.Parameterisation(params, [_PARAMETERS[name] for name in free], diagonal)
-        # a variance is 0 (the polish left it at its floor) when it is negligible in the units of y
+        # a variance is on the boundary (the polish left it at 0) when it is negligible in the units of y
         C = params["C"]
         scale = float(np.trace(C @ params["Q"] @ C.T + params["R"])) / len(C)
         in_y_units = {
@@ -434,7 +487,8 @@ class LinearGaussianSSM(Model):
         inputs: Any = None,
     ) -> tuple[PerStep, PerStep]:
         """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations (n_steps, p) and
-        states (n_steps, n), or lists of them for several sequences.
+        states (n_steps, n), or lists of them for several sequences. A ``diffuse`` component has
+        no distribution to draw from: it starts at its ``initial_state_mean_``.
 
         ``inputs`` (n_steps, m), one array for every sequence or a list with one per
         sequence, are required when ``input_dim > 0``.
@@ -448,7 +502,10 @@ class LinearGaussianSSM(Model):
         )
         rng = np.random.default_rng(random_state)
         A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
-        LQ, LR, LP = (np.linalg.cholesky(params[k]) for k in ("Q", "R", "P0"))
+        mask = self._diffuse_mask()
+        if mask is not None:  # a diffuse component starts at its initial_state_mean_
+            params["P0"] = np.where(mask[:, None] | mask[None, :], 0.0, params["P0"])
+        LQ, LR, LP = (lds_mle.cholesky_factor(params[k]) for k in ("Q", "R", "P0"))
         draws = []
         for u in every:
             state_noise, obs_noise = rng.standard_normal((T, n)), rng.standard_normal((T, C.shape[0]))
@@ -637,12 +694,15 @@ class LinearGaussianSSM(Model):
             (W,), (new[noise],) = block.weights, block.covariances
             new[matrix], new[inputs] = W[:, :n], W[:, n:]
         first_means, first_covs = stats["initial"]
-        m0 = new["m0"] if "initial_state_mean_" in fixed else first_means.mean(axis=0)
-        new["m0"] = m0
-        if "initial_state_covariance_" not in fixed:
-            centred = first_means - m0
+        proper = np.ones(n, dtype=bool) if self._diffuse_mask() is None else ~self._diffuse_mask()
+        if "initial_state_mean_" not in fixed:  # the diffuse components have no prior to learn
+            new["m0"] = np.where(proper, first_means.mean(axis=0), params["m0"])
+        if "initial_state_covariance_" not in fixed and proper.any():
+            centred = first_means - new["m0"]
             P0 = (first_covs + centred[:, :, None] * centred[:, None, :]).mean(axis=0)
-            new["P0"] = ensure_positive_definite(P0)
+            block = np.ix_(proper, proper)
+            new["P0"] = np.array(params["P0"], dtype=float)
+            new["P0"][block] = ensure_positive_definite(P0[block])
         return new
 
     # ----------------------------------------------------------- model selection

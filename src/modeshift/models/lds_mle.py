@@ -8,28 +8,29 @@ by L-BFGS-B with its analytic gradient, :func:`score`. The gradient is the **Fis
 
 the gradient of EM's expected complete-data log-likelihood at the current theta. Written with
 the expected residual scatter of the EM statistics, dl/dQ = (Q^-1 E Q^-1 - N Q^-1) / 2 is a
-difference of nearly equal numbers next to Q = 0; written with the smoothed disturbances
-(Koopman & Shephard 1992; Durbin & Koopman 2012, sec. 7.3) it has no inverse of Q or R:
-with r_t-1 = P_t|t-1^-1 (x_t|T - x_t|t-1) and N_t-1 = P_t|t-1^-1 (P_t|t-1 - P_t|T) P_t|t-1^-1
-(E[w_t | Y] = Q r_t-1, Var[w_t | Y] = Q - Q N_t-1 Q), and u_t, D_t the same for the
-observation noise (E[v_t | Y] = R u_t, u_t = F_t^-1 e_t - K_t' r_t, D_t = F_t^-1 + K_t' N_t K_t,
-e_t and F_t the innovation and its covariance, K_t = A P_t|t-1 C' F_t^-1),
+difference of nearly equal numbers next to Q = 0 (and undefined at a singular Q); written with
+the smoothed disturbances (Koopman & Shephard 1992; Durbin & Koopman 2012, sec. 7.3) it has no
+inverse of Q or R. The smoother (:func:`modeshift._kernels.rts_smoother`) gives r_t-1 and N_t-1
+(E[w_t | Y] = Q r_t-1, Var[w_t | Y] = Q - Q N_t-1 Q) without inverting any covariance, and u_t,
+D_t follow for the observation noise (E[v_t | Y] = R u_t, u_t = F_t^-1 e_t - K_t' r_t,
+D_t = F_t^-1 + K_t' N_t K_t, e_t and F_t the innovation and its covariance,
+K_t = A P_t|t-1 C' F_t^-1):
 
     dl/dQ = sum_t (r_t-1 r_t-1' - N_t-1) / 2,       dl/dR = sum_t (u_t u_t' - D_t) / 2,
     dl/dA = sum_t (r_t-1 x_t-1|T' - N_t-1 A P_t-1|t-1),   dl/dB = sum_t r_t-1 u_t',
     dl/dC = sum_t (u_t x_t|T' - (F_t^-1 C - K_t' N_t L_t) P_t|t-1),  L_t = A - K_t C,
     dl/dm0 = r_-1,   dl/dP0 = (r_-1 r_-1' - N_-1) / 2   (per sequence),
 
-each step using only its observed entries.
+each step using only its observed entries; all of it is exact with singular Q, R and P0. With an
+exact diffuse start, the diffuse steps use the kappa^0 terms of the same quantities (r0, N0 and
+each observed entry's limits from :func:`modeshift._kernels.diffuse.diffuse_backward_step`).
 
 Covariances are optimised through their Cholesky factors L (S = L L', positive semi-definite
 whatever L), a diagonal covariance through its standard deviations. The diagonal of each
-factor is bounded below by ``FLOOR`` times the scale of that covariance at the start: the
-log-likelihood near a zero variance s^2 is about l(0) + c s^2, a quadratic in s whose minimiser
-(s = 0) L-BFGS-B reaches in a few steps and holds on the bound, where EM would crawl. The
-floor (a variance 1e-12 of the start's) keeps every covariance positive definite, as the rest
-of the model still requires. Every free entry is divided by a scale of its block at the start,
-so that the optimiser sees numbers of order one.
+factor is bounded below by 0: the log-likelihood near a zero variance s^2 is about
+l(0) + c s^2, a quadratic in s whose minimiser (s = 0) L-BFGS-B reaches in a few steps and holds
+on the bound, exactly, where EM would crawl. Every free entry is divided by a scale of its
+block at the start, so that the optimiser sees numbers of order one.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from modeshift._kernels.kalman import Disturbances
+from modeshift._kernels.linalg import cholesky_in_place
 from modeshift.dynamics import missingness_patterns
 
-__all__ = ["FLOOR", "GTOL", "Parameterisation", "polish", "score", "standard_errors"]
+__all__ = ["GTOL", "Parameterisation", "cholesky_factor", "polish", "score", "standard_errors"]
 
-#: lower bound of a Cholesky diagonal entry (a standard deviation), relative to its block's scale
-FLOOR = 1e-6
 #: the polish has converged when the largest entry of the projected gradient of the
 #: log-likelihood in the scaled free vector is below this (L-BFGS-B itself goes on to round-off)
 GTOL = 1e-5
@@ -62,6 +63,14 @@ class _Block:
     shape: tuple[int, ...]
     scale: float
     size: int
+
+
+def cholesky_factor(S: np.ndarray) -> np.ndarray:
+    """A lower triangular L with L L' = S, for a positive semi-definite S too (a pivot at most
+    1e-12 of its diagonal entry is taken as 0, its column of L as 0)."""
+    L = np.array(S, dtype=float)
+    cholesky_in_place(L, len(L), True)
+    return np.tril(L)
 
 
 class Parameterisation:
@@ -81,13 +90,13 @@ class Parameterisation:
                 blocks.append(_Block(key, kind, value.shape, rms if rms > 0 else 1.0, value.size))
             else:
                 d = value.shape[0]
-                scale = float(np.sqrt(max(np.trace(value) / d, 1e-300)))
+                scale = float(np.sqrt(np.trace(value) / d)) if np.trace(value) > 0 else 1.0
                 blocks.append(_Block(key, kind, value.shape, scale, d if kind == "diagonal" else d * (d + 1) // 2))
         self.blocks = blocks
         self.size = sum(block.size for block in blocks)
 
     def pack(self, params: dict[str, np.ndarray]) -> np.ndarray:
-        """The scaled free vector of ``params`` (covariances must be positive definite)."""
+        """The scaled free vector of ``params`` (covariances positive semi-definite)."""
         parts = []
         for block in self.blocks:
             value = np.asarray(params[block.key], dtype=float)
@@ -96,7 +105,7 @@ class Parameterisation:
             elif block.kind == "diagonal":
                 parts.append(np.sqrt(np.diag(value)) / block.scale)
             else:
-                parts.append(np.linalg.cholesky(value)[np.tril_indices(value.shape[0])] / block.scale)
+                parts.append(cholesky_factor(value)[np.tril_indices(value.shape[0])] / block.scale)
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def unpack(self, x: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,16 +122,16 @@ class Parameterisation:
         return out
 
     def bounds(self) -> list[tuple[float | None, float | None]]:
-        """L-BFGS-B bounds: the diagonal of every Cholesky factor at least ``FLOOR``."""
+        """L-BFGS-B bounds: the diagonal of every Cholesky factor (a standard deviation) at least 0."""
         bounds: list[tuple[float | None, float | None]] = []
         for block in self.blocks:
             if block.kind == "matrix":
                 bounds += [(None, None)] * block.size
             elif block.kind == "diagonal":
-                bounds += [(FLOOR, None)] * block.size
+                bounds += [(0.0, None)] * block.size
             else:
                 rows, columns = np.tril_indices(block.shape[0])
-                bounds += [(FLOOR, None) if i == j else (None, None) for i, j in zip(rows, columns)]
+                bounds += [(0.0, None) if i == j else (None, None) for i, j in zip(rows, columns)]
         return bounds
 
     def chain(self, x: np.ndarray, gradients: dict[str, np.ndarray]) -> np.ndarray:
@@ -157,39 +166,39 @@ def score(
     starts: np.ndarray,
     linked: np.ndarray,
     params: dict[str, np.ndarray],
-    filtered_covs: np.ndarray,
     predicted: tuple[np.ndarray, np.ndarray],
-    smoothed: tuple[np.ndarray, np.ndarray],
+    smoothed_means: np.ndarray,
+    disturbances: Disturbances,
+    diffuse: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """dl/dtheta for every key of ``params`` (for a covariance S, the symmetric G with
-    dl = tr(G dS)), from the filter's and the smoother's moments of every row.
+    dl = tr(G dS)), from the filter's and the smoother's outputs for every row.
 
     ``Y`` (T, p) with NaN for missing entries, inputs ``U`` (T, m), the rows ``starts`` that
-    begin a sequence and the rows ``linked`` that have a predecessor; ``predicted`` and
-    ``smoothed`` are (means, covariances) of x_t given y before t and given all y.
+    begin a sequence and the rows ``linked`` that have a predecessor; ``predicted`` the
+    (means, covariances) of x_t given y before t, ``smoothed_means`` those given all y, and
+    ``disturbances`` from ``rts_smoother(disturbances=True)``. With an exact ``diffuse`` start
+    (a boolean mask over the state), the diffuse steps contribute their exact limits (R must
+    then be diagonal), and the gradient in m0, P0 is 0 on the diffuse components.
     """
-    A, B, C, D, R = (params[key] for key in "ABCDR")
+    A, C, D, R = (params[key] for key in "ACDR")
     pm, pc = predicted
-    sm, sc = smoothed
-    inverse = np.linalg.inv(pc)
-    # r_t-1 = P_t|t-1^-1 (x_t|T - x_t|t-1), N_t-1 = P_t|t-1^-1 (P_t|t-1 - P_t|T) P_t|t-1^-1
-    r = np.einsum("tij,tj->ti", inverse, sm - pm)
-    N = inverse @ (pc - sc) @ inverse
-    N = 0.5 * (N + np.swapaxes(N, 1, 2))
+    sm = smoothed_means
+    r, N, NAP, diffuse_rows = disturbances.r, disturbances.N, disturbances.NAP, disturbances.diffuse_rows
     half_outer = 0.5 * (r[:, :, None] * r[:, None, :] - N)
+    proper = np.ones(len(A), dtype=bool) if diffuse is None else ~np.asarray(diffuse)
     out = {
         "Q": half_outer[linked].sum(axis=0),
-        "A": r[linked].T @ sm[linked - 1] - (N[linked] @ (A @ filtered_covs[linked - 1])).sum(axis=0),
+        "A": r[linked].T @ sm[linked - 1] - NAP[linked].sum(axis=0),
         "B": r[linked].T @ U[linked],
+        "m0": np.where(proper, r[starts].sum(axis=0), 0.0),
+        "P0": np.where(np.outer(proper, proper), half_outer[starts].sum(axis=0), 0.0),
     }
     after_r, after_N = np.zeros_like(r), np.zeros_like(N)  # r_t, N_t: those of the next row, 0 at an end
     after_r[linked - 1], after_N[linked - 1] = r[linked], N[linked]
-    # at a sequence's start, P_0|-1 = P0 may be nearly singular (its MLE on one sequence is 0):
-    # there r_-1 = C' F^-1 e_0 + L_0' r_0 and N_-1 = C' F^-1 C + L_0' N_0 L_0 (backward recursion)
-    first_r = np.einsum("ji,tj->ti", A, after_r[starts])
-    first_N = A.T @ after_N[starts] @ A
     gC, gD, gR = np.zeros_like(C), np.zeros_like(D), np.zeros_like(R)
-    for rows, observed in missingness_patterns(Y):
+    ordinary = np.where(diffuse_rows[:, None], np.nan, Y)  # the diffuse steps come below
+    for rows, observed in missingness_patterns(ordinary):
         if not observed.any():
             continue
         rows = slice(None) if rows is None else rows
@@ -206,16 +215,12 @@ def score(
         gR[np.ix_(o, o)] += 0.5 * (u.T @ u - Dmat.sum(axis=0))
         gC[o] += u.T @ sm[rows] - ((F_inverse @ Co - KT @ N_next @ L) @ P).sum(axis=0)
         gD[o] += u.T @ u_in
-        begins = np.isin(np.arange(len(Y))[rows], starts)
-        if begins.any():
-            at = np.searchsorted(starts, np.arange(len(Y))[rows][begins])
-            CF = Co.T @ F_inverse[begins]
-            first_r[at] = np.einsum("tnk,tk->tn", CF, v[begins]) + np.einsum(
-                "tmn,tm->tn", L[begins], after_r[rows][begins]
-            )
-            first_N[at] = CF @ Co + np.swapaxes(L[begins], 1, 2) @ after_N[rows][begins] @ L[begins]
-    out.update(C=gC, D=gD, R=0.5 * (gR + gR.T), m0=first_r.sum(axis=0))
-    out["P0"] = 0.5 * (first_r.T @ first_r - first_N.sum(axis=0))
+    rows = np.flatnonzero(diffuse_rows)
+    u = disturbances.u[rows]
+    gC += u.T @ sm[rows] - disturbances.WP[rows].sum(axis=0)
+    gD += u.T @ U[rows]
+    gR[np.diag_indices_from(gR)] += disturbances.half[rows].sum(axis=0)
+    out.update(C=gC, D=gD, R=0.5 * (gR + gR.T))
     return out
 
 
@@ -233,7 +238,7 @@ def polish(
     stopped the climb, and the largest entry of the projected gradient at the end.
     """
     bounds = layout.bounds()
-    x0 = np.maximum(layout.pack(start), [FLOOR if low is not None else -np.inf for low, _ in bounds])
+    x0 = layout.pack(start)
 
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
         try:
