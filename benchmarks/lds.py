@@ -488,22 +488,14 @@ def mle_cases(seed: int) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]
 
         return run
 
-    def diffuse_at_1e6(model: Any) -> Any:
-        model.ssm.initial_variance = 1e6
-        model.initialize_default()
-        return model
-
     return {
         "Nile local level": (
-            ours(StructuralModel.unobserved_components(level="local level", diffuse_variance=1e6), nile),
-            theirs(lambda: diffuse_at_1e6(UnobservedComponents(nile, level="llevel"))),
+            ours(StructuralModel.unobserved_components(level="local level"), nile),
+            theirs(lambda: UnobservedComponents(nile, level="llevel", use_exact_diffuse=True)),
         ),
         "CO2 local linear trend + seasonal(12)": (
-            ours(
-                StructuralModel.unobserved_components(level="local linear trend", seasonal=12, diffuse_variance=1e6),
-                co2,
-            ),
-            theirs(lambda: diffuse_at_1e6(UnobservedComponents(co2, level="lltrend", seasonal=12))),
+            ours(StructuralModel.unobserved_components(level="local linear trend", seasonal=12), co2),
+            theirs(lambda: UnobservedComponents(co2, level="lltrend", seasonal=12, use_exact_diffuse=True)),
         ),
         "ARMA(2, 1) + intercept, T = 1,000": (
             ours(StructuralModel.arima(2, 0, 1, intercept=True), arma),

@@ -335,11 +335,8 @@ def test_hand_set_parameters_start_the_fit(nile):
     assert model.history_ == [] and model.log_likelihood_ == model.score(nile)
 
 
-@pytest.mark.xfail(strict=True, reason="needs exact diffuse start from the LDS helper")
 def test_nile_log_likelihood_equals_statsmodels_exact_diffuse(nile):
-    """Issue 14: the Nile local level's log-likelihood equal to statsmodels' exact-diffuse value
-    to 1e-6. Ours conditions on the first observation under a finite prior (it lacks the
-    -log(2 pi) / 2 of the exact diffuse step)."""
+    """Issue 14: the Nile local level's log-likelihood equal to statsmodels' exact-diffuse value to 1e-6."""
     model = StructuralModel.unobserved_components(level="local level").fit(nile)
     reference = UnobservedComponents(nile, level="llevel", use_exact_diffuse=True)
     assert model.log_likelihood_ == pytest.approx(reference.loglike(model.params_[::-1]), abs=1e-6)

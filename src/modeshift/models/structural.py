@@ -8,11 +8,15 @@ log-likelihood the Kalman filter gives exactly; ``fit`` maximises it by L-BFGS-B
 components' parameters in an unconstrained form (variances >= 0, a stationary AR and an
 invertible MA part, a damping in (0, 1)), from starting values drawn from the data.
 
-Diffuse states (a level, a slope, a seasonal pattern) get a large-variance prior,
-``diffuse_variance`` (by default 1e6 times the variance of the data), and the first d
-observations of a sequence, d the number of diffuse states, are conditioned on: the
-log-likelihood is that of the later observations given them, statsmodels' value under
-``initialization="approximate_diffuse"`` (its ``loglikelihood_burn``).
+Diffuse states (a level, a slope, a seasonal pattern, the integrated states of an ARIMA) start
+from the exact diffuse initialisation (Durbin & Koopman 2012, sec. 5.2; the ``diffuse`` start of
+:class:`~modeshift.models.lds.LinearGaussianSSM`), and the log-likelihood is the diffuse one,
+statsmodels' value with ``use_exact_diffuse=True`` (R's KFAS). Its gradient is analytic (the
+Fisher identity of :func:`modeshift.models.lds_mle.score`, chained through the map from the
+named parameters to the matrices). With ``diffuse_variance`` set, the diffuse states get that
+prior variance instead and the first d observations of a sequence, d the number of diffuse
+states, are conditioned on: statsmodels' value under ``initialization="approximate_diffuse"``
+(its ``loglikelihood_burn``), maximised with a central-difference gradient.
 
 >>> import numpy as np
 >>> from modeshift.datasets import load_nile
@@ -28,6 +32,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,12 +40,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, stats
+from scipy import optimize, stats
 
-from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
+from modeshift.models.lds import LinearGaussianSSM
 from modeshift.models.params import Integer, Number, OneOf, Rule, either
 from modeshift.models.structural_components import (
     ARIMA,
@@ -58,7 +63,6 @@ from modeshift.statistics import heteroskedasticity, jarque_bera, ljung_box
 
 __all__ = [
     "ARIMA",
-    "DIFFUSE_SCALE",
     "Cycle",
     "Irregular",
     "LocalLevel",
@@ -70,8 +74,6 @@ __all__ = [
     "TrigonometricSeasonal",
 ]
 
-#: the prior variance of a diffuse state, relative to the variance of the observed data
-DIFFUSE_SCALE = 1e6
 _LOG_2PI = float(np.log(2 * np.pi))
 #: -log L where the likelihood is not defined: finite, so that L-BFGS-B's line search backs off
 _UNDEFINED = 1e30
@@ -163,8 +165,8 @@ class StructuralModel(Model):
         order. The constructors :meth:`unobserved_components` and :meth:`arima` build the
         usual combinations with statsmodels' vocabulary.
     diffuse_variance : float, optional
-        Prior variance of the diffuse states (default: ``DIFFUSE_SCALE`` = 1e6 times the
-        variance of the observed data).
+        None (default): the exact diffuse start. A number: the approximate one, a prior
+        variance this large on the diffuse states (statsmodels' default is 1e6).
     n_iter : int
         Cap on the L-BFGS-B iterations of ``fit`` (0: only the starting values).
     warm_start : bool
@@ -276,18 +278,20 @@ class StructuralModel(Model):
         return len(self.param_names)
 
     def _split(self, params: np.ndarray) -> list[np.ndarray]:
-        sizes = [len(c.names()) for c in self._components()]
+        sizes = [len(c.names()) for c in self.components]
         return np.split(np.asarray(params, dtype=float), np.cumsum(sizes)[:-1])
 
     def _system(self, params: np.ndarray, seqs: Sequences) -> _System:
-        """The stacked matrices at ``params`` (the diffuse prior's variance from ``seqs``)."""
-        blocks = [c.block(values) for c, values in zip(self._components(), self._split(params))]
+        """The stacked matrices at ``params`` (the components checked already)."""
+        blocks = [c.block(values) for c, values in zip(self.components, self._split(params))]
         n = sum(len(b.diffuse) for b in blocks)
-        B = np.zeros((n, 1 + self.n_exog))
-        m0, P0 = np.zeros(n), np.zeros((n, n))
+        A, Q, P0 = np.zeros((n, n)), np.zeros((n, n)), np.zeros((n, n))
+        B, m0 = np.zeros((n, 1 + self.n_exog)), np.zeros(n)
         at = 0
         for b in blocks:
             rows = slice(at, at + len(b.diffuse))
+            if len(b.diffuse):
+                A[rows, rows], Q[rows, rows] = b.dynamics, b.covariance
             B[rows, 0] = 0.0 if b.intercept is None else b.intercept
             m0[rows] = 0.0 if b.initial_mean is None else b.initial_mean
             if b.initial_covariance is not None:
@@ -295,10 +299,11 @@ class StructuralModel(Model):
             at += len(b.diffuse)
         D = np.concatenate([[0.0], *[b.coefficients for b in blocks]])
         diffuse = np.concatenate([b.diffuse for b in blocks])
-        P0[diffuse, diffuse] = self._diffuse_variance(seqs)
+        if self.diffuse_variance is not None:  # the approximate start: a large prior variance
+            P0[diffuse, diffuse] = self.diffuse_variance
         return _System(
-            A=linalg.block_diag(*[b.dynamics for b in blocks if len(b.diffuse)]),
-            Q=linalg.block_diag(*[b.covariance for b in blocks if len(b.diffuse)]),
+            A=A,
+            Q=Q,
             C=np.concatenate([b.observation for b in blocks]),
             R=float(sum(b.irregular for b in blocks)),
             B=B,
@@ -307,12 +312,6 @@ class StructuralModel(Model):
             P0=P0,
             diffuse=diffuse,
         )
-
-    def _diffuse_variance(self, seqs: Sequences) -> float:
-        if self.diffuse_variance is not None:
-            return float(self.diffuse_variance)
-        observed = seqs.values[np.isfinite(seqs.values)]
-        return DIFFUSE_SCALE * max(float(np.var(observed)) if observed.size > 1 else 1.0, 1e-300)
 
     # ------------------------------------------------------------------- data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, exog: Any, **columns: Any) -> Sequences:
@@ -326,31 +325,68 @@ class StructuralModel(Model):
         return np.hstack([np.ones((seqs.n_steps, 1)), seqs.inputs])
 
     # ---------------------------------------------------------- the likelihood
+    def _engine(self, system: _System) -> LinearGaussianSSM:
+        """The state-space model at ``system``, whose filter, smoother and score do the work."""
+        engine = LinearGaussianSSM(
+            state_dim=len(system.m0),
+            obs_dim=1,
+            input_dim=1 + self.n_exog,
+            diffuse=False if self.diffuse_variance is not None else [bool(d) for d in system.diffuse],
+        )
+        return engine
+
+    @staticmethod
+    def _matrices(system: _System) -> dict[str, np.ndarray]:
+        return {
+            "A": system.A,
+            "Q": system.Q,
+            "C": system.C[None, :],
+            "R": np.array([[system.R]]),
+            "m0": system.m0,
+            "P0": system.P0,
+            "B": system.B,
+            "D": system.D[None, :],
+        }
+
+    def _with_inputs(self, seqs: Sequences) -> Sequences:
+        return dataclasses.replace(seqs, inputs=self._inputs(seqs))
+
     def _filter(self, system: _System, seqs: Sequences) -> _Filtered:
         """THE Kalman filter of the model (every likelihood, forecast and diagnostic goes through
-        here). The diffuse states get the large-variance prior P0 and the first ``burn`` steps of
-        each sequence are conditioned on; the exact diffuse filter will replace both."""
+        here): the exact diffuse start, or, with ``diffuse_variance``, a large-variance prior whose
+        first ``burn`` observed steps of each sequence are conditioned on."""
         U = self._inputs(seqs)
-        log_lik, fm, fc, pm, pc = kernels.kalman_filter(
-            seqs.values,
-            seqs.offsets,
-            system.m0,
-            system.P0,
-            system.A,
-            system.Q,
-            system.C[None, :],
-            np.array([[system.R]]),
-            inputs=U,
-            input_matrices=system.B,
-            feedthrough_matrices=system.D[None, :],
-        )
+        engine = self._engine(system)
+        log_lik, fm, fc, pm, pc = engine._run_filter(self._with_inputs(seqs), self._matrices(system))
         y = seqs.values[:, 0]
         innovation = y - pm @ system.C - U @ system.D
         variance = np.einsum("i,tij,j->t", system.C, pc, system.C) + system.R
         burned = _first_observed(seqs, system.burn)
-        conditioned = -0.5 * np.sum(_LOG_2PI + np.log(variance[burned]) + innovation[burned] ** 2 / variance[burned])
-        standardised = np.where(burned, np.nan, innovation / np.sqrt(variance))
-        return _Filtered(float(log_lik.sum() - conditioned), fm, fc, standardised)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            standardised = np.where(burned, np.nan, innovation / np.sqrt(variance))
+        value = float(log_lik.sum())
+        if self.diffuse_variance is not None:
+            value += 0.5 * np.sum(_LOG_2PI + np.log(variance[burned]) + innovation[burned] ** 2 / variance[burned])
+        return _Filtered(value, fm, fc, standardised)
+
+    def _value_and_gradient(self, params: np.ndarray, seqs: Sequences, layout: _Layout, x: np.ndarray) -> tuple:
+        """log L at ``layout.params(x)`` and its gradient in x: the analytic gradient in the
+        system matrices (:func:`modeshift.models.lds_mle.score`, the Fisher identity), times the
+        derivative of the matrices in x by central differences of the (cheap) map x -> matrices."""
+        system = self._system(params, seqs)
+        value, matrix_gradient = self._engine(system)._score(self._with_inputs(seqs), self._matrices(system))
+        gradient = np.zeros_like(x)
+        for i in range(len(x)):
+            h = 1e-6 * max(1.0, abs(x[i]))
+            up, down = x.copy(), x.copy()
+            up[i] += h
+            down[i] -= h
+            above = self._matrices(self._system(layout.params(up), seqs))
+            below = self._matrices(self._system(layout.params(down), seqs))
+            gradient[i] = sum(float(np.sum(matrix_gradient[key] * (above[key] - below[key]))) for key in above) / (
+                2 * h
+            )
+        return value, gradient
 
     def _log_likelihood(self, params: np.ndarray, seqs: Sequences) -> float:
         return self._filter(self._system(params, seqs), seqs).log_likelihood
@@ -403,10 +439,18 @@ class StructuralModel(Model):
             return value
 
         def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
-            value = negative(x)
             gradient = np.zeros_like(x)
-            if value < _UNDEFINED:
-                for i in range(len(x)):
+            if self.diffuse_variance is None:  # the exact start: the analytic gradient
+                try:
+                    value, gradient = self._value_and_gradient(layout.params(x), seqs, layout, x)
+                except (ValueError, np.linalg.LinAlgError):
+                    value = -np.inf
+                value = -value if np.isfinite(value) else _UNDEFINED
+                values[x.tobytes()] = value
+                gradient = -gradient
+            else:  # the approximate start: central differences of log L
+                value = negative(x)
+                for i in range(len(x) if value < _UNDEFINED else 0):
                     h = 6e-6 * max(1.0, abs(x[i]))
                     up, down = x.copy(), x.copy()
                     up[i] += h
@@ -415,7 +459,8 @@ class StructuralModel(Model):
             return value, np.nan_to_num(gradient, nan=0.0, posinf=0.0, neginf=0.0)
 
         def record(x: np.ndarray) -> None:
-            history.append(-values.get(x.tobytes(), negative(x)))
+            value = values.get(x.tobytes())
+            history.append(-(negative(x) if value is None else value))
 
         result = optimize.minimize(
             value_and_gradient,
