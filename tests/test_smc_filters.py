@@ -22,7 +22,7 @@ from modeshift.smc.adapters import _gaussian_log_density
 
 def _linear_model():
     model = LinearGaussianSSM(state_dim=2, obs_dim=1)
-    model.transition_matrix_ = np.array([[0.9, 0.2], [-0.1, 0.8]])
+    model.dynamics_matrix_ = np.array([[0.9, 0.2], [-0.1, 0.8]])
     model.transition_covariance_ = 0.3 * np.eye(2)
     model.observation_matrix_ = np.array([[1.0, 0.5]])
     model.observation_covariance_ = np.array([[0.5]])
@@ -293,4 +293,10 @@ def test_the_linear_gaussian_adapter_refuses_a_covariance_that_is_not_positive_d
     model = _linear_model()
     model.transition_covariance_ = np.diag([1.0, -1.0])
     with pytest.raises(ValueError, match="transition_covariance_.* is not positive definite"):
+        LinearGaussian(model)
+
+
+def test_a_diffuse_start_is_refused_by_the_particle_methods():
+    model = _linear_model().set_params(diffuse=True)
+    with pytest.raises(ValueError, match="proper initial law"):
         LinearGaussian(model)

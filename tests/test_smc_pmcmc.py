@@ -26,7 +26,7 @@ SV_PRIORS = {"mu_prior": (0.0, 10.0), "phi_prior": (0.0, np.inf), "sigma2_prior"
 def _ar1(a: float, q: float = 0.5, r: float = 0.5) -> LinearGaussianSSM:
     """x_0 ~ N(0, 1), x_t = a x_t-1 + N(0, q), y_t = x_t + N(0, r)."""
     model = LinearGaussianSSM(state_dim=1, obs_dim=1)
-    model.transition_matrix_, model.transition_covariance_ = np.array([[a]]), np.array([[q]])
+    model.dynamics_matrix_, model.transition_covariance_ = np.array([[a]]), np.array([[q]])
     model.observation_matrix_, model.observation_covariance_ = np.array([[1.0]]), np.array([[r]])
     model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.eye(1)
     return model

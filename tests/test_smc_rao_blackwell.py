@@ -42,7 +42,7 @@ def test_likelihood_is_unbiased_for_enumeration_and_converges_with_the_mode_prob
 def test_a_single_mode_is_the_kalman_filter():
     rng = np.random.default_rng(2)
     lds = LinearGaussianSSM(state_dim=2, obs_dim=2, input_dim=1)
-    lds.transition_matrix_ = np.array([[0.9, 0.2], [-0.1, 0.8]])
+    lds.dynamics_matrix_ = np.array([[0.9, 0.2], [-0.1, 0.8]])
     lds.transition_covariance_ = np.array([[0.3, 0.1], [0.1, 0.2]])
     lds.control_matrix_ = np.array([[0.5], [-0.2]])
     lds.observation_matrix_ = np.array([[1.0, 0.5], [0.0, 1.0]])
@@ -55,7 +55,7 @@ def test_a_single_mode_is_the_kalman_filter():
 
     slds = SwitchingLDS(n_states=1, state_dim=2, obs_dim=2, input_dim=1)
     slds.startprob_, slds.transmat_ = np.ones(1), np.ones((1, 1))
-    slds.dynamics_matrices_, slds.dynamics_covariances_ = lds.transition_matrix_[None], lds.transition_covariance_[None]
+    slds.dynamics_matrices_, slds.dynamics_covariances_ = lds.dynamics_matrix_[None], lds.transition_covariance_[None]
     slds.dynamics_input_matrices_, slds.dynamics_offsets_ = lds.control_matrix_[None], np.zeros((1, 2))
     slds.observation_matrix_, slds.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
     slds.feedthrough_matrix_, slds.observation_offset_ = lds.feedthrough_matrix_, np.zeros(2)

@@ -63,7 +63,12 @@ class LinearGaussian(StateSpaceModel):
 
     def __init__(self, model: LinearGaussianSSM, inputs: Any = None):
         _require_parameters(model)
-        self.A = np.asarray(model.transition_matrix_, dtype=float)
+        if model._diffuse_mask() is not None:
+            raise ValueError(
+                "the particle methods need a proper initial law: this LinearGaussianSSM has a diffuse start "
+                "(diffuse=...); set diffuse=False and an initial_state_covariance_"
+            )
+        self.A = np.asarray(model.dynamics_matrix_, dtype=float)
         self.C = np.asarray(model.observation_matrix_, dtype=float)
         self.m0 = np.asarray(model.initial_state_mean_, dtype=float)
         self.state_dim, p = self.C.shape[1], self.C.shape[0]
