@@ -45,8 +45,7 @@ from modeshift.models.em import ConvergenceWarning
 
 #: Estimators not yet migrated to the contract: their failures are expected. The integrator
 #: empties this list as they are migrated.
-NOT_YET_ON_THE_CONTRACT = {
-}
+NOT_YET_ON_THE_CONTRACT = {}
 
 
 def _public_estimators() -> list[type[Model]]:

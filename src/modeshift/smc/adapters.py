@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LinearGaussian", "SwitchingLinear"]
 
+
 def _gaussian_log_density(residuals: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     """log N(r | 0, S) for every row r of ``residuals`` (n, d)."""
     zero = np.zeros((1, residuals.shape[1]))

@@ -27,6 +27,7 @@ from modeshift._kernels.gaussian import LOG_2PI, normal_log_density
 
 __all__ = ["NonlinearGrowth", "StateSpaceModel", "StochasticVolatility"]
 
+
 class StateSpaceModel:
     """Base class of models for the particle methods (see the module docstring)."""
 
