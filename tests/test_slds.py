@@ -176,7 +176,7 @@ def test_transition_term_enters_the_states_by_its_exact_gradient_and_curvature()
 
 def _thermostat_guards(seed):
     sim = thermostat(2000, random_state=seed)
-    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, random_state=seed).fit(sim.observations)
+    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, n_iter=50, random_state=seed).fit(sim.observations)
     predicted = model.predict(sim.observations)
     accuracy = mode_accuracy(sim.modes, predicted)
     heating, cooling = (int(np.flatnonzero(match_modes(sim.modes, predicted) == k)[0]) for k in (0, 1))
@@ -197,7 +197,7 @@ def test_thermostat_guards_are_recovered():
 
 def _nascar_accuracy(seed, n_restarts=1):
     sim = nascar(2000, random_state=seed)
-    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_restarts=n_restarts, random_state=seed)
+    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_restarts=n_restarts, n_iter=50, random_state=seed)
     model.fit(sim.observations)
     return mode_accuracy(sim.modes, model.predict(sim.observations))
 
