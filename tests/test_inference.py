@@ -320,3 +320,20 @@ def test_an_innovation_covariance_that_is_not_positive_definite_is_refused():
     a["observation_matrix"] = np.zeros((2, 2))
     with pytest.raises(ValueError, match="innovation covariance is not positive definite"):
         inference.kalman_filter(**a)
+
+
+def test_the_exact_diffuse_start_matches_the_model_and_is_checked():
+    from modeshift import LinearGaussianSSM
+
+    y = np.array([1120.0, 1160.0, np.nan, 963.0, 1210.0, 1160.0, 1160.0, 813.0])
+    model = LinearGaussianSSM.local_level()
+    model.transition_covariance_, model.observation_covariance_ = np.array([[1469.1]]), np.array([[15099.0]])
+    args = (y, [0.0], [[0.0]], [[1.0]], [[1469.1]], [[1.0]], [[15099.0]])
+    filtered = inference.kalman_filter(*args, diffuse=[True])
+    smoothed = inference.kalman_smoother(*args, diffuse=[True])
+    assert filtered.log_likelihood == pytest.approx(model.score(y), rel=1e-12)
+    expected = model.smooth(y)
+    np.testing.assert_allclose(smoothed.means, expected.means, rtol=1e-12)
+    np.testing.assert_allclose(smoothed.covariances, expected.covariances, rtol=1e-10)
+    with pytest.raises(ValueError, match="diffuse must be 1 bools"):
+        inference.kalman_filter(*args, diffuse=[1])

@@ -257,6 +257,7 @@ def kalman_filter(
     inputs: Any = None,
     control_matrix: Any = None,
     feedthrough_matrix: Any = None,
+    diffuse: Any = None,
 ) -> StateFiltered:
     """The Kalman filter: moments of p(x_t | y_0..t) and log p(y).
 
@@ -267,6 +268,18 @@ def kalman_filter(
     x_t|t-1 = A x_t-1|t-1 + B u_t, P_t|t-1 = A P A' + Q, then updates with the observed
     entries of y_t (gain K = P C' (C P C' + R)^-1). Raises ``ValueError`` if an innovation
     covariance C P C' + R is not positive definite.
+
+    ``diffuse`` (n,) bools: the flagged state components start diffuse (a flat prior; their
+    entries of m0 and rows of P0 are ignored), filtered by Durbin & Koopman's exact initial
+    Kalman filter, and ``log_likelihood`` is the diffuse log-likelihood (statsmodels'
+    ``use_exact_diffuse``). During a sequence's diffuse steps the covariances returned are the
+    proper part P_* of P_* + k P_inf (k -> infinity).
+
+    >>> import numpy as np
+    >>> y = np.array([1120.0, 1160.0, 963.0, 1210.0, 1160.0])
+    >>> level = kalman_filter(y, [0.0], [[0.0]], [[1.0]], [[1469.1]], [[1.0]], [[15099.0]], diffuse=[True])
+    >>> float(level.means[0, 0])  # the first observation pins the level down
+    1120.0
     """
     model = _LinearGaussian(
         observations,
@@ -280,6 +293,7 @@ def kalman_filter(
         inputs,
         control_matrix,
         feedthrough_matrix,
+        diffuse,
     )
     log_lik, means, covariances, predicted_means, predicted_covariances = model.filter()
     return StateFiltered(means, covariances, predicted_means, predicted_covariances, float(log_lik.sum()))
@@ -298,13 +312,15 @@ def kalman_smoother(
     inputs: Any = None,
     control_matrix: Any = None,
     feedthrough_matrix: Any = None,
+    diffuse: Any = None,
 ) -> StateSmoothed:
     """The fixed-interval (Rauch-Tung-Striebel) smoother: moments of p(x_t | all of y), after
     :func:`kalman_filter` (same arguments). In Durbin & Koopman's backward form, exact also with
     singular covariances: from r = 0, N = 0 at the end, with each step's innovation v, its
     covariance S, gain K = P C' S^-1 and L = A (I - K C),
     r_t-1 = C' S^-1 v + L' r_t, N_t-1 = C' S^-1 C + L' N_t L, x_t|T = x_t|t + P_t|t A' r_t,
-    P_t|T = P_t|t - P_t|t A' N_t A P_t|t."""
+    P_t|T = P_t|t - P_t|t A' N_t A P_t|t; ``diffuse`` as for :func:`kalman_filter` (the exact
+    diffuse smoother during the diffuse steps)."""
     model = _LinearGaussian(
         observations,
         initial_mean,
@@ -317,6 +333,7 @@ def kalman_smoother(
         inputs,
         control_matrix,
         feedthrough_matrix,
+        diffuse,
     )
     log_lik, means, covariances, predicted_means, predicted_covariances = model.filter()
     smoothed_means, smoothed_covariances, cross = kernels.rts_smoother(
@@ -331,6 +348,7 @@ def kalman_smoother(
         model.R,
         model.u,
         model.D,
+        diffuse=model.diffuse,
     )
     return StateSmoothed(smoothed_means, smoothed_covariances, cross, float(log_lik.sum()))
 
@@ -351,6 +369,7 @@ class _LinearGaussian:
         inputs: Any,
         control_matrix: Any,
         feedthrough_matrix: Any,
+        diffuse: Any = None,
     ):
         y = np.array(observations, dtype=np.float64)
         y = y[:, None] if y.ndim == 1 else y
@@ -368,6 +387,12 @@ class _LinearGaussian:
         self.Q = _covariances("dynamics_covariance", dynamics_covariance, n, n_steps)
         self.C = _matrices("observation_matrix", observation_matrix, (p, n), n_steps)
         self.R = _covariances("observation_covariance", observation_covariance, p, n_steps)
+        self.diffuse = None
+        if diffuse is not None:
+            mask = np.asarray(diffuse)
+            if mask.shape != (n,) or mask.dtype != bool:
+                raise ValueError(f"diffuse must be {n} bools (one per state component), got {diffuse!r}")
+            self.diffuse = mask if mask.any() else None
         self.u = self.B = self.D = None
         if inputs is None:
             if control_matrix is not None or feedthrough_matrix is not None:
@@ -386,7 +411,18 @@ class _LinearGaussian:
 
     def filter(self) -> tuple[np.ndarray, ...]:
         return kernels.kalman_filter(
-            self.y, self.offsets, self.m0, self.P0, self.A, self.Q, self.C, self.R, self.u, self.B, self.D
+            self.y,
+            self.offsets,
+            self.m0,
+            self.P0,
+            self.A,
+            self.Q,
+            self.C,
+            self.R,
+            self.u,
+            self.B,
+            self.D,
+            diffuse=self.diffuse,
         )
 
 
