@@ -439,3 +439,20 @@ def test_smoothed_trigonometric_seasonal_equals_freq_seasonal_and_sequences_come
     alone = model.smooth(y[250:])
     np.testing.assert_allclose(both.components[1], alone.components, rtol=1e-10)
     assert both.log_likelihood == pytest.approx(model.score(y[:250]) + model.score(y[250:]), abs=1e-8)
+
+
+def test_a_weekly_trigonometric_seasonal_is_too_ill_conditioned_for_the_exact_diffuse_start():
+    """A yearly seasonal on weeks (period 52.18, 3 harmonics) and a trend: over the 8 weeks that
+    identify the 8 diffuse states in exact arithmetic, three sinusoids and a line are nearly
+    collinear (the 8 x 8 observability matrix has condition number ~1e8, the last F_inf ~1e-11),
+    so the diffuse covariance never reaches 0 in floating point. We say so; statsmodels stays in
+    its diffuse steps to the end of the series and reports a meaningless log-likelihood."""
+    y = load_co2()["co2"].to_numpy(float)
+    model = StructuralModel.unobserved_components(level="local linear trend", freq_seasonal=[(52.18, 3)])
+    model.params_ = np.array([0.05, 1e-4, 1e-3, 0.1])
+    with pytest.raises(ValueError, match="before its diffuse state components are identified"):
+        model.score(y)
+    reference = UnobservedComponents(
+        y, level="lltrend", freq_seasonal=[{"period": 52.18, "harmonics": 3}], use_exact_diffuse=True
+    )
+    assert reference.filter([0.1, 0.05, 1e-4, 1e-3]).nobs_diffuse == len(y)
