@@ -351,3 +351,108 @@ def test_block_diagonal_stacking():
     np.testing.assert_array_equal(system.Q, linalg.block_diag(level.covariance, arma.covariance))
     np.testing.assert_array_equal(system.C, [1.0, 1.0, 0.0])
     assert system.R == 0.5 and system.burn == 1
+
+
+# ------------------------------------------------------------------ smoothing
+def test_smoothed_components_equal_unobserved_components_exact_diffuse(co2_monthly):
+    """Every component, missing values, the exact diffuse start: the smoothed level, slope,
+    seasonal, cycle and AR signals and their variances are statsmodels'; the parts add up to y."""
+    y = co2_monthly[:240].copy()
+    y[[5, 50, 51]] = np.nan
+    x = np.sin(np.arange(len(y)) / 7.0)[:, None]
+    model = StructuralModel(
+        components=(LocalLinearTrend(), Seasonal(12), Cycle(), ARIMA(1), Regression(1), Irregular())
+    )
+    ours = {
+        "sigma2.level": 0.05,
+        "sigma2.trend": 1e-4,
+        "sigma2.seasonal": 1e-3,
+        "sigma2.cycle": 0.01,
+        "frequency.cycle": 0.3,
+        "damping.cycle": 0.8,
+        "ar.L1": 0.5,
+        "sigma2": 0.02,
+        "beta.x1": 0.7,
+        "sigma2.irregular": 0.03,
+    }
+    model.params_ = np.array([ours[name] for name in model.param_names])
+    reference = UnobservedComponents(
+        y,
+        level="lltrend",
+        seasonal=12,
+        cycle=True,
+        damped_cycle=True,
+        stochastic_cycle=True,
+        autoregressive=1,
+        exog=x,
+        use_exact_diffuse=True,
+    )
+    init = Initialization(reference.k_states)  # ours: the damped cycle stationary, not diffuse
+    init.set((0, 13), "diffuse")
+    init.set((13, 15), "stationary")
+    init.set((15, 16), "stationary")
+    reference.ssm.initialization = init
+    theirs = reference.smooth([ours["sigma2" if name == "sigma2.ar" else name] for name in reference.param_names])
+
+    smoothed = model.smooth(y, exog=x)
+    assert smoothed.log_likelihood == pytest.approx(theirs.llf, abs=1e-8)
+    assert smoothed.log_likelihood == pytest.approx(model.score(y, exog=x), abs=1e-10)
+    for name, part in [
+        ("level", theirs.level),
+        ("slope", theirs.trend),
+        ("seasonal", theirs.seasonal),
+        ("cycle", theirs.cycle),
+        ("arima", theirs.autoregressive),
+    ]:
+        np.testing.assert_allclose(smoothed.components[name], part["smoothed"], rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(smoothed.component_variances[name], part["smoothed_cov"], rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(smoothed.components["regression"], 0.7 * x[:, 0])
+    observed = np.isfinite(y)
+    added = smoothed.components.drop(columns="slope").sum(axis=1).to_numpy()
+    np.testing.assert_allclose(added[observed], y[observed], rtol=1e-12)
+    assert (smoothed.components["irregular"][~observed] == 0).all()
+    assert smoothed.means.shape == (240, 16) and smoothed.covariances.shape == (240, 16, 16)
+
+
+def test_smoothed_trigonometric_seasonal_equals_freq_seasonal_and_sequences_come_back_as_lists():
+    """A seasonal of period 12 as 2 harmonics (not a yearly one on weeks: see
+    ``test_a_weekly_trigonometric_seasonal_is_too_ill_conditioned_for_the_exact_diffuse_start``)."""
+    y = load_co2()["co2"].to_numpy(float)[400:900]  # weeks, a few missing
+    period = 12.0
+    model = StructuralModel.unobserved_components(level="local linear trend", freq_seasonal=[(period, 2)])
+    model.params_ = np.array([0.05, 1e-4, 1e-3, 0.1])
+    reference = UnobservedComponents(
+        y, level="lltrend", freq_seasonal=[{"period": period, "harmonics": 2}], use_exact_diffuse=True
+    )
+    theirs = reference.smooth([0.1, 0.05, 1e-4, 1e-3])
+    assert theirs.nobs_diffuse < 10
+    smoothed = model.smooth(y)
+    name = f"freq_seasonal_{period!r}(2)"
+    np.testing.assert_allclose(smoothed.components[name], theirs.freq_seasonal[0]["smoothed"], atol=1e-8)
+    np.testing.assert_allclose(smoothed.means, theirs.smoothed_state.T, atol=1e-8)
+    # 1e-8 apart in the 6 diffuse steps (round-off of the two diffuse smoothers), 3e-10 after
+    np.testing.assert_allclose(smoothed.covariances, theirs.smoothed_state_cov.transpose(2, 0, 1), atol=3e-8)
+    assert smoothed.log_likelihood == pytest.approx(theirs.llf, abs=1e-6)
+
+    both = model.smooth([y[:250], y[250:]])
+    assert isinstance(both.components, list) and [len(c) for c in both.components] == [250, 250]
+    alone = model.smooth(y[250:])
+    np.testing.assert_allclose(both.components[1], alone.components, rtol=1e-10)
+    assert both.log_likelihood == pytest.approx(model.score(y[:250]) + model.score(y[250:]), abs=1e-8)
+
+
+def test_a_weekly_trigonometric_seasonal_is_too_ill_conditioned_for_the_exact_diffuse_start():
+    """A yearly seasonal on weeks (period 52.18, 3 harmonics) and a trend: over the 8 weeks that
+    identify the 8 diffuse states in exact arithmetic, three sinusoids and a line are nearly
+    collinear (the 8 x 8 observability matrix has condition number ~1e8, the last F_inf ~1e-11),
+    so the diffuse covariance never reaches 0 in floating point. We say so; statsmodels stays in
+    its diffuse steps to the end of the series and reports a meaningless log-likelihood."""
+    y = load_co2()["co2"].to_numpy(float)
+    model = StructuralModel.unobserved_components(level="local linear trend", freq_seasonal=[(52.18, 3)])
+    model.params_ = np.array([0.05, 1e-4, 1e-3, 0.1])
+    with pytest.raises(ValueError, match="before its diffuse state components are identified"):
+        model.score(y)
+    reference = UnobservedComponents(
+        y, level="lltrend", freq_seasonal=[{"period": 52.18, "harmonics": 3}], use_exact_diffuse=True
+    )
+    assert reference.filter([0.1, 0.05, 1e-4, 1e-3]).nobs_diffuse == len(y)

@@ -45,7 +45,7 @@ from scipy import optimize, stats
 from modeshift.data import Sequences, as_sequences
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
-from modeshift.models.lds import LinearGaussianSSM
+from modeshift.models.lds import LinearGaussianSSM, SmootherResult
 from modeshift.models.params import Integer, Number, OneOf, Rule, either
 from modeshift.models.structural_components import (
     ARIMA,
@@ -70,6 +70,7 @@ __all__ = [
     "Regression",
     "Seasonal",
     "StructuralModel",
+    "StructuralSmootherResult",
     "Summary",
     "TrigonometricSeasonal",
 ]
@@ -125,6 +126,21 @@ class _Filtered:
     means: np.ndarray
     covariances: np.ndarray
     standardised: np.ndarray
+
+
+@dataclass(frozen=True)
+class StructuralSmootherResult(SmootherResult):
+    """:class:`~modeshift.models.lds.SmootherResult` (smoothed state means, covariances, lag-one
+    cross-covariances, log-likelihood) with each component's smoothed signal: ``components``
+    holds E[signal_t | all observations] per step, one column per signal (``level``, ``slope``,
+    ``seasonal``, ``freq_seasonal_<period>(<harmonics>)``, ``cycle``, ``arima``,
+    ``regression`` = beta' exog_t, ``irregular`` = y_t minus the rest, 0 where y_t is missing),
+    and ``component_variances`` their variances Var[signal_t | all observations]: data frames
+    in the form the data came in (a list of them for list input), like the states. The columns
+    of ``components`` but ``slope`` add up to the observed y_t."""
+
+    components: pd.DataFrame | list[pd.DataFrame]
+    component_variances: pd.DataFrame | list[pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -185,10 +201,12 @@ class StructuralModel(Model):
 
     Notes
     -----
-    The gradient is by central differences of the log-likelihood in the unconstrained
-    parameters (each an evaluation of the Kalman filter): the analytic score of
-    :func:`modeshift.models.lds_mle.score` inverts the predicted state covariances, which are
-    singular in most of these models (ARMA, seasonal dummies: rank-deficient Q, R = 0).
+    Every evaluation goes through one :class:`~modeshift.models.lds.LinearGaussianSSM` built
+    from the components' blocks: its filter (``score``, ``forecast``, the diagnostics), its
+    smoother (``smooth``) and its score (the gradient of ``fit``, the Fisher identity chained
+    through the map from the free parameters to the matrices). The covariances are the exact,
+    often singular ones (ARMA, seasonal dummies: rank-deficient Q, R = 0); with the approximate
+    start (``diffuse_variance``) the gradient is by central differences.
     """
 
     def __init__(
@@ -355,16 +373,29 @@ class StructuralModel(Model):
         """THE Kalman filter of the model (every likelihood, forecast and diagnostic goes through
         here): the exact diffuse start, or, with ``diffuse_variance``, a large-variance prior whose
         first ``burn`` observed steps of each sequence are conditioned on."""
+        log_lik, *moments = self._engine(system)._run_filter(self._with_inputs(seqs), self._matrices(system))
+        return self._filtered(system, seqs, float(log_lik.sum()), *moments)
+
+    def _filtered(
+        self,
+        system: _System,
+        seqs: Sequences,
+        log_lik: float,
+        fm: np.ndarray,
+        fc: np.ndarray,
+        pm: np.ndarray,
+        pc: np.ndarray,
+    ) -> _Filtered:
+        """The filter's answer from the engine's: standardised innovations, and the log-likelihood
+        conditioned on the first ``burn`` observed steps under the approximate start."""
         U = self._inputs(seqs)
-        engine = self._engine(system)
-        log_lik, fm, fc, pm, pc = engine._run_filter(self._with_inputs(seqs), self._matrices(system))
         y = seqs.values[:, 0]
         innovation = y - pm @ system.C - U @ system.D
         variance = np.einsum("i,tij,j->t", system.C, pc, system.C) + system.R
         burned = _first_observed(seqs, system.burn)
         with np.errstate(divide="ignore", invalid="ignore"):
             standardised = np.where(burned, np.nan, innovation / np.sqrt(variance))
-        value = float(log_lik.sum())
+        value = log_lik
         if self.diffuse_variance is not None:
             value += 0.5 * np.sum(_LOG_2PI + np.log(variance[burned]) + innovation[burned] ** 2 / variance[burned])
         return _Filtered(value, fm, fc, standardised)
@@ -529,6 +560,62 @@ class StructuralModel(Model):
         seqs = self._sequences(X, lengths, exog)
         standardised = self._filter(self._system(params, seqs), seqs).standardised
         return seqs.restore(standardised[:, None])
+
+    def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> StructuralSmootherResult:
+        """The smoothed states, p(x_t | all observations) (exactly diffuse: Durbin & Koopman 2012,
+        sec. 5.3), and each component's smoothed signal w' x_t with its variance w' P_t|T w,
+        w the component's weights on the stacked state (:meth:`signals` of the components).
+
+        >>> from modeshift.datasets import load_nile
+        >>> nile = load_nile()["volume"].to_numpy(float)
+        >>> model = StructuralModel.unobserved_components(level="local level")
+        >>> model.params_ = np.array([1469.1, 15099.0])
+        >>> smoothed = model.smooth(nile)
+        >>> smoothed.components.columns.tolist()
+        ['level', 'irregular']
+        >>> bool(np.allclose(smoothed.components.sum(axis=1), nile))  # the parts add up to the series
+        True
+        """
+        params = self._params()
+        seqs = self._sequences(X, lengths, exog)
+        system = self._system(params, seqs)
+        log_lik, moments, (means, covariances, cross) = self._engine(system)._run_smoother(
+            self._with_inputs(seqs), self._matrices(system), False
+        )
+        log_lik = self._filtered(system, seqs, log_lik, *moments).log_likelihood
+        weights = self._signal_weights()
+        signals = pd.DataFrame({name: means @ w for name, w in weights.items()})
+        variances = pd.DataFrame({name: np.einsum("i,tij,j->t", w, covariances, w) for name, w in weights.items()})
+        if self.n_exog:
+            signals["regression"] = seqs.inputs @ system.D[1:]
+            variances["regression"] = 0.0
+        if any(isinstance(c, Irregular) for c in self.components):
+            y = seqs.values[:, 0]
+            observed = np.isfinite(y)
+            fitted = means @ system.C + self._inputs(seqs) @ system.D
+            signals["irregular"] = np.where(observed, y - fitted, 0.0)
+            C = system.C
+            variances["irregular"] = np.where(observed, np.einsum("i,tij,j->t", C, covariances, C), system.R)
+        return StructuralSmootherResult(
+            seqs.restore(means),
+            seqs.restore(covariances),
+            seqs.restore(cross),
+            log_lik,
+            _per_sequence(signals, seqs),
+            _per_sequence(variances, seqs),
+        )
+
+    def _signal_weights(self) -> dict[str, np.ndarray]:
+        """Each component's signals as weights on the stacked state."""
+        components = self._components()
+        n = sum(c.n_states for c in components)
+        weights, at = {}, 0
+        for component in components:
+            for name, w in component.signals().items():
+                weights[name] = np.zeros(n)
+                weights[name][at : at + component.n_states] = w
+            at += component.n_states
+        return weights
 
     def forecast(
         self,
@@ -695,6 +782,14 @@ class StructuralModel(Model):
         self.params_ = np.array(arrays["params_"])
         self.__dict__.update(attributes)
         self._params()
+
+
+def _per_sequence(frame: pd.DataFrame, seqs: Sequences) -> pd.DataFrame | list[pd.DataFrame]:
+    """A frame over all steps in the form the data came in (a list of frames for list input)."""
+    restored = seqs.restore(frame.to_numpy())
+    if isinstance(restored, list):
+        return [pd.DataFrame(part, columns=frame.columns) for part in restored]
+    return pd.DataFrame(restored, columns=frame.columns)
 
 
 def _first_observed(seqs: Sequences, count: int) -> np.ndarray:

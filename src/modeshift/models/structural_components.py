@@ -13,8 +13,8 @@ slope, a seasonal pattern, whose prior is flat) and gives the others their stati
 (mean (I - T)^-1 a, covariance P = T P T' + Q, the discrete Lyapunov equation).
 
 Each component names its parameters (statsmodels' names) and maps them to a free vector
-the optimiser moves without constraints: a variance to its standard deviation (kept >= 0 by a
-bound), autoregressive coefficients to partial autocorrelations in (-1, 1) and those to the
+the optimiser moves without constraints: a variance to its standard deviation (squared back,
+so any real will do), autoregressive coefficients to partial autocorrelations in (-1, 1) and those to the
 real line (Monahan 1984; statsmodels' ``enforce_stationarity``), moving-average coefficients
 the same way (invertibility), a damping factor and a frequency through a logistic map into
 their interval.
@@ -40,8 +40,11 @@ component                   state                                       paramete
 
 Components are small immutable records (named tuples, so that a model saves its components
 with its other hyper-parameters). Each has ``n_states``, ``names``, ``kinds``, ``to_free``,
-``from_free``, ``block`` and ``start``; :class:`~modeshift.models.structural.StructuralModel`
-adds them up and fits the parameters by maximum likelihood.
+``from_free``, ``block``, ``start`` and ``signals`` (the named parts of the series its states
+make: a level and a slope, a seasonal, a cycle, as weights on its states, which
+:meth:`~modeshift.models.structural.StructuralModel.smooth` applies to the smoothed states);
+:class:`~modeshift.models.structural.StructuralModel` adds them up and fits the parameters by
+maximum likelihood.
 
 >>> level = LocalLevel()
 >>> block = level.block(np.array([2.0]))
@@ -133,6 +136,9 @@ class Irregular(NamedTuple):
     def from_free(self, free: np.ndarray) -> np.ndarray:
         return np.square(free)
 
+    def signals(self) -> dict[str, np.ndarray]:
+        return {}
+
     def block(self, values: np.ndarray) -> Block:
         empty = np.zeros((0, 0))
         return Block(empty, np.zeros(0), empty, np.zeros(0, dtype=bool), irregular=float(values[0]))
@@ -163,6 +169,9 @@ class LocalLevel(NamedTuple):
 
     def from_free(self, free: np.ndarray) -> np.ndarray:
         return np.square(free)
+
+    def signals(self) -> dict[str, np.ndarray]:
+        return {"level": np.ones(1)}
 
     def block(self, values: np.ndarray) -> Block:
         covariance = np.diag(values) if self.stochastic else np.zeros((1, 1))
@@ -198,6 +207,9 @@ class LocalLinearTrend(NamedTuple):
 
     def from_free(self, free: np.ndarray) -> np.ndarray:
         return np.square(free)
+
+    def signals(self) -> dict[str, np.ndarray]:
+        return {"level": np.array([1.0, 0.0]), "slope": np.array([0.0, 1.0])}
 
     def block(self, values: np.ndarray) -> Block:
         flags = np.array([self.stochastic_level, self.stochastic_slope])
@@ -236,6 +248,9 @@ class Seasonal(NamedTuple):
     def from_free(self, free: np.ndarray) -> np.ndarray:
         return np.square(free)
 
+    def signals(self) -> dict[str, np.ndarray]:
+        return {"seasonal": np.eye(self.n_states)[0]}
+
     def block(self, values: np.ndarray) -> Block:
         n = self.n_states
         dynamics = np.eye(n, k=-1)
@@ -267,7 +282,13 @@ class TrigonometricSeasonal(NamedTuple):
         return 2 * int(self.harmonics)
 
     def names(self) -> tuple[str, ...]:
-        return (f"sigma2.freq_seasonal_{self.period!r}({self.harmonics})",) if self.stochastic else ()
+        return (f"sigma2.{self._label()}",) if self.stochastic else ()
+
+    def _label(self) -> str:
+        return f"freq_seasonal_{self.period!r}({self.harmonics})"
+
+    def signals(self) -> dict[str, np.ndarray]:
+        return {self._label(): np.tile([1.0, 0.0], int(self.harmonics))}
 
     def kinds(self) -> tuple[str, ...]:
         return ("variance",) * len(self.names())
@@ -343,6 +364,9 @@ class Cycle(NamedTuple):
         out[s] = low + (high - low) * _logistic(free[s])
         out[s + 1 :] = _logistic(free[s + 1 :])
         return out
+
+    def signals(self) -> dict[str, np.ndarray]:
+        return {"cycle": np.array([1.0, 0.0])}
 
     def block(self, values: np.ndarray) -> Block:
         s = int(self.stochastic)
@@ -462,6 +486,11 @@ class ARIMA(NamedTuple):
         head = [c] if self.intercept else []
         return np.r_[head, stationary_coefficients(phi), -stationary_coefficients(theta), s * s]
 
+    def signals(self) -> dict[str, np.ndarray]:
+        """The ARIMA disturbance: the d integrated states plus the ARMA one."""
+        d = int(self.d)
+        return {"arima": np.r_[np.ones(d), 1.0, np.zeros(self.n_states - d - 1)]}
+
     def block(self, values: np.ndarray) -> Block:
         c, phi, theta, sigma2 = self._split(np.asarray(values, dtype=float))
         d, r = int(self.d), max(int(self.ar), int(self.ma) + 1)
@@ -558,6 +587,9 @@ class Regression(NamedTuple):
 
     def from_free(self, free: np.ndarray) -> np.ndarray:
         return np.asarray(free, dtype=float)
+
+    def signals(self) -> dict[str, np.ndarray]:
+        return {}
 
     def block(self, values: np.ndarray) -> Block:
         empty = np.zeros((0, 0))
