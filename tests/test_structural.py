@@ -13,6 +13,7 @@ from statsmodels.tsa.statespace.structural import UnobservedComponents
 
 from modeshift import StructuralModel
 from modeshift.datasets import load_co2, load_nile
+from modeshift.models.em import ConvergenceWarning
 from modeshift.models.structural import (
     ARIMA,
     Cycle,
@@ -456,3 +457,9 @@ def test_a_weekly_trigonometric_seasonal_is_too_ill_conditioned_for_the_exact_di
         y, level="lltrend", freq_seasonal=[{"period": 52.18, "harmonics": 3}], use_exact_diffuse=True
     )
     assert reference.filter([0.1, 0.05, 1e-4, 1e-3]).nobs_diffuse == len(y)
+
+
+def test_a_fit_that_stops_short_says_so(nile):
+    with pytest.warns(ConvergenceWarning, match="cap of n_iter=1"):
+        model = StructuralModel.unobserved_components(level="local level", n_iter=1).fit(nile)
+    assert not model.converged_

@@ -504,13 +504,14 @@ class StructuralModel(Model):
         x = result.x if result.fun < _UNDEFINED else layout.x0
         self.n_iter_ = len(history)
         self.converged_ = bool(result.success)
-        if not result.success and result.nit >= self.n_iter:
-            warnings.warn(
-                f"{self!r} stopped at its cap of n_iter={self.n_iter} L-BFGS-B iterations before converging; "
-                "raise n_iter to go on",
-                ConvergenceWarning,
-                stacklevel=3,
+        if not result.success:
+            why = (
+                f"at its cap of n_iter={self.n_iter} L-BFGS-B iterations; raise n_iter to go on"
+                if result.nit >= self.n_iter
+                else f"after {result.nit} L-BFGS-B iterations ({result.message}): the log-likelihood may be "
+                "ill-conditioned here (try other starting values, or fewer components)"
             )
+            warnings.warn(f"{self!r} stopped before converging, {why}", ConvergenceWarning, stacklevel=3)
         return layout.params(x)
 
     def _start(self, seqs: Sequences) -> np.ndarray:
