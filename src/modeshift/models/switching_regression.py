@@ -64,7 +64,10 @@ from modeshift.transitions import normalise_rows
 __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
 
 _NEWTON_STEPS = 5  # after BFGS, while they raise the likelihood
-_GTOL = 1e-8  # BFGS and Newton stop below this largest gradient entry
+_GTOL = 1e-8  # Newton stops below this largest gradient entry
+# BFGS hands over to Newton below this: what is left to gain, about g' H^-1 g / 2, is then under
+# the resolution of the log-likelihood itself, which BFGS's line searches need and Newton does not
+_BFGS_GTOL = 1e-6
 _INITIAL_NEWTON_STEPS = 5  # on a start path's time-varying transition logits
 
 
@@ -608,7 +611,7 @@ class SwitchingRegression:
         capped = False
         if len(free):
             result = optimize.minimize(
-                negative, free, jac=True, method="BFGS", options={"gtol": _GTOL, "maxiter": max_iter}
+                negative, free, jac=True, method="BFGS", options={"gtol": _BFGS_GTOL, "maxiter": max_iter}
             )
             capped = result.nit >= max_iter and not result.success
             free = result.x if np.isfinite(result.fun) else free
