@@ -56,7 +56,11 @@ def forward_backward(
     """
     n_steps, n_expanded = table.shape
     k = n_states
-    newest = k**order  # e // newest is S_t, e % newest the older digits
+    newest = k**order
+    states = np.arange(n_expanded)
+    regime = states // newest  # S_t of expanded state e
+    predecessors = (states % newest) * k  # those of f: predecessors[f] + m, m < K
+    kept = states // k  # the successors of e: j * newest + kept[e], j < K
     varying = matrices.shape[0] > 1
     filtered = np.zeros((n_steps, n_expanded))
     normalisers = np.zeros(n_steps)
@@ -76,12 +80,9 @@ def forward_backward(
             else:
                 matrix = t if varying else 0
                 for f in range(n_expanded):
-                    base = (f % newest) * k
-                    target = f // newest
                     value = 0.0
-                    for m in range(k):
-                        e = base + m
-                        value += filtered[t - 1, e] * matrices[matrix, e // newest, target]
+                    for e in range(predecessors[f], predecessors[f] + k):
+                        value += filtered[t - 1, e] * matrices[matrix, regime[e], regime[f]]
                     filtered[t, f] = value * table[t, f]
             total = 0.0
             for f in range(n_expanded):
@@ -106,10 +107,10 @@ def forward_backward(
             for f in range(n_expanded):
                 weights[f] = table[t, f] * backward[f] / normalisers[t]
             for e in range(n_expanded):
-                source, kept = e // newest, e // k
+                source = regime[e]
                 value = 0.0
                 for j in range(k):
-                    flow = matrices[matrix, source, j] * weights[j * newest + kept]
+                    flow = matrices[matrix, source, j] * weights[j * newest + kept[e]]
                     moves[t, source, j] += filtered[t - 1, e] * flow
                     value += flow
                 backward[e] = value
