@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
 __all__ = [
     "expected_log_probability",
@@ -76,7 +76,9 @@ def per_source_logits(coef: np.ndarray, covariates: np.ndarray) -> np.ndarray:
 
 def per_source_matrices(coef: np.ndarray, covariates: np.ndarray) -> np.ndarray:
     """(n, K, K) row-stochastic matrices, entry t = p(z_t | z_t-1, x_t), in the per-source form."""
-    return softmax(per_source_logits(coef, covariates), axis=2)
+    logits = per_source_logits(coef, covariates)
+    weights = np.exp(logits - logits.max(axis=2, keepdims=True))  # scipy's softmax, without its dispatch
+    return weights / weights.sum(axis=2, keepdims=True)
 
 
 def shared_logits(biases: np.ndarray, weights: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -117,24 +119,21 @@ def newton_direction(
 ) -> np.ndarray:
     """The Newton step (K, K-1, C) on sum_t sum_ij xi_t[i, j] log p_t[i, j] - ridge / 2 |coef|^2 in the
     per-source form: the sources decouple, so one (K-1) C system each. Its Hessian, for source i,
-    is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1])."""
+    is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1]); the K systems are solved as one batch."""
     k, n_cov = matrices.shape[1], covariates.shape[1]
+    size = (k - 1) * n_cov
     p = matrices[:, :, :-1]
     leaving = pairs.sum(axis=2)  # (n, K)
     residual = pairs[:, :, :-1] - p * leaving[:, :, None]
-    direction = np.empty((k, k - 1, n_cov))
-    for i in range(k):
-        gradient = (residual[:, i].T @ covariates).ravel()
-        curvature = leaving[:, i, None, None] * (
-            np.einsum("ta,ab->tab", p[:, i], np.eye(k - 1)) - np.einsum("ta,tb->tab", p[:, i], p[:, i])
-        )
-        hessian = np.einsum("tab,tc,td->acbd", curvature, covariates, covariates).reshape(gradient.size, -1)
-        hessian += 1e-8 * max(np.trace(hessian), 1.0) * np.eye(gradient.size)  # a regime never left
-        if ridge:
-            gradient -= ridge * coef[i].ravel()
-            hessian += ridge * np.eye(gradient.size)
-        direction[i] = np.linalg.solve(hessian, gradient).reshape(k - 1, n_cov)
-    return direction
+    gradient = np.einsum("tia,tc->iac", residual, covariates).reshape(k, size)
+    curvature = leaving[:, :, None, None] * (p[:, :, :, None] * np.eye(k - 1) - p[:, :, :, None] * p[:, :, None, :])
+    hessian = np.einsum("tiab,tc,td->iacbd", curvature, covariates, covariates).reshape(k, size, size)
+    trace = np.trace(hessian, axis1=1, axis2=2)
+    hessian += 1e-8 * np.maximum(trace, 1.0)[:, None, None] * np.eye(size)  # a regime never left
+    if ridge:
+        gradient -= ridge * coef.reshape(k, size)
+        hessian += ridge * np.eye(size)
+    return np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0].reshape(k, k - 1, n_cov)
 
 
 def fit_per_source(

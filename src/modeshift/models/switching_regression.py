@@ -9,8 +9,10 @@ from its stationary distribution. Given the regimes, for y_t in R^D,
 a regression (p = 0) or Hamilton's (1989) (vector) autoregression around a switching mean. An
 observation depends on p + 1 regimes, so the recursions run on the expanded chain
 (S_t, ..., S_{t-p}) of K^(p+1) states, whose transition matrix is built from P. The first
-p observations are conditioned on (as in statsmodels). Filtering, smoothing and Viterbi
-are the HMM kernels on that chain; this module adds what is particular to the model:
+p observations are conditioned on (as in statsmodels). Filtering and Viterbi are the HMM
+kernels on that chain; smoothing, run hundreds of times in a fit, is the sparse recursion of
+:mod:`~modeshift._kernels.lagged_chain` (K moves out of each expanded state, not K^(p+1));
+this module adds what is particular to the model:
 the residuals under every expanded state, an expectation-conditional-maximisation step
 (closed-form generalised least squares for the coefficients given Phi, for Phi given the
 coefficients, then the covariances; the joint step over B and Phi has no closed form),
@@ -44,8 +46,9 @@ import numpy as np
 from scipy import optimize
 
 from modeshift import _kernels as kernels
+from modeshift._kernels import lagged_chain
 from modeshift._kernels.gaussian import LOG_2PI
-from modeshift._kernels.recursions import buffer
+from modeshift._kernels.recursions import scaled_table
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
 from modeshift.models.logit_transitions import (
@@ -61,7 +64,10 @@ from modeshift.transitions import normalise_rows
 __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
 
 _NEWTON_STEPS = 5  # after BFGS, while they raise the likelihood
-_GTOL = 1e-8  # BFGS and Newton stop below this largest gradient entry
+_GTOL = 1e-8  # Newton stops below this largest gradient entry
+# BFGS hands over to Newton below this: what is left to gain, about g' H^-1 g / 2, is then under
+# the resolution of the log-likelihood itself, which BFGS's line searches need and Newton does not
+_BFGS_GTOL = 1e-6
 _INITIAL_NEWTON_STEPS = 5  # on a start path's time-varying transition logits
 
 
@@ -159,18 +165,15 @@ class SwitchingRegression:
             return params.transmat[None]
         return logit_matrices(params.transition_coef, data.tvtp)
 
-    def expanded_chain(
-        self, matrices: np.ndarray, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Initial probabilities (n_sequences, E) and transition matrices (1 or T, E, E) of
-        (S_t, ..., S_{t-p}) from the regimes' (1 or n, K, K): in each sequence the earliest
-        regime starts from the stationary distribution of its first matrix; the move into row
-        t of the data uses matrix t."""
+    def regime_chain(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, np.ndarray]:
+        """Initial probabilities (n_sequences, E) of (S_t, ..., S_{t-p}) and the regimes' moves
+        into the steps, (1 or T, K, K): in each sequence the earliest regime starts from the
+        stationary distribution of its first matrix; the move into row t of the data uses matrix t."""
+        matrices = self.transition_matrices(params, data)
         if len(matrices) == 1:
-            initial = self.initial(matrices)
-            return initial[None], self.expanded_moves(matrices, scratch)
+            return self.initial(matrices)[None], matrices
         initials = np.stack([self.initial(matrices[first : first + self.order + 1]) for first, _ in data.sequences()])
-        return initials, self.expanded_moves(matrices[self.rows(data)], scratch)
+        return initials, matrices[self.rows(data)]
 
     def initial(self, matrices: np.ndarray) -> np.ndarray:
         """p(S_p, ..., S_0) (E,) of a sequence's first expanded state from its first p + 1 (or one) matrices."""
@@ -182,11 +185,10 @@ class SwitchingRegression:
             initial = (matrices[m + 1 if varying else 0][newest].T * initial[None, :]).ravel()
         return initial
 
-    def expanded_moves(self, matrices: np.ndarray, scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(m, E, E) moves of the expanded chain from the regimes' (m, K, K); in ``scratch``'s
-        array when given (its zeros stay where they are: only the possible moves are written)."""
+    def expanded_moves(self, matrices: np.ndarray) -> np.ndarray:
+        """(m, E, E) moves of the expanded chain from the regimes' (m, K, K)."""
         source, target, regime_before, regime_after = self.moves
-        expanded = buffer(scratch, "expanded", (len(matrices), self.n_expanded**2), zero=True)
+        expanded = np.zeros((len(matrices), self.n_expanded**2))
         expanded[:, source * self.n_expanded + target] = matrices[:, regime_before, regime_after]
         return expanded.reshape(-1, self.n_expanded, self.n_expanded)
 
@@ -251,7 +253,6 @@ class SwitchingRegression:
         params: SwitchingParameters,
         data: SeriesData,
         residuals: np.ndarray | None = None,
-        scratch: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """The arguments of the HMM kernels on the expanded chain: log-likelihoods (from the
         ``residuals``, computed when not given), offsets, initial probabilities, transitions.
@@ -259,7 +260,8 @@ class SwitchingRegression:
         The kernels take one initial law; where the sequences' differ (time-varying
         transitions) each is folded into its first step's evidence, log(E pi_s) added to it,
         with a uniform initial law: the same products, so the same results."""
-        initials, matrices = self.expanded_chain(self.transition_matrices(params, data), data, scratch)
+        initials, matrices = self.regime_chain(params, data)
+        matrices = self.expanded_moves(matrices)
         if residuals is None:
             residuals = self.residuals(params, self.deviations(params, data))
         log_likelihoods = self.log_densities(params, residuals, data)
@@ -297,8 +299,11 @@ class SwitchingRegression:
                 -self.indicators[1:, :, :, None, None] * np.moveaxis(ar, 1, 0)[:, :, None],
             ]
         )
-        design = np.einsum("jekac,jtr->teakrc", lag_weights, x_lags)
-        return target, design.reshape(*target.shape, -1) @ self.layout.coef_map
+        # mapped onto the free coefficients first (no step in it), then one product with the lagged regressors
+        coef_map = self.layout.coef_map.reshape(self.n_states, -1, self.n_features, self.layout.sizes[1])
+        weights = np.einsum("jekac,krcf->jreaf", lag_weights, coef_map)
+        design = x_lags.transpose(1, 0, 2).reshape(len(rows), -1) @ weights.reshape(len(weights) * x_lags.shape[2], -1)
+        return target, design.reshape(*target.shape, -1)
 
     def ar_design(self, deviations: np.ndarray) -> np.ndarray:
         """With the coefficients fixed the residual is ``deviations[0] - design @ free Phi``; (T, E, D, n_ar)."""
@@ -335,22 +340,24 @@ class SwitchingRegression:
     def e_step(
         self, params: SwitchingParameters, data: SeriesData, scratch: dict[str, np.ndarray] | None = None
     ) -> Posterior:
-        """The posterior; with ``scratch`` (a dict handed to every call, as the EM driver's
-        workspace) the large working arrays are kept between calls, and the posteriors
-        returned are valid until the next call."""
+        """The posterior, by forward-backward on the lagged chain (:mod:`~modeshift._kernels.lagged_chain`);
+        with ``scratch`` (a dict handed to every call, as the EM driver's workspace) the evidence
+        table is kept between calls."""
         deviations = self.deviations(params, data)
         residuals = self.residuals(params, deviations)
-        arguments = self._kernel_arguments(params, data, residuals, scratch)
-        current, p = self.indicators[0], self.order
-        varying = len(arguments["transition_matrices"]) > 1
+        initials, matrices = self.regime_chain(params, data)
+        table, shifts = scaled_table(self.log_densities(params, residuals, data), scratch)
+        offsets = self.offsets(data).astype(np.int64)
+        log_lik, posteriors, step_moves = lagged_chain.forward_backward(
+            table, shifts, offsets, initials, matrices, self.n_states, self.order
+        )
+        p, varying = self.order, params.transition_coef is not None
         if varying:
-            log_lik, posteriors, pairs = kernels.forward_backward_varying(**arguments, scratch=scratch)
             moves = np.zeros((len(data.regressors), self.n_states, self.n_states))
-            moves[self.rows(data)] = current.T @ pairs @ current  # pairs are 0 at sequence starts
+            moves[self.rows(data)] = step_moves  # 0 at sequence starts
         else:
-            log_lik, posteriors, pairs = kernels.forward_backward(**arguments, scratch=scratch)
-            moves = (current.T @ pairs @ current)[None]
-        firsts = posteriors[arguments["offsets"][:-1]]
+            moves = step_moves.sum(axis=0)[None]
+        firsts = posteriors[offsets[:-1]]
         for (start, _), first in zip(data.sequences(), firsts):
             for j in range(p):  # the moves inside the first expanded state, into step p - j
                 moves[start + p - j if varying else 0] += (self.indicators[j + 1].T * first) @ self.indicators[j]
@@ -367,7 +374,7 @@ class SwitchingRegression:
             posteriors,
             transitions,
             np.array([first @ earliest for first in firsts]),  # vector products, as for one sequence
-            arguments["initial_probs"] @ earliest,
+            initials[0] @ earliest,
             residuals,
             deviations,
             moves if varying else None,
@@ -604,7 +611,7 @@ class SwitchingRegression:
         capped = False
         if len(free):
             result = optimize.minimize(
-                negative, free, jac=True, method="BFGS", options={"gtol": _GTOL, "maxiter": max_iter}
+                negative, free, jac=True, method="BFGS", options={"gtol": _BFGS_GTOL, "maxiter": max_iter}
             )
             capped = result.nit >= max_iter and not result.success
             free = result.x if np.isfinite(result.fun) else free
