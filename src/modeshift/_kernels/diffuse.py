@@ -264,14 +264,17 @@ def propagate(A: np.ndarray, P: np.ndarray, out: np.ndarray, scratch: np.ndarray
             if weight != 0.0:
                 for j in range(n):
                     scratch[i, j] += weight * P[k, j]
-    for i in range(n):  # out = (M P) M^T, lower triangle, then mirrored
+    for i in range(n):  # scratch = (M P)^T = P M^T, in place
+        for j in range(i):
+            scratch[i, j], scratch[j, i] = scratch[j, i], scratch[i, j]
+    for i in range(n):  # out = M (P M^T), lower triangle, then mirrored
         for j in range(i + 1):
             out[i, j] = 0.0
         for k in range(n):
             weight = A[k, i] if transposed else A[i, k]
             if weight != 0.0:
                 for j in range(i + 1):
-                    out[i, j] += weight * scratch[j, k]
+                    out[i, j] += weight * scratch[k, j]
         for j in range(i):
             out[j, i] = out[i, j]
 

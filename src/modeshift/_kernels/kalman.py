@@ -262,12 +262,12 @@ def update_step(
     # Joseph's (I - K C_o) P (I - K C_o)^T + K R_oo K^T with J = I - K C_o applied as a rank-k
     # update on each side in turn: O(n^2 k) instead of O(n^3), and the rounding of J P is still
     # multiplied by J (what makes Joseph's form accurate when the update removes most of a variance)
-    for i in range(n):
-        for j in range(n):
-            value = cov[i, j]
-            for a in range(k):
-                value -= gain[i, a] * cross[j, a]
-            out_cov[i, j] = value  # J P
+    copy_into(cov, out_cov)
+    for a in range(k):  # J P, one rank-one term at a time (contiguous inner loops)
+        for i in range(n):
+            weight = gain[i, a]
+            for j in range(n):
+                out_cov[i, j] -= weight * cross[j, a]
     for i in range(n):
         for a in range(k):
             value = 0.0
@@ -277,14 +277,15 @@ def update_step(
             value = 0.0
             for b in range(k):
                 value += gain[i, b] * 0.5 * (R[observed[b], observed[a]] + R[observed[a], observed[b]])
-            cross[i, a] = value  # K R_oo (P C_o^T is spent)
+            cross[i, a] = value - product[i, a]  # K R_oo - J P C_o^T (P C_o^T is spent)
+    for a in range(k):  # + (K R_oo - J P C_o^T) K^T, lower triangle, then mirrored
+        for i in range(n):
+            weight = cross[i, a]
+            for j in range(i + 1):
+                out_cov[i, j] += weight * gain[j, a]
     for i in range(n):
-        for j in range(i + 1):
-            value = out_cov[i, j]
-            for a in range(k):
-                value += (cross[i, a] - product[i, a]) * gain[j, a]
-            out_cov[i, j] = value
-            out_cov[j, i] = value
+        for j in range(i):
+            out_cov[j, i] = out_cov[i, j]
     return True, -0.5 * (k * LOG_2PI + log_det + mahalanobis)
 
 
@@ -694,13 +695,15 @@ def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarra
             for b in range(k):
                 value += KX[a, b] * rows[b, j]
             Y[a, j] = value
+    copy_into(W, out)
+    for a in range(k):  # lower triangle, one observed entry at a time, then mirrored
+        for i in range(n):
+            row, x = rows[a, i], X[i, a]
+            for j in range(i + 1):
+                out[i, j] += row * Y[a, j] - x * rows[a, j]
     for i in range(n):
-        for j in range(i + 1):
-            value = W[i, j]
-            for a in range(k):
-                value += rows[a, i] * Y[a, j] - X[i, a] * rows[a, j]
-            out[i, j] = value
-            out[j, i] = value
+        for j in range(i):
+            out[j, i] = out[i, j]
 
 
 @njit(cache=True)
@@ -728,10 +731,11 @@ def _observation_terms(
         for b in range(k):
             half_out[o, observed[b]] = 0.5 * (u[a] * u[b] - D[a, b])
         for j in range(n):
-            value = 0.0
-            for i in range(n):
-                value += Y[a, i] * P[i, j]
-            WP_out[o, j] = value
+            WP_out[o, j] = 0.0
+        for i in range(n):
+            weight = Y[a, i]
+            for j in range(n):
+                WP_out[o, j] += weight * P[i, j]
 
 
 @njit(cache=True)
