@@ -518,7 +518,31 @@ def _filter(
     log_likelihoods,
     failures,
 ):
-    for s in prange(offsets.shape[0] - 1):
+    # one sequence runs in the calling thread: a parallel loop wakes the whole idle thread team,
+    # which then spins on cores other processes need, even for a single task
+    n_sequences = offsets.shape[0] - 1
+    if n_sequences == 1:
+        failures[0], log_likelihoods[0] = _filter_sequence(
+            observations,
+            inputs,
+            offsets[0],
+            offsets[1],
+            initial_means[0],
+            initial_covs[0],
+            diffuse,
+            A,
+            B,
+            Q,
+            C,
+            D,
+            R,
+            predicted_means,
+            predicted_covs,
+            filtered_means,
+            filtered_covs,
+        )
+        return
+    for s in prange(n_sequences):
         failures[s], log_likelihoods[s] = _filter_sequence(
             observations,
             inputs,
@@ -1086,7 +1110,29 @@ def _smooth(
     cross_covs,
     disturbances,
 ):
-    for s in prange(offsets.shape[0] - 1):
+    n_sequences = offsets.shape[0] - 1
+    if n_sequences == 1:  # in the calling thread, as in _filter
+        _smooth_sequence(
+            observations,
+            inputs,
+            offsets[0],
+            offsets[1],
+            filtered_means,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            diffuse,
+            A,
+            C,
+            D,
+            R,
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+            disturbances,
+        )
+        return
+    for s in prange(n_sequences):
         _smooth_sequence(
             observations,
             inputs,
