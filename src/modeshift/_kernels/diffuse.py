@@ -121,8 +121,9 @@ def diffuse_predict(
         for j in range(u.shape[0]):
             value += B[i, j] * u[j]
         out_mean[i] = value
-    propagate(A, Pstar, out_Pstar)
-    propagate(A, Pinf, out_Pinf)
+    scratch = np.empty((n, n))
+    propagate(A, Pstar, out_Pstar, scratch, False)
+    propagate(A, Pinf, out_Pinf, scratch, False)
     for i in range(n):
         for j in range(n):
             out_Pstar[i, j] += 0.5 * (Q[i, j] + Q[j, i])
@@ -249,16 +250,33 @@ def diffuse_update(
 
 
 @njit(cache=True)
-def propagate(A: np.ndarray, Pinf: np.ndarray, out: np.ndarray) -> None:
-    """out = A P_inf A^T."""
-    n = A.shape[0]
-    for i in range(n):
+def propagate(A: np.ndarray, P: np.ndarray, out: np.ndarray, scratch: np.ndarray, transposed: bool) -> None:
+    """out = M P M^T for a symmetric P, with M = A, or A^T when ``transposed``; symmetric by
+    construction. Zero entries of M are skipped: the dynamics of a structural model are mostly
+    zeros (a seasonal block is a shift), so the cost is O(nnz(M) n), not O(n^3).
+    ``scratch`` is (n, n)."""
+    n = P.shape[0]
+    for i in range(n):  # scratch = M P, row by row
+        for j in range(n):
+            scratch[i, j] = 0.0
+        for k in range(n):
+            weight = A[k, i] if transposed else A[i, k]
+            if weight != 0.0:
+                for j in range(n):
+                    scratch[i, j] += weight * P[k, j]
+    for i in range(n):  # scratch = (M P)^T = P M^T, in place
+        for j in range(i):
+            scratch[i, j], scratch[j, i] = scratch[j, i], scratch[i, j]
+    for i in range(n):  # out = M (P M^T), lower triangle, then mirrored
         for j in range(i + 1):
-            value = 0.0
-            for a in range(n):
-                for b in range(n):
-                    value += A[i, a] * Pinf[a, b] * A[j, b]
-            out[i, j] = out[j, i] = value
+            out[i, j] = 0.0
+        for k in range(n):
+            weight = A[k, i] if transposed else A[i, k]
+            if weight != 0.0:
+                for j in range(i + 1):
+                    out[i, j] += weight * scratch[k, j]
+        for j in range(i):
+            out[j, i] = out[i, j]
 
 
 @njit(cache=True)
@@ -352,7 +370,7 @@ def diffuse_backward_step(
 
     (the coefficients of the ordinary recursion's 1 / kappa series); one with F_inf = 0 the
     ordinary step with K = M_* / F_*, L = I - K z on r0, N0 and L^T . L on r1, N1, N2.
-    ``terms`` = (u, half, WP), rows of p and (p, n) or empty: each entry's score terms
+    ``terms`` = (u, half, WP), (p,), (p, p) and (p, n) or empty: each entry's score terms
     (:func:`_entry_score`) go to its observed dimension.
     """
     rows, diffuse_var, star_var, towards_inf, towards_star, innovations = (
@@ -374,7 +392,7 @@ def diffuse_backward_step(
         if u_out.shape[0] > 0:
             _entry_score(z, v, f_inf, f_star, Mi, Ms, before_star[a], before_inf[a], r0, N0, N1, tmp, new0, entry)
             o = observed[a]
-            u_out[o], half_out[o] = entry[0, 0], entry[0, 1]
+            u_out[o], half_out[o, o] = entry[0, 0], entry[0, 1]
             for j in range(n):
                 WP_out[o, j] = entry[1, j]
         if f_inf > 0.0:

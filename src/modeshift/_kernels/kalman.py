@@ -142,7 +142,7 @@ def predict_step(
     """x_t|t-1 = A x_t-1|t-1 + B u_t,  P_t|t-1 = A P_t-1|t-1 A^T + Q (symmetrised)."""
     n = mean.shape[0]
     affine(A, mean, B, u, out_mean)
-    congruence(A, cov, n, out_cov, product, False)
+    propagate(A, cov, out_cov, product, False)
     for i in range(n):
         for j in range(i + 1):
             value = out_cov[i, j] + 0.5 * (Q[i, j] + Q[j, i])
@@ -157,11 +157,9 @@ def update_workspace(n: int, p: int) -> tuple:
         np.empty(p, dtype=np.int64),  # observed dimensions
         np.empty((p, n)),  # their rows of C
         np.empty((p, p)),  # innovation covariance, then its Cholesky factor L
-        np.empty((p, p)),  # R_oo
         np.empty(p),  # innovation, then S^-1 times it
         np.empty((n, p)),  # P C^T
         np.empty((n, p)),  # gain K
-        np.empty((n, n)),  # I - K C
         np.empty((n, max(n, p))),  # product scratch
     )
 
@@ -183,7 +181,7 @@ def innovation_step(
     and K = P C_o^T S^-1 (see :func:`update_workspace`). Returns the number k of observed
     entries, or -1 when S is not (numerically) positive definite.
     """
-    observed, rows, factor, _, innovation, cross, gain, _, _ = work
+    observed, rows, factor, innovation, cross, gain, _ = work
     n = mean.shape[0]
     k = 0
     for i in range(y.shape[0]):
@@ -241,7 +239,7 @@ def update_step(
     ``out_mean``, ``out_cov``, L and K stay in ``work``. Returns (ok, log N(v | 0, S)); ok is
     False when S is not (numerically) positive definite. A wholly missing step returns (True, 0).
     """
-    observed, rows, factor, noise, innovation, cross, gain, joseph, product = work
+    observed, rows, factor, innovation, cross, gain, product = work
     n = mean.shape[0]
     k = innovation_step(y, u, C, D, R, mean, cov, work)
     if k < 0:
@@ -261,17 +259,33 @@ def update_step(
             value += cross[i, a] * innovation[a]
         out_mean[i] = value
 
+    # Joseph's (I - K C_o) P (I - K C_o)^T + K R_oo K^T with J = I - K C_o applied as a rank-k
+    # update on each side in turn: O(n^2 k) instead of O(n^3), and the rounding of J P is still
+    # multiplied by J (what makes Joseph's form accurate when the update removes most of a variance)
+    copy_into(cov, out_cov)
+    for a in range(k):  # J P, one rank-one term at a time (contiguous inner loops)
+        for i in range(n):
+            weight = gain[i, a]
+            for j in range(n):
+                out_cov[i, j] -= weight * cross[j, a]
     for i in range(n):
-        for j in range(n):
-            value = 1.0 if i == j else 0.0
-            for a in range(k):
-                value -= gain[i, a] * rows[a, j]
-            joseph[i, j] = value
-    for a in range(k):
-        for b in range(k):
-            noise[a, b] = 0.5 * (R[observed[a], observed[b]] + R[observed[b], observed[a]])
-    congruence(joseph, cov, n, out_cov, product, False)
-    congruence(gain, noise, k, out_cov, product, True)
+        for a in range(k):
+            value = 0.0
+            for j in range(n):
+                value += out_cov[i, j] * rows[a, j]
+            product[i, a] = value  # J P C_o^T
+            value = 0.0
+            for b in range(k):
+                value += gain[i, b] * 0.5 * (R[observed[b], observed[a]] + R[observed[a], observed[b]])
+            cross[i, a] = value - product[i, a]  # K R_oo - J P C_o^T (P C_o^T is spent)
+    for a in range(k):  # + (K R_oo - J P C_o^T) K^T, lower triangle, then mirrored
+        for i in range(n):
+            weight = cross[i, a]
+            for j in range(i + 1):
+                out_cov[i, j] += weight * gain[j, a]
+    for i in range(n):
+        for j in range(i):
+            out_cov[j, i] = out_cov[i, j]
     return True, -0.5 * (k * LOG_2PI + log_det + mahalanobis)
 
 
@@ -291,7 +305,7 @@ def _steady_update(
 ) -> float:
     """One step at the steady state: the means of :func:`predict_step` and :func:`update_step`
     with the stored Cholesky factor L of S and gain K; returns log N(v | 0, S)."""
-    _, _, factor, _, innovation, _, gain, _, _ = work
+    _, _, factor, innovation, _, gain, _ = work
     n, p = A.shape[0], C.shape[0]
     affine(A, previous, B, u, predicted)
     affine(C, predicted, D, u, innovation)
@@ -504,7 +518,31 @@ def _filter(
     log_likelihoods,
     failures,
 ):
-    for s in prange(offsets.shape[0] - 1):
+    # one sequence runs in the calling thread: a parallel loop wakes the whole idle thread team,
+    # which then spins on cores other processes need, even for a single task
+    n_sequences = offsets.shape[0] - 1
+    if n_sequences == 1:
+        failures[0], log_likelihoods[0] = _filter_sequence(
+            observations,
+            inputs,
+            offsets[0],
+            offsets[1],
+            initial_means[0],
+            initial_covs[0],
+            diffuse,
+            A,
+            B,
+            Q,
+            C,
+            D,
+            R,
+            predicted_means,
+            predicted_covs,
+            filtered_means,
+            filtered_covs,
+        )
+        return
+    for s in prange(n_sequences):
         failures[s], log_likelihoods[s] = _filter_sequence(
             observations,
             inputs,
@@ -617,45 +655,38 @@ class Disturbances(NamedTuple):
     """Per row t of :func:`rts_smoother`: ``r`` = r_t-1 (n_steps, n) and ``N`` = N_t-1
     (n_steps, n, n), the gradient of log p(y) in x_t's prior mean and (twice) its covariance
     (E[w_t | y] = Q r_t-1, Var[w_t | y] = Q - Q N_t-1 Q); ``NAP`` = N_t-1 A_t P_t-1|t-1
-    (-Q^-1 Cov(w_t, x_t-1 | y)); and in the exact diffuse steps (``diffuse_rows``), per observed
-    entry of y_t, ``u`` = E[v | y] / h, ``half`` = (u^2 - D) / 2 (D = (h - Var[v | y]) / h^2) and
-    ``WP`` = -Cov(v, x_t | y) / h (p, n), h its noise variance (the limits, exact also at h = 0).
+    (-Q^-1 Cov(w_t, x_t-1 | y)); and at the observed entries of y_t (zero elsewhere), with v_t
+    the observation noise, ``u`` = R^-1 E[v_t | y] (p,), ``half`` = (u u^T - D) / 2 (p, p) with
+    Var[v_t | y] = R - R D R, and ``WP`` = -R^-1 Cov(v_t, x_t | y) (p, n): the score in R is
+    the sum of ``half``, in C that of u x_t|T^T - WP (Durbin & Koopman 2012, sec. 7.3.3). In the
+    exact diffuse steps (R diagonal) these are each entry's limits, exact also
+    at a noise variance of 0, and ``half`` is diagonal.
     """
 
     r: np.ndarray
     N: np.ndarray
     NAP: np.ndarray
-    diffuse_rows: np.ndarray
     u: np.ndarray
     half: np.ndarray
     WP: np.ndarray
 
 
 @njit(cache=True)
-def _transposed_congruence(A: np.ndarray, N: np.ndarray, out: np.ndarray, transposed: np.ndarray, product: np.ndarray):
-    """out = A^T N A."""
-    n = A.shape[0]
-    for i in range(n):
-        for j in range(n):
-            transposed[i, j] = A[j, i]
-    congruence(transposed, N, n, out, product, False)
-
-
-@njit(cache=True)
-def _backward_r(k: int, s: np.ndarray, work: tuple, column: np.ndarray, out: np.ndarray) -> None:
-    """r_t-1 = C_o^T S^-1 v + L_t^T r_t = s + C_o^T (S^-1 v - K^T s), with L_t = A (I - K C_o),
-    s = A^T r_t and the step's rows C_o, gain K and S^-1 v (in ``innovation``) in ``work``."""
-    _, rows, _, _, innovation, _, gain, _, _ = work
+def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarray) -> None:
+    """r_t-1 = C_o^T S^-1 v + L_t^T r_t = s + C_o^T u, u = S^-1 v - K^T s (into ``u``), with
+    L_t = A (I - K C_o), s = A^T r_t and the step's rows C_o, gain K and S^-1 v (in ``innovation``)
+    in ``work``."""
+    _, rows, _, innovation, _, gain, _ = work
     n = s.shape[0]
     for a in range(k):
         value = innovation[a]
         for i in range(n):
             value -= gain[i, a] * s[i]
-        column[a] = value
+        u[a] = value
     for i in range(n):
         value = s[i]
         for a in range(k):
-            value += rows[a, i] * column[a]
+            value += rows[a, i] * u[a]
         out[i] = value
 
 
@@ -663,7 +694,7 @@ def _backward_r(k: int, s: np.ndarray, work: tuple, column: np.ndarray, out: np.
 def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarray) -> None:
     """N_t-1 = C_o^T S^-1 C_o + L_t^T N_t L_t from W = A^T N_t A: with X = W K,
     N_t-1 = W + C_o^T (S^-1 C_o + K^T X C_o - X^T) - X C_o, symmetric by construction."""
-    _, rows, factor, _, _, _, gain, _, _ = work
+    _, rows, factor, _, _, gain, _ = work
     X, Y, KX, column = extra
     n = W.shape[0]
     for i in range(n):
@@ -688,46 +719,47 @@ def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarra
             for b in range(k):
                 value += KX[a, b] * rows[b, j]
             Y[a, j] = value
+    copy_into(W, out)
+    for a in range(k):  # lower triangle, one observed entry at a time, then mirrored
+        for i in range(n):
+            row, x = rows[a, i], X[i, a]
+            for j in range(i + 1):
+                out[i, j] += row * Y[a, j] - x * rows[a, j]
     for i in range(n):
-        for j in range(i + 1):
-            value = W[i, j]
-            for a in range(k):
-                value += rows[a, i] * Y[a, j] - X[i, a] * rows[a, j]
-            out[i, j] = value
-            out[j, i] = value
+        for j in range(i):
+            out[j, i] = out[i, j]
 
 
 @njit(cache=True)
-def _steady_maps(
-    A: np.ndarray,
-    filtered: np.ndarray,
-    work: tuple,
-    column: np.ndarray,
-    to_mean: np.ndarray,
-    to_r: np.ndarray,
-    to_r_from_v: np.ndarray,
+def _observation_terms(
+    k: int, work: tuple, u: np.ndarray, KX: np.ndarray, Y: np.ndarray, P: np.ndarray, D: np.ndarray, terms: tuple
 ) -> None:
-    """The linear maps of a steady-state step: P_t|t A^T, L_t^T = (I - K C)^T A^T and C^T S^-1."""
-    _, rows, factor, _, _, _, gain, _, _ = work
-    n, p = to_r_from_v.shape
-    for i in range(n):
+    """A step's terms of the score in C, D and R at its observed entries o (Durbin & Koopman 2012,
+    sec. 7.3.3): u = S^-1 v - K'^T r_t (given), D = S^-1 + K'^T N_t K' (= S^-1 + ``KX``, kept in
+    ``D``), (u u^T - D) / 2 and (S^-1 C_o - K'^T N_t L_t) P_t|t-1 (= ``Y`` P) into the rows
+    ``terms`` = (u, half, WP) (zero elsewhere), K' = A K the gain into the next state."""
+    observed, factor = work[0], work[2]
+    u_out, half_out, WP_out = terms
+    n = P.shape[0]
+    column = work[3]  # S^-1 v is spent: r_t-1 is made
+    for b in range(k):
+        for a in range(k):
+            column[a] = 1.0 if a == b else 0.0
+        forward_substitute(factor, k, column)
+        backward_substitute(factor, k, column)
+        for a in range(k):
+            D[a, b] = column[a] + KX[a, b]
+    for a in range(k):
+        o = observed[a]
+        u_out[o] = u[a]
+        for b in range(k):
+            half_out[o, observed[b]] = 0.5 * (u[a] * u[b] - D[a, b])
         for j in range(n):
-            value = 0.0
-            for k in range(n):
-                value += filtered[i, k] * A[j, k]
-            to_mean[i, j] = value
-            value = A[j, i]
-            for k in range(n):
-                for a in range(p):
-                    value -= rows[a, i] * gain[k, a] * A[j, k]
-            to_r[i, j] = value
-    for i in range(n):
-        for a in range(p):
-            column[a] = rows[a, i]
-        forward_substitute(factor, p, column)
-        backward_substitute(factor, p, column)
-        for a in range(p):
-            to_r_from_v[i, a] = column[a]
+            WP_out[o, j] = 0.0
+        for i in range(n):
+            weight = Y[a, i]
+            for j in range(n):
+                WP_out[o, j] += weight * P[i, j]
 
 
 @njit(cache=True)
@@ -761,23 +793,24 @@ def _smooth_sequence(
         begin = first + diffuse_infs.shape[0] - 1
     n, p = A.shape[1], C.shape[1]
     work = update_workspace(n, p)
-    innovation, product = work[4], work[8]
-    column = np.empty(p)
-    extra = (np.empty((n, p)), np.empty((p, n)), np.empty((p, p)), column)
+    innovation, product = work[3], work[6]
+    u, D_t = np.empty(p), np.empty((p, p))
+    extra = (np.empty((n, p)), np.empty((p, n)), np.empty((p, p)), np.empty(p))  # X, Y, KX, a column
     r, N = np.zeros(n), np.zeros((n, n))  # r_t, N_t: zero after the last step
     r_new, N_new = np.empty(n), np.empty((n, n))
     s, W = np.zeros(n), np.zeros((n, n))
-    transposed, ahead, weighted = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
-    to_mean, to_r, to_r_from_v = np.empty((n, n)), np.empty((n, n)), np.empty((n, p))
+    ahead, weighted = np.empty((n, n)), np.empty((n, n))
     rs, Ns, NAP = disturbances[0], disturbances[1], disturbances[2]
-    keep = Ns.shape[0] > 0
+    terms = (disturbances[3], disturbances[4], disturbances[5])
+    keep, covariances = Ns.shape[0] > 0, smoothed_covs.shape[0] > 0
     invariant = A.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
     steady, full_next = False, False  # nothing follows the last step
     for t in range(last - 1, begin - 1, -1):
         P, y, filtered = predicted_covs[t], observations[t], filtered_covs[t]
         final = t == last - 1
-        # At the filter's steady state the step repeats the next one's factor and gain, and
-        # once N_t-1 repeats N_t, so do the smoothed and cross covariances.
+        # At the filter's steady state the step repeats the next one's factor and gain (``same``),
+        # and once N_t-1 repeats N_t (``steady``), so do N, NAP, D, WP and the smoothed and
+        # cross covariances: only r and the means move.
         full = _fully_observed(y)
         same = (
             invariant
@@ -787,30 +820,6 @@ def _smooth_sequence(
             and _identical(filtered, filtered_covs[t + 1])
         )
         full_next = full
-        if same and steady:
-            # the steady state: x_t|T = x_t|t + (P_t|t A^T) r_t, r_t-1 = (L_t^T) r_t + (C^T S^-1) v
-            affine(C[0], predicted_means[t], _at(D, t), inputs[t], innovation)
-            for i in range(n):
-                value = filtered_means[t, i]
-                for j in range(n):
-                    value += to_mean[i, j] * r[j]
-                smoothed_means[t, i] = value
-                value = 0.0
-                for j in range(n):
-                    value += to_r[i, j] * r[j]
-                for a in range(p):
-                    value += to_r_from_v[i, a] * (y[a] - innovation[a])
-                r_new[i] = value
-            for i in range(n):
-                for j in range(n):
-                    smoothed_covs[t, i, j] = smoothed_covs[t + 1, i, j]
-                    cross_covs[t + 1, i, j] = cross_covs[t + 2, i, j]
-            r, r_new = r_new, r
-            if keep:
-                copy_into(r, rs[t])
-                copy_into(N, Ns[t])
-                copy_into(NAP[t + 2], NAP[t + 1])
-            continue
         if same:
             affine(C[0], predicted_means[t], _at(D, t), inputs[t], innovation)
             k = p
@@ -834,18 +843,36 @@ def _smooth_sequence(
             for j in range(n):
                 value += filtered[i, j] * s[j]
             smoothed_means[t, i] = value
-        _backward_r(k, s, work, column, r_new)
+        _backward_r(k, s, work, u, r_new)
+        r, r_new = r_new, r
+        if same and steady:
+            if keep:
+                copy_into(r, rs[t])
+                copy_into(N, Ns[t])
+                copy_into(NAP[t + 2], NAP[t + 1])
+                copy_into(terms[2][t + 1], terms[2][t])
+                for a in range(p):
+                    terms[0][t, a] = u[a]
+                    for b in range(p):
+                        terms[1][t, a, b] = 0.5 * (u[a] * u[b] - D_t[a, b])
+            if covariances:
+                copy_into(smoothed_covs[t + 1], smoothed_covs[t])
+                copy_into(cross_covs[t + 2], cross_covs[t + 1])
+            continue
         if not final:
-            _transposed_congruence(At, N, W, transposed, product)
+            propagate(At, N, W, product, True)  # A^T N_t A
         _backward_N(k, W, work, extra, N_new)
-        if final:
+        if keep:
+            _observation_terms(k, work, u, extra[2], extra[1], P, D_t, (terms[0][t], terms[1][t], terms[2][t]))
+        if final and covariances:
             copy_into(filtered, smoothed_covs[t])
-        else:
+        elif not final and (keep or covariances):
             # P_t|T = P_t|t - G^T N_t G and Cov(x_t+1, x_t | y) = (I - P_t+1|t N_t) G, G = A P_t|t
             _multiply(At, filtered, ahead)
             _multiply(N, ahead, weighted)  # N_t A P_t|t
             if keep:
                 copy_into(weighted, NAP[t + 1])
+        if not final and covariances:
             for i in range(n):
                 for j in range(i + 1):
                     value = filtered[i, j]
@@ -862,9 +889,6 @@ def _smooth_sequence(
                     cross_covs[t + 1, i, j] = value
         steady = same and _converged(N_new, N)
         N, N_new = N_new, N
-        if steady:
-            _steady_maps(At, filtered, work, column, to_mean, to_r, to_r_from_v)
-        r, r_new = r_new, r
         if keep:
             copy_into(r, rs[t])
             copy_into(N, Ns[t])
@@ -890,9 +914,8 @@ def _smooth_sequence(
             cross_covs,
             disturbances,
         )
-    for i in range(n):
-        for j in range(n):
-            cross_covs[first, i, j] = 0.0
+    if covariances:
+        cross_covs[first] = 0.0
 
 
 @njit(cache=True)
@@ -904,11 +927,12 @@ def _diffuse_variances(
     n, p = A.shape[1], C.shape[1]
     work = diffuse_workspace(n, p)
     mean, Pstar, Pinf, following = np.empty(n), np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+    scratch = np.empty((n, n))
     diffuse_start(predicted_means[first], predicted_covs[first], mask, mean, Pstar, Pinf)
     d = 0
     for t in range(first, last):
         if t > first:
-            propagate(_at(A, t), Pinf, following)
+            propagate(_at(A, t), Pinf, following, scratch, False)
             Pinf, following = following, Pinf
             if identified(Pinf):
                 break
@@ -944,7 +968,7 @@ def _diffuse_variances(
             work,
         )
         if t + 1 < last:
-            propagate(_at(A, t + 1), Pinf, variances[t + 1 - first])
+            propagate(_at(A, t + 1), Pinf, variances[t + 1 - first], scratch, False)
     return variances
 
 
@@ -985,8 +1009,9 @@ def _diffuse_backward(
     r0, r1 = r.copy(), np.zeros(n)
     N0, N1, N2 = N.copy(), np.zeros((n, n)), np.zeros((n, n))
     Pinf, mean, Pstar, moved = np.empty((n, n)), np.empty(n), np.empty((n, n)), np.empty((n, n))
-    rs, Ns, NAP, diffuse_rows, obs_u, obs_half, obs_WP = disturbances
-    keep = Ns.shape[0] > 0
+    rs, Ns, NAP, obs_u, obs_half, obs_WP = disturbances
+    keep, covariances = Ns.shape[0] > 0, smoothed_covs.shape[0] > 0
+    sink = np.empty((n, n))  # the covariances not asked for
     for t in range(begin - 1, first - 1, -1):
         copy_into(variances[t - first], Pinf)
         diffuse_update(
@@ -1013,7 +1038,7 @@ def _diffuse_backward(
                 N0,
                 N1,
                 N2,
-                cross_covs[t + 1],
+                cross_covs[t + 1] if covariances else sink,
                 scratch,
             )
             if keep:
@@ -1026,13 +1051,13 @@ def _diffuse_backward(
                     mean[i] = value
                 copy_into(mean, vector)
             for matrix in (N0, N1, N2):
-                _transposed_congruence(At, matrix, moved, scratch[0], scratch[1])
+                propagate(At, matrix, moved, scratch[0], True)
                 copy_into(moved, matrix)
         k = 0
         for i in range(observations.shape[1]):
             if not np.isnan(observations[t, i]):
                 k += 1
-        terms = (obs_u[t], obs_half[t], obs_WP[t]) if keep else (np.empty(0), np.empty(0), np.empty((0, n)))
+        terms = (obs_u[t], obs_half[t], obs_WP[t]) if keep else (np.empty(0), np.empty((0, 0)), np.empty((0, n)))
         diffuse_backward_step(k, work, r0, r1, N0, N1, N2, scratch, terms)
         diffuse_smoothed(
             predicted_means[t],
@@ -1044,25 +1069,26 @@ def _diffuse_backward(
             N1,
             N2,
             smoothed_means[t],
-            smoothed_covs[t],
+            smoothed_covs[t] if covariances else sink,
             scratch[0],
         )
         if keep:
             copy_into(r0, rs[t])
             copy_into(N0, Ns[t])
-            diffuse_rows[t] = True
 
 
 @njit(cache=True)
 def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = a b for square matrices."""
+    """out = a b for square matrices, row by row, skipping the zero entries of a (sparse dynamics)."""
     n = a.shape[0]
     for i in range(n):
         for j in range(n):
-            value = 0.0
-            for k in range(n):
-                value += a[i, k] * b[k, j]
-            out[i, j] = value
+            out[i, j] = 0.0
+        for k in range(n):
+            weight = a[i, k]
+            if weight != 0.0:
+                for j in range(n):
+                    out[i, j] += weight * b[k, j]
 
 
 @njit(cache=True, parallel=True)
@@ -1084,7 +1110,29 @@ def _smooth(
     cross_covs,
     disturbances,
 ):
-    for s in prange(offsets.shape[0] - 1):
+    n_sequences = offsets.shape[0] - 1
+    if n_sequences == 1:  # in the calling thread, as in _filter
+        _smooth_sequence(
+            observations,
+            inputs,
+            offsets[0],
+            offsets[1],
+            filtered_means,
+            filtered_covs,
+            predicted_means,
+            predicted_covs,
+            diffuse,
+            A,
+            C,
+            D,
+            R,
+            smoothed_means,
+            smoothed_covs,
+            cross_covs,
+            disturbances,
+        )
+        return
+    for s in prange(n_sequences):
         _smooth_sequence(
             observations,
             inputs,
@@ -1121,6 +1169,7 @@ def rts_smoother(
     *,
     diffuse: np.ndarray | None = None,
     disturbances: bool = False,
+    covariances: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """The fixed-interval (Rauch-Tung-Striebel) smoother, after :func:`kalman_filter`, in Durbin &
     Koopman's backward form (2012, sec. 4.4-4.7): no predicted covariance is inverted, so
@@ -1137,7 +1186,9 @@ def rts_smoother(
     prior). The arguments are those of :func:`kalman_filter` and its outputs. Returns smoothed
     means (n_steps, n), smoothed covariances (n_steps, n, n) and lag-one cross-covariances
     Cov(x_t, x_t-1 | y) (n_steps, n, n), zero at sequence starts; with ``disturbances`` also
-    the :class:`Disturbances` the score of the log-likelihood is made of.
+    the :class:`Disturbances` the score of the log-likelihood is made of. Without
+    ``covariances`` the smoothed and cross-covariances (O(n^3) a step) are skipped and
+    returned as None: the score needs neither.
 
     With ``diffuse`` (as for :func:`kalman_filter`), the diffuse steps are smoothed exactly
     (:mod:`modeshift._kernels.diffuse`): r and N are then the kappa^0 coefficients r0, N0.
@@ -1149,15 +1200,15 @@ def rts_smoother(
     inputs = np.zeros((n_steps, 0)) if inputs is None else np.ascontiguousarray(inputs, dtype=float)
     D = np.zeros((1, p, inputs.shape[1])) if feedthrough_matrices is None else _stack(feedthrough_matrices)
     smoothed_means = np.empty((n_steps, n))
-    smoothed_covs, cross_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
+    covs = n_steps if covariances else 0
+    smoothed_covs, cross_covs = np.empty((covs, n, n)), np.empty((covs, n, n))
     kept = n_steps if disturbances else 0
     out = Disturbances(
         np.zeros((kept, n)),
         np.zeros((kept, n, n)),
         np.zeros((kept, n, n)),
-        np.zeros(kept, dtype=np.bool_),
         np.zeros((kept, p)),
-        np.zeros((kept, p)),
+        np.zeros((kept, p, p)),
         np.zeros((kept, p, n)),
     )
     with threads_for(len(offsets) - 1):
@@ -1177,6 +1228,8 @@ def rts_smoother(
             cross_covs,
             tuple(out),
         )
+    if not covariances:
+        smoothed_covs = cross_covs = None
     if disturbances:
         return smoothed_means, smoothed_covs, cross_covs, out
     return smoothed_means, smoothed_covs, cross_covs

@@ -351,8 +351,11 @@ class LinearGaussianSSM(Model):
             diffuse=self._diffuse_mask(),
         )
 
-    def _run_smoother(self, seqs: Sequences, params: dict[str, np.ndarray], disturbances: bool) -> tuple:
-        """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs)."""
+    def _run_smoother(
+        self, seqs: Sequences, params: dict[str, np.ndarray], disturbances: bool, covariances: bool = True
+    ) -> tuple:
+        """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs); without
+        ``covariances`` the smoothed covariances are None (:func:`kernels.rts_smoother`)."""
         log_lik, *filtered = self._run_filter(seqs, params)
         m = self.input_dim
         smoothed = kernels.rts_smoother(
@@ -366,6 +369,7 @@ class LinearGaussianSSM(Model):
             feedthrough_matrices=params["D"] if m > 0 else None,
             diffuse=self._diffuse_mask(),
             disturbances=disturbances,
+            covariances=covariances,
         )
         return float(log_lik.sum()), filtered, smoothed
 
@@ -381,12 +385,9 @@ class LinearGaussianSSM(Model):
             raise NotImplementedError(
                 "the analytic score of a model with an exact diffuse start needs a diagonal observation_covariance_"
             )
-        log_lik, (_, _, pm, pc), (sm, _, _, disturbances) = self._run_smoother(seqs, params, True)
+        log_lik, _, (sm, _, _, disturbances) = self._run_smoother(seqs, params, True, covariances=False)
         U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
-        gradient = lds_mle.score(
-            seqs.values, U, seqs.starts, seqs.linked_rows, params, (pm, pc), sm, disturbances, mask
-        )
-        return log_lik, gradient
+        return log_lik, lds_mle.score(U, seqs.starts, seqs.linked_rows, sm, disturbances, mask)
 
     def standard_errors(
         self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None

@@ -12,7 +12,7 @@ difference of nearly equal numbers next to Q = 0 (and undefined at a singular Q)
 the smoothed disturbances (Koopman & Shephard 1992; Durbin & Koopman 2012, sec. 7.3) it has no
 inverse of Q or R. The smoother (:func:`modeshift._kernels.rts_smoother`) gives r_t-1 and N_t-1
 (E[w_t | Y] = Q r_t-1, Var[w_t | Y] = Q - Q N_t-1 Q) without inverting any covariance, and u_t,
-D_t follow for the observation noise (E[v_t | Y] = R u_t, u_t = F_t^-1 e_t - K_t' r_t,
+D_t for the observation noise (E[v_t | Y] = R u_t, u_t = F_t^-1 e_t - K_t' r_t,
 D_t = F_t^-1 + K_t' N_t K_t, e_t and F_t the innovation and its covariance,
 K_t = A P_t|t-1 C' F_t^-1):
 
@@ -43,7 +43,6 @@ from scipy import optimize
 
 from modeshift._kernels.kalman import Disturbances
 from modeshift._kernels.linalg import cholesky_in_place
-from modeshift.dynamics import missingness_patterns
 
 __all__ = ["GTOL", "Parameterisation", "cholesky_factor", "polish", "score", "standard_errors"]
 
@@ -161,67 +160,38 @@ class Parameterisation:
 
 
 def score(
-    Y: np.ndarray,
     U: np.ndarray,
     starts: np.ndarray,
     linked: np.ndarray,
-    params: dict[str, np.ndarray],
-    predicted: tuple[np.ndarray, np.ndarray],
     smoothed_means: np.ndarray,
     disturbances: Disturbances,
     diffuse: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """dl/dtheta for every key of ``params`` (for a covariance S, the symmetric G with
-    dl = tr(G dS)), from the filter's and the smoother's outputs for every row.
+    """dl/dtheta for every parameter A, B, C, D, R, Q, m0, P0 (for a covariance S, the
+    symmetric G with dl = tr(G dS)), from the smoother's outputs for every row.
 
-    ``Y`` (T, p) with NaN for missing entries, inputs ``U`` (T, m), the rows ``starts`` that
-    begin a sequence and the rows ``linked`` that have a predecessor; ``predicted`` the
-    (means, covariances) of x_t given y before t, ``smoothed_means`` those given all y, and
-    ``disturbances`` from ``rts_smoother(disturbances=True)``. With an exact ``diffuse`` start
-    (a boolean mask over the state), the diffuse steps contribute their exact limits (R must
-    then be diagonal), and the gradient in m0, P0 is 0 on the diffuse components.
+    Inputs ``U`` (T, m), the rows ``starts`` that begin a sequence and the rows ``linked`` that
+    have a predecessor; ``smoothed_means`` of x_t given all y, and ``disturbances`` from
+    ``rts_smoother(disturbances=True)``, whose observation terms (u_t, D_t and the product for
+    dl/dC, at each step's observed entries) make the gradient in C, D and R. With an exact
+    ``diffuse`` start (a boolean mask over the state), the diffuse steps contribute their exact
+    limits (R must then be diagonal), and the gradient in m0, P0 is 0 on the diffuse components.
     """
-    A, C, D, R = (params[key] for key in "ACDR")
-    pm, pc = predicted
     sm = smoothed_means
-    r, N, NAP, diffuse_rows = disturbances.r, disturbances.N, disturbances.NAP, disturbances.diffuse_rows
+    r, N, NAP = disturbances.r, disturbances.N, disturbances.NAP
     half_outer = 0.5 * (r[:, :, None] * r[:, None, :] - N)
-    proper = np.ones(len(A), dtype=bool) if diffuse is None else ~np.asarray(diffuse)
-    out = {
+    proper = np.ones(r.shape[1], dtype=bool) if diffuse is None else ~np.asarray(diffuse)
+    u, gR = disturbances.u, disturbances.half.sum(axis=0)
+    return {
         "Q": half_outer[linked].sum(axis=0),
         "A": r[linked].T @ sm[linked - 1] - NAP[linked].sum(axis=0),
         "B": r[linked].T @ U[linked],
         "m0": np.where(proper, r[starts].sum(axis=0), 0.0),
         "P0": np.where(np.outer(proper, proper), half_outer[starts].sum(axis=0), 0.0),
+        "C": u.T @ sm - disturbances.WP.sum(axis=0),
+        "D": u.T @ U,
+        "R": 0.5 * (gR + gR.T),
     }
-    after_r, after_N = np.zeros_like(r), np.zeros_like(N)  # r_t, N_t: those of the next row, 0 at an end
-    after_r[linked - 1], after_N[linked - 1] = r[linked], N[linked]
-    gC, gD, gR = np.zeros_like(C), np.zeros_like(D), np.zeros_like(R)
-    ordinary = np.where(diffuse_rows[:, None], np.nan, Y)  # the diffuse steps come below
-    for rows, observed in missingness_patterns(ordinary):
-        if not observed.any():
-            continue
-        rows = slice(None) if rows is None else rows
-        o = np.flatnonzero(observed)
-        Co, Do, Roo = C[o], D[o], R[np.ix_(o, o)]
-        P, x, u_in, r_next, N_next = pc[rows], pm[rows], U[rows], after_r[rows], after_N[rows]
-        v = Y[rows][:, o] - x @ Co.T - u_in @ Do.T
-        F_inverse = np.linalg.inv(Co @ P @ Co.T + Roo)
-        K = A @ P @ Co.T @ F_inverse  # (rows, n, k): the gain into the next state
-        KT = np.swapaxes(K, 1, 2)
-        u = np.einsum("tab,tb->ta", F_inverse, v) - np.einsum("tan,tn->ta", KT, r_next)
-        Dmat = F_inverse + KT @ N_next @ K
-        L = A - K @ Co
-        gR[np.ix_(o, o)] += 0.5 * (u.T @ u - Dmat.sum(axis=0))
-        gC[o] += u.T @ sm[rows] - ((F_inverse @ Co - KT @ N_next @ L) @ P).sum(axis=0)
-        gD[o] += u.T @ u_in
-    rows = np.flatnonzero(diffuse_rows)
-    u = disturbances.u[rows]
-    gC += u.T @ sm[rows] - disturbances.WP[rows].sum(axis=0)
-    gD += u.T @ U[rows]
-    gR[np.diag_indices_from(gR)] += disturbances.half[rows].sum(axis=0)
-    out.update(C=gC, D=gD, R=0.5 * (gR + gR.T))
-    return out
 
 
 def polish(
