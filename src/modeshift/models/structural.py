@@ -299,9 +299,12 @@ class StructuralModel(Model):
         sizes = [len(c.names()) for c in self.components]
         return np.split(np.asarray(params, dtype=float), np.cumsum(sizes)[:-1])
 
-    def _system(self, params: np.ndarray, seqs: Sequences) -> _System:
+    def _system(self, params: np.ndarray, seqs: Sequences | None = None) -> _System:
         """The stacked matrices at ``params`` (the components checked already)."""
-        blocks = [c.block(values) for c, values in zip(self.components, self._split(params))]
+        return self._stack([c.block(values) for c, values in zip(self.components, self._split(params))])
+
+    def _stack(self, blocks: list[Any]) -> _System:
+        """The components' blocks as one state-space model: block-diagonal dynamics, added observations."""
         n = sum(len(b.diffuse) for b in blocks)
         A, Q, P0 = np.zeros((n, n)), np.zeros((n, n)), np.zeros((n, n))
         B, m0 = np.zeros((n, 1 + self.n_exog)), np.zeros(n)
@@ -400,23 +403,34 @@ class StructuralModel(Model):
             value += 0.5 * np.sum(_LOG_2PI + np.log(variance[burned]) + innovation[burned] ** 2 / variance[burned])
         return _Filtered(value, fm, fc, standardised)
 
-    def _value_and_gradient(self, params: np.ndarray, seqs: Sequences, layout: _Layout, x: np.ndarray) -> tuple:
+    def _value_and_gradient(
+        self, x: np.ndarray, layout: _Layout, seqs: Sequences, engine: LinearGaussianSSM
+    ) -> tuple[float, np.ndarray]:
         """log L at ``layout.params(x)`` and its gradient in x: the analytic gradient in the
         system matrices (:func:`modeshift.models.lds_mle.score`, the Fisher identity), times the
-        derivative of the matrices in x by central differences of the (cheap) map x -> matrices."""
-        system = self._system(params, seqs)
-        value, matrix_gradient = self._engine(system)._score(self._with_inputs(seqs), self._matrices(system))
+        derivative of the matrices in x by central differences of the (cheap) map from a
+        component's free values to its block, the other blocks held. ``seqs`` carries the inputs
+        (1, exog_t) and ``engine`` is :meth:`_engine` (both made once per fit)."""
+        parts = layout.split(x)
+        blocks = [c.block(c.from_free(part)) for c, part in zip(self.components, parts)]
+        matrices = self._matrices(self._stack(blocks))
+        value, matrix_gradient = engine._score(seqs, matrices)
         gradient = np.zeros_like(x)
-        for i in range(len(x)):
-            h = 1e-6 * max(1.0, abs(x[i]))
-            up, down = x.copy(), x.copy()
-            up[i] += h
-            down[i] -= h
-            above = self._matrices(self._system(layout.params(up), seqs))
-            below = self._matrices(self._system(layout.params(down), seqs))
-            gradient[i] = sum(float(np.sum(matrix_gradient[key] * (above[key] - below[key]))) for key in above) / (
-                2 * h
-            )
+        i = 0
+        for k, (component, part) in enumerate(zip(self.components, parts)):
+            for j in range(len(part)):
+                h = 1e-6 * max(1.0, abs(x[i]))
+                shifted = []
+                for step in (h, -h):
+                    moved = part.copy()
+                    moved[j] += step * layout.units[i]
+                    around = blocks.copy()
+                    around[k] = component.block(component.from_free(moved))
+                    shifted.append(self._matrices(self._stack(around)))
+                above, below = shifted
+                gradient[i] = sum(float(np.sum(matrix_gradient[key] * (above[key] - below[key]))) for key in above)
+                gradient[i] /= 2 * h
+                i += 1
         return value, gradient
 
     def _log_likelihood(self, params: np.ndarray, seqs: Sequences) -> float:
@@ -457,7 +471,9 @@ class StructuralModel(Model):
         return self
 
     def _climb(self, seqs: Sequences, layout: _Layout, history: list[float]) -> np.ndarray:
-        """L-BFGS-B on -log L in the scaled free vector, with a central-difference gradient."""
+        """L-BFGS-B on -log L in the scaled free vector: the analytic gradient (the exact start) or
+        central differences of log L (the approximate start)."""
+        with_inputs, engine = self._with_inputs(seqs), self._engine(self._system(layout.params(layout.x0)))
         values: dict[bytes, float] = {}
 
         def negative(x: np.ndarray) -> float:
@@ -473,7 +489,7 @@ class StructuralModel(Model):
             gradient = np.zeros_like(x)
             if self.diffuse_variance is None:  # the exact start: the analytic gradient
                 try:
-                    value, gradient = self._value_and_gradient(layout.params(x), seqs, layout, x)
+                    value, gradient = self._value_and_gradient(x, layout, with_inputs, engine)
                 except (ValueError, np.linalg.LinAlgError):
                     value = -np.inf
                 value = -value if np.isfinite(value) else _UNDEFINED
@@ -832,6 +848,9 @@ class _Layout:
         parts = np.split(np.asarray(params, dtype=float), np.cumsum(self.sizes)[:-1])
         return np.concatenate([c.to_free(p) for c, p in zip(self.components, parts)])
 
+    def split(self, x: np.ndarray) -> list[np.ndarray]:
+        """Each component's free values (unscaled)."""
+        return np.split(x * self.units, np.cumsum(self.sizes)[:-1])
+
     def params(self, x: np.ndarray) -> np.ndarray:
-        parts = np.split(x * self.units, np.cumsum(self.sizes)[:-1])
-        return np.concatenate([c.from_free(p) for c, p in zip(self.components, parts)])
+        return np.concatenate([c.from_free(p) for c, p in zip(self.components, self.split(x))])
