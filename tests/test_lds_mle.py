@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,6 @@ from modeshift import LinearGaussianSSM
 from modeshift.data import as_sequences
 from modeshift.datasets import load_nile
 from modeshift.models import em, lds_mle
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _tiny_problem():
@@ -130,17 +127,14 @@ def test_white_noise_reaches_the_zero_level_variance_with_defaults():
 def test_unemployment_reaches_the_zero_noise_variance_with_defaults():
     """The US unemployment rate (statsmodels' macrodata) as a local level: the irregular variance's
     MLE is 0; statsmodels finds level variance 0.118215 (ours is a little higher in its likelihood)."""
-    pd = pytest.importorskip("pandas")
-    if not (SHARED / "macrodata.csv").exists():
-        pytest.skip("needs ../shared/data/macrodata.csv")
-    y = pd.read_csv(SHARED / "macrodata.csv")["unemp"].to_numpy(dtype=float)
+    sm = pytest.importorskip("statsmodels.api")
+    y = sm.datasets.macrodata.load_pandas().data["unemp"].to_numpy(dtype=float)
     with warnings.catch_warnings():
         warnings.simplefilter("error", em.ConvergenceWarning)
         model = LinearGaussianSSM.local_level().fit(y)
     assert model.converged_
     assert model.observation_covariance_[0, 0] < 1e-12
     assert model.transition_covariance_[0, 0] == pytest.approx(0.118218, rel=1e-5)
-    sm = pytest.importorskip("statsmodels.api")
     exact = sm.tsa.UnobservedComponents(y, "llevel", use_exact_diffuse=True)
     ours = np.array([model.observation_covariance_[0, 0], model.transition_covariance_[0, 0]])
     assert exact.loglike(ours) >= exact.fit(disp=False).llf - 1e-9
