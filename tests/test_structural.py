@@ -346,7 +346,7 @@ def test_nile_log_likelihood_equals_statsmodels_exact_diffuse(nile):
 def test_block_diagonal_stacking():
     model = StructuralModel(components=(LocalLevel(), ARIMA(2, 0, 1), Irregular()))
     model.params_ = np.array([1.0, 0.5, 0.2, 0.3, 2.0, 0.5])
-    system = model._system(model.params_, __import__("modeshift").as_sequences(np.zeros(3)))
+    system = model._system(model.params_)
     level, arma = LocalLevel().block(np.array([1.0])), ARIMA(2, 0, 1).block(np.array([0.5, 0.2, 0.3, 2.0]))
     np.testing.assert_array_equal(system.A, linalg.block_diag(level.dynamics, arma.dynamics))
     np.testing.assert_array_equal(system.Q, linalg.block_diag(level.covariance, arma.covariance))

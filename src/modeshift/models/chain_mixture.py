@@ -234,13 +234,8 @@ class MarkovChainMixture(Model):
         return {name: np.array(self.__dict__[name]) for name in _PARAMETERS}
 
     def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
-        previous = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
         self.__dict__.update(snapshot)
-        try:
-            self._parameters()  # probabilities in [0, 1] summing to 1 (an extrapolation may leave them)
-        except ValueError:
-            self.__dict__.update(previous)
-            raise
+        self._parameters()  # probabilities in [0, 1] summing to 1 (an extrapolation may leave them)
 
     def _maximize(self, counts: _Counts, responsibilities: np.ndarray) -> tuple[np.ndarray, ...]:
         """Posterior mode of (weights, startprob, transmat) given responsibilities (n, K)."""

@@ -276,8 +276,7 @@ class _Squarem:
         self.fallback = None
         if np.isfinite(value) and value >= floor:
             return True
-        self.model._em_restore(theta_2)
-        self.step_max = max(1.0, self.step_max / 4.0)
+        self._back_off(theta_2)
         return False
 
     def before_update(self) -> None:
@@ -307,7 +306,11 @@ class _Squarem:
         try:
             self.model._em_restore(extrapolated)
         except ValueError:  # outside the parameter space
-            self.model._em_restore(theta_2)
-            self.step_max = max(1.0, self.step_max / 4.0)
+            self._back_off(theta_2)
             return
         self.fallback = (theta_2, value)
+
+    def _back_off(self, theta_2: dict[str, np.ndarray]) -> None:
+        """Back on EM's own path at theta_2, with a shorter bound on the next step."""
+        self.model._em_restore(theta_2)
+        self.step_max = max(1.0, self.step_max / 4.0)

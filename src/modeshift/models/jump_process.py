@@ -329,13 +329,8 @@ class MarkovJumpProcess(Model):
         return {"rate_matrix_": self.rate_matrix_.copy()}
 
     def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
-        previous = self.rate_matrix_
         self.rate_matrix_ = snapshot["rate_matrix_"]
-        try:
-            self._rate_matrix()  # non-negative rates (an extrapolation may leave them)
-        except ValueError:
-            self.rate_matrix_ = previous
-            raise
+        self._rate_matrix()  # non-negative rates (an extrapolation may leave them)
 
     # ----------------------------------------------------------------- inference
     def score(

@@ -20,7 +20,7 @@ from modeshift.statistics import Statistics
 if TYPE_CHECKING:
     from modeshift.smc.adapters import LinearGaussian
 
-__all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult"]
+__all__ = ["FilterResult", "LinearGaussianSSM", "SmootherResult", "predictive_moments"]
 
 PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for list input
 
@@ -37,6 +37,27 @@ _PARAMETERS = {
 }
 _NEGLIGIBLE = 1e-9  # a variance below this fraction of y's one-step variance is taken as 0
 _FIT_RESULTS = ("history_", "converged_", "n_iter_", "log_likelihood_")
+
+
+def predictive_moments(
+    mean: np.ndarray, cov: np.ndarray, params: dict[str, np.ndarray], future_inputs: np.ndarray
+) -> Forecast:
+    """The predictive law of y_T+1..T+h from the filtered state N(mean, cov) at T:
+    x_T+h|T = A x_T+h-1|T + B u_T+h, P_T+h|T = A P_T+h-1|T A' + Q, and y_T+h has mean
+    C x_T+h|T + D u_T+h and covariance C P_T+h|T C' + R (``params`` keys A, Q, C, R, B, D;
+    ``future_inputs`` (h, m), m = 0 without inputs)."""
+    A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
+    horizon, p = len(future_inputs), C.shape[0]
+    means, covs = np.empty((horizon, p)), np.empty((horizon, p, p))
+    x, P = mean, cov
+    for h, u in enumerate(future_inputs):
+        x = A @ x + B @ u
+        P = A @ P @ A.T + Q
+        P = 0.5 * (P + P.T)
+        means[h] = C @ x + D @ u
+        y_cov = C @ P @ C.T + R
+        covs[h] = 0.5 * (y_cov + y_cov.T)
+    return Forecast(means, covs)
 
 
 @dataclass(frozen=True)
@@ -462,22 +483,10 @@ class LinearGaussianSSM(Model):
         futures = check_future_inputs(
             future_inputs, horizon, seqs.n_sequences, self.input_dim, "this LinearGaussianSSM"
         )
-        A, Q, C, R, B, D = (params[k] for k in "AQCRBD")
-        parts = []
-        for s in range(seqs.n_sequences):
-            last = seqs.offsets[s + 1] - 1
-            x, P = fm[last], fc[last]
-            mean_s, cov_s = np.empty((horizon, C.shape[0])), np.empty((horizon, C.shape[0], C.shape[0]))
-            for h in range(horizon):
-                u = futures[s][h]
-                x = A @ x + B @ u
-                P = A @ P @ A.T + Q
-                P = 0.5 * (P + P.T)
-                mean_s[h] = C @ x + D @ u
-                cov = C @ P @ C.T + R
-                cov_s[h] = 0.5 * (cov + cov.T)
-            parts.append(Forecast(mean_s, cov_s))
-        return Forecast.of_sequences(parts)
+        ends = seqs.offsets[1:] - 1
+        return Forecast.of_sequences(
+            [predictive_moments(fm[end], fc[end], params, future) for end, future in zip(ends, futures)]
+        )
 
     def sample(
         self,

@@ -45,7 +45,7 @@ from scipy import optimize, stats
 from modeshift.data import Sequences, as_sequences
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
-from modeshift.models.lds import LinearGaussianSSM, SmootherResult
+from modeshift.models.lds import LinearGaussianSSM, SmootherResult, predictive_moments
 from modeshift.models.params import Integer, Number, OneOf, Rule, either
 from modeshift.models.structural_components import (
     ARIMA,
@@ -299,7 +299,7 @@ class StructuralModel(Model):
         sizes = [len(c.names()) for c in self.components]
         return np.split(np.asarray(params, dtype=float), np.cumsum(sizes)[:-1])
 
-    def _system(self, params: np.ndarray, seqs: Sequences | None = None) -> _System:
+    def _system(self, params: np.ndarray) -> _System:
         """The stacked matrices at ``params`` (the components checked already)."""
         return self._stack([c.block(values) for c, values in zip(self.components, self._split(params))])
 
@@ -348,13 +348,12 @@ class StructuralModel(Model):
     # ---------------------------------------------------------- the likelihood
     def _engine(self, system: _System) -> LinearGaussianSSM:
         """The state-space model at ``system``, whose filter, smoother and score do the work."""
-        engine = LinearGaussianSSM(
+        return LinearGaussianSSM(
             state_dim=len(system.m0),
             obs_dim=1,
             input_dim=1 + self.n_exog,
             diffuse=False if self.diffuse_variance is not None else [bool(d) for d in system.diffuse],
         )
-        return engine
 
     @staticmethod
     def _matrices(system: _System) -> dict[str, np.ndarray]:
@@ -434,7 +433,7 @@ class StructuralModel(Model):
         return value, gradient
 
     def _log_likelihood(self, params: np.ndarray, seqs: Sequences) -> float:
-        return self._filter(self._system(params, seqs), seqs).log_likelihood
+        return self._filter(self._system(params), seqs).log_likelihood
 
     def _params(self) -> np.ndarray:
         params = self.__dict__.get("params_")
@@ -565,7 +564,7 @@ class StructuralModel(Model):
         return -2.0 * self.score(seqs) + self.n_parameters * np.log(self._n_effective(seqs))
 
     def _n_effective(self, seqs: Sequences) -> int:
-        burned = _first_observed(seqs, self._system(self._params(), seqs).burn)
+        burned = _first_observed(seqs, self._system(self._params()).burn)
         return int(np.isfinite(seqs.values[:, 0]).sum() - burned.sum())
 
     def standardised_residuals(
@@ -575,7 +574,7 @@ class StructuralModel(Model):
         per step (NaN where missing and in each sequence's first d, diffuse, steps)."""
         params = self._params()
         seqs = self._sequences(X, lengths, exog)
-        standardised = self._filter(self._system(params, seqs), seqs).standardised
+        standardised = self._filter(self._system(params), seqs).standardised
         return seqs.restore(standardised[:, None])
 
     def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> StructuralSmootherResult:
@@ -595,7 +594,7 @@ class StructuralModel(Model):
         """
         params = self._params()
         seqs = self._sequences(X, lengths, exog)
-        system = self._system(params, seqs)
+        system = self._system(params)
         log_lik, moments, (means, covariances, cross) = self._engine(system)._run_smoother(
             self._with_inputs(seqs), self._matrices(system), False
         )
@@ -651,23 +650,18 @@ class StructuralModel(Model):
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, exog)
-        system = self._system(params, seqs)
+        system = self._system(params)
         filtered = self._filter(system, seqs)
         futures = check_future_inputs(
             future_exog, horizon, seqs.n_sequences, self.n_exog, "this StructuralModel", name="future_exog"
         )
-        parts = []
-        for s in range(seqs.n_sequences):
-            last = seqs.offsets[s + 1] - 1
-            x, P = filtered.means[last], filtered.covariances[last]
-            means, variances = np.empty((horizon, 1)), np.empty((horizon, 1, 1))
-            for h, u in enumerate(np.hstack([np.ones((horizon, 1)), futures[s]])):
-                x = system.A @ x + system.B @ u
-                P = system.A @ P @ system.A.T + system.Q
-                means[h, 0] = system.C @ x + system.D @ u
-                variances[h, 0, 0] = system.C @ P @ system.C + system.R
-            parts.append(Forecast(means, variances))
-        return Forecast.of_sequences(parts)
+        matrices, ends = self._matrices(system), seqs.offsets[1:] - 1
+        return Forecast.of_sequences(
+            [
+                predictive_moments(filtered.means[end], filtered.covariances[end], matrices, np.c_[np.ones(horizon), u])
+                for end, u in zip(ends, futures)
+            ]
+        )
 
     def sample(
         self,
@@ -685,7 +679,7 @@ class StructuralModel(Model):
             raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         T = int(n_steps)
         every = check_future_inputs(exog, T, int(n_sequences), self.n_exog, "this StructuralModel", name="exog")
-        system = self._system(params, as_sequences(np.zeros(1)))
+        system = self._system(params)
         P0 = np.where(np.outer(system.diffuse, system.diffuse), 0.0, system.P0)
         rng = np.random.default_rng(random_state)
         draws = []
@@ -755,7 +749,7 @@ class StructuralModel(Model):
         )
         log_lik = self.score(seqs)
         n = self._n_effective(seqs)
-        residuals = self._filter(self._system(params, seqs), seqs).standardised
+        residuals = self._filter(self._system(params), seqs).standardised
         after_burn = np.concatenate(
             [r[np.flatnonzero(np.isfinite(r)).min(initial=len(r)) :] for r in np.split(residuals, seqs.offsets[1:-1])]
         )
