@@ -55,7 +55,7 @@ maximum likelihood.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import linalg
@@ -118,6 +118,20 @@ def _static(n: int, diffuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((n, n)), np.full(n, diffuse)
 
 
+# The parameterisation of a component whose parameters are all variances: each through its
+# standard deviation (a method shared by those components).
+def _variance_kinds(self: Any) -> tuple[str, ...]:
+    return ("variance",) * len(self.names())
+
+
+def _variances_to_free(self: Any, values: np.ndarray) -> np.ndarray:
+    return np.sqrt(values)
+
+
+def _variances_from_free(self: Any, free: np.ndarray) -> np.ndarray:
+    return np.square(free)
+
+
 # ----------------------------------------------------------------------- the noise
 class Irregular(NamedTuple):
     """The observation noise eps_t ~ N(0, sigma2.irregular): no state."""
@@ -127,14 +141,8 @@ class Irregular(NamedTuple):
     def names(self) -> tuple[str, ...]:
         return ("sigma2.irregular",)
 
-    def kinds(self) -> tuple[str, ...]:
-        return ("variance",)
-
-    def to_free(self, values: np.ndarray) -> np.ndarray:
-        return np.sqrt(values)
-
-    def from_free(self, free: np.ndarray) -> np.ndarray:
-        return np.square(free)
+    kinds = _variance_kinds
+    to_free, from_free = _variances_to_free, _variances_from_free
 
     def signals(self) -> dict[str, np.ndarray]:
         return {}
@@ -161,14 +169,8 @@ class LocalLevel(NamedTuple):
     def names(self) -> tuple[str, ...]:
         return ("sigma2.level",) if self.stochastic else ()
 
-    def kinds(self) -> tuple[str, ...]:
-        return ("variance",) * len(self.names())
-
-    def to_free(self, values: np.ndarray) -> np.ndarray:
-        return np.sqrt(values)
-
-    def from_free(self, free: np.ndarray) -> np.ndarray:
-        return np.square(free)
+    kinds = _variance_kinds
+    to_free, from_free = _variances_to_free, _variances_from_free
 
     def signals(self) -> dict[str, np.ndarray]:
         return {"level": np.ones(1)}
@@ -199,14 +201,8 @@ class LocalLinearTrend(NamedTuple):
     def names(self) -> tuple[str, ...]:
         return ("sigma2.level",) * self.stochastic_level + ("sigma2.trend",) * self.stochastic_slope
 
-    def kinds(self) -> tuple[str, ...]:
-        return ("variance",) * len(self.names())
-
-    def to_free(self, values: np.ndarray) -> np.ndarray:
-        return np.sqrt(values)
-
-    def from_free(self, free: np.ndarray) -> np.ndarray:
-        return np.square(free)
+    kinds = _variance_kinds
+    to_free, from_free = _variances_to_free, _variances_from_free
 
     def signals(self) -> dict[str, np.ndarray]:
         return {"level": np.array([1.0, 0.0]), "slope": np.array([0.0, 1.0])}
@@ -239,14 +235,8 @@ class Seasonal(NamedTuple):
     def names(self) -> tuple[str, ...]:
         return ("sigma2.seasonal",) if self.stochastic else ()
 
-    def kinds(self) -> tuple[str, ...]:
-        return ("variance",) * len(self.names())
-
-    def to_free(self, values: np.ndarray) -> np.ndarray:
-        return np.sqrt(values)
-
-    def from_free(self, free: np.ndarray) -> np.ndarray:
-        return np.square(free)
+    kinds = _variance_kinds
+    to_free, from_free = _variances_to_free, _variances_from_free
 
     def signals(self) -> dict[str, np.ndarray]:
         return {"seasonal": np.eye(self.n_states)[0]}
@@ -290,14 +280,8 @@ class TrigonometricSeasonal(NamedTuple):
     def signals(self) -> dict[str, np.ndarray]:
         return {self._label(): np.tile([1.0, 0.0], int(self.harmonics))}
 
-    def kinds(self) -> tuple[str, ...]:
-        return ("variance",) * len(self.names())
-
-    def to_free(self, values: np.ndarray) -> np.ndarray:
-        return np.sqrt(values)
-
-    def from_free(self, free: np.ndarray) -> np.ndarray:
-        return np.square(free)
+    kinds = _variance_kinds
+    to_free, from_free = _variances_to_free, _variances_from_free
 
     def block(self, values: np.ndarray) -> Block:
         h = int(self.harmonics)
