@@ -37,6 +37,7 @@ LAYERS = {
     "modeshift.emissions": 3,
     "modeshift.dynamics": 3,
     "modeshift.chain_analysis": 3,
+    "modeshift.durations": 3,
     "modeshift.models": 4,
     "modeshift.smc": 4,
     "modeshift.evaluate": 4,
