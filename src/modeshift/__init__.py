@@ -25,6 +25,7 @@ from modeshift.data import Sequences, as_sequences
 from modeshift.models import (
     ARHMM,
     HMM,
+    HSMM,
     LinearGaussianSSM,
     MarkovAutoregression,
     MarkovChain,
@@ -42,6 +43,7 @@ from modeshift.models import (
 __all__ = [
     "ARHMM",
     "HMM",
+    "HSMM",
     "LinearGaussianSSM",
     "MarkovAutoregression",
     "MarkovChain",

@@ -62,7 +62,7 @@ class Duration(ABC):
     #: model attribute -> attribute of this object
     parameters: dict[str, str] = {}
 
-    def __init__(self, n_states: int, max_duration: int):
+    def __init__(self, n_states: int, max_duration: int | None):
         self.n_states = n_states
         self.max_duration = max_duration
 
@@ -271,6 +271,7 @@ class Nonparametric(Duration):
         if name != "probabilities":
             raise AttributeError(name)
         self.probabilities = check_probabilities("duration_pmf_", value, (self.n_states, self.max_duration))
+        self.max_duration = self.probabilities.shape[1]  # given by the pmf when not yet known
 
     def initialize(self, means: np.ndarray) -> None:
         """Half a shifted Poisson of the given mean, half uniform: every duration possible (EM keeps a zero at zero)."""

@@ -4,6 +4,7 @@ from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, load
 from modeshift.models.chain_mixture import MarkovChainMixture
 from modeshift.models.hmm import HMM
+from modeshift.models.hsmm import HSMM
 from modeshift.models.jump_process import MarkovJumpProcess
 from modeshift.models.lds import LinearGaussianSSM
 from modeshift.models.markov_chain import MarkovChain
@@ -16,6 +17,7 @@ from modeshift.models.variable_order import VariableOrderChain
 __all__ = [
     "ARHMM",
     "HMM",
+    "HSMM",
     "LinearGaussianSSM",
     "MarkovAutoregression",
     "MarkovChain",

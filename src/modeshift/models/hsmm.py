@@ -1,0 +1,606 @@
+"""Explicit-duration hidden semi-Markov models: modes that last for a time of their own law.
+
+An HMM stays in mode k for a geometric time (it leaves with probability 1 - p_kk at every
+step). A hidden semi-Markov model (HSMM) draws how long each visit lasts: a segment of mode k
+lasts d ~ p_k(d) steps, d in 1 .. D, emitting y_t ~ p(y | k) at each; then the next mode j != k
+follows ``transmat_`` (zero diagonal), and so on. A machine's cycle, a gait phase, a sleep
+stage or a recession lasts a typical time, which a geometric law cannot express.
+
+Inference sums over segmentations in O(T K^2 + T K D) per sequence
+(:mod:`modeshift._kernels.hsmm`), not over the K D states of the equivalent HMM.
+
+>>> import numpy as np
+>>> from modeshift import HSMM
+>>> truth = HSMM(n_states=2, duration="poisson", max_duration=40)
+>>> truth.startprob_, truth.transmat_ = np.array([0.5, 0.5]), np.array([[0.0, 1.0], [1.0, 0.0]])
+>>> truth.duration_rates_ = np.array([9.0, 19.0])  # visits of 10 and 20 steps on average
+>>> truth.means_, truth.covars_ = np.array([[0.0], [2.0]]), np.ones((2, 1, 1))
+>>> X, modes = truth.sample(3000, random_state=0)
+>>> model = HSMM(n_states=2, duration="poisson", max_duration=40, random_state=0).fit(X)
+>>> np.sort(model.dwell_times_).round()
+array([10., 20.])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modeshift._kernels.hsmm import hsmm_filter, hsmm_sample_posterior, hsmm_smoother, hsmm_viterbi
+from modeshift.chain_analysis import stationary_distribution
+from modeshift.data import Sequences, as_sequences
+from modeshift.durations import DURATIONS, Duration, censored_counts, make_duration, survival_of
+from modeshift.emissions import Autoregressive, Emission
+from modeshift.emissions.autoregressive import with_lags
+from modeshift.models import em, selection
+from modeshift.models.base import Forecast, NotFittedError, check_possible
+from modeshift.models.hmm import EMISSIONS, HMM, PerStep
+from modeshift.models.params import Boolean, Integer, OneOf, either
+from modeshift.statistics import Statistics
+from modeshift.transitions import Stationary, normalise_rows
+
+__all__ = ["HSMM"]
+
+_MIN_RULE_DURATION = 16
+
+
+class HSMM(HMM):
+    """An explicit-duration hidden semi-Markov model fit by exact EM.
+
+    Parameters
+    ----------
+    n_states : int or "auto"
+        Number of modes K; ``"auto"`` chooses it by BIC among 1 .. ``max_states`` as for
+        :class:`~modeshift.models.hmm.HMM`.
+    duration : {"poisson", "negative_binomial", "geometric", "nonparametric"}
+        The law of a segment's duration (:mod:`modeshift.durations`), each shifted to start
+        at 1 and truncated to 1 .. D: ``duration_rates_`` (Poisson: d - 1 ~ Poisson),
+        ``duration_shapes_`` and ``duration_probs_`` (negative binomial),
+        ``duration_probs_`` (geometric: the HMM's dwell law), ``duration_pmf_`` (K, D) (free).
+    max_duration : int, optional
+        D, the longest segment. By default chosen from the data (``max_duration_``): the
+        longest run of one label when each step is labelled by its likeliest mode under the
+        starting emission (k-means for Gaussians, seed 0), times 3, at least 16 and at most
+        the longest sequence; 1 for a single mode (its segments are indistinguishable). The
+        cost grows linearly in D. After a fit the model warns if a parametric law puts more
+        than 1e-3 of its mass beyond D.
+    emission : {"gaussian", "gmm", "categorical", "poisson", "autoregressive"}
+        As for :class:`~modeshift.models.hmm.HMM`; ``"autoregressive"`` makes an AR-HSMM
+        (``coefs_``, ``intercepts_``, ``covars_`` as for :class:`~modeshift.models.arhmm.ARHMM`,
+        lag order ``order``; the first ``order`` steps of each sequence are conditioned on).
+    covariance, n_mix, n_symbols, reg_covar
+        As for :class:`~modeshift.models.hmm.HMM`.
+    order : int
+        Autoregressive order for ``emission="autoregressive"``.
+    right_censoring : bool
+        The last segment of a sequence may go on after its end (its weight is the survival
+        S(d) = P(duration >= d)); False: every sequence ends with a segment.
+    left_censoring : bool
+        The first segment may have begun before the sequence: its observed length follows
+        the residual law S(d) / E[duration] of a process in equilibrium. EM then treats
+        that segment as censored at its observed length and ignores the length bias 1 /
+        E[duration] in the M-step (a close, not exact, EM: the objective may dip slightly).
+    transition_concentration : float
+        Dirichlet prior on ``startprob_`` and the off-diagonal entries of ``transmat_``.
+    n_iter, tol, n_restarts, random_state, warm_start, fixed, max_states, accelerate, verbose, callback
+        As for :class:`~modeshift.models.hmm.HMM`.
+
+    Attributes
+    ----------
+    startprob_ : (K,)
+        Law of the first segment's mode.
+    transmat_ : (K, K)
+        p(next mode j | mode k), zero diagonal (one mode: [[1]], a renewal process).
+    max_duration_ : int
+        D used.
+    dwell_times_ : (K,)
+        Mean duration of each mode's segments.
+    history_, converged_, n_iter_
+        As for :class:`~modeshift.models.hmm.HMM`.
+
+    Notes
+    -----
+    Input-driven transitions are not offered yet. Missing values (NaN) are integrated out
+    as by the HMM.
+    """
+
+    #: A hidden semi-Markov chain has no inputs (yet) and a learned start.
+    input_dim = 0
+    init = "learned"
+
+    def __init__(
+        self,
+        n_states: int | str = 2,
+        duration: str = "poisson",
+        max_duration: int | None = None,
+        emission: str = "gaussian",
+        covariance: str = "full",
+        n_mix: int = 1,
+        n_symbols: int | None = None,
+        order: int = 1,
+        right_censoring: bool = True,
+        left_censoring: bool = False,
+        n_iter: int = 1000,
+        tol: float = 1e-7,
+        n_restarts: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        fixed: Iterable[str] = (),
+        transition_concentration: float = 1.0,
+        reg_covar: float = 1e-6,
+        max_states: int = 10,
+        accelerate: bool = True,
+        warm_start: bool = False,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
+    ):
+        self.n_states = n_states
+        self.max_states = max_states
+        self.duration = duration
+        self.max_duration = max_duration
+        self.emission = emission
+        self.covariance = covariance
+        self.n_mix = n_mix
+        self.n_symbols = n_symbols
+        self.order = order
+        self.right_censoring = right_censoring
+        self.left_censoring = left_censoring
+        self.n_iter = n_iter
+        self.tol = tol
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.fixed = fixed
+        self.transition_concentration = transition_concentration
+        self.reg_covar = reg_covar
+        self.accelerate = accelerate
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
+
+    _constraints = {
+        **HMM._constraints,
+        "duration": OneOf(tuple(DURATIONS)),
+        "max_duration": either(Integer(1), OneOf((None,))),
+        "emission": OneOf((*EMISSIONS, "autoregressive")),
+        "order": Integer(1),
+        "right_censoring": Boolean(),
+        "left_censoring": Boolean(),
+    }
+    _renamed = {}
+
+    @property
+    def monotone(self) -> bool:
+        """Whether EM cannot lower the log-likelihood (not with left-censoring, see above)."""
+        return not self.left_censoring
+
+    # --------------------------------------------------------- parameter access
+    @property
+    def _parameter_homes(self) -> dict[str, tuple[Any, str]]:
+        homes = super()._parameter_homes
+        law = self._duration
+        homes.update({name: (law, attr) for name, attr in law.parameters.items()})
+        return homes
+
+    @property
+    def _blocks(self) -> tuple[_Switches, Emission]:
+        blocks = self.__dict__.get("_blocks_")
+        if blocks is None:
+            blocks = (_Switches(self._k, self.transition_concentration), self._make_emission())
+            self.__dict__["_blocks_"] = blocks
+        return blocks
+
+    @property
+    def _duration(self) -> Duration:
+        law = self.__dict__.get("_duration_")
+        if law is None:
+            law = make_duration(self.duration, self._k, self.__dict__.get("max_duration_", self.max_duration))
+            self.__dict__["_duration_"] = law
+        return law
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "max_duration_":  # D shapes the duration law: set it first, without building blocks
+            self.__dict__[name] = int(value)
+            if "_duration_" in self.__dict__:
+                self._duration.max_duration = int(value)
+            return
+        super().__setattr__(name, value)
+
+    def _make_emission(self) -> Emission:
+        if self.emission == "autoregressive":
+            return Autoregressive(self._k, self.order, reg_covar=self.reg_covar)
+        return super()._make_emission()
+
+    def _fixed_of(self, block: Any) -> frozenset[str]:
+        """The attributes of ``block`` named in ``fixed``."""
+        return frozenset(block.parameters[name] for name in self.fixed if name in block.parameters)
+
+    def _fixed_by_block(self) -> frozenset[str]:
+        unknown = [name for name in self.fixed if name not in self._parameter_homes]
+        if unknown:
+            raise ValueError(f"fixed names unknown parameters {unknown}; known: {list(self._parameter_homes)}")
+        return frozenset()
+
+    # ---------------------------------------------------------------------- data
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any = None) -> Sequences:
+        _no_inputs(inputs)
+        seqs = as_sequences(X, lengths)
+        if self.emission != "autoregressive":
+            return self._blocks[1].validate(seqs)
+        seqs = seqs.require(
+            allow_missing=False,
+            min_length=self.order + 1,
+            n_features=self._blocks[1].n_features,
+            model=f"an AR-HSMM with order={self.order}",
+        )
+        return dataclasses.replace(seqs, values=with_lags(seqs.values, seqs.offsets, self.order))
+
+    def _n_observations(self, seqs: Sequences) -> int:
+        lagged = self.order * seqs.n_sequences if self.emission == "autoregressive" else 0
+        return seqs.n_steps - lagged
+
+    def _log_likelihoods(self, seqs: Sequences, emission: Emission | None = None) -> np.ndarray:
+        """log p(y_t | z_t = k), (n_steps, K)."""
+        table, rows = (emission or self._blocks[1]).log_likelihood_table(seqs.values)
+        return np.ascontiguousarray(table if rows is None else table[rows])
+
+    def _segment_laws(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' ``weights`` (4, K, D) (inner, first, last, only segment) and ``survival``
+        (2, K, D) (inner, first) under the censoring options."""
+        pmf = self._duration.pmf()
+        survival = survival_of(pmf)
+        first, first_survival = pmf, survival
+        if self.left_censoring:  # residual law of a renewal process in equilibrium
+            first = survival / survival.sum(axis=1, keepdims=True)
+            first_survival = survival_of(first)
+        last, only = (survival, first_survival) if self.right_censoring else (pmf, first)
+        return np.stack([pmf, first, last, only]), np.stack([survival, first_survival])
+
+    def _kernel_arguments(self, seqs: Sequences) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        transitions = self._blocks[0]
+        weights, survival = self._segment_laws()
+        return {
+            "log_likelihoods": self._log_likelihoods(seqs),
+            "offsets": seqs.offsets,
+            "initial_probs": transitions.initial_probs,
+            "transition_matrix": transitions.transition_matrix,
+            "weights": weights,
+            "survival": survival,
+        }
+
+    # ------------------------------------------------------------------------ EM
+    def fit(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> HSMM:
+        """Estimate parameters by EM over segmentations with restarts (:func:`modeshift.models.em.run`);
+        returns ``self``. ``X`` is any form :func:`~modeshift.data.as_sequences` accepts."""
+        self._start_fit()
+        seqs = as_sequences(X, lengths, **columns)
+        _no_inputs(inputs)
+        if self.n_states == "auto":
+            return self._fit_auto(seqs)
+        seqs = self._sequences(seqs, None)
+        self._choose_max_duration(seqs)
+        self.__dict__["_given"] = self._snapshot()
+        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
+        del self.__dict__["_given"]
+        self._warn_truncation()
+        self._finish_fit()
+        return self
+
+    def _fit_auto(self, seqs: Sequences) -> HSMM:
+        params = {**self.get_params(), "warm_start": False}
+        winner, self.selection_ = selection.select_n_states(
+            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
+        )
+        for cache in ("_blocks_", "_duration_"):
+            self.__dict__.pop(cache, None)
+        self.n_states_ = winner.n_states
+        self.max_duration_ = winner.max_duration_
+        for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
+            setattr(self, name, getattr(winner, name))
+        self._finish_fit()
+        return self
+
+    def _choose_max_duration(self, seqs: Sequences) -> None:
+        """Set ``max_duration_``: given, that of a hand-set pmf, or the rule of the class docstring."""
+        law = self._duration
+        chosen = self.max_duration or law.max_duration
+        if chosen is None and self._k == 1:
+            chosen = 1
+        elif chosen is None:
+            emission = self._blocks[1]
+            if any(getattr(emission, attr) is None for attr in emission.parameters.values()):
+                emission = self._make_emission()
+                emission.initialize(seqs.values, np.random.default_rng(0))
+            runs = _run_lengths(self._log_likelihoods(seqs, emission).argmax(axis=1), seqs.offsets)
+            chosen = int(min(seqs.lengths.max(), max(_MIN_RULE_DURATION, 3 * runs.max())))
+        if law.max_duration is not None and law.max_duration != chosen:
+            raise ValueError(f"duration_pmf_ covers 1..{law.max_duration} but max_duration={chosen}")
+        self.max_duration_ = chosen
+
+    def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
+        given = self.__dict__["_given"]
+        keep = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
+        transitions, emission = self._blocks
+        law = self._duration
+        if not keep.keys() >= transitions.parameters.keys():
+            transitions.initialize(rng)
+        if not keep.keys() >= emission.parameters.keys():
+            emission.initialize(seqs.values, rng)
+        for name, value in keep.items():
+            setattr(self, name, value)
+        if not keep.keys() >= law.parameters.keys():  # from the (kept or starting) emission
+            law.initialize(self._starting_means(seqs, emission))
+            for name in law.parameters.keys() & keep.keys():
+                setattr(self, name, keep[name])
+        emission.validate(seqs)
+        self.__dict__["_fixed_blocks"] = tuple(self._fixed_of(block) for block in (transitions, emission, law))
+
+    def _starting_means(self, seqs: Sequences, emission: Emission) -> np.ndarray:
+        """Twice the mean run of each mode when steps are labelled by the starting emission, in [1, D/2]."""
+        labels = self._log_likelihoods(seqs, emission).argmax(axis=1)
+        runs = _run_lengths(labels, seqs.offsets)
+        owners = labels[np.r_[0, np.cumsum(runs)[:-1]]]
+        means = np.array([runs[owners == k].mean() if (owners == k).any() else runs.mean() for k in range(self._k)])
+        ceiling = max(1.0, self.max_duration_ / 2)
+        return np.clip(2.0 * means, min(1.5, ceiling), ceiling)
+
+    def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
+        log_lik, posteriors, durations, pairs, _ = hsmm_smoother(**self._kernel_arguments(seqs))
+        self._check_possible(log_lik)
+        complete = durations[0].copy()
+        seen = np.zeros_like(complete)
+        censored = (self.left_censoring, self.right_censoring, self.left_censoring or self.right_censoring)
+        for kind, cut in zip((1, 2, 3), censored):
+            (seen if cut else complete)[...] += durations[kind]
+        return Statistics(
+            log_likelihood=float(log_lik.sum()),
+            transitions=Statistics(initial=posteriors[seqs.starts].sum(axis=0), transitions=pairs),
+            emission=self._blocks[1].statistics(seqs.values, posteriors),
+            durations=complete + censored_counts(seen, self._duration.pmf()),
+        )
+
+    def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
+        transitions, emission = self._blocks
+        fixed = self.__dict__["_fixed_blocks"]
+        transitions.m_step(stats["transitions"], fixed[0])
+        emission.m_step(stats["emission"], fixed[1])
+        self._duration.m_step(stats["durations"], fixed[2])
+
+    def _warn_truncation(self) -> None:
+        law = self._duration
+        if isinstance(law, DURATIONS["nonparametric"]) or self.max_duration_ == 1:
+            return
+        beyond = 1.0 - np.exp(law.log_pmf()).sum(axis=1)
+        if beyond.max() > 1e-3:
+            warnings.warn(
+                f"{type(self).__name__}: the fitted duration law of mode {int(beyond.argmax())} puts "
+                f"{beyond.max():.3g} of its mass beyond max_duration={self.max_duration_}; raise max_duration",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # ----------------------------------------------------------------- inference
+    def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
+        """Total log-likelihood log p(X) over all sequences (summed over segmentations)."""
+        seqs = self._sequences(X, lengths, inputs)
+        _, log_lik, _ = hsmm_filter(**self._kernel_arguments(seqs))
+        return float(log_lik.sum())
+
+    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
+        """Filtered mode probabilities p(z_t | observations up to t), (n_steps, K)."""
+        seqs = self._sequences(X, lengths, inputs)
+        filtered, log_lik, _ = hsmm_filter(**self._kernel_arguments(seqs))
+        self._check_possible(log_lik)
+        return seqs.restore(filtered)
+
+    def _posteriors(self, seqs: Sequences) -> np.ndarray:
+        log_lik, posteriors, _, _, _ = hsmm_smoother(**self._kernel_arguments(seqs))
+        self._check_possible(log_lik)
+        return posteriors
+
+    def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
+        arguments = self._kernel_arguments(seqs)
+        del arguments["survival"]
+        path, log_prob = hsmm_viterbi(**arguments)
+        self._check_possible(log_prob)
+        return float(log_prob.sum()), path
+
+    def sample_posterior(
+        self,
+        X: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        random_state: int | np.random.Generator | None = None,
+        inputs: Any = None,
+    ) -> PerStep:
+        """One segmentation drawn from p(segmentation | X), as a mode path (forward filtering, backward sampling)."""
+        seqs = self._sequences(X, lengths, inputs)
+        uniforms = np.random.default_rng(random_state).random(2 * seqs.n_steps)
+        path, log_lik = hsmm_sample_posterior(**self._kernel_arguments(seqs), uniforms=uniforms)
+        self._check_possible(log_lik)
+        return seqs.restore(path)
+
+    def sample(
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        inputs: Any = None,
+    ) -> tuple[PerStep, PerStep]:
+        """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations and modes (arrays,
+        or lists of them for several sequences). Segments are drawn one after the other; the first
+        from the residual law with ``left_censoring``; the last is cut at ``n_steps``."""
+        self._check_fitted()
+        _no_inputs(inputs)
+        if int(n_steps) < 1 or int(n_sequences) < 1:
+            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
+        rng = np.random.default_rng(random_state)
+        transitions, emission = self._blocks
+        first_law = self._segment_laws()[0][1]
+        draws = []
+        for _ in range(int(n_sequences)):
+            states = np.empty(int(n_steps), dtype=np.int64)
+            t, k = 0, rng.choice(self._k, p=transitions.initial_probs)
+            length = rng.choice(first_law.shape[1], p=first_law[k]) + 1
+            while True:
+                states[t : t + length] = k
+                t += length
+                if t >= n_steps:
+                    break
+                k = rng.choice(self._k, p=transitions.transition_matrix[k])
+                length = int(self._duration.sample(np.array([k]), rng)[0])
+            draws.append((emission.sample(states, rng), states))
+        if n_sequences == 1:
+            return draws[0]
+        return [x for x, _ in draws], [z for _, z in draws]
+
+    def forecast(
+        self,
+        X: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        future_inputs: Any = None,
+    ) -> Forecast:
+        """The predictive distribution of the ``horizon`` observations after each sequence's end.
+
+        The filter gives p(z_T = k, r more steps | y); stepping it forward (a segment with no step
+        left hands over to mode j with transmat_[k, j], which starts one of d ~ p_j(d) steps) gives
+        the exact ``mode_probabilities`` at T+1 .. T+h; the observations' means and covariances are
+        the moments of the mixture of the modes' emissions, as for the HMM. Not for the AR-HSMM.
+        """
+        if self.emission == "autoregressive":
+            raise NotImplementedError("forecasts of an AR-HSMM are not implemented yet")
+        _no_inputs(inputs)
+        _no_inputs(future_inputs)
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        seqs = self._sequences(X, lengths)
+        _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs))
+        self._check_possible(log_lik)
+        first, second = self._state_moments()
+        pmf, matrix = self._duration.pmf(), self._blocks[0].transition_matrix
+        parts = []
+        for joint in remaining:
+            modes = np.empty((int(horizon), self._k))
+            for h in range(int(horizon)):
+                starting = joint[:, 0] @ matrix
+                joint = np.concatenate([joint[:, 1:], np.zeros((self._k, 1))], axis=1) + starting[:, None] * pmf
+                modes[h] = joint.sum(axis=1)
+            means = modes @ first
+            covariances = np.einsum("hk,kij->hij", modes, second) - means[:, :, None] * means[:, None, :]
+            symbols = modes @ self.emissionprob_ if self.emission == "categorical" else None
+            parts.append(Forecast(means, 0.5 * (covariances + covariances.transpose(0, 2, 1)), modes, symbols))
+        return Forecast.of_sequences(parts)
+
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
+        """The segments of the most probable segmentation: ``start``, ``end`` (exclusive), ``duration``,
+        ``mode`` and ``probability`` (the mode's mean posterior probability over the segment); a
+        leading ``sequence`` column for several sequences."""
+        table = super().segment(X, lengths, inputs=inputs)
+        table.insert(table.columns.get_loc("end") + 1, "duration", table["end"] - table["start"])
+        return table
+
+    def describe(self) -> pd.DataFrame:
+        """One row per mode: long-run share of time (``occupancy``), mean segment duration
+        (``dwell_time``), switch probabilities ``to_j``, the duration law's parameters, mean and
+        sd, then the emission's parameters."""
+        self._check_fitted()
+        transitions, emission = self._blocks
+        means = self._duration.mean()
+        visits = stationary_distribution(transitions.transition_matrix, transitions.initial_probs)
+        table = {
+            "mode": np.arange(self._k),
+            "occupancy": visits * means / (visits @ means),
+            "dwell_time": means,
+            **transitions.describe(),
+            **self._duration.describe(),
+            **emission.describe(),
+        }
+        return pd.DataFrame(table).set_index("mode")
+
+    @property
+    def dwell_times_(self) -> np.ndarray:
+        """Mean duration of each mode's segments, in steps."""
+        self._check_fitted()
+        return self._duration.mean()
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of free parameters (those held ``fixed`` are not counted)."""
+        self._check_fitted()
+        blocks = (*self._blocks, self._duration)
+        return sum(block.n_parameters(self._fixed_of(block)) for block in blocks)
+
+    # --------------------------------------------------------------- persistence
+    def _learned_attributes(self) -> dict[str, Any]:
+        return {**super()._learned_attributes(), "max_duration_": self._duration.max_duration}
+
+    def _check_fitted(self) -> None:
+        if self._duration.max_duration is None:
+            raise NotFittedError("this HSMM has no max_duration_: call fit, or set max_duration")
+        super()._check_fitted()
+
+
+class _Switches(Stationary):
+    """The chain of segment modes: a segment ends when the mode changes, so ``transmat_`` has a
+    zero diagonal (one mode: [[1]], segments that renew themselves). M-step: the expected
+    switch counts plus the Dirichlet pseudo-counts off the diagonal, normalised."""
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        super().set(name, value)
+        if name == "transition_matrix" and self.n_states > 1 and np.diagonal(self.transition_matrix).any():
+            raise ValueError("transmat_ of an HSMM must have a zero diagonal (a segment ends when the mode changes)")
+
+    def _allowed(self) -> np.ndarray:
+        k = self.n_states
+        return np.ones((1, 1)) if k == 1 else 1.0 - np.eye(k)
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """Uniform start; switch probabilities half uniform, half random, so restarts differ."""
+        k = self.n_states
+        allowed = self._allowed()
+        noise = rng.dirichlet(np.ones(k), size=k) * allowed
+        self.transition_matrix = normalise_rows(allowed / allowed.sum(axis=1, keepdims=True) + normalise_rows(noise))
+        self.initial_probs = np.full(k, 1.0 / k)
+
+    def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
+        extra = self.concentration - 1.0
+        if "initial_probs" not in fixed:
+            self.initial_probs = normalise_rows(stats["initial"] + extra, self.initial_probs)
+        if "transition_matrix" not in fixed:
+            counts = (stats["transitions"] + extra) * self._allowed()
+            self.transition_matrix = normalise_rows(counts, self.transition_matrix)
+
+    def log_prior(self) -> float:
+        extra = self.concentration - 1.0
+        if extra == 0.0:
+            return 0.0
+        with np.errstate(divide="ignore"):
+            switches = np.log(self.transition_matrix[self._allowed() > 0]).sum()
+            return float(extra * (switches + np.log(self.initial_probs).sum()))
+
+    def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+        k = self.n_states
+        return (0 if "initial_probs" in fixed else k - 1) + (0 if "transition_matrix" in fixed else k * max(k - 2, 0))
+
+    def describe(self) -> dict[str, np.ndarray]:
+        """Switch probabilities ``to_j``."""
+        return {f"to_{j}": self.transition_matrix[:, j] for j in range(self.n_states)}
+
+
+def _no_inputs(inputs: Any) -> None:
+    if inputs is not None:
+        raise ValueError("inputs were given but an HSMM has no input-driven transitions (input_dim=0)")
+
+
+def _run_lengths(labels: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of one label, runs cut at sequence boundaries, in order."""
+    cuts = np.union1d(np.flatnonzero(labels[1:] != labels[:-1]) + 1, offsets)
+    return np.diff(cuts)
