@@ -38,7 +38,7 @@ from modeshift.durations import DURATIONS, Duration, censored_counts, make_durat
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models import em, selection
-from modeshift.models.base import Forecast, NotFittedError, check_possible
+from modeshift.models.base import Forecast, NotFittedError
 from modeshift.models.hmm import EMISSIONS, HMM, PerStep
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.statistics import Statistics
