@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from modeshift._kernels.recursions import draw, scaled_table
+from modeshift._kernels.threads import threads_for
 
 __all__ = ["hsmm_filter", "hsmm_sample_posterior", "hsmm_smoother", "hsmm_viterbi"]
 
@@ -172,20 +173,21 @@ def hsmm_smoother(
     table, shifts = scaled_table(np.ascontiguousarray(log_likelihoods, dtype=np.float64))
     shape = table.shape
     filtered, smoothed = np.empty(shape), np.empty(shape)
-    log_lik, durations, pairs = _smoother(
-        table,
-        shifts,
-        offsets,
-        initial_probs,
-        transition_matrix,
-        weights,
-        survival,
-        np.empty(shape),
-        np.empty(shape),
-        np.empty(shape),
-        filtered,
-        smoothed,
-    )
+    with threads_for(len(offsets) - 1):
+        log_lik, durations, pairs = _smoother(
+            table,
+            shifts,
+            offsets,
+            initial_probs,
+            transition_matrix,
+            weights,
+            survival,
+            np.empty(shape),
+            np.empty(shape),
+            np.empty(shape),
+            filtered,
+            smoothed,
+        )
     return log_lik, smoothed, durations, pairs, filtered
 
 
@@ -238,19 +240,20 @@ def hsmm_filter(
     n_states, max_duration = weights.shape[1:]
     filtered = np.empty(table.shape)
     remaining = np.zeros((len(offsets) - 1, n_states, max_duration))
-    log_lik = _filter(
-        table,
-        shifts,
-        offsets,
-        initial_probs,
-        transition_matrix,
-        weights,
-        survival,
-        np.empty(table.shape),
-        np.empty(table.shape),
-        filtered,
-        remaining,
-    )
+    with threads_for(len(offsets) - 1):
+        log_lik = _filter(
+            table,
+            shifts,
+            offsets,
+            initial_probs,
+            transition_matrix,
+            weights,
+            survival,
+            np.empty(table.shape),
+            np.empty(table.shape),
+            filtered,
+            remaining,
+        )
     return filtered, log_lik, remaining
 
 
@@ -331,7 +334,8 @@ def hsmm_viterbi(
         logs = [np.log(np.asarray(array, dtype=np.float64)) for array in (initial_probs, transition_matrix, weights)]
     shape = log_likelihoods.shape
     path = np.zeros(shape[0], dtype=np.int64)
-    log_prob = _viterbi(log_likelihoods, offsets, *logs, np.empty(shape), np.empty(shape), path)
+    with threads_for(len(offsets) - 1):
+        log_prob = _viterbi(log_likelihoods, offsets, *logs, np.empty(shape), np.empty(shape), path)
     return path, log_prob
 
 
@@ -389,18 +393,19 @@ def hsmm_sample_posterior(
     variates (two per segment at most: its state and its duration), so the caller's generator fixes the draw."""
     table, shifts = scaled_table(np.ascontiguousarray(log_likelihoods, dtype=np.float64))
     path = np.zeros(table.shape[0], dtype=np.int64)
-    log_lik = _sample_posterior(
-        table,
-        shifts,
-        offsets,
-        initial_probs,
-        transition_matrix,
-        weights,
-        survival,
-        np.empty(table.shape),
-        np.empty(table.shape),
-        np.empty(table.shape),
-        np.asarray(uniforms, dtype=np.float64),
-        path,
-    )
+    with threads_for(len(offsets) - 1):
+        log_lik = _sample_posterior(
+            table,
+            shifts,
+            offsets,
+            initial_probs,
+            transition_matrix,
+            weights,
+            survival,
+            np.empty(table.shape),
+            np.empty(table.shape),
+            np.empty(table.shape),
+            np.asarray(uniforms, dtype=np.float64),
+            path,
+        )
     return path, log_lik
