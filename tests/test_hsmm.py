@@ -281,6 +281,8 @@ def test_bad_parameters_and_inputs_are_refused():
         model.transmat_ = np.array([[0.5, 0.5], [0.5, 0.5]])
     with pytest.raises(ValueError, match="HSMM: duration must be"):
         HSMM(duration="weibull").fit(np.zeros(20))
+    with pytest.raises(ValueError, match=r"fixed names unknown parameters \['transition_coef_'\]"):
+        HSMM(n_states=2, fixed={"transition_coef_"}).fit(np.arange(20.0))
     with pytest.raises(ValueError, match="no input-driven transitions"):
         HSMM(n_states=2).fit(np.zeros(20), inputs=np.zeros((20, 1)))
 

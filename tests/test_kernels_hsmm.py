@@ -86,7 +86,8 @@ def test_smoother_matches_enumeration(case):
     np.testing.assert_allclose(smoothed, posteriors, atol=1e-12)
     np.testing.assert_allclose(got_durations, durations, atol=1e-12)
     np.testing.assert_allclose(got_pairs, pairs, atol=1e-12)
-    filtered_only, forward_log_lik, _ = hsmm_filter(log_b, offsets, initial, transmat, weights, survival)
+    filtered_only, forward_log_lik, remaining = hsmm_filter(log_b, offsets, initial, transmat, weights, survival)
+    assert remaining is None
     np.testing.assert_allclose(forward_log_lik, log_lik, rtol=1e-12)
     np.testing.assert_allclose(filtered_only, filtered, rtol=1e-12)
 
@@ -112,7 +113,9 @@ def test_filtered_probabilities_and_remaining_durations_match_enumeration(case):
             shifted[kind, :, : max_duration - r] = weights[kind - 2, :, r:]
         for prob, path, _ in _enumerate(log_b, initial, transmat, shifted):
             remaining[path[-1], r] += prob
-    filtered, _, got = hsmm_filter(log_b, np.array([0, n_steps]), initial, transmat, weights, survival)
+    filtered, _, got = hsmm_filter(
+        log_b, np.array([0, n_steps]), initial, transmat, weights, survival, with_remaining=True
+    )
     np.testing.assert_allclose(filtered, expected, atol=1e-12)
     np.testing.assert_allclose(got[0], remaining / remaining.sum(), atol=1e-12)
 

@@ -219,7 +219,8 @@ def _filter(table, shifts, offsets, initial, transmat, weights, survival, start,
         first, last = offsets[s], offsets[s + 1]
         value = _forward_sequence(first, last, initial, transmat, weights, survival, table, start, end, filtered)
         if np.isfinite(value):
-            _remaining(first, last, weights, table, start, remaining[s])
+            if remaining.shape[0]:
+                _remaining(first, last, weights, table, start, remaining[s])
             value += np.log(end[last - 1].sum()) + shifts[first:last].sum()
         log_lik[s] = value
     return log_lik
@@ -232,14 +233,15 @@ def hsmm_filter(
     transition_matrix: np.ndarray,
     weights: np.ndarray,
     survival: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with_remaining: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The forward pass: filtered probabilities p(z_t | y_<=t) (n_steps, K), the log-likelihood of
-    each sequence, and the law of the state at each sequence's
-    end with the steps it still lasts: p(z_T-1 = k, r more steps | y) (n_sequences, K, D), r = 0 .. D-1."""
+    each sequence, and with ``with_remaining`` the law of the state at each sequence's end with the
+    steps it still lasts, p(z_T-1 = k, r more steps | y) (n_sequences, K, D), r = 0 .. D-1 (O(K D^2))."""
     table, shifts = scaled_table(np.ascontiguousarray(log_likelihoods, dtype=np.float64))
     n_states, max_duration = weights.shape[1:]
     filtered = np.empty(table.shape)
-    remaining = np.zeros((len(offsets) - 1, n_states, max_duration))
+    remaining = np.zeros((len(offsets) - 1 if with_remaining else 0, n_states, max_duration))
     with threads_for(len(offsets) - 1):
         log_lik = _filter(
             table,
@@ -254,7 +256,7 @@ def hsmm_filter(
             filtered,
             remaining,
         )
-    return filtered, log_lik, remaining
+    return filtered, log_lik, remaining if with_remaining else None
 
 
 @njit(cache=True)

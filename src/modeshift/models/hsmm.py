@@ -215,14 +215,9 @@ class HSMM(HMM):
         return super()._make_emission()
 
     def _fixed_of(self, block: Any) -> frozenset[str]:
-        """The attributes of ``block`` named in ``fixed``."""
+        """The attributes of ``block`` named in ``fixed`` (per block: a Poisson emission's and a
+        Poisson duration's ``rates`` are different parameters)."""
         return frozenset(block.parameters[name] for name in self.fixed if name in block.parameters)
-
-    def _fixed_by_block(self) -> frozenset[str]:
-        unknown = [name for name in self.fixed if name not in self._parameter_homes]
-        if unknown:
-            raise ValueError(f"fixed names unknown parameters {unknown}; known: {list(self._parameter_homes)}")
-        return frozenset()
 
     # ---------------------------------------------------------------------- data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any = None) -> Sequences:
@@ -337,6 +332,7 @@ class HSMM(HMM):
             for name in law.parameters.keys() & keep.keys():
                 setattr(self, name, keep[name])
         emission.validate(seqs)
+        self._fixed_by_block()  # unknown names are an error
         self.__dict__["_fixed_blocks"] = tuple(self._fixed_of(block) for block in (transitions, emission, law))
 
     def _starting_means(self, seqs: Sequences, emission: Emission) -> np.ndarray:
@@ -482,7 +478,7 @@ class HSMM(HMM):
         if int(horizon) < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         seqs = self._sequences(X, lengths)
-        _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs))
+        _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs), with_remaining=True)
         self._check_possible(log_lik)
         first, second = self._state_moments()
         pmf, matrix = self._duration.pmf(), self._blocks[0].transition_matrix
