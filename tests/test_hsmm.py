@@ -54,6 +54,9 @@ def test_geometric_durations_make_the_hmm(transmat, left_censoring):
     np.testing.assert_allclose(model.filter_proba(X), hmm.filter_proba(X), atol=1e-10)
     np.testing.assert_array_equal(model.predict(X), hmm.predict(X))
     assert model.decode(X)[0] == pytest.approx(hmm.decode(X)[0], abs=1e-9)
+    described, expected = model.describe(), hmm.describe()
+    np.testing.assert_allclose(described["occupancy"], expected["occupancy"], rtol=1e-10)
+    np.testing.assert_allclose(described["dwell_time"], expected["dwell_time"], rtol=1e-10)
     ours, theirs = model.forecast(X, 6), hmm.forecast(X, 6)
     np.testing.assert_allclose(ours.mode_probabilities, theirs.mode_probabilities, atol=1e-12)
     np.testing.assert_allclose(ours.means, theirs.means, atol=1e-12)
@@ -308,3 +311,11 @@ def test_a_million_steps_do_not_underflow():
     posteriors = model.predict_proba(X)
     assert np.isfinite(posteriors).all()
     np.testing.assert_allclose(posteriors, hmm.predict_proba(X), atol=1e-6)
+
+
+def test_one_mode_is_a_renewal_process_with_the_emission_alone():
+    X = np.random.default_rng(17).normal(1.0, 2.0, size=(300, 1))
+    model = HSMM(n_states=1, random_state=0).fit(X)
+    assert model.max_duration_ == 1 and model.transmat_.tolist() == [[1.0]]
+    mean, var = X.mean(), X.var()
+    assert model.score(X) == pytest.approx(stats.norm.logpdf(X, mean, np.sqrt(var)).sum(), rel=1e-6)

@@ -113,11 +113,12 @@ class Duration(ABC):
         return np.minimum(picks, self.max_duration - 1) + 1
 
     def describe(self) -> dict[str, list]:
-        """Per-state columns for a model's ``describe()``: each parameter, the mean and the sd."""
+        """Per-state columns for a model's ``describe()``: the mean duration (``dwell_time``), its
+        standard deviation (``duration_sd``) and each parameter but a free pmf."""
         pmf, d = self.pmf(), self.durations
         mean = pmf @ d
         columns = {name: list(getattr(self, attr)) for name, attr in self.parameters.items() if attr != "probabilities"}
-        return {**columns, "duration_mean": list(mean), "duration_sd": list(np.sqrt(pmf @ d**2 - mean**2))}
+        return {"dwell_time": list(mean), "duration_sd": list(np.sqrt(pmf @ d**2 - mean**2)), **columns}
 
     def _means(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Expected segments per state and their mean duration (NaN where none)."""

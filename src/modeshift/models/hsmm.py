@@ -504,9 +504,9 @@ class HSMM(HMM):
         return table
 
     def describe(self) -> pd.DataFrame:
-        """One row per mode: long-run share of time (``occupancy``), mean segment duration
-        (``dwell_time``), switch probabilities ``to_j``, the duration law's parameters, mean and
-        sd, then the emission's parameters."""
+        """One row per mode: long-run share of time (``occupancy``: visits of the chain of segments
+        weighted by their mean duration), mean segment duration (``dwell_time``) and its sd, the
+        duration law's parameters, switch probabilities ``to_j``, then the emission's parameters."""
         self._check_fitted()
         transitions, emission = self._blocks
         means = self._duration.mean()
@@ -514,9 +514,8 @@ class HSMM(HMM):
         table = {
             "mode": np.arange(self._k),
             "occupancy": visits * means / (visits @ means),
-            "dwell_time": means,
-            **transitions.describe(),
             **self._duration.describe(),
+            **transitions.describe(),
             **emission.describe(),
         }
         return pd.DataFrame(table).set_index("mode")
