@@ -8,12 +8,12 @@ import warnings
 import numpy as np
 import pytest
 from scipy import stats
+from test_kernels_hsmm import _enumerate
 
 import modeshift
 from modeshift import HMM, HSMM
 from modeshift.durations import survival_of
 from modeshift.models.em import ObjectiveDecreaseWarning
-from tests.test_kernels_hsmm import _enumerate
 
 P3 = np.array([[0.9, 0.06, 0.04], [0.1, 0.85, 0.05], [0.02, 0.08, 0.9]])
 
