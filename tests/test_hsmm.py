@@ -12,6 +12,7 @@ from test_kernels_hsmm import _enumerate
 
 import modeshift
 from modeshift import HMM, HSMM
+from modeshift._kernels import log_likelihood
 from modeshift.durations import survival_of
 from modeshift.models.em import ObjectiveDecreaseWarning
 
@@ -319,3 +320,43 @@ def test_one_mode_is_a_renewal_process_with_the_emission_alone():
     assert model.max_duration_ == 1 and model.transmat_.tolist() == [[1.0]]
     mean, var = X.mean(), X.var()
     assert model.score(X) == pytest.approx(stats.norm.logpdf(X, mean, np.sqrt(var)).sum(), rel=1e-6)
+
+
+def _switching(rate: float, separation: float, max_duration: int = 200) -> HSMM:
+    model = HSMM(n_states=2, duration="poisson", max_duration=max_duration)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.array([[0.0, 1.0], [1.0, 0.0]])
+    model.duration_rates_ = np.full(2, rate)
+    model.means_, model.covars_ = np.array([[0.0], [separation]]), np.ones((2, 1, 1))
+    return model
+
+
+@pytest.mark.parametrize("rate", [3.0, 30.0])
+def test_a_segment_far_longer_than_its_law_expects_is_computed_exactly(rate):
+    """A 200-step run under segments of mean 4: the product of scaled likelihoods over a segment
+    would overflow; the rolling messages stay finite, and the HMM on the K D expanded states
+    (mode, steps left) on modeshift's HMM kernels gives the same log-likelihood."""
+    model = _switching(rate, 6.0)
+    X = np.zeros((600, 1))
+    X[200:400] = 6.0
+    pmf = model._segment_laws()[0][0]
+    d = model.max_duration
+    initial = (model.startprob_[:, None] * pmf).ravel()
+    matrix = np.zeros((2 * d, 2 * d))
+    for k in range(2):
+        rows = k * d + np.arange(1, d)
+        matrix[rows, rows - 1] = 1.0
+        matrix[k * d] = (model.transmat_[k][:, None] * pmf).ravel()
+    expanded = np.repeat(stats.norm.logpdf(X, model.means_[:, 0], 1.0), d, axis=1)
+    expected = log_likelihood(np.ascontiguousarray(expanded), np.array([0, 600]), initial, matrix[None])[0]
+    assert model.score(X) == pytest.approx(expected, abs=1e-9)
+    assert np.isfinite(model.predict_proba(X)).all()
+
+
+def test_an_overflowing_backward_pass_is_a_clear_error():
+    """A 1000-step run under segments of mean 3 and modes 20 sd apart: the backward messages pass 1e308."""
+    model = _switching(2.0, 20.0)
+    X = np.zeros((3000, 1))
+    X[1000:2000] = 20.0
+    assert np.isfinite(model.score(X))
+    with pytest.raises(FloatingPointError, match="duration laws are far too short"):
+        model.predict_proba(X)

@@ -10,7 +10,8 @@ with ``weights`` w (4, K, D) by segment kind: 0 inner, 1 first (starts at t = 0)
 (reaches t = T-1), 3 the only one. The caller chooses them: the duration pmf p(d) on
 1 .. D for an inner segment; for a right-censored last one the survival P(d' >= d); for a
 left-censored first one its residual law. ``survival`` (2, K, D) holds P(duration >= d)
-of the inner (0) and first (1) laws; it gives the filtered probabilities.
+of the inner (0) and first (1) laws; it gives the filtered probabilities, and a duration of
+survival 0 is skipped (the first law's support must lie within the inner law's).
 
 Scaled forward pass, with c_t = p(y_t | y_<t) e^-m_t, m_t = max_k log b_t(k),
 e_t(k) = b_t(k) e^-m_t / c_t and u = t - d + 1:
@@ -22,7 +23,9 @@ e_t(k) = b_t(k) e^-m_t / c_t and u = t - d + 1:
 and log p(y) = sum_t (log c_t + m_t) + log sum_k end_T-1(k) (the last term is 0 when the
 last segment is right-censored). The backward pass mirrors it, so a segment's posterior is
 start_u(k) w(d) prod e_s(k) beta_t(k) / sum_k end_T-1(k). Each costs O(T K^2 + T K D) per
-sequence and O(T K) memory: no expansion into K D states, no (T, K, K) array.
+sequence and O(T K) memory: no expansion into K D states, no (T, K, K) array. The products
+of e_s over a segment are built from its start (forward) or end (backward) in rolling (K, D)
+buffers, so every stored value is a scaled probability or message bounded by 1 / S(d).
 
 Sequences are stored back to back (``offsets``, as in :mod:`modeshift._kernels.hmm`) and
 processed in parallel.
@@ -38,6 +41,8 @@ from modeshift._kernels.threads import threads_for
 
 __all__ = ["hsmm_filter", "hsmm_sample_posterior", "hsmm_smoother", "hsmm_viterbi"]
 
+_NEGLIGIBLE = 1e-300  # scaled forward mass below this is taken as 0 by the backward pass
+
 
 @njit(cache=True, inline="always")
 def _kind(u: int, t: int, first: int, last: int) -> int:
@@ -46,9 +51,13 @@ def _kind(u: int, t: int, first: int, last: int) -> int:
 
 
 @njit(cache=True)
-def _forward_sequence(first, last, initial, transmat, weights, survival, e, start, end, filtered):
+def _forward_sequence(first, last, initial, transmat, weights, survival, e, start, end, filtered, elapsed):
     """Fills rows first..last-1 of ``start``, ``end``, ``filtered``; turns the rows of the scaled
-    likelihood table ``e`` into e_t (divided by c_t). Returns sum_t log c_t (-inf if impossible)."""
+    likelihood table ``e`` into e_t (divided by c_t). Returns sum_t log c_t (-inf if impossible).
+
+    ``elapsed`` (K, D) rolls along: at step t, slot u mod D holds start_u(k) prod_{s=u..t-1} e_s(k),
+    the predicted mass of a segment begun at u divided by nothing smaller than S(t - u + 1), so it
+    stays below 1 / S(d) (products of e_s alone could overflow over a long segment)."""
     n_states = initial.shape[0]
     max_duration = weights.shape[2]
     occupancy = np.empty(n_states)
@@ -64,17 +73,23 @@ def _forward_sequence(first, last, initial, transmat, weights, survival, e, star
                 start[t, k] = total
         total = 0.0
         for k in range(n_states):
-            product = e[t, k]  # b_t(k) e^-m_t, then times e_s(k) for s = t-1, t-2, ...
             occupied = 0.0
             ended = 0.0
+            slot = t % max_duration + 1
             for d in range(1, min(max_duration, t - first + 1) + 1):
                 u = t - d + 1
-                mass = start[u, k] * product
-                occupied += mass * survival[1 if u == first else 0, k, d - 1]
+                slot = slot - 1 if slot > 0 else max_duration - 1  # u mod D
+                lasting = survival[1 if u == first else 0, k, d - 1]
+                if lasting == 0.0:  # impossible: drop it (unbounded, it could overflow)
+                    elapsed[k, slot] = 0.0
+                    continue
+                if d == 1:
+                    elapsed[k, slot] = start[t, k]
+                else:
+                    elapsed[k, slot] *= e[t - 1, k]
+                mass = elapsed[k, slot] * e[t, k]  # e[t] is still b_t(k) e^-m_t here
+                occupied += mass * lasting
                 ended += mass * weights[_kind(u, t, first, last), k, d - 1]
-                if u == first or product == 0.0:
-                    break
-                product *= e[u - 1, k]
             occupancy[k] = occupied
             end[t, k] = ended
             total += occupied
@@ -89,43 +104,49 @@ def _forward_sequence(first, last, initial, transmat, weights, survival, e, star
 
 
 @njit(cache=True)
-def _backward_sequence(first, last, transmat, weights, e, start, end, end_beta, posteriors, durations, pairs):
+def _backward_sequence(
+    first, last, transmat, weights, survival, e, start, end, posteriors, durations, pairs, following
+):
     """The backward pass: adds segment-duration posteriors by kind to ``durations`` (4, K, D) and
-    expected switches to ``pairs`` (K, K); fills the state posteriors. Returns sum_k end_T-1(k)."""
+    expected switches to ``pairs`` (K, K); fills the state posteriors. Returns sum_k end_T-1(k).
+
+    ``following`` (K, D) rolls along as ``elapsed`` does forward: at step u, slot t mod D holds
+    prod_{s=u..t} e_s(k) beta_t(k), beta_t(k) the backward message of a segment ending at t."""
     n_states = transmat.shape[0]
     max_duration = weights.shape[2]
     tail = 0.0
     for k in range(n_states):
         tail += end[last - 1, k]
     start_beta = np.zeros(n_states)  # beta of a segment starting at u + 1
+    end_beta = np.ones(n_states)  # beta of a segment ending at u
     occupied = np.zeros(n_states)  # running sum_{t' >= t} P(end at t') - sum_{u > t} P(start at u)
     for u in range(last - 1, first - 1, -1):
         for k in range(n_states):
-            if u == last - 1:
-                end_beta[u, k] = 1.0
-            else:
-                total = 0.0
+            if u < last - 1:
+                end_beta[k] = 0.0
+            if u < last - 1 and end[u, k] >= _NEGLIGIBLE:  # without forward mass the message is unused, maybe huge
                 for j in range(n_states):
-                    switch = end[u, k] * transmat[k, j] * start_beta[j] / tail
-                    pairs[k, j] += switch
-                    total += transmat[k, j] * start_beta[j]
-                end_beta[u, k] = total
-            occupied[k] += end[u, k] * end_beta[u, k] / tail
+                    pairs[k, j] += end[u, k] * transmat[k, j] * start_beta[j] / tail
+                    end_beta[k] += transmat[k, j] * start_beta[j]
+            occupied[k] += end[u, k] * end_beta[k] / tail
             posteriors[u, k] = occupied[k]
         for k in range(n_states):
-            product = 1.0
             total = 0.0
+            weight = start[u, k] / tail
+            slot = u % max_duration - 1
             for d in range(1, min(max_duration, last - u) + 1):
                 t = u + d - 1
-                product *= e[t, k]
+                slot = slot + 1 if slot < max_duration - 1 else 0  # t mod D
+                if survival[1 if u == first else 0, k, d - 1] == 0.0:
+                    following[k, slot] = 0.0
+                    continue
+                following[k, slot] = e[u, k] * (end_beta[k] if d == 1 else following[k, slot])
                 kind = _kind(u, t, first, last)
-                term = weights[kind, k, d - 1] * product * end_beta[t, k]
+                term = weights[kind, k, d - 1] * following[k, slot]
                 total += term
-                durations[kind, k, d - 1] += start[u, k] * term / tail
-                if product == 0.0:
-                    break
-            start_beta[k] = total
-            occupied[k] -= start[u, k] * total / tail
+                durations[kind, k, d - 1] += weight * term
+            start_beta[k] = total if start[u, k] >= _NEGLIGIBLE else 0.0
+            occupied[k] -= weight * start_beta[k]
     for t in range(first, last):  # round-off of the running sums
         norm = 0.0
         for k in range(n_states):
@@ -137,20 +158,25 @@ def _backward_sequence(first, last, transmat, weights, e, start, end, end_beta, 
 
 
 @njit(cache=True, parallel=True)
-def _smoother(table, shifts, offsets, initial, transmat, weights, survival, start, end, end_beta, filtered, smoothed):
+def _smoother(table, shifts, offsets, initial, transmat, weights, survival, start, end, filtered, smoothed):
     n_sequences = offsets.shape[0] - 1
-    n_states = initial.shape[0]
+    n_states, max_duration = weights.shape[1:]
     log_lik = np.empty(n_sequences)
-    durations = np.zeros((n_sequences, 4, n_states, weights.shape[2]))
+    durations = np.zeros((n_sequences, 4, n_states, max_duration))
     pairs = np.zeros((n_sequences, n_states, n_states))
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
-        value = _forward_sequence(first, last, initial, transmat, weights, survival, table, start, end, filtered)
+        rolling = np.empty((n_states, max_duration))
+        value = _forward_sequence(
+            first, last, initial, transmat, weights, survival, table, start, end, filtered, rolling
+        )
         if np.isfinite(value):
             tail = _backward_sequence(
-                first, last, transmat, weights, table, start, end, end_beta, smoothed, durations[s], pairs[s]
+                first, last, transmat, weights, survival, table, start, end, smoothed, durations[s], pairs[s], rolling
             )
             value += np.log(tail) + shifts[first:last].sum()
+            if not (np.isfinite(durations[s]).all() and np.isfinite(smoothed[first:last]).all()):
+                value = np.nan  # a backward message overflowed
         log_lik[s] = value
     return log_lik, durations.sum(axis=0), pairs.sum(axis=0)
 
@@ -165,7 +191,9 @@ def hsmm_smoother(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Forward-backward over segmentations.
 
-    Returns the log-likelihood of each sequence, the state posteriors p(z_t | y)
+    Returns the log-likelihood of each sequence (-inf where impossible; NaN where a backward
+    message overflowed, which a duration law far too short for the data can cause: a ratio
+    p(y_>=u | segment) / p(y_>=u | y_<u) beyond 1e308), the state posteriors p(z_t | y)
     (n_steps, K), the expected number of segments of each kind, state and duration
     (4, K, D) and of switches i -> j (K, K), all summed over sequences, and the filtered
     probabilities p(z_t | y_<=t) (n_steps, K).
@@ -184,7 +212,6 @@ def hsmm_smoother(
             survival,
             np.empty(shape),
             np.empty(shape),
-            np.empty(shape),
             filtered,
             smoothed,
         )
@@ -192,35 +219,35 @@ def hsmm_smoother(
 
 
 @njit(cache=True)
-def _remaining(first, last, weights, e, start, out):
+def _remaining(first, last, weights, e, elapsed, out):
     """p(z_T-1 = k, the segment lasts r more steps | y), r = 0 .. D-1, into ``out`` (K, D): a segment
-    of k begun d steps before the end (of mass start_u(k) prod e_s(k)) lasts d + r with weight w(d + r)."""
+    of k begun d steps before the end (of mass ``elapsed`` e_T-1(k)) lasts d + r with weight w(d + r)."""
     n_states, max_duration = out.shape
     t = last - 1
     for k in range(n_states):
-        product = e[t, k]
         for d in range(1, min(max_duration, t - first + 1) + 1):
             u = t - d + 1
             kind = 1 if u == first else 0
-            mass = start[u, k] * product
+            mass = elapsed[k, u % max_duration] * e[t, k]
             for r in range(max_duration - d + 1):
                 out[k, r] += mass * weights[kind, k, d + r - 1]
-            if u == first or product == 0.0:
-                break
-            product *= e[u - 1, k]
     out /= out.sum()
 
 
 @njit(cache=True, parallel=True)
 def _filter(table, shifts, offsets, initial, transmat, weights, survival, start, end, filtered, remaining):
     n_sequences = offsets.shape[0] - 1
+    n_states, max_duration = weights.shape[1:]
     log_lik = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
-        value = _forward_sequence(first, last, initial, transmat, weights, survival, table, start, end, filtered)
+        elapsed = np.empty((n_states, max_duration))
+        value = _forward_sequence(
+            first, last, initial, transmat, weights, survival, table, start, end, filtered, elapsed
+        )
         if np.isfinite(value):
             if remaining.shape[0]:
-                _remaining(first, last, weights, table, start, remaining[s])
+                _remaining(first, last, weights, table, elapsed, remaining[s])
             value += np.log(end[last - 1].sum()) + shifts[first:last].sum()
         log_lik[s] = value
     return log_lik
@@ -344,7 +371,8 @@ def hsmm_viterbi(
 @njit(cache=True)
 def _sample_sequence(first, last, transmat, weights, e, start, end, uniforms, path):
     """Backward sampling of one segmentation given the forward pass: the last segment's state by
-    end_T-1, each earlier one's by end_t(k) A[k, next]; a segment's duration by its forward term."""
+    end_T-1, each earlier one's by end_t(k) A[k, next]; a segment's duration by its forward term
+    start_u(k) w(d) prod_{s=u..t} e_s(k), taken in logs (the product alone could overflow)."""
     n_states = transmat.shape[0]
     max_duration = weights.shape[2]
     probs = np.empty(n_states)
@@ -354,12 +382,15 @@ def _sample_sequence(first, last, transmat, weights, e, start, end, uniforms, pa
         for k in range(n_states):
             probs[k] = end[t, k] * (1.0 if following < 0 else transmat[k, following])
         k = draw(probs, uniforms[draws])
-        product = 1.0
+        log_product = 0.0
         n_terms = min(max_duration, t - first + 1)
         for d in range(1, n_terms + 1):
             u = t - d + 1
-            product *= e[u, k]
-            terms[d - 1] = start[u, k] * weights[_kind(u, t, first, last), k, d - 1] * product
+            log_product += np.log(e[u, k])
+            terms[d - 1] = np.log(start[u, k] * weights[_kind(u, t, first, last), k, d - 1]) + log_product
+        top = terms[:n_terms].max()
+        for d in range(n_terms):
+            terms[d] = np.exp(terms[d] - top)
         d = draw(terms[:n_terms], uniforms[draws + 1]) + 1
         path[t - d + 1 : t + 1] = k
         t, following, draws = t - d, k, draws + 2
@@ -370,10 +401,14 @@ def _sample_posterior(
     table, shifts, offsets, initial, transmat, weights, survival, start, end, filtered, uniforms, path
 ):
     n_sequences = offsets.shape[0] - 1
+    n_states, max_duration = weights.shape[1:]
     log_lik = np.empty(n_sequences)
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
-        value = _forward_sequence(first, last, initial, transmat, weights, survival, table, start, end, filtered)
+        elapsed = np.empty((n_states, max_duration))
+        value = _forward_sequence(
+            first, last, initial, transmat, weights, survival, table, start, end, filtered, elapsed
+        )
         if np.isfinite(value):
             _sample_sequence(first, last, transmat, weights, table, start, end, uniforms, path)
             value += np.log(end[last - 1].sum()) + shifts[first:last].sum()

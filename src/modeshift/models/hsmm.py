@@ -47,6 +47,7 @@ from modeshift.transitions import Stationary, normalise_rows
 __all__ = ["HSMM"]
 
 _MIN_RULE_DURATION = 16
+_SMALLEST_SURVIVAL = 1e-250
 
 
 class HSMM(HMM):
@@ -244,8 +245,12 @@ class HSMM(HMM):
 
     def _segment_laws(self) -> tuple[np.ndarray, np.ndarray]:
         """The kernels' ``weights`` (4, K, D) (inner, first, last, only segment) and ``survival``
-        (2, K, D) (inner, first) under the censoring options."""
+        (2, K, D) (inner, first) under the censoring options. Durations the law outlasts with
+        probability below 1e-250 count as impossible: the recursions' messages are bounded by
+        1 / P(duration >= d), which then stays finite."""
         pmf = self._duration.pmf()
+        pmf = np.where(survival_of(pmf) >= _SMALLEST_SURVIVAL, pmf, 0.0)
+        pmf /= pmf.sum(axis=1, keepdims=True)
         survival = survival_of(pmf)
         first, first_survival = pmf, survival
         if self.left_censoring:  # residual law of a renewal process in equilibrium
@@ -344,9 +349,20 @@ class HSMM(HMM):
         ceiling = max(1.0, self.max_duration_ / 2)
         return np.clip(2.0 * means, min(1.5, ceiling), ceiling)
 
+    def _smoothed(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
+        """:func:`~modeshift._kernels.hsmm.hsmm_smoother` under the current parameters, checked."""
+        out = hsmm_smoother(**self._kernel_arguments(seqs))
+        overflowed = np.flatnonzero(np.isnan(out[0]))
+        if overflowed.size:
+            raise FloatingPointError(
+                f"sequence {overflowed[0]}: the HSMM's backward messages overflowed; its duration laws "
+                f"are far too short for the data (mean durations {np.round(self._duration.mean(), 3)})"
+            )
+        self._check_possible(out[0])
+        return out
+
     def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
-        log_lik, posteriors, durations, pairs, _ = hsmm_smoother(**self._kernel_arguments(seqs))
-        self._check_possible(log_lik)
+        log_lik, posteriors, durations, pairs, _ = self._smoothed(seqs)
         complete = durations[0].copy()
         seen = np.zeros_like(complete)
         censored = (self.left_censoring, self.right_censoring, self.left_censoring or self.right_censoring)
@@ -394,9 +410,7 @@ class HSMM(HMM):
         return seqs.restore(filtered)
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
-        log_lik, posteriors, _, _, _ = hsmm_smoother(**self._kernel_arguments(seqs))
-        self._check_possible(log_lik)
-        return posteriors
+        return self._smoothed(seqs)[1]
 
     def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
         arguments = self._kernel_arguments(seqs)
