@@ -25,7 +25,9 @@ last segment is right-censored). The backward pass mirrors it, so a segment's po
 start_u(k) w(d) prod e_s(k) beta_t(k) / sum_k end_T-1(k). Each costs O(T K^2 + T K D) per
 sequence and O(T K) memory: no expansion into K D states, no (T, K, K) array. The products
 of e_s over a segment are built from its start (forward) or end (backward) in rolling (K, D)
-buffers, so every stored value is a scaled probability or message bounded by 1 / S(d).
+buffers: forward, each value is a scaled predicted probability over S(d), below 1 / S(d);
+backward, a ratio of likelihoods, finite unless the duration law is far too short for the
+data (then :func:`hsmm_smoother` says so with a NaN log-likelihood).
 
 Sequences are stored back to back (``offsets``, as in :mod:`modeshift._kernels.hmm`) and
 processed in parallel.
