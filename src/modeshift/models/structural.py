@@ -552,7 +552,22 @@ class StructuralModel(Model):
 
     def _start(self, seqs: Sequences) -> np.ndarray:
         """Starting values: least squares for the regression, then each component's own start
-        from the series without the regression effects."""
+        from the series without the regression effects, then every variance times the scale c
+        that maximises log L along that ray. Multiplying all variances by c leaves the
+        innovations v_t as they are and multiplies their variances F_t by c (exactly, with the
+        exact diffuse start), so log L(c) = const - (n log c + sum v_t^2 / F_t / c) / 2 peaks at
+        c = the mean squared standardised innovation: one filter pass (the scale statsmodels'
+        ``concentrate_scale`` profiles out)."""
+        start = self._component_start(seqs)
+        variances = np.array([kind == "variance" for c in self._components() for kind in c.kinds()])
+        try:
+            standardised = self._filter(self._system(start), seqs).standardised
+        except (ValueError, np.linalg.LinAlgError):
+            return start
+        scale = float(np.nanmean(np.square(standardised))) if np.isfinite(standardised).any() else 1.0
+        return np.where(variances, start * scale, start) if np.isfinite(scale) and scale > 0 else start
+
+    def _component_start(self, seqs: Sequences) -> np.ndarray:
         y = seqs.values[:, 0]
         observed = np.isfinite(y)
         beta = np.zeros(self.n_exog)
