@@ -781,8 +781,10 @@ def _smooth_sequence(
     smoothed_covs,
     cross_covs,
     disturbances,
+    rows,
 ) -> None:
-    """Backward pass over rows ``first:last``; r_t-1 and N_t-1 go to ``rs``, ``Ns`` if they have rows."""
+    """Backward pass over rows ``first:last``; r_t-1 and N_t-1 go to ``rs``, ``Ns`` if they have
+    rows, and N_t-1 A P_t-1|t-1 to ``NAP`` on the state ``rows`` flagged (zero elsewhere)."""
     if last == first:
         return
     begin, diffuse_infs = first, np.empty((0, A.shape[1], A.shape[1]))
@@ -803,6 +805,7 @@ def _smooth_sequence(
     rs, Ns, NAP = disturbances[0], disturbances[1], disturbances[2]
     terms = (disturbances[3], disturbances[4], disturbances[5])
     keep, covariances = Ns.shape[0] > 0, smoothed_covs.shape[0] > 0
+    wanted = keep and rows.any()
     invariant = A.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
     steady, full_next = False, False  # nothing follows the last step
     for t in range(last - 1, begin - 1, -1):
@@ -866,10 +869,10 @@ def _smooth_sequence(
             _observation_terms(k, work, u, extra[2], extra[1], P, D_t, (terms[0][t], terms[1][t], terms[2][t]))
         if final and covariances:
             copy_into(filtered, smoothed_covs[t])
-        elif not final and (keep or covariances):
+        elif not final and (wanted or covariances):
             # P_t|T = P_t|t - G^T N_t G and Cov(x_t+1, x_t | y) = (I - P_t+1|t N_t) G, G = A P_t|t
             _multiply(At, filtered, ahead)
-            _multiply(N, ahead, weighted)  # N_t A P_t|t
+            _multiply_rows(N, ahead, rows, weighted)  # N_t A P_t|t (every row with covariances)
             if keep:
                 copy_into(weighted, NAP[t + 1])
         if not final and covariances:
@@ -1091,6 +1094,21 @@ def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                     out[i, j] += weight * b[k, j]
 
 
+@njit(cache=True)
+def _multiply_rows(a: np.ndarray, b: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    """out = a b on the ``rows`` flagged, zero on the others (O(rows n^2))."""
+    n = a.shape[0]
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 0.0
+        if rows[i]:
+            for k in range(n):
+                weight = a[i, k]
+                if weight != 0.0:
+                    for j in range(n):
+                        out[i, j] += weight * b[k, j]
+
+
 @njit(cache=True, parallel=True)
 def _smooth(
     observations,
@@ -1109,6 +1127,7 @@ def _smooth(
     smoothed_covs,
     cross_covs,
     disturbances,
+    rows,
 ):
     n_sequences = offsets.shape[0] - 1
     if n_sequences == 1:  # in the calling thread, as in _filter
@@ -1130,6 +1149,7 @@ def _smooth(
             smoothed_covs,
             cross_covs,
             disturbances,
+            rows,
         )
         return
     for s in prange(n_sequences):
@@ -1151,6 +1171,7 @@ def _smooth(
             smoothed_covs,
             cross_covs,
             disturbances,
+            rows,
         )
 
 
@@ -1170,6 +1191,7 @@ def rts_smoother(
     diffuse: np.ndarray | None = None,
     disturbances: bool = False,
     covariances: bool = True,
+    score_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The fixed-interval (Rauch-Tung-Striebel) smoother, after :func:`kalman_filter`, in Durbin &
     Koopman's backward form (2012, sec. 4.4-4.7): no predicted covariance is inverted, so
@@ -1192,6 +1214,10 @@ def rts_smoother(
 
     With ``diffuse`` (as for :func:`kalman_filter`), the diffuse steps are smoothed exactly
     (:mod:`modeshift._kernels.diffuse`): r and N are then the kappa^0 coefficients r0, N0.
+
+    ``score_rows`` (n,) flags the rows of A whose score is wanted: ``NAP`` (O(n^3) a step) is
+    then made on those rows only, zero on the others (all rows by default, and with
+    ``covariances``, which need the whole product).
     """
     observations = np.ascontiguousarray(observations, dtype=float)
     A = _stack(transition_matrices)
@@ -1227,6 +1253,7 @@ def rts_smoother(
             smoothed_covs,
             cross_covs,
             tuple(out),
+            np.ones(n, dtype=np.bool_) if score_rows is None or covariances else _mask(score_rows, n),
         )
     if not covariances:
         smoothed_covs = cross_covs = None

@@ -410,13 +410,15 @@ class StructuralModel(Model):
         system matrices (:func:`modeshift.models.lds_mle.score`, the Fisher identity), chained
         through each component's own block, dl/dx_i = <G on the block's rows, d block / dx_i>.
         A block is linear in its variances and coefficients, so one step gives that derivative
-        exactly; in the other values (AR, MA, frequency, damping) central differences of the
-        (cheap) map to the block give it. ``seqs`` carries the inputs (1, exog_t) and ``engine``
-        is :meth:`_engine` (both made once per fit)."""
+        exactly; in the other values, of kind "free" (AR, MA, frequency, damping), central
+        differences of the (cheap) map to the block give it. Only those move the dynamics, so G
+        in A is made on their components' rows only. ``seqs`` carries the inputs (1, exog_t) and
+        ``engine`` is :meth:`_engine` (both made once per fit)."""
         parts = layout.split(x)
         values = [c.from_free(part) for c, part in zip(self.components, parts)]
         blocks = [c.block(v) for c, v in zip(self.components, values)]
-        value, G = engine._score(seqs, self._matrices(self._stack(blocks)))
+        moving = [np.full(len(b.diffuse), "free" in c.kinds()) for c, b in zip(self.components, blocks)]
+        value, G = engine._score(seqs, self._matrices(self._stack(blocks)), np.concatenate(moving))
         gradient = np.empty_like(x)
         i, at, column = 0, 0, 1
         for component, part, here, block in zip(self.components, parts, values, blocks):
