@@ -410,10 +410,10 @@ class StructuralModel(Model):
         system matrices (:func:`modeshift.models.lds_mle.score`, the Fisher identity), chained
         through each component's own block, dl/dx_i = <G on the block's rows, d block / dx_i>.
         A block is linear in its variances and coefficients, so one step gives that derivative
-        exactly; in the other values, of kind "free" (AR, MA, frequency, damping), central
-        differences of the (cheap) map to the block give it. Only those move the dynamics, so G
-        in A is made on their components' rows only. ``seqs`` carries the inputs (1, exog_t) and
-        ``engine`` is :meth:`_engine` (both made once per fit)."""
+        exactly; in the other values, of kind "free" (AR, MA, frequency, damping), the component's
+        exact ``derivatives`` (ARIMA) or central differences of the (cheap) map to the block. Only
+        those move the dynamics, so G in A is made on their components' rows only. ``seqs``
+        carries the inputs (1, exog_t) and ``engine`` is :meth:`_engine` (both made once per fit)."""
         parts = layout.split(x)
         values = [c.from_free(part) for c, part in zip(self.components, parts)]
         blocks = [c.block(v) for c, v in zip(self.components, values)]
@@ -435,6 +435,8 @@ class StructuralModel(Model):
                 irregular=float(G["R"][0, 0]),
                 coefficients=G["D"][0, exog],
             )
+            exact = getattr(component, "derivatives", None)
+            slopes = {j: _inner(local, change) for j, change in exact(here).items()} if exact else None
             for j, kind in enumerate(component.kinds()):
                 unit = layout.units[i]
                 if kind == "free":
@@ -442,8 +444,12 @@ class StructuralModel(Model):
                     above, below = part.copy(), part.copy()
                     above[j] += h * unit
                     below[j] -= h * unit
-                    change = _inner(local, component.block(component.from_free(above)),
-                                    component.block(component.from_free(below)))  # fmt: skip
+                    if slopes is None:  # differences of the map to the block
+                        change = _inner(local, component.block(component.from_free(above)),
+                                        component.block(component.from_free(below)))  # fmt: skip
+                    else:  # the exact dl/dv chained through differences of the (cheap) map to the values
+                        moved = component.from_free(above) - component.from_free(below)
+                        change = sum(slope * moved[v] for v, slope in slopes.items())
                     gradient[i] = change / (2 * h)
                 else:  # linear in the value v: a variance v = s^2 (dv/dx = 2 s unit), a coefficient v (unit)
                     step = unit * unit if kind == "variance" else unit
@@ -855,16 +861,17 @@ def _variance_scale(params: np.ndarray, kinds: np.ndarray) -> float:
     return float(variances.max()) if variances.size else 1.0
 
 
-def _inner(gradient: Block, above: Block, below: Block) -> float:
+def _inner(gradient: Block, above: Block, below: Block | None = None) -> float:
     """<gradient, above - below>: the change of log L between two blocks of one component, to first
-    order, ``gradient`` holding dl/d(each matrix) on the component's rows (None: no such part)."""
+    order, ``gradient`` holding dl/d(each matrix) on the component's rows (None: no such part);
+    without ``below``, <gradient, above>."""
     total = 0.0
     for name in ("dynamics", "observation", "covariance", "intercept", "initial_mean", "initial_covariance",
                  "coefficients"):  # fmt: skip
-        a, b = getattr(above, name), getattr(below, name)
-        if a is not None and b is not None:
-            total += float(np.sum(getattr(gradient, name) * (a - b)))
-    return total + gradient.irregular * (above.irregular - below.irregular)
+        a, b = getattr(above, name), None if below is None else getattr(below, name)
+        if a is not None and (below is None or b is not None):
+            total += float(np.sum(getattr(gradient, name) * (a if b is None else a - b)))
+    return total + gradient.irregular * (above.irregular - (0.0 if below is None else below.irregular))
 
 
 class _Layout:
