@@ -74,7 +74,7 @@ from modeshift._kernels.linalg import (
     forward_substitute,
     whitened_norm,
 )
-from modeshift._kernels.threads import threads_for
+from modeshift._kernels.threads import parallel, threads_for
 
 __all__ = [
     "Disturbances",
@@ -497,7 +497,7 @@ def _filter_sequence(
     return -1, total
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def _filter(
     observations,
     inputs,
@@ -1109,7 +1109,7 @@ def _multiply_rows(a: np.ndarray, b: np.ndarray, rows: np.ndarray, out: np.ndarr
                         out[i, j] += weight * b[k, j]
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def _smooth(
     observations,
     inputs,
@@ -1342,7 +1342,7 @@ def _sample_sequence(
                 paths[r, t, i] = value
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def _sample(filtered_means, filtered_covs, predicted_means, predicted_covs, offsets, A, Q, draws, paths):
     for s in prange(offsets.shape[0] - 1):
         _sample_sequence(

@@ -1,13 +1,52 @@
-"""How many threads the compiled loops may use."""
+"""The threads of the compiled loops: how many, and safe from several Python threads at once.
+
+numba runs ``prange`` loops on one of three threading layers, the first it finds of TBB, OpenMP
+and its own "workqueue". The first two are thread-safe; workqueue is not: two Python threads in
+parallel regions at once abort the process. Every parallel kernel is therefore declared with
+:func:`parallel`, whose calls take one lock while (and only while) the layer is workqueue, so
+fitting from several Python threads is safe whatever layer numba found; with TBB or OpenMP they
+run concurrently. ``NUMBA_THREADING_LAYER`` chooses the layer (numba's documentation).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import numba
+from numba import njit
 
-__all__ = ["threads_for"]
+__all__ = ["parallel", "threads_for"]
+
+_SERIAL = threading.Lock()
+_layer: list[str] = []  # numba's threading layer, once it is known
+
+
+def _guard() -> Any:
+    """The lock when numba's threading layer is workqueue, else nothing to hold."""
+    if not _layer:
+        numba.get_num_threads()  # starts numba's thread pool, so that its layer is chosen
+        _layer.append(numba.threading_layer())
+    return _SERIAL if _layer[0] == "workqueue" else nullcontext()
+
+
+def parallel(function: Callable | None = None, **options: Any) -> Callable:
+    """``njit(cache=True, parallel=True, **options)``, each call from Python serialised when
+    numba's threading layer is not thread-safe (workqueue). Parallel kernels are called from
+    Python only. ``@parallel`` or ``@parallel(fastmath=...)``."""
+    if function is None:
+        return functools.partial(parallel, **options)
+    compiled = njit(cache=True, parallel=True, **options)(function)
+
+    @functools.wraps(function)
+    def run(*args: Any) -> Any:
+        with _guard():
+            return compiled(*args)
+
+    return run
 
 
 @contextmanager
