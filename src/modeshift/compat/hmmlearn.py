@@ -54,14 +54,17 @@ Differences from hmmlearn 0.3 that remain (docs/compat.md explains each):
   maximum likelihood with a 1e-6 ridge; CategoricalHMM: one number ``emissionprob_prior`` >= 1;
   PoissonHMM: ``lambdas_prior`` = ``lambdas_weight`` = 0.
 - GMMHMM's M-step is exact: its covariances are taken about the updated means (hmmlearn's about
-  the previous ones), so each EM step gains at least as much.
+  the previous ones), so every step is a true EM step and cannot lower the likelihood.
+- ``aic`` and ``bic`` count GMMHMM's free weights as n_components * (n_mix - 1) (hmmlearn counts
+  n_mix - 1); the other counts are hmmlearn's.
 - ``decode(algorithm="map")`` returns, as hmmlearn does, the sum over steps of the largest
   posterior probability as its first value: not a log-probability.
 - Missing values (NaN) are integrated out; hmmlearn refuses them. Categorical symbols and counts
-  may be floats holding integers. ``implementation`` is accepted and changes nothing (the
-  kernels scale, and fall back to logarithms where scaling underflows).
+  may be floats holding integers. ``implementation`` is accepted and changes nothing: the
+  kernels always run the scaled recursions, guarded against underflow. ``verbose`` draws a
+  progress bar instead of printing each iteration.
 - One keyword-only addition, ``accelerate=False``: True runs EM with SQUAREM
-  (:mod:`modeshift.models.em`), the same fixed point in fewer iterations.
+  (:mod:`modeshift.models.em`), the same fixed points in far fewer iterations where EM crawls.
 
 Layer: this module is a model-level adapter (layer 4, with ``models``). It builds concrete
 ``HMM`` engines and emission blocks and reads their parameters, which is model code, not
@@ -182,7 +185,7 @@ class _BaseHMM:
             "random_state": _Seed(),
             **self._constraints,
         }
-        common = {name: rules.COMMON[name] for name in ("n_iter", "tol", "verbose", "accelerate")}
+        common = {name: rules.COMMON[name] for name in ("n_iter", "tol", "accelerate")}
         rules.check(type(self).__name__, self.get_params(), {**common, **own})
 
     # ----------------------------------------------------------------------- data
@@ -245,7 +248,7 @@ class _BaseHMM:
             n_iter=self.n_iter,
             tol=self.tol,
             random_state=_generator_seed(self.random_state),
-            verbose=self.verbose,
+            verbose=bool(self.verbose),
             accelerate=self.accelerate,
             transition_concentration=concentration,
             stickiness=stickiness,
