@@ -445,6 +445,14 @@ def test_bad_input_is_named():
     multinomial = compat.MultinomialHMM(2, n_trials=5)
     with pytest.raises(ValueError, match="row 1 of X counts 4 trials"):
         multinomial.fit([[2, 3], [1, 3]])
+    with pytest.raises(ValueError, match="one number or one per row of X"):
+        multinomial.set_params(n_trials=[5, 5, 5]).fit([[2, 3], [1, 4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        varying = compat.MultinomialHMM(2, n_iter=1, random_state=0).fit([[2, 3], [1, 3], [0, 2]])
+    assert_array_equal(varying.n_trials, [5, 4, 2])  # learned from the rows, as hmmlearn
+    with pytest.raises(ValueError, match="one number of trials"):
+        varying.sample(3)
 
 
 def test_missing_values_are_integrated_out():

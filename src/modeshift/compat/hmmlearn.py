@@ -73,6 +73,7 @@ interface code that may only use the capability protocols; it draws and prints n
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ class _BaseHMM:
     # ------------------------------------------------------------ hyper-parameters
     @classmethod
     def _hyperparameters(cls) -> dict[str, inspect.Parameter]:
-        return {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
+        return _signature(cls)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Hyper-parameters, as given to ``__init__`` (scikit-learn's convention)."""
@@ -543,12 +544,12 @@ class CategoricalHMM(_BaseHMM):
         return {"concentration": concentration}
 
     def _take_features(self, X: np.ndarray) -> None:
-        """``n_features`` stays as given; ``fit`` sets it to the symbols its ``emissionprob_`` covers."""
+        """``n_features`` is a hyper-parameter here: None until ``fit`` learns the alphabet."""
 
-    def _hmmlearn_form(self, name: str, value: np.ndarray) -> np.ndarray:
-        if name == "emissionprob_":
-            self.n_features = value.shape[1]
-        return np.array(value)
+    def fit(self, X: Any, lengths: Any = None) -> CategoricalHMM:
+        super().fit(X, lengths)
+        self.n_features = self.emissionprob_.shape[1]  # as hmmlearn: the alphabet fit used
+        return self
 
     def _sample_form(self, X: np.ndarray) -> np.ndarray:
         return X.astype(np.int64)
@@ -585,8 +586,8 @@ class MultinomialHMM(_BaseHMM):
         _store(self, locals())
 
     def _emission(self) -> Emission:
-        trials = None if self.n_trials is None else np.unique(self.n_trials)
-        return Multinomial(self.n_components, int(trials[0]) if trials is not None and trials.size == 1 else None)
+        trials = () if self.n_trials is None else np.unique(self.n_trials)
+        return Multinomial(self.n_components, int(trials[0]) if len(trials) == 1 else None)
 
     def _take_features(self, X: np.ndarray) -> None:
         self.n_features = X.shape[1]
@@ -594,8 +595,13 @@ class MultinomialHMM(_BaseHMM):
         if self.n_trials is None:
             self.n_trials = totals
             return
-        trials = np.broadcast_to(self.n_trials, totals.shape) if np.size(self.n_trials) in (1, len(X)) else None
-        wrong = np.flatnonzero(totals != trials) if trials is not None else np.array([0])
+        trials = np.asarray(self.n_trials).reshape(-1)
+        if trials.size not in (1, len(X)):
+            raise ValueError(
+                f"{type(self).__name__}: n_trials must be one number or one per row of X ({len(X)}), "
+                f"got {trials.size} numbers"
+            )
+        wrong = np.flatnonzero(totals != np.broadcast_to(trials, totals.shape))
         if wrong.size:
             raise ValueError(
                 f"{type(self).__name__}: row {wrong[0]} of X counts {totals[wrong[0]]:g} trials; n_trials "
@@ -653,6 +659,12 @@ class PoissonHMM(_BaseHMM):
 
 
 # ------------------------------------------------------------------------- helpers
+@functools.cache
+def _signature(cls: type) -> dict[str, inspect.Parameter]:
+    """The arguments of ``cls.__init__``: its hyper-parameters (read once per class)."""
+    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
+
+
 def _store(model: _BaseHMM, arguments: dict[str, Any]) -> None:
     """Keep every argument of ``__init__`` unchanged (scikit-learn's rule, so ``clone`` works)."""
     for name in model._hyperparameters():
