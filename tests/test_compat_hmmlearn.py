@@ -11,6 +11,7 @@ hmmlearn's log-likelihood where modeshift's is exact and hmmlearn's is not, GMMH
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 
 import numpy as np
@@ -413,6 +414,16 @@ def test_hyper_parameters_follow_scikit_learn():
     assert repr(model) == "GaussianHMM(n_components=4, covariance_type='full', n_iter=7, tol=0.5)"
     with pytest.raises(ValueError, match="no hyper-parameter"):
         model.set_params(n_states=2)
+
+
+@ignore_cap
+def test_a_fitted_model_pickles_as_hmmlearn_users_expect():
+    """The objects hold only hyper-parameters and arrays (the engine is rebuilt for each call)."""
+    X = np.random.default_rng(26).normal(size=(60, D))
+    model = compat.GaussianHMM(2, n_iter=3, random_state=0).fit(X)
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.score(X) == model.score(X)
+    assert copy.monitor_ == model.monitor_
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,7 @@ class ConvergenceMonitor:
     converged: bool = False
 
 
-class Engine(HMM):
+class ModeshiftHMM(HMM):
     """modeshift's HMM with the emission block an adapter hands it as ``emission_block``
     (for emissions and priors HMM's own options do not offer); one fit per engine."""
 
@@ -208,16 +208,16 @@ class _BaseHMM:
         """hmmlearn's emission priors as the emission block's, or a ValueError where there is no equivalent."""
         return {}
 
-    def _engine(self, letters: str, emission: Emission, **options: Any) -> Engine:
+    def _engine(self, letters: str, emission: Emission, **options: Any) -> ModeshiftHMM:
         """An engine holding those of this model's parameters named by ``letters`` that are set."""
-        engine = Engine(self.n_components, **options)
+        engine = ModeshiftHMM(self.n_components, **options)
         engine.emission_block = emission
         for letter, name in self._letters.items():
             if letter in letters and hasattr(self, name):
                 setattr(engine, name, self._engine_form(name))
         return engine
 
-    def _model(self) -> Engine:
+    def _model(self) -> ModeshiftHMM:
         """An engine holding every parameter: what scoring, decoding and sampling use."""
         self._check_hyperparameters()
         return self._engine("".join(self._letters), self._emission())
