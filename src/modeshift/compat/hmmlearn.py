@@ -91,6 +91,7 @@ from modeshift.models.hmm import HMM
 __all__ = ["GMMHMM", "CategoricalHMM", "ConvergenceMonitor", "GaussianHMM", "MultinomialHMM", "PoissonHMM"]
 
 _CHAIN = {"s": "startprob_", "t": "transmat_"}
+_ALGORITHMS = rules.OneOf(("viterbi", "map"))
 #: the ridge GMMHMM's maximum-likelihood covariances get (hmmlearn's default priors have none)
 _GMM_RIDGE = 1e-6
 
@@ -117,7 +118,7 @@ class ModeshiftHMM(HMM):
     (for emissions and priors HMM's own options do not offer); one fit per engine."""
 
     def _make_emission(self) -> Emission:
-        return self.__dict__["emission_block"]
+        return self.emission_block
 
 
 class _Letters(rules.Rule):
@@ -179,7 +180,7 @@ class _BaseHMM:
         letters = _Letters("".join(self._letters))
         own = {
             "n_components": rules.Integer(1),
-            "algorithm": rules.OneOf(("viterbi", "map")),
+            "algorithm": _ALGORITHMS,
             "implementation": rules.OneOf(("log", "scaling")),
             "params": letters,
             "init_params": letters,
@@ -293,7 +294,7 @@ class _BaseHMM:
         the most likely state of each step and (as hmmlearn) the sum of their posterior probabilities.
         ``algorithm`` defaults to the model's."""
         algorithm = self.algorithm if algorithm is None else algorithm
-        rules.check(type(self).__name__, {"algorithm": algorithm}, {"algorithm": rules.OneOf(("viterbi", "map"))})
+        rules.check(type(self).__name__, {"algorithm": algorithm}, {"algorithm": _ALGORITHMS})
         X = self._check_X(X)
         engine = self._model()
         if algorithm == "viterbi":
