@@ -160,6 +160,25 @@ def test_lists_of_lists_are_one_sequence_of_symbols():
         ours.score([0, 1, 2])
 
 
+def test_multinomial_emission_against_scipy():
+    """The multinomial block on its own: densities by scipy, the M-step as weighted frequencies."""
+    from scipy import stats
+
+    from modeshift.compat.multinomial import Multinomial
+
+    probs = np.array([[0.2, 0.3, 0.5], [0.6, 0.4, 0.0]])
+    emission = Multinomial(2)
+    emission.set("emission_probs", probs)
+    counts = np.array([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    expected = np.array([[stats.multinomial.logpmf(row, row.sum(), p) for p in probs] for row in counts])
+    assert_allclose(emission.log_likelihoods(counts), expected, rtol=1e-12)
+    assert emission.log_likelihoods(counts)[0, 1] == -np.inf  # an outcome state 1 never emits
+    posteriors = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    emission.m_step(emission.statistics(counts, posteriors))
+    weighted = posteriors.T @ counts
+    assert_allclose(emission.emission_probs, weighted / weighted.sum(axis=1, keepdims=True), rtol=1e-12)
+
+
 # ------------------------------------------------------------------- EM parity
 def _start(name: str, covariance_type: str | None) -> dict[str, np.ndarray]:
     """A start away from the truth (seed 0), so EM has work to do."""
