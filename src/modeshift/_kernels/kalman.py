@@ -74,7 +74,7 @@ from modeshift._kernels.linalg import (
     forward_substitute,
     whitened_norm,
 )
-from modeshift._kernels.threads import parallel, threads_for
+from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
     "Disturbances",
@@ -497,7 +497,7 @@ def _filter_sequence(
     return -1, total
 
 
-@parallel
+@parallel(tasks=sequences_of(2))
 def _filter(
     observations,
     inputs,
@@ -620,27 +620,26 @@ def kalman_filter(
     filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
     log_likelihoods = np.empty(n_sequences)
     failures = np.empty(n_sequences, dtype=np.int64)
-    with threads_for(n_sequences):
-        _filter(
-            observations,
-            inputs,
-            np.asarray(offsets, dtype=np.int64),
-            np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
-            np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
-            _mask(diffuse, n),
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
-            log_likelihoods,
-            failures,
-        )
+    _filter(
+        observations,
+        inputs,
+        np.asarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
+        np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
+        _mask(diffuse, n),
+        A,
+        B,
+        Q,
+        C,
+        D,
+        R,
+        predicted_means,
+        predicted_covs,
+        filtered_means,
+        filtered_covs,
+        log_likelihoods,
+        failures,
+    )
     failed = np.flatnonzero(failures >= 0)
     if failed.size:
         s = failed[0]
@@ -1109,7 +1108,7 @@ def _multiply_rows(a: np.ndarray, b: np.ndarray, rows: np.ndarray, out: np.ndarr
                         out[i, j] += weight * b[k, j]
 
 
-@parallel
+@parallel(tasks=sequences_of(2))
 def _smooth(
     observations,
     inputs,
@@ -1237,24 +1236,23 @@ def rts_smoother(
         np.zeros((kept, p, p)),
         np.zeros((kept, p, n)),
     )
-    with threads_for(len(offsets) - 1):
-        _smooth(
-            observations,
-            inputs,
-            np.asarray(offsets, dtype=np.int64),
-            *(np.ascontiguousarray(moments, dtype=float) for moments in (filtered_means, filtered_covs)),
-            *(np.ascontiguousarray(moments, dtype=float) for moments in (predicted_means, predicted_covs)),
-            _mask(diffuse, n),
-            A,
-            C,
-            D,
-            R,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-            tuple(out),
-            np.ones(n, dtype=np.bool_) if score_rows is None or covariances else _mask(score_rows, n),
-        )
+    _smooth(
+        observations,
+        inputs,
+        np.asarray(offsets, dtype=np.int64),
+        *(np.ascontiguousarray(moments, dtype=float) for moments in (filtered_means, filtered_covs)),
+        *(np.ascontiguousarray(moments, dtype=float) for moments in (predicted_means, predicted_covs)),
+        _mask(diffuse, n),
+        A,
+        C,
+        D,
+        R,
+        smoothed_means,
+        smoothed_covs,
+        cross_covs,
+        tuple(out),
+        np.ones(n, dtype=np.bool_) if score_rows is None or covariances else _mask(score_rows, n),
+    )
     if not covariances:
         smoothed_covs = cross_covs = None
     if disturbances:
@@ -1342,7 +1340,7 @@ def _sample_sequence(
                 paths[r, t, i] = value
 
 
-@parallel
+@parallel(tasks=sequences_of(4))
 def _sample(filtered_means, filtered_covs, predicted_means, predicted_covs, offsets, A, Q, draws, paths):
     for s in prange(offsets.shape[0] - 1):
         _sample_sequence(
@@ -1380,16 +1378,15 @@ def sample_states(
     draws = np.asarray(draws, dtype=float)
     batch = np.ascontiguousarray(draws.reshape((-1, *draws.shape[-2:])))
     paths = np.empty_like(batch)
-    with threads_for(len(offsets) - 1):
-        _sample(
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            np.asarray(offsets, dtype=np.int64),
-            _stack(transition_matrices),
-            _stack(transition_covs),
-            batch,
-            paths,
-        )
+    _sample(
+        filtered_means,
+        filtered_covs,
+        predicted_means,
+        predicted_covs,
+        np.asarray(offsets, dtype=np.int64),
+        _stack(transition_matrices),
+        _stack(transition_covs),
+        batch,
+        paths,
+    )
     return paths.reshape(draws.shape)

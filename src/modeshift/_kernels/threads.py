@@ -19,7 +19,7 @@ from typing import Any
 import numba
 from numba import njit
 
-__all__ = ["parallel", "threads_for"]
+__all__ = ["parallel", "rows_of", "sequences_of", "threads_for"]
 
 _SERIAL = threading.Lock()
 _layer: list[str] = []  # numba's threading layer, once it is known
@@ -33,20 +33,32 @@ def _guard() -> Any:
     return _SERIAL if _layer[0] == "workqueue" else nullcontext()
 
 
-def parallel(function: Callable | None = None, **options: Any) -> Callable:
-    """``njit(cache=True, parallel=True, **options)``, each call from Python serialised when
-    numba's threading layer is not thread-safe (workqueue). Parallel kernels are called from
-    Python only. ``@parallel`` or ``@parallel(fastmath=...)``."""
+def parallel(function: Callable | None = None, *, tasks: Callable[..., int] | None = None, **options: Any) -> Callable:
+    """``njit(cache=True, parallel=True, **options)``, called from Python only: each call runs
+    on at most ``tasks(*args)`` threads (the pieces of work worth a thread of their own:
+    sequences, blocks of rows; :func:`threads_for`), and is serialised when numba's threading
+    layer is not thread-safe (workqueue). ``@parallel`` or ``@parallel(tasks=..., fastmath=...)``."""
     if function is None:
-        return functools.partial(parallel, **options)
+        return functools.partial(parallel, tasks=tasks, **options)
     compiled = njit(cache=True, parallel=True, **options)(function)
 
     @functools.wraps(function)
     def run(*args: Any) -> Any:
-        with _guard():
+        with _guard(), threads_for(numba.get_num_threads() if tasks is None else tasks(*args)):
             return compiled(*args)
 
     return run
+
+
+def sequences_of(offsets: int) -> Callable[..., int]:
+    """``tasks`` for a kernel whose positional argument ``offsets`` cuts the sequences: one each."""
+    return lambda *args: len(args[offsets]) - 1
+
+
+def rows_of(array: int, per_thread: int) -> Callable[..., int]:
+    """``tasks`` for a kernel over the rows of its positional argument ``array``: ``per_thread``
+    rows at least to a thread (fewer are not worth waking one)."""
+    return lambda *args: len(args[array]) // per_thread
 
 
 @contextmanager
