@@ -9,6 +9,11 @@ import subprocess
 import sys
 import textwrap
 
+import numba
+import pytest
+
+from modeshift._kernels.threads import parallel
+
 SCRIPT = textwrap.dedent(
     """
     import threading, warnings
@@ -45,3 +50,16 @@ def test_fits_from_several_threads_under_the_workqueue_layer_neither_crash_nor_d
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@parallel(tasks=lambda n: n)
+def _threads_inside(n):
+    return numba.get_num_threads()
+
+
+@pytest.mark.filterwarnings("ignore::numba.NumbaWarning")  # no loop to parallelise; not cached
+def test_a_kernel_runs_on_no_more_threads_than_its_tasks():
+    everyone = numba.get_num_threads()
+    assert _threads_inside(1) == 1
+    assert _threads_inside(10**6) == everyone
+    assert numba.get_num_threads() == everyone  # put back after the call
