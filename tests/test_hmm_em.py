@@ -670,3 +670,12 @@ def test_sample_start_distribution():
     freq = np.bincount(first, minlength=3) / len(first)
     p = model.startprob_
     assert np.all(np.abs(freq - p) <= Z * np.sqrt(p * (1 - p) / len(first)))
+
+
+def test_a_mode_whose_covariance_collapses_is_a_clear_error_not_a_division_by_zero():
+    """reg_covar = 0 on a stretch of identical points (a stuck sensor): the M-step says which
+    mode collapsed and what to do, before any kernel divides by a zero variance."""
+    values = np.r_[np.zeros(40), np.random.default_rng(0).normal(5.0, 1.0, 40)][:, None]
+    with pytest.raises(ValueError, match=r"covariance of mode \d collapsed onto one point in feature 0.*reg_covar"):
+        HMM(2, reg_covar=0.0, n_iter=20, random_state=0).fit(values)
+    assert np.isfinite(HMM(2, n_iter=20, random_state=0).fit(values).score(values))  # the default is fine

@@ -175,17 +175,10 @@ def test_trigonometric_seasonal_log_likelihood_equals_freq_seasonal():
     assert model.score(y) == pytest.approx(reference.loglike([0.1, 0.05, 1e-4, 1e-3]), rel=1e-7)
 
 
-def test_the_gradient_the_fit_climbs_equals_differences_of_the_log_likelihood(co2_monthly):
-    """Every component kind at once (variances, coefficients, AR/MA, frequency and damping), with
-    exog and a missing value: the chained analytic gradient against central differences of log L."""
-    from modeshift.models.structural import _Layout
-
-    rng = np.random.default_rng(3)
-    y = co2_monthly[:120].copy()
-    y[17] = np.nan
-    exog = rng.normal(size=(len(y), 2))
-    model = StructuralModel(
-        components=(
+@pytest.mark.parametrize(
+    "components",
+    [
+        (
             LocalLinearTrend(),
             Seasonal(4),
             TrigonometricSeasonal(12, 1),
@@ -193,8 +186,21 @@ def test_the_gradient_the_fit_climbs_equals_differences_of_the_log_likelihood(co
             ARIMA(2, 0, 1, intercept=True),
             Regression(2),
             Irregular(),
-        )  # fmt: skip
-    )
+        ),
+        (ARIMA(1, 1, 2), Regression(2)),
+    ],  # fmt: skip
+    ids=["every component", "ARIMA(1, 1, 2)"],
+)
+def test_the_gradient_the_fit_climbs_equals_differences_of_the_log_likelihood(co2_monthly, components):
+    """Every component kind (variances, coefficients, AR/MA, frequency and damping), with exog
+    and a missing value: the chained analytic gradient against central differences of log L."""
+    from modeshift.models.structural import _Layout
+
+    rng = np.random.default_rng(3)
+    y = co2_monthly[:120].copy()
+    y[17] = np.nan
+    exog = rng.normal(size=(len(y), 2))
+    model = StructuralModel(components=components)
     seqs = model._sequences(y, None, exog).require_observed()
     start = model._start(seqs)
     layout = _Layout(model._components(), start)

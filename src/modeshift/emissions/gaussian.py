@@ -227,7 +227,29 @@ class Gaussian(Emission):
         cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
         if previous is not None:
             cov = np.where(active[:, None, None], cov, previous)
+        self._check_collapse(cov)
         return cov
+
+    def _check_collapse(self, covariances: np.ndarray) -> None:
+        """A clear error, before any kernel divides by it, when a mode's covariance is singular:
+        with reg_covar = 0, a mode whose points coincide (or lie on a line, a plane) has none."""
+        try:
+            if np.all(np.diagonal(np.linalg.cholesky(covariances), axis1=1, axis2=2) > 0):
+                return
+        except np.linalg.LinAlgError:
+            pass
+        for k, matrix in enumerate(covariances):  # which one
+            try:
+                if np.all(np.diagonal(np.linalg.cholesky(matrix)) > 0):
+                    continue
+            except np.linalg.LinAlgError:
+                pass
+            flat = np.flatnonzero(np.diagonal(matrix) <= 0)
+            where = f"onto one point in feature {int(flat[0])}" if flat.size else "onto a subspace"
+            raise ValueError(
+                f"the covariance of mode {k} collapsed {where} (its data have no spread there): "
+                f"raise reg_covar (now {self.reg_covar:g}), or check the data for constant stretches"
+            )
 
     def log_prior(self) -> float:
         if self.reg_covar == 0.0:

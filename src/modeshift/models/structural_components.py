@@ -514,6 +514,60 @@ class ARIMA(NamedTuple):
             initial_covariance=0.5 * (initial_covariance + initial_covariance.T),
         )
 
+    def derivatives(self, values: np.ndarray) -> dict[int, Block]:
+        """d block / d v_j for the AR and MA coefficients v_j (index in ``values`` -> a Block of
+        derivatives), exactly: with T the ARMA transition, s = (1, theta, 0..) and Q = sigma2 s s',
+
+            d phi_k:   dT = e_k e_1',  d mean = (I - T)^-1 dT mean,  dP = lyap(T, dT P T' + T P dT'),
+            d theta_k: dQ = sigma2 (e_k+1 s' + s e_k+1'),  dP = lyap(T, dQ),
+
+        lyap(T, X) the solution of dP = T dP T' + X, the Lyapunov equation of P, all of them at
+        one solve. (The structural fit's gradient uses these instead of differences.)"""
+        block = self.block(values)
+        c, phi, theta, sigma2 = self._split(np.asarray(values, dtype=float))
+        d, r = int(self.d), max(int(self.ar), int(self.ma) + 1)
+        n, i = d + r, int(self.intercept)
+        T, P = block.dynamics[d:, d:], block.initial_covariance[d:, d:]
+        selection = np.zeros(r)
+        selection[0], selection[1 : 1 + len(theta)] = 1.0, theta
+        moves, changes, right = [], [], []  # per coefficient: dT, dQ, and the Lyapunov right-hand side
+        for k in range(len(phi)):
+            dT = np.zeros((r, r))
+            dT[k, 0] = 1.0
+            spread = dT @ P @ T.T
+            moves.append(dT)
+            changes.append(np.zeros((r, r)))
+            right.append(spread + spread.T)
+        for k in range(len(theta)):
+            ds = np.zeros(r)
+            ds[k + 1] = 1.0
+            dQ = sigma2 * (np.outer(ds, selection) + np.outer(selection, ds))
+            moves.append(np.zeros((r, r)))
+            changes.append(dQ)
+            right.append(dQ)
+        if not right:
+            return {}
+        kron = (T[:, None, :, None] * T[None, :, None, :]).reshape(r * r, r * r)
+        solved = np.linalg.solve(np.eye(r * r) - kron, np.stack([x.ravel() for x in right], axis=1))
+        mean = block.initial_mean[d:]
+        out = {}
+        for j, (dT, dQ, dP) in enumerate(zip(moves, changes, solved.T)):
+            full = [np.zeros((n, n)) for _ in range(3)]
+            full[0][d:, d:], full[1][d:, d:], full[2][d:, d:] = dT, dQ, dP.reshape(r, r)
+            full[2] = 0.5 * (full[2] + full[2].T)
+            initial_mean = np.zeros(n)
+            initial_mean[d:] = np.linalg.solve(np.eye(r) - T, dT @ mean)
+            out[i + j] = Block(
+                full[0],
+                np.zeros(n),
+                full[1],
+                block.diffuse,
+                intercept=np.zeros(n),
+                initial_mean=initial_mean,
+                initial_covariance=full[2],
+            )
+        return out
+
     def start(self, context: StartContext) -> np.ndarray:
         """Hannan & Rissanen (1982): a long autoregression estimates the innovations e_t, then
         least squares of u_t on (1,) its p lags and q lagged innovations gives (c,) phi, theta."""
