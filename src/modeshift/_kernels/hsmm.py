@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from modeshift._kernels.recursions import draw, scaled_table
-from modeshift._kernels.threads import threads_for
+from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = ["hsmm_filter", "hsmm_sample_posterior", "hsmm_smoother", "hsmm_viterbi"]
 
@@ -159,7 +159,7 @@ def _backward_sequence(
     return tail
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _smoother(table, shifts, offsets, initial, transmat, weights, survival, start, end, filtered, smoothed):
     n_sequences = offsets.shape[0] - 1
     n_states, max_duration = weights.shape[1:]
@@ -203,20 +203,19 @@ def hsmm_smoother(
     table, shifts = scaled_table(np.ascontiguousarray(log_likelihoods, dtype=np.float64))
     shape = table.shape
     filtered, smoothed = np.empty(shape), np.empty(shape)
-    with threads_for(len(offsets) - 1):
-        log_lik, durations, pairs = _smoother(
-            table,
-            shifts,
-            offsets,
-            initial_probs,
-            transition_matrix,
-            weights,
-            survival,
-            np.empty(shape),
-            np.empty(shape),
-            filtered,
-            smoothed,
-        )
+    log_lik, durations, pairs = _smoother(
+        table,
+        shifts,
+        offsets,
+        initial_probs,
+        transition_matrix,
+        weights,
+        survival,
+        np.empty(shape),
+        np.empty(shape),
+        filtered,
+        smoothed,
+    )
     return log_lik, smoothed, durations, pairs, filtered
 
 
@@ -236,7 +235,7 @@ def _remaining(first, last, weights, e, elapsed, out):
     out /= out.sum()
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _filter(table, shifts, offsets, initial, transmat, weights, survival, start, end, filtered, remaining):
     n_sequences = offsets.shape[0] - 1
     n_states, max_duration = weights.shape[1:]
@@ -271,20 +270,19 @@ def hsmm_filter(
     n_states, max_duration = weights.shape[1:]
     filtered = np.empty(table.shape)
     remaining = np.zeros((len(offsets) - 1 if with_remaining else 0, n_states, max_duration))
-    with threads_for(len(offsets) - 1):
-        log_lik = _filter(
-            table,
-            shifts,
-            offsets,
-            initial_probs,
-            transition_matrix,
-            weights,
-            survival,
-            np.empty(table.shape),
-            np.empty(table.shape),
-            filtered,
-            remaining,
-        )
+    log_lik = _filter(
+        table,
+        shifts,
+        offsets,
+        initial_probs,
+        transition_matrix,
+        weights,
+        survival,
+        np.empty(table.shape),
+        np.empty(table.shape),
+        filtered,
+        remaining,
+    )
     return filtered, log_lik, remaining if with_remaining else None
 
 
@@ -332,7 +330,7 @@ def _viterbi_sequence(log_likelihoods, first, last, log_initial, log_transmat, l
     return log_prob
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(1))
 def _viterbi(log_likelihoods, offsets, log_initial, log_transmat, log_weights, best_start, best_end, path):
     n_sequences = offsets.shape[0] - 1
     log_prob = np.empty(n_sequences)
@@ -365,8 +363,7 @@ def hsmm_viterbi(
         logs = [np.log(np.asarray(array, dtype=np.float64)) for array in (initial_probs, transition_matrix, weights)]
     shape = log_likelihoods.shape
     path = np.zeros(shape[0], dtype=np.int64)
-    with threads_for(len(offsets) - 1):
-        log_prob = _viterbi(log_likelihoods, offsets, *logs, np.empty(shape), np.empty(shape), path)
+    log_prob = _viterbi(log_likelihoods, offsets, *logs, np.empty(shape), np.empty(shape), path)
     return path, log_prob
 
 
@@ -398,7 +395,7 @@ def _sample_sequence(first, last, transmat, weights, e, start, end, uniforms, pa
         t, following, draws = t - d, k, draws + 2
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _sample_posterior(
     table, shifts, offsets, initial, transmat, weights, survival, start, end, filtered, uniforms, path
 ):
@@ -432,19 +429,18 @@ def hsmm_sample_posterior(
     variates (two per segment at most: its state and its duration), so the caller's generator fixes the draw."""
     table, shifts = scaled_table(np.ascontiguousarray(log_likelihoods, dtype=np.float64))
     path = np.zeros(table.shape[0], dtype=np.int64)
-    with threads_for(len(offsets) - 1):
-        log_lik = _sample_posterior(
-            table,
-            shifts,
-            offsets,
-            initial_probs,
-            transition_matrix,
-            weights,
-            survival,
-            np.empty(table.shape),
-            np.empty(table.shape),
-            np.empty(table.shape),
-            np.asarray(uniforms, dtype=np.float64),
-            path,
-        )
+    log_lik = _sample_posterior(
+        table,
+        shifts,
+        offsets,
+        initial_probs,
+        transition_matrix,
+        weights,
+        survival,
+        np.empty(table.shape),
+        np.empty(table.shape),
+        np.empty(table.shape),
+        np.asarray(uniforms, dtype=np.float64),
+        path,
+    )
     return path, log_lik
