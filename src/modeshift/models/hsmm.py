@@ -354,7 +354,7 @@ class HSMM(HMM):
         out = hsmm_smoother(**self._kernel_arguments(seqs))
         overflowed = np.flatnonzero(np.isnan(out[0]))
         if overflowed.size:
-            raise FloatingPointError(
+            raise ValueError(
                 f"sequence {overflowed[0]}: the HSMM's backward messages overflowed; its duration laws "
                 f"are far too short for the data (mean durations {np.round(self._duration.mean(), 3)})"
             )
