@@ -171,9 +171,9 @@ def test_bad_input_is_reported():
         MarkovChainMixture(0).fit([[0, 1]])
     with pytest.raises(ValueError, match="pseudo_count must be a finite number >= 0"):
         MarkovChainMixture(2, pseudo_count=-1.0).fit([[0, 1]])
-    with pytest.raises(ValueError, match="n_steps and n_sequences must be positive integers"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1|n_sequences must be an integer >= 1"):
         model.sample(0)
-    with pytest.raises(ValueError, match="n_steps and n_sequences must be positive integers"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1|n_sequences must be an integer >= 1"):
         model.sample(3, 0)
 
 

@@ -342,3 +342,27 @@ def test_an_invalid_hyperparameter_is_an_error_at_fit(cls):
             model.fit(X, **extras)
         checked += 1
     assert checked, f"{cls.__name__} declares no rule for its hyper-parameters (_constraints)"
+
+
+def test_an_invalid_method_argument_is_an_error_naming_the_method(cls):
+    """Every public method taking an argument of params.ARGUMENTS (horizon, n_steps, k, ...)
+    refuses a value against its rule before it runs, whatever the model."""
+    checked = 0
+    for name in dir(cls):
+        method = getattr(cls, name)
+        if name.startswith("_") or not callable(method) or name == "fit":
+            continue
+        try:
+            signature = inspect.signature(method)
+        except (TypeError, ValueError):
+            continue
+        for argument in signature.parameters:
+            rule = params.ARGUMENTS.get(argument)
+            if rule is None:
+                continue
+            bad = next(value for value in (-1, 2.5, "not-an-option") if not rule.allows(value))
+            with pytest.raises(ValueError, match=rf"{cls.__name__}\.{name}: {argument} must be"):
+                method(_make(cls), **{argument: bad})
+            checked += 1
+    if not checked:
+        pytest.skip(f"{cls.__name__} has no method taking a shared argument")

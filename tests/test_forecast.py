@@ -171,7 +171,7 @@ def test_forecast_errors():
     with pytest.raises(NotFittedError):
         HMM(2).forecast(np.zeros(5), horizon=2)
     model = _hmm("gaussian")
-    with pytest.raises(ValueError, match="horizon must be a positive integer"):
+    with pytest.raises(ValueError, match="horizon must be an integer >= 1"):
         model.forecast(np.zeros(5), horizon=0)
     with pytest.raises(ValueError, match="input_dim=0"):
         model.forecast(np.zeros(5), horizon=2, future_inputs=np.zeros((2, 1)))

@@ -202,9 +202,12 @@ def test_n_steps_caps_the_states_a_path_enters():
     assert absorbed.states == [[0, 1]] * 3 and np.isinf(absorbed.end_times).all()  # resting forever
     with pytest.raises(ValueError, match="not both None"):
         process.sample(None)
-    with pytest.raises(ValueError, match="n_steps >= 1"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         process.sample(0)
-    with pytest.raises(ValueError, match=r"got 300, 10.0 and None"):  # the old sample(n_paths, t_end)
+    # the old sample(n_paths, t_end)
+    with pytest.raises(
+        ValueError, match=r"n_sequences must be an integer >= 1, got 10.0"
+    ):  # the old sample(n_paths, t_end)
         process.sample(300, 10.0)
 
 

@@ -292,9 +292,9 @@ def test_sample_sequences_stop_at_the_end_or_at_n_steps():
     assert one == two and len(one) == 20
     assert all(1 <= len(s) <= 4 and set(s) <= {"a", "b", "c"} for s in one)
     assert any(len(s) < 4 for s in one) and any(len(s) == 4 for s in one)  # ended, and cut by the cap
-    with pytest.raises(ValueError, match="n_steps must be a positive integer"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         chain.sample(0)
-    with pytest.raises(ValueError, match="n_sequences must be a positive integer"):
+    with pytest.raises(ValueError, match="n_sequences must be an integer >= 1"):
         chain.sample(3, 0)
 
 

@@ -564,7 +564,7 @@ def test_sample_shapes_and_reproducibility(hamilton):
     assert isinstance(ys, list) and [a.shape for a in ys] == [(20, 1)] * 3 and [p.shape for p in paths] == [(20,)] * 3
     long_regimes = model.sample(20_000, random_state=0)[1]
     np.testing.assert_allclose(np.bincount(long_regimes) / 20_000, model.startprob_, atol=0.03)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         model.sample(0)
 
 
@@ -657,7 +657,7 @@ def test_forecast_errors():
     y, exog = np.arange(5.0), np.ones(5)
     with pytest.raises(ValueError, match="pass future_exog"):
         model.forecast(y, 2, exog=exog)
-    with pytest.raises(ValueError, match="horizon must be a positive integer"):
+    with pytest.raises(ValueError, match="horizon must be an integer >= 1"):
         model.forecast(y, 0, exog=exog, future_exog=np.ones(2))
     model.exog_coef_ = np.empty((2, 0))
     with pytest.raises(ValueError, match="future_exog was given but"):

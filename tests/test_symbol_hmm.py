@@ -220,7 +220,7 @@ def test_n_steps_caps_the_sampled_sequences():
     assert set(one) <= {"a", "b"}
     again = model.sample(3, random_state=2)
     assert again[0] == one and np.array_equal(again[1], modes)
-    with pytest.raises(ValueError, match="n_steps and n_sequences must be positive"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         model.sample(0)
     mapped = SymbolHMM(2, random_state=0, unknown="map").fit(SESSIONS)
     drawn = mapped.sample(10, n_sequences=300, random_state=0)[0]

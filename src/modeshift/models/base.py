@@ -78,6 +78,9 @@ class Model:
         Model._registry[qualified_name(cls)] = cls
         for old, new in cls.__dict__.get("_renamed", {}).items():
             setattr(cls, old, _renamed_attribute(cls.__name__, old, new))
+        for name, function in list(cls.__dict__.items()):
+            if not name.startswith("_") and name != "fit" and inspect.isfunction(function):
+                setattr(cls, name, _checking_arguments(function))
 
     @classmethod
     def _hyperparameter_names(cls) -> tuple[str, ...]:
@@ -186,6 +189,30 @@ class Model:
 
 
 @functools.cache
+def _checking_arguments(function: Any) -> Any:
+    """``function`` (a public method) checking the arguments it shares with other models against
+    :data:`~modeshift.models.params.ARGUMENTS` before it runs: one clear ValueError naming the
+    method, e.g. ``MarkovChain.predict_next: k must be an integer >= 1, got -1``."""
+    signature = inspect.signature(function)
+    names = [name for name in signature.parameters if name in params.ARGUMENTS]
+    if not names:
+        return function
+    optional = {name for name in names if signature.parameters[name].default is None}  # None: not given
+
+    @functools.wraps(function)
+    def checked(self: Model, *args: Any, **kwargs: Any) -> Any:
+        try:
+            given = signature.bind_partial(self, *args, **kwargs).arguments
+        except TypeError:  # a wrong call: the method says so itself
+            return function(self, *args, **kwargs)
+        where = f"{type(self).__name__}.{function.__name__}"
+        values = {name: given[name] for name in names if name in given}
+        params.check(where, {k: v for k, v in values.items() if not (v is None and k in optional)}, params.ARGUMENTS)
+        return function(self, *args, **kwargs)
+
+    return checked
+
+
 def _init_names(cls: type) -> tuple[str, ...]:
     """The named arguments of ``cls.__init__``: its hyper-parameters (read once per class)."""
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

@@ -311,8 +311,6 @@ class MarkovChainMixture(Model):
                 stacklevel=2,
             )
             return self._draw(np.broadcast_to(np.asarray(length, dtype=np.int64), (int(n_steps),)), rng)
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         trajectories, components = self._draw(np.full(int(n_sequences), int(n_steps)), rng)
         return (trajectories[0], int(components[0])) if n_sequences == 1 else (trajectories, components)
 

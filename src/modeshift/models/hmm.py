@@ -483,8 +483,6 @@ class HMM(Model):
         modes (n_steps,), or lists of them for several sequences; ``inputs`` (n_steps, input_dim)
         drive an input-driven chain."""
         self._check_fitted()
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         rng = np.random.default_rng(random_state)
         transitions, emission = self._blocks
         features = None
@@ -523,8 +521,6 @@ class HMM(Model):
         lists for several sequences.
         """
         self._check_fitted()
-        if int(horizon) < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs)
         transitions = self._blocks[0]

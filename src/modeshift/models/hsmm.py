@@ -447,8 +447,6 @@ class HSMM(HMM):
         from the residual law with ``left_censoring``; the last is cut at ``n_steps``."""
         self._check_fitted()
         _no_inputs(inputs)
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         rng = np.random.default_rng(random_state)
         transitions, emission = self._blocks
         first_law = self._segment_laws()[0][1]
@@ -489,8 +487,6 @@ class HSMM(HMM):
             raise NotImplementedError("forecasts of an AR-HSMM are not implemented yet")
         _no_inputs(inputs)
         _no_inputs(future_inputs)
-        if int(horizon) < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         seqs = self._sequences(X, lengths)
         _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs), with_remaining=True)
         self._check_possible(log_lik)

@@ -391,15 +391,10 @@ class MarkovJumpProcess(Model):
         """
         rates = self._rate_matrix()
         n, labels = len(rates), self._labels(len(rates))
-        counts = [n_sequences] + ([] if n_steps is None else [n_steps])
-        whole = all(isinstance(c, int | np.integer) and not isinstance(c, bool) and c >= 1 for c in counts)
-        cap = np.inf if n_steps is None else int(n_steps)
+        cap = np.inf if n_steps is None else int(n_steps)  # n_steps, n_sequences, t_end checked (params.ARGUMENTS)
         horizon = np.inf if t_end is None else float(t_end)
-        if not whole or not horizon >= 0 or not np.isfinite(min(cap, horizon)):
-            raise ValueError(
-                "need integers n_steps >= 1 (or None) and n_sequences >= 1, and t_end >= 0 (or None), "
-                f"not both None; got {n_steps!r}, {n_sequences!r} and {t_end!r}"
-            )
+        if not np.isfinite(min(cap, horizon)):
+            raise ValueError("sample needs n_steps or t_end (not both None): where else would a path stop?")
         if initial is None:
             start = self.stationary_distribution()
         elif isinstance(initial, list | np.ndarray):

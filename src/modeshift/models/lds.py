@@ -490,8 +490,6 @@ class LinearGaussianSSM(Model):
         several sequences.
         """
         params = self._check_parameters()
-        if int(horizon) < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
         _, fm, fc, _, _ = self._run_filter(seqs, params)
@@ -519,8 +517,6 @@ class LinearGaussianSSM(Model):
         sequence, are required when ``input_dim > 0``.
         """
         params = self._check_parameters()
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         T, n = int(n_steps), self.state_dim
         every = check_future_inputs(
             inputs, T, int(n_sequences), self.input_dim, "this LinearGaussianSSM", name="inputs"

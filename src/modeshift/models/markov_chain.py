@@ -497,7 +497,7 @@ class MarkovChain(Model):
         self._check_fitted()
         if n_steps is None or max_length is not None:
             return self._sample_old_form(n_sequences if n_steps is None else n_steps, max_length, random_state)
-        n_steps, n_sequences = _positive(n_steps, "n_steps"), _positive(n_sequences, "n_sequences")
+        n_steps, n_sequences = int(n_steps), int(n_sequences)  # checked (params.ARGUMENTS)
         codes = self._sample_codes(n_steps, n_sequences, np.random.default_rng(random_state), stop_at_end)
         symbols = [list(self._labels[block]) for block in codes]
         return symbols[0] if n_sequences == 1 else symbols
@@ -510,8 +510,8 @@ class MarkovChain(Model):
             DeprecationWarning,
             stacklevel=3,
         )
-        cap = _positive(10_000 if max_length is None else max_length, "max_length")
-        sequences = self.sample(cap, _positive(n_sequences, "n_sequences"), random_state)
+        cap = 10_000 if max_length is None else int(max_length)
+        sequences = self.sample(cap, n_sequences, random_state)
         sequences = sequences if n_sequences > 1 else [sequences]
         cut = sum(len(sequence) == cap for sequence in sequences)  # a sequence that never drew END
         if cut:
@@ -597,9 +597,3 @@ def _draw(proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One outcome per row of ``proba`` (inverse CDF)."""
     cumulative = np.cumsum(proba, axis=1)
     return np.argmax(cumulative > (rng.random(len(proba)) * cumulative[:, -1])[:, None], axis=1)
-
-
-def _positive(value: Any, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)

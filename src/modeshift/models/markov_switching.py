@@ -565,8 +565,6 @@ class _MarkovSwitching(Model):
         holds their covariates (row 0 sets the start, the stationary distribution of its matrix).
         """
         params = self._parameters()
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         n_exog = params.coef.shape[1] - self._n_trend
         regressors = self._regressors(self._exog_rows(exog, int(n_steps), n_exog, "exog"), np.array([0, int(n_steps)]))
         tvtp = self._tvtp_rows(exog_tvtp, int(n_steps), _n_tvtp(params), "exog_tvtp")
@@ -600,8 +598,6 @@ class _MarkovSwitching(Model):
         ``future_exog_tvtp`` (horizon, n_tvtp) those of the moves into the steps ahead.
         ``future_exog`` and ``future_exog_tvtp`` may be lists with one array per sequence.
         """
-        if int(horizon) < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         horizon = int(horizon)
         engine, params, data, _ = self._prepare(y, lengths, exog, exog_tvtp)
         _check_possible(engine.log_likelihood(params, data))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COMMON", "Boolean", "Callable", "Integer", "Number", "OneOf", "Rule", "check", "either"]
+__all__ = ["ARGUMENTS", "COMMON", "Boolean", "Callable", "Integer", "Number", "OneOf", "Rule", "check", "either"]
 
 
 class Rule:
@@ -136,6 +136,23 @@ COMMON: dict[str, Rule] = {
     "warm_start": Boolean(),
     "verbose": Boolean(),
     "callback": Callable(),
+}
+
+
+#: Rules of the arguments the models' public methods share, checked by name at every call
+#: (:class:`~modeshift.models.base.Model` wraps each method that takes one of them).
+ARGUMENTS: dict[str, Rule] = {
+    "horizon": Integer(1),
+    "n_steps": Integer(1),
+    "n_sequences": Integer(1),
+    "k": Integer(1),
+    "top": Integer(1),
+    "max_length": either(Integer(1), OneOf((None,))),
+    "random_state": RandomState(),
+    "stop_at_end": Boolean(),
+    "eps": Number(0.0, 1.0, open_low=True),
+    "base": either(Number(0.0, open_low=True), OneOf((None,))),
+    "t_end": either(Number(0.0, open_low=True), OneOf((None,))),
 }
 
 

@@ -367,8 +367,6 @@ class SwitchingLDS(Model):
         sequence, are required when ``input_dim > 0``.
         """
         self._check_fitted()
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         T, N = int(n_steps), int(n_sequences)
         U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, "this SwitchingLDS", name="inputs"))
         rng = np.random.default_rng(random_state)
@@ -421,8 +419,6 @@ class SwitchingLDS(Model):
             raise NotImplementedError(
                 "a recurrent SwitchingLDS switches on its state, so its predictive moments have no closed form"
             )
-        if int(horizon) < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)

@@ -690,8 +690,6 @@ class StructuralModel(Model):
         sequence's end, from the filtered state; ``future_exog`` (horizon, n_exog) with a
         regression. ``Forecast.interval(level)`` gives the prediction intervals."""
         params = self._params()
-        if int(horizon) < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, exog)
         system = self._system(params)
@@ -719,8 +717,6 @@ class StructuralModel(Model):
         (n_steps, n_states), lists of them for several. Stationary states start from their
         stationary law, diffuse ones at 0. ``exog`` (n_steps, n_exog) with a regression."""
         params = self._params()
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         T = int(n_steps)
         every = check_future_inputs(exog, T, int(n_sequences), self.n_exog, "this StructuralModel", name="exog")
         system = self._system(params)

@@ -364,8 +364,6 @@ class SymbolHMM(Model):
         several.
         """
         self._check_fitted()
-        if int(n_steps) < 1 or int(n_sequences) < 1:
-            raise ValueError(f"n_steps and n_sequences must be positive integers, got {n_steps!r}, {n_sequences!r}")
         rng = np.random.default_rng(random_state)
         n_sequences, end = int(n_sequences), self.emissionprob_.shape[1] - 1
         first = (self.startprob_[:, None] * self.emissionprob_[:, :end]).ravel()  # p(z_0, x_0), x_0 not END
