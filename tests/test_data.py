@@ -139,7 +139,7 @@ def test_dataframe_sorted_by_time_within_id():
     np.testing.assert_array_equal(seqs.restore(seqs.inputs[:, 0]), frame["u"].to_numpy())
 
 
-def test_dataframe_datetime_time_column_and_explicit_value_columns():
+def test_dataframe_datetime_time_column_and_explicit_columns():
     frame = pd.DataFrame(
         {
             "id": [1, 1, 1],
@@ -148,7 +148,7 @@ def test_dataframe_datetime_time_column_and_explicit_value_columns():
             "ignored": [0.0, 0.0, 0.0],
         }
     )
-    seqs = Sequences.from_dataframe(frame, time_column="when", value_columns=["x"])
+    seqs = Sequences.from_dataframe(frame, time_column="when", columns=["x"])
     np.testing.assert_array_equal(seqs.values[:, 0], [1.0, 2.0, 3.0])
     assert seqs.n_features == 1
     np.testing.assert_allclose(np.diff(seqs.times), 86400.0)
@@ -395,7 +395,7 @@ def test_unknown_dataframe_columns_and_missing_ids():
     with pytest.raises(ValueError, match="'nope'"):
         as_sequences(frame, time_column="nope")
     with pytest.raises(ValueError, match="no value columns"):
-        as_sequences(frame, value_columns=[])
+        as_sequences(frame, columns=[])
     with pytest.raises(ValueError, match="id"):
         as_sequences(pd.DataFrame({"id": [0, None, 1], "x": [0.0, 1.0, 2.0]}))
 

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from modeshift.archive import read_archive, write_archive
-from modeshift.data import Sequences, check_array
+from modeshift.data import Schema, Sequences, check_array
 from modeshift.metrics import segments
 from modeshift.models import params
 
@@ -57,6 +57,9 @@ class Model:
     - ``save`` writes JSON and ``.npy`` arrays (no pickle); :func:`load` reads a model
       back by its module-qualified class name. Subclasses list their learned arrays in
       :meth:`_learned_arrays` and restore them in :meth:`_restore`.
+    - A model fit on a data frame keeps its :class:`~modeshift.data.Schema` as
+      ``schema_`` (value, id and time columns, the time axis), saved with it:
+      ``model.schema_.read(new_frame)`` reads new data as the fitted data were read.
     """
 
     _registry: ClassVar[dict[str, type[Model]]] = {}
@@ -157,8 +160,12 @@ class Model:
         now = self.get_params()
         return all(_same(now[name], value) for name, value in fitted_with.items() if name not in procedure)
 
-    def _finish_fit(self) -> None:
+    def _finish_fit(self, seqs: Sequences | None = None) -> None:
+        """Record the hyper-parameters of this fit and, for data read from a data frame, its
+        :class:`~modeshift.data.Schema` as ``schema_`` (saved with the model)."""
         self.__dict__["_fitted_with"] = dict(self.get_params())
+        if seqs is not None and seqs.schema is not None:
+            self.__dict__["schema_"] = seqs.schema
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -174,15 +181,14 @@ class Model:
     def save(self, path: str | PathLike[str]) -> None:
         """Write the model to ``path`` (see :mod:`modeshift.archive`); atomic."""
         hyperparameters = {k: _jsonable(v) for k, v in self.get_params().items()}
-        write_archive(
-            path,
-            {
-                "model": qualified_name(type(self)),
-                "hyperparameters": hyperparameters,
-                "attributes": self._learned_attributes(),
-            },
-            self._learned_arrays(),
-        )
+        metadata = {
+            "model": qualified_name(type(self)),
+            "hyperparameters": hyperparameters,
+            "attributes": self._learned_attributes(),
+        }
+        if "schema_" in self.__dict__:
+            metadata["schema"] = self.schema_.to_json()
+        write_archive(path, metadata, self._learned_arrays())
 
 
 @functools.cache
@@ -233,6 +239,8 @@ def load(path: str | PathLike[str]) -> Model:
     model = cls(**_from_json(cls, metadata.get("hyperparameters", {})))
     model._restore(arrays, metadata.get("attributes", {}))
     model._finish_fit()
+    if metadata.get("schema") is not None:
+        model.schema_ = Schema.from_json(metadata["schema"])
     return model
 
 

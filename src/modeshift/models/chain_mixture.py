@@ -205,7 +205,7 @@ class MarkovChainMixture(Model):
         em.run(self, _Counts.of(seqs, len(seqs.vocabulary)), label=f"MarkovChainMixture K={self.n_components}")
         for name in ("_given", "_embedding"):
             self.__dict__.pop(name, None)
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _em_initialize(self, counts: _Counts, rng: np.random.Generator, restart: int) -> None:
