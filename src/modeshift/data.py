@@ -821,8 +821,12 @@ class Schema:
             needed.append(id_column)
         missing = [name for name in needed if name not in frame.columns]
         if missing:
+            reads = [f"{'symbols' if self.symbols else 'values'} {columns}"]
+            reads += [f"time {'+'.join(times)!r}"] if times else []
+            reads += [f"id {id_column!r}"] if id_column in needed else []
             raise ValueError(
-                f"the model was fit on columns {needed}; the data lack {missing} (they have {list(frame.columns)})"
+                f"the data lack column(s) {missing} (the model reads {', '.join(reads)}; "
+                f"the data have {list(frame.columns)})"
             )
         ignored = [
             name for name in frame.columns if name not in {*needed, id_column} and name not in time_like_columns(frame)

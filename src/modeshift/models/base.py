@@ -348,12 +348,19 @@ def check_possible(log_likelihoods: np.ndarray, cause: str) -> None:
         raise ValueError(f"sequence {impossible[0]} has probability 0 under the current parameters ({cause})")
 
 
-def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray) -> pd.DataFrame:
-    """:func:`~modeshift.metrics.segments` of a decoded path and its posteriors, per sequence."""
+def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray, skip: int = 0) -> pd.DataFrame:
+    """:func:`~modeshift.metrics.segments` of a decoded path and its posteriors, per sequence.
+
+    ``skip``: the first steps of each sequence that no mode explains (an autoregression's
+    first ``order`` steps, which have no lags), left out of every run.
+    """
+    kept = [np.arange(a + skip, b) for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:])]
     if seqs.n_sequences == 1:
-        return segments(path, posteriors)
-    bounds = seqs.offsets[1:-1]
-    return segments(np.split(path, bounds), np.split(posteriors, bounds))
+        table = segments(path[kept[0]], posteriors[kept[0]])
+    else:
+        table = segments([path[rows] for rows in kept], [posteriors[rows] for rows in kept])
+    table[["start", "end"]] += skip
+    return table
 
 
 def _jsonable(value: Any) -> Any:
