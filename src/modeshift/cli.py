@@ -198,25 +198,25 @@ ModelPath = Annotated[Path, typer.Argument(help="Model file written by `modeshif
 Columns = Annotated[
     str | None,
     typer.Option(
-        help="Value columns, comma-separated [default: fit: all but the id and time columns "
-        "and columns that look like time; later commands: the model's]."
+        help="Value columns, comma-separated (default: fit: all but the id and time columns "
+        "and columns that look like time; later commands: the model's)."
     ),
 ]
 IdColumn = Annotated[
     str | None,
-    typer.Option(help="Column naming the sequence of each row [default: the model's; 'id' if there is one]."),
+    typer.Option(help="Column naming the sequence of each row (default: the model's; 'id' if there is one)."),
 ]
 TimeColumn = Annotated[
     str | None,
     typer.Option(
         help="Column of time stamps that orders each sequence: numbers, ISO dates, periods such as 1959Q2 "
-        "[default: the model's; the one column that looks like time]."
+        "(default: the model's; the one column that looks like time)."
     ),
 ]
 SymbolColumn = Annotated[
-    str | None, typer.Option(help="Symbol models: column of the symbols [default: the model's; 'activity'].")
+    str | None, typer.Option(help="Symbol models: column of the symbols (default: the model's; 'activity').")
 ]
-TableOutput = Annotated[Path | None, typer.Option("--output", "-o", help="CSV file [default: standard output].")]
+TableOutput = Annotated[Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -327,10 +327,8 @@ def _fit_showing_progress(model: Model, seqs: Sequences) -> None:
 
 
 def _choose_modes(model: Model, seqs: Sequences, max_modes: int) -> tuple[Model, pd.DataFrame]:
-    """For a :class:`Selectable` model without its own selection: fit 1 .. ``max_modes`` modes,
-    keep the smallest BIC (:func:`~modeshift.models.selection.select_n_states`)."""
-    if "n_states" not in model.get_params() or not isinstance(model, Selectable):
-        raise ValueError(f"a {type(model).__name__} cannot choose its number of modes: give --modes a number")
+    """For a model with ``n_states`` and a BIC but no selection of its own: fit 1 .. ``max_modes``
+    modes, keep the smallest BIC (:func:`~modeshift.models.selection.select_n_states`)."""
     params = model.get_params()
     with progress.live(Console(stderr=True)):
         return select_n_states(
@@ -500,7 +498,7 @@ def _seed(seed: int | None) -> int:
 
 
 # ------------------------------------------------------------------------ commands
-_DEFAULTS = "[default: the model's: hmm 2, symbol-hmm 4, jump-process one per state]"
+_DEFAULTS = "(default: the model's: hmm 2, symbol-hmm 4, jump-process one per state)"
 
 
 @_command
@@ -513,17 +511,17 @@ def fit(
     max_modes: Annotated[
         int | None,
         typer.Option(
-            help=f"Largest number of modes tried by --modes auto [default: hmm, arhmm, slds 10; {_MAX_MODES}]."
+            help=f"Largest number of modes tried by --modes auto (default: hmm, arhmm, slds 10; {_MAX_MODES})."
         ),
     ] = None,
     emission: Annotated[
-        str | None, typer.Option(help="hmm: gaussian, gmm, categorical or poisson [default: gaussian].")
+        str | None, typer.Option(help="hmm: gaussian, gmm, categorical or poisson (default: gaussian).")
     ] = None,
     order: Annotated[
         int | None,
         typer.Option(
             help="arhmm, markov-switching: autoregressive order (markov-switching 0: a switching mean); "
-            "chain: symbols of context; variable-order: the longest context [default: 1; variable-order 3]."
+            "chain: symbols of context; variable-order: the longest context (default: 1; variable-order 3)."
         ),
     ] = None,
     lags: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: the old name of --order.")] = None,
@@ -531,7 +529,7 @@ def fit(
         bool | None,
         typer.Option(
             "--switching-ar/--no-switching-ar",
-            help="markov-switching: autoregressive coefficients switch with the mode [default: switching].",
+            help="markov-switching: autoregressive coefficients switch with the mode (default: switching).",
             show_default=False,
         ),
     ] = None,
@@ -539,31 +537,31 @@ def fit(
         bool | None,
         typer.Option(
             "--switching-variance/--no-switching-variance",
-            help="markov-switching: the noise variance switches with the mode [default: shared].",
+            help="markov-switching: the noise variance switches with the mode (default: shared).",
             show_default=False,
         ),
     ] = None,
     state_dim: Annotated[
         int | None,
         typer.Option(
-            help="slds, lds: dimension of the continuous state [default: lds 1; slds 2, at most the columns]."
+            help="slds, lds: dimension of the continuous state (default: lds 1; slds 2, at most the columns)."
         ),
     ] = None,
     observation: Annotated[
-        str | None, typer.Option(help="jump-process: 'snapshots' or complete 'paths' [default: snapshots].")
+        str | None, typer.Option(help="jump-process: 'snapshots' or complete 'paths' (default: snapshots).")
     ] = None,
     unknown: Annotated[
         str | None,
         typer.Option(
-            help="Symbol models: symbols outside the vocabulary later: error, ignore or map [default: error]."
+            help="Symbol models: symbols outside the vocabulary later: error, ignore or map (default: error)."
         ),
     ] = None,
     restarts: Annotated[
-        int | None, typer.Option(help="Fits from different starts; the best is kept [default: the model's].")
+        int | None, typer.Option(help="Fits from different starts; the best is kept (default: the model's).")
     ] = None,
-    iterations: Annotated[int | None, typer.Option(help="Most EM iterations per fit [default: the model's].")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Most EM iterations per fit (default: the model's).")] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Random seed [default: drawn, and printed to repeat the run].")
+        int | None, typer.Option(help="Random seed (default: drawn, and printed to repeat the run).")
     ] = None,
     columns: Columns = None,
     id_column: IdColumn = None,
@@ -745,7 +743,7 @@ def _forecast_frame(result: Forecast, names: list[str], z: float) -> pd.DataFram
 def simulate(
     model_file: ModelPath,
     steps: Annotated[int, typer.Option("--steps", "-n", help="Number of time steps.")] = 100,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: drawn, and printed].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: drawn, and printed).")] = None,
     output: TableOutput = None,
     json_output: Json = False,
 ) -> None:
@@ -796,7 +794,7 @@ def score(
     unknown: Annotated[
         str | None,
         typer.Option(
-            help="Symbol models: symbols outside the vocabulary: error, ignore or map [default: the model's]."
+            help="Symbol models: symbols outside the vocabulary: error, ignore or map (default: the model's)."
         ),
     ] = None,
     json_output: Json = False,
@@ -895,7 +893,7 @@ def report(
     if estimator.data_kind != "real":
         raise ValueError(
             f"reports cover models of numeric series; a {type(estimator).__name__} models {estimator.data_kind}: "
-            "use modeshift info, score or next"
+            "use modeshift info or score"
         )
     seqs = _read(data, estimator, columns, id_column, time_column)
     _announce_compilation()

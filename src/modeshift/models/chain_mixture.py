@@ -379,8 +379,8 @@ def _spectral_embedding(profiles: sparse.csr_matrix, n_dimensions: int, rng: np.
         return roots.toarray() - mean
     centred = LinearOperator(
         roots.shape,
-        matvec=lambda v: roots @ v - mean @ v,
-        rmatvec=lambda u: roots.T @ u - mean * u.sum(),
+        matvec=lambda v: roots @ np.ravel(v) - mean @ np.ravel(v),  # svds may pass (n, 1) columns
+        rmatvec=lambda u: roots.T @ np.ravel(u) - mean * np.sum(u),
         dtype=np.float64,
     )
     left, singular_values, _ = svds(centred, k=n_dimensions, v0=rng.random(min(roots.shape)))
