@@ -638,7 +638,7 @@ class TimeAxis:
         if isinstance(column.dtype, pd.PeriodDtype):
             ordinals = column.array.asi8.astype(np.float64)
             ordinals[column.isna().to_numpy()] = np.nan
-            return cls("period", column.dtype.freqstr), ordinals
+            return cls("period", column.array.freqstr), ordinals
         if pd.api.types.is_datetime64_any_dtype(column):
             epoch = pd.Timestamp("1970-01-01", tz=column.dt.tz)
             return cls("datetime"), ((column - epoch) / pd.Timedelta(seconds=1)).to_numpy(np.float64, na_value=np.nan)
