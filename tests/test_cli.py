@@ -671,3 +671,34 @@ def test_next_symbol_and_unknown_symbols(tmp_path):
     result = _run("score", tmp_path / "chain.msz", tmp_path / "new.csv")
     assert result.exit_code == 1 and "pay twice" in result.stderr
     assert "log_likelihood" in _json("score", tmp_path / "chain.msz", tmp_path / "new.csv", "--unknown", "map")
+
+
+# ------------------------------------------------------------------- the README
+def test_the_readme_command_line_examples_run_as_written(tmp_path, monkeypatch, capsys):
+    """Every ``modeshift`` line of the README's command-line section, in order (rgnp.csv and events.csv
+    are the bundled Hamilton GNP series and running-example log)."""
+    import shlex
+    from pathlib import Path
+
+    pytest.importorskip("statsmodels")
+    pytest.importorskip("matplotlib")
+    from modeshift.datasets import load_event_log, load_hamilton_gnp
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Command line\n")[1].split("\n## ")[0]
+    lines = [line for block in section.split("```bash\n")[1:] for line in block.split("```")[0].splitlines()]
+    monkeypatch.chdir(tmp_path)
+    load_hamilton_gnp().to_csv("rgnp.csv", index=False)
+    load_event_log("running_example").to_csv("events.csv", index=False)
+    ran = 0
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if words[:2] == ["python", "-c"]:
+            exec(words[2], {})
+        elif words[0] == "modeshift":
+            with pytest.raises(SystemExit) as exit_status:
+                cli.main(words[1:])
+            assert exit_status.value.code in (0, None), (line, capsys.readouterr())
+            ran += 1
+    assert ran == 10 and Path("report/report.html").exists() and Path("hamilton.msz").exists()
+    assert "'YEAR' taken as the time column" in capsys.readouterr().err

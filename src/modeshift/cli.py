@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import json
 import math
 import secrets
@@ -71,7 +72,6 @@ from rich.table import Table
 from rich.text import Text
 from scipy.stats import norm
 
-import modeshift
 from modeshift import progress
 from modeshift.archive import read_archive
 from modeshift.data import Sequences, naming_file, read_table
@@ -118,7 +118,7 @@ _debug = False  # set by the --debug option of every invocation
 
 def _version(shown: bool) -> None:
     if shown:
-        typer.echo(f"modeshift {modeshift.__version__}")
+        typer.echo(f"modeshift {importlib.metadata.version('modeshift')}")
         raise typer.Exit()
 
 
