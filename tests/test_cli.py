@@ -702,3 +702,22 @@ def test_the_readme_command_line_examples_run_as_written(tmp_path, monkeypatch, 
             ran += 1
     assert ran == 10 and Path("report/report.html").exists() and Path("hamilton.msz").exists()
     assert "'YEAR' taken as the time column" in capsys.readouterr().err
+
+
+def test_categorical_emissions_read_string_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    weather = np.r_[rng.choice(["sun", "cloud"], 60, p=[0.8, 0.2]), rng.choice(["rain", "cloud"], 60, p=[0.7, 0.3])]
+    pd.DataFrame({"day": np.arange(120), "weather": weather}).to_csv(tmp_path / "weather.csv", index=False)
+    options = ["--emission", "categorical", "--seed", 0, "-o", tmp_path / "w.msz"]
+    fitted = _json("fit", tmp_path / "weather.csv", *options)
+    model = modeshift.load(tmp_path / "w.msz")
+    assert model.schema_.categories == ("cloud", "rain", "sun") and model.emissionprob_.shape == (2, 3)
+    codes = pd.Series(weather).map({"cloud": 0, "rain": 1, "sun": 2}).to_numpy()
+    assert fitted["log_likelihood"] == pytest.approx(model.score(codes))
+    ahead = _json("forecast", tmp_path / "w.msz", tmp_path / "weather.csv", "-H", 1)[0]
+    assert ahead["time"] == 120 and "weather_mean" not in ahead
+    assert ahead["p_cloud"] + ahead["p_rain"] + ahead["p_sun"] == pytest.approx(1.0)
+    assert {row["weather"] for row in _json("simulate", tmp_path / "w.msz", "-n", 20, "--seed", 0)} <= set(weather)
+    pd.DataFrame({"day": [0, 1], "weather": ["sun", "snow"]}).to_csv(tmp_path / "snow.csv", index=False)
+    result = _run("score", tmp_path / "w.msz", tmp_path / "snow.csv")
+    assert result.exit_code == 1 and "label 'snow' is not one of ['cloud', 'rain', 'sun']" in result.stderr

@@ -251,6 +251,8 @@ def _read(
                 frame, id_column=id_column, symbol_column=symbol_column or "activity", time_column=time_column
             )
         options: dict[str, Any] = {"time_column": time_column or "auto", "columns": names}
+        if model.get_params().get("emission") == "categorical":  # labels of any kind, coded 0, 1, ...
+            options["categories"] = True
         if id_column is not None:
             options["id_column"] = id_column
         return Sequences.from_dataframe(frame, **options)
@@ -704,8 +706,9 @@ def forecast(
     names = list(seqs.schema.columns) if seqs.schema is not None else [f"y{d}" for d in range(seqs.n_features)]
     axis = None if seqs.schema is None or seqs.times is None else seqs.schema.time
     frames = []
+    categories = None if seqs.schema is None else seqs.schema.categories
     for s, part in enumerate(estimator.forecast(seqs, horizon=horizon).per_sequence()):
-        frame = _forecast_frame(part, names, norm.ppf(0.5 + level / 2.0))
+        frame = _forecast_frame(part, names, norm.ppf(0.5 + level / 2.0), categories)
         future = None if axis is None else axis.after(seqs.times_of(s)[-1], horizon)
         if future is not None:
             frame.insert(1, "time", future)
@@ -719,11 +722,12 @@ def forecast(
     _write_table(pd.concat(frames, ignore_index=True), output, json_output, "rows")
 
 
-def _forecast_frame(result: Forecast, names: list[str], z: float) -> pd.DataFrame:
-    """One sequence's forecast as a table: step, then per column mean, sd, lower, upper, then probabilities."""
+def _forecast_frame(result: Forecast, names: list[str], z: float, categories: Any = None) -> pd.DataFrame:
+    """One sequence's forecast as a table: step, then per column mean, sd, lower, upper, then the
+    probabilities of the modes and symbols (``p_<label>`` for the labels of a categorical column)."""
     sd = np.sqrt(np.clip(np.diagonal(result.covariances, axis1=1, axis2=2), 0.0, None))
     table: dict[str, np.ndarray] = {"step": np.arange(1, len(result.means) + 1)}
-    for d, name in enumerate(names):
+    for d, name in enumerate([] if categories else names):  # labels have probabilities, not moments
         mean = result.means[:, d]
         table.update(
             {
@@ -733,9 +737,11 @@ def _forecast_frame(result: Forecast, names: list[str], z: float) -> pd.DataFram
                 f"{name}_upper": mean + z * sd[:, d],
             }
         )
-    for label, probabilities in (("mode", result.mode_probabilities), ("symbol", result.symbol_probabilities)):
-        if probabilities is not None:
-            table.update({f"p_{label}{k}": probabilities[:, k] for k in range(probabilities.shape[1])})
+    if result.mode_probabilities is not None:
+        table.update({f"p_mode{k}": column for k, column in enumerate(result.mode_probabilities.T)})
+    if result.symbol_probabilities is not None:
+        labels = categories or [f"symbol{k}" for k in range(result.symbol_probabilities.shape[1])]
+        table.update({f"p_{label}": column for label, column in zip(labels, result.symbol_probabilities.T)})
     return pd.DataFrame(table)
 
 
@@ -758,6 +764,8 @@ def simulate(
     drawn = estimator.sample(n_steps=steps, random_state=seed)
     schema = estimator.__dict__.get("schema_")
     table = _simulation_table(drawn, estimator.data_kind, None if schema is None else list(schema.columns))
+    if schema is not None and schema.categories is not None:  # codes back to the file's labels
+        table[schema.columns[0]] = [schema.categories[int(code)] for code in table[schema.columns[0]]]
     _write_table(table, output, json_output, "steps")
 
 

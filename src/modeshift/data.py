@@ -187,6 +187,7 @@ class Sequences:
         time_column: str | Sequence[str] | None = "auto",
         columns: Sequence[str] | None = None,
         input_columns: Sequence[str] | None = None,
+        categories: bool | Sequence[Any] = False,
         value_columns: Sequence[str] | None = None,
     ) -> Sequences:
         """Long-format data: one row per time step, an ``id`` column naming the sequence.
@@ -202,8 +203,11 @@ class Sequences:
         keeps the rows in file order. Time stamps are read by :class:`TimeAxis`
         (numbers, ISO dates and datetimes, periods such as ``1959Q2`` or ``1959-03``);
         a stamp repeated within a sequence is an error, irregular steps a
-        :class:`DataWarning`. The result carries its :class:`Schema`. Results that are
-        indexed by time step come back in the frame's original row order.
+        :class:`DataWarning`. ``categories``: the one value column holds labels (strings
+        or any hashable) of a categorical model, coded 0, 1, ... in sorted order (True), or
+        in the order of the labels given (a fitted model's ``schema_.categories``; another
+        label is an error naming its row). The result carries its :class:`Schema`. Results
+        that are indexed by time step come back in the frame's original row order.
         (``value_columns`` is the deprecated name of ``columns``.)
         """
         _check_frame(frame)
@@ -223,7 +227,14 @@ class Sequences:
             raise ValueError(f"the data frame has no value columns (columns are {list(frame.columns)})")
         axis, stamps = TimeAxis.read(_time_series(frame, times)) if times else (None, None)
         rows = _Rows.of(frame, id_column, stamps, "+".join(times) or None)
-        values = np.column_stack([_numeric_column(frame, c, rows.locate) for c in columns])[rows.order]
+        labels = None
+        if categories is not False:
+            if len(columns) != 1:
+                raise ValueError(f"categories need one value column, got {list(columns)}")
+            codes, labels = _category_codes(frame[columns[0]], None if categories is True else categories, rows.locate)
+            values = codes[rows.order, None]
+        else:
+            values = np.column_stack([_numeric_column(frame, c, rows.locate) for c in columns])[rows.order]
         _check_finite_or_nan(values, rows.offsets, columns=list(columns))
         inputs = None
         if input_columns:
@@ -232,6 +243,7 @@ class Sequences:
         if axis is not None:
             axis = axis.spaced(rows.times, rows.offsets, rows.ids, "+".join(times))
         schema = Schema(tuple(map(str, columns)), id_column, tuple(times), axis, tuple(input_columns or ()))
+        schema = schema if labels is None else replace(schema, categories=labels)
         return cls(
             values, rows.offsets, rows.times, inputs, rows.ids, form="frame", row_order=rows.row_order, schema=schema
         )
@@ -569,7 +581,7 @@ class DataWarning(UserWarning):
 
 
 #: Column names that mark time stamps, whatever their case (see :func:`time_like_columns`).
-TIME_NAMES = frozenset({"time", "date", "datetime", "timestamp", "year", "quarter", "month", "week", "period"})
+TIME_NAMES = frozenset({"time", "date", "datetime", "timestamp", "year", "quarter", "month", "week", "day", "period"})
 _PERIODS = {r"\d{4}-?[Qq][1-4]": "Q", r"\d{4}-(?:0[1-9]|1[0-2])": "M"}  # 1959Q2 / 1959-Q2, 1959-03
 _DATE = r"\d{4}-\d{2}-\d{2}(?:[T ].*)?"
 
@@ -771,7 +783,8 @@ class Schema:
     error naming it, an extra one a :class:`DataWarning`) and results carry the file's
     own column names and time stamps. ``columns`` are the value columns (for symbols:
     the one symbol column), ``time_columns`` the time column (or a year and a quarter
-    or month column read as one period), ``time`` its :class:`TimeAxis`.
+    or month column read as one period), ``time`` its :class:`TimeAxis`, ``categories``
+    the labels of a categorical value column (code ``c`` is ``categories[c]``).
     """
 
     columns: tuple[str, ...]
@@ -780,12 +793,14 @@ class Schema:
     time: TimeAxis | None = None
     input_columns: tuple[str, ...] = ()
     symbols: bool = False
+    categories: tuple[Any, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The schema as JSON types (for a model file)."""
         plain = {name: getattr(self, name) for name in ("id_column", "symbols")}
         plain.update({name: list(getattr(self, name)) for name in ("columns", "time_columns", "input_columns")})
         plain["time"] = None if self.time is None else vars(self.time).copy()
+        plain["categories"] = None if self.categories is None else [_json_label(c) for c in self.categories]
         return plain
 
     @classmethod
@@ -799,6 +814,7 @@ class Schema:
             None if time is None else TimeAxis(**time),
             tuple(plain.get("input_columns", ())),
             bool(plain.get("symbols", False)),
+            None if plain.get("categories") is None else tuple(plain["categories"]),
         )
 
     def read(self, frame: pd.DataFrame, **overrides: Any) -> Sequences:
@@ -846,6 +862,7 @@ class Schema:
                 time_column=times,
                 columns=columns,
                 input_columns=list(self.input_columns) or None,
+                categories=False if self.categories is None else self.categories,
             )
         new, old = seqs.schema.time, self.time
         if old is not None and new is not None:
@@ -1159,6 +1176,31 @@ def _check_times(times: np.ndarray, offsets: np.ndarray, column: str | None = No
     decreasing = decreasing[~np.isin(decreasing, offsets)]
     if decreasing.size:
         raise ValueError(f"{where(int(decreasing[0]))}: time stamps decrease")
+
+
+def _category_codes(
+    column: pd.Series, categories: Sequence[Any] | None, locate: Callable[[int], str]
+) -> tuple[np.ndarray, tuple[Any, ...]]:
+    """A column of labels as float codes 0, 1, ... into ``categories`` (learned, sorted, if None)."""
+    missing = np.flatnonzero(column.isna().to_numpy())
+    if missing.size:
+        raise ValueError(f"{locate(int(missing[0]))}, column {column.name!r}: missing label")
+    if categories is None:
+        categories = tuple(pd.unique(column.to_numpy()).tolist())
+        categories = tuple(sorted(categories, key=lambda label: (str(type(label)), label)))
+    index = {label: code for code, label in enumerate(categories)}
+    codes = np.array([index.get(label, -1) for label in column.tolist()], dtype=np.float64)
+    unknown = np.flatnonzero(codes < 0)
+    if unknown.size:
+        row = int(unknown[0])
+        raise ValueError(
+            f"{locate(row)}, column {column.name!r}: label {column.iloc[row]!r} is not one of {list(categories)}"
+        )
+    return codes, tuple(categories)
+
+
+def _json_label(label: Any) -> Any:
+    return label.item() if isinstance(label, np.generic) else label
 
 
 def _numeric_column(frame: pd.DataFrame, column: str, locate: Callable[[int], str]) -> np.ndarray:
