@@ -118,6 +118,7 @@ def test_fit_every_model(files, tmp_path, options, expected, hyperparameters, me
     assert {name: model.get_params()[name] for name in hyperparameters} == hyperparameters
     assert model.verbose is False
     assert measure in summary and not ({"log_likelihood", "elbo"} - {measure}) & set(summary)
+    assert summary["bic"] == pytest.approx(model.bic(_data(files) if slds else pd.read_csv(files / "one.csv")[["y"]]))
     assert summary["converged"] == model.converged_ and summary["n_iter"] == model.n_iter_
 
 
