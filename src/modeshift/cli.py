@@ -351,6 +351,7 @@ def _markov_switching(order: int = 1, switching_ar: bool | None = None, **option
 
 
 _EM = {"restarts": "n_restarts", "iterations": "n_iter", "seed": "random_state"}
+_BY_COMMAND = ""  # an option the command handles itself, not a hyper-parameter
 
 #: --model name -> (constructor, {command-line option: hyperparameter it sets}); the
 #: hyper-parameters have their glossary names (docs/glossary.md): ``order`` is the lag order of
@@ -364,7 +365,7 @@ MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
         _markov_switching,
         {
             "modes": "n_states",
-            "max_modes": "",  # chosen by the command (_choose_modes)
+            "max_modes": _BY_COMMAND,  # --modes auto: _choose_modes
             "order": "order",
             "switching_ar": "switching_ar",
             "switching_variance": "switching_variance",
@@ -373,11 +374,11 @@ MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
     ),
     "chain": (MarkovChain, {"order": "order", "unknown": "unknown"}),
     "variable-order": (VariableOrderChain, {"order": "max_order", "unknown": "unknown"}),
-    "symbol-hmm": (SymbolHMM, {"modes": "n_states", "max_modes": "", "unknown": "unknown", **_EM}),
+    "symbol-hmm": (SymbolHMM, {"modes": "n_states", "max_modes": _BY_COMMAND, "unknown": "unknown", **_EM}),
     "chain-mixture": (MarkovChainMixture, {"modes": "n_components", **_EM}),
     "jump-process": (
         MarkovJumpProcess,
-        {"modes": "n_states", "observation": "observation", "iterations": "n_iter", "seed": "random_state"},
+        {"observation": "observation", "iterations": "n_iter", "seed": "random_state"},
     ),
 }
 _MAX_MODES = 4  # --modes auto's largest candidate for models without a max_states of their own
@@ -395,7 +396,7 @@ def _make_model(name: str, options: dict[str, Any]) -> Model:
             raise ValueError(f"--{option.replace('_', '-')} does not apply to --model {name} (it takes {flags})")
     if given.get("modes") == "auto" and "max_modes" not in accepted:
         raise ValueError(f"--model {name} cannot choose its number of modes: give --modes a number")
-    chosen_by_command = accepted.get("max_modes") == "" and given.get("modes") == "auto"
+    chosen_by_command = accepted.get("max_modes") == _BY_COMMAND and given.get("modes") == "auto"
     hyperparameters = {
         accepted[option]: value
         for option, value in given.items()
@@ -500,7 +501,7 @@ def _seed(seed: int | None) -> int:
 
 
 # ------------------------------------------------------------------------ commands
-_DEFAULTS = "(default: the model's: hmm 2, symbol-hmm 4, jump-process one per state)"
+_DEFAULTS = "(default: the model's: hmm 2, symbol-hmm 4, chain-mixture 2)"
 
 
 @_command
@@ -607,7 +608,7 @@ def fit(
     _measure(estimator)  # a model that cannot be scored fails before its fit
     _announce_compilation()
     selection = None
-    if options["modes"] == "auto" and accepted.get("max_modes") == "":
+    if options["modes"] == "auto" and accepted.get("max_modes") == _BY_COMMAND:
         estimator, selection = _choose_modes(estimator, seqs, max_modes or _MAX_MODES)
         estimator.set_params(verbose=False)
     else:
