@@ -54,10 +54,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.metadata
 import json
 import math
-import secrets
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -118,6 +116,8 @@ _debug = False  # set by the --debug option of every invocation
 
 def _version(shown: bool) -> None:
     if shown:
+        import importlib.metadata  # here: --version alone needs it
+
         typer.echo(f"modeshift {importlib.metadata.version('modeshift')}")
         raise typer.Exit()
 
@@ -497,7 +497,7 @@ def _write_table(frame: pd.DataFrame, output: Path | None, as_json: bool, what: 
 
 def _seed(seed: int | None) -> int:
     """The seed given, or a fresh one (printed by the command, so the run can be repeated)."""
-    return secrets.randbelow(2**31) if seed is None else seed
+    return int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
 
 
 # ------------------------------------------------------------------------ commands

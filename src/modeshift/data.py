@@ -15,6 +15,17 @@ clickstreams, DNA, tokens) are one column of integer codes into a
 
 Either kind may carry time stamps (finite and non-decreasing within a sequence:
 one check for both), exogenous inputs and the ids of a data frame.
+
+A data frame is read by one rule: an id column names the sequences, a time column
+orders them (read by :class:`TimeAxis`: numbers, ISO dates, periods such as
+``1959Q2``), and a column that looks like time is never a value unless named
+(:func:`time_like_columns`). What was read is kept as a :class:`Schema`, which a
+fitted model stores so that new data are read the same way:
+
+>>> frame = pd.DataFrame({"year": [1871, 1872, 1873], "volume": [1120.0, 1160.0, 963.0]})
+>>> seqs = as_sequences(frame, time_column="year")
+>>> seqs.schema.columns, seqs.schema.time.describe(), seqs.schema.time.after(seqs.times[-1], 2)
+(('volume',), 'numbers (step 1)', [1874, 1875])
 """
 
 from __future__ import annotations
