@@ -689,6 +689,16 @@ def test_time_like_columns_rule():
     assert time_like_columns(frame) == ["YEAR", "Unnamed: 0", "when", "quarter_label"]
 
 
+def test_a_column_counting_the_rows_is_modelled_with_a_warning():
+    from modeshift.datasets import load_faithful
+
+    with pytest.warns(DataWarning, match="column 'obs' counts the rows \\(1, 2, ...\\): modelled as a value"):
+        assert as_sequences(load_faithful()).n_features == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_sequences(load_faithful(), columns=["eruptions", "waiting"]).n_features == 2
+
+
 def test_a_year_column_is_time_never_a_feature():
     """The sunspots case: ``HMM(2).fit(frame)`` must not model the year as a second feature."""
     frame = pd.DataFrame({"YEAR": np.arange(1700.0, 1760.0), "SUNACTIVITY": np.r_[np.zeros(30), np.full(30, 9.0)]})

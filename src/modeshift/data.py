@@ -234,6 +234,7 @@ class Sequences:
         if columns is None:
             special = {id_column, *times, *(input_columns or ()), *time_like_columns(frame)}
             columns = [c for c in frame.columns if c not in special]
+            _warn_of_row_numbers(frame, columns)
         if not columns:
             raise ValueError(f"the data frame has no value columns (columns are {list(frame.columns)})")
         axis, stamps = TimeAxis.read(_time_series(frame, times)) if times else (None, None)
@@ -604,7 +605,8 @@ def time_like_columns(frame: pd.DataFrame) -> list[str]:
     :data:`TIME_NAMES` (``year``, ``date``, ``time``, ... in any case), if it holds dates or
     periods (a datetime or period column, or text such as ``1958-03-29`` or ``1959Q2``), or
     if it is an index written to the file (named ``index`` or ``Unnamed: 0``, increasing
-    whole numbers). Other columns of numbers are values, even when they increase.
+    whole numbers). Other columns of numbers are values, even when they increase (one
+    that counts the rows, 0, 1, 2, ... or 1, 2, 3, ..., with a :class:`DataWarning`).
 
     >>> time_like_columns(pd.DataFrame({"YEAR": [1700.0, 1701.0], "SUNACTIVITY": [5.0, 11.0]}))
     ['YEAR']
@@ -948,6 +950,23 @@ def _time_columns(
         stacklevel=4,
     )
     return chosen
+
+
+def _warn_of_row_numbers(frame: pd.DataFrame, columns: list[str]) -> None:
+    """A :class:`DataWarning` for a default value column that counts the rows (1, 2, 3, ... or 0, 1,
+    2, ...): it is modelled, but is likely an index (the ``obs`` column of Old Faithful's data)."""
+    if len(frame) < 10:
+        return
+    for name in columns:
+        if pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name]):
+            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            if np.array_equal(values - values[0], np.arange(len(values))) and values[0] in (0.0, 1.0):
+                warnings.warn(
+                    f"column {name!r} counts the rows ({values[0]:g}, {values[1]:g}, ...): modelled as a value; "
+                    "if it is an index, name the value columns (columns=, --columns) or the time column",
+                    DataWarning,
+                    stacklevel=4,
+                )
 
 
 def _time_series(frame: pd.DataFrame, times: list[str]) -> pd.Series:
