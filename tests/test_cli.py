@@ -164,12 +164,13 @@ def test_forecast(files):
     records = _json("forecast", files / "hmm.msz", files / "two.parquet", "--time-column", "t", "--horizon", 3)
     expected = modeshift.load(files / "hmm.msz").forecast(_data(files), horizon=3).per_sequence()
     assert len(records) == 6 and [row["step"] for row in records[:3]] == [1, 2, 3]
+    assert [row["time"] for row in records] == [70, 71, 72, 50, 51, 52]  # after each sequence's last t
     first = records[0]
     assert first["u_mean"] == expected[0].means[0, 0] and first["v_sd"] == np.sqrt(expected[0].covariances[0, 1, 1])
     assert first["u_lower"] < first["u_mean"] < first["u_upper"]
     assert first["p_mode0"] + first["p_mode1"] == pytest.approx(1.0)
     table = _run("forecast", files / "hmm.msz", files / "two.parquet", "--time-column", "t", "-H", 2).stdout
-    assert table.splitlines()[0].startswith("sequence,id,step,time,u_mean,u_sd,u_lower,u_upper")  # t: 70, 71
+    assert table.splitlines()[0].startswith("sequence,id,step,time,u_mean,u_sd,u_lower,u_upper")
 
 
 def test_simulate(files, tmp_path):
