@@ -65,7 +65,7 @@ def _data(files):
 def test_help_lists_every_subcommand():
     result = _run("--help")
     assert result.exit_code == 0
-    for command in ("fit", "segment", "forecast", "simulate", "score", "info", "demo", "report"):
+    for command in ("fit", "segment", "forecast", "simulate", "score", "next", "info", "demo", "report"):
         assert command in result.stdout
 
 
