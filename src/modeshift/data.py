@@ -229,7 +229,7 @@ class Sequences:
             columns = value_columns if columns is None else columns
         if id_column == "id" and "id" not in frame.columns:
             id_column = None
-        times = _time_columns(frame, time_column, id_column, columns)
+        times = _time_columns(frame, time_column, id_column, [*(columns or ()), *(input_columns or ())])
         _check_columns(frame, id_column, *times, *(columns or ()), *(input_columns or ()))
         if columns is None:
             special = {id_column, *times, *(input_columns or ()), *time_like_columns(frame)}
