@@ -409,3 +409,25 @@ def test_keyboard_interrupt_during_save_cleans_up(tmp_path, monkeypatch):
         model.save(path)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []  # no partial target, no temporary file
+
+
+# ---------------------------------------------------------------------- the schema
+def test_the_data_schema_is_saved_with_the_model(tmp_path):
+    """A model fit on a data frame keeps its columns and time axis in the file; one fit on arrays has none."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"when": pd.period_range("1959Q1", periods=40, freq="Q").astype(str), "x": rng.normal(size=40), "y": 0.0}
+    )
+    model = HMM(2, n_iter=5, random_state=0).fit(frame, time_column="when", columns=["x"])
+    model.save(tmp_path / "m.msz")
+    metadata, _ = read_archive(tmp_path / "m.msz")
+    assert metadata["schema"]["columns"] == ["x"] and metadata["schema"]["time"]["frequency"] == "Q-DEC"
+    loaded = modeshift.load(tmp_path / "m.msz")
+    assert loaded.schema_ == model.schema_
+    assert loaded.score(loaded.schema_.read(frame)) == model.score(frame[["x"]].to_numpy())
+    model.fit(frame[["x"]].to_numpy())  # refit on an array: the old schema is forgotten
+    assert "schema_" not in model.__dict__
+    model.save(tmp_path / "array.msz")
+    assert "schema" not in read_archive(tmp_path / "array.msz")[0]

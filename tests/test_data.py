@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import modeshift
 from modeshift import HMM, NotFittedError, Sequences, as_sequences
+from modeshift.data import DataWarning, Schema, TimeAxis, read_table, time_like_columns
 
 # ----------------------------------------------------------------------- construction
 
@@ -139,7 +143,7 @@ def test_dataframe_sorted_by_time_within_id():
     np.testing.assert_array_equal(seqs.restore(seqs.inputs[:, 0]), frame["u"].to_numpy())
 
 
-def test_dataframe_datetime_time_column_and_explicit_value_columns():
+def test_dataframe_datetime_time_column_and_explicit_columns():
     frame = pd.DataFrame(
         {
             "id": [1, 1, 1],
@@ -148,7 +152,7 @@ def test_dataframe_datetime_time_column_and_explicit_value_columns():
             "ignored": [0.0, 0.0, 0.0],
         }
     )
-    seqs = Sequences.from_dataframe(frame, time_column="when", value_columns=["x"])
+    seqs = Sequences.from_dataframe(frame, time_column="when", columns=["x"])
     np.testing.assert_array_equal(seqs.values[:, 0], [1.0, 2.0, 3.0])
     assert seqs.n_features == 1
     np.testing.assert_allclose(np.diff(seqs.times), 86400.0)
@@ -395,7 +399,7 @@ def test_unknown_dataframe_columns_and_missing_ids():
     with pytest.raises(ValueError, match="'nope'"):
         as_sequences(frame, time_column="nope")
     with pytest.raises(ValueError, match="no value columns"):
-        as_sequences(frame, value_columns=[])
+        as_sequences(frame, columns=[])
     with pytest.raises(ValueError, match="id"):
         as_sequences(pd.DataFrame({"id": [0, None, 1], "x": [0.0, 1.0, 2.0]}))
 
@@ -615,3 +619,156 @@ def test_named_id_column_must_exist():
 def test_linked_rows_leave_out_each_sequence_start():
     seqs = Sequences.from_array(np.zeros((7, 1)), lengths=[3, 1, 3])
     np.testing.assert_array_equal(seqs.linked_rows, [1, 2, 5, 6])
+
+
+# ------------------------------------------------------------------ time and schema
+@pytest.mark.parametrize(
+    "column, kind, frequency, step, labels",
+    [
+        (pd.Series([1871, 1872, 1873]), "number", None, 1.0, [1871, 1872, 1873]),
+        (pd.Series([0.5, 1.0, 1.5]), "number", None, 0.5, [0.5, 1.0, 1.5]),
+        (pd.Series(["1958-03-29", "1958-04-05", "1958-04-12"]), "datetime", "W-SAT", 604800.0, None),
+        (
+            pd.Series(["2024-01-01T00:00", "2024-01-01T06:00", "2024-01-01T12:00"]),
+            "datetime",
+            "6h",
+            21600.0,
+            ["2024-01-01T00:00:00", "2024-01-01T06:00:00", "2024-01-01T12:00:00"],
+        ),
+        (pd.Series(["2000-01-31", "2000-02-29", "2000-03-31"]), "datetime", "ME", None, None),
+        (pd.Series(["1959Q2", "1959Q3", "1959Q4"]), "period", "Q-DEC", 1.0, None),
+        (pd.Series(["1959-Q2", "1959-Q3", "1959-Q4"]), "period", "Q-DEC", 1.0, ["1959Q2", "1959Q3", "1959Q4"]),
+        (pd.Series(["1959-11", "1959-12", "1960-01"]), "period", "M", 1.0, None),
+        (pd.Series(pd.period_range("2001-11", periods=3, freq="M")), "period", "M", 1.0, None),
+        (pd.Series(pd.date_range("2020-01-01", periods=3, freq="D")), "datetime", "D", 86400.0, None),
+    ],
+    ids=[
+        "years",
+        "halves",
+        "weeks",
+        "hours",
+        "month-ends",
+        "quarters",
+        "quarters-dash",
+        "months",
+        "period-dtype",
+        "dates",
+    ],
+)
+def test_time_axis_reads_and_writes_stamps_as_the_file_does(column, kind, frequency, step, labels):
+    axis, numbers = TimeAxis.read(column)
+    axis = axis.spaced(numbers, np.array([0, len(numbers)]))
+    assert (axis.kind, axis.frequency, axis.step) == (kind, frequency, step)
+    written = axis.labels(numbers)
+    assert written == (labels if labels is not None else list(column.astype(str)))
+    again = TimeAxis.read(pd.Series(written))[1]  # what it writes, it reads back to the same numbers
+    np.testing.assert_array_equal(again, numbers)
+    # the next stamps continue the axis
+    after = axis.after(numbers[-1], 2)
+    continued = TimeAxis.read(pd.Series([*written, *after]))[1]
+    extended = axis.spaced(continued, np.array([0, len(continued)]))
+    assert extended.frequency == axis.frequency and extended.step == axis.step
+
+
+def test_periods_are_counted_in_periods():
+    _, numbers = TimeAxis.read(pd.Series(["1959Q4", "1960Q1"]))
+    assert numbers[1] - numbers[0] == 1.0  # one step is one quarter, across a year's end
+
+
+def test_time_like_columns_rule():
+    frame = pd.DataFrame(
+        {
+            "YEAR": [1700.0, 1701.0, 1702.0],
+            "Unnamed: 0": [0, 1, 2],
+            "when": ["2024-01-01", "2024-01-02", "2024-01-03"],
+            "quarter_label": ["1959Q1", "1959Q2", "1959Q3"],
+            "count": [1, 2, 3],  # increasing numbers are values: only names, dates and written indexes are time
+            "level": [0.5, 0.1, 0.7],
+        }
+    )
+    assert time_like_columns(frame) == ["YEAR", "Unnamed: 0", "when", "quarter_label"]
+
+
+def test_a_column_counting_the_rows_is_modelled_with_a_warning():
+    from modeshift.datasets import load_faithful
+
+    with pytest.warns(DataWarning, match="column 'obs' counts the rows \\(1, 2, ...\\): modelled as a value"):
+        assert as_sequences(load_faithful()).n_features == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_sequences(load_faithful(), columns=["eruptions", "waiting"]).n_features == 2
+
+
+def test_a_year_column_is_time_never_a_feature():
+    """The sunspots case: ``HMM(2).fit(frame)`` must not model the year as a second feature."""
+    frame = pd.DataFrame({"YEAR": np.arange(1700.0, 1760.0), "SUNACTIVITY": np.r_[np.zeros(30), np.full(30, 9.0)]})
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    with pytest.warns(DataWarning, match="'YEAR' taken as the time column, not modelled"):
+        seqs = as_sequences(shuffled)
+    assert seqs.n_features == 1 and seqs.schema.columns == ("SUNACTIVITY",)
+    np.testing.assert_array_equal(seqs.times, frame["YEAR"])  # sorted by year
+    np.testing.assert_array_equal(seqs.values[:, 0], frame["SUNACTIVITY"])
+    # named explicitly: no warning; time_column=None keeps file order and still does not model the year
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_sequences(frame, time_column="YEAR").schema.time_columns == ("YEAR",)
+        plain = as_sequences(shuffled, time_column=None)
+    assert plain.times is None and plain.n_features == 1
+    assert as_sequences(frame, time_column=None, columns=["YEAR", "SUNACTIVITY"]).n_features == 2  # if asked
+    model = HMM(2, random_state=0, n_iter=20).fit(shuffled, time_column="YEAR", columns=["SUNACTIVITY"])
+    assert model.means_.shape == (2, 1) and sorted(model.means_.ravel().round(6)) == [0.0, 9.0]
+    assert model.schema_ == as_sequences(frame, time_column="YEAR").schema
+
+
+def test_year_and_quarter_columns_read_as_quarters():
+    frame = pd.DataFrame({"year": [1959.0, 1959.0, 1959.0, 1960.0], "quarter": [2.0, 3.0, 4.0, 1.0], "x": [1.0] * 4})
+    with pytest.warns(DataWarning, match="'year' and 'quarter' taken as the time column"):
+        seqs = as_sequences(frame.iloc[::-1])
+    assert seqs.schema.time_columns == ("year", "quarter") and seqs.n_features == 1
+    assert seqs.schema.time_labels(seqs.times) == ["1959Q2", "1959Q3", "1959Q4", "1960Q1"]
+    assert seqs.schema.time.after(seqs.times[-1], 1) == ["1960Q2"]
+    with pytest.raises(ValueError, match="row 1, column 'quarter': not a whole number"):
+        as_sequences(frame.assign(quarter=[2.0, 2.5, 4.0, 1.0]), time_column=["year", "quarter"])
+    with pytest.raises(ValueError, match="columns \\['year', 'quarter', 'when'\\] all look like time stamps"):
+        as_sequences(frame.assign(when=["2024-01-01"] * 4))
+
+
+def test_repeated_time_stamps_are_an_error_and_irregular_ones_a_warning():
+    frame = pd.DataFrame({"id": ["a", "a", "b", "b"], "t": [1, 2, 5, 5], "x": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(ValueError, match=r"sequence 1 \(id 'b'\), time step 1, column 't': time stamp 5 repeats"):
+        as_sequences(frame, time_column="t")
+    with pytest.warns(DataWarning, match="column 't': irregular time steps \\(from 1 to 3\\)"):
+        seqs = as_sequences(frame.assign(t=[1, 2, 5, 8]), time_column="t")
+    assert seqs.schema.time.step is None and seqs.schema.time.after(8.0, 2) is None
+
+
+def test_schema_round_trip_and_reading_new_data():
+    frame = pd.DataFrame(
+        {"id": [1, 1, 2, 2], "when": ["1959Q1", "1959Q2", "1959Q1", "1959Q2"], "u": [1.0, 2, 3, 4], "v": [0.0] * 4}
+    )
+    schema = as_sequences(frame, time_column="when").schema
+    assert Schema.from_json(json.loads(json.dumps(schema.to_json()))) == schema
+    assert schema.columns == ("u", "v") and schema.id_column == "id"
+    reversed_rows = schema.read(frame.iloc[::-1])  # grouped by id, sorted by time within each
+    assert reversed_rows.ids == [2, 1] and reversed_rows.values[:, 0].tolist() == [3.0, 4.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match=r"the data lack column\(s\) \['v'\] \(the model reads values \['u', 'v'\]"):
+        schema.read(frame.drop(columns="v"))
+    with pytest.warns(DataWarning, match=r"columns \['w'\] are not in the model and are ignored"):
+        schema.read(frame.assign(w=1.0))
+    with pytest.raises(ValueError, match="holds datetimes .* but the model was fit on periods \\(Q-DEC\\)"):
+        schema.read(frame.assign(when=["2000-01-01", "2000-01-02"] * 2))
+    assert schema.read(frame.drop(columns="v"), columns=["u"]).n_features == 1  # an override
+
+
+def test_read_table_names_the_file_and_reads_tsv(tmp_path):
+    frame = pd.DataFrame({"t": [1, 2], "x": [0.5, 1.5]})
+    frame.to_csv(tmp_path / "a.tsv", sep="\t", index=False)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "a.tsv"), frame)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'empty.csv'}: No columns to parse from file$"):
+        read_table(tmp_path / "empty.csv")
+    with pytest.raises(ValueError, match="unknown data format '.xlsx'; expected .csv, .tsv or .parquet"):
+        read_table(tmp_path / "a.xlsx")
+    (tmp_path / "bad.csv").write_text("t,x\n1,a\n")
+    with pytest.raises(ValueError, match=r"bad.csv: sequence 0, time step 0 \(row 0\), column 'x': non-numeric"):
+        Sequences.from_csv(tmp_path / "bad.csv", time_column="t")

@@ -243,7 +243,7 @@ def test_ignoring_unknown_symbols_cannot_drop_time_stamped_events():
         (
             pd.DataFrame({"case_id": [1, 1], "activity": ["a", None]}),
             {},
-            r"sequence 0, time step 1 \(id 1\) \(row 1\), column 'activity': missing symbol",
+            r"sequence 0, time step 1 \(row 1, id 1\), column 'activity': missing symbol",
         ),
         (
             pd.DataFrame({"case_id": [1, 1], "activity": ["a", "b"], "timestamp": ["2024-01-01", "yesterday"]}),

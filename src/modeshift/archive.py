@@ -3,8 +3,12 @@
 Layout of a ``.msz`` file (format version 1)::
 
     metadata.json   {"format": "modeshift", "version": 1, "model": <class name>,
-                     "hyperparameters": {...}, "attributes": {...}}
+                     "hyperparameters": {...}, "attributes": {...},
+                     "schema": {...}}   (for a model fit on a data frame: its columns and
+                                         time axis, :meth:`modeshift.data.Schema.to_json`)
     arrays/<name>.npy   one array per learned parameter (loaded with allow_pickle=False)
+
+The schema is optional and ignored by readers that predate it, so it needs no new version.
 
 Files are written to a temporary file in the target directory, flushed to disk,
 then renamed over the target, so an interrupted save leaves any previous file intact.

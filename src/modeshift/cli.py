@@ -1,39 +1,53 @@
-"""The ``modeshift`` command: fit models to CSV or Parquet files, then use them.
+"""The ``modeshift`` command: fit models to CSV, TSV or Parquet files, then use them.
 
 A session from data to answers::
 
-    modeshift fit sensors.csv --model hmm --modes auto --restarts 3 -o model.msz   # live progress
-    modeshift info model.msz                                # hyperparameters, parameters, modes
-    modeshift segment model.msz sensors.csv -o segments.csv  # runs of one mode
-    modeshift forecast model.msz sensors.csv --horizon 12    # predictive means and intervals
-    modeshift simulate model.msz --steps 500 --seed 1 -o sim.csv
-    modeshift score model.msz new.csv --json                 # log-likelihood (and BIC)
-    modeshift fit prices.csv --model arhmm --order 2 -o ar.msz   # lag order: --order for every model
+    modeshift fit sunspots.csv --model hmm --modes auto -o model.msz   # 'YEAR' is read as time
+    modeshift info model.msz                                # hyperparameters, parameters, schema
+    modeshift segment model.msz sunspots.csv -o runs.csv    # runs of one mode, with start and end years
+    modeshift forecast model.msz sunspots.csv --horizon 12  # future years, means and intervals
+    modeshift simulate model.msz --steps 500 --seed 1 -o sim.csv   # columns named as in the file
+    modeshift score model.msz new.csv --json                # log-likelihood (and BIC)
+    modeshift fit rgnp.csv --model markov-switching --order 4 --no-switching-ar -o hamilton.msz
     modeshift fit events.csv --model chain --order 2 -o chain.msz   # an event log: case_id, activity, timestamp
+    modeshift next chain.msz "register request" -k 3        # the likeliest next symbols
 
 Data files are in long format (:meth:`modeshift.Sequences.from_dataframe`): one row per
 time step; an id column names the sequence of each row (``--id-column``, default ``id``
 when there is one), a time column orders the rows of a sequence (``--time-column``), and
-the values are the other columns or those given by ``--columns a,b``. The extension
-chooses the reader: ``.csv``, or ``.parquet`` (needs pyarrow). Symbol data for ``--model chain``
-are event logs, one row per event: ``--symbol-column`` (default ``activity``), ``--id-column``
-(default ``case_id``, else ``id``, else one sequence) and ``--time-column`` (default ``timestamp``
-when there is one).
+the values are the other columns or those given by ``--columns a,b``. Time stamps are
+numbers, ISO dates or datetimes, or periods (``1959Q2``, ``1959-03``); a column that looks
+like time (named ``year``, ``date``, ``time``, ..., or holding dates) is never modelled
+unless ``--columns`` names it, and without ``--time-column`` it is taken as the time column,
+with a warning saying so (:func:`modeshift.data.time_like_columns`). The extension chooses
+the reader: ``.csv``, ``.tsv`` or ``.parquet`` (needs pyarrow). Symbol models read event
+logs, one row per event: ``--symbol-column`` (default ``activity``), ``--id-column``
+(default ``case_id``, else ``id``, else one sequence) and ``--time-column`` (default
+``timestamp`` when there is one).
+
+The model file keeps the schema of the data it was fit on (:class:`modeshift.data.Schema`:
+columns, id and time columns, the time axis), so later commands need no column flags:
+new data are read the same way (a missing column is an error naming it) and results carry
+the file's names and time stamps: segments their ``start_time`` and ``end_time``,
+forecasts the future stamps of the time axis' frequency, simulations the value columns'
+names.
 
 Models are built by name (``--model``, the table :data:`MODELS`); once fitted they are used
 by what they can do, not by their class: each command asks for a capability of
 :mod:`modeshift.models.capabilities` (``segment`` a :class:`Segmenter`, ``forecast`` a
-:class:`Forecaster`, ``simulate`` a :class:`Sampler`, ...) and reads files as the model's
-``data_kind`` says (numbers, or symbols of an event log). A model that lacks the capability
-gets a one-line error naming it. Fit statistics are the log-likelihood, or ``elbo`` for a
-model whose objective is an evidence lower bound (never called a log-likelihood).
+:class:`Forecaster`, ``simulate`` a :class:`Sampler`, ``next`` a :class:`NextElementModel`,
+...) and reads files as the model's ``data_kind`` says (numbers, or symbols of an event
+log). A model that lacks the capability gets a one-line error naming it. Fit statistics are
+the log-likelihood, or ``elbo`` for a model whose objective is an evidence lower bound
+(never called a log-likelihood).
 
 Every subcommand takes ``--json`` for machine-readable output on standard output; tables
-go to ``-o FILE`` as CSV, else to standard output (CSV, or JSON records). Progress bars
-go to standard error: the command draws them (:func:`modeshift.progress.live`), and the
-model is verbose only while it fits, so the saved model is not. An error prints one line,
-``error: ...``, to standard error and exits with status 1; ``modeshift --debug ...`` shows
-the traceback instead.
+go to ``-o FILE`` as CSV, else to standard output (CSV, or JSON records). Progress bars,
+warnings (``warning: ...``) and notes go to standard error. A fit without ``--seed`` draws
+one and prints it, so the run can be repeated. An error prints one line, ``error: ...``, to
+standard error and exits with status 1; ``--debug`` (anywhere on the line) shows the
+traceback instead. The first run compiles the numerical kernels (cached afterwards) and
+says so.
 """
 
 from __future__ import annotations
@@ -43,7 +57,8 @@ import functools
 import json
 import math
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,16 +72,20 @@ from scipy.stats import norm
 
 from modeshift import progress
 from modeshift.archive import read_archive
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import Sequences, naming_file, read_table
 from modeshift.models import (
     ARHMM,
     HMM,
     LinearGaussianSSM,
     MarkovAutoregression,
     MarkovChain,
+    MarkovChainMixture,
+    MarkovJumpProcess,
     MarkovRegression,
     Model,
     SwitchingLDS,
+    SymbolHMM,
+    VariableOrderChain,
     load,
 )
 from modeshift.models.base import Forecast
@@ -75,17 +94,19 @@ from modeshift.models.capabilities import (
     Describer,
     Forecaster,
     IterativeFit,
+    NextElementModel,
     Sampler,
     Scorer,
     Segmenter,
     Selectable,
     objective,
 )
+from modeshift.models.selection import select_n_states
 
-__all__ = ["app", "main"]
+__all__ = ["MODELS", "app", "main"]
 
 app = typer.Typer(
-    help="Learn state-space models of sequences from CSV or Parquet files: fit, segment, forecast, simulate.",
+    help="Learn state-space models of sequences from CSV, TSV or Parquet files: fit, segment, forecast, simulate.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -93,26 +114,45 @@ app = typer.Typer(
 _debug = False  # set by the --debug option of every invocation
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        import importlib.metadata  # here: --version alone needs it
+
+        typer.echo(f"modeshift {importlib.metadata.version('modeshift')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (accepted anywhere).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_version)
+    ] = False,
 ) -> None:
     global _debug
     _debug = debug
 
 
-def main() -> None:
-    """Entry point of the ``modeshift`` console script."""
-    app(prog_name="modeshift")
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``modeshift`` console script; ``--debug`` may come anywhere on the line."""
+    args = list(sys.argv[1:] if args is None else args)
+    if "--debug" in args:
+        args = ["--debug", *(arg for arg in args if arg != "--debug")]
+    app(args=args, prog_name="modeshift")
 
 
 def _command(function: Callable[..., None]) -> Callable[..., None]:
-    """Register a subcommand whose errors end in one line on standard error (a traceback with --debug)."""
+    """Register a subcommand whose errors end in one line on standard error (a traceback with
+    --debug) and whose warnings are lines ``warning: ...`` on standard error."""
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
-            function(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                warnings.showwarning = _show_warning
+                function(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except Exception as error:
@@ -121,7 +161,15 @@ def _command(function: Callable[..., None]) -> Callable[..., None]:
             typer.echo(f"error: {_one_line(error)}", err=True)
             raise typer.Exit(1) from None
 
-    return app.command()(run)
+    return app.command(function.__name__.rstrip("_").replace("_", "-"))(run)
+
+
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+def _note(text: str) -> None:
+    typer.echo(f"note: {text}", err=True)
 
 
 def _one_line(error: Exception) -> str:
@@ -134,81 +182,99 @@ def _one_line(error: Exception) -> str:
     return " ".join(text.split()) or type(error).__name__
 
 
+def _announce_compilation() -> None:
+    """Say so when the numerical kernels have never been compiled (their numba cache is empty)."""
+    from modeshift._kernels import hmm as kernels
+
+    dispatcher = next(value for value in vars(kernels).values() if hasattr(value, "_cache"))
+    cache = Path(dispatcher._cache.cache_path)
+    if not any(cache.glob("*.nbi")):
+        _note("compiling numerical kernels, first run only (cached afterwards; about a minute)")
+
+
 # ------------------------------------------------------------------------- options
-DataPath = Annotated[Path, typer.Argument(help="CSV or Parquet file, one row per time step.", show_default=False)]
+DataPath = Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file, one row per time step.", show_default=False)]
 ModelPath = Annotated[Path, typer.Argument(help="Model file written by `modeshift fit`.", show_default=False)]
 Columns = Annotated[
-    str | None, typer.Option(help="Value columns, comma-separated (default: all but the id and time columns).")
+    str | None,
+    typer.Option(
+        help="Value columns, comma-separated (default: fit: all but the id and time columns "
+        "and columns that look like time; later commands: the model's)."
+    ),
 ]
 IdColumn = Annotated[
-    str | None, typer.Option(help="Column naming the sequence of each row (default: 'id' if there is one).")
+    str | None,
+    typer.Option(help="Column naming the sequence of each row (default: the model's; 'id' if there is one)."),
 ]
-TimeColumn = Annotated[str | None, typer.Option(help="Column that orders the rows of each sequence.")]
-SymbolColumn = Annotated[str | None, typer.Option(help="chain: column of the symbols (default: 'activity').")]
+TimeColumn = Annotated[
+    str | None,
+    typer.Option(
+        help="Column of time stamps that orders each sequence: numbers, ISO dates, periods such as 1959Q2 "
+        "(default: the model's; the one column that looks like time)."
+    ),
+]
+SymbolColumn = Annotated[
+    str | None, typer.Option(help="Symbol models: column of the symbols (default: the model's; 'activity').")
+]
 TableOutput = Annotated[Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 # ---------------------------------------------------------------------------- data
-def _read_data(
-    path: Path, columns: str | None, id_column: str | None, time_column: str | None
-) -> tuple[Sequences, list[str]]:
-    """The sequences in a CSV or Parquet file, and the names of their value columns."""
-    frame = _read_table(path)
-    options: dict[str, Any] = {"time_column": time_column}
-    if id_column is not None:
-        options["id_column"] = id_column
-    if columns is not None:
-        options["value_columns"] = [name.strip() for name in columns.split(",") if name.strip()]
-    seqs = Sequences.from_dataframe(frame, **options)
-    names = options.get("value_columns") or [
-        name for name in frame.columns if name not in {id_column or "id", time_column}
-    ]
-    return seqs, [str(name) for name in names]
+def _read(
+    path: Path,
+    model: Model,
+    columns: str | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
+    symbol_column: str | None = None,
+) -> Sequences:
+    """The sequences of a file as ``model`` reads them: with its schema once fitted (flags
+    given override it), else by the flags and the defaults of the module docstring."""
+    symbolic = model.data_kind != "real"
+    if symbol_column is not None and not symbolic:
+        names = ", ".join(f"--model {name}" for name, (build, _) in MODELS.items() if build().data_kind != "real")
+        raise ValueError(f"--symbol-column applies to models of symbols ({names}), not to a {type(model).__name__}")
+    names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
+    frame = read_table(path)
+    with naming_file(path), _naming_warnings(path):
+        schema = model.__dict__.get("schema_")
+        if schema is not None:
+            overrides = {"id_column": id_column, "time_column": time_column, "columns": names}
+            return schema.read(frame, **overrides, symbol_column=symbol_column)
+        if symbolic:
+            if id_column is None:
+                id_column = next((name for name in ("case_id", "id") if name in frame.columns), None)
+            if time_column is None and "timestamp" in frame.columns:
+                time_column = "timestamp"
+            return Sequences.from_event_log(
+                frame, id_column=id_column, symbol_column=symbol_column or "activity", time_column=time_column
+            )
+        options: dict[str, Any] = {"time_column": time_column or "auto", "columns": names}
+        if model.get_params().get("emission") == "categorical":  # labels of any kind, coded 0, 1, ...
+            options["categories"] = True
+        if id_column is not None:
+            options["id_column"] = id_column
+        return Sequences.from_dataframe(frame, **options)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
-        raise ValueError(f"{path}: unknown data format {path.suffix!r}; expected .csv or .parquet")
-    return reader(path)
-
-
-def _read_symbols(path: Path, symbol_column: str | None, id_column: str | None, time_column: str | None) -> Sequences:
-    """The symbol sequences of an event log (the defaults are in the module docstring)."""
-    frame = _read_table(path)
-    if id_column is None:
-        id_column = next((name for name in ("case_id", "id") if name in frame.columns), None)
-    return as_sequences(
-        frame,
-        symbols=True,
-        id_column=id_column,
-        symbol_column=symbol_column or "activity",
-        time_column=time_column or "timestamp",
-    )
+@contextlib.contextmanager
+def _naming_warnings(path: Path) -> Iterator[None]:
+    """Warnings raised inside, re-issued with the file's name in front."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        warnings.warn_explicit(f"{path}: {warning.message}", warning.category, warning.filename, warning.lineno)
 
 
 def _size(seqs: Sequences) -> dict[str, int]:
     return {"n_sequences": seqs.n_sequences, "n_steps": seqs.n_steps}
 
 
-def _read_model_data(
-    model: Model,
-    path: Path,
-    columns: str | None,
-    id_column: str | None,
-    time_column: str | None,
-    symbol_column: str | None,
-) -> Sequences:
-    """The data of a file in the form ``model`` reads (its ``data_kind``): the sequences of an
-    event log for a model of symbols or events, else values."""
-    if model.data_kind != "real":
-        return _read_symbols(path, symbol_column, id_column, time_column)
-    if symbol_column is not None:
-        symbolic = ", ".join(f"--model {name}" for name, (build, _) in MODELS.items() if build().data_kind != "real")
-        raise ValueError(f"--symbol-column applies to models of symbols ({symbolic}), not to a {type(model).__name__}")
-    return _read_data(path, columns, id_column, time_column)[0]
+def _time_labels(seqs: Sequences, rows: np.ndarray) -> list[Any]:
+    """The time stamps of ``rows`` of ``seqs`` as the file wrote them."""
+    return seqs.schema.time_labels(seqs.times[rows])
 
 
 # -------------------------------------------------------------------- capabilities
@@ -262,62 +328,60 @@ def _fit_showing_progress(model: Model, seqs: Sequences) -> None:
             model.set_params(verbose=own)
 
 
-# -------------------------------------------------------------------------- models
-def _markov_switching(order: int = 1, **options: Any) -> Model:
-    """A Markov-switching autoregression of the given order; a switching regression (mean) for order 0."""
-    return MarkovAutoregression(order=order, **options) if order else MarkovRegression(**options)
+def _choose_modes(model: Model, seqs: Sequences, max_modes: int) -> tuple[Model, pd.DataFrame]:
+    """For a model with ``n_states`` and a BIC but no selection of its own: fit 1 .. ``max_modes``
+    modes, keep the smallest BIC (:func:`~modeshift.models.selection.select_n_states`)."""
+    params = model.get_params()
+    with progress.live(Console(stderr=True)):
+        return select_n_states(
+            lambda k: type(model)(**{**params, "n_states": k, "verbose": True}), seqs, None, max_modes
+        )
 
+
+# -------------------------------------------------------------------------- models
+def _markov_switching(order: int = 1, switching_ar: bool | None = None, **options: Any) -> Model:
+    """A Markov-switching autoregression of the given order; a switching regression (mean) for order 0."""
+    if order == 0:
+        if switching_ar is not None:
+            raise ValueError("--switching-ar applies to markov-switching with --order 1 or more")
+        return MarkovRegression(**options)
+    return MarkovAutoregression(
+        order=order, **({} if switching_ar is None else {"switching_ar": switching_ar}), **options
+    )
+
+
+_EM = {"restarts": "n_restarts", "iterations": "n_iter", "seed": "random_state"}
+_BY_COMMAND = ""  # an option the command handles itself, not a hyper-parameter
 
 #: --model name -> (constructor, {command-line option: hyperparameter it sets}); the
 #: hyper-parameters have their glossary names (docs/glossary.md): ``order`` is the lag order of
 #: every model, ``n_iter`` the cap on EM iterations.
 MODELS: dict[str, tuple[Callable[..., Model], dict[str, str]]] = {
-    "hmm": (
-        HMM,
-        {
-            "modes": "n_states",
-            "max_modes": "max_states",
-            "emission": "emission",
-            "restarts": "n_restarts",
-            "iterations": "n_iter",
-            "seed": "random_state",
-        },
-    ),
-    "arhmm": (
-        ARHMM,
-        {
-            "modes": "n_states",
-            "max_modes": "max_states",
-            "order": "order",
-            "restarts": "n_restarts",
-            "iterations": "n_iter",
-            "seed": "random_state",
-        },
-    ),
-    "slds": (
-        SwitchingLDS,
-        {
-            "modes": "n_states",
-            "max_modes": "max_states",
-            "state_dim": "state_dim",
-            "restarts": "n_restarts",
-            "iterations": "n_iter",
-            "seed": "random_state",
-        },
-    ),
+    "hmm": (HMM, {"modes": "n_states", "max_modes": "max_states", "emission": "emission", **_EM}),
+    "arhmm": (ARHMM, {"modes": "n_states", "max_modes": "max_states", "order": "order", **_EM}),
+    "slds": (SwitchingLDS, {"modes": "n_states", "max_modes": "max_states", "state_dim": "state_dim", **_EM}),
     "lds": (LinearGaussianSSM, {"state_dim": "state_dim", "iterations": "n_iter", "seed": "random_state"}),
     "markov-switching": (
         _markov_switching,
         {
             "modes": "n_states",
+            "max_modes": _BY_COMMAND,  # --modes auto: _choose_modes
             "order": "order",
-            "restarts": "n_restarts",
-            "iterations": "n_iter",
-            "seed": "random_state",
+            "switching_ar": "switching_ar",
+            "switching_variance": "switching_variance",
+            **_EM,
         },
     ),
-    "chain": (MarkovChain, {"order": "order"}),
+    "chain": (MarkovChain, {"order": "order", "unknown": "unknown"}),
+    "variable-order": (VariableOrderChain, {"order": "max_order", "unknown": "unknown"}),
+    "symbol-hmm": (SymbolHMM, {"modes": "n_states", "max_modes": _BY_COMMAND, "unknown": "unknown", **_EM}),
+    "chain-mixture": (MarkovChainMixture, {"modes": "n_components", **_EM}),
+    "jump-process": (
+        MarkovJumpProcess,
+        {"observation": "observation", "iterations": "n_iter", "seed": "random_state"},
+    ),
 }
+_MAX_MODES = 4  # --modes auto's largest candidate for models without a max_states of their own
 
 
 def _make_model(name: str, options: dict[str, Any]) -> Model:
@@ -332,7 +396,13 @@ def _make_model(name: str, options: dict[str, Any]) -> Model:
             raise ValueError(f"--{option.replace('_', '-')} does not apply to --model {name} (it takes {flags})")
     if given.get("modes") == "auto" and "max_modes" not in accepted:
         raise ValueError(f"--model {name} cannot choose its number of modes: give --modes a number")
-    return constructor(**{accepted[option]: value for option, value in given.items()})
+    chosen_by_command = accepted.get("max_modes") == _BY_COMMAND and given.get("modes") == "auto"
+    hyperparameters = {
+        accepted[option]: value
+        for option, value in given.items()
+        if accepted[option] and not (chosen_by_command and option == "modes")
+    }
+    return constructor(**hyperparameters)
 
 
 def _modes(text: str | None) -> int | str | None:
@@ -342,6 +412,15 @@ def _modes(text: str | None) -> int | str | None:
         return int(text)
     except ValueError:
         raise ValueError(f"--modes must be a positive integer or 'auto', got {text!r}") from None
+
+
+def _fit_for_the_data(model: Model, state_dim: int | None, seqs: Sequences) -> None:
+    """Defaults that depend on the data: without --state-dim, a continuous state no larger than
+    the data's value columns (a SwitchingLDS starts from their principal components)."""
+    default = model.get_params().get("state_dim")
+    if state_dim is None and default is not None and default > seqs.n_features:
+        model.set_params(state_dim=seqs.n_features)
+        _note(f"--state-dim {seqs.n_features}: the data have {seqs.n_features} value column(s)")
 
 
 # -------------------------------------------------------------------------- output
@@ -416,28 +495,77 @@ def _write_table(frame: pd.DataFrame, output: Path | None, as_json: bool, what: 
         typer.echo(frame.to_csv(index=False), nl=False)
 
 
+def _seed(seed: int | None) -> int:
+    """The seed given, or a fresh one (printed by the command, so the run can be repeated)."""
+    return int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
+
+
 # ------------------------------------------------------------------------ commands
+_DEFAULTS = "(default: the model's: hmm 2, symbol-hmm 4, chain-mixture 2)"
+
+
 @_command
 def fit(
     data: DataPath,
-    model: Annotated[
-        str, typer.Option("--model", "-m", help=f"One of: {', '.join(MODELS)}.", show_default=True)
-    ] = "hmm",
-    modes: Annotated[str | None, typer.Option(help="Number of modes, or 'auto' to choose it by BIC.")] = None,
-    max_modes: Annotated[int | None, typer.Option(help="Largest number of modes tried by --modes auto.")] = None,
-    emission: Annotated[str | None, typer.Option(help="hmm: gaussian, gmm, categorical or poisson.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help=f"One of: {', '.join(MODELS)}.")] = "hmm",
+    modes: Annotated[
+        str | None, typer.Option(help=f"Number of modes (components), or 'auto' to choose it by BIC {_DEFAULTS}.")
+    ] = None,
+    max_modes: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Largest number of modes tried by --modes auto (default: hmm, arhmm, slds 10; {_MAX_MODES})."
+        ),
+    ] = None,
+    emission: Annotated[
+        str | None, typer.Option(help="hmm: gaussian, gmm, categorical or poisson (default: gaussian).")
+    ] = None,
     order: Annotated[
         int | None,
         typer.Option(
             help="arhmm, markov-switching: autoregressive order (markov-switching 0: a switching mean); "
-            "chain: symbols of context."
+            "chain: symbols of context; variable-order: the longest context (default: 1; variable-order 3)."
         ),
     ] = None,
     lags: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: the old name of --order.")] = None,
-    state_dim: Annotated[int | None, typer.Option(help="slds, lds: dimension of the continuous state.")] = None,
-    restarts: Annotated[int | None, typer.Option(help="Fits from different starts; the best is kept.")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Most EM iterations per fit.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed, for reproducible fits.")] = None,
+    switching_ar: Annotated[
+        bool | None,
+        typer.Option(
+            "--switching-ar/--no-switching-ar",
+            help="markov-switching: autoregressive coefficients switch with the mode (default: switching).",
+            show_default=False,
+        ),
+    ] = None,
+    switching_variance: Annotated[
+        bool | None,
+        typer.Option(
+            "--switching-variance/--no-switching-variance",
+            help="markov-switching: the noise variance switches with the mode (default: shared).",
+            show_default=False,
+        ),
+    ] = None,
+    state_dim: Annotated[
+        int | None,
+        typer.Option(
+            help="slds, lds: dimension of the continuous state (default: lds 1; slds 2, at most the columns)."
+        ),
+    ] = None,
+    observation: Annotated[
+        str | None, typer.Option(help="jump-process: 'snapshots' or complete 'paths' (default: snapshots).")
+    ] = None,
+    unknown: Annotated[
+        str | None,
+        typer.Option(
+            help="Symbol models: symbols outside the vocabulary later: error, ignore or map (default: error)."
+        ),
+    ] = None,
+    restarts: Annotated[
+        int | None, typer.Option(help="Fits from different starts; the best is kept (default: the model's).")
+    ] = None,
+    iterations: Annotated[int | None, typer.Option(help="Most EM iterations per fit (default: the model's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (default: drawn, and printed to repeat the run).")
+    ] = None,
     columns: Columns = None,
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
@@ -445,11 +573,12 @@ def fit(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")] = Path("model.msz"),
     json_output: Json = False,
 ) -> None:
-    """Fit a model to DATA and save it; the progress of every fit is shown on standard error.
+    """Fit a model to DATA and save it, with the data's schema; the progress of every fit is shown on standard error.
 
     Prints the data's size, the log-likelihood (``elbo`` for a model fit by its evidence
-    lower bound), the BIC where the model has one and, for an iterative fit, whether it
-    converged and the number of iterations it ran (``n_iter``).
+    lower bound), the BIC where the model has one, the seed and, for an iterative fit,
+    whether it converged and the number of iterations it ran (``n_iter``), with advice
+    when it did not converge or when --modes auto chose the largest candidate.
     """
     if lags is not None:
         typer.echo("warning: --lags is deprecated and goes in the next release; use --order", err=True)
@@ -461,15 +590,29 @@ def fit(
         "max_modes": max_modes,
         "emission": emission,
         "order": order,
+        "switching_ar": switching_ar,
+        "switching_variance": switching_variance,
         "state_dim": state_dim,
+        "observation": observation,
+        "unknown": unknown,
         "restarts": restarts,
         "iterations": iterations,
         "seed": seed,
     }
+    accepted = MODELS.get(model, (None, {}))[1]
+    if "seed" in accepted:
+        options["seed"] = _seed(seed)
     estimator = _make_model(model, options)
-    seqs = _read_model_data(estimator, data, columns, id_column, time_column, symbol_column)
+    seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
+    _fit_for_the_data(estimator, state_dim, seqs)
     _measure(estimator)  # a model that cannot be scored fails before its fit
-    _fit_showing_progress(estimator, seqs)
+    _announce_compilation()
+    selection = None
+    if options["modes"] == "auto" and accepted.get("max_modes") == _BY_COMMAND:
+        estimator, selection = _choose_modes(estimator, seqs, max_modes or _MAX_MODES)
+        estimator.set_params(verbose=False)
+    else:
+        _fit_showing_progress(estimator, seqs)
     estimator.save(output)
     payload: dict[str, Any] = {
         "model": type(estimator).__name__,
@@ -477,12 +620,28 @@ def fit(
         **_size(seqs),
         **_fit_statistics(estimator, seqs),
     }
+    if "seed" in accepted:
+        payload["seed"] = options["seed"]
     if "n_states_" in estimator.__dict__:
         payload["n_states"] = estimator.n_states_
     if isinstance(estimator, IterativeFit):
         payload.update(converged=estimator.converged_, n_iter=estimator.n_iter_)
-    if "selection_" in estimator.__dict__:
-        payload["selection"] = estimator.selection_
+        if not estimator.converged_:
+            _note(
+                f"the fit did not converge in {estimator.n_iter_} iterations: raise --iterations, "
+                "try more --restarts or another --seed, or fewer --modes"
+            )
+    selection = estimator.__dict__.get("selection_", selection)
+    if selection is not None:
+        payload["selection"] = selection
+        candidates = selection["n_states"].to_numpy()
+        chosen = int(candidates[selection["chosen"].to_numpy()][0])
+        payload["n_states"] = chosen
+        if chosen == candidates.max() > 1:
+            _note(
+                f"BIC chose {chosen} modes, the largest candidate: the data may support more "
+                f"(raise --max-modes above {chosen})"
+            )
     _emit(payload, json_output)
 
 
@@ -494,15 +653,28 @@ def segment(
     columns: Columns = None,
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
+    symbol_column: SymbolColumn = None,
     json_output: Json = False,
 ) -> None:
-    """Split DATA into runs of one mode on the most likely mode path: start, end (exclusive), mode, probability."""
+    """Split DATA into runs of one mode on the most likely mode path.
+
+    One row per run: ``start`` and ``end`` (exclusive) step indices, ``start_time`` and
+    ``end_time`` (the time stamps of its first and last steps, as the file writes them),
+    ``mode`` and ``probability``; ``sequence`` and ``id`` for several sequences.
+    """
     estimator = load(model_file)
     _require(estimator, Segmenter, "segment data into modes")
-    seqs, _ = _read_data(data, columns, id_column, time_column)
+    seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
+    _announce_compilation()
     table = estimator.segment(seqs)
+    sequence = table["sequence"].to_numpy() if "sequence" in table.columns else np.zeros(len(table), dtype=int)
     if "sequence" in table.columns and seqs.ids is not None:
-        table.insert(1, "id", [seqs.ids[s] for s in table["sequence"]])
+        table.insert(1, "id", [seqs.ids[s] for s in sequence])
+    if seqs.times is not None and seqs.schema is not None and len(table):
+        first = seqs.offsets[sequence] + table["start"].to_numpy()
+        at = table.columns.get_loc("end") + 1
+        table.insert(at, "start_time", _time_labels(seqs, first))
+        table.insert(at + 1, "end_time", _time_labels(seqs, seqs.offsets[sequence] + table["end"].to_numpy() - 1))
     _write_table(table, output, json_output, "segments")
 
 
@@ -520,32 +692,43 @@ def forecast(
 ) -> None:
     """Forecast the HORIZON steps after the end of each sequence of DATA.
 
-    One row per step (and sequence): for each value column the predictive mean, standard
-    deviation and central interval mean +- z sd (exact for lds; for mode models, whose
-    predictive law is a mixture, a normal approximation), then the probability of each mode
-    (and, for categorical data, of each symbol).
+    One row per step (and sequence): the step, its time stamp (``time``, from the time
+    axis' frequency, when the data have a regular time column), for each value column the
+    predictive mean, standard deviation and central interval mean +- z sd (exact for lds;
+    for mode models, whose predictive law is a mixture, a normal approximation), then the
+    probability of each mode (and, for categorical data, of each symbol).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"--level must be between 0 and 1, got {level}")
     estimator = load(model_file)
     _require(estimator, Forecaster, "forecast")
-    seqs, names = _read_data(data, columns, id_column, time_column)
+    seqs = _read(data, estimator, columns, id_column, time_column)
+    _announce_compilation()
+    names = list(seqs.schema.columns) if seqs.schema is not None else [f"y{d}" for d in range(seqs.n_features)]
+    axis = None if seqs.schema is None or seqs.times is None else seqs.schema.time
     frames = []
+    categories = None if seqs.schema is None else seqs.schema.categories
     for s, part in enumerate(estimator.forecast(seqs, horizon=horizon).per_sequence()):
-        frame = _forecast_frame(part, names, norm.ppf(0.5 + level / 2.0))
+        frame = _forecast_frame(part, names, norm.ppf(0.5 + level / 2.0), categories)
+        future = None if axis is None else axis.after(seqs.times_of(s)[-1], horizon)
+        if future is not None:
+            frame.insert(1, "time", future)
         if seqs.n_sequences > 1:
             frame.insert(0, "sequence", s)
             if seqs.ids is not None:
                 frame.insert(1, "id", seqs.ids[s])
         frames.append(frame)
+    if axis is not None and "time" not in frames[0].columns:
+        _note("the time stamps are irregular: the forecast is given by step only")
     _write_table(pd.concat(frames, ignore_index=True), output, json_output, "rows")
 
 
-def _forecast_frame(result: Forecast, names: list[str], z: float) -> pd.DataFrame:
-    """One sequence's forecast as a table: step, then per column mean, sd, lower, upper, then probabilities."""
+def _forecast_frame(result: Forecast, names: list[str], z: float, categories: Any = None) -> pd.DataFrame:
+    """One sequence's forecast as a table: step, then per column mean, sd, lower, upper, then the
+    probabilities of the modes and symbols (``p_<label>`` for the labels of a categorical column)."""
     sd = np.sqrt(np.clip(np.diagonal(result.covariances, axis1=1, axis2=2), 0.0, None))
     table: dict[str, np.ndarray] = {"step": np.arange(1, len(result.means) + 1)}
-    for d, name in enumerate(names):
+    for d, name in enumerate([] if categories else names):  # labels have probabilities, not moments
         mean = result.means[:, d]
         table.update(
             {
@@ -555,9 +738,11 @@ def _forecast_frame(result: Forecast, names: list[str], z: float) -> pd.DataFram
                 f"{name}_upper": mean + z * sd[:, d],
             }
         )
-    for label, probabilities in (("mode", result.mode_probabilities), ("symbol", result.symbol_probabilities)):
-        if probabilities is not None:
-            table.update({f"p_{label}{k}": probabilities[:, k] for k in range(probabilities.shape[1])})
+    if result.mode_probabilities is not None:
+        table.update({f"p_mode{k}": column for k, column in enumerate(result.mode_probabilities.T)})
+    if result.symbol_probabilities is not None:
+        labels = categories or [f"symbol{k}" for k in range(result.symbol_probabilities.shape[1])]
+        table.update({f"p_{label}": column for label, column in zip(labels, result.symbol_probabilities.T)})
     return pd.DataFrame(table)
 
 
@@ -565,27 +750,46 @@ def _forecast_frame(result: Forecast, names: list[str], z: float) -> pd.DataFram
 def simulate(
     model_file: ModelPath,
     steps: Annotated[int, typer.Option("--steps", "-n", help="Number of time steps.")] = 100,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: drawn, and printed).")] = None,
     output: TableOutput = None,
     json_output: Json = False,
 ) -> None:
-    """Simulate one sequence from a model: observations y0.. (or symbols, which stop at the end of a
-    sequence or after --steps), continuous states x0.. and modes."""
+    """Simulate one sequence from a model: observations named as the model's value columns (y0.. for a
+    model fit on arrays; symbols stop at the end of a sequence or after --steps), continuous states x0..
+    and modes (a mixture's component; a jump process's jump times)."""
     estimator = load(model_file)
     _require(estimator, Sampler, "simulate")
+    seed = _seed(seed)
+    typer.echo(f"seed: {seed}", err=True)
+    _announce_compilation()
     drawn = estimator.sample(n_steps=steps, random_state=seed)
+    schema = estimator.__dict__.get("schema_")
+    table = _simulation_table(drawn, estimator.data_kind, None if schema is None else list(schema.columns))
+    if schema is not None and schema.categories is not None:  # codes back to the file's labels
+        table[schema.columns[0]] = [schema.categories[int(code)] for code in table[schema.columns[0]]]
+    _write_table(table, output, json_output, "steps")
+
+
+def _simulation_table(drawn: Any, data_kind: str, names: list[str] | None) -> pd.DataFrame:
+    """What ``sample`` returned, one row per step: observations (or symbols), then continuous
+    states x0.., modes, a mixture's component, or a jump path's times."""
+    if hasattr(drawn, "states") and hasattr(drawn, "times"):  # paths of a jump process
+        return pd.DataFrame({(names or ["state"])[0]: drawn.states[0], "time": drawn.times[0]})
     observations, *hidden = drawn if isinstance(drawn, tuple) else (drawn,)  # a model without modes: a path
-    if estimator.data_kind == "real":
+    if data_kind == "real":
         values = np.asarray(observations, dtype=float).reshape(len(observations), -1)
-        table: dict[str, Any] = {f"y{d}": column for d, column in enumerate(values.T)}
+        labels = names if names is not None and len(names) == values.shape[1] else None
+        table: dict[str, Any] = {(labels[d] if labels else f"y{d}"): column for d, column in enumerate(values.T)}
     else:
-        table = {"symbol": list(observations)}
+        table = {(names or ["symbol"])[0]: list(observations)}
     for array in map(np.asarray, hidden):
-        if array.ndim == 1:
+        if array.ndim == 0:
+            table["component"] = int(array)
+        elif array.ndim == 1:
             table["mode"] = array
         else:
             table.update({f"x{i}": column for i, column in enumerate(array.T)})
-    _write_table(pd.DataFrame(table), output, json_output, "steps")
+    return pd.DataFrame(table)
 
 
 @_command
@@ -596,19 +800,50 @@ def score(
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
     symbol_column: SymbolColumn = None,
+    unknown: Annotated[
+        str | None,
+        typer.Option(
+            help="Symbol models: symbols outside the vocabulary: error, ignore or map (default: the model's)."
+        ),
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Log-likelihood of DATA under a model (``elbo``, its evidence lower bound, for a model fit by one),
     and BIC where defined."""
     estimator = load(model_file)
-    seqs = _read_model_data(estimator, data, columns, id_column, time_column, symbol_column)
+    if unknown is not None:
+        if "unknown" not in estimator.get_params():
+            raise ValueError(f"--unknown applies to models of symbols, not to a {type(estimator).__name__}")
+        estimator.set_params(unknown=unknown)
+    seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
+    _announce_compilation()
     _emit({"model": type(estimator).__name__, **_size(seqs), **_fit_statistics(estimator, seqs)}, json_output)
+
+
+@_command
+def next_(
+    model_file: ModelPath,
+    prefix: Annotated[
+        list[str] | None, typer.Argument(help="The symbols so far (none: the start of a sequence).", show_default=False)
+    ] = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="Number of likeliest next symbols.")] = 5,
+    output: TableOutput = None,
+    json_output: Json = False,
+) -> None:
+    """The likeliest next symbols after PREFIX under a symbol model, with their probabilities
+    (``<end>`` where a sequence may end)."""
+    estimator = load(model_file)
+    _require(estimator, NextElementModel, "predict the next symbol")
+    ranked = estimator.predict_next(tuple(prefix or ()), k=top)
+    table = pd.DataFrame({"symbol": [str(symbol) for symbol, _ in ranked], "probability": [p for _, p in ranked]})
+    _write_table(table, output, json_output, "symbols")
 
 
 @_command
 def info(model_file: ModelPath, json_output: Json = False) -> None:
     """What a model file holds: hyperparameters, fit results (with the objective ``history_`` records),
-    learned parameters, a description of the modes and parameter estimates where the model has them."""
+    the data's schema, learned parameters, a description of the modes and parameter estimates where the
+    model has them."""
     metadata, arrays = read_archive(model_file)
     estimator = load(model_file)
     attributes = metadata.get("attributes", {})
@@ -622,8 +857,10 @@ def info(model_file: ModelPath, json_output: Json = False) -> None:
         "hyperparameters": metadata.get("hyperparameters", {}),
         "fit": fit,
         **{name.rstrip("_"): table for name, table in tables.items()},
-        "parameters": arrays,
     }
+    if metadata.get("schema") is not None:
+        payload["schema"] = metadata["schema"]
+    payload["parameters"] = arrays
     if isinstance(estimator, Describer):
         payload["description"] = estimator.describe()
     if hasattr(estimator, "summary"):
@@ -639,6 +876,7 @@ def demo(
     """Fit switching models to bundled and simulated data, print what they found and write a report per case."""
     from modeshift.demo import run
 
+    _announce_compilation()
     if not json_output:
         run(output)
         return
@@ -664,7 +902,8 @@ def report(
     if estimator.data_kind != "real":
         raise ValueError(
             f"reports cover models of numeric series; a {type(estimator).__name__} models {estimator.data_kind}: "
-            "use modeshift info"
+            "use modeshift info or score"
         )
-    seqs, _ = _read_data(data, columns, id_column, time_column)
+    seqs = _read(data, estimator, columns, id_column, time_column)
+    _announce_compilation()
     _emit({"output": write_report(estimator, seqs, output)}, json_output)

@@ -15,13 +15,29 @@ clickstreams, DNA, tokens) are one column of integer codes into a
 
 Either kind may carry time stamps (finite and non-decreasing within a sequence:
 one check for both), exogenous inputs and the ids of a data frame.
+
+A data frame is read by one rule: an id column names the sequences, a time column
+orders them (read by :class:`TimeAxis`: numbers, ISO dates, periods such as
+``1959Q2``), and a column that looks like time is never a value unless named
+(:func:`time_like_columns`). What was read is kept as a :class:`Schema`, which a
+fitted model stores so that new data are read the same way:
+
+>>> frame = pd.DataFrame({"year": [1871, 1872, 1873], "volume": [1120.0, 1160.0, 963.0]})
+>>> seqs = as_sequences(frame, time_column="year")
+>>> seqs.schema.columns, seqs.schema.time.describe(), seqs.schema.time.after(seqs.times[-1], 2)
+(('volume',), 'numbers (step 1)', [1874, 1875])
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import re
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +46,12 @@ import pandas as pd
 from modeshift.symbols import UNKNOWN, UNKNOWN_POLICIES, Unknown, Vocabulary, symbol_index
 
 __all__ = [
+    "DataWarning",
+    "Schema",
     "Sequences",
+    "TimeAxis",
+    "read_table",
+    "time_like_columns",
     "check_dimensions",
     "as_sequences",
     "check_array",
@@ -61,6 +82,8 @@ class Sequences:
     vocabulary : Vocabulary, optional
         For symbol sequences: code ``c`` is ``vocabulary.symbols[c]``, code
         ``len(vocabulary)`` an unknown symbol (see :attr:`codes`).
+    schema : Schema, optional
+        For data read from a data frame: its columns and time axis (see :class:`Schema`).
 
     Build one with :func:`as_sequences` or the ``from_*`` constructors, which
     validate; the plain constructor trusts its arguments.
@@ -80,6 +103,7 @@ class Sequences:
     form: Form = "array"
     row_order: np.ndarray | None = field(default=None, repr=False)
     vocabulary: Vocabulary | None = None
+    schema: Schema | None = field(default=None, repr=False)
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -171,35 +195,70 @@ class Sequences:
         frame: pd.DataFrame,
         *,
         id_column: str | None = "id",
-        time_column: str | None = None,
-        value_columns: Sequence[str] | None = None,
+        time_column: str | Sequence[str] | None = "auto",
+        columns: Sequence[str] | None = None,
         input_columns: Sequence[str] | None = None,
+        categories: bool | Sequence[Any] = False,
+        value_columns: Sequence[str] | None = None,
     ) -> Sequences:
         """Long-format data: one row per time step, an ``id`` column naming the sequence.
 
         Rows are grouped by ``id`` (in order of first appearance; without the
-        default ``"id"`` column the frame is one sequence) and sorted by
-        ``time_column`` within each sequence when one is given (numbers, or dates
-        as seconds since 1970). Results that are indexed by time step come back in
-        the frame's original row order.
+        default ``"id"`` column the frame is one sequence) and sorted by the time
+        column within each sequence. The values are ``columns``, by default every
+        column but the id, time and input columns and those that look like time
+        (:func:`time_like_columns`): a time stamp is never modelled unless listed in
+        ``columns``. ``time_column="auto"`` (the default) takes the one column that
+        looks like time, with a :class:`DataWarning` saying so, or a ``year`` column
+        with a ``quarter`` or ``month`` column as quarterly or monthly periods; None
+        keeps the rows in file order. Time stamps are read by :class:`TimeAxis`
+        (numbers, ISO dates and datetimes, periods such as ``1959Q2`` or ``1959-03``);
+        a stamp repeated within a sequence is an error, irregular steps a
+        :class:`DataWarning`. ``categories``: the one value column holds labels (strings
+        or any hashable) of a categorical model, coded 0, 1, ... in sorted order (True), or
+        in the order of the labels given (a fitted model's ``schema_.categories``; another
+        label is an error naming its row). The result carries its :class:`Schema`. Results
+        that are indexed by time step come back in the frame's original row order.
+        (``value_columns`` is the deprecated name of ``columns``.)
         """
         _check_frame(frame)
+        if value_columns is not None:
+            warnings.warn(
+                "value_columns is renamed columns; the old name goes in the next release", DeprecationWarning, 2
+            )
+            columns = value_columns if columns is None else columns
         if id_column == "id" and "id" not in frame.columns:
             id_column = None
-        _check_columns(frame, id_column, time_column, *(value_columns or ()), *(input_columns or ()))
-        special = {id_column, time_column, *(input_columns or ())}
-        if value_columns is None:
-            value_columns = [c for c in frame.columns if c not in special]
-        if not value_columns:
-            raise ValueError("the data frame has no value columns")
-        rows = _Rows.of(frame, id_column, time_column)
-        values = np.column_stack([_numeric_column(frame, c, rows.locate) for c in value_columns])[rows.order]
-        _check_finite_or_nan(values, rows.offsets, columns=list(value_columns))
+        times = _time_columns(frame, time_column, id_column, [*(columns or ()), *(input_columns or ())])
+        _check_columns(frame, id_column, *times, *(columns or ()), *(input_columns or ()))
+        if columns is None:
+            special = {id_column, *times, *(input_columns or ()), *time_like_columns(frame)}
+            columns = [c for c in frame.columns if c not in special]
+            _warn_of_row_numbers(frame, columns)
+        if not columns:
+            raise ValueError(f"the data frame has no value columns (columns are {list(frame.columns)})")
+        axis, stamps = TimeAxis.read(_time_series(frame, times)) if times else (None, None)
+        rows = _Rows.of(frame, id_column, stamps, "+".join(times) or None)
+        labels = None
+        if categories is not False:
+            if len(columns) != 1:
+                raise ValueError(f"categories need one value column, got {list(columns)}")
+            codes, labels = _category_codes(frame[columns[0]], None if categories is True else categories, rows.locate)
+            values = codes[rows.order, None]
+        else:
+            values = np.column_stack([_numeric_column(frame, c, rows.locate) for c in columns])[rows.order]
+        _check_finite_or_nan(values, rows.offsets, columns=list(columns))
         inputs = None
         if input_columns:
             inputs = np.column_stack([_numeric_column(frame, c, rows.locate) for c in input_columns])[rows.order]
             _check_finite(inputs, rows.offsets, "input", columns=list(input_columns))
-        return cls(values, rows.offsets, rows.times, inputs, rows.ids, form="frame", row_order=rows.row_order)
+        if axis is not None:
+            axis = axis.spaced(rows.times, rows.offsets, rows.ids, "+".join(times))
+        schema = Schema(tuple(map(str, columns)), id_column, tuple(times), axis, tuple(input_columns or ()))
+        schema = schema if labels is None else replace(schema, categories=labels)
+        return cls(
+            values, rows.offsets, rows.times, inputs, rows.ids, form="frame", row_order=rows.row_order, schema=schema
+        )
 
     @classmethod
     def from_event_log(
@@ -226,26 +285,37 @@ class Sequences:
         if time_column == "timestamp" and "timestamp" not in frame.columns:
             time_column = None
         _check_columns(frame, id_column, symbol_column, time_column)
-        rows = _Rows.of(frame, id_column, time_column)
+        axis, stamps = (None, None) if time_column is None else TimeAxis.read(frame[time_column])
+        rows = _Rows.of(frame, id_column, stamps, time_column)
         symbols = frame[symbol_column].to_numpy()[rows.order]
         missing = np.flatnonzero(pd.isna(symbols))
         if missing.size:
             row = int(rows.order[missing[0]])
-            raise ValueError(f"{rows.locate(row)} (row {row}), column {symbol_column!r}: missing symbol")
+            raise ValueError(f"{rows.locate(row)}, column {symbol_column!r}: missing symbol")
         seqs, dropped = _encode_symbols(symbol_index(symbols), rows.offsets, vocabulary, unknown)
         if dropped:
             raise ValueError("unknown='ignore' cannot drop events from an event log; use 'map'")
-        return replace(seqs, times=rows.times, ids=rows.ids, form="frame", row_order=rows.row_order)
+        schema = Schema((symbol_column,), id_column, () if time_column is None else (time_column,), axis, symbols=True)
+        return replace(seqs, times=rows.times, ids=rows.ids, form="frame", row_order=rows.row_order, schema=schema)
 
     @classmethod
     def from_csv(cls, path: str | PathLike[str], **columns: Any) -> Sequences:
-        """Read a CSV file in long format; keyword arguments as for :meth:`from_dataframe`."""
-        return cls.from_dataframe(pd.read_csv(path), **columns)
+        """Read a CSV (or, named ``.tsv``, tab-separated) file in long format; keyword arguments as for
+        :meth:`from_dataframe`. Errors name the file."""
+        return cls.from_file(path, **columns)
 
     @classmethod
     def from_parquet(cls, path: str | PathLike[str], **columns: Any) -> Sequences:
         """Read a Parquet file in long format (needs pyarrow); arguments as for :meth:`from_dataframe`."""
-        return cls.from_dataframe(pd.read_parquet(path), **columns)
+        return cls.from_file(path, **columns)
+
+    @classmethod
+    def from_file(cls, path: str | PathLike[str], **columns: Any) -> Sequences:
+        """Read a ``.csv``, ``.tsv`` or ``.parquet`` file (see :func:`read_table`) with
+        :meth:`from_dataframe`; every error names the file."""
+        frame = read_table(path)
+        with naming_file(path):
+            return cls.from_dataframe(frame, **columns)
 
     # -------------------------------------------------------------------- accessors
     @property
@@ -516,6 +586,406 @@ def as_sequences(
     return seqs if times is None else seqs.with_times(times)
 
 
+# -------------------------------------------------------------- time and schema
+class DataWarning(UserWarning):
+    """A doubt about the data that does not stop a fit: a column read as time by its look,
+    irregular time stamps, columns a model ignores."""
+
+
+#: Column names that mark time stamps, whatever their case (see :func:`time_like_columns`).
+TIME_NAMES = frozenset({"time", "date", "datetime", "timestamp", "year", "quarter", "month", "week", "day", "period"})
+_PERIODS = {r"\d{4}-?[Qq][1-4]": "Q", r"\d{4}-(?:0[1-9]|1[0-2])": "M"}  # 1959Q2 / 1959-Q2, 1959-03
+_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ].*)?"
+
+
+def time_like_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that look like time stamps, never modelled as values unless named.
+
+    The rule, conservative and explicit: a column is time-like if its name is one of
+    :data:`TIME_NAMES` (``year``, ``date``, ``time``, ... in any case), if it holds dates or
+    periods (a datetime or period column, or text such as ``1958-03-29`` or ``1959Q2``), or
+    if it is an index written to the file (named ``index`` or ``Unnamed: 0``, increasing
+    whole numbers). Other columns of numbers are values, even when they increase (one
+    that counts the rows, 0, 1, 2, ... or 1, 2, 3, ..., with a :class:`DataWarning`).
+
+    >>> time_like_columns(pd.DataFrame({"YEAR": [1700.0, 1701.0], "SUNACTIVITY": [5.0, 11.0]}))
+    ['YEAR']
+    """
+    found = []
+    for name in frame.columns:
+        column = frame[name]
+        if str(name).lower() in TIME_NAMES or isinstance(column.dtype, pd.PeriodDtype):
+            found.append(name)
+        elif pd.api.types.is_datetime64_any_dtype(column):
+            found.append(name)
+        elif pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
+            first = column.dropna()
+            if len(first) and isinstance(first.iloc[0], str):
+                text = first.iloc[0].strip()
+                if any(re.fullmatch(pattern, text) for pattern in (_DATE, *_PERIODS)):
+                    found.append(name)
+        elif re.fullmatch(r"index|Unnamed: \d+", str(name), re.IGNORECASE) and pd.api.types.is_numeric_dtype(column):
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            if (np.diff(values) > 0).all() and (values == np.round(values)).all():
+                found.append(name)
+    return found
+
+
+TimeKind = Literal["number", "datetime", "period"]
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """How a time column reads and writes: its kind and, when regular, its step.
+
+    Time stamps are held as numbers (``Sequences.times``): numbers as they are;
+    datetimes (a datetime column, or ISO text such as ``1958-03-29`` or
+    ``1958-03-29T12:00``) as seconds since 1970-01-01 UTC; periods (a period column, or
+    text such as ``1959Q2``, ``1959-Q2``, ``1959-03``) as pandas' period ordinals, so one
+    step is one period. ``frequency`` is the pandas frequency of periods and of regular
+    dates (``"Q-DEC"``, ``"D"``, ``"MS"``), ``step`` the regular spacing of the numbers
+    (None if the stamps are irregular). :meth:`labels` writes numbers back as the file
+    wrote them; :meth:`after` extends a sequence's stamps into the future.
+
+    >>> axis, numbers = TimeAxis.read(pd.Series(["1959Q1", "1959Q2"]))
+    >>> axis = axis.spaced(numbers, np.array([0, 2]))
+    >>> axis.kind, axis.frequency, axis.labels(numbers), axis.after(numbers[-1], 2)
+    ('period', 'Q-DEC', ['1959Q1', '1959Q2'], ['1959Q3', '1959Q4'])
+    """
+
+    kind: TimeKind
+    frequency: str | None = None
+    step: float | None = None
+
+    @classmethod
+    def read(cls, column: pd.Series) -> tuple[TimeAxis, np.ndarray]:
+        """The axis of a column and its stamps as numbers (NaN for a missing stamp)."""
+        if isinstance(column.dtype, pd.PeriodDtype):
+            ordinals = column.array.asi8.astype(np.float64)
+            ordinals[column.isna().to_numpy()] = np.nan
+            return cls("period", column.array.freqstr), ordinals
+        if pd.api.types.is_datetime64_any_dtype(column):
+            epoch = pd.Timestamp("1970-01-01", tz=column.dt.tz)
+            return cls("datetime"), ((column - epoch) / pd.Timedelta(seconds=1)).to_numpy(np.float64, na_value=np.nan)
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column):
+            return cls("number"), column.to_numpy(dtype=np.float64, na_value=np.nan)
+        given = column.notna().to_numpy()
+        numbers = pd.to_numeric(column, errors="coerce")
+        if numbers.notna().sum() == given.sum():
+            return cls("number"), numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        text = column.astype("string").str.strip()
+        for pattern, frequency in _PERIODS.items():
+            if text[given].str.fullmatch(pattern).all():
+                periods = pd.PeriodIndex(text.str.replace("-Q", "Q").str.upper(), freq=frequency)
+                ordinals = periods.asi8.astype(np.float64)
+                ordinals[~given] = np.nan
+                return cls("period", periods.freqstr), ordinals
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' notes on formats it guesses
+            parsed = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
+        bad = np.flatnonzero(parsed.isna().to_numpy() & given)
+        if bad.size:
+            row = int(bad[0])
+            raise ValueError(
+                f"row {row}, column {column.name!r}: not a time stamp: {column.iloc[row]!r} "
+                "(expected numbers, ISO dates such as 1958-03-29, or periods such as 1959Q2 or 1959-03)"
+            )
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        return cls("datetime"), seconds.to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def spaced(
+        self, times: np.ndarray, offsets: np.ndarray, ids: list[Any] | None = None, column: str | None = None
+    ) -> TimeAxis:
+        """This axis with the step (and date frequency) of sorted stamps ``times``.
+
+        A stamp repeated within a sequence is a ``ValueError`` (one row per time step);
+        irregular steps a :class:`DataWarning`: models read consecutive rows as consecutive
+        steps, and forecasts have no future time stamps.
+        """
+        inner = np.ones(len(times), dtype=bool)
+        inner[offsets[:-1]] = False
+        steps = np.diff(times, prepend=np.nan)[inner]
+        where = np.flatnonzero(inner)
+        repeated = np.flatnonzero(steps == 0)
+        if repeated.size:
+            row = int(where[repeated[0]])
+            sequence = int(np.searchsorted(offsets, row, side="right") - 1)
+            named = "" if ids is None or len(ids) < 2 else f" (id {ids[sequence]!r})"
+            raise ValueError(
+                f"sequence {sequence}{named}, time step {row - offsets[sequence]}"
+                + (f", column {column!r}" if column else "")
+                + f": time stamp {self.labels(times[row : row + 1])[0]} repeats the previous one; "
+                "give one row per time step (aggregate or drop the duplicates)"
+            )
+        if not steps.size:
+            return self
+        if np.allclose(steps, steps[0], rtol=1e-9, atol=0.0):
+            step = float(steps[0])
+            frequency = self.frequency
+            if self.kind == "datetime":
+                exact = pd.tseries.frequencies.to_offset(pd.Timedelta(seconds=step)).freqstr
+                frequency = _date_frequency(times, offsets) or exact
+            return replace(self, step=step, frequency=frequency)
+        if self.kind == "datetime":
+            frequency = _date_frequency(times, offsets)
+            if frequency is not None:
+                return replace(self, frequency=frequency)
+        warnings.warn(
+            f"{'column ' + repr(column) if column else 'the time stamps'}: irregular time steps "
+            f"(from {self._span(steps.min())} to {self._span(steps.max())}); consecutive rows are modelled "
+            "as consecutive steps, and forecasts get no time stamps",
+            DataWarning,
+            stacklevel=3,
+        )
+        return self
+
+    def _span(self, step: float) -> str:
+        return str(pd.Timedelta(seconds=step)) if self.kind == "datetime" else f"{step:g}"
+
+    def labels(self, times: np.ndarray) -> list[Any]:
+        """Stamps as the file wrote them: numbers (integers where whole), ISO dates or datetimes, periods."""
+        times = np.asarray(times, dtype=np.float64)
+        if self.kind == "period":
+            return [str(p) for p in pd.PeriodIndex.from_ordinals(times.astype(np.int64), freq=self.frequency)]
+        if self.kind == "datetime":
+            stamps = pd.to_datetime(times, unit="s", utc=True)
+            midnight = bool((stamps == stamps.normalize()).all())
+            return list(stamps.strftime("%Y-%m-%d" if midnight else "%Y-%m-%dT%H:%M:%S"))
+        whole = np.isfinite(times).all() and bool((times == np.round(times)).all()) and np.abs(times).max() < 2**53
+        return [int(t) for t in times] if whole else [float(t) for t in times]
+
+    def after(self, last: float, horizon: int) -> list[Any] | None:
+        """The stamps of the ``horizon`` steps after ``last``, or None for an irregular axis."""
+        ahead = np.arange(1, horizon + 1)
+        if self.step is not None:
+            return self.labels(last + self.step * ahead)
+        if self.kind == "datetime" and self.frequency is not None:
+            dates = pd.date_range(pd.Timestamp(last, unit="s", tz="UTC"), periods=horizon + 1, freq=self.frequency)
+            return self.labels(((dates[1:] - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy())
+        return None
+
+    def describe(self) -> str:
+        """``"periods (Q-DEC)"``, ``"datetimes (D)"``, ``"numbers (step 1)"``, ``"numbers (irregular)"``."""
+        plural = {"number": "numbers", "datetime": "datetimes", "period": "periods"}[self.kind]
+        spacing = self.frequency if self.kind != "number" else (None if self.step is None else f"step {self.step:g}")
+        return f"{plural} ({spacing or 'irregular'})"
+
+
+def _date_frequency(times: np.ndarray, offsets: np.ndarray) -> str | None:
+    """The pandas frequency every sequence's dates follow exactly (monthly, quarterly, ...), or None."""
+    found = set()
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        if b - a < 3:
+            continue
+        dates = pd.DatetimeIndex(pd.to_datetime(times[a:b], unit="s"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' note on the type infer_freq will return
+            frequency = pd.infer_freq(dates)
+        if frequency is None:
+            return None
+        found.add(getattr(frequency, "freqstr", frequency))
+    return found.pop() if len(found) == 1 else None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns of a data frame a model was fit on, and how its time stamps read.
+
+    A fitted model keeps it (``schema_``) and its file stores it, so new data are read
+    the same way without naming columns again (:meth:`read`: a missing column is an
+    error naming it, an extra one a :class:`DataWarning`) and results carry the file's
+    own column names and time stamps. ``columns`` are the value columns (for symbols:
+    the one symbol column), ``time_columns`` the time column (or a year and a quarter
+    or month column read as one period), ``time`` its :class:`TimeAxis`, ``categories``
+    the labels of a categorical value column (code ``c`` is ``categories[c]``).
+    """
+
+    columns: tuple[str, ...]
+    id_column: str | None = None
+    time_columns: tuple[str, ...] = ()
+    time: TimeAxis | None = None
+    input_columns: tuple[str, ...] = ()
+    symbols: bool = False
+    categories: tuple[Any, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The schema as JSON types (for a model file)."""
+        plain = {name: getattr(self, name) for name in ("id_column", "symbols")}
+        plain.update({name: list(getattr(self, name)) for name in ("columns", "time_columns", "input_columns")})
+        plain["time"] = None if self.time is None else vars(self.time).copy()
+        plain["categories"] = None if self.categories is None else [_json_label(c) for c in self.categories]
+        return plain
+
+    @classmethod
+    def from_json(cls, plain: dict[str, Any]) -> Schema:
+        """The inverse of :meth:`to_json`."""
+        time = plain.get("time")
+        return cls(
+            tuple(plain["columns"]),
+            plain.get("id_column"),
+            tuple(plain.get("time_columns", ())),
+            None if time is None else TimeAxis(**time),
+            tuple(plain.get("input_columns", ())),
+            bool(plain.get("symbols", False)),
+            None if plain.get("categories") is None else tuple(plain["categories"]),
+        )
+
+    def read(self, frame: pd.DataFrame, **overrides: Any) -> Sequences:
+        """New data read as the fitted data were: the same columns, the same kind of time stamps.
+
+        ``overrides`` replace the schema's ``id_column``, ``time_column``, ``columns`` (or,
+        for symbols, ``symbol_column``). Raises ``ValueError`` naming the columns the frame
+        lacks; warns (:class:`DataWarning`) about columns it has that the model ignores.
+        """
+        _check_frame(frame)
+        given = {name: value for name, value in overrides.items() if value is not None}
+        id_column = given.get("id_column", self.id_column or ("case_id" if self.symbols else "id"))
+        times = given.get("time_column", list(self.time_columns) or None)
+        times = [times] if isinstance(times, str) else times
+        key = "symbol_column" if self.symbols else "columns"
+        columns = given.get(key, list(self.columns))
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        needed = [*columns, *(times or ()), *self.input_columns]
+        if "id_column" in given or self.id_column is not None:
+            needed.append(id_column)
+        missing = [name for name in needed if name not in frame.columns]
+        if missing:
+            reads = [f"{'symbols' if self.symbols else 'values'} {columns}"]
+            reads += [f"time {'+'.join(times)!r}"] if times else []
+            reads += [f"id {id_column!r}"] if id_column in needed else []
+            raise ValueError(
+                f"the data lack column(s) {missing} (the model reads {', '.join(reads)}; "
+                f"the data have {list(frame.columns)})"
+            )
+        ignored = [
+            name for name in frame.columns if name not in {*needed, id_column} and name not in time_like_columns(frame)
+        ]
+        if ignored:
+            warnings.warn(f"columns {ignored} are not in the model and are ignored", DataWarning, stacklevel=2)
+        if id_column not in frame.columns:
+            id_column = None
+        if self.symbols:
+            seqs = Sequences.from_event_log(
+                frame, id_column=id_column, symbol_column=columns[0], time_column=None if not times else times[0]
+            )
+        else:
+            seqs = Sequences.from_dataframe(
+                frame,
+                id_column=id_column,
+                time_column=times,
+                columns=columns,
+                input_columns=list(self.input_columns) or None,
+                categories=False if self.categories is None else self.categories,
+            )
+        new, old = seqs.schema.time, self.time
+        if old is not None and new is not None:
+            same_periods = old.kind != "period" or new.frequency == old.frequency
+            if new.kind != old.kind or not same_periods:
+                raise ValueError(
+                    f"time column {'+'.join(times)!r} holds {new.describe()}, but the model was fit on {old.describe()}"
+                )
+        return seqs
+
+    def time_labels(self, times: np.ndarray) -> list[Any]:
+        """Stamps (``Sequences.times``) as the file wrote them; numbers without a time axis."""
+        return TimeAxis("number").labels(times) if self.time is None else self.time.labels(times)
+
+
+def read_table(path: str | PathLike[str]) -> pd.DataFrame:
+    """A ``.csv``, ``.tsv`` (or ``.tab``, tab-separated) or ``.parquet`` file as a data frame;
+    every error names the file."""
+    suffix = Path(path).suffix.lower()
+    readers: dict[str, Callable[..., pd.DataFrame]] = {
+        ".csv": pd.read_csv,
+        ".tsv": functools.partial(pd.read_csv, sep="\t"),
+        ".tab": functools.partial(pd.read_csv, sep="\t"),
+        ".parquet": pd.read_parquet,
+        ".pq": pd.read_parquet,
+    }
+    if suffix not in readers:
+        raise ValueError(f"{path}: unknown data format {suffix!r}; expected .csv, .tsv or .parquet")
+    with naming_file(path):
+        return readers[suffix](path)
+
+
+@contextlib.contextmanager
+def naming_file(path: str | PathLike[str]) -> Iterator[None]:
+    """Prefix the message of a ``ValueError`` or ``ImportError`` raised inside with ``path``
+    (pandas' ``No columns to parse from file`` names no file)."""
+    try:
+        yield
+    except (ValueError, ImportError) as error:
+        if str(path) in str(error):
+            raise
+        raise (ImportError if isinstance(error, ImportError) else ValueError)(f"{path}: {error}") from error
+
+
+def _time_columns(
+    frame: pd.DataFrame, time_column: str | Sequence[str] | None, id_column: str | None, columns: Any
+) -> list[str]:
+    """The time column(s) of ``frame``: as named, none, or by the rule of :meth:`Sequences.from_dataframe`."""
+    if time_column is None:
+        return []
+    if isinstance(time_column, str) and time_column != "auto":
+        return [time_column]
+    if not isinstance(time_column, str):
+        return list(time_column)
+    candidates = [name for name in time_like_columns(frame) if name != id_column and name not in (columns or ())]
+    lower = {str(name).lower(): name for name in candidates}
+    if len(candidates) == 2 and "year" in lower and ({"quarter", "month"} & set(lower)):
+        chosen = [lower["year"], lower.get("quarter", lower.get("month"))]
+    elif len(candidates) == 1:
+        chosen = candidates
+    elif not candidates:
+        return []
+    else:
+        raise ValueError(
+            f"columns {candidates} all look like time stamps: name the time column "
+            "(time_column=..., --time-column) and the value columns (columns=..., --columns)"
+        )
+    warnings.warn(
+        f"{' and '.join(map(repr, chosen))} taken as the time column, not modelled (it looks like time: "
+        "see modeshift.data.time_like_columns); name the time column with time_column= (--time-column)",
+        DataWarning,
+        stacklevel=4,
+    )
+    return chosen
+
+
+def _warn_of_row_numbers(frame: pd.DataFrame, columns: list[str]) -> None:
+    """A :class:`DataWarning` for a default value column that counts the rows (1, 2, 3, ... or 0, 1,
+    2, ...): it is modelled, but is likely an index (the ``obs`` column of Old Faithful's data)."""
+    if len(frame) < 10:
+        return
+    for name in columns:
+        if pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name]):
+            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            if np.array_equal(values - values[0], np.arange(len(values))) and values[0] in (0.0, 1.0):
+                warnings.warn(
+                    f"column {name!r} counts the rows ({values[0]:g}, {values[1]:g}, ...): modelled as a value; "
+                    "if it is an index, name the value columns (columns=, --columns) or the time column",
+                    DataWarning,
+                    stacklevel=4,
+                )
+
+
+def _time_series(frame: pd.DataFrame, times: list[str]) -> pd.Series:
+    """The time column, or a year column and a quarter or month column as one column of periods."""
+    if len(times) == 1:
+        return frame[times[0]]
+    part = str(times[1]).lower() if len(times) == 2 else ""
+    if part not in ("quarter", "month"):
+        raise ValueError(f"two time columns must be a year and a quarter or month column, got {times}")
+    year, within = (pd.to_numeric(frame[name], errors="coerce") for name in times)
+    for name, values in zip(times, (year, within)):
+        bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan)) | (values % 1 != 0))
+        if bad.size:
+            raise ValueError(f"row {bad[0]}, column {name!r}: not a whole number: {frame[name].iloc[bad[0]]!r}")
+    year, within = year.astype(np.int64).astype(str), within.astype(np.int64)
+    text = year + ("Q" + within.astype(str) if part == "quarter" else "-" + within.map("{:02d}".format))
+    return text.rename("+".join(times))
+
+
 # ----------------------------------------------------------------------- helpers
 class _Locator:
     """Names where a row of an input array sits: ``sequence i, time step t`` (or ``row r``)."""
@@ -658,9 +1128,13 @@ class _Rows:
     offsets: np.ndarray
     ids: list[Any]
     times: np.ndarray | None
+    named: bool = False  # whether an id column named the sequences
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, id_column: str | None, time_column: str | None) -> _Rows:
+    def of(
+        cls, frame: pd.DataFrame, id_column: str | None, stamps: np.ndarray | None, time_column: str | None
+    ) -> _Rows:
+        """The rows grouped by ``id_column``, each group sorted by ``stamps`` (numbers, one per row)."""
         if id_column is None:
             codes, ids = np.zeros(len(frame), dtype=np.int64), [0]
         else:
@@ -669,10 +1143,9 @@ class _Rows:
                 row = int(np.flatnonzero(codes < 0)[0])
                 raise ValueError(f"row {row}: missing value in id column {id_column!r}")
             ids = list(uniques)
-        stamps = None if time_column is None else _time_stamps(frame[time_column])
         order = np.lexsort([codes] if stamps is None else [stamps, codes])  # by id, then by time
         offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(ids)))]).astype(np.int64)
-        rows = cls(order, offsets, ids, None if stamps is None else stamps[order])
+        rows = cls(order, offsets, ids, None if stamps is None else stamps[order], id_column is not None)
         if rows.times is not None:
             _check_times(rows.times, offsets, time_column)
         return rows
@@ -683,10 +1156,11 @@ class _Rows:
         return None if np.array_equal(self.order, np.arange(len(self.order))) else self.order
 
     def locate(self, row: int) -> str:
-        """Where frame row ``row`` sits: ``sequence i, time step t (id ...)``."""
+        """Where frame row ``row`` sits: ``sequence i, time step t (row r, id ...)``."""
         position = int(np.flatnonzero(self.order == row)[0])
         sequence = int(np.searchsorted(self.offsets, position, side="right") - 1)
-        return f"sequence {sequence}, time step {position - self.offsets[sequence]} (id {self.ids[sequence]!r})"
+        named = f", id {self.ids[sequence]!r}" if self.named else ""
+        return f"sequence {sequence}, time step {position - self.offsets[sequence]} (row {row}{named})"
 
 
 def _first_bad(mask: np.ndarray, offsets: np.ndarray) -> tuple[int, int, int] | None:
@@ -734,22 +1208,29 @@ def _check_times(times: np.ndarray, offsets: np.ndarray, column: str | None = No
         raise ValueError(f"{where(int(decreasing[0]))}: time stamps decrease")
 
 
-def _time_stamps(column: pd.Series) -> np.ndarray:
-    """A time column in seconds: numbers as they are; dates (or date strings) since 1970-01-01 UTC."""
-    if pd.api.types.is_datetime64_any_dtype(column):
-        epoch = pd.Timestamp("1970-01-01", tz=column.dt.tz)
-        return ((column - epoch) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    numbers = pd.to_numeric(column, errors="coerce")
-    if numbers.notna().sum() == column.notna().sum():
-        return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-    parsed = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
-    bad = np.flatnonzero(parsed.isna().to_numpy() & column.notna().to_numpy())
-    if bad.size:
-        row = int(bad[0])
-        raise ValueError(f"row {row}, column {column.name!r}: not a time stamp: {column.iloc[row]!r}")
-    return ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+def _category_codes(
+    column: pd.Series, categories: Sequence[Any] | None, locate: Callable[[int], str]
+) -> tuple[np.ndarray, tuple[Any, ...]]:
+    """A column of labels as float codes 0, 1, ... into ``categories`` (learned, sorted, if None)."""
+    missing = np.flatnonzero(column.isna().to_numpy())
+    if missing.size:
+        raise ValueError(f"{locate(int(missing[0]))}, column {column.name!r}: missing label")
+    if categories is None:
+        categories = tuple(pd.unique(column.to_numpy()).tolist())
+        categories = tuple(sorted(categories, key=lambda label: (str(type(label)), label)))
+    index = {label: code for code, label in enumerate(categories)}
+    codes = np.array([index.get(label, -1) for label in column.tolist()], dtype=np.float64)
+    unknown = np.flatnonzero(codes < 0)
+    if unknown.size:
+        row = int(unknown[0])
+        raise ValueError(
+            f"{locate(row)}, column {column.name!r}: label {column.iloc[row]!r} is not one of {list(categories)}"
+        )
+    return codes, tuple(categories)
+
+
+def _json_label(label: Any) -> Any:
+    return label.item() if isinstance(label, np.generic) else label
 
 
 def _numeric_column(frame: pd.DataFrame, column: str, locate: Callable[[int], str]) -> np.ndarray:
@@ -762,7 +1243,7 @@ def _numeric_column(frame: pd.DataFrame, column: str, locate: Callable[[int], st
     bad = np.flatnonzero(converted.isna().to_numpy() & series.notna().to_numpy())
     if bad.size:
         row = int(bad[0])
-        raise ValueError(f"{locate(row)} (row {row}), column {column!r}: non-numeric value {series.iloc[row]!r}")
+        raise ValueError(f"{locate(row)}, column {column!r}: non-numeric value {series.iloc[row]!r}")
     return converted.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from modeshift.data import Sequences, as_sequences
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
-from modeshift.models.base import Forecast
+from modeshift.models.base import Forecast, mode_segments
 from modeshift.models.hmm import HMM
 from modeshift.models.params import Boolean, Integer, Number, OneOf
 
@@ -141,6 +142,12 @@ class ARHMM(HMM):
             model=f"an ARHMM with order={self.order}",
         )
         return dataclasses.replace(seqs, values=with_lags(seqs.values, seqs.offsets, self.order))
+
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
+        """As :meth:`HMM.segment`, from step ``order`` of each sequence on: its first ``order``
+        steps have no lags for a mode to explain, and belong to no run."""
+        seqs = self._sequences(X, lengths, inputs)
+        return mode_segments(seqs, self._viterbi(seqs)[1], self._posteriors(seqs), skip=self.order)
 
     def _n_observations(self, seqs: Sequences) -> int:
         return seqs.n_steps - self.order * seqs.n_sequences

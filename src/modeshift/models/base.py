@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from modeshift.archive import read_archive, write_archive
-from modeshift.data import Sequences, check_array
+from modeshift.data import Schema, Sequences, check_array
 from modeshift.metrics import segments
 from modeshift.models import params
 
@@ -57,6 +57,9 @@ class Model:
     - ``save`` writes JSON and ``.npy`` arrays (no pickle); :func:`load` reads a model
       back by its module-qualified class name. Subclasses list their learned arrays in
       :meth:`_learned_arrays` and restore them in :meth:`_restore`.
+    - A model fit on a data frame keeps its :class:`~modeshift.data.Schema` as
+      ``schema_`` (value, id and time columns, the time axis), saved with it:
+      ``model.schema_.read(new_frame)`` reads new data as the fitted data were read.
     """
 
     _registry: ClassVar[dict[str, type[Model]]] = {}
@@ -160,8 +163,12 @@ class Model:
         now = self.get_params()
         return all(_same(now[name], value) for name, value in fitted_with.items() if name not in procedure)
 
-    def _finish_fit(self) -> None:
+    def _finish_fit(self, seqs: Sequences | None = None) -> None:
+        """Record the hyper-parameters of this fit and, for data read from a data frame, its
+        :class:`~modeshift.data.Schema` as ``schema_`` (saved with the model)."""
         self.__dict__["_fitted_with"] = dict(self.get_params())
+        if seqs is not None and seqs.schema is not None:
+            self.__dict__["schema_"] = seqs.schema
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -177,15 +184,14 @@ class Model:
     def save(self, path: str | PathLike[str]) -> None:
         """Write the model to ``path`` (see :mod:`modeshift.archive`); atomic."""
         hyperparameters = {k: _jsonable(v) for k, v in self.get_params().items()}
-        write_archive(
-            path,
-            {
-                "model": qualified_name(type(self)),
-                "hyperparameters": hyperparameters,
-                "attributes": self._learned_attributes(),
-            },
-            self._learned_arrays(),
-        )
+        metadata = {
+            "model": qualified_name(type(self)),
+            "hyperparameters": hyperparameters,
+            "attributes": self._learned_attributes(),
+        }
+        if "schema_" in self.__dict__:
+            metadata["schema"] = self.schema_.to_json()
+        write_archive(path, metadata, self._learned_arrays())
 
 
 @functools.cache
@@ -260,6 +266,8 @@ def load(path: str | PathLike[str]) -> Model:
     model = cls(**_from_json(cls, metadata.get("hyperparameters", {})))
     model._restore(arrays, metadata.get("attributes", {}))
     model._finish_fit()
+    if metadata.get("schema") is not None:
+        model.schema_ = Schema.from_json(metadata["schema"])
     return model
 
 
@@ -367,12 +375,19 @@ def check_possible(log_likelihoods: np.ndarray, cause: str) -> None:
         raise ValueError(f"sequence {impossible[0]} has probability 0 under the current parameters ({cause})")
 
 
-def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray) -> pd.DataFrame:
-    """:func:`~modeshift.metrics.segments` of a decoded path and its posteriors, per sequence."""
+def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray, skip: int = 0) -> pd.DataFrame:
+    """:func:`~modeshift.metrics.segments` of a decoded path and its posteriors, per sequence.
+
+    ``skip``: the first steps of each sequence that no mode explains (an autoregression's
+    first ``order`` steps, which have no lags), left out of every run.
+    """
+    kept = [np.arange(a + skip, b) for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:])]
     if seqs.n_sequences == 1:
-        return segments(path, posteriors)
-    bounds = seqs.offsets[1:-1]
-    return segments(np.split(path, bounds), np.split(posteriors, bounds))
+        table = segments(path[kept[0]], posteriors[kept[0]])
+    else:
+        table = segments([path[rows] for rows in kept], [posteriors[rows] for rows in kept])
+    table[["start", "end"]] += skip
+    return table
 
 
 def _jsonable(value: Any) -> Any:

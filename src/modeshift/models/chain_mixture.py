@@ -205,7 +205,7 @@ class MarkovChainMixture(Model):
         em.run(self, _Counts.of(seqs, len(seqs.vocabulary)), label=f"MarkovChainMixture K={self.n_components}")
         for name in ("_given", "_embedding"):
             self.__dict__.pop(name, None)
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _em_initialize(self, counts: _Counts, rng: np.random.Generator, restart: int) -> None:
@@ -377,8 +377,8 @@ def _spectral_embedding(profiles: sparse.csr_matrix, n_dimensions: int, rng: np.
         return roots.toarray() - mean
     centred = LinearOperator(
         roots.shape,
-        matvec=lambda v: roots @ v - mean @ v,
-        rmatvec=lambda u: roots.T @ u - mean * u.sum(),
+        matvec=lambda v: roots @ np.ravel(v) - mean @ np.ravel(v),  # svds may pass (n, 1) columns
+        rmatvec=lambda u: roots.T @ np.ravel(u) - mean * np.sum(u),
         dtype=np.float64,
     )
     left, singular_values, _ = svds(centred, k=n_dimensions, v0=rng.random(min(roots.shape)))

@@ -309,7 +309,7 @@ class HMM(Model):
         self.__dict__["_given"] = self._snapshot()
         em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
         del self.__dict__["_given"]
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
@@ -321,7 +321,7 @@ class HMM(Model):
         self.n_states_ = winner.n_states
         for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:

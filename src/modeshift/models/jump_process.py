@@ -309,7 +309,7 @@ class MarkovJumpProcess(Model):
             self.__dict__["_given"] = self.__dict__.get("rate_matrix_")
             em.run(self, intervals, label="MarkovJumpProcess")
             del self.__dict__["_given"]
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _em_initialize(self, intervals: _Intervals, rng: np.random.Generator, restart: int) -> None:

@@ -563,7 +563,7 @@ class LinearGaussianSSM(Model):
         if self.method == "mle" and self.n_iter > 0 and self.n_iter_polish > 0:
             self._polish(seqs, fixed)
         self.log_likelihood_ = float(self._run_filter(seqs, self._check_parameters())[0].sum())
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _polish(self, seqs: Sequences, fixed: frozenset[str]) -> None:

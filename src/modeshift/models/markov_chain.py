@@ -202,7 +202,7 @@ class MarkovChain(Model):
         self.vocabulary_ = seqs.vocabulary
         self.context_keys_, self.counts_ = _count_table(seqs, self.order, base)
         self._prepare()
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _check_params(self) -> None:

@@ -268,7 +268,7 @@ class _MarkovSwitching(Model):
         """
         self._start_fit()
         given = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
-        data, names, _ = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
+        data, names, kept = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
         if n_tvtp and self.n_states < 2:
             raise ValueError("time-varying transition probabilities need n_states >= 2")
@@ -295,7 +295,7 @@ class _MarkovSwitching(Model):
                     em.ConvergenceWarning,
                     stacklevel=2,
                 )
-        self._finish_fit()
+        self._finish_fit(kept)
         return self
 
     def _learn_from(self, engine: SwitchingRegression, data: SeriesData, names: list[str]) -> None:

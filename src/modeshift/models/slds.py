@@ -464,7 +464,7 @@ class SwitchingLDS(Model):
         self.dwell_times_ = _mean_run_lengths(self._viterbi(seqs, posterior), seqs.offsets, self._k)
         for name in ("_given", "_start_modes"):
             del self.__dict__[name]
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
@@ -475,7 +475,7 @@ class SwitchingLDS(Model):
         self.n_states_ = winner.n_states
         for name in ("history_", "converged_", "n_iter_", "dwell_times_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:

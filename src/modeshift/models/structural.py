@@ -495,7 +495,7 @@ class StructuralModel(Model):
             params = self._climb(seqs, layout, history)
         self.params_ = params
         self.log_likelihood_ = self._log_likelihood(params, seqs)
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _climb(self, seqs: Sequences, layout: _Layout, history: list[float]) -> np.ndarray:

@@ -157,7 +157,7 @@ class SymbolHMM(Model):
         del self.__dict__["_blocks"]
         self.startprob_, self.transmat_ = transitions.initial_probs, transitions.transition_matrix
         self.emissionprob_ = emissions
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _em_initialize(self, emitted: Sequences, rng: np.random.Generator, restart: int) -> None:
