@@ -66,6 +66,7 @@ __all__ = [
     "data_panels",
     "format_number",
     "format_share",
+    "frame_columns",
     "model_figures",
     "plot_automaton",
     "plot_comparison",
@@ -79,6 +80,7 @@ __all__ = [
 _WIDE = (8.0, 3.0)  # inches: the size of a figure of a series
 _PANEL_HEIGHT = 2.4  # inches: one sequence's panel in a figure of several
 _BAND_ALPHA = 0.25  # opacity of the mode bands behind a series
+_LINE_STYLES = ("-", "--", ":", "-.")  # the features of a series over mode bands
 _BEND = 0.25  # curvature of the automaton's arrows: i -> j and j -> i bow to opposite sides
 #: Calendar units from the smallest, in seconds (a month is a twelfth of the mean Gregorian year).
 _UNITS = {
@@ -101,11 +103,11 @@ class DataLabels:
 
     ``values`` names the value columns (one per feature; unnamed features are y0, y1, ...),
     ``inputs`` the input columns (u0, u1, ...), ``time`` the time axis. One step lasts ``step``
-    ``unit``\\ s — the median spacing of the time stamps, e.g. 1 year, 3 months, 0.5 seconds — so
-    a dwell of d steps lasts d * step units.
+    times ``unit`` — the median spacing of the time stamps, e.g. 1 year, 3 months, 0.5 seconds —
+    so a dwell of d steps lasts d * step units.
 
-    >>> DataLabels(time="year", unit="year").duration(27.84)
-    '27.84 years'
+    >>> DataLabels(time="date", step=3.0, unit="month").duration(4.2)
+    '12.6 months'
     """
 
     values: tuple[str, ...] = ()
@@ -128,7 +130,7 @@ class DataLabels:
             return "n/a"
         if np.isinf(steps):
             return "absorbing"
-        amount = format_number(steps * self.step)
+        amount = format_number(steps * self.step, 3)
         return f"{amount} {self.unit}{'' if amount == '1' else 's'}"
 
 
@@ -163,7 +165,7 @@ def data_panels(
     steps likewise (numbers or datetimes; default: the data's time stamps, a date column as dates,
     else 0, 1, ...). ``value_names`` and ``time_name`` override the names found in the data.
     """
-    columns = {name: extras.pop(name) for name in list(extras) if name.endswith(("_column", "_columns"))}
+    columns = frame_columns(extras)
     seqs = as_sequences(X, lengths, **columns)
     frame = X if isinstance(X, pd.DataFrame) else None
     time_column = columns.get("time_column")
@@ -197,6 +199,12 @@ def data_panels(
             title = f"sequence {i if seqs.ids is None else seqs.ids[i]}" if seqs.n_sequences > 1 else ""
         panels.append(Panel(title, seqs.values[rows], _time(steps, rows.stop - rows.start), chosen))
     return panels, labels
+
+
+def frame_columns(extras: dict[str, Any]) -> dict[str, Any]:
+    """Take the keywords that name a data frame's columns (``id_column=``, ``time_column=``,
+    ``value_columns=``, ``input_columns=``, ...) out of ``extras``, and return them."""
+    return {name: extras.pop(name) for name in list(extras) if name.endswith(("_column", "_columns"))}
 
 
 def _value_names(X: Any, seqs: Sequences, columns: dict[str, Any]) -> list[str]:
@@ -263,9 +271,9 @@ def plot_modes(
     for start, end, mode in segments(modes)[["start", "end", "mode"]].itertuples(index=False):
         ax.axvspan(edges[start], edges[end], color=colours[mode], alpha=_BAND_ALPHA, linewidth=0)
     one = values.shape[1] == 1
-    lines = ax.plot(steps, values, color="black" if one else None, linewidth=1)
-    for d, line in enumerate(lines):
-        line.set_label(labels.value(d))
+    lines = ax.plot(steps, values, color="black", linewidth=1)
+    for d, line in enumerate(lines):  # black and grey line styles: the colours are the modes'
+        line.set(label=labels.value(d), linestyle=_LINE_STYLES[d % 4], color="0" if d // 4 % 2 == 0 else "0.5")
     ax.set(xlim=(edges[0], edges[-1]), xlabel=labels.time, ylabel=labels.value(0) if one else "value")
     bands = [Patch(color=colours[k], alpha=_BAND_ALPHA, label=names[k]) for k in np.unique(modes)]
     _legend(ax, handles=bands if one else bands + lines)
