@@ -284,7 +284,8 @@ def test_index_links_the_reports(tmp_path):
 
 
 # ----------------------------------------------------------------------------- a real browser
-def _chromium() -> str:
+@pytest.fixture(scope="module")  # decided before the module's report is written
+def chromium() -> str:
     """The Chromium to run: $MODESHIFT_CHROMIUM, or chromium / chromium-browser on the PATH."""
     for name in (os.environ.get("MODESHIFT_CHROMIUM"), "chromium", "chromium-browser"):
         if name and (found := shutil.which(name)):
@@ -295,10 +296,9 @@ def _chromium() -> str:
     )
 
 
-def test_every_image_loads_in_a_headless_browser(report, tmp_path):
+def test_every_image_loads_in_a_headless_browser(chromium, report, tmp_path):
     """The report (which has no scripts) is loaded in an iframe of a wrapper page whose
     script writes each image's naturalWidth into the DOM that Chromium dumps."""
-    browser = _chromium()
     wrapper = tmp_path / "wrapper.html"
     wrapper.write_text(
         f"""<!DOCTYPE html><html><body><pre id="result">not loaded</pre>
@@ -314,7 +314,7 @@ document.getElementById("report").addEventListener("load", function () {{
         encoding="utf-8",
     )
     command = [
-        browser,
+        chromium,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
