@@ -298,6 +298,7 @@ def test_model_figures_draw_every_sequence_with_its_id_names_and_dates():
         (np.arange(0.0, 10.0, 0.5), "t", 0.5, "t unit"),
         (pd.date_range("1959-01-01", periods=40, freq="QS").to_numpy(), "date", 1.0, "quarter"),
         (pd.date_range("2020-01-01", periods=40, freq="MS").to_numpy(), "date", 1.0, "month"),
+        (pd.period_range("1959Q2", periods=40, freq="Q"), "quarter", 1.0, "quarter"),  # periods: their starts
         (pd.date_range("2020-01-01", periods=40, freq="7D").to_numpy(), "date", 1.0, "week"),
         (pd.date_range("2020-01-01", periods=40, freq="6h").to_numpy(), "date", 6.0, "hour"),
         (pd.date_range("2020-01-01", periods=40, freq="2YS").to_numpy(), "date", 2.0, "year"),

@@ -169,7 +169,10 @@ def data_panels(
     seqs = as_sequences(X, lengths, **columns)
     frame = X if isinstance(X, pd.DataFrame) else None
     time_column = columns.get("time_column")
+    time_name = time_name or time_column or getattr(time, "name", None)
     if time is not None:
+        if isinstance(getattr(time, "dtype", None), pd.PeriodDtype):  # quarters, months, ...: their first instants
+            time = pd.Series(time).dt.to_timestamp().to_numpy()
         stamps = [_rows(time, seqs, i, dtype=None) for i in range(seqs.n_sequences)]
     elif seqs.times is not None:
         dates = frame is not None and time_column is not None and not pd.api.types.is_numeric_dtype(frame[time_column])
@@ -181,7 +184,7 @@ def data_panels(
     labels = DataLabels(
         values=tuple(value_names or _value_names(X, seqs, columns)),
         inputs=tuple(columns.get("input_columns") or ()),
-        time=time_name or time_column or getattr(time, "name", None) or ("time" if timed else "time step"),
+        time=time_name or ("time" if timed else "time step"),
     )
     if timed:
         labels = _with_step(labels, stamps)
@@ -233,7 +236,7 @@ def _with_step(labels: DataLabels, stamps: list[np.ndarray]) -> DataLabels:
         seconds = float(np.median(spacings / np.timedelta64(1, "s")))
         unit = max((name for name, size in _UNITS.items() if size <= 1.1 * seconds), key=_UNITS.get, default="second")
         step = seconds / _UNITS[unit]
-        step = round(step) if abs(step - round(step)) <= 0.1 * max(round(step), 1) else step  # 28 to 31 days: a month
+        step = float(round(step)) if abs(step - round(step)) <= 0.1 * max(round(step), 1) else step  # 28-31 days
     else:
         step, word = float(np.median(spacings)), labels.time.lower()
         unit = word.rstrip("s") if word.rstrip("s") in _UNITS else f"{labels.time} unit"

@@ -50,7 +50,6 @@ from modeshift.models.capabilities import (
     ModeDecoder,
     Scorer,
     Selectable,
-    objective,
 )
 from modeshift.plot import (
     DataLabels,
@@ -185,7 +184,7 @@ def _fit(model: Any, seqs: Sequences, extras: dict[str, Any]) -> str:
     if getattr(model, "n_states_", None) is not None:
         rows["modes"] = format_number(model.n_states_)
     if isinstance(model, IterativeFit):
-        rows["iterations"] = f"{model.n_iter_} ({objective(model)} recorded at each)"
+        rows["iterations"] = format_number(model.n_iter_)
         rows["converged"] = format_number(bool(model.converged_))
     return _table(pd.DataFrame({"": pd.Series(rows, dtype=object)}), header=False)
 
