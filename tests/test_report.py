@@ -27,6 +27,7 @@ from modeshift import (
     SwitchingLDS,
 )
 from modeshift import report as report_module
+from modeshift.data import Sequences
 from modeshift.datasets import load_nile, thermostat
 from modeshift.models.capabilities import BoundScorer, Forecaster, IterativeFit, ModeDecoder, Scorer, Selectable
 from modeshift.models.structural_components import LocalLevel
@@ -255,6 +256,18 @@ def test_every_sequence_is_shown_with_its_id_dates_and_time_unit(tmp_path):
     one = _parse(write_report(model, frame, tmp_path / "one", sequences=[0], **columns))
     panels = {image.height for image in _pngs(page)[:2]}, {image.height for image in _pngs(one)[:2]}
     assert min(panels[0]) > 2 * max(panels[1])  # a panel per sequence: three panels, then one
+
+
+def test_sequences_read_from_a_frame_are_labelled_by_the_column_keywords(tmp_path):
+    """What the command line does: it reads the file into Sequences and names the columns."""
+    frame = _wells().assign(year=lambda wells: 1900 + wells.groupby("well").cumcount()).drop(columns="date")
+    seqs = Sequences.from_dataframe(frame, id_column="well", time_column="year")
+    model = HMM(n_states=2, n_iter=20, random_state=0).fit(seqs)
+    path = write_report(model, seqs, tmp_path, id_column="well", time_column="year", value_columns=["depth_m"])
+    assert "HMM fit to depth_m: 3 sequences, 81 steps in all. Time stamps: year; a step lasts 1 year." in (
+        path.read_text(encoding="utf-8")
+    )
+    assert set(_parse(path).table("Sequences")) == {"well W0", "well W1", "well W2"}
 
 
 def test_many_sequences_are_all_listed_and_the_figures_say_how_many_they_show(tmp_path, monkeypatch):

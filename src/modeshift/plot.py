@@ -74,6 +74,7 @@ __all__ = [
     "plot_modes",
     "plot_probabilities",
     "plot_trace",
+    "read_sequences",
     "switching",
 ]
 
@@ -160,13 +161,14 @@ def data_panels(
 
     ``X`` and ``lengths`` as for the model's ``fit``: a data frame's column keywords
     (``id_column=``, ``time_column=``, ``value_columns=``, ``input_columns=``) name its columns and
-    label the axes; the other ``extras`` are per-step data for the model's methods (``inputs=``,
+    label the axes (given with :class:`~modeshift.data.Sequences` read from a frame, they only
+    label them); the other ``extras`` are per-step data for the model's methods (``inputs=``,
     ``exog=``), one array of all rows or a list with one array per sequence. ``time`` stamps the
     steps likewise (numbers or datetimes; default: the data's time stamps, a date column as dates,
     else 0, 1, ...). ``value_names`` and ``time_name`` override the names found in the data.
     """
     columns = frame_columns(extras)
-    seqs = as_sequences(X, lengths, **columns)
+    seqs = read_sequences(X, lengths, columns)
     frame = X if isinstance(X, pd.DataFrame) else None
     time_column = columns.get("time_column")
     time_name = time_name or time_column or getattr(time, "name", None)
@@ -189,7 +191,7 @@ def data_panels(
     if timed:
         labels = _with_step(labels, stamps)
     id_column = columns.get("id_column", "id")
-    named = isinstance(X, pd.DataFrame) and id_column in X.columns
+    named = id_column in X.columns if isinstance(X, pd.DataFrame) else "id_column" in columns and seqs.ids is not None
     panels = []
     for i, steps in enumerate(stamps):
         rows = slice(seqs.offsets[i], seqs.offsets[i + 1])
@@ -210,18 +212,24 @@ def frame_columns(extras: dict[str, Any]) -> dict[str, Any]:
     return {name: extras.pop(name) for name in list(extras) if name.endswith(("_column", "_columns"))}
 
 
+def read_sequences(X: Any, lengths: Sequence[int] | None, columns: dict[str, Any]) -> Sequences:
+    """``X`` as :class:`~modeshift.data.Sequences`, a data frame's ``columns`` keywords applied
+    (Sequences, already read, keep their own)."""
+    return X if isinstance(X, Sequences) and lengths is None else as_sequences(X, lengths, **columns)
+
+
 def _value_names(X: Any, seqs: Sequences, columns: dict[str, Any]) -> list[str]:
     """The value columns' names where the data have them: a data frame's (as ``Sequences.from_dataframe``
     chooses them), a named Series', or those the sequences carry."""
     carried = getattr(seqs, "columns", None)  # a schema's value columns, where the data layer keeps them
     if carried is not None:
         return [str(name) for name in carried]
+    if columns.get("value_columns") is not None:
+        return [str(name) for name in columns["value_columns"]]
     if isinstance(X, pd.Series) and X.name is not None:
         return [str(X.name)]
     if not isinstance(X, pd.DataFrame):
         return []
-    if columns.get("value_columns") is not None:
-        return [str(name) for name in columns["value_columns"]]
     special = {columns.get("id_column", "id"), columns.get("time_column"), *(columns.get("input_columns") or ())}
     return [str(name) for name in X.columns if name not in special]
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import Sequences
 from modeshift.models.capabilities import (
     BoundScorer,
     Describer,
@@ -59,6 +59,7 @@ from modeshift.plot import (
     format_share,
     frame_columns,
     model_figures,
+    read_sequences,
     switching,
 )
 
@@ -116,7 +117,7 @@ def write_report(
     panels, labels = data_panels(
         model, X, lengths, time=time, value_names=value_names, time_name=time_name, **columns, **extras
     )
-    seqs = as_sequences(X, lengths, **columns)  # as the model's methods take it, with extras by keyword
+    seqs = read_sequences(X, lengths, columns)  # as the model's methods take it, with extras by keyword
     posteriors = _posteriors(model, panels)
     names = _names(model, posteriors, mode_names)
     sections = [f"<p>{escape(_overview(model, panels, labels))}</p>", "<h2>Fit</h2>", _fit(model, seqs, extras)]
