@@ -67,6 +67,14 @@ def test_modes_draw_one_band_per_segment(n_features):
     _png(figure)
 
 
+def test_symbols_are_drawn_as_dots_on_a_row_each():
+    codes = np.array([0, 2, 1, 1, 0])
+    ax = plot.plot_modes(codes, [0, 0, 1, 1, 1], labels=plot.DataLabels(symbols=("A", "B", "C"))).axes[0]
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["A", "B", "C"]
+    assert ax.lines[0].get_linestyle() == "None" and ax.lines[0].get_marker() == "o"
+    assert ax.get_ylabel() == "symbol"
+
+
 def test_modes_check_their_lengths():
     with pytest.raises(ValueError, match="modes has 3 steps but X has 4"):
         plot.plot_modes(np.zeros(4), [0, 1, 0])

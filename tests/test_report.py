@@ -22,16 +22,19 @@ from modeshift import (
     HMM,
     LinearGaussianSSM,
     MarkovAutoregression,
+    MarkovChain,
+    MarkovJumpProcess,
     MarkovRegression,
     StructuralModel,
     SwitchingLDS,
+    SymbolHMM,
 )
 from modeshift import report as report_module
 from modeshift.data import Sequences
 from modeshift.datasets import load_nile, thermostat
 from modeshift.models.capabilities import BoundScorer, Forecaster, IterativeFit, ModeDecoder, Scorer, Selectable
 from modeshift.models.structural_components import LocalLevel
-from modeshift.plot import format_share
+from modeshift.plot import format_number, format_share
 from modeshift.report import write_index, write_report
 
 pytest.importorskip("matplotlib", reason="reports need matplotlib: pip install modeshift[plot]")
@@ -278,6 +281,60 @@ def test_many_sequences_are_all_listed_and_the_figures_say_how_many_they_show(tm
     path = write_report(model, frame, tmp_path, **columns)
     assert len(_parse(path).table("Sequences")) == 4
     assert "The figures show 2 of the 4 sequences" in path.read_text(encoding="utf-8")
+
+
+def _symbols() -> list[list[str]]:
+    rng = np.random.default_rng(0)
+    return [list(rng.choice(list("ABC"), size=30, p=[0.6, 0.3, 0.1])) for _ in range(5)]
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_a_chain_on_symbols_reports_its_next_symbol_probabilities(tmp_path, order):
+    """A row per state (a symbol, or a context of ``order`` symbols), a column per next symbol:
+    p(next = x | state) = (1 - p(end | state)) transmat_[state, state moved to with x]."""
+    sequences = _symbols()
+    model = MarkovChain(order=order).fit(sequences)
+    path = write_report(model, sequences, tmp_path)
+    page = _parse(path)
+    assert "MarkovChain fit to sequences of 3 symbols" in path.read_text(encoding="utf-8")
+    table = page.table("Parameters")
+    states = ["".join(state) if isinstance(state, tuple) else state for state in model.states_]
+    assert list(table) == states
+    for i, state in enumerate(states):
+        end = model.end_probability_[i]
+        assert table[state]["then the end"] == format_share(end)
+        for j, target in enumerate(model.states_):
+            following = target[-1] if isinstance(target, tuple) else target
+            if model.transmat_[i, j] > 0:
+                assert table[state][f"then {following}"] == format_share((1 - end) * model.transmat_[i, j])
+    assert ("The learned automaton" in page.headings) == (len(states) <= 12)
+    _pngs(page)
+
+
+@pytest.mark.filterwarnings("ignore::modeshift.models.em.ConvergenceWarning")
+def test_a_hidden_markov_model_of_symbols_draws_its_modes_over_the_symbols(tmp_path):
+    sequences = _symbols()
+    model = SymbolHMM(n_states=2, n_iter=10, random_state=0).fit(sequences)
+    page = _parse(write_report(model, sequences, tmp_path))
+    assert _figures(model) <= set(page.headings) and len(page.images) == len(_figures(model))
+    modes = page.table("Modes")
+    for k, row in enumerate(modes.values()):
+        top = model.describe()["top_symbols"][k]
+        assert row["likeliest symbols"] == ", ".join(f"{symbol} {format_share(p)}" for symbol, p in top)
+    assert len(page.table("Sequences")) == 5
+
+
+def test_time_stamped_events_keep_their_symbols_and_stamps(tmp_path):
+    rng = np.random.default_rng(0)
+    times = [np.cumsum(rng.exponential(1.0, size=20)) for _ in range(3)]
+    states = [list(rng.choice(list("XY"), size=20)) for _ in range(3)]
+    model = MarkovJumpProcess().fit(states, times=times)
+    path = write_report(model, states, tmp_path, time=times, time_name="hour")
+    text = path.read_text(encoding="utf-8")
+    spacing = np.median(np.concatenate([np.diff(t) for t in times]))
+    assert "fit to sequences of 2 symbols" in text and f"a step lasts {format_number(spacing, 3)} hours" in text
+    sequences = _parse(path).table("Sequences")
+    assert [row["to"] for row in sequences.values()] == [format_number(t[-1], 6) for t in times]
 
 
 def test_report_replaces_the_old_page_atomically(tmp_path):

@@ -10,8 +10,8 @@ name               what it shows                                                
 ``modes``          the series over one coloured band per segment of the most       a ``ModeDecoder``: HMM,
                    likely mode path (:func:`plot_modes`)                           ARHMM, SwitchingLDS, ...
 ``probabilities``  p(mode at t | all data), stacked (:func:`plot_probabilities`)   the same
-``automaton``      modes as nodes with their mean dwell time, switches as arrows   the same
-                   with their probability or guard (:func:`plot_automaton`)
+``automaton``      modes as nodes with their mean dwell time, switches as arrows   the same; a chain on at
+                   with their probability or guard (:func:`plot_automaton`)        most 12 symbols or contexts
 ``forecast``       the series, the predictive mean and 50 % / 90 % intervals       a ``Forecaster`` without
                    (:func:`plot_forecast`)                                         modes (LinearGaussianSSM)
 ``trace``          the objective at each EM iteration (:func:`plot_trace`)         an ``IterativeFit``
@@ -44,7 +44,7 @@ a figure made with ``plt.subplots()``. matplotlib is optional: ``pip install mod
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,6 +63,7 @@ __all__ = [
     "DataLabels",
     "Panel",
     "Switching",
+    "chain_states",
     "data_panels",
     "format_number",
     "format_share",
@@ -83,6 +84,7 @@ _PANEL_HEIGHT = 2.4  # inches: one sequence's panel in a figure of several
 _BAND_ALPHA = 0.25  # opacity of the mode bands behind a series
 _LINE_STYLES = ("-", "--", ":", "-.")  # the features of a series over mode bands
 _BEND = 0.25  # curvature of the automaton's arrows: i -> j and j -> i bow to opposite sides
+_MAX_NODES = 12  # a chain with more states is not drawn as a graph
 #: Calendar units from the smallest, in seconds (a month is a twelfth of the mean Gregorian year).
 _UNITS = {
     "second": 1.0,
@@ -103,7 +105,8 @@ class DataLabels:
     """What the numbers of the data are: names for the axes, and how long a time step lasts.
 
     ``values`` names the value columns (one per feature; unnamed features are y0, y1, ...),
-    ``inputs`` the input columns (u0, u1, ...), ``time`` the time axis. One step lasts ``step``
+    ``inputs`` the input columns (u0, u1, ...), ``time`` the time axis; ``symbols`` is the
+    vocabulary of symbol sequences (whose values are the symbols' codes). One step lasts ``step``
     times ``unit`` — the median spacing of the time stamps, e.g. 1 year, 3 months, 0.5 seconds —
     so a dwell of d steps lasts d * step units.
 
@@ -116,10 +119,13 @@ class DataLabels:
     time: str = "time step"
     step: float = 1.0
     unit: str = "step"
+    symbols: tuple[str, ...] = ()
 
     def value(self, d: int) -> str:
-        """The name of feature ``d``."""
-        return self.values[d] if d < len(self.values) else f"y{d}"
+        """The name of feature ``d`` ('symbol' for symbol sequences)."""
+        if d < len(self.values):
+            return self.values[d]
+        return "symbol" if self.symbols else f"y{d}"
 
     def input(self, d: int, n_inputs: int) -> str:
         """The name of input ``d`` of ``n_inputs``."""
@@ -138,12 +144,14 @@ class DataLabels:
 @dataclass(frozen=True)
 class Panel:
     """One sequence of the data, ready to draw: its title (its id; empty for data of one unnamed
-    sequence), values (n_steps, n_features), time
-    stamps (numbers or datetime64) and the per-step data the model's methods take by keyword."""
+    sequence), values (n_steps, n_features; a symbol's code), time stamps (numbers or datetime64),
+    the ``data`` the model's methods take (the values, or the symbol sequence) and the per-step
+    ``extras`` they take by keyword."""
 
     title: str
     values: np.ndarray
     time: np.ndarray
+    data: Any
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -168,7 +176,7 @@ def data_panels(
     else 0, 1, ...). ``value_names`` and ``time_name`` override the names found in the data.
     """
     columns = frame_columns(extras)
-    seqs = read_sequences(X, lengths, columns)
+    seqs = read_sequences(model, X, lengths, columns, time)
     frame = X if isinstance(X, pd.DataFrame) else None
     time_column = columns.get("time_column")
     time_name = time_name or time_column or getattr(time, "name", None)
@@ -187,6 +195,7 @@ def data_panels(
         values=tuple(value_names or _value_names(X, seqs, columns)),
         inputs=tuple(columns.get("input_columns") or ()),
         time=time_name or ("time" if timed else "time step"),
+        symbols=() if seqs.vocabulary is None else tuple(map(str, seqs.vocabulary.symbols)),
     )
     if timed:
         labels = _with_step(labels, stamps)
@@ -202,7 +211,13 @@ def data_panels(
             title = f"{id_column} {seqs.ids[i]}"
         else:
             title = f"sequence {i if seqs.ids is None else seqs.ids[i]}" if seqs.n_sequences > 1 else ""
-        panels.append(Panel(title, seqs.values[rows], _time(steps, rows.stop - rows.start), chosen))
+        values, n_steps = seqs.values[rows], rows.stop - rows.start
+        if seqs.vocabulary is None:
+            data = values
+        else:  # the model's methods read symbols (and events) from Sequences
+            times = None if seqs.times is None else seqs.times[rows]
+            data = Sequences(values, np.array([0, n_steps]), times, vocabulary=seqs.vocabulary)
+        panels.append(Panel(title, values, _time(steps, n_steps), data, chosen))
     return panels, labels
 
 
@@ -212,10 +227,19 @@ def frame_columns(extras: dict[str, Any]) -> dict[str, Any]:
     return {name: extras.pop(name) for name in list(extras) if name.endswith(("_column", "_columns"))}
 
 
-def read_sequences(X: Any, lengths: Sequence[int] | None, columns: dict[str, Any]) -> Sequences:
-    """``X`` as :class:`~modeshift.data.Sequences`, a data frame's ``columns`` keywords applied
-    (Sequences, already read, keep their own)."""
-    return X if isinstance(X, Sequences) and lengths is None else as_sequences(X, lengths, **columns)
+def read_sequences(
+    model: Any, X: Any, lengths: Sequence[int] | None, columns: dict[str, Any], time: Any = None
+) -> Sequences:
+    """``X`` as :class:`~modeshift.data.Sequences` for ``model``: for a model of symbols or events
+    the symbols (in its vocabulary, if it has one) with their time stamps ``time``; a data frame's
+    ``columns`` keywords applied (Sequences, already read, keep their own)."""
+    if isinstance(X, Sequences) and lengths is None:
+        return X
+    if getattr(model, "data_kind", "real") != "real":
+        times = {} if time is None or isinstance(X, pd.DataFrame) else {"times": time}
+        vocabulary = getattr(model, "vocabulary_", None)
+        return as_sequences(X, lengths, symbols=True, vocabulary=vocabulary, **times, **columns)
+    return as_sequences(X, lengths, **columns)
 
 
 def _value_names(X: Any, seqs: Sequences, columns: dict[str, Any]) -> list[str]:
@@ -248,7 +272,7 @@ def _with_step(labels: DataLabels, stamps: list[np.ndarray]) -> DataLabels:
     else:
         step, word = float(np.median(spacings)), labels.time.lower()
         unit = word.rstrip("s") if word.rstrip("s") in _UNITS else f"{labels.time} unit"
-    return labels if step <= 0 else DataLabels(labels.values, labels.inputs, labels.time, step, unit)
+    return labels if step <= 0 else replace(labels, step=step, unit=unit)
 
 
 # ------------------------------------------------------------------------- figures
@@ -285,6 +309,9 @@ def plot_modes(
     lines = ax.plot(steps, values, color="black", linewidth=1)
     for d, line in enumerate(lines):  # black and grey line styles: the colours are the modes'
         line.set(label=labels.value(d), linestyle=_LINE_STYLES[d % 4], color="0" if d // 4 % 2 == 0 else "0.5")
+    if labels.symbols:  # a symbol per step, as a dot at the symbol's row
+        lines[0].set(linestyle="none", marker="o", markersize=3)
+        ax.set_yticks(np.arange(len(labels.symbols)), labels.symbols, fontsize=7 if len(labels.symbols) > 12 else 9)
     ax.set(xlim=(edges[0], edges[-1]), xlabel=labels.time, ylabel=labels.value(0) if one else "value")
     bands = [Patch(color=colours[k], alpha=_BAND_ALPHA, label=names[k]) for k in np.unique(modes)]
     _legend(ax, handles=bands if one else bands + lines)
@@ -478,19 +505,23 @@ def model_figures(
     if isinstance(model, ModeDecoder):
 
         def modes(panel: Panel, ax: Axes) -> None:
-            path = model.predict(panel.values, **panel.extras)
+            path = model.predict(panel.data, **panel.extras)
             skipped = len(panel.values) - len(path)  # models that condition on their first `order` steps
             shown = panel.time[skipped:]
             plot_modes(panel.values[skipped:], path, time=shown, mode_names=mode_names, labels=labels, ax=ax)
 
         def probabilities(panel: Panel, ax: Axes) -> None:
-            posteriors = model.predict_proba(panel.values, **panel.extras)
+            posteriors = model.predict_proba(panel.data, **panel.extras)
             shown = panel.time[len(panel.values) - len(posteriors) :]
             plot_probabilities(posteriors, time=shown, mode_names=mode_names, labels=labels, ax=ax)
 
         figures["modes"] = _small_multiples(panels, modes)
         figures["probabilities"] = _small_multiples(panels, probabilities)
         figures["automaton"] = plot_automaton(model, mode_names=mode_names, labels=labels)
+    elif labels.symbols:
+        states = chain_states(model)
+        if 1 < len(states) <= _MAX_NODES:
+            figures["automaton"] = plot_automaton(model, mode_names=states, labels=labels)
     elif isinstance(model, Forecaster) and not any(panel.extras for panel in panels):  # future inputs are unknown
 
         def forecast(panel: Panel, ax: Axes) -> None:
@@ -501,6 +532,18 @@ def model_figures(
     if isinstance(model, IterativeFit) and model.history_:
         figures["trace"] = plot_trace(model.history_, label=objective(model))
     return figures
+
+
+def chain_states(model: Any) -> list[str]:
+    """The states of a chain on symbols as text (``states_``: symbols, or contexts of several,
+    with a transition matrix ``transmat_`` between them), or none for a model without them."""
+    try:
+        states, transmat = list(model.states_), np.asarray(model.transmat_)
+    except (AttributeError, ValueError):  # no chain, or not fitted
+        return []
+    if transmat.shape != (len(states), len(states)):  # e.g. a mixture's chains
+        return []
+    return ["".join(map(str, state)) if isinstance(state, tuple) else str(state) for state in states]
 
 
 # ------------------------------------------------------------------------- switching structure

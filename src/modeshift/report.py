@@ -54,6 +54,7 @@ from modeshift.models.capabilities import (
 from modeshift.plot import (
     DataLabels,
     Panel,
+    chain_states,
     data_panels,
     format_number,
     format_share,
@@ -67,6 +68,7 @@ __all__ = ["write_index", "write_report"]
 
 #: Figures of a series show at most this many sequences unless ``sequences=`` picks them.
 MAX_PANELS = 20
+_MAX_LISTED = 12  # symbols named in the overview
 
 _CAPTIONS = {
     "modes": "The series and its most likely mode",
@@ -117,7 +119,7 @@ def write_report(
     panels, labels = data_panels(
         model, X, lengths, time=time, value_names=value_names, time_name=time_name, **columns, **extras
     )
-    seqs = read_sequences(X, lengths, columns)  # as the model's methods take it, with extras by keyword
+    seqs = read_sequences(model, X, lengths, columns, time)  # as the model's methods take it, with extras by keyword
     posteriors = _posteriors(model, panels)
     names = _names(model, posteriors, mode_names)
     sections = [f"<p>{escape(_overview(model, panels, labels))}</p>", "<h2>Fit</h2>", _fit(model, seqs, extras)]
@@ -127,7 +129,7 @@ def write_report(
     if isinstance(model, Describer):
         sections += ["<h2>Modes</h2>", *_modes(model, posteriors, names, labels)]
     if len(panels) > 1:
-        sections += ["<h2>Sequences</h2>", _sequences(panels, posteriors, names)]
+        sections += ["<h2>Sequences</h2>", _sequences(panels, posteriors, names, labels)]
     sections += ["<h2>Parameters</h2>", _parameters(model, seqs, extras)]
     shown = list(sequences) if sequences is not None else list(range(min(len(panels), MAX_PANELS)))
     if len(shown) < len(panels):
@@ -162,6 +164,9 @@ def _overview(model: Any, panels: Sequence[Panel], labels: DataLabels) -> str:
     n_steps = sum(len(panel.values) for panel in panels)
     size = f"{len(panels)} sequences, {n_steps} steps in all" if len(panels) > 1 else f"one sequence of {n_steps} steps"
     values = ", ".join(labels.value(d) for d in range(panels[0].values.shape[1]))
+    if labels.symbols:
+        shown = ", ".join(labels.symbols[:_MAX_LISTED]) + (", ..." if len(labels.symbols) > _MAX_LISTED else "")
+        values = f"sequences of {len(labels.symbols)} symbols ({shown})"
     text = f"{type(model).__name__} fit to {values}: {size}."
     if labels.time != "time step":
         text += f" Time stamps: {labels.time}; a step lasts {labels.duration(1.0)}."
@@ -213,6 +218,10 @@ def _modes(model: Any, posteriors: list[np.ndarray] | None, names: list[str], la
             table["long-run share"] = [format_share(value) for value in values]
         elif column == "dwell_time":
             table["mean dwell"] = [labels.duration(float(value)) for value in values]
+        elif column == "end":
+            table["to the end"] = [format_share(value) for value in values]  # of the sequence
+        elif column == "top_symbols":
+            table["likeliest symbols"] = [", ".join(f"{s} {format_share(p)}" for s, p in top) for top in values]
         elif column.startswith("to_") and ".tvtp" not in column:  # to_{j}, to_{j}_at_zero_input: probabilities
             target, _, condition = column.removeprefix("to_").partition("_")
             heading = f"to {names[int(target)]}" + (f" ({condition.replace('_', ' ')})" if condition else "")
@@ -236,13 +245,14 @@ def _modes(model: Any, posteriors: list[np.ndarray] | None, names: list[str], la
     return sections
 
 
-def _sequences(panels: Sequence[Panel], posteriors: list[np.ndarray] | None, names: list[str]) -> str:
+def _sequences(
+    panels: Sequence[Panel], posteriors: list[np.ndarray] | None, names: list[str], labels: DataLabels
+) -> str:
     """A row per sequence: its id, length, first and last time stamp, and its share of each mode."""
-    table: dict[str, list[Any]] = {
-        "steps": [len(panel.values) for panel in panels],
-        "from": [_stamp(panel.time[0]) for panel in panels],
-        "to": [_stamp(panel.time[-1]) for panel in panels],
-    }
+    table: dict[str, list[Any]] = {"steps": [len(panel.values) for panel in panels]}
+    if labels.time != DataLabels.time:  # time stamps
+        table["from"] = [_stamp(panel.time[0]) for panel in panels]
+        table["to"] = [_stamp(panel.time[-1]) for panel in panels]
     if posteriors is not None:
         shares = np.array([posterior.mean(axis=0) for posterior in posteriors])
         table.update({names[k]: [format_share(share) for share in shares[:, k]] for k in range(shares.shape[1])})
@@ -262,6 +272,9 @@ def _parameters(model: Any, seqs: Sequences, extras: dict[str, Any]) -> str:
         result = summary(seqs, **extras) if needs_data else summary()
         frame = getattr(result, "parameters", result)  # a structural model's Summary holds the table
         return _table(frame.map(lambda value: format_number(value, 4)))
+    states = chain_states(model)
+    if states:
+        return _transitions(model, states)
     names = getattr(model, "parameter_names", None) or [
         name
         for name, value in vars(model).items()
@@ -278,6 +291,20 @@ def _parameters(model: Any, seqs: Sequences, extras: dict[str, Any]) -> str:
     return _table(frame)
 
 
+def _transitions(model: Any, states: list[str]) -> str:
+    """A chain's next-symbol probabilities: a row per state (a symbol, or a context of several), a
+    column per next symbol (the last of the state moved to), and the end of the sequence where
+    the chain has one."""
+    following = [str(state[-1]) if isinstance(state, tuple) else str(state) for state in model.states_]
+    moves = pd.DataFrame(np.asarray(model.transmat_, dtype=float).T, index=following)
+    table = moves.groupby(level=0, sort=False).sum().T.set_axis(states).add_prefix("then ")
+    ends = getattr(model, "end_probability_", None)
+    if ends is not None:  # transmat_ is conditional on the sequence going on
+        table = table.mul(1.0 - np.asarray(ends, dtype=float), axis=0).assign(**{"then the end": ends})
+    table.index.name = "after"
+    return _table(table.map(format_share))
+
+
 def _settings(model: Any) -> pd.DataFrame:
     """The hyperparameters, one row each."""
     return pd.DataFrame({"": pd.Series(model.get_params(), dtype=object)})
@@ -289,7 +316,7 @@ def _posteriors(model: Any, panels: Sequence[Panel]) -> list[np.ndarray] | None:
     conditions on), or None for a model without modes."""
     if not isinstance(model, ModeDecoder):
         return None
-    return [np.asarray(model.predict_proba(panel.values, **panel.extras), dtype=float) for panel in panels]
+    return [np.asarray(model.predict_proba(panel.data, **panel.extras), dtype=float) for panel in panels]
 
 
 def _names(model: Any, posteriors: list[np.ndarray] | None, mode_names: Sequence[str] | None) -> list[str]:
