@@ -121,6 +121,11 @@ class DataLabels:
     unit: str = "step"
     symbols: tuple[str, ...] = ()
 
+    @property
+    def stamped(self) -> bool:
+        """Whether the steps have time stamps (else the time axis counts steps)."""
+        return self.time != DataLabels.time
+
     def value(self, d: int) -> str:
         """The name of feature ``d`` ('symbol' for symbol sequences)."""
         if d < len(self.values):

@@ -168,7 +168,7 @@ def _overview(model: Any, panels: Sequence[Panel], labels: DataLabels) -> str:
         shown = ", ".join(labels.symbols[:_MAX_LISTED]) + (", ..." if len(labels.symbols) > _MAX_LISTED else "")
         values = f"sequences of {len(labels.symbols)} symbols ({shown})"
     text = f"{type(model).__name__} fit to {values}: {size}."
-    if labels.time != "time step":
+    if labels.stamped:
         text += f" Time stamps: {labels.time}; a step lasts {labels.duration(1.0)}."
     return text
 
@@ -250,7 +250,7 @@ def _sequences(
 ) -> str:
     """A row per sequence: its id, length, first and last time stamp, and its share of each mode."""
     table: dict[str, list[Any]] = {"steps": [len(panel.values) for panel in panels]}
-    if labels.time != DataLabels.time:  # time stamps
+    if labels.stamped:
         table["from"] = [_stamp(panel.time[0]) for panel in panels]
         table["to"] = [_stamp(panel.time[-1]) for panel in panels]
     if posteriors is not None:
