@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from modeshift import ARHMM, HMM, LinearGaussianSSM, MarkovRegression, SwitchingLDS, plot
+from modeshift.data import Sequences
 from modeshift.datasets import thermostat
 from modeshift.metrics import segments
 
@@ -317,6 +319,44 @@ def test_a_step_lasts_the_median_spacing_of_the_time_stamps(stamps, time_name, s
     _, labels = plot.data_panels(None, X, time=stamps, time_name=time_name)
     assert (labels.step, labels.unit, labels.time) == (step, unit, time_name)
     assert labels.duration(4.0) == f"{plot.format_number(4 * step)} {unit}s"
+
+
+def _quarterly(schema) -> Sequences:
+    """Two sequences of quarters, held as pandas' period ordinals, with ``schema`` attached."""
+    quarters = pd.period_range("1959Q2", periods=12, freq="Q").asi8.astype(float)
+    seqs = Sequences.from_arrays([np.zeros(12), np.ones(8)], times=[quarters, quarters[:8]])
+    object.__setattr__(seqs, "schema", schema)  # as the data layer keeps it for data read from a frame
+    object.__setattr__(seqs, "ids", ["DE", "FR"])
+    return seqs
+
+
+def test_a_data_schema_names_the_axes_and_reads_the_time_stamps():
+    """Where the sequences carry the schema of the frame they were read from (its columns and
+    the kind of its time stamps), the figures use it: a period by its first instant."""
+    schema = SimpleNamespace(
+        columns=("gdp",),
+        id_column="country",
+        time_columns=("year", "quarter"),
+        time=SimpleNamespace(kind="period", frequency="Q-DEC", step=1.0),
+        input_columns=(),
+    )
+    panels, labels = plot.data_panels(None, _quarterly(schema))
+    assert (labels.values, labels.time, labels.step, labels.unit) == (("gdp",), "year/quarter", 1.0, "quarter")
+    assert panels[0].time[0] == np.datetime64("1959-04-01") and panels[1].time[-1] == np.datetime64("1961-01-01")
+    assert [panel.title for panel in panels] == ["country DE", "country FR"]
+    dated = SimpleNamespace(kind="datetime", frequency=None, step=86400.0)
+    seconds = Sequences.from_arrays([np.zeros(3)], times=[np.array([0.0, 86400.0, 172800.0])])
+    object.__setattr__(seconds, "schema", SimpleNamespace(**{**vars(schema), "time": dated, "id_column": None}))
+    panels, labels = plot.data_panels(None, seconds)
+    assert panels[0].time[1] == np.datetime64("1970-01-02") and labels.unit == "day"
+
+
+@pytest.mark.skipif(not hasattr(Sequences, "schema"), reason="the data schema (issue 15) is not merged yet")
+def test_the_data_layers_schema_of_a_frame_with_periods():
+    frame = pd.DataFrame({"quarter": ["1959Q2", "1959Q3", "1959Q4", "1960Q1"], "gdp": [1.0, 2.0, 3.0, 2.5]})
+    panels, labels = plot.data_panels(None, Sequences.from_dataframe(frame, time_column="quarter"))
+    assert (labels.values, labels.time, labels.unit) == (("gdp",), "quarter", "quarter")
+    assert panels[0].time[0] == np.datetime64("1959-04-01")
 
 
 def test_without_time_stamps_durations_are_in_steps():

@@ -43,6 +43,7 @@ a figure made with ``plt.subplots()``. matplotlib is optional: ``pip install mod
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -182,7 +183,8 @@ def data_panels(
     """
     columns = frame_columns(extras)
     seqs = read_sequences(model, X, lengths, columns, time)
-    frame = X if isinstance(X, pd.DataFrame) else None
+    schema = getattr(seqs, "schema", None)  # what the data layer kept of a data frame's columns
+    columns = {**_schema_columns(schema), **columns}  # the keywords given win
     time_column = columns.get("time_column")
     time_name = time_name or time_column or getattr(time, "name", None)
     if time is not None:
@@ -190,8 +192,9 @@ def data_panels(
             time = pd.Series(time).dt.to_timestamp().to_numpy()
         stamps = [_rows(time, seqs, i, dtype=None) for i in range(seqs.n_sequences)]
     elif seqs.times is not None:
-        dates = frame is not None and time_column is not None and not pd.api.types.is_numeric_dtype(frame[time_column])
-        every = seqs.times.astype("datetime64[s]") if dates else seqs.times
+        every = _stamps(
+            seqs.times, _time_kind(X, schema, time_column), getattr(schema and schema.time, "frequency", None)
+        )
         stamps = [every[a:b] for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:])]
     else:
         stamps = [np.arange(n) for n in seqs.lengths]
@@ -226,10 +229,18 @@ def data_panels(
     return panels, labels
 
 
+#: The keywords that say how to read a data frame (``id_column=``, ``time_column=``, ...), as
+#: ``Sequences.from_dataframe`` and ``from_event_log`` take them.
+_FRAME_KEYWORDS = (
+    set(inspect.signature(Sequences.from_dataframe).parameters)
+    | set(inspect.signature(Sequences.from_event_log).parameters)
+) - {"frame", "vocabulary", "unknown"}
+
+
 def frame_columns(extras: dict[str, Any]) -> dict[str, Any]:
-    """Take the keywords that name a data frame's columns (``id_column=``, ``time_column=``,
-    ``value_columns=``, ``input_columns=``, ...) out of ``extras``, and return them."""
-    return {name: extras.pop(name) for name in list(extras) if name.endswith(("_column", "_columns"))}
+    """Take the keywords that say how to read a data frame (``id_column=``, ``time_column=``,
+    value and input columns, ...) out of ``extras``, and return them."""
+    return {name: extras.pop(name) for name in list(extras) if name in _FRAME_KEYWORDS}
 
 
 def read_sequences(
@@ -247,14 +258,45 @@ def read_sequences(
     return as_sequences(X, lengths, **columns)
 
 
+def _schema_columns(schema: Any) -> dict[str, Any]:
+    """The column keywords a data schema (``Sequences.schema``, where the data layer keeps one)
+    stands for: its id, time (several read as one: 'year/quarter'), value and input columns."""
+    if schema is None:
+        return {}
+    named = {
+        "id_column": schema.id_column,
+        "time_column": "/".join(schema.time_columns) or None,
+        "columns": list(schema.columns),
+        "input_columns": list(schema.input_columns) or None,
+    }
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def _time_kind(X: Any, schema: Any, time_column: str | None) -> str:
+    """How the numbers of ``Sequences.times`` read: 'number', 'datetime' (seconds since 1970) or
+    'period' (pandas' ordinals), from the schema, else from the kind of a data frame's time column."""
+    if schema is not None and schema.time is not None:
+        return schema.time.kind
+    if isinstance(X, pd.DataFrame) and time_column in X.columns and not pd.api.types.is_numeric_dtype(X[time_column]):
+        return "datetime"  # parsed as seconds since 1970
+    return "number"
+
+
+def _stamps(times: np.ndarray, kind: str, frequency: str | None) -> np.ndarray:
+    """Time stamps held as numbers, as numbers or datetime64 (a period by its first instant)."""
+    if kind == "datetime":
+        return times.astype("datetime64[s]")
+    if kind == "period":
+        return pd.PeriodIndex.from_ordinals(times.astype(np.int64), freq=frequency).to_timestamp().to_numpy()
+    return times
+
+
 def _value_names(X: Any, seqs: Sequences, columns: dict[str, Any]) -> list[str]:
-    """The value columns' names where the data have them: a data frame's (as ``Sequences.from_dataframe``
-    chooses them), a named Series', or those the sequences carry."""
-    carried = getattr(seqs, "columns", None)  # a schema's value columns, where the data layer keeps them
-    if carried is not None:
-        return [str(name) for name in carried]
-    if columns.get("value_columns") is not None:
-        return [str(name) for name in columns["value_columns"]]
+    """The value columns' names where the data have them: named by ``value_columns``, a data
+    frame's (as ``Sequences.from_dataframe`` chooses them), or a named Series'."""
+    named = columns.get("value_columns", columns.get("columns"))
+    if named is not None:
+        return [str(name) for name in ([named] if isinstance(named, str) else named)]
     if isinstance(X, pd.Series) and X.name is not None:
         return [str(X.name)]
     if not isinstance(X, pd.DataFrame):
