@@ -12,7 +12,7 @@ from scipy.stats import poisson
 from modeshift import ARHMM, HMM, load
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.models.em import ObjectiveDecreaseWarning
-from modeshift.transitions import _stationary_start_m_step
+from modeshift.transitions import stationary_start_transitions
 
 P3 = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.25, 0.25, 0.5]])
 RATES3 = np.array([[1.0], [4.0], [9.0]])
@@ -42,12 +42,12 @@ def stationary_objective(P: np.ndarray, counts: np.ndarray, initial: np.ndarray)
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_stationary_start_m_step_finds_the_joint_maximum(seed):
+def teststationary_start_transitions_finds_the_joint_maximum(seed):
     # Two states: P = [[1-a, a], [b, 1-b]]; a grid over (a, b) bounds the maximum from below.
     rng = np.random.default_rng(seed)
     counts, initial = rng.uniform(0.5, 20.0, (2, 2)), rng.dirichlet([1.0, 1.0]) * 3
     previous = np.array([[0.5, 0.5], [0.5, 0.5]])
-    P = _stationary_start_m_step(counts, initial, previous)
+    P = stationary_start_transitions(counts, initial, previous)
     grid = np.linspace(1e-3, 1 - 1e-3, 400)
     best = max(stationary_objective(np.array([[1 - a, a], [b, 1 - b]]), counts, initial) for a in grid for b in grid)
     found = stationary_objective(P, counts, initial)

@@ -11,6 +11,8 @@ parameters and degenerate (singular) state covariances.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from scipy import linalg, stats
@@ -580,3 +582,22 @@ def test_parity_with_pykalman():
     np.testing.assert_allclose(got["filtered_covs"], filtered_covs, **close)
     np.testing.assert_allclose(got["smoothed_means"], smoothed_means, **close)
     np.testing.assert_allclose(got["smoothed_covs"], smoothed_covs, **close)
+
+
+def test_the_score_rows_make_nap_on_those_rows_only():
+    """``score_rows``: N A P on the flagged rows equals the full product's, zero elsewhere; the
+    other disturbance terms do not change."""
+    rng = np.random.default_rng(11)
+    model = random_model(rng, 4, 2, 0, 60)
+    offsets = offsets_of([25, 35])
+    y = rng.normal(size=(60, 2))
+    y[7, 0] = np.nan
+    ll, fm, fc, pm, pc = kernels.kalman_filter(y, offsets, **model)
+    rows = np.array([False, True, False, True])
+    smoother = partial(kernels.rts_smoother, y, offsets, fm, fc, pm, pc, *_observation_model(model))
+    *_, full = smoother(disturbances=True, covariances=False)
+    *_, some = smoother(disturbances=True, covariances=False, score_rows=rows)
+    np.testing.assert_array_equal(some.NAP[:, rows], full.NAP[:, rows])
+    assert np.abs(full.NAP[:, ~rows]).max() > 0 and not some.NAP[:, ~rows].any()
+    for name in ("r", "N", "u", "half", "WP"):
+        np.testing.assert_array_equal(getattr(some, name), getattr(full, name))

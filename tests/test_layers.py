@@ -4,7 +4,8 @@
 2. the compiled kernels;
 2.5 inference: the kernels behind checked arguments, for users (never for the models);
 3. the building blocks: transitions, emissions, dynamics;
-4. the estimators and what builds on them: models, smc, evaluate, datasets;
+4. the estimators and what builds on them: models, smc, evaluate, datasets, compat (adapters
+   that wrap concrete model classes in other libraries' APIs);
 5. the interface: command line, plots, report, progress display, demo.
 
 The package's ``__init__`` re-exports from every layer and is exempt. Imports are read from
@@ -41,6 +42,7 @@ LAYERS = {
     "modeshift.smc": 4,
     "modeshift.evaluate": 4,
     "modeshift.datasets": 4,
+    "modeshift.compat": 4,
     "modeshift.cli": 5,
     "modeshift.plot": 5,
     "modeshift.report": 5,

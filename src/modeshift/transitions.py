@@ -18,7 +18,7 @@ from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import check_array, check_probabilities
 from modeshift.statistics import Stacked, Statistics
 
-__all__ = ["InputDriven", "Stationary", "normalise_rows"]
+__all__ = ["InputDriven", "Stationary", "normalise_rows", "stationary_start_transitions"]
 
 
 class Stationary:
@@ -134,7 +134,7 @@ class Stationary:
         counts = stats["transitions"] + extra + self.stickiness * np.eye(self.n_states)
         if self.stationary_start:
             if "transition_matrix" not in fixed:
-                P = _stationary_start_m_step(counts, stats["initial"], self.transition_matrix)
+                P = stationary_start_transitions(counts, stats["initial"], self.transition_matrix)
                 self.set("transition_matrix", P)
             return
         if "initial_probs" not in fixed:
@@ -315,7 +315,7 @@ class InputDriven:
         return sample_chain(self.initial_probs, self.kernel_arrays(features)[1], rng.random(n_steps))
 
 
-def _stationary_start_m_step(counts: np.ndarray, initial: np.ndarray, previous: np.ndarray) -> np.ndarray:
+def stationary_start_transitions(counts: np.ndarray, initial: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """The transition matrix that raises sum_ij n_ij log p_ij + sum_k g_k log pi_k(P) from ``previous``
     (see :class:`Stationary`): BFGS on the rows' logits from the better of ``previous`` and n_ij / n_i."""
     k = len(counts)

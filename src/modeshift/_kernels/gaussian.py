@@ -7,6 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from modeshift._kernels.recursions import REDUCTION_FLAGS
+from modeshift._kernels.threads import parallel, rows_of
 
 __all__ = [
     "LOG_2PI",
@@ -63,7 +64,7 @@ def gaussian_log_density(points: np.ndarray, means: np.ndarray, covariances: np.
     return out
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=rows_of(0, 2_048))
 def _gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors: np.ndarray, out: np.ndarray) -> None:
     n_points, n_features = points.shape
     n_components = means.shape[0]
@@ -116,7 +117,7 @@ def regression_log_density(
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=REDUCTION_FLAGS)
+@parallel(tasks=rows_of(0, 2_048), fastmath=REDUCTION_FLAGS)
 def _regression_log_density(responses, regressors, weights, inverse_factors, out) -> None:
     n_points, d = responses.shape
     n_components, _, q = weights.shape
@@ -169,7 +170,7 @@ def weighted_moments(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarra
     return _weighted_moments(np.ascontiguousarray(points), np.ascontiguousarray(weights), n_chunks)
 
 
-@njit(cache=True, parallel=True, fastmath=REDUCTION_FLAGS)
+@parallel(tasks=rows_of(0, 2_048), fastmath=REDUCTION_FLAGS)
 def _weighted_moments(
     points: np.ndarray, weights: np.ndarray, n_chunks: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

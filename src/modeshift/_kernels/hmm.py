@@ -41,6 +41,7 @@ from modeshift._kernels.recursions import (
     viterbi_sweep,
 )
 from modeshift._kernels.split import log_likelihood_split, segments, viterbi_split
+from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
     "forward_backward",
@@ -70,7 +71,7 @@ def _chunk_bounds(offsets: np.ndarray, n_chunks: int) -> np.ndarray:
     return bounds
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(4))
 def _log_likelihood(log_likelihoods, rows, table, table_shifts, offsets, initial_probs, incoming):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
@@ -119,7 +120,7 @@ def log_likelihood(
     return _log_likelihood(*arguments, offsets, initial_probs, incoming)
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(4))
 def _forward_filter(log_likelihoods, rows, table, table_shifts, offsets, initial_probs, incoming, filtered):
     n_sequences = offsets.shape[0] - 1
     n_states = initial_probs.shape[0]
@@ -163,7 +164,7 @@ def forward_filter(
     )
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(4))
 def _forward_backward(
     log_likelihoods,
     rows,
@@ -207,7 +208,7 @@ def _forward_backward(
     return out
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def _forward_backward_halves(
     log_likelihoods,
     rows,
@@ -424,7 +425,7 @@ def forward_backward_varying(
     return log_lik, posteriors, pairs
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _viterbi(log_likelihoods, rows, offsets, log_initial, log_incoming, scores):
     n_sequences = offsets.shape[0] - 1
     path = np.empty(offsets[-1], dtype=np.int64)
@@ -476,7 +477,7 @@ def viterbi(
     return _viterbi(log_likelihoods, table_rows(rows), offsets, log_initial, incoming, scores)
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(4))
 def _sample_posterior_paths(
     log_likelihoods, rows, table, table_shifts, offsets, initial_probs, incoming, uniforms, all_filtered
 ):

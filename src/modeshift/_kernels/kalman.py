@@ -74,7 +74,7 @@ from modeshift._kernels.linalg import (
     forward_substitute,
     whitened_norm,
 )
-from modeshift._kernels.threads import threads_for
+from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
     "Disturbances",
@@ -497,7 +497,7 @@ def _filter_sequence(
     return -1, total
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _filter(
     observations,
     inputs,
@@ -620,27 +620,26 @@ def kalman_filter(
     filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
     log_likelihoods = np.empty(n_sequences)
     failures = np.empty(n_sequences, dtype=np.int64)
-    with threads_for(n_sequences):
-        _filter(
-            observations,
-            inputs,
-            np.asarray(offsets, dtype=np.int64),
-            np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
-            np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
-            _mask(diffuse, n),
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
-            log_likelihoods,
-            failures,
-        )
+    _filter(
+        observations,
+        inputs,
+        np.asarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
+        np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
+        _mask(diffuse, n),
+        A,
+        B,
+        Q,
+        C,
+        D,
+        R,
+        predicted_means,
+        predicted_covs,
+        filtered_means,
+        filtered_covs,
+        log_likelihoods,
+        failures,
+    )
     failed = np.flatnonzero(failures >= 0)
     if failed.size:
         s = failed[0]
@@ -781,8 +780,10 @@ def _smooth_sequence(
     smoothed_covs,
     cross_covs,
     disturbances,
+    rows,
 ) -> None:
-    """Backward pass over rows ``first:last``; r_t-1 and N_t-1 go to ``rs``, ``Ns`` if they have rows."""
+    """Backward pass over rows ``first:last``; r_t-1 and N_t-1 go to ``rs``, ``Ns`` if they have
+    rows, and N_t-1 A P_t-1|t-1 to ``NAP`` on the state ``rows`` flagged (zero elsewhere)."""
     if last == first:
         return
     begin, diffuse_infs = first, np.empty((0, A.shape[1], A.shape[1]))
@@ -803,6 +804,7 @@ def _smooth_sequence(
     rs, Ns, NAP = disturbances[0], disturbances[1], disturbances[2]
     terms = (disturbances[3], disturbances[4], disturbances[5])
     keep, covariances = Ns.shape[0] > 0, smoothed_covs.shape[0] > 0
+    wanted = keep and rows.any()
     invariant = A.shape[0] == 1 and C.shape[0] == 1 and R.shape[0] == 1
     steady, full_next = False, False  # nothing follows the last step
     for t in range(last - 1, begin - 1, -1):
@@ -866,10 +868,10 @@ def _smooth_sequence(
             _observation_terms(k, work, u, extra[2], extra[1], P, D_t, (terms[0][t], terms[1][t], terms[2][t]))
         if final and covariances:
             copy_into(filtered, smoothed_covs[t])
-        elif not final and (keep or covariances):
+        elif not final and (wanted or covariances):
             # P_t|T = P_t|t - G^T N_t G and Cov(x_t+1, x_t | y) = (I - P_t+1|t N_t) G, G = A P_t|t
             _multiply(At, filtered, ahead)
-            _multiply(N, ahead, weighted)  # N_t A P_t|t
+            _multiply_rows(N, ahead, rows, weighted)  # N_t A P_t|t (every row with covariances)
             if keep:
                 copy_into(weighted, NAP[t + 1])
         if not final and covariances:
@@ -1091,7 +1093,22 @@ def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                     out[i, j] += weight * b[k, j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
+def _multiply_rows(a: np.ndarray, b: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    """out = a b on the ``rows`` flagged, zero on the others (O(rows n^2))."""
+    n = a.shape[0]
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 0.0
+        if rows[i]:
+            for k in range(n):
+                weight = a[i, k]
+                if weight != 0.0:
+                    for j in range(n):
+                        out[i, j] += weight * b[k, j]
+
+
+@parallel(tasks=sequences_of(2))
 def _smooth(
     observations,
     inputs,
@@ -1109,6 +1126,7 @@ def _smooth(
     smoothed_covs,
     cross_covs,
     disturbances,
+    rows,
 ):
     n_sequences = offsets.shape[0] - 1
     if n_sequences == 1:  # in the calling thread, as in _filter
@@ -1130,6 +1148,7 @@ def _smooth(
             smoothed_covs,
             cross_covs,
             disturbances,
+            rows,
         )
         return
     for s in prange(n_sequences):
@@ -1151,6 +1170,7 @@ def _smooth(
             smoothed_covs,
             cross_covs,
             disturbances,
+            rows,
         )
 
 
@@ -1170,6 +1190,7 @@ def rts_smoother(
     diffuse: np.ndarray | None = None,
     disturbances: bool = False,
     covariances: bool = True,
+    score_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The fixed-interval (Rauch-Tung-Striebel) smoother, after :func:`kalman_filter`, in Durbin &
     Koopman's backward form (2012, sec. 4.4-4.7): no predicted covariance is inverted, so
@@ -1192,6 +1213,10 @@ def rts_smoother(
 
     With ``diffuse`` (as for :func:`kalman_filter`), the diffuse steps are smoothed exactly
     (:mod:`modeshift._kernels.diffuse`): r and N are then the kappa^0 coefficients r0, N0.
+
+    ``score_rows`` (n,) flags the rows of A whose score is wanted: ``NAP`` (O(n^3) a step) is
+    then made on those rows only, zero on the others (all rows by default, and with
+    ``covariances``, which need the whole product).
     """
     observations = np.ascontiguousarray(observations, dtype=float)
     A = _stack(transition_matrices)
@@ -1211,23 +1236,23 @@ def rts_smoother(
         np.zeros((kept, p, p)),
         np.zeros((kept, p, n)),
     )
-    with threads_for(len(offsets) - 1):
-        _smooth(
-            observations,
-            inputs,
-            np.asarray(offsets, dtype=np.int64),
-            *(np.ascontiguousarray(moments, dtype=float) for moments in (filtered_means, filtered_covs)),
-            *(np.ascontiguousarray(moments, dtype=float) for moments in (predicted_means, predicted_covs)),
-            _mask(diffuse, n),
-            A,
-            C,
-            D,
-            R,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-            tuple(out),
-        )
+    _smooth(
+        observations,
+        inputs,
+        np.asarray(offsets, dtype=np.int64),
+        *(np.ascontiguousarray(moments, dtype=float) for moments in (filtered_means, filtered_covs)),
+        *(np.ascontiguousarray(moments, dtype=float) for moments in (predicted_means, predicted_covs)),
+        _mask(diffuse, n),
+        A,
+        C,
+        D,
+        R,
+        smoothed_means,
+        smoothed_covs,
+        cross_covs,
+        tuple(out),
+        np.ones(n, dtype=np.bool_) if score_rows is None or covariances else _mask(score_rows, n),
+    )
     if not covariances:
         smoothed_covs = cross_covs = None
     if disturbances:
@@ -1315,7 +1340,7 @@ def _sample_sequence(
                 paths[r, t, i] = value
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(4))
 def _sample(filtered_means, filtered_covs, predicted_means, predicted_covs, offsets, A, Q, draws, paths):
     for s in prange(offsets.shape[0] - 1):
         _sample_sequence(
@@ -1353,16 +1378,15 @@ def sample_states(
     draws = np.asarray(draws, dtype=float)
     batch = np.ascontiguousarray(draws.reshape((-1, *draws.shape[-2:])))
     paths = np.empty_like(batch)
-    with threads_for(len(offsets) - 1):
-        _sample(
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            np.asarray(offsets, dtype=np.int64),
-            _stack(transition_matrices),
-            _stack(transition_covs),
-            batch,
-            paths,
-        )
+    _sample(
+        filtered_means,
+        filtered_covs,
+        predicted_means,
+        predicted_covs,
+        np.asarray(offsets, dtype=np.int64),
+        _stack(transition_matrices),
+        _stack(transition_covs),
+        batch,
+        paths,
+    )
     return paths.reshape(draws.shape)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from modeshift._kernels.threads import parallel, rows_of
+
 _TINY = 1e-280
 _LOW = 1e-20  # unnormalised messages are rescaled when their total falls below this (see filter_sequence)
 REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
@@ -77,7 +79,7 @@ def transposed(matrices: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(matrices, 1, 2))
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=rows_of(0, 16_384))
 def _shift_rows(log_likelihoods: np.ndarray, shifted: np.ndarray, shifts: np.ndarray) -> None:
     """Row maxima, and each row minus its maximum (-inf where a row is impossible)."""
     n_rows, n_states = log_likelihoods.shape

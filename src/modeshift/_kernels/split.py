@@ -23,6 +23,7 @@ from modeshift._kernels.recursions import (
     viterbi_row,
     viterbi_sweep,
 )
+from modeshift._kernels.threads import parallel
 
 _MIN_SEGMENT = 50_000  # steps per thread before a sequence is worth splitting
 _MEET = 1e-12  # relative difference below which two runs count as met
@@ -44,7 +45,7 @@ def _segment_bounds(first: int, last: int, n_segments: int) -> np.ndarray:
     return bounds
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def log_likelihood_split(log_likelihoods, rows, table, table_shifts, first, last, initial_probs, incoming, n_segments):
     n_states = initial_probs.shape[0]
     bounds = _segment_bounds(first, last, n_segments)
@@ -102,7 +103,7 @@ def log_likelihood_split(log_likelihoods, rows, table, table_shifts, first, last
     return total
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def viterbi_split(log_likelihoods, rows, first, last, log_initial, log_incoming, scores, path, n_segments):
     n_states = log_initial.shape[0]
     bounds = _segment_bounds(first, last, n_segments)

@@ -1,13 +1,64 @@
-"""How many threads the compiled loops may use."""
+"""The threads of the compiled loops: how many, and safe from several Python threads at once.
+
+numba runs ``prange`` loops on one of three threading layers, the first it finds of TBB, OpenMP
+and its own "workqueue". The first two are thread-safe; workqueue is not: two Python threads in
+parallel regions at once abort the process. Every parallel kernel is therefore declared with
+:func:`parallel`, whose calls take one lock while (and only while) the layer is workqueue, so
+fitting from several Python threads is safe whatever layer numba found; with TBB or OpenMP they
+run concurrently. ``NUMBA_THREADING_LAYER`` chooses the layer (numba's documentation).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import numba
+from numba import njit
 
-__all__ = ["threads_for"]
+__all__ = ["parallel", "rows_of", "sequences_of", "threads_for"]
+
+_SERIAL = threading.Lock()
+_layer: list[str] = []  # numba's threading layer, once it is known
+
+
+def _guard() -> Any:
+    """The lock when numba's threading layer is workqueue, else nothing to hold."""
+    if not _layer:
+        numba.get_num_threads()  # starts numba's thread pool, so that its layer is chosen
+        _layer.append(numba.threading_layer())
+    return _SERIAL if _layer[0] == "workqueue" else nullcontext()
+
+
+def parallel(function: Callable | None = None, *, tasks: Callable[..., int] | None = None, **options: Any) -> Callable:
+    """``njit(cache=True, parallel=True, **options)``, called from Python only: each call runs
+    on at most ``tasks(*args)`` threads (the pieces of work worth a thread of their own:
+    sequences, blocks of rows; :func:`threads_for`), and is serialised when numba's threading
+    layer is not thread-safe (workqueue). ``@parallel`` or ``@parallel(tasks=..., fastmath=...)``."""
+    if function is None:
+        return functools.partial(parallel, tasks=tasks, **options)
+    compiled = njit(cache=True, parallel=True, **options)(function)
+
+    @functools.wraps(function)
+    def run(*args: Any) -> Any:
+        with _guard(), threads_for(numba.get_num_threads() if tasks is None else tasks(*args)):
+            return compiled(*args)
+
+    return run
+
+
+def sequences_of(offsets: int) -> Callable[..., int]:
+    """``tasks`` for a kernel whose positional argument ``offsets`` cuts the sequences: one each."""
+    return lambda *args: len(args[offsets]) - 1
+
+
+def rows_of(array: int, per_thread: int) -> Callable[..., int]:
+    """``tasks`` for a kernel over the rows of its positional argument ``array``: ``per_thread``
+    rows at least to a thread (fewer are not worth waking one)."""
+    return lambda *args: len(args[array]) // per_thread
 
 
 @contextmanager

@@ -62,6 +62,7 @@ import numpy as np
 from numba import njit, prange
 
 from modeshift._kernels.linalg import backward_substitute, cholesky_in_place, forward_substitute
+from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
     "block_cholesky",
@@ -104,7 +105,7 @@ def _factor_sequence(diagonal, lower, first, last, chol_diagonal, chol_lower) ->
     return -1
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _factor(diagonal, lower, offsets, chol_diagonal, chol_lower, failures):
     for s in prange(offsets.shape[0] - 1):
         failures[s] = _factor_sequence(diagonal, lower, offsets[s], offsets[s + 1], chol_diagonal, chol_lower)
@@ -170,7 +171,7 @@ def _substitute_sequence(chol_diagonal, chol_lower, first, last, values, forward
             backward_substitute(chol_diagonal[t], n, b)
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _substitute(chol_diagonal, chol_lower, offsets, values, forward):
     for s in prange(offsets.shape[0] - 1):
         _substitute_sequence(chol_diagonal, chol_lower, offsets[s], offsets[s + 1], values, forward)
@@ -209,7 +210,7 @@ def sample_block(
 
 
 # ---------------------------------------------------------------- log-determinant
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(1))
 def _log_det(chol_diagonal, offsets, log_dets):
     n = chol_diagonal.shape[1]
     for s in prange(offsets.shape[0] - 1):
@@ -279,7 +280,7 @@ def _marginals_sequence(chol_diagonal, chol_lower, first, last, covs, cross_covs
             cross_covs[first, i, j] = 0.0
 
 
-@njit(cache=True, parallel=True)
+@parallel(tasks=sequences_of(2))
 def _marginals(chol_diagonal, chol_lower, offsets, covs, cross_covs):
     for s in prange(offsets.shape[0] - 1):
         _marginals_sequence(chol_diagonal, chol_lower, offsets[s], offsets[s + 1], covs, cross_covs)

@@ -24,6 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange, uint64
 
+from modeshift._kernels.threads import parallel
+
 __all__ = ["standard_normal"]
 
 _LAYERS = 256
@@ -100,7 +102,7 @@ def _fill_stream(seed, out, edges, heights) -> None:
         out[k] = -x if negative else x
 
 
-@njit(cache=True, parallel=True)
+@parallel
 def _fill(seeds, out, edges, heights) -> None:
     for b in prange(seeds.shape[0]):
         _fill_stream(seeds[b], out[b * _BLOCK : min((b + 1) * _BLOCK, out.shape[0])], edges, heights)

@@ -373,10 +373,16 @@ class LinearGaussianSSM(Model):
         )
 
     def _run_smoother(
-        self, seqs: Sequences, params: dict[str, np.ndarray], disturbances: bool, covariances: bool = True
+        self,
+        seqs: Sequences,
+        params: dict[str, np.ndarray],
+        disturbances: bool,
+        covariances: bool = True,
+        score_rows: np.ndarray | None = None,
     ) -> tuple:
         """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs); without
-        ``covariances`` the smoothed covariances are None (:func:`kernels.rts_smoother`)."""
+        ``covariances`` the smoothed covariances are None, ``score_rows`` the rows of A whose
+        score is wanted (:func:`kernels.rts_smoother`)."""
         log_lik, *filtered = self._run_filter(seqs, params)
         m = self.input_dim
         smoothed = kernels.rts_smoother(
@@ -391,6 +397,7 @@ class LinearGaussianSSM(Model):
             diffuse=self._diffuse_mask(),
             disturbances=disturbances,
             covariances=covariances,
+            score_rows=score_rows,
         )
         return float(log_lik.sum()), filtered, smoothed
 
@@ -398,17 +405,25 @@ class LinearGaussianSSM(Model):
         log_lik, _, smoothed = self._run_smoother(seqs, params, False)
         return (log_lik, *smoothed)
 
-    def _score(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
-        """log p(Y) and its gradient in every parameter (keys of ``params``; :func:`lds_mle.score`)."""
+    def _score(
+        self, seqs: Sequences, params: dict[str, np.ndarray], score_rows: np.ndarray | None = None
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """log p(Y) and its gradient in every parameter (keys of ``params``; :func:`lds_mle.score`),
+        in A on the ``score_rows`` only (all by default; 0 on the others)."""
         mask = self._diffuse_mask()
         R = params["R"]
         if mask is not None and np.any(R != np.diag(np.diag(R))):
             raise NotImplementedError(
                 "the analytic score of a model with an exact diffuse start needs a diagonal observation_covariance_"
             )
-        log_lik, _, (sm, _, _, disturbances) = self._run_smoother(seqs, params, True, covariances=False)
+        log_lik, _, (sm, _, _, disturbances) = self._run_smoother(
+            seqs, params, True, covariances=False, score_rows=score_rows
+        )
         U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
-        return log_lik, lds_mle.score(U, seqs.starts, seqs.linked_rows, sm, disturbances, mask)
+        gradient = lds_mle.score(U, seqs.starts, seqs.linked_rows, sm, disturbances, mask)
+        if score_rows is not None:
+            gradient["A"][~np.asarray(score_rows, dtype=bool)] = 0.0
+        return log_lik, gradient
 
     def standard_errors(
         self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None

@@ -50,6 +50,7 @@ from modeshift.models.params import Integer, Number, OneOf, Rule, either
 from modeshift.models.structural_components import (
     ARIMA,
     COMPONENTS,
+    Block,
     Cycle,
     Irregular,
     LocalLevel,
@@ -405,31 +406,59 @@ class StructuralModel(Model):
     def _value_and_gradient(
         self, x: np.ndarray, layout: _Layout, seqs: Sequences, engine: LinearGaussianSSM
     ) -> tuple[float, np.ndarray]:
-        """log L at ``layout.params(x)`` and its gradient in x: the analytic gradient in the
-        system matrices (:func:`modeshift.models.lds_mle.score`, the Fisher identity), times the
-        derivative of the matrices in x by central differences of the (cheap) map from a
-        component's free values to its block, the other blocks held. ``seqs`` carries the inputs
-        (1, exog_t) and ``engine`` is :meth:`_engine` (both made once per fit)."""
+        """log L at ``layout.params(x)`` and its gradient in x: the analytic gradient G in the
+        system matrices (:func:`modeshift.models.lds_mle.score`, the Fisher identity), chained
+        through each component's own block, dl/dx_i = <G on the block's rows, d block / dx_i>.
+        A block is linear in its variances and coefficients, so one step gives that derivative
+        exactly; in the other values, of kind "free" (AR, MA, frequency, damping), the component's
+        exact ``derivatives`` (ARIMA) or central differences of the (cheap) map to the block. Only
+        those move the dynamics, so G in A is made on their components' rows only. ``seqs``
+        carries the inputs (1, exog_t) and ``engine`` is :meth:`_engine` (both made once per fit)."""
         parts = layout.split(x)
-        blocks = [c.block(c.from_free(part)) for c, part in zip(self.components, parts)]
-        matrices = self._matrices(self._stack(blocks))
-        value, matrix_gradient = engine._score(seqs, matrices)
-        gradient = np.zeros_like(x)
-        i = 0
-        for k, (component, part) in enumerate(zip(self.components, parts)):
-            for j in range(len(part)):
-                h = 1e-6 * max(1.0, abs(x[i]))
-                shifted = []
-                for step in (h, -h):
-                    moved = part.copy()
-                    moved[j] += step * layout.units[i]
-                    around = blocks.copy()
-                    around[k] = component.block(component.from_free(moved))
-                    shifted.append(self._matrices(self._stack(around)))
-                above, below = shifted
-                gradient[i] = sum(float(np.sum(matrix_gradient[key] * (above[key] - below[key]))) for key in above)
-                gradient[i] /= 2 * h
+        values = [c.from_free(part) for c, part in zip(self.components, parts)]
+        blocks = [c.block(v) for c, v in zip(self.components, values)]
+        moving = [np.full(len(b.diffuse), "free" in c.kinds()) for c, b in zip(self.components, blocks)]
+        value, G = engine._score(seqs, self._matrices(self._stack(blocks)), np.concatenate(moving))
+        gradient = np.empty_like(x)
+        i, at, column = 0, 0, 1
+        for component, part, here, block in zip(self.components, parts, values, blocks):
+            n, k = len(block.diffuse), len(block.coefficients)
+            states, exog = slice(at, at + n), slice(column, column + k)
+            local = Block(
+                dynamics=G["A"][states, states],
+                observation=G["C"][0, states],
+                covariance=G["Q"][states, states],
+                diffuse=block.diffuse,
+                intercept=G["B"][states, 0],
+                initial_mean=G["m0"][states],
+                initial_covariance=G["P0"][states, states],
+                irregular=float(G["R"][0, 0]),
+                coefficients=G["D"][0, exog],
+            )
+            exact = getattr(component, "derivatives", None)
+            slopes = {j: _inner(local, change) for j, change in exact(here).items()} if exact else None
+            for j, kind in enumerate(component.kinds()):
+                unit = layout.units[i]
+                if kind == "free":
+                    h = 1e-6 * max(1.0, abs(x[i]))
+                    above, below = part.copy(), part.copy()
+                    above[j] += h * unit
+                    below[j] -= h * unit
+                    if slopes is None:  # differences of the map to the block
+                        change = _inner(local, component.block(component.from_free(above)),
+                                        component.block(component.from_free(below)))  # fmt: skip
+                    else:  # the exact dl/dv chained through differences of the (cheap) map to the values
+                        moved = component.from_free(above) - component.from_free(below)
+                        change = sum(slope * moved[v] for v, slope in slopes.items())
+                    gradient[i] = change / (2 * h)
+                else:  # linear in the value v: a variance v = s^2 (dv/dx = 2 s unit), a coefficient v (unit)
+                    step = unit * unit if kind == "variance" else unit
+                    moved = here.copy()
+                    moved[j] += step
+                    slope = 2.0 * part[j] * unit if kind == "variance" else unit
+                    gradient[i] = _inner(local, component.block(moved), block) / step * slope
                 i += 1
+            at, column = at + n, column + k
         return value, gradient
 
     def _log_likelihood(self, params: np.ndarray, seqs: Sequences) -> float:
@@ -531,7 +560,22 @@ class StructuralModel(Model):
 
     def _start(self, seqs: Sequences) -> np.ndarray:
         """Starting values: least squares for the regression, then each component's own start
-        from the series without the regression effects."""
+        from the series without the regression effects, then every variance times the scale c
+        that maximises log L along that ray. Multiplying all variances by c leaves the
+        innovations v_t as they are and multiplies their variances F_t by c (exactly, with the
+        exact diffuse start), so log L(c) = const - (n log c + sum v_t^2 / F_t / c) / 2 peaks at
+        c = the mean squared standardised innovation: one filter pass (the scale statsmodels'
+        ``concentrate_scale`` profiles out)."""
+        start = self._component_start(seqs)
+        variances = np.array([kind == "variance" for c in self._components() for kind in c.kinds()])
+        try:
+            standardised = self._filter(self._system(start), seqs).standardised
+        except (ValueError, np.linalg.LinAlgError):
+            return start
+        scale = float(np.nanmean(np.square(standardised))) if np.isfinite(standardised).any() else 1.0
+        return np.where(variances, start * scale, start) if np.isfinite(scale) and scale > 0 else start
+
+    def _component_start(self, seqs: Sequences) -> np.ndarray:
         y = seqs.values[:, 0]
         observed = np.isfinite(y)
         beta = np.zeros(self.n_exog)
@@ -815,6 +859,19 @@ def _variance_scale(params: np.ndarray, kinds: np.ndarray) -> float:
     """The largest variance among the parameters (the yardstick of "a variance at 0")."""
     variances = params[kinds == "variance"]
     return float(variances.max()) if variances.size else 1.0
+
+
+def _inner(gradient: Block, above: Block, below: Block | None = None) -> float:
+    """<gradient, above - below>: the change of log L between two blocks of one component, to first
+    order, ``gradient`` holding dl/d(each matrix) on the component's rows (None: no such part);
+    without ``below``, <gradient, above>."""
+    total = 0.0
+    for name in ("dynamics", "observation", "covariance", "intercept", "initial_mean", "initial_covariance",
+                 "coefficients"):  # fmt: skip
+        a, b = getattr(above, name), None if below is None else getattr(below, name)
+        if a is not None and (below is None or b is not None):
+            total += float(np.sum(getattr(gradient, name) * (a if b is None else a - b)))
+    return total + gradient.irregular * (above.irregular - (0.0 if below is None else below.irregular))
 
 
 class _Layout:

@@ -40,7 +40,8 @@ component                   state                                       paramete
 
 Components are small immutable records (named tuples, so that a model saves its components
 with its other hyper-parameters). Each has ``n_states``, ``names``, ``kinds``, ``to_free``,
-``from_free``, ``block``, ``start`` and ``signals`` (the named parts of the series its states
+``from_free``, ``block`` (linear in the values of kind "variance" and "coefficient", which the
+fit's gradient relies on), ``start`` and ``signals`` (the named parts of the series its states
 make: a level and a slope, a seasonal, a cycle, as weights on its states, which
 :meth:`~modeshift.models.structural.StructuralModel.smooth` applies to the smoothed states);
 :class:`~modeshift.models.structural.StructuralModel` adds them up and fits the parameters by
@@ -391,9 +392,11 @@ def stationary_coefficients(free: np.ndarray) -> np.ndarray:
     >>> bool(np.abs(np.roots(np.r_[1.0, -phi])).max() < 1)
     True
     """
-    phi = np.zeros(0)
-    for r in np.asarray(free, dtype=float) / np.sqrt(1 + np.square(free)):
-        phi = np.r_[phi - r * phi[::-1], r]
+    free = np.asarray(free, dtype=float)
+    phi = np.zeros(len(free))
+    for k, r in enumerate(free / np.sqrt(1 + np.square(free))):
+        phi[:k] -= r * phi[:k][::-1]
+        phi[k] = r
     return phi
 
 
@@ -466,9 +469,13 @@ class ARIMA(NamedTuple):
         return np.r_[head, unconstrained_coefficients(phi), unconstrained_coefficients(-theta), np.sqrt(sigma2)]
 
     def from_free(self, free: np.ndarray) -> np.ndarray:
-        c, phi, theta, s = self._split(np.asarray(free, dtype=float))
-        head = [c] if self.intercept else []
-        return np.r_[head, stationary_coefficients(phi), -stationary_coefficients(theta), s * s]
+        values = np.array(free, dtype=float)
+        c, phi, theta, s = self._split(values)
+        i = int(self.intercept)
+        values[i : i + self.ar] = stationary_coefficients(phi)
+        values[i + self.ar : i + self.ar + self.ma] = -stationary_coefficients(theta)
+        values[-1] = s * s
+        return values
 
     def signals(self) -> dict[str, np.ndarray]:
         """The ARIMA disturbance: the d integrated states plus the ARMA one."""
@@ -480,7 +487,8 @@ class ARIMA(NamedTuple):
         d, r = int(self.d), max(int(self.ar), int(self.ma) + 1)
         arma = np.eye(r, k=1)
         arma[: len(phi), 0] = phi
-        selection = np.r_[1.0, theta, np.zeros(r - 1 - len(theta))]
+        selection = np.zeros(r)
+        selection[0], selection[1 : 1 + len(theta)] = 1.0, theta
         arma_covariance = sigma2 * np.outer(selection, selection)
         n = d + r
         dynamics = np.zeros((n, n))
@@ -494,8 +502,8 @@ class ARIMA(NamedTuple):
         initial_mean = np.zeros(n)
         initial_mean[d:] = np.linalg.solve(np.eye(r) - arma, intercept[d:])
         initial_covariance = np.zeros((n, n))
-        initial_covariance[d:, d:] = linalg.solve_discrete_lyapunov(arma, arma_covariance)
-        observation = np.r_[np.ones(d), 1.0, np.zeros(r - 1)]
+        initial_covariance[d:, d:] = _lyapunov(arma, arma_covariance)
+        observation = (np.arange(n) <= d).astype(float)
         return Block(
             dynamics,
             observation,
@@ -505,6 +513,60 @@ class ARIMA(NamedTuple):
             initial_mean=initial_mean,
             initial_covariance=0.5 * (initial_covariance + initial_covariance.T),
         )
+
+    def derivatives(self, values: np.ndarray) -> dict[int, Block]:
+        """d block / d v_j for the AR and MA coefficients v_j (index in ``values`` -> a Block of
+        derivatives), exactly: with T the ARMA transition, s = (1, theta, 0..) and Q = sigma2 s s',
+
+            d phi_k:   dT = e_k e_1',  d mean = (I - T)^-1 dT mean,  dP = lyap(T, dT P T' + T P dT'),
+            d theta_k: dQ = sigma2 (e_k+1 s' + s e_k+1'),  dP = lyap(T, dQ),
+
+        lyap(T, X) the solution of dP = T dP T' + X, the Lyapunov equation of P, all of them at
+        one solve. (The structural fit's gradient uses these instead of differences.)"""
+        block = self.block(values)
+        c, phi, theta, sigma2 = self._split(np.asarray(values, dtype=float))
+        d, r = int(self.d), max(int(self.ar), int(self.ma) + 1)
+        n, i = d + r, int(self.intercept)
+        T, P = block.dynamics[d:, d:], block.initial_covariance[d:, d:]
+        selection = np.zeros(r)
+        selection[0], selection[1 : 1 + len(theta)] = 1.0, theta
+        moves, changes, right = [], [], []  # per coefficient: dT, dQ, and the Lyapunov right-hand side
+        for k in range(len(phi)):
+            dT = np.zeros((r, r))
+            dT[k, 0] = 1.0
+            spread = dT @ P @ T.T
+            moves.append(dT)
+            changes.append(np.zeros((r, r)))
+            right.append(spread + spread.T)
+        for k in range(len(theta)):
+            ds = np.zeros(r)
+            ds[k + 1] = 1.0
+            dQ = sigma2 * (np.outer(ds, selection) + np.outer(selection, ds))
+            moves.append(np.zeros((r, r)))
+            changes.append(dQ)
+            right.append(dQ)
+        if not right:
+            return {}
+        kron = (T[:, None, :, None] * T[None, :, None, :]).reshape(r * r, r * r)
+        solved = np.linalg.solve(np.eye(r * r) - kron, np.stack([x.ravel() for x in right], axis=1))
+        mean = block.initial_mean[d:]
+        out = {}
+        for j, (dT, dQ, dP) in enumerate(zip(moves, changes, solved.T)):
+            full = [np.zeros((n, n)) for _ in range(3)]
+            full[0][d:, d:], full[1][d:, d:], full[2][d:, d:] = dT, dQ, dP.reshape(r, r)
+            full[2] = 0.5 * (full[2] + full[2].T)
+            initial_mean = np.zeros(n)
+            initial_mean[d:] = np.linalg.solve(np.eye(r) - T, dT @ mean)
+            out[i + j] = Block(
+                full[0],
+                np.zeros(n),
+                full[1],
+                block.diffuse,
+                intercept=np.zeros(n),
+                initial_mean=initial_mean,
+                initial_covariance=full[2],
+            )
+        return out
 
     def start(self, context: StartContext) -> np.ndarray:
         """Hannan & Rissanen (1982): a long autoregression estimates the innovations e_t, then
@@ -530,6 +592,14 @@ class ARIMA(NamedTuple):
         theta = -_shrunk(-coefficients[i + p :])
         sigma2 = float(np.var(residuals)) if len(residuals) > 1 else context.step_variance
         return np.r_[coefficients[:i], phi, theta, max(sigma2, 1e-8 * context.step_variance)]
+
+
+def _lyapunov(T: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """The P with P = T P T' + Q (T stable), from vec(P) = (I - T kron T)^-1 vec(Q): direct, for the
+    few states of an ARMA."""
+    r = len(T)
+    kron = (T[:, None, :, None] * T[None, :, None, :]).reshape(r * r, r * r)
+    return np.linalg.solve(np.eye(r * r) - kron, Q.ravel()).reshape(r, r)
 
 
 def _lags(x: np.ndarray, k: int) -> np.ndarray:

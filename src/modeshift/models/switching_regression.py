@@ -59,7 +59,7 @@ from modeshift.models.logit_transitions import (
     start_gradient,
 )
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters, ldl
-from modeshift.transitions import normalise_rows
+from modeshift.transitions import normalise_rows, stationary_start_transitions
 
 __all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
 
@@ -460,23 +460,10 @@ class SwitchingRegression:
 
     def transition_step(self, params: SwitchingParameters, posterior: Posterior) -> SwitchingParameters:
         """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
-        stationary start, has no closed-form maximum. The normalised counts maximise its first
-        term; they are taken if they raise the whole, else the largest step towards them of
-        1/2, 1/4, ... that does (or none), which keeps the step a generalised-EM one."""
-        counts, first = posterior.transitions, posterior.first_regime.sum(axis=0)
-
-        def objective(transmat: np.ndarray, start: np.ndarray) -> float:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                moves = np.where(counts > 0, counts * np.log(transmat), 0.0).sum()
-                return float(moves + np.where(first > 0, first * np.log(start), 0.0).sum())
-
-        target = normalise_rows(counts, params.transmat)
-        current = objective(params.transmat, posterior.start)
-        for step in 0.5 ** np.arange(10):
-            candidate = params.transmat + step * (target - params.transmat)
-            if objective(candidate, stationary_distribution(candidate)) >= current:
-                return replace(params, transmat=candidate)
-        return params
+        stationary start: the HMM's stationary-start M-step
+        (:func:`modeshift.transitions.stationary_start_transitions`)."""
+        first = posterior.first_regime.sum(axis=0)
+        return replace(params, transmat=stationary_start_transitions(posterior.transitions, first, params.transmat))
 
     def regression_step(
         self, params: SwitchingParameters, posterior: Posterior, data: SeriesData
