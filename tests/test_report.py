@@ -273,6 +273,20 @@ def test_sequences_read_from_a_frame_are_labelled_by_the_column_keywords(tmp_pat
     assert set(_parse(path).table("Sequences")) == {"well W0", "well W1", "well W2"}
 
 
+@pytest.mark.skipif(not hasattr(Sequences, "schema"), reason="the data schema (issue 15) is not merged yet")
+def test_time_stamps_are_written_as_the_file_wrote_them(tmp_path):
+    quarters = pd.period_range("1990Q1", periods=40, freq="Q").astype(str).to_numpy()
+    frame = _wells().assign(quarter=lambda wells: quarters[wells.groupby("well").cumcount()]).drop(columns="date")
+    seqs = Sequences.from_dataframe(frame, id_column="well", time_column="quarter")
+    model = HMM(n_states=2, n_iter=20, random_state=0).fit(seqs)
+    path = write_report(model, seqs, tmp_path)
+    assert "HMM fit to depth_m: 3 sequences, 81 steps in all. Time stamps: quarter; a step lasts 1 quarter." in (
+        path.read_text(encoding="utf-8")
+    )
+    rows = _parse(path).table("Sequences")
+    assert (rows["well W1"]["from"], rows["well W1"]["to"]) == ("1990Q1", "1996Q3")  # 27 quarters
+
+
 def test_many_sequences_are_all_listed_and_the_figures_say_how_many_they_show(tmp_path, monkeypatch):
     monkeypatch.setattr(report_module, "MAX_PANELS", 2)  # 20 panels take a while to draw
     frame = _wells(4)

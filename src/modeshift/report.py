@@ -129,7 +129,8 @@ def write_report(
     if isinstance(model, Describer):
         sections += ["<h2>Modes</h2>", *_modes(model, posteriors, names, labels)]
     if len(panels) > 1:
-        sections += ["<h2>Sequences</h2>", _sequences(panels, posteriors, names, labels)]
+        ends = _ends(seqs) if time is None else None
+        sections += ["<h2>Sequences</h2>", _sequences(panels, posteriors, names, labels, ends)]
     sections += ["<h2>Parameters</h2>", _parameters(model, seqs, extras)]
     shown = list(sequences) if sequences is not None else list(range(min(len(panels), MAX_PANELS)))
     if len(shown) < len(panels):
@@ -246,13 +247,20 @@ def _modes(model: Any, posteriors: list[np.ndarray] | None, names: list[str], la
 
 
 def _sequences(
-    panels: Sequence[Panel], posteriors: list[np.ndarray] | None, names: list[str], labels: DataLabels
+    panels: Sequence[Panel],
+    posteriors: list[np.ndarray] | None,
+    names: list[str],
+    labels: DataLabels,
+    ends: tuple[list[str], list[str]] | None,
 ) -> str:
-    """A row per sequence: its id, length, first and last time stamp, and its share of each mode."""
+    """A row per sequence: its id, length, first and last time stamp (``ends``, as the data wrote
+    them, else as drawn), and its share of each mode."""
     table: dict[str, list[Any]] = {"steps": [len(panel.values) for panel in panels]}
     if labels.stamped:
-        table["from"] = [_stamp(panel.time[0]) for panel in panels]
-        table["to"] = [_stamp(panel.time[-1]) for panel in panels]
+        table["from"], table["to"] = ends or (
+            [_stamp(panel.time[0]) for panel in panels],
+            [_stamp(panel.time[-1]) for panel in panels],
+        )
     if posteriors is not None:
         shares = np.array([posterior.mean(axis=0) for posterior in posteriors])
         table.update({names[k]: [format_share(share) for share in shares[:, k]] for k in range(shares.shape[1])})
@@ -330,6 +338,16 @@ def _names(model: Any, posteriors: list[np.ndarray] | None, mode_names: Sequence
     if len(mode_names) < n_modes:
         raise ValueError(f"got {len(mode_names)} mode names for {n_modes} modes")
     return list(mode_names)
+
+
+def _ends(seqs: Sequences) -> tuple[list[str], list[str]] | None:
+    """Each sequence's first and last time stamps as the data wrote them ('1959Q2'), where the
+    data layer kept how (``Sequences.schema.time``), else None."""
+    axis = getattr(getattr(seqs, "schema", None), "time", None)
+    if axis is None or seqs.times is None:
+        return None
+    written = [str(stamp) for stamp in axis.labels(seqs.times[np.r_[seqs.offsets[:-1], seqs.offsets[1:] - 1]])]
+    return written[: seqs.n_sequences], written[seqs.n_sequences :]
 
 
 def _stamp(value: Any) -> str:
