@@ -2,7 +2,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: demo test browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +23,14 @@ demo: $(VENV)/.installed-plot
 	$(BIN)/modeshift demo
 
 test: $(VENV)/.installed-test
-	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1 \
-		|| echo "chromium not installed: the report browser test will be skipped"
 	$(BIN)/python -m pytest -q
+
+# Optional test setup (docs/testing.md): Chromium for the test that opens a report in a real browser,
+# which is skipped without it. Debian/Ubuntu's package, with apt-get (through sudo unless root);
+# elsewhere install Chromium yourself, or point MODESHIFT_CHROMIUM at a Chromium or Chrome binary.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null && echo "Chromium is installed" \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/hmm.py

@@ -41,7 +41,7 @@ class _Case:
     findings: list[str]
     model: Any
     data: np.ndarray
-    report_options: dict[str, Any] = field(default_factory=dict)  # time stamps, mode names
+    report_options: dict[str, Any] = field(default_factory=dict)  # time stamps, names of the values and modes
 
 
 def run(output_dir: str | PathLike[str] = "modeshift-demo") -> str:
@@ -91,6 +91,8 @@ def _recessions() -> _Case:
         growth,
         {
             "time": pd.PeriodIndex(data["quarter"], freq="Q").to_timestamp().to_numpy(),
+            "time_name": "quarter",
+            "value_names": ["real GNP growth (%)"],
             "mode_names": ("contraction", "expansion"),
         },
     )
@@ -113,7 +115,11 @@ def _earthquakes() -> _Case:
         ],
         model,
         counts,
-        {"time": data["year"].to_numpy(), "mode_names": [f"{rate:.1f} a year" for rate in rates]},
+        {
+            "time": data["year"],
+            "value_names": ["major earthquakes"],
+            "mode_names": [f"{rate:.1f} a year" for rate in rates],
+        },
     )
 
 
@@ -132,7 +138,11 @@ def _nile_shift() -> _Case:
         ],
         model,
         flow,
-        {"time": years, "mode_names": [f"mean {mean:.0f}" for mean in means]},
+        {
+            "time": data["year"],
+            "value_names": ["flow (10^8 m^3)"],
+            "mode_names": [f"mean {mean:.0f}" for mean in means],
+        },
     )
 
 
@@ -154,7 +164,7 @@ def _nile_forecast() -> _Case:
         ],
         model,
         flow,
-        {"time": years},
+        {"time": data["year"], "value_names": ["flow (10^8 m^3)"]},
     )
 
 
@@ -191,7 +201,7 @@ def _thermostat() -> _Case:
         ],
         model,
         y,
-        {"mode_names": names},
+        {"value_names": ["temperature (degrees)"], "mode_names": names},
     )
 
 

@@ -2,7 +2,7 @@
 
 Each ``plot_*`` function draws one figure from plain arrays (or, for the automaton, a fitted
 model) and returns the matplotlib ``Figure``; pass ``ax=`` to draw into axes of your own.
-:func:`model_figures` makes the figures that suit a fitted model:
+:func:`model_figures` makes the figures that suit a fitted model, for every sequence of the data:
 
 =================  ==============================================================  ============================
 name               what it shows                                                   for a model that is
@@ -10,15 +10,19 @@ name               what it shows                                                
 ``modes``          the series over one coloured band per segment of the most       a ``ModeDecoder``: HMM,
                    likely mode path (:func:`plot_modes`)                           ARHMM, SwitchingLDS, ...
 ``probabilities``  p(mode at t | all data), stacked (:func:`plot_probabilities`)   the same
-``automaton``      modes as nodes with their mean dwell time, switches as arrows   the same
-                   with their probability or guard (:func:`plot_automaton`)
+``automaton``      modes as nodes with their mean dwell time, switches as arrows   the same; a chain on at
+                   with their probability or guard (:func:`plot_automaton`)        most 12 symbols or contexts
 ``forecast``       the series, the predictive mean and 50 % / 90 % intervals       a ``Forecaster`` without
                    (:func:`plot_forecast`)                                         modes (LinearGaussianSSM)
 ``trace``          the objective at each EM iteration (:func:`plot_trace`)         an ``IterativeFit``
 =================  ==============================================================  ============================
 
-The capabilities are those of :mod:`modeshift.models.capabilities`. :func:`plot_comparison`
-draws a table of scores (one row per model) as grouped bars.
+The capabilities are those of :mod:`modeshift.models.capabilities`. A figure of a series has one
+panel per sequence (small multiples, each titled with the sequence's id). Axes carry the data's
+own names (:class:`DataLabels`: a data frame's column names, or ``value_names=`` and
+``time_name=``) and time stamps (a time column, or ``time=``); dwell times are in the data's time
+unit and the guards of a one-dimensional recurrent SLDS in the units of the observations.
+:func:`plot_comparison` draws a table of scores (one row per model) as grouped bars.
 
 The figures are built without pyplot (a ``matplotlib.figure.Figure`` on the Agg canvas), so
 none is opened in a window or kept alive behind your back: a notebook displays the returned
@@ -29,15 +33,19 @@ a figure made with ``plt.subplots()``. matplotlib is optional: ``pip install mod
 >>> from modeshift import HMM
 >>> from modeshift.plot import model_figures
 >>> X = np.r_[np.zeros(60), np.full(40, 4.0)] + np.random.default_rng(0).normal(size=100)
->>> figures = model_figures(HMM(n_states=2, random_state=0).fit(X), X)
+>>> figures = model_figures(HMM(n_states=2, random_state=0).fit(X), X, value_names=["level"])
 >>> sorted(figures)
 ['automaton', 'modes', 'probabilities', 'trace']
+>>> figures["modes"].axes[0].get_ylabel()
+'level'
 >>> figures["modes"].savefig("modes.png")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +61,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "DataLabels",
+    "Panel",
+    "Switching",
+    "chain_states",
+    "data_panels",
+    "format_number",
+    "format_share",
+    "frame_columns",
     "model_figures",
     "plot_automaton",
     "plot_comparison",
@@ -60,11 +76,250 @@ __all__ = [
     "plot_modes",
     "plot_probabilities",
     "plot_trace",
+    "read_sequences",
+    "switching",
 ]
 
 _WIDE = (8.0, 3.0)  # inches: the size of a figure of a series
+_PANEL_HEIGHT = 2.4  # inches: one sequence's panel in a figure of several
 _BAND_ALPHA = 0.25  # opacity of the mode bands behind a series
+_LINE_STYLES = ("-", "--", ":", "-.")  # the features of a series over mode bands
 _BEND = 0.25  # curvature of the automaton's arrows: i -> j and j -> i bow to opposite sides
+_MAX_NODES = 12  # a chain with more states is not drawn as a graph
+#: Calendar units from the smallest, in seconds (a month is a twelfth of the mean Gregorian year).
+_UNITS = {
+    "second": 1.0,
+    "minute": 60.0,
+    "hour": 3600.0,
+    "day": 86400.0,
+    "week": 604800.0,
+    "month": 2629746.0,
+    "quarter": 7889238.0,
+    "year": 31556952.0,
+}
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+# ------------------------------------------------------------------------- what the numbers are
+@dataclass(frozen=True)
+class DataLabels:
+    """What the numbers of the data are: names for the axes, and how long a time step lasts.
+
+    ``values`` names the value columns (one per feature; unnamed features are y0, y1, ...),
+    ``inputs`` the input columns (u0, u1, ...), ``time`` the time axis; ``symbols`` is the
+    vocabulary of symbol sequences (whose values are the symbols' codes). One step lasts ``step``
+    times ``unit`` — the median spacing of the time stamps, e.g. 1 year, 3 months, 0.5 seconds —
+    so a dwell of d steps lasts d * step units.
+
+    >>> DataLabels(time="date", step=3.0, unit="month").duration(4.2)
+    '12.6 months'
+    """
+
+    values: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    time: str = "time step"
+    step: float = 1.0
+    unit: str = "step"
+    symbols: tuple[str, ...] = ()
+
+    @property
+    def stamped(self) -> bool:
+        """Whether the steps have time stamps (else the time axis counts steps)."""
+        return self.time != DataLabels.time
+
+    def value(self, d: int) -> str:
+        """The name of feature ``d`` ('symbol' for symbol sequences)."""
+        if d < len(self.values):
+            return self.values[d]
+        return "symbol" if self.symbols else f"y{d}"
+
+    def input(self, d: int, n_inputs: int) -> str:
+        """The name of input ``d`` of ``n_inputs``."""
+        return self.inputs[d] if d < len(self.inputs) else ("u" if n_inputs == 1 else f"u{d}")
+
+    def duration(self, steps: float) -> str:
+        """``steps`` time steps in the data's unit, for people: '4.1 quarters'."""
+        if np.isnan(steps):  # a recurrent SLDS's mode that no decoded path visits, or one set by hand
+            return "n/a"
+        if np.isinf(steps):
+            return "absorbing"
+        amount = format_number(steps * self.step, 3)
+        return f"{amount} {self.unit}{'' if amount == '1' else 's'}"
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One sequence of the data, ready to draw: its title (its id; empty for data of one unnamed
+    sequence), values (n_steps, n_features; a symbol's code), time stamps (numbers or datetime64),
+    the ``data`` the model's methods take (the values, or the symbol sequence) and the per-step
+    ``extras`` they take by keyword."""
+
+    title: str
+    values: np.ndarray
+    time: np.ndarray
+    data: Any
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def data_panels(
+    model: Any,
+    X: Any,
+    lengths: Sequence[int] | None = None,
+    *,
+    time: Any = None,
+    value_names: Sequence[str] | None = None,
+    time_name: str | None = None,
+    **extras: Any,
+) -> tuple[list[Panel], DataLabels]:
+    """The data cut into one :class:`Panel` per sequence, and the labels of its numbers.
+
+    ``X`` and ``lengths`` as for the model's ``fit``: a data frame's column keywords
+    (``id_column=``, ``time_column=``, ``value_columns=``, ``input_columns=``) name its columns and
+    label the axes (given with :class:`~modeshift.data.Sequences` read from a frame, they only
+    label them); the other ``extras`` are per-step data for the model's methods (``inputs=``,
+    ``exog=``), one array of all rows or a list with one array per sequence. ``time`` stamps the
+    steps likewise (numbers or datetimes; default: the data's time stamps, a date column as dates,
+    else 0, 1, ...). ``value_names`` and ``time_name`` override the names found in the data.
+    """
+    columns = frame_columns(extras)
+    seqs = read_sequences(model, X, lengths, columns, time)
+    schema = getattr(seqs, "schema", None)  # what the data layer kept of a data frame's columns
+    columns = {**_schema_columns(schema), **columns}  # the keywords given win
+    time_column = columns.get("time_column")
+    time_name = time_name or time_column or getattr(time, "name", None)
+    if time is not None:
+        if isinstance(getattr(time, "dtype", None), pd.PeriodDtype):  # quarters, months, ...: their first instants
+            time = pd.Series(time).dt.to_timestamp().to_numpy()
+        stamps = [_rows(time, seqs, i, dtype=None) for i in range(seqs.n_sequences)]
+    elif seqs.times is not None:
+        every = _stamps(
+            seqs.times, _time_kind(X, schema, time_column), getattr(schema and schema.time, "frequency", None)
+        )
+        stamps = [every[a:b] for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:])]
+    else:
+        stamps = [np.arange(n) for n in seqs.lengths]
+    timed = time is not None or seqs.times is not None
+    labels = DataLabels(
+        values=tuple(value_names or _value_names(X, seqs, columns)),
+        inputs=tuple(columns.get("input_columns") or ()),
+        time=time_name or ("time" if timed else "time step"),
+        symbols=() if seqs.vocabulary is None else tuple(map(str, seqs.vocabulary.symbols)),
+    )
+    if timed:
+        labels = _with_step(labels, stamps)
+    id_column = columns.get("id_column", "id")
+    named = id_column in X.columns if isinstance(X, pd.DataFrame) else "id_column" in columns and seqs.ids is not None
+    panels = []
+    for i, steps in enumerate(stamps):
+        rows = slice(seqs.offsets[i], seqs.offsets[i + 1])
+        chosen = {name: _rows(value, seqs, i) for name, value in extras.items()}
+        if "inputs" not in chosen and seqs.inputs is not None and getattr(model, "input_dim", 0):
+            chosen["inputs"] = seqs.inputs[rows]
+        if named:
+            title = f"{id_column} {seqs.ids[i]}"
+        else:
+            title = f"sequence {i if seqs.ids is None else seqs.ids[i]}" if seqs.n_sequences > 1 else ""
+        values, n_steps = seqs.values[rows], rows.stop - rows.start
+        if seqs.vocabulary is None:
+            data = values
+        else:  # the model's methods read symbols (and events) from Sequences
+            times = None if seqs.times is None else seqs.times[rows]
+            data = Sequences(values, np.array([0, n_steps]), times, vocabulary=seqs.vocabulary)
+        panels.append(Panel(title, values, _time(steps, n_steps), data, chosen))
+    return panels, labels
+
+
+#: The keywords that say how to read a data frame (``id_column=``, ``time_column=``, ...), as
+#: ``Sequences.from_dataframe`` and ``from_event_log`` take them.
+_FRAME_KEYWORDS = (
+    set(inspect.signature(Sequences.from_dataframe).parameters)
+    | set(inspect.signature(Sequences.from_event_log).parameters)
+) - {"frame", "vocabulary", "unknown"}
+
+
+def frame_columns(extras: dict[str, Any]) -> dict[str, Any]:
+    """Take the keywords that say how to read a data frame (``id_column=``, ``time_column=``,
+    value and input columns, ...) out of ``extras``, and return them."""
+    return {name: extras.pop(name) for name in list(extras) if name in _FRAME_KEYWORDS}
+
+
+def read_sequences(
+    model: Any, X: Any, lengths: Sequence[int] | None, columns: dict[str, Any], time: Any = None
+) -> Sequences:
+    """``X`` as :class:`~modeshift.data.Sequences` for ``model``: for a model of symbols or events
+    the symbols (in its vocabulary, if it has one) with their time stamps ``time``; a data frame's
+    ``columns`` keywords applied (Sequences, already read, keep their own)."""
+    if isinstance(X, Sequences) and lengths is None:
+        return X
+    if getattr(model, "data_kind", "real") != "real":
+        times = {} if time is None or isinstance(X, pd.DataFrame) else {"times": time}
+        vocabulary = getattr(model, "vocabulary_", None)
+        return as_sequences(X, lengths, symbols=True, vocabulary=vocabulary, **times, **columns)
+    return as_sequences(X, lengths, **columns)
+
+
+def _schema_columns(schema: Any) -> dict[str, Any]:
+    """The column keywords a data schema (``Sequences.schema``, where the data layer keeps one)
+    stands for: its id, time (several read as one: 'year/quarter'), value and input columns."""
+    if schema is None:
+        return {}
+    named = {
+        "id_column": schema.id_column,
+        "time_column": "/".join(schema.time_columns) or None,
+        "columns": list(schema.columns),
+        "input_columns": list(schema.input_columns) or None,
+    }
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def _time_kind(X: Any, schema: Any, time_column: str | None) -> str:
+    """How the numbers of ``Sequences.times`` read: 'number', 'datetime' (seconds since 1970) or
+    'period' (pandas' ordinals), from the schema, else from the kind of a data frame's time column."""
+    if schema is not None and schema.time is not None:
+        return schema.time.kind
+    if isinstance(X, pd.DataFrame) and time_column in X.columns and not pd.api.types.is_numeric_dtype(X[time_column]):
+        return "datetime"  # parsed as seconds since 1970
+    return "number"
+
+
+def _stamps(times: np.ndarray, kind: str, frequency: str | None) -> np.ndarray:
+    """Time stamps held as numbers, as numbers or datetime64 (a period by its first instant)."""
+    if kind == "datetime":
+        return times.astype("datetime64[s]")
+    if kind == "period":
+        return pd.PeriodIndex.from_ordinals(times.astype(np.int64), freq=frequency).to_timestamp().to_numpy()
+    return times
+
+
+def _value_names(X: Any, seqs: Sequences, columns: dict[str, Any]) -> list[str]:
+    """The value columns' names where the data have them: named by ``value_columns``, a data
+    frame's (as ``Sequences.from_dataframe`` chooses them), or a named Series'."""
+    named = columns.get("value_columns", columns.get("columns"))
+    if named is not None:
+        return [str(name) for name in ([named] if isinstance(named, str) else named)]
+    if isinstance(X, pd.Series) and X.name is not None:
+        return [str(X.name)]
+    if not isinstance(X, pd.DataFrame):
+        return []
+    special = {columns.get("id_column", "id"), columns.get("time_column"), *(columns.get("input_columns") or ())}
+    return [str(name) for name in X.columns if name not in special]
+
+
+def _with_step(labels: DataLabels, stamps: list[np.ndarray]) -> DataLabels:
+    """``labels`` with the length of a step: the median spacing of the time stamps, in the calendar
+    unit it is closest to for dates, in units of the time axis for numbers."""
+    spacings = np.concatenate([np.diff(steps) for steps in stamps])
+    if spacings.size == 0:
+        return labels
+    if np.issubdtype(spacings.dtype, np.timedelta64):
+        seconds = float(np.median(spacings / np.timedelta64(1, "s")))
+        unit = max((name for name, size in _UNITS.items() if size <= 1.1 * seconds), key=_UNITS.get, default="second")
+        step = seconds / _UNITS[unit]
+        step = float(round(step)) if abs(step - round(step)) <= 0.1 * max(round(step), 1) else step  # 28-31 days
+    else:
+        step, word = float(np.median(spacings)), labels.time.lower()
+        unit = word.rstrip("s") if word.rstrip("s") in _UNITS else f"{labels.time} unit"
+    return labels if step <= 0 else replace(labels, step=step, unit=unit)
 
 
 # ------------------------------------------------------------------------- figures
@@ -74,6 +329,7 @@ def plot_modes(
     *,
     time: Any = None,
     mode_names: Sequence[str] | None = None,
+    labels: DataLabels | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """The series ``X`` (n_steps,) or (n_steps, n_features) over one band per run of a mode.
@@ -81,11 +337,12 @@ def plot_modes(
     ``modes`` (n_steps,) is a mode path, e.g. from ``predict``; each contiguous run of one
     mode (:func:`~modeshift.metrics.segments`) gets a band in that mode's colour, from half
     a step before its first step to half a step after its last. ``time`` stamps the steps
-    (numbers or datetimes; default 0, 1, ...).
+    (numbers or datetimes; default 0, 1, ...); ``labels`` names the axes and the features.
     """
     figure, ax = _axes(ax, _WIDE)
     from matplotlib.patches import Patch
 
+    labels = labels or DataLabels()
     values, modes = _columns(X), np.asarray(modes)
     if len(modes) != len(values):
         raise ValueError(f"modes has {len(modes)} steps but X has {len(values)}")
@@ -95,9 +352,16 @@ def plot_modes(
     colours = _palette(len(names))
     for start, end, mode in segments(modes)[["start", "end", "mode"]].itertuples(index=False):
         ax.axvspan(edges[start], edges[end], color=colours[mode], alpha=_BAND_ALPHA, linewidth=0)
-    ax.plot(steps, values, color="black" if values.shape[1] == 1 else None, linewidth=1)
-    ax.set_xlim(edges[0], edges[-1])
-    _legend(ax, handles=[Patch(color=colours[k], alpha=_BAND_ALPHA, label=names[k]) for k in np.unique(modes)])
+    one = values.shape[1] == 1
+    lines = ax.plot(steps, values, color="black", linewidth=1)
+    for d, line in enumerate(lines):  # black and grey line styles: the colours are the modes'
+        line.set(label=labels.value(d), linestyle=_LINE_STYLES[d % 4], color="0" if d // 4 % 2 == 0 else "0.5")
+    if labels.symbols:  # a symbol per step, as a dot at the symbol's row
+        lines[0].set(linestyle="none", marker="o", markersize=3)
+        ax.set_yticks(np.arange(len(labels.symbols)), labels.symbols, fontsize=7 if len(labels.symbols) > 12 else 9)
+    ax.set(xlim=(edges[0], edges[-1]), xlabel=labels.time, ylabel=labels.value(0) if one else "value")
+    bands = [Patch(color=colours[k], alpha=_BAND_ALPHA, label=names[k]) for k in np.unique(modes)]
+    _legend(ax, handles=bands if one else bands + lines)
     return figure
 
 
@@ -106,6 +370,7 @@ def plot_probabilities(
     *,
     time: Any = None,
     mode_names: Sequence[str] | None = None,
+    labels: DataLabels | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """Posterior mode probabilities (n_steps, K), e.g. from ``predict_proba``, stacked over time."""
@@ -114,7 +379,7 @@ def plot_probabilities(
     steps = _time(time, len(probabilities))
     names = _mode_names(probabilities.shape[1], mode_names)
     ax.stackplot(steps, probabilities.T, colors=_palette(len(names)), labels=names, linewidth=0)
-    ax.set(xlim=(steps[0], steps[-1]), ylim=(0.0, 1.0), ylabel="probability")
+    ax.set(xlim=(steps[0], steps[-1]), ylim=(0.0, 1.0), xlabel=(labels or DataLabels()).time, ylabel="probability")
     _legend(ax)
     return figure
 
@@ -124,20 +389,20 @@ def plot_automaton(
     *,
     threshold: float = 0.01,
     mode_names: Sequence[str] | None = None,
+    labels: DataLabels | None = None,
     ax: Axes | None = None,
 ) -> Figure:
-    """The learned switching structure of a fitted mode model as a graph.
+    """The learned switching structure of a fitted mode model as a graph (see :func:`switching`).
 
-    Each mode is a node labelled with its mean dwell time in steps. An arrow i -> j is
-    labelled with the per-step switch probability p(z_t = j | z_t-1 = i) and drawn where
-    that is at least ``threshold``. Where switching depends on the continuous state x
-    (``SwitchingLDS(recurrent=True)``; dwell times are then the mean run lengths of its
-    decoded paths) or on inputs u (``HMM``/``ARHMM`` with ``input_dim > 0``; probabilities
-    are then those at u = 0), every arrow is drawn and labelled with its guard from
-    ``describe()``: the region of x or u where switching from i to j is more likely than staying.
+    Each mode is a node labelled with its mean dwell time, in the time unit of ``labels``
+    (default steps). An arrow i -> j is labelled with the per-step switch probability
+    p(z_t = j | z_t-1 = i) and drawn where that is at least ``threshold``. Where switching
+    depends on the continuous state or on inputs every arrow is drawn and labelled with its
+    guard: the region where switching from i to j is more likely than staying.
     """
-    dwell, switches, guards = _switching(model)
-    n_modes = len(dwell)
+    labels = labels or DataLabels()
+    found = switching(model, labels)
+    n_modes = len(found.dwell_times)
     names = _mode_names(n_modes, mode_names)
     angles = np.pi / 2 + np.pi / n_modes - 2 * np.pi * np.arange(n_modes) / n_modes  # K = 2 side by side
     centres = np.c_[np.cos(angles), np.sin(angles)] if n_modes > 1 else np.zeros((1, 2))
@@ -151,7 +416,8 @@ def plot_automaton(
     nodes = []
     for k, (centre, colour) in enumerate(zip(centres, _palette(n_modes))):
         nodes.append(ax.add_patch(Circle(centre, radius, facecolor=to_rgba(colour, 0.35), edgecolor="black")))
-        ax.text(*centre, f"{names[k]}\n{_dwell_text(dwell[k])}", ha="center", va="center", fontsize=8)
+        ax.text(*centre, f"{names[k]}\n{labels.duration(found.dwell_times[k])}", ha="center", va="center", fontsize=8)
+    switches, guards = found.switches, found.guards
     for i in range(n_modes):
         for j in range(n_modes):
             if i == j or ((i, j) not in guards and switches[i, j] < threshold):
@@ -168,7 +434,8 @@ def plot_automaton(
                     color="0.3",
                 )
             )
-            probability = None if switches is None else f"{switches[i, j]:.2g}" + (" at u = 0" if guards else "")
+            at_zero = " at " + ", ".join(f"{name} = 0" for name in found.inputs) if guards else ""
+            probability = None if switches is None else format_number(switches[i, j], 2) + at_zero
             label = "\n".join(text for text in (probability, guards.get((i, j))) if text)
             dx, dy = centres[j] - centres[i]
             middle = (centres[i] + centres[j]) / 2 + 0.5 * _BEND * np.array([dy, -dx])  # the arc's midpoint
@@ -187,6 +454,7 @@ def plot_forecast(
     *,
     time: Any = None,
     levels: Sequence[float] = (0.5, 0.9),
+    labels: DataLabels | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """The observed series and a fan of central predictive intervals after its end.
@@ -198,15 +466,17 @@ def plot_forecast(
     forecast continues it with its last step. The fan opens at the last observation.
     """
     figure, ax = _axes(ax, _WIDE)
+    labels = labels or DataLabels()
     history, means = _columns(history), _columns(means)
     spread = np.asarray(covariances, dtype=float)
     variances = np.diagonal(spread, axis1=1, axis2=2) if spread.ndim == 3 else spread.reshape(means.shape)
     past = _time(time, len(history))
     step = past[-1] - past[-2] if len(past) > 1 else 1
     fan = np.concatenate([past[-1:], past[-1] + step * np.arange(1, len(means) + 1)])
+    one = history.shape[1] == 1
     for d, colour in enumerate(_palette(history.shape[1])):
         first = d == 0  # one legend entry per kind of line
-        ax.plot(past, history[:, d], color=colour, linewidth=1, label="observed" if first else None)
+        ax.plot(past, history[:, d], color=colour, linewidth=1, label="observed" if one else labels.value(d))
         centre = np.r_[history[-1, d], means[:, d]]
         sd = np.r_[0.0, np.sqrt(variances[:, d])]
         for level in sorted(levels, reverse=True):
@@ -221,6 +491,7 @@ def plot_forecast(
                 label=f"{level:.0%} interval" if first else None,
             )
         ax.plot(fan, centre, color=colour, linestyle="--", linewidth=1, label="forecast mean" if first else None)
+    ax.set(xlabel=labels.time, ylabel=labels.value(0) if one else "value")
     _legend(ax)
     return figure
 
@@ -257,42 +528,195 @@ def model_figures(
     lengths: Sequence[int] | None = None,
     time: Any = None,
     mode_names: Sequence[str] | None = None,
-    sequence: int = 0,
+    sequences: Sequence[int] | None = None,
+    value_names: Sequence[str] | None = None,
+    time_name: str | None = None,
     horizon: int | None = None,
     **extras: Any,
 ) -> dict[str, Figure]:
     """The figures that suit a fitted model, by name (see the table at the top of the module).
 
-    Series figures show one sequence of ``X`` (the ``sequence``-th of several; ``lengths`` as
-    for the model's ``fit``). ``extras`` are the per-step data the model's methods take by
-    keyword (``inputs=`` of an input-driven HMM, ``exog=`` of a Markov-switching regression),
-    given for all sequences like ``X``: one array of all rows, or a list with one array per
-    sequence. ``time`` stamps the steps (default: a data frame's time column, else 0, 1, ...).
-    A forecast looks ``horizon`` steps ahead (default a tenth of the sequence).
+    A figure of a series has a panel for each of the ``sequences`` (indices; default all)
+    of ``X``, titled with its id. ``X``, ``lengths``, ``time``, ``value_names``, ``time_name``
+    and the ``extras`` (a data frame's column keywords, per-step data for the model's methods)
+    as for :func:`data_panels`. A forecast looks ``horizon`` steps ahead (default a tenth of
+    each sequence).
     """
-    values, steps, extras = _one_sequence(model, X, lengths, time, sequence, extras)
+    panels, labels = data_panels(model, X, lengths, time=time, value_names=value_names, time_name=time_name, **extras)
+    if sequences is not None:
+        wrong = [i for i in sequences if not 0 <= i < len(panels)]
+        if wrong:
+            raise ValueError(f"sequences must be in 0 .. {len(panels) - 1}, got {wrong[0]}")
+        panels = [panels[i] for i in sequences]
     figures: dict[str, Figure] = {}
     if isinstance(model, ModeDecoder):
-        path = model.predict(values, **extras)
-        skipped = len(values) - len(path)  # models that condition on their first `order` steps
-        shown = steps[skipped:]
-        figures["modes"] = plot_modes(values[skipped:], path, time=shown, mode_names=mode_names)
-        probabilities = model.predict_proba(values, **extras)
-        figures["probabilities"] = plot_probabilities(probabilities, time=shown, mode_names=mode_names)
-        figures["automaton"] = plot_automaton(model, mode_names=mode_names)
-    elif isinstance(model, Forecaster) and not extras:  # the future inputs are unknown
-        ahead = horizon or max(1, len(values) // 10)
-        figures["forecast"] = plot_forecast(values, *model.forecast(values, ahead), time=steps)
+
+        def modes(panel: Panel, ax: Axes) -> None:
+            path = model.predict(panel.data, **panel.extras)
+            skipped = len(panel.values) - len(path)  # models that condition on their first `order` steps
+            shown = panel.time[skipped:]
+            plot_modes(panel.values[skipped:], path, time=shown, mode_names=mode_names, labels=labels, ax=ax)
+
+        def probabilities(panel: Panel, ax: Axes) -> None:
+            posteriors = model.predict_proba(panel.data, **panel.extras)
+            shown = panel.time[len(panel.values) - len(posteriors) :]
+            plot_probabilities(posteriors, time=shown, mode_names=mode_names, labels=labels, ax=ax)
+
+        figures["modes"] = _small_multiples(panels, modes)
+        figures["probabilities"] = _small_multiples(panels, probabilities)
+        figures["automaton"] = plot_automaton(model, mode_names=mode_names, labels=labels)
+    elif labels.symbols:
+        states = chain_states(model)
+        if 1 < len(states) <= _MAX_NODES:
+            figures["automaton"] = plot_automaton(model, mode_names=states, labels=labels)
+    elif isinstance(model, Forecaster) and not any(panel.extras for panel in panels):  # future inputs are unknown
+
+        def forecast(panel: Panel, ax: Axes) -> None:
+            ahead = horizon or max(1, len(panel.values) // 10)
+            plot_forecast(panel.values, *model.forecast(panel.values, ahead), time=panel.time, labels=labels, ax=ax)
+
+        figures["forecast"] = _small_multiples(panels, forecast)
     if isinstance(model, IterativeFit) and model.history_:
         figures["trace"] = plot_trace(model.history_, label=objective(model))
     return figures
 
 
+def chain_states(model: Any) -> list[str]:
+    """The states of a chain on symbols as text (``states_``: symbols, or contexts of several,
+    with a transition matrix ``transmat_`` between them), or none for a model without them."""
+    try:
+        states, transmat = list(model.states_), np.asarray(model.transmat_)
+    except (AttributeError, ValueError):  # no chain, or not fitted
+        return []
+    if transmat.shape != (len(states), len(states)):  # e.g. a mixture's chains
+        return []
+    return ["".join(map(str, state)) if isinstance(state, tuple) else str(state) for state in states]
+
+
+# ------------------------------------------------------------------------- switching structure
+@dataclass(frozen=True)
+class Switching:
+    """How a fitted mode model switches: mean ``dwell_times`` (K,) in steps, per-step switch
+    probabilities ``switches`` (K, K) (None where they depend on the continuous state), and the
+    ``guards`` of the switches that depend on a state or on inputs, as text by (from, to); the
+    switch probabilities of an input-driven chain are those at zero ``inputs``."""
+
+    dwell_times: np.ndarray
+    switches: np.ndarray | None
+    guards: dict[tuple[int, int], str]
+    inputs: tuple[str, ...] = ()
+
+
+def switching(model: Any, labels: DataLabels | None = None) -> Switching:
+    """The switching structure of a fitted mode model, its guards in the data's own units.
+
+    A recurrent SLDS switches from i to j where w . x + b > 0 (``describe()``'s entry weights
+    and biases); with one state and one observation y = c x + d this is written in y, named as
+    the data's value column: (w / c) y + b - w d / c > 0. An input-driven HMM's guards are on
+    its inputs u, named as the input columns.
+    """
+    labels = labels or DataLabels()
+    table = model.describe() if isinstance(model, Describer) else pd.DataFrame()
+    if "entry_weights" in table:  # recurrent SLDS: describe() gives the guard of entering each mode
+        observed, guards = _observed_state(model), {}
+        for j, entries in table["entry_weights"].items():
+            for i, weights in entries.items():
+                weights, bias = np.atleast_1d(np.asarray(weights, dtype=float)), float(table["entry_biases"][j][i])
+                names = ["x"] if weights.size == 1 else [f"x{d}" for d in range(weights.size)]
+                if observed is not None:
+                    (c, d), names = observed, [labels.value(0)]
+                    weights, bias = weights / c, bias - weights[0] * d / c
+                guards[i, j] = _inequality(weights, bias, names)
+        return Switching(table["dwell_time"].to_numpy(dtype=float), None, guards)
+    if "input_weights" in table:  # input-driven chain: p(j | i, u) = softmax_j(r_ij + w_j . u)
+        n_modes = len(table)
+        switches = table[[f"to_{j}_at_zero_input" for j in range(n_modes)]].to_numpy(dtype=float)
+        weights = np.stack(table["input_weights"].to_list())
+        inputs = [labels.input(d, weights.shape[1]) for d in range(weights.shape[1])]
+        guards = {
+            (i, j): _inequality(weights[j] - weights[i], np.log(switches[i, j] / switches[i, i]), inputs)
+            for i in range(n_modes)
+            for j in range(n_modes)
+            if i != j
+        }
+    else:
+        switches, guards, inputs = np.asarray(model.transmat_, dtype=float), {}, []
+    with np.errstate(divide="ignore"):
+        return Switching(1.0 / (1.0 - np.diag(switches)), switches, guards, tuple(inputs))
+
+
+def _observed_state(model: Any) -> tuple[float, float] | None:
+    """(c, d) where a model observes its one continuous state as y = c x + d (+ noise), else None."""
+    C = np.asarray(getattr(model, "observation_matrix_", np.zeros((0, 0))), dtype=float)
+    if C.shape != (1, 1) or C[0, 0] == 0:
+        return None
+    return float(C[0, 0]), float(np.ravel(getattr(model, "observation_offset_", [0.0]))[0])
+
+
+def _inequality(weights: Any, bias: float, names: Sequence[str]) -> str:
+    """The half-space w . v + bias > 0 as text: 'x > 1.9' in one variable, else written out."""
+    weights = np.atleast_1d(np.asarray(weights, dtype=float))
+    used = np.flatnonzero(weights != 0)
+    if used.size == 0:
+        return "always" if bias > 0 else "never"
+    if used.size == 1:
+        (d,) = used
+        return f"{names[d]} {'>' if weights[d] > 0 else '<'} {format_number(-bias / weights[d], 3)}"
+    terms = " ".join(f"{'-' if weights[d] < 0 else '+'} {format_number(abs(weights[d]), 2)} {names[d]}" for d in used)
+    return f"{terms.removeprefix('+ ')} > {format_number(-bias, 3)}"
+
+
+# ------------------------------------------------------------------------- numbers for people
+def format_number(value: Any, digits: int = 4) -> str:
+    """A number for people: ``digits`` significant digits, plain between 0.001 and a million,
+    else '1.5 × 10⁻⁷'; integers whole, booleans 'yes'/'no', NaN 'n/a'.
+
+    >>> format_number(-181.26348, 6), format_number(1.5e-07), format_number(1469.11), format_number(2.0)
+    ('-181.263', '1.5 × 10⁻⁷', '1469', '2')
+    """
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    value = float(value)
+    if np.isnan(value):
+        return "n/a"
+    if np.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    if value == 0:
+        return "0"
+    exponent = int(np.floor(np.log10(abs(value))))
+    if -3 <= exponent < 6:
+        text = f"{value:.{max(digits - 1 - exponent, 0)}f}"
+        text = text.rstrip("0").rstrip(".") if "." in text else text
+        return "0" if text == "-0" else text
+    mantissa, exponent_text = f"{value:.{digits - 1}e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    power = f"10{str(int(exponent_text)).translate(_SUPERSCRIPTS)}"
+    return power if mantissa == "1" else f"-{power}" if mantissa == "-1" else f"{mantissa} × {power}"
+
+
+def format_share(probability: float) -> str:
+    """A probability or share as a percentage: '28.0 %', '< 0.1 %' for a tiny one (never 1.5e-07).
+
+    >>> format_share(0.28), format_share(1.9e-10), format_share(0.0), format_share(1 - 1e-12)
+    ('28.0 %', '< 0.1 %', '0 %', '> 99.9 %')
+    """
+    p = float(probability)
+    if np.isnan(p):
+        return "n/a"
+    if p <= 0 or p >= 1:
+        return f"{max(min(p, 1.0), 0.0):.0%}".replace("%", " %")
+    if p < 0.0005:
+        return "< 0.1 %"
+    if p >= 0.9995:
+        return "> 99.9 %"
+    return f"{100 * p:.1f} %"
+
+
 # ------------------------------------------------------------------------- helpers
-def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
-    """``ax`` and its figure, or a new pyplot-free figure on the Agg canvas with one axes."""
-    if ax is not None:
-        return ax.figure, ax
+def _figure(size: tuple[float, float]) -> Figure:
+    """A new pyplot-free figure on the Agg canvas."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -300,7 +724,24 @@ def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
         raise ImportError("modeshift.plot needs matplotlib: pip install modeshift[plot]") from error
     figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
+    return figure
+
+
+def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """``ax`` and its figure, or a new figure with one axes."""
+    if ax is not None:
+        return ax.figure, ax
+    figure = _figure(size)
     return figure, figure.add_subplot()
+
+
+def _small_multiples(panels: Sequence[Panel], draw: Callable[[Panel, Axes], None]) -> Figure:
+    """One figure with a row of axes per panel, each drawn by ``draw`` and titled with its sequence."""
+    figure = _figure((_WIDE[0], _WIDE[1] if len(panels) == 1 else 0.3 + _PANEL_HEIGHT * len(panels)))
+    for ax, panel in zip(figure.subplots(len(panels), 1, squeeze=False)[:, 0], panels):
+        draw(panel, ax)
+        ax.set_title(panel.title, loc="right", fontsize=9)
+    return figure
 
 
 def _legend(ax: Axes, **options: Any) -> None:
@@ -347,75 +788,14 @@ def _edges(steps: np.ndarray) -> np.ndarray:
     return np.concatenate([steps[:1] - half[:1], steps[:-1] + half, steps[-1:] + half[-1:]])
 
 
-def _one_sequence(
-    model: Any, X: Any, lengths: Any, time: Any, sequence: int, extras: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Values, time stamps and per-step extras of one sequence of the data (with the inputs of
-    a data frame's input columns, for a model that takes inputs)."""
-    seqs = as_sequences(X, lengths)
-    if not 0 <= sequence < seqs.n_sequences:
-        raise ValueError(f"sequence must be in 0 .. {seqs.n_sequences - 1}, got {sequence}")
-    rows = slice(seqs.offsets[sequence], seqs.offsets[sequence + 1])
-    if time is None and seqs.times is not None:
-        time = seqs.times[rows]
-    chosen = {name: _rows(value, seqs, sequence) for name, value in extras.items()}
-    if "inputs" not in chosen and seqs.inputs is not None and getattr(model, "input_dim", 0):
-        chosen["inputs"] = seqs.inputs[rows]
-    return seqs.values[rows], _time(time, rows.stop - rows.start), chosen
-
-
-def _rows(value: Any, seqs: Sequences, sequence: int) -> np.ndarray:
-    """One sequence's rows of per-step data given for all sequences, in the form ``X`` came in."""
-    if seqs.form == "list":
-        return np.asarray(value[sequence], dtype=float)
-    aligned = np.asarray(value, dtype=float)
+def _rows(value: Any, seqs: Sequences, sequence: int, dtype: type | None = float) -> np.ndarray:
+    """One sequence's rows of per-step data given for all sequences, in the form ``X`` came in:
+    a list with one array per sequence, or one array of all rows (a data frame's in its row order)."""
+    if seqs.form == "list" and isinstance(value, list | tuple) and len(value) == seqs.n_sequences:
+        return np.asarray(value[sequence], dtype=dtype)
+    aligned = np.asarray(value, dtype=dtype)
+    if len(aligned) != seqs.n_steps:
+        raise ValueError(f"per-step data for {len(aligned)} steps, but the data have {seqs.n_steps}")
     if seqs.row_order is not None:  # a data frame's rows, in the order of its sequences and times
         aligned = aligned[seqs.row_order]
     return aligned[seqs.offsets[sequence] : seqs.offsets[sequence + 1]]
-
-
-def _switching(model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[tuple[int, int], str]]:
-    """Mean dwell times (K,), per-step switch probabilities (K, K) (None where they depend on
-    the state) and the guard of each arrow (empty without guards)."""
-    table = model.describe() if isinstance(model, Describer) else pd.DataFrame()
-    if "entry_weights" in table:  # recurrent SLDS: describe() gives the guard of entering each mode
-        guards = {
-            (i, j): _inequality(weights, table["entry_biases"][j][i], "x")
-            for j, entries in table["entry_weights"].items()
-            for i, weights in entries.items()
-        }
-        return table["dwell_time"].to_numpy(dtype=float), None, guards
-    if "input_weights" in table:  # input-driven chain: p(j | i, u) = softmax_j(r_ij + w_j . u)
-        n_modes = len(table)
-        switches = table[[f"to_{j}_at_zero_input" for j in range(n_modes)]].to_numpy(dtype=float)
-        weights = np.stack(table["input_weights"].to_list())
-        guards = {
-            (i, j): _inequality(weights[j] - weights[i], np.log(switches[i, j] / switches[i, i]), "u")
-            for i in range(n_modes)
-            for j in range(n_modes)
-            if i != j
-        }
-    else:
-        switches, guards = np.asarray(model.transmat_, dtype=float), {}
-    with np.errstate(divide="ignore"):
-        return 1.0 / (1.0 - np.diag(switches)), switches, guards
-
-
-def _inequality(weights: Any, bias: float, symbol: str) -> str:
-    """The half-space w . v + bias > 0 as text: 'x > 1.9' in one variable, else written out."""
-    weights = np.atleast_1d(np.asarray(weights, dtype=float))
-    names = [symbol] if weights.size == 1 else [f"{symbol}{d}" for d in range(weights.size)]
-    used = np.flatnonzero(weights != 0)
-    if used.size == 0:
-        return "always" if bias > 0 else "never"
-    if used.size == 1:
-        (d,) = used
-        return f"{names[d]} {'>' if weights[d] > 0 else '<'} {-bias / weights[d] + 0.0:.3g}"  # + 0.0: no "-0"
-    terms = " ".join(f"{weights[d]:+.2g} {names[d]}" for d in used).lstrip("+")
-    return f"{terms} > {-bias + 0.0:.3g}"
-
-
-def _dwell_text(steps: float) -> str:
-    if np.isnan(steps):  # a recurrent SLDS's mode that no decoded path visits, or one set by hand
-        return "dwell n/a"
-    return "absorbing" if np.isinf(steps) else f"{steps:.3g} steps"
