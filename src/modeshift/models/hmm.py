@@ -15,6 +15,7 @@ from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture
 from modeshift.models import em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
+from modeshift.models.streaming import FilterState, Recursion, Streaming, check_row
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
 
@@ -26,7 +27,7 @@ EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 _FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
-class HMM(Model):
+class HMM(Model, Streaming):
     """A hidden Markov model fit by expectation-maximisation.
 
     A hidden state z_t in {0, ..., K-1} follows a Markov chain with initial
@@ -497,6 +498,47 @@ class HMM(Model):
         if n_sequences == 1:
             return draws[0]
         return [x for x, _ in draws], [z for _, z in draws]
+
+    # ----------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> Recursion:
+        self._check_fitted()
+        return Recursion(self._blocks[0].initial_probs)
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """log p(y_t | z_t = k) (K,), the transition matrix into step t and the new history."""
+        transitions, emission = self._blocks
+        row, history = self._stream_values(state, y)
+        if self.input_dim:
+            features = check_row(inputs, self.input_dim, "inputs")
+            if np.isnan(features).any():
+                raise ValueError(f"inputs has a missing entry (NaN): {features}")
+            move = transitions.kernel_arrays(features[None])[1][0]
+        elif inputs is not None:
+            raise ValueError(f"inputs were given but this {type(self).__name__} has input_dim=0")
+        else:
+            move = transitions.transition_matrix
+        return emission.log_likelihoods(row[None])[0], move, history
+
+    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row of values as the emission takes it, checked, and the new history."""
+        emission = self._blocks[1]
+        row = check_row(y, emission.n_features)
+        if self.emission in ("categorical", "poisson"):
+            try:
+                emission.validate(Sequences.from_array(row[None]))
+            except ValueError as error:
+                raise ValueError(f"y_t = {row}: {error}") from None
+        return row, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive law of the ``horizon`` observations after those a filter state has seen
+        (as :meth:`forecast` after them; ``future_inputs`` (horizon, input_dim) for a chain with inputs)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        horizon = int(horizon)
+        future = check_future_inputs(future_inputs, horizon, 1, self.input_dim, f"this {type(self).__name__}")[0]
+        matrices = np.broadcast_to(self._blocks[0].kernel_arrays(future)[1], (horizon, self._k, self._k))
+        return self._forecast_sequence(state.history[::-1].ravel(), state.filtered[0], matrices)
 
     # ------------------------------------------------------------------ forecasts
     def forecast(
