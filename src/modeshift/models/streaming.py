@@ -51,7 +51,7 @@ from modeshift.emissions.autoregressive import with_lags
 if TYPE_CHECKING:
     from modeshift.models.base import Forecast
 
-__all__ = ["FilterState", "Recursion", "StepOutput", "Streaming", "chain_update"]
+__all__ = ["FilterState", "Recursion", "SemiMarkovRecursion", "StepOutput", "Streaming", "chain_update"]
 
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
 
@@ -172,6 +172,44 @@ class Recursion:
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         """What a step's output reports of a law."""
         return {"probabilities": law[0]}
+
+
+class SemiMarkovRecursion(Recursion):
+    """The exact filter of an explicit-duration semi-Markov chain: law (K, D), the joint
+    probability of (mode k, r more steps after this one), r = 0 .. D-1.
+
+    A segment of k lasting d steps enters at (k, d - 1) and counts down; from (k, 0) the next
+    segment's mode is j with ``transition_matrix[k, j]`` and its duration d with ``pmf[j, d - 1]``
+    (the first segment's with ``first[k, d - 1]``). Cost O(K D + K^2) per step.
+    """
+
+    def __init__(self, initial: np.ndarray, transition_matrix: np.ndarray, first: np.ndarray, pmf: np.ndarray):
+        super().__init__(initial)
+        self.transition_matrix, self.first_law, self.pmf = transition_matrix, first, pmf
+
+    def first(self) -> Law:
+        return (self.initial[:, None] * self.first_law,)
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        starting = law[0][:, 0] @ self.transition_matrix
+        predicted = starting[:, None] * self.pmf
+        predicted[:, :-1] += law[0][:, 1:]
+        return (predicted,)
+
+    def update(self, predicted: Law, evidence: np.ndarray) -> tuple[Law, float]:
+        joint, log_lik = chain_update(predicted[0], np.broadcast_to(evidence[:, None], predicted[0].shape))
+        return (joint,), log_lik
+
+    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+        ratio = _ratio(smoothed_next[0], predicted_next[0])
+        following = np.empty_like(ratio)
+        following[:, 1:] = ratio[:, :-1]
+        following[:, 0] = self.transition_matrix @ (self.pmf * ratio).sum(axis=1)
+        smoothed = filtered[0] * following
+        return (smoothed / smoothed.sum(),)
+
+    def marginals(self, law: Law) -> dict[str, np.ndarray]:
+        return {"probabilities": law[0].sum(axis=1)}
 
 
 def chain_update(predicted: np.ndarray, log_likelihoods: np.ndarray) -> tuple[np.ndarray, float]:
