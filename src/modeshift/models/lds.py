@@ -15,6 +15,7 @@ from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observa
 from modeshift.models import em, lds_mle
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
+from modeshift.models.streaming import FilterState, KalmanRecursion, Streaming, check_row
 from modeshift.statistics import Statistics
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class SmootherResult:
     log_likelihood: float
 
 
-class LinearGaussianSSM(Model):
+class LinearGaussianSSM(Model, Streaming):
     """A linear-Gaussian state-space model, fit by maximum likelihood: EM (Shumway & Stoffer;
     Ghahramani & Hinton), then quasi-Newton on the exact log-likelihood.
 
@@ -470,6 +471,34 @@ class LinearGaussianSSM(Model):
         params = self._check_parameters()
         seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
         return float(self._run_filter(seqs, params)[0].sum())
+
+    # -------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> KalmanRecursion:
+        if self._diffuse_mask() is not None:
+            raise NotImplementedError("streaming a model with an exact diffuse start is not implemented yet")
+        return KalmanRecursion(self._check_parameters())
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t, u_t) checked, u_t as the move into step t, the (empty) history."""
+        row = check_row(y, self._obs_dim() or np.shape(self.observation_matrix_)[0])
+        if self.input_dim:
+            u = check_row(inputs, self.input_dim, "inputs")
+            if np.isnan(u).any():
+                raise ValueError(f"inputs has a missing entry (NaN): {u}")
+        elif inputs is not None:
+            raise ValueError("inputs were given but this LinearGaussianSSM has input_dim=0")
+        else:
+            u = np.zeros(0)
+        return (row, u), u, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive law of the ``horizon`` observations after those a filter state has seen
+        (``future_inputs`` (horizon, input_dim) for a model with inputs)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        params = self._check_parameters()
+        future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this LinearGaussianSSM")[0]
+        return predictive_moments(state.filtered[0], state.filtered[1], params, future)
 
     def forecast(
         self,

@@ -46,12 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modeshift._kernels.kalman import predict_step, update_step, update_workspace
 from modeshift.emissions.autoregressive import with_lags
 
 if TYPE_CHECKING:
     from modeshift.models.base import Forecast
 
-__all__ = ["FilterState", "Recursion", "SemiMarkovRecursion", "StepOutput", "Streaming", "chain_update"]
+__all__ = ["FilterState", "KalmanRecursion", "Recursion", "SemiMarkovRecursion", "StepOutput", "Streaming", "chain_update"]
 
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
 
@@ -210,6 +211,44 @@ class SemiMarkovRecursion(Recursion):
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         return {"probabilities": law[0].sum(axis=1)}
+
+
+class KalmanRecursion(Recursion):
+    """The Kalman filter of a linear-Gaussian state-space model: law (mean, covariance), move the
+    inputs u_t (m,), evidence (y_t, u_t). Predict and update are the batch filter's compiled steps
+    (Joseph-form update on the observed entries of y_t); back is the Rauch-Tung-Striebel step
+    m_s + G (m_s+1|T - m_s+1|s), G = P_s A' P_s+1|s^-1. Cost O(n^3 + n^2 p) per step."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        super().__init__(params["m0"])
+        self.params = params
+
+    def first(self) -> Law:
+        return self.params["m0"], self.params["P0"]
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        mean, cov = np.empty_like(law[0]), np.empty_like(law[1])
+        p = self.params
+        predict_step(law[0], law[1], p["A"], p["B"], p["Q"], move, mean, cov, np.empty_like(law[1]))
+        return mean, cov
+
+    def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
+        (y, u), p = evidence, self.params
+        mean, cov = np.empty_like(predicted[0]), np.empty_like(predicted[1])
+        work = update_workspace(len(mean), len(y))
+        ok, log_lik = update_step(y, u, p["C"], p["D"], p["R"], predicted[0], predicted[1], mean, cov, work)
+        if not ok:
+            raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
+        return (mean, cov), float(log_lik)
+
+    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+        gain = np.linalg.lstsq(predicted_next[1], self.params["A"] @ filtered[1], rcond=None)[0].T
+        mean = filtered[0] + gain @ (smoothed_next[0] - predicted_next[0])
+        cov = filtered[1] + gain @ (smoothed_next[1] - predicted_next[1]) @ gain.T
+        return mean, 0.5 * (cov + cov.T)
+
+    def marginals(self, law: Law) -> dict[str, np.ndarray]:
+        return {"mean": law[0], "covariance": law[1]}
 
 
 def chain_update(predicted: np.ndarray, log_likelihoods: np.ndarray) -> tuple[np.ndarray, float]:
