@@ -12,7 +12,7 @@ from modeshift import _kernels as kernels
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
-from modeshift.models import em, selection
+from modeshift.models import em, online_em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, Recursion, Streaming, check_row
@@ -344,6 +344,43 @@ class HMM(Model, Streaming):
 
     def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
         self._maximize(stats, self.__dict__["_fixed_blocks"])
+
+    # ----------------------------------------------------------------- online EM
+    def partial_fit(
+        self,
+        X: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        step_exponent: float = online_em.DEFAULT_EXPONENT,
+    ) -> HMM:
+        """Learn from one more chunk of a stream by online EM (:mod:`modeshift.models.online_em`):
+        the running expected statistics move towards the chunk's by gamma_n = n^-step_exponent,
+        then the M-step of :meth:`fit`. Starts from the current parameters (learned or hand-set),
+        else from data-driven values on the first chunk. Not for ``n_states="auto"`` or inputs."""
+        self._check_params()
+        if self.n_states == "auto" or self.input_dim:
+            raise NotImplementedError("online EM needs a fixed number of states and a chain without inputs")
+        online_em.step_size(1, step_exponent)  # checks the exponent
+        seqs = self._sequences(X, lengths, inputs)
+        online_em.online_em_step(self, seqs, self._n_observations(seqs), step_exponent)
+        self._finish_fit()
+        return self
+
+    def _online_start(self, seqs: Sequences) -> None:
+        self.__dict__["_given"] = self._snapshot()
+        self._em_initialize(seqs, np.random.default_rng(self.random_state), 0)
+        del self.__dict__["_given"]
+
+    def _online_statistics(self, seqs: Sequences) -> tuple[float, Statistics]:
+        stats = self._expected_statistics(seqs)
+        return float(stats["log_likelihood"]), Statistics({k: v for k, v in stats.items() if k != "log_likelihood"})
+
+    def _online_maximize(self, seqs: Sequences, stats: Statistics) -> None:
+        self._m_step(seqs, stats)
+
+    def _online_parameters(self) -> dict[str, np.ndarray]:
+        return self._snapshot()
 
     def _em_snapshot(self) -> dict[str, np.ndarray]:
         return self._snapshot()

@@ -341,6 +341,10 @@ class HSMM(HMM):
         self._fixed_by_block()  # unknown names are an error
         self.__dict__["_fixed_blocks"] = tuple(self._fixed_of(block) for block in (transitions, emission, law))
 
+    def _online_start(self, seqs: Sequences) -> None:
+        self._choose_max_duration(seqs)
+        super()._online_start(seqs)
+
     def _starting_means(self, seqs: Sequences, emission: Emission) -> np.ndarray:
         """Twice the mean run of each mode when steps are labelled by the starting emission, in [1, D/2]."""
         labels = self._log_likelihoods(seqs, emission).argmax(axis=1)

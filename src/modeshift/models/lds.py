@@ -12,7 +12,7 @@ import numpy as np
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
-from modeshift.models import em, lds_mle
+from modeshift.models import em, lds_mle, online_em
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, KalmanRecursion, Streaming, check_row
@@ -598,6 +598,43 @@ class LinearGaussianSSM(Model, Streaming):
         self.log_likelihood_ = float(self._run_filter(seqs, self._check_parameters())[0].sum())
         self._finish_fit()
         return self
+
+    def partial_fit(
+        self,
+        X: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        step_exponent: float = online_em.DEFAULT_EXPONENT,
+    ) -> LinearGaussianSSM:
+        """Learn from one more chunk of a stream by online EM (:mod:`modeshift.models.online_em`):
+        the running expected statistics of the dynamics and the observations move towards the
+        chunk's by gamma_n = n^-step_exponent, then the M-step of EM. The initial state's law
+        stays at its starting value (one draw per stream says little about it); no quasi-Newton
+        polish. Starts from the current parameters, else from data-driven ones on the first chunk."""
+        self._check_params()
+        if self._diffuse_mask() is not None:
+            raise NotImplementedError("online EM of a model with an exact diffuse start is not implemented")
+        online_em.step_size(1, step_exponent)  # checks the exponent
+        seqs = self._sequences(as_sequences(X, lengths), None, inputs, self._obs_dim()).require_observed()
+        online_em.online_em_step(self, seqs, seqs.n_steps, step_exponent)
+        self._finish_fit()
+        return self
+
+    def _online_start(self, seqs: Sequences) -> None:
+        self._em_initialize(seqs, np.random.default_rng(self.random_state), 0)
+        self.__dict__["_fixed_now"] = self._fixed() | {"initial_state_mean_", "initial_state_covariance_"}
+
+    def _online_statistics(self, seqs: Sequences) -> tuple[float, dict]:
+        log_lik, stats = self._expected_statistics(seqs, self._check_parameters())
+        return log_lik, {"dynamics": stats["dynamics"], "observation": stats["observation"]}
+
+    def _online_maximize(self, seqs: Sequences, stats: dict) -> None:
+        params = self._check_parameters()
+        self._set(self._maximize({**stats, "initial": (None, None)}, params, self.__dict__["_fixed_now"]))
+
+    def _online_parameters(self) -> dict[str, np.ndarray]:
+        return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
 
     def _polish(self, seqs: Sequences, fixed: frozenset[str]) -> None:
         """Climb the exact log-likelihood from EM's estimate (:func:`lds_mle.polish`)."""
