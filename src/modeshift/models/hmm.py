@@ -15,7 +15,7 @@ from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture
 from modeshift.models import em, online_em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
-from modeshift.models.streaming import FilterState, Recursion, Streaming, check_row
+from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
 
@@ -27,7 +27,7 @@ EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 _FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
-class HMM(Model, Streaming):
+class HMM(Model, StreamingFilters):
     """A hidden Markov model fit by expectation-maximisation.
 
     A hidden state z_t in {0, ..., K-1} follows a Markov chain with initial

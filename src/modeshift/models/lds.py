@@ -15,7 +15,7 @@ from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observa
 from modeshift.models import em, lds_mle, online_em
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
-from modeshift.models.streaming import FilterState, KalmanRecursion, Streaming, check_row
+from modeshift.models.streaming import FilterState, KalmanRecursion, StreamingFilters, check_row
 from modeshift.statistics import Statistics
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class SmootherResult:
     log_likelihood: float
 
 
-class LinearGaussianSSM(Model, Streaming):
+class LinearGaussianSSM(Model, StreamingFilters):
     """A linear-Gaussian state-space model, fit by maximum likelihood: EM (Shumway & Stoffer;
     Ghahramani & Hinton), then quasi-Newton on the exact log-likelihood.
 
@@ -611,7 +611,7 @@ class LinearGaussianSSM(Model, Streaming):
         the running expected statistics of the dynamics and the observations move towards the
         chunk's by gamma_n = n^-step_exponent, then the M-step of EM. The initial state's law
         stays at its starting value (one draw per stream says little about it); no quasi-Newton
-        polish. Starts from the current parameters, else from data-driven ones on the first chunk."""
+        polish. Starts from the current parameters, else from a batch :meth:`fit` of the first chunk."""
         self._check_params()
         if self._diffuse_mask() is not None:
             raise NotImplementedError("online EM of a model with an exact diffuse start is not implemented")
@@ -622,7 +622,8 @@ class LinearGaussianSSM(Model, Streaming):
         return self
 
     def _online_start(self, seqs: Sequences) -> None:
-        self._em_initialize(seqs, np.random.default_rng(self.random_state), 0)
+        if any(self.__dict__.get(name) is None for name in self.parameter_names):
+            self.fit(seqs)  # EM crawls away from a variance near 0, where the PCA start can put R
         self.__dict__["_fixed_now"] = self._fixed() | {"initial_state_mean_", "initial_state_covariance_"}
 
     def _online_statistics(self, seqs: Sequences) -> tuple[float, dict]:

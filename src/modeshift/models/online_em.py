@@ -98,4 +98,3 @@ def _mix(old: Any, new: Any, gamma: float, scale: float = 1.0) -> Any:
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-

@@ -52,7 +52,15 @@ from modeshift.emissions.autoregressive import with_lags
 if TYPE_CHECKING:
     from modeshift.models.base import Forecast
 
-__all__ = ["FilterState", "KalmanRecursion", "Recursion", "SemiMarkovRecursion", "StepOutput", "Streaming", "chain_update"]
+__all__ = [
+    "FilterState",
+    "KalmanRecursion",
+    "Recursion",
+    "SemiMarkovRecursion",
+    "StepOutput",
+    "StreamingFilters",
+    "chain_update",
+]
 
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
 
@@ -271,7 +279,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-class Streaming:
+class StreamingFilters:
     """Mixin: ``filter_init``, ``filter_step``, ``filter_stream`` from three hooks of a model.
 
     ``_stream_recursion()`` -> :class:`Recursion`; ``_stream_evidence(state, y, inputs)`` ->
@@ -328,7 +336,9 @@ class Streaming:
     @staticmethod
     def _present(recursion: Recursion, law: Law) -> Any:
         marginals = recursion.marginals(law)
-        return marginals["probabilities"] if "probabilities" in marginals else (marginals["mean"], marginals["covariance"])
+        return (
+            marginals["probabilities"] if "probabilities" in marginals else (marginals["mean"], marginals["covariance"])
+        )
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 0))
@@ -359,7 +369,9 @@ def check_row(y: Any, n_features: int | None, what: str = "y_t") -> np.ndarray:
     return row
 
 
-def lagged_values(history: np.ndarray, y: Any, order: int, n_features: int | None, model: str) -> tuple[np.ndarray, np.ndarray]:
+def lagged_values(
+    history: np.ndarray, y: Any, order: int, n_features: int | None, model: str
+) -> tuple[np.ndarray, np.ndarray]:
     """An autoregression's row [y_t, y_t-1, ..., y_t-order, 1] (zeros for lags not seen yet, as
     :func:`~modeshift.emissions.autoregressive.with_lags` at a sequence's start) and the new history,
     the last ``order`` observations (order, D)."""

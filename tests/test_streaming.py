@@ -1,0 +1,178 @@
+"""Streaming filters equal the batch filters, resume from a saved state, smooth with a fixed lag."""
+
+import time
+
+import numpy as np
+import pytest
+
+from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM
+from modeshift.models.capabilities import Streaming
+from modeshift.models.streaming import FilterState
+
+
+def _hmm() -> tuple[HMM, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(3, 1, (100, 2))]
+    X[5, 0], X[7] = np.nan, np.nan  # a partly and a wholly missing step
+    return HMM(n_states=3, random_state=0).fit(X), X
+
+
+def _arhmm() -> tuple[ARHMM, np.ndarray]:
+    model = ARHMM(n_states=2, order=2)
+    model.startprob_, model.transmat_ = np.array([0.6, 0.4]), np.array([[0.98, 0.02], [0.02, 0.98]])
+    model.coefs_, model.intercepts_ = np.array([[[0.5, 0.2]], [[-0.5, 0.1]]]), np.array([[1.0], [0.0]])
+    model.covars_ = np.full((2, 1, 1), 0.1)
+    return model, model.sample(300, random_state=1)[0]
+
+
+def _hsmm(left_censoring: bool = False) -> tuple[HSMM, np.ndarray]:
+    model = HSMM(n_states=3, duration="poisson", max_duration=30, left_censoring=left_censoring)
+    model.startprob_ = np.array([0.5, 0.3, 0.2])
+    model.transmat_ = np.array([[0.0, 0.6, 0.4], [0.5, 0.0, 0.5], [0.3, 0.7, 0.0]])
+    model.duration_rates_ = np.array([4.0, 9.0, 2.0])
+    model.means_, model.covars_ = np.array([[0.0], [2.0], [4.0]]), np.ones((3, 1, 1))
+    X = model.sample(300, random_state=0)[0]
+    X[10] = np.nan
+    return model, X
+
+
+def _lds() -> tuple[LinearGaussianSSM, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    model = LinearGaussianSSM(state_dim=2, obs_dim=3, input_dim=1)
+    model.dynamics_matrix_, model.transition_covariance_ = np.array([[0.9, 0.1], [0.0, 0.8]]), 0.1 * np.eye(2)
+    model.observation_matrix_, model.observation_covariance_ = rng.normal(size=(3, 2)), 0.5 * np.eye(3)
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(2), np.eye(2)
+    model.control_matrix_, model.feedthrough_matrix_ = np.ones((2, 1)), np.full((3, 1), 0.3)
+    U = rng.normal(size=(200, 1))
+    Y = model.sample(200, inputs=U, random_state=1)[0]
+    Y[3, 1], Y[8] = np.nan, np.nan
+    return model, Y, U
+
+
+CHAINS = {"hmm": _hmm, "arhmm": _arhmm, "hsmm": _hsmm, "hsmm_left": lambda: _hsmm(True)}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_chain_stream_equals_batch_filter(name):
+    model, X = CHAINS[name]()
+    assert isinstance(model, Streaming)
+    outs = list(model.filter_stream(X))
+    probabilities = np.array([out.probabilities for out in outs])
+    assert np.abs(probabilities - model.filter_proba(X)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(X)) < 1e-10 * len(X)
+    assert [out.step for out in outs] == list(range(len(X)))
+
+
+@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm"])
+def test_chain_prediction_is_the_forecast(name):
+    model, X = CHAINS[name]()
+    if name == "hsmm":  # a forecast needs no missing last step
+        X = X[:200]
+    *_, last = model.filter_stream(X)
+    expected = model.forecast(X, 1)
+    np.testing.assert_allclose(last.prediction.means, expected.means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(last.prediction.covariances, expected.covariances, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_fixed_lag_covering_the_sequence_is_the_smoother(name):
+    model, X = CHAINS[name]()
+    state = model.filter_init(lag=len(X))
+    for y in X:
+        state, out = model.filter_step(state, y)
+    smoothed = np.array(model.filter_smoothed(state))
+    assert np.abs(smoothed - model.predict_proba(X)).max() < 1e-12
+
+
+def test_fixed_lag_is_the_smoother_of_the_data_so_far():
+    model, X = _hmm()
+    lag = 5
+    outs = list(model.filter_stream(X, lag=lag))
+    assert all(out.lagged is None for out in outs[:lag])
+    for t in (lag, 17, 60, len(X) - 1):
+        np.testing.assert_allclose(outs[t].lagged, model.predict_proba(X[: t + 1])[t - lag], atol=1e-12)
+
+
+def test_lds_stream_equals_batch_filter_and_smoother():
+    model, Y, U = _lds()
+    assert isinstance(model, Streaming)
+    outs = list(model.filter_stream(Y, inputs=U))
+    batch = model.filter(Y, inputs=U)
+    assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
+    assert np.abs(np.array([out.covariance for out in outs]) - batch.covariances).max() < 1e-10
+    assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-10 * len(Y)
+    assert outs[0].probabilities is None
+    state = model.filter_init(lag=len(Y))
+    for y, u in zip(Y, U):
+        state, _ = model.filter_step(state, y, u)
+    smoothed = model.smooth(Y, inputs=U)
+    laws = model.filter_smoothed(state)
+    assert np.abs(np.array([m for m, _ in laws]) - smoothed.means).max() < 1e-10
+    assert np.abs(np.array([c for _, c in laws]) - smoothed.covariances).max() < 1e-10
+    future = np.ones((2, 1))
+    np.testing.assert_allclose(
+        model.filter_forecast(state, 2, future).means, model.forecast(Y, 2, inputs=U, future_inputs=future).means
+    )
+
+
+@pytest.mark.parametrize("name", ["hmm", "hsmm", "lds"])
+def test_a_saved_state_resumes_the_stream(name, tmp_path):
+    if name == "lds":
+        model, X, U = _lds()
+    else:
+        model, X = CHAINS[name]()
+        U = [None] * len(X)
+    whole = list(model.filter_stream(X, inputs=None if name != "lds" else U, lag=3))
+    state = model.filter_init(lag=3)
+    for y, u in zip(X[:50], U[:50]):
+        state, _ = model.filter_step(state, y, u)
+    state.save(tmp_path / "state.npz")
+    resumed = FilterState.load(tmp_path / "state.npz")
+    rest = list(model.filter_stream(X[50:], inputs=None if name != "lds" else U[50:], state=resumed))
+    for a, b in zip(whole[50:], rest):
+        assert a.step == b.step and a.log_likelihood == b.log_likelihood
+        if name == "lds":
+            np.testing.assert_array_equal(a.mean, b.mean)
+            np.testing.assert_array_equal(a.lagged[1], b.lagged[1])
+        else:
+            np.testing.assert_array_equal(a.probabilities, b.probabilities)
+            np.testing.assert_array_equal(a.lagged, b.lagged)
+
+
+def test_bad_observations_are_named():
+    model, _ = _hmm()
+    state = model.filter_init()
+    with pytest.raises(ValueError, match="has 3 entries, the model expects 2"):
+        model.filter_step(state, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="infinite entry"):
+        model.filter_step(state, [1.0, np.inf])
+    with pytest.raises(ValueError, match="must be numbers"):
+        model.filter_step(state, ["a", "b"])
+    with pytest.raises(ValueError, match="inputs were given"):
+        model.filter_step(state, [1.0, 2.0], inputs=[1.0])
+    with pytest.raises(ValueError, match="lag must be"):
+        model.filter_init(lag=-1)
+    arhmm, _ = _arhmm()
+    with pytest.raises(ValueError, match="cannot take missing values"):
+        arhmm.filter_step(arhmm.filter_init(), np.nan)
+
+
+@pytest.mark.slow
+def test_no_underflow_over_a_million_steps():
+    """Observations far from both modes (likelihood ~ e^-1200 per step, e^-1.2e9 in all): the
+    filter stays normalised and its cost per step does not grow with the stream."""
+    model = HMM(n_states=2)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.array([[0.99, 0.01], [0.01, 0.99]])
+    model.means_, model.covars_ = np.array([[0.0], [1.0]]), np.full((2, 1, 1), 0.01)
+    far = 5.0 + np.random.default_rng(0).normal(0.0, 0.1, 1_000_000)
+    state, total, times = model.filter_init(), 0.0, []
+    for start in range(0, len(far), 100_000):
+        begin = time.perf_counter()
+        for y in far[start : start + 100_000]:
+            state, out = model.filter_step(state, y)
+            total += out.log_likelihood
+        times.append(time.perf_counter() - begin)
+    assert np.isfinite(total) and total < -1e9
+    assert np.isclose(total, model.score(far), rtol=1e-10)
+    assert np.all(np.isfinite(state.filtered[0])) and np.isclose(state.filtered[0].sum(), 1.0)
+    assert max(times[-3:]) < 3 * min(times[:3])  # no growth with the stream's length
