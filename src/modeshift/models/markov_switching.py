@@ -57,6 +57,7 @@ from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
+from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
 from modeshift.models.switching_layout import TRENDS, ParameterLayout, SwitchingParameters, switching_flags
 from modeshift.models.switching_regression import Posterior, SeriesData, SwitchingRegression
 
@@ -98,7 +99,7 @@ class _Problem:
     given: dict[str, np.ndarray]
 
 
-class _MarkovSwitching(Model):
+class _MarkovSwitching(Model, StreamingFilters):
     """What Markov-switching regressions and autoregressions share: fitting, inference, persistence."""
 
     n_states: int
@@ -515,6 +516,46 @@ class _MarkovSwitching(Model):
         filtered, log_lik = engine.filtered(params, data)
         _check_possible(log_lik)
         return steps.restore(filtered)
+
+    # ------------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> Recursion:
+        """Hamilton's filter on the chain of the last p + 1 regimes, started from its stationary law;
+        probabilities are reported per regime. Constant transitions only."""
+        params = self._parameters()
+        if params.transition_coef is not None:
+            raise NotImplementedError("streaming with time-varying transition probabilities is not implemented yet")
+        engine = self._engine_for(params)
+        return Recursion(engine.initial(params.transmat[None]), engine.indicators[0])
+
+    def _stream_history(self) -> np.ndarray:
+        params = self._parameters()
+        return np.zeros((0, params.covariances.shape[1] + params.coef.shape[1] - self._n_trend))
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+        """log p(y_t | y_t-p..t-1, regimes) per expanded state from the last p + 1 rows of (y, exog) (None
+        for the first p steps, conditioned on), the expanded transition matrix and the new history.
+        ``inputs`` is the step's exog row."""
+        params = self._parameters()
+        engine = self._engine_for(params)
+        d, n_exog, p = params.covariances.shape[1], params.coef.shape[1] - self._n_trend, self._order
+        row = check_row(y, d)
+        if p and np.isnan(row).any():
+            raise ValueError(f"y_t = {row} has a missing entry (NaN); a {type(self).__name__} cannot take missing values")
+        exog = np.zeros(0) if inputs is None and not n_exog else check_row(inputs, n_exog, "inputs (the exog row)")
+        if np.isnan(exog).any():
+            raise ValueError(f"inputs (the exog row) has a missing entry (NaN): {exog}")
+        rows = np.vstack([state.history, np.r_[row, exog][None]])
+        history = rows[-p:] if p else state.history
+        if len(rows) <= p:
+            return None, np.zeros(0), history
+        regressors = self._regressors(rows[:, d:], np.array([0, len(rows)]), state.step - p)
+        data = SeriesData(np.ascontiguousarray(rows[:, :d]), regressors)
+        residuals = engine.residuals(params, engine.deviations(params, data))
+        evidence = engine.log_densities(params, residuals, data)[0]
+        return evidence, engine.expanded_moves(params.transmat[None])[0], history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        raise NotImplementedError(f"forecasts from a {type(self).__name__}'s filter state are not implemented yet")
 
     def decode(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None

@@ -152,12 +152,14 @@ class StepOutput:
 class Recursion:
     """The exact filter of a hidden Markov chain: law (probabilities,) (K,), move a (K, K) matrix.
 
-    Other state spaces (a semi-Markov chain's (mode, steps left), a Kalman filter's Gaussian)
-    subclass it and override the four steps.
+    ``indicators`` (K, M) sums the probabilities of a chain on expanded states (e.g. the last p + 1
+    regimes of a Markov-switching autoregression) to those of the M modes reported. Other state
+    spaces (a semi-Markov chain's (mode, steps left), a Kalman filter's Gaussian) subclass it and
+    override the four steps.
     """
 
-    def __init__(self, initial: np.ndarray):
-        self.initial = initial
+    def __init__(self, initial: np.ndarray, indicators: np.ndarray | None = None):
+        self.initial, self.indicators = initial, indicators
 
     def first(self) -> Law:
         """The law of the first state, before its observation."""
@@ -180,7 +182,7 @@ class Recursion:
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         """What a step's output reports of a law."""
-        return {"probabilities": law[0]}
+        return {"probabilities": law[0] if self.indicators is None else law[0] @ self.indicators}
 
 
 class SemiMarkovRecursion(Recursion):
@@ -301,12 +303,15 @@ class StreamingFilters:
             raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
         recursion = self._stream_recursion()
         evidence, move, history = self._stream_evidence(state, y, inputs)
+        if evidence is None:  # a step conditioned on (an autoregression's first lags): no law yet
+            new = replace(state, step=state.step + 1, history=history)
+            return new, StepOutput(state.step, 0.0, new, self)
         predicted = recursion.first() if not state.filtered else recursion.predict(state.filtered, move)
         filtered, log_lik = recursion.update(predicted, evidence)
         window, lagged = state.window, None
         if state.lag:
             window = (*window, (filtered, predicted, move))[-(state.lag + 1) :]
-            if state.step >= state.lag:
+            if len(window) == state.lag + 1:
                 lagged = self._present(recursion, _smooth(recursion, window)[0])
         new = replace(state, step=state.step + 1, filtered=filtered, history=history, window=window)
         out = StepOutput(state.step, log_lik, new, self, lagged=lagged, **recursion.marginals(filtered))
