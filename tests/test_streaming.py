@@ -159,7 +159,7 @@ def test_bad_observations_are_named():
 
 @pytest.mark.slow
 def test_no_underflow_over_a_million_steps():
-    """Observations far from both modes (likelihood ~ e^-1200 per step, e^-1.2e9 in all): the
+    """Observations far from both modes (likelihood ~ e^-800 per step, e^-8e8 in all): the
     filter stays normalised and its cost per step does not grow with the stream."""
     model = HMM(n_states=2)
     model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.array([[0.99, 0.01], [0.01, 0.99]])
@@ -172,7 +172,7 @@ def test_no_underflow_over_a_million_steps():
             state, out = model.filter_step(state, y)
             total += out.log_likelihood
         times.append(time.perf_counter() - begin)
-    assert np.isfinite(total) and total < -1e9
+    assert np.isfinite(total) and total < -5e8
     assert np.isclose(total, model.score(far), rtol=1e-10)
     assert np.all(np.isfinite(state.filtered[0])) and np.isclose(state.filtered[0].sum(), 1.0)
     assert max(times[-3:]) < 3 * min(times[:3])  # no growth with the stream's length

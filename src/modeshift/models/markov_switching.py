@@ -540,7 +540,8 @@ class _MarkovSwitching(Model, StreamingFilters):
         d, n_exog, p = params.covariances.shape[1], params.coef.shape[1] - self._n_trend, self._order
         row = check_row(y, d)
         if p and np.isnan(row).any():
-            raise ValueError(f"y_t = {row} has a missing entry (NaN); a {type(self).__name__} cannot take missing values")
+            model = type(self).__name__
+            raise ValueError(f"y_t = {row} has a missing entry (NaN); a {model} cannot take missing values")
         exog = np.zeros(0) if inputs is None and not n_exog else check_row(inputs, n_exog, "inputs (the exog row)")
         if np.isnan(exog).any():
             raise ValueError(f"inputs (the exog row) has a missing entry (NaN): {exog}")
