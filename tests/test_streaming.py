@@ -176,3 +176,36 @@ def test_no_underflow_over_a_million_steps():
     assert np.isclose(total, model.score(far), rtol=1e-10)
     assert np.all(np.isfinite(state.filtered[0])) and np.isclose(state.filtered[0].sum(), 1.0)
     assert max(times[-3:]) < 3 * min(times[:3])  # no growth with the stream's length
+
+
+def test_markov_autoregression_stream_equals_batch():
+    from modeshift import MarkovAutoregression
+    from modeshift.datasets import load_hamilton_gnp
+
+    gnp = load_hamilton_gnp()["rgnp_growth"].to_numpy()
+    model = MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(gnp)
+    outs = list(model.filter_stream(gnp))
+    assert all(out.probabilities is None and out.log_likelihood == 0.0 for out in outs[:4])
+    probabilities = np.array([out.probabilities for out in outs[4:]])
+    assert np.abs(probabilities - model.filter_proba(gnp)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(gnp)) < 1e-10 * len(gnp)
+    state = model.filter_init(lag=len(gnp))
+    for y in gnp:
+        state, _ = model.filter_step(state, y)
+    assert np.abs(np.array(model.filter_smoothed(state)) - model.predict_proba(gnp)).max() < 1e-12
+
+
+def test_markov_regression_stream_with_exog_trend_and_missing_values():
+    from modeshift import MarkovRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = np.r_[rng.normal(0, 1, 100), rng.normal(3, 1, 100)] + 0.5 * x
+    y[7] = np.nan
+    model = MarkovRegression(n_states=2, trend="ct", switching_variance=True, random_state=0).fit(y, exog=x)
+    outs = list(model.filter_stream(y, inputs=x[:, None]))
+    probabilities = np.array([out.probabilities for out in outs])
+    assert np.abs(probabilities - model.filter_proba(y, exog=x)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(y, exog=x)) < 1e-10 * len(y)
+    with pytest.raises(ValueError, match="exog row"):
+        model.filter_step(model.filter_init(), 1.0)
