@@ -1,5 +1,6 @@
 """Streaming filters equal the batch filters, resume from a saved state, smooth with a fixed lag."""
 
+import itertools
 import time
 
 import numpy as np
@@ -209,3 +210,68 @@ def test_markov_regression_stream_with_exog_trend_and_missing_values():
     assert abs(sum(out.log_likelihood for out in outs) - model.score(y, exog=x)) < 1e-10 * len(y)
     with pytest.raises(ValueError, match="exog row"):
         model.filter_step(model.filter_init(), 1.0)
+
+
+def _slds(A, Q, b, P, offset=(0.1, -0.2)):
+    from modeshift import SwitchingLDS
+
+    k = len(A)
+    model = SwitchingLDS(n_states=k, state_dim=1)
+    model.dynamics_matrices_, model.dynamics_offsets_ = np.reshape(A, (k, 1, 1)), np.reshape(b, (k, 1))
+    model.dynamics_input_matrices_, model.dynamics_covariances_ = np.zeros((k, 1, 0)), np.reshape(Q, (k, 1, 1))
+    model.observation_matrix_, model.feedthrough_matrix_ = np.array([[1.0], [0.5]]), np.zeros((2, 0))
+    model.observation_offset_, model.observation_covariance_ = np.array(offset), 0.3 * np.eye(2)
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    model.startprob_, model.transmat_ = np.full(k, 1.0 / k), np.array(P)
+    return model
+
+
+def _exact_switching_filter(model, Y):
+    """p(z_T-1 | y) and log p(y) by enumerating every mode path (a Kalman filter each)."""
+    A, Q = model.dynamics_matrices_[:, 0, 0], model.dynamics_covariances_[:, 0, 0]
+    b, P = model.dynamics_offsets_[:, 0], model.transmat_
+    C, d, R = model.observation_matrix_, model.observation_offset_, model.observation_covariance_
+    k, total, last = len(A), 0.0, np.zeros(len(A))
+    for path in itertools.product(range(k), repeat=len(Y)):
+        weight = model.startprob_[path[0]] * np.prod([P[i, j] for i, j in zip(path, path[1:])])
+        mean, var, log_lik = 0.0, 1.0, 0.0
+        for t, (z, y) in enumerate(zip(path, Y)):
+            if t:
+                mean, var = A[z] * mean + b[z], A[z] ** 2 * var + Q[z]
+            S = var * C @ C.T + R
+            innovation = y - d - C[:, 0] * mean
+            log_lik += -0.5 * (np.log(np.linalg.det(2 * np.pi * S)) + innovation @ np.linalg.solve(S, innovation))
+            gain = var * np.linalg.solve(S, C[:, 0])
+            mean, var = mean + gain @ innovation, var - var * gain @ C[:, 0]
+        total += weight * np.exp(log_lik)
+        last[path[-1]] += weight * np.exp(log_lik)
+    return last / total, np.log(total)
+
+
+def test_switching_lds_filter_is_exact_for_three_steps_and_close_after():
+    model = _slds([0.9, -0.5], [0.1, 0.5], [0.5, -1.0], [[0.9, 0.1], [0.2, 0.8]])
+    Y = model.sample(8, random_state=0)[0]
+    outs = list(model.filter_stream(Y))
+    for T in (1, 2, 3, 8):
+        probabilities, log_lik = _exact_switching_filter(model, Y[:T])
+        approximate = sum(out.log_likelihood for out in outs[:T])
+        if T <= 3:  # one Gaussian per mode is exact while x_t-2 does not depend on a mode
+            np.testing.assert_allclose(outs[T - 1].probabilities, probabilities, atol=1e-12)
+            assert abs(approximate - log_lik) < 1e-10
+        else:
+            np.testing.assert_allclose(outs[T - 1].probabilities, probabilities, atol=1e-3)
+            assert abs(approximate - log_lik) < 1e-2
+
+
+def test_switching_lds_with_alike_modes_is_the_kalman_filter():
+    model = _slds([0.9, 0.9], [0.1, 0.1], [0.0, 0.0], [[0.9, 0.1], [0.2, 0.8]], offset=(0.0, 0.0))
+    lds = LinearGaussianSSM(state_dim=1)
+    lds.dynamics_matrix_, lds.transition_covariance_ = np.array([[0.9]]), np.array([[0.1]])
+    lds.observation_matrix_, lds.observation_covariance_ = model.observation_matrix_, model.observation_covariance_
+    lds.initial_state_mean_, lds.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    Y = model.sample(100, random_state=2)[0]
+    Y[4, 0] = np.nan
+    outs = list(model.filter_stream(Y))
+    batch = lds.filter(Y)
+    assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
+    assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-9

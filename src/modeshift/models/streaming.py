@@ -261,6 +261,94 @@ class KalmanRecursion(Recursion):
         return {"mean": law[0], "covariance": law[1]}
 
 
+class SwitchingKalmanRecursion(Recursion):
+    """An approximate filter of a switching linear dynamical system: one Gaussian per mode (Kim's
+    filter, a generalised pseudo-Bayesian filter of order 2). Law (w (K,), means (K, n),
+    covariances (K, n, n)): p(z_t = k | y_0..t) and the moments of p(x_t | z_t = k, y_0..t).
+
+    The exact filter is a mixture of K^(t+1) Gaussians. Each step runs the K^2 Kalman steps of
+    the pairs (z_t-1 = i, z_t = j) (mode j's dynamics from mode i's Gaussian; the switch
+    probability of a recurrent model evaluated at mode i's mean) and collapses the K Gaussians
+    of each mode j into one with the same mean and covariance. The log-likelihoods are those
+    of this approximation (exact when K = 1, or for the first two steps). Cost O(K^2 n^3) per step.
+    ``params``: A, B, b, Q (K, ...) of the dynamics; C, D, d, R of the observation; m0, P0; and
+    ``transitions(means, u)`` -> the (K, K) switch probabilities from each mode's mean.
+    """
+
+    def __init__(self, initial: np.ndarray, params: dict[str, Any]):
+        super().__init__(initial)
+        self.params = params
+
+    def first(self) -> Law:
+        k = len(self.initial)
+        return self.initial, np.tile(self.params["m0"], (k, 1)), np.tile(self.params["P0"], (k, 1, 1))
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means, covariances)."""
+        p, (weights, means, covs) = self.params, law
+        k, n = means.shape
+        pair_weights = weights[:, None] * p["transitions"](means, move)
+        pair_means, pair_covs = np.empty((k, k, n)), np.empty((k, k, n, n))
+        product = np.empty((n, n))
+        for i in range(k):
+            for j in range(k):
+                predict_step(
+                    means[i], covs[i], p["A"][j], p["B"][j], p["Q"][j], move, pair_means[i, j], pair_covs[i, j], product
+                )
+                pair_means[i, j] += p["b"][j]
+        return pair_weights, pair_means, pair_covs
+
+    def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
+        (y, u), p = evidence, self.params
+        weights, means, covs = predicted
+        if weights.ndim == 1:  # the first step: one Gaussian per mode, all alike
+            weights, means, covs = (
+                np.diag(weights),
+                np.broadcast_to(means, (len(weights), *means.shape)),
+                np.broadcast_to(covs, (len(weights), *covs.shape)),
+            )
+        k, n = means.shape[1:]
+        work = update_workspace(n, len(y))
+        updated_means, updated_covs, log_liks = np.empty_like(means), np.empty_like(covs), np.full((k, k), -np.inf)
+        for i in range(k):
+            for j in range(k):
+                if weights[i, j] > 0.0:
+                    ok, log_liks[i, j] = update_step(
+                        y,
+                        u,
+                        p["C"],
+                        p["D"],
+                        p["R"],
+                        means[i, j],
+                        covs[i, j],
+                        updated_means[i, j],
+                        updated_covs[i, j],
+                        work,
+                    )
+                    if not ok:
+                        raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
+        joint, log_lik = chain_update(weights, log_liks)
+        mode = joint.sum(axis=0)
+        share = _ratio(joint, np.broadcast_to(mode, joint.shape))
+        collapsed = np.einsum("ij,ijn->jn", share, updated_means)
+        spread = updated_means - collapsed[None]
+        collapsed_covs = np.einsum("ij,ijab->jab", share, updated_covs + spread[..., :, None] * spread[..., None, :])
+        return (mode, collapsed, collapsed_covs), log_lik
+
+    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+        raise NotImplementedError("fixed-lag smoothing of a switching LDS is not implemented")
+
+    def marginals(self, law: Law) -> dict[str, np.ndarray]:
+        weights, means, covs = law
+        mean = weights @ means
+        spread = means - mean
+        return {
+            "probabilities": weights,
+            "mean": mean,
+            "covariance": np.einsum("k,kab->ab", weights, covs + spread[:, :, None] * spread[:, None, :]),
+        }
+
+
 def chain_update(predicted: np.ndarray, log_likelihoods: np.ndarray) -> tuple[np.ndarray, float]:
     """p(z_t | y_0..t) ∝ p(z_t | y_<t) p(y_t | z_t) and log p(y_t | y_<t), scaled by the largest
     log-likelihood so that nothing underflows; ValueError if no mode can emit y_t."""
