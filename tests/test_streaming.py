@@ -275,3 +275,19 @@ def test_switching_lds_with_alike_modes_is_the_kalman_filter():
     batch = lds.filter(Y)
     assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
     assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-9
+
+
+def test_an_array_read_by_blocks_gives_what_a_live_feed_gives():
+    model, X = _hmm()
+    by_blocks = list(model.filter_stream(X, block=7))
+    one_by_one = list(model.filter_stream(iter(list(X))))
+    for a, b in zip(by_blocks, one_by_one, strict=True):
+        np.testing.assert_array_equal(a.probabilities, b.probabilities)
+        assert a.log_likelihood == b.log_likelihood
+    bad = X.copy()
+    bad[12, 1] = np.inf
+    with pytest.raises(ValueError, match="step 12 has an infinite entry"):
+        list(model.filter_stream(bad))
+    counts = HMM(n_states=2, emission="categorical", random_state=0).fit(np.r_[np.zeros(20), np.ones(20)])
+    with pytest.raises(ValueError, match="from step 0"):
+        list(counts.filter_stream(np.array([0.0, 1.5])))

@@ -11,7 +11,7 @@ import pandas as pd
 from modeshift import _kernels as kernels
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
-from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
+from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
 from modeshift.models import em, online_em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
@@ -555,6 +555,29 @@ class HMM(Model, StreamingFilters):
         else:
             move = transitions.transition_matrix
         return emission.log_likelihoods(row[None])[0], move, history
+
+    def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
+        """A block of rows at once: one check and one emission call (the per-row path of an autoregression)."""
+        if isinstance(self._blocks[1], Autoregressive) or self.input_dim or inputs is not None:
+            return super()._stream_evidences(state, rows, inputs)
+        transitions, emission = self._blocks
+        values = np.asarray(rows, dtype=float)
+        values = values[:, None] if values.ndim == 1 else values
+        if values.ndim != 2 or values.shape[1] != emission.n_features:
+            raise ValueError(
+                f"the rows have shape {np.shape(rows)}, the model expects {emission.n_features} feature(s)"
+            )
+        infinite = np.flatnonzero(np.isinf(values).any(axis=1))
+        if infinite.size:
+            raise ValueError(f"y_t at step {state.step + infinite[0]} has an infinite entry: {values[infinite[0]]}")
+        if self.emission in ("categorical", "poisson"):
+            try:
+                emission.validate(Sequences.from_array(values))
+            except ValueError as error:
+                raise ValueError(f"the rows from step {state.step}: {error}") from None
+        evidence = emission.log_likelihoods(values)
+        move = transitions.transition_matrix
+        return [(row, move, state.history) for row in evidence]
 
     def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Step t's row of values as the emission takes it, checked, and the new history."""

@@ -41,7 +41,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -390,9 +390,14 @@ class StreamingFilters:
         if not isinstance(state, FilterState):
             raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
         recursion = self._stream_recursion()
-        evidence, move, history = self._stream_evidence(state, y, inputs)
+        return self._advance(recursion, state, *self._stream_evidence(state, y, inputs))
+
+    def _advance(
+        self, recursion: Recursion, state: FilterState, evidence: Any, move: np.ndarray, history: np.ndarray
+    ) -> tuple[FilterState, StepOutput]:
+        """One step of the filter on checked evidence."""
         if evidence is None:  # a step conditioned on (an autoregression's first lags): no law yet
-            new = replace(state, step=state.step + 1, history=history)
+            new = FilterState(state.step + 1, state.filtered, history, state.lag, state.window)
             return new, StepOutput(state.step, 0.0, new, self)
         predicted = recursion.first() if not state.filtered else recursion.predict(state.filtered, move)
         filtered, log_lik = recursion.update(predicted, evidence)
@@ -401,22 +406,46 @@ class StreamingFilters:
             window = (*window, (filtered, predicted, move))[-(state.lag + 1) :]
             if len(window) == state.lag + 1:
                 lagged = self._present(recursion, _smooth(recursion, window)[0])
-        new = replace(state, step=state.step + 1, filtered=filtered, history=history, window=window)
-        out = StepOutput(state.step, log_lik, new, self, lagged=lagged, **recursion.marginals(filtered))
-        return new, out
+        new = FilterState(state.step + 1, filtered, history, state.lag, window)
+        return new, StepOutput(state.step, log_lik, new, self, lagged=lagged, **recursion.marginals(filtered))
 
     def filter_stream(
-        self, observations: Iterable[Any], inputs: Iterable[Any] | None = None, *, lag: int = 0, state: Any = None
+        self,
+        observations: Iterable[Any],
+        inputs: Iterable[Any] | None = None,
+        *,
+        lag: int = 0,
+        state: FilterState | None = None,
+        block: int = 1024,
     ) -> Iterator[StepOutput]:
-        """Filter an iterable of observations (rows, read one at a time: a live feed works) as a
-        generator of :class:`StepOutput`; ``inputs`` an iterable of input rows alongside;
-        ``state`` resumes a stream from a saved :class:`FilterState` (then ``lag`` is the state's)."""
+        """Filter an iterable of observations as a generator of :class:`StepOutput`; ``inputs`` an
+        iterable of input rows alongside; ``state`` resumes a stream from a saved :class:`FilterState`
+        (then ``lag`` is the state's). Any iterable is read one row at a time (a live feed works);
+        an array, all there already, is checked and its evidence computed ``block`` rows at a time
+        (an error in a row is then raised before the earlier rows of its block are yielded)."""
         state = self.filter_init(lag=lag) if state is None else state
-        rows = iter(observations)
+        recursion = self._stream_recursion()
+        if isinstance(observations, np.ndarray) and (inputs is None or isinstance(inputs, np.ndarray)):
+            for start in range(0, len(observations), block):
+                rows = observations[start : start + block]
+                extra = None if inputs is None else inputs[start : start + block]
+                for evidence, move, history in self._stream_evidences(state, rows, extra):
+                    state, out = self._advance(recursion, state, evidence, move, history)
+                    yield out
+            return
         extra = iter(inputs) if inputs is not None else None
-        for y in rows:
+        for y in observations:
             state, out = self.filter_step(state, y, None if extra is None else next(extra))
             yield out
+
+    def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
+        """``_stream_evidence`` of a block of rows, in order (models override it to evaluate a block at once)."""
+        out = []
+        for i, y in enumerate(rows):
+            evidence, move, history = self._stream_evidence(state, y, None if inputs is None else inputs[i])
+            out.append((evidence, move, history))
+            state = FilterState(state.step + 1, state.filtered, history, state.lag, state.window)
+        return out
 
     def filter_smoothed(self, state: FilterState) -> list[Any]:
         """The smoothed laws of the steps in a fixed-lag state's window given everything seen, oldest
