@@ -26,7 +26,7 @@ step is drawn from the start law. Use chunks many dwell times long (hundreds of 
 >>> model = HMM(n_states=2, random_state=0)
 >>> for chunk in np.split(X, 40):
 ...     model = model.partial_fit(chunk)
->>> np.sort(model.means_.ravel()).round(1)
+>>> np.sort(model.means_.ravel()).round(1) + 0.0  # (+ 0.0 turns -0. into 0.)
 array([0., 3.])
 """
 
