@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM
+from modeshift.models.base import NotFittedError
 from modeshift.models.capabilities import Streaming
 from modeshift.models.streaming import FilterState
 
@@ -153,6 +154,10 @@ def test_bad_observations_are_named():
         model.filter_step(state, [1.0, 2.0], inputs=[1.0])
     with pytest.raises(ValueError, match="lag must be"):
         model.filter_init(lag=-1)
+    with pytest.raises(ValueError, match="FilterState"):
+        model.filter_step({"step": 0}, [1.0, 2.0])
+    with pytest.raises(NotFittedError):
+        HMM(n_states=2).filter_init()
     arhmm, _ = _arhmm()
     with pytest.raises(ValueError, match="cannot take missing values"):
         arhmm.filter_step(arhmm.filter_init(), np.nan)
@@ -275,6 +280,8 @@ def test_switching_lds_with_alike_modes_is_the_kalman_filter():
     batch = lds.filter(Y)
     assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
     assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-9
+    with pytest.raises(NotImplementedError, match="fixed-lag"):
+        model.filter_init(lag=2)
 
 
 def test_an_array_read_by_blocks_gives_what_a_live_feed_gives():

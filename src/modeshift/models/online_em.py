@@ -14,6 +14,8 @@ under poorer parameters. The M-step is the model's own (the same blocks as batch
 S_n times the number of steps seen so far, so that priors (pseudo-counts, ``reg_covar``) weigh
 as in a batch fit of everything seen.
 
+The running statistics are not saved with the model: after ``fit``, ``load`` or a hand-set value
+the approximation starts afresh from the current parameters, the first chunk's statistics alone.
 Each chunk is a sequence of its own (its statistics are the batch E-step's on it): its first
 step is drawn from the start law. Use chunks many dwell times long (hundreds of steps).
 

@@ -158,6 +158,8 @@ class Recursion:
     override the four steps.
     """
 
+    smooths = True  # whether :meth:`back` exists (fixed-lag smoothing)
+
     def __init__(self, initial: np.ndarray, indicators: np.ndarray | None = None):
         self.initial, self.indicators = initial, indicators
 
@@ -335,8 +337,7 @@ class SwitchingKalmanRecursion(Recursion):
         collapsed_covs = np.einsum("ij,ijab->jab", share, updated_covs + spread[..., :, None] * spread[..., None, :])
         return (mode, collapsed, collapsed_covs), log_lik
 
-    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
-        raise NotImplementedError("fixed-lag smoothing of a switching LDS is not implemented")
+    smooths = False
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         weights, means, covs = law
@@ -381,7 +382,9 @@ class StreamingFilters:
         """The state of a filter that has seen nothing; ``lag`` L > 0 also smooths with a delay of L steps."""
         if int(lag) != lag or lag < 0:
             raise ValueError(f"lag must be a non-negative integer, got {lag!r}")
-        self._stream_recursion()  # checks the model is fitted
+        recursion = self._stream_recursion()  # checks the model is fitted
+        if lag and not recursion.smooths:
+            raise NotImplementedError(f"fixed-lag smoothing of a {type(self).__name__} is not implemented")
         return FilterState(history=self._stream_history(), lag=int(lag))
 
     def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
