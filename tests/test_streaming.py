@@ -213,7 +213,7 @@ def test_markov_regression_stream_with_exog_trend_and_missing_values():
     probabilities = np.array([out.probabilities for out in outs])
     assert np.abs(probabilities - model.filter_proba(y, exog=x)).max() < 1e-12
     assert abs(sum(out.log_likelihood for out in outs) - model.score(y, exog=x)) < 1e-10 * len(y)
-    with pytest.raises(ValueError, match="exog row"):
+    with pytest.raises(ValueError, match="the exog row"):
         model.filter_step(model.filter_init(), 1.0)
 
 
@@ -298,3 +298,31 @@ def test_an_array_read_by_blocks_gives_what_a_live_feed_gives():
     counts = HMM(n_states=2, emission="categorical", random_state=0).fit(np.r_[np.zeros(20), np.ones(20)])
     with pytest.raises(ValueError, match="from step 0"):
         list(counts.filter_stream(np.array([0.0, 1.5])))
+
+
+def test_markov_switching_with_time_varying_transitions_streams_exactly():
+    import warnings
+
+    from modeshift import MarkovAutoregression, MarkovRegression
+    from modeshift.datasets import load_filardo
+
+    frame = load_filardo()
+    y = frame["dlip"].to_numpy()[1:]
+    z = np.c_[np.ones(len(y)), frame["dmdlleading"].to_numpy()[:-1]]
+    x = np.random.default_rng(1).normal(size=len(y))
+    options = {"n_states": 2, "random_state": 0, "n_iter": 20, "n_iter_polish": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # capped fits: any parameters will do
+        ar = MarkovAutoregression(order=2, switching_ar=False, **options).fit(y, exog_tvtp=z)
+        regression = MarkovRegression(**options).fit(y, exog=x, exog_tvtp=z)
+    outs = list(ar.filter_stream(y, inputs=z))
+    probabilities = np.array([out.probabilities for out in outs[2:]])
+    assert np.abs(probabilities - ar.filter_proba(y, exog_tvtp=z)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - ar.score(y, exog_tvtp=z)) < 1e-10 * len(y)
+    state = ar.filter_init(lag=len(y))
+    for value, row in zip(y, z):
+        state, _ = ar.filter_step(state, value, row)
+    assert np.abs(np.array(ar.filter_smoothed(state)) - ar.predict_proba(y, exog_tvtp=z)).max() < 1e-12
+    outs = list(regression.filter_stream(y, inputs=np.c_[x, z]))  # the exog row, then the exog_tvtp row
+    probabilities = np.array([out.probabilities for out in outs])
+    assert np.abs(probabilities - regression.filter_proba(y, exog=x, exog_tvtp=z)).max() < 1e-12

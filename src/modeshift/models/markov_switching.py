@@ -519,41 +519,54 @@ class _MarkovSwitching(Model, StreamingFilters):
 
     # ------------------------------------------------------------------- streaming
     def _stream_recursion(self) -> Recursion:
-        """Hamilton's filter on the chain of the last p + 1 regimes, started from its stationary law;
-        probabilities are reported per regime. Constant transitions only."""
+        """Hamilton's filter on the chain of the last p + 1 regimes, started from its stationary law
+        (with time-varying transitions, that of the first p + 1 steps' matrices, known at step p);
+        probabilities are reported per regime."""
         params = self._parameters()
-        if params.transition_coef is not None:
-            raise NotImplementedError("streaming with time-varying transition probabilities is not implemented yet")
         engine = self._engine_for(params)
-        return Recursion(engine.initial(params.transmat[None]), engine.indicators[0])
+        initial = None if params.transition_coef is not None else engine.initial(params.transmat[None])
+        return Recursion(initial, engine.indicators[0])
 
     def _stream_history(self) -> np.ndarray:
         params = self._parameters()
-        return np.zeros((0, params.covariances.shape[1] + params.coef.shape[1] - self._n_trend))
+        width = params.covariances.shape[1] + params.coef.shape[1] - self._n_trend + _n_tvtp(params)
+        return np.zeros((0, width))
 
     def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[Any, np.ndarray, np.ndarray]:
         """log p(y_t | y_t-p..t-1, regimes) per expanded state from the last p + 1 rows of (y, exog) (None
-        for the first p steps, conditioned on), the expanded transition matrix and the new history.
-        ``inputs`` is the step's exog row."""
+        for the first p steps, conditioned on), the expanded move into step t (with time-varying
+        transitions, at step p the start law) and the new history. ``inputs`` is the step's exog row
+        followed by its exog_tvtp row."""
         params = self._parameters()
         engine = self._engine_for(params)
-        d, n_exog, p = params.covariances.shape[1], params.coef.shape[1] - self._n_trend, self._order
+        d, n_exog, n_tvtp, p = (
+            params.covariances.shape[1],
+            params.coef.shape[1] - self._n_trend,
+            _n_tvtp(params),
+            self._order,
+        )
         row = check_row(y, d)
         if p and np.isnan(row).any():
             model = type(self).__name__
             raise ValueError(f"y_t = {row} has a missing entry (NaN); a {model} cannot take missing values")
-        exog = np.zeros(0) if inputs is None and not n_exog else check_row(inputs, n_exog, "inputs (the exog row)")
-        if np.isnan(exog).any():
-            raise ValueError(f"inputs (the exog row) has a missing entry (NaN): {exog}")
-        rows = np.vstack([state.history, np.r_[row, exog][None]])
+        what = "inputs (the exog row, then the exog_tvtp row)"
+        extra = np.zeros(0) if inputs is None and not n_exog + n_tvtp else check_row(inputs, n_exog + n_tvtp, what)
+        if np.isnan(extra).any():
+            raise ValueError(f"{what} has a missing entry (NaN): {extra}")
+        rows = np.vstack([state.history, np.r_[row, extra][None]])
         history = rows[-p:] if p else state.history
         if len(rows) <= p:
             return None, np.zeros(0), history
-        regressors = self._regressors(rows[:, d:], np.array([0, len(rows)]), state.step - p)
+        regressors = self._regressors(rows[:, d : d + n_exog], np.array([0, len(rows)]), state.step - p)
         data = SeriesData(np.ascontiguousarray(rows[:, :d]), regressors)
         residuals = engine.residuals(params, engine.deviations(params, data))
         evidence = engine.log_densities(params, residuals, data)[0]
-        return evidence, engine.expanded_moves(params.transmat[None])[0], history
+        if not n_tvtp:
+            return evidence, engine.expanded_moves(params.transmat[None])[0], history
+        matrices = logit_matrices(params.transition_coef, np.ascontiguousarray(rows[:, d + n_exog :]))
+        if state.step == p:  # the first step with evidence: the start law of the chain
+            return evidence, engine.initial(matrices), history
+        return evidence, engine.expanded_moves(matrices[-1:])[0], history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
         raise NotImplementedError(f"forecasts from a {type(self).__name__}'s filter state are not implemented yet")

@@ -160,12 +160,13 @@ class Recursion:
 
     smooths = True  # whether :meth:`back` exists (fixed-lag smoothing)
 
-    def __init__(self, initial: np.ndarray, indicators: np.ndarray | None = None):
+    def __init__(self, initial: np.ndarray | None, indicators: np.ndarray | None = None):
         self.initial, self.indicators = initial, indicators
 
-    def first(self) -> Law:
-        """The law of the first state, before its observation."""
-        return (self.initial,)
+    def first(self, move: np.ndarray) -> Law:
+        """The law of the first state, before its observation: ``initial``, or, where the start
+        depends on the data (``initial`` None: time-varying transitions), the first step's ``move``."""
+        return (self.initial if self.initial is not None else move,)
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
         """The law of the next state before its observation."""
@@ -200,7 +201,7 @@ class SemiMarkovRecursion(Recursion):
         super().__init__(initial)
         self.transition_matrix, self.first_law, self.pmf = transition_matrix, first, pmf
 
-    def first(self) -> Law:
+    def first(self, move: np.ndarray) -> Law:
         return (self.initial[:, None] * self.first_law,)
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
@@ -235,7 +236,7 @@ class KalmanRecursion(Recursion):
         super().__init__(params["m0"])
         self.params = params
 
-    def first(self) -> Law:
+    def first(self, move: np.ndarray) -> Law:
         return self.params["m0"], self.params["P0"]
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
@@ -281,7 +282,7 @@ class SwitchingKalmanRecursion(Recursion):
         super().__init__(initial)
         self.params = params
 
-    def first(self) -> Law:
+    def first(self, move: np.ndarray) -> Law:
         k = len(self.initial)
         return self.initial, np.tile(self.params["m0"], (k, 1)), np.tile(self.params["P0"], (k, 1, 1))
 
@@ -402,7 +403,7 @@ class StreamingFilters:
         if evidence is None:  # a step conditioned on (an autoregression's first lags): no law yet
             new = FilterState(state.step + 1, state.filtered, history, state.lag, state.window)
             return new, StepOutput(state.step, 0.0, new, self)
-        predicted = recursion.first() if not state.filtered else recursion.predict(state.filtered, move)
+        predicted = recursion.first(move) if not state.filtered else recursion.predict(state.filtered, move)
         filtered, log_lik = recursion.update(predicted, evidence)
         window, lagged = state.window, None
         if state.lag:
