@@ -326,3 +326,25 @@ def test_markov_switching_with_time_varying_transitions_streams_exactly():
     outs = list(regression.filter_stream(y, inputs=np.c_[x, z]))  # the exog row, then the exog_tvtp row
     probabilities = np.array([out.probabilities for out in outs])
     assert np.abs(probabilities - regression.filter_proba(y, exog=x, exog_tvtp=z)).max() < 1e-12
+
+
+def test_input_driven_and_discrete_chains_stream_exactly():
+    rng = np.random.default_rng(3)
+    U = rng.normal(size=(300, 1))
+    X = np.where(U[:, 0] > 0, 2.0, -2.0) + rng.normal(0, 1, 300)
+    driven = HMM(n_states=2, input_dim=1, n_iter=30, random_state=0).fit(X, inputs=U)
+    outs = list(driven.filter_stream(X, inputs=U))
+    assert np.abs(np.array([out.probabilities for out in outs]) - driven.filter_proba(X, inputs=U)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - driven.score(X, inputs=U)) < 1e-10 * len(X)
+    np.testing.assert_allclose(
+        driven.filter_forecast(outs[-1].state, 1, U[:1]).means,
+        driven.forecast(X, 1, inputs=U, future_inputs=U[:1]).means,
+    )
+    with pytest.raises(ValueError, match="inputs"):
+        driven.filter_step(driven.filter_init(), 1.0)
+    symbols = np.r_[rng.integers(0, 2, 100), rng.integers(2, 4, 100)].astype(float)
+    symbols[[3, 50]] = np.nan
+    categorical = HMM(n_states=2, emission="categorical", n_iter=30, random_state=0).fit(symbols)
+    outs = list(categorical.filter_stream(symbols))
+    assert np.abs(np.array([out.probabilities for out in outs]) - categorical.filter_proba(symbols)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - categorical.score(symbols)) < 1e-10 * len(symbols)
