@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian,
 from modeshift.models import em, online_em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
-from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
+from modeshift.models.streaming import FilterState, Recursion, StepOutput, StreamingFilters, check_row
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
 
@@ -557,10 +557,43 @@ class HMM(Model, StreamingFilters):
         return emission.log_likelihoods(row[None])[0], move, history
 
     def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
-        """A block of rows at once: one check and one emission call (the per-row path of an autoregression)."""
-        if isinstance(self._blocks[1], Autoregressive) or self.input_dim or inputs is not None:
+        evidence = self._block_evidence(state, rows, inputs)
+        if evidence is None:
             return super()._stream_evidences(state, rows, inputs)
-        transitions, emission = self._blocks
+        move = self._blocks[0].transition_matrix
+        return [(row, move, state.history) for row in evidence]
+
+    def _stream_block(
+        self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
+    ) -> Iterator[StepOutput]:
+        """Without a lag, a block runs through the compiled forward filter from the predicted law,
+        and each step's log p(y_t | y_<t) = log sum_k p(z_t = k | y_<t) p(y_t | k) comes from its
+        predicted law (filtered law of t - 1 times the transition matrix)."""
+        evidence = None if state.lag or type(recursion) is not Recursion else self._block_evidence(state, rows, inputs)
+        if evidence is None:
+            yield from super()._stream_block(recursion, state, rows, inputs)
+            return
+        move = self._blocks[0].transition_matrix
+        first = recursion.predict(state.filtered, move)[0] if state.filtered else recursion.first(move)[0]
+        filtered, _ = kernels.forward_filter(evidence, np.array([0, len(evidence)]), first, move[None])
+        predicted = np.vstack([first, filtered[:-1] @ move])
+        shift = evidence.max(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_liks = np.log(np.einsum("tk,tk->t", predicted, np.exp(evidence - shift))) + shift[:, 0]
+        if not np.isfinite(log_liks).all():  # an impossible step: the step-by-step path says which and why
+            yield from super()._stream_block(recursion, state, rows, inputs)
+            return
+        step, history = state.step, state.history
+        for t, log_lik in enumerate(log_liks.tolist()):
+            after = FilterState(step + t + 1, (filtered[t],), history)
+            yield StepOutput(step + t, log_lik, after, self, probabilities=filtered[t])
+
+    def _block_evidence(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> np.ndarray | None:
+        """log p(y_t | z_t = k) of a block of rows, checked at once; None for an autoregression or a
+        chain with inputs (their rows go one by one)."""
+        if isinstance(self._blocks[1], Autoregressive) or self.input_dim or inputs is not None:
+            return None
+        emission = self._blocks[1]
         values = np.asarray(rows, dtype=float)
         values = values[:, None] if values.ndim == 1 else values
         if values.ndim != 2 or values.shape[1] != emission.n_features:
@@ -575,9 +608,7 @@ class HMM(Model, StreamingFilters):
                 emission.validate(Sequences.from_array(values))
             except ValueError as error:
                 raise ValueError(f"the rows from step {state.step}: {error}") from None
-        evidence = emission.log_likelihoods(values)
-        move = transitions.transition_matrix
-        return [(row, move, state.history) for row in evidence]
+        return np.ascontiguousarray(emission.log_likelihoods(values))
 
     def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Step t's row of values as the emission takes it, checked, and the new history."""

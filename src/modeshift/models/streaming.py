@@ -433,13 +433,21 @@ class StreamingFilters:
             for start in range(0, len(observations), block):
                 rows = observations[start : start + block]
                 extra = None if inputs is None else inputs[start : start + block]
-                for evidence, move, history in self._stream_evidences(state, rows, extra):
-                    state, out = self._advance(recursion, state, evidence, move, history)
+                for out in self._stream_block(recursion, state, rows, extra):
                     yield out
+                state = out.state
             return
         extra = iter(inputs) if inputs is not None else None
         for y in observations:
             state, out = self.filter_step(state, y, None if extra is None else next(extra))
+            yield out
+
+    def _stream_block(
+        self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
+    ) -> Iterator[StepOutput]:
+        """The output of each row of a block, in order (models may run a block at once)."""
+        for evidence, move, history in self._stream_evidences(state, rows, inputs):
+            state, out = self._advance(recursion, state, evidence, move, history)
             yield out
 
     def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
