@@ -199,6 +199,12 @@ def test_markov_autoregression_stream_equals_batch():
     for y in gnp:
         state, _ = model.filter_step(state, y)
     assert np.abs(np.array(model.filter_smoothed(state)) - model.predict_proba(gnp)).max() < 1e-12
+    prediction, expected = outs[-1].prediction, model.forecast(gnp, 1)
+    np.testing.assert_allclose(prediction.means, expected.means, rtol=1e-10)
+    np.testing.assert_allclose(prediction.covariances, expected.covariances, rtol=1e-10)
+    np.testing.assert_allclose(prediction.mode_probabilities, expected.mode_probabilities, rtol=1e-10)
+    with pytest.raises(NotImplementedError, match="one step"):
+        model.filter_forecast(state, 2)
 
 
 def test_markov_regression_stream_with_exog_trend_and_missing_values():
@@ -282,6 +288,9 @@ def test_switching_lds_with_alike_modes_is_the_kalman_filter():
     assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-9
     with pytest.raises(NotImplementedError, match="fixed-lag"):
         model.filter_init(lag=2)
+    forecast, expected = model.filter_forecast(outs[-1].state, 3), lds.forecast(Y, 3)
+    np.testing.assert_allclose(forecast.means, expected.means, rtol=1e-10)
+    np.testing.assert_allclose(forecast.covariances, expected.covariances, rtol=1e-10)
 
 
 def test_an_array_read_by_blocks_gives_what_a_live_feed_gives():
@@ -328,6 +337,11 @@ def test_markov_switching_with_time_varying_transitions_streams_exactly():
     outs = list(regression.filter_stream(y, inputs=np.c_[x, z]))  # the exog row, then the exog_tvtp row
     probabilities = np.array([out.probabilities for out in outs])
     assert np.abs(probabilities - regression.filter_proba(y, exog=x, exog_tvtp=z)).max() < 1e-12
+    prediction = regression.filter_forecast(outs[-1].state, 1, [0.3, 1.0, 0.2])
+    expected = regression.forecast(y, 1, exog=x, exog_tvtp=z, future_exog=[[0.3]], future_exog_tvtp=[[1.0, 0.2]])
+    np.testing.assert_allclose(prediction.means, expected.means, rtol=1e-10)
+    np.testing.assert_allclose(prediction.covariances, expected.covariances, rtol=1e-10)
+    np.testing.assert_allclose(prediction.mode_probabilities, expected.mode_probabilities, rtol=1e-10)
 
 
 def test_input_driven_and_discrete_chains_stream_exactly():

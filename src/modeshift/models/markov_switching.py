@@ -569,7 +569,30 @@ class _MarkovSwitching(Model, StreamingFilters):
         return evidence, engine.expanded_moves(matrices[-1:])[0], history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
-        raise NotImplementedError(f"forecasts from a {type(self).__name__}'s filter state are not implemented yet")
+        """The exact predictive law of the next value after those a filter state has seen (``horizon``
+        1 only, for now): a mixture over the expanded states e of N(m_e, Sigma_e), m_e the value whose
+        residual under e is 0, weighted by the predicted law. ``future_inputs``: the next step's exog
+        row, then its exog_tvtp row (as ``inputs`` of :meth:`filter_step`)."""
+        if int(horizon) != 1:
+            raise NotImplementedError(f"streaming forecasts of a {type(self).__name__} are one step ahead only")
+        if not state.filtered:
+            raise ValueError("the filter state has not filtered any step yet")
+        params = self._parameters()
+        engine = self._engine_for(params)
+        d = params.covariances.shape[1]
+        extra = np.zeros(0) if future_inputs is None else np.ravel(np.asarray(future_inputs, dtype=float))
+        _, move, _ = self._stream_evidence(state, np.zeros(d), None if future_inputs is None else extra)  # checks
+        rows = np.vstack([state.history, np.r_[np.zeros(d), extra][None]])
+        n_exog = params.coef.shape[1] - self._n_trend
+        regressors = self._regressors(rows[:, d : d + n_exog], np.array([0, len(rows)]), state.step - self._order)
+        data = SeriesData(np.ascontiguousarray(rows[:, :d]), regressors)
+        means = -engine.residuals(params, engine.deviations(params, data))[0]  # (E, D)
+        predicted = state.filtered[0] @ move
+        covariances = params.covariances[engine.digits[:, 0]]
+        mean = predicted @ means
+        spread = means - mean
+        covariance = np.einsum("e,eab->ab", predicted, covariances + spread[:, :, None] * spread[:, None, :])
+        return Forecast(mean[None], covariance[None], (predicted @ engine.indicators[0])[None])
 
     def decode(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None

@@ -426,7 +426,14 @@ class SwitchingLDS(Model, StreamingFilters):
         return (row - self.observation_offset_, u), u, state.history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
-        raise NotImplementedError("forecasts from a SwitchingLDS filter state are not implemented yet")
+        """The predictive moments of the ``horizon`` observations after those a filter state has seen,
+        from the approximate filter's law (:meth:`SwitchingKalmanRecursion.forecast`);
+        ``future_inputs`` (horizon, input_dim) for a model with inputs."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this SwitchingLDS")[0]
+        modes, means, covariances = self._stream_recursion().forecast(state.filtered, future)
+        return Forecast(means, covariances, modes)
 
     def forecast(
         self,

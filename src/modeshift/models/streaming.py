@@ -331,12 +331,23 @@ class SwitchingKalmanRecursion(Recursion):
                     if not ok:
                         raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
         joint, log_lik = chain_update(weights, log_liks)
-        mode = joint.sum(axis=0)
-        share = _ratio(joint, np.broadcast_to(mode, joint.shape))
-        collapsed = np.einsum("ij,ijn->jn", share, updated_means)
-        spread = updated_means - collapsed[None]
-        collapsed_covs = np.einsum("ij,ijab->jab", share, updated_covs + spread[..., :, None] * spread[..., None, :])
-        return (mode, collapsed, collapsed_covs), log_lik
+        return _collapse(joint, updated_means, updated_covs), log_lik
+
+    def forecast(self, law: Law, future_inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mode probabilities (h, K) and the means (h, p) and covariances (h, p, p) of y_t+1..t+h from
+        a filtered law, each step predicted and collapsed to one Gaussian per mode (which keeps each
+        mode's mean and covariance: exact moments of the approximate filter's law for a chain without
+        recurrence). ``future_inputs`` (h, m)."""
+        p = self.params
+        out = []
+        for u in future_inputs:
+            law = _collapse(*self.predict(law, u))
+            means = law[1] @ p["C"].T + p["D"] @ u + p["d"]
+            covs = p["C"] @ law[2] @ p["C"].T + p["R"]
+            mean = law[0] @ means
+            spread = means - mean
+            out.append((law[0], mean, np.einsum("k,kab->ab", law[0], covs + spread[:, :, None] * spread[:, None, :])))
+        return tuple(np.array(part) for part in zip(*out))
 
     smooths = False
 
@@ -349,6 +360,16 @@ class SwitchingKalmanRecursion(Recursion):
             "mean": mean,
             "covariance": np.einsum("k,kab->ab", weights, covs + spread[:, :, None] * spread[:, None, :]),
         }
+
+
+def _collapse(joint: np.ndarray, means: np.ndarray, covs: np.ndarray) -> Law:
+    """One Gaussian per mode j from the pairs (i, j) of weights (K, K), means and covariances: the
+    mode's probability sum_i joint_ij and the mixture's mean and covariance."""
+    mode = joint.sum(axis=0)
+    share = _ratio(joint, np.broadcast_to(mode, joint.shape))
+    collapsed = np.einsum("ij,ijn->jn", share, means)
+    spread = means - collapsed[None]
+    return mode, collapsed, np.einsum("ij,ijab->jab", share, covs + spread[..., :, None] * spread[..., None, :])
 
 
 def chain_update(predicted: np.ndarray, log_likelihoods: np.ndarray) -> tuple[np.ndarray, float]:
