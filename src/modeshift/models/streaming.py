@@ -13,6 +13,17 @@ state of dimension n), whatever the length of the stream, and the laws are norma
 step (no underflow over any number of steps). The sum of the one-step log-likelihoods is the
 batch ``score`` of the observations seen, and the filtered laws are the batch filter's.
 
+==========================  ===================================================================
+model                       law carried (:class:`Recursion` and its subclasses)
+==========================  ===================================================================
+HMM, ARHMM                  p(z_t | y_0..t) (K,); an ARHMM keeps its last ``order`` observations
+HSMM                        p(z_t = k, r more steps | y_0..t) (K, D): O(K D + K^2) per step
+LinearGaussianSSM           the Kalman filter's mean and covariance (not with a diffuse start)
+MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
+MarkovAutoregression        steps are conditioned on (``probabilities`` None)
+SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
+==========================  ===================================================================
+
 Fixed-lag smoothing (``lag=L``) keeps the last L + 1 filtered and predicted laws and runs the
 backward (Rauch-Tung-Striebel) recursion over them at every step,
 
