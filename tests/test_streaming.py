@@ -117,10 +117,17 @@ def test_lds_stream_equals_batch_filter_and_smoother():
     )
 
 
-@pytest.mark.parametrize("name", ["hmm", "hsmm", "lds"])
+@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm", "lds", "markov_autoregression"])
 def test_a_saved_state_resumes_the_stream(name, tmp_path):
     if name == "lds":
         model, X, U = _lds()
+    elif name == "markov_autoregression":  # its state keeps the last order observations
+        from modeshift import MarkovAutoregression
+        from modeshift.datasets import load_hamilton_gnp
+
+        X = load_hamilton_gnp()["rgnp_growth"].to_numpy()
+        model = MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(X)
+        U = [None] * len(X)
     else:
         model, X = CHAINS[name]()
         U = [None] * len(X)
