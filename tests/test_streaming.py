@@ -394,3 +394,20 @@ def test_an_impossible_observation_is_named_in_a_block():
     model.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
     with pytest.raises(ValueError, match="no mode can emit"):
         list(model.filter_stream(np.array([0.0, 1.0, 2.0, 0.0])))
+
+
+def test_a_parameter_changed_in_place_takes_effect_at_the_next_step():
+    model, Y, U = _lds()
+    state = model.filter_init()
+    state, first = model.filter_step(state, Y[0], U[0])
+    model.observation_covariance_ *= 2.0  # in place: the cached checks must notice
+    _, second = model.filter_step(state, Y[1], U[1])
+    assert second.log_likelihood == _one_step_after(model, Y, U, first.state)
+
+
+def _one_step_after(model, Y, U, state):
+    """The log-likelihood of step 1 given a state, from a fresh model with the same parameters."""
+    fresh = LinearGaussianSSM(state_dim=2, obs_dim=3, input_dim=1)
+    for name in model.parameter_names:
+        setattr(fresh, name, np.array(getattr(model, name)))
+    return fresh.filter_step(state, Y[1], U[1])[1].log_likelihood

@@ -474,9 +474,15 @@ class LinearGaussianSSM(Model, StreamingFilters):
 
     # -------------------------------------------------------------- streaming
     def _stream_recursion(self) -> KalmanRecursion:
+        """The Kalman steps under the current parameters, checked once while they stay equal."""
         if self._diffuse_mask() is not None:
             raise NotImplementedError("streaming a model with an exact diffuse start is not implemented yet")
-        return KalmanRecursion(self._check_parameters())
+        given = [self.__dict__.get(name) for name in self.parameter_names]
+        cached = self.__dict__.get("_stream_cache")
+        if cached is None or not all(np.array_equal(a, b) for a, b in zip(cached[0], given, strict=True)):
+            cached = ([np.array(value) for value in given], KalmanRecursion(self._check_parameters()))
+            self.__dict__["_stream_cache"] = cached
+        return cached[1]
 
     def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
         """(y_t, u_t) checked, u_t as the move into step t, the (empty) history."""
