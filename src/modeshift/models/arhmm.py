@@ -16,6 +16,7 @@ from modeshift.emissions.autoregressive import with_lags
 from modeshift.models.base import Forecast, mode_segments
 from modeshift.models.hmm import HMM
 from modeshift.models.params import Boolean, Integer, Number, OneOf
+from modeshift.models.streaming import FilterState, lagged_values
 
 __all__ = ["ARHMM"]
 
@@ -151,6 +152,13 @@ class ARHMM(HMM):
 
     def _n_observations(self, seqs: Sequences) -> int:
         return seqs.n_steps - self.order * seqs.n_sequences
+
+    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        model = f"an ARHMM with order={self.order}"
+        return lagged_values(state.history, y, self.order, self._blocks[1].n_features, model)
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((0, self._blocks[1].n_features))
 
     def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
         """Exact predictive moments by moment propagation; no Monte Carlo is needed.

@@ -23,6 +23,9 @@ capability                members
                           symbol sequence
 :class:`IterativeFit`     ``history_``, ``converged_``, ``n_iter_``: the record of an
                           iterative fit; :func:`objective` names what ``history_`` holds
+:class:`Streaming`        ``filter_init``, ``filter_step``, ``filter_stream``: filter one
+                          observation at a time (:mod:`modeshift.models.streaming`)
+:class:`OnlineLearner`    ``partial_fit``: learn from one more chunk of a stream (online EM)
 ========================  ===========================================================
 
 The protocols are ``runtime_checkable``: ``isinstance`` checks that the members exist
@@ -55,10 +58,12 @@ __all__ = [
     "IterativeFit",
     "ModeDecoder",
     "NextElementModel",
+    "OnlineLearner",
     "Sampler",
     "Scorer",
     "Segmenter",
     "Selectable",
+    "Streaming",
     "objective",
 ]
 
@@ -158,6 +163,28 @@ class IterativeFit(Protocol):
     history_: list[float]
     converged_: bool
     n_iter_: int
+
+
+@runtime_checkable
+class Streaming(Protocol):
+    """Filters a stream one observation at a time, at a cost per step that does not grow with it."""
+
+    def filter_init(self, *, lag: int = 0) -> Any:
+        """The state of a filter that has seen nothing (``lag`` L: also smooth L steps back)."""
+
+    def filter_step(self, state: Any, y: Any, inputs: Any = None) -> tuple[Any, Any]:
+        """(new state, output): filtered law, log p(y_t | y_<t), the lagged smoothed law, the next prediction."""
+
+    def filter_stream(self, observations: Any, inputs: Any = None, *, lag: int = 0, state: Any = None) -> Any:
+        """A generator of the outputs of ``filter_step`` over an iterable."""
+
+
+@runtime_checkable
+class OnlineLearner(Protocol):
+    """Learns from a stream, one chunk at a time (online EM)."""
+
+    def partial_fit(self, X: Any, *args: Any, **kwargs: Any) -> Any:
+        """Update the parameters with one more chunk; returns the model."""
 
 
 def objective(model: Any) -> str:

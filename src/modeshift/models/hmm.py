@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,10 +11,11 @@ import pandas as pd
 from modeshift import _kernels as kernels
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
-from modeshift.emissions import Categorical, Emission, Gaussian, GaussianMixture, Poisson
-from modeshift.models import em, selection
+from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
+from modeshift.models import em, online_em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
+from modeshift.models.streaming import FilterState, Recursion, StepOutput, StreamingFilters, check_row
 from modeshift.statistics import Statistics
 from modeshift.transitions import InputDriven, Stationary
 
@@ -26,7 +27,7 @@ EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 _FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
-class HMM(Model):
+class HMM(Model, StreamingFilters):
     """A hidden Markov model fit by expectation-maximisation.
 
     A hidden state z_t in {0, ..., K-1} follows a Markov chain with initial
@@ -344,6 +345,43 @@ class HMM(Model):
     def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
         self._maximize(stats, self.__dict__["_fixed_blocks"])
 
+    # ----------------------------------------------------------------- online EM
+    def partial_fit(
+        self,
+        X: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        step_exponent: float = online_em.DEFAULT_EXPONENT,
+    ) -> HMM:
+        """Learn from one more chunk of a stream by online EM (:mod:`modeshift.models.online_em`):
+        the running expected statistics move towards the chunk's by gamma_n = n^-step_exponent,
+        then the M-step of :meth:`fit`. Starts from the current parameters (learned or hand-set),
+        else from data-driven values on the first chunk. Not for ``n_states="auto"`` or inputs."""
+        self._check_params()
+        if self.n_states == "auto" or self.input_dim:
+            raise NotImplementedError("online EM needs a fixed number of states and a chain without inputs")
+        online_em.step_size(1, step_exponent)  # checks the exponent
+        seqs = self._sequences(X, lengths, inputs)
+        online_em.online_em_step(self, seqs, self._n_observations(seqs), step_exponent)
+        self._finish_fit()
+        return self
+
+    def _online_start(self, seqs: Sequences) -> None:
+        self.__dict__["_given"] = self._snapshot()
+        self._em_initialize(seqs, np.random.default_rng(self.random_state), 0)
+        del self.__dict__["_given"]
+
+    def _online_statistics(self, seqs: Sequences) -> tuple[float, Statistics]:
+        stats = self._expected_statistics(seqs)
+        return float(stats["log_likelihood"]), Statistics({k: v for k, v in stats.items() if k != "log_likelihood"})
+
+    def _online_maximize(self, seqs: Sequences, stats: Statistics) -> None:
+        self._m_step(seqs, stats)
+
+    def _online_parameters(self) -> dict[str, np.ndarray]:
+        return self._snapshot()
+
     def _em_snapshot(self) -> dict[str, np.ndarray]:
         return self._snapshot()
 
@@ -495,6 +533,101 @@ class HMM(Model):
         if n_sequences == 1:
             return draws[0]
         return [x for x, _ in draws], [z for _, z in draws]
+
+    # ----------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> Recursion:
+        self._check_fitted()
+        return Recursion(self._blocks[0].initial_probs)
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """log p(y_t | z_t = k) (K,), the transition matrix into step t and the new history."""
+        transitions, emission = self._blocks
+        row, history = self._stream_values(state, y)
+        if self.input_dim:
+            features = check_row(inputs, self.input_dim, "inputs")
+            if np.isnan(features).any():
+                raise ValueError(f"inputs has a missing entry (NaN): {features}")
+            move = transitions.kernel_arrays(features[None])[1][0]
+        elif inputs is not None:
+            raise ValueError(f"inputs were given but this {type(self).__name__} has input_dim=0")
+        else:
+            move = transitions.transition_matrix
+        return emission.log_likelihoods(row[None])[0], move, history
+
+    def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
+        evidence = self._block_evidence(state, rows, inputs)
+        if evidence is None:
+            return super()._stream_evidences(state, rows, inputs)
+        move = self._blocks[0].transition_matrix
+        return [(row, move, state.history) for row in evidence]
+
+    def _stream_block(
+        self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
+    ) -> Iterator[StepOutput]:
+        """Without a lag, a block runs through the compiled forward filter from the predicted law,
+        and each step's log p(y_t | y_<t) = log sum_k p(z_t = k | y_<t) p(y_t | k) comes from its
+        predicted law (filtered law of t - 1 times the transition matrix)."""
+        evidence = None if state.lag or type(recursion) is not Recursion else self._block_evidence(state, rows, inputs)
+        if evidence is None:
+            yield from super()._stream_block(recursion, state, rows, inputs)
+            return
+        move = self._blocks[0].transition_matrix
+        first = recursion.predict(state.filtered, move)[0] if state.filtered else recursion.first(move)[0]
+        filtered, _ = kernels.forward_filter(evidence, np.array([0, len(evidence)]), first, move[None])
+        predicted = np.vstack([first, filtered[:-1] @ move])
+        shift = evidence.max(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_liks = np.log(np.einsum("tk,tk->t", predicted, np.exp(evidence - shift))) + shift[:, 0]
+        if not np.isfinite(log_liks).all():  # an impossible step: the step-by-step path says which and why
+            yield from super()._stream_block(recursion, state, rows, inputs)
+            return
+        step, history = state.step, state.history
+        for t, log_lik in enumerate(log_liks.tolist()):
+            after = FilterState(step + t + 1, (filtered[t],), history)
+            yield StepOutput(step + t, log_lik, after, self, probabilities=filtered[t])
+
+    def _block_evidence(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> np.ndarray | None:
+        """log p(y_t | z_t = k) of a block of rows, checked at once; None for an autoregression or a
+        chain with inputs (their rows go one by one)."""
+        if isinstance(self._blocks[1], Autoregressive) or self.input_dim or inputs is not None:
+            return None
+        emission = self._blocks[1]
+        values = np.asarray(rows, dtype=float)
+        values = values[:, None] if values.ndim == 1 else values
+        if values.ndim != 2 or values.shape[1] != emission.n_features:
+            raise ValueError(
+                f"the rows have shape {np.shape(rows)}, the model expects {emission.n_features} feature(s)"
+            )
+        infinite = np.flatnonzero(np.isinf(values).any(axis=1))
+        if infinite.size:
+            raise ValueError(f"y_t at step {state.step + infinite[0]} has an infinite entry: {values[infinite[0]]}")
+        if self.emission in ("categorical", "poisson"):
+            try:
+                emission.validate(Sequences.from_array(values))
+            except ValueError as error:
+                raise ValueError(f"the rows from step {state.step}: {error}") from None
+        return np.ascontiguousarray(emission.log_likelihoods(values))
+
+    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row of values as the emission takes it, checked, and the new history."""
+        emission = self._blocks[1]
+        row = check_row(y, emission.n_features)
+        if self.emission in ("categorical", "poisson"):
+            try:
+                emission.validate(Sequences.from_array(row[None]))
+            except ValueError as error:
+                raise ValueError(f"y_t = {row}: {error}") from None
+        return row, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive law of the ``horizon`` observations after those a filter state has seen
+        (as :meth:`forecast` after them; ``future_inputs`` (horizon, input_dim) for a chain with inputs)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        horizon = int(horizon)
+        future = check_future_inputs(future_inputs, horizon, 1, self.input_dim, f"this {type(self).__name__}")[0]
+        matrices = np.broadcast_to(self._blocks[0].kernel_arrays(future)[1], (horizon, self._k, self._k))
+        return self._forecast_sequence(state.history[::-1].ravel(), state.filtered[0], matrices)
 
     # ------------------------------------------------------------------ forecasts
     def forecast(

@@ -41,6 +41,7 @@ from modeshift.models import em, selection
 from modeshift.models.base import Forecast, NotFittedError
 from modeshift.models.hmm import EMISSIONS, HMM, PerStep
 from modeshift.models.params import Boolean, Integer, OneOf, either
+from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
 from modeshift.statistics import Statistics
 from modeshift.transitions import Stationary, normalise_rows
 
@@ -340,6 +341,10 @@ class HSMM(HMM):
         self._fixed_by_block()  # unknown names are an error
         self.__dict__["_fixed_blocks"] = tuple(self._fixed_of(block) for block in (transitions, emission, law))
 
+    def _online_start(self, seqs: Sequences) -> None:
+        self._choose_max_duration(seqs)
+        super()._online_start(seqs)
+
     def _starting_means(self, seqs: Sequences, emission: Emission) -> np.ndarray:
         """Twice the mean run of each mode when steps are labelled by the starting emission, in [1, D/2]."""
         labels = self._log_likelihoods(seqs, emission).argmax(axis=1)
@@ -490,20 +495,49 @@ class HSMM(HMM):
         seqs = self._sequences(X, lengths)
         _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs), with_remaining=True)
         self._check_possible(log_lik)
+        return Forecast.of_sequences([self._forecast_remaining(joint, int(horizon)) for joint in remaining])
+
+    def _forecast_remaining(self, joint: np.ndarray, horizon: int) -> Forecast:
+        """The forecast from p(z_T = k, r more steps | y) (K, D)."""
         first, second = self._state_moments()
         pmf, matrix = self._duration.pmf(), self._blocks[0].transition_matrix
-        parts = []
-        for joint in remaining:
-            modes = np.empty((int(horizon), self._k))
-            for h in range(int(horizon)):
-                starting = joint[:, 0] @ matrix
-                joint = np.concatenate([joint[:, 1:], np.zeros((self._k, 1))], axis=1) + starting[:, None] * pmf
-                modes[h] = joint.sum(axis=1)
-            means = modes @ first
-            covariances = np.einsum("hk,kij->hij", modes, second) - means[:, :, None] * means[:, None, :]
-            symbols = modes @ self.emissionprob_ if self.emission == "categorical" else None
-            parts.append(Forecast(means, 0.5 * (covariances + covariances.transpose(0, 2, 1)), modes, symbols))
-        return Forecast.of_sequences(parts)
+        modes = np.empty((horizon, self._k))
+        for h in range(horizon):
+            starting = joint[:, 0] @ matrix
+            joint = np.concatenate([joint[:, 1:], np.zeros((self._k, 1))], axis=1) + starting[:, None] * pmf
+            modes[h] = joint.sum(axis=1)
+        means = modes @ first
+        covariances = np.einsum("hk,kij->hij", modes, second) - means[:, :, None] * means[:, None, :]
+        symbols = modes @ self.emissionprob_ if self.emission == "categorical" else None
+        return Forecast(means, 0.5 * (covariances + covariances.transpose(0, 2, 1)), modes, symbols)
+
+    # ----------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> SemiMarkovRecursion:
+        """The filter over (mode, steps left). It equals the batch filter; the stream's total
+        log-likelihood is ``score``'s with ``right_censoring`` (a stream goes on: its last
+        segment is censored); without it ``score`` adds log P(a segment ends at the last step)."""
+        self._check_fitted()
+        transitions = self._blocks[0]
+        weights, _ = self._segment_laws()
+        return SemiMarkovRecursion(transitions.initial_probs, transitions.transition_matrix, weights[1], weights[0])
+
+    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self.emission != "autoregressive":
+            return super()._stream_values(state, y)
+        model = f"an AR-HSMM with order={self.order}"
+        return lagged_values(state.history, y, self.order, self._blocks[1].n_features, model)
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((0, self._blocks[1].n_features if self.emission == "autoregressive" else 0))
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive law of the ``horizon`` observations after those a filter state has seen."""
+        if self.emission == "autoregressive":
+            raise NotImplementedError("forecasts of an AR-HSMM are not implemented yet")
+        _no_inputs(future_inputs)
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        return self._forecast_remaining(state.filtered[0], int(horizon))
 
     def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """The segments of the most probable segmentation: ``start``, ``end`` (exclusive), ``duration``,

@@ -12,9 +12,10 @@ import numpy as np
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
-from modeshift.models import em, lds_mle
+from modeshift.models import em, lds_mle, online_em
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
+from modeshift.models.streaming import FilterState, KalmanRecursion, StreamingFilters, check_row
 from modeshift.statistics import Statistics
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class SmootherResult:
     log_likelihood: float
 
 
-class LinearGaussianSSM(Model):
+class LinearGaussianSSM(Model, StreamingFilters):
     """A linear-Gaussian state-space model, fit by maximum likelihood: EM (Shumway & Stoffer;
     Ghahramani & Hinton), then quasi-Newton on the exact log-likelihood.
 
@@ -471,6 +472,40 @@ class LinearGaussianSSM(Model):
         seqs = self._sequences(X, lengths, inputs, params["C"].shape[0])
         return float(self._run_filter(seqs, params)[0].sum())
 
+    # -------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> KalmanRecursion:
+        """The Kalman steps under the current parameters, checked once while they stay equal."""
+        if self._diffuse_mask() is not None:
+            raise NotImplementedError("streaming a model with an exact diffuse start is not implemented yet")
+        given = [self.__dict__.get(name) for name in self.parameter_names]
+        cached = self.__dict__.get("_stream_cache")
+        if cached is None or not all(np.array_equal(a, b) for a, b in zip(cached[0], given, strict=True)):
+            cached = ([np.array(value) for value in given], KalmanRecursion(self._check_parameters()))
+            self.__dict__["_stream_cache"] = cached
+        return cached[1]
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t, u_t) checked, u_t as the move into step t, the (empty) history."""
+        row = check_row(y, self._obs_dim() or np.shape(self.observation_matrix_)[0])
+        if self.input_dim:
+            u = check_row(inputs, self.input_dim, "inputs")
+            if np.isnan(u).any():
+                raise ValueError(f"inputs has a missing entry (NaN): {u}")
+        elif inputs is not None:
+            raise ValueError("inputs were given but this LinearGaussianSSM has input_dim=0")
+        else:
+            u = np.zeros(0)
+        return (row, u), u, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive law of the ``horizon`` observations after those a filter state has seen
+        (``future_inputs`` (horizon, input_dim) for a model with inputs)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        params = self._check_parameters()
+        future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this LinearGaussianSSM")[0]
+        return predictive_moments(state.filtered[0], state.filtered[1], params, future)
+
     def forecast(
         self,
         X: Any,
@@ -565,6 +600,44 @@ class LinearGaussianSSM(Model):
         self.log_likelihood_ = float(self._run_filter(seqs, self._check_parameters())[0].sum())
         self._finish_fit(seqs)
         return self
+
+    def partial_fit(
+        self,
+        X: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        step_exponent: float = online_em.DEFAULT_EXPONENT,
+    ) -> LinearGaussianSSM:
+        """Learn from one more chunk of a stream by online EM (:mod:`modeshift.models.online_em`):
+        the running expected statistics of the dynamics and the observations move towards the
+        chunk's by gamma_n = n^-step_exponent, then the M-step of EM. The initial state's law
+        stays at its starting value (one draw per stream says little about it); no quasi-Newton
+        polish. Starts from the current parameters, else from a batch :meth:`fit` of the first chunk."""
+        self._check_params()
+        if self._diffuse_mask() is not None:
+            raise NotImplementedError("online EM of a model with an exact diffuse start is not implemented")
+        online_em.step_size(1, step_exponent)  # checks the exponent
+        seqs = self._sequences(as_sequences(X, lengths), None, inputs, self._obs_dim()).require_observed()
+        online_em.online_em_step(self, seqs, seqs.n_steps, step_exponent)
+        self._finish_fit()
+        return self
+
+    def _online_start(self, seqs: Sequences) -> None:
+        if any(self.__dict__.get(name) is None for name in self.parameter_names):
+            self.fit(seqs)  # EM crawls away from a variance near 0, where the PCA start can put R
+        self.__dict__["_fixed_now"] = self._fixed() | {"initial_state_mean_", "initial_state_covariance_"}
+
+    def _online_statistics(self, seqs: Sequences) -> tuple[float, dict]:
+        log_lik, stats = self._expected_statistics(seqs, self._check_parameters())
+        return log_lik, {"dynamics": stats["dynamics"], "observation": stats["observation"]}
+
+    def _online_maximize(self, seqs: Sequences, stats: dict) -> None:
+        params = self._check_parameters()
+        self._set(self._maximize({**stats, "initial": (None, None)}, params, self.__dict__["_fixed_now"]))
+
+    def _online_parameters(self) -> dict[str, np.ndarray]:
+        return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
 
     def _polish(self, seqs: Sequences, fixed: frozenset[str]) -> None:
         """Climb the exact log-likelihood from EM's estimate (:func:`lds_mle.polish`)."""

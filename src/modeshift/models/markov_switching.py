@@ -57,6 +57,7 @@ from modeshift.models import em
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
+from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
 from modeshift.models.switching_layout import TRENDS, ParameterLayout, SwitchingParameters, switching_flags
 from modeshift.models.switching_regression import Posterior, SeriesData, SwitchingRegression
 
@@ -98,7 +99,7 @@ class _Problem:
     given: dict[str, np.ndarray]
 
 
-class _MarkovSwitching(Model):
+class _MarkovSwitching(Model, StreamingFilters):
     """What Markov-switching regressions and autoregressions share: fitting, inference, persistence."""
 
     n_states: int
@@ -515,6 +516,83 @@ class _MarkovSwitching(Model):
         filtered, log_lik = engine.filtered(params, data)
         _check_possible(log_lik)
         return steps.restore(filtered)
+
+    # ------------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> Recursion:
+        """Hamilton's filter on the chain of the last p + 1 regimes, started from its stationary law
+        (with time-varying transitions, that of the first p + 1 steps' matrices, known at step p);
+        probabilities are reported per regime."""
+        params = self._parameters()
+        engine = self._engine_for(params)
+        initial = None if params.transition_coef is not None else engine.initial(params.transmat[None])
+        return Recursion(initial, engine.indicators[0])
+
+    def _stream_history(self) -> np.ndarray:
+        params = self._parameters()
+        width = params.covariances.shape[1] + params.coef.shape[1] - self._n_trend + _n_tvtp(params)
+        return np.zeros((0, width))
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+        """log p(y_t | y_t-p..t-1, regimes) per expanded state from the last p + 1 rows of (y, exog) (None
+        for the first p steps, conditioned on), the expanded move into step t (with time-varying
+        transitions, at step p the start law) and the new history. ``inputs`` is the step's exog row
+        followed by its exog_tvtp row."""
+        params = self._parameters()
+        engine = self._engine_for(params)
+        d, n_exog, n_tvtp, p = (
+            params.covariances.shape[1],
+            params.coef.shape[1] - self._n_trend,
+            _n_tvtp(params),
+            self._order,
+        )
+        row = check_row(y, d)
+        if p and np.isnan(row).any():
+            model = type(self).__name__
+            raise ValueError(f"y_t = {row} has a missing entry (NaN); a {model} cannot take missing values")
+        what = "inputs (the exog row, then the exog_tvtp row)"
+        extra = np.zeros(0) if inputs is None and not n_exog + n_tvtp else check_row(inputs, n_exog + n_tvtp, what)
+        if np.isnan(extra).any():
+            raise ValueError(f"{what} has a missing entry (NaN): {extra}")
+        rows = np.vstack([state.history, np.r_[row, extra][None]])
+        history = rows[-p:] if p else state.history
+        if len(rows) <= p:
+            return None, np.zeros(0), history
+        regressors = self._regressors(rows[:, d : d + n_exog], np.array([0, len(rows)]), state.step - p)
+        data = SeriesData(np.ascontiguousarray(rows[:, :d]), regressors)
+        residuals = engine.residuals(params, engine.deviations(params, data))
+        evidence = engine.log_densities(params, residuals, data)[0]
+        if not n_tvtp:
+            return evidence, engine.expanded_moves(params.transmat[None])[0], history
+        matrices = logit_matrices(params.transition_coef, np.ascontiguousarray(rows[:, d + n_exog :]))
+        if state.step == p:  # the first step with evidence: the start law of the chain
+            return evidence, engine.initial(matrices), history
+        return evidence, engine.expanded_moves(matrices[-1:])[0], history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The exact predictive law of the next value after those a filter state has seen (``horizon``
+        1 only, for now): a mixture over the expanded states e of N(m_e, Sigma_e), m_e the value whose
+        residual under e is 0, weighted by the predicted law. ``future_inputs``: the next step's exog
+        row, then its exog_tvtp row (as ``inputs`` of :meth:`filter_step`)."""
+        if int(horizon) != 1:
+            raise NotImplementedError(f"streaming forecasts of a {type(self).__name__} are one step ahead only")
+        if not state.filtered:
+            raise ValueError("the filter state has not filtered any step yet")
+        params = self._parameters()
+        engine = self._engine_for(params)
+        d = params.covariances.shape[1]
+        extra = np.zeros(0) if future_inputs is None else np.ravel(np.asarray(future_inputs, dtype=float))
+        _, move, _ = self._stream_evidence(state, np.zeros(d), None if future_inputs is None else extra)  # checks
+        rows = np.vstack([state.history, np.r_[np.zeros(d), extra][None]])
+        n_exog = params.coef.shape[1] - self._n_trend
+        regressors = self._regressors(rows[:, d : d + n_exog], np.array([0, len(rows)]), state.step - self._order)
+        data = SeriesData(np.ascontiguousarray(rows[:, :d]), regressors)
+        means = -engine.residuals(params, engine.deviations(params, data))[0]  # (E, D)
+        predicted = state.filtered[0] @ move
+        covariances = params.covariances[engine.digits[:, 0]]
+        mean = predicted @ means
+        spread = means - mean
+        covariance = np.einsum("e,eab->ab", predicted, covariances + spread[:, :, None] * spread[:, None, :])
+        return Forecast(mean[None], covariance[None], (predicted @ engine.indicators[0])[None])
 
     def decode(
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None

@@ -51,6 +51,7 @@ from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
+from modeshift.models.streaming import FilterState, StreamingFilters, SwitchingKalmanRecursion, check_row
 from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, normalise_rows
 
@@ -82,7 +83,7 @@ _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
 _FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
-class SwitchingLDS(Model):
+class SwitchingLDS(Model, StreamingFilters):
     """A switching linear dynamical system, optionally recurrent, fit by structured mean-field variational EM.
 
     The exact posterior p(x, z | y) is a mixture over K^T mode paths, so the E-step is
@@ -389,6 +390,48 @@ class SwitchingLDS(Model):
         if N == 1:
             return observations[0], modes[0]
         return list(observations), list(modes)
+
+    # ------------------------------------------------------------------ streaming
+    def _stream_recursion(self) -> SwitchingKalmanRecursion:
+        """The approximate filter of :class:`~modeshift.models.streaming.SwitchingKalmanRecursion`:
+        one Gaussian per mode (Kim's filter), not the variational posterior of ``filter_proba``."""
+        params = self._parameters()
+        A, B, b, Q = params.dynamics_terms()
+        C, D, d, R = params.observation_terms()
+        chain = params.chain
+
+        def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
+            if not params.recurrent:
+                return chain.transition_matrix
+            features = np.hstack([means, np.broadcast_to(u, (len(means), len(u)))])
+            return chain.kernel_arrays(features)[1][np.arange(len(means)), np.arange(len(means))]
+
+        arrays = {"A": A, "B": np.ascontiguousarray(B), "b": b, "Q": Q, "C": C, "D": np.ascontiguousarray(D)}
+        arrays.update({"d": d, "R": R, "m0": params.initial_mean, "P0": params.initial_covariance})
+        return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": transitions})
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history."""
+        row = check_row(y, self._obs_dim())
+        if self.input_dim:
+            u = check_row(inputs, self.input_dim, "inputs")
+            if np.isnan(u).any():
+                raise ValueError(f"inputs has a missing entry (NaN): {u}")
+        elif inputs is not None:
+            raise ValueError("inputs were given but this SwitchingLDS has input_dim=0")
+        else:
+            u = np.zeros(0)
+        return (row - self.observation_offset_, u), u, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive moments of the ``horizon`` observations after those a filter state has seen,
+        from the approximate filter's law (:meth:`SwitchingKalmanRecursion.forecast`);
+        ``future_inputs`` (horizon, input_dim) for a model with inputs."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this SwitchingLDS")[0]
+        modes, means, covariances = self._stream_recursion().forecast(state.filtered, future)
+        return Forecast(means, covariances, modes)
 
     def forecast(
         self,

@@ -1,0 +1,548 @@
+"""Streaming inference: filter observations one at a time, as they arrive, without refitting.
+
+A model with an exact filter carries a *law* from one step to the next: the filtered mode
+probabilities of a hidden Markov chain, the joint law of (mode, steps left) of a semi-Markov
+chain, the mean and covariance of a Kalman filter. Each step predicts the law of the next
+state, then conditions it on the new observation y_t:
+
+    predicted_t = predict(filtered_t-1),    filtered_t ∝ predicted_t * p(y_t | state),
+    log p(y_t | y_<t) = log of the normaliser,
+
+so the cost per step is that of one step of the batch filter (O(K^2) for K modes, O(n^3) for a
+state of dimension n), whatever the length of the stream, and the laws are normalised at every
+step (no underflow over any number of steps). The sum of the one-step log-likelihoods is the
+batch ``score`` of the observations seen, and the filtered laws are the batch filter's.
+
+==========================  ===================================================================
+model                       law carried (:class:`Recursion` and its subclasses)
+==========================  ===================================================================
+HMM, ARHMM                  p(z_t | y_0..t) (K,); an ARHMM keeps its last ``order`` observations
+HSMM                        p(z_t = k, r more steps | y_0..t) (K, D): O(K D + K^2) per step
+LinearGaussianSSM           the Kalman filter's mean and covariance (not with a diffuse start)
+MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
+MarkovAutoregression        steps are conditioned on (``probabilities`` None)
+SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
+==========================  ===================================================================
+
+Fixed-lag smoothing (``lag=L``) keeps the last L + 1 filtered and predicted laws and runs the
+backward (Rauch-Tung-Striebel) recursion over them at every step,
+
+    smoothed_s = filtered_s ⊙ [move_s+1 (smoothed_s+1 / predicted_s+1)]     (chains),
+
+giving p(state_t-L | y_0..t) at a cost of L backward steps per observation. With L at least
+the stream's length the window's smoothed laws are the batch smoother's.
+
+A :class:`FilterState` holds plain arrays: save it (:meth:`FilterState.save`) and resume the
+stream later, or in another process, with the same outputs.
+
+>>> import numpy as np
+>>> from modeshift import HMM
+>>> X = np.r_[np.zeros(50), 3 + np.zeros(50)] + np.random.default_rng(0).normal(0, 0.5, 100)
+>>> model = HMM(n_states=2, random_state=0).fit(X)
+>>> state = model.filter_init()
+>>> for y in X[:60]:
+...     state, out = model.filter_step(state, y)
+>>> bool(np.allclose(out.probabilities, model.filter_proba(X[:60])[-1]))
+True
+>>> total = sum(out.log_likelihood for out in model.filter_stream(X))
+>>> bool(np.isclose(total, model.score(X)))
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modeshift._kernels.kalman import predict_step, update_step, update_workspace
+from modeshift.emissions.autoregressive import with_lags
+
+if TYPE_CHECKING:
+    from modeshift.models.base import Forecast
+
+__all__ = [
+    "FilterState",
+    "KalmanRecursion",
+    "Recursion",
+    "SemiMarkovRecursion",
+    "StepOutput",
+    "StreamingFilters",
+    "chain_update",
+]
+
+Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
+
+
+@dataclass(frozen=True)
+class FilterState:
+    """What a streaming filter carries from one step to the next (arrays only, so it serialises).
+
+    ``step``: observations seen; ``filtered``: the law after the last one (empty before the
+    first); ``history``: the last observations an autoregression needs (or other per-model
+    memory); ``lag`` and ``window``: the fixed-lag smoother's last (filtered, predicted, move)
+    laws, oldest first.
+    """
+
+    step: int = 0
+    filtered: Law = ()
+    history: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    lag: int = 0
+    window: tuple[tuple[Law, Law, np.ndarray], ...] = ()
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """The state as named arrays (for ``np.savez``); :meth:`from_arrays` inverts it."""
+        out = {
+            "step": np.array(self.step),
+            "lag": np.array(self.lag),
+            "history": self.history,
+            "n_window": np.array(len(self.window)),
+        }
+        out.update({f"filtered_{i}": a for i, a in enumerate(self.filtered)})
+        for w, (filtered, predicted, move) in enumerate(self.window):
+            out.update({f"window_{w}_filtered_{i}": a for i, a in enumerate(filtered)})
+            out.update({f"window_{w}_predicted_{i}": a for i, a in enumerate(predicted)})
+            out[f"window_{w}_move"] = move
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> FilterState:
+        """The state saved by :meth:`as_arrays` (a dict, or what ``np.load`` returns)."""
+
+        def law(prefix: str) -> Law:
+            return tuple(np.array(arrays[f"{prefix}_{i}"]) for i in range(4) if f"{prefix}_{i}" in arrays)
+
+        window = tuple(
+            (law(f"window_{w}_filtered"), law(f"window_{w}_predicted"), np.array(arrays[f"window_{w}_move"]))
+            for w in range(int(arrays["n_window"]))
+        )
+        return cls(int(arrays["step"]), law("filtered"), np.array(arrays["history"]), int(arrays["lag"]), window)
+
+    def save(self, path: Any) -> None:
+        """Write the state to an ``.npz`` file (no pickle)."""
+        np.savez(path, **self.as_arrays())
+
+    @classmethod
+    def load(cls, path: Any) -> FilterState:
+        """Read a state written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as arrays:
+            return cls.from_arrays(dict(arrays))
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """The filter's answer to one observation.
+
+    ``step``: its index in the stream; ``probabilities``: p(z_t | y_0..t) (K,) (None for a model
+    without modes, and for the first ``order`` steps of a Markov-switching autoregression,
+    which are conditioned on); ``mean``, ``covariance``: the moments of p(x_t | y_0..t) for a
+    model with a continuous state; ``log_likelihood``: log p(y_t | y_0..t-1); ``lagged``: with
+    ``lag=L``, the smoothed law of step t - L given y_0..t (probabilities, or (mean, covariance)),
+    None for t < L; ``state``: the filter state after this step (to save, or resume from).
+    :attr:`prediction` is the predictive law of y_t+1.
+    """
+
+    step: int
+    log_likelihood: float
+    state: FilterState
+    model: Any = field(repr=False)
+    probabilities: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    covariance: np.ndarray | None = None
+    lagged: Any = None
+
+    @property
+    def prediction(self) -> Forecast:
+        """The predictive law of the next observation y_t+1, a one-step :class:`~modeshift.models.base.Forecast`
+        (a model with inputs needs the next inputs: ``model.filter_forecast(out.state, 1, future_inputs)``)."""
+        return self.model.filter_forecast(self.state, 1)
+
+
+class Recursion:
+    """The exact filter of a hidden Markov chain: law (probabilities,) (K,), move a (K, K) matrix.
+
+    ``indicators`` (K, M) sums the probabilities of a chain on expanded states (e.g. the last p + 1
+    regimes of a Markov-switching autoregression) to those of the M modes reported. Other state
+    spaces (a semi-Markov chain's (mode, steps left), a Kalman filter's Gaussian) subclass it and
+    override the four steps.
+    """
+
+    smooths = True  # whether :meth:`back` exists (fixed-lag smoothing)
+
+    def __init__(self, initial: np.ndarray | None, indicators: np.ndarray | None = None):
+        self.initial, self.indicators = initial, indicators
+
+    def first(self, move: np.ndarray) -> Law:
+        """The law of the first state, before its observation: ``initial``, or, where the start
+        depends on the data (``initial`` None: time-varying transitions), the first step's ``move``."""
+        return (self.initial if self.initial is not None else move,)
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        """The law of the next state before its observation."""
+        return (law[0] @ move,)
+
+    def update(self, predicted: Law, evidence: np.ndarray) -> tuple[Law, float]:
+        """Condition on one step's evidence log p(y_t | z_t = k) (K,); returns the law and log p(y_t | y_<t)."""
+        probabilities, log_lik = chain_update(predicted[0], evidence)
+        return (probabilities,), log_lik
+
+    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+        """One backward step: the smoothed law of a step from its filtered law and the next step's."""
+        ratio = _ratio(smoothed_next[0], predicted_next[0])
+        smoothed = filtered[0] * (move @ ratio)
+        return (smoothed / smoothed.sum(),)
+
+    def marginals(self, law: Law) -> dict[str, np.ndarray]:
+        """What a step's output reports of a law."""
+        return {"probabilities": law[0] if self.indicators is None else law[0] @ self.indicators}
+
+
+class SemiMarkovRecursion(Recursion):
+    """The exact filter of an explicit-duration semi-Markov chain: law (K, D), the joint
+    probability of (mode k, r more steps after this one), r = 0 .. D-1.
+
+    A segment of k lasting d steps enters at (k, d - 1) and counts down; from (k, 0) the next
+    segment's mode is j with ``transition_matrix[k, j]`` and its duration d with ``pmf[j, d - 1]``
+    (the first segment's with ``first[k, d - 1]``). Cost O(K D + K^2) per step.
+    """
+
+    def __init__(self, initial: np.ndarray, transition_matrix: np.ndarray, first: np.ndarray, pmf: np.ndarray):
+        super().__init__(initial)
+        self.transition_matrix, self.first_law, self.pmf = transition_matrix, first, pmf
+
+    def first(self, move: np.ndarray) -> Law:
+        return (self.initial[:, None] * self.first_law,)
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        starting = law[0][:, 0] @ self.transition_matrix
+        predicted = starting[:, None] * self.pmf
+        predicted[:, :-1] += law[0][:, 1:]
+        return (predicted,)
+
+    def update(self, predicted: Law, evidence: np.ndarray) -> tuple[Law, float]:
+        joint, log_lik = chain_update(predicted[0], np.broadcast_to(evidence[:, None], predicted[0].shape))
+        return (joint,), log_lik
+
+    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+        ratio = _ratio(smoothed_next[0], predicted_next[0])
+        following = np.empty_like(ratio)
+        following[:, 1:] = ratio[:, :-1]
+        following[:, 0] = self.transition_matrix @ (self.pmf * ratio).sum(axis=1)
+        smoothed = filtered[0] * following
+        return (smoothed / smoothed.sum(),)
+
+    def marginals(self, law: Law) -> dict[str, np.ndarray]:
+        return {"probabilities": law[0].sum(axis=1)}
+
+
+class KalmanRecursion(Recursion):
+    """The Kalman filter of a linear-Gaussian state-space model: law (mean, covariance), move the
+    inputs u_t (m,), evidence (y_t, u_t). Predict and update are the batch filter's compiled steps
+    (Joseph-form update on the observed entries of y_t); back is the Rauch-Tung-Striebel step
+    m_s + G (m_s+1|T - m_s+1|s), G = P_s A' P_s+1|s^-1. Cost O(n^3 + n^2 p) per step."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        super().__init__(params["m0"])
+        self.params = params
+
+    def first(self, move: np.ndarray) -> Law:
+        return self.params["m0"], self.params["P0"]
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        mean, cov = np.empty_like(law[0]), np.empty_like(law[1])
+        p = self.params
+        predict_step(law[0], law[1], p["A"], p["B"], p["Q"], move, mean, cov, np.empty_like(law[1]))
+        return mean, cov
+
+    def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
+        (y, u), p = evidence, self.params
+        mean, cov = np.empty_like(predicted[0]), np.empty_like(predicted[1])
+        work = update_workspace(len(mean), len(y))
+        ok, log_lik = update_step(y, u, p["C"], p["D"], p["R"], predicted[0], predicted[1], mean, cov, work)
+        if not ok:
+            raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
+        return (mean, cov), float(log_lik)
+
+    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+        gain = np.linalg.lstsq(predicted_next[1], self.params["A"] @ filtered[1], rcond=None)[0].T
+        mean = filtered[0] + gain @ (smoothed_next[0] - predicted_next[0])
+        cov = filtered[1] + gain @ (smoothed_next[1] - predicted_next[1]) @ gain.T
+        return mean, 0.5 * (cov + cov.T)
+
+    def marginals(self, law: Law) -> dict[str, np.ndarray]:
+        return {"mean": law[0], "covariance": law[1]}
+
+
+class SwitchingKalmanRecursion(Recursion):
+    """An approximate filter of a switching linear dynamical system: one Gaussian per mode (Kim's
+    filter, a generalised pseudo-Bayesian filter of order 2). Law (w (K,), means (K, n),
+    covariances (K, n, n)): p(z_t = k | y_0..t) and the moments of p(x_t | z_t = k, y_0..t).
+
+    The exact filter is a mixture of K^(t+1) Gaussians. Each step runs the K^2 Kalman steps of
+    the pairs (z_t-1 = i, z_t = j) (mode j's dynamics from mode i's Gaussian; the switch
+    probability of a recurrent model evaluated at mode i's mean) and collapses the K Gaussians
+    of each mode j into one with the same mean and covariance. The log-likelihoods are those
+    of this approximation (exact when K = 1, or for the first two steps). Cost O(K^2 n^3) per step.
+    ``params``: A, B, b, Q (K, ...) of the dynamics; C, D, d, R of the observation; m0, P0; and
+    ``transitions(means, u)`` -> the (K, K) switch probabilities from each mode's mean.
+    """
+
+    def __init__(self, initial: np.ndarray, params: dict[str, Any]):
+        super().__init__(initial)
+        self.params = params
+
+    def first(self, move: np.ndarray) -> Law:
+        k = len(self.initial)
+        return self.initial, np.tile(self.params["m0"], (k, 1)), np.tile(self.params["P0"], (k, 1, 1))
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means, covariances)."""
+        p, (weights, means, covs) = self.params, law
+        k, n = means.shape
+        pair_weights = weights[:, None] * p["transitions"](means, move)
+        pair_means, pair_covs = np.empty((k, k, n)), np.empty((k, k, n, n))
+        product = np.empty((n, n))
+        for i in range(k):
+            for j in range(k):
+                predict_step(
+                    means[i], covs[i], p["A"][j], p["B"][j], p["Q"][j], move, pair_means[i, j], pair_covs[i, j], product
+                )
+                pair_means[i, j] += p["b"][j]
+        return pair_weights, pair_means, pair_covs
+
+    def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
+        (y, u), p = evidence, self.params
+        weights, means, covs = predicted
+        if weights.ndim == 1:  # the first step: one Gaussian per mode, all alike
+            weights, means, covs = (
+                np.diag(weights),
+                np.broadcast_to(means, (len(weights), *means.shape)),
+                np.broadcast_to(covs, (len(weights), *covs.shape)),
+            )
+        k, n = means.shape[1:]
+        work = update_workspace(n, len(y))
+        updated_means, updated_covs, log_liks = np.empty_like(means), np.empty_like(covs), np.full((k, k), -np.inf)
+        for i in range(k):
+            for j in range(k):
+                if weights[i, j] > 0.0:
+                    ok, log_liks[i, j] = update_step(
+                        y,
+                        u,
+                        p["C"],
+                        p["D"],
+                        p["R"],
+                        means[i, j],
+                        covs[i, j],
+                        updated_means[i, j],
+                        updated_covs[i, j],
+                        work,
+                    )
+                    if not ok:
+                        raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
+        joint, log_lik = chain_update(weights, log_liks)
+        return _collapse(joint, updated_means, updated_covs), log_lik
+
+    def forecast(self, law: Law, future_inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mode probabilities (h, K) and the means (h, p) and covariances (h, p, p) of y_t+1..t+h from
+        a filtered law, each step predicted and collapsed to one Gaussian per mode (which keeps each
+        mode's mean and covariance: exact moments of the approximate filter's law for a chain without
+        recurrence). ``future_inputs`` (h, m)."""
+        p = self.params
+        out = []
+        for u in future_inputs:
+            law = _collapse(*self.predict(law, u))
+            means = law[1] @ p["C"].T + p["D"] @ u + p["d"]
+            covs = p["C"] @ law[2] @ p["C"].T + p["R"]
+            mean = law[0] @ means
+            spread = means - mean
+            out.append((law[0], mean, np.einsum("k,kab->ab", law[0], covs + spread[:, :, None] * spread[:, None, :])))
+        return tuple(np.array(part) for part in zip(*out))
+
+    smooths = False
+
+    def marginals(self, law: Law) -> dict[str, np.ndarray]:
+        weights, means, covs = law
+        mean = weights @ means
+        spread = means - mean
+        return {
+            "probabilities": weights,
+            "mean": mean,
+            "covariance": np.einsum("k,kab->ab", weights, covs + spread[:, :, None] * spread[:, None, :]),
+        }
+
+
+def _collapse(joint: np.ndarray, means: np.ndarray, covs: np.ndarray) -> Law:
+    """One Gaussian per mode j from the pairs (i, j) of weights (K, K), means and covariances: the
+    mode's probability sum_i joint_ij and the mixture's mean and covariance."""
+    mode = joint.sum(axis=0)
+    share = _ratio(joint, np.broadcast_to(mode, joint.shape))
+    collapsed = np.einsum("ij,ijn->jn", share, means)
+    spread = means - collapsed[None]
+    return mode, collapsed, np.einsum("ij,ijab->jab", share, covs + spread[..., :, None] * spread[..., None, :])
+
+
+def chain_update(predicted: np.ndarray, log_likelihoods: np.ndarray) -> tuple[np.ndarray, float]:
+    """p(z_t | y_0..t) ∝ p(z_t | y_<t) p(y_t | z_t) and log p(y_t | y_<t), scaled by the largest
+    log-likelihood so that nothing underflows; ValueError if no mode can emit y_t."""
+    shift = log_likelihoods.max()
+    if not np.isfinite(shift):
+        raise ValueError(f"y_t has log-likelihood {shift} under every mode: no mode can emit it")
+    joint = predicted * np.exp(log_likelihoods - shift)
+    total = joint.sum()
+    if not total > 0.0:
+        raise ValueError("y_t is impossible given the past: no mode that can emit it can be reached")
+    return joint / total, float(np.log(total) + shift)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (a state that cannot be reached)."""
+    out = np.zeros_like(numerator)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+class StreamingFilters:
+    """Mixin: ``filter_init``, ``filter_step``, ``filter_stream`` from three hooks of a model.
+
+    ``_stream_recursion()`` -> :class:`Recursion`; ``_stream_evidence(state, y, inputs)`` ->
+    (evidence, move into this step or None for the first, new history) after checking y_t;
+    ``_stream_history()`` -> the empty history. ``filter_forecast(state, horizon)`` gives predictions.
+    """
+
+    def filter_init(self, *, lag: int = 0) -> FilterState:
+        """The state of a filter that has seen nothing; ``lag`` L > 0 also smooths with a delay of L steps."""
+        if int(lag) != lag or lag < 0:
+            raise ValueError(f"lag must be a non-negative integer, got {lag!r}")
+        recursion = self._stream_recursion()  # checks the model is fitted
+        if lag and not recursion.smooths:
+            raise NotImplementedError(f"fixed-lag smoothing of a {type(self).__name__} is not implemented")
+        return FilterState(history=self._stream_history(), lag=int(lag))
+
+    def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
+        """Condition the filter on one more observation ``y`` (a row; NaN marks a missing entry) and,
+        for a model with inputs, its ``inputs`` row. Returns the new state and a :class:`StepOutput`."""
+        if not isinstance(state, FilterState):
+            raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
+        recursion = self._stream_recursion()
+        return self._advance(recursion, state, *self._stream_evidence(state, y, inputs))
+
+    def _advance(
+        self, recursion: Recursion, state: FilterState, evidence: Any, move: np.ndarray, history: np.ndarray
+    ) -> tuple[FilterState, StepOutput]:
+        """One step of the filter on checked evidence."""
+        if evidence is None:  # a step conditioned on (an autoregression's first lags): no law yet
+            new = FilterState(state.step + 1, state.filtered, history, state.lag, state.window)
+            return new, StepOutput(state.step, 0.0, new, self)
+        predicted = recursion.first(move) if not state.filtered else recursion.predict(state.filtered, move)
+        filtered, log_lik = recursion.update(predicted, evidence)
+        window, lagged = state.window, None
+        if state.lag:
+            window = (*window, (filtered, predicted, move))[-(state.lag + 1) :]
+            if len(window) == state.lag + 1:
+                lagged = self._present(recursion, _smooth(recursion, window)[0])
+        new = FilterState(state.step + 1, filtered, history, state.lag, window)
+        return new, StepOutput(state.step, log_lik, new, self, lagged=lagged, **recursion.marginals(filtered))
+
+    def filter_stream(
+        self,
+        observations: Iterable[Any],
+        inputs: Iterable[Any] | None = None,
+        *,
+        lag: int = 0,
+        state: FilterState | None = None,
+        block: int = 1024,
+    ) -> Iterator[StepOutput]:
+        """Filter an iterable of observations as a generator of :class:`StepOutput`; ``inputs`` an
+        iterable of input rows alongside; ``state`` resumes a stream from a saved :class:`FilterState`
+        (then ``lag`` is the state's). Any iterable is read one row at a time (a live feed works);
+        an array, all there already, is checked and its evidence computed ``block`` rows at a time
+        (an error in a row is then raised before the earlier rows of its block are yielded)."""
+        state = self.filter_init(lag=lag) if state is None else state
+        recursion = self._stream_recursion()
+        if isinstance(observations, np.ndarray) and (inputs is None or isinstance(inputs, np.ndarray)):
+            for start in range(0, len(observations), block):
+                rows = observations[start : start + block]
+                extra = None if inputs is None else inputs[start : start + block]
+                for out in self._stream_block(recursion, state, rows, extra):
+                    yield out
+                state = out.state
+            return
+        extra = iter(inputs) if inputs is not None else None
+        for y in observations:
+            state, out = self.filter_step(state, y, None if extra is None else next(extra))
+            yield out
+
+    def _stream_block(
+        self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
+    ) -> Iterator[StepOutput]:
+        """The output of each row of a block, in order (models may run a block at once)."""
+        for evidence, move, history in self._stream_evidences(state, rows, inputs):
+            state, out = self._advance(recursion, state, evidence, move, history)
+            yield out
+
+    def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
+        """``_stream_evidence`` of a block of rows, in order (models override it to evaluate a block at once)."""
+        out = []
+        for i, y in enumerate(rows):
+            evidence, move, history = self._stream_evidence(state, y, None if inputs is None else inputs[i])
+            out.append((evidence, move, history))
+            state = FilterState(state.step + 1, state.filtered, history, state.lag, state.window)
+        return out
+
+    def filter_smoothed(self, state: FilterState) -> list[Any]:
+        """The smoothed laws of the steps in a fixed-lag state's window given everything seen, oldest
+        first: at the end of a stream, the last L + 1 steps (all of them when L covers the stream)."""
+        if not state.lag:
+            raise ValueError("this filter state keeps no window: start it with filter_init(lag=L), L > 0")
+        recursion = self._stream_recursion()
+        return [self._present(recursion, law) for law in _smooth(recursion, state.window)]
+
+    @staticmethod
+    def _present(recursion: Recursion, law: Law) -> Any:
+        marginals = recursion.marginals(law)
+        return (
+            marginals["probabilities"] if "probabilities" in marginals else (marginals["mean"], marginals["covariance"])
+        )
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((0, 0))
+
+
+def _smooth(recursion: Recursion, window: tuple[tuple[Law, Law, np.ndarray], ...]) -> list[Law]:
+    """The backward recursion over a window of (filtered, predicted, move), oldest first."""
+    smoothed = [window[-1][0]]
+    for s in range(len(window) - 2, -1, -1):
+        _, predicted_next, move_next = window[s + 1]
+        smoothed.append(recursion.back(window[s][0], predicted_next, smoothed[-1], move_next))
+    return smoothed[::-1]
+
+
+def check_row(y: Any, n_features: int | None, what: str = "y_t") -> np.ndarray:
+    """One observation as a float (D,) row; ValueError naming the problem (shape, infinite values)."""
+    try:
+        row = np.asarray(y, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what} must be numbers, got {y!r}") from error
+    row = row.reshape(1) if row.ndim == 0 else row
+    if row.ndim != 1:
+        raise ValueError(f"{what} must be one observation (a number or a 1-D row), got shape {row.shape}")
+    if n_features is not None and row.shape[0] != n_features:
+        raise ValueError(f"{what} has {row.shape[0]} entries, the model expects {n_features}")
+    if np.isinf(row).any():
+        raise ValueError(f"{what} has an infinite entry at {int(np.flatnonzero(np.isinf(row))[0])}: {row}")
+    return row
+
+
+def lagged_values(
+    history: np.ndarray, y: Any, order: int, n_features: int | None, model: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """An autoregression's row [y_t, y_t-1, ..., y_t-order, 1] (zeros for lags not seen yet, as
+    :func:`~modeshift.emissions.autoregressive.with_lags` at a sequence's start) and the new history,
+    the last ``order`` observations (order, D)."""
+    row = check_row(y, n_features)
+    if np.isnan(row).any():
+        raise ValueError(f"y_t = {row} has a missing entry (NaN); {model} cannot take missing values")
+    values = np.vstack([history.reshape(-1, len(row)), row[None]])
+    return with_lags(values, np.array([0, len(values)]), order)[-1], values[-order:]

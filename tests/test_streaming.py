@@ -1,0 +1,413 @@
+"""Streaming filters equal the batch filters, resume from a saved state, smooth with a fixed lag."""
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM
+from modeshift.models.base import NotFittedError
+from modeshift.models.capabilities import Streaming
+from modeshift.models.streaming import FilterState
+
+
+def _hmm() -> tuple[HMM, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(3, 1, (100, 2))]
+    X[5, 0], X[7] = np.nan, np.nan  # a partly and a wholly missing step
+    return HMM(n_states=3, random_state=0).fit(X), X
+
+
+def _arhmm() -> tuple[ARHMM, np.ndarray]:
+    model = ARHMM(n_states=2, order=2)
+    model.startprob_, model.transmat_ = np.array([0.6, 0.4]), np.array([[0.98, 0.02], [0.02, 0.98]])
+    model.coefs_, model.intercepts_ = np.array([[[0.5, 0.2]], [[-0.5, 0.1]]]), np.array([[1.0], [0.0]])
+    model.covars_ = np.full((2, 1, 1), 0.1)
+    return model, model.sample(300, random_state=1)[0]
+
+
+def _hsmm(left_censoring: bool = False) -> tuple[HSMM, np.ndarray]:
+    model = HSMM(n_states=3, duration="poisson", max_duration=30, left_censoring=left_censoring)
+    model.startprob_ = np.array([0.5, 0.3, 0.2])
+    model.transmat_ = np.array([[0.0, 0.6, 0.4], [0.5, 0.0, 0.5], [0.3, 0.7, 0.0]])
+    model.duration_rates_ = np.array([4.0, 9.0, 2.0])
+    model.means_, model.covars_ = np.array([[0.0], [2.0], [4.0]]), np.ones((3, 1, 1))
+    X = model.sample(300, random_state=0)[0]
+    X[10] = np.nan
+    return model, X
+
+
+def _lds() -> tuple[LinearGaussianSSM, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    model = LinearGaussianSSM(state_dim=2, obs_dim=3, input_dim=1)
+    model.dynamics_matrix_, model.transition_covariance_ = np.array([[0.9, 0.1], [0.0, 0.8]]), 0.1 * np.eye(2)
+    model.observation_matrix_, model.observation_covariance_ = rng.normal(size=(3, 2)), 0.5 * np.eye(3)
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(2), np.eye(2)
+    model.control_matrix_, model.feedthrough_matrix_ = np.ones((2, 1)), np.full((3, 1), 0.3)
+    U = rng.normal(size=(200, 1))
+    Y = model.sample(200, inputs=U, random_state=1)[0]
+    Y[3, 1], Y[8] = np.nan, np.nan
+    return model, Y, U
+
+
+CHAINS = {"hmm": _hmm, "arhmm": _arhmm, "hsmm": _hsmm, "hsmm_left": lambda: _hsmm(True)}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_chain_stream_equals_batch_filter(name):
+    model, X = CHAINS[name]()
+    assert isinstance(model, Streaming)
+    outs = list(model.filter_stream(X))
+    probabilities = np.array([out.probabilities for out in outs])
+    assert np.abs(probabilities - model.filter_proba(X)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(X)) < 1e-10 * len(X)
+    assert [out.step for out in outs] == list(range(len(X)))
+
+
+@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm"])
+def test_chain_prediction_is_the_forecast(name):
+    model, X = CHAINS[name]()
+    if name == "hsmm":  # a forecast needs no missing last step
+        X = X[:200]
+    *_, last = model.filter_stream(X)
+    expected = model.forecast(X, 1)
+    np.testing.assert_allclose(last.prediction.means, expected.means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(last.prediction.covariances, expected.covariances, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_fixed_lag_covering_the_sequence_is_the_smoother(name):
+    model, X = CHAINS[name]()
+    state = model.filter_init(lag=len(X))
+    for y in X:
+        state, out = model.filter_step(state, y)
+    smoothed = np.array(model.filter_smoothed(state))
+    assert np.abs(smoothed - model.predict_proba(X)).max() < 1e-12
+
+
+def test_fixed_lag_is_the_smoother_of_the_data_so_far():
+    model, X = _hmm()
+    lag = 5
+    outs = list(model.filter_stream(X, lag=lag))
+    assert all(out.lagged is None for out in outs[:lag])
+    for t in (lag, 17, 60, len(X) - 1):
+        np.testing.assert_allclose(outs[t].lagged, model.predict_proba(X[: t + 1])[t - lag], atol=1e-12)
+
+
+def test_lds_stream_equals_batch_filter_and_smoother():
+    model, Y, U = _lds()
+    assert isinstance(model, Streaming)
+    outs = list(model.filter_stream(Y, inputs=U))
+    batch = model.filter(Y, inputs=U)
+    assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
+    assert np.abs(np.array([out.covariance for out in outs]) - batch.covariances).max() < 1e-10
+    assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-10 * len(Y)
+    assert outs[0].probabilities is None
+    state = model.filter_init(lag=len(Y))
+    for y, u in zip(Y, U):
+        state, _ = model.filter_step(state, y, u)
+    smoothed = model.smooth(Y, inputs=U)
+    laws = model.filter_smoothed(state)
+    assert np.abs(np.array([m for m, _ in laws]) - smoothed.means).max() < 1e-10
+    assert np.abs(np.array([c for _, c in laws]) - smoothed.covariances).max() < 1e-10
+    future = np.ones((2, 1))
+    np.testing.assert_allclose(
+        model.filter_forecast(state, 2, future).means, model.forecast(Y, 2, inputs=U, future_inputs=future).means
+    )
+
+
+@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm", "lds", "markov_autoregression"])
+def test_a_saved_state_resumes_the_stream(name, tmp_path):
+    if name == "lds":
+        model, X, U = _lds()
+    elif name == "markov_autoregression":  # its state keeps the last order observations
+        from modeshift import MarkovAutoregression
+        from modeshift.datasets import load_hamilton_gnp
+
+        X = load_hamilton_gnp()["rgnp_growth"].to_numpy()
+        model = MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(X)
+        U = [None] * len(X)
+    else:
+        model, X = CHAINS[name]()
+        U = [None] * len(X)
+    whole = list(model.filter_stream(X, inputs=None if name != "lds" else U, lag=3))
+    state = model.filter_init(lag=3)
+    for y, u in zip(X[:50], U[:50]):
+        state, _ = model.filter_step(state, y, u)
+    state.save(tmp_path / "state.npz")
+    resumed = FilterState.load(tmp_path / "state.npz")
+    rest = list(model.filter_stream(X[50:], inputs=None if name != "lds" else U[50:], state=resumed))
+    for a, b in zip(whole[50:], rest):
+        assert a.step == b.step and a.log_likelihood == b.log_likelihood
+        if name == "lds":
+            np.testing.assert_array_equal(a.mean, b.mean)
+            np.testing.assert_array_equal(a.lagged[1], b.lagged[1])
+        else:
+            np.testing.assert_array_equal(a.probabilities, b.probabilities)
+            np.testing.assert_array_equal(a.lagged, b.lagged)
+
+
+def test_bad_observations_are_named():
+    model, _ = _hmm()
+    state = model.filter_init()
+    with pytest.raises(ValueError, match="has 3 entries, the model expects 2"):
+        model.filter_step(state, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="infinite entry"):
+        model.filter_step(state, [1.0, np.inf])
+    with pytest.raises(ValueError, match="must be numbers"):
+        model.filter_step(state, ["a", "b"])
+    with pytest.raises(ValueError, match="inputs were given"):
+        model.filter_step(state, [1.0, 2.0], inputs=[1.0])
+    with pytest.raises(ValueError, match="lag must be"):
+        model.filter_init(lag=-1)
+    with pytest.raises(ValueError, match="FilterState"):
+        model.filter_step({"step": 0}, [1.0, 2.0])
+    with pytest.raises(NotFittedError):
+        HMM(n_states=2).filter_init()
+    arhmm, _ = _arhmm()
+    with pytest.raises(ValueError, match="cannot take missing values"):
+        arhmm.filter_step(arhmm.filter_init(), np.nan)
+
+
+@pytest.mark.slow
+def test_no_underflow_over_a_million_steps():
+    """Observations far from both modes (likelihood ~ e^-800 per step, e^-8e8 in all): the
+    filter stays normalised and its cost per step does not grow with the stream."""
+    model = HMM(n_states=2)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.array([[0.99, 0.01], [0.01, 0.99]])
+    model.means_, model.covars_ = np.array([[0.0], [1.0]]), np.full((2, 1, 1), 0.01)
+    far = 5.0 + np.random.default_rng(0).normal(0.0, 0.1, 1_000_000)
+    state, total, times = model.filter_init(), 0.0, []
+    for start in range(0, len(far), 100_000):
+        begin = time.perf_counter()
+        for y in far[start : start + 100_000]:
+            state, out = model.filter_step(state, y)
+            total += out.log_likelihood
+        times.append(time.perf_counter() - begin)
+    assert np.isfinite(total) and total < -5e8
+    assert np.isclose(total, model.score(far), rtol=1e-10)
+    assert np.all(np.isfinite(state.filtered[0])) and np.isclose(state.filtered[0].sum(), 1.0)
+    assert max(times[-3:]) < 3 * min(times[:3])  # no growth with the stream's length
+
+
+def test_markov_autoregression_stream_equals_batch():
+    from modeshift import MarkovAutoregression
+    from modeshift.datasets import load_hamilton_gnp
+
+    gnp = load_hamilton_gnp()["rgnp_growth"].to_numpy()
+    model = MarkovAutoregression(n_states=2, order=4, switching_ar=False, random_state=0).fit(gnp)
+    outs = list(model.filter_stream(gnp))
+    assert all(out.probabilities is None and out.log_likelihood == 0.0 for out in outs[:4])
+    probabilities = np.array([out.probabilities for out in outs[4:]])
+    assert np.abs(probabilities - model.filter_proba(gnp)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(gnp)) < 1e-10 * len(gnp)
+    state = model.filter_init(lag=len(gnp))
+    for y in gnp:
+        state, _ = model.filter_step(state, y)
+    assert np.abs(np.array(model.filter_smoothed(state)) - model.predict_proba(gnp)).max() < 1e-12
+    prediction, expected = outs[-1].prediction, model.forecast(gnp, 1)
+    np.testing.assert_allclose(prediction.means, expected.means, rtol=1e-10)
+    np.testing.assert_allclose(prediction.covariances, expected.covariances, rtol=1e-10)
+    np.testing.assert_allclose(prediction.mode_probabilities, expected.mode_probabilities, rtol=1e-10)
+    with pytest.raises(NotImplementedError, match="one step"):
+        model.filter_forecast(state, 2)
+
+
+def test_markov_regression_stream_with_exog_trend_and_missing_values():
+    from modeshift import MarkovRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = np.r_[rng.normal(0, 1, 100), rng.normal(3, 1, 100)] + 0.5 * x
+    y[7] = np.nan
+    model = MarkovRegression(n_states=2, trend="ct", switching_variance=True, random_state=0).fit(y, exog=x)
+    outs = list(model.filter_stream(y, inputs=x[:, None]))
+    probabilities = np.array([out.probabilities for out in outs])
+    assert np.abs(probabilities - model.filter_proba(y, exog=x)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(y, exog=x)) < 1e-10 * len(y)
+    with pytest.raises(ValueError, match="the exog row"):
+        model.filter_step(model.filter_init(), 1.0)
+
+
+def _slds(A, Q, b, P, offset=(0.1, -0.2)):
+    from modeshift import SwitchingLDS
+
+    k = len(A)
+    model = SwitchingLDS(n_states=k, state_dim=1)
+    model.dynamics_matrices_, model.dynamics_offsets_ = np.reshape(A, (k, 1, 1)), np.reshape(b, (k, 1))
+    model.dynamics_input_matrices_, model.dynamics_covariances_ = np.zeros((k, 1, 0)), np.reshape(Q, (k, 1, 1))
+    model.observation_matrix_, model.feedthrough_matrix_ = np.array([[1.0], [0.5]]), np.zeros((2, 0))
+    model.observation_offset_, model.observation_covariance_ = np.array(offset), 0.3 * np.eye(2)
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    model.startprob_, model.transmat_ = np.full(k, 1.0 / k), np.array(P)
+    return model
+
+
+def _exact_switching_filter(model, Y):
+    """p(z_T-1 | y) and log p(y) by enumerating every mode path (a Kalman filter each)."""
+    A, Q = model.dynamics_matrices_[:, 0, 0], model.dynamics_covariances_[:, 0, 0]
+    b, P = model.dynamics_offsets_[:, 0], model.transmat_
+    C, d, R = model.observation_matrix_, model.observation_offset_, model.observation_covariance_
+    k, total, last = len(A), 0.0, np.zeros(len(A))
+    for path in itertools.product(range(k), repeat=len(Y)):
+        weight = model.startprob_[path[0]] * np.prod([P[i, j] for i, j in zip(path, path[1:])])
+        mean, var, log_lik = 0.0, 1.0, 0.0
+        for t, (z, y) in enumerate(zip(path, Y)):
+            if t:
+                mean, var = A[z] * mean + b[z], A[z] ** 2 * var + Q[z]
+            S = var * C @ C.T + R
+            innovation = y - d - C[:, 0] * mean
+            log_lik += -0.5 * (np.log(np.linalg.det(2 * np.pi * S)) + innovation @ np.linalg.solve(S, innovation))
+            gain = var * np.linalg.solve(S, C[:, 0])
+            mean, var = mean + gain @ innovation, var - var * gain @ C[:, 0]
+        total += weight * np.exp(log_lik)
+        last[path[-1]] += weight * np.exp(log_lik)
+    return last / total, np.log(total)
+
+
+def test_switching_lds_filter_is_exact_for_three_steps_and_close_after():
+    model = _slds([0.9, -0.5], [0.1, 0.5], [0.5, -1.0], [[0.9, 0.1], [0.2, 0.8]])
+    Y = model.sample(8, random_state=0)[0]
+    outs = list(model.filter_stream(Y))
+    for T in (1, 2, 3, 8):
+        probabilities, log_lik = _exact_switching_filter(model, Y[:T])
+        approximate = sum(out.log_likelihood for out in outs[:T])
+        if T <= 3:  # one Gaussian per mode is exact while x_t-2 does not depend on a mode
+            np.testing.assert_allclose(outs[T - 1].probabilities, probabilities, atol=1e-12)
+            assert abs(approximate - log_lik) < 1e-10
+        else:
+            np.testing.assert_allclose(outs[T - 1].probabilities, probabilities, atol=1e-3)
+            assert abs(approximate - log_lik) < 1e-2
+
+
+def test_switching_lds_with_alike_modes_is_the_kalman_filter():
+    model = _slds([0.9, 0.9], [0.1, 0.1], [0.0, 0.0], [[0.9, 0.1], [0.2, 0.8]], offset=(0.0, 0.0))
+    lds = LinearGaussianSSM(state_dim=1)
+    lds.dynamics_matrix_, lds.transition_covariance_ = np.array([[0.9]]), np.array([[0.1]])
+    lds.observation_matrix_, lds.observation_covariance_ = model.observation_matrix_, model.observation_covariance_
+    lds.initial_state_mean_, lds.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    Y = model.sample(100, random_state=2)[0]
+    Y[4, 0] = np.nan
+    outs = list(model.filter_stream(Y))
+    batch = lds.filter(Y)
+    assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
+    assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-9
+    with pytest.raises(NotImplementedError, match="fixed-lag"):
+        model.filter_init(lag=2)
+    forecast, expected = model.filter_forecast(outs[-1].state, 3), lds.forecast(Y, 3)
+    np.testing.assert_allclose(forecast.means, expected.means, rtol=1e-10)
+    np.testing.assert_allclose(forecast.covariances, expected.covariances, rtol=1e-10)
+
+
+def test_an_array_read_by_blocks_gives_what_a_live_feed_gives():
+    model, X = _hmm()
+    by_blocks = list(model.filter_stream(X, block=7))
+    one_by_one = list(model.filter_stream(iter(list(X))))
+    for a, b in zip(by_blocks, one_by_one, strict=True):  # the compiled block filter rounds its own way
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=0, atol=1e-14)
+        assert abs(a.log_likelihood - b.log_likelihood) < 1e-12
+        assert a.state.step == b.state.step == a.step + 1
+    np.testing.assert_allclose(by_blocks[-1].state.filtered[0], one_by_one[-1].state.filtered[0], atol=1e-14)
+    bad = X.copy()
+    bad[12, 1] = np.inf
+    with pytest.raises(ValueError, match="step 12 has an infinite entry"):
+        list(model.filter_stream(bad))
+    counts = HMM(n_states=2, emission="categorical", random_state=0).fit(np.r_[np.zeros(20), np.ones(20)])
+    with pytest.raises(ValueError, match="from step 0"):
+        list(counts.filter_stream(np.array([0.0, 1.5])))
+
+
+def test_markov_switching_with_time_varying_transitions_streams_exactly():
+    import warnings
+
+    from modeshift import MarkovAutoregression, MarkovRegression
+    from modeshift.datasets import load_filardo
+
+    frame = load_filardo()
+    y = frame["dlip"].to_numpy()[1:]
+    z = np.c_[np.ones(len(y)), frame["dmdlleading"].to_numpy()[:-1]]
+    x = np.random.default_rng(1).normal(size=len(y))
+    options = {"n_states": 2, "random_state": 0, "n_iter": 20, "n_iter_polish": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # capped fits: any parameters will do
+        ar = MarkovAutoregression(order=2, switching_ar=False, **options).fit(y, exog_tvtp=z)
+        regression = MarkovRegression(**options).fit(y, exog=x, exog_tvtp=z)
+    outs = list(ar.filter_stream(y, inputs=z))
+    probabilities = np.array([out.probabilities for out in outs[2:]])
+    assert np.abs(probabilities - ar.filter_proba(y, exog_tvtp=z)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - ar.score(y, exog_tvtp=z)) < 1e-10 * len(y)
+    state = ar.filter_init(lag=len(y))
+    for value, row in zip(y, z):
+        state, _ = ar.filter_step(state, value, row)
+    assert np.abs(np.array(ar.filter_smoothed(state)) - ar.predict_proba(y, exog_tvtp=z)).max() < 1e-12
+    outs = list(regression.filter_stream(y, inputs=np.c_[x, z]))  # the exog row, then the exog_tvtp row
+    probabilities = np.array([out.probabilities for out in outs])
+    assert np.abs(probabilities - regression.filter_proba(y, exog=x, exog_tvtp=z)).max() < 1e-12
+    prediction = regression.filter_forecast(outs[-1].state, 1, [0.3, 1.0, 0.2])
+    expected = regression.forecast(y, 1, exog=x, exog_tvtp=z, future_exog=[[0.3]], future_exog_tvtp=[[1.0, 0.2]])
+    np.testing.assert_allclose(prediction.means, expected.means, rtol=1e-10)
+    np.testing.assert_allclose(prediction.covariances, expected.covariances, rtol=1e-10)
+    np.testing.assert_allclose(prediction.mode_probabilities, expected.mode_probabilities, rtol=1e-10)
+
+
+def test_input_driven_and_discrete_chains_stream_exactly():
+    rng = np.random.default_rng(3)
+    U = rng.normal(size=(300, 1))
+    X = np.where(U[:, 0] > 0, 2.0, -2.0) + rng.normal(0, 1, 300)
+    driven = HMM(n_states=2, input_dim=1, n_iter=30, random_state=0).fit(X, inputs=U)
+    outs = list(driven.filter_stream(X, inputs=U))
+    assert np.abs(np.array([out.probabilities for out in outs]) - driven.filter_proba(X, inputs=U)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - driven.score(X, inputs=U)) < 1e-10 * len(X)
+    np.testing.assert_allclose(
+        driven.filter_forecast(outs[-1].state, 1, U[:1]).means,
+        driven.forecast(X, 1, inputs=U, future_inputs=U[:1]).means,
+    )
+    with pytest.raises(ValueError, match="inputs"):
+        driven.filter_step(driven.filter_init(), 1.0)
+    symbols = np.r_[rng.integers(0, 2, 100), rng.integers(2, 4, 100)].astype(float)
+    symbols[[3, 50]] = np.nan
+    categorical = HMM(n_states=2, emission="categorical", n_iter=30, random_state=0).fit(symbols)
+    outs = list(categorical.filter_stream(symbols))
+    assert np.abs(np.array([out.probabilities for out in outs]) - categorical.filter_proba(symbols)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - categorical.score(symbols)) < 1e-10 * len(symbols)
+
+
+def test_a_million_steps_through_filter_stream_stay_normalised():
+    model = HMM(n_states=2)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.array([[0.99, 0.01], [0.01, 0.99]])
+    model.means_, model.covars_ = np.array([[0.0], [1.0]]), np.full((2, 1, 1), 0.01)
+    far = 5.0 + np.random.default_rng(0).normal(0.0, 0.1, 1_000_000)
+    total, start = 0.0, time.perf_counter()
+    for out in model.filter_stream(far):
+        total += out.log_likelihood
+    seconds = time.perf_counter() - start
+    assert np.isfinite(total) and total < -5e8
+    assert np.isclose(total, model.score(far), rtol=1e-10)
+    assert np.isclose(out.probabilities.sum(), 1.0) and np.all(out.probabilities >= 0)
+    assert seconds < 60
+
+
+def test_an_impossible_observation_is_named_in_a_block():
+    model = HMM(n_states=2, emission="categorical")
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.1, 0.9]])
+    model.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
+    with pytest.raises(ValueError, match="no mode can emit"):
+        list(model.filter_stream(np.array([0.0, 1.0, 2.0, 0.0])))
+
+
+def test_a_parameter_changed_in_place_takes_effect_at_the_next_step():
+    model, Y, U = _lds()
+    state = model.filter_init()
+    state, first = model.filter_step(state, Y[0], U[0])
+    model.observation_covariance_ *= 2.0  # in place: the cached checks must notice
+    _, second = model.filter_step(state, Y[1], U[1])
+    assert second.log_likelihood == _one_step_after(model, Y, U, first.state)
+
+
+def _one_step_after(model, Y, U, state):
+    """The log-likelihood of step 1 given a state, from a fresh model with the same parameters."""
+    fresh = LinearGaussianSSM(state_dim=2, obs_dim=3, input_dim=1)
+    for name in model.parameter_names:
+        setattr(fresh, name, np.array(getattr(model, name)))
+    return fresh.filter_step(state, Y[1], U[1])[1].log_likelihood
