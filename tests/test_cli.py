@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -419,13 +420,16 @@ def test_fit_score_info_for_a_chain_on_an_event_log(tmp_path):
     assert "--modes does not apply to --model chain (it takes --order, --unknown)" in result.stderr
 
 
-def test_simulate_a_chain_and_refuse_its_report(tmp_path):
+def test_simulate_a_chain_and_report_it_with_a_title(tmp_path):
     pd.DataFrame({"case_id": [1, 1, 2, 2, 2], "activity": list("ababb")}).to_csv(tmp_path / "log.csv", index=False)
     _json("fit", tmp_path / "log.csv", "--model", "chain", "-o", tmp_path / "chain.msz")
     simulated = _json("simulate", tmp_path / "chain.msz", "--steps", 7, "--seed", 0)  # stops at END, or after 7
     assert 1 <= len(simulated) <= 7 and {row["activity"] for row in simulated} <= {"a", "b"}  # the file's column
-    result = _run("report", tmp_path / "chain.msz", tmp_path / "log.csv", "-o", tmp_path / "report")
-    assert result.exit_code == 1 and "a MarkovChain models symbols: use modeshift info or score" in result.stderr
+    written = _json(
+        "report", tmp_path / "chain.msz", tmp_path / "log.csv", "-o", tmp_path / "report", "--title", "Cases"
+    )
+    page = Path(written["output"]).read_text()
+    assert "<title>Cases</title>" in page or "<h1>Cases</h1>" in page
 
 
 # --------------------------------------------------- every model x every subcommand
@@ -447,7 +451,7 @@ _SUBCOMMANDS = {
     "forecast": (Forecaster, ["{data}", "-H", 2]),
     "simulate": (Sampler, ["-n", 5, "--seed", 1]),
     "next": (NextElementModel, []),
-    "report": ("real", ["{data}", "-o", "{dir}/report"]),
+    "report": (None, ["{data}", "-o", "{dir}/report"]),
 }
 
 
@@ -479,13 +483,13 @@ def test_every_model_and_subcommand_works_or_says_why_in_one_line(fitted, name, 
     capability, arguments = _SUBCOMMANDS[subcommand]
     result = _run(subcommand, path, *(str(a).format(data=data, dir=directory / name) for a in arguments))
     model = modeshift.load(path)
-    able = capability is None or (model.data_kind == "real" if capability == "real" else isinstance(model, capability))
+    able = capability is None or isinstance(model, capability)
     if able:
         assert result.exit_code == 0, result.output
         assert result.stdout.strip()
     else:
         assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
-        assert result.stderr.startswith(f"error: a {type(model).__name__} ") or "reports cover" in result.stderr
+        assert result.stderr.startswith(f"error: a {type(model).__name__} ")
 
 
 def test_every_model_family_is_in_the_command():
@@ -680,7 +684,6 @@ def test_the_readme_command_line_examples_run_as_written(tmp_path, monkeypatch, 
     """Every ``modeshift`` line of the README's command-line section, in order (rgnp.csv and events.csv
     are the bundled Hamilton GNP series and running-example log)."""
     import shlex
-    from pathlib import Path
 
     pytest.importorskip("statsmodels")
     pytest.importorskip("matplotlib")

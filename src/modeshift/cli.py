@@ -893,17 +893,14 @@ def report(
     columns: Columns = None,
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
+    title: Annotated[str | None, typer.Option("--title", help="Title of the report page.")] = None,
     json_output: Json = False,
 ) -> None:
-    """Write a model's report on DATA to a directory: one HTML page with its fit, parameters and figures."""
+    """Write a model's report on DATA to a directory: one HTML page with its fit, parameters and figures
+    (title: the model's class unless --title)."""
     from modeshift.report import write_report
 
     estimator = load(model_file)
-    if estimator.data_kind != "real":
-        raise ValueError(
-            f"reports cover models of numeric series; a {type(estimator).__name__} models {estimator.data_kind}: "
-            "use modeshift info or score"
-        )
     seqs = _read(data, estimator, columns, id_column, time_column)
     _announce_compilation()
-    _emit({"output": write_report(estimator, seqs, output)}, json_output)
+    _emit({"output": write_report(estimator, seqs, output, title=title)}, json_output)
