@@ -380,9 +380,27 @@ def chromium() -> str:
     )
 
 
-def test_every_image_loads_in_a_headless_browser(chromium, report, tmp_path):
+def _browser_report(kind: str, report: Path, tmp_path: Path) -> Path:
+    """The report of one model of each kind of figure set: modes of a series (the module's HMM),
+    a state-space model, Markov switching, a chain on symbols."""
+    if kind == "hmm":
+        return report
+    X = _series()
+    if kind == "lds":
+        model, data = LinearGaussianSSM.local_level(n_iter=3).fit(X), X
+    elif kind == "markov switching":
+        model, data = MarkovRegression(n_states=2, random_state=0).fit(X), X
+    else:
+        data = _symbols()
+        model = MarkovChain().fit(data)
+    return write_report(model, data, tmp_path / "report")
+
+
+@pytest.mark.parametrize("kind", ["hmm", "lds", "markov switching", "chain"])
+def test_every_image_loads_in_a_headless_browser(chromium, report, tmp_path, kind):
     """The report (which has no scripts) is loaded in an iframe of a wrapper page whose
     script writes each image's naturalWidth into the DOM that Chromium dumps."""
+    report = _browser_report(kind, report, tmp_path)
     wrapper = tmp_path / "wrapper.html"
     wrapper.write_text(
         f"""<!DOCTYPE html><html><body><pre id="result">not loaded</pre>

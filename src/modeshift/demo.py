@@ -45,23 +45,27 @@ class _Case:
 
 
 def run(output_dir: str | PathLike[str] = "modeshift-demo") -> str:
-    """Run every case, write its report and ``index.html`` into ``output_dir``; print and return the summary."""
+    """Run every case, write its report and ``index.html`` into ``output_dir``; print each case's
+    findings as it finishes, and return the summary."""
     from modeshift.report import write_index, write_report  # needs matplotlib: pip install modeshift[plot]
 
     directory = Path(output_dir)
-    cases = [_recessions(), _earthquakes(), _nile_shift(), _nile_forecast(), _thermostat()]
-    for case in cases:
+    cases, parts = [], []
+    for build in (_recessions, _earthquakes, _nile_shift, _nile_forecast, _thermostat):
+        case = build()
         write_report(case.model, case.data, directory / case.name, title=case.title, **case.report_options)
-    summary = "\n".join(f"{case.title}\n" + "\n".join(f"  {line}" for line in case.findings) for case in cases)
+        parts.append(f"{case.title}\n" + "\n".join(f"  {line}" for line in case.findings))
+        print(parts[-1], flush=True)
+        cases.append(case)
+    summary = "\n".join(parts)
     index = write_index(
         directory,
         {case.title: f"{case.name}/report.html" for case in cases},
         title="modeshift demo",
         summary=summary,
     )
-    summary += f"\n\nReports: {index}"
-    print(summary)
-    return summary
+    print(f"\nReports: {index}", flush=True)
+    return f"{summary}\n\nReports: {index}"
 
 
 def main() -> None:

@@ -436,7 +436,7 @@ class StructuralModel(Model):
                 coefficients=G["D"][0, exog],
             )
             exact = getattr(component, "derivatives", None)
-            slopes = {j: _inner(local, change) for j, change in exact(here).items()} if exact else None
+            slopes = {j: _inner(local, change) for j, change in exact(here, block).items()} if exact else None
             for j, kind in enumerate(component.kinds()):
                 unit = layout.units[i]
                 if kind == "free":
@@ -452,11 +452,14 @@ class StructuralModel(Model):
                         change = sum(slope * moved[v] for v, slope in slopes.items())
                     gradient[i] = change / (2 * h)
                 else:  # linear in the value v: a variance v = s^2 (dv/dx = 2 s unit), a coefficient v (unit)
-                    step = unit * unit if kind == "variance" else unit
-                    moved = here.copy()
-                    moved[j] += step
                     slope = 2.0 * part[j] * unit if kind == "variance" else unit
-                    gradient[i] = _inner(local, component.block(moved), block) / step * slope
+                    if slopes is None:
+                        step = unit * unit if kind == "variance" else unit
+                        moved = here.copy()
+                        moved[j] += step
+                        gradient[i] = _inner(local, component.block(moved), block) / step * slope
+                    else:
+                        gradient[i] = slopes[j] * slope
                 i += 1
             at, column = at + n, column + k
         return value, gradient

@@ -514,57 +514,56 @@ class ARIMA(NamedTuple):
             initial_covariance=0.5 * (initial_covariance + initial_covariance.T),
         )
 
-    def derivatives(self, values: np.ndarray) -> dict[int, Block]:
-        """d block / d v_j for the AR and MA coefficients v_j (index in ``values`` -> a Block of
-        derivatives), exactly: with T the ARMA transition, s = (1, theta, 0..) and Q = sigma2 s s',
+    def derivatives(self, values: np.ndarray, block: Block) -> dict[int, Block]:
+        """d block / d v_j for every value v_j (index in ``values`` -> a Block of derivatives) at
+        ``block`` = ``self.block(values)``, exactly: with T the ARMA transition, s = (1, theta, 0..),
+        Q = sigma2 s s', the stationary mean m = (I - T)^-1 c e_1 and covariance P = T P T' + Q,
 
-            d phi_k:   dT = e_k e_1',  d mean = (I - T)^-1 dT mean,  dP = lyap(T, dT P T' + T P dT'),
+            d c:       d intercept = e_1,  dm = (I - T)^-1 e_1,
+            d phi_k:   dT = e_k e_1',  dm = (I - T)^-1 dT m,  dP = lyap(T, dT P T' + T P dT'),
             d theta_k: dQ = sigma2 (e_k+1 s' + s e_k+1'),  dP = lyap(T, dQ),
+            d sigma2:  dQ = s s',  dP = lyap(T, s s'),
 
-        lyap(T, X) the solution of dP = T dP T' + X, the Lyapunov equation of P, all of them at
-        one solve. (The structural fit's gradient uses these instead of differences.)"""
-        block = self.block(values)
+        lyap(T, X) the solution of dP = T dP T' + X, all of them at one solve. The structural
+        fit's gradient uses these instead of differences of the block."""
         c, phi, theta, sigma2 = self._split(np.asarray(values, dtype=float))
         d, r = int(self.d), max(int(self.ar), int(self.ma) + 1)
         n, i = d + r, int(self.intercept)
-        T, P = block.dynamics[d:, d:], block.initial_covariance[d:, d:]
+        T, P, mean = block.dynamics[d:, d:], block.initial_covariance[d:, d:], block.initial_mean[d:]
         selection = np.zeros(r)
         selection[0], selection[1 : 1 + len(theta)] = 1.0, theta
-        moves, changes, right = [], [], []  # per coefficient: dT, dQ, and the Lyapunov right-hand side
+        zero, first = np.zeros((r, r)), np.eye(r)[0]
+        # per value: dT, dQ, d intercept (of the ARMA state), the Lyapunov right-hand side
+        parts = [(zero, zero, first, zero)] * i
         for k in range(len(phi)):
             dT = np.zeros((r, r))
             dT[k, 0] = 1.0
             spread = dT @ P @ T.T
-            moves.append(dT)
-            changes.append(np.zeros((r, r)))
-            right.append(spread + spread.T)
+            parts.append((dT, zero, 0 * first, spread + spread.T))
         for k in range(len(theta)):
             ds = np.zeros(r)
             ds[k + 1] = 1.0
             dQ = sigma2 * (np.outer(ds, selection) + np.outer(selection, ds))
-            moves.append(np.zeros((r, r)))
-            changes.append(dQ)
-            right.append(dQ)
-        if not right:
-            return {}
+            parts.append((zero, dQ, 0 * first, dQ))
+        dQ = np.outer(selection, selection)
+        parts.append((zero, dQ, 0 * first, dQ))
         kron = (T[:, None, :, None] * T[None, :, None, :]).reshape(r * r, r * r)
-        solved = np.linalg.solve(np.eye(r * r) - kron, np.stack([x.ravel() for x in right], axis=1))
-        mean = block.initial_mean[d:]
+        solved = np.linalg.solve(np.eye(r * r) - kron, np.stack([part[3].ravel() for part in parts], axis=1))
+        lifted = np.linalg.solve(np.eye(r) - T, np.stack([dT @ mean + da for dT, _, da, _ in parts], axis=1))
         out = {}
-        for j, (dT, dQ, dP) in enumerate(zip(moves, changes, solved.T)):
-            full = [np.zeros((n, n)) for _ in range(3)]
-            full[0][d:, d:], full[1][d:, d:], full[2][d:, d:] = dT, dQ, dP.reshape(r, r)
-            full[2] = 0.5 * (full[2] + full[2].T)
-            initial_mean = np.zeros(n)
-            initial_mean[d:] = np.linalg.solve(np.eye(r) - T, dT @ mean)
-            out[i + j] = Block(
-                full[0],
+        for j, ((dT, dQ, da, _), dP, dm) in enumerate(zip(parts, solved.T, lifted.T)):
+            moved = [np.zeros((n, n)) for _ in range(3)]
+            moved[0][d:, d:], moved[1][d:, d:], moved[2][d:, d:] = dT, dQ, dP.reshape(r, r)
+            intercept, initial_mean = np.zeros(n), np.zeros(n)
+            intercept[d:], initial_mean[d:] = da, dm
+            out[j] = Block(
+                moved[0],
                 np.zeros(n),
-                full[1],
+                moved[1],
                 block.diffuse,
-                intercept=np.zeros(n),
+                intercept=intercept,
                 initial_mean=initial_mean,
-                initial_covariance=full[2],
+                initial_covariance=0.5 * (moved[2] + moved[2].T),
             )
         return out
 
