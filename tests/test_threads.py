@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import numba
-import pytest
+import numpy as np
 
 from modeshift._kernels.threads import parallel
 
@@ -52,14 +52,18 @@ def test_fits_from_several_threads_under_the_workqueue_layer_neither_crash_nor_d
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
-@parallel(tasks=lambda n: n)
-def _threads_inside(n):
-    return numba.get_num_threads()
+@parallel(tasks=lambda n, out: n)
+def _fill(n, out):
+    for i in numba.prange(out.shape[0]):
+        out[i] = i
 
 
-@pytest.mark.filterwarnings("ignore::numba.NumbaWarning")  # no loop to parallelise; not cached
-def test_a_kernel_runs_on_no_more_threads_than_its_tasks():
-    everyone = numba.get_num_threads()
-    assert _threads_inside(1) == 1
-    assert _threads_inside(10**6) == everyone
-    assert numba.get_num_threads() == everyone  # put back after the call
+def test_a_kernel_with_one_task_runs_serial_and_with_many_on_the_team():
+    """One task: the serial compile (no thread team woken); many: the parallel one."""
+    out = np.zeros(64)
+    _fill(1, out)
+    assert _fill.serial.signatures and not _fill.compiled.signatures
+    _fill(10**6, out)
+    assert _fill.compiled.signatures
+    np.testing.assert_array_equal(out, np.arange(64))
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # put back after the call

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -36,17 +37,27 @@ def _guard() -> Any:
 def parallel(function: Callable | None = None, *, tasks: Callable[..., int] | None = None, **options: Any) -> Callable:
     """``njit(cache=True, parallel=True, **options)``, called from Python only: each call runs
     on at most ``tasks(*args)`` threads (the pieces of work worth a thread of their own:
-    sequences, blocks of rows; :func:`threads_for`), and is serialised when numba's threading
-    layer is not thread-safe (workqueue). ``@parallel`` or ``@parallel(tasks=..., fastmath=...)``."""
+    sequences, blocks of rows; :func:`threads_for`), a call with one task or none compiled
+    without ``parallel`` (a loop in the calling thread: no team to wake, a shorter first
+    compile), and a parallel call is serialised when numba's threading layer is not thread-safe
+    (workqueue). ``@parallel`` or ``@parallel(tasks=..., fastmath=...)``."""
     if function is None:
         return functools.partial(parallel, tasks=tasks, **options)
     compiled = njit(cache=True, parallel=True, **options)(function)
+    serial = njit(cache=True, **options)(_renamed(function, "serial"))  # prange as range; compiled when first used
 
     @functools.wraps(function)
     def run(*args: Any) -> Any:
-        with _guard(), threads_for(numba.get_num_threads() if tasks is None else tasks(*args)):
+        if tasks is None:
+            with _guard():
+                return compiled(*args)
+        n_tasks = tasks(*args)
+        if n_tasks <= 1:  # no thread team to wake, and no parallel region to serialise
+            return serial(*args)
+        with _guard(), threads_for(n_tasks):
             return compiled(*args)
 
+    run.compiled, run.serial = compiled, serial  # the two dispatchers, for inspection
     return run
 
 
@@ -59,6 +70,17 @@ def rows_of(array: int, per_thread: int) -> Callable[..., int]:
     """``tasks`` for a kernel over the rows of its positional argument ``array``: ``per_thread``
     rows at least to a thread (fewer are not worth waking one)."""
     return lambda *args: len(args[array]) // per_thread
+
+
+def _renamed(function: Callable, suffix: str) -> Callable:
+    """A copy of ``function`` under another qualified name: numba's cache files are named after
+    it, and do not tell a parallel compile from a serial one of the same function."""
+    copy = types.FunctionType(
+        function.__code__, function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
+    copy.__qualname__ = f"{function.__qualname__}_{suffix}"
+    copy.__module__ = function.__module__
+    return copy
 
 
 @contextmanager
