@@ -9,7 +9,6 @@ reads at each step; a stationary chain ignores them.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax, xlogy
 
 from modeshift import transitions_logit as logit
@@ -316,39 +315,54 @@ class InputDriven:
 
 
 def stationary_start_transitions(counts: np.ndarray, initial: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """The transition matrix that raises sum_ij n_ij log p_ij + sum_k g_k log pi_k(P) from ``previous``
-    (see :class:`Stationary`): BFGS on the rows' logits from the better of ``previous`` and n_ij / n_i."""
+    """The transition matrix that maximises sum_ij n_ij log p_ij + sum_k g_k log pi_k(P), pi(P) the
+    stationary law (see :class:`Stationary`), from the better of ``previous`` and n_ij / n_i.
+
+    Fisher scoring on each row's logits: the counts' term has the curvature m_i (diag p_i - p_i p_i')
+    (m_i = n_i + sum g, the start's weight spread on every row), whose inverse maps the gradient
+    g_ij to the step g_ij / (m_i p_ij); a step is halved until the objective rises, so the M-step
+    never lowers it (a generalised EM step where it stops early)."""
     k = len(counts)
     ones = np.ones((k, k))
+    weight = counts.sum(axis=1) + initial.sum()
 
-    def value(P: np.ndarray) -> float:
+    def evaluate(P: np.ndarray) -> tuple[float, np.ndarray]:
         with np.errstate(divide="ignore", invalid="ignore"):
             try:  # I - P + 1 1' is singular when P has several closed classes: no unique pi(P)
-                pi = np.linalg.solve((np.eye(k) - P + ones).T, np.ones(k))
+                Z = np.linalg.inv(np.eye(k) - P + ones)
             except np.linalg.LinAlgError:
-                return -np.inf
-            total = float(xlogy(counts, P).sum() + xlogy(initial, pi).sum())
-        return total if np.isfinite(total) and (pi >= 0).all() else -np.inf
+                return -np.inf, np.zeros((k, k))
+            pi = Z.sum(axis=0)  # pi = 1' Z
+            value = float(xlogy(counts, P).sum() + xlogy(initial, pi).sum())
+            if not (np.isfinite(value) and (pi > 0).all()):
+                return -np.inf, np.zeros((k, k))
+            # d pi_k / d p_ij = pi_i Z_jk, so d (g . log pi) / d p_ij = pi_i (Z g/pi)_j; then to the logits
+            G = np.outer(pi, Z @ (initial / pi))
+            gradient = counts - counts.sum(axis=1, keepdims=True) * P + P * (G - (G * P).sum(axis=1, keepdims=True))
+        return value, gradient
 
-    def negative(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        P = softmax(theta.reshape(k, k), axis=1)
-        try:
-            Z = np.linalg.inv(np.eye(k) - P + ones)
-        except np.linalg.LinAlgError:  # a step too far: the line search backs off
-            return np.inf, np.zeros(k * k)
-        pi = Z.sum(axis=0)  # pi = 1' Z
-        # d pi_k / d p_ij = pi_i Z_jk, so d (g . log pi) / d p_ij = pi_i (Z g/pi)_j
-        G = np.outer(pi, Z @ (initial / pi))
-        gradient = counts - counts.sum(axis=1, keepdims=True) * P + P * (G - (G * P).sum(axis=1, keepdims=True))
-        return -(float(xlogy(counts, P).sum()) + float(xlogy(initial, pi).sum())), -gradient.ravel()
-
-    start = max((previous, normalise_rows(counts, previous)), key=value)
-    best = value(start)
-    with np.errstate(divide="ignore"):
-        theta = np.log(np.maximum(start, 1e-300)).ravel()
-    result = minimize(negative, theta, jac=True, method="BFGS")
-    P = softmax(result.x.reshape(k, k), axis=1)
-    return P if value(P) >= best else start
+    P = max((previous, normalise_rows(counts, previous)), key=lambda matrix: evaluate(matrix)[0])
+    value, gradient = evaluate(P)
+    if not np.isfinite(value):
+        return P
+    for _ in range(100):
+        if np.abs(gradient).max() <= 1e-10 * weight.sum():
+            break
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logits = np.log(P)
+            direction = np.where(P > 0, gradient / (weight[:, None] * P), 0.0)
+        for step in 0.5 ** np.arange(40):
+            candidate = softmax(logits + step * direction, axis=1)
+            candidate_value, candidate_gradient = evaluate(candidate)
+            if candidate_value > value:
+                break
+        else:
+            break  # no step raises it: a maximum, to rounding
+        gain = candidate_value - value
+        P, value, gradient = candidate, candidate_value, candidate_gradient
+        if gain <= 1e-14 * abs(value):
+            break
+    return P
 
 
 def normalise_rows(counts: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
