@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modeshift._kernels.threads import threads_for
 from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.models import em
@@ -275,16 +274,15 @@ class _MarkovSwitching(Model, StreamingFilters):
             raise ValueError("time-varying transition probabilities need n_states >= 2")
         engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp, data.y.shape[1])
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
-        with threads_for(1):  # one short series, filtered hundreds of times
-            em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
-            params = self.__dict__.pop("_current")
-            polished = self.n_iter > 0 and self.n_iter_polish > 0
-            capped = False
-            if polished:
-                free, capped = engine.polish(engine.layout.pack(params), data, self.n_iter_polish)
-                params = engine.layout.unpack(free)
-            self._set_parameters(params.ordered())
-            self._learn_from(engine, data, names)
+        em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
+        params = self.__dict__.pop("_current")
+        polished = self.n_iter > 0 and self.n_iter_polish > 0
+        capped = False
+        if polished:
+            free, capped = engine.polish(engine.layout.pack(params), data, self.n_iter_polish)
+            params = engine.layout.unpack(free)
+        self._set_parameters(params.ordered())
+        self._learn_from(engine, data, names)
         if polished:
             at_maximum = self.gradient_norm_ < _STATIONARY
             self.converged_ = bool(self.converged_ and at_maximum)
