@@ -173,6 +173,7 @@ class HSMM(HMM):
         "left_censoring": Boolean(),
     }
     _renamed = {}
+    _file_attributes = {**HMM._file_attributes, "max_duration_": "int"}
 
     @property
     def monotone(self) -> bool:

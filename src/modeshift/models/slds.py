@@ -217,6 +217,8 @@ class SwitchingLDS(Model, StreamingFilters):
         "reg_covar": Number(0),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
+    _file_arrays = {"dwell_times_": "real?"}
+    _file_attributes = {**Model._file_attributes, "n_states_": "int", "selection_": "table"}
 
     @property
     def monotone(self) -> bool:
