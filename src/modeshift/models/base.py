@@ -189,7 +189,9 @@ class Model:
                 index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
                 cause = "standardise data of large magnitude, or fit fewer modes"
                 if "reg_covar" in self.get_params():
-                    cause = f"a mode may have collapsed onto a point: raise reg_covar (now {self.reg_covar}), or {cause}"
+                    cause = (
+                        f"a mode may have collapsed onto a point: raise reg_covar (now {self.reg_covar}), or {cause}"
+                    )
                 raise ValueError(f"{where}: {name}{list(index)} is {array[index]}, not a finite number ({cause})")
 
     # ---------------------------------------------------------------- persistence

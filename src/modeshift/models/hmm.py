@@ -304,7 +304,7 @@ class HMM(Model, StreamingFilters):
         data frame's ``id_column``, ``time_column``, ...).
         """
         self._start_fit()
-        seqs = as_sequences(X, lengths, **columns)
+        seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))
         seqs = self._sequences(seqs, None, inputs)
