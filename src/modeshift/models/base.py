@@ -181,10 +181,11 @@ class Model:
         if seqs is not None and seqs.schema is not None:
             self.__dict__["schema_"] = seqs.schema
 
-    def _check_finite(self, where: str) -> None:
-        """Raise ``ValueError`` for a learned parameter holding NaN or infinity, with its likely cause."""
+    def _check_finite(self, where: str, arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Raise ``ValueError`` for a learned parameter (of ``arrays``, by default all) holding NaN
+        or infinity, with its likely cause."""
         kinds = self._file_members()
-        for name, array in self._learned_arrays().items():
+        for name, array in (self._learned_arrays() if arrays is None else arrays).items():
             if kinds.get(name, "").startswith("finite") and not np.isfinite(array).all():
                 index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
                 cause = "standardise data of large magnitude, or fit fewer modes"
@@ -218,7 +219,12 @@ class Model:
         """Write the model to ``path`` (see :mod:`modeshift.archive`); atomic, never over a
         directory or special file (see :mod:`modeshift.safe_write`). A model with a non-finite
         parameter is refused, so a broken model never replaces a good file."""
-        self._check_finite(f"cannot save this {type(self).__name__} to {os.fspath(path)}")
+        where = f"cannot save this {type(self).__name__} to {os.fspath(path)}"
+        try:
+            arrays = self._learned_arrays()
+        except ValueError as error:  # not fitted, or parameters set by hand that break their rules
+            raise type(error)(f"{where}: {error}") from None
+        self._check_finite(where, arrays)
         hyperparameters = {k: _jsonable(v) for k, v in self.get_params().items()}
         metadata = {
             "model": qualified_name(type(self)),
@@ -227,7 +233,7 @@ class Model:
         }
         if "schema_" in self.__dict__:
             metadata["schema"] = self.schema_.to_json()
-        write_archive(path, metadata, self._learned_arrays())
+        write_archive(path, metadata, arrays)
 
 
 @functools.cache
