@@ -345,3 +345,40 @@ def test_special_files_are_refused_fast(tmp_path):
     os.mkfifo(fifo)
     for path, match in ((fifo, "not a regular file"), (tmp_path, "is a directory"), (Path("/dev/zero"), "regular")):
         _refused(path, match)  # refused before opening: reading /dev/zero or a FIFO would never end
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda cls: cls.__name__)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_metadata_values_give_only_value_errors(cls, saved, tmp_path, data):
+    """A hyper-parameter, attribute or the schema replaced by random JSON: loaded, or one ValueError."""
+    raw = saved[cls.__name__]
+    metadata = json.loads(_members(raw)["metadata.json"])
+    section = data.draw(st.sampled_from(["hyperparameters", "attributes", "schema"]))
+    if section == "schema":
+        metadata["schema"] = data.draw(_JSON)
+    elif metadata[section]:
+        metadata[section][data.draw(st.sampled_from(sorted(metadata[section])))] = data.draw(_JSON)
+    path = _write(tmp_path / "m.msz", _zip({**_members(raw), "metadata.json": json.dumps(metadata).encode()}))
+    _only_value_error(path)
+
+
+@pytest.mark.parametrize("cls", [modeshift.HMM, modeshift.SwitchingLDS], ids=lambda cls: cls.__name__)
+def test_a_model_that_chose_its_number_of_modes_round_trips(cls, tmp_path):
+    """Its file names n_states="auto" and records n_states_: the declared arrays do not depend on it."""
+    X = np.r_[np.random.default_rng(0).normal(0, 1, (40, 1)), np.random.default_rng(1).normal(5, 1, (40, 1))]
+    extra = {"state_dim": 1} if cls is modeshift.SwitchingLDS else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = cls("auto", max_states=2, n_iter=3, random_state=0, **extra).fit(X)
+    model.save(tmp_path / "auto.msz")
+    loaded = modeshift.load(tmp_path / "auto.msz")
+    assert loaded.n_states_ == model.n_states_
+    np.testing.assert_array_equal(loaded.transmat_, model.transmat_)

@@ -918,7 +918,6 @@ def report(
     from modeshift.report import write_report
 
     _check_output(output, model_file, data, directory=True)
-    _check_output(output / "report.html", model_file, data)
     estimator = load(model_file)
     seqs = _read(data, estimator, columns, id_column, time_column)
     _announce_compilation()

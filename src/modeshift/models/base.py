@@ -198,6 +198,8 @@ class Model:
     # ---------------------------------------------------------------- persistence
     def _file_members(self) -> dict[str, str]:
         """The arrays a file of this model holds: name -> kind (see ``_file_arrays``)."""
+        if getattr(self, "n_states", None) == "auto" and "n_states_" not in self.__dict__:
+            return type(self)(**{**self.get_params(), "n_states": 1})._file_members()  # names do not depend on K
         return {**dict.fromkeys(getattr(self, "parameter_names", ()), "finite"), **type(self)._file_arrays}
 
     def _learned_arrays(self) -> dict[str, np.ndarray]:
