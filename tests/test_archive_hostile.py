@@ -382,3 +382,31 @@ def test_a_model_that_chose_its_number_of_modes_round_trips(cls, tmp_path):
     loaded = modeshift.load(tmp_path / "auto.msz")
     assert loaded.n_states_ == model.n_states_
     np.testing.assert_array_equal(loaded.transmat_, model.transmat_)
+
+
+@pytest.mark.parametrize(
+    "model, name, alter",
+    [
+        ("HMM", "covars_", lambda a: -a),
+        ("HMM", "startprob_", lambda a: a + 0.5),
+        ("ARHMM", "covars_", lambda a: -a),
+        ("HSMM", "duration_rates_", lambda a: -a - 1),
+        ("LinearGaussianSSM", "transition_covariance_", lambda a: -a - 1),
+        ("MarkovRegression", "variances_", lambda a: -a),
+        ("MarkovAutoregression", "transmat_", lambda a: a * 2),
+        ("SwitchingLDS", "transmat_", lambda a: a * 2 + 0.1),
+        ("SwitchingLDS", "dynamics_covariances_", lambda a: -a - 1),
+        ("SwitchingLDS", "observation_covariance_", lambda a: np.eye(3)),
+        ("SwitchingLDS", "dynamics_matrices_", lambda a: a[:1]),
+        ("StructuralModel", "params_", lambda a: -a - 1),
+        ("SymbolHMM", "emissionprob_", lambda a: a * 2),
+        ("MarkovChainMixture", "transmat_", lambda a: a * 2),
+        ("MarkovJumpProcess", "rate_matrix_", lambda a: a * 2 + 0.1),
+    ],
+)
+def test_parameters_are_checked_as_when_set_by_hand(model, name, alter, saved, tmp_path):
+    """Covariances positive semi-definite, rows stochastic (rates summing to 0), variances >= 0,
+    shapes those of the hyper-parameters: a file breaking one is refused, naming the array."""
+    _, arrays = read_archive(_write(tmp_path / "m.msz", saved[model]))
+    path = _write(tmp_path / "bad.msz", _with_array(saved[model], name, alter(arrays[name])))
+    _refused(path, name)

@@ -478,6 +478,11 @@ class StructuralModel(Model):
             raise ValueError(
                 f"params_ must be {self.n_parameters} finite numbers ({', '.join(self.param_names)}), got {params!r}"
             )
+        kinds = [kind for component in self._components() for kind in component.kinds()]
+        named = zip(self.param_names, kinds, params)
+        negative = [name for name, kind, value in named if kind == "variance" and value < 0]
+        if negative:
+            raise ValueError(f"params_: the variance(s) {negative} must be >= 0, got {params!r}")
         return params
 
     # ------------------------------------------------------------------ fitting
