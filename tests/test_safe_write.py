@@ -253,3 +253,16 @@ def test_cli_fit_exits_non_zero_on_a_column_never_observed(tmp_path):
     assert result.exit_code == 1
     assert "column 'b' is never observed" in result.output
     assert not (tmp_path / "m.msz").exists()
+
+
+def test_cli_refuses_a_fifo_and_writes_through_a_link(files, tmp_path):
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    result = _run("segment", files / "m.msz", files / "d.csv", "-o", fifo)
+    assert result.exit_code == 1 and "is a FIFO" in result.output
+    target, link = tmp_path / "runs.csv", tmp_path / "link.csv"
+    target.write_text("old")
+    link.symlink_to(target)
+    result = _run("simulate", files / "m.msz", "--seed", 0, "-n", 5, "-o", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and len(pd.read_csv(target)) == 5
