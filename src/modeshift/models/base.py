@@ -318,16 +318,17 @@ def load(path: str | PathLike[str], *, limits: ArchiveLimits | None = None) -> M
     try:
         model = cls(**cls._hyperparameters_from_file(metadata.get("hyperparameters", {}), attributes))
         model._check_params()
+        declared = model._file_members()
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: member metadata.json: hyperparameters: {error}") from None
-    expected = _check_members(path, model, arrays, attributes)
-    try:
+    _check_members(path, cls, declared, arrays, attributes)
+    try:  # the values meet the models' own checks, which a crafted file can fail in any of these ways
         model._restore(arrays, attributes)
         model._finish_fit()
         if metadata.get("schema") is not None:
             model.schema_ = Schema.from_json(metadata["schema"])
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, np.linalg.LinAlgError) as e:
-        at_fault = next((name for name in expected if str(e).startswith(name)), None)
+        at_fault = next((name for name in declared if str(e).startswith(name)), None)
         member = f"member arrays/{at_fault}.npy: " if at_fault is not None and at_fault in arrays else ""
         raise ValueError(f"{path}: {member}{e}") from None
     return model
@@ -357,11 +358,12 @@ ATTRIBUTE_KINDS: dict[str, Any] = {
 }
 
 
-def _check_members(path: str, model: Model, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> list[str]:
-    """Check a file's arrays and attributes against what ``model``'s class declares (names,
-    kinds, finiteness) before anything is restored; return the declared array names."""
-    cls = type(model)
-    declared = model._file_members()
+def _check_members(
+    path: str, cls: type[Model], declared: dict[str, str], arrays: dict[str, np.ndarray], attributes: dict[str, Any]
+) -> None:
+    """Check a file's arrays and attributes against what its class declares (``declared``: the
+    arrays and their kinds, from :meth:`Model._file_members`; ``cls._file_attributes``) before
+    anything is restored: names, kinds, finiteness."""
     for name, array in arrays.items():
         kind = declared.get(name)
         if kind is None:
@@ -378,7 +380,6 @@ def _check_members(path: str, model: Model, arrays: dict[str, np.ndarray], attri
             raise ValueError(f"{path}: member metadata.json: attribute {name!r} is not part of a {cls.__name__} file")
         if not ATTRIBUTE_KINDS[kind](value):
             raise ValueError(f"{path}: member metadata.json: attribute {name!r} must be {kind}, got {_short(value)}")
-    return list(declared)
 
 
 def _sample(array: np.ndarray) -> str:
