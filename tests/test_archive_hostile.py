@@ -410,3 +410,12 @@ def test_parameters_are_checked_as_when_set_by_hand(model, name, alter, saved, t
     _, arrays = read_archive(_write(tmp_path / "m.msz", saved[model]))
     path = _write(tmp_path / "bad.msz", _with_array(saved[model], name, alter(arrays[name])))
     _refused(path, name)
+
+
+@pytest.mark.parametrize("model, name", [("MarkovChain", "order"), ("VariableOrderChain", "max_order")])
+def test_an_order_whose_contexts_overflow_is_refused(model, name, saved, tmp_path):
+    """Found by fuzzing: order=10**12 made loading compute 5**(10**12) (a hang), now one ValueError."""
+    path = _write(
+        tmp_path / "m.msz", _with_metadata(saved[model], lambda m: m["hyperparameters"].update({name: 10**12}))
+    )
+    _refused(path, "do not fit 64-bit keys")

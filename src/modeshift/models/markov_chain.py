@@ -579,9 +579,11 @@ def _checked_counts(arrays: dict[str, np.ndarray], base: int, order: int) -> tup
     keys strictly increasing in [0, base**order), row pointers from 0 non-decreasing to the
     number of entries, column indices strictly increasing within each row and below ``base``,
     counts positive."""
+    if order * math.log2(base) >= 63:
+        raise ValueError(f"order={order} with {base - 2} symbols: its contexts do not fit 64-bit keys")
     names = ("context_keys_", "counts_data", "counts_indices", "counts_indptr")
     keys, data, indices, indptr = (np.asarray(arrays[name], dtype=np.int64) for name in names)
-    n_keys = min(base**order, np.iinfo(np.int64).max)
+    n_keys = base**order
     if keys.ndim != 1 or (keys.size and (keys[0] < 0 or keys[-1] >= n_keys or (np.diff(keys) <= 0).any())):
         raise ValueError(f"context_keys_ must be strictly increasing integers in [0, {n_keys})")
     if indptr.shape != (len(keys) + 1,) or indptr[0] != 0 or (np.diff(indptr) < 0).any():
