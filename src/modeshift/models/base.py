@@ -84,7 +84,7 @@ class Model:
     #: name -> kind, a key of :data:`ARRAY_KINDS`, ending in "?" for an optional array.
     _file_arrays: ClassVar[dict[str, str]] = {}
     #: The attributes a model file may hold (each optional): name -> a key of :data:`ATTRIBUTE_KINDS`.
-    _file_attributes: ClassVar[dict[str, str]] = {"history_": "numbers", "converged_": "bool", "n_iter_": "int"}
+    _file_attributes: ClassVar[dict[str, str]] = {"history_": "numbers", "converged_": "bool", "n_iter_": "count"}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -349,7 +349,7 @@ def _is_number(value: Any) -> bool:
 #: The kinds of attribute a model file holds (``Model._file_attributes``): kind -> test of a JSON value.
 ATTRIBUTE_KINDS: dict[str, Any] = {
     "bool": lambda value: isinstance(value, bool),
-    "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "count": lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
     "number": _is_number,
     "numbers": lambda value: isinstance(value, list) and all(map(_is_number, value)),
     "strings": lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value),

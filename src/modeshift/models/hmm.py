@@ -199,7 +199,7 @@ class HMM(Model, StreamingFilters):
         "input_slopes": OneOf(("shared", "per_source")),
     }
     _renamed = {"log_likelihood_history_": "history_"}
-    _file_attributes = {**Model._file_attributes, "n_states_": "int", "selection_": "table"}
+    _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     # --------------------------------------------------------- parameter access
     @property

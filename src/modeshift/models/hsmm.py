@@ -173,7 +173,7 @@ class HSMM(HMM):
         "left_censoring": Boolean(),
     }
     _renamed = {}
-    _file_attributes = {**HMM._file_attributes, "max_duration_": "int"}
+    _file_attributes = {**HMM._file_attributes, "max_duration_": "count"}
 
     @property
     def monotone(self) -> bool:

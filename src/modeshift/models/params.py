@@ -13,7 +13,7 @@ ValueError: HMM: n_iter must be an integer >= 0, got -1
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -92,6 +92,18 @@ class Boolean(Rule):
         return "True or False"
 
 
+class Names(Rule):
+    """A collection of names (strings): a list, tuple or set, not one string."""
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Collection):
+            return False
+        return all(isinstance(item, str) for item in value)
+
+    def describe(self) -> str:
+        return "a list, tuple or set of parameter names"
+
+
 class Callable(Rule):
     def allows(self, value: Any) -> bool:
         return value is None or callable(value)
@@ -136,6 +148,7 @@ COMMON: dict[str, Rule] = {
     "warm_start": Boolean(),
     "verbose": Boolean(),
     "callback": Callable(),
+    "fixed": Names(),
 }
 
 

@@ -218,7 +218,7 @@ class SwitchingLDS(Model, StreamingFilters):
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
     _file_arrays = {"dwell_times_": "real?"}
-    _file_attributes = {**Model._file_attributes, "n_states_": "int", "selection_": "table"}
+    _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     @property
     def monotone(self) -> bool:
