@@ -45,7 +45,7 @@ from modeshift.dynamics import (
     jump_linear_moments,
     observation_statistics,
 )
-from modeshift.models import em, selection
+from modeshift.models import em, selection, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
@@ -99,9 +99,13 @@ class SwitchingLDS(Model, StreamingFilters):
     increase monotonically (``monotone`` is False).
 
     Initialisation (the ELBO has many local optima): d and D by regressing y on [u, 1]; a
-    one-mode :class:`LinearGaussianSSM` (PCA-initialised) fitted to the residuals gives C, R
-    and smoothed states x^ (denoising them matters: a step of the state can be much smaller
-    than the observation noise); a sticky :class:`ARHMM` with one lag and several restarts
+    one-mode :class:`LinearGaussianSSM` fitted to the residuals gives C, R and smoothed states
+    x^ (denoising them matters: a step of the state can be much smaller than the observation
+    noise). It starts from a PCA of the residuals when ``state_dim <= obs_dim``; otherwise PCA
+    sees too few directions, and the start is a subspace identification
+    (:mod:`modeshift.models.subspace`: the state read off the block-Hankel matrix of past and
+    future observations, N4SID-style), with a constant input so that the one-mode model can
+    carry an affine flow (gravity, a drift). Then a sticky :class:`ARHMM` with one lag and several restarts
     fitted to x^ gives the modes, A_k, b_k and Q_k (and, for recurrent models, a logistic
     regression on its modes gives the guards).
 
@@ -495,11 +499,6 @@ class SwitchingLDS(Model, StreamingFilters):
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS"))
         seqs = self._sequences(seqs, None, inputs).require_observed()
-        if self.state_dim > seqs.n_features:
-            raise ValueError(
-                f"state_dim={self.state_dim} exceeds the {seqs.n_features} observed feature(s); "
-                "the PCA initialisation needs state_dim <= obs_dim"
-            )
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
         self.__dict__["_given"] = self._snapshot() if given else None
         em.run(self, seqs, label=f"SwitchingLDS K={self._k}")
@@ -644,9 +643,14 @@ class SwitchingLDS(Model, StreamingFilters):
             stickiness=_INIT_STICKINESS,
             reg_covar=max(self.reg_covar, 1e-6 * total_var),
         )
+        if n > seqs.n_features:  # PCA sees at most p directions: read the state off the data's future
+            residual = dataclasses.replace(residual, inputs=np.ones((len(Y), 1)))
+            lds = _subspace_start(residual, n)
+        else:
+            lds = LinearGaussianSSM(state_dim=n, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4)
         with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
             warnings.simplefilter("ignore", em.ConvergenceWarning)
-            lds = LinearGaussianSSM(state_dim=n, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4).fit(residual)
+            lds.fit(residual)
             states = np.asarray(lds.smooth(residual).means)
             arhmm.fit(states, seqs.lengths)
         mode_probs = arhmm.predict_proba(states, seqs.lengths)
@@ -760,6 +764,22 @@ class SwitchingLDS(Model, StreamingFilters):
         from modeshift.smc.adapters import SwitchingLinear  # smc builds on the models: imported when asked
 
         return SwitchingLinear(self, inputs)
+
+
+def _subspace_start(seqs: Sequences, n: int) -> LinearGaussianSSM:
+    """A one-mode model of the centred data with a constant input (``seqs.inputs``, ones), so that
+    it can carry an affine flow such as gravity's, its parameters set by hand to the subspace
+    estimate of :func:`~modeshift.models.subspace.identify` so that EM starts there."""
+    lds = LinearGaussianSSM(state_dim=n, input_dim=1, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4)
+    estimate = subspace.identify(seqs, n)
+    lds.dynamics_matrix_, lds.transition_covariance_ = estimate.dynamics_matrix, estimate.transition_covariance
+    lds.control_matrix_ = estimate.dynamics_offset[:, None]
+    lds.feedthrough_matrix_ = np.zeros((seqs.n_features, 1))
+    lds.observation_matrix_, lds.observation_covariance_ = estimate.observation_matrix, estimate.observation_covariance
+    lds.initial_state_mean_ = estimate.states[seqs.starts].mean(axis=0)
+    spread = np.atleast_2d(np.cov(estimate.states.T, bias=True))
+    lds.initial_state_covariance_ = ensure_positive_definite(spread + 1e-9 * np.trace(spread) * np.eye(n))
+    return lds
 
 
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
