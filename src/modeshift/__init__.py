@@ -26,6 +26,7 @@ from modeshift.models import (
     ARHMM,
     HMM,
     HSMM,
+    ContinuousARHMM,
     LinearGaussianSSM,
     MarkovAutoregression,
     MarkovChain,
@@ -42,6 +43,7 @@ from modeshift.models import (
 
 __all__ = [
     "ARHMM",
+    "ContinuousARHMM",
     "HMM",
     "HSMM",
     "LinearGaussianSSM",
