@@ -265,6 +265,47 @@ def test_bouncing_ball_modes_over_five_seeds():
     assert np.mean(accuracies) >= 0.95, accuracies
 
 
+_PRUNE_CASES = {
+    "thermostat": (thermostat, 2, 1, True),
+    "nascar": (nascar, 4, 2, True),
+    "spirals": (switching_spirals, 2, 2, False),
+}
+
+
+def _pruned_choice(name, seed):
+    simulate, _, state_dim, recurrent = _PRUNE_CASES[name]
+    sim = simulate(1000, random_state=seed)
+    model = SwitchingLDS(
+        n_states="auto",
+        state_dim=state_dim,
+        recurrent=recurrent,
+        max_states=6,
+        n_iter=20,
+        selection="prune",
+        random_state=seed,
+    )
+    return model.fit(sim.observations)
+
+
+def test_pruning_from_six_modes_finds_the_four_sections_of_nascar(tmp_path):
+    """Fits from scratch choose 1 mode on this seed (their K = 4 fit stalls at a lower ELBO); the
+    candidate pruned from the over-complete fit has all four sections."""
+    model = _pruned_choice("nascar", 0)
+    table = model.selection_
+    assert model.n_states_ == 4 and table["n_states"].tolist() == [6, 5, 4, 3, 2, 1]
+    assert table.loc[table["n_states"] == 4, "start"].item() == "pruned"
+    assert {"elbo", "bic", "smallest_occupancy", "vanished", "start", "chosen"} <= set(table.columns)
+    model.save(tmp_path / "pruned.msz")
+    assert load(tmp_path / "pruned.msz").selection_.equals(table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(_PRUNE_CASES))
+def test_pruning_picks_the_true_number_of_modes_on_four_of_five_seeds(name):
+    chosen = [_pruned_choice(name, seed).n_states_ for seed in range(5)]
+    assert chosen.count(_PRUNE_CASES[name][1]) >= 4, chosen
+
+
 def test_auto_on_the_thermostat_and_segments():
     sim = thermostat(800, random_state=0)
     model = SwitchingLDS(n_states="auto", state_dim=1, recurrent=True, max_states=3, n_iter=15, random_state=0)

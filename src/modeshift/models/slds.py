@@ -113,7 +113,7 @@ class SwitchingLDS(Model, StreamingFilters):
     ----------
     n_states : int or "auto"
         Number of modes K; ``"auto"`` chooses it by BIC (computed from the ELBO) among
-        1 .. ``max_states`` with :func:`modeshift.models.selection.select_n_states`.
+        candidates of 1 .. ``max_states`` modes, found as ``selection`` says.
     state_dim : int
         Dimension n of x.
     obs_dim : int, optional
@@ -135,6 +135,12 @@ class SwitchingLDS(Model, StreamingFilters):
         Added to the diagonal of every covariance estimate's scatter.
     max_states : int
         Largest K tried by ``n_states="auto"``.
+    selection : {"fits", "prune"}
+        How ``n_states="auto"`` finds its candidates: ``"fits"``, one fit from scratch per K
+        (:func:`~modeshift.models.selection.select_n_states`); ``"prune"``, one over-complete fit
+        with ``max_states`` modes, then modes whose occupancy vanishes are pruned, or the least
+        occupied merged away, each candidate started from the last
+        (:func:`~modeshift.models.selection.prune_n_states`).
     warm_start : bool
         Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     verbose : bool
@@ -192,6 +198,7 @@ class SwitchingLDS(Model, StreamingFilters):
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
         max_states: int = 6,
+        selection: str = "fits",
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -208,6 +215,7 @@ class SwitchingLDS(Model, StreamingFilters):
         self.stickiness = stickiness
         self.reg_covar = reg_covar
         self.max_states = max_states
+        self.selection = selection
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -219,6 +227,7 @@ class SwitchingLDS(Model, StreamingFilters):
         "recurrent": Boolean(),
         "stickiness": Number(0),
         "reg_covar": Number(0),
+        "selection": OneOf(("fits", "prune")),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
 
@@ -511,9 +520,11 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
         params = {**self.get_params(), "warm_start": False}
-        winner, self.selection_ = selection.select_n_states(
-            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
-        )
+        make = lambda k: type(self)(**{**params, "n_states": k})  # noqa: E731
+        if self.selection == "prune":
+            winner, self.selection_ = selection.prune_n_states(make, _keep_modes, seqs, None, self.max_states)
+        else:
+            winner, self.selection_ = selection.select_n_states(make, seqs, None, self.max_states)
         self.n_states_ = winner.n_states
         for name in ("history_", "converged_", "n_iter_", "dwell_times_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
@@ -764,6 +775,23 @@ class SwitchingLDS(Model, StreamingFilters):
         from modeshift.smc.adapters import SwitchingLinear  # smc builds on the models: imported when asked
 
         return SwitchingLinear(self, inputs)
+
+
+def _keep_modes(model: SwitchingLDS, kept: np.ndarray) -> SwitchingLDS:
+    """A SwitchingLDS of the ``kept`` modes of a fitted one, its parameters set (as the start of its
+    fit) to theirs: the chain's rows renormalised over the kept modes."""
+    smaller = type(model)(**{**model.get_params(), "n_states": len(kept), "warm_start": False})
+    for name in model.parameter_names:
+        value = np.asarray(model.__dict__[name])
+        if name in ("transmat_", "recurrence_biases_"):
+            value = value[np.ix_(kept, kept)]
+        elif name.startswith(("dynamics_", "recurrence_weights", "input_weights", "startprob")):
+            value = value[kept]
+        setattr(smaller, name, value.copy())
+    smaller.startprob_ = normalise_rows(smaller.startprob_)
+    if not model.recurrent:
+        smaller.transmat_ = normalise_rows(smaller.transmat_)
+    return smaller
 
 
 def _subspace_start(seqs: Sequences, n: int) -> LinearGaussianSSM:
