@@ -532,7 +532,8 @@ def _polish(
     values = [loss(theta) for theta in starts]
     best = starts[int(np.argmin(values))]
     result = optimize.minimize(loss, best, method="BFGS", options={"maxiter": _POLISH_ITERATIONS})
-    candidates = [*zip(values, starts), (result.fun, result.x)]
+    polished = float(result.fun) if np.isfinite(result.fun) else np.inf
+    candidates = [*zip(values, starts), (polished, result.x)]
     floor = values[1] if current is not None else np.inf
     value, theta = min(candidates, key=lambda pair: pair[0])
     if current is not None and not value <= floor:
