@@ -135,3 +135,5 @@ def test_bad_times_and_sampling():
         model.sample(5, times=[0.0, 1.0, 1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="times must"):
         thermostat(10, times="uniform")
+    with pytest.raises(ValueError, match="ContinuousARHMM: n_states must be"):
+        ContinuousARHMM(n_states="auto").fit(X)

@@ -62,7 +62,7 @@ from modeshift.models import em
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.models.jump_process import _generator, endpoint_statistics, expm_metzler
-from modeshift.models.params import Number
+from modeshift.models.params import Integer, Number
 from modeshift.transitions import normalise_rows
 
 __all__ = ["ContinuousARHMM", "expm_stack", "flow_moments"]
@@ -166,7 +166,7 @@ class ContinuousARHMM(Model):
     """
 
     _test_params = {"n_iter": 5}
-    _constraints = {"reg_covar": Number(0)}
+    _constraints = {"n_states": Integer(1), "reg_covar": Number(0)}  # no "auto" (yet)
 
     def __init__(
         self,
