@@ -56,7 +56,8 @@ def prune_n_states(
     lengths: Any,
     max_states: int,
 ) -> tuple[Any, pd.DataFrame]:
-    """Candidates from ``max_states`` modes down to one, each K started twice; the smallest BIC wins.
+    """Candidates from ``max_states`` modes down to one, each K started twice; the smallest BIC
+    among those without a vanished mode wins.
 
     Over-complete fits of switching models leave modes with little posterior mass (their
     occupancy, the mean posterior probability over the steps, vanishes). Going down from
@@ -65,7 +66,10 @@ def prune_n_states(
     the kept modes started from their fitted parameters), and the fit with the larger objective
     (log-likelihood or ELBO) is K's candidate. The pruned start carries what the larger fit
     learned (on NASCAR it finds the four sections where fits from scratch stall); the fresh
-    start guards against a poor over-complete fit. Costs two fits per K. The table is that of
+    start guards against a poor over-complete fit. Costs two fits per K. A candidate with a
+    vanished mode is not chosen (unless all have one): such a mode fits a few steps with a
+    collapsing covariance, which the likelihood rewards without bound, so its ELBO gain is no
+    evidence for another mode. The table is that of
     :func:`select_n_states`, with each candidate's ``smallest_occupancy``, the modes with
     occupancy below :data:`VANISHED` (``vanished``) and its ``start`` ("scratch" or "pruned").
     """
@@ -87,7 +91,9 @@ def prune_n_states(
         )
         models.append(best)
     table = pd.DataFrame(rows)
-    chosen = int(np.argmin(table["bic"].to_numpy()))
+    bic = table["bic"].to_numpy()
+    eligible = table["vanished"].to_numpy() == 0
+    chosen = int(np.argmin(np.where(eligible, bic, np.inf))) if eligible.any() else int(np.argmin(bic))
     table["chosen"] = np.arange(len(table)) == chosen
     return models[chosen], table
 

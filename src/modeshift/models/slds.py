@@ -138,9 +138,9 @@ class SwitchingLDS(Model, StreamingFilters):
     selection : {"fits", "prune"}
         How ``n_states="auto"`` finds its candidates: ``"fits"``, one fit from scratch per K
         (:func:`~modeshift.models.selection.select_n_states`); ``"prune"``, one over-complete fit
-        with ``max_states`` modes, then modes whose occupancy vanishes are pruned, or the least
-        occupied merged away, each candidate started from the last
-        (:func:`~modeshift.models.selection.prune_n_states`).
+        with ``max_states`` modes, then K - 1 modes started from scratch and from the best K
+        without its least occupied mode; a candidate with a mode whose occupancy vanished is not
+        chosen (:func:`~modeshift.models.selection.prune_n_states`).
     warm_start : bool
         Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     verbose : bool
