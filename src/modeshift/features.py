@@ -12,6 +12,8 @@ Every built-in map first standardises each input column, ``u = (x - location) / 
 - :class:`Polynomial` — all monomials of u of total degree 1 .. ``degree`` (cross terms
   included); ``degree=1`` is the linear map u itself. The default, with ``degree=3``:
   cubic flows (Duffing, Van der Pol) and quadratic ones (Lorenz, Roessler) are exact.
+  With ``degree`` > 1, u is first clamped to the data's range widened by half its width
+  on each side, so a simulated path that leaves the data cannot run away to infinity.
 - :class:`RadialBasis` — u followed by ``exp(-|u - c_j|^2 / (2 width^2))`` for centres c_j
   from k-means on the standardised data; ``width`` defaults to the median distance
   between centres (the median heuristic), so neighbouring bumps overlap.
@@ -123,6 +125,7 @@ class Polynomial(FeatureMap):
     """All monomials of the standardised inputs of total degree 1 .. ``degree``."""
 
     kind = "polynomial"
+    bounds_: np.ndarray | None = None
 
     def __init__(self, degree: int = 3):
         if not isinstance(degree, (int, np.integer)) or isinstance(degree, bool) or degree < 1:
@@ -132,7 +135,16 @@ class Polynomial(FeatureMap):
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "degree": self.degree}
 
+    def _fit_standardised(self, u: np.ndarray) -> None:
+        width = u.max(axis=0) - u.min(axis=0)
+        self.bounds_ = np.stack([u.min(axis=0) - width / 2, u.max(axis=0) + width / 2])
+
+    def _arrays(self) -> tuple[str, ...]:
+        return (*super()._arrays(), "bounds_")
+
     def _features(self, u: np.ndarray) -> np.ndarray:
+        if self.degree > 1:  # beyond the data a polynomial flow would run away: hold it at the edge
+            u = np.clip(u, *self.bounds_)
         columns = [
             np.prod(u[:, list(powers)], axis=1)
             for degree in range(1, self.degree + 1)

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FeatureAutoregressive", "with_features"]
 
+INITIAL_PARTITIONS = 10
+
 
 def with_features(lagged: np.ndarray, n_responses: int, features: FeatureMap) -> np.ndarray:
     """Rows ``[y_t, phi(y_t-1, ..., y_t-p), 1]`` from :func:`~modeshift.emissions.autoregressive.with_lags` rows.
@@ -53,11 +55,36 @@ class FeatureAutoregressive(Autoregressive):
     def _response_dim(self, values: np.ndarray) -> int:
         return values.shape[1] - self.features.n_outputs - 1
 
-    def _clustered(self, complete: np.ndarray) -> np.ndarray:
-        """y and the features' linear part (the standardised lags) when the map has one: powers
-        and bumps would swamp the distances that tell the modes' flows apart."""
-        d = self._response_dim(complete)
-        return complete[:, : d + (self.features.linear_columns or self.features.n_outputs)]
+    def initialize(self, values: np.ndarray, rng: np.random.Generator) -> None:
+        """One M-step from a random partition of the steps into runs of one mode.
+
+        A flexible flow fit to k-means clusters of where the series is can explain several
+        modes at once, a trap EM does not leave; modes persist, so runs (of geometric length,
+        mean a twentieth of the data) each drawn from one mode are a better start. Of
+        ``INITIAL_PARTITIONS`` = 10 such partitions the one whose flows explain the data best
+        (hard assignment) is kept. On switching Van der Pol / Duffing oscillators, EM from one
+        random run partition reached the generating modes in 29 of 32 starts (4 simulations),
+        from k-means or from a linear ARHMM's modes in none.
+        """
+        conditioned, y, _ = self._split(values)
+        if len(conditioned) == len(values):
+            raise ValueError(f"no time step has {self.lags} previous value(s) to regress on")
+        d, n = y.shape[1], len(values)
+        block = self.dynamics
+        block.ridge_columns = np.r_[np.ones(values.shape[1] - d - 1, dtype=bool), False]
+        best, best_fit = -np.inf, None
+        for _ in range(INITIAL_PARTITIONS):
+            labels = np.repeat(rng.integers(self.n_states, size=n), rng.geometric(20 / n, size=n))[:n]
+            weights = np.eye(self.n_states)[labels]
+            weights[conditioned] = 0.0
+            block.weights, block.covariances = None, None
+            block.m_step(block.statistics(values, d, weights))
+            self._unpack(block)
+            fit = float(np.sum(weights * np.nan_to_num(self.log_likelihoods(values), neginf=-1e300)))
+            if fit > best:
+                best, best_fit = fit, (block.weights.copy(), block.covariances.copy())
+        block.weights, block.covariances = best_fit
+        self._unpack(block)
 
     def validate(self, seqs: Sequences) -> Sequences:
         d, m = self.n_features, self.features.n_outputs

@@ -181,20 +181,20 @@ class ARHMM(HMM):
             return
         super().__setattr__(name, value)
 
-    def fit(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> ARHMM:
-        """As :meth:`HMM.fit`; the feature map (``features``) and the map of the guard inputs
-        (``recurrent``: the features, else the standardised lags) are fit to the lags first."""
-        self._start_fit()
+    def _fit_preprocessing(self, seqs: Sequences) -> None:
+        """Fit the feature map (``features``) and the map of the guard inputs (``recurrent``: the
+        features, else the standardised lags) to the lags, unless a warm start kept them or
+        they were set by hand."""
         if self.recurrent and self.input_dim:
             raise ValueError("recurrent=True drives the switching by the series itself: it takes no input_dim")
-        if (self.features is not None or self.recurrent) and "_fitted_with" not in self.__dict__:
-            lags = self._lag_inputs(self._checked(as_sequences(X, lengths, **columns), None))
-            if self.features is not None:
-                self.__dict__["feature_map_"] = feature_map(self.features).fit(lags)
-            if self.recurrent:
-                guards = self.__dict__.get("feature_map_")
-                self.__dict__["guard_map_"] = Polynomial(degree=1).fit(lags) if guards is None else guards
-        return super().fit(X, lengths, inputs=inputs, **columns)
+        maps = self.__dict__
+        if (self.features is not None and "feature_map_" not in maps) or (self.recurrent and "guard_map_" not in maps):
+            lags = self._lag_inputs(self._checked(seqs, None))
+            if self.features is not None and "feature_map_" not in maps:
+                maps["feature_map_"] = feature_map(self.features).fit(lags)
+            if self.recurrent and "guard_map_" not in maps:
+                guards = maps.get("feature_map_")
+                maps["guard_map_"] = Polynomial(degree=1).fit(lags) if guards is None else guards
 
     def _lag_inputs(self, seqs: Sequences) -> np.ndarray:
         """The lag vectors [y_t-1, ..., y_t-order] of every step that has them."""

@@ -309,6 +309,7 @@ class HMM(Model, StreamingFilters):
         """
         self._start_fit()
         seqs = as_sequences(X, lengths, **columns)
+        self._fit_preprocessing(seqs)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))
         seqs = self._sequences(seqs, None, inputs)
@@ -317,6 +318,9 @@ class HMM(Model, StreamingFilters):
         del self.__dict__["_given"]
         self._finish_fit(seqs)
         return self
+
+    def _fit_preprocessing(self, seqs: Sequences) -> None:
+        """Learn what turns the data into the model's rows (nothing here), before EM."""
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
         params = {**self.get_params(), "warm_start": False}
