@@ -14,7 +14,9 @@ from modeshift.dynamics import companion_matrices, jump_linear_moments, known_st
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.emissions.feature_autoregressive import FeatureAutoregressive, with_features
-from modeshift.features import FeatureMap, Polynomial, feature_map
+from modeshift.features import Custom, FeatureMap, Polynomial, feature_map
+from modeshift.metrics import segments
+from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
 from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
@@ -350,6 +352,70 @@ class ARHMM(HMM):
         if self.recurrent:
             raise NotImplementedError("streaming filters of a recurrent ARHMM are not implemented")
         return super()._stream_recursion()
+
+    # ---------------------------------------------------------------- the automaton
+    def automaton(self, X: Any = None, lengths: Sequence[int] | None = None, *, resolution: int = 25) -> Automaton:
+        """The fitted model as a hybrid automaton (:mod:`modeshift.models.automaton`).
+
+        The state is the lag vector [y_t, ..., y_t-order+1]; with at most two dimensions its
+        vector fields and guard probabilities are sampled on a ``resolution``-point mesh over
+        the range of ``X``'s states (without ``X``: the fitted map's mean -/+ 3 standard
+        deviations; a linear model without ``recurrent`` then has no grid). Guards (with
+        ``recurrent``): p(j | i, state) at the mesh and, for a scalar series, the levels where
+        constant histories cross 1/2 (searched over the same range, 2001 points, linear
+        interpolation). Dwell times: 1 / (1 - p_kk) for a stationary chain; for a recurrent one,
+        where it depends on the state, the mean run length of each mode in a 20,000-step sample
+        (``random_state`` 0). An ARHMM has no resets.
+        """
+        self._check_fitted()
+        transitions, emission = self._blocks
+        d, n_states = emission.n_features, self._k
+        regressors = self._feature_map.config() if self.features is not None else "lags, most recent first"
+        flows = [Flow(k, self.coefs_[k], self.intercepts_[k], self.covars_[k], regressors) for k in range(n_states)]
+        state_dim = d * self.order
+        bounds = self._state_bounds(X, lengths)
+        grid, shape, fields = None, (), None
+        if bounds is not None and state_dim <= 2:
+            grid, shape = state_grid(*bounds, int(resolution))
+            fields = np.stack([self._expected_move(grid, k) for k in range(n_states)])
+        guards = []
+        if self.recurrent:
+            moves = None if grid is None else transitions.kernel_arrays(self._guard_inputs(grid))[1]
+            levels = thresholds = None
+            if d == 1 and bounds is not None:
+                levels = np.linspace(bounds[0].min(), bounds[1].max(), 2001)
+                along = transitions.kernel_arrays(self._guard_inputs(np.repeat(levels[:, None], self.order, axis=1)))[1]
+            for i in range(n_states):
+                for j in range(n_states):
+                    if i != j:
+                        thresholds = None if levels is None else crossings(levels, along[:, i, j], 0.5)
+                        guards.append(Guard(i, j, None if moves is None else moves[:, i, j], thresholds))
+            _, modes = self.sample(20000, random_state=0)
+            runs = segments(modes)
+            dwell = runs.assign(length=runs["end"] - runs["start"]).groupby("mode")["length"].mean()
+            dwell_times = dwell.reindex(range(n_states)).to_numpy(dtype=float)
+        else:
+            dwell_times = self.dwell_times_
+        return Automaton(np.arange(n_states), flows, grid, shape, fields, guards, {}, dwell_times)
+
+    def _guard_inputs(self, states: np.ndarray) -> np.ndarray:
+        return self._fitted_map("guard_map_").transform(states)
+
+    def _expected_move(self, states: np.ndarray, mode: int) -> np.ndarray:
+        """E[s_t+1 | s_t = s, z_t+1 = mode] - s for lag vectors s (n, order D)."""
+        d = self._blocks[1].n_features
+        regressors = self._feature_map.transform(states) if self.features is not None else states
+        following = regressors @ self.coefs_[mode].T + self.intercepts_[mode]
+        return np.hstack([following, states[:, :-d]]) - states
+
+    def _state_bounds(self, X: Any, lengths: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        if X is not None:
+            lags = self._lag_inputs(self._checked(as_sequences(X, lengths), self._blocks[1].n_features))
+            return lags.min(axis=0), lags.max(axis=0)
+        fitted = self.__dict__.get("feature_map_", self.__dict__.get("guard_map_"))
+        if fitted is None or isinstance(fitted, Custom):
+            return None
+        return fitted.location_ - 3 * fitted.scale_, fitted.location_ + 3 * fitted.scale_
 
     # --------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
