@@ -175,3 +175,14 @@ def test_clear_errors():
         model.score(x[:, :1])
     with pytest.raises(NotImplementedError, match="recurrent"):
         ARHMM(n_states=2, recurrent=True, random_state=0).fit(x).filter_init()
+
+
+def test_a_refit_on_new_data_equals_a_fresh_fit():
+    first, _ = switching_oscillators(400, 7)
+    second, _ = switching_oscillators(400, 8)
+    model = ARHMM(n_states=2, features=Polynomial(2), recurrent=True, random_state=0).fit(first)
+    model.fit(second)
+    fresh = ARHMM(n_states=2, features=Polynomial(2), recurrent=True, random_state=0).fit(second)
+    np.testing.assert_array_equal(model.feature_map_.location_, fresh.feature_map_.location_)
+    assert model.score(second) == fresh.score(second)
+    assert "features=Polynomial(degree=2)" in repr(model)
