@@ -173,6 +173,8 @@ def test_clear_errors():
         ARHMM(recurrent=True, input_dim=1).fit(x, inputs=np.ones((200, 1)))
     with pytest.raises(ValueError, match=r"expects 2 feature\(s\) per time step, got 1"):
         model.score(x[:, :1])
+    with pytest.raises(ValueError, match="set feature_map_ before the parameters"):
+        model.feature_map_ = Polynomial(2).fit(x)
     with pytest.raises(NotImplementedError, match="recurrent"):
         ARHMM(n_states=2, recurrent=True, random_state=0).fit(x).filter_init()
 

@@ -178,6 +178,8 @@ class ARHMM(HMM):
         if name in ("feature_map_", "guard_map_"):  # a map set by hand: the blocks read it
             if not isinstance(value, FeatureMap) or value.location_ is None:
                 raise TypeError(f"{name} must be a fitted FeatureMap, got {value!r}")
+            if "_blocks_" in self.__dict__ and self._snapshot():
+                raise ValueError(f"set {name} before the parameters it shapes (coefs_, input_weights_), not after")
             self.__dict__.pop("_blocks_", None)
             self.__dict__[name] = value
             return
@@ -190,11 +192,13 @@ class ARHMM(HMM):
         if self.recurrent and self.input_dim:
             raise ValueError("recurrent=True drives the switching by the series itself: it takes no input_dim")
         maps = self.__dict__
-        if (self.features is not None and "feature_map_" not in maps) or (self.recurrent and "guard_map_" not in maps):
+        needs_features = self.features is not None and "feature_map_" not in maps
+        needs_guards = self.recurrent and "guard_map_" not in maps
+        if needs_features or needs_guards:
             lags = self._lag_inputs(self._checked(seqs, None))
-            if self.features is not None and "feature_map_" not in maps:
+            if needs_features:
                 maps["feature_map_"] = feature_map(self.features).fit(lags)
-            if self.recurrent and "guard_map_" not in maps:
+            if needs_guards:
                 guards = maps.get("feature_map_")
                 maps["guard_map_"] = Polynomial(degree=1).fit(lags) if guards is None else guards
 
