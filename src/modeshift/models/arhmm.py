@@ -353,8 +353,8 @@ class ARHMM(HMM):
         return list(paths), list(modes)
 
     def _stream_recursion(self) -> Any:
-        if self.recurrent:
-            raise NotImplementedError("streaming filters of a recurrent ARHMM are not implemented")
+        if self.recurrent or self.features is not None:
+            raise NotImplementedError("streaming filters of a nonlinear or recurrent ARHMM are not implemented")
         return super()._stream_recursion()
 
     # ---------------------------------------------------------------- the automaton
