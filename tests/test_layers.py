@@ -37,6 +37,7 @@ LAYERS = {
     "modeshift.transitions_logit": 3,
     "modeshift.emissions": 3,
     "modeshift.dynamics": 3,
+    "modeshift.features": 3,
     "modeshift.chain_analysis": 3,
     "modeshift.durations": 3,
     "modeshift.models": 4,

@@ -16,6 +16,7 @@ from scipy import stats
 
 from modeshift.archive import read_archive, write_archive
 from modeshift.data import Schema, Sequences, check_array
+from modeshift.features import FeatureMap
 from modeshift.metrics import segments
 from modeshift.models import params
 
@@ -395,6 +396,8 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, (tuple, list, set, frozenset)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, FeatureMap):
+        return value.config()
     if isinstance(value, np.random.Generator) or callable(value):
         return None  # not reproducible from a file
     return value

@@ -26,6 +26,8 @@ capability                members
 :class:`Streaming`        ``filter_init``, ``filter_step``, ``filter_stream``: filter one
                           observation at a time (:mod:`modeshift.models.streaming`)
 :class:`OnlineLearner`    ``partial_fit``: learn from one more chunk of a stream (online EM)
+:class:`HybridAutomaton`  ``automaton``: modes, flows, guards, resets and dwell times as data
+                          (:class:`~modeshift.models.automaton.Automaton`)
 ========================  ===========================================================
 
 The protocols are ``runtime_checkable``: ``isinstance`` checks that the members exist
@@ -55,6 +57,7 @@ __all__ = [
     "BoundScorer",
     "Describer",
     "Forecaster",
+    "HybridAutomaton",
     "IterativeFit",
     "ModeDecoder",
     "NextElementModel",
@@ -185,6 +188,14 @@ class OnlineLearner(Protocol):
 
     def partial_fit(self, X: Any, *args: Any, **kwargs: Any) -> Any:
         """Update the parameters with one more chunk; returns the model."""
+
+
+@runtime_checkable
+class HybridAutomaton(Protocol):
+    """Describes itself as a hybrid automaton: modes, flows, guards, resets, dwell times."""
+
+    def automaton(self, X: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """An :class:`~modeshift.models.automaton.Automaton` (``X``, optional, places its grid)."""
 
 
 def objective(model: Any) -> str:

@@ -213,12 +213,12 @@ class HMM(Model, StreamingFilters):
     def _blocks(self) -> tuple[Stationary | InputDriven, Emission]:
         blocks = self.__dict__.get("_blocks_")
         if blocks is None:
-            if self.input_dim and self.init == "stationary":
+            if self._transition_inputs and self.init == "stationary":
                 raise ValueError(f"{type(self).__name__}: init='stationary' needs a chain without inputs (input_dim=0)")
-            if self.input_dim:
+            if self._transition_inputs:
                 transitions = InputDriven(
                     self._k,
-                    self.input_dim,
+                    self._transition_inputs,
                     self.transition_concentration,
                     self.transition_penalty,
                     per_source=self.input_slopes == "per_source",
@@ -230,6 +230,11 @@ class HMM(Model, StreamingFilters):
             blocks = (transitions, self._make_emission())
             self.__dict__["_blocks_"] = blocks
         return blocks
+
+    @property
+    def _transition_inputs(self) -> int:
+        """How many inputs drive the transitions (0: a stationary chain)."""
+        return self.input_dim
 
     def _make_emission(self) -> Emission:
         k = self._k
@@ -304,6 +309,7 @@ class HMM(Model, StreamingFilters):
         """
         self._start_fit()
         seqs = as_sequences(X, lengths, **columns)
+        self._fit_preprocessing(seqs)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))
         seqs = self._sequences(seqs, None, inputs)
@@ -312,6 +318,9 @@ class HMM(Model, StreamingFilters):
         del self.__dict__["_given"]
         self._finish_fit(seqs)
         return self
+
+    def _fit_preprocessing(self, seqs: Sequences) -> None:
+        """Learn what turns the data into the model's rows (nothing here), before EM."""
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
         params = {**self.get_params(), "warm_start": False}
@@ -359,7 +368,7 @@ class HMM(Model, StreamingFilters):
         then the M-step of :meth:`fit`. Starts from the current parameters (learned or hand-set),
         else from data-driven values on the first chunk. Not for ``n_states="auto"`` or inputs."""
         self._check_params()
-        if self.n_states == "auto" or self.input_dim:
+        if self.n_states == "auto" or self._transition_inputs:
             raise NotImplementedError("online EM needs a fixed number of states and a chain without inputs")
         online_em.step_size(1, step_exponent)  # checks the exponent
         seqs = self._sequences(X, lengths, inputs)
@@ -451,12 +460,16 @@ class HMM(Model, StreamingFilters):
         """Filtered state probabilities p(z_t | observations up to t), (n_steps, K)."""
         self._check_fitted()
         seqs = self._sequences(X, lengths, inputs)
+        return seqs.restore(self._filtered(seqs))
+
+    def _filtered(self, seqs: Sequences) -> np.ndarray:
+        """p(z_t | y_0..t) for every step (n_steps, K)."""
         initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
         filtered, log_lik = kernels.forward_filter(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
         self._check_possible(log_lik)
-        return seqs.restore(filtered)
+        return filtered
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
         self._check_fitted()
@@ -657,11 +670,7 @@ class HMM(Model, StreamingFilters):
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs)
         transitions = self._blocks[0]
-        initial, matrices = transitions.kernel_arrays(seqs.inputs)
-        filtered, log_lik = kernels.forward_filter(
-            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
-        )
-        self._check_possible(log_lik)
+        filtered = self._filtered(seqs)
         futures = check_future_inputs(
             future_inputs, horizon, seqs.n_sequences, self.input_dim, f"this {type(self).__name__}"
         )
