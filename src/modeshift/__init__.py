@@ -21,6 +21,7 @@ import importlib
 from typing import Any
 
 from modeshift import progress  # noqa: F401  (installs the display behind verbose=True)
+from modeshift import distributed  # noqa: F401  (model.fit(dask_frame); imports dask only when used)
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import (
     ARHMM,
