@@ -315,7 +315,8 @@ def _per_row(model: Any, data: Any, method: str, columns: dict[str, Any]) -> Any
 
     frame = _frame(data)
     names = ["mode"] if method == "predict" else [f"p_{k}" for k in range(model._k)]
-    meta = frame._meta.assign(**{name: pd.Series(dtype="int64" if method == "predict" else "float64") for name in names})
+    dtype = "int64" if method == "predict" else "float64"
+    meta = frame._meta.assign(**{name: pd.Series(dtype=dtype) for name in names})
     return dd.map_partitions(_per_row_part, frame, model, method, names, columns, meta=meta, align_dataframes=False)
 
 

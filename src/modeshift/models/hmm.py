@@ -307,7 +307,9 @@ class HMM(Model, StreamingFilters):
             return self._fit_auto(as_sequences(X, lengths, **columns).with_inputs(inputs, self.input_dim))
         return self._fit_em(self._em_data(X, lengths, inputs=inputs, **columns))
 
-    def _em_data(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> Sequences:
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
         """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
         return self._sequences(as_sequences(X, lengths, **columns), None, inputs)
 

@@ -596,7 +596,9 @@ class LinearGaussianSSM(Model, StreamingFilters):
         for name in self._fixed() & held.keys():
             self.__dict__.setdefault(name, held[name])
 
-    def _em_data(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> Sequences:
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
         """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
         return self._sequences(as_sequences(X, lengths, **columns), None, inputs, self._obs_dim()).require_observed()
 
