@@ -4,6 +4,7 @@ and bring the client statistics, never data."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 import warnings
@@ -178,3 +179,21 @@ def test_bad_data_in_a_partition_is_one_clear_error(client):
     frame.loc[frame.id == 3, "a"] = np.inf
     with pytest.raises(ValueError, match="partition 1"):
         HMM(2).fit(_by_groups(frame, [[0, 1], [2, 3]]), time_column="t")
+
+
+def test_the_command_line_fits_a_parquet_dataset_on_a_cluster(client, tmp_path):
+    from typer.testing import CliRunner
+
+    from modeshift import load
+    from modeshift.cli import app
+
+    _by_groups(_frame(6), [[0, 1, 2], [3, 4, 5]]).to_parquet(tmp_path / "data")
+    arguments = ["fit", str(tmp_path / "data"), "--modes", "2", "--seed", "0", "--iterations", "5"]
+    arguments += ["--time-column", "t", "--scheduler", client.scheduler.address, "-o", str(tmp_path / "m.msz")]
+    result = CliRunner().invoke(app, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["partitions"] == 2 and summary["n_iter"] == 5
+    model = load(tmp_path / "m.msz")
+    assert model.schema_.columns == ("a", "b")
+    assert summary["log_likelihood"] == pytest.approx(model.score(model.schema_.read(_frame(6))), rel=1e-9)

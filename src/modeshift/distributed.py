@@ -42,8 +42,9 @@ to a Parquet dataset with ``client=`` reads it (``HMM(3).fit("sensors/", client=
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from typing import Any
 
@@ -55,7 +56,7 @@ from modeshift.models.base import set_collection_handler
 from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit
 from modeshift.statistics import combine
 
-__all__ = ["Shards", "fit", "predict", "predict_proba", "score", "segment"]
+__all__ = ["Shards", "fit", "fit_dataset", "predict", "predict_proba", "score", "segment"]
 
 
 # ------------------------------------------------------------------------ fitting
@@ -78,6 +79,49 @@ def fit(model: Any, data: Any, *, client: Any = None, **columns: Any) -> Any:
     model._start_fit()
     shards = Shards.of(model, data, _client(client), columns)
     return model._fit_em(shards.sample(), over=shards)
+
+
+def fit_dataset(
+    model: Any,
+    path: str | PathLike[str],
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
+) -> dict[str, Any]:
+    """Fit ``model`` to a Parquet dataset (a directory or file) or CSV file(s) on the cluster at
+    ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
+    what ``modeshift fit --scheduler/--workers`` prints: the data's size, the log-likelihood
+    (for a model with an exact one), ``converged`` and ``n_iter``."""
+    import dask.dataframe as dd
+
+    text = str(path)
+    frame = dd.read_csv(text) if text.endswith((".csv", ".csv.gz")) else dd.read_parquet(text)
+    named = {"columns": list(columns) if columns else None, "time_column": time_column or "auto"}
+    if id_column is not None:
+        named["id_column"] = id_column
+    with _cluster(scheduler, workers) as client:
+        fit(model, frame, client=client, **named)
+        summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
+        if isinstance(model, Scorer):
+            summary["log_likelihood"] = float(score(model, frame).compute())
+    return {**summary, "converged": model.converged_, "n_iter": model.n_iter_}
+
+
+@contextlib.contextmanager
+def _cluster(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers`` processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers or 1, threads_per_worker=1, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            yield client
 
 
 class Shards:
