@@ -42,8 +42,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+# Run as a script, this file's directory comes first on sys.path, where its own name would hide the
+# distributed package it benchmarks.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*stopped at its cap.*")
 

@@ -17,7 +17,7 @@ dd = pytest.importorskip("dask.dataframe")
 db = pytest.importorskip("dask.bag")
 distributed = pytest.importorskip("distributed")
 
-from modeshift import ARHMM, HMM, LinearGaussianSSM, SwitchingLDS  # noqa: E402
+from modeshift import ARHMM, HMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM  # noqa: E402
 from modeshift import distributed as msd  # noqa: E402
 from modeshift.models.em import ConvergenceWarning  # noqa: E402
 
@@ -86,6 +86,37 @@ def test_fit_over_a_cluster_equals_the_fit_in_memory(client, kind, groups):
     there = _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t")
     assert there.n_iter_ == here.n_iter_ > 1
     _assert_same(here, there)
+
+
+def _event_log(n_cases: int = 16, seed: int = 1) -> pd.DataFrame:
+    """Cases of a small process: symbols from a two-state chain, cases of varying length."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for case in range(n_cases):
+        state, steps = 0, []
+        for _ in range(5 + case % 7):
+            steps.append("ABC"[rng.integers(2)] if state == 0 else "CDE"[rng.integers(3)])
+            state = state if rng.random() < 0.8 else 1 - state
+        rows += [{"case_id": f"c{case}", "activity": a, "timestamp": t} for t, a in enumerate(steps)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("unknown", ["error", "map"])
+def test_a_symbol_model_over_a_cluster_equals_the_fit_in_memory(client, unknown):
+    log = _event_log()
+    groups = [[f"c{i}" for i in group] for group in ([5, 2, 9], [0, 1, 3, 4, 6], [7, 8, 10, 11, 12, 13, 14, 15])]
+    data = dd.concat([dd.from_pandas(log[log.case_id.isin(g)], npartitions=1) for g in groups])
+    ordered = data.compute()  # the same events in the same order: the vocabulary follows first appearance
+    initial = SymbolHMM(2, random_state=0, n_iter=0).fit(ordered)
+    start = SymbolHMM(2, unknown=unknown, n_iter=6, tol=0.0)  # set by hand: the first start
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        setattr(start, name, getattr(initial, name))
+    here = _fit(copy.deepcopy(start), ordered)
+    there = _fit(copy.deepcopy(start), data, id_column="case_id")  # learns the vocabulary over the partitions
+    assert there.vocabulary_ == here.vocabulary_ == initial.vocabulary_
+    np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
 
 
 def test_a_frame_that_splits_sequences_is_shuffled_by_id_when_a_time_column_orders_it(client):

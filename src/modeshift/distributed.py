@@ -24,8 +24,10 @@ statistics of a partition are a pure function of the partition and the parameter
 worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
 
 Models fit this way have the :class:`~modeshift.models.capabilities.ShardableFit`
-capability: ``HMM`` (every emission), ``ARHMM`` and ``LinearGaussianSSM`` (whose quasi-Newton
-polish sums the exact log-likelihood and its gradient over the partitions the same way).
+capability: ``HMM`` (every emission), ``ARHMM``, ``LinearGaussianSSM`` (whose quasi-Newton
+polish sums the exact log-likelihood and its gradient over the partitions the same way) and
+``SymbolHMM`` (whose vocabulary is read from all partitions first, merged in partition
+order: symbols in order of first appearance, as in memory for the partitions concatenated).
 
 >>> import dask.dataframe as dd  # doctest: +SKIP
 >>> from distributed import Client
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from typing import Any
@@ -77,7 +80,11 @@ def fit(model: Any, data: Any, *, client: Any = None, **columns: Any) -> Any:
     if getattr(model, "n_states", None) == "auto":
         raise NotImplementedError("n_states='auto' over a Dask cluster is not implemented: give n_states")
     model._start_fit()
-    shards = Shards.of(model, data, _client(client), columns)
+    client = _client(client)
+    parts = _partitions(data, client, columns)
+    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
+        model._em_set_constants(_constants(model, parts, client, columns))
+    shards = Shards.of(model, parts, client, columns)
     return model._fit_em(shards.sample(), over=shards)
 
 
@@ -124,6 +131,26 @@ def _cluster(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             yield client
 
 
+def _constants(model: Any, parts: list[Any], client: Any, columns: dict[str, Any]) -> Any:
+    """``model._em_constants`` of every partition, merged on the cluster in partition order."""
+    import dask
+
+    shipped = _portable(model)
+    read = dask.delayed(shipped, pure=True)
+    constants = client.compute([dask.delayed(_constants_of, pure=True)(part, read, columns) for part in parts])
+    return _tree_sum(client, constants, functools.partial(_merge_constants, shipped)).result()
+
+
+def _constants_of(part: Any, model: Any, columns: dict[str, Any]) -> Any:
+    return None if len(part) == 0 else model._em_constants(part, **columns)
+
+
+def _merge_constants(model: Any, first: Any, then: Any) -> Any:
+    if first is None or then is None:
+        return then if first is None else first
+    return model._em_merge_constants(first, then)
+
+
 class Shards:
     """The data of one fit as shards of whole sequences kept on the workers, one per partition.
 
@@ -139,15 +166,13 @@ class Shards:
         self.received: list[int] = []
 
     @classmethod
-    def of(cls, model: Any, data: Any, client: Any, columns: dict[str, Any]) -> Shards:
-        """Read every partition of ``data`` by ``model._em_data`` on the workers and keep it there."""
+    def of(cls, model: Any, parts: list[Any], client: Any, columns: dict[str, Any]) -> Shards:
+        """Read every partition (Dask delayed objects, :func:`_partitions`) by ``model._em_data`` on
+        the workers and keep it there."""
         import dask
 
         prepare = dask.delayed(_portable(model), pure=True)
-        parts = [
-            dask.delayed(_prepare, pure=True)(part, index, prepare, columns)
-            for index, part in enumerate(_partitions(data, client, columns))
-        ]
+        parts = [dask.delayed(_prepare, pure=True)(part, index, prepare, columns) for index, part in enumerate(parts)]
         futures = client.compute(parts)
         sizes = client.gather(client.map(_size, futures, pure=False))
         kept = [(future, size) for future, size in zip(futures, sizes) if size[1] > 0]

@@ -202,7 +202,11 @@ class ShardableFit(Protocol):
         """What EM reads from one shard of ``fit``'s arguments."""
 
     def _fit_em(self, data: Any, over: Any = None) -> Any:
-        """The rest of ``fit``: EM with its E-steps summed ``over`` the shards, ``data`` a sample."""
+        """The rest of ``fit``: EM with its E-steps summed ``over`` the shards, ``data`` a sample.
+
+        A model that needs a constant of all the data before EM starts (a vocabulary) also has
+        ``_em_constants(shard)``, ``_em_merge_constants(a, b)`` (in shard order) and
+        ``_em_set_constants(value)``."""
 
 
 def objective(model: Any) -> str:
