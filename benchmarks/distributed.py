@@ -5,7 +5,8 @@ A Gaussian HMM (K = 8 modes, D = 2 features, full covariances) is fit for 10 EM 
 the same hand-set starting parameters everywhere:
 
 - in memory: ``pandas.read_parquet`` then ``HMM.fit(frame)`` in one process;
-- on a ``distributed.LocalCluster`` of 1 and of 2 worker processes (one thread each):
+- on a ``distributed.LocalCluster`` of 1 and of 2 worker processes (one thread each, numba's
+  included, so 1 worker computes on one core and 2 on two; in memory numba uses every core):
   ``HMM.fit(dask.dataframe.read_parquet(path))``, the partitions read and kept on the
   workers, the E-step run where they lie.
 
@@ -52,6 +53,8 @@ import pandas as pd  # noqa: E402
 warnings.filterwarnings("ignore", message=".*stopped at its cap.*")
 
 K, D = 8, 2
+#: One compute thread per worker process (numba's too): the workers' parallelism is the processes'.
+ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def true_parameters(seed: int) -> dict[str, np.ndarray]:
@@ -140,7 +143,9 @@ def run_case(case: str, data: Path, iterations: int, seed: int) -> dict[str, Any
 
     workers = int(case)
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=ONE_THREAD
+        ) as cluster,
         Client(cluster) as client,
     ):
         client.run(warm_up)

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modeshift.data import Sequences
+from modeshift.data import Sequences, as_sequences
 from modeshift.models.base import set_collection_handler
 from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit
 from modeshift.statistics import combine
@@ -119,14 +119,16 @@ def fit_dataset(
 
 @contextlib.contextmanager
 def _cluster(scheduler: str | None, workers: int | None) -> Iterator[Any]:
-    """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers`` processes."""
+    """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers`` processes of
+    one thread each (numba's and BLAS's too: the processes are the parallelism)."""
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=workers or 1, threads_per_worker=1, dashboard_address=None) as cluster:
+    one_thread = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with LocalCluster(n_workers=workers or 1, threads_per_worker=1, dashboard_address=None, env=one_thread) as cluster:
         with Client(cluster) as client:
             yield client
 
@@ -364,11 +366,14 @@ def _frame(data: Any) -> Any:
     return data
 
 
-def _read(model: Any, part: Any, columns: dict[str, Any]) -> Sequences:
+def _read(model: Any, part: Any, columns: dict[str, Any]) -> Any:
+    """One partition as the fitted model reads new data: by its schema, else as ``fit`` reads data."""
     schema = model.__dict__.get("schema_")
     if isinstance(part, pd.DataFrame) and schema is not None and not columns:
         return schema.read(part)
-    return model._em_data(part, **columns)
+    if isinstance(model, ShardableFit):
+        return model._em_data(part, **columns)
+    return as_sequences(part, **columns)
 
 
 def _score_part(part: Any, model: Any, columns: dict[str, Any]) -> float:
