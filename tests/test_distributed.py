@@ -201,7 +201,7 @@ def test_decoding_and_scoring_map_over_partitions(client):
 
 
 def test_a_model_whose_statistics_do_not_add_up_is_refused(client):
-    with pytest.raises(TypeError, match="SwitchingLDS cannot be fit over a Dask cluster"):
+    with pytest.raises(TypeError, match="SwitchingLDS cannot be fit over a Dask cluster: only a fit by EM"):
         SwitchingLDS(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t")
 
 

@@ -73,9 +73,9 @@ def fit(model: Any, data: Any, *, client: Any = None, **columns: Any) -> Any:
     """
     if not isinstance(model, ShardableFit):
         raise TypeError(
-            f"{type(model).__name__} cannot be fit over a Dask cluster: its EM statistics do not add up "
-            "over shards of the data (its E-step carries a per-sequence posterior from one iteration to the "
-            "next, or its M-step reads the data); fit it in memory"
+            f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
+            "up over shards of the data can (HMM, ARHMM, LinearGaussianSSM, SymbolHMM); fit it in memory "
+            "(docs/distributed.md says why each other model cannot)"
         )
     if getattr(model, "n_states", None) == "auto":
         raise NotImplementedError("n_states='auto' over a Dask cluster is not implemented: give n_states")
@@ -100,8 +100,8 @@ def fit_dataset(
 ) -> dict[str, Any]:
     """Fit ``model`` to a Parquet dataset (a directory or file) or CSV file(s) on the cluster at
     ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
-    what ``modeshift fit --scheduler/--workers`` prints: the data's size, the log-likelihood
-    (for a model with an exact one), ``converged`` and ``n_iter``."""
+    what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
+    log-likelihood (for a model with an exact one, summed on the cluster), ``converged`` and ``n_iter``."""
     import dask.dataframe as dd
 
     text = str(path)
@@ -220,7 +220,7 @@ def _partitions(data: Any, client: Any, columns: dict[str, Any]) -> list[Any]:
     if isinstance(data, db.Bag):
         if columns:
             raise ValueError(f"a bag of sequences has no columns to name, got {sorted(columns)}")
-        return [dask_list(part) for part in data.to_delayed()]
+        return [_bag_partition(part) for part in data.to_delayed()]
     if not isinstance(data, dd.DataFrame):
         raise TypeError(f"expected a Dask DataFrame, a Dask bag or a path to Parquet, got {type(data).__name__}")
     id_column = columns.get("id_column", "id")
@@ -242,7 +242,7 @@ def _partitions(data: Any, client: Any, columns: dict[str, Any]) -> list[Any]:
     return list(data.to_delayed())
 
 
-def dask_list(part: Any) -> Any:
+def _bag_partition(part: Any) -> Any:
     """A bag partition (an iterable of sequences) as a list, lazily."""
     import dask
 
@@ -352,7 +352,7 @@ def _lazy_partitions(data: Any) -> list[Any]:
     import dask.bag as db
 
     if isinstance(data, db.Bag):
-        return [dask_list(part) for part in data.to_delayed()]
+        return [_bag_partition(part) for part in data.to_delayed()]
     return list(_frame(data).to_delayed())
 
 
