@@ -29,14 +29,16 @@ polish sums the exact log-likelihood and its gradient over the partitions the sa
 ``SymbolHMM`` (whose vocabulary is read from all partitions first, merged in partition
 order: symbols in order of first appearance, as in memory for the partitions concatenated).
 
->>> import dask.dataframe as dd  # doctest: +SKIP
->>> from distributed import Client
->>> from modeshift import HMM
->>> client = Client()                                   # a local cluster, or Client("tcp://host:8786")
->>> frame = dd.read_parquet("sensors/")                 # columns id, time, x, y
->>> model = HMM(3, random_state=0).fit(frame, time_column="time")   # dispatches here
->>> states = model.predict(frame, time_column="time")   # a Dask DataFrame: the rows and their mode
->>> total = model.score(frame, time_column="time").compute()
+A fit, then decoding and scoring over the same frame::
+
+    import dask.dataframe as dd
+    from distributed import Client
+    from modeshift import HMM
+    client = Client()                                   # a local cluster, or Client("tcp://host:8786")
+    frame = dd.read_parquet("sensors/")                 # columns id, time, x, y
+    model = HMM(3, random_state=0).fit(frame, time_column="time")   # dispatches here
+    states = model.predict(frame, time_column="time")   # a Dask DataFrame: the rows and their mode
+    total = model.score(frame, time_column="time").compute()
 
 ``fit(..., client=client)`` names the client (else the current one is used), and a path
 to a Parquet dataset with ``client=`` reads it (``HMM(3).fit("sensors/", client=client)``).
