@@ -16,8 +16,9 @@ included), the speed-up from 1 to 2 workers (target >= 1.7x), the peak resident 
 the client process and of each worker (``ru_maxrss``), and the final log-likelihood of each
 fit, which agree. ``--big`` writes 10^8 observations (10^5 sequences) to Parquet on disk
 partition by partition, so no process holds them all, and fits them on the cluster of
-``--workers`` processes: time and peak memory per worker, the client's staying that of
-the small case.
+``--workers`` processes reading the partitions again at every pass (``persist=False``), so a
+worker's memory is bounded by a partition: time and peak memory per worker, the client's
+staying that of the small case.
 
 Usage::
 
@@ -130,7 +131,7 @@ def model(n_iter: int, seed: int = 0) -> Any:
     return hmm
 
 
-def run_case(case: str, data: Path, iterations: int, seed: int) -> dict[str, Any]:
+def run_case(case: str, data: Path, iterations: int, seed: int, persist: bool = True) -> dict[str, Any]:
     """One case in this (fresh) process: the fit's time, its log-likelihood and peak memories."""
     warm_up()
     if case == "memory":
@@ -150,15 +151,15 @@ def run_case(case: str, data: Path, iterations: int, seed: int) -> dict[str, Any
     ):
         client.run(warm_up)
         start = time.perf_counter()
-        fitted = model(iterations, seed).fit(dd.read_parquet(data), time_column="t")
+        fitted = model(iterations, seed).fit(dd.read_parquet(data), time_column="t", persist=persist)
         elapsed = time.perf_counter() - start
         worker_mb = sorted(client.run(peak_mb).values())
     return {"seconds": elapsed, "log_likelihood": fitted.history_[-1], "client_mb": peak_mb(), "worker_mb": worker_mb}
 
 
-def in_fresh_process(case: str, data: Path, iterations: int, seed: int) -> dict[str, Any]:
+def in_fresh_process(case: str, data: Path, iterations: int, seed: int, persist: bool) -> dict[str, Any]:
     arguments = [sys.executable, __file__, "--case", case, "--data", str(data)]
-    arguments += ["--iterations", str(iterations), "--seed", str(seed)]
+    arguments += ["--iterations", str(iterations), "--seed", str(seed)] + ([] if persist else ["--no-persist"])
     done = subprocess.run(arguments, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"case {case} failed:\n{done.stderr[-3000:]}")
@@ -192,10 +193,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--data", type=Path, default=None, help="where the Parquet data go (kept if given)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "distributed.md")
+    parser.add_argument("--no-persist", action="store_true", help="read the partitions at every pass (--big's way)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.data, args.iterations, args.seed)))
+        print(json.dumps(run_case(args.case, args.data, args.iterations, args.seed, not args.no_persist)))
         return
     n_sequences = 100_000 if args.big else 1_000 if args.quick else 10_000
     n_steps = 1_000
@@ -210,7 +212,7 @@ def main() -> None:
         rows = {}
         for name, case in cases.items():
             print(f"running: {name}", file=sys.stderr)
-            rows[name] = in_fresh_process(case, data, args.iterations, args.seed)
+            rows[name] = in_fresh_process(case, data, args.iterations, args.seed, not (args.big or args.no_persist))
     text = report(rows, n_sequences * n_steps, args.iterations)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)

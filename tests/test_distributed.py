@@ -86,6 +86,8 @@ def test_fit_over_a_cluster_equals_the_fit_in_memory(client, kind, groups):
     there = _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t")
     assert there.n_iter_ == here.n_iter_ > 1
     _assert_same(here, there)
+    if len(groups) > 1:  # read again at every pass, not kept: the same fit
+        _assert_same(here, _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t", persist=False))
 
 
 def _event_log(n_cases: int = 16, seed: int = 1) -> pd.DataFrame:

@@ -65,13 +65,16 @@ __all__ = ["Shards", "fit", "fit_dataset", "predict", "predict_proba", "score", 
 
 
 # ------------------------------------------------------------------------ fitting
-def fit(model: Any, data: Any, *, client: Any = None, **columns: Any) -> Any:
+def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **columns: Any) -> Any:
     """Fit ``model`` by EM over ``data`` on a Dask cluster; returns the model (see the module docstring).
 
     ``data``: a Dask DataFrame in long format, a path to a Parquet dataset or a Dask bag
     of sequences (arrays); ``columns`` name a frame's columns as for ``fit`` in memory
     (``id_column``, ``time_column``, ``columns``, ``input_columns``). ``client``: a
-    ``distributed.Client`` (default: the current one).
+    ``distributed.Client`` (default: the current one). ``persist``: keep every partition
+    on its worker, read once (the workers' memory holds the data); False reads each
+    partition again for every pass over the data, so a worker's memory is bounded by the
+    partitions it works on at once, whatever the size of the data (one read per iteration).
     """
     if not isinstance(model, ShardableFit):
         raise TypeError(
@@ -86,7 +89,7 @@ def fit(model: Any, data: Any, *, client: Any = None, **columns: Any) -> Any:
     parts = _partitions(data, client, columns)
     if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
         model._em_set_constants(_constants(model, parts, client, columns))
-    shards = Shards.of(model, parts, client, columns)
+    shards = Shards.of(model, parts, client, columns, persist)
     return model._fit_em(shards.sample(), over=shards)
 
 
@@ -156,7 +159,8 @@ def _merge_constants(model: Any, first: Any, then: Any) -> Any:
 
 
 class Shards:
-    """The data of one fit as shards of whole sequences kept on the workers, one per partition.
+    """The data of one fit as shards of whole sequences, one per partition, read on the workers
+    (and kept there, or read again for every pass over the data: ``persist``).
 
     Called as ``shards(function, model)``, it returns the sum over the shards of
     ``function(model, shard)`` (the ``over`` of :func:`modeshift.models.em.run`): the model
@@ -165,38 +169,66 @@ class Shards:
     client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
     """
 
-    def __init__(self, client: Any, futures: list[Any], sizes: list[tuple[int, int]]):
-        self.client, self.futures, self.sizes = client, futures, sizes
+    def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]]):
+        self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects
         self.received: list[int] = []
 
     @classmethod
-    def of(cls, model: Any, parts: list[Any], client: Any, columns: dict[str, Any]) -> Shards:
+    def of(cls, model: Any, parts: list[Any], client: Any, columns: dict[str, Any], persist: bool = True) -> Shards:
         """Read every partition (Dask delayed objects, :func:`_partitions`) by ``model._em_data`` on
-        the workers and keep it there."""
+        the workers, and keep it there if ``persist``."""
         import dask
 
         prepare = dask.delayed(_portable(model), pure=True)
         parts = [dask.delayed(_prepare, pure=True)(part, index, prepare, columns) for index, part in enumerate(parts)]
-        futures = client.compute(parts)
-        sizes = client.gather(client.map(_size, futures, pure=False))
-        kept = [(future, size) for future, size in zip(futures, sizes) if size[1] > 0]
+        if persist:
+            parts = client.compute(parts)
+            sizes = client.gather(client.map(_size, parts, pure=False))
+        else:
+            sizes = client.gather(client.compute([dask.delayed(_size, pure=True)(part) for part in parts]))
+        kept = [(part, size) for part, size in zip(parts, sizes) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
-        shards = cls(client, [future for future, _ in kept], [size for _, size in kept])
+        shards = cls(client, [part for part, _ in kept], [size for _, size in kept])
         shards.received.append(_nbytes(sizes))
         return shards
 
     def sample(self) -> Sequences:
         """The first shard, brought to the client: where the fit takes its starting values."""
-        return self.futures[0].result()
+        first = self.shards[0]
+        return (self.client.compute(first) if hasattr(first, "dask") else first).result()
 
     def __call__(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
-        client = self.client
-        [shipped] = client.scatter([_portable(model)], broadcast=True, hash=False)
-        terms = [client.submit(_apply, function, shipped, shard, pure=False) for shard in self.futures]
-        total = client.gather(_tree_sum(client, terms))
+        from distributed.client import FutureCancelledError
+
+        for attempt in range(_ATTEMPTS):
+            try:
+                total = self.client.gather(self._sum(function, _portable(model)))
+                break
+            except FutureCancelledError:  # a worker died with the scattered model: scatter it again
+                if attempt == _ATTEMPTS - 1:
+                    raise
         self.received.append(_nbytes(total))
         return total
+
+    def _sum(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
+        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions."""
+        import dask
+
+        client = self.client
+        [shipped] = client.scatter([model], broadcast=True, hash=False)
+        terms = [
+            client.compute(dask.delayed(_apply, pure=False)(function, shipped, shard))
+            if hasattr(shard, "dask")  # a partition to read again
+            else client.submit(_apply, function, shipped, shard, pure=False)
+            for shard in self.shards
+        ]
+        return _tree_sum(client, terms)
+
+
+#: Passes over the data tried before a lost worker's error reaches the caller (each pass is a
+#: pure function of the shards and the parameters: trying again gives the same sum).
+_ATTEMPTS = 3
 
 
 def _client(client: Any) -> Any:
