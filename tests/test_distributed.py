@@ -90,6 +90,19 @@ def test_fit_over_a_cluster_equals_the_fit_in_memory(client, kind, groups):
         _assert_same(here, _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t", persist=False))
 
 
+def test_input_driven_transitions_stack_their_rows_over_the_cluster(client):
+    frame = _frame(6)
+    frame["u"] = np.sin(frame["t"] / 5.0)
+    start = HMM(2, input_dim=1, random_state=0, n_iter=0).fit(
+        frame, time_column="t", columns=["a", "b"], input_columns=["u"]
+    )
+    start.set_params(n_iter=4, tol=0.0, warm_start=True)
+    here = _fit(copy.deepcopy(start), frame, time_column="t", columns=["a", "b"], input_columns=["u"])
+    data = _by_groups(frame, [[0, 1], [2, 3, 4, 5]])
+    there = _fit(copy.deepcopy(start), data, time_column="t", columns=["a", "b"], input_columns=["u"])
+    _assert_same(here, there)  # the M-step's logistic regression reads the stacked rows of all partitions
+
+
 def _event_log(n_cases: int = 16, seed: int = 1) -> pd.DataFrame:
     """Cases of a small process: symbols from a two-state chain, cases of varying length."""
     rng = np.random.default_rng(seed)

@@ -28,6 +28,8 @@ capability: ``HMM`` (every emission), ``ARHMM``, ``LinearGaussianSSM`` (whose qu
 polish sums the exact log-likelihood and its gradient over the partitions the same way) and
 ``SymbolHMM`` (whose vocabulary is read from all partitions first, merged in partition
 order: symbols in order of first appearance, as in memory for the partitions concatenated).
+An HMM with input-driven transitions fits too, but the per-step rows of their logistic
+regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
 
 A fit, then decoding and scoring over the same frame::
 
