@@ -50,6 +50,7 @@ LAYERS = {
     "modeshift.report": 5,
     "modeshift.progress": 5,
     "modeshift.demo": 5,
+    "modeshift.distributed": 5,
 }
 EXEMPT = {"modeshift"}
 

@@ -70,7 +70,7 @@ from rich.table import Table
 from rich.text import Text
 from scipy.stats import norm
 
-from modeshift import progress
+from modeshift import distributed, progress
 from modeshift.archive import read_archive
 from modeshift.data import Sequences, naming_file, read_table
 from modeshift.models import (
@@ -571,6 +571,13 @@ def fit(
     time_column: TimeColumn = None,
     symbol_column: SymbolColumn = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")] = Path("model.msz"),
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Fit on the Dask cluster of this scheduler (tcp://host:8786); DATA: Parquet or CSV."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Fit on a local Dask cluster of this many worker processes.")
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Fit a model to DATA and save it, with the data's schema; the progress of every fit is shown on standard error.
@@ -603,6 +610,20 @@ def fit(
     if "seed" in accepted:
         options["seed"] = _seed(seed)
     estimator = _make_model(model, options)
+    if scheduler is not None or workers is not None:  # the data stay on the cluster (modeshift.distributed)
+        names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
+        summary = distributed.fit_dataset(
+            estimator,
+            data,
+            scheduler=scheduler,
+            workers=workers,
+            columns=names,
+            id_column=id_column,
+            time_column=time_column,
+        )
+        estimator.save(output)
+        _emit({**summary, "output": output}, json_output)
+        return
     seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
     _fit_for_the_data(estimator, state_dim, seqs)
     _measure(estimator)  # a model that cannot be scored fails before its fit

@@ -312,9 +312,19 @@ class HMM(Model, StreamingFilters):
         self._fit_preprocessing(seqs)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))
-        seqs = self._sequences(seqs, None, inputs)
+        return self._fit_em(self._sequences(seqs, None, inputs))
+
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
+        """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
+        return self._sequences(as_sequences(X, lengths, **columns), None, inputs)
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> HMM:
+        """EM from the starting parameters; ``over`` runs the E-steps over shards held elsewhere,
+        ``seqs`` being then a sample of them to start from (:func:`modeshift.models.em.run`)."""
         self.__dict__["_given"] = self._snapshot()
-        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
+        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}", over=over)
         del self.__dict__["_given"]
         self._finish_fit(seqs)
         return self
