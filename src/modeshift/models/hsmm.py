@@ -288,7 +288,7 @@ class HSMM(HMM):
         em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
         del self.__dict__["_given"]
         self._warn_truncation()
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _fit_auto(self, seqs: Sequences) -> HSMM:
@@ -302,7 +302,7 @@ class HSMM(HMM):
         self.max_duration_ = winner.max_duration_
         for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _choose_max_duration(self, seqs: Sequences) -> None:
