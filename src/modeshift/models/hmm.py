@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
+from modeshift._kernels import streaming as stream_kernels
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
@@ -535,6 +537,41 @@ class HMM(Model, StreamingFilters):
         return [x for x, _ in draws], [z for _, z in draws]
 
     # ----------------------------------------------------------------- streaming
+    #: the streaming filter carries p(z_t | y_0..t) (K,), so a Gaussian chain's step can be one compiled call
+    _chain_stream = True
+
+    def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
+        """Condition the filter on one more observation ``y`` (a row; NaN marks a missing entry) and,
+        for a model with inputs, its ``inputs`` row. Returns the new state and a :class:`StepOutput`.
+        A Gaussian chain without inputs or lag takes its whole step in one compiled call."""
+        fused = self._fused_step(state, y, inputs)
+        return super().filter_step(state, y, inputs) if fused is None else fused
+
+    def _fused_step(self, state: Any, y: Any, inputs: Any) -> tuple[FilterState, StepOutput] | None:
+        """The step by :func:`~modeshift._kernels.streaming.gaussian_chain_step`; None where it does not
+        apply or the step fails (bad y, impossible y, not fitted): the checked path then names the problem."""
+        transitions, emission = self._blocks
+        chain = self._chain_stream and type(transitions) is Stationary and type(emission) is Gaussian
+        if not (chain and inputs is None and type(state) is FilterState) or state.lag:
+            return None
+        first = not state.filtered
+        law = transitions.initial_probs if first else state.filtered[0]
+        matrix, means, covariances = transitions.transition_matrix, emission.means, emission.covariances
+        if law is None or matrix is None or means is None or covariances is None or len(law) != len(matrix):
+            return None
+        try:
+            row = np.asarray(y, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            return None
+        if row.shape[0] != means.shape[1] or np.ndim(y) > 1:
+            return None
+        filtered = np.empty(len(law))
+        log_lik = stream_kernels.gaussian_chain_step(law, first, matrix, means, covariances, row, filtered)
+        if not math.isfinite(log_lik):
+            return None
+        new = FilterState(state.step + 1, (filtered,), state.history)
+        return new, StepOutput(state.step, log_lik, new, self, filtered)
+
     def _stream_recursion(self) -> Recursion:
         self._check_fitted()
         return Recursion(self._blocks[0].initial_probs)

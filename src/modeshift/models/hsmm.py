@@ -512,6 +512,8 @@ class HSMM(HMM):
         return Forecast(means, 0.5 * (covariances + covariances.transpose(0, 2, 1)), modes, symbols)
 
     # ----------------------------------------------------------------- streaming
+    _chain_stream = False  # the filter carries (mode, steps left), not the chain's p(z_t)
+
     def _stream_recursion(self) -> SemiMarkovRecursion:
         """The filter over (mode, steps left). It equals the batch filter; the stream's total
         log-likelihood is ``score``'s with ``right_censoring`` (a stream goes on: its last

@@ -52,8 +52,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -76,19 +75,23 @@ __all__ = [
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
 
 
-@dataclass(frozen=True)
-class FilterState:
+_NO_HISTORY = np.zeros((0, 0))
+_NO_HISTORY.flags.writeable = False
+
+
+class FilterState(NamedTuple):
     """What a streaming filter carries from one step to the next (arrays only, so it serialises).
 
     ``step``: observations seen; ``filtered``: the law after the last one (empty before the
     first); ``history``: the last observations an autoregression needs (or other per-model
     memory); ``lag`` and ``window``: the fixed-lag smoother's last (filtered, predicted, move)
-    laws, oldest first.
+    laws, oldest first. Immutable, and a named tuple rather than a dataclass: one is made per
+    observation, and a tuple costs less than half a frozen dataclass to build.
     """
 
     step: int = 0
     filtered: Law = ()
-    history: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    history: np.ndarray = _NO_HISTORY
     lag: int = 0
     window: tuple[tuple[Law, Law, np.ndarray], ...] = ()
 
@@ -131,8 +134,7 @@ class FilterState:
             return cls.from_arrays(dict(arrays))
 
 
-@dataclass(frozen=True)
-class StepOutput:
+class StepOutput(NamedTuple):
     """The filter's answer to one observation.
 
     ``step``: its index in the stream; ``probabilities``: p(z_t | y_0..t) (K,) (None for a model
@@ -141,13 +143,13 @@ class StepOutput:
     model with a continuous state; ``log_likelihood``: log p(y_t | y_0..t-1); ``lagged``: with
     ``lag=L``, the smoothed law of step t - L given y_0..t (probabilities, or (mean, covariance)),
     None for t < L; ``state``: the filter state after this step (to save, or resume from).
-    :attr:`prediction` is the predictive law of y_t+1.
+    :attr:`prediction` is the predictive law of y_t+1; ``model`` is the model that filtered.
     """
 
     step: int
     log_likelihood: float
     state: FilterState
-    model: Any = field(repr=False)
+    model: Any
     probabilities: np.ndarray | None = None
     mean: np.ndarray | None = None
     covariance: np.ndarray | None = None
