@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -600,14 +600,13 @@ class HMM(Model, StreamingFilters):
 
     def _stream_block(
         self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
-    ) -> Iterator[StepOutput]:
+    ) -> Generator[StepOutput, None, FilterState]:
         """Without a lag, a block runs through the compiled forward filter from the predicted law,
         and each step's log p(y_t | y_<t) = log sum_k p(z_t = k | y_<t) p(y_t | k) comes from its
         predicted law (filtered law of t - 1 times the transition matrix)."""
         evidence = None if state.lag or type(recursion) is not Recursion else self._block_evidence(state, rows, inputs)
         if evidence is None:
-            yield from super()._stream_block(recursion, state, rows, inputs)
-            return
+            return (yield from super()._stream_block(recursion, state, rows, inputs))
         move = self._blocks[0].transition_matrix
         first = recursion.predict(state.filtered, move)[0] if state.filtered else recursion.first(move)[0]
         filtered, _ = kernels.forward_filter(evidence, np.array([0, len(evidence)]), first, move[None])
@@ -616,12 +615,12 @@ class HMM(Model, StreamingFilters):
         with np.errstate(divide="ignore", invalid="ignore"):
             log_liks = np.log(np.einsum("tk,tk->t", predicted, np.exp(evidence - shift))) + shift[:, 0]
         if not np.isfinite(log_liks).all():  # an impossible step: the step-by-step path says which and why
-            yield from super()._stream_block(recursion, state, rows, inputs)
-            return
+            return (yield from super()._stream_block(recursion, state, rows, inputs))
         step, history = state.step, state.history
-        for t, log_lik in enumerate(log_liks.tolist()):
-            after = FilterState(step + t + 1, (filtered[t],), history)
-            yield StepOutput(step + t, log_lik, after, self, probabilities=filtered[t])
+        for t, (law, log_lik) in enumerate(zip(list(filtered), log_liks.tolist())):  # the rows' views at C speed
+            state = FilterState(step + t + 1, (law,), history)
+            yield StepOutput(step + t, log_lik, state, self, law)
+        return state
 
     def _block_evidence(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> np.ndarray | None:
         """log p(y_t | z_t = k) of a block of rows, checked at once; None for an autoregression or a

@@ -51,7 +51,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -467,9 +467,7 @@ class StreamingFilters:
             for start in range(0, len(observations), block):
                 rows = observations[start : start + block]
                 extra = None if inputs is None else inputs[start : start + block]
-                for out in self._stream_block(recursion, state, rows, extra):
-                    yield out
-                state = out.state
+                state = yield from self._stream_block(recursion, state, rows, extra)
             return
         extra = iter(inputs) if inputs is not None else None
         for y in observations:
@@ -478,11 +476,13 @@ class StreamingFilters:
 
     def _stream_block(
         self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
-    ) -> Iterator[StepOutput]:
-        """The output of each row of a block, in order (models may run a block at once)."""
+    ) -> Generator[StepOutput, None, FilterState]:
+        """The output of each row of a block, in order (models may run a block at once); returns the
+        state after the block."""
         for evidence, move, history in self._stream_evidences(state, rows, inputs):
             state, out = self._advance(recursion, state, evidence, move, history)
             yield out
+        return state
 
     def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
         """``_stream_evidence`` of a block of rows, in order (models override it to evaluate a block at once)."""
