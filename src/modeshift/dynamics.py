@@ -22,6 +22,7 @@ from modeshift.statistics import Statistics
 
 __all__ = [
     "LinearDynamics",
+    "autoregressive_moments",
     "ensure_positive_definite",
     "jump_linear_moments",
     "missingness_patterns",
@@ -297,6 +298,35 @@ def jump_linear_moments(
         covariance = second.sum(axis=0) - np.outer(means[step], means[step])
         covariances[step] = 0.5 * (covariance + covariance.T)
     return modes, means, covariances
+
+
+def autoregressive_moments(
+    probabilities: np.ndarray,
+    lag_state: np.ndarray,
+    transitions: np.ndarray,
+    coefs: np.ndarray,
+    intercepts: np.ndarray,
+    covariances: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact predictive moments of a switching vector autoregression after observed data.
+
+    Given the data, the future is a Markov jump linear system: the lag state s_t = [y_t, ...,
+    y_t-p+1] moves as s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the companion matrix of
+    ``coefs`` (K, d, p d), c_k = [b_k, 0] from ``intercepts`` (K, d), G = [I, 0]', e_t ~ N(0,
+    ``covariances`` (K, d, d))), from the observed ``lag_state`` (p d,) [y_T, ..., y_T-p+1]
+    and p(z_T) ``probabilities`` (K,). :func:`jump_linear_moments` propagates its moments
+    through ``transitions`` (h, K, K); y's are the first block of s's. Returns (modes (h, K),
+    means (h, d), covariances (h, d, d)): the exact moments of a mixture of K^h Gaussians.
+    """
+    n_modes, d = intercepts.shape
+    n = coefs.shape[2]
+    offsets, shocks = np.zeros((n_modes, n)), np.zeros((n_modes, n, n))
+    offsets[:, :d], shocks[:, :d, :d] = intercepts, covariances
+    first, second = known_state_moments(probabilities, lag_state)
+    modes, means, covs = jump_linear_moments(
+        probabilities, first, second, transitions, companion_matrices(coefs), offsets, shocks
+    )
+    return modes, means[:, :d], covs[:, :d, :d]
 
 
 def missingness_patterns(values: np.ndarray) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:

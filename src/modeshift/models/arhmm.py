@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift.data import Sequences, as_sequences
-from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
+from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models.base import Forecast, mode_segments
@@ -161,23 +161,12 @@ class ARHMM(HMM):
         return np.zeros((0, self._blocks[1].n_features))
 
     def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
-        """Exact predictive moments by moment propagation; no Monte Carlo is needed.
-
-        Given the data, the future is a Markov jump linear system: with the lag state
-        s_t = [y_t, ..., y_t-order+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
-        companion matrix of the A_k,i, c_k = [b_k, 0], G = [I, 0]'), starting from the observed
-        s_T and p(z_T | y). :func:`~modeshift.dynamics.jump_linear_moments` propagates its
-        moments exactly; y_t's mean and covariance are the first block of s_t's. The
-        predictive law itself is a mixture of K^h Gaussians; these are its exact moments.
-        """
-        n_states, d = self.coefs_.shape[:2]
-        n = d * self.order
-        offsets = np.zeros((n_states, n))
-        offsets[:, :d] = self.intercepts_
-        shocks = np.zeros((n_states, n, n))
-        shocks[:, :d, :d] = self.covars_
-        state = last_row[:n]  # [y_T, ..., y_T-order+1]: the lagged row is [y_T, ..., y_T-order, 1]
-        first, second = known_state_moments(filtered, state)
-        companion = companion_matrices(self.coefs_)
-        modes, means, covariances = jump_linear_moments(filtered, first, second, matrices, companion, offsets, shocks)
-        return Forecast(means[:, :d], covariances[:, :d, :d], modes)
+        """Exact predictive moments by moment propagation (:func:`~modeshift.dynamics.autoregressive_moments`:
+        the future given the data is a Markov jump linear system on the lag state); no Monte Carlo."""
+        lag_state = np.zeros(self.coefs_.shape[2])  # [y_T, ..., y_T-order+1]: zeros for lags not seen (with_lags)
+        seen = min(len(lag_state), len(last_row))  # a lagged row [y_T, ..., y_T-order, 1], or a young stream's
+        lag_state[:seen] = last_row[:seen]
+        modes, means, covariances = autoregressive_moments(
+            filtered, lag_state, matrices, self.coefs_, self.intercepts_, self.covars_
+        )
+        return Forecast(means, covariances, modes)
