@@ -7,6 +7,7 @@ import io
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -218,44 +219,104 @@ def test_models_that_cannot_filter_or_smooth_say_so(stream, tmp_path):
     assert result.exit_code == 1 and result.stderr.startswith("error: a MarkovChain cannot filter a stream")
 
 
+class _Live:
+    """``modeshift filter`` in a process of its own, its standard input a pipe: rows are written one
+    at a time and each answer read with a timeout."""
+
+    def __init__(self, *args: object):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        command = [sys.executable, "-c", "from modeshift.cli import main; main()", "filter", *map(str, args)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stdout], daemon=True).start()
+
+    def write(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def answer(self, timeout: float) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.process.kill()
+            pytest.fail(f"no answer within {timeout} s; stderr: {self.process.stderr.read()}")
+
+    def __enter__(self) -> _Live:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 def test_a_live_pipe_is_answered_row_by_row(stream):
     """The command answers each row before the next is written (a real process, stdin a pipe)."""
     directory, frame, paths = stream
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, "-c", "from modeshift.cli import main; main()", "filter", str(paths["hmm"]), "-"]
-    process = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-
-    def answer(timeout: float) -> str:
-        try:
-            return lines.get(timeout=timeout)
-        except queue.Empty:
-            process.kill()
-            pytest.fail(f"no answer within {timeout} s; stderr: {process.stderr.read()}")
-
-    try:
-        process.stdin.write("t,u,v\n")
-        process.stdin.flush()
-        model = modeshift.load(paths["hmm"])
-        expected = model.filter_proba(frame[["u", "v"]].to_numpy()[:5])
+    expected = modeshift.load(paths["hmm"]).filter_proba(frame[["u", "v"]].to_numpy()[:5])
+    with _Live(paths["hmm"], "-") as live:
+        live.write("t,u,v")
         for t in range(5):
-            process.stdin.write(f"{t},{float(frame.u[t])!r},{float(frame.v[t])!r}\n")
-            process.stdin.flush()
+            live.write(f"{t},{float(frame.u[t])!r},{float(frame.v[t])!r}")
             if t == 0:
-                assert answer(300) == "t,step,log_likelihood,p_mode0,p_mode1\n"  # first: imports
-            fields = answer(60).strip().split(",")
+                assert live.answer(300) == "t,step,log_likelihood,p_mode0,p_mode1\n"  # the first waits for imports
+            fields = live.answer(60).strip().split(",")
             assert fields[:2] == [str(t), str(t)]
             np.testing.assert_allclose([float(f) for f in fields[3:]], expected[t], atol=1e-12)
-        process.stdin.close()
-        assert process.wait(timeout=60) == 0, process.stderr.read()
-    finally:
-        process.kill()
-        process.wait()
+        live.process.stdin.close()
+        assert live.process.wait(timeout=60) == 0, live.process.stderr.read()
+
+
+def test_ctrl_c_ends_a_live_input_and_the_learned_model_is_saved(stream, tmp_path):
+    directory, frame, paths = stream
+    with _Live(paths["hmm"], "-", "--learn", "--chunk", 6, "--lag", 2, "-o", tmp_path / "live.msz") as live:
+        live.write("t,u,v")
+        for t in range(10):
+            live.write(f"{t},{float(frame.u[t])!r},{float(frame.v[t])!r}")
+        answers = [live.answer(300) for _ in range(9)]  # the header, then steps 0 .. 7 (a lag of 2)
+        live.process.send_signal(signal.SIGINT)  # while it waits for row 10
+        assert live.process.wait(timeout=60) == 0, live.process.stderr.read()
+        answers += [live.answer(10) for _ in range(2)]  # the last two steps, smoothed at the end
+    assert [line.split(",")[1] for line in answers[1:]] == [str(t) for t in range(10)]
+    model = modeshift.load(paths["hmm"])
+    values = frame[["u", "v"]].to_numpy()
+    model.partial_fit(values[:6])  # one chunk of 6; the last 4 rows fill more than half a chunk
+    model.partial_fit(values[6:10])
+    np.testing.assert_allclose(modeshift.load(tmp_path / "live.msz").means_, model.means_, rtol=1e-12)
 
 
 def test_the_filter_command_is_in_the_help():
     result = runner.invoke(app, ["filter", "--help"])
     assert result.exit_code == 0 and "--lag" in result.stdout and "--learn" in result.stdout
+
+
+def test_labels_of_a_categorical_model_and_counts_of_a_poisson_one(tmp_path):
+    """A categorical model reads the file's labels (an unknown one is named); a Poisson model its counts."""
+    rng = np.random.default_rng(0)
+    weather = np.r_[rng.choice(["sun", "cloud"], 60, p=[0.8, 0.2]), rng.choice(["rain", "cloud"], 60, p=[0.7, 0.3])]
+    frame = pd.DataFrame({"day": np.arange(120), "weather": weather})
+    frame.to_csv(tmp_path / "weather.csv", index=False)
+    fitted = runner.invoke(app, ["fit", str(tmp_path / "weather.csv"), "--emission", "categorical", "--seed", "0",
+                                 "-o", str(tmp_path / "w.msz")])  # fmt: skip
+    assert fitted.exit_code == 0, fitted.output
+    model = modeshift.load(tmp_path / "w.msz")
+    codes = frame["weather"].map({label: code for code, label in enumerate(model.schema_.categories)})
+    out = _table(_filter(tmp_path / "w.msz", "-", rows=_csv(frame)).stdout)
+    assert out["day"].tolist() == list(range(120))
+    np.testing.assert_allclose(out[["p_mode0", "p_mode1"]], model.filter_proba(codes.to_numpy()), atol=1e-12)
+    snow = _filter(tmp_path / "w.msz", "-", rows="day,weather\n0,sun\n1,snow\n")
+    assert snow.exit_code == 1
+    assert "line 3, column 'weather': 'snow' is not one of the model's labels ['cloud', 'rain', 'sun']" in snow.stderr
+    counts = HMM(2, emission="poisson", n_iter=20, random_state=0).fit(
+        pd.DataFrame({"t": np.arange(80), "n": np.r_[rng.poisson(2, 40), rng.poisson(9, 40)]}), time_column="t"
+    )
+    counts.save(tmp_path / "counts.msz")
+    rows = "t,n\n0,3\n1,12\n2,1.5\n3,4\n"
+    result = _filter(tmp_path / "counts.msz", "-", "--skip-bad", "--json", rows=rows)
+    assert result.exit_code == 0 and "line 4:" in result.stderr and "row skipped" in result.stderr
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["t"] for r in shown] == ["0", "1", "3"] and [r["step"] for r in shown] == [0, 1, 2]
+    np.testing.assert_allclose(
+        [[r["p_mode0"], r["p_mode1"]] for r in shown], counts.filter_proba(np.array([3.0, 12.0, 4.0])), atol=1e-12
+    )

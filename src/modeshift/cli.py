@@ -58,6 +58,7 @@ import csv
 import functools
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -968,26 +969,23 @@ def filter_(
     except NotImplementedError as error:
         raise ValueError(f"--lag {lag}: {error}") from None
     _announce_compilation()
-    feed = None
     with contextlib.ExitStack() as stack:
         lines = sys.stdin if data == "-" else stack.enter_context(Path(data).open(newline="", encoding="utf-8"))
         source = "standard input" if data == "-" else data
         rows = csv.reader(lines)
+        header = next(_until_interrupted(rows), None)
+        if header is None:
+            raise ValueError(f"{source} is empty: the first line must name the columns")
+        schema = estimator.__dict__.get("schema_")
+        names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
+        layout = FeedColumns.of(header, schema, columns=names, id_column=id_column, time_column=time_column)
+        if layout.ignored():
+            typer.echo(f"warning: {source}: columns {layout.ignored()} are not in the model and are ignored", err=True)
+        feed = Feed(
+            estimator, layout, Writer(sys.stdout, json_output), lag=lag, learn=chunk if learn else 0, note=_note
+        )
         try:
-            header = next(rows, None)
-            if header is None:
-                raise ValueError(f"{source} is empty: the first line must name the columns")
-            schema = estimator.__dict__.get("schema_")
-            names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
-            layout = FeedColumns.of(header, schema, columns=names, id_column=id_column, time_column=time_column)
-            if layout.ignored():
-                typer.echo(
-                    f"warning: {source}: columns {layout.ignored()} are not in the model and are ignored", err=True
-                )
-            feed = Feed(
-                estimator, layout, Writer(sys.stdout, json_output), lag=lag, learn=chunk if learn else 0, note=_note
-            )
-            for cells in rows:
+            for cells in _until_interrupted(rows):
                 if not cells:
                     continue
                 try:
@@ -996,20 +994,27 @@ def filter_(
                     if not skip_bad:
                         raise ValueError(f"{source}, {error}") from None
                     typer.echo(f"warning: {source}, {error} (row skipped)", err=True)
-        except KeyboardInterrupt:  # Ctrl-C ends a live input like its end
-            pass
-        except BrokenPipeError:  # the reader of the output is gone: nothing more to say
-            sys.stderr.close()
+            feed.finish()
+        except BrokenPipeError:  # the reader of the output is gone: stop quietly, save nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error when Python flushes at exit
             return
-        if feed is None:
-            return
-        feed.finish()
     if learn:
         estimator.save(output)
         _note(
             f"filtered {feed.n_rows} row(s), learned from {feed.n_learned} in {feed.n_chunks} online-EM step(s); "
             f"the model is in {output}"
         )
+
+
+def _until_interrupted(rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The rows of a reader until its input ends or Ctrl-C interrupts the wait for the next one
+    (an interrupt while a row is being filtered or learned from still aborts the command)."""
+    while True:
+        try:
+            cells = next(rows)
+        except (StopIteration, KeyboardInterrupt):
+            return
+        yield cells
 
 
 def _check_learned_output(output: Path, model_file: Path, data: str) -> None:
