@@ -320,3 +320,21 @@ def test_labels_of_a_categorical_model_and_counts_of_a_poisson_one(tmp_path):
     np.testing.assert_allclose(
         [[r["p_mode0"], r["p_mode1"]] for r in shown], counts.filter_proba(np.array([3.0, 12.0, 4.0])), atol=1e-12
     )
+
+
+def test_a_model_fit_on_arrays_reads_the_columns_it_is_told(stream, tmp_path):
+    """Without a schema the values are every column but an id and those named like time, or --columns."""
+    directory, frame, paths = stream
+    values = frame[["u", "v"]].to_numpy()
+    model = HMM(2, n_iter=20, random_state=0).fit(values)
+    model.save(tmp_path / "arrays.msz")
+    expected = model.filter_proba(values[:20])
+    plain = _table(
+        _filter(tmp_path / "arrays.msz", "-", rows=_csv(frame.iloc[:20].rename(columns={"t": "time"}))).stdout
+    )
+    np.testing.assert_allclose(plain[["p_mode0", "p_mode1"]], expected, atol=1e-12)
+    assert plain["time"].tolist() == list(range(20))
+    named = _filter(tmp_path / "arrays.msz", "-", "--columns", "u,v", "--time-column", "t", rows=_csv(frame.iloc[:20]))
+    np.testing.assert_allclose(_table(named.stdout)[["p_mode0", "p_mode1"]], expected, atol=1e-12)
+    unnamed = _filter(tmp_path / "arrays.msz", "-", rows=_csv(frame.iloc[:20]))  # t is read as a value
+    assert unnamed.exit_code == 1 and "line 2: y_t has 3 entries, the model expects 2" in unnamed.stderr
