@@ -9,7 +9,7 @@ set by hand (seeded) and sampled once. Three ways of filtering, each per observa
 
 Each is timed best of ``--repeats`` after a warm-up call (the kernels compiled and loaded), with
 the garbage collector off. Also: ``filter_step`` of a Poisson HMM (the general, non-fused path)
-and of an ARHMM, for scale. The totals of the one-step log-likelihoods are printed next to
+and of an ARHMM (its lagged means computed, then the fused step), for scale. The totals of the one-step log-likelihoods are printed next to
 ``score`` so that one sees the streams computed the right thing.
 
 Usage::
@@ -94,6 +94,7 @@ def main() -> None:
         "filter_stream (iterator)": ("gaussian", lambda m, X: stream(m, iter(X))),
         "filter_step loop, Poisson K = 8": ("poisson", lambda m, X: step_loop(m, X)),
         "filter_step loop, ARHMM K = 8, D = 4": ("arhmm", lambda m, X: step_loop(m, X)),
+        "filter_stream (array), ARHMM": ("arhmm", lambda m, X: stream(m, X)),
     }
     rows = []
     for case, (name, run) in cases.items():

@@ -431,3 +431,18 @@ def test_the_fused_gaussian_step_is_the_general_recursion(covariance):
         assert a.state.step == b.state.step and a.state.lag == b.state.lag == 0
     assert model._fused_step(model.filter_init(lag=2), X[0], None) is None
     assert model._fused_step(FilterState(1, (np.ones(2) / 2,)), X[0], None) is None  # another model's law
+
+
+def test_the_fused_autoregressive_step_is_the_general_recursion():
+    """An ARHMM's step after its first ``order`` rows is a Gaussian chain's with means b_k + sum_i A_k,i y_t-i."""
+    model, X = _arhmm()
+    fused, general = model.filter_init(), model.filter_init()
+    for t, y in enumerate(X):
+        assert (model._fused_step(fused, y, None) is None) == (t < model.order)
+        fused, a = model.filter_step(fused, y)
+        general, b = StreamingFilters.filter_step(model, general, y)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-12, atol=1e-15)
+        assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=1e-12, abs=1e-12)
+        np.testing.assert_array_equal(a.state.history, b.state.history)
+    with pytest.raises(ValueError, match="cannot take missing values"):
+        model.filter_step(fused, np.nan)

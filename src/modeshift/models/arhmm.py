@@ -160,6 +160,18 @@ class ARHMM(HMM):
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, self._blocks[1].n_features))
 
+    def _step_emission(self, state: FilterState, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Given the last ``order`` rows, y_t is Gaussian in each mode: mean b_k + sum_i A_k,i y_t-i.
+        None for the first ``order`` steps (conditioned on) and for a row with a missing entry."""
+        emission = self._blocks[1]
+        coefs, intercepts, covariances = emission.coefs, emission.intercepts, emission.covariances
+        if coefs is None or intercepts is None or covariances is None or len(state.history) < self.order:
+            return None
+        if len(row) != intercepts.shape[1] or state.history.shape[1] != len(row) or np.isnan(row).any():
+            return None
+        means = intercepts + coefs @ state.history[::-1].ravel()  # lags [y_t-1, ..., y_t-order]
+        return means, covariances, np.vstack([state.history[1:], row[None]])
+
     def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
         """Exact predictive moments by moment propagation (:func:`~modeshift.dynamics.autoregressive_moments`:
         the future given the data is a Markov jump linear system on the lag state); no Monte Carlo."""

@@ -550,27 +550,38 @@ class HMM(Model, StreamingFilters):
     def _fused_step(self, state: Any, y: Any, inputs: Any) -> tuple[FilterState, StepOutput] | None:
         """The step by :func:`~modeshift._kernels.streaming.gaussian_chain_step`; None where it does not
         apply or the step fails (bad y, impossible y, not fitted): the checked path then names the problem."""
-        transitions, emission = self._blocks
-        chain = self._chain_stream and type(transitions) is Stationary and type(emission) is Gaussian
-        if not (chain and inputs is None and type(state) is FilterState) or state.lag:
+        transitions = self._blocks[0]
+        stationary = self._chain_stream and type(transitions) is Stationary
+        if not (stationary and inputs is None and type(state) is FilterState):
             return None
         first = not state.filtered
         law = transitions.initial_probs if first else state.filtered[0]
-        matrix, means, covariances = transitions.transition_matrix, emission.means, emission.covariances
-        if law is None or matrix is None or means is None or covariances is None or len(law) != len(matrix):
+        matrix = transitions.transition_matrix
+        if state.lag or law is None or matrix is None or len(law) != len(matrix) or np.ndim(y) > 1:
             return None
         try:
             row = np.asarray(y, dtype=np.float64).reshape(-1)
         except (TypeError, ValueError):
             return None
-        if row.shape[0] != means.shape[1] or np.ndim(y) > 1:
+        emission = self._step_emission(state, row)
+        if emission is None:
             return None
+        means, covariances, history = emission
         filtered = np.empty(len(law))
         log_lik = stream_kernels.gaussian_chain_step(law, first, matrix, means, covariances, row, filtered)
         if not math.isfinite(log_lik):
             return None
-        new = FilterState(state.step + 1, (filtered,), state.history)
+        new = FilterState(state.step + 1, (filtered,), history)
         return new, StepOutput(state.step, log_lik, new, self, filtered)
+
+    def _step_emission(self, state: FilterState, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The Gaussian law of y_t in each mode given the past, for the fused step: (means (K, d),
+        covariances (K, d, d), the new history); None for an emission that is not Gaussian or a row
+        of the wrong length."""
+        emission = self._blocks[1]
+        if type(emission) is not Gaussian or emission.means is None or emission.covariances is None:
+            return None
+        return (emission.means, emission.covariances, state.history) if len(row) == emission.means.shape[1] else None
 
     def _stream_recursion(self) -> Recursion:
         self._check_fitted()
@@ -605,6 +616,11 @@ class HMM(Model, StreamingFilters):
         and each step's log p(y_t | y_<t) = log sum_k p(z_t = k | y_<t) p(y_t | k) comes from its
         predicted law (filtered law of t - 1 times the transition matrix)."""
         evidence = None if state.lag or type(recursion) is not Recursion else self._block_evidence(state, rows, inputs)
+        if evidence is None and not state.lag and inputs is None and type(recursion) is Recursion:
+            for y in rows:  # an autoregression: row by row, each by the fused step where it applies
+                state, out = self.filter_step(state, y)
+                yield out
+            return state
         if evidence is None:
             return (yield from super()._stream_block(recursion, state, rows, inputs))
         move = self._blocks[0].transition_matrix

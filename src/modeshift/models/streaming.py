@@ -459,7 +459,7 @@ class StreamingFilters:
         """Filter an iterable of observations as a generator of :class:`StepOutput`; ``inputs`` an
         iterable of input rows alongside; ``state`` resumes a stream from a saved :class:`FilterState`
         (then ``lag`` is the state's). Any iterable is read one row at a time (a live feed works);
-        an array, all there already, is checked and its evidence computed ``block`` rows at a time
+        an array, all there already, may be checked and its evidence computed ``block`` rows at a time
         (an error in a row is then raised before the earlier rows of its block are yielded)."""
         state = self.filter_init(lag=lag) if state is None else state
         recursion = self._stream_recursion()
