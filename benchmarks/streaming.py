@@ -9,8 +9,9 @@ set by hand (seeded) and sampled once. Three ways of filtering, each per observa
 
 Each is timed best of ``--repeats`` after a warm-up call (the kernels compiled and loaded), with
 the garbage collector off. Also: ``filter_step`` of a Poisson HMM (the general, non-fused path)
-and of an ARHMM (its lagged means computed, then the fused step), for scale. The totals of the one-step log-likelihoods are printed next to
-``score`` so that one sees the streams computed the right thing.
+and of an ARHMM (its lagged means computed, then the fused step), for scale. The totals of the
+one-step log-likelihoods are printed next to ``score`` so that one sees the streams computed
+the right thing.
 
 Usage::
 
