@@ -123,7 +123,6 @@ class FeedColumns:
 class Row:
     """One row of the feed, read: its sequence key, time stamps as written, values and inputs."""
 
-    line: int
     key: str | None
     stamps: dict[str, str]
     values: np.ndarray
@@ -238,7 +237,7 @@ class Feed:
         inputs = None
         if columns.inputs:
             inputs = np.array([self._number(cells, name, line) for name in columns.inputs])
-        return Row(line, key, stamps, values, inputs)
+        return Row(key, stamps, values, inputs)
 
     def _number(self, cells: Sequence[str], name: str, line: int, codes: dict[str, int] | None = None) -> float:
         text = cells[self._position[name]].strip()
