@@ -338,3 +338,25 @@ def test_a_model_fit_on_arrays_reads_the_columns_it_is_told(stream, tmp_path):
     np.testing.assert_allclose(_table(named.stdout)[["p_mode0", "p_mode1"]], expected, atol=1e-12)
     unnamed = _filter(tmp_path / "arrays.msz", "-", rows=_csv(frame.iloc[:20]))  # t is read as a value
     assert unnamed.exit_code == 1 and "line 2: y_t has 3 entries, the model expects 2" in unnamed.stderr
+
+
+def test_ctrl_c_ends_the_input_at_a_row_boundary():
+    """An interrupt while a row is filtered is noted and ends the input after that row; one during the
+    wait for a row ends it at once (the signal handler is the command's only while it reads)."""
+    from modeshift.cli import _RowsUntilInterrupted
+
+    rows = _RowsUntilInterrupted(iter([["a"], ["b"], ["c"]]))
+    assert next(rows) == ["a"]
+    rows._interrupt(signal.SIGINT, None)  # a row being filtered: no exception here
+    assert list(rows) == []
+
+    class Waiting:
+        def __next__(self):
+            waiting._interrupt(signal.SIGINT, None)  # the signal arrives during the read
+
+    waiting = _RowsUntilInterrupted(Waiting())
+    assert list(waiting) == []
+    before = signal.getsignal(signal.SIGINT)
+    with _RowsUntilInterrupted(iter([])) as context:
+        assert signal.getsignal(signal.SIGINT) == context._interrupt
+    assert signal.getsignal(signal.SIGINT) is before

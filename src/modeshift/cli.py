@@ -59,7 +59,9 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -949,7 +951,9 @@ def filter_(
     Empty cells and NA are missing values. A bad row (a value that is not a number, or one the
     model rejects) stops the command with an error naming its line and column, after the rows
     before it were written; with --skip-bad it is reported as a warning and left out. Ctrl-C
-    ends the input like its end. With --learn, nothing is saved when the command stops on an error.
+    ends the input like its end (after the row being filtered, if any). With --learn the model
+    takes an online-EM step every --chunk rows of a sequence (the rows left at the end if they
+    fill half a chunk), and nothing is saved when the command stops on an error.
     """
     if lag < 0:
         raise ValueError(f"--lag must be a non-negative integer, got {lag}")
@@ -972,8 +976,9 @@ def filter_(
     with contextlib.ExitStack() as stack:
         lines = sys.stdin if data == "-" else stack.enter_context(Path(data).open(newline="", encoding="utf-8"))
         source = "standard input" if data == "-" else data
-        rows = csv.reader(lines)
-        header = next(_until_interrupted(rows), None)
+        rows = _RowsUntilInterrupted(csv.reader(lines))
+        stack.enter_context(rows)
+        header = next(rows, None)
         if header is None:
             raise ValueError(f"{source} is empty: the first line must name the columns")
         schema = estimator.__dict__.get("schema_")
@@ -985,7 +990,7 @@ def filter_(
             estimator, layout, Writer(sys.stdout, json_output), lag=lag, learn=chunk if learn else 0, note=_note
         )
         try:
-            for cells in _until_interrupted(rows):
+            for cells in rows:
                 if not cells:
                     continue
                 try:
@@ -1006,15 +1011,47 @@ def filter_(
         )
 
 
-def _until_interrupted(rows: Iterator[list[str]]) -> Iterator[list[str]]:
-    """The rows of a reader until its input ends or Ctrl-C interrupts the wait for the next one
-    (an interrupt while a row is being filtered or learned from still aborts the command)."""
-    while True:
+class _RowsUntilInterrupted:
+    """The rows of a CSV reader until its input ends or Ctrl-C: an interrupt while the command waits
+    for a row ends the input at once; one while a row is filtered or learned from ends it after that
+    row (never half-way through an update of the model). A context that installs the SIGINT handler
+    (in the main thread) and gives the previous one back."""
+
+    def __init__(self, reader: Any):
+        self.reader, self.waiting, self.interrupted = reader, False, False
+        self._previous: Any = None
+
+    @property
+    def line_num(self) -> int:
+        return self.reader.line_num
+
+    def __enter__(self) -> _RowsUntilInterrupted:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        if self.waiting:
+            raise KeyboardInterrupt
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return self
+
+    def __next__(self) -> list[str]:
+        if self.interrupted:
+            raise StopIteration
+        self.waiting = True
         try:
-            cells = next(rows)
-        except (StopIteration, KeyboardInterrupt):
-            return
-        yield cells
+            return next(self.reader)
+        except KeyboardInterrupt:
+            raise StopIteration from None
+        finally:
+            self.waiting = False
 
 
 def _check_learned_output(output: Path, model_file: Path, data: str) -> None:
