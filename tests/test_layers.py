@@ -46,6 +46,7 @@ LAYERS = {
     "modeshift.datasets": 4,
     "modeshift.compat": 4,
     "modeshift.cli": 5,
+    "modeshift.feed": 5,
     "modeshift.plot": 5,
     "modeshift.report": 5,
     "modeshift.progress": 5,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift.data import Sequences, as_sequences
-from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
+from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.emissions.feature_autoregressive import FeatureAutoregressive, with_features
@@ -440,27 +440,34 @@ class ARHMM(HMM):
             setattr(self, name, feature_map(config, state))
         super()._restore({k: v for k, v in arrays.items() if "." not in k}, attributes)
 
-    def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
-        """Exact predictive moments by moment propagation; no Monte Carlo is needed.
+    def _step_emission(self, state: FilterState, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Given the last ``order`` rows, y_t is Gaussian in each mode: mean b_k + sum_i A_k,i y_t-i.
+        None for the first ``order`` steps (conditioned on) and for a row with a missing entry."""
+        emission = self._blocks[1]
+        coefs, intercepts, covariances = emission.coefs, emission.intercepts, emission.covariances
+        if (
+            self.features is not None
+            or coefs is None
+            or intercepts is None
+            or covariances is None
+            or len(state.history) < self.order
+        ):
+            return None
+        if len(row) != intercepts.shape[1] or state.history.shape[1] != len(row) or np.isnan(row).any():
+            return None
+        means = intercepts + coefs @ state.history[::-1].ravel()  # lags [y_t-1, ..., y_t-order]
+        return means, covariances, np.vstack([state.history[1:], row[None]])
 
-        Given the data, the future is a Markov jump linear system: with the lag state
-        s_t = [y_t, ..., y_t-order+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
-        companion matrix of the A_k,i, c_k = [b_k, 0], G = [I, 0]'), starting from the observed
-        s_T and p(z_T | y). :func:`~modeshift.dynamics.jump_linear_moments` propagates its
-        moments exactly; y_t's mean and covariance are the first block of s_t's. The
-        predictive law itself is a mixture of K^h Gaussians; these are its exact moments.
-        """
-        n_states, d = self.coefs_.shape[:2]
-        n = d * self.order
-        offsets = np.zeros((n_states, n))
-        offsets[:, :d] = self.intercepts_
-        shocks = np.zeros((n_states, n, n))
-        shocks[:, :d, :d] = self.covars_
-        state = last_row[:n]  # [y_T, ..., y_T-order+1]: the lagged row is [y_T, ..., y_T-order, 1]
-        first, second = known_state_moments(filtered, state)
-        companion = companion_matrices(self.coefs_)
-        modes, means, covariances = jump_linear_moments(filtered, first, second, matrices, companion, offsets, shocks)
-        return Forecast(means[:, :d], covariances[:, :d, :d], modes)
+    def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
+        """Exact predictive moments by moment propagation (:func:`~modeshift.dynamics.autoregressive_moments`:
+        the future given the data is a Markov jump linear system on the lag state); no Monte Carlo."""
+        lag_state = np.zeros(self.coefs_.shape[2])  # [y_T, ..., y_T-order+1]: zeros for lags not seen (with_lags)
+        seen = min(len(lag_state), len(last_row))  # a lagged row [y_T, ..., y_T-order, 1], or a young stream's
+        lag_state[:seen] = last_row[:seen]
+        modes, means, covariances = autoregressive_moments(
+            filtered, lag_state, matrices, self.coefs_, self.intercepts_, self.covars_
+        )
+        return Forecast(means, covariances, modes)
 
 
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
