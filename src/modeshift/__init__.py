@@ -28,6 +28,7 @@ from modeshift.models import (
     ARHMM,
     HMM,
     HSMM,
+    ContinuousARHMM,
     LinearGaussianSSM,
     MarkovAutoregression,
     MarkovChain,
@@ -44,6 +45,7 @@ from modeshift.models import (
 
 __all__ = [
     "ARHMM",
+    "ContinuousARHMM",
     "HMM",
     "HSMM",
     "LinearGaussianSSM",

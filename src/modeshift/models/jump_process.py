@@ -443,27 +443,34 @@ class MarkovJumpProcess(Model):
 
 
 def endpoint_statistics(
-    rate_matrix: np.ndarray, starts: np.ndarray, ends: np.ndarray, lengths: np.ndarray
+    rate_matrix: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lengths: np.ndarray,
+    counts: np.ndarray | None = None,
 ) -> Statistics:
     """E-step for snapshots: the log-likelihood sum_k log P(t_k)[a_k, b_k] of intervals (a_k, b_k, t_k)
     and the expected jump counts ``jumps`` (n, n) and time at risk ``time_at_risk`` (n,) given
-    their endpoints (see the module docstring). Intervals of equal length share their exponentials."""
+    their endpoints (see the module docstring). Intervals of equal length share their exponentials.
+    ``counts`` (one per interval, default 1) weight the intervals: soft endpoints, such as the
+    pair posteriors of hidden modes, enter as every pair (a, b) weighted by its probability."""
     rates = np.asarray(rate_matrix, dtype=np.float64)
     n = len(rates)
+    counts = np.ones(len(starts)) if counts is None else np.asarray(counts, dtype=np.float64)
     distinct, group = np.unique(np.asarray(lengths, dtype=np.float64), return_inverse=True)
     log_likelihood, integrals = 0.0, np.zeros((n, n))
     per_batch = max(1, _BLOCK_ENTRIES // (4 * n * n))
     for first in range(0, distinct.size, per_batch):
         t = distinct[first : first + per_batch, None, None]
         inside = (group >= first) & (group < first + t.shape[0])
-        which, a, b = group[inside] - first, starts[inside], ends[inside]
+        which, a, b, weight = group[inside] - first, starts[inside], ends[inside], counts[inside]
         probabilities = expm_metzler(rates * t)[which, a, b]
         if (probabilities <= 0).any():
             k = int(np.flatnonzero(inside)[np.argmax(probabilities <= 0)])
             raise ValueError(f"interval {k}: the change {starts[k]} -> {ends[k]} has probability 0 under these rates")
-        log_likelihood += float(np.log(probabilities).sum())
+        log_likelihood += float(weight @ np.log(probabilities))
         weights = np.zeros((t.shape[0], n, n))
-        np.add.at(weights, (which, a, b), 1.0 / probabilities)
+        np.add.at(weights, (which, a, b), weight / probabilities)
         scale = weights.max(axis=(1, 2), keepdims=True)  # keeps the block's norm that of Q t
         block = np.zeros((t.shape[0], 2 * n, 2 * n))
         block[:, :n, :n] = block[:, n:, n:] = rates.T * t
