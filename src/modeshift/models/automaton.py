@@ -17,7 +17,7 @@ series the ``thresholds`` where constant histories (y, ..., y) cross it.
 >>> grid.shape, shape
 ((9, 2), (3, 3))
 >>> crossings(np.linspace(0, 1, 5), np.array([0.1, 0.3, 0.6, 0.7, 0.2]), 0.5)
-array([0.41666667, 0.875     ])
+array([0.41666667, 0.85      ])
 """
 
 from __future__ import annotations
