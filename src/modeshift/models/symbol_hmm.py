@@ -175,8 +175,11 @@ class SymbolHMM(Model):
         del self.__dict__["_given"]
         transitions, emission = self.__dict__["_blocks"]
         emissions = emission.emission_probs
-        if self.unknown == "map":
+        if self.unknown == "map":  # the known symbols' law (an EM step gives UNKNOWN 0; a start may not)
             counts = (over or em.in_memory(emitted))(_state_counts, self)
+            emissions = emissions.copy()
+            emissions[:, len(self.vocabulary_)] = 0.0
+            emissions /= emissions.sum(axis=1, keepdims=True)
             emissions = emissions * (counts / (counts + UNKNOWN_PSEUDO_COUNT))[:, None]
             emissions[:, len(self.vocabulary_)] = UNKNOWN_PSEUDO_COUNT / (counts + UNKNOWN_PSEUDO_COUNT)
         del self.__dict__["_blocks"]
