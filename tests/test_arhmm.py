@@ -166,3 +166,11 @@ def test_a_fitted_model_pickles(simulate_arhmm):
     _, X, _ = simulate_arhmm(6, 300)
     model = ARHMM(n_states=2, order=2, random_state=0, n_iter=2).fit(X)
     assert pickle.loads(pickle.dumps(model)).score(X) == model.score(X)
+
+
+def test_parameters_that_give_no_likelihood_are_named_before_the_kernels():
+    """Data of magnitude 1e-300 leave the regressions' Gram matrices at 0 and the coefficients NaN:
+    one ValueError naming the mode and the step (was a ZeroDivisionError inside the smoother)."""
+    X = np.random.default_rng(0).normal(size=80) * 1e-300
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"ARHMM: mode \d gives no likelihood.*time step"):
+        ARHMM(2, random_state=0).fit(X)

@@ -196,6 +196,8 @@ def test_next_targets_and_labels():
         (42, {}, TypeError, "expected symbol sequences, got int"),
         ([1, ["b"]], {}, ValueError, "mixed input"),
         ([{"a": 1}, {"b": 2}], {}, TypeError, "time step 0: symbol {'a': 1} is not hashable"),
+        ({"a": ["b"]}, {}, TypeError, "got a dict"),
+        ([[["a"], ["b"]]], {}, TypeError, r"sequence 0, time step 0: symbol \['a'\] is not hashable"),
         ([["a", "b"], ["a", ["c"]]], {}, TypeError, r"sequence 1, time step 1: symbol \['c'\] is not hashable"),
         ([["a", ("b", ["c"])]], {}, TypeError, r"sequence 0, time step 1: symbol \('b', \['c'\]\) is not hashable"),
         ([["z", "q"]], {"vocabulary": Vocabulary(("a",)), "unknown": "ignore"}, ValueError, "every symbol is outside"),

@@ -34,7 +34,7 @@ import contextlib
 import functools
 import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -172,6 +172,7 @@ class Sequences:
             symbols = symbol_index(sequences[0]).append([symbol_index(s) for s in sequences[1:]])
             offsets = _symbol_offsets(sequences, form, lengths, len(symbols))
             seqs, dropped = _encode_symbols(symbols, offsets, vocabulary, unknown)
+            _check_hashable([seqs.vocabulary.symbols])  # pandas may learn lists as symbols without hashing them
         except TypeError:
             _check_hashable(sequences)
             raise
@@ -1015,7 +1016,10 @@ def _as_2d_float(data: Any, where: _Locator) -> np.ndarray:
     """A float64 (n_steps, n_features) copy of one array, or a clear error."""
     if isinstance(data, (pd.DataFrame, pd.Series)):
         data = data.to_numpy()
-    array = np.asarray(data)
+    try:
+        array = np.asarray(data)
+    except ValueError:  # rows of unequal lengths
+        raise ValueError(f"{_ragged(data, where)}: rows of unequal lengths (ragged)") from None
     if array.dtype.kind == "c":
         raise ValueError(f"{where.sequence()}: complex values are not supported")
     if array.dtype.kind not in "biuf":
@@ -1043,6 +1047,15 @@ def _as_2d_float(data: Any, where: _Locator) -> np.ndarray:
     return np.array(array, dtype=np.float64, order="C")
 
 
+def _ragged(data: Any, where: _Locator) -> str:
+    """Where ``data`` (a ragged nesting numpy cannot make an array of) first differs from its first row."""
+    rows = list(data)
+    for row, item in enumerate(rows):
+        if np.shape(item) != np.shape(rows[0]):
+            return f"{where.step(row)} has shape {np.shape(item)}, time step 0 {np.shape(rows[0])}"
+    return where.sequence()
+
+
 def _concatenate(blocks: list[np.ndarray], what: str) -> tuple[np.ndarray, np.ndarray]:
     width = blocks[0].shape[1]
     for i, block in enumerate(blocks):
@@ -1060,6 +1073,8 @@ def _split_symbols(data: Any) -> tuple[list[Any], Form]:
         return ([data], "array") if data.ndim == 1 else (list(data), "list")
     if isinstance(data, pd.Series):
         return [data.to_numpy()], "array"
+    if isinstance(data, Mapping):
+        raise TypeError(f"expected symbol sequences, got a {type(data).__name__} (pass its values as a list)")
     try:
         items = list(data)
     except TypeError:

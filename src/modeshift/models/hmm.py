@@ -293,6 +293,7 @@ class HMM(Model, StreamingFilters):
     def _evidence(self, seqs: Sequences) -> dict[str, np.ndarray | None]:
         """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``."""
         table, rows = self._blocks[1].log_likelihood_table(seqs.values)
+        _check_evidence(table, rows, seqs, type(self).__name__)
         return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
     # ------------------------------------------------------------------------ EM
@@ -768,3 +769,19 @@ def propagate_modes(probabilities: np.ndarray, matrices: np.ndarray) -> np.ndarr
         probabilities = probabilities @ matrix
         out[step] = probabilities
     return out
+
+
+def _check_evidence(table: np.ndarray, rows: np.ndarray | None, seqs: Sequences, model: str) -> None:
+    """A clear error, before the kernels divide by it, for an emission log-likelihood that is NaN
+    or +inf: the parameters of its mode are not finite (or a density is infinite: a variance of 0)."""
+    with np.errstate(invalid="ignore"):
+        if (table < np.inf).all():
+            return
+    row, mode = (int(i[0]) for i in np.nonzero(~(table < np.inf)))
+    if rows is not None and len(rows):
+        row = int(np.flatnonzero(rows == row)[0])
+    sequence, step = seqs.locate(row)
+    raise ValueError(
+        f"{model}: mode {mode} gives no likelihood (NaN or infinite) at sequence {sequence}, time step {step}: "
+        "its parameters are not finite or its variance is 0; standardise the data, or raise reg_covar"
+    )
