@@ -172,5 +172,5 @@ def test_parameters_that_give_no_likelihood_are_named_before_the_kernels():
     """Data of magnitude 1e-300 leave the regressions' Gram matrices at 0 and the coefficients NaN:
     one ValueError naming the mode and the step (was a ZeroDivisionError inside the smoother)."""
     X = np.random.default_rng(0).normal(size=80) * 1e-300
-    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"ARHMM: mode \d gives no likelihood.*time step"):
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"ARHMM: mode \d gives no likelihood.*step"):
         ARHMM(2, random_state=0).fit(X)

@@ -298,7 +298,7 @@ def test_values_whose_square_overflows_are_refused_with_a_hint(value):
 
 
 def test_ragged_rows_name_the_first_odd_step():
-    _both([[1.0, 2.0], [3.0, 4.0], [5.0]], r"sequence 0, time step 2 has shape \(1,\), time step 0 \(2,\).*ragged")
+    _both([[[1.0, 2.0], [3.0, 4.0], [5.0]]], r"sequence 0, time step 2 has shape \(1,\), time step 0 \(2,\).*ragged")
     _both([np.zeros(3), [[1.0], [2.0, 3.0]]], r"sequence 1, time step 1 has shape \(2,\).*ragged")
 
 
