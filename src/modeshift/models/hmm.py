@@ -412,7 +412,7 @@ class HMM(Model, StreamingFilters):
             scratch=scratch,
             **self._evidence(seqs),
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return Statistics(
             log_likelihood=float(log_lik.sum()),
             transitions=transitions.statistics(posteriors, seqs.starts, pairs, seqs.inputs),
@@ -428,9 +428,21 @@ class HMM(Model, StreamingFilters):
         transitions, emission = self._blocks
         return transitions.log_prior() + emission.log_prior()
 
-    @staticmethod
-    def _check_possible(log_lik: np.ndarray) -> None:
-        check_possible(log_lik, "an observation no state can emit, or a forbidden transition")
+    def _check_possible(self, log_lik: np.ndarray, seqs: Sequences) -> None:
+        """The rule for impossible data (:func:`~modeshift.models.base.check_possible`); the filter finds the step."""
+        check_possible(
+            log_lik,
+            "an observation no mode can emit, or a forbidden transition",
+            lambda: self._filtered(seqs),
+            seqs.offsets,
+        )
+
+    def _filtered(self, seqs: Sequences) -> np.ndarray:
+        """p(z_t | y_0..t) of every step, unchecked (zero rows from an impossible step on)."""
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        return kernels.forward_filter(
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+        )[0]
 
     # ----------------------------------------------------------------- inference
     def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
@@ -456,7 +468,7 @@ class HMM(Model, StreamingFilters):
         filtered, log_lik = kernels.forward_filter(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(filtered)
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
@@ -465,7 +477,7 @@ class HMM(Model, StreamingFilters):
         log_lik, posteriors, _ = kernels.forward_backward(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return posteriors
 
     def decode(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> tuple[float, PerStep]:
@@ -480,7 +492,7 @@ class HMM(Model, StreamingFilters):
         path, log_prob = kernels.viterbi(
             offsets=seqs.offsets, log_initial=log_initial, log_transitions=log_matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_prob)
+        self._check_possible(log_prob, seqs)
         return float(log_prob.sum()), path
 
     def predict(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -507,7 +519,7 @@ class HMM(Model, StreamingFilters):
             uniforms=rng.random(seqs.n_steps),
             **self._evidence(seqs),
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
     def sample(
@@ -662,7 +674,7 @@ class HMM(Model, StreamingFilters):
         filtered, log_lik = kernels.forward_filter(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         futures = check_future_inputs(
             future_inputs, horizon, seqs.n_sequences, self.input_dim, f"this {type(self).__name__}"
         )

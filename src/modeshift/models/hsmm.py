@@ -363,7 +363,7 @@ class HSMM(HMM):
                 f"sequence {overflowed[0]}: the HSMM's backward messages overflowed; its duration laws "
                 f"are far too short for the data (mean durations {np.round(self._duration.mean(), 3)})"
             )
-        self._check_possible(out[0])
+        self._check_possible(out[0], seqs)
         return out
 
     def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
@@ -411,17 +411,20 @@ class HSMM(HMM):
         """Filtered mode probabilities p(z_t | observations up to t), (n_steps, K)."""
         seqs = self._sequences(X, lengths, inputs)
         filtered, log_lik, _ = hsmm_filter(**self._kernel_arguments(seqs))
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(filtered)
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
         return self._smoothed(seqs)[1]
 
+    def _filtered(self, seqs: Sequences) -> np.ndarray:
+        return hsmm_filter(**self._kernel_arguments(seqs))[0]
+
     def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
         arguments = self._kernel_arguments(seqs)
         del arguments["survival"]
         path, log_prob = hsmm_viterbi(**arguments)
-        self._check_possible(log_prob)
+        self._check_possible(log_prob, seqs)
         return float(log_prob.sum()), path
 
     def sample_posterior(
@@ -436,7 +439,7 @@ class HSMM(HMM):
         seqs = self._sequences(X, lengths, inputs)
         uniforms = np.random.default_rng(random_state).random(2 * seqs.n_steps)
         path, log_lik = hsmm_sample_posterior(**self._kernel_arguments(seqs), uniforms=uniforms)
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
     def sample(
@@ -494,7 +497,7 @@ class HSMM(HMM):
         _no_inputs(future_inputs)
         seqs = self._sequences(X, lengths)
         _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs), with_remaining=True)
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return Forecast.of_sequences([self._forecast_remaining(joint, int(horizon)) for joint in remaining])
 
     def _forecast_remaining(self, joint: np.ndarray, horizon: int) -> Forecast:
