@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import inspect
 import math
 import random
 import shutil
@@ -176,7 +177,7 @@ def _real_variant(rnd: random.Random, base: np.ndarray, fit: bool) -> tuple[str,
     """(description, data, invalid) for real-valued data (all-NaN data are invalid for ``fit`` only)."""
     x = base.copy()
     at = rnd.randrange(len(x))
-    choice = rnd.randrange(22)
+    choice = rnd.randrange(23)
     if choice == 0:
         x[at] = rnd.choice((np.inf, -np.inf))
         return f"inf at step {at}", x, True
@@ -225,6 +226,8 @@ def _real_variant(rnd: random.Random, base: np.ndarray, fit: bool) -> tuple[str,
         return "magnitudes 1e100", x * 1e100, False
     if choice == 20:
         return "many length-2 sequences", [x[i : i + 2] for i in range(0, 20, 2)], False
+    if choice == 21:
+        return "an all-NaN sequence among others", [x, np.full(10, np.nan)], False  # integrated out, or refused
     return "integer dtype", np.round(x).astype(np.int64), False
 
 
@@ -322,8 +325,14 @@ def _surely_bad(value: Any, default: Any) -> bool:
 
 
 def hyperparameter_case(rnd: random.Random, cls: type[Model] | None = None) -> Case:
-    """One hyper-parameter set to a hostile value, then ``fit`` on valid data."""
+    """One hyper-parameter set to a hostile value, then ``fit`` on valid data; or, valid but extreme,
+    many modes for a few steps."""
     cls = cls or rnd.choice(estimators())
+    if cls.data_kind == "real" and "n_states" in cls._hyperparameter_names() and rnd.random() < 0.2:
+        n_states, n_steps = rnd.choice((6, 12)), rnd.choice((3, 6))
+        y = np.random.default_rng(rnd.randrange(2**32)).normal(size=n_steps)
+        fit = functools.partial(lambda: make(cls, n_states=n_states).fit(y))
+        return Case(f"{cls.__name__}(n_states={n_states})", f"fit on {n_steps} steps", fit, False)
     name = rnd.choice([n for n in cls._hyperparameter_names() if n != "callback"])
     value = rnd.choice(BAD_VALUES)
     invalid = _surely_bad(value, make(cls).get_params()[name])
@@ -357,7 +366,10 @@ def argument_case(rnd: random.Random, cls: type[Model] | None = None) -> Case:
     if hasattr(cls, "predict_next"):
         calls.append(("predict_next", "k", lambda v: model.predict_next(data[0][:2], k=v)))
     method, name, call = rnd.choice(calls)
-    valid = name == "random_state" and (value is None or (type(value) is int and value >= 0))
+    default = inspect.signature(getattr(cls, method)).parameters[name].default
+    valid = (value is None and default is None) or (
+        name == "random_state" and (value is None or (type(value) is int and value >= 0))
+    )
     return Case(f"{cls.__name__}.{method}", f"{name}={value!r}", functools.partial(call, value), not valid)
 
 

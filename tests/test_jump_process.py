@@ -365,3 +365,10 @@ def test_a_stationary_law_needs_one_closed_class():
         process.stationary_distribution()
     paths = process.sample(n_sequences=5, t_end=100.0, initial=0, random_state=0)  # from a given start it runs
     assert all(states[0] == 0 and states[-1] in (1, 2) for states in paths.states)
+
+
+def test_intervals_too_long_for_double_precision_are_named():
+    """exp(Q t) with Q t ~ 1e100 is out of reach: one ValueError naming the interval (was a NaN score)."""
+    model = _process(np.array([[-1.0, 1.0], [2.0, -2.0]]))
+    with pytest.raises(ValueError, match=r"interval 0 lasts 1e\+100: .* not finite.*larger units"):
+        model.score([[0, 1, 0]], times=[[0.0, 1e100, 2e100]])

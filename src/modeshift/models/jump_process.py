@@ -490,7 +490,14 @@ def _interval_batches(
         t = distinct[first : first + per_batch, None, None]
         inside = (group >= first) & (group < first + t.shape[0])
         which, a, b = group[inside] - first, starts[inside], ends[inside]
-        yield inside, t, which, a, b, expm_metzler(rates * t)[which, a, b]
+        probabilities = expm_metzler(rates * t)[which, a, b]
+        if not np.isfinite(probabilities).all():  # exp(Q t) out of reach of double precision
+            k = int(np.flatnonzero(inside)[np.argmax(~np.isfinite(probabilities))])
+            raise ValueError(
+                f"interval {k} lasts {lengths[k]:.3g}: the transition probabilities over it are not finite "
+                f"(rates times length up to {np.abs(rates).max() * lengths[k]:.3g}); measure time in larger units"
+            )
+        yield inside, t, which, a, b, probabilities
 
 
 def _generator(jumps: np.ndarray, time_at_risk: np.ndarray) -> np.ndarray:
