@@ -336,7 +336,13 @@ def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
         return S
     except np.linalg.LinAlgError:
         if S.ndim == 3:
-            return np.stack([ensure_positive_definite(matrix) for matrix in S])
+            out = []
+            for k, matrix in enumerate(S):
+                try:
+                    out.append(ensure_positive_definite(matrix))
+                except ValueError as error:
+                    raise ValueError(f"mode {k}: {error}") from None
+            return np.stack(out)
     eye = np.eye(len(S))
     scale = max(float(np.trace(S)) / len(S), 1e-300)
     jitter = 1e-12 * scale
@@ -346,4 +352,7 @@ def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
             return S + jitter * eye
         except np.linalg.LinAlgError:
             jitter *= 10.0
-    raise ValueError("an M-step covariance is not positive semi-definite (degenerate data?)")
+    raise ValueError(
+        "an M-step covariance is not finite or not positive semi-definite: the data may repeat one value "
+        "over a stretch (raise reg_covar where the model has it) or be too large or small (standardise them)"
+    )
