@@ -293,7 +293,7 @@ class HMM(Model, StreamingFilters):
     def _evidence(self, seqs: Sequences) -> dict[str, np.ndarray | None]:
         """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``."""
         table, rows = self._blocks[1].log_likelihood_table(seqs.values)
-        _check_evidence(table, rows, seqs, type(self).__name__)
+        check_evidence(table, rows, seqs, type(self).__name__)
         return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
     # ------------------------------------------------------------------------ EM
@@ -783,7 +783,7 @@ def propagate_modes(probabilities: np.ndarray, matrices: np.ndarray) -> np.ndarr
     return out
 
 
-def _check_evidence(table: np.ndarray, rows: np.ndarray | None, seqs: Sequences, model: str) -> None:
+def check_evidence(table: np.ndarray, rows: np.ndarray | None, seqs: Sequences, model: str) -> None:
     """A clear error, before the kernels divide by it, for an emission log-likelihood that is NaN
     or +inf: the parameters of its mode are not finite (or a density is infinite: a variance of 0)."""
     with np.errstate(invalid="ignore"):

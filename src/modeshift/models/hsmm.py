@@ -39,7 +39,7 @@ from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models import em, selection
 from modeshift.models.base import Forecast, NotFittedError
-from modeshift.models.hmm import EMISSIONS, HMM, PerStep
+from modeshift.models.hmm import EMISSIONS, HMM, PerStep, check_evidence
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
 from modeshift.statistics import Statistics
@@ -242,6 +242,7 @@ class HSMM(HMM):
     def _log_likelihoods(self, seqs: Sequences, emission: Emission | None = None) -> np.ndarray:
         """log p(y_t | z_t = k), (n_steps, K)."""
         table, rows = (emission or self._blocks[1]).log_likelihood_table(seqs.values)
+        check_evidence(table, rows, seqs, type(self).__name__)
         return np.ascontiguousarray(table if rows is None else table[rows])
 
     def _segment_laws(self) -> tuple[np.ndarray, np.ndarray]:
