@@ -317,6 +317,8 @@ def _surely_bad(value: Any, default: Any) -> bool:
     """Whether ``value`` cannot be a valid setting of a hyper-parameter whose default is ``default``:
     a foreign type or NaN always; a negative or fractional number where the default is an integer
     (the counts)."""
+    if isinstance(value, dict) and isinstance(default, (tuple, list, set, frozenset)):
+        return False  # an empty collection of names: nothing held fixed
     if isinstance(value, (str, dict, list)) or value is BAD_VALUES[2]:
         return True
     if isinstance(value, float) and math.isnan(value):
