@@ -7,7 +7,7 @@ The cases and the rule that judges them live in tests/fuzzing.py (shared with te
 malformed data and edge cases at every estimator's fit and methods, hostile hyper-parameters and
 method arguments, corrupted model files for ``load``, malformed CSV files for ``modeshift fit``.
 Prints the counts (tried, ok, clear, unclear, raw, silent, lost) and every case of the kinds
-asked for with ``--show``.
+asked for with ``--show`` (``warnings``: the cases where an undocumented warning escaped).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def main() -> None:
     parser.add_argument("-n", "--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
-    parser.add_argument("--show", default="raw,silent,unclear,lost", help="outcomes whose cases are listed")
+    parser.add_argument(
+        "--show", default="raw,silent,unclear,lost", help="outcomes whose cases are listed (and 'warnings')"
+    )
     args = parser.parse_args()
     kinds = [kind for kind in args.kinds.split(",") if kind]
     show = set(args.show.split(","))
@@ -53,6 +55,9 @@ def main() -> None:
             warned += bool(outcome.warnings)
             if outcome.kind in show:
                 listed.append(f"#{i} {outcome}")
+            if outcome.warnings and "warnings" in show:
+                case = outcome.case
+                listed.append(f"#{i} [warning] {case.target}: {case.description} -> {outcome.warnings[0]}")
     print(f"{args.cases} cases in {time.perf_counter() - start:.0f} s (seed {args.seed})")
     header = f"{'':16}" + "".join(f"{name:>9}" for name in ("tried", *fuzzing.OUTCOMES))
     print(header)

@@ -490,7 +490,8 @@ def _interval_batches(
         t = distinct[first : first + per_batch, None, None]
         inside = (group >= first) & (group < first + t.shape[0])
         which, a, b = group[inside] - first, starts[inside], ends[inside]
-        probabilities = expm_metzler(rates * t)[which, a, b]
+        with np.errstate(over="ignore", invalid="ignore"):  # named below
+            probabilities = expm_metzler(rates * t)[which, a, b]
         if not np.isfinite(probabilities).all():  # exp(Q t) out of reach of double precision
             k = int(np.flatnonzero(inside)[np.argmax(~np.isfinite(probabilities))])
             raise ValueError(
