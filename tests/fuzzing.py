@@ -42,8 +42,9 @@ from modeshift.models.base import Forecast, Model
 from modeshift.models.em import ConvergenceWarning, ObjectiveDecreaseWarning
 
 OUTCOMES = ("ok", "clear", "unclear", "raw", "silent", "lost")
-#: Warnings a model documents; anything else that escapes (numpy's RuntimeWarning) is noted.
-DOCUMENTED_WARNINGS = (ConvergenceWarning, ObjectiveDecreaseWarning, DataWarning, DeprecationWarning)
+#: Warnings a model documents (its advice, e.g. an HSMM's "raise max_duration", is a UserWarning);
+#: anything else that escapes, numpy's RuntimeWarning above all, is noted.
+DOCUMENTED_WARNINGS = (ConvergenceWarning, ObjectiveDecreaseWarning, DataWarning, DeprecationWarning, UserWarning)
 #: Bare messages of numpy, pandas and Python that name no place in the user's input.
 GENERIC_MESSAGES = (
     "unhashable type",

@@ -113,9 +113,10 @@ class LinearDynamics:
             target = target[:, :, free] - W[:, :, held] @ gram[:, free][:, :, held].transpose(0, 2, 1)
             W[:, :, free] = _solve_right(target, gram[:, free][:, :, free])
         weights[active] = W
-        cross = W @ np.swapaxes(yz[active], 1, 2)
         scatter = np.zeros((K, d, d))
-        scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ gram @ np.swapaxes(W, 1, 2)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights are named before any kernel
+            cross = W @ np.swapaxes(yz[active], 1, 2)
+            scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ gram @ np.swapaxes(W, 1, 2)
         self.weights = weights
         if fix_covariances:
             return
