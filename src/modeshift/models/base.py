@@ -16,6 +16,7 @@ from scipy import stats
 
 from modeshift.archive import read_archive, write_archive
 from modeshift.data import Schema, Sequences, check_array
+from modeshift.features import FeatureMap
 from modeshift.metrics import segments
 from modeshift.models import params
 
@@ -28,6 +29,7 @@ __all__ = [
     "load",
     "mode_segments",
     "qualified_name",
+    "set_collection_handler",
 ]
 
 
@@ -87,6 +89,8 @@ class Model:
         for name, function in list(cls.__dict__.items()):
             if not name.startswith("_") and name != "fit" and inspect.isfunction(function):
                 setattr(cls, name, _checking_arguments(function))
+            if name in _OVER_COLLECTIONS and inspect.isfunction(function):
+                setattr(cls, name, _dispatching(name, getattr(cls, name)))
 
     @classmethod
     def _hyperparameter_names(cls) -> tuple[str, ...]:
@@ -195,6 +199,34 @@ class Model:
         if "schema_" in self.__dict__:
             metadata["schema"] = self.schema_.to_json()
         write_archive(path, metadata, self._learned_arrays())
+
+
+#: The methods that also take a Dask collection (a Dask DataFrame or bag) and run over it on a
+#: cluster, through the handler :mod:`modeshift.distributed` installs.
+_OVER_COLLECTIONS = ("fit", "score", "predict", "predict_proba", "segment")
+_collection_handler: Callable[..., Any] | None = None
+
+
+def set_collection_handler(handler: Callable[..., Any] | None) -> None:
+    """Install what ``model.method(collection, ...)`` calls for a Dask collection, or with
+    ``client=``: ``handler(method, model, data, *args, **kwargs)`` (:mod:`modeshift.distributed`)."""
+    global _collection_handler
+    _collection_handler = handler
+
+
+def _dispatching(name: str, function: Any) -> Any:
+    """``function`` (a method in ``_OVER_COLLECTIONS``), handing Dask collections to the installed
+    handler; the in-memory models never import dask (a collection's module names it)."""
+
+    @functools.wraps(function)
+    def dispatched(self: Model, *args: Any, **kwargs: Any) -> Any:
+        if "client" not in kwargs and not (args and type(args[0]).__module__.startswith("dask")):
+            return function(self, *args, **kwargs)
+        if _collection_handler is None:
+            raise ImportError(f"{type(self).__name__}.{name} over a Dask collection needs modeshift.distributed")
+        return _collection_handler(name, self, *args, **kwargs)
+
+    return dispatched
 
 
 @functools.cache
@@ -421,6 +453,8 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, (tuple, list, set, frozenset)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, FeatureMap):
+        return value.config()
     if isinstance(value, np.random.Generator) or callable(value):
         return None  # not reproducible from a file
     return value

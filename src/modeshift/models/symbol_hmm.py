@@ -142,22 +142,47 @@ class SymbolHMM(Model):
         with ``symbols=True`` (``columns`` name an event log's columns).
         """
         self._start_fit()
+        return self._fit_em(self._em_data(data, lengths, **columns))
+
+    def _em_data(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
+        """What EM reads: each sequence's codes then END's, as one column of floats, coded by the
+        model's vocabulary (else by one learned from ``data``), which it carries."""
         seqs = as_sequences(data, lengths, symbols=True, vocabulary=self.__dict__.get("vocabulary_"), **columns)
-        self.vocabulary_ = seqs.vocabulary
-        emitted = Sequences(next_targets(seqs).astype(np.float64)[:, None], seqs.offsets + np.arange(len(seqs) + 1))
+        emitted = next_targets(seqs).astype(np.float64)[:, None]
+        offsets = seqs.offsets + np.arange(len(seqs) + 1)
+        return Sequences(emitted, offsets, vocabulary=seqs.vocabulary, schema=seqs.schema)
+
+    def _em_constants(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> tuple[Hashable, ...]:
+        """What EM needs of all the data before it starts, read from one shard of them: the symbols,
+        in order of first appearance (merged over shards by :meth:`_em_merge_constants`)."""
+        if "vocabulary_" in self.__dict__:
+            return self.vocabulary_.symbols
+        return as_sequences(data, lengths, symbols=True, **columns).vocabulary.symbols
+
+    @staticmethod
+    def _em_merge_constants(first: tuple[Hashable, ...], then: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
+        return Vocabulary.learn([*first, *then]).symbols
+
+    def _em_set_constants(self, symbols: tuple[Hashable, ...]) -> None:
+        self.vocabulary_ = Vocabulary(symbols)
+
+    def _fit_em(self, emitted: Sequences, over: em.Over | None = None) -> SymbolHMM:
+        """EM from the starting parameters; ``over`` runs every pass over the data on shards held
+        elsewhere, ``emitted`` being then a sample of them to start from."""
+        self.vocabulary_ = emitted.vocabulary
         self.__dict__["_given"] = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
-        em.run(self, emitted, label=f"SymbolHMM K={self.n_states}")
+        em.run(self, emitted, label=f"SymbolHMM K={self.n_states}", over=over)
         del self.__dict__["_given"]
         transitions, emission = self.__dict__["_blocks"]
         emissions = emission.emission_probs
         if self.unknown == "map":
-            counts = self._e_step(emitted, {})[1]["emission"]["counts"].sum(axis=1)
+            counts = (over or em.in_memory(emitted))(_state_counts, self)
             emissions = emissions * (counts / (counts + UNKNOWN_PSEUDO_COUNT))[:, None]
             emissions[:, len(self.vocabulary_)] = UNKNOWN_PSEUDO_COUNT / (counts + UNKNOWN_PSEUDO_COUNT)
         del self.__dict__["_blocks"]
         self.startprob_, self.transmat_ = transitions.initial_probs, transitions.transition_matrix
         self.emissionprob_ = emissions
-        self._finish_fit(seqs)
+        self._finish_fit(emitted)
         return self
 
     def _em_initialize(self, emitted: Sequences, rng: np.random.Generator, restart: int) -> None:
@@ -445,3 +470,8 @@ class SymbolHMM(Model):
         for name, value in attributes.items():
             if name != "vocabulary_":
                 setattr(self, self._renamed.get(name, name), value)
+
+
+def _state_counts(model: SymbolHMM, emitted: Sequences) -> np.ndarray:
+    """The expected number of symbols each state emits in ``emitted`` (one shard's part)."""
+    return model._e_step(emitted, {})[1]["emission"]["counts"].sum(axis=1)
