@@ -115,9 +115,10 @@ class LinearDynamics:
             target = target[:, :, free] - W[:, :, held] @ gram[:, free][:, :, held].transpose(0, 2, 1)
             W[:, :, free] = _solve_right(target, gram[:, free][:, :, free])
         weights[active] = W
-        cross = W @ np.swapaxes(yz[active], 1, 2)
         scatter = np.zeros((K, d, d))
-        scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ gram @ np.swapaxes(W, 1, 2)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights are named before any kernel
+            cross = W @ np.swapaxes(yz[active], 1, 2)
+            scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ gram @ np.swapaxes(W, 1, 2)
         self.weights = weights
         if fix_covariances:
             return
@@ -379,7 +380,13 @@ def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
         return S
     except np.linalg.LinAlgError:
         if S.ndim == 3:
-            return np.stack([ensure_positive_definite(matrix) for matrix in S])
+            out = []
+            for k, matrix in enumerate(S):
+                try:
+                    out.append(ensure_positive_definite(matrix))
+                except ValueError as error:
+                    raise ValueError(f"mode {k}: {error}") from None
+            return np.stack(out)
     eye = np.eye(len(S))
     scale = max(float(np.trace(S)) / len(S), 1e-300)
     jitter = 1e-12 * scale
@@ -389,4 +396,7 @@ def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
             return S + jitter * eye
         except np.linalg.LinAlgError:
             jitter *= 10.0
-    raise ValueError("an M-step covariance is not positive semi-definite (degenerate data?)")
+    raise ValueError(
+        "an M-step covariance is not finite or not positive semi-definite: the data may repeat one value "
+        "over a stretch (raise reg_covar where the model has it) or be too large or small (standardise them)"
+    )

@@ -172,7 +172,23 @@ class Autoregressive(Emission):
         block = self._block()
         columns, fix_covariances = self._fixed(fixed)
         block.m_step(stats, fixed_columns=columns, fix_covariances=fix_covariances)
+        if not fix_covariances:
+            self._check_collapse(block.covariances, stats)
         self._unpack(block)
+
+    def _check_collapse(self, covariances: np.ndarray, stats: Statistics) -> None:
+        """A clear error for a mode whose noise vanished (under 1e-12 of the data's mean square): with
+        reg_covar = 0, a mode that takes a stretch of repeated values predicts it exactly, its
+        likelihood without bound (the Gaussian emission's check, for autoregressions)."""
+        spread = np.trace(np.sum(stats["yy"], axis=0)) / max(float(np.sum(stats["count"])), 1e-300)
+        traces = np.trace(covariances, axis1=1, axis2=2)
+        collapsed = np.flatnonzero((np.asarray(stats["count"]) > 1e-10) & (traces <= 1e-12 * spread))
+        if collapsed.size:
+            raise ValueError(
+                f"the noise covariance of mode {int(collapsed[0])} collapsed (its steps follow its autoregression "
+                f"exactly: a stretch of repeated values?): raise reg_covar (now {self.dynamics.reg_covar:g}), "
+                "or check the data for constant stretches"
+            )
 
     def stationary_mean(self, state: int) -> np.ndarray:
         """Mean of state k's autoregression if it ran forever (zeros when it has none)."""

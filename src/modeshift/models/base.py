@@ -56,6 +56,9 @@ class Model:
       ``sample``, ``forecast``, ``segment``, ``describe``, ``n_parameters``, ``aic`` and
       ``bic``, as far as their maths allows; :mod:`modeshift.models.capabilities` names
       these groups of methods.
+    - Data of probability 0 under the model: ``score`` returns -inf (log 0); the methods that
+      condition on the data raise a ValueError naming the sequence and step
+      (:func:`check_possible`).
     - ``save`` writes JSON and ``.npy`` arrays (no pickle); :func:`load` reads a model
       back by its module-qualified class name. Subclasses list their learned arrays in
       :meth:`_learned_arrays` and restore them in :meth:`_restore`.
@@ -400,11 +403,34 @@ def check_future_inputs(
     return out
 
 
-def check_possible(log_likelihoods: np.ndarray, cause: str) -> None:
-    """Raise ``ValueError`` naming the first sequence with probability 0 under the model, and ``cause``."""
+def check_possible(
+    log_likelihoods: np.ndarray,
+    cause: str,
+    filtered: Callable[[], np.ndarray] | None = None,
+    offsets: np.ndarray | None = None,
+) -> None:
+    """Raise ``ValueError`` naming the first sequence with probability 0 under the model, its first
+    impossible step where the model's filter can tell, and ``cause``.
+
+    The one rule for data a model finds impossible (docs/contract.md): ``score`` returns -inf (the
+    log of probability 0, an exact answer), and every method that conditions on the data (predict,
+    predict_proba, filter_proba, decode, segment, forecast, sample_posterior) calls this, since no
+    law given an impossible observation exists. ``filtered`` (called only on failure) gives the
+    filtered mode probabilities (n_steps, K) of the sequences cut by ``offsets``: the first row
+    that does not sum to 1 is the impossible step (what a filter writes from there on is no law).
+    """
     impossible = np.flatnonzero(~np.isfinite(log_likelihoods))
-    if impossible.size:
-        raise ValueError(f"sequence {impossible[0]} has probability 0 under the current parameters ({cause})")
+    if not impossible.size:
+        return
+    sequence = int(impossible[0])
+    where = f"sequence {sequence}"
+    if filtered is not None and offsets is not None:
+        rows = filtered()[offsets[sequence] : offsets[sequence + 1]]
+        with np.errstate(invalid="ignore", over="ignore"):
+            no_law = np.flatnonzero(~(np.abs(rows.sum(axis=1) - 1.0) < 1e-6))
+        if no_law.size:
+            where += f", time step {int(no_law[0])},"
+    raise ValueError(f"{where} has probability 0 under the current parameters ({cause})")
 
 
 def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray, skip: int = 0) -> pd.DataFrame:

@@ -351,8 +351,12 @@ class _Squarem:
         self.points = []
         r = {name: theta_1[name] - theta_0[name] for name in theta_0}
         v = {name: theta_2[name] - theta_1[name] - r[name] for name in theta_0}
-        norm_r = np.sqrt(sum(float(np.sum(x * x)) for x in r.values()))
-        norm_v = np.sqrt(sum(float(np.sum(x * x)) for x in v.values()))
+        # the norms in units of the largest change, so that parameters near 1e150 do not overflow
+        scale = max(float(np.max(np.abs(x), initial=0.0)) for x in (*r.values(), *v.values()))
+        if not np.isfinite(scale) or scale == 0.0:
+            return
+        norm_r = np.sqrt(sum(float(np.sum((x / scale) ** 2)) for x in r.values()))
+        norm_v = np.sqrt(sum(float(np.sum((x / scale) ** 2)) for x in v.values()))
         if not norm_v > 0.0:
             return
         ratio = norm_r / norm_v

@@ -300,6 +300,7 @@ class HMM(Model, StreamingFilters):
     def _evidence(self, seqs: Sequences) -> dict[str, np.ndarray | None]:
         """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``."""
         table, rows = self._blocks[1].log_likelihood_table(seqs.values)
+        check_evidence(table, rows, seqs, type(self).__name__)
         return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
     # ------------------------------------------------------------------------ EM
@@ -432,7 +433,7 @@ class HMM(Model, StreamingFilters):
             scratch=scratch,
             **self._evidence(seqs),
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return Statistics(
             log_likelihood=float(log_lik.sum()),
             transitions=transitions.statistics(posteriors, seqs.starts, pairs, seqs.inputs),
@@ -448,9 +449,21 @@ class HMM(Model, StreamingFilters):
         transitions, emission = self._blocks
         return transitions.log_prior() + emission.log_prior()
 
-    @staticmethod
-    def _check_possible(log_lik: np.ndarray) -> None:
-        check_possible(log_lik, "an observation no state can emit, or a forbidden transition")
+    def _check_possible(self, log_lik: np.ndarray, seqs: Sequences) -> None:
+        """The rule for impossible data (:func:`~modeshift.models.base.check_possible`); the filter finds the step."""
+        check_possible(
+            log_lik,
+            "an observation no mode can emit, or a forbidden transition",
+            lambda: self._forward(seqs),
+            seqs.offsets,
+        )
+
+    def _forward(self, seqs: Sequences) -> np.ndarray:
+        """p(z_t | y_0..t) of every step, unchecked (no law from an impossible step on)."""
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        return kernels.forward_filter(
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+        )[0]
 
     # ----------------------------------------------------------------- inference
     def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
@@ -480,7 +493,7 @@ class HMM(Model, StreamingFilters):
         filtered, log_lik = kernels.forward_filter(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return filtered
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
@@ -489,7 +502,7 @@ class HMM(Model, StreamingFilters):
         log_lik, posteriors, _ = kernels.forward_backward(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return posteriors
 
     def decode(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> tuple[float, PerStep]:
@@ -504,7 +517,7 @@ class HMM(Model, StreamingFilters):
         path, log_prob = kernels.viterbi(
             offsets=seqs.offsets, log_initial=log_initial, log_transitions=log_matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_prob)
+        self._check_possible(log_prob, seqs)
         return float(log_prob.sum()), path
 
     def predict(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -531,7 +544,7 @@ class HMM(Model, StreamingFilters):
             uniforms=rng.random(seqs.n_steps),
             **self._evidence(seqs),
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
     def sample(
@@ -839,3 +852,19 @@ def propagate_modes(probabilities: np.ndarray, matrices: np.ndarray) -> np.ndarr
         probabilities = probabilities @ matrix
         out[step] = probabilities
     return out
+
+
+def check_evidence(table: np.ndarray, rows: np.ndarray | None, seqs: Sequences, model: str) -> None:
+    """A clear error, before the kernels divide by it, for an emission log-likelihood that is NaN
+    or +inf: the parameters of its mode are not finite (or a density is infinite: a variance of 0)."""
+    with np.errstate(invalid="ignore"):
+        if (table < np.inf).all():
+            return
+    row, mode = (int(i[0]) for i in np.nonzero(~(table < np.inf)))
+    if rows is not None and len(rows):
+        row = int(np.flatnonzero(rows == row)[0])
+    sequence, step = seqs.locate(row)
+    raise ValueError(
+        f"{model}: mode {mode} gives no likelihood (NaN or infinite) at sequence {sequence}, time step {step}: "
+        "its parameters are not finite or its variance is 0; standardise the data, or raise reg_covar"
+    )

@@ -40,7 +40,7 @@ from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models import em, selection
 from modeshift.models.base import Forecast, NotFittedError
-from modeshift.models.hmm import EMISSIONS, HMM, PerStep
+from modeshift.models.hmm import EMISSIONS, HMM, PerStep, check_evidence
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
 from modeshift.statistics import Statistics
@@ -243,6 +243,7 @@ class HSMM(HMM):
     def _log_likelihoods(self, seqs: Sequences, emission: Emission | None = None) -> np.ndarray:
         """log p(y_t | z_t = k), (n_steps, K)."""
         table, rows = (emission or self._blocks[1]).log_likelihood_table(seqs.values)
+        check_evidence(table, rows, seqs, type(self).__name__)
         return np.ascontiguousarray(table if rows is None else table[rows])
 
     def _segment_laws(self) -> tuple[np.ndarray, np.ndarray]:
@@ -364,7 +365,7 @@ class HSMM(HMM):
                 f"sequence {overflowed[0]}: the HSMM's backward messages overflowed; its duration laws "
                 f"are far too short for the data (mean durations {np.round(self._duration.mean(), 3)})"
             )
-        self._check_possible(out[0])
+        self._check_possible(out[0], seqs)
         return out
 
     def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
@@ -412,17 +413,20 @@ class HSMM(HMM):
         """Filtered mode probabilities p(z_t | observations up to t), (n_steps, K)."""
         seqs = self._sequences(X, lengths, inputs)
         filtered, log_lik, _ = hsmm_filter(**self._kernel_arguments(seqs))
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(filtered)
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
         return self._smoothed(seqs)[1]
 
+    def _forward(self, seqs: Sequences) -> np.ndarray:
+        return hsmm_filter(**self._kernel_arguments(seqs))[0]
+
     def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
         arguments = self._kernel_arguments(seqs)
         del arguments["survival"]
         path, log_prob = hsmm_viterbi(**arguments)
-        self._check_possible(log_prob)
+        self._check_possible(log_prob, seqs)
         return float(log_prob.sum()), path
 
     def sample_posterior(
@@ -437,7 +441,7 @@ class HSMM(HMM):
         seqs = self._sequences(X, lengths, inputs)
         uniforms = np.random.default_rng(random_state).random(2 * seqs.n_steps)
         path, log_lik = hsmm_sample_posterior(**self._kernel_arguments(seqs), uniforms=uniforms)
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
     def sample(
@@ -496,7 +500,7 @@ class HSMM(HMM):
         _no_inputs(future_inputs)
         seqs = self._sequences(X, lengths)
         _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs), with_remaining=True)
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         n_lags = self._blocks[1].n_features * self.order if self.emission == "autoregressive" else 0
         ends = seqs.offsets[1:] - 1  # an AR-HSMM's lagged row is [y_T, ..., y_T-order, 1]
         return Forecast.of_sequences(

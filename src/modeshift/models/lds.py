@@ -327,7 +327,10 @@ class LinearGaussianSSM(Model, StreamingFilters):
         value = self.diffuse
         if isinstance(value, (bool, np.bool_)):
             return np.ones(self.state_dim, dtype=bool) if value else None
-        mask = np.asarray(value)
+        try:
+            mask = np.asarray(value)
+        except ValueError:  # a ragged nesting
+            mask = np.zeros(0)
         if mask.shape != (self.state_dim,) or mask.dtype != bool:
             raise ValueError(
                 f"diffuse must be a bool or {self.state_dim} bools (one per state component), got {value!r}"

@@ -663,7 +663,10 @@ class SwitchingLDS(Model, StreamingFilters):
             warnings.simplefilter("ignore", em.ConvergenceWarning)
             lds.fit(residual)
             states = np.asarray(lds.smooth(residual).means)
-            arhmm.fit(states, seqs.lengths)
+            try:
+                arhmm.fit(states, seqs.lengths)
+            except ValueError as error:
+                raise ValueError(f"SwitchingLDS: its start, an ARHMM on the denoised states, failed: {error}") from None
         mode_probs = arhmm.predict_proba(states, seqs.lengths)
         self.observation_matrix_, self.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
         self.feedthrough_matrix_, self.observation_offset_ = DW[:, :m], DW[:, m]

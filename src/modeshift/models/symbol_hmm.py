@@ -212,7 +212,7 @@ class SymbolHMM(Model):
             log_likelihoods=table,
             rows=rows,
         )
-        _check_possible(log_likelihood)
+        check_possible(log_likelihood, "a symbol no reachable state emits; fit with more states or data")
         return float(log_likelihood.sum()), Statistics(
             transitions=transitions.statistics(posteriors, emitted.starts, pairs),
             emission=emission.statistics(emitted.values, posteriors),
@@ -236,8 +236,13 @@ class SymbolHMM(Model):
             block.set(attribute, value)
 
     def _check_fitted(self) -> None:
+        """Fitted, and the parameters laws (checked on every use: a row set by hand may sum to 0)."""
         if not set(_PARAMETERS) | {"vocabulary_"} <= self.__dict__.keys():
             raise NotFittedError("this SymbolHMM is not fitted: call fit")
+        n_states, n_outcomes = np.shape(self.transmat_)[0], len(self.vocabulary_) + 2
+        shapes = {"startprob_": (n_states,), "transmat_": (n_states, n_states), "emissionprob_": (n_states, n_outcomes)}
+        for name, shape in shapes.items():
+            self.__dict__[name] = check_probabilities(name, self.__dict__[name], shape)
 
     # ------------------------------------------------------ next-element probabilities
     def _encode(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
@@ -304,16 +309,28 @@ class SymbolHMM(Model):
         log_likelihood = kernels.log_likelihood(
             self._log_emissions(), offsets, self.startprob_, self.transmat_[None], rows=next_targets(seqs)
         )
-        _check_possible(log_likelihood)
-        return float(log_likelihood.sum() - seqs.n_sequences * np.log1p(-self._first_end()))
+        return float(log_likelihood.sum() - seqs.n_sequences * np.log1p(-self._first_end()))  # -inf: impossible
 
     # ----------------------------------------------------------------- hidden states
     def _filtered(self, seqs: Sequences) -> np.ndarray:
-        filtered, log_likelihood = kernels.forward_filter(
+        filtered, log_likelihood = self._forward(seqs)
+        self._check_possible(log_likelihood, seqs)
+        return filtered
+
+    def _forward(self, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
+        return kernels.forward_filter(
             self._log_emissions(), seqs.offsets, self.startprob_, self.transmat_[None], rows=seqs.codes
         )
-        _check_possible(log_likelihood)
-        return filtered
+
+    def _check_possible(self, log_likelihood: np.ndarray, seqs: Sequences) -> None:
+        """The rule for impossible data (:func:`~modeshift.models.base.check_possible`); no step
+        named when it is the end that no reachable state allows."""
+        check_possible(
+            log_likelihood,
+            "a symbol no reachable state emits, or an end no state allows; fit with more states or data",
+            lambda: self._forward(seqs)[0],
+            seqs.offsets,
+        )
 
     def _ended(self, seqs: Sequences) -> np.ndarray:
         """log p(x_t | z_t = k) of every step (n_steps, K); each sequence's last step also carries
@@ -352,14 +369,14 @@ class SymbolHMM(Model):
         log_likelihood, posteriors, _ = kernels.forward_backward(
             self._ended(seqs), seqs.offsets, self.startprob_, self.transmat_[None]
         )
-        _check_possible(log_likelihood)
+        self._check_possible(log_likelihood, seqs)
         return posteriors
 
     def _viterbi(self, seqs: Sequences) -> np.ndarray:
         with np.errstate(divide="ignore"):
             log_initial, log_transitions = np.log(self.startprob_), np.log(self.transmat_)[None]
         path, log_probability = kernels.viterbi(self._ended(seqs), seqs.offsets, log_initial, log_transitions)
-        _check_possible(log_probability)
+        self._check_possible(log_probability, seqs)
         return path
 
     def describe(self, top: int = 3) -> pd.DataFrame:
@@ -456,10 +473,6 @@ class SymbolHMM(Model):
         for name, value in attributes.items():
             if name != "vocabulary_":
                 setattr(self, self._renamed.get(name, name), value)
-
-
-def _check_possible(log_likelihood: np.ndarray) -> None:
-    check_possible(log_likelihood, "a symbol no reachable state emits; fit with more states or data")
 
 
 def _state_counts(model: SymbolHMM, emitted: Sequences) -> np.ndarray:
