@@ -531,7 +531,8 @@ def _polish(
     starts = [pack(*proposal)] + ([pack(*current)] if current is not None else [])
     values = [loss(theta) for theta in starts]
     best = starts[int(np.argmin(values))]
-    result = optimize.minimize(loss, best, method="BFGS", options={"maxiter": _POLISH_ITERATIONS})
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the line search where a step overshoots
+        result = optimize.minimize(loss, best, method="BFGS", options={"maxiter": _POLISH_ITERATIONS})
     polished = float(result.fun) if np.isfinite(result.fun) else np.inf
     candidates = [*zip(values, starts), (polished, result.x)]
     floor = values[1] if current is not None else np.inf
