@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -166,3 +167,26 @@ def test_a_fitted_model_pickles(simulate_arhmm):
     _, X, _ = simulate_arhmm(6, 300)
     model = ARHMM(n_states=2, order=2, random_state=0, n_iter=2).fit(X)
     assert pickle.loads(pickle.dumps(model)).score(X) == model.score(X)
+
+
+def test_parameters_that_give_no_likelihood_are_named_before_the_kernels():
+    """Data of magnitude 1e-300 leave the regressions' Gram matrices at 0 and the coefficients NaN:
+    one ValueError naming the mode and the step (was a ZeroDivisionError inside the smoother)."""
+    X = np.random.default_rng(0).normal(size=80) * 1e-300
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"ARHMM: mode \d gives no likelihood.*step"):
+        warnings.simplefilter("error", RuntimeWarning)  # nothing from numpy on the way
+        ARHMM(2, random_state=0).fit(X)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_mode_collapsing_onto_a_stuck_sensor_is_an_error_with_reg_covar_zero(seed):
+    """With reg_covar=0 a mode that takes a 120-step constant stretch predicts it exactly: a
+    ValueError naming the way out (was a silent fit with a variance of 1e-312)."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=300).cumsum() * 0.1 + rng.normal(size=300)
+    start = rng.integers(20, 150)
+    y[start : start + 120] = y[start]
+    with pytest.raises(ValueError, match=r"mode \d.*(collapsed|not finite).*reg_covar"):
+        ARHMM(2, reg_covar=0.0, random_state=0, n_iter=20).fit(y)
+    ARHMM(2, random_state=0, n_iter=20).fit(y)  # the default reg_covar fits

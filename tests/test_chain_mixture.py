@@ -179,8 +179,9 @@ def test_bad_input_is_reported():
 
 def test_impossible_trajectory_without_smoothing():
     model = MarkovChainMixture(1, pseudo_count=0.0).fit([[0, 1, 0, 1], [1, 0, 1]])
-    with pytest.raises(ValueError, match="trajectory 1 has zero probability"):
-        model.score([[0, 1], [0, 0]])
+    assert model.score([[0, 1], [0, 0]]) == -np.inf  # the contract's rule: log 0
+    with pytest.raises(ValueError, match="sequence 1 has probability 0.*pseudo_count > 0"):
+        model.predict([[0, 1], [0, 0]])
 
 
 def test_hand_set_parameters_are_checked():

@@ -284,6 +284,24 @@ def test_infinite_values(value):
     _both(frame, r"sequence 1, time step 2\b.*infinite")
 
 
+@pytest.mark.parametrize("value", [1e151, -3e200])
+def test_values_whose_square_overflows_are_refused_with_a_hint(value):
+    """Above modeshift.data.MAX_MAGNITUDE a square overflows: refused where it is, not as NaN deep in a fit."""
+    X = np.zeros((5, 2))
+    X[3, 1] = value
+    _both([np.zeros((2, 2)), X], r"sequence 1, time step 3, feature 1: value .* too large.*standardise")
+    frame = pd.DataFrame({"id": [0, 0, 1, 1, 1], "x": [0.0, 0.0, 0.0, 0.0, value]})
+    _both(frame, r"sequence 1, time step 2, column 'x': value .* too large")
+    as_sequences(np.full((3, 1), 1e150))  # the bound itself is allowed
+    with pytest.raises(ValueError, match=r"sequence 0, time step 1, input 0: input .* too large"):
+        HMM(2, input_dim=1).fit(np.zeros(3), inputs=[0.0, value, 0.0])
+
+
+def test_ragged_rows_name_the_first_odd_step():
+    _both([[[1.0, 2.0], [3.0, 4.0], [5.0]]], r"sequence 0, time step 2 has shape \(1,\), time step 0 \(2,\).*ragged")
+    _both([np.zeros(3), [[1.0], [2.0, 3.0]]], r"sequence 1, time step 1 has shape \(2,\).*ragged")
+
+
 def test_empty_sequences():
     _both([np.zeros(3), np.zeros(0)], r"sequence 1\b.*empty")
     _both(np.zeros((0, 2)), r"sequence 0\b.*empty")

@@ -11,7 +11,7 @@ from scipy import stats
 from test_kernels_hsmm import _enumerate
 
 import modeshift
-from modeshift import HMM, HSMM
+from modeshift import ARHMM, HMM, HSMM
 from modeshift._kernels import log_likelihood
 from modeshift.durations import survival_of
 from modeshift.models.em import ObjectiveDecreaseWarning
@@ -275,8 +275,31 @@ def test_autoregressive_emissions_make_an_ar_hsmm():
     model = HSMM(n_states=2, emission="autoregressive", max_duration=80, n_restarts=2, random_state=0).fit(X)
     np.testing.assert_allclose(np.sort(model.coefs_.ravel()), [-0.5, 0.9], atol=0.05)
     np.testing.assert_allclose(np.sort(model.duration_rates_), [20.0, 30.0], rtol=0.15)
-    with pytest.raises(NotImplementedError, match="AR-HSMM"):
-        model.forecast(X, 3)
+
+
+def test_ar_hsmm_forecasts_are_the_arhmms_with_geometric_durations():
+    """A bivariate AR(2)-HSMM with geometric durations is an ARHMM (0.9^400 ~ 1e-18 of truncation):
+    its forecasts, batch and from a stream's state (one seen for fewer steps than the order too),
+    are the ARHMM's exact moments."""
+    hmm = ARHMM(n_states=2, order=2)
+    hmm.startprob_, hmm.transmat_ = np.array([0.6, 0.4]), np.array([[0.9, 0.1], [0.2, 0.8]])
+    hmm.coefs_ = np.array([[[0.5, 0.1, 0.2, 0.0], [0.0, 0.4, 0.0, 0.1]], [[-0.3, 0.0, 0.1, 0.0], [0.2, 0.6, 0.0, 0.0]]])
+    hmm.intercepts_, hmm.covars_ = np.array([[1.0, 0.0], [0.0, -1.0]]), np.array([np.eye(2), [[0.5, 0.2], [0.2, 1.0]]])
+    model = HSMM(n_states=2, duration="geometric", max_duration=400, emission="autoregressive", order=2)
+    stay = np.diag(hmm.transmat_)
+    model.startprob_, model.transmat_, model.duration_probs_ = hmm.startprob_, np.array([[0, 1.0], [1.0, 0]]), 1 - stay
+    model.coefs_, model.intercepts_, model.covars_ = hmm.coefs_, hmm.intercepts_, hmm.covars_
+    X = [hmm.sample(120, random_state=2)[0], hmm.sample(60, random_state=3)[0]]
+    ours, theirs = model.forecast(X, 5), hmm.forecast(X, 5)
+    for a, b in zip(ours.per_sequence(), theirs.per_sequence(), strict=True):
+        np.testing.assert_allclose(a.mode_probabilities, b.mode_probabilities, atol=1e-12)
+        np.testing.assert_allclose(a.means, b.means, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a.covariances, b.covariances, rtol=1e-10, atol=1e-12)
+    *_, last = model.filter_stream(X[0])
+    np.testing.assert_allclose(last.prediction.means, theirs.per_sequence()[0].means[:1], rtol=1e-10)
+    state, _ = model.filter_step(model.filter_init(), X[0][0])  # one row seen: the earlier lag is zero
+    np.testing.assert_allclose(model.filter_forecast(state, 2).covariances[1], hmm.filter_forecast(
+        hmm.filter_step(hmm.filter_init(), X[0][0])[0], 2).covariances[1], rtol=1e-10)  # fmt: skip
 
 
 def test_bad_parameters_and_inputs_are_refused():

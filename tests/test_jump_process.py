@@ -290,10 +290,13 @@ def test_bad_input_is_reported():
         model.sample(n_sequences=1, t_end=1.0)
 
 
-def test_impossible_change_is_reported():
+def test_impossible_change_scores_minus_infinity_and_stops_a_fit():
+    """The contract's rule: score gives log 0 = -inf for data of probability 0; EM cannot start from it."""
     model = _process(np.array([[-1.0, 1.0], [0.0, 0.0]]))
+    assert model.score([[0, 1, 0]], times=[[0.0, 1.0, 2.0]]) == -np.inf
+    assert np.isfinite(model.score([[0, 1, 1]], times=[[0.0, 1.0, 2.0]]))
     with pytest.raises(ValueError, match="interval 1: the change 1 -> 0 has probability 0"):
-        model.score([[0, 1, 0]], times=[[0.0, 1.0, 2.0]])
+        endpoint_statistics(model.rate_matrix_, np.array([0, 1]), np.array([1, 0]), np.array([1.0, 1.0]))
 
 
 # ------------------------------------------------------------ the estimator contract
@@ -362,3 +365,10 @@ def test_a_stationary_law_needs_one_closed_class():
         process.stationary_distribution()
     paths = process.sample(n_sequences=5, t_end=100.0, initial=0, random_state=0)  # from a given start it runs
     assert all(states[0] == 0 and states[-1] in (1, 2) for states in paths.states)
+
+
+def test_intervals_too_long_for_double_precision_are_named():
+    """exp(Q t) with Q t ~ 1e100 is out of reach: one ValueError naming the interval (was a NaN score)."""
+    model = _process(np.array([[-1.0, 1.0], [2.0, -2.0]]))
+    with pytest.raises(ValueError, match=r"interval 0 lasts 1e\+100: .* not finite.*larger units"):
+        model.score([[0, 1, 0]], times=[[0.0, 1e100, 2e100]])

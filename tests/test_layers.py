@@ -38,6 +38,7 @@ LAYERS = {
     "modeshift.transitions_logit": 3,
     "modeshift.emissions": 3,
     "modeshift.dynamics": 3,
+    "modeshift.features": 3,
     "modeshift.chain_analysis": 3,
     "modeshift.durations": 3,
     "modeshift.models": 4,
@@ -46,10 +47,12 @@ LAYERS = {
     "modeshift.datasets": 4,
     "modeshift.compat": 4,
     "modeshift.cli": 5,
+    "modeshift.feed": 5,
     "modeshift.plot": 5,
     "modeshift.report": 5,
     "modeshift.progress": 5,
     "modeshift.demo": 5,
+    "modeshift.distributed": 5,
 }
 EXEMPT = {"modeshift"}
 

@@ -1036,3 +1036,27 @@ def test_tvtp_parameters_set_by_hand_start_the_first_fit(filardo_fit, filardo):
     model.transition_coef_ = model.transition_coef_[:, :, :1]
     with pytest.raises(ValueError, match=r"transition_coef_ set has 1 covariate\(s\), the exog_tvtp given to fit 2"):
         model.fit(y, exog_tvtp=z)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [MarkovRegression(2, switching_variance=True), MarkovAutoregression(2, order=1, switching_variance=True)],
+    ids=["regression", "autoregression"],
+)
+def test_a_regime_collapsing_onto_a_stuck_sensor_is_an_error_naming_it(model):
+    """A 150-step constant stretch lets a switching variance go to 0 and the likelihood to infinity:
+    one ValueError naming the regime and the stretch (was a raw LinAlgError in the polish, or a
+    silent fit with sigma2 7e-9 and an inflated log-likelihood)."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=400).cumsum() * 0.1 + rng.normal(size=400)
+    y[100:250] = 1.234
+    model.set_params(random_state=0)
+    with pytest.raises(ValueError, match=r"variance of regime \d collapsed.*time steps 100\.\.249.*stuck sensor"):
+        model.fit(y)
+    model.set_params(switching_variance=False).fit(y)  # the suggested fix fits
+    assert np.isfinite(model.log_likelihood_)
+
+
+def test_a_constant_series_is_refused():
+    with pytest.raises(ValueError, match="series 0 of y is constant"):
+        MarkovRegression(2).fit(np.full(50, 3.0))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from modeshift.datasets.simulators import nascar, switching_spirals, thermostat
+from modeshift.datasets.simulators import bouncing_ball, nascar, switching_spirals, thermostat
 from modeshift.metrics import match_modes, mode_accuracy
 from modeshift.models import em
 from modeshift.models import slds_inference as inference
@@ -225,6 +225,95 @@ def test_auto_picks_the_true_number_of_modes_on_four_of_five_seeds(simulate, tru
         )
         chosen.append(model.fit(sim.observations).n_states_)
     assert chosen.count(true_modes) >= 4, chosen
+
+
+def test_state_dim_above_obs_dim_recovers_the_modes():
+    """Spirals seen through one observation: the subspace start finds the 2-D state (a PCA
+    start, which sees one direction, cannot)."""
+    sim = switching_spirals(600, random_state=1, obs_dim=1)
+    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=200, random_state=1).fit(sim.observations)
+    assert mode_accuracy(sim.modes, model.predict(sim.observations)) >= 0.95
+
+
+def test_inference_from_scratch_is_not_pinned_by_a_tiny_covariance():
+    """An over-complete fit leaves one mode with a tiny Q_k; inference on new data started only
+    from uniform modes let that mode pin q(x) (ELBO -232,137 here, against 1,031 in the fit's
+    record); the second start (the Q_k replaced by their mean) keeps it near the record."""
+    sim = switching_spirals(1000, random_state=3)
+    model = SwitchingLDS(n_states=3, state_dim=2, n_iter=20, random_state=3).fit(sim.observations)
+    assert np.linalg.eigvalsh(model.dynamics_covariances_).min() < 1e-2 * model.dynamics_covariances_.max()
+    assert model.elbo(sim.observations) > model.history_[-1] - 1000.0
+
+
+def _ball(seed, n_steps=600, n_iter=50):
+    sim = bouncing_ball(n_steps, random_state=seed)
+    model = SwitchingLDS(n_states=2, state_dim=2, n_iter=n_iter, random_state=seed).fit(sim.observations)
+    return sim, model
+
+
+def test_bouncing_ball_fits_with_a_2d_state_from_its_height():
+    """Height and velocity from the height alone: a linear map of E[x] explains the true height."""
+    sim, model = _ball(0)
+    states = np.column_stack([model.smooth(sim.observations), np.ones(len(sim.states))])
+    residual = np.linalg.lstsq(states, sim.states, rcond=None)[1]
+    explained = 1 - residual / ((sim.states - sim.states.mean(0)) ** 2).sum(0)
+    assert explained[0] > 0.99 and explained[1] > 0.7, explained
+    assert model.dynamics_matrices_.shape == (2, 2, 2) and model.observation_matrix_.shape == (1, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the ELBO prefers a mode for the few steps around each bounce (measured 0.78-0.91) to the "
+    "one-step impact: a fit started from the true segmentation ends at a lower ELBO; an impact is a reset",
+)
+def test_bouncing_ball_modes_over_five_seeds():
+    accuracies = []
+    for seed in range(5):
+        sim, model = _ball(seed, 1000, 300)
+        accuracies.append(mode_accuracy(sim.modes, model.predict(sim.observations)))
+    assert np.mean(accuracies) >= 0.95, accuracies
+
+
+_PRUNE_CASES = {
+    "thermostat": (thermostat, 2, 1, True),
+    "nascar": (nascar, 4, 2, True),
+    "spirals": (switching_spirals, 2, 2, False),
+}
+
+
+def _pruned_choice(name, seed):
+    simulate, _, state_dim, recurrent = _PRUNE_CASES[name]
+    sim = simulate(1000, random_state=seed)
+    model = SwitchingLDS(
+        n_states="auto",
+        state_dim=state_dim,
+        recurrent=recurrent,
+        max_states=6,
+        n_iter=20,
+        selection="prune",
+        random_state=seed,
+    )
+    return model.fit(sim.observations)
+
+
+def test_pruning_from_six_modes_finds_the_four_sections_of_nascar(tmp_path):
+    """Fits from scratch choose 1 mode on this seed (their K = 4 fit stalls at a lower ELBO); the
+    candidate pruned from the over-complete fit has all four sections."""
+    model = _pruned_choice("nascar", 0)
+    table = model.selection_
+    assert model.n_states_ == 4 and table["n_states"].tolist() == [6, 5, 4, 3, 2, 1]
+    assert table.loc[table["n_states"] == 4, "start"].item() == "pruned"
+    assert {"elbo", "bic", "smallest_occupancy", "vanished", "start", "chosen"} <= set(table.columns)
+    model.save(tmp_path / "pruned.msz")
+    assert load(tmp_path / "pruned.msz").selection_.equals(table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(_PRUNE_CASES))
+def test_pruning_picks_the_true_number_of_modes_on_four_of_five_seeds(name):
+    chosen = [_pruned_choice(name, seed).n_states_ for seed in range(5)]
+    assert chosen.count(_PRUNE_CASES[name][1]) >= 4, chosen
 
 
 def test_auto_on_the_thermostat_and_segments():

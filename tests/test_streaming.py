@@ -9,7 +9,7 @@ import pytest
 from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM
 from modeshift.models.base import NotFittedError
 from modeshift.models.capabilities import Streaming
-from modeshift.models.streaming import FilterState
+from modeshift.models.streaming import FilterState, StreamingFilters
 
 
 def _hmm() -> tuple[HMM, np.ndarray]:
@@ -411,3 +411,38 @@ def _one_step_after(model, Y, U, state):
     for name in model.parameter_names:
         setattr(fresh, name, np.array(getattr(model, name)))
     return fresh.filter_step(state, Y[1], U[1])[1].log_likelihood
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag", "spherical", "tied"])
+def test_the_fused_gaussian_step_is_the_general_recursion(covariance):
+    """A Gaussian chain's filter_step runs one compiled call; it gives what the general path gives
+    (missing entries included), and a state or row it cannot take goes the checked way."""
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal(0, 1, (40, 3)), rng.normal(2, 1, (40, 3))]
+    X[4, 1], X[9, [0, 2]], X[13] = np.nan, np.nan, np.nan
+    model = HMM(n_states=3, covariance=covariance, tol=1e-3, random_state=0).fit(X)
+    fused, general = model.filter_init(), model.filter_init()
+    for y in X:
+        assert model._fused_step(fused, y, None) is not None
+        fused, a = model.filter_step(fused, y)
+        general, b = StreamingFilters.filter_step(model, general, y)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-13, atol=1e-15)
+        assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=1e-13, abs=1e-13)
+        assert a.state.step == b.state.step and a.state.lag == b.state.lag == 0
+    assert model._fused_step(model.filter_init(lag=2), X[0], None) is None
+    assert model._fused_step(FilterState(1, (np.ones(2) / 2,)), X[0], None) is None  # another model's law
+
+
+def test_the_fused_autoregressive_step_is_the_general_recursion():
+    """An ARHMM's step after its first ``order`` rows is a Gaussian chain's with means b_k + sum_i A_k,i y_t-i."""
+    model, X = _arhmm()
+    fused, general = model.filter_init(), model.filter_init()
+    for t, y in enumerate(X):
+        assert (model._fused_step(fused, y, None) is None) == (t < model.order)
+        fused, a = model.filter_step(fused, y)
+        general, b = StreamingFilters.filter_step(model, general, y)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-12, atol=1e-15)
+        assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=1e-12, abs=1e-12)
+        np.testing.assert_array_equal(a.state.history, b.state.history)
+    with pytest.raises(ValueError, match="cannot take missing values"):
+        model.filter_step(fused, np.nan)

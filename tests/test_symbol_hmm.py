@@ -262,6 +262,12 @@ def test_hand_set_parameters_start_em_and_n_iter_zero_only_initialises():
     assert initialised.history_ == [] and initialised.n_iter_ == 0 and not initialised.converged_
     np.testing.assert_allclose(initialised.emissionprob_.sum(axis=1), 1.0)
     assert np.isfinite(initialised.score(data))
+    # under unknown="map" too (the start's UNKNOWN share is replaced, not added), so it warm-starts EM
+    mapped = SymbolHMM(2, n_iter=0, unknown="map", random_state=0).fit(data)
+    np.testing.assert_allclose(mapped.emissionprob_.sum(axis=1), 1.0)
+    mapped.set_params(n_iter=500, tol=1e-6, warm_start=True)
+    mapped.fit(data)
+    np.testing.assert_allclose(mapped.emissionprob_.sum(axis=1), 1.0)
 
 
 def test_parameter_count_and_information_criteria():

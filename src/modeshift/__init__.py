@@ -20,12 +20,15 @@ the models:
 import importlib
 from typing import Any
 
-from modeshift import progress  # noqa: F401  (installs the display behind verbose=True)
+# progress installs the display behind verbose=True; distributed the fit over a Dask collection
+# (model.fit(dask_frame)), importing dask only when one is given
+from modeshift import distributed, progress  # noqa: F401
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import (
     ARHMM,
     HMM,
     HSMM,
+    ContinuousARHMM,
     LinearGaussianSSM,
     MarkovAutoregression,
     MarkovChain,
@@ -42,6 +45,7 @@ from modeshift.models import (
 
 __all__ = [
     "ARHMM",
+    "ContinuousARHMM",
     "HMM",
     "HSMM",
     "LinearGaussianSSM",

@@ -11,6 +11,7 @@ A session from data to answers::
     modeshift fit rgnp.csv --model markov-switching --order 4 --no-switching-ar -o hamilton.msz
     modeshift fit events.csv --model chain --order 2 -o chain.msz   # an event log: case_id, activity, timestamp
     modeshift next chain.msz "register request" -k 3        # the likeliest next symbols
+    tail -f sensor.csv | modeshift filter model.msz -       # mode probabilities of each row as it arrives
 
 Data files are in long format (:meth:`modeshift.Sequences.from_dataframe`): one row per
 time step; an id column names the sequence of each row (``--id-column``, default ``id``
@@ -55,10 +56,14 @@ kernels (cached afterwards) and says so.
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,9 +77,10 @@ from rich.table import Table
 from rich.text import Text
 from scipy.stats import norm
 
-from modeshift import progress
+from modeshift import distributed, progress
 from modeshift.archive import read_archive
 from modeshift.data import Sequences, naming_file, read_table
+from modeshift.feed import Feed, FeedColumns, RowError, Writer
 from modeshift.models import (
     ARHMM,
     HMM,
@@ -97,10 +103,12 @@ from modeshift.models.capabilities import (
     Forecaster,
     IterativeFit,
     NextElementModel,
+    OnlineLearner,
     Sampler,
     Scorer,
     Segmenter,
     Selectable,
+    Streaming,
     objective,
 )
 from modeshift.models.selection import select_n_states
@@ -582,6 +590,13 @@ def fit(
     time_column: TimeColumn = None,
     symbol_column: SymbolColumn = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")] = Path("model.msz"),
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Fit on the Dask cluster of this scheduler (tcp://host:8786); DATA: Parquet or CSV."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Fit on a local Dask cluster of this many worker processes.")
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Fit a model to DATA and save it, with the data's schema; the progress of every fit is shown on standard error.
@@ -615,6 +630,20 @@ def fit(
     if "seed" in accepted:
         options["seed"] = _seed(seed)
     estimator = _make_model(model, options)
+    if scheduler is not None or workers is not None:  # the data stay on the cluster (modeshift.distributed)
+        names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
+        summary = distributed.fit_dataset(
+            estimator,
+            data,
+            scheduler=scheduler,
+            workers=workers,
+            columns=names,
+            id_column=id_column,
+            time_column=time_column,
+        )
+        estimator.save(output)
+        _emit({**summary, "output": output}, json_output)
+        return
     seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
     _fit_for_the_data(estimator, state_dim, seqs)
     _measure(estimator)  # a model that cannot be scored fails before its fit
@@ -922,3 +951,155 @@ def report(
     seqs = _read(data, estimator, columns, id_column, time_column)
     _announce_compilation()
     _emit({"output": write_report(estimator, seqs, output, title=title)}, json_output)
+
+
+@_command
+def filter_(
+    model_file: ModelPath,
+    data: Annotated[
+        str,
+        typer.Argument(help="CSV rows, a header line first: a file, or - for standard input, read as the rows arrive."),
+    ] = "-",
+    lag: Annotated[
+        int,
+        typer.Option(
+            help="Fixed-lag smoothing: write step t-L's smoothed probabilities when step t arrives "
+            "(the last L at the end)."
+        ),
+    ] = 0,
+    learn: Annotated[
+        bool, typer.Option("--learn", help="Update the model by online EM as rows arrive; save it to -o at the end.")
+    ] = False,
+    chunk: Annotated[int, typer.Option(help="--learn: rows of a sequence per online-EM step.")] = 500,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="--learn: model file to write (not the model read).")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Warn about a bad row and go on without it (default: stop there).")
+    ] = False,
+    columns: Columns = None,
+    id_column: IdColumn = None,
+    time_column: TimeColumn = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of CSV.")] = False,
+) -> None:
+    """Filter rows as they arrive: each row's mode probabilities written (and flushed) at once.
+
+    One output row per input row (CSV, or JSON lines): its id and time stamps as read, ``step``
+    (in its sequence), ``log_likelihood`` (log p(y_t | y_<t)), ``p_mode0..`` and, for a model with
+    a continuous state, ``x0, x0_sd, ..``. Rows of one id form one sequence; ids may interleave.
+    Empty cells and NA are missing values. A bad row (a value that is not a number, or one the
+    model rejects) stops the command with an error naming its line and column, after the rows
+    before it were written; with --skip-bad it is reported as a warning and left out. Ctrl-C
+    ends the input like its end (after the row being filtered, if any). With --learn the model
+    takes an online-EM step every --chunk rows of a sequence (the rows left at the end if they
+    fill half a chunk), and nothing is saved when the command stops on an error.
+    """
+    if lag < 0:
+        raise ValueError(f"--lag must be a non-negative integer, got {lag}")
+    if learn and chunk < 1:
+        raise ValueError(f"--chunk must be a positive integer, got {chunk}")
+    if output is not None and not learn:
+        raise ValueError("-o saves the model updated by --learn: add --learn, or leave -o out")
+    estimator = load(model_file)
+    _require(estimator, Streaming, "filter a stream")
+    if learn:
+        _require(estimator, OnlineLearner, "learn online (--learn)")
+        if output is None:
+            raise ValueError("--learn needs -o FILE to save the updated model to")
+        _check_learned_output(output, model_file, data)
+    try:
+        estimator.filter_init(lag=lag)
+    except NotImplementedError as error:
+        raise ValueError(f"--lag {lag}: {error}") from None
+    _announce_compilation()
+    with contextlib.ExitStack() as stack:
+        lines = sys.stdin if data == "-" else stack.enter_context(Path(data).open(newline="", encoding="utf-8"))
+        source = "standard input" if data == "-" else data
+        rows = _RowsUntilInterrupted(csv.reader(lines))
+        stack.enter_context(rows)
+        header = next(rows, None)
+        if header is None:
+            raise ValueError(f"{source} is empty: the first line must name the columns")
+        schema = estimator.__dict__.get("schema_")
+        names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
+        layout = FeedColumns.of(header, schema, columns=names, id_column=id_column, time_column=time_column)
+        if layout.ignored():
+            typer.echo(f"warning: {source}: columns {layout.ignored()} are not in the model and are ignored", err=True)
+        feed = Feed(
+            estimator, layout, Writer(sys.stdout, json_output), lag=lag, learn=chunk if learn else 0, note=_note
+        )
+        try:
+            for cells in rows:
+                if not cells:
+                    continue
+                try:
+                    feed.take(cells, rows.line_num)
+                except RowError as error:
+                    if not skip_bad:
+                        raise ValueError(f"{source}, {error}") from None
+                    typer.echo(f"warning: {source}, {error} (row skipped)", err=True)
+            feed.finish()
+        except BrokenPipeError:  # the reader of the output is gone: stop quietly, save nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error when Python flushes at exit
+            return
+    if learn:
+        estimator.save(output)
+        _note(
+            f"filtered {feed.n_rows} row(s), learned from {feed.n_learned} in {feed.n_chunks} online-EM step(s); "
+            f"the model is in {output}"
+        )
+
+
+class _RowsUntilInterrupted:
+    """The rows of a CSV reader until its input ends or Ctrl-C: an interrupt while the command waits
+    for a row ends the input at once; one while a row is filtered or learned from ends it after that
+    row (never half-way through an update of the model). A context that installs the SIGINT handler
+    (in the main thread) and gives the previous one back."""
+
+    def __init__(self, reader: Any):
+        self.reader, self.waiting, self.interrupted = reader, False, False
+        self._previous: Any = None
+
+    @property
+    def line_num(self) -> int:
+        return self.reader.line_num
+
+    def __enter__(self) -> _RowsUntilInterrupted:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        if self.waiting:
+            raise KeyboardInterrupt
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return self
+
+    def __next__(self) -> list[str]:
+        if self.interrupted:
+            raise StopIteration
+        self.waiting = True
+        try:
+            return next(self.reader)
+        except KeyboardInterrupt:
+            raise StopIteration from None
+        finally:
+            self.waiting = False
+
+
+def _check_learned_output(output: Path, model_file: Path, data: str) -> None:
+    """Before the stream: -o must be a new or regular file in an existing directory, and neither the
+    model read nor the data (a stream can be read once: the model learned from it must not be lost)."""
+    for given, what in ((model_file, "the model read"), (Path(data), "the data read")):
+        if str(given) != "-" and output.exists() and given.exists() and output.samefile(given):
+            raise ValueError(f"-o {output} is {what}: write the learned model to another file")
+    if not output.parent.is_dir():
+        raise ValueError(f"-o {output}: the directory {output.parent} does not exist")
+    if output.exists() and not output.is_file():
+        raise ValueError(f"-o {output} is not a regular file")

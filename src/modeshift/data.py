@@ -34,7 +34,7 @@ import contextlib
 import functools
 import re
 import warnings
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -168,20 +168,14 @@ class Sequences:
         if isinstance(data, pd.DataFrame):
             raise TypeError("read an event log (a data frame) with Sequences.from_event_log")
         sequences, form = _split_symbols(data)
-        symbols = symbol_index(sequences[0]).append([symbol_index(s) for s in sequences[1:]])
-        if lengths is not None:
-            if form != "array":
-                raise ValueError("lengths cannot be given with a list of sequences")
-            offsets = _offsets(lengths)
-            if len(symbols) != offsets[-1]:
-                raise ValueError(f"lengths sum to {int(offsets[-1])} but the data have {len(symbols)} symbols")
-        else:
-            sizes = [len(s) for s in sequences]
-            empty = [i for i, size in enumerate(sizes) if size == 0]
-            if empty:
-                raise ValueError(f"sequence {empty[0]} is empty")
-            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        seqs, dropped = _encode_symbols(symbols, offsets, vocabulary, unknown)
+        try:  # pandas hashes the symbols; an unhashable one is named after the fact, at no cost to good data
+            symbols = symbol_index(sequences[0]).append([symbol_index(s) for s in sequences[1:]])
+            offsets = _symbol_offsets(sequences, form, lengths, len(symbols))
+            seqs, dropped = _encode_symbols(symbols, offsets, vocabulary, unknown)
+            _check_hashable([seqs.vocabulary.symbols])  # pandas may learn lists as symbols without hashing them
+        except TypeError:
+            _check_hashable(sequences)
+            raise
         seqs = replace(seqs, form=form)
         if times is None:
             return seqs
@@ -423,6 +417,7 @@ class Sequences:
         if bad.size:
             sequence, step = self.locate(int(bad[0]))
             raise ValueError(f"sequence {sequence}, time step {step}: non-finite input")
+        _check_magnitude(given, self.offsets, "input", None)
         return replace(self, inputs=np.ascontiguousarray(given))
 
     def with_times(self, times: Any) -> Sequences:
@@ -1025,7 +1020,10 @@ def _as_2d_float(data: Any, where: _Locator) -> np.ndarray:
     """A float64 (n_steps, n_features) copy of one array, or a clear error."""
     if isinstance(data, (pd.DataFrame, pd.Series)):
         data = data.to_numpy()
-    array = np.asarray(data)
+    try:
+        array = np.asarray(data)
+    except ValueError:  # rows of unequal lengths
+        raise ValueError(f"{_ragged(data, where)}: rows of unequal lengths (ragged)") from None
     if array.dtype.kind == "c":
         raise ValueError(f"{where.sequence()}: complex values are not supported")
     if array.dtype.kind not in "biuf":
@@ -1053,6 +1051,15 @@ def _as_2d_float(data: Any, where: _Locator) -> np.ndarray:
     return np.array(array, dtype=np.float64, order="C")
 
 
+def _ragged(data: Any, where: _Locator) -> str:
+    """Where ``data`` (a ragged nesting numpy cannot make an array of) first differs from its first row."""
+    rows = list(data)
+    for row, item in enumerate(rows):
+        if np.shape(item) != np.shape(rows[0]):
+            return f"{where.step(row)} has shape {np.shape(item)}, time step 0 {np.shape(rows[0])}"
+    return where.sequence()
+
+
 def _concatenate(blocks: list[np.ndarray], what: str) -> tuple[np.ndarray, np.ndarray]:
     width = blocks[0].shape[1]
     for i, block in enumerate(blocks):
@@ -1070,6 +1077,8 @@ def _split_symbols(data: Any) -> tuple[list[Any], Form]:
         return ([data], "array") if data.ndim == 1 else (list(data), "list")
     if isinstance(data, pd.Series):
         return [data.to_numpy()], "array"
+    if isinstance(data, Mapping):
+        raise TypeError(f"expected symbol sequences, got a {type(data).__name__} (pass its values as a list)")
     try:
         items = list(data)
     except TypeError:
@@ -1081,10 +1090,37 @@ def _split_symbols(data: Any) -> tuple[list[Any], Form]:
         return [item.to_numpy() if isinstance(item, pd.Series) else item for item in items], "list"
     if any(isinstance(item, (list, tuple, np.ndarray, pd.Series)) for item in items):
         raise ValueError("mixed input: give one sequence of symbols or a list of sequences, not both")
-    for step, item in enumerate(items):
-        if not isinstance(item, Hashable):
-            raise TypeError(f"sequence 0, time step {step}: symbol {item!r} is not hashable")
+    _check_hashable([items])
     return [items], "array"
+
+
+def _symbol_offsets(sequences: list[Any], form: Form, lengths: Sequence[int] | None, n_symbols: int) -> np.ndarray:
+    """Where each sequence starts among ``n_symbols`` symbols: cut by ``lengths``, or as given in ``sequences``."""
+    if lengths is not None:
+        if form != "array":
+            raise ValueError("lengths cannot be given with a list of sequences")
+        offsets = _offsets(lengths)
+        if n_symbols != offsets[-1]:
+            raise ValueError(f"lengths sum to {int(offsets[-1])} but the data have {n_symbols} symbols")
+        return offsets
+    sizes = [len(s) for s in sequences]
+    empty = [i for i, size in enumerate(sizes) if size == 0]
+    if empty:
+        raise ValueError(f"sequence {empty[0]} is empty")
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def _check_hashable(sequences: list[Any]) -> None:
+    """Raise ``TypeError`` naming the first symbol that cannot be a dictionary key (a list, a set...)."""
+    for sequence, items in enumerate(sequences):
+        for step, item in enumerate(items):
+            try:
+                hash(item)
+            except TypeError:
+                raise TypeError(
+                    f"sequence {sequence}, time step {step}: symbol {item!r} is not hashable "
+                    "(symbols are labels: strings, numbers, tuples)"
+                ) from None
 
 
 def _encode_symbols(
@@ -1176,23 +1212,47 @@ def _first_bad(mask: np.ndarray, offsets: np.ndarray) -> tuple[int, int, int] | 
     return sequence, row - int(offsets[sequence]), int(cols[0])
 
 
+#: The largest magnitude a value may have: squares, sums of squares and covariances of larger
+#: values overflow double precision (whose largest number is about 1.8e308), which would surface
+#: deep inside a fit as NaN or as a probability that is zero for no reason.
+MAX_MAGNITUDE = 1e150
+
+
 def _check_finite_or_nan(values: np.ndarray, offsets: np.ndarray, columns: list[str] | None = None) -> None:
+    """Values must be finite or NaN (missing), and at most :data:`MAX_MAGNITUDE` in size."""
     with np.errstate(invalid="ignore", over="ignore"):
-        if np.isfinite(values.sum()):  # one cheap pass proves there is no inf (and no NaN)
-            return
+        if np.isfinite(values.sum()) and not (np.abs(values) > MAX_MAGNITUDE).any():
+            return  # two cheap passes prove there is no inf, no NaN and no huge value
     bad = _first_bad(np.isinf(values), offsets)
     if bad is not None:
         sequence, step, col = bad
-        name = f"column {columns[col]!r}" if columns else f"feature {col}"
-        raise ValueError(f"sequence {sequence}, time step {step}, {name}: infinite value")
+        raise ValueError(f"sequence {sequence}, time step {step}, {_column(col, columns, 'feature')}: infinite value")
+    _check_magnitude(values, offsets, "value", columns)
 
 
 def _check_finite(values: np.ndarray, offsets: np.ndarray, what: str, columns: list[str] | None = None) -> None:
     bad = _first_bad(~np.isfinite(values), offsets)
     if bad is not None:
         sequence, step, col = bad
-        name = f"column {columns[col]!r}" if columns else f"{what} {col}"
-        raise ValueError(f"sequence {sequence}, time step {step}, {name}: {what} is not finite")
+        raise ValueError(f"sequence {sequence}, time step {step}, {_column(col, columns, what)}: {what} is not finite")
+    _check_magnitude(values, offsets, what, columns)
+
+
+def _check_magnitude(values: np.ndarray, offsets: np.ndarray, what: str, columns: list[str] | None) -> None:
+    with np.errstate(invalid="ignore"):
+        bad = _first_bad(np.abs(values) > MAX_MAGNITUDE, offsets)
+    if bad is not None:
+        sequence, step, col = bad
+        name = _column(col, columns, "feature" if what == "value" else what)
+        raise ValueError(
+            f"sequence {sequence}, time step {step}, {name}: {what} "
+            f"{values[offsets[sequence] + step, col]:.3g} is too large (magnitude above {MAX_MAGNITUDE:g}, "
+            "whose square overflows); standardise the data (subtract the mean, divide by the standard deviation)"
+        )
+
+
+def _column(col: int, columns: list[str] | None, what: str) -> str:
+    return f"column {columns[col]!r}" if columns else f"{what} {col}"
 
 
 def _check_times(times: np.ndarray, offsets: np.ndarray, column: str | None = None) -> None:

@@ -13,7 +13,8 @@ follows a Markov chain.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from modeshift.statistics import Statistics
 
 __all__ = [
     "LinearDynamics",
+    "autoregressive_moments",
     "ensure_positive_definite",
     "jump_linear_moments",
     "missingness_patterns",
@@ -113,9 +115,10 @@ class LinearDynamics:
             target = target[:, :, free] - W[:, :, held] @ gram[:, free][:, :, held].transpose(0, 2, 1)
             W[:, :, free] = _solve_right(target, gram[:, free][:, :, free])
         weights[active] = W
-        cross = W @ np.swapaxes(yz[active], 1, 2)
         scatter = np.zeros((K, d, d))
-        scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ gram @ np.swapaxes(W, 1, 2)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights are named before any kernel
+            cross = W @ np.swapaxes(yz[active], 1, 2)
+            scatter[active] = yy[active] - cross - np.swapaxes(cross, 1, 2) + W @ gram @ np.swapaxes(W, 1, 2)
         self.weights = weights
         if fix_covariances:
             return
@@ -243,7 +246,7 @@ def jump_linear_moments(
     probabilities: np.ndarray,
     first: np.ndarray,
     second: np.ndarray,
-    transitions: np.ndarray,
+    transitions: np.ndarray | Sequence[Callable[[np.ndarray], np.ndarray]],
     matrices: np.ndarray,
     offsets: np.ndarray,
     noise: np.ndarray,
@@ -268,7 +271,9 @@ def jump_linear_moments(
         p(z_0 = k) at the start.
     first, second : (K, n) and (K, n, n)
         q_k and M_k at the start (for a known s_0 and modes p: p_k s_0 and p_k s_0 s_0').
-    transitions : (h, K, K)
+    transitions : (h, K, K), or h functions
+        P_t, or functions moving per-mode arrays, a (K, ...) -> (sum_i P_ik a_i)_k, for a chain
+        whose matrix is too large to hold (a semi-Markov chain on (mode, steps left)).
     matrices, noise : (K, n, n)
         F_k and S_k.
     offsets : (K, n), or (h, K, n) when they vary (inputs)
@@ -281,12 +286,13 @@ def jump_linear_moments(
     horizon, (n_modes, n) = len(transitions), first.shape
     offsets = np.broadcast_to(offsets, (horizon, n_modes, n))
     modes, means, covariances = np.empty((horizon, n_modes)), np.empty((horizon, n)), np.empty((horizon, n, n))
-    for step, (matrix, offset) in enumerate(zip(transitions, offsets)):
-        probabilities = probabilities @ matrix
-        moved = np.einsum("kmn,kn->km", matrices, matrix.T @ first)
+    for step, (transition, offset) in enumerate(zip(transitions, offsets)):
+        move = transition if callable(transition) else functools.partial(_move, transition)
+        probabilities = move(probabilities)
+        moved = np.einsum("kmn,kn->km", matrices, move(first))
         cross = moved[:, :, None] * offset[:, None, :]
         second = (
-            matrices @ np.einsum("ik,imn->kmn", matrix, second) @ matrices.transpose(0, 2, 1)
+            matrices @ move(second) @ matrices.transpose(0, 2, 1)
             + cross
             + cross.transpose(0, 2, 1)
             + probabilities[:, None, None] * (offset[:, :, None] * offset[:, None, :] + noise)
@@ -297,6 +303,44 @@ def jump_linear_moments(
         covariance = second.sum(axis=0) - np.outer(means[step], means[step])
         covariances[step] = 0.5 * (covariance + covariance.T)
     return modes, means, covariances
+
+
+def _move(matrix: np.ndarray, per_mode: np.ndarray) -> np.ndarray:
+    """(sum_i P_ik a_i)_k of per-mode arrays a (K,), (K, n) or (K, n, n) for a transition matrix P."""
+    if per_mode.ndim == 1:
+        return per_mode @ matrix
+    if per_mode.ndim == 2:
+        return matrix.T @ per_mode
+    return np.einsum("ik,imn->kmn", matrix, per_mode)
+
+
+def autoregressive_moments(
+    probabilities: np.ndarray,
+    lag_state: np.ndarray,
+    transitions: np.ndarray | Sequence[Callable[[np.ndarray], np.ndarray]],
+    coefs: np.ndarray,
+    intercepts: np.ndarray,
+    covariances: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact predictive moments of a switching vector autoregression after observed data.
+
+    Given the data, the future is a Markov jump linear system: the lag state s_t = [y_t, ...,
+    y_t-p+1] moves as s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the companion matrix of
+    ``coefs`` (K, d, p d), c_k = [b_k, 0] from ``intercepts`` (K, d), G = [I, 0]', e_t ~ N(0,
+    ``covariances`` (K, d, d))), from the observed ``lag_state`` (p d,) [y_T, ..., y_T-p+1]
+    and p(z_T) ``probabilities`` (K,). :func:`jump_linear_moments` propagates its moments
+    through ``transitions`` (h, K, K); y's are the first block of s's. Returns (modes (h, K),
+    means (h, d), covariances (h, d, d)): the exact moments of a mixture of K^h Gaussians.
+    """
+    n_modes, d = intercepts.shape
+    n = coefs.shape[2]
+    offsets, shocks = np.zeros((n_modes, n)), np.zeros((n_modes, n, n))
+    offsets[:, :d], shocks[:, :d, :d] = intercepts, covariances
+    first, second = known_state_moments(probabilities, lag_state)
+    modes, means, covs = jump_linear_moments(
+        probabilities, first, second, transitions, companion_matrices(coefs), offsets, shocks
+    )
+    return modes, means[:, :d], covs[:, :d, :d]
 
 
 def missingness_patterns(values: np.ndarray) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
@@ -336,7 +380,13 @@ def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
         return S
     except np.linalg.LinAlgError:
         if S.ndim == 3:
-            return np.stack([ensure_positive_definite(matrix) for matrix in S])
+            out = []
+            for k, matrix in enumerate(S):
+                try:
+                    out.append(ensure_positive_definite(matrix))
+                except ValueError as error:
+                    raise ValueError(f"mode {k}: {error}") from None
+            return np.stack(out)
     eye = np.eye(len(S))
     scale = max(float(np.trace(S)) / len(S), 1e-300)
     jitter = 1e-12 * scale
@@ -346,4 +396,7 @@ def ensure_positive_definite(S: np.ndarray) -> np.ndarray:
             return S + jitter * eye
         except np.linalg.LinAlgError:
             jitter *= 10.0
-    raise ValueError("an M-step covariance is not positive semi-definite (degenerate data?)")
+    raise ValueError(
+        "an M-step covariance is not finite or not positive semi-definite: the data may repeat one value "
+        "over a stretch (raise reg_covar where the model has it) or be too large or small (standardise them)"
+    )

@@ -22,7 +22,9 @@ panel per sequence (small multiples, each titled with the sequence's id). Axes c
 own names (:class:`DataLabels`: a data frame's column names, or ``value_names=`` and
 ``time_name=``) and time stamps (a time column, or ``time=``); dwell times are in the data's time
 unit and the guards of a one-dimensional recurrent SLDS in the units of the observations.
-:func:`plot_comparison` draws a table of scores (one row per model) as grouped bars.
+:func:`plot_comparison` draws a table of scores (one row per model) as grouped bars;
+:func:`plot_flows` each mode's vector field with its guards, for a ``HybridAutomaton`` whose
+state has one or two dimensions.
 
 The figures are built without pyplot (a ``matplotlib.figure.Figure`` on the Agg canvas), so
 none is opened in a window or kept alive behind your back: a notebook displays the returned
@@ -54,7 +56,7 @@ from scipy.stats import norm
 
 from modeshift.data import Sequences, as_sequences
 from modeshift.metrics import segments
-from modeshift.models.capabilities import Describer, Forecaster, IterativeFit, ModeDecoder, objective
+from modeshift.models.capabilities import Describer, Forecaster, HybridAutomaton, IterativeFit, ModeDecoder, objective
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -444,6 +446,55 @@ def plot_automaton(
     ax.set_title(f"nodes: mean dwell time; arrows: {arrows}", fontsize=8, color="0.3")
     ax.set(xlim=(low[0], high[0]), ylim=(low[1], high[1]), aspect="equal")
     ax.axis("off")
+    return figure
+
+
+def plot_flows(
+    model: Any,
+    X: Any = None,
+    lengths: Sequence[int] | None = None,
+    *,
+    mode_names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Each mode's flow field with the guards of the switches out of it, from a
+    :class:`~modeshift.models.capabilities.HybridAutomaton` (or its ``automaton()``).
+
+    A 2-D state gets one panel per mode: arrows of the expected move in one step
+    (``quiver``) and, for state-dependent switching, the level set where switching to each
+    other mode has probability 1/2 (``contour``), in that mode's colour. A 1-D state gets one
+    axes: each mode's expected move against the state, the guards' thresholds as vertical
+    lines. ``X`` places the grid (see :meth:`modeshift.ARHMM.automaton`).
+    """
+    found = model.automaton(X, lengths) if isinstance(model, HybridAutomaton) else model
+    if found.grid is None:
+        raise ValueError("the automaton has no grid to draw on: pass X (a state of one or two dimensions)")
+    n_modes, dims = len(found.modes), found.grid.shape[1]
+    names, colours = _mode_names(n_modes, mode_names), _palette(n_modes)
+    if dims == 1:
+        figure, axes = _axes(ax, _WIDE)
+        for k in range(n_modes):
+            axes.plot(found.grid[:, 0], found.vector_fields[k][:, 0], color=colours[k], label=names[k])
+        for guard in found.guards:
+            for level in [] if guard.thresholds is None else guard.thresholds:
+                axes.axvline(level, color=colours[guard.target], ls="--", lw=1)
+        axes.axhline(0.0, color="0.6", lw=0.8)
+        axes.set(xlabel="state", ylabel="expected move per step")
+        _legend(axes)
+        return figure
+    if ax is not None and n_modes > 1:
+        raise ValueError(f"a 2-D automaton has one panel per mode ({n_modes}): leave ax=None")
+    figure = ax.figure if ax is not None else _figure((3.2 * n_modes, 3.4))
+    panels = [ax] if ax is not None else figure.subplots(1, n_modes, squeeze=False)[0]
+    mesh = [found.grid[:, i].reshape(found.grid_shape) for i in range(2)]
+    for k, axes in enumerate(panels):
+        move = found.vector_fields[k]
+        axes.quiver(*mesh, *(move[:, i].reshape(found.grid_shape) for i in range(2)), color=colours[k])
+        for guard in (g for g in found.guards if g.source == k and g.probability is not None):
+            probability = guard.probability.reshape(found.grid_shape)
+            if probability.min() < 0.5 < probability.max():
+                axes.contour(*mesh, probability, levels=[0.5], colors=[colours[guard.target]], linewidths=1.5)
+        axes.set(title=names[k], xlabel="state 0", ylabel="state 1")
     return figure
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["Stacked", "Statistics", "heteroskedasticity", "jarque_bera", "ljung_box"]
+__all__ = ["Moments", "Stacked", "Statistics", "combine", "heteroskedasticity", "jarque_bera", "ljung_box"]
 
 
 class Statistics(dict):
@@ -50,6 +50,59 @@ class Stacked:
     @property
     def array(self) -> np.ndarray:
         return np.concatenate(self.blocks)
+
+
+class Moments:
+    """The count, mean and scatter (sum of squared deviations from the mean) of a batch of
+    vectors; batches add up by Chan, Golub & LeVeque's (1979) update, which never subtracts
+    large raw moments, so a variance far smaller than the mean's square keeps its digits.
+
+    >>> x = 1e6 + np.arange(4.0)[:, None]
+    >>> total = Moments.of(x[:1]) + Moments.of(x[1:])
+    >>> total.mean, total.scatter
+    (array([1000001.5]), array([[5.]]))
+    """
+
+    def __init__(self, count: float, mean: np.ndarray, scatter: np.ndarray):
+        self.count, self.mean, self.scatter = count, mean, scatter
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> Moments:
+        """The moments of the rows of ``vectors`` (n, d)."""
+        mean = vectors.mean(axis=0)
+        centred = vectors - mean
+        return cls(len(vectors), mean, centred.T @ centred)
+
+    def __add__(self, other: Moments) -> Moments:
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / count)
+        scatter = self.scatter + other.scatter + np.outer(delta, delta) * (self.count * other.count / count)
+        return Moments(count, mean, scatter)
+
+
+def combine(a: Any, b: Any) -> Any:
+    """The statistics of two disjoint batches of sequences added up: dicts (:class:`Statistics`
+    among them) key by key, tuples entry by entry, arrays and numbers by ``+``,
+    :class:`Stacked` rows stacked, :class:`Moments` pooled. The reduction of a sharded
+    E-step (:mod:`modeshift.models.em`).
+
+    >>> combine((1.0, {"counts": np.ones(2)}), (2.0, {"counts": np.ones(2)}))
+    (3.0, {'counts': array([2., 2.])})
+    """
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return type(a)({key: combine(a[key], b[key]) for key in a})
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        return tuple(combine(x, y) for x, y in zip(a, b))
+    numeric = (int, float, np.number, np.ndarray)
+    if isinstance(a, numeric) and isinstance(b, numeric) and np.shape(a) == np.shape(b):
+        return a + b
+    if isinstance(a, (Stacked, Moments)) and type(a) is type(b):
+        return a + b
+    raise TypeError(
+        "statistics of shards must have the same fields, shapes and types to add up, got "
+        f"{type(a).__name__} {np.shape(a)} and {type(b).__name__} {np.shape(b)}"
+    )
 
 
 # ------------------------------------------------------------ residual diagnostics

@@ -57,6 +57,8 @@ class Simulation:
     parameters : dict
         The true values used to simulate (thresholds, dynamics matrices, noise levels...).
     mode_names : tuple of str
+    times : (n_steps,) float array, a list of them, or None
+        The observation times of a simulation in continuous time (None: steps 0, 1, ...).
     """
 
     observations: np.ndarray | list[np.ndarray]
@@ -64,6 +66,7 @@ class Simulation:
     modes: np.ndarray | list[np.ndarray]
     parameters: dict[str, Any]
     mode_names: tuple[str, ...]
+    times: np.ndarray | list[np.ndarray] | None = None
 
 
 def thermostat(
@@ -79,6 +82,7 @@ def thermostat(
     sharpness: float = 0.2,
     process_sd: float = 0.1,
     observation_sd: float = 0.2,
+    times: str | Any | None = None,
 ) -> Simulation:
     """Room temperature under a thermostat with hysteresis, observed with noise.
 
@@ -91,9 +95,21 @@ def thermostat(
     ``recurrence_biases`` in ``parameters``. With the defaults one heating-cooling cycle
     takes about 60 steps. States and observations are (n_steps, 1), in degrees.
 
+    ``times`` simulates the same system in continuous time, seen at those times: an array of
+    ``n_steps`` increasing times, or ``"exponential"`` for gaps drawn from an exponential law
+    of mean 1 (a Poisson stream of observations). The flow is then the Ornstein-Uhlenbeck
+    process dx = r (target - x) dt + s dW and the switches a jump process of hazard
+    log(1 + exp(overshoot / sharpness)) per unit time, with r and s such that one time unit
+    reproduces ``rate`` and ``process_sd``; the path is simulated exactly on a grid of
+    ``_FINE_STEP`` time units (a switch can fall anywhere inside a gap), and ``modes`` are the
+    modes at the observation times. ``times=np.arange(n_steps)`` is its regular sampling.
+
     >>> sim = thermostat(1000, random_state=1)
     >>> bool(17 < sim.states.min() and sim.states.max() < 23)
     True
+    >>> irregular = thermostat(200, random_state=1, times="exponential")
+    >>> irregular.times.shape, bool((np.diff(irregular.times) > 0).all())
+    ((200,), True)
     """
     n_steps = _positive_int("n_steps", n_steps)
     _require(cool_target < low < high < heat_target, "need cool_target < low < high < heat_target")
@@ -117,6 +133,8 @@ def thermostat(
     }
     # Each mode ends past its own set point: heating above `high`, cooling below `low`.
     set_points, directions = np.array([high, low]), np.array([1.0, -1.0])
+    if times is not None:
+        return _continuous_thermostat(n_steps, rng, n_sequences, times, parameters, targets, set_points, directions)
 
     def run() -> Run:
         x, z = np.empty(n_steps), np.empty(n_steps, dtype=np.int64)
@@ -131,6 +149,55 @@ def thermostat(
         return y[:, None], x[:, None], z
 
     return _simulate(run, n_sequences, parameters, ("heating", "cooling"))
+
+
+_FINE_STEP = 0.05  # the time grid on which the continuous-time thermostat is simulated
+
+
+def _continuous_thermostat(
+    n_steps: int,
+    rng: np.random.Generator,
+    n_sequences: int | None,
+    times: str | Any,
+    parameters: dict[str, Any],
+    targets: np.ndarray,
+    set_points: np.ndarray,
+    directions: np.ndarray,
+) -> Simulation:
+    """The thermostat in continuous time, observed at ``times`` (see :func:`thermostat`)."""
+    if isinstance(times, str):
+        _require(times == "exponential", f"times must be 'exponential' or an array of times, got {times!r}")
+    else:
+        stamps = np.asarray(times, dtype=float)
+        _require(stamps.shape == (n_steps,), f"times must hold n_steps={n_steps} times, got shape {stamps.shape}")
+        _require(bool(np.isfinite(stamps).all() and (np.diff(stamps) > 0).all()), "times must increase strictly")
+    rate = -np.log1p(-min(parameters["rate"], 1 - 1e-12))  # r with exp(-r) = 1 - rate
+    decay = np.exp(-rate * _FINE_STEP)
+    diffusion = parameters["process_sd"] * np.sqrt(2 * rate / -np.expm1(-2 * rate))  # s: one unit gives process_sd
+    step_sd = diffusion * np.sqrt(-np.expm1(-2 * rate * _FINE_STEP) / (2 * rate))
+    sharpness, low, high = parameters["sharpness"], parameters["low"], parameters["high"]
+
+    def run() -> Run:
+        stamps = np.cumsum(rng.exponential(1.0, n_steps)) if isinstance(times, str) else np.asarray(times, float)
+        grid = np.rint((stamps - stamps[0]) / _FINE_STEP).astype(np.int64)
+        n_fine = int(grid[-1]) + 1
+        x, z = np.empty(n_fine), np.empty(n_fine, dtype=np.int64)
+        z[0], x[0] = rng.integers(2), rng.uniform(low, high)
+        noise, uniforms = rng.normal(0.0, step_sd, n_fine), rng.random(n_fine)
+        for t in range(1, n_fine):
+            overshoot = directions[z[t - 1]] * (x[t - 1] - set_points[z[t - 1]])
+            hazard = np.logaddexp(0.0, overshoot / sharpness)
+            z[t] = 1 - z[t - 1] if uniforms[t] < -np.expm1(-hazard * _FINE_STEP) else z[t - 1]
+            x[t] = targets[z[t]] + (x[t - 1] - targets[z[t]]) * decay + noise[t]
+        y = x[grid] + rng.normal(0.0, parameters["observation_sd"], n_steps)
+        return y[:, None], x[grid][:, None], z[grid], stamps
+
+    runs = [run() for _ in range(1 if n_sequences is None else _positive_int("n_sequences", n_sequences))]
+    names = ("heating", "cooling")
+    if n_sequences is None:
+        return Simulation(*runs[0][:3], parameters=parameters, mode_names=names, times=runs[0][3])
+    observations, states, modes, stamps = (list(field) for field in zip(*runs))
+    return Simulation(observations, states, modes, parameters, names, stamps)
 
 
 def bouncing_ball(

@@ -102,10 +102,14 @@ class Autoregressive(Emission):
 
         The indices are remembered for the last array seen (EM passes the same one every iteration).
         """
-        d = (values.shape[1] - 1) // (self.lags + 1)
+        d = self._response_dim(values)
         if self._conditioned is None or self._conditioned[0]() is not values:
             self._conditioned = weakref.ref(values), np.flatnonzero(values[:, -1] != 1.0)
         return self._conditioned[1], values[:, :d], values[:, d:]
+
+    def _response_dim(self, values: np.ndarray) -> int:
+        """D, from the width of the rows ``[y, lags, 1]``."""
+        return (values.shape[1] - 1) // (self.lags + 1)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_conditioned": None}  # a weak reference does not pickle
@@ -131,7 +135,7 @@ class Autoregressive(Emission):
         if not len(complete):
             raise ValueError(f"no time step has {self.lags} previous value(s) to regress on")
         _, y, z = self._split(complete)
-        rows = complete[:, :-1]
+        rows = self._clustered(complete)
         scaled = (rows - rows.mean(axis=0)) / np.maximum(rows.std(axis=0), 1e-12)
         _, labels = kmeans(scaled, self.n_states, rng)
         d, q = y.shape[1], z.shape[1]
@@ -142,6 +146,10 @@ class Autoregressive(Emission):
         block.ridge_columns = np.r_[np.ones(q - 1, dtype=bool), False]
         block.m_step(block.statistics(np.hstack([y, z]), d, np.eye(self.n_states)[labels]))
         self._unpack(block)
+
+    def _clustered(self, complete: np.ndarray) -> np.ndarray:
+        """The columns k-means groups to start from: y and its lags."""
+        return complete[:, :-1]
 
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
         conditioned, y, z = self._split(values)
@@ -164,7 +172,23 @@ class Autoregressive(Emission):
         block = self._block()
         columns, fix_covariances = self._fixed(fixed)
         block.m_step(stats, fixed_columns=columns, fix_covariances=fix_covariances)
+        if not fix_covariances:
+            self._check_collapse(block.covariances, stats)
         self._unpack(block)
+
+    def _check_collapse(self, covariances: np.ndarray, stats: Statistics) -> None:
+        """A clear error for a mode whose noise vanished (under 1e-12 of the data's mean square): with
+        reg_covar = 0, a mode that takes a stretch of repeated values predicts it exactly, its
+        likelihood without bound (the Gaussian emission's check, for autoregressions)."""
+        spread = np.trace(np.sum(stats["yy"], axis=0)) / max(float(np.sum(stats["count"])), 1e-300)
+        traces = np.trace(covariances, axis1=1, axis2=2)
+        collapsed = np.flatnonzero((np.asarray(stats["count"]) > 1e-10) & (traces <= 1e-12 * spread))
+        if collapsed.size:
+            raise ValueError(
+                f"the noise covariance of mode {int(collapsed[0])} collapsed (its steps follow its autoregression "
+                f"exactly: a stretch of repeated values?): raise reg_covar (now {self.dynamics.reg_covar:g}), "
+                "or check the data for constant stretches"
+            )
 
     def stationary_mean(self, state: int) -> np.ndarray:
         """Mean of state k's autoregression if it ran forever (zeros when it has none)."""

@@ -3,6 +3,7 @@
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, load
 from modeshift.models.chain_mixture import MarkovChainMixture
+from modeshift.models.continuous_arhmm import ContinuousARHMM
 from modeshift.models.hmm import HMM
 from modeshift.models.hsmm import HSMM
 from modeshift.models.jump_process import MarkovJumpProcess
@@ -16,6 +17,7 @@ from modeshift.models.variable_order import VariableOrderChain
 
 __all__ = [
     "ARHMM",
+    "ContinuousARHMM",
     "HMM",
     "HSMM",
     "LinearGaussianSSM",

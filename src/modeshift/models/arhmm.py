@@ -10,15 +10,21 @@ import numpy as np
 import pandas as pd
 
 from modeshift.data import Sequences, as_sequences
-from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
+from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
-from modeshift.models.base import Forecast, mode_segments
-from modeshift.models.hmm import HMM
+from modeshift.emissions.feature_autoregressive import FeatureAutoregressive, with_features
+from modeshift.features import Custom, FeatureMap, Polynomial, feature_map
+from modeshift.metrics import segments
+from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
+from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, mode_segments
+from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
 from modeshift.models.streaming import FilterState, lagged_values
 
 __all__ = ["ARHMM"]
+
+FORECAST_PATHS = 2000  # Monte Carlo paths of a nonlinear or recurrent forecast
 
 
 class ARHMM(HMM):
@@ -44,6 +50,16 @@ class ARHMM(HMM):
     ridge : float
         Shrinks the lag coefficients towards zero (a matrix-normal prior with
         precision ``ridge``; intercepts are not shrunk).
+    features : None, "polynomial", "rbf", "fourier", FeatureMap, dict or function
+        A nonlinear flow ``y_t = W_k phi(y_t-1, ..., y_t-p) + b_k + e_t`` with phi a
+        :mod:`feature map <modeshift.features>` fit to the lags by ``fit`` (``feature_map_``);
+        every M-step is still a weighted ridge regression, so EM stays exact. ``coefs_`` is
+        then (K, D, m) for m features. None (the default): the linear autoregression.
+    recurrent : bool
+        The switching depends on where the series is: p(z_t | z_t-1, y_t-1..t-p) is a
+        multinomial logit (as with ``input_dim``) in the features phi of the lags (the lags
+        themselves without ``features``), so guards are level sets of a linear function of
+        phi: straight for linear features, curved otherwise. Not with ``input_dim``.
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
     transition_concentration, stickiness, input_dim, input_slopes, transition_penalty, max_states,
     accelerate, warm_start, verbose, callback
@@ -51,8 +67,10 @@ class ARHMM(HMM):
 
     Attributes
     ----------
-    coefs_ : (K, D, order D)
+    coefs_ : (K, D, order D), or (K, D, m) with ``features``
         ``coefs_[k][:, (i - 1) D : i D]`` is A_k,i.
+    feature_map_ : FeatureMap
+        The fitted feature map (with ``features``).
     intercepts_ : (K, D)
     covars_ : (K, D, D)
     startprob_, transmat_, history_, converged_, n_iter_
@@ -79,6 +97,8 @@ class ARHMM(HMM):
         noise: str = "full",
         shared_noise: bool = False,
         ridge: float = 0.0,
+        features: Any = None,
+        recurrent: bool = False,
         n_iter: int = 1000,
         tol: float = 1e-7,
         n_restarts: int = 1,
@@ -104,6 +124,8 @@ class ARHMM(HMM):
         self.noise = noise
         self.shared_noise = shared_noise
         self.ridge = ridge
+        self.features = features
+        self.recurrent = recurrent
         self.n_iter = n_iter
         self.tol = tol
         self.n_restarts = n_restarts
@@ -129,20 +151,81 @@ class ARHMM(HMM):
         "noise": OneOf(("full", "diag")),
         "shared_noise": Boolean(),
         "ridge": Number(0),
+        "recurrent": Boolean(),
     }
 
     def _make_emission(self) -> Emission:
-        return Autoregressive(self._k, self.order, self.noise, self.shared_noise, self.ridge, self.reg_covar)
+        options = (self.noise, self.shared_noise, self.ridge, self.reg_covar)
+        if self.features is None:
+            return Autoregressive(self._k, self.order, *options)
+        return FeatureAutoregressive(self._k, self._feature_map, self.order, *options)
+
+    @property
+    def _feature_map(self) -> FeatureMap:
+        return self._fitted_map("feature_map_")
+
+    def _fitted_map(self, name: str) -> FeatureMap:
+        fitted = self.__dict__.get(name)
+        if fitted is None:
+            raise NotFittedError(f"this ARHMM has no fitted {name}: call fit, or set it by hand")
+        return fitted
+
+    @property
+    def _transition_inputs(self) -> int:
+        return self._fitted_map("guard_map_").n_outputs if self.recurrent else self.input_dim
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("feature_map_", "guard_map_"):  # a map set by hand: the blocks read it
+            if not isinstance(value, FeatureMap) or value.location_ is None:
+                raise TypeError(f"{name} must be a fitted FeatureMap, got {value!r}")
+            if "_blocks_" in self.__dict__ and self._snapshot():
+                raise ValueError(f"set {name} before the parameters it shapes (coefs_, input_weights_), not after")
+            self.__dict__.pop("_blocks_", None)
+            self.__dict__[name] = value
+            return
+        super().__setattr__(name, value)
+
+    def _fit_preprocessing(self, seqs: Sequences) -> None:
+        """Fit the feature map (``features``) and the map of the guard inputs (``recurrent``: the
+        features, else the standardised lags) to the lags, unless a warm start kept them or
+        they were set by hand."""
+        if self.recurrent and self.input_dim:
+            raise ValueError("recurrent=True drives the switching by the series itself: it takes no input_dim")
+        maps = self.__dict__
+        needs_features = self.features is not None and "feature_map_" not in maps
+        needs_guards = self.recurrent and "guard_map_" not in maps
+        if needs_features or needs_guards:
+            lags = self._lag_inputs(self._checked(seqs, None))
+            if needs_features:
+                maps["feature_map_"] = feature_map(self.features).fit(lags)
+            if needs_guards:
+                guards = maps.get("feature_map_")
+                maps["guard_map_"] = Polynomial(degree=1).fit(lags) if guards is None else guards
+
+    def _lag_inputs(self, seqs: Sequences) -> np.ndarray:
+        """The lag vectors [y_t-1, ..., y_t-order] of every step that has them."""
+        lagged = with_lags(seqs.values, seqs.offsets, self.order)
+        return lagged[lagged[:, -1] == 1.0, seqs.n_features : -1]
+
+    def _checked(self, seqs: Sequences, n_features: int | None) -> Sequences:
+        return seqs.require(
+            allow_missing=False,
+            min_length=self.order + 1,
+            n_features=n_features,
+            model=f"an ARHMM with order={self.order}",
+        )
 
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any = None) -> Sequences:
         seqs = as_sequences(X, lengths).with_inputs(inputs, self.input_dim, "this ARHMM")
-        seqs = seqs.require(
-            allow_missing=False,
-            min_length=self.order + 1,
-            n_features=self._blocks[1].n_features,
-            model=f"an ARHMM with order={self.order}",
-        )
-        return dataclasses.replace(seqs, values=with_lags(seqs.values, seqs.offsets, self.order))
+        seqs = self._checked(seqs, self._blocks[1].n_features)
+        d = seqs.n_features
+        values = with_lags(seqs.values, seqs.offsets, self.order)
+        if self.features is not None:
+            values = with_features(values, d, self._feature_map)
+        if self.recurrent:  # entry t of the transitions reads u_t = phi(y_t-1, ..., y_t-order)
+            guards = with_features(with_lags(seqs.values, seqs.offsets, self.order), d, self._fitted_map("guard_map_"))
+            seqs = dataclasses.replace(seqs, inputs=np.ascontiguousarray(guards[:, d:-1]))
+        return dataclasses.replace(seqs, values=values)
 
     def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """As :meth:`HMM.segment`, from step ``order`` of each sequence on: its first ``order``
@@ -160,24 +243,235 @@ class ARHMM(HMM):
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, self._blocks[1].n_features))
 
-    def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
-        """Exact predictive moments by moment propagation; no Monte Carlo is needed.
+    # ------------------------------------------------------- nonlinear and recurrent
+    def forecast(
+        self,
+        X: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        future_inputs: Any = None,
+    ) -> Forecast:
+        """The predictive distribution of the ``horizon`` observations after each sequence's end.
 
-        Given the data, the future is a Markov jump linear system: with the lag state
-        s_t = [y_t, ..., y_t-order+1], s_t = F_k s_t-1 + c_k + G e_t in mode k (F_k the
-        companion matrix of the A_k,i, c_k = [b_k, 0], G = [I, 0]'), starting from the observed
-        s_T and p(z_T | y). :func:`~modeshift.dynamics.jump_linear_moments` propagates its
-        moments exactly; y_t's mean and covariance are the first block of s_t's. The
-        predictive law itself is a mixture of K^h Gaussians; these are its exact moments.
+        For the linear model, exact moments (see :meth:`_forecast_sequence`). With ``features``
+        or ``recurrent`` the flow or the switching is nonlinear in the past and the moments have
+        no closed form: they are Monte Carlo estimates from ``FORECAST_PATHS`` = 2000 sample paths
+        that start from the last ``order`` observations and a mode drawn from p(z_T | y), and
+        iterate the model (seeded by ``random_state``, so a forecast is reproducible). Their
+        standard error is sd / sqrt(2000), about 2 % of a predictive standard deviation; the
+        ``mode_probabilities`` are the paths' shares (exact without ``recurrent``).
         """
-        n_states, d = self.coefs_.shape[:2]
-        n = d * self.order
-        offsets = np.zeros((n_states, n))
-        offsets[:, :d] = self.intercepts_
-        shocks = np.zeros((n_states, n, n))
-        shocks[:, :d, :d] = self.covars_
-        state = last_row[:n]  # [y_T, ..., y_T-order+1]: the lagged row is [y_T, ..., y_T-order, 1]
-        first, second = known_state_moments(filtered, state)
-        companion = companion_matrices(self.coefs_)
-        modes, means, covariances = jump_linear_moments(filtered, first, second, matrices, companion, offsets, shocks)
-        return Forecast(means[:, :d], covariances[:, :d, :d], modes)
+        if self.features is None and not self.recurrent:
+            return super().forecast(X, horizon, lengths, inputs=inputs, future_inputs=future_inputs)
+        self._check_fitted()
+        horizon = int(horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        seqs = self._sequences(X, lengths, inputs)
+        filtered = self._filtered(seqs)
+        futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this ARHMM")
+        rng = np.random.default_rng(self.random_state)
+        d, parts = seqs.n_features - self._regressor_width - 1, []
+        for s, future in enumerate(futures):
+            end = seqs.offsets[s + 1]
+            lags = self._raw(seqs)[end - self.order : end][::-1].ravel()
+            modes = _draw(np.broadcast_to(filtered[end - 1], (FORECAST_PATHS, self._k)), rng)
+            paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
+            means = paths.mean(axis=0)
+            centred = paths - means
+            covariances = np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)
+            shares = np.stack([(path_modes == k).mean(axis=0) for k in range(self._k)], axis=1)
+            if not self.recurrent:
+                shares = propagate_modes(filtered[end - 1], self._future_matrices(future, horizon))
+            parts.append(Forecast(means[:, :d], covariances[:, :d, :d], shares))
+        return Forecast.of_sequences(parts)
+
+    @property
+    def _regressor_width(self) -> int:
+        """Columns between y and the constant in a row of values: the lags or their features."""
+        return self._feature_map.n_outputs if self.features is not None else self.order * self._blocks[1].n_features
+
+    def _raw(self, seqs: Sequences) -> np.ndarray:
+        """The observations themselves (n_steps, D), the first block of each row."""
+        return seqs.values[:, : seqs.n_features - self._regressor_width - 1]
+
+    def _future_matrices(self, future: np.ndarray, horizon: int) -> np.ndarray:
+        return np.broadcast_to(self._blocks[0].kernel_arrays(future)[1], (horizon, self._k, self._k))
+
+    def _simulate(
+        self,
+        lags: np.ndarray,
+        modes: np.ndarray | None,
+        n_steps: int,
+        rng: np.random.Generator,
+        future: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Iterate the model from lag vectors (n, order D), most recent first, and modes (n,)
+        (None: the first mode from ``startprob_``). Returns paths (n, n_steps, D) and modes (n, n_steps)."""
+        transitions, emission = self._blocks
+        block, d = emission._block(), emission.n_features
+        paths, path_modes = np.empty((len(lags), n_steps, d)), np.empty((len(lags), n_steps), dtype=int)
+        fixed = None if self.recurrent else self._future_matrices(future, n_steps)
+        for t in range(n_steps):
+            if modes is None:
+                modes = _draw(np.broadcast_to(transitions.initial_probs, (len(lags), self._k)), rng)
+            else:
+                if self.recurrent:
+                    matrices = transitions.kernel_arrays(self._fitted_map("guard_map_").transform(lags))[1]
+                    probabilities = matrices[np.arange(len(lags)), modes]
+                else:
+                    probabilities = fixed[t][modes]
+                modes = _draw(probabilities, rng)
+            regressors = self._feature_map.transform(lags) if self.features is not None else lags
+            y = block.sample_rows(np.hstack([regressors, np.ones((len(lags), 1))]), modes, rng)
+            paths[:, t], path_modes[:, t] = y, modes
+            lags = np.hstack([y, lags[:, :-d]])
+        return paths, path_modes
+
+    def sample(
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        inputs: Any = None,
+    ) -> tuple[Any, Any]:
+        """As :meth:`HMM.sample`; a ``recurrent`` model draws each mode from the switching law at
+        the path's own past (the first ``order`` values are the data's mean)."""
+        if not self.recurrent:
+            return super().sample(n_steps, n_sequences, random_state, inputs=inputs)
+        self._check_fitted()
+        if inputs is not None:
+            raise ValueError("inputs were given but a recurrent ARHMM is driven by its own past")
+        rng = np.random.default_rng(random_state)
+        start = np.tile(self._fitted_map("guard_map_").location_, (int(n_sequences), 1))
+        paths, modes = self._simulate(start, None, int(n_steps), rng)
+        if n_sequences == 1:
+            return paths[0], modes[0]
+        return list(paths), list(modes)
+
+    def _stream_recursion(self) -> Any:
+        if self.recurrent or self.features is not None:
+            raise NotImplementedError("streaming filters of a nonlinear or recurrent ARHMM are not implemented")
+        return super()._stream_recursion()
+
+    # ---------------------------------------------------------------- the automaton
+    def automaton(self, X: Any = None, lengths: Sequence[int] | None = None, *, resolution: int = 25) -> Automaton:
+        """The fitted model as a hybrid automaton (:mod:`modeshift.models.automaton`).
+
+        The state is the lag vector [y_t, ..., y_t-order+1]; with at most two dimensions its
+        vector fields and guard probabilities are sampled on a ``resolution``-point mesh over
+        the range of ``X``'s states (without ``X``: the fitted map's mean -/+ 3 standard
+        deviations; a linear model without ``recurrent`` then has no grid). Guards (with
+        ``recurrent``): p(j | i, state) at the mesh and, for a scalar series, the levels where
+        constant histories cross 1/2 (searched over the same range, 2001 points, linear
+        interpolation). Dwell times: 1 / (1 - p_kk) for a stationary chain; for a recurrent one,
+        where it depends on the state, the mean run length of each mode in a 20,000-step sample
+        (``random_state`` 0). An ARHMM has no resets.
+        """
+        self._check_fitted()
+        transitions, emission = self._blocks
+        d, n_states = emission.n_features, self._k
+        regressors = self._feature_map.config() if self.features is not None else "lags, most recent first"
+        flows = [Flow(k, self.coefs_[k], self.intercepts_[k], self.covars_[k], regressors) for k in range(n_states)]
+        state_dim = d * self.order
+        bounds = self._state_bounds(X, lengths)
+        grid, shape, fields = None, (), None
+        if bounds is not None and state_dim <= 2:
+            grid, shape = state_grid(*bounds, int(resolution))
+            fields = np.stack([self._expected_move(grid, k) for k in range(n_states)])
+        guards = []
+        if self.recurrent:
+            moves = None if grid is None else transitions.kernel_arrays(self._guard_inputs(grid))[1]
+            levels = thresholds = None
+            if d == 1 and bounds is not None:
+                levels = np.linspace(bounds[0].min(), bounds[1].max(), 2001)
+                along = transitions.kernel_arrays(self._guard_inputs(np.repeat(levels[:, None], self.order, axis=1)))[1]
+            for i in range(n_states):
+                for j in range(n_states):
+                    if i != j:
+                        thresholds = None if levels is None else crossings(levels, along[:, i, j], 0.5)
+                        guards.append(Guard(i, j, None if moves is None else moves[:, i, j], thresholds))
+            _, modes = self.sample(20000, random_state=0)
+            runs = segments(modes)
+            dwell = runs.assign(length=runs["end"] - runs["start"]).groupby("mode")["length"].mean()
+            dwell_times = dwell.reindex(range(n_states)).to_numpy(dtype=float)
+        else:
+            dwell_times = self.dwell_times_
+        return Automaton(np.arange(n_states), flows, grid, shape, fields, guards, {}, dwell_times)
+
+    def _guard_inputs(self, states: np.ndarray) -> np.ndarray:
+        return self._fitted_map("guard_map_").transform(states)
+
+    def _expected_move(self, states: np.ndarray, mode: int) -> np.ndarray:
+        """E[s_t+1 | s_t = s, z_t+1 = mode] - s for lag vectors s (n, order D)."""
+        d = self._blocks[1].n_features
+        regressors = self._feature_map.transform(states) if self.features is not None else states
+        following = regressors @ self.coefs_[mode].T + self.intercepts_[mode]
+        return np.hstack([following, states[:, :-d]]) - states
+
+    def _state_bounds(self, X: Any, lengths: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        if X is not None:
+            lags = self._lag_inputs(self._checked(as_sequences(X, lengths), self._blocks[1].n_features))
+            return lags.min(axis=0), lags.max(axis=0)
+        fitted = self.__dict__.get("feature_map_", self.__dict__.get("guard_map_"))
+        if fitted is None or isinstance(fitted, Custom):
+            return None
+        return fitted.location_ - 3 * fitted.scale_, fitted.location_ + 3 * fitted.scale_
+
+    # --------------------------------------------------------------- persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        arrays = super()._learned_arrays()
+        for name, fitted in self._maps().items():
+            arrays.update({f"{name}.{key}": np.asarray(value) for key, value in fitted.state()[1].items()})
+        return arrays
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        return {**super()._learned_attributes(), "maps": {name: m.state()[0] for name, m in self._maps().items()}}
+
+    def _maps(self) -> dict[str, FeatureMap]:
+        return {name: self.__dict__[name] for name in ("feature_map_", "guard_map_") if name in self.__dict__}
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        for name, config in attributes.pop("maps", {}).items():
+            state = {key[len(name) + 1 :]: value for key, value in arrays.items() if key.startswith(f"{name}.")}
+            setattr(self, name, feature_map(config, state))
+        super()._restore({k: v for k, v in arrays.items() if "." not in k}, attributes)
+
+    def _step_emission(self, state: FilterState, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Given the last ``order`` rows, y_t is Gaussian in each mode: mean b_k + sum_i A_k,i y_t-i.
+        None for the first ``order`` steps (conditioned on) and for a row with a missing entry."""
+        emission = self._blocks[1]
+        coefs, intercepts, covariances = emission.coefs, emission.intercepts, emission.covariances
+        if (
+            self.features is not None
+            or coefs is None
+            or intercepts is None
+            or covariances is None
+            or len(state.history) < self.order
+        ):
+            return None
+        if len(row) != intercepts.shape[1] or state.history.shape[1] != len(row) or np.isnan(row).any():
+            return None
+        means = intercepts + coefs @ state.history[::-1].ravel()  # lags [y_t-1, ..., y_t-order]
+        return means, covariances, np.vstack([state.history[1:], row[None]])
+
+    def _forecast_sequence(self, last_row: np.ndarray, filtered: np.ndarray, matrices: np.ndarray) -> Forecast:
+        """Exact predictive moments by moment propagation (:func:`~modeshift.dynamics.autoregressive_moments`:
+        the future given the data is a Markov jump linear system on the lag state); no Monte Carlo."""
+        lag_state = np.zeros(self.coefs_.shape[2])  # [y_T, ..., y_T-order+1]: zeros for lags not seen (with_lags)
+        seen = min(len(lag_state), len(last_row))  # a lagged row [y_T, ..., y_T-order, 1], or a young stream's
+        lag_state[:seen] = last_row[:seen]
+        modes, means, covariances = autoregressive_moments(
+            filtered, lag_state, matrices, self.coefs_, self.intercepts_, self.covars_
+        )
+        return Forecast(means, covariances, modes)
+
+
+def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One category per row of (n, K) probabilities."""
+    cumulative = np.cumsum(probabilities, axis=1)
+    below = cumulative < rng.random((len(cumulative), 1)) * cumulative[:, -1:]
+    return np.minimum(below.sum(axis=1), cumulative.shape[1] - 1)

@@ -6,7 +6,7 @@ import functools
 import inspect
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from os import PathLike
 from typing import Any, ClassVar
@@ -17,6 +17,7 @@ from scipy import stats
 
 from modeshift.archive import ArchiveLimits, read_archive, write_archive
 from modeshift.data import Schema, Sequences, check_array
+from modeshift.features import FeatureMap
 from modeshift.metrics import segments
 from modeshift.models import params
 
@@ -29,6 +30,7 @@ __all__ = [
     "load",
     "mode_segments",
     "qualified_name",
+    "set_collection_handler",
 ]
 
 
@@ -55,6 +57,9 @@ class Model:
       ``sample``, ``forecast``, ``segment``, ``describe``, ``n_parameters``, ``aic`` and
       ``bic``, as far as their maths allows; :mod:`modeshift.models.capabilities` names
       these groups of methods.
+    - Data of probability 0 under the model: ``score`` returns -inf (log 0); the methods that
+      condition on the data raise a ValueError naming the sequence and step
+      (:func:`check_possible`).
     - ``save`` writes JSON and ``.npy`` arrays (no pickle); :func:`load` reads a model
       back by its module-qualified class name. Subclasses list their learned arrays in
       :meth:`_learned_arrays` and restore them in :meth:`_restore`, and declare what a
@@ -94,6 +99,8 @@ class Model:
         for name, function in list(cls.__dict__.items()):
             if not name.startswith("_") and name != "fit" and inspect.isfunction(function):
                 setattr(cls, name, _checking_arguments(function))
+            if name in _OVER_COLLECTIONS and inspect.isfunction(function):
+                setattr(cls, name, _dispatching(name, getattr(cls, name)))
 
     @classmethod
     def _hyperparameter_names(cls) -> tuple[str, ...]:
@@ -236,6 +243,34 @@ class Model:
         if "schema_" in self.__dict__:
             metadata["schema"] = self.schema_.to_json()
         write_archive(path, metadata, arrays)
+
+
+#: The methods that also take a Dask collection (a Dask DataFrame or bag) and run over it on a
+#: cluster, through the handler :mod:`modeshift.distributed` installs.
+_OVER_COLLECTIONS = ("fit", "score", "predict", "predict_proba", "segment")
+_collection_handler: Callable[..., Any] | None = None
+
+
+def set_collection_handler(handler: Callable[..., Any] | None) -> None:
+    """Install what ``model.method(collection, ...)`` calls for a Dask collection, or with
+    ``client=``: ``handler(method, model, data, *args, **kwargs)`` (:mod:`modeshift.distributed`)."""
+    global _collection_handler
+    _collection_handler = handler
+
+
+def _dispatching(name: str, function: Any) -> Any:
+    """``function`` (a method in ``_OVER_COLLECTIONS``), handing Dask collections to the installed
+    handler; the in-memory models never import dask (a collection's module names it)."""
+
+    @functools.wraps(function)
+    def dispatched(self: Model, *args: Any, **kwargs: Any) -> Any:
+        if "client" not in kwargs and not (args and type(args[0]).__module__.startswith("dask")):
+            return function(self, *args, **kwargs)
+        if _collection_handler is None:
+            raise ImportError(f"{type(self).__name__}.{name} over a Dask collection needs modeshift.distributed")
+        return _collection_handler(name, self, *args, **kwargs)
+
+    return dispatched
 
 
 @functools.cache
@@ -489,11 +524,34 @@ def check_future_inputs(
     return out
 
 
-def check_possible(log_likelihoods: np.ndarray, cause: str) -> None:
-    """Raise ``ValueError`` naming the first sequence with probability 0 under the model, and ``cause``."""
+def check_possible(
+    log_likelihoods: np.ndarray,
+    cause: str,
+    filtered: Callable[[], np.ndarray] | None = None,
+    offsets: np.ndarray | None = None,
+) -> None:
+    """Raise ``ValueError`` naming the first sequence with probability 0 under the model, its first
+    impossible step where the model's filter can tell, and ``cause``.
+
+    The one rule for data a model finds impossible (docs/contract.md): ``score`` returns -inf (the
+    log of probability 0, an exact answer), and every method that conditions on the data (predict,
+    predict_proba, filter_proba, decode, segment, forecast, sample_posterior) calls this, since no
+    law given an impossible observation exists. ``filtered`` (called only on failure) gives the
+    filtered mode probabilities (n_steps, K) of the sequences cut by ``offsets``: the first row
+    that does not sum to 1 is the impossible step (what a filter writes from there on is no law).
+    """
     impossible = np.flatnonzero(~np.isfinite(log_likelihoods))
-    if impossible.size:
-        raise ValueError(f"sequence {impossible[0]} has probability 0 under the current parameters ({cause})")
+    if not impossible.size:
+        return
+    sequence = int(impossible[0])
+    where = f"sequence {sequence}"
+    if filtered is not None and offsets is not None:
+        rows = filtered()[offsets[sequence] : offsets[sequence + 1]]
+        with np.errstate(invalid="ignore", over="ignore"):
+            no_law = np.flatnonzero(~(np.abs(rows.sum(axis=1) - 1.0) < 1e-6))
+        if no_law.size:
+            where += f", time step {int(no_law[0])},"
+    raise ValueError(f"{where} has probability 0 under the current parameters ({cause})")
 
 
 def mode_segments(seqs: Sequences, path: np.ndarray, posteriors: np.ndarray, skip: int = 0) -> pd.DataFrame:
@@ -516,6 +574,8 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, (tuple, list, set, frozenset)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, FeatureMap):
+        return value.config()
     if isinstance(value, np.random.Generator) or callable(value):
         return None  # not reproducible from a file
     return value

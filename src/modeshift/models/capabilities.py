@@ -26,6 +26,10 @@ capability                members
 :class:`Streaming`        ``filter_init``, ``filter_step``, ``filter_stream``: filter one
                           observation at a time (:mod:`modeshift.models.streaming`)
 :class:`OnlineLearner`    ``partial_fit``: learn from one more chunk of a stream (online EM)
+:class:`HybridAutomaton`  ``automaton``: modes, flows, guards, resets and dwell times as data
+                          (:class:`~modeshift.models.automaton.Automaton`)
+:class:`ShardableFit`     ``_em_data``, ``_fit_em``: an EM fit whose E-step runs on shards
+                          of the data where they lie (:mod:`modeshift.distributed`)
 ========================  ===========================================================
 
 The protocols are ``runtime_checkable``: ``isinstance`` checks that the members exist
@@ -55,6 +59,7 @@ __all__ = [
     "BoundScorer",
     "Describer",
     "Forecaster",
+    "HybridAutomaton",
     "IterativeFit",
     "ModeDecoder",
     "NextElementModel",
@@ -63,6 +68,7 @@ __all__ = [
     "Scorer",
     "Segmenter",
     "Selectable",
+    "ShardableFit",
     "Streaming",
     "objective",
 ]
@@ -185,6 +191,33 @@ class OnlineLearner(Protocol):
 
     def partial_fit(self, X: Any, *args: Any, **kwargs: Any) -> Any:
         """Update the parameters with one more chunk; returns the model."""
+
+
+@runtime_checkable
+class HybridAutomaton(Protocol):
+    """Describes itself as a hybrid automaton: modes, flows, guards, resets, dwell times."""
+
+    def automaton(self, X: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """An :class:`~modeshift.models.automaton.Automaton` (``X``, optional, places its grid)."""
+
+
+@runtime_checkable
+class ShardableFit(Protocol):
+    """Fits by EM with statistics that add up over shards of whole sequences and an M-step that
+    reads only them (:mod:`modeshift.models.em`), so the E-step can run where the data lie."""
+
+    def _start_fit(self) -> None:
+        """Check the hyper-parameters and forget the last fit (as ``fit`` starts)."""
+
+    def _em_data(self, X: Any, *args: Any, **kwargs: Any) -> Any:
+        """What EM reads from one shard of ``fit``'s arguments."""
+
+    def _fit_em(self, data: Any, over: Any = None) -> Any:
+        """The rest of ``fit``: EM with its E-steps summed ``over`` the shards, ``data`` a sample.
+
+        A model that needs a constant of all the data before EM starts (a vocabulary) also has
+        ``_em_constants(shard)``, ``_em_merge_constants(a, b)`` (in shard order) and
+        ``_em_set_constants(value)``."""
 
 
 def objective(model: Any) -> str:

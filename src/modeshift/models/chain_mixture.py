@@ -51,7 +51,7 @@ from scipy.special import logsumexp
 from modeshift.data import Sequences, check_probabilities
 from modeshift.emissions.kmeans import kmeans
 from modeshift.models import em
-from modeshift.models.base import Model, NotFittedError
+from modeshift.models.base import Model, NotFittedError, check_possible
 from modeshift.models.markov_chain import smooth
 from modeshift.models.params import Integer, Number
 from modeshift.models.state_labels import encode_states, labels_from_json, labels_to_json
@@ -261,19 +261,22 @@ class MarkovChainMixture(Model):
         n_states = startprob.shape[1]
         seqs = encode_states(data, self._labels(n_states), lengths=lengths, **columns)
         log_joint = _log_joint(_Counts.of(seqs, n_states), weights, startprob, transmat)
-        return log_joint, _log_likelihoods(log_joint)
+        return log_joint, logsumexp(log_joint, axis=1)
 
     def predict_proba(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
         """The posterior of each trajectory's component, p(k | x) = w_k p(x | k) / p(x), (n_trajectories, K)."""
         log_joint, log_lik = self._evidence(data, lengths, columns)
+        check_possible(log_lik, _IMPOSSIBLE)
         return np.exp(log_joint - log_lik[:, None])
 
     def predict(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> np.ndarray:
         """The most likely component of each trajectory (the MAP of p(k | x)), (n_trajectories,)."""
-        return np.argmax(self._evidence(data, lengths, columns)[0], axis=1)
+        log_joint, log_lik = self._evidence(data, lengths, columns)
+        check_possible(log_lik, _IMPOSSIBLE)
+        return np.argmax(log_joint, axis=1)
 
     def score(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
-        """Total log-likelihood sum_x log p(x)."""
+        """Total log-likelihood sum_x log p(x) (-inf if a trajectory has probability 0)."""
         return float(self._evidence(data, lengths, columns)[1].sum())
 
     def aic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
@@ -355,15 +358,13 @@ def _log_joint(counts: _Counts, weights: np.ndarray, startprob: np.ndarray, tran
         return np.log(weights) + counts.first @ np.log(startprob).T + counts.transitions @ log_transitions
 
 
+_IMPOSSIBLE = "a transition or first state no component allows; use pseudo_count > 0"
+
+
 def _log_likelihoods(log_joint: np.ndarray) -> np.ndarray:
     """log p(x) per trajectory; an impossible trajectory is an error."""
     log_lik = logsumexp(log_joint, axis=1)
-    bad = np.flatnonzero(~np.isfinite(log_lik))
-    if bad.size:
-        raise ValueError(
-            f"trajectory {bad[0]} has zero probability under every component "
-            "(a transition or first state no component allows; use pseudo_count > 0)"
-        )
+    check_possible(log_lik, _IMPOSSIBLE)
     return log_lik
 
 

@@ -36,6 +36,17 @@ A model taking part implements::
 ``workspace`` is a dict that lives for one restart (a place to reuse arrays or carry a
 variational posterior from one iteration to the next).
 
+Sharded E-steps. The data may lie elsewhere, cut into shards of whole sequences (on the
+workers of a cluster: :mod:`modeshift.distributed`). Then :func:`run` takes ``over``, with
+``over(function, model)`` the sum over the shards of ``function(model, shard)``, and runs
+each E-step as that sum; ``data`` is then only what ``_em_initialize`` and ``_m_step``
+see (a sample to start from). This needs a model whose statistics add up over shards
+(:class:`~modeshift.statistics.Statistics`, or dicts and tuples of them,
+:func:`~modeshift.statistics.combine`), whose ``_m_step`` reads only them, whose workspace
+carries nothing from one iteration to the next, and whose objective is a sum over
+sequences plus, at most, a term of the parameters alone, ``_log_prior()``, which the
+sharded E-step counts once.
+
 SQUAREM. With F the EM map (one E-step and M-step), theta_1 = F(theta_0) and
 theta_2 = F(theta_1), r = theta_1 - theta_0 and v = theta_2 - 2 theta_1 + theta_0, the
 extrapolated point theta' = theta_0 - 2 a r + a^2 v with a = -|r| / |v| (a <= -1; a = -1
@@ -51,11 +62,13 @@ of arrays whose restore validates them. Each E-step on the path is one iteration
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -65,6 +78,8 @@ __all__ = [
     "Display",
     "EMResult",
     "ObjectiveDecreaseWarning",
+    "Over",
+    "in_memory",
     "monitor",
     "run",
     "set_display",
@@ -73,6 +88,9 @@ __all__ = [
 
 #: ``report(iteration, objective)``, called once per iteration of a fit.
 Report = Callable[[int, float | None], None]
+
+#: ``over(function, model)``: the sum over the shards of the data of ``function(model, shard)``.
+Over = Callable[[Callable[[Any, Any], Any], Any], Any]
 
 
 class ConvergenceWarning(UserWarning):
@@ -180,13 +198,23 @@ class EMResult:
         return len(self.history)
 
 
-def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
+def in_memory(data: Any) -> Over:
+    """The ``over`` of data held in this process: one shard, ``function(model, data)``.
+
+    >>> in_memory(3.0)(lambda model, shard: model * shard, 2.0)
+    6.0
+    """
+    return lambda function, model: function(model, data)
+
+
+def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = None) -> EMResult:
     """Fit ``model`` to ``data`` by EM with restarts; sets ``history_``, ``converged_``, ``n_iter_``.
 
     Reads the model's ``n_iter``, ``tol``, ``n_restarts`` (default 1), ``random_state``,
     ``verbose`` and ``callback``; its class attribute ``objective`` names what is
     maximised ("log-likelihood" by default, "ELBO" for a variational fit) and
     ``monotone = False`` silences the decrease warning of an approximate E-step.
+    ``over`` runs every E-step over shards of data held elsewhere (module docstring).
     """
     n_iter, tol = int(model.n_iter), float(model.tol)
     n_restarts = int(getattr(model, "n_restarts", 1))
@@ -201,7 +229,8 @@ def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
         for restart in range(n_restarts if n_iter > 0 else 1):
             model._em_initialize(data, rng, restart)
             description = name if n_restarts == 1 else f"{name} restart {restart + 1}/{n_restarts}"
-            result = _iterate(model, data, runs, tol, watch.task(description, max(runs, 1), objective))
+            report = watch.task(description, max(runs, 1), objective)
+            result = _iterate(model, data, runs, tol, report, over)
             if best is None or result.history[-1] > best.history[-1]:
                 best = result
                 best_snapshot = model._em_snapshot() if restart < n_restarts - 1 else None
@@ -209,7 +238,8 @@ def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
         if best_snapshot is not None:  # an earlier restart won: put its parameters back
             model._em_restore(best_snapshot)
         if runs < n_iter and not best.converged:  # the short runs' winner goes on
-            rest = _iterate(model, data, n_iter - best.n_iter, tol, watch.task(name, n_iter - best.n_iter, objective))
+            report = watch.task(name, n_iter - best.n_iter, objective)
+            rest = _iterate(model, data, n_iter - best.n_iter, tol, report, over)
             best = EMResult(best.history + rest.history, rest.converged)
     if n_iter > 0 and not best.converged:
         gap = best.history[-1] - best.history[-2] if best.n_iter > 1 else float("nan")
@@ -217,7 +247,7 @@ def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
             f"{model!r} stopped at its cap of n_iter={n_iter} EM iterations before converging "
             f"(last change in the {objective} {gap:.3g}, tol={tol:g}); raise n_iter (or tol) to go on",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
     model.history_ = best.history
     model.converged_ = best.converged
@@ -225,18 +255,24 @@ def run(model: Any, data: Any, *, label: str | None = None) -> EMResult:
     return best
 
 
-def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report) -> EMResult:
+def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, over: Over | None) -> EMResult:
     result = EMResult()
     history = result.history
     workspace: dict[str, Any] = {}
     monotone = getattr(model, "monotone", True)
     squarem = _Squarem(model) if getattr(model, "accelerate", False) else None
-    for iteration in range(n_iter):
-        value, statistics = model._e_step(data, workspace)
-        value = float(value)
-        if squarem is not None and not squarem.accepts(value):  # back on EM's own path
+
+    def e_step() -> tuple[float, Any]:
+        if over is None:
             value, statistics = model._e_step(data, workspace)
-            value = float(value)
+            return float(value), statistics
+        value, statistics = over(_shard_e_step, model)
+        return value + _log_prior(model), statistics
+
+    for iteration in range(n_iter):
+        value, statistics = e_step()
+        if squarem is not None and not squarem.accepts(value):  # back on EM's own path
+            value, statistics = e_step()
         history.append(value)
         report(iteration + 1, value)
         if squarem is not None:
@@ -249,7 +285,7 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report) -> 
                     f"{type(model).__name__}: the {model.objective} decreased "
                     f"by {-change:.3g} at EM iteration {iteration + 1}",
                     ObjectiveDecreaseWarning,
-                    stacklevel=4,
+                    stacklevel=_user_stacklevel(),
                 )
             if change < tol:
                 result.converged = True
@@ -257,6 +293,29 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report) -> 
         if squarem is not None:
             squarem.after_update(value)
     return result
+
+
+_PACKAGE = str(Path(__file__).parents[1])
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning of the calling function at the first caller outside
+    modeshift (however many layers of the package lie between: ``fit``, a dispatch, a cluster)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _shard_e_step(model: Any, shard: Any) -> tuple[float, Any]:
+    """One shard's E-step: its part of the objective (without the prior) and its statistics."""
+    value, statistics = model._e_step(shard, {})
+    return float(value) - _log_prior(model), statistics
+
+
+def _log_prior(model: Any) -> float:
+    """The term of the objective that depends on the parameters alone (0 for a model without one)."""
+    return float(model._log_prior()) if hasattr(type(model), "_log_prior") else 0.0
 
 
 class _Squarem:
@@ -292,8 +351,12 @@ class _Squarem:
         self.points = []
         r = {name: theta_1[name] - theta_0[name] for name in theta_0}
         v = {name: theta_2[name] - theta_1[name] - r[name] for name in theta_0}
-        norm_r = np.sqrt(sum(float(np.sum(x * x)) for x in r.values()))
-        norm_v = np.sqrt(sum(float(np.sum(x * x)) for x in v.values()))
+        # the norms in units of the largest change, so that parameters near 1e150 do not overflow
+        scale = max(float(np.max(np.abs(x), initial=0.0)) for x in (*r.values(), *v.values()))
+        if not np.isfinite(scale) or scale == 0.0:
+            return
+        norm_r = np.sqrt(sum(float(np.sum((x / scale) ** 2)) for x in r.values()))
+        norm_v = np.sqrt(sum(float(np.sum((x / scale) ** 2)) for x in v.values()))
         if not norm_v > 0.0:
             return
         ratio = norm_r / norm_v

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import math
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
+from modeshift._kernels import streaming as stream_kernels
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
@@ -214,12 +216,12 @@ class HMM(Model, StreamingFilters):
     def _blocks(self) -> tuple[Stationary | InputDriven, Emission]:
         blocks = self.__dict__.get("_blocks_")
         if blocks is None:
-            if self.input_dim and self.init == "stationary":
+            if self._transition_inputs and self.init == "stationary":
                 raise ValueError(f"{type(self).__name__}: init='stationary' needs a chain without inputs (input_dim=0)")
-            if self.input_dim:
+            if self._transition_inputs:
                 transitions = InputDriven(
                     self._k,
-                    self.input_dim,
+                    self._transition_inputs,
                     self.transition_concentration,
                     self.transition_penalty,
                     per_source=self.input_slopes == "per_source",
@@ -231,6 +233,11 @@ class HMM(Model, StreamingFilters):
             blocks = (transitions, self._make_emission())
             self.__dict__["_blocks_"] = blocks
         return blocks
+
+    @property
+    def _transition_inputs(self) -> int:
+        """How many inputs drive the transitions (0: a stationary chain)."""
+        return self.input_dim
 
     def _make_emission(self) -> Emission:
         k = self._k
@@ -294,6 +301,7 @@ class HMM(Model, StreamingFilters):
     def _evidence(self, seqs: Sequences) -> dict[str, np.ndarray | None]:
         """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``."""
         table, rows = self._blocks[1].log_likelihood_table(seqs.values)
+        check_evidence(table, rows, seqs, type(self).__name__)
         return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
     # ------------------------------------------------------------------------ EM
@@ -305,14 +313,28 @@ class HMM(Model, StreamingFilters):
         """
         self._start_fit()
         seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
+        self._fit_preprocessing(seqs)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))
-        seqs = self._sequences(seqs, None, inputs)
+        return self._fit_em(self._sequences(seqs, None, inputs))
+
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
+        """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
+        return self._sequences(as_sequences(X, lengths, **columns), None, inputs)
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> HMM:
+        """EM from the starting parameters; ``over`` runs the E-steps over shards held elsewhere,
+        ``seqs`` being then a sample of them to start from (:func:`modeshift.models.em.run`)."""
         self.__dict__["_given"] = self._snapshot()
-        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
+        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}", over=over)
         del self.__dict__["_given"]
         self._finish_fit(seqs)
         return self
+
+    def _fit_preprocessing(self, seqs: Sequences) -> None:
+        """Learn what turns the data into the model's rows (nothing here), before EM."""
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
         params = {**self.get_params(), "warm_start": False}
@@ -360,7 +382,7 @@ class HMM(Model, StreamingFilters):
         then the M-step of :meth:`fit`. Starts from the current parameters (learned or hand-set),
         else from data-driven values on the first chunk. Not for ``n_states="auto"`` or inputs."""
         self._check_params()
-        if self.n_states == "auto" or self.input_dim:
+        if self.n_states == "auto" or self._transition_inputs:
             raise NotImplementedError("online EM needs a fixed number of states and a chain without inputs")
         online_em.step_size(1, step_exponent)  # checks the exponent
         seqs = self._sequences(X, lengths, inputs)
@@ -412,7 +434,7 @@ class HMM(Model, StreamingFilters):
             scratch=scratch,
             **self._evidence(seqs),
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return Statistics(
             log_likelihood=float(log_lik.sum()),
             transitions=transitions.statistics(posteriors, seqs.starts, pairs, seqs.inputs),
@@ -428,9 +450,21 @@ class HMM(Model, StreamingFilters):
         transitions, emission = self._blocks
         return transitions.log_prior() + emission.log_prior()
 
-    @staticmethod
-    def _check_possible(log_lik: np.ndarray) -> None:
-        check_possible(log_lik, "an observation no state can emit, or a forbidden transition")
+    def _check_possible(self, log_lik: np.ndarray, seqs: Sequences) -> None:
+        """The rule for impossible data (:func:`~modeshift.models.base.check_possible`); the filter finds the step."""
+        check_possible(
+            log_lik,
+            "an observation no mode can emit, or a forbidden transition",
+            lambda: self._forward(seqs),
+            seqs.offsets,
+        )
+
+    def _forward(self, seqs: Sequences) -> np.ndarray:
+        """p(z_t | y_0..t) of every step, unchecked (no law from an impossible step on)."""
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        return kernels.forward_filter(
+            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
+        )[0]
 
     # ----------------------------------------------------------------- inference
     def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
@@ -452,12 +486,16 @@ class HMM(Model, StreamingFilters):
         """Filtered state probabilities p(z_t | observations up to t), (n_steps, K)."""
         self._check_fitted()
         seqs = self._sequences(X, lengths, inputs)
+        return seqs.restore(self._filtered(seqs))
+
+    def _filtered(self, seqs: Sequences) -> np.ndarray:
+        """p(z_t | y_0..t) for every step (n_steps, K)."""
         initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
         filtered, log_lik = kernels.forward_filter(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_lik)
-        return seqs.restore(filtered)
+        self._check_possible(log_lik, seqs)
+        return filtered
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
         self._check_fitted()
@@ -465,7 +503,7 @@ class HMM(Model, StreamingFilters):
         log_lik, posteriors, _ = kernels.forward_backward(
             offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return posteriors
 
     def decode(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> tuple[float, PerStep]:
@@ -480,7 +518,7 @@ class HMM(Model, StreamingFilters):
         path, log_prob = kernels.viterbi(
             offsets=seqs.offsets, log_initial=log_initial, log_transitions=log_matrices, **self._evidence(seqs)
         )
-        self._check_possible(log_prob)
+        self._check_possible(log_prob, seqs)
         return float(log_prob.sum()), path
 
     def predict(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -507,7 +545,7 @@ class HMM(Model, StreamingFilters):
             uniforms=rng.random(seqs.n_steps),
             **self._evidence(seqs),
         )
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
     def sample(
@@ -536,6 +574,52 @@ class HMM(Model, StreamingFilters):
         return [x for x, _ in draws], [z for _, z in draws]
 
     # ----------------------------------------------------------------- streaming
+    #: the streaming filter carries p(z_t | y_0..t) (K,), so a Gaussian chain's step can be one compiled call
+    _chain_stream = True
+
+    def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
+        """Condition the filter on one more observation ``y`` (a row; NaN marks a missing entry) and,
+        for a model with inputs, its ``inputs`` row. Returns the new state and a :class:`StepOutput`.
+        A Gaussian chain without inputs or lag takes its whole step in one compiled call."""
+        fused = self._fused_step(state, y, inputs)
+        return super().filter_step(state, y, inputs) if fused is None else fused
+
+    def _fused_step(self, state: Any, y: Any, inputs: Any) -> tuple[FilterState, StepOutput] | None:
+        """The step by :func:`~modeshift._kernels.streaming.gaussian_chain_step`; None where it does not
+        apply or the step fails (bad y, impossible y, not fitted): the checked path then names the problem."""
+        transitions = self._blocks[0]
+        stationary = self._chain_stream and type(transitions) is Stationary
+        if not (stationary and inputs is None and type(state) is FilterState):
+            return None
+        first = not state.filtered
+        law = transitions.initial_probs if first else state.filtered[0]
+        matrix = transitions.transition_matrix
+        if state.lag or law is None or matrix is None or len(law) != len(matrix) or np.ndim(y) > 1:
+            return None
+        try:
+            row = np.asarray(y, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            return None
+        emission = self._step_emission(state, row)
+        if emission is None:
+            return None
+        means, covariances, history = emission
+        filtered = np.empty(len(law))
+        log_lik = stream_kernels.gaussian_chain_step(law, first, matrix, means, covariances, row, filtered)
+        if not math.isfinite(log_lik):
+            return None
+        new = FilterState(state.step + 1, (filtered,), history)
+        return new, StepOutput(state.step, log_lik, new, self, filtered)
+
+    def _step_emission(self, state: FilterState, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The Gaussian law of y_t in each mode given the past, for the fused step: (means (K, d),
+        covariances (K, d, d), the new history); None for an emission that is not Gaussian or a row
+        of the wrong length."""
+        emission = self._blocks[1]
+        if type(emission) is not Gaussian or emission.means is None or emission.covariances is None:
+            return None
+        return (emission.means, emission.covariances, state.history) if len(row) == emission.means.shape[1] else None
+
     def _stream_recursion(self) -> Recursion:
         self._check_fitted()
         return Recursion(self._blocks[0].initial_probs)
@@ -564,14 +648,18 @@ class HMM(Model, StreamingFilters):
 
     def _stream_block(
         self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
-    ) -> Iterator[StepOutput]:
+    ) -> Generator[StepOutput, None, FilterState]:
         """Without a lag, a block runs through the compiled forward filter from the predicted law,
         and each step's log p(y_t | y_<t) = log sum_k p(z_t = k | y_<t) p(y_t | k) comes from its
         predicted law (filtered law of t - 1 times the transition matrix)."""
         evidence = None if state.lag or type(recursion) is not Recursion else self._block_evidence(state, rows, inputs)
+        if evidence is None and not state.lag and inputs is None and type(recursion) is Recursion:
+            for y in rows:  # an autoregression: row by row, each by the fused step where it applies
+                state, out = self.filter_step(state, y)
+                yield out
+            return state
         if evidence is None:
-            yield from super()._stream_block(recursion, state, rows, inputs)
-            return
+            return (yield from super()._stream_block(recursion, state, rows, inputs))
         move = self._blocks[0].transition_matrix
         first = recursion.predict(state.filtered, move)[0] if state.filtered else recursion.first(move)[0]
         filtered, _ = kernels.forward_filter(evidence, np.array([0, len(evidence)]), first, move[None])
@@ -580,12 +668,12 @@ class HMM(Model, StreamingFilters):
         with np.errstate(divide="ignore", invalid="ignore"):
             log_liks = np.log(np.einsum("tk,tk->t", predicted, np.exp(evidence - shift))) + shift[:, 0]
         if not np.isfinite(log_liks).all():  # an impossible step: the step-by-step path says which and why
-            yield from super()._stream_block(recursion, state, rows, inputs)
-            return
+            return (yield from super()._stream_block(recursion, state, rows, inputs))
         step, history = state.step, state.history
-        for t, log_lik in enumerate(log_liks.tolist()):
-            after = FilterState(step + t + 1, (filtered[t],), history)
-            yield StepOutput(step + t, log_lik, after, self, probabilities=filtered[t])
+        for t, (law, log_lik) in enumerate(zip(list(filtered), log_liks.tolist())):  # the rows' views at C speed
+            state = FilterState(step + t + 1, (law,), history)
+            yield StepOutput(step + t, log_lik, state, self, law)
+        return state
 
     def _block_evidence(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> np.ndarray | None:
         """log p(y_t | z_t = k) of a block of rows, checked at once; None for an autoregression or a
@@ -658,11 +746,7 @@ class HMM(Model, StreamingFilters):
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs)
         transitions = self._blocks[0]
-        initial, matrices = transitions.kernel_arrays(seqs.inputs)
-        filtered, log_lik = kernels.forward_filter(
-            offsets=seqs.offsets, initial_probs=initial, transition_matrices=matrices, **self._evidence(seqs)
-        )
-        self._check_possible(log_lik)
+        filtered = self._filtered(seqs)
         futures = check_future_inputs(
             future_inputs, horizon, seqs.n_sequences, self.input_dim, f"this {type(self).__name__}"
         )
@@ -769,3 +853,19 @@ def propagate_modes(probabilities: np.ndarray, matrices: np.ndarray) -> np.ndarr
         probabilities = probabilities @ matrix
         out[step] = probabilities
     return out
+
+
+def check_evidence(table: np.ndarray, rows: np.ndarray | None, seqs: Sequences, model: str) -> None:
+    """A clear error, before the kernels divide by it, for an emission log-likelihood that is NaN
+    or +inf: the parameters of its mode are not finite (or a density is infinite: a variance of 0)."""
+    with np.errstate(invalid="ignore"):
+        if (table < np.inf).all():
+            return
+    row, mode = (int(i[0]) for i in np.nonzero(~(table < np.inf)))
+    if rows is not None and len(rows):
+        row = int(np.flatnonzero(rows == row)[0])
+    sequence, step = seqs.locate(row)
+    raise ValueError(
+        f"{model}: mode {mode} gives no likelihood (NaN or infinite) at sequence {sequence}, time step {step}: "
+        "its parameters are not finite or its variance is 0; standardise the data, or raise reg_covar"
+    )

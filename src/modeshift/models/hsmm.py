@@ -35,11 +35,12 @@ from modeshift._kernels.hsmm import hsmm_filter, hsmm_sample_posterior, hsmm_smo
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import Sequences, as_sequences
 from modeshift.durations import DURATIONS, Duration, censored_counts, make_duration, survival_of
+from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models import em, selection
 from modeshift.models.base import Forecast, NotFittedError
-from modeshift.models.hmm import EMISSIONS, HMM, PerStep
+from modeshift.models.hmm import EMISSIONS, HMM, PerStep, check_evidence
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
 from modeshift.statistics import Statistics
@@ -243,6 +244,7 @@ class HSMM(HMM):
     def _log_likelihoods(self, seqs: Sequences, emission: Emission | None = None) -> np.ndarray:
         """log p(y_t | z_t = k), (n_steps, K)."""
         table, rows = (emission or self._blocks[1]).log_likelihood_table(seqs.values)
+        check_evidence(table, rows, seqs, type(self).__name__)
         return np.ascontiguousarray(table if rows is None else table[rows])
 
     def _segment_laws(self) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +291,7 @@ class HSMM(HMM):
         em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
         del self.__dict__["_given"]
         self._warn_truncation()
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _fit_auto(self, seqs: Sequences) -> HSMM:
@@ -303,7 +305,7 @@ class HSMM(HMM):
         self.max_duration_ = winner.max_duration_
         for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
-        self._finish_fit()
+        self._finish_fit(seqs)
         return self
 
     def _choose_max_duration(self, seqs: Sequences) -> None:
@@ -364,7 +366,7 @@ class HSMM(HMM):
                 f"sequence {overflowed[0]}: the HSMM's backward messages overflowed; its duration laws "
                 f"are far too short for the data (mean durations {np.round(self._duration.mean(), 3)})"
             )
-        self._check_possible(out[0])
+        self._check_possible(out[0], seqs)
         return out
 
     def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
@@ -412,17 +414,20 @@ class HSMM(HMM):
         """Filtered mode probabilities p(z_t | observations up to t), (n_steps, K)."""
         seqs = self._sequences(X, lengths, inputs)
         filtered, log_lik, _ = hsmm_filter(**self._kernel_arguments(seqs))
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(filtered)
 
     def _posteriors(self, seqs: Sequences) -> np.ndarray:
         return self._smoothed(seqs)[1]
 
+    def _forward(self, seqs: Sequences) -> np.ndarray:
+        return hsmm_filter(**self._kernel_arguments(seqs))[0]
+
     def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
         arguments = self._kernel_arguments(seqs)
         del arguments["survival"]
         path, log_prob = hsmm_viterbi(**arguments)
-        self._check_possible(log_prob)
+        self._check_possible(log_prob, seqs)
         return float(log_prob.sum()), path
 
     def sample_posterior(
@@ -437,7 +442,7 @@ class HSMM(HMM):
         seqs = self._sequences(X, lengths, inputs)
         uniforms = np.random.default_rng(random_state).random(2 * seqs.n_steps)
         path, log_lik = hsmm_sample_posterior(**self._kernel_arguments(seqs), uniforms=uniforms)
-        self._check_possible(log_lik)
+        self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
     def sample(
@@ -487,21 +492,32 @@ class HSMM(HMM):
         The filter gives p(z_T = k, r more steps | y); stepping it forward (a segment with no step
         left hands over to mode j with transmat_[k, j], which starts one of d ~ p_j(d) steps) gives
         the exact ``mode_probabilities`` at T+1 .. T+h; the observations' means and covariances are
-        the moments of the mixture of the modes' emissions, as for the HMM. Not for the AR-HSMM.
+        the moments of the mixture of the modes' emissions, as for the HMM. An AR-HSMM's future given
+        the data is a jump linear system on the lag state driven by the chain on (mode, steps left),
+        whose moments propagate exactly (:func:`~modeshift.dynamics.autoregressive_moments` on
+        the K D states of that chain).
         """
-        if self.emission == "autoregressive":
-            raise NotImplementedError("forecasts of an AR-HSMM are not implemented yet")
         _no_inputs(inputs)
         _no_inputs(future_inputs)
         seqs = self._sequences(X, lengths)
         _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs), with_remaining=True)
-        self._check_possible(log_lik)
-        return Forecast.of_sequences([self._forecast_remaining(joint, int(horizon)) for joint in remaining])
+        self._check_possible(log_lik, seqs)
+        n_lags = self._blocks[1].n_features * self.order if self.emission == "autoregressive" else 0
+        ends = seqs.offsets[1:] - 1  # an AR-HSMM's lagged row is [y_T, ..., y_T-order, 1]
+        return Forecast.of_sequences(
+            [
+                self._forecast_remaining(joint, int(horizon), seqs.values[end, :n_lags])
+                for joint, end in zip(remaining, ends, strict=True)
+            ]
+        )
 
-    def _forecast_remaining(self, joint: np.ndarray, horizon: int) -> Forecast:
-        """The forecast from p(z_T = k, r more steps | y) (K, D)."""
-        first, second = self._state_moments()
+    def _forecast_remaining(self, joint: np.ndarray, horizon: int, lag_state: np.ndarray) -> Forecast:
+        """The forecast from p(z_T = k, r more steps | y) (K, D) (and an AR-HSMM's lag state
+        [y_T, ..., y_T-order+1])."""
         pmf, matrix = self._duration.pmf(), self._blocks[0].transition_matrix
+        if self.emission == "autoregressive":
+            return self._forecast_autoregressive(joint, horizon, lag_state, pmf, matrix)
+        first, second = self._state_moments()
         modes = np.empty((horizon, self._k))
         for h in range(horizon):
             starting = joint[:, 0] @ matrix
@@ -512,7 +528,31 @@ class HSMM(HMM):
         symbols = modes @ self.emissionprob_ if self.emission == "categorical" else None
         return Forecast(means, 0.5 * (covariances + covariances.transpose(0, 2, 1)), modes, symbols)
 
+    def _forecast_autoregressive(
+        self, joint: np.ndarray, horizon: int, lag_state: np.ndarray, pmf: np.ndarray, matrix: np.ndarray
+    ) -> Forecast:
+        """An AR-HSMM's forecast on the Markov chain of (mode k, r more steps), K D states: (k, r)
+        moves to (k, r - 1), and (k, 0) to (j, d - 1) with transmat_[k, j] p_j(d); each state
+        regresses as its mode. The chain moves per-state moments in O(K D + K^2) without its
+        (K D)^2 matrix; O(h K D n^3) in all for a lag state of n numbers."""
+        k, span = joint.shape
+
+        def move(per_state: np.ndarray) -> np.ndarray:  # (K D, ...) -> (K D, ...)
+            law = per_state.reshape(k, span, *per_state.shape[1:])
+            moved = np.zeros_like(law)
+            moved[:, :-1] = law[:, 1:]
+            starting = np.tensordot(matrix, law[:, 0], axes=(0, 0))  # segments starting in each mode
+            moved += pmf.reshape(k, span, *[1] * (per_state.ndim - 1)) * starting[:, None]
+            return moved.reshape(per_state.shape)
+
+        emission = self._blocks[1]
+        each = [np.repeat(a, span, axis=0) for a in (emission.coefs, emission.intercepts, emission.covariances)]
+        modes, means, covariances = autoregressive_moments(joint.ravel(), lag_state, [move] * horizon, *each)
+        return Forecast(means, covariances, modes.reshape(horizon, k, span).sum(axis=2))
+
     # ----------------------------------------------------------------- streaming
+    _chain_stream = False  # the filter carries (mode, steps left), not the chain's p(z_t)
+
     def _stream_recursion(self) -> SemiMarkovRecursion:
         """The filter over (mode, steps left). It equals the batch filter; the stream's total
         log-likelihood is ``score``'s with ``right_censoring`` (a stream goes on: its last
@@ -533,12 +573,13 @@ class HSMM(HMM):
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
         """The predictive law of the ``horizon`` observations after those a filter state has seen."""
-        if self.emission == "autoregressive":
-            raise NotImplementedError("forecasts of an AR-HSMM are not implemented yet")
         _no_inputs(future_inputs)
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
-        return self._forecast_remaining(state.filtered[0], int(horizon))
+        lag_state = state.history[::-1].ravel()  # [y_T, ..., y_T-order+1]; zeros for lags not seen, as with_lags
+        n_lags = self._blocks[1].n_features * self.order if self.emission == "autoregressive" else 0
+        lag_state = np.r_[lag_state, np.zeros(n_lags - len(lag_state))]
+        return self._forecast_remaining(state.filtered[0], int(horizon), lag_state)
 
     def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """The segments of the most probable segmentation: ``start``, ``end`` (exclusive), ``duration``,

@@ -43,7 +43,7 @@ array([[-1. ,  0.7,  0.3],
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -351,7 +351,7 @@ class MarkovJumpProcess(Model):
         if self.observation == "paths":
             return _complete_log_likelihood(rates, self._path_statistics(seqs, end_times))
         intervals = _Intervals.of(seqs)
-        return endpoint_statistics(rates, intervals.starts, intervals.ends, intervals.lengths)["log_likelihood"]
+        return endpoint_log_likelihood(rates, intervals.starts, intervals.ends, intervals.lengths)
 
     @property
     def n_parameters(self) -> int:
@@ -445,27 +445,29 @@ class MarkovJumpProcess(Model):
 
 
 def endpoint_statistics(
-    rate_matrix: np.ndarray, starts: np.ndarray, ends: np.ndarray, lengths: np.ndarray
+    rate_matrix: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lengths: np.ndarray,
+    counts: np.ndarray | None = None,
 ) -> Statistics:
     """E-step for snapshots: the log-likelihood sum_k log P(t_k)[a_k, b_k] of intervals (a_k, b_k, t_k)
     and the expected jump counts ``jumps`` (n, n) and time at risk ``time_at_risk`` (n,) given
-    their endpoints (see the module docstring). Intervals of equal length share their exponentials."""
+    their endpoints (see the module docstring). Intervals of equal length share their exponentials.
+    ``counts`` (one per interval, default 1) weight the intervals: soft endpoints, such as the
+    pair posteriors of hidden modes, enter as every pair (a, b) weighted by its probability."""
     rates = np.asarray(rate_matrix, dtype=np.float64)
     n = len(rates)
-    distinct, group = np.unique(np.asarray(lengths, dtype=np.float64), return_inverse=True)
+    counts = np.ones(len(starts)) if counts is None else np.asarray(counts, dtype=np.float64)
     log_likelihood, integrals = 0.0, np.zeros((n, n))
-    per_batch = max(1, _BLOCK_ENTRIES // (4 * n * n))
-    for first in range(0, distinct.size, per_batch):
-        t = distinct[first : first + per_batch, None, None]
-        inside = (group >= first) & (group < first + t.shape[0])
-        which, a, b = group[inside] - first, starts[inside], ends[inside]
-        probabilities = expm_metzler(rates * t)[which, a, b]
+    for inside, t, which, a, b, probabilities in _interval_batches(rates, starts, ends, lengths):
+        weight = counts[inside]
         if (probabilities <= 0).any():
             k = int(np.flatnonzero(inside)[np.argmax(probabilities <= 0)])
             raise ValueError(f"interval {k}: the change {starts[k]} -> {ends[k]} has probability 0 under these rates")
-        log_likelihood += float(np.log(probabilities).sum())
+        log_likelihood += float(weight @ np.log(probabilities))
         weights = np.zeros((t.shape[0], n, n))
-        np.add.at(weights, (which, a, b), 1.0 / probabilities)
+        np.add.at(weights, (which, a, b), weight / probabilities)
         scale = weights.max(axis=(1, 2), keepdims=True)  # keeps the block's norm that of Q t
         block = np.zeros((t.shape[0], 2 * n, 2 * n))
         block[:, :n, :n] = block[:, n:, n:] = rates.T * t
@@ -474,6 +476,39 @@ def endpoint_statistics(
     jumps = rates * integrals
     np.fill_diagonal(jumps, 0.0)
     return Statistics(log_likelihood=log_likelihood, jumps=jumps, time_at_risk=np.diag(integrals).copy())
+
+
+def endpoint_log_likelihood(
+    rate_matrix: np.ndarray, starts: np.ndarray, ends: np.ndarray, lengths: np.ndarray
+) -> float:
+    """sum_k log P(t_k)[a_k, b_k] of intervals (a_k, b_k, t_k); -inf if one has probability 0."""
+    batches = _interval_batches(np.asarray(rate_matrix, dtype=np.float64), starts, ends, lengths)
+    with np.errstate(divide="ignore"):
+        return float(sum(np.log(batch[-1]).sum() for batch in batches))
+
+
+def _interval_batches(
+    rates: np.ndarray, starts: np.ndarray, ends: np.ndarray, lengths: np.ndarray
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """The intervals by batches of distinct lengths (bounded memory): which intervals are in the batch
+    (a mask), the batch's lengths t (m, 1, 1), each interval's index into them, its endpoints a and b,
+    and its probability P(t)[a, b]."""
+    n = len(rates)
+    distinct, group = np.unique(np.asarray(lengths, dtype=np.float64), return_inverse=True)
+    per_batch = max(1, _BLOCK_ENTRIES // (4 * n * n))
+    for first in range(0, distinct.size, per_batch):
+        t = distinct[first : first + per_batch, None, None]
+        inside = (group >= first) & (group < first + t.shape[0])
+        which, a, b = group[inside] - first, starts[inside], ends[inside]
+        with np.errstate(over="ignore", invalid="ignore"):  # named below
+            probabilities = expm_metzler(rates * t)[which, a, b]
+        if not np.isfinite(probabilities).all():  # exp(Q t) out of reach of double precision
+            k = int(np.flatnonzero(inside)[np.argmax(~np.isfinite(probabilities))])
+            raise ValueError(
+                f"interval {k} lasts {lengths[k]:.3g}: the transition probabilities over it are not finite "
+                f"(rates times length up to {np.abs(rates).max() * lengths[k]:.3g}); measure time in larger units"
+            )
+        yield inside, t, which, a, b, probabilities
 
 
 def _generator(jumps: np.ndarray, time_at_risk: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from modeshift.models import em, lds_mle, online_em
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, KalmanRecursion, StreamingFilters, check_row
-from modeshift.statistics import Statistics
+from modeshift.statistics import Moments, Statistics
 
 if TYPE_CHECKING:
     from modeshift.smc.adapters import LinearGaussian
@@ -327,7 +328,10 @@ class LinearGaussianSSM(Model, StreamingFilters):
         value = self.diffuse
         if isinstance(value, (bool, np.bool_)):
             return np.ones(self.state_dim, dtype=bool) if value else None
-        mask = np.asarray(value)
+        try:
+            mask = np.asarray(value)
+        except ValueError:  # a ragged nesting
+            mask = np.zeros(0)
         if mask.shape != (self.state_dim,) or mask.dtype != bool:
             raise ValueError(
                 f"diffuse must be a bool or {self.state_dim} bools (one per state component), got {value!r}"
@@ -587,18 +591,32 @@ class LinearGaussianSSM(Model, StreamingFilters):
         ``X`` is any form :func:`~modeshift.data.as_sequences` accepts (``columns`` name a
         data frame's ``id_column``, ``time_column``, ...).
         """
-        held = self.__dict__.get("_held", {})  # values set by hand of fixed parameters: settings, not estimates
         self._start_fit()
-        fixed = self._fixed()
-        for name in fixed & held.keys():
+        return self._fit_em(self._em_data(X, lengths, inputs=inputs, **columns))
+
+    def _start_fit(self) -> None:
+        held = self.__dict__.get("_held", {})  # values set by hand of fixed parameters: settings, not estimates
+        super()._start_fit()
+        for name in self._fixed() & held.keys():
             self.__dict__.setdefault(name, held[name])
-        seqs = self._sequences(as_sequences(X, lengths, **columns), None, inputs, self._obs_dim()).require_observed()
+
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
+        """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
+        return self._sequences(as_sequences(X, lengths, **columns), None, inputs, self._obs_dim()).require_observed()
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> LinearGaussianSSM:
+        """EM, then the polish, from the starting parameters; ``over`` runs every pass over the data
+        on shards held elsewhere, ``seqs`` being then a sample of them to start from."""
+        fixed = self._fixed()
         self.__dict__["_held"] = {name: self.__dict__[name] for name in fixed if self.__dict__.get(name) is not None}
         self.__dict__["_fixed_now"] = fixed
-        em.run(self, seqs, label=f"LinearGaussianSSM n={self.state_dim}")
+        em.run(self, seqs, label=f"LinearGaussianSSM n={self.state_dim}", over=over)
+        over = over or em.in_memory(seqs)
         if self.method == "mle" and self.n_iter > 0 and self.n_iter_polish > 0:
-            self._polish(seqs, fixed)
-        self.log_likelihood_ = float(self._run_filter(seqs, self._check_parameters())[0].sum())
+            self._polish(over, fixed)
+        self.log_likelihood_ = float(over(_log_likelihood, self))
         self._finish_fit(seqs)
         return self
 
@@ -640,8 +658,8 @@ class LinearGaussianSSM(Model, StreamingFilters):
     def _online_parameters(self) -> dict[str, np.ndarray]:
         return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
 
-    def _polish(self, seqs: Sequences, fixed: frozenset[str]) -> None:
-        """Climb the exact log-likelihood from EM's estimate (:func:`lds_mle.polish`)."""
+    def _polish(self, over: em.Over, fixed: frozenset[str]) -> None:
+        """Climb the exact log-likelihood, summed ``over`` the data, from EM's estimate (:func:`lds_mle.polish`)."""
         start = self._check_parameters()
         free = [_PARAMETERS[name] for name in self.parameter_names if name not in fixed]
         diagonal = frozenset({"R"} if self.diagonal_observation_cov else ())
@@ -650,7 +668,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
             return
 
         def value_and_gradient(params: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
-            return self._score(seqs, params)
+            return over(functools.partial(_score, params=params), self)
 
         params, capped, gradient = lds_mle.polish(value_and_gradient, start, layout, self.n_iter_polish)
         self._set(params)
@@ -713,12 +731,10 @@ class LinearGaussianSSM(Model, StreamingFilters):
                 setattr(self, name, starting[_PARAMETERS[name]])
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, dict]:
-        params = self._check_parameters()
-        log_lik, stats = self._expected_statistics(seqs, params)
-        return log_lik, {**stats, "parameters": params}
+        return self._expected_statistics(seqs, self._check_parameters())
 
     def _m_step(self, seqs: Sequences, stats: dict) -> None:
-        self._set(self._maximize(stats, stats["parameters"], self.__dict__["_fixed_now"]))
+        self._set(self._maximize(stats, self._check_parameters(), self.__dict__["_fixed_now"]))
 
     def _em_snapshot(self) -> dict[str, np.ndarray]:
         return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
@@ -761,8 +777,8 @@ class LinearGaussianSSM(Model, StreamingFilters):
         # observations: regress y_t on z_t = [x_t; u_t], over steps with any observed entry
         observation = observation_statistics(Y, means, covs, U, params["C"], params["D"], params["R"])
 
-        first_means, first_covs = means[starts], covs[starts]
-        return log_lik, {"dynamics": dynamics, "observation": observation, "initial": (first_means, first_covs)}
+        initial = (Moments.of(means[starts]), covs[starts].sum(axis=0))
+        return log_lik, {"dynamics": dynamics, "observation": observation, "initial": initial}
 
     def _maximize(self, stats: dict, params: dict[str, np.ndarray], fixed: frozenset[str]) -> dict[str, np.ndarray]:
         """M-step: closed-form updates of the parameters not held fixed."""
@@ -788,13 +804,13 @@ class LinearGaussianSSM(Model, StreamingFilters):
             )
             (W,), (new[noise],) = block.weights, block.covariances
             new[matrix], new[inputs] = W[:, :n], W[:, n:]
-        first_means, first_covs = stats["initial"]
+        first_means, first_covs = stats["initial"]  # moments of E[x_0], sum of Cov[x_0] over sequences
         proper = np.ones(n, dtype=bool) if self._diffuse_mask() is None else ~self._diffuse_mask()
         if "initial_state_mean_" not in fixed:  # the diffuse components have no prior to learn
-            new["m0"] = np.where(proper, first_means.mean(axis=0), params["m0"])
+            new["m0"] = np.where(proper, first_means.mean, params["m0"])
         if "initial_state_covariance_" not in fixed and proper.any():
-            centred = first_means - new["m0"]
-            P0 = (first_covs + centred[:, :, None] * centred[:, None, :]).mean(axis=0)
+            offset = first_means.mean - new["m0"]
+            P0 = (first_covs + first_means.scatter) / first_means.count + np.outer(offset, offset)
             block = np.ix_(proper, proper)
             new["P0"] = np.array(params["P0"], dtype=float)
             new["P0"][block] = ensure_positive_definite(P0[block])
@@ -860,3 +876,13 @@ class LinearGaussianSSM(Model, StreamingFilters):
         from modeshift.smc.adapters import LinearGaussian  # smc builds on the models: imported when asked
 
         return LinearGaussian(self, inputs)
+
+
+def _log_likelihood(model: LinearGaussianSSM, seqs: Sequences) -> float:
+    """log p(Y) of ``seqs`` under the model's parameters (one shard's part of the total)."""
+    return float(model._run_filter(seqs, model._check_parameters())[0].sum())
+
+
+def _score(model: LinearGaussianSSM, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[float, dict]:
+    """log p(Y) of ``seqs`` and its gradient at ``params`` (one shard's part of the total)."""
+    return model._score(seqs, params)

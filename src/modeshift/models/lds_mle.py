@@ -211,13 +211,16 @@ def polish(
     x0 = layout.pack(start)
 
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
-        try:
-            value, gradients = value_and_gradient(layout.unpack(x, start))
-        except (ValueError, np.linalg.LinAlgError):
+        # a line search may probe parameters far out, whose values overflow: refused as +inf, silently
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                value, gradients = value_and_gradient(layout.unpack(x, start))
+            except (ValueError, np.linalg.LinAlgError):
+                return np.inf, np.zeros_like(x)
+            gradient = -layout.chain(x, gradients) if np.isfinite(value) else None
+        if gradient is None or not np.isfinite(gradient).all():
             return np.inf, np.zeros_like(x)
-        if not np.isfinite(value):
-            return np.inf, np.zeros_like(x)
-        return -value, -layout.chain(x, gradients)
+        return -value, gradient
 
     result = optimize.minimize(
         negative,

@@ -66,6 +66,7 @@ PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for a 
 
 _PARAMETERS = ("transmat_", "transition_coef_", "trend_", "exog_coef_", "variances_", "covars_", "ar_coef_")
 _STATIONARY = 1e-5  # the polish has converged when the largest gradient entry is below this
+_COLLAPSED = 1e-7  # a regime variance at most this fraction of the series' variance is degenerate
 #: old names -> new (DeprecationWarning); each class declares them, so that warnings name it
 _RENAMED = {
     "n_iter_em": "n_iter",
@@ -281,15 +282,23 @@ class _MarkovSwitching(Model, StreamingFilters):
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
         if n_tvtp and self.n_states < 2:
             raise ValueError("time-varying transition probabilities need n_states >= 2")
+        constant = np.flatnonzero(~(data.variances > 0))
+        if constant.size:
+            raise ValueError(
+                f"series {int(constant[0])} of y is constant (no variance): a variance estimated from it is 0 and "
+                "its likelihood unbounded; there is nothing to switch between"
+            )
         engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp, data.y.shape[1])
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
         em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
         params = self.__dict__.pop("_current")
+        _check_spread(params.ordered(), data)
         polished = self.n_iter > 0 and self.n_iter_polish > 0
         capped = False
         if polished:
             free, capped = engine.polish(engine.layout.pack(params), data, self.n_iter_polish)
             params = engine.layout.unpack(free)
+            _check_spread(params.ordered(), data)
         self._set_parameters(params.ordered())
         self._learn_from(engine, data, names)
         if polished:
@@ -1038,6 +1047,41 @@ def _n_tvtp(params: SwitchingParameters) -> int:
 def _check_possible(log_lik: float) -> None:
     if not np.isfinite(log_lik):
         raise ValueError("the series has zero probability under the current parameters")
+
+
+def _check_spread(params: SwitchingParameters, data: SeriesData) -> None:
+    """Refuse a fit whose regime explains part of the data with (almost) no noise.
+
+    The likelihood of a switching variance is unbounded: a regime that takes a stretch of
+    repeated values (a stuck sensor) drives its variance to 0 and the log-likelihood to
+    infinity. Such a fit is degenerate, not an estimate: a ``ValueError`` names the regime
+    (and the longest constant stretch) once a variance falls to ``_COLLAPSED`` times the
+    series' variance, before the polish, whose curvature would be undefined there.
+    """
+    smallest = np.linalg.eigvalsh(params.covariances)[:, 0]
+    collapsed = np.flatnonzero(smallest <= _COLLAPSED * max(float(np.mean(data.variances)), 1e-300))
+    if not collapsed.size:
+        return
+    where = ""
+    repeated = np.concatenate([[False], (data.y[1:] == data.y[:-1]).all(axis=1)])  # y_t = y_t-1
+    repeated[data.bounds[:-1]] = False
+    runs = _runs(repeated)
+    if runs.size:
+        start, end = runs[np.argmax(runs[:, 1] - runs[:, 0])]  # rows start - 1 .. end - 1 are equal
+        sequence = int(np.searchsorted(data.bounds, start - 1, side="right") - 1)
+        first = start - 1 - int(data.bounds[sequence])
+        where = f"; sequence {sequence} repeats one value over time steps {first}..{first + end - start}"
+    raise ValueError(
+        f"the variance of regime {int(collapsed[0])} collapsed to {smallest[collapsed[0]]:.3g} (under "
+        f"{_COLLAPSED:g} of the series' variance): it explains steps with no noise, where the likelihood has "
+        f"no maximum{where}. Remove or cut out constant stretches (a stuck sensor), or set switching_variance=False"
+    )
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """(n, 2) the [start, end) of each run of True in ``mask``."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return np.column_stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)])
 
 
 def _persistent_path(n_states: int, n_steps: int, rng: np.random.Generator) -> np.ndarray:

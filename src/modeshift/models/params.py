@@ -20,7 +20,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ARGUMENTS", "COMMON", "Boolean", "Callable", "Integer", "Number", "OneOf", "Rule", "check", "either"]
+__all__ = [
+    "ARGUMENTS",
+    "COMMON",
+    "Boolean",
+    "Callable",
+    "Integer",
+    "Names",
+    "Number",
+    "OneOf",
+    "Rule",
+    "check",
+    "either",
+]
 
 
 class Rule:
@@ -110,6 +122,16 @@ class Callable(Rule):
 
     def describe(self) -> str:
         return "a function or None"
+
+
+class Names(Rule):
+    """A collection of names (strings): which parameters ``fit`` holds fixed."""
+
+    def allows(self, value: Any) -> bool:
+        return isinstance(value, (tuple, list, set, frozenset)) and all(isinstance(item, str) for item in value)
+
+    def describe(self) -> str:
+        return "a tuple, list or set of parameter names (strings)"
 
 
 class RandomState(Rule):

@@ -45,7 +45,7 @@ from modeshift.dynamics import (
     jump_linear_moments,
     observation_statistics,
 )
-from modeshift.models import em, selection
+from modeshift.models import em, selection, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
@@ -99,9 +99,13 @@ class SwitchingLDS(Model, StreamingFilters):
     increase monotonically (``monotone`` is False).
 
     Initialisation (the ELBO has many local optima): d and D by regressing y on [u, 1]; a
-    one-mode :class:`LinearGaussianSSM` (PCA-initialised) fitted to the residuals gives C, R
-    and smoothed states x^ (denoising them matters: a step of the state can be much smaller
-    than the observation noise); a sticky :class:`ARHMM` with one lag and several restarts
+    one-mode :class:`LinearGaussianSSM` fitted to the residuals gives C, R and smoothed states
+    x^ (denoising them matters: a step of the state can be much smaller than the observation
+    noise). It starts from a PCA of the residuals when ``state_dim <= obs_dim``; otherwise PCA
+    sees too few directions, and the start is a subspace identification
+    (:mod:`modeshift.models.subspace`: the state read off the block-Hankel matrix of past and
+    future observations, N4SID-style), with a constant input so that the one-mode model can
+    carry an affine flow (gravity, a drift). Then a sticky :class:`ARHMM` with one lag and several restarts
     fitted to x^ gives the modes, A_k, b_k and Q_k (and, for recurrent models, a logistic
     regression on its modes gives the guards).
 
@@ -109,7 +113,7 @@ class SwitchingLDS(Model, StreamingFilters):
     ----------
     n_states : int or "auto"
         Number of modes K; ``"auto"`` chooses it by BIC (computed from the ELBO) among
-        1 .. ``max_states`` with :func:`modeshift.models.selection.select_n_states`.
+        candidates of 1 .. ``max_states`` modes, found as ``selection`` says.
     state_dim : int
         Dimension n of x.
     obs_dim : int, optional
@@ -131,6 +135,12 @@ class SwitchingLDS(Model, StreamingFilters):
         Added to the diagonal of every covariance estimate's scatter.
     max_states : int
         Largest K tried by ``n_states="auto"``.
+    selection : {"fits", "prune"}
+        How ``n_states="auto"`` finds its candidates: ``"fits"``, one fit from scratch per K
+        (:func:`~modeshift.models.selection.select_n_states`); ``"prune"``, one over-complete fit
+        with ``max_states`` modes, then K - 1 modes started from scratch and from the best K
+        without its least occupied mode; a candidate with a mode whose occupancy vanished is not
+        chosen (:func:`~modeshift.models.selection.prune_n_states`).
     warm_start : bool
         Start ``fit`` from the current parameters (learned or set by hand) instead of afresh.
     verbose : bool
@@ -188,6 +198,7 @@ class SwitchingLDS(Model, StreamingFilters):
         stickiness: float = 0.0,
         reg_covar: float = 1e-6,
         max_states: int = 6,
+        selection: str = "fits",
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -204,6 +215,7 @@ class SwitchingLDS(Model, StreamingFilters):
         self.stickiness = stickiness
         self.reg_covar = reg_covar
         self.max_states = max_states
+        self.selection = selection
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -215,6 +227,7 @@ class SwitchingLDS(Model, StreamingFilters):
         "recurrent": Boolean(),
         "stickiness": Number(0),
         "reg_covar": Number(0),
+        "selection": OneOf(("fits", "prune")),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
     _file_arrays = {"dwell_times_": "real?"}
@@ -530,11 +543,6 @@ class SwitchingLDS(Model, StreamingFilters):
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS"))
         seqs = self._sequences(seqs, None, inputs).require_observed()
-        if self.state_dim > seqs.n_features:
-            raise ValueError(
-                f"state_dim={self.state_dim} exceeds the {seqs.n_features} observed feature(s); "
-                "the PCA initialisation needs state_dim <= obs_dim"
-            )
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
         self.__dict__["_given"] = self._snapshot() if given else None
         em.run(self, seqs, label=f"SwitchingLDS K={self._k}")
@@ -547,9 +555,11 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
         params = {**self.get_params(), "warm_start": False}
-        winner, self.selection_ = selection.select_n_states(
-            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
-        )
+        make = lambda k: type(self)(**{**params, "n_states": k})  # noqa: E731
+        if self.selection == "prune":
+            winner, self.selection_ = selection.prune_n_states(make, _keep_modes, seqs, None, self.max_states)
+        else:
+            winner, self.selection_ = selection.select_n_states(make, seqs, None, self.max_states)
         self.n_states_ = winner.n_states
         for name in ("history_", "converged_", "n_iter_", "dwell_times_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
@@ -679,11 +689,19 @@ class SwitchingLDS(Model, StreamingFilters):
             stickiness=_INIT_STICKINESS,
             reg_covar=max(self.reg_covar, 1e-6 * total_var),
         )
+        if n > seqs.n_features:  # PCA sees at most p directions: read the state off the data's future
+            residual = dataclasses.replace(residual, inputs=np.ones((len(Y), 1)))
+            lds = _subspace_start(residual, n)
+        else:
+            lds = LinearGaussianSSM(state_dim=n, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4)
         with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
             warnings.simplefilter("ignore", em.ConvergenceWarning)
-            lds = LinearGaussianSSM(state_dim=n, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4).fit(residual)
+            lds.fit(residual)
             states = np.asarray(lds.smooth(residual).means)
-            arhmm.fit(states, seqs.lengths)
+            try:
+                arhmm.fit(states, seqs.lengths)
+            except ValueError as error:
+                raise ValueError(f"SwitchingLDS: its start, an ARHMM on the denoised states, failed: {error}") from None
         mode_probs = arhmm.predict_proba(states, seqs.lengths)
         self.observation_matrix_, self.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
         self.feedthrough_matrix_, self.observation_offset_ = DW[:, :m], DW[:, m]
@@ -795,6 +813,39 @@ class SwitchingLDS(Model, StreamingFilters):
         from modeshift.smc.adapters import SwitchingLinear  # smc builds on the models: imported when asked
 
         return SwitchingLinear(self, inputs)
+
+
+def _keep_modes(model: SwitchingLDS, kept: np.ndarray) -> SwitchingLDS:
+    """A SwitchingLDS of the ``kept`` modes of a fitted one, its parameters set (as the start of its
+    fit) to theirs: the chain's rows renormalised over the kept modes."""
+    smaller = type(model)(**{**model.get_params(), "n_states": len(kept), "warm_start": False})
+    for name in model.parameter_names:
+        value = np.asarray(model.__dict__[name])
+        if name in ("transmat_", "recurrence_biases_"):
+            value = value[np.ix_(kept, kept)]
+        elif name.startswith(("dynamics_", "recurrence_weights", "input_weights", "startprob")):
+            value = value[kept]
+        setattr(smaller, name, value.copy())
+    smaller.startprob_ = normalise_rows(smaller.startprob_)
+    if not model.recurrent:
+        smaller.transmat_ = normalise_rows(smaller.transmat_)
+    return smaller
+
+
+def _subspace_start(seqs: Sequences, n: int) -> LinearGaussianSSM:
+    """A one-mode model of the centred data with a constant input (``seqs.inputs``, ones), so that
+    it can carry an affine flow such as gravity's, its parameters set by hand to the subspace
+    estimate of :func:`~modeshift.models.subspace.identify` so that EM starts there."""
+    lds = LinearGaussianSSM(state_dim=n, input_dim=1, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4)
+    estimate = subspace.identify(seqs, n)
+    lds.dynamics_matrix_, lds.transition_covariance_ = estimate.dynamics_matrix, estimate.transition_covariance
+    lds.control_matrix_ = estimate.dynamics_offset[:, None]
+    lds.feedthrough_matrix_ = np.zeros((seqs.n_features, 1))
+    lds.observation_matrix_, lds.observation_covariance_ = estimate.observation_matrix, estimate.observation_covariance
+    lds.initial_state_mean_ = estimate.states[seqs.starts].mean(axis=0)
+    spread = np.atleast_2d(np.cov(estimate.states.T, bias=True))
+    lds.initial_state_covariance_ = ensure_positive_definite(spread + 1e-9 * np.trace(spread) * np.eye(n))
+    return lds
 
 
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -51,9 +51,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -77,19 +76,23 @@ __all__ = [
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
 
 
-@dataclass(frozen=True)
-class FilterState:
+_NO_HISTORY = np.zeros((0, 0))
+_NO_HISTORY.flags.writeable = False
+
+
+class FilterState(NamedTuple):
     """What a streaming filter carries from one step to the next (arrays only, so it serialises).
 
     ``step``: observations seen; ``filtered``: the law after the last one (empty before the
     first); ``history``: the last observations an autoregression needs (or other per-model
     memory); ``lag`` and ``window``: the fixed-lag smoother's last (filtered, predicted, move)
-    laws, oldest first.
+    laws, oldest first. Immutable, and a named tuple rather than a dataclass: one is made per
+    observation, and a tuple costs less than half a frozen dataclass to build.
     """
 
     step: int = 0
     filtered: Law = ()
-    history: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    history: np.ndarray = _NO_HISTORY
     lag: int = 0
     window: tuple[tuple[Law, Law, np.ndarray], ...] = ()
 
@@ -133,8 +136,7 @@ class FilterState:
             return cls.from_arrays(dict(arrays))
 
 
-@dataclass(frozen=True)
-class StepOutput:
+class StepOutput(NamedTuple):
     """The filter's answer to one observation.
 
     ``step``: its index in the stream; ``probabilities``: p(z_t | y_0..t) (K,) (None for a model
@@ -143,13 +145,13 @@ class StepOutput:
     model with a continuous state; ``log_likelihood``: log p(y_t | y_0..t-1); ``lagged``: with
     ``lag=L``, the smoothed law of step t - L given y_0..t (probabilities, or (mean, covariance)),
     None for t < L; ``state``: the filter state after this step (to save, or resume from).
-    :attr:`prediction` is the predictive law of y_t+1.
+    :attr:`prediction` is the predictive law of y_t+1; ``model`` is the model that filtered.
     """
 
     step: int
     log_likelihood: float
     state: FilterState
-    model: Any = field(repr=False)
+    model: Any
     probabilities: np.ndarray | None = None
     mean: np.ndarray | None = None
     covariance: np.ndarray | None = None
@@ -459,7 +461,7 @@ class StreamingFilters:
         """Filter an iterable of observations as a generator of :class:`StepOutput`; ``inputs`` an
         iterable of input rows alongside; ``state`` resumes a stream from a saved :class:`FilterState`
         (then ``lag`` is the state's). Any iterable is read one row at a time (a live feed works);
-        an array, all there already, is checked and its evidence computed ``block`` rows at a time
+        an array, all there already, may be checked and its evidence computed ``block`` rows at a time
         (an error in a row is then raised before the earlier rows of its block are yielded)."""
         state = self.filter_init(lag=lag) if state is None else state
         recursion = self._stream_recursion()
@@ -467,9 +469,7 @@ class StreamingFilters:
             for start in range(0, len(observations), block):
                 rows = observations[start : start + block]
                 extra = None if inputs is None else inputs[start : start + block]
-                for out in self._stream_block(recursion, state, rows, extra):
-                    yield out
-                state = out.state
+                state = yield from self._stream_block(recursion, state, rows, extra)
             return
         extra = iter(inputs) if inputs is not None else None
         for y in observations:
@@ -478,11 +478,13 @@ class StreamingFilters:
 
     def _stream_block(
         self, recursion: Recursion, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None
-    ) -> Iterator[StepOutput]:
-        """The output of each row of a block, in order (models may run a block at once)."""
+    ) -> Generator[StepOutput, None, FilterState]:
+        """The output of each row of a block, in order (models may run a block at once); returns the
+        state after the block."""
         for evidence, move, history in self._stream_evidences(state, rows, inputs):
             state, out = self._advance(recursion, state, evidence, move, history)
             yield out
+        return state
 
     def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
         """``_stream_evidence`` of a block of rows, in order (models override it to evaluate a block at once)."""

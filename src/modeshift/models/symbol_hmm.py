@@ -144,22 +144,50 @@ class SymbolHMM(Model):
         with ``symbols=True`` (``columns`` name an event log's columns).
         """
         self._start_fit()
+        return self._fit_em(self._em_data(data, lengths, **columns))
+
+    def _em_data(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
+        """What EM reads: each sequence's codes then END's, as one column of floats, coded by the
+        model's vocabulary (else by one learned from ``data``), which it carries."""
         seqs = as_sequences(data, lengths, symbols=True, vocabulary=self.__dict__.get("vocabulary_"), **columns)
-        self.vocabulary_ = seqs.vocabulary
-        emitted = Sequences(next_targets(seqs).astype(np.float64)[:, None], seqs.offsets + np.arange(len(seqs) + 1))
+        emitted = next_targets(seqs).astype(np.float64)[:, None]
+        offsets = seqs.offsets + np.arange(len(seqs) + 1)
+        return Sequences(emitted, offsets, vocabulary=seqs.vocabulary, schema=seqs.schema)
+
+    def _em_constants(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> tuple[Hashable, ...]:
+        """What EM needs of all the data before it starts, read from one shard of them: the symbols,
+        in order of first appearance (merged over shards by :meth:`_em_merge_constants`)."""
+        if "vocabulary_" in self.__dict__:
+            return self.vocabulary_.symbols
+        return as_sequences(data, lengths, symbols=True, **columns).vocabulary.symbols
+
+    @staticmethod
+    def _em_merge_constants(first: tuple[Hashable, ...], then: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
+        return Vocabulary.learn([*first, *then]).symbols
+
+    def _em_set_constants(self, symbols: tuple[Hashable, ...]) -> None:
+        self.vocabulary_ = Vocabulary(symbols)
+
+    def _fit_em(self, emitted: Sequences, over: em.Over | None = None) -> SymbolHMM:
+        """EM from the starting parameters; ``over`` runs every pass over the data on shards held
+        elsewhere, ``emitted`` being then a sample of them to start from."""
+        self.vocabulary_ = emitted.vocabulary
         self.__dict__["_given"] = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
-        em.run(self, emitted, label=f"SymbolHMM K={self.n_states}")
+        em.run(self, emitted, label=f"SymbolHMM K={self.n_states}", over=over)
         del self.__dict__["_given"]
         transitions, emission = self.__dict__["_blocks"]
         emissions = emission.emission_probs
-        if self.unknown == "map":
-            counts = self._e_step(emitted, {})[1]["emission"]["counts"].sum(axis=1)
+        if self.unknown == "map":  # the known symbols' law (an EM step gives UNKNOWN 0; a start may not)
+            counts = (over or em.in_memory(emitted))(_state_counts, self)
+            emissions = emissions.copy()
+            emissions[:, len(self.vocabulary_)] = 0.0
+            emissions /= emissions.sum(axis=1, keepdims=True)
             emissions = emissions * (counts / (counts + UNKNOWN_PSEUDO_COUNT))[:, None]
             emissions[:, len(self.vocabulary_)] = UNKNOWN_PSEUDO_COUNT / (counts + UNKNOWN_PSEUDO_COUNT)
         del self.__dict__["_blocks"]
         self.startprob_, self.transmat_ = transitions.initial_probs, transitions.transition_matrix
         self.emissionprob_ = emissions
-        self._finish_fit(seqs)
+        self._finish_fit(emitted)
         return self
 
     def _em_initialize(self, emitted: Sequences, rng: np.random.Generator, restart: int) -> None:
@@ -186,7 +214,7 @@ class SymbolHMM(Model):
             log_likelihoods=table,
             rows=rows,
         )
-        _check_possible(log_likelihood)
+        check_possible(log_likelihood, "a symbol no reachable state emits; fit with more states or data")
         return float(log_likelihood.sum()), Statistics(
             transitions=transitions.statistics(posteriors, emitted.starts, pairs),
             emission=emission.statistics(emitted.values, posteriors),
@@ -210,8 +238,13 @@ class SymbolHMM(Model):
             block.set(attribute, value)
 
     def _check_fitted(self) -> None:
+        """Fitted, and the parameters laws (checked on every use: a row set by hand may sum to 0)."""
         if not set(_PARAMETERS) | {"vocabulary_"} <= self.__dict__.keys():
             raise NotFittedError("this SymbolHMM is not fitted: call fit")
+        n_states, n_outcomes = np.shape(self.transmat_)[0], len(self.vocabulary_) + 2
+        shapes = {"startprob_": (n_states,), "transmat_": (n_states, n_states), "emissionprob_": (n_states, n_outcomes)}
+        for name, shape in shapes.items():
+            self.__dict__[name] = check_probabilities(name, self.__dict__[name], shape)
 
     # ------------------------------------------------------ next-element probabilities
     def _encode(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
@@ -278,16 +311,28 @@ class SymbolHMM(Model):
         log_likelihood = kernels.log_likelihood(
             self._log_emissions(), offsets, self.startprob_, self.transmat_[None], rows=next_targets(seqs)
         )
-        _check_possible(log_likelihood)
-        return float(log_likelihood.sum() - seqs.n_sequences * np.log1p(-self._first_end()))
+        return float(log_likelihood.sum() - seqs.n_sequences * np.log1p(-self._first_end()))  # -inf: impossible
 
     # ----------------------------------------------------------------- hidden states
     def _filtered(self, seqs: Sequences) -> np.ndarray:
-        filtered, log_likelihood = kernels.forward_filter(
+        filtered, log_likelihood = self._forward(seqs)
+        self._check_possible(log_likelihood, seqs)
+        return filtered
+
+    def _forward(self, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
+        return kernels.forward_filter(
             self._log_emissions(), seqs.offsets, self.startprob_, self.transmat_[None], rows=seqs.codes
         )
-        _check_possible(log_likelihood)
-        return filtered
+
+    def _check_possible(self, log_likelihood: np.ndarray, seqs: Sequences) -> None:
+        """The rule for impossible data (:func:`~modeshift.models.base.check_possible`); no step
+        named when it is the end that no reachable state allows."""
+        check_possible(
+            log_likelihood,
+            "a symbol no reachable state emits, or an end no state allows; fit with more states or data",
+            lambda: self._forward(seqs)[0],
+            seqs.offsets,
+        )
 
     def _ended(self, seqs: Sequences) -> np.ndarray:
         """log p(x_t | z_t = k) of every step (n_steps, K); each sequence's last step also carries
@@ -326,14 +371,14 @@ class SymbolHMM(Model):
         log_likelihood, posteriors, _ = kernels.forward_backward(
             self._ended(seqs), seqs.offsets, self.startprob_, self.transmat_[None]
         )
-        _check_possible(log_likelihood)
+        self._check_possible(log_likelihood, seqs)
         return posteriors
 
     def _viterbi(self, seqs: Sequences) -> np.ndarray:
         with np.errstate(divide="ignore"):
             log_initial, log_transitions = np.log(self.startprob_), np.log(self.transmat_)[None]
         path, log_probability = kernels.viterbi(self._ended(seqs), seqs.offsets, log_initial, log_transitions)
-        _check_possible(log_probability)
+        self._check_possible(log_probability, seqs)
         return path
 
     def describe(self, top: int = 3) -> pd.DataFrame:
@@ -432,5 +477,6 @@ class SymbolHMM(Model):
                 setattr(self, self._renamed.get(name, name), value)
 
 
-def _check_possible(log_likelihood: np.ndarray) -> None:
-    check_possible(log_likelihood, "a symbol no reachable state emits; fit with more states or data")
+def _state_counts(model: SymbolHMM, emitted: Sequences) -> np.ndarray:
+    """The expected number of symbols each state emits in ``emitted`` (one shard's part)."""
+    return model._e_step(emitted, {})[1]["emission"]["counts"].sum(axis=1)

@@ -1,0 +1,223 @@
+"""Benchmark EM over a Dask cluster (:mod:`modeshift.distributed`) against EM in one process.
+
+A Gaussian HMM (K = 8 modes, D = 2 features, full covariances) is fit for 10 EM iterations
+(``tol=-inf``) to 10^4 sequences of 10^3 steps (10^7 observations) read from Parquet, from
+the same hand-set starting parameters everywhere:
+
+- in memory: ``pandas.read_parquet`` then ``HMM.fit(frame)`` in one process;
+- on a ``distributed.LocalCluster`` of 1 and of 2 worker processes (one thread each, numba's
+  included, so 1 worker computes on one core and 2 on two; in memory numba uses every core):
+  ``HMM.fit(dask.dataframe.read_parquet(path))``, the partitions read and kept on the
+  workers, the E-step run where they lie.
+
+Each case runs in a fresh interpreter, after a warm-up fit on tiny data there (and on every
+worker) so that no Numba compilation is timed. Reported: the wall time of the fit (reading
+included), the speed-up from 1 to 2 workers (target >= 1.7x), the peak resident memory of
+the client process and of each worker (``ru_maxrss``), and the final log-likelihood of each
+fit, which agree. ``--big`` writes 10^8 observations (10^5 sequences) to Parquet on disk
+partition by partition, so no process holds them all, and fits them on the cluster of
+``--workers`` processes reading the partitions again at every pass (``persist=False``), so a
+worker's memory is bounded by a partition: time and peak memory per worker, the client's
+staying that of the small case.
+
+Usage::
+
+    python benchmarks/distributed.py                 # 10^7 observations: in memory, 1 and 2 workers
+    python benchmarks/distributed.py --quick         # 10^6, a smoke run
+    python benchmarks/distributed.py --big --workers 2
+
+The data go to ``--data`` (default: a temporary directory, removed after); the markdown
+report to stdout and ``benchmarks/results/distributed.md``; progress to stderr.
+Needs ``pip install -e '.[distributed]'`` (dask, distributed and pyarrow of one release).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this file's directory comes first on sys.path, where its own name would hide the
+# distributed package it benchmarks.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*stopped at its cap.*")
+
+K, D = 8, 2
+#: One compute thread per worker process (numba's too): the workers' parallelism is the processes'.
+ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def true_parameters(seed: int) -> dict[str, np.ndarray]:
+    """A well-separated HMM: sticky transitions, means on a circle, unit covariances."""
+    rng = np.random.default_rng(seed)
+    transmat = np.full((K, K), 0.05 / (K - 1)) + np.eye(K) * 0.95 - np.eye(K) * 0.05 / (K - 1)
+    angles = 2 * np.pi * np.arange(K) / K
+    means = 4.0 * np.column_stack([np.cos(angles), np.sin(angles)])
+    covars = np.stack([np.eye(D) * (0.5 + rng.random()) for _ in range(K)])
+    return {"startprob_": np.full(K, 1.0 / K), "transmat_": transmat, "means_": means, "covars_": covars}
+
+
+def starting_parameters(seed: int) -> dict[str, np.ndarray]:
+    """The true parameters perturbed: where every case's EM starts."""
+    rng = np.random.default_rng(seed + 1)
+    params = true_parameters(seed)
+    transmat = params["transmat_"] + 0.02 * rng.random((K, K))
+    return {
+        "startprob_": params["startprob_"],
+        "transmat_": transmat / transmat.sum(axis=1, keepdims=True),
+        "means_": params["means_"] + 0.5 * rng.normal(size=(K, D)),
+        "covars_": params["covars_"] * 1.5,
+    }
+
+
+def write_dataset(path: Path, n_sequences: int, n_steps: int, n_partitions: int, seed: int) -> None:
+    """Simulate the HMM to Parquet, one file (partition) at a time: memory of one partition."""
+    params = true_parameters(seed)
+    cumulative = np.cumsum(params["transmat_"], axis=1)
+    factors = np.linalg.cholesky(params["covars_"])
+    path.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, n_sequences, n_partitions + 1).astype(int)
+    for part, (first, last) in enumerate(zip(bounds[:-1], bounds[1:])):
+        rng = np.random.default_rng([seed, part])
+        n = last - first
+        modes = np.empty((n, n_steps), dtype=np.int64)
+        modes[:, 0] = rng.integers(K, size=n)
+        draws = rng.random((n, n_steps))
+        for t in range(1, n_steps):
+            modes[:, t] = (draws[:, t, None] > cumulative[modes[:, t - 1]]).sum(axis=1).clip(max=K - 1)
+        noise = rng.standard_normal((n, n_steps, D))
+        values = params["means_"][modes] + np.einsum("ntij,ntj->nti", factors[modes], noise)
+        frame = pd.DataFrame(
+            {
+                "id": np.repeat(np.arange(first, last), n_steps),
+                "t": np.tile(np.arange(n_steps), n),
+                **{f"x{d}": values[:, :, d].ravel() for d in range(D)},
+            }
+        )
+        frame.to_parquet(path / f"part-{part:05d}.parquet", index=False)
+        print(f"  wrote partition {part + 1}/{n_partitions}", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def warm_up() -> None:
+    """One tiny fit: Numba compiles (or loads from its cache) every kernel the fit uses."""
+    frame = pd.DataFrame({"id": np.repeat([0, 1], 50), "t": np.tile(np.arange(50), 2)})
+    frame[[f"x{d}" for d in range(D)]] = np.random.default_rng(0).normal(size=(100, D))
+    model(2).fit(frame, time_column="t")
+
+
+def model(n_iter: int, seed: int = 0) -> Any:
+    from modeshift import HMM
+
+    hmm = HMM(K, covariance="full", n_iter=n_iter, tol=-np.inf, accelerate=False)
+    for name, value in starting_parameters(seed).items():
+        setattr(hmm, name, value)
+    return hmm
+
+
+def run_case(case: str, data: Path, iterations: int, seed: int, persist: bool = True) -> dict[str, Any]:
+    """One case in this (fresh) process: the fit's time, its log-likelihood and peak memories."""
+    warm_up()
+    if case == "memory":
+        start = time.perf_counter()
+        fitted = model(iterations, seed).fit(pd.read_parquet(data), time_column="t")
+        elapsed = time.perf_counter() - start
+        return {"seconds": elapsed, "log_likelihood": fitted.history_[-1], "client_mb": peak_mb(), "worker_mb": []}
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    workers = int(case)
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=ONE_THREAD
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(warm_up)
+        start = time.perf_counter()
+        fitted = model(iterations, seed).fit(dd.read_parquet(data), time_column="t", persist=persist)
+        elapsed = time.perf_counter() - start
+        worker_mb = sorted(client.run(peak_mb).values())
+    return {"seconds": elapsed, "log_likelihood": fitted.history_[-1], "client_mb": peak_mb(), "worker_mb": worker_mb}
+
+
+def in_fresh_process(case: str, data: Path, iterations: int, seed: int, persist: bool) -> dict[str, Any]:
+    arguments = [sys.executable, __file__, "--case", case, "--data", str(data)]
+    arguments += ["--iterations", str(iterations), "--seed", str(seed)] + ([] if persist else ["--no-persist"])
+    done = subprocess.run(arguments, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"case {case} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(rows: dict[str, dict[str, Any]], n_obs: int, iterations: int) -> str:
+    lines = [
+        f"## EM over a Dask cluster: Gaussian HMM K={K}, D={D}, {n_obs:.0e} observations, {iterations} iterations",
+        "",
+        "| case | fit (s) | client peak (MB) | worker peaks (MB) | final log-likelihood |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for name, row in rows.items():
+        workers = ", ".join(f"{mb:.0f}" for mb in row["worker_mb"]) or "-"
+        lines.append(
+            f"| {name} | {row['seconds']:.1f} | {row['client_mb']:.0f} | {workers} | {row['log_likelihood']:.6f} |"
+        )
+    one, two = rows.get("1 worker"), rows.get("2 workers")
+    if one and two:
+        lines += ["", f"Speed-up from 1 to 2 workers: {one['seconds'] / two['seconds']:.2f}x (target >= 1.7x)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10^6 observations, a smoke run")
+    parser.add_argument("--big", action="store_true", help="10^8 observations on disk, on --workers processes")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the --big run")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--data", type=Path, default=None, help="where the Parquet data go (kept if given)")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "distributed.md")
+    parser.add_argument("--no-persist", action="store_true", help="read the partitions at every pass (--big's way)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.data, args.iterations, args.seed, not args.no_persist)))
+        return
+    n_sequences = 100_000 if args.big else 1_000 if args.quick else 10_000
+    n_steps = 1_000
+    with tempfile.TemporaryDirectory() as scratch:
+        data = args.data or Path(scratch) / "hmm.parquet"
+        if not data.exists():
+            print(f"writing {n_sequences * n_steps:.0e} observations to {data}", file=sys.stderr)
+            write_dataset(data, n_sequences, n_steps, max(16, n_sequences // 625), args.seed)
+        cases = {f"{args.workers} workers": str(args.workers)} if args.big else {}
+        if not args.big:
+            cases = {"in memory": "memory", "1 worker": "1", "2 workers": "2"}
+        rows = {}
+        for name, case in cases.items():
+            print(f"running: {name}", file=sys.stderr)
+            rows[name] = in_fresh_process(case, data, args.iterations, args.seed, not (args.big or args.no_persist))
+    text = report(rows, n_sequences * n_steps, args.iterations)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,465 @@
+"""Fit, decode and score models over data on a Dask cluster (the ``modeshift[distributed]`` extra).
+
+The E-step of an EM fit is a sum over sequences: each shard of whole sequences yields its
+expected sufficient statistics under the current parameters, the statistics of all shards
+add up (:func:`~modeshift.statistics.combine`), and the M-step needs only their sum. So a
+fit over data too large for one process runs as
+
+1. every partition of a Dask DataFrame (long format: id, time, values), of a Parquet
+   dataset or of a Dask bag of sequences is read into :class:`~modeshift.data.Sequences`
+   once, on the worker that holds it, and kept there (checked and validated as ``fit``
+   checks data in memory; partitions that split a sequence are refused, or shuffled by
+   id when a time column orders the rows);
+2. each iteration, the model (its parameters: kilobytes) is scattered to every worker
+   once, each partition's E-step runs where the partition lies, and the statistics are
+   added up on the cluster in a fixed binary tree (partition 0 + 1, 2 + 3, ...), so the
+   result does not depend on which worker finished first;
+3. the client receives only the summed statistics and runs the M-step.
+
+The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) do the
+work, so a fit from the same starting parameters equals the in-memory fit up to the
+round-off of the summation order (1e-10 relative), for any partitioning. Starting values
+come from the first partition (the in-memory fit reads all the data for them). The
+statistics of a partition are a pure function of the partition and the parameters: a
+worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
+
+Models fit this way have the :class:`~modeshift.models.capabilities.ShardableFit`
+capability: ``HMM`` (every emission), ``ARHMM``, ``LinearGaussianSSM`` (whose quasi-Newton
+polish sums the exact log-likelihood and its gradient over the partitions the same way) and
+``SymbolHMM`` (whose vocabulary is read from all partitions first, merged in partition
+order: symbols in order of first appearance, as in memory for the partitions concatenated).
+An HMM with input-driven transitions fits too, but the per-step rows of their logistic
+regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+
+A fit, then decoding and scoring over the same frame::
+
+    import dask.dataframe as dd
+    from distributed import Client
+    from modeshift import HMM
+    client = Client()                                   # a local cluster, or Client("tcp://host:8786")
+    frame = dd.read_parquet("sensors/")                 # columns id, time, x, y
+    model = HMM(3, random_state=0).fit(frame, time_column="time")   # dispatches here
+    states = model.predict(frame, time_column="time")   # a Dask DataFrame: the rows and their mode
+    total = model.score(frame, time_column="time").compute()
+
+``fit(..., client=client)`` names the client (else the current one is used), and a path
+to a Parquet dataset with ``client=`` reads it (``HMM(3).fit("sensors/", client=client)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modeshift.data import Sequences, as_sequences
+from modeshift.models.base import set_collection_handler
+from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit
+from modeshift.statistics import combine
+
+__all__ = ["Shards", "fit", "fit_dataset", "predict", "predict_proba", "score", "segment"]
+
+
+# ------------------------------------------------------------------------ fitting
+def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **columns: Any) -> Any:
+    """Fit ``model`` by EM over ``data`` on a Dask cluster; returns the model (see the module docstring).
+
+    ``data``: a Dask DataFrame in long format, a path to a Parquet dataset or a Dask bag
+    of sequences (arrays); ``columns`` name a frame's columns as for ``fit`` in memory
+    (``id_column``, ``time_column``, ``columns``, ``input_columns``). ``client``: a
+    ``distributed.Client`` (default: the current one). ``persist``: keep every partition
+    on its worker, read once (the workers' memory holds the data); False reads each
+    partition again for every pass over the data, so a worker's memory is bounded by the
+    partitions it works on at once, whatever the size of the data (one read per iteration).
+    """
+    if not isinstance(model, ShardableFit):
+        raise TypeError(
+            f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
+            "up over shards of the data can (HMM, ARHMM, LinearGaussianSSM, SymbolHMM); fit it in memory "
+            "(docs/distributed.md says why each other model cannot)"
+        )
+    if getattr(model, "n_states", None) == "auto":
+        raise NotImplementedError("n_states='auto' over a Dask cluster is not implemented: give n_states")
+    model._start_fit()
+    client = _client(client)
+    parts = _partitions(data, client, columns)
+    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
+        model._em_set_constants(_constants(model, parts, client, columns))
+    shards = Shards.of(model, parts, client, columns, persist)
+    return model._fit_em(shards.sample(), over=shards)
+
+
+def fit_dataset(
+    model: Any,
+    path: str | PathLike[str],
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
+) -> dict[str, Any]:
+    """Fit ``model`` to a Parquet dataset (a directory or file) or CSV file(s) on the cluster at
+    ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
+    what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
+    log-likelihood (for a model with an exact one, summed on the cluster), ``converged`` and ``n_iter``."""
+    import dask.dataframe as dd
+
+    text = str(path)
+    frame = dd.read_csv(text) if text.endswith((".csv", ".csv.gz")) else dd.read_parquet(text)
+    named = {"columns": list(columns) if columns else None, "time_column": time_column or "auto"}
+    if id_column is not None:
+        named["id_column"] = id_column
+    with _cluster(scheduler, workers) as client:
+        fit(model, frame, client=client, **named)
+        summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
+        if isinstance(model, Scorer):
+            summary["log_likelihood"] = float(score(model, frame).compute())
+    return {**summary, "converged": model.converged_, "n_iter": model.n_iter_}
+
+
+@contextlib.contextmanager
+def _cluster(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers`` processes of
+    one thread each (numba's and BLAS's too: the processes are the parallelism)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    one_thread = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with LocalCluster(n_workers=workers or 1, threads_per_worker=1, dashboard_address=None, env=one_thread) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+def _constants(model: Any, parts: list[Any], client: Any, columns: dict[str, Any]) -> Any:
+    """``model._em_constants`` of every partition, merged on the cluster in partition order."""
+    import dask
+
+    shipped = _portable(model)
+    read = dask.delayed(shipped, pure=True)
+    constants = client.compute([dask.delayed(_constants_of, pure=True)(part, read, columns) for part in parts])
+    return _tree_sum(client, constants, functools.partial(_merge_constants, shipped)).result()
+
+
+def _constants_of(part: Any, model: Any, columns: dict[str, Any]) -> Any:
+    return None if len(part) == 0 else model._em_constants(part, **columns)
+
+
+def _merge_constants(model: Any, first: Any, then: Any) -> Any:
+    if first is None or then is None:
+        return then if first is None else first
+    return model._em_merge_constants(first, then)
+
+
+class Shards:
+    """The data of one fit as shards of whole sequences, one per partition, read on the workers
+    (and kept there, or read again for every pass over the data: ``persist``).
+
+    Called as ``shards(function, model)``, it returns the sum over the shards of
+    ``function(model, shard)`` (the ``over`` of :func:`modeshift.models.em.run`): the model
+    is scattered to the workers once per call, each term is computed where its shard lies
+    and the terms are added on the cluster in a fixed binary tree; only the sum reaches the
+    client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
+    """
+
+    def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]]):
+        self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects
+        self.received: list[int] = []
+
+    @classmethod
+    def of(cls, model: Any, parts: list[Any], client: Any, columns: dict[str, Any], persist: bool = True) -> Shards:
+        """Read every partition (Dask delayed objects, :func:`_partitions`) by ``model._em_data`` on
+        the workers, and keep it there if ``persist``."""
+        import dask
+
+        prepare = dask.delayed(_portable(model), pure=True)
+        parts = [dask.delayed(_prepare, pure=True)(part, index, prepare, columns) for index, part in enumerate(parts)]
+        if persist:
+            parts = client.compute(parts)
+            sizes = client.gather(client.map(_size, parts, pure=False))
+        else:
+            sizes = client.gather(client.compute([dask.delayed(_size, pure=True)(part) for part in parts]))
+        kept = [(part, size) for part, size in zip(parts, sizes) if size[1] > 0]
+        if not kept:
+            raise ValueError("the data have no rows")
+        shards = cls(client, [part for part, _ in kept], [size for _, size in kept])
+        shards.received.append(_nbytes(sizes))
+        return shards
+
+    def sample(self) -> Sequences:
+        """The first shard, brought to the client: where the fit takes its starting values."""
+        first = self.shards[0]
+        return (self.client.compute(first) if hasattr(first, "dask") else first).result()
+
+    def __call__(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
+        from distributed.client import FutureCancelledError
+
+        for attempt in range(_ATTEMPTS):
+            try:
+                total = self.client.gather(self._sum(function, _portable(model)))
+                break
+            except FutureCancelledError:  # a worker died with the scattered model: scatter it again
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        self.received.append(_nbytes(total))
+        return total
+
+    def _sum(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
+        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions."""
+        import dask
+
+        client = self.client
+        [shipped] = client.scatter([model], broadcast=True, hash=False)
+        terms = [
+            client.compute(dask.delayed(_apply, pure=False)(function, shipped, shard))
+            if hasattr(shard, "dask")  # a partition to read again
+            else client.submit(_apply, function, shipped, shard, pure=False)
+            for shard in self.shards
+        ]
+        return _tree_sum(client, terms)
+
+
+#: Passes over the data tried before a lost worker's error reaches the caller (each pass is a
+#: pure function of the shards and the parameters: trying again gives the same sum).
+_ATTEMPTS = 3
+
+
+def _client(client: Any) -> Any:
+    if client is not None:
+        return client
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        raise ValueError(
+            "no Dask client: pass client=distributed.Client(...) (or create one first: it becomes the default)"
+        ) from None
+
+
+def _partitions(data: Any, client: Any, columns: dict[str, Any]) -> list[Any]:
+    """The partitions of ``data`` as Dask delayed objects, each holding whole sequences."""
+    import dask.bag as db
+    import dask.dataframe as dd
+
+    if isinstance(data, (str, PathLike)):
+        data = dd.read_parquet(data)
+    if isinstance(data, db.Bag):
+        if columns:
+            raise ValueError(f"a bag of sequences has no columns to name, got {sorted(columns)}")
+        return [_bag_partition(part) for part in data.to_delayed()]
+    if not isinstance(data, dd.DataFrame):
+        raise TypeError(f"expected a Dask DataFrame, a Dask bag or a path to Parquet, got {type(data).__name__}")
+    id_column = columns.get("id_column", "id")
+    if id_column not in data.columns:
+        if data.npartitions > 1:
+            raise ValueError(
+                f"the frame has no id column {id_column!r}, so it is one sequence, but it has "
+                f"{data.npartitions} partitions: name the id column, or repartition to one partition"
+            )
+    elif _split_sequences(data, id_column, client):
+        time_column = columns.get("time_column")
+        if not isinstance(time_column, str) or time_column == "auto":
+            raise ValueError(
+                f"some sequences (values of {id_column!r}) lie in several partitions; each must lie in "
+                f"one: shuffle the frame by id (frame.shuffle(on={id_column!r})), or name the "
+                "time_column that orders the rows, and the fit shuffles it"
+            )
+        data = data.shuffle(on=id_column)
+    return list(data.to_delayed())
+
+
+def _bag_partition(part: Any) -> Any:
+    """A bag partition (an iterable of sequences) as a list, lazily."""
+    import dask
+
+    return dask.delayed(list, pure=True)(part)
+
+
+def _split_sequences(frame: Any, id_column: str, client: Any) -> bool:
+    """Whether some id has rows in several partitions (the ids meet on the cluster, not here)."""
+    ids = client.compute(list(frame[id_column].to_delayed()))
+    firsts = [client.submit(_id_set, part, pure=False) for part in ids]
+    return bool(client.submit(_overlaps, _tree_sum(client, firsts, _merge_ids), pure=False).result())
+
+
+def _id_set(ids: pd.Series) -> tuple[np.ndarray, bool]:
+    return np.unique(ids.to_numpy()), False
+
+
+def _merge_ids(a: tuple[np.ndarray, bool], b: tuple[np.ndarray, bool]) -> tuple[np.ndarray, bool]:
+    shared = a[1] or b[1] or np.intersect1d(a[0], b[0]).size > 0
+    return np.union1d(a[0], b[0]), shared
+
+
+def _overlaps(merged: tuple[np.ndarray, bool]) -> bool:
+    return merged[1]
+
+
+def _prepare(part: Any, index: int, model: Any, columns: dict[str, Any]) -> Sequences | None:
+    """One partition read as ``fit`` reads its data (None when it is empty)."""
+    if len(part) == 0:
+        return None
+    try:
+        return model._em_data(part, **columns)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"partition {index}: {error}") from error
+
+
+def _size(shard: Sequences | None) -> tuple[int, int]:
+    return (0, 0) if shard is None else (shard.n_sequences, shard.n_steps)
+
+
+def _portable(model: Any) -> Any:
+    """A copy of ``model`` to ship to the workers: without its callback (which may hold the client)."""
+    shipped = copy.copy(model)
+    shipped.__dict__.update(callback=None, verbose=False)
+    return shipped
+
+
+def _apply(function: Callable[[Any, Any], Any], model: Any, shard: Any) -> Any:
+    return function(copy.deepcopy(model), shard)  # a copy per task: tasks on one worker share its model
+
+
+def _tree_sum(client: Any, terms: list[Any], add: Callable[[Any, Any], Any] = combine) -> Any:
+    """The sum of the futures ``terms`` added pairwise in a fixed binary tree, on the cluster."""
+    while len(terms) > 1:
+        pairs = [client.submit(add, a, b, pure=False) for a, b in zip(terms[::2], terms[1::2])]
+        terms = pairs + terms[len(pairs) * 2 :]
+    return terms[0]
+
+
+def _nbytes(value: Any) -> int:
+    from dask.sizeof import sizeof
+
+    return int(sizeof(value))
+
+
+# ------------------------------------------------------------- decoding and scoring
+def score(model: Scorer, data: Any, **columns: Any) -> Any:
+    """log p(data) under ``model``, summed over the partitions: a Dask delayed number (``.compute()``)."""
+    import dask
+
+    terms = [dask.delayed(_score_part, pure=True)(part, model, columns) for part in _lazy_partitions(data)]
+    while len(terms) > 1:
+        pairs = [dask.delayed(_add, pure=True)(a, b) for a, b in zip(terms[::2], terms[1::2])]
+        terms = pairs + terms[len(pairs) * 2 :]
+    return terms[0]
+
+
+def predict(model: ModeDecoder, data: Any, **columns: Any) -> Any:
+    """The rows of ``data`` (a Dask DataFrame) with ``mode``, their most likely mode: a Dask DataFrame."""
+    return _per_row(model, data, "predict", columns)
+
+
+def predict_proba(model: ModeDecoder, data: Any, **columns: Any) -> Any:
+    """The rows of ``data`` with ``p_0`` .. ``p_K-1``, their smoothed mode probabilities: a Dask DataFrame."""
+    return _per_row(model, data, "predict_proba", columns)
+
+
+def segment(model: Segmenter, data: Any, **columns: Any) -> Any:
+    """Runs of one mode per sequence (``id``, ``start``, ``end``, ``mode``, ``probability``): a Dask DataFrame."""
+    import dask.dataframe as dd
+
+    frame = _frame(data)
+    id_column = columns.get("id_column", "id")
+    meta = pd.DataFrame(
+        {
+            id_column: pd.Series(dtype=frame.dtypes.get(id_column, "int64")),
+            "start": pd.Series(dtype="int64"),
+            "end": pd.Series(dtype="int64"),
+            "mode": pd.Series(dtype="int64"),
+            "probability": pd.Series(dtype="float64"),
+        }
+    )
+    return dd.map_partitions(_segment_part, frame, model, columns, meta=meta, align_dataframes=False)
+
+
+def _lazy_partitions(data: Any) -> list[Any]:
+    import dask.bag as db
+
+    if isinstance(data, db.Bag):
+        return [_bag_partition(part) for part in data.to_delayed()]
+    return list(_frame(data).to_delayed())
+
+
+def _frame(data: Any) -> Any:
+    import dask.dataframe as dd
+
+    if isinstance(data, (str, PathLike)):
+        return dd.read_parquet(data)
+    if not isinstance(data, dd.DataFrame):
+        raise TypeError(f"expected a Dask DataFrame or a path to Parquet, got {type(data).__name__}")
+    return data
+
+
+def _read(model: Any, part: Any, columns: dict[str, Any]) -> Any:
+    """One partition as the fitted model reads new data: by its schema, else as ``fit`` reads data."""
+    schema = model.__dict__.get("schema_")
+    if isinstance(part, pd.DataFrame) and schema is not None and not columns:
+        return schema.read(part)
+    if isinstance(model, ShardableFit):
+        return model._em_data(part, **columns)
+    return as_sequences(part, **columns)
+
+
+def _score_part(part: Any, model: Any, columns: dict[str, Any]) -> float:
+    return 0.0 if len(part) == 0 else float(model.score(_read(model, part, columns)))
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
+def _per_row(model: Any, data: Any, method: str, columns: dict[str, Any]) -> Any:
+    import dask.dataframe as dd
+
+    frame = _frame(data)
+    names = ["mode"] if method == "predict" else [f"p_{k}" for k in range(model._k)]
+    dtype = "int64" if method == "predict" else "float64"
+    meta = frame._meta.assign(**{name: pd.Series(dtype=dtype) for name in names})
+    return dd.map_partitions(_per_row_part, frame, model, method, names, columns, meta=meta, align_dataframes=False)
+
+
+def _per_row_part(part: pd.DataFrame, model: Any, method: str, names: Sequence[str], columns: dict[str, Any]) -> Any:
+    if len(part) == 0:
+        return part.assign(**{name: pd.Series(dtype="int64" if method == "predict" else "float64") for name in names})
+    result = np.asarray(getattr(model, method)(_read(model, part, columns)))
+    return part.assign(**dict(zip(names, result.reshape(len(part), -1).T)))
+
+
+def _segment_part(part: pd.DataFrame, model: Any, columns: dict[str, Any]) -> pd.DataFrame:
+    id_column = columns.get("id_column", "id")
+    if len(part) == 0:
+        return pd.DataFrame(columns=[id_column, "start", "end", "mode", "probability"])
+    seqs = _read(model, part, columns)
+    table = model.segment(seqs)
+    if "sequence" not in table:
+        table.insert(0, "sequence", 0)
+    ids = np.asarray(seqs.ids) if seqs.ids is not None else np.zeros(seqs.n_sequences, dtype=int)
+    table.insert(0, id_column, ids[table.pop("sequence").to_numpy()])
+    return table[[id_column, "start", "end", "mode", "probability"]]
+
+
+# ------------------------------------------------ the dispatch of the models' methods
+def _handle(method: str, model: Any, data: Any, *args: Any, client: Any = None, **kwargs: Any) -> Any:
+    """``model.method(data, ...)`` for a Dask collection (or with ``client=``): the functions above."""
+    if args:
+        raise TypeError(f"{type(model).__name__}.{method} over a Dask collection takes no lengths: the id column cuts")
+    if method == "fit":
+        return fit(model, data, client=client, **kwargs)
+    return {"score": score, "predict": predict, "predict_proba": predict_proba, "segment": segment}[method](
+        model, data, **kwargs
+    )
+
+
+set_collection_handler(_handle)

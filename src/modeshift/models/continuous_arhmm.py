@@ -1,0 +1,542 @@
+"""Continuous-time autoregressive HMM: linear stochastic flows that switch by a rate matrix, seen at any times.
+
+Between the observation times t_n-1 and t_n (gap Δ_n) mode z_n = k moves the series by the
+linear stochastic differential equation dy = (A_k y + b_k) dt + Σ_k^1/2 dW (an
+Ornstein-Uhlenbeck flow), whose solution over Δ is Gaussian:
+
+    y_n | y_n-1, z_n = k  ~  N(Φ_k(Δ_n) y_n-1 + c_k(Δ_n), S_k(Δ_n)),
+    Φ_k(Δ) = expm(A_k Δ),   c_k(Δ) = ∫_0^Δ expm(A_k s) b_k ds,
+    S_k(Δ) = ∫_0^Δ expm(A_k s) Σ_k expm(A_k' s) ds,
+
+c from the exponential of [[A, b], [0, 0]] Δ and S from that of [[-A, Σ], [0, A']] Δ (Van
+Loan 1978, "Computing integrals involving the matrix exponential"). The modes are a Markov
+jump process with rate matrix Q (:mod:`modeshift.models.jump_process`):
+p(z_n = j | z_n-1 = i) = expm(Q Δ_n)[i, j], with z_n the mode at t_n, held over the gap
+before it. The first observation of each sequence is conditioned on, as in the
+:class:`~modeshift.models.arhmm.ARHMM`. With Δ = 1 everywhere this *is* the ARHMM of order 1
+with ``coefs_`` expm(A_k), ``intercepts_`` c_k(1), ``covars_`` S_k(1) and ``transmat_``
+expm(Q): the same log-likelihood to round-off.
+
+EM. The E-step is forward-backward with one transition matrix per step. The M-step:
+
+- ``startprob_``: the posteriors at the sequences' starts;
+- Q: one step of the EM for snapshots of a jump process (Hobolth & Jensen 2011) with the
+  pair posteriors p(z_n-1 = i, z_n = j | y) as soft endpoint counts
+  (:func:`~modeshift.models.jump_process.endpoint_statistics`): the expected jump counts and
+  times at risk, then q_ij = E[N_ij] / E[R_i];
+- the flows have no closed form (Φ, c, S are nonlinear in A, b, Σ), so the step is a
+  *generalised* EM step: a weighted Euler–Maruyama regression,
+  y_n - y_n-1 ≈ (A y_n-1 + b) Δ_n + N(0, Σ Δ_n), exact to first order in Δ and closed form,
+  proposes (A, b, Σ); then a few BFGS iterations on the exact expected log-likelihood,
+  from the better of the proposal and the current values, with finite-difference gradients
+  (a mode has D^2 + D + D(D + 1)/2 parameters, and one batched matrix exponential per distinct
+  gap evaluates them all). The result is kept only where it raises the exact objective, so
+  the log-likelihood never decreases. The Euler regression alone would fit a different
+  likelihood (biased for long gaps) and would not reduce to the discrete model; the Fréchet
+  derivative of expm would give analytic gradients, worth it only for larger D.
+
+>>> import numpy as np
+>>> from modeshift import ContinuousARHMM
+>>> from modeshift.datasets.simulators import thermostat
+>>> from modeshift.metrics import mode_accuracy
+>>> sim = thermostat(1000, random_state=0, times="exponential", observation_sd=0.0)  # the state itself
+>>> model = ContinuousARHMM(n_states=2, random_state=0).fit(sim.observations, times=sim.times)
+>>> mode_accuracy(sim.modes, model.predict(sim.observations, times=sim.times)) > 0.9
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from modeshift import _kernels as kernels
+from modeshift.data import Sequences, as_sequences
+from modeshift.dynamics import ensure_positive_definite
+from modeshift.models import em
+from modeshift.models.arhmm import ARHMM
+from modeshift.models.base import Model, NotFittedError, mode_segments
+from modeshift.models.jump_process import _generator, endpoint_statistics, expm_metzler
+from modeshift.models.params import Integer, Number
+from modeshift.transitions import normalise_rows
+
+__all__ = ["ContinuousARHMM", "expm_stack", "flow_moments"]
+
+PerStep = np.ndarray | list[np.ndarray]
+_POLISH_ITERATIONS = 10  # quasi-Newton (BFGS) iterations per mode and M-step: a generalised EM step need not maximise
+_PARAMETERS = ("startprob_", "rate_matrix_", "drift_matrices_", "drift_offsets_", "diffusion_covariances_")
+_FIT_RESULTS = ("history_", "converged_", "n_iter_")
+_MAX_CONDITION = 1e6  # of A's eigenvectors, beyond which the flow's law comes from block exponentials
+
+
+def expm_stack(matrices: np.ndarray) -> np.ndarray:
+    """expm of each matrix in a stack (G, d, d), by scaling and squaring: each matrix scaled by
+    2^-s to infinity norm <= 1/2, an 18-term Taylor series (error below 2^-18 / 18!, under double
+    precision), then s squarings; the stack moves together. (scipy.linalg.expm loops over a
+    stack in Python, a thousand times slower for the thousands of small matrices of one fit.)"""
+    eye = np.eye(matrices.shape[-1])
+    norms = np.abs(matrices).sum(axis=-1).max(axis=-1)
+    squarings = np.maximum(np.ceil(np.log2(np.maximum(norms, np.finfo(float).tiny))) + 1, 0).astype(np.int64)
+    scaled = matrices * np.ldexp(1.0, -squarings)[:, None, None]
+    result = eye + scaled / 18
+    for k in range(17, 0, -1):
+        result = eye + scaled @ result / k
+    for k in range(squarings.max(initial=0)):
+        more = squarings > k
+        result[more] = result[more] @ result[more]
+    return result
+
+
+def flow_moments(
+    drift: np.ndarray, offset: np.ndarray, diffusion: np.ndarray, gaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The transition law of dy = (A y + b) dt + Σ^1/2 dW over each gap: (Φ, c, S), shapes
+    (G, D, D), (G, D), (G, D, D), for ``gaps`` (G,).
+
+    With A = V Λ V^-1 diagonalisable (and V well conditioned) the integrals are elementwise:
+    Φ = V e^ΛΔ V^-1, c = V φ(Λ) V^-1 b and S = V [Σ~_ij φ(λ_i + conj λ_j)] V^H with
+    Σ~ = V^-1 Σ V^-H and φ(x) = (e^xΔ - 1) / x (= Δ at x = 0). Otherwise (a defective A, such as
+    a double integrator's) Van Loan's block exponentials, by :func:`expm_stack`."""
+    gaps = np.asarray(gaps, dtype=float)
+    eigenvalues, V = np.linalg.eig(drift)
+    if np.linalg.cond(V) > _MAX_CONDITION:
+        return _van_loan(drift, offset, diffusion, gaps)
+    Vi = np.linalg.inv(V)
+    t = gaps[:, None]
+    growth = np.exp(eigenvalues * t)  # (G, D)
+    Phi = np.einsum("ij,gj,jk->gik", V, growth, Vi).real
+    c = np.einsum("ij,gj,j->gi", V, _phi(eigenvalues, t), Vi @ offset).real
+    sums = eigenvalues[:, None] + eigenvalues.conj()[None, :]
+    inner = (Vi @ diffusion @ Vi.conj().T)[None] * _phi(sums[None], gaps[:, None, None])
+    S = np.einsum("ij,gjk,lk->gil", V, inner, V.conj()).real
+    return Phi, c, 0.5 * (S + S.transpose(0, 2, 1))
+
+
+def _phi(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(e^(x t) - 1) / x, = t where x = 0."""
+    zero = x == 0
+    return np.where(zero, t, np.expm1(x * t) / np.where(zero, 1.0, x))
+
+
+def _van_loan(
+    drift: np.ndarray, offset: np.ndarray, diffusion: np.ndarray, gaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`flow_moments` by the exponentials of [[A, b], [0, 0]] Δ and [[-A, Σ], [0, A']] Δ."""
+    d = len(offset)
+    gaps = gaps[:, None, None]
+    affine = np.zeros((len(gaps), d + 1, d + 1))
+    affine[:, :d, :d], affine[:, :d, d] = drift, offset
+    affine = expm_stack(affine * gaps)
+    block = np.zeros((len(gaps), 2 * d, 2 * d))
+    block[:, :d, :d], block[:, :d, d:], block[:, d:, d:] = -drift, diffusion, drift.T
+    block = expm_stack(block * gaps)
+    Phi = affine[:, :d, :d]
+    S = Phi @ block[:, :d, d:]
+    return Phi, affine[:, :d, d], 0.5 * (S + S.transpose(0, 2, 1))
+
+
+class ContinuousARHMM(Model):
+    """An order-1 autoregressive HMM in continuous time, for observations at irregular times.
+
+    See the module docstring for the model and its EM. ``times=`` (one array per sequence, or
+    one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
+    without them the steps are one time unit apart.
+
+    Parameters
+    ----------
+    n_states : int
+        Number of modes K.
+    n_iter, tol, n_restarts, random_state, warm_start, verbose, callback
+        As for every EM fit (:mod:`modeshift.models.em`).
+    reg_covar : float
+        Added to the diagonal of each diffusion covariance Σ_k at the Euler proposal.
+
+    Attributes
+    ----------
+    drift_matrices_ (K, D, D), drift_offsets_ (K, D), diffusion_covariances_ (K, D, D)
+        A_k, b_k, Σ_k of each mode's flow, per unit of time.
+    rate_matrix_ (K, K) : Q, rows summing to 0.
+    startprob_ (K,) : p(z_0).
+    history_, converged_, n_iter_ : the record of the fit.
+    """
+
+    _test_params = {"n_iter": 5}
+    _constraints = {"n_states": Integer(1), "reg_covar": Number(0)}  # no "auto" (yet)
+
+    def __init__(
+        self,
+        n_states: int = 2,
+        n_iter: int = 200,
+        tol: float = 1e-4,
+        n_restarts: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        reg_covar: float = 1e-6,
+        warm_start: bool = False,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
+    ):
+        self.n_states = n_states
+        self.n_iter = n_iter
+        self.tol = tol
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.reg_covar = reg_covar
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
+
+    # ------------------------------------------------------------------------ data
+    def _check_fitted(self) -> None:
+        missing = [name for name in _PARAMETERS if self.__dict__.get(name) is None]
+        if missing:
+            raise NotFittedError(f"this ContinuousARHMM has no {', '.join(missing)}: call fit, or set them by hand")
+
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, times: Any, **columns: Any) -> Sequences:
+        seqs = as_sequences(X, lengths, times=times, **columns)
+        drift = self.__dict__.get("drift_matrices_")
+        seqs = seqs.require(
+            allow_missing=False,
+            min_length=2,
+            n_features=None if drift is None else np.shape(drift)[1],
+            model="a ContinuousARHMM",
+        )
+        if seqs.times is None:
+            return seqs.with_times([np.arange(length, dtype=float) for length in seqs.lengths])
+        return seqs.require_times("a ContinuousARHMM")
+
+    @staticmethod
+    def _gaps(seqs: Sequences) -> np.ndarray:
+        """Δ_n at every linked step (n_steps,), 0 at the sequences' starts."""
+        gaps = np.zeros(seqs.n_steps)
+        rows = seqs.linked_rows
+        gaps[rows] = seqs.times[rows] - seqs.times[rows - 1]
+        return gaps
+
+    # ------------------------------------------------------------------- the model
+    def _transitions(self, gaps: np.ndarray) -> np.ndarray:
+        """expm(Q Δ_n) at every step (n_steps, K, K) (the identity at the sequences' starts)."""
+        distinct, group = np.unique(gaps, return_inverse=True)
+        return expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * distinct[:, None, None])[group]
+
+    def _log_likelihoods(self, seqs: Sequences, gaps: np.ndarray) -> np.ndarray:
+        """log p(y_n | y_n-1, z_n = k) (n_steps, K); 0 at the sequences' starts (conditioned on)."""
+        out = np.zeros((seqs.n_steps, self._k))
+        rows = seqs.linked_rows
+        for k in range(self._k):
+            out[rows, k] = _flow_log_density(
+                self.drift_matrices_[k],
+                self.drift_offsets_[k],
+                self.diffusion_covariances_[k],
+                seqs.values[rows - 1],
+                seqs.values[rows],
+                gaps[rows],
+            )
+        return out
+
+    def _forward_backward(self, seqs: Sequences) -> tuple[float, np.ndarray, np.ndarray]:
+        gaps = self._gaps(seqs)
+        log_lik, posteriors, pairs = kernels.forward_backward_varying(
+            self._log_likelihoods(seqs, gaps), seqs.offsets, np.asarray(self.startprob_), self._transitions(gaps)
+        )
+        return float(log_lik.sum()), posteriors, pairs
+
+    # ------------------------------------------------------------------ inference
+    def score(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+        """log p(y_1.. | y_0): the exact log-likelihood, each sequence's first step conditioned on."""
+        self._check_fitted()
+        return self._forward_backward(self._sequences(X, lengths, times))[0]
+
+    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+        """p(z_n = k | y): smoothed mode probabilities (n_steps, K)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths, times)
+        return seqs.restore(self._forward_backward(seqs)[1])
+
+    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+        """p(z_n = k | y_0..n): filtered mode probabilities (n_steps, K)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths, times)
+        gaps = self._gaps(seqs)
+        filtered, _ = kernels.forward_filter(
+            self._log_likelihoods(seqs, gaps), seqs.offsets, np.asarray(self.startprob_), self._transitions(gaps)
+        )
+        return seqs.restore(filtered)
+
+    def predict(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+        """The most likely mode path (Viterbi), (n_steps,)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths, times)
+        return seqs.restore(self._viterbi(seqs))
+
+    def _viterbi(self, seqs: Sequences) -> np.ndarray:
+        gaps = self._gaps(seqs)
+        with np.errstate(divide="ignore"):
+            log_initial, log_transitions = np.log(self.startprob_), np.log(self._transitions(gaps))
+        return kernels.viterbi(self._log_likelihoods(seqs, gaps), seqs.offsets, log_initial, log_transitions)[0]
+
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> pd.DataFrame:
+        """Runs of one mode on the decoded path: ``start``, ``end`` (exclusive), ``mode``,
+        ``probability``; from step 1 of each sequence on (step 0 is conditioned on)."""
+        self._check_fitted()
+        seqs = self._sequences(X, lengths, times)
+        return mode_segments(seqs, self._viterbi(seqs), self._forward_backward(seqs)[1], skip=1)
+
+    # --------------------------------------------------------------------- sample
+    def sample(
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        times: Any = None,
+    ) -> tuple[PerStep, PerStep]:
+        """Simulate observations (n_steps, D) and modes (n_steps,) at ``times`` ((n_steps,),
+        strictly increasing, shared by every sequence; default 0, 1, ...). As for the ARHMM,
+        the value before the first step is the first mode's equilibrium -A^+ b, so y_0 is drawn
+        from the flow out of it over one time unit."""
+        self._check_fitted()
+        T, N = int(n_steps), int(n_sequences)
+        stamps = np.arange(T, dtype=float) if times is None else np.asarray(times, dtype=float)
+        if stamps.shape != (T,) or not np.isfinite(stamps).all() or (np.diff(stamps) <= 0).any():
+            raise ValueError(f"times must be {T} finite, strictly increasing numbers, got shape {stamps.shape}")
+        rng = np.random.default_rng(random_state)
+        K, d = self._k, self.drift_offsets_.shape[1]
+        gaps = np.r_[1.0, np.diff(stamps)]
+        moves = self._transitions(gaps)
+        laws = [
+            flow_moments(self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k], gaps)
+            for k in range(K)
+        ]
+        observations, modes = np.empty((N, T, d)), np.empty((N, T), dtype=np.int64)
+        for s in range(N):
+            z = int(rng.choice(K, p=normalise_rows(np.asarray(self.startprob_, dtype=float))))
+            y = -np.linalg.pinv(self.drift_matrices_[z]) @ self.drift_offsets_[z]
+            for t in range(T):
+                if t > 0:
+                    z = int(rng.choice(K, p=normalise_rows(moves[t, z])))
+                Phi, c, S = (part[t] for part in laws[z])
+                y = rng.multivariate_normal(Phi @ y + c, S)
+                observations[s, t], modes[s, t] = y, z
+        if N == 1:
+            return observations[0], modes[0]
+        return list(observations), list(modes)
+
+    # ------------------------------------------------------------------------- EM
+    def fit(
+        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, **columns: Any
+    ) -> ContinuousARHMM:
+        """Estimate the parameters by generalised EM (see the module docstring); returns ``self``."""
+        self._start_fit()
+        seqs = self._sequences(X, lengths, times, **columns)
+        em.run(self, seqs, label=f"ContinuousARHMM K={self._k}")
+        self._finish_fit(seqs)
+        return self
+
+    def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
+        """Parameters set by hand start the first restart; otherwise an ARHMM of order 1 on the
+        series interpolated onto a regular grid (spaced by the mean gap) proposes the modes (each
+        observation takes the posterior of its nearest grid point), and one M-step from them
+        gives the flows and rates (Q from the ARHMM's transition matrix over the mean gap)."""
+        if restart == 0 and all(self.__dict__.get(name) is not None for name in _PARAMETERS):
+            return
+        K, d = self._k, seqs.n_features
+        mean_gap = float(self._gaps(seqs)[seqs.linked_rows].mean())
+        grid, nearest = _regular_grid(seqs, mean_gap)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", em.ConvergenceWarning)
+            arhmm = ARHMM(n_states=K, order=1, n_iter=50, n_restarts=3, stickiness=10.0, random_state=rng)
+            arhmm.fit(grid)
+            on_grid = arhmm.predict_proba(grid)
+        posteriors = (
+            np.concatenate([on_grid[s][index] for s, index in enumerate(nearest)])
+            if isinstance(on_grid, list)
+            else on_grid[nearest[0]]
+        )
+        P = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
+        rates = np.clip(P / mean_gap, 1e-6 / mean_gap, None)
+        np.fill_diagonal(rates, 0.0)
+        np.fill_diagonal(rates, -rates.sum(axis=1))
+        self.rate_matrix_, self.startprob_ = rates, normalise_rows(np.asarray(arhmm.startprob_) + 1e-3)
+        self.drift_matrices_, self.drift_offsets_ = np.zeros((K, d, d)), np.zeros((K, d))
+        self.diffusion_covariances_ = np.stack([np.eye(d)] * K)
+        rows = seqs.linked_rows
+        pairs = np.zeros((seqs.n_steps, K, K))
+        pairs[rows] = posteriors[rows - 1][:, :, None] * posteriors[rows][:, None, :]
+        self._maximize(seqs, posteriors, pairs, polish_from_current=False)
+
+    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+        log_lik, posteriors, pairs = self._forward_backward(seqs)
+        return log_lik, (posteriors.copy(), pairs.copy())
+
+    def _m_step(self, seqs: Sequences, statistics: tuple[np.ndarray, np.ndarray]) -> None:
+        self._maximize(seqs, *statistics)
+
+    def _em_snapshot(self) -> dict[str, np.ndarray]:
+        return {name: np.array(self.__dict__[name]) for name in _PARAMETERS}
+
+    def _em_restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        self.__dict__.update(snapshot)
+
+    def _maximize(
+        self, seqs: Sequences, posteriors: np.ndarray, pairs: np.ndarray, polish_from_current: bool = True
+    ) -> None:
+        rows, gaps = seqs.linked_rows, self._gaps(seqs)
+        self.startprob_ = normalise_rows(posteriors[seqs.starts].sum(axis=0) + 1e-10)
+        K = self._k
+        counts = pairs[rows].reshape(-1)
+        keep = counts > 0
+        starts = np.tile(np.repeat(np.arange(K), K), len(rows))[keep]
+        ends = np.tile(np.tile(np.arange(K), K), len(rows))[keep]
+        expected = endpoint_statistics(
+            self.rate_matrix_, starts, ends, np.repeat(gaps[rows], K * K)[keep], counts=counts[keep]
+        )
+        self.rate_matrix_ = _generator(expected["jumps"], expected["time_at_risk"])
+        before, after, dt = seqs.values[rows - 1], seqs.values[rows], gaps[rows]
+        for k in range(K):
+            weights = posteriors[rows, k]
+            if weights.sum() <= 1e-8:
+                continue  # an empty mode keeps its flow
+            proposal = _euler_regression(before, after, dt, weights, self.reg_covar)
+            current = (self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k])
+            A, b, Sigma = _polish(proposal, current if polish_from_current else None, before, after, dt, weights)
+            self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k] = A, b, Sigma
+
+    # ---------------------------------------------------------- model selection
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: per mode D^2 + D + D(D + 1)/2, the K(K - 1) rates and K - 1 start probabilities."""
+        self._check_fitted()
+        K, d = self._k, self.drift_offsets_.shape[1]
+        return K * (d * d + d + d * (d + 1) // 2) + K * (K - 1) + K - 1
+
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+        return -2.0 * self.score(X, lengths, times=times) + 2.0 * self.n_parameters
+
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+        seqs = self._sequences(X, lengths, times)
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(seqs.n_steps - seqs.n_sequences)
+
+    def describe(self) -> pd.DataFrame:
+        """One row per mode: its mean holding time 1 / q_k, the eigenvalues of A_k (their real
+        parts are the flow's relaxation rates) and the equilibrium -A_k^-1 b_k (NaN where A_k is singular)."""
+        self._check_fitted()
+        rows = []
+        for k in range(self._k):
+            A, b = self.drift_matrices_[k], self.drift_offsets_[k]
+            singular = abs(np.linalg.det(A)) < 1e-12
+            rows.append(
+                {
+                    "mode": k,
+                    "holding_time": 1.0 / -self.rate_matrix_[k, k] if self.rate_matrix_[k, k] < 0 else np.inf,
+                    "eigenvalues": np.linalg.eigvals(A),
+                    "equilibrium": np.full(len(b), np.nan) if singular else -np.linalg.solve(A, b),
+                }
+            )
+        return pd.DataFrame(rows).set_index("mode")
+
+    # ---------------------------------------------------------------- persistence
+    def _learned_arrays(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        return {name: np.asarray(self.__dict__[name], dtype=float) for name in _PARAMETERS}
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        return {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        missing = [name for name in _PARAMETERS if name not in arrays]
+        if missing:
+            raise ValueError(f"the model file lacks the parameter array(s) {missing}")
+        for name, value in {**attributes, **arrays}.items():
+            setattr(self, name, value)
+
+
+def _regular_grid(seqs: Sequences, spacing: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each sequence linearly interpolated at its start + k ``spacing`` (at least 2 points), and for
+    each observation the index of its nearest grid point."""
+    grids, nearest = [], []
+    for s in range(seqs.n_sequences):
+        t, y = seqs.times_of(s), seqs.values[seqs.offsets[s] : seqs.offsets[s + 1]]
+        points = t[0] + spacing * np.arange(max(int((t[-1] - t[0]) / spacing) + 1, 2))
+        grids.append(np.column_stack([np.interp(points, t, column) for column in y.T]))
+        nearest.append(np.clip(np.rint((t - t[0]) / spacing).astype(np.int64), 0, len(points) - 1))
+    return grids, nearest
+
+
+def _flow_log_density(
+    A: np.ndarray, b: np.ndarray, Sigma: np.ndarray, before: np.ndarray, after: np.ndarray, gaps: np.ndarray
+) -> np.ndarray:
+    """log N(after_n | Φ(Δ_n) before_n + c(Δ_n), S(Δ_n)) per row, the laws shared by equal gaps."""
+    distinct, group = np.unique(gaps, return_inverse=True)
+    Phi, c, S = flow_moments(A, b, Sigma, distinct)
+    chol = np.linalg.cholesky(S)
+    residual = after - np.einsum("nij,nj->ni", Phi[group], before) - c[group]
+    solved = np.linalg.solve(chol[group], residual[:, :, None])[:, :, 0]
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    return -0.5 * ((solved**2).sum(axis=1) + log_det[group] + before.shape[1] * np.log(2 * np.pi))
+
+
+def _euler_regression(
+    before: np.ndarray, after: np.ndarray, gaps: np.ndarray, weights: np.ndarray, reg_covar: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, b, Σ) by weighted least squares of (y_n - y_n-1) / Δ_n on [y_n-1, 1], each row
+    weighted by w_n Δ_n (the Euler–Maruyama increment has covariance Σ Δ_n)."""
+    d = before.shape[1]
+    Z = np.hstack([before, np.ones((len(before), 1))])
+    rate = (after - before) / gaps[:, None]
+    w = weights * gaps
+    W = np.linalg.lstsq((Z * w[:, None]).T @ Z + 1e-12 * np.eye(d + 1), (Z * w[:, None]).T @ rate, rcond=None)[0].T
+    residual = rate - Z @ W.T
+    Sigma = (residual * w[:, None]).T @ residual / weights.sum()
+    return W[:, :d], W[:, d], ensure_positive_definite(Sigma + reg_covar * np.eye(d))
+
+
+def _polish(
+    proposal: tuple[np.ndarray, np.ndarray, np.ndarray],
+    current: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    before: np.ndarray,
+    after: np.ndarray,
+    gaps: np.ndarray,
+    weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A few BFGS iterations on sum_n w_n log p(y_n | y_n-1) (the exact flow law) from the
+    better of ``proposal`` and ``current``; returns the best point seen, never one below ``current``."""
+    d = before.shape[1]
+    lower = np.tril_indices(d)
+
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        A, b = theta[: d * d].reshape(d, d), theta[d * d : d * d + d]
+        L = np.zeros((d, d))
+        L[lower] = theta[d * d + d :]
+        L[np.diag_indices(d)] = np.exp(np.diag(L))
+        return A, b, L @ L.T
+
+    def pack(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray) -> np.ndarray:
+        L = np.linalg.cholesky(Sigma)
+        L[np.diag_indices(d)] = np.log(np.diag(L))
+        return np.concatenate([A.ravel(), b, L[lower]])
+
+    def loss(theta: np.ndarray) -> float:
+        with np.errstate(all="ignore"):
+            try:
+                value = -float(weights @ _flow_log_density(*unpack(theta), before, after, gaps))
+            except np.linalg.LinAlgError:
+                return np.inf
+        return value if np.isfinite(value) else np.inf
+
+    starts = [pack(*proposal)] + ([pack(*current)] if current is not None else [])
+    values = [loss(theta) for theta in starts]
+    best = starts[int(np.argmin(values))]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the line search where a step overshoots
+        result = optimize.minimize(loss, best, method="BFGS", options={"maxiter": _POLISH_ITERATIONS})
+    polished = float(result.fun) if np.isfinite(result.fun) else np.inf
+    candidates = [*zip(values, starts), (polished, result.x)]
+    floor = values[1] if current is not None else np.inf
+    value, theta = min(candidates, key=lambda pair: pair[0])
+    if current is not None and not value <= floor:
+        return current
+    return unpack(theta)

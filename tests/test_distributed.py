@@ -1,0 +1,245 @@
+"""modeshift.distributed: fits over a Dask cluster equal the in-memory fits, survive a lost worker,
+and bring the client statistics, never data."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+dd = pytest.importorskip("dask.dataframe")
+db = pytest.importorskip("dask.bag")
+distributed = pytest.importorskip("distributed")
+
+from modeshift import ARHMM, HMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM  # noqa: E402
+from modeshift import distributed as msd  # noqa: E402
+from modeshift.models.em import ConvergenceWarning  # noqa: E402
+
+RTOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
+        with distributed.Client(cluster) as client:
+            yield client
+
+
+def _frame(n_sequences: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Long-format data: two regimes of a noisy AR(1) in two features, sequences of unequal length."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_sequences):
+        length = 40 + 7 * s
+        z = np.cumsum(rng.random(length) < 0.1) % 2
+        x = np.zeros((length, 2))
+        for t in range(1, length):
+            x[t] = 0.6 * x[t - 1] + np.where(z[t], 2.0, -1.0) + rng.normal(size=2)
+        rows.append(pd.DataFrame({"id": s, "t": np.arange(length), "a": x[:, 0], "b": x[:, 1]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _by_groups(frame: pd.DataFrame, groups: list[list[int]]):
+    """A Dask frame whose partitions hold the sequences of each group of ids."""
+    return dd.concat([dd.from_pandas(frame[frame.id.isin(g)], npartitions=1) for g in groups])
+
+
+def _started(model, frame):
+    """``model`` fit for 0 iterations (its starting values), ready to go on by warm start."""
+    start = model.set_params(n_iter=0).fit(frame, time_column="t")
+    return start.set_params(n_iter=6, tol=0.0, warm_start=True)
+
+
+def _fit(model, data, **columns):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(data, **columns)
+
+
+def _assert_same(a, b):
+    np.testing.assert_allclose(a.history_, b.history_, rtol=RTOL)
+    for name in a.parameter_names:
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=RTOL, atol=1e-12, err_msg=name)
+
+
+MODELS = {
+    "hmm": lambda: HMM(2, covariance="full", random_state=0),
+    "arhmm": lambda: ARHMM(2, order=1, random_state=0),
+    "lds": lambda: LinearGaussianSSM(state_dim=1, n_iter_polish=5),
+}
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("groups", [[list(range(12))], [[3, 0, 7], [1, 2], [4, 5, 6, 8, 9, 10, 11]]])
+def test_fit_over_a_cluster_equals_the_fit_in_memory(client, kind, groups):
+    frame = _frame()
+    start = _started(MODELS[kind](), frame)
+    here = _fit(copy.deepcopy(start), frame, time_column="t")
+    there = _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t")
+    assert there.n_iter_ == here.n_iter_ > 1
+    _assert_same(here, there)
+    if len(groups) > 1:  # read again at every pass, not kept: the same fit
+        _assert_same(here, _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t", persist=False))
+
+
+def test_input_driven_transitions_stack_their_rows_over_the_cluster(client):
+    frame = _frame(6)
+    frame["u"] = np.sin(frame["t"] / 5.0)
+    start = HMM(2, input_dim=1, random_state=0, n_iter=0).fit(
+        frame, time_column="t", columns=["a", "b"], input_columns=["u"]
+    )
+    start.set_params(n_iter=4, tol=0.0, warm_start=True)
+    here = _fit(copy.deepcopy(start), frame, time_column="t", columns=["a", "b"], input_columns=["u"])
+    data = _by_groups(frame, [[0, 1], [2, 3, 4, 5]])
+    there = _fit(copy.deepcopy(start), data, time_column="t", columns=["a", "b"], input_columns=["u"])
+    _assert_same(here, there)  # the M-step's logistic regression reads the stacked rows of all partitions
+
+
+def _event_log(n_cases: int = 16, seed: int = 1) -> pd.DataFrame:
+    """Cases of a small process: symbols from a two-state chain, cases of varying length."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for case in range(n_cases):
+        state, steps = 0, []
+        for _ in range(5 + case % 7):
+            steps.append("ABC"[rng.integers(2)] if state == 0 else "CDE"[rng.integers(3)])
+            state = state if rng.random() < 0.8 else 1 - state
+        rows += [{"case_id": f"c{case}", "activity": a, "timestamp": t} for t, a in enumerate(steps)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("unknown", ["error", "map"])
+def test_a_symbol_model_over_a_cluster_equals_the_fit_in_memory(client, unknown):
+    log = _event_log()
+    groups = [[f"c{i}" for i in group] for group in ([5, 2, 9], [0, 1, 3, 4, 6], [7, 8, 10, 11, 12, 13, 14, 15])]
+    data = dd.concat([dd.from_pandas(log[log.case_id.isin(g)], npartitions=1) for g in groups])
+    ordered = data.compute()  # the same events in the same order: the vocabulary follows first appearance
+    initial = SymbolHMM(2, random_state=0, n_iter=0).fit(ordered)
+    start = SymbolHMM(2, unknown=unknown, n_iter=6, tol=0.0)  # set by hand: the first start
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        setattr(start, name, getattr(initial, name))
+    here = _fit(copy.deepcopy(start), ordered)
+    there = _fit(copy.deepcopy(start), data, id_column="case_id")  # learns the vocabulary over the partitions
+    assert there.vocabulary_ == here.vocabulary_ == initial.vocabulary_
+    np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
+
+
+def test_a_frame_that_splits_sequences_is_shuffled_by_id_when_a_time_column_orders_it(client):
+    frame = _frame(6)
+    start = _started(HMM(2, random_state=0), frame)
+    here = _fit(copy.deepcopy(start), frame, time_column="t")
+    split = dd.from_pandas(frame, npartitions=4)  # cuts through sequences
+    there = _fit(copy.deepcopy(start), split, time_column="t")
+    _assert_same(here, there)
+    with pytest.raises(ValueError, match="several partitions"):
+        copy.deepcopy(start).fit(split, time_column=None)
+
+
+def test_a_bag_of_sequences_and_a_parquet_path(client, tmp_path):
+    frame = _frame(6)
+    arrays = [group[["a", "b"]].to_numpy() for _, group in frame.groupby("id")]
+    start = _started(HMM(2, random_state=0), frame)
+    here = _fit(copy.deepcopy(start), arrays)
+    there = _fit(copy.deepcopy(start), db.from_sequence(arrays, npartitions=3))
+    _assert_same(here, there)
+    _by_groups(frame, [[0, 1], [2, 3, 4, 5]]).to_parquet(tmp_path / "data")
+    from_disk = _fit(copy.deepcopy(start), str(tmp_path / "data"), client=client, time_column="t")
+    _assert_same(here, from_disk)
+
+
+def _exit_soon() -> None:
+    """End this worker process abruptly, a moment after answering (so during the next E-step)."""
+    threading.Timer(0.05, os._exit, (1,)).start()
+
+
+def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(client):
+    frame = _frame()
+    start = _started(HMM(2, covariance="full", random_state=0), frame)
+    here = _fit(copy.deepcopy(start), frame, time_column="t")
+    killed = []
+
+    def kill_one_worker(iteration, value):
+        if iteration == 2:
+            address = sorted(client.scheduler_info()["workers"])[0]
+            client.run(_exit_soon, workers=[address])
+            killed.append(address)
+
+    model = copy.deepcopy(start).set_params(callback=kill_one_worker)
+    there = _fit(model, _by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]), time_column="t")
+    assert killed
+    _assert_same(here, there)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_the_client_receives_statistics_not_data(client, monkeypatch):
+    frame = _frame(24)
+    calls = []
+    original = msd.Shards.__call__
+
+    def counting(self, function, model):
+        total = original(self, function, model)
+        calls.append(self.received[-1])
+        return total
+
+    monkeypatch.setattr(msd.Shards, "__call__", counting)
+    groups = [list(range(i, i + 4)) for i in range(0, 24, 4)]
+    model = _fit(HMM(2, n_iter=3, random_state=0), _by_groups(frame, groups), time_column="t")
+    data_bytes = frame[["a", "b"]].to_numpy().nbytes
+    assert len(calls) == model.n_iter_
+    assert max(calls) < 4096 < data_bytes / 10  # one E-step's sum: the size of the parameters
+
+
+def test_decoding_and_scoring_map_over_partitions(client):
+    frame = _frame(6)
+    model = _fit(HMM(2, n_iter=5, random_state=0), frame, time_column="t")
+    seqs = model.schema_.read(frame)  # the fitted model reads new frames by its schema, here and on the workers
+    data = _by_groups(frame, [[0, 1], [2, 3, 4, 5]])
+    assert model.score(data).compute() == pytest.approx(model.score(seqs), rel=1e-12)
+    states = model.predict(data).compute().sort_values(["id", "t"])
+    np.testing.assert_array_equal(states["mode"], model.predict(seqs))
+    proba = model.predict_proba(data).compute().sort_values(["id", "t"])
+    np.testing.assert_allclose(proba[["p_0", "p_1"]], model.predict_proba(seqs), rtol=1e-10)
+    runs = model.segment(data).compute()
+    here = model.segment(seqs)
+    assert runs[["start", "end", "mode"]].to_numpy().tolist() == here[["start", "end", "mode"]].to_numpy().tolist()
+    assert runs["id"].tolist() == here["sequence"].tolist()
+
+
+def test_a_model_whose_statistics_do_not_add_up_is_refused(client):
+    with pytest.raises(TypeError, match="SwitchingLDS cannot be fit over a Dask cluster: only a fit by EM"):
+        SwitchingLDS(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t")
+
+
+def test_bad_data_in_a_partition_is_one_clear_error(client):
+    frame = _frame(4)
+    frame.loc[frame.id == 3, "a"] = np.inf
+    with pytest.raises(ValueError, match="partition 1"):
+        HMM(2).fit(_by_groups(frame, [[0, 1], [2, 3]]), time_column="t")
+
+
+def test_the_command_line_fits_a_parquet_dataset_on_a_cluster(client, tmp_path):
+    from typer.testing import CliRunner
+
+    from modeshift import load
+    from modeshift.cli import app
+
+    _by_groups(_frame(6), [[0, 1, 2], [3, 4, 5]]).to_parquet(tmp_path / "data")
+    arguments = ["fit", str(tmp_path / "data"), "--modes", "2", "--seed", "0", "--iterations", "5"]
+    arguments += ["--time-column", "t", "--scheduler", client.scheduler.address, "-o", str(tmp_path / "m.msz")]
+    result = CliRunner().invoke(app, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["partitions"] == 2 and summary["n_iter"] == 5
+    model = load(tmp_path / "m.msz")
+    assert model.schema_.columns == ("a", "b")
+    assert summary["log_likelihood"] == pytest.approx(model.score(model.schema_.read(_frame(6))), rel=1e-9)

@@ -1,0 +1,191 @@
+"""ARHMM with nonlinear flows (``features=``) and recurrent switching (``recurrent=True``):
+brute force, equivalence with the linear model, EM, forecasts where linear flows fail, persistence."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import softmax
+
+from modeshift import ARHMM, load
+from modeshift.features import Polynomial, RadialBasis
+
+
+def switching_oscillators(n_steps: int, seed: int, dt: float = 0.05, stay: float = 0.995, noise: float = 0.01):
+    """(position, velocity) of a Van der Pol oscillator (mode 0, mu = 2) that switches to a damped
+    double-well Duffing oscillator (mode 1) and back, Euler steps of ``dt``: both flows are cubic."""
+    rng = np.random.default_rng(seed)
+    x, z = np.empty((n_steps, 2)), np.empty(n_steps, dtype=int)
+    state, mode = np.array([1.0, 0.0]), 0
+    for t in range(n_steps):
+        mode = 1 - mode if rng.random() > stay else mode
+        p, v = state
+        acceleration = 2.0 * (1 - p * p) * v - p if mode == 0 else -0.2 * v + p - p**3
+        state = state + dt * np.array([v, acceleration]) + noise * rng.standard_normal(2)
+        x[t], z[t] = state, mode
+    return x, z
+
+
+def _nonlinear_model(rng, data, K=2, recurrent=False):
+    model = ARHMM(n_states=K, features=Polynomial(2), recurrent=recurrent)
+    model.feature_map_ = Polynomial(2).fit(data)
+    if recurrent:
+        model.guard_map_ = model.feature_map_
+        model.recurrence_biases_ = rng.normal(size=(K, K))
+        model.input_weights_ = rng.normal(size=(K, 5))
+    else:
+        model.transmat_ = rng.dirichlet(np.ones(K), size=K)
+    model.startprob_ = rng.dirichlet(np.ones(K))
+    model.coefs_ = 0.3 * rng.normal(size=(K, 2, 5))
+    model.intercepts_ = rng.normal(size=(K, 2))
+    w = rng.normal(size=(K, 2, 2))
+    model.covars_ = w @ np.swapaxes(w, 1, 2) + 0.5 * np.eye(2)
+    return model
+
+
+def _brute_force(model, y):
+    """log p(y_1.. | y_0) by summing over every mode path, the features computed row by row."""
+    phi = model.feature_map_.transform
+    total = []
+    for path in itertools.product(range(model.n_states), repeat=len(y)):
+        log_p = np.log(model.startprob_[path[0]])
+        for t in range(1, len(y)):
+            u = phi(y[t - 1][None])[0]
+            if model.recurrent:
+                move = softmax(model.recurrence_biases_ + model.input_weights_ @ u, axis=1)
+            else:
+                move = model.transmat_
+            log_p += np.log(move[path[t - 1], path[t]])
+            mean = model.coefs_[path[t]] @ u + model.intercepts_[path[t]]
+            log_p += stats.multivariate_normal(mean, model.covars_[path[t]]).logpdf(y[t])
+        total.append(log_p)
+    return np.logaddexp.reduce(total)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_score_matches_brute_force(recurrent):
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=(6, 2))
+    model = _nonlinear_model(rng, rng.normal(size=(50, 2)), recurrent=recurrent)
+    assert model.score(y) == pytest.approx(_brute_force(model, y), abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+def test_linear_feature_map_is_the_linear_arhmm():
+    rng = np.random.default_rng(2)
+    x, _ = switching_oscillators(400, 1)
+    linear = ARHMM(n_states=2, order=2)
+    linear.startprob_, linear.transmat_ = np.array([0.3, 0.7]), np.array([[0.9, 0.1], [0.2, 0.8]])
+    linear.coefs_, linear.intercepts_ = 0.3 * rng.normal(size=(2, 2, 4)), rng.normal(size=(2, 2))
+    linear.covars_ = np.array([np.eye(2), 2 * np.eye(2)]) * 0.01
+    same = ARHMM(n_states=2, order=2, features="polynomial")
+    phi = Polynomial(1).fit(rng.normal(size=(30, 4)))
+    same.feature_map_ = phi
+    # W u + c = A (location + scale u) + b: the same regression in other coordinates
+    same.coefs_ = linear.coefs_ * phi.scale_
+    same.intercepts_ = linear.intercepts_ + linear.coefs_ @ phi.location_
+    same.startprob_, same.transmat_, same.covars_ = linear.startprob_, linear.transmat_, linear.covars_
+    assert same.score(x) == pytest.approx(linear.score(x), abs=1e-10)
+    np.testing.assert_allclose(same.predict_proba(x), linear.predict_proba(x), atol=1e-10)
+
+    # and EM takes the same steps from the same start
+    linear.n_iter = same.n_iter = 5
+    assert same.fit(x).score(x) == pytest.approx(linear.fit(x).score(x), abs=1e-8)
+    np.testing.assert_allclose(same.coefs_, linear.coefs_ * phi.scale_, atol=1e-8)
+
+
+def test_em_is_monotone_and_recovers_the_noise():
+    x, _ = switching_oscillators(1500, 3)
+    model = ARHMM(n_states=2, features="polynomial", random_state=0).fit(x)
+    assert np.all(np.diff(model.history_) > -1e-8)
+    assert model.coefs_.shape == (2, 2, 9)
+    np.testing.assert_allclose(np.sqrt(np.einsum("kii->ki", model.covars_))[:, 0], 0.01, rtol=0.15)
+
+
+def _prediction_error(model, x, horizon, origins):
+    errors = [model.forecast(x[:origin], horizon).means[-1] - x[origin + horizon - 1] for origin in origins]
+    return float(np.sqrt(np.mean(np.square(errors))))
+
+
+def test_nonlinear_flows_predict_where_linear_flows_fail():
+    x, _ = switching_oscillators(3000, 0)
+    train, origins = x[:2000], range(2050, 2950, 60)
+    linear = ARHMM(n_states=2, random_state=0).fit(train)
+    nonlinear = ARHMM(n_states=2, features="polynomial", random_state=0).fit(train)
+    for horizon in (1, 20):
+        ratio = _prediction_error(linear, x, horizon, origins) / _prediction_error(nonlinear, x, horizon, origins)
+        assert ratio >= 2.0, (horizon, ratio)
+
+
+def test_monte_carlo_forecast_agrees_with_the_exact_linear_moments():
+    x, _ = switching_oscillators(600, 4)
+    linear = ARHMM(n_states=2, random_state=0).fit(x)
+    same = ARHMM(n_states=2, features=Polynomial(1), random_state=0)
+    same.feature_map_ = phi = Polynomial(1).fit(x)
+    same.coefs_, same.intercepts_ = linear.coefs_ * phi.scale_, linear.intercepts_ + linear.coefs_ @ phi.location_
+    same.startprob_, same.transmat_, same.covars_ = linear.startprob_, linear.transmat_, linear.covars_
+    exact, monte_carlo = linear.forecast(x, 10), same.forecast(x, 10)
+    sd = np.sqrt(np.einsum("hii->hi", exact.covariances))
+    assert np.all(np.abs(monte_carlo.means - exact.means) < 5 * sd / np.sqrt(2000))
+    np.testing.assert_allclose(np.sqrt(np.einsum("hii->hi", monte_carlo.covariances)), sd, rtol=0.1)
+    np.testing.assert_allclose(monte_carlo.mode_probabilities, exact.mode_probabilities, atol=1e-12)
+
+
+def test_recurrent_switching_learns_where_the_mode_changes():
+    """Mode 0 climbs, mode 1 falls; the switch happens past thresholds 1 and -1 (a hysteresis)."""
+    rng = np.random.default_rng(0)
+    y, mode, ys = 0.0, 0, []
+    for _ in range(3000):
+        if (mode == 0 and rng.random() < 1 / (1 + np.exp(-(y - 1) / 0.05))) or (
+            mode == 1 and rng.random() < 1 / (1 + np.exp(-(-1 - y) / 0.05))
+        ):
+            mode = 1 - mode
+        y = y + (0.05 if mode == 0 else -0.05) + 0.01 * rng.standard_normal()
+        ys.append(y)
+    y = np.array(ys)[:, None]
+    model = ARHMM(n_states=2, recurrent=True, random_state=0, transition_penalty=1e-4).fit(y)
+    assert model.score(y) > ARHMM(n_states=2, random_state=0).fit(y).score(y)
+    paths, _ = model.sample(2000, random_state=1)
+    assert -1.3 < paths.min() < -0.7 and 0.7 < paths.max() < 1.3
+
+
+def test_save_and_load_keep_the_maps(tmp_path):
+    x, _ = switching_oscillators(500, 5)
+    for model in (
+        ARHMM(n_states=2, features=RadialBasis(6), random_state=0).fit(x),
+        ARHMM(n_states=2, recurrent=True, random_state=0).fit(x),
+    ):
+        model.save(tmp_path / "m.msz")
+        loaded = load(tmp_path / "m.msz")
+        assert loaded.score(x) == pytest.approx(model.score(x), abs=1e-9)
+        np.testing.assert_allclose(loaded.forecast(x, 3).means, model.forecast(x, 3).means)
+
+
+def test_clear_errors():
+    x, _ = switching_oscillators(200, 6)
+    model = ARHMM(n_states=2, features=lambda a: np.hstack([a, a**3]), random_state=0).fit(x)
+    with pytest.raises(TypeError, match="cannot be saved"):
+        model.save("/tmp/never-written.msz")
+    with pytest.raises(ValueError, match="takes no input_dim"):
+        ARHMM(recurrent=True, input_dim=1).fit(x, inputs=np.ones((200, 1)))
+    with pytest.raises(ValueError, match=r"expects 2 feature\(s\) per time step, got 1"):
+        model.score(x[:, :1])
+    with pytest.raises(ValueError, match="set feature_map_ before the parameters"):
+        model.feature_map_ = Polynomial(2).fit(x)
+    for streaming in (ARHMM(n_states=2, recurrent=True, random_state=0).fit(x), model):
+        with pytest.raises(NotImplementedError, match="nonlinear or recurrent"):
+            streaming.filter_init()
+
+
+def test_a_refit_on_new_data_equals_a_fresh_fit():
+    first, _ = switching_oscillators(400, 7)
+    second, _ = switching_oscillators(400, 8)
+    model = ARHMM(n_states=2, features=Polynomial(2), recurrent=True, random_state=0).fit(first)
+    model.fit(second)
+    fresh = ARHMM(n_states=2, features=Polynomial(2), recurrent=True, random_state=0).fit(second)
+    np.testing.assert_array_equal(model.feature_map_.location_, fresh.feature_map_.location_)
+    assert model.score(second) == fresh.score(second)
+    assert "features=Polynomial(degree=2)" in repr(model)
