@@ -43,7 +43,7 @@ __all__ = ["FORMAT_VERSION", "ArchiveLimits", "read_archive", "write_archive"]
 
 FORMAT_VERSION = 1
 _METADATA = "metadata.json"
-_ARRAY = re.compile(r"arrays/([A-Za-z_][A-Za-z0-9_]*)\.npy")
+_ARRAY = re.compile(r"arrays/([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\.npy")
 _CHUNK = 1 << 20
 
 

@@ -145,6 +145,9 @@ class ARHMM(HMM):
         self._take_renamed(renamed)
 
     _renamed = {**HMM._renamed, "lags": "order"}
+    #: a fitted feature map's arrays are saved as "<map>.<key>" (see :mod:`modeshift.features`)
+    _file_arrays = {"feature_map_.*": "real?", "guard_map_.*": "real?"}
+    _file_attributes = {**HMM._file_attributes, "maps": "mapping"}
     _constraints = {
         **HMM._constraints,
         "order": Integer(1),

@@ -86,7 +86,8 @@ class Model:
     #: DeprecationWarning: old -> new (see :meth:`_take_renamed`).
     _renamed: ClassVar[dict[str, str]] = {}
     #: The arrays a model file may hold besides ``parameter_names`` (which are "finite"):
-    #: name -> kind, a key of :data:`ARRAY_KINDS`, ending in "?" for an optional array.
+    #: name -> kind, a key of :data:`ARRAY_KINDS`, ending in "?" for an optional array; a name
+    #: "<prefix>.*" declares every array "<prefix>.<key>".
     _file_arrays: ClassVar[dict[str, str]] = {}
     #: The attributes a model file may hold (each optional): name -> a key of :data:`ATTRIBUTE_KINDS`.
     _file_attributes: ClassVar[dict[str, str]] = {"history_": "numbers", "converged_": "bool", "n_iter_": "count"}
@@ -385,6 +386,7 @@ def _is_number(value: Any) -> bool:
 ATTRIBUTE_KINDS: dict[str, Any] = {
     "bool": lambda value: isinstance(value, bool),
     "count": lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+    "mapping": lambda value: isinstance(value, dict),
     "number": _is_number,
     "numbers": lambda value: isinstance(value, list) and all(map(_is_number, value)),
     "strings": lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value),
@@ -400,7 +402,7 @@ def _check_members(
     arrays and their kinds, from :meth:`Model._file_members`; ``cls._file_attributes``) before
     anything is restored: names, kinds, finiteness."""
     for name, array in arrays.items():
-        kind = declared.get(name)
+        kind = declared.get(name, declared.get(name.split(".")[0] + ".*"))  # "<prefix>.*": a family of arrays
         if kind is None:
             raise ValueError(f"{path}: member arrays/{name}.npy is not part of a {cls.__name__} file")
         dtypes, holds = ARRAY_KINDS[kind.rstrip("?")]

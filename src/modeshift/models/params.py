@@ -13,7 +13,7 @@ ValueError: HMM: n_iter must be an integer >= 0, got -1
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -102,18 +102,6 @@ class Boolean(Rule):
 
     def describe(self) -> str:
         return "True or False"
-
-
-class Names(Rule):
-    """A collection of names (strings): a list, tuple or set, not one string."""
-
-    def allows(self, value: Any) -> bool:
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Collection):
-            return False
-        return all(isinstance(item, str) for item in value)
-
-    def describe(self) -> str:
-        return "a list, tuple or set of parameter names"
 
 
 class Callable(Rule):
