@@ -192,8 +192,13 @@ class Model:
     def _check_finite(self, where: str, arrays: dict[str, np.ndarray] | None = None) -> None:
         """Raise ``ValueError`` for a learned parameter (of ``arrays``, by default all) holding NaN
         or infinity, with its likely cause."""
+        if arrays is None:
+            try:
+                arrays = self._learned_arrays()
+            except TypeError:  # a model that cannot be saved at all (a custom feature map): save says so
+                return
         kinds = self._file_members()
-        for name, array in (self._learned_arrays() if arrays is None else arrays).items():
+        for name, array in arrays.items():
             if kinds.get(name, "").startswith("finite") and not np.isfinite(array).all():
                 index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
                 cause = "standardise data of large magnitude, or fit fewer modes"
