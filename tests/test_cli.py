@@ -249,6 +249,8 @@ class Level(Model):
     """A model the command line has never heard of: a constant level plus Gaussian noise of scale
     ``noise``. It forecasts and nothing else; its subclasses add a score or a bound."""
 
+    _file_arrays = {"level_": "finite"}  # what its files hold (Model._file_arrays)
+
     def __init__(self, noise: float = 1.0):
         self.noise = noise
 

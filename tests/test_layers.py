@@ -31,6 +31,7 @@ LAYERS = {
     "modeshift.symbols": 1,
     "modeshift.statistics": 1,
     "modeshift.metrics": 1,
+    "modeshift.safe_write": 1,
     "modeshift._kernels": 2,
     "modeshift.inference": 2.5,
     "modeshift.transitions": 3,

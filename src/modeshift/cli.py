@@ -47,8 +47,10 @@ go to ``-o FILE`` as CSV, else to standard output (CSV, or JSON records). Progre
 warnings (``warning: ...``) and notes go to standard error. A fit without ``--seed`` draws
 one and prints it, so the run can be repeated. An error prints one line, ``error: ...``, to
 standard error and exits with status 1; ``--debug`` (anywhere on the line) shows the
-traceback instead. The first run compiles the numerical kernels (cached afterwards) and
-says so.
+traceback instead. An output (``-o``) is checked before any work: it may not be an input of
+the same command, a directory or special file, or in a missing or read-only directory, and it
+is written atomically (:mod:`modeshift.safe_write`). The first run compiles the numerical
+kernels (cached afterwards) and says so.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ from modeshift.models.capabilities import (
     objective,
 )
 from modeshift.models.selection import select_n_states
+from modeshift.safe_write import check_output, write_atomically
 
 __all__ = ["MODELS", "app", "main"]
 
@@ -492,10 +495,18 @@ def _emit(payload: dict[str, Any], as_json: bool) -> None:
             console.print(Text(f"{key}: ") + _text(value))
 
 
-def _write_table(frame: pd.DataFrame, output: Path | None, as_json: bool, what: str) -> None:
-    """A table to ``output`` as CSV (and a summary to standard output), else to standard output."""
+def _check_output(output: Path | None, *inputs: Path, directory: bool = False) -> None:
+    """Refuse, before any work, an output that would replace an input of the command, a special
+    file, or one whose directory is missing or not writable (see :mod:`modeshift.safe_write`)."""
     if output is not None:
-        frame.to_csv(output, index=False)
+        check_output(output, inputs, directory=directory)
+
+
+def _write_table(frame: pd.DataFrame, output: Path | None, as_json: bool, what: str, inputs: tuple[Path, ...]) -> None:
+    """A table to ``output`` as CSV (and a summary to standard output), else to standard output;
+    never over one of the command's ``inputs``."""
+    if output is not None:
+        write_atomically(output, lambda file: file.write(frame.to_csv(index=False).encode("utf-8")), inputs)
         _emit({"output": output, what: len(frame)}, as_json)
     elif as_json:
         typer.echo(json.dumps(_plain(frame), allow_nan=False))
@@ -614,6 +625,7 @@ def fit(
         "iterations": iterations,
         "seed": seed,
     }
+    _check_output(output, data)
     accepted = MODELS.get(model, (None, {}))[1]
     if "seed" in accepted:
         options["seed"] = _seed(seed)
@@ -691,6 +703,7 @@ def segment(
     ``end_time`` (the time stamps of its first and last steps, as the file writes them),
     ``mode`` and ``probability``; ``sequence`` and ``id`` for several sequences.
     """
+    _check_output(output, model_file, data)
     estimator = load(model_file)
     _require(estimator, Segmenter, "segment data into modes")
     seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
@@ -704,7 +717,7 @@ def segment(
         at = table.columns.get_loc("end") + 1
         table.insert(at, "start_time", _time_labels(seqs, first))
         table.insert(at + 1, "end_time", _time_labels(seqs, seqs.offsets[sequence] + table["end"].to_numpy() - 1))
-    _write_table(table, output, json_output, "segments")
+    _write_table(table, output, json_output, "segments", (model_file, data))
 
 
 @_command
@@ -729,6 +742,7 @@ def forecast(
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"--level must be between 0 and 1, got {level}")
+    _check_output(output, model_file, data)
     estimator = load(model_file)
     _require(estimator, Forecaster, "forecast")
     seqs = _read(data, estimator, columns, id_column, time_column)
@@ -749,7 +763,7 @@ def forecast(
         frames.append(frame)
     if axis is not None and "time" not in frames[0].columns:
         _note("the time stamps are irregular: the forecast is given by step only")
-    _write_table(pd.concat(frames, ignore_index=True), output, json_output, "rows")
+    _write_table(pd.concat(frames, ignore_index=True), output, json_output, "rows", (model_file, data))
 
 
 def _forecast_frame(result: Forecast, names: list[str], z: float, categories: Any = None) -> pd.DataFrame:
@@ -786,6 +800,7 @@ def simulate(
     """Simulate one sequence from a model: observations named as the model's value columns (y0.. for a
     model fit on arrays; symbols stop at the end of a sequence or after --steps), continuous states x0..
     and modes (a mixture's component; a jump process's jump times)."""
+    _check_output(output, model_file)
     estimator = load(model_file)
     _require(estimator, Sampler, "simulate")
     seed = _seed(seed)
@@ -796,7 +811,7 @@ def simulate(
     table = _simulation_table(drawn, estimator.data_kind, None if schema is None else list(schema.columns))
     if schema is not None and schema.categories is not None:  # codes back to the file's labels
         table[schema.columns[0]] = [schema.categories[int(code)] for code in table[schema.columns[0]]]
-    _write_table(table, output, json_output, "steps")
+    _write_table(table, output, json_output, "steps", (model_file,))
 
 
 def _simulation_table(drawn: Any, data_kind: str, names: list[str] | None) -> pd.DataFrame:
@@ -861,11 +876,12 @@ def next_(
 ) -> None:
     """The likeliest next symbols after PREFIX under a symbol model, with their probabilities
     (``<end>`` where a sequence may end)."""
+    _check_output(output, model_file)
     estimator = load(model_file)
     _require(estimator, NextElementModel, "predict the next symbol")
     ranked = estimator.predict_next(tuple(prefix or ()), k=top)
     table = pd.DataFrame({"symbol": [str(symbol) for symbol, _ in ranked], "probability": [p for _, p in ranked]})
-    _write_table(table, output, json_output, "symbols")
+    _write_table(table, output, json_output, "symbols", (model_file,))
 
 
 @_command
@@ -905,6 +921,7 @@ def demo(
     """Fit switching models to bundled and simulated data, print what they found and write a report per case."""
     from modeshift.demo import run
 
+    _check_output(output, directory=True)
     _announce_compilation()
     if not json_output:
         run(output)
@@ -929,6 +946,7 @@ def report(
     (title: the model's class unless --title)."""
     from modeshift.report import write_report
 
+    _check_output(output, model_file, data, directory=True)
     estimator = load(model_file)
     seqs = _read(data, estimator, columns, id_column, time_column)
     _announce_compilation()

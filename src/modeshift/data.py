@@ -486,16 +486,20 @@ class Sequences:
                 )
         return self
 
-    def require_observed(self) -> Sequences:
-        """Check that a fit has data to learn from: an observed value in every sequence and
-        every feature observed somewhere (missing values are otherwise allowed)."""
+    def require_observed(self, every_sequence: bool = True) -> Sequences:
+        """Check that a fit has data to learn from: every feature observed somewhere (a column
+        of NaN only would be fit to NaN parameters) and, if ``every_sequence``, an observed
+        value in every sequence (missing values are otherwise allowed)."""
         observed = ~np.isnan(self.values)
         empty = np.flatnonzero(np.add.reduceat(observed.any(axis=1), self.offsets[:-1]) == 0)  # sequences are non-empty
-        if empty.size:
+        if every_sequence and empty.size:
             raise ValueError(f"sequence {empty[0]} has no observed value (all NaN); fit needs data in every sequence")
         never = np.flatnonzero(~observed.any(axis=0))
         if never.size:
-            raise ValueError(f"feature {never[0]} is never observed (all NaN); fit cannot estimate it")
+            columns = None if self.schema is None else list(self.schema.columns)
+            named = columns is not None and len(columns) == self.n_features
+            name = f"column {columns[never[0]]!r}" if named else f"feature {never[0]}"
+            raise ValueError(f"{name} is never observed (all NaN); fit cannot estimate it: drop it or give it data")
         return self
 
     def require_counts(self, *, upper: int | None = None, model: str = "this model") -> Sequences:

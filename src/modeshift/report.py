@@ -31,8 +31,6 @@ from __future__ import annotations
 import base64
 import inspect
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from html import escape
 from os import PathLike
@@ -63,6 +61,7 @@ from modeshift.plot import (
     read_sequences,
     switching,
 )
+from modeshift.safe_write import write_atomically
 
 __all__ = ["write_index", "write_report"]
 
@@ -413,13 +412,5 @@ def _write(path: Path, title: str, sections: Sequence[str]) -> Path:
         f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(page)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the page from a web server
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: file.write(page.encode("utf-8")))
     return path

@@ -145,6 +145,9 @@ class ARHMM(HMM):
         self._take_renamed(renamed)
 
     _renamed = {**HMM._renamed, "lags": "order"}
+    #: a fitted feature map's arrays are saved as "<map>.<key>" (see :mod:`modeshift.features`)
+    _file_arrays = {"feature_map_.*": "real?", "guard_map_.*": "real?"}
+    _file_attributes = {**HMM._file_attributes, "maps": "mapping"}
     _constraints = {
         **HMM._constraints,
         "order": Integer(1),
@@ -430,6 +433,17 @@ class ARHMM(HMM):
 
     def _learned_attributes(self) -> dict[str, Any]:
         return {**super()._learned_attributes(), "maps": {name: m.state()[0] for name, m in self._maps().items()}}
+
+    def _file_members(self) -> dict[str, str]:
+        """What a file holds, before its maps are restored: a map changes no parameter's name, and
+        the recurrent chain replaces ``transmat_`` by its guards' weights and biases."""
+        if self._maps() or (self.features is None and not self.recurrent):
+            return super()._file_members()
+        plain = type(self)(**{**self.get_params(), "features": None, "recurrent": False})._file_members()
+        if self.recurrent:
+            del plain["transmat_"]
+            plain.update(dict.fromkeys(("input_weights_", "recurrence_biases_"), "finite"))
+        return plain
 
     def _maps(self) -> dict[str, FeatureMap]:
         return {name: self.__dict__[name] for name in ("feature_map_", "guard_map_") if name in self.__dict__}

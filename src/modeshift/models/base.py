@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from modeshift.archive import read_archive, write_archive
+from modeshift.archive import ArchiveLimits, read_archive, write_archive
 from modeshift.data import Schema, Sequences, check_array
 from modeshift.features import FeatureMap
 from modeshift.metrics import segments
@@ -61,7 +62,11 @@ class Model:
       (:func:`check_possible`).
     - ``save`` writes JSON and ``.npy`` arrays (no pickle); :func:`load` reads a model
       back by its module-qualified class name. Subclasses list their learned arrays in
-      :meth:`_learned_arrays` and restore them in :meth:`_restore`.
+      :meth:`_learned_arrays` and restore them in :meth:`_restore`, and declare what a
+      file of theirs may hold in ``_file_arrays`` and ``_file_attributes``: :func:`load`
+      refuses anything else before :meth:`_restore` runs. ``fit`` ends with parameters that
+      are finite (else a ValueError with the likely cause), and ``save`` refuses others,
+      so no file is written that could not be loaded.
     - A model fit on a data frame keeps its :class:`~modeshift.data.Schema` as
       ``schema_`` (value, id and time columns, the time axis), saved with it:
       ``model.schema_.read(new_frame)`` reads new data as the fitted data were read.
@@ -80,6 +85,12 @@ class Model:
     #: Old names of attributes and hyper-parameters, answered for one release with a
     #: DeprecationWarning: old -> new (see :meth:`_take_renamed`).
     _renamed: ClassVar[dict[str, str]] = {}
+    #: The arrays a model file may hold besides ``parameter_names`` (which are "finite"):
+    #: name -> kind, a key of :data:`ARRAY_KINDS`, ending in "?" for an optional array; a name
+    #: "<prefix>.*" declares every array "<prefix>.<key>".
+    _file_arrays: ClassVar[dict[str, str]] = {}
+    #: The attributes a model file may hold (each optional): name -> a key of :data:`ATTRIBUTE_KINDS`.
+    _file_attributes: ClassVar[dict[str, str]] = {"history_": "numbers", "converged_": "bool", "n_iter_": "count"}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -173,11 +184,37 @@ class Model:
     def _finish_fit(self, seqs: Sequences | None = None) -> None:
         """Record the hyper-parameters of this fit and, for data read from a data frame, its
         :class:`~modeshift.data.Schema` as ``schema_`` (saved with the model)."""
+        self._check_finite(f"{type(self).__name__}.fit")
         self.__dict__["_fitted_with"] = dict(self.get_params())
         if seqs is not None and seqs.schema is not None:
             self.__dict__["schema_"] = seqs.schema
 
+    def _check_finite(self, where: str, arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Raise ``ValueError`` for a learned parameter (of ``arrays``, by default all) holding NaN
+        or infinity, with its likely cause."""
+        if arrays is None:
+            try:
+                arrays = self._learned_arrays()
+            except TypeError:  # a model that cannot be saved at all (a custom feature map): save says so
+                return
+        kinds = self._file_members()
+        for name, array in arrays.items():
+            if kinds.get(name, "").startswith("finite") and not np.isfinite(array).all():
+                index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+                cause = "standardise data of large magnitude, or fit fewer modes"
+                if "reg_covar" in self.get_params():
+                    cause = (
+                        f"a mode may have collapsed onto a point: raise reg_covar (now {self.reg_covar}), or {cause}"
+                    )
+                raise ValueError(f"{where}: {name}{list(index)} is {array[index]}, not a finite number ({cause})")
+
     # ---------------------------------------------------------------- persistence
+    def _file_members(self) -> dict[str, str]:
+        """The arrays a file of this model holds: name -> kind (see ``_file_arrays``)."""
+        if getattr(self, "n_states", None) == "auto" and "n_states_" not in self.__dict__:
+            return type(self)(**{**self.get_params(), "n_states": 1})._file_members()  # names do not depend on K
+        return {**dict.fromkeys(getattr(self, "parameter_names", ()), "finite"), **type(self)._file_arrays}
+
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -188,8 +225,21 @@ class Model:
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def _hyperparameters_from_file(cls, hyperparameters: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+        """The hyper-parameters to build the model of a file from (its JSON values made Python's again)."""
+        return _from_json(cls, hyperparameters)
+
     def save(self, path: str | PathLike[str]) -> None:
-        """Write the model to ``path`` (see :mod:`modeshift.archive`); atomic."""
+        """Write the model to ``path`` (see :mod:`modeshift.archive`); atomic, never over a
+        directory or special file (see :mod:`modeshift.safe_write`). A model with a non-finite
+        parameter is refused, so a broken model never replaces a good file."""
+        where = f"cannot save this {type(self).__name__} to {os.fspath(path)}"
+        try:
+            arrays = self._learned_arrays()
+        except ValueError as error:  # not fitted, or parameters set by hand that break their rules
+            raise type(error)(f"{where}: {error}") from None
+        self._check_finite(where, arrays)
         hyperparameters = {k: _jsonable(v) for k, v in self.get_params().items()}
         metadata = {
             "model": qualified_name(type(self)),
@@ -198,7 +248,7 @@ class Model:
         }
         if "schema_" in self.__dict__:
             metadata["schema"] = self.schema_.to_json()
-        write_archive(path, metadata, self._learned_arrays())
+        write_archive(path, metadata, arrays)
 
 
 #: The methods that also take a Dask collection (a Dask DataFrame or bag) and run over it on a
@@ -286,24 +336,102 @@ def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def load(path: str | PathLike[str]) -> Model:
+def load(path: str | PathLike[str], *, limits: ArchiveLimits | None = None) -> Model:
     """Read a model written by ``save``.
 
     The file names its class by module-qualified name (``modeshift.models.hmm.HMM``);
     only classes derived from :class:`Model` and already imported are instantiated, so a
-    file can neither run code nor be served by another class of the same bare name.
+    file can neither run code nor be served by another class of the same bare name. The
+    file is read as possibly hostile: its sizes within ``limits`` (see
+    :class:`~modeshift.archive.ArchiveLimits`), its hyper-parameters checked as ``fit``
+    checks them, its arrays and attributes exactly those the class declares, of their
+    kinds, and its parameters checked as when set by hand. Any failure is one ``ValueError``
+    naming the file (and the member, where one is at fault).
     """
-    metadata, arrays = read_archive(path)
+    path = os.fspath(path)
+    metadata, arrays = read_archive(path, limits)
     name = metadata.get("model")
     cls = Model._registry.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"{path}: unknown model type {name!r} (expected a module-qualified modeshift model class)")
-    model = cls(**_from_json(cls, metadata.get("hyperparameters", {})))
-    model._restore(arrays, metadata.get("attributes", {}))
-    model._finish_fit()
-    if metadata.get("schema") is not None:
-        model.schema_ = Schema.from_json(metadata["schema"])
+    arrays = {cls._renamed.get(name, name): value for name, value in arrays.items()}
+    attributes = {cls._renamed.get(name, name): value for name, value in metadata.get("attributes", {}).items()}
+    try:
+        model = cls(**cls._hyperparameters_from_file(metadata.get("hyperparameters", {}), attributes))
+        model._check_params()
+        declared = model._file_members()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: member metadata.json: hyperparameters: {error}") from None
+    _check_members(path, cls, declared, arrays, attributes)
+    try:  # the values meet the models' own checks, which a crafted file can fail in any of these ways
+        model._restore(arrays, attributes)
+        model._finish_fit()
+        if metadata.get("schema") is not None:
+            model.schema_ = Schema.from_json(metadata["schema"])
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, np.linalg.LinAlgError) as e:
+        at_fault = next((name for name in declared if str(e).startswith(name)), None)
+        member = f"member arrays/{at_fault}.npy: " if at_fault is not None and at_fault in arrays else ""
+        raise ValueError(f"{path}: {member}{e}") from None
     return model
+
+
+#: The kinds of array a model file holds (``Model._file_arrays``): kind -> (dtype kinds, what it holds).
+ARRAY_KINDS = {
+    "finite": ("fiu", "finite real numbers"),
+    "real": ("fiu", "real numbers (NaN where undefined)"),
+    "integer": ("iu", "integers"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: The kinds of attribute a model file holds (``Model._file_attributes``): kind -> test of a JSON value.
+ATTRIBUTE_KINDS: dict[str, Any] = {
+    "bool": lambda value: isinstance(value, bool),
+    "count": lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+    "mapping": lambda value: isinstance(value, dict),
+    "number": _is_number,
+    "numbers": lambda value: isinstance(value, list) and all(map(_is_number, value)),
+    "strings": lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value),
+    "labels": lambda value: isinstance(value, list),
+    "table": lambda value: isinstance(value, dict) and all(isinstance(column, list) for column in value.values()),
+}
+
+
+def _check_members(
+    path: str, cls: type[Model], declared: dict[str, str], arrays: dict[str, np.ndarray], attributes: dict[str, Any]
+) -> None:
+    """Check a file's arrays and attributes against what its class declares (``declared``: the
+    arrays and their kinds, from :meth:`Model._file_members`; ``cls._file_attributes``) before
+    anything is restored: names, kinds, finiteness."""
+    for name, array in arrays.items():
+        kind = declared.get(name, declared.get(name.split(".")[0] + ".*"))  # "<prefix>.*": a family of arrays
+        if kind is None:
+            raise ValueError(f"{path}: member arrays/{name}.npy is not part of a {cls.__name__} file")
+        dtypes, holds = ARRAY_KINDS[kind.rstrip("?")]
+        if array.dtype.kind not in dtypes or (kind.startswith("finite") and not np.isfinite(array).all()):
+            raise ValueError(f"{path}: member arrays/{name}.npy must hold {holds}, got {array.dtype} {_sample(array)}")
+    missing = [name for name, kind in declared.items() if not kind.endswith("?") and name not in arrays]
+    if missing:
+        raise ValueError(f"{path}: {cls.__name__} file lacks the member(s) {[f'arrays/{n}.npy' for n in missing]}")
+    for name, value in attributes.items():
+        kind = cls._file_attributes.get(name)
+        if kind is None:
+            raise ValueError(f"{path}: member metadata.json: attribute {name!r} is not part of a {cls.__name__} file")
+        if not ATTRIBUTE_KINDS[kind](value):
+            raise ValueError(f"{path}: member metadata.json: attribute {name!r} must be {kind}, got {_short(value)}")
+
+
+def _sample(array: np.ndarray) -> str:
+    bad = array[~np.isfinite(array)] if array.dtype.kind in "fc" else array
+    return f"(e.g. {bad.flat[0]!r})" if bad.size else ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,8 @@ class MarkovChainMixture(Model):
 
     _constraints = {"n_components": Integer(1), "pseudo_count": Number(0)}
     _renamed = {"log_likelihood_history_": "history_"}
+    _file_arrays = dict.fromkeys(_PARAMETERS, "finite")
+    _file_attributes = {**Model._file_attributes, "states_": "labels"}
 
     def __init__(
         self,

@@ -56,7 +56,7 @@ import pandas as pd
 from scipy import optimize
 
 from modeshift import _kernels as kernels
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import ensure_positive_definite
 from modeshift.models import em
 from modeshift.models.arhmm import ARHMM
@@ -167,6 +167,7 @@ class ContinuousARHMM(Model):
 
     _test_params = {"n_iter": 5}
     _constraints = {"n_states": Integer(1), "reg_covar": Number(0)}  # no "auto" (yet)
+    _file_arrays = dict.fromkeys(_PARAMETERS, "finite")
 
     def __init__(
         self,
@@ -451,6 +452,16 @@ class ContinuousARHMM(Model):
         missing = [name for name in _PARAMETERS if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
+        k = self.n_states
+        d = check_array("drift_matrices_", arrays["drift_matrices_"], (k, None, None)).shape[1]
+        check_probabilities("startprob_", arrays["startprob_"], (k,))
+        rates = check_array("rate_matrix_", arrays["rate_matrix_"], (k, k))
+        if (rates - np.diag(np.diag(rates)) < 0).any() or not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8):
+            raise ValueError("rate_matrix_ must have non-negative off-diagonal rates and rows summing to 0")
+        check_array("drift_matrices_", arrays["drift_matrices_"], (k, d, d))
+        check_array("drift_offsets_", arrays["drift_offsets_"], (k, d))
+        check_covariances("diffusion_covariances_", arrays["diffusion_covariances_"], d)
+        check_array("diffusion_covariances_", arrays["diffusion_covariances_"], (k, d, d))
         for name, value in {**attributes, **arrays}.items():
             setattr(self, name, value)
 

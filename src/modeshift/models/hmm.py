@@ -201,6 +201,7 @@ class HMM(Model, StreamingFilters):
         "input_slopes": OneOf(("shared", "per_source")),
     }
     _renamed = {"log_likelihood_history_": "history_"}
+    _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     # --------------------------------------------------------- parameter access
     @property
@@ -311,7 +312,7 @@ class HMM(Model, StreamingFilters):
         data frame's ``id_column``, ``time_column``, ...).
         """
         self._start_fit()
-        seqs = as_sequences(X, lengths, **columns)
+        seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
         self._fit_preprocessing(seqs)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))

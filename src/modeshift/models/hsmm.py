@@ -174,6 +174,7 @@ class HSMM(HMM):
         "left_censoring": Boolean(),
     }
     _renamed = {}
+    _file_attributes = {**HMM._file_attributes, "max_duration_": "count"}
 
     @property
     def monotone(self) -> bool:
@@ -280,7 +281,7 @@ class HSMM(HMM):
         """Estimate parameters by EM over segmentations with restarts (:func:`modeshift.models.em.run`);
         returns ``self``. ``X`` is any form :func:`~modeshift.data.as_sequences` accepts."""
         self._start_fit()
-        seqs = as_sequences(X, lengths, **columns)
+        seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
         _no_inputs(inputs)
         if self.n_states == "auto":
             return self._fit_auto(seqs)

@@ -160,6 +160,8 @@ class MarkovJumpProcess(Model):
 
     _constraints = {"n_states": either(Integer(1), OneOf((None,))), "observation": OneOf(OBSERVATIONS)}
     _renamed = {"log_likelihood_history_": "history_"}
+    _file_arrays = {"rate_matrix_": "finite"}
+    _file_attributes = {**Model._file_attributes, "states_": "labels"}
 
     def __init__(
         self,

@@ -231,6 +231,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
         "diagonal_observation_cov": Boolean(),
     }
     _renamed = {"log_likelihood_history_": "history_", "transition_matrix_": "dynamics_matrix_"}
+    _file_attributes = {**Model._file_attributes, "log_likelihood_": "number"}
 
     # ------------------------------------------------- structural time-series models
     @classmethod

@@ -176,6 +176,8 @@ class MarkovChain(Model):
         "unknown": OneOf(UNKNOWN_POLICIES),
     }
     _renamed = {"transition_matrix_": "transmat_"}
+    _file_arrays = dict.fromkeys(("context_keys_", "counts_data", "counts_indices", "counts_indptr"), "integer")
+    _file_attributes = {"vocabulary_": "labels"}
 
     def __init__(self, order: int = 1, smoothing: str | float = "kt", unknown: str = "error"):
         self.order = order
@@ -565,12 +567,38 @@ class MarkovChain(Model):
         if lacking:
             raise ValueError(f"the model file lacks {lacking}")
         self.vocabulary_ = Vocabulary(labels_from_json(attributes["vocabulary_"]))
-        self.context_keys_ = arrays["context_keys_"]
-        self.counts_ = sparse.csr_array(
-            (arrays["counts_data"], arrays["counts_indices"], arrays["counts_indptr"]),
-            shape=(len(self.context_keys_), len(self.vocabulary_) + 2),
-        )
+        keys, counts = _checked_counts(arrays, len(self.vocabulary_) + 2, self.order)
+        self.context_keys_ = keys
+        self.counts_ = counts
         self._prepare()
+
+
+def _checked_counts(arrays: dict[str, np.ndarray], base: int, order: int) -> tuple[np.ndarray, sparse.csr_array]:
+    """The context keys and count table of a model file, checked as the structure the methods
+    index into (a sparse table with indices out of range would read outside its memory):
+    keys strictly increasing in [0, base**order), row pointers from 0 non-decreasing to the
+    number of entries, column indices strictly increasing within each row and below ``base``,
+    counts positive."""
+    if order * math.log2(base) >= 63:
+        raise ValueError(f"order={order} with {base - 2} symbols: its contexts do not fit 64-bit keys")
+    names = ("context_keys_", "counts_data", "counts_indices", "counts_indptr")
+    keys, data, indices, indptr = (np.asarray(arrays[name], dtype=np.int64) for name in names)
+    n_keys = base**order
+    if keys.ndim != 1 or (keys.size and (keys[0] < 0 or keys[-1] >= n_keys or (np.diff(keys) <= 0).any())):
+        raise ValueError(f"context_keys_ must be strictly increasing integers in [0, {n_keys})")
+    if indptr.shape != (len(keys) + 1,) or indptr[0] != 0 or (np.diff(indptr) < 0).any():
+        raise ValueError(f"counts_indptr must be {len(keys) + 1} non-decreasing row pointers from 0")
+    if data.ndim != 1 or indices.shape != data.shape or indptr[-1] != len(data):
+        raise ValueError(
+            f"counts_data and counts_indices must be 1-D, of the length counts_indptr ends at ({indptr[-1]})"
+        )
+    if data.size and (indices.min() < 0 or indices.max() >= base or (data <= 0).any()):
+        raise ValueError(f"counts_indices must lie in [0, {base}) and counts_data be positive counts")
+    starts = np.zeros(len(indices), dtype=bool)
+    starts[indptr[:-1][indptr[:-1] < len(indices)]] = True  # a row's first entry follows nothing
+    if (np.diff(indices)[~starts[1:]] <= 0).any():
+        raise ValueError("counts_indices must increase strictly within each row")
+    return keys, sparse.csr_array((data, indices, indptr), shape=(len(keys), base))
 
 
 def _count_table(seqs: Sequences, order: int, base: int) -> tuple[np.ndarray, sparse.csr_array]:

@@ -124,6 +124,15 @@ class _MarkovSwitching(Model, StreamingFilters):
         "switching_variance": Boolean(),
         "n_iter_polish": Integer(0),
     }
+    _file_arrays = {
+        **dict.fromkeys(_PARAMETERS, "finite?"),
+        **dict.fromkeys(("standard_errors_", "filtered_probabilities_", "smoothed_probabilities_"), "real?"),
+    }
+    _file_attributes = {
+        **Model._file_attributes,
+        **dict.fromkeys(("log_likelihood_", "gradient_norm_"), "number"),
+        "exog_names_": "strings",
+    }
     search_iterations = 15  # each restart's EM runs this long; the best goes on (see models.em)
 
     @property

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import (
     LinearDynamics,
     ensure_positive_definite,
@@ -230,6 +230,8 @@ class SwitchingLDS(Model, StreamingFilters):
         "selection": OneOf(("fits", "prune")),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
+    _file_arrays = {"dwell_times_": "real?"}
+    _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     @property
     def monotone(self) -> bool:
@@ -245,6 +247,39 @@ class SwitchingLDS(Model, StreamingFilters):
         missing = [name for name in self.parameter_names if self.__dict__.get(name) is None]
         if missing:
             raise NotFittedError(f"this SwitchingLDS has no {', '.join(missing)}: call fit, or set them by hand")
+
+    def _check_parameters(self) -> None:
+        """Check every parameter's shape (from the hyper-parameters and the observation matrix)
+        and its constraints: covariances positive semi-definite, probabilities stochastic."""
+        self._check_fitted()
+        k, n, m = self._k, self.state_dim, self.input_dim
+        p = check_array("observation_matrix_", self.observation_matrix_, (None, n)).shape[0]
+        shapes = {
+            "dynamics_matrices_": (k, n, n),
+            "dynamics_offsets_": (k, n),
+            "dynamics_input_matrices_": (k, n, m),
+            "observation_offset_": (p,),
+            "feedthrough_matrix_": (p, m),
+            "initial_state_mean_": (n,),
+            "recurrence_weights_": (k, n),
+            "input_weights_": (k, m),
+            "recurrence_biases_": (k, k),
+        }
+        for name in set(shapes) & set(self.parameter_names):
+            check_array(name, self.__dict__[name], shapes[name])
+        for name, size, count in (
+            ("dynamics_covariances_", n, k),
+            ("observation_covariance_", p, None),
+            ("initial_state_covariance_", n, None),
+        ):
+            value = check_covariances(name, self.__dict__[name], size, semidefinite=True)
+            if value.shape[:-2] != ((count,) if count else ()):
+                raise ValueError(
+                    f"{name} must have shape {((count,) if count else ()) + (size, size)}, got {value.shape}"
+                )
+        check_probabilities("startprob_", self.startprob_, (k,))
+        if not self.recurrent:
+            check_probabilities("transmat_", self.transmat_, (k, k))
 
     def _obs_dim(self) -> int | None:
         C = self.__dict__.get("observation_matrix_")
@@ -768,7 +803,7 @@ class SwitchingLDS(Model, StreamingFilters):
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
         for name, value in arrays.items():
             setattr(self, name, np.array(value))
-        self._check_fitted()
+        self._check_parameters()
 
     # ------------------------------------------------------------------------ helpers
 

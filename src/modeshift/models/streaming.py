@@ -58,6 +58,7 @@ import numpy as np
 
 from modeshift._kernels.kalman import predict_step, update_step, update_workspace
 from modeshift.emissions.autoregressive import with_lags
+from modeshift.safe_write import write_atomically
 
 if TYPE_CHECKING:
     from modeshift.models.base import Forecast
@@ -124,8 +125,9 @@ class FilterState(NamedTuple):
         return cls(int(arrays["step"]), law("filtered"), np.array(arrays["history"]), int(arrays["lag"]), window)
 
     def save(self, path: Any) -> None:
-        """Write the state to an ``.npz`` file (no pickle)."""
-        np.savez(path, **self.as_arrays())
+        """Write the state to an ``.npz`` file (no pickle), atomically (:mod:`modeshift.safe_write`)."""
+        arrays = self.as_arrays()
+        write_atomically(path, lambda file: np.savez(file, **arrays))
 
     @classmethod
     def load(cls, path: Any) -> FilterState:

@@ -228,6 +228,8 @@ class StructuralModel(Model):
         "n_iter": Integer(0),
     }
     _test_params = {"n_iter": 50}
+    _file_arrays = {"params_": "finite"}
+    _file_attributes = {**Model._file_attributes, "log_likelihood_": "number", "component_types": "strings"}
     _test_change = {"n_iter": 2}
 
     # -------------------------------------------------------------- constructors
@@ -476,6 +478,11 @@ class StructuralModel(Model):
             raise ValueError(
                 f"params_ must be {self.n_parameters} finite numbers ({', '.join(self.param_names)}), got {params!r}"
             )
+        kinds = [kind for component in self._components() for kind in component.kinds()]
+        named = zip(self.param_names, kinds, params)
+        negative = [name for name, kind, value in named if kind == "variance" and value < 0]
+        if negative:
+            raise ValueError(f"params_: the variance(s) {negative} must be >= 0, got {params!r}")
         return params
 
     # ------------------------------------------------------------------ fitting
@@ -825,16 +832,25 @@ class StructuralModel(Model):
         learned = {name: self.__dict__[name] for name in ("history_", "converged_", "n_iter_", "log_likelihood_")}
         return {**learned, "component_types": [type(c).__name__ for c in self.components]}
 
-    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
-        """Rebuild the components (a model file stores each as its fields and its type's name)
-        and read the parameters and the fit's record."""
-        types = attributes.pop("component_types")
-        self.components = tuple(
+    @classmethod
+    def _hyperparameters_from_file(cls, hyperparameters: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+        """The components rebuilt: a model file stores each as its fields and its type's name."""
+        types, components = attributes.get("component_types"), hyperparameters.get("components")
+        if not isinstance(types, list) or not isinstance(components, list) or len(types) != len(components):
+            raise ValueError("components and component_types must be lists of one length")
+        unknown = [name for name in types if name not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown component type(s) {unknown}; known: {sorted(COMPONENTS)}")
+        rebuilt = tuple(
             COMPONENTS[name](*(tuple(f) if isinstance(f, list) else f for f in fields))  # JSON made tuples lists
-            for name, fields in zip(types, self.components)
+            for name, fields in zip(types, components)
         )
+        return {**hyperparameters, "components": rebuilt}
+
+    def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
+        """Read the parameters and the fit's record."""
         self.params_ = np.array(arrays["params_"])
-        self.__dict__.update(attributes)
+        self.__dict__.update({name: value for name, value in attributes.items() if name != "component_types"})
         self._params()
 
 

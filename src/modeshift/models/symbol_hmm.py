@@ -109,6 +109,8 @@ class SymbolHMM(Model):
 
     _constraints = {"n_states": Integer(1), "unknown": OneOf(UNKNOWN_POLICIES)}
     _renamed = {"log_likelihood_history_": "history_"}
+    _file_arrays = dict.fromkeys(_PARAMETERS, "finite")
+    _file_attributes = {**Model._file_attributes, "vocabulary_": "labels"}
 
     def __init__(
         self,
