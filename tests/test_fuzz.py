@@ -59,7 +59,6 @@ def test_hostile_method_arguments_are_refused_by_name(cls: type[Model]) -> None:
 
 
 # ----------------------------------------------------------------- files and the CLI
-@pytest.mark.xfail(strict=False, reason="issue 16 item 1 (model files read defensively) is in wt-16files")
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_corrupted_model_files_give_a_clear_error(cls: type[Model], tmp_path: Path) -> None:
     _fuzz(lambda rnd: fuzzing.corrupted_model_case(rnd, tmp_path, cls), 10)
@@ -70,7 +69,6 @@ def test_malformed_csv_files_at_the_command_line(tmp_path: Path) -> None:
     _fuzz(lambda rnd: fuzzing.cli_case(rnd, tmp_path, over_input=False), 15)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 16 item 2 (writes that never destroy) is in wt-16files")
 def test_an_output_over_the_input_is_refused(tmp_path: Path) -> None:
     _fuzz(lambda rnd: fuzzing.cli_case(rnd, tmp_path, over_input=True), 5)
 
