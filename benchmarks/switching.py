@@ -534,8 +534,17 @@ def report(results: dict[str, dict[str, Outcome]], notes: dict[str, str], compil
         "Accuracy is mode accuracy (arhmm, slds; met when at most 0.001 below the peer) or the maximised",
         "log-likelihood (msar, tvtp; met when at most 1e-3 below).",
         "",
-        *table(["case", "peer", "speed-up (peer / modeshift)", "speed target", "accuracy (modeshift vs peer)",
-                "accuracy target"], targets),  # fmt: skip
+        *table(
+            [
+                "case",
+                "peer",
+                "speed-up (peer / modeshift)",
+                "speed target",
+                "accuracy (modeshift vs peer)",
+                "accuracy target",
+            ],
+            targets,
+        ),  # fmt: skip
         *([""] + [f"- n/a {r}" for r in reasons] if reasons else []),
         "",
     ]
@@ -551,8 +560,10 @@ def report(results: dict[str, dict[str, Outcome]], notes: dict[str, str], compil
             "own: the library's own value for its fit (dynamax's chain starts at step 3, not 1; ssm's includes",
             "its model of the first two observations).",
             "",
-            *table(["library", "fit (s)", "s / EM iteration", "log-likelihood", "own log-likelihood",
-                    "mode accuracy"], body),  # fmt: skip
+            *table(
+                ["library", "fit (s)", "s / EM iteration", "log-likelihood", "own log-likelihood", "mode accuracy"],
+                body,
+            ),  # fmt: skip
             "",
         ]
     if "msar" in results:
