@@ -441,6 +441,7 @@ def test_fit_rejects_bad_sequences(data, message):
         ({"smoothing": -1.0}, "smoothing must be one of"),
         ({"unknown": "drop"}, "unknown must be one of"),
         ({"smoothing": "ml", "unknown": "map"}, "unknown='map' needs a smoothing"),
+        ({"order": 10**12}, "needs keys beyond 64 bits"),  # at once, without forming base ** order
     ],
 )
 def test_bad_hyperparameters(params, message):

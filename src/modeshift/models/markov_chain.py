@@ -199,7 +199,7 @@ class MarkovChain(Model):
         if self.unknown != "map" and seqs.codes.max() >= n_symbols:
             raise ValueError("the training sequences hold the unknown code; fit on symbols, or use unknown='map'")
         base = n_symbols + 2
-        if base ** (self.order + 1) > np.iinfo(np.int64).max:
+        if (self.order + 1) * math.log2(base) >= 63:  # not base ** (order + 1): a huge order would hang on it
             raise ValueError(f"order {self.order} over {n_symbols} symbols needs keys beyond 64 bits; lower the order")
         self.vocabulary_ = seqs.vocabulary
         self.context_keys_, self.counts_ = _count_table(seqs, self.order, base)
