@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import time
 from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from typing import Any
@@ -207,9 +208,12 @@ class Shards:
             try:
                 total = self.client.gather(self._sum(function, _portable(model)))
                 break
-            except FutureCancelledError:  # a worker died with the scattered model: scatter it again
+            # a worker died with the scattered model (cancelled futures), or while it was being
+            # scattered (a closed connection, an OSError): wait for the scheduler to forget it, go again
+            except (FutureCancelledError, OSError):
                 if attempt == _ATTEMPTS - 1:
                     raise
+                time.sleep(_PAUSE * (attempt + 1))
         self.received.append(_nbytes(total))
         return total
 
@@ -230,7 +234,8 @@ class Shards:
 
 #: Passes over the data tried before a lost worker's error reaches the caller (each pass is a
 #: pure function of the shards and the parameters: trying again gives the same sum).
-_ATTEMPTS = 3
+_ATTEMPTS = 5
+_PAUSE = 0.5  # seconds before the first retry, growing linearly
 
 
 def _client(client: Any) -> Any:
