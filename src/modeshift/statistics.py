@@ -15,7 +15,8 @@ class Statistics(dict):
     """Named sufficient statistics (arrays, numbers or nested ``Statistics``).
 
     Statistics of disjoint batches of sequences add up to the statistics of the
-    whole, so an E-step can run on shards anywhere and be reduced with ``sum``.
+    whole, so an E-step can run on shards anywhere and be reduced with ``sum``
+    (field by field, by :func:`combine`).
 
     >>> import numpy as np
     >>> a = Statistics(counts=np.ones(2), total=1.0)
@@ -28,7 +29,7 @@ class Statistics(dict):
             return self
         if not isinstance(other, Statistics) or other.keys() != self.keys():
             raise ValueError("only statistics with the same fields can be added")
-        return Statistics({key: self[key] + other[key] for key in self})
+        return combine(self, other)
 
     __radd__ = __add__
 
