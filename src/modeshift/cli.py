@@ -1094,12 +1094,10 @@ class _RowsUntilInterrupted:
 
 
 def _check_learned_output(output: Path, model_file: Path, data: str) -> None:
-    """Before the stream: -o must be a new or regular file in an existing directory, and neither the
-    model read nor the data (a stream can be read once: the model learned from it must not be lost)."""
-    for given, what in ((model_file, "the model read"), (Path(data), "the data read")):
-        if str(given) != "-" and output.exists() and given.exists() and output.samefile(given):
+    """Before the stream: -o must be neither the model read nor the data (a stream can be read once:
+    the model learned from it must not be lost), named as such, and pass :func:`_check_output`."""
+    inputs = (model_file,) if data == "-" else (model_file, Path(data))
+    for given, what in zip(inputs, ("the model read", "the data read")):
+        if output.exists() and given.exists() and output.samefile(given):
             raise ValueError(f"-o {output} is {what}: write the learned model to another file")
-    if not output.parent.is_dir():
-        raise ValueError(f"-o {output}: the directory {output.parent} does not exist")
-    if output.exists() and not output.is_file():
-        raise ValueError(f"-o {output} is not a regular file")
+    _check_output(output, *inputs)
