@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM
+from modeshift.features import Custom, Polynomial
 from modeshift.models.base import NotFittedError
 from modeshift.models.capabilities import Streaming
 from modeshift.models.streaming import FilterState, StreamingFilters
@@ -25,6 +26,46 @@ def _arhmm() -> tuple[ARHMM, np.ndarray]:
     model.coefs_, model.intercepts_ = np.array([[[0.5, 0.2]], [[-0.5, 0.1]]]), np.array([[1.0], [0.0]])
     model.covars_ = np.full((2, 1, 1), 0.1)
     return model, model.sample(300, random_state=1)[0]
+
+
+def _nonlinear_arhmm(recurrent: bool, features: object = "polynomial", order: int = 2) -> tuple[ARHMM, np.ndarray]:
+    """An ARHMM with a nonlinear flow (``features``: a degree-2 polynomial, or a function) and/or a
+    recurrent switching law (its guards read the lags' features, or the standardised lags without
+    ``features``, as ``fit`` sets them), parameters drawn at random, on a noisy
+    sine (any data will do: the stream must give the batch filter's numbers)."""
+    rng = np.random.default_rng(5)
+    x = np.sin(np.arange(240) / 8.0) + rng.normal(0, 0.2, 240)
+    lags = np.column_stack([x[order - i : len(x) - i] for i in range(1, order + 1)])
+    spec = {None: Polynomial(1), "polynomial": Polynomial(2)}.get(features) or Custom(features)  # None: as fit
+    fitted = spec.fit(lags)
+    k = 3
+    model = ARHMM(n_states=k, order=order, features=features, recurrent=recurrent, random_state=0)
+    if features is not None:
+        model.feature_map_ = fitted
+    if recurrent:
+        model.guard_map_ = fitted
+        model.recurrence_biases_ = rng.normal(size=(k, k)) + 3 * np.eye(k)
+        model.input_weights_ = rng.normal(size=(k, fitted.n_outputs))
+    else:
+        model.transmat_ = rng.dirichlet(np.full(k, 5.0), size=k) * 0.3 + 0.7 * np.eye(k)
+    model.startprob_ = rng.dirichlet(np.ones(k))
+    width = fitted.n_outputs if features is not None else order
+    model.coefs_ = 0.3 * rng.normal(size=(k, 1, width))
+    model.intercepts_ = rng.normal(0, 0.3, size=(k, 1))
+    model.covars_ = rng.uniform(0.05, 0.3, size=(k, 1, 1))
+    return model, x
+
+
+def _arhmm_with_inputs() -> tuple[ARHMM, np.ndarray, np.ndarray]:
+    """An order-2 ARHMM whose switching is driven by an input."""
+    rng = np.random.default_rng(6)
+    model = ARHMM(n_states=2, order=2, input_dim=1)
+    model.startprob_, model.recurrence_biases_ = np.array([0.5, 0.5]), np.array([[2.0, -2.0], [-2.0, 2.0]])
+    model.input_weights_ = np.array([[1.5], [-1.5]])
+    model.coefs_, model.intercepts_ = np.array([[[0.5, 0.2]], [[-0.5, 0.1]]]), np.array([[1.0], [0.0]])
+    model.covars_ = np.full((2, 1, 1), 0.1)
+    U = rng.normal(size=(200, 1))
+    return model, model.sample(200, inputs=U, random_state=2)[0], U
 
 
 def _hsmm(left_censoring: bool = False) -> tuple[HSMM, np.ndarray]:
@@ -51,7 +92,16 @@ def _lds() -> tuple[LinearGaussianSSM, np.ndarray, np.ndarray]:
     return model, Y, U
 
 
-CHAINS = {"hmm": _hmm, "arhmm": _arhmm, "hsmm": _hsmm, "hsmm_left": lambda: _hsmm(True)}
+CHAINS = {
+    "hmm": _hmm,
+    "arhmm": _arhmm,
+    "arhmm_features": lambda: _nonlinear_arhmm(False),
+    "arhmm_recurrent": lambda: _nonlinear_arhmm(True, None),
+    "arhmm_features_recurrent": lambda: _nonlinear_arhmm(True, order=1),
+    "arhmm_callable": lambda: _nonlinear_arhmm(False, lambda a: np.hstack([a, a**3])),
+    "hsmm": _hsmm,
+    "hsmm_left": lambda: _hsmm(True),
+}
 
 
 @pytest.mark.parametrize("name", list(CHAINS))
@@ -65,7 +115,7 @@ def test_chain_stream_equals_batch_filter(name):
     assert [out.step for out in outs] == list(range(len(X)))
 
 
-@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm"])
+@pytest.mark.parametrize("name", ["hmm", "arhmm", "arhmm_features", "arhmm_recurrent", "hsmm"])
 def test_chain_prediction_is_the_forecast(name):
     model, X = CHAINS[name]()
     if name == "hsmm":  # a forecast needs no missing last step
@@ -117,7 +167,11 @@ def test_lds_stream_equals_batch_filter_and_smoother():
     )
 
 
-@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm", "lds", "markov_autoregression"])
+@pytest.mark.parametrize(
+    "name",
+    ["hmm", "arhmm", "arhmm_recurrent", "arhmm_features_recurrent", "arhmm_callable", "hsmm", "lds"]
+    + ["markov_autoregression"],
+)
 def test_a_saved_state_resumes_the_stream(name, tmp_path):
     if name == "lds":
         model, X, U = _lds()
@@ -146,6 +200,37 @@ def test_a_saved_state_resumes_the_stream(name, tmp_path):
         else:
             np.testing.assert_array_equal(a.probabilities, b.probabilities)
             np.testing.assert_array_equal(a.lagged, b.lagged)
+
+
+def test_arhmm_with_input_driven_switching_streams_exactly():
+    model, X, U = _arhmm_with_inputs()
+    outs = list(model.filter_stream(X, inputs=U))
+    assert np.abs(np.array([out.probabilities for out in outs]) - model.filter_proba(X, inputs=U)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(X, inputs=U)) < 1e-10 * len(X)
+    state = model.filter_init(lag=len(X))
+    for y, u in zip(X, U):
+        state, _ = model.filter_step(state, y, u)
+    assert np.abs(np.array(model.filter_smoothed(state)) - model.predict_proba(X, inputs=U)).max() < 1e-12
+    future = np.array([[0.5], [-1.0]])
+    expected = model.forecast(X, 2, inputs=U, future_inputs=future)
+    np.testing.assert_allclose(model.filter_forecast(state, 2, future).means, expected.means, rtol=1e-10)
+    with pytest.raises(ValueError, match="inputs"):
+        model.filter_step(model.filter_init(), X[0])
+
+
+def test_a_recurrent_arhmm_reads_its_switching_from_its_own_past():
+    """The move into step t is the guard law at phi(y_t-1, ..., y_t-order), not a fixed matrix."""
+    model, X = _nonlinear_arhmm(True, None)
+    state = model.filter_init(lag=1)
+    moves = []
+    for y in X[:6]:
+        state, _ = model.filter_step(state, y)
+        moves.append(state.window[-1][2])
+    guards = model.guard_map_.transform(np.array([[X[3], X[2]], [X[4], X[3]]]))
+    np.testing.assert_allclose(moves[-2:], model._blocks[0].kernel_arrays(guards)[1], rtol=1e-14)
+    assert not np.allclose(moves[-1], moves[-2])
+    with pytest.raises(ValueError, match="driven by its own past"):
+        model.filter_step(state, X[6], [1.0])
 
 
 def test_bad_observations_are_named():

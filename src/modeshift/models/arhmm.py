@@ -239,9 +239,55 @@ class ARHMM(HMM):
     def _n_observations(self, seqs: Sequences) -> int:
         return seqs.n_steps - self.order * seqs.n_sequences
 
-    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    # ----------------------------------------------------------------- streaming
+    def _stream_lags(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row [y_t, y_t-1, ..., y_t-order, 1] (:func:`with_lags`'s) and the new history."""
         model = f"an ARHMM with order={self.order}"
         return lagged_values(state.history, y, self.order, self._blocks[1].n_features, model)
+
+    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row as the emission takes it: the lags, or their features (:func:`with_features`)."""
+        lagged, history = self._stream_lags(state, y)
+        return self._with_map(lagged, "feature_map_"), history
+
+    def _with_map(self, lagged: np.ndarray, name: str) -> np.ndarray:
+        """A :func:`with_lags` row with its lags replaced by the features of the fitted map ``name``
+        (unchanged for ``feature_map_`` without ``features``)."""
+        if name == "feature_map_" and self.features is None:
+            return lagged
+        return with_features(lagged[None], self._blocks[1].n_features, self._fitted_map(name))[0]
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`HMM._stream_evidence`; a ``recurrent`` chain's move into step t reads
+        phi(y_t-1, ..., y_t-order) from the history (0 before the first ``order`` steps, as in
+        the batch filter), so it needs no ``inputs``."""
+        if not self.recurrent:
+            return super()._stream_evidence(state, y, inputs)
+        if inputs is not None:
+            raise ValueError("inputs were given but a recurrent ARHMM is driven by its own past")
+        transitions, emission = self._blocks
+        lagged, history = self._stream_lags(state, y)
+        guards = self._with_map(lagged, "guard_map_")[emission.n_features : -1]
+        move = transitions.kernel_arrays(guards[None])[1][0]
+        return emission.log_likelihoods(self._with_map(lagged, "feature_map_")[None])[0], move, history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """As :meth:`HMM.filter_forecast`; with ``features`` or ``recurrent``, the Monte Carlo
+        forecast of :meth:`forecast` from the state's last ``order`` observations (zeros for lags
+        not seen yet), seeded by ``random_state``: the same numbers as ``forecast`` on the data seen."""
+        if self.features is None and not self.recurrent:
+            return super().filter_forecast(state, horizon, future_inputs)
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        horizon = int(horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        future = check_future_inputs(future_inputs, horizon, 1, self.input_dim, "this ARHMM")[0]
+        lags = np.zeros(self.order * self._blocks[1].n_features)
+        seen = state.history[::-1].ravel()
+        lags[: len(seen)] = seen
+        rng = np.random.default_rng(self.random_state)
+        return self._simulated_forecast(lags, state.filtered[0], horizon, rng, future)
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, self._blocks[1].n_features))
@@ -276,20 +322,27 @@ class ARHMM(HMM):
         filtered = self._filtered(seqs)
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this ARHMM")
         rng = np.random.default_rng(self.random_state)
-        d, parts = seqs.n_features - self._regressor_width - 1, []
+        parts = []
         for s, future in enumerate(futures):
             end = seqs.offsets[s + 1]
             lags = self._raw(seqs)[end - self.order : end][::-1].ravel()
-            modes = _draw(np.broadcast_to(filtered[end - 1], (FORECAST_PATHS, self._k)), rng)
-            paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
-            means = paths.mean(axis=0)
-            centred = paths - means
-            covariances = np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)
-            shares = np.stack([(path_modes == k).mean(axis=0) for k in range(self._k)], axis=1)
-            if not self.recurrent:
-                shares = propagate_modes(filtered[end - 1], self._future_matrices(future, horizon))
-            parts.append(Forecast(means[:, :d], covariances[:, :d, :d], shares))
+            parts.append(self._simulated_forecast(lags, filtered[end - 1], horizon, rng, future))
         return Forecast.of_sequences(parts)
+
+    def _simulated_forecast(
+        self, lags: np.ndarray, law: np.ndarray, horizon: int, rng: np.random.Generator, future: np.ndarray | None
+    ) -> Forecast:
+        """The Monte Carlo forecast of :meth:`forecast` from the lag vector [y_T, ..., y_T-order+1]
+        and the filtered mode probabilities p(z_T | y)."""
+        modes = _draw(np.broadcast_to(law, (FORECAST_PATHS, self._k)), rng)
+        paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
+        means = paths.mean(axis=0)
+        centred = paths - means
+        covariances = np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)
+        shares = np.stack([(path_modes == k).mean(axis=0) for k in range(self._k)], axis=1)
+        if not self.recurrent:
+            shares = propagate_modes(law, self._future_matrices(future, horizon))
+        return Forecast(means, covariances, shares)
 
     @property
     def _regressor_width(self) -> int:
@@ -354,11 +407,6 @@ class ARHMM(HMM):
         if n_sequences == 1:
             return paths[0], modes[0]
         return list(paths), list(modes)
-
-    def _stream_recursion(self) -> Any:
-        if self.recurrent or self.features is not None:
-            raise NotImplementedError("streaming filters of a nonlinear or recurrent ARHMM are not implemented")
-        return super()._stream_recursion()
 
     # ---------------------------------------------------------------- the automaton
     def automaton(self, X: Any = None, lengths: Sequence[int] | None = None, *, resolution: int = 25) -> Automaton:
