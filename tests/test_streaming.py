@@ -202,6 +202,73 @@ def test_a_saved_state_resumes_the_stream(name, tmp_path):
             np.testing.assert_array_equal(a.lagged, b.lagged)
 
 
+def _diffuse_lds() -> tuple[LinearGaussianSSM, np.ndarray, np.ndarray]:
+    """A local linear trend (two diffuse components) beside a stationary AR(1) component, seen through
+    a bivariate observation with correlated noise, driven by an input; missing entries in the
+    diffuse steps (the first step wholly, the second partly) delay the handover to step 3."""
+    rng = np.random.default_rng(1)
+    model = LinearGaussianSSM(state_dim=3, obs_dim=2, input_dim=1, diffuse=[True, True, False])
+    model.dynamics_matrix_ = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+    model.transition_covariance_ = np.diag([0.3, 0.05, 0.4])
+    model.observation_matrix_ = np.array([[1.0, 0.0, 1.0], [0.5, 1.0, 0.0]])
+    model.observation_covariance_ = np.array([[0.5, 0.2], [0.2, 0.4]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.array([0.0, 0.0, 0.3]), np.diag([0, 0, 0.4 / 0.75])
+    model.control_matrix_, model.feedthrough_matrix_ = np.array([[0.2], [0.0], [1.0]]), np.array([[0.5], [0.0]])
+    U = rng.normal(size=(60, 1))
+    Y = rng.normal(size=(60, 2)).cumsum(axis=0)
+    Y[0], Y[1, 1], Y[20, 0] = np.nan, np.nan, np.nan
+    return model, Y, U
+
+
+def test_lds_with_an_exact_diffuse_start_streams_the_batch_filter(tmp_path):
+    model, Y, U = _diffuse_lds()
+    outs = list(model.filter_stream(Y, inputs=U))
+    batch = model.filter(Y, inputs=U)
+    assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
+    assert np.abs(np.array([out.covariance for out in outs]) - batch.covariances).max() < 1e-10
+    assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-10
+    assert [len(out.state.filtered) for out in outs[:4]] == [3, 3, 3, 2]  # (mean, P_*, P_inf), then (mean, P)
+    state = model.filter_init()
+    for y, u in zip(Y[:2], U[:2]):
+        state, _ = model.filter_step(state, y, u)
+    with pytest.raises(ValueError, match="not identified yet"):
+        model.filter_forecast(state, 1, U[:1])
+    state.save(tmp_path / "diffuse.npz")  # mid-diffuse: the law is three arrays
+    rest = list(model.filter_stream(Y[2:], inputs=U[2:], state=FilterState.load(tmp_path / "diffuse.npz")))
+    for a, b in zip(outs[2:], rest, strict=True):
+        assert a.step == b.step and a.log_likelihood == b.log_likelihood
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.covariance, b.covariance)
+    future = np.ones((3, 1))
+    expected = model.forecast(Y, 3, inputs=U, future_inputs=future)
+    np.testing.assert_allclose(model.filter_forecast(rest[-1].state, 3, future).means, expected.means, rtol=1e-10)
+    with pytest.raises(NotImplementedError, match="fixed-lag smoothing .* DiffuseKalmanRecursion"):
+        model.filter_init(lag=2)
+
+
+def test_the_diffuse_stream_of_the_nile_is_statsmodels_exact_diffuse_filter():
+    """The local level on the Nile, one observation at a time, against statsmodels' exact diffuse
+    filter (``use_exact_diffuse=True``): log-likelihood, filtered means and variances."""
+    sm = pytest.importorskip("statsmodels.api")
+    from modeshift.datasets import load_nile
+
+    nile = load_nile()["volume"].to_numpy(dtype=float)
+    nile[[3, 40]] = np.nan
+    model = LinearGaussianSSM(state_dim=1, diffuse=True)
+    model.dynamics_matrix_, model.transition_covariance_ = np.eye(1), np.array([[1469.1]])
+    model.observation_matrix_, model.observation_covariance_ = np.eye(1), np.array([[15099.0]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.zeros((1, 1))
+    state, outs = model.filter_init(), []
+    for y in nile:
+        state, out = model.filter_step(state, y)
+        outs.append(out)
+    reference = sm.tsa.UnobservedComponents(nile, "llevel", use_exact_diffuse=True).smooth([15099.0, 1469.1])
+    assert outs[0].log_likelihood == pytest.approx(-0.5 * np.log(2 * np.pi))  # F_inf = 1: no Mahalanobis term
+    assert sum(out.log_likelihood for out in outs) == pytest.approx(reference.llf, abs=1e-8)
+    np.testing.assert_allclose([out.mean[0] for out in outs], reference.filtered_state[0], rtol=1e-10)
+    np.testing.assert_allclose([out.covariance[0, 0] for out in outs], reference.filtered_state_cov[0, 0], rtol=1e-9)
+
+
 def test_arhmm_with_input_driven_switching_streams_exactly():
     model, X, U = _arhmm_with_inputs()
     outs = list(model.filter_stream(X, inputs=U))

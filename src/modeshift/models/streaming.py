@@ -18,7 +18,8 @@ model                       law carried (:class:`Recursion` and its subclasses)
 ==========================  ===================================================================
 HMM, ARHMM                  p(z_t | y_0..t) (K,); an ARHMM keeps its last ``order`` observations
 HSMM                        p(z_t = k, r more steps | y_0..t) (K, D): O(K D + K^2) per step
-LinearGaussianSSM           the Kalman filter's mean and covariance (not with a diffuse start)
+LinearGaussianSSM           the Kalman filter's mean and covariance; with an exact diffuse start
+                            (mean, P_*, P_inf) until the diffuse part is identified
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
 SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
@@ -56,6 +57,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from modeshift._kernels.diffuse import diffuse_predict, diffuse_start, diffuse_update, diffuse_workspace, identified
 from modeshift._kernels.kalman import predict_step, update_step, update_workspace
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.safe_write import write_atomically
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from modeshift.models.base import Forecast
 
 __all__ = [
+    "DiffuseKalmanRecursion",
     "FilterState",
     "KalmanRecursion",
     "Recursion",
@@ -279,6 +282,63 @@ class KalmanRecursion(Recursion):
         return {"mean": law[0], "covariance": law[1]}
 
 
+class DiffuseKalmanRecursion(KalmanRecursion):
+    """The Kalman filter with an exact diffuse start (Durbin & Koopman 2012, sec. 5.2), step by step
+    as the batch filter runs it (:mod:`modeshift._kernels.diffuse`).
+
+    While some direction of the state has no prior the law is (mean, P_*, P_inf): the covariance
+    is P_* + kappa P_inf, kappa -> infinity. An update takes the observed entries one at a time,
+    each one that tells about a diffuse direction adding -(log 2 pi + log F_inf) / 2 to the
+    diffuse log-likelihood; a prediction carries P_inf as A P_inf A'. Once a prediction leaves
+    P_inf = 0 the law is (mean, covariance) and the steps are :class:`KalmanRecursion`'s. A
+    diffuse step reports P_* as its covariance (the batch filter's convention). ``mask`` (n,)
+    flags the diffuse components. No fixed-lag smoothing (the backward step through a diffuse
+    law is the batch smoother's r, N recursion, not a step on stored laws).
+    """
+
+    smooths = False
+
+    def __init__(self, params: dict[str, np.ndarray], mask: np.ndarray):
+        super().__init__(params)
+        self.mask = mask
+
+    def first(self, move: np.ndarray) -> Law:
+        n = len(self.mask)
+        mean, star, infinite = np.empty(n), np.empty((n, n)), np.empty((n, n))
+        diffuse_start(self.params["m0"], self.params["P0"], self.mask, mean, star, infinite)
+        return mean, star, infinite
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        if len(law) == 2:
+            return super().predict(law, move)
+        p = self.params
+        mean, star, infinite = np.empty_like(law[0]), np.empty_like(law[1]), np.empty_like(law[2])
+        diffuse_predict(law[0], law[1], law[2], p["A"], p["B"], p["Q"], move, mean, star, infinite)
+        return (mean, star) if identified(infinite) else (mean, star, infinite)
+
+    def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
+        if len(predicted) == 2:
+            return super().update(predicted, evidence)
+        (y, u), p = evidence, self.params
+        mean, star, infinite = np.empty_like(predicted[0]), np.empty_like(predicted[1]), predicted[2].copy()
+        work = diffuse_workspace(len(mean), len(y))
+        ok, log_lik = diffuse_update(
+            y, u, p["C"], p["D"], p["R"], predicted[0], predicted[1], infinite, mean, star, work
+        )
+        if not ok:
+            raise ValueError("the innovation variance of an entry of y_t is not positive in a diffuse step")
+        return (mean, star, infinite), float(log_lik)
+
+    @staticmethod
+    def proper(law: Law) -> Law:
+        """A filtered law as (mean, covariance); ValueError while a direction has no prior yet."""
+        if len(law) == 3 and not identified(law[2]):
+            raise ValueError(
+                "the filter state's diffuse components are not identified yet: no finite predictive law exists"
+            )
+        return law[:2]
+
+
 class SwitchingKalmanRecursion(Recursion):
     """An approximate filter of a switching linear dynamical system: one Gaussian per mode (Kim's
     filter, a generalised pseudo-Bayesian filter of order 2). Law (w (K,), means (K, n),
@@ -421,7 +481,9 @@ class StreamingFilters:
             raise ValueError(f"lag must be a non-negative integer, got {lag!r}")
         recursion = self._stream_recursion()  # checks the model is fitted
         if lag and not recursion.smooths:
-            raise NotImplementedError(f"fixed-lag smoothing of a {type(self).__name__} is not implemented")
+            raise NotImplementedError(
+                f"fixed-lag smoothing of a {type(self).__name__} by a {type(recursion).__name__} is not implemented"
+            )
         return FilterState(history=self._stream_history(), lag=int(lag))
 
     def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
