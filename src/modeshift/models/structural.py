@@ -47,6 +47,7 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.em import ConvergenceWarning
 from modeshift.models.lds import LinearGaussianSSM, SmootherResult, predictive_moments
 from modeshift.models.params import Integer, Number, OneOf, Rule, either
+from modeshift.models.streaming import DiffuseKalmanRecursion, FilterState, KalmanRecursion, StreamingFilters, check_row
 from modeshift.models.structural_components import (
     ARIMA,
     COMPONENTS,
@@ -170,7 +171,7 @@ class Summary:
         return "\n".join(lines)
 
 
-class StructuralModel(Model):
+class StructuralModel(Model, StreamingFilters):
     """A sum of structural components (a trend, seasonals, a cycle, ARIMA, regression effects and
     irregular noise) as one linear-Gaussian state-space model, fit by maximum likelihood.
 
@@ -714,6 +715,52 @@ class StructuralModel(Model):
                 for end, u in zip(ends, futures)
             ]
         )
+
+    # --------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> KalmanRecursion:
+        """The Kalman filter of the stacked system with its exact diffuse start, rebuilt only when
+        ``params_`` changes. Not with ``diffuse_variance``: that likelihood conditions on the first
+        d observed steps, a burn-in the stream does not model."""
+        if self.diffuse_variance is not None:
+            raise NotImplementedError(
+                "streaming a StructuralModel with diffuse_variance (the approximate start) is not implemented: "
+                "leave diffuse_variance None for the exact diffuse start"
+            )
+        params = self._params()
+        cached = self.__dict__.get("_stream_cache")
+        if cached is None or not np.array_equal(cached[0], params):
+            system = self._system(params)
+            matrices, mask = self._matrices(system), np.asarray(system.diffuse, dtype=bool)
+            recursion = DiffuseKalmanRecursion(matrices, mask) if mask.any() else KalmanRecursion(matrices)
+            cached = (params.copy(), recursion)
+            self.__dict__["_stream_cache"] = cached
+        return cached[1]
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t, u_t) checked, u_t = (1, exog_t) (``inputs`` is the exog row) the move into step t."""
+        row = check_row(y, 1)
+        if self.n_exog:
+            exog = check_row(inputs, self.n_exog, "exog")
+            if np.isnan(exog).any():
+                raise ValueError(f"exog has a missing entry (NaN): {exog}")
+        elif inputs is not None:
+            raise ValueError("an exog row was given but this StructuralModel has no Regression component")
+        else:
+            exog = np.zeros(0)
+        u = np.r_[1.0, exog]
+        return (row, u), u, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive law of the ``horizon`` observations after those a filter state has seen
+        (``future_inputs`` the future exog rows (horizon, n_exog) with a regression), as :meth:`forecast`."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        horizon = int(horizon)
+        future = check_future_inputs(
+            future_inputs, horizon, 1, self.n_exog, "this StructuralModel", name="future_exog"
+        )[0]
+        mean, cov = DiffuseKalmanRecursion.proper(state.filtered)
+        return predictive_moments(mean, cov, self._stream_recursion().params, np.c_[np.ones(horizon), future])
 
     def sample(
         self,
