@@ -380,6 +380,74 @@ def test_a_recurrent_arhmm_reads_its_switching_from_its_own_past():
         model.filter_step(state, X[6], [1.0])
 
 
+def test_the_streaming_models_are_these():
+    """docs/streaming.md's table: a model that stops streaming (or starts) must update it."""
+    import modeshift
+    from modeshift.models.base import Model
+
+    public = {
+        cls.__name__
+        for name, cls in Model._registry.items()
+        if name.startswith("modeshift.") and getattr(modeshift, cls.__name__, None) is cls
+    }
+    streaming = {name for name in public if issubclass(getattr(modeshift, name), StreamingFilters)}
+    assert streaming == {
+        "HMM",
+        "ARHMM",
+        "HSMM",
+        "LinearGaussianSSM",
+        "StructuralModel",
+        "MarkovRegression",
+        "MarkovAutoregression",
+        "SwitchingLDS",
+    }
+    assert {"SymbolHMM", "ContinuousARHMM", "MarkovChain", "MarkovChainMixture"} <= public - streaming
+
+
+def test_no_option_of_a_streaming_model_is_refused():
+    """The options that streamed only with an error before (a nonlinear or recurrent ARHMM, an
+    exact diffuse start) now filter: each fitted variant takes a first step."""
+    from modeshift.models.structural import StructuralModel
+
+    structural = StructuralModel.unobserved_components(level="local linear trend")
+    structural.params_ = np.array([1.0, 0.1, 1.0])
+    diffuse, Y, U = _diffuse_lds()
+    variants = [
+        (_nonlinear_arhmm(False)[0], 0.5, None),
+        (_nonlinear_arhmm(True, None)[0], 0.5, None),
+        (_nonlinear_arhmm(True, order=1)[0], 0.5, None),
+        (_arhmm_with_inputs()[0], 0.5, [0.1]),
+        (diffuse, Y[1], U[1]),
+        (structural, 2.0, None),
+    ]
+    for model, y, u in variants:
+        state, out = model.filter_step(model.filter_init(), y, u)
+        assert state.step == 1 and np.isfinite(out.log_likelihood)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: HMM(n_states=2, emission="gmm", n_mix=2, n_iter=10, random_state=0),
+        lambda: HMM(n_states=2, emission="poisson", n_iter=10, random_state=0),
+        lambda: HMM(n_states=2, init="stationary", n_iter=10, random_state=0),
+        lambda: HSMM(n_states=2, emission="autoregressive", max_duration=20, n_iter=5, random_state=0),
+    ],
+    ids=["gmm", "poisson", "stationary_start", "ar_hsmm"],
+)
+def test_every_emission_streams_exactly(build):
+    import warnings
+
+    rng = np.random.default_rng(4)
+    X = np.r_[rng.poisson(2.0, 60), rng.poisson(9.0, 60)].astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # capped fits: any parameters will do
+        model = build().fit(X)
+    outs = list(model.filter_stream(X))
+    assert np.abs(np.array([out.probabilities for out in outs]) - model.filter_proba(X)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(X)) < 1e-10 * len(X)
+
+
 def test_bad_observations_are_named():
     model, _ = _hmm()
     state = model.filter_init()

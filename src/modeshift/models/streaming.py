@@ -17,13 +17,18 @@ batch ``score`` of the observations seen, and the filtered laws are the batch fi
 model                       law carried (:class:`Recursion` and its subclasses)
 ==========================  ===================================================================
 HMM, ARHMM                  p(z_t | y_0..t) (K,); an ARHMM keeps its last ``order`` observations
+                            (its features, and a recurrent chain's switching law, are read
+                            from them)
 HSMM                        p(z_t = k, r more steps | y_0..t) (K, D): O(K D + K^2) per step
-LinearGaussianSSM           the Kalman filter's mean and covariance; with an exact diffuse start
-                            (mean, P_*, P_inf) until the diffuse part is identified
+LinearGaussianSSM,          the Kalman filter's mean and covariance; with an exact diffuse start
+StructuralModel             (mean, P_*, P_inf) until the diffuse part is identified
+                            (:class:`DiffuseKalmanRecursion`)
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
 SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
 ==========================  ===================================================================
+
+``docs/streaming.md`` lists the options each model streams with, and those that do not stream.
 
 Fixed-lag smoothing (``lag=L``) keeps the last L + 1 filtered and predicted laws and runs the
 backward (Rauch-Tung-Striebel) recursion over them at every step,
@@ -482,7 +487,8 @@ class StreamingFilters:
         recursion = self._stream_recursion()  # checks the model is fitted
         if lag and not recursion.smooths:
             raise NotImplementedError(
-                f"fixed-lag smoothing of a {type(self).__name__} by a {type(recursion).__name__} is not implemented"
+                f"fixed-lag smoothing of a {type(self).__name__} is not implemented "
+                f"(its filter, a {type(recursion).__name__}, has no backward step)"
             )
         return FilterState(history=self._stream_history(), lag=int(lag))
 
