@@ -35,8 +35,9 @@ backward (Rauch-Tung-Striebel) recursion over them at every step,
 
     smoothed_s = filtered_s ⊙ [move_s+1 (smoothed_s+1 / predicted_s+1)]     (chains),
 
-giving p(state_t-L | y_0..t) at a cost of L backward steps per observation. With L at least
-the stream's length the window's smoothed laws are the batch smoother's.
+giving p(state_t-L | y_0..t) at a cost of L backward steps per observation; a Kalman filter's
+window runs the batch smoother's backward form instead (it inverts no covariance). With L at
+least the stream's length the window's smoothed laws are the batch smoother's.
 
 A :class:`FilterState` holds plain arrays: save it (:meth:`FilterState.save`) and resume the
 stream later, or in another process, with the same outputs.
@@ -63,7 +64,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from modeshift._kernels.diffuse import diffuse_predict, diffuse_start, diffuse_update, diffuse_workspace, identified
-from modeshift._kernels.kalman import predict_step, update_step, update_workspace
+from modeshift._kernels.kalman import predict_step, rts_smoother, update_step, update_workspace
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.safe_write import write_atomically
 
@@ -82,6 +83,7 @@ __all__ = [
 ]
 
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
+Window = tuple[tuple[Law, Law, np.ndarray], ...]  # a fixed-lag smoother's (filtered, predicted, move), oldest first
 
 
 _NO_HISTORY = np.zeros((0, 0))
@@ -93,8 +95,9 @@ class FilterState(NamedTuple):
 
     ``step``: observations seen; ``filtered``: the law after the last one (empty before the
     first); ``history``: the last observations an autoregression needs (or other per-model
-    memory); ``lag`` and ``window``: the fixed-lag smoother's last (filtered, predicted, move)
-    laws, oldest first. Immutable, and a named tuple rather than a dataclass: one is made per
+    memory); ``lag`` and ``window``: the fixed-lag smoother's last steps, oldest first, each its
+    (filtered law, predicted law, what :meth:`Recursion.remember` keeps: the move into it, or a
+    Kalman filter's [u_t, y_t]). Immutable, and a named tuple rather than a dataclass: one is made per
     observation, and a tuple costs less than half a frozen dataclass to build.
     """
 
@@ -102,7 +105,7 @@ class FilterState(NamedTuple):
     filtered: Law = ()
     history: np.ndarray = _NO_HISTORY
     lag: int = 0
-    window: tuple[tuple[Law, Law, np.ndarray], ...] = ()
+    window: Window = ()
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         """The state as named arrays (for ``np.savez``); :meth:`from_arrays` inverts it."""
@@ -181,7 +184,7 @@ class Recursion:
     override the four steps.
     """
 
-    smooths = True  # whether :meth:`back` exists (fixed-lag smoothing)
+    smooths = True  # whether :meth:`smooth` exists (fixed-lag smoothing)
 
     def __init__(self, initial: np.ndarray | None, indicators: np.ndarray | None = None):
         self.initial, self.indicators = initial, indicators
@@ -205,6 +208,23 @@ class Recursion:
         ratio = _ratio(smoothed_next[0], predicted_next[0])
         smoothed = filtered[0] * (move @ ratio)
         return (smoothed / smoothed.sum(),)
+
+    def remember(self, move: np.ndarray, evidence: Any) -> np.ndarray:
+        """What the fixed-lag window keeps of a step besides its laws: the move into it."""
+        return move
+
+    def trim(self, window: Window, lag: int) -> Window:
+        """The window a lag-L smoother needs: its last L + 1 steps."""
+        return window[-(lag + 1) :]
+
+    def smooth(self, window: Window) -> list[Law] | None:
+        """The smoothed laws of a window's steps given everything seen, oldest first: the backward
+        recursion :meth:`back` from the last step's filtered law."""
+        smoothed = [window[-1][0]]
+        for s in range(len(window) - 2, -1, -1):
+            _, predicted_next, move_next = window[s + 1]
+            smoothed.append(self.back(window[s][0], predicted_next, smoothed[-1], move_next))
+        return smoothed[::-1]
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         """What a step's output reports of a law."""
@@ -252,8 +272,10 @@ class SemiMarkovRecursion(Recursion):
 class KalmanRecursion(Recursion):
     """The Kalman filter of a linear-Gaussian state-space model: law (mean, covariance), move the
     inputs u_t (m,), evidence (y_t, u_t). Predict and update are the batch filter's compiled steps
-    (Joseph-form update on the observed entries of y_t); back is the Rauch-Tung-Striebel step
-    m_s + G (m_s+1|T - m_s+1|s), G = P_s A' P_s+1|s^-1. Cost O(n^3 + n^2 p) per step."""
+    (Joseph-form update on the observed entries of y_t). The fixed-lag window keeps [u_t, y_t] of
+    each step, and :meth:`smooth` runs the batch smoother (:func:`~modeshift._kernels.kalman.rts_smoother`,
+    Durbin & Koopman's backward form, which inverts no state covariance) over the window's laws from
+    r = 0, N = 0 after its last step. Cost O(n^3 + n^2 p) per step, and L such steps to smooth."""
 
     def __init__(self, params: dict[str, np.ndarray]):
         super().__init__(params["m0"])
@@ -277,11 +299,26 @@ class KalmanRecursion(Recursion):
             raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
         return (mean, cov), float(log_lik)
 
-    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
-        gain = np.linalg.lstsq(predicted_next[1], self.params["A"] @ filtered[1], rcond=None)[0].T
-        mean = filtered[0] + gain @ (smoothed_next[0] - predicted_next[0])
-        cov = filtered[1] + gain @ (smoothed_next[1] - predicted_next[1]) @ gain.T
-        return mean, 0.5 * (cov + cov.T)
+    def remember(self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return np.concatenate([evidence[1], evidence[0]])
+
+    def smooth(self, window: Window, diffuse: np.ndarray | None = None) -> list[Law] | None:
+        p, m = self.params, self.params["B"].shape[1]
+        kept = np.array([step[2] for step in window])
+        moments = [np.array([law[i] for law, _, _ in window]) for i in (0, 1)]
+        moments += [np.array([law[i] for _, law, _ in window]) for i in (0, 1)]
+        means, covs, _ = rts_smoother(
+            kept[:, m:],
+            np.array([0, len(window)]),
+            *moments,
+            p["A"],
+            p["C"],
+            p["R"],
+            kept[:, :m],
+            p["D"],
+            diffuse=diffuse,
+        )
+        return list(zip(means, covs))
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         return {"mean": law[0], "covariance": law[1]}
@@ -297,11 +334,10 @@ class DiffuseKalmanRecursion(KalmanRecursion):
     diffuse log-likelihood; a prediction carries P_inf as A P_inf A'. Once a prediction leaves
     P_inf = 0 the law is (mean, covariance) and the steps are :class:`KalmanRecursion`'s. A
     diffuse step reports P_* as its covariance (the batch filter's convention). ``mask`` (n,)
-    flags the diffuse components. No fixed-lag smoothing (the backward step through a diffuse
-    law is the batch smoother's r, N recursion, not a step on stored laws).
+    flags the diffuse components. A fixed-lag window keeps the diffuse steps from the stream's
+    start while any of them is among the last L + 1, so that the batch smoother's exact diffuse
+    backward steps run over them; no smoothed law exists before the diffuse part is identified.
     """
-
-    smooths = False
 
     def __init__(self, params: dict[str, np.ndarray], mask: np.ndarray):
         super().__init__(params)
@@ -333,6 +369,17 @@ class DiffuseKalmanRecursion(KalmanRecursion):
         if not ok:
             raise ValueError("the innovation variance of an entry of y_t is not positive in a diffuse step")
         return (mean, star, infinite), float(log_lik)
+
+    def trim(self, window: Window, lag: int) -> Window:
+        if len(window) > lag + 1 and len(window[-(lag + 1)][0]) == 3:  # a diffuse step needed: keep the start
+            return window
+        return window[-(lag + 1) :]
+
+    def smooth(self, window: Window, diffuse: np.ndarray | None = None) -> list[Law] | None:
+        last = window[-1][0]
+        if len(last) == 3 and not identified(last[2]):
+            return None
+        return super().smooth(window, self.mask if len(window[0][0]) == 3 else None)
 
     @staticmethod
     def proper(law: Law) -> Law:
@@ -511,9 +558,10 @@ class StreamingFilters:
         filtered, log_lik = recursion.update(predicted, evidence)
         window, lagged = state.window, None
         if state.lag:
-            window = (*window, (filtered, predicted, move))[-(state.lag + 1) :]
-            if len(window) == state.lag + 1:
-                lagged = self._present(recursion, _smooth(recursion, window)[0])
+            window = recursion.trim((*window, (filtered, predicted, recursion.remember(move, evidence))), state.lag)
+            smoothed = recursion.smooth(window) if len(window) > state.lag else None
+            if smoothed is not None:
+                lagged = self._present(recursion, smoothed[-(state.lag + 1)])
         new = FilterState(state.step + 1, filtered, history, state.lag, window)
         return new, StepOutput(state.step, log_lik, new, self, lagged=lagged, **recursion.marginals(filtered))
 
@@ -568,8 +616,10 @@ class StreamingFilters:
         first: at the end of a stream, the last L + 1 steps (all of them when L covers the stream)."""
         if not state.lag:
             raise ValueError("this filter state keeps no window: start it with filter_init(lag=L), L > 0")
-        recursion = self._stream_recursion()
-        return [self._present(recursion, law) for law in _smooth(recursion, state.window)]
+        smoothed = self._stream_recursion().smooth(state.window)
+        if smoothed is None:
+            raise ValueError("the filter state's diffuse components are not identified yet: no smoothed law exists")
+        return [self._present(self._stream_recursion(), law) for law in smoothed]
 
     @staticmethod
     def _present(recursion: Recursion, law: Law) -> Any:
@@ -580,15 +630,6 @@ class StreamingFilters:
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 0))
-
-
-def _smooth(recursion: Recursion, window: tuple[tuple[Law, Law, np.ndarray], ...]) -> list[Law]:
-    """The backward recursion over a window of (filtered, predicted, move), oldest first."""
-    smoothed = [window[-1][0]]
-    for s in range(len(window) - 2, -1, -1):
-        _, predicted_next, move_next = window[s + 1]
-        smoothed.append(recursion.back(window[s][0], predicted_next, smoothed[-1], move_next))
-    return smoothed[::-1]
 
 
 def check_row(y: Any, n_features: int | None, what: str = "y_t") -> np.ndarray:
