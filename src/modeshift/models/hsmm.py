@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modeshift import transitions_logit as logit
 from modeshift._kernels.hsmm import hsmm_filter, hsmm_sample_posterior, hsmm_smoother, hsmm_viterbi
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.data import Sequences, as_sequences
@@ -47,7 +48,6 @@ from modeshift.emissions.autoregressive import with_lags
 from modeshift.models import em, selection
 from modeshift.models.base import Forecast, NotFittedError, check_future_inputs
 from modeshift.models.hmm import EMISSIONS, HMM, PerStep, check_evidence
-from modeshift import transitions_logit as logit
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
 from modeshift.statistics import Statistics
