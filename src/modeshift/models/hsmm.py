@@ -7,7 +7,9 @@ follows ``transmat_`` (zero diagonal), and so on. A machine's cycle, a gait phas
 stage or a recession lasts a typical time, which a geometric law cannot express.
 
 Inference sums over segmentations in O(T K^2 + T K D) per sequence
-(:mod:`modeshift._kernels.hsmm`), not over the K D states of the equivalent HMM.
+(:mod:`modeshift._kernels.hsmm`), not over the K D states of the equivalent HMM. Negative-binomial
+durations with whole-number shapes r_k are also an HMM on sum_k r_k (mode, phase) states
+(:mod:`modeshift.models.phase_type`), cheaper when the durations are long and their shapes small.
 
 With ``input_dim > 0`` the switch at a segment boundary is driven by inputs u_t: a segment of
 i ending at t - 1 hands over to j != i with p(j | i, u_t) proportional to exp(B[i, j] . (1, u_t)),
