@@ -198,6 +198,7 @@ def test_bad_inputs_and_coefficients_are_refused():
     bad[2, 1, 0] = 0.5
     with pytest.raises(ValueError, match=r"transition_coef_\[2, 1\] of an HSMM must be 0"):
         model.transition_coef_ = bad
+    np.testing.assert_array_equal(model.transition_coef_, COEF)  # the refused value left nothing behind
     with pytest.raises(ValueError, match="input_slopes"):
         HSMM(n_states=3, max_duration=4, input_dim=1, input_slopes="shared").fit(X, inputs=np.zeros((5, 1)))
     with pytest.raises(NotImplementedError, match="without inputs"):

@@ -42,7 +42,7 @@ import pandas as pd
 from modeshift import transitions_logit as logit
 from modeshift._kernels.hsmm import hsmm_filter, hsmm_sample_posterior, hsmm_smoother, hsmm_viterbi
 from modeshift.chain_analysis import stationary_distribution
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import Sequences, as_sequences, check_array
 from modeshift.durations import DURATIONS, Duration, censored_counts, make_duration, survival_of
 from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
@@ -736,15 +736,17 @@ class _InputSwitches(InputDriven):
         self.allowed = _switches_allowed(n_states)
 
     def set(self, name: str, value: np.ndarray) -> None:
-        super().set(name, value)
-        if name == "coef":
+        if name == "coef":  # checked whole before it replaces the current value
+            k = self.n_states
+            value = check_array("transition_coef_", value, (k, k - 1, 1 + self.n_features))
             frozen = logit.frozen_coefficients(self.allowed)
-            if self.coef[frozen].any():
-                i, j = np.argwhere(frozen & (self.coef != 0).any(axis=2))[0]
+            if value[frozen].any():
+                i, j = np.argwhere(frozen & (value != 0).any(axis=2))[0]
                 raise ValueError(
                     f"transition_coef_[{i}, {j}] of an HSMM must be 0 (a mode never switches to itself, "
-                    f"and the last mode's reference is mode {self.n_states - 2}); got {self.coef[i, j]}"
+                    f"and the last mode's reference is mode {k - 2}); got {value[i, j]}"
                 )
+        super().set(name, value)
 
     def initialize(self, rng: np.random.Generator) -> None:
         """As :class:`_Switches` at zero input; inputs start without effect."""
