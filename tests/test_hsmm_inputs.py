@@ -229,3 +229,19 @@ def test_the_logit_m_step_with_excluded_moves_is_the_maximiser():
     best = optimize.minimize(negative, np.zeros(free.sum() * 3), method="BFGS", options={"gtol": 1e-10}).x
     np.testing.assert_allclose(got[free], best.reshape(-1, 3), atol=1e-5)
     assert not got[~free].any()
+
+
+def test_two_modes_switch_for_certain_whatever_the_inputs():
+    """With two modes every switch goes to the other: the inputs change nothing and have no coefficients."""
+    model = HSMM(n_states=2, duration="poisson", max_duration=20, input_dim=2)
+    fixed = HSMM(n_states=2, duration="poisson", max_duration=20)
+    for m in (model, fixed):
+        m.startprob_, m.duration_rates_ = np.array([0.3, 0.7]), np.array([3.0, 6.0])
+        m.means_, m.covars_ = np.array([[0.0], [2.0]]), np.ones((2, 1, 1))
+    model.transition_coef_ = np.zeros((2, 1, 3))
+    fixed.transmat_ = np.array([[0.0, 1.0], [1.0, 0.0]])
+    X, _ = fixed.sample(100, random_state=0)
+    u = np.random.default_rng(1).normal(size=(100, 2))
+    assert model.score(X, inputs=u) == pytest.approx(fixed.score(X), rel=1e-12)
+    assert model.n_parameters == fixed.n_parameters
+    assert not [column for column in model.describe() if ".input" in column]

@@ -768,10 +768,14 @@ class _InputSwitches(InputDriven):
         return count + (0 if "coef" in fixed else k * max(k - 2, 0) * (1 + self.n_features))
 
     def describe(self) -> dict[str, np.ndarray]:
-        """Switch probabilities at zero input ``to_j_at_zero_input`` and the slopes ``to_j.input{c}``."""
+        """Switch probabilities at zero input ``to_j_at_zero_input`` and the slopes ``to_j.input{c}``
+        (none for a destination no source can choose freely: with two modes every switch is certain)."""
         described = super().describe()
         at_zero = self.kernel_arrays(np.zeros((1, self.n_features)))[1][0]
         described.update({f"to_{j}_at_zero_input": at_zero[:, j] for j in range(self.n_states)})
+        for j in np.flatnonzero(logit.frozen_coefficients(self.allowed).all(axis=0)):
+            for c in range(self.n_features):
+                del described[f"to_{j}.input{c}"]
         return described
 
 
