@@ -109,12 +109,15 @@ class Resets:
                 f"reset_coefs_ must have shape {expected}, regressing on what coefs_ does, got {self.reset_coefs.shape}"
             )
 
-    def initialize(self, coefs: np.ndarray, intercepts: np.ndarray, covariances: np.ndarray) -> None:
-        """Start each reset as the flow of the mode it enters: the model without resets, from which
-        EM moves each reset towards the steps that switch into it."""
+    def initialize(self, coefs: np.ndarray, intercepts: np.ndarray, spread: np.ndarray) -> None:
+        """Start each reset at the flow of the mode it enters, with the noise ``spread`` (D, D) of the
+        data around their mean: a reset that knows little, so the first E-step puts a step no flow
+        explains at a switch, where the M-step then learns the reset. (Starting with the flows'
+        noise makes the model start as the plain ARHMM, whose modes take such steps by a stay: on
+        the bouncing ball that is a local optimum of EM with two-step impacts.)"""
         self.reset_coefs = coefs[self.targets].copy()
         self.reset_intercepts = intercepts[self.targets].copy()
-        self.reset_covariances = covariances[self.targets].copy()
+        self.reset_covariances = np.broadcast_to(spread, (self.n_resets, *spread.shape)).copy()
 
     # ------------------------------------------------------------------ algebra
     def _block(self) -> LinearDynamics:

@@ -274,7 +274,8 @@ class ARHMM(HMM):
         return homes
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
-        """As :meth:`HMM._em_initialize`; resets not given start as the flows of the modes they enter."""
+        """As :meth:`HMM._em_initialize`; resets not given start as the flows of the modes they enter,
+        with the data's spread as noise (:meth:`Resets.initialize <modeshift.emissions.reset.Resets.initialize>`)."""
         super()._em_initialize(seqs, rng, restart)
         if self.resets is None:
             return
@@ -282,7 +283,9 @@ class ARHMM(HMM):
         kept = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
         if not kept.keys() >= resets.parameters.keys():
             emission = self._blocks[1]
-            resets.initialize(emission.coefs, emission.intercepts, emission.covariances)
+            y = self._raw(seqs)[seqs.values[:, -1] == 1.0]
+            spread = np.atleast_2d(np.cov(y, rowvar=False, bias=True)) + self.reg_covar * np.eye(y.shape[1])
+            resets.initialize(emission.coefs, emission.intercepts, spread)
             for name in resets.parameters.keys() & kept.keys():
                 setattr(self, name, kept[name])
 
