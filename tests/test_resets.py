@@ -80,6 +80,19 @@ def test_matches_brute_force(K, D, order, ties):
     np.testing.assert_allclose(stats_["resets"]["count"], switches, rtol=1e-8, atol=1e-12)
 
 
+def test_posterior_paths_follow_the_brute_force_law():
+    rng = np.random.default_rng(7)
+    model = _model(rng, K=2, D=1, order=1, ties="pair")
+    y = rng.normal(size=(5, 1))
+    joint = _joint(model, y)
+    log_z = np.logaddexp.reduce(list(joint.values()))
+    paths = np.array(model.sample_posterior([y] * 4000, random_state=0))
+    for z in sorted(joint, key=joint.get)[-4:]:  # the likeliest paths, switches included
+        share = np.mean((paths == z).all(axis=1))
+        want = np.exp(joint[z] - log_z)
+        assert abs(share - want) < 4 * np.sqrt(want * (1 - want) / 4000) + 1e-3
+
+
 def test_resets_equal_to_the_flows_are_the_plain_model():
     rng = np.random.default_rng(3)
     model = _model(rng, K=3, D=2, order=2, ties="pair")
@@ -156,8 +169,6 @@ def test_counts_and_refusals():
         ARHMM(2, resets="destination", recurrent=True).fit(y)
     with pytest.raises(ValueError, match="resets"):
         ARHMM(2, resets="both").fit(y)
-    with pytest.raises(NotImplementedError, match="resets"):
-        truth.sample_posterior(y)
     with pytest.raises(NotImplementedError, match="resets"):
         truth.filter_step(truth.filter_init(), y[0])
     with pytest.raises(ValueError, match="reset_coefs_"):

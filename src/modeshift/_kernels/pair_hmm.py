@@ -44,7 +44,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["forward_backward", "forward_filter", "viterbi"]
+from modeshift._kernels.recursions import draw
+
+__all__ = ["forward_backward", "forward_filter", "sample_posterior_paths", "viterbi"]
 
 Resets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -190,6 +192,23 @@ def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_i
     return log_prob
 
 
+@njit(cache=True)
+def _sample_paths(flow, values, d, weights, factors, constants, index, offsets, matrix, filtered, uniforms, path):
+    n_states = flow.shape[1]
+    evidence = np.empty((n_states, n_states))
+    densities, residual, probabilities = np.empty(weights.shape[0]), np.empty(d), np.empty(n_states)
+    for s in range(offsets.shape[0] - 1):
+        first, last = offsets[s], offsets[s + 1] - 1
+        path[last] = draw(filtered[last], uniforms[last])
+        for t in range(last, first, -1):  # z_t-1 | z_t = j, y_0..t-1 ~ alpha_t-1(i) A_ij e_t(i, j)
+            _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            j = path[t]
+            shift = evidence[:, j].max()
+            for i in range(n_states):
+                probabilities[i] = filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
+            path[t - 1] = draw(probabilities, uniforms[t - 1])
+
+
 def forward_filter(
     flow: np.ndarray,
     values: np.ndarray,
@@ -198,14 +217,16 @@ def forward_filter(
     offsets: np.ndarray,
     initial_probs: np.ndarray,
     transition_matrix: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Filtered probabilities p(z_t | y_0..t) (n_steps, K) and per-sequence log-likelihoods
-    (-inf for an impossible sequence, whose rows from the impossible step on are NaN)."""
+    (-inf for an impossible sequence, whose rows from the impossible step on are NaN); then each
+    step's evidence shift and normaliser (log c_t = shift + log normaliser), which the backward
+    pass reuses."""
     filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
     log_lik = _forward(
         flow, values, n_responses, *resets, offsets, initial_probs, transition_matrix, filtered, shifts, scales
     )
-    return filtered, log_lik
+    return filtered, log_lik, shifts, scales
 
 
 def forward_backward(
@@ -224,9 +245,8 @@ def forward_backward(
     reset's sum of w_t(r) v_t v_t^T (R, d + q, d + q) and of w_t(r) (R,). A sequence with
     probability 0 leaves NaN posteriors (the caller refuses it).
     """
-    filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
-    log_lik = _forward(
-        flow, values, n_responses, *resets, offsets, initial_probs, transition_matrix, filtered, shifts, scales
+    filtered, log_lik, shifts, scales = forward_filter(
+        flow, values, n_responses, resets, offsets, initial_probs, transition_matrix
     )
     posteriors, stay = np.empty(flow.shape), np.empty(flow.shape)
     pairs, outer, counts = _backward(
@@ -248,3 +268,25 @@ def viterbi(
     path = np.empty(len(flow), dtype=np.int64)
     log_prob = _viterbi(flow, values, n_responses, *resets, offsets, log_initial, log_transition_matrix, path)
     return path, log_prob
+
+
+def sample_posterior_paths(
+    flow: np.ndarray,
+    values: np.ndarray,
+    n_responses: int,
+    resets: Resets,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrix: np.ndarray,
+    uniforms: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One mode path (n_steps,) drawn from p(z | y) by forward filtering, backward sampling (one
+    uniform per step), and the per-sequence log-likelihoods (a path of an impossible sequence is
+    no draw: the caller refuses it)."""
+    filtered, log_lik, _, _ = forward_filter(
+        flow, values, n_responses, resets, offsets, initial_probs, transition_matrix
+    )
+    path = np.zeros(len(flow), dtype=np.int64)
+    if np.isfinite(log_lik).all():
+        _sample_paths(flow, values, n_responses, *resets, offsets, transition_matrix, filtered, uniforms, path)
+    return path, log_lik

@@ -300,7 +300,7 @@ class ARHMM(HMM):
 
     def _pair_filter(self, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
         initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
-        return pair_hmm.forward_filter(*self._pair_arguments(seqs), initial, matrices[0])
+        return pair_hmm.forward_filter(*self._pair_arguments(seqs), initial, matrices[0])[:2]
 
     def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
         """As :meth:`HMM._expected_statistics`; with resets the flows are weighted by the expected
@@ -372,10 +372,17 @@ class ARHMM(HMM):
         random_state: int | np.random.Generator | None = None,
         inputs: Any = None,
     ) -> Any:
-        """As :meth:`HMM.sample_posterior` (not implemented with ``resets``)."""
-        if self.resets is not None:
-            raise NotImplementedError("posterior path sampling of an ARHMM with resets is not implemented")
-        return super().sample_posterior(X, lengths, random_state=random_state, inputs=inputs)
+        """As :meth:`HMM.sample_posterior`; with ``resets`` each step back draws z_t-1 given z_t from
+        p(z_t-1 | y_0..t-1) times the transition and the pair's evidence at t."""
+        if self.resets is None:
+            return super().sample_posterior(X, lengths, random_state=random_state, inputs=inputs)
+        self._check_fitted()
+        seqs = self._sequences(X, lengths, inputs)
+        uniforms = np.random.default_rng(random_state).random(seqs.n_steps)
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        path, log_lik = pair_hmm.sample_posterior_paths(*self._pair_arguments(seqs), initial, matrices[0], uniforms)
+        self._check_possible(log_lik, seqs)
+        return seqs.restore(path)
 
     @property
     def n_parameters(self) -> int:
