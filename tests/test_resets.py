@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from modeshift import ARHMM, load
+from modeshift._kernels import pair_hmm
 
 
 def _model(rng, K=2, D=1, order=1, ties="pair"):
@@ -78,6 +79,56 @@ def test_matches_brute_force(K, D, order, ties):
     assert model.decode(sequences)[0] == pytest.approx(viterbi_total, rel=1e-10)
     stats_ = model.expected_statistics(sequences)
     np.testing.assert_allclose(stats_["resets"]["count"], switches, rtol=1e-8, atol=1e-12)
+
+
+def test_kernel_with_time_varying_transitions_matches_brute_force():
+    """pair_hmm with (T, K, K) matrices (a recurrent chain): log-likelihood, posteriors, per-step pairs."""
+    rng = np.random.default_rng(5)
+    T, K = 5, 3
+    x = rng.normal(size=T)
+    values = np.column_stack([rng.normal(size=T), x, np.ones(T)])
+    values[0, 1:] = 0.0  # the first step is conditioned on
+    flow = rng.normal(size=(T, K))
+    flow[0] = 0.0
+    weights, sds = rng.normal(size=(K, 1, 2)), rng.uniform(0.5, 2.0, size=K)  # one reset per destination
+    resets = (weights, (1 / sds)[:, None, None], -0.5 * np.log(2 * np.pi * sds**2), np.tile(np.arange(K), (K, 1)))
+    initial, matrices = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=(T, K))
+
+    def log_evidence(t, i, j):
+        if t == 0:
+            return 0.0
+        if i == j:
+            return flow[t, j]
+        return stats.norm(weights[j, 0] @ values[t, 1:], sds[j]).logpdf(values[t, 0])
+
+    joint = {
+        z: np.log(initial[z[0]])
+        + sum(np.log(matrices[t, z[t - 1], z[t]]) + log_evidence(t, z[t - 1], z[t]) for t in range(1, T))
+        for z in itertools.product(range(K), repeat=T)
+    }
+    log_z = np.logaddexp.reduce(list(joint.values()))
+    posteriors, pairs = np.zeros((T, K)), np.zeros((T, K, K))
+    for z, log_p in joint.items():
+        posteriors[np.arange(T), z] += np.exp(log_p - log_z)
+        pairs[np.arange(1, T), z[:-1], z[1:]] += np.exp(log_p - log_z)
+    got = pair_hmm.forward_backward(flow, values, 1, resets, np.array([0, T]), initial, matrices)
+    assert got[0][0] == pytest.approx(log_z, rel=1e-12)
+    np.testing.assert_allclose(got[1], posteriors, atol=1e-12)
+    np.testing.assert_allclose(got[2], pairs, atol=1e-12)
+    path, log_prob = pair_hmm.viterbi(flow, values, 1, resets, np.array([0, T]), np.log(initial), np.log(matrices))
+    assert tuple(path) == max(joint, key=joint.get) and log_prob[0] == pytest.approx(max(joint.values()), rel=1e-12)
+
+
+def test_recurrent_resets_fit():
+    """Guards and resets together: EM is monotone and the resets are still found."""
+    truth = _truth()
+    y, _ = truth.sample(3000, random_state=0)
+    model = ARHMM(2, order=1, resets="destination", recurrent=True, n_restarts=2, random_state=0).fit(y)
+    assert np.diff(model.history_).min() > -1e-8
+    order = np.argsort(model.intercepts_[:, 0])[::-1]
+    np.testing.assert_allclose(model.reset_coefs_[order].ravel(), [0.5, -0.8], rtol=0.05)
+    paths, modes = model.sample(30, random_state=0)
+    assert np.isfinite(paths).all() and model.forecast(y, 3).means.shape == (3, 1)
 
 
 def test_posterior_paths_follow_the_brute_force_law():
@@ -166,7 +217,7 @@ def test_counts_and_refusals():
     assert truth.n_parameters == plain.n_parameters + 2 * 3  # per reset: a coefficient, an intercept, a variance
     y, _ = truth.sample(100, random_state=0)
     with pytest.raises(ValueError, match="resets"):
-        ARHMM(2, resets="destination", recurrent=True).fit(y)
+        ARHMM(2, resets="destination", input_dim=1).fit(y, inputs=np.zeros((100, 1)))
     with pytest.raises(ValueError, match="resets"):
         ARHMM(2, resets="both").fit(y)
     with pytest.raises(NotImplementedError, match="resets"):

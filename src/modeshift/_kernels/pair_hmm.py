@@ -14,8 +14,9 @@ sum over the previous mode (still O(T K^2)):
     xi_t(i, j) = alpha_t-1(i) A_ij e_t(i, j) beta_t(j) / c_t
 
 The reset densities of a step are computed when the step is visited (twice: forward and
-backward) and never stored, so memory is (T, K) whatever the number of resets. The backward
-pass accumulates what an M-step needs: expected transition counts, the flows' weights
+backward) and never stored, so memory is (T, K) whatever the number of resets (plus the
+(T, K, K) pairs a time-varying chain's M-step needs, as in :mod:`modeshift._kernels.hmm`). The
+backward pass accumulates what an M-step needs: expected transition counts, the flows' weights
 (xi_t(j, j), the smoothed posterior at a sequence's first step) and, for each reset r, the
 sums of w_t(r) = sum over its pairs of xi_t(i, j) and of w_t(r) v_t v_t^T for the step's row
 v_t = [y_t, x_t].
@@ -28,12 +29,14 @@ Arguments shared by every function:
 - ``reset_weights`` (R, d, q), ``inverse_factors`` (R, d, d) = L_r^-1 with S_r = L_r L_r^T,
   ``constants`` (R,) = -(d log 2 pi + log det S_r) / 2, ``reset_index`` (K, K): the reset of
   each switch (the diagonal is not read);
-- ``offsets`` (n_sequences + 1,), ``initial_probs`` (K,), ``transition_matrix`` (K, K).
+- ``offsets`` (n_sequences + 1,), ``initial_probs`` (K,), ``transition_matrices`` (1, K, K) for a
+  stationary chain or (n_steps, K, K) for a time-varying one (entry t: p(z_t | z_t-1)), as in
+  :mod:`modeshift._kernels.hmm`.
 
 >>> import numpy as np
 >>> flow, values = np.zeros((3, 2)), np.column_stack([np.zeros(3), np.ones(3)])
 >>> resets = (np.zeros((2, 1, 1)), np.ones((2, 1, 1)), np.zeros(2), np.array([[0, 1], [0, 1]]))
->>> A = np.array([[0.9, 0.1], [0.1, 0.9]])
+>>> A = np.array([[[0.9, 0.1], [0.1, 0.9]]])
 >>> log_lik, posteriors, _, _, _, _ = forward_backward(flow, values, 1, resets, np.array([0, 3]), np.full(2, 0.5), A)
 >>> bool(np.allclose(posteriors, 0.5)), float(log_lik[0])  # every density 1: no evidence either way
 (True, 0.0)
@@ -79,7 +82,7 @@ def _step_evidence(values, t, d, flow, weights, factors, constants, index, densi
 
 
 @njit(cache=True)
-def _forward(flow, values, d, weights, factors, constants, index, offsets, initial, matrix, filtered, shifts, scales):
+def _forward(flow, values, d, weights, factors, constants, index, offsets, initial, matrices, filtered, shifts, scales):
     n_states = flow.shape[1]
     n_sequences = offsets.shape[0] - 1
     log_lik = np.zeros(n_sequences)
@@ -95,6 +98,7 @@ def _forward(flow, values, d, weights, factors, constants, index, offsets, initi
             else:
                 _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
                 shift = evidence.max()
+                matrix = matrices[t if matrices.shape[0] > 1 else 0]
                 for j in range(n_states):
                     predicted = 0.0
                     for i in range(n_states):
@@ -113,12 +117,10 @@ def _forward(flow, values, d, weights, factors, constants, index, offsets, initi
 
 
 @njit(cache=True)
-def _backward(
-    flow, values, d, weights, factors, constants, index, offsets, matrix, filtered, shifts, scales, posteriors, stay
-):
+def _backward(flow, values, d, weights, factors, constants, index, offsets, matrices, filtered, shifts, scales, out):
+    posteriors, stay, pairs = out
     n_states, width = flow.shape[1], values.shape[1]
     n_resets = weights.shape[0]
-    pairs = np.zeros((n_states, n_states))
     outer, counts = np.zeros((n_resets, width, width)), np.zeros(n_resets)
     evidence = np.empty((n_states, n_states))
     densities, residual = np.empty(n_resets), np.empty(d)
@@ -131,12 +133,14 @@ def _backward(
             _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
             previous[:] = 0.0
             reset_weight[:] = 0.0
+            matrix = matrices[t if matrices.shape[0] > 1 else 0]
+            moved = pairs[t if pairs.shape[0] > 1 else 0]
             for i in range(n_states):
                 for j in range(n_states):
                     move = matrix[i, j] * np.exp(evidence[i, j] - shifts[t]) / scales[t]
                     previous[i] += move * beta[j]
                     xi = filtered[t - 1, i] * move * beta[j]
-                    pairs[i, j] += xi
+                    moved[i, j] += xi
                     if i == j:
                         stay[t, j] = xi
                     else:
@@ -157,11 +161,11 @@ def _backward(
         for a in range(width):
             for b in range(a):
                 outer[r, b, a] = outer[r, a, b]
-    return pairs, outer, counts
+    return outer, counts
 
 
 @njit(cache=True)
-def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_initial, log_matrix, path):
+def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_initial, log_matrices, path):
     n_steps, n_states = flow.shape
     n_sequences = offsets.shape[0] - 1
     log_prob = np.empty(n_sequences)
@@ -175,6 +179,7 @@ def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_i
             score[j] = log_initial[j] + flow[first, j]
         for t in range(first + 1, last + 1):
             _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            log_matrix = log_matrices[t if log_matrices.shape[0] > 1 else 0]
             for j in range(n_states):
                 best, best_i = -np.inf, 0
                 for i in range(n_states):
@@ -193,7 +198,7 @@ def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_i
 
 
 @njit(cache=True)
-def _sample_paths(flow, values, d, weights, factors, constants, index, offsets, matrix, filtered, uniforms, path):
+def _sample_paths(flow, values, d, weights, factors, constants, index, offsets, matrices, filtered, uniforms, path):
     n_states = flow.shape[1]
     evidence = np.empty((n_states, n_states))
     densities, residual, probabilities = np.empty(weights.shape[0]), np.empty(d), np.empty(n_states)
@@ -202,7 +207,7 @@ def _sample_paths(flow, values, d, weights, factors, constants, index, offsets, 
         path[last] = draw(filtered[last], uniforms[last])
         for t in range(last, first, -1):  # z_t-1 | z_t = j, y_0..t-1 ~ alpha_t-1(i) A_ij e_t(i, j)
             _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
-            j = path[t]
+            j, matrix = path[t], matrices[t if matrices.shape[0] > 1 else 0]
             shift = evidence[:, j].max()
             for i in range(n_states):
                 probabilities[i] = filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
@@ -216,7 +221,7 @@ def forward_filter(
     resets: Resets,
     offsets: np.ndarray,
     initial_probs: np.ndarray,
-    transition_matrix: np.ndarray,
+    transition_matrices: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Filtered probabilities p(z_t | y_0..t) (n_steps, K) and per-sequence log-likelihoods
     (-inf for an impossible sequence, whose rows from the impossible step on are NaN); then each
@@ -224,7 +229,7 @@ def forward_filter(
     pass reuses."""
     filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
     log_lik = _forward(
-        flow, values, n_responses, *resets, offsets, initial_probs, transition_matrix, filtered, shifts, scales
+        flow, values, n_responses, *resets, offsets, initial_probs, transition_matrices, filtered, shifts, scales
     )
     return filtered, log_lik, shifts, scales
 
@@ -236,21 +241,25 @@ def forward_backward(
     resets: Resets,
     offsets: np.ndarray,
     initial_probs: np.ndarray,
-    transition_matrix: np.ndarray,
+    transition_matrices: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """Smoothing with the M-step's sums, in one forward and one backward pass.
 
     Returns per-sequence log-likelihoods (n_sequences,), posteriors p(z_t | y) (n_steps, K),
-    expected transition counts sum_t xi_t (K, K), the flows' weights (n_steps, K), and each
-    reset's sum of w_t(r) v_t v_t^T (R, d + q, d + q) and of w_t(r) (R,). A sequence with
-    probability 0 leaves NaN posteriors (the caller refuses it).
+    expected transition counts: sum_t xi_t (1, K, K) for a stationary chain, each step's xi_t
+    (n_steps, K, K; zero at sequence starts) for a time-varying one, whose M-step needs them;
+    the flows' weights (n_steps, K), and each reset's sum of w_t(r) v_t v_t^T (R, d + q, d + q)
+    and of w_t(r) (R,). A sequence with probability 0 leaves NaN posteriors (the caller refuses it).
     """
     filtered, log_lik, shifts, scales = forward_filter(
-        flow, values, n_responses, resets, offsets, initial_probs, transition_matrix
+        flow, values, n_responses, resets, offsets, initial_probs, transition_matrices
     )
     posteriors, stay = np.empty(flow.shape), np.empty(flow.shape)
-    pairs, outer, counts = _backward(
-        flow, values, n_responses, *resets, offsets, transition_matrix, filtered, shifts, scales, posteriors, stay
+    n_steps, n_states = flow.shape
+    pairs = np.zeros((n_steps if len(transition_matrices) > 1 else 1, n_states, n_states))
+    out = (posteriors, stay, pairs)
+    outer, counts = _backward(
+        flow, values, n_responses, *resets, offsets, transition_matrices, filtered, shifts, scales, out
     )
     return log_lik, posteriors, pairs, stay, outer, counts
 
@@ -262,11 +271,11 @@ def viterbi(
     resets: Resets,
     offsets: np.ndarray,
     log_initial: np.ndarray,
-    log_transition_matrix: np.ndarray,
+    log_transition_matrices: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The most likely mode path (n_steps,) and its log p(y, path) per sequence."""
     path = np.empty(len(flow), dtype=np.int64)
-    log_prob = _viterbi(flow, values, n_responses, *resets, offsets, log_initial, log_transition_matrix, path)
+    log_prob = _viterbi(flow, values, n_responses, *resets, offsets, log_initial, log_transition_matrices, path)
     return path, log_prob
 
 
@@ -277,16 +286,16 @@ def sample_posterior_paths(
     resets: Resets,
     offsets: np.ndarray,
     initial_probs: np.ndarray,
-    transition_matrix: np.ndarray,
+    transition_matrices: np.ndarray,
     uniforms: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One mode path (n_steps,) drawn from p(z | y) by forward filtering, backward sampling (one
     uniform per step), and the per-sequence log-likelihoods (a path of an impossible sequence is
     no draw: the caller refuses it)."""
     filtered, log_lik, _, _ = forward_filter(
-        flow, values, n_responses, resets, offsets, initial_probs, transition_matrix
+        flow, values, n_responses, resets, offsets, initial_probs, transition_matrices
     )
     path = np.zeros(len(flow), dtype=np.int64)
     if np.isfinite(log_lik).all():
-        _sample_paths(flow, values, n_responses, *resets, offsets, transition_matrix, filtered, uniforms, path)
+        _sample_paths(flow, values, n_responses, *resets, offsets, transition_matrices, filtered, uniforms, path)
     return path, log_lik

@@ -70,8 +70,8 @@ class ARHMM(HMM):
         velocity reversed at impact, learned in the same exact EM. ``"destination"``: one reset
         per mode entered (K resets; the usual choice: a reset belongs to where the system goes);
         ``"pair"``: one per ordered pair of modes (K (K - 1)). Each has its own noise
-        covariance. Not with ``recurrent`` or ``input_dim``; no streaming filter. None (the
-        default): no resets.
+        covariance. With ``recurrent``, guards and resets together: where the switch happens and
+        what it does. Not with ``input_dim``; no streaming filter. None (the default): no resets.
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
     transition_concentration, stickiness, input_dim, input_slopes, transition_penalty, max_states,
     accelerate, warm_start, verbose, callback
@@ -250,10 +250,8 @@ class ARHMM(HMM):
 
     # -------------------------------------------------------------------- resets
     def _check_resets(self) -> None:
-        if self.resets is not None and (self.recurrent or self.input_dim):
-            raise ValueError(
-                f"resets={self.resets!r} needs a chain without inputs: not with recurrent=True or input_dim"
-            )
+        if self.resets is not None and self.input_dim:
+            raise ValueError(f"resets={self.resets!r} is not implemented for a chain driven by inputs (input_dim)")
 
     @property
     def _reset_block(self) -> Resets:
@@ -300,7 +298,7 @@ class ARHMM(HMM):
 
     def _pair_filter(self, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
         initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
-        return pair_hmm.forward_filter(*self._pair_arguments(seqs), initial, matrices[0])[:2]
+        return pair_hmm.forward_filter(*self._pair_arguments(seqs), initial, matrices)[:2]
 
     def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
         """As :meth:`HMM._expected_statistics`; with resets the flows are weighted by the expected
@@ -310,9 +308,10 @@ class ARHMM(HMM):
         transitions, emission = self._blocks
         initial, matrices = transitions.kernel_arrays(seqs.inputs)
         log_lik, posteriors, pairs, flows, outer, counts = pair_hmm.forward_backward(
-            *self._pair_arguments(seqs), initial, matrices[0]
+            *self._pair_arguments(seqs), initial, matrices
         )
         self._check_possible(log_lik, seqs)
+        pairs = pairs if transitions.varying else pairs[0]
         return Statistics(
             log_likelihood=float(log_lik.sum()),
             transitions=transitions.statistics(posteriors, seqs.starts, pairs, seqs.inputs),
@@ -351,7 +350,7 @@ class ARHMM(HMM):
             return super()._posteriors(seqs)
         self._check_fitted()
         initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
-        log_lik, posteriors = pair_hmm.forward_backward(*self._pair_arguments(seqs), initial, matrices[0])[:2]
+        log_lik, posteriors = pair_hmm.forward_backward(*self._pair_arguments(seqs), initial, matrices)[:2]
         self._check_possible(log_lik, seqs)
         return posteriors
 
@@ -360,7 +359,7 @@ class ARHMM(HMM):
             return super()._viterbi(seqs)
         self._check_fitted()
         log_initial, log_matrices = self._blocks[0].log_kernel_arrays(seqs.inputs)
-        path, log_prob = pair_hmm.viterbi(*self._pair_arguments(seqs), log_initial, log_matrices[0])
+        path, log_prob = pair_hmm.viterbi(*self._pair_arguments(seqs), log_initial, log_matrices)
         self._check_possible(log_prob, seqs)
         return float(log_prob.sum()), path
 
@@ -380,7 +379,7 @@ class ARHMM(HMM):
         seqs = self._sequences(X, lengths, inputs)
         uniforms = np.random.default_rng(random_state).random(seqs.n_steps)
         initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
-        path, log_lik = pair_hmm.sample_posterior_paths(*self._pair_arguments(seqs), initial, matrices[0], uniforms)
+        path, log_lik = pair_hmm.sample_posterior_paths(*self._pair_arguments(seqs), initial, matrices, uniforms)
         self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
