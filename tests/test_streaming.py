@@ -56,6 +56,27 @@ def _nonlinear_arhmm(recurrent: bool, features: object = "polynomial", order: in
     return model, x
 
 
+def _arhmm_with_resets(recurrent: bool = False) -> tuple[ARHMM, np.ndarray]:
+    """An order-2 ARHMM with a reset per ordered pair of its three modes (and, with ``recurrent``,
+    switching read from the lags), parameters drawn at random, on a noisy sine."""
+    rng = np.random.default_rng(8)
+    x = np.sin(np.arange(200) / 6.0) + rng.normal(0, 0.3, 200)
+    k = 3
+    model = ARHMM(n_states=k, order=2, resets="pair", recurrent=recurrent, random_state=0)
+    if recurrent:
+        model.guard_map_ = Polynomial(1).fit(np.column_stack([x[1:-1], x[:-2]]))
+        model.recurrence_biases_ = rng.normal(size=(k, k)) + 2 * np.eye(k)
+        model.input_weights_ = rng.normal(size=(k, 2))
+    else:
+        model.transmat_ = 0.7 * np.eye(k) + 0.3 * rng.dirichlet(np.ones(k), size=k)
+    model.startprob_ = rng.dirichlet(np.ones(k))
+    model.coefs_, model.intercepts_ = 0.4 * rng.normal(size=(k, 1, 2)), rng.normal(0, 0.3, (k, 1))
+    model.covars_ = rng.uniform(0.05, 0.3, (k, 1, 1))
+    model.reset_coefs_, model.reset_intercepts_ = rng.normal(size=(6, 1, 2)), rng.normal(size=(6, 1))
+    model.reset_covars_ = rng.uniform(0.1, 0.5, (6, 1, 1))
+    return model, x
+
+
 def _arhmm_with_inputs() -> tuple[ARHMM, np.ndarray, np.ndarray]:
     """An order-2 ARHMM whose switching is driven by an input."""
     rng = np.random.default_rng(6)
@@ -99,6 +120,8 @@ CHAINS = {
     "arhmm_recurrent": lambda: _nonlinear_arhmm(True, None),
     "arhmm_features_recurrent": lambda: _nonlinear_arhmm(True, order=1),
     "arhmm_callable": lambda: _nonlinear_arhmm(False, lambda a: np.hstack([a, a**3])),
+    "arhmm_resets": _arhmm_with_resets,
+    "arhmm_recurrent_resets": lambda: _arhmm_with_resets(True),
     "hsmm": _hsmm,
     "hsmm_left": lambda: _hsmm(True),
 }
@@ -115,7 +138,7 @@ def test_chain_stream_equals_batch_filter(name):
     assert [out.step for out in outs] == list(range(len(X)))
 
 
-@pytest.mark.parametrize("name", ["hmm", "arhmm", "arhmm_features", "arhmm_recurrent", "hsmm"])
+@pytest.mark.parametrize("name", ["hmm", "arhmm", "arhmm_features", "arhmm_recurrent", "arhmm_resets", "hsmm"])
 def test_chain_prediction_is_the_forecast(name):
     model, X = CHAINS[name]()
     if name == "hsmm":  # a forecast needs no missing last step
@@ -169,7 +192,7 @@ def test_lds_stream_equals_batch_filter_and_smoother():
 
 @pytest.mark.parametrize(
     "name",
-    ["hmm", "arhmm", "arhmm_recurrent", "arhmm_features_recurrent", "arhmm_callable", "hsmm", "lds"]
+    ["hmm", "arhmm", "arhmm_recurrent", "arhmm_features_recurrent", "arhmm_callable", "arhmm_resets", "hsmm", "lds"]
     + ["markov_autoregression"],
 )
 def test_a_saved_state_resumes_the_stream(name, tmp_path):
@@ -441,6 +464,7 @@ def test_no_option_of_a_streaming_model_is_refused():
         (_nonlinear_arhmm(True, None)[0], 0.5, None),
         (_nonlinear_arhmm(True, order=1)[0], 0.5, None),
         (_arhmm_with_inputs()[0], 0.5, [0.1]),
+        (_arhmm_with_resets(True)[0], 0.5, None),
         (diffuse, Y[1], U[1]),
         (structural, 2.0, None),
     ]

@@ -22,7 +22,7 @@ from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_
 from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
-from modeshift.models.streaming import FilterState, lagged_values
+from modeshift.models.streaming import FilterState, PairRecursion, lagged_values
 from modeshift.statistics import Statistics
 
 __all__ = ["ARHMM"]
@@ -71,7 +71,7 @@ class ARHMM(HMM):
         per mode entered (K resets; the usual choice: a reset belongs to where the system goes);
         ``"pair"``: one per ordered pair of modes (K (K - 1)). Each has its own noise
         covariance. With ``recurrent``, guards and resets together: where the switch happens and
-        what it does. Not with ``input_dim``; no streaming filter. None (the default): no resets.
+        what it does. Not with ``input_dim``. None (the default): no resets.
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
     transition_concentration, stickiness, input_dim, input_slopes, transition_penalty, max_states,
     accelerate, warm_start, verbose, callback
@@ -428,22 +428,31 @@ class ARHMM(HMM):
     def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As :meth:`HMM._stream_evidence`; a ``recurrent`` chain's move into step t reads
         phi(y_t-1, ..., y_t-order) from the history (0 before the first ``order`` steps, as in
-        the batch filter), so it needs no ``inputs``."""
-        if not self.recurrent:
+        the batch filter), so it needs no ``inputs``; with ``resets`` the evidence is log e_t(i, j)
+        of each pair (z_t-1, z_t) (:func:`~modeshift._kernels.pair_hmm.step_evidence`)."""
+        if not self.recurrent and self.resets is None:
             return super()._stream_evidence(state, y, inputs)
         if inputs is not None:
-            raise ValueError("inputs were given but a recurrent ARHMM is driven by its own past")
+            driven = "is driven by its own past" if self.recurrent else "has input_dim=0"
+            raise ValueError(f"inputs were given but this ARHMM {driven}")
         transitions, emission = self._blocks
         lagged, history = self._stream_lags(state, y)
-        guards = self._with_map(lagged, "guard_map_")[emission.n_features : -1]
-        move = transitions.kernel_arrays(guards[None])[1][0]
-        return emission.log_likelihoods(self._with_map(lagged, "feature_map_")[None])[0], move, history
+        if self.recurrent:
+            guards = self._with_map(lagged, "guard_map_")[emission.n_features : -1]
+            move = transitions.kernel_arrays(guards[None])[1][0]
+        else:
+            move = transitions.transition_matrix
+        row = self._with_map(lagged, "feature_map_")
+        evidence = emission.log_likelihoods(row[None])[0]
+        if self.resets is not None:
+            evidence = pair_hmm.step_evidence(row, emission.n_features, evidence, self._reset_block.kernel_arrays())
+        return evidence, move, history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
-        """As :meth:`HMM.filter_forecast`; with ``features`` or ``recurrent``, the Monte Carlo
+        """As :meth:`HMM.filter_forecast`; with ``features``, ``recurrent`` or ``resets``, the Monte Carlo
         forecast of :meth:`forecast` from the state's last ``order`` observations (zeros for lags
         not seen yet), seeded by ``random_state``: the same numbers as ``forecast`` on the data seen."""
-        if self.features is None and not self.recurrent:
+        if self.features is None and not self.recurrent and self.resets is None:
             return super().filter_forecast(state, horizon, future_inputs)
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
@@ -590,9 +599,13 @@ class ARHMM(HMM):
         return list(paths), list(modes)
 
     def _stream_recursion(self) -> Any:
-        if self.resets is not None:
-            raise NotImplementedError("streaming filters of an ARHMM with resets are not implemented")
-        return super()._stream_recursion()
+        """As :meth:`HMM._stream_recursion`; with ``resets`` the filter of pairs (z_t-1, z_t)."""
+        if self.resets is None:
+            return super()._stream_recursion()
+        self._check_fitted()
+        self._check_resets()
+        self._reset_block.check_flows(self._blocks[1].coefs)
+        return PairRecursion(self._blocks[0].initial_probs)
 
     # ---------------------------------------------------------------- the automaton
     def automaton(self, X: Any = None, lengths: Sequence[int] | None = None, *, resolution: int = 25) -> Automaton:

@@ -18,7 +18,8 @@ model                       law carried (:class:`Recursion` and its subclasses)
 ==========================  ===================================================================
 HMM, ARHMM                  p(z_t | y_0..t) (K,); an ARHMM keeps its last ``order`` observations
                             (its features, and a recurrent chain's switching law, are read
-                            from them)
+                            from them); with resets also p(z_t-1, z_t | y_0..t)
+                            (:class:`PairRecursion`)
 HSMM                        p(z_t = k, r more steps | y_0..t) (K, D): O(K D + K^2) per step
 LinearGaussianSSM,          the Kalman filter's mean and covariance; with an exact diffuse start
 StructuralModel             (mean, P_*, P_inf) until the diffuse part is identified
@@ -75,6 +76,7 @@ __all__ = [
     "DiffuseKalmanRecursion",
     "FilterState",
     "KalmanRecursion",
+    "PairRecursion",
     "Recursion",
     "SemiMarkovRecursion",
     "StepOutput",
@@ -229,6 +231,33 @@ class Recursion:
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         """What a step's output reports of a law."""
         return {"probabilities": law[0] if self.indicators is None else law[0] @ self.indicators}
+
+
+class PairRecursion(Recursion):
+    """The exact filter of a chain whose evidence depends on the pair (z_t-1, z_t), an ARHMM with
+    resets (:mod:`modeshift._kernels.pair_hmm`): law (p(z_t | y_0..t) (K,), p(z_t-1, z_t | y_0..t)
+    (K, K)), evidence log e_t(i, j) (K, K). The prediction is the pair law
+    p(z_t-1 = i | y_<t) move_ij, which the update weighs by e_t(i, j); the smoother steps back by
+    p(z_s = i | z_s+1 = j, y_0..s+1), the next step's pair law over its marginal.
+    """
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        return (law[0][:, None] * move,)
+
+    def update(self, predicted: Law, evidence: np.ndarray) -> tuple[Law, float]:
+        if predicted[0].ndim == 1:  # a sequence's first step: no switch into it, the flows' evidence
+            probabilities, log_lik = chain_update(predicted[0], np.ascontiguousarray(np.diagonal(evidence)))
+            return (probabilities, np.diag(probabilities)), log_lik
+        joint, log_lik = chain_update(predicted[0], evidence)
+        return (joint.sum(axis=0), joint), log_lik
+
+    def smooth(self, window: Window) -> list[Law] | None:
+        smoothed = [window[-1][0][0]]
+        for s in range(len(window) - 2, -1, -1):
+            probabilities, joint = window[s + 1][0]
+            law = joint @ _ratio(smoothed[-1], probabilities)
+            smoothed.append(law / law.sum())
+        return [(law,) for law in smoothed[::-1]]
 
 
 class SemiMarkovRecursion(Recursion):
