@@ -344,10 +344,26 @@ def test_a_structural_model_streams_its_exact_diffuse_filter(tmp_path):
     level.params_ = np.array([1469.1, 15099.0])
     with pytest.raises(ValueError, match="no Regression"):
         level.filter_step(level.filter_init(), 1.0, [2.0])
-    approximate = StructuralModel.unobserved_components(diffuse_variance=1e6)
-    approximate.params_ = level.params_
-    with pytest.raises(NotImplementedError, match="diffuse_variance"):
-        approximate.filter_init()
+
+
+def test_a_structural_model_with_the_approximate_start_streams_its_score():
+    """With ``diffuse_variance`` the first d observed values are conditioned on (statsmodels'
+    ``loglikelihood_burn``): the stream counts 0 for them, a missing value not among them."""
+    from modeshift.datasets import load_nile
+    from modeshift.models.structural import StructuralModel
+
+    y = load_nile()["volume"].to_numpy(float)
+    y[[0, 3]] = np.nan
+    model = StructuralModel.unobserved_components(level="local linear trend", diffuse_variance=1e6)
+    model.params_ = np.array([1000.0, 10.0, 15000.0])
+    outs = list(model.filter_stream(y))
+    assert [out.log_likelihood == 0.0 for out in outs[:5]] == [True] * 4 + [False]  # y_1, y_2 burnt; 0, 3 missing
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(y)) < 1e-10 * len(y)
+    state = model.filter_init(lag=len(y))
+    for value in y:
+        state, _ = model.filter_step(state, value)
+    smoothed, laws = model.smooth(y), model.filter_smoothed(state)
+    assert np.abs(np.array([m for m, _ in laws]) - smoothed.means).max() < 1e-12 * np.abs(smoothed.means).max()
 
 
 def _fixed_lag_error(model, y: np.ndarray) -> tuple[float, float]:
