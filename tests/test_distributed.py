@@ -17,7 +17,7 @@ dd = pytest.importorskip("dask.dataframe")
 db = pytest.importorskip("dask.bag")
 distributed = pytest.importorskip("distributed")
 
-from modeshift import ARHMM, HMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM  # noqa: E402
+from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM  # noqa: E402
 from modeshift import distributed as msd  # noqa: E402
 from modeshift.models.em import ConvergenceWarning  # noqa: E402
 
@@ -88,6 +88,29 @@ def test_fit_over_a_cluster_equals_the_fit_in_memory(client, kind, groups):
     _assert_same(here, there)
     if len(groups) > 1:  # read again at every pass, not kept: the same fit
         _assert_same(here, _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t", persist=False))
+
+
+def test_a_switching_lds_keeps_its_posteriors_on_the_workers_and_equals_the_fit_in_memory(client):
+    frame = _frame(8)
+    start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0), frame)
+    here = _fit(copy.deepcopy(start), frame, time_column="t")
+    there = _fit(copy.deepcopy(start), _by_groups(frame, [[2, 0], [1, 3, 4], [5, 6, 7]]), time_column="t")
+    _assert_same(here, there)  # each shard's q(x) q(z) carried from one sweep to the next, where it lies
+    np.testing.assert_allclose(here.dwell_times_, there.dwell_times_, rtol=RTOL)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: HMM(2, covariance="full", random_state=0, n_iter=5), lambda: HSMM(2, random_state=0, n_iter=5)],
+    ids=["hmm", "hsmm"],
+)
+def test_starting_values_come_from_every_partition(client, make):
+    frame = _frame(8)
+    here = _fit(make(), frame, time_column="t")  # k-means and, for the HSMM, max_duration_ from all the data
+    there = _fit(make(), _by_groups(frame, [[0, 1, 2], [3, 4], [5, 6, 7]]), time_column="t")
+    _assert_same(here, there)  # small data: the sample is all of it, in partition order
+    if isinstance(here, HSMM):
+        assert there.max_duration_ == here.max_duration_
 
 
 def test_input_driven_transitions_stack_their_rows_over_the_cluster(client):

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -196,46 +197,71 @@ class Shards:
         shards.received.append(_nbytes(sizes))
         return shards
 
-    def sample(self) -> Sequences:
-        """The first shard, brought to the client: where the fit takes its starting values."""
-        first = self.shards[0]
-        return (self.client.compute(first) if hasattr(first, "dask") else first).result()
+    def sample(self, max_steps: int | None = None) -> Sequences:
+        """Sequences drawn from every shard, brought to the client: where the fit takes its
+        starting values. All of them when the data have at most ``max_steps`` steps (default
+        :data:`SAMPLE_STEPS`), else every j-th sequence of each shard (j the smallest that keeps
+        the sample within ``max_steps``), in shard order: deterministic, and of every partition."""
+        total = sum(steps for _, steps in self.sizes)
+        every = max(1, -(-total // (SAMPLE_STEPS if max_steps is None else int(max_steps))))
+        picked = [self._task(_pick, shard, every) for shard in self.shards]
+        return _join(self.client.gather(picked))
 
-    def __call__(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
+    def __call__(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None = None) -> Any:
+        """The sum over the shards of ``function(model, shard)``; with a ``workspace`` (one restart's,
+        :mod:`modeshift.models.em`), of ``function(model, shard, the shard's workspace)``, each
+        shard's workspace kept on the cluster beside it from one call to the next."""
         from distributed.client import FutureCancelledError
 
         for attempt in range(_ATTEMPTS):
             try:
-                total = self.client.gather(self._sum(function, _portable(model)))
+                total = self.client.gather(self._sum(function, _portable(model), workspace))
                 break
             # a worker died with the scattered model (cancelled futures), or while it was being
             # scattered (a closed connection, an OSError): wait for the scheduler to forget it, go again
             except (FutureCancelledError, OSError):
                 if attempt == _ATTEMPTS - 1:
                     raise
+                if workspace is not None:  # the workspaces lost with the worker start again
+                    workspace["shards"] = [_kept(state) for state in workspace["shards"]]
                 time.sleep(_PAUSE * (attempt + 1))
+        if workspace is not None:
+            workspace["shards"] = workspace.pop("next")
         self.received.append(_nbytes(total))
         return total
 
-    def _sum(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
-        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions."""
-        import dask
-
+    def _sum(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None) -> Any:
+        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions
+        (with a workspace, its shards' next workspaces put in ``workspace["next"]``)."""
         client = self.client
         [shipped] = client.scatter([model], broadcast=True, hash=False)
-        terms = [
-            client.compute(dask.delayed(_apply, pure=False)(function, shipped, shard))
-            if hasattr(shard, "dask")  # a partition to read again
-            else client.submit(_apply, function, shipped, shard, pure=False)
-            for shard in self.shards
-        ]
+        if workspace is None:
+            terms = [self._task(_apply, function, shipped, shard) for shard in self.shards]
+        else:
+            states = workspace.setdefault("shards", [None] * len(self.shards))
+            pairs = [
+                self._task(_apply_carried, function, shipped, shard, state) for shard, state in zip(self.shards, states)
+            ]
+            terms = [client.submit(_part, pair, 0, pure=False) for pair in pairs]
+            workspace["next"] = [client.submit(_part, pair, 1, pure=False) for pair in pairs]
         return _tree_sum(client, terms)
+
+    def _task(self, function: Callable[..., Any], *args: Any) -> Any:
+        """The future of ``function(*args)``, ``args[1]`` a shard: kept on a worker, or a partition to read again."""
+        import dask
+
+        if hasattr(args[1], "dask"):
+            return self.client.compute(dask.delayed(function, pure=False)(*args))
+        return self.client.submit(function, *args, pure=False)
 
 
 #: Passes over the data tried before a lost worker's error reaches the caller (each pass is a
 #: pure function of the shards and the parameters: trying again gives the same sum).
 _ATTEMPTS = 5
 _PAUSE = 0.5  # seconds before the first retry, growing linearly
+
+#: The most steps of the sample a fit over shards takes its starting values from (on the client).
+SAMPLE_STEPS = 1_000_000
 
 
 def _client(client: Any) -> Any:
@@ -333,6 +359,61 @@ def _portable(model: Any) -> Any:
 
 def _apply(function: Callable[[Any, Any], Any], model: Any, shard: Any) -> Any:
     return function(copy.deepcopy(model), shard)  # a copy per task: tasks on one worker share its model
+
+
+def _apply_carried(function: Callable[..., Any], model: Any, shard: Any, workspace: dict | None) -> tuple[Any, dict]:
+    """``function(model, shard, workspace)`` and the shard's next workspace (a new dict: the last
+    one stays as it was, so a task run twice gives the same result)."""
+    workspace = dict(workspace or {})
+    return function(copy.deepcopy(model), shard, workspace), workspace
+
+
+def _part(pair: tuple[Any, Any], index: int) -> Any:
+    return pair[index]
+
+
+def _kept(state: Any) -> Any:
+    """A shard's workspace if it survived the loss of a worker, else None (it starts again)."""
+    return state if state is not None and state.status == "finished" else None
+
+
+def _pick(shard: Sequences, every: int) -> Sequences:
+    """Sequences 0, ``every``, 2 ``every``, ... of ``shard``."""
+    if every == 1:
+        return shard
+    chosen = np.arange(0, shard.n_sequences, every)
+    rows = np.concatenate([np.arange(shard.offsets[i], shard.offsets[i + 1]) for i in chosen])
+    return dataclasses.replace(
+        shard,
+        values=shard.values[rows],
+        offsets=np.r_[0, np.cumsum(shard.lengths[chosen])],
+        times=None if shard.times is None else shard.times[rows],
+        inputs=None if shard.inputs is None else shard.inputs[rows],
+        ids=None if shard.ids is None else [shard.ids[i] for i in chosen],
+        row_order=None,
+    )
+
+
+def _join(parts: list[Sequences]) -> Sequences:
+    """The sequences of ``parts`` one after another (the first part's vocabulary and schema)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def stacked(name: str) -> np.ndarray | None:
+        blocks = [getattr(part, name) for part in parts]
+        return None if any(block is None for block in blocks) else np.concatenate(blocks)
+
+    ids = [part.ids for part in parts]
+    return dataclasses.replace(
+        first,
+        values=stacked("values"),
+        offsets=np.r_[0, np.cumsum(np.concatenate([part.lengths for part in parts]))],
+        times=stacked("times"),
+        inputs=stacked("inputs"),
+        ids=None if any(part is None for part in ids) else [i for part in ids for i in part],
+        row_order=None,
+    )
 
 
 def _tree_sum(client: Any, terms: list[Any], add: Callable[[Any, Any], Any] = combine) -> Any:

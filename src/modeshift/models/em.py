@@ -45,7 +45,11 @@ see (a sample to start from). This needs a model whose statistics add up over sh
 :func:`~modeshift.statistics.combine`), whose ``_m_step`` reads only them, whose workspace
 carries nothing from one iteration to the next, and whose objective is a sum over
 sequences plus, at most, a term of the parameters alone, ``_log_prior()``, which the
-sharded E-step counts once.
+sharded E-step counts once. A model whose E-step does carry something (a variational
+posterior) says so with the class attribute ``carries_workspace = True``: each shard then
+gets its own workspace for the restart, kept where the shard lies
+(``over(function, model, workspace)`` calls ``function(model, shard, shard_workspace)``), and
+:attr:`EMResult.workspace` is the winning restart's, to read after the fit.
 
 SQUAREM. With F the EM map (one E-step and M-step), theta_1 = F(theta_0) and
 theta_2 = F(theta_1), r = theta_1 - theta_0 and v = theta_2 - 2 theta_1 + theta_0, the
@@ -89,8 +93,9 @@ __all__ = [
 #: ``report(iteration, objective)``, called once per iteration of a fit.
 Report = Callable[[int, float | None], None]
 
-#: ``over(function, model)``: the sum over the shards of the data of ``function(model, shard)``.
-Over = Callable[[Callable[[Any, Any], Any], Any], Any]
+#: ``over(function, model)``: the sum over the shards of the data of ``function(model, shard)``;
+#: ``over(function, model, workspace)``: of ``function(model, shard, the shard's workspace)``.
+Over = Callable[..., Any]
 
 
 class ConvergenceWarning(UserWarning):
@@ -192,6 +197,7 @@ class EMResult:
 
     history: list[float] = field(default_factory=list)
     converged: bool = False
+    workspace: dict[str, Any] = field(default_factory=dict, repr=False)  # the last E-step's (module docstring)
 
     @property
     def n_iter(self) -> int:
@@ -199,12 +205,17 @@ class EMResult:
 
 
 def in_memory(data: Any) -> Over:
-    """The ``over`` of data held in this process: one shard, ``function(model, data)``.
+    """The ``over`` of data held in this process: one shard, ``function(model, data)`` (with a
+    ``workspace``, ``function(model, data, workspace)``).
 
     >>> in_memory(3.0)(lambda model, shard: model * shard, 2.0)
     6.0
     """
-    return lambda function, model: function(model, data)
+
+    def over(function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None = None) -> Any:
+        return function(model, data) if workspace is None else function(model, data, workspace)
+
+    return over
 
 
 def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = None) -> EMResult:
@@ -240,7 +251,7 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
         if runs < n_iter and not best.converged:  # the short runs' winner goes on
             report = watch.task(name, n_iter - best.n_iter, objective)
             rest = _iterate(model, data, n_iter - best.n_iter, tol, report, over)
-            best = EMResult(best.history + rest.history, rest.converged)
+            best = EMResult(best.history + rest.history, rest.converged, rest.workspace)
     if n_iter > 0 and not best.converged:
         gap = best.history[-1] - best.history[-2] if best.n_iter > 1 else float("nan")
         warnings.warn(
@@ -257,8 +268,8 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
 
 def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, over: Over | None) -> EMResult:
     result = EMResult()
-    history = result.history
-    workspace: dict[str, Any] = {}
+    history, workspace = result.history, result.workspace
+    carried = getattr(model, "carries_workspace", False)
     monotone = getattr(model, "monotone", True)
     squarem = _Squarem(model) if getattr(model, "accelerate", False) else None
 
@@ -266,7 +277,7 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, ove
         if over is None:
             value, statistics = model._e_step(data, workspace)
             return float(value), statistics
-        value, statistics = over(_shard_e_step, model)
+        value, statistics = over(_shard_e_step, model, workspace) if carried else over(_shard_e_step, model)
         return value + _log_prior(model), statistics
 
     for iteration in range(n_iter):
@@ -307,9 +318,9 @@ def _user_stacklevel() -> int:
     return level
 
 
-def _shard_e_step(model: Any, shard: Any) -> tuple[float, Any]:
+def _shard_e_step(model: Any, shard: Any, workspace: dict[str, Any] | None = None) -> tuple[float, Any]:
     """One shard's E-step: its part of the objective (without the prior) and its statistics."""
-    value, statistics = model._e_step(shard, {})
+    value, statistics = model._e_step(shard, {} if workspace is None else workspace)
     return float(value) - _log_prior(model), statistics
 
 
