@@ -113,6 +113,21 @@ def test_starting_values_come_from_every_partition(client, make):
         assert there.max_duration_ == here.max_duration_
 
 
+def test_restarts_and_the_candidates_of_auto_run_at_once_and_pick_as_in_memory(client):
+    frame = _frame(8)
+    data = _by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7]])
+    make = lambda: HMM(2, n_restarts=3, n_iter=4, random_state=1)  # noqa: E731
+    here, there = _fit(make(), frame, time_column="t"), _fit(make(), data, time_column="t")
+    _assert_same(here, there)  # the same starts (drawn in turn from one generator), the same winner
+    auto = lambda: HMM("auto", max_states=3, n_iter=4, random_state=0)  # noqa: E731
+    here, there = _fit(auto(), frame, time_column="t"), _fit(auto(), data, time_column="t")
+    assert there.n_states_ == here.n_states_
+    _assert_same(here, there)
+    columns = ["n_states", "log_likelihood", "n_parameters", "aic", "bic"]
+    np.testing.assert_allclose(there.selection_[columns], here.selection_[columns], rtol=1e-10)
+    assert there.selection_["chosen"].tolist() == here.selection_["chosen"].tolist()
+
+
 def test_input_driven_transitions_stack_their_rows_over_the_cluster(client):
     frame = _frame(6)
     frame["u"] = np.sin(frame["t"] / 5.0)

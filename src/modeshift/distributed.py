@@ -54,6 +54,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from typing import Any
 
@@ -61,8 +62,9 @@ import numpy as np
 import pandas as pd
 
 from modeshift.data import Sequences, as_sequences
+from modeshift.models import em, selection
 from modeshift.models.base import set_collection_handler
-from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit
+from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit, objective
 from modeshift.statistics import combine
 
 __all__ = ["Shards", "fit", "fit_dataset", "predict", "predict_proba", "score", "segment"]
@@ -83,18 +85,61 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
     if not isinstance(model, ShardableFit):
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
-            "up over shards of the data can (HMM, ARHMM, LinearGaussianSSM, SymbolHMM); fit it in memory "
-            "(docs/distributed.md says why each other model cannot)"
+            "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM); "
+            "fit it in memory (docs/distributed.md says why each other model cannot)"
         )
-    if getattr(model, "n_states", None) == "auto":
-        raise NotImplementedError("n_states='auto' over a Dask cluster is not implemented: give n_states")
+    auto = getattr(model, "n_states", None) == "auto"
     model._start_fit()
+    reader = type(model)(**{**model.get_params(), "n_states": 1}) if auto else model  # reads as every candidate
     client = _client(client)
     parts = _partitions(data, client, columns)
     if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
+        if auto:
+            raise NotImplementedError(f"n_states='auto' for a {type(model).__name__} over a cluster: give n_states")
         model._em_set_constants(_constants(model, parts, client, columns))
-    shards = Shards.of(model, parts, client, columns, persist)
+    shards = Shards.of(reader, parts, client, columns, persist)
+    if auto:
+        with selection.elsewhere(_Candidates(shards)):
+            return model._fit_auto(shards.sample())
     return model._fit_em(shards.sample(), over=shards)
+
+
+class _Candidates:
+    """The candidates of ``n_states="auto"`` fitted at once (a thread each on the client, their
+    E-steps on the cluster) over the same shards, and scored there (:class:`selection.Elsewhere`)."""
+
+    def __init__(self, shards: Shards):
+        self.shards, self.sample = shards, shards.sample()
+
+    def fit_all(self, models: list[Any]) -> list[Any]:
+        with ThreadPoolExecutor(len(models)) as pool:
+            return list(pool.map(self._fit, models))
+
+    def _fit(self, model: Any) -> Any:
+        model._start_fit()
+        return model._fit_em(self.sample, over=self.shards)
+
+    def criteria(self, model: Any) -> dict[str, Any]:
+        """The row of :func:`selection.select_n_states`, with the objective and the number of
+        observations summed over the shards (the criteria as the models define them)."""
+        value, n_observations = self.shards(_selection_terms, model)
+        k = model.n_parameters
+        return {
+            "n_states": model._k,
+            "elbo" if objective(model) == "ELBO" else "log_likelihood": value,
+            "n_parameters": k,
+            "aic": -2.0 * value + 2.0 * k,
+            "bic": -2.0 * value + k * np.log(n_observations),
+        }
+
+
+def _selection_terms(model: Any, shard: Sequences) -> tuple[float, float]:
+    """One shard's part of a candidate's objective (its ELBO after inference, or the exact
+    log-likelihood, from the E-step, which reads the shard as EM does) and of its number of
+    observations."""
+    value = model.elbo(shard) if objective(model) == "ELBO" else em._shard_e_step(model, shard)[0]
+    steps = model._n_observations(shard) if hasattr(model, "_n_observations") else shard.n_steps
+    return float(value), float(steps)
 
 
 def fit_dataset(
@@ -172,6 +217,8 @@ class Shards:
     and the terms are added on the cluster in a fixed binary tree; only the sum reaches the
     client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
     """
+
+    concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
 
     def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]]):
         self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects

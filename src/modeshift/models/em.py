@@ -66,9 +66,11 @@ of arrays whose restore validates them. Each E-step on the path is one iteration
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -236,11 +238,19 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
     rng = np.random.default_rng(model.random_state)
     best: EMResult | None = None
     best_snapshot: dict[str, Any] | None = None
+    restarts = n_restarts if n_iter > 0 else 1
     with monitor(model.verbose, model.callback) as watch:
-        for restart in range(n_restarts if n_iter > 0 else 1):
+
+        def start(restart: int) -> Report:
             model._em_initialize(data, rng, restart)
             description = name if n_restarts == 1 else f"{name} restart {restart + 1}/{n_restarts}"
-            report = watch.task(description, max(runs, 1), objective)
+            return watch.task(description, max(runs, 1), objective)
+
+        if restarts > 1 and getattr(over, "concurrent", False):
+            started = [(start(restart), _copy(model)) for restart in range(restarts)]  # the starts as in turn
+            best = _concurrent_restarts(model, data, started, runs, tol, over)
+        for restart in range(restarts if best is None else 0):
+            report = start(restart)
             result = _iterate(model, data, runs, tol, report, over)
             if best is None or result.history[-1] > best.history[-1]:
                 best = result
@@ -264,6 +274,28 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
     model.converged_ = best.converged
     model.n_iter_ = best.n_iter
     return best
+
+
+def _concurrent_restarts(
+    model: Any, data: Any, started: list[tuple[Report, Any]], n_iter: int, tol: float, over: Over
+) -> EMResult:
+    """The restarts at once, each from its starting copy of the model (``started``: its report
+    and the copy, initialised in turn as :func:`run` does) in a thread of this process, their
+    E-steps on the shards of a cluster (an ``over`` with ``concurrent = True``). The winner is the
+    one restarts run in turn pick (the first with the highest objective); its state is left in
+    ``model``. The threads call the reports (so the callback) concurrently."""
+    with ThreadPoolExecutor(len(started)) as pool:
+        results = list(pool.map(lambda pair: _iterate(pair[1], data, n_iter, tol, pair[0], over), started))
+    winner = max(range(len(results)), key=lambda r: (results[r].history[-1], -r))
+    model.__dict__.update({k: v for k, v in started[winner][1].__dict__.items() if k != "callback"})
+    return results[winner]
+
+
+def _copy(model: Any) -> Any:
+    """A deep copy of ``model`` but for its callback (which may hold a client, or a whole program)."""
+    clone = copy.copy(model)
+    clone.__dict__ = {k: v if k == "callback" else copy.deepcopy(v) for k, v in model.__dict__.items()}
+    return clone
 
 
 def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, over: Over | None) -> EMResult:
