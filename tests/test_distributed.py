@@ -281,3 +281,17 @@ def test_the_command_line_fits_a_parquet_dataset_on_a_cluster(client, tmp_path):
     model = load(tmp_path / "m.msz")
     assert model.schema_.columns == ("a", "b")
     assert summary["log_likelihood"] == pytest.approx(model.score(model.schema_.read(_frame(6))), rel=1e-9)
+    cluster = ["--scheduler", client.scheduler.address, "--json"]
+    scored = CliRunner().invoke(app, ["score", str(tmp_path / "m.msz"), str(tmp_path / "data"), *cluster])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout.splitlines()[-1])["log_likelihood"] == pytest.approx(summary["log_likelihood"])
+    runs = tmp_path / "runs.csv"
+    cut = CliRunner().invoke(
+        app, ["segment", str(tmp_path / "m.msz"), str(tmp_path / "data"), "-o", str(runs), *cluster]
+    )
+    assert cut.exit_code == 0, cut.output
+    here = model.segment(model.schema_.read(_frame(6)))
+    assert (
+        pd.read_csv(runs)[["start", "end", "mode"]].to_numpy().tolist()
+        == here[["start", "end", "mode"]].to_numpy().tolist()
+    )

@@ -67,7 +67,17 @@ from modeshift.models.base import set_collection_handler
 from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit, objective
 from modeshift.statistics import combine
 
-__all__ = ["Shards", "fit", "fit_dataset", "predict", "predict_proba", "score", "segment"]
+__all__ = [
+    "Shards",
+    "fit",
+    "fit_dataset",
+    "predict",
+    "predict_proba",
+    "score",
+    "score_dataset",
+    "segment",
+    "segment_dataset",
+]
 
 
 # ------------------------------------------------------------------------ fitting
@@ -156,19 +166,65 @@ def fit_dataset(
     ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
     what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
     log-likelihood (for a model with an exact one, summed on the cluster), ``converged`` and ``n_iter``."""
-    import dask.dataframe as dd
-
-    text = str(path)
-    frame = dd.read_csv(text) if text.endswith((".csv", ".csv.gz")) else dd.read_parquet(text)
-    named = {"columns": list(columns) if columns else None, "time_column": time_column or "auto"}
-    if id_column is not None:
-        named["id_column"] = id_column
+    frame = _dataset(path)
+    named = _named(columns, id_column, time_column or "auto")
     with _cluster(scheduler, workers) as client:
         fit(model, frame, client=client, **named)
         summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
         if isinstance(model, Scorer):
             summary["log_likelihood"] = float(score(model, frame).compute())
     return {**summary, "converged": model.converged_, "n_iter": model.n_iter_}
+
+
+def score_dataset(
+    model: Scorer,
+    path: str | PathLike[str],
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
+) -> dict[str, Any]:
+    """log p(data) of a Parquet dataset or CSV file(s), summed on a cluster (as :func:`fit_dataset`
+    runs one): what ``modeshift score --scheduler/--workers`` prints. A fitted model reads the
+    data by its schema unless columns are named."""
+    frame = _dataset(path)
+    with _cluster(scheduler, workers):
+        total = float(score(model, frame, **_named(columns, id_column, time_column)).compute())
+    return {"model": type(model).__name__, "partitions": frame.npartitions, "log_likelihood": total}
+
+
+def segment_dataset(
+    model: Segmenter,
+    path: str | PathLike[str],
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
+) -> pd.DataFrame:
+    """The runs of one mode (:func:`segment`) of a Parquet dataset or CSV file(s), found on a
+    cluster and brought to the client (one row per run): what ``modeshift segment
+    --scheduler/--workers`` writes."""
+    frame = _dataset(path)
+    with _cluster(scheduler, workers):
+        return segment(model, frame, **_named(columns, id_column, time_column)).compute().reset_index(drop=True)
+
+
+def _dataset(path: str | PathLike[str]) -> Any:
+    """A Dask DataFrame of a Parquet dataset (a directory or file) or CSV file(s)."""
+    import dask.dataframe as dd
+
+    text = str(path)
+    return dd.read_csv(text) if text.endswith((".csv", ".csv.gz")) else dd.read_parquet(text)
+
+
+def _named(columns: Sequence[str] | None, id_column: str | None, time_column: str | None) -> dict[str, Any]:
+    """The column keywords given (none: a fitted model reads by its schema)."""
+    named = {"columns": list(columns) if columns else None, "id_column": id_column, "time_column": time_column}
+    return {name: value for name, value in named.items() if value is not None}
 
 
 @contextlib.contextmanager
