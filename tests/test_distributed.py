@@ -17,7 +17,17 @@ dd = pytest.importorskip("dask.dataframe")
 db = pytest.importorskip("dask.bag")
 distributed = pytest.importorskip("distributed")
 
-from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM  # noqa: E402
+from modeshift import (  # noqa: E402
+    ARHMM,
+    HMM,
+    HSMM,
+    LinearGaussianSSM,
+    MarkovChain,
+    MarkovChainMixture,
+    SwitchingLDS,
+    SymbolHMM,
+    VariableOrderChain,
+)
 from modeshift import distributed as msd  # noqa: E402
 from modeshift.models.em import ConvergenceWarning  # noqa: E402
 
@@ -169,6 +179,25 @@ def test_a_symbol_model_over_a_cluster_equals_the_fit_in_memory(client, unknown)
     assert there.vocabulary_ == here.vocabulary_ == initial.vocabulary_
     np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
     for name in ("startprob_", "transmat_", "emissionprob_"):
+        np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
+
+
+def test_chains_and_a_chain_mixture_count_over_the_cluster_as_in_memory(client):
+    log = _event_log()
+    groups = [[f"c{i}" for i in group] for group in ([5, 2, 9], [0, 1, 3, 4, 6], [7, 8, 10, 11, 12, 13, 14, 15])]
+    data = dd.concat([dd.from_pandas(log[log.case_id.isin(g)], npartitions=1) for g in groups])
+    ordered = data.compute()
+    for make in (lambda: MarkovChain(order=2), lambda: VariableOrderChain(max_order=2)):
+        here, there = make().fit(ordered), make().fit(data, id_column="case_id")
+        assert there.vocabulary_ == here.vocabulary_
+        np.testing.assert_array_equal(there.context_keys_, here.context_keys_)
+        np.testing.assert_array_equal(there.counts_.toarray(), here.counts_.toarray())
+        assert there.predict_next(["A", "C"], k=3) == here.predict_next(["A", "C"], k=3)
+    make = lambda: MarkovChainMixture(2, n_restarts=2, n_iter=5, tol=0.0, random_state=0)  # noqa: E731
+    here, there = _fit(make(), ordered), _fit(make(), data, id_column="case_id")  # all the data: the same starts
+    assert there.states_ == here.states_
+    np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
+    for name in ("weights_", "startprob_", "transmat_"):
         np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
 
 
