@@ -22,6 +22,7 @@ from modeshift import (  # noqa: E402
     HMM,
     HSMM,
     LinearGaussianSSM,
+    MarkovAutoregression,
     MarkovChain,
     MarkovChainMixture,
     SwitchingLDS,
@@ -282,9 +283,9 @@ def test_decoding_and_scoring_map_over_partitions(client):
     assert runs["id"].tolist() == here["sequence"].tolist()
 
 
-def test_a_model_whose_statistics_do_not_add_up_is_refused(client):
-    with pytest.raises(TypeError, match="SwitchingLDS cannot be fit over a Dask cluster: only a fit by EM"):
-        SwitchingLDS(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t")
+def test_a_model_that_cannot_be_sharded_is_refused(client):
+    with pytest.raises(TypeError, match="MarkovAutoregression cannot be fit over a Dask cluster: only a fit by EM"):
+        MarkovAutoregression(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
 
 
 def test_bad_data_in_a_partition_is_one_clear_error(client):

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modeshift._kernels.threads import threads_for
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import em, selection
 from modeshift.models.base import set_collection_handler
@@ -288,8 +289,12 @@ class Shards:
 
         prepare = dask.delayed(_portable(model), pure=True)
         parts = [dask.delayed(_prepare, pure=True)(part, index, prepare, columns) for index, part in enumerate(parts)]
-        if persist:
-            parts = client.compute(parts)
+        if persist:  # partition i read on worker i mod n: the E-steps' work spread evenly, whatever the scheduler
+            workers = sorted(client.scheduler_info()["workers"])  # would do with tasks that finish at once
+            parts = [
+                client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=True)
+                for i, part in enumerate(parts)
+            ]
             sizes = client.gather(client.map(_size, parts, pure=False))
         else:
             sizes = client.gather(client.compute([dask.delayed(_size, pure=True)(part) for part in parts]))
@@ -350,10 +355,10 @@ class Shards:
         return _tree_sum(client, terms)
 
     def _task(self, function: Callable[..., Any], *args: Any) -> Any:
-        """The future of ``function(*args)``, ``args[1]`` a shard: kept on a worker, or a partition to read again."""
+        """The future of ``function(*args)``, a shard among ``args``: kept on a worker, or a partition to read again."""
         import dask
 
-        if hasattr(args[1], "dask"):
+        if any(hasattr(arg, "dask") for arg in args):
             return self.client.compute(dask.delayed(function, pure=False)(*args))
         return self.client.submit(function, *args, pure=False)
 
@@ -460,10 +465,25 @@ def _portable(model: Any) -> Any:
     return shipped
 
 
+def _one_thread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run with numba's compiled loops on the calling thread only: on a worker the
+    parallelism is its threads and the processes (numba's own team in every task on top of
+    them would put several threads on each core)."""
+
+    @functools.wraps(function)
+    def run(*args: Any) -> Any:
+        with threads_for(1):
+            return function(*args)
+
+    return run
+
+
+@_one_thread
 def _apply(function: Callable[[Any, Any], Any], model: Any, shard: Any) -> Any:
     return function(copy.deepcopy(model), shard)  # a copy per task: tasks on one worker share its model
 
 
+@_one_thread
 def _apply_carried(function: Callable[..., Any], model: Any, shard: Any, workspace: dict | None) -> tuple[Any, dict]:
     """``function(model, shard, workspace)`` and the shard's next workspace (a new dict: the last
     one stays as it was, so a task run twice gives the same result)."""
@@ -601,6 +621,7 @@ def _read(model: Any, part: Any, columns: dict[str, Any]) -> Any:
     return as_sequences(part, **columns)
 
 
+@_one_thread
 def _score_part(part: Any, model: Any, columns: dict[str, Any]) -> float:
     return 0.0 if len(part) == 0 else float(model.score(_read(model, part, columns)))
 
@@ -619,6 +640,7 @@ def _per_row(model: Any, data: Any, method: str, columns: dict[str, Any]) -> Any
     return dd.map_partitions(_per_row_part, frame, model, method, names, columns, meta=meta, align_dataframes=False)
 
 
+@_one_thread
 def _per_row_part(part: pd.DataFrame, model: Any, method: str, names: Sequence[str], columns: dict[str, Any]) -> Any:
     if len(part) == 0:
         return part.assign(**{name: pd.Series(dtype="int64" if method == "predict" else "float64") for name in names})
@@ -626,6 +648,7 @@ def _per_row_part(part: pd.DataFrame, model: Any, method: str, names: Sequence[s
     return part.assign(**dict(zip(names, result.reshape(len(part), -1).T)))
 
 
+@_one_thread
 def _segment_part(part: pd.DataFrame, model: Any, columns: dict[str, Any]) -> pd.DataFrame:
     id_column = columns.get("id_column", "id")
     if len(part) == 0:
