@@ -19,17 +19,22 @@ fit over data too large for one process runs as
 The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) do the
 work, so a fit from the same starting parameters equals the in-memory fit up to the
 round-off of the summation order (1e-10 relative), for any partitioning. Starting values
-come from the first partition (the in-memory fit reads all the data for them). The
-statistics of a partition are a pure function of the partition and the parameters: a
-worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
+come from a sample of every partition (:meth:`Shards.sample`: all the data up to
+:data:`SAMPLE_STEPS` steps). The statistics of a partition are a pure function of the
+partition and the parameters: a worker lost mid-fit costs Dask a recomputation of its
+partitions and tasks, not the fit. Restarts and the candidates of ``n_states="auto"`` run
+at once (client threads, their E-steps on the cluster), picked as in memory.
 
 Models fit this way have the :class:`~modeshift.models.capabilities.ShardableFit`
-capability: ``HMM`` (every emission), ``ARHMM``, ``LinearGaussianSSM`` (whose quasi-Newton
-polish sums the exact log-likelihood and its gradient over the partitions the same way) and
-``SymbolHMM`` (whose vocabulary is read from all partitions first, merged in partition
-order: symbols in order of first appearance, as in memory for the partitions concatenated).
-An HMM with input-driven transitions fits too, but the per-step rows of their logistic
-regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+capability: ``HMM`` (every emission), ``ARHMM``, ``HSMM`` (its ``max_duration_`` agreed over
+all partitions first), ``LinearGaussianSSM`` (whose quasi-Newton polish sums the exact
+log-likelihood and its gradient over the partitions the same way), ``SwitchingLDS`` (each
+partition's variational posterior kept on its worker from one sweep to the next),
+``SymbolHMM``, ``MarkovChain`` and ``VariableOrderChain`` (whose vocabulary is read from all
+partitions first, merged in partition order: symbols in order of first appearance, as in
+memory for the partitions concatenated) and ``MarkovChainMixture``. Input-driven transitions
+fit too, but the per-step rows of their logistic regression
+(:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
 
 A fit, then decoding and scoring over the same frame::
 
