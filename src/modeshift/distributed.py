@@ -313,8 +313,9 @@ class Shards:
     def sample(self, max_steps: int | None = None) -> Sequences:
         """Sequences drawn from every shard, brought to the client: where the fit takes its
         starting values. All of them when the data have at most ``max_steps`` steps (default
-        :data:`SAMPLE_STEPS`), else every j-th sequence of each shard (j the smallest that keeps
-        the sample within ``max_steps``), in shard order: deterministic, and of every partition."""
+        :data:`SAMPLE_STEPS`), else sequences 0, j, 2j, ... of each shard, in shard order, with
+        j = ceil(steps / ``max_steps``): about ``max_steps`` steps (exactly so for sequences of
+        equal length), deterministic, and from every partition."""
         total = sum(steps for _, steps in self.sizes)
         every = max(1, -(-total // (SAMPLE_STEPS if max_steps is None else int(max_steps))))
         picked = [self._task(_pick, shard, every) for shard in self.shards]
