@@ -114,18 +114,19 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
             raise NotImplementedError(f"n_states='auto' for a {type(model).__name__} over a cluster: give n_states")
         model._em_set_constants(_constants(model, parts, client, columns))
     shards = Shards.of(reader, parts, client, columns, persist)
+    sample = shards.sample()
     if auto:
-        with selection.elsewhere(_Candidates(shards)):
-            return model._fit_auto(shards.sample())
-    return model._fit_em(shards.sample(), over=shards)
+        with selection.elsewhere(_Candidates(shards, sample)):
+            return model._fit_auto(sample)
+    return model._fit_em(sample, over=shards)
 
 
 class _Candidates:
     """The candidates of ``n_states="auto"`` fitted at once (a thread each on the client, their
     E-steps on the cluster) over the same shards, and scored there (:class:`selection.Elsewhere`)."""
 
-    def __init__(self, shards: Shards):
-        self.shards, self.sample = shards, shards.sample()
+    def __init__(self, shards: Shards, sample: Sequences):
+        self.shards, self.sample = shards, sample
 
     def fit_all(self, models: list[Any]) -> list[Any]:
         with ThreadPoolExecutor(len(models)) as pool:
