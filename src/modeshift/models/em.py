@@ -9,6 +9,8 @@ is approximate). A model supplies the steps; :func:`run` owns everything else:
 - restarts: ``n_restarts`` initialisations from one generator seeded by ``random_state``;
   the first keeps the parameters set by hand (or, with ``warm_start``, learned before);
   the restart with the highest final objective wins (``n_iter=0`` runs one, to initialise).
+  Over shards whose ``over`` is ``concurrent`` (a cluster's), the restarts are initialised in
+  turn, then iterated at once, one client thread each (:func:`_concurrent_restarts`).
   A model with a class attribute ``search_iterations`` runs each restart for at most that
   many iterations and only the winner on to convergence (the short-runs strategy of
   Biernacki, Celeux & Govaert 2003, statsmodels' ``search_reps``);
