@@ -208,19 +208,20 @@ class SemiMarkovRecursion(Recursion):
     probability of (mode k, r more steps after this one), r = 0 .. D-1.
 
     A segment of k lasting d steps enters at (k, d - 1) and counts down; from (k, 0) the next
-    segment's mode is j with ``transition_matrix[k, j]`` and its duration d with ``pmf[j, d - 1]``
-    (the first segment's with ``first[k, d - 1]``). Cost O(K D + K^2) per step.
+    segment's mode is j with ``move[k, j]`` (the switch matrix into this step, zero diagonal) and
+    its duration d with ``pmf[j, d - 1]`` (the first segment's with ``first[k, d - 1]``).
+    Cost O(K D + K^2) per step.
     """
 
-    def __init__(self, initial: np.ndarray, transition_matrix: np.ndarray, first: np.ndarray, pmf: np.ndarray):
+    def __init__(self, initial: np.ndarray, first: np.ndarray, pmf: np.ndarray):
         super().__init__(initial)
-        self.transition_matrix, self.first_law, self.pmf = transition_matrix, first, pmf
+        self.first_law, self.pmf = first, pmf
 
     def first(self, move: np.ndarray) -> Law:
         return (self.initial[:, None] * self.first_law,)
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
-        starting = law[0][:, 0] @ self.transition_matrix
+        starting = law[0][:, 0] @ move
         predicted = starting[:, None] * self.pmf
         predicted[:, :-1] += law[0][:, 1:]
         return (predicted,)
@@ -233,7 +234,7 @@ class SemiMarkovRecursion(Recursion):
         ratio = _ratio(smoothed_next[0], predicted_next[0])
         following = np.empty_like(ratio)
         following[:, 1:] = ratio[:, :-1]
-        following[:, 0] = self.transition_matrix @ (self.pmf * ratio).sum(axis=1)
+        following[:, 0] = move @ (self.pmf * ratio).sum(axis=1)
         smoothed = filtered[0] * following
         return (smoothed / smoothed.sum(),)
 
