@@ -52,7 +52,7 @@ from modeshift.models.base import Forecast, NotFittedError, check_future_inputs
 from modeshift.models.hmm import EMISSIONS, HMM, PerStep, check_evidence
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
-from modeshift.statistics import Statistics
+from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, normalise_rows
 
 __all__ = ["HSMM"]
@@ -323,13 +323,14 @@ class HSMM(HMM):
         seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, f"this {type(self).__name__}"))
-        seqs = self._sequences(seqs, None, inputs)
-        self._choose_max_duration(seqs)
-        self.__dict__["_given"] = self._snapshot()
-        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
-        del self.__dict__["_given"]
+        return self._fit_em(self._sequences(seqs, None, inputs))
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> HSMM:
+        """EM from the starting parameters, ``max_duration_`` chosen first from all the data
+        (``over`` the shards held elsewhere, ``seqs`` being then a sample of them to start from)."""
+        self._choose_max_duration(seqs, over)
+        super()._fit_em(seqs, over)
         self._warn_truncation()
-        self._finish_fit(seqs)
         return self
 
     def _fit_auto(self, seqs: Sequences) -> HSMM:
@@ -346,8 +347,9 @@ class HSMM(HMM):
         self._finish_fit(seqs)
         return self
 
-    def _choose_max_duration(self, seqs: Sequences) -> None:
-        """Set ``max_duration_``: given, that of a hand-set pmf, or the rule of the class docstring."""
+    def _choose_max_duration(self, seqs: Sequences, over: em.Over | None = None) -> None:
+        """Set ``max_duration_``: given, that of a hand-set pmf, or the rule of the class docstring
+        (its longest sequence and run read ``over`` every shard of the data)."""
         law = self._duration
         chosen = self.max_duration or law.max_duration
         if chosen is None and self._k == 1:
@@ -357,8 +359,9 @@ class HSMM(HMM):
             if any(getattr(emission, attr) is None for attr in emission.parameters.values()):
                 emission = self._make_emission()
                 emission.initialize(seqs.values, np.random.default_rng(0))
-            runs = _run_lengths(self._log_likelihoods(seqs, emission).argmax(axis=1), seqs.offsets)
-            chosen = int(min(seqs.lengths.max(), max(_MIN_RULE_DURATION, 3 * runs.max())))
+            reach = functools.partial(_longest_runs, emission=emission)
+            longest_sequence, longest_run = (over or em.in_memory(seqs))(reach, self).array.max(axis=0)
+            chosen = int(min(longest_sequence, max(_MIN_RULE_DURATION, 3 * longest_run)))
         if law.max_duration is not None and law.max_duration != chosen:
             raise ValueError(f"duration_pmf_ covers 1..{law.max_duration} but max_duration={chosen}")
         self.max_duration_ = chosen
@@ -782,6 +785,13 @@ class _InputSwitches(InputDriven):
 def _switches_allowed(n_states: int) -> np.ndarray:
     """(K, K) the switches a semi-Markov chain can make: never to the same mode (one mode: renewal)."""
     return np.ones((1, 1), dtype=bool) if n_states == 1 else ~np.eye(n_states, dtype=bool)
+
+
+def _longest_runs(model: HSMM, seqs: Sequences, emission: Emission) -> Stacked:
+    """The longest sequence and the longest run of one mode when steps are labelled by
+    ``emission``: one row per shard (stacked, so the client takes their maxima)."""
+    runs = _run_lengths(model._log_likelihoods(seqs, emission).argmax(axis=1), seqs.offsets)
+    return Stacked(np.array([[seqs.lengths.max(), runs.max()]]))
 
 
 def _run_lengths(labels: np.ndarray, offsets: np.ndarray) -> np.ndarray:
