@@ -220,8 +220,6 @@ def test_counts_and_refusals():
         ARHMM(2, resets="destination", input_dim=1).fit(y, inputs=np.zeros((100, 1)))
     with pytest.raises(ValueError, match="resets"):
         ARHMM(2, resets="both").fit(y)
-    with pytest.raises(NotImplementedError, match="resets"):
-        truth.filter_step(truth.filter_init(), y[0])
     with pytest.raises(ValueError, match="reset_coefs_"):
         truth.reset_coefs_ = np.zeros((3, 1, 1))
 

@@ -49,7 +49,7 @@ from numba import njit
 
 from modeshift._kernels.recursions import draw
 
-__all__ = ["forward_backward", "forward_filter", "sample_posterior_paths", "viterbi"]
+__all__ = ["forward_backward", "forward_filter", "sample_posterior_paths", "step_evidence", "viterbi"]
 
 Resets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -79,6 +79,17 @@ def _step_evidence(values, t, d, flow, weights, factors, constants, index, densi
     for i in range(n_states):
         for j in range(n_states):
             out[i, j] = flow[t, j] if i == j else densities[index[i, j]]
+
+
+def step_evidence(row: np.ndarray, d: int, flow: np.ndarray, resets: Resets) -> np.ndarray:
+    """log e_t(i, j) (K, K) of one row [y_t, x_t] whose flows' log-likelihoods are ``flow`` (K,):
+    one step of a streaming filter (zeros for a conditioned row, as in the batch recursions)."""
+    weights, factors, constants, index = resets
+    k = len(flow)
+    out = np.empty((k, k))
+    values, flows = np.ascontiguousarray(row, dtype=float)[None], np.ascontiguousarray(flow, dtype=float)[None]
+    _step_evidence(values, 0, d, flows, weights, factors, constants, index, np.empty(len(weights)), np.empty(d), out)
+    return out
 
 
 @njit(cache=True)

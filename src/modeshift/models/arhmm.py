@@ -22,7 +22,7 @@ from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_
 from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
-from modeshift.models.streaming import FilterState, lagged_values
+from modeshift.models.streaming import FilterState, PairRecursion, lagged_values
 from modeshift.statistics import Statistics
 
 __all__ = ["ARHMM"]
@@ -71,7 +71,7 @@ class ARHMM(HMM):
         per mode entered (K resets; the usual choice: a reset belongs to where the system goes);
         ``"pair"``: one per ordered pair of modes (K (K - 1)). Each has its own noise
         covariance. With ``recurrent``, guards and resets together: where the switch happens and
-        what it does. Not with ``input_dim``; no streaming filter. None (the default): no resets.
+        what it does. Not with ``input_dim``. None (the default): no resets.
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
     transition_concentration, stickiness, input_dim, input_slopes, transition_penalty, max_states,
     accelerate, warm_start, verbose, callback
@@ -407,9 +407,64 @@ class ARHMM(HMM):
     def _n_observations(self, seqs: Sequences) -> int:
         return seqs.n_steps - self.order * seqs.n_sequences
 
-    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    # ----------------------------------------------------------------- streaming
+    def _stream_lags(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row [y_t, y_t-1, ..., y_t-order, 1] (:func:`with_lags`'s) and the new history."""
         model = f"an ARHMM with order={self.order}"
         return lagged_values(state.history, y, self.order, self._blocks[1].n_features, model)
+
+    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row as the emission takes it: the lags, or their features (:func:`with_features`)."""
+        lagged, history = self._stream_lags(state, y)
+        return self._with_map(lagged, "feature_map_"), history
+
+    def _with_map(self, lagged: np.ndarray, name: str) -> np.ndarray:
+        """A :func:`with_lags` row with its lags replaced by the features of the fitted map ``name``
+        (unchanged for ``feature_map_`` without ``features``)."""
+        if name == "feature_map_" and self.features is None:
+            return lagged
+        return with_features(lagged[None], self._blocks[1].n_features, self._fitted_map(name))[0]
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`HMM._stream_evidence`; a ``recurrent`` chain's move into step t reads
+        phi(y_t-1, ..., y_t-order) from the history (0 before the first ``order`` steps, as in
+        the batch filter), so it needs no ``inputs``; with ``resets`` the evidence is log e_t(i, j)
+        of each pair (z_t-1, z_t) (:func:`~modeshift._kernels.pair_hmm.step_evidence`)."""
+        if not self.recurrent and self.resets is None:
+            return super()._stream_evidence(state, y, inputs)
+        if inputs is not None:
+            driven = "is driven by its own past" if self.recurrent else "has input_dim=0"
+            raise ValueError(f"inputs were given but this ARHMM {driven}")
+        transitions, emission = self._blocks
+        lagged, history = self._stream_lags(state, y)
+        if self.recurrent:
+            guards = self._with_map(lagged, "guard_map_")[emission.n_features : -1]
+            move = transitions.kernel_arrays(guards[None])[1][0]
+        else:
+            move = transitions.transition_matrix
+        row = self._with_map(lagged, "feature_map_")
+        evidence = emission.log_likelihoods(row[None])[0]
+        if self.resets is not None:
+            evidence = pair_hmm.step_evidence(row, emission.n_features, evidence, self._reset_block.kernel_arrays())
+        return evidence, move, history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """As :meth:`HMM.filter_forecast`; with ``features``, ``recurrent`` or ``resets``, the Monte Carlo
+        forecast of :meth:`forecast` from the state's last ``order`` observations (zeros for lags
+        not seen yet), seeded by ``random_state``: the same numbers as ``forecast`` on the data seen."""
+        if self.features is None and not self.recurrent and self.resets is None:
+            return super().filter_forecast(state, horizon, future_inputs)
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        horizon = int(horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        future = check_future_inputs(future_inputs, horizon, 1, self.input_dim, "this ARHMM")[0]
+        lags = np.zeros(self.order * self._blocks[1].n_features)
+        seen = state.history[::-1].ravel()
+        lags[: len(seen)] = seen
+        rng = np.random.default_rng(self.random_state)
+        return self._simulated_forecast(lags, state.filtered[0], horizon, rng, future)
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, self._blocks[1].n_features))
@@ -445,20 +500,27 @@ class ARHMM(HMM):
         filtered = self._filtered(seqs)
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this ARHMM")
         rng = np.random.default_rng(self.random_state)
-        d, parts = seqs.n_features - self._regressor_width - 1, []
+        parts = []
         for s, future in enumerate(futures):
             end = seqs.offsets[s + 1]
             lags = self._raw(seqs)[end - self.order : end][::-1].ravel()
-            modes = _draw(np.broadcast_to(filtered[end - 1], (FORECAST_PATHS, self._k)), rng)
-            paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
-            means = paths.mean(axis=0)
-            centred = paths - means
-            covariances = np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)
-            shares = np.stack([(path_modes == k).mean(axis=0) for k in range(self._k)], axis=1)
-            if not self.recurrent:
-                shares = propagate_modes(filtered[end - 1], self._future_matrices(future, horizon))
-            parts.append(Forecast(means[:, :d], covariances[:, :d, :d], shares))
+            parts.append(self._simulated_forecast(lags, filtered[end - 1], horizon, rng, future))
         return Forecast.of_sequences(parts)
+
+    def _simulated_forecast(
+        self, lags: np.ndarray, law: np.ndarray, horizon: int, rng: np.random.Generator, future: np.ndarray | None
+    ) -> Forecast:
+        """The Monte Carlo forecast of :meth:`forecast` from the lag vector [y_T, ..., y_T-order+1]
+        and the filtered mode probabilities p(z_T | y)."""
+        modes = _draw(np.broadcast_to(law, (FORECAST_PATHS, self._k)), rng)
+        paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
+        means = paths.mean(axis=0)
+        centred = paths - means
+        covariances = np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)
+        shares = np.stack([(path_modes == k).mean(axis=0) for k in range(self._k)], axis=1)
+        if not self.recurrent:
+            shares = propagate_modes(law, self._future_matrices(future, horizon))
+        return Forecast(means, covariances, shares)
 
     @property
     def _regressor_width(self) -> int:
@@ -537,11 +599,13 @@ class ARHMM(HMM):
         return list(paths), list(modes)
 
     def _stream_recursion(self) -> Any:
-        if self.recurrent or self.features is not None or self.resets is not None:
-            raise NotImplementedError(
-                "streaming filters of a nonlinear or recurrent ARHMM, or of one with resets, are not implemented"
-            )
-        return super()._stream_recursion()
+        """As :meth:`HMM._stream_recursion`; with ``resets`` the filter of pairs (z_t-1, z_t)."""
+        if self.resets is None:
+            return super()._stream_recursion()
+        self._check_fitted()
+        self._check_resets()
+        self._reset_block.check_flows(self._blocks[1].coefs)
+        return PairRecursion(self._blocks[0].initial_probs)
 
     # ---------------------------------------------------------------- the automaton
     def automaton(self, X: Any = None, lengths: Sequence[int] | None = None, *, resolution: int = 25) -> Automaton:
