@@ -252,8 +252,23 @@ class SwitchingLDS(Model, StreamingFilters):
         """Check every parameter's shape (from the hyper-parameters and the observation matrix)
         and its constraints: covariances positive semi-definite, probabilities stochastic."""
         self._check_fitted()
+        p = check_array("observation_matrix_", self.observation_matrix_, (None, self.state_dim)).shape[0]
+        shapes, covariances = self._parameter_shapes(p)
+        for name in set(shapes) & set(self.parameter_names):
+            check_array(name, self.__dict__[name], shapes[name])
+        for name, size, count in covariances:
+            value = check_covariances(name, self.__dict__[name], size, semidefinite=True)
+            if value.shape[:-2] != ((count,) if count else ()):
+                raise ValueError(
+                    f"{name} must have shape {((count,) if count else ()) + (size, size)}, got {value.shape}"
+                )
+        check_probabilities("startprob_", self.startprob_, (self._k,))
+        self._check_switching()
+
+    def _parameter_shapes(self, p: int) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, int, int | None]]]:
+        """The shape of each parameter array, and (name, size, count) of the covariances: ``count``
+        matrices of ``size``, or one (None); for ``p`` observed dimensions."""
         k, n, m = self._k, self.state_dim, self.input_dim
-        p = check_array("observation_matrix_", self.observation_matrix_, (None, n)).shape[0]
         shapes = {
             "dynamics_matrices_": (k, n, n),
             "dynamics_offsets_": (k, n),
@@ -265,21 +280,17 @@ class SwitchingLDS(Model, StreamingFilters):
             "input_weights_": (k, m),
             "recurrence_biases_": (k, k),
         }
-        for name in set(shapes) & set(self.parameter_names):
-            check_array(name, self.__dict__[name], shapes[name])
-        for name, size, count in (
+        covariances = [
             ("dynamics_covariances_", n, k),
             ("observation_covariance_", p, None),
             ("initial_state_covariance_", n, None),
-        ):
-            value = check_covariances(name, self.__dict__[name], size, semidefinite=True)
-            if value.shape[:-2] != ((count,) if count else ()):
-                raise ValueError(
-                    f"{name} must have shape {((count,) if count else ()) + (size, size)}, got {value.shape}"
-                )
-        check_probabilities("startprob_", self.startprob_, (k,))
+        ]
+        return shapes, covariances
+
+    def _check_switching(self) -> None:
+        """Check the parameters of the switches (the guards' shapes are in ``_parameter_shapes``)."""
         if not self.recurrent:
-            check_probabilities("transmat_", self.transmat_, (k, k))
+            check_probabilities("transmat_", self.transmat_, (self._k, self._k))
 
     def _obs_dim(self) -> int | None:
         C = self.__dict__.get("observation_matrix_")
@@ -288,8 +299,8 @@ class SwitchingLDS(Model, StreamingFilters):
     def _snapshot(self) -> dict[str, np.ndarray]:
         return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
 
-    def _parameters(self) -> inference.SwitchingParameters:
-        """The parameters in the form inference reads them."""
+    def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
+        """The parameters in the form inference reads them (the same for any data ``seqs``)."""
         self._check_fitted()
         if self.recurrent:
             chain: Stationary | InputDriven = self._guards()
@@ -337,7 +348,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _infer(self, seqs: Sequences) -> inference.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence."""
-        return inference.infer(self._parameters(), seqs, self.tol, _INFERENCE_SWEEPS)
+        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -398,7 +409,7 @@ class SwitchingLDS(Model, StreamingFilters):
             DeprecationWarning,
             stacklevel=2,
         )
-        return self.elbo(X, lengths, inputs=inputs)
+        return self._infer(self._sequences(X, lengths, inputs)).elbo
 
     # ------------------------------------------------------------ sample, forecast
     def sample(
@@ -516,7 +527,7 @@ class SwitchingLDS(Model, StreamingFilters):
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this SwitchingLDS")
         params = self._parameters()
         (A, B, b, Q), (C, D, d, R) = params.dynamics_terms(), params.observation_terms()
-        transitions = np.broadcast_to(self.transmat_, (horizon, self._k, self._k))
+        transitions = np.broadcast_to(params.chain.transition_matrix, (horizon, self._k, self._k))
         parts = []
         for s, future in enumerate(futures):
             last = seqs.offsets[s + 1] - 1
@@ -581,7 +592,7 @@ class SwitchingLDS(Model, StreamingFilters):
         """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's)."""
         previous = workspace.get("posterior")
         modes = self.__dict__["_start_modes"] if previous is None else previous.mode_probs
-        posterior = inference.sweep(self._parameters(), seqs, modes, previous)
+        posterior = inference.sweep(self._parameters(seqs), seqs, modes, previous)
         workspace["posterior"] = self.__dict__["_posterior"] = posterior
         return posterior.elbo + self._log_prior(), posterior
 
@@ -610,18 +621,11 @@ class SwitchingLDS(Model, StreamingFilters):
     def _maximize(self, seqs: Sequences, posterior: inference.Posterior) -> None:
         """M-step: closed-form regressions from the expected statistics; the guards by logistic regression."""
         n, m = self.state_dim, self.input_dim
-        means, covs, cross, probs = posterior.means, posterior.covs, posterior.cross_covs, posterior.mode_probs
-        U, Y, starts = seqs.inputs, seqs.values, seqs.starts
         rows = seqs.linked_rows
 
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every mode, weighted by q(z_t = k)
-        z = inference.regressors(means[rows - 1], U[rows])
-        zz = z[:, :, None] * z[:, None, :]
-        zz[:, :n, :n] += covs[rows - 1]
-        xz = means[rows][:, :, None] * z[:, None, :]
-        xz[:, :, :n] += cross[rows]
-        xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
-        w = probs[rows]
+        xx, xz, zz = inference.transition_moments(seqs, posterior)
+        w = posterior.mode_probs[rows]
         stats = Statistics(
             yy=np.einsum("tk,tij->kij", w, xx),
             yz=np.einsum("tk,tij->kij", w, xz),
@@ -634,8 +638,18 @@ class SwitchingLDS(Model, StreamingFilters):
         self.dynamics_input_matrices_ = block.weights[:, :, n : n + m].copy()
         self.dynamics_offsets_ = block.weights[:, :, -1].copy()
         self.dynamics_covariances_ = block.covariances
+        self._maximize_observation(seqs, posterior)
+        if self.recurrent:
+            self._fit_guards(inference.guard_features(seqs, posterior.means)[rows], posterior.pair_counts[rows])
+        else:
+            self.transmat_ = normalise_rows(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
 
-        # observation: regress y_t on [x_t, u_t, 1], missing entries integrated out
+    def _maximize_observation(self, seqs: Sequences, posterior: inference.Posterior) -> None:
+        """The M-step of C, D, d, R (a regression of y_t on [x_t, u_t, 1], missing entries
+        integrated out), of m0, P0 and of p(z_0): closed form."""
+        n, m = self.state_dim, self.input_dim
+        means, covs, probs = posterior.means, posterior.covs, posterior.mode_probs
+        U, Y, starts = seqs.inputs, seqs.values, seqs.starts
         known = np.hstack([U, np.ones((len(Y), 1))])
         offsets = np.hstack([self.feedthrough_matrix_, self.observation_offset_[:, None]])
         yy, yz, zz, count = observation_statistics(
@@ -654,10 +668,6 @@ class SwitchingLDS(Model, StreamingFilters):
         self.initial_state_covariance_ = ensure_positive_definite((scatter + self.reg_covar * np.eye(n)) / len(starts))
 
         self.startprob_ = normalise_rows(probs[starts].sum(axis=0) + 1e-10)
-        if self.recurrent:
-            self._fit_guards(inference.guard_features(seqs, means)[rows], posterior.pair_counts[rows])
-        else:
-            self.transmat_ = normalise_rows(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
 
     def _fit_guards(self, features: np.ndarray, pairs: np.ndarray, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -740,13 +750,13 @@ class SwitchingLDS(Model, StreamingFilters):
     def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + 2 n_parameters: the ELBO stands in for the intractable log-likelihood, so
         this is an upper bound on the usual Akaike criterion (not the criterion itself)."""
-        return -2.0 * self.elbo(X, lengths, inputs=inputs) + 2.0 * self.n_parameters
+        return -2.0 * self._infer(self._sequences(X, lengths, inputs)).elbo + 2.0 * self.n_parameters
 
     def bic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + n_parameters log(n_steps): computed from the ELBO in place of the
         intractable log-likelihood, so an upper bound on the usual Bayesian criterion."""
-        seqs = as_sequences(X, lengths)
-        return -2.0 * self.elbo(seqs, inputs=inputs) + self.n_parameters * np.log(seqs.n_steps)
+        seqs = self._sequences(X, lengths, inputs)
+        return -2.0 * self._infer(seqs).elbo + self.n_parameters * np.log(seqs.n_steps)
 
     # --------------------------------------------------------------------- report
     def describe(self) -> pd.DataFrame:

@@ -67,6 +67,7 @@ __all__ = [
     "regressors",
     "sweep",
     "transition_curvature",
+    "transition_moments",
     "update_modes",
     "update_states",
 ]
@@ -358,6 +359,21 @@ def infer(params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: 
 
 
 # ---------------------------------------------------------------------- helpers
+def transition_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The second moments under q(x) of each linked step's x_t and regressors z_t = [x_t-1, u_t, 1]:
+    E[x_t x_t'], E[x_t z_t'] and E[z_t z_t'], shapes (R, n, n), (R, n, q), (R, q, q) for the
+    R rows ``seqs.linked_rows``: the statistics of the dynamics' M-step."""
+    means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
+    n = means.shape[1]
+    z = regressors(means[rows - 1], seqs.inputs[rows])
+    zz = z[:, :, None] * z[:, None, :]
+    zz[:, :n, :n] += covs[rows - 1]
+    xz = means[rows][:, :, None] * z[:, None, :]
+    xz[:, :, :n] += posterior.cross_covs[rows]
+    xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
+    return xx, xz, zz
+
+
 def regressors(states: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     """[x, u, 1] per row."""
     return np.hstack([states, inputs, np.ones((len(states), 1))])
