@@ -53,6 +53,7 @@ import pandas as pd
 from modeshift.data import Sequences, as_sequences, check_array
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite
 from modeshift.models import slds_inference as inference
+from modeshift.models.automaton import Automaton, Flow
 from modeshift.models.base import Forecast
 from modeshift.models.continuous_arhmm import flow_moments, polish, rate_step, rates_of
 from modeshift.models.jump_process import expm_metzler
@@ -152,6 +153,11 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     def feedthrough_matrix_(self, value: np.ndarray) -> None:
         if np.size(value):
             raise ValueError("a ContinuousSwitchingLDS has no inputs, so no feedthrough matrix")
+
+    @property
+    def transmat_(self) -> np.ndarray:
+        """The transition matrix over one time unit, expm(Λ)."""
+        return expm_metzler(np.asarray(self.rate_matrix_, dtype=float)[None])[0]
 
     def _parameter_shapes(self, p: int) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, int, int | None]]]:
         k, n = self._k, self.state_dim
@@ -264,6 +270,24 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         """The predictive moments of the observations 1, 2, ..., ``horizon`` time units after
         each sequence's last time (:meth:`SwitchingLDS.forecast` with the laws of one time unit)."""
         return super().forecast(self._timed(X, lengths, times), horizon)
+
+    def automaton(
+        self, X: Any = None, lengths: Sequence[int] | None = None, *, times: Any = None, resolution: int = 25
+    ) -> Automaton:
+        """The fitted model as a hybrid automaton, as :meth:`SwitchingLDS.automaton`: flows
+        dx = (F_k x + f_k) dt + Σ_k^1/2 dW, vector fields the expected move over one time unit,
+        dwell times the mean holding times 1 / λ_k (time units); ``X`` at ``times`` places the grid."""
+        return super().automaton(None if X is None else self._timed(X, lengths, times), resolution=resolution)
+
+    def _flows(self) -> list[Flow]:
+        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+        regressors = "latent state x: the drift per unit time"
+        return [Flow(k, F, f, Sigma, regressors) for k, (F, f, Sigma) in enumerate(flows)]
+
+    def _dwell_times(self) -> np.ndarray:
+        leaving = -np.diagonal(np.asarray(self.rate_matrix_, dtype=float))
+        with np.errstate(divide="ignore"):
+            return np.where(leaving > 0, 1.0 / leaving, np.inf)
 
     def sample(
         self,

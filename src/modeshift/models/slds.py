@@ -48,6 +48,7 @@ from modeshift.dynamics import (
 from modeshift.models import em, selection, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM
+from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
@@ -769,15 +770,10 @@ class SwitchingLDS(Model, StreamingFilters):
         (w_j - w_i, r_ij - r_ii) of entering mode j from i: the switch is more likely than
         staying where (w_j - w_i) . x + (r_ij - r_ii) > 0 (inputs held at 0)."""
         self._check_fitted()
-        K = self._k
+        K, dwell = self._k, self._dwell_times()
         rows = []
         for k in range(K):
-            row: dict[str, Any] = {"mode": k}
-            if self.recurrent:
-                row["dwell_time"] = float(self.__dict__.get("dwell_times_", np.full(K, np.nan))[k])
-            else:
-                stay = float(self.transmat_[k, k])
-                row["dwell_time"] = np.inf if stay >= 1.0 else 1.0 / (1.0 - stay)
+            row: dict[str, Any] = {"mode": k, "dwell_time": float(dwell[k])}
             row["eigenvalues"] = np.linalg.eigvals(self.dynamics_matrices_[k])
             row["offset"] = np.asarray(self.dynamics_offsets_[k])
             if self.recurrent:
@@ -787,6 +783,61 @@ class SwitchingLDS(Model, StreamingFilters):
                 row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
             rows.append(row)
         return pd.DataFrame(rows).set_index("mode")
+
+    def _dwell_times(self) -> np.ndarray:
+        """Expected steps per visit to each mode: 1 / (1 - p_kk) for a plain SLDS; for a recurrent
+        one, whose switches depend on the state, ``dwell_times_`` (NaN before a fit)."""
+        if self.recurrent:
+            return np.asarray(self.__dict__.get("dwell_times_", np.full(self._k, np.nan)), dtype=float)
+        stay = np.diagonal(self._parameters().chain.transition_matrix)
+        with np.errstate(divide="ignore"):
+            return np.where(stay >= 1.0, np.inf, 1.0 / (1.0 - stay))
+
+    # ---------------------------------------------------------------- the automaton
+    def automaton(
+        self, X: Any = None, lengths: Sequence[int] | None = None, *, inputs: Any = None, resolution: int = 25
+    ) -> Automaton:
+        """The fitted model as a hybrid automaton (:mod:`modeshift.models.automaton`), in its latent space.
+
+        Flows: each mode's x_t = [A_k, B_k] [x_t-1, u_t] + b_k + N(0, Q_k). The state's basis is
+        arbitrary, so its range comes from data: with ``X`` (and ``inputs``, as for ``fit``) and
+        a state of one or two dimensions, the vector fields E[x_t | x_t-1 = s, z_t = k] - s and,
+        for a recurrent model, the guards p(z_t = j | z_t-1 = i, x_t-1 = s) (inputs held at 0)
+        are sampled on a ``resolution``-point mesh over the range of the smoothed states
+        E_q[x_t] of ``X``; for a 1-D state each guard's ``thresholds`` are where it crosses 1/2
+        (2001 points over the same range, linear interpolation). Without ``X`` there is no grid.
+        Dwell times: as in :meth:`describe`. A SwitchingLDS has no resets.
+        """
+        self._check_fitted()
+        K, n, m = self._k, self.state_dim, self.input_dim
+        A, _, b, _ = self._parameters().dynamics_terms()
+        grid, shape, fields, bounds = None, (), None, None
+        if X is not None:
+            states = self._infer(self._sequences(X, lengths, inputs)).means
+            bounds = states.min(axis=0), states.max(axis=0)
+            if n <= 2:
+                grid, shape = state_grid(*bounds, int(resolution))
+                fields = np.einsum("kij,gj->kgi", A, grid) + b[:, None, :] - grid
+        guards = []
+        if self.recurrent:
+            chain = self._guards()
+
+            def switches(states: np.ndarray) -> np.ndarray:
+                return chain.kernel_arrays(np.hstack([states, np.zeros((len(states), m))]))[1]
+
+            on_grid = None if grid is None else switches(grid)
+            levels = np.linspace(bounds[0][0], bounds[1][0], 2001) if bounds is not None and n == 1 else None
+            along = None if levels is None else switches(levels[:, None])
+            for i in range(K):
+                for j in (j for j in range(K) if j != i):
+                    thresholds = None if along is None else crossings(levels, along[:, i, j], 0.5)
+                    guards.append(Guard(i, j, None if on_grid is None else on_grid[:, i, j], thresholds))
+        return Automaton(np.arange(K), self._flows(), grid, shape, fields, guards, {}, self._dwell_times())
+
+    def _flows(self) -> list[Flow]:
+        A, B, b, Q = self._parameters().dynamics_terms()
+        regressors = "latent state x_t-1" + (", inputs u_t" if self.input_dim else "")
+        return [Flow(k, np.hstack([A[k], B[k]]), b[k], Q[k], regressors) for k in range(self._k)]
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:

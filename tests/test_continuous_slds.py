@@ -1,0 +1,156 @@
+"""ContinuousSwitchingLDS: the SwitchingLDS at unit steps, the exact likelihood with one mode at any
+times, its M-step's pieces against the observed-state model's, and the irregular thermostat."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.linalg import expm
+from scipy.stats import multivariate_normal
+
+from modeshift import ContinuousSwitchingLDS, SwitchingLDS
+from modeshift.datasets.simulators import thermostat
+from modeshift.metrics import mode_accuracy
+from modeshift.models.continuous_arhmm import _euler_regression, _flow_log_density
+from modeshift.models.continuous_slds import _euler_moments, _expected_flow_log_density
+
+OBSERVED = ("observation_matrix_", "observation_offset_", "observation_covariance_")
+INITIAL = ("initial_state_mean_", "initial_state_covariance_", "startprob_")
+
+
+def _model(n_states: int = 2, seed: int = 0) -> ContinuousSwitchingLDS:
+    """Two 2-D flows (a damped rotation, a relaxation), seen in 3 dimensions."""
+    rng = np.random.default_rng(seed)
+    model = ContinuousSwitchingLDS(n_states=n_states, state_dim=2)
+    model.drift_matrices_ = np.array([[[-0.1, 0.5], [-0.5, -0.1]], [[-0.3, 0.0], [0.2, -0.2]]])[:n_states]
+    model.drift_offsets_ = np.array([[0.1, 0.0], [0.0, -0.2]])[:n_states]
+    model.diffusion_covariances_ = np.array([0.05 * np.eye(2), [[0.1, 0.02], [0.02, 0.04]]])[:n_states]
+    model.rate_matrix_ = np.array([[-0.1, 0.1], [0.3, -0.3]]) if n_states == 2 else np.zeros((1, 1))
+    model.observation_matrix_, model.observation_offset_ = rng.normal(size=(3, 2)), rng.normal(size=3)
+    model.observation_covariance_ = 0.1 * np.eye(3)
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(2), np.eye(2)
+    model.startprob_ = np.array([0.6, 0.4])[:n_states] / np.array([0.6, 0.4])[:n_states].sum()
+    return model
+
+
+def _exact_law(F: np.ndarray, f: np.ndarray, Sigma: np.ndarray, gap: float) -> tuple[np.ndarray, ...]:
+    """Φ, c, S over ``gap`` by scipy's expm of the augmented and Van Loan blocks."""
+    n = len(f)
+    affine = np.zeros((n + 1, n + 1))
+    affine[:n, :n], affine[:n, n] = F, f
+    affine = expm(affine * gap)
+    block = expm(np.block([[-F, Sigma], [np.zeros((n, n)), F.T]]) * gap)
+    return affine[:n, :n], affine[:n, n], affine[:n, :n] @ block[:n, n:]
+
+
+def test_unit_steps_are_the_discrete_model_with_the_exponentials():
+    continuous = _model()
+    Y, _ = continuous.sample(200, random_state=1)
+    discrete = SwitchingLDS(n_states=2, state_dim=2)
+    flows = zip(continuous.drift_matrices_, continuous.drift_offsets_, continuous.diffusion_covariances_)
+    laws = [_exact_law(F, f, Sigma, 1.0) for F, f, Sigma in flows]
+    discrete.dynamics_matrices_ = np.stack([Phi for Phi, _, _ in laws])
+    np.testing.assert_allclose(discrete.dynamics_matrices_, [expm(F) for F in continuous.drift_matrices_])
+    discrete.dynamics_offsets_ = np.stack([c for _, c, _ in laws])
+    discrete.dynamics_covariances_ = np.stack([S for _, _, S in laws])
+    discrete.dynamics_input_matrices_, discrete.feedthrough_matrix_ = np.zeros((2, 2, 0)), np.zeros((3, 0))
+    discrete.transmat_ = expm(continuous.rate_matrix_)
+    for name in OBSERVED + INITIAL:
+        setattr(discrete, name, getattr(continuous, name))
+    expected = discrete.elbo(Y)
+    assert abs(continuous.elbo(Y) - expected) < 1e-10
+    assert abs(continuous.elbo(Y, times=np.arange(200.0) + 7.0) - expected) < 1e-10
+    np.testing.assert_allclose(continuous.predict_proba(Y), discrete.predict_proba(Y), atol=1e-10)
+    np.testing.assert_allclose(continuous.forecast(Y, 3).means, discrete.forecast(Y, 3).means, atol=1e-10)
+
+
+def test_one_mode_at_irregular_times_has_the_exact_likelihood():
+    """With one mode q(x) is the exact posterior, so the ELBO is log p(y): a Kalman filter with
+    each gap's law computed by scipy."""
+    model = _model(n_states=1)
+    rng = np.random.default_rng(2)
+    times = np.cumsum(rng.exponential(1.5, 60))
+    Y, _ = model.sample(60, random_state=3, times=times)
+    C, d, R = (model.__dict__[name] for name in OBSERVED)
+    mean, cov, log_lik = model.initial_state_mean_, model.initial_state_covariance_, 0.0
+    for n, y in enumerate(Y):
+        if n:
+            Phi, c, S = _exact_law(
+                model.drift_matrices_[0],
+                model.drift_offsets_[0],
+                model.diffusion_covariances_[0],
+                times[n] - times[n - 1],
+            )
+            mean, cov = Phi @ mean + c, Phi @ cov @ Phi.T + S
+        innovation = C @ cov @ C.T + R
+        log_lik += multivariate_normal(C @ mean + d, innovation).logpdf(y)
+        gain = cov @ C.T @ np.linalg.inv(innovation)
+        mean, cov = mean + gain @ (y - C @ mean - d), cov - gain @ C @ cov
+    assert model.elbo(Y, times=times) == pytest.approx(log_lik, abs=1e-8)
+
+
+def test_expected_flow_density_at_a_point_mass_is_the_flow_density():
+    rng = np.random.default_rng(4)
+    F, f, Sigma = np.array([[-0.2, 0.4], [-0.4, -0.1]]), np.array([0.3, -0.1]), np.array([[0.2, 0.05], [0.05, 0.1]])
+    before, after, gaps = rng.normal(size=(30, 2)), rng.normal(size=(30, 2)), rng.exponential(1.0, 30)
+    z = np.hstack([before, np.ones((30, 1))])
+    moments = (after[:, :, None] * after[:, None], after[:, :, None] * z[:, None], z[:, :, None] * z[:, None])
+    np.testing.assert_allclose(
+        _expected_flow_log_density(F, f, Sigma, gaps, *moments), _flow_log_density(F, f, Sigma, before, after, gaps)
+    )
+    weights = rng.random(30)
+    for mine, theirs in zip(
+        _euler_moments(gaps, weights, *moments, 1e-6), _euler_regression(before, after, gaps, weights, 1e-6)
+    ):
+        np.testing.assert_allclose(mine, theirs, atol=1e-10)
+
+
+def test_fit_is_monotone_and_round_trips(tmp_path):
+    sim = thermostat(300, random_state=1, times="exponential", observation_sd=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ContinuousSwitchingLDS(n_states=2, state_dim=1, n_iter=8, tol=-np.inf, random_state=0)
+        model.fit(sim.observations, times=sim.times)
+    history = np.asarray(model.history_)
+    assert (np.diff(history) >= -1e-8 * np.abs(history[1:])).all()
+    assert (
+        np.allclose(model.rate_matrix_.sum(axis=1), 0.0)
+        and (model.rate_matrix_ - np.diag(np.diag(model.rate_matrix_)) >= 0).all()
+    )
+    model.save(tmp_path / "m.msz")
+    from modeshift import load
+
+    again = load(tmp_path / "m.msz")
+    assert again.elbo(sim.observations, times=sim.times) == model.elbo(sim.observations, times=sim.times)
+    assert list(model.describe().columns) == ["holding_time", "eigenvalues", "equilibrium"]
+
+
+def test_bad_times_and_arguments_are_named():
+    model = _model()
+    Y, _ = model.sample(20, random_state=0)
+    with pytest.raises(ValueError, match="time stamps decrease"):
+        model.predict(Y, times=np.r_[np.arange(10.0), np.arange(10.0)])
+    with pytest.raises(TypeError):
+        model.predict(Y, inputs=np.zeros((20, 1)))
+    with pytest.raises(ValueError, match="n_states"):
+        ContinuousSwitchingLDS(n_states="auto").fit(Y)
+    with pytest.raises(ValueError, match="rate_matrix_"):
+        model.rate_matrix_ = np.array([[0.1, -0.1], [0.3, -0.3]])
+        model._check_parameters()
+
+
+def _thermostat_accuracy(seed: int, times: str | np.ndarray) -> float:
+    sim = thermostat(1000, random_state=seed, times=times, observation_sd=0.05)
+    model = ContinuousSwitchingLDS(n_states=2, state_dim=1, n_iter=300, random_state=0)
+    model.fit(sim.observations, times=sim.times)
+    return mode_accuracy(sim.modes, model.predict(sim.observations, times=sim.times))
+
+
+@pytest.mark.slow
+def test_irregular_thermostat_is_as_accurate_as_the_regular_one():
+    """Exponential gaps (mean 1) against one-unit steps, observation sd 0.05, 5 seeds."""
+    irregular = np.mean([_thermostat_accuracy(seed, "exponential") for seed in range(5)])
+    regular = np.mean([_thermostat_accuracy(seed, np.arange(1000.0)) for seed in range(5)])
+    assert irregular >= 0.9 and irregular >= regular - 0.02
