@@ -14,7 +14,13 @@ from modeshift import ContinuousSwitchingLDS, SwitchingLDS
 from modeshift.datasets.simulators import thermostat
 from modeshift.metrics import mode_accuracy
 from modeshift.models.continuous_arhmm import _euler_regression, _flow_log_density
-from modeshift.models.continuous_slds import _euler_moments, _expected_flow_log_density
+from modeshift.models.continuous_slds import (
+    StateDependentRates,
+    _euler_moments,
+    _expected_flow_log_density,
+    interval_statistics,
+)
+from modeshift.models.jump_process import endpoint_statistics
 
 OBSERVED = ("observation_matrix_", "observation_offset_", "observation_covariance_")
 INITIAL = ("initial_state_mean_", "initial_state_covariance_", "startprob_")
@@ -139,6 +145,40 @@ def test_bad_times_and_arguments_are_named():
     with pytest.raises(ValueError, match="rate_matrix_"):
         model.rate_matrix_ = np.array([[0.1, -0.1], [0.3, -0.3]])
         model._check_parameters()
+
+
+def test_interval_statistics_with_one_generator_are_the_jump_process_ones():
+    rates = np.array([[-0.4, 0.3, 0.1], [0.2, -0.2, 0.0], [0.5, 0.5, -1.0]])
+    rng = np.random.default_rng(5)
+    gaps, pairs = rng.exponential(1.0, 40), rng.dirichlet(np.ones(9), 40).reshape(40, 3, 3)
+    jumps, exposure = interval_statistics(np.broadcast_to(rates, (40, 3, 3)), gaps, pairs)
+    starts, ends = np.tile(np.repeat(np.arange(3), 3), 40), np.tile(np.arange(3), 120)
+    expected = endpoint_statistics(rates, starts, ends, np.repeat(gaps, 9), counts=pairs.reshape(-1))
+    np.testing.assert_allclose(jumps.sum(axis=0), expected["jumps"], rtol=1e-9)
+    np.testing.assert_allclose(exposure.sum(axis=0), expected["time_at_risk"], rtol=1e-9)
+    np.testing.assert_allclose(exposure.sum(axis=1), gaps * pairs.sum(axis=(1, 2)), rtol=1e-9)  # all the time
+
+
+def test_state_dependent_rates_are_log_linear_and_zero_slopes_are_the_rate_matrix():
+    rates = np.array([[-0.1, 0.1], [0.3, -0.3]])
+    flat = StateDependentRates(np.ones(2) / 2, rates, np.zeros((2, 2, 1)), np.array([0.5, 2.0]))
+    np.testing.assert_allclose(flat.kernel_arrays(np.zeros((2, 1)))[1], [expm(rates * 0.5), expm(rates * 2.0)])
+    sloped = StateDependentRates(np.ones(2) / 2, rates, np.array([[[0.0], [2.0]], [[-1.0], [0.0]]]))
+    generator = sloped.generators(np.array([[1.5]]))[0]
+    np.testing.assert_allclose(
+        generator, [[-0.1 * np.exp(3.0), 0.1 * np.exp(3.0)], [0.3 * np.exp(-1.5), -0.3 * np.exp(-1.5)]]
+    )
+
+
+def test_recurrent_fit_finds_the_thermostat_set_points_at_irregular_times():
+    sim = thermostat(1000, random_state=3, times="exponential", observation_sd=0.05)
+    model = ContinuousSwitchingLDS(n_states=2, state_dim=1, recurrent=True, n_iter=300, random_state=0)
+    model.fit(sim.observations, times=sim.times)
+    assert mode_accuracy(sim.modes, model.predict(sim.observations, times=sim.times)) > 0.9
+    found = model.automaton(sim.observations, times=sim.times)
+    c, d = model.observation_matrix_[0, 0], model.observation_offset_[0]
+    np.testing.assert_allclose(sorted(float(c * g.thresholds[0] + d) for g in found.guards), [18.0, 22.0], rtol=0.05)
+    assert model.rate_weights_.shape == (2, 2, 1) and not model.monotone
 
 
 def _thermostat_accuracy(seed: int, times: str | np.ndarray) -> float:

@@ -31,6 +31,20 @@ laws (:class:`~modeshift.models.slds_inference.StepLaws`: one per distinct gap).
 
 Every step raises the ELBO plus the log prior, so EM is monotone.
 
+Recurrent switching (``recurrent=True``): the rates depend on the state, log-linearly,
+
+    λ_ij(x) = q_ij exp(a_ij . x)   (i != j),
+
+so a switch becomes likely past a guard. Over a gap the rates are held at the state the gap
+starts from, and, as in the recurrent SwitchingLDS, inference evaluates them at E_q[x_n-1] (a
+plug-in: p(z_n = j | z_n-1 = i) = expm(Λ(E x_n-1) Δ_n)[i, j]), so the ELBO is approximate and
+need not increase monotonically. Their M-step is EM for a jump process seen at snapshots, one
+generator per gap: the expected jump counts N_n,ij and times at risk R_n,i of each gap given its
+soft endpoints (:func:`interval_statistics`), then for each pair (i, j) a Poisson regression
+of N_n,ij on [1, E x_n-1] with exposure R_n,i (the complete-data log-likelihood
+sum_n N_n,ij log λ_ij - R_n,i λ_ij is concave in (log q_ij, a_ij); a few Newton steps, with a
+small L2 penalty on a_ij that keeps separable guards finite).
+
 >>> from modeshift.models.continuous_slds import ContinuousSwitchingLDS
 >>> from modeshift.datasets.simulators import thermostat
 >>> from modeshift.metrics import mode_accuracy
@@ -45,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,11 +73,16 @@ from modeshift.models.base import Forecast
 from modeshift.models.continuous_arhmm import flow_moments, polish, rate_step, rates_of
 from modeshift.models.jump_process import expm_metzler
 from modeshift.models.lds import PerStep
-from modeshift.models.params import Integer, Number, OneOf, either
+from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
 from modeshift.transitions import Stationary
 
-__all__ = ["ContinuousSwitchingLDS"]
+__all__ = ["ContinuousSwitchingLDS", "StateDependentRates", "interval_statistics"]
+
+_MAX_EXPONENT = 50.0  # of a rate's state dependence, exp(a . x): beyond it the rate no longer grows
+_MIN_RATE = 1e-12  # q_ij is kept at least this (a log-linear regression's intercept needs it positive)
+_NEWTON_STEPS = 10  # per pair and M-step: a generalised EM step need not maximise
+_RATE_PENALTY = 1e-2  # L2 penalty on the rates' state dependence a_ij: keeps separable guards finite
 
 _FLOWS = ("drift_matrices_", "drift_offsets_", "diffusion_covariances_", "rate_matrix_")
 _OBSERVATION = (
@@ -82,13 +102,16 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
     without them the steps are one time unit apart. Everything else is as for
     :class:`~modeshift.models.slds.SwitchingLDS` (whose initialisation, on the steps as if
-    they were one time unit apart, gives the first modes and states): there are no inputs and
-    no recurrent switching, and ``forecast`` and the streaming filter step one time unit.
+    they were one time unit apart, gives the first modes and states): there are no inputs,
+    and ``forecast`` and the streaming filter step one time unit (``forecast`` only without
+    ``recurrent``).
 
     Parameters
     ----------
     n_states : int
         Number of modes K.
+    recurrent : bool
+        Let the switching rates depend on the state (module docstring).
     state_dim, obs_dim, n_iter, tol, n_restarts, random_state, reg_covar, warm_start, verbose, callback
         As for :class:`~modeshift.models.slds.SwitchingLDS`; ``reg_covar`` also weighs the prior
         -reg_covar / 2 tr(Σ_k^-1) on each diffusion covariance.
@@ -97,17 +120,18 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     ----------
     drift_matrices_ (K, n, n), drift_offsets_ (K, n), diffusion_covariances_ (K, n, n)
         F_k, f_k, Σ_k of each mode's flow, per unit of time.
-    rate_matrix_ (K, K) : Λ, rows summing to 0.
+    rate_matrix_ (K, K) : Λ, rows summing to 0 (for a recurrent model, the rates at x = 0).
+    rate_weights_ (K, K, n) : a_ij, recurrent only (zero on the diagonal).
     observation_matrix_ (p, n), observation_offset_ (p,), observation_covariance_ (p, p) : C, d, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n), startprob_ (K,) : the law at the first step.
     dwell_times_, history_, converged_, n_iter_ : as for the SwitchingLDS (dwell times in steps).
     """
 
-    recurrent = False  # switches by a rate matrix only
     input_dim = 0
     _test_params = {"state_dim": 1, "n_iter": 5}
     _constraints = {
         "n_states": Integer(1),
+        "recurrent": Boolean(),
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
         "reg_covar": Number(0),
@@ -118,6 +142,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         n_states: int = 2,
         state_dim: int = 2,
         obs_dim: int | None = None,
+        recurrent: bool = False,
         n_iter: int = 1000,
         tol: float = 1e-3,
         n_restarts: int = 1,
@@ -130,6 +155,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.n_states = n_states
         self.state_dim = state_dim
         self.obs_dim = obs_dim
+        self.recurrent = recurrent
         self.n_iter = n_iter
         self.tol = tol
         self.n_restarts = n_restarts
@@ -142,7 +168,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     # ------------------------------------------------------------------ parameters
     @property
     def parameter_names(self) -> tuple[str, ...]:
-        return _FLOWS + _OBSERVATION
+        return _FLOWS + (("rate_weights_",) if self.recurrent else ()) + _OBSERVATION
 
     @property
     def feedthrough_matrix_(self) -> np.ndarray:
@@ -165,6 +191,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             "drift_matrices_": (k, n, n),
             "drift_offsets_": (k, n),
             "rate_matrix_": (k, k),
+            "rate_weights_": (k, k, n),
             "observation_offset_": (p,),
             "initial_state_mean_": (n,),
         }
@@ -179,6 +206,11 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         rates = check_array("rate_matrix_", self.rate_matrix_, (self._k, self._k))
         if (rates - np.diag(np.diag(rates)) < 0).any() or not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8):
             raise ValueError("rate_matrix_ must have non-negative off-diagonal rates and rows summing to 0")
+
+    def _guards(self, gaps: np.ndarray | None = None) -> StateDependentRates:
+        """The state-dependent switches over ``gaps`` (one per row of the states they are given;
+        default one time unit)."""
+        return StateDependentRates(self.startprob_, self.rate_matrix_, self.rate_weights_, gaps)
 
     def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The discrete-time laws over each gap (G,): weights [Φ_k, c_k] (G, K, n, n + 1),
@@ -198,12 +230,14 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         weights, covariances, transitions = self._laws(np.ones(1))
         dynamics = LinearDynamics(self._k, reg_covar=self.reg_covar)
         dynamics.weights, dynamics.covariances = weights[0], covariances[0]
-        chain = Stationary(self._k)
+        chain: Stationary | StateDependentRates = Stationary(self._k)
         chain.initial_probs, chain.transition_matrix = self.startprob_, transitions[0]
         steps = None
         if seqs is not None:
             distinct, group = np.unique(self._gaps(seqs), return_inverse=True)
             steps = inference.StepLaws(group, *self._laws(distinct))
+        if self.recurrent:
+            chain = self._guards(None if seqs is None else self._gaps(seqs))
         return inference.SwitchingParameters(
             dynamics, self._observation_block(), self.initial_state_mean_, self.initial_state_covariance_, chain, steps
         )
@@ -285,6 +319,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return [Flow(k, F, f, Sigma, regressors) for k, (F, f, Sigma) in enumerate(flows)]
 
     def _dwell_times(self) -> np.ndarray:
+        if self.recurrent:
+            return super()._dwell_times()
         leaving = -np.diagonal(np.asarray(self.rate_matrix_, dtype=float))
         with np.errstate(divide="ignore"):
             return np.where(leaving > 0, 1.0 / leaving, np.inf)
@@ -314,7 +350,11 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         initial = np.linalg.cholesky(self.initial_state_covariance_)
         states[:, 0] = self.initial_state_mean_ + rng.standard_normal((N, n)) @ initial.T
         for t in range(1, T):
-            modes[:, t] = z = _draw(transitions[t][modes[:, t - 1]], rng)
+            if self.recurrent:
+                switch = self._guards(np.full(N, stamps[t] - stamps[t - 1])).kernel_arrays(states[:, t - 1])[1]
+                modes[:, t] = z = _draw(switch[np.arange(N), modes[:, t - 1]], rng)
+            else:
+                modes[:, t] = z = _draw(transitions[t][modes[:, t - 1]], rng)
             mean = np.einsum("sij,sj->si", weights[t, z], np.hstack([states[:, t - 1], np.ones((N, 1))]))
             states[:, t] = mean + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((N, n)))
         noise = (
@@ -342,6 +382,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.rate_matrix_ = rates_of(start.transmat_, float(self._gaps(seqs)[rows].mean()))
         self.drift_matrices_, self.drift_offsets_ = np.zeros((K, n, n)), np.zeros((K, n))
         self.diffusion_covariances_ = np.stack([np.eye(n)] * K)
+        if self.recurrent:
+            self.rate_weights_ = np.zeros((K, K, n))
         probs = posterior.mode_probs
         pairs = np.zeros((seqs.n_steps, K, K))
         pairs[rows] = probs[rows - 1][:, :, None] * probs[rows][:, None, :]
@@ -354,7 +396,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         rows = seqs.linked_rows
         gaps = self._gaps(seqs)[rows]
         self._maximize_observation(seqs, posterior)
-        self.rate_matrix_ = rate_step(self.rate_matrix_, posterior.pair_counts[rows], gaps)
+        if self.recurrent:
+            before = posterior.means[rows - 1]
+            generators = self._guards().generators(before)
+            jumps, exposure = interval_statistics(generators, gaps, posterior.pair_counts[rows])
+            self.rate_matrix_, self.rate_weights_ = _log_linear_rates(
+                jumps, exposure, before, self.rate_matrix_, self.rate_weights_
+            )
+        else:
+            self.rate_matrix_ = rate_step(self.rate_matrix_, posterior.pair_counts[rows], gaps)
         moments = inference.transition_moments(seqs, posterior)
         drift, offset, diffusion = (np.array(self.__dict__[name]) for name in _FLOWS[:3])
         for k in range(self._k):
@@ -386,7 +436,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self._check_fitted()
         K, n, p = self._k, self.state_dim, self.observation_matrix_.shape[0]
         count = K * (n * n + n + n * (n + 1) // 2) + K * (K - 1) + p * (n + 1) + p * (p + 1) // 2
-        return count + n + n * (n + 1) // 2 + K - 1
+        return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
 
     def describe(self) -> pd.DataFrame:
         """One row per mode: its mean holding time 1 / λ_k (time units), the eigenvalues of F_k
@@ -406,6 +456,101 @@ class ContinuousSwitchingLDS(SwitchingLDS):
                 }
             )
         return pd.DataFrame(rows).set_index("mode")
+
+
+@dataclass(frozen=True)
+class StateDependentRates:
+    """Mode switches at state-dependent rates λ_ij(x) = q_ij exp(a_ij . x), held over each gap:
+    p(z_n = j | z_n-1 = i, x_n-1) = expm(Λ(x_n-1) Δ_n)[i, j].
+
+    ``initial_probs`` (K,), ``rate_matrix`` (K, K) the q_ij (a generator), ``weights``
+    (K, K, n) the a_ij, ``gaps`` (N,) the Δ of the rows it is asked about (None: one time unit).
+    It reads as a chain of inference (``varying``, ``initial_probs``, ``kernel_arrays``).
+    """
+
+    initial_probs: np.ndarray
+    rate_matrix: np.ndarray
+    weights: np.ndarray
+    gaps: np.ndarray | None = None
+    varying = True
+
+    def generators(self, states: np.ndarray) -> np.ndarray:
+        """Λ(x) for each row of ``states`` (N, n): (N, K, K), rows summing to 0."""
+        exponent = np.clip(np.einsum("ijn,tn->tij", self.weights, states), -_MAX_EXPONENT, _MAX_EXPONENT)
+        rates = np.asarray(self.rate_matrix, dtype=float) * np.exp(exponent)
+        diagonal = np.arange(rates.shape[1])
+        rates[:, diagonal, diagonal] = 0.0
+        rates[:, diagonal, diagonal] = -rates.sum(axis=2)
+        return rates
+
+    def kernel_arrays(self, features: np.ndarray) -> tuple[None, np.ndarray]:
+        """(None, the transition matrices (N, K, K)) for rows [x, ...] of ``features``."""
+        states = features[:, : self.weights.shape[2]]
+        gaps = np.ones(len(states)) if self.gaps is None else self.gaps
+        return None, expm_metzler(self.generators(states) * gaps[:, None, None])
+
+
+def interval_statistics(generators: np.ndarray, gaps: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The expected jump counts N_n (R, K, K) and times at risk R_n (R, K) of a jump process over
+    each of R gaps, its generator Λ_n held over gap Δ_n, given soft endpoints ``pairs`` (R, K, K)
+    (the probability of each (start, end) pair): with w_ab = pairs_ab / expm(Λ_n Δ_n)_ab, the
+    integral I = ∫_0^Δ expm(Λ' s) w expm(Λ' (Δ - s)) ds is the top-right block of the
+    exponential of [[Λ', w], [0, Λ']] Δ (Van Loan), N_n,ij = λ_ij I_ij and R_n,i = I_ii
+    (Hobolth & Jensen 2011; :func:`~modeshift.models.jump_process.endpoint_statistics` for one
+    generator)."""
+    K = generators.shape[1]
+    moves = expm_metzler(generators * gaps[:, None, None])
+    weights = np.where(pairs > 0, pairs / np.maximum(moves, np.finfo(float).tiny), 0.0)
+    scale = weights.max(axis=(1, 2), keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)  # keeps the block's norm that of Λ Δ
+    block = np.zeros((len(gaps), 2 * K, 2 * K))
+    block[:, :K, :K] = block[:, K:, K:] = np.swapaxes(generators, 1, 2) * gaps[:, None, None]
+    block[:, :K, K:] = weights / scale * gaps[:, None, None]
+    integrals = expm_metzler(block)[:, :K, K:] * scale
+    jumps = generators * integrals
+    diagonal = np.arange(K)
+    jumps[:, diagonal, diagonal] = 0.0
+    return jumps, integrals[:, diagonal, diagonal].copy()
+
+
+def _log_linear_rates(
+    jumps: np.ndarray, exposure: np.ndarray, states: np.ndarray, rate_matrix: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair i != j, (log q_ij, a_ij) maximising the Poisson log-likelihood
+    sum_n N_n,ij η_n - R_n,i exp(η_n), η_n = log q_ij + a_ij . x_n, minus _RATE_PENALTY / 2 |a_ij|^2:
+    Newton steps from the current values, halved until they climb. Returns (q, a)."""
+    K, n = weights.shape[0], weights.shape[2]
+    features = np.hstack([np.ones((len(states), 1)), states])
+    ridge = np.diag(np.r_[0.0, np.full(n, _RATE_PENALTY)])
+    rates, slopes = np.array(rate_matrix, dtype=float), np.array(weights, dtype=float)
+    for i in range(K):
+        for j in (j for j in range(K) if j != i):
+            counts, exposed = jumps[:, i, j], exposure[:, i]
+
+            def value(theta: np.ndarray) -> float:
+                eta = np.clip(features @ theta, -_MAX_EXPONENT, _MAX_EXPONENT)
+                return float(counts @ eta - exposed @ np.exp(eta) - 0.5 * theta @ ridge @ theta)  # noqa: B023
+
+            theta = np.r_[np.log(max(rates[i, j], _MIN_RATE)), slopes[i, j]]
+            current = value(theta)
+            for _ in range(_NEWTON_STEPS):
+                expected = exposed * np.exp(np.clip(features @ theta, -_MAX_EXPONENT, _MAX_EXPONENT))
+                gradient = features.T @ (counts - expected) - ridge @ theta
+                curvature = features.T @ (features * expected[:, None]) + ridge + 1e-9 * np.eye(n + 1)
+                step = np.linalg.solve(curvature, gradient)
+                for _ in range(30):
+                    if value(theta + step) >= current:
+                        break
+                    step = step / 2
+                else:
+                    break
+                theta, previous, current = theta + step, current, value(theta + step)
+                if current - previous < 1e-10 * max(1.0, abs(current)):
+                    break
+            rates[i, j], slopes[i, j] = max(float(np.exp(theta[0])), _MIN_RATE), theta[1:]
+    np.fill_diagonal(rates, 0.0)
+    np.fill_diagonal(rates, -rates.sum(axis=1))
+    return rates, slopes
 
 
 def _expected_flow_log_density(

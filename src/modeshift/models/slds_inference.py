@@ -42,6 +42,9 @@ x_t-1, enters by its second-order expansion at the previous sweep's E[x_t-1]
 and keeps q(x) Gaussian, as in the Laplace-EM of ``ssm`` (Zoltowski et al., 2020). The
 ELBO reported uses the plug-in transitions, so it is not an exact bound and need not
 increase monotonically.
+Other state-dependent chains (the continuous-time rates of
+:class:`~modeshift.models.continuous_slds.StateDependentRates`) enter q(z) by the same plug-in,
+and q(x) not at all.
 """
 
 from __future__ import annotations
@@ -193,7 +196,7 @@ def update_states(
     """q(x) given q(z): means, covariances, cross-covariances and log det J of the Gaussian
     with block-tridiagonal precision J.
 
-    For a recurrent model with a ``previous`` posterior, the transition term
+    For a recurrent model (softmax guards) with a ``previous`` posterior, the transition term
     E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
     previous E[x_t-1] (see :func:`transition_curvature`)."""
     C, D, d, R = params.observation_terms()
@@ -216,7 +219,7 @@ def update_states(
     rhs += np.einsum("tk,tkij,tkj->ti", weights, laws.Q_inv, shift)
     rhs[:-1] -= np.einsum("tk,tkji,tkj->ti", weights[1:], laws.Q_inv_A[1:], shift[1:])  # A_k' Q_k^-1 shift at t + 1
     rhs[starts] += P0_inv @ params.initial_mean
-    if params.recurrent and previous is not None:
+    if isinstance(params.chain, InputDriven) and previous is not None:
         rows, curvature, linear = transition_curvature(params, seqs, previous)
         diagonal[rows - 1] += curvature
         rhs[rows - 1] += linear
@@ -275,11 +278,11 @@ def expected_log_likelihoods(
 def transition_matrices(params: SwitchingParameters, seqs: Sequences, means: np.ndarray) -> np.ndarray:
     """(1, K, K) transition matrix, or (T, K, K): plug-in matrices at E[x_t-1] (recurrent), or
     those of each step's gap (``params.steps``)."""
+    if params.recurrent:
+        return params.chain.kernel_arrays(guard_features(seqs, means))[1]
     if params.steps is not None:
         return params.steps.transitions[params.steps.group]
-    if not params.recurrent:
-        return params.chain.kernel_arrays()[1]
-    return params.chain.kernel_arrays(guard_features(seqs, means))[1]
+    return params.chain.kernel_arrays()[1]
 
 
 def update_modes(
