@@ -181,16 +181,33 @@ def test_recurrent_fit_finds_the_thermostat_set_points_at_irregular_times():
     assert model.rate_weights_.shape == (2, 2, 1) and not model.monotone
 
 
-def _thermostat_accuracy(seed: int, times: str | np.ndarray) -> float:
+def _thermostat_accuracy(seed: int, times: str | np.ndarray, model: SwitchingLDS) -> float:
     sim = thermostat(1000, random_state=seed, times=times, observation_sd=0.05)
-    model = ContinuousSwitchingLDS(n_states=2, state_dim=1, n_iter=300, random_state=0)
-    model.fit(sim.observations, times=sim.times)
-    return mode_accuracy(sim.modes, model.predict(sim.observations, times=sim.times))
+    timed = {"times": sim.times} if isinstance(model, ContinuousSwitchingLDS) else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(sim.observations, **timed)
+    return mode_accuracy(sim.modes, model.predict(sim.observations, **timed))
 
 
 @pytest.mark.slow
 def test_irregular_thermostat_is_as_accurate_as_the_regular_one():
-    """Exponential gaps (mean 1) against one-unit steps, observation sd 0.05, 5 seeds."""
-    irregular = np.mean([_thermostat_accuracy(seed, "exponential") for seed in range(5)])
-    regular = np.mean([_thermostat_accuracy(seed, np.arange(1000.0)) for seed in range(5)])
-    assert irregular >= 0.9 and irregular >= regular - 0.02
+    """Exponential gaps (mean 1) against one-unit steps of the same system, observation sd 0.05,
+    5 seeds: the recurrent continuous-time model against itself and against the recurrent
+    discrete-time SwitchingLDS at one-unit steps (measured: 0.966, 0.978 and 0.978)."""
+    regular_times = np.arange(1000.0)
+
+    def continuous() -> ContinuousSwitchingLDS:
+        return ContinuousSwitchingLDS(n_states=2, state_dim=1, recurrent=True, n_iter=300, random_state=0)
+
+    irregular = np.mean([_thermostat_accuracy(seed, "exponential", continuous()) for seed in range(5)])
+    regular = np.mean([_thermostat_accuracy(seed, regular_times, continuous()) for seed in range(5)])
+    discrete = np.mean(
+        [
+            _thermostat_accuracy(
+                seed, regular_times, SwitchingLDS(n_states=2, state_dim=1, recurrent=True, n_iter=300, random_state=0)
+            )
+            for seed in range(5)
+        ]
+    )
+    assert irregular >= 0.95 and irregular >= regular - 0.02 and irregular >= discrete - 0.02

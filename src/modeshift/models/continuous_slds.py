@@ -366,6 +366,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             return observations[0], modes[0]
         return list(observations), list(modes)
 
+    def as_state_space_model(self, inputs: Any = None) -> Any:
+        """Not available: the particle adapter reads a discrete-time SwitchingLDS's parameters."""
+        raise NotImplementedError("particle methods for a ContinuousSwitchingLDS are not implemented")
+
     # ------------------------------------------------------------------------- EM
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """The SwitchingLDS's start on the steps as if one time unit apart (C, R and the modes of
