@@ -179,6 +179,7 @@ def test_recurrent_fit_finds_the_thermostat_set_points_at_irregular_times():
     c, d = model.observation_matrix_[0, 0], model.observation_offset_[0]
     np.testing.assert_allclose(sorted(float(c * g.thresholds[0] + d) for g in found.guards), [18.0, 22.0], rtol=0.05)
     assert model.rate_weights_.shape == (2, 2, 1) and not model.monotone
+    assert list(model.describe().columns) == ["holding_time", "eigenvalues", "equilibrium", "rate_weights"]
 
 
 def _thermostat_accuracy(seed: int, times: str | np.ndarray, model: SwitchingLDS) -> float:

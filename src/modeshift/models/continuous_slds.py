@@ -443,9 +443,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
 
     def describe(self) -> pd.DataFrame:
-        """One row per mode: its mean holding time 1 / λ_k (time units), the eigenvalues of F_k
-        (their real parts are the flow's relaxation rates) and the equilibrium -F_k^-1 f_k (NaN
-        where F_k is singular)."""
+        """One row per mode: its mean holding time 1 / λ_k (time units; at x = 0 for a recurrent
+        model), the eigenvalues of F_k (their real parts are the flow's relaxation rates), the
+        equilibrium -F_k^-1 f_k (NaN where F_k is singular) and, for a recurrent model,
+        ``rate_weights``: each other mode j -> a_kj, the growth of log λ_kj with the state."""
         self._check_fitted()
         rows = []
         for k in range(self._k):
@@ -459,6 +460,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
                     "equilibrium": np.full(len(f), np.nan) if singular else -np.linalg.solve(F, f),
                 }
             )
+            if self.recurrent:
+                rows[-1]["rate_weights"] = {j: self.rate_weights_[k, j] for j in range(self._k) if j != k}
         return pd.DataFrame(rows).set_index("mode")
 
 
