@@ -133,6 +133,18 @@ def test_fit_is_monotone_and_round_trips(tmp_path):
     assert list(model.describe().columns) == ["holding_time", "eigenvalues", "equilibrium"]
 
 
+def test_several_sequences_with_their_own_times():
+    sim = thermostat(150, random_state=0, times="exponential", observation_sd=0.05, n_sequences=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ContinuousSwitchingLDS(n_states=2, state_dim=1, n_iter=3, random_state=0)
+        model.fit(sim.observations, times=sim.times)
+    paths = model.predict(sim.observations, times=sim.times)
+    assert [len(path) for path in paths] == [150, 150]
+    alone = model.predict(sim.observations[1], times=sim.times[1])
+    np.testing.assert_array_equal(paths[1], alone)
+
+
 def test_bad_times_and_arguments_are_named():
     model = _model()
     Y, _ = model.sample(20, random_state=0)

@@ -708,12 +708,12 @@ class SwitchingLDS(Model, StreamingFilters):
         with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
             warnings.simplefilter("ignore", em.ConvergenceWarning)
             lds.fit(residual)
-            states = np.asarray(lds.smooth(residual).means)
+            states = _stacked(lds.smooth(residual).means)
             try:
                 arhmm.fit(states, seqs.lengths)
             except ValueError as error:
                 raise ValueError(f"SwitchingLDS: its start, an ARHMM on the denoised states, failed: {error}") from None
-        mode_probs = arhmm.predict_proba(states, seqs.lengths)
+        mode_probs = _stacked(arhmm.predict_proba(states, seqs.lengths))
         self.observation_matrix_, self.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
         self.feedthrough_matrix_, self.observation_offset_ = DW[:, :m], DW[:, m]
         self.dynamics_matrices_ = np.asarray(arhmm.coefs_, dtype=float).reshape(K, n, n)
@@ -907,6 +907,11 @@ def _subspace_start(seqs: Sequences, n: int) -> LinearGaussianSSM:
     spread = np.atleast_2d(np.cov(estimate.states.T, bias=True))
     lds.initial_state_covariance_ = ensure_positive_definite(spread + 1e-9 * np.trace(spread) * np.eye(n))
     return lds
+
+
+def _stacked(per_step: PerStep) -> np.ndarray:
+    """A per-step result as one array (several sequences give a list of them)."""
+    return np.concatenate(per_step) if isinstance(per_step, list) else np.asarray(per_step)
 
 
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
