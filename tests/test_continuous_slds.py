@@ -10,7 +10,7 @@ import pytest
 from scipy.linalg import expm
 from scipy.stats import multivariate_normal
 
-from modeshift import ContinuousSwitchingLDS, SwitchingLDS
+from modeshift import ContinuousSwitchingLDS, SwitchingLDS, load
 from modeshift.datasets.simulators import thermostat
 from modeshift.metrics import mode_accuracy
 from modeshift.models.continuous_arhmm import _euler_regression, _flow_log_density
@@ -126,8 +126,6 @@ def test_fit_is_monotone_and_round_trips(tmp_path):
         and (model.rate_matrix_ - np.diag(np.diag(model.rate_matrix_)) >= 0).all()
     )
     model.save(tmp_path / "m.msz")
-    from modeshift import load
-
     again = load(tmp_path / "m.msz")
     assert again.elbo(sim.observations, times=sim.times) == model.elbo(sim.observations, times=sim.times)
     assert list(model.describe().columns) == ["holding_time", "eigenvalues", "equilibrium"]
@@ -182,7 +180,7 @@ def test_state_dependent_rates_are_log_linear_and_zero_slopes_are_the_rate_matri
     )
 
 
-def test_recurrent_fit_finds_the_thermostat_set_points_at_irregular_times():
+def test_recurrent_fit_finds_the_thermostat_set_points_at_irregular_times(tmp_path):
     sim = thermostat(1000, random_state=3, times="exponential", observation_sd=0.05)
     model = ContinuousSwitchingLDS(n_states=2, state_dim=1, recurrent=True, n_iter=300, random_state=0)
     model.fit(sim.observations, times=sim.times)
@@ -192,6 +190,12 @@ def test_recurrent_fit_finds_the_thermostat_set_points_at_irregular_times():
     np.testing.assert_allclose(sorted(float(c * g.thresholds[0] + d) for g in found.guards), [18.0, 22.0], rtol=0.05)
     assert model.rate_weights_.shape == (2, 2, 1) and not model.monotone
     assert list(model.describe().columns) == ["holding_time", "eigenvalues", "equilibrium", "rate_weights"]
+    model.save(tmp_path / "recurrent.msz")
+    again = load(tmp_path / "recurrent.msz")
+    np.testing.assert_array_equal(again.rate_weights_, model.rate_weights_)
+    np.testing.assert_array_equal(
+        again.predict(sim.observations, times=sim.times), model.predict(sim.observations, times=sim.times)
+    )
 
 
 def _thermostat_accuracy(seed: int, times: str | np.ndarray, model: SwitchingLDS) -> float:
