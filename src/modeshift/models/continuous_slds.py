@@ -426,10 +426,13 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_ = drift, offset, diffusion
 
     def _log_prior(self) -> float:
-        """-reg_covar / 2 tr(S^-1) for every covariance S: Σ_k, R and P0."""
+        """-reg_covar / 2 tr(S^-1) for every covariance S: Σ_k, R and P0; for a recurrent model
+        also the rates' penalty -_RATE_PENALTY / 2 sum |a_ij|^2."""
         total = self._observation_block().log_prior()
         for covariance in (*self.diffusion_covariances_, self.initial_state_covariance_):
             total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(covariance)))
+        if self.recurrent:
+            total -= 0.5 * _RATE_PENALTY * float(np.sum(np.square(self.rate_weights_)))
         return total
 
     # ---------------------------------------------------------- model selection
