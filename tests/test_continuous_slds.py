@@ -13,6 +13,7 @@ from scipy.stats import multivariate_normal
 from modeshift import ContinuousSwitchingLDS, SwitchingLDS, load
 from modeshift.datasets.simulators import thermostat
 from modeshift.metrics import mode_accuracy
+from modeshift.models import em
 from modeshift.models.continuous_arhmm import _euler_regression, _flow_log_density
 from modeshift.models.continuous_slds import (
     StateDependentRates,
@@ -155,6 +156,14 @@ def test_bad_times_and_arguments_are_named():
     with pytest.raises(ValueError, match="rate_matrix_"):
         model.rate_matrix_ = np.array([[0.1, -0.1], [0.3, -0.3]])
         model._check_parameters()
+
+
+def test_a_fit_over_shards_is_refused_with_its_reason():
+    sim = thermostat(50, random_state=0, times="exponential", observation_sd=0.05)
+    model = ContinuousSwitchingLDS(n_states=2, state_dim=1, n_iter=2, random_state=0)
+    seqs = model._timed(sim.observations, None, sim.times)
+    with pytest.raises(TypeError, match="every gap"):
+        model._fit_em(seqs, over=em.in_memory(seqs))
 
 
 def test_interval_statistics_with_one_generator_are_the_jump_process_ones():
