@@ -78,6 +78,7 @@ from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
     "Disturbances",
+    "filter_failure",
     "innovation_step",
     "kalman_filter",
     "predict_step",
@@ -640,13 +641,20 @@ def kalman_filter(
         log_likelihoods,
         failures,
     )
+    filter_failure(failures, offsets)
+    return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
+
+
+def filter_failure(failures: np.ndarray, offsets: np.ndarray) -> None:
+    """Raise ``ValueError`` for the first sequence whose filter failed: ``failures[s]`` the step
+    (within it) whose innovation covariance is not positive definite, its length when it ends
+    before its diffuse components are identified, -1 when it ran through."""
     failed = np.flatnonzero(failures >= 0)
     if failed.size:
         s = failed[0]
         if failures[s] == offsets[s + 1] - offsets[s]:
             raise ValueError(f"sequence {s} ends before its diffuse state components are identified")
         raise ValueError(f"innovation covariance is not positive definite at sequence {s}, time step {failures[s]}")
-    return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
 
 
 # ----------------------------------------------------------------- the smoother
