@@ -362,13 +362,18 @@ def measure(job: Job, jit: bool, repeats: int, max_seconds: float) -> Outcome:
 
 
 def compile_probe() -> dict[str, float]:
-    """First calls of modeshift's filter, smooth and EM on tiny data (in a fresh process)."""
+    """First calls of modeshift's filter, smooth, EM and a maximum-likelihood fit (a local
+    level: the compiled log-likelihood-and-score pass) on tiny data (in a fresh process)."""
+    from modeshift import StructuralModel
+
     start = time.perf_counter()
     adapter = Modeshift()
     times = {"import": time.perf_counter() - start}
     pr = make_problem(0, 50, 2)
     for op in OPERATIONS:
         times[op] = timed(getattr(adapter, op)(pr).run)[0]
+    walk = np.cumsum(np.random.default_rng(0).normal(size=50))
+    times["mle"] = timed(lambda: StructuralModel.unobserved_components(level="local level").fit(walk))[0]
     return times
 
 

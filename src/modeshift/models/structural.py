@@ -413,13 +413,12 @@ class StructuralModel(Model):
         if params is None:
             raise NotFittedError("this StructuralModel has no params_: call fit, or set them by hand")
         params = np.asarray(params, dtype=float)
-        if params.shape != (self.n_parameters,) or not np.isfinite(params).all():
-            raise ValueError(
-                f"params_ must be {self.n_parameters} finite numbers ({', '.join(self.param_names)}), got {params!r}"
-            )
-        kinds = [kind for component in self._components() for kind in component.kinds()]
-        named = zip(self.param_names, kinds, params)
-        negative = [name for name, kind, value in named if kind == "variance" and value < 0]
+        components = self._components()
+        names = [name for component in components for name in component.names()]
+        if params.shape != (len(names),) or not np.isfinite(params).all():
+            raise ValueError(f"params_ must be {len(names)} finite numbers ({', '.join(names)}), got {params!r}")
+        kinds = [kind for component in components for kind in component.kinds()]
+        negative = [name for name, kind, value in zip(names, kinds, params) if kind == "variance" and value < 0]
         if negative:
             raise ValueError(f"params_: the variance(s) {negative} must be >= 0, got {params!r}")
         return params
@@ -434,9 +433,10 @@ class StructuralModel(Model):
         from values drawn from the data.
         """
         self._start_fit()
+        components = self._components()
         seqs = self._sequences(X, lengths, exog, **columns).require_observed()
         start = self._params() if "params_" in self.__dict__ else self._start(seqs)
-        layout = _Layout(self._components(), start)
+        layout = _Layout(components, start)
         history: list[float] = []
         self.n_iter_, self.converged_, self.history_ = 0, False, history
         params, log_likelihood = start, None
@@ -518,7 +518,7 @@ class StructuralModel(Model):
         c = the mean squared standardised innovation: one filter pass (the scale statsmodels'
         ``concentrate_scale`` profiles out)."""
         start = self._component_start(seqs)
-        variances = np.array([kind == "variance" for c in self._components() for kind in c.kinds()])
+        variances = np.array([kind == "variance" for c in self.components for kind in c.kinds()])
         try:
             standardised = self._filter(self._system(start), seqs).standardised
         except (ValueError, np.linalg.LinAlgError):
@@ -537,7 +537,7 @@ class StructuralModel(Model):
         steps = steps[np.isfinite(steps)]
         scale = float(np.var(steps)) if steps.size > 1 else float(np.nanvar(y))
         context = StartContext(series, scale if scale > 0 else 1.0)
-        parts = [beta if isinstance(c, Regression) else c.start(context) for c in self._components()]
+        parts = [beta if isinstance(c, Regression) else c.start(context) for c in self.components]
         return np.concatenate(parts)
 
     # --------------------------------------------------------------- inference
