@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modeshift import _kernels as kernels
-from modeshift._kernels.lds_score import log_likelihood_and_score
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.models import em, lds_mle, online_em
@@ -414,7 +413,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
                 "the analytic score of a model with an exact diffuse start needs a diagonal observation_covariance_"
             )
         m = self.input_dim
-        log_lik, gradient = log_likelihood_and_score(
+        log_lik, gradient = kernels.log_likelihood_and_score(
             seqs.values,
             seqs.offsets,
             params["m0"],

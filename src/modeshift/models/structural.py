@@ -12,7 +12,7 @@ Diffuse states (a level, a slope, a seasonal pattern, the integrated states of a
 from the exact diffuse initialisation (Durbin & Koopman 2012, sec. 5.2; the ``diffuse`` start of
 :class:`~modeshift.models.lds.LinearGaussianSSM`), and the log-likelihood is the diffuse one,
 statsmodels' value with ``use_exact_diffuse=True`` (R's KFAS). Its gradient is analytic (the
-Fisher identity of :func:`modeshift.models.lds_mle.score`, chained through the map from the
+Fisher identity of :mod:`modeshift.models.lds_mle`, chained through the map from the
 named parameters to the matrices). With ``diffuse_variance`` set, the diffuse states get that
 prior variance instead and the first d observations of a sequence, d the number of diffuse
 states, are conditioned on: statsmodels' value under ``initialization="approximate_diffuse"``
