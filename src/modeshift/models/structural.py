@@ -33,6 +33,8 @@ True
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -828,8 +830,8 @@ class _Layout:
     frequency, a damping) maps its free vector through its own ``from_free``."""
 
     def __init__(self, components: tuple[Any, ...], start: np.ndarray):
-        bounds = np.cumsum([0, *(len(c.names()) for c in components)])
-        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
+        bounds = list(itertools.accumulate((len(c.names()) for c in components), initial=0))
+        self.slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
         kinds = np.array([kind for c in components for kind in c.kinds()], dtype=str)
         self.variance = kinds == "variance"
         #: (component, its slice, the indices of its values of kind "free") of those that have some
@@ -920,8 +922,8 @@ class _Objective:
         self.engine = model._engine(origin)
         matrices = model._matrices(origin)
         self.shapes = [np.shape(matrices[key]) for key in _SYSTEM]
-        bounds = np.cumsum([0, *(int(np.prod(shape)) for shape in self.shapes)])
-        self.parts = [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
+        bounds = list(itertools.accumulate((math.prod(shape) for shape in self.shapes), initial=0))
+        self.parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
         self.fixed = np.concatenate([np.ravel(matrices[key]) for key in _SYSTEM])  # + the linear blocks at 0
         index = np.arange(self.fixed.size)
         at = {key: index[part].reshape(shape) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
@@ -941,10 +943,10 @@ class _Objective:
             else:  # block(v) = block(0) + sum_j v_j (block(e_j) - block(0))
                 size = where.stop - where.start
                 base = _local(component.block(np.zeros(size)))
-                np.add.at(self.fixed, positions, base)
+                self.fixed[positions] += base  # a component fills each entry once
                 for j, unit in enumerate(np.eye(size)):
                     direction = np.zeros(self.fixed.size)
-                    np.add.at(direction, positions, _local(component.block(unit)) - base)
+                    direction[positions] = _local(component.block(unit)) - base
                     directions.append(direction)
                     linear.append(where.start + j)
             state, column = state + n, column + k
