@@ -98,7 +98,7 @@ def _at(stack: np.ndarray, t: int) -> np.ndarray:
     return stack[t] if stack.shape[0] > 1 else stack[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _converged(a: np.ndarray, b: np.ndarray) -> bool:
     """max |a - b| <= STEADY_TOLERANCE * max |a|, for two (n, n) matrices."""
     scale = 0.0
@@ -110,7 +110,7 @@ def _converged(a: np.ndarray, b: np.ndarray) -> bool:
     return gap <= STEADY_TOLERANCE * scale
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
@@ -119,7 +119,7 @@ def _identical(a: np.ndarray, b: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fully_observed(y: np.ndarray) -> bool:
     for value in y:
         if np.isnan(value):
@@ -128,7 +128,7 @@ def _fully_observed(y: np.ndarray) -> bool:
 
 
 # ------------------------------------------------------------------ filter steps
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def predict_step(
     mean: np.ndarray,
     cov: np.ndarray,
@@ -165,7 +165,7 @@ def update_workspace(n: int, p: int) -> tuple:
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def innovation_step(
     y: np.ndarray,
     u: np.ndarray,
@@ -220,7 +220,7 @@ def innovation_step(
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_step(
     y: np.ndarray,
     u: np.ndarray,
@@ -290,7 +290,7 @@ def update_step(
     return True, -0.5 * (k * LOG_2PI + log_det + mahalanobis)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _steady_update(
     y: np.ndarray,
     u: np.ndarray,
@@ -649,9 +649,8 @@ def filter_failure(failures: np.ndarray, offsets: np.ndarray) -> None:
     """Raise ``ValueError`` for the first sequence whose filter failed: ``failures[s]`` the step
     (within it) whose innovation covariance is not positive definite, its length when it ends
     before its diffuse components are identified, -1 when it ran through."""
-    failed = np.flatnonzero(failures >= 0)
-    if failed.size:
-        s = failed[0]
+    if failures.max(initial=-1) >= 0:
+        s = int(np.flatnonzero(failures >= 0)[0])
         if failures[s] == offsets[s + 1] - offsets[s]:
             raise ValueError(f"sequence {s} ends before its diffuse state components are identified")
         raise ValueError(f"innovation covariance is not positive definite at sequence {s}, time step {failures[s]}")
@@ -678,7 +677,7 @@ class Disturbances(NamedTuple):
     WP: np.ndarray
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarray) -> None:
     """r_t-1 = C_o^T S^-1 v + L_t^T r_t = s + C_o^T u, u = S^-1 v - K^T s (into ``u``), with
     L_t = A (I - K C_o), s = A^T r_t and the step's rows C_o, gain K and S^-1 v (in ``innovation``)
@@ -697,7 +696,7 @@ def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarr
         out[i] = value
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarray) -> None:
     """N_t-1 = C_o^T S^-1 C_o + L_t^T N_t L_t from W = A^T N_t A: with X = W K,
     N_t-1 = W + C_o^T (S^-1 C_o + K^T X C_o - X^T) - X C_o, symmetric by construction."""
@@ -737,7 +736,7 @@ def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarra
             out[j, i] = out[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _observation_terms(
     k: int, work: tuple, u: np.ndarray, KX: np.ndarray, Y: np.ndarray, P: np.ndarray, D: np.ndarray, terms: tuple
 ) -> None:
@@ -1087,7 +1086,7 @@ def _diffuse_backward(
             copy_into(N0, Ns[t])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a b for square matrices, row by row, skipping the zero entries of a (sparse dynamics)."""
     n = a.shape[0]
@@ -1101,7 +1100,7 @@ def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                     out[i, j] += weight * b[k, j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _multiply_rows(a: np.ndarray, b: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """out = a b on the ``rows`` flagged, zero on the others (O(rows n^2))."""
     n = a.shape[0]

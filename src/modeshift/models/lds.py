@@ -408,7 +408,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
         on the ``score_rows`` only (all by default; 0 on the others)."""
         mask = self._diffuse_mask()
         R = params["R"]
-        if mask is not None and np.any(R != np.diag(np.diag(R))):
+        if mask is not None and len(R) > 1 and np.any(R != np.diag(np.diag(R))):
             raise NotImplementedError(
                 "the analytic score of a model with an exact diffuse start needs a diagonal observation_covariance_"
             )
