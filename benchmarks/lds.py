@@ -34,8 +34,9 @@ after about 60 steps) it stops updating the covariances, which the others do not
 Each timing is the best of ``--repeats`` runs (fewer when one run exceeds
 ``--max-seconds``, as pykalman's EM does).  For the JIT-compiled libraries
 compilation is kept out of those runs and reported on its own: modeshift's as
-the first calls in fresh processes on tiny inputs (empty and filled Numba
-cache), dynamax's as ``jax.jit(f).lower(...).compile()`` on the real data.
+the first calls in fresh processes on tiny inputs (filter, smooth, EM, then an
+MLE fit: its compiled log-likelihood-and-score pass comes on top; empty and filled
+Numba cache), dynamax's as ``jax.jit(f).lower(...).compile()`` on the real data.
 Values (log-likelihoods, smoothed means) are shown so the benchmark also shows
 that the libraries compute the same thing.  Missing libraries show as "n/a".
 
