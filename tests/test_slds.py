@@ -131,7 +131,7 @@ def test_observation_m_step(missing):
         step = 0.05 * rng.normal(size=value.shape)
         setattr(model, name, value + (step @ step.T if name == "observation_covariance_" else step))
     before = state_terms()
-    model._maximize(seqs, posterior)
+    model._maximize(model._statistics(seqs, posterior))
     best = state_terms()
     assert best > before
     if missing:

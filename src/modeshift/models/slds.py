@@ -52,7 +52,7 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, StreamingFilters, SwitchingKalmanRecursion, check_row
-from modeshift.statistics import Stacked, Statistics
+from modeshift.statistics import Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, normalise_rows
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ class SwitchingLDS(Model, StreamingFilters):
     """
 
     objective = "ELBO"
+    carries_workspace = True  # each sweep starts from the last one's q(x) q(z) (models.em)
     _test_params = {"state_dim": 1, "n_iter": 10}
 
     def __init__(
@@ -542,13 +543,24 @@ class SwitchingLDS(Model, StreamingFilters):
         seqs = as_sequences(X, lengths, **columns)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS"))
-        seqs = self._sequences(seqs, None, inputs).require_observed()
+        return self._fit_em(self._em_data(seqs, inputs=inputs))
+
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
+        """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
+        return self._sequences(as_sequences(X, lengths, **columns), None, inputs).require_observed()
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> SwitchingLDS:
+        """Variational EM from the starting parameters; ``over`` runs the E-steps over shards held
+        elsewhere, each keeping its q(x) q(z) beside it, ``seqs`` being then a sample to start from."""
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
-        self.__dict__["_given"] = self._snapshot() if given else None
-        em.run(self, seqs, label=f"SwitchingLDS K={self._k}")
-        posterior = self.__dict__.pop("_posterior", None) or self._infer(seqs)
-        self.dwell_times_ = _mean_run_lengths(self._viterbi(seqs, posterior), seqs.offsets, self._k)
-        for name in ("_given", "_start_modes"):
+        self.__dict__.update(_given=self._snapshot() if given else None, _sharded=over is not None)
+        result = em.run(self, seqs, label=f"SwitchingLDS K={self._k}", over=over)
+        runs = (over or em.in_memory(seqs))(_run_statistics, self, result.workspace)
+        with np.errstate(invalid="ignore"):
+            self.dwell_times_ = runs["length"] / runs["count"]
+        for name in ("_given", "_start_modes", "_sharded"):
             del self.__dict__[name]
         self._finish_fit(seqs)
         return self
@@ -568,28 +580,35 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
-        them; every other start is :meth:`_initialize`'s, from the data."""
+        them by the first E-step; every other start is :meth:`_initialize`'s, from the data
+        (over shards, its parameters only: each shard infers its q(z) under them)."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
-            start = self._infer(seqs).mode_probs
+            start = None
         else:
             start = self._initialize(seqs, rng)
-        self.__dict__["_start_modes"] = start
+        self.__dict__["_start_modes"] = None if self.__dict__["_sharded"] else start
 
-    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, inference.Posterior]:
-        """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's)."""
+    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
+        """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's), and
+        the expected statistics of the M-step under it."""
         previous = workspace.get("posterior")
-        modes = self.__dict__["_start_modes"] if previous is None else previous.mode_probs
+        if previous is not None:
+            modes = previous.mode_probs
+        elif self.__dict__.get("_start_modes") is not None:
+            modes = self.__dict__["_start_modes"]
+        else:
+            modes = self._infer(seqs).mode_probs
         posterior = inference.sweep(self._parameters(), seqs, modes, previous)
-        workspace["posterior"] = self.__dict__["_posterior"] = posterior
-        return posterior.elbo + self._log_prior(), posterior
+        workspace["posterior"] = posterior
+        return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior)
 
-    def _m_step(self, seqs: Sequences, posterior: inference.Posterior) -> None:
-        self._maximize(seqs, posterior)
+    def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
+        self._maximize(stats)
 
     def _em_snapshot(self) -> dict[str, Any]:
-        return {**self._snapshot(), "_posterior": self.__dict__.get("_posterior")}
+        return self._snapshot()
 
     def _em_restore(self, snapshot: dict[str, Any]) -> None:
         self.__dict__.update(snapshot)
@@ -607,9 +626,10 @@ class SwitchingLDS(Model, StreamingFilters):
                 total += self.stickiness * float(np.log(np.diagonal(self.transmat_)).sum())
         return total
 
-    def _maximize(self, seqs: Sequences, posterior: inference.Posterior) -> None:
-        """M-step: closed-form regressions from the expected statistics; the guards by logistic regression."""
-        n, m = self.state_dim, self.input_dim
+    def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
+        """The expected sufficient statistics of the M-step under q(x) q(z): sums over steps and
+        sequences (so those of shards add up), and for the guards their per-step rows (stacked)."""
+        n = self.state_dim
         means, covs, cross, probs = posterior.means, posterior.covs, posterior.cross_covs, posterior.mode_probs
         U, Y, starts = seqs.inputs, seqs.values, seqs.starts
         rows = seqs.linked_rows
@@ -622,18 +642,12 @@ class SwitchingLDS(Model, StreamingFilters):
         xz[:, :, :n] += cross[rows]
         xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
         w = probs[rows]
-        stats = Statistics(
+        dynamics = Statistics(
             yy=np.einsum("tk,tij->kij", w, xx),
             yz=np.einsum("tk,tij->kij", w, xz),
             zz=np.einsum("tk,tij->kij", w, zz),
             count=w.sum(axis=0),
         )
-        block = self._dynamics_block()
-        block.m_step(stats)
-        self.dynamics_matrices_ = block.weights[:, :, :n].copy()
-        self.dynamics_input_matrices_ = block.weights[:, :, n : n + m].copy()
-        self.dynamics_offsets_ = block.weights[:, :, -1].copy()
-        self.dynamics_covariances_ = block.covariances
 
         # observation: regress y_t on [x_t, u_t, 1], missing entries integrated out
         known = np.hstack([U, np.ones((len(Y), 1))])
@@ -641,23 +655,44 @@ class SwitchingLDS(Model, StreamingFilters):
         yy, yz, zz, count = observation_statistics(
             Y, means, covs, known, self.observation_matrix_, offsets, self.observation_covariance_
         )
+        stats = Statistics(
+            dynamics=dynamics,
+            observation=Statistics(yy=yy[None], yz=yz[None], zz=zz[None], count=np.array([count])),
+            initial=Moments.of(means[starts]),
+            initial_covariance=covs[starts].sum(axis=0),
+            start=probs[starts].sum(axis=0),
+        )
+        if self.recurrent:
+            features = inference.guard_features(seqs, means)[rows]
+            return Statistics(stats, features=Stacked(features), pairs=Stacked(posterior.pair_counts[rows]))
+        return Statistics(stats, pairs=posterior.pair_counts)
+
+    def _maximize(self, stats: Statistics) -> None:
+        """M-step: closed-form regressions from the expected statistics; the guards by logistic regression."""
+        n, m = self.state_dim, self.input_dim
+        block = self._dynamics_block()
+        block.m_step(stats["dynamics"])
+        self.dynamics_matrices_ = block.weights[:, :, :n].copy()
+        self.dynamics_input_matrices_ = block.weights[:, :, n : n + m].copy()
+        self.dynamics_offsets_ = block.weights[:, :, -1].copy()
+        self.dynamics_covariances_ = block.covariances
+
         block = self._observation_block()
-        block.m_step(Statistics(yy=yy[None], yz=yz[None], zz=zz[None], count=np.array([count])))
+        block.m_step(stats["observation"])
         (W,), (self.observation_covariance_,) = block.weights, block.covariances
         self.observation_matrix_, self.feedthrough_matrix_ = W[:, :n].copy(), W[:, n : n + m].copy()
         self.observation_offset_ = W[:, -1].copy()
 
-        first = means[starts]
-        self.initial_state_mean_ = first.mean(axis=0)
-        centred = first - self.initial_state_mean_
-        scatter = (covs[starts] + centred[:, :, None] * centred[:, None, :]).sum(axis=0)
-        self.initial_state_covariance_ = ensure_positive_definite((scatter + self.reg_covar * np.eye(n)) / len(starts))
+        first = stats["initial"]  # the moments of E[x] at the sequences' starts
+        self.initial_state_mean_ = first.mean
+        scatter = stats["initial_covariance"] + first.scatter + self.reg_covar * np.eye(n)
+        self.initial_state_covariance_ = ensure_positive_definite(scatter / first.count)
 
-        self.startprob_ = normalise_rows(probs[starts].sum(axis=0) + 1e-10)
+        self.startprob_ = normalise_rows(stats["start"] + 1e-10)
         if self.recurrent:
-            self._fit_guards(inference.guard_features(seqs, means)[rows], posterior.pair_counts[rows])
+            self._fit_guards(stats["features"].array, stats["pairs"].array)
         else:
-            self.transmat_ = normalise_rows(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
+            self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self._k) + 1e-10)
 
     def _fit_guards(self, features: np.ndarray, pairs: np.ndarray, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -854,9 +889,12 @@ def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
 
 
-def _mean_run_lengths(path: np.ndarray, offsets: np.ndarray, n_states: int) -> np.ndarray:
-    """Mean length of the runs of each mode (NaN for a mode never visited)."""
-    totals, runs = np.zeros(n_states), np.zeros(n_states)
+def _run_statistics(model: SwitchingLDS, seqs: Sequences, workspace: dict[str, Any]) -> Statistics:
+    """The total ``length`` and the ``count`` of the runs of each mode on the most likely path
+    under the last E-step's posterior (the workspace's, else one inferred), for ``dwell_times_``."""
+    posterior = workspace.get("posterior") or model._infer(seqs)
+    path, offsets = model._viterbi(seqs, posterior), seqs.offsets
+    totals, runs = np.zeros(model._k), np.zeros(model._k)
     for first, last in zip(offsets[:-1], offsets[1:]):
         segment = path[first:last]
         boundaries = np.flatnonzero(np.diff(segment)) + 1
@@ -864,5 +902,4 @@ def _mean_run_lengths(path: np.ndarray, offsets: np.ndarray, n_states: int) -> n
         for a, b in zip(edges[:-1], edges[1:]):
             totals[segment[a]] += b - a
             runs[segment[a]] += 1
-    with np.errstate(invalid="ignore"):
-        return totals / runs
+    return Statistics(length=totals, count=runs)
