@@ -78,6 +78,7 @@ from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
     "Disturbances",
+    "filter_arrays",
     "filter_failure",
     "innovation_step",
     "kalman_filter",
@@ -608,6 +609,46 @@ def kalman_filter(
     innovation covariance C P C^T + R is not positive definite, or which ends before its
     diffuse components are identified.
     """
+    arrays = filter_arrays(
+        observations, offsets, initial_mean, initial_cov, transition_matrices, transition_covs,
+        observation_matrices, observation_covs, inputs, input_matrices, feedthrough_matrices, diffuse,
+    )  # fmt: skip
+    n_steps, n = len(arrays[0]), arrays[6].shape[1]
+    n_sequences = len(offsets) - 1
+    filtered_means, predicted_means = np.empty((n_steps, n)), np.empty((n_steps, n))
+    filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
+    log_likelihoods = np.empty(n_sequences)
+    failures = np.empty(n_sequences, dtype=np.int64)
+    _filter(
+        *arrays,
+        predicted_means,
+        predicted_covs,
+        filtered_means,
+        filtered_covs,
+        log_likelihoods,
+        failures,
+    )
+    filter_failure(failures, offsets)
+    return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
+
+
+def filter_arrays(
+    observations: np.ndarray,
+    offsets: np.ndarray,
+    initial_mean: np.ndarray,
+    initial_cov: np.ndarray,
+    transition_matrices: np.ndarray,
+    transition_covs: np.ndarray,
+    observation_matrices: np.ndarray,
+    observation_covs: np.ndarray,
+    inputs: np.ndarray | None,
+    input_matrices: np.ndarray | None,
+    feedthrough_matrices: np.ndarray | None,
+    diffuse: np.ndarray | None,
+) -> tuple[np.ndarray, ...]:
+    """The arguments of :func:`kalman_filter` as its compiled loop takes them: (observations,
+    inputs, offsets, initial means, initial covariances, diffuse mask, A, B, Q, C, D, R), contiguous
+    float stacks (B and D zero when absent, inputs (n_steps, 0) without)."""
     observations = np.ascontiguousarray(observations, dtype=float)
     A, Q = _stack(transition_matrices), _stack(transition_covs)
     C, R = _stack(observation_matrices), _stack(observation_covs)
@@ -616,12 +657,7 @@ def kalman_filter(
     m = inputs.shape[1]
     B = np.zeros((1, n, m)) if input_matrices is None else _stack(input_matrices)
     D = np.zeros((1, p, m)) if feedthrough_matrices is None else _stack(feedthrough_matrices)
-    n_sequences = len(offsets) - 1
-    filtered_means, predicted_means = np.empty((n_steps, n)), np.empty((n_steps, n))
-    filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
-    log_likelihoods = np.empty(n_sequences)
-    failures = np.empty(n_sequences, dtype=np.int64)
-    _filter(
+    return (
         observations,
         inputs,
         np.asarray(offsets, dtype=np.int64),
@@ -634,15 +670,7 @@ def kalman_filter(
         C,
         D,
         R,
-        predicted_means,
-        predicted_covs,
-        filtered_means,
-        filtered_covs,
-        log_likelihoods,
-        failures,
     )
-    filter_failure(failures, offsets)
-    return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
 
 
 def filter_failure(failures: np.ndarray, offsets: np.ndarray) -> None:

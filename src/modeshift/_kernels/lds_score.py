@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from modeshift._kernels.kalman import _at, _filter_sequence, _mask, _smooth_sequence, _stack, filter_failure
+from modeshift._kernels.kalman import _at, _filter_sequence, _mask, _smooth_sequence, filter_arrays, filter_failure
 from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = ["log_likelihood_and_score"]
@@ -112,13 +112,13 @@ def log_likelihood_and_score(
     offsets: np.ndarray,
     initial_mean: np.ndarray,
     initial_cov: np.ndarray,
-    transition_matrix: np.ndarray,
-    transition_cov: np.ndarray,
-    observation_matrix: np.ndarray,
-    observation_cov: np.ndarray,
+    transition_matrices: np.ndarray,
+    transition_covs: np.ndarray,
+    observation_matrices: np.ndarray,
+    observation_covs: np.ndarray,
     inputs: np.ndarray | None = None,
-    input_matrix: np.ndarray | None = None,
-    feedthrough_matrix: np.ndarray | None = None,
+    input_matrices: np.ndarray | None = None,
+    feedthrough_matrices: np.ndarray | None = None,
     *,
     diffuse: np.ndarray | None = None,
     score_rows: np.ndarray | None = None,
@@ -131,37 +131,17 @@ def log_likelihood_and_score(
     ``score_rows`` (n,) flags the rows of A whose gradient is wanted (all by default; the others
     are 0 and cost nothing: O(n^3) a step each). Raises ``ValueError`` as ``kalman_filter`` does.
     """
-    observations = np.ascontiguousarray(observations, dtype=float)
-    A, Q = _stack(transition_matrix), _stack(transition_cov)
-    C, R = _stack(observation_matrix), _stack(observation_cov)
-    n_steps, (p, n) = len(observations), C.shape[1:]
-    inputs = np.zeros((n_steps, 0)) if inputs is None else np.ascontiguousarray(inputs, dtype=float)
-    m = inputs.shape[1]
-    B = np.zeros((1, n, m)) if input_matrix is None else _stack(input_matrix)
-    D = np.zeros((1, p, m)) if feedthrough_matrix is None else _stack(feedthrough_matrix)
-    offsets = np.asarray(offsets, dtype=np.int64)
+    arrays = filter_arrays(
+        observations, offsets, initial_mean, initial_cov, transition_matrices, transition_covs,
+        observation_matrices, observation_covs, inputs, input_matrices, feedthrough_matrices, diffuse,
+    )  # fmt: skip
+    (p, n), m = arrays[9].shape[1:], arrays[1].shape[1]
     n_sequences = len(offsets) - 1
     shapes = ((n, n), (n, m), (n, n), (p, n), (p, m), (p, p), (n,), (n, n))
     gradients = tuple(np.zeros((n_sequences, *shape)) for shape in shapes)
     log_likelihoods, failures = np.empty(n_sequences), np.empty(n_sequences, dtype=np.int64)
-    _score(
-        observations,
-        inputs,
-        offsets,
-        np.ascontiguousarray(np.reshape(initial_mean, (-1, n)), dtype=float),
-        np.ascontiguousarray(np.reshape(initial_cov, (-1, n, n)), dtype=float),
-        _mask(diffuse, n),
-        A,
-        B,
-        Q,
-        C,
-        D,
-        R,
-        np.ones(n, dtype=np.bool_) if score_rows is None else _mask(score_rows, n),
-        log_likelihoods,
-        failures,
-        gradients,
-    )
+    rows = np.ones(n, dtype=np.bool_) if score_rows is None else _mask(score_rows, n)
+    _score(*arrays, rows, log_likelihoods, failures, gradients)
     filter_failure(failures, offsets)
     gradient = {key: g[0] if n_sequences == 1 else g.sum(axis=0) for key, g in zip(_KEYS, gradients)}
     gradient["R"] = 0.5 * (gradient["R"] + gradient["R"].T)

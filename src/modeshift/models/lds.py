@@ -367,22 +367,21 @@ class LinearGaussianSSM(Model, StreamingFilters):
         seqs.require(allow_missing=True, n_features=p, model="this LinearGaussianSSM")
         return seqs.with_inputs(inputs, self.input_dim, "this LinearGaussianSSM")
 
-    def _run_filter(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
+    def _kernel_arguments(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[tuple, dict[str, Any]]:
+        """The arguments of :func:`kernels.kalman_filter` (and of the score's one compiled pass)."""
         m = self.input_dim
-        return kernels.kalman_filter(
-            seqs.values,
-            seqs.offsets,
-            params["m0"],
-            params["P0"],
-            params["A"],
-            params["Q"],
-            params["C"],
-            params["R"],
-            inputs=seqs.inputs if m > 0 else None,
-            input_matrices=params["B"] if m > 0 else None,
-            feedthrough_matrices=params["D"] if m > 0 else None,
-            diffuse=self._diffuse_mask(),
-        )
+        arguments = (seqs.values, seqs.offsets, *(params[key] for key in ("m0", "P0", "A", "Q", "C", "R")))
+        options = {
+            "inputs": seqs.inputs if m > 0 else None,
+            "input_matrices": params["B"] if m > 0 else None,
+            "feedthrough_matrices": params["D"] if m > 0 else None,
+            "diffuse": self._diffuse_mask(),
+        }
+        return arguments, options
+
+    def _run_filter(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
+        arguments, options = self._kernel_arguments(seqs, params)
+        return kernels.kalman_filter(*arguments, **options)
 
     def _run_smoother(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
         """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs)
@@ -412,28 +411,13 @@ class LinearGaussianSSM(Model, StreamingFilters):
         """log p(Y) and its gradient in every parameter (keys of ``params``), in one compiled pass
         (:func:`modeshift._kernels.lds_score.log_likelihood_and_score`, the Fisher identity), in A
         on the ``score_rows`` only (all by default; 0 on the others)."""
-        mask = self._diffuse_mask()
+        arguments, options = self._kernel_arguments(seqs, params)
         R = params["R"]
-        if mask is not None and len(R) > 1 and np.any(R != np.diag(np.diag(R))):
+        if options["diffuse"] is not None and len(R) > 1 and np.any(R != np.diag(np.diag(R))):
             raise NotImplementedError(
                 "the analytic score of a model with an exact diffuse start needs a diagonal observation_covariance_"
             )
-        m = self.input_dim
-        log_lik, gradient = kernels.log_likelihood_and_score(
-            seqs.values,
-            seqs.offsets,
-            params["m0"],
-            params["P0"],
-            params["A"],
-            params["Q"],
-            params["C"],
-            R,
-            inputs=seqs.inputs if m > 0 else None,
-            input_matrix=params["B"] if m > 0 else None,
-            feedthrough_matrix=params["D"] if m > 0 else None,
-            diffuse=mask,
-            score_rows=score_rows,
-        )
+        log_lik, gradient = kernels.log_likelihood_and_score(*arguments, **options, score_rows=score_rows)
         return float(log_lik.sum()), gradient
 
     def standard_errors(
