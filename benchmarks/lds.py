@@ -34,8 +34,9 @@ after about 60 steps) it stops updating the covariances, which the others do not
 Each timing is the best of ``--repeats`` runs (fewer when one run exceeds
 ``--max-seconds``, as pykalman's EM does).  For the JIT-compiled libraries
 compilation is kept out of those runs and reported on its own: modeshift's as
-the first calls in fresh processes on tiny inputs (empty and filled Numba
-cache), dynamax's as ``jax.jit(f).lower(...).compile()`` on the real data.
+the first calls in fresh processes on tiny inputs (filter, smooth, EM, then an
+MLE fit: its compiled log-likelihood-and-score pass comes on top; empty and filled
+Numba cache), dynamax's as ``jax.jit(f).lower(...).compile()`` on the real data.
 Values (log-likelihoods, smoothed means) are shown so the benchmark also shows
 that the libraries compute the same thing.  Missing libraries show as "n/a".
 
@@ -362,13 +363,18 @@ def measure(job: Job, jit: bool, repeats: int, max_seconds: float) -> Outcome:
 
 
 def compile_probe() -> dict[str, float]:
-    """First calls of modeshift's filter, smooth and EM on tiny data (in a fresh process)."""
+    """First calls of modeshift's filter, smooth, EM and a maximum-likelihood fit (a local
+    level: the compiled log-likelihood-and-score pass) on tiny data (in a fresh process)."""
+    from modeshift import StructuralModel
+
     start = time.perf_counter()
     adapter = Modeshift()
     times = {"import": time.perf_counter() - start}
     pr = make_problem(0, 50, 2)
     for op in OPERATIONS:
         times[op] = timed(getattr(adapter, op)(pr).run)[0]
+    walk = np.cumsum(np.random.default_rng(0).normal(size=50))
+    times["mle"] = timed(lambda: StructuralModel.unobserved_components(level="local level").fit(walk))[0]
     return times
 
 

@@ -194,7 +194,7 @@ def test_trigonometric_seasonal_log_likelihood_equals_freq_seasonal():
 def test_the_gradient_the_fit_climbs_equals_differences_of_the_log_likelihood(co2_monthly, components):
     """Every component kind (variances, coefficients, AR/MA, frequency and damping), with exog
     and a missing value: the chained analytic gradient against central differences of log L."""
-    from modeshift.models.structural import _Layout
+    from modeshift.models.structural import _Layout, _Objective
 
     rng = np.random.default_rng(3)
     y = co2_monthly[:120].copy()
@@ -205,8 +205,7 @@ def test_the_gradient_the_fit_climbs_equals_differences_of_the_log_likelihood(co
     start = model._start(seqs)
     layout = _Layout(model._components(), start)
     x = layout.x0 + 0.1 * rng.normal(size=len(layout.x0))
-    engine = model._engine(model._system(layout.params(x)))
-    value, gradient = model._value_and_gradient(x, layout, model._with_inputs(seqs), engine)
+    value, gradient = _Objective(model, layout, seqs)(x)
     assert value == pytest.approx(model._log_likelihood(layout.params(x), seqs), rel=1e-12)
     numeric = np.empty_like(x)
     for i in range(len(x)):

@@ -11,6 +11,7 @@ from modeshift._kernels.hmm import (
     viterbi,
 )
 from modeshift._kernels.kalman import kalman_filter, rts_smoother, sample_states
+from modeshift._kernels.lds_score import log_likelihood_and_score
 from modeshift._kernels.resampling import (
     effective_sample_size,
     multinomial,
@@ -44,6 +45,7 @@ __all__ = [
     "regression_log_density",
     "weighted_moments",
     "kalman_filter",
+    "log_likelihood_and_score",
     "rts_smoother",
     "sample_states",
     "effective_sample_size",

@@ -78,6 +78,8 @@ from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
     "Disturbances",
+    "filter_arrays",
+    "filter_failure",
     "innovation_step",
     "kalman_filter",
     "predict_step",
@@ -97,7 +99,7 @@ def _at(stack: np.ndarray, t: int) -> np.ndarray:
     return stack[t] if stack.shape[0] > 1 else stack[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _converged(a: np.ndarray, b: np.ndarray) -> bool:
     """max |a - b| <= STEADY_TOLERANCE * max |a|, for two (n, n) matrices."""
     scale = 0.0
@@ -109,7 +111,7 @@ def _converged(a: np.ndarray, b: np.ndarray) -> bool:
     return gap <= STEADY_TOLERANCE * scale
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
@@ -118,7 +120,7 @@ def _identical(a: np.ndarray, b: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fully_observed(y: np.ndarray) -> bool:
     for value in y:
         if np.isnan(value):
@@ -127,7 +129,7 @@ def _fully_observed(y: np.ndarray) -> bool:
 
 
 # ------------------------------------------------------------------ filter steps
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def predict_step(
     mean: np.ndarray,
     cov: np.ndarray,
@@ -164,7 +166,7 @@ def update_workspace(n: int, p: int) -> tuple:
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def innovation_step(
     y: np.ndarray,
     u: np.ndarray,
@@ -219,7 +221,7 @@ def innovation_step(
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_step(
     y: np.ndarray,
     u: np.ndarray,
@@ -289,7 +291,7 @@ def update_step(
     return True, -0.5 * (k * LOG_2PI + log_det + mahalanobis)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _steady_update(
     y: np.ndarray,
     u: np.ndarray,
@@ -607,6 +609,46 @@ def kalman_filter(
     innovation covariance C P C^T + R is not positive definite, or which ends before its
     diffuse components are identified.
     """
+    arrays = filter_arrays(
+        observations, offsets, initial_mean, initial_cov, transition_matrices, transition_covs,
+        observation_matrices, observation_covs, inputs, input_matrices, feedthrough_matrices, diffuse,
+    )  # fmt: skip
+    n_steps, n = len(arrays[0]), arrays[6].shape[1]
+    n_sequences = len(offsets) - 1
+    filtered_means, predicted_means = np.empty((n_steps, n)), np.empty((n_steps, n))
+    filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
+    log_likelihoods = np.empty(n_sequences)
+    failures = np.empty(n_sequences, dtype=np.int64)
+    _filter(
+        *arrays,
+        predicted_means,
+        predicted_covs,
+        filtered_means,
+        filtered_covs,
+        log_likelihoods,
+        failures,
+    )
+    filter_failure(failures, offsets)
+    return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
+
+
+def filter_arrays(
+    observations: np.ndarray,
+    offsets: np.ndarray,
+    initial_mean: np.ndarray,
+    initial_cov: np.ndarray,
+    transition_matrices: np.ndarray,
+    transition_covs: np.ndarray,
+    observation_matrices: np.ndarray,
+    observation_covs: np.ndarray,
+    inputs: np.ndarray | None,
+    input_matrices: np.ndarray | None,
+    feedthrough_matrices: np.ndarray | None,
+    diffuse: np.ndarray | None,
+) -> tuple[np.ndarray, ...]:
+    """The arguments of :func:`kalman_filter` as its compiled loop takes them: (observations,
+    inputs, offsets, initial means, initial covariances, diffuse mask, A, B, Q, C, D, R), contiguous
+    float stacks (B and D zero when absent, inputs (n_steps, 0) without)."""
     observations = np.ascontiguousarray(observations, dtype=float)
     A, Q = _stack(transition_matrices), _stack(transition_covs)
     C, R = _stack(observation_matrices), _stack(observation_covs)
@@ -615,12 +657,7 @@ def kalman_filter(
     m = inputs.shape[1]
     B = np.zeros((1, n, m)) if input_matrices is None else _stack(input_matrices)
     D = np.zeros((1, p, m)) if feedthrough_matrices is None else _stack(feedthrough_matrices)
-    n_sequences = len(offsets) - 1
-    filtered_means, predicted_means = np.empty((n_steps, n)), np.empty((n_steps, n))
-    filtered_covs, predicted_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
-    log_likelihoods = np.empty(n_sequences)
-    failures = np.empty(n_sequences, dtype=np.int64)
-    _filter(
+    return (
         observations,
         inputs,
         np.asarray(offsets, dtype=np.int64),
@@ -633,20 +670,18 @@ def kalman_filter(
         C,
         D,
         R,
-        predicted_means,
-        predicted_covs,
-        filtered_means,
-        filtered_covs,
-        log_likelihoods,
-        failures,
     )
-    failed = np.flatnonzero(failures >= 0)
-    if failed.size:
-        s = failed[0]
+
+
+def filter_failure(failures: np.ndarray, offsets: np.ndarray) -> None:
+    """Raise ``ValueError`` for the first sequence whose filter failed: ``failures[s]`` the step
+    (within it) whose innovation covariance is not positive definite, its length when it ends
+    before its diffuse components are identified, -1 when it ran through."""
+    if failures.max(initial=-1) >= 0:
+        s = int(np.flatnonzero(failures >= 0)[0])
         if failures[s] == offsets[s + 1] - offsets[s]:
             raise ValueError(f"sequence {s} ends before its diffuse state components are identified")
         raise ValueError(f"innovation covariance is not positive definite at sequence {s}, time step {failures[s]}")
-    return log_likelihoods, filtered_means, filtered_covs, predicted_means, predicted_covs
 
 
 # ----------------------------------------------------------------- the smoother
@@ -670,7 +705,7 @@ class Disturbances(NamedTuple):
     WP: np.ndarray
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarray) -> None:
     """r_t-1 = C_o^T S^-1 v + L_t^T r_t = s + C_o^T u, u = S^-1 v - K^T s (into ``u``), with
     L_t = A (I - K C_o), s = A^T r_t and the step's rows C_o, gain K and S^-1 v (in ``innovation``)
@@ -689,7 +724,7 @@ def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarr
         out[i] = value
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarray) -> None:
     """N_t-1 = C_o^T S^-1 C_o + L_t^T N_t L_t from W = A^T N_t A: with X = W K,
     N_t-1 = W + C_o^T (S^-1 C_o + K^T X C_o - X^T) - X C_o, symmetric by construction."""
@@ -729,7 +764,7 @@ def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarra
             out[j, i] = out[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _observation_terms(
     k: int, work: tuple, u: np.ndarray, KX: np.ndarray, Y: np.ndarray, P: np.ndarray, D: np.ndarray, terms: tuple
 ) -> None:
@@ -1079,7 +1114,7 @@ def _diffuse_backward(
             copy_into(N0, Ns[t])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a b for square matrices, row by row, skipping the zero entries of a (sparse dynamics)."""
     n = a.shape[0]
@@ -1093,7 +1128,7 @@ def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                     out[i, j] += weight * b[k, j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _multiply_rows(a: np.ndarray, b: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """out = a b on the ``rows`` flagged, zero on the others (O(rows n^2))."""
     n = a.shape[0]

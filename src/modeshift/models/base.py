@@ -304,6 +304,7 @@ def _checking_arguments(function: Any) -> Any:
     return checked
 
 
+@functools.cache
 def _init_names(cls: type) -> tuple[str, ...]:
     """The named arguments of ``cls.__init__``: its hyper-parameters (read once per class)."""
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

@@ -367,34 +367,25 @@ class LinearGaussianSSM(Model, StreamingFilters):
         seqs.require(allow_missing=True, n_features=p, model="this LinearGaussianSSM")
         return seqs.with_inputs(inputs, self.input_dim, "this LinearGaussianSSM")
 
-    def _run_filter(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
+    def _kernel_arguments(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple[tuple, dict[str, Any]]:
+        """The arguments of :func:`kernels.kalman_filter` (and of the score's one compiled pass)."""
         m = self.input_dim
-        return kernels.kalman_filter(
-            seqs.values,
-            seqs.offsets,
-            params["m0"],
-            params["P0"],
-            params["A"],
-            params["Q"],
-            params["C"],
-            params["R"],
-            inputs=seqs.inputs if m > 0 else None,
-            input_matrices=params["B"] if m > 0 else None,
-            feedthrough_matrices=params["D"] if m > 0 else None,
-            diffuse=self._diffuse_mask(),
-        )
+        arguments = (seqs.values, seqs.offsets, *(params[key] for key in ("m0", "P0", "A", "Q", "C", "R")))
+        options = {
+            "inputs": seqs.inputs if m > 0 else None,
+            "input_matrices": params["B"] if m > 0 else None,
+            "feedthrough_matrices": params["D"] if m > 0 else None,
+            "diffuse": self._diffuse_mask(),
+        }
+        return arguments, options
 
-    def _run_smoother(
-        self,
-        seqs: Sequences,
-        params: dict[str, np.ndarray],
-        disturbances: bool,
-        covariances: bool = True,
-        score_rows: np.ndarray | None = None,
-    ) -> tuple:
-        """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs); without
-        ``covariances`` the smoothed covariances are None, ``score_rows`` the rows of A whose
-        score is wanted (:func:`kernels.rts_smoother`)."""
+    def _run_filter(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
+        arguments, options = self._kernel_arguments(seqs, params)
+        return kernels.kalman_filter(*arguments, **options)
+
+    def _run_smoother(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
+        """The filter, then the smoother: (log p(Y), filter outputs, smoother outputs)
+        (:func:`kernels.rts_smoother`)."""
         log_lik, *filtered = self._run_filter(seqs, params)
         m = self.input_dim
         smoothed = kernels.rts_smoother(
@@ -407,35 +398,27 @@ class LinearGaussianSSM(Model, StreamingFilters):
             inputs=seqs.inputs if m > 0 else None,
             feedthrough_matrices=params["D"] if m > 0 else None,
             diffuse=self._diffuse_mask(),
-            disturbances=disturbances,
-            covariances=covariances,
-            score_rows=score_rows,
         )
         return float(log_lik.sum()), filtered, smoothed
 
     def _smooth(self, seqs: Sequences, params: dict[str, np.ndarray]) -> tuple:
-        log_lik, _, smoothed = self._run_smoother(seqs, params, False)
+        log_lik, _, smoothed = self._run_smoother(seqs, params)
         return (log_lik, *smoothed)
 
     def _score(
         self, seqs: Sequences, params: dict[str, np.ndarray], score_rows: np.ndarray | None = None
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """log p(Y) and its gradient in every parameter (keys of ``params``; :func:`lds_mle.score`),
-        in A on the ``score_rows`` only (all by default; 0 on the others)."""
-        mask = self._diffuse_mask()
+        """log p(Y) and its gradient in every parameter (keys of ``params``), in one compiled pass
+        (:func:`modeshift._kernels.lds_score.log_likelihood_and_score`, the Fisher identity), in A
+        on the ``score_rows`` only (all by default; 0 on the others)."""
+        arguments, options = self._kernel_arguments(seqs, params)
         R = params["R"]
-        if mask is not None and np.any(R != np.diag(np.diag(R))):
+        if options["diffuse"] is not None and len(R) > 1 and np.any(R != np.diag(np.diag(R))):
             raise NotImplementedError(
                 "the analytic score of a model with an exact diffuse start needs a diagonal observation_covariance_"
             )
-        log_lik, _, (sm, _, _, disturbances) = self._run_smoother(
-            seqs, params, True, covariances=False, score_rows=score_rows
-        )
-        U = seqs.inputs if self.input_dim > 0 else np.zeros((seqs.n_steps, 0))
-        gradient = lds_mle.score(U, seqs.starts, seqs.linked_rows, sm, disturbances, mask)
-        if score_rows is not None:
-            gradient["A"][~np.asarray(score_rows, dtype=bool)] = 0.0
-        return log_lik, gradient
+        log_lik, gradient = kernels.log_likelihood_and_score(*arguments, **options, score_rows=score_rows)
+        return float(log_lik.sum()), gradient
 
     def standard_errors(
         self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None

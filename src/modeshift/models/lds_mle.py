@@ -1,8 +1,8 @@
-"""Exact maximum likelihood for a linear-Gaussian state-space model: the score, and a quasi-Newton climb.
+"""Exact maximum likelihood for a linear-Gaussian state-space model: a quasi-Newton climb.
 
 EM moves slowly along variance parameters and crawls towards an optimum on the boundary (a
 variance of 0). Once EM is close, :func:`polish` climbs the exact log-likelihood log p(Y; theta)
-by L-BFGS-B with its analytic gradient, :func:`score`. The gradient is the **Fisher identity**
+by L-BFGS-B with its analytic gradient, the **Fisher identity**
 
     d/dtheta log p(Y; theta) = E[ d/dtheta log p(X, Y; theta) | Y; theta ],
 
@@ -10,11 +10,10 @@ the gradient of EM's expected complete-data log-likelihood at the current theta.
 the expected residual scatter of the EM statistics, dl/dQ = (Q^-1 E Q^-1 - N Q^-1) / 2 is a
 difference of nearly equal numbers next to Q = 0 (and undefined at a singular Q); written with
 the smoothed disturbances (Koopman & Shephard 1992; Durbin & Koopman 2012, sec. 7.3) it has no
-inverse of Q or R. The smoother (:func:`modeshift._kernels.rts_smoother`) gives r_t-1 and N_t-1
-(E[w_t | Y] = Q r_t-1, Var[w_t | Y] = Q - Q N_t-1 Q) without inverting any covariance, and u_t,
-D_t for the observation noise (E[v_t | Y] = R u_t, u_t = F_t^-1 e_t - K_t' r_t,
-D_t = F_t^-1 + K_t' N_t K_t, e_t and F_t the innovation and its covariance,
-K_t = A P_t|t-1 C' F_t^-1):
+inverse of Q or R. The smoother gives r_t-1 and N_t-1 (E[w_t | Y] = Q r_t-1,
+Var[w_t | Y] = Q - Q N_t-1 Q) without inverting any covariance, and u_t, D_t for the observation
+noise (E[v_t | Y] = R u_t, u_t = F_t^-1 e_t - K_t' r_t, D_t = F_t^-1 + K_t' N_t K_t, e_t and F_t
+the innovation and its covariance, K_t = A P_t|t-1 C' F_t^-1):
 
     dl/dQ = sum_t (r_t-1 r_t-1' - N_t-1) / 2,       dl/dR = sum_t (u_t u_t' - D_t) / 2,
     dl/dA = sum_t (r_t-1 x_t-1|T' - N_t-1 A P_t-1|t-1),   dl/dB = sum_t r_t-1 u_t',
@@ -24,6 +23,9 @@ K_t = A P_t|t-1 C' F_t^-1):
 each step using only its observed entries; all of it is exact with singular Q, R and P0. With an
 exact diffuse start, the diffuse steps use the kappa^0 terms of the same quantities (r0, N0 and
 each observed entry's limits from :func:`modeshift._kernels.diffuse.diffuse_backward_step`).
+One compiled pass makes the value and all of this gradient
+(:func:`modeshift._kernels.lds_score.log_likelihood_and_score`): at a few hundred steps the
+climb's cost is its number of passes, not their arithmetic.
 
 Covariances are optimised through their Cholesky factors L (S = L L', positive semi-definite
 whatever L), a diagonal covariance through its standard deviations. The diagonal of each
@@ -41,10 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from modeshift._kernels.kalman import Disturbances
 from modeshift._kernels.linalg import cholesky_in_place
 
-__all__ = ["GTOL", "Parameterisation", "cholesky_factor", "polish", "score", "standard_errors"]
+__all__ = ["GTOL", "Parameterisation", "cholesky_factor", "polish", "standard_errors"]
 
 #: the polish has converged when the largest entry of the projected gradient of the
 #: log-likelihood in the scaled free vector is below this (L-BFGS-B itself goes on to round-off)
@@ -157,41 +158,6 @@ class Parameterisation:
         factor = np.zeros(block.shape)
         factor[np.tril_indices(block.shape[0])] = block.scale * part
         return factor
-
-
-def score(
-    U: np.ndarray,
-    starts: np.ndarray,
-    linked: np.ndarray,
-    smoothed_means: np.ndarray,
-    disturbances: Disturbances,
-    diffuse: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """dl/dtheta for every parameter A, B, C, D, R, Q, m0, P0 (for a covariance S, the
-    symmetric G with dl = tr(G dS)), from the smoother's outputs for every row.
-
-    Inputs ``U`` (T, m), the rows ``starts`` that begin a sequence and the rows ``linked`` that
-    have a predecessor; ``smoothed_means`` of x_t given all y, and ``disturbances`` from
-    ``rts_smoother(disturbances=True)``, whose observation terms (u_t, D_t and the product for
-    dl/dC, at each step's observed entries) make the gradient in C, D and R. With an exact
-    ``diffuse`` start (a boolean mask over the state), the diffuse steps contribute their exact
-    limits (R must then be diagonal), and the gradient in m0, P0 is 0 on the diffuse components.
-    """
-    sm = smoothed_means
-    r, N, NAP = disturbances.r, disturbances.N, disturbances.NAP
-    half_outer = 0.5 * (r[:, :, None] * r[:, None, :] - N)
-    proper = np.ones(r.shape[1], dtype=bool) if diffuse is None else ~np.asarray(diffuse)
-    u, gR = disturbances.u, disturbances.half.sum(axis=0)
-    return {
-        "Q": half_outer[linked].sum(axis=0),
-        "A": r[linked].T @ sm[linked - 1] - NAP[linked].sum(axis=0),
-        "B": r[linked].T @ U[linked],
-        "m0": np.where(proper, r[starts].sum(axis=0), 0.0),
-        "P0": np.where(np.outer(proper, proper), half_outer[starts].sum(axis=0), 0.0),
-        "C": u.T @ sm - disturbances.WP.sum(axis=0),
-        "D": u.T @ U,
-        "R": 0.5 * (gR + gR.T),
-    }
 
 
 def polish(

@@ -12,7 +12,7 @@ Diffuse states (a level, a slope, a seasonal pattern, the integrated states of a
 from the exact diffuse initialisation (Durbin & Koopman 2012, sec. 5.2; the ``diffuse`` start of
 :class:`~modeshift.models.lds.LinearGaussianSSM`), and the log-likelihood is the diffuse one,
 statsmodels' value with ``use_exact_diffuse=True`` (R's KFAS). Its gradient is analytic (the
-Fisher identity of :func:`modeshift.models.lds_mle.score`, chained through the map from the
+Fisher identity of :mod:`modeshift.models.lds_mle`, chained through the map from the
 named parameters to the matrices). With ``diffuse_variance`` set, the diffuse states get that
 prior variance instead and the first d observations of a sequence, d the number of diffuse
 states, are conditioned on: statsmodels' value under ``initialization="approximate_diffuse"``
@@ -33,6 +33,8 @@ True
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -406,67 +408,6 @@ class StructuralModel(Model, StreamingFilters):
             value += 0.5 * np.sum(_LOG_2PI + np.log(variance[burned]) + innovation[burned] ** 2 / variance[burned])
         return _Filtered(value, fm, fc, standardised)
 
-    def _value_and_gradient(
-        self, x: np.ndarray, layout: _Layout, seqs: Sequences, engine: LinearGaussianSSM
-    ) -> tuple[float, np.ndarray]:
-        """log L at ``layout.params(x)`` and its gradient in x: the analytic gradient G in the
-        system matrices (:func:`modeshift.models.lds_mle.score`, the Fisher identity), chained
-        through each component's own block, dl/dx_i = <G on the block's rows, d block / dx_i>.
-        A block is linear in its variances and coefficients, so one step gives that derivative
-        exactly; in the other values, of kind "free" (AR, MA, frequency, damping), the component's
-        exact ``derivatives`` (ARIMA) or central differences of the (cheap) map to the block. Only
-        those move the dynamics, so G in A is made on their components' rows only. ``seqs``
-        carries the inputs (1, exog_t) and ``engine`` is :meth:`_engine` (both made once per fit)."""
-        parts = layout.split(x)
-        values = [c.from_free(part) for c, part in zip(self.components, parts)]
-        blocks = [c.block(v) for c, v in zip(self.components, values)]
-        moving = [np.full(len(b.diffuse), "free" in c.kinds()) for c, b in zip(self.components, blocks)]
-        value, G = engine._score(seqs, self._matrices(self._stack(blocks)), np.concatenate(moving))
-        gradient = np.empty_like(x)
-        i, at, column = 0, 0, 1
-        for component, part, here, block in zip(self.components, parts, values, blocks):
-            n, k = len(block.diffuse), len(block.coefficients)
-            states, exog = slice(at, at + n), slice(column, column + k)
-            local = Block(
-                dynamics=G["A"][states, states],
-                observation=G["C"][0, states],
-                covariance=G["Q"][states, states],
-                diffuse=block.diffuse,
-                intercept=G["B"][states, 0],
-                initial_mean=G["m0"][states],
-                initial_covariance=G["P0"][states, states],
-                irregular=float(G["R"][0, 0]),
-                coefficients=G["D"][0, exog],
-            )
-            exact = getattr(component, "derivatives", None)
-            slopes = {j: _inner(local, change) for j, change in exact(here, block).items()} if exact else None
-            for j, kind in enumerate(component.kinds()):
-                unit = layout.units[i]
-                if kind == "free":
-                    h = 1e-6 * max(1.0, abs(x[i]))
-                    above, below = part.copy(), part.copy()
-                    above[j] += h * unit
-                    below[j] -= h * unit
-                    if slopes is None:  # differences of the map to the block
-                        change = _inner(local, component.block(component.from_free(above)),
-                                        component.block(component.from_free(below)))  # fmt: skip
-                    else:  # the exact dl/dv chained through differences of the (cheap) map to the values
-                        moved = component.from_free(above) - component.from_free(below)
-                        change = sum(slope * moved[v] for v, slope in slopes.items())
-                    gradient[i] = change / (2 * h)
-                else:  # linear in the value v: a variance v = s^2 (dv/dx = 2 s unit), a coefficient v (unit)
-                    slope = 2.0 * part[j] * unit if kind == "variance" else unit
-                    if slopes is None:
-                        step = unit * unit if kind == "variance" else unit
-                        moved = here.copy()
-                        moved[j] += step
-                        gradient[i] = _inner(local, component.block(moved), block) / step * slope
-                    else:
-                        gradient[i] = slopes[j] * slope
-                i += 1
-            at, column = at + n, column + k
-        return value, gradient
-
     def _log_likelihood(self, params: np.ndarray, seqs: Sequences) -> float:
         return self._filter(self._system(params), seqs).log_likelihood
 
@@ -475,13 +416,12 @@ class StructuralModel(Model, StreamingFilters):
         if params is None:
             raise NotFittedError("this StructuralModel has no params_: call fit, or set them by hand")
         params = np.asarray(params, dtype=float)
-        if params.shape != (self.n_parameters,) or not np.isfinite(params).all():
-            raise ValueError(
-                f"params_ must be {self.n_parameters} finite numbers ({', '.join(self.param_names)}), got {params!r}"
-            )
-        kinds = [kind for component in self._components() for kind in component.kinds()]
-        named = zip(self.param_names, kinds, params)
-        negative = [name for name, kind, value in named if kind == "variance" and value < 0]
+        components = self._components()
+        names = [name for component in components for name in component.names()]
+        if params.shape != (len(names),) or not np.isfinite(params).all():
+            raise ValueError(f"params_ must be {len(names)} finite numbers ({', '.join(names)}), got {params!r}")
+        kinds = [kind for component in components for kind in component.kinds()]
+        negative = [name for name, kind, value in zip(names, kinds, params) if kind == "variance" and value < 0]
         if negative:
             raise ValueError(f"params_: the variance(s) {negative} must be >= 0, got {params!r}")
         return params
@@ -496,23 +436,25 @@ class StructuralModel(Model, StreamingFilters):
         from values drawn from the data.
         """
         self._start_fit()
+        components = self._components()
         seqs = self._sequences(X, lengths, exog, **columns).require_observed()
         start = self._params() if "params_" in self.__dict__ else self._start(seqs)
-        layout = _Layout(self._components(), start)
+        layout = _Layout(components, start)
         history: list[float] = []
         self.n_iter_, self.converged_, self.history_ = 0, False, history
-        params = start
+        params, log_likelihood = start, None
         if self.n_iter > 0:
-            params = self._climb(seqs, layout, history)
+            params, log_likelihood = self._climb(seqs, layout, history)
         self.params_ = params
-        self.log_likelihood_ = self._log_likelihood(params, seqs)
+        self.log_likelihood_ = self._log_likelihood(params, seqs) if log_likelihood is None else log_likelihood
         self._finish_fit(seqs)
         return self
 
-    def _climb(self, seqs: Sequences, layout: _Layout, history: list[float]) -> np.ndarray:
-        """L-BFGS-B on -log L in the scaled free vector: the analytic gradient (the exact start) or
-        central differences of log L (the approximate start)."""
-        with_inputs, engine = self._with_inputs(seqs), self._engine(self._system(layout.params(layout.x0)))
+    def _climb(self, seqs: Sequences, layout: _Layout, history: list[float]) -> tuple[np.ndarray, float | None]:
+        """L-BFGS-B on -log L in the scaled free vector: the analytic gradient (the exact start,
+        :class:`_Objective`) or central differences of log L (the approximate start). Returns the
+        parameters reached and log L there (None where it was not evaluated)."""
+        objective = _Objective(self, layout, seqs) if self.diffuse_variance is None else None
         values: dict[bytes, float] = {}
 
         def negative(x: np.ndarray) -> float:
@@ -526,9 +468,9 @@ class StructuralModel(Model, StreamingFilters):
 
         def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
             gradient = np.zeros_like(x)
-            if self.diffuse_variance is None:  # the exact start: the analytic gradient
+            if objective is not None:  # the exact start: the analytic gradient
                 try:
-                    value, gradient = self._value_and_gradient(x, layout, with_inputs, engine)
+                    value, gradient = objective(x)
                 except (ValueError, np.linalg.LinAlgError):
                     value = -np.inf
                 value = -value if np.isfinite(value) else _UNDEFINED
@@ -567,7 +509,8 @@ class StructuralModel(Model, StreamingFilters):
                 "ill-conditioned here (try other starting values, or fewer components)"
             )
             warnings.warn(f"{self!r} stopped before converging, {why}", ConvergenceWarning, stacklevel=3)
-        return layout.params(x)
+        value = values.get(x.tobytes(), _UNDEFINED)
+        return layout.params(x), -value if value < _UNDEFINED else None
 
     def _start(self, seqs: Sequences) -> np.ndarray:
         """Starting values: least squares for the regression, then each component's own start
@@ -578,7 +521,7 @@ class StructuralModel(Model, StreamingFilters):
         c = the mean squared standardised innovation: one filter pass (the scale statsmodels'
         ``concentrate_scale`` profiles out)."""
         start = self._component_start(seqs)
-        variances = np.array([kind == "variance" for c in self._components() for kind in c.kinds()])
+        variances = np.array([kind == "variance" for c in self.components for kind in c.kinds()])
         try:
             standardised = self._filter(self._system(start), seqs).standardised
         except (ValueError, np.linalg.LinAlgError):
@@ -597,7 +540,7 @@ class StructuralModel(Model, StreamingFilters):
         steps = steps[np.isfinite(steps)]
         scale = float(np.var(steps)) if steps.size > 1 else float(np.nanvar(y))
         context = StartContext(series, scale if scale > 0 else 1.0)
-        parts = [beta if isinstance(c, Regression) else c.start(context) for c in self._components()]
+        parts = [beta if isinstance(c, Regression) else c.start(context) for c in self.components]
         return np.concatenate(parts)
 
     # --------------------------------------------------------------- inference
@@ -651,7 +594,7 @@ class StructuralModel(Model, StreamingFilters):
         seqs = self._sequences(X, lengths, exog)
         system = self._system(params)
         log_lik, moments, (means, covariances, cross) = self._engine(system)._run_smoother(
-            self._with_inputs(seqs), self._matrices(system), False
+            self._with_inputs(seqs), self._matrices(system)
         )
         log_lik = self._filtered(system, seqs, log_lik, *moments).log_likelihood
         weights = self._signal_weights()
@@ -947,47 +890,187 @@ def _variance_scale(params: np.ndarray, kinds: np.ndarray) -> float:
     return float(variances.max()) if variances.size else 1.0
 
 
-def _inner(gradient: Block, above: Block, below: Block | None = None) -> float:
-    """<gradient, above - below>: the change of log L between two blocks of one component, to first
-    order, ``gradient`` holding dl/d(each matrix) on the component's rows (None: no such part);
-    without ``below``, <gradient, above>."""
-    total = 0.0
-    for name in ("dynamics", "observation", "covariance", "intercept", "initial_mean", "initial_covariance",
-                 "coefficients"):  # fmt: skip
-        a, b = getattr(above, name), None if below is None else getattr(below, name)
-        if a is not None and (below is None or b is not None):
-            total += float(np.sum(getattr(gradient, name) * (a if b is None else a - b)))
-    return total + gradient.irregular * (above.irregular - (0.0 if below is None else below.irregular))
-
-
 class _Layout:
     """The components' parameters as one scaled free vector for the optimiser, and back: each
     free value divided by its size at the start, so that L-BFGS-B sees numbers of order one.
     A variance enters through its standard deviation s, unbounded: log L is even in s and near
     a variance of 0 nearly quadratic in it, so L-BFGS-B reaches a boundary optimum s = 0 fast
-    (statsmodels' parameterisation), and a line search never stops on every variance at 0."""
+    (statsmodels' parameterisation), and a line search never stops on every variance at 0.
+    By the components' contract, a value of kind "variance" is s^2 and one of kind "coefficient"
+    is itself, whatever the component; only a component with values of kind "free" (AR, MA, a
+    frequency, a damping) maps its free vector through its own ``from_free``."""
 
     def __init__(self, components: tuple[Any, ...], start: np.ndarray):
-        self.components = components
-        self.sizes = [len(c.names()) for c in components]
-        kinds = np.array([kind for c in components for kind in c.kinds()])
-        free = self._free(start)
+        bounds = list(itertools.accumulate((len(c.names()) for c in components), initial=0))
+        self.slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+        kinds = np.array([kind for c in components for kind in c.kinds()], dtype=str)
+        self.variance = kinds == "variance"
+        #: (component, its slice, the indices of its values of kind "free") of those that have some
+        self.coupled = [
+            (c, where, where.start + np.flatnonzero(kinds[where] == "free"))
+            for c, where in zip(components, self.slices)
+            if "free" in c.kinds()
+        ]
+        start = np.asarray(start, dtype=float)
+        free = np.concatenate([np.zeros(0), *(c.to_free(start[where]) for c, where in zip(components, self.slices))])
         scale = np.abs(free)
-        floor = 1e-3 * (scale[kinds == "variance"].max() if (kinds == "variance").any() else 1.0)
+        floor = 1e-3 * (scale[self.variance].max() if self.variance.any() else 1.0)
         self.units = np.where(
             kinds == "free",
             1.0,
-            np.where(kinds == "variance", np.maximum(scale, floor), np.where(scale > 0, scale, 1.0)),
+            np.where(self.variance, np.maximum(scale, floor), np.where(scale > 0, scale, 1.0)),
         )
         self.x0 = free / self.units
 
-    def _free(self, params: np.ndarray) -> np.ndarray:
-        parts = np.split(np.asarray(params, dtype=float), np.cumsum(self.sizes)[:-1])
-        return np.concatenate([c.to_free(p) for c, p in zip(self.components, parts)])
-
-    def split(self, x: np.ndarray) -> list[np.ndarray]:
-        """Each component's free values (unscaled)."""
-        return np.split(x * self.units, np.cumsum(self.sizes)[:-1])
-
     def params(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([c.from_free(p) for c, p in zip(self.components, self.split(x))])
+        """The components' values at x."""
+        scaled = x * self.units
+        values = np.where(self.variance, scaled * scaled, scaled)
+        for component, where, _ in self.coupled:
+            values[where] = component.from_free(scaled[where])
+        return values
+
+    def chain(self, x: np.ndarray, slopes: np.ndarray) -> np.ndarray:
+        """dl/dx from ``slopes`` dl/dv: dv/dx = 2 s unit for a variance, unit for a coefficient, and
+        for a value of kind "free" a column of the Jacobian of ``from_free``, by central
+        differences (it couples the values: AR and MA coefficients)."""
+        scaled = x * self.units
+        gradient = slopes * self.units * np.where(self.variance, 2.0 * scaled, 1.0)
+        for component, where, free in self.coupled:
+            part = scaled[where]
+            for i in free:
+                h = 1e-6 * max(1.0, abs(x[i]))
+                above, below = part.copy(), part.copy()
+                above[i - where.start] += h * self.units[i]
+                below[i - where.start] -= h * self.units[i]
+                gradient[i] = slopes[where] @ (component.from_free(above) - component.from_free(below)) / (2 * h)
+        return gradient
+
+
+#: the system's matrices in the order of their flat vector (:meth:`StructuralModel._matrices`)
+_SYSTEM = ("A", "Q", "C", "R", "m0", "P0", "B", "D")
+
+
+def _local(block: Block) -> np.ndarray:
+    """A block as one flat vector: dynamics, covariance, observation, intercept, initial mean,
+    initial covariance, irregular, coefficients (an absent part as zeros)."""
+    n = len(block.diffuse)
+    zeros = np.zeros(n)
+    parts = (
+        block.dynamics.ravel(),
+        block.covariance.ravel(),
+        block.observation,
+        zeros if block.intercept is None else block.intercept,
+        zeros if block.initial_mean is None else block.initial_mean,
+        np.zeros(n * n) if block.initial_covariance is None else block.initial_covariance.ravel(),
+        [block.irregular],
+        block.coefficients,
+    )
+    return np.concatenate(parts)
+
+
+class _Objective:
+    """log L and its gradient in the scaled free vector x of a ``layout``, for L-BFGS-B: one
+    compiled pass (:meth:`LinearGaussianSSM._score`, the Fisher identity) gives the gradient G in
+    the stacked system's matrices, chained to x through each component's block.
+
+    Each component fills fixed entries of the system (its rows of the block-diagonal A, Q, P0 and
+    B, its columns of C and D, the noise R), so the system is one flat vector, the sum of the
+    blocks scattered to their ``positions``, and dl/dv_j = <d block / d v_j, G at its positions>.
+    A component whose values are all variances and coefficients has a block linear in them: its
+    part of the system and its derivatives are made once, here (the trends, seasonals, the
+    irregular and the regression of most models). The others (ARIMA, a cycle) make theirs at
+    every point (:func:`_block_derivatives`); only their rows of A move, so G in A is made there
+    only. Then dl/dx = dv/dx' dl/dv (:meth:`_Layout.chain`).
+    """
+
+    def __init__(self, model: StructuralModel, layout: _Layout, seqs: Sequences):
+        self.layout, self.seqs = layout, model._with_inputs(seqs)
+        components = model.components
+        values = layout.params(layout.x0)
+        blocks = [c.block(values[where]) for c, where in zip(components, layout.slices)]
+        origin = model._stack([_zero(b) for b in blocks])
+        self.engine = model._engine(origin)
+        matrices = model._matrices(origin)
+        self.shapes = [np.shape(matrices[key]) for key in _SYSTEM]
+        bounds = list(itertools.accumulate((math.prod(shape) for shape in self.shapes), initial=0))
+        self.parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+        self.fixed = np.concatenate([np.ravel(matrices[key]) for key in _SYSTEM])  # + the linear blocks at 0
+        index = np.arange(self.fixed.size)
+        at = {key: index[part].reshape(shape) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
+        self.nonlinear, moving, linear, directions = [], [], [], []
+        state, column = 0, 1
+        for component, where, block in zip(components, layout.slices, blocks):
+            n, k = len(block.diffuse), len(block.coefficients)
+            rows, exog = slice(state, state + n), slice(column, column + k)
+            positions = np.concatenate([
+                at["A"][rows, rows].ravel(), at["Q"][rows, rows].ravel(), at["C"][0, rows], at["B"][rows, 0],
+                at["m0"][rows], at["P0"][rows, rows].ravel(), at["R"][0], at["D"][0, exog],
+            ])  # fmt: skip
+            free = "free" in component.kinds()
+            moving.append(np.full(n, free))
+            if free:
+                self.nonlinear.append((component, where, positions))
+            else:  # block(v) = block(0) + sum_j v_j (block(e_j) - block(0))
+                size = where.stop - where.start
+                base = _local(component.block(np.zeros(size)))
+                self.fixed[positions] += base  # a component fills each entry once
+                for j, unit in enumerate(np.eye(size)):
+                    direction = np.zeros(self.fixed.size)
+                    direction[positions] = _local(component.block(unit)) - base
+                    directions.append(direction)
+                    linear.append(where.start + j)
+            state, column = state + n, column + k
+        self.linear = np.array(linear, dtype=int)
+        self.directions = np.array(directions).reshape(len(directions), self.fixed.size)
+        self.moving = np.concatenate(moving)
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """(log L, d log L / dx) at x."""
+        values = self.layout.params(x)
+        flat = self.fixed + values[self.linear] @ self.directions
+        derivatives = []
+        for component, where, positions in self.nonlinear:
+            block = component.block(values[where])
+            flat[positions] += _local(block)  # a component fills each entry once
+            derivatives.append(_block_derivatives(component, values[where], block))
+        matrices = {key: flat[part].reshape(shape) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
+        value, G = self.engine._score(self.seqs, matrices, self.moving)
+        g = np.concatenate([np.ravel(G[key]) for key in _SYSTEM])
+        slopes = np.empty(values.size)  # dl/dv
+        slopes[self.linear] = self.directions @ g
+        for (_, where, positions), rows in zip(self.nonlinear, derivatives):
+            slopes[where] = rows @ g[positions]
+        return value, self.layout.chain(x, slopes)
+
+
+def _zero(block: Block) -> Block:
+    """``block`` with every part 0 (its states, diffuse ones and exog columns kept)."""
+    return Block(
+        np.zeros_like(block.dynamics),
+        np.zeros_like(block.observation),
+        np.zeros_like(block.covariance),
+        block.diffuse,
+        coefficients=np.zeros_like(block.coefficients),
+    )
+
+
+def _block_derivatives(component: Any, values: np.ndarray, block: Block) -> np.ndarray:
+    """d block / d v_j for each value (rows, as :func:`_local` vectors): a component's own exact
+    ``derivatives`` (ARIMA), else one step in a variance or coefficient (the block is linear in
+    them) and central differences in the others."""
+    exact = getattr(component, "derivatives", None)
+    if exact is not None:
+        return np.array([_local(change) for _, change in sorted(exact(values, block).items())])
+    here = _local(block)
+    rows = []
+    for j, kind in enumerate(component.kinds()):
+        step = max(1.0, abs(values[j])) * (1e-6 if kind == "free" else 1.0)
+        above, below = values.copy(), values.copy()
+        above[j] += step
+        if kind == "free":
+            below[j] -= step
+            rows.append((_local(component.block(above)) - _local(component.block(below))) / (2 * step))
+        else:
+            rows.append((_local(component.block(above)) - here) / step)
+    return np.array(rows)

@@ -1,0 +1,148 @@
+"""The log-likelihood of a linear-Gaussian state-space model and its gradient in every matrix, in one call.
+
+A quasi-Newton climb of the exact log-likelihood (:mod:`modeshift.models.lds_mle`) asks for
+log p(Y) and its gradient a dozen times; on a short series the arithmetic of each pass is a few
+microseconds and the price is the trips between Python and the compiled loops. Here one
+compiled call runs, per sequence, the Kalman filter (:func:`modeshift._kernels.kalman`'s,
+exact diffuse start included), the smoother's backward pass with its disturbances r, N and the
+observation terms u, D (Durbin & Koopman 2012, sec. 7.3), and sums them into the score by the
+Fisher identity (Koopman & Shephard 1992):
+
+    dl/dQ = sum_t (r_t-1 r_t-1' - N_t-1) / 2,       dl/dR = sum_t (u_t u_t' - D_t) / 2,
+    dl/dA = sum_t (r_t-1 x_t-1|T' - N_t-1 A P_t-1|t-1),   dl/dB = sum_t r_t-1 u_t',
+    dl/dC = sum_t (u_t x_t|T' - (F_t^-1 C - K_t' N_t L_t) P_t|t-1),   dl/dD = sum_t u_t u_t'
+    (u_t the inputs in the last),
+    dl/dm0 = r_-1,   dl/dP0 = (r_-1 r_-1' - N_-1) / 2   (per sequence, on the proper components),
+
+over the steps with a predecessor for A, B and Q; for a covariance S, the symmetric G with
+dl = tr(G dS). No covariance is inverted, so all of it is exact with singular Q, R and P0.
+
+>>> import numpy as np
+>>> y = np.array([[1.0], [0.5], [np.nan], [2.0]])
+>>> one = np.eye(1)
+>>> log_lik, gradient = log_likelihood_and_score(y, np.array([0, 4]), np.zeros(1), one, one, one, one, one)
+>>> sorted(gradient)
+['A', 'B', 'C', 'D', 'P0', 'Q', 'R', 'm0']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from modeshift._kernels.kalman import _at, _filter_sequence, _mask, _smooth_sequence, filter_arrays, filter_failure
+from modeshift._kernels.threads import parallel, sequences_of
+
+__all__ = ["log_likelihood_and_score"]
+
+_KEYS = ("A", "B", "Q", "C", "D", "R", "m0", "P0")
+
+
+@njit(cache=True)
+def _accumulate(first, last, inputs, diffuse, rows, smoothed_means, disturbances, gradient) -> None:
+    """Add the score terms of rows ``first:last`` (one sequence) into ``gradient`` (the order of
+    ``_KEYS``), dl/dA on the state ``rows`` flagged only."""
+    rs, Ns, NAP, us, halves, WP = disturbances
+    gA, gB, gQ, gC, gD, gR, gm0, gP0 = gradient
+    n, m, p = rs.shape[1], inputs.shape[1], us.shape[1]
+    for t in range(first, last):
+        r, N = rs[t], Ns[t]
+        if t == first:
+            for i in range(n):
+                if diffuse[i]:
+                    continue
+                gm0[i] += r[i]
+                for j in range(n):
+                    if not diffuse[j]:
+                        gP0[i, j] += 0.5 * (r[i] * r[j] - N[i, j])
+        else:
+            for i in range(n):
+                for j in range(n):
+                    gQ[i, j] += 0.5 * (r[i] * r[j] - N[i, j])
+                if rows[i]:
+                    for j in range(n):
+                        gA[i, j] += r[i] * smoothed_means[t - 1, j] - NAP[t, i, j]
+                for k in range(m):
+                    gB[i, k] += r[i] * inputs[t, k]
+        for a in range(p):
+            u = us[t, a]
+            for j in range(n):
+                gC[a, j] += u * smoothed_means[t, j] - WP[t, a, j]
+            for k in range(m):
+                gD[a, k] += u * inputs[t, k]
+            for b in range(p):
+                gR[a, b] += halves[t, a, b]
+
+
+@parallel(tasks=sequences_of(2))
+def _score(observations, inputs, offsets, initial_means, initial_covs, diffuse, A, B, Q, C, D, R, rows,
+           log_likelihoods, failures, gradients):  # fmt: skip
+    n_steps, n, p = observations.shape[0], A.shape[1], C.shape[1]
+    predicted_means, predicted_covs = np.empty((n_steps, n)), np.empty((n_steps, n, n))
+    filtered_means, filtered_covs = np.empty((n_steps, n)), np.empty((n_steps, n, n))
+    smoothed_means = np.empty((n_steps, n))
+    skipped = np.empty((0, n, n))  # the smoothed covariances: the score needs none
+    disturbances = (
+        np.zeros((n_steps, n)),
+        np.zeros((n_steps, n, n)),
+        np.zeros((n_steps, n, n)),
+        np.zeros((n_steps, p)),
+        np.zeros((n_steps, p, p)),
+        np.zeros((n_steps, p, n)),
+    )
+    for s in prange(offsets.shape[0] - 1):
+        first, last = offsets[s], offsets[s + 1]
+        failures[s], log_likelihoods[s] = _filter_sequence(
+            observations, inputs, first, last, _at(initial_means, s), _at(initial_covs, s), diffuse,
+            A, B, Q, C, D, R, predicted_means, predicted_covs, filtered_means, filtered_covs,
+        )  # fmt: skip
+        if failures[s] >= 0:
+            continue
+        _smooth_sequence(
+            observations, inputs, first, last, filtered_means, filtered_covs, predicted_means, predicted_covs,
+            diffuse, A, C, D, R, smoothed_means, skipped, skipped, disturbances, rows,
+        )  # fmt: skip
+        gradient = (gradients[0][s], gradients[1][s], gradients[2][s], gradients[3][s],
+                    gradients[4][s], gradients[5][s], gradients[6][s], gradients[7][s])  # fmt: skip
+        _accumulate(first, last, inputs, diffuse, rows, smoothed_means, disturbances, gradient)
+
+
+def log_likelihood_and_score(
+    observations: np.ndarray,
+    offsets: np.ndarray,
+    initial_mean: np.ndarray,
+    initial_cov: np.ndarray,
+    transition_matrices: np.ndarray,
+    transition_covs: np.ndarray,
+    observation_matrices: np.ndarray,
+    observation_covs: np.ndarray,
+    inputs: np.ndarray | None = None,
+    input_matrices: np.ndarray | None = None,
+    feedthrough_matrices: np.ndarray | None = None,
+    *,
+    diffuse: np.ndarray | None = None,
+    score_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """log p(Y) per sequence (n_sequences,) and its gradient summed over all of them, per matrix
+    (keys A, B, Q, C, D, R, m0, P0; a covariance's as the symmetric G with dl = tr(G dS)), of a
+    time-invariant model with the arguments of :func:`~modeshift._kernels.kalman.kalman_filter`
+    (B, D zero when absent). ``diffuse`` flags the exact diffuse components (R must then be
+    diagonal): the log-likelihood is the diffuse one, and the gradient in m0, P0 is 0 on them.
+    ``score_rows`` (n,) flags the rows of A whose gradient is wanted (all by default; the others
+    are 0 and cost nothing: O(n^3) a step each). Raises ``ValueError`` as ``kalman_filter`` does.
+    """
+    arrays = filter_arrays(
+        observations, offsets, initial_mean, initial_cov, transition_matrices, transition_covs,
+        observation_matrices, observation_covs, inputs, input_matrices, feedthrough_matrices, diffuse,
+    )  # fmt: skip
+    (p, n), m = arrays[9].shape[1:], arrays[1].shape[1]
+    n_sequences = len(offsets) - 1
+    shapes = ((n, n), (n, m), (n, n), (p, n), (p, m), (p, p), (n,), (n, n))
+    gradients = tuple(np.zeros((n_sequences, *shape)) for shape in shapes)
+    log_likelihoods, failures = np.empty(n_sequences), np.empty(n_sequences, dtype=np.int64)
+    rows = np.ones(n, dtype=np.bool_) if score_rows is None else _mask(score_rows, n)
+    _score(*arrays, rows, log_likelihoods, failures, gradients)
+    filter_failure(failures, offsets)
+    gradient = {key: g[0] if n_sequences == 1 else g.sum(axis=0) for key, g in zip(_KEYS, gradients)}
+    gradient["R"] = 0.5 * (gradient["R"] + gradient["R"].T)
+    return log_likelihoods, gradient
