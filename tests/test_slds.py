@@ -195,9 +195,9 @@ def test_thermostat_guards_are_recovered():
     assert abs(low - sim.parameters["low"]) <= 0.1 * sim.parameters["low"]
 
 
-def _nascar_accuracy(seed, n_restarts=1):
+def _nascar_accuracy(seed):
     sim = nascar(2000, random_state=seed)
-    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_restarts=n_restarts, n_iter=50, random_state=seed)
+    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_iter=50, random_state=seed)
     model.fit(sim.observations)
     return mode_accuracy(sim.modes, model.predict(sim.observations))
 
@@ -208,10 +208,15 @@ def test_nascar_one_seed():
 
 @pytest.mark.slow
 def test_nascar_modes_over_five_seeds():
-    # the ELBO has poor local optima (one seed in five lands in one with one restart);
-    # the restart with the largest final ELBO is also the one that finds the laps
-    accuracies = [_nascar_accuracy(seed, n_restarts=3) for seed in range(5)]
-    assert np.mean(accuracies) >= 0.9, accuracies
+    # the ELBO has poor local optima: with the start an ARHMM of the fully smoothed states
+    # proposed, seed 0 landed in one (accuracy 0.53, mean 0.89); the start is now chosen by the
+    # ELBO among proposals from states smoothed less as well (issue 18: at least 0.95)
+    accuracies = []
+    for seed in range(5):
+        sim = nascar(1000, random_state=seed)
+        model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, random_state=seed).fit(sim.observations)
+        accuracies.append(mode_accuracy(sim.modes[1:], model.predict(sim.observations)[1:]))
+    assert np.mean(accuracies) >= 0.95 and min(accuracies) >= 0.9, accuracies
 
 
 @pytest.mark.slow
