@@ -712,7 +712,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self.initial_state_covariance_ = ensure_positive_definite(
                 np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * total_var * np.eye(n)
             )
-            for _ in range(_INIT_PROPOSALS):
+            for _ in range(_INIT_PROPOSALS if K > 1 else 1):  # one mode: one fit, whatever the seed
                 arhmm = ARHMM(
                     n_states=K,
                     order=1,
@@ -731,14 +731,14 @@ class SwitchingLDS(Model, StreamingFilters):
                 mode_probs = arhmm.predict_proba(states, seqs.lengths)
                 self._start_from(arhmm, seqs, states, mode_probs)
                 objective = inference.sweep(self._parameters(), seqs, mode_probs).elbo + self._log_prior()
-                if kept is None or objective > best:
+                if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
         return kept[1]
 
     def _start_from(self, arhmm: ARHMM, seqs: Sequences, states: np.ndarray, mode_probs: np.ndarray) -> None:
-        """The switching and dynamics of an ARHMM fitted to the states ``states`` (for recurrent
-        models, a logistic regression on its mode posteriors gives the guards)."""
+        """The switching and dynamics of an ARHMM fitted to ``states``, as a start (for recurrent
+        models, a logistic regression on the ARHMM's mode posteriors gives the guards)."""
         n, m, K = self.state_dim, self.input_dim, self._k
         self.dynamics_matrices_ = np.asarray(arhmm.coefs_, dtype=float).reshape(K, n, n)
         self.dynamics_offsets_ = np.asarray(arhmm.intercepts_, dtype=float).reshape(K, n)
