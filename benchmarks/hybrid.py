@@ -13,7 +13,11 @@ Two parts, in one run:
   made a fit take 150 s), the linear ARHMM, and the recurrent SLDS (``SwitchingLDS(recurrent=True)``
   with the true state's dimension; it needs state_dim <= obs_dim, so n/a on the bouncing ball). ARHMMs
   regress on ``order`` = 2 lags for the 1-D series (a position alone has no velocity), 1
-  otherwise.
+  otherwise; the linear ARHMM is also fit with ``resets="destination"`` (a reset regression
+  at each switch).
+- restitution: the bouncing ball with its state observed (0.1 mm noise), a fixed restitution
+  0.8 and no relaunches, 10 sequences of 300 steps: the restitution read off the reset of an
+  ARHMM with resets (:func:`restitution_part`), and its mode accuracy.
 - forecasts: the chaotic flows of ``../shared/data/dysts_{henon,lorenz,rossler}.csv``
   (3,000 steps each): fit on the first 2,800, forecast the last 200 from the end of the
   training data (the predictive mean). Scores: sMAPE = 100 / (H D) sum |y - f| 2 / (|y| + |f|)
@@ -78,6 +82,7 @@ def mode_models(n_states: int, order: int, dim: int, state_dim: int, seed: int) 
     return {
         "nonlinear ARHMM": nonlinear(n_states, order, dim, seed),
         "linear ARHMM": ARHMM(n_states, order=order, random_state=seed),
+        "linear ARHMM, resets": ARHMM(n_states, order=order, resets="destination", random_state=seed),
         "recurrent SLDS": SwitchingLDS(n_states, state_dim=state_dim, recurrent=True, random_state=seed),
     }
 
@@ -110,6 +115,35 @@ def modes_part(seeds: int) -> list[str]:
                 [name, label, f"{np.nanmean(times):.2f}", f"{np.nanmean(accuracies):.3f}", f"{low:.3f}-{high:.3f}"]
             )
     header = ["system", "model", "fit time (s, mean)", f"mode accuracy (mean of {seeds})", "range"]
+    return table(header, rows)
+
+
+RESTITUTION = 0.8
+CLEAN_BALL = {  # an observed state: 0.1 mm noise, one restitution, no relaunches (see restitution_part)
+    "observation_sd": 1e-4,
+    "restitution": (RESTITUTION, RESTITUTION),
+    "min_peak": 0.0,
+    "launch_height": (1.0, 2.0),
+}
+
+
+def restitution_part(seeds: int) -> list[str]:
+    """The restitution learned as a reset: on heights, order 2, the reset into the impact mode (the
+    rarer one) is y_t = a y_t-1 + e y_t-2 + c, since h_t = -e (v dt + h_t-1) and v dt = h_t-1 - h_t-2
+    when gravity within a step is neglected; e is read off as the coefficient of y_t-2."""
+    rows = []
+    for seed in range(seeds):
+        sim = simulators.bouncing_ball(300, random_state=seed, n_sequences=10, **CLEAN_BALL)
+        start = time.perf_counter()
+        model = ARHMM(2, order=2, resets="destination", random_state=seed).fit(sim.observations)
+        elapsed = time.perf_counter() - start
+        paths = model.predict(sim.observations)
+        impact = int(np.argmin(np.bincount(np.concatenate(paths), minlength=2)))
+        e = float(model.reset_coefs_[impact, 0, 1])
+        accuracy = mode_accuracy(np.concatenate([m[2:] for m in sim.modes]), np.concatenate([p[2:] for p in paths]))
+        rows.append([str(seed), f"{elapsed:.2f}", f"{accuracy:.3f}", f"{e:.3f}", f"{100 * (e / RESTITUTION - 1):+.1f}"])
+        log(f"restitution seed {seed}: e = {e:.3f}")
+    header = ["seed", "fit time (s)", "mode accuracy", "restitution e", "error (%)"]
     return table(header, rows)
 
 
@@ -192,6 +226,8 @@ def main() -> None:
     lines = ["# Hybrid systems and chaotic flows"]
     if "modes" in args.parts:
         lines += ["", "## Mode accuracy", "", *modes_part(args.seeds)]
+        lines += ["", f"## Restitution as a reset (bouncing ball, {CLEAN_BALL}, 10 x 300 steps)", ""]
+        lines += restitution_part(args.seeds)
     if "forecasts" in args.parts:
         forecasts, smapes = forecast_part()
         lines += ["", "## Forecasting chaotic flows (dysts)", "", *forecasts, ""]

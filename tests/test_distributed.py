@@ -17,7 +17,18 @@ dd = pytest.importorskip("dask.dataframe")
 db = pytest.importorskip("dask.bag")
 distributed = pytest.importorskip("distributed")
 
-from modeshift import ARHMM, HMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM  # noqa: E402
+from modeshift import (  # noqa: E402
+    ARHMM,
+    HMM,
+    HSMM,
+    LinearGaussianSSM,
+    MarkovAutoregression,
+    MarkovChain,
+    MarkovChainMixture,
+    SwitchingLDS,
+    SymbolHMM,
+    VariableOrderChain,
+)
 from modeshift import distributed as msd  # noqa: E402
 from modeshift.models.em import ConvergenceWarning  # noqa: E402
 
@@ -90,6 +101,54 @@ def test_fit_over_a_cluster_equals_the_fit_in_memory(client, kind, groups):
         _assert_same(here, _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t", persist=False))
 
 
+def test_a_switching_lds_keeps_its_posteriors_on_the_workers_and_equals_the_fit_in_memory(client):
+    frame = _frame(8)
+    start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0), frame)
+    here = _fit(copy.deepcopy(start), frame, time_column="t")
+    there = _fit(copy.deepcopy(start), _by_groups(frame, [[2, 0], [1, 3, 4], [5, 6, 7]]), time_column="t")
+    _assert_same(here, there)  # each shard's q(x) q(z) carried from one sweep to the next, where it lies
+    np.testing.assert_allclose(here.dwell_times_, there.dwell_times_, rtol=RTOL)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: HMM(2, covariance="full", random_state=0, n_iter=5), lambda: HSMM(2, random_state=0, n_iter=5)],
+    ids=["hmm", "hsmm"],
+)
+def test_starting_values_come_from_every_partition(client, make):
+    frame = _frame(8)
+    here = _fit(make(), frame, time_column="t")  # k-means and, for the HSMM, max_duration_ from all the data
+    there = _fit(make(), _by_groups(frame, [[0, 1, 2], [3, 4], [5, 6, 7]]), time_column="t")
+    _assert_same(here, there)  # small data: the sample is all of it, in partition order
+    if isinstance(here, HSMM):
+        assert there.max_duration_ == here.max_duration_
+
+
+def test_restarts_and_the_candidates_of_auto_run_at_once_and_pick_as_in_memory(client):
+    frame = _frame(8)
+    data = _by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7]])
+    make = lambda: HMM(2, n_restarts=3, n_iter=4, random_state=1)  # noqa: E731
+    here, there = _fit(make(), frame, time_column="t"), _fit(make(), data, time_column="t")
+    _assert_same(here, there)  # the same starts (drawn in turn from one generator), the same winner
+    auto = lambda: HMM("auto", max_states=3, n_iter=4, random_state=0)  # noqa: E731
+    here, there = _fit(auto(), frame, time_column="t"), _fit(auto(), data, time_column="t")
+    assert there.n_states_ == here.n_states_
+    _assert_same(here, there)
+    columns = ["n_states", "log_likelihood", "n_parameters", "aic", "bic"]
+    np.testing.assert_allclose(there.selection_[columns], here.selection_[columns], rtol=1e-10)
+    assert there.selection_["chosen"].tolist() == here.selection_["chosen"].tolist()
+
+
+def test_a_large_data_set_is_sampled_from_every_partition(client):
+    frame = _frame(12)
+    parts = msd._partitions(_by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]), client, {})
+    shards = msd.Shards.of(HMM(2), parts, client, {"time_column": "t"})
+    assert shards.sample().n_sequences == 12  # small data: all of them
+    sample = shards.sample(max_steps=frame.shape[0] // 3)  # every 3rd sequence of each partition
+    assert list(sample.ids) == [0, 3, 4, 7, 8, 11]
+    np.testing.assert_array_equal(sample[1], frame.loc[frame.id == 3, ["a", "b"]].to_numpy())
+
+
 def test_input_driven_transitions_stack_their_rows_over_the_cluster(client):
     frame = _frame(6)
     frame["u"] = np.sin(frame["t"] / 5.0)
@@ -131,6 +190,25 @@ def test_a_symbol_model_over_a_cluster_equals_the_fit_in_memory(client, unknown)
     assert there.vocabulary_ == here.vocabulary_ == initial.vocabulary_
     np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
     for name in ("startprob_", "transmat_", "emissionprob_"):
+        np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
+
+
+def test_chains_and_a_chain_mixture_count_over_the_cluster_as_in_memory(client):
+    log = _event_log()
+    groups = [[f"c{i}" for i in group] for group in ([5, 2, 9], [0, 1, 3, 4, 6], [7, 8, 10, 11, 12, 13, 14, 15])]
+    data = dd.concat([dd.from_pandas(log[log.case_id.isin(g)], npartitions=1) for g in groups])
+    ordered = data.compute()
+    for make in (lambda: MarkovChain(order=2), lambda: VariableOrderChain(max_order=2)):
+        here, there = make().fit(ordered), make().fit(data, id_column="case_id")
+        assert there.vocabulary_ == here.vocabulary_
+        np.testing.assert_array_equal(there.context_keys_, here.context_keys_)
+        np.testing.assert_array_equal(there.counts_.toarray(), here.counts_.toarray())
+        assert there.predict_next(["A", "C"], k=3) == here.predict_next(["A", "C"], k=3)
+    make = lambda: MarkovChainMixture(2, n_restarts=2, n_iter=5, tol=0.0, random_state=0)  # noqa: E731
+    here, there = _fit(make(), ordered), _fit(make(), data, id_column="case_id")  # all the data: the same starts
+    assert there.states_ == here.states_
+    np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
+    for name in ("weights_", "startprob_", "transmat_"):
         np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
 
 
@@ -181,6 +259,25 @@ def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(client):
     client.wait_for_workers(2, timeout=60)
 
 
+def test_a_switching_lds_that_loses_a_worker_restarts_its_posteriors_there(client):
+    frame = _frame(8)
+    start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0), frame)
+    killed = []
+
+    def kill_one_worker(iteration, value):
+        if iteration == 2:
+            address = sorted(client.scheduler_info()["workers"])[0]
+            client.run(_exit_soon, workers=[address])
+            killed.append(address)
+
+    model = copy.deepcopy(start).set_params(callback=kill_one_worker)
+    there = _fit(model, _by_groups(frame, [[0, 1, 2], [3, 4, 5], [6, 7]]), time_column="t")
+    assert killed and there.n_iter_ == start.n_iter  # completes: the lost shards' q(x) q(z) inferred afresh
+    here = _fit(copy.deepcopy(start), frame, time_column="t")  # so another path of variational EM, nearby
+    np.testing.assert_allclose(there.history_, here.history_, rtol=1e-4)
+    client.wait_for_workers(2, timeout=60)
+
+
 def test_the_client_receives_statistics_not_data(client, monkeypatch):
     frame = _frame(24)
     calls = []
@@ -215,9 +312,9 @@ def test_decoding_and_scoring_map_over_partitions(client):
     assert runs["id"].tolist() == here["sequence"].tolist()
 
 
-def test_a_model_whose_statistics_do_not_add_up_is_refused(client):
-    with pytest.raises(TypeError, match="SwitchingLDS cannot be fit over a Dask cluster: only a fit by EM"):
-        SwitchingLDS(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t")
+def test_a_model_that_cannot_be_sharded_is_refused(client):
+    with pytest.raises(TypeError, match="MarkovAutoregression cannot be fit over a Dask cluster: only a fit by EM"):
+        MarkovAutoregression(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
 
 
 def test_bad_data_in_a_partition_is_one_clear_error(client):
@@ -243,3 +340,17 @@ def test_the_command_line_fits_a_parquet_dataset_on_a_cluster(client, tmp_path):
     model = load(tmp_path / "m.msz")
     assert model.schema_.columns == ("a", "b")
     assert summary["log_likelihood"] == pytest.approx(model.score(model.schema_.read(_frame(6))), rel=1e-9)
+    cluster = ["--scheduler", client.scheduler.address, "--json"]
+    scored = CliRunner().invoke(app, ["score", str(tmp_path / "m.msz"), str(tmp_path / "data"), *cluster])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout.splitlines()[-1])["log_likelihood"] == pytest.approx(summary["log_likelihood"])
+    runs = tmp_path / "runs.csv"
+    cut = CliRunner().invoke(
+        app, ["segment", str(tmp_path / "m.msz"), str(tmp_path / "data"), "-o", str(runs), *cluster]
+    )
+    assert cut.exit_code == 0, cut.output
+    here = model.segment(model.schema_.read(_frame(6)))
+    assert (
+        pd.read_csv(runs)[["start", "end", "mode"]].to_numpy().tolist()
+        == here[["start", "end", "mode"]].to_numpy().tolist()
+    )

@@ -310,7 +310,7 @@ def test_bad_parameters_and_inputs_are_refused():
         HSMM(duration="weibull").fit(np.zeros(20))
     with pytest.raises(ValueError, match=r"fixed names unknown parameters \['transition_coef_'\]"):
         HSMM(n_states=2, fixed={"transition_coef_"}).fit(np.arange(20.0))
-    with pytest.raises(ValueError, match="no input-driven transitions"):
+    with pytest.raises(ValueError, match="inputs were given but this HSMM has input_dim=0"):
         HSMM(n_states=2).fit(np.zeros(20), inputs=np.zeros((20, 1)))
 
 

@@ -39,7 +39,8 @@ def _problem(seed: int, n_steps: int, n_states: int, max_duration: int, right: b
 
 
 def _enumerate(log_b, initial, transmat, weights):
-    """Joint probability of every segmentation, with its path and segments (start, state, duration, kind)."""
+    """Joint probability of every segmentation, with its path and segments (start, state, duration, kind);
+    ``transmat`` (K, K), or (n_steps, K, K) with row u the switch into a segment starting at u."""
     n_steps, n_states = log_b.shape
     out = []
     for seg in _segmentations(n_steps, n_states, weights.shape[2]):
@@ -48,7 +49,7 @@ def _enumerate(log_b, initial, transmat, weights):
             kind = (i == 0) + 2 * (i == len(seg) - 1)
             prob *= weights[kind, k, d - 1] * np.exp(log_b[u : u + d, k].sum())
             if i:
-                prob *= transmat[seg[i - 1][0], k]
+                prob *= (transmat[u] if transmat.ndim == 3 else transmat)[seg[i - 1][0], k]
             parts.append((u, k, d, kind))
             path += [k] * d
             u += d
@@ -146,6 +147,93 @@ def test_posterior_samples_follow_the_posterior_over_segmentations():
         for path in paths.reshape(batch, n_steps):
             counts[tuple(path)] = counts.get(tuple(path), 0) + 1
     np.testing.assert_allclose(log_lik, np.log(total), rtol=1e-12)
+    for prob, path, _ in every:
+        expected = prob / total
+        observed = counts.pop(tuple(path), 0) / n_draws
+        assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / n_draws) + 2 / n_draws
+    assert not counts, "a path outside the support was drawn"
+
+
+def _per_step(seed: int, n_steps: int, n_states: int) -> np.ndarray:
+    """Random switch matrices (n_steps, K, K) with a zero diagonal."""
+    rng = np.random.default_rng(100 + seed)
+    matrices = rng.random((n_steps, n_states, n_states)) * (1 - np.eye(n_states))
+    return matrices / matrices.sum(axis=2, keepdims=True)
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case[2] == 3])
+def test_per_step_switches_match_enumeration(case):
+    """Switches driven by inputs: a matrix per step, row u moving into a segment that starts at u;
+    the expected switches come back per step."""
+    log_b, initial, _, weights, survival = _problem(*case)
+    n_steps, n_states = log_b.shape
+    matrices = _per_step(case[0], n_steps, n_states)
+    every = _enumerate(log_b, initial, matrices, weights)
+    total = sum(p for p, _, _ in every)
+    posteriors = np.zeros((n_steps, n_states))
+    pairs = np.zeros((n_steps, n_states, n_states))
+    for prob, path, parts in every:
+        posteriors[np.arange(n_steps), path] += prob / total
+        for (_, k, _, _), following in zip(parts, parts[1:]):
+            pairs[following[0], k, following[1]] += prob / total
+    offsets = np.array([0, n_steps])
+    log_lik, smoothed, _, got_pairs, filtered = hsmm_smoother(log_b, offsets, initial, matrices, weights, survival)
+    np.testing.assert_allclose(log_lik, [np.log(total)], rtol=1e-12)
+    np.testing.assert_allclose(smoothed, posteriors, atol=1e-12)
+    np.testing.assert_allclose(got_pairs, pairs, atol=1e-12)
+    filtered_only, forward_log_lik, _ = hsmm_filter(log_b, offsets, initial, matrices, weights, survival)
+    np.testing.assert_allclose(forward_log_lik, log_lik, rtol=1e-12)
+    np.testing.assert_allclose(filtered_only, filtered, rtol=1e-12)
+    prob, path, _ = max(every, key=lambda item: item[0])
+    got, log_prob = hsmm_viterbi(log_b, offsets, initial, matrices, weights)
+    np.testing.assert_array_equal(got, path)
+    np.testing.assert_allclose(log_prob, [np.log(prob)], rtol=1e-12)
+
+
+def test_per_step_switches_of_ragged_sequences_are_each_their_own():
+    """Rows of per-step matrices belong to their sequence: each sequence alone gives the same results,
+    and a draw of the posterior sampler follows its own sequence's matrices (no switch into a
+    sequence's first step is ever counted)."""
+    problems = [_problem(seed, n, 3, 4, True, False) for seed, n in enumerate([6, 1, 4])]
+    _, initial, _, weights, survival = problems[0]
+    log_b = np.concatenate([p[0] for p in problems])
+    offsets = np.array([0, 6, 7, 11])
+    matrices = _per_step(0, 11, 3)
+    log_lik, smoothed, _, pairs, _ = hsmm_smoother(log_b, offsets, initial, matrices, weights, survival)
+    assert not pairs[offsets[:-1]].any()
+    for s, (first, last) in enumerate(zip(offsets[:-1], offsets[1:])):
+        alone = hsmm_smoother(
+            log_b[first:last], np.array([0, last - first]), initial, matrices[first:last], weights, survival
+        )
+        np.testing.assert_allclose(log_lik[s], alone[0][0], rtol=1e-12)
+        np.testing.assert_allclose(smoothed[first:last], alone[1], atol=1e-12)
+        np.testing.assert_allclose(pairs[first:last], alone[3], atol=1e-12)
+    paths, sampled_log_lik = hsmm_sample_posterior(
+        log_b, offsets, initial, matrices, weights, survival, np.random.default_rng(0).random(22)
+    )
+    np.testing.assert_allclose(sampled_log_lik, log_lik, rtol=1e-12)
+
+
+def test_posterior_samples_follow_per_step_switches():
+    log_b, initial, _, weights, survival = _problem(3, 5, 3, 3, True, False)
+    matrices = _per_step(3, 5, 3)
+    every = _enumerate(log_b, initial, matrices, weights)
+    total = sum(p for p, _, _ in every)
+    batch, n_draws, n_steps = 400, 20_000, 5
+    rng = np.random.default_rng(2)
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(n_draws // batch):
+        paths, _ = hsmm_sample_posterior(
+            np.tile(log_b, (batch, 1)),
+            np.arange(batch + 1) * n_steps,
+            initial,
+            np.tile(matrices, (batch, 1, 1)),
+            weights,
+            survival,
+            rng.random(2 * batch * n_steps),
+        )
+        for path in paths.reshape(batch, n_steps):
+            counts[tuple(path)] = counts.get(tuple(path), 0) + 1
     for prob, path, _ in every:
         expected = prob / total
         observed = counts.pop(tuple(path), 0) / n_draws

@@ -194,9 +194,6 @@ def test_clear_errors():
         model.score(x[:, :1])
     with pytest.raises(ValueError, match="set feature_map_ before the parameters"):
         model.feature_map_ = Polynomial(2).fit(x)
-    for streaming in (ARHMM(n_states=2, recurrent=True, random_state=0).fit(x), model):
-        with pytest.raises(NotImplementedError, match="nonlinear or recurrent"):
-            streaming.filter_init()
 
 
 def test_a_refit_on_new_data_equals_a_fresh_fit():

@@ -89,6 +89,16 @@ def test_fit_with_inputs_runs_and_samples():
     assert model.sample(20, random_state=0, inputs=u[:20])[0].shape == (20, 3)
 
 
+@pytest.mark.parametrize("lengths", [(200, 200), (150, 250)])
+def test_several_sequences_fit_from_scratch(lengths):
+    """The start (a one-mode smoother, then an ARHMM on its states) reads every sequence."""
+    sims = [thermostat(n, random_state=seed) for seed, n in enumerate(lengths)]
+    model = SwitchingLDS(n_states=2, state_dim=1, n_iter=5, random_state=0)
+    with pytest.warns(em.ConvergenceWarning):
+        model.fit([sim.observations for sim in sims])
+    assert [len(path) for path in model.predict([sim.observations for sim in sims])] == list(lengths)
+
+
 def test_elbo_never_decreases_without_recurrence():
     sim = switching_spirals(400, random_state=3, n_modes=2, obs_dim=4)
     model = SwitchingLDS(n_states=2, state_dim=2, n_iter=25, tol=0.0, reg_covar=0.0, random_state=0)
@@ -131,7 +141,7 @@ def test_observation_m_step(missing):
         step = 0.05 * rng.normal(size=value.shape)
         setattr(model, name, value + (step @ step.T if name == "observation_covariance_" else step))
     before = state_terms()
-    model._maximize(seqs, posterior)
+    model._maximize(model._statistics(seqs, posterior))
     best = state_terms()
     assert best > before
     if missing:

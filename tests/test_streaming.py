@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from modeshift import ARHMM, HMM, HSMM, LinearGaussianSSM
+from modeshift.features import Custom, Polynomial
 from modeshift.models.base import NotFittedError
 from modeshift.models.capabilities import Streaming
 from modeshift.models.streaming import FilterState, StreamingFilters
@@ -25,6 +26,67 @@ def _arhmm() -> tuple[ARHMM, np.ndarray]:
     model.coefs_, model.intercepts_ = np.array([[[0.5, 0.2]], [[-0.5, 0.1]]]), np.array([[1.0], [0.0]])
     model.covars_ = np.full((2, 1, 1), 0.1)
     return model, model.sample(300, random_state=1)[0]
+
+
+def _nonlinear_arhmm(recurrent: bool, features: object = "polynomial", order: int = 2) -> tuple[ARHMM, np.ndarray]:
+    """An ARHMM with a nonlinear flow (``features``: a degree-2 polynomial, or a function) and/or a
+    recurrent switching law (its guards read the lags' features, or the standardised lags without
+    ``features``, as ``fit`` sets them), parameters drawn at random, on a noisy
+    sine (any data will do: the stream must give the batch filter's numbers)."""
+    rng = np.random.default_rng(5)
+    x = np.sin(np.arange(240) / 8.0) + rng.normal(0, 0.2, 240)
+    lags = np.column_stack([x[order - i : len(x) - i] for i in range(1, order + 1)])
+    spec = {None: Polynomial(1), "polynomial": Polynomial(2)}.get(features) or Custom(features)  # None: as fit
+    fitted = spec.fit(lags)
+    k = 3
+    model = ARHMM(n_states=k, order=order, features=features, recurrent=recurrent, random_state=0)
+    if features is not None:
+        model.feature_map_ = fitted
+    if recurrent:
+        model.guard_map_ = fitted
+        model.recurrence_biases_ = rng.normal(size=(k, k)) + 3 * np.eye(k)
+        model.input_weights_ = rng.normal(size=(k, fitted.n_outputs))
+    else:
+        model.transmat_ = rng.dirichlet(np.full(k, 5.0), size=k) * 0.3 + 0.7 * np.eye(k)
+    model.startprob_ = rng.dirichlet(np.ones(k))
+    width = fitted.n_outputs if features is not None else order
+    model.coefs_ = 0.3 * rng.normal(size=(k, 1, width))
+    model.intercepts_ = rng.normal(0, 0.3, size=(k, 1))
+    model.covars_ = rng.uniform(0.05, 0.3, size=(k, 1, 1))
+    return model, x
+
+
+def _arhmm_with_resets(recurrent: bool = False) -> tuple[ARHMM, np.ndarray]:
+    """An order-2 ARHMM with a reset per ordered pair of its three modes (and, with ``recurrent``,
+    switching read from the lags), parameters drawn at random, on a noisy sine."""
+    rng = np.random.default_rng(8)
+    x = np.sin(np.arange(200) / 6.0) + rng.normal(0, 0.3, 200)
+    k = 3
+    model = ARHMM(n_states=k, order=2, resets="pair", recurrent=recurrent, random_state=0)
+    if recurrent:
+        model.guard_map_ = Polynomial(1).fit(np.column_stack([x[1:-1], x[:-2]]))
+        model.recurrence_biases_ = rng.normal(size=(k, k)) + 2 * np.eye(k)
+        model.input_weights_ = rng.normal(size=(k, 2))
+    else:
+        model.transmat_ = 0.7 * np.eye(k) + 0.3 * rng.dirichlet(np.ones(k), size=k)
+    model.startprob_ = rng.dirichlet(np.ones(k))
+    model.coefs_, model.intercepts_ = 0.4 * rng.normal(size=(k, 1, 2)), rng.normal(0, 0.3, (k, 1))
+    model.covars_ = rng.uniform(0.05, 0.3, (k, 1, 1))
+    model.reset_coefs_, model.reset_intercepts_ = rng.normal(size=(6, 1, 2)), rng.normal(size=(6, 1))
+    model.reset_covars_ = rng.uniform(0.1, 0.5, (6, 1, 1))
+    return model, x
+
+
+def _arhmm_with_inputs() -> tuple[ARHMM, np.ndarray, np.ndarray]:
+    """An order-2 ARHMM whose switching is driven by an input."""
+    rng = np.random.default_rng(6)
+    model = ARHMM(n_states=2, order=2, input_dim=1)
+    model.startprob_, model.recurrence_biases_ = np.array([0.5, 0.5]), np.array([[2.0, -2.0], [-2.0, 2.0]])
+    model.input_weights_ = np.array([[1.5], [-1.5]])
+    model.coefs_, model.intercepts_ = np.array([[[0.5, 0.2]], [[-0.5, 0.1]]]), np.array([[1.0], [0.0]])
+    model.covars_ = np.full((2, 1, 1), 0.1)
+    U = rng.normal(size=(200, 1))
+    return model, model.sample(200, inputs=U, random_state=2)[0], U
 
 
 def _hsmm(left_censoring: bool = False) -> tuple[HSMM, np.ndarray]:
@@ -51,7 +113,18 @@ def _lds() -> tuple[LinearGaussianSSM, np.ndarray, np.ndarray]:
     return model, Y, U
 
 
-CHAINS = {"hmm": _hmm, "arhmm": _arhmm, "hsmm": _hsmm, "hsmm_left": lambda: _hsmm(True)}
+CHAINS = {
+    "hmm": _hmm,
+    "arhmm": _arhmm,
+    "arhmm_features": lambda: _nonlinear_arhmm(False),
+    "arhmm_recurrent": lambda: _nonlinear_arhmm(True, None),
+    "arhmm_features_recurrent": lambda: _nonlinear_arhmm(True, order=1),
+    "arhmm_callable": lambda: _nonlinear_arhmm(False, lambda a: np.hstack([a, a**3])),
+    "arhmm_resets": _arhmm_with_resets,
+    "arhmm_recurrent_resets": lambda: _arhmm_with_resets(True),
+    "hsmm": _hsmm,
+    "hsmm_left": lambda: _hsmm(True),
+}
 
 
 @pytest.mark.parametrize("name", list(CHAINS))
@@ -65,7 +138,7 @@ def test_chain_stream_equals_batch_filter(name):
     assert [out.step for out in outs] == list(range(len(X)))
 
 
-@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm"])
+@pytest.mark.parametrize("name", ["hmm", "arhmm", "arhmm_features", "arhmm_recurrent", "arhmm_resets", "hsmm"])
 def test_chain_prediction_is_the_forecast(name):
     model, X = CHAINS[name]()
     if name == "hsmm":  # a forecast needs no missing last step
@@ -117,7 +190,11 @@ def test_lds_stream_equals_batch_filter_and_smoother():
     )
 
 
-@pytest.mark.parametrize("name", ["hmm", "arhmm", "hsmm", "lds", "markov_autoregression"])
+@pytest.mark.parametrize(
+    "name",
+    ["hmm", "arhmm", "arhmm_recurrent", "arhmm_features_recurrent", "arhmm_callable", "arhmm_resets", "hsmm", "lds"]
+    + ["markov_autoregression"],
+)
 def test_a_saved_state_resumes_the_stream(name, tmp_path):
     if name == "lds":
         model, X, U = _lds()
@@ -146,6 +223,293 @@ def test_a_saved_state_resumes_the_stream(name, tmp_path):
         else:
             np.testing.assert_array_equal(a.probabilities, b.probabilities)
             np.testing.assert_array_equal(a.lagged, b.lagged)
+
+
+def _diffuse_lds() -> tuple[LinearGaussianSSM, np.ndarray, np.ndarray]:
+    """A local linear trend (two diffuse components) beside a stationary AR(1) component, seen through
+    a bivariate observation with correlated noise, driven by an input; missing entries in the
+    diffuse steps (the first step wholly, the second partly) delay the handover to step 3."""
+    rng = np.random.default_rng(1)
+    model = LinearGaussianSSM(state_dim=3, obs_dim=2, input_dim=1, diffuse=[True, True, False])
+    model.dynamics_matrix_ = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+    model.transition_covariance_ = np.diag([0.3, 0.05, 0.4])
+    model.observation_matrix_ = np.array([[1.0, 0.0, 1.0], [0.5, 1.0, 0.0]])
+    model.observation_covariance_ = np.array([[0.5, 0.2], [0.2, 0.4]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.array([0.0, 0.0, 0.3]), np.diag([0, 0, 0.4 / 0.75])
+    model.control_matrix_, model.feedthrough_matrix_ = np.array([[0.2], [0.0], [1.0]]), np.array([[0.5], [0.0]])
+    U = rng.normal(size=(60, 1))
+    Y = rng.normal(size=(60, 2)).cumsum(axis=0)
+    Y[0], Y[1, 1], Y[20, 0] = np.nan, np.nan, np.nan
+    return model, Y, U
+
+
+def test_lds_with_an_exact_diffuse_start_streams_the_batch_filter(tmp_path):
+    model, Y, U = _diffuse_lds()
+    outs = list(model.filter_stream(Y, inputs=U))
+    batch = model.filter(Y, inputs=U)
+    assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
+    assert np.abs(np.array([out.covariance for out in outs]) - batch.covariances).max() < 1e-10
+    assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-10
+    assert [len(out.state.filtered) for out in outs[:4]] == [3, 3, 3, 2]  # (mean, P_*, P_inf), then (mean, P)
+    state = model.filter_init()
+    for y, u in zip(Y[:2], U[:2]):
+        state, _ = model.filter_step(state, y, u)
+    with pytest.raises(ValueError, match="not identified yet"):
+        model.filter_forecast(state, 1, U[:1])
+    state.save(tmp_path / "diffuse.npz")  # mid-diffuse: the law is three arrays
+    rest = list(model.filter_stream(Y[2:], inputs=U[2:], state=FilterState.load(tmp_path / "diffuse.npz")))
+    for a, b in zip(outs[2:], rest, strict=True):
+        assert a.step == b.step and a.log_likelihood == b.log_likelihood
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.covariance, b.covariance)
+    future = np.ones((3, 1))
+    expected = model.forecast(Y, 3, inputs=U, future_inputs=future)
+    np.testing.assert_allclose(model.filter_forecast(rest[-1].state, 3, future).means, expected.means, rtol=1e-10)
+    for lag in (1, 2, len(Y)):  # the window keeps the diffuse steps while one of them is needed
+        state, lagged = model.filter_init(lag=lag), []
+        for y, u in zip(Y, U):
+            state, out = model.filter_step(state, y, u)
+            lagged.append(out.lagged)
+        if lag == 1:  # y_0, y_1 leave a direction without information: no smoothed law of step 0 at 1
+            assert lagged[1] is None and lagged[2] is not None
+        smoothed = model.smooth(Y, inputs=U)
+        laws = model.filter_smoothed(state)
+        assert np.abs(np.array([m for m, _ in laws]) - smoothed.means[-len(laws) :]).max() < 1e-10
+        assert np.abs(np.array([c for _, c in laws]) - smoothed.covariances[-len(laws) :]).max() < 1e-10
+        if lag == 2:
+            assert len(state.window) == 3
+            for t in (1, 2, 3, 4, 10):  # the smoother of the data up to t + 2 (diffuse steps 1, 2 too)
+                expected = model.smooth(Y[: t + 3], inputs=U[: t + 3])
+                np.testing.assert_allclose(lagged[t + 2][0], expected.means[t], rtol=1e-10, atol=1e-10)
+                np.testing.assert_allclose(lagged[t + 2][1], expected.covariances[t], rtol=1e-10, atol=1e-10)
+    state = model.filter_init(lag=5)
+    state, out = model.filter_step(state, Y[0], U[0])
+    with pytest.raises(ValueError, match="not identified yet"):
+        model.filter_smoothed(state)
+
+
+def test_the_diffuse_stream_of_the_nile_is_statsmodels_exact_diffuse_filter():
+    """The local level on the Nile, one observation at a time, against statsmodels' exact diffuse
+    filter (``use_exact_diffuse=True``): log-likelihood, filtered means and variances."""
+    sm = pytest.importorskip("statsmodels.api")
+    from modeshift.datasets import load_nile
+
+    nile = load_nile()["volume"].to_numpy(dtype=float)
+    nile[[3, 40]] = np.nan
+    model = LinearGaussianSSM(state_dim=1, diffuse=True)
+    model.dynamics_matrix_, model.transition_covariance_ = np.eye(1), np.array([[1469.1]])
+    model.observation_matrix_, model.observation_covariance_ = np.eye(1), np.array([[15099.0]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.zeros((1, 1))
+    state, outs = model.filter_init(), []
+    for y in nile:
+        state, out = model.filter_step(state, y)
+        outs.append(out)
+    reference = sm.tsa.UnobservedComponents(nile, "llevel", use_exact_diffuse=True).smooth([15099.0, 1469.1])
+    assert outs[0].log_likelihood == pytest.approx(-0.5 * np.log(2 * np.pi))  # F_inf = 1: no Mahalanobis term
+    assert sum(out.log_likelihood for out in outs) == pytest.approx(reference.llf, abs=1e-8)
+    np.testing.assert_allclose([out.mean[0] for out in outs], reference.filtered_state[0], rtol=1e-10)
+    np.testing.assert_allclose([out.covariance[0, 0] for out in outs], reference.filtered_state_cov[0, 0], rtol=1e-9)
+
+
+def test_a_structural_model_streams_its_exact_diffuse_filter(tmp_path):
+    """A trend, a seasonal and a regression on the Nile: the stream's log-likelihoods add up to
+    ``score``, its last state forecasts as ``forecast``, and a state saved mid-diffuse resumes."""
+    from modeshift.datasets import load_nile
+    from modeshift.models.structural import StructuralModel
+
+    x = np.random.default_rng(0).normal(size=100)
+    y = load_nile()["volume"].to_numpy(float) + 30 * x
+    y[[2, 50]] = np.nan
+    model = StructuralModel.unobserved_components(level="local linear trend", seasonal=4, n_exog=1)
+    model.params_ = np.array([1000.0, 10.0, 50.0, 30.0, 15000.0])  # level, trend, seasonal, beta, irregular
+    outs = list(model.filter_stream(y, inputs=x[:, None]))
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(y, exog=x)) < 1e-10 * len(y)
+    assert len(outs[3].state.filtered) == 3 and len(outs[-1].state.filtered) == 2
+    future = np.ones((3, 1))
+    expected = model.forecast(y, 3, exog=x, future_exog=future)
+    np.testing.assert_allclose(model.filter_forecast(outs[-1].state, 3, future).means, expected.means, rtol=1e-10)
+    np.testing.assert_allclose(outs[-1].state.filtered[1], model.smooth(y, exog=x).covariances[-1], rtol=1e-9)
+    state = model.filter_init(lag=len(y))
+    for value, exog in zip(y, x):
+        state, _ = model.filter_step(state, value, [exog])
+    smoothed, laws = model.smooth(y, exog=x), model.filter_smoothed(state)
+    assert np.abs(np.array([m for m, _ in laws]) - smoothed.means).max() < 1e-12 * np.abs(smoothed.means).max()
+    assert np.abs(np.array([c for _, c in laws]) - smoothed.covariances).max() < 1e-12 * smoothed.covariances.max()
+    outs[3].state.save(tmp_path / "structural.npz")
+    rest = list(model.filter_stream(y[4:], inputs=x[4:, None], state=FilterState.load(tmp_path / "structural.npz")))
+    assert [out.log_likelihood for out in rest] == [out.log_likelihood for out in outs[4:]]
+    with pytest.raises(ValueError, match="exog has 2 entries"):
+        model.filter_step(model.filter_init(), 1.0, [2.0, 3.0])
+    level = StructuralModel.unobserved_components()
+    level.params_ = np.array([1469.1, 15099.0])
+    with pytest.raises(ValueError, match="no Regression"):
+        level.filter_step(level.filter_init(), 1.0, [2.0])
+
+
+def test_a_structural_model_with_the_approximate_start_streams_its_score():
+    """With ``diffuse_variance`` the first d observed values are conditioned on (statsmodels'
+    ``loglikelihood_burn``): the stream counts 0 for them, a missing value not among them."""
+    from modeshift.datasets import load_nile
+    from modeshift.models.structural import StructuralModel
+
+    y = load_nile()["volume"].to_numpy(float)
+    y[[0, 3]] = np.nan
+    model = StructuralModel.unobserved_components(level="local linear trend", diffuse_variance=1e6)
+    model.params_ = np.array([1000.0, 10.0, 15000.0])
+    outs = list(model.filter_stream(y))
+    assert [out.log_likelihood == 0.0 for out in outs[:5]] == [True] * 4 + [False]  # y_1, y_2 burnt; 0, 3 missing
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(y)) < 1e-10 * len(y)
+    state = model.filter_init(lag=len(y))
+    for value in y:
+        state, _ = model.filter_step(state, value)
+    smoothed, laws = model.smooth(y), model.filter_smoothed(state)
+    assert np.abs(np.array([m for m, _ in laws]) - smoothed.means).max() < 1e-12 * np.abs(smoothed.means).max()
+
+
+def _fixed_lag_error(model, y: np.ndarray) -> tuple[float, float]:
+    """A stream's log-likelihood error, and the largest gap between its fixed-lag laws with L
+    covering the series and the batch smoother."""
+    state, total = model.filter_init(lag=len(y)), 0.0
+    for value in y:
+        state, out = model.filter_step(state, value)
+        total += out.log_likelihood
+    smoothed, laws = model.smooth(y), model.filter_smoothed(state)
+    gap = max(
+        np.abs(np.array([m for m, _ in laws]) - smoothed.means).max(),
+        np.abs(np.array([c for _, c in laws]) - smoothed.covariances).max(),
+    )
+    return abs(total - model.score(y)), gap
+
+
+def _stationary_structural(components: str):
+    from modeshift.models.structural import StructuralModel
+
+    if components == "ar(2) + noise":
+        model = StructuralModel.unobserved_components(level=None, autoregressive=2)
+        model.params_ = np.array([0.5, -0.3, 0.8, 0.5])
+    else:  # an ARMA(1, 1) without measurement noise: its filtered covariance becomes singular
+        model = StructuralModel.arima(p=1, q=1, intercept=True)
+        model.params_ = np.array([1.0, 0.6, 0.3, 2.0])  # intercept, ar, ma, variance
+    y = 2.5 + np.random.default_rng(2).normal(size=80)
+    y[10] = np.nan
+    return model, y
+
+
+def test_a_stationary_structural_model_streams_and_smooths_with_a_fixed_lag():
+    model, y = _stationary_structural("ar(2) + noise")
+    assert model.param_names == ("ar.L1", "ar.L2", "sigma2", "sigma2.irregular")
+    log_lik_error, gap = _fixed_lag_error(model, y)
+    assert log_lik_error < 1e-10 * len(y) and gap < 1e-9
+
+
+def test_fixed_lag_smoothing_of_an_arma_without_noise_is_the_smoother():
+    """With no measurement noise the filtered covariance tends to singular: a Rauch-Tung-Striebel
+    step, which inverts the predicted covariance, amplified rounding by 1 / theta^2 per step back
+    (0.014 off the batch smoother here); the window runs the batch smoother's backward form."""
+    model, y = _stationary_structural("arma(1, 1)")
+    log_lik_error, gap = _fixed_lag_error(model, y)
+    assert log_lik_error < 1e-10 * len(y)
+    assert gap < 1e-9
+
+
+def test_arhmm_with_input_driven_switching_streams_exactly():
+    model, X, U = _arhmm_with_inputs()
+    outs = list(model.filter_stream(X, inputs=U))
+    assert np.abs(np.array([out.probabilities for out in outs]) - model.filter_proba(X, inputs=U)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(X, inputs=U)) < 1e-10 * len(X)
+    state = model.filter_init(lag=len(X))
+    for y, u in zip(X, U):
+        state, _ = model.filter_step(state, y, u)
+    assert np.abs(np.array(model.filter_smoothed(state)) - model.predict_proba(X, inputs=U)).max() < 1e-12
+    future = np.array([[0.5], [-1.0]])
+    expected = model.forecast(X, 2, inputs=U, future_inputs=future)
+    np.testing.assert_allclose(model.filter_forecast(state, 2, future).means, expected.means, rtol=1e-10)
+    with pytest.raises(ValueError, match="inputs"):
+        model.filter_step(model.filter_init(), X[0])
+
+
+def test_a_recurrent_arhmm_reads_its_switching_from_its_own_past():
+    """The move into step t is the guard law at phi(y_t-1, ..., y_t-order), not a fixed matrix."""
+    model, X = _nonlinear_arhmm(True, None)
+    state = model.filter_init(lag=1)
+    moves = []
+    for y in X[:6]:
+        state, _ = model.filter_step(state, y)
+        moves.append(state.window[-1][2])
+    guards = model.guard_map_.transform(np.array([[X[3], X[2]], [X[4], X[3]]]))
+    np.testing.assert_allclose(moves[-2:], model._blocks[0].kernel_arrays(guards)[1], rtol=1e-14)
+    assert not np.allclose(moves[-1], moves[-2])
+    with pytest.raises(ValueError, match="driven by its own past"):
+        model.filter_step(state, X[6], [1.0])
+
+
+def test_the_streaming_models_are_these():
+    """docs/streaming.md's table: a model that stops streaming (or starts) must update it."""
+    import modeshift
+    from modeshift.models.base import Model
+
+    public = {
+        cls.__name__
+        for name, cls in Model._registry.items()
+        if name.startswith("modeshift.") and getattr(modeshift, cls.__name__, None) is cls
+    }
+    streaming = {name for name in public if issubclass(getattr(modeshift, name), StreamingFilters)}
+    assert streaming == {
+        "HMM",
+        "ARHMM",
+        "HSMM",
+        "LinearGaussianSSM",
+        "StructuralModel",
+        "MarkovRegression",
+        "MarkovAutoregression",
+        "SwitchingLDS",
+    }
+    assert {"SymbolHMM", "ContinuousARHMM", "MarkovChain", "MarkovChainMixture"} <= public - streaming
+
+
+def test_no_option_of_a_streaming_model_is_refused():
+    """The options that streamed only with an error before (a nonlinear or recurrent ARHMM, an
+    exact diffuse start) now filter: each fitted variant takes a first step."""
+    from modeshift.models.structural import StructuralModel
+
+    structural = StructuralModel.unobserved_components(level="local linear trend")
+    structural.params_ = np.array([1.0, 0.1, 1.0])
+    diffuse, Y, U = _diffuse_lds()
+    variants = [
+        (_nonlinear_arhmm(False)[0], 0.5, None),
+        (_nonlinear_arhmm(True, None)[0], 0.5, None),
+        (_nonlinear_arhmm(True, order=1)[0], 0.5, None),
+        (_arhmm_with_inputs()[0], 0.5, [0.1]),
+        (_arhmm_with_resets(True)[0], 0.5, None),
+        (diffuse, Y[1], U[1]),
+        (structural, 2.0, None),
+    ]
+    for model, y, u in variants:
+        state, out = model.filter_step(model.filter_init(), y, u)
+        assert state.step == 1 and np.isfinite(out.log_likelihood)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: HMM(n_states=2, emission="gmm", n_mix=2, n_iter=10, random_state=0),
+        lambda: HMM(n_states=2, emission="poisson", n_iter=10, random_state=0),
+        lambda: HMM(n_states=2, init="stationary", n_iter=10, random_state=0),
+        lambda: HSMM(n_states=2, emission="autoregressive", max_duration=20, n_iter=5, random_state=0),
+    ],
+    ids=["gmm", "poisson", "stationary_start", "ar_hsmm"],
+)
+def test_every_emission_streams_exactly(build):
+    import warnings
+
+    rng = np.random.default_rng(4)
+    X = np.r_[rng.poisson(2.0, 60), rng.poisson(9.0, 60)].astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # capped fits: any parameters will do
+        model = build().fit(X)
+    outs = list(model.filter_stream(X))
+    assert np.abs(np.array([out.probabilities for out in outs]) - model.filter_proba(X)).max() < 1e-12
+    assert abs(sum(out.log_likelihood for out in outs) - model.score(X)) < 1e-10 * len(X)
 
 
 def test_bad_observations_are_named():

@@ -29,6 +29,7 @@ from modeshift.models import (
     HMM,
     HSMM,
     ContinuousARHMM,
+    ContinuousSwitchingLDS,
     LinearGaussianSSM,
     MarkovAutoregression,
     MarkovChain,
@@ -46,6 +47,7 @@ from modeshift.models import (
 __all__ = [
     "ARHMM",
     "ContinuousARHMM",
+    "ContinuousSwitchingLDS",
     "HMM",
     "HSMM",
     "LinearGaussianSSM",

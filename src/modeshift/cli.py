@@ -229,6 +229,11 @@ SymbolColumn = Annotated[
 ]
 TableOutput = Annotated[Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(help="Run on the Dask cluster of this scheduler (tcp://host:8786); DATA: Parquet or CSV."),
+]
+Workers = Annotated[int | None, typer.Option(help="Run on a local Dask cluster of this many worker processes.")]
 
 
 # ---------------------------------------------------------------------------- data
@@ -514,6 +519,20 @@ def _write_table(frame: pd.DataFrame, output: Path | None, as_json: bool, what: 
         typer.echo(frame.to_csv(index=False), nl=False)
 
 
+def _on_cluster(
+    scheduler: str | None, workers: int | None, columns: str | None, id_column: str | None, time_column: str | None
+) -> dict[str, Any]:
+    """The keywords of ``modeshift.distributed``'s ``*_dataset`` functions from the options of a command."""
+    names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
+    return {
+        "scheduler": scheduler,
+        "workers": workers,
+        "columns": names,
+        "id_column": id_column,
+        "time_column": time_column,
+    }
+
+
 def _seed(seed: int | None) -> int:
     """The seed given, or a fresh one (printed by the command, so the run can be repeated)."""
     return int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
@@ -590,13 +609,8 @@ def fit(
     time_column: TimeColumn = None,
     symbol_column: SymbolColumn = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")] = Path("model.msz"),
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Fit on the Dask cluster of this scheduler (tcp://host:8786); DATA: Parquet or CSV."),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Fit on a local Dask cluster of this many worker processes.")
-    ] = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     json_output: Json = False,
 ) -> None:
     """Fit a model to DATA and save it, with the data's schema; the progress of every fit is shown on standard error.
@@ -631,16 +645,8 @@ def fit(
         options["seed"] = _seed(seed)
     estimator = _make_model(model, options)
     if scheduler is not None or workers is not None:  # the data stay on the cluster (modeshift.distributed)
-        names = None if columns is None else [name.strip() for name in columns.split(",") if name.strip()]
-        summary = distributed.fit_dataset(
-            estimator,
-            data,
-            scheduler=scheduler,
-            workers=workers,
-            columns=names,
-            id_column=id_column,
-            time_column=time_column,
-        )
+        cluster = _on_cluster(scheduler, workers, columns, id_column, time_column)
+        summary = distributed.fit_dataset(estimator, data, **cluster)
         estimator.save(output)
         _emit({**summary, "output": output}, json_output)
         return
@@ -695,6 +701,8 @@ def segment(
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
     symbol_column: SymbolColumn = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     json_output: Json = False,
 ) -> None:
     """Split DATA into runs of one mode on the most likely mode path.
@@ -706,6 +714,12 @@ def segment(
     _check_output(output, model_file, data)
     estimator = load(model_file)
     _require(estimator, Segmenter, "segment data into modes")
+    if scheduler is not None or workers is not None:  # found on the cluster: id, start, end, mode, probability
+        cluster = _on_cluster(scheduler, workers, columns, id_column, time_column)
+        _write_table(
+            distributed.segment_dataset(estimator, data, **cluster), output, json_output, "segments", (model_file, data)
+        )
+        return
     seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
     _announce_compilation()
     table = estimator.segment(seqs)
@@ -850,6 +864,8 @@ def score(
             help="Symbol models: symbols outside the vocabulary: error, ignore or map (default: the model's)."
         ),
     ] = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     json_output: Json = False,
 ) -> None:
     """Log-likelihood of DATA under a model (``elbo``, its evidence lower bound, for a model fit by one),
@@ -859,6 +875,11 @@ def score(
         if "unknown" not in estimator.get_params():
             raise ValueError(f"--unknown applies to models of symbols, not to a {type(estimator).__name__}")
         estimator.set_params(unknown=unknown)
+    if scheduler is not None or workers is not None:  # summed on the cluster
+        _require(estimator, Scorer, "score data")
+        cluster = _on_cluster(scheduler, workers, columns, id_column, time_column)
+        _emit(distributed.score_dataset(estimator, data, **cluster), json_output)
+        return
     seqs = _read(data, estimator, columns, id_column, time_column, symbol_column)
     _announce_compilation()
     _emit({"model": type(estimator).__name__, **_size(seqs), **_fit_statistics(estimator, seqs)}, json_output)

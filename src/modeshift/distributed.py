@@ -19,17 +19,22 @@ fit over data too large for one process runs as
 The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) do the
 work, so a fit from the same starting parameters equals the in-memory fit up to the
 round-off of the summation order (1e-10 relative), for any partitioning. Starting values
-come from the first partition (the in-memory fit reads all the data for them). The
-statistics of a partition are a pure function of the partition and the parameters: a
-worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
+come from a sample of every partition (:meth:`Shards.sample`: all the data up to
+:data:`SAMPLE_STEPS` steps). The statistics of a partition are a pure function of the
+partition and the parameters: a worker lost mid-fit costs Dask a recomputation of its
+partitions and tasks, not the fit. Restarts and the candidates of ``n_states="auto"`` run
+at once (client threads, their E-steps on the cluster), picked as in memory.
 
 Models fit this way have the :class:`~modeshift.models.capabilities.ShardableFit`
-capability: ``HMM`` (every emission), ``ARHMM``, ``LinearGaussianSSM`` (whose quasi-Newton
-polish sums the exact log-likelihood and its gradient over the partitions the same way) and
-``SymbolHMM`` (whose vocabulary is read from all partitions first, merged in partition
-order: symbols in order of first appearance, as in memory for the partitions concatenated).
-An HMM with input-driven transitions fits too, but the per-step rows of their logistic
-regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+capability: ``HMM`` (every emission), ``ARHMM``, ``HSMM`` (its ``max_duration_`` agreed over
+all partitions first), ``LinearGaussianSSM`` (whose quasi-Newton polish sums the exact
+log-likelihood and its gradient over the partitions the same way), ``SwitchingLDS`` (each
+partition's variational posterior kept on its worker from one sweep to the next),
+``SymbolHMM``, ``MarkovChain`` and ``VariableOrderChain`` (whose vocabulary is read from all
+partitions first, merged in partition order: symbols in order of first appearance, as in
+memory for the partitions concatenated) and ``MarkovChainMixture``. Input-driven transitions
+fit too, but the per-step rows of their logistic regression
+(:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
 
 A fit, then decoding and scoring over the same frame::
 
@@ -50,21 +55,35 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from modeshift._kernels.threads import threads_for
 from modeshift.data import Sequences, as_sequences
+from modeshift.models import em, selection
 from modeshift.models.base import set_collection_handler
-from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit
+from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit, objective
 from modeshift.statistics import combine
 
-__all__ = ["Shards", "fit", "fit_dataset", "predict", "predict_proba", "score", "segment"]
+__all__ = [
+    "Shards",
+    "fit",
+    "fit_dataset",
+    "predict",
+    "predict_proba",
+    "score",
+    "score_dataset",
+    "segment",
+    "segment_dataset",
+]
 
 
 # ------------------------------------------------------------------------ fitting
@@ -82,18 +101,62 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
     if not isinstance(model, ShardableFit):
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
-            "up over shards of the data can (HMM, ARHMM, LinearGaussianSSM, SymbolHMM); fit it in memory "
-            "(docs/distributed.md says why each other model cannot)"
+            "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM); "
+            "fit it in memory (docs/distributed.md says why each other model cannot)"
         )
-    if getattr(model, "n_states", None) == "auto":
-        raise NotImplementedError("n_states='auto' over a Dask cluster is not implemented: give n_states")
+    auto = getattr(model, "n_states", None) == "auto"
     model._start_fit()
+    reader = type(model)(**{**model.get_params(), "n_states": 1}) if auto else model  # reads as every candidate
     client = _client(client)
     parts = _partitions(data, client, columns)
     if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
+        if auto:
+            raise NotImplementedError(f"n_states='auto' for a {type(model).__name__} over a cluster: give n_states")
         model._em_set_constants(_constants(model, parts, client, columns))
-    shards = Shards.of(model, parts, client, columns, persist)
-    return model._fit_em(shards.sample(), over=shards)
+    shards = Shards.of(reader, parts, client, columns, persist)
+    sample = shards.sample()
+    if auto:
+        with selection.elsewhere(_Candidates(shards, sample)):
+            return model._fit_auto(sample)
+    return model._fit_em(sample, over=shards)
+
+
+class _Candidates:
+    """The candidates of ``n_states="auto"`` fitted at once (a thread each on the client, their
+    E-steps on the cluster) over the same shards, and scored there (:class:`selection.Elsewhere`)."""
+
+    def __init__(self, shards: Shards, sample: Sequences):
+        self.shards, self.sample = shards, sample
+
+    def fit_all(self, models: list[Any]) -> list[Any]:
+        with ThreadPoolExecutor(len(models)) as pool:
+            return list(pool.map(self._fit, models))
+
+    def _fit(self, model: Any) -> Any:
+        model._start_fit()
+        return model._fit_em(self.sample, over=self.shards)
+
+    def criteria(self, model: Any) -> dict[str, Any]:
+        """The row of :func:`selection.select_n_states`, with the objective and the number of
+        observations summed over the shards (the criteria as the models define them)."""
+        value, n_observations = self.shards(_selection_terms, model)
+        k = model.n_parameters
+        return {
+            "n_states": model._k,
+            "elbo" if objective(model) == "ELBO" else "log_likelihood": value,
+            "n_parameters": k,
+            "aic": -2.0 * value + 2.0 * k,
+            "bic": -2.0 * value + k * np.log(n_observations),
+        }
+
+
+def _selection_terms(model: Any, shard: Sequences) -> tuple[float, float]:
+    """One shard's part of a candidate's objective (its ELBO after inference, or the exact
+    log-likelihood, from the E-step, which reads the shard as EM does) and of its number of
+    observations."""
+    value = model.elbo(shard) if objective(model) == "ELBO" else em._shard_e_step(model, shard)[0]
+    steps = model._n_observations(shard) if hasattr(model, "_n_observations") else shard.n_steps
+    return float(value), float(steps)
 
 
 def fit_dataset(
@@ -110,19 +173,65 @@ def fit_dataset(
     ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
     what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
     log-likelihood (for a model with an exact one, summed on the cluster), ``converged`` and ``n_iter``."""
-    import dask.dataframe as dd
-
-    text = str(path)
-    frame = dd.read_csv(text) if text.endswith((".csv", ".csv.gz")) else dd.read_parquet(text)
-    named = {"columns": list(columns) if columns else None, "time_column": time_column or "auto"}
-    if id_column is not None:
-        named["id_column"] = id_column
+    frame = _dataset(path)
+    named = _named(columns, id_column, time_column or "auto")
     with _cluster(scheduler, workers) as client:
         fit(model, frame, client=client, **named)
         summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
         if isinstance(model, Scorer):
             summary["log_likelihood"] = float(score(model, frame).compute())
     return {**summary, "converged": model.converged_, "n_iter": model.n_iter_}
+
+
+def score_dataset(
+    model: Scorer,
+    path: str | PathLike[str],
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
+) -> dict[str, Any]:
+    """log p(data) of a Parquet dataset or CSV file(s), summed on a cluster (as :func:`fit_dataset`
+    runs one): what ``modeshift score --scheduler/--workers`` prints. A fitted model reads the
+    data by its schema unless columns are named."""
+    frame = _dataset(path)
+    with _cluster(scheduler, workers):
+        total = float(score(model, frame, **_named(columns, id_column, time_column)).compute())
+    return {"model": type(model).__name__, "partitions": frame.npartitions, "log_likelihood": total}
+
+
+def segment_dataset(
+    model: Segmenter,
+    path: str | PathLike[str],
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
+) -> pd.DataFrame:
+    """The runs of one mode (:func:`segment`) of a Parquet dataset or CSV file(s), found on a
+    cluster and brought to the client (one row per run): what ``modeshift segment
+    --scheduler/--workers`` writes."""
+    frame = _dataset(path)
+    with _cluster(scheduler, workers):
+        return segment(model, frame, **_named(columns, id_column, time_column)).compute().reset_index(drop=True)
+
+
+def _dataset(path: str | PathLike[str]) -> Any:
+    """A Dask DataFrame of a Parquet dataset (a directory or file) or CSV file(s)."""
+    import dask.dataframe as dd
+
+    text = str(path)
+    return dd.read_csv(text) if text.endswith((".csv", ".csv.gz")) else dd.read_parquet(text)
+
+
+def _named(columns: Sequence[str] | None, id_column: str | None, time_column: str | None) -> dict[str, Any]:
+    """The column keywords given (none: a fitted model reads by its schema)."""
+    named = {"columns": list(columns) if columns else None, "id_column": id_column, "time_column": time_column}
+    return {name: value for name, value in named.items() if value is not None}
 
 
 @contextlib.contextmanager
@@ -172,6 +281,8 @@ class Shards:
     client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
     """
 
+    concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
+
     def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]]):
         self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects
         self.received: list[int] = []
@@ -184,8 +295,12 @@ class Shards:
 
         prepare = dask.delayed(_portable(model), pure=True)
         parts = [dask.delayed(_prepare, pure=True)(part, index, prepare, columns) for index, part in enumerate(parts)]
-        if persist:
-            parts = client.compute(parts)
+        if persist:  # partition i read on worker i mod n: the E-steps' work spread evenly, whatever the scheduler
+            workers = sorted(client.scheduler_info()["workers"])  # would do with tasks that finish at once
+            parts = [
+                client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=True)
+                for i, part in enumerate(parts)
+            ]
             sizes = client.gather(client.map(_size, parts, pure=False))
         else:
             sizes = client.gather(client.compute([dask.delayed(_size, pure=True)(part) for part in parts]))
@@ -196,46 +311,72 @@ class Shards:
         shards.received.append(_nbytes(sizes))
         return shards
 
-    def sample(self) -> Sequences:
-        """The first shard, brought to the client: where the fit takes its starting values."""
-        first = self.shards[0]
-        return (self.client.compute(first) if hasattr(first, "dask") else first).result()
+    def sample(self, max_steps: int | None = None) -> Sequences:
+        """Sequences drawn from every shard, brought to the client: where the fit takes its
+        starting values. All of them when the data have at most ``max_steps`` steps (default
+        :data:`SAMPLE_STEPS`), else sequences 0, j, 2j, ... of each shard, in shard order, with
+        j = ceil(steps / ``max_steps``): about ``max_steps`` steps (exactly so for sequences of
+        equal length), deterministic, and from every partition."""
+        total = sum(steps for _, steps in self.sizes)
+        every = max(1, -(-total // (SAMPLE_STEPS if max_steps is None else int(max_steps))))
+        picked = [self._task(_pick, shard, every) for shard in self.shards]
+        return _join(self.client.gather(picked))
 
-    def __call__(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
+    def __call__(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None = None) -> Any:
+        """The sum over the shards of ``function(model, shard)``; with a ``workspace`` (one restart's,
+        :mod:`modeshift.models.em`), of ``function(model, shard, the shard's workspace)``, each
+        shard's workspace kept on the cluster beside it from one call to the next."""
         from distributed.client import FutureCancelledError
 
         for attempt in range(_ATTEMPTS):
             try:
-                total = self.client.gather(self._sum(function, _portable(model)))
+                total = self.client.gather(self._sum(function, _portable(model), workspace))
                 break
             # a worker died with the scattered model (cancelled futures), or while it was being
             # scattered (a closed connection, an OSError): wait for the scheduler to forget it, go again
             except (FutureCancelledError, OSError):
                 if attempt == _ATTEMPTS - 1:
                     raise
+                if workspace is not None:  # the workspaces lost with the worker start again
+                    workspace["shards"] = [_kept(state) for state in workspace["shards"]]
                 time.sleep(_PAUSE * (attempt + 1))
+        if workspace is not None:
+            workspace["shards"] = workspace.pop("next")
         self.received.append(_nbytes(total))
         return total
 
-    def _sum(self, function: Callable[[Any, Any], Any], model: Any) -> Any:
-        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions."""
-        import dask
-
+    def _sum(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None) -> Any:
+        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions
+        (with a workspace, its shards' next workspaces put in ``workspace["next"]``)."""
         client = self.client
         [shipped] = client.scatter([model], broadcast=True, hash=False)
-        terms = [
-            client.compute(dask.delayed(_apply, pure=False)(function, shipped, shard))
-            if hasattr(shard, "dask")  # a partition to read again
-            else client.submit(_apply, function, shipped, shard, pure=False)
-            for shard in self.shards
-        ]
+        if workspace is None:
+            terms = [self._task(_apply, function, shipped, shard) for shard in self.shards]
+        else:
+            states = workspace.setdefault("shards", [None] * len(self.shards))
+            pairs = [
+                self._task(_apply_carried, function, shipped, shard, state) for shard, state in zip(self.shards, states)
+            ]
+            terms = [client.submit(_part, pair, 0, pure=False) for pair in pairs]
+            workspace["next"] = [client.submit(_part, pair, 1, pure=False) for pair in pairs]
         return _tree_sum(client, terms)
+
+    def _task(self, function: Callable[..., Any], *args: Any) -> Any:
+        """The future of ``function(*args)``, a shard among ``args``: kept on a worker, or a partition to read again."""
+        import dask
+
+        if any(hasattr(arg, "dask") for arg in args):
+            return self.client.compute(dask.delayed(function, pure=False)(*args))
+        return self.client.submit(function, *args, pure=False)
 
 
 #: Passes over the data tried before a lost worker's error reaches the caller (each pass is a
 #: pure function of the shards and the parameters: trying again gives the same sum).
 _ATTEMPTS = 5
 _PAUSE = 0.5  # seconds before the first retry, growing linearly
+
+#: The most steps of the sample a fit over shards takes its starting values from (on the client).
+SAMPLE_STEPS = 1_000_000
 
 
 def _client(client: Any) -> Any:
@@ -331,8 +472,78 @@ def _portable(model: Any) -> Any:
     return shipped
 
 
+def _one_thread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run with numba's compiled loops on the calling thread only: on a worker the
+    parallelism is its threads and the processes (numba's own team in every task on top of
+    them would put several threads on each core)."""
+
+    @functools.wraps(function)
+    def run(*args: Any) -> Any:
+        with threads_for(1):
+            return function(*args)
+
+    return run
+
+
+@_one_thread
 def _apply(function: Callable[[Any, Any], Any], model: Any, shard: Any) -> Any:
     return function(copy.deepcopy(model), shard)  # a copy per task: tasks on one worker share its model
+
+
+@_one_thread
+def _apply_carried(function: Callable[..., Any], model: Any, shard: Any, workspace: dict | None) -> tuple[Any, dict]:
+    """``function(model, shard, workspace)`` and the shard's next workspace (a new dict: the last
+    one stays as it was, so a task run twice gives the same result)."""
+    workspace = dict(workspace or {})
+    return function(copy.deepcopy(model), shard, workspace), workspace
+
+
+def _part(pair: tuple[Any, Any], index: int) -> Any:
+    return pair[index]
+
+
+def _kept(state: Any) -> Any:
+    """A shard's workspace if it survived the loss of a worker, else None (it starts again)."""
+    return state if state is not None and state.status == "finished" else None
+
+
+def _pick(shard: Sequences, every: int) -> Sequences:
+    """Sequences 0, ``every``, 2 ``every``, ... of ``shard``."""
+    if every == 1:
+        return shard
+    chosen = np.arange(0, shard.n_sequences, every)
+    rows = np.concatenate([np.arange(shard.offsets[i], shard.offsets[i + 1]) for i in chosen])
+    return dataclasses.replace(
+        shard,
+        values=shard.values[rows],
+        offsets=np.r_[0, np.cumsum(shard.lengths[chosen])],
+        times=None if shard.times is None else shard.times[rows],
+        inputs=None if shard.inputs is None else shard.inputs[rows],
+        ids=None if shard.ids is None else [shard.ids[i] for i in chosen],
+        row_order=None,
+    )
+
+
+def _join(parts: list[Sequences]) -> Sequences:
+    """The sequences of ``parts`` one after another (the first part's vocabulary and schema)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def stacked(name: str) -> np.ndarray | None:
+        blocks = [getattr(part, name) for part in parts]
+        return None if any(block is None for block in blocks) else np.concatenate(blocks)
+
+    ids = [part.ids for part in parts]
+    return dataclasses.replace(
+        first,
+        values=stacked("values"),
+        offsets=np.r_[0, np.cumsum(np.concatenate([part.lengths for part in parts]))],
+        times=stacked("times"),
+        inputs=stacked("inputs"),
+        ids=None if any(part is None for part in ids) else [i for part in ids for i in part],
+        row_order=None,
+    )
 
 
 def _tree_sum(client: Any, terms: list[Any], add: Callable[[Any, Any], Any] = combine) -> Any:
@@ -417,6 +628,7 @@ def _read(model: Any, part: Any, columns: dict[str, Any]) -> Any:
     return as_sequences(part, **columns)
 
 
+@_one_thread
 def _score_part(part: Any, model: Any, columns: dict[str, Any]) -> float:
     return 0.0 if len(part) == 0 else float(model.score(_read(model, part, columns)))
 
@@ -435,6 +647,7 @@ def _per_row(model: Any, data: Any, method: str, columns: dict[str, Any]) -> Any
     return dd.map_partitions(_per_row_part, frame, model, method, names, columns, meta=meta, align_dataframes=False)
 
 
+@_one_thread
 def _per_row_part(part: pd.DataFrame, model: Any, method: str, names: Sequence[str], columns: dict[str, Any]) -> Any:
     if len(part) == 0:
         return part.assign(**{name: pd.Series(dtype="int64" if method == "predict" else "float64") for name in names})
@@ -442,6 +655,7 @@ def _per_row_part(part: pd.DataFrame, model: Any, method: str, names: Sequence[s
     return part.assign(**dict(zip(names, result.reshape(len(part), -1).T)))
 
 
+@_one_thread
 def _segment_part(part: pd.DataFrame, model: Any, columns: dict[str, Any]) -> pd.DataFrame:
     id_column = columns.get("id_column", "id")
     if len(part) == 0:

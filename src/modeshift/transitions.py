@@ -185,6 +185,9 @@ class InputDriven:
 
     parameters = {"startprob_": "initial_probs", "input_weights_": "weights", "recurrence_biases_": "biases"}
     varying = True
+    #: the moves the chain can make (K, K) bool, per source only (a semi-Markov chain's switches
+    #: never stay: :mod:`~modeshift.models.hsmm`); None: every move
+    allowed: np.ndarray | None = None
 
     def __init__(
         self,
@@ -247,7 +250,7 @@ class InputDriven:
     def _logits(self, features: np.ndarray) -> np.ndarray:
         """(n_steps, K, K) logits of the moves into each step."""
         if self.per_source:
-            return logit.per_source_logits(self.coef, self._covariates(features))
+            return logit.per_source_logits(self.coef, self._covariates(features), self.allowed)
         return logit.shared_logits(self.biases, self.weights, features)
 
     def kernel_arrays(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -288,7 +291,8 @@ class InputDriven:
         pairs, features = stats["pairs"].array, stats["features"].array
         if self.per_source:
             if "coef" not in fixed:
-                self.coef = logit.fit_per_source(pairs, self._covariates(features), self.coef, self.penalty)
+                covariates = self._covariates(features)
+                self.coef = logit.fit_per_source(pairs, covariates, self.coef, self.penalty, allowed=self.allowed)
             return
         free = ("biases" not in fixed, "weights" not in fixed)
         if any(free):

@@ -12,7 +12,10 @@ Two forms of the logits:
 * **per source** (statsmodels' ``exog_tvtp``): eta_t[i, j] = x_t . B[i, j] for j < K-1 and
   eta_t[i, K-1] = 0, coefficients B (K, K-1, C) with the last mode the reference. Every
   source mode has its own multinomial logistic regression: a slope per (source, destination).
-  A constant column in x gives each pair its baseline log-odds.
+  A constant column in x gives each pair its baseline log-odds. Moves that cannot happen
+  (``allowed`` False: a semi-Markov chain's switches never stay) get probability 0, the others
+  share the row; a row that cannot reach K-1 takes its last allowed destination as reference.
+  The coefficients of excluded moves and of such a reference stay 0.
 * **shared**: eta_t[i, j] = r_ij + w_j . u_t, biases r (K, K) and one slope per destination
   w (K, F) shared by every source: the log-odds of j against m move by (w_j - w_m) . u_t from
   any source. It is over-parameterised (a common shift of a row of r, or of every w_j, changes
@@ -56,6 +59,7 @@ __all__ = [
     "expected_log_probability",
     "fit_per_source",
     "fit_shared",
+    "frozen_coefficients",
     "newton_direction",
     "per_source_gradient",
     "per_source_logits",
@@ -66,17 +70,20 @@ __all__ = [
 
 
 # ------------------------------------------------------------------- the logits
-def per_source_logits(coef: np.ndarray, covariates: np.ndarray) -> np.ndarray:
-    """(n, K, K) logits eta_t[i, j] = x_t . coef[i, j], the last column 0, for coef (K, K-1, C), x (n, C)."""
+def per_source_logits(coef: np.ndarray, covariates: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(n, K, K) logits eta_t[i, j] = x_t . coef[i, j], the last column 0, for coef (K, K-1, C), x (n, C);
+    -inf where ``allowed`` (K, K) is False."""
     k = coef.shape[0]
     logits = np.zeros((len(covariates), k, k))
     logits[:, :, :-1] = np.einsum("tc,ijc->tij", covariates, coef)
+    if allowed is not None:
+        logits[:, ~allowed] = -np.inf
     return logits
 
 
-def per_source_matrices(coef: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+def per_source_matrices(coef: np.ndarray, covariates: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
     """(n, K, K) row-stochastic matrices, entry t = p(z_t | z_t-1, x_t), in the per-source form."""
-    logits = per_source_logits(coef, covariates)
+    logits = per_source_logits(coef, covariates, allowed)
     weights = np.exp(logits - logits.max(axis=2, keepdims=True))  # scipy's softmax, without its dispatch
     return weights / weights.sum(axis=2, keepdims=True)
 
@@ -110,16 +117,29 @@ def shared_gradient(pairs: np.ndarray, matrices: np.ndarray, features: np.ndarra
 
 
 # ---------------------------------------------------------------------- M-steps
+def frozen_coefficients(allowed: np.ndarray) -> np.ndarray:
+    """(K, K-1) True where a per-source coefficient stays 0 under ``allowed`` (K, K): an excluded
+    destination, and the reference of a row that cannot reach K-1 (its last allowed destination)."""
+    frozen = ~allowed[:, :-1]
+    for i in np.flatnonzero(~allowed[:, -1]):
+        destinations = np.flatnonzero(allowed[i, :-1])
+        if destinations.size:
+            frozen[i, destinations[-1]] = True
+    return frozen
+
+
 def newton_direction(
     pairs: np.ndarray,
     matrices: np.ndarray,
     covariates: np.ndarray,
     coef: np.ndarray | None = None,
     ridge: float = 0.0,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
     """The Newton step (K, K-1, C) on sum_t sum_ij xi_t[i, j] log p_t[i, j] - ridge / 2 |coef|^2 in the
     per-source form: the sources decouple, so one (K-1) C system each. Its Hessian, for source i,
-    is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1]); the K systems are solved as one batch."""
+    is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1]); the K systems are solved as one batch.
+    With ``allowed``, the :func:`frozen_coefficients` do not move."""
     k, n_cov = matrices.shape[1], covariates.shape[1]
     size = (k - 1) * n_cov
     p = matrices[:, :, :-1]
@@ -133,17 +153,29 @@ def newton_direction(
     if ridge:
         gradient -= ridge * coef.reshape(k, size)
         hessian += ridge * np.eye(size)
+    if allowed is not None:
+        frozen = np.repeat(frozen_coefficients(allowed), n_cov, axis=1)  # (K, (K-1) C), as the systems' unknowns
+        gradient[frozen] = 0.0
+        hessian[frozen[:, :, None] | frozen[:, None, :]] = 0.0
+        hessian += frozen[:, :, None] * np.eye(size)
     return np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0].reshape(k, k - 1, n_cov)
 
 
 def fit_per_source(
-    pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarray, ridge: float = 0.0, max_iter: int = 50
+    pairs: np.ndarray,
+    covariates: np.ndarray,
+    coef: np.ndarray,
+    ridge: float = 0.0,
+    max_iter: int = 50,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
     """The per-source coefficients that maximise Q (see the module) from ``coef``: Newton steps, each
-    halved until Q rises, until one gains less than 1e-12 of |Q|. Never returns a lower Q."""
+    halved until Q rises, until one gains less than 1e-12 of |Q|. Never returns a lower Q. With
+    ``allowed`` (K, K), the moves it excludes have probability 0 (``pairs`` must put no mass there)."""
 
     def penalised(values: np.ndarray) -> tuple[float, np.ndarray]:
-        log_matrices = log_softmax(per_source_logits(values, covariates), axis=2)
+        with np.errstate(invalid="ignore"):  # a row of excluded moves only: no law, and no pairs either
+            log_matrices = log_softmax(per_source_logits(values, covariates, allowed), axis=2)
         value = expected_log_probability(pairs, log_matrices) - 0.5 * ridge * float(np.sum(values**2))
         return value, np.exp(log_matrices)
 
@@ -151,7 +183,7 @@ def fit_per_source(
         return coef
     value, matrices = penalised(coef)
     for _ in range(max_iter):
-        direction = newton_direction(pairs, matrices, covariates, coef, ridge)
+        direction = newton_direction(pairs, matrices, covariates, coef, ridge, allowed)
         for step in 0.5 ** np.arange(30):
             candidate = coef + step * direction
             candidate_value, candidate_matrices = penalised(candidate)

@@ -4,7 +4,11 @@ A segmentation of y_0 .. y_T-1 cuts it into segments (state k, start u, duration
 first state follows ``initial_probs``, each next state follows row k of
 ``transition_matrix`` (zero diagonal: a segment ends when the state changes), and
 
-    p(y, segmentation) = pi_k1 prod_i A[k_i, k_i+1] prod_i w[kind_i, k_i, d_i - 1] prod_t b_t(z_t),
+    p(y, segmentation) = pi_k1 prod_i A_u_i+1[k_i, k_i+1] prod_i w[kind_i, k_i, d_i - 1] prod_t b_t(z_t),
+
+where A_u is the matrix of the switch into a segment starting at step u: ``transition_matrix``
+is one matrix (K, K), or one per step (n_steps, K, K) for switches driven by inputs (row u of a
+sequence's first step is unused).
 
 with ``weights`` w (4, K, D) by segment kind: 0 inner, 1 first (starts at t = 0), 2 last
 (reaches t = T-1), 3 the only one. The caller chooses them: the duration pmf p(d) on
@@ -16,14 +20,16 @@ survival 0 is skipped (the first law's support must lie within the inner law's).
 Scaled forward pass, with c_t = p(y_t | y_<t) e^-m_t, m_t = max_k log b_t(k),
 e_t(k) = b_t(k) e^-m_t / c_t and u = t - d + 1:
 
-    start_t(k) = p(a segment k starts at t, y_<t) / p(y_<t) = pi_k (t = 0), sum_j end_t-1(j) A[j, k]
+    start_t(k) = p(a segment k starts at t, y_<t) / p(y_<t) = pi_k (t = 0), sum_j end_t-1(j) A_t[j, k]
     occupancy_t(k) = sum_d start_u(k) S(d) prod_{s=u..t-1} e_s(k) b_t(k) e^-m_t,   c_t = sum_k occupancy_t(k)
     end_t(k) = p(a segment k ends at t, y_<=t) / p(y_<=t) = sum_d start_u(k) w(d) prod_{s=u..t} e_s(k)
 
 and log p(y) = sum_t (log c_t + m_t) + log sum_k end_T-1(k) (the last term is 0 when the
 last segment is right-censored). The backward pass mirrors it, so a segment's posterior is
 start_u(k) w(d) prod e_s(k) beta_t(k) / sum_k end_T-1(k). Each costs O(T K^2 + T K D) per
-sequence and O(T K) memory: no expansion into K D states, no (T, K, K) array. The products
+sequence and O(T K) memory: no expansion into K D states, no (T, K, K) array (unless the
+caller gives per-step matrices; the logit M-step of input-driven switches needs the expected
+switches of every step anyway, which :func:`hsmm_smoother` then returns per step). The products
 of e_s over a segment are built from its start (forward) or end (backward) in rolling (K, D)
 buffers: forward, each value is a scaled predicted probability over S(d), below 1 / S(d);
 backward, a ratio of likelihoods, finite unless the duration law is far too short for the
@@ -52,6 +58,12 @@ def _kind(u: int, t: int, first: int, last: int) -> int:
     return (u == first) + 2 * (t == last - 1)
 
 
+@njit(cache=True, inline="always")
+def _at(transmat, t: int) -> int:
+    """The index in ``transmat`` (1 or n_steps, K, K) of the switch into a segment starting at t."""
+    return t if transmat.shape[0] > 1 else 0
+
+
 @njit(cache=True)
 def _forward_sequence(first, last, initial, transmat, weights, survival, e, start, end, filtered, elapsed):
     """Fills rows first..last-1 of ``start``, ``end``, ``filtered``; turns the rows of the scaled
@@ -65,13 +77,14 @@ def _forward_sequence(first, last, initial, transmat, weights, survival, e, star
     occupancy = np.empty(n_states)
     log_scale = 0.0
     for t in range(first, last):
+        moves = transmat[_at(transmat, t)]
         for k in range(n_states):
             if t == first:
                 start[t, k] = initial[k]
             else:
                 total = 0.0
                 for j in range(n_states):
-                    total += end[t - 1, j] * transmat[j, k]
+                    total += end[t - 1, j] * moves[j, k]
                 start[t, k] = total
         total = 0.0
         for k in range(n_states):
@@ -107,14 +120,15 @@ def _forward_sequence(first, last, initial, transmat, weights, survival, e, star
 
 @njit(cache=True)
 def _backward_sequence(
-    first, last, transmat, weights, survival, e, start, end, posteriors, durations, pairs, following
+    first, last, transmat, weights, survival, e, start, end, posteriors, durations, pairs, pair_row, following
 ):
     """The backward pass: adds segment-duration posteriors by kind to ``durations`` (4, K, D) and
-    expected switches to ``pairs`` (K, K); fills the state posteriors. Returns sum_k end_T-1(k).
+    expected switches to ``pairs[pair_row]`` (K, K) (``pair_row`` -1: to ``pairs[u]``, u the step the
+    new segment starts); fills the state posteriors. Returns sum_k end_T-1(k).
 
     ``following`` (K, D) rolls along as ``elapsed`` does forward: at step u, slot t mod D holds
     prod_{s=u..t} e_s(k) beta_t(k), beta_t(k) the backward message of a segment ending at t."""
-    n_states = transmat.shape[0]
+    n_states = transmat.shape[1]
     max_duration = weights.shape[2]
     tail = 0.0
     for k in range(n_states):
@@ -123,13 +137,16 @@ def _backward_sequence(
     end_beta = np.ones(n_states)  # beta of a segment ending at u
     occupied = np.zeros(n_states)  # running sum_{t' >= t} P(end at t') - sum_{u > t} P(start at u)
     for u in range(last - 1, first - 1, -1):
+        following_start = min(u + 1, last - 1)  # at u = last - 1 no segment follows: unused
+        moves = transmat[_at(transmat, following_start)]
+        switches = pairs[following_start if pair_row < 0 else pair_row]
         for k in range(n_states):
             if u < last - 1:
                 end_beta[k] = 0.0
             if u < last - 1 and end[u, k] >= _NEGLIGIBLE:  # without forward mass the message is unused, maybe huge
                 for j in range(n_states):
-                    pairs[k, j] += end[u, k] * transmat[k, j] * start_beta[j] / tail
-                    end_beta[k] += transmat[k, j] * start_beta[j]
+                    switches[k, j] += end[u, k] * moves[k, j] * start_beta[j] / tail
+                    end_beta[k] += moves[k, j] * start_beta[j]
             occupied[k] += end[u, k] * end_beta[k] / tail
             posteriors[u, k] = occupied[k]
         for k in range(n_states):
@@ -160,12 +177,12 @@ def _backward_sequence(
 
 
 @parallel(tasks=sequences_of(2))
-def _smoother(table, shifts, offsets, initial, transmat, weights, survival, start, end, filtered, smoothed):
+def _smoother(table, shifts, offsets, initial, transmat, per_step, weights, survival, start, end, filtered, smoothed):
     n_sequences = offsets.shape[0] - 1
     n_states, max_duration = weights.shape[1:]
     log_lik = np.empty(n_sequences)
     durations = np.zeros((n_sequences, 4, n_states, max_duration))
-    pairs = np.zeros((n_sequences, n_states, n_states))
+    pairs = np.zeros((table.shape[0] if per_step else n_sequences, n_states, n_states))
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
         rolling = np.empty((n_states, max_duration))
@@ -174,13 +191,31 @@ def _smoother(table, shifts, offsets, initial, transmat, weights, survival, star
         )
         if np.isfinite(value):
             tail = _backward_sequence(
-                first, last, transmat, weights, survival, table, start, end, smoothed, durations[s], pairs[s], rolling
+                first,
+                last,
+                transmat,
+                weights,
+                survival,
+                table,
+                start,
+                end,
+                smoothed,
+                durations[s],
+                pairs,
+                -1 if per_step else np.int64(s),  # prange indices are unsigned
+                rolling,
             )
             value += np.log(tail) + shifts[first:last].sum()
             if not (np.isfinite(durations[s]).all() and np.isfinite(smoothed[first:last]).all()):
                 value = np.nan  # a backward message overflowed
         log_lik[s] = value
-    return log_lik, durations.sum(axis=0), pairs.sum(axis=0)
+    return log_lik, durations.sum(axis=0), pairs
+
+
+def _matrices(transition_matrix: np.ndarray) -> np.ndarray:
+    """The switch matrices as the compiled passes take them: (1 or n_steps, K, K)."""
+    matrices = np.asarray(transition_matrix, dtype=np.float64)
+    return np.ascontiguousarray(matrices[None] if matrices.ndim == 2 else matrices)
 
 
 def hsmm_smoother(
@@ -198,17 +233,21 @@ def hsmm_smoother(
     p(y_>=u | segment) / p(y_>=u | y_<u) beyond 1e308), the state posteriors p(z_t | y)
     (n_steps, K), the expected number of segments of each kind, state and duration
     (4, K, D) and of switches i -> j (K, K), all summed over sequences, and the filtered
-    probabilities p(z_t | y_<=t) (n_steps, K).
+    probabilities p(z_t | y_<=t) (n_steps, K). With per-step matrices (n_steps, K, K) the switches
+    are per step too, (n_steps, K, K): row u holds those into a segment starting at u (zero at a
+    sequence's first step).
     """
     table, shifts = scaled_table(np.ascontiguousarray(log_likelihoods, dtype=np.float64))
     shape = table.shape
     filtered, smoothed = np.empty(shape), np.empty(shape)
+    per_step = np.ndim(transition_matrix) == 3
     log_lik, durations, pairs = _smoother(
         table,
         shifts,
         offsets,
         initial_probs,
-        transition_matrix,
+        _matrices(transition_matrix),
+        per_step,
         weights,
         survival,
         np.empty(shape),
@@ -216,7 +255,7 @@ def hsmm_smoother(
         filtered,
         smoothed,
     )
-    return log_lik, smoothed, durations, pairs, filtered
+    return log_lik, smoothed, durations, pairs if per_step else pairs.sum(axis=0), filtered
 
 
 @njit(cache=True)
@@ -275,7 +314,7 @@ def hsmm_filter(
         shifts,
         offsets,
         initial_probs,
-        transition_matrix,
+        _matrices(transition_matrix),
         weights,
         survival,
         np.empty(table.shape),
@@ -301,7 +340,7 @@ def _viterbi_sequence(log_likelihoods, first, last, log_initial, log_transmat, l
             else:
                 best, arg = -np.inf, 0
                 for j in range(n_states):
-                    value = best_end[t - 1, j] + log_transmat[j, k]
+                    value = best_end[t - 1, j] + log_transmat[_at(log_transmat, t), j, k]
                     if value > best:
                         best, arg = value, j
                 best_start[t, k] = best
@@ -360,7 +399,8 @@ def hsmm_viterbi(
     (n_steps,) and log p(y, path) of each sequence (-inf where no segmentation is possible)."""
     log_likelihoods = np.ascontiguousarray(log_likelihoods, dtype=np.float64)
     with np.errstate(divide="ignore"):
-        logs = [np.log(np.asarray(array, dtype=np.float64)) for array in (initial_probs, transition_matrix, weights)]
+        logs = [np.log(array) for array in (np.asarray(initial_probs, dtype=np.float64), _matrices(transition_matrix))]
+        logs.append(np.log(np.asarray(weights, dtype=np.float64)))
     shape = log_likelihoods.shape
     path = np.zeros(shape[0], dtype=np.int64)
     log_prob = _viterbi(log_likelihoods, offsets, *logs, np.empty(shape), np.empty(shape), path)
@@ -372,14 +412,14 @@ def _sample_sequence(first, last, transmat, weights, e, start, end, uniforms, pa
     """Backward sampling of one segmentation given the forward pass: the last segment's state by
     end_T-1, each earlier one's by end_t(k) A[k, next]; a segment's duration by its forward term
     start_u(k) w(d) prod_{s=u..t} e_s(k), taken in logs (the product alone could overflow)."""
-    n_states = transmat.shape[0]
+    n_states = transmat.shape[1]
     max_duration = weights.shape[2]
     probs = np.empty(n_states)
     terms = np.empty(max_duration)
     t, following, draws = last - 1, -1, 2 * first
     while t >= first:
         for k in range(n_states):
-            probs[k] = end[t, k] * (1.0 if following < 0 else transmat[k, following])
+            probs[k] = end[t, k] * (1.0 if following < 0 else transmat[_at(transmat, t + 1), k, following])
         k = draw(probs, uniforms[draws])
         log_product = 0.0
         n_terms = min(max_duration, t - first + 1)
@@ -434,7 +474,7 @@ def hsmm_sample_posterior(
         shifts,
         offsets,
         initial_probs,
-        transition_matrix,
+        _matrices(transition_matrix),
         weights,
         survival,
         np.empty(table.shape),

@@ -4,6 +4,7 @@ from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, load
 from modeshift.models.chain_mixture import MarkovChainMixture
 from modeshift.models.continuous_arhmm import ContinuousARHMM
+from modeshift.models.continuous_slds import ContinuousSwitchingLDS
 from modeshift.models.hmm import HMM
 from modeshift.models.hsmm import HSMM
 from modeshift.models.jump_process import MarkovJumpProcess
@@ -18,6 +19,7 @@ from modeshift.models.variable_order import VariableOrderChain
 __all__ = [
     "ARHMM",
     "ContinuousARHMM",
+    "ContinuousSwitchingLDS",
     "HMM",
     "HSMM",
     "LinearGaussianSSM",

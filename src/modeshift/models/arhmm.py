@@ -9,18 +9,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modeshift._kernels import pair_hmm
 from modeshift.data import Sequences, as_sequences
 from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.emissions.feature_autoregressive import FeatureAutoregressive, with_features
+from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.features import Custom, FeatureMap, Polynomial, feature_map
 from modeshift.metrics import segments
 from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
 from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
-from modeshift.models.streaming import FilterState, lagged_values
+from modeshift.models.streaming import FilterState, PairRecursion, lagged_values
+from modeshift.statistics import Statistics
 
 __all__ = ["ARHMM"]
 
@@ -60,6 +63,15 @@ class ARHMM(HMM):
         multinomial logit (as with ``input_dim``) in the features phi of the lags (the lags
         themselves without ``features``), so guards are level sets of a linear function of
         phi: straight for linear features, curved otherwise. Not with ``input_dim``.
+    resets : None, "destination" or "pair"
+        At a step where the mode switches i -> j, y_t follows a reset regression
+        ``y_t = R x_t + c + N(0, Q)`` on the same lags or features x_t instead of mode j's flow
+        (:mod:`modeshift.emissions.reset`): a jump of the state at a switch, such as a ball's
+        velocity reversed at impact, learned in the same exact EM. ``"destination"``: one reset
+        per mode entered (K resets; the usual choice: a reset belongs to where the system goes);
+        ``"pair"``: one per ordered pair of modes (K (K - 1)). Each has its own noise
+        covariance. With ``recurrent``, guards and resets together: where the switch happens and
+        what it does. Not with ``input_dim``. None (the default): no resets.
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
     transition_concentration, stickiness, input_dim, input_slopes, transition_penalty, max_states,
     accelerate, warm_start, verbose, callback
@@ -71,6 +83,8 @@ class ARHMM(HMM):
         ``coefs_[k][:, (i - 1) D : i D]`` is A_k,i.
     feature_map_ : FeatureMap
         The fitted feature map (with ``features``).
+    reset_coefs_, reset_intercepts_, reset_covars_ : (R, D, m), (R, D), (R, D, D)
+        The resets (with ``resets``), R of them; ``automaton().resets`` maps each switch to its own.
     intercepts_ : (K, D)
     covars_ : (K, D, D)
     startprob_, transmat_, history_, converged_, n_iter_
@@ -99,6 +113,7 @@ class ARHMM(HMM):
         ridge: float = 0.0,
         features: Any = None,
         recurrent: bool = False,
+        resets: str | None = None,
         n_iter: int = 1000,
         tol: float = 1e-7,
         n_restarts: int = 1,
@@ -126,6 +141,7 @@ class ARHMM(HMM):
         self.ridge = ridge
         self.features = features
         self.recurrent = recurrent
+        self.resets = resets
         self.n_iter = n_iter
         self.tol = tol
         self.n_restarts = n_restarts
@@ -155,6 +171,7 @@ class ARHMM(HMM):
         "shared_noise": Boolean(),
         "ridge": Number(0),
         "recurrent": Boolean(),
+        "resets": OneOf((None, *RESET_TIES)),
     }
 
     def _make_emission(self) -> Emission:
@@ -194,6 +211,7 @@ class ARHMM(HMM):
         they were set by hand."""
         if self.recurrent and self.input_dim:
             raise ValueError("recurrent=True drives the switching by the series itself: it takes no input_dim")
+        self._check_resets()
         maps = self.__dict__
         needs_features = self.features is not None and "feature_map_" not in maps
         needs_guards = self.recurrent and "guard_map_" not in maps
@@ -230,6 +248,156 @@ class ARHMM(HMM):
             seqs = dataclasses.replace(seqs, inputs=np.ascontiguousarray(guards[:, d:-1]))
         return dataclasses.replace(seqs, values=values)
 
+    # -------------------------------------------------------------------- resets
+    def _check_resets(self) -> None:
+        if self.resets is not None and self.input_dim:
+            raise ValueError(f"resets={self.resets!r} is not implemented for a chain driven by inputs (input_dim)")
+
+    @property
+    def _reset_block(self) -> Resets:
+        """The resets (with ``resets``), remade whenever the blocks are."""
+        blocks, cached = self._blocks, self.__dict__.get("_resets_")
+        if cached is None or cached[0] is not blocks or cached[1].ties != self.resets:
+            options = (self.noise, self.shared_noise, self.ridge, self.reg_covar)
+            cached = (blocks, Resets(self._k, self.resets, *options))
+            self.__dict__["_resets_"] = cached
+        return cached[1]
+
+    @property
+    def _parameter_homes(self) -> dict[str, tuple[Any, str]]:
+        homes = super()._parameter_homes
+        if self.__dict__.get("resets") is not None:
+            block = self._reset_block
+            homes.update({name: (block, attr) for name, attr in block.parameters.items()})
+        return homes
+
+    def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
+        """As :meth:`HMM._em_initialize`; resets not given start as the flows of the modes they enter,
+        with the data's spread as noise (:meth:`Resets.initialize <modeshift.emissions.reset.Resets.initialize>`)."""
+        super()._em_initialize(seqs, rng, restart)
+        if self.resets is None:
+            return
+        given, resets = self.__dict__["_given"], self._reset_block
+        kept = given if restart == 0 else {k: v for k, v in given.items() if k in self.fixed}
+        if not kept.keys() >= resets.parameters.keys():
+            emission = self._blocks[1]
+            y = self._raw(seqs)[seqs.values[:, -1] == 1.0]
+            spread = np.atleast_2d(np.cov(y, rowvar=False, bias=True)) + self.reg_covar * np.eye(y.shape[1])
+            resets.initialize(emission.coefs, emission.intercepts, spread)
+            for name in resets.parameters.keys() & kept.keys():
+                setattr(self, name, kept[name])
+
+    def _pair_arguments(self, seqs: Sequences) -> tuple[Any, ...]:
+        """The evidence :mod:`~modeshift._kernels.pair_hmm` reads: flows' log-likelihoods, rows, D,
+        resets, offsets."""
+        self._check_resets()
+        emission, resets = self._blocks[1], self._reset_block
+        resets.check_flows(emission.coefs)
+        flow = self._evidence(seqs)["log_likelihoods"]
+        return flow, np.ascontiguousarray(seqs.values), emission.n_features, resets.kernel_arrays(), seqs.offsets
+
+    def _pair_filter(self, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        return pair_hmm.forward_filter(*self._pair_arguments(seqs), initial, matrices)[:2]
+
+    def _expected_statistics(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> Statistics:
+        """As :meth:`HMM._expected_statistics`; with resets the flows are weighted by the expected
+        stays xi_t(j, j) and each reset by the expected switches into it."""
+        if self.resets is None:
+            return super()._expected_statistics(seqs, scratch)
+        transitions, emission = self._blocks
+        initial, matrices = transitions.kernel_arrays(seqs.inputs)
+        log_lik, posteriors, pairs, flows, outer, counts = pair_hmm.forward_backward(
+            *self._pair_arguments(seqs), initial, matrices
+        )
+        self._check_possible(log_lik, seqs)
+        pairs = pairs if transitions.varying else pairs[0]
+        return Statistics(
+            log_likelihood=float(log_lik.sum()),
+            transitions=transitions.statistics(posteriors, seqs.starts, pairs, seqs.inputs),
+            emission=emission.statistics(seqs.values, flows),
+            resets=self._reset_block.statistics(outer, counts, emission.n_features),
+        )
+
+    def _maximize(self, stats: Statistics, fixed: frozenset[str]) -> None:
+        super()._maximize(stats, fixed)
+        if self.resets is not None:
+            self._reset_block.m_step(stats["resets"], fixed)
+
+    def _log_prior(self) -> float:
+        prior = super()._log_prior()
+        return prior if self.resets is None else prior + self._reset_block.log_prior()
+
+    def score(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
+        """Total log-likelihood log p(X) over all sequences (given each one's first ``order`` steps)."""
+        if self.resets is None:
+            return super().score(X, lengths, inputs=inputs)
+        self._check_fitted()
+        return float(self._pair_filter(self._sequences(X, lengths, inputs))[1].sum())
+
+    def _forward(self, seqs: Sequences) -> np.ndarray:
+        return super()._forward(seqs) if self.resets is None else self._pair_filter(seqs)[0]
+
+    def _filtered(self, seqs: Sequences) -> np.ndarray:
+        if self.resets is None:
+            return super()._filtered(seqs)
+        filtered, log_lik = self._pair_filter(seqs)
+        self._check_possible(log_lik, seqs)
+        return filtered
+
+    def _posteriors(self, seqs: Sequences) -> np.ndarray:
+        if self.resets is None:
+            return super()._posteriors(seqs)
+        self._check_fitted()
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        log_lik, posteriors = pair_hmm.forward_backward(*self._pair_arguments(seqs), initial, matrices)[:2]
+        self._check_possible(log_lik, seqs)
+        return posteriors
+
+    def _viterbi(self, seqs: Sequences) -> tuple[float, np.ndarray]:
+        if self.resets is None:
+            return super()._viterbi(seqs)
+        self._check_fitted()
+        log_initial, log_matrices = self._blocks[0].log_kernel_arrays(seqs.inputs)
+        path, log_prob = pair_hmm.viterbi(*self._pair_arguments(seqs), log_initial, log_matrices)
+        self._check_possible(log_prob, seqs)
+        return float(log_prob.sum()), path
+
+    def sample_posterior(
+        self,
+        X: Any,
+        lengths: Sequence[int] | None = None,
+        *,
+        random_state: int | np.random.Generator | None = None,
+        inputs: Any = None,
+    ) -> Any:
+        """As :meth:`HMM.sample_posterior`; with ``resets`` each step back draws z_t-1 given z_t from
+        p(z_t-1 | y_0..t-1) times the transition and the pair's evidence at t."""
+        if self.resets is None:
+            return super().sample_posterior(X, lengths, random_state=random_state, inputs=inputs)
+        self._check_fitted()
+        seqs = self._sequences(X, lengths, inputs)
+        uniforms = np.random.default_rng(random_state).random(seqs.n_steps)
+        initial, matrices = self._blocks[0].kernel_arrays(seqs.inputs)
+        path, log_lik = pair_hmm.sample_posterior_paths(*self._pair_arguments(seqs), initial, matrices, uniforms)
+        self._check_possible(log_lik, seqs)
+        return seqs.restore(path)
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of free parameters (those held ``fixed`` are not counted), the resets' included."""
+        count = super().n_parameters
+        return count if self.resets is None else count + self._reset_block.n_parameters(self._fixed_by_block())
+
+    def describe(self) -> pd.DataFrame:
+        """As :meth:`HMM.describe`; with ``resets`` a column ``resets_into``: for each mode j,
+        source i -> (matrix, offset) of the reset of the switch i -> j."""
+        table = super().describe()
+        if self.resets is not None:
+            maps, k = self._reset_block.maps(), self._k
+            table["resets_into"] = [{i: maps[i, j] for i in range(k) if i != j} for j in range(k)]
+        return table
+
     def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """As :meth:`HMM.segment`, from step ``order`` of each sequence on: its first ``order``
         steps have no lags for a mode to explain, and belong to no run."""
@@ -239,9 +407,64 @@ class ARHMM(HMM):
     def _n_observations(self, seqs: Sequences) -> int:
         return seqs.n_steps - self.order * seqs.n_sequences
 
-    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    # ----------------------------------------------------------------- streaming
+    def _stream_lags(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row [y_t, y_t-1, ..., y_t-order, 1] (:func:`with_lags`'s) and the new history."""
         model = f"an ARHMM with order={self.order}"
         return lagged_values(state.history, y, self.order, self._blocks[1].n_features, model)
+
+    def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Step t's row as the emission takes it: the lags, or their features (:func:`with_features`)."""
+        lagged, history = self._stream_lags(state, y)
+        return self._with_map(lagged, "feature_map_"), history
+
+    def _with_map(self, lagged: np.ndarray, name: str) -> np.ndarray:
+        """A :func:`with_lags` row with its lags replaced by the features of the fitted map ``name``
+        (unchanged for ``feature_map_`` without ``features``)."""
+        if name == "feature_map_" and self.features is None:
+            return lagged
+        return with_features(lagged[None], self._blocks[1].n_features, self._fitted_map(name))[0]
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`HMM._stream_evidence`; a ``recurrent`` chain's move into step t reads
+        phi(y_t-1, ..., y_t-order) from the history (0 before the first ``order`` steps, as in
+        the batch filter), so it needs no ``inputs``; with ``resets`` the evidence is log e_t(i, j)
+        of each pair (z_t-1, z_t) (:func:`~modeshift._kernels.pair_hmm.step_evidence`)."""
+        if not self.recurrent and self.resets is None:
+            return super()._stream_evidence(state, y, inputs)
+        if inputs is not None:
+            driven = "is driven by its own past" if self.recurrent else "has input_dim=0"
+            raise ValueError(f"inputs were given but this ARHMM {driven}")
+        transitions, emission = self._blocks
+        lagged, history = self._stream_lags(state, y)
+        if self.recurrent:
+            guards = self._with_map(lagged, "guard_map_")[emission.n_features : -1]
+            move = transitions.kernel_arrays(guards[None])[1][0]
+        else:
+            move = transitions.transition_matrix
+        row = self._with_map(lagged, "feature_map_")
+        evidence = emission.log_likelihoods(row[None])[0]
+        if self.resets is not None:
+            evidence = pair_hmm.step_evidence(row, emission.n_features, evidence, self._reset_block.kernel_arrays())
+        return evidence, move, history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """As :meth:`HMM.filter_forecast`; with ``features``, ``recurrent`` or ``resets``, the Monte Carlo
+        forecast of :meth:`forecast` from the state's last ``order`` observations (zeros for lags
+        not seen yet), seeded by ``random_state``: the same numbers as ``forecast`` on the data seen."""
+        if self.features is None and not self.recurrent and self.resets is None:
+            return super().filter_forecast(state, horizon, future_inputs)
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        horizon = int(horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        future = check_future_inputs(future_inputs, horizon, 1, self.input_dim, "this ARHMM")[0]
+        lags = np.zeros(self.order * self._blocks[1].n_features)
+        seen = state.history[::-1].ravel()
+        lags[: len(seen)] = seen
+        rng = np.random.default_rng(self.random_state)
+        return self._simulated_forecast(lags, state.filtered[0], horizon, rng, future)
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, self._blocks[1].n_features))
@@ -258,15 +481,16 @@ class ARHMM(HMM):
     ) -> Forecast:
         """The predictive distribution of the ``horizon`` observations after each sequence's end.
 
-        For the linear model, exact moments (see :meth:`_forecast_sequence`). With ``features``
-        or ``recurrent`` the flow or the switching is nonlinear in the past and the moments have
-        no closed form: they are Monte Carlo estimates from ``FORECAST_PATHS`` = 2000 sample paths
-        that start from the last ``order`` observations and a mode drawn from p(z_T | y), and
-        iterate the model (seeded by ``random_state``, so a forecast is reproducible). Their
-        standard error is sd / sqrt(2000), about 2 % of a predictive standard deviation; the
-        ``mode_probabilities`` are the paths' shares (exact without ``recurrent``).
+        For the linear model, exact moments (see :meth:`_forecast_sequence`). With ``features``,
+        ``recurrent`` or ``resets`` the flow or the switching is nonlinear in the past (a reset
+        depends on the path of modes) and the moments have no closed form: they are Monte Carlo
+        estimates from ``FORECAST_PATHS`` = 2000 sample paths that start from the last ``order``
+        observations and a mode drawn from p(z_T | y), and iterate the model (seeded by
+        ``random_state``, so a forecast is reproducible). Their standard error is sd / sqrt(2000),
+        about 2 % of a predictive standard deviation; the ``mode_probabilities`` are the paths'
+        shares (exact without ``recurrent``).
         """
-        if self.features is None and not self.recurrent:
+        if self.features is None and not self.recurrent and self.resets is None:
             return super().forecast(X, horizon, lengths, inputs=inputs, future_inputs=future_inputs)
         self._check_fitted()
         horizon = int(horizon)
@@ -276,20 +500,27 @@ class ARHMM(HMM):
         filtered = self._filtered(seqs)
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this ARHMM")
         rng = np.random.default_rng(self.random_state)
-        d, parts = seqs.n_features - self._regressor_width - 1, []
+        parts = []
         for s, future in enumerate(futures):
             end = seqs.offsets[s + 1]
             lags = self._raw(seqs)[end - self.order : end][::-1].ravel()
-            modes = _draw(np.broadcast_to(filtered[end - 1], (FORECAST_PATHS, self._k)), rng)
-            paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
-            means = paths.mean(axis=0)
-            centred = paths - means
-            covariances = np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)
-            shares = np.stack([(path_modes == k).mean(axis=0) for k in range(self._k)], axis=1)
-            if not self.recurrent:
-                shares = propagate_modes(filtered[end - 1], self._future_matrices(future, horizon))
-            parts.append(Forecast(means[:, :d], covariances[:, :d, :d], shares))
+            parts.append(self._simulated_forecast(lags, filtered[end - 1], horizon, rng, future))
         return Forecast.of_sequences(parts)
+
+    def _simulated_forecast(
+        self, lags: np.ndarray, law: np.ndarray, horizon: int, rng: np.random.Generator, future: np.ndarray | None
+    ) -> Forecast:
+        """The Monte Carlo forecast of :meth:`forecast` from the lag vector [y_T, ..., y_T-order+1]
+        and the filtered mode probabilities p(z_T | y)."""
+        modes = _draw(np.broadcast_to(law, (FORECAST_PATHS, self._k)), rng)
+        paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
+        means = paths.mean(axis=0)
+        centred = paths - means
+        covariances = np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)
+        shares = np.stack([(path_modes == k).mean(axis=0) for k in range(self._k)], axis=1)
+        if not self.recurrent:
+            shares = propagate_modes(law, self._future_matrices(future, horizon))
+        return Forecast(means, covariances, shares)
 
     @property
     def _regressor_width(self) -> int:
@@ -317,7 +548,9 @@ class ARHMM(HMM):
         block, d = emission._block(), emission.n_features
         paths, path_modes = np.empty((len(lags), n_steps, d)), np.empty((len(lags), n_steps), dtype=int)
         fixed = None if self.recurrent else self._future_matrices(future, n_steps)
+        resets = None if self.resets is None else self._reset_block
         for t in range(n_steps):
+            previous = modes
             if modes is None:
                 modes = _draw(np.broadcast_to(transitions.initial_probs, (len(lags), self._k)), rng)
             else:
@@ -328,7 +561,11 @@ class ARHMM(HMM):
                     probabilities = fixed[t][modes]
                 modes = _draw(probabilities, rng)
             regressors = self._feature_map.transform(lags) if self.features is not None else lags
-            y = block.sample_rows(np.hstack([regressors, np.ones((len(lags), 1))]), modes, rng)
+            rows = np.hstack([regressors, np.ones((len(lags), 1))])
+            y = block.sample_rows(rows, modes, rng)
+            if resets is not None and previous is not None:  # a switch follows its reset
+                switched = np.flatnonzero(modes != previous)
+                y[switched] = resets.sample_rows(rows[switched], previous[switched], modes[switched], rng)
             paths[:, t], path_modes[:, t] = y, modes
             lags = np.hstack([y, lags[:, :-d]])
         return paths, path_modes
@@ -342,23 +579,33 @@ class ARHMM(HMM):
         inputs: Any = None,
     ) -> tuple[Any, Any]:
         """As :meth:`HMM.sample`; a ``recurrent`` model draws each mode from the switching law at
-        the path's own past (the first ``order`` values are the data's mean)."""
-        if not self.recurrent:
+        the path's own past (the first ``order`` values are the data's mean), and one with
+        ``resets`` draws a switch's step from its reset (the values before the first step are
+        the stationary mean of the likeliest first mode, as without resets)."""
+        if not self.recurrent and self.resets is None:
             return super().sample(n_steps, n_sequences, random_state, inputs=inputs)
         self._check_fitted()
         if inputs is not None:
-            raise ValueError("inputs were given but a recurrent ARHMM is driven by its own past")
+            raise ValueError("inputs were given but this ARHMM takes none (recurrent or with resets)")
         rng = np.random.default_rng(random_state)
-        start = np.tile(self._fitted_map("guard_map_").location_, (int(n_sequences), 1))
+        if self.recurrent:
+            start = self._fitted_map("guard_map_").location_
+        else:
+            start = np.tile(self._blocks[1].stationary_mean(int(np.argmax(self.startprob_))), self.order)
+        start = np.tile(start, (int(n_sequences), 1))
         paths, modes = self._simulate(start, None, int(n_steps), rng)
         if n_sequences == 1:
             return paths[0], modes[0]
         return list(paths), list(modes)
 
     def _stream_recursion(self) -> Any:
-        if self.recurrent or self.features is not None:
-            raise NotImplementedError("streaming filters of a nonlinear or recurrent ARHMM are not implemented")
-        return super()._stream_recursion()
+        """As :meth:`HMM._stream_recursion`; with ``resets`` the filter of pairs (z_t-1, z_t)."""
+        if self.resets is None:
+            return super()._stream_recursion()
+        self._check_fitted()
+        self._check_resets()
+        self._reset_block.check_flows(self._blocks[1].coefs)
+        return PairRecursion(self._blocks[0].initial_probs)
 
     # ---------------------------------------------------------------- the automaton
     def automaton(self, X: Any = None, lengths: Sequence[int] | None = None, *, resolution: int = 25) -> Automaton:
@@ -372,7 +619,8 @@ class ARHMM(HMM):
         constant histories cross 1/2 (searched over the same range, 2001 points, linear
         interpolation). Dwell times: 1 / (1 - p_kk) for a stationary chain; for a recurrent one,
         where it depends on the state, the mean run length of each mode in a 20,000-step sample
-        (``random_state`` 0). An ARHMM has no resets.
+        (``random_state`` 0). Resets (with ``resets``): (source, target) -> (matrix, offset), the
+        affine map of the regressors (lags or features) a switch follows instead of the flow.
         """
         self._check_fitted()
         transitions, emission = self._blocks
@@ -403,7 +651,8 @@ class ARHMM(HMM):
             dwell_times = dwell.reindex(range(n_states)).to_numpy(dtype=float)
         else:
             dwell_times = self.dwell_times_
-        return Automaton(np.arange(n_states), flows, grid, shape, fields, guards, {}, dwell_times)
+        resets = {} if self.resets is None else self._reset_block.maps()
+        return Automaton(np.arange(n_states), flows, grid, shape, fields, guards, resets, dwell_times)
 
     def _guard_inputs(self, states: np.ndarray) -> np.ndarray:
         return self._fitted_map("guard_map_").transform(states)
@@ -461,6 +710,7 @@ class ARHMM(HMM):
         coefs, intercepts, covariances = emission.coefs, emission.intercepts, emission.covariances
         if (
             self.features is not None
+            or self.resets is not None
             or coefs is None
             or intercepts is None
             or covariances is None

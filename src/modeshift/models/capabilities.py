@@ -203,8 +203,9 @@ class HybridAutomaton(Protocol):
 
 @runtime_checkable
 class ShardableFit(Protocol):
-    """Fits by EM with statistics that add up over shards of whole sequences and an M-step that
-    reads only them (:mod:`modeshift.models.em`), so the E-step can run where the data lie."""
+    """Fits by EM (or by counting) with statistics that add up over shards of whole sequences and
+    an M-step that reads only them (:mod:`modeshift.models.em`), so the E-step can run where the
+    data lie."""
 
     def _start_fit(self) -> None:
         """Check the hyper-parameters and forget the last fit (as ``fit`` starts)."""
@@ -217,7 +218,8 @@ class ShardableFit(Protocol):
 
         A model that needs a constant of all the data before EM starts (a vocabulary) also has
         ``_em_constants(shard)``, ``_em_merge_constants(a, b)`` (in shard order) and
-        ``_em_set_constants(value)``."""
+        ``_em_set_constants(value)``; one whose E-step keeps something per shard from one
+        iteration to the next says ``carries_workspace = True`` (:mod:`modeshift.models.em`)."""
 
 
 def objective(model: Any) -> str:

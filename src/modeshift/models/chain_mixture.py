@@ -55,6 +55,7 @@ from modeshift.models.base import Model, NotFittedError, check_possible
 from modeshift.models.markov_chain import smooth
 from modeshift.models.params import Integer, Number
 from modeshift.models.state_labels import encode_states, labels_from_json, labels_to_json
+from modeshift.statistics import Statistics
 from modeshift.symbols import Vocabulary
 
 __all__ = ["MarkovChainMixture"]
@@ -139,6 +140,7 @@ class MarkovChainMixture(Model):
     """
 
     data_kind = "symbols"
+    carries_workspace = True  # each shard's counts per trajectory, built once (models.em)
 
     _constraints = {"n_components": Integer(1), "pseudo_count": Number(0)}
     _renamed = {"log_likelihood_history_": "history_"}
@@ -199,20 +201,46 @@ class MarkovChainMixture(Model):
         returns ``self``. ``data``: state sequences in any form :func:`~modeshift.data.as_sequences`
         reads with ``symbols=True``."""
         self._start_fit()
-        seqs = encode_states(data, self.__dict__.get("states_"), lengths=lengths, **columns)
-        if seqs.n_sequences < self.n_components:
-            raise ValueError(f"{seqs.n_sequences} trajectories cannot fit {self.n_components} components")
+        return self._fit_em(self._em_data(data, lengths, **columns))
+
+    def _em_data(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
+        """What EM reads: the states coded by ``states_`` (else by labels learned from ``data``), from
+        ``fit``'s arguments or one shard of them (:mod:`modeshift.distributed`)."""
+        return encode_states(data, self.__dict__.get("states_"), lengths=lengths, **columns)
+
+    def _em_constants(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> tuple[Hashable, ...]:
+        """The state labels of one shard (or ``states_``), merged over shards by :meth:`_em_merge_constants`."""
+        return self.__dict__.get("states_") or self._em_data(data, lengths, **columns).vocabulary.symbols
+
+    @staticmethod
+    def _em_merge_constants(first: tuple[Hashable, ...], then: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
+        """The labels of both, as :func:`encode_states` learns them from all the data: sorted when they can be."""
+        try:
+            return tuple(sorted({*first, *then}))
+        except TypeError:
+            return Vocabulary.learn([*first, *then]).symbols
+
+    def _em_set_constants(self, states: tuple[Hashable, ...]) -> None:
+        self.states_ = tuple(states)
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> MarkovChainMixture:
+        """EM from the starting parameters; ``over`` runs the E-steps over shards held elsewhere
+        (each keeping its counts beside it), ``seqs`` being then a sample to start from."""
+        n_trajectories = (over or em.in_memory(seqs))(_n_trajectories, self)
+        if n_trajectories < self.n_components:
+            raise ValueError(f"{n_trajectories} trajectories cannot fit {self.n_components} components")
         self.states_ = seqs.vocabulary.symbols
         self.__dict__["_given"] = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
-        em.run(self, _Counts.of(seqs, len(seqs.vocabulary)), label=f"MarkovChainMixture K={self.n_components}")
+        em.run(self, seqs, label=f"MarkovChainMixture K={self.n_components}", over=over)
         for name in ("_given", "_embedding"):
             self.__dict__.pop(name, None)
         self._finish_fit(seqs)
         return self
 
-    def _em_initialize(self, counts: _Counts, rng: np.random.Generator, restart: int) -> None:
+    def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """Restart 0 from the parameters given (by hand, or kept by ``warm_start``) if all are;
         otherwise from k-means clusters of the spectral embedding (computed once per fit)."""
+        counts = _Counts.of(seqs, len(seqs.vocabulary))
         given = self.__dict__["_given"]
         if restart == 0 and len(given) == len(_PARAMETERS):
             self._em_restore(dict(zip(_PARAMETERS, self._parameters())))  # the given ones, checked
@@ -222,15 +250,18 @@ class MarkovChainMixture(Model):
         labels = kmeans(self.__dict__["_embedding"], self.n_components, rng)[1]
         self._em_restore(dict(zip(_PARAMETERS, self._maximize(counts, np.eye(self.n_components)[labels]))))
 
-    def _e_step(self, counts: _Counts, workspace: dict[str, Any]) -> tuple[float, np.ndarray]:
-        """The objective and the responsibilities p(k | x), (n, K)."""
-        parameters = (self.weights_, self.startprob_, self.transmat_)
-        log_joint = _log_joint(counts, *parameters)
+    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
+        """The objective and the counts weighted by the responsibilities p(k | x) (the trajectories'
+        counts built once, kept in the workspace)."""
+        counts = workspace.get("counts")
+        if counts is None:
+            counts = workspace["counts"] = _Counts.of(seqs, len(seqs.vocabulary))
+        log_joint = _log_joint(counts, self.weights_, self.startprob_, self.transmat_)
         log_lik = _log_likelihoods(log_joint)
-        return float(log_lik.sum()) + self._log_prior(parameters), np.exp(log_joint - log_lik[:, None])
+        return float(log_lik.sum()) + self._log_prior(), _weighted(counts, np.exp(log_joint - log_lik[:, None]))
 
-    def _m_step(self, counts: _Counts, responsibilities: np.ndarray) -> None:
-        self.weights_, self.startprob_, self.transmat_ = self._maximize(counts, responsibilities)
+    def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
+        self.weights_, self.startprob_, self.transmat_ = self._posterior_mode(stats)
 
     def _em_snapshot(self) -> dict[str, np.ndarray]:
         return {name: np.array(self.__dict__[name]) for name in _PARAMETERS}
@@ -241,17 +272,20 @@ class MarkovChainMixture(Model):
 
     def _maximize(self, counts: _Counts, responsibilities: np.ndarray) -> tuple[np.ndarray, ...]:
         """Posterior mode of (weights, startprob, transmat) given responsibilities (n, K)."""
-        a, k = self.pseudo_count, self.n_components
-        n_states = counts.first.shape[1]
-        weights = smooth(responsibilities.sum(axis=0), a)
-        startprob = smooth((counts.first.T @ responsibilities).T, a)
-        transitions = (counts.transitions.T @ responsibilities).T.reshape(k, n_states, n_states)
-        return weights, startprob, smooth(transitions, a)
+        return self._posterior_mode(_weighted(counts, responsibilities))
 
-    def _log_prior(self, parameters: tuple[np.ndarray, ...]) -> float:
-        """Dirichlet log density up to a constant: a * sum of log parameters."""
+    def _posterior_mode(self, stats: Statistics) -> tuple[np.ndarray, ...]:
+        """Posterior mode of (weights, startprob, transmat) given the weighted counts (:func:`_weighted`)."""
+        a, k = self.pseudo_count, self.n_components
+        n_states = stats["first"].shape[1]
+        transitions = stats["transitions"].reshape(k, n_states, n_states)
+        return smooth(stats["weights"], a), smooth(stats["first"], a), smooth(transitions, a)
+
+    def _log_prior(self, parameters: tuple[np.ndarray, ...] | None = None) -> float:
+        """Dirichlet log density up to a constant: a * sum of log parameters (by default the current ones)."""
         if self.pseudo_count == 0:
             return 0.0
+        parameters = parameters or (self.weights_, self.startprob_, self.transmat_)
         return self.pseudo_count * sum(float(np.log(p).sum()) for p in parameters)
 
     # ----------------------------------------------------------------- inference
@@ -349,6 +383,20 @@ class MarkovChainMixture(Model):
         for name, value in attributes.items():
             setattr(self, self._renamed.get(name, name), labels_from_json(value) if name == "states_" else value)
         self._parameters()
+
+
+def _weighted(counts: _Counts, responsibilities: np.ndarray) -> Statistics:
+    """The counts of the trajectories weighted by their responsibilities (n, K), summed per
+    component: ``weights`` (K,), ``first`` (K, V), ``transitions`` (K, V * V); they add up over shards."""
+    return Statistics(
+        weights=responsibilities.sum(axis=0),
+        first=(counts.first.T @ responsibilities).T,
+        transitions=(counts.transitions.T @ responsibilities).T,
+    )
+
+
+def _n_trajectories(model: MarkovChainMixture, seqs: Sequences) -> int:
+    return seqs.n_sequences
 
 
 def _log_joint(counts: _Counts, weights: np.ndarray, startprob: np.ndarray, transmat: np.ndarray) -> np.ndarray:

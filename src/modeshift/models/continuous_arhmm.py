@@ -65,7 +65,7 @@ from modeshift.models.jump_process import _generator, endpoint_statistics, expm_
 from modeshift.models.params import Integer, Number
 from modeshift.transitions import normalise_rows
 
-__all__ = ["ContinuousARHMM", "expm_stack", "flow_moments"]
+__all__ = ["ContinuousARHMM", "expm_stack", "flow_moments", "polish", "rate_step", "rates_of"]
 
 PerStep = np.ndarray | list[np.ndarray]
 _POLISH_ITERATIONS = 10  # quasi-Newton (BFGS) iterations per mode and M-step: a generalised EM step need not maximise
@@ -358,10 +358,7 @@ class ContinuousARHMM(Model):
             if isinstance(on_grid, list)
             else on_grid[nearest[0]]
         )
-        P = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
-        rates = np.clip(P / mean_gap, 1e-6 / mean_gap, None)
-        np.fill_diagonal(rates, 0.0)
-        np.fill_diagonal(rates, -rates.sum(axis=1))
+        rates = rates_of(np.asarray(arhmm.transmat_, dtype=float), mean_gap)
         self.rate_matrix_, self.startprob_ = rates, normalise_rows(np.asarray(arhmm.startprob_) + 1e-3)
         self.drift_matrices_, self.drift_offsets_ = np.zeros((K, d, d)), np.zeros((K, d))
         self.diffusion_covariances_ = np.stack([np.eye(d)] * K)
@@ -388,23 +385,19 @@ class ContinuousARHMM(Model):
     ) -> None:
         rows, gaps = seqs.linked_rows, self._gaps(seqs)
         self.startprob_ = normalise_rows(posteriors[seqs.starts].sum(axis=0) + 1e-10)
-        K = self._k
-        counts = pairs[rows].reshape(-1)
-        keep = counts > 0
-        starts = np.tile(np.repeat(np.arange(K), K), len(rows))[keep]
-        ends = np.tile(np.tile(np.arange(K), K), len(rows))[keep]
-        expected = endpoint_statistics(
-            self.rate_matrix_, starts, ends, np.repeat(gaps[rows], K * K)[keep], counts=counts[keep]
-        )
-        self.rate_matrix_ = _generator(expected["jumps"], expected["time_at_risk"])
+        self.rate_matrix_ = rate_step(self.rate_matrix_, pairs[rows], gaps[rows])
         before, after, dt = seqs.values[rows - 1], seqs.values[rows], gaps[rows]
-        for k in range(K):
+        for k in range(self._k):
             weights = posteriors[rows, k]
             if weights.sum() <= 1e-8:
                 continue  # an empty mode keeps its flow
             proposal = _euler_regression(before, after, dt, weights, self.reg_covar)
             current = (self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k])
-            A, b, Sigma = _polish(proposal, current if polish_from_current else None, before, after, dt, weights)
+            A, b, Sigma = polish(
+                proposal,
+                current if polish_from_current else None,
+                lambda *flow: float(weights @ _flow_log_density(*flow, before, after, dt)),  # noqa: B023
+            )
             self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k] = A, b, Sigma
 
     # ---------------------------------------------------------- model selection
@@ -491,6 +484,30 @@ def _flow_log_density(
     return -0.5 * ((solved**2).sum(axis=1) + log_det[group] + before.shape[1] * np.log(2 * np.pi))
 
 
+def rate_step(rate_matrix: np.ndarray, pairs: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """One EM step for the rate matrix Q of hidden modes seen at the ends of gaps (Hobolth & Jensen
+    2011): the pair posteriors ``pairs`` (R, K, K), p(z_n-1 = i, z_n = j | data) over the gaps
+    ``gaps`` (R,), are soft endpoint counts; their expected jump counts and times at risk
+    (:func:`~modeshift.models.jump_process.endpoint_statistics`) give q_ij = E[N_ij] / E[R_i].
+    The expected log-likelihood sum_n sum_ij pairs_nij log expm(Q Δ_n)_ij never decreases."""
+    K = len(rate_matrix)
+    counts = pairs.reshape(-1)
+    keep = counts > 0
+    starts = np.tile(np.repeat(np.arange(K), K), len(gaps))[keep]
+    ends = np.tile(np.tile(np.arange(K), K), len(gaps))[keep]
+    expected = endpoint_statistics(rate_matrix, starts, ends, np.repeat(gaps, K * K)[keep], counts=counts[keep])
+    return _generator(expected["jumps"], expected["time_at_risk"])
+
+
+def rates_of(transmat: np.ndarray, gap: float) -> np.ndarray:
+    """A rate matrix whose switches over ``gap`` are roughly those of ``transmat`` (a start for
+    EM): q_ij = p_ij / gap off the diagonal (p smoothed by 1e-3, rates at least 1e-6 / gap)."""
+    rates = np.clip(normalise_rows(transmat + 1e-3) / gap, 1e-6 / gap, None)
+    np.fill_diagonal(rates, 0.0)
+    np.fill_diagonal(rates, -rates.sum(axis=1))
+    return rates
+
+
 def _euler_regression(
     before: np.ndarray, after: np.ndarray, gaps: np.ndarray, weights: np.ndarray, reg_covar: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -506,17 +523,16 @@ def _euler_regression(
     return W[:, :d], W[:, d], ensure_positive_definite(Sigma + reg_covar * np.eye(d))
 
 
-def _polish(
+def polish(
     proposal: tuple[np.ndarray, np.ndarray, np.ndarray],
     current: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    before: np.ndarray,
-    after: np.ndarray,
-    gaps: np.ndarray,
-    weights: np.ndarray,
+    objective: Callable[[np.ndarray, np.ndarray, np.ndarray], float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A few BFGS iterations on sum_n w_n log p(y_n | y_n-1) (the exact flow law) from the
-    better of ``proposal`` and ``current``; returns the best point seen, never one below ``current``."""
-    d = before.shape[1]
+    """A few BFGS iterations (finite-difference gradients) on ``objective(A, b, Σ)`` of a flow,
+    such as sum_n w_n log p(y_n | y_n-1) under its exact law, from the better of ``proposal``
+    and ``current``; returns the best point seen, never one below ``current``. Σ is searched
+    through its Cholesky factor, its diagonal by logarithms, so it stays positive definite."""
+    d = len(proposal[1])
     lower = np.tril_indices(d)
 
     def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -534,7 +550,7 @@ def _polish(
     def loss(theta: np.ndarray) -> float:
         with np.errstate(all="ignore"):
             try:
-                value = -float(weights @ _flow_log_density(*unpack(theta), before, after, gaps))
+                value = -objective(*unpack(theta))
             except np.linalg.LinAlgError:
                 return np.inf
         return value if np.isfinite(value) else np.inf

@@ -9,6 +9,8 @@ is approximate). A model supplies the steps; :func:`run` owns everything else:
 - restarts: ``n_restarts`` initialisations from one generator seeded by ``random_state``;
   the first keeps the parameters set by hand (or, with ``warm_start``, learned before);
   the restart with the highest final objective wins (``n_iter=0`` runs one, to initialise).
+  Over shards whose ``over`` is ``concurrent`` (a cluster's), the restarts are initialised in
+  turn, then iterated at once, one client thread each (:func:`_concurrent_restarts`).
   A model with a class attribute ``search_iterations`` runs each restart for at most that
   many iterations and only the winner on to convergence (the short-runs strategy of
   Biernacki, Celeux & Govaert 2003, statsmodels' ``search_reps``);
@@ -45,7 +47,11 @@ see (a sample to start from). This needs a model whose statistics add up over sh
 :func:`~modeshift.statistics.combine`), whose ``_m_step`` reads only them, whose workspace
 carries nothing from one iteration to the next, and whose objective is a sum over
 sequences plus, at most, a term of the parameters alone, ``_log_prior()``, which the
-sharded E-step counts once.
+sharded E-step counts once. A model whose E-step does carry something (a variational
+posterior) says so with the class attribute ``carries_workspace = True``: each shard then
+gets its own workspace for the restart, kept where the shard lies
+(``over(function, model, workspace)`` calls ``function(model, shard, shard_workspace)``), and
+:attr:`EMResult.workspace` is the winning restart's, to read after the fit.
 
 SQUAREM. With F the EM map (one E-step and M-step), theta_1 = F(theta_0) and
 theta_2 = F(theta_1), r = theta_1 - theta_0 and v = theta_2 - 2 theta_1 + theta_0, the
@@ -62,9 +68,11 @@ of arrays whose restore validates them. Each E-step on the path is one iteration
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -89,8 +97,9 @@ __all__ = [
 #: ``report(iteration, objective)``, called once per iteration of a fit.
 Report = Callable[[int, float | None], None]
 
-#: ``over(function, model)``: the sum over the shards of the data of ``function(model, shard)``.
-Over = Callable[[Callable[[Any, Any], Any], Any], Any]
+#: ``over(function, model)``: the sum over the shards of the data of ``function(model, shard)``;
+#: ``over(function, model, workspace)``: of ``function(model, shard, the shard's workspace)``.
+Over = Callable[..., Any]
 
 
 class ConvergenceWarning(UserWarning):
@@ -192,6 +201,7 @@ class EMResult:
 
     history: list[float] = field(default_factory=list)
     converged: bool = False
+    workspace: dict[str, Any] = field(default_factory=dict, repr=False)  # the last E-step's (module docstring)
 
     @property
     def n_iter(self) -> int:
@@ -199,12 +209,17 @@ class EMResult:
 
 
 def in_memory(data: Any) -> Over:
-    """The ``over`` of data held in this process: one shard, ``function(model, data)``.
+    """The ``over`` of data held in this process: one shard, ``function(model, data)`` (with a
+    ``workspace``, ``function(model, data, workspace)``).
 
     >>> in_memory(3.0)(lambda model, shard: model * shard, 2.0)
     6.0
     """
-    return lambda function, model: function(model, data)
+
+    def over(function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None = None) -> Any:
+        return function(model, data) if workspace is None else function(model, data, workspace)
+
+    return over
 
 
 def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = None) -> EMResult:
@@ -225,11 +240,19 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
     rng = np.random.default_rng(model.random_state)
     best: EMResult | None = None
     best_snapshot: dict[str, Any] | None = None
+    restarts = n_restarts if n_iter > 0 else 1
     with monitor(model.verbose, model.callback) as watch:
-        for restart in range(n_restarts if n_iter > 0 else 1):
+
+        def start(restart: int) -> Report:
             model._em_initialize(data, rng, restart)
             description = name if n_restarts == 1 else f"{name} restart {restart + 1}/{n_restarts}"
-            report = watch.task(description, max(runs, 1), objective)
+            return watch.task(description, max(runs, 1), objective)
+
+        if restarts > 1 and getattr(over, "concurrent", False):
+            started = [(start(restart), _copy(model)) for restart in range(restarts)]  # the starts as in turn
+            best = _concurrent_restarts(model, data, started, runs, tol, over)
+        for restart in range(restarts if best is None else 0):
+            report = start(restart)
             result = _iterate(model, data, runs, tol, report, over)
             if best is None or result.history[-1] > best.history[-1]:
                 best = result
@@ -240,7 +263,7 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
         if runs < n_iter and not best.converged:  # the short runs' winner goes on
             report = watch.task(name, n_iter - best.n_iter, objective)
             rest = _iterate(model, data, n_iter - best.n_iter, tol, report, over)
-            best = EMResult(best.history + rest.history, rest.converged)
+            best = EMResult(best.history + rest.history, rest.converged, rest.workspace)
     if n_iter > 0 and not best.converged:
         gap = best.history[-1] - best.history[-2] if best.n_iter > 1 else float("nan")
         warnings.warn(
@@ -255,10 +278,32 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
     return best
 
 
+def _concurrent_restarts(
+    model: Any, data: Any, started: list[tuple[Report, Any]], n_iter: int, tol: float, over: Over
+) -> EMResult:
+    """The restarts at once, each from its starting copy of the model (``started``: its report
+    and the copy, initialised in turn as :func:`run` does) in a thread of this process, their
+    E-steps on the shards of a cluster (an ``over`` with ``concurrent = True``). The winner is the
+    one restarts run in turn pick (the first with the highest objective); its state is left in
+    ``model``. The threads call the reports (so the callback) concurrently."""
+    with ThreadPoolExecutor(len(started)) as pool:
+        results = list(pool.map(lambda pair: _iterate(pair[1], data, n_iter, tol, pair[0], over), started))
+    winner = max(range(len(results)), key=lambda r: (results[r].history[-1], -r))
+    model.__dict__.update({k: v for k, v in started[winner][1].__dict__.items() if k != "callback"})
+    return results[winner]
+
+
+def _copy(model: Any) -> Any:
+    """A deep copy of ``model`` but for its callback (which may hold a client, or a whole program)."""
+    clone = copy.copy(model)
+    clone.__dict__ = {k: v if k == "callback" else copy.deepcopy(v) for k, v in model.__dict__.items()}
+    return clone
+
+
 def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, over: Over | None) -> EMResult:
     result = EMResult()
-    history = result.history
-    workspace: dict[str, Any] = {}
+    history, workspace = result.history, result.workspace
+    carried = getattr(model, "carries_workspace", False)
     monotone = getattr(model, "monotone", True)
     squarem = _Squarem(model) if getattr(model, "accelerate", False) else None
 
@@ -266,7 +311,7 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, ove
         if over is None:
             value, statistics = model._e_step(data, workspace)
             return float(value), statistics
-        value, statistics = over(_shard_e_step, model)
+        value, statistics = over(_shard_e_step, model, workspace) if carried else over(_shard_e_step, model)
         return value + _log_prior(model), statistics
 
     for iteration in range(n_iter):
@@ -307,9 +352,9 @@ def _user_stacklevel() -> int:
     return level
 
 
-def _shard_e_step(model: Any, shard: Any) -> tuple[float, Any]:
+def _shard_e_step(model: Any, shard: Any, workspace: dict[str, Any] | None = None) -> tuple[float, Any]:
     """One shard's E-step: its part of the objective (without the prior) and its statistics."""
-    value, statistics = model._e_step(shard, {})
+    value, statistics = model._e_step(shard, {} if workspace is None else workspace)
     return float(value) - _log_prior(model), statistics
 
 

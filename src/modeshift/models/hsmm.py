@@ -7,7 +7,14 @@ follows ``transmat_`` (zero diagonal), and so on. A machine's cycle, a gait phas
 stage or a recession lasts a typical time, which a geometric law cannot express.
 
 Inference sums over segmentations in O(T K^2 + T K D) per sequence
-(:mod:`modeshift._kernels.hsmm`), not over the K D states of the equivalent HMM.
+(:mod:`modeshift._kernels.hsmm`), not over the K D states of the equivalent HMM. Negative-binomial
+durations with whole-number shapes r_k are also an HMM on sum_k r_k (mode, phase) states
+(:mod:`modeshift.models.phase_type`), cheaper when the durations are long and their shapes small.
+
+With ``input_dim > 0`` the switch at a segment boundary is driven by inputs u_t: a segment of
+i ending at t - 1 hands over to j != i with p(j | i, u_t) proportional to exp(B[i, j] . (1, u_t)),
+the HMM's per-source logit (``input_slopes="per_source"``) restricted to leaving i. The
+durations stay those of the duration law; the inputs choose where the chain goes next.
 
 >>> import numpy as np
 >>> from modeshift import HSMM
@@ -24,6 +31,7 @@ array([10., 20.])
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -31,20 +39,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modeshift import transitions_logit as logit
 from modeshift._kernels.hsmm import hsmm_filter, hsmm_sample_posterior, hsmm_smoother, hsmm_viterbi
 from modeshift.chain_analysis import stationary_distribution
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import Sequences, as_sequences, check_array
 from modeshift.durations import DURATIONS, Duration, censored_counts, make_duration, survival_of
 from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models import em, selection
-from modeshift.models.base import Forecast, NotFittedError
+from modeshift.models.base import Forecast, NotFittedError, check_future_inputs
 from modeshift.models.hmm import EMISSIONS, HMM, PerStep, check_evidence
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
-from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary, normalise_rows
+from modeshift.statistics import Stacked, Statistics
+from modeshift.transitions import InputDriven, Stationary, normalise_rows
 
 __all__ = ["HSMM"]
 
@@ -90,6 +99,23 @@ class HSMM(HMM):
         E[duration] in the M-step (a close, not exact, EM: the objective may dip slightly).
     transition_concentration : float
         Dirichlet prior on ``startprob_`` and the off-diagonal entries of ``transmat_``.
+    input_dim : int
+        With ``input_dim > 0`` the switches are driven by inputs u_t passed as ``inputs=``
+        (n_steps, input_dim) to every method (``future_inputs=`` to ``forecast``, a row to
+        ``filter_step``): entry t drives the switch into a segment that starts at t (a
+        sequence's first entry drives nothing). A segment of i hands over to j != i with
+        probability exp(B[i, j] . (1, u_t)) / sum_{m != i} exp(B[i, m] . (1, u_t)),
+        ``transition_coef_`` B (K, K-1, 1 + input_dim), column 0 the intercept, B[i, K-1] = 0:
+        the layout of :class:`~modeshift.models.hmm.HMM`'s per-source coefficients, restricted
+        to leaving. Its entries [i, i] (i < K-1) are 0 (no self-switch) and so is [K-1, K-2]
+        (the last mode cannot go to the reference K-1: K-2 is its reference). For a source
+        i < K-1 these are the HMM's log-odds of j against K-1 (conditioning on leaving does not
+        change them); for the last mode, the HMM's minus its K-2 column. With two modes the
+        switches are certain and the inputs change nothing.
+    input_slopes : {"per_source"}
+        How inputs enter the switches; the HMM's shared form is not offered for an HSMM.
+    transition_penalty : float
+        L2 prior -penalty / 2 |B|^2 on ``transition_coef_`` (>= 0).
     n_iter, tol, n_restarts, random_state, warm_start, fixed, max_states, accelerate, verbose, callback
         As for :class:`~modeshift.models.hmm.HMM`.
 
@@ -98,7 +124,8 @@ class HSMM(HMM):
     startprob_ : (K,)
         Law of the first segment's mode.
     transmat_ : (K, K)
-        p(next mode j | mode k), zero diagonal (one mode: [[1]], a renewal process).
+        p(next mode j | mode k), zero diagonal (one mode: [[1]], a renewal process); with
+        inputs ``transition_coef_`` instead.
     max_duration_ : int
         D used.
     dwell_times_ : (K,)
@@ -108,12 +135,11 @@ class HSMM(HMM):
 
     Notes
     -----
-    Input-driven transitions are not offered yet. Missing values (NaN) are integrated out
-    as by the HMM.
+    Missing values (NaN) are integrated out as by the HMM. Online EM (``partial_fit``) needs
+    switches without inputs.
     """
 
-    #: A hidden semi-Markov chain has no inputs (yet) and a learned start.
-    input_dim = 0
+    #: A hidden semi-Markov chain has a learned start.
     init = "learned"
 
     def __init__(
@@ -134,6 +160,9 @@ class HSMM(HMM):
         random_state: int | np.random.Generator | None = None,
         fixed: Iterable[str] = (),
         transition_concentration: float = 1.0,
+        input_dim: int = 0,
+        input_slopes: str = "per_source",
+        transition_penalty: float = 1e-2,
         reg_covar: float = 1e-6,
         max_states: int = 10,
         accelerate: bool = True,
@@ -158,6 +187,9 @@ class HSMM(HMM):
         self.random_state = random_state
         self.fixed = fixed
         self.transition_concentration = transition_concentration
+        self.input_dim = input_dim
+        self.input_slopes = input_slopes
+        self.transition_penalty = transition_penalty
         self.reg_covar = reg_covar
         self.accelerate = accelerate
         self.warm_start = warm_start
@@ -172,6 +204,7 @@ class HSMM(HMM):
         "order": Integer(1),
         "right_censoring": Boolean(),
         "left_censoring": Boolean(),
+        "input_slopes": OneOf(("per_source",)),
     }
     _renamed = {}
     _file_attributes = {**HMM._file_attributes, "max_duration_": "count"}
@@ -190,10 +223,16 @@ class HSMM(HMM):
         return homes
 
     @property
-    def _blocks(self) -> tuple[_Switches, Emission]:
+    def _blocks(self) -> tuple[_Switches | _InputSwitches, Emission]:
         blocks = self.__dict__.get("_blocks_")
         if blocks is None:
-            blocks = (_Switches(self._k, self.transition_concentration), self._make_emission())
+            if self.input_dim:
+                switches = _InputSwitches(
+                    self._k, self.input_dim, self.transition_concentration, self.transition_penalty
+                )
+            else:
+                switches = _Switches(self._k, self.transition_concentration)
+            blocks = (switches, self._make_emission())
             self.__dict__["_blocks_"] = blocks
         return blocks
 
@@ -225,8 +264,7 @@ class HSMM(HMM):
 
     # ---------------------------------------------------------------------- data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any = None) -> Sequences:
-        _no_inputs(inputs)
-        seqs = as_sequences(X, lengths)
+        seqs = as_sequences(X, lengths).with_inputs(inputs, self.input_dim, f"this {type(self).__name__}")
         if self.emission != "autoregressive":
             return self._blocks[1].validate(seqs)
         seqs = seqs.require(
@@ -266,12 +304,13 @@ class HSMM(HMM):
     def _kernel_arguments(self, seqs: Sequences) -> dict[str, np.ndarray]:
         self._check_fitted()
         transitions = self._blocks[0]
+        initial, matrices = transitions.kernel_arrays(seqs.inputs)
         weights, survival = self._segment_laws()
         return {
             "log_likelihoods": self._log_likelihoods(seqs),
             "offsets": seqs.offsets,
-            "initial_probs": transitions.initial_probs,
-            "transition_matrix": transitions.transition_matrix,
+            "initial_probs": initial,
+            "transition_matrix": matrices if transitions.varying else matrices[0],
             "weights": weights,
             "survival": survival,
         }
@@ -282,16 +321,16 @@ class HSMM(HMM):
         returns ``self``. ``X`` is any form :func:`~modeshift.data.as_sequences` accepts."""
         self._start_fit()
         seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
-        _no_inputs(inputs)
         if self.n_states == "auto":
-            return self._fit_auto(seqs)
-        seqs = self._sequences(seqs, None)
-        self._choose_max_duration(seqs)
-        self.__dict__["_given"] = self._snapshot()
-        em.run(self, seqs, label=f"{type(self).__name__} K={self._k}")
-        del self.__dict__["_given"]
+            return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, f"this {type(self).__name__}"))
+        return self._fit_em(self._sequences(seqs, None, inputs))
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> HSMM:
+        """EM from the starting parameters, ``max_duration_`` chosen first from all the data
+        (``over`` the shards held elsewhere, ``seqs`` being then a sample of them to start from)."""
+        self._choose_max_duration(seqs, over)
+        super()._fit_em(seqs, over)
         self._warn_truncation()
-        self._finish_fit(seqs)
         return self
 
     def _fit_auto(self, seqs: Sequences) -> HSMM:
@@ -308,8 +347,9 @@ class HSMM(HMM):
         self._finish_fit(seqs)
         return self
 
-    def _choose_max_duration(self, seqs: Sequences) -> None:
-        """Set ``max_duration_``: given, that of a hand-set pmf, or the rule of the class docstring."""
+    def _choose_max_duration(self, seqs: Sequences, over: em.Over | None = None) -> None:
+        """Set ``max_duration_``: given, that of a hand-set pmf, or the rule of the class docstring
+        (its longest sequence and run read ``over`` every shard of the data)."""
         law = self._duration
         chosen = self.max_duration or law.max_duration
         if chosen is None and self._k == 1:
@@ -319,8 +359,9 @@ class HSMM(HMM):
             if any(getattr(emission, attr) is None for attr in emission.parameters.values()):
                 emission = self._make_emission()
                 emission.initialize(seqs.values, np.random.default_rng(0))
-            runs = _run_lengths(self._log_likelihoods(seqs, emission).argmax(axis=1), seqs.offsets)
-            chosen = int(min(seqs.lengths.max(), max(_MIN_RULE_DURATION, 3 * runs.max())))
+            reach = functools.partial(_longest_runs, emission=emission)
+            longest_sequence, longest_run = (over or em.in_memory(seqs))(reach, self).array.max(axis=0)
+            chosen = int(min(longest_sequence, max(_MIN_RULE_DURATION, 3 * longest_run)))
         if law.max_duration is not None and law.max_duration != chosen:
             raise ValueError(f"duration_pmf_ covers 1..{law.max_duration} but max_duration={chosen}")
         self.max_duration_ = chosen
@@ -378,7 +419,7 @@ class HSMM(HMM):
             (seen if cut else complete)[...] += durations[kind]
         return Statistics(
             log_likelihood=float(log_lik.sum()),
-            transitions=Statistics(initial=posteriors[seqs.starts].sum(axis=0), transitions=pairs),
+            transitions=self._blocks[0].statistics(posteriors, seqs.starts, pairs, seqs.inputs),
             emission=self._blocks[1].statistics(seqs.values, posteriors),
             durations=complete + censored_counts(seen, self._duration.pmf()),
         )
@@ -455,11 +496,13 @@ class HSMM(HMM):
     ) -> tuple[PerStep, PerStep]:
         """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations and modes (arrays,
         or lists of them for several sequences). Segments are drawn one after the other; the first
-        from the residual law with ``left_censoring``; the last is cut at ``n_steps``."""
+        from the residual law with ``left_censoring``; the last is cut at ``n_steps``. ``inputs``
+        (n_steps, input_dim) drive input-driven switches (the same for every sequence)."""
         self._check_fitted()
-        _no_inputs(inputs)
         rng = np.random.default_rng(random_state)
         transitions, emission = self._blocks
+        steps = Sequences.from_array(np.zeros((int(n_steps), 1)))
+        matrices = transitions.kernel_arrays(steps.with_inputs(inputs, self.input_dim, "this HSMM").inputs)[1]
         first_law = self._segment_laws()[0][1]
         draws = []
         for _ in range(int(n_sequences)):
@@ -471,7 +514,7 @@ class HSMM(HMM):
                 t += length
                 if t >= n_steps:
                     break
-                k = rng.choice(self._k, p=transitions.transition_matrix[k])
+                k = rng.choice(self._k, p=matrices[t if transitions.varying else 0, k])
                 length = int(self._duration.sample(np.array([k]), rng)[0])
             draws.append((emission.sample(states, rng), states))
         if n_sequences == 1:
@@ -495,32 +538,38 @@ class HSMM(HMM):
         the moments of the mixture of the modes' emissions, as for the HMM. An AR-HSMM's future given
         the data is a jump linear system on the lag state driven by the chain on (mode, steps left),
         whose moments propagate exactly (:func:`~modeshift.dynamics.autoregressive_moments` on
-        the K D states of that chain).
+        the K D states of that chain). ``future_inputs`` (horizon, input_dim), or one per sequence,
+        drive input-driven switches: row h those into a segment starting at T+1+h.
         """
-        _no_inputs(inputs)
-        _no_inputs(future_inputs)
-        seqs = self._sequences(X, lengths)
+        horizon = int(horizon)
+        seqs = self._sequences(X, lengths, inputs)
         _, log_lik, remaining = hsmm_filter(**self._kernel_arguments(seqs), with_remaining=True)
         self._check_possible(log_lik, seqs)
+        futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this HSMM")
         n_lags = self._blocks[1].n_features * self.order if self.emission == "autoregressive" else 0
         ends = seqs.offsets[1:] - 1  # an AR-HSMM's lagged row is [y_T, ..., y_T-order, 1]
         return Forecast.of_sequences(
             [
-                self._forecast_remaining(joint, int(horizon), seqs.values[end, :n_lags])
-                for joint, end in zip(remaining, ends, strict=True)
+                self._forecast_remaining(joint, self._future_matrices(future), seqs.values[end, :n_lags])
+                for joint, end, future in zip(remaining, ends, futures, strict=True)
             ]
         )
 
-    def _forecast_remaining(self, joint: np.ndarray, horizon: int, lag_state: np.ndarray) -> Forecast:
-        """The forecast from p(z_T = k, r more steps | y) (K, D) (and an AR-HSMM's lag state
-        [y_T, ..., y_T-order+1])."""
-        pmf, matrix = self._duration.pmf(), self._blocks[0].transition_matrix
+    def _future_matrices(self, future_inputs: np.ndarray) -> np.ndarray:
+        """The switch matrices (horizon, K, K) of the steps after the end, from their checked inputs."""
+        matrices = self._blocks[0].kernel_arrays(future_inputs)[1]
+        return np.broadcast_to(matrices, (len(future_inputs), self._k, self._k))
+
+    def _forecast_remaining(self, joint: np.ndarray, matrices: np.ndarray, lag_state: np.ndarray) -> Forecast:
+        """The forecast from p(z_T = k, r more steps | y) (K, D) with the switch matrices of the
+        horizon's steps (horizon, K, K) (and an AR-HSMM's lag state [y_T, ..., y_T-order+1])."""
+        pmf, horizon = self._duration.pmf(), len(matrices)
         if self.emission == "autoregressive":
-            return self._forecast_autoregressive(joint, horizon, lag_state, pmf, matrix)
+            return self._forecast_autoregressive(joint, lag_state, pmf, matrices)
         first, second = self._state_moments()
         modes = np.empty((horizon, self._k))
         for h in range(horizon):
-            starting = joint[:, 0] @ matrix
+            starting = joint[:, 0] @ matrices[h]
             joint = np.concatenate([joint[:, 1:], np.zeros((self._k, 1))], axis=1) + starting[:, None] * pmf
             modes[h] = joint.sum(axis=1)
         means = modes @ first
@@ -529,7 +578,7 @@ class HSMM(HMM):
         return Forecast(means, 0.5 * (covariances + covariances.transpose(0, 2, 1)), modes, symbols)
 
     def _forecast_autoregressive(
-        self, joint: np.ndarray, horizon: int, lag_state: np.ndarray, pmf: np.ndarray, matrix: np.ndarray
+        self, joint: np.ndarray, lag_state: np.ndarray, pmf: np.ndarray, matrices: np.ndarray
     ) -> Forecast:
         """An AR-HSMM's forecast on the Markov chain of (mode k, r more steps), K D states: (k, r)
         moves to (k, r - 1), and (k, 0) to (j, d - 1) with transmat_[k, j] p_j(d); each state
@@ -537,7 +586,7 @@ class HSMM(HMM):
         (K D)^2 matrix; O(h K D n^3) in all for a lag state of n numbers."""
         k, span = joint.shape
 
-        def move(per_state: np.ndarray) -> np.ndarray:  # (K D, ...) -> (K D, ...)
+        def move(per_state: np.ndarray, matrix: np.ndarray) -> np.ndarray:  # (K D, ...) -> (K D, ...)
             law = per_state.reshape(k, span, *per_state.shape[1:])
             moved = np.zeros_like(law)
             moved[:, :-1] = law[:, 1:]
@@ -547,8 +596,9 @@ class HSMM(HMM):
 
         emission = self._blocks[1]
         each = [np.repeat(a, span, axis=0) for a in (emission.coefs, emission.intercepts, emission.covariances)]
-        modes, means, covariances = autoregressive_moments(joint.ravel(), lag_state, [move] * horizon, *each)
-        return Forecast(means, covariances, modes.reshape(horizon, k, span).sum(axis=2))
+        moves = [functools.partial(move, matrix=matrix) for matrix in matrices]
+        modes, means, covariances = autoregressive_moments(joint.ravel(), lag_state, moves, *each)
+        return Forecast(means, covariances, modes.reshape(len(matrices), k, span).sum(axis=2))
 
     # ----------------------------------------------------------------- streaming
     _chain_stream = False  # the filter carries (mode, steps left), not the chain's p(z_t)
@@ -558,9 +608,8 @@ class HSMM(HMM):
         log-likelihood is ``score``'s with ``right_censoring`` (a stream goes on: its last
         segment is censored); without it ``score`` adds log P(a segment ends at the last step)."""
         self._check_fitted()
-        transitions = self._blocks[0]
         weights, _ = self._segment_laws()
-        return SemiMarkovRecursion(transitions.initial_probs, transitions.transition_matrix, weights[1], weights[0])
+        return SemiMarkovRecursion(self._blocks[0].initial_probs, weights[1], weights[0])
 
     def _stream_values(self, state: FilterState, y: Any) -> tuple[np.ndarray, np.ndarray]:
         if self.emission != "autoregressive":
@@ -572,14 +621,16 @@ class HSMM(HMM):
         return np.zeros((0, self._blocks[1].n_features if self.emission == "autoregressive" else 0))
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
-        """The predictive law of the ``horizon`` observations after those a filter state has seen."""
-        _no_inputs(future_inputs)
+        """The predictive law of the ``horizon`` observations after those a filter state has seen
+        (``future_inputs`` (horizon, input_dim) drive input-driven switches)."""
+        horizon = int(horizon)
+        future = check_future_inputs(future_inputs, horizon, 1, self.input_dim, "this HSMM")[0]
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
         lag_state = state.history[::-1].ravel()  # [y_T, ..., y_T-order+1]; zeros for lags not seen, as with_lags
         n_lags = self._blocks[1].n_features * self.order if self.emission == "autoregressive" else 0
         lag_state = np.r_[lag_state, np.zeros(n_lags - len(lag_state))]
-        return self._forecast_remaining(state.filtered[0], int(horizon), lag_state)
+        return self._forecast_remaining(state.filtered[0], self._future_matrices(future), lag_state)
 
     def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """The segments of the most probable segmentation: ``start``, ``end`` (exclusive), ``duration``,
@@ -591,12 +642,14 @@ class HSMM(HMM):
 
     def describe(self) -> pd.DataFrame:
         """One row per mode: long-run share of time (``occupancy``: visits of the chain of segments
-        weighted by their mean duration), mean segment duration (``dwell_time``) and its sd, the
-        duration law's parameters, switch probabilities ``to_j``, then the emission's parameters."""
+        weighted by their mean duration; with inputs, of the chain at zero input), mean segment
+        duration (``dwell_time``) and its sd, the duration law's parameters, switch probabilities
+        ``to_j`` (with inputs: ``to_j_at_zero_input`` and the slopes), then the emission's parameters."""
         self._check_fitted()
         transitions, emission = self._blocks
         means = self._duration.mean()
-        visits = stationary_distribution(transitions.transition_matrix, transitions.initial_probs)
+        at_zero_input = transitions.kernel_arrays(np.zeros((1, self.input_dim)))[1][0]
+        visits = stationary_distribution(at_zero_input, transitions.initial_probs)
         table = {
             "mode": np.arange(self._k),
             "occupancy": visits * means / (visits @ means),
@@ -640,8 +693,7 @@ class _Switches(Stationary):
             raise ValueError("transmat_ of an HSMM must have a zero diagonal (a segment ends when the mode changes)")
 
     def _allowed(self) -> np.ndarray:
-        k = self.n_states
-        return np.ones((1, 1)) if k == 1 else 1.0 - np.eye(k)
+        return _switches_allowed(self.n_states).astype(float)
 
     def initialize(self, rng: np.random.Generator) -> None:
         """Uniform start; switch probabilities half uniform, half random, so restarts differ."""
@@ -676,9 +728,70 @@ class _Switches(Stationary):
         return {f"to_{j}": self.transition_matrix[:, j] for j in range(self.n_states)}
 
 
-def _no_inputs(inputs: Any) -> None:
-    if inputs is not None:
-        raise ValueError("inputs were given but an HSMM has no input-driven transitions (input_dim=0)")
+class _InputSwitches(InputDriven):
+    """Switches driven by inputs: the per-source multinomial logit of
+    :class:`~modeshift.transitions.InputDriven` over the destinations j != i (the excluded stay
+    has probability 0; the last mode's reference is K-2). ``statistics`` stacks the expected
+    switches of every step, whose logit M-step is :func:`~modeshift.transitions_logit.fit_per_source`."""
+
+    def __init__(self, n_states: int, n_features: int, concentration: float, penalty: float):
+        super().__init__(n_states, n_features, concentration, penalty, per_source=True)
+        self.allowed = _switches_allowed(n_states)
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        if name == "coef":  # checked whole before it replaces the current value
+            k = self.n_states
+            value = check_array("transition_coef_", value, (k, k - 1, 1 + self.n_features))
+            frozen = logit.frozen_coefficients(self.allowed)
+            if value[frozen].any():
+                i, j = np.argwhere(frozen & (value != 0).any(axis=2))[0]
+                raise ValueError(
+                    f"transition_coef_[{i}, {j}] of an HSMM must be 0 (a mode never switches to itself, "
+                    f"and the last mode's reference is mode {k - 2}); got {value[i, j]}"
+                )
+        super().set(name, value)
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """As :class:`_Switches` at zero input; inputs start without effect."""
+        switches = _Switches(self.n_states)
+        switches.initialize(rng)
+        self.initial_probs = switches.initial_probs
+        k = self.n_states
+        self.coef = np.zeros((k, k - 1, 1 + self.n_features))
+        if k > 2:
+            with np.errstate(divide="ignore"):
+                log_matrix = np.log(switches.transition_matrix)
+            reference = np.r_[np.full(k - 1, k - 1), k - 2]
+            intercepts = log_matrix[:, :-1] - log_matrix[np.arange(k), reference][:, None]
+            self.coef[:, :, 0] = np.where(logit.frozen_coefficients(self.allowed), 0.0, intercepts)
+
+    def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+        k = self.n_states
+        count = 0 if "initial_probs" in fixed else k - 1
+        return count + (0 if "coef" in fixed else k * max(k - 2, 0) * (1 + self.n_features))
+
+    def describe(self) -> dict[str, np.ndarray]:
+        """Switch probabilities at zero input ``to_j_at_zero_input`` and the slopes ``to_j.input{c}``
+        (none for a destination no source can choose freely: with two modes every switch is certain)."""
+        described = super().describe()
+        at_zero = self.kernel_arrays(np.zeros((1, self.n_features)))[1][0]
+        described.update({f"to_{j}_at_zero_input": at_zero[:, j] for j in range(self.n_states)})
+        for j in np.flatnonzero(logit.frozen_coefficients(self.allowed).all(axis=0)):
+            for c in range(self.n_features):
+                del described[f"to_{j}.input{c}"]
+        return described
+
+
+def _switches_allowed(n_states: int) -> np.ndarray:
+    """(K, K) the switches a semi-Markov chain can make: never to the same mode (one mode: renewal)."""
+    return np.ones((1, 1), dtype=bool) if n_states == 1 else ~np.eye(n_states, dtype=bool)
+
+
+def _longest_runs(model: HSMM, seqs: Sequences, emission: Emission) -> Stacked:
+    """The longest sequence and the longest run of one mode when steps are labelled by
+    ``emission``: one row per shard (stacked, so the client takes their maxima)."""
+    runs = _run_lengths(model._log_likelihoods(seqs, emission).argmax(axis=1), seqs.offsets)
+    return Stacked(np.array([[seqs.lengths.max(), runs.max()]]))
 
 
 def _run_lengths(labels: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -16,7 +16,13 @@ from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observa
 from modeshift.models import em, lds_mle, online_em
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.params import Boolean, Integer, OneOf, either
-from modeshift.models.streaming import FilterState, KalmanRecursion, StreamingFilters, check_row
+from modeshift.models.streaming import (
+    DiffuseKalmanRecursion,
+    FilterState,
+    KalmanRecursion,
+    StreamingFilters,
+    check_row,
+)
 from modeshift.statistics import Moments, Statistics
 
 if TYPE_CHECKING:
@@ -479,13 +485,17 @@ class LinearGaussianSSM(Model, StreamingFilters):
 
     # -------------------------------------------------------------- streaming
     def _stream_recursion(self) -> KalmanRecursion:
-        """The Kalman steps under the current parameters, checked once while they stay equal."""
-        if self._diffuse_mask() is not None:
-            raise NotImplementedError("streaming a model with an exact diffuse start is not implemented yet")
-        given = [self.__dict__.get(name) for name in self.parameter_names]
+        """The Kalman steps under the current parameters (with ``diffuse``, the exact diffuse steps
+        first), checked once while they and ``diffuse`` stay equal."""
+        mask = self._diffuse_mask()
+        given = [self.__dict__.get(name) for name in self.parameter_names] + [mask]
         cached = self.__dict__.get("_stream_cache")
         if cached is None or not all(np.array_equal(a, b) for a, b in zip(cached[0], given, strict=True)):
-            cached = ([np.array(value) for value in given], KalmanRecursion(self._check_parameters()))
+            params = self._check_parameters()
+            recursion = (
+                KalmanRecursion(params) if mask is None or not mask.any() else DiffuseKalmanRecursion(params, mask)
+            )
+            cached = ([None if value is None else np.array(value) for value in given], recursion)
             self.__dict__["_stream_cache"] = cached
         return cached[1]
 
@@ -509,7 +519,8 @@ class LinearGaussianSSM(Model, StreamingFilters):
             raise ValueError("the filter state has seen no observation yet")
         params = self._check_parameters()
         future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this LinearGaussianSSM")[0]
-        return predictive_moments(state.filtered[0], state.filtered[1], params, future)
+        mean, cov = DiffuseKalmanRecursion.proper(state.filtered)
+        return predictive_moments(mean, cov, params, future)
 
     def forecast(
         self,

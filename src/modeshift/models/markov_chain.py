@@ -81,9 +81,11 @@ from modeshift._kernels import sample_chain
 from modeshift._kernels.counting import context_keys, find_keys
 from modeshift.chain_analysis import ChainStructure
 from modeshift.data import Sequences, as_sequences
+from modeshift.models import em
 from modeshift.models.base import Model, NotFittedError
 from modeshift.models.params import Integer, Number, OneOf, either
-from modeshift.models.state_labels import labels_from_json, labels_to_json
+from modeshift.models.state_labels import VocabularyFromShards, labels_from_json, labels_to_json
+from modeshift.statistics import Stacked
 from modeshift.symbols import UNKNOWN_POLICIES, Vocabulary, n_targets, next_targets
 
 __all__ = ["MAX_DENSE_STATES", "SMOOTHINGS", "MarkovChain", "smooth"]
@@ -130,7 +132,7 @@ def _pseudo_counts(counts: np.ndarray, smoothing: str | float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ model
-class MarkovChain(Model):
+class MarkovChain(VocabularyFromShards, Model):
     """A Markov chain of any order over a vocabulary of symbols, with the ends of sequences.
 
     Parameters
@@ -194,15 +196,24 @@ class MarkovChain(Model):
         ``symbol_column`` and ``time_column``).
         """
         self._start_fit()
-        seqs = as_sequences(data, lengths, symbols=True, **columns)
+        return self._fit_em(self._em_data(data, lengths, **columns))
+
+    def _em_data(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
+        """What the counting reads: the symbols coded by the model's vocabulary (else by one learned
+        from ``data``), from ``fit``'s arguments or one shard of them (:mod:`modeshift.distributed`)."""
+        return as_sequences(data, lengths, symbols=True, vocabulary=self.__dict__.get("vocabulary_"), **columns)
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> MarkovChain:
+        """The rest of ``fit``: the counts of ``seqs``, or summed ``over`` shards held elsewhere
+        (each sends its distinct (context, next element) pairs and their counts), ``seqs`` being
+        then a sample that carries the vocabulary of all of them."""
         n_symbols = len(seqs.vocabulary)
-        if self.unknown != "map" and seqs.codes.max() >= n_symbols:
-            raise ValueError("the training sequences hold the unknown code; fit on symbols, or use unknown='map'")
         base = n_symbols + 2
         if (self.order + 1) * math.log2(base) >= 63:  # not base ** (order + 1): a huge order would hang on it
             raise ValueError(f"order {self.order} over {n_symbols} symbols needs keys beyond 64 bits; lower the order")
         self.vocabulary_ = seqs.vocabulary
-        self.context_keys_, self.counts_ = _count_table(seqs, self.order, base)
+        pairs = (over or em.in_memory(seqs))(_pair_counts, self).array
+        self.context_keys_, self.counts_ = _count_table(pairs[:, 0], pairs[:, 1], base)
         self._prepare()
         self._finish_fit(seqs)
         return self
@@ -601,9 +612,13 @@ def _checked_counts(arrays: dict[str, np.ndarray], base: int, order: int) -> tup
     return keys, sparse.csr_array((data, indices, indptr), shape=(len(keys), base))
 
 
-def _count_table(seqs: Sequences, order: int, base: int) -> tuple[np.ndarray, sparse.csr_array]:
-    """The contexts of ``seqs``, as sorted keys, and the counts of what followed each (``base`` columns)."""
-    keys = context_keys(seqs.codes, seqs.offsets, order, base, -1)
+def _pair_counts(model: MarkovChain, seqs: Sequences) -> Stacked:
+    """The distinct (context, next element) keys of ``seqs``, sorted, and how often each occurs:
+    rows (key, count), stacked over shards."""
+    base = len(model.vocabulary_) + 2
+    if model.unknown != "map" and seqs.codes.max() >= base - 2:
+        raise ValueError("the training sequences hold the unknown code; fit on symbols, or use unknown='map'")
+    keys = context_keys(seqs.codes, seqs.offsets, model.order, base, -1)
     keys *= base
     keys += next_targets(seqs)  # (context, next element) as one key
     if keys.max() < len(keys) + 2**20:  # few possible keys: count them all
@@ -614,7 +629,14 @@ def _count_table(seqs: Sequences, order: int, base: int) -> tuple[np.ndarray, sp
         keys.sort()
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         pairs, counts = keys[starts], np.diff(starts, append=len(keys))
-    del keys  # the largest array: free it before building the table
+    return Stacked(np.column_stack([pairs, counts]).astype(np.int64))
+
+
+def _count_table(pairs: np.ndarray, counts: np.ndarray, base: int) -> tuple[np.ndarray, sparse.csr_array]:
+    """The contexts, as sorted keys, and the counts of what followed each (``base`` columns), from
+    (context, next element) keys and their counts (a key may repeat: its counts add up)."""
+    pairs, where = np.unique(pairs, return_inverse=True)
+    counts = np.bincount(where, weights=counts, minlength=len(pairs)).astype(np.int64)
     contexts, following = np.divmod(pairs, base)
     starts = np.flatnonzero(np.r_[True, contexts[1:] != contexts[:-1]])
     table = sparse.csr_array((counts, following, np.append(starts, len(contexts))), shape=(len(starts), base))

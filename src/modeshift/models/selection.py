@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,30 @@ __all__ = ["VANISHED", "check_n_states", "prune_n_states", "select_n_states", "s
 
 #: A mode whose mean posterior probability over the steps is below this has vanished.
 VANISHED = 0.01
+
+
+class Elsewhere(Protocol):
+    """Fits candidates on data held elsewhere (shards on a cluster: :mod:`modeshift.distributed`)."""
+
+    def fit_all(self, models: list[Any]) -> list[Any]:
+        """The models, each fitted (at once, where they can)."""
+
+    def criteria(self, model: Any) -> dict[str, Any]:
+        """A fitted candidate's row of the selection table (as :func:`select_n_states` makes it)."""
+
+
+_elsewhere: ContextVar[Elsewhere | None] = ContextVar("modeshift_selection_elsewhere", default=None)
+
+
+@contextmanager
+def elsewhere(data: Elsewhere) -> Iterator[None]:
+    """Inside this block :func:`select_n_states` fits and scores its candidates on ``data``
+    (its ``X`` is then only what the model keeps a schema from)."""
+    token = _elsewhere.set(data)
+    try:
+        yield
+    finally:
+        _elsewhere.reset(token)
 
 
 def check_n_states(n_states: int | str, max_states: int) -> int | str:
@@ -33,16 +59,19 @@ def select_n_states(make: Callable[[int], Any], X: Any, lengths: Any, max_states
     this kind are consistent for the number of states (Gassiat & Boucheron 2003),
     and it needs one fit per candidate and no held-out data. Every candidate up to
     ``max_states`` is fitted (a poor local optimum at one size must not end the
-    search early). Returns the
+    search early). Inside :func:`elsewhere`, the candidates are fitted and scored there. Returns the
     chosen fitted model and a table (one row per candidate: ``n_states``,
     ``log_likelihood`` (``elbo`` for a model that only bounds it), ``n_parameters``, ``aic``,
     ``bic``, ``chosen``).
     """
-    rows, models = [], []
-    for k in range(1, int(max_states) + 1):
-        model = make(k).fit(X, lengths)
-        rows.append(_criteria(model, X, lengths))
-        models.append(model)
+    candidates = [make(k) for k in range(1, int(max_states) + 1)]
+    remote = _elsewhere.get()
+    if remote is None:
+        models = [model.fit(X, lengths) for model in candidates]
+        rows = [_criteria(model, X, lengths) for model in models]
+    else:
+        models = remote.fit_all(candidates)
+        rows = [remote.criteria(model) for model in models]
     table = pd.DataFrame(rows)
     best = int(np.argmin(table["bic"].to_numpy()))
     table["chosen"] = np.arange(len(table)) == best
@@ -73,6 +102,8 @@ def prune_n_states(
     :func:`select_n_states`, with each candidate's ``smallest_occupancy``, the modes with
     occupancy below :data:`VANISHED` (``vanished``) and its ``start`` ("scratch" or "pruned").
     """
+    if _elsewhere.get() is not None:
+        raise NotImplementedError("selection='prune' on data held elsewhere (a cluster) is not implemented: use 'fits'")
     rows, models, best, occupancy = [], [], None, np.ones(0)
     for k in range(int(max_states), 0, -1):
         starts = {"scratch": make(k).fit(X, lengths)}

@@ -48,11 +48,12 @@ from modeshift.dynamics import (
 from modeshift.models import em, selection, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM
+from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, StreamingFilters, SwitchingKalmanRecursion, check_row
-from modeshift.statistics import Stacked, Statistics
+from modeshift.statistics import Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, normalise_rows
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ class SwitchingLDS(Model, StreamingFilters):
     """
 
     objective = "ELBO"
+    carries_workspace = True  # each sweep starts from the last one's q(x) q(z) (models.em)
     _test_params = {"state_dim": 1, "n_iter": 10}
 
     def __init__(
@@ -254,8 +256,23 @@ class SwitchingLDS(Model, StreamingFilters):
         """Check every parameter's shape (from the hyper-parameters and the observation matrix)
         and its constraints: covariances positive semi-definite, probabilities stochastic."""
         self._check_fitted()
+        p = check_array("observation_matrix_", self.observation_matrix_, (None, self.state_dim)).shape[0]
+        shapes, covariances = self._parameter_shapes(p)
+        for name in set(shapes) & set(self.parameter_names):
+            check_array(name, self.__dict__[name], shapes[name])
+        for name, size, count in covariances:
+            value = check_covariances(name, self.__dict__[name], size, semidefinite=True)
+            if value.shape[:-2] != ((count,) if count else ()):
+                raise ValueError(
+                    f"{name} must have shape {((count,) if count else ()) + (size, size)}, got {value.shape}"
+                )
+        check_probabilities("startprob_", self.startprob_, (self._k,))
+        self._check_switching()
+
+    def _parameter_shapes(self, p: int) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, int, int | None]]]:
+        """The shape of each parameter array, and (name, size, count) of the covariances: ``count``
+        matrices of ``size``, or one (None); for ``p`` observed dimensions."""
         k, n, m = self._k, self.state_dim, self.input_dim
-        p = check_array("observation_matrix_", self.observation_matrix_, (None, n)).shape[0]
         shapes = {
             "dynamics_matrices_": (k, n, n),
             "dynamics_offsets_": (k, n),
@@ -267,21 +284,17 @@ class SwitchingLDS(Model, StreamingFilters):
             "input_weights_": (k, m),
             "recurrence_biases_": (k, k),
         }
-        for name in set(shapes) & set(self.parameter_names):
-            check_array(name, self.__dict__[name], shapes[name])
-        for name, size, count in (
+        covariances = [
             ("dynamics_covariances_", n, k),
             ("observation_covariance_", p, None),
             ("initial_state_covariance_", n, None),
-        ):
-            value = check_covariances(name, self.__dict__[name], size, semidefinite=True)
-            if value.shape[:-2] != ((count,) if count else ()):
-                raise ValueError(
-                    f"{name} must have shape {((count,) if count else ()) + (size, size)}, got {value.shape}"
-                )
-        check_probabilities("startprob_", self.startprob_, (k,))
+        ]
+        return shapes, covariances
+
+    def _check_switching(self) -> None:
+        """Check the parameters of the switches (the guards' shapes are in ``_parameter_shapes``)."""
         if not self.recurrent:
-            check_probabilities("transmat_", self.transmat_, (k, k))
+            check_probabilities("transmat_", self.transmat_, (self._k, self._k))
 
     def _obs_dim(self) -> int | None:
         C = self.__dict__.get("observation_matrix_")
@@ -290,8 +303,8 @@ class SwitchingLDS(Model, StreamingFilters):
     def _snapshot(self) -> dict[str, np.ndarray]:
         return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
 
-    def _parameters(self) -> inference.SwitchingParameters:
-        """The parameters in the form inference reads them."""
+    def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
+        """The parameters in the form inference reads them (the same for any data ``seqs``)."""
         self._check_fitted()
         if self.recurrent:
             chain: Stationary | InputDriven = self._guards()
@@ -339,7 +352,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _infer(self, seqs: Sequences) -> inference.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence."""
-        return inference.infer(self._parameters(), seqs, self.tol, _INFERENCE_SWEEPS)
+        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -400,7 +413,7 @@ class SwitchingLDS(Model, StreamingFilters):
             DeprecationWarning,
             stacklevel=2,
         )
-        return self.elbo(X, lengths, inputs=inputs)
+        return self._infer(self._sequences(X, lengths, inputs)).elbo
 
     # ------------------------------------------------------------ sample, forecast
     def sample(
@@ -518,7 +531,7 @@ class SwitchingLDS(Model, StreamingFilters):
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this SwitchingLDS")
         params = self._parameters()
         (A, B, b, Q), (C, D, d, R) = params.dynamics_terms(), params.observation_terms()
-        transitions = np.broadcast_to(self.transmat_, (horizon, self._k, self._k))
+        transitions = np.broadcast_to(params.chain.transition_matrix, (horizon, self._k, self._k))
         parts = []
         for s, future in enumerate(futures):
             last = seqs.offsets[s + 1] - 1
@@ -544,13 +557,24 @@ class SwitchingLDS(Model, StreamingFilters):
         seqs = as_sequences(X, lengths, **columns)
         if self.n_states == "auto":
             return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS"))
-        seqs = self._sequences(seqs, None, inputs).require_observed()
+        return self._fit_em(self._em_data(seqs, inputs=inputs))
+
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
+        """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
+        return self._sequences(as_sequences(X, lengths, **columns), None, inputs).require_observed()
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> SwitchingLDS:
+        """Variational EM from the starting parameters; ``over`` runs the E-steps over shards held
+        elsewhere, each keeping its q(x) q(z) beside it, ``seqs`` being then a sample to start from."""
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
-        self.__dict__["_given"] = self._snapshot() if given else None
-        em.run(self, seqs, label=f"SwitchingLDS K={self._k}")
-        posterior = self.__dict__.pop("_posterior", None) or self._infer(seqs)
-        self.dwell_times_ = _mean_run_lengths(self._viterbi(seqs, posterior), seqs.offsets, self._k)
-        for name in ("_given", "_start_modes"):
+        self.__dict__.update(_given=self._snapshot() if given else None, _sharded=over is not None)
+        result = em.run(self, seqs, label=f"SwitchingLDS K={self._k}", over=over)
+        runs = (over or em.in_memory(seqs))(_run_statistics, self, result.workspace)
+        with np.errstate(invalid="ignore"):
+            self.dwell_times_ = runs["length"] / runs["count"]
+        for name in ("_given", "_start_modes", "_sharded"):
             del self.__dict__[name]
         self._finish_fit(seqs)
         return self
@@ -570,28 +594,35 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
-        them; every other start is :meth:`_initialize`'s, from the data."""
+        them by the first E-step; every other start is :meth:`_initialize`'s, from the data
+        (over shards, its parameters only: each shard infers its q(z) under them)."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
-            start = self._infer(seqs).mode_probs
+            start = None
         else:
             start = self._initialize(seqs, rng)
-        self.__dict__["_start_modes"] = start
+        self.__dict__["_start_modes"] = None if self.__dict__["_sharded"] else start
 
-    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, inference.Posterior]:
-        """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's)."""
+    def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
+        """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's), and
+        the expected statistics of the M-step under it."""
         previous = workspace.get("posterior")
-        modes = self.__dict__["_start_modes"] if previous is None else previous.mode_probs
-        posterior = inference.sweep(self._parameters(), seqs, modes, previous)
-        workspace["posterior"] = self.__dict__["_posterior"] = posterior
-        return posterior.elbo + self._log_prior(), posterior
+        if previous is not None:
+            modes = previous.mode_probs
+        elif self.__dict__.get("_start_modes") is not None:
+            modes = self.__dict__["_start_modes"]
+        else:
+            modes = self._infer(seqs).mode_probs
+        posterior = inference.sweep(self._parameters(seqs), seqs, modes, previous)
+        workspace["posterior"] = posterior
+        return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior)
 
-    def _m_step(self, seqs: Sequences, posterior: inference.Posterior) -> None:
-        self._maximize(seqs, posterior)
+    def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
+        self._maximize(stats)
 
     def _em_snapshot(self) -> dict[str, Any]:
-        return {**self._snapshot(), "_posterior": self.__dict__.get("_posterior")}
+        return self._snapshot()
 
     def _em_restore(self, snapshot: dict[str, Any]) -> None:
         self.__dict__.update(snapshot)
@@ -609,57 +640,73 @@ class SwitchingLDS(Model, StreamingFilters):
                 total += self.stickiness * float(np.log(np.diagonal(self.transmat_)).sum())
         return total
 
-    def _maximize(self, seqs: Sequences, posterior: inference.Posterior) -> None:
-        """M-step: closed-form regressions from the expected statistics; the guards by logistic regression."""
-        n, m = self.state_dim, self.input_dim
-        means, covs, cross, probs = posterior.means, posterior.covs, posterior.cross_covs, posterior.mode_probs
-        U, Y, starts = seqs.inputs, seqs.values, seqs.starts
+    def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
+        """The expected sufficient statistics of the M-step under q(x) q(z): sums over steps and
+        sequences (so those of shards add up), and for the guards their per-step rows (stacked)."""
         rows = seqs.linked_rows
 
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every mode, weighted by q(z_t = k)
-        z = inference.regressors(means[rows - 1], U[rows])
-        zz = z[:, :, None] * z[:, None, :]
-        zz[:, :n, :n] += covs[rows - 1]
-        xz = means[rows][:, :, None] * z[:, None, :]
-        xz[:, :, :n] += cross[rows]
-        xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
-        w = probs[rows]
-        stats = Statistics(
+        xx, xz, zz = inference.transition_moments(seqs, posterior)
+        w = posterior.mode_probs[rows]
+        dynamics = Statistics(
             yy=np.einsum("tk,tij->kij", w, xx),
             yz=np.einsum("tk,tij->kij", w, xz),
             zz=np.einsum("tk,tij->kij", w, zz),
             count=w.sum(axis=0),
         )
-        block = self._dynamics_block()
-        block.m_step(stats)
-        self.dynamics_matrices_ = block.weights[:, :, :n].copy()
-        self.dynamics_input_matrices_ = block.weights[:, :, n : n + m].copy()
-        self.dynamics_offsets_ = block.weights[:, :, -1].copy()
-        self.dynamics_covariances_ = block.covariances
+        stats = Statistics(self._observation_statistics(seqs, posterior), dynamics=dynamics)
+        if self.recurrent:
+            features = inference.guard_features(seqs, posterior.means)[rows]
+            return Statistics(stats, features=Stacked(features), pairs=Stacked(posterior.pair_counts[rows]))
+        return Statistics(stats, pairs=posterior.pair_counts)
 
-        # observation: regress y_t on [x_t, u_t, 1], missing entries integrated out
+    def _observation_statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
+        """The sums of the observation model's M-step (a regression of y_t on [x_t, u_t, 1],
+        missing entries integrated out), of the initial law's and of p(z_0)'s."""
+        means, covs, probs = posterior.means, posterior.covs, posterior.mode_probs
+        U, Y, starts = seqs.inputs, seqs.values, seqs.starts
         known = np.hstack([U, np.ones((len(Y), 1))])
         offsets = np.hstack([self.feedthrough_matrix_, self.observation_offset_[:, None]])
         yy, yz, zz, count = observation_statistics(
             Y, means, covs, known, self.observation_matrix_, offsets, self.observation_covariance_
         )
+        return Statistics(
+            observation=Statistics(yy=yy[None], yz=yz[None], zz=zz[None], count=np.array([count])),
+            initial=Moments.of(means[starts]),
+            initial_covariance=covs[starts].sum(axis=0),
+            start=probs[starts].sum(axis=0),
+        )
+
+    def _maximize(self, stats: Statistics) -> None:
+        """M-step: closed-form regressions from the expected statistics; the guards by logistic regression."""
+        n, m = self.state_dim, self.input_dim
+        block = self._dynamics_block()
+        block.m_step(stats["dynamics"])
+        self.dynamics_matrices_ = block.weights[:, :, :n].copy()
+        self.dynamics_input_matrices_ = block.weights[:, :, n : n + m].copy()
+        self.dynamics_offsets_ = block.weights[:, :, -1].copy()
+        self.dynamics_covariances_ = block.covariances
+        self._maximize_observation(stats)
+        if self.recurrent:
+            self._fit_guards(stats["features"].array, stats["pairs"].array)
+        else:
+            self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self._k) + 1e-10)
+
+    def _maximize_observation(self, stats: Statistics) -> None:
+        """The M-step of C, D, d, R, of m0, P0 and of p(z_0), in closed form from
+        :meth:`_observation_statistics`."""
+        n, m = self.state_dim, self.input_dim
         block = self._observation_block()
-        block.m_step(Statistics(yy=yy[None], yz=yz[None], zz=zz[None], count=np.array([count])))
+        block.m_step(stats["observation"])
         (W,), (self.observation_covariance_,) = block.weights, block.covariances
         self.observation_matrix_, self.feedthrough_matrix_ = W[:, :n].copy(), W[:, n : n + m].copy()
         self.observation_offset_ = W[:, -1].copy()
 
-        first = means[starts]
-        self.initial_state_mean_ = first.mean(axis=0)
-        centred = first - self.initial_state_mean_
-        scatter = (covs[starts] + centred[:, :, None] * centred[:, None, :]).sum(axis=0)
-        self.initial_state_covariance_ = ensure_positive_definite((scatter + self.reg_covar * np.eye(n)) / len(starts))
-
-        self.startprob_ = normalise_rows(probs[starts].sum(axis=0) + 1e-10)
-        if self.recurrent:
-            self._fit_guards(inference.guard_features(seqs, means)[rows], posterior.pair_counts[rows])
-        else:
-            self.transmat_ = normalise_rows(posterior.pair_counts + self.stickiness * np.eye(self._k) + 1e-10)
+        first = stats["initial"]  # the moments of E[x] at the sequences' starts
+        self.initial_state_mean_ = first.mean
+        scatter = stats["initial_covariance"] + first.scatter + self.reg_covar * np.eye(n)
+        self.initial_state_covariance_ = ensure_positive_definite(scatter / first.count)
+        self.startprob_ = normalise_rows(stats["start"] + 1e-10)
 
     def _fit_guards(self, features: np.ndarray, pairs: np.ndarray, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -705,7 +752,7 @@ class SwitchingLDS(Model, StreamingFilters):
             with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
                 warnings.simplefilter("ignore", em.ConvergenceWarning)
                 lds.fit(residual)
-            states = np.asarray(lds.smooth(residual).means)
+            states = _stacked(lds.smooth(residual).means)
             self.observation_matrix_ = lds.observation_matrix_
             self.observation_covariance_ = lds.observation_covariance_
             self.initial_state_mean_ = states[seqs.starts].mean(axis=0)
@@ -728,9 +775,9 @@ class SwitchingLDS(Model, StreamingFilters):
                     except ValueError as error:
                         message = f"SwitchingLDS: its start, an ARHMM on the denoised states, failed: {error}"
                         raise ValueError(message) from None
-                mode_probs = arhmm.predict_proba(states, seqs.lengths)
+                mode_probs = _stacked(arhmm.predict_proba(states, seqs.lengths))
                 self._start_from(arhmm, seqs, states, mode_probs)
-                objective = inference.sweep(self._parameters(), seqs, mode_probs).elbo + self._log_prior()
+                objective = inference.sweep(self._parameters(seqs), seqs, mode_probs).elbo + self._log_prior()
                 if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
@@ -770,13 +817,13 @@ class SwitchingLDS(Model, StreamingFilters):
     def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + 2 n_parameters: the ELBO stands in for the intractable log-likelihood, so
         this is an upper bound on the usual Akaike criterion (not the criterion itself)."""
-        return -2.0 * self.elbo(X, lengths, inputs=inputs) + 2.0 * self.n_parameters
+        return -2.0 * self._infer(self._sequences(X, lengths, inputs)).elbo + 2.0 * self.n_parameters
 
     def bic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + n_parameters log(n_steps): computed from the ELBO in place of the
         intractable log-likelihood, so an upper bound on the usual Bayesian criterion."""
-        seqs = as_sequences(X, lengths)
-        return -2.0 * self.elbo(seqs, inputs=inputs) + self.n_parameters * np.log(seqs.n_steps)
+        seqs = self._sequences(X, lengths, inputs)
+        return -2.0 * self._infer(seqs).elbo + self.n_parameters * np.log(seqs.n_steps)
 
     # --------------------------------------------------------------------- report
     def describe(self) -> pd.DataFrame:
@@ -789,15 +836,10 @@ class SwitchingLDS(Model, StreamingFilters):
         (w_j - w_i, r_ij - r_ii) of entering mode j from i: the switch is more likely than
         staying where (w_j - w_i) . x + (r_ij - r_ii) > 0 (inputs held at 0)."""
         self._check_fitted()
-        K = self._k
+        K, dwell = self._k, self._dwell_times()
         rows = []
         for k in range(K):
-            row: dict[str, Any] = {"mode": k}
-            if self.recurrent:
-                row["dwell_time"] = float(self.__dict__.get("dwell_times_", np.full(K, np.nan))[k])
-            else:
-                stay = float(self.transmat_[k, k])
-                row["dwell_time"] = np.inf if stay >= 1.0 else 1.0 / (1.0 - stay)
+            row: dict[str, Any] = {"mode": k, "dwell_time": float(dwell[k])}
             row["eigenvalues"] = np.linalg.eigvals(self.dynamics_matrices_[k])
             row["offset"] = np.asarray(self.dynamics_offsets_[k])
             if self.recurrent:
@@ -807,6 +849,61 @@ class SwitchingLDS(Model, StreamingFilters):
                 row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
             rows.append(row)
         return pd.DataFrame(rows).set_index("mode")
+
+    def _dwell_times(self) -> np.ndarray:
+        """Expected steps per visit to each mode: 1 / (1 - p_kk) for a plain SLDS; for a recurrent
+        one, whose switches depend on the state, ``dwell_times_`` (NaN before a fit)."""
+        if self.recurrent:
+            return np.asarray(self.__dict__.get("dwell_times_", np.full(self._k, np.nan)), dtype=float)
+        stay = np.diagonal(self._parameters().chain.transition_matrix)
+        with np.errstate(divide="ignore"):
+            return np.where(stay >= 1.0, np.inf, 1.0 / (1.0 - stay))
+
+    # ---------------------------------------------------------------- the automaton
+    def automaton(
+        self, X: Any = None, lengths: Sequence[int] | None = None, *, inputs: Any = None, resolution: int = 25
+    ) -> Automaton:
+        """The fitted model as a hybrid automaton (:mod:`modeshift.models.automaton`), in its latent space.
+
+        Flows: each mode's x_t = [A_k, B_k] [x_t-1, u_t] + b_k + N(0, Q_k). The state's basis is
+        arbitrary, so its range comes from data: with ``X`` (and ``inputs``, as for ``fit``) and
+        a state of one or two dimensions, the vector fields E[x_t | x_t-1 = s, z_t = k] - s and,
+        for a recurrent model, the guards p(z_t = j | z_t-1 = i, x_t-1 = s) (inputs held at 0)
+        are sampled on a ``resolution``-point mesh over the range of the smoothed states
+        E_q[x_t] of ``X``; for a 1-D state each guard's ``thresholds`` are where it crosses 1/2
+        (2001 points over the same range, linear interpolation). Without ``X`` there is no grid.
+        Dwell times: as in :meth:`describe`. A SwitchingLDS has no resets.
+        """
+        self._check_fitted()
+        K, n, m = self._k, self.state_dim, self.input_dim
+        A, _, b, _ = self._parameters().dynamics_terms()
+        grid, shape, fields, bounds = None, (), None, None
+        if X is not None:
+            states = self._infer(self._sequences(X, lengths, inputs)).means
+            bounds = states.min(axis=0), states.max(axis=0)
+            if n <= 2:
+                grid, shape = state_grid(*bounds, int(resolution))
+                fields = np.einsum("kij,gj->kgi", A, grid) + b[:, None, :] - grid
+        guards = []
+        if self.recurrent:
+            chain = self._guards()
+
+            def switches(states: np.ndarray) -> np.ndarray:
+                return chain.kernel_arrays(np.hstack([states, np.zeros((len(states), m))]))[1]
+
+            on_grid = None if grid is None else switches(grid)
+            levels = np.linspace(bounds[0][0], bounds[1][0], 2001) if bounds is not None and n == 1 else None
+            along = None if levels is None else switches(levels[:, None])
+            for i in range(K):
+                for j in (j for j in range(K) if j != i):
+                    thresholds = None if along is None else crossings(levels, along[:, i, j], 0.5)
+                    guards.append(Guard(i, j, None if on_grid is None else on_grid[:, i, j], thresholds))
+        return Automaton(np.arange(K), self._flows(), grid, shape, fields, guards, {}, self._dwell_times())
+
+    def _flows(self) -> list[Flow]:
+        A, B, b, Q = self._parameters().dynamics_terms()
+        regressors = "latent state x_t-1" + (", inputs u_t" if self.input_dim else "")
+        return [Flow(k, np.hstack([A[k], B[k]]), b[k], Q[k], regressors) for k in range(self._k)]
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -878,15 +975,23 @@ def _subspace_start(seqs: Sequences, n: int) -> LinearGaussianSSM:
     return lds
 
 
+def _stacked(per_step: PerStep) -> np.ndarray:
+    """A per-step result as one array (several sequences give a list of them)."""
+    return np.concatenate(per_step) if isinstance(per_step, list) else np.asarray(per_step)
+
+
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One category per row of ``probabilities`` (N, K), by inverting the cumulative sums."""
     cumulative = np.cumsum(probabilities, axis=1)
     return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
 
 
-def _mean_run_lengths(path: np.ndarray, offsets: np.ndarray, n_states: int) -> np.ndarray:
-    """Mean length of the runs of each mode (NaN for a mode never visited)."""
-    totals, runs = np.zeros(n_states), np.zeros(n_states)
+def _run_statistics(model: SwitchingLDS, seqs: Sequences, workspace: dict[str, Any]) -> Statistics:
+    """The total ``length`` and the ``count`` of the runs of each mode on the most likely path
+    under the last E-step's posterior (the workspace's, else one inferred), for ``dwell_times_``."""
+    posterior = workspace.get("posterior") or model._infer(seqs)
+    path, offsets = model._viterbi(seqs, posterior), seqs.offsets
+    totals, runs = np.zeros(model._k), np.zeros(model._k)
     for first, last in zip(offsets[:-1], offsets[1:]):
         segment = path[first:last]
         boundaries = np.flatnonzero(np.diff(segment)) + 1
@@ -894,5 +999,4 @@ def _mean_run_lengths(path: np.ndarray, offsets: np.ndarray, n_states: int) -> n
         for a, b in zip(edges[:-1], edges[1:]):
             totals[segment[a]] += b - a
             runs[segment[a]] += 1
-    with np.errstate(invalid="ignore"):
-        return totals / runs
+    return Statistics(length=totals, count=runs)

@@ -27,6 +27,12 @@ Each update is the exact maximiser of the ELBO in its factor; q(x) q(z) keeps ev
 correlation inside each factor, which is why this beats a fully factorised (per-step)
 approximation, at a cost linear in T.
 
+Irregular sampling. With observations at irregular times (the
+:class:`~modeshift.models.continuous_slds.ContinuousSwitchingLDS`), the dynamics and the
+switches of step t depend on the gap before it: ``SwitchingParameters.steps`` then holds the
+laws of each distinct gap (:class:`StepLaws`) and every formula above reads step t's A_k, B_k,
+b_k, Q_k and transition matrix. Nothing else changes: the same q(x), q(z) and ELBO.
+
 Recurrent models. The switching probability depends on x_t-1, so E_q log p(z | x) has no
 closed form. For the q(z) update the transition potentials are evaluated at the posterior
 mean E[x_t-1] (a plug-in: time-varying transition matrices). For the q(x) update the
@@ -36,6 +42,9 @@ x_t-1, enters by its second-order expansion at the previous sweep's E[x_t-1]
 and keeps q(x) Gaussian, as in the Laplace-EM of ``ssm`` (Zoltowski et al., 2020). The
 ELBO reported uses the plug-in transitions, so it is not an exact bound and need not
 increase monotonically.
+Other state-dependent chains (the continuous-time rates of
+:class:`~modeshift.models.continuous_slds.StateDependentRates`) enter q(z) by the same plug-in,
+and q(x) not at all.
 """
 
 from __future__ import annotations
@@ -54,15 +63,34 @@ from modeshift.transitions import InputDriven, Stationary
 
 __all__ = [
     "Posterior",
+    "StepLaws",
     "SwitchingParameters",
     "guard_features",
     "infer",
     "regressors",
     "sweep",
     "transition_curvature",
+    "transition_moments",
     "update_modes",
     "update_states",
 ]
+
+
+@dataclass(frozen=True)
+class StepLaws:
+    """Dynamics and switches that change from step to step (observations at irregular times):
+    the laws of G distinct gaps, and which one each step follows.
+
+    ``group`` (T,) indexes the arrays below for every step (any valid index at a sequence's
+    start, whose dynamics and switch are unused); ``weights`` (G, K, n, n + m + 1) are
+    [A_k, B_k, b_k] over each gap, ``covariances`` (G, K, n, n) the Q_k, ``transitions``
+    (G, K, K) the matrices of the switches.
+    """
+
+    group: np.ndarray
+    weights: np.ndarray
+    covariances: np.ndarray
+    transitions: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -72,7 +100,9 @@ class SwitchingParameters:
     ``dynamics``: K regressions of x_t on [x_t-1, u_t, 1], weights [A_k, B_k, b_k] and
     covariances Q_k; ``observation``: one regression of y_t on [x_t, u_t, 1], weights
     [C, D, d] and covariance R; m0, P0; the ``chain`` of modes, whose ``initial_probs``
-    are p(z_0) and which reads [x_t-1, u_t] if it is input-driven (recurrent).
+    are p(z_0) and which reads [x_t-1, u_t] if it is input-driven (recurrent); ``steps``,
+    when the dynamics and switches differ by step, their laws (which then replace
+    ``dynamics``' weights and covariances and the chain's transition matrix).
     """
 
     dynamics: LinearDynamics
@@ -80,10 +110,44 @@ class SwitchingParameters:
     initial_mean: np.ndarray
     initial_covariance: np.ndarray
     chain: Stationary | InputDriven
+    steps: StepLaws | None = None
 
     @property
     def recurrent(self) -> bool:
         return self.chain.varying
+
+    @property
+    def varying(self) -> bool:
+        """Whether the transition matrices differ by step (recurrent, or irregular sampling)."""
+        return self.recurrent or self.steps is not None
+
+    def step_terms(self, n_steps: int) -> StepTerms:
+        """Each step's dynamics and the quantities inference derives from them, computed once
+        per distinct law."""
+        if self.steps is None:
+            group = np.zeros(n_steps, dtype=np.int64)
+            weights, covariances = self.dynamics.weights[None], self.dynamics.covariances[None]
+        else:
+            group, weights, covariances = self.steps.group, self.steps.weights, self.steps.covariances
+        n = len(self.initial_mean)
+        A = weights[..., :n]
+        Q_inv = np.linalg.inv(covariances)
+        Q_inv_A = Q_inv @ A
+        laws = (A, weights[..., n:-1], weights[..., -1], Q_inv, Q_inv_A, np.swapaxes(A, -1, -2) @ Q_inv_A)
+        laws += (np.linalg.slogdet(covariances)[1],)
+        if self.steps is None:  # one law: a view of it at every step
+            return StepTerms(*(np.broadcast_to(law[0], (n_steps, *law.shape[1:])) for law in laws))
+        return StepTerms(*(law[group] for law in laws))
+
+    def with_mean_noise(self) -> SwitchingParameters:
+        """These parameters with every mode's Q_k replaced by their mean (over the modes)."""
+        if self.steps is not None:
+            covariances = self.steps.covariances
+            mean = np.broadcast_to(covariances.mean(axis=1, keepdims=True), covariances.shape)
+            return replace(self, steps=replace(self.steps, covariances=mean))
+        even = copy.copy(self.dynamics)
+        even.covariances = np.broadcast_to(self.dynamics.covariances.mean(axis=0), self.dynamics.covariances.shape)
+        return replace(self, dynamics=even)
 
     def dynamics_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(A, B, b, Q): (K, n, n), (K, n, m), (K, n), (K, n, n)."""
@@ -96,6 +160,20 @@ class SwitchingParameters:
         return weights[:, :n], weights[:, n:-1], weights[:, -1], self.observation.covariances[0]
 
 
+@dataclass(frozen=True)
+class StepTerms:
+    """Step t's dynamics A_k, B_k, b_k, with Q_k^-1, Q_k^-1 A_k, A_k' Q_k^-1 A_k and log det Q_k:
+    arrays (T, K, ...)."""
+
+    A: np.ndarray
+    B: np.ndarray
+    b: np.ndarray
+    Q_inv: np.ndarray
+    Q_inv_A: np.ndarray
+    At_Q_inv_A: np.ndarray
+    log_det: np.ndarray
+
+
 @dataclass
 class Posterior:
     """The variational factors q(x) (Gaussian, by its marginal moments) and q(z) (a chain),
@@ -105,7 +183,7 @@ class Posterior:
     covs: np.ndarray  # (T, n, n)
     cross_covs: np.ndarray  # (T, n, n): Cov(x_t, x_t-1), zero at sequence starts
     mode_probs: np.ndarray  # (T, K)
-    pair_counts: np.ndarray  # (K, K), or (T, K, K) per step for recurrent models
+    pair_counts: np.ndarray  # (K, K), or (T, K, K) per step when the transitions vary
     log_likelihoods: np.ndarray  # (T, K): E_q(x) log p(x_t | x_t-1, z_t = k)
     transitions: np.ndarray  # (1 or T, K, K)
     elbo: float
@@ -118,34 +196,30 @@ def update_states(
     """q(x) given q(z): means, covariances, cross-covariances and log det J of the Gaussian
     with block-tridiagonal precision J.
 
-    For a recurrent model with a ``previous`` posterior, the transition term
+    For a recurrent model (softmax guards) with a ``previous`` posterior, the transition term
     E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
     previous E[x_t-1] (see :func:`transition_curvature`)."""
-    A, B, b, Q = params.dynamics_terms()
     C, D, d, R = params.observation_terms()
     starts, U, Y = seqs.starts, seqs.inputs, seqs.values
+    laws = params.step_terms(seqs.n_steps)
     weights = mode_probs.copy()
     weights[starts] = 0.0  # the dynamics of step t link it to step t - 1 of the same sequence
-    following = np.zeros_like(weights)
-    following[:-1] = weights[1:]
-    Q_inv = np.linalg.inv(Q)
-    Q_inv_A = Q_inv @ A
-    At_Q_inv_A = np.swapaxes(A, 1, 2) @ Q_inv_A
     P0_inv = np.linalg.inv(params.initial_covariance)
 
-    diagonal = np.einsum("tk,kij->tij", weights, Q_inv) + np.einsum("tk,kij->tij", following, At_Q_inv_A)
+    diagonal = np.einsum("tk,tkij->tij", weights, laws.Q_inv)
+    diagonal[:-1] += np.einsum("tk,tkij->tij", weights[1:], laws.At_Q_inv_A[1:])  # step t + 1's dynamics
     diagonal[starts] += P0_inv
-    lower = -np.einsum("tk,kij->tij", weights, Q_inv_A)
-    shift = np.einsum("tm,knm->tkn", U, B) + b[None]  # B_k u_t + b_k
+    lower = -np.einsum("tk,tkij->tij", weights, laws.Q_inv_A)
+    shift = np.einsum("tm,tknm->tkn", U, laws.B) + laws.b  # B_k u_t + b_k
     rhs = np.zeros((len(Y), len(params.initial_mean)))
     for rows, o in _observed_parts(Y):  # the evidence of each step's observed entries
         R_inv_C = np.linalg.solve(R[np.ix_(o, o)], C[o])
         diagonal[rows] += C[o].T @ R_inv_C
         rhs[rows] += (Y[rows][:, o] - U[rows] @ D[o].T - d[o]) @ R_inv_C
-    rhs += np.einsum("tk,kij,tkj->ti", weights, Q_inv, shift)
-    rhs[:-1] -= np.einsum("tk,kji,tkj->ti", weights, Q_inv_A, shift)[1:]  # A_k' Q_k^-1 shift at t + 1
+    rhs += np.einsum("tk,tkij,tkj->ti", weights, laws.Q_inv, shift)
+    rhs[:-1] -= np.einsum("tk,tkji,tkj->ti", weights[1:], laws.Q_inv_A[1:], shift[1:])  # A_k' Q_k^-1 shift at t + 1
     rhs[starts] += P0_inv @ params.initial_mean
-    if params.recurrent and previous is not None:
+    if isinstance(params.chain, InputDriven) and previous is not None:
         rows, curvature, linear = transition_curvature(params, seqs, previous)
         diagonal[rows - 1] += curvature
         rhs[rows - 1] += linear
@@ -184,25 +258,31 @@ def transition_curvature(
 def expected_log_likelihoods(
     params: SwitchingParameters, seqs: Sequences, means: np.ndarray, covs: np.ndarray, cross_covs: np.ndarray
 ) -> np.ndarray:
-    """L_tk = E_q(x) log N(x_t | A_k x_t-1 + B_k u_t + b_k, Q_k), (T, K); 0 at sequence starts."""
+    """L_tk = E_q(x) log N(x_t | A_k x_t-1 + B_k u_t + b_k, Q_k), (T, K); 0 at sequence starts:
+    -(n log 2 pi + log det Q_k + r' Q_k^-1 r + tr(Q_k^-1 E[e e'] - Q_k^-1 r r')) / 2 with r the
+    residual of the means and e = x_t - A_k x_t-1 - B_k u_t - b_k."""
     rows = seqs.linked_rows
-    A, _, _, Q = params.dynamics_terms()
-    out = np.zeros((seqs.n_steps, len(A)))
-    out[rows] = params.dynamics.log_likelihoods(means[rows], regressors(means[rows - 1], seqs.inputs[rows]))
-    Q_inv = np.linalg.inv(Q)
-    Q_inv_A = Q_inv @ A
-    trace = np.einsum("kij,tji->tk", Q_inv, covs[rows])
-    trace -= 2.0 * np.einsum("kij,tij->tk", Q_inv_A, cross_covs[rows])
-    trace += np.einsum("kij,tji->tk", np.swapaxes(A, 1, 2) @ Q_inv_A, covs[rows - 1])
-    out[rows] -= 0.5 * trace
+    laws = params.step_terms(seqs.n_steps)
+    A, B, b, Q_inv, Q_inv_A = (law[rows] for law in (laws.A, laws.B, laws.b, laws.Q_inv, laws.Q_inv_A))
+    predicted = np.einsum("tkij,tj->tki", A, means[rows - 1]) + np.einsum("tknm,tm->tkn", B, seqs.inputs[rows]) + b
+    residual = means[rows][:, None] - predicted
+    spread = np.einsum("tki,tkij,tkj->tk", residual, Q_inv, residual)
+    spread += np.einsum("tkij,tji->tk", Q_inv, covs[rows])
+    spread -= 2.0 * np.einsum("tkij,tij->tk", Q_inv_A, cross_covs[rows])
+    spread += np.einsum("tkij,tji->tk", laws.At_Q_inv_A[rows], covs[rows - 1])
+    out = np.zeros((seqs.n_steps, A.shape[1]))
+    out[rows] = -0.5 * (len(params.initial_mean) * LOG_2PI + laws.log_det[rows] + spread)
     return out
 
 
 def transition_matrices(params: SwitchingParameters, seqs: Sequences, means: np.ndarray) -> np.ndarray:
-    """(1, K, K) transition matrix, or (T, K, K) plug-in matrices at E[x_t-1] (recurrent)."""
-    if not params.recurrent:
-        return params.chain.kernel_arrays()[1]
-    return params.chain.kernel_arrays(guard_features(seqs, means))[1]
+    """(1, K, K) transition matrix, or (T, K, K): plug-in matrices at E[x_t-1] (recurrent), or
+    those of each step's gap (``params.steps``)."""
+    if params.recurrent:
+        return params.chain.kernel_arrays(guard_features(seqs, means))[1]
+    if params.steps is not None:
+        return params.steps.transitions[params.steps.group]
+    return params.chain.kernel_arrays()[1]
 
 
 def update_modes(
@@ -212,7 +292,7 @@ def update_modes(
     (log normaliser, q(z_t), pair posteriors, log-likelihoods, transition matrices)."""
     log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs)
     transitions = transition_matrices(params, seqs, means)
-    run = kernels.forward_backward_varying if params.recurrent else kernels.forward_backward
+    run = kernels.forward_backward_varying if params.varying else kernels.forward_backward
     log_z, mode_probs, pairs = run(log_likelihoods, seqs.offsets, params.chain.initial_probs, transitions)
     return float(log_z.sum()), mode_probs, pairs, log_likelihoods, transitions
 
@@ -266,9 +346,7 @@ def infer(params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: 
     uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
     starts = [uniform]
     if n_modes > 1:
-        even = copy.copy(params.dynamics)
-        even.covariances = np.broadcast_to(params.dynamics.covariances.mean(axis=0), params.dynamics.covariances.shape)
-        means, covs, cross_covs, _ = update_states(replace(params, dynamics=even), seqs, uniform)
+        means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, uniform)
         starts.append(update_modes(params, seqs, means, covs, cross_covs)[1])
     best = None
     for modes in starts:
@@ -284,6 +362,21 @@ def infer(params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: 
 
 
 # ---------------------------------------------------------------------- helpers
+def transition_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The second moments under q(x) of each linked step's x_t and regressors z_t = [x_t-1, u_t, 1]:
+    E[x_t x_t'], E[x_t z_t'] and E[z_t z_t'], shapes (R, n, n), (R, n, q), (R, q, q) for the
+    R rows ``seqs.linked_rows``: the statistics of the dynamics' M-step."""
+    means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
+    n = means.shape[1]
+    z = regressors(means[rows - 1], seqs.inputs[rows])
+    zz = z[:, :, None] * z[:, None, :]
+    zz[:, :n, :n] += covs[rows - 1]
+    xz = means[rows][:, :, None] * z[:, None, :]
+    xz[:, :, :n] += posterior.cross_covs[rows]
+    xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
+    return xx, xz, zz
+
+
 def regressors(states: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     """[x, u, 1] per row."""
     return np.hstack([states, inputs, np.ones((len(states), 1))])

@@ -23,7 +23,26 @@ import numpy as np
 from modeshift.data import Sequences, as_sequences
 from modeshift.symbols import Vocabulary
 
-__all__ = ["encode_states", "labels_from_json", "labels_to_json"]
+__all__ = ["VocabularyFromShards", "encode_states", "labels_from_json", "labels_to_json"]
+
+
+class VocabularyFromShards:
+    """The constants hooks of :class:`~modeshift.models.capabilities.ShardableFit` for a model of
+    symbols whose ``vocabulary_`` is learned from the data: the symbols of each shard (or the
+    model's vocabulary, if it has one), merged in shard order, so in order of first appearance
+    as in memory for the shards one after another."""
+
+    def _em_constants(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> tuple[Hashable, ...]:
+        if "vocabulary_" in self.__dict__:
+            return self.__dict__["vocabulary_"].symbols
+        return as_sequences(data, lengths, symbols=True, **columns).vocabulary.symbols
+
+    @staticmethod
+    def _em_merge_constants(first: tuple[Hashable, ...], then: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
+        return Vocabulary.learn([*first, *then]).symbols
+
+    def _em_set_constants(self, symbols: tuple[Hashable, ...]) -> None:
+        self.vocabulary_ = Vocabulary(symbols)
 
 
 def encode_states(

@@ -17,20 +17,28 @@ batch ``score`` of the observations seen, and the filtered laws are the batch fi
 model                       law carried (:class:`Recursion` and its subclasses)
 ==========================  ===================================================================
 HMM, ARHMM                  p(z_t | y_0..t) (K,); an ARHMM keeps its last ``order`` observations
+                            (its features, and a recurrent chain's switching law, are read
+                            from them); with resets also p(z_t-1, z_t | y_0..t)
+                            (:class:`PairRecursion`)
 HSMM                        p(z_t = k, r more steps | y_0..t) (K, D): O(K D + K^2) per step
-LinearGaussianSSM           the Kalman filter's mean and covariance (not with a diffuse start)
+LinearGaussianSSM,          the Kalman filter's mean and covariance; with an exact diffuse start
+StructuralModel             (mean, P_*, P_inf) until the diffuse part is identified
+                            (:class:`DiffuseKalmanRecursion`)
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
 SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
 ==========================  ===================================================================
+
+``docs/streaming.md`` lists the options each model streams with, and those that do not stream.
 
 Fixed-lag smoothing (``lag=L``) keeps the last L + 1 filtered and predicted laws and runs the
 backward (Rauch-Tung-Striebel) recursion over them at every step,
 
     smoothed_s = filtered_s ⊙ [move_s+1 (smoothed_s+1 / predicted_s+1)]     (chains),
 
-giving p(state_t-L | y_0..t) at a cost of L backward steps per observation. With L at least
-the stream's length the window's smoothed laws are the batch smoother's.
+giving p(state_t-L | y_0..t) at a cost of L backward steps per observation; a Kalman filter's
+window runs the batch smoother's backward form instead (it inverts no covariance). With L at
+least the stream's length the window's smoothed laws are the batch smoother's.
 
 A :class:`FilterState` holds plain arrays: save it (:meth:`FilterState.save`) and resume the
 stream later, or in another process, with the same outputs.
@@ -56,7 +64,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from modeshift._kernels.kalman import predict_step, update_step, update_workspace
+from modeshift._kernels.diffuse import diffuse_predict, diffuse_start, diffuse_update, diffuse_workspace, identified
+from modeshift._kernels.kalman import predict_step, rts_smoother, update_step, update_workspace
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.safe_write import write_atomically
 
@@ -64,8 +73,10 @@ if TYPE_CHECKING:
     from modeshift.models.base import Forecast
 
 __all__ = [
+    "DiffuseKalmanRecursion",
     "FilterState",
     "KalmanRecursion",
+    "PairRecursion",
     "Recursion",
     "SemiMarkovRecursion",
     "StepOutput",
@@ -74,6 +85,7 @@ __all__ = [
 ]
 
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
+Window = tuple[tuple[Law, Law, np.ndarray], ...]  # a fixed-lag smoother's (filtered, predicted, move), oldest first
 
 
 _NO_HISTORY = np.zeros((0, 0))
@@ -85,8 +97,9 @@ class FilterState(NamedTuple):
 
     ``step``: observations seen; ``filtered``: the law after the last one (empty before the
     first); ``history``: the last observations an autoregression needs (or other per-model
-    memory); ``lag`` and ``window``: the fixed-lag smoother's last (filtered, predicted, move)
-    laws, oldest first. Immutable, and a named tuple rather than a dataclass: one is made per
+    memory); ``lag`` and ``window``: the fixed-lag smoother's last steps, oldest first, each its
+    (filtered law, predicted law, what :meth:`Recursion.remember` keeps: the move into it, or a
+    Kalman filter's [u_t, y_t]). Immutable, and a named tuple rather than a dataclass: one is made per
     observation, and a tuple costs less than half a frozen dataclass to build.
     """
 
@@ -94,7 +107,7 @@ class FilterState(NamedTuple):
     filtered: Law = ()
     history: np.ndarray = _NO_HISTORY
     lag: int = 0
-    window: tuple[tuple[Law, Law, np.ndarray], ...] = ()
+    window: Window = ()
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         """The state as named arrays (for ``np.savez``); :meth:`from_arrays` inverts it."""
@@ -173,7 +186,7 @@ class Recursion:
     override the four steps.
     """
 
-    smooths = True  # whether :meth:`back` exists (fixed-lag smoothing)
+    smooths = True  # whether :meth:`smooth` exists (fixed-lag smoothing)
 
     def __init__(self, initial: np.ndarray | None, indicators: np.ndarray | None = None):
         self.initial, self.indicators = initial, indicators
@@ -198,9 +211,53 @@ class Recursion:
         smoothed = filtered[0] * (move @ ratio)
         return (smoothed / smoothed.sum(),)
 
+    def remember(self, move: np.ndarray, evidence: Any) -> np.ndarray:
+        """What the fixed-lag window keeps of a step besides its laws: the move into it."""
+        return move
+
+    def trim(self, window: Window, lag: int) -> Window:
+        """The window a lag-L smoother needs: its last L + 1 steps."""
+        return window[-(lag + 1) :]
+
+    def smooth(self, window: Window) -> list[Law] | None:
+        """The smoothed laws of a window's steps given everything seen, oldest first: the backward
+        recursion :meth:`back` from the last step's filtered law."""
+        smoothed = [window[-1][0]]
+        for s in range(len(window) - 2, -1, -1):
+            _, predicted_next, move_next = window[s + 1]
+            smoothed.append(self.back(window[s][0], predicted_next, smoothed[-1], move_next))
+        return smoothed[::-1]
+
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         """What a step's output reports of a law."""
         return {"probabilities": law[0] if self.indicators is None else law[0] @ self.indicators}
+
+
+class PairRecursion(Recursion):
+    """The exact filter of a chain whose evidence depends on the pair (z_t-1, z_t), an ARHMM with
+    resets (:mod:`modeshift._kernels.pair_hmm`): law (p(z_t | y_0..t) (K,), p(z_t-1, z_t | y_0..t)
+    (K, K)), evidence log e_t(i, j) (K, K). The prediction is the pair law
+    p(z_t-1 = i | y_<t) move_ij, which the update weighs by e_t(i, j); the smoother steps back by
+    p(z_s = i | z_s+1 = j, y_0..s+1), the next step's pair law over its marginal.
+    """
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        return (law[0][:, None] * move,)
+
+    def update(self, predicted: Law, evidence: np.ndarray) -> tuple[Law, float]:
+        if predicted[0].ndim == 1:  # a sequence's first step: no switch into it, the flows' evidence
+            probabilities, log_lik = chain_update(predicted[0], np.ascontiguousarray(np.diagonal(evidence)))
+            return (probabilities, np.diag(probabilities)), log_lik
+        joint, log_lik = chain_update(predicted[0], evidence)
+        return (joint.sum(axis=0), joint), log_lik
+
+    def smooth(self, window: Window) -> list[Law] | None:
+        smoothed = [window[-1][0][0]]
+        for s in range(len(window) - 2, -1, -1):
+            probabilities, joint = window[s + 1][0]
+            law = joint @ _ratio(smoothed[-1], probabilities)
+            smoothed.append(law / law.sum())
+        return [(law,) for law in smoothed[::-1]]
 
 
 class SemiMarkovRecursion(Recursion):
@@ -208,19 +265,20 @@ class SemiMarkovRecursion(Recursion):
     probability of (mode k, r more steps after this one), r = 0 .. D-1.
 
     A segment of k lasting d steps enters at (k, d - 1) and counts down; from (k, 0) the next
-    segment's mode is j with ``transition_matrix[k, j]`` and its duration d with ``pmf[j, d - 1]``
-    (the first segment's with ``first[k, d - 1]``). Cost O(K D + K^2) per step.
+    segment's mode is j with ``move[k, j]`` (the switch matrix into this step, zero diagonal) and
+    its duration d with ``pmf[j, d - 1]`` (the first segment's with ``first[k, d - 1]``).
+    Cost O(K D + K^2) per step.
     """
 
-    def __init__(self, initial: np.ndarray, transition_matrix: np.ndarray, first: np.ndarray, pmf: np.ndarray):
+    def __init__(self, initial: np.ndarray, first: np.ndarray, pmf: np.ndarray):
         super().__init__(initial)
-        self.transition_matrix, self.first_law, self.pmf = transition_matrix, first, pmf
+        self.first_law, self.pmf = first, pmf
 
     def first(self, move: np.ndarray) -> Law:
         return (self.initial[:, None] * self.first_law,)
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
-        starting = law[0][:, 0] @ self.transition_matrix
+        starting = law[0][:, 0] @ move
         predicted = starting[:, None] * self.pmf
         predicted[:, :-1] += law[0][:, 1:]
         return (predicted,)
@@ -233,7 +291,7 @@ class SemiMarkovRecursion(Recursion):
         ratio = _ratio(smoothed_next[0], predicted_next[0])
         following = np.empty_like(ratio)
         following[:, 1:] = ratio[:, :-1]
-        following[:, 0] = self.transition_matrix @ (self.pmf * ratio).sum(axis=1)
+        following[:, 0] = move @ (self.pmf * ratio).sum(axis=1)
         smoothed = filtered[0] * following
         return (smoothed / smoothed.sum(),)
 
@@ -244,8 +302,10 @@ class SemiMarkovRecursion(Recursion):
 class KalmanRecursion(Recursion):
     """The Kalman filter of a linear-Gaussian state-space model: law (mean, covariance), move the
     inputs u_t (m,), evidence (y_t, u_t). Predict and update are the batch filter's compiled steps
-    (Joseph-form update on the observed entries of y_t); back is the Rauch-Tung-Striebel step
-    m_s + G (m_s+1|T - m_s+1|s), G = P_s A' P_s+1|s^-1. Cost O(n^3 + n^2 p) per step."""
+    (Joseph-form update on the observed entries of y_t). The fixed-lag window keeps [u_t, y_t] of
+    each step, and :meth:`smooth` runs the batch smoother (:func:`~modeshift._kernels.kalman.rts_smoother`,
+    Durbin & Koopman's backward form, which inverts no state covariance) over the window's laws from
+    r = 0, N = 0 after its last step. Cost O(n^3 + n^2 p) per step, and L such steps to smooth."""
 
     def __init__(self, params: dict[str, np.ndarray]):
         super().__init__(params["m0"])
@@ -269,14 +329,96 @@ class KalmanRecursion(Recursion):
             raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
         return (mean, cov), float(log_lik)
 
-    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
-        gain = np.linalg.lstsq(predicted_next[1], self.params["A"] @ filtered[1], rcond=None)[0].T
-        mean = filtered[0] + gain @ (smoothed_next[0] - predicted_next[0])
-        cov = filtered[1] + gain @ (smoothed_next[1] - predicted_next[1]) @ gain.T
-        return mean, 0.5 * (cov + cov.T)
+    def remember(self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return np.concatenate([evidence[1], evidence[0]])
+
+    def smooth(self, window: Window, diffuse: np.ndarray | None = None) -> list[Law] | None:
+        p, m = self.params, self.params["B"].shape[1]
+        kept = np.array([step[2] for step in window])
+        moments = [np.array([law[i] for law, _, _ in window]) for i in (0, 1)]
+        moments += [np.array([law[i] for _, law, _ in window]) for i in (0, 1)]
+        means, covs, _ = rts_smoother(
+            kept[:, m:],
+            np.array([0, len(window)]),
+            *moments,
+            p["A"],
+            p["C"],
+            p["R"],
+            kept[:, :m],
+            p["D"],
+            diffuse=diffuse,
+        )
+        return list(zip(means, covs))
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         return {"mean": law[0], "covariance": law[1]}
+
+
+class DiffuseKalmanRecursion(KalmanRecursion):
+    """The Kalman filter with an exact diffuse start (Durbin & Koopman 2012, sec. 5.2), step by step
+    as the batch filter runs it (:mod:`modeshift._kernels.diffuse`).
+
+    While some direction of the state has no prior the law is (mean, P_*, P_inf): the covariance
+    is P_* + kappa P_inf, kappa -> infinity. An update takes the observed entries one at a time,
+    each one that tells about a diffuse direction adding -(log 2 pi + log F_inf) / 2 to the
+    diffuse log-likelihood; a prediction carries P_inf as A P_inf A'. Once a prediction leaves
+    P_inf = 0 the law is (mean, covariance) and the steps are :class:`KalmanRecursion`'s. A
+    diffuse step reports P_* as its covariance (the batch filter's convention). ``mask`` (n,)
+    flags the diffuse components. A fixed-lag window keeps the diffuse steps from the stream's
+    start while any of them is among the last L + 1, so that the batch smoother's exact diffuse
+    backward steps run over them; no smoothed law exists before the diffuse part is identified.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray], mask: np.ndarray):
+        super().__init__(params)
+        self.mask = mask
+
+    def first(self, move: np.ndarray) -> Law:
+        n = len(self.mask)
+        mean, star, infinite = np.empty(n), np.empty((n, n)), np.empty((n, n))
+        diffuse_start(self.params["m0"], self.params["P0"], self.mask, mean, star, infinite)
+        return mean, star, infinite
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        if len(law) == 2:
+            return super().predict(law, move)
+        p = self.params
+        mean, star, infinite = np.empty_like(law[0]), np.empty_like(law[1]), np.empty_like(law[2])
+        diffuse_predict(law[0], law[1], law[2], p["A"], p["B"], p["Q"], move, mean, star, infinite)
+        return (mean, star) if identified(infinite) else (mean, star, infinite)
+
+    def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
+        if len(predicted) == 2:
+            return super().update(predicted, evidence)
+        (y, u), p = evidence, self.params
+        mean, star, infinite = np.empty_like(predicted[0]), np.empty_like(predicted[1]), predicted[2].copy()
+        work = diffuse_workspace(len(mean), len(y))
+        ok, log_lik = diffuse_update(
+            y, u, p["C"], p["D"], p["R"], predicted[0], predicted[1], infinite, mean, star, work
+        )
+        if not ok:
+            raise ValueError("the innovation variance of an entry of y_t is not positive in a diffuse step")
+        return (mean, star, infinite), float(log_lik)
+
+    def trim(self, window: Window, lag: int) -> Window:
+        if len(window) > lag + 1 and len(window[-(lag + 1)][0]) == 3:  # a diffuse step needed: keep the start
+            return window
+        return window[-(lag + 1) :]
+
+    def smooth(self, window: Window, diffuse: np.ndarray | None = None) -> list[Law] | None:
+        last = window[-1][0]
+        if len(last) == 3 and not identified(last[2]):
+            return None
+        return super().smooth(window, self.mask if len(window[0][0]) == 3 else None)
+
+    @staticmethod
+    def proper(law: Law) -> Law:
+        """A filtered law as (mean, covariance); ValueError while a direction has no prior yet."""
+        if len(law) == 3 and not identified(law[2]):
+            raise ValueError(
+                "the filter state's diffuse components are not identified yet: no finite predictive law exists"
+            )
+        return law[:2]
 
 
 class SwitchingKalmanRecursion(Recursion):
@@ -421,7 +563,10 @@ class StreamingFilters:
             raise ValueError(f"lag must be a non-negative integer, got {lag!r}")
         recursion = self._stream_recursion()  # checks the model is fitted
         if lag and not recursion.smooths:
-            raise NotImplementedError(f"fixed-lag smoothing of a {type(self).__name__} is not implemented")
+            raise NotImplementedError(
+                f"fixed-lag smoothing of a {type(self).__name__} is not implemented "
+                f"(its filter, a {type(recursion).__name__}, has no backward step)"
+            )
         return FilterState(history=self._stream_history(), lag=int(lag))
 
     def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
@@ -443,9 +588,10 @@ class StreamingFilters:
         filtered, log_lik = recursion.update(predicted, evidence)
         window, lagged = state.window, None
         if state.lag:
-            window = (*window, (filtered, predicted, move))[-(state.lag + 1) :]
-            if len(window) == state.lag + 1:
-                lagged = self._present(recursion, _smooth(recursion, window)[0])
+            window = recursion.trim((*window, (filtered, predicted, recursion.remember(move, evidence))), state.lag)
+            smoothed = recursion.smooth(window) if len(window) > state.lag else None
+            if smoothed is not None:
+                lagged = self._present(recursion, smoothed[-(state.lag + 1)])
         new = FilterState(state.step + 1, filtered, history, state.lag, window)
         return new, StepOutput(state.step, log_lik, new, self, lagged=lagged, **recursion.marginals(filtered))
 
@@ -500,8 +646,10 @@ class StreamingFilters:
         first: at the end of a stream, the last L + 1 steps (all of them when L covers the stream)."""
         if not state.lag:
             raise ValueError("this filter state keeps no window: start it with filter_init(lag=L), L > 0")
-        recursion = self._stream_recursion()
-        return [self._present(recursion, law) for law in _smooth(recursion, state.window)]
+        smoothed = self._stream_recursion().smooth(state.window)
+        if smoothed is None:
+            raise ValueError("the filter state's diffuse components are not identified yet: no smoothed law exists")
+        return [self._present(self._stream_recursion(), law) for law in smoothed]
 
     @staticmethod
     def _present(recursion: Recursion, law: Law) -> Any:
@@ -512,15 +660,6 @@ class StreamingFilters:
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 0))
-
-
-def _smooth(recursion: Recursion, window: tuple[tuple[Law, Law, np.ndarray], ...]) -> list[Law]:
-    """The backward recursion over a window of (filtered, predicted, move), oldest first."""
-    smoothed = [window[-1][0]]
-    for s in range(len(window) - 2, -1, -1):
-        _, predicted_next, move_next = window[s + 1]
-        smoothed.append(recursion.back(window[s][0], predicted_next, smoothed[-1], move_next))
-    return smoothed[::-1]
 
 
 def check_row(y: Any, n_features: int | None, what: str = "y_t") -> np.ndarray:

@@ -47,6 +47,7 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.em import ConvergenceWarning
 from modeshift.models.lds import LinearGaussianSSM, SmootherResult, predictive_moments
 from modeshift.models.params import Integer, Number, OneOf, Rule, either
+from modeshift.models.streaming import DiffuseKalmanRecursion, FilterState, KalmanRecursion, StreamingFilters, check_row
 from modeshift.models.structural_components import (
     ARIMA,
     COMPONENTS,
@@ -170,7 +171,7 @@ class Summary:
         return "\n".join(lines)
 
 
-class StructuralModel(Model):
+class StructuralModel(Model, StreamingFilters):
     """A sum of structural components (a trend, seasonals, a cycle, ARIMA, regression effects and
     irregular noise) as one linear-Gaussian state-space model, fit by maximum likelihood.
 
@@ -715,6 +716,59 @@ class StructuralModel(Model):
             ]
         )
 
+    # --------------------------------------------------------------- streaming
+    def _stream_recursion(self) -> KalmanRecursion:
+        """The Kalman filter of the stacked system, rebuilt only when ``params_`` changes: with its
+        exact diffuse start, or, with ``diffuse_variance``, the large prior variance and the
+        likelihood conditioned on the first d observed values (:class:`_BurnIn`), as ``score``."""
+        params = self._params()
+        cached = self.__dict__.get("_stream_cache")
+        if cached is None or not np.array_equal(cached[0], params) or cached[1] != self.diffuse_variance:
+            system = self._system(params)
+            matrices, mask = self._matrices(system), np.asarray(system.diffuse, dtype=bool)
+            if self.diffuse_variance is not None:
+                recursion = _BurnIn(matrices, system.burn)
+            else:
+                recursion = DiffuseKalmanRecursion(matrices, mask) if mask.any() else KalmanRecursion(matrices)
+            cached = (params.copy(), self.diffuse_variance, recursion)
+            self.__dict__["_stream_cache"] = cached
+        return cached[2]
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((1, 1))  # the number of observed values seen (the approximate start's burn-in)
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t, u_t) checked, u_t = (1, exog_t) (``inputs`` is the exog row) the move into step t;
+        with ``diffuse_variance`` also whether y_t is one of the first d observed values."""
+        row = check_row(y, 1)
+        if self.n_exog:
+            exog = check_row(inputs, self.n_exog, "exog")
+            if np.isnan(exog).any():
+                raise ValueError(f"exog has a missing entry (NaN): {exog}")
+        elif inputs is not None:
+            raise ValueError("an exog row was given but this StructuralModel has no Regression component")
+        else:
+            exog = np.zeros(0)
+        u = np.r_[1.0, exog]
+        seen, observed = int(state.history.sum()), bool(np.isfinite(row[0]))
+        history = np.array([[seen + observed]], dtype=float)
+        recursion = self._stream_recursion()
+        if isinstance(recursion, _BurnIn):
+            return (row, u, observed and seen < recursion.burn), u, history
+        return (row, u), u, history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive law of the ``horizon`` observations after those a filter state has seen
+        (``future_inputs`` the future exog rows (horizon, n_exog) with a regression), as :meth:`forecast`."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        horizon = int(horizon)
+        future = check_future_inputs(
+            future_inputs, horizon, 1, self.n_exog, "this StructuralModel", name="future_exog"
+        )[0]
+        mean, cov = DiffuseKalmanRecursion.proper(state.filtered)
+        return predictive_moments(mean, cov, self._stream_recursion().params, np.c_[np.ones(horizon), future])
+
     def sample(
         self,
         n_steps: int,
@@ -860,6 +914,23 @@ def _per_sequence(frame: pd.DataFrame, seqs: Sequences) -> pd.DataFrame | list[p
     if isinstance(restored, list):
         return [pd.DataFrame(part, columns=frame.columns) for part in restored]
     return pd.DataFrame(restored, columns=frame.columns)
+
+
+class _BurnIn(KalmanRecursion):
+    """The Kalman filter of the approximate diffuse start: evidence (y_t, u_t, conditioned), and a
+    step holding one of the first ``burn`` observed values adds 0 to the log-likelihood (it is
+    conditioned on, as in ``score``)."""
+
+    def __init__(self, params: dict[str, np.ndarray], burn: int):
+        super().__init__(params)
+        self.burn = burn
+
+    def update(self, predicted: tuple[np.ndarray, ...], evidence: tuple) -> tuple[tuple[np.ndarray, ...], float]:
+        law, log_lik = super().update(predicted, evidence[:2])
+        return law, 0.0 if evidence[2] else log_lik
+
+    def remember(self, move: np.ndarray, evidence: tuple) -> np.ndarray:
+        return super().remember(move, evidence[:2])
 
 
 def _first_observed(seqs: Sequences, count: int) -> np.ndarray:

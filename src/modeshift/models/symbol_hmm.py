@@ -47,7 +47,7 @@ from modeshift.emissions import Categorical
 from modeshift.models import em
 from modeshift.models.base import Model, NotFittedError, check_possible, mode_segments
 from modeshift.models.params import Integer, OneOf
-from modeshift.models.state_labels import labels_from_json, labels_to_json
+from modeshift.models.state_labels import VocabularyFromShards, labels_from_json, labels_to_json
 from modeshift.statistics import Statistics
 from modeshift.symbols import UNKNOWN_POLICIES, Vocabulary, n_targets, next_targets
 from modeshift.transitions import Stationary
@@ -62,7 +62,7 @@ _PARAMETERS = ("startprob_", "transmat_", "emissionprob_")
 _FIT_RESULTS = ("history_", "converged_", "n_iter_")
 
 
-class SymbolHMM(Model):
+class SymbolHMM(VocabularyFromShards, Model):
     """A categorical HMM over a vocabulary of symbols and the end of a sequence.
 
     Parameters
@@ -153,20 +153,6 @@ class SymbolHMM(Model):
         emitted = next_targets(seqs).astype(np.float64)[:, None]
         offsets = seqs.offsets + np.arange(len(seqs) + 1)
         return Sequences(emitted, offsets, vocabulary=seqs.vocabulary, schema=seqs.schema)
-
-    def _em_constants(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> tuple[Hashable, ...]:
-        """What EM needs of all the data before it starts, read from one shard of them: the symbols,
-        in order of first appearance (merged over shards by :meth:`_em_merge_constants`)."""
-        if "vocabulary_" in self.__dict__:
-            return self.vocabulary_.symbols
-        return as_sequences(data, lengths, symbols=True, **columns).vocabulary.symbols
-
-    @staticmethod
-    def _em_merge_constants(first: tuple[Hashable, ...], then: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
-        return Vocabulary.learn([*first, *then]).symbols
-
-    def _em_set_constants(self, symbols: tuple[Hashable, ...]) -> None:
-        self.vocabulary_ = Vocabulary(symbols)
 
     def _fit_em(self, emitted: Sequences, over: em.Over | None = None) -> SymbolHMM:
         """EM from the starting parameters; ``over`` runs every pass over the data on shards held

@@ -1,0 +1,312 @@
+"""Message passing on a chain whose evidence depends on the pair (z_t-1, z_t): a switch resets.
+
+In a model with resets the observation y_t follows mode j's flow when the chain stays in
+j (z_t-1 = z_t = j) and a reset regression when it switches i -> j (i != j)::
+
+    log e_t(i, j) = flow[t, j]                                           if i == j
+                  = log N(y_t | W_r x_t, S_r),  r = reset_index[i, j]    otherwise
+
+with x_t the step's regressors. The recursions are the usual ones with e_t(i, j) inside the
+sum over the previous mode (still O(T K^2)):
+
+    alpha_t(j) = sum_i alpha_t-1(i) A_ij e_t(i, j) / c_t
+    beta_t-1(i) = sum_j A_ij e_t(i, j) beta_t(j) / c_t
+    xi_t(i, j) = alpha_t-1(i) A_ij e_t(i, j) beta_t(j) / c_t
+
+The reset densities of a step are computed when the step is visited (twice: forward and
+backward) and never stored, so memory is (T, K) whatever the number of resets (plus the
+(T, K, K) pairs a time-varying chain's M-step needs, as in :mod:`modeshift._kernels.hmm`). The
+backward pass accumulates what an M-step needs: expected transition counts, the flows' weights
+(xi_t(j, j), the smoothed posterior at a sequence's first step) and, for each reset r, the
+sums of w_t(r) = sum over its pairs of xi_t(i, j) and of w_t(r) v_t v_t^T for the step's row
+v_t = [y_t, x_t].
+
+Arguments shared by every function:
+
+- ``flow`` (n_steps, K): log p(y_t | z_t = j) under mode j's flow (0 at a conditioned step);
+- ``values`` (n_steps, d + q): rows [y_t, x_t], x_t ending in the constant 1; a row whose last
+  entry is not 1 is conditioned on (no history: no evidence, flow or reset);
+- ``reset_weights`` (R, d, q), ``inverse_factors`` (R, d, d) = L_r^-1 with S_r = L_r L_r^T,
+  ``constants`` (R,) = -(d log 2 pi + log det S_r) / 2, ``reset_index`` (K, K): the reset of
+  each switch (the diagonal is not read);
+- ``offsets`` (n_sequences + 1,), ``initial_probs`` (K,), ``transition_matrices`` (1, K, K) for a
+  stationary chain or (n_steps, K, K) for a time-varying one (entry t: p(z_t | z_t-1)), as in
+  :mod:`modeshift._kernels.hmm`.
+
+>>> import numpy as np
+>>> flow, values = np.zeros((3, 2)), np.column_stack([np.zeros(3), np.ones(3)])
+>>> resets = (np.zeros((2, 1, 1)), np.ones((2, 1, 1)), np.zeros(2), np.array([[0, 1], [0, 1]]))
+>>> A = np.array([[[0.9, 0.1], [0.1, 0.9]]])
+>>> log_lik, posteriors, _, _, _, _ = forward_backward(flow, values, 1, resets, np.array([0, 3]), np.full(2, 0.5), A)
+>>> bool(np.allclose(posteriors, 0.5)), float(log_lik[0])  # every density 1: no evidence either way
+(True, 0.0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from modeshift._kernels.recursions import draw
+
+__all__ = ["forward_backward", "forward_filter", "sample_posterior_paths", "step_evidence", "viterbi"]
+
+Resets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@njit(cache=True)
+def _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, out):
+    """log e_t(i, j) into ``out`` (K, K)."""
+    n_states = flow.shape[1]
+    width = values.shape[1]
+    if values[t, width - 1] != 1.0:  # conditioned on: no evidence at all
+        out[:, :] = 0.0
+        return
+    n_resets, _, q = weights.shape
+    for r in range(n_resets):
+        for i in range(d):
+            value = values[t, i]
+            for j in range(q):
+                value -= weights[r, i, j] * values[t, d + j]
+            residual[i] = value
+        squared = 0.0
+        for i in range(d):
+            whitened = 0.0
+            for j in range(i + 1):
+                whitened += factors[r, i, j] * residual[j]
+            squared += whitened * whitened
+        densities[r] = constants[r] - 0.5 * squared
+    for i in range(n_states):
+        for j in range(n_states):
+            out[i, j] = flow[t, j] if i == j else densities[index[i, j]]
+
+
+def step_evidence(row: np.ndarray, d: int, flow: np.ndarray, resets: Resets) -> np.ndarray:
+    """log e_t(i, j) (K, K) of one row [y_t, x_t] whose flows' log-likelihoods are ``flow`` (K,):
+    one step of a streaming filter (zeros for a conditioned row, as in the batch recursions)."""
+    weights, factors, constants, index = resets
+    k = len(flow)
+    out = np.empty((k, k))
+    values, flows = np.ascontiguousarray(row, dtype=float)[None], np.ascontiguousarray(flow, dtype=float)[None]
+    _step_evidence(values, 0, d, flows, weights, factors, constants, index, np.empty(len(weights)), np.empty(d), out)
+    return out
+
+
+@njit(cache=True)
+def _forward(flow, values, d, weights, factors, constants, index, offsets, initial, matrices, filtered, shifts, scales):
+    n_states = flow.shape[1]
+    n_sequences = offsets.shape[0] - 1
+    log_lik = np.zeros(n_sequences)
+    evidence = np.empty((n_states, n_states))
+    densities, residual = np.empty(weights.shape[0]), np.empty(d)
+    for s in range(n_sequences):
+        total = 0.0
+        for t in range(offsets[s], offsets[s + 1]):
+            if t == offsets[s]:
+                shift = flow[t].max()
+                for j in range(n_states):
+                    filtered[t, j] = initial[j] * np.exp(flow[t, j] - shift)
+            else:
+                _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+                shift = evidence.max()
+                matrix = matrices[t if matrices.shape[0] > 1 else 0]
+                for j in range(n_states):
+                    predicted = 0.0
+                    for i in range(n_states):
+                        predicted += filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
+                    filtered[t, j] = predicted
+            scale = filtered[t].sum()
+            if not (scale > 0.0 and np.isfinite(shift)):  # impossible from here: no law (check_possible)
+                filtered[t : offsets[s + 1]] = np.nan
+                total = -np.inf
+                break
+            filtered[t] /= scale
+            shifts[t], scales[t] = shift, scale
+            total += shift + np.log(scale)
+        log_lik[s] = total
+    return log_lik
+
+
+@njit(cache=True)
+def _backward(flow, values, d, weights, factors, constants, index, offsets, matrices, filtered, shifts, scales, out):
+    posteriors, stay, pairs = out
+    n_states, width = flow.shape[1], values.shape[1]
+    n_resets = weights.shape[0]
+    outer, counts = np.zeros((n_resets, width, width)), np.zeros(n_resets)
+    evidence = np.empty((n_states, n_states))
+    densities, residual = np.empty(n_resets), np.empty(d)
+    beta, previous, reset_weight = np.empty(n_states), np.empty(n_states), np.empty(n_resets)
+    for s in range(offsets.shape[0] - 1):
+        first, last = offsets[s], offsets[s + 1] - 1
+        beta[:] = 1.0
+        posteriors[last] = filtered[last]
+        for t in range(last, first, -1):
+            _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            previous[:] = 0.0
+            reset_weight[:] = 0.0
+            matrix = matrices[t if matrices.shape[0] > 1 else 0]
+            moved = pairs[t if pairs.shape[0] > 1 else 0]
+            for i in range(n_states):
+                for j in range(n_states):
+                    move = matrix[i, j] * np.exp(evidence[i, j] - shifts[t]) / scales[t]
+                    previous[i] += move * beta[j]
+                    xi = filtered[t - 1, i] * move * beta[j]
+                    moved[i, j] += xi
+                    if i == j:
+                        stay[t, j] = xi
+                    else:
+                        reset_weight[index[i, j]] += xi
+            if values[t, width - 1] == 1.0:
+                for r in range(n_resets):
+                    w = reset_weight[r]
+                    counts[r] += w
+                    for a in range(width):
+                        wa = w * values[t, a]
+                        for b in range(a + 1):
+                            outer[r, a, b] += wa * values[t, b]
+            beta[:] = previous
+            for i in range(n_states):
+                posteriors[t - 1, i] = filtered[t - 1, i] * beta[i]
+        stay[first] = posteriors[first]
+    for r in range(n_resets):
+        for a in range(width):
+            for b in range(a):
+                outer[r, b, a] = outer[r, a, b]
+    return outer, counts
+
+
+@njit(cache=True)
+def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_initial, log_matrices, path):
+    n_steps, n_states = flow.shape
+    n_sequences = offsets.shape[0] - 1
+    log_prob = np.empty(n_sequences)
+    pointers = np.zeros((n_steps, n_states), dtype=np.int64)
+    evidence = np.empty((n_states, n_states))
+    densities, residual = np.empty(weights.shape[0]), np.empty(d)
+    score, updated = np.empty(n_states), np.empty(n_states)
+    for s in range(n_sequences):
+        first, last = offsets[s], offsets[s + 1] - 1
+        for j in range(n_states):
+            score[j] = log_initial[j] + flow[first, j]
+        for t in range(first + 1, last + 1):
+            _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            log_matrix = log_matrices[t if log_matrices.shape[0] > 1 else 0]
+            for j in range(n_states):
+                best, best_i = -np.inf, 0
+                for i in range(n_states):
+                    candidate = score[i] + log_matrix[i, j] + evidence[i, j]
+                    if candidate > best:
+                        best, best_i = candidate, i
+                updated[j], pointers[t, j] = best, best_i
+            score[:] = updated
+        state = int(np.argmax(score))
+        log_prob[s] = score[state]
+        path[last] = state
+        for t in range(last, first, -1):
+            state = pointers[t, state]
+            path[t - 1] = state
+    return log_prob
+
+
+@njit(cache=True)
+def _sample_paths(flow, values, d, weights, factors, constants, index, offsets, matrices, filtered, uniforms, path):
+    n_states = flow.shape[1]
+    evidence = np.empty((n_states, n_states))
+    densities, residual, probabilities = np.empty(weights.shape[0]), np.empty(d), np.empty(n_states)
+    for s in range(offsets.shape[0] - 1):
+        first, last = offsets[s], offsets[s + 1] - 1
+        path[last] = draw(filtered[last], uniforms[last])
+        for t in range(last, first, -1):  # z_t-1 | z_t = j, y_0..t-1 ~ alpha_t-1(i) A_ij e_t(i, j)
+            _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            j, matrix = path[t], matrices[t if matrices.shape[0] > 1 else 0]
+            shift = evidence[:, j].max()
+            for i in range(n_states):
+                probabilities[i] = filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
+            path[t - 1] = draw(probabilities, uniforms[t - 1])
+
+
+def forward_filter(
+    flow: np.ndarray,
+    values: np.ndarray,
+    n_responses: int,
+    resets: Resets,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Filtered probabilities p(z_t | y_0..t) (n_steps, K) and per-sequence log-likelihoods
+    (-inf for an impossible sequence, whose rows from the impossible step on are NaN); then each
+    step's evidence shift and normaliser (log c_t = shift + log normaliser), which the backward
+    pass reuses."""
+    filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
+    log_lik = _forward(
+        flow, values, n_responses, *resets, offsets, initial_probs, transition_matrices, filtered, shifts, scales
+    )
+    return filtered, log_lik, shifts, scales
+
+
+def forward_backward(
+    flow: np.ndarray,
+    values: np.ndarray,
+    n_responses: int,
+    resets: Resets,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """Smoothing with the M-step's sums, in one forward and one backward pass.
+
+    Returns per-sequence log-likelihoods (n_sequences,), posteriors p(z_t | y) (n_steps, K),
+    expected transition counts: sum_t xi_t (1, K, K) for a stationary chain, each step's xi_t
+    (n_steps, K, K; zero at sequence starts) for a time-varying one, whose M-step needs them;
+    the flows' weights (n_steps, K), and each reset's sum of w_t(r) v_t v_t^T (R, d + q, d + q)
+    and of w_t(r) (R,). A sequence with probability 0 leaves NaN posteriors (the caller refuses it).
+    """
+    filtered, log_lik, shifts, scales = forward_filter(
+        flow, values, n_responses, resets, offsets, initial_probs, transition_matrices
+    )
+    posteriors, stay = np.empty(flow.shape), np.empty(flow.shape)
+    n_steps, n_states = flow.shape
+    pairs = np.zeros((n_steps if len(transition_matrices) > 1 else 1, n_states, n_states))
+    out = (posteriors, stay, pairs)
+    outer, counts = _backward(
+        flow, values, n_responses, *resets, offsets, transition_matrices, filtered, shifts, scales, out
+    )
+    return log_lik, posteriors, pairs, stay, outer, counts
+
+
+def viterbi(
+    flow: np.ndarray,
+    values: np.ndarray,
+    n_responses: int,
+    resets: Resets,
+    offsets: np.ndarray,
+    log_initial: np.ndarray,
+    log_transition_matrices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The most likely mode path (n_steps,) and its log p(y, path) per sequence."""
+    path = np.empty(len(flow), dtype=np.int64)
+    log_prob = _viterbi(flow, values, n_responses, *resets, offsets, log_initial, log_transition_matrices, path)
+    return path, log_prob
+
+
+def sample_posterior_paths(
+    flow: np.ndarray,
+    values: np.ndarray,
+    n_responses: int,
+    resets: Resets,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+    uniforms: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One mode path (n_steps,) drawn from p(z | y) by forward filtering, backward sampling (one
+    uniform per step), and the per-sequence log-likelihoods (a path of an impossible sequence is
+    no draw: the caller refuses it)."""
+    filtered, log_lik, _, _ = forward_filter(
+        flow, values, n_responses, resets, offsets, initial_probs, transition_matrices
+    )
+    path = np.zeros(len(flow), dtype=np.int64)
+    if np.isfinite(log_lik).all():
+        _sample_paths(flow, values, n_responses, *resets, offsets, transition_matrices, filtered, uniforms, path)
+    return path, log_lik

@@ -1,0 +1,175 @@
+"""Resets: the regression an observation follows at the step the mode switches.
+
+In a hybrid system a switch can move the continuous state at once: a bouncing ball's
+velocity is reversed and scaled at impact. For an autoregression, whose state is its lag
+vector (or features of it) x_t, a reset of the switch i -> j is one more affine-Gaussian
+regression, used only at the step where the chain switches::
+
+    z_t-1 = z_t = j:         y_t = W_j x_t + b_j + N(0, S_j)       (mode j's flow)
+    z_t-1 = i != z_t = j:    y_t = R_r x_t + c_r + N(0, Q_r),   r = reset of (i, j)
+
+So the evidence of a step depends on the pair (z_t-1, z_t); forward-backward stays exact
+(:mod:`modeshift._kernels.pair_hmm`), and the M-step of each reset is a weighted ridge
+regression whose weights are the expected switches xi_t(i, j) into it.
+
+Ties (``ties``): ``"destination"`` gives one reset per mode entered (K resets: the reset
+belongs to where the system goes, as a ball's impact does) and ``"pair"`` one per ordered
+pair of modes (K (K - 1) resets, in row-major order of the pairs (i, j), i != j). Each reset
+has its own noise covariance Q_r, of the flows' structure (``noise``, and one shared by all
+resets with ``shared_noise``): a reset is often less precise than a flow, and sharing the
+flows' noise would force the two to be alike.
+
+>>> import numpy as np
+>>> resets = Resets(3, "destination")
+>>> resets.n_resets, resets.index[0].tolist()  # switches into mode j use reset j
+(3, [0, 1, 2])
+>>> Resets(3, "pair").index.tolist()  # the diagonal (no switch) is never read
+[[-1, 0, 1], [2, -1, 3], [4, 5, -1]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modeshift._kernels.gaussian import LOG_2PI, inverse_cholesky
+from modeshift.data import check_array, check_covariances
+from modeshift.dynamics import LinearDynamics
+from modeshift.statistics import Statistics
+
+__all__ = ["RESET_TIES", "Resets"]
+
+RESET_TIES = ("destination", "pair")
+
+
+class Resets:
+    """The reset regressions of a K-mode autoregression (see the module docstring).
+
+    ``reset_coefs`` (R, D, m), ``reset_intercepts`` (R, D) and ``reset_covariances``
+    (R, D, D) are the parameters, m the regressors (lags or features) of the flows.
+    """
+
+    parameters = {
+        "reset_coefs_": "reset_coefs",
+        "reset_intercepts_": "reset_intercepts",
+        "reset_covars_": "reset_covariances",
+    }
+
+    def __init__(
+        self,
+        n_states: int,
+        ties: str,
+        noise: str = "full",
+        shared_noise: bool = False,
+        ridge: float = 0.0,
+        reg_covar: float = 1e-6,
+    ):
+        if ties not in RESET_TIES:
+            raise ValueError(f"resets must be one of {RESET_TIES}, got {ties!r}")
+        self.n_states, self.ties = n_states, ties
+        k = n_states
+        self.index = np.full((k, k), -1, dtype=np.int64)
+        if ties == "destination":
+            self.targets = np.arange(k)  # the mode each reset enters
+            self.index[:] = self.targets
+        else:
+            sources, self.targets = np.nonzero(~np.eye(k, dtype=bool))
+            self.index[sources, self.targets] = np.arange(len(sources))
+        self.dynamics = LinearDynamics(self.n_resets, noise, shared_noise, ridge, reg_covar)
+        self.reset_coefs: np.ndarray | None = None
+        self.reset_intercepts: np.ndarray | None = None
+        self.reset_covariances: np.ndarray | None = None
+
+    @property
+    def n_resets(self) -> int:
+        return len(self.targets)
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        r = self.n_resets
+        present = (self.reset_coefs, self.reset_intercepts, self.reset_covariances)
+        d = next((v.shape[1] for v in present if v is not None), None)
+        if name == "reset_coefs":
+            self.reset_coefs = check_array("reset_coefs_", value, (r, d, None))
+        elif name == "reset_intercepts":
+            self.reset_intercepts = check_array("reset_intercepts_", value, (r, d))
+        elif name == "reset_covariances":
+            covariances = check_covariances("reset_covars_", value, d)
+            if covariances.shape[0] != r:
+                raise ValueError(
+                    f"reset_covars_ must have {r} matrices (resets={self.ties!r}), got shape {covariances.shape}"
+                )
+            self.reset_covariances = covariances
+        else:
+            raise AttributeError(name)
+
+    def check_flows(self, coefs: np.ndarray) -> None:
+        """A clear error when the resets do not regress on what the flows (K, D, m) regress on."""
+        expected = (self.n_resets, *coefs.shape[1:])
+        if self.reset_coefs.shape != expected:
+            raise ValueError(
+                f"reset_coefs_ must have shape {expected}, regressing on what coefs_ does, got {self.reset_coefs.shape}"
+            )
+
+    def initialize(self, coefs: np.ndarray, intercepts: np.ndarray, spread: np.ndarray) -> None:
+        """Start each reset at the flow of the mode it enters, with the noise ``spread`` (D, D) of the
+        data around their mean: a reset that knows little, so the first E-step puts a step no flow
+        explains at a switch, where the M-step then learns the reset. (Starting with the flows'
+        noise makes the model start as the plain ARHMM, whose modes take such steps by a stay: on
+        the bouncing ball that is a local optimum of EM with two-step impacts.)"""
+        self.reset_coefs = coefs[self.targets].copy()
+        self.reset_intercepts = intercepts[self.targets].copy()
+        self.reset_covariances = np.broadcast_to(spread, (self.n_resets, *spread.shape)).copy()
+
+    # ------------------------------------------------------------------ algebra
+    def _block(self) -> LinearDynamics:
+        block = self.dynamics
+        block.weights = np.concatenate([self.reset_coefs, self.reset_intercepts[:, :, None]], axis=2)
+        block.ridge_columns = np.arange(block.weights.shape[2]) < self.reset_coefs.shape[2]  # not the intercepts
+        block.covariances = self.reset_covariances
+        return block
+
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What :mod:`~modeshift._kernels.pair_hmm` reads: weights [R_r, c_r] (R, D, m + 1), the
+        inverse Cholesky factors of Q_r, the Gaussian constants and the (K, K) reset index."""
+        factors = inverse_cholesky(self.reset_covariances)
+        log_dets = -2.0 * np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1)
+        constants = -0.5 * (self.reset_covariances.shape[1] * LOG_2PI + log_dets)
+        return np.ascontiguousarray(self._block().weights), factors, constants, self.index
+
+    def statistics(self, outer: np.ndarray, counts: np.ndarray, n_responses: int) -> Statistics:
+        """The regression's statistics from the kernel's weighted sums of [y, x] [y, x]^T."""
+        d = n_responses
+        return Statistics(yy=outer[:, :d, :d], yz=outer[:, :d, d:], zz=outer[:, d:, d:], count=counts)
+
+    def _fixed(self, fixed: frozenset[str]) -> tuple[np.ndarray, bool]:
+        columns = np.full(self.reset_coefs.shape[2] + 1, "reset_coefs" in fixed)
+        columns[-1] = "reset_intercepts" in fixed
+        return columns, "reset_covariances" in fixed
+
+    def m_step(self, stats: Statistics, fixed: frozenset[str] = frozenset()) -> None:
+        """Weighted ridge regression of each reset on its expected switches (a reset no switch
+        reaches keeps its parameters)."""
+        block = self._block()
+        columns, fix_covariances = self._fixed(fixed)
+        block.m_step(stats, fixed_columns=columns, fix_covariances=fix_covariances)
+        self.reset_coefs, self.reset_intercepts = block.weights[:, :, :-1], block.weights[:, :, -1]
+        self.reset_covariances = block.covariances
+
+    def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+        columns, fix_covariances = self._fixed(fixed)
+        return self._block().n_parameters(columns, fix_covariances)
+
+    def log_prior(self) -> float:
+        return self._block().log_prior() if self.reset_coefs is not None else 0.0
+
+    def sample_rows(self, regressors: np.ndarray, sources: np.ndarray, targets: np.ndarray, rng: np.random.Generator):
+        """Draws of y (n, D) at switches ``sources`` -> ``targets`` (n,), from regressors [x, 1] (n, m + 1)."""
+        return self._block().sample_rows(regressors, self.index[sources, targets], rng)
+
+    def maps(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """(source, target) -> (matrix, offset) for every switch (each of its resets' pairs)."""
+        return {
+            (i, j): (self.reset_coefs[self.index[i, j]], self.reset_intercepts[self.index[i, j]])
+            for i in range(self.n_states)
+            for j in range(self.n_states)
+            if i != j
+        }

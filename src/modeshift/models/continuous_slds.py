@@ -1,0 +1,619 @@
+"""Continuous-time switching linear dynamical systems: latent linear flows that switch by a rate matrix,
+observed with noise at any times.
+
+Between the observation times t_n-1 and t_n (gap Δ_n) mode z_n = k moves a hidden state x by
+the linear stochastic differential equation dx = (F_k x + f_k) dt + Σ_k^1/2 dW; the modes are a
+Markov jump process with rate matrix Λ; each observation is a noisy linear view of the state:
+
+    p(z_n = j | z_n-1 = i) = expm(Λ Δ_n)[i, j],
+    x_n | x_n-1, z_n = k  ~  N(Φ_k(Δ_n) x_n-1 + c_k(Δ_n), S_k(Δ_n)),
+    y_n = C x_n + d + N(0, R),
+
+with Φ, c, S the exact law of the flow over the gap (matrix exponentials; Van Loan's block
+exponential for S: :func:`~modeshift.models.continuous_arhmm.flow_moments`), z_n the mode at
+t_n, held over the gap before it. Seen every time unit (Δ = 1) this *is* the
+:class:`~modeshift.models.slds.SwitchingLDS` with dynamics expm(F_k), offsets c_k(1),
+covariances S_k(1) and transition matrix expm(Λ): the same ELBO to round-off.
+
+Inference is the SwitchingLDS's structured mean field q(x) q(z), read with each step's own
+laws (:class:`~modeshift.models.slds_inference.StepLaws`: one per distinct gap). EM:
+
+- C, d, R, the initial state and p(z_0): the SwitchingLDS's closed-form M-step;
+- Λ: one EM step of a jump process seen at snapshots, the pair posteriors q(z_n-1, z_n) as soft
+  endpoint counts (:func:`~modeshift.models.continuous_arhmm.rate_step`);
+- each flow (F_k, f_k, Σ_k), which has no closed form (Φ, c, S are nonlinear in it): a
+  *generalised* EM step, as in :class:`~modeshift.models.continuous_arhmm.ContinuousARHMM` but on
+  the expected statistics of q(x). A weighted Euler-Maruyama regression of x_n - x_n-1 on
+  [x_n-1, 1] Δ_n (closed form from E[x_n x_n'], E[x_n x_n-1'], E[x_n-1 x_n-1'], exact to first
+  order in Δ) proposes it; a few BFGS iterations on the exact expected log-likelihood
+  sum_n q(z_n = k) E_q log N(x_n | Φ x_n-1 + c, S) minus the ``reg_covar`` prior polish it
+  (:func:`~modeshift.models.continuous_arhmm.polish`), kept only where they raise it.
+
+Every step raises the ELBO plus the log prior, so EM is monotone.
+
+Recurrent switching (``recurrent=True``): the rates depend on the state, log-linearly,
+
+    λ_ij(x) = q_ij exp(a_ij . x)   (i != j),
+
+so a switch becomes likely past a guard. Over a gap the rates are held at the state the gap
+starts from, and, as in the recurrent SwitchingLDS, inference evaluates them at E_q[x_n-1] (a
+plug-in: p(z_n = j | z_n-1 = i) = expm(Λ(E x_n-1) Δ_n)[i, j]), so the ELBO is approximate and
+need not increase monotonically. Their M-step is EM for a jump process seen at snapshots, one
+generator per gap: the expected jump counts N_n,ij and times at risk R_n,i of each gap given its
+soft endpoints (:func:`interval_statistics`), then for each pair (i, j) a Poisson regression
+of N_n,ij on [1, E x_n-1] with exposure R_n,i (the complete-data log-likelihood
+sum_n N_n,ij log λ_ij - R_n,i λ_ij is concave in (log q_ij, a_ij); a few Newton steps, with a
+small L2 penalty on a_ij that keeps separable guards finite).
+
+>>> from modeshift.models.continuous_slds import ContinuousSwitchingLDS
+>>> from modeshift.datasets.simulators import thermostat
+>>> from modeshift.metrics import mode_accuracy
+>>> sim = thermostat(600, random_state=0, times="exponential", observation_sd=0.05)
+>>> model = ContinuousSwitchingLDS(n_states=2, state_dim=1, n_iter=30, random_state=0)
+>>> model = model.fit(sim.observations, times=sim.times)
+>>> mode_accuracy(sim.modes, model.predict(sim.observations, times=sim.times)) > 0.9
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modeshift.data import Sequences, as_sequences, check_array
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite
+from modeshift.models import em
+from modeshift.models import slds_inference as inference
+from modeshift.models.automaton import Automaton, Flow
+from modeshift.models.base import Forecast
+from modeshift.models.continuous_arhmm import flow_moments, polish, rate_step, rates_of
+from modeshift.models.jump_process import expm_metzler
+from modeshift.models.lds import PerStep
+from modeshift.models.params import Boolean, Integer, Number, OneOf, either
+from modeshift.models.slds import SwitchingLDS, _draw
+from modeshift.statistics import Statistics
+from modeshift.transitions import Stationary
+
+__all__ = ["ContinuousSwitchingLDS", "StateDependentRates", "interval_statistics"]
+
+_MAX_EXPONENT = 50.0  # of a rate's state dependence, exp(a . x): beyond it the rate no longer grows
+_MIN_RATE = 1e-12  # q_ij is kept at least this (a log-linear regression's intercept needs it positive)
+_NEWTON_STEPS = 10  # per pair and M-step: a generalised EM step need not maximise
+_RATE_PENALTY = 1e-2  # L2 penalty on the rates' state dependence a_ij: keeps separable guards finite
+
+_FLOWS = ("drift_matrices_", "drift_offsets_", "diffusion_covariances_", "rate_matrix_")
+_OBSERVATION = (
+    "observation_matrix_",
+    "observation_offset_",
+    "observation_covariance_",
+    "initial_state_mean_",
+    "initial_state_covariance_",
+    "startprob_",
+)
+
+
+class ContinuousSwitchingLDS(SwitchingLDS):
+    """A switching linear dynamical system in continuous time, for noisy observations at irregular times.
+
+    See the module docstring for the model and its EM. ``times=`` (one array per sequence, or
+    one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
+    without them the steps are one time unit apart. Everything else is as for
+    :class:`~modeshift.models.slds.SwitchingLDS` (whose initialisation, on the steps as if
+    they were one time unit apart, gives the first modes and states): there are no inputs,
+    and ``forecast`` and the streaming filter step one time unit (``forecast`` only without
+    ``recurrent``).
+
+    Parameters
+    ----------
+    n_states : int
+        Number of modes K.
+    recurrent : bool
+        Let the switching rates depend on the state (module docstring).
+    state_dim, obs_dim, n_iter, tol, n_restarts, random_state, reg_covar, warm_start, verbose, callback
+        As for :class:`~modeshift.models.slds.SwitchingLDS`; ``reg_covar`` also weighs the prior
+        -reg_covar / 2 tr(Σ_k^-1) on each diffusion covariance.
+
+    Attributes
+    ----------
+    drift_matrices_ (K, n, n), drift_offsets_ (K, n), diffusion_covariances_ (K, n, n)
+        F_k, f_k, Σ_k of each mode's flow, per unit of time.
+    rate_matrix_ (K, K) : Λ, rows summing to 0 (for a recurrent model, the rates at x = 0).
+    rate_weights_ (K, K, n) : a_ij, recurrent only (zero on the diagonal).
+    observation_matrix_ (p, n), observation_offset_ (p,), observation_covariance_ (p, p) : C, d, R.
+    initial_state_mean_ (n,), initial_state_covariance_ (n, n), startprob_ (K,) : the law at the first step.
+    dwell_times_, history_, converged_, n_iter_ : as for the SwitchingLDS (dwell times in steps).
+    """
+
+    input_dim = 0
+    _test_params = {"state_dim": 1, "n_iter": 5}
+    _constraints = {
+        "n_states": Integer(1),
+        "recurrent": Boolean(),
+        "state_dim": Integer(1),
+        "obs_dim": either(Integer(1), OneOf((None,))),
+        "reg_covar": Number(0),
+    }
+
+    def __init__(
+        self,
+        n_states: int = 2,
+        state_dim: int = 2,
+        obs_dim: int | None = None,
+        recurrent: bool = False,
+        n_iter: int = 1000,
+        tol: float = 1e-3,
+        n_restarts: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        reg_covar: float = 1e-6,
+        warm_start: bool = False,
+        verbose: bool = False,
+        callback: Callable[[int, float], Any] | None = None,
+    ):
+        self.n_states = n_states
+        self.state_dim = state_dim
+        self.obs_dim = obs_dim
+        self.recurrent = recurrent
+        self.n_iter = n_iter
+        self.tol = tol
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.reg_covar = reg_covar
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return _FLOWS + (("rate_weights_",) if self.recurrent else ()) + _OBSERVATION
+
+    @property
+    def feedthrough_matrix_(self) -> np.ndarray:
+        """D, (p, 0): this model has no inputs."""
+        return np.zeros((len(self.observation_offset_), 0))
+
+    @feedthrough_matrix_.setter
+    def feedthrough_matrix_(self, value: np.ndarray) -> None:
+        if np.size(value):
+            raise ValueError("a ContinuousSwitchingLDS has no inputs, so no feedthrough matrix")
+
+    @property
+    def transmat_(self) -> np.ndarray:
+        """The transition matrix over one time unit, expm(Λ)."""
+        return expm_metzler(np.asarray(self.rate_matrix_, dtype=float)[None])[0]
+
+    def _parameter_shapes(self, p: int) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, int, int | None]]]:
+        k, n = self._k, self.state_dim
+        shapes = {
+            "drift_matrices_": (k, n, n),
+            "drift_offsets_": (k, n),
+            "rate_matrix_": (k, k),
+            "rate_weights_": (k, k, n),
+            "observation_offset_": (p,),
+            "initial_state_mean_": (n,),
+        }
+        covariances = [
+            ("diffusion_covariances_", n, k),
+            ("observation_covariance_", p, None),
+            ("initial_state_covariance_", n, None),
+        ]
+        return shapes, covariances
+
+    def _check_switching(self) -> None:
+        rates = check_array("rate_matrix_", self.rate_matrix_, (self._k, self._k))
+        if (rates - np.diag(np.diag(rates)) < 0).any() or not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8):
+            raise ValueError("rate_matrix_ must have non-negative off-diagonal rates and rows summing to 0")
+
+    def _guards(self, gaps: np.ndarray | None = None) -> StateDependentRates:
+        """The state-dependent switches over ``gaps`` (one per row of the states they are given;
+        default one time unit)."""
+        return StateDependentRates(self.startprob_, self.rate_matrix_, self.rate_weights_, gaps)
+
+    def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The discrete-time laws over each gap (G,): weights [Φ_k, c_k] (G, K, n, n + 1),
+        covariances S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
+        flows = [
+            flow_moments(self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k], gaps)
+            for k in range(self._k)
+        ]
+        weights = np.stack([np.concatenate([Phi, c[:, :, None]], axis=2) for Phi, c, _ in flows], axis=1)
+        covariances = np.stack([S for _, _, S in flows], axis=1)
+        return weights, covariances, expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * gaps[:, None, None])
+
+    def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
+        """The parameters as inference reads them: for data ``seqs``, the laws of each step's gap;
+        the block and chain (and, without data, everything) those of one time unit."""
+        self._check_fitted()
+        weights, covariances, transitions = self._laws(np.ones(1))
+        dynamics = LinearDynamics(self._k, reg_covar=self.reg_covar)
+        dynamics.weights, dynamics.covariances = weights[0], covariances[0]
+        chain: Stationary | StateDependentRates = Stationary(self._k)
+        chain.initial_probs, chain.transition_matrix = self.startprob_, transitions[0]
+        steps = None
+        if seqs is not None:
+            distinct, group = np.unique(self._gaps(seqs), return_inverse=True)
+            steps = inference.StepLaws(group, *self._laws(distinct))
+        if self.recurrent:
+            chain = self._guards(None if seqs is None else self._gaps(seqs))
+        return inference.SwitchingParameters(
+            dynamics, self._observation_block(), self.initial_state_mean_, self.initial_state_covariance_, chain, steps
+        )
+
+    # ------------------------------------------------------------------------ data
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
+        seqs = super()._sequences(X, lengths, inputs)
+        if seqs.times is None:
+            return seqs.with_times([np.arange(length, dtype=float) for length in seqs.lengths])
+        return seqs.require_times("a ContinuousSwitchingLDS")
+
+    @staticmethod
+    def _timed(X: Any, lengths: Sequence[int] | None, times: Any, **columns: Any) -> Sequences:
+        return as_sequences(X, lengths, times=times, **columns)
+
+    @staticmethod
+    def _gaps(seqs: Sequences) -> np.ndarray:
+        """Δ_n at every step (n_steps,): 1 at the sequences' starts, whose laws are unused."""
+        gaps = np.ones(seqs.n_steps)
+        rows = seqs.linked_rows
+        gaps[rows] = seqs.times[rows] - seqs.times[rows - 1]
+        return gaps
+
+    # ------------------------------------------------- methods that take data, at times
+    def fit(
+        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, **columns: Any
+    ) -> ContinuousSwitchingLDS:
+        """Estimate the parameters by generalised variational EM (see the module docstring); returns ``self``."""
+        return super().fit(self._timed(X, lengths, times, **columns))
+
+    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+        """q(z_n = k): smoothed mode probabilities (n_steps, K) under the variational posterior."""
+        return super().predict_proba(self._timed(X, lengths, times))
+
+    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+        """The forward pass of q(z) (n_steps, K), as for :meth:`SwitchingLDS.filter_proba`."""
+        return super().filter_proba(self._timed(X, lengths, times))
+
+    def predict(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+        """Most likely mode path (n_steps,): Viterbi on the potentials of q(z)."""
+        return super().predict(self._timed(X, lengths, times))
+
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> pd.DataFrame:
+        """Contiguous runs of one mode on the decoded path, as for :meth:`SwitchingLDS.segment`."""
+        return super().segment(self._timed(X, lengths, times))
+
+    def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+        """E_q[x_n]: posterior means of the hidden state (n_steps, n)."""
+        return super().smooth(self._timed(X, lengths, times))
+
+    def elbo(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+        """The evidence lower bound on X after inference to convergence (a lower bound on log p(X))."""
+        return super().elbo(self._timed(X, lengths, times))
+
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+        """-2 ELBO + 2 n_parameters (an upper bound on the usual Akaike criterion)."""
+        return super().aic(self._timed(X, lengths, times))
+
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+        """-2 ELBO + n_parameters log(n_steps) (an upper bound on the usual Bayesian criterion)."""
+        return super().bic(self._timed(X, lengths, times))
+
+    def forecast(self, X: Any, horizon: int, lengths: Sequence[int] | None = None, *, times: Any = None) -> Forecast:
+        """The predictive moments of the observations 1, 2, ..., ``horizon`` time units after
+        each sequence's last time (:meth:`SwitchingLDS.forecast` with the laws of one time unit)."""
+        return super().forecast(self._timed(X, lengths, times), horizon)
+
+    def automaton(
+        self, X: Any = None, lengths: Sequence[int] | None = None, *, times: Any = None, resolution: int = 25
+    ) -> Automaton:
+        """The fitted model as a hybrid automaton, as :meth:`SwitchingLDS.automaton`: flows
+        dx = (F_k x + f_k) dt + Σ_k^1/2 dW, vector fields the expected move over one time unit,
+        dwell times the mean holding times 1 / λ_k (time units); ``X`` at ``times`` places the grid."""
+        return super().automaton(None if X is None else self._timed(X, lengths, times), resolution=resolution)
+
+    def _flows(self) -> list[Flow]:
+        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+        regressors = "latent state x: the drift per unit time"
+        return [Flow(k, F, f, Sigma, regressors) for k, (F, f, Sigma) in enumerate(flows)]
+
+    def _dwell_times(self) -> np.ndarray:
+        if self.recurrent:
+            return super()._dwell_times()
+        leaving = -np.diagonal(np.asarray(self.rate_matrix_, dtype=float))
+        with np.errstate(divide="ignore"):
+            return np.where(leaving > 0, 1.0 / leaving, np.inf)
+
+    def sample(
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        times: Any = None,
+    ) -> tuple[PerStep, PerStep]:
+        """Simulate observations (n_steps, p) and modes (n_steps,) at ``times`` ((n_steps,),
+        strictly increasing, shared by every sequence; default 0, 1, ...); lists of them for
+        several sequences. x_0 ~ N(m0, P0) and z_0 ~ ``startprob_``."""
+        self._check_fitted()
+        T, N = int(n_steps), int(n_sequences)
+        stamps = np.arange(T, dtype=float) if times is None else np.asarray(times, dtype=float)
+        if stamps.shape != (T,) or not np.isfinite(stamps).all() or (np.diff(stamps) <= 0).any():
+            raise ValueError(f"times must be {T} finite, strictly increasing numbers, got shape {stamps.shape}")
+        rng = np.random.default_rng(random_state)
+        weights, covariances, transitions = self._laws(np.r_[1.0, np.diff(stamps)])
+        factors = np.linalg.cholesky(covariances)
+        n = self.state_dim
+        states, modes = np.empty((N, T, n)), np.empty((N, T), dtype=np.int64)
+        modes[:, 0] = _draw(np.broadcast_to(self.startprob_, (N, self._k)), rng)
+        initial = np.linalg.cholesky(self.initial_state_covariance_)
+        states[:, 0] = self.initial_state_mean_ + rng.standard_normal((N, n)) @ initial.T
+        for t in range(1, T):
+            if self.recurrent:
+                switch = self._guards(np.full(N, stamps[t] - stamps[t - 1])).kernel_arrays(states[:, t - 1])[1]
+                modes[:, t] = z = _draw(switch[np.arange(N), modes[:, t - 1]], rng)
+            else:
+                modes[:, t] = z = _draw(transitions[t][modes[:, t - 1]], rng)
+            mean = np.einsum("sij,sj->si", weights[t, z], np.hstack([states[:, t - 1], np.ones((N, 1))]))
+            states[:, t] = mean + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((N, n)))
+        noise = (
+            rng.standard_normal((N, T, len(self.observation_offset_)))
+            @ np.linalg.cholesky(self.observation_covariance_).T
+        )
+        observations = states @ self.observation_matrix_.T + self.observation_offset_ + noise
+        if N == 1:
+            return observations[0], modes[0]
+        return list(observations), list(modes)
+
+    def as_state_space_model(self, inputs: Any = None) -> Any:
+        """Not available: the particle adapter reads a discrete-time SwitchingLDS's parameters."""
+        raise NotImplementedError("particle methods for a ContinuousSwitchingLDS are not implemented")
+
+    # ------------------------------------------------------------------------- EM
+    def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
+        """The SwitchingLDS's start on the steps as if one time unit apart (C, R and the modes of
+        an ARHMM on denoised states), one sweep of its q(x) q(z), then the first M-step from
+        them (pair posteriors the products of the marginals): the flows from their Euler
+        proposals, the rates from its transition matrix over the mean gap. Returns q(z)."""
+        start = SwitchingLDS(n_states=self._k, state_dim=self.state_dim, reg_covar=self.reg_covar)
+        regular = dataclasses.replace(seqs, times=None)
+        modes = start._initialize(regular, rng)
+        posterior = inference.sweep(start._parameters(), regular, modes)
+        for name in _OBSERVATION:
+            setattr(self, name, getattr(start, name))
+        K, n, rows = self._k, self.state_dim, seqs.linked_rows
+        self.rate_matrix_ = rates_of(start.transmat_, float(self._gaps(seqs)[rows].mean()))
+        self.drift_matrices_, self.drift_offsets_ = np.zeros((K, n, n)), np.zeros((K, n))
+        self.diffusion_covariances_ = np.stack([np.eye(n)] * K)
+        if self.recurrent:
+            self.rate_weights_ = np.zeros((K, K, n))
+        probs = posterior.mode_probs
+        pairs = np.zeros((seqs.n_steps, K, K))
+        pairs[rows] = probs[rows - 1][:, :, None] * probs[rows][:, None, :]
+        self._m_step(seqs, self._statistics(seqs, dataclasses.replace(posterior, pair_counts=pairs)), False)
+        return probs
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> ContinuousSwitchingLDS:
+        if over is not None:
+            raise TypeError(
+                "a ContinuousSwitchingLDS does not fit over a cluster: its M-step reads q(x) q(z) at every gap"
+            )
+        return super()._fit_em(seqs)
+
+    def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
+        """The observation model's sums (as the SwitchingLDS's) and q(x) q(z) itself: the rates'
+        and flows' steps read it at every gap."""
+        return Statistics(self._observation_statistics(seqs, posterior), posterior=posterior)
+
+    def _m_step(self, seqs: Sequences, stats: Statistics, polish_from_current: bool = True) -> None:
+        """M-step: C, d, R, the initial law and p(z_0) in closed form; one EM step for the rates;
+        a generalised step (Euler proposal, BFGS polish) for each flow (module docstring)."""
+        posterior, rows = stats["posterior"], seqs.linked_rows
+        gaps = self._gaps(seqs)[rows]
+        self._maximize_observation(stats)
+        if self.recurrent:
+            before = posterior.means[rows - 1]
+            generators = self._guards().generators(before)
+            jumps, exposure = interval_statistics(generators, gaps, posterior.pair_counts[rows])
+            self.rate_matrix_, self.rate_weights_ = _log_linear_rates(
+                jumps, exposure, before, self.rate_matrix_, self.rate_weights_
+            )
+        else:
+            self.rate_matrix_ = rate_step(self.rate_matrix_, posterior.pair_counts[rows], gaps)
+        moments = inference.transition_moments(seqs, posterior)
+        drift, offset, diffusion = (np.array(self.__dict__[name]) for name in _FLOWS[:3])
+        for k in range(self._k):
+            weights = posterior.mode_probs[rows, k]
+            if weights.sum() <= 1e-8:
+                continue  # an empty mode keeps its flow
+
+            def objective(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray) -> float:
+                expected = float(weights @ _expected_flow_log_density(A, b, Sigma, gaps, *moments))  # noqa: B023
+                return expected - 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(Sigma)))
+
+            proposal = _euler_moments(gaps, weights, *moments, self.reg_covar)
+            current = (drift[k], offset[k], diffusion[k]) if polish_from_current else None
+            drift[k], offset[k], diffusion[k] = polish(proposal, current, objective)
+        self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_ = drift, offset, diffusion
+
+    def _log_prior(self) -> float:
+        """-reg_covar / 2 tr(S^-1) for every covariance S: Σ_k, R and P0; for a recurrent model
+        also the rates' penalty -_RATE_PENALTY / 2 sum |a_ij|^2."""
+        total = self._observation_block().log_prior()
+        for covariance in (*self.diffusion_covariances_, self.initial_state_covariance_):
+            total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(covariance)))
+        if self.recurrent:
+            total -= 0.5 * _RATE_PENALTY * float(np.sum(np.square(self.rate_weights_)))
+        return total
+
+    # ---------------------------------------------------------- model selection
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: per mode n^2 + n + n(n + 1)/2 for the flow, the K(K - 1) rates, the
+        observation model, the initial law and K - 1 start probabilities."""
+        self._check_fitted()
+        K, n, p = self._k, self.state_dim, self.observation_matrix_.shape[0]
+        count = K * (n * n + n + n * (n + 1) // 2) + K * (K - 1) + p * (n + 1) + p * (p + 1) // 2
+        return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
+
+    def describe(self) -> pd.DataFrame:
+        """One row per mode: its mean holding time 1 / λ_k (time units; at x = 0 for a recurrent
+        model), the eigenvalues of F_k (their real parts are the flow's relaxation rates), the
+        equilibrium -F_k^-1 f_k (NaN where F_k is singular) and, for a recurrent model,
+        ``rate_weights``: each other mode j -> a_kj, the growth of log λ_kj with the state."""
+        self._check_fitted()
+        rows = []
+        for k in range(self._k):
+            F, f, rate = self.drift_matrices_[k], self.drift_offsets_[k], -self.rate_matrix_[k, k]
+            singular = abs(np.linalg.det(F)) < 1e-12
+            rows.append(
+                {
+                    "mode": k,
+                    "holding_time": 1.0 / rate if rate > 0 else np.inf,
+                    "eigenvalues": np.linalg.eigvals(F),
+                    "equilibrium": np.full(len(f), np.nan) if singular else -np.linalg.solve(F, f),
+                }
+            )
+            if self.recurrent:
+                rows[-1]["rate_weights"] = {j: self.rate_weights_[k, j] for j in range(self._k) if j != k}
+        return pd.DataFrame(rows).set_index("mode")
+
+
+@dataclass(frozen=True)
+class StateDependentRates:
+    """Mode switches at state-dependent rates λ_ij(x) = q_ij exp(a_ij . x), held over each gap:
+    p(z_n = j | z_n-1 = i, x_n-1) = expm(Λ(x_n-1) Δ_n)[i, j].
+
+    ``initial_probs`` (K,), ``rate_matrix`` (K, K) the q_ij (a generator), ``weights``
+    (K, K, n) the a_ij, ``gaps`` (N,) the Δ of the rows it is asked about (None: one time unit).
+    It reads as a chain of inference (``varying``, ``initial_probs``, ``kernel_arrays``).
+    """
+
+    initial_probs: np.ndarray
+    rate_matrix: np.ndarray
+    weights: np.ndarray
+    gaps: np.ndarray | None = None
+    varying = True
+
+    def generators(self, states: np.ndarray) -> np.ndarray:
+        """Λ(x) for each row of ``states`` (N, n): (N, K, K), rows summing to 0."""
+        exponent = np.clip(np.einsum("ijn,tn->tij", self.weights, states), -_MAX_EXPONENT, _MAX_EXPONENT)
+        rates = np.asarray(self.rate_matrix, dtype=float) * np.exp(exponent)
+        diagonal = np.arange(rates.shape[1])
+        rates[:, diagonal, diagonal] = 0.0
+        rates[:, diagonal, diagonal] = -rates.sum(axis=2)
+        return rates
+
+    def kernel_arrays(self, features: np.ndarray) -> tuple[None, np.ndarray]:
+        """(None, the transition matrices (N, K, K)) for rows [x, ...] of ``features``."""
+        states = features[:, : self.weights.shape[2]]
+        gaps = np.ones(len(states)) if self.gaps is None else self.gaps
+        return None, expm_metzler(self.generators(states) * gaps[:, None, None])
+
+
+def interval_statistics(generators: np.ndarray, gaps: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The expected jump counts N_n (R, K, K) and times at risk R_n (R, K) of a jump process over
+    each of R gaps, its generator Λ_n held over gap Δ_n, given soft endpoints ``pairs`` (R, K, K)
+    (the probability of each (start, end) pair): with w_ab = pairs_ab / expm(Λ_n Δ_n)_ab, the
+    integral I = ∫_0^Δ expm(Λ' s) w expm(Λ' (Δ - s)) ds is the top-right block of the
+    exponential of [[Λ', w], [0, Λ']] Δ (Van Loan), N_n,ij = λ_ij I_ij and R_n,i = I_ii
+    (Hobolth & Jensen 2011; :func:`~modeshift.models.jump_process.endpoint_statistics` for one
+    generator)."""
+    K = generators.shape[1]
+    moves = expm_metzler(generators * gaps[:, None, None])
+    weights = np.where(pairs > 0, pairs / np.maximum(moves, np.finfo(float).tiny), 0.0)
+    scale = weights.max(axis=(1, 2), keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)  # keeps the block's norm that of Λ Δ
+    block = np.zeros((len(gaps), 2 * K, 2 * K))
+    block[:, :K, :K] = block[:, K:, K:] = np.swapaxes(generators, 1, 2) * gaps[:, None, None]
+    block[:, :K, K:] = weights / scale * gaps[:, None, None]
+    integrals = expm_metzler(block)[:, :K, K:] * scale
+    jumps = generators * integrals
+    diagonal = np.arange(K)
+    jumps[:, diagonal, diagonal] = 0.0
+    return jumps, integrals[:, diagonal, diagonal].copy()
+
+
+def _log_linear_rates(
+    jumps: np.ndarray, exposure: np.ndarray, states: np.ndarray, rate_matrix: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair i != j, (log q_ij, a_ij) maximising the Poisson log-likelihood
+    sum_n N_n,ij η_n - R_n,i exp(η_n), η_n = log q_ij + a_ij . x_n, minus _RATE_PENALTY / 2 |a_ij|^2:
+    Newton steps from the current values, halved until they climb. Returns (q, a)."""
+    K, n = weights.shape[0], weights.shape[2]
+    features = np.hstack([np.ones((len(states), 1)), states])
+    ridge = np.diag(np.r_[0.0, np.full(n, _RATE_PENALTY)])
+    rates, slopes = np.array(rate_matrix, dtype=float), np.array(weights, dtype=float)
+    for i in range(K):
+        for j in (j for j in range(K) if j != i):
+            counts, exposed = jumps[:, i, j], exposure[:, i]
+
+            def value(theta: np.ndarray) -> float:
+                eta = np.clip(features @ theta, -_MAX_EXPONENT, _MAX_EXPONENT)
+                return float(counts @ eta - exposed @ np.exp(eta) - 0.5 * theta @ ridge @ theta)  # noqa: B023
+
+            theta = np.r_[np.log(max(rates[i, j], _MIN_RATE)), slopes[i, j]]
+            current = value(theta)
+            for _ in range(_NEWTON_STEPS):
+                expected = exposed * np.exp(np.clip(features @ theta, -_MAX_EXPONENT, _MAX_EXPONENT))
+                gradient = features.T @ (counts - expected) - ridge @ theta
+                curvature = features.T @ (features * expected[:, None]) + ridge + 1e-9 * np.eye(n + 1)
+                step = np.linalg.solve(curvature, gradient)
+                for _ in range(30):
+                    if value(theta + step) >= current:
+                        break
+                    step = step / 2
+                else:
+                    break
+                theta, previous, current = theta + step, current, value(theta + step)
+                if current - previous < 1e-10 * max(1.0, abs(current)):
+                    break
+            rates[i, j], slopes[i, j] = max(float(np.exp(theta[0])), _MIN_RATE), theta[1:]
+    np.fill_diagonal(rates, 0.0)
+    np.fill_diagonal(rates, -rates.sum(axis=1))
+    return rates, slopes
+
+
+def _expected_flow_log_density(
+    A: np.ndarray,
+    b: np.ndarray,
+    Sigma: np.ndarray,
+    gaps: np.ndarray,
+    xx: np.ndarray,
+    xz: np.ndarray,
+    zz: np.ndarray,
+) -> np.ndarray:
+    """E_q log N(x_n | Φ(Δ_n) x_n-1 + c(Δ_n), S(Δ_n)) per row, from the moments of x_n and
+    z_n = [x_n-1, 1] (:func:`~modeshift.models.slds_inference.transition_moments`): with
+    W = [Φ, c], -(n log 2 pi + log det S + tr(S^-1 (xx - W xz' - xz W' + W zz W'))) / 2."""
+    distinct, group = np.unique(gaps, return_inverse=True)
+    Phi, c, S = flow_moments(A, b, Sigma, distinct)
+    W = np.concatenate([Phi, c[:, :, None]], axis=2)[group]
+    cross = W @ np.swapaxes(xz, 1, 2)
+    scatter = xx - cross - np.swapaxes(cross, 1, 2) + W @ zz @ np.swapaxes(W, 1, 2)
+    chol = np.linalg.cholesky(S)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    inverse = np.linalg.inv(S)
+    trace = np.einsum("nij,nji->n", inverse[group], scatter)
+    return -0.5 * (len(b) * np.log(2 * np.pi) + log_det[group] + trace)
+
+
+def _euler_moments(
+    gaps: np.ndarray, weights: np.ndarray, xx: np.ndarray, xz: np.ndarray, zz: np.ndarray, reg_covar: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(F, f, Σ) by the weighted Euler-Maruyama regression x_n - x_n-1 ≈ W z_n Δ_n + N(0, Σ Δ_n),
+    z_n = [x_n-1, 1], in expectation under q(x): with r_n = x_n - x_n-1, D_n = E[r_n z_n'],
+    W = (sum w_n D_n) (sum w_n Δ_n E[z_n z_n'])^-1 and
+    Σ = sum w_n / Δ_n E[(r_n - Δ_n W z_n)(...)'] / sum w_n (+ reg_covar on the diagonal)."""
+    n = xx.shape[1]
+    D = xz - zz[:, :n, :]
+    rr = xx - xz[:, :, :n] - np.swapaxes(xz[:, :, :n], 1, 2) + zz[:, :n, :n]
+    total_D = np.einsum("t,tij->ij", weights, D)
+    total_zz = np.einsum("t,tij->ij", weights * gaps, zz)
+    W = np.linalg.solve(total_zz + 1e-12 * np.eye(n + 1), total_D.T).T
+    scatter = np.einsum("t,tij->ij", weights / gaps, rr) - W @ total_D.T - total_D @ W.T + W @ total_zz @ W.T
+    Sigma = 0.5 * (scatter + scatter.T) / weights.sum() + reg_covar * np.eye(n)
+    return W[:, :n], W[:, n], ensure_positive_definite(Sigma)
