@@ -1,6 +1,6 @@
 """Benchmark modeshift on hybrid systems and chaotic flows (issue 18).
 
-Two parts, in one run:
+Three parts, in one run (``--parts modes`` runs the first two, ``--parts forecasts`` the last):
 
 - modes: fit time and mode accuracy (``modeshift.metrics.mode_accuracy``: the fitted modes
   matched to the true ones by the Hungarian algorithm, from the first step with a full
@@ -11,7 +11,7 @@ Two parts, in one run:
   nonlinear ARHMM (``features`` a polynomial map of degree 3 and ``recurrent=True`` for
   at most 3 lagged values; degree 2 and no recurrence for NASCAR's 10, where 65 guard inputs
   made a fit take 150 s), the linear ARHMM, and the recurrent SLDS (``SwitchingLDS(recurrent=True)``
-  with the true state's dimension; it needs state_dim <= obs_dim, so n/a on the bouncing ball). ARHMMs
+  with the true state's dimension, above the observations' on the bouncing ball). ARHMMs
   regress on ``order`` = 2 lags for the 1-D series (a position alone has no velocity), 1
   otherwise; the linear ARHMM is also fit with ``resets="destination"`` (a reset regression
   at each switch).
