@@ -110,14 +110,33 @@ def _prediction_error(model, x, horizon, origins):
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
-def test_nonlinear_flows_predict_where_linear_flows_fail():
-    x, _ = switching_oscillators(3000, 0)
-    train, origins = x[:2000], range(2050, 2950, 60)
+def _error_ratios(seed: int, every: int) -> list[float]:
+    """Held-out RMS error of the linear ARHMM over the nonlinear one's, 1 and 20 steps ahead, from
+    an origin every ``every`` steps of the last third (both fit on the first two thirds)."""
+    x, _ = switching_oscillators(3000, seed)
+    train, origins = x[:2000], range(2050, 2950, every)
     linear = ARHMM(n_states=2, random_state=0).fit(train)
     nonlinear = ARHMM(n_states=2, features="polynomial", random_state=0).fit(train)
-    for horizon in (1, 20):
-        ratio = _prediction_error(linear, x, horizon, origins) / _prediction_error(nonlinear, x, horizon, origins)
-        assert ratio >= 2.0, (horizon, ratio)
+    return [
+        _prediction_error(linear, x, horizon, origins) / _prediction_error(nonlinear, x, horizon, origins)
+        for horizon in (1, 20)
+    ]
+
+
+def test_nonlinear_flows_predict_where_linear_flows_fail():
+    ratios = _error_ratios(0, 60)
+    assert min(ratios) >= 2.0, ratios
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_nonlinear_flows_predict_better_on_every_seed(seed):
+    # An origin every 10 steps (90). With one every 60 (15), a switch in the last few steps
+    # before one origin, which no filter can see yet, dominates the 20-step error: on seeds 1
+    # and 2 even the true model (its exact filter and flows) is then only 1.4x better than the
+    # linear ARHMM, and the fitted nonlinear ARHMM matches it (1.5x, 1.3x).
+    ratios = _error_ratios(seed, 10)
+    assert min(ratios) >= 2.0, ratios
 
 
 def test_monte_carlo_forecast_agrees_with_the_exact_linear_moments():

@@ -205,9 +205,9 @@ def test_thermostat_guards_are_recovered():
     assert abs(low - sim.parameters["low"]) <= 0.1 * sim.parameters["low"]
 
 
-def _nascar_accuracy(seed, n_restarts=1):
+def _nascar_accuracy(seed):
     sim = nascar(2000, random_state=seed)
-    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_restarts=n_restarts, n_iter=50, random_state=seed)
+    model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_iter=50, random_state=seed)
     model.fit(sim.observations)
     return mode_accuracy(sim.modes, model.predict(sim.observations))
 
@@ -218,10 +218,15 @@ def test_nascar_one_seed():
 
 @pytest.mark.slow
 def test_nascar_modes_over_five_seeds():
-    # the ELBO has poor local optima (one seed in five lands in one with one restart);
-    # the restart with the largest final ELBO is also the one that finds the laps
-    accuracies = [_nascar_accuracy(seed, n_restarts=3) for seed in range(5)]
-    assert np.mean(accuracies) >= 0.9, accuracies
+    # the ELBO has poor local optima: with the start an ARHMM of the fully smoothed states
+    # proposed, seed 0 landed in one (accuracy 0.53, mean 0.89); the start is now chosen by the
+    # ELBO among proposals from states smoothed less as well (issue 18: at least 0.95)
+    accuracies = []
+    for seed in range(5):
+        sim = nascar(1000, random_state=seed)
+        model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, random_state=seed).fit(sim.observations)
+        accuracies.append(mode_accuracy(sim.modes[1:], model.predict(sim.observations)[1:]))
+    assert np.mean(accuracies) >= 0.95 and min(accuracies) >= 0.9, accuracies
 
 
 @pytest.mark.slow
@@ -246,11 +251,12 @@ def test_state_dim_above_obs_dim_recovers_the_modes():
 
 
 def test_inference_from_scratch_is_not_pinned_by_a_tiny_covariance():
-    """An over-complete fit leaves one mode with a tiny Q_k; inference on new data started only
-    from uniform modes let that mode pin q(x) (ELBO -232,137 here, against 1,031 in the fit's
-    record); the second start (the Q_k replaced by their mean) keeps it near the record."""
+    """An over-complete fit (4 modes for 2) leaves one mode with a tiny Q_k; inference on new
+    data started only from uniform modes lets that mode pin q(x) (ELBO -949 here, against 1,034
+    in the fit's record); the second start (the Q_k replaced by their mean) keeps it near the
+    record."""
     sim = switching_spirals(1000, random_state=3)
-    model = SwitchingLDS(n_states=3, state_dim=2, n_iter=20, random_state=3).fit(sim.observations)
+    model = SwitchingLDS(n_states=4, state_dim=2, n_iter=20, random_state=3).fit(sim.observations)
     assert np.linalg.eigvalsh(model.dynamics_covariances_).min() < 1e-2 * model.dynamics_covariances_.max()
     assert model.elbo(sim.observations) > model.history_[-1] - 1000.0
 

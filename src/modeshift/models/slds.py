@@ -63,7 +63,8 @@ __all__ = ["SwitchingLDS"]
 
 _GUARD_PENALTY = 1e-2  # L2 penalty on the recurrence parameters: keeps separable guards finite
 _INIT_LDS_ITERATIONS = 20  # EM iterations of the one-mode model that denoises the initial states
-_INIT_RESTARTS = 8  # restarts of the ARHMM that proposes the initial modes
+_INIT_LDS_STAGES = (1, 5, _INIT_LDS_ITERATIONS)  # after these many, its smoothed states propose starts
+_INIT_PROPOSALS = 8  # ARHMM fits per stage; the SLDS objective after one E-step picks one of all
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
 _COMMON = (
@@ -106,9 +107,10 @@ class SwitchingLDS(Model, StreamingFilters):
     sees too few directions, and the start is a subspace identification
     (:mod:`modeshift.models.subspace`: the state read off the block-Hankel matrix of past and
     future observations, N4SID-style), with a constant input so that the one-mode model can
-    carry an affine flow (gravity, a drift). Then a sticky :class:`ARHMM` with one lag and several restarts
-    fitted to x^ gives the modes, A_k, b_k and Q_k (and, for recurrent models, a logistic
-    regression on its modes gives the guards).
+    carry an affine flow (gravity, a drift). Then sticky :class:`ARHMM` fits with one lag to x^
+    (smoothed after 1, 5 and 20 EM iterations of the one-mode model) each propose the modes,
+    A_k, b_k and Q_k (and, for recurrent models, a logistic regression on their modes gives the
+    guards); the proposal whose first E-step gives the largest ELBO starts EM.
 
     Parameters
     ----------
@@ -718,8 +720,18 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
-        and denoised states; an ARHMM on those states gives the modes and dynamics.
-        Returns the ARHMM's mode posteriors as the first q(z)."""
+        and denoised states; ARHMMs on those states propose the modes and dynamics.
+
+        How much to smooth is unclear: the one-mode model's EM shrinks its state noise towards
+        a single flow, which blurs the switches of the states it smooths (on NASCAR an ARHMM
+        finds the laps more often in the states after 1 or 5 iterations than after 20). So the
+        states after each of ``_INIT_LDS_STAGES`` (1, 5, 20) iterations, with that stage's C and
+        R, each feed ``_INIT_PROPOSALS`` (8) ARHMM fits of one start; every fit becomes a full
+        set of starting parameters, and the one whose first E-step gives the largest objective
+        (ELBO plus log prior, what EM then climbs) is kept. The ARHMMs' own likelihoods, of
+        different states, cannot rank them; the ELBO ranks them as the fits they lead to (on
+        NASCAR, the start with the larger ELBO is the one that finds the laps). Returns the kept
+        ARHMM's mode posteriors as the first q(z)."""
         n, m, K = self.state_dim, self.input_dim, self._k
         Y, U = seqs.values, seqs.inputs
         design = np.hstack([U, np.ones((len(Y), 1))])
@@ -727,39 +739,58 @@ class SwitchingLDS(Model, StreamingFilters):
         DW = np.stack([np.linalg.lstsq(design[rows], y[rows], rcond=None)[0] for y, rows in zip(Y.T, observed.T)])
         residual = dataclasses.replace(seqs, values=Y - design @ DW.T, inputs=None)
         total_var = max(float(np.nanmean(residual.values**2)), 1e-12)
-        arhmm = ARHMM(
-            n_states=K,
-            order=1,
-            n_restarts=_INIT_RESTARTS,
-            n_iter=50,
-            random_state=rng,
-            stickiness=_INIT_STICKINESS,
-            reg_covar=max(self.reg_covar, 1e-6 * total_var),
-        )
         if n > seqs.n_features:  # PCA sees at most p directions: read the state off the data's future
             residual = dataclasses.replace(residual, inputs=np.ones((len(Y), 1)))
             lds = _subspace_start(residual, n)
         else:
-            lds = LinearGaussianSSM(state_dim=n, method="em", n_iter=_INIT_LDS_ITERATIONS, tol=1e-4)
-        with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
-            warnings.simplefilter("ignore", em.ConvergenceWarning)
-            lds.fit(residual)
-            states = _stacked(lds.smooth(residual).means)
-            try:
-                arhmm.fit(states, seqs.lengths)
-            except ValueError as error:
-                raise ValueError(f"SwitchingLDS: its start, an ARHMM on the denoised states, failed: {error}") from None
-        mode_probs = _stacked(arhmm.predict_proba(states, seqs.lengths))
-        self.observation_matrix_, self.observation_covariance_ = lds.observation_matrix_, lds.observation_covariance_
+            lds = LinearGaussianSSM(state_dim=n, method="em", tol=1e-4)
         self.feedthrough_matrix_, self.observation_offset_ = DW[:, :m], DW[:, m]
+        best, kept, done = -np.inf, None, 0
+        for stage in _INIT_LDS_STAGES:
+            lds.set_params(n_iter=stage - done, warm_start=done > 0)
+            done = stage
+            with warnings.catch_warnings():  # these fits only propose a start: their caps are no concern
+                warnings.simplefilter("ignore", em.ConvergenceWarning)
+                lds.fit(residual)
+            states = _stacked(lds.smooth(residual).means)
+            self.observation_matrix_ = lds.observation_matrix_
+            self.observation_covariance_ = lds.observation_covariance_
+            self.initial_state_mean_ = states[seqs.starts].mean(axis=0)
+            self.initial_state_covariance_ = ensure_positive_definite(
+                np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * total_var * np.eye(n)
+            )
+            for _ in range(_INIT_PROPOSALS if K > 1 else 1):  # one mode: one fit, whatever the seed
+                arhmm = ARHMM(
+                    n_states=K,
+                    order=1,
+                    n_iter=50,
+                    random_state=rng,
+                    stickiness=_INIT_STICKINESS,
+                    reg_covar=max(self.reg_covar, 1e-6 * total_var),
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", em.ConvergenceWarning)
+                    try:
+                        arhmm.fit(states, seqs.lengths)
+                    except ValueError as error:
+                        message = f"SwitchingLDS: its start, an ARHMM on the denoised states, failed: {error}"
+                        raise ValueError(message) from None
+                mode_probs = _stacked(arhmm.predict_proba(states, seqs.lengths))
+                self._start_from(arhmm, seqs, states, mode_probs)
+                objective = inference.sweep(self._parameters(seqs), seqs, mode_probs).elbo + self._log_prior()
+                if kept is None or objective > best or np.isnan(best):
+                    best, kept = objective, (self._snapshot(), mode_probs)
+        self.__dict__.update(kept[0])
+        return kept[1]
+
+    def _start_from(self, arhmm: ARHMM, seqs: Sequences, states: np.ndarray, mode_probs: np.ndarray) -> None:
+        """The switching and dynamics of an ARHMM fitted to ``states``, as a start (for recurrent
+        models, a logistic regression on the ARHMM's mode posteriors gives the guards)."""
+        n, m, K = self.state_dim, self.input_dim, self._k
         self.dynamics_matrices_ = np.asarray(arhmm.coefs_, dtype=float).reshape(K, n, n)
         self.dynamics_offsets_ = np.asarray(arhmm.intercepts_, dtype=float).reshape(K, n)
         self.dynamics_input_matrices_ = np.zeros((K, n, m))
         self.dynamics_covariances_ = np.stack([ensure_positive_definite(c) for c in np.asarray(arhmm.covars_)])
-        self.initial_state_mean_ = states[seqs.starts].mean(axis=0)
-        self.initial_state_covariance_ = ensure_positive_definite(
-            np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * total_var * np.eye(n)
-        )
         self.startprob_ = normalise_rows(np.asarray(arhmm.startprob_, dtype=float) + 1e-3)
         if self.recurrent:
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
@@ -769,7 +800,6 @@ class SwitchingLDS(Model, StreamingFilters):
             self._fit_guards(inference.guard_features(seqs, states)[rows], pairs, max_iter=200)
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
-        return mode_probs
 
     # ---------------------------------------------------------- model selection
     @property
