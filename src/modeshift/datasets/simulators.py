@@ -19,7 +19,7 @@ nascar                 two straights and two turns of an oval   the car reaches 
 switching_spirals      one spiral per mode                      a Markov chain, independent of x
 switching_oscillators  Van der Pol, double-well Duffing         a Markov chain, independent of x
 =====================  =======================================  ====================================
-  
+
 >>> from modeshift.datasets.simulators import thermostat
 >>> sim = thermostat(500, random_state=0)
 >>> sim.observations.shape, sim.states.shape, sim.modes.shape
