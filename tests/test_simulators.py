@@ -3,13 +3,21 @@
 import numpy as np
 import pytest
 
-from modeshift.datasets.simulators import Simulation, bouncing_ball, nascar, switching_spirals, thermostat
+from modeshift.datasets.simulators import (
+    Simulation,
+    bouncing_ball,
+    nascar,
+    switching_oscillators,
+    switching_spirals,
+    thermostat,
+)
 
 SIMULATORS = {
     thermostat: (1, 1, 2),
     bouncing_ball: (1, 2, 2),
     nascar: (10, 2, 4),
     switching_spirals: (2, 2, 2),
+    switching_oscillators: (2, 2, 2),
 }
 
 
@@ -114,3 +122,18 @@ def test_spirals_switch_at_the_transition_matrix_rates():
     A, b = sim.parameters["dynamics_matrices"], sim.parameters["dynamics_offsets"]
     centres = sim.parameters["centres"]
     np.testing.assert_allclose(np.einsum("kij,kj->ki", A, centres) + b, centres)  # each centre is a fixed point
+
+
+def test_oscillators_follow_their_cubic_flows():
+    sim = switching_oscillators(4000, random_state=5, mu=1.5, damping=0.3, process_sd=0.02)
+    x, z, dt = sim.states, sim.modes, sim.parameters["dt"]
+    p, v = x[:-1].T
+    van_der_pol, duffing = 1.5 * (1 - p * p) * v - p, -0.3 * v + p - p**3
+    flow = np.stack([v, np.where(z[1:] == 0, van_der_pol, duffing)], axis=1)
+    residuals = x[1:] - x[:-1] - dt * flow  # the process noise alone
+    np.testing.assert_allclose(residuals.std(axis=0), 0.02, rtol=0.05)
+    assert abs(residuals.mean()) < 0.002
+    switches = np.count_nonzero(np.diff(z))
+    assert 4000 * 0.005 / 2 < switches < 4000 * 0.005 * 2
+    with pytest.raises(ValueError, match="stickiness"):
+        switching_oscillators(10, stickiness=1.5)

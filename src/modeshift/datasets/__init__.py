@@ -7,7 +7,14 @@ from importlib.resources import files
 
 import pandas as pd
 
-from modeshift.datasets.simulators import Simulation, bouncing_ball, nascar, switching_spirals, thermostat
+from modeshift.datasets.simulators import (
+    Simulation,
+    bouncing_ball,
+    nascar,
+    switching_oscillators,
+    switching_spirals,
+    thermostat,
+)
 
 __all__ = [
     "Simulation",
@@ -22,6 +29,7 @@ __all__ = [
     "load_hamilton_gnp",
     "load_nile",
     "nascar",
+    "switching_oscillators",
     "switching_spirals",
     "thermostat",
 ]

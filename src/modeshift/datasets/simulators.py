@@ -5,19 +5,20 @@ modes z_t. Every simulator here draws, for t >= 1,
 
     z_t ~ p(z_t | z_{t-1}, x_{t-1}),    x_t ~ p(x_t | x_{t-1}, z_t),    y_t ~ p(y_t | x_t),
 
-from a random start (z_0, x_0), and returns a :class:`Simulation` holding the noisy
-``observations`` y, the latent ``states`` x, the true ``modes`` z and the true
-``parameters``. Where a mode's dynamics are affine, x_t = A_k x_{t-1} + b_k + noise,
+from a start (z_0, x_0) (random, but for the oscillators), and returns a :class:`Simulation`
+holding the noisy ``observations`` y, the latent ``states`` x, the true ``modes`` z and the
+true ``parameters``. Where a mode's dynamics are affine, x_t = A_k x_{t-1} + b_k + noise,
 ``parameters`` holds the A_k and b_k.
 
-===================  =======================================  ====================================
-simulator            modes                                    switching
-===================  =======================================  ====================================
-thermostat           heating, cooling                         stochastic, near the set points
-bouncing_ball        flight, impact                           the ball reaches the ground
-nascar               two straights and two turns of an oval   the car reaches the end of a section
-switching_spirals    one spiral per mode                      a Markov chain, independent of x
-===================  =======================================  ====================================
+=====================  =======================================  ====================================
+simulator              modes                                    switching
+=====================  =======================================  ====================================
+thermostat             heating, cooling                         stochastic, near the set points
+bouncing_ball          flight, impact                           the ball reaches the ground
+nascar                 two straights and two turns of an oval   the car reaches the end of a section
+switching_spirals      one spiral per mode                      a Markov chain, independent of x
+switching_oscillators  Van der Pol, double-well Duffing         a Markov chain, independent of x
+=====================  =======================================  ====================================
 
 >>> from modeshift.datasets.simulators import thermostat
 >>> sim = thermostat(500, random_state=0)
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Simulation", "bouncing_ball", "nascar", "switching_spirals", "thermostat"]
+__all__ = ["Simulation", "bouncing_ball", "nascar", "switching_oscillators", "switching_spirals", "thermostat"]
 
 RandomState = int | np.random.Generator | None
 Run = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -433,6 +434,65 @@ def switching_spirals(
         return observations, states, modes
 
     return _simulate(run, n_sequences, parameters, tuple(f"spiral {k}" for k in range(n_modes)))
+
+
+def switching_oscillators(
+    n_steps: int = 3000,
+    random_state: RandomState = None,
+    n_sequences: int | None = None,
+    *,
+    dt: float = 0.05,
+    stickiness: float = 0.995,
+    mu: float = 2.0,
+    damping: float = 0.2,
+    process_sd: float = 0.01,
+) -> Simulation:
+    """A Van der Pol oscillator that switches to a double-well Duffing oscillator and back: two
+    nonlinear flows, which no linear (affine) dynamics per mode can follow.
+
+    The state is (position p, velocity v); each step is an Euler step of ``dt`` plus noise,
+    x_t = x_{t-1} + dt (v, a) + noise, with the acceleration of mode 0 ("van der pol")
+    a = mu (1 - p^2) v - p (a limit cycle) and of mode 1 ("duffing") a = -damping v + p - p^3
+    (a particle settling into one of two wells, at p = +-1): both are cubic in the state. The
+    mode flips with probability 1 - ``stickiness`` per step, independently of the state (a
+    dwell of 200 steps on average with the default). Every run starts at (1, 0) in mode 0, and
+    the first row is the state after one step. The state is observed without noise:
+    ``observations`` equal ``states``, (n_steps, 2).
+
+    >>> sim = switching_oscillators(1000, random_state=0)
+    >>> sim.observations.shape, sim.mode_names
+    ((1000, 2), ('van der pol', 'duffing'))
+    >>> bool(np.array_equal(sim.observations, sim.states))
+    True
+    """
+    n_steps = _positive_int("n_steps", n_steps)
+    _require(dt > 0 and mu >= 0 and damping >= 0, "need dt > 0, mu >= 0 and damping >= 0")
+    _require(0 <= stickiness <= 1, f"need 0 <= stickiness <= 1, got {stickiness!r}")
+    _require(process_sd >= 0, "process_sd must be non-negative")
+    rng = np.random.default_rng(random_state)
+    parameters = {
+        "dt": dt,
+        "stickiness": stickiness,
+        "mu": mu,
+        "damping": damping,
+        "process_sd": process_sd,
+        "transition_matrix": np.array([[stickiness, 1 - stickiness], [1 - stickiness, stickiness]]),
+    }
+
+    def acceleration(mode: int, p: float, v: float) -> float:
+        return mu * (1 - p * p) * v - p if mode == 0 else -damping * v + p - p**3
+
+    def run() -> Run:
+        states, modes = np.empty((n_steps, 2)), np.empty(n_steps, dtype=np.int64)
+        state, mode = np.array([1.0, 0.0]), 0
+        for t in range(n_steps):
+            mode = 1 - mode if rng.random() > stickiness else mode
+            p, v = state
+            state = state + dt * np.array([v, acceleration(mode, p, v)]) + process_sd * rng.standard_normal(2)
+            states[t], modes[t] = state, mode
+        return states.copy(), states, modes
+
+    return _simulate(run, n_sequences, parameters, ("van der pol", "duffing"))
 
 
 def _simulate(
