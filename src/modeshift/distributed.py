@@ -101,7 +101,8 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
     if not isinstance(model, ShardableFit):
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
-            "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM); "
+            "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM, "
+            "MarkovChain, VariableOrderChain, MarkovChainMixture); "
             "fit it in memory (docs/distributed.md says why each other model cannot)"
         )
     auto = getattr(model, "n_states", None) == "auto"
