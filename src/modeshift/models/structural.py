@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from modeshift._kernels.kalman import filter_arrays
+from modeshift._kernels.lds_score import score_of_arrays
 from modeshift.data import Sequences, as_sequences
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
@@ -947,8 +949,9 @@ class _Layout:
         return gradient
 
 
-#: the system's matrices in the order of their flat vector (:meth:`StructuralModel._matrices`)
-_SYSTEM = ("A", "Q", "C", "R", "m0", "P0", "B", "D")
+#: the system's matrices in the order of their flat vector, and their places in :func:`filter_arrays`' tuple
+_SYSTEM = ("m0", "P0", "A", "B", "Q", "C", "D", "R")
+_MATRICES = (3, 4, 6, 7, 8, 9, 10, 11)
 
 
 def _local(block: Block) -> np.ndarray:
@@ -971,7 +974,7 @@ def _local(block: Block) -> np.ndarray:
 
 class _Objective:
     """log L and its gradient in the scaled free vector x of a ``layout``, for L-BFGS-B: one
-    compiled pass (:meth:`LinearGaussianSSM._score`, the Fisher identity) gives the gradient G in
+    compiled pass (:func:`score_of_arrays`, the Fisher identity) gives the gradient G in
     the stacked system's matrices, chained to x through each component's block.
 
     Each component fills fixed entries of the system (its rows of the block-diagonal A, Q, P0 and
@@ -985,19 +988,20 @@ class _Objective:
     """
 
     def __init__(self, model: StructuralModel, layout: _Layout, seqs: Sequences):
-        self.layout, self.seqs = layout, model._with_inputs(seqs)
+        self.layout = layout
         components = model.components
         values = layout.params(layout.x0)
         blocks = [c.block(values[where]) for c, where in zip(components, layout.slices)]
         origin = model._stack([_zero(b) for b in blocks])
-        self.engine = model._engine(origin)
-        matrices = model._matrices(origin)
-        self.shapes = [np.shape(matrices[key]) for key in _SYSTEM]
+        arguments, options = model._engine(origin)._kernel_arguments(model._with_inputs(seqs), model._matrices(origin))
+        #: the compiled pass's arguments (:func:`filter_arrays`), their matrices replaced at every point
+        self.arrays = filter_arrays(*arguments, **options)
+        self.shapes = [self.arrays[i].shape for i in _MATRICES]
         bounds = list(itertools.accumulate((math.prod(shape) for shape in self.shapes), initial=0))
         self.parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-        self.fixed = np.concatenate([np.ravel(matrices[key]) for key in _SYSTEM])  # + the linear blocks at 0
+        self.fixed = np.concatenate([self.arrays[i].ravel() for i in _MATRICES])  # + the linear blocks at 0
         index = np.arange(self.fixed.size)
-        at = {key: index[part].reshape(shape) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
+        at = {key: index[part].reshape(shape[1:]) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
         self.nonlinear, moving, linear, directions = [], [], [], []
         state, column = 0, 1
         for component, where, block in zip(components, layout.slices, blocks):
@@ -1034,9 +1038,12 @@ class _Objective:
             block = component.block(values[where])
             flat[positions] += _local(block)  # a component fills each entry once
             derivatives.append(_block_derivatives(component, values[where], block))
-        matrices = {key: flat[part].reshape(shape) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
-        value, G = self.engine._score(self.seqs, matrices, self.moving)
-        g = np.concatenate([np.ravel(G[key]) for key in _SYSTEM])
+        arrays = list(self.arrays)
+        for i, part, shape in zip(_MATRICES, self.parts, self.shapes):
+            arrays[i] = flat[part].reshape(shape)
+        log_likelihoods, G = score_of_arrays(tuple(arrays), self.moving)
+        value = float(log_likelihoods.sum())
+        g = np.concatenate([G[key].ravel() for key in _SYSTEM])
         slopes = np.empty(values.size)  # dl/dv
         slopes[self.linear] = self.directions @ g
         for (_, where, positions), rows in zip(self.nonlinear, derivatives):
