@@ -490,7 +490,7 @@ class StructuralModel(Model, StreamingFilters):
                     up[i] += h
                     down[i] -= h
                     gradient[i] = (negative(up) - negative(down)) / (2 * h)
-            return value, np.nan_to_num(gradient, nan=0.0, posinf=0.0, neginf=0.0)
+            return value, np.where(np.isfinite(gradient), gradient, 0.0)
 
         def record(x: np.ndarray) -> None:
             value = values.get(x.tobytes())
@@ -1006,15 +1006,15 @@ class _Objective:
         components = model.components
         slices = _slices(components)
         blocks = [c.block(values[where]) for c, where in zip(components, slices)]
-        origin = model._stack([_zero(b) for b in blocks])
-        arguments, options = model._engine(origin)._kernel_arguments(model._with_inputs(seqs), model._matrices(origin))
+        system = model._stack(blocks)
+        arguments, options = model._engine(system)._kernel_arguments(model._with_inputs(seqs), model._matrices(system))
         #: the compiled pass's arguments (:func:`filter_arrays`), their matrices replaced at every point
         self.arrays = filter_arrays(*arguments, **options)
         self.burn = int(self.arrays[5].sum())  # the exact diffuse components: the steps they take
         self.shapes = [self.arrays[i].shape for i in _MATRICES]
         bounds = list(itertools.accumulate((math.prod(shape) for shape in self.shapes), initial=0))
         self.parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-        self.fixed = np.concatenate([self.arrays[i].ravel() for i in _MATRICES])  # + the linear blocks at 0
+        self.fixed = np.zeros(bounds[-1])  # + the linear blocks at 0
         index = np.arange(self.fixed.size)
         at = {key: index[part].reshape(shape[1:]) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
         self.nonlinear, moving, linear, directions = [], [], [], []
@@ -1063,17 +1063,6 @@ class _Objective:
         for (_, where, positions), rows in zip(self.nonlinear, derivatives):
             slopes[where] = rows @ g[positions]
         return value, slopes
-
-
-def _zero(block: Block) -> Block:
-    """``block`` with every part 0 (its states, diffuse ones and exog columns kept)."""
-    return Block(
-        np.zeros_like(block.dynamics),
-        np.zeros_like(block.observation),
-        np.zeros_like(block.covariance),
-        block.diffuse,
-        coefficients=np.zeros_like(block.coefficients),
-    )
 
 
 def _block_derivatives(component: Any, values: np.ndarray, block: Block) -> np.ndarray:
