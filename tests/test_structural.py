@@ -202,10 +202,12 @@ def test_the_gradient_the_fit_climbs_equals_differences_of_the_log_likelihood(co
     exog = rng.normal(size=(len(y), 2))
     model = StructuralModel(components=components)
     seqs = model._sequences(y, None, exog).require_observed()
-    start = model._start(seqs)
-    layout = _Layout(model._components(), start)
+    start = model._component_start(seqs)
+    objective = _Objective(model, seqs, start)
+    layout = _Layout(model._components(), model._scaled_start(start, seqs, objective))
     x = layout.x0 + 0.1 * rng.normal(size=len(layout.x0))
-    value, gradient = _Objective(model, layout, seqs)(x)
+    value, slopes = objective(layout.params(x))
+    gradient = layout.chain(x, slopes)
     assert value == pytest.approx(model._log_likelihood(layout.params(x), seqs), rel=1e-12)
     numeric = np.empty_like(x)
     for i in range(len(x)):
@@ -217,6 +219,25 @@ def test_the_gradient_the_fit_climbs_equals_differences_of_the_log_likelihood(co
             model._log_likelihood(layout.params(up), seqs) - model._log_likelihood(layout.params(down), seqs)
         ) / (2 * h)
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-6 * np.abs(numeric).max())
+
+
+@pytest.mark.parametrize("exog", [False, True], ids=["no exog", "exog"])
+def test_the_start_scale_from_the_score_is_the_mean_squared_standardised_innovation(co2_monthly, exog):
+    """Scaling every variance by c = the mean squared standardised innovation (of the steps after
+    the exact diffuse ones) maximises log L along that ray; the fit reads c off one score pass."""
+    from modeshift.models.structural import _Objective
+
+    y = co2_monthly[:150].copy()
+    y[[0, 40]] = np.nan
+    model = StructuralModel(components=(LocalLinearTrend(), Seasonal(12), Cycle(), Irregular(), Regression(1)))
+    regressors = np.random.default_rng(5).normal(size=(len(y), 1)) if exog else np.zeros((len(y), 1))
+    seqs = model._sequences(y, None, regressors).require_observed()
+    start = model._component_start(seqs)
+    standardised = model._filter(model._system(start), seqs).standardised
+    variances = np.array([kind == "variance" for c in model.components for kind in c.kinds()])
+    scaled = model._scaled_start(start, seqs, _Objective(model, seqs, start))
+    np.testing.assert_allclose(scaled[variances] / start[variances], np.nanmean(standardised**2), rtol=1e-9)
+    np.testing.assert_array_equal(scaled[~variances], start[~variances])
 
 
 # ----------------------------------------------------------------------- fits

@@ -135,14 +135,21 @@ def log_likelihood_and_score(
         observations, offsets, initial_mean, initial_cov, transition_matrices, transition_covs,
         observation_matrices, observation_covs, inputs, input_matrices, feedthrough_matrices, diffuse,
     )  # fmt: skip
+    n = arrays[6].shape[1]
+    return score_of_arrays(arrays, np.ones(n, dtype=np.bool_) if score_rows is None else _mask(score_rows, n))
+
+
+def score_of_arrays(arrays: tuple[np.ndarray, ...], rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`log_likelihood_and_score` on the tuple of :func:`~modeshift._kernels.kalman.filter_arrays`
+    and the boolean (n,) ``rows`` of A scored: for a caller that prepares the data's arrays once and
+    changes only the matrices between calls (a maximum-likelihood climb)."""
     (p, n), m = arrays[9].shape[1:], arrays[1].shape[1]
-    n_sequences = len(offsets) - 1
+    n_sequences = len(arrays[2]) - 1
     shapes = ((n, n), (n, m), (n, n), (p, n), (p, m), (p, p), (n,), (n, n))
     gradients = tuple(np.zeros((n_sequences, *shape)) for shape in shapes)
     log_likelihoods, failures = np.empty(n_sequences), np.empty(n_sequences, dtype=np.int64)
-    rows = np.ones(n, dtype=np.bool_) if score_rows is None else _mask(score_rows, n)
     _score(*arrays, rows, log_likelihoods, failures, gradients)
-    filter_failure(failures, offsets)
+    filter_failure(failures, arrays[2])
     gradient = {key: g[0] if n_sequences == 1 else g.sum(axis=0) for key, g in zip(_KEYS, gradients)}
     gradient["R"] = 0.5 * (gradient["R"] + gradient["R"].T)
     return log_likelihoods, gradient

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from modeshift._kernels.kalman import filter_arrays
+from modeshift._kernels.lds_score import score_of_arrays
 from modeshift.data import Sequences, as_sequences
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
@@ -438,23 +440,27 @@ class StructuralModel(Model, StreamingFilters):
         self._start_fit()
         components = self._components()
         seqs = self._sequences(X, lengths, exog, **columns).require_observed()
-        start = self._params() if "params_" in self.__dict__ else self._start(seqs)
+        given = "params_" in self.__dict__
+        start = self._params() if given else self._component_start(seqs)
+        objective = _Objective(self, seqs, start) if self.diffuse_variance is None else None
+        start = start if given else self._scaled_start(start, seqs, objective)
         layout = _Layout(components, start)
         history: list[float] = []
         self.n_iter_, self.converged_, self.history_ = 0, False, history
         params, log_likelihood = start, None
         if self.n_iter > 0:
-            params, log_likelihood = self._climb(seqs, layout, history)
+            params, log_likelihood = self._climb(seqs, layout, objective, history)
         self.params_ = params
         self.log_likelihood_ = self._log_likelihood(params, seqs) if log_likelihood is None else log_likelihood
         self._finish_fit(seqs)
         return self
 
-    def _climb(self, seqs: Sequences, layout: _Layout, history: list[float]) -> tuple[np.ndarray, float | None]:
+    def _climb(
+        self, seqs: Sequences, layout: _Layout, objective: _Objective | None, history: list[float]
+    ) -> tuple[np.ndarray, float | None]:
         """L-BFGS-B on -log L in the scaled free vector: the analytic gradient (the exact start,
-        :class:`_Objective`) or central differences of log L (the approximate start). Returns the
+        ``objective``) or central differences of log L (the approximate start). Returns the
         parameters reached and log L there (None where it was not evaluated)."""
-        objective = _Objective(self, layout, seqs) if self.diffuse_variance is None else None
         values: dict[bytes, float] = {}
 
         def negative(x: np.ndarray) -> float:
@@ -470,12 +476,12 @@ class StructuralModel(Model, StreamingFilters):
             gradient = np.zeros_like(x)
             if objective is not None:  # the exact start: the analytic gradient
                 try:
-                    value, gradient = objective(x)
+                    value, slopes = objective(layout.params(x))
+                    gradient = -layout.chain(x, slopes)
                 except (ValueError, np.linalg.LinAlgError):
                     value = -np.inf
                 value = -value if np.isfinite(value) else _UNDEFINED
                 values[x.tobytes()] = value
-                gradient = -gradient
             else:  # the approximate start: central differences of log L
                 value = negative(x)
                 for i in range(len(x) if value < _UNDEFINED else 0):
@@ -484,7 +490,7 @@ class StructuralModel(Model, StreamingFilters):
                     up[i] += h
                     down[i] -= h
                     gradient[i] = (negative(up) - negative(down)) / (2 * h)
-            return value, np.nan_to_num(gradient, nan=0.0, posinf=0.0, neginf=0.0)
+            return value, np.where(np.isfinite(gradient), gradient, 0.0)
 
         def record(x: np.ndarray) -> None:
             value = values.get(x.tobytes())
@@ -512,21 +518,26 @@ class StructuralModel(Model, StreamingFilters):
         value = values.get(x.tobytes(), _UNDEFINED)
         return layout.params(x), -value if value < _UNDEFINED else None
 
-    def _start(self, seqs: Sequences) -> np.ndarray:
-        """Starting values: least squares for the regression, then each component's own start
-        from the series without the regression effects, then every variance times the scale c
-        that maximises log L along that ray. Multiplying all variances by c leaves the
-        innovations v_t as they are and multiplies their variances F_t by c (exactly, with the
-        exact diffuse start), so log L(c) = const - (n log c + sum v_t^2 / F_t / c) / 2 peaks at
-        c = the mean squared standardised innovation: one filter pass (the scale statsmodels'
-        ``concentrate_scale`` profiles out)."""
-        start = self._component_start(seqs)
+    def _scaled_start(self, start: np.ndarray, seqs: Sequences, objective: _Objective | None) -> np.ndarray:
+        """``start`` (:meth:`_component_start`) with every variance times the scale c that
+        maximises log L along that ray. Multiplying all variances by c leaves the innovations v_t
+        as they are and multiplies their variances F_t by c (exactly, with the exact diffuse
+        start), so over the n steps after the diffuse ones log L(c) = const - (n log c + S / c) / 2,
+        S = sum v_t^2 / F_t, peaks at c = S / n (the scale statsmodels' ``concentrate_scale``
+        profiles out). With the exact start one pass of the ``objective`` gives S: dlog L/dc at
+        c = 1 is (S - n) / 2 = sum_j v_j dlog L/dv_j over the variances v_j; with the approximate
+        one, S is the sum of the squared standardised innovations of one filter pass."""
         variances = np.array([kind == "variance" for c in self.components for kind in c.kinds()])
         try:
-            standardised = self._filter(self._system(start), seqs).standardised
+            if objective is not None:
+                _, slopes = objective(start)
+                n = np.isfinite(seqs.values[:, 0]).sum() - _first_observed(seqs, objective.burn).sum()
+                scale = 1.0 + 2.0 * float(start[variances] @ slopes[variances]) / n if n > 0 else 1.0
+            else:
+                standardised = self._filter(self._system(start), seqs).standardised
+                scale = float(np.nanmean(np.square(standardised))) if np.isfinite(standardised).any() else 1.0
         except (ValueError, np.linalg.LinAlgError):
             return start
-        scale = float(np.nanmean(np.square(standardised))) if np.isfinite(standardised).any() else 1.0
         return np.where(variances, start * scale, start) if np.isfinite(scale) and scale > 0 else start
 
     def _component_start(self, seqs: Sequences) -> np.ndarray:
@@ -890,6 +901,12 @@ def _variance_scale(params: np.ndarray, kinds: np.ndarray) -> float:
     return float(variances.max()) if variances.size else 1.0
 
 
+def _slices(components: tuple[Any, ...]) -> list[slice]:
+    """Each component's slice of the parameter vector."""
+    bounds = list(itertools.accumulate((len(c.names()) for c in components), initial=0))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 class _Layout:
     """The components' parameters as one scaled free vector for the optimiser, and back: each
     free value divided by its size at the start, so that L-BFGS-B sees numbers of order one.
@@ -901,8 +918,7 @@ class _Layout:
     frequency, a damping) maps its free vector through its own ``from_free``."""
 
     def __init__(self, components: tuple[Any, ...], start: np.ndarray):
-        bounds = list(itertools.accumulate((len(c.names()) for c in components), initial=0))
-        self.slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+        self.slices = _slices(components)
         kinds = np.array([kind for c in components for kind in c.kinds()], dtype=str)
         self.variance = kinds == "variance"
         #: (component, its slice, the indices of its values of kind "free") of those that have some
@@ -947,8 +963,9 @@ class _Layout:
         return gradient
 
 
-#: the system's matrices in the order of their flat vector (:meth:`StructuralModel._matrices`)
-_SYSTEM = ("A", "Q", "C", "R", "m0", "P0", "B", "D")
+#: the system's matrices in the order of their flat vector, and their places in :func:`filter_arrays`' tuple
+_SYSTEM = ("m0", "P0", "A", "B", "Q", "C", "D", "R")
+_MATRICES = (3, 4, 6, 7, 8, 9, 10, 11)
 
 
 def _local(block: Block) -> np.ndarray:
@@ -970,9 +987,10 @@ def _local(block: Block) -> np.ndarray:
 
 
 class _Objective:
-    """log L and its gradient in the scaled free vector x of a ``layout``, for L-BFGS-B: one
-    compiled pass (:meth:`LinearGaussianSSM._score`, the Fisher identity) gives the gradient G in
-    the stacked system's matrices, chained to x through each component's block.
+    """log L and its gradient in the components' values v, for L-BFGS-B (which chains it to its
+    free vector x, :meth:`_Layout.chain`) and the start's scale: one compiled pass
+    (:func:`score_of_arrays`, the Fisher identity) gives the gradient G in the stacked system's
+    matrices, chained to v through each component's block.
 
     Each component fills fixed entries of the system (its rows of the block-diagonal A, Q, P0 and
     B, its columns of C and D, the noise R), so the system is one flat vector, the sum of the
@@ -981,26 +999,27 @@ class _Objective:
     part of the system and its derivatives are made once, here (the trends, seasonals, the
     irregular and the regression of most models). The others (ARIMA, a cycle) make theirs at
     every point (:func:`_block_derivatives`); only their rows of A move, so G in A is made there
-    only. Then dl/dx = dv/dx' dl/dv (:meth:`_Layout.chain`).
+    only.
     """
 
-    def __init__(self, model: StructuralModel, layout: _Layout, seqs: Sequences):
-        self.layout, self.seqs = layout, model._with_inputs(seqs)
+    def __init__(self, model: StructuralModel, seqs: Sequences, values: np.ndarray):
         components = model.components
-        values = layout.params(layout.x0)
-        blocks = [c.block(values[where]) for c, where in zip(components, layout.slices)]
-        origin = model._stack([_zero(b) for b in blocks])
-        self.engine = model._engine(origin)
-        matrices = model._matrices(origin)
-        self.shapes = [np.shape(matrices[key]) for key in _SYSTEM]
+        slices = _slices(components)
+        blocks = [c.block(values[where]) for c, where in zip(components, slices)]
+        system = model._stack(blocks)
+        arguments, options = model._engine(system)._kernel_arguments(model._with_inputs(seqs), model._matrices(system))
+        #: the compiled pass's arguments (:func:`filter_arrays`), their matrices replaced at every point
+        self.arrays = filter_arrays(*arguments, **options)
+        self.burn = int(self.arrays[5].sum())  # the exact diffuse components: the steps they take
+        self.shapes = [self.arrays[i].shape for i in _MATRICES]
         bounds = list(itertools.accumulate((math.prod(shape) for shape in self.shapes), initial=0))
         self.parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-        self.fixed = np.concatenate([np.ravel(matrices[key]) for key in _SYSTEM])  # + the linear blocks at 0
+        self.fixed = np.zeros(bounds[-1])  # + the linear blocks at 0
         index = np.arange(self.fixed.size)
-        at = {key: index[part].reshape(shape) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
+        at = {key: index[part].reshape(shape[1:]) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
         self.nonlinear, moving, linear, directions = [], [], [], []
         state, column = 0, 1
-        for component, where, block in zip(components, layout.slices, blocks):
+        for component, where, block in zip(components, slices, blocks):
             n, k = len(block.diffuse), len(block.coefficients)
             rows, exog = slice(state, state + n), slice(column, column + k)
             positions = np.concatenate([
@@ -1025,34 +1044,25 @@ class _Objective:
         self.directions = np.array(directions).reshape(len(directions), self.fixed.size)
         self.moving = np.concatenate(moving)
 
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """(log L, d log L / dx) at x."""
-        values = self.layout.params(x)
+    def __call__(self, values: np.ndarray) -> tuple[float, np.ndarray]:
+        """(log L, d log L / dv) at the components' values v."""
         flat = self.fixed + values[self.linear] @ self.directions
         derivatives = []
         for component, where, positions in self.nonlinear:
             block = component.block(values[where])
             flat[positions] += _local(block)  # a component fills each entry once
             derivatives.append(_block_derivatives(component, values[where], block))
-        matrices = {key: flat[part].reshape(shape) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
-        value, G = self.engine._score(self.seqs, matrices, self.moving)
-        g = np.concatenate([np.ravel(G[key]) for key in _SYSTEM])
+        arrays = list(self.arrays)
+        for i, part, shape in zip(_MATRICES, self.parts, self.shapes):
+            arrays[i] = flat[part].reshape(shape)
+        log_likelihoods, G = score_of_arrays(tuple(arrays), self.moving)
+        value = float(log_likelihoods.sum())
+        g = np.concatenate([G[key].ravel() for key in _SYSTEM])
         slopes = np.empty(values.size)  # dl/dv
         slopes[self.linear] = self.directions @ g
         for (_, where, positions), rows in zip(self.nonlinear, derivatives):
             slopes[where] = rows @ g[positions]
-        return value, self.layout.chain(x, slopes)
-
-
-def _zero(block: Block) -> Block:
-    """``block`` with every part 0 (its states, diffuse ones and exog columns kept)."""
-    return Block(
-        np.zeros_like(block.dynamics),
-        np.zeros_like(block.observation),
-        np.zeros_like(block.covariance),
-        block.diffuse,
-        coefficients=np.zeros_like(block.coefficients),
-    )
+        return value, slopes
 
 
 def _block_derivatives(component: Any, values: np.ndarray, block: Block) -> np.ndarray:
