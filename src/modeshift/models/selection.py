@@ -130,12 +130,15 @@ def prune_n_states(
 
 
 def _criteria(model: Any, X: Any, lengths: Any) -> dict[str, Any]:
+    """The candidate's row: its objective once, AIC = -2 objective + 2 n_parameters from it (as
+    every model's ``aic``), and its ``bic`` (whose n is the model's own)."""
     bound = model.objective == "ELBO"
+    value = model.elbo(X, lengths) if bound else model.score(X, lengths)
     return {
         "n_states": model._k,
-        "elbo" if bound else "log_likelihood": model.elbo(X, lengths) if bound else model.score(X, lengths),
+        "elbo" if bound else "log_likelihood": value,
         "n_parameters": model.n_parameters,
-        "aic": model.aic(X, lengths),
+        "aic": -2.0 * value + 2.0 * model.n_parameters,
         "bic": model.bic(X, lengths),
     }
 
