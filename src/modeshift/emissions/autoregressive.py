@@ -135,7 +135,7 @@ class Autoregressive(Emission):
         if not len(complete):
             raise ValueError(f"no time step has {self.lags} previous value(s) to regress on")
         _, y, z = self._split(complete)
-        rows = self._clustered(complete)
+        rows = complete[:, :-1]  # y and its lags
         scaled = (rows - rows.mean(axis=0)) / np.maximum(rows.std(axis=0), 1e-12)
         _, labels = kmeans(scaled, self.n_states, rng)
         d, q = y.shape[1], z.shape[1]
@@ -146,10 +146,6 @@ class Autoregressive(Emission):
         block.ridge_columns = np.r_[np.ones(q - 1, dtype=bool), False]
         block.m_step(block.statistics(np.hstack([y, z]), d, np.eye(self.n_states)[labels]))
         self._unpack(block)
-
-    def _clustered(self, complete: np.ndarray) -> np.ndarray:
-        """The columns k-means groups to start from: y and its lags."""
-        return complete[:, :-1]
 
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
         conditioned, y, z = self._split(values)
