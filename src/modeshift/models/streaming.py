@@ -646,10 +646,11 @@ class StreamingFilters:
         first: at the end of a stream, the last L + 1 steps (all of them when L covers the stream)."""
         if not state.lag:
             raise ValueError("this filter state keeps no window: start it with filter_init(lag=L), L > 0")
-        smoothed = self._stream_recursion().smooth(state.window)
+        recursion = self._stream_recursion()
+        smoothed = recursion.smooth(state.window)
         if smoothed is None:
             raise ValueError("the filter state's diffuse components are not identified yet: no smoothed law exists")
-        return [self._present(self._stream_recursion(), law) for law in smoothed]
+        return [self._present(recursion, law) for law in smoothed]
 
     @staticmethod
     def _present(recursion: Recursion, law: Law) -> Any:
