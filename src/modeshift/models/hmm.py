@@ -315,7 +315,7 @@ class HMM(Model, StreamingFilters):
         seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
         self._fit_preprocessing(seqs)
         if self.n_states == "auto":
-            return self._fit_auto(seqs.with_inputs(inputs, self.input_dim))
+            return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, f"this {type(self).__name__}"))
         return self._fit_em(self._sequences(seqs, None, inputs))
 
     def _em_data(

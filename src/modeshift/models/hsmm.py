@@ -316,15 +316,6 @@ class HSMM(HMM):
         }
 
     # ------------------------------------------------------------------------ EM
-    def fit(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> HSMM:
-        """Estimate parameters by EM over segmentations with restarts (:func:`modeshift.models.em.run`);
-        returns ``self``. ``X`` is any form :func:`~modeshift.data.as_sequences` accepts."""
-        self._start_fit()
-        seqs = as_sequences(X, lengths, **columns).require_observed(every_sequence=False)
-        if self.n_states == "auto":
-            return self._fit_auto(seqs.with_inputs(inputs, self.input_dim, f"this {type(self).__name__}"))
-        return self._fit_em(self._sequences(seqs, None, inputs))
-
     def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> HSMM:
         """EM from the starting parameters, ``max_duration_`` chosen first from all the data
         (``over`` the shards held elsewhere, ``seqs`` being then a sample of them to start from)."""
