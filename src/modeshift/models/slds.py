@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
+from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import (
     LinearDynamics,
@@ -855,9 +856,7 @@ class SwitchingLDS(Model, StreamingFilters):
         one, whose switches depend on the state, ``dwell_times_`` (NaN before a fit)."""
         if self.recurrent:
             return np.asarray(self.__dict__.get("dwell_times_", np.full(self._k, np.nan)), dtype=float)
-        stay = np.diagonal(self._parameters().chain.transition_matrix)
-        with np.errstate(divide="ignore"):
-            return np.where(stay >= 1.0, np.inf, 1.0 / (1.0 - stay))
+        return dwell_times(self.transmat_)
 
     # ---------------------------------------------------------------- the automaton
     def automaton(
