@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from modeshift import ARHMM
+from modeshift.archive import read_archive, write_archive
 
 
 def _simulate_arhmm(seed, n_steps=6000):
@@ -30,3 +31,19 @@ def _simulate_arhmm(seed, n_steps=6000):
 def simulate_arhmm():
     """``simulate(seed, n_steps=6000) -> (true model, X, modes)`` for a 3-mode bivariate AR(2)."""
     return _simulate_arhmm
+
+
+@pytest.fixture
+def file_with_old_names(tmp_path):
+    """``make(model, old_names) -> path``: ``model``'s file with the members (arrays and
+    attributes) named in ``old_names`` (new -> old) under their old names, as the previous
+    release wrote them."""
+
+    def make(model, old_names):
+        model.save(tmp_path / "new.msz")
+        metadata, arrays = read_archive(tmp_path / "new.msz")
+        metadata["attributes"] = {old_names.get(k, k): v for k, v in metadata["attributes"].items()}
+        write_archive(tmp_path / "old.msz", metadata, {old_names.get(k, k): v for k, v in arrays.items()})
+        return tmp_path / "old.msz"
+
+    return make

@@ -657,7 +657,7 @@ def test_fit_takes_a_long_data_frame():
     assert from_frame.history_ == pytest.approx(from_list.history_, rel=1e-12)
 
 
-def test_old_names_still_answer_with_a_warning():
+def test_old_names_still_answer_with_a_warning(file_with_old_names):
     model = _model()
     with pytest.warns(DeprecationWarning, match="transition_matrix_ is renamed dynamics_matrix_"):
         np.testing.assert_array_equal(model.transition_matrix_, model.dynamics_matrix_)
@@ -672,7 +672,6 @@ def test_old_names_still_answer_with_a_warning():
     with pytest.warns(DeprecationWarning, match="log_likelihood_history_"):
         assert held.log_likelihood_history_ == held.history_
     # a model file of the previous release, with the old names
-    old = LinearGaussianSSM(2)
-    arrays = {("transition_matrix_" if k == "dynamics_matrix_" else k): v for k, v in held._learned_arrays().items()}
-    old._restore(arrays, {"log_likelihood_history_": held.history_, "converged_": held.converged_})
+    old_names = {"dynamics_matrix_": "transition_matrix_", "history_": "log_likelihood_history_"}
+    old = load(file_with_old_names(held, old_names))
     assert old.history_ == held.history_ and old.score(y) == held.score(y)

@@ -569,7 +569,7 @@ def test_objective_is_the_penalised_elbo_and_the_criteria_use_the_elbo():
     assert "ELBO" in SwitchingLDS.aic.__doc__ and "ELBO" in SwitchingLDS.bic.__doc__
 
 
-def test_old_names_and_score_answer_with_a_warning(tmp_path):
+def test_old_names_and_score_answer_with_a_warning(tmp_path, file_with_old_names):
     Y = switching_spirals(200, random_state=5, n_modes=2, obs_dim=3).observations
     with pytest.warns(em.ConvergenceWarning):
         model = SwitchingLDS(n_states=2, state_dim=2, n_iter=3, random_state=0).fit(Y)
@@ -580,9 +580,7 @@ def test_old_names_and_score_answer_with_a_warning(tmp_path):
     with pytest.warns(DeprecationWarning, match="mean_run_lengths_ is renamed dwell_times_"):
         np.testing.assert_array_equal(model.mean_run_lengths_, model.dwell_times_)
     # a model file of the previous release, with the old names
-    old = SwitchingLDS(n_states=2, state_dim=2)
-    arrays = {("mean_run_lengths_" if k == "dwell_times_" else k): v for k, v in model._learned_arrays().items()}
-    old._restore(arrays, {"elbo_history_": model.history_, "converged_": model.converged_})
+    old = load(file_with_old_names(model, {"dwell_times_": "mean_run_lengths_", "history_": "elbo_history_"}))
     assert old.history_ == model.history_
     np.testing.assert_array_equal(old.dwell_times_, model.dwell_times_)
     # save -> load keeps every prediction

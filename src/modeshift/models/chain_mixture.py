@@ -381,7 +381,7 @@ class MarkovChainMixture(Model):
         for name in _PARAMETERS:
             setattr(self, name, np.array(arrays[name]))
         for name, value in attributes.items():
-            setattr(self, self._renamed.get(name, name), labels_from_json(value) if name == "states_" else value)
+            setattr(self, name, labels_from_json(value) if name == "states_" else value)
         self._parameters()
 
 

@@ -440,7 +440,7 @@ class MarkovJumpProcess(Model):
             raise ValueError("the model file lacks the parameter array rate_matrix_")
         self.rate_matrix_ = np.array(arrays["rate_matrix_"])
         for name, value in attributes.items():
-            setattr(self, self._renamed.get(name, name), labels_from_json(value) if name == "states_" else value)
+            setattr(self, name, labels_from_json(value) if name == "states_" else value)
         self._rate_matrix()
 
 

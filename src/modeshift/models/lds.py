@@ -851,14 +851,13 @@ class LinearGaussianSSM(Model, StreamingFilters):
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         """Read the parameters and the fit's record (also under their old names); parameters
         held ``fixed`` count as set by hand."""
-        arrays = {self._renamed.get(name, name): value for name, value in arrays.items()}
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
         for name in self.parameter_names:
             setattr(self, name, np.array(arrays[name]))
         for name, value in attributes.items():
-            setattr(self, self._renamed.get(name, name), value)
+            setattr(self, name, value)
         self._check_parameters()
         self.__dict__["_held"] = {name: self.__dict__[name] for name in self._fixed()}
 

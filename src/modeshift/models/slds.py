@@ -922,8 +922,7 @@ class SwitchingLDS(Model, StreamingFilters):
         """Read the parameters and the fit's record (also under their old names)."""
         for name, value in attributes.items():
             value = selection.selection_table(value) if name == "selection_" else value
-            setattr(self, self._renamed.get(name, name), value)
-        arrays = {self._renamed.get(name, name): value for name, value in arrays.items()}
+            setattr(self, name, value)
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")

@@ -460,7 +460,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         self.emissionprob_ = check_probabilities("emissionprob_", arrays["emissionprob_"], (n_states, n_outcomes))
         for name, value in attributes.items():
             if name != "vocabulary_":
-                setattr(self, self._renamed.get(name, name), value)
+                setattr(self, name, value)
 
 
 def _state_counts(model: SymbolHMM, emitted: Sequences) -> np.ndarray:
