@@ -100,9 +100,10 @@ def read_archive(
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
         raise ValueError(f"{path} is {kind}: a model file is a regular file")
     with open(path, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # replaced since the check
+        opened = os.fstat(file.fileno())
+        if not stat.S_ISREG(opened.st_mode):  # replaced since the check
             raise ValueError(f"{path} is not a regular file: a model file is a regular file")
-        size = os.fstat(file.fileno()).st_size
+        size = opened.st_size
         if size > limits.max_bytes:
             raise ValueError(f"{path} has {size} bytes, more than max_bytes={limits.max_bytes} (ArchiveLimits)")
         try:
