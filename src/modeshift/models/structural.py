@@ -675,9 +675,9 @@ class StructuralModel(Model, StreamingFilters):
         """The Kalman filter of the stacked system, rebuilt only when ``params_`` changes: with its
         exact diffuse start, or, with ``diffuse_variance``, the large prior variance and the
         likelihood conditioned on the first d observed values (:class:`_BurnIn`), as ``score``."""
-        params = self._params()
-        cached = self.__dict__.get("_stream_cache")
-        if cached is None or not np.array_equal(cached[0], params) or cached[1] != self.diffuse_variance:
+        cached, raw = self.__dict__.get("_stream_cache"), self.__dict__.get("params_")
+        if cached is None or raw is None or not np.array_equal(cached[0], raw) or cached[1] != self.diffuse_variance:
+            params = self._params()  # checked only when rebuilt: a stream calls this at every step
             system = self._system(params)
             matrices, mask = self._matrices(system), np.asarray(system.diffuse, dtype=bool)
             if self.diffuse_variance is not None:
