@@ -24,6 +24,7 @@ from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
 from modeshift.models.streaming import FilterState, PairRecursion, lagged_values
 from modeshift.statistics import Statistics
+from modeshift.transitions import draw_rows
 
 __all__ = ["ARHMM"]
 
@@ -526,7 +527,7 @@ class ARHMM(HMM):
     ) -> Forecast:
         """The Monte Carlo forecast of :meth:`forecast` from the lag vector [y_T, ..., y_T-order+1]
         and the filtered mode probabilities p(z_T | y)."""
-        modes = _draw(np.broadcast_to(law, (FORECAST_PATHS, self._k)), rng)
+        modes = draw_rows(np.broadcast_to(law, (FORECAST_PATHS, self._k)), rng)
         paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
         means = paths.mean(axis=0)
         centred = paths - means
@@ -567,14 +568,14 @@ class ARHMM(HMM):
             previous = modes
             regressors = self._feature_map.transform(lags) if self.features is not None else lags
             if modes is None:
-                modes = _draw(np.broadcast_to(transitions.initial_probs, (len(lags), self._k)), rng)
+                modes = draw_rows(np.broadcast_to(transitions.initial_probs, (len(lags), self._k)), rng)
             else:
                 if self.recurrent:
                     guards = regressors if self._guards_are_features else self._guard_inputs(lags)
                     probabilities = transitions.kernel_arrays(guards)[1][np.arange(len(lags)), modes]
                 else:
                     probabilities = fixed[t][modes]
-                modes = _draw(probabilities, rng)
+                modes = draw_rows(probabilities, rng)
             rows = np.hstack([regressors, np.ones((len(lags), 1))])
             y = block.sample_rows(rows, modes, rng)
             if resets is not None and previous is not None:  # a switch follows its reset
@@ -746,10 +747,3 @@ class ARHMM(HMM):
             filtered, lag_state, matrices, self.coefs_, self.intercepts_, self.covars_
         )
         return Forecast(means, covariances, modes)
-
-
-def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One category per row of (n, K) probabilities."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    below = cumulative < rng.random((len(cumulative), 1)) * cumulative[:, -1:]
-    return np.minimum(below.sum(axis=1), cumulative.shape[1] - 1)
