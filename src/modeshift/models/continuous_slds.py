@@ -58,7 +58,8 @@ True
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,7 @@ from modeshift.models.jump_process import expm_metzler
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
+from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, check_row
 from modeshift.statistics import Statistics
 from modeshift.transitions import Stationary
 
@@ -104,9 +106,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
     without them the steps are one time unit apart. Everything else is as for
     :class:`~modeshift.models.slds.SwitchingLDS` (whose initialisation, on the steps as if
-    they were one time unit apart, gives the first modes and states): there are no inputs,
-    and ``forecast`` and the streaming filter step one time unit (``forecast`` only without
-    ``recurrent``).
+    they were one time unit apart, gives the first modes and states), except that there are no
+    inputs; ``forecast`` and ``filter_forecast`` take ``future_times`` (or a ``horizon`` of unit
+    steps), and ``filter_step`` the observation's ``time``.
 
     Parameters
     ----------
@@ -302,10 +304,137 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         """-2 ELBO + n_parameters log(n_steps) (an upper bound on the usual Bayesian criterion)."""
         return super().bic(self._timed(X, lengths, times))
 
-    def forecast(self, X: Any, horizon: int, lengths: Sequence[int] | None = None, *, times: Any = None) -> Forecast:
-        """The predictive moments of the observations 1, 2, ..., ``horizon`` time units after
-        each sequence's last time (:meth:`SwitchingLDS.forecast` with the laws of one time unit)."""
-        return super().forecast(self._timed(X, lengths, times), horizon)
+    def forecast(
+        self,
+        X: Any,
+        horizon: int | None = None,
+        lengths: Sequence[int] | None = None,
+        *,
+        times: Any = None,
+        future_times: Any = None,
+    ) -> Forecast:
+        """The predictive moments of the observations at ``future_times`` after each sequence's last
+        time, or, with ``horizon``, 1, 2, ..., ``horizon`` time units after it.
+
+        Over each gap Δ between consecutive future times (the first from the last time seen) the
+        flows move by their exact laws Φ_k(Δ), c_k(Δ), S_k(Δ) and the modes by expm(Λ Δ), so the
+        moments are exact as in :meth:`SwitchingLDS.forecast` (a Markov jump linear system whose
+        laws differ by step); a recurrent model's rates are held over each gap at the state it starts
+        from, and its moments are the Monte Carlo estimates of :meth:`SwitchingLDS.forecast`
+        (seeded by ``random_state``). At gaps of one time unit this is the discrete-time forecast.
+
+        ``future_times``: one strictly increasing array for every sequence (after each one's last
+        time), or a list with one per sequence. Returns a :class:`~modeshift.models.base.Forecast`,
+        with lists for several sequences.
+        """
+        self._check_fitted()
+        seqs = self._sequences(self._timed(X, lengths, times), None, None)
+        ends = seqs.times[seqs.offsets[1:] - 1]
+        gaps = _future_gaps(ends, horizon, future_times)
+        posterior = self._infer(seqs)
+        params, rng, n = self._parameters(), np.random.default_rng(self.random_state), self.state_dim
+        parts = []
+        for s, steps in enumerate(gaps):
+            weights, covariances, transitions = self._laws(steps)
+            moves: Any = transitions
+            if self.recurrent:
+                moves = [functools.partial(self._switches_over, gap) for gap in steps]
+            laws = weights[..., :n], weights[..., n], covariances, moves
+            no_inputs = np.zeros((len(steps), 0))
+            parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, no_inputs, rng))
+        return Forecast.of_sequences(parts)
+
+    def _switches_over(self, gap: float, states: np.ndarray) -> np.ndarray:
+        """The recurrent switch probabilities (N, K, K) over one ``gap`` from each of ``states`` (N, n)."""
+        return self._guards(np.full(len(states), gap)).kernel_arrays(states)[1]
+
+    # ------------------------------------------------------------------ streaming
+    def filter_step(
+        self, state: FilterState, y: Any, inputs: Any = None, *, time: float | None = None
+    ) -> tuple[FilterState, StepOutput]:
+        """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
+        unit after the previous observation; 0 for the first). The filter is the SwitchingLDS's
+        (Kim's filter, one Gaussian per mode) with the laws of each step's own gap."""
+        if not isinstance(state, FilterState):
+            raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
+        return self._advance(self._stream_recursion(), state, *self._stream_evidence(state, y, inputs, time))
+
+    def filter_stream(
+        self,
+        observations: Iterable[Any],
+        inputs: Iterable[Any] | None = None,
+        *,
+        times: Iterable[float] | None = None,
+        lag: int = 0,
+        state: FilterState | None = None,
+        block: int = 1024,
+    ) -> Iterator[StepOutput]:
+        """As :meth:`~modeshift.models.streaming.StreamingFilters.filter_stream`, with the
+        observations' ``times`` alongside (default: one time unit apart)."""
+        if times is None:
+            return super().filter_stream(observations, inputs, lag=lag, state=state, block=block)
+        return self._timed_stream(observations, inputs, times, self.filter_init(lag=lag) if state is None else state)
+
+    def _timed_stream(
+        self, observations: Iterable[Any], inputs: Any, times: Iterable[float], state: FilterState
+    ) -> Iterator[StepOutput]:
+        for y, time in zip(observations, times, strict=True):
+            state, out = self.filter_step(state, y, inputs, time=time)
+            yield out
+
+    def filter_forecast(
+        self, state: FilterState, horizon: int | None = None, future_inputs: Any = None, *, future_times: Any = None
+    ) -> Forecast:
+        """The predictive moments of the observations at ``future_times`` (after the last time the
+        filter has seen), or 1 .. ``horizon`` time units after it, from the approximate filter's law
+        (:meth:`SwitchingKalmanRecursion.forecast` with each gap's laws)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        if future_inputs is not None:
+            raise ValueError("future_inputs were given but a ContinuousSwitchingLDS has no inputs")
+        (gaps,) = _future_gaps(state.history[-1], horizon, future_times)
+        modes, means, covariances = self._stream_recursion().forecast(state.filtered, gaps[:, None])
+        return Forecast(means, covariances, modes)
+
+    def _stream_recursion(self) -> SwitchingKalmanRecursion:
+        """The SwitchingLDS's filter whose move into a step is its gap [Δ]: the dynamics and switches
+        are those of Δ (the input matrices B = 0 and D = 0 read the gap as a no-op input)."""
+        unit = super()._stream_recursion()
+        k, n, p = self._k, self.state_dim, len(self.observation_offset_)
+        gapped = {**unit.params, "B": np.zeros((k, n, 1)), "D": np.zeros((p, 1))}
+        return _GapSwitchingKalmanRecursion(unit.initial, gapped, self._gap_laws)
+
+    def _gap_laws(self, gap: float) -> dict[str, Any]:
+        """A, b, Q and the switches of the filter over one ``gap``."""
+        weights, covariances, transitions = self._laws(np.array([gap]))
+        n, modes = self.state_dim, np.arange(self._k)
+        guards = self._guards(np.full(self._k, gap)) if self.recurrent else None
+
+        def switches(means: np.ndarray, u: np.ndarray) -> np.ndarray:
+            return transitions[0] if guards is None else guards.kernel_arrays(means)[1][modes, modes]
+
+        A, b = np.ascontiguousarray(weights[0, :, :, :n]), np.ascontiguousarray(weights[0, :, :, n])
+        return {"A": A, "b": b, "Q": covariances[0], "transitions": switches}
+
+    def _stream_evidence(
+        self, state: FilterState, y: Any, inputs: Any, time: float | None = None
+    ) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t - d, [Δ]) checked, [Δ] as the move into the step, the new history [[t]] (the last time)."""
+        if inputs is not None:
+            raise ValueError("inputs were given but a ContinuousSwitchingLDS has no inputs (pass time= for the time)")
+        row = check_row(y, self._obs_dim())
+        last = float(state.history[-1, 0]) if len(state.history) else None
+        if time is None:
+            now = 0.0 if last is None else last + 1.0
+        else:
+            now = float(time)
+            if not np.isfinite(now) or (last is not None and not now > last):
+                raise ValueError(f"time must be a finite number after the last observation's ({last}), got {time!r}")
+        gap = np.array([1.0 if last is None else now - last])
+        return (row - self.observation_offset_, gap), gap, np.array([[now]])
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((0, 1))
 
     def automaton(
         self, X: Any = None, lengths: Sequence[int] | None = None, *, times: Any = None, resolution: int = 25
@@ -480,6 +609,46 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             if self.recurrent:
                 rows[-1]["rate_weights"] = {j: self.rate_weights_[k, j] for j in range(self._k) if j != k}
         return pd.DataFrame(rows).set_index("mode")
+
+
+class _GapSwitchingKalmanRecursion(SwitchingKalmanRecursion):
+    """Kim's filter (:class:`~modeshift.models.streaming.SwitchingKalmanRecursion`) whose laws differ
+    by step: the move into a step is its gap [Δ], and ``laws(Δ)`` gives the A, b, Q and switches over it."""
+
+    def __init__(self, initial: np.ndarray, params: dict[str, Any], laws: Callable[[float], dict[str, Any]]):
+        super().__init__(initial, params)
+        self.laws = laws
+
+    def predict(self, law: tuple[np.ndarray, ...], move: np.ndarray) -> tuple[np.ndarray, ...]:
+        over = SwitchingKalmanRecursion(self.initial, {**self.params, **self.laws(float(move[0]))})
+        return over.predict(law, move)
+
+
+def _future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:
+    """The gaps (h,) from each sequence's last time in ``ends`` to its future times and between
+    them: ``horizon`` steps of one time unit, or ``future_times`` (one strictly increasing array
+    for all sequences, or a list with one per sequence)."""
+    if (horizon is None) == (future_times is None):
+        raise ValueError("pass either horizon (steps one time unit apart) or future_times, not both or neither")
+    if horizon is not None:  # checked by the public methods (models.params.ARGUMENTS)
+        return [np.ones(int(horizon))] * len(ends)
+    several = isinstance(future_times, (list, tuple)) and len(future_times) > 0 and np.ndim(future_times[0]) >= 1
+    if several and len(future_times) != len(ends):
+        raise ValueError(f"future_times has {len(future_times)} arrays for {len(ends)} sequences")
+    gaps = []
+    for s, (end, stamps) in enumerate(zip(ends, future_times if several else [future_times] * len(ends))):
+        where = f" of sequence {s}" if len(ends) > 1 else ""
+        try:
+            stamps = np.asarray(stamps, dtype=float)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"future_times{where} must be numbers, got {stamps!r}") from error
+        if stamps.ndim != 1 or not len(stamps) or not np.isfinite(stamps).all():
+            raise ValueError(f"future_times{where} must be a non-empty 1-D array of finite times, got {stamps!r}")
+        step = np.diff(np.r_[end, stamps])
+        if (step <= 0).any():
+            raise ValueError(f"future_times{where} must increase strictly from after the last time seen, {end}")
+        gaps.append(step)
+    return gaps
 
 
 @dataclass(frozen=True)

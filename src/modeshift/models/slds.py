@@ -529,35 +529,47 @@ class SwitchingLDS(Model, StreamingFilters):
         """
         self._check_fitted()
         horizon = int(horizon)
-        if horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon}")
         seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this SwitchingLDS")
-        params = self._parameters()
-        (A, B, b, Q), (C, D, d, R) = params.dynamics_terms(), params.observation_terms()
-        rng = np.random.default_rng(self.random_state)
+        params, rng = self._parameters(), np.random.default_rng(self.random_state)
+        A, B, b, Q = params.dynamics_terms()
         parts = []
         for s, future in enumerate(futures):
             last = seqs.offsets[s + 1] - 1
-            law = posterior.mode_probs[last], posterior.means[last], posterior.covs[last]
-            offsets = np.einsum("knm,hm->hkn", B, future) + b
             if self.recurrent:
-                guards = params.chain
-                switches = [functools.partial(self._switches_at, guards, u) for u in future]
-                modes, means, covariances = self._simulated_moments(*law, switches, A, offsets, Q, rng)
+                moves: Any = [functools.partial(self._switches_at, params.chain, u) for u in future]
             else:
-                probabilities, mean, cov = law
-                first = probabilities[:, None] * mean
-                second = probabilities[:, None, None] * (cov + np.outer(mean, mean))
-                transitions = np.broadcast_to(params.chain.transition_matrix, (horizon, self._k, self._k))
-                modes, means, covariances = jump_linear_moments(
-                    probabilities, first, second, transitions, A, offsets, Q
-                )
-            observed = C @ covariances @ C.T + R
-            observed = 0.5 * (observed + observed.transpose(0, 2, 1))
-            parts.append(Forecast(means @ C.T + future @ D.T + d, observed, modes))
+                moves = np.broadcast_to(params.chain.transition_matrix, (horizon, self._k, self._k))
+            laws = A, np.einsum("knm,hm->hkn", B, future) + b, Q, moves
+            parts.append(self._forecast_from(posterior, last, params, laws, future, rng))
         return Forecast.of_sequences(parts)
+
+    def _forecast_from(
+        self,
+        posterior: inference.Posterior,
+        last: int,
+        params: inference.SwitchingParameters,
+        laws: tuple[np.ndarray, np.ndarray, np.ndarray, Any],
+        future: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Forecast:
+        """The forecast of :meth:`forecast` from q(z, x) at step ``last``, the future's ``laws``
+        (A (K, n, n) or (h, K, n, n), offsets (h, K, n), Q as A, and the moves: transition matrices
+        (h, K, K), or for a recurrent model h functions of the states giving their switches) and
+        inputs ``future`` (h, m)."""
+        A, offsets, Q, moves = laws
+        probabilities, mean, cov = posterior.mode_probs[last], posterior.means[last], posterior.covs[last]
+        if self.recurrent:
+            modes, means, covariances = self._simulated_moments(probabilities, mean, cov, moves, A, offsets, Q, rng)
+        else:
+            first = probabilities[:, None] * mean
+            second = probabilities[:, None, None] * (cov + np.outer(mean, mean))
+            modes, means, covariances = jump_linear_moments(probabilities, first, second, moves, A, offsets, Q)
+        C, D, d, R = params.observation_terms()
+        observed = C @ covariances @ C.T + R
+        observed = 0.5 * (observed + observed.transpose(0, 2, 1))
+        return Forecast(means @ C.T + future @ D.T + d, observed, modes)
 
     @staticmethod
     def _switches_at(guards: InputDriven, u: np.ndarray, states: np.ndarray) -> np.ndarray:
