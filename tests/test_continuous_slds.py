@@ -14,13 +14,14 @@ from modeshift import ContinuousSwitchingLDS, SwitchingLDS, load
 from modeshift.datasets.simulators import thermostat
 from modeshift.metrics import mode_accuracy
 from modeshift.models import em
-from modeshift.models.continuous_arhmm import _euler_regression, _flow_log_density
-from modeshift.models.continuous_slds import (
-    StateDependentRates,
-    _euler_moments,
-    _expected_flow_log_density,
-    interval_statistics,
+from modeshift.models.continuous_arhmm import (
+    GapMoments,
+    _flow_log_density,
+    euler_regression,
+    expected_flow_log_likelihood,
+    point_moments,
 )
+from modeshift.models.continuous_slds import StateDependentRates, interval_statistics
 from modeshift.models.jump_process import endpoint_statistics
 from modeshift.models.streaming import FilterState
 
@@ -106,20 +107,26 @@ def test_one_mode_at_irregular_times_has_the_exact_likelihood():
     assert model.elbo(Y, times=times) == pytest.approx(_kalman(model, Y, times)[1].sum(), abs=1e-8)
 
 
-def test_expected_flow_density_at_a_point_mass_is_the_flow_density():
+def test_flow_moments_summed_per_gap_give_the_row_by_row_likelihood_and_regression():
+    """At point masses (observed pairs) the objective from the moments summed per gap is
+    sum_n w_n log N(x_n | Φ x_n-1 + c, S) row by row, and the Euler proposal is the weighted
+    least squares of (x_n - x_n-1) / Δ_n on [x_n-1, 1] with weights w_n Δ_n."""
     rng = np.random.default_rng(4)
     F, f, Sigma = np.array([[-0.2, 0.4], [-0.4, -0.1]]), np.array([0.3, -0.1]), np.array([[0.2, 0.05], [0.05, 0.1]])
-    before, after, gaps = rng.normal(size=(30, 2)), rng.normal(size=(30, 2)), rng.exponential(1.0, 30)
-    z = np.hstack([before, np.ones((30, 1))])
-    moments = (after[:, :, None] * after[:, None], after[:, :, None] * z[:, None], z[:, :, None] * z[:, None])
-    np.testing.assert_allclose(
-        _expected_flow_log_density(F, f, Sigma, gaps, *moments), _flow_log_density(F, f, Sigma, before, after, gaps)
-    )
-    weights = rng.random(30)
-    for mine, theirs in zip(
-        _euler_moments(gaps, weights, *moments, 1e-6), _euler_regression(before, after, gaps, weights, 1e-6)
-    ):
-        np.testing.assert_allclose(mine, theirs, atol=1e-10)
+    before, after, weights = rng.normal(size=(30, 2)), rng.normal(size=(30, 2)), rng.random(30)
+    gaps = rng.choice([0.5, 1.0, 2.5], 30)  # repeated gaps share one law
+    summed = GapMoments.of(gaps, weights, *point_moments(before, after))
+    assert summed.gaps.tolist() == [0.5, 1.0, 2.5]
+    np.testing.assert_allclose(summed.weights, [weights[gaps == g].sum() for g in (0.5, 1.0, 2.5)])
+    expected = weights @ _flow_log_density(F, f, Sigma, before, after, gaps)
+    assert expected_flow_log_likelihood(F, f, Sigma, summed) == pytest.approx(expected, rel=1e-12)
+    Z = np.hstack([before, np.ones((30, 1))])
+    rate, w = (after - before) / gaps[:, None], weights * gaps
+    W = np.linalg.lstsq(Z * np.sqrt(w)[:, None], rate * np.sqrt(w)[:, None], rcond=None)[0].T
+    residual = rate - Z @ W.T
+    A, b, S = euler_regression(summed, 0.0)
+    np.testing.assert_allclose(np.column_stack([A, b]), W, atol=1e-10)
+    np.testing.assert_allclose(S, (residual * w[:, None]).T @ residual / weights.sum(), atol=1e-10)
 
 
 def test_fit_is_monotone_and_round_trips(tmp_path):
@@ -160,10 +167,38 @@ def test_bad_times_and_arguments_are_named():
     with pytest.raises(TypeError):
         model.predict(Y, inputs=np.zeros((20, 1)))
     with pytest.raises(ValueError, match="n_states"):
-        ContinuousSwitchingLDS(n_states="auto").fit(Y)
+        ContinuousSwitchingLDS(n_states="many").fit(Y)
+    with pytest.raises(ValueError, match="max_states"):
+        ContinuousSwitchingLDS(n_states="auto", max_states=0).fit(Y)
     with pytest.raises(ValueError, match="rate_matrix_"):
         model.rate_matrix_ = np.array([[0.1, -0.1], [0.3, -0.3]])
         model._check_parameters()
+
+
+def test_auto_fits_each_number_of_modes_and_keeps_the_smallest_bic(tmp_path):
+    sim = thermostat(120, random_state=0, times="exponential", observation_sd=0.05)
+    model = ContinuousSwitchingLDS(n_states="auto", state_dim=1, max_states=2, n_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        model.fit(sim.observations, times=sim.times)
+    table = model.selection_
+    assert table["n_states"].tolist() == [1, 2] and table["chosen"].sum() == 1
+    assert model.n_states_ == table["n_states"][table["chosen"]].item()
+    assert np.argmin(table["bic"]) == np.flatnonzero(table["chosen"])[0]
+    assert model.predict_proba(sim.observations, times=sim.times).shape == (120, model.n_states_)
+    model.save(tmp_path / "auto.msz")
+    np.testing.assert_array_equal(load(tmp_path / "auto.msz").selection_["bic"], table["bic"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_finds_the_two_modes_of_an_irregular_thermostat(seed):
+    sim = thermostat(400, random_state=seed, times="exponential", observation_sd=0.05)
+    model = ContinuousSwitchingLDS(n_states="auto", state_dim=1, max_states=3, n_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        model.fit(sim.observations, times=sim.times)
+    assert model.n_states_ == 2
 
 
 def test_a_fit_over_shards_is_refused_with_its_reason():
