@@ -185,6 +185,9 @@ def test_auto_fits_each_number_of_modes_and_keeps_the_smallest_bic(tmp_path):
     assert table["n_states"].tolist() == [1, 2] and table["chosen"].sum() == 1
     assert model.n_states_ == table["n_states"][table["chosen"]].item()
     assert np.argmin(table["bic"]) == np.flatnonzero(table["chosen"])[0]
+    # the candidates were fitted and scored at the data's times, not one time unit apart
+    chosen_elbo = table["elbo"][table["chosen"]].item()
+    assert model.elbo(sim.observations, times=sim.times) == pytest.approx(chosen_elbo, rel=1e-10)
     assert model.predict_proba(sim.observations, times=sim.times).shape == (120, model.n_states_)
     model.save(tmp_path / "auto.msz")
     np.testing.assert_array_equal(load(tmp_path / "auto.msz").selection_["bic"], table["bic"])
