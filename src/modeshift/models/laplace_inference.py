@@ -185,9 +185,7 @@ def sweep(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start
     return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
 
 
-def infer(
-    params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int
-) -> Posterior:
+def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
     """q(x) q(z) with the parameters fixed: sweeps from uniform mode probabilities and the path
     ``start`` until the ELBO changes by less than ``tol`` (at most ``max_sweeps``)."""
     n_modes = len(params.weights)

@@ -42,7 +42,7 @@ from modeshift import _kernels as kernels
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
-from modeshift.features import FeatureMap, feature_map
+from modeshift.features import feature_map
 from modeshift.models import em
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
@@ -189,7 +189,8 @@ class NonlinearSwitchingLDS(Model):
     def _check_fitted(self) -> None:
         missing = [name for name in (*_PARAMETERS, "feature_map_") if self.__dict__.get(name) is None]
         if missing:
-            raise NotFittedError(f"this NonlinearSwitchingLDS has no {', '.join(missing)}: call fit, or set them by hand")
+            names = ", ".join(missing)
+            raise NotFittedError(f"this NonlinearSwitchingLDS has no {names}: call fit, or set them by hand")
 
     def _check_parameters(self) -> None:
         """Check every parameter's shape (from K, n, the map's m and C's p) and constraints."""
@@ -407,7 +408,8 @@ class NonlinearSwitchingLDS(Model):
             chain = [probabilities]
             for _ in range(horizon):
                 chain.append(chain[-1] @ self.transmat_)
-            parts.append(Forecast(mean @ C.T + d, 0.5 * (covariances + covariances.transpose(0, 2, 1)), np.array(chain[1:])))
+            symmetric = 0.5 * (covariances + covariances.transpose(0, 2, 1))
+            parts.append(Forecast(mean @ C.T + d, symmetric, np.array(chain[1:])))
         return Forecast.of_sequences(parts)
 
     # ------------------------------------------------------------------------- EM
