@@ -89,7 +89,7 @@ class NonlinearSwitchingLDS(Model):
     one it approximates the ELBO and need not rise at every iteration (``monotone`` is False).
 
     Start: the state is read off the data, by PCA when ``state_dim <= obs_dim``, otherwise by
-    a delay embedding [y_t, y_t-1, ...] (C = [I, 0]); the feature map is fit to that state,
+    a delay embedding in differences [y_t, y_t - y_t-1, ...] (C = [I, 0]); the feature map is fit to that state,
     and an ``ARHMM(features=...)`` on it proposes the modes, flows and chain.
 
     Parameters
@@ -594,18 +594,17 @@ class NonlinearSwitchingLDS(Model):
 
 
 def _delay_embedding(seqs: Sequences, centred: np.ndarray, n: int) -> np.ndarray:
-    """[y_t, y_t-1, ...] cut to n entries per step, within each sequence (a sequence's first
-    values stand in for the lags before it)."""
-    p = centred.shape[1]
-    columns = [centred]
-    for lag in range(1, -(-n // p)):
-        shifted = np.empty_like(centred)
-        for first, last in zip(seqs.offsets[:-1], seqs.offsets[1:]):
-            block = centred[first:last]
-            shifted[first:last] = np.vstack([np.repeat(block[:1], min(lag, len(block)), axis=0), block[:-lag]])[
-                : len(block)
-            ]
-        columns.append(shifted)
+    """[y_t, y_t - y_t-1, second differences, ...] cut to n entries per step: a delay embedding in
+    differences (the same information as [y_t, y_t-1, ...], but not nearly collinear, so that the
+    feature map's standardisation sees each direction), within each sequence (a sequence's first
+    values repeated before it)."""
+    columns, current = [centred], centred
+    for _ in range(1, -(-n // centred.shape[1])):
+        previous = np.empty_like(current)
+        previous[1:], previous[0] = current[:-1], current[0]
+        previous[seqs.starts] = current[seqs.starts]
+        current = current - previous
+        columns.append(current)
     return np.hstack(columns)[:, :n]
 
 
