@@ -21,8 +21,8 @@ observation model by regression of y on the moments of x, the chain from the pai
 >>> from modeshift import NonlinearSwitchingLDS
 >>> from modeshift.datasets.simulators import switching_oscillators
 >>> from modeshift.metrics import mode_accuracy
->>> sim = switching_oscillators(600, random_state=1)
->>> model = NonlinearSwitchingLDS(n_states=2, state_dim=2, n_iter=20, random_state=0).fit(sim.observations)
+>>> sim = switching_oscillators(500, random_state=1)
+>>> model = NonlinearSwitchingLDS(n_states=2, state_dim=2, n_iter=12, random_state=0).fit(sim.observations)
 >>> mode_accuracy(sim.modes, model.predict(sim.observations)) > 0.9
 True
 >>> model.forecast(sim.observations, 5).means.shape
@@ -262,8 +262,11 @@ class NonlinearSwitchingLDS(Model):
 
     def _infer(self, seqs: Sequences) -> laplace.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence."""
-        tol = self.tol if self.tol > 0 else _INFERENCE_TOL
-        return laplace.infer(self._parameters(), seqs, self._projected(seqs), tol, _INFERENCE_SWEEPS)
+        return laplace.infer(self._parameters(), seqs, self._projected(seqs), self._inference_tol, _INFERENCE_SWEEPS)
+
+    @property
+    def _inference_tol(self) -> float:
+        return self.tol if self.tol > 0 else _INFERENCE_TOL
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None) -> PerStep:
@@ -495,7 +498,7 @@ class NonlinearSwitchingLDS(Model):
         else:
             start, modes = self.__dict__["_start"]
             if modes is None:
-                modes = laplace.infer(params, seqs, start, self.tol, _INFERENCE_SWEEPS).mode_probs
+                modes = laplace.infer(params, seqs, start, self._inference_tol, _INFERENCE_SWEEPS).mode_probs
         posterior = laplace.sweep(params, seqs, modes, start)
         workspace["posterior"] = posterior
         return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior, params)
