@@ -88,9 +88,10 @@ class NonlinearSwitchingLDS(Model):
     SwitchingLDS's ELBO, a lower bound on log p(y) that EM never lowers; with a nonlinear
     one it approximates the ELBO and need not rise at every iteration (``monotone`` is False).
 
-    Start: the state is read off the data, by PCA when ``state_dim <= obs_dim``, otherwise by
-    a delay embedding in differences [y_t, y_t - y_t-1, ...] (C = [I, 0]); the feature map is fit to that state,
-    and an ``ARHMM(features=...)`` on it proposes the modes, flows and chain.
+    Start: the state is read off the data, by PCA when ``state_dim <= obs_dim``, otherwise by a
+    delay embedding in differences [y_t, y_t - y_t-1, ...] (C = [I, 0]); the feature map is fit
+    to that state; an ``ARHMM(features=...)`` on the observed directions proposes the modes and
+    chain, and a weighted ridge regression under its modes the flows.
 
     Parameters
     ----------
@@ -439,9 +440,12 @@ class NonlinearSwitchingLDS(Model):
             self.__dict__["_start"] = self._initialize(seqs, rng)
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """The state read off the data (PCA, or a delay embedding when n > p), the feature map fit
-        to it, and a sticky ``ARHMM(features=...)`` on it for the modes, flows and chain. Returns
-        the starting path and q(z)."""
+        """The state read off the data (PCA, or a delay embedding when n > p) and the feature map
+        fit to it; a sticky ``ARHMM(features=...)`` on the data's own directions (all of the state
+        when n <= p) gives the modes and the chain, and each mode's flow is the weighted ridge
+        regression of the state on its features under those modes. (An ARHMM on a whole delay
+        embedding can fit a mode of a few steps exactly, a collapsed start EM never leaves.)
+        Returns the starting path and q(z)."""
         n, p, K = self.state_dim, seqs.n_features, self.n_states
         Y = seqs.values
         self.observation_offset_ = np.nanmean(Y, axis=0)
@@ -459,6 +463,7 @@ class NonlinearSwitchingLDS(Model):
             np.atleast_2d(np.cov(residual.T, bias=True)) + _INIT_NOISE * scale * np.eye(p)
         )
         self.__dict__["feature_map_"] = feature_map(self.features).fit(states)
+        observed = states[:, : min(n, p)]  # the data's own directions (the rest: differences of them)
         arhmm = ARHMM(
             n_states=K,
             order=1,
@@ -469,24 +474,30 @@ class NonlinearSwitchingLDS(Model):
             stickiness=_INIT_STICKINESS,
             reg_covar=max(self.reg_covar, 1e-6 * scale),
         )
-        arhmm.feature_map_ = self.feature_map_
+        if n <= p:
+            arhmm.feature_map_ = self.feature_map_
         with warnings.catch_warnings():  # this fit only proposes a start: its cap is no concern
             warnings.simplefilter("ignore", em.ConvergenceWarning)
             try:
-                arhmm.fit(states, seqs.lengths)
+                arhmm.fit(observed, seqs.lengths)
             except ValueError as error:
                 raise ValueError(f"NonlinearSwitchingLDS: its start, an ARHMM on the state, failed: {error}") from None
-        self.flow_weights_ = np.asarray(arhmm.coefs_, dtype=float).copy()
-        self.flow_offsets_ = np.asarray(arhmm.intercepts_, dtype=float).copy()
-        self.flow_covariances_ = np.stack([ensure_positive_definite(c) for c in np.asarray(arhmm.covars_)])
+        mode_probs = arhmm.predict_proba(observed, seqs.lengths)
+        mode_probs = np.concatenate(mode_probs) if isinstance(mode_probs, list) else np.asarray(mode_probs)
+        rows = seqs.linked_rows
+        flows = LinearDynamics(self.n_states, ridge=self.ridge, reg_covar=max(self.reg_covar, 1e-6 * scale))
+        flows.ridge_columns = np.r_[np.ones(self.feature_map_.n_outputs, dtype=bool), False]
+        regressors = np.hstack([self.feature_map_.transform(states[rows - 1]), np.ones((len(rows), 1))])
+        flows.m_step(flows.statistics(np.hstack([states[rows], regressors]), n, mode_probs[rows]))
+        self.flow_weights_, self.flow_offsets_ = flows.weights[:, :, :-1], flows.weights[:, :, -1]
+        self.flow_covariances_ = flows.covariances
         self.startprob_ = normalise_rows(np.asarray(arhmm.startprob_, dtype=float) + 1e-3)
         self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
         self.initial_state_mean_ = states[seqs.starts].mean(axis=0)
         self.initial_state_covariance_ = ensure_positive_definite(
             np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * scale * np.eye(n)
         )
-        mode_probs = arhmm.predict_proba(states, seqs.lengths)
-        return states, np.concatenate(mode_probs) if isinstance(mode_probs, list) else np.asarray(mode_probs)
+        return states, mode_probs
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
         """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's), and
