@@ -191,3 +191,19 @@ def test_bad_features_and_data_are_clear_errors():
     _, fitted = 0, NonlinearSwitchingLDS(n_iter=0, random_state=0).fit(y)
     with pytest.raises(ValueError, match="feature"):
         fitted.predict(np.ones((20, 3)))
+
+
+def test_missing_values_and_several_sequences():
+    """Missing entries (a coordinate, then whole steps) are integrated out: the modes are still found,
+    and the posterior state is finite everywhere; several sequences give one result each."""
+    sim = switching_oscillators(500, random_state=1)
+    y = sim.observations.copy()
+    y[100:110, 0], y[200:205] = np.nan, np.nan
+    model = NonlinearSwitchingLDS(2, state_dim=2, n_iter=4, random_state=0)
+    with pytest.warns(modeshift.models.em.ConvergenceWarning):
+        model.fit(y)
+    assert mode_accuracy(sim.modes, model.predict(y)) > 0.95
+    assert np.isfinite(model.smooth(y)).all()
+    paths = model.predict([sim.observations[:200], sim.observations[200:]])
+    assert [len(path) for path in paths] == [200, 300]
+    assert len(model.forecast([y[:150], y[300:]], 2).means) == 2

@@ -57,6 +57,7 @@ __all__ = ["NonlinearSwitchingLDS"]
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth, forecast)
 _INFERENCE_TOL = 1e-3  # their stopping rule when ``tol`` does not give one (tol <= 0: EM runs to its cap)
 _INIT_STICKINESS = 20.0  # pseudo-counts for staying in the ARHMM that proposes the start
+_INIT_RESTARTS = 4  # of that ARHMM: on the oscillators one fit in five from a random start misses the modes
 _INIT_NOISE = 1e-3  # the start's observation noise, as a share of the data's variance
 _PARAMETERS = (
     "flow_weights_",
@@ -440,16 +441,16 @@ class NonlinearSwitchingLDS(Model):
             self.__dict__["_start"] = self._initialize(seqs, rng)
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """The state read off the data (PCA, or a delay embedding when n > p) and the feature map
-        fit to it; a sticky ``ARHMM(features=...)`` on the data's own directions (all of the state
-        when n <= p) gives the modes and the chain, and each mode's flow is the weighted ridge
-        regression of the state on its features under those modes. (An ARHMM on a whole delay
-        embedding can fit a mode of a few steps exactly, a collapsed start EM never leaves.)
-        Returns the starting path and q(z)."""
+        """The state read off the data (PCA, or a delay embedding when n > p; missing values
+        interpolated) and the feature map fit to it; a sticky ``ARHMM(features=...)`` (the best of
+        4 restarts) on the data's own directions (all of the state when n <= p) gives the modes and
+        the chain, and each mode's flow is the weighted ridge regression of the state on its
+        features under those modes. (An ARHMM on a whole delay embedding can fit a mode of a few
+        steps exactly, a collapsed start EM never leaves.) Returns the starting path and q(z)."""
         n, p, K = self.state_dim, seqs.n_features, self.n_states
         Y = seqs.values
         self.observation_offset_ = np.nanmean(Y, axis=0)
-        centred = np.nan_to_num(Y - self.observation_offset_)
+        centred = _interpolated(seqs, Y - self.observation_offset_)
         if n <= p:
             _, vectors = np.linalg.eigh(np.atleast_2d(np.cov(centred.T, bias=True)))
             self.observation_matrix_ = vectors[:, ::-1][:, :n]
@@ -470,6 +471,7 @@ class NonlinearSwitchingLDS(Model):
             features=self.features,
             ridge=self.ridge,
             n_iter=50,
+            n_restarts=_INIT_RESTARTS,
             random_state=rng,
             stickiness=_INIT_STICKINESS,
             reg_covar=max(self.reg_covar, 1e-6 * scale),
@@ -620,6 +622,21 @@ def _delay_embedding(seqs: Sequences, centred: np.ndarray, n: int) -> np.ndarray
         current = current - previous
         columns.append(current)
     return np.hstack(columns)[:, :n]
+
+
+def _interpolated(seqs: Sequences, values: np.ndarray) -> np.ndarray:
+    """``values`` with each missing entry interpolated linearly in time within its sequence (held
+    at the nearest observed value before the first or after the last; 0 where none is)."""
+    out = values.copy()
+    for first, last in zip(seqs.offsets[:-1], seqs.offsets[1:]):
+        for column in out[first:last].T:
+            missing = np.isnan(column)
+            if missing.all():
+                column[:] = 0.0
+            elif missing.any():
+                steps = np.arange(len(column))
+                column[missing] = np.interp(steps[missing], steps[~missing], column[~missing])
+    return out
 
 
 def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
