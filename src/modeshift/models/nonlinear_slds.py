@@ -45,7 +45,7 @@ from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observa
 from modeshift.features import feature_map
 from modeshift.models import em
 from modeshift.models import laplace_inference as laplace
-from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
+from modeshift.models.arhmm import ARHMM, FORECAST_PATHS, _draw
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Integer, Number, OneOf, either
@@ -136,6 +136,9 @@ class NonlinearSwitchingLDS(Model):
     for those with linear flows). The Jacobian of phi is taken by central differences, so a
     user's map needs no derivative. The parameters are identified only up to the map's
     standardisation of the starting state and a relabelling of modes.
+    A state larger than the observations is allowed but weakly supported so far: on the
+    switching oscillators seen through their position only (state_dim 2, obs_dim 1), the modes
+    found match the truth on 0.6 to 0.7 of the steps, no better than a feature ARHMM's.
     """
 
     objective = "ELBO"
@@ -637,10 +640,3 @@ def _interpolated(seqs: Sequences, values: np.ndarray) -> np.ndarray:
                 steps = np.arange(len(column))
                 column[missing] = np.interp(steps[missing], steps[~missing], column[~missing])
     return out
-
-
-def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One category per row of (N, K) probabilities."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    below = cumulative < rng.random((len(cumulative), 1)) * cumulative[:, -1:]
-    return np.minimum(below.sum(axis=1), cumulative.shape[1] - 1)
