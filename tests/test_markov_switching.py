@@ -721,7 +721,7 @@ def test_input_errors(gnp):
     model = MarkovAutoregression(order=4, switching_ar=False)
     with pytest.raises(NotFittedError, match="transmat_"):
         model.score(gnp)
-    with pytest.raises(NotFittedError, match="was not fitted: pass the series"):
+    with pytest.raises(NotFittedError, match=r"not fitted, or fitted over a cluster\): pass the series"):
         hand_set(1).aic()
     broken = gnp.copy()
     broken[7] = np.nan
