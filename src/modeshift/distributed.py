@@ -32,9 +32,11 @@ log-likelihood and its gradient over the partitions the same way), ``SwitchingLD
 partition's variational posterior kept on its worker from one sweep to the next),
 ``SymbolHMM``, ``MarkovChain`` and ``VariableOrderChain`` (whose vocabulary is read from all
 partitions first, merged in partition order: symbols in order of first appearance, as in
-memory for the partitions concatenated) and ``MarkovChainMixture``. Input-driven transitions
-fit too, but the per-step rows of their logistic regression
-(:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+memory for the partitions concatenated), ``MarkovChainMixture`` and the Markov-switching
+``MarkovRegression`` and ``MarkovAutoregression`` (their variances, ECM statistics and the
+polish's log-likelihood and gradient summed over the partitions; no per-step arrays kept).
+Input-driven (time-varying) transitions fit too, but the per-step rows of their logistic
+regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
 
 A fit, then decoding and scoring over the same frame::
 
@@ -102,7 +104,7 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
             "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM, "
-            "MarkovChain, VariableOrderChain, MarkovChainMixture); "
+            "MarkovChain, VariableOrderChain, MarkovChainMixture, MarkovRegression, MarkovAutoregression); "
             "fit it in memory (docs/distributed.md says why each other model cannot)"
         )
     auto = getattr(model, "n_states", None) == "auto"

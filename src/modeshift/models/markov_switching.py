@@ -385,6 +385,8 @@ class _MarkovSwitching(Model, StreamingFilters):
         self.log_likelihood_ = log_lik
         self.gradient_norm_ = float(np.abs(gradient).max(initial=0.0))
         self.standard_errors_ = engine.standard_errors(params, score)
+        for name in ("smoothed_probabilities_", "filtered_probabilities_"):  # a warm start's, of other data
+            self.__dict__.pop(name, None)
         if data is not None:
             self.smoothed_probabilities_ = engine.regimes(engine.e_step(params, data).posteriors)
             self.filtered_probabilities_ = engine.filtered(params, data)[0]
