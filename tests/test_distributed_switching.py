@@ -1,5 +1,6 @@
 """Markov switching over a Dask cluster: the fit equals the one in memory (EM's statistics, the
-series' variances and the polish's log-likelihood and gradient summed over the partitions)."""
+series' variances and the polish's log-likelihood and gradient summed over the partitions); and
+a symbol model's n_states="auto" there, its vocabulary agreed over the partitions first."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
-from modeshift import MarkovAutoregression, MarkovRegression  # noqa: E402
+from modeshift import MarkovAutoregression, MarkovRegression, SymbolHMM  # noqa: E402
 from modeshift.models.base import NotFittedError  # noqa: E402
 from modeshift.models.em import ConvergenceWarning  # noqa: E402
 
@@ -128,3 +129,34 @@ def test_per_step_probabilities_map_over_the_partitions(client):
     proba = model.predict_proba(_by_groups(frame, SCRAMBLED)).compute().sort_values(["id", "t"])
     np.testing.assert_allclose(proba[["p_0", "p_1"]], model.predict_proba(seqs), rtol=1e-10)
     assert model.score(_by_groups(frame, SCRAMBLED)).compute() == pytest.approx(model.log_likelihood_, rel=1e-10)
+
+
+def _event_log(n_cases: int = 16, seed: int = 1) -> pd.DataFrame:
+    """Cases of a small process: symbols from a two-state chain, cases of varying length."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for case in range(n_cases):
+        state, steps = 0, []
+        for _ in range(5 + case % 7):
+            steps.append("ABC"[rng.integers(2)] if state == 0 else "CDE"[rng.integers(3)])
+            state = state if rng.random() < 0.8 else 1 - state
+        rows += [{"case_id": f"c{case}", "activity": a, "timestamp": t} for t, a in enumerate(steps)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("unknown", ["error", "ignore"])
+def test_a_symbol_model_chooses_its_number_of_states_over_a_cluster_as_in_memory(client, unknown):
+    log = _event_log()
+    groups = [[f"c{i}" for i in group] for group in ([5, 2, 9], [0, 1, 3, 4, 6], [7, 8, 10, 11, 12, 13, 14, 15])]
+    data = dd.concat([dd.from_pandas(log[log.case_id.isin(g)], npartitions=1) for g in groups])
+    ordered = data.compute()  # the same events in the same order: the vocabulary follows first appearance
+    make = lambda: SymbolHMM("auto", max_states=3, n_iter=8, tol=0.0, unknown=unknown, random_state=0)  # noqa: E731
+    here = _fit(make(), ordered)
+    there = _fit(make(), data, id_column="case_id")  # every candidate reads the vocabulary agreed first
+    assert there.vocabulary_ == here.vocabulary_ and there.n_states_ == here.n_states_
+    columns = ["n_states", "log_likelihood", "n_parameters", "aic", "bic"]
+    np.testing.assert_allclose(there.selection_[columns], here.selection_[columns], rtol=RTOL)
+    assert there.selection_["chosen"].tolist() == here.selection_["chosen"].tolist()
+    np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)

@@ -112,10 +112,10 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
     reader = type(model)(**{**model.get_params(), "n_states": 1}) if auto else model  # reads as every candidate
     client = _client(client)
     parts = _partitions(data, client, columns)
-    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
-        if auto:
-            raise NotImplementedError(f"n_states='auto' for a {type(model).__name__} over a cluster: give n_states")
-        model._em_set_constants(_constants(model, parts, client, columns))
+    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first (so by every candidate)
+        constants = _constants(model, parts, client, columns)
+        model._em_set_constants(constants)
+        reader._em_set_constants(constants)  # the model itself, unless n_states="auto"
     shards = Shards.of(reader, parts, client, columns, persist)
     sample = shards.sample()
     if auto:
@@ -157,6 +157,8 @@ def _selection_terms(model: Any, shard: Sequences) -> tuple[float, float]:
     """One shard's part of a candidate's objective (its ELBO after inference, or the exact
     log-likelihood, from the E-step, which reads the shard as EM does) and of its number of
     observations."""
+    if hasattr(model, "_selection_terms"):  # the model's own (its score is not EM's objective)
+        return model._selection_terms(shard)
     value = model.elbo(shard) if objective(model) == "ELBO" else em._shard_e_step(model, shard)[0]
     steps = model._n_observations(shard) if hasattr(model, "_n_observations") else shard.n_steps
     return float(value), float(steps)
