@@ -1,6 +1,7 @@
 """Markov switching over a Dask cluster: the fit equals the one in memory (EM's statistics, the
-series' variances and the polish's log-likelihood and gradient summed over the partitions); and
-a symbol model's n_states="auto" there, its vocabulary agreed over the partitions first."""
+series' variances and the polish's log-likelihood and gradient summed over the partitions); a
+symbol model's n_states="auto" there, its vocabulary agreed over the partitions first; and
+selection="prune" there, its occupancies summed over the partitions."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
-from modeshift import MarkovAutoregression, MarkovRegression, SymbolHMM  # noqa: E402
+from modeshift import MarkovAutoregression, MarkovRegression, SwitchingLDS, SymbolHMM  # noqa: E402
 from modeshift.models.base import NotFittedError  # noqa: E402
 from modeshift.models.em import ConvergenceWarning  # noqa: E402
 
@@ -160,3 +161,21 @@ def test_a_symbol_model_chooses_its_number_of_states_over_a_cluster_as_in_memory
     np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
     for name in ("startprob_", "transmat_", "emissionprob_"):
         np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.slow  # numba compiles the variational inference on every worker first
+def test_pruning_runs_over_a_cluster_and_scores_there_as_in_memory(client):
+    frame = _frame(4)
+    make = lambda: SwitchingLDS("auto", state_dim=1, max_states=3, selection="prune", n_iter=4, random_state=0)  # noqa: E731
+    columns = {"time_column": "t", "columns": ["y", "x"]}
+    frame = frame[["id", "t", "y", "x"]]
+    model = _fit(make(), _by_groups(frame, [[2, 0], [1, 3]]), **columns)
+    table = model.selection_
+    assert table["n_states"].tolist() == [3, 2, 1] and table["start"].tolist()[0] == "scratch"
+    assert set(table["start"]) <= {"scratch", "pruned"} and table["chosen"].sum() == 1
+    chosen = table.loc[table["chosen"]].iloc[0]  # its row, computed on the cluster, is the model's in memory
+    seqs = model.schema_.read(frame)
+    assert chosen["elbo"] == pytest.approx(model.elbo(seqs), rel=1e-10)
+    occupancy = np.asarray(model.predict_proba(seqs)).mean(axis=0)  # the frame's steps: one array
+    assert chosen["smallest_occupancy"] == pytest.approx(occupancy.min(), rel=1e-10)
+    assert chosen["vanished"] == (occupancy < 0.01).sum()

@@ -152,6 +152,18 @@ class _Candidates:
             "bic": -2.0 * value + k * np.log(n_observations),
         }
 
+    def occupancy(self, model: Any) -> np.ndarray:
+        """The mean posterior probability of each mode over the steps of all the shards (pruning)."""
+        total, steps = self.shards(_occupancy_terms, model)
+        return total / steps
+
+
+def _occupancy_terms(model: Any, shard: Sequences) -> tuple[np.ndarray, float]:
+    """One shard's sum of the smoothed mode probabilities over its steps, and its number of steps."""
+    probabilities = model.predict_proba(shard)
+    stacked = np.concatenate(probabilities) if isinstance(probabilities, list) else np.asarray(probabilities)
+    return stacked.sum(axis=0), float(len(stacked))
+
 
 def _selection_terms(model: Any, shard: Sequences) -> tuple[float, float]:
     """One shard's part of a candidate's objective (its ELBO after inference, or the exact
