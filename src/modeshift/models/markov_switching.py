@@ -25,6 +25,10 @@ variances, then by Newton steps on a
 finite-difference Hessian of that gradient, which also gives standard errors. Regimes are
 finally ordered by their first switching coefficient (for ``trend="c"``: ascending
 intercept), else by variance, else by their first switching autoregressive coefficient.
+The ECM step reads only sums over the sequences (the expected moves and the lagged moments,
+:meth:`~modeshift.models.switching_regression.SwitchingRegression.statistics`), and the
+polish only the summed log-likelihood and gradient, so a fit also runs over shards of the
+data on a Dask cluster (:mod:`modeshift.distributed`), its starts from a sample of them.
 
 Examples
 --------
@@ -283,7 +287,7 @@ class _MarkovSwitching(Model, StreamingFilters):
             a baseline), in the same form as ``exog``: row t drives the move into step t, a
             sequence's first row its start (the stationary distribution of its matrix), as
             statsmodels' ``exog_tvtp``. The fit then learns ``transition_coef_`` instead of
-            ``transmat_``.
+            ``transmat_``. With a data frame ``y``, a list of its column names.
         columns
             ``id_column``, ``time_column``, ``input_columns``, ... of a data frame ``y``.
         """
@@ -946,6 +950,8 @@ class MarkovRegression(_MarkovSwitching):
         Expected steps per visit, 1 / (1 - transmat_[k, k]) (``expected_durations_`` is its old name).
     log_likelihood_ : float
     filtered_probabilities_, smoothed_probabilities_ : (n_steps, K) arrays
+        After a fit in memory only (a fit over a Dask cluster keeps no per-step arrays of its
+        data: ``predict_proba`` maps over a frame's partitions).
     standard_errors_ : array
         Of the parameters in :meth:`summary` order, from the observed information at the fit.
     history_ : list of float
