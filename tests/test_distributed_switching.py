@@ -133,6 +133,25 @@ def test_a_fit_from_a_sample_of_large_data_records_the_whole_data(client, monkey
     assert model.gradient_norm_ < 1e-5 and np.isfinite(model.standard_errors_).all()
 
 
+def test_the_client_receives_sums_not_data(client, monkeypatch):
+    frame = _frame(24)
+    received = []
+    original = msd.Shards.__call__
+
+    def counting(self, function, model, workspace=None):
+        total = original(self, function, model, workspace)
+        received.append(self.received[-1])
+        return total
+
+    monkeypatch.setattr(msd.Shards, "__call__", counting)
+    groups = [list(range(i, i + 4)) for i in range(0, 24, 4)]
+    model = MarkovAutoregression(2, order=2, n_restarts=1, n_iter=3, n_iter_polish=2, random_state=0)
+    _fit(model, _by_groups(frame, groups), time_column="t", columns=["y"])
+    data_bytes = frame[["y"]].to_numpy().nbytes
+    assert len(received) > model.n_iter_  # the variances, the E-steps, the polish's gradients
+    assert max(received) < 4096 < data_bytes / 4  # the lagged moments of 8 expanded states: kilobytes
+
+
 def test_per_step_probabilities_map_over_the_partitions(client):
     frame = _frame()
     model = _fit(MarkovRegression(2, n_restarts=2, random_state=0), _by_groups(frame, SCRAMBLED), **COLUMNS)
