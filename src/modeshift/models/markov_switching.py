@@ -179,8 +179,15 @@ class _MarkovSwitching(Model, StreamingFilters):
         columns when given, 0 for none), each one array for all steps or, for a list of
         sequences, a list of arrays; the series, their regressors (and transition covariates),
         the exogenous columns' names and the sequences of the steps after the first ``order``
-        of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit."""
+        of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit.
+        With a data frame ``y``, ``exog_tvtp`` may name its columns (a list of names), as
+        ``input_columns`` name those of ``exog`` (per-step results then follow the sequences' order)."""
         name = type(self).__name__
+        if isinstance(y, pd.DataFrame) and _column_names(exog_tvtp):  # read with the frame, in its order
+            given = list(columns.pop("input_columns", None) or ())
+            seqs = as_sequences(y, input_columns=[*given, *exog_tvtp], **columns)
+            exog_tvtp = seqs.inputs[:, len(given) :]
+            y, columns = replace(seqs, inputs=seqs.inputs[:, : len(given)] if given else None, row_order=None), {}
         seqs = as_sequences(y, lengths, **columns)
         seqs = seqs.require(allow_missing=True, min_length=self._order + 1, n_features=n_features, model=name)
         if self._order and seqs.has_missing:
@@ -299,13 +306,7 @@ class _MarkovSwitching(Model, StreamingFilters):
     ) -> _Series:
         """What a fit reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`):
         the checked series in the order of their sequences, their exogenous columns then their
-        transition covariates side by side as inputs. With a data frame ``y``, ``exog_tvtp`` may
-        name its columns (a list of names), as ``input_columns`` name those of ``exog``."""
-        if isinstance(y, pd.DataFrame) and _column_names(exog_tvtp):
-            given = list(columns.pop("input_columns", None) or ())
-            seqs = as_sequences(y, input_columns=[*given, *exog_tvtp], **columns)
-            exog_tvtp = seqs.inputs[:, len(given) :]
-            y, columns = replace(seqs, inputs=seqs.inputs[:, : len(given)] if given else None, row_order=None), {}
+        transition covariates side by side as inputs."""
         data, names, kept = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
         inputs = data.regressors[:, self._n_trend :]
