@@ -6,7 +6,6 @@ selection="prune" there, its occupancies summed over the partitions."""
 from __future__ import annotations
 
 import copy
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -15,10 +14,11 @@ import pytest
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
+from test_distributed import _by_groups, _event_log, _fit  # noqa: E402  (its frames of groups, log, quiet fit)
+
 from modeshift import MarkovAutoregression, MarkovRegression, SwitchingLDS, SymbolHMM  # noqa: E402
 from modeshift import distributed as msd  # noqa: E402
 from modeshift.models.base import NotFittedError  # noqa: E402
-from modeshift.models.em import ConvergenceWarning  # noqa: E402
 
 RTOL = 1e-10
 SCRAMBLED = [[3, 0, 5], [1, 2], [4]]
@@ -26,6 +26,7 @@ SCRAMBLED = [[3, 0, 5], [1, 2], [4]]
 
 @pytest.fixture(scope="module")
 def client():
+    """A local cluster of two worker processes (as CI has two cores), for this module."""
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
     ) as cluster:
@@ -50,17 +51,6 @@ def _frame(n_sequences: int = 6, seed: int = 0, missing: float = 0.0) -> pd.Data
         y[rng.random(n) < missing] = np.nan
         rows.append(pd.DataFrame({"id": s, "t": np.arange(n), "y": y, "x": x, "one": 1.0, "z": z}))
     return pd.concat(rows, ignore_index=True)
-
-
-def _by_groups(frame: pd.DataFrame, groups: list[list[int]]):
-    """A Dask frame whose partitions hold the sequences of each group of ids."""
-    return dd.concat([dd.from_pandas(frame[frame.id.isin(g)], npartitions=1) for g in groups])
-
-
-def _fit(model, data, **columns):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(data, **columns)
 
 
 def _assert_same(a, b, rtol=RTOL):
@@ -159,19 +149,6 @@ def test_per_step_probabilities_map_over_the_partitions(client):
     proba = model.predict_proba(_by_groups(frame, SCRAMBLED)).compute().sort_values(["id", "t"])
     np.testing.assert_allclose(proba[["p_0", "p_1"]], model.predict_proba(seqs), rtol=1e-10)
     assert model.score(_by_groups(frame, SCRAMBLED)).compute() == pytest.approx(model.log_likelihood_, rel=1e-10)
-
-
-def _event_log(n_cases: int = 16, seed: int = 1) -> pd.DataFrame:
-    """Cases of a small process: symbols from a two-state chain, cases of varying length."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for case in range(n_cases):
-        state, steps = 0, []
-        for _ in range(5 + case % 7):
-            steps.append("ABC"[rng.integers(2)] if state == 0 else "CDE"[rng.integers(3)])
-            state = state if rng.random() < 0.8 else 1 - state
-        rows += [{"case_id": f"c{case}", "activity": a, "timestamp": t} for t, a in enumerate(steps)]
-    return pd.DataFrame(rows)
 
 
 @pytest.mark.parametrize("unknown", ["error", "ignore"])
