@@ -15,7 +15,9 @@ kernels on that chain; smoothing, run hundreds of times in a fit, is the sparse 
 this module adds what is particular to the model:
 the residuals under every expanded state, an expectation-conditional-maximisation step
 (closed-form generalised least squares for the coefficients given Phi, for Phi given the
-coefficients, then the covariances; the joint step over B and Phi has no closed form),
+coefficients, then the covariances; the joint step over B and Phi has no closed form) that
+reads only sums over the sequences (:meth:`SwitchingRegression.statistics`: every residual is
+linear in the lagged values and regressors, so their weighted moments suffice),
 the exact gradient (Fisher's identity), the quasi-Newton polish, simulation and exact
 forecast moments.
 
