@@ -22,9 +22,9 @@ from modeshift import (  # noqa: E402
     HMM,
     HSMM,
     LinearGaussianSSM,
-    MarkovAutoregression,
     MarkovChain,
     MarkovChainMixture,
+    StructuralModel,
     SwitchingLDS,
     SymbolHMM,
     VariableOrderChain,
@@ -313,8 +313,8 @@ def test_decoding_and_scoring_map_over_partitions(client):
 
 
 def test_a_model_that_cannot_be_sharded_is_refused(client):
-    with pytest.raises(TypeError, match="MarkovAutoregression cannot be fit over a Dask cluster: only a fit by EM"):
-        MarkovAutoregression(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
+    with pytest.raises(TypeError, match="StructuralModel cannot be fit over a Dask cluster: only a fit by EM"):
+        StructuralModel().fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
 
 
 def test_bad_data_in_a_partition_is_one_clear_error(client):

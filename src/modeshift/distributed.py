@@ -32,9 +32,11 @@ log-likelihood and its gradient over the partitions the same way), ``SwitchingLD
 partition's variational posterior kept on its worker from one sweep to the next),
 ``SymbolHMM``, ``MarkovChain`` and ``VariableOrderChain`` (whose vocabulary is read from all
 partitions first, merged in partition order: symbols in order of first appearance, as in
-memory for the partitions concatenated) and ``MarkovChainMixture``. Input-driven transitions
-fit too, but the per-step rows of their logistic regression
-(:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+memory for the partitions concatenated), ``MarkovChainMixture`` and the Markov-switching
+``MarkovRegression`` and ``MarkovAutoregression`` (their variances, ECM statistics and the
+polish's log-likelihood and gradient summed over the partitions; no per-step arrays kept).
+Input-driven (time-varying) transitions fit too, but the per-step rows of their logistic
+regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
 
 A fit, then decoding and scoring over the same frame::
 
@@ -102,7 +104,7 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
             "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM, "
-            "MarkovChain, VariableOrderChain, MarkovChainMixture); "
+            "MarkovChain, VariableOrderChain, MarkovChainMixture, MarkovRegression, MarkovAutoregression); "
             "fit it in memory (docs/distributed.md says why each other model cannot)"
         )
     auto = getattr(model, "n_states", None) == "auto"
@@ -110,10 +112,10 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
     reader = type(model)(**{**model.get_params(), "n_states": 1}) if auto else model  # reads as every candidate
     client = _client(client)
     parts = _partitions(data, client, columns)
-    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
-        if auto:
-            raise NotImplementedError(f"n_states='auto' for a {type(model).__name__} over a cluster: give n_states")
-        model._em_set_constants(_constants(model, parts, client, columns))
+    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first (so by every candidate)
+        constants = _constants(model, parts, client, columns)
+        model._em_set_constants(constants)
+        reader._em_set_constants(constants)  # the model itself, unless n_states="auto"
     shards = Shards.of(reader, parts, client, columns, persist)
     sample = shards.sample()
     if auto:
@@ -150,11 +152,25 @@ class _Candidates:
             "bic": -2.0 * value + k * np.log(n_observations),
         }
 
+    def occupancy(self, model: Any) -> np.ndarray:
+        """The mean posterior probability of each mode over the steps of all the shards (pruning)."""
+        total, steps = self.shards(_occupancy_terms, model)
+        return total / steps
+
+
+def _occupancy_terms(model: Any, shard: Sequences) -> tuple[np.ndarray, float]:
+    """One shard's sum of the smoothed mode probabilities over its steps, and its number of steps."""
+    probabilities = model.predict_proba(shard)
+    stacked = np.concatenate(probabilities) if isinstance(probabilities, list) else np.asarray(probabilities)
+    return stacked.sum(axis=0), float(len(stacked))
+
 
 def _selection_terms(model: Any, shard: Sequences) -> tuple[float, float]:
     """One shard's part of a candidate's objective (its ELBO after inference, or the exact
     log-likelihood, from the E-step, which reads the shard as EM does) and of its number of
     observations."""
+    if hasattr(model, "_selection_terms"):  # the model's own (its score is not EM's objective)
+        return model._selection_terms(shard)
     value = model.elbo(shard) if objective(model) == "ELBO" else em._shard_e_step(model, shard)[0]
     steps = model._n_observations(shard) if hasattr(model, "_n_observations") else shard.n_steps
     return float(value), float(steps)
