@@ -123,6 +123,21 @@ def _given(resets: Resets, reset_log_densities: np.ndarray | None) -> np.ndarray
 
 
 @njit(cache=True)
+def _shift(previous, matrix, evidence):
+    """The largest log e_t(i, j) over the pairs the chain can take (previous(i) A_ij > 0): the scale
+    of step t's sums. (The largest over every pair can belong to a previous mode of probability 0,
+    and then every possible term underflows when the evidence differs by much, as a switching
+    LDS's with a small flow noise does.)"""
+    shift = -np.inf
+    for i in range(evidence.shape[0]):
+        if previous[i] > 0.0:
+            for j in range(evidence.shape[1]):
+                if matrix[i, j] > 0.0 and evidence[i, j] > shift:
+                    shift = evidence[i, j]
+    return shift
+
+
+@njit(cache=True)
 def _forward(
     flow, values, d, weights, factors, constants, index, given, offsets, initial, matrices, filtered, shifts, scales
 ):
@@ -142,8 +157,8 @@ def _forward(
                 _step_evidence(
                     values, t, d, flow, weights, factors, constants, index, given, densities, residual, evidence
                 )
-                shift = evidence.max()
                 matrix = matrices[t if matrices.shape[0] > 1 else 0]
+                shift = _shift(filtered[t - 1], matrix, evidence)
                 for j in range(n_states):
                     predicted = 0.0
                     for i in range(n_states):
@@ -174,6 +189,10 @@ def _backward(
     beta, previous, reset_weight = np.empty(n_states), np.empty(n_states), np.empty(n_resets)
     for s in range(offsets.shape[0] - 1):
         first, last = offsets[s], offsets[s + 1] - 1
+        if np.isnan(filtered[last, 0]):  # an impossible sequence (see _forward): no posterior either
+            posteriors[first : last + 1] = np.nan
+            stay[first : last + 1] = np.nan
+            continue
         beta[:] = 1.0
         posteriors[last] = filtered[last]
         for t in range(last, first, -1):
@@ -184,7 +203,9 @@ def _backward(
             moved = pairs[t if pairs.shape[0] > 1 else 0]
             for i in range(n_states):
                 for j in range(n_states):
-                    move = matrix[i, j] * np.exp(evidence[i, j] - shifts[t]) / scales[t]
+                    move = 0.0  # for a pair the chain cannot take, whose evidence may exceed the shift
+                    if filtered[t - 1, i] > 0.0 and matrix[i, j] > 0.0:
+                        move = matrix[i, j] * np.exp(evidence[i, j] - shifts[t]) / scales[t]
                     previous[i] += move * beta[j]
                     xi = filtered[t - 1, i] * move * beta[j]
                     moved[i, j] += xi
@@ -257,9 +278,10 @@ def _sample_paths(
         for t in range(last, first, -1):  # z_t-1 | z_t = j, y_0..t-1 ~ alpha_t-1(i) A_ij e_t(i, j)
             _step_evidence(values, t, d, flow, weights, factors, constants, index, given, densities, residual, evidence)
             j, matrix = path[t], matrices[t if matrices.shape[0] > 1 else 0]
-            shift = evidence[:, j].max()
+            shift = _shift(filtered[t - 1], matrix[:, j : j + 1], evidence[:, j : j + 1])
             for i in range(n_states):
-                probabilities[i] = filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
+                weight = filtered[t - 1, i] * matrix[i, j]
+                probabilities[i] = weight * np.exp(evidence[i, j] - shift) if weight > 0.0 else 0.0
             path[t - 1] = draw(probabilities, uniforms[t - 1])
 
 
