@@ -122,18 +122,21 @@ def _given(resets: Resets, reset_log_densities: np.ndarray | None) -> np.ndarray
     return np.ascontiguousarray(reset_log_densities, dtype=float)
 
 
+_NEGLIGIBLE = 1e-300  # a pair whose prior weight alpha_t-1(i) A_ij is below this is not taken
+
+
 @njit(cache=True)
 def _shift(previous, matrix, evidence):
-    """The largest log e_t(i, j) over the pairs the chain can take (previous(i) A_ij > 0): the scale
-    of step t's sums. (The largest over every pair can belong to a previous mode of probability 0,
-    and then every possible term underflows when the evidence differs by much, as a switching
-    LDS's with a small flow noise does.)"""
+    """The largest log e_t(i, j) over the pairs the chain can take (alpha_t-1(i) A_ij above
+    ``_NEGLIGIBLE``): the scale of step t's sums. (The largest over every pair can belong to a
+    previous mode of probability (nearly) 0, and then every term underflows when the evidence
+    differs by much, as a switching LDS's with a small flow noise does; such pairs are left out
+    of every sum, forward and back.)"""
     shift = -np.inf
     for i in range(evidence.shape[0]):
-        if previous[i] > 0.0:
-            for j in range(evidence.shape[1]):
-                if matrix[i, j] > 0.0 and evidence[i, j] > shift:
-                    shift = evidence[i, j]
+        for j in range(evidence.shape[1]):
+            if previous[i] * matrix[i, j] > _NEGLIGIBLE and evidence[i, j] > shift:
+                shift = evidence[i, j]
     return shift
 
 
@@ -162,7 +165,9 @@ def _forward(
                 for j in range(n_states):
                     predicted = 0.0
                     for i in range(n_states):
-                        predicted += filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
+                        weight = filtered[t - 1, i] * matrix[i, j]
+                        if weight > _NEGLIGIBLE:
+                            predicted += weight * np.exp(evidence[i, j] - shift)
                     filtered[t, j] = predicted
             scale = filtered[t].sum()
             if not (scale > 0.0 and np.isfinite(shift)):  # impossible from here: no law (check_possible)
@@ -204,7 +209,7 @@ def _backward(
             for i in range(n_states):
                 for j in range(n_states):
                     move = 0.0  # for a pair the chain cannot take, whose evidence may exceed the shift
-                    if filtered[t - 1, i] > 0.0 and matrix[i, j] > 0.0:
+                    if filtered[t - 1, i] * matrix[i, j] > _NEGLIGIBLE:
                         move = matrix[i, j] * np.exp(evidence[i, j] - shifts[t]) / scales[t]
                     previous[i] += move * beta[j]
                     xi = filtered[t - 1, i] * move * beta[j]
@@ -281,7 +286,7 @@ def _sample_paths(
             shift = _shift(filtered[t - 1], matrix[:, j : j + 1], evidence[:, j : j + 1])
             for i in range(n_states):
                 weight = filtered[t - 1, i] * matrix[i, j]
-                probabilities[i] = weight * np.exp(evidence[i, j] - shift) if weight > 0.0 else 0.0
+                probabilities[i] = weight * np.exp(evidence[i, j] - shift) if weight > _NEGLIGIBLE else 0.0
             path[t - 1] = draw(probabilities, uniforms[t - 1])
 
 
