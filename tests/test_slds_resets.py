@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from modeshift import SwitchingLDS, load
+from modeshift.datasets.simulators import bouncing_ball
 from modeshift.metrics import match_modes, mode_accuracy
 from modeshift.models import slds_inference as inference
 
@@ -230,3 +231,59 @@ def test_refusals():
     y = rng.normal(size=(30, 1))
     with pytest.raises(NotImplementedError, match="resets"):
         model.forecast(y, 3)
+
+
+def _true_ball(restitution=0.8, dt=0.01, gravity=9.81):
+    """The bouncing ball of ``simulators.bouncing_ball`` as an SLDS with resets, in the basis (h, v):
+    mode 0 flies, mode 1 is the one-step impact, entered by the linearised bounce
+    h_t = -e (h_t-1 + v_t-1 dt), v_t = -e v_t-1 (gravity within the step neglected) and left by the flight."""
+    model = SwitchingLDS(n_states=2, state_dim=2, resets="destination")
+    flight, fall = np.array([[1.0, dt], [0.0, 1.0]]), np.array([-gravity * dt**2 / 2, -gravity * dt])
+    e = restitution
+    model.dynamics_matrices_, model.dynamics_offsets_ = np.stack([flight, flight]), np.stack([fall, fall])
+    model.dynamics_input_matrices_, model.reset_input_matrices_ = np.zeros((2, 2, 0)), np.zeros((2, 2, 0))
+    model.dynamics_covariances_ = np.stack([np.diag([1e-6, 1e-4])] * 2)
+    model.reset_matrices_ = np.stack([flight, np.array([[-e, -e * dt], [0.0, -e]])])
+    model.reset_offsets_ = np.stack([fall, np.zeros(2)])
+    model.reset_covariances_ = np.stack([np.diag([1e-6, 1e-4]), np.diag([1e-4, 0.1])])
+    model.observation_matrix_, model.observation_offset_ = np.array([[1.0, 0.0]]), np.zeros(1)
+    model.feedthrough_matrix_, model.observation_covariance_ = np.zeros((1, 0)), np.array([[0.02**2]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.array([1.0, 0.0]), np.eye(2)
+    model.startprob_, model.transmat_ = np.array([0.99, 0.01]), np.array([[0.98, 0.02], [0.99, 0.01]])
+    return model
+
+
+def test_bouncing_ball_impacts_are_a_fixed_point_the_generic_starts_miss():
+    """With the ball's true laws, q(x) q(z) started at the true impacts keeps every one of them (a
+    fixed point of the sweeps), at an ELBO far above the one inference reaches from its generic
+    starts (measured 2144 against -8697 on this seed): the impacts are there to be found, and the
+    sweeps do not find them. (Why the SLDS with resets does not reach the ball's targets.)"""
+    sim = bouncing_ball(1000, random_state=0)
+    model = _true_ball()
+    seqs = model._sequences(sim.observations, None, None)
+    params = model._parameters(seqs)
+    posterior = inference.sweep(params, seqs, np.eye(2)[sim.modes])
+    for _ in range(5):
+        posterior = inference.sweep(params, seqs, posterior.mode_probs, posterior)
+    np.testing.assert_array_equal(model._viterbi(seqs, posterior), sim.modes)
+    assert posterior.elbo > model.elbo(sim.observations) + 1000.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="at the default 2 cm noise EM does not find the one-step impacts (0-8 of 15-20 found per seed), so "
+    "no reset learns the bounce: the reset into the impact mode has eigenvalues near +1, not -e",
+)
+def test_bouncing_ball_restitution_within_5_percent():
+    """The restitution (mean 0.8) as the eigenvalues of the reset into the impact mode, both -e for the
+    linearised bounce whatever the state basis, on the default ball over five seeds."""
+    estimates = []
+    for seed in range(5):
+        sim = bouncing_ball(1000, random_state=seed)
+        model = SwitchingLDS(2, state_dim=2, resets="destination", n_iter=300, random_state=seed)
+        model.fit(sim.observations)
+        impact = np.flatnonzero(match_modes(sim.modes, model.predict(sim.observations)) == 1)
+        assert impact.size, f"seed {seed}: no mode matched to the impacts"
+        estimates.append(-np.linalg.eigvals(model.reset_matrices_[impact[0]]).real.mean())
+    assert np.mean(estimates) == pytest.approx(0.8, rel=0.05), estimates
