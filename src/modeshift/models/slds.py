@@ -933,7 +933,8 @@ class SwitchingLDS(Model, StreamingFilters):
             self.reset_matrices_ = np.asarray(arhmm.reset_coefs_, dtype=float).copy()
             self.reset_offsets_ = np.asarray(arhmm.reset_intercepts_, dtype=float).copy()
             self.reset_input_matrices_ = np.zeros((len(self.reset_offsets_), n, m))
-            self.reset_covariances_ = np.stack([ensure_positive_definite(c) for c in np.asarray(arhmm.reset_covars_)])
+            covariances = [ensure_positive_definite(c) for c in np.asarray(arhmm.reset_covars_)]
+            self.reset_covariances_ = np.array(covariances).reshape(-1, n, n)  # none for one mode, "pair"
         self.startprob_ = normalise_rows(np.asarray(arhmm.startprob_, dtype=float) + 1e-3)
         if self.recurrent:
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
