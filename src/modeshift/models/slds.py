@@ -9,6 +9,10 @@ through one linear-Gaussian observation model:
     x_0 ~ N(m0, P0),   x_t = A_z x_t-1 + B_z u_t + b_z + N(0, Q_z),
     y_t = C x_t + D u_t + d + N(0, R).
 
+With ``resets``, a switch i -> j moves the state by a reset regression instead of mode j's
+flow, x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) (r the reset of the switch: a ball's
+velocity reversed at impact), learned in the same EM.
+
 In the recurrent model the hyperplanes (w_j - w_i) . x + (r_ij - r_ii) = 0 are learned
 guards: the state at which leaving mode i for mode j becomes more likely than staying.
 The E-step, structured mean-field inference of q(x) q(z), is in
