@@ -302,3 +302,14 @@ def test_keeping_modes_keeps_the_resets_of_their_switches(ties):
     for (i, j), (matrix, offset) in new.items():
         np.testing.assert_array_equal(matrix, old[kept[i], kept[j]][0])
         np.testing.assert_array_equal(offset, old[kept[i], kept[j]][1])
+
+
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+def test_recurrent_model_learns_guards_and_resets_together():
+    """With recurrent switches the pair posteriors are per step already; the reset is found as well."""
+    _, (y, modes) = _switching_with_a_reset(0)
+    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, resets="destination", n_iter=30, random_state=0)
+    paths = model.fit(y).predict(y)
+    assert mode_accuracy(modes, paths) > 0.95
+    flip = int(np.flatnonzero(match_modes(modes, paths) == 1)[0])
+    assert model.reset_matrices_[flip, 0, 0] == pytest.approx(-0.8, abs=0.08)

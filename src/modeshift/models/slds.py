@@ -577,7 +577,8 @@ class SwitchingLDS(Model, StreamingFilters):
 
         ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
         when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast`, with lists
-        for several sequences.
+        for several sequences. Not with ``resets`` (whose moments need a law per pair of modes):
+        simulate with :meth:`sample`.
         """
         self._check_fitted()
         if self.resets:
