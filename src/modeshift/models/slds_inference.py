@@ -79,6 +79,7 @@ __all__ = [
     "guard_features",
     "infer",
     "law_weights",
+    "pair_chain",
     "regressors",
     "sweep",
     "transition_curvature",
