@@ -146,6 +146,8 @@ def test_resets_equal_to_the_flows_give_the_plain_model():
     for a, b in zip(model.predict(y), plain.predict(y)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(np.concatenate(model.filter_proba(y)), np.concatenate(plain.filter_proba(y)), atol=1e-10)
+    for a, b in zip(model.forecast(y, 4), plain.forecast(y, 4)):
+        np.testing.assert_allclose(np.stack(a), np.stack(b), atol=1e-10)
 
 
 def _switching_with_a_reset(seed, n_steps=300, n_sequences=3):
@@ -229,6 +231,12 @@ def test_refusals():
         model._check_parameters()
     model = _model(rng, 2, 2, 1, "destination")
     y = rng.normal(size=(30, 1))
+    model.recurrent = True
+    model.recurrence_weights_, model.input_weights_, model.recurrence_biases_ = (
+        np.zeros((2, 2)),
+        np.zeros((2, 0)),
+        np.zeros((2, 2)),
+    )
     with pytest.raises(NotImplementedError, match="resets"):
         model.forecast(y, 3)
 
@@ -313,3 +321,34 @@ def test_recurrent_model_learns_guards_and_resets_together():
     assert mode_accuracy(modes, paths) > 0.95
     flip = int(np.flatnonzero(match_modes(modes, paths) == 1)[0])
     assert model.reset_matrices_[flip, 0, 0] == pytest.approx(-0.8, abs=0.08)
+
+
+@pytest.mark.parametrize("ties", ["pair", "destination"])
+def test_forecast_matches_enumeration_of_mode_paths(ties):
+    """The forecast's moments against the Gaussian mixture over every mode path from q(z_T) q(x_T),
+    each path's state pushed through its flows and, at its switches, its resets."""
+    rng = np.random.default_rng(7)
+    K, horizon = 3, 3
+    model = _model(rng, K, 2, 2, ties)
+    y = rng.normal(size=(20, 2))
+    forecast = model.forecast(y, horizon)
+    posterior = model._infer(model._sequences(y, None, None))
+    start, mean, cov = posterior.mode_probs[-1], posterior.means[-1], posterior.covs[-1]
+    A, _, b, Q = _laws(model)
+    index = model._parameters().resets.index
+    C, d, R = model.observation_matrix_, model.observation_offset_, model.observation_covariance_
+    first, second, modes = np.zeros((horizon, 2)), np.zeros((horizon, 2, 2)), np.zeros((horizon, K))
+    for path in itertools.product(range(K), repeat=horizon + 1):
+        weight = start[path[0]] * np.prod([model.transmat_[i, j] for i, j in zip(path, path[1:])])
+        m, P = mean, cov
+        for h, (i, j) in enumerate(zip(path, path[1:])):
+            law = j if i == j else K + index[i, j]
+            m, P = A[law] @ m + b[law], A[law] @ P @ A[law].T + Q[law]
+            y_mean = C @ m + d
+            first[h] += weight * y_mean
+            second[h] += weight * (C @ P @ C.T + R + np.outer(y_mean, y_mean))
+            modes[h, j] += weight
+    covariances = second - first[:, :, None] * first[:, None, :]
+    np.testing.assert_allclose(forecast.means, first, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(forecast.covariances, covariances, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(forecast.mode_probabilities, modes, atol=1e-12)

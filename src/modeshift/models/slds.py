@@ -577,28 +577,62 @@ class SwitchingLDS(Model, StreamingFilters):
 
         ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
         when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast`, with lists
-        for several sequences. Not with ``resets`` (whose moments need a law per pair of modes):
-        simulate with :meth:`sample`.
+        for several sequences. With ``resets`` the law of a step depends on the pair of modes
+        (z_t-1, z_t), so the jump linear system runs on the chain of pairs, (i, j) -> (j, k) with
+        probability P_jk, started from the pairs (j, j) with q(z_T = j) (:meth:`_pair_laws`); its
+        mode probabilities are summed over the previous mode. (Not for a recurrent model with
+        resets: simulate with :meth:`sample`.)
         """
         self._check_fitted()
-        if self.resets:
-            raise NotImplementedError("the forecast of a SwitchingLDS with resets is not implemented: use sample")
+        if self.resets and self.recurrent:
+            raise NotImplementedError("the forecast of a recurrent SwitchingLDS with resets is not implemented")
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this SwitchingLDS")
         params, rng = self._parameters(), np.random.default_rng(self.random_state)
         A, B, b, Q = params.dynamics_terms()
+        transition = params.chain.transition_matrix if not self.recurrent else None
+        if self.resets:  # the chain of pairs, each with its law, from the pairs (j, j)
+            (A, B, b, Q), transition = self._pair_laws(params)
+            K = self._k
+            stays = np.zeros((len(posterior.mode_probs), K * K))
+            stays[:, :: K + 1] = posterior.mode_probs
+            posterior = dataclasses.replace(posterior, mode_probs=stays)
         parts = []
         for s, future in enumerate(futures):
             last = seqs.offsets[s + 1] - 1
             if self.recurrent:
                 moves: Any = [functools.partial(self._switches_at, params.chain, u) for u in future]
             else:
-                moves = np.broadcast_to(params.chain.transition_matrix, (horizon, self._k, self._k))
+                moves = np.broadcast_to(transition, (horizon, *transition.shape))
             laws = A, np.einsum("knm,hm->hkn", B, future) + b, Q, moves
-            parts.append(self._forecast_from(posterior, last, params, laws, future, rng))
+            part = self._forecast_from(posterior, last, params, laws, future, rng)
+            if self.resets:  # p(z_t = k) sums the pairs (j, k) over j
+                pairs = part.mode_probabilities.reshape(horizon, self._k, self._k)
+                part = dataclasses.replace(part, mode_probabilities=pairs.sum(axis=1))
+            parts.append(part)
         return Forecast.of_sequences(parts)
+
+    def _pair_laws(self, params: inference.SwitchingParameters) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """The dynamics (A, B, b, Q) of each pair of modes (i, j), row i K + j: mode j's flow when
+        i = j, else the reset of (i, j); and the (K^2, K^2) transition matrix of the pairs,
+        (i, j) -> (j, k) with probability P_jk."""
+        K, n = self._k, self.state_dim
+        block = params.resets
+        flows = params.dynamics.weights, params.dynamics.covariances
+        resets = (
+            np.concatenate([block.reset_coefs, block.reset_intercepts[:, :, None]], axis=2),
+            block.reset_covariances,
+        )
+        sources, targets = np.divmod(np.arange(K * K), K)
+        law = np.where(sources == targets, targets, K + block.index[sources, targets])
+        weights = np.concatenate([flows[0], resets[0]])[law]
+        covariances = np.concatenate([flows[1], resets[1]])[law]
+        transition = np.where(
+            targets[:, None] == sources[None, :], params.chain.transition_matrix[targets][:, targets], 0.0
+        )
+        return (weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], covariances), transition
 
     def _forecast_from(
         self,
