@@ -15,7 +15,11 @@ Four parts, in one run (``--parts modes`` runs the first two, ``--parts forecast
   with the true state's dimension, above the observations' on the bouncing ball). ARHMMs
   regress on ``order`` = 2 lags for the 1-D series (a position alone has no velocity), 1
   otherwise; the linear ARHMM is also fit with ``resets="destination"`` (a reset regression
-  at each switch).
+  at each switch), and, on the bouncing ball, the SLDS (not recurrent) with
+  ``resets="destination"``, its impact a reset of the latent (h, v). A row "constant" scores
+  the most frequent true mode at every step, no model: on the bouncing ball, whose impact mode
+  lasts one step (1.5-2 % of the steps), it scores 0.98, so the accuracy target of issue 18
+  (0.95) says nothing there; the number of impacts found is what a model adds.
 - restitution: the bouncing ball with its state observed (0.1 mm noise), a fixed restitution
   0.8 and no relaunches, 10 sequences of 300 steps: the restitution read off the reset of an
   ARHMM with resets (:func:`restitution_part`), and its mode accuracy.
@@ -112,6 +116,13 @@ def mode_models(n_states: int, order: int, dim: int, state_dim: int, seed: int) 
     }
 
 
+def latent_reset_models(name: str, n_states: int, state_dim: int, seed: int) -> dict[str, Any]:
+    """The SLDS with resets, on the system whose switches move the state (the bouncing ball)."""
+    if name != "bouncing_ball":
+        return {}
+    return {"SLDS, resets": SwitchingLDS(n_states, state_dim=state_dim, resets="destination", random_state=seed)}
+
+
 def modes_part(seeds: int) -> list[str]:
     rows = []
     for name, (simulate, n_steps, n_states, order, state_dim) in SYSTEMS.items():
@@ -119,7 +130,13 @@ def modes_part(seeds: int) -> list[str]:
         for seed in range(seeds):
             sim = simulate(n_steps, random_state=seed)
             y, truth = sim.observations, sim.modes
-            for label, model in mode_models(n_states, order, y.shape[1], state_dim, seed).items():
+            constant = np.zeros_like(truth[order:])  # matched to the most frequent true mode
+            scores.setdefault("constant (no model)", []).append((0.0, mode_accuracy(truth[order:], constant)))
+            models = {
+                **mode_models(n_states, order, y.shape[1], state_dim, seed),
+                **latent_reset_models(name, n_states, state_dim, seed),
+            }
+            for label, model in models.items():
                 try:
                     start = time.perf_counter()
                     model.fit(y)
