@@ -84,6 +84,10 @@ __all__ = [
 _LOG_2PI = float(np.log(2 * np.pi))
 #: -log L where the likelihood is not defined: finite, so that L-BFGS-B's line search backs off
 _UNDEFINED = 1e30
+#: the climb has converged when no entry of the gradient of log L in the scaled free vector (units of
+#: the start's values) exceeds this: a step of 1 % in any value then changes log L by at most 1e-5,
+#: and the log-likelihood is within about 1e-8 of its maximum on the Nile (tighter only costs passes)
+_GTOL = 1e-3
 _TRENDS = {
     "local level": (LocalLevel(),),
     "random walk": (LocalLevel(),),
@@ -502,7 +506,7 @@ class StructuralModel(Model, StreamingFilters):
             jac=True,
             method="L-BFGS-B",
             callback=record,
-            options={"maxiter": self.n_iter, "ftol": 1e-13, "gtol": 1e-5, "maxcor": 20},
+            options={"maxiter": self.n_iter, "ftol": 1e-13, "gtol": _GTOL, "maxcor": 20},
         )
         x = result.x if result.fun < _UNDEFINED else layout.x0
         self.n_iter_ = len(history)
