@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from modeshift._kernels.kalman import filter_arrays
-from modeshift._kernels.lds_score import score_of_arrays
+from modeshift._kernels.lds_score import ScorePass
 from modeshift.data import Sequences, as_sequences
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
@@ -967,11 +966,6 @@ class _Layout:
         return gradient
 
 
-#: the system's matrices in the order of their flat vector, and their places in :func:`filter_arrays`' tuple
-_SYSTEM = ("m0", "P0", "A", "B", "Q", "C", "D", "R")
-_MATRICES = (3, 4, 6, 7, 8, 9, 10, 11)
-
-
 def _local(block: Block) -> np.ndarray:
     """A block as one flat vector: dynamics, covariance, observation, intercept, initial mean,
     initial covariance, irregular, coefficients (an absent part as zeros)."""
@@ -993,8 +987,8 @@ def _local(block: Block) -> np.ndarray:
 class _Objective:
     """log L and its gradient in the components' values v, for L-BFGS-B (which chains it to its
     free vector x, :meth:`_Layout.chain`) and the start's scale: one compiled pass
-    (:func:`score_of_arrays`, the Fisher identity) gives the gradient G in the stacked system's
-    matrices, chained to v through each component's block.
+    (:class:`~modeshift._kernels.lds_score.ScorePass`, the Fisher identity) gives the gradient G in
+    the stacked system's matrices, chained to v through each component's block.
 
     Each component fills fixed entries of the system (its rows of the block-diagonal A, Q, P0 and
     B, its columns of C and D, the noise R), so the system is one flat vector, the sum of the
@@ -1012,15 +1006,12 @@ class _Objective:
         blocks = [c.block(values[where]) for c, where in zip(components, slices)]
         system = model._stack(blocks)
         arguments, options = model._engine(system)._kernel_arguments(model._with_inputs(seqs), model._matrices(system))
-        #: the compiled pass's arguments (:func:`filter_arrays`), their matrices replaced at every point
-        self.arrays = filter_arrays(*arguments, **options)
-        self.burn = int(self.arrays[5].sum())  # the exact diffuse components: the steps they take
-        self.shapes = [self.arrays[i].shape for i in _MATRICES]
-        bounds = list(itertools.accumulate((math.prod(shape) for shape in self.shapes), initial=0))
-        self.parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-        self.fixed = np.zeros(bounds[-1])  # + the linear blocks at 0
-        index = np.arange(self.fixed.size)
-        at = {key: index[part].reshape(shape[1:]) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
+        arrays = filter_arrays(*arguments, **options)
+        self.burn = int(arrays[5].sum())  # the exact diffuse components: the steps they take
+        #: the compiled pass, whose flat vector of matrices is written in place at every point
+        self.score = ScorePass(arrays, np.zeros(len(arrays[5]), dtype=bool))
+        self.fixed = np.zeros(self.score.matrices.size)  # + the linear blocks at 0
+        at = self.score.per_key(np.arange(self.fixed.size))
         self.nonlinear, moving, linear, directions = [], [], [], []
         state, column = 0, 1
         for component, where, block in zip(components, slices, blocks):
@@ -1046,22 +1037,19 @@ class _Objective:
             state, column = state + n, column + k
         self.linear = np.array(linear, dtype=int)
         self.directions = np.array(directions).reshape(len(directions), self.fixed.size)
-        self.moving = np.concatenate(moving)
+        self.score.rows = np.concatenate(moving)  # G in A only on the rows that move
 
     def __call__(self, values: np.ndarray) -> tuple[float, np.ndarray]:
         """(log L, d log L / dv) at the components' values v."""
-        flat = self.fixed + values[self.linear] @ self.directions
+        flat = self.score.matrices
+        np.matmul(values[self.linear], self.directions, out=flat)
+        flat += self.fixed
         derivatives = []
         for component, where, positions in self.nonlinear:
             block = component.block(values[where])
             flat[positions] += _local(block)  # a component fills each entry once
             derivatives.append(_block_derivatives(component, values[where], block))
-        arrays = list(self.arrays)
-        for i, part, shape in zip(_MATRICES, self.parts, self.shapes):
-            arrays[i] = flat[part].reshape(shape)
-        log_likelihoods, G = score_of_arrays(tuple(arrays), self.moving)
-        value = float(log_likelihoods.sum())
-        g = np.concatenate([G[key].ravel() for key in _SYSTEM])
+        value, g = self.score()
         slopes = np.empty(values.size)  # dl/dv
         slopes[self.linear] = self.directions @ g
         for (_, where, positions), rows in zip(self.nonlinear, derivatives):
