@@ -4,7 +4,7 @@ likelihood over their named parameters.
 A :class:`StructuralModel` adds up components (:mod:`modeshift.models.structural_components`):
 a level or a trend, seasonals, a cycle, an ARIMA disturbance, regression effects and the
 irregular noise. Their blocks stack into one linear-Gaussian state-space model whose
-log-likelihood the Kalman filter gives exactly; ``fit`` maximises it by L-BFGS-B over the
+log-likelihood the Kalman filter gives exactly; ``fit`` maximises it by BFGS over the
 components' parameters in an unconstrained form (variances >= 0, a stationary AR and an
 invertible MA part, a damping in (0, 1)), from starting values drawn from the data.
 
@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
 from modeshift._kernels.kalman import filter_arrays
 from modeshift._kernels.lds_score import ScorePass
 from modeshift.data import Sequences, as_sequences
+from modeshift.models import quasi_newton
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
 from modeshift.models.lds import LinearGaussianSSM, SmootherResult, predictive_moments
@@ -81,8 +82,6 @@ __all__ = [
 ]
 
 _LOG_2PI = float(np.log(2 * np.pi))
-#: -log L where the likelihood is not defined: finite, so that L-BFGS-B's line search backs off
-_UNDEFINED = 1e30
 #: the climb has converged when no entry of the gradient of log L in the scaled free vector (units of
 #: the start's values) exceeds this: a step of 1 % in any value then changes log L by at most 1e-5,
 #: and the log-likelihood is within about 1e-8 of its maximum on the Nile (tighter only costs passes)
@@ -193,7 +192,7 @@ class StructuralModel(Model, StreamingFilters):
         None (default): the exact diffuse start. A number: the approximate one, a prior
         variance this large on the diffuse states (statsmodels' default is 1e6).
     n_iter : int
-        Cap on the L-BFGS-B iterations of ``fit`` (0: only the starting values).
+        Cap on the BFGS iterations of ``fit`` (0: only the starting values).
     warm_start : bool
         Start ``fit`` from the current ``params_`` instead of starting values drawn from the data.
 
@@ -206,7 +205,7 @@ class StructuralModel(Model, StreamingFilters):
     log_likelihood_ : float
         The maximised log-likelihood (see the module docstring for its convention).
     history_ : list of float
-        The log-likelihood after each L-BFGS-B iteration; ``converged_``, ``n_iter_``.
+        The log-likelihood after each BFGS iteration; ``converged_``, ``n_iter_``.
 
     Notes
     -----
@@ -461,33 +460,28 @@ class StructuralModel(Model, StreamingFilters):
     def _climb(
         self, seqs: Sequences, layout: _Layout, objective: _Objective | None, history: list[float]
     ) -> tuple[np.ndarray, float | None]:
-        """L-BFGS-B on -log L in the scaled free vector: the analytic gradient (the exact start,
-        ``objective``) or central differences of log L (the approximate start). Returns the
-        parameters reached and log L there (None where it was not evaluated)."""
-        values: dict[bytes, float] = {}
+        """BFGS (:func:`~modeshift.models.quasi_newton.minimise`) on -log L in the scaled free
+        vector: the analytic gradient (the exact start, ``objective``) or central differences of
+        log L (the approximate start). Returns the parameters reached and log L there (None where
+        it is not defined)."""
 
         def negative(x: np.ndarray) -> float:
             try:
                 value = -self._log_likelihood(layout.params(x), seqs)
             except (ValueError, np.linalg.LinAlgError):  # e.g. every variance 0: y_t has variance 0
-                value = _UNDEFINED
-            value = value if np.isfinite(value) else _UNDEFINED
-            values[x.tobytes()] = value
-            return value
+                return np.inf
+            return value if np.isfinite(value) else np.inf
 
         def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
-            gradient = np.zeros_like(x)
             if objective is not None:  # the exact start: the analytic gradient
                 try:
                     value, slopes = objective(layout.params(x))
-                    gradient = -layout.chain(x, slopes)
                 except (ValueError, np.linalg.LinAlgError):
-                    value = -np.inf
-                value = -value if np.isfinite(value) else _UNDEFINED
-                values[x.tobytes()] = value
+                    return np.inf, np.zeros_like(x)
+                value, gradient = -value, -layout.chain(x, slopes)
             else:  # the approximate start: central differences of log L
-                value = negative(x)
-                for i in range(len(x) if value < _UNDEFINED else 0):
+                value, gradient = negative(x), np.zeros_like(x)
+                for i in range(len(x) if np.isfinite(value) else 0):
                     h = 6e-6 * max(1.0, abs(x[i]))
                     up, down = x.copy(), x.copy()
                     up[i] += h
@@ -495,31 +489,25 @@ class StructuralModel(Model, StreamingFilters):
                     gradient[i] = (negative(up) - negative(down)) / (2 * h)
             return value, np.where(np.isfinite(gradient), gradient, 0.0)
 
-        def record(x: np.ndarray) -> None:
-            value = values.get(x.tobytes())
-            history.append(-(negative(x) if value is None else value))
-
-        result = optimize.minimize(
+        result = quasi_newton.minimise(
             value_and_gradient,
             layout.x0,
-            jac=True,
-            method="L-BFGS-B",
-            callback=record,
-            options={"maxiter": self.n_iter, "ftol": 1e-13, "gtol": _GTOL, "maxcor": 20},
+            max_iter=self.n_iter,
+            gtol=_GTOL,
+            ftol=1e-13,
+            callback=lambda x, value: history.append(-value),
         )
-        x = result.x if result.fun < _UNDEFINED else layout.x0
-        self.n_iter_ = len(history)
-        self.converged_ = bool(result.success)
-        if not result.success:
+        self.n_iter_ = result.n_iter
+        self.converged_ = result.converged
+        if not result.converged:
             why = (
-                f"at its cap of n_iter={self.n_iter} L-BFGS-B iterations; raise n_iter to go on"
-                if result.nit >= self.n_iter
-                else f"after {result.nit} L-BFGS-B iterations ({result.message}): the log-likelihood may be "
+                f"at its cap of n_iter={self.n_iter} BFGS iterations; raise n_iter to go on"
+                if result.n_iter >= self.n_iter
+                else f"after {result.n_iter} BFGS iterations ({result.message}): the log-likelihood may be "
                 "ill-conditioned here (try other starting values, or fewer components)"
             )
             warnings.warn(f"{self!r} stopped before converging, {why}", ConvergenceWarning, stacklevel=3)
-        value = values.get(x.tobytes(), _UNDEFINED)
-        return layout.params(x), -value if value < _UNDEFINED else None
+        return layout.params(result.x), -result.value if np.isfinite(result.value) else None
 
     def _scaled_start(self, start: np.ndarray, seqs: Sequences, objective: _Objective | None) -> np.ndarray:
         """``start`` (:meth:`_component_start`) with every variance times the scale c that
@@ -912,9 +900,9 @@ def _slices(components: tuple[Any, ...]) -> list[slice]:
 
 class _Layout:
     """The components' parameters as one scaled free vector for the optimiser, and back: each
-    free value divided by its size at the start, so that L-BFGS-B sees numbers of order one.
+    free value divided by its size at the start, so that BFGS sees numbers of order one.
     A variance enters through its standard deviation s, unbounded: log L is even in s and near
-    a variance of 0 nearly quadratic in it, so L-BFGS-B reaches a boundary optimum s = 0 fast
+    a variance of 0 nearly quadratic in it, so BFGS reaches a boundary optimum s = 0 fast
     (statsmodels' parameterisation), and a line search never stops on every variance at 0.
     By the components' contract, a value of kind "variance" is s^2 and one of kind "coefficient"
     is itself, whatever the component; only a component with values of kind "free" (AR, MA, a
@@ -985,7 +973,7 @@ def _local(block: Block) -> np.ndarray:
 
 
 class _Objective:
-    """log L and its gradient in the components' values v, for L-BFGS-B (which chains it to its
+    """log L and its gradient in the components' values v, for BFGS (which chains it to its
     free vector x, :meth:`_Layout.chain`) and the start's scale: one compiled pass
     (:class:`~modeshift._kernels.lds_score.ScorePass`, the Fisher identity) gives the gradient G in
     the stacked system's matrices, chained to v through each component's block.
