@@ -89,6 +89,9 @@ def minimise(
         step = 1.0 / np.sqrt(-slope) if first else 1.0
         found = _line_search(value_and_gradient, x, value, direction, slope, step)
         evaluations += found[3]
+        if found[0] is None and not first:  # H may be what failed (as L-BFGS-B, forget it once)
+            inverse_hessian, first = np.eye(x.size), True
+            continue
         if found[0] is None:
             return Minimum(x, value, gradient, iteration, evaluations, False, "no step along the direction lowers f")
         step, new_value, new_gradient, _ = found

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from modeshift._kernels.kalman import filter_arrays
 from modeshift._kernels.lds_score import ScorePass
@@ -305,13 +305,10 @@ class StructuralModel(Model, StreamingFilters):
         """The number of estimated parameters."""
         return len(self.param_names)
 
-    def _split(self, params: np.ndarray) -> list[np.ndarray]:
-        sizes = [len(c.names()) for c in self.components]
-        return np.split(np.asarray(params, dtype=float), np.cumsum(sizes)[:-1])
-
     def _system(self, params: np.ndarray) -> _System:
         """The stacked matrices at ``params`` (the components checked already)."""
-        return self._stack([c.block(values) for c, values in zip(self.components, self._split(params))])
+        params = np.asarray(params, dtype=float)
+        return self._stack([c.block(params[where]) for c, where in zip(self.components, _slices(self.components))])
 
     def _stack(self, blocks: list[Any]) -> _System:
         """The components' blocks as one state-space model: block-diagonal dynamics, added observations."""
@@ -489,14 +486,13 @@ class StructuralModel(Model, StreamingFilters):
                     gradient[i] = (negative(up) - negative(down)) / (2 * h)
             return value, np.where(np.isfinite(gradient), gradient, 0.0)
 
-        result = quasi_newton.minimise(
-            value_and_gradient,
-            layout.x0,
-            max_iter=self.n_iter,
-            gtol=_GTOL,
-            ftol=1e-13,
-            callback=lambda x, value: history.append(-value),
-        )
+        def record(x: np.ndarray, value: float) -> None:
+            history.append(-value)
+
+        if objective is not None:
+            result = quasi_newton.minimise(value_and_gradient, layout.x0, self.n_iter, _GTOL, 1e-13, record)
+        else:  # differences of a log L whose round-off (the large prior variance) is about 1e-8
+            result = _scipy_lbfgsb(value_and_gradient, layout.x0, self.n_iter, record)
         self.n_iter_ = result.n_iter
         self.converged_ = result.converged
         if not result.converged:
@@ -522,7 +518,7 @@ class StructuralModel(Model, StreamingFilters):
         try:
             if objective is not None:
                 _, slopes = objective(start)
-                n = np.isfinite(seqs.values[:, 0]).sum() - _first_observed(seqs, objective.burn).sum()
+                n = _n_effective(seqs, objective.burn)
                 scale = 1.0 + 2.0 * float(start[variances] @ slopes[variances]) / n if n > 0 else 1.0
             else:
                 standardised = self._filter(self._system(start), seqs).standardised
@@ -561,11 +557,9 @@ class StructuralModel(Model, StreamingFilters):
         """Bayesian information criterion, -2 log-likelihood + n_parameters log(n), n the observed
         values after the diffuse steps."""
         seqs = self._sequences(X, lengths, exog)
-        return -2.0 * self.score(seqs) + self.n_parameters * np.log(self._n_effective(seqs))
-
-    def _n_effective(self, seqs: Sequences) -> int:
-        burned = _first_observed(seqs, self._system(self._params()).burn)
-        return int(np.isfinite(seqs.values[:, 0]).sum() - burned.sum())
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(
+            _n_effective(seqs, self._system(self._params()).burn)
+        )
 
     def standardised_residuals(
         self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None
@@ -797,7 +791,7 @@ class StructuralModel(Model, StreamingFilters):
             index=pd.Index(self.param_names, name="parameter"),
         )
         log_lik = self.score(seqs)
-        n = self._n_effective(seqs)
+        n = _n_effective(seqs, self._system(params).burn)
         residuals = self._filter(self._system(params), seqs).standardised
         after_burn = np.concatenate(
             [r[np.flatnonzero(np.isfinite(r)).min(initial=len(r)) :] for r in np.split(residuals, seqs.offsets[1:-1])]
@@ -876,6 +870,42 @@ class _BurnIn(KalmanRecursion):
 
     def remember(self, move: np.ndarray, evidence: tuple) -> np.ndarray:
         return super().remember(move, evidence[:2])
+
+
+def _scipy_lbfgsb(value_and_gradient: Any, x0: np.ndarray, max_iter: int, callback: Any) -> quasi_newton.Minimum:
+    """scipy's L-BFGS-B in place of :func:`~modeshift.models.quasi_newton.minimise`, for a gradient
+    by differences of a noisy f: where f's round-off stops every line search, its relative
+    reduction test (``ftol``) ends the climb as converged. An undefined f is a large finite one."""
+    undefined = 1e30
+
+    def finite(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = value_and_gradient(x)
+        return (value, gradient) if np.isfinite(value) else (undefined, gradient)
+
+    values: dict[bytes, float] = {}
+
+    def remember(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = finite(x)
+        values[x.tobytes()] = value
+        return value, gradient
+
+    result = optimize.minimize(
+        remember,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        callback=lambda x: callback(x, values[x.tobytes()] if x.tobytes() in values else finite(x)[0]),
+        options={"maxiter": max_iter, "ftol": 1e-13, "gtol": _GTOL, "maxcor": 20},
+    )
+    value = float(result.fun) if result.fun < undefined else np.inf
+    x = result.x if np.isfinite(value) else np.array(x0, dtype=float)
+    message = result.message if isinstance(result.message, str) else str(result.message)
+    return quasi_newton.Minimum(x, value, result.jac, int(result.nit), int(result.nfev), bool(result.success), message)
+
+
+def _n_effective(seqs: Sequences, burn: int) -> int:
+    """The observed values after each sequence's first ``burn`` (those the likelihood conditions on)."""
+    return int(np.isfinite(seqs.values[:, 0]).sum() - _first_observed(seqs, burn).sum())
 
 
 def _first_observed(seqs: Sequences, count: int) -> np.ndarray:
