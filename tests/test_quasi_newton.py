@@ -60,3 +60,17 @@ def test_stops_short_and_says_so():
 
     undefined = minimise(lambda x: (np.nan, np.zeros(1)), np.zeros(1))
     assert not undefined.converged and undefined.n_evaluations == 1
+
+
+def test_a_known_curvature_makes_the_first_step_newtons():
+    """f = 3 |x - m|^2 / 2 has curvature 3: the first step lands on m (two evaluations, where a
+    first step of length 1 takes more)."""
+    m = np.array([0.5, -1.0, 2.0])
+
+    def bowl(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return float(1.5 * (x - m) @ (x - m)), 3.0 * (x - m)
+
+    told = minimise(bowl, np.zeros(3), curvature=3.0)
+    assert told.converged and told.n_evaluations == 2
+    np.testing.assert_allclose(told.x, m, atol=1e-12)
+    assert minimise(bowl, np.zeros(3)).n_evaluations > 2

@@ -18,10 +18,11 @@ bracket once a step overshoots), then the BFGS update of H with s = a d, y = g_k
     H <- (I - s y' / y's) H (I - y s' / y's) + s s' / y's,
 
 H = (y's / y'y) I before the first update. The first step has length 1 in x (as L-BFGS-B's),
-so x should be scaled to order one. It stops when every entry of the gradient is at most
-``gtol`` (converged), when an iteration lowers f by at most ``ftol`` relative to |f|
-(converged: the round-off floor), or at ``max_iter`` iterations (not converged), or when no
-step lowers f (not converged: f is not smooth there, or its gradient is wrong).
+so x should be scaled to order one, unless the caller knows f's curvature. It stops when
+every entry of the gradient is at most ``gtol`` (converged), when an iteration lowers f by at
+most ``ftol`` relative to |f| (converged: the round-off floor), at ``max_iter`` iterations (not
+converged), or when no step lowers f, not even along -g with H forgotten (not converged: f is
+not smooth there, or its gradient is wrong).
 
 >>> import numpy as np
 >>> def bowl(x):
@@ -33,6 +34,7 @@ step lowers f (not converged: f is not smooth there, or its gradient is wrong).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,26 +69,32 @@ def minimise(
     gtol: float = 1e-5,
     ftol: float = 1e-13,
     callback: Callable[[np.ndarray, float], None] | None = None,
+    curvature: float | None = None,
 ) -> Minimum:
     """Minimise f from ``x0`` by BFGS; ``value_and_gradient(x)`` returns (f(x), its gradient),
     f = inf (or any non-finite value) where f is not defined (the line search backs off).
-    ``callback(x, f)`` runs after each iteration. Returns the :class:`Minimum`."""
+    ``callback(x, f)`` runs after each iteration; ``curvature``, an estimate of f's second
+    derivative along x (of order 1 / the step to take), sets the first step to -gradient /
+    curvature (without it, the first step has length 1). Returns the :class:`Minimum`."""
     x = np.array(x0, dtype=float)
     value, gradient = value_and_gradient(x)
     evaluations = 1
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         return Minimum(x, value, gradient, 0, evaluations, False, "f is not finite at the start")
     inverse_hessian = np.eye(x.size)
     first = True
     for iteration in range(max_iter):
-        if np.abs(gradient).max(initial=0.0) <= gtol:
+        if _largest(gradient) <= gtol:
             return Minimum(x, value, gradient, iteration, evaluations, True, "the gradient is below gtol")
         direction = -inverse_hessian @ gradient
         slope = float(gradient @ direction)
         if not slope < 0:  # H lost positive definiteness to round-off: start again from the gradient
             inverse_hessian, first = np.eye(x.size), True
             direction, slope = -gradient, -float(gradient @ gradient)
-        step = 1.0 / np.sqrt(-slope) if first else 1.0
+        if not first:
+            step = 1.0
+        else:  # H = I: a step of length 1, or the Newton step of f ~ curvature |x|^2 / 2
+            step = 1.0 / math.sqrt(-slope) if curvature is None else 1.0 / curvature
         found = _line_search(value_and_gradient, x, value, direction, slope, step)
         evaluations += found[3]
         if found[0] is None and not first:  # H may be what failed (as L-BFGS-B, forget it once)
@@ -96,22 +104,21 @@ def minimise(
             return Minimum(x, value, gradient, iteration, evaluations, False, "no step along the direction lowers f")
         step, new_value, new_gradient, _ = found
         s, y = step * direction, new_gradient - gradient
-        curvature = float(s @ y)
-        if curvature > 1e-12 * np.linalg.norm(s) * np.linalg.norm(y):
+        curvature, yy = float(s @ y), float(y @ y)
+        if curvature > 1e-12 * math.sqrt(float(s @ s) * yy):
             if first:
-                inverse_hessian = (curvature / float(y @ y)) * np.eye(x.size)
+                inverse_hessian = (curvature / yy) * np.eye(x.size)
                 first = False
             hy = inverse_hessian @ y
-            inverse_hessian += (curvature + y @ hy) / curvature**2 * np.outer(s, s) - (
-                np.outer(hy, s) + np.outer(s, hy)
-            ) / curvature
+            ss, hys = s[:, None] * s, hy[:, None] * s
+            inverse_hessian += ((curvature + float(y @ hy)) / curvature**2) * ss - (hys + hys.T) / curvature
         decrease = value - new_value
         x, value, gradient = x + s, new_value, new_gradient
         if callback is not None:
             callback(x, value)
         if decrease <= ftol * max(abs(value), abs(value + decrease), 1.0):
             return Minimum(x, value, gradient, iteration + 1, evaluations, True, "f decreased by less than ftol")
-    converged = bool(np.abs(gradient).max(initial=0.0) <= gtol)
+    converged = _largest(gradient) <= gtol
     return Minimum(x, value, gradient, max_iter, evaluations, converged, f"{max_iter} iterations (max_iter)")
 
 
@@ -127,24 +134,24 @@ def _line_search(
     conditions, from the trial ``step``: (a, f, gradient at x + a d, evaluations), a = None when
     none is found. The best step with enough decrease found is taken when the slope never
     flattens within the trials."""
-    low, high = 0.0, np.inf  # the bracket: ``low`` has enough decrease, ``high`` too little
+    low, high = 0.0, math.inf  # the bracket: ``low`` has enough decrease, ``high`` too little
     low_value, low_slope = value, slope
     best: tuple[float, float, np.ndarray] | None = None
     for trial in range(1, _MAX_TRIALS + 1):
         new_value, new_gradient = value_and_gradient(x + step * direction)
-        new_slope = float(new_gradient @ direction) if np.isfinite(new_value) else np.nan
-        if not np.isfinite(new_value) or new_value > value + _DECREASE * step * slope or new_value >= low_value:
+        new_slope = float(new_gradient @ direction) if math.isfinite(new_value) else math.nan
+        if not math.isfinite(new_value) or new_value > value + _DECREASE * step * slope or new_value >= low_value:
             high = step
         elif new_slope >= _CURVATURE * slope:
             return step, new_value, new_gradient, trial
         else:
             best = (step, new_value, new_gradient)
             low, low_value, low_slope = step, new_value, new_slope
-        if np.isinf(high):
+        if high == math.inf:
             step *= 2.0
             continue
         guess = low + 0.5 * (high - low)
-        if high == step and np.isfinite(new_slope):  # the cubic through f and its slope at low and high
+        if high == step and math.isfinite(new_slope):  # the cubic through f and its slope at low and high
             guess = _cubic_minimiser(low, low_value, low_slope, high, new_value, new_slope, guess)
         width = high - low
         step = min(max(guess, low + 0.1 * width), high - 0.1 * width)  # kept off the bracket's ends
@@ -163,3 +170,7 @@ def _cubic_minimiser(a: float, fa: float, da: float, b: float, fb: float, db: fl
     d2 = np.copysign(np.sqrt(radicand), b - a)
     denominator = db - da + 2.0 * d2
     return b - (b - a) * (db + d2 - d1) / denominator if denominator != 0 else otherwise
+
+
+def _largest(gradient: np.ndarray) -> float:
+    return float(max(gradient.max(initial=0.0), -gradient.min(initial=0.0)))

@@ -490,7 +490,12 @@ class StructuralModel(Model, StreamingFilters):
             history.append(-value)
 
         if objective is not None:
-            result = quasi_newton.minimise(value_and_gradient, layout.x0, self.n_iter, _GTOL, 1e-13, record)
+            # At the start scaled to the best point of its ray (:meth:`_scaled_start`), -log L
+            # along x0 (every standard deviation times 1 + t) is (n/2) (2 log(1 + t) + (1 + t)^-2)
+            # + const, of curvature 2 n / |x0|^2 at t = 0: the first step's scale
+            n, length = _n_effective(seqs, objective.burn), float(layout.x0 @ layout.x0)
+            curvature = 2.0 * n / length if n > 0 and length > 0 else None
+            result = quasi_newton.minimise(value_and_gradient, layout.x0, self.n_iter, _GTOL, 1e-13, record, curvature)
         else:  # differences of a log L whose round-off (the large prior variance) is about 1e-8
             result = _scipy_lbfgsb(value_and_gradient, layout.x0, self.n_iter, record)
         self.n_iter_ = result.n_iter
