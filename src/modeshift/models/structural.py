@@ -33,7 +33,9 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from modeshift._kernels.kalman import filter_arrays
-from modeshift._kernels.lds_score import ScorePass
+from modeshift._kernels.lds_score import FLAT, ScorePass
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import quasi_newton
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
@@ -493,7 +495,7 @@ class StructuralModel(Model, StreamingFilters):
             # At the start scaled to the best point of its ray (:meth:`_scaled_start`), -log L
             # along x0 (every standard deviation times 1 + t) is (n/2) (2 log(1 + t) + (1 + t)^-2)
             # + const, of curvature 2 n / |x0|^2 at t = 0: the first step's scale
-            n, length = _n_effective(seqs, objective.burn), float(layout.x0 @ layout.x0)
+            n, length = objective.n_effective, float(layout.x0 @ layout.x0)
             curvature = 2.0 * n / length if n > 0 and length > 0 else None
             result = quasi_newton.minimise(value_and_gradient, layout.x0, self.n_iter, _GTOL, 1e-13, record, curvature)
         else:  # differences of a log L whose round-off (the large prior variance) is about 1e-8
@@ -523,7 +525,7 @@ class StructuralModel(Model, StreamingFilters):
         try:
             if objective is not None:
                 _, slopes = objective(start)
-                n = _n_effective(seqs, objective.burn)
+                n = objective.n_effective
                 scale = 1.0 + 2.0 * float(start[variances] @ slopes[variances]) / n if n > 0 else 1.0
             else:
                 standardised = self._filter(self._system(start), seqs).standardised
@@ -1017,8 +1019,8 @@ class _Objective:
     B, its columns of C and D, the noise R), so the system is one flat vector, the sum of the
     blocks scattered to their ``positions``, and dl/dv_j = <d block / d v_j, G at its positions>.
     A component whose values are all variances and coefficients has a block linear in them: its
-    part of the system and its derivatives are made once, here (the trends, seasonals, the
-    irregular and the regression of most models). The others (ARIMA, a cycle) make theirs at
+    part of the system and its derivatives are made once per model structure (:func:`_scatter`:
+    the trends, seasonals, the irregular and the regression of most models). The others (ARIMA, a cycle) make theirs at
     every point (:func:`_block_derivatives`); only their rows of A move, so G in A is made there
     only.
     """
@@ -1033,34 +1035,10 @@ class _Objective:
         self.burn = int(arrays[5].sum())  # the exact diffuse components: the steps they take
         #: the compiled pass, whose flat vector of matrices is written in place at every point
         self.score = ScorePass(arrays, np.zeros(len(arrays[5]), dtype=bool))
-        self.fixed = np.zeros(self.score.matrices.size)  # + the linear blocks at 0
-        at = self.score.per_key(np.arange(self.fixed.size))
-        self.nonlinear, moving, linear, directions = [], [], [], []
-        state, column = 0, 1
-        for component, where, block in zip(components, slices, blocks):
-            n, k = len(block.diffuse), len(block.coefficients)
-            rows, exog = slice(state, state + n), slice(column, column + k)
-            positions = np.concatenate([
-                at["A"][rows, rows].ravel(), at["Q"][rows, rows].ravel(), at["C"][0, rows], at["B"][rows, 0],
-                at["m0"][rows], at["P0"][rows, rows].ravel(), at["R"][0], at["D"][0, exog],
-            ])  # fmt: skip
-            free = "free" in component.kinds()
-            moving.append(np.full(n, free))
-            if free:
-                self.nonlinear.append((component, where, positions))
-            else:  # block(v) = block(0) + sum_j v_j (block(e_j) - block(0))
-                size = where.stop - where.start
-                base = _local(component.block(np.zeros(size)))
-                self.fixed[positions] += base  # a component fills each entry once
-                for j, unit in enumerate(np.eye(size)):
-                    direction = np.zeros(self.fixed.size)
-                    direction[positions] = _local(component.block(unit)) - base
-                    directions.append(direction)
-                    linear.append(where.start + j)
-            state, column = state + n, column + k
-        self.linear = np.array(linear, dtype=int)
-        self.directions = np.array(directions).reshape(len(directions), self.fixed.size)
-        self.score.rows = np.concatenate(moving)  # G in A only on the rows that move
+        self.fixed, self.directions, self.linear, self.nonlinear, moving = _scatter(tuple(components), model.n_exog)
+        self.score.rows = moving  # G in A only on the rows that move
+        #: the observed values after the diffuse steps (those log L sums over)
+        self.n_effective = _n_effective(seqs, self.burn)
 
     def __call__(self, values: np.ndarray) -> tuple[float, np.ndarray]:
         """(log L, d log L / dv) at the components' values v."""
@@ -1078,6 +1056,47 @@ class _Objective:
         for (_, where, positions), rows in zip(self.nonlinear, derivatives):
             slopes[where] = rows @ g[positions]
         return value, slopes
+
+
+@functools.lru_cache(maxsize=64)
+def _scatter(components: tuple[Any, ...], n_exog: int) -> tuple:
+    """Where each component's block goes in :class:`ScorePass`'s flat vector of the stacked
+    system (m0, P0, A, B, Q, C, D, R, row-major), made once per model structure: (the linear
+    components' blocks at 0 summed, their derivatives in their values (rows), those values'
+    indices, (component, its slice, its positions) of each other component, the state rows
+    that move with the latter). The arrays are read-only."""
+    n, m = sum(int(c.n_states) for c in components), 1 + n_exog
+    shapes = {"m0": (n,), "P0": (n, n), "A": (n, n), "B": (n, m), "Q": (n, n), "C": (1, n), "D": (1, m), "R": (1, 1)}
+    bounds = np.cumsum([0, *(math.prod(shapes[key]) for key in FLAT)])
+    at = {key: np.arange(a, b).reshape(shapes[key]) for key, a, b in zip(FLAT, bounds, bounds[1:])}
+    fixed = np.zeros(bounds[-1])
+    nonlinear, moving, linear, directions = [], [], [], []
+    state, column = 0, 1
+    for component, where in zip(components, _slices(components)):
+        k = int(component.n_exog) if isinstance(component, Regression) else 0
+        rows, exog = slice(state, state + int(component.n_states)), slice(column, column + k)
+        positions = np.concatenate([
+            at["A"][rows, rows].ravel(), at["Q"][rows, rows].ravel(), at["C"][0, rows], at["B"][rows, 0],
+            at["m0"][rows], at["P0"][rows, rows].ravel(), at["R"][0], at["D"][0, exog],
+        ])  # fmt: skip
+        free = "free" in component.kinds()
+        moving.append(np.full(int(component.n_states), free))
+        if free:
+            nonlinear.append((component, where, positions))
+        else:  # block(v) = block(0) + sum_j v_j (block(e_j) - block(0))
+            size = where.stop - where.start
+            base = _local(component.block(np.zeros(size)))
+            fixed[positions] += base  # a component fills each entry once
+            for j, unit in enumerate(np.eye(size)):
+                direction = np.zeros(fixed.size)
+                direction[positions] = _local(component.block(unit)) - base
+                directions.append(direction)
+                linear.append(where.start + j)
+        state, column = state + int(component.n_states), column + k
+    arrays = (fixed, np.array(directions).reshape(len(directions), fixed.size), np.array(linear, dtype=int))
+    for array in arrays:
+        array.setflags(write=False)
+    return (*arrays, tuple(nonlinear), np.concatenate(moving))
 
 
 def _block_derivatives(component: Any, values: np.ndarray, block: Block) -> np.ndarray:
