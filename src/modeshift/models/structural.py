@@ -494,7 +494,8 @@ class StructuralModel(Model, StreamingFilters):
         if objective is not None:
             # At the start scaled to the best point of its ray (:meth:`_scaled_start`), -log L
             # along x0 (every standard deviation times 1 + t) is (n/2) (2 log(1 + t) + (1 + t)^-2)
-            # + const, of curvature 2 n / |x0|^2 at t = 0: the first step's scale
+            # + const, whose second derivative at t = 0 is 2 n: 2 n / |x0|^2 per unit length in x,
+            # the first step's scale
             n, length = objective.n_effective, float(layout.x0 @ layout.x0)
             curvature = 2.0 * n / length if n > 0 and length > 0 else None
             result = quasi_newton.minimise(value_and_gradient, layout.x0, self.n_iter, _GTOL, 1e-13, record, curvature)
