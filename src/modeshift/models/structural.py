@@ -194,7 +194,7 @@ class StructuralModel(Model, StreamingFilters):
         None (default): the exact diffuse start. A number: the approximate one, a prior
         variance this large on the diffuse states (statsmodels' default is 1e6).
     n_iter : int
-        Cap on the BFGS iterations of ``fit`` (0: only the starting values).
+        Cap on the quasi-Newton iterations of ``fit`` (0: only the starting values).
     warm_start : bool
         Start ``fit`` from the current ``params_`` instead of starting values drawn from the data.
 
@@ -207,7 +207,7 @@ class StructuralModel(Model, StreamingFilters):
     log_likelihood_ : float
         The maximised log-likelihood (see the module docstring for its convention).
     history_ : list of float
-        The log-likelihood after each BFGS iteration; ``converged_``, ``n_iter_``.
+        The log-likelihood after each quasi-Newton iteration; ``converged_``, ``n_iter_``.
 
     Notes
     -----
@@ -505,9 +505,9 @@ class StructuralModel(Model, StreamingFilters):
         self.converged_ = result.converged
         if not result.converged:
             why = (
-                f"at its cap of n_iter={self.n_iter} BFGS iterations; raise n_iter to go on"
+                f"at its cap of n_iter={self.n_iter} quasi-Newton iterations; raise n_iter to go on"
                 if result.n_iter >= self.n_iter
-                else f"after {result.n_iter} BFGS iterations ({result.message}): the log-likelihood may be "
+                else f"after {result.n_iter} quasi-Newton iterations ({result.message}): the log-likelihood may be "
                 "ill-conditioned here (try other starting values, or fewer components)"
             )
             warnings.warn(f"{self!r} stopped before converging, {why}", ConvergenceWarning, stacklevel=3)
