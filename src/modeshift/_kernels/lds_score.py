@@ -179,6 +179,7 @@ class ScorePass:
             for key in _KEYS
         )
         self._zeroed = (self.gradient,) if n_sequences == 1 else self._per_sequence
+        self._pass = _score.serial if n_sequences == 1 else _score  # one sequence: no thread team
         self._parts = parts
         self.rows = rows
         self.log_likelihoods = np.empty(n_sequences)
@@ -190,7 +191,7 @@ class ScorePass:
         :func:`~modeshift._kernels.kalman.kalman_filter` does."""
         for rows in self._zeroed:
             rows.fill(0.0)
-        _score(*self.arrays, self.rows, self.log_likelihoods, self.failures, self._per_sequence)
+        self._pass(*self.arrays, self.rows, self.log_likelihoods, self.failures, self._per_sequence)
         filter_failure(self.failures, self.arrays[2])
         if len(self.log_likelihoods) > 1:
             for key, rows in zip(_KEYS, self._per_sequence):

@@ -173,4 +173,4 @@ def _cubic_minimiser(a: float, fa: float, da: float, b: float, fb: float, db: fl
 
 
 def _largest(gradient: np.ndarray) -> float:
-    return float(max(gradient.max(initial=0.0), -gradient.min(initial=0.0)))
+    return max(map(abs, gradient.tolist()), default=0.0)

@@ -85,9 +85,10 @@ __all__ = [
 
 _LOG_2PI = float(np.log(2 * np.pi))
 #: the climb has converged when no entry of the gradient of log L in the scaled free vector (units of
-#: the start's values) exceeds this: a step of 1 % in any value then changes log L by at most 1e-5,
-#: and the log-likelihood is within about 1e-8 of its maximum on the Nile (tighter only costs passes)
-_GTOL = 1e-3
+#: the start's values) exceeds this: on the Nile log L is then within 1e-8 of its maximum (1e-5 costs
+#: passes, and line searches at the round-off of ARMA's); 1e-3 stops short along a flat ridge (an
+#: AR coefficient near 1 in its unconstrained form: 2e-4 below the maximum on the unemployment rate)
+_GTOL = 1e-4
 _TRENDS = {
     "local level": (LocalLevel(),),
     "random walk": (LocalLevel(),),
@@ -486,6 +487,8 @@ class StructuralModel(Model, StreamingFilters):
                     up[i] += h
                     down[i] -= h
                     gradient[i] = (negative(up) - negative(down)) / (2 * h)
+            if math.isfinite(float(gradient @ gradient)):
+                return value, gradient
             return value, np.where(np.isfinite(gradient), gradient, 0.0)
 
         def record(x: np.ndarray, value: float) -> None:
@@ -496,8 +499,10 @@ class StructuralModel(Model, StreamingFilters):
             # along x0 (every standard deviation times 1 + t) is (n/2) (2 log(1 + t) + (1 + t)^-2)
             # + const, whose second derivative at t = 0 is 2 n: 2 n / |x0|^2 per unit length in x,
             # the first step's scale
+            # (only when every value is a variance: a frequency or an AR coefficient has its own)
             n, length = objective.n_effective, float(layout.x0 @ layout.x0)
-            curvature = 2.0 * n / length if n > 0 and length > 0 else None
+            known = n > 0 and length > 0 and bool(layout.variance.all())
+            curvature = 2.0 * n / length if known else None
             result = quasi_newton.minimise(value_and_gradient, layout.x0, self.n_iter, _GTOL, 1e-13, record, curvature)
         else:  # differences of a log L whose round-off (the large prior variance) is about 1e-8
             result = _scipy_lbfgsb(value_and_gradient, layout.x0, self.n_iter, record)
