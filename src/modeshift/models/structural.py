@@ -918,7 +918,8 @@ def _scipy_lbfgsb(value_and_gradient: Any, x0: np.ndarray, max_iter: int, callba
 
 def _n_effective(seqs: Sequences, burn: int) -> int:
     """The observed values after each sequence's first ``burn`` (those the likelihood conditions on)."""
-    return int(np.isfinite(seqs.values[:, 0]).sum() - _first_observed(seqs, burn).sum())
+    observed = np.add.reduceat(np.isfinite(seqs.values[:, 0]).astype(np.int64), seqs.offsets[:-1])
+    return int(np.maximum(observed - burn, 0).sum())
 
 
 def _first_observed(seqs: Sequences, count: int) -> np.ndarray:
