@@ -141,8 +141,9 @@ def test_restarts_and_the_candidates_of_auto_run_at_once_and_pick_as_in_memory(c
 
 def test_a_large_data_set_is_sampled_from_every_partition(client):
     frame = _frame(12)
-    parts = msd._partitions(_by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]), client, {})
-    shards = msd.Shards.of(HMM(2), parts, client, {"time_column": "t"})
+    columns = {"time_column": "t"}
+    source = msd._source(_by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]), columns)
+    shards = msd.Shards.of(HMM(2), source, client, columns)
     assert shards.sample().n_sequences == 12  # small data: all of them
     sample = shards.sample(max_steps=frame.shape[0] // 3)  # every 3rd sequence of each partition
     assert list(sample.ids) == [0, 3, 4, 7, 8, 11]
