@@ -313,6 +313,43 @@ def test_decoding_and_scoring_map_over_partitions(client):
     assert runs["id"].tolist() == here["sequence"].tolist()
 
 
+def test_decoding_and_scoring_a_frame_that_splits_sequences_shuffles_it_by_id(client):
+    frame = _frame(6)
+    model = _fit(HMM(2, n_iter=5, random_state=0), frame, time_column="t")
+    seqs = model.schema_.read(frame)
+    split = dd.from_pandas(frame, npartitions=4)  # cuts through sequences: each must still be one
+    assert split.npartitions == 4
+    assert model.score(split).compute() == pytest.approx(model.score(seqs), rel=1e-12)
+    states = model.predict(split).compute().sort_values(["id", "t"])
+    np.testing.assert_array_equal(states["mode"], model.predict(seqs))
+    runs = model.segment(split).compute().sort_values(["id", "start"])
+    here = model.segment(seqs)
+    assert (
+        runs[["id", "start", "end", "mode"]].to_numpy().tolist()
+        == here[["sequence", "start", "end", "mode"]].to_numpy().tolist()
+    )
+    with pytest.raises(ValueError, match="several partitions"):  # nothing orders the rows: no shuffle
+        model.score(split, time_column=None)
+
+
+def test_a_fit_from_given_parameters_samples_one_sequence_of_each_partition(client, monkeypatch):
+    frame = _frame(12)
+    start = _started(HMM(2, random_state=0), frame)
+    sampled = []
+    original = msd.Shards.sample
+
+    def recording(self, max_steps=None):
+        sample = original(self, max_steps)
+        sampled.append(sample.n_sequences)
+        return sample
+
+    monkeypatch.setattr(msd.Shards, "sample", recording)
+    data = _by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])
+    _assert_same(_fit(copy.deepcopy(start), frame, time_column="t"), _fit(start, data, time_column="t"))
+    _fit(HMM(2, random_state=0, n_iter=2), data, time_column="t")  # starts from the data: all of it
+    assert sampled == [3, 12]
+
+
 def test_a_model_that_cannot_be_sharded_is_refused(client):
     with pytest.raises(TypeError, match="MarkovAutoregression cannot be fit over a Dask cluster: only a fit by EM"):
         MarkovAutoregression(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
