@@ -350,6 +350,27 @@ def test_a_fit_from_given_parameters_samples_one_sequence_of_each_partition(clie
     assert sampled == [3, 12]
 
 
+def test_fit_dataset_reports_the_fitted_models_log_likelihood(client, tmp_path):
+    frame = _frame(6)
+    _by_groups(frame, [[0, 1, 2], [3, 4, 5]]).to_parquet(tmp_path / "frame")
+    cluster = {"scheduler": client.scheduler.address, "time_column": "t"}
+    model = ARHMM(2, order=1, random_state=0, n_iter=3)  # summed over the kept shards, by the E-step
+    summary = _fit_dataset(model, tmp_path / "frame", **cluster)
+    assert summary["log_likelihood"] == pytest.approx(model.score(model.schema_.read(frame)), rel=1e-10)
+    log = _event_log()
+    dd.from_pandas(log, npartitions=1).to_parquet(tmp_path / "log")
+    model = SymbolHMM(2, random_state=0, n_iter=3)  # its shards are coded for EM: scored on the data
+    options = {"scheduler": client.scheduler.address, "id_column": "case_id", "time_column": "timestamp"}
+    summary = _fit_dataset(model, tmp_path / "log", **options)
+    assert summary["log_likelihood"] == pytest.approx(model.score(log), rel=1e-10)
+
+
+def _fit_dataset(model, path, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return msd.fit_dataset(model, path, **options)
+
+
 def test_a_model_that_cannot_be_sharded_is_refused(client):
     with pytest.raises(TypeError, match="MarkovAutoregression cannot be fit over a Dask cluster: only a fit by EM"):
         MarkovAutoregression(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])

@@ -172,13 +172,10 @@ def _measure_name(model: Any) -> str:
 
 
 def _measure_terms(model: Any, shard: Sequences) -> tuple[float, float]:
-    """One shard's part of the model's measure of fit (its ELBO after inference; the exact
-    log-likelihood from the E-step of a model fit by EM, which reads the shard as EM does;
-    else its score) and of its number of observations."""
-    if objective(model) == "ELBO":
-        value = model.elbo(shard)
-    else:
-        value = em._shard_e_step(model, shard)[0] if hasattr(model, "_e_step") else model.score(shard)
+    """One shard's part of the model's measure of fit (its ELBO after inference, or the exact
+    log-likelihood, from the E-step, which reads the shard as EM does) and of its number of
+    observations."""
+    value = model.elbo(shard) if objective(model) == "ELBO" else em._shard_e_step(model, shard)[0]
     steps = model._n_observations(shard) if hasattr(model, "_n_observations") else shard.n_steps
     return float(value), float(steps)
 
@@ -197,14 +194,18 @@ def fit_dataset(
     ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
     what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
     measure of fit of the fitted model (its log-likelihood, or its ELBO where its objective is a
-    bound, as ``modeshift fit`` in memory prints, summed over the partitions the fit kept on the
-    workers: not read again), ``converged`` and ``n_iter``."""
+    bound, as ``modeshift fit`` in memory prints), ``converged`` and ``n_iter``. The measure is
+    summed over the partitions the fit kept on the workers (not read again), but for a model of
+    symbols, whose kept partitions are coded for its E-step or counting, not as ``score`` reads
+    data: those are read again."""
     frame = _dataset(path)
     named = _named(columns, id_column, time_column or "auto")
     with _cluster(scheduler, workers) as client:
         shards = _fit(model, frame, client, True, named)[1]
         summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
-        if isinstance(model, (Scorer, BoundScorer)):  # the fitted model over the partitions kept on the workers
+        if hasattr(model, "_em_constants") and isinstance(model, Scorer):  # coded for counting: read again
+            summary["log_likelihood"] = float(score(model, frame).compute())
+        elif isinstance(model, (Scorer, BoundScorer)):  # the fitted model over the partitions kept on the workers
             summary[_measure_name(model)] = shards(_measure_terms, model)[0]
     return {**summary, "converged": model.converged_, "n_iter": model.n_iter_}
 
