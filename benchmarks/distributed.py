@@ -10,17 +10,17 @@ the same hand-set starting parameters everywhere:
   ``HMM.fit(dask.dataframe.read_parquet(path))``, the partitions read and kept on the
   workers, the E-step run where they lie.
 
-Each case runs in a fresh interpreter, after a warm-up fit on tiny data there (and on every
-worker) so that no Numba compilation is timed. Reported: the wall time of the fit (reading
+Each case runs in a fresh interpreter, after a warm-up fit and Parquet read of tiny data
+there (and on every worker) so that no Numba compilation or first import (dask.dataframe's
+takes seconds in a fresh worker) is timed. Reported: the wall time of the fit (reading
 included), the speed-up from 1 to 2 workers (target >= 1.7x), the peak resident memory of
 the client process and of each worker (``ru_maxrss``), the final log-likelihood of each
 fit, which agree, and for the cluster where the time goes (:class:`Phases`): the first pass
 over the data, the start, the mean EM iteration and the client's M-step in it. ``--big``
 writes 10^8 observations (10^5 sequences) to Parquet on disk partition by partition, so no
-process holds them all, and fits them on the cluster of
-``--workers`` processes reading the partitions again at every pass (``persist=False``), so a
-worker's memory is bounded by a partition: time and peak memory per worker, the client's
-staying that of the small case.
+process holds them all, and fits them on the cluster of ``--workers`` processes reading the
+partitions again at every pass (``persist=False``), so a worker's memory is bounded by a
+partition: time and peak memory per worker, the client's staying that of the small case.
 
 Usage::
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import resource
 import subprocess
@@ -119,11 +120,18 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def warm_up() -> None:
-    """One tiny fit: Numba compiles (or loads from its cache) every kernel the fit uses."""
+def warm_up(worker: bool = False) -> None:
+    """One tiny fit: Numba compiles (or loads from its cache) every kernel the fit uses; and one
+    tiny Parquet read, which imports the reader (on a worker, dask.dataframe too, whose tasks read
+    the partitions: seconds in a fresh process, that a long-lived worker has spent before)."""
     frame = pd.DataFrame({"id": np.repeat([0, 1], 50), "t": np.tile(np.arange(50), 2)})
     frame[[f"x{d}" for d in range(D)]] = np.random.default_rng(0).normal(size=(100, D))
     model(2).fit(frame, time_column="t")
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    pd.read_parquet(buffer)
+    if worker:
+        import dask.dataframe  # noqa: F401
 
 
 def model(n_iter: int, seed: int = 0) -> Any:
@@ -154,7 +162,7 @@ def run_case(case: str, data: Path, iterations: int, seed: int, persist: bool = 
         Client(cluster) as client,
         timing_phases() as phases,
     ):
-        client.run(warm_up)
+        client.run(warm_up, True)
         start = time.perf_counter()
         fitted = model(iterations, seed).fit(dd.read_parquet(data), time_column="t", persist=persist)
         end = time.perf_counter()

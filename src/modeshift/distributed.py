@@ -8,8 +8,8 @@ fit over data too large for one process runs as
 1. every partition of a Dask DataFrame (long format: id, time, values), of a Parquet
    dataset or of a Dask bag of sequences is read into :class:`~modeshift.data.Sequences`
    once, on the worker that holds it, and kept there (checked and validated as ``fit``
-   checks data in memory; partitions that split a sequence are refused, or shuffled by
-   id when a time column orders the rows);
+   checks data in memory; the same pass finds partitions that split a sequence, which are
+   refused, or shuffled by id when a time column orders the rows: :func:`_first_pass`);
 2. each iteration, the model (its parameters: kilobytes) is scattered to every worker
    once, each partition's E-step runs where the partition lies, and the statistics are
    added up on the cluster in a fixed binary tree (partition 0 + 1, 2 + 3, ...), so the
@@ -20,10 +20,11 @@ The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) d
 work, so a fit from the same starting parameters equals the in-memory fit up to the
 round-off of the summation order (1e-10 relative), for any partitioning. Starting values
 come from a sample of every partition (:meth:`Shards.sample`: all the data up to
-:data:`SAMPLE_STEPS` steps). The statistics of a partition are a pure function of the
-partition and the parameters: a worker lost mid-fit costs Dask a recomputation of its
-partitions and tasks, not the fit. Restarts and the candidates of ``n_states="auto"`` run
-at once (client threads, their E-steps on the cluster), picked as in memory.
+:data:`SAMPLE_STEPS` steps; a sequence of each when every starting parameter is given).
+The statistics of a partition are a pure function of the partition and the parameters: a
+worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
+Restarts and the candidates of ``n_states="auto"`` run at once (client threads, their
+E-steps on the cluster), picked as in memory.
 
 Models fit this way have the :class:`~modeshift.models.capabilities.ShardableFit`
 capability: ``HMM`` (every emission), ``ARHMM``, ``HSMM`` (its ``max_duration_`` agreed over
