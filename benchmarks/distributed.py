@@ -10,15 +10,17 @@ the same hand-set starting parameters everywhere:
   ``HMM.fit(dask.dataframe.read_parquet(path))``, the partitions read and kept on the
   workers, the E-step run where they lie.
 
-Each case runs in a fresh interpreter, after a warm-up fit on tiny data there (and on every
-worker) so that no Numba compilation is timed. Reported: the wall time of the fit (reading
+Each case runs in a fresh interpreter, after a warm-up fit and Parquet read of tiny data
+there (and on every worker) so that no Numba compilation or first import (dask.dataframe's
+takes seconds in a fresh worker) is timed. Reported: the wall time of the fit (reading
 included), the speed-up from 1 to 2 workers (target >= 1.7x), the peak resident memory of
-the client process and of each worker (``ru_maxrss``), and the final log-likelihood of each
-fit, which agree. ``--big`` writes 10^8 observations (10^5 sequences) to Parquet on disk
-partition by partition, so no process holds them all, and fits them on the cluster of
-``--workers`` processes reading the partitions again at every pass (``persist=False``), so a
-worker's memory is bounded by a partition: time and peak memory per worker, the client's
-staying that of the small case.
+the client process and of each worker (``ru_maxrss``), the final log-likelihood of each
+fit, which agree, and for the cluster where the time goes (:class:`Phases`): the first pass
+over the data, the start, the mean EM iteration and the client's M-step in it. ``--big``
+writes 10^8 observations (10^5 sequences) to Parquet on disk partition by partition, so no
+process holds them all, and fits them on the cluster of ``--workers`` processes reading the
+partitions again at every pass (``persist=False``), so a worker's memory is bounded by a
+partition: time and peak memory per worker, the client's staying that of the small case.
 
 Usage::
 
@@ -34,6 +36,8 @@ Needs ``pip install -e '.[distributed]'`` (dask, distributed and pyarrow of one 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import resource
 import subprocess
@@ -41,6 +45,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +120,18 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def warm_up() -> None:
-    """One tiny fit: Numba compiles (or loads from its cache) every kernel the fit uses."""
+def warm_up(worker: bool = False) -> None:
+    """One tiny fit: Numba compiles (or loads from its cache) every kernel the fit uses; and one
+    tiny Parquet read, which imports the reader (on a worker, dask.dataframe too, whose tasks read
+    the partitions: seconds in a fresh process, that a long-lived worker has spent before)."""
     frame = pd.DataFrame({"id": np.repeat([0, 1], 50), "t": np.tile(np.arange(50), 2)})
     frame[[f"x{d}" for d in range(D)]] = np.random.default_rng(0).normal(size=(100, D))
     model(2).fit(frame, time_column="t")
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    pd.read_parquet(buffer)
+    if worker:
+        import dask.dataframe  # noqa: F401
 
 
 def model(n_iter: int, seed: int = 0) -> Any:
@@ -148,13 +160,74 @@ def run_case(case: str, data: Path, iterations: int, seed: int, persist: bool = 
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=ONE_THREAD
         ) as cluster,
         Client(cluster) as client,
+        timing_phases() as phases,
     ):
-        client.run(warm_up)
+        client.run(warm_up, True)
         start = time.perf_counter()
         fitted = model(iterations, seed).fit(dd.read_parquet(data), time_column="t", persist=persist)
-        elapsed = time.perf_counter() - start
+        end = time.perf_counter()
         worker_mb = sorted(client.run(peak_mb).values())
-    return {"seconds": elapsed, "log_likelihood": fitted.history_[-1], "client_mb": peak_mb(), "worker_mb": worker_mb}
+    return {
+        "seconds": end - start,
+        "log_likelihood": fitted.history_[-1],
+        "client_mb": peak_mb(),
+        "worker_mb": worker_mb,
+        **phases.summary(start, end),
+    }
+
+
+class Phases:
+    """When each phase of a fit over a cluster began and ended (:func:`timing_phases`)."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, list[tuple[float, float]]] = {"of": [], "sample": [], "__call__": []}
+
+    def summary(self, start: float, end: float) -> dict[str, float]:
+        """Seconds of a fit from ``start`` to ``end``: the first pass over the data (to the end of
+        ``Shards.of``: reading, checking and converting every partition), the start (from there
+        to the first E-step: the sample, the starting values), an EM iteration on average (from
+        one E-step's start to the next: the sum over the shards and the client's M-step), of
+        which the client's share between two sums (the M-step), and the finish after the last."""
+        (first_pass,) = self.spans["of"]
+        sums = self.spans["__call__"]
+        starts = [begun for begun, _ in sums]
+        gaps = [later - ended for (_, ended), later in zip(sums, starts[1:])]
+        return {
+            "first_pass_s": first_pass[1] - start,
+            "start_s": starts[0] - first_pass[1],
+            "iteration_s": (sums[-1][1] - starts[0]) / len(sums),
+            "m_step_s": float(np.mean(gaps)) if gaps else 0.0,
+            "finish_s": end - sums[-1][1],
+        }
+
+
+@contextlib.contextmanager
+def timing_phases() -> Iterator[Phases]:
+    """Time the phases of :mod:`modeshift.distributed`'s fit by wrapping its steps in this process."""
+    from modeshift.distributed import Shards
+
+    phases = Phases()
+    originals = {name: Shards.__dict__[name] for name in phases.spans}
+
+    def timed(name: str, method: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            begun = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                phases.spans[name].append((begun, time.perf_counter()))
+
+        return run
+
+    for name, original in originals.items():
+        function = original.__func__ if isinstance(original, classmethod) else original
+        wrapped = timed(name, function)
+        setattr(Shards, name, classmethod(wrapped) if isinstance(original, classmethod) else wrapped)
+    try:
+        yield phases
+    finally:
+        for name, original in originals.items():
+            setattr(Shards, name, original)
 
 
 def in_fresh_process(case: str, data: Path, iterations: int, seed: int, persist: bool) -> dict[str, Any]:
@@ -181,6 +254,22 @@ def report(rows: dict[str, dict[str, Any]], n_obs: int, iterations: int) -> str:
     one, two = rows.get("1 worker"), rows.get("2 workers")
     if one and two:
         lines += ["", f"Speed-up from 1 to 2 workers: {one['seconds'] / two['seconds']:.2f}x (target >= 1.7x)."]
+    clustered = {name: row for name, row in rows.items() if "first_pass_s" in row}
+    if clustered:
+        lines += [
+            "",
+            "Where the time of a fit over the cluster goes (s): the first pass over the data (reading,",
+            "checking, converting the partitions), the start (sample, starting values), an EM iteration",
+            "on average (E-steps summed on the cluster, M-step on the client) and the client's M-step in it.",
+            "",
+            "| case | first pass | start | iteration (mean) | of which M-step | after the last |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in clustered.items():
+            lines.append(
+                f"| {name} | {row['first_pass_s']:.2f} | {row['start_s']:.2f} | {row['iteration_s']:.2f} "
+                f"| {row['m_step_s']:.3f} | {row['finish_s']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

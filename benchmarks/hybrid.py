@@ -15,7 +15,11 @@ Four parts, in one run (``--parts modes`` runs the first two, ``--parts forecast
   with the true state's dimension, above the observations' on the bouncing ball). ARHMMs
   regress on ``order`` = 2 lags for the 1-D series (a position alone has no velocity), 1
   otherwise; the linear ARHMM is also fit with ``resets="destination"`` (a reset regression
-  at each switch).
+  at each switch), and, on the bouncing ball, the SLDS (not recurrent) with
+  ``resets="destination"``, its impact a reset of the latent (h, v). A row "constant" scores
+  the most frequent true mode at every step, no model: on the bouncing ball, whose impact mode
+  lasts one step (1.5-2 % of the steps), it scores 0.98, so the accuracy target of issue 18
+  (0.95) says nothing there; the number of impacts found is what a model adds.
 - restitution: the bouncing ball with its state observed (0.1 mm noise), a fixed restitution
   0.8 and no relaunches, 10 sequences of 300 steps: the restitution read off the reset of an
   ARHMM with resets (:func:`restitution_part`), and its mode accuracy.
@@ -25,8 +29,8 @@ Four parts, in one run (``--parts modes`` runs the first two, ``--parts forecast
   and the valid prediction time, the steps before the error normalised by the training
   data's standard deviation, ||(y - f) / sd|| / sqrt(D), first exceeds 0.4 (Pathak et al.,
   2018). Models: the nonlinear ARHMM (K = 2, polynomial features), the linear ARHMM (K = 2,
-  ``order`` = 2), the recurrent SLDS (K = 2, state_dim = D: fit, but it has no forecast, a
-  recurrent SLDS's predictive law having no closed form) and a plain linear autoregression (a
+  ``order`` = 2), the recurrent SLDS (K = 2, state_dim = D; its forecast is a Monte Carlo estimate
+  from 2,000 paths, the predictive law having no closed form) and a plain linear autoregression (a
   one-mode ARHMM with ``order`` = 2: a VAR(2) by least squares). The nonlinear model's order
   (1, 2), polynomial degree (2 .. 5, at most ``MAX_FEATURES`` = 100 features) and ridge (1e-3,
   1e-2, on the standardised features) are chosen on a validation split of the training part
@@ -45,10 +49,17 @@ Four parts, in one run (``--parts modes`` runs the first two, ``--parts forecast
   error of the predictive mean over the 90 origins is reported. Models (K = 2, fits seeded 0):
   the nonlinear ARHMM (``features="polynomial"``: cubic features of the last observation), the
   linear ARHMM (``order`` 1 and 2) and the SwitchingLDS (linear latent flows, its Kim filter)
-  with the true state's dimension, 2, and with 4. Issue 18 asks for errors at least 2x lower
-  than the linear ARHMM's and the SwitchingLDS's; the ratios (linear / nonlinear) say whether
-  they are. A linear model with a memory (order 2, or 2 more latent dimensions) extrapolates
-  well for one step, and comes within 2x there.
+  with the true state's dimension, 2, and with 4; and the latent nonlinear model,
+  ``NonlinearSwitchingLDS`` (cubic flows, Laplace EM, default ``n_iter`` and ``tol``) with the
+  true state's dimension, 2, which has no streaming filter: it forecasts from its posterior given the
+  ``WINDOW`` = 100 steps before each origin (the last step of a smoothed posterior is the
+  filtered one). Issue 18 asks for errors at least 2x lower than the linear ARHMM's and the
+  SwitchingLDS's; the ratio columns are each model's error over the nonlinear ARHMM's, and the
+  summary gives each linear model's smallest ratio to each nonlinear model. A linear model with
+  a memory (order 2, or 2 more latent dimensions) extrapolates well for one step, and comes
+  within 2x there. The "oracle" row is the 1-step error of the true flow in the true mode: the
+  process noise (sd 0.01 per coordinate) that no model's 1-step error can go below, so a linear
+  model whose 1-step error is under twice it cannot be beaten 2x.
 
 Run ``python benchmarks/hybrid.py`` (about a few minutes on 2 cores). The report is
 printed and written to ``--output``.
@@ -67,7 +78,7 @@ import numpy as np
 import pandas as pd
 from common import comma_list, log, publish, table
 
-from modeshift import ARHMM, SwitchingLDS
+from modeshift import ARHMM, NonlinearSwitchingLDS, SwitchingLDS
 from modeshift.datasets import simulators
 from modeshift.features import Polynomial
 from modeshift.metrics import mode_accuracy
@@ -84,6 +95,8 @@ SYSTEMS = {  # name: (simulator, n_steps, K, order, dimension of the true state)
 HORIZON, TRAIN = 200, 2800
 PARTS = ("modes", "forecasts", "nonlinear")
 TRAIN_OSCILLATOR, OSCILLATOR_ORIGINS, OSCILLATOR_HORIZONS = 2000, range(2050, 2950, 10), (1, 20)
+WINDOW = 100  # steps before an origin that a model without a streaming filter infers its state from
+LINEAR_MODELS = ("linear ARHMM", "linear ARHMM, order 2", "SwitchingLDS", "SwitchingLDS, state_dim 4")
 ORDER = 2  # of the linear forecasting models
 MAX_FEATURES = 100  # the largest polynomial basis the validation search tries
 CANDIDATES = [(order, degree, ridge) for order in (1, 2) for degree in (2, 3, 4, 5) for ridge in (1e-3, 1e-2)]
@@ -103,6 +116,13 @@ def mode_models(n_states: int, order: int, dim: int, state_dim: int, seed: int) 
     }
 
 
+def latent_reset_models(name: str, n_states: int, state_dim: int, seed: int) -> dict[str, Any]:
+    """The SLDS with resets, on the system whose switches move the state (the bouncing ball)."""
+    if name != "bouncing_ball":
+        return {}
+    return {"SLDS, resets": SwitchingLDS(n_states, state_dim=state_dim, resets="destination", random_state=seed)}
+
+
 def modes_part(seeds: int) -> list[str]:
     rows = []
     for name, (simulate, n_steps, n_states, order, state_dim) in SYSTEMS.items():
@@ -110,7 +130,13 @@ def modes_part(seeds: int) -> list[str]:
         for seed in range(seeds):
             sim = simulate(n_steps, random_state=seed)
             y, truth = sim.observations, sim.modes
-            for label, model in mode_models(n_states, order, y.shape[1], state_dim, seed).items():
+            constant = np.zeros_like(truth[order:])  # matched to the most frequent true mode
+            scores.setdefault("constant (no model)", []).append((0.0, mode_accuracy(truth[order:], constant)))
+            models = {
+                **mode_models(n_states, order, y.shape[1], state_dim, seed),
+                **latent_reset_models(name, n_states, state_dim, seed),
+            }
+            for label, model in models.items():
                 try:
                     start = time.perf_counter()
                     model.fit(y)
@@ -217,12 +243,7 @@ def forecast_part() -> tuple[list[str], dict[str, dict[str, float]]]:
             start = time.perf_counter()
             model.fit(train)
             elapsed = time.perf_counter() - start
-            try:
-                means = np.asarray(model.forecast(train, HORIZON).means)
-            except NotImplementedError as error:
-                rows.append([system, label, f"{elapsed:.2f}", "n/a", "n/a"])
-                log(f"{system} {label}: {error}")
-                continue
+            means = np.asarray(model.forecast(train, HORIZON).means)
             score = smape(test, means)
             smapes.setdefault(system, {})[label.split(" (")[0]] = score
             steps = valid_steps(test, means, train.std(axis=0))
@@ -233,8 +254,17 @@ def forecast_part() -> tuple[list[str], dict[str, dict[str, float]]]:
 
 
 def held_out_errors(model: Any, x: np.ndarray) -> list[float]:
-    """RMS error of the predictive mean h steps after each origin, from the filter state after x[:origin]."""
+    """RMS error of the predictive mean h steps after each origin, from the filter state after x[:origin]
+    (a model without a streaming filter, the NonlinearSwitchingLDS: its ``forecast`` from its posterior
+    given the ``WINDOW`` steps before the origin, whose last step is the filtered state)."""
     origins = OSCILLATOR_ORIGINS
+    if not hasattr(model, "filter_stream"):
+        forecast = model.forecast([x[origin - WINDOW : origin] for origin in origins], max(OSCILLATOR_HORIZONS))
+        errors = [
+            [forecast.means[i][h - 1] - x[origin + h - 1] for i, origin in enumerate(origins)]
+            for h in OSCILLATOR_HORIZONS
+        ]
+        return [float(np.sqrt(np.mean(np.square(e)))) for e in errors]
     states = {out.step + 1: out.state for out in model.filter_stream(x[: origins[-1]]) if out.step + 1 in origins}
     errors = [
         [model.filter_forecast(states[origin], h).means[-1] - x[origin + h - 1] for origin in origins]
@@ -243,14 +273,27 @@ def held_out_errors(model: Any, x: np.ndarray) -> list[float]:
     return [float(np.sqrt(np.mean(np.square(e)))) for e in errors]
 
 
-def nonlinear_part(seeds: int) -> tuple[list[str], dict[str, np.ndarray]]:
+def oracle_error(simulation: Any) -> float:
+    """The 1-step RMS error of the true flow in the true mode (the noise floor of every model)."""
+    x, modes, parameters = simulation.observations, simulation.modes, simulation.parameters
+    dt, mu, damping = parameters["dt"], parameters["mu"], parameters["damping"]
+    origins = np.asarray(OSCILLATOR_ORIGINS)
+    p, v = x[origins - 1].T
+    acceleration = np.where(modes[origins] == 0, mu * (1 - p * p) * v - p, -damping * v + p - p**3)
+    predicted = x[origins - 1] + dt * np.column_stack([v, acceleration])
+    return float(np.sqrt(np.mean(np.square(predicted - x[origins]))))
+
+
+def nonlinear_part(seeds: int) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
     """Held-out 1- and 20-step errors on the switching oscillators, per seed, and each linear model's
-    smallest ratios to the nonlinear ARHMM's over the seeds (1-step, 20-step)."""
+    smallest ratios (1-step, 20-step) over the seeds to each nonlinear model's errors."""
     rows, worst = [], {}
     for seed in range(seeds):
-        x = simulators.switching_oscillators(3000, random_state=seed).observations
+        simulation = simulators.switching_oscillators(3000, random_state=seed)
+        x = simulation.observations
         models = {  # fits seeded 0, as in tests/test_nonlinear_arhmm.py
             "nonlinear ARHMM": ARHMM(2, features="polynomial", random_state=0),
+            "NonlinearSwitchingLDS": NonlinearSwitchingLDS(2, state_dim=2, random_state=0),
             "linear ARHMM": ARHMM(2, random_state=0),
             "linear ARHMM, order 2": ARHMM(2, order=2, random_state=0),
             "SwitchingLDS": SwitchingLDS(2, state_dim=2, random_state=0),
@@ -263,12 +306,16 @@ def nonlinear_part(seeds: int) -> tuple[list[str], dict[str, np.ndarray]]:
             results[label] = time.perf_counter() - start, held_out_errors(model, x)
         for label, (elapsed, errors) in results.items():
             ratios = np.divide(errors, results["nonlinear ARHMM"][1])
-            if label != "nonlinear ARHMM":
-                worst[label] = np.minimum(worst.get(label, ratios), ratios)
+            for nonlinear_label in ("nonlinear ARHMM", "NonlinearSwitchingLDS"):
+                if label in LINEAR_MODELS:
+                    against = np.divide(errors, results[nonlinear_label][1])
+                    kept = worst.setdefault(nonlinear_label, {})
+                    kept[label] = np.minimum(kept.get(label, against), against)
             rows.append(
                 [str(seed), label, f"{elapsed:.2f}", *(f"{e:.4f}" for e in errors), *(f"{r:.2f}" for r in ratios)]
             )
             log(f"oscillators seed {seed} {label}: RMSE {np.round(errors, 4)}, ratios {ratios.round(2)}")
+        rows.append([str(seed), "oracle (true flow and mode)", "", f"{oracle_error(simulation):.4f}", "", "", ""])
     header = ["seed", "model", "fit time (s)", "1-step RMSE", "20-step RMSE", "1-step ratio", "20-step ratio"]
     return table(header, rows), worst
 
@@ -297,8 +344,9 @@ def main() -> None:
         errors, ratios = nonlinear_part(args.seeds)
         lines += ["", f"## Where linear flows fail (switching Van der Pol / Duffing, {args.seeds} seeds)", ""]
         lines += [*errors, ""]
-        lines.append("Smallest ratio over the seeds (linear / nonlinear ARHMM's error), 1 and 20 steps ahead:")
-        lines += [f"- {label}: {one:.2f}, {twenty:.2f}" for label, (one, twenty) in ratios.items()]
+        for nonlinear_label, kept in ratios.items():
+            lines.append(f"Smallest ratio over the seeds (linear / {nonlinear_label}'s error), 1 and 20 steps ahead:")
+            lines += [f"- {label}: {one:.2f}, {twenty:.2f}" for label, (one, twenty) in kept.items()]
     lines.append(f"\nTotal time {time.perf_counter() - start:.0f} s.")
     publish("\n".join(lines) + "\n", args.output)
 

@@ -22,9 +22,9 @@ from modeshift import (  # noqa: E402
     HMM,
     HSMM,
     LinearGaussianSSM,
-    MarkovAutoregression,
     MarkovChain,
     MarkovChainMixture,
+    StructuralModel,
     SwitchingLDS,
     SymbolHMM,
     VariableOrderChain,
@@ -141,8 +141,9 @@ def test_restarts_and_the_candidates_of_auto_run_at_once_and_pick_as_in_memory(c
 
 def test_a_large_data_set_is_sampled_from_every_partition(client):
     frame = _frame(12)
-    parts = msd._partitions(_by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]), client, {})
-    shards = msd.Shards.of(HMM(2), parts, client, {"time_column": "t"})
+    columns = {"time_column": "t"}
+    source = msd._source(_by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]), columns)
+    shards = msd.Shards.of(HMM(2), source, client, columns)
     assert shards.sample().n_sequences == 12  # small data: all of them
     sample = shards.sample(max_steps=frame.shape[0] // 3)  # every 3rd sequence of each partition
     assert list(sample.ids) == [0, 3, 4, 7, 8, 11]
@@ -312,9 +313,67 @@ def test_decoding_and_scoring_map_over_partitions(client):
     assert runs["id"].tolist() == here["sequence"].tolist()
 
 
+def test_decoding_and_scoring_a_frame_that_splits_sequences_shuffles_it_by_id(client):
+    frame = _frame(6)
+    model = _fit(HMM(2, n_iter=5, random_state=0), frame, time_column="t")
+    seqs = model.schema_.read(frame)
+    split = dd.from_pandas(frame, npartitions=4)  # cuts through sequences: each must still be one
+    assert split.npartitions == 4
+    assert model.score(split).compute() == pytest.approx(model.score(seqs), rel=1e-12)
+    states = model.predict(split).compute().sort_values(["id", "t"])
+    np.testing.assert_array_equal(states["mode"], model.predict(seqs))
+    runs = model.segment(split).compute().sort_values(["id", "start"])
+    here = model.segment(seqs)
+    assert (
+        runs[["id", "start", "end", "mode"]].to_numpy().tolist()
+        == here[["sequence", "start", "end", "mode"]].to_numpy().tolist()
+    )
+    with pytest.raises(ValueError, match="several partitions"):  # nothing orders the rows: no shuffle
+        model.score(split, time_column=None)
+
+
+def test_a_fit_from_given_parameters_samples_one_sequence_of_each_partition(client, monkeypatch):
+    frame = _frame(12)
+    start = _started(HMM(2, random_state=0), frame)
+    sampled = []
+    original = msd.Shards.sample
+
+    def recording(self, max_steps=None):
+        sample = original(self, max_steps)
+        sampled.append(sample.n_sequences)
+        return sample
+
+    monkeypatch.setattr(msd.Shards, "sample", recording)
+    data = _by_groups(frame, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])
+    _assert_same(_fit(copy.deepcopy(start), frame, time_column="t"), _fit(start, data, time_column="t"))
+    _fit(HMM(2, random_state=0, n_iter=2), data, time_column="t")  # starts from the data: all of it
+    assert sampled == [3, 12]
+
+
+def test_fit_dataset_reports_the_fitted_models_log_likelihood(client, tmp_path):
+    frame = _frame(6)
+    _by_groups(frame, [[0, 1, 2], [3, 4, 5]]).to_parquet(tmp_path / "frame")
+    cluster = {"scheduler": client.scheduler.address, "time_column": "t"}
+    model = ARHMM(2, order=1, random_state=0, n_iter=3)  # summed over the kept shards, by the E-step
+    summary = _fit_dataset(model, tmp_path / "frame", **cluster)
+    assert summary["log_likelihood"] == pytest.approx(model.score(model.schema_.read(frame)), rel=1e-10)
+    log = _event_log()
+    dd.from_pandas(log, npartitions=1).to_parquet(tmp_path / "log")
+    model = SymbolHMM(2, random_state=0, n_iter=3)  # its shards are coded for EM: scored on the data
+    options = {"scheduler": client.scheduler.address, "id_column": "case_id", "time_column": "timestamp"}
+    summary = _fit_dataset(model, tmp_path / "log", **options)
+    assert summary["log_likelihood"] == pytest.approx(model.score(log), rel=1e-10)
+
+
+def _fit_dataset(model, path, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return msd.fit_dataset(model, path, **options)
+
+
 def test_a_model_that_cannot_be_sharded_is_refused(client):
-    with pytest.raises(TypeError, match="MarkovAutoregression cannot be fit over a Dask cluster: only a fit by EM"):
-        MarkovAutoregression(2).fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
+    with pytest.raises(TypeError, match="StructuralModel cannot be fit over a Dask cluster: only a fit by EM"):
+        StructuralModel().fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
 
 
 def test_bad_data_in_a_partition_is_one_clear_error(client):

@@ -11,11 +11,10 @@ parameters and degenerate (singular) state covariances.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 from scipy import linalg, stats
+from test_kernels_lds_score import smoother_disturbances
 
 from modeshift import _kernels as kernels
 
@@ -594,9 +593,8 @@ def test_the_score_rows_make_nap_on_those_rows_only():
     y[7, 0] = np.nan
     ll, fm, fc, pm, pc = kernels.kalman_filter(y, offsets, **model)
     rows = np.array([False, True, False, True])
-    smoother = partial(kernels.rts_smoother, y, offsets, fm, fc, pm, pc, *_observation_model(model))
-    *_, full = smoother(disturbances=True, covariances=False)
-    *_, some = smoother(disturbances=True, covariances=False, score_rows=rows)
+    _, full = smoother_disturbances(y, offsets, (fm, fc, pm, pc), *_observation_model(model))
+    _, some = smoother_disturbances(y, offsets, (fm, fc, pm, pc), *_observation_model(model), rows=rows)
     np.testing.assert_array_equal(some.NAP[:, rows], full.NAP[:, rows])
     assert np.abs(full.NAP[:, ~rows]).max() > 0 and not some.NAP[:, ~rows].any()
     for name in ("r", "N", "u", "half", "WP"):

@@ -721,7 +721,7 @@ def test_input_errors(gnp):
     model = MarkovAutoregression(order=4, switching_ar=False)
     with pytest.raises(NotFittedError, match="transmat_"):
         model.score(gnp)
-    with pytest.raises(NotFittedError, match="was not fitted: pass the series"):
+    with pytest.raises(NotFittedError, match=r"not fitted, or fitted over a cluster\): pass the series"):
         hand_set(1).aic()
     broken = gnp.copy()
     broken[7] = np.nan
@@ -1060,3 +1060,18 @@ def test_a_regime_collapsing_onto_a_stuck_sensor_is_an_error_naming_it(model):
 def test_a_constant_series_is_refused():
     with pytest.raises(ValueError, match="series 0 of y is constant"):
         MarkovRegression(2).fit(np.full(50, 3.0))
+
+
+def test_exog_tvtp_may_name_columns_of_a_data_frame():
+    rng = np.random.default_rng(3)
+    n = 120
+    z = np.sin(np.arange(n) / 9.0)
+    y = np.where(np.cumsum(rng.random(n) < np.where(z > 0, 0.05, 0.3)) % 2, 2.0, -1.0) + rng.normal(size=n)
+    frame = pd.DataFrame({"y": y, "one": 1.0, "z": z})
+    make = lambda: MarkovRegression(2, n_restarts=2, n_iter_polish=0, random_state=0)  # noqa: E731
+    named = make().fit(frame, exog_tvtp=["one", "z"])
+    given = make().fit(y, exog_tvtp=np.column_stack([np.ones(n), z]))
+    np.testing.assert_array_equal(named.transition_coef_, given.transition_coef_)
+    np.testing.assert_array_equal(
+        named.predict_proba(frame, exog_tvtp=["one", "z"]), given.predict_proba(y, exog_tvtp=frame[["one", "z"]])
+    )

@@ -1,6 +1,7 @@
 """Markov switching on several sequences, multivariate observations and missing values: brute force and peers."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -368,3 +369,49 @@ def test_multivariate_tvtp_with_missing_values_equals_enumeration(order):
     xs = [rng.normal(size=(len(y), 1)) for y in ys]
     zs = [np.c_[np.ones(len(y)), rng.normal(size=len(y))] for y in ys]
     check_against_enumeration(model, ys, xs, zs)
+
+
+def _per_step_regression_step(engine, params, posterior, data):
+    """The ECM regression step from every step's residual (generalised least squares weighted by the
+    per-step posterior, then the covariances from the squared residuals): the brute force that the
+    engine's step from summed lagged moments must equal."""
+    gamma, completed, layout = posterior.posteriors, posterior.completed, engine.layout
+    precisions = np.linalg.inv(params.covariances[engine.digits[:, 0]])
+
+    def least_squares(target, design):  # argmin sum_te gamma (target - design b)' P (target - design b)
+        normal = np.einsum("te,tedf,edc,tecg->fg", gamma, design, precisions, design)
+        return np.linalg.solve(normal, np.einsum("te,tedf,edc,tec->f", gamma, design, precisions, target))
+
+    target, design = engine.coef_design(params, data, completed)
+    params = replace(params, coef=layout.coef_from_free(least_squares(target, design)))
+    deviations = engine.deviations(params, data, completed)
+    if layout.sizes[3]:
+        params = replace(params, ar=layout.ar_from_free(least_squares(deviations[0], engine.ar_design(deviations))))
+    residuals = engine.residuals(params, deviations)
+    current = engine.indicators[0]
+    squares = np.einsum("te,tea,teb,ek->kab", gamma, residuals, residuals, current)
+    masses = gamma.sum(axis=0) @ current
+    if posterior.scatter is not None:
+        squares = squares + np.einsum("eab,ek->kab", posterior.scatter, current)
+    d = squares.shape[1]
+    pooled = (layout.regime_map.T @ squares.reshape(len(squares), -1)) / (masses @ layout.regime_map)[:, None]
+    return replace(params, covariances=(layout.regime_map @ pooled).reshape(-1, d, d))
+
+
+@pytest.mark.parametrize("order, missing", [(0, True), (1, False), (2, False)])
+def test_the_ecm_step_from_summed_moments_equals_the_step_from_every_residual(order, missing):
+    rng = np.random.default_rng(order)
+    model = bivariate(order, switching_variance=True)
+    y, x = 1e3 + rng.normal(size=(90, 2)), rng.normal(size=(90, 1))  # a level far above the spread
+    if missing:
+        y[3, 1] = y[10, 0] = np.nan
+        y[7] = np.nan
+    engine, _, data, _ = model._prepare(y, [50, 40], x)
+    params = engine.layout.unpack(rng.normal(scale=0.3, size=engine.layout.n_parameters))
+    params = replace(params, coef=params.coef + 1e3 * (np.arange(params.coef.shape[1]) == 0)[None, :, None])
+    posterior = engine.e_step(params, data)
+    centre = engine.centre(data)
+    moments = engine.regression_step(params, engine.statistics(posterior, data, centre), centre, 0.0)
+    brute = _per_step_regression_step(engine, params, posterior, data)
+    for name in ("coef", "ar", "covariances"):
+        np.testing.assert_allclose(getattr(moments, name), getattr(brute, name), rtol=1e-9, atol=1e-12, err_msg=name)

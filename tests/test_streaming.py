@@ -463,7 +463,7 @@ def test_the_streaming_models_are_these():
         "MarkovRegression",
         "MarkovAutoregression",
         "SwitchingLDS",
-        "ContinuousSwitchingLDS",  # at unit gaps only (docs/streaming.md)
+        "ContinuousSwitchingLDS",  # at any gaps: filter_step(time=) (docs/streaming.md)
     }
     assert {"SymbolHMM", "ContinuousARHMM", "MarkovChain", "MarkovChainMixture"} <= public - streaming
 

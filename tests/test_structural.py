@@ -240,6 +240,48 @@ def test_the_start_scale_from_the_score_is_the_mean_squared_standardised_innovat
     np.testing.assert_array_equal(scaled[~variances], start[~variances])
 
 
+def test_the_first_step_knows_the_curvature_along_the_scaled_start(nile):
+    """At the start scaled to the best point of its ray, -log L along x0 (every standard deviation
+    times 1 + t) has second derivative 2 n in t (n the observations after the diffuse step), so
+    2 n / |x0|^2 per unit length: the scale of the fit's first BFGS step."""
+    from modeshift.models.structural import _Layout, _Objective
+
+    model = StructuralModel.unobserved_components(level="local level")
+    seqs = model._sequences(nile, None, None).require_observed()
+    start = model._component_start(seqs)
+    objective = _Objective(model, seqs, start)
+    layout = _Layout(model._components(), model._scaled_start(start, seqs, objective))
+    h = 1e-3
+    at = [-objective(layout.params((1 + t) * layout.x0))[0] for t in (-h, 0.0, h)]
+    assert (at[0] - 2 * at[1] + at[2]) / h**2 == pytest.approx(2 * 99, rel=1e-4)
+    assert objective.n_effective == 99
+
+
+def test_the_nile_fit_takes_few_likelihood_passes(nile, monkeypatch):
+    """The climb's cost is its compiled passes: 10 on the Nile (12 with scipy's L-BFGS-B from the
+    same start), one of them the start's scale; 11 leaves room for round-off elsewhere."""
+    from modeshift._kernels.lds_score import ScorePass
+
+    passes = []
+    original = ScorePass.__call__
+    monkeypatch.setattr(ScorePass, "__call__", lambda self: passes.append(1) or original(self))
+    model = StructuralModel.unobserved_components(level="local level").fit(nile)
+    assert model.converged_ and len(passes) <= 11
+    assert model.log_likelihood_ == pytest.approx(-633.464564, abs=1e-6)
+
+
+def test_a_flat_ridge_is_climbed_to_the_top():
+    """A smooth trend plus an AR(1) on the US unemployment rate: the AR coefficient's optimum is
+    0.9997, where its unconstrained form is flat; a climb stopping at a gradient of 1e-3 ends 2e-4
+    below the maximum that 70 iterations of L-BFGS-B at 1e-5 reach."""
+    from statsmodels.datasets import macrodata
+
+    y = macrodata.load_pandas().data["unemp"].to_numpy(float)
+    model = StructuralModel(components=(LocalLinearTrend(stochastic_level=False), ARIMA(1))).fit(y)
+    assert model.converged_
+    assert model.log_likelihood_ >= -32.9936708 - 1e-6
+
+
 # ----------------------------------------------------------------------- fits
 def test_nile_local_level_reaches_durbin_koopman_mle(nile):
     model = StructuralModel.unobserved_components(level="local level").fit(nile)

@@ -278,6 +278,24 @@ def test_parameter_count_and_information_criteria():
     assert model.bic(data) == pytest.approx(-2 * model.score(data) + 7 * np.log(5 + 2))
 
 
+def test_auto_picks_the_smallest_bic_among_candidates_that_share_the_vocabulary(tmp_path):
+    model = SymbolHMM("auto", max_states=3, random_state=0).fit(SESSIONS)
+    table = model.selection_
+    assert table["n_states"].tolist() == [1, 2, 3] and table["chosen"].sum() == 1
+    assert model.n_states_ == table.loc[table["bic"].idxmin(), "n_states"]
+    chosen = SymbolHMM(model.n_states_, max_states=3, random_state=0).fit(SESSIONS)  # the candidate, refitted
+    np.testing.assert_allclose(model.emissionprob_, chosen.emissionprob_)
+    for row in table.itertuples():  # each row is the candidate's own criteria
+        candidate = SymbolHMM(int(row.n_states), random_state=0).fit(SESSIONS)
+        assert row.log_likelihood == pytest.approx(candidate.score(SESSIONS), rel=1e-12)
+        assert row.bic == pytest.approx(candidate.bic(SESSIONS), rel=1e-12)
+    assert model.describe().shape[0] == model.n_states_ and model.vocabulary_ == chosen.vocabulary_
+    model.save(tmp_path / "auto.msz")
+    loaded = modeshift.load(tmp_path / "auto.msz")
+    assert loaded.n_states_ == model.n_states_ and loaded.selection_.equals(model.selection_)
+    assert loaded.score(SESSIONS) == model.score(SESSIONS)
+
+
 def test_the_history_has_its_old_name_for_one_release():
     model = SymbolHMM(2, random_state=0).fit(SESSIONS[:3])
     with pytest.warns(DeprecationWarning, match="log_likelihood_history_ is renamed history_"):
@@ -300,8 +318,9 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"n_states": 0}, "SymbolHMM: n_states must be an integer >= 1, got 0"),
-        ({"n_states": "auto"}, "n_states must be an integer >= 1"),
+        ({"n_states": 0}, "SymbolHMM: n_states must be an integer >= 1 or one of 'auto', got 0"),
+        ({"n_states": "two"}, "n_states must be an integer >= 1 or one of"),
+        ({"n_states": "auto", "max_states": 0}, "max_states must be an integer >= 1"),
         ({"unknown": "drop"}, "unknown must be one of"),
         ({"n_restarts": 0}, "n_restarts must be an integer >= 1"),
     ],

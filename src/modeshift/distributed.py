@@ -8,8 +8,8 @@ fit over data too large for one process runs as
 1. every partition of a Dask DataFrame (long format: id, time, values), of a Parquet
    dataset or of a Dask bag of sequences is read into :class:`~modeshift.data.Sequences`
    once, on the worker that holds it, and kept there (checked and validated as ``fit``
-   checks data in memory; partitions that split a sequence are refused, or shuffled by
-   id when a time column orders the rows);
+   checks data in memory; the same pass finds partitions that split a sequence, which are
+   refused, or shuffled by id when a time column orders the rows: :func:`_first_pass`);
 2. each iteration, the model (its parameters: kilobytes) is scattered to every worker
    once, each partition's E-step runs where the partition lies, and the statistics are
    added up on the cluster in a fixed binary tree (partition 0 + 1, 2 + 3, ...), so the
@@ -20,10 +20,11 @@ The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) d
 work, so a fit from the same starting parameters equals the in-memory fit up to the
 round-off of the summation order (1e-10 relative), for any partitioning. Starting values
 come from a sample of every partition (:meth:`Shards.sample`: all the data up to
-:data:`SAMPLE_STEPS` steps). The statistics of a partition are a pure function of the
-partition and the parameters: a worker lost mid-fit costs Dask a recomputation of its
-partitions and tasks, not the fit. Restarts and the candidates of ``n_states="auto"`` run
-at once (client threads, their E-steps on the cluster), picked as in memory.
+:data:`SAMPLE_STEPS` steps; a sequence of each when every starting parameter is given).
+The statistics of a partition are a pure function of the partition and the parameters: a
+worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
+Restarts and the candidates of ``n_states="auto"`` run at once (client threads, their
+E-steps on the cluster), picked as in memory.
 
 Models fit this way have the :class:`~modeshift.models.capabilities.ShardableFit`
 capability: ``HMM`` (every emission), ``ARHMM``, ``HSMM`` (its ``max_duration_`` agreed over
@@ -32,9 +33,11 @@ log-likelihood and its gradient over the partitions the same way), ``SwitchingLD
 partition's variational posterior kept on its worker from one sweep to the next),
 ``SymbolHMM``, ``MarkovChain`` and ``VariableOrderChain`` (whose vocabulary is read from all
 partitions first, merged in partition order: symbols in order of first appearance, as in
-memory for the partitions concatenated) and ``MarkovChainMixture``. Input-driven transitions
-fit too, but the per-step rows of their logistic regression
-(:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+memory for the partitions concatenated), ``MarkovChainMixture`` and the Markov-switching
+``MarkovRegression`` and ``MarkovAutoregression`` (their variances, ECM statistics and the
+polish's log-likelihood and gradient summed over the partitions; no per-step arrays kept).
+Input-driven (time-varying) transitions fit too, but the per-step rows of their logistic
+regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
 
 A fit, then decoding and scoring over the same frame::
 
@@ -70,7 +73,7 @@ from modeshift._kernels.threads import threads_for
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import em, selection
 from modeshift.models.base import set_collection_handler
-from modeshift.models.capabilities import ModeDecoder, Scorer, Segmenter, ShardableFit, objective
+from modeshift.models.capabilities import BoundScorer, ModeDecoder, Scorer, Segmenter, ShardableFit, objective
 from modeshift.statistics import combine
 
 __all__ = [
@@ -98,28 +101,42 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
     partition again for every pass over the data, so a worker's memory is bounded by the
     partitions it works on at once, whatever the size of the data (one read per iteration).
     """
+    return _fit(model, data, _client(client), persist, columns)[0]
+
+
+def _fit(model: Any, data: Any, client: Any, persist: bool, columns: dict[str, Any]) -> tuple[Any, Shards]:
+    """:func:`fit`, and the shards it read (still on the workers, for what comes after the fit)."""
     if not isinstance(model, ShardableFit):
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
             "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM, "
-            "MarkovChain, VariableOrderChain, MarkovChainMixture); "
+            "MarkovChain, VariableOrderChain, MarkovChainMixture, MarkovRegression, MarkovAutoregression); "
             "fit it in memory (docs/distributed.md says why each other model cannot)"
         )
     auto = getattr(model, "n_states", None) == "auto"
     model._start_fit()
     reader = type(model)(**{**model.get_params(), "n_states": 1}) if auto else model  # reads as every candidate
-    client = _client(client)
-    parts = _partitions(data, client, columns)
-    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first
-        if auto:
-            raise NotImplementedError(f"n_states='auto' for a {type(model).__name__} over a cluster: give n_states")
-        model._em_set_constants(_constants(model, parts, client, columns))
-    shards = Shards.of(reader, parts, client, columns, persist)
-    sample = shards.sample()
+    source = _source(data, columns)
+    if hasattr(model, "_em_constants"):  # e.g. a vocabulary: read from all the data first (so by every candidate)
+        constants, source = _constants(model, source, client, columns)
+        model._em_set_constants(constants)
+        reader._em_set_constants(constants)  # the model itself, unless n_states="auto"
+    shards = Shards.of(reader, source, client, columns, persist)
+    sample = shards.sample(1 if _starts_given(model) else None)
     if auto:
         with selection.elsewhere(_Candidates(shards, sample)):
-            return model._fit_auto(sample)
-    return model._fit_em(sample, over=shards)
+            return model._fit_auto(sample), shards
+    return model._fit_em(sample, over=shards), shards
+
+
+def _starts_given(model: Any) -> bool:
+    """Whether EM starts from parameters set before the fit (by hand, or learned: ``warm_start``)
+    and nothing else: one start, every parameter set. Then the sample only checks the data
+    against the model and carries their schema (a sequence of each partition is enough)."""
+    if getattr(model, "n_states", None) == "auto" or getattr(model, "n_restarts", 1) != 1:
+        return False
+    names = getattr(model, "parameter_names", ())
+    return bool(names) and all(getattr(model, name, None) is not None for name in names)
 
 
 class _Candidates:
@@ -140,21 +157,40 @@ class _Candidates:
     def criteria(self, model: Any) -> dict[str, Any]:
         """The row of :func:`selection.select_n_states`, with the objective and the number of
         observations summed over the shards (the criteria as the models define them)."""
-        value, n_observations = self.shards(_selection_terms, model)
+        value, n_observations = self.shards(_measure_terms, model)
         k = model.n_parameters
         return {
             "n_states": model._k,
-            "elbo" if objective(model) == "ELBO" else "log_likelihood": value,
+            _measure_name(model): value,
             "n_parameters": k,
             "aic": -2.0 * value + 2.0 * k,
             "bic": -2.0 * value + k * np.log(n_observations),
         }
 
+    def occupancy(self, model: Any) -> np.ndarray:
+        """The mean posterior probability of each mode over the steps of all the shards (pruning)."""
+        total, steps = self.shards(_occupancy_terms, model)
+        return total / steps
 
-def _selection_terms(model: Any, shard: Sequences) -> tuple[float, float]:
-    """One shard's part of a candidate's objective (its ELBO after inference, or the exact
+
+def _occupancy_terms(model: Any, shard: Sequences) -> tuple[np.ndarray, float]:
+    """One shard's sum of the smoothed mode probabilities over its steps, and its number of steps."""
+    probabilities = model.predict_proba(shard)
+    stacked = np.concatenate(probabilities) if isinstance(probabilities, list) else np.asarray(probabilities)
+    return stacked.sum(axis=0), float(len(stacked))
+
+
+def _measure_name(model: Any) -> str:
+    """What :func:`_measure_terms` sums: "elbo" where the objective is a bound, else "log_likelihood"."""
+    return "elbo" if objective(model) == "ELBO" else "log_likelihood"
+
+
+def _measure_terms(model: Any, shard: Sequences) -> tuple[float, float]:
+    """One shard's part of the model's measure of fit (its ELBO after inference, or the exact
     log-likelihood, from the E-step, which reads the shard as EM does) and of its number of
     observations."""
+    if hasattr(model, "_selection_terms"):  # the model's own (its score is not EM's objective)
+        return model._selection_terms(shard)
     value = model.elbo(shard) if objective(model) == "ELBO" else em._shard_e_step(model, shard)[0]
     steps = model._n_observations(shard) if hasattr(model, "_n_observations") else shard.n_steps
     return float(value), float(steps)
@@ -173,14 +209,20 @@ def fit_dataset(
     """Fit ``model`` to a Parquet dataset (a directory or file) or CSV file(s) on the cluster at
     ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
     what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
-    log-likelihood (for a model with an exact one, summed on the cluster), ``converged`` and ``n_iter``."""
+    measure of fit of the fitted model (its log-likelihood, or its ELBO where its objective is a
+    bound, as ``modeshift fit`` in memory prints), ``converged`` and ``n_iter``. The measure is
+    summed over the partitions the fit kept on the workers (not read again), but for a model of
+    symbols, whose kept partitions are coded for its E-step or counting, not as ``score`` reads
+    data: those are read again."""
     frame = _dataset(path)
     named = _named(columns, id_column, time_column or "auto")
     with _cluster(scheduler, workers) as client:
-        fit(model, frame, client=client, **named)
+        shards = _fit(model, frame, client, True, named)[1]
         summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
-        if isinstance(model, Scorer):
+        if hasattr(model, "_em_constants") and isinstance(model, Scorer):  # coded for counting: read again
             summary["log_likelihood"] = float(score(model, frame).compute())
+        elif isinstance(model, (Scorer, BoundScorer)):  # the fitted model over the partitions kept on the workers
+            summary[_measure_name(model)] = shards(_measure_terms, model)[0]
     return {**summary, "converged": model.converged_, "n_iter": model.n_iter_}
 
 
@@ -251,14 +293,12 @@ def _cluster(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             yield client
 
 
-def _constants(model: Any, parts: list[Any], client: Any, columns: dict[str, Any]) -> Any:
-    """``model._em_constants`` of every partition, merged on the cluster in partition order."""
-    import dask
-
+def _constants(model: Any, source: _Source, client: Any, columns: dict[str, Any]) -> tuple[Any, _Source]:
+    """``model._em_constants`` of every partition, merged on the cluster in partition order, and
+    the partitions they were read from (:func:`_first_pass`: whole sequences each)."""
     shipped = _portable(model)
-    read = dask.delayed(shipped, pure=True)
-    constants = client.compute([dask.delayed(_constants_of, pure=True)(part, read, columns) for part in parts])
-    return _tree_sum(client, constants, functools.partial(_merge_constants, shipped)).result()
+    constants, _, source = _first_pass(client, source, _constants_of, (shipped, columns), _nothing, persist=True)
+    return _tree_sum(client, constants, functools.partial(_merge_constants, shipped)).result(), source
 
 
 def _constants_of(part: Any, model: Any, columns: dict[str, Any]) -> Any:
@@ -269,6 +309,10 @@ def _merge_constants(model: Any, first: Any, then: Any) -> Any:
     if first is None or then is None:
         return then if first is None else first
     return model._em_merge_constants(first, then)
+
+
+def _nothing(value: Any) -> None:
+    return None
 
 
 class Shards:
@@ -289,26 +333,15 @@ class Shards:
         self.received: list[int] = []
 
     @classmethod
-    def of(cls, model: Any, parts: list[Any], client: Any, columns: dict[str, Any], persist: bool = True) -> Shards:
-        """Read every partition (Dask delayed objects, :func:`_partitions`) by ``model._em_data`` on
-        the workers, and keep it there if ``persist``."""
-        import dask
-
-        prepare = dask.delayed(_portable(model), pure=True)
-        parts = [dask.delayed(_prepare, pure=True)(part, index, prepare, columns) for index, part in enumerate(parts)]
-        if persist:  # partition i read on worker i mod n: the E-steps' work spread evenly, whatever the scheduler
-            workers = sorted(client.scheduler_info()["workers"])  # would do with tasks that finish at once
-            parts = [
-                client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=True)
-                for i, part in enumerate(parts)
-            ]
-            sizes = client.gather(client.map(_size, parts, pure=False))
-        else:
-            sizes = client.gather(client.compute([dask.delayed(_size, pure=True)(part) for part in parts]))
-        kept = [(part, size) for part, size in zip(parts, sizes) if size[1] > 0]
+    def of(cls, model: Any, source: _Source, client: Any, columns: dict[str, Any], persist: bool = True) -> Shards:
+        """Read every partition of ``source`` by ``model._em_data`` on the workers, checking on the
+        way that each holds whole sequences (:func:`_first_pass`), and keep it there if ``persist``."""
+        shipped = _portable(model)
+        shards, sizes, _ = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
+        kept = [(shard, size) for shard, size in zip(shards, sizes) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
-        shards = cls(client, [part for part, _ in kept], [size for _, size in kept])
+        shards = cls(client, [shard for shard, _ in kept], [size for _, size in kept])
         shards.received.append(_nbytes(sizes))
         return shards
 
@@ -393,36 +426,70 @@ def _client(client: Any) -> Any:
         ) from None
 
 
-def _partitions(data: Any, client: Any, columns: dict[str, Any]) -> list[Any]:
-    """The partitions of ``data`` as Dask delayed objects, each holding whole sequences."""
-    import dask.bag as db
-    import dask.dataframe as dd
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """The partitions of the data (Dask delayed objects) and what makes each hold whole sequences:
+    ``id_column``, whose values must each lie in one partition (None: nothing left to check), and
+    ``frame``, the Dask DataFrame to shuffle by it when they do not (if ``ordered``: a time column
+    orders the rows of a sequence, so that the shuffle loses nothing)."""
 
-    if isinstance(data, (str, PathLike)):
-        data = dd.read_parquet(data)
+    parts: list[Any]
+    frame: Any = None
+    id_column: str | None = None
+    ordered: bool = False
+
+    def checked(self) -> _Source:
+        """The same partitions, known to hold whole sequences."""
+        return dataclasses.replace(self, id_column=None)
+
+    def shuffled(self) -> _Source:
+        """The frame shuffled by id, for partitions that split sequences (a ValueError if nothing orders the rows)."""
+        if not self.ordered:
+            raise ValueError(
+                f"some sequences (values of {self.id_column!r}) lie in several partitions; each must lie in "
+                f"one: shuffle the frame by id (frame.shuffle(on={self.id_column!r})), or name the "
+                "time_column that orders the rows, and they are shuffled here"
+            )
+        frame = self.frame.shuffle(on=self.id_column)
+        return _Source(list(frame.to_delayed()), frame)
+
+
+def _source(data: Any, columns: dict[str, Any], schema: Any = None) -> _Source:
+    """The partitions of ``data`` (a Dask DataFrame, a path to Parquet or a Dask bag of sequences)
+    as ``fit`` reads them with ``columns``, or a fitted model with its ``schema`` when none are named."""
+    import dask.bag as db
+
     if isinstance(data, db.Bag):
         if columns:
             raise ValueError(f"a bag of sequences has no columns to name, got {sorted(columns)}")
-        return [_bag_partition(part) for part in data.to_delayed()]
-    if not isinstance(data, dd.DataFrame):
-        raise TypeError(f"expected a Dask DataFrame, a Dask bag or a path to Parquet, got {type(data).__name__}")
+        return _Source([_bag_partition(part) for part in data.to_delayed()])
+    frame = _frame(data, " or a Dask bag of sequences")
+    by_schema = schema is not None and not columns
     id_column = columns.get("id_column", "id")
-    if id_column not in data.columns:
-        if data.npartitions > 1:
-            raise ValueError(
-                f"the frame has no id column {id_column!r}, so it is one sequence, but it has "
-                f"{data.npartitions} partitions: name the id column, or repartition to one partition"
-            )
-    elif _split_sequences(data, id_column, client):
-        time_column = columns.get("time_column")
-        if not isinstance(time_column, str) or time_column == "auto":
-            raise ValueError(
-                f"some sequences (values of {id_column!r}) lie in several partitions; each must lie in "
-                f"one: shuffle the frame by id (frame.shuffle(on={id_column!r})), or name the "
-                "time_column that orders the rows, and the fit shuffles it"
-            )
-        data = data.shuffle(on=id_column)
-    return list(data.to_delayed())
+    if by_schema:
+        id_column = schema.id_column or ("case_id" if schema.symbols else "id")
+    time_column = columns.get("time_column")
+    ordered = bool(schema.time_columns) if by_schema else isinstance(time_column, str) and time_column != "auto"
+    parts = list(frame.to_delayed())
+    if id_column in frame.columns:
+        return _Source(parts, frame, id_column, ordered)
+    if frame.npartitions > 1:
+        raise ValueError(
+            f"the frame has no id column {id_column!r}, so it is one sequence, but it has "
+            f"{frame.npartitions} partitions: name the id column, or repartition to one partition"
+        )
+    return _Source(parts, frame)
+
+
+def _frame(data: Any, also: str = "") -> Any:
+    """``data`` as a Dask DataFrame (a path: its Parquet dataset)."""
+    import dask.dataframe as dd
+
+    if isinstance(data, (str, PathLike)):
+        return dd.read_parquet(data)
+    if not isinstance(data, dd.DataFrame):
+        raise TypeError(f"expected a Dask DataFrame{also} or a path to Parquet, got {type(data).__name__}")
+    return data
 
 
 def _bag_partition(part: Any) -> Any:
@@ -432,14 +499,85 @@ def _bag_partition(part: Any) -> Any:
     return dask.delayed(list, pure=True)(part)
 
 
-def _split_sequences(frame: Any, id_column: str, client: Any) -> bool:
-    """Whether some id has rows in several partitions (the ids meet on the cluster, not here)."""
-    ids = client.compute(list(frame[id_column].to_delayed()))
-    firsts = [client.submit(_id_set, part, pure=False) for part in ids]
-    return bool(client.submit(_overlaps, _tree_sum(client, firsts, _merge_ids), pure=False).result())
+def _first_pass(
+    client: Any,
+    source: _Source,
+    read: Callable[..., Any],
+    args: tuple[Any, ...],
+    summary: Callable[[Any], Any],
+    persist: bool,
+) -> tuple[list[Any], list[Any], _Source]:
+    """The one pass over the data before EM: ``read(part, *args)`` of every partition, on the
+    cluster, and in the same task the ids the partition holds, which meet on the cluster (only
+    whether two partitions share one reaches the client). Returns the results, their
+    ``summary`` (brought to the client, in partition order) and the source read.
+
+    With ``persist`` the results are futures kept on the workers, partition i on worker
+    i n / (number of partitions) (an even split of the E-steps whatever the scheduler would
+    do with tasks that finish at once, and neighbours on one worker, so that the first rounds
+    of the tree of additions need no transfer); else Dask delayed objects that read their
+    partition again. Partitions that split a sequence make the pass start again on the frame
+    shuffled by id (:meth:`_Source.shuffled`); else the first partition that could not be read
+    raises its error (one that splits a sequence might not read: that is checked first)."""
+    import dask
+
+    shipped = dask.delayed(args, pure=True)
+    pairs = [
+        dask.delayed(_checked, pure=True)(read, part, index, shipped, source.id_column)
+        for index, part in enumerate(source.parts)
+    ]
+    if persist:
+        workers = sorted(client.scheduler_info()["workers"])
+        pairs = [
+            client.compute(pair, workers=[workers[i * len(workers) // len(pairs)]], allow_other_workers=True)
+            for i, pair in enumerate(pairs)
+        ]
+        node: Callable[..., Any] = functools.partial(_submit, client)
+    else:
+        node = _delayed
+    results = [node(_part, pair, 0) for pair in pairs]
+    wanted = [node(_summary, summary, result) for result in results]
+    if source.id_column is not None:
+        ids = [node(_part, pair, 1) for pair in pairs]
+        wanted.append(node(_overlaps, _tree(ids, functools.partial(node, _merge_ids))))
+    got = client.gather(wanted if persist else client.compute(wanted))
+    if source.id_column is not None and got.pop():
+        return _first_pass(client, source.shuffled(), read, args, summary, persist)
+    for value in got:
+        if isinstance(value, Exception):
+            raise value
+    return results, got, source.checked()
+
+
+def _checked(
+    read: Callable[..., Any], part: Any, index: int, args: tuple[Any, ...], id_column: str | None
+) -> tuple[Any, tuple[np.ndarray, bool] | None]:
+    """``read(part, *args)``, or the error it raised (naming the partition), and the ids of ``part``
+    (:func:`_id_set`; None without an id column to check)."""
+    ids = None if id_column is None else _id_set(part[id_column])
+    try:
+        return read(part, *args), ids
+    except (ValueError, TypeError) as error:
+        return type(error)(f"partition {index}: {error}"), ids
+
+
+def _summary(summary: Callable[[Any], Any], result: Any) -> Any:
+    return result if isinstance(result, Exception) else summary(result)
+
+
+def _whole(source: _Source) -> _Source:
+    """``source`` with every sequence in one partition: checked on the cluster (the id column alone
+    is read, the ids meet there), shuffled by id if need be."""
+    if source.id_column is None:
+        return source
+    ids = [_delayed(_id_set, part) for part in source.frame[source.id_column].to_delayed()]
+    if _delayed(_overlaps, _tree(ids, functools.partial(_delayed, _merge_ids))).compute():
+        return source.shuffled()
+    return source.checked()
 
 
 def _id_set(ids: pd.Series) -> tuple[np.ndarray, bool]:
+    """A partition's distinct ids, and whether two partitions share one (not yet)."""
     return np.unique(ids.to_numpy()), False
 
 
@@ -452,14 +590,9 @@ def _overlaps(merged: tuple[np.ndarray, bool]) -> bool:
     return merged[1]
 
 
-def _prepare(part: Any, index: int, model: Any, columns: dict[str, Any]) -> Sequences | None:
+def _prepare(part: Any, model: Any, columns: dict[str, Any]) -> Sequences | None:
     """One partition read as ``fit`` reads its data (None when it is empty)."""
-    if len(part) == 0:
-        return None
-    try:
-        return model._em_data(part, **columns)
-    except (ValueError, TypeError) as error:
-        raise type(error)(f"partition {index}: {error}") from error
+    return None if len(part) == 0 else model._em_data(part, **columns)
 
 
 def _size(shard: Sequences | None) -> tuple[int, int]:
@@ -549,10 +682,26 @@ def _join(parts: list[Sequences]) -> Sequences:
 
 def _tree_sum(client: Any, terms: list[Any], add: Callable[[Any, Any], Any] = combine) -> Any:
     """The sum of the futures ``terms`` added pairwise in a fixed binary tree, on the cluster."""
+    return _tree(terms, functools.partial(_submit, client, add))
+
+
+def _tree(terms: list[Any], add: Callable[[Any, Any], Any]) -> Any:
+    """``terms`` added in a fixed binary tree (0 + 1, 2 + 3, ..., then the pairs' sums likewise) by
+    ``add(a, b)``, which makes the node of each sum (a future, a Dask delayed object)."""
     while len(terms) > 1:
-        pairs = [client.submit(add, a, b, pure=False) for a, b in zip(terms[::2], terms[1::2])]
+        pairs = [add(a, b) for a, b in zip(terms[::2], terms[1::2])]
         terms = pairs + terms[len(pairs) * 2 :]
     return terms[0]
+
+
+def _submit(client: Any, function: Callable[..., Any], *args: Any) -> Any:
+    return client.submit(function, *args, pure=False)
+
+
+def _delayed(function: Callable[..., Any], *args: Any) -> Any:
+    import dask
+
+    return dask.delayed(function, pure=True)(*args)
 
 
 def _nbytes(value: Any) -> int:
@@ -563,14 +712,13 @@ def _nbytes(value: Any) -> int:
 
 # ------------------------------------------------------------- decoding and scoring
 def score(model: Scorer, data: Any, **columns: Any) -> Any:
-    """log p(data) under ``model``, summed over the partitions: a Dask delayed number (``.compute()``)."""
-    import dask
+    """log p(data) under ``model``, summed over the partitions: a Dask delayed number (``.compute()``).
 
-    terms = [dask.delayed(_score_part, pure=True)(part, model, columns) for part in _lazy_partitions(data)]
-    while len(terms) > 1:
-        pairs = [dask.delayed(_add, pure=True)(a, b) for a, b in zip(terms[::2], terms[1::2])]
-        terms = pairs + terms[len(pairs) * 2 :]
-    return terms[0]
+    As for :func:`predict`, :func:`predict_proba` and :func:`segment`, the partitions are checked
+    first (on the cluster, now) to hold whole sequences, and shuffled by id when they do not and
+    a time column orders the rows (:func:`_decoded`)."""
+    terms = [_delayed(_score_part, part, model, columns) for part in _decoded(model, data, columns).parts]
+    return _tree(terms, functools.partial(_delayed, _add))
 
 
 def predict(model: ModeDecoder, data: Any, **columns: Any) -> Any:
@@ -587,7 +735,7 @@ def segment(model: Segmenter, data: Any, **columns: Any) -> Any:
     """Runs of one mode per sequence (``id``, ``start``, ``end``, ``mode``, ``probability``): a Dask DataFrame."""
     import dask.dataframe as dd
 
-    frame = _frame(data)
+    frame = _decoded(model, _frame(data), columns).frame
     id_column = columns.get("id_column", "id")
     meta = pd.DataFrame(
         {
@@ -601,22 +749,10 @@ def segment(model: Segmenter, data: Any, **columns: Any) -> Any:
     return dd.map_partitions(_segment_part, frame, model, columns, meta=meta, align_dataframes=False)
 
 
-def _lazy_partitions(data: Any) -> list[Any]:
-    import dask.bag as db
-
-    if isinstance(data, db.Bag):
-        return [_bag_partition(part) for part in data.to_delayed()]
-    return list(_frame(data).to_delayed())
-
-
-def _frame(data: Any) -> Any:
-    import dask.dataframe as dd
-
-    if isinstance(data, (str, PathLike)):
-        return dd.read_parquet(data)
-    if not isinstance(data, dd.DataFrame):
-        raise TypeError(f"expected a Dask DataFrame or a path to Parquet, got {type(data).__name__}")
-    return data
+def _decoded(model: Any, data: Any, columns: dict[str, Any]) -> _Source:
+    """The partitions of ``data`` as the fitted ``model`` reads them (:func:`_read`), each holding
+    whole sequences (:func:`_whole`)."""
+    return _whole(_source(data, columns, model.__dict__.get("schema_")))
 
 
 def _read(model: Any, part: Any, columns: dict[str, Any]) -> Any:
@@ -641,7 +777,7 @@ def _add(a: float, b: float) -> float:
 def _per_row(model: Any, data: Any, method: str, columns: dict[str, Any]) -> Any:
     import dask.dataframe as dd
 
-    frame = _frame(data)
+    frame = _decoded(model, _frame(data), columns).frame
     names = ["mode"] if method == "predict" else [f"p_{k}" for k in range(model._k)]
     dtype = "int64" if method == "predict" else "float64"
     meta = frame._meta.assign(**{name: pd.Series(dtype=dtype) for name in names})

@@ -274,7 +274,7 @@ def jump_linear_moments(
     transitions : (h, K, K), or h functions
         P_t, or functions moving per-mode arrays, a (K, ...) -> (sum_i P_ik a_i)_k, for a chain
         whose matrix is too large to hold (a semi-Markov chain on (mode, steps left)).
-    matrices, noise : (K, n, n)
+    matrices, noise : (K, n, n), or (h, K, n, n) when they vary (irregular time gaps)
         F_k and S_k.
     offsets : (K, n), or (h, K, n) when they vary (inputs)
         c_k.
@@ -285,17 +285,18 @@ def jump_linear_moments(
     """
     horizon, (n_modes, n) = len(transitions), first.shape
     offsets = np.broadcast_to(offsets, (horizon, n_modes, n))
+    steps = zip(transitions, offsets, *(np.broadcast_to(a, (horizon, n_modes, n, n)) for a in (matrices, noise)))
     modes, means, covariances = np.empty((horizon, n_modes)), np.empty((horizon, n)), np.empty((horizon, n, n))
-    for step, (transition, offset) in enumerate(zip(transitions, offsets)):
+    for step, (transition, offset, matrix, step_noise) in enumerate(steps):
         move = transition if callable(transition) else functools.partial(_move, transition)
         probabilities = move(probabilities)
-        moved = np.einsum("kmn,kn->km", matrices, move(first))
+        moved = np.einsum("kmn,kn->km", matrix, move(first))
         cross = moved[:, :, None] * offset[:, None, :]
         second = (
-            matrices @ move(second) @ matrices.transpose(0, 2, 1)
+            matrix @ move(second) @ matrix.transpose(0, 2, 1)
             + cross
             + cross.transpose(0, 2, 1)
-            + probabilities[:, None, None] * (offset[:, :, None] * offset[:, None, :] + noise)
+            + probabilities[:, None, None] * (offset[:, :, None] * offset[:, None, :] + step_noise)
         )
         first = moved + probabilities[:, None] * offset
         modes[step] = probabilities

@@ -48,8 +48,6 @@ The steps themselves, :func:`predict_step` and :func:`update_step` (with scratch
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit, prange
 
@@ -77,7 +75,6 @@ from modeshift._kernels.linalg import (
 from modeshift._kernels.threads import parallel, sequences_of
 
 __all__ = [
-    "Disturbances",
     "filter_arrays",
     "filter_failure",
     "innovation_step",
@@ -685,26 +682,6 @@ def filter_failure(failures: np.ndarray, offsets: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------- the smoother
-class Disturbances(NamedTuple):
-    """Per row t of :func:`rts_smoother`: ``r`` = r_t-1 (n_steps, n) and ``N`` = N_t-1
-    (n_steps, n, n), the gradient of log p(y) in x_t's prior mean and (twice) its covariance
-    (E[w_t | y] = Q r_t-1, Var[w_t | y] = Q - Q N_t-1 Q); ``NAP`` = N_t-1 A_t P_t-1|t-1
-    (-Q^-1 Cov(w_t, x_t-1 | y)); and at the observed entries of y_t (zero elsewhere), with v_t
-    the observation noise, ``u`` = R^-1 E[v_t | y] (p,), ``half`` = (u u^T - D) / 2 (p, p) with
-    Var[v_t | y] = R - R D R, and ``WP`` = -R^-1 Cov(v_t, x_t | y) (p, n): the score in R is
-    the sum of ``half``, in C that of u x_t|T^T - WP (Durbin & Koopman 2012, sec. 7.3.3). In the
-    exact diffuse steps (R diagonal) these are each entry's limits, exact also
-    at a noise variance of 0, and ``half`` is diagonal.
-    """
-
-    r: np.ndarray
-    N: np.ndarray
-    NAP: np.ndarray
-    u: np.ndarray
-    half: np.ndarray
-    WP: np.ndarray
-
-
 @njit(cache=True, inline="always")
 def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarray) -> None:
     """r_t-1 = C_o^T S^-1 v + L_t^T r_t = s + C_o^T u, u = S^-1 v - K^T s (into ``u``), with
@@ -817,8 +794,17 @@ def _smooth_sequence(
     disturbances,
     rows,
 ) -> None:
-    """Backward pass over rows ``first:last``; r_t-1 and N_t-1 go to ``rs``, ``Ns`` if they have
-    rows, and N_t-1 A P_t-1|t-1 to ``NAP`` on the state ``rows`` flagged (zero elsewhere)."""
+    """Backward pass over rows ``first:last`` (:func:`rts_smoother`), keeping, when its arrays
+    have rows, the ``disturbances`` (r, N, NAP, u, half, WP) the score is made of
+    (:mod:`modeshift._kernels.lds_score`). Per row t: r = r_t-1 (n,) and N = N_t-1 (n, n), the
+    gradient of log p(y) in x_t's prior mean and (twice) its covariance (E[w_t | y] = Q r_t-1,
+    Var[w_t | y] = Q - Q N_t-1 Q); NAP = N_t-1 A_t P_t-1|t-1 (-Q^-1 Cov(w_t, x_t-1 | y)) on the
+    state ``rows`` flagged (zero elsewhere); and at the observed entries of y_t (zero elsewhere),
+    with v_t the observation noise, u = R^-1 E[v_t | y] (p,), half = (u u^T - D) / 2 (p, p) with
+    Var[v_t | y] = R - R D R, and WP = -R^-1 Cov(v_t, x_t | y) (p, n): the score in R is the
+    sum of half, in C that of u x_t|T^T - WP (Durbin & Koopman 2012, sec. 7.3.3). In the exact
+    diffuse steps (R diagonal) these are each entry's limits, exact also at a noise variance of
+    0, and half is diagonal. Without smoothed covariances (arrays of no rows) they are skipped."""
     if last == first:
         return
     begin, diffuse_infs = first, np.empty((0, A.shape[1], A.shape[1]))
@@ -1223,9 +1209,6 @@ def rts_smoother(
     feedthrough_matrices: np.ndarray | None = None,
     *,
     diffuse: np.ndarray | None = None,
-    disturbances: bool = False,
-    covariances: bool = True,
-    score_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The fixed-interval (Rauch-Tung-Striebel) smoother, after :func:`kalman_filter`, in Durbin &
     Koopman's backward form (2012, sec. 4.4-4.7): no predicted covariance is inverted, so
@@ -1241,17 +1224,12 @@ def rts_smoother(
     (x_t|T = x_t|t-1 + P_t|t-1 r_t-1 too; the filtered form is the accurate one under a vague
     prior). The arguments are those of :func:`kalman_filter` and its outputs. Returns smoothed
     means (n_steps, n), smoothed covariances (n_steps, n, n) and lag-one cross-covariances
-    Cov(x_t, x_t-1 | y) (n_steps, n, n), zero at sequence starts; with ``disturbances`` also
-    the :class:`Disturbances` the score of the log-likelihood is made of. Without
-    ``covariances`` the smoothed and cross-covariances (O(n^3) a step) are skipped and
-    returned as None: the score needs neither.
+    Cov(x_t, x_t-1 | y) (n_steps, n, n), zero at sequence starts. (The score of the
+    log-likelihood is made of the same backward pass's disturbances, in one compiled call:
+    :mod:`modeshift._kernels.lds_score`.)
 
     With ``diffuse`` (as for :func:`kalman_filter`), the diffuse steps are smoothed exactly
-    (:mod:`modeshift._kernels.diffuse`): r and N are then the kappa^0 coefficients r0, N0.
-
-    ``score_rows`` (n,) flags the rows of A whose score is wanted: ``NAP`` (O(n^3) a step) is
-    then made on those rows only, zero on the others (all rows by default, and with
-    ``covariances``, which need the whole product).
+    (:mod:`modeshift._kernels.diffuse`).
     """
     observations = np.ascontiguousarray(observations, dtype=float)
     A = _stack(transition_matrices)
@@ -1260,17 +1238,9 @@ def rts_smoother(
     inputs = np.zeros((n_steps, 0)) if inputs is None else np.ascontiguousarray(inputs, dtype=float)
     D = np.zeros((1, p, inputs.shape[1])) if feedthrough_matrices is None else _stack(feedthrough_matrices)
     smoothed_means = np.empty((n_steps, n))
-    covs = n_steps if covariances else 0
-    smoothed_covs, cross_covs = np.empty((covs, n, n)), np.empty((covs, n, n))
-    kept = n_steps if disturbances else 0
-    out = Disturbances(
-        np.zeros((kept, n)),
-        np.zeros((kept, n, n)),
-        np.zeros((kept, n, n)),
-        np.zeros((kept, p)),
-        np.zeros((kept, p, p)),
-        np.zeros((kept, p, n)),
-    )
+    smoothed_covs, cross_covs = np.empty((n_steps, n, n)), np.empty((n_steps, n, n))
+    none = (np.zeros((0, n)), np.zeros((0, n, n)), np.zeros((0, n, n)), np.zeros((0, p)), np.zeros((0, p, p)),
+            np.zeros((0, p, n)))  # fmt: skip
     _smooth(
         observations,
         inputs,
@@ -1285,13 +1255,9 @@ def rts_smoother(
         smoothed_means,
         smoothed_covs,
         cross_covs,
-        tuple(out),
-        np.ones(n, dtype=np.bool_) if score_rows is None or covariances else _mask(score_rows, n),
+        none,  # the disturbances: the score's (lds_score) keeps them
+        np.ones(n, dtype=np.bool_),
     )
-    if not covariances:
-        smoothed_covs = cross_covs = None
-    if disturbances:
-        return smoothed_means, smoothed_covs, cross_covs, out
     return smoothed_means, smoothed_covs, cross_covs
 
 

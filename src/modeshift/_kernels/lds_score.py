@@ -33,9 +33,15 @@ from numba import njit, prange
 from modeshift._kernels.kalman import _at, _filter_sequence, _mask, _smooth_sequence, filter_arrays, filter_failure
 from modeshift._kernels.threads import parallel, sequences_of
 
-__all__ = ["log_likelihood_and_score"]
+__all__ = ["FLAT", "ScorePass", "log_likelihood_and_score"]
 
+#: the gradient's order in the compiled pass
 _KEYS = ("A", "B", "Q", "C", "D", "R", "m0", "P0")
+#: the matrices' order in the flat vectors of :class:`ScorePass`
+FLAT = ("m0", "P0", "A", "B", "Q", "C", "D", "R")
+#: the arguments of the compiled pass (:func:`~modeshift._kernels.kalman.filter_arrays`' tuple), by name
+_ARGUMENTS = ("observations", "inputs", "offsets", "m0", "P0", "diffuse", "A", "B", "Q", "C", "D", "R")
+_PLACES = {key: _ARGUMENTS.index(key) for key in FLAT}
 
 
 @njit(cache=True)
@@ -71,7 +77,7 @@ def _accumulate(first, last, inputs, diffuse, rows, smoothed_means, disturbances
             for k in range(m):
                 gD[a, k] += u * inputs[t, k]
             for b in range(p):
-                gR[a, b] += halves[t, a, b]
+                gR[a, b] += 0.5 * (halves[t, a, b] + halves[t, b, a])
 
 
 @parallel(tasks=sequences_of(2))
@@ -136,20 +142,64 @@ def log_likelihood_and_score(
         observation_matrices, observation_covs, inputs, input_matrices, feedthrough_matrices, diffuse,
     )  # fmt: skip
     n = arrays[6].shape[1]
-    return score_of_arrays(arrays, np.ones(n, dtype=np.bool_) if score_rows is None else _mask(score_rows, n))
+    score = ScorePass(arrays, np.ones(n, dtype=np.bool_) if score_rows is None else _mask(score_rows, n))
+    _, gradient = score()
+    return score.log_likelihoods, score.per_key(gradient)
 
 
-def score_of_arrays(arrays: tuple[np.ndarray, ...], rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """:func:`log_likelihood_and_score` on the tuple of :func:`~modeshift._kernels.kalman.filter_arrays`
-    and the boolean (n,) ``rows`` of A scored: for a caller that prepares the data's arrays once and
-    changes only the matrices between calls (a maximum-likelihood climb)."""
-    (p, n), m = arrays[9].shape[1:], arrays[1].shape[1]
-    n_sequences = len(arrays[2]) - 1
-    shapes = ((n, n), (n, m), (n, n), (p, n), (p, m), (p, p), (n,), (n, n))
-    gradients = tuple(np.zeros((n_sequences, *shape)) for shape in shapes)
-    log_likelihoods, failures = np.empty(n_sequences), np.empty(n_sequences, dtype=np.int64)
-    _score(*arrays, rows, log_likelihoods, failures, gradients)
-    filter_failure(failures, arrays[2])
-    gradient = {key: g[0] if n_sequences == 1 else g.sum(axis=0) for key, g in zip(_KEYS, gradients)}
-    gradient["R"] = 0.5 * (gradient["R"] + gradient["R"].T)
-    return log_likelihoods, gradient
+class ScorePass:
+    """:func:`log_likelihood_and_score` for a caller that changes only the matrices between calls
+    (a maximum-likelihood climb), of a time-invariant model: the data's arrays (the tuple of
+    :func:`~modeshift._kernels.kalman.filter_arrays`, one matrix in each stack) are prepared once,
+    the eight matrices live in one flat vector :attr:`matrices` (the order of :data:`FLAT`: m0, P0,
+    A, B, Q, C, D, R, each row-major) that the caller writes in place, and a call returns log p(Y)
+    and its gradient as one flat vector in the same order, ``rows`` (n,) flagging the rows of A
+    scored. Nothing is allocated or repacked per call but the compiled pass's own work arrays."""
+
+    def __init__(self, arrays: tuple[np.ndarray, ...], rows: np.ndarray):
+        stacks = [arrays[_ARGUMENTS.index(key)] for key in FLAT]
+        if any(len(stack) != 1 for stack in stacks):
+            raise ValueError("ScorePass needs a time-invariant model: one matrix in each stack")
+        bounds = np.cumsum([0, *(stack.size for stack in stacks)])
+        self.matrices = np.concatenate([stack.ravel() for stack in stacks])
+        n_sequences = len(arrays[2]) - 1
+        parts = {key: slice(a, b) for key, a, b in zip(FLAT, bounds, bounds[1:])}
+        given = dict(zip(FLAT, stacks))
+        self.arrays = tuple(
+            self.matrices[parts[key]].reshape(given[key].shape) if key in parts else array
+            for key, array in zip(_ARGUMENTS, arrays)
+        )
+        self.gradient = np.zeros(bounds[-1])
+        # the compiled pass adds each sequence's terms into its own row: with one sequence, that
+        # row is the flat gradient itself; with several, rows of contiguous blocks summed after
+        self._per_sequence = tuple(
+            self.gradient[parts[key]].reshape(1, *given[key].shape[1:])
+            if n_sequences == 1
+            else np.zeros((n_sequences, *given[key].shape[1:]))
+            for key in _KEYS
+        )
+        self._zeroed = (self.gradient,) if n_sequences == 1 else self._per_sequence
+        self._pass = _score.serial if n_sequences == 1 else _score  # one sequence: no thread team
+        self._parts = parts
+        self.rows = rows
+        self.log_likelihoods = np.empty(n_sequences)
+        self.failures = np.empty(n_sequences, dtype=np.int64)
+
+    def __call__(self) -> tuple[float, np.ndarray]:
+        """(log p(Y) summed over the sequences, its gradient as a flat vector, overwritten by the
+        next call) at :attr:`matrices`; raises ``ValueError`` as
+        :func:`~modeshift._kernels.kalman.kalman_filter` does."""
+        for rows in self._zeroed:
+            rows.fill(0.0)
+        self._pass(*self.arrays, self.rows, self.log_likelihoods, self.failures, self._per_sequence)
+        filter_failure(self.failures, self.arrays[2])
+        if len(self.log_likelihoods) > 1:
+            for key, rows in zip(_KEYS, self._per_sequence):
+                self.gradient[self._parts[key]] = rows.sum(axis=0).ravel()
+        return float(self.log_likelihoods.sum()), self.gradient
+
+    def per_key(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """A flat vector (:attr:`matrices`' order) as one array per matrix."""
+        return {
+            key: flat[part].reshape(self.arrays[_ARGUMENTS.index(key)].shape[1:]) for key, part in self._parts.items()
+        }

@@ -31,7 +31,9 @@ Arguments shared by every function:
   each switch (the diagonal is not read);
 - ``offsets`` (n_sequences + 1,), ``initial_probs`` (K,), ``transition_matrices`` (1, K, K) for a
   stationary chain or (n_steps, K, K) for a time-varying one (entry t: p(z_t | z_t-1)), as in
-  :mod:`modeshift._kernels.hmm`.
+  :mod:`modeshift._kernels.hmm`;
+- ``reset_log_densities`` (n_steps, R), optional: each reset's log-density at each step, given
+  instead of computed from the regressions (with the placeholders of :func:`given_densities`).
 
 >>> import numpy as np
 >>> flow, values = np.zeros((3, 2)), np.column_stack([np.zeros(3), np.ones(3)])
@@ -49,14 +51,21 @@ from numba import njit
 
 from modeshift._kernels.recursions import draw
 
-__all__ = ["forward_backward", "forward_filter", "sample_posterior_paths", "step_evidence", "viterbi"]
+__all__ = [
+    "forward_backward",
+    "forward_filter",
+    "given_densities",
+    "sample_posterior_paths",
+    "step_evidence",
+    "viterbi",
+]
 
 Resets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @njit(cache=True)
-def _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, out):
-    """log e_t(i, j) into ``out`` (K, K)."""
+def _step_evidence(values, t, d, flow, weights, factors, constants, index, given, densities, residual, out):
+    """log e_t(i, j) into ``out`` (K, K); the reset densities are ``given[t]`` when ``given`` has rows."""
     n_states = flow.shape[1]
     width = values.shape[1]
     if values[t, width - 1] != 1.0:  # conditioned on: no evidence at all
@@ -64,6 +73,9 @@ def _step_evidence(values, t, d, flow, weights, factors, constants, index, densi
         return
     n_resets, _, q = weights.shape
     for r in range(n_resets):
+        if given.shape[0] > 0:
+            densities[r] = given[t, r]
+            continue
         for i in range(d):
             value = values[t, i]
             for j in range(q):
@@ -88,12 +100,50 @@ def step_evidence(row: np.ndarray, d: int, flow: np.ndarray, resets: Resets) -> 
     k = len(flow)
     out = np.empty((k, k))
     values, flows = np.ascontiguousarray(row, dtype=float)[None], np.ascontiguousarray(flow, dtype=float)[None]
-    _step_evidence(values, 0, d, flows, weights, factors, constants, index, np.empty(len(weights)), np.empty(d), out)
+    given, densities = np.empty((0, len(weights))), np.empty(len(weights))
+    _step_evidence(values, 0, d, flows, weights, factors, constants, index, given, densities, np.empty(d), out)
     return out
 
 
+def given_densities(reset_index: np.ndarray, n_steps: int) -> tuple[np.ndarray, int, Resets]:
+    """``values``, ``n_responses`` and ``resets`` for a chain whose reset log-densities are given
+    (``reset_log_densities`` (n_steps, R) of the recursions) instead of computed from regressions:
+    rows [1] (no responses, every step linked), empty regressions, the (K, K) ``reset_index``.
+    A switching LDS's resets are such: their evidence is an expectation under q(x)."""
+    n_resets = int(reset_index.max()) + 1
+    resets = (np.zeros((n_resets, 0, 1)), np.zeros((n_resets, 0, 0)), np.zeros(n_resets), reset_index)
+    return np.ones((n_steps, 1)), 0, resets
+
+
+def _given(resets: Resets, reset_log_densities: np.ndarray | None) -> np.ndarray:
+    """The (n_steps, R) table the kernels read, or an empty one: compute from the regressions."""
+    if reset_log_densities is None:
+        return np.empty((0, len(resets[0])))
+    return np.ascontiguousarray(reset_log_densities, dtype=float)
+
+
+_NEGLIGIBLE = 1e-300  # a pair whose prior weight alpha_t-1(i) A_ij is below this is not taken
+
+
 @njit(cache=True)
-def _forward(flow, values, d, weights, factors, constants, index, offsets, initial, matrices, filtered, shifts, scales):
+def _shift(previous, matrix, evidence):
+    """The largest log e_t(i, j) over the pairs the chain can take (alpha_t-1(i) A_ij above
+    ``_NEGLIGIBLE``): the scale of step t's sums. (The largest over every pair can belong to a
+    previous mode of probability (nearly) 0, and then every term underflows when the evidence
+    differs by much, as a switching LDS's with a small flow noise does; such pairs are left out
+    of every sum, forward and back.)"""
+    shift = -np.inf
+    for i in range(evidence.shape[0]):
+        for j in range(evidence.shape[1]):
+            if previous[i] * matrix[i, j] > _NEGLIGIBLE and evidence[i, j] > shift:
+                shift = evidence[i, j]
+    return shift
+
+
+@njit(cache=True)
+def _forward(
+    flow, values, d, weights, factors, constants, index, given, offsets, initial, matrices, filtered, shifts, scales
+):
     n_states = flow.shape[1]
     n_sequences = offsets.shape[0] - 1
     log_lik = np.zeros(n_sequences)
@@ -107,13 +157,17 @@ def _forward(flow, values, d, weights, factors, constants, index, offsets, initi
                 for j in range(n_states):
                     filtered[t, j] = initial[j] * np.exp(flow[t, j] - shift)
             else:
-                _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
-                shift = evidence.max()
+                _step_evidence(
+                    values, t, d, flow, weights, factors, constants, index, given, densities, residual, evidence
+                )
                 matrix = matrices[t if matrices.shape[0] > 1 else 0]
+                shift = _shift(filtered[t - 1], matrix, evidence)
                 for j in range(n_states):
                     predicted = 0.0
                     for i in range(n_states):
-                        predicted += filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
+                        weight = filtered[t - 1, i] * matrix[i, j]
+                        if weight > _NEGLIGIBLE:
+                            predicted += weight * np.exp(evidence[i, j] - shift)
                     filtered[t, j] = predicted
             scale = filtered[t].sum()
             if not (scale > 0.0 and np.isfinite(shift)):  # impossible from here: no law (check_possible)
@@ -128,7 +182,9 @@ def _forward(flow, values, d, weights, factors, constants, index, offsets, initi
 
 
 @njit(cache=True)
-def _backward(flow, values, d, weights, factors, constants, index, offsets, matrices, filtered, shifts, scales, out):
+def _backward(
+    flow, values, d, weights, factors, constants, index, given, offsets, matrices, filtered, shifts, scales, out
+):
     posteriors, stay, pairs = out
     n_states, width = flow.shape[1], values.shape[1]
     n_resets = weights.shape[0]
@@ -138,17 +194,23 @@ def _backward(flow, values, d, weights, factors, constants, index, offsets, matr
     beta, previous, reset_weight = np.empty(n_states), np.empty(n_states), np.empty(n_resets)
     for s in range(offsets.shape[0] - 1):
         first, last = offsets[s], offsets[s + 1] - 1
+        if np.isnan(filtered[last, 0]):  # an impossible sequence (see _forward): no posterior either
+            posteriors[first : last + 1] = np.nan
+            stay[first : last + 1] = np.nan
+            continue
         beta[:] = 1.0
         posteriors[last] = filtered[last]
         for t in range(last, first, -1):
-            _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            _step_evidence(values, t, d, flow, weights, factors, constants, index, given, densities, residual, evidence)
             previous[:] = 0.0
             reset_weight[:] = 0.0
             matrix = matrices[t if matrices.shape[0] > 1 else 0]
             moved = pairs[t if pairs.shape[0] > 1 else 0]
             for i in range(n_states):
                 for j in range(n_states):
-                    move = matrix[i, j] * np.exp(evidence[i, j] - shifts[t]) / scales[t]
+                    move = 0.0  # for a pair the chain cannot take, whose evidence may exceed the shift
+                    if filtered[t - 1, i] * matrix[i, j] > _NEGLIGIBLE:
+                        move = matrix[i, j] * np.exp(evidence[i, j] - shifts[t]) / scales[t]
                     previous[i] += move * beta[j]
                     xi = filtered[t - 1, i] * move * beta[j]
                     moved[i, j] += xi
@@ -176,7 +238,7 @@ def _backward(flow, values, d, weights, factors, constants, index, offsets, matr
 
 
 @njit(cache=True)
-def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_initial, log_matrices, path):
+def _viterbi(flow, values, d, weights, factors, constants, index, given, offsets, log_initial, log_matrices, path):
     n_steps, n_states = flow.shape
     n_sequences = offsets.shape[0] - 1
     log_prob = np.empty(n_sequences)
@@ -189,7 +251,7 @@ def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_i
         for j in range(n_states):
             score[j] = log_initial[j] + flow[first, j]
         for t in range(first + 1, last + 1):
-            _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            _step_evidence(values, t, d, flow, weights, factors, constants, index, given, densities, residual, evidence)
             log_matrix = log_matrices[t if log_matrices.shape[0] > 1 else 0]
             for j in range(n_states):
                 best, best_i = -np.inf, 0
@@ -209,7 +271,9 @@ def _viterbi(flow, values, d, weights, factors, constants, index, offsets, log_i
 
 
 @njit(cache=True)
-def _sample_paths(flow, values, d, weights, factors, constants, index, offsets, matrices, filtered, uniforms, path):
+def _sample_paths(
+    flow, values, d, weights, factors, constants, index, given, offsets, matrices, filtered, uniforms, path
+):
     n_states = flow.shape[1]
     evidence = np.empty((n_states, n_states))
     densities, residual, probabilities = np.empty(weights.shape[0]), np.empty(d), np.empty(n_states)
@@ -217,11 +281,12 @@ def _sample_paths(flow, values, d, weights, factors, constants, index, offsets, 
         first, last = offsets[s], offsets[s + 1] - 1
         path[last] = draw(filtered[last], uniforms[last])
         for t in range(last, first, -1):  # z_t-1 | z_t = j, y_0..t-1 ~ alpha_t-1(i) A_ij e_t(i, j)
-            _step_evidence(values, t, d, flow, weights, factors, constants, index, densities, residual, evidence)
+            _step_evidence(values, t, d, flow, weights, factors, constants, index, given, densities, residual, evidence)
             j, matrix = path[t], matrices[t if matrices.shape[0] > 1 else 0]
-            shift = evidence[:, j].max()
+            shift = _shift(filtered[t - 1], matrix[:, j : j + 1], evidence[:, j : j + 1])
             for i in range(n_states):
-                probabilities[i] = filtered[t - 1, i] * matrix[i, j] * np.exp(evidence[i, j] - shift)
+                weight = filtered[t - 1, i] * matrix[i, j]
+                probabilities[i] = weight * np.exp(evidence[i, j] - shift) if weight > _NEGLIGIBLE else 0.0
             path[t - 1] = draw(probabilities, uniforms[t - 1])
 
 
@@ -233,14 +298,16 @@ def forward_filter(
     offsets: np.ndarray,
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
+    reset_log_densities: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Filtered probabilities p(z_t | y_0..t) (n_steps, K) and per-sequence log-likelihoods
     (-inf for an impossible sequence, whose rows from the impossible step on are NaN); then each
     step's evidence shift and normaliser (log c_t = shift + log normaliser), which the backward
     pass reuses."""
     filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
+    given = _given(resets, reset_log_densities)
     log_lik = _forward(
-        flow, values, n_responses, *resets, offsets, initial_probs, transition_matrices, filtered, shifts, scales
+        flow, values, n_responses, *resets, given, offsets, initial_probs, transition_matrices, filtered, shifts, scales
     )
     return filtered, log_lik, shifts, scales
 
@@ -253,6 +320,7 @@ def forward_backward(
     offsets: np.ndarray,
     initial_probs: np.ndarray,
     transition_matrices: np.ndarray,
+    reset_log_densities: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Smoothing with the M-step's sums, in one forward and one backward pass.
 
@@ -263,14 +331,15 @@ def forward_backward(
     and of w_t(r) (R,). A sequence with probability 0 leaves NaN posteriors (the caller refuses it).
     """
     filtered, log_lik, shifts, scales = forward_filter(
-        flow, values, n_responses, resets, offsets, initial_probs, transition_matrices
+        flow, values, n_responses, resets, offsets, initial_probs, transition_matrices, reset_log_densities
     )
     posteriors, stay = np.empty(flow.shape), np.empty(flow.shape)
     n_steps, n_states = flow.shape
     pairs = np.zeros((n_steps if len(transition_matrices) > 1 else 1, n_states, n_states))
     out = (posteriors, stay, pairs)
+    given = _given(resets, reset_log_densities)
     outer, counts = _backward(
-        flow, values, n_responses, *resets, offsets, transition_matrices, filtered, shifts, scales, out
+        flow, values, n_responses, *resets, given, offsets, transition_matrices, filtered, shifts, scales, out
     )
     return log_lik, posteriors, pairs, stay, outer, counts
 
@@ -283,10 +352,12 @@ def viterbi(
     offsets: np.ndarray,
     log_initial: np.ndarray,
     log_transition_matrices: np.ndarray,
+    reset_log_densities: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The most likely mode path (n_steps,) and its log p(y, path) per sequence."""
     path = np.empty(len(flow), dtype=np.int64)
-    log_prob = _viterbi(flow, values, n_responses, *resets, offsets, log_initial, log_transition_matrices, path)
+    given = _given(resets, reset_log_densities)
+    log_prob = _viterbi(flow, values, n_responses, *resets, given, offsets, log_initial, log_transition_matrices, path)
     return path, log_prob
 
 
@@ -308,5 +379,6 @@ def sample_posterior_paths(
     )
     path = np.zeros(len(flow), dtype=np.int64)
     if np.isfinite(log_lik).all():
-        _sample_paths(flow, values, n_responses, *resets, offsets, transition_matrices, filtered, uniforms, path)
+        given = np.empty((0, len(resets[0])))
+        _sample_paths(flow, values, n_responses, *resets, given, offsets, transition_matrices, filtered, uniforms, path)
     return path, log_lik

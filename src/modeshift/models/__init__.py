@@ -11,6 +11,7 @@ from modeshift.models.jump_process import MarkovJumpProcess
 from modeshift.models.lds import LinearGaussianSSM
 from modeshift.models.markov_chain import MarkovChain
 from modeshift.models.markov_switching import MarkovAutoregression, MarkovRegression
+from modeshift.models.nonlinear_slds import NonlinearSwitchingLDS
 from modeshift.models.slds import SwitchingLDS
 from modeshift.models.structural import StructuralModel
 from modeshift.models.symbol_hmm import SymbolHMM
@@ -29,6 +30,7 @@ __all__ = [
     "MarkovJumpProcess",
     "MarkovRegression",
     "Model",
+    "NonlinearSwitchingLDS",
     "NotFittedError",
     "StructuralModel",
     "SwitchingLDS",

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,11 +62,24 @@ from modeshift.dynamics import ensure_positive_definite
 from modeshift.models import em
 from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
-from modeshift.models.jump_process import _generator, endpoint_statistics, expm_metzler
+from modeshift.models.jump_process import _generator, check_rate_matrix, endpoint_statistics, expm_metzler
 from modeshift.models.params import Integer, Number
 from modeshift.transitions import normalise_rows
 
-__all__ = ["ContinuousARHMM", "expm_stack", "flow_moments", "polish", "rate_step", "rates_of"]
+__all__ = [
+    "ContinuousARHMM",
+    "GapMoments",
+    "euler_regression",
+    "expected_flow_log_likelihood",
+    "expm_stack",
+    "flow_moments",
+    "flow_rows",
+    "point_moments",
+    "polish",
+    "rate_step",
+    "rates_of",
+    "sample_times",
+]
 
 PerStep = np.ndarray | list[np.ndarray]
 _POLISH_ITERATIONS = 10  # quasi-Newton (BFGS) iterations per mode and M-step: a generalised EM step need not maximise
@@ -302,9 +316,7 @@ class ContinuousARHMM(Model):
         from the flow out of it over one time unit."""
         self._check_fitted()
         T, N = int(n_steps), int(n_sequences)
-        stamps = np.arange(T, dtype=float) if times is None else np.asarray(times, dtype=float)
-        if stamps.shape != (T,) or not np.isfinite(stamps).all() or (np.diff(stamps) <= 0).any():
-            raise ValueError(f"times must be {T} finite, strictly increasing numbers, got shape {stamps.shape}")
+        stamps = sample_times(times, T)
         rng = np.random.default_rng(random_state)
         K, d = self._k, self.drift_offsets_.shape[1]
         gaps = np.r_[1.0, np.diff(stamps)]
@@ -386,17 +398,17 @@ class ContinuousARHMM(Model):
         rows, gaps = seqs.linked_rows, self._gaps(seqs)
         self.startprob_ = normalise_rows(posteriors[seqs.starts].sum(axis=0) + 1e-10)
         self.rate_matrix_ = rate_step(self.rate_matrix_, pairs[rows], gaps[rows])
-        before, after, dt = seqs.values[rows - 1], seqs.values[rows], gaps[rows]
+        moments = point_moments(seqs.values[rows - 1], seqs.values[rows])
         for k in range(self._k):
             weights = posteriors[rows, k]
             if weights.sum() <= 1e-8:
                 continue  # an empty mode keeps its flow
-            proposal = _euler_regression(before, after, dt, weights, self.reg_covar)
+            summed = GapMoments.of(gaps[rows], weights, *moments)
             current = (self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k])
             A, b, Sigma = polish(
-                proposal,
+                euler_regression(summed, self.reg_covar),
                 current if polish_from_current else None,
-                lambda *flow: float(weights @ _flow_log_density(*flow, before, after, dt)),  # noqa: B023
+                lambda *flow: expected_flow_log_likelihood(*flow, summed),  # noqa: B023
             )
             self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k] = A, b, Sigma
 
@@ -419,19 +431,7 @@ class ContinuousARHMM(Model):
         """One row per mode: its mean holding time 1 / q_k, the eigenvalues of A_k (their real
         parts are the flow's relaxation rates) and the equilibrium -A_k^-1 b_k (NaN where A_k is singular)."""
         self._check_fitted()
-        rows = []
-        for k in range(self._k):
-            A, b = self.drift_matrices_[k], self.drift_offsets_[k]
-            singular = abs(np.linalg.det(A)) < 1e-12
-            rows.append(
-                {
-                    "mode": k,
-                    "holding_time": 1.0 / -self.rate_matrix_[k, k] if self.rate_matrix_[k, k] < 0 else np.inf,
-                    "eigenvalues": np.linalg.eigvals(A),
-                    "equilibrium": np.full(len(b), np.nan) if singular else -np.linalg.solve(A, b),
-                }
-            )
-        return pd.DataFrame(rows).set_index("mode")
+        return pd.DataFrame(flow_rows(self.drift_matrices_, self.drift_offsets_, self.rate_matrix_)).set_index("mode")
 
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
@@ -448,15 +448,45 @@ class ContinuousARHMM(Model):
         k = self.n_states
         d = check_array("drift_matrices_", arrays["drift_matrices_"], (k, None, None)).shape[1]
         check_probabilities("startprob_", arrays["startprob_"], (k,))
-        rates = check_array("rate_matrix_", arrays["rate_matrix_"], (k, k))
-        if (rates - np.diag(np.diag(rates)) < 0).any() or not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8):
-            raise ValueError("rate_matrix_ must have non-negative off-diagonal rates and rows summing to 0")
+        check_rate_matrix(arrays["rate_matrix_"], k)
         check_array("drift_matrices_", arrays["drift_matrices_"], (k, d, d))
         check_array("drift_offsets_", arrays["drift_offsets_"], (k, d))
         check_covariances("diffusion_covariances_", arrays["diffusion_covariances_"], d)
         check_array("diffusion_covariances_", arrays["diffusion_covariances_"], (k, d, d))
         for name, value in {**attributes, **arrays}.items():
             setattr(self, name, value)
+
+
+def sample_times(times: Any, n_steps: int) -> np.ndarray:
+    """The times of a simulation of ``n_steps`` steps: ``times`` checked (finite, strictly
+    increasing, (n_steps,)), or 0, 1, ... when None."""
+    if times is None:
+        return np.arange(n_steps, dtype=float)
+    try:
+        stamps = np.asarray(times, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"times must be numbers, got {times!r}") from error
+    if stamps.shape != (n_steps,) or not np.isfinite(stamps).all() or (np.diff(stamps) <= 0).any():
+        raise ValueError(f"times must be {n_steps} finite, strictly increasing numbers, got shape {stamps.shape}")
+    return stamps
+
+
+def flow_rows(drift: np.ndarray, offsets: np.ndarray, rate_matrix: np.ndarray) -> list[dict[str, Any]]:
+    """The rows of ``describe`` for linear flows dx = (A_k x + b_k) dt + ... switching at rates Q:
+    ``mode``, ``holding_time`` 1 / -q_kk (inf for a mode never left), ``eigenvalues`` of A_k and
+    ``equilibrium`` -A_k^-1 b_k (NaN where A_k is singular)."""
+    rows = []
+    for k, (A, b) in enumerate(zip(drift, offsets)):
+        leaving, singular = -rate_matrix[k, k], abs(np.linalg.det(A)) < 1e-12
+        rows.append(
+            {
+                "mode": k,
+                "holding_time": 1.0 / leaving if leaving > 0 else np.inf,
+                "eigenvalues": np.linalg.eigvals(A),
+                "equilibrium": np.full(len(b), np.nan) if singular else -np.linalg.solve(A, b),
+            }
+        )
+    return rows
 
 
 def _regular_grid(seqs: Sequences, spacing: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -508,19 +538,72 @@ def rates_of(transmat: np.ndarray, gap: float) -> np.ndarray:
     return rates
 
 
-def _euler_regression(
-    before: np.ndarray, after: np.ndarray, gaps: np.ndarray, weights: np.ndarray, reg_covar: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(A, b, Σ) by weighted least squares of (y_n - y_n-1) / Δ_n on [y_n-1, 1], each row
-    weighted by w_n Δ_n (the Euler–Maruyama increment has covariance Σ Δ_n)."""
-    d = before.shape[1]
-    Z = np.hstack([before, np.ones((len(before), 1))])
-    rate = (after - before) / gaps[:, None]
-    w = weights * gaps
-    W = np.linalg.lstsq((Z * w[:, None]).T @ Z + 1e-12 * np.eye(d + 1), (Z * w[:, None]).T @ rate, rcond=None)[0].T
-    residual = rate - Z @ W.T
-    Sigma = (residual * w[:, None]).T @ residual / weights.sum()
-    return W[:, :d], W[:, d], ensure_positive_definite(Sigma + reg_covar * np.eye(d))
+@dataclass(frozen=True)
+class GapMoments:
+    """A flow's regression moments summed per distinct gap: what its exact expected log-likelihood
+    and its Euler proposal read, so that an M-step sums the rows once, not at every evaluation.
+
+    For the regression of x_n on z_n = [x_n-1, 1] with row weights w_n, over the rows of gap
+    ``gaps[g]``: ``weights`` (G,) sum w_n, ``xx`` (G, n, n) sum w_n E[x_n x_n'], ``xz``
+    (G, n, n + 1) sum w_n E[x_n z_n'], ``zz`` (G, n + 1, n + 1) sum w_n E[z_n z_n'].
+    """
+
+    gaps: np.ndarray
+    weights: np.ndarray
+    xx: np.ndarray
+    xz: np.ndarray
+    zz: np.ndarray
+
+    @classmethod
+    def of(cls, gaps: np.ndarray, weights: np.ndarray, xx: np.ndarray, xz: np.ndarray, zz: np.ndarray) -> GapMoments:
+        """The sums per distinct gap of per-row ``gaps`` (R,), ``weights`` (R,) and moments (R, ...),
+        such as those of :func:`point_moments` or of a posterior
+        (:func:`~modeshift.models.slds_inference.transition_moments`)."""
+        distinct, group = np.unique(gaps, return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        firsts = np.searchsorted(group[order], np.arange(len(distinct)))
+
+        def summed(values: np.ndarray) -> np.ndarray:
+            weighted = values * weights.reshape(-1, *([1] * (values.ndim - 1)))
+            return np.add.reduceat(weighted[order], firsts, axis=0)
+
+        return cls(distinct, summed(np.ones(len(gaps))), summed(xx), summed(xz), summed(zz))
+
+
+def point_moments(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The moments x x', x z', z z' (z = [before, 1]) of observed pairs (``before``, ``after``) (R, n)."""
+    z = np.hstack([before, np.ones((len(before), 1))])
+    return after[:, :, None] * after[:, None], after[:, :, None] * z[:, None], z[:, :, None] * z[:, None]
+
+
+def expected_flow_log_likelihood(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray, moments: GapMoments) -> float:
+    """sum_n w_n E log N(x_n | Φ(Δ_n) x_n-1 + c(Δ_n), S(Δ_n)) from the ``moments`` summed per gap:
+    with W = [Φ, c] and S those of gap g, the sum over gaps of
+    -(N_g (n log 2 pi + log det S) + tr(S^-1 (XX_g - W XZ_g' - XZ_g W' + W ZZ_g W'))) / 2."""
+    Phi, c, S = flow_moments(A, b, Sigma, moments.gaps)
+    W = np.concatenate([Phi, c[:, :, None]], axis=2)
+    cross = W @ np.swapaxes(moments.xz, 1, 2)
+    scatter = moments.xx - cross - np.swapaxes(cross, 1, 2) + W @ moments.zz @ np.swapaxes(W, 1, 2)
+    chol = np.linalg.cholesky(S)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    trace = np.trace(np.linalg.solve(S, scatter), axis1=1, axis2=2).sum()
+    return float(-0.5 * (moments.weights @ (len(b) * np.log(2 * np.pi) + log_det) + trace))
+
+
+def euler_regression(moments: GapMoments, reg_covar: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, b, Σ) by the weighted Euler-Maruyama regression x_n - x_n-1 ≈ W z_n Δ_n + N(0, Σ Δ_n),
+    z_n = [x_n-1, 1], from the ``moments`` summed per gap (in expectation for a latent state):
+    with r_n = x_n - x_n-1, W = (sum w_n E[r_n z_n']) (sum w_n Δ_n E[z_n z_n'])^-1 and
+    Σ = sum w_n / Δ_n E[(r_n - Δ_n W z_n)(...)'] / sum w_n (+ ``reg_covar`` on the diagonal)."""
+    n, gaps = moments.xx.shape[1], moments.gaps
+    D = np.sum(moments.xz - moments.zz[:, :n, :], axis=0)
+    previous = moments.xz[:, :, :n]
+    increments = moments.xx - previous - np.swapaxes(previous, 1, 2) + moments.zz[:, :n, :n]
+    zz = np.einsum("g,gij->ij", gaps, moments.zz)
+    W = np.linalg.solve(zz + 1e-12 * np.eye(n + 1), D.T).T
+    scatter = np.einsum("g,gij->ij", 1.0 / gaps, increments) - W @ D.T - D @ W.T + W @ zz @ W.T
+    Sigma = 0.5 * (scatter + scatter.T) / moments.weights.sum() + reg_covar * np.eye(n)
+    return W[:, :n], W[:, n], ensure_positive_definite(Sigma)
 
 
 def polish(

@@ -58,24 +58,36 @@ True
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from modeshift.data import Sequences, as_sequences, check_array
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite
+from modeshift.data import Sequences, as_sequences
+from modeshift.dynamics import LinearDynamics
 from modeshift.models import em
 from modeshift.models import slds_inference as inference
 from modeshift.models.automaton import Automaton, Flow
 from modeshift.models.base import Forecast
-from modeshift.models.continuous_arhmm import flow_moments, polish, rate_step, rates_of
-from modeshift.models.jump_process import expm_metzler
+from modeshift.models.continuous_arhmm import (
+    GapMoments,
+    euler_regression,
+    expected_flow_log_likelihood,
+    flow_moments,
+    flow_rows,
+    polish,
+    rate_step,
+    rates_of,
+    sample_times,
+)
+from modeshift.models.jump_process import check_rate_matrix, endpoint_integrals, expm_metzler
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
+from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, check_row
 from modeshift.statistics import Statistics
 from modeshift.transitions import Stationary
 
@@ -104,14 +116,17 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
     without them the steps are one time unit apart. Everything else is as for
     :class:`~modeshift.models.slds.SwitchingLDS` (whose initialisation, on the steps as if
-    they were one time unit apart, gives the first modes and states): there are no inputs,
-    and ``forecast`` and the streaming filter step one time unit (``forecast`` only without
-    ``recurrent``).
+    they were one time unit apart, gives the first modes and states), except that there are no
+    inputs; ``forecast`` and ``filter_forecast`` take ``future_times`` (or a ``horizon`` of unit
+    steps), and ``filter_step`` the observation's ``time``.
 
     Parameters
     ----------
-    n_states : int
-        Number of modes K.
+    n_states : int or "auto"
+        Number of modes K; ``"auto"`` fits 1 .. ``max_states`` modes and keeps the smallest BIC
+        (computed from the ELBO; :func:`~modeshift.models.selection.select_n_states`).
+    max_states : int
+        Largest K tried by ``n_states="auto"``.
     recurrent : bool
         Let the switching rates depend on the state (module docstring).
     state_dim, obs_dim, n_iter, tol, n_restarts, random_state, reg_covar, warm_start, verbose, callback
@@ -130,9 +145,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     """
 
     input_dim = 0
+    selection = "fits"  # the SwitchingLDS's "prune" would need the rates' and flows' own pruned starts
     _test_params = {"state_dim": 1, "n_iter": 5}
     _constraints = {
-        "n_states": Integer(1),
         "recurrent": Boolean(),
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
@@ -141,7 +156,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
 
     def __init__(
         self,
-        n_states: int = 2,
+        n_states: int | str = 2,
         state_dim: int = 2,
         obs_dim: int | None = None,
         recurrent: bool = False,
@@ -150,6 +165,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         n_restarts: int = 1,
         random_state: int | np.random.Generator | None = None,
         reg_covar: float = 1e-6,
+        max_states: int = 6,
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -163,6 +179,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.n_restarts = n_restarts
         self.random_state = random_state
         self.reg_covar = reg_covar
+        self.max_states = max_states
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -205,9 +222,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return shapes, covariances
 
     def _check_switching(self) -> None:
-        rates = check_array("rate_matrix_", self.rate_matrix_, (self._k, self._k))
-        if (rates - np.diag(np.diag(rates)) < 0).any() or not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8):
-            raise ValueError("rate_matrix_ must have non-negative off-diagonal rates and rows summing to 0")
+        check_rate_matrix(self.rate_matrix_, self._k)
 
     def _guards(self, gaps: np.ndarray | None = None) -> StateDependentRates:
         """The state-dependent switches over ``gaps`` (one per row of the states they are given;
@@ -302,10 +317,137 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         """-2 ELBO + n_parameters log(n_steps) (an upper bound on the usual Bayesian criterion)."""
         return super().bic(self._timed(X, lengths, times))
 
-    def forecast(self, X: Any, horizon: int, lengths: Sequence[int] | None = None, *, times: Any = None) -> Forecast:
-        """The predictive moments of the observations 1, 2, ..., ``horizon`` time units after
-        each sequence's last time (:meth:`SwitchingLDS.forecast` with the laws of one time unit)."""
-        return super().forecast(self._timed(X, lengths, times), horizon)
+    def forecast(
+        self,
+        X: Any,
+        horizon: int | None = None,
+        lengths: Sequence[int] | None = None,
+        *,
+        times: Any = None,
+        future_times: Any = None,
+    ) -> Forecast:
+        """The predictive moments of the observations at ``future_times`` after each sequence's last
+        time, or, with ``horizon``, 1, 2, ..., ``horizon`` time units after it.
+
+        Over each gap Δ between consecutive future times (the first from the last time seen) the
+        flows move by their exact laws Φ_k(Δ), c_k(Δ), S_k(Δ) and the modes by expm(Λ Δ), so the
+        moments are exact as in :meth:`SwitchingLDS.forecast` (a Markov jump linear system whose
+        laws differ by step); a recurrent model's rates are held over each gap at the state it starts
+        from, and its moments are the Monte Carlo estimates of :meth:`SwitchingLDS.forecast`
+        (seeded by ``random_state``). At gaps of one time unit this is the discrete-time forecast.
+
+        ``future_times``: one strictly increasing array for every sequence (after each one's last
+        time), or a list with one per sequence. Returns a :class:`~modeshift.models.base.Forecast`,
+        with lists for several sequences.
+        """
+        self._check_fitted()
+        seqs = self._sequences(self._timed(X, lengths, times), None, None)
+        ends = seqs.times[seqs.offsets[1:] - 1]
+        gaps = _future_gaps(ends, horizon, future_times)
+        posterior = self._infer(seqs)
+        params, rng, n = self._parameters(), np.random.default_rng(self.random_state), self.state_dim
+        parts = []
+        for s, steps in enumerate(gaps):
+            weights, covariances, transitions = self._laws(steps)
+            moves: Any = transitions
+            if self.recurrent:
+                moves = [functools.partial(self._switches_over, gap) for gap in steps]
+            laws = weights[..., :n], weights[..., n], covariances, moves
+            no_inputs = np.zeros((len(steps), 0))
+            parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, no_inputs, rng))
+        return Forecast.of_sequences(parts)
+
+    def _switches_over(self, gap: float, states: np.ndarray) -> np.ndarray:
+        """The recurrent switch probabilities (N, K, K) over one ``gap`` from each of ``states`` (N, n)."""
+        return self._guards(np.full(len(states), gap)).kernel_arrays(states)[1]
+
+    # ------------------------------------------------------------------ streaming
+    def filter_step(
+        self, state: FilterState, y: Any, inputs: Any = None, *, time: float | None = None
+    ) -> tuple[FilterState, StepOutput]:
+        """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
+        unit after the previous observation; 0 for the first). The filter is the SwitchingLDS's
+        (Kim's filter, one Gaussian per mode) with the laws of each step's own gap."""
+        if not isinstance(state, FilterState):
+            raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
+        return self._advance(self._stream_recursion(), state, *self._stream_evidence(state, y, inputs, time))
+
+    def filter_stream(
+        self,
+        observations: Iterable[Any],
+        inputs: Iterable[Any] | None = None,
+        *,
+        times: Iterable[float] | None = None,
+        lag: int = 0,
+        state: FilterState | None = None,
+        block: int = 1024,
+    ) -> Iterator[StepOutput]:
+        """As :meth:`~modeshift.models.streaming.StreamingFilters.filter_stream`, with the
+        observations' ``times`` alongside (default: one time unit apart)."""
+        if times is None:
+            return super().filter_stream(observations, inputs, lag=lag, state=state, block=block)
+        return self._timed_stream(observations, inputs, times, self.filter_init(lag=lag) if state is None else state)
+
+    def _timed_stream(
+        self, observations: Iterable[Any], inputs: Any, times: Iterable[float], state: FilterState
+    ) -> Iterator[StepOutput]:
+        for y, time in zip(observations, times, strict=True):
+            state, out = self.filter_step(state, y, inputs, time=time)
+            yield out
+
+    def filter_forecast(
+        self, state: FilterState, horizon: int | None = None, future_inputs: Any = None, *, future_times: Any = None
+    ) -> Forecast:
+        """The predictive moments of the observations at ``future_times`` (after the last time the
+        filter has seen), or 1 .. ``horizon`` time units after it, from the approximate filter's law
+        (:meth:`SwitchingKalmanRecursion.forecast` with each gap's laws)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        if future_inputs is not None:
+            raise ValueError("future_inputs were given but a ContinuousSwitchingLDS has no inputs")
+        (gaps,) = _future_gaps(state.history[-1], horizon, future_times)
+        modes, means, covariances = self._stream_recursion().forecast(state.filtered, gaps[:, None])
+        return Forecast(means, covariances, modes)
+
+    def _stream_recursion(self) -> SwitchingKalmanRecursion:
+        """The SwitchingLDS's filter whose move into a step is its gap [Δ]: the dynamics and switches
+        are those of Δ (the input matrices B = 0 and D = 0 read the gap as a no-op input)."""
+        unit = super()._stream_recursion()
+        k, n, p = self._k, self.state_dim, len(self.observation_offset_)
+        gapped = {**unit.params, "B": np.zeros((k, n, 1)), "D": np.zeros((p, 1))}
+        return _GapSwitchingKalmanRecursion(unit.initial, gapped, self._gap_laws)
+
+    def _gap_laws(self, gap: float) -> dict[str, Any]:
+        """A, b, Q and the switches of the filter over one ``gap``."""
+        weights, covariances, transitions = self._laws(np.array([gap]))
+        n, modes = self.state_dim, np.arange(self._k)
+        guards = self._guards(np.full(self._k, gap)) if self.recurrent else None
+
+        def switches(means: np.ndarray, u: np.ndarray) -> np.ndarray:
+            return transitions[0] if guards is None else guards.kernel_arrays(means)[1][modes, modes]
+
+        A, b = np.ascontiguousarray(weights[0, :, :, :n]), np.ascontiguousarray(weights[0, :, :, n])
+        return {"A": A, "b": b, "Q": covariances[0], "transitions": switches}
+
+    def _stream_evidence(
+        self, state: FilterState, y: Any, inputs: Any, time: float | None = None
+    ) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t - d, [Δ]) checked, [Δ] as the move into the step, the new history [[t]] (the last time)."""
+        if inputs is not None:
+            raise ValueError("inputs were given but a ContinuousSwitchingLDS has no inputs (pass time= for the time)")
+        row = check_row(y, self._obs_dim())
+        last = float(state.history[-1, 0]) if len(state.history) else None
+        if time is None:
+            now = 0.0 if last is None else last + 1.0
+        else:
+            now = float(time)
+            if not np.isfinite(now) or (last is not None and not now > last):
+                raise ValueError(f"time must be a finite number after the last observation's ({last}), got {time!r}")
+        gap = np.array([1.0 if last is None else now - last])
+        return (row - self.observation_offset_, gap), gap, np.array([[now]])
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((0, 1))
 
     def automaton(
         self, X: Any = None, lengths: Sequence[int] | None = None, *, times: Any = None, resolution: int = 25
@@ -340,9 +482,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         several sequences. x_0 ~ N(m0, P0) and z_0 ~ ``startprob_``."""
         self._check_fitted()
         T, N = int(n_steps), int(n_sequences)
-        stamps = np.arange(T, dtype=float) if times is None else np.asarray(times, dtype=float)
-        if stamps.shape != (T,) or not np.isfinite(stamps).all() or (np.diff(stamps) <= 0).any():
-            raise ValueError(f"times must be {T} finite, strictly increasing numbers, got shape {stamps.shape}")
+        stamps = sample_times(times, T)
         rng = np.random.default_rng(random_state)
         weights, covariances, transitions = self._laws(np.r_[1.0, np.diff(stamps)])
         factors = np.linalg.cholesky(covariances)
@@ -430,11 +570,13 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             if weights.sum() <= 1e-8:
                 continue  # an empty mode keeps its flow
 
+            summed = GapMoments.of(gaps, weights, *moments)
+
             def objective(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray) -> float:
-                expected = float(weights @ _expected_flow_log_density(A, b, Sigma, gaps, *moments))  # noqa: B023
+                expected = expected_flow_log_likelihood(A, b, Sigma, summed)  # noqa: B023
                 return expected - 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(Sigma)))
 
-            proposal = _euler_moments(gaps, weights, *moments, self.reg_covar)
+            proposal = euler_regression(summed, self.reg_covar)
             current = (drift[k], offset[k], diffusion[k]) if polish_from_current else None
             drift[k], offset[k], diffusion[k] = polish(proposal, current, objective)
         self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_ = drift, offset, diffusion
@@ -465,21 +607,51 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         equilibrium -F_k^-1 f_k (NaN where F_k is singular) and, for a recurrent model,
         ``rate_weights``: each other mode j -> a_kj, the growth of log λ_kj with the state."""
         self._check_fitted()
-        rows = []
-        for k in range(self._k):
-            F, f, rate = self.drift_matrices_[k], self.drift_offsets_[k], -self.rate_matrix_[k, k]
-            singular = abs(np.linalg.det(F)) < 1e-12
-            rows.append(
-                {
-                    "mode": k,
-                    "holding_time": 1.0 / rate if rate > 0 else np.inf,
-                    "eigenvalues": np.linalg.eigvals(F),
-                    "equilibrium": np.full(len(f), np.nan) if singular else -np.linalg.solve(F, f),
-                }
-            )
-            if self.recurrent:
-                rows[-1]["rate_weights"] = {j: self.rate_weights_[k, j] for j in range(self._k) if j != k}
+        rows = flow_rows(self.drift_matrices_, self.drift_offsets_, self.rate_matrix_)
+        if self.recurrent:
+            for k, row in enumerate(rows):
+                row["rate_weights"] = {j: self.rate_weights_[k, j] for j in range(self._k) if j != k}
         return pd.DataFrame(rows).set_index("mode")
+
+
+class _GapSwitchingKalmanRecursion(SwitchingKalmanRecursion):
+    """Kim's filter (:class:`~modeshift.models.streaming.SwitchingKalmanRecursion`) whose laws differ
+    by step: the move into a step is its gap [Δ], and ``laws(Δ)`` gives the A, b, Q and switches over it."""
+
+    def __init__(self, initial: np.ndarray, params: dict[str, Any], laws: Callable[[float], dict[str, Any]]):
+        super().__init__(initial, params)
+        self.laws = laws
+
+    def predict(self, law: tuple[np.ndarray, ...], move: np.ndarray) -> tuple[np.ndarray, ...]:
+        over = SwitchingKalmanRecursion(self.initial, {**self.params, **self.laws(float(move[0]))})
+        return over.predict(law, move)
+
+
+def _future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:
+    """The gaps (h,) from each sequence's last time in ``ends`` to its future times and between
+    them: ``horizon`` steps of one time unit, or ``future_times`` (one strictly increasing array
+    for all sequences, or a list with one per sequence)."""
+    if (horizon is None) == (future_times is None):
+        raise ValueError("pass either horizon (steps one time unit apart) or future_times, not both or neither")
+    if horizon is not None:  # checked by the public methods (models.params.ARGUMENTS)
+        return [np.ones(int(horizon))] * len(ends)
+    several = isinstance(future_times, (list, tuple)) and len(future_times) > 0 and np.ndim(future_times[0]) >= 1
+    if several and len(future_times) != len(ends):
+        raise ValueError(f"future_times has {len(future_times)} arrays for {len(ends)} sequences")
+    gaps = []
+    for s, (end, stamps) in enumerate(zip(ends, future_times if several else [future_times] * len(ends))):
+        where = f" of sequence {s}" if len(ends) > 1 else ""
+        try:
+            stamps = np.asarray(stamps, dtype=float)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"future_times{where} must be numbers, got {stamps!r}") from error
+        if stamps.ndim != 1 or not len(stamps) or not np.isfinite(stamps).all():
+            raise ValueError(f"future_times{where} must be a non-empty 1-D array of finite times, got {stamps!r}")
+        step = np.diff(np.r_[end, stamps])
+        if (step <= 0).any():
+            raise ValueError(f"future_times{where} must increase strictly from after the last time seen, {end}")
+        gaps.append(step)
+    return gaps
 
 
 @dataclass(frozen=True)
@@ -517,22 +689,15 @@ class StateDependentRates:
 def interval_statistics(generators: np.ndarray, gaps: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The expected jump counts N_n (R, K, K) and times at risk R_n (R, K) of a jump process over
     each of R gaps, its generator Λ_n held over gap Δ_n, given soft endpoints ``pairs`` (R, K, K)
-    (the probability of each (start, end) pair): with w_ab = pairs_ab / expm(Λ_n Δ_n)_ab, the
-    integral I = ∫_0^Δ expm(Λ' s) w expm(Λ' (Δ - s)) ds is the top-right block of the
-    exponential of [[Λ', w], [0, Λ']] Δ (Van Loan), N_n,ij = λ_ij I_ij and R_n,i = I_ii
-    (Hobolth & Jensen 2011; :func:`~modeshift.models.jump_process.endpoint_statistics` for one
-    generator)."""
-    K = generators.shape[1]
+    (the probability of each (start, end) pair): with w_ab = pairs_ab / expm(Λ_n Δ_n)_ab and
+    I_n = :func:`~modeshift.models.jump_process.endpoint_integrals` of (Λ_n, Δ_n, w),
+    N_n,ij = λ_ij I_ij and R_n,i = I_ii (Hobolth & Jensen 2011;
+    :func:`~modeshift.models.jump_process.endpoint_statistics` for one generator)."""
     moves = expm_metzler(generators * gaps[:, None, None])
     weights = np.where(pairs > 0, pairs / np.maximum(moves, np.finfo(float).tiny), 0.0)
-    scale = weights.max(axis=(1, 2), keepdims=True)
-    scale = np.where(scale > 0, scale, 1.0)  # keeps the block's norm that of Λ Δ
-    block = np.zeros((len(gaps), 2 * K, 2 * K))
-    block[:, :K, :K] = block[:, K:, K:] = np.swapaxes(generators, 1, 2) * gaps[:, None, None]
-    block[:, :K, K:] = weights / scale * gaps[:, None, None]
-    integrals = expm_metzler(block)[:, :K, K:] * scale
+    integrals = endpoint_integrals(generators, gaps, weights)
     jumps = generators * integrals
-    diagonal = np.arange(K)
+    diagonal = np.arange(generators.shape[1])
     jumps[:, diagonal, diagonal] = 0.0
     return jumps, integrals[:, diagonal, diagonal].copy()
 
@@ -575,45 +740,3 @@ def _log_linear_rates(
     np.fill_diagonal(rates, 0.0)
     np.fill_diagonal(rates, -rates.sum(axis=1))
     return rates, slopes
-
-
-def _expected_flow_log_density(
-    A: np.ndarray,
-    b: np.ndarray,
-    Sigma: np.ndarray,
-    gaps: np.ndarray,
-    xx: np.ndarray,
-    xz: np.ndarray,
-    zz: np.ndarray,
-) -> np.ndarray:
-    """E_q log N(x_n | Φ(Δ_n) x_n-1 + c(Δ_n), S(Δ_n)) per row, from the moments of x_n and
-    z_n = [x_n-1, 1] (:func:`~modeshift.models.slds_inference.transition_moments`): with
-    W = [Φ, c], -(n log 2 pi + log det S + tr(S^-1 (xx - W xz' - xz W' + W zz W'))) / 2."""
-    distinct, group = np.unique(gaps, return_inverse=True)
-    Phi, c, S = flow_moments(A, b, Sigma, distinct)
-    W = np.concatenate([Phi, c[:, :, None]], axis=2)[group]
-    cross = W @ np.swapaxes(xz, 1, 2)
-    scatter = xx - cross - np.swapaxes(cross, 1, 2) + W @ zz @ np.swapaxes(W, 1, 2)
-    chol = np.linalg.cholesky(S)
-    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    inverse = np.linalg.inv(S)
-    trace = np.einsum("nij,nji->n", inverse[group], scatter)
-    return -0.5 * (len(b) * np.log(2 * np.pi) + log_det[group] + trace)
-
-
-def _euler_moments(
-    gaps: np.ndarray, weights: np.ndarray, xx: np.ndarray, xz: np.ndarray, zz: np.ndarray, reg_covar: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(F, f, Σ) by the weighted Euler-Maruyama regression x_n - x_n-1 ≈ W z_n Δ_n + N(0, Σ Δ_n),
-    z_n = [x_n-1, 1], in expectation under q(x): with r_n = x_n - x_n-1, D_n = E[r_n z_n'],
-    W = (sum w_n D_n) (sum w_n Δ_n E[z_n z_n'])^-1 and
-    Σ = sum w_n / Δ_n E[(r_n - Δ_n W z_n)(...)'] / sum w_n (+ reg_covar on the diagonal)."""
-    n = xx.shape[1]
-    D = xz - zz[:, :n, :]
-    rr = xx - xz[:, :, :n] - np.swapaxes(xz[:, :, :n], 1, 2) + zz[:, :n, :n]
-    total_D = np.einsum("t,tij->ij", weights, D)
-    total_zz = np.einsum("t,tij->ij", weights * gaps, zz)
-    W = np.linalg.solve(total_zz + 1e-12 * np.eye(n + 1), total_D.T).T
-    scatter = np.einsum("t,tij->ij", weights / gaps, rr) - W @ total_D.T - total_D @ W.T + W @ total_zz @ W.T
-    Sigma = 0.5 * (scatter + scatter.T) / weights.sum() + reg_covar * np.eye(n)
-    return W[:, :n], W[:, n], ensure_positive_definite(Sigma)

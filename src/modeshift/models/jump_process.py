@@ -59,7 +59,14 @@ from modeshift.models.state_labels import encode_states, labels_from_json, label
 from modeshift.statistics import Statistics
 from modeshift.symbols import Vocabulary
 
-__all__ = ["MarkovJumpProcess", "Paths", "endpoint_statistics", "expm_metzler"]
+__all__ = [
+    "MarkovJumpProcess",
+    "Paths",
+    "check_rate_matrix",
+    "endpoint_integrals",
+    "endpoint_statistics",
+    "expm_metzler",
+]
 
 OBSERVATIONS = ("snapshots", "paths")
 _BLOCK_ENTRIES = 2**22  # matrix entries per batch of exponentials (32 MB of float64)
@@ -190,12 +197,8 @@ class MarkovJumpProcess(Model):
         """The checked generator."""
         if "rate_matrix_" not in self.__dict__:
             raise NotFittedError("this MarkovJumpProcess has no rate_matrix_: call fit, or set it")
-        rates = check_array("rate_matrix_", self.rate_matrix_, (None, None))
+        rates = check_rate_matrix(self.rate_matrix_)
         n = len(rates)
-        if rates.shape != (n, n) or (rates - np.diag(np.diag(rates)) < 0).any():
-            raise ValueError("rate_matrix_ must be square with non-negative off-diagonal rates")
-        if not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8 * max(1.0, np.abs(rates).max())):
-            raise ValueError("rate_matrix_ rows must sum to 0 (q_ii = -sum of the row's other rates)")
         if len(self._labels(n)) != n:
             raise ValueError(f"states_ names {len(self.states_)} states, but rate_matrix_ has {n}")
         return rates
@@ -468,14 +471,38 @@ def endpoint_statistics(
         log_likelihood += float(weight @ np.log(probabilities))
         weights = np.zeros((t.shape[0], n, n))
         np.add.at(weights, (which, a, b), weight / probabilities)
-        scale = weights.max(axis=(1, 2), keepdims=True)  # keeps the block's norm that of Q t
-        block = np.zeros((t.shape[0], 2 * n, 2 * n))
-        block[:, :n, :n] = block[:, n:, n:] = rates.T * t
-        block[:, :n, n:] = weights / scale * t
-        integrals += (expm_metzler(block)[:, :n, n:] * scale).sum(axis=0)
+        integrals += endpoint_integrals(np.broadcast_to(rates, weights.shape), t[:, 0, 0], weights).sum(axis=0)
     jumps = rates * integrals
     np.fill_diagonal(jumps, 0.0)
     return Statistics(log_likelihood=log_likelihood, jumps=jumps, time_at_risk=np.diag(integrals).copy())
+
+
+def endpoint_integrals(generators: np.ndarray, lengths: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """I = ∫_0^t expm(Q' s) W expm(Q' (t - s)) ds for each of m intervals (generator Q (m, n, n) held
+    over length t (m,), weights W (m, n, n)): the top-right block of the exponential of
+    [[Q', W], [0, Q']] t (Van Loan 1978). With W_ab = (count of a -> b) / P(t)_ab, the expected
+    jumps given the endpoints are q_ij I_ij and the times at risk I_ii (Hobolth & Jensen 2011).
+    Each W is scaled to largest entry 1 inside the block, which keeps the block's norm that of Q t."""
+    n = generators.shape[1]
+    t = np.asarray(lengths, dtype=np.float64)[:, None, None]
+    scale = weights.max(axis=(1, 2), keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
+    block = np.zeros((len(t), 2 * n, 2 * n))
+    block[:, :n, :n] = block[:, n:, n:] = np.swapaxes(generators, 1, 2) * t
+    block[:, :n, n:] = weights / scale * t
+    return expm_metzler(block)[:, :n, n:] * scale
+
+
+def check_rate_matrix(rates: Any, n_states: int | None = None, name: str = "rate_matrix_") -> np.ndarray:
+    """A generator as a float (n, n) array (n = ``n_states`` if given): finite, non-negative off the
+    diagonal, rows summing to 0; else one ValueError naming ``name`` and what is wrong."""
+    rates = check_array(name, rates, (n_states, n_states))
+    n = len(rates)
+    if rates.shape != (n, n) or (rates - np.diag(np.diag(rates)) < 0).any():
+        raise ValueError(f"{name} must be square with non-negative off-diagonal rates")
+    if not np.allclose(rates.sum(axis=1), 0.0, atol=1e-8 * max(1.0, np.abs(rates).max())):
+        raise ValueError(f"{name} rows must sum to 0 (q_ii = -sum of the row's other rates)")
+    return rates
 
 
 def endpoint_log_likelihood(

@@ -25,6 +25,10 @@ variances, then by Newton steps on a
 finite-difference Hessian of that gradient, which also gives standard errors. Regimes are
 finally ordered by their first switching coefficient (for ``trend="c"``: ascending
 intercept), else by variance, else by their first switching autoregressive coefficient.
+The ECM step reads only sums over the sequences (the expected moves and the lagged moments,
+:meth:`~modeshift.models.switching_regression.SwitchingRegression.statistics`), and the
+polish only the summed log-likelihood and gradient, so a fit also runs over shards of the
+data on a Dask cluster (:mod:`modeshift.distributed`), its starts from a sample of them.
 
 Examples
 --------
@@ -42,6 +46,7 @@ array([ 4.1, 10.4])
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -58,7 +63,8 @@ from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
 from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
 from modeshift.models.switching_layout import TRENDS, ParameterLayout, SwitchingParameters, switching_flags
-from modeshift.models.switching_regression import Posterior, SeriesData, SwitchingRegression
+from modeshift.models.switching_regression import Score, SeriesData, SwitchingRegression
+from modeshift.statistics import Statistics
 
 __all__ = ["MarkovAutoregression", "MarkovRegression"]
 
@@ -86,6 +92,15 @@ class _Flags(Rule):
 
     def describe(self) -> str:
         return "a bool or a sequence of bools"
+
+
+@dataclass(frozen=True)
+class _Series(Sequences):
+    """The series of a fit (:meth:`_MarkovSwitching._em_data`): ``inputs`` holds the exogenous
+    columns, then the ``n_tvtp`` transition covariates; ``exog_names`` names the former."""
+
+    n_tvtp: int = 0
+    exog_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,8 +179,15 @@ class _MarkovSwitching(Model, StreamingFilters):
         columns when given, 0 for none), each one array for all steps or, for a list of
         sequences, a list of arrays; the series, their regressors (and transition covariates),
         the exogenous columns' names and the sequences of the steps after the first ``order``
-        of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit."""
+        of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit.
+        With a data frame ``y``, ``exog_tvtp`` may name its columns (a list of names), as
+        ``input_columns`` name those of ``exog`` (per-step results then follow the sequences' order)."""
         name = type(self).__name__
+        if isinstance(y, pd.DataFrame) and _column_names(exog_tvtp):  # read with the frame, in its order
+            given = list(columns.pop("input_columns", None) or ())
+            seqs = as_sequences(y, input_columns=[*given, *exog_tvtp], **columns)
+            exog_tvtp = seqs.inputs[:, len(given) :]
+            y, columns = replace(seqs, inputs=seqs.inputs[:, : len(given)] if given else None, row_order=None), {}
         seqs = as_sequences(y, lengths, **columns)
         seqs = seqs.require(allow_missing=True, min_length=self._order + 1, n_features=n_features, model=name)
         if self._order and seqs.has_missing:
@@ -272,15 +294,56 @@ class _MarkovSwitching(Model, StreamingFilters):
             a baseline), in the same form as ``exog``: row t drives the move into step t, a
             sequence's first row its start (the stationary distribution of its matrix), as
             statsmodels' ``exog_tvtp``. The fit then learns ``transition_coef_`` instead of
-            ``transmat_``.
+            ``transmat_``. With a data frame ``y``, a list of its column names.
         columns
             ``id_column``, ``time_column``, ``input_columns``, ... of a data frame ``y``.
         """
         self._start_fit()
-        given = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
+        return self._fit_em(self._em_data(y, lengths, exog=exog, exog_tvtp=exog_tvtp, **columns))
+
+    def _em_data(
+        self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None, **columns: Any
+    ) -> _Series:
+        """What a fit reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`):
+        the checked series in the order of their sequences, their exogenous columns then their
+        transition covariates side by side as inputs."""
         data, names, kept = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
-        if n_tvtp and self.n_states < 2:
+        inputs = data.regressors[:, self._n_trend :]
+        return _Series(
+            data.y,
+            data.bounds,
+            inputs=np.hstack([inputs, data.tvtp]) if n_tvtp else inputs,
+            ids=kept.ids,
+            form=kept.form,
+            schema=kept.schema,
+            n_tvtp=n_tvtp,
+            exog_names=tuple(names),
+        )
+
+    def _series_data(self, series: _Series) -> SeriesData:
+        """The series, regressors and transition covariates of what :meth:`_em_data` read."""
+        n_exog = series.inputs.shape[1] - series.n_tvtp
+        tvtp = np.ascontiguousarray(series.inputs[:, n_exog:]) if series.n_tvtp else None
+        return SeriesData(
+            series.values, self._regressors(series.inputs[:, :n_exog], series.offsets), tvtp, series.offsets
+        )
+
+    def _series_engine(self, series: _Series) -> SwitchingRegression:
+        """The engine of the series of :meth:`_em_data` (their numbers of exogenous columns, covariates, series)."""
+        return self._engine(series.inputs.shape[1] - series.n_tvtp, series.n_tvtp, series.values.shape[1])
+
+    def _fit_em(self, series: _Series, over: em.Over | None = None) -> _MarkovSwitching:
+        """The rest of ``fit``: EM with restarts, then the polish; ``over`` runs every pass over the
+        data on shards held elsewhere (:mod:`modeshift.distributed`), ``series`` being then a sample
+        of them to start from. Such a fit takes the series' variances from all the shards, its
+        starts from the sample, sums the M-step's statistics and the polish's log-likelihood and
+        gradient (so the observed information) over the shards, and records no per-step arrays."""
+        given = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
+        data = self._series_data(series)
+        if over is not None:
+            data = replace(data, scale=_variances(over, self))
+        if series.n_tvtp and self.n_states < 2:
             raise ValueError("time-varying transition probabilities need n_states >= 2")
         constant = np.flatnonzero(~(data.variances > 0))
         if constant.size:
@@ -288,19 +351,22 @@ class _MarkovSwitching(Model, StreamingFilters):
                 f"series {int(constant[0])} of y is constant (no variance): a variance estimated from it is 0 and "
                 "its likelihood unbounded; there is nothing to switch between"
             )
-        engine = self._engine(data.regressors.shape[1] - self._n_trend, n_tvtp, data.y.shape[1])
+        engine = self._series_engine(series)
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
-        em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}")
+        self.__dict__["_centre"] = engine.centre(data)
+        em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}", over=over)
+        del self.__dict__["_centre"]
         params = self.__dict__.pop("_current")
         _check_spread(params.ordered(), data)
+        score = engine.scorer(data) if over is None else functools.partial(_summed_score, over, self)
         polished = self.n_iter > 0 and self.n_iter_polish > 0
         capped = False
         if polished:
-            free, capped = engine.polish(engine.layout.pack(params), data, self.n_iter_polish)
+            free, capped = engine.polish(engine.layout.pack(params), score, self.n_iter_polish)
             params = engine.layout.unpack(free)
             _check_spread(params.ordered(), data)
         self._set_parameters(params.ordered())
-        self._learn_from(engine, data, names)
+        self._learn_from(engine, score, list(series.exog_names), None if over is not None else data)
         if polished:
             at_maximum = self.gradient_norm_ < _STATIONARY
             self.converged_ = bool(self.converged_ and at_maximum)
@@ -310,21 +376,25 @@ class _MarkovSwitching(Model, StreamingFilters):
                     f"iterations before converging (largest gradient entry {self.gradient_norm_:.3g}); "
                     "raise n_iter_polish to go on",
                     em.ConvergenceWarning,
-                    stacklevel=2,
+                    stacklevel=em._user_stacklevel(),
                 )
-        self._finish_fit(kept)
+        self._finish_fit(series)
         return self
 
-    def _learn_from(self, engine: SwitchingRegression, data: SeriesData, names: list[str]) -> None:
-        """What a fit records at its estimate besides the parameters."""
+    def _learn_from(self, engine: SwitchingRegression, score: Score, names: list[str], data: SeriesData | None) -> None:
+        """What a fit records at its estimate besides the parameters: the per-step probabilities
+        only with the ``data`` in memory."""
         params = self._parameters()
-        log_lik, gradient = engine.value_and_gradient(engine.layout.pack(params), data)
+        log_lik, gradient = score(engine.layout.pack(params))
         self.exog_names_ = names
         self.log_likelihood_ = log_lik
         self.gradient_norm_ = float(np.abs(gradient).max(initial=0.0))
-        self.standard_errors_ = engine.standard_errors(params, data)
-        self.smoothed_probabilities_ = engine.regimes(engine.e_step(params, data).posteriors)
-        self.filtered_probabilities_ = engine.filtered(params, data)[0]
+        self.standard_errors_ = engine.standard_errors(params, score)
+        for name in ("smoothed_probabilities_", "filtered_probabilities_"):  # a warm start's, of other data
+            self.__dict__.pop(name, None)
+        if data is not None:
+            self.smoothed_probabilities_ = engine.regimes(engine.e_step(params, data).posteriors)
+            self.filtered_probabilities_ = engine.filtered(params, data)[0]
 
     def _data_driven_paths(self, data: SeriesData) -> list[np.ndarray]:
         """Regime paths to start EM from: quantile bands of the level (raw and smoothed), and of
@@ -359,7 +429,7 @@ class _MarkovSwitching(Model, StreamingFilters):
             if restart < len(problem.paths)
             else _persistent_path(self.n_states, len(data.y), rng)
         )
-        start = problem.engine.initial_parameters(path, data)
+        start = problem.engine.initial_parameters(path, data, self.__dict__["_centre"])
         if restart == 0 and problem.given:
             tvtp = problem.data.tvtp
             wrong = "transmat_" if tvtp is not None else "transition_coef_"
@@ -385,12 +455,19 @@ class _MarkovSwitching(Model, StreamingFilters):
                 )
         self.__dict__["_current"] = start
 
-    def _e_step(self, problem: _Problem, workspace: dict[str, Any]) -> tuple[float, Posterior]:
-        posterior = problem.engine.e_step(self.__dict__["_current"], problem.data, workspace)
-        return posterior.log_likelihood, posterior
+    def _e_step(self, data: _Problem | _Series, workspace: dict[str, Any]) -> tuple[float, Statistics]:
+        """The log-likelihood and the M-step's statistics, of all the data or of one shard of it."""
+        if isinstance(data, _Series):  # a shard (modeshift.distributed)
+            engine, series = self._series_engine(data), self._series_data(data)
+        else:
+            engine, series = data.engine, data.data
+        posterior = engine.e_step(self.__dict__["_current"], series, workspace)
+        return posterior.log_likelihood, engine.statistics(posterior, series, self.__dict__["_centre"])
 
-    def _m_step(self, problem: _Problem, posterior: Posterior) -> None:
-        self.__dict__["_current"] = problem.engine.m_step(self.__dict__["_current"], posterior, problem.data)
+    def _m_step(self, problem: _Problem, statistics: Statistics) -> None:
+        self.__dict__["_current"] = problem.engine.m_step(
+            self.__dict__["_current"], statistics, self.__dict__["_centre"], problem.data.variance_floor
+        )
 
     def _em_snapshot(self) -> dict[str, SwitchingParameters]:
         return {"params": self.__dict__["_current"]}
@@ -775,7 +852,10 @@ class _MarkovSwitching(Model, StreamingFilters):
     def _recorded(self, name: str) -> Any:
         """What ``fit`` recorded about the fitted series (to be called without data)."""
         if name not in self.__dict__:
-            raise NotFittedError(f"this {type(self).__name__} was not fitted: pass the series")
+            raise NotFittedError(
+                f"this {type(self).__name__} keeps no record of a fitted series (not fitted, or fitted over a "
+                "cluster): pass the series"
+            )
         return self.__dict__[name]
 
     def summary(self) -> pd.DataFrame:
@@ -871,6 +951,8 @@ class MarkovRegression(_MarkovSwitching):
         Expected steps per visit, 1 / (1 - transmat_[k, k]) (``expected_durations_`` is its old name).
     log_likelihood_ : float
     filtered_probabilities_, smoothed_probabilities_ : (n_steps, K) arrays
+        After a fit in memory only (a fit over a Dask cluster keeps no per-step arrays of its
+        data: ``predict_proba`` maps over a frame's partitions).
     standard_errors_ : array
         Of the parameters in :meth:`summary` order, from the observed information at the fit.
     history_ : list of float
@@ -1139,3 +1221,33 @@ def _of_sequence(value: Any, sequence: int, n_sequences: int) -> Any:
     if n_sequences > 1 and isinstance(value, (list, tuple)) and len(value) == n_sequences and np.ndim(value[0]) >= 1:
         return value[sequence]
     return value
+
+
+def _column_names(value: Any) -> bool:
+    """Whether ``value`` names columns of a data frame (a non-empty list or tuple of strings)."""
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value)
+
+
+def _variances(over: em.Over, model: _MarkovSwitching) -> np.ndarray:
+    """(D,) the variance of each series over its observed values in all the shards ``over`` sums
+    (two passes, as ``np.nanvar``: the mean, then the squared deviations from it)."""
+    counts, sums = over(_observed_sums, model)
+    mean = sums / counts
+    return over(functools.partial(_squared_deviations, mean=mean), model) / counts
+
+
+def _observed_sums(model: Any, shard: Sequences) -> tuple[np.ndarray, np.ndarray]:
+    return (~np.isnan(shard.values)).sum(axis=0).astype(np.float64), np.nansum(shard.values, axis=0)
+
+
+def _squared_deviations(model: Any, shard: Sequences, mean: np.ndarray) -> np.ndarray:
+    return np.nansum((shard.values - mean) ** 2, axis=0)
+
+
+def _summed_score(over: em.Over, model: _MarkovSwitching, free: np.ndarray) -> tuple[float, np.ndarray]:
+    """The log-likelihood and its gradient at the free vector, summed over the shards."""
+    return over(functools.partial(_shard_score, free=free), model)
+
+
+def _shard_score(model: _MarkovSwitching, shard: _Series, free: np.ndarray) -> tuple[float, np.ndarray]:
+    return model._series_engine(shard).value_and_gradient(free, model._series_data(shard))

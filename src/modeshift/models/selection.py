@@ -25,6 +25,9 @@ class Elsewhere(Protocol):
     def criteria(self, model: Any) -> dict[str, Any]:
         """A fitted candidate's row of the selection table (as :func:`select_n_states` makes it)."""
 
+    def occupancy(self, model: Any) -> np.ndarray:
+        """A fitted candidate's mean posterior probability of each mode over the steps (:func:`prune_n_states`)."""
+
 
 _elsewhere: ContextVar[Elsewhere | None] = ContextVar("modeshift_selection_elsewhere", default=None)
 
@@ -101,21 +104,24 @@ def prune_n_states(
     evidence for another mode. The table is that of
     :func:`select_n_states`, with each candidate's ``smallest_occupancy``, the modes with
     occupancy below :data:`VANISHED` (``vanished``) and its ``start`` ("scratch" or "pruned").
+    Inside :func:`elsewhere`, K's two fits run there at once, and are scored there.
     """
-    if _elsewhere.get() is not None:
-        raise NotImplementedError("selection='prune' on data held elsewhere (a cluster) is not implemented: use 'fits'")
+    remote = _elsewhere.get()
     rows, models, best, occupancy = [], [], None, np.ones(0)
     for k in range(int(max_states), 0, -1):
-        starts = {"scratch": make(k).fit(X, lengths)}
+        starts = {"scratch": make(k)}
         if best is not None:
             kept = np.setdiff1d(np.arange(k + 1), [int(np.argmin(occupancy))])
-            starts["pruned"] = keep_modes(best, kept).fit(X, lengths)
-        scored = {name: _criteria(model, X, lengths) for name, model in starts.items()}
+            starts["pruned"] = keep_modes(best, kept)
+        if remote is None:
+            starts = {name: model.fit(X, lengths) for name, model in starts.items()}
+            scored = {name: _criteria(model, X, lengths) for name, model in starts.items()}
+        else:
+            starts = dict(zip(starts, remote.fit_all(list(starts.values()))))
+            scored = {name: remote.criteria(model) for name, model in starts.items()}
         start = max(scored, key=lambda name: scored[name].get("elbo", scored[name].get("log_likelihood")))
         best = starts[start]
-        probabilities = best.predict_proba(X, lengths)
-        stacked = np.concatenate(probabilities) if isinstance(probabilities, list) else np.asarray(probabilities)
-        occupancy = stacked.mean(axis=0)
+        occupancy = _occupancy(best, X, lengths) if remote is None else remote.occupancy(best)
         vanished = int((occupancy < VANISHED).sum())
         rows.append(
             {**scored[start], "smallest_occupancy": float(occupancy.min()), "vanished": vanished, "start": start}
@@ -127,6 +133,13 @@ def prune_n_states(
     chosen = int(np.argmin(np.where(eligible, bic, np.inf))) if eligible.any() else int(np.argmin(bic))
     table["chosen"] = np.arange(len(table)) == chosen
     return models[chosen], table
+
+
+def _occupancy(model: Any, X: Any, lengths: Any) -> np.ndarray:
+    """The mean posterior probability of each mode over the steps of ``X``."""
+    probabilities = model.predict_proba(X, lengths)
+    stacked = np.concatenate(probabilities) if isinstance(probabilities, list) else np.asarray(probabilities)
+    return stacked.mean(axis=0)
 
 
 def _criteria(model: Any, X: Any, lengths: Any) -> dict[str, Any]:

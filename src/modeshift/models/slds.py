@@ -9,6 +9,10 @@ through one linear-Gaussian observation model:
     x_0 ~ N(m0, P0),   x_t = A_z x_t-1 + B_z u_t + b_z + N(0, Q_z),
     y_t = C x_t + D u_t + d + N(0, R).
 
+With ``resets``, a switch i -> j moves the state by a reset regression instead of mode j's
+flow, x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) (r the reset of the switch: a ball's
+velocity reversed at impact), learned in the same EM.
+
 In the recurrent model the hyperplanes (w_j - w_i) . x + (r_ij - r_ii) = 0 are learned
 guards: the state at which leaving mode i for mode j becomes more likely than staying.
 The E-step, structured mean-field inference of q(x) q(z), is in
@@ -30,6 +34,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
+from modeshift._kernels import pair_hmm
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import (
@@ -46,9 +52,10 @@ from modeshift.dynamics import (
     jump_linear_moments,
     observation_statistics,
 )
+from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.models import em, selection, subspace
 from modeshift.models import slds_inference as inference
-from modeshift.models.arhmm import ARHMM
+from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
@@ -82,6 +89,7 @@ _COMMON = (
     "startprob_",
 )
 _MARKOV = ("transmat_",)
+_RESETS = ("reset_matrices_", "reset_input_matrices_", "reset_offsets_", "reset_covariances_")
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
 _FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
@@ -126,6 +134,13 @@ class SwitchingLDS(Model, StreamingFilters):
         Dimension m of the inputs u (0: none).
     recurrent : bool
         Let the mode switches depend on the previous state and the inputs.
+    resets : None, "destination" or "pair"
+        At a step where the mode switches i -> j, x_t follows a reset regression
+        x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow
+        (:mod:`modeshift.emissions.reset`: a jump of the state at a switch, such as a ball's
+        velocity reversed at impact), learned in the same EM. ``"destination"``: one reset per
+        mode entered (K); ``"pair"``: one per ordered pair of modes (K (K - 1)). None (the
+        default): no resets.
     n_iter, tol : int, float
         EM stops after ``n_iter`` iterations or once the objective improves by less than
         ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises. Variational
@@ -165,6 +180,10 @@ class SwitchingLDS(Model, StreamingFilters):
     transmat_ (K, K) : plain SLDS only.
     recurrence_weights_ (K, n), input_weights_ (K, m), recurrence_biases_ (K, K) : w_j, v_j, r_ij
         (recurrent only).
+    reset_matrices_ (R, n, n), reset_input_matrices_ (R, n, m), reset_offsets_ (R, n),
+    reset_covariances_ (R, n, n) : R_r, B_r, r_r, Q_r of the R resets (with ``resets``; in the
+        order of :class:`~modeshift.emissions.reset.Resets`); ``automaton().resets`` maps each
+        switch to its own.
     dwell_times_ (K,) : mean length of the runs of each mode in the most likely paths of
         the fitted data (``mean_run_lengths_`` is its old name, deprecated).
     history_ : list of float
@@ -207,6 +226,7 @@ class SwitchingLDS(Model, StreamingFilters):
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
+        resets: str | None = None,
     ):
         self.n_states = n_states
         self.state_dim = state_dim
@@ -224,12 +244,15 @@ class SwitchingLDS(Model, StreamingFilters):
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+        self.resets = resets
 
+    resets: str | None = None  # what a subclass without the hyper-parameter reads
     _constraints = {
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
         "input_dim": Integer(0),
         "recurrent": Boolean(),
+        "resets": OneOf((None, *RESET_TIES)),
         "stickiness": Number(0),
         "reg_covar": Number(0),
         "selection": OneOf(("fits", "prune")),
@@ -246,7 +269,7 @@ class SwitchingLDS(Model, StreamingFilters):
     # ------------------------------------------------------------------ parameters
     @property
     def parameter_names(self) -> tuple[str, ...]:
-        return _COMMON + (_RECURRENT if self.recurrent else _MARKOV)
+        return _COMMON + (_RECURRENT if self.recurrent else _MARKOV) + (_RESETS if self.resets else ())
 
     def _check_fitted(self) -> None:
         missing = [name for name in self.parameter_names if self.__dict__.get(name) is None]
@@ -290,6 +313,10 @@ class SwitchingLDS(Model, StreamingFilters):
             ("observation_covariance_", p, None),
             ("initial_state_covariance_", n, None),
         ]
+        if self.resets:
+            r = self._reset_block(empty=True).n_resets
+            shapes.update({"reset_matrices_": (r, n, n), "reset_input_matrices_": (r, n, m), "reset_offsets_": (r, n)})
+            covariances.append(("reset_covariances_", n, r))
         return shapes, covariances
 
     def _check_switching(self) -> None:
@@ -318,7 +345,16 @@ class SwitchingLDS(Model, StreamingFilters):
             self.initial_state_mean_,
             self.initial_state_covariance_,
             chain,
+            resets=self._reset_block() if self.resets else None,
         )
+
+    def _reset_block(self, empty: bool = False) -> Resets:
+        """The resets as a block: regressions of x_t on [x_t-1, u_t, 1] (``empty``: without parameters)."""
+        block = Resets(self._k, self.resets, reg_covar=self.reg_covar)
+        if not empty:
+            block.reset_coefs = np.concatenate([self.reset_matrices_, self.reset_input_matrices_], axis=2)
+            block.reset_intercepts, block.reset_covariances = self.reset_offsets_, self.reset_covariances_
+        return block
 
     def _dynamics_block(self) -> LinearDynamics:
         block = LinearDynamics(self._k, reg_covar=self.reg_covar)
@@ -371,9 +407,15 @@ class SwitchingLDS(Model, StreamingFilters):
         :meth:`predict_proba`."""
         seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
-        filtered, _ = kernels.forward_filter(
-            posterior.log_likelihoods, seqs.offsets, self.startprob_, posterior.transitions
-        )
+        if self.resets:
+            params, recursion = self._parameters(seqs), pair_hmm.forward_filter
+            filtered = inference.pair_chain(params, seqs, posterior.log_likelihoods, posterior.transitions, recursion)[
+                0
+            ]
+        else:
+            filtered, _ = kernels.forward_filter(
+                posterior.log_likelihoods, seqs.offsets, self.startprob_, posterior.transitions
+            )
         return seqs.restore(filtered)
 
     def predict(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -394,6 +436,9 @@ class SwitchingLDS(Model, StreamingFilters):
     def _viterbi(self, seqs: Sequences, posterior: inference.Posterior) -> np.ndarray:
         with np.errstate(divide="ignore"):
             log_initial, log_transitions = np.log(self.startprob_), np.log(posterior.transitions)
+        if self.resets:
+            params, potentials = self._parameters(seqs), posterior.log_likelihoods
+            return inference.pair_chain(params, seqs, potentials, log_transitions, pair_hmm.viterbi, log_initial)[0]
         return kernels.viterbi(posterior.log_likelihoods, seqs.offsets, log_initial, log_transitions)[0]
 
     def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -441,6 +486,7 @@ class SwitchingLDS(Model, StreamingFilters):
         initial = np.linalg.cholesky(self.initial_state_covariance_)
         states[:, 0] = self.initial_state_mean_ + rng.standard_normal((N, self.state_dim)) @ initial.T
         guards = self._guards() if self.recurrent else None
+        resets = self._reset_block() if self.resets else None
         for t in range(1, T):
             if guards is None:
                 switch = self.transmat_[modes[:, t - 1]]
@@ -448,7 +494,12 @@ class SwitchingLDS(Model, StreamingFilters):
                 matrices = guards.kernel_arrays(np.hstack([states[:, t - 1], U[:, t]]))[1]
                 switch = matrices[np.arange(N), modes[:, t - 1]]
             modes[:, t] = _draw(switch, rng)
-            states[:, t] = dynamics.sample_rows(inference.regressors(states[:, t - 1], U[:, t]), modes[:, t], rng)
+            rows = inference.regressors(states[:, t - 1], U[:, t])
+            states[:, t] = dynamics.sample_rows(rows, modes[:, t], rng)
+            switched = modes[:, t] != modes[:, t - 1]
+            if resets is not None and switched.any():  # a switch follows its reset
+                sources, targets = modes[switched, t - 1], modes[switched, t]
+                states[switched, t] = resets.sample_rows(rows[switched], sources, targets, rng)
         rows = inference.regressors(states.reshape(N * T, -1), U.reshape(N * T, -1))
         observations = observation.sample_rows(rows, np.zeros(N * T, dtype=np.int64), rng).reshape(N, T, -1)
         if N == 1:
@@ -459,6 +510,8 @@ class SwitchingLDS(Model, StreamingFilters):
     def _stream_recursion(self) -> SwitchingKalmanRecursion:
         """The approximate filter of :class:`~modeshift.models.streaming.SwitchingKalmanRecursion`:
         one Gaussian per mode (Kim's filter), not the variational posterior of ``filter_proba``."""
+        if self.resets:
+            raise NotImplementedError("the streaming filter of a SwitchingLDS has no resets yet")
         params = self._parameters()
         A, B, b, Q = params.dynamics_terms()
         C, D, d, R = params.observation_terms()
@@ -516,35 +569,147 @@ class SwitchingLDS(Model, StreamingFilters):
         ``mode_probabilities`` are q(z_T) transmat^h. (The predictive law is a mixture of K^h
         Gaussians; these are its moments, from the approximate posterior at T.)
 
+        A recurrent model switches on its state, so these moments have no closed form: they are
+        Monte Carlo estimates from ``FORECAST_PATHS`` = 2000 paths of (z, x) drawn from q(z_T) q(x_T)
+        and iterated through the guards and the flows (:meth:`_simulated_moments`; seeded by
+        ``random_state``, so a forecast is reproducible). Their standard error is at most
+        sd / sqrt(2000), about 2 % of a predictive standard deviation.
+
         ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
         when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast`, with lists
-        for several sequences. A recurrent model's switches depend on the state, so its
-        moments have no closed form: simulate with :meth:`sample` instead.
+        for several sequences. With ``resets`` the law of a step depends on the pair of modes
+        (z_t-1, z_t), so the jump linear system runs on the chain of pairs, (i, j) -> (j, k) with
+        probability P_jk, started from the pairs (j, j) with q(z_T = j) (:meth:`_pair_laws`); its
+        mode probabilities are summed over the previous mode. (Not for a recurrent model with
+        resets: simulate with :meth:`sample`.)
         """
         self._check_fitted()
-        if self.recurrent:
-            raise NotImplementedError(
-                "a recurrent SwitchingLDS switches on its state, so its predictive moments have no closed form"
-            )
+        if self.resets and self.recurrent:
+            raise NotImplementedError("the forecast of a recurrent SwitchingLDS with resets is not implemented")
         horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
         futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this SwitchingLDS")
-        params = self._parameters()
-        (A, B, b, Q), (C, D, d, R) = params.dynamics_terms(), params.observation_terms()
-        transitions = np.broadcast_to(params.chain.transition_matrix, (horizon, self._k, self._k))
+        params, rng = self._parameters(), np.random.default_rng(self.random_state)
+        A, B, b, Q = params.dynamics_terms()
+        transition = params.chain.transition_matrix if not self.recurrent else None
+        if self.resets:  # the chain of pairs, each with its law, from the pairs (j, j)
+            (A, B, b, Q), transition = self._pair_laws(params)
+            K = self._k
+            stays = np.zeros((len(posterior.mode_probs), K * K))
+            stays[:, :: K + 1] = posterior.mode_probs
+            posterior = dataclasses.replace(posterior, mode_probs=stays)
         parts = []
         for s, future in enumerate(futures):
             last = seqs.offsets[s + 1] - 1
-            probabilities, mean, cov = posterior.mode_probs[last], posterior.means[last], posterior.covs[last]
+            if self.recurrent:
+                moves: Any = [functools.partial(self._switches_at, params.chain, u) for u in future]
+            else:
+                moves = np.broadcast_to(transition, (horizon, *transition.shape))
+            laws = A, np.einsum("knm,hm->hkn", B, future) + b, Q, moves
+            part = self._forecast_from(posterior, last, params, laws, future, rng)
+            if self.resets:  # p(z_t = k) sums the pairs (j, k) over j
+                pairs = part.mode_probabilities.reshape(horizon, self._k, self._k)
+                part = dataclasses.replace(part, mode_probabilities=pairs.sum(axis=1))
+            parts.append(part)
+        return Forecast.of_sequences(parts)
+
+    def _pair_laws(self, params: inference.SwitchingParameters) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """The dynamics (A, B, b, Q) of each pair of modes (i, j), row i K + j: mode j's flow when
+        i = j, else the reset of (i, j); and the (K^2, K^2) transition matrix of the pairs,
+        (i, j) -> (j, k) with probability P_jk."""
+        K, n = self._k, self.state_dim
+        block = params.resets
+        flows = params.dynamics.weights, params.dynamics.covariances
+        resets = (
+            np.concatenate([block.reset_coefs, block.reset_intercepts[:, :, None]], axis=2),
+            block.reset_covariances,
+        )
+        sources, targets = np.divmod(np.arange(K * K), K)
+        law = np.where(sources == targets, targets, K + block.index[sources, targets])
+        weights = np.concatenate([flows[0], resets[0]])[law]
+        covariances = np.concatenate([flows[1], resets[1]])[law]
+        transition = np.where(
+            targets[:, None] == sources[None, :], params.chain.transition_matrix[targets][:, targets], 0.0
+        )
+        return (weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], covariances), transition
+
+    def _forecast_from(
+        self,
+        posterior: inference.Posterior,
+        last: int,
+        params: inference.SwitchingParameters,
+        laws: tuple[np.ndarray, np.ndarray, np.ndarray, Any],
+        future: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Forecast:
+        """The forecast of :meth:`forecast` from q(z, x) at step ``last``, the future's ``laws``
+        (A (K, n, n) or (h, K, n, n), offsets (h, K, n), Q as A, and the moves: transition matrices
+        (h, K, K), or for a recurrent model h functions of the states giving their switches) and
+        inputs ``future`` (h, m)."""
+        A, offsets, Q, moves = laws
+        probabilities, mean, cov = posterior.mode_probs[last], posterior.means[last], posterior.covs[last]
+        if self.recurrent:
+            modes, means, covariances = self._simulated_moments(probabilities, mean, cov, moves, A, offsets, Q, rng)
+        else:
             first = probabilities[:, None] * mean
             second = probabilities[:, None, None] * (cov + np.outer(mean, mean))
-            offsets = np.einsum("knm,hm->hkn", B, future) + b
-            modes, means, covariances = jump_linear_moments(probabilities, first, second, transitions, A, offsets, Q)
-            observed = C @ covariances @ C.T + R
-            observed = 0.5 * (observed + observed.transpose(0, 2, 1))
-            parts.append(Forecast(means @ C.T + future @ D.T + d, observed, modes))
-        return Forecast.of_sequences(parts)
+            modes, means, covariances = jump_linear_moments(probabilities, first, second, moves, A, offsets, Q)
+        C, D, d, R = params.observation_terms()
+        observed = C @ covariances @ C.T + R
+        observed = 0.5 * (observed + observed.transpose(0, 2, 1))
+        return Forecast(means @ C.T + future @ D.T + d, observed, modes)
+
+    @staticmethod
+    def _switches_at(guards: InputDriven, u: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """The recurrent switch probabilities (N, K, K) from states (N, n) under inputs u (m,)."""
+        return guards.kernel_arrays(np.hstack([states, np.broadcast_to(u, (len(states), len(u)))]))[1]
+
+    @staticmethod
+    def _simulated_moments(
+        probabilities: np.ndarray,
+        mean: np.ndarray,
+        covariance: np.ndarray,
+        switches: Sequence[Callable[[np.ndarray], np.ndarray]],
+        matrices: np.ndarray,
+        offsets: np.ndarray,
+        noise: np.ndarray,
+        rng: np.random.Generator,
+        n_paths: int = FORECAST_PATHS,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Monte Carlo moments of a switching linear system whose switches depend on the state,
+        h = 1 .. len(switches) steps ahead: the counterpart of
+        :func:`~modeshift.dynamics.jump_linear_moments` when no closed form exists.
+
+        ``n_paths`` paths start from z_0 ~ ``probabilities`` (K,) and, independently,
+        x_0 ~ N(``mean``, ``covariance``); step t draws z_t from row z_t-1 of ``switches[t](x_t-1)``
+        (N, K, K), then x_t = F_z x_t-1 + c_z + N(0, S_z) with ``matrices`` F and ``noise`` S
+        ((K, n, n), or (h, K, n, n) when they vary by step) and ``offsets`` c ((K, n) or (h, K, n)).
+        The estimates are Rao-Blackwellised, which only lowers their variance: the mode probabilities
+        are the mean over paths of the rows z_t is drawn from (p(z_t | z_t-1, x_t-1), exact given the
+        path), not the share of paths in each mode; the moments of x_t are those of the paths'
+        conditional means F_z x_t-1 + c_z, plus the mean of S_z over the paths' modes.
+
+        Returns (modes (h, K), means (h, n), covariances (h, n, n)) of z_t and x_t, t = 1 .. h.
+        """
+        horizon, (n_modes, n) = len(switches), np.shape(offsets)[-2:]
+        matrices = np.broadcast_to(matrices, (horizon, n_modes, n, n))
+        offsets = np.broadcast_to(offsets, (horizon, n_modes, n))
+        noise = np.broadcast_to(noise, (horizon, n_modes, n, n))
+        factors = np.linalg.cholesky(noise)
+        paths = np.arange(n_paths)
+        z = _draw(np.broadcast_to(probabilities, (n_paths, n_modes)), rng)
+        x = mean + rng.standard_normal((n_paths, n)) @ np.linalg.cholesky(covariance).T
+        modes, means, covariances = np.empty((horizon, n_modes)), np.empty((horizon, n)), np.empty((horizon, n, n))
+        for t, switch in enumerate(switches):
+            rows = switch(x)[paths, z]
+            z = _draw(rows, rng)
+            moved = np.einsum("sij,sj->si", matrices[t, z], x) + offsets[t, z]
+            modes[t], means[t] = rows.mean(axis=0), moved.mean(axis=0)
+            shares = np.bincount(z, minlength=n_modes) / n_paths
+            covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("k,kij->ij", shares, noise[t])
+            x = moved + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((n_paths, n)))
+        return modes, means, covariances
 
     # ------------------------------------------------------------------------- EM
     def fit(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> SwitchingLDS:
@@ -633,6 +798,7 @@ class SwitchingLDS(Model, StreamingFilters):
         covariance S (Q_k, R, P0) and, for a plain SLDS, stickiness sum_k log p_kk (for a
         recurrent one, the guards' L2 penalty)."""
         total = self._dynamics_block().log_prior() + self._observation_block().log_prior()
+        total += self._reset_block().log_prior() if self.resets else 0.0
         total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(self.initial_state_covariance_)))
         if self.recurrent:
             return total + self._guards().log_prior()
@@ -644,22 +810,25 @@ class SwitchingLDS(Model, StreamingFilters):
     def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
         """The expected sufficient statistics of the M-step under q(x) q(z): sums over steps and
         sequences (so those of shards add up), and for the guards their per-step rows (stacked)."""
-        rows = seqs.linked_rows
+        rows, K = seqs.linked_rows, self._k
 
-        # dynamics: regress x_t on [x_t-1, u_t, 1] in every mode, weighted by q(z_t = k)
+        # dynamics: regress x_t on [x_t-1, u_t, 1] in every law, weighted by q(z_t = k) (with
+        # resets: each flow by the stays in its mode, each reset by the switches into it)
         xx, xz, zz = inference.transition_moments(seqs, posterior)
-        w = posterior.mode_probs[rows]
-        dynamics = Statistics(
-            yy=np.einsum("tk,tij->kij", w, xx),
-            yz=np.einsum("tk,tij->kij", w, xz),
-            zz=np.einsum("tk,tij->kij", w, zz),
-            count=w.sum(axis=0),
-        )
-        stats = Statistics(self._observation_statistics(seqs, posterior), dynamics=dynamics)
+        weights = inference.law_weights(self._parameters(), posterior.mode_probs, posterior.pair_counts)[rows]
+
+        def regression(w: np.ndarray) -> Statistics:
+            yy, yz, zz_ = (np.einsum("tk,tij->kij", w, moment) for moment in (xx, xz, zz))
+            return Statistics(yy=yy, yz=yz, zz=zz_, count=w.sum(axis=0))
+
+        stats = Statistics(self._observation_statistics(seqs, posterior), dynamics=regression(weights[:, :K]))
+        if self.resets:
+            stats = Statistics(stats, resets=regression(weights[:, K:]))
         if self.recurrent:
             features = inference.guard_features(seqs, posterior.means)[rows]
             return Statistics(stats, features=Stacked(features), pairs=Stacked(posterior.pair_counts[rows]))
-        return Statistics(stats, pairs=posterior.pair_counts)
+        pairs = posterior.pair_counts  # per step with resets: the chain's M-step needs their sum
+        return Statistics(stats, pairs=pairs.sum(axis=0) if pairs.ndim == 3 else pairs)
 
     def _observation_statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
         """The sums of the observation model's M-step (a regression of y_t on [x_t, u_t, 1],
@@ -687,6 +856,12 @@ class SwitchingLDS(Model, StreamingFilters):
         self.dynamics_input_matrices_ = block.weights[:, :, n : n + m].copy()
         self.dynamics_offsets_ = block.weights[:, :, -1].copy()
         self.dynamics_covariances_ = block.covariances
+        if self.resets:
+            resets = self._reset_block()
+            resets.m_step(stats["resets"])
+            self.reset_matrices_ = resets.reset_coefs[:, :, :n].copy()
+            self.reset_input_matrices_ = resets.reset_coefs[:, :, n:].copy()
+            self.reset_offsets_, self.reset_covariances_ = resets.reset_intercepts.copy(), resets.reset_covariances
         self._maximize_observation(stats)
         if self.recurrent:
             self._fit_guards(stats["features"].array, stats["pairs"].array)
@@ -768,6 +943,7 @@ class SwitchingLDS(Model, StreamingFilters):
                     random_state=rng,
                     stickiness=_INIT_STICKINESS,
                     reg_covar=max(self.reg_covar, 1e-6 * total_var),
+                    resets=self.resets,
                 )
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", em.ConvergenceWarning)
@@ -785,13 +961,19 @@ class SwitchingLDS(Model, StreamingFilters):
         return kept[1]
 
     def _start_from(self, arhmm: ARHMM, seqs: Sequences, states: np.ndarray, mode_probs: np.ndarray) -> None:
-        """The switching and dynamics of an ARHMM fitted to ``states``, as a start (for recurrent
-        models, a logistic regression on the ARHMM's mode posteriors gives the guards)."""
+        """The switching, dynamics and resets of an ARHMM fitted to ``states``, as a start (for
+        recurrent models, a logistic regression on the ARHMM's mode posteriors gives the guards)."""
         n, m, K = self.state_dim, self.input_dim, self._k
         self.dynamics_matrices_ = np.asarray(arhmm.coefs_, dtype=float).reshape(K, n, n)
         self.dynamics_offsets_ = np.asarray(arhmm.intercepts_, dtype=float).reshape(K, n)
         self.dynamics_input_matrices_ = np.zeros((K, n, m))
         self.dynamics_covariances_ = np.stack([ensure_positive_definite(c) for c in np.asarray(arhmm.covars_)])
+        if self.resets:
+            self.reset_matrices_ = np.asarray(arhmm.reset_coefs_, dtype=float).copy()
+            self.reset_offsets_ = np.asarray(arhmm.reset_intercepts_, dtype=float).copy()
+            self.reset_input_matrices_ = np.zeros((len(self.reset_offsets_), n, m))
+            covariances = [ensure_positive_definite(c) for c in np.asarray(arhmm.reset_covars_)]
+            self.reset_covariances_ = np.array(covariances).reshape(-1, n, n)  # none for one mode, "pair"
         self.startprob_ = normalise_rows(np.asarray(arhmm.startprob_, dtype=float) + 1e-3)
         if self.recurrent:
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
@@ -806,13 +988,16 @@ class SwitchingLDS(Model, StreamingFilters):
     @property
     def n_parameters(self) -> int:
         """Free parameters: dynamics, observation model, initial state, and the transition
-        matrix or the identifiable guard parameters ((K - 1)(n + m) weights, K (K - 1) biases).
+        matrix or the identifiable guard parameters ((K - 1)(n + m) weights, K (K - 1) biases), and
+        the resets' regressions.
         The n^2 of the state-basis freedom is not subtracted (it is the same for every K)."""
         self._check_fitted()
         K, n, m, p = self._k, self.state_dim, self.input_dim, self.observation_matrix_.shape[0]
         count = K * (n * (n + m + 1) + n * (n + 1) // 2) + p * (n + m + 1) + p * (p + 1) // 2
         count += n + n * (n + 1) // 2 + (K - 1)
         count += (K - 1) * (n + m) + K * (K - 1) if self.recurrent else K * (K - 1)
+        if self.resets:
+            count += self._reset_block(empty=True).n_resets * (n * (n + m + 1) + n * (n + 1) // 2)
         return count
 
     def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
@@ -835,7 +1020,9 @@ class SwitchingLDS(Model, StreamingFilters):
         length in the most likely paths of the fitted data, for a recurrent one.
         ``entry_weights`` and ``entry_biases`` map each other mode i to the guard
         (w_j - w_i, r_ij - r_ii) of entering mode j from i: the switch is more likely than
-        staying where (w_j - w_i) . x + (r_ij - r_ii) > 0 (inputs held at 0)."""
+        staying where (w_j - w_i) . x + (r_ij - r_ii) > 0 (inputs held at 0). With ``resets``, a
+        column ``resets_into``: for each mode j, source i -> (matrix [R_r, B_r], offset r_r) of
+        the reset of the switch i -> j."""
         self._check_fitted()
         K, dwell = self._k, self._dwell_times()
         rows = []
@@ -848,6 +1035,9 @@ class SwitchingLDS(Model, StreamingFilters):
                 others = [i for i in range(K) if i != k]
                 row["entry_weights"] = {i: W[k] - W[i] for i in others}
                 row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
+            if self.resets:
+                maps = self._reset_block().maps()
+                row["resets_into"] = {i: maps[i, k] for i in range(K) if i != k}
             rows.append(row)
         return pd.DataFrame(rows).set_index("mode")
 
@@ -871,7 +1061,8 @@ class SwitchingLDS(Model, StreamingFilters):
         are sampled on a ``resolution``-point mesh over the range of the smoothed states
         E_q[x_t] of ``X``; for a 1-D state each guard's ``thresholds`` are where it crosses 1/2
         (2001 points over the same range, linear interpolation). Without ``X`` there is no grid.
-        Dwell times: as in :meth:`describe`. A SwitchingLDS has no resets.
+        Dwell times: as in :meth:`describe`. Resets (with ``resets``): (source, target) ->
+        (matrix [R_r, B_r], offset r_r) of the reset of each switch.
         """
         self._check_fitted()
         K, n, m = self._k, self.state_dim, self.input_dim
@@ -897,7 +1088,8 @@ class SwitchingLDS(Model, StreamingFilters):
                 for j in (j for j in range(K) if j != i):
                     thresholds = None if along is None else crossings(levels, along[:, i, j], 0.5)
                     guards.append(Guard(i, j, None if on_grid is None else on_grid[:, i, j], thresholds))
-        return Automaton(np.arange(K), self._flows(), grid, shape, fields, guards, {}, self._dwell_times())
+        resets = self._reset_block().maps() if self.resets else {}
+        return Automaton(np.arange(K), self._flows(), grid, shape, fields, guards, resets, self._dwell_times())
 
     def _flows(self) -> list[Flow]:
         A, B, b, Q = self._parameters().dynamics_terms()
@@ -937,19 +1129,27 @@ class SwitchingLDS(Model, StreamingFilters):
         (x_t, z_t), the mode stored as the last column; ``inputs`` as for ``fit``."""
         from modeshift.smc.adapters import SwitchingLinear  # smc builds on the models: imported when asked
 
+        if self.resets:
+            raise NotImplementedError("the particle methods do not model the resets of a SwitchingLDS yet")
         return SwitchingLinear(self, inputs)
 
 
 def _keep_modes(model: SwitchingLDS, kept: np.ndarray) -> SwitchingLDS:
     """A SwitchingLDS of the ``kept`` modes of a fitted one, its parameters set (as the start of its
-    fit) to theirs: the chain's rows renormalised over the kept modes."""
+    fit) to theirs: the chain's rows renormalised over the kept modes, each reset that of its
+    switch between the kept modes."""
     smaller = type(model)(**{**model.get_params(), "n_states": len(kept), "warm_start": False})
+    if model.resets:
+        old, new = model._reset_block(empty=True).index, smaller._reset_block(empty=True).index
+        reset_of = [old[kept[i], kept[j]] for i, j in (np.argwhere(new == r)[0] for r in range(new.max() + 1))]
     for name in model.parameter_names:
         value = np.asarray(model.__dict__[name])
         if name in ("transmat_", "recurrence_biases_"):
             value = value[np.ix_(kept, kept)]
         elif name.startswith(("dynamics_", "recurrence_weights", "input_weights", "startprob")):
             value = value[kept]
+        elif name.startswith("reset_"):
+            value = value[reset_of]
         setattr(smaller, name, value.copy())
     smaller.startprob_ = normalise_rows(smaller.startprob_)
     if not model.recurrent:

@@ -45,20 +45,31 @@ increase monotonically.
 Other state-dependent chains (the continuous-time rates of
 :class:`~modeshift.models.continuous_slds.StateDependentRates`) enter q(z) by the same plug-in,
 and q(x) not at all.
+
+Resets. With ``SwitchingParameters.resets``, a switch i -> j at step t moves the state by a
+reset regression x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) (r the reset of (i, j),
+:mod:`modeshift.emissions.reset`) instead of mode j's flow. Step t's dynamics then have K + R
+laws, law l weighted by w_tl (:func:`law_weights`): the stays xi_t(k, k) for the flows, the
+switches into it for a reset. q(x) is as above, its sums over modes weighted by q(z_t = k)
+becoming sums over laws weighted by w_tl (still block-tridiagonal); q(z) is the chain whose
+evidence depends on the pair (z_t-1, z_t) (:mod:`modeshift._kernels.pair_hmm`): L_tj when it
+stays in j, the reset's L_tr when it switches. Both updates stay exact, the ELBO monotone.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from modeshift import _kernels as kernels
+from modeshift._kernels import pair_hmm
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, missingness_patterns
+from modeshift.emissions.reset import Resets
 from modeshift.transitions import InputDriven, Stationary
 
 __all__ = [
@@ -67,6 +78,8 @@ __all__ = [
     "SwitchingParameters",
     "guard_features",
     "infer",
+    "law_weights",
+    "pair_chain",
     "regressors",
     "sweep",
     "transition_curvature",
@@ -102,7 +115,8 @@ class SwitchingParameters:
     [C, D, d] and covariance R; m0, P0; the ``chain`` of modes, whose ``initial_probs``
     are p(z_0) and which reads [x_t-1, u_t] if it is input-driven (recurrent); ``steps``,
     when the dynamics and switches differ by step, their laws (which then replace
-    ``dynamics``' weights and covariances and the chain's transition matrix).
+    ``dynamics``' weights and covariances and the chain's transition matrix); ``resets``, the
+    regressions of x_t on [x_t-1, u_t, 1] at a switch (see "Resets" in the module docstring).
     """
 
     dynamics: LinearDynamics
@@ -111,6 +125,7 @@ class SwitchingParameters:
     initial_covariance: np.ndarray
     chain: Stationary | InputDriven
     steps: StepLaws | None = None
+    resets: Resets | None = None
 
     @property
     def recurrent(self) -> bool:
@@ -123,12 +138,18 @@ class SwitchingParameters:
 
     def step_terms(self, n_steps: int) -> StepTerms:
         """Each step's dynamics and the quantities inference derives from them, computed once
-        per distinct law."""
+        per distinct law: the K flows, then the R resets (if any)."""
         if self.steps is None:
             group = np.zeros(n_steps, dtype=np.int64)
             weights, covariances = self.dynamics.weights[None], self.dynamics.covariances[None]
         else:
             group, weights, covariances = self.steps.group, self.steps.weights, self.steps.covariances
+        if self.resets is not None:  # the same resets whatever the step
+            block = self.resets
+            reset_weights = np.concatenate([block.reset_coefs, block.reset_intercepts[:, :, None]], axis=2)
+            weights = np.concatenate([weights, np.broadcast_to(reset_weights, (len(weights), *reset_weights.shape))], 1)
+            reset_covariances = np.broadcast_to(block.reset_covariances, (len(weights), *block.reset_covariances.shape))
+            covariances = np.concatenate([covariances, reset_covariances], axis=1)
         n = len(self.initial_mean)
         A = weights[..., :n]
         Q_inv = np.linalg.inv(covariances)
@@ -163,7 +184,7 @@ class SwitchingParameters:
 @dataclass(frozen=True)
 class StepTerms:
     """Step t's dynamics A_k, B_k, b_k, with Q_k^-1, Q_k^-1 A_k, A_k' Q_k^-1 A_k and log det Q_k:
-    arrays (T, K, ...)."""
+    arrays (T, L, ...) over the L laws, the K flows then the R resets."""
 
     A: np.ndarray
     B: np.ndarray
@@ -183,26 +204,33 @@ class Posterior:
     covs: np.ndarray  # (T, n, n)
     cross_covs: np.ndarray  # (T, n, n): Cov(x_t, x_t-1), zero at sequence starts
     mode_probs: np.ndarray  # (T, K)
-    pair_counts: np.ndarray  # (K, K), or (T, K, K) per step when the transitions vary
-    log_likelihoods: np.ndarray  # (T, K): E_q(x) log p(x_t | x_t-1, z_t = k)
+    pair_counts: np.ndarray  # (K, K), or (T, K, K) per step when the transitions vary or x resets
+    log_likelihoods: np.ndarray  # (T, K + R): E_q(x) log p(x_t | x_t-1) under each flow, then each reset
     transitions: np.ndarray  # (1 or T, K, K)
     elbo: float
 
 
 # ------------------------------------------------------------------------ q(x)
 def update_states(
-    params: SwitchingParameters, seqs: Sequences, mode_probs: np.ndarray, previous: Posterior | None = None
+    params: SwitchingParameters,
+    seqs: Sequences,
+    mode_probs: np.ndarray,
+    previous: Posterior | None = None,
+    laws: StepTerms | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """q(x) given q(z): means, covariances, cross-covariances and log det J of the Gaussian
     with block-tridiagonal precision J.
 
-    For a recurrent model (softmax guards) with a ``previous`` posterior, the transition term
+    ``mode_probs``: q(z_t) (T, K), or the weights of every law (T, K + R) of
+    :func:`law_weights` (with resets, which q(z_t) alone does not give). For a recurrent model
+    (softmax guards) with a ``previous`` posterior, the transition term
     E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
-    previous E[x_t-1] (see :func:`transition_curvature`)."""
+    previous E[x_t-1] (see :func:`transition_curvature`). ``laws``: ``params.step_terms``, if
+    already computed."""
     C, D, d, R = params.observation_terms()
     starts, U, Y = seqs.starts, seqs.inputs, seqs.values
-    laws = params.step_terms(seqs.n_steps)
-    weights = mode_probs.copy()
+    laws = params.step_terms(seqs.n_steps) if laws is None else laws
+    weights = law_weights(params, mode_probs) if mode_probs.shape[1] < laws.A.shape[1] else mode_probs.copy()
     weights[starts] = 0.0  # the dynamics of step t link it to step t - 1 of the same sequence
     P0_inv = np.linalg.inv(params.initial_covariance)
 
@@ -254,15 +282,40 @@ def transition_curvature(
     return rows, spread, gradient + np.einsum("tnm,tm->tn", spread, means)
 
 
+def law_weights(params: SwitchingParameters, mode_probs: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
+    """The weight under q(z) of each law of step t's dynamics, (T, K + R): without resets
+    q(z_t = k); with resets the stays xi_t(k, k) = q(z_t-1 = k, z_t = k) for the K flows, then
+    for each reset the switches into it, the sum of xi_t(i, j) over its pairs i != j. Without
+    per-step ``pairs`` (T, K, K) (a start from mode probabilities alone), xi_t(i, j) is taken as
+    q(z_t-1 = i) q(z_t = j)."""
+    if params.resets is None:
+        return mode_probs
+    n_steps, n_modes = mode_probs.shape
+    if pairs is None or pairs.ndim == 2:
+        pairs = np.zeros((n_steps, n_modes, n_modes))
+        pairs[1:] = mode_probs[:-1, :, None] * mode_probs[1:, None, :]
+    index = params.resets.index
+    sources, targets = np.nonzero(~np.eye(n_modes, dtype=bool))
+    into = np.zeros((n_modes, n_modes, params.resets.n_resets))
+    into[sources, targets, index[sources, targets]] = 1.0
+    return np.hstack([np.diagonal(pairs, axis1=1, axis2=2), np.einsum("tij,ijr->tr", pairs, into)])
+
+
 # ------------------------------------------------------------------------ q(z)
 def expected_log_likelihoods(
-    params: SwitchingParameters, seqs: Sequences, means: np.ndarray, covs: np.ndarray, cross_covs: np.ndarray
+    params: SwitchingParameters,
+    seqs: Sequences,
+    means: np.ndarray,
+    covs: np.ndarray,
+    cross_covs: np.ndarray,
+    laws: StepTerms | None = None,
 ) -> np.ndarray:
-    """L_tk = E_q(x) log N(x_t | A_k x_t-1 + B_k u_t + b_k, Q_k), (T, K); 0 at sequence starts:
-    -(n log 2 pi + log det Q_k + r' Q_k^-1 r + tr(Q_k^-1 E[e e'] - Q_k^-1 r r')) / 2 with r the
-    residual of the means and e = x_t - A_k x_t-1 - B_k u_t - b_k."""
+    """L_tl = E_q(x) log N(x_t | A_l x_t-1 + B_l u_t + b_l, Q_l) for every law l (the K flows, then
+    the R resets), (T, K + R); 0 at sequence starts:
+    -(n log 2 pi + log det Q_l + r' Q_l^-1 r + tr(Q_l^-1 E[e e'] - Q_l^-1 r r')) / 2 with r the
+    residual of the means and e = x_t - A_l x_t-1 - B_l u_t - b_l."""
     rows = seqs.linked_rows
-    laws = params.step_terms(seqs.n_steps)
+    laws = params.step_terms(seqs.n_steps) if laws is None else laws
     A, B, b, Q_inv, Q_inv_A = (law[rows] for law in (laws.A, laws.B, laws.b, laws.Q_inv, laws.Q_inv_A))
     predicted = np.einsum("tkij,tj->tki", A, means[rows - 1]) + np.einsum("tknm,tm->tkn", B, seqs.inputs[rows]) + b
     residual = means[rows][:, None] - predicted
@@ -286,15 +339,46 @@ def transition_matrices(params: SwitchingParameters, seqs: Sequences, means: np.
 
 
 def update_modes(
-    params: SwitchingParameters, seqs: Sequences, means: np.ndarray, covs: np.ndarray, cross_covs: np.ndarray
+    params: SwitchingParameters,
+    seqs: Sequences,
+    means: np.ndarray,
+    covs: np.ndarray,
+    cross_covs: np.ndarray,
+    laws: StepTerms | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """q(z) given q(x): forward-backward on the expected dynamics log-likelihoods. Returns
+    """q(z) given q(x): forward-backward on the expected dynamics log-likelihoods (with resets,
+    on the chain whose evidence depends on the pair (z_t-1, z_t): :func:`pair_chain`). Returns
     (log normaliser, q(z_t), pair posteriors, log-likelihoods, transition matrices)."""
-    log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs)
+    log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs, laws)
     transitions = transition_matrices(params, seqs, means)
-    run = kernels.forward_backward_varying if params.varying else kernels.forward_backward
-    log_z, mode_probs, pairs = run(log_likelihoods, seqs.offsets, params.chain.initial_probs, transitions)
+    if params.resets is not None:
+        log_z, mode_probs, pairs = pair_chain(params, seqs, log_likelihoods, transitions, pair_hmm.forward_backward)[:3]
+    else:
+        run = kernels.forward_backward_varying if params.varying else kernels.forward_backward
+        log_z, mode_probs, pairs = run(log_likelihoods, seqs.offsets, params.chain.initial_probs, transitions)
     return float(log_z.sum()), mode_probs, pairs, log_likelihoods, transitions
+
+
+def pair_chain(
+    params: SwitchingParameters,
+    seqs: Sequences,
+    log_likelihoods: np.ndarray,
+    transitions: np.ndarray,
+    recursion: Callable[..., tuple],
+    initial: np.ndarray | None = None,
+) -> tuple:
+    """Run a recursion of :mod:`modeshift._kernels.pair_hmm` (``forward_backward``,
+    ``forward_filter``, ``viterbi``) on q(z)'s potentials with resets: evidence L_tj (the flow's)
+    when z stays in j, the reset's L_tr when it switches i -> j, r = reset of (i, j). The
+    transition matrices are given per step, so that the pair posteriors are too. ``initial``:
+    what the recursion reads first after the offsets (default p(z_0))."""
+    n_modes = len(params.chain.initial_probs)
+    values, n_responses, resets = pair_hmm.given_densities(params.resets.index, seqs.n_steps)
+    flow, densities = np.ascontiguousarray(log_likelihoods[:, :n_modes]), log_likelihoods[:, n_modes:]
+    shape = (seqs.n_steps, n_modes, n_modes)
+    matrices = np.ascontiguousarray(np.broadcast_to(transitions, shape))
+    initial = params.chain.initial_probs if initial is None else initial
+    return recursion(flow, values, n_responses, resets, seqs.offsets, initial, matrices, densities)
 
 
 # ------------------------------------------------------------------------ ELBO
@@ -328,8 +412,10 @@ def sweep(
 
     After the q(z) update, E_q(z) [sum_t L_t,z_t + log p(z)] + H[q(z)] equals the HMM's
     log normaliser log Z, so ELBO = log Z + the state terms."""
-    means, covs, cross_covs, log_det = update_states(params, seqs, mode_probs, previous)
-    log_z, mode_probs, pairs, log_likelihoods, transitions = update_modes(params, seqs, means, covs, cross_covs)
+    laws = params.step_terms(seqs.n_steps)  # once per sweep: both updates read them
+    weights = law_weights(params, mode_probs, None if previous is None else previous.pair_counts)
+    means, covs, cross_covs, log_det = update_states(params, seqs, weights, previous, laws)
+    log_z, mode_probs, pairs, log_likelihoods, transitions = update_modes(params, seqs, means, covs, cross_covs, laws)
     elbo = log_z + state_terms(params, seqs, means, covs, log_det)
     return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
 

@@ -4,7 +4,7 @@ likelihood over their named parameters.
 A :class:`StructuralModel` adds up components (:mod:`modeshift.models.structural_components`):
 a level or a trend, seasonals, a cycle, an ARIMA disturbance, regression effects and the
 irregular noise. Their blocks stack into one linear-Gaussian state-space model whose
-log-likelihood the Kalman filter gives exactly; ``fit`` maximises it by L-BFGS-B over the
+log-likelihood the Kalman filter gives exactly; ``fit`` maximises it by BFGS over the
 components' parameters in an unconstrained form (variances >= 0, a stationary AR and an
 invertible MA part, a damping in (0, 1)), from starting values drawn from the data.
 
@@ -33,6 +33,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import warnings
@@ -45,8 +46,9 @@ import pandas as pd
 from scipy import optimize, stats
 
 from modeshift._kernels.kalman import filter_arrays
-from modeshift._kernels.lds_score import score_of_arrays
+from modeshift._kernels.lds_score import FLAT, ScorePass
 from modeshift.data import Sequences, as_sequences
+from modeshift.models import quasi_newton
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
 from modeshift.models.em import ConvergenceWarning
 from modeshift.models.lds import LinearGaussianSSM, SmootherResult, predictive_moments
@@ -82,8 +84,11 @@ __all__ = [
 ]
 
 _LOG_2PI = float(np.log(2 * np.pi))
-#: -log L where the likelihood is not defined: finite, so that L-BFGS-B's line search backs off
-_UNDEFINED = 1e30
+#: the climb has converged when no entry of the gradient of log L in the scaled free vector (units of
+#: the start's values) exceeds this: on the Nile log L is then within 1e-8 of its maximum (1e-5 costs
+#: passes, and line searches at the round-off of ARMA's); 1e-3 stops short along a flat ridge (an
+#: AR coefficient near 1 in its unconstrained form: 2e-4 below the maximum on the unemployment rate)
+_GTOL = 1e-4
 _TRENDS = {
     "local level": (LocalLevel(),),
     "random walk": (LocalLevel(),),
@@ -190,7 +195,7 @@ class StructuralModel(Model, StreamingFilters):
         None (default): the exact diffuse start. A number: the approximate one, a prior
         variance this large on the diffuse states (statsmodels' default is 1e6).
     n_iter : int
-        Cap on the L-BFGS-B iterations of ``fit`` (0: only the starting values).
+        Cap on the quasi-Newton iterations of ``fit`` (0: only the starting values).
     warm_start : bool
         Start ``fit`` from the current ``params_`` instead of starting values drawn from the data.
 
@@ -203,7 +208,7 @@ class StructuralModel(Model, StreamingFilters):
     log_likelihood_ : float
         The maximised log-likelihood (see the module docstring for its convention).
     history_ : list of float
-        The log-likelihood after each L-BFGS-B iteration; ``converged_``, ``n_iter_``.
+        The log-likelihood after each quasi-Newton iteration; ``converged_``, ``n_iter_``.
 
     Notes
     -----
@@ -303,13 +308,10 @@ class StructuralModel(Model, StreamingFilters):
         """The number of estimated parameters."""
         return len(self.param_names)
 
-    def _split(self, params: np.ndarray) -> list[np.ndarray]:
-        sizes = [len(c.names()) for c in self.components]
-        return np.split(np.asarray(params, dtype=float), np.cumsum(sizes)[:-1])
-
     def _system(self, params: np.ndarray) -> _System:
         """The stacked matrices at ``params`` (the components checked already)."""
-        return self._stack([c.block(values) for c, values in zip(self.components, self._split(params))])
+        params = np.asarray(params, dtype=float)
+        return self._stack([c.block(params[where]) for c, where in zip(self.components, _slices(self.components))])
 
     def _stack(self, blocks: list[Any]) -> _System:
         """The components' blocks as one state-space model: block-diagonal dynamics, added observations."""
@@ -458,65 +460,63 @@ class StructuralModel(Model, StreamingFilters):
     def _climb(
         self, seqs: Sequences, layout: _Layout, objective: _Objective | None, history: list[float]
     ) -> tuple[np.ndarray, float | None]:
-        """L-BFGS-B on -log L in the scaled free vector: the analytic gradient (the exact start,
-        ``objective``) or central differences of log L (the approximate start). Returns the
-        parameters reached and log L there (None where it was not evaluated)."""
-        values: dict[bytes, float] = {}
+        """BFGS (:func:`~modeshift.models.quasi_newton.minimise`) on -log L in the scaled free
+        vector: the analytic gradient (the exact start, ``objective``) or central differences of
+        log L (the approximate start). Returns the parameters reached and log L there (None where
+        it is not defined)."""
 
         def negative(x: np.ndarray) -> float:
             try:
                 value = -self._log_likelihood(layout.params(x), seqs)
             except (ValueError, np.linalg.LinAlgError):  # e.g. every variance 0: y_t has variance 0
-                value = _UNDEFINED
-            value = value if np.isfinite(value) else _UNDEFINED
-            values[x.tobytes()] = value
-            return value
+                return np.inf
+            return value if np.isfinite(value) else np.inf
 
         def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
-            gradient = np.zeros_like(x)
             if objective is not None:  # the exact start: the analytic gradient
                 try:
                     value, slopes = objective(layout.params(x))
-                    gradient = -layout.chain(x, slopes)
                 except (ValueError, np.linalg.LinAlgError):
-                    value = -np.inf
-                value = -value if np.isfinite(value) else _UNDEFINED
-                values[x.tobytes()] = value
+                    return np.inf, np.zeros_like(x)
+                value, gradient = -value, -layout.chain(x, slopes)
             else:  # the approximate start: central differences of log L
-                value = negative(x)
-                for i in range(len(x) if value < _UNDEFINED else 0):
+                value, gradient = negative(x), np.zeros_like(x)
+                for i in range(len(x) if np.isfinite(value) else 0):
                     h = 6e-6 * max(1.0, abs(x[i]))
                     up, down = x.copy(), x.copy()
                     up[i] += h
                     down[i] -= h
                     gradient[i] = (negative(up) - negative(down)) / (2 * h)
+            if math.isfinite(float(gradient @ gradient)):
+                return value, gradient
             return value, np.where(np.isfinite(gradient), gradient, 0.0)
 
-        def record(x: np.ndarray) -> None:
-            value = values.get(x.tobytes())
-            history.append(-(negative(x) if value is None else value))
+        def record(x: np.ndarray, value: float) -> None:
+            history.append(-value)
 
-        result = optimize.minimize(
-            value_and_gradient,
-            layout.x0,
-            jac=True,
-            method="L-BFGS-B",
-            callback=record,
-            options={"maxiter": self.n_iter, "ftol": 1e-13, "gtol": 1e-5, "maxcor": 20},
-        )
-        x = result.x if result.fun < _UNDEFINED else layout.x0
-        self.n_iter_ = len(history)
-        self.converged_ = bool(result.success)
-        if not result.success:
+        if objective is not None:
+            # At the start scaled to the best point of its ray (:meth:`_scaled_start`), -log L
+            # along x0 (every standard deviation times 1 + t) is (n/2) (2 log(1 + t) + (1 + t)^-2)
+            # + const, whose second derivative at t = 0 is 2 n: 2 n / |x0|^2 per unit length in x,
+            # the first step's scale
+            # (only when every value is a variance: a frequency or an AR coefficient has its own)
+            n, length = objective.n_effective, float(layout.x0 @ layout.x0)
+            known = n > 0 and length > 0 and bool(layout.variance.all())
+            curvature = 2.0 * n / length if known else None
+            result = quasi_newton.minimise(value_and_gradient, layout.x0, self.n_iter, _GTOL, 1e-13, record, curvature)
+        else:  # differences of a log L whose round-off (the large prior variance) is about 1e-8
+            result = _scipy_lbfgsb(value_and_gradient, layout.x0, self.n_iter, record)
+        self.n_iter_ = result.n_iter
+        self.converged_ = result.converged
+        if not result.converged:
             why = (
-                f"at its cap of n_iter={self.n_iter} L-BFGS-B iterations; raise n_iter to go on"
-                if result.nit >= self.n_iter
-                else f"after {result.nit} L-BFGS-B iterations ({result.message}): the log-likelihood may be "
+                f"at its cap of n_iter={self.n_iter} quasi-Newton iterations; raise n_iter to go on"
+                if result.n_iter >= self.n_iter
+                else f"after {result.n_iter} quasi-Newton iterations ({result.message}): the log-likelihood may be "
                 "ill-conditioned here (try other starting values, or fewer components)"
             )
             warnings.warn(f"{self!r} stopped before converging, {why}", ConvergenceWarning, stacklevel=3)
-        value = values.get(x.tobytes(), _UNDEFINED)
-        return layout.params(x), -value if value < _UNDEFINED else None
+        return layout.params(result.x), -result.value if np.isfinite(result.value) else None
 
     def _scaled_start(self, start: np.ndarray, seqs: Sequences, objective: _Objective | None) -> np.ndarray:
         """``start`` (:meth:`_component_start`) with every variance times the scale c that
@@ -531,7 +531,7 @@ class StructuralModel(Model, StreamingFilters):
         try:
             if objective is not None:
                 _, slopes = objective(start)
-                n = np.isfinite(seqs.values[:, 0]).sum() - _first_observed(seqs, objective.burn).sum()
+                n = objective.n_effective
                 scale = 1.0 + 2.0 * float(start[variances] @ slopes[variances]) / n if n > 0 else 1.0
             else:
                 standardised = self._filter(self._system(start), seqs).standardised
@@ -570,11 +570,9 @@ class StructuralModel(Model, StreamingFilters):
         """Bayesian information criterion, -2 log-likelihood + n_parameters log(n), n the observed
         values after the diffuse steps."""
         seqs = self._sequences(X, lengths, exog)
-        return -2.0 * self.score(seqs) + self.n_parameters * np.log(self._n_effective(seqs))
-
-    def _n_effective(self, seqs: Sequences) -> int:
-        burned = _first_observed(seqs, self._system(self._params()).burn)
-        return int(np.isfinite(seqs.values[:, 0]).sum() - burned.sum())
+        return -2.0 * self.score(seqs) + self.n_parameters * np.log(
+            _n_effective(seqs, self._system(self._params()).burn)
+        )
 
     def standardised_residuals(
         self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None
@@ -806,7 +804,7 @@ class StructuralModel(Model, StreamingFilters):
             index=pd.Index(self.param_names, name="parameter"),
         )
         log_lik = self.score(seqs)
-        n = self._n_effective(seqs)
+        n = _n_effective(seqs, self._system(params).burn)
         residuals = self._filter(self._system(params), seqs).standardised
         after_burn = np.concatenate(
             [r[np.flatnonzero(np.isfinite(r)).min(initial=len(r)) :] for r in np.split(residuals, seqs.offsets[1:-1])]
@@ -887,6 +885,43 @@ class _BurnIn(KalmanRecursion):
         return super().remember(move, evidence[:2])
 
 
+def _scipy_lbfgsb(value_and_gradient: Any, x0: np.ndarray, max_iter: int, callback: Any) -> quasi_newton.Minimum:
+    """scipy's L-BFGS-B in place of :func:`~modeshift.models.quasi_newton.minimise`, for a gradient
+    by differences of a noisy f: where f's round-off stops every line search, its relative
+    reduction test (``ftol``) ends the climb as converged. An undefined f is a large finite one."""
+    undefined = 1e30
+
+    def finite(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = value_and_gradient(x)
+        return (value, gradient) if np.isfinite(value) else (undefined, gradient)
+
+    values: dict[bytes, float] = {}
+
+    def remember(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = finite(x)
+        values[x.tobytes()] = value
+        return value, gradient
+
+    result = optimize.minimize(
+        remember,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        callback=lambda x: callback(x, values[x.tobytes()] if x.tobytes() in values else finite(x)[0]),
+        options={"maxiter": max_iter, "ftol": 1e-13, "gtol": _GTOL, "maxcor": 20},
+    )
+    value = float(result.fun) if result.fun < undefined else np.inf
+    x = result.x if np.isfinite(value) else np.array(x0, dtype=float)
+    message = result.message if isinstance(result.message, str) else str(result.message)
+    return quasi_newton.Minimum(x, value, result.jac, int(result.nit), int(result.nfev), bool(result.success), message)
+
+
+def _n_effective(seqs: Sequences, burn: int) -> int:
+    """The observed values after each sequence's first ``burn`` (those the likelihood conditions on)."""
+    observed = np.add.reduceat(np.isfinite(seqs.values[:, 0]).astype(np.int64), seqs.offsets[:-1])
+    return int(np.maximum(observed - burn, 0).sum())
+
+
 def _first_observed(seqs: Sequences, count: int) -> np.ndarray:
     """Flags of the steps that hold the first ``count`` observed values of each sequence."""
     observed = np.isfinite(seqs.values[:, 0])
@@ -909,9 +944,9 @@ def _slices(components: tuple[Any, ...]) -> list[slice]:
 
 class _Layout:
     """The components' parameters as one scaled free vector for the optimiser, and back: each
-    free value divided by its size at the start, so that L-BFGS-B sees numbers of order one.
+    free value divided by its size at the start, so that BFGS sees numbers of order one.
     A variance enters through its standard deviation s, unbounded: log L is even in s and near
-    a variance of 0 nearly quadratic in it, so L-BFGS-B reaches a boundary optimum s = 0 fast
+    a variance of 0 nearly quadratic in it, so BFGS reaches a boundary optimum s = 0 fast
     (statsmodels' parameterisation), and a line search never stops on every variance at 0.
     By the components' contract, a value of kind "variance" is s^2 and one of kind "coefficient"
     is itself, whatever the component; only a component with values of kind "free" (AR, MA, a
@@ -963,11 +998,6 @@ class _Layout:
         return gradient
 
 
-#: the system's matrices in the order of their flat vector, and their places in :func:`filter_arrays`' tuple
-_SYSTEM = ("m0", "P0", "A", "B", "Q", "C", "D", "R")
-_MATRICES = (3, 4, 6, 7, 8, 9, 10, 11)
-
-
 def _local(block: Block) -> np.ndarray:
     """A block as one flat vector: dynamics, covariance, observation, intercept, initial mean,
     initial covariance, irregular, coefficients (an absent part as zeros)."""
@@ -987,17 +1017,17 @@ def _local(block: Block) -> np.ndarray:
 
 
 class _Objective:
-    """log L and its gradient in the components' values v, for L-BFGS-B (which chains it to its
+    """log L and its gradient in the components' values v, for BFGS (which chains it to its
     free vector x, :meth:`_Layout.chain`) and the start's scale: one compiled pass
-    (:func:`score_of_arrays`, the Fisher identity) gives the gradient G in the stacked system's
-    matrices, chained to v through each component's block.
+    (:class:`~modeshift._kernels.lds_score.ScorePass`, the Fisher identity) gives the gradient G in
+    the stacked system's matrices, chained to v through each component's block.
 
     Each component fills fixed entries of the system (its rows of the block-diagonal A, Q, P0 and
     B, its columns of C and D, the noise R), so the system is one flat vector, the sum of the
     blocks scattered to their ``positions``, and dl/dv_j = <d block / d v_j, G at its positions>.
     A component whose values are all variances and coefficients has a block linear in them: its
-    part of the system and its derivatives are made once, here (the trends, seasonals, the
-    irregular and the regression of most models). The others (ARIMA, a cycle) make theirs at
+    part of the system and its derivatives are made once per model structure (:func:`_scatter`:
+    the trends, seasonals, the irregular and the regression of most models). The others (ARIMA, a cycle) make theirs at
     every point (:func:`_block_derivatives`); only their rows of A move, so G in A is made there
     only.
     """
@@ -1008,61 +1038,72 @@ class _Objective:
         blocks = [c.block(values[where]) for c, where in zip(components, slices)]
         system = model._stack(blocks)
         arguments, options = model._engine(system)._kernel_arguments(model._with_inputs(seqs), model._matrices(system))
-        #: the compiled pass's arguments (:func:`filter_arrays`), their matrices replaced at every point
-        self.arrays = filter_arrays(*arguments, **options)
-        self.burn = int(self.arrays[5].sum())  # the exact diffuse components: the steps they take
-        self.shapes = [self.arrays[i].shape for i in _MATRICES]
-        bounds = list(itertools.accumulate((math.prod(shape) for shape in self.shapes), initial=0))
-        self.parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-        self.fixed = np.zeros(bounds[-1])  # + the linear blocks at 0
-        index = np.arange(self.fixed.size)
-        at = {key: index[part].reshape(shape[1:]) for key, part, shape in zip(_SYSTEM, self.parts, self.shapes)}
-        self.nonlinear, moving, linear, directions = [], [], [], []
-        state, column = 0, 1
-        for component, where, block in zip(components, slices, blocks):
-            n, k = len(block.diffuse), len(block.coefficients)
-            rows, exog = slice(state, state + n), slice(column, column + k)
-            positions = np.concatenate([
-                at["A"][rows, rows].ravel(), at["Q"][rows, rows].ravel(), at["C"][0, rows], at["B"][rows, 0],
-                at["m0"][rows], at["P0"][rows, rows].ravel(), at["R"][0], at["D"][0, exog],
-            ])  # fmt: skip
-            free = "free" in component.kinds()
-            moving.append(np.full(n, free))
-            if free:
-                self.nonlinear.append((component, where, positions))
-            else:  # block(v) = block(0) + sum_j v_j (block(e_j) - block(0))
-                size = where.stop - where.start
-                base = _local(component.block(np.zeros(size)))
-                self.fixed[positions] += base  # a component fills each entry once
-                for j, unit in enumerate(np.eye(size)):
-                    direction = np.zeros(self.fixed.size)
-                    direction[positions] = _local(component.block(unit)) - base
-                    directions.append(direction)
-                    linear.append(where.start + j)
-            state, column = state + n, column + k
-        self.linear = np.array(linear, dtype=int)
-        self.directions = np.array(directions).reshape(len(directions), self.fixed.size)
-        self.moving = np.concatenate(moving)
+        arrays = filter_arrays(*arguments, **options)
+        self.burn = int(arrays[5].sum())  # the exact diffuse components: the steps they take
+        #: the compiled pass, whose flat vector of matrices is written in place at every point
+        self.score = ScorePass(arrays, np.zeros(len(arrays[5]), dtype=bool))
+        self.fixed, self.directions, self.linear, self.nonlinear, moving = _scatter(tuple(components), model.n_exog)
+        self.score.rows = moving  # G in A only on the rows that move
+        #: the observed values after the diffuse steps (those log L sums over)
+        self.n_effective = _n_effective(seqs, self.burn)
 
     def __call__(self, values: np.ndarray) -> tuple[float, np.ndarray]:
         """(log L, d log L / dv) at the components' values v."""
-        flat = self.fixed + values[self.linear] @ self.directions
+        flat = self.score.matrices
+        np.matmul(values[self.linear], self.directions, out=flat)
+        flat += self.fixed
         derivatives = []
         for component, where, positions in self.nonlinear:
             block = component.block(values[where])
             flat[positions] += _local(block)  # a component fills each entry once
             derivatives.append(_block_derivatives(component, values[where], block))
-        arrays = list(self.arrays)
-        for i, part, shape in zip(_MATRICES, self.parts, self.shapes):
-            arrays[i] = flat[part].reshape(shape)
-        log_likelihoods, G = score_of_arrays(tuple(arrays), self.moving)
-        value = float(log_likelihoods.sum())
-        g = np.concatenate([G[key].ravel() for key in _SYSTEM])
+        value, g = self.score()
         slopes = np.empty(values.size)  # dl/dv
         slopes[self.linear] = self.directions @ g
         for (_, where, positions), rows in zip(self.nonlinear, derivatives):
             slopes[where] = rows @ g[positions]
         return value, slopes
+
+
+@functools.lru_cache(maxsize=64)
+def _scatter(components: tuple[Any, ...], n_exog: int) -> tuple:
+    """Where each component's block goes in :class:`ScorePass`'s flat vector of the stacked
+    system (m0, P0, A, B, Q, C, D, R, row-major), made once per model structure: (the linear
+    components' blocks at 0 summed, their derivatives in their values (rows), those values'
+    indices, (component, its slice, its positions) of each other component, the state rows
+    that move with the latter). The arrays are read-only."""
+    n, m = sum(int(c.n_states) for c in components), 1 + n_exog
+    shapes = {"m0": (n,), "P0": (n, n), "A": (n, n), "B": (n, m), "Q": (n, n), "C": (1, n), "D": (1, m), "R": (1, 1)}
+    bounds = np.cumsum([0, *(math.prod(shapes[key]) for key in FLAT)])
+    at = {key: np.arange(a, b).reshape(shapes[key]) for key, a, b in zip(FLAT, bounds, bounds[1:])}
+    fixed = np.zeros(bounds[-1])
+    nonlinear, moving, linear, directions = [], [], [], []
+    state, column = 0, 1
+    for component, where in zip(components, _slices(components)):
+        k = int(component.n_exog) if isinstance(component, Regression) else 0
+        rows, exog = slice(state, state + int(component.n_states)), slice(column, column + k)
+        positions = np.concatenate([
+            at["A"][rows, rows].ravel(), at["Q"][rows, rows].ravel(), at["C"][0, rows], at["B"][rows, 0],
+            at["m0"][rows], at["P0"][rows, rows].ravel(), at["R"][0], at["D"][0, exog],
+        ])  # fmt: skip
+        free = "free" in component.kinds()
+        moving.append(np.full(int(component.n_states), free))
+        if free:
+            nonlinear.append((component, where, positions))
+        else:  # block(v) = block(0) + sum_j v_j (block(e_j) - block(0))
+            size = where.stop - where.start
+            base = _local(component.block(np.zeros(size)))
+            fixed[positions] += base  # a component fills each entry once
+            for j, unit in enumerate(np.eye(size)):
+                direction = np.zeros(fixed.size)
+                direction[positions] = _local(component.block(unit)) - base
+                directions.append(direction)
+                linear.append(where.start + j)
+        state, column = state + int(component.n_states), column + k
+    arrays = (fixed, np.array(directions).reshape(len(directions), fixed.size), np.array(linear, dtype=int))
+    for array in arrays:
+        array.setflags(write=False)
+    return (*arrays, tuple(nonlinear), np.concatenate(moving))
 
 
 def _block_derivatives(component: Any, values: np.ndarray, block: Block) -> np.ndarray:

@@ -15,7 +15,9 @@ kernels on that chain; smoothing, run hundreds of times in a fit, is the sparse 
 this module adds what is particular to the model:
 the residuals under every expanded state, an expectation-conditional-maximisation step
 (closed-form generalised least squares for the coefficients given Phi, for Phi given the
-coefficients, then the covariances; the joint step over B and Phi has no closed form),
+coefficients, then the covariances; the joint step over B and Phi has no closed form) that
+reads only sums over the sequences (:meth:`SwitchingRegression.statistics`: every residual is
+linear in the lagged values and regressors, so their weighted moments suffice),
 the exact gradient (Fisher's identity), the quasi-Newton polish, simulation and exact
 forecast moments.
 
@@ -39,6 +41,7 @@ futures are (:func:`~modeshift.dynamics.jump_linear_moments`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -59,9 +62,10 @@ from modeshift.models.logit_transitions import (
     start_gradient,
 )
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters, ldl
+from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import normalise_rows, stationary_start_transitions
 
-__all__ = ["Posterior", "SeriesData", "SwitchingRegression"]
+__all__ = ["Posterior", "Score", "SeriesData", "SwitchingRegression"]
 
 _NEWTON_STEPS = 5  # after BFGS, while they raise the likelihood
 _GTOL = 1e-8  # Newton stops below this largest gradient entry
@@ -69,6 +73,9 @@ _GTOL = 1e-8  # Newton stops below this largest gradient entry
 # the resolution of the log-likelihood itself, which BFGS's line searches need and Newton does not
 _BFGS_GTOL = 1e-6
 _INITIAL_NEWTON_STEPS = 5  # on a start path's time-varying transition logits
+
+#: the log-likelihood and its gradient as a function of the free parameter vector
+Score = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class SeriesData:
     regressors: np.ndarray
     tvtp: np.ndarray | None = None
     offsets: np.ndarray | None = None
+    scale: np.ndarray | None = None  # (D,) the series' variances over all the data, where y is a sample of it
 
     @cached_property
     def bounds(self) -> np.ndarray:
@@ -100,7 +108,9 @@ class SeriesData:
 
     @cached_property
     def variances(self) -> np.ndarray:
-        """(D,) the variance of each series over its observed values."""
+        """(D,) the variance of each series over its observed values (``scale`` where given)."""
+        if self.scale is not None:
+            return self.scale
         return np.nanvar(self.y, axis=0) if self.patterns else np.var(self.y, axis=0)
 
     @cached_property
@@ -382,6 +392,103 @@ class SwitchingRegression:
             scatter,
         )
 
+    # ------------------------------------------------------- the M-step's statistics
+    def lagged(self, data: SeriesData, completed: np.ndarray | None = None) -> np.ndarray:
+        """z_t = (y_t, x_t, y_t-1, x_t-1, ..., y_t-p, x_t-p) of every step, (T, Z), Z = (p+1)(D+R): every
+        residual of the model is a linear map of it. With the ``completed`` values (T, E, D) (p = 0) as y,
+        one per expanded state, (T, E, Z)."""
+        rows = self.rows(data)
+        if completed is not None:
+            regressors = np.broadcast_to(
+                data.regressors[rows][:, None, :], (*completed.shape[:2], data.regressors.shape[1])
+            )
+            return np.concatenate([completed, regressors], axis=2)
+        return np.concatenate(
+            [np.hstack([data.y[rows - j], data.regressors[rows - j]]) for j in range(self.order + 1)], axis=1
+        )
+
+    def centre(self, data: SeriesData) -> np.ndarray:
+        """(Z,) the mean of z_t over the data (missing values left out): the point the statistics'
+        moments are taken about, so that no large raw moments cancel in a residual's square."""
+        return np.nanmean(self.lagged(data), axis=0)
+
+    def statistics(self, posterior: Posterior, data: SeriesData, centre: np.ndarray) -> Statistics:
+        """What the M-step reads, sums over the sequences (so over shards of them): the expected
+        moves and first regimes, and per expanded state e the moments of z_t weighted by
+        p(e at t | y) about ``centre`` (``mass``, ``sums``, ``products``; a residual's weighted
+        products are quadratic forms in them, :meth:`_products`), with the missing entries'
+        conditional covariances (``scatter``). With time-varying transitions, the per-step rows
+        of their logistic regression (:class:`~modeshift.statistics.Stacked`: data-sized)."""
+        gamma = posterior.posteriors
+        shifted = self.lagged(data, posterior.completed) - centre
+        if shifted.ndim == 2:
+            products = np.stack([(shifted * weight[:, None]).T @ shifted for weight in gamma.T])
+            sums = gamma.T @ shifted
+        else:
+            products = np.stack(
+                [(block * weight[:, None]).T @ block for block, weight in zip(np.swapaxes(shifted, 0, 1), gamma.T)]
+            )
+            sums = np.einsum("te,tez->ez", gamma, shifted)
+        d = self.n_features
+        stats = Statistics(
+            transitions=posterior.transitions,
+            first=posterior.first_regime.sum(axis=0),
+            mass=gamma.sum(axis=0),
+            sums=sums,
+            products=products,
+            scatter=np.zeros((self.n_expanded, d, d)) if posterior.scatter is None else posterior.scatter,
+        )
+        if posterior.moves is not None:  # per row: a sequence's start, its first regime, the moves, the covariates
+            k, n = self.n_states, len(posterior.moves)
+            starts = np.zeros((n, 1 + k))
+            starts[data.bounds[:-1], 0] = 1.0
+            starts[data.bounds[:-1], 1:] = posterior.first_regime
+            stats["logit"] = Stacked(np.hstack([starts, posterior.moves.reshape(n, k * k), data.tvtp]))
+        return stats
+
+    def _products(self, stats: Statistics, centre: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """sum_t p(e at t | y) (L_e z_t)(M_e z_t)' (E, P, Q) for maps ``left`` L (E, P, Z) and ``right``
+        M (E, Q, Z), from the moments about c: with s = z - c, L z = L s + L c."""
+        left_centre, right_centre = left @ centre, right @ centre
+        left_sums, right_sums = (
+            np.einsum("epz,ez->ep", left, stats["sums"]),
+            np.einsum("eqz,ez->eq", right, stats["sums"]),
+        )
+        return (
+            left @ stats["products"] @ np.swapaxes(right, 1, 2)
+            + left_sums[:, :, None] * right_centre[:, None, :]
+            + left_centre[:, :, None] * right_sums[:, None, :]
+            + stats["mass"][:, None, None] * left_centre[:, :, None] * right_centre[:, None, :]
+        )
+
+    def _deviation_maps(self, params: SwitchingParameters, z_size: int) -> np.ndarray:
+        """(p+1, E, D, Z): map j of state e takes z_t to y_t-j - B_{S_t-j}' x_t-j under e's lag-j regime."""
+        d, width = self.n_features, z_size // (self.order + 1)
+        maps = np.zeros((self.order + 1, self.n_expanded, d, z_size))
+        for j in range(self.order + 1):
+            maps[j, :, :, j * width : j * width + d] = np.eye(d)
+            maps[j, :, :, j * width + d : (j + 1) * width] = -np.swapaxes(params.coef[self.digits[:, j]], 1, 2)
+        return maps
+
+    def _least_squares(
+        self, stats: Statistics, centre: np.ndarray, target: np.ndarray, design: np.ndarray, covariances: np.ndarray
+    ) -> np.ndarray:
+        """argmin_b sum_te p(e at t | y) r' Sigma_e^-1 r, r = (target_e - sum_f b_f design_ef) z_t, for maps
+        ``target`` (E, D, Z) and ``design`` (E, F, D, Z): the normal equations from the moments, on U^-1 r
+        with Sigma = U diag(v) U'; lstsq copes with a regime that has no weight."""
+        inverse, variances = _whitening(covariances)
+        n_free = design.shape[1]
+        design = np.einsum("ead,efdz->efaz", inverse, design).reshape(len(design), -1, design.shape[-1])
+        target = inverse @ target
+        d = self.n_features
+        weights = 1.0 / variances
+        normal = self._products(stats, centre, design, design).reshape(-1, n_free, d, n_free, d)
+        right = self._products(stats, centre, design, target).reshape(-1, n_free, d, d)
+        matrix = np.einsum("efaga,ea->fg", normal, weights)
+        vector = np.einsum("efaa,ea->f", right, weights)
+        return np.linalg.lstsq(matrix, vector, rcond=None)[0]
+
+    # -------------------------------------------------------------------- M-step
     def hard_posterior(self, path: np.ndarray, data: SeriesData) -> Posterior:
         """All mass on one regime path (n,), with one pseudo-count per transition: a start for the M-step."""
         k, p, rows = self.n_states, self.order, self.rows(data)
@@ -398,8 +505,7 @@ class SwitchingRegression:
         posteriors = np.eye(self.n_expanded)[expanded]
         return Posterior(np.nan, posteriors, counts, first, empty, empty, empty, None, completed, scatter)
 
-    # -------------------------------------------------------------------- M-step
-    def initial_parameters(self, path: np.ndarray, data: SeriesData) -> SwitchingParameters:
+    def initial_parameters(self, path: np.ndarray, data: SeriesData, centre: np.ndarray) -> SwitchingParameters:
         """Parameters fitted to one regime path: P from its moves (time-varying: Newton steps on
         the logit from 0, with the pseudo-counts spread over the steps), then two regression
         steps (the coefficients, phi, the coefficients again given phi, the variances)."""
@@ -419,81 +525,110 @@ class SwitchingRegression:
                 matrices = self.transition_matrices(params, data)
                 coef = params.transition_coef + newton_direction(moves, matrices, data.tvtp)
                 params = replace(params, transition_coef=coef)
+        stats = self.statistics(posterior, data, centre)
         for _ in range(2):
-            params = self.regression_step(params, posterior, data)
+            params = self.regression_step(params, stats, centre, data.variance_floor)
         return params
 
-    def m_step(self, params: SwitchingParameters, posterior: Posterior, data: SeriesData) -> SwitchingParameters:
+    def m_step(
+        self, params: SwitchingParameters, stats: Statistics, centre: np.ndarray, variance_floor: float
+    ) -> SwitchingParameters:
         """Conditional maximisations in turn: P; coefficients given phi; phi given coefficients; variances.
 
         Each step raises the expected complete-data log-likelihood Q given the others, so
-        the log-likelihood never falls (a generalised EM).
+        the log-likelihood never falls (a generalised EM). Each reads only the summed
+        :meth:`statistics` (``centre`` the point their moments are about).
         """
         if self.layout.n_tvtp:
-            params = self.logit_step(params, posterior, data)
+            params = self.logit_step(params, stats["logit"].array)
         else:
-            params = self.transition_step(params, posterior)
-        return self.regression_step(params, posterior, data)
+            params = self.transition_step(params, stats)
+        return self.regression_step(params, stats, centre, variance_floor)
 
-    def logit_step(self, params: SwitchingParameters, posterior: Posterior, data: SeriesData) -> SwitchingParameters:
+    def logit_step(self, params: SwitchingParameters, rows: np.ndarray) -> SwitchingParameters:
         """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
         moves' term, taken if it raises the whole (the start's term too), else the largest of
-        1/2, 1/4, ... of it that does (or none), a generalised-EM step."""
-        moves = posterior.moves
+        1/2, 1/4, ... of it that does (or none), a generalised-EM step. ``rows``: the stacked
+        rows of :meth:`statistics` (a sequence's start, its first regime, the moves, the covariates)."""
+        k = self.n_states
+        bounds = np.r_[np.flatnonzero(rows[:, 0]), len(rows)]
+        first, moves = rows[bounds[:-1], 1 : 1 + k], rows[:, 1 + k : 1 + k + k * k].reshape(-1, k, k)
+        covariates = np.ascontiguousarray(rows[:, 1 + k + k * k :])
+        data = SeriesData(np.empty((len(rows), 0)), np.empty((len(rows), 0)), covariates, bounds)
         matrices = self.transition_matrices(params, data)
-        current = self.logit_objective(posterior, matrices, data)
+        current = self.logit_objective(moves, first, matrices, data)
         # a sequence's first row has no moves, so one Newton step spans the sequences
-        direction = newton_direction(moves, matrices, data.tvtp)
+        direction = newton_direction(moves, matrices, covariates)
         for step in 0.5 ** np.arange(10):
             candidate = replace(params, transition_coef=params.transition_coef + step * direction)
-            if self.logit_objective(posterior, self.transition_matrices(candidate, data), data) >= current:
+            if self.logit_objective(moves, first, self.transition_matrices(candidate, data), data) >= current:
                 return candidate
         return params
 
-    def logit_objective(self, posterior: Posterior, matrices: np.ndarray, data: SeriesData) -> float:
+    def logit_objective(self, moves: np.ndarray, first: np.ndarray, matrices: np.ndarray, data: SeriesData) -> float:
         """The transition part of Q with time-varying P, summed over the sequences (each starting
         from the stationary distribution of its first matrix)."""
         return sum(
-            expected_log_probability(posterior.moves[a:b], matrices[a:b], first)
-            for (a, b), first in zip(data.sequences(), posterior.first_regime)
+            expected_log_probability(moves[a:b], matrices[a:b], regime)
+            for (a, b), regime in zip(data.sequences(), first)
         )
 
-    def transition_step(self, params: SwitchingParameters, posterior: Posterior) -> SwitchingParameters:
+    def transition_step(self, params: SwitchingParameters, stats: Statistics) -> SwitchingParameters:
         """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
         stationary start: the HMM's stationary-start M-step
         (:func:`modeshift.transitions.stationary_start_transitions`)."""
-        first = posterior.first_regime.sum(axis=0)
-        return replace(params, transmat=stationary_start_transitions(posterior.transitions, first, params.transmat))
+        return replace(
+            params, transmat=stationary_start_transitions(stats["transitions"], stats["first"], params.transmat)
+        )
 
     def regression_step(
-        self, params: SwitchingParameters, posterior: Posterior, data: SeriesData
+        self, params: SwitchingParameters, stats: Statistics, centre: np.ndarray, variance_floor: float
     ) -> SwitchingParameters:
         """The coefficients given Phi, Phi given the coefficients (generalised least squares
-        under the current covariances), then the covariances (eigenvalues floored)."""
-        layout, gamma, completed = self.layout, posterior.posteriors, posterior.completed
-        current = self.indicators[0]
+        under the current covariances), then the covariances (eigenvalues floored at ``variance_floor``).
+
+        Every residual is a linear map of z_t (:meth:`lagged`): for state e with regimes k_j,
+        deviation j is D_j z = y_t-j - B_{k_j}' x_t-j and the residual D_0 z - sum_j Phi_{j,k_0} D_j z,
+        so each step's normal equations and the covariances' scatter are quadratic forms in the
+        weighted moments of z."""
+        layout, current, d = self.layout, self.indicators[0], self.n_features
+        z_size = len(centre)
+        covariances = params.covariances[self.digits[:, 0]]
+        lags = -params.ar[self.digits[:, 0]]  # (E, p, D, D): the weight of deviation j in the residual
         if layout.sizes[1]:
-            target, design = self.coef_design(params, data, completed)
-            free = _generalised_least_squares(target, design, gamma, params.covariances[self.digits[:, 0]])
-            params = replace(params, coef=layout.coef_from_free(free))
-        deviations = self.deviations(params, data, completed)
-        if layout.sizes[3]:
-            free = _generalised_least_squares(
-                deviations[0], self.ar_design(deviations), gamma, params.covariances[self.digits[:, 0]]
+            maps = self._deviation_maps(replace(params, coef=np.zeros_like(params.coef)), z_size)
+            target = maps[0] + np.einsum("ejab,jebz->eaz", lags, maps[1:])
+            # d residual / d free coefficient f: B's map of each lag, weighted as the lag
+            width, n_regressors = z_size // (self.order + 1), params.coef.shape[1]
+            coef_map = layout.coef_map.reshape(self.n_states, n_regressors, d, -1)
+            design = np.zeros((self.order + 1, self.n_expanded, coef_map.shape[-1], d, z_size))
+            for j in range(self.order + 1):  # B_{k_j}' x_t-j's part of deviation j
+                design[j, :, :, :, j * width + d : (j + 1) * width] = np.moveaxis(
+                    coef_map[self.digits[:, j]], 3, 1
+                ).swapaxes(2, 3)
+            design = design[0] + np.einsum("ejab,jefbz->efaz", lags, design[1:])
+            params = replace(
+                params, coef=layout.coef_from_free(self._least_squares(stats, centre, target, design, covariances))
             )
-            params = replace(params, ar=layout.ar_from_free(free))
-        residuals = self.residuals(params, deviations)
-        n_steps, n_expanded, d = residuals.shape
-        outer = gamma[:, :, None, None] * (residuals[:, :, :, None] * residuals[:, :, None, :])
-        outer = np.moveaxis(outer.reshape(n_steps, n_expanded, d * d), 1, 2).reshape(-1, n_expanded)
-        squares = (outer @ current).reshape(n_steps, d * d, -1).sum(axis=0).T  # (K, D D)
-        if posterior.scatter is not None:
-            squares = squares + current.T @ posterior.scatter.reshape(n_expanded, d * d)
-        masses = (gamma @ current).sum(axis=0)
+        maps = self._deviation_maps(params, z_size)
+        if layout.sizes[3]:
+            ar_map = layout.ar_map
+            free = ar_map.reshape(self.n_states, self.order, d, d, ar_map.shape[1])[
+                self.digits[:, 0]
+            ]  # (E, p, D, D, n_ar)
+            design = np.einsum("ejabf,jebz->efaz", free, maps[1:])
+            params = replace(
+                params, ar=layout.ar_from_free(self._least_squares(stats, centre, maps[0], design, covariances))
+            )
+        residual = maps[0] - np.einsum("ejab,jebz->eaz", params.ar[self.digits[:, 0]], maps[1:])
+        n_expanded = self.n_expanded
+        scatter = self._products(stats, centre, residual, residual) + stats["scatter"]
+        squares = current.T @ scatter.reshape(n_expanded, d * d)  # (K, D D)
+        masses = stats["mass"] @ current
         regime_map = layout.regime_map
         per_free = (regime_map.T @ squares) / np.maximum(masses @ regime_map, 1e-300)[:, None]
         covariances = (regime_map @ per_free).reshape(-1, d, d)
-        return replace(params, covariances=_floored(covariances, data.variance_floor))
+        return replace(params, covariances=_floored(covariances, variance_floor))
 
     # ------------------------------------------------------- gradient and polish
     def value_and_gradient(
@@ -572,27 +707,31 @@ class SwitchingRegression:
             out[:, below] = current.T @ off[:, rows[below], columns[below]]
         return out
 
-    def hessian(self, free: np.ndarray, data: SeriesData) -> np.ndarray:
-        """Central differences of the exact gradient, symmetrised."""
-        n, scratch = len(free), {}
+    def scorer(self, data: SeriesData) -> Score:
+        """The log-likelihood and its gradient as a function of the free vector, over ``data``
+        (the evidence table kept from one call to the next)."""
+        scratch: dict[str, np.ndarray] = {}
+        return lambda free: self.value_and_gradient(free, data, scratch)
+
+    @staticmethod
+    def hessian(free: np.ndarray, score: Score) -> np.ndarray:
+        """Central differences of the exact gradient ``score`` (:meth:`scorer`), symmetrised."""
+        n = len(free)
         hessian = np.empty((n, n))
         for i in range(n):
             shift = np.zeros(n)
             shift[i] = 1e-5 * max(1.0, abs(free[i]))
-            upper = self.value_and_gradient(free + shift, data, scratch)[1]
-            lower = self.value_and_gradient(free - shift, data, scratch)[1]
-            hessian[i] = (upper - lower) / (2 * shift[i])
+            hessian[i] = (score(free + shift)[1] - score(free - shift)[1]) / (2 * shift[i])
         return 0.5 * (hessian + hessian.T)
 
-    def polish(self, free: np.ndarray, data: SeriesData, max_iter: int) -> tuple[np.ndarray, bool]:
-        """BFGS on the exact gradient (at most ``max_iter`` iterations), then, unless it stopped at
-        that cap, Newton steps on the finite-difference Hessian while they raise the likelihood.
-        Returns the free vector and whether BFGS stopped at its cap."""
-
-        scratch: dict[str, np.ndarray] = {}
+    def polish(self, free: np.ndarray, score: Score, max_iter: int) -> tuple[np.ndarray, bool]:
+        """BFGS on the exact gradient ``score`` (:meth:`scorer`, or its sum over shards of the data;
+        at most ``max_iter`` iterations), then, unless it stopped at that cap, Newton steps on the
+        finite-difference Hessian while they raise the likelihood. Returns the free vector and
+        whether BFGS stopped at its cap."""
 
         def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
-            value, gradient = self.value_and_gradient(x, data, scratch)
+            value, gradient = score(x)
             return (-value, -gradient) if np.isfinite(value) else (np.inf, np.zeros_like(x))
 
         capped = False
@@ -604,25 +743,25 @@ class SwitchingRegression:
             free = result.x if np.isfinite(result.fun) else free
         if capped or not len(free):
             return free, capped
-        value, gradient = self.value_and_gradient(free, data, scratch)
+        value, gradient = score(free)
         for _ in range(_NEWTON_STEPS):
             if np.abs(gradient).max() < _GTOL:
                 break
-            hessian = self.hessian(free, data)
+            hessian = self.hessian(free, score)
             if not np.all(np.linalg.eigvalsh(hessian) < 0):
                 break
             candidate = free - np.linalg.solve(hessian, gradient)
-            candidate_value, candidate_gradient = self.value_and_gradient(candidate, data, scratch)
+            candidate_value, candidate_gradient = score(candidate)
             if not candidate_value >= value - 1e-10 * abs(value):
                 break
             free, value, gradient = candidate, candidate_value, candidate_gradient
         return free, capped
 
-    def standard_errors(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+    def standard_errors(self, params: SwitchingParameters, score: Score) -> np.ndarray:
         """Of the constrained parameters: square roots of the diagonal of J (-H)^-1 J', H the Hessian
-        of the log-likelihood in the free vector (NaN where it is not negative definite)."""
+        of the log-likelihood ``score`` in the free vector (NaN where it is not negative definite)."""
         layout = self.layout
-        hessian = self.hessian(layout.pack(params), data)
+        hessian = self.hessian(layout.pack(params), score)
         curvatures, axes = np.linalg.eigh(-0.5 * (hessian + hessian.T))
         if not curvatures.min() > 1e-12 * max(curvatures.max(), 0.0):  # singular or not a maximum
             return np.full(layout.n_parameters, np.nan)
@@ -697,19 +836,6 @@ class SwitchingRegression:
         return out
 
 
-def _generalised_least_squares(
-    target: np.ndarray, design: np.ndarray, gamma: np.ndarray, covariances: np.ndarray
-) -> np.ndarray:
-    """argmin_b sum_te gamma_te r' covariances[e]^-1 r, r = target_te - design_te b, for target
-    (T, E, D), design (T, E, D, n): weighted least squares on U^-1 r, Sigma = U diag(v) U'."""
-    inverse, variances = _whitening(covariances)
-    return _weighted_least_squares(
-        np.einsum("ead,ted->tea", inverse, target),
-        np.einsum("ead,tedn->tean", inverse, design),
-        gamma[:, :, None] / variances,
-    )
-
-
 def _whitening(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """U^-1 (E, D, D) and v (E, D) of covariances = U diag(v) U' (for D = 1: 1 and the variance)."""
     unit, variances = ldl(covariances)
@@ -726,14 +852,6 @@ def _floored(covariances: np.ndarray, floor: float) -> np.ndarray:
     raised = vectors[low] * np.maximum(values[low], floor)[:, None, :]
     covariances[low] = raised @ np.swapaxes(vectors[low], 1, 2)
     return covariances
-
-
-def _weighted_least_squares(target: np.ndarray, design: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """argmin_b sum weights (target - design @ b)^2 over all entries; ``design`` is (..., n)."""
-    matrix = design.reshape(-1, design.shape[-1])
-    weighted = matrix * weights.reshape(-1, 1)
-    # normal equations: a handful of columns; lstsq copes with a regime that has no weight
-    return np.linalg.lstsq(weighted.T @ matrix, weighted.T @ target.ravel(), rcond=None)[0]
 
 
 def _linked_rows(data: SeriesData) -> np.ndarray:

@@ -44,9 +44,9 @@ import pandas as pd
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_probabilities
 from modeshift.emissions import Categorical
-from modeshift.models import em
+from modeshift.models import em, selection
 from modeshift.models.base import Model, NotFittedError, check_possible, mode_segments
-from modeshift.models.params import Integer, OneOf
+from modeshift.models.params import OneOf
 from modeshift.models.state_labels import VocabularyFromShards, labels_from_json, labels_to_json
 from modeshift.statistics import Statistics
 from modeshift.symbols import UNKNOWN_POLICIES, Vocabulary, n_targets, next_targets
@@ -59,7 +59,7 @@ PerStep = np.ndarray | list[np.ndarray]
 #: The Krichevsky-Trofimov pseudo-count of the unknown symbol in every state under unknown="map".
 UNKNOWN_PSEUDO_COUNT = 0.5
 _PARAMETERS = ("startprob_", "transmat_", "emissionprob_")
-_FIT_RESULTS = ("history_", "converged_", "n_iter_")
+_FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
 class SymbolHMM(VocabularyFromShards, Model):
@@ -67,8 +67,10 @@ class SymbolHMM(VocabularyFromShards, Model):
 
     Parameters
     ----------
-    n_states : int
-        Number of hidden states K.
+    n_states : int or "auto"
+        Number of hidden states K; ``"auto"`` chooses it by BIC among 1 .. ``max_states``
+        (:func:`~modeshift.models.selection.select_n_states`): ``n_states_`` is the choice,
+        ``selection_`` the table of candidates (every candidate learns the same vocabulary).
     n_iter, tol, n_restarts, random_state, accelerate
         EM settings, as in :class:`~modeshift.models.HMM` (``n_iter=0`` only initialises).
     unknown : {"error", "ignore", "map"}
@@ -85,6 +87,8 @@ class SymbolHMM(VocabularyFromShards, Model):
         Show the progress of the EM iterations (drawn by the interface layer).
     callback : callable, optional
         ``callback(iteration, objective)`` at every EM iteration of every restart.
+    max_states : int
+        Largest number of states tried by ``n_states="auto"``.
 
     Attributes
     ----------
@@ -107,10 +111,10 @@ class SymbolHMM(VocabularyFromShards, Model):
 
     data_kind = "symbols"
 
-    _constraints = {"n_states": Integer(1), "unknown": OneOf(UNKNOWN_POLICIES)}
+    _constraints = {"unknown": OneOf(UNKNOWN_POLICIES)}  # n_states, max_states: the common rules
     _renamed = {"log_likelihood_history_": "history_"}
     _file_arrays = dict.fromkeys(_PARAMETERS, "finite")
-    _file_attributes = {**Model._file_attributes, "vocabulary_": "labels"}
+    _file_attributes = {**Model._file_attributes, "vocabulary_": "labels", "n_states_": "count", "selection_": "table"}
 
     def __init__(
         self,
@@ -124,6 +128,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
+        max_states: int = 10,
     ):
         self.n_states = n_states
         self.n_iter = n_iter
@@ -135,6 +140,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+        self.max_states = max_states
 
     # ------------------------------------------------------------------- fitting
     def fit(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> SymbolHMM:
@@ -144,7 +150,34 @@ class SymbolHMM(VocabularyFromShards, Model):
         with ``symbols=True`` (``columns`` name an event log's columns).
         """
         self._start_fit()
+        if self.n_states == "auto":
+            return self._fit_auto(as_sequences(data, lengths, symbols=True, **columns))
         return self._fit_em(self._em_data(data, lengths, **columns))
+
+    def _fit_auto(self, seqs: Sequences) -> SymbolHMM:
+        """The candidates of ``n_states="auto"`` fitted to ``seqs`` (symbols; over a cluster, the
+        sample of :mod:`modeshift.distributed`, which fits them there), the BIC's choice kept."""
+        params = {**self.get_params(), "warm_start": False}
+        winner, self.selection_ = selection.select_n_states(
+            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
+        )
+        self.n_states_ = winner.n_states
+        for name in ("vocabulary_", "history_", "converged_", "n_iter_", *_PARAMETERS):
+            setattr(self, name, getattr(winner, name))
+        self._finish_fit(seqs)
+        return self
+
+    def _selection_terms(self, emitted: Sequences) -> tuple[float, float]:
+        """One shard's part of :meth:`score` and of the n of :meth:`bic`, from what EM reads of it
+        (for ``n_states="auto"`` over a cluster)."""
+        self._check_fitted()
+        rows = emitted.values[:, 0].astype(np.int64)
+        log_likelihood = kernels.log_likelihood(
+            self._log_emissions(), emitted.offsets, self.startprob_, self.transmat_[None], rows=rows
+        )
+        skipped = int(np.sum(rows == len(self.vocabulary_))) if self.unknown == "ignore" else 0
+        value = log_likelihood.sum() - emitted.n_sequences * np.log1p(-self._first_end())
+        return float(value), float(emitted.n_steps - skipped)
 
     def _em_data(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
         """What EM reads: each sequence's codes then END's, as one column of floats, coded by the
@@ -159,7 +192,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         elsewhere, ``emitted`` being then a sample of them to start from."""
         self.vocabulary_ = emitted.vocabulary
         self.__dict__["_given"] = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
-        em.run(self, emitted, label=f"SymbolHMM K={self.n_states}", over=over)
+        em.run(self, emitted, label=f"SymbolHMM K={self._k}", over=over)
         del self.__dict__["_given"]
         transitions, emission = self.__dict__["_blocks"]
         emissions = emission.emission_probs
@@ -180,7 +213,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         """Restart 0 from the parameters given (by hand, or kept by ``warm_start``); the others,
         and what was not given, as :class:`~modeshift.models.HMM` starts."""
         given = self.__dict__["_given"] if restart == 0 else {}
-        transitions, emission = Stationary(self.n_states), Categorical(self.n_states, len(self.vocabulary_) + 2)
+        transitions, emission = Stationary(self._k), Categorical(self._k, len(self.vocabulary_) + 2)
         if not {"startprob_", "transmat_"} <= given.keys():
             transitions.initialize(rng)
         if "emissionprob_" not in given:
@@ -373,13 +406,13 @@ class SymbolHMM(VocabularyFromShards, Model):
         went on), ``end`` = p(END | state), the probability that a step in the state ends the
         sequence, and its ``top`` likeliest emissions as (symbol, probability) pairs, ``END`` included."""
         self._check_fitted()
-        chain = Stationary(self.n_states)
+        chain = Stationary(self._k)
         chain.set("initial_probs", self.startprob_)
         chain.set("transition_matrix", self.transmat_)
         emissions, labels = self.emissionprob_, self.vocabulary_.next_labels
         likeliest = np.argsort(-emissions, axis=1, kind="stable")[:, : int(top)]
         top_symbols = [[(labels[c], float(p[c])) for c in best if p[c] > 0] for p, best in zip(emissions, likeliest)]
-        table = {"mode": np.arange(self.n_states), **chain.describe(), "end": emissions[:, -1]}
+        table = {"mode": np.arange(self._k), **chain.describe(), "end": emissions[:, -1]}
         table["top_symbols"] = top_symbols
         return pd.DataFrame(table).set_index("mode")
 
@@ -427,7 +460,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         """Free parameters: (K - 1) + K (K - 1) + K V, each state's emissions being free over the V
         symbols and the end (``UNKNOWN`` is not estimated)."""
         self._check_fitted()
-        k = self.n_states
+        k = self._k
         return (k - 1) + k * (k - 1) + k * len(self.vocabulary_)
 
     def aic(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> float:
@@ -447,6 +480,8 @@ class SymbolHMM(VocabularyFromShards, Model):
 
     def _learned_attributes(self) -> dict[str, Any]:
         fit = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
+        if "selection_" in fit:
+            fit["selection_"] = fit["selection_"].to_dict(orient="list")
         return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **fit}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
@@ -454,13 +489,13 @@ class SymbolHMM(VocabularyFromShards, Model):
         if lacking or "vocabulary_" not in attributes:
             raise ValueError(f"the model file lacks {lacking or ['vocabulary_']}")
         self.vocabulary_ = Vocabulary(labels_from_json(attributes["vocabulary_"]))
-        n_states, n_outcomes = self.n_states, len(self.vocabulary_) + 2
+        for name, value in attributes.items():  # n_states_ among them, before the shapes are checked
+            if name != "vocabulary_":
+                setattr(self, name, selection.selection_table(value) if name == "selection_" else value)
+        n_states, n_outcomes = self._k, len(self.vocabulary_) + 2
         self.startprob_ = check_probabilities("startprob_", arrays["startprob_"], (n_states,))
         self.transmat_ = check_probabilities("transmat_", arrays["transmat_"], (n_states, n_states))
         self.emissionprob_ = check_probabilities("emissionprob_", arrays["emissionprob_"], (n_states, n_outcomes))
-        for name, value in attributes.items():
-            if name != "vocabulary_":
-                setattr(self, name, value)
 
 
 def _state_counts(model: SymbolHMM, emitted: Sequences) -> np.ndarray:

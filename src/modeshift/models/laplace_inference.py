@@ -1,0 +1,222 @@
+"""Laplace inference in a switching state-space model with nonlinear (feature) flows.
+
+The model (see :class:`~modeshift.models.nonlinear_slds.NonlinearSwitchingLDS`): a mode z_t, a
+Markov chain, selects the flow of a continuous state, and the state is seen linearly,
+
+    x_t = W_z phi(x_t-1) + b_z + N(0, Q_z),     y_t = C x_t + d + N(0, R),
+
+with phi a fixed :mod:`feature map <modeshift.features>`. q(x) q(z) approximates p(x, z | y) as
+in the SwitchingLDS (:mod:`modeshift.models.slds_inference`), but E_q(z) log p(x, y | z) is no
+longer quadratic in x, so q(x) is its **Laplace approximation** (Zoltowski et al., 2020):
+
+* the mode x* of f(x) = E_q(z) log p(x, y | z) by Gauss-Newton: linearise every flow at the
+  current path, g_k(x_t-1) ~ A_tk x_t-1 + c_tk with A_tk = W_k dphi/dx (the Jacobian of phi by
+  central differences, so user maps need no derivative), whose maximiser is the structured
+  mean-field q(x) of a switching LDS with per-step dynamics (:func:`linearised`, a
+  block-tridiagonal solve); a backtracking line search on f keeps every step uphill
+  (:func:`find_mode`);
+* q(x) = N(x*, J^-1) with J the Gauss-Newton Hessian of -f at x* (the second derivatives of
+  phi dropped: J is positive definite by construction and exact when phi is linear);
+* q(z) by forward-backward on L_tk = E_q(x) log N(x_t | g_k(x_t-1), Q_k) with each flow
+  linearised at x*, the SwitchingLDS's closed form (:func:`sweep`).
+
+The objective reported is the ELBO of q(x) q(z) with the flows linearised at the mode: exact
+(a lower bound on log p(y)) when phi is linear, where all of this is the SwitchingLDS's
+inference; an approximation otherwise.
+
+>>> import numpy as np
+>>> from modeshift.features import Polynomial
+>>> phi = Polynomial(degree=3).fit(np.linspace(-2, 2, 50)[:, None])
+>>> value, jacobian = feature_jacobian(phi, np.array([[0.5]]))
+>>> value.shape, jacobian.shape  # (rows, features), (rows, features, state)
+((1, 3), (1, 3, 1))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from modeshift._kernels.gaussian import LOG_2PI
+from modeshift.data import Sequences
+from modeshift.dynamics import LinearDynamics, missingness_patterns
+from modeshift.features import FeatureMap
+from modeshift.models import slds_inference
+from modeshift.models.slds_inference import Posterior, StepLaws, SwitchingParameters
+from modeshift.transitions import Stationary
+
+__all__ = ["FlowParameters", "feature_jacobian", "find_mode", "infer", "linearised", "log_joint", "sweep"]
+
+_NEWTON_STEPS = 30  # Gauss-Newton iterations per mode search (a warm start needs a few)
+_HALVINGS = 30  # line-search step halvings before a search gives up
+_RELATIVE_STEP = 1e-5  # central-difference step, per standardised unit of each state dimension
+
+
+@dataclass(frozen=True)
+class FlowParameters:
+    """The parameters as inference reads them: ``weights`` (K, n, m + 1) the [W_k, b_k] of each
+    mode's flow on [phi(x), 1]; ``covariances`` (K, n, n) the Q_k; ``features`` the fitted map
+    phi; ``observation`` one regression of y on [x, 1] ([C, d] and R); m0, P0; the mode ``chain``."""
+
+    weights: np.ndarray
+    covariances: np.ndarray
+    features: FeatureMap
+    observation: LinearDynamics
+    initial_mean: np.ndarray
+    initial_covariance: np.ndarray
+    chain: Stationary
+
+    def flows(self) -> LinearDynamics:
+        """The K flows as regressions of x_t on [phi(x_t-1), 1]."""
+        block = LinearDynamics(len(self.weights))
+        block.weights, block.covariances = self.weights, self.covariances
+        return block
+
+
+def feature_jacobian(features: FeatureMap, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """phi(x) (N, m) and its Jacobian dphi/dx (N, m, n), by central differences of step
+    1e-5 times each dimension's scale (about 1e-10 relative error; exact for linear maps up to
+    round-off)."""
+    states = np.asarray(states, dtype=float)
+    n = states.shape[1]
+    steps = _RELATIVE_STEP * np.asarray(features.scale_, dtype=float)
+    value = features.transform(states)
+    jacobian = np.empty((len(states), value.shape[1], n))
+    for j in range(n):
+        shift = np.zeros(n)
+        shift[j] = steps[j]
+        jacobian[:, :, j] = (features.transform(states + shift) - features.transform(states - shift)) / (2 * steps[j])
+    return value, jacobian
+
+
+def _previous(seqs: Sequences, states: np.ndarray) -> np.ndarray:
+    """x_t-1 per row (a sequence's first row holds its own state: its dynamics are unused)."""
+    previous = np.empty_like(states)
+    previous[1:], previous[0] = states[:-1], states[0]
+    previous[seqs.starts] = states[seqs.starts]
+    return previous
+
+
+def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> SwitchingParameters:
+    """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]``:
+    A_tk = W_k J_t, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
+    :class:`~modeshift.models.slds_inference.StepLaws` law per step)."""
+    n, T, K = states.shape[1], len(states), len(params.weights)
+    value, jacobian = feature_jacobian(params.features, _previous(seqs, states))
+    W, b = params.weights[:, :, :-1], params.weights[:, :, -1]
+    A = np.einsum("knm,tmj->tknj", W, jacobian)
+    offsets = np.einsum("knm,tm->tkn", W, value) + b - np.einsum("tknj,tj->tkn", A, _previous(seqs, states))
+    steps = StepLaws(
+        group=np.arange(T),
+        weights=np.concatenate([A, offsets[..., None]], axis=3),
+        covariances=np.broadcast_to(params.covariances, (T, K, n, n)),
+        transitions=np.broadcast_to(params.chain.transition_matrix, (T, K, K)),
+    )
+    placeholder = LinearDynamics(K)  # the per-step laws replace the shared dynamics
+    return SwitchingParameters(
+        placeholder, params.observation, params.initial_mean, params.initial_covariance, params.chain, steps
+    )
+
+
+def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, states: np.ndarray) -> float:
+    """f(x) = E_q(z) log p(x, y | z) at the path ``states``: log p(x_0) + sum_t,k q(z_t = k)
+    log N(x_t | W_k phi(x_t-1) + b_k, Q_k) + sum_t log p(y_t | x_t) (observed entries)."""
+    rows, starts = seqs.linked_rows, seqs.starts
+    regressors = np.hstack([params.features.transform(states[rows - 1]), np.ones((len(rows), 1))])
+    total = float(np.sum(mode_probs[rows] * params.flows().log_likelihoods(states[rows], regressors)))
+    centred = states[starts] - params.initial_mean
+    P0_inv = np.linalg.inv(params.initial_covariance)
+    total -= 0.5 * float(np.einsum("si,ij,sj->", centred, P0_inv, centred))
+    total -= 0.5 * len(starts) * (len(params.initial_mean) * LOG_2PI + np.linalg.slogdet(params.initial_covariance)[1])
+    full = params.observation
+    for rows_o, observed in missingness_patterns(seqs.values):
+        if not observed.any():
+            continue
+        rows_o = slice(None) if rows_o is None else rows_o
+        o = np.flatnonzero(observed)
+        block = LinearDynamics(1)
+        block.weights, block.covariances = full.weights[:, o], full.covariances[:, o][:, :, o]
+        design = np.hstack([states[rows_o], np.ones((len(states[rows_o]), 1))])
+        total += float(block.log_likelihoods(seqs.values[rows_o][:, o], design).sum())
+    return total
+
+
+def find_mode(
+    params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray, tol: float = 1e-12
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters]:
+    """The mode x* of :func:`log_joint` given q(z) (``mode_probs``), by Gauss-Newton from ``start``
+    with a backtracking line search, and the Laplace q(x) there.
+
+    Each iteration solves the linearised model exactly (its q(x) mean is the Gauss-Newton
+    point) and moves towards it by the largest step 2^-i that does not lower f; it stops when
+    f rises by less than ``tol`` (1 + |f|) (Gauss-Newton converges linearly where the flows
+    leave residuals, so the default is near round-off), or after 30 iterations. Returns (means, covs,
+    cross_covs, log det J, the model linearised at x*)."""
+    states = np.asarray(start, dtype=float)
+    value = log_joint(params, seqs, mode_probs, states)
+    for _ in range(_NEWTON_STEPS):
+        linear = linearised(params, seqs, states)
+        target, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, mode_probs)
+        step, scale = target - states, 1.0
+        for _ in range(_HALVINGS):
+            trial = states + scale * step
+            trial_value = log_joint(params, seqs, mode_probs, trial)
+            if trial_value >= value:
+                break
+            scale /= 2
+        else:  # no step uphill: already at the mode up to round-off
+            break
+        gain, states, value = trial_value - value, trial, trial_value
+        if gain <= tol * (1.0 + abs(value)):
+            break
+    linear = linearised(params, seqs, states)
+    _, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, mode_probs)
+    return states, covs, cross_covs, log_det, linear
+
+
+def sweep(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray) -> Posterior:
+    """One coordinate-ascent sweep: the Laplace q(x) given q(z) (:func:`find_mode` from ``start``),
+    then q(z) given q(x) with the flows linearised at the mode, then the (linearised) ELBO."""
+    means, covs, cross_covs, log_det, linear = find_mode(params, seqs, mode_probs, start)
+    log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
+        linear, seqs, means, covs, cross_covs
+    )
+    elbo = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_det)
+    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
+
+
+def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
+    """q(x) q(z) with the parameters fixed: sweeps from uniform mode probabilities and the path
+    ``start`` until the ELBO changes by less than ``tol`` (at most ``max_sweeps``)."""
+    n_modes = len(params.weights)
+    posterior = sweep(params, seqs, np.full((seqs.n_steps, n_modes), 1.0 / n_modes), start)
+    for _ in range(max_sweeps - 1):
+        previous = posterior.elbo
+        posterior = sweep(params, seqs, posterior.mode_probs, posterior.means)
+        if abs(posterior.elbo - previous) < tol:
+            break
+    return posterior
+
+
+def flow_moments(
+    params: FlowParameters, seqs: Sequences, posterior: Posterior
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The M-step's moments of each linked step's x_t and regressors r_t = [phi(x_t-1), 1] under
+    q(x), phi linearised at the mean (first-order, delta-method moments):
+
+        E[r] ~ [phi(m), 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J'.
+
+    They are the exact moments of the linearised model, so the M-step maximises the ELBO
+    :func:`sweep` reports. Returns E[x x'], E[x r'], E[r r'], shapes (R, n, n), (R, n, m + 1),
+    (R, m + 1, m + 1) for the R rows ``seqs.linked_rows``."""
+    means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
+    value, jacobian = feature_jacobian(params.features, means[rows - 1])
+    m = value.shape[1]
+    r = np.hstack([value, np.ones((len(rows), 1))])
+    rr = r[:, :, None] * r[:, None, :]
+    rr[:, :m, :m] += np.einsum("tai,tij,tbj->tab", jacobian, covs[rows - 1], jacobian)
+    xr = means[rows][:, :, None] * r[:, None, :]
+    xr[:, :, :m] += np.einsum("tij,taj->tia", posterior.cross_covs[rows], jacobian)
+    xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
+    return xx, xr, rr

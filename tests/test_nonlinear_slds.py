@@ -1,0 +1,209 @@
+"""NonlinearSwitchingLDS and its Laplace inference (modeshift.models.laplace_inference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+import modeshift
+from modeshift import NonlinearSwitchingLDS
+from modeshift.data import as_sequences
+from modeshift.datasets.simulators import switching_oscillators
+from modeshift.dynamics import LinearDynamics
+from modeshift.features import Polynomial
+from modeshift.metrics import mode_accuracy
+from modeshift.models import laplace_inference as laplace
+from modeshift.models import slds_inference
+from modeshift.transitions import Stationary
+
+
+def _random_problem(rng, features, lengths=(12, 18), n=2, p=3, K=2):
+    """Random parameters of the nonlinear model, data, and mode probabilities."""
+    T = sum(lengths)
+    seqs = as_sequences(rng.normal(size=(T, p)), list(lengths)).with_inputs(None, 0)
+    features = features.fit(rng.normal(size=(50, n)))
+    m = features.n_outputs
+    chain = Stationary(K)
+    chain.initial_probs, chain.transition_matrix = np.full(K, 1.0 / K), np.array([[0.9, 0.1], [0.2, 0.8]])
+    observation = LinearDynamics(1)
+    observation.weights = rng.normal(size=(1, p, n + 1))
+    observation.covariances = (0.3 * np.eye(p) + 0.05)[None]
+    covariances = np.stack([0.2 * np.eye(n) + 0.02 * k for k in range(K)])
+    params = laplace.FlowParameters(
+        0.3 * rng.normal(size=(K, n, m + 1)), covariances, features, observation, np.zeros(n), np.eye(n), chain
+    )
+    return params, seqs, rng.dirichlet(np.ones(K), size=T)
+
+
+def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one():
+    """phi(x) = (x - location) / scale makes every flow affine: f is quadratic, the Laplace q(x) is
+    exact and equals the SwitchingLDS's q(x) for the same q(z), and so do q(z) and the ELBO."""
+    rng = np.random.default_rng(0)
+    params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=1))
+    features = params.features
+    W, b = params.weights[:, :, :-1], params.weights[:, :, -1]
+    A = W / features.scale_
+    affine = LinearDynamics(2)
+    affine.weights = np.concatenate([A, (b - A @ features.location_)[:, :, None]], axis=2)
+    affine.covariances = params.covariances
+    linear = slds_inference.SwitchingParameters(
+        affine, params.observation, params.initial_mean, params.initial_covariance, params.chain
+    )
+    expected = slds_inference.update_states(linear, seqs, mode_probs)
+    found = laplace.find_mode(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
+    for got, want in zip(found[:4], expected):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
+    swept = laplace.sweep(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
+    reference = slds_inference.sweep(linear, seqs, mode_probs)
+    np.testing.assert_allclose(swept.mode_probs, reference.mode_probs, atol=1e-8)
+    assert swept.elbo == pytest.approx(reference.elbo, rel=1e-10)
+
+
+def _residuals(params, seqs, mode_probs, states):
+    """r(x) with -f(x) = |r(x)|^2 / 2 + const: the whitened residuals of the prior, the flows
+    (weighted by sqrt q(z_t = k)) and the observations."""
+    parts = [
+        np.linalg.cholesky(np.linalg.inv(params.initial_covariance)).T @ (states[s] - params.initial_mean)
+        for s in seqs.starts
+    ]
+    (weights,), (R,) = params.observation.weights, params.observation.covariances
+    R_half = np.linalg.cholesky(np.linalg.inv(R)).T
+    for t in range(seqs.n_steps):
+        parts.append(R_half @ (seqs.values[t] - weights[:, :-1] @ states[t] - weights[:, -1]))
+    for t in seqs.linked_rows:
+        phi = np.r_[params.features.transform(states[t - 1][None])[0], 1.0]
+        for k in range(len(params.weights)):
+            Q_half = np.linalg.cholesky(np.linalg.inv(params.covariances[k])).T
+            parts.append(np.sqrt(mode_probs[t, k]) * Q_half @ (states[t] - params.weights[k] @ phi))
+    return np.concatenate(parts)
+
+
+def test_the_mode_search_equals_a_dense_optimisation():
+    """On a tiny cubic model (12 unknowns), the Gauss-Newton mode is the optimum a dense
+    quasi-Newton search finds, and the Laplace covariances are the blocks of the inverse of the
+    dense Gauss-Newton Hessian J_r' J_r (J_r the Jacobian of the whitened residuals)."""
+    rng = np.random.default_rng(1)
+    params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3), lengths=(6,), p=1)
+    shape = (seqs.n_steps, 2)
+    means, covs, cross_covs, log_det, _ = laplace.find_mode(params, seqs, mode_probs, np.zeros(shape))
+
+    def energy(flat):
+        return -laplace.log_joint(params, seqs, mode_probs, flat.reshape(shape))
+
+    dense = optimize.minimize(energy, np.zeros(means.size), method="BFGS", options={"gtol": 1e-10})
+    np.testing.assert_allclose(means.ravel(), dense.x, atol=1e-5)
+    assert -energy(means.ravel()) >= -dense.fun - 1e-9
+
+    def residuals(flat):
+        return _residuals(params, seqs, mode_probs, flat.reshape(shape))
+
+    np.testing.assert_allclose(  # the residuals do define f
+        0.5 * np.sum(residuals(means.ravel()) ** 2) - 0.5 * np.sum(residuals(dense.x) ** 2),
+        energy(means.ravel()) - energy(dense.x),
+        atol=1e-9,
+    )
+    h = 1e-6
+    jacobian = np.column_stack(
+        [(residuals(means.ravel() + h * e) - residuals(means.ravel() - h * e)) / (2 * h) for e in np.eye(means.size)]
+    )
+    covariance = np.linalg.inv(jacobian.T @ jacobian)
+    for t in range(seqs.n_steps):
+        np.testing.assert_allclose(covs[t], covariance[2 * t : 2 * t + 2, 2 * t : 2 * t + 2], atol=1e-6)
+        if t:
+            np.testing.assert_allclose(cross_covs[t], covariance[2 * t : 2 * t + 2, 2 * t - 2 : 2 * t], atol=1e-6)
+    assert log_det == pytest.approx(np.linalg.slogdet(jacobian.T @ jacobian)[1], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def oscillators():
+    sim = switching_oscillators(500, random_state=1)
+    model = NonlinearSwitchingLDS(2, state_dim=2, n_iter=12, random_state=0)
+    with pytest.warns(modeshift.models.em.ConvergenceWarning):
+        model.fit(sim.observations)
+    return sim, model
+
+
+def test_the_modes_of_switching_oscillators_are_recovered(oscillators):
+    sim, model = oscillators
+    assert mode_accuracy(sim.modes, model.predict(sim.observations)) > 0.95
+
+
+def test_with_linear_features_em_never_lowers_its_objective():
+    """A linear map makes every step exact (Laplace q(x), q(z), closed-form M-step): the ELBO plus
+    log prior cannot fall. (With nonlinear features the flows are linearised at a moving mode:
+    only the rise over the fit below is promised.)"""
+    y = switching_oscillators(300, random_state=2).observations
+    model = NonlinearSwitchingLDS(2, state_dim=2, features=Polynomial(1), n_iter=8, tol=-np.inf, random_state=0)
+    with pytest.warns(modeshift.models.em.ConvergenceWarning):
+        model.fit(y)
+    history = np.array(model.history_)
+    assert (np.diff(history) >= -1e-8 * np.abs(history[1:])).all()
+
+
+def test_with_nonlinear_features_the_objective_rises_over_the_fit(oscillators):
+    _, model = oscillators
+    assert model.history_[-1] > model.history_[0]
+
+
+def test_a_state_larger_than_the_observation_is_fitted():
+    """Positions only (1-D), a 2-D state: started from a delay embedding in differences, C is
+    [1, 0] at first, EM raises its objective, and the fitted model samples and forecasts 1-D
+    observations. (Its modes on these data are no better than a feature ARHMM's: not asserted.)"""
+    position = switching_oscillators(300, random_state=1).observations[:, :1]
+    start = NonlinearSwitchingLDS(2, state_dim=2, n_iter=0, random_state=0).fit(position)
+    np.testing.assert_array_equal(start.observation_matrix_, [[1.0, 0.0]])
+    model = NonlinearSwitchingLDS(2, state_dim=2, n_iter=6, random_state=0)
+    with pytest.warns(modeshift.models.em.ConvergenceWarning):
+        model.fit(position)
+    assert model.observation_matrix_.shape == (1, 2) and model.history_[-1] > model.history_[0]
+    assert model.sample(10, random_state=0)[0].shape == (10, 1)
+    assert model.forecast(position, 4).means.shape == (4, 1)
+    assert np.shape(model.smooth(position)) == (300, 2)
+
+
+def test_save_then_load_gives_the_same_predictions(oscillators, tmp_path):
+    sim, model = oscillators
+    model.save(tmp_path / "model.msz")
+    loaded = modeshift.load(tmp_path / "model.msz")
+    y = sim.observations[:200]
+    np.testing.assert_array_equal(loaded.predict(y), model.predict(y))
+    np.testing.assert_allclose(loaded.forecast(y, 3).means, model.forecast(y, 3).means)
+    assert loaded.elbo(y) == pytest.approx(model.elbo(y), rel=1e-12)
+
+
+def test_a_one_step_forecast_follows_the_flow(oscillators):
+    """From the end of the data, the one-step predictive mean is the mode-weighted flow of the
+    posterior state to within the noise's scale (and the mode probabilities are q(z_T) P)."""
+    sim, model = oscillators
+    y = sim.observations[:300]
+    forecast = model.forecast(y, 1)
+    assert np.abs(forecast.means[0] - sim.observations[300]).max() < 0.05
+    np.testing.assert_allclose(forecast.mode_probabilities[0].sum(), 1.0)
+
+
+def test_bad_features_and_data_are_clear_errors():
+    y = switching_oscillators(100, random_state=0).observations
+    with pytest.raises(ValueError, match="features must be one of"):
+        NonlinearSwitchingLDS(features="splines", n_iter=1).fit(y)
+    with pytest.raises(ValueError, match="NonlinearSwitchingLDS: state_dim must be"):
+        NonlinearSwitchingLDS(state_dim=0).fit(y)
+    _, fitted = 0, NonlinearSwitchingLDS(n_iter=0, random_state=0).fit(y)
+    with pytest.raises(ValueError, match="feature"):
+        fitted.predict(np.ones((20, 3)))
+
+
+def test_missing_values_and_several_sequences():
+    """Missing entries (a coordinate, then whole steps) are integrated out: the modes are still found,
+    and the posterior state is finite everywhere; several sequences give one result each."""
+    sim = switching_oscillators(500, random_state=1)
+    y = sim.observations.copy()
+    y[100:110, 0], y[200:205] = np.nan, np.nan
+    model = NonlinearSwitchingLDS(2, state_dim=2, n_iter=4, random_state=0)
+    with pytest.warns(modeshift.models.em.ConvergenceWarning):
+        model.fit(y)
+    assert mode_accuracy(sim.modes, model.predict(y)) > 0.95
+    assert np.isfinite(model.smooth(y)).all()
+    paths = model.predict([sim.observations[:200], sim.observations[200:]])
+    assert [len(path) for path in paths] == [200, 300]
+    assert len(model.forecast([y[:150], y[300:]], 2).means) == 2

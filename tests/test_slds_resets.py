@@ -1,0 +1,354 @@
+"""Resets of a SwitchingLDS: q(x) and q(z) against brute force, reduction to the plain model, EM, recovery."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from modeshift import SwitchingLDS, load
+from modeshift.datasets.simulators import bouncing_ball
+from modeshift.metrics import match_modes, mode_accuracy
+from modeshift.models import slds_inference as inference
+
+
+def _model(rng, K=2, n=2, p=1, ties="pair", m=0):
+    model = SwitchingLDS(n_states=K, state_dim=n, input_dim=m, resets=ties)
+    model.startprob_ = rng.dirichlet(np.ones(K))
+    model.transmat_ = rng.dirichlet(np.ones(K), size=K)
+    model.dynamics_matrices_ = 0.4 * rng.normal(size=(K, n, n))
+    model.dynamics_input_matrices_ = rng.normal(size=(K, n, m))
+    model.dynamics_offsets_ = rng.normal(size=(K, n))
+    w = rng.normal(size=(K, n, n))
+    model.dynamics_covariances_ = w @ np.swapaxes(w, 1, 2) + 0.3 * np.eye(n)
+    model.observation_matrix_ = rng.normal(size=(p, n))
+    model.feedthrough_matrix_ = rng.normal(size=(p, m))
+    model.observation_offset_ = rng.normal(size=p)
+    model.observation_covariance_ = 0.5 * np.eye(p)
+    model.initial_state_mean_ = rng.normal(size=n)
+    model.initial_state_covariance_ = np.eye(n)
+    R = K * (K - 1) if ties == "pair" else K
+    model.reset_matrices_ = rng.normal(size=(R, n, n))
+    model.reset_input_matrices_ = rng.normal(size=(R, n, m))
+    model.reset_offsets_ = rng.normal(size=(R, n))
+    w = rng.normal(size=(R, n, n))
+    model.reset_covariances_ = w @ np.swapaxes(w, 1, 2) + 0.2 * np.eye(n)
+    return model
+
+
+def _laws(model):
+    """(A, B, b, Q) of every law: the K flows, then the R resets."""
+    return (
+        np.concatenate([model.dynamics_matrices_, model.reset_matrices_]),
+        np.concatenate([model.dynamics_input_matrices_, model.reset_input_matrices_]),
+        np.concatenate([model.dynamics_offsets_, model.reset_offsets_]),
+        np.concatenate([model.dynamics_covariances_, model.reset_covariances_]),
+    )
+
+
+def test_q_x_given_law_weights_is_exact_gaussian_conditioning():
+    """With the weights of the laws fixed, q(x) is the Gaussian exp(E_q(z) log p(x, y | z)), whose
+    precision and linear term are written here densely from the definition, term by term."""
+    rng = np.random.default_rng(0)
+    K, n, p, m, T = 2, 2, 1, 1, 5
+    model = _model(rng, K, n, p, "pair", m)
+    y, u = rng.normal(size=(T, p)), rng.normal(size=(T, m))
+    weights = rng.dirichlet(np.ones(K + K * (K - 1)), size=T)
+    seqs = model._sequences(y, None, u)
+    means, covs, cross_covs, _ = inference.update_states(model._parameters(seqs), seqs, weights)
+
+    A, B, b, Q = _laws(model)
+    J, h = np.zeros((T * n, T * n)), np.zeros(T * n)
+
+    def add(rows, M, shift, S, w):
+        """w log N(M x_rows | shift, S): J += w M' S^-1 M, h += w M' S^-1 shift."""
+        S_inv = np.linalg.inv(S)
+        J[np.ix_(rows, rows)] += w * M.T @ S_inv @ M
+        h[rows] += w * M.T @ S_inv @ shift
+
+    block = lambda t: np.arange(t * n, (t + 1) * n)  # noqa: E731
+    add(block(0), np.eye(n), model.initial_state_mean_, model.initial_state_covariance_, 1.0)
+    C, D, d = model.observation_matrix_, model.feedthrough_matrix_, model.observation_offset_
+    for t in range(T):
+        add(block(t), C, y[t] - D @ u[t] - d, model.observation_covariance_, 1.0)
+    for t in range(1, T):
+        rows = np.concatenate([block(t - 1), block(t)])
+        for law in range(len(A)):
+            add(rows, np.hstack([-A[law], np.eye(n)]), B[law] @ u[t] + b[law], Q[law], weights[t, law])
+    cov = np.linalg.inv(J)
+    mean = cov @ h
+    np.testing.assert_allclose(means.ravel(), mean, rtol=1e-9, atol=1e-10)
+    for t in range(T):
+        np.testing.assert_allclose(covs[t], cov[np.ix_(block(t), block(t))], rtol=1e-9, atol=1e-12)
+        if t:
+            np.testing.assert_allclose(cross_covs[t], cov[np.ix_(block(t), block(t - 1))], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("K,ties", [(2, "pair"), (3, "pair"), (3, "destination")])
+def test_q_z_given_q_x_matches_enumeration(K, ties):
+    """q(z) given q(x): every mode path's weight p(z) exp(sum_t E_q(x) log p(x_t | x_t-1, z_t-1, z_t)),
+    the expectations from the joint moments of (x_t-1, x_t), summed over all K^T paths."""
+    rng = np.random.default_rng(K)
+    n, T = 2, 4
+    model = _model(rng, K, n, 1, ties)
+    y = rng.normal(size=(T, 1))
+    seqs = model._sequences(y, None, None)
+    params = model._parameters(seqs)
+    means, covs, cross_covs, _ = inference.update_states(params, seqs, np.full((T, K), 1.0 / K))
+    log_z, mode_probs, pairs, _, _ = inference.update_modes(params, seqs, means, covs, cross_covs)
+
+    A, _, b, Q = _laws(model)
+    index = params.resets.index
+
+    def expected_log_density(t, law):
+        joint = np.block([[covs[t - 1], cross_covs[t].T], [cross_covs[t], covs[t]]])
+        M = np.hstack([-A[law], np.eye(n)])
+        residual = means[t] - A[law] @ means[t - 1] - b[law]
+        return stats.multivariate_normal(np.zeros(n), Q[law]).logpdf(residual) - 0.5 * np.trace(
+            np.linalg.solve(Q[law], M @ joint @ M.T)
+        )
+
+    weights, want_probs, want_pairs = {}, np.zeros((T, K)), np.zeros((T, K, K))
+    for path in itertools.product(range(K), repeat=T):
+        log_w = np.log(model.startprob_[path[0]])
+        for t in range(1, T):
+            i, j = path[t - 1], path[t]
+            log_w += np.log(model.transmat_[i, j]) + expected_log_density(t, j if i == j else K + index[i, j])
+        weights[path] = log_w
+    want_log_z = np.logaddexp.reduce(list(weights.values()))
+    for path, log_w in weights.items():
+        w = np.exp(log_w - want_log_z)
+        want_probs[np.arange(T), path] += w
+        for t in range(1, T):
+            want_pairs[t, path[t - 1], path[t]] += w
+    assert log_z == pytest.approx(want_log_z, rel=1e-10)
+    np.testing.assert_allclose(mode_probs, want_probs, atol=1e-10)
+    np.testing.assert_allclose(pairs, want_pairs, atol=1e-10)
+
+
+def test_resets_equal_to_the_flows_give_the_plain_model():
+    """Resets into each mode that are its flow: the same q(x), q(z), ELBO and decoding as without resets."""
+    rng = np.random.default_rng(3)
+    model = _model(rng, 3, 2, 2, "destination")
+    model.reset_matrices_, model.reset_offsets_ = model.dynamics_matrices_.copy(), model.dynamics_offsets_.copy()
+    model.reset_input_matrices_ = model.dynamics_input_matrices_.copy()
+    model.reset_covariances_ = model.dynamics_covariances_.copy()
+    plain = SwitchingLDS(n_states=3, state_dim=2)
+    for name in plain.parameter_names:
+        setattr(plain, name, getattr(model, name))
+    y = [rng.normal(size=(40, 2)), rng.normal(size=(25, 2))]
+    with_resets, without = model._infer(model._sequences(y, None, None)), plain._infer(plain._sequences(y, None, None))
+    assert with_resets.elbo == pytest.approx(without.elbo, abs=1e-10 * abs(without.elbo))
+    np.testing.assert_allclose(with_resets.means, without.means, atol=1e-10)
+    np.testing.assert_allclose(with_resets.mode_probs, without.mode_probs, atol=1e-10)
+    for a, b in zip(model.predict(y), plain.predict(y)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.concatenate(model.filter_proba(y)), np.concatenate(plain.filter_proba(y)), atol=1e-10)
+    for a, b in zip(model.forecast(y, 4), plain.forecast(y, 4)):
+        np.testing.assert_allclose(np.stack(a), np.stack(b), atol=1e-10)
+
+
+def _switching_with_a_reset(seed, n_steps=300, n_sequences=3):
+    """A 1-D state observed with small noise: mode 0 relaxes to 3, mode 1 to -3, and entering
+    mode 1 flips the state: x_t = -0.8 x_t-1 + 0.5 (the reset to recover; the flows' noise spreads
+    the states it starts from, so that its slope is well determined)."""
+    truth = SwitchingLDS(n_states=2, state_dim=1, resets="destination")
+    truth.startprob_, truth.transmat_ = np.array([0.5, 0.5]), np.array([[0.97, 0.03], [0.03, 0.97]])
+    truth.dynamics_matrices_ = np.array([[[0.9]], [[0.9]]])
+    truth.dynamics_offsets_, truth.dynamics_input_matrices_ = np.array([[0.3], [-0.3]]), np.zeros((2, 1, 0))
+    truth.dynamics_covariances_ = np.array([[[0.04]], [[0.04]]])
+    truth.reset_matrices_ = np.array([[[0.9]], [[-0.8]]])  # into mode 0: its flow; into mode 1: the flip
+    truth.reset_offsets_, truth.reset_input_matrices_ = np.array([[0.3], [0.5]]), np.zeros((2, 1, 0))
+    truth.reset_covariances_ = np.array([[[0.0025]], [[0.0025]]])
+    truth.observation_matrix_, truth.observation_offset_ = np.array([[1.0]]), np.zeros(1)
+    truth.feedthrough_matrix_, truth.observation_covariance_ = np.zeros((1, 0)), np.array([[0.0025]])
+    truth.initial_state_mean_, truth.initial_state_covariance_ = np.zeros(1), np.eye(1)
+    return truth, truth.sample(n_steps, n_sequences, random_state=seed)
+
+
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+def test_em_recovers_a_known_reset_and_never_lowers_its_objective():
+    """The flip's slope is invariant to the 1-D state's scale and offset, so it is compared directly;
+    the offset is compared after mapping the state onto the truth's by the observation model."""
+    truth, (y, modes) = _switching_with_a_reset(0)
+    model = SwitchingLDS(n_states=2, state_dim=1, resets="destination", n_iter=60, random_state=0).fit(y)
+    assert np.diff(model.history_).min() > -1e-8 * abs(model.history_[-1])
+    paths = model.predict(y)
+    assert mode_accuracy(modes, paths) > 0.95
+    flip = int(np.flatnonzero(match_modes(modes, paths) == 1)[0])
+    assert model.reset_matrices_[flip, 0, 0] == pytest.approx(-0.8, abs=0.08)
+    scale, shift = model.observation_matrix_[0, 0], model.observation_offset_[0]  # y = scale x + shift
+    offset = scale * model.reset_offsets_[flip, 0] + shift * (1 - model.reset_matrices_[flip, 0, 0])
+    assert offset == pytest.approx(0.5, abs=0.08)
+
+
+def test_sample_describe_automaton_save_and_load(tmp_path):
+    rng = np.random.default_rng(5)
+    model = _model(rng, 3, 2, 2, "pair", 1)
+    u = rng.normal(size=(60, 1))
+    y, modes = model.sample(60, inputs=u, random_state=1)
+    assert y.shape == (60, 2) and set(np.unique(modes)) <= {0, 1, 2}
+    table = model.describe()
+    matrix, offset = table.loc[2, "resets_into"][0]
+    np.testing.assert_allclose(matrix, np.hstack([model.reset_matrices_[1], model.reset_input_matrices_[1]]))
+    np.testing.assert_allclose(offset, model.reset_offsets_[1])  # (0, 2) is the 2nd pair in row-major order
+    resets = model.automaton().resets
+    assert set(resets) == {(i, j) for i in range(3) for j in range(3) if i != j}
+    np.testing.assert_allclose(resets[1, 0][1], model.reset_offsets_[2])
+    model.save(tmp_path / "model.npz")
+    loaded = load(tmp_path / "model.npz")
+    assert loaded.resets == "pair"
+    np.testing.assert_allclose(loaded.reset_covariances_, model.reset_covariances_)
+    np.testing.assert_allclose(loaded.predict_proba(y, inputs=u), model.predict_proba(y, inputs=u))
+    plain = SwitchingLDS(n_states=3, state_dim=2, input_dim=1)
+    for name in plain.parameter_names:
+        setattr(plain, name, getattr(model, name))
+    assert model.n_parameters - plain.n_parameters == 6 * (2 * 4 + 3)  # R (n (n + m + 1) + n (n + 1) / 2)
+
+
+def test_sampled_switches_follow_their_reset():
+    """With noiseless resets and flows the sampled states are the maps: at a switch the reset's."""
+    truth, _ = _switching_with_a_reset(0)
+    truth.dynamics_covariances_ = truth.reset_covariances_ = np.full((2, 1, 1), 1e-12)
+    truth.observation_covariance_ = np.full((1, 1), 1e-12)
+    x, modes = truth.sample(300, random_state=2)  # y = x
+    into = np.flatnonzero((modes[1:] == 1) & (modes[:-1] == 0)) + 1
+    stays = np.flatnonzero((modes[1:] == 1) & (modes[:-1] == 1)) + 1
+    assert len(into) > 2 and len(stays) > 2
+    np.testing.assert_allclose(x[into, 0], -0.8 * x[into - 1, 0] + 0.5, atol=1e-4)
+    np.testing.assert_allclose(x[stays, 0], 0.9 * x[stays - 1, 0] - 0.3, atol=1e-4)
+
+
+def test_refusals():
+    with pytest.raises(ValueError, match="resets"):
+        SwitchingLDS(resets="everywhere").fit(np.zeros((20, 1)))
+    rng = np.random.default_rng(1)
+    model = _model(rng, 2, 2, 1, "pair")
+    model.reset_matrices_ = np.zeros((3, 2, 2))
+    with pytest.raises(ValueError, match="reset_matrices_"):
+        model._check_parameters()
+    model = _model(rng, 2, 2, 1, "destination")
+    y = rng.normal(size=(30, 1))
+    model.recurrent = True
+    model.recurrence_weights_, model.input_weights_, model.recurrence_biases_ = (
+        np.zeros((2, 2)),
+        np.zeros((2, 0)),
+        np.zeros((2, 2)),
+    )
+    with pytest.raises(NotImplementedError, match="resets"):
+        model.forecast(y, 3)
+
+
+def _true_ball(restitution=0.8, dt=0.01, gravity=9.81):
+    """The bouncing ball of ``simulators.bouncing_ball`` as an SLDS with resets, in the basis (h, v):
+    mode 0 flies, mode 1 is the one-step impact, entered by the linearised bounce
+    h_t = -e (h_t-1 + v_t-1 dt), v_t = -e v_t-1 (gravity within the step neglected) and left by the flight."""
+    model = SwitchingLDS(n_states=2, state_dim=2, resets="destination")
+    flight, fall = np.array([[1.0, dt], [0.0, 1.0]]), np.array([-gravity * dt**2 / 2, -gravity * dt])
+    e = restitution
+    model.dynamics_matrices_, model.dynamics_offsets_ = np.stack([flight, flight]), np.stack([fall, fall])
+    model.dynamics_input_matrices_, model.reset_input_matrices_ = np.zeros((2, 2, 0)), np.zeros((2, 2, 0))
+    model.dynamics_covariances_ = np.stack([np.diag([1e-6, 1e-4])] * 2)
+    model.reset_matrices_ = np.stack([flight, np.array([[-e, -e * dt], [0.0, -e]])])
+    model.reset_offsets_ = np.stack([fall, np.zeros(2)])
+    model.reset_covariances_ = np.stack([np.diag([1e-6, 1e-4]), np.diag([1e-4, 0.1])])
+    model.observation_matrix_, model.observation_offset_ = np.array([[1.0, 0.0]]), np.zeros(1)
+    model.feedthrough_matrix_, model.observation_covariance_ = np.zeros((1, 0)), np.array([[0.02**2]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.array([1.0, 0.0]), np.eye(2)
+    model.startprob_, model.transmat_ = np.array([0.99, 0.01]), np.array([[0.98, 0.02], [0.99, 0.01]])
+    return model
+
+
+def test_bouncing_ball_impacts_are_a_fixed_point_the_generic_starts_miss():
+    """With the ball's true laws, q(x) q(z) started at the true impacts keeps every one of them (a
+    fixed point of the sweeps), at an ELBO far above the one inference reaches from its generic
+    starts (measured 2144 against -8697 on this seed): the impacts are there to be found, and the
+    sweeps do not find them. (Why the SLDS with resets does not reach the ball's targets.)"""
+    sim = bouncing_ball(1000, random_state=0)
+    model = _true_ball()
+    seqs = model._sequences(sim.observations, None, None)
+    params = model._parameters(seqs)
+    posterior = inference.sweep(params, seqs, np.eye(2)[sim.modes])
+    for _ in range(5):
+        posterior = inference.sweep(params, seqs, posterior.mode_probs, posterior)
+    np.testing.assert_array_equal(model._viterbi(seqs, posterior), sim.modes)
+    assert posterior.elbo > model.elbo(sim.observations) + 1000.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="at the default 2 cm noise EM does not find the one-step impacts (0-8 of 15-20 found per seed), so "
+    "no reset learns the bounce: the reset into the impact mode has eigenvalues near +1, not -e",
+)
+def test_bouncing_ball_restitution_within_5_percent():
+    """The restitution (mean 0.8) as the eigenvalues of the reset into the impact mode, both -e for the
+    linearised bounce whatever the state basis, on the default ball over five seeds."""
+    estimates = []
+    for seed in range(5):
+        sim = bouncing_ball(1000, random_state=seed)
+        model = SwitchingLDS(2, state_dim=2, resets="destination", n_iter=300, random_state=seed)
+        model.fit(sim.observations)
+        impact = np.flatnonzero(match_modes(sim.modes, model.predict(sim.observations)) == 1)
+        assert impact.size, f"seed {seed}: no mode matched to the impacts"
+        estimates.append(-np.linalg.eigvals(model.reset_matrices_[impact[0]]).real.mean())
+    assert np.mean(estimates) == pytest.approx(0.8, rel=0.05), estimates
+
+
+@pytest.mark.parametrize("ties", ["pair", "destination"])
+def test_keeping_modes_keeps_the_resets_of_their_switches(ties):
+    """Pruning (selection="prune") drops a mode: each reset left is the one of its switch between kept modes."""
+    from modeshift.models.slds import _keep_modes
+
+    model = _model(np.random.default_rng(2), 3, 2, 1, ties)
+    kept = np.array([0, 2])
+    smaller = _keep_modes(model, kept)
+    old, new = model.automaton().resets, smaller.automaton().resets
+    assert set(new) == {(0, 1), (1, 0)}
+    for (i, j), (matrix, offset) in new.items():
+        np.testing.assert_array_equal(matrix, old[kept[i], kept[j]][0])
+        np.testing.assert_array_equal(offset, old[kept[i], kept[j]][1])
+
+
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+def test_recurrent_model_learns_guards_and_resets_together():
+    """With recurrent switches the pair posteriors are per step already; the reset is found as well."""
+    _, (y, modes) = _switching_with_a_reset(0)
+    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, resets="destination", n_iter=30, random_state=0)
+    paths = model.fit(y).predict(y)
+    assert mode_accuracy(modes, paths) > 0.95
+    flip = int(np.flatnonzero(match_modes(modes, paths) == 1)[0])
+    assert model.reset_matrices_[flip, 0, 0] == pytest.approx(-0.8, abs=0.08)
+
+
+@pytest.mark.parametrize("ties", ["pair", "destination"])
+def test_forecast_matches_enumeration_of_mode_paths(ties):
+    """The forecast's moments against the Gaussian mixture over every mode path from q(z_T) q(x_T),
+    each path's state pushed through its flows and, at its switches, its resets."""
+    rng = np.random.default_rng(7)
+    K, horizon = 3, 3
+    model = _model(rng, K, 2, 2, ties)
+    y = rng.normal(size=(20, 2))
+    forecast = model.forecast(y, horizon)
+    posterior = model._infer(model._sequences(y, None, None))
+    start, mean, cov = posterior.mode_probs[-1], posterior.means[-1], posterior.covs[-1]
+    A, _, b, Q = _laws(model)
+    index = model._parameters().resets.index
+    C, d, R = model.observation_matrix_, model.observation_offset_, model.observation_covariance_
+    first, second, modes = np.zeros((horizon, 2)), np.zeros((horizon, 2, 2)), np.zeros((horizon, K))
+    for path in itertools.product(range(K), repeat=horizon + 1):
+        weight = start[path[0]] * np.prod([model.transmat_[i, j] for i, j in zip(path, path[1:])])
+        m, P = mean, cov
+        for h, (i, j) in enumerate(zip(path, path[1:])):
+            law = j if i == j else K + index[i, j]
+            m, P = A[law] @ m + b[law], A[law] @ P @ A[law].T + Q[law]
+            y_mean = C @ m + d
+            first[h] += weight * y_mean
+            second[h] += weight * (C @ P @ C.T + R + np.outer(y_mean, y_mean))
+            modes[h, j] += weight
+    covariances = second - first[:, :, None] * first[:, None, :]
+    np.testing.assert_allclose(forecast.means, first, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(forecast.covariances, covariances, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(forecast.mode_probabilities, modes, atol=1e-12)
