@@ -405,7 +405,7 @@ def test_symbol_sequences_are_codes_in_the_one_container():
 
 
 def test_non_finite_inputs():
-    with pytest.raises(ValueError, match=r"sequence 1, time step 0\b.*not finite"):
+    with pytest.raises(ValueError, match=r"sequence 1, time step 0: non-finite input \(input 0\)"):
         Sequences.from_arrays([np.zeros(2), np.zeros(2)], inputs=[np.zeros(2), [np.nan, 0.0]])
     frame = pd.DataFrame({"id": [0, 0, 1], "x": [0.0, 1.0, 2.0], "u": [0.0, np.inf, 1.0]})
     with pytest.raises(ValueError, match=r"sequence 0, time step 1\b.*'u'"):

@@ -62,6 +62,13 @@ def test_state_round_trip(x, spec):
     rebuilt = feature_map(config, arrays)
     assert rebuilt == fitted
     np.testing.assert_array_equal(rebuilt.transform(x), fitted.transform(x))
+    assert rebuilt.n_outputs == fitted.n_outputs == fitted.transform(x).shape[1]
+
+
+@pytest.mark.parametrize(("n_inputs", "degree"), itertools.product((1, 2, 4), (1, 2, 3)))
+def test_polynomial_width_is_the_number_of_monomials(n_inputs, degree):
+    phi = Polynomial(degree).fit(np.random.default_rng(n_inputs).normal(size=(20, n_inputs)))
+    assert phi.n_outputs == phi.transform(np.zeros((1, n_inputs))).shape[1]
 
 
 def test_feature_map_copies_a_given_map(x):
@@ -79,6 +86,17 @@ def test_custom_function_used_as_given_but_not_saved(x):
     np.testing.assert_array_equal(phi.transform(x), squares(x))
     with pytest.raises(TypeError, match="squares.*cannot be saved"):
         phi.state()
+
+
+def test_custom_width_needs_no_call_beyond_the_data(x):
+    calls = []
+
+    def direction(a):  # the unit vector: undefined at the origin, which the data never reach
+        calls.append(len(a))
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    phi = Custom(direction).fit(x)
+    assert phi.n_outputs == 2 and calls == [300]
 
 
 def test_errors_say_what_is_wrong(x):

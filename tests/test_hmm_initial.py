@@ -43,13 +43,23 @@ def stationary_objective(P: np.ndarray, counts: np.ndarray, initial: np.ndarray)
 
 @pytest.mark.parametrize("seed", range(3))
 def teststationary_start_transitions_finds_the_joint_maximum(seed):
-    # Two states: P = [[1-a, a], [b, 1-b]]; a grid over (a, b) bounds the maximum from below.
+    # Two states: P = [[1-a, a], [b, 1-b]], whose stationary law is (b, a) / (a + b); a grid
+    # over (a, b) bounds the maximum from below.
     rng = np.random.default_rng(seed)
     counts, initial = rng.uniform(0.5, 20.0, (2, 2)), rng.dirichlet([1.0, 1.0]) * 3
     previous = np.array([[0.5, 0.5], [0.5, 0.5]])
     P = stationary_start_transitions(counts, initial, previous)
-    grid = np.linspace(1e-3, 1 - 1e-3, 400)
-    best = max(stationary_objective(np.array([[1 - a, a], [b, 1 - b]]), counts, initial) for a in grid for b in grid)
+    a, b = np.meshgrid(*[np.linspace(1e-3, 1 - 1e-3, 400)] * 2, indexing="ij")
+    on_grid = (
+        counts[0, 0] * np.log(1 - a)
+        + counts[0, 1] * np.log(a)
+        + counts[1, 0] * np.log(b)
+        + counts[1, 1] * np.log(1 - b)
+        + initial @ np.log([b / (a + b), a / (a + b)]).transpose(1, 0, 2)
+    )
+    grid_point = np.array([[1 - a[7, 9], a[7, 9]], [b[7, 9], 1 - b[7, 9]]])
+    assert on_grid[7, 9] == pytest.approx(stationary_objective(grid_point, counts, initial), rel=1e-12)
+    best = on_grid.max()
     found = stationary_objective(P, counts, initial)
     assert found >= best - 1e-9
     assert found >= stationary_objective(previous, counts, initial)

@@ -149,7 +149,8 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 def test_duration_laws_and_modes_are_recovered_from_simulated_data(duration):
     truth = _truth(duration)
     X, modes = truth.sample(3000, 4, random_state=3)
-    model = HSMM(n_states=3, duration=duration, max_duration=120, n_restarts=2, random_state=0).fit(X)
+    # one start: 2 restarts end at this same fit
+    model = HSMM(n_states=3, duration=duration, max_duration=120, random_state=0).fit(X)
     order = np.argsort(model.means_[:, 0])
     np.testing.assert_allclose(model.means_[order], truth.means_, atol=0.1)
     accuracy = np.mean(np.concatenate(model.predict(X)) == order[np.concatenate(modes)])

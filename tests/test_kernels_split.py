@@ -39,7 +39,9 @@ def case(request):
     initial, matrix = _chains(rng)[request.param]
     k = len(initial)
     dense = rng.normal(0.0, 2.0, size=(T, k))
-    table = np.log(rng.dirichlet(np.full(20, 0.5), size=k).T)
+    # in C order, as Categorical.log_likelihood_table builds it (a transposed view would compile
+    # every kernel it meets a second time, for Fortran order)
+    table = np.ascontiguousarray(np.log(rng.dirichlet(np.full(20, 0.5), size=k).T))
     symbols = rng.integers(0, 20, size=T)
     return initial, matrix, dense, table, symbols
 

@@ -201,6 +201,21 @@ def test_clear_errors():
         model.feature_map_ = Polynomial(2).fit(x)
 
 
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+def test_a_custom_map_need_not_be_finite_at_zero():
+    """The map runs on the lags the data have, never on a row of zeros (the origin here)."""
+    x, _ = switching_oscillators(300, 9)
+
+    def direction(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    model = ARHMM(n_states=2, features=direction, n_iter=5, random_state=0).fit(x)
+    state = model.filter_init()
+    for row in x[:20]:
+        state, out = model.filter_step(state, row)
+    assert np.isfinite(model.score(x)) and np.isfinite(out.log_likelihood)
+
+
 def test_a_refit_on_new_data_equals_a_fresh_fit():
     first, _ = switching_oscillators(400, 7)
     second, _ = switching_oscillators(400, 8)

@@ -41,6 +41,7 @@ True
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -92,8 +93,8 @@ class FeatureMap:
 
     @property
     def n_outputs(self) -> int:
-        """m, the number of features (after ``fit``)."""
-        return self._features(np.zeros((1, self.n_inputs))).shape[1]
+        """m, the number of features (after ``fit``), from the map's options and inputs alone."""
+        raise NotImplementedError
 
     @property
     def linear_columns(self) -> int:
@@ -142,6 +143,11 @@ class Polynomial(FeatureMap):
     def _arrays(self) -> tuple[str, ...]:
         return (*super()._arrays(), "bounds_")
 
+    @property
+    def n_outputs(self) -> int:
+        """The monomials of d inputs of degree 1 .. D: C(d + D, D) - 1."""
+        return math.comb(self.n_inputs + self.degree, self.degree) - 1
+
     def _features(self, u: np.ndarray) -> np.ndarray:
         if self.degree > 1:  # beyond the data a polynomial flow would run away: hold it at the edge
             u = np.clip(u, *self.bounds_)
@@ -185,6 +191,10 @@ class RadialBasis(FeatureMap):
         squared = np.square(u[:, None, :] - self.centres_[None]).sum(axis=2)
         return np.hstack([u, np.exp(-squared / (2.0 * self.width_**2))])
 
+    @property
+    def n_outputs(self) -> int:
+        return self.n_inputs + len(self.centres_)
+
     def _arrays(self) -> tuple[str, ...]:
         return (*super()._arrays(), "centres_", "width_")
 
@@ -219,6 +229,10 @@ class RandomFourier(FeatureMap):
     def _features(self, u: np.ndarray) -> np.ndarray:
         return np.hstack([u, np.sqrt(2.0 / self.n_features) * np.cos(u @ self.frequencies_ + self.phases_)])
 
+    @property
+    def n_outputs(self) -> int:
+        return self.n_inputs + self.n_features
+
     def _arrays(self) -> tuple[str, ...]:
         return (*super()._arrays(), "frequencies_", "phases_")
 
@@ -227,6 +241,7 @@ class Custom(FeatureMap):
     """A user's function of an (n, d) array returning an (n, m) array, used as given."""
 
     kind = "custom"
+    _n_outputs: int | None = None
 
     def __init__(self, function: Callable[[np.ndarray], Any]):
         if not callable(function):
@@ -237,10 +252,10 @@ class Custom(FeatureMap):
         return {"kind": self.kind, "function": getattr(self.function, "__qualname__", repr(self.function))}
 
     def fit(self, x: Any) -> Custom:
-        """Record the input width and check the function's output on x."""
+        """Record the input width, check the function's output on x and record its width."""
         x = _inputs(x, None, "Custom")
         self.location_, self.scale_ = np.zeros(x.shape[1]), np.ones(x.shape[1])
-        self._features(x)
+        self._n_outputs = self._features(x).shape[1]
         return self
 
     def _features(self, u: np.ndarray) -> np.ndarray:
@@ -255,6 +270,12 @@ class Custom(FeatureMap):
         if not np.isfinite(out).all():
             raise ValueError(f"the feature function {name} returned non-finite features")
         return out
+
+    @property
+    def n_outputs(self) -> int:
+        """The width of the function's output on the data it was fit to (running it on other
+        inputs, such as a row of zeros, could fail where the data did not)."""
+        return self._n_outputs
 
     @property
     def linear_columns(self) -> int:

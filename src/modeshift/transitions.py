@@ -17,7 +17,7 @@ from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import check_array, check_probabilities
 from modeshift.statistics import Stacked, Statistics
 
-__all__ = ["InputDriven", "Stationary", "normalise_rows", "stationary_start_transitions"]
+__all__ = ["InputDriven", "Stationary", "draw_rows", "normalise_rows", "stationary_start_transitions"]
 
 
 class Stationary:
@@ -378,3 +378,17 @@ def normalise_rows(counts: np.ndarray, previous: np.ndarray | None = None) -> np
     with np.errstate(invalid="ignore", divide="ignore"):
         probs = counts / totals
     return np.where(totals > 0, probs, previous)
+
+
+def draw_rows(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One state per row of (n, K) non-negative probabilities (unnormalised is fine), by inverting
+    the cumulative sums with one uniform each. A state of probability 0 is never drawn: a uniform
+    that rounding carries to the end of a row draws the row's last state of positive probability.
+
+    >>> draw_rows(np.array([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]), np.random.default_rng(0)).tolist()
+    [1, 0]
+    """
+    cumulative = np.cumsum(probabilities, axis=1)
+    totals = cumulative[:, -1:]
+    drawn = (cumulative <= rng.random((len(cumulative), 1)) * totals).sum(axis=1)
+    return np.minimum(drawn, (cumulative < totals).sum(axis=1))

@@ -41,7 +41,7 @@ import numpy as np
 __all__ = ["Simulation", "bouncing_ball", "nascar", "switching_oscillators", "switching_spirals", "thermostat"]
 
 RandomState = int | np.random.Generator | None
-Run = tuple[np.ndarray, np.ndarray, np.ndarray]
+Run = tuple[np.ndarray, ...]  # observations, states, modes (and times, in continuous time)
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,12 +193,7 @@ def _continuous_thermostat(
         y = x[grid] + rng.normal(0.0, parameters["observation_sd"], n_steps)
         return y[:, None], x[grid][:, None], z[grid], stamps
 
-    runs = [run() for _ in range(1 if n_sequences is None else _positive_int("n_sequences", n_sequences))]
-    names = ("heating", "cooling")
-    if n_sequences is None:
-        return Simulation(*runs[0][:3], parameters=parameters, mode_names=names, times=runs[0][3])
-    observations, states, modes, stamps = (list(field) for field in zip(*runs))
-    return Simulation(observations, states, modes, parameters, names, stamps)
+    return _simulate(run, n_sequences, parameters, ("heating", "cooling"))
 
 
 def bouncing_ball(
@@ -498,12 +493,14 @@ def switching_oscillators(
 def _simulate(
     run: Callable[[], Run], n_sequences: int | None, parameters: dict[str, Any], mode_names: tuple[str, ...]
 ) -> Simulation:
-    """One run, or a list of ``n_sequences`` runs, packed with the ground truth."""
+    """One run, or a list of ``n_sequences`` runs, packed with the ground truth (a run in continuous
+    time also gives its observation times)."""
     if n_sequences is None:
-        return Simulation(*run(), parameters=parameters, mode_names=mode_names)
+        observations, states, modes, *times = run()
+        return Simulation(observations, states, modes, parameters, mode_names, *times)
     runs = [run() for _ in range(_positive_int("n_sequences", n_sequences))]
-    observations, states, modes = (list(field) for field in zip(*runs))
-    return Simulation(observations, states, modes, parameters, mode_names)
+    observations, states, modes, *times = (list(field) for field in zip(*runs))
+    return Simulation(observations, states, modes, parameters, mode_names, *times)
 
 
 def _positive_int(name: str, value: Any) -> int:

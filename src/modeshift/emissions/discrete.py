@@ -59,8 +59,9 @@ class Categorical(Emission):
         """One row per symbol, plus a row of zeros for a missing step."""
         column = values[:, 0]
         rows = np.where(np.isnan(column), self.n_symbols, column).astype(np.int64)
+        table = np.zeros((self.emission_probs.shape[1] + 1, self.n_states))  # C order: the kernels read a row a step
         with np.errstate(divide="ignore"):
-            table = np.vstack([np.log(self.emission_probs).T, np.zeros((1, self.n_states))])
+            table[:-1] = np.log(self.emission_probs).T
         return table, rows
 
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
 from modeshift.models.streaming import FilterState, PairRecursion, lagged_values
 from modeshift.statistics import Statistics
+from modeshift.transitions import draw_rows
 
 __all__ = ["ARHMM"]
 
@@ -240,13 +241,19 @@ class ARHMM(HMM):
         seqs = as_sequences(X, lengths).with_inputs(inputs, self.input_dim, "this ARHMM")
         seqs = self._checked(seqs, self._blocks[1].n_features)
         d = seqs.n_features
-        values = with_lags(seqs.values, seqs.offsets, self.order)
-        if self.features is not None:
-            values = with_features(values, d, self._feature_map)
+        lagged = with_lags(seqs.values, seqs.offsets, self.order)
+        values = lagged if self.features is None else with_features(lagged, d, self._feature_map)
         if self.recurrent:  # entry t of the transitions reads u_t = phi(y_t-1, ..., y_t-order)
-            guards = with_features(with_lags(seqs.values, seqs.offsets, self.order), d, self._fitted_map("guard_map_"))
+            guards = values if self._guards_are_features else with_features(lagged, d, self._fitted_map("guard_map_"))
             seqs = dataclasses.replace(seqs, inputs=np.ascontiguousarray(guards[:, d:-1]))
         return dataclasses.replace(seqs, values=values)
+
+    @property
+    def _guards_are_features(self) -> bool:
+        """The switching reads the flows' own features (``recurrent`` with ``features``, as fit sets
+        it): computed once for both."""
+        maps = self.__dict__
+        return self.features is not None and maps.get("guard_map_") is maps.get("feature_map_")
 
     # -------------------------------------------------------------------- resets
     def _check_resets(self) -> None:
@@ -425,11 +432,18 @@ class ARHMM(HMM):
             return lagged
         return with_features(lagged[None], self._blocks[1].n_features, self._fitted_map(name))[0]
 
-    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _stream_constants(self) -> dict[str, Any]:
+        """The resets' kernel arrays (with ``resets``), built once per block of a stream."""
+        return {} if self.resets is None else {"reset_arrays": self._reset_block.kernel_arrays()}
+
+    def _stream_evidence(
+        self, state: FilterState, y: Any, inputs: Any, reset_arrays: tuple | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As :meth:`HMM._stream_evidence`; a ``recurrent`` chain's move into step t reads
         phi(y_t-1, ..., y_t-order) from the history (0 before the first ``order`` steps, as in
         the batch filter), so it needs no ``inputs``; with ``resets`` the evidence is log e_t(i, j)
-        of each pair (z_t-1, z_t) (:func:`~modeshift._kernels.pair_hmm.step_evidence`)."""
+        of each pair (z_t-1, z_t) (:func:`~modeshift._kernels.pair_hmm.step_evidence`), from the
+        resets' ``reset_arrays`` (:meth:`_stream_constants`; None: built for this step)."""
         if not self.recurrent and self.resets is None:
             return super()._stream_evidence(state, y, inputs)
         if inputs is not None:
@@ -437,15 +451,16 @@ class ARHMM(HMM):
             raise ValueError(f"inputs were given but this ARHMM {driven}")
         transitions, emission = self._blocks
         lagged, history = self._stream_lags(state, y)
+        row = self._with_map(lagged, "feature_map_")
         if self.recurrent:
-            guards = self._with_map(lagged, "guard_map_")[emission.n_features : -1]
-            move = transitions.kernel_arrays(guards[None])[1][0]
+            guards = row if self._guards_are_features else self._with_map(lagged, "guard_map_")
+            move = transitions.kernel_arrays(guards[None, emission.n_features : -1])[1][0]
         else:
             move = transitions.transition_matrix
-        row = self._with_map(lagged, "feature_map_")
         evidence = emission.log_likelihoods(row[None])[0]
         if self.resets is not None:
-            evidence = pair_hmm.step_evidence(row, emission.n_features, evidence, self._reset_block.kernel_arrays())
+            reset_arrays = self._reset_block.kernel_arrays() if reset_arrays is None else reset_arrays
+            evidence = pair_hmm.step_evidence(row, emission.n_features, evidence, reset_arrays)
         return evidence, move, history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
@@ -512,7 +527,7 @@ class ARHMM(HMM):
     ) -> Forecast:
         """The Monte Carlo forecast of :meth:`forecast` from the lag vector [y_T, ..., y_T-order+1]
         and the filtered mode probabilities p(z_T | y)."""
-        modes = _draw(np.broadcast_to(law, (FORECAST_PATHS, self._k)), rng)
+        modes = draw_rows(np.broadcast_to(law, (FORECAST_PATHS, self._k)), rng)
         paths, path_modes = self._simulate(np.tile(lags, (FORECAST_PATHS, 1)), modes, horizon, rng, future)
         means = paths.mean(axis=0)
         centred = paths - means
@@ -551,16 +566,16 @@ class ARHMM(HMM):
         resets = None if self.resets is None else self._reset_block
         for t in range(n_steps):
             previous = modes
+            regressors = self._feature_map.transform(lags) if self.features is not None else lags
             if modes is None:
-                modes = _draw(np.broadcast_to(transitions.initial_probs, (len(lags), self._k)), rng)
+                modes = draw_rows(np.broadcast_to(transitions.initial_probs, (len(lags), self._k)), rng)
             else:
                 if self.recurrent:
-                    matrices = transitions.kernel_arrays(self._fitted_map("guard_map_").transform(lags))[1]
-                    probabilities = matrices[np.arange(len(lags)), modes]
+                    guards = regressors if self._guards_are_features else self._guard_inputs(lags)
+                    probabilities = transitions.kernel_arrays(guards)[1][np.arange(len(lags)), modes]
                 else:
                     probabilities = fixed[t][modes]
-                modes = _draw(probabilities, rng)
-            regressors = self._feature_map.transform(lags) if self.features is not None else lags
+                modes = draw_rows(probabilities, rng)
             rows = np.hstack([regressors, np.ones((len(lags), 1))])
             y = block.sample_rows(rows, modes, rng)
             if resets is not None and previous is not None:  # a switch follows its reset
@@ -732,10 +747,3 @@ class ARHMM(HMM):
             filtered, lag_state, matrices, self.coefs_, self.intercepts_, self.covars_
         )
         return Forecast(means, covariances, modes)
-
-
-def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One category per row of (n, K) probabilities."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    below = cumulative < rng.random((len(cumulative), 1)) * cumulative[:, -1:]
-    return np.minimum(below.sum(axis=1), cumulative.shape[1] - 1)

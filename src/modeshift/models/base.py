@@ -98,10 +98,8 @@ class Model:
         for old, new in cls.__dict__.get("_renamed", {}).items():
             setattr(cls, old, _renamed_attribute(cls.__name__, old, new))
         for name, function in list(cls.__dict__.items()):
-            if not name.startswith("_") and name != "fit" and inspect.isfunction(function):
-                setattr(cls, name, _checking_arguments(function))
-            if name in _OVER_COLLECTIONS and inspect.isfunction(function):
-                setattr(cls, name, _dispatching(name, getattr(cls, name)))
+            if not name.startswith("_") and inspect.isfunction(function):
+                setattr(cls, name, _public(name, function))
 
     @classmethod
     def _hyperparameter_names(cls) -> tuple[str, ...]:
@@ -264,44 +262,40 @@ def set_collection_handler(handler: Callable[..., Any] | None) -> None:
     _collection_handler = handler
 
 
-def _dispatching(name: str, function: Any) -> Any:
-    """``function`` (a method in ``_OVER_COLLECTIONS``), handing Dask collections to the installed
-    handler; the in-memory models never import dask (a collection's module names it)."""
-
-    @functools.wraps(function)
-    def dispatched(self: Model, *args: Any, **kwargs: Any) -> Any:
-        if "client" not in kwargs and not (args and type(args[0]).__module__.startswith("dask")):
-            return function(self, *args, **kwargs)
-        if _collection_handler is None:
-            raise ImportError(f"{type(self).__name__}.{name} over a Dask collection needs modeshift.distributed")
-        return _collection_handler(name, self, *args, **kwargs)
-
-    return dispatched
-
-
 @functools.cache
-def _checking_arguments(function: Any) -> Any:
-    """``function`` (a public method) checking the arguments it shares with other models against
-    :data:`~modeshift.models.params.ARGUMENTS` before it runs: one clear ValueError naming the
-    method, e.g. ``MarkovChain.predict_next: k must be an integer >= 1, got -1``."""
+def _public(name: str, function: Any) -> Any:
+    """``function``, the public method ``name`` of a model class, as every model runs it.
+
+    A method in ``_OVER_COLLECTIONS`` given a Dask collection (or ``client=``) hands it to the
+    installed handler (the in-memory models never import dask: a collection's module names it).
+    Any other call first checks the arguments the method shares with other models (``fit`` aside)
+    against :data:`~modeshift.models.params.ARGUMENTS`: one clear ValueError naming the method,
+    e.g. ``MarkovChain.predict_next: k must be an integer >= 1, got -1``.
+    """
+    dispatches = name in _OVER_COLLECTIONS
     signature = inspect.signature(function)
-    names = [name for name in signature.parameters if name in params.ARGUMENTS]
-    if not names:
+    names = [] if name == "fit" else [arg for arg in signature.parameters if arg in params.ARGUMENTS]
+    if not dispatches and not names:
         return function
-    optional = {name for name in names if signature.parameters[name].default is None}  # None: not given
+    optional = {arg for arg in names if signature.parameters[arg].default is None}  # None: not given
 
     @functools.wraps(function)
-    def checked(self: Model, *args: Any, **kwargs: Any) -> Any:
-        try:
-            given = signature.bind_partial(self, *args, **kwargs).arguments
-        except TypeError:  # a wrong call: the method says so itself
-            return function(self, *args, **kwargs)
-        where = f"{type(self).__name__}.{function.__name__}"
-        values = {name: given[name] for name in names if name in given}
-        params.check(where, {k: v for k, v in values.items() if not (v is None and k in optional)}, params.ARGUMENTS)
+    def public(self: Model, *args: Any, **kwargs: Any) -> Any:
+        if dispatches and ("client" in kwargs or (args and type(args[0]).__module__.startswith("dask"))):
+            if _collection_handler is None:
+                raise ImportError(f"{type(self).__name__}.{name} over a Dask collection needs modeshift.distributed")
+            return _collection_handler(name, self, *args, **kwargs)
+        if names:
+            try:
+                given = signature.bind_partial(self, *args, **kwargs).arguments
+            except TypeError:  # a wrong call: the method says so itself
+                return function(self, *args, **kwargs)
+            values = {arg: given[arg] for arg in names if arg in given}
+            checked = {k: v for k, v in values.items() if not (v is None and k in optional)}
+            params.check(f"{type(self).__name__}.{function.__name__}", checked, params.ARGUMENTS)
         return function(self, *args, **kwargs)
 
-    return checked
+    return public
 
 
 @functools.cache

@@ -231,8 +231,9 @@ class MarkovChainMixture(Model):
             raise ValueError(f"{n_trajectories} trajectories cannot fit {self.n_components} components")
         self.states_ = seqs.vocabulary.symbols
         self.__dict__["_given"] = {name: self.__dict__[name] for name in _PARAMETERS if name in self.__dict__}
+        self.__dict__["_counts"] = (seqs, _Counts.of(seqs, len(seqs.vocabulary)))  # once, for every restart
         em.run(self, seqs, label=f"MarkovChainMixture K={self.n_components}", over=over)
-        for name in ("_given", "_embedding"):
+        for name in ("_given", "_counts", "_embedding"):
             self.__dict__.pop(name, None)
         self._finish_fit(seqs)
         return self
@@ -240,11 +241,11 @@ class MarkovChainMixture(Model):
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """Restart 0 from the parameters given (by hand, or kept by ``warm_start``) if all are;
         otherwise from k-means clusters of the spectral embedding (computed once per fit)."""
-        counts = _Counts.of(seqs, len(seqs.vocabulary))
         given = self.__dict__["_given"]
         if restart == 0 and len(given) == len(_PARAMETERS):
             self._em_restore(dict(zip(_PARAMETERS, self._parameters())))  # the given ones, checked
             return
+        counts = self.__dict__["_counts"][1]
         if "_embedding" not in self.__dict__:
             self.__dict__["_embedding"] = _spectral_embedding(counts.profiles(), 2 * self.n_components, rng)
         labels = kmeans(self.__dict__["_embedding"], self.n_components, rng)[1]
@@ -252,10 +253,12 @@ class MarkovChainMixture(Model):
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
         """The objective and the counts weighted by the responsibilities p(k | x) (the trajectories'
-        counts built once, kept in the workspace)."""
+        counts: the fit's own for the data being fit, else built once per restart, kept in the workspace)."""
         counts = workspace.get("counts")
         if counts is None:
-            counts = workspace["counts"] = _Counts.of(seqs, len(seqs.vocabulary))
+            fitted = self.__dict__.get("_counts")
+            own = fitted is not None and fitted[0] is seqs
+            counts = workspace["counts"] = fitted[1] if own else _Counts.of(seqs, len(seqs.vocabulary))
         log_joint = _log_joint(counts, self.weights_, self.startprob_, self.transmat_)
         log_lik = _log_likelihoods(log_joint)
         return float(log_lik.sum()) + self._log_prior(), _weighted(counts, np.exp(log_joint - log_lik[:, None]))

@@ -87,6 +87,7 @@ from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.models.state_labels import VocabularyFromShards, labels_from_json, labels_to_json
 from modeshift.statistics import Stacked
 from modeshift.symbols import UNKNOWN_POLICIES, Vocabulary, n_targets, next_targets
+from modeshift.transitions import draw_rows
 
 __all__ = ["MAX_DENSE_STATES", "SMOOTHINGS", "MarkovChain", "smooth"]
 
@@ -544,7 +545,7 @@ class MarkovChain(VocabularyFromShards, Model):
         owners, draws = [], []
         for _ in range(n_steps):
             proba = self._next_proba(keys[alive]) if stop_at_end else self._dynamics_rows(keys[alive])
-            codes = _draw(proba, rng)
+            codes = draw_rows(proba, rng)
             going = codes != self._base - 1  # not END (which the dynamics never draw)
             owners.append(alive[going])
             draws.append(codes[going])
@@ -641,9 +642,3 @@ def _count_table(pairs: np.ndarray, counts: np.ndarray, base: int) -> tuple[np.n
     starts = np.flatnonzero(np.r_[True, contexts[1:] != contexts[:-1]])
     table = sparse.csr_array((counts, following, np.append(starts, len(contexts))), shape=(len(starts), base))
     return contexts[starts], table
-
-
-def _draw(proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One outcome per row of ``proba`` (inverse CDF)."""
-    cumulative = np.cumsum(proba, axis=1)
-    return np.argmax(cumulative > (rng.random(len(proba)) * cumulative[:, -1])[:, None], axis=1)

@@ -45,12 +45,12 @@ from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observa
 from modeshift.features import feature_map
 from modeshift.models import em
 from modeshift.models import laplace_inference as laplace
-from modeshift.models.arhmm import ARHMM, FORECAST_PATHS, _draw
+from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.statistics import Moments, Statistics
-from modeshift.transitions import Stationary, normalise_rows
+from modeshift.transitions import Stationary, draw_rows, normalise_rows
 
 __all__ = ["NonlinearSwitchingLDS"]
 
@@ -362,7 +362,7 @@ class NonlinearSwitchingLDS(Model):
         flows = self._flows()
         paths, path_modes = np.empty((len(states), horizon, self.state_dim)), np.empty((len(states), horizon), int)
         for h in range(horizon):
-            modes = _draw(self.transmat_[modes], rng)
+            modes = draw_rows(self.transmat_[modes], rng)
             regressors = np.hstack([self.feature_map_.transform(states), np.ones((len(states), 1))])
             states = flows.sample_rows(regressors, modes, rng)
             paths[:, h], path_modes[:, h] = states, modes
@@ -376,7 +376,7 @@ class NonlinearSwitchingLDS(Model):
         self._check_fitted()
         T, N = int(n_steps), int(n_sequences)
         rng = np.random.default_rng(random_state)
-        modes = _draw(np.broadcast_to(self.startprob_, (N, self.n_states)), rng)
+        modes = draw_rows(np.broadcast_to(self.startprob_, (N, self.n_states)), rng)
         first = rng.multivariate_normal(self.initial_state_mean_, self.initial_state_covariance_, size=N)
         paths, path_modes = self._propagate(first, modes, T - 1, rng)
         states = np.concatenate([first[:, None], paths], axis=1)
@@ -408,7 +408,7 @@ class NonlinearSwitchingLDS(Model):
         for last in seqs.offsets[1:] - 1:
             probabilities = posterior.mode_probs[last]
             starts = rng.multivariate_normal(posterior.means[last], posterior.covs[last], size=FORECAST_PATHS)
-            modes = _draw(np.broadcast_to(probabilities, (FORECAST_PATHS, self.n_states)), rng)
+            modes = draw_rows(np.broadcast_to(probabilities, (FORECAST_PATHS, self.n_states)), rng)
             paths, _ = self._propagate(starts, modes, horizon, rng)
             mean = paths.mean(axis=0)
             centred = paths - mean

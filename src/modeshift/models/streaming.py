@@ -553,7 +553,8 @@ class StreamingFilters:
     """Mixin: ``filter_init``, ``filter_step``, ``filter_stream`` from three hooks of a model.
 
     ``_stream_recursion()`` -> :class:`Recursion`; ``_stream_evidence(state, y, inputs)`` ->
-    (evidence, move into this step or None for the first, new history) after checking y_t;
+    (evidence, move into this step or None for the first, new history) after checking y_t
+    (``_stream_constants()``: more keyword arguments of it, built once per block of rows);
     ``_stream_history()`` -> the empty history. ``filter_forecast(state, horizon)`` gives predictions.
     """
 
@@ -633,13 +634,20 @@ class StreamingFilters:
         return state
 
     def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:
-        """``_stream_evidence`` of a block of rows, in order (models override it to evaluate a block at once)."""
-        out = []
+        """``_stream_evidence`` of a block of rows, in order, given the block's :meth:`_stream_constants`
+        (models override it to evaluate a block at once)."""
+        out, constants = [], self._stream_constants()
         for i, y in enumerate(rows):
-            evidence, move, history = self._stream_evidence(state, y, None if inputs is None else inputs[i])
+            extra = None if inputs is None else inputs[i]
+            evidence, move, history = self._stream_evidence(state, y, extra, **constants)
             out.append((evidence, move, history))
             state = FilterState(state.step + 1, state.filtered, history, state.lag, state.window)
         return out
+
+    def _stream_constants(self) -> dict[str, Any]:
+        """Keyword arguments of ``_stream_evidence`` that depend on the parameters only, built once
+        per block of rows rather than at every step (none by default)."""
+        return {}
 
     def filter_smoothed(self, state: FilterState) -> list[Any]:
         """The smoothed laws of the steps in a fixed-lag state's window given everything seen, oldest

@@ -17,6 +17,7 @@ from modeshift._kernels.gaussian import gaussian_log_density
 from modeshift.data import check_covariances
 from modeshift.models.base import NotFittedError
 from modeshift.smc.model import StateSpaceModel
+from modeshift.transitions import draw_rows
 
 if TYPE_CHECKING:
     from modeshift.models.lds import LinearGaussianSSM
@@ -143,8 +144,7 @@ class SwitchingLinear(StateSpaceModel):
 
     def sample_modes(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
         """z_t for each particle (x_t-1, z_t-1), by inverting the cumulative switch probabilities."""
-        cumulative = np.cumsum(np.exp(self._log_switch(previous, t)), axis=1)
-        return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
+        return draw_rows(np.exp(self._log_switch(previous, t)), rng)
 
     def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
         modes = self.sample_modes(previous, t, rng)
