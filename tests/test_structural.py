@@ -570,3 +570,16 @@ def test_a_fit_that_stops_short_says_so(nile):
     with pytest.warns(ConvergenceWarning, match="cap of n_iter=1"):
         model = StructuralModel.unobserved_components(level="local level", n_iter=1).fit(nile)
     assert not model.converged_
+
+
+def test_the_layout_cache_tells_components_of_equal_values_apart():
+    """Components are named tuples, equal to any tuple of the same values (LocalLevel() ==
+    Regression(1)): the cached layout of one model must not serve another."""
+    from modeshift.models.structural import _scatter
+    from modeshift.models.structural_components import Irregular, LocalLevel, Regression
+
+    first, second = (LocalLevel(), Regression(1), Irregular()), (Regression(1), LocalLevel(), Irregular())
+    assert first == second  # as plain tuples
+    a = _scatter(tuple((type(c), c) for c in first), 1)
+    b = _scatter(tuple((type(c), c) for c in second), 1)
+    assert not np.array_equal(a[1], b[1])  # each value's place in the system follows the components' order

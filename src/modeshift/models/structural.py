@@ -1042,7 +1042,8 @@ class _Objective:
         self.burn = int(arrays[5].sum())  # the exact diffuse components: the steps they take
         #: the compiled pass, whose flat vector of matrices is written in place at every point
         self.score = ScorePass(arrays, np.zeros(len(arrays[5]), dtype=bool))
-        self.fixed, self.directions, self.linear, self.nonlinear, moving = _scatter(tuple(components), model.n_exog)
+        typed = tuple((type(c), c) for c in components)
+        self.fixed, self.directions, self.linear, self.nonlinear, moving = _scatter(typed, model.n_exog)
         self.score.rows = moving  # G in A only on the rows that move
         #: the observed values after the diffuse steps (those log L sums over)
         self.n_effective = _n_effective(seqs, self.burn)
@@ -1066,12 +1067,15 @@ class _Objective:
 
 
 @functools.lru_cache(maxsize=64)
-def _scatter(components: tuple[Any, ...], n_exog: int) -> tuple:
+def _scatter(typed: tuple[tuple[type, Any], ...], n_exog: int) -> tuple:
     """Where each component's block goes in :class:`ScorePass`'s flat vector of the stacked
     system (m0, P0, A, B, Q, C, D, R, row-major), made once per model structure: (the linear
     components' blocks at 0 summed, their derivatives in their values (rows), those values'
     indices, (component, its slice, its positions) of each other component, the state rows
-    that move with the latter). The arrays are read-only."""
+    that move with the latter). The arrays are read-only. ``typed`` pairs each component with its
+    type: components are named tuples, equal to any tuple of the same values (LocalLevel() ==
+    Regression(1)), so the type must be part of the cache key."""
+    components = [component for _, component in typed]
     n, m = sum(int(c.n_states) for c in components), 1 + n_exog
     shapes = {"m0": (n,), "P0": (n, n), "A": (n, n), "B": (n, m), "Q": (n, n), "C": (1, n), "D": (1, m), "R": (1, 1)}
     bounds = np.cumsum([0, *(math.prod(shapes[key]) for key in FLAT)])
