@@ -104,14 +104,14 @@ def minimise(
             return Minimum(x, value, gradient, iteration, evaluations, False, "no step along the direction lowers f")
         step, new_value, new_gradient, _ = found
         s, y = step * direction, new_gradient - gradient
-        curvature, yy = float(s @ y), float(y @ y)
-        if curvature > 1e-12 * math.sqrt(float(s @ s) * yy):
+        sy, yy = float(s @ y), float(y @ y)
+        if sy > 1e-12 * math.sqrt(float(s @ s) * yy):
             if first:
-                inverse_hessian = (curvature / yy) * np.eye(x.size)
+                inverse_hessian = (sy / yy) * np.eye(x.size)
                 first = False
             hy = inverse_hessian @ y
             ss, hys = s[:, None] * s, hy[:, None] * s
-            inverse_hessian += ((curvature + float(y @ hy)) / curvature**2) * ss - (hys + hys.T) / curvature
+            inverse_hessian += ((sy + float(y @ hy)) / sy**2) * ss - (hys + hys.T) / sy
         decrease = value - new_value
         x, value, gradient = x + s, new_value, new_gradient
         if callback is not None:
