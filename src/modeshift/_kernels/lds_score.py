@@ -41,7 +41,6 @@ _KEYS = ("A", "B", "Q", "C", "D", "R", "m0", "P0")
 FLAT = ("m0", "P0", "A", "B", "Q", "C", "D", "R")
 #: the arguments of the compiled pass (:func:`~modeshift._kernels.kalman.filter_arrays`' tuple), by name
 _ARGUMENTS = ("observations", "inputs", "offsets", "m0", "P0", "diffuse", "A", "B", "Q", "C", "D", "R")
-_PLACES = {key: _ARGUMENTS.index(key) for key in FLAT}
 
 
 @njit(cache=True)
