@@ -86,7 +86,7 @@ def test_the_mode_search_equals_a_dense_optimisation():
     rng = np.random.default_rng(1)
     params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3), lengths=(6,), p=1)
     shape = (seqs.n_steps, 2)
-    means, covs, cross_covs, log_det, _ = laplace.find_mode(params, seqs, mode_probs, np.zeros(shape))
+    means, covs, cross_covs, log_det, *_ = laplace.find_mode(params, seqs, mode_probs, np.zeros(shape))
 
     def energy(flat):
         return -laplace.log_joint(params, seqs, mode_probs, flat.reshape(shape))

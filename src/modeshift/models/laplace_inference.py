@@ -43,10 +43,19 @@ from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, missingness_patterns
 from modeshift.features import FeatureMap
 from modeshift.models import slds_inference
-from modeshift.models.slds_inference import Posterior, StepLaws, SwitchingParameters
+from modeshift.models.slds_inference import Posterior, StepLaws, StepTerms, SwitchingParameters
 from modeshift.transitions import Stationary
 
-__all__ = ["FlowParameters", "feature_jacobian", "find_mode", "infer", "linearised", "log_joint", "sweep"]
+__all__ = [
+    "FlowParameters",
+    "feature_jacobian",
+    "find_mode",
+    "infer",
+    "linearised",
+    "log_joint",
+    "previous_states",
+    "sweep",
+]
 
 _NEWTON_STEPS = 30  # Gauss-Newton iterations per mode search (a warm start needs a few)
 _HALVINGS = 30  # line-search step halvings before a search gives up
@@ -90,7 +99,7 @@ def feature_jacobian(features: FeatureMap, states: np.ndarray) -> tuple[np.ndarr
     return value, jacobian
 
 
-def _previous(seqs: Sequences, states: np.ndarray) -> np.ndarray:
+def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
     """x_t-1 per row (a sequence's first row holds its own state: its dynamics are unused)."""
     previous = np.empty_like(states)
     previous[1:], previous[0] = states[:-1], states[0]
@@ -103,10 +112,11 @@ def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> S
     A_tk = W_k J_t, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
     :class:`~modeshift.models.slds_inference.StepLaws` law per step)."""
     n, T, K = states.shape[1], len(states), len(params.weights)
-    value, jacobian = feature_jacobian(params.features, _previous(seqs, states))
+    before = previous_states(seqs, states)
+    value, jacobian = feature_jacobian(params.features, before)
     W, b = params.weights[:, :, :-1], params.weights[:, :, -1]
     A = np.einsum("knm,tmj->tknj", W, jacobian)
-    offsets = np.einsum("knm,tm->tkn", W, value) + b - np.einsum("tknj,tj->tkn", A, _previous(seqs, states))
+    offsets = np.einsum("knm,tm->tkn", W, value) + b - np.einsum("tknj,tj->tkn", A, before)
     steps = StepLaws(
         group=np.arange(T),
         weights=np.concatenate([A, offsets[..., None]], axis=3),
@@ -144,7 +154,7 @@ def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, s
 
 def find_mode(
     params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray, tol: float = 1e-12
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
     """The mode x* of :func:`log_joint` given q(z) (``mode_probs``), by Gauss-Newton from ``start``
     with a backtracking line search, and the Laplace q(x) there.
 
@@ -152,7 +162,7 @@ def find_mode(
     point) and moves towards it by the largest step 2^-i that does not lower f; it stops when
     f rises by less than ``tol`` (1 + |f|) (Gauss-Newton converges linearly where the flows
     leave residuals, so the default is near round-off), or after 30 iterations. Returns (means, covs,
-    cross_covs, log det J, the model linearised at x*)."""
+    cross_covs, log det J, the model linearised at x* and its step terms)."""
     states = np.asarray(start, dtype=float)
     value = log_joint(params, seqs, mode_probs, states)
     for _ in range(_NEWTON_STEPS):
@@ -171,16 +181,17 @@ def find_mode(
         if gain <= tol * (1.0 + abs(value)):
             break
     linear = linearised(params, seqs, states)
-    _, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, mode_probs)
-    return states, covs, cross_covs, log_det, linear
+    laws = linear.step_terms(seqs.n_steps)
+    _, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, mode_probs, laws=laws)
+    return states, covs, cross_covs, log_det, linear, laws
 
 
 def sweep(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray) -> Posterior:
     """One coordinate-ascent sweep: the Laplace q(x) given q(z) (:func:`find_mode` from ``start``),
     then q(z) given q(x) with the flows linearised at the mode, then the (linearised) ELBO."""
-    means, covs, cross_covs, log_det, linear = find_mode(params, seqs, mode_probs, start)
+    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start)
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
-        linear, seqs, means, covs, cross_covs
+        linear, seqs, means, covs, cross_covs, laws
     )
     elbo = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_det)
     return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)

@@ -619,10 +619,7 @@ def _delay_embedding(seqs: Sequences, centred: np.ndarray, n: int) -> np.ndarray
     values repeated before it)."""
     columns, current = [centred], centred
     for _ in range(1, -(-n // centred.shape[1])):
-        previous = np.empty_like(current)
-        previous[1:], previous[0] = current[:-1], current[0]
-        previous[seqs.starts] = current[seqs.starts]
-        current = current - previous
+        current = current - laplace.previous_states(seqs, current)
         columns.append(current)
     return np.hstack(columns)[:, :n]
 
