@@ -87,7 +87,7 @@ from modeshift.models.jump_process import check_rate_matrix, endpoint_integrals,
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
-from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, check_row
+from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, check_row, checked_state
 from modeshift.statistics import Statistics
 from modeshift.transitions import Stationary
 
@@ -368,9 +368,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
         unit after the previous observation; 0 for the first). The filter is the SwitchingLDS's
         (Kim's filter, one Gaussian per mode) with the laws of each step's own gap."""
-        if not isinstance(state, FilterState):
-            raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
-        return self._advance(self._stream_recursion(), state, *self._stream_evidence(state, y, inputs, time))
+        evidence = self._stream_evidence(checked_state(state), y, inputs, time)
+        return self._advance(self._stream_recursion(), state, *evidence)
 
     def filter_stream(
         self,
@@ -391,8 +390,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     def _timed_stream(
         self, observations: Iterable[Any], inputs: Any, times: Iterable[float], state: FilterState
     ) -> Iterator[StepOutput]:
+        recursion, state = self._stream_recursion(), checked_state(state)  # one filter for the stream
         for y, time in zip(observations, times, strict=True):
-            state, out = self.filter_step(state, y, inputs, time=time)
+            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, inputs, time))
             yield out
 
     def filter_forecast(
@@ -411,11 +411,12 @@ class ContinuousSwitchingLDS(SwitchingLDS):
 
     def _stream_recursion(self) -> SwitchingKalmanRecursion:
         """The SwitchingLDS's filter whose move into a step is its gap [Δ]: the dynamics and switches
-        are those of Δ (the input matrices B = 0 and D = 0 read the gap as a no-op input)."""
+        are those of Δ (the input matrices B = 0 and D = 0 read the gap as a no-op input), computed
+        once per distinct recent gap (a regular stream computes them once)."""
         unit = super()._stream_recursion()
         k, n, p = self._k, self.state_dim, len(self.observation_offset_)
         gapped = {**unit.params, "B": np.zeros((k, n, 1)), "D": np.zeros((p, 1))}
-        return _GapSwitchingKalmanRecursion(unit.initial, gapped, self._gap_laws)
+        return _GapSwitchingKalmanRecursion(unit.initial, gapped, functools.lru_cache(maxsize=16)(self._gap_laws))
 
     def _gap_laws(self, gap: float) -> dict[str, Any]:
         """A, b, Q and the switches of the filter over one ``gap``."""

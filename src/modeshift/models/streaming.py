@@ -549,6 +549,13 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
+def checked_state(state: Any) -> FilterState:
+    """``state``, if it is a :class:`FilterState` (a stream's saved state), else a clear ValueError."""
+    if not isinstance(state, FilterState):
+        raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
+    return state
+
+
 class StreamingFilters:
     """Mixin: ``filter_init``, ``filter_step``, ``filter_stream`` from three hooks of a model.
 
@@ -573,10 +580,8 @@ class StreamingFilters:
     def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
         """Condition the filter on one more observation ``y`` (a row; NaN marks a missing entry) and,
         for a model with inputs, its ``inputs`` row. Returns the new state and a :class:`StepOutput`."""
-        if not isinstance(state, FilterState):
-            raise ValueError(f"state must be a FilterState from filter_init or filter_step, got {type(state).__name__}")
         recursion = self._stream_recursion()
-        return self._advance(recursion, state, *self._stream_evidence(state, y, inputs))
+        return self._advance(recursion, checked_state(state), *self._stream_evidence(state, y, inputs))
 
     def _advance(
         self, recursion: Recursion, state: FilterState, evidence: Any, move: np.ndarray, history: np.ndarray
