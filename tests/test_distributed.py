@@ -359,7 +359,7 @@ def test_fit_dataset_reports_the_fitted_models_log_likelihood(client, tmp_path):
     assert summary["log_likelihood"] == pytest.approx(model.score(model.schema_.read(frame)), rel=1e-10)
     log = _event_log()
     dd.from_pandas(log, npartitions=1).to_parquet(tmp_path / "log")
-    model = SymbolHMM(2, random_state=0, n_iter=3)  # its shards are coded for EM: scored on the data
+    model = SymbolHMM(2, random_state=0, n_iter=3)  # scored on its shards as coded for EM (_selection_terms)
     options = {"scheduler": client.scheduler.address, "id_column": "case_id", "time_column": "timestamp"}
     summary = _fit_dataset(model, tmp_path / "log", **options)
     assert summary["log_likelihood"] == pytest.approx(model.score(log), rel=1e-10)

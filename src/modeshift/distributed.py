@@ -211,15 +211,16 @@ def fit_dataset(
     what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
     measure of fit of the fitted model (its log-likelihood, or its ELBO where its objective is a
     bound, as ``modeshift fit`` in memory prints), ``converged`` and ``n_iter``. The measure is
-    summed over the partitions the fit kept on the workers (not read again), but for a model of
-    symbols, whose kept partitions are coded for its E-step or counting, not as ``score`` reads
-    data: those are read again."""
+    summed over the partitions the fit kept on the workers (not read again), but for a chain of
+    symbols (MarkovChain, VariableOrderChain, MarkovChainMixture), whose kept partitions are coded
+    for counting, not as ``score`` reads data: those are read again (a SymbolHMM scores its coded
+    partitions itself: ``_selection_terms``)."""
     frame = _dataset(path)
     named = _named(columns, id_column, time_column or "auto")
     with _cluster(scheduler, workers) as client:
         shards = _fit(model, frame, client, True, named)[1]
         summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
-        if hasattr(model, "_em_constants") and isinstance(model, Scorer):  # coded for counting: read again
+        if hasattr(model, "_em_constants") and not hasattr(model, "_selection_terms") and isinstance(model, Scorer):
             summary["log_likelihood"] = float(score(model, frame).compute())
         elif isinstance(model, (Scorer, BoundScorer)):  # the fitted model over the partitions kept on the workers
             summary[_measure_name(model)] = shards(_measure_terms, model)[0]
