@@ -169,15 +169,8 @@ class _Candidates:
 
     def occupancy(self, model: Any) -> np.ndarray:
         """The mean posterior probability of each mode over the steps of all the shards (pruning)."""
-        total, steps = self.shards(_occupancy_terms, model)
+        total, steps = self.shards(selection.occupancy_terms, model)
         return total / steps
-
-
-def _occupancy_terms(model: Any, shard: Sequences) -> tuple[np.ndarray, float]:
-    """One shard's sum of the smoothed mode probabilities over its steps, and its number of steps."""
-    probabilities = model.predict_proba(shard)
-    stacked = np.concatenate(probabilities) if isinstance(probabilities, list) else np.asarray(probabilities)
-    return stacked.sum(axis=0), float(len(stacked))
 
 
 def _measure_name(model: Any) -> str:

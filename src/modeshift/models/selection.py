@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-__all__ = ["VANISHED", "check_n_states", "prune_n_states", "select_n_states", "selection_table"]
+__all__ = ["VANISHED", "check_n_states", "occupancy_terms", "prune_n_states", "select_n_states", "selection_table"]
 
 #: A mode whose mean posterior probability over the steps is below this has vanished.
 VANISHED = 0.01
@@ -121,7 +121,7 @@ def prune_n_states(
             scored = {name: remote.criteria(model) for name, model in starts.items()}
         start = max(scored, key=lambda name: scored[name].get("elbo", scored[name].get("log_likelihood")))
         best = starts[start]
-        occupancy = _occupancy(best, X, lengths) if remote is None else remote.occupancy(best)
+        occupancy = np.divide(*occupancy_terms(best, X, lengths)) if remote is None else remote.occupancy(best)
         vanished = int((occupancy < VANISHED).sum())
         rows.append(
             {**scored[start], "smallest_occupancy": float(occupancy.min()), "vanished": vanished, "start": start}
@@ -135,11 +135,12 @@ def prune_n_states(
     return models[chosen], table
 
 
-def _occupancy(model: Any, X: Any, lengths: Any) -> np.ndarray:
-    """The mean posterior probability of each mode over the steps of ``X``."""
+def occupancy_terms(model: Any, X: Any, lengths: Any = None) -> tuple[np.ndarray, float]:
+    """The sum over the steps of ``X`` of each mode's posterior probability, and the number of
+    steps: their ratio is the mode's occupancy (sums add up over the shards of a cluster fit)."""
     probabilities = model.predict_proba(X, lengths)
     stacked = np.concatenate(probabilities) if isinstance(probabilities, list) else np.asarray(probabilities)
-    return stacked.mean(axis=0)
+    return stacked.sum(axis=0), float(len(stacked))
 
 
 def _criteria(model: Any, X: Any, lengths: Any) -> dict[str, Any]:
