@@ -533,7 +533,7 @@ def _first_pass(
     wanted = [node(_summary, summary, result) for result in results]
     if source.id_column is not None:
         ids = [node(_part, pair, 1) for pair in pairs]
-        wanted.append(node(_overlaps, _tree(ids, functools.partial(node, _merge_ids))))
+        wanted.append(_shared_ids(ids, node))
     got = client.gather(wanted if persist else client.compute(wanted))
     if source.id_column is not None and got.pop():
         return _first_pass(client, source.shuffled(), read, args, summary, persist)
@@ -565,9 +565,15 @@ def _whole(source: _Source) -> _Source:
     if source.id_column is None:
         return source
     ids = [_delayed(_id_set, part) for part in source.frame[source.id_column].to_delayed()]
-    if _delayed(_overlaps, _tree(ids, functools.partial(_delayed, _merge_ids))).compute():
+    if _shared_ids(ids, _delayed).compute():
         return source.shuffled()
     return source.checked()
+
+
+def _shared_ids(ids: list[Any], node: Callable[..., Any]) -> Any:
+    """Whether two partitions share an id, from their :func:`_id_set` results ``ids``, merged on
+    the cluster in a tree of ``node`` tasks (only the answer reaches the client)."""
+    return node(_overlaps, _tree(ids, functools.partial(node, _merge_ids)))
 
 
 def _id_set(ids: pd.Series) -> tuple[np.ndarray, bool]:
