@@ -815,7 +815,9 @@ class SwitchingLDS(Model, StreamingFilters):
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every law, weighted by q(z_t = k) (with
         # resets: each flow by the stays in its mode, each reset by the switches into it)
         xx, xz, zz = inference.transition_moments(seqs, posterior)
-        weights = inference.law_weights(self._parameters(), posterior.mode_probs, posterior.pair_counts)[rows]
+        weights = posterior.mode_probs[rows]  # without resets the laws are the flows, weighted by q(z_t)
+        if self.resets is not None:
+            weights = inference.law_weights(self._parameters(), posterior.mode_probs, posterior.pair_counts)[rows]
 
         def regression(w: np.ndarray) -> Statistics:
             yy, yz, zz_ = (np.einsum("tk,tij->kij", w, moment) for moment in (xx, xz, zz))
