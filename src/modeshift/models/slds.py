@@ -53,7 +53,7 @@ from modeshift.dynamics import (
     observation_statistics,
 )
 from modeshift.emissions.reset import RESET_TIES, Resets
-from modeshift.models import em, selection, subspace
+from modeshift.models import em, selection, slds_starts, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
@@ -74,6 +74,8 @@ _INIT_LDS_ITERATIONS = 20  # EM iterations of the one-mode model that denoises t
 _INIT_LDS_STAGES = (1, 5, _INIT_LDS_ITERATIONS)  # after these many, its smoothed states propose starts
 _INIT_PROPOSALS = 8  # ARHMM fits per stage; the SLDS objective after one E-step picks one of all
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
+_CHANGE_POINT_THRESHOLD = 3.0  # kink score (a robust z-score) of a change point proposing a short mode
+_CLAMPED_SWEEPS = 5  # rounds of q(x) and M-step with the proposed modes held, before EM frees them
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
 _COMMON = (
     "dynamics_matrices_",
@@ -388,8 +390,24 @@ class SwitchingLDS(Model, StreamingFilters):
         return seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS")
 
     def _infer(self, seqs: Sequences) -> inference.Posterior:
-        """q(x) q(z) on data with the parameters fixed, to convergence."""
-        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS)
+        """q(x) q(z) on data with the parameters fixed, to convergence (with resets, also from a
+        short mode at the data's change points: :meth:`_change_point_modes`)."""
+        starts = self._change_point_modes(seqs) if self.resets and self._k > 1 else ()
+        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS, starts)
+
+    def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
+        """A start of q(z) for a model with resets, whose switches can last one step and which the
+        generic starts of :func:`~modeshift.models.slds_inference.infer` miss: the mode of the
+        shortest dwell time at the change points of the data
+        (:func:`~modeshift.models.slds_starts.change_points`), the longest elsewhere. None
+        without change points or dwell times."""
+        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD)
+        dwell = self._dwell_times()
+        if not len(points) or not np.isfinite(dwell).all():
+            return ()
+        path = np.full(seqs.n_steps, int(np.argmax(dwell)))
+        path[points] = int(np.argmin(dwell))
+        return (np.eye(self._k)[path],)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -761,13 +779,14 @@ class SwitchingLDS(Model, StreamingFilters):
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
         them by the first E-step; every other start is :meth:`_initialize`'s, from the data
-        (over shards, its parameters only: each shard infers its q(z) under them)."""
+        (over shards, its parameters only: each shard infers its q(z) under them), with resets
+        every second restart from the change points of the data."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
             start = None
         else:
-            start = self._initialize(seqs, rng)
+            start = self._initialize(seqs, rng, at_change_points=bool(self.resets) and self._k > 1 and restart % 2 == 1)
         self.__dict__["_start_modes"] = None if self.__dict__["_sharded"] else start
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
@@ -896,7 +915,7 @@ class SwitchingLDS(Model, StreamingFilters):
         self.input_weights_ = block.weights[:, self.state_dim :].copy()
         self.recurrence_biases_ = block.biases
 
-    def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
+    def _initialize(self, seqs: Sequences, rng: np.random.Generator, at_change_points: bool = False) -> np.ndarray:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
         and denoised states; ARHMMs on those states propose the modes and dynamics.
 
@@ -909,7 +928,15 @@ class SwitchingLDS(Model, StreamingFilters):
         (ELBO plus log prior, what EM then climbs) is kept. The ARHMMs' own likelihoods, of
         different states, cannot rank them; the ELBO ranks them as the fits they lead to (on
         NASCAR, the start with the larger ELBO is the one that finds the laps). Returns the kept
-        ARHMM's mode posteriors as the first q(z)."""
+        ARHMM's mode posteriors as the first q(z).
+
+        ``at_change_points`` (the odd restarts of a model with resets): the kept start then moves its
+        least occupied mode to the change points of the data (:meth:`_start_at_change_points`), where
+        a one-step switch such as a ball's impact shows as a kink. The smoothed states blur such a
+        step and the mean-field sweeps cannot create one (q(x) smooths through it, so q(z) sees no
+        reason for it), so the ARHMM starts miss them. Ranking this start by its first E-step would
+        not do (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own
+        and the final ELBO chooses."""
         n, m, K = self.state_dim, self.input_dim, self._k
         Y, U = seqs.values, seqs.inputs
         design = np.hstack([U, np.ones((len(Y), 1))])
@@ -960,7 +987,38 @@ class SwitchingLDS(Model, StreamingFilters):
                 if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
-        return kept[1]
+        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD) if at_change_points else ()
+        return self._start_at_change_points(seqs, kept[1], points) if len(points) else kept[1]
+
+    def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """A start with a short mode at the change ``points`` (steps): the least occupied mode of the
+        most likely modes under ``mode_probs`` (T, K) is moved to the points, its other steps going
+        to their next most likely mode; its parameters, from the current ones, by
+        ``_CLAMPED_SWEEPS`` rounds of q(x) given these modes and the M-step, the first with resets
+        that forget the state (mean and covariance of the initial law) so that q(x) may jump at the
+        points. Returns the modes (T, K), one-hot."""
+        K, starts = self._k, seqs.starts
+        path = mode_probs.argmax(axis=1)
+        short = int(np.bincount(path, minlength=K).argmin())
+        others = np.where(np.arange(K) == short, -np.inf, mode_probs).argmax(axis=1)
+        path = np.where(path == short, others, path)
+        path[points] = short
+        modes = np.eye(K)[path]
+        pairs = np.zeros((len(modes), K, K))
+        pairs[1:] = modes[:-1, :, None] * modes[1:, None, :]
+        pairs[starts] = 0.0
+        self.reset_matrices_ = np.zeros_like(self.reset_matrices_)
+        self.reset_offsets_ = np.broadcast_to(self.initial_state_mean_, self.reset_offsets_.shape).copy()
+        self.reset_covariances_ = np.broadcast_to(self.initial_state_covariance_, self.reset_covariances_.shape).copy()
+        for _ in range(_CLAMPED_SWEEPS):
+            params = self._parameters(seqs)
+            means, covs, cross_covs, _ = inference.update_states(
+                params, seqs, inference.law_weights(params, modes, pairs)
+            )
+            empty = np.empty(0)
+            posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
+            self._maximize(self._statistics(seqs, posterior))
+        return modes
 
     def _start_from(self, arhmm: ARHMM, seqs: Sequences, states: np.ndarray, mode_probs: np.ndarray) -> None:
         """The switching, dynamics and resets of an ARHMM fitted to ``states``, as a start (for
