@@ -75,7 +75,8 @@ _INIT_LDS_STAGES = (1, 5, _INIT_LDS_ITERATIONS)  # after these many, its smoothe
 _INIT_PROPOSALS = 8  # ARHMM fits per stage; the SLDS objective after one E-step picks one of all
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
 _CHANGE_POINT_THRESHOLD = 3.0  # kink score (a robust z-score) of a change point proposing a short mode
-_CLAMPED_SWEEPS = 5  # rounds of q(x) and M-step with the proposed modes held, before EM frees them
+_CANDIDATE_THRESHOLD = 1.0  # kink score of a weaker change point tried as one more short mode
+_CLAMPED_SWEEPS = 20  # rounds of q(x) and M-step with the proposed modes held, before EM frees them
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
 _COMMON = (
     "dynamics_matrices_",
@@ -121,7 +122,11 @@ class SwitchingLDS(Model, StreamingFilters):
     carry an affine flow (gravity, a drift). Then sticky :class:`ARHMM` fits with one lag to x^
     (smoothed after 1, 5 and 20 EM iterations of the one-mode model) each propose the modes,
     A_k, b_k and Q_k (and, for recurrent models, a logistic regression on their modes gives the
-    guards); the proposal whose first E-step gives the largest ELBO starts EM.
+    guards); the proposal whose first E-step gives the largest ELBO starts EM. With ``resets``,
+    every second restart instead starts its rarest mode at the change points of the data
+    (:mod:`modeshift.models.slds_starts`: kinks of the local trend, such as a ball's impacts, which
+    the smoothed states blur and EM cannot create later), and inference on any data starts q(z)
+    there too; ``n_restarts=2`` tries both starts and keeps the larger final objective.
 
     Parameters
     ----------
@@ -988,7 +993,33 @@ class SwitchingLDS(Model, StreamingFilters):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
         points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD) if at_change_points else ()
-        return self._start_at_change_points(seqs, kept[1], points) if len(points) else kept[1]
+        return self._grow_change_points(seqs, kept[1], points) if len(points) else kept[1]
+
+    def _grow_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
+        change point (score above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a kept one)
+        whose addition raises the objective after the start (ELBO plus log prior): the kink scores
+        alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
+        Returns the modes of the best start, whose parameters are set."""
+        base = self._snapshot()
+
+        def objective(chosen: np.ndarray) -> tuple[float, np.ndarray]:
+            self.__dict__.update(base)
+            modes = self._start_at_change_points(seqs, mode_probs, chosen)
+            return inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior(), modes
+
+        best, modes = objective(points)
+        scores = slds_starts.kink_scores(seqs)
+        candidates = slds_starts.change_points(seqs, _CANDIDATE_THRESHOLD)
+        for candidate in candidates[np.argsort(-scores[candidates], kind="stable")]:
+            if np.abs(points - candidate).min() <= 1:
+                continue
+            trial = np.sort(np.r_[points, candidate])
+            value, trial_modes = objective(trial)
+            if value > best:
+                best, modes, points = value, trial_modes, trial
+        objective(points)  # its parameters
+        return modes
 
     def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
         """A start with a short mode at the change ``points`` (steps): the least occupied mode of the
