@@ -791,7 +791,8 @@ class SwitchingLDS(Model, StreamingFilters):
             self.__dict__.update(given)
             start = None
         else:
-            start = self._initialize(seqs, rng, at_change_points=bool(self.resets) and self._k > 1 and restart % 2 == 1)
+            at_change_points = bool(self.resets) and self._k > 1 and restart % 2 == 1
+            start = (self._initialize_at_change_points if at_change_points else self._initialize)(seqs, rng)
         self.__dict__["_start_modes"] = None if self.__dict__["_sharded"] else start
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
@@ -920,7 +921,7 @@ class SwitchingLDS(Model, StreamingFilters):
         self.input_weights_ = block.weights[:, self.state_dim :].copy()
         self.recurrence_biases_ = block.biases
 
-    def _initialize(self, seqs: Sequences, rng: np.random.Generator, at_change_points: bool = False) -> np.ndarray:
+    def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
         and denoised states; ARHMMs on those states propose the modes and dynamics.
 
@@ -933,15 +934,7 @@ class SwitchingLDS(Model, StreamingFilters):
         (ELBO plus log prior, what EM then climbs) is kept. The ARHMMs' own likelihoods, of
         different states, cannot rank them; the ELBO ranks them as the fits they lead to (on
         NASCAR, the start with the larger ELBO is the one that finds the laps). Returns the kept
-        ARHMM's mode posteriors as the first q(z).
-
-        ``at_change_points`` (the odd restarts of a model with resets): the kept start then moves its
-        least occupied mode to the change points of the data (:meth:`_start_at_change_points`), where
-        a one-step switch such as a ball's impact shows as a kink. The smoothed states blur such a
-        step and the mean-field sweeps cannot create one (q(x) smooths through it, so q(z) sees no
-        reason for it), so the ARHMM starts miss them. Ranking this start by its first E-step would
-        not do (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own
-        and the final ELBO chooses."""
+        ARHMM's mode posteriors as the first q(z)."""
         n, m, K = self.state_dim, self.input_dim, self._k
         Y, U = seqs.values, seqs.inputs
         design = np.hstack([U, np.ones((len(Y), 1))])
@@ -992,8 +985,19 @@ class SwitchingLDS(Model, StreamingFilters):
                 if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
-        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD) if at_change_points else ()
-        return self._grow_change_points(seqs, kept[1], points) if len(points) else kept[1]
+        return kept[1]
+
+    def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
+        """The start of the odd restarts of a model with resets: :meth:`_initialize`'s, then its least
+        occupied mode moved to the change points of the data (:meth:`_grow_change_points`), where a
+        one-step switch such as a ball's impact shows as a kink. The smoothed states blur such a step
+        and the mean-field sweeps cannot create one (q(x) smooths through it, so q(z) sees no reason
+        for it), so the ARHMM starts miss them. Ranking this start by its first E-step would not do
+        (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own and the
+        final objective chooses. Returns q(z)."""
+        mode_probs = self._initialize(seqs, rng)
+        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD)
+        return self._grow_change_points(seqs, mode_probs, points) if len(points) else mode_probs
 
     def _grow_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
         """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
