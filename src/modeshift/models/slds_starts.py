@@ -7,16 +7,22 @@ it as a break in their local trend. Around every step t, a local quadratic in ti
 y_s = a + b (s - t) + c (s - t)^2, s = t - w .. t + w, is given one more regressor, the hinge
 max(s - t, 0), whose coefficient d is the change of slope at t. Its least-squares estimate is
 a fixed linear filter of the window, d_t = f . y[t - w .. t + w], so each observed dimension is
-one correlation. Scaled by its robust spread over the series (1.4826 times the median absolute
-d_t: most steps have no break), d_t is a z-score; the score of a step is the root mean square
-of its dimensions' z-scores. The change points are the local maxima of the score (none larger
-within w steps) above a threshold.
+one correlation. Divided by its spread under white noise about a smooth trend (sd ||f||, the
+noise sd estimated robustly from third differences), d_t is a z-score (the **kink score**; for
+several dimensions the root mean square of theirs). The change points are the local maxima of
+the score (none larger within w steps) above a threshold, each moved to the step into which its
+kink falls: the kink time fitted to tenths of a step, rounded up, since step t moves the state
+from t - 1 to t.
+
+On the bouncing ball (2 cm noise, 10-step windows) d_t has sd 1.1 cm and an impact at speed v
+changes the slope by (1 + e) v dt, so an impact below 2 m/s (42 % of them over five seeds) scores
+under 3: about half the impacts pass 3, and a quarter to a third of those fall one step off.
 
 >>> import numpy as np
 >>> t = np.arange(200.0)
->>> y = np.abs(t - 120.0)[:, None] + np.random.default_rng(0).normal(0, 0.5, (200, 1))
+>>> y = np.abs(t - 119.6)[:, None] + np.random.default_rng(0).normal(0, 0.2, (200, 1))  # a bounce at 119.6
 >>> from modeshift.data import as_sequences
->>> change_points(as_sequences(y), threshold=8.0).tolist()
+>>> change_points(as_sequences(y), threshold=5.0).tolist()  # the step into which it falls
 [120]
 """
 
