@@ -95,7 +95,7 @@ from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
 from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, checked_state
 from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary
+from modeshift.transitions import Stationary, normalise_rows
 
 __all__ = ["ContinuousSwitchingLDS", "StateDependentRates", "interval_statistics"]
 
@@ -131,10 +131,14 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     Parameters
     ----------
     n_states : int or "auto"
-        Number of modes K; ``"auto"`` fits 1 .. ``max_states`` modes and keeps the smallest BIC
-        (computed from the ELBO; :func:`~modeshift.models.selection.select_n_states`).
+        Number of modes K; ``"auto"`` chooses it by BIC (computed from the ELBO) among
+        candidates of 1 .. ``max_states`` modes, found as ``selection`` says.
     max_states : int
         Largest K tried by ``n_states="auto"``.
+    selection : {"fits", "prune"}
+        As for the SwitchingLDS: one fit per K (:func:`~modeshift.models.selection.select_n_states`),
+        or down from an over-complete fit, each K also started from the best K + 1 without its
+        least occupied mode (:func:`~modeshift.models.selection.prune_n_states`).
     input_dim : int
         Dimension m of the inputs u (0: none). They drive the flows and the observations; the
         switching rates do not read them.
@@ -158,7 +162,6 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         steps).
     """
 
-    selection = "fits"  # the SwitchingLDS's "prune" would need the rates' and flows' own pruned starts
     _test_params = {"state_dim": 1, "n_iter": 5}
     _constraints = {
         "recurrent": Boolean(),
@@ -166,6 +169,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         "obs_dim": either(Integer(1), OneOf((None,))),
         "input_dim": Integer(0),
         "reg_covar": Number(0),
+        "selection": OneOf(("fits", "prune")),
     }
 
     def __init__(
@@ -181,6 +185,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         random_state: int | np.random.Generator | None = None,
         reg_covar: float = 1e-6,
         max_states: int = 6,
+        selection: str = "fits",
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -196,6 +201,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.random_state = random_state
         self.reg_covar = reg_covar
         self.max_states = max_states
+        self.selection = selection
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -695,6 +701,23 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         K, n, m, p = self._k, self.state_dim, self.input_dim, self.observation_matrix_.shape[0]
         count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + p * (n + m + 1) + p * (p + 1) // 2
         return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
+
+    def _kept_modes(self, kept: np.ndarray) -> ContinuousSwitchingLDS:
+        """A model of the ``kept`` modes of this fitted one, started from their parameters
+        (``selection="prune"``): their flows, and the rates among them, each mode's rates to the
+        dropped modes dropped (so its holding rate is the sum of those left)."""
+        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
+        for name in self.parameter_names:
+            value = np.asarray(self.__dict__[name])
+            if name in ("rate_matrix_", "rate_weights_"):
+                value = value[np.ix_(kept, kept)]
+            elif name.startswith(("drift_", "diffusion_", "startprob_")):
+                value = value[kept]
+            setattr(smaller, name, value.copy())
+        np.fill_diagonal(smaller.rate_matrix_, 0.0)
+        np.fill_diagonal(smaller.rate_matrix_, -smaller.rate_matrix_.sum(axis=1))
+        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        return smaller
 
     def describe(self) -> pd.DataFrame:
         """One row per mode: its mean holding time 1 / λ_k (time units; at x = 0 for a recurrent
