@@ -225,6 +225,14 @@ def test_fit_with_inputs_is_monotone_and_round_trips(tmp_path):
     assert again.automaton().flows[0].coefficients.shape == (2, 3)
 
 
+def test_a_pruned_start_keeps_its_modes_input_matrices():
+    model = _model()
+    kept = model._kept_modes(np.array([1]))
+    np.testing.assert_array_equal(kept.drift_input_matrices_, model.drift_input_matrices_[1:])
+    np.testing.assert_array_equal(kept.feedthrough_matrix_, model.feedthrough_matrix_)
+    kept._check_parameters()
+
+
 def test_missing_or_mismatched_inputs_are_named():
     model = _model()
     Y, _ = model.sample(10, random_state=0, inputs=np.zeros((10, 1)))
