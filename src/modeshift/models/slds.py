@@ -621,10 +621,7 @@ class SwitchingLDS(Model, StreamingFilters):
         K, n = self._k, self.state_dim
         block = params.resets
         flows = params.dynamics.weights, params.dynamics.covariances
-        resets = (
-            np.concatenate([block.reset_coefs, block.reset_intercepts[:, :, None]], axis=2),
-            block.reset_covariances,
-        )
+        resets = block.weights, block.reset_covariances
         sources, targets = np.divmod(np.arange(K * K), K)
         law = np.where(sources == targets, targets, K + block.index[sources, targets])
         weights = np.concatenate([flows[0], resets[0]])[law]
