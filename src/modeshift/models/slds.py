@@ -991,13 +991,11 @@ class SwitchingLDS(Model, StreamingFilters):
         the resets' regressions.
         The n^2 of the state-basis freedom is not subtracted (it is the same for every K)."""
         self._check_fitted()
-        K, n, m, p = self._k, self.state_dim, self.input_dim, self.observation_matrix_.shape[0]
-        count = K * (n * (n + m + 1) + n * (n + 1) // 2) + p * (n + m + 1) + p * (p + 1) // 2
+        K, n, m = self._k, self.state_dim, self.input_dim
+        count = self._dynamics_block().n_parameters() + self._observation_block().n_parameters()
         count += n + n * (n + 1) // 2 + (K - 1)
         count += (K - 1) * (n + m) + K * (K - 1) if self.recurrent else K * (K - 1)
-        if self.resets:
-            count += self._reset_block(empty=True).n_resets * (n * (n + m + 1) + n * (n + 1) // 2)
-        return count
+        return count + (self._reset_block().n_parameters() if self.resets else 0)
 
     def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + 2 n_parameters: the ELBO stands in for the intractable log-likelihood, so
