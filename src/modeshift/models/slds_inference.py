@@ -290,7 +290,7 @@ def law_weights(params: SwitchingParameters, mode_probs: np.ndarray, pairs: np.n
     if params.resets is None:
         return mode_probs
     n_steps, n_modes = mode_probs.shape
-    if pairs is None or pairs.ndim == 2:
+    if pairs is None:
         pairs = np.zeros((n_steps, n_modes, n_modes))
         pairs[1:] = mode_probs[:-1, :, None] * mode_probs[1:, None, :]
     index = params.resets.index
