@@ -96,7 +96,8 @@ def test_q_z_given_q_x_matches_enumeration(K, ties):
     y = rng.normal(size=(T, 1))
     seqs = model._sequences(y, None, None)
     params = model._parameters(seqs)
-    means, covs, cross_covs, _ = inference.update_states(params, seqs, np.full((T, K), 1.0 / K))
+    uniform = inference.law_weights(params, np.full((T, K), 1.0 / K))
+    means, covs, cross_covs, _ = inference.update_states(params, seqs, uniform)
     log_z, mode_probs, pairs, _, _ = inference.update_modes(params, seqs, means, covs, cross_covs)
 
     A, _, b, Q = _laws(model)

@@ -213,15 +213,15 @@ class Posterior:
 def update_states(
     params: SwitchingParameters,
     seqs: Sequences,
-    mode_probs: np.ndarray,
+    weights: np.ndarray,
     previous: Posterior | None = None,
     laws: StepTerms | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """q(x) given q(z): means, covariances, cross-covariances and log det J of the Gaussian
     with block-tridiagonal precision J.
 
-    ``mode_probs``: q(z_t) (T, K), or the weights of every law (T, K + R) of
-    :func:`law_weights` (with resets, which q(z_t) alone does not give). For a recurrent model
+    ``weights``: the weight of every law at every step (T, K + R), :func:`law_weights` of q(z)
+    (q(z_t) itself without resets). For a recurrent model
     (softmax guards) with a ``previous`` posterior, the transition term
     E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
     previous E[x_t-1] (see :func:`transition_curvature`). ``laws``: ``params.step_terms``, if
@@ -229,7 +229,7 @@ def update_states(
     C, D, d, R = params.observation_terms()
     starts, U, Y = seqs.starts, seqs.inputs, seqs.values
     laws = params.step_terms(seqs.n_steps) if laws is None else laws
-    weights = law_weights(params, mode_probs) if mode_probs.shape[1] < laws.A.shape[1] else mode_probs.copy()
+    weights = np.array(weights, dtype=float)
     weights[starts] = 0.0  # the dynamics of step t link it to step t - 1 of the same sequence
     P0_inv = np.linalg.inv(params.initial_covariance)
 
@@ -431,7 +431,7 @@ def infer(params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: 
     uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
     starts = [uniform]
     if n_modes > 1:
-        means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, uniform)
+        means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, law_weights(params, uniform))
         starts.append(update_modes(params, seqs, means, covs, cross_covs)[1])
     best = None
     for modes in starts:
