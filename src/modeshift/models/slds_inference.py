@@ -169,10 +169,25 @@ class SwitchingParameters:
         even.covariances = np.broadcast_to(self.dynamics.covariances.mean(axis=0), self.dynamics.covariances.shape)
         return replace(self, dynamics=even)
 
-    def dynamics_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(A, B, b, Q): (K, n, n), (K, n, m), (K, n), (K, n, n)."""
-        weights, n = self.dynamics.weights, len(self.initial_mean)
-        return weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], self.dynamics.covariances
+    def dynamics_terms(self, resets: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, b, Q): (K, n, n), (K, n, m), (K, n), (K, n, n) of the flows; with ``resets``, of
+        every law (K + R, ...): the flows, then the resets (if any)."""
+        weights, covariances, n = self.dynamics.weights, self.dynamics.covariances, len(self.initial_mean)
+        if resets and self.resets is not None:
+            weights = np.concatenate([weights, self.resets.weights])
+            covariances = np.concatenate([covariances, self.resets.reset_covariances])
+        return weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], covariances
+
+    def law_of_pairs(self) -> np.ndarray:
+        """(K, K) integers: the law x_t follows when z_t-1 = i and z_t = j, an index into the laws
+        of ``dynamics_terms(resets=True)``: mode j's flow j, or, at a switch with resets, the
+        switch's reset K + r."""
+        n_modes = len(self.chain.initial_probs)
+        laws = np.tile(np.arange(n_modes), (n_modes, 1))
+        if self.resets is not None:
+            switches = ~np.eye(n_modes, dtype=bool)
+            laws[switches] = n_modes + self.resets.index[switches]
+        return laws
 
     def observation_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(C, D, d, R): (p, n), (p, m), (p,), (p, p)."""
@@ -293,11 +308,8 @@ def law_weights(params: SwitchingParameters, mode_probs: np.ndarray, pairs: np.n
     if pairs is None:
         pairs = np.zeros((n_steps, n_modes, n_modes))
         pairs[1:] = mode_probs[:-1, :, None] * mode_probs[1:, None, :]
-    index = params.resets.index
-    sources, targets = np.nonzero(~np.eye(n_modes, dtype=bool))
-    into = np.zeros((n_modes, n_modes, params.resets.n_resets))
-    into[sources, targets, index[sources, targets]] = 1.0
-    return np.hstack([np.diagonal(pairs, axis1=1, axis2=2), np.einsum("tij,ijr->tr", pairs, into)])
+    laws = params.law_of_pairs()
+    return np.einsum("tij,ijl->tl", pairs, laws[:, :, None] == np.arange(n_modes + params.resets.n_resets))
 
 
 # ------------------------------------------------------------------------ q(z)
