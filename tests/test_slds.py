@@ -490,8 +490,6 @@ def test_recurrent_forecast_without_state_dependence_is_the_exact_one_within_mon
     covariance entry's is taken as the Gaussian sqrt((S_ii S_jj + S_ij^2) / n_paths)."""
     from scipy.special import softmax
 
-    from modeshift.models.arhmm import FORECAST_PATHS
-
     recurrent = _two_mode_model(input_dim=1, recurrent=True)
     recurrent.recurrence_weights_ = np.zeros((2, 2))
     recurrent.recurrence_biases_ = np.array([[1.5, -0.5], [0.3, 1.0]])
@@ -502,7 +500,21 @@ def test_recurrent_forecast_without_state_dependence_is_the_exact_one_within_mon
     u, future = rng.normal(size=(80, 1)), rng.normal(size=(6, 1))
     Y, _ = plain.sample(80, random_state=1, inputs=u)
     got = recurrent.forecast(Y, 6, inputs=u, future_inputs=future)
-    want = plain.forecast(Y, 6, inputs=u, future_inputs=future)
+    _assert_within_monte_carlo_error(got, plain.forecast(Y, 6, inputs=u, future_inputs=future))
+    np.testing.assert_allclose(got.mode_probabilities.sum(axis=1), 1.0)
+    # so is filter_forecast, from the streaming filter's mixture, with the future inputs
+    state = list(recurrent.filter_stream(Y, inputs=u))[-1].state
+    want = plain.filter_forecast(list(plain.filter_stream(Y, inputs=u))[-1].state, 6, future)
+    _assert_within_monte_carlo_error(recurrent.filter_forecast(state, 6, future), want)
+
+
+def _assert_within_monte_carlo_error(got, want):
+    """``got``, a Monte Carlo forecast from n = ``FORECAST_PATHS`` Rao-Blackwellised paths, estimates
+    the exact ``want``: a mean's standard error is at most sd / sqrt(n), a mode probability's
+    sqrt(p (1 - p) / n), a covariance entry's taken as the Gaussian sqrt((S_ii S_jj + S_ij^2) / n).
+    Returns the covariances' standard errors."""
+    from modeshift.models.arhmm import FORECAST_PATHS
+
     n = FORECAST_PATHS
     sd = np.sqrt(np.diagonal(want.covariances, axis1=1, axis2=2))
     assert np.all(np.abs(got.means - want.means) < 4.5 * sd / np.sqrt(n))
@@ -510,9 +522,8 @@ def test_recurrent_forecast_without_state_dependence_is_the_exact_one_within_mon
     assert np.all(np.abs(got.covariances - want.covariances) < 5 * scale)
     p = want.mode_probabilities
     assert np.all(np.abs(got.mode_probabilities - p) < 4.5 * np.sqrt(p * (1 - p) / n))
-    np.testing.assert_allclose(got.mode_probabilities.sum(axis=1), 1.0)
-    # not the exact numbers: a Monte Carlo estimate
-    assert np.abs(got.means - want.means).max() > 1e-6
+    assert np.abs(got.means - want.means).max() > 1e-6  # not the exact numbers: a Monte Carlo estimate
+    return scale
 
 
 def test_recurrent_forecast_is_reproducible_with_a_seed_and_follows_the_guards():
@@ -563,8 +574,6 @@ def test_recurrent_filter_forecast_without_state_dependence_is_the_exact_one_wit
     moments for every mode) would be told apart."""
     from scipy.special import softmax
 
-    from modeshift.models.arhmm import FORECAST_PATHS
-
     recurrent = _guarded_model(weight=0.0)
     recurrent.dynamics_matrices_, recurrent.dynamics_offsets_ = np.array([[[0.95]], [[0.4]]]), np.array([[1.0], [-1.0]])
     recurrent.recurrence_biases_ = np.array([[1.5, -0.5], [0.3, 1.0]])
@@ -576,15 +585,8 @@ def test_recurrent_filter_forecast_without_state_dependence_is_the_exact_one_wit
     plain_state = list(plain.filter_stream(Y))[-1].state
     for mine, theirs in zip(state.filtered, plain_state.filtered):
         np.testing.assert_allclose(mine, theirs, rtol=1e-10)
-    got, want = recurrent.filter_forecast(state, 6), plain.filter_forecast(plain_state, 6)
-    n = FORECAST_PATHS
-    sd = np.sqrt(np.diagonal(want.covariances, axis1=1, axis2=2))
-    assert np.all(np.abs(got.means - want.means) < 4.5 * sd / np.sqrt(n))
-    scale = np.sqrt((sd[:, :, None] ** 2 * sd[:, None, :] ** 2 + want.covariances**2) / n)
-    assert np.all(np.abs(got.covariances - want.covariances) < 5 * scale)
-    p = want.mode_probabilities
-    assert np.all(np.abs(got.mode_probabilities - p) < 4.5 * np.sqrt(p * (1 - p) / n))
-    assert np.abs(got.means - want.means).max() > 1e-6  # a Monte Carlo estimate
+    want = plain.filter_forecast(plain_state, 6)
+    scale = _assert_within_monte_carlo_error(recurrent.filter_forecast(state, 6), want)
     # the start matters: every mode given the mixture's mean and covariance breaks these bounds
     weights, means, covs = state.filtered
     assert weights.min() > 0.2 and np.ptp(means) > 3.0
