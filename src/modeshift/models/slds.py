@@ -727,7 +727,8 @@ class SwitchingLDS(Model, StreamingFilters):
         params = {**self.get_params(), "warm_start": False}
         make = lambda k: type(self)(**{**params, "n_states": k})  # noqa: E731
         if self.selection == "prune":
-            winner, self.selection_ = selection.prune_n_states(make, _keep_modes, seqs, None, self.max_states)
+            keep = type(self)._kept_modes
+            winner, self.selection_ = selection.prune_n_states(make, keep, seqs, None, self.max_states)
         else:
             winner, self.selection_ = selection.select_n_states(make, seqs, None, self.max_states)
         self.n_states_ = winner.n_states
@@ -735,6 +736,10 @@ class SwitchingLDS(Model, StreamingFilters):
             setattr(self, name, getattr(winner, name))
         self._finish_fit(seqs)
         return self
+
+    def _kept_modes(self, kept: np.ndarray) -> SwitchingLDS:
+        """A model of the ``kept`` modes of this fitted one, started from their parameters (``selection="prune"``)."""
+        return _keep_modes(self, kept)
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
