@@ -386,6 +386,35 @@ def test_forecast_at_irregular_future_times_is_the_simulated_future(recurrent):
     assert isinstance(several.means, list) and several.means[1].shape == (3, 3)
 
 
+def test_recurrent_filter_forecast_without_state_dependence_is_the_exact_one_within_monte_carlo_error():
+    """With zero rate slopes the recurrent model's switches are expm(Λ Δ) whatever the state: its
+    filter is the plain one's, and its Monte Carlo forecast from the filter's mixture (each mode's
+    Gaussian started in its mode) estimates the plain model's exact one at irregular future times."""
+    from modeshift.models.arhmm import FORECAST_PATHS
+
+    plain = _model()
+    recurrent = _model()
+    recurrent.recurrent, recurrent.random_state, recurrent.rate_weights_ = True, 0, np.zeros((2, 2, 2))
+    times = np.cumsum(np.random.default_rng(4).exponential(1.0, 60))
+    Y, _ = plain.sample(60, random_state=5, times=times)
+    state = list(recurrent.filter_stream(Y, times=times))[-1].state
+    plain_state = list(plain.filter_stream(Y, times=times))[-1].state
+    for mine, theirs in zip(state.filtered, plain_state.filtered):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10)
+    future = times[-1] + np.cumsum([0.4, 2.5, 0.1])
+    got, want = (
+        recurrent.filter_forecast(state, future_times=future),
+        plain.filter_forecast(plain_state, future_times=future),
+    )
+    n, sd = FORECAST_PATHS, np.sqrt(np.diagonal(want.covariances, axis1=1, axis2=2))
+    assert np.all(np.abs(got.means - want.means) < 4.5 * sd / np.sqrt(n))
+    scale = np.sqrt((sd[:, :, None] ** 2 * sd[:, None, :] ** 2 + want.covariances**2) / n)
+    assert np.all(np.abs(got.covariances - want.covariances) < 5 * scale)
+    p = want.mode_probabilities
+    assert np.all(np.abs(got.mode_probabilities - p) < 4.5 * np.sqrt(p * (1 - p) / n))
+    assert np.abs(got.means - want.means).max() > 1e-6  # a Monte Carlo estimate, not the exact numbers
+
+
 def test_bad_future_times_are_named():
     model = _model()
     Y, _ = model.sample(10, random_state=0)

@@ -400,18 +400,28 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         horizons = [len(steps) for steps in gaps]
         futures = self._future_inputs(future_inputs, horizons)
         posterior = self._infer(seqs)
-        params, rng, n, m = self._parameters(), np.random.default_rng(self.random_state), self.state_dim, self.input_dim
+        params, rng = self._parameters(), np.random.default_rng(self.random_state)
         distinct, group = np.unique(np.concatenate(gaps), return_inverse=True)  # the laws once per distinct gap
         weights, covariances, transitions = self._laws(distinct)
         parts = []
         for s, (steps, future, law) in enumerate(zip(gaps, futures, np.split(group, np.cumsum(horizons)[:-1]))):
-            moves: Any = transitions[law]
-            if self.recurrent:
-                moves = [functools.partial(self._switches_over, gap) for gap in steps]
-            offsets = np.einsum("hknm,hm->hkn", weights[law, :, :, n : n + m], future) + weights[law, :, :, -1]
-            laws = weights[law, :, :, :n], offsets, covariances[law], moves
+            laws = self._future_laws_over(steps, future, (weights[law], covariances[law], transitions[law]))
             parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, future, rng))
         return Forecast.of_sequences(parts)
+
+    def _future_laws_over(
+        self, gaps: np.ndarray, future: np.ndarray, laws: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """The future's laws as :meth:`SwitchingLDS._forecast_mixture` reads them: A, offsets (the
+        inputs ``future`` held over each gap), Q and the moves (the switches over each gap, or a
+        recurrent model's rates read at the state each gap starts from), from :meth:`_laws` at ``gaps``."""
+        weights, covariances, transitions = laws
+        n, m = self.state_dim, self.input_dim
+        moves: Any = transitions
+        if self.recurrent:
+            moves = [functools.partial(self._switches_over, gap) for gap in gaps]
+        offsets = np.einsum("hknm,hm->hkn", weights[:, :, :, n : n + m], future) + weights[:, :, :, -1]
+        return weights[:, :, :, :n], offsets, covariances, moves
 
     def _future_inputs(self, future_inputs: Any, horizons: list[int]) -> list[np.ndarray]:
         """The inputs (h_s, m) of each sequence's future steps, checked (as
@@ -473,14 +483,22 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     ) -> Forecast:
         """The predictive moments of the observations at ``future_times`` (after the last time the
         filter has seen), or 1 .. ``horizon`` time units after it, from the approximate filter's law
-        (:meth:`SwitchingKalmanRecursion.forecast` with each gap's laws); ``future_inputs``
-        (h, input_dim), each held over the gap before its time, for a model with inputs."""
+        (:meth:`SwitchingKalmanRecursion.forecast` with each gap's laws); a recurrent model's are
+        the Monte Carlo estimates of :meth:`forecast`, the paths started from the filter's mixture.
+        ``future_inputs`` (h, input_dim), each held over the gap before its time, for a model with inputs."""
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
         (gaps,) = _future_gaps(state.history[-1], horizon, future_times)
         (future,) = self._future_inputs(future_inputs, [len(gaps)])
-        modes, means, covariances = self._stream_recursion().forecast(state.filtered, np.column_stack([gaps, future]))
-        return Forecast(means, covariances, modes)
+        if not self.recurrent:
+            modes, means, covariances = self._stream_recursion().forecast(
+                state.filtered, np.column_stack([gaps, future])
+            )
+            return Forecast(means, covariances, modes)
+        distinct, law = np.unique(gaps, return_inverse=True)
+        laws = self._future_laws_over(gaps, future, tuple(part[law] for part in self._laws(distinct)))
+        rng = np.random.default_rng(self.random_state)
+        return self._forecast_mixture(state.filtered, self._parameters(), laws, future, rng)
 
     def _stream_recursion(self) -> SwitchingKalmanRecursion:
         """The SwitchingLDS's filter whose move into a step is [Δ, u]: its gap and inputs. The
