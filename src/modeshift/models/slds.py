@@ -53,7 +53,7 @@ from modeshift.dynamics import (
     observation_statistics,
 )
 from modeshift.emissions.reset import RESET_TIES, Resets
-from modeshift.models import em, selection, subspace
+from modeshift.models import em, selection, slds_starts, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
@@ -74,6 +74,9 @@ _INIT_LDS_ITERATIONS = 20  # EM iterations of the one-mode model that denoises t
 _INIT_LDS_STAGES = (1, 5, _INIT_LDS_ITERATIONS)  # after these many, its smoothed states propose starts
 _INIT_PROPOSALS = 8  # ARHMM fits per stage; the SLDS objective after one E-step picks one of all
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
+_CHANGE_POINT_THRESHOLD = 3.0  # kink score (a robust z-score) of a change point proposing a short mode
+_CANDIDATE_THRESHOLD = 1.0  # kink score of a weaker change point tried as one more short mode
+_CLAMPED_SWEEPS = 20  # rounds of q(x) and M-step with the proposed modes held, before EM frees them
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
 _COMMON = (
     "dynamics_matrices_",
@@ -119,7 +122,11 @@ class SwitchingLDS(Model, StreamingFilters):
     carry an affine flow (gravity, a drift). Then sticky :class:`ARHMM` fits with one lag to x^
     (smoothed after 1, 5 and 20 EM iterations of the one-mode model) each propose the modes,
     A_k, b_k and Q_k (and, for recurrent models, a logistic regression on their modes gives the
-    guards); the proposal whose first E-step gives the largest ELBO starts EM.
+    guards); the proposal whose first E-step gives the largest ELBO starts EM. With ``resets``,
+    every second restart instead starts its rarest mode at the change points of the data
+    (:mod:`modeshift.models.slds_starts`: kinks of the local trend, such as a ball's impacts, which
+    the smoothed states blur and EM cannot create later), and inference on any data starts q(z)
+    there too; ``n_restarts=2`` tries both starts and keeps the larger final objective.
 
     Parameters
     ----------
@@ -388,8 +395,24 @@ class SwitchingLDS(Model, StreamingFilters):
         return seqs.with_inputs(inputs, self.input_dim, "this SwitchingLDS")
 
     def _infer(self, seqs: Sequences) -> inference.Posterior:
-        """q(x) q(z) on data with the parameters fixed, to convergence."""
-        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS)
+        """q(x) q(z) on data with the parameters fixed, to convergence (with resets, also from a
+        short mode at the data's change points: :meth:`_change_point_modes`)."""
+        starts = self._change_point_modes(seqs) if self.resets and self._k > 1 else ()
+        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS, starts)
+
+    def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
+        """A start of q(z) for a model with resets, whose switches can last one step and which the
+        generic starts of :func:`~modeshift.models.slds_inference.infer` miss: the mode of the
+        shortest dwell time at the change points of the data
+        (:func:`~modeshift.models.slds_starts.change_points`), the longest elsewhere. None
+        without change points or dwell times."""
+        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD)
+        dwell = self._dwell_times()
+        if not len(points) or not np.isfinite(dwell).all():
+            return ()
+        path = np.full(seqs.n_steps, int(np.argmax(dwell)))
+        path[points] = int(np.argmin(dwell))
+        return (np.eye(self._k)[path],)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -744,13 +767,15 @@ class SwitchingLDS(Model, StreamingFilters):
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
         them by the first E-step; every other start is :meth:`_initialize`'s, from the data
-        (over shards, its parameters only: each shard infers its q(z) under them)."""
+        (over shards, its parameters only: each shard infers its q(z) under them), with resets
+        every second restart from the change points of the data."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
             start = None
         else:
-            start = self._initialize(seqs, rng)
+            at_change_points = bool(self.resets) and self._k > 1 and restart % 2 == 1
+            start = (self._initialize_at_change_points if at_change_points else self._initialize)(seqs, rng)
         self.__dict__["_start_modes"] = None if self.__dict__["_sharded"] else start
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
@@ -944,6 +969,74 @@ class SwitchingLDS(Model, StreamingFilters):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
         return kept[1]
+
+    def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
+        """The start of the odd restarts of a model with resets: :meth:`_initialize`'s, then its least
+        occupied mode moved to the change points of the data (:meth:`_grow_change_points`), where a
+        one-step switch such as a ball's impact shows as a kink. The smoothed states blur such a step
+        and the mean-field sweeps cannot create one (q(x) smooths through it, so q(z) sees no reason
+        for it), so the ARHMM starts miss them. Ranking this start by its first E-step would not do
+        (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own and the
+        final objective chooses. Returns q(z)."""
+        mode_probs = self._initialize(seqs, rng)
+        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD)
+        return self._grow_change_points(seqs, mode_probs, points) if len(points) else mode_probs
+
+    def _grow_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
+        change point (score above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a kept one)
+        whose addition raises the objective after the start (ELBO plus log prior): the kink scores
+        alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
+        Returns the modes of the best start, whose parameters are set."""
+        base = self._snapshot()
+
+        def objective(chosen: np.ndarray) -> tuple[float, np.ndarray]:
+            self.__dict__.update(base)
+            modes = self._start_at_change_points(seqs, mode_probs, chosen)
+            return inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior(), modes
+
+        best, modes = objective(points)
+        scores = slds_starts.kink_scores(seqs)
+        candidates = slds_starts.change_points(seqs, _CANDIDATE_THRESHOLD)
+        for candidate in candidates[np.argsort(-scores[candidates], kind="stable")]:
+            if np.abs(points - candidate).min() <= 1:
+                continue
+            trial = np.sort(np.r_[points, candidate])
+            value, trial_modes = objective(trial)
+            if value > best:
+                best, modes, points = value, trial_modes, trial
+        objective(points)  # its parameters
+        return modes
+
+    def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """A start with a short mode at the change ``points`` (steps): the least occupied mode of the
+        most likely modes under ``mode_probs`` (T, K) is moved to the points, its other steps going
+        to their next most likely mode; its parameters, from the current ones, by
+        ``_CLAMPED_SWEEPS`` rounds of q(x) given these modes and the M-step, the first with resets
+        that forget the state (mean and covariance of the initial law) so that q(x) may jump at the
+        points. Returns the modes (T, K), one-hot."""
+        K, starts = self._k, seqs.starts
+        path = mode_probs.argmax(axis=1)
+        short = int(np.bincount(path, minlength=K).argmin())
+        others = np.where(np.arange(K) == short, -np.inf, mode_probs).argmax(axis=1)
+        path = np.where(path == short, others, path)
+        path[points] = short
+        modes = np.eye(K)[path]
+        pairs = np.zeros((len(modes), K, K))
+        pairs[1:] = modes[:-1, :, None] * modes[1:, None, :]
+        pairs[starts] = 0.0
+        self.reset_matrices_ = np.zeros_like(self.reset_matrices_)
+        self.reset_offsets_ = np.broadcast_to(self.initial_state_mean_, self.reset_offsets_.shape).copy()
+        self.reset_covariances_ = np.broadcast_to(self.initial_state_covariance_, self.reset_covariances_.shape).copy()
+        for _ in range(_CLAMPED_SWEEPS):
+            params = self._parameters(seqs)
+            means, covs, cross_covs, _ = inference.update_states(
+                params, seqs, inference.law_weights(params, modes, pairs)
+            )
+            empty = np.empty(0)
+            posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
+            self._maximize(self._statistics(seqs, posterior))
+        return modes
 
     def _start_from(self, arhmm: ARHMM, seqs: Sequences, states: np.ndarray, mode_probs: np.ndarray) -> None:
         """The switching, dynamics and resets of an ARHMM fitted to ``states``, as a start (for

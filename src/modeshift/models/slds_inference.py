@@ -431,9 +431,12 @@ def sweep(
     return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
 
 
-def infer(params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: int) -> Posterior:
+def infer(
+    params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: int, starts: tuple[np.ndarray, ...] = ()
+) -> Posterior:
     """q(x) q(z) with the parameters fixed: sweeps until the ELBO changes by less than ``tol``
-    (at most ``max_sweeps``), from two starts, keeping the larger ELBO: uniform mode
+    (at most ``max_sweeps``), from two starts and any mode probabilities (T, K) in ``starts``,
+    keeping the larger ELBO: uniform mode
     probabilities (whose q(x) smooths with the precision-averaged dynamics), and q(z) given the
     q(x) of the dynamics with every Q_k replaced by their mean. With uniform modes a mode whose
     Q_k is tiny dominates the averaged precision and pins q(x) to its own dynamics at every
@@ -441,7 +444,7 @@ def infer(params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: 
     10^5)."""
     n_modes = len(params.chain.initial_probs)
     uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
-    starts = [uniform]
+    starts = [uniform, *starts]
     if n_modes > 1:
         means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, law_weights(params, uniform))
         starts.append(update_modes(params, seqs, means, covs, cross_covs)[1])

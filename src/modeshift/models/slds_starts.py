@@ -1,0 +1,99 @@
+"""Change points of a trajectory: where to propose a short mode when starting a switching model.
+
+A switch that moves the state at once (a ball's velocity reversed at impact, a reset of
+:mod:`modeshift.emissions.reset`) lasts a step or two, too short for a model fitted to the
+smoothed states to see it: the smoother spreads it over its neighbours. The observations show
+it as a break in their local trend. Around every step t, a local quadratic in time
+y_s = a + b (s - t) + c (s - t)^2, s = t - w .. t + w, is given one more regressor, the hinge
+max(s - t, 0), whose coefficient d is the change of slope at t. Its least-squares estimate is
+a fixed linear filter of the window, d_t = f . y[t - w .. t + w], so each observed dimension is
+one correlation. Divided by its spread under white noise about a smooth trend (sd ||f||, the
+noise sd estimated robustly from third differences), d_t is a z-score (the **kink score**; for
+several dimensions the root mean square of theirs). The change points are the local maxima of
+the score (none larger within w steps) above a threshold, each moved to the step into which its
+kink falls: the kink time fitted to tenths of a step, rounded up, since step t moves the state
+from t - 1 to t.
+
+On the bouncing ball (2 cm noise, 10-step windows) d_t has sd 1.1 cm and an impact at speed v
+changes the slope by (1 + e) v dt, so an impact below 2 m/s (42 % of them over five seeds) scores
+under 3: about half the impacts pass 3, and a quarter to a third of those fall one step off.
+
+>>> import numpy as np
+>>> t = np.arange(200.0)
+>>> y = np.abs(t - 119.6)[:, None] + np.random.default_rng(0).normal(0, 0.2, (200, 1))  # a bounce at 119.6
+>>> from modeshift.data import as_sequences
+>>> change_points(as_sequences(y), threshold=5.0).tolist()  # the step into which it falls
+[120]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modeshift.data import Sequences
+
+__all__ = ["change_points", "kink_scores"]
+
+WINDOW = 10  # steps on each side of the local trend
+
+
+def _hinge_filter(window: int) -> np.ndarray:
+    """f with d_t = f . y[t - w .. t + w]: the hinge's row of the least-squares solution."""
+    s = np.arange(-window, window + 1, dtype=float)
+    design = np.column_stack([np.ones_like(s), s, s * s, np.maximum(s, 0.0)])
+    return np.linalg.pinv(design)[-1]
+
+
+def _noise_scale(seqs: Sequences) -> np.ndarray:
+    """A robust estimate of each dimension's white-noise sd about a smooth trend: third
+    differences cancel any quadratic, have variance 20 sd^2 under white noise, and a kink touches
+    only three of them, so 1.4826 median |diff^3 y| / sqrt(20)."""
+    differences = [np.diff(seqs.values[a:b], n=3, axis=0) for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:])]
+    stacked = np.concatenate(differences)
+    return np.array(
+        [1.4826 * np.median(np.abs(c[~np.isnan(c)])) if (~np.isnan(c)).any() else 0.0 for c in stacked.T]
+    ) / np.sqrt(20.0)
+
+
+def kink_scores(seqs: Sequences, window: int = WINDOW) -> np.ndarray:
+    """The score of a break in the local trend at every step (n_steps,), 0 within ``window``
+    steps of a sequence's ends or where the window has a missing value."""
+    f = _hinge_filter(window)
+    slopes = np.full(seqs.values.shape, np.nan)
+    for first, last in zip(seqs.offsets[:-1], seqs.offsets[1:]):
+        if last - first > 2 * window:
+            for column in range(seqs.n_features):
+                inside = np.correlate(seqs.values[first:last, column], f, mode="valid")
+                slopes[first + window : last - window, column] = inside
+    noise = _noise_scale(seqs) * np.linalg.norm(f)  # the spread of d_t where there is no break
+    known = ~np.isnan(slopes)
+    z = np.where(known, slopes, 0.0) / np.where(noise > 0, noise, np.inf)
+    return np.sqrt((z * z).sum(axis=1) / np.maximum(known.sum(axis=1), 1))
+
+
+def _switch_step(window_values: np.ndarray, window: int) -> int:
+    """The step, relative to the window's centre (0 or 1), into which the kink falls: the kink time
+    tau in [-1, 1] whose hinge max(s - tau, 0) fits the window best (least squares, on a grid of
+    tenths, beside a quadratic), rounded up, since step t moves the state from t - 1 to t."""
+    s = np.arange(-window, window + 1, dtype=float)
+    values = np.nan_to_num(window_values)
+    best, step = np.inf, 0
+    for tau in np.linspace(-1.0, 1.0, 21):
+        design = np.column_stack([np.ones_like(s), s, s * s, np.maximum(s - tau, 0.0)])
+        residual = values - design @ np.linalg.lstsq(design, values, rcond=None)[0]
+        if (residual**2).sum() < best:
+            best, step = (residual**2).sum(), int(np.ceil(tau - 1e-9))
+    return max(step, 0)
+
+
+def change_points(seqs: Sequences, threshold: float, window: int = WINDOW) -> np.ndarray:
+    """The steps whose :func:`kink_scores` exceed ``threshold`` and are the largest within
+    ``window`` steps of the same sequence, in increasing order."""
+    scores = kink_scores(seqs, window)
+    kept = []
+    for first, last in zip(seqs.offsets[:-1], seqs.offsets[1:]):
+        part = scores[first:last]
+        for t in np.flatnonzero(part > threshold):
+            if part[t] >= part[max(t - window, 0) : t + window + 1].max():
+                kept.append(first + _switch_step(seqs.values[first + t - window : first + t + window + 1], window) + t)
+    return np.array(kept, dtype=np.int64)
