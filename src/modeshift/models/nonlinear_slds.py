@@ -515,7 +515,7 @@ class NonlinearSwitchingLDS(Model):
             start, modes = self.__dict__["_start"]
             if modes is None:
                 modes = laplace.infer(params, seqs, start, self._inference_tol, _INFERENCE_SWEEPS).mode_probs
-        posterior = laplace.sweep(params, seqs, modes, start)
+        posterior = laplace.sweep(params, seqs, modes, start, laplace.MODE_SHARE * self._inference_tol)
         workspace["posterior"] = posterior
         return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior, params)
 
