@@ -34,7 +34,7 @@ inference; an approximation otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -215,17 +215,31 @@ def sweep(
 
 
 def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
-    """q(x) q(z) with the parameters fixed: sweeps from uniform mode probabilities and the path
-    ``start`` until the ELBO changes by less than ``tol`` (at most ``max_sweeps``); each mode
-    search stops at a gain of ``MODE_SHARE`` tol."""
+    """q(x) q(z) with the parameters fixed: sweeps from the path ``start`` until the ELBO changes
+    by less than ``tol`` (at most ``max_sweeps``; each mode search stops at a gain of
+    ``MODE_SHARE`` tol), from two starts of q(z), keeping the larger ELBO (as
+    :func:`modeshift.models.slds_inference.infer` does, for the same reason): uniform, and q(z)
+    given the Laplace q(x) of the flows with every Q_k replaced by their mean under uniform
+    modes (with uniform modes a flow whose Q_k is small pins q(x) to itself everywhere)."""
     n_modes = len(params.weights)
-    posterior = sweep(params, seqs, np.full((seqs.n_steps, n_modes), 1.0 / n_modes), start, MODE_SHARE * tol)
-    for _ in range(max_sweeps - 1):
-        previous = posterior.elbo
-        posterior = sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol)
-        if abs(posterior.elbo - previous) < tol:
-            break
-    return posterior
+    uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
+    starts = [uniform]
+    if n_modes > 1:
+        even = replace(params, covariances=np.broadcast_to(params.covariances.mean(axis=0), params.covariances.shape))
+        means, covs, cross_covs, *_ = find_mode(even, seqs, uniform, start, MODE_SHARE * tol)
+        linear, laws = linearised(params, seqs, means)
+        starts.append(slds_inference.update_modes(linear, seqs, means, covs, cross_covs, laws)[1])
+    best = None
+    for modes in starts:
+        posterior = sweep(params, seqs, modes, start, MODE_SHARE * tol)
+        for _ in range(max_sweeps - 1):
+            previous = posterior.elbo
+            posterior = sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol)
+            if abs(posterior.elbo - previous) < tol:
+                break
+        if best is None or posterior.elbo > best.elbo:
+            best = posterior
+    return best
 
 
 def flow_moments(
