@@ -91,8 +91,9 @@ class NonlinearSwitchingLDS(Model):
 
     Start: the state is read off the data, by PCA when ``state_dim <= obs_dim``, otherwise by a
     delay embedding in differences [y_t, y_t - y_t-1, ...] (C = [I, 0]); the feature map is fit
-    to that state; an ``ARHMM(features=...)`` on the observed directions proposes the modes and
-    chain, and a weighted ridge regression under its modes the flows.
+    to that state; an ``ARHMM(features=...)`` on the observed directions, with as many lags as
+    the embedding holds (ceil(n / p)), proposes the modes and chain, and a weighted ridge
+    regression under its modes the flows.
 
     Parameters
     ----------
@@ -450,10 +451,12 @@ class NonlinearSwitchingLDS(Model):
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The state read off the data (PCA, or a delay embedding when n > p; missing values
         interpolated) and the feature map fit to it; a sticky ``ARHMM(features=...)`` (the best of
-        4 restarts) on the data's own directions (all of the state when n <= p) gives the modes and
-        the chain, and each mode's flow is the weighted ridge regression of the state on its
-        features under those modes. (An ARHMM on a whole delay embedding can fit a mode of a few
-        steps exactly, a collapsed start EM never leaves.) Returns the starting path and q(z)."""
+        4 restarts) on the data's own directions (all of the state when n <= p), with ceil(n / p)
+        lags (a position's past holds its velocity), gives the modes and the chain, and each
+        mode's flow is the weighted ridge regression of the state on its features under those
+        modes. (An ARHMM on a whole delay embedding can fit a mode of a few steps exactly, a
+        collapsed start EM never leaves; regressing y_t alone on its lags cannot.) Returns the
+        starting path and q(z)."""
         n, p, K = self.state_dim, seqs.n_features, self.n_states
         Y = seqs.values
         self.observation_offset_ = np.nanmean(Y, axis=0)
