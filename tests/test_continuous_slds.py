@@ -15,6 +15,7 @@ from modeshift.datasets.simulators import thermostat
 from modeshift.metrics import mode_accuracy
 from modeshift.models import em
 from modeshift.models.continuous_arhmm import (
+    GapGroups,
     GapMoments,
     _flow_log_density,
     euler_regression,
@@ -115,7 +116,7 @@ def test_flow_moments_summed_per_gap_give_the_row_by_row_likelihood_and_regressi
     F, f, Sigma = np.array([[-0.2, 0.4], [-0.4, -0.1]]), np.array([0.3, -0.1]), np.array([[0.2, 0.05], [0.05, 0.1]])
     before, after, weights = rng.normal(size=(30, 2)), rng.normal(size=(30, 2)), rng.random(30)
     gaps = rng.choice([0.5, 1.0, 2.5], 30)  # repeated gaps share one law
-    summed = GapMoments.of(gaps, weights, *point_moments(before, after))
+    summed = GapMoments.of(GapGroups.of(gaps), weights, *point_moments(before, after))
     assert summed.gaps.tolist() == [0.5, 1.0, 2.5]
     np.testing.assert_allclose(summed.weights, [weights[gaps == g].sum() for g in (0.5, 1.0, 2.5)])
     expected = weights @ _flow_log_density(F, f, Sigma, before, after, gaps)
@@ -164,7 +165,7 @@ def test_bad_times_and_arguments_are_named():
     Y, _ = model.sample(20, random_state=0)
     with pytest.raises(ValueError, match="time stamps decrease"):
         model.predict(Y, times=np.r_[np.arange(10.0), np.arange(10.0)])
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="input_dim=0"):
         model.predict(Y, inputs=np.zeros((20, 1)))
     with pytest.raises(ValueError, match="n_states"):
         ContinuousSwitchingLDS(n_states="many").fit(Y)
@@ -202,6 +203,57 @@ def test_auto_finds_the_two_modes_of_an_irregular_thermostat(seed):
         warnings.simplefilter("ignore", em.ConvergenceWarning)
         model.fit(sim.observations, times=sim.times)
     assert model.n_states_ == 2
+
+
+def test_kept_modes_start_from_their_flows_and_the_rates_among_them():
+    """A pruned start keeps the kept modes' flows, their rates to one another (each holding rate
+    the sum of those left) and slopes, and p(z_0) renormalised."""
+    model = _model()
+    model.recurrent, model.rate_weights_ = True, np.array([[[0.0, 0.0], [1.5, -0.5]], [[-1.0, 0.0], [0.0, 0.0]]])
+    one = model._kept_modes(np.array([1]))
+    assert one.n_states == 1 and one.recurrent
+    np.testing.assert_array_equal(one.drift_matrices_, model.drift_matrices_[1:])
+    np.testing.assert_array_equal(one.diffusion_covariances_, model.diffusion_covariances_[1:])
+    np.testing.assert_array_equal(one.rate_matrix_, [[0.0]])
+    np.testing.assert_array_equal(one.rate_weights_, np.zeros((1, 1, 2)))
+    np.testing.assert_array_equal(one.startprob_, [1.0])
+    np.testing.assert_array_equal(one.observation_matrix_, model.observation_matrix_)
+    swapped = model._kept_modes(np.array([1, 0]))
+    np.testing.assert_array_equal(swapped.rate_matrix_, [[-0.3, 0.3], [0.1, -0.1]])
+    np.testing.assert_array_equal(swapped.rate_weights_[0, 1], model.rate_weights_[1, 0])
+    swapped._check_parameters()
+
+
+def test_prune_starts_each_number_of_modes_from_the_larger_fit_too(tmp_path):
+    sim = thermostat(120, random_state=0, times="exponential", observation_sd=0.05)
+    model = ContinuousSwitchingLDS(
+        n_states="auto", state_dim=1, max_states=2, selection="prune", n_iter=3, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        model.fit(sim.observations, times=sim.times)
+    table = model.selection_
+    assert table["n_states"].tolist() == [2, 1] and table["start"].iloc[0] == "scratch"
+    assert {"elbo", "bic", "smallest_occupancy", "vanished", "chosen"} <= set(table.columns)
+    assert model.n_states_ == table["n_states"][table["chosen"]].item()
+    chosen_elbo = table["elbo"][table["chosen"]].item()  # at the data's times, not one time unit apart
+    assert model.elbo(sim.observations, times=sim.times) == pytest.approx(chosen_elbo, rel=1e-10)
+    model.save(tmp_path / "pruned.msz")
+    assert load(tmp_path / "pruned.msz").selection_.equals(table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_prune_finds_the_two_modes_of_an_irregular_thermostat(seed):
+    sim = thermostat(400, random_state=seed, times="exponential", observation_sd=0.05)
+    model = ContinuousSwitchingLDS(
+        n_states="auto", state_dim=1, max_states=4, selection="prune", n_iter=20, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        model.fit(sim.observations, times=sim.times)
+    assert model.n_states_ == 2, model.selection_
+    assert mode_accuracy(sim.modes, model.predict(sim.observations, times=sim.times)) > 0.9
 
 
 def test_a_fit_over_shards_is_refused_with_its_reason():
@@ -334,6 +386,35 @@ def test_forecast_at_irregular_future_times_is_the_simulated_future(recurrent):
     assert isinstance(several.means, list) and several.means[1].shape == (3, 3)
 
 
+def test_recurrent_filter_forecast_without_state_dependence_is_the_exact_one_within_monte_carlo_error():
+    """With zero rate slopes the recurrent model's switches are expm(Λ Δ) whatever the state: its
+    filter is the plain one's, and its Monte Carlo forecast from the filter's mixture (each mode's
+    Gaussian started in its mode) estimates the plain model's exact one at irregular future times."""
+    from modeshift.models.arhmm import FORECAST_PATHS
+
+    plain = _model()
+    recurrent = _model()
+    recurrent.recurrent, recurrent.random_state, recurrent.rate_weights_ = True, 0, np.zeros((2, 2, 2))
+    times = np.cumsum(np.random.default_rng(4).exponential(1.0, 60))
+    Y, _ = plain.sample(60, random_state=5, times=times)
+    state = list(recurrent.filter_stream(Y, times=times))[-1].state
+    plain_state = list(plain.filter_stream(Y, times=times))[-1].state
+    for mine, theirs in zip(state.filtered, plain_state.filtered):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10)
+    future = times[-1] + np.cumsum([0.4, 2.5, 0.1])
+    got, want = (
+        recurrent.filter_forecast(state, future_times=future),
+        plain.filter_forecast(plain_state, future_times=future),
+    )
+    n, sd = FORECAST_PATHS, np.sqrt(np.diagonal(want.covariances, axis1=1, axis2=2))
+    assert np.all(np.abs(got.means - want.means) < 4.5 * sd / np.sqrt(n))
+    scale = np.sqrt((sd[:, :, None] ** 2 * sd[:, None, :] ** 2 + want.covariances**2) / n)
+    assert np.all(np.abs(got.covariances - want.covariances) < 5 * scale)
+    p = want.mode_probabilities
+    assert np.all(np.abs(got.mode_probabilities - p) < 4.5 * np.sqrt(p * (1 - p) / n))
+    assert np.abs(got.means - want.means).max() > 1e-6  # a Monte Carlo estimate, not the exact numbers
+
+
 def test_bad_future_times_are_named():
     model = _model()
     Y, _ = model.sample(10, random_state=0)
@@ -421,7 +502,7 @@ def test_streaming_at_irregular_times_is_exact_where_kims_filter_is(tmp_path):
     )
     with pytest.raises(ValueError, match="after the last observation's"):
         two.filter_step(outs[-1].state, Y[0], time=times[7])
-    with pytest.raises(ValueError, match="no inputs"):
+    with pytest.raises(ValueError, match="input_dim=0"):
         two.filter_step(outs[-1].state, Y[0], [1.0])
 
 

@@ -490,8 +490,6 @@ def test_recurrent_forecast_without_state_dependence_is_the_exact_one_within_mon
     covariance entry's is taken as the Gaussian sqrt((S_ii S_jj + S_ij^2) / n_paths)."""
     from scipy.special import softmax
 
-    from modeshift.models.arhmm import FORECAST_PATHS
-
     recurrent = _two_mode_model(input_dim=1, recurrent=True)
     recurrent.recurrence_weights_ = np.zeros((2, 2))
     recurrent.recurrence_biases_ = np.array([[1.5, -0.5], [0.3, 1.0]])
@@ -502,7 +500,21 @@ def test_recurrent_forecast_without_state_dependence_is_the_exact_one_within_mon
     u, future = rng.normal(size=(80, 1)), rng.normal(size=(6, 1))
     Y, _ = plain.sample(80, random_state=1, inputs=u)
     got = recurrent.forecast(Y, 6, inputs=u, future_inputs=future)
-    want = plain.forecast(Y, 6, inputs=u, future_inputs=future)
+    _assert_within_monte_carlo_error(got, plain.forecast(Y, 6, inputs=u, future_inputs=future))
+    np.testing.assert_allclose(got.mode_probabilities.sum(axis=1), 1.0)
+    # so is filter_forecast, from the streaming filter's mixture, with the future inputs
+    state = list(recurrent.filter_stream(Y, inputs=u))[-1].state
+    want = plain.filter_forecast(list(plain.filter_stream(Y, inputs=u))[-1].state, 6, future)
+    _assert_within_monte_carlo_error(recurrent.filter_forecast(state, 6, future), want)
+
+
+def _assert_within_monte_carlo_error(got, want):
+    """``got``, a Monte Carlo forecast from n = ``FORECAST_PATHS`` Rao-Blackwellised paths, estimates
+    the exact ``want``: a mean's standard error is at most sd / sqrt(n), a mode probability's
+    sqrt(p (1 - p) / n), a covariance entry's taken as the Gaussian sqrt((S_ii S_jj + S_ij^2) / n).
+    Returns the covariances' standard errors."""
+    from modeshift.models.arhmm import FORECAST_PATHS
+
     n = FORECAST_PATHS
     sd = np.sqrt(np.diagonal(want.covariances, axis1=1, axis2=2))
     assert np.all(np.abs(got.means - want.means) < 4.5 * sd / np.sqrt(n))
@@ -510,9 +522,8 @@ def test_recurrent_forecast_without_state_dependence_is_the_exact_one_within_mon
     assert np.all(np.abs(got.covariances - want.covariances) < 5 * scale)
     p = want.mode_probabilities
     assert np.all(np.abs(got.mode_probabilities - p) < 4.5 * np.sqrt(p * (1 - p) / n))
-    np.testing.assert_allclose(got.mode_probabilities.sum(axis=1), 1.0)
-    # not the exact numbers: a Monte Carlo estimate
-    assert np.abs(got.means - want.means).max() > 1e-6
+    assert np.abs(got.means - want.means).max() > 1e-6  # not the exact numbers: a Monte Carlo estimate
+    return scale
 
 
 def test_recurrent_forecast_is_reproducible_with_a_seed_and_follows_the_guards():
@@ -535,6 +546,94 @@ def test_recurrent_forecast_is_reproducible_with_a_seed_and_follows_the_guards()
     assert isinstance(several.means, list) and several.means[0].shape == (2, 3)
     with pytest.raises(ValueError, match="horizon"):
         model.forecast(Y, 0)
+
+
+def _guarded_model(weight=5.0):
+    """A hand-set recurrent SLDS, a noisy thermostat: a 1-D state drifting up in mode 0 and down in
+    mode 1, which leaves mode 0 above 1 and mode 1 below -1 (guards of slope 2 ``weight``), seen
+    with noise of variance 1, so that the filter is unsure of the state next to a sharp guard."""
+    model = SwitchingLDS(n_states=2, state_dim=1, recurrent=True, random_state=0)
+    model.dynamics_matrices_ = np.full((2, 1, 1), 0.9)
+    model.dynamics_offsets_ = np.array([[0.3], [-0.3]])
+    model.dynamics_input_matrices_ = np.zeros((2, 1, 0))
+    model.dynamics_covariances_ = np.full((2, 1, 1), 0.05)
+    model.observation_matrix_, model.observation_offset_ = np.ones((1, 1)), np.zeros(1)
+    model.feedthrough_matrix_, model.observation_covariance_ = np.zeros((1, 0)), np.ones((1, 1))
+    model.initial_state_mean_, model.initial_state_covariance_ = np.zeros(1), np.ones((1, 1))
+    model.startprob_ = np.array([0.5, 0.5])
+    model.recurrence_weights_, model.input_weights_ = np.array([[-weight], [weight]]), np.zeros((2, 0))
+    model.recurrence_biases_ = np.array([[0.0, -2 * weight], [-2 * weight, 0.0]])
+    return model
+
+
+def test_recurrent_filter_forecast_without_state_dependence_is_the_exact_one_within_monte_carlo_error():
+    """With zero guard weights the switches are softmax(r_ij) whatever the state: the recurrent
+    model's filter is the plain one's, and its Monte Carlo forecast from the filter's mixture
+    estimates the plain model's exact one (tolerances as for ``forecast``). The filter's modes
+    disagree on the state, so a start that ignored which mode holds which Gaussian (the mixture's
+    moments for every mode) would be told apart."""
+    from scipy.special import softmax
+
+    recurrent = _guarded_model(weight=0.0)
+    recurrent.dynamics_matrices_, recurrent.dynamics_offsets_ = np.array([[[0.95]], [[0.4]]]), np.array([[1.0], [-1.0]])
+    recurrent.recurrence_biases_ = np.array([[1.5, -0.5], [0.3, 1.0]])
+    plain = SwitchingLDS(n_states=2, state_dim=1)
+    plain.__dict__.update({name: recurrent.__dict__[name] for name in plain.parameter_names if name != "transmat_"})
+    plain.transmat_ = softmax(recurrent.recurrence_biases_, axis=1)
+    Y = plain.sample(60, random_state=1)[0][:36]  # the filter ends unsure of the mode: p = (0.26, 0.74)
+    state = list(recurrent.filter_stream(Y))[-1].state
+    plain_state = list(plain.filter_stream(Y))[-1].state
+    for mine, theirs in zip(state.filtered, plain_state.filtered):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10)
+    want = plain.filter_forecast(plain_state, 6)
+    scale = _assert_within_monte_carlo_error(recurrent.filter_forecast(state, 6), want)
+    # the start matters: every mode given the mixture's mean and covariance breaks these bounds
+    weights, means, covs = state.filtered
+    assert weights.min() > 0.2 and np.ptp(means) > 3.0
+    pooled = weights @ means[:, 0]
+    spread = weights @ (covs[:, 0, 0] + (means[:, 0] - pooled) ** 2)
+    blurred = state._replace(filtered=(weights, np.full_like(means, pooled), np.full_like(covs, spread)))
+    assert np.any(np.abs(plain.filter_forecast(blurred, 6).covariances - want.covariances) > 5 * scale)
+
+
+def test_recurrent_filter_forecast_matches_simulation_from_the_filtered_mixture():
+    """Next to a sharp guard, the filter's law of the state decides the switches: the forecast's
+    moments against 40,000 paths of ``sample`` per mode k started from the filter's
+    z = k, x ~ N(m_k, P_k), weighted by w_k (errors: the two Monte Carlo errors added). Switch
+    probabilities evaluated at each mode's mean instead (the Kim filter's own forecast) miss by
+    more than ten standard errors here."""
+    from modeshift.models.arhmm import FORECAST_PATHS
+
+    model, horizon, N = _guarded_model(), 10, 40000
+    Y = model.sample(60, random_state=1)[0][:55]
+    state = list(model.filter_stream(Y))[-1].state
+    weights, means, covs = state.filtered
+    assert weights.min() > 0.3  # the filter is unsure of the mode
+    first, second, modes = 0.0, 0.0, 0.0
+    for k in range(2):
+        start = SwitchingLDS(**model.get_params())
+        start.__dict__.update(model._snapshot())
+        start.initial_state_mean_, start.initial_state_covariance_ = means[k], covs[k]
+        start.startprob_ = np.eye(2)[k]
+        observations, paths = start.sample(horizon + 1, N, random_state=10 + k)
+        Yf, Zf = np.stack(observations)[:, 1:], np.stack(paths)[:, 1:]
+        first = first + weights[k] * Yf.mean(axis=0)
+        second = second + weights[k] * np.einsum("sti,stj->tij", Yf, Yf) / N
+        modes = modes + weights[k] * np.stack([(Zf == j).mean(axis=0) for j in range(2)], axis=1)
+    covariances = second - first[:, :, None] * first[:, None, :]
+    forecast = model.filter_forecast(state, horizon)
+    both = 1 / FORECAST_PATHS + 1 / N
+    sd = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
+    assert np.all(np.abs(forecast.means - first) < 4.5 * sd * np.sqrt(both))
+    assert np.all(np.abs(forecast.covariances - covariances) < 5 * np.sqrt(2 * both) * sd[:, :, None] ** 2)
+    assert np.all(np.abs(forecast.mode_probabilities - modes) < 4.5 * np.sqrt(modes * (1 - modes) * both) + 1e-12)
+    shortcut = model._stream_recursion().forecast(state.filtered, np.zeros((horizon, 0)))[1]
+    assert np.abs(shortcut - first).max() > 10 * sd.max() * np.sqrt(both)
+    # seeded by random_state, as forecast is
+    again = model.filter_forecast(state, horizon)
+    np.testing.assert_array_equal(again.means, forecast.means)
+    model.random_state = 1
+    assert np.abs(model.filter_forecast(state, horizon).means - forecast.means).max() > 0
 
 
 @pytest.mark.parametrize("recurrent", [False, True])

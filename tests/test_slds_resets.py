@@ -96,7 +96,8 @@ def test_q_z_given_q_x_matches_enumeration(K, ties):
     y = rng.normal(size=(T, 1))
     seqs = model._sequences(y, None, None)
     params = model._parameters(seqs)
-    means, covs, cross_covs, _ = inference.update_states(params, seqs, np.full((T, K), 1.0 / K))
+    uniform = inference.law_weights(params, np.full((T, K), 1.0 / K))
+    means, covs, cross_covs, _ = inference.update_states(params, seqs, uniform)
     log_z, mode_probs, pairs, _, _ = inference.update_modes(params, seqs, means, covs, cross_covs)
 
     A, _, b, Q = _laws(model)
@@ -229,16 +230,6 @@ def test_refusals():
     model.reset_matrices_ = np.zeros((3, 2, 2))
     with pytest.raises(ValueError, match="reset_matrices_"):
         model._check_parameters()
-    model = _model(rng, 2, 2, 1, "destination")
-    y = rng.normal(size=(30, 1))
-    model.recurrent = True
-    model.recurrence_weights_, model.input_weights_, model.recurrence_biases_ = (
-        np.zeros((2, 2)),
-        np.zeros((2, 0)),
-        np.zeros((2, 2)),
-    )
-    with pytest.raises(NotImplementedError, match="resets"):
-        model.forecast(y, 3)
 
 
 def _true_ball(restitution=0.8, dt=0.01, gravity=9.81):
@@ -352,3 +343,33 @@ def test_forecast_matches_enumeration_of_mode_paths(ties):
     np.testing.assert_allclose(forecast.means, first, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(forecast.covariances, covariances, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(forecast.mode_probabilities, modes, atol=1e-12)
+
+
+@pytest.mark.parametrize("ties", ["pair", "destination"])
+def test_recurrent_forecast_with_resets_is_the_exact_one_without_state_dependence(ties):
+    """With zero guard weights and biases log P_ij, a recurrent model with resets switches as the
+    plain one does: its Monte Carlo forecast, each path following the reset of every switch it
+    makes, estimates the plain model's exact one (the chain of pairs, proved against enumeration
+    above) within the bounds of ``forecast``'s Monte Carlo tests; the forecast without the resets
+    is outside them."""
+    from modeshift.models.arhmm import FORECAST_PATHS
+
+    rng = np.random.default_rng(7)
+    K, n, horizon = 3, 2, 4
+    plain = _model(rng, K, n, 2, ties)
+    recurrent = SwitchingLDS(**{**plain.get_params(), "recurrent": True, "random_state": 0})
+    recurrent.__dict__.update({name: plain.__dict__[name] for name in plain.parameter_names if name != "transmat_"})
+    recurrent.recurrence_weights_, recurrent.input_weights_ = np.zeros((K, n)), np.zeros((K, 0))
+    recurrent.recurrence_biases_ = np.log(plain.transmat_)
+    y = rng.normal(size=(20, 2))
+    got, want = recurrent.forecast(y, horizon), plain.forecast(y, horizon)
+    sd = np.sqrt(np.diagonal(want.covariances, axis1=1, axis2=2))
+    bound = 4.5 * sd / np.sqrt(FORECAST_PATHS)
+    assert np.all(np.abs(got.means - want.means) < bound)
+    scale = np.sqrt((sd[:, :, None] ** 2 * sd[:, None, :] ** 2 + want.covariances**2) / FORECAST_PATHS)
+    assert np.all(np.abs(got.covariances - want.covariances) < 5 * scale)
+    p = want.mode_probabilities
+    assert np.all(np.abs(got.mode_probabilities - p) < 4.5 * np.sqrt(p * (1 - p) / FORECAST_PATHS))
+    no_resets = SwitchingLDS(**{**plain.get_params(), "resets": None})
+    no_resets.__dict__.update({name: plain.__dict__[name] for name in no_resets.parameter_names})
+    assert np.any(np.abs(no_resets.forecast(y, horizon).means - want.means) > bound)

@@ -83,6 +83,11 @@ class Resets:
     def n_resets(self) -> int:
         return len(self.targets)
 
+    @property
+    def weights(self) -> np.ndarray:
+        """[R_r, c_r] (R, D, m + 1): each reset's coefficients with its intercept as the last column."""
+        return np.concatenate([self.reset_coefs, self.reset_intercepts[:, :, None]], axis=2)
+
     def set(self, name: str, value: np.ndarray) -> None:
         r = self.n_resets
         present = (self.reset_coefs, self.reset_intercepts, self.reset_covariances)
@@ -122,7 +127,7 @@ class Resets:
     # ------------------------------------------------------------------ algebra
     def _block(self) -> LinearDynamics:
         block = self.dynamics
-        block.weights = np.concatenate([self.reset_coefs, self.reset_intercepts[:, :, None]], axis=2)
+        block.weights = self.weights
         block.ridge_columns = np.arange(block.weights.shape[2]) < self.reset_coefs.shape[2]  # not the intercepts
         block.covariances = self.reset_covariances
         return block

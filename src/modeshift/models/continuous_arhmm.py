@@ -47,6 +47,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ from modeshift.transitions import normalise_rows
 
 __all__ = [
     "ContinuousARHMM",
+    "GapGroups",
     "GapMoments",
     "euler_regression",
     "expected_flow_log_likelihood",
@@ -112,6 +114,10 @@ def flow_moments(
     """The transition law of dy = (A y + b) dt + Σ^1/2 dW over each gap: (Φ, c, S), shapes
     (G, D, D), (G, D), (G, D, D), for ``gaps`` (G,).
 
+    ``offset`` may also be the columns (D, q) of q inputs held constant over each gap (a
+    zero-order hold: dy = (A y + [G, b] [u, 1]) dt + ...); c is then (G, D, q), each column
+    ∫_0^Δ e^As ds times its own, so that y_n = Φ y_n-1 + c [u_n, 1] + noise.
+
     With A = V Λ V^-1 diagonalisable (and V well conditioned) the integrals are elementwise:
     Φ = V e^ΛΔ V^-1, c = V φ(Λ) V^-1 b and S = V [Σ~_ij φ(λ_i + conj λ_j)] V^H with
     Σ~ = V^-1 Σ V^-H and φ(x) = (e^xΔ - 1) / x (= Δ at x = 0). Otherwise (a defective A, such as
@@ -124,7 +130,8 @@ def flow_moments(
     t = gaps[:, None]
     growth = np.exp(eigenvalues * t)  # (G, D)
     Phi = np.einsum("ij,gj,jk->gik", V, growth, Vi).real
-    c = np.einsum("ij,gj,j->gi", V, _phi(eigenvalues, t), Vi @ offset).real
+    columns = np.reshape(offset, (len(drift), -1))
+    c = np.einsum("ij,gj,jq->giq", V, _phi(eigenvalues, t), Vi @ columns).real.reshape(len(gaps), *np.shape(offset))
     sums = eigenvalues[:, None] + eigenvalues.conj()[None, :]
     inner = (Vi @ diffusion @ Vi.conj().T)[None] * _phi(sums[None], gaps[:, None, None])
     S = np.einsum("ij,gjk,lk->gil", V, inner, V.conj()).real
@@ -140,18 +147,20 @@ def _phi(x: np.ndarray, t: np.ndarray) -> np.ndarray:
 def _van_loan(
     drift: np.ndarray, offset: np.ndarray, diffusion: np.ndarray, gaps: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`flow_moments` by the exponentials of [[A, b], [0, 0]] Δ and [[-A, Σ], [0, A']] Δ."""
-    d = len(offset)
+    """:func:`flow_moments` by the exponentials of [[A, b], [0, 0]] Δ and [[-A, Σ], [0, A']] Δ
+    (b the offset, or the columns (D, q) of the inputs held over the gap)."""
+    d, columns = len(drift), np.reshape(offset, (len(drift), -1))
+    q = columns.shape[1]
     gaps = gaps[:, None, None]
-    affine = np.zeros((len(gaps), d + 1, d + 1))
-    affine[:, :d, :d], affine[:, :d, d] = drift, offset
+    affine = np.zeros((len(gaps), d + q, d + q))
+    affine[:, :d, :d], affine[:, :d, d:] = drift, columns
     affine = expm_stack(affine * gaps)
     block = np.zeros((len(gaps), 2 * d, 2 * d))
     block[:, :d, :d], block[:, :d, d:], block[:, d:, d:] = -drift, diffusion, drift.T
     block = expm_stack(block * gaps)
     Phi = affine[:, :d, :d]
     S = Phi @ block[:, :d, d:]
-    return Phi, affine[:, :d, d], 0.5 * (S + S.transpose(0, 2, 1))
+    return Phi, affine[:, :d, d:].reshape(len(gaps), *np.shape(offset)), 0.5 * (S + S.transpose(0, 2, 1))
 
 
 class ContinuousARHMM(Model):
@@ -346,7 +355,13 @@ class ContinuousARHMM(Model):
         """Estimate the parameters by generalised EM (see the module docstring); returns ``self``."""
         self._start_fit()
         seqs = self._sequences(X, lengths, times, **columns)
-        em.run(self, seqs, label=f"ContinuousARHMM K={self._k}")
+        rows = seqs.linked_rows  # the flows' regression rows, fixed while EM runs: grouped once
+        regression = GapGroups.of(self._gaps(seqs)[rows]), point_moments(seqs.values[rows - 1], seqs.values[rows])
+        self.__dict__["_regression"] = regression
+        try:
+            em.run(self, seqs, label=f"ContinuousARHMM K={self._k}")
+        finally:
+            del self.__dict__["_regression"]
         self._finish_fit(seqs)
         return self
 
@@ -398,12 +413,12 @@ class ContinuousARHMM(Model):
         rows, gaps = seqs.linked_rows, self._gaps(seqs)
         self.startprob_ = normalise_rows(posteriors[seqs.starts].sum(axis=0) + 1e-10)
         self.rate_matrix_ = rate_step(self.rate_matrix_, pairs[rows], gaps[rows])
-        moments = point_moments(seqs.values[rows - 1], seqs.values[rows])
+        groups, moments = self.__dict__["_regression"]
         for k in range(self._k):
             weights = posteriors[rows, k]
             if weights.sum() <= 1e-8:
                 continue  # an empty mode keeps its flow
-            summed = GapMoments.of(gaps[rows], weights, *moments)
+            summed = GapMoments.of(groups, weights, *moments)
             current = (self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k])
             A, b, Sigma = polish(
                 euler_regression(summed, self.reg_covar),
@@ -539,13 +554,37 @@ def rates_of(transmat: np.ndarray, gap: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class GapGroups:
+    """The rows of a fit grouped by their gap, once per fit (the gaps are data, fixed while EM runs):
+    ``gaps`` (G,) the distinct gaps, ``order`` the rows sorted by gap, ``firsts`` (G,) where each
+    gap's rows start in that order."""
+
+    gaps: np.ndarray
+    order: np.ndarray
+    firsts: np.ndarray
+
+    @classmethod
+    def of(cls, gaps: np.ndarray) -> GapGroups:
+        """The groups of per-row ``gaps`` (R,)."""
+        distinct, group = np.unique(gaps, return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        return cls(distinct, order, np.searchsorted(group[order], np.arange(len(distinct))))
+
+    def sum(self, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """sum over each gap's rows of ``weights`` (R,) times ``values`` (R, ...): (G, ...)."""
+        weighted = values * weights.reshape(-1, *([1] * (values.ndim - 1)))
+        return np.add.reduceat(weighted[self.order], self.firsts, axis=0)
+
+
+@dataclass(frozen=True)
 class GapMoments:
     """A flow's regression moments summed per distinct gap: what its exact expected log-likelihood
     and its Euler proposal read, so that an M-step sums the rows once, not at every evaluation.
 
-    For the regression of x_n on z_n = [x_n-1, 1] with row weights w_n, over the rows of gap
-    ``gaps[g]``: ``weights`` (G,) sum w_n, ``xx`` (G, n, n) sum w_n E[x_n x_n'], ``xz``
-    (G, n, n + 1) sum w_n E[x_n z_n'], ``zz`` (G, n + 1, n + 1) sum w_n E[z_n z_n'].
+    For the regression of x_n on z_n = [x_n-1, 1] (or [x_n-1, u_n, 1], with inputs u held over
+    the gap) with row weights w_n, over the rows of gap ``gaps[g]``: ``weights`` (G,) sum w_n,
+    ``xx`` (G, n, n) sum w_n E[x_n x_n'], ``xz`` (G, n, q) sum w_n E[x_n z_n'], ``zz`` (G, q, q)
+    sum w_n E[z_n z_n'].
     """
 
     gaps: np.ndarray
@@ -555,19 +594,12 @@ class GapMoments:
     zz: np.ndarray
 
     @classmethod
-    def of(cls, gaps: np.ndarray, weights: np.ndarray, xx: np.ndarray, xz: np.ndarray, zz: np.ndarray) -> GapMoments:
-        """The sums per distinct gap of per-row ``gaps`` (R,), ``weights`` (R,) and moments (R, ...),
-        such as those of :func:`point_moments` or of a posterior
+    def of(cls, groups: GapGroups, weights: np.ndarray, xx: np.ndarray, xz: np.ndarray, zz: np.ndarray) -> GapMoments:
+        """The sums over the rows of each gap of ``groups`` of ``weights`` (R,) times the moments
+        (R, ...), such as those of :func:`point_moments` or of a posterior
         (:func:`~modeshift.models.slds_inference.transition_moments`)."""
-        distinct, group = np.unique(gaps, return_inverse=True)
-        order = np.argsort(group, kind="stable")
-        firsts = np.searchsorted(group[order], np.arange(len(distinct)))
-
-        def summed(values: np.ndarray) -> np.ndarray:
-            weighted = values * weights.reshape(-1, *([1] * (values.ndim - 1)))
-            return np.add.reduceat(weighted[order], firsts, axis=0)
-
-        return cls(distinct, summed(np.ones(len(gaps))), summed(xx), summed(xz), summed(zz))
+        summed = functools.partial(groups.sum, weights=weights)
+        return cls(groups.gaps, summed(np.ones(len(weights))), summed(xx), summed(xz), summed(zz))
 
 
 def point_moments(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -579,9 +611,10 @@ def point_moments(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np
 def expected_flow_log_likelihood(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray, moments: GapMoments) -> float:
     """sum_n w_n E log N(x_n | Φ(Δ_n) x_n-1 + c(Δ_n), S(Δ_n)) from the ``moments`` summed per gap:
     with W = [Φ, c] and S those of gap g, the sum over gaps of
-    -(N_g (n log 2 pi + log det S) + tr(S^-1 (XX_g - W XZ_g' - XZ_g W' + W ZZ_g W'))) / 2."""
+    -(N_g (n log 2 pi + log det S) + tr(S^-1 (XX_g - W XZ_g' - XZ_g W' + W ZZ_g W'))) / 2.
+    ``b`` is the offset (n,), or the columns (n, q - n) of the inputs held over each gap."""
     Phi, c, S = flow_moments(A, b, Sigma, moments.gaps)
-    W = np.concatenate([Phi, c[:, :, None]], axis=2)
+    W = np.concatenate([Phi, c.reshape(len(Phi), len(A), -1)], axis=2)
     cross = W @ np.swapaxes(moments.xz, 1, 2)
     scatter = moments.xx - cross - np.swapaxes(cross, 1, 2) + W @ moments.zz @ np.swapaxes(W, 1, 2)
     chol = np.linalg.cholesky(S)
@@ -592,18 +625,20 @@ def expected_flow_log_likelihood(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray
 
 def euler_regression(moments: GapMoments, reg_covar: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A, b, Σ) by the weighted Euler-Maruyama regression x_n - x_n-1 ≈ W z_n Δ_n + N(0, Σ Δ_n),
-    z_n = [x_n-1, 1], from the ``moments`` summed per gap (in expectation for a latent state):
-    with r_n = x_n - x_n-1, W = (sum w_n E[r_n z_n']) (sum w_n Δ_n E[z_n z_n'])^-1 and
-    Σ = sum w_n / Δ_n E[(r_n - Δ_n W z_n)(...)'] / sum w_n (+ ``reg_covar`` on the diagonal)."""
+    z_n = [x_n-1, 1] (or [x_n-1, u_n, 1]), from the ``moments`` summed per gap (in expectation for
+    a latent state): with r_n = x_n - x_n-1, W = (sum w_n E[r_n z_n']) (sum w_n Δ_n E[z_n z_n'])^-1
+    and Σ = sum w_n / Δ_n E[(r_n - Δ_n W z_n)(...)'] / sum w_n (+ ``reg_covar`` on the diagonal).
+    A = W[:, :n]; b the rest of W, the offset (n,) when z_n = [x_n-1, 1], else its columns (n, q - n)."""
     n, gaps = moments.xx.shape[1], moments.gaps
     D = np.sum(moments.xz - moments.zz[:, :n, :], axis=0)
     previous = moments.xz[:, :, :n]
     increments = moments.xx - previous - np.swapaxes(previous, 1, 2) + moments.zz[:, :n, :n]
     zz = np.einsum("g,gij->ij", gaps, moments.zz)
-    W = np.linalg.solve(zz + 1e-12 * np.eye(n + 1), D.T).T
+    W = np.linalg.solve(zz + 1e-12 * np.eye(len(zz)), D.T).T
     scatter = np.einsum("g,gij->ij", 1.0 / gaps, increments) - W @ D.T - D @ W.T + W @ zz @ W.T
     Sigma = 0.5 * (scatter + scatter.T) / moments.weights.sum() + reg_covar * np.eye(n)
-    return W[:, :n], W[:, n], ensure_positive_definite(Sigma)
+    columns = W[:, n:]
+    return W[:, :n], columns[:, 0] if columns.shape[1] == 1 else columns, ensure_positive_definite(Sigma)
 
 
 def polish(
@@ -614,21 +649,22 @@ def polish(
     """A few BFGS iterations (finite-difference gradients) on ``objective(A, b, Σ)`` of a flow,
     such as sum_n w_n log p(y_n | y_n-1) under its exact law, from the better of ``proposal``
     and ``current``; returns the best point seen, never one below ``current``. Σ is searched
-    through its Cholesky factor, its diagonal by logarithms, so it stays positive definite."""
-    d = len(proposal[1])
-    lower = np.tril_indices(d)
+    through its Cholesky factor, its diagonal by logarithms, so it stays positive definite. ``b``
+    is the offset (d,), or the columns (d, q) of the inputs held over each gap."""
+    d, shape = len(proposal[0]), np.shape(proposal[1])
+    size, lower = int(np.prod(shape)), np.tril_indices(d)
 
     def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        A, b = theta[: d * d].reshape(d, d), theta[d * d : d * d + d]
+        A, b = theta[: d * d].reshape(d, d), theta[d * d : d * d + size].reshape(shape)
         L = np.zeros((d, d))
-        L[lower] = theta[d * d + d :]
+        L[lower] = theta[d * d + size :]
         L[np.diag_indices(d)] = np.exp(np.diag(L))
         return A, b, L @ L.T
 
     def pack(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray) -> np.ndarray:
         L = np.linalg.cholesky(Sigma)
         L[np.diag_indices(d)] = np.log(np.diag(L))
-        return np.concatenate([A.ravel(), b, L[lower]])
+        return np.concatenate([A.ravel(), np.ravel(b), L[lower]])
 
     def loss(theta: np.ndarray) -> float:
         with np.errstate(all="ignore"):

@@ -2,18 +2,21 @@
 observed with noise at any times.
 
 Between the observation times t_n-1 and t_n (gap Δ_n) mode z_n = k moves a hidden state x by
-the linear stochastic differential equation dx = (F_k x + f_k) dt + Σ_k^1/2 dW; the modes are a
-Markov jump process with rate matrix Λ; each observation is a noisy linear view of the state:
+the linear stochastic differential equation dx = (F_k x + G_k u_n + f_k) dt + Σ_k^1/2 dW; the
+modes are a Markov jump process with rate matrix Λ; each observation is a noisy linear view of
+the state:
 
     p(z_n = j | z_n-1 = i) = expm(Λ Δ_n)[i, j],
-    x_n | x_n-1, z_n = k  ~  N(Φ_k(Δ_n) x_n-1 + c_k(Δ_n), S_k(Δ_n)),
-    y_n = C x_n + d + N(0, R),
+    x_n | x_n-1, z_n = k  ~  N(Φ_k(Δ_n) x_n-1 + Γ_k(Δ_n) u_n + c_k(Δ_n), S_k(Δ_n)),
+    y_n = C x_n + D u_n + d + N(0, R),
 
-with Φ, c, S the exact law of the flow over the gap (matrix exponentials; Van Loan's block
-exponential for S: :func:`~modeshift.models.continuous_arhmm.flow_moments`), z_n the mode at
-t_n, held over the gap before it. Seen every time unit (Δ = 1) this *is* the
-:class:`~modeshift.models.slds.SwitchingLDS` with dynamics expm(F_k), offsets c_k(1),
-covariances S_k(1) and transition matrix expm(Λ): the same ELBO to round-off.
+with Φ, Γ, c, S the exact law of the flow over the gap (matrix exponentials: Φ = expm(F Δ),
+[Γ, c] = ∫_0^Δ expm(F s) ds [G, f] from the exponential of [[F, G, f], [0, 0, 0]] Δ, and Van
+Loan's block exponential for S: :func:`~modeshift.models.continuous_arhmm.flow_moments`), z_n
+the mode at t_n and u_n the inputs (``input_dim`` of them, optional), both held over the gap
+before it (a zero-order hold). Seen every time unit (Δ = 1) this *is* the
+:class:`~modeshift.models.slds.SwitchingLDS` with dynamics expm(F_k), input matrices Γ_k(1),
+offsets c_k(1), covariances S_k(1) and transition matrix expm(Λ): the same ELBO to round-off.
 
 Inference is the SwitchingLDS's structured mean field q(x) q(z), read with each step's own
 laws (:class:`~modeshift.models.slds_inference.StepLaws`: one per distinct gap). EM:
@@ -21,13 +24,14 @@ laws (:class:`~modeshift.models.slds_inference.StepLaws`: one per distinct gap).
 - C, d, R, the initial state and p(z_0): the SwitchingLDS's closed-form M-step;
 - Λ: one EM step of a jump process seen at snapshots, the pair posteriors q(z_n-1, z_n) as soft
   endpoint counts (:func:`~modeshift.models.continuous_arhmm.rate_step`);
-- each flow (F_k, f_k, Σ_k), which has no closed form (Φ, c, S are nonlinear in it): a
+- each flow (F_k, G_k, f_k, Σ_k), which has no closed form (Φ, Γ, c, S are nonlinear in it): a
   *generalised* EM step, as in :class:`~modeshift.models.continuous_arhmm.ContinuousARHMM` but on
   the expected statistics of q(x). A weighted Euler-Maruyama regression of x_n - x_n-1 on
-  [x_n-1, 1] Δ_n (closed form from E[x_n x_n'], E[x_n x_n-1'], E[x_n-1 x_n-1'], exact to first
-  order in Δ) proposes it; a few BFGS iterations on the exact expected log-likelihood
-  sum_n q(z_n = k) E_q log N(x_n | Φ x_n-1 + c, S) minus the ``reg_covar`` prior polish it
-  (:func:`~modeshift.models.continuous_arhmm.polish`), kept only where they raise it.
+  [x_n-1, u_n, 1] Δ_n (closed form from E[x_n x_n'], E[x_n x_n-1'], E[x_n-1 x_n-1'], exact to
+  first order in Δ) proposes it; a few BFGS iterations on the exact expected log-likelihood
+  sum_n q(z_n = k) E_q log N(x_n | Φ x_n-1 + Γ u_n + c, S) minus the ``reg_covar`` prior polish
+  it (:func:`~modeshift.models.continuous_arhmm.polish`), kept only where they raise it. The
+  regression's rows are grouped by gap once per fit (:class:`~modeshift.models.continuous_arhmm.GapGroups`).
 
 Every step raises the ELBO plus the log prior, so EM is monotone.
 
@@ -59,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +76,9 @@ from modeshift.dynamics import LinearDynamics
 from modeshift.models import em
 from modeshift.models import slds_inference as inference
 from modeshift.models.automaton import Automaton, Flow
-from modeshift.models.base import Forecast
+from modeshift.models.base import Forecast, check_future_inputs
 from modeshift.models.continuous_arhmm import (
+    GapGroups,
     GapMoments,
     euler_regression,
     expected_flow_log_likelihood,
@@ -87,9 +93,9 @@ from modeshift.models.jump_process import check_rate_matrix, endpoint_integrals,
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
-from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, check_row, checked_state
+from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, checked_state
 from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary
+from modeshift.transitions import Stationary, normalise_rows
 
 __all__ = ["ContinuousSwitchingLDS", "StateDependentRates", "interval_statistics"]
 
@@ -99,6 +105,7 @@ _NEWTON_STEPS = 10  # per pair and M-step: a generalised EM step need not maximi
 _RATE_PENALTY = 1e-2  # L2 penalty on the rates' state dependence a_ij: keeps separable guards finite
 
 _FLOWS = ("drift_matrices_", "drift_offsets_", "diffusion_covariances_", "rate_matrix_")
+_INPUTS = ("drift_input_matrices_", "feedthrough_matrix_")  # with input_dim > 0 only
 _OBSERVATION = (
     "observation_matrix_",
     "observation_offset_",
@@ -114,19 +121,27 @@ class ContinuousSwitchingLDS(SwitchingLDS):
 
     See the module docstring for the model and its EM. ``times=`` (one array per sequence, or
     one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
-    without them the steps are one time unit apart. Everything else is as for
-    :class:`~modeshift.models.slds.SwitchingLDS` (whose initialisation, on the steps as if
-    they were one time unit apart, gives the first modes and states), except that there are no
-    inputs; ``forecast`` and ``filter_forecast`` take ``future_times`` (or a ``horizon`` of unit
-    steps), and ``filter_step`` the observation's ``time``.
+    without them the steps are one time unit apart. ``inputs=`` (with ``input_dim > 0``) go
+    alongside, as for the SwitchingLDS; row n is held over the gap before t_n. Everything else is
+    as for :class:`~modeshift.models.slds.SwitchingLDS` (whose initialisation, on the steps as if
+    they were one time unit apart, gives the first modes and states); ``forecast`` and
+    ``filter_forecast`` take ``future_times`` (or a ``horizon`` of unit steps) and the
+    ``future_inputs`` held over their gaps, and ``filter_step`` the observation's ``time``.
 
     Parameters
     ----------
     n_states : int or "auto"
-        Number of modes K; ``"auto"`` fits 1 .. ``max_states`` modes and keeps the smallest BIC
-        (computed from the ELBO; :func:`~modeshift.models.selection.select_n_states`).
+        Number of modes K; ``"auto"`` chooses it by BIC (computed from the ELBO) among
+        candidates of 1 .. ``max_states`` modes, found as ``selection`` says.
     max_states : int
         Largest K tried by ``n_states="auto"``.
+    selection : {"fits", "prune"}
+        As for the SwitchingLDS: one fit per K (:func:`~modeshift.models.selection.select_n_states`),
+        or down from an over-complete fit, each K also started from the best K + 1 without its
+        least occupied mode (:func:`~modeshift.models.selection.prune_n_states`).
+    input_dim : int
+        Dimension m of the inputs u (0: none). They drive the flows and the observations; the
+        switching rates do not read them.
     recurrent : bool
         Let the switching rates depend on the state (module docstring).
     state_dim, obs_dim, n_iter, tol, n_restarts, random_state, reg_covar, warm_start, verbose, callback
@@ -137,21 +152,24 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     ----------
     drift_matrices_ (K, n, n), drift_offsets_ (K, n), diffusion_covariances_ (K, n, n)
         F_k, f_k, Σ_k of each mode's flow, per unit of time.
+    drift_input_matrices_ (K, n, m), feedthrough_matrix_ (p, m)
+        G_k, the inputs' drift per unit of time, and D (with inputs; without them, empty).
     rate_matrix_ (K, K) : Λ, rows summing to 0 (for a recurrent model, the rates at x = 0).
     rate_weights_ (K, K, n) : a_ij, recurrent only (zero on the diagonal).
     observation_matrix_ (p, n), observation_offset_ (p,), observation_covariance_ (p, p) : C, d, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n), startprob_ (K,) : the law at the first step.
-    dwell_times_, history_, converged_, n_iter_ : as for the SwitchingLDS (dwell times in steps).
+    dwell_times_, history_, converged_, n_iter_, n_states_, selection_ : as for the SwitchingLDS (dwell times in
+        steps).
     """
 
-    input_dim = 0
-    selection = "fits"  # the SwitchingLDS's "prune" would need the rates' and flows' own pruned starts
     _test_params = {"state_dim": 1, "n_iter": 5}
     _constraints = {
         "recurrent": Boolean(),
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
+        "input_dim": Integer(0),
         "reg_covar": Number(0),
+        "selection": OneOf(("fits", "prune")),
     }
 
     def __init__(
@@ -159,6 +177,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         n_states: int | str = 2,
         state_dim: int = 2,
         obs_dim: int | None = None,
+        input_dim: int = 0,
         recurrent: bool = False,
         n_iter: int = 1000,
         tol: float = 1e-3,
@@ -166,6 +185,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         random_state: int | np.random.Generator | None = None,
         reg_covar: float = 1e-6,
         max_states: int = 6,
+        selection: str = "fits",
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
@@ -173,6 +193,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.n_states = n_states
         self.state_dim = state_dim
         self.obs_dim = obs_dim
+        self.input_dim = input_dim
         self.recurrent = recurrent
         self.n_iter = n_iter
         self.tol = tol
@@ -180,6 +201,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.random_state = random_state
         self.reg_covar = reg_covar
         self.max_states = max_states
+        self.selection = selection
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
@@ -187,17 +209,32 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     # ------------------------------------------------------------------ parameters
     @property
     def parameter_names(self) -> tuple[str, ...]:
-        return _FLOWS + (("rate_weights_",) if self.recurrent else ()) + _OBSERVATION
+        inputs = _INPUTS if self.input_dim else ()
+        return _FLOWS + inputs + (("rate_weights_",) if self.recurrent else ()) + _OBSERVATION
+
+    @property
+    def drift_input_matrices_(self) -> np.ndarray:
+        """G_k (K, n, m), the inputs' drift; (K, n, 0), never set, without inputs."""
+        return self._input_parameter("drift_input_matrices_", lambda: (len(self.drift_offsets_), self.state_dim, 0))
+
+    @drift_input_matrices_.setter
+    def drift_input_matrices_(self, value: np.ndarray) -> None:
+        self.__dict__["drift_input_matrices_"] = value
 
     @property
     def feedthrough_matrix_(self) -> np.ndarray:
-        """D, (p, 0): this model has no inputs."""
-        return np.zeros((len(self.observation_offset_), 0))
+        """D (p, m), the inputs' direct effect on y; (p, 0), never set, without inputs."""
+        return self._input_parameter("feedthrough_matrix_", lambda: (len(self.observation_offset_), 0))
 
     @feedthrough_matrix_.setter
     def feedthrough_matrix_(self, value: np.ndarray) -> None:
-        if np.size(value):
-            raise ValueError("a ContinuousSwitchingLDS has no inputs, so no feedthrough matrix")
+        self.__dict__["feedthrough_matrix_"] = value
+
+    def _input_parameter(self, name: str, empty: Callable[[], tuple[int, ...]]) -> Any:
+        """A parameter of the inputs as set; without inputs the empty array of shape ``empty()``, so
+        that a model without inputs needs no such parameter set (nor saved)."""
+        value = self.__dict__.get(name)
+        return np.zeros(empty()) if value is None and not self.input_dim else value
 
     @property
     def transmat_(self) -> np.ndarray:
@@ -205,13 +242,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return expm_metzler(np.asarray(self.rate_matrix_, dtype=float)[None])[0]
 
     def _parameter_shapes(self, p: int) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, int, int | None]]]:
-        k, n = self._k, self.state_dim
+        k, n, m = self._k, self.state_dim, self.input_dim
         shapes = {
             "drift_matrices_": (k, n, n),
+            "drift_input_matrices_": (k, n, m),
             "drift_offsets_": (k, n),
             "rate_matrix_": (k, k),
             "rate_weights_": (k, k, n),
             "observation_offset_": (p,),
+            "feedthrough_matrix_": (p, m),
             "initial_state_mean_": (n,),
         }
         covariances = [
@@ -230,13 +269,16 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return StateDependentRates(self.startprob_, self.rate_matrix_, self.rate_weights_, gaps)
 
     def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The discrete-time laws over each gap (G,): weights [Φ_k, c_k] (G, K, n, n + 1),
-        covariances S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
+        """The discrete-time laws over each gap (G,): weights [Φ_k, Γ_k, c_k] (G, K, n, n + m + 1)
+        (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over the gap), covariances
+        S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
         flows = [
-            flow_moments(self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k], gaps)
-            for k in range(self._k)
+            flow_moments(F, np.column_stack([G, f]), Sigma, gaps)
+            for F, G, f, Sigma in zip(
+                self.drift_matrices_, self.drift_input_matrices_, self.drift_offsets_, self.diffusion_covariances_
+            )
         ]
-        weights = np.stack([np.concatenate([Phi, c[:, :, None]], axis=2) for Phi, c, _ in flows], axis=1)
+        weights = np.stack([np.concatenate([Phi, c], axis=2) for Phi, c, _ in flows], axis=1)
         covariances = np.stack([S for _, _, S in flows], axis=1)
         return weights, covariances, expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * gaps[:, None, None])
 
@@ -280,42 +322,50 @@ class ContinuousSwitchingLDS(SwitchingLDS):
 
     # ------------------------------------------------- methods that take data, at times
     def fit(
-        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, **columns: Any
+        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None, **columns: Any
     ) -> ContinuousSwitchingLDS:
         """Estimate the parameters by generalised variational EM (see the module docstring); returns ``self``."""
-        return super().fit(self._timed(X, lengths, times, **columns))
+        return super().fit(self._timed(X, lengths, times, **columns), inputs=inputs)
 
-    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+    def predict_proba(
+        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None
+    ) -> PerStep:
         """q(z_n = k): smoothed mode probabilities (n_steps, K) under the variational posterior."""
-        return super().predict_proba(self._timed(X, lengths, times))
+        return super().predict_proba(self._timed(X, lengths, times), inputs=inputs)
 
-    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+    def filter_proba(
+        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None
+    ) -> PerStep:
         """The forward pass of q(z) (n_steps, K), as for :meth:`SwitchingLDS.filter_proba`."""
-        return super().filter_proba(self._timed(X, lengths, times))
+        return super().filter_proba(self._timed(X, lengths, times), inputs=inputs)
 
-    def predict(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+    def predict(
+        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None
+    ) -> PerStep:
         """Most likely mode path (n_steps,): Viterbi on the potentials of q(z)."""
-        return super().predict(self._timed(X, lengths, times))
+        return super().predict(self._timed(X, lengths, times), inputs=inputs)
 
-    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> pd.DataFrame:
+    def segment(
+        self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None
+    ) -> pd.DataFrame:
         """Contiguous runs of one mode on the decoded path, as for :meth:`SwitchingLDS.segment`."""
-        return super().segment(self._timed(X, lengths, times))
+        return super().segment(self._timed(X, lengths, times), inputs=inputs)
 
-    def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> PerStep:
+    def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None) -> PerStep:
         """E_q[x_n]: posterior means of the hidden state (n_steps, n)."""
-        return super().smooth(self._timed(X, lengths, times))
+        return super().smooth(self._timed(X, lengths, times), inputs=inputs)
 
-    def elbo(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+    def elbo(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None) -> float:
         """The evidence lower bound on X after inference to convergence (a lower bound on log p(X))."""
-        return super().elbo(self._timed(X, lengths, times))
+        return super().elbo(self._timed(X, lengths, times), inputs=inputs)
 
-    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None) -> float:
         """-2 ELBO + 2 n_parameters (an upper bound on the usual Akaike criterion)."""
-        return super().aic(self._timed(X, lengths, times))
+        return super().aic(self._timed(X, lengths, times), inputs=inputs)
 
-    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None) -> float:
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, times: Any = None, inputs: Any = None) -> float:
         """-2 ELBO + n_parameters log(n_steps) (an upper bound on the usual Bayesian criterion)."""
-        return super().bic(self._timed(X, lengths, times))
+        return super().bic(self._timed(X, lengths, times), inputs=inputs)
 
     def forecast(
         self,
@@ -325,6 +375,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         *,
         times: Any = None,
         future_times: Any = None,
+        inputs: Any = None,
+        future_inputs: Any = None,
     ) -> Forecast:
         """The predictive moments of the observations at ``future_times`` after each sequence's last
         time, or, with ``horizon``, 1, 2, ..., ``horizon`` time units after it.
@@ -337,25 +389,54 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         (seeded by ``random_state``). At gaps of one time unit this is the discrete-time forecast.
 
         ``future_times``: one strictly increasing array for every sequence (after each one's last
-        time), or a list with one per sequence. Returns a :class:`~modeshift.models.base.Forecast`,
-        with lists for several sequences.
+        time), or a list with one per sequence. ``future_inputs`` (h, m), each held over the gap
+        before its time, or a list of them (one per sequence), are required when ``input_dim > 0``.
+        Returns a :class:`~modeshift.models.base.Forecast`, with lists for several sequences.
         """
         self._check_fitted()
-        seqs = self._sequences(self._timed(X, lengths, times), None, None)
+        seqs = self._sequences(self._timed(X, lengths, times), None, inputs)
         ends = seqs.times[seqs.offsets[1:] - 1]
         gaps = _future_gaps(ends, horizon, future_times)
+        horizons = [len(steps) for steps in gaps]
+        futures = self._future_inputs(future_inputs, horizons)
         posterior = self._infer(seqs)
-        params, rng, n = self._parameters(), np.random.default_rng(self.random_state), self.state_dim
+        params, rng = self._parameters(), np.random.default_rng(self.random_state)
+        distinct, group = np.unique(np.concatenate(gaps), return_inverse=True)  # the laws once per distinct gap
+        weights, covariances, transitions = self._laws(distinct)
         parts = []
-        for s, steps in enumerate(gaps):
-            weights, covariances, transitions = self._laws(steps)
-            moves: Any = transitions
-            if self.recurrent:
-                moves = [functools.partial(self._switches_over, gap) for gap in steps]
-            laws = weights[..., :n], weights[..., n], covariances, moves
-            no_inputs = np.zeros((len(steps), 0))
-            parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, no_inputs, rng))
+        for s, (steps, future, law) in enumerate(zip(gaps, futures, np.split(group, np.cumsum(horizons)[:-1]))):
+            laws = self._future_laws_over(steps, future, (weights[law], covariances[law], transitions[law]))
+            parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, future, rng))
         return Forecast.of_sequences(parts)
+
+    def _future_laws_over(
+        self, gaps: np.ndarray, future: np.ndarray, laws: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """The future's laws as :meth:`SwitchingLDS._forecast_mixture` reads them: A, offsets (the
+        inputs ``future`` held over each gap), Q and the moves (the switches over each gap, or a
+        recurrent model's rates read at the state each gap starts from), from :meth:`_laws` at ``gaps``."""
+        weights, covariances, transitions = laws
+        n, m = self.state_dim, self.input_dim
+        moves: Any = transitions
+        if self.recurrent:
+            moves = [functools.partial(self._switches_over, gap) for gap in gaps]
+        offsets = np.einsum("hknm,hm->hkn", weights[:, :, :, n : n + m], future) + weights[:, :, :, -1]
+        return weights[:, :, :, :n], offsets, covariances, moves
+
+    def _future_inputs(self, future_inputs: Any, horizons: list[int]) -> list[np.ndarray]:
+        """The inputs (h_s, m) of each sequence's future steps, checked (as
+        :func:`~modeshift.models.base.check_future_inputs`); where the sequences have different
+        numbers of future times, ``future_inputs`` must be a list with one array per sequence."""
+        model, m = "this ContinuousSwitchingLDS", self.input_dim
+        if len(set(horizons)) == 1:
+            return check_future_inputs(future_inputs, horizons[0], len(horizons), m, model)
+        if m and not (isinstance(future_inputs, (list, tuple)) and len(future_inputs) == len(horizons)):
+            raise ValueError(
+                f"future_inputs: the sequences have {horizons} future times, so pass a list of "
+                f"{len(horizons)} arrays, one (h, {m}) per sequence"
+            )
+        items = future_inputs if m else [future_inputs] * len(horizons)
+        return [check_future_inputs(item, h, 1, m, model)[0] for item, h in zip(items, horizons)]
 
     def _switches_over(self, gap: float, states: np.ndarray) -> np.ndarray:
         """The recurrent switch probabilities (N, K, K) over one ``gap`` from each of ``states`` (N, n)."""
@@ -366,8 +447,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self, state: FilterState, y: Any, inputs: Any = None, *, time: float | None = None
     ) -> tuple[FilterState, StepOutput]:
         """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
-        unit after the previous observation; 0 for the first). The filter is the SwitchingLDS's
-        (Kim's filter, one Gaussian per mode) with the laws of each step's own gap."""
+        unit after the previous observation; 0 for the first), with ``inputs`` (m,) held over the
+        gap before it. The filter is the SwitchingLDS's (Kim's filter, one Gaussian per mode) with
+        the laws of each step's own gap."""
         evidence = self._stream_evidence(checked_state(state), y, inputs, time)
         return self._advance(self._stream_recursion(), state, *evidence)
 
@@ -388,11 +470,12 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return self._timed_stream(observations, inputs, times, self.filter_init(lag=lag) if state is None else state)
 
     def _timed_stream(
-        self, observations: Iterable[Any], inputs: Any, times: Iterable[float], state: FilterState
+        self, observations: Iterable[Any], inputs: Iterable[Any] | None, times: Iterable[float], state: FilterState
     ) -> Iterator[StepOutput]:
         recursion, state = self._stream_recursion(), checked_state(state)  # one filter for the stream
-        for y, time in zip(observations, times, strict=True):
-            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, inputs, time))
+        rows = zip(observations, itertools.repeat(None) if inputs is None else inputs, times, strict=inputs is not None)
+        for y, u, time in rows:
+            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, u, time))
             yield out
 
     def filter_forecast(
@@ -400,26 +483,35 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     ) -> Forecast:
         """The predictive moments of the observations at ``future_times`` (after the last time the
         filter has seen), or 1 .. ``horizon`` time units after it, from the approximate filter's law
-        (:meth:`SwitchingKalmanRecursion.forecast` with each gap's laws)."""
+        (:meth:`SwitchingKalmanRecursion.forecast` with each gap's laws); a recurrent model's are
+        the Monte Carlo estimates of :meth:`forecast`, the paths started from the filter's mixture.
+        ``future_inputs`` (h, input_dim), each held over the gap before its time, for a model with inputs."""
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
-        if future_inputs is not None:
-            raise ValueError("future_inputs were given but a ContinuousSwitchingLDS has no inputs")
         (gaps,) = _future_gaps(state.history[-1], horizon, future_times)
-        modes, means, covariances = self._stream_recursion().forecast(state.filtered, gaps[:, None])
-        return Forecast(means, covariances, modes)
+        (future,) = self._future_inputs(future_inputs, [len(gaps)])
+        if not self.recurrent:
+            modes, means, covariances = self._stream_recursion().forecast(
+                state.filtered, np.column_stack([gaps, future])
+            )
+            return Forecast(means, covariances, modes)
+        distinct, law = np.unique(gaps, return_inverse=True)
+        laws = self._future_laws_over(gaps, future, tuple(part[law] for part in self._laws(distinct)))
+        rng = np.random.default_rng(self.random_state)
+        return self._forecast_mixture(state.filtered, self._parameters(), laws, future, rng)
 
     def _stream_recursion(self) -> SwitchingKalmanRecursion:
-        """The SwitchingLDS's filter whose move into a step is its gap [Δ]: the dynamics and switches
-        are those of Δ (the input matrices B = 0 and D = 0 read the gap as a no-op input), computed
-        once per distinct recent gap (a regular stream computes them once)."""
+        """The SwitchingLDS's filter whose move into a step is [Δ, u]: its gap and inputs. The
+        dynamics and switches are those of Δ, computed once per distinct recent gap (a regular
+        stream computes them once); the input matrices' first column (B's and D's) is 0, so that
+        the gap is no input."""
         unit = super()._stream_recursion()
-        k, n, p = self._k, self.state_dim, len(self.observation_offset_)
-        gapped = {**unit.params, "B": np.zeros((k, n, 1)), "D": np.zeros((p, 1))}
+        D = unit.params["D"]
+        gapped = {**unit.params, "D": np.hstack([np.zeros((len(D), 1)), D])}
         return _GapSwitchingKalmanRecursion(unit.initial, gapped, functools.lru_cache(maxsize=16)(self._gap_laws))
 
     def _gap_laws(self, gap: float) -> dict[str, Any]:
-        """A, b, Q and the switches of the filter over one ``gap``."""
+        """A, B = [0, Γ], b, Q and the switches of the filter over one ``gap``."""
         weights, covariances, transitions = self._laws(np.array([gap]))
         n, modes = self.state_dim, np.arange(self._k)
         guards = self._guards(np.full(self._k, gap)) if self.recurrent else None
@@ -427,16 +519,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         def switches(means: np.ndarray, u: np.ndarray) -> np.ndarray:
             return transitions[0] if guards is None else guards.kernel_arrays(means)[1][modes, modes]
 
-        A, b = np.ascontiguousarray(weights[0, :, :, :n]), np.ascontiguousarray(weights[0, :, :, n])
-        return {"A": A, "b": b, "Q": covariances[0], "transitions": switches}
+        A, b = np.ascontiguousarray(weights[0, :, :, :n]), np.ascontiguousarray(weights[0, :, :, -1])
+        B = np.concatenate([np.zeros((self._k, n, 1)), weights[0, :, :, n:-1]], axis=2)
+        return {"A": A, "B": B, "b": b, "Q": covariances[0], "transitions": switches}
 
     def _stream_evidence(
         self, state: FilterState, y: Any, inputs: Any, time: float | None = None
     ) -> tuple[tuple, np.ndarray, np.ndarray]:
-        """(y_t - d, [Δ]) checked, [Δ] as the move into the step, the new history [[t]] (the last time)."""
-        if inputs is not None:
-            raise ValueError("inputs were given but a ContinuousSwitchingLDS has no inputs (pass time= for the time)")
-        row = check_row(y, self._obs_dim())
+        """(y_t - d, [Δ, u_t]) checked, [Δ, u_t] as the move into the step, the new history [[t]] (the last time)."""
+        (row, u), _, _ = super()._stream_evidence(state, y, inputs)
         last = float(state.history[-1, 0]) if len(state.history) else None
         if time is None:
             now = 0.0 if last is None else last + 1.0
@@ -444,24 +535,33 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             now = float(time)
             if not np.isfinite(now) or (last is not None and not now > last):
                 raise ValueError(f"time must be a finite number after the last observation's ({last}), got {time!r}")
-        gap = np.array([1.0 if last is None else now - last])
-        return (row - self.observation_offset_, gap), gap, np.array([[now]])
+        move = np.r_[1.0 if last is None else now - last, u]
+        return (row, move), move, np.array([[now]])
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 1))
 
     def automaton(
-        self, X: Any = None, lengths: Sequence[int] | None = None, *, times: Any = None, resolution: int = 25
+        self,
+        X: Any = None,
+        lengths: Sequence[int] | None = None,
+        *,
+        times: Any = None,
+        inputs: Any = None,
+        resolution: int = 25,
     ) -> Automaton:
         """The fitted model as a hybrid automaton, as :meth:`SwitchingLDS.automaton`: flows
-        dx = (F_k x + f_k) dt + Σ_k^1/2 dW, vector fields the expected move over one time unit,
-        dwell times the mean holding times 1 / λ_k (time units); ``X`` at ``times`` places the grid."""
-        return super().automaton(None if X is None else self._timed(X, lengths, times), resolution=resolution)
+        dx = ([F_k, G_k] [x, u] + f_k) dt + Σ_k^1/2 dW, vector fields the expected move over one
+        time unit (inputs held at 0), dwell times the mean holding times 1 / λ_k (time units);
+        ``X`` at ``times`` (with ``inputs``) places the grid."""
+        data = None if X is None else self._timed(X, lengths, times)
+        return super().automaton(data, inputs=inputs, resolution=resolution)
 
     def _flows(self) -> list[Flow]:
-        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
-        regressors = "latent state x: the drift per unit time"
-        return [Flow(k, F, f, Sigma, regressors) for k, (F, f, Sigma) in enumerate(flows)]
+        flows = zip(self.drift_matrices_, self.drift_input_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+        regressors = "latent state x" + (", inputs u held over each gap" if self.input_dim else "")
+        regressors += ": the drift per unit time"
+        return [Flow(k, np.hstack([F, G]), f, Sigma, regressors) for k, (F, G, f, Sigma) in enumerate(flows)]
 
     def _dwell_times(self) -> np.ndarray:
         if self.recurrent:
@@ -477,15 +577,21 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         random_state: int | np.random.Generator | None = None,
         *,
         times: Any = None,
+        inputs: Any = None,
     ) -> tuple[PerStep, PerStep]:
         """Simulate observations (n_steps, p) and modes (n_steps,) at ``times`` ((n_steps,),
         strictly increasing, shared by every sequence; default 0, 1, ...); lists of them for
-        several sequences. x_0 ~ N(m0, P0) and z_0 ~ ``startprob_``."""
+        several sequences. x_0 ~ N(m0, P0) and z_0 ~ ``startprob_``. ``inputs`` (n_steps, m), one
+        array for every sequence or a list with one per sequence, each row held over the gap
+        before its time, are required when ``input_dim > 0``."""
         self._check_fitted()
         T, N = int(n_steps), int(n_sequences)
         stamps = sample_times(times, T)
+        model = "this ContinuousSwitchingLDS"
+        U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, model, name="inputs"))
         rng = np.random.default_rng(random_state)
-        weights, covariances, transitions = self._laws(np.r_[1.0, np.diff(stamps)])
+        distinct, law = np.unique(np.r_[1.0, np.diff(stamps)], return_inverse=True)
+        weights, covariances, transitions = self._laws(distinct)
         factors = np.linalg.cholesky(covariances)
         n = self.state_dim
         states, modes = np.empty((N, T, n)), np.empty((N, T), dtype=np.int64)
@@ -497,14 +603,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
                 switch = self._guards(np.full(N, stamps[t] - stamps[t - 1])).kernel_arrays(states[:, t - 1])[1]
                 modes[:, t] = z = _draw(switch[np.arange(N), modes[:, t - 1]], rng)
             else:
-                modes[:, t] = z = _draw(transitions[t][modes[:, t - 1]], rng)
-            mean = np.einsum("sij,sj->si", weights[t, z], np.hstack([states[:, t - 1], np.ones((N, 1))]))
-            states[:, t] = mean + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((N, n)))
+                modes[:, t] = z = _draw(transitions[law[t]][modes[:, t - 1]], rng)
+            mean = np.einsum("sij,sj->si", weights[law[t], z], inference.regressors(states[:, t - 1], U[:, t]))
+            states[:, t] = mean + np.einsum("sij,sj->si", factors[law[t], z], rng.standard_normal((N, n)))
         noise = (
             rng.standard_normal((N, T, len(self.observation_offset_)))
             @ np.linalg.cholesky(self.observation_covariance_).T
         )
-        observations = states @ self.observation_matrix_.T + self.observation_offset_ + noise
+        observations = states @ self.observation_matrix_.T + U @ self.feedthrough_matrix_.T + self.observation_offset_
+        observations += noise
         if N == 1:
             return observations[0], modes[0]
         return list(observations), list(modes)
@@ -519,15 +626,16 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         an ARHMM on denoised states), one sweep of its q(x) q(z), then the first M-step from
         them (pair posteriors the products of the marginals): the flows from their Euler
         proposals, the rates from its transition matrix over the mean gap. Returns q(z)."""
-        start = SwitchingLDS(n_states=self._k, state_dim=self.state_dim, reg_covar=self.reg_covar)
+        K, n, m, rows = self._k, self.state_dim, self.input_dim, seqs.linked_rows
+        start = SwitchingLDS(n_states=K, state_dim=n, input_dim=m, reg_covar=self.reg_covar)
         regular = dataclasses.replace(seqs, times=None)
         modes = start._initialize(regular, rng)
         posterior = inference.sweep(start._parameters(), regular, modes)
-        for name in _OBSERVATION:
+        for name in (*_OBSERVATION, "feedthrough_matrix_"):
             setattr(self, name, getattr(start, name))
-        K, n, rows = self._k, self.state_dim, seqs.linked_rows
         self.rate_matrix_ = rates_of(start.transmat_, float(self._gaps(seqs)[rows].mean()))
         self.drift_matrices_, self.drift_offsets_ = np.zeros((K, n, n)), np.zeros((K, n))
+        self.drift_input_matrices_ = np.zeros((K, n, m))
         self.diffusion_covariances_ = np.stack([np.eye(n)] * K)
         if self.recurrent:
             self.rate_weights_ = np.zeros((K, K, n))
@@ -538,11 +646,17 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return probs
 
     def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> ContinuousSwitchingLDS:
+        """The SwitchingLDS's EM, the flows' regression rows grouped by gap once for the fit (the
+        gaps are data)."""
         if over is not None:
             raise TypeError(
                 "a ContinuousSwitchingLDS does not fit over a cluster: its M-step reads q(x) q(z) at every gap"
             )
-        return super()._fit_em(seqs)
+        self.__dict__["_gap_groups"] = GapGroups.of(self._gaps(seqs)[seqs.linked_rows])
+        try:
+            return super()._fit_em(seqs)
+        finally:
+            del self.__dict__["_gap_groups"]
 
     def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
         """The observation model's sums (as the SwitchingLDS's) and q(x) q(z) itself: the rates'
@@ -564,23 +678,27 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             )
         else:
             self.rate_matrix_ = rate_step(self.rate_matrix_, posterior.pair_counts[rows], gaps)
-        moments = inference.transition_moments(seqs, posterior)
-        drift, offset, diffusion = (np.array(self.__dict__[name]) for name in _FLOWS[:3])
+        moments = inference.transition_moments(seqs, posterior)  # of x_n and [x_n-1, u_n, 1]
+        n, m, groups = self.state_dim, self.input_dim, self.__dict__["_gap_groups"]
+        drift, diffusion = np.array(self.drift_matrices_), np.array(self.diffusion_covariances_)
+        columns = np.concatenate([self.drift_input_matrices_, np.asarray(self.drift_offsets_)[:, :, None]], axis=2)
         for k in range(self._k):
             weights = posterior.mode_probs[rows, k]
             if weights.sum() <= 1e-8:
                 continue  # an empty mode keeps its flow
 
-            summed = GapMoments.of(gaps, weights, *moments)
+            summed = GapMoments.of(groups, weights, *moments)
 
             def objective(A: np.ndarray, b: np.ndarray, Sigma: np.ndarray) -> float:
                 expected = expected_flow_log_likelihood(A, b, Sigma, summed)  # noqa: B023
                 return expected - 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(Sigma)))
 
-            proposal = euler_regression(summed, self.reg_covar)
-            current = (drift[k], offset[k], diffusion[k]) if polish_from_current else None
-            drift[k], offset[k], diffusion[k] = polish(proposal, current, objective)
-        self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_ = drift, offset, diffusion
+            proposal = euler_regression(summed, self.reg_covar)  # b: [G_k, f_k], or f_k alone without inputs
+            current = (drift[k], columns[k].reshape(np.shape(proposal[1])), diffusion[k])
+            drift[k], b, diffusion[k] = polish(proposal, current if polish_from_current else None, objective)
+            columns[k] = np.reshape(b, (n, m + 1))
+        self.drift_matrices_, self.diffusion_covariances_ = drift, diffusion
+        self.drift_input_matrices_, self.drift_offsets_ = columns[:, :, :m].copy(), columns[:, :, m].copy()
 
     def _log_prior(self) -> float:
         """-reg_covar / 2 tr(S^-1) for every covariance S: Σ_k, R and P0; for a recurrent model
@@ -595,12 +713,29 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     # ---------------------------------------------------------- model selection
     @property
     def n_parameters(self) -> int:
-        """Free parameters: per mode n^2 + n + n(n + 1)/2 for the flow, the K(K - 1) rates, the
-        observation model, the initial law and K - 1 start probabilities."""
+        """Free parameters: per mode n^2 + n m + n + n(n + 1)/2 for the flow, the K(K - 1) rates,
+        the observation model, the initial law and K - 1 start probabilities."""
         self._check_fitted()
-        K, n, p = self._k, self.state_dim, self.observation_matrix_.shape[0]
-        count = K * (n * n + n + n * (n + 1) // 2) + K * (K - 1) + p * (n + 1) + p * (p + 1) // 2
+        K, n, m, p = self._k, self.state_dim, self.input_dim, self.observation_matrix_.shape[0]
+        count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + p * (n + m + 1) + p * (p + 1) // 2
         return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
+
+    def _kept_modes(self, kept: np.ndarray) -> ContinuousSwitchingLDS:
+        """A model of the ``kept`` modes of this fitted one, started from their parameters
+        (``selection="prune"``): their flows, and the rates among them, each mode's rates to the
+        dropped modes dropped (so its holding rate is the sum of those left)."""
+        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
+        for name in self.parameter_names:
+            value = np.asarray(self.__dict__[name])
+            if name in ("rate_matrix_", "rate_weights_"):
+                value = value[np.ix_(kept, kept)]
+            elif name.startswith(("drift_", "diffusion_", "startprob_")):
+                value = value[kept]
+            setattr(smaller, name, value.copy())
+        np.fill_diagonal(smaller.rate_matrix_, 0.0)
+        np.fill_diagonal(smaller.rate_matrix_, -smaller.rate_matrix_.sum(axis=1))
+        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        return smaller
 
     def describe(self) -> pd.DataFrame:
         """One row per mode: its mean holding time 1 / λ_k (time units; at x = 0 for a recurrent

@@ -542,13 +542,21 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
         """The predictive moments of the ``horizon`` observations after those a filter state has seen,
-        from the approximate filter's law (:meth:`SwitchingKalmanRecursion.forecast`);
-        ``future_inputs`` (horizon, input_dim) for a model with inputs."""
+        from the approximate filter's law, a mixture: p(z_t = k) w_k and x_t | z_t = k ~ N(m_k, P_k);
+        ``future_inputs`` (horizon, input_dim) for a model with inputs.
+
+        A plain SLDS propagates it exactly (:meth:`SwitchingKalmanRecursion.forecast`). A recurrent
+        one, whose switches depend on the state, has no closed form: its moments are the Monte Carlo
+        estimates of :meth:`forecast` (seeded by ``random_state``), the paths started from the
+        mixture, each x_t drawn from its mode's Gaussian."""
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
         future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this SwitchingLDS")[0]
-        modes, means, covariances = self._stream_recursion().forecast(state.filtered, future)
-        return Forecast(means, covariances, modes)
+        if not self.recurrent:
+            modes, means, covariances = self._stream_recursion().forecast(state.filtered, future)
+            return Forecast(means, covariances, modes)
+        params, rng = self._parameters(), np.random.default_rng(self.random_state)
+        return self._forecast_mixture(state.filtered, params, self._future_laws(params, future), future, rng)
 
     def forecast(
         self,
@@ -571,68 +579,60 @@ class SwitchingLDS(Model, StreamingFilters):
 
         A recurrent model switches on its state, so these moments have no closed form: they are
         Monte Carlo estimates from ``FORECAST_PATHS`` = 2000 paths of (z, x) drawn from q(z_T) q(x_T)
-        and iterated through the guards and the flows (:meth:`_simulated_moments`; seeded by
+        and iterated through the guards and the flows (:func:`_simulated_moments`; seeded by
         ``random_state``, so a forecast is reproducible). Their standard error is at most
         sd / sqrt(2000), about 2 % of a predictive standard deviation.
 
         ``future_inputs`` (horizon, m), or a list of them (one per sequence), are required
         when ``input_dim > 0``. Returns a :class:`~modeshift.models.base.Forecast`, with lists
         for several sequences. With ``resets`` the law of a step depends on the pair of modes
-        (z_t-1, z_t), so the jump linear system runs on the chain of pairs, (i, j) -> (j, k) with
-        probability P_jk, started from the pairs (j, j) with q(z_T = j) (:meth:`_pair_laws`); its
-        mode probabilities are summed over the previous mode. (Not for a recurrent model with
-        resets: simulate with :meth:`sample`.)
+        (z_t-1, z_t): a plain SLDS's jump linear system runs on the chain of pairs, (i, j) -> (j, k)
+        with probability P_jk, started from the pairs (j, j) with q(z_T = j) (:meth:`_pair_laws`),
+        its mode probabilities summed over the previous mode; a recurrent one's paths follow the
+        reset of each switch they make.
         """
         self._check_fitted()
-        if self.resets and self.recurrent:
-            raise NotImplementedError("the forecast of a recurrent SwitchingLDS with resets is not implemented")
-        horizon = int(horizon)
         seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
-        futures = check_future_inputs(future_inputs, horizon, seqs.n_sequences, self.input_dim, "this SwitchingLDS")
+        futures = check_future_inputs(
+            future_inputs, int(horizon), seqs.n_sequences, self.input_dim, "this SwitchingLDS"
+        )
         params, rng = self._parameters(), np.random.default_rng(self.random_state)
-        A, B, b, Q = params.dynamics_terms()
-        transition = params.chain.transition_matrix if not self.recurrent else None
-        if self.resets:  # the chain of pairs, each with its law, from the pairs (j, j)
-            (A, B, b, Q), transition = self._pair_laws(params)
-            K = self._k
-            stays = np.zeros((len(posterior.mode_probs), K * K))
-            stays[:, :: K + 1] = posterior.mode_probs
-            posterior = dataclasses.replace(posterior, mode_probs=stays)
         parts = []
         for s, future in enumerate(futures):
-            last = seqs.offsets[s + 1] - 1
-            if self.recurrent:
-                moves: Any = [functools.partial(self._switches_at, params.chain, u) for u in future]
-            else:
-                moves = np.broadcast_to(transition, (horizon, *transition.shape))
-            laws = A, np.einsum("knm,hm->hkn", B, future) + b, Q, moves
-            part = self._forecast_from(posterior, last, params, laws, future, rng)
-            if self.resets:  # p(z_t = k) sums the pairs (j, k) over j
-                pairs = part.mode_probabilities.reshape(horizon, self._k, self._k)
-                part = dataclasses.replace(part, mode_probabilities=pairs.sum(axis=1))
-            parts.append(part)
+            laws = self._future_laws(params, future)
+            parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, future, rng))
         return Forecast.of_sequences(parts)
+
+    def _future_laws(
+        self, params: inference.SwitchingParameters, future: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """The laws of the steps after the data under the inputs ``future`` (h, m), as
+        :meth:`_forecast_mixture` reads them: every law's A, offsets B u_t + b (h, L, n) and Q (the
+        K flows, then the R resets; for a plain SLDS with resets, the K^2 pairs of :meth:`_pair_laws`),
+        and the moves: transition matrices (h, K, K), or for a recurrent model h functions of the
+        states giving their switches."""
+        if self.resets and not self.recurrent:
+            (A, B, b, Q), transition = self._pair_laws(params)
+        else:
+            A, B, b, Q = params.dynamics_terms(resets=True)
+            transition = None if self.recurrent else params.chain.transition_matrix
+        offsets = np.einsum("knm,hm->hkn", B, future) + b
+        if self.recurrent:
+            return A, offsets, Q, [functools.partial(self._switches_at, params.chain, u) for u in future]
+        return A, offsets, Q, np.broadcast_to(transition, (len(future), *transition.shape))
 
     def _pair_laws(self, params: inference.SwitchingParameters) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         """The dynamics (A, B, b, Q) of each pair of modes (i, j), row i K + j: mode j's flow when
         i = j, else the reset of (i, j); and the (K^2, K^2) transition matrix of the pairs,
         (i, j) -> (j, k) with probability P_jk."""
-        K, n = self._k, self.state_dim
-        block = params.resets
-        flows = params.dynamics.weights, params.dynamics.covariances
-        resets = (
-            np.concatenate([block.reset_coefs, block.reset_intercepts[:, :, None]], axis=2),
-            block.reset_covariances,
-        )
+        K = self._k
+        law = params.law_of_pairs().ravel()
         sources, targets = np.divmod(np.arange(K * K), K)
-        law = np.where(sources == targets, targets, K + block.index[sources, targets])
-        weights = np.concatenate([flows[0], resets[0]])[law]
-        covariances = np.concatenate([flows[1], resets[1]])[law]
         transition = np.where(
             targets[:, None] == sources[None, :], params.chain.transition_matrix[targets][:, targets], 0.0
         )
-        return (weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], covariances), transition
+        return tuple(terms[law] for terms in params.dynamics_terms(resets=True)), transition
 
     def _forecast_from(
         self,
@@ -643,18 +643,42 @@ class SwitchingLDS(Model, StreamingFilters):
         future: np.ndarray,
         rng: np.random.Generator,
     ) -> Forecast:
-        """The forecast of :meth:`forecast` from q(z, x) at step ``last``, the future's ``laws``
-        (A (K, n, n) or (h, K, n, n), offsets (h, K, n), Q as A, and the moves: transition matrices
-        (h, K, K), or for a recurrent model h functions of the states giving their switches) and
-        inputs ``future`` (h, m)."""
-        A, offsets, Q, moves = laws
+        """The forecast of :meth:`forecast` from q(z, x) at step ``last``: :meth:`_forecast_mixture`
+        from q(z_T) and, whatever the mode, q(x_T)."""
         probabilities, mean, cov = posterior.mode_probs[last], posterior.means[last], posterior.covs[last]
+        K = len(probabilities)
+        start = probabilities, np.broadcast_to(mean, (K, *mean.shape)), np.broadcast_to(cov, (K, *cov.shape))
+        return self._forecast_mixture(start, params, laws, future, rng)
+
+    def _forecast_mixture(
+        self,
+        start: tuple[np.ndarray, np.ndarray, np.ndarray],
+        params: inference.SwitchingParameters,
+        laws: tuple[np.ndarray, np.ndarray, np.ndarray, Any],
+        future: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Forecast:
+        """The predictive moments of y after a step whose (z, x) is the mixture ``start``: weights
+        w (K,), means (K, n) and covariances (K, n, n) of p(z = k) and x | z = k. ``laws``: the
+        future's (:meth:`_future_laws`: A (L, n, n) or (h, L, n, n), offsets (h, L, n), Q as A, and
+        the moves); inputs ``future`` (h, m). A plain SLDS's moments are exact
+        (:func:`~modeshift.dynamics.jump_linear_moments` from E[x 1{z = k}] = w_k m_k and
+        E[x x' 1{z = k}] = w_k (P_k + m_k m_k')), a recurrent one's Monte Carlo estimates."""
+        A, offsets, Q, moves = laws
         if self.recurrent:
-            modes, means, covariances = self._simulated_moments(probabilities, mean, cov, moves, A, offsets, Q, rng)
+            modes, means, covariances = _simulated_moments(start, moves, A, offsets, Q, params.law_of_pairs(), rng)
         else:
-            first = probabilities[:, None] * mean
-            second = probabilities[:, None, None] * (cov + np.outer(mean, mean))
-            modes, means, covariances = jump_linear_moments(probabilities, first, second, moves, A, offsets, Q)
+            weights, first, covs = start
+            if self.resets:  # the chain of pairs starts from the pairs (j, j)
+                K = len(weights)
+                stays = np.zeros(K * K)
+                stays[:: K + 1] = weights
+                weights, first, covs = stays, first[np.arange(K * K) % K], covs[np.arange(K * K) % K]
+            second = weights[:, None, None] * (covs + first[:, :, None] * first[:, None, :])
+            first = weights[:, None] * first
+            modes, means, covariances = jump_linear_moments(weights, first, second, moves, A, offsets, Q)
+            if self.resets:  # p(z_t = k) sums the pairs (j, k) over j
+                modes = modes.reshape(len(modes), self._k, self._k).sum(axis=1)
         C, D, d, R = params.observation_terms()
         observed = C @ covariances @ C.T + R
         observed = 0.5 * (observed + observed.transpose(0, 2, 1))
@@ -664,52 +688,6 @@ class SwitchingLDS(Model, StreamingFilters):
     def _switches_at(guards: InputDriven, u: np.ndarray, states: np.ndarray) -> np.ndarray:
         """The recurrent switch probabilities (N, K, K) from states (N, n) under inputs u (m,)."""
         return guards.kernel_arrays(np.hstack([states, np.broadcast_to(u, (len(states), len(u)))]))[1]
-
-    @staticmethod
-    def _simulated_moments(
-        probabilities: np.ndarray,
-        mean: np.ndarray,
-        covariance: np.ndarray,
-        switches: Sequence[Callable[[np.ndarray], np.ndarray]],
-        matrices: np.ndarray,
-        offsets: np.ndarray,
-        noise: np.ndarray,
-        rng: np.random.Generator,
-        n_paths: int = FORECAST_PATHS,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Monte Carlo moments of a switching linear system whose switches depend on the state,
-        h = 1 .. len(switches) steps ahead: the counterpart of
-        :func:`~modeshift.dynamics.jump_linear_moments` when no closed form exists.
-
-        ``n_paths`` paths start from z_0 ~ ``probabilities`` (K,) and, independently,
-        x_0 ~ N(``mean``, ``covariance``); step t draws z_t from row z_t-1 of ``switches[t](x_t-1)``
-        (N, K, K), then x_t = F_z x_t-1 + c_z + N(0, S_z) with ``matrices`` F and ``noise`` S
-        ((K, n, n), or (h, K, n, n) when they vary by step) and ``offsets`` c ((K, n) or (h, K, n)).
-        The estimates are Rao-Blackwellised, which only lowers their variance: the mode probabilities
-        are the mean over paths of the rows z_t is drawn from (p(z_t | z_t-1, x_t-1), exact given the
-        path), not the share of paths in each mode; the moments of x_t are those of the paths'
-        conditional means F_z x_t-1 + c_z, plus the mean of S_z over the paths' modes.
-
-        Returns (modes (h, K), means (h, n), covariances (h, n, n)) of z_t and x_t, t = 1 .. h.
-        """
-        horizon, (n_modes, n) = len(switches), np.shape(offsets)[-2:]
-        matrices = np.broadcast_to(matrices, (horizon, n_modes, n, n))
-        offsets = np.broadcast_to(offsets, (horizon, n_modes, n))
-        noise = np.broadcast_to(noise, (horizon, n_modes, n, n))
-        factors = np.linalg.cholesky(noise)
-        paths = np.arange(n_paths)
-        z = _draw(np.broadcast_to(probabilities, (n_paths, n_modes)), rng)
-        x = mean + rng.standard_normal((n_paths, n)) @ np.linalg.cholesky(covariance).T
-        modes, means, covariances = np.empty((horizon, n_modes)), np.empty((horizon, n)), np.empty((horizon, n, n))
-        for t, switch in enumerate(switches):
-            rows = switch(x)[paths, z]
-            z = _draw(rows, rng)
-            moved = np.einsum("sij,sj->si", matrices[t, z], x) + offsets[t, z]
-            modes[t], means[t] = rows.mean(axis=0), moved.mean(axis=0)
-            shares = np.bincount(z, minlength=n_modes) / n_paths
-            covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("k,kij->ij", shares, noise[t])
-            x = moved + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((n_paths, n)))
-        return modes, means, covariances
 
     # ------------------------------------------------------------------------- EM
     def fit(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any) -> SwitchingLDS:
@@ -749,7 +727,8 @@ class SwitchingLDS(Model, StreamingFilters):
         params = {**self.get_params(), "warm_start": False}
         make = lambda k: type(self)(**{**params, "n_states": k})  # noqa: E731
         if self.selection == "prune":
-            winner, self.selection_ = selection.prune_n_states(make, _keep_modes, seqs, None, self.max_states)
+            keep = type(self)._kept_modes
+            winner, self.selection_ = selection.prune_n_states(make, keep, seqs, None, self.max_states)
         else:
             winner, self.selection_ = selection.select_n_states(make, seqs, None, self.max_states)
         self.n_states_ = winner.n_states
@@ -757,6 +736,10 @@ class SwitchingLDS(Model, StreamingFilters):
             setattr(self, name, getattr(winner, name))
         self._finish_fit(seqs)
         return self
+
+    def _kept_modes(self, kept: np.ndarray) -> SwitchingLDS:
+        """A model of the ``kept`` modes of this fitted one, started from their parameters (``selection="prune"``)."""
+        return _keep_modes(self, kept)
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
@@ -994,13 +977,11 @@ class SwitchingLDS(Model, StreamingFilters):
         the resets' regressions.
         The n^2 of the state-basis freedom is not subtracted (it is the same for every K)."""
         self._check_fitted()
-        K, n, m, p = self._k, self.state_dim, self.input_dim, self.observation_matrix_.shape[0]
-        count = K * (n * (n + m + 1) + n * (n + 1) // 2) + p * (n + m + 1) + p * (p + 1) // 2
+        K, n, m = self._k, self.state_dim, self.input_dim
+        count = self._dynamics_block().n_parameters() + self._observation_block().n_parameters()
         count += n + n * (n + 1) // 2 + (K - 1)
         count += (K - 1) * (n + m) + K * (K - 1) if self.recurrent else K * (K - 1)
-        if self.resets:
-            count += self._reset_block(empty=True).n_resets * (n * (n + m + 1) + n * (n + 1) // 2)
-        return count
+        return count + (self._reset_block().n_parameters() if self.resets else 0)
 
     def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + 2 n_parameters: the ELBO stands in for the intractable log-likelihood, so
@@ -1184,6 +1165,56 @@ def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One category per row of ``probabilities`` (N, K), by inverting the cumulative sums."""
     cumulative = np.cumsum(probabilities, axis=1)
     return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
+
+
+def _simulated_moments(
+    start: tuple[np.ndarray, np.ndarray, np.ndarray],
+    switches: Sequence[Callable[[np.ndarray], np.ndarray]],
+    matrices: np.ndarray,
+    offsets: np.ndarray,
+    noise: np.ndarray,
+    law_of_pairs: np.ndarray,
+    rng: np.random.Generator,
+    n_paths: int = FORECAST_PATHS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Monte Carlo moments of a switching linear system whose switches depend on the state,
+    h = 1 .. len(switches) steps ahead: the counterpart of
+    :func:`~modeshift.dynamics.jump_linear_moments` when no closed form exists.
+
+    ``n_paths`` paths start from the mixture ``start`` = (w (K,), m (K, n), P (K, n, n)):
+    z_0 ~ w, then x_0 ~ N(m_z0, P_z0). Step t draws z_t from row z_t-1 of ``switches[t](x_t-1)``
+    (N, K, K), then x_t = F_l x_t-1 + c_l + N(0, S_l) in the law l = ``law_of_pairs``[z_t-1, z_t]
+    (mode z_t's flow, or a switch's reset), with ``matrices`` F and ``noise`` S ((L, n, n), or
+    (h, L, n, n) when they vary by step) and ``offsets`` c ((L, n) or (h, L, n)).
+    The estimates are Rao-Blackwellised, which only lowers their variance: the mode probabilities
+    are the mean over paths of the rows z_t is drawn from (p(z_t | z_t-1, x_t-1), exact given the
+    path), not the share of paths in each mode; the moments of x_t are those of the paths'
+    conditional means F_l x_t-1 + c_l, plus the mean of S_l over the paths' laws.
+
+    Returns (modes (h, K), means (h, n), covariances (h, n, n)) of z_t and x_t, t = 1 .. h.
+    """
+    weights, start_means, start_covs = start
+    horizon, (n_laws, n), n_modes = len(switches), np.shape(offsets)[-2:], len(weights)
+    matrices = np.broadcast_to(matrices, (horizon, n_laws, n, n))
+    offsets = np.broadcast_to(offsets, (horizon, n_laws, n))
+    noise = np.broadcast_to(noise, (horizon, n_laws, n, n))
+    factors = np.linalg.cholesky(noise)
+    reachable = (weights > 0)[:, None, None]  # a mode of weight 0 may have no covariance; it is never drawn
+    start_factors = np.linalg.cholesky(np.where(reachable, start_covs, np.eye(n)))
+    paths = np.arange(n_paths)
+    z = _draw(np.broadcast_to(weights, (n_paths, n_modes)), rng)
+    x = start_means[z] + np.einsum("sij,sj->si", start_factors[z], rng.standard_normal((n_paths, n)))
+    modes, means, covariances = np.empty((horizon, n_modes)), np.empty((horizon, n)), np.empty((horizon, n, n))
+    for t, switch in enumerate(switches):
+        rows = switch(x)[paths, z]
+        new = _draw(rows, rng)
+        law = law_of_pairs[z, new]
+        moved = np.einsum("sij,sj->si", matrices[t, law], x) + offsets[t, law]
+        modes[t], means[t] = rows.mean(axis=0), moved.mean(axis=0)
+        shares = np.bincount(law, minlength=n_laws) / n_paths
+        covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("l,lij->ij", shares, noise[t])
+        x, z = moved + np.einsum("sij,sj->si", factors[t, law], rng.standard_normal((n_paths, n))), new
+    return modes, means, covariances
 
 
 def _run_statistics(model: SwitchingLDS, seqs: Sequences, workspace: dict[str, Any]) -> Statistics:

@@ -146,8 +146,7 @@ class SwitchingParameters:
             group, weights, covariances = self.steps.group, self.steps.weights, self.steps.covariances
         if self.resets is not None:  # the same resets whatever the step
             block = self.resets
-            reset_weights = np.concatenate([block.reset_coefs, block.reset_intercepts[:, :, None]], axis=2)
-            weights = np.concatenate([weights, np.broadcast_to(reset_weights, (len(weights), *reset_weights.shape))], 1)
+            weights = np.concatenate([weights, np.broadcast_to(block.weights, (len(weights), *block.weights.shape))], 1)
             reset_covariances = np.broadcast_to(block.reset_covariances, (len(weights), *block.reset_covariances.shape))
             covariances = np.concatenate([covariances, reset_covariances], axis=1)
         n = len(self.initial_mean)
@@ -170,10 +169,25 @@ class SwitchingParameters:
         even.covariances = np.broadcast_to(self.dynamics.covariances.mean(axis=0), self.dynamics.covariances.shape)
         return replace(self, dynamics=even)
 
-    def dynamics_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(A, B, b, Q): (K, n, n), (K, n, m), (K, n), (K, n, n)."""
-        weights, n = self.dynamics.weights, len(self.initial_mean)
-        return weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], self.dynamics.covariances
+    def dynamics_terms(self, resets: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, b, Q): (K, n, n), (K, n, m), (K, n), (K, n, n) of the flows; with ``resets``, of
+        every law (K + R, ...): the flows, then the resets (if any)."""
+        weights, covariances, n = self.dynamics.weights, self.dynamics.covariances, len(self.initial_mean)
+        if resets and self.resets is not None:
+            weights = np.concatenate([weights, self.resets.weights])
+            covariances = np.concatenate([covariances, self.resets.reset_covariances])
+        return weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], covariances
+
+    def law_of_pairs(self) -> np.ndarray:
+        """(K, K) integers: the law x_t follows when z_t-1 = i and z_t = j, an index into the laws
+        of ``dynamics_terms(resets=True)``: mode j's flow j, or, at a switch with resets, the
+        switch's reset K + r."""
+        n_modes = len(self.chain.initial_probs)
+        laws = np.tile(np.arange(n_modes), (n_modes, 1))
+        if self.resets is not None:
+            switches = ~np.eye(n_modes, dtype=bool)
+            laws[switches] = n_modes + self.resets.index[switches]
+        return laws
 
     def observation_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(C, D, d, R): (p, n), (p, m), (p,), (p, p)."""
@@ -214,15 +228,15 @@ class Posterior:
 def update_states(
     params: SwitchingParameters,
     seqs: Sequences,
-    mode_probs: np.ndarray,
+    weights: np.ndarray,
     previous: Posterior | None = None,
     laws: StepTerms | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """q(x) given q(z): means, covariances, cross-covariances and log det J of the Gaussian
     with block-tridiagonal precision J.
 
-    ``mode_probs``: q(z_t) (T, K), or the weights of every law (T, K + R) of
-    :func:`law_weights` (with resets, which q(z_t) alone does not give). For a recurrent model
+    ``weights``: the weight of every law at every step (T, K + R), :func:`law_weights` of q(z)
+    (q(z_t) itself without resets). For a recurrent model
     (softmax guards) with a ``previous`` posterior, the transition term
     E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
     previous E[x_t-1] (see :func:`transition_curvature`). ``laws``: ``params.step_terms``, if
@@ -230,7 +244,7 @@ def update_states(
     C, D, d, R = params.observation_terms()
     starts, U, Y = seqs.starts, seqs.inputs, seqs.values
     laws = params.step_terms(seqs.n_steps) if laws is None else laws
-    weights = law_weights(params, mode_probs) if mode_probs.shape[1] < laws.A.shape[1] else mode_probs.copy()
+    weights = np.array(weights, dtype=float)
     weights[starts] = 0.0  # the dynamics of step t link it to step t - 1 of the same sequence
     P0_inv = np.linalg.inv(params.initial_covariance)
 
@@ -291,14 +305,11 @@ def law_weights(params: SwitchingParameters, mode_probs: np.ndarray, pairs: np.n
     if params.resets is None:
         return mode_probs
     n_steps, n_modes = mode_probs.shape
-    if pairs is None or pairs.ndim == 2:
+    if pairs is None:
         pairs = np.zeros((n_steps, n_modes, n_modes))
         pairs[1:] = mode_probs[:-1, :, None] * mode_probs[1:, None, :]
-    index = params.resets.index
-    sources, targets = np.nonzero(~np.eye(n_modes, dtype=bool))
-    into = np.zeros((n_modes, n_modes, params.resets.n_resets))
-    into[sources, targets, index[sources, targets]] = 1.0
-    return np.hstack([np.diagonal(pairs, axis1=1, axis2=2), np.einsum("tij,ijr->tr", pairs, into)])
+    laws = params.law_of_pairs()
+    return np.einsum("tij,ijl->tl", pairs, laws[:, :, None] == np.arange(n_modes + params.resets.n_resets))
 
 
 # ------------------------------------------------------------------------ q(z)
@@ -432,7 +443,7 @@ def infer(params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: 
     uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
     starts = [uniform]
     if n_modes > 1:
-        means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, uniform)
+        means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, law_weights(params, uniform))
         starts.append(update_modes(params, seqs, means, covs, cross_covs)[1])
     best = None
     for modes in starts:

@@ -469,7 +469,8 @@ class SwitchingKalmanRecursion(Recursion):
             )
         k, n = means.shape[1:]
         work = update_workspace(n, len(y))
-        updated_means, updated_covs, log_liks = np.empty_like(means), np.empty_like(covs), np.full((k, k), -np.inf)
+        # zeros, not garbage, in the pairs of weight 0: _collapse weighs them by 0, and 0 * NaN is NaN
+        updated_means, updated_covs, log_liks = np.zeros_like(means), np.zeros_like(covs), np.full((k, k), -np.inf)
         for i in range(k):
             for j in range(k):
                 if weights[i, j] > 0.0:
