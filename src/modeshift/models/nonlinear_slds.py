@@ -137,9 +137,12 @@ class NonlinearSwitchingLDS(Model):
     for those with linear flows). The Jacobian of phi is taken by central differences, so a
     user's map needs no derivative. The parameters are identified only up to the map's
     standardisation of the starting state and a relabelling of modes.
-    A state larger than the observations is allowed but weakly supported so far: on the
-    switching oscillators seen through their position only (state_dim 2, obs_dim 1), the modes
-    found match the truth on 0.6 to 0.7 of the steps, no better than a feature ARHMM's.
+    A state larger than the observations is allowed: on the switching oscillators seen through
+    their position only (2,000 steps, state_dim 2, obs_dim 1, seeds 0-4), the modes found match
+    the truth on 0.87 to 0.97 of the steps, against 0.52 to 0.89 for the feature ARHMM on 2 lags
+    that proposes the start. Inference on new data (``predict``, ``smooth``, ...) starts afresh
+    and can settle on a poorer q(z) than the fit's own, more so with more latent dimensions than
+    the flows need.
     """
 
     objective = "ELBO"
