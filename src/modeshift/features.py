@@ -151,12 +151,11 @@ class Polynomial(FeatureMap):
     def _features(self, u: np.ndarray) -> np.ndarray:
         if self.degree > 1:  # beyond the data a polynomial flow would run away: hold it at the edge
             u = np.clip(u, *self.bounds_)
-        columns = [
-            np.prod(u[:, list(powers)], axis=1)
-            for degree in range(1, self.degree + 1)
-            for powers in itertools.combinations_with_replacement(range(u.shape[1]), degree)
-        ]
-        return np.column_stack(columns)
+        monomials = {(i,): u[:, i] for i in range(u.shape[1])}
+        for degree in range(2, self.degree + 1):  # each monomial is a lower one times one input
+            for powers in itertools.combinations_with_replacement(range(u.shape[1]), degree):
+                monomials[powers] = monomials[powers[:-1]] * u[:, powers[-1]]
+        return np.stack(list(monomials.values()), axis=1)
 
 
 class RadialBasis(FeatureMap):

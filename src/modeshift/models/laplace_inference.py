@@ -34,7 +34,7 @@ inference; an approximation otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +60,8 @@ __all__ = [
 _NEWTON_STEPS = 30  # Gauss-Newton iterations per mode search (a warm start needs a few)
 _HALVINGS = 30  # line-search step halvings before a search gives up
 _RELATIVE_STEP = 1e-5  # central-difference step, per standardised unit of each state dimension
+_ROUND_OFF = 1e-12  # a mode search's gain below this share of |f| is round-off
+MODE_SHARE = 0.1  # a sweep's mode search stops at a gain of this share of the ELBO's tolerance
 
 
 @dataclass(frozen=True)
@@ -86,17 +88,14 @@ class FlowParameters:
 def feature_jacobian(features: FeatureMap, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """phi(x) (N, m) and its Jacobian dphi/dx (N, m, n), by central differences of step
     1e-5 times each dimension's scale (about 1e-10 relative error; exact for linear maps up to
-    round-off)."""
+    round-off). The map runs once, on the 2 n + 1 shifted copies of the states stacked."""
     states = np.asarray(states, dtype=float)
-    n = states.shape[1]
+    N, n = states.shape
     steps = _RELATIVE_STEP * np.asarray(features.scale_, dtype=float)
-    value = features.transform(states)
-    jacobian = np.empty((len(states), value.shape[1], n))
-    for j in range(n):
-        shift = np.zeros(n)
-        shift[j] = steps[j]
-        jacobian[:, :, j] = (features.transform(states + shift) - features.transform(states - shift)) / (2 * steps[j])
-    return value, jacobian
+    shifts = np.concatenate([np.zeros((1, n)), np.diag(steps), -np.diag(steps)])  # (2 n + 1, n)
+    values = features.transform((states[None] + shifts[:, None]).reshape(-1, n)).reshape(2 * n + 1, N, -1)
+    jacobian = (values[1 : n + 1] - values[n + 1 :]) / (2 * steps[:, None, None])  # (n, N, m)
+    return values[0], np.ascontiguousarray(jacobian.transpose(1, 2, 0))
 
 
 def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
@@ -107,26 +106,40 @@ def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
     return previous
 
 
-def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> SwitchingParameters:
+def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> tuple[SwitchingParameters, StepTerms]:
     """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]``:
     A_tk = W_k J_t, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
-    :class:`~modeshift.models.slds_inference.StepLaws` law per step)."""
+    :class:`~modeshift.models.slds_inference.StepLaws` law per step), and its step terms, built
+    from the K noise precisions Q_k^-1 (the per-step laws share them: no inverse per step)."""
     n, T, K = states.shape[1], len(states), len(params.weights)
     before = previous_states(seqs, states)
     value, jacobian = feature_jacobian(params.features, before)
     W, b = params.weights[:, :, :-1], params.weights[:, :, -1]
-    A = np.einsum("knm,tmj->tknj", W, jacobian)
-    offsets = np.einsum("knm,tm->tkn", W, value) + b - np.einsum("tknj,tj->tkn", A, before)
+    A = np.matmul(W[None], jacobian[:, None])  # (T, K, n, n)
+    offsets = (value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
+    covariances = np.broadcast_to(params.covariances, (T, K, n, n))
     steps = StepLaws(
         group=np.arange(T),
         weights=np.concatenate([A, offsets[..., None]], axis=3),
-        covariances=np.broadcast_to(params.covariances, (T, K, n, n)),
+        covariances=covariances,
         transitions=np.broadcast_to(params.chain.transition_matrix, (T, K, K)),
     )
     placeholder = LinearDynamics(K)  # the per-step laws replace the shared dynamics
-    return SwitchingParameters(
+    linear = SwitchingParameters(
         placeholder, params.observation, params.initial_mean, params.initial_covariance, params.chain, steps
     )
+    Q_inv = np.linalg.inv(params.covariances)
+    Q_inv_A = np.matmul(Q_inv[None], A)
+    laws = StepTerms(
+        A=A,
+        B=np.zeros((T, K, n, 0)),
+        b=offsets,
+        Q_inv=np.broadcast_to(Q_inv, (T, K, n, n)),
+        Q_inv_A=Q_inv_A,
+        At_Q_inv_A=np.matmul(np.swapaxes(A, -1, -2), Q_inv_A),
+        log_det=np.broadcast_to(np.linalg.slogdet(params.covariances)[1], (T, K)),
+    )
+    return linear, laws
 
 
 def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, states: np.ndarray) -> float:
@@ -153,22 +166,24 @@ def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, s
 
 
 def find_mode(
-    params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray, tol: float = 1e-12
+    params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray, tol: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
     """The mode x* of :func:`log_joint` given q(z) (``mode_probs``), by Gauss-Newton from ``start``
     with a backtracking line search, and the Laplace q(x) there.
 
     Each iteration solves the linearised model exactly (its q(x) mean is the Gauss-Newton
-    point) and moves towards it by the largest step 2^-i that does not lower f; it stops when
-    f rises by less than ``tol`` (1 + |f|) (Gauss-Newton converges linearly where the flows
-    leave residuals, so the default is near round-off), or after 30 iterations. Returns (means, covs,
-    cross_covs, log det J, the model linearised at x* and its step terms)."""
+    point) and moves towards it by the largest step 2^-i that does not lower f; it stops when a
+    step raises f by less than ``tol`` or by less than round-off (1e-12 (1 + |f|)), or after 30
+    iterations. Gauss-Newton converges linearly where the flows leave residuals: the last
+    digits of f take most of the iterations, so EM passes a ``tol`` below its own (a few
+    iterations per sweep from the last sweep's mode), and the default 0 runs to round-off.
+    Returns (means, covs, cross_covs, log det J, the model linearised at x* and its step terms)."""
     states = np.asarray(start, dtype=float)
     value = log_joint(params, seqs, mode_probs, states)
     for _ in range(_NEWTON_STEPS):
-        linear = linearised(params, seqs, states)
-        target, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, mode_probs)
-        step, scale = target - states, 1.0
+        linear, laws = linearised(params, seqs, states)
+        step = slds_inference.update_states(linear, seqs, mode_probs, laws=laws)[0] - states
+        scale = 1.0
         for _ in range(_HALVINGS):
             trial = states + scale * step
             trial_value = log_joint(params, seqs, mode_probs, trial)
@@ -178,18 +193,20 @@ def find_mode(
         else:  # no step uphill: already at the mode up to round-off
             break
         gain, states, value = trial_value - value, trial, trial_value
-        if gain <= tol * (1.0 + abs(value)):
+        if gain <= max(tol, _ROUND_OFF * (1.0 + abs(value))):
             break
-    linear = linearised(params, seqs, states)
-    laws = linear.step_terms(seqs.n_steps)
+    linear, laws = linearised(params, seqs, states)
     _, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, mode_probs, laws=laws)
     return states, covs, cross_covs, log_det, linear, laws
 
 
-def sweep(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray) -> Posterior:
-    """One coordinate-ascent sweep: the Laplace q(x) given q(z) (:func:`find_mode` from ``start``),
-    then q(z) given q(x) with the flows linearised at the mode, then the (linearised) ELBO."""
-    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start)
+def sweep(
+    params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray, tol: float = 0.0
+) -> Posterior:
+    """One coordinate-ascent sweep: the Laplace q(x) given q(z) (:func:`find_mode` from ``start``,
+    to ``tol``), then q(z) given q(x) with the flows linearised at the mode, then the
+    (linearised) ELBO."""
+    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start, tol)
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
         linear, seqs, means, covs, cross_covs, laws
     )
@@ -198,16 +215,31 @@ def sweep(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start
 
 
 def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
-    """q(x) q(z) with the parameters fixed: sweeps from uniform mode probabilities and the path
-    ``start`` until the ELBO changes by less than ``tol`` (at most ``max_sweeps``)."""
+    """q(x) q(z) with the parameters fixed: sweeps from the path ``start`` until the ELBO changes
+    by less than ``tol`` (at most ``max_sweeps``; each mode search stops at a gain of
+    ``MODE_SHARE`` tol), from two starts of q(z), keeping the larger ELBO (as
+    :func:`modeshift.models.slds_inference.infer` does, for the same reason): uniform, and q(z)
+    given the Laplace q(x) of the flows with every Q_k replaced by their mean under uniform
+    modes (with uniform modes a flow whose Q_k is small pins q(x) to itself everywhere)."""
     n_modes = len(params.weights)
-    posterior = sweep(params, seqs, np.full((seqs.n_steps, n_modes), 1.0 / n_modes), start)
-    for _ in range(max_sweeps - 1):
-        previous = posterior.elbo
-        posterior = sweep(params, seqs, posterior.mode_probs, posterior.means)
-        if abs(posterior.elbo - previous) < tol:
-            break
-    return posterior
+    uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
+    starts = [uniform]
+    if n_modes > 1:
+        even = replace(params, covariances=np.broadcast_to(params.covariances.mean(axis=0), params.covariances.shape))
+        means, covs, cross_covs, *_ = find_mode(even, seqs, uniform, start, MODE_SHARE * tol)
+        linear, laws = linearised(params, seqs, means)
+        starts.append(slds_inference.update_modes(linear, seqs, means, covs, cross_covs, laws)[1])
+    best = None
+    for modes in starts:
+        posterior = sweep(params, seqs, modes, start, MODE_SHARE * tol)
+        for _ in range(max_sweeps - 1):
+            previous = posterior.elbo
+            posterior = sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol)
+            if abs(posterior.elbo - previous) < tol:
+                break
+        if best is None or posterior.elbo > best.elbo:
+            best = posterior
+    return best
 
 
 def flow_moments(
@@ -226,8 +258,9 @@ def flow_moments(
     m = value.shape[1]
     r = np.hstack([value, np.ones((len(rows), 1))])
     rr = r[:, :, None] * r[:, None, :]
-    rr[:, :m, :m] += np.einsum("tai,tij,tbj->tab", jacobian, covs[rows - 1], jacobian)
+    jacobian_t = np.swapaxes(jacobian, 1, 2)
+    rr[:, :m, :m] += jacobian @ covs[rows - 1] @ jacobian_t
     xr = means[rows][:, :, None] * r[:, None, :]
-    xr[:, :, :m] += np.einsum("tij,taj->tia", posterior.cross_covs[rows], jacobian)
+    xr[:, :, :m] += posterior.cross_covs[rows] @ jacobian_t
     xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
     return xx, xr, rr
