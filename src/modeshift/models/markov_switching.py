@@ -149,6 +149,8 @@ class _MarkovSwitching(Model, StreamingFilters):
         "exog_names_": "strings",
     }
     search_iterations = 15  # each restart's EM runs this long; the best goes on (see models.em)
+    carries_workspace = True  # over shards: each keeps its engine, series and evidence table (models.em)
+    keeps_rows = True  # over shards: the rows of the time-varying transitions' M-step stay there
 
     @property
     def _order(self) -> int:
@@ -354,11 +356,11 @@ class _MarkovSwitching(Model, StreamingFilters):
         engine = self._series_engine(series)
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
         self.__dict__["_centre"] = engine.centre(data)
-        em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}", over=over)
+        result = em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}", over=over)
         del self.__dict__["_centre"]
         params = self.__dict__.pop("_current")
         _check_spread(params.ordered(), data)
-        score = engine.scorer(data) if over is None else functools.partial(_summed_score, over, self)
+        score = engine.scorer(data) if over is None else functools.partial(_summed_score, over, self, result.workspace)
         polished = self.n_iter > 0 and self.n_iter_polish > 0
         capped = False
         if polished:
@@ -458,7 +460,7 @@ class _MarkovSwitching(Model, StreamingFilters):
     def _e_step(self, data: _Problem | _Series, workspace: dict[str, Any]) -> tuple[float, Statistics]:
         """The log-likelihood and the M-step's statistics, of all the data or of one shard of it."""
         if isinstance(data, _Series):  # a shard (modeshift.distributed)
-            engine, series = self._series_engine(data), self._series_data(data)
+            engine, series = _shard_model(self, data, workspace)
         else:
             engine, series = data.engine, data.data
         posterior = engine.e_step(self.__dict__["_current"], series, workspace)
@@ -1244,10 +1246,26 @@ def _squared_deviations(model: Any, shard: Sequences, mean: np.ndarray) -> np.nd
     return np.nansum((shard.values - mean) ** 2, axis=0)
 
 
-def _summed_score(over: em.Over, model: _MarkovSwitching, free: np.ndarray) -> tuple[float, np.ndarray]:
-    """The log-likelihood and its gradient at the free vector, summed over the shards."""
-    return over(functools.partial(_shard_score, free=free), model)
+def _summed_score(
+    over: em.Over, model: _MarkovSwitching, workspace: dict[str, Any], free: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The log-likelihood and its gradient at the free vector, summed over the shards (each with its
+    workspace of the winning EM restart)."""
+    return over(functools.partial(_shard_score, free=free), model, workspace)
 
 
-def _shard_score(model: _MarkovSwitching, shard: _Series, free: np.ndarray) -> tuple[float, np.ndarray]:
-    return model._series_engine(shard).value_and_gradient(free, model._series_data(shard))
+def _shard_score(
+    model: _MarkovSwitching, shard: _Series, workspace: dict[str, Any], free: np.ndarray
+) -> tuple[float, np.ndarray]:
+    engine, series = _shard_model(model, shard, workspace)
+    return engine.value_and_gradient(free, series, workspace)
+
+
+def _shard_model(
+    model: _MarkovSwitching, shard: _Series, workspace: dict[str, Any]
+) -> tuple[SwitchingRegression, SeriesData]:
+    """A shard's engine and series, built once and kept in its workspace (which the evidence table
+    shares: :meth:`SwitchingRegression.e_step`)."""
+    if "shard_model" not in workspace:
+        workspace["shard_model"] = (model._series_engine(shard), model._series_data(shard))
+    return workspace["shard_model"]
