@@ -221,10 +221,15 @@ def maximise_per_source(
     rows: Rows, coef: np.ndarray, ridge: float = 0.0, max_iter: int = 50, allowed: np.ndarray | None = None
 ) -> np.ndarray:
     """The per-source coefficients that maximise Q from ``coef``, the pair posteriors and covariates
-    where ``rows`` holds them: Newton steps, each halved until Q rises, until one gains less than
-    1e-12 of |Q|. Never returns a lower Q. Each value, and each gradient and Hessian, is one call
-    of ``rows`` (one pass over the shards of a cluster). With ``allowed`` (K, K), the moves it
-    excludes have probability 0 (the pairs must put no mass there)."""
+    where ``rows`` holds them: Newton steps, each halved until Q rises, until the gain the step
+    predicts (half the Newton decrement g' H^-1 g) is under :data:`_CLOSE` of |Q|; from there on
+    (the quadratic region, where a comparison of values sees only round-off) steps are taken as
+    they come, until the predicted gain is under :data:`_DONE` of |Q|, whose step is taken last.
+    So the result is the maximiser to round-off, whatever the order of the sums (the rows in hand
+    or on the shards of a cluster agree to 1e-10), and Q never falls by more than round-off. Each
+    value, and each gradient and Hessian, is one call of ``rows`` (one pass over a cluster's
+    shards). With ``allowed`` (K, K), the moves it excludes have probability 0 (the pairs must put
+    no mass there)."""
 
     def penalised(values: np.ndarray) -> float:
         log_probability = rows(functools.partial(_per_source_value, coef=values, allowed=allowed))
@@ -232,10 +237,21 @@ def maximise_per_source(
 
     if coef.size == 0:  # one mode: nothing to fit
         return coef
-    value = penalised(coef)
+    value: float | None = penalised(coef)
+    scale = max(abs(value), 1.0)
     for _ in range(max_iter):
         gradient, hessian = rows(functools.partial(_per_source_terms, coef=coef, allowed=allowed))
         direction = newton_solve(gradient, hessian, coef, ridge, allowed)
+        predicted = 0.5 * float(
+            np.sum(direction.reshape(gradient.shape) * (gradient - ridge * coef.reshape(gradient.shape)))
+        )
+        if predicted <= _CLOSE * scale:
+            coef, value = coef + direction, None
+            if predicted <= _DONE * scale:
+                break
+            continue
+        if value is None:
+            value = penalised(coef)
         for step in 0.5 ** np.arange(30):
             candidate = coef + step * direction
             candidate_value = penalised(candidate)
@@ -243,11 +259,13 @@ def maximise_per_source(
                 break
         else:
             return coef
-        gain, value = candidate_value - value, candidate_value
-        coef = candidate
-        if gain <= 1e-12 * max(abs(value), 1.0):
-            break
+        coef, value = candidate, candidate_value
+        scale = max(abs(value), 1.0)
     return coef
+
+
+_CLOSE = 1e-8  # of |Q|: a Newton step predicted to gain less is in the quadratic region
+_DONE = 1e-14  # of |Q|: a Newton step predicted to gain less is the last
 
 
 def _per_source_log_matrices(covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:

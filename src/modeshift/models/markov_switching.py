@@ -201,13 +201,18 @@ class _MarkovSwitching(Model, StreamingFilters):
             )
         if n_exog is None and seqs.has_missing:
             seqs.require_observed()
+        read = None
+        if n_tvtp and exog is None and exog_tvtp is None and _inputs_width(seqs) == n_exog + n_tvtp:
+            # read by the fitted model's schema: the exog columns, then the exog_tvtp ones (in the sequences' order)
+            read = _rows(seqs.inputs[:, n_exog:], seqs.n_steps, n_tvtp, "exog_tvtp")
+            seqs = replace(seqs, inputs=seqs.inputs[:, :n_exog] if n_exog else None)
         given, names = _first_block(seqs, exog)
-        width = (0 if seqs.inputs is None else seqs.inputs.shape[1]) if given is None else given.shape[1]
+        width = _inputs_width(seqs) if given is None else given.shape[1]
         if n_exog is not None and width != n_exog:
             raise ValueError(f"this {name} was fitted with {n_exog} exog column(s), got {width}")
         inputs = seqs.with_inputs(exog, width, f"this {name} (exog)").inputs
         names = names or [f"x{c + 1}" for c in range(width)]
-        tvtp = self._tvtp_rows(exog_tvtp, seqs, n_tvtp, "exog_tvtp")
+        tvtp = self._tvtp_rows(exog_tvtp, seqs, n_tvtp, "exog_tvtp") if read is None else read
         data = SeriesData(seqs.values, self._regressors(inputs, seqs.offsets), tvtp, seqs.offsets)
         return data, names, _after_order(seqs, self._order)
 
@@ -1201,6 +1206,10 @@ def _first_block(seqs: Sequences, value: Any, name: str = "exog") -> tuple[np.nd
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 1-D or 2-D array, got shape {array.shape}")
     return array, names
+
+
+def _inputs_width(seqs: Sequences) -> int:
+    return 0 if seqs.inputs is None else seqs.inputs.shape[1]
 
 
 def _rows(value: Any, n_rows: int, width: int, name: str) -> np.ndarray:
