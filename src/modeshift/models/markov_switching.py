@@ -58,7 +58,7 @@ import pandas as pd
 from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.models import em
-from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, check_possible, mode_segments
 from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
 from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
@@ -96,8 +96,9 @@ class _Flags(Rule):
 
 @dataclass(frozen=True)
 class _Series(Sequences):
-    """The series of a fit (:meth:`_MarkovSwitching._em_data`): ``inputs`` holds the exogenous
-    columns, then the ``n_tvtp`` transition covariates; ``exog_names`` names the former."""
+    """The series of a fit (:meth:`_MarkovSwitching._em_data`): ``inputs`` holds the regressors
+    (the trend columns, then the exogenous ones), then the ``n_tvtp`` transition covariates;
+    ``exog_names`` names the exogenous columns."""
 
     n_tvtp: int = 0
     exog_names: tuple[str, ...] = ()
@@ -312,15 +313,14 @@ class _MarkovSwitching(Model, StreamingFilters):
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None, **columns: Any
     ) -> _Series:
         """What a fit reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`):
-        the checked series in the order of their sequences, their exogenous columns then their
+        the checked series in the order of their sequences, their regressors then their
         transition covariates side by side as inputs."""
         data, names, kept = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
-        inputs = data.regressors[:, self._n_trend :]
         return _Series(
             data.y,
             data.bounds,
-            inputs=np.hstack([inputs, data.tvtp]) if n_tvtp else inputs,
+            inputs=np.hstack([data.regressors, data.tvtp]) if n_tvtp else data.regressors,
             ids=kept.ids,
             form=kept.form,
             schema=kept.schema,
@@ -330,15 +330,15 @@ class _MarkovSwitching(Model, StreamingFilters):
 
     def _series_data(self, series: _Series) -> SeriesData:
         """The series, regressors and transition covariates of what :meth:`_em_data` read."""
-        n_exog = series.inputs.shape[1] - series.n_tvtp
-        tvtp = np.ascontiguousarray(series.inputs[:, n_exog:]) if series.n_tvtp else None
-        return SeriesData(
-            series.values, self._regressors(series.inputs[:, :n_exog], series.offsets), tvtp, series.offsets
-        )
+        n_regressors = series.inputs.shape[1] - series.n_tvtp
+        tvtp = np.ascontiguousarray(series.inputs[:, n_regressors:]) if series.n_tvtp else None
+        regressors = np.ascontiguousarray(series.inputs[:, :n_regressors])
+        return SeriesData(series.values, regressors, tvtp, series.offsets)
 
     def _series_engine(self, series: _Series) -> SwitchingRegression:
         """The engine of the series of :meth:`_em_data` (their numbers of exogenous columns, covariates, series)."""
-        return self._engine(series.inputs.shape[1] - series.n_tvtp, series.n_tvtp, series.values.shape[1])
+        n_exog = series.inputs.shape[1] - series.n_tvtp - self._n_trend
+        return self._engine(n_exog, series.n_tvtp, series.values.shape[1])
 
     def _fit_em(self, series: _Series, over: em.Over | None = None) -> _MarkovSwitching:
         """The rest of ``fit``: EM with restarts, then the polish; ``over`` runs every pass over the
@@ -604,7 +604,7 @@ class _MarkovSwitching(Model, StreamingFilters):
 
     def _smoothed(self, engine: SwitchingRegression, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
         posterior = engine.e_step(params, data)
-        _check_possible(posterior.log_likelihood)
+        _check_possible(engine, params, data, posterior.log_likelihood)
         return engine.regimes(posterior.posteriors)
 
     def filter_proba(
@@ -614,7 +614,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         each sequence, (n_steps - order, K) (a list of them for a list of sequences)."""
         engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         filtered, log_lik = engine.filtered(params, data)
-        _check_possible(log_lik)
+        _check_possible(engine, params, data, log_lik)
         return steps.restore(filtered)
 
     # ------------------------------------------------------------------- streaming
@@ -701,7 +701,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         the first ``order`` steps of each sequence; the pre-sample regimes are part of the maximisation."""
         engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         path, log_prob = engine.viterbi(params, data)
-        _check_possible(log_prob)
+        _check_possible(engine, params, data, log_prob)
         return log_prob, steps.restore(path)
 
     def predict(
@@ -719,7 +719,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         over the run); a leading ``sequence`` column for several sequences."""
         engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         path, log_prob = engine.viterbi(params, data)
-        _check_possible(log_prob)
+        _check_possible(engine, params, data, log_prob)
         table = mode_segments(replace(steps, form="array", row_order=None), path, self._smoothed(engine, params, data))
         table[["start", "end"]] += self._order
         return table
@@ -778,7 +778,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         """
         horizon = int(horizon)
         engine, params, data, _ = self._prepare(y, lengths, exog, exog_tvtp)
-        _check_possible(engine.log_likelihood(params, data))
+        _check_possible(engine, params, data, engine.log_likelihood(params, data))
         n_exog, n_sequences = params.coef.shape[1] - self._n_trend, len(data.bounds) - 1
         futures = []
         for s, (first, end) in enumerate(data.sequences()):
@@ -1133,9 +1133,21 @@ def _n_tvtp(params: SwitchingParameters) -> int:
     return 0 if params.transition_coef is None else params.transition_coef.shape[2]
 
 
-def _check_possible(log_lik: float) -> None:
-    if not np.isfinite(log_lik):
-        raise ValueError("the series has zero probability under the current parameters")
+def _check_possible(engine: SwitchingRegression, params: SwitchingParameters, data: SeriesData, value: float) -> None:
+    """The rule for impossible data (:func:`~modeshift.models.base.check_possible`) where ``value``, a
+    log-likelihood or a path's log-probability, is not finite: the first sequence of probability 0
+    and, by the filter, its first impossible step (of the sequence, the first ``order`` included)."""
+    if np.isfinite(value):
+        return
+
+    def filtered() -> np.ndarray:  # the first ``order`` steps of each sequence conditioned on: a law each
+        out = np.full((len(data.y), engine.n_states), 1.0 / engine.n_states)
+        with np.errstate(invalid="ignore", over="ignore"):  # no law from the impossible step on
+            out[engine.rows(data)] = engine.filtered(params, data)[0]
+        return out
+
+    cause = "a value no regime's density reaches (a variance far too small for it), or a move the transitions forbid"
+    check_possible(engine.log_likelihoods(params, data), cause, filtered, data.bounds)
 
 
 def _check_spread(params: SwitchingParameters, data: SeriesData) -> None:

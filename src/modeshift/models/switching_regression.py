@@ -330,7 +330,11 @@ class SwitchingRegression:
     # --------------------------------------------------------------- inference
     def log_likelihood(self, params: SwitchingParameters, data: SeriesData) -> float:
         """sum over the sequences of log p(y_p, ..., y_n-1 | y_0, ..., y_p-1)."""
-        return float(kernels.log_likelihood(**self._kernel_arguments(params, data)).sum())
+        return float(self.log_likelihoods(params, data).sum())
+
+    def log_likelihoods(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+        """(n_sequences,) log p(y_p, ..., y_n-1 | y_0, ..., y_p-1) of each sequence."""
+        return kernels.log_likelihood(**self._kernel_arguments(params, data))
 
     def filtered(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
         """p(S_t | y up to t) for t >= p, (T, K), and the log-likelihood."""
@@ -887,4 +891,5 @@ def _log_density(residuals: np.ndarray, covariances: np.ndarray) -> np.ndarray:
     the usual -(log 2 pi + log s2 + e^2 / s2) / 2, exactly)."""
     inverse, variances = _whitening(covariances)
     z = np.einsum("ead,ted->tea", inverse, residuals)
-    return -0.5 * (residuals.shape[2] * LOG_2PI + np.log(variances).sum(axis=1) + (z**2 / variances).sum(axis=2))
+    with np.errstate(over="ignore"):  # a residual far beyond a tiny variance: density 0, log -inf
+        return -0.5 * (residuals.shape[2] * LOG_2PI + np.log(variances).sum(axis=1) + (z**2 / variances).sum(axis=2))
