@@ -35,9 +35,11 @@ partition's variational posterior kept on its worker from one sweep to the next)
 partitions first, merged in partition order: symbols in order of first appearance, as in
 memory for the partitions concatenated), ``MarkovChainMixture`` and the Markov-switching
 ``MarkovRegression`` and ``MarkovAutoregression`` (their variances, ECM statistics and the
-polish's log-likelihood and gradient summed over the partitions; no per-step arrays kept).
-Input-driven (time-varying) transitions fit too, but the per-step rows of their logistic
-regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+polish's log-likelihood and gradient summed over the partitions; no per-step arrays on the
+client). Input-driven (time-varying) transitions fit too: the per-step rows of their logistic
+regression stay on the workers (:class:`~modeshift.statistics.Kept`, ``keeps_rows`` in
+:mod:`modeshift.models.em`) and its optimiser reads sums over them, one pass per evaluation
+(a recurrent ``SwitchingLDS`` still brings its guards' rows to the client: data-sized).
 
 A fit, then decoding and scoring over the same frame::
 

@@ -28,7 +28,9 @@ intercept), else by variance, else by their first switching autoregressive coeff
 The ECM step reads only sums over the sequences (the expected moves and the lagged moments,
 :meth:`~modeshift.models.switching_regression.SwitchingRegression.statistics`), and the
 polish only the summed log-likelihood and gradient, so a fit also runs over shards of the
-data on a Dask cluster (:mod:`modeshift.distributed`), its starts from a sample of them.
+data on a Dask cluster (:mod:`modeshift.distributed`), its starts from a sample of them; the
+logit step of time-varying transitions reads sums over per-step rows that stay on the shards
+(``keeps_rows``, :mod:`modeshift.models.em`), and each shard keeps its engine and series.
 
 Examples
 --------

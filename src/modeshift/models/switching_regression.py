@@ -426,7 +426,8 @@ class SwitchingRegression:
         p(e at t | y) about ``centre`` (``mass``, ``sums``, ``products``; a residual's weighted
         products are quadratic forms in them, :meth:`_products`), with the missing entries'
         conditional covariances (``scatter``). With time-varying transitions, the per-step rows
-        of their logistic regression (:class:`~modeshift.statistics.Stacked`: data-sized)."""
+        of their logistic regression (:class:`~modeshift.statistics.Stacked`: data-sized, which a
+        fit over shards keeps on them: :meth:`logit_step` reads sums over them)."""
         gamma = posterior.posteriors
         shifted = self.lagged(data, posterior.completed) - centre
         if shifted.ndim == 2:
