@@ -215,6 +215,21 @@ def test_a_model_with_time_varying_transitions_decodes_and_scores_a_frame_by_its
     np.testing.assert_allclose(runs["probability"], expected["probability"], rtol=1e-10)
 
 
+def test_an_autoregression_decodes_the_rows_after_its_order_over_the_partitions(client):
+    """Its per-step results leave out the first ``order`` steps of each sequence: so do the rows."""
+    frame = _frame()[["id", "t", "y"]]
+    model = MarkovAutoregression(2, order=2, n_restarts=1, n_iter=5, n_iter_polish=0, random_state=0)
+    model = _fit(model, frame, time_column="t", columns=["y"])
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    seqs = model.schema_.read(shuffled)
+    after = shuffled.index[shuffled.t >= 2]  # the rows with results, in the frame's order
+    modes = model.predict(_by_groups(shuffled, SCRAMBLED)).compute()
+    assert sorted(modes.index) == sorted(after)
+    np.testing.assert_array_equal(modes.loc[after, "mode"], model.predict(seqs))
+    proba = model.predict_proba(_by_groups(shuffled, SCRAMBLED)).compute()
+    np.testing.assert_allclose(proba.loc[after, ["p_0", "p_1"]], model.predict_proba(seqs), rtol=1e-10)
+
+
 @pytest.mark.parametrize("unknown", ["error", "ignore"])
 def test_a_symbol_model_chooses_its_number_of_states_over_a_cluster_as_in_memory(client, unknown):
     log = _event_log()
