@@ -62,7 +62,8 @@ class Stacked:
 
     @property
     def array(self) -> np.ndarray:
-        return np.concatenate(self.blocks)
+        """The rows of every block, one after another (one block: itself, not a copy)."""
+        return self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
 
     def terms(self, function: Callable[..., Any], *others: Stacked) -> Any:
         """``function(rows, *other rows)``: the rows in hand, all at once (on a cluster, a :class:`Kept`

@@ -186,7 +186,10 @@ class _MarkovSwitching(Model, StreamingFilters):
         the exogenous columns' names and the sequences of the steps after the first ``order``
         of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit.
         With a data frame ``y``, ``exog_tvtp`` may name its columns (a list of names), as
-        ``input_columns`` name those of ``exog`` (per-step results then follow the sequences' order)."""
+        ``input_columns`` name those of ``exog`` (per-step results then follow the sequences' order).
+        Sequences read by the fitted model's schema (``schema_.read(frame)``, as over a Dask frame)
+        carry the exog columns, then the exog_tvtp ones, as their inputs: given neither ``exog``
+        nor ``exog_tvtp``, inputs of that width are split so."""
         name = type(self).__name__
         if isinstance(y, pd.DataFrame) and _column_names(exog_tvtp):  # read with the frame, in its order
             given = list(columns.pop("input_columns", None) or ())
@@ -977,7 +980,8 @@ class MarkovRegression(_MarkovSwitching):
     All methods other than ``fit`` also work with parameters set by hand (``transmat_`` or
     ``transition_coef_``, ``trend_``, ``exog_coef_``, ``variances_``), which are also the start
     of a first fit. A model with time-varying transitions takes ``exog_tvtp`` in every method
-    that takes data, ``sample(..., exog_tvtp=)`` and ``forecast(..., future_exog_tvtp=)``
+    that takes data (or reads it with the data by its schema: ``model.predict(model.schema_.read(frame))``,
+    and over a Dask frame), ``sample(..., exog_tvtp=)`` and ``forecast(..., future_exog_tvtp=)``
     the covariates of the steps simulated or ahead. Several sequences are independent
     given the parameters; per-step results cover the steps after the first ``order`` of
     each (lists of them for a list of sequences; ``filtered_probabilities_`` and
