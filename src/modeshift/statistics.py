@@ -65,6 +65,9 @@ class Stacked:
         """The rows of every block, one after another (one block: itself, not a copy)."""
         return self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
 
+    def __sizeof__(self) -> int:  # the rows included: what a client that receives them holds
+        return object.__sizeof__(self) + sum(block.nbytes for block in self.blocks)
+
     def terms(self, function: Callable[..., Any], *others: Stacked) -> Any:
         """``function(rows, *other rows)``: the rows in hand, all at once (on a cluster, a :class:`Kept`
         gives the same sum over the shards where the rows lie)."""
