@@ -70,7 +70,6 @@ __all__ = [
     "frozen_coefficients",
     "in_hand",
     "maximise_per_source",
-    "newton_direction",
     "newton_solve",
     "newton_terms",
     "per_source_gradient",
@@ -184,19 +183,6 @@ def newton_solve(
         hessian[frozen[:, :, None] | frozen[:, None, :]] = 0.0
         hessian += frozen[:, :, None] * np.eye(size)
     return np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0].reshape(k, k - 1, n_cov)
-
-
-def newton_direction(
-    pairs: np.ndarray,
-    matrices: np.ndarray,
-    covariates: np.ndarray,
-    coef: np.ndarray | None = None,
-    ridge: float = 0.0,
-    allowed: np.ndarray | None = None,
-) -> np.ndarray:
-    """The Newton step (K, K-1, C) on sum_t sum_ij xi_t[i, j] log p_t[i, j] - ridge / 2 |coef|^2 in the
-    per-source form, from the rows in hand (:func:`newton_terms`, then :func:`newton_solve`)."""
-    return newton_solve(*newton_terms(pairs, matrices, covariates), coef, ridge, allowed)
 
 
 def in_hand(*arrays: np.ndarray) -> Rows:
