@@ -16,7 +16,7 @@ distributed = pytest.importorskip("distributed")
 
 from test_distributed import _by_groups, _event_log, _fit  # noqa: E402  (its frames of groups, log, quiet fit)
 
-from modeshift import MarkovAutoregression, MarkovRegression, SwitchingLDS, SymbolHMM  # noqa: E402
+from modeshift import HMM, MarkovAutoregression, MarkovRegression, SwitchingLDS, SymbolHMM  # noqa: E402
 from modeshift import distributed as msd  # noqa: E402
 from modeshift.models.base import NotFittedError  # noqa: E402
 
@@ -95,7 +95,7 @@ def test_an_autoregression_with_restarts_and_its_polish_over_a_cluster(client):
     np.testing.assert_allclose(here.summary(), there.summary(), rtol=1e-10)  # estimates and standard errors
 
 
-def test_time_varying_transitions_over_a_cluster_stack_their_rows(client):
+def test_time_varying_transitions_over_a_cluster_equal_the_fit_in_memory(client):
     frame = _frame()
     columns = {**COLUMNS, "exog_tvtp": ["one", "z"]}
     model = MarkovRegression(2, n_restarts=1, n_iter_polish=0, random_state=0)
@@ -114,6 +114,50 @@ def test_time_varying_transitions_over_a_cluster_stack_their_rows(client):
     _assert_same(here, arrays)
 
 
+def _received(monkeypatch) -> list[int]:
+    """The bytes each pass over the shards brings to the client, from now on."""
+    received: list[int] = []
+    original = msd.Shards.__call__
+
+    def counting(self, function, model, workspace=None):
+        total = original(self, function, model, workspace)
+        received.append(self.received[-1])
+        return total
+
+    monkeypatch.setattr(msd.Shards, "__call__", counting)
+    return received
+
+
+def test_time_varying_transitions_keep_their_rows_on_the_workers(client, monkeypatch):
+    """The logit M-step's rows stay on the shards: what the client receives does not grow with the data."""
+    largest = []
+    for n_sequences in (6, 24):
+        frame = _frame(n_sequences)
+        received = _received(monkeypatch)
+        groups = [list(range(i, n_sequences, 3)) for i in range(3)]
+        model = MarkovAutoregression(2, order=1, n_restarts=1, n_iter=3, n_iter_polish=2, random_state=0)
+        _fit(model, _by_groups(frame, groups), time_column="t", columns=["y"], exog_tvtp=["one", "z"])
+        assert model.transition_coef_.shape == (2, 1, 2)
+        assert len(received) > 2 * model.n_iter_  # the E-steps, and the logit M-steps' passes
+        largest.append(max(received))
+    assert largest[0] == largest[1] < 4096 < _frame(6)[["y", "one", "z"]].to_numpy().nbytes
+
+
+def test_input_driven_transitions_keep_their_rows_on_the_workers_and_equal_the_fit_in_memory(client, monkeypatch):
+    frame = _frame()
+    columns = {"time_column": "t", "columns": ["y"], "input_columns": ["z"]}
+    for slopes in ("shared", "per_source"):
+        start = _fit(HMM(2, input_dim=1, input_slopes=slopes, n_iter=0, random_state=0), frame, **columns)
+        start.set_params(n_iter=4, tol=0.0, warm_start=True)
+        here = _fit(copy.deepcopy(start), frame, **columns)
+        received = _received(monkeypatch)
+        there = _fit(copy.deepcopy(start), _by_groups(frame, SCRAMBLED), **columns)
+        np.testing.assert_allclose(here.history_, there.history_, rtol=RTOL)
+        for name in here.parameter_names:
+            np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=RTOL, atol=1e-12, err_msg=name)
+        assert max(received) < 4096 < frame[["y", "z"]].to_numpy().nbytes  # sums, never the rows
+
+
 def test_a_fit_from_a_sample_of_large_data_records_the_whole_data(client, monkeypatch):
     frame = _frame(missing=0.05)
     monkeypatch.setattr(msd, "SAMPLE_STEPS", 200)  # starts from every 3rd sequence of each partition
@@ -125,15 +169,7 @@ def test_a_fit_from_a_sample_of_large_data_records_the_whole_data(client, monkey
 
 def test_the_client_receives_sums_not_data(client, monkeypatch):
     frame = _frame(24)
-    received = []
-    original = msd.Shards.__call__
-
-    def counting(self, function, model, workspace=None):
-        total = original(self, function, model, workspace)
-        received.append(self.received[-1])
-        return total
-
-    monkeypatch.setattr(msd.Shards, "__call__", counting)
+    received = _received(monkeypatch)
     groups = [list(range(i, i + 4)) for i in range(0, 24, 4)]
     model = MarkovAutoregression(2, order=2, n_restarts=1, n_iter=3, n_iter_polish=2, random_state=0)
     _fit(model, _by_groups(frame, groups), time_column="t", columns=["y"])
@@ -149,6 +185,49 @@ def test_per_step_probabilities_map_over_the_partitions(client):
     proba = model.predict_proba(_by_groups(frame, SCRAMBLED)).compute().sort_values(["id", "t"])
     np.testing.assert_allclose(proba[["p_0", "p_1"]], model.predict_proba(seqs), rtol=1e-10)
     assert model.score(_by_groups(frame, SCRAMBLED)).compute() == pytest.approx(model.log_likelihood_, rel=1e-10)
+
+
+def test_a_model_with_time_varying_transitions_decodes_and_scores_a_frame_by_its_schema(client):
+    """Its schema reads the exog_tvtp columns after the exog ones: over a frame's partitions as in memory."""
+    frame = _frame()
+    columns = {**COLUMNS, "exog_tvtp": ["one", "z"]}
+    model = _fit(MarkovRegression(2, n_restarts=1, n_iter=5, random_state=0), _by_groups(frame, SCRAMBLED), **columns)
+    shuffled = frame.sample(frac=1.0, random_state=0)  # rows out of order: results follow the frame's rows
+    seqs = model.schema_.read(shuffled)
+    data = _by_groups(shuffled, SCRAMBLED)
+    ordered = shuffled.sort_values(["id", "t"])
+    as_arrays = {
+        "y": [group.y.to_numpy() for _, group in ordered.groupby("id")],
+        "exog": [group[["x"]].to_numpy() for _, group in ordered.groupby("id")],
+        "exog_tvtp": [group[["one", "z"]].to_numpy() for _, group in ordered.groupby("id")],
+    }
+    assert model.score(seqs) == pytest.approx(model.score(**as_arrays), rel=1e-12)
+    assert model.score(data).compute() == pytest.approx(model.score(seqs), rel=1e-10)
+    modes = model.predict(data).compute().loc[shuffled.index, "mode"]
+    np.testing.assert_array_equal(modes, model.predict(seqs))
+    proba = model.predict_proba(data).compute().loc[shuffled.index, ["p_0", "p_1"]]
+    np.testing.assert_allclose(proba, model.predict_proba(seqs), rtol=1e-10)
+    runs = model.segment(data).compute().sort_values(["id", "start"]).reset_index(drop=True)
+    expected = model.segment(seqs)
+    expected["id"] = np.asarray(seqs.ids)[expected.pop("sequence")]  # the sequences in their order of appearance
+    expected = expected.sort_values(["id", "start"]).reset_index(drop=True)
+    np.testing.assert_array_equal(runs[["id", "start", "end", "mode"]], expected[["id", "start", "end", "mode"]])
+    np.testing.assert_allclose(runs["probability"], expected["probability"], rtol=1e-10)
+
+
+def test_an_autoregression_decodes_the_rows_after_its_order_over_the_partitions(client):
+    """Its per-step results leave out the first ``order`` steps of each sequence: so do the rows."""
+    frame = _frame()[["id", "t", "y"]]
+    model = MarkovAutoregression(2, order=2, n_restarts=1, n_iter=5, n_iter_polish=0, random_state=0)
+    model = _fit(model, frame, time_column="t", columns=["y"])
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    seqs = model.schema_.read(shuffled)
+    after = shuffled.index[shuffled.t >= 2]  # the rows with results, in the frame's order
+    modes = model.predict(_by_groups(shuffled, SCRAMBLED)).compute()
+    assert sorted(modes.index) == sorted(after)
+    np.testing.assert_array_equal(modes.loc[after, "mode"], model.predict(seqs))
+    proba = model.predict_proba(_by_groups(shuffled, SCRAMBLED)).compute()
+    np.testing.assert_allclose(proba.loc[after, ["p_0", "p_1"]], model.predict_proba(seqs), rtol=1e-10)
 
 
 @pytest.mark.parametrize("unknown", ["error", "ignore"])

@@ -3,7 +3,10 @@ every source (softmax_j(r_ij + w_j . u_t)) or per (source, destination) (statsmo
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +15,9 @@ from scipy.special import log_softmax, softmax
 
 from modeshift import ARHMM, HMM, load
 from modeshift import transitions_logit as logit
-from modeshift.statistics import Statistics
+from modeshift.models import em
+from modeshift.models.em import ConvergenceWarning
+from modeshift.statistics import Statistics, combine
 from modeshift.transitions import InputDriven
 
 
@@ -376,3 +381,48 @@ def test_per_source_errors_are_clear():
         model.transition_coef_ = np.zeros((2, 2, 1))
     with pytest.raises(AttributeError):
         model.input_weights_  # noqa: B018  (the per-source form has no shared slopes)
+
+
+class _Forgetful:
+    """Shards of whole sequences held in this process, each with its own workspace (as
+    ``modeshift.distributed.Shards``), whose kept rows are lost before every read of them (as with a
+    worker lost between the E-step and the M-step), so each read computes them again."""
+
+    def __init__(self, shards):
+        self.shards, self.reads = shards, 0
+
+    def __call__(self, function, model, workspace=None):
+        if workspace is None:
+            terms = [function(copy.deepcopy(model), shard) for shard in self.shards]
+        else:
+            states = workspace.setdefault("shards", [{} for _ in self.shards])
+            if getattr(function, "func", None) is em._kept_terms:
+                self.reads += 1
+                for state in states:
+                    state.pop("kept_rows", None)
+            terms = [function(copy.deepcopy(model), shard, state) for shard, state in zip(self.shards, states)]
+        return functools.reduce(combine, terms)
+
+
+@pytest.mark.parametrize("slopes", ["shared", "per_source"])
+def test_a_fit_over_shards_reads_sums_over_the_rows_kept_there_and_equals_the_fit_in_memory(slopes):
+    """The logit M-step reads sums of functions of each shard's rows (kept there, computed again
+    when lost): the same fit as with the rows in hand, to round-off."""
+    rng = np.random.default_rng(3)
+    model = _model(rng, K=2, m=1)
+    us = [rng.normal(size=(60 + 10 * s, 1)) for s in range(4)]
+    ys = [model.sample(len(u), random_state=s, inputs=u)[0] for s, u in enumerate(us)]
+    start = HMM(2, input_dim=1, input_slopes=slopes, n_iter=0, random_state=0).fit(ys, inputs=us)
+    start.set_params(n_iter=5, tol=0.0, warm_start=True)
+    here = copy.deepcopy(start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        here.fit(ys, inputs=us)
+        there = copy.deepcopy(start)
+        there._start_fit()
+        shards = _Forgetful([there._em_data(ys[:2], inputs=us[:2]), there._em_data(ys[2:], inputs=us[2:])])
+        there._fit_em(there._em_data(ys, inputs=us), over=shards)
+    assert shards.reads >= there.n_iter_  # the M-step read the rows where they were kept
+    np.testing.assert_allclose(here.history_, there.history_, rtol=1e-10)
+    for name in here.parameter_names:
+        np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=1e-10, atol=1e-12, err_msg=name)

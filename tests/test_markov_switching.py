@@ -1075,3 +1075,52 @@ def test_exog_tvtp_may_name_columns_of_a_data_frame():
     np.testing.assert_array_equal(
         named.predict_proba(frame, exog_tvtp=["one", "z"]), given.predict_proba(y, exog_tvtp=frame[["one", "z"]])
     )
+
+
+def test_data_of_probability_0_follow_the_contract_naming_the_sequence_and_step():
+    """A value no regime's density reaches (variances far too small for it) is impossible: score is
+    log 0, every method that conditions on the data names the sequence and its step (models.base)."""
+    rng = np.random.default_rng(0)
+    y = [rng.normal(size=30), rng.normal(size=20)]
+    y[1][5] = 1e5
+    model = MarkovAutoregression(2, order=1)
+    model.transmat_, model.trend_ = np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.0, 1.0])
+    model.variances_, model.ar_coef_ = np.array([1e-300, 1e-300]), np.array([0.1, 0.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numerical warning from inside either
+        assert model.score(y) == -np.inf
+        for method in (model.predict, model.predict_proba, model.filter_proba, model.segment):
+            with pytest.raises(ValueError, match="sequence 1, time step 5, has probability 0.*density"):
+                method(y)
+        with pytest.raises(ValueError, match="sequence 1, time step 5, has probability 0"):
+            model.forecast(y, 2)
+
+
+def test_a_model_with_time_varying_transitions_reads_a_frame_by_its_schema():
+    """The schema reads the exog columns, then the exog_tvtp ones: new frames need no arrays."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "id": np.repeat([0, 1], 80),
+            "t": np.tile(np.arange(80), 2),
+            "y": rng.normal(size=160),
+            "x": rng.normal(size=160),
+        }
+    )
+    frame["z"] = np.sin(frame["t"] / 6.0)
+    frame["y"] += np.where(frame["z"] > 0, 2.0, -1.0) + 0.5 * frame["x"]
+    model = MarkovRegression(2, n_restarts=1, n_iter_polish=0, random_state=0)
+    model.fit(frame, time_column="t", columns=["y"], input_columns=["x"], exog_tvtp=["z"])
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    seqs = model.schema_.read(shuffled)  # rows out of order: per-step results follow the frame's rows
+    ordered = shuffled.sort_values(["id", "t"])
+    groups = [group for _, group in ordered.groupby("id")]
+    arrays = {"exog": [g[["x"]].to_numpy() for g in groups], "exog_tvtp": [g[["z"]].to_numpy() for g in groups]}
+    series = [g.y.to_numpy() for g in groups]
+    assert model.score(seqs) == pytest.approx(model.score(series, **arrays), rel=1e-12)
+    modes = pd.Series(np.concatenate(model.predict(series, **arrays)), index=ordered.index)
+    np.testing.assert_array_equal(model.predict(seqs), modes.loc[shuffled.index])
+    proba = pd.DataFrame(np.concatenate(model.predict_proba(series, **arrays)), index=ordered.index)
+    np.testing.assert_allclose(model.predict_proba(seqs), proba.loc[shuffled.index], rtol=1e-12)
+    with pytest.raises(ValueError, match="time-varying transitions on 1 covariate"):
+        model.score(series, exog=arrays["exog"])  # without the covariates

@@ -35,9 +35,11 @@ partition's variational posterior kept on its worker from one sweep to the next)
 partitions first, merged in partition order: symbols in order of first appearance, as in
 memory for the partitions concatenated), ``MarkovChainMixture`` and the Markov-switching
 ``MarkovRegression`` and ``MarkovAutoregression`` (their variances, ECM statistics and the
-polish's log-likelihood and gradient summed over the partitions; no per-step arrays kept).
-Input-driven (time-varying) transitions fit too, but the per-step rows of their logistic
-regression (:class:`~modeshift.statistics.Stacked`) come to the client: data-sized.
+polish's log-likelihood and gradient summed over the partitions; no per-step arrays on the
+client). Input-driven (time-varying) transitions fit too: the per-step rows of their logistic
+regression stay on the workers (:class:`~modeshift.statistics.Kept`, ``keeps_rows`` in
+:mod:`modeshift.models.em`) and its optimiser reads sums over them, one pass per evaluation
+(a recurrent ``SwitchingLDS`` still brings its guards' rows to the client: data-sized).
 
 A fit, then decoding and scoring over the same frame::
 
@@ -722,7 +724,9 @@ def score(model: Scorer, data: Any, **columns: Any) -> Any:
 
 
 def predict(model: ModeDecoder, data: Any, **columns: Any) -> Any:
-    """The rows of ``data`` (a Dask DataFrame) with ``mode``, their most likely mode: a Dask DataFrame."""
+    """The rows of ``data`` (a Dask DataFrame) with ``mode``, their most likely mode: a Dask DataFrame
+    (as :func:`predict_proba`, without the rows a model conditions on: the first ``order`` of each
+    sequence of a Markov autoregression)."""
     return _per_row(model, data, "predict", columns)
 
 
@@ -788,8 +792,22 @@ def _per_row(model: Any, data: Any, method: str, columns: dict[str, Any]) -> Any
 def _per_row_part(part: pd.DataFrame, model: Any, method: str, names: Sequence[str], columns: dict[str, Any]) -> Any:
     if len(part) == 0:
         return part.assign(**{name: pd.Series(dtype="int64" if method == "predict" else "float64") for name in names})
-    result = np.asarray(getattr(model, method)(_read(model, part, columns)))
+    seqs = _read(model, part, columns)
+    result = np.asarray(getattr(model, method)(seqs))
+    part = part[_with_results(seqs, len(result))]
     return part.assign(**dict(zip(names, result.reshape(len(part), -1).T)))
+
+
+def _with_results(seqs: Sequences, n_results: int) -> np.ndarray:
+    """Which rows of a partition read as ``seqs`` have a per-step result, of ``n_results``: all, or
+    for a model that conditions on the first steps of each sequence (a Markov autoregression on
+    its first ``order``) all but those."""
+    keep = np.ones(seqs.n_steps, dtype=bool)
+    skip = (seqs.n_steps - n_results) // seqs.n_sequences
+    if skip:
+        first = np.concatenate([np.arange(a, a + skip) for a in seqs.offsets[:-1]])  # in the sequences' order
+        keep[first if seqs.row_order is None else seqs.row_order[first]] = False
+    return keep
 
 
 @_one_thread

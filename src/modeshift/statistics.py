@@ -3,12 +3,24 @@ residual diagnostics (Ljung-Box, Jarque-Bera, a break in the variance)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["Moments", "Stacked", "Statistics", "combine", "heteroskedasticity", "jarque_bera", "ljung_box"]
+__all__ = [
+    "Kept",
+    "Moments",
+    "Stacked",
+    "Statistics",
+    "bind_rows",
+    "combine",
+    "keep_rows",
+    "heteroskedasticity",
+    "jarque_bera",
+    "ljung_box",
+]
 
 
 class Statistics(dict):
@@ -50,7 +62,64 @@ class Stacked:
 
     @property
     def array(self) -> np.ndarray:
-        return np.concatenate(self.blocks)
+        """The rows of every block, one after another (one block: itself, not a copy)."""
+        return self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
+
+    def __sizeof__(self) -> int:  # the rows included: what a client that receives them holds
+        return object.__sizeof__(self) + sum(block.nbytes for block in self.blocks)
+
+    def terms(self, function: Callable[..., Any], *others: Stacked) -> Any:
+        """``function(rows, *other rows)``: the rows in hand, all at once (on a cluster, a :class:`Kept`
+        gives the same sum over the shards where the rows lie)."""
+        return function(self.array, *(other.array for other in others))
+
+
+class Kept:
+    """Where a :class:`Stacked` of a sharded E-step went: its rows stay in the workspace of their
+    shard (:func:`keep_rows`), and the statistics that reach the client hold this stand-in, named
+    by its ``path`` among them. ``terms(function, *others)`` is, as for ``Stacked``, the sum of
+    ``function(rows, *other rows)``, here over the shards (one pass over them per call, by the
+    ``reader`` the EM driver binds: :func:`bind_rows`)."""
+
+    def __init__(self, path: tuple[Any, ...], reader: Callable[..., Any] | None = None):
+        self.path, self.reader = path, reader
+
+    def __add__(self, other: Kept) -> Kept:
+        if other.path != self.path:
+            raise ValueError(f"kept rows of {self.path} and {other.path} do not add up")
+        return self
+
+    def terms(self, function: Callable[..., Any], *others: Kept) -> Any:
+        if self.reader is None:
+            raise ValueError(f"the rows of {self.path} were kept on the shards but nothing reads them there")
+        return self.reader(function, [self.path, *(other.path for other in others)])
+
+
+def keep_rows(statistics: Any, kept: dict[tuple[Any, ...], np.ndarray]) -> Any:
+    """``statistics`` with every :class:`Stacked` put in ``kept`` by its path (a tuple of keys and
+    indices) and replaced by a :class:`Kept` of that path: what a shard sends instead of its rows."""
+
+    def keep(value: Any, path: tuple[Any, ...]) -> Any:
+        kept[path] = value.array
+        return Kept(path)
+
+    return _replaced(statistics, Stacked, keep)
+
+
+def bind_rows(statistics: Any, reader: Callable[..., Any]) -> Any:
+    """``statistics`` with every :class:`Kept` read by ``reader(function, paths)`` (the sum over the
+    shards of ``function(*rows kept at paths)``)."""
+    return _replaced(statistics, Kept, lambda value, path: Kept(path, reader))
+
+
+def _replaced(value: Any, kind: type, replace: Callable[[Any, tuple[Any, ...]], Any], path: tuple = ()) -> Any:
+    if isinstance(value, kind):
+        return replace(value, path)
+    if isinstance(value, dict):
+        return type(value)({key: _replaced(item, kind, replace, (*path, key)) for key, item in value.items()})
+    if isinstance(value, tuple):
+        return tuple(_replaced(item, kind, replace, (*path, i)) for i, item in enumerate(value))
+    return value
 
 
 class Moments:
@@ -98,7 +167,7 @@ def combine(a: Any, b: Any) -> Any:
     numeric = (int, float, np.number, np.ndarray)
     if isinstance(a, numeric) and isinstance(b, numeric) and np.shape(a) == np.shape(b):
         return a + b
-    if isinstance(a, (Stacked, Moments)) and type(a) is type(b):
+    if isinstance(a, (Stacked, Kept, Moments)) and type(a) is type(b):
         return a + b
     raise TypeError(
         "statistics of shards must have the same fields, shapes and types to add up, got "

@@ -8,6 +8,10 @@ reads at each step; a stationary chain ignores them.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from scipy.special import log_softmax, softmax, xlogy
 
@@ -180,7 +184,9 @@ class InputDriven:
     ``-penalty / 2 |coefficients|^2`` from the current values (so EM stays monotone): BFGS
     for the shared form (``penalty`` > 0 makes it identified), Newton per source regime for the
     per-source one (``penalty`` >= 0). It needs the pair posteriors of every step, which
-    batches contribute by stacking (:class:`~modeshift.statistics.Stacked`).
+    batches contribute by stacking (:class:`~modeshift.statistics.Stacked`); over the shards
+    of a cluster they stay where their shard lies (:class:`~modeshift.statistics.Kept`) and
+    the optimiser reads only sums over them (:data:`~modeshift.transitions_logit.Rows`).
     """
 
     parameters = {"startprob_": "initial_probs", "input_weights_": "weights", "recurrence_biases_": "biases"}
@@ -243,14 +249,10 @@ class InputDriven:
         count += 0 if "biases" in fixed else k * (k - 1)  # a common shift of a row changes nothing
         return count + (0 if "weights" in fixed else (k - 1) * f)
 
-    def _covariates(self, features: np.ndarray) -> np.ndarray:
-        """(n_steps, 1 + F): the per-source form's covariates, a constant and the inputs."""
-        return np.c_[np.ones(len(features)), features]
-
     def _logits(self, features: np.ndarray) -> np.ndarray:
         """(n_steps, K, K) logits of the moves into each step."""
         if self.per_source:
-            return logit.per_source_logits(self.coef, self._covariates(features), self.allowed)
+            return logit.per_source_logits(self.coef, _covariates(features), self.allowed)
         return logit.shared_logits(self.biases, self.weights, features)
 
     def kernel_arrays(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -288,17 +290,16 @@ class InputDriven:
         extra = self.concentration - 1.0
         if "initial_probs" not in fixed:
             self.initial_probs = normalise_rows(stats["initial"] + extra, self.initial_probs)
-        pairs, features = stats["pairs"].array, stats["features"].array
+        pairs, features = stats["pairs"], stats["features"]  # Stacked rows, or Kept on a cluster's shards
         if self.per_source:
             if "coef" not in fixed:
-                covariates = self._covariates(features)
-                self.coef = logit.fit_per_source(pairs, covariates, self.coef, self.penalty, allowed=self.allowed)
+                rows = functools.partial(_per_source_rows, pairs, features)
+                self.coef = logit.maximise_per_source(rows, self.coef, self.penalty, allowed=self.allowed)
             return
         free = ("biases" not in fixed, "weights" not in fixed)
         if any(free):
-            self.biases, self.weights = logit.fit_shared(
-                pairs, features, self.biases, self.weights, self.penalty, free, max_iter
-            )
+            rows = functools.partial(_shared_rows, pairs, features)
+            self.biases, self.weights = logit.fit_shared(rows, self.biases, self.weights, self.penalty, free, max_iter)
 
     def log_prior(self) -> float:
         extra = self.concentration - 1.0
@@ -316,6 +317,25 @@ class InputDriven:
         if features is None or len(features) != n_steps:
             raise ValueError(f"an input-driven chain needs inputs for each of the {n_steps} steps")
         return sample_chain(self.initial_probs, self.kernel_arrays(features)[1], rng.random(n_steps))
+
+
+def _per_source_rows(pairs: Any, features: Any, function: Callable[..., Any]) -> Any:
+    """The :data:`~modeshift.transitions_logit.Rows` of the per-source form: its covariates (1, u_t)."""
+    return pairs.terms(functools.partial(_with_constant, function), features)
+
+
+def _with_constant(function: Callable[..., Any], pairs: np.ndarray, features: np.ndarray) -> Any:
+    return function(pairs, _covariates(features))
+
+
+def _covariates(features: np.ndarray) -> np.ndarray:
+    """(n_steps, 1 + F): the per-source form's covariates, a constant and the inputs."""
+    return np.c_[np.ones(len(features)), features]
+
+
+def _shared_rows(pairs: Any, features: Any, function: Callable[..., Any]) -> Any:
+    """The :data:`~modeshift.transitions_logit.Rows` of the shared form: the inputs themselves."""
+    return pairs.terms(function, features)
 
 
 def stationary_start_transitions(counts: np.ndarray, initial: np.ndarray, previous: np.ndarray) -> np.ndarray:

@@ -31,7 +31,10 @@ sequence starts). The transitions' part of the expected complete-data log-likeli
 is concave, with gradient sum_t (xi_t[i, j] - n_t[i] p_t[i, j]) x_t, n_t[i] = sum_j xi_t[i, j],
 in the per-source form. :func:`fit_per_source` maximises it by Newton's method, one system
 of (K-1) C unknowns per source, each step halved until Q rises; :func:`fit_shared` by BFGS
-on all coefficients at once (the shared slopes tie the sources together).
+on all coefficients at once (the shared slopes tie the sources together). Q, its gradient and
+its Hessian are sums over the steps, so both read the rows through :data:`Rows`: the sum of a
+function over blocks of them, the rows in hand (:func:`in_hand`) or every shard's where it lies
+on a cluster (:mod:`modeshift.distributed`), whence only sums reach the optimiser.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -51,22 +54,34 @@ array([[[ 2.1,  1. ]],
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
 __all__ = [
     "expected_log_probability",
+    "Rows",
     "fit_per_source",
     "fit_shared",
     "frozen_coefficients",
-    "newton_direction",
+    "in_hand",
+    "maximise_per_source",
+    "newton_solve",
+    "newton_terms",
     "per_source_gradient",
     "per_source_logits",
     "per_source_matrices",
     "shared_gradient",
     "shared_logits",
 ]
+
+#: ``rows(function)``: the sum over the blocks of per-step rows (in hand: one; on a cluster: every
+#: shard's, where it lies) of ``function(pairs, covariates)``, for an M-step that needs every step
+Rows = Callable[[Callable[..., Any]], Any]
 
 
 # ------------------------------------------------------------------- the logits
@@ -128,18 +143,11 @@ def frozen_coefficients(allowed: np.ndarray) -> np.ndarray:
     return frozen
 
 
-def newton_direction(
-    pairs: np.ndarray,
-    matrices: np.ndarray,
-    covariates: np.ndarray,
-    coef: np.ndarray | None = None,
-    ridge: float = 0.0,
-    allowed: np.ndarray | None = None,
-) -> np.ndarray:
-    """The Newton step (K, K-1, C) on sum_t sum_ij xi_t[i, j] log p_t[i, j] - ridge / 2 |coef|^2 in the
-    per-source form: the sources decouple, so one (K-1) C system each. Its Hessian, for source i,
-    is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1]); the K systems are solved as one batch.
-    With ``allowed``, the :func:`frozen_coefficients` do not move."""
+def newton_terms(pairs: np.ndarray, matrices: np.ndarray, covariates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient (K, (K-1) C) and Hessian (K, (K-1) C, (K-1) C) of sum_t sum_ij xi_t[i, j] log p_t[i, j]
+    in the per-source coefficients, one system per source: sums over the steps, so over blocks of
+    them (:func:`newton_solve` takes their sum). The Hessian of source i is
+    -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1])."""
     k, n_cov = matrices.shape[1], covariates.shape[1]
     size = (k - 1) * n_cov
     p = matrices[:, :, :-1]
@@ -148,6 +156,22 @@ def newton_direction(
     gradient = np.einsum("tia,tc->iac", residual, covariates).reshape(k, size)
     curvature = leaving[:, :, None, None] * (p[:, :, :, None] * np.eye(k - 1) - p[:, :, :, None] * p[:, :, None, :])
     hessian = np.einsum("tiab,tc,td->iacbd", curvature, covariates, covariates).reshape(k, size, size)
+    return gradient, hessian
+
+
+def newton_solve(
+    gradient: np.ndarray,
+    hessian: np.ndarray,
+    coef: np.ndarray | None = None,
+    ridge: float = 0.0,
+    allowed: np.ndarray | None = None,
+) -> np.ndarray:
+    """The Newton step (K, K-1, C) from :func:`newton_terms` summed over the steps, on Q - ridge / 2 |coef|^2
+    (``coef`` (K, K-1, C) the current values); the K systems are solved as one batch. With ``allowed``,
+    the :func:`frozen_coefficients` do not move."""
+    k, size = gradient.shape
+    n_cov = size // (k - 1)
+    gradient, hessian = gradient.copy(), hessian.copy()
     trace = np.trace(hessian, axis1=1, axis2=2)
     hessian += 1e-8 * np.maximum(trace, 1.0)[:, None, None] * np.eye(size)  # a regime never left
     if ridge:
@@ -161,6 +185,11 @@ def newton_direction(
     return np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0].reshape(k, k - 1, n_cov)
 
 
+def in_hand(*arrays: np.ndarray) -> Rows:
+    """The :data:`Rows` of arrays held here: ``rows(function)`` is ``function(*arrays)``."""
+    return lambda function: function(*arrays)
+
+
 def fit_per_source(
     pairs: np.ndarray,
     covariates: np.ndarray,
@@ -169,38 +198,81 @@ def fit_per_source(
     max_iter: int = 50,
     allowed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The per-source coefficients that maximise Q (see the module) from ``coef``: Newton steps, each
-    halved until Q rises, until one gains less than 1e-12 of |Q|. Never returns a lower Q. With
-    ``allowed`` (K, K), the moves it excludes have probability 0 (``pairs`` must put no mass there)."""
+    """The per-source coefficients that maximise Q (see the module) from ``coef``, for pair
+    posteriors and covariates in hand: :func:`maximise_per_source` of them."""
+    return maximise_per_source(in_hand(pairs, covariates), coef, ridge, max_iter, allowed)
 
-    def penalised(values: np.ndarray) -> tuple[float, np.ndarray]:
-        with np.errstate(invalid="ignore"):  # a row of excluded moves only: no law, and no pairs either
-            log_matrices = log_softmax(per_source_logits(values, covariates, allowed), axis=2)
-        value = expected_log_probability(pairs, log_matrices) - 0.5 * ridge * float(np.sum(values**2))
-        return value, np.exp(log_matrices)
+
+def maximise_per_source(
+    rows: Rows, coef: np.ndarray, ridge: float = 0.0, max_iter: int = 50, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """The per-source coefficients that maximise Q from ``coef``, the pair posteriors and covariates
+    where ``rows`` holds them: Newton steps, each halved until Q rises, until the gain the step
+    predicts (half the Newton decrement g' H^-1 g) is under :data:`_CLOSE` of |Q|; from there on
+    (the quadratic region, where a comparison of values sees only round-off) steps are taken as
+    they come, until the predicted gain is under :data:`_DONE` of |Q|, whose step is taken last.
+    So the result is the maximiser to round-off, whatever the order of the sums (the rows in hand
+    or on the shards of a cluster agree to 1e-10), and Q never falls by more than round-off. Each
+    value, and each gradient and Hessian, is one call of ``rows`` (one pass over a cluster's
+    shards). With ``allowed`` (K, K), the moves it excludes have probability 0 (the pairs must put
+    no mass there)."""
+
+    def penalised(values: np.ndarray) -> float:
+        log_probability = rows(functools.partial(_per_source_value, coef=values, allowed=allowed))
+        return log_probability - 0.5 * ridge * float(np.sum(values**2))
 
     if coef.size == 0:  # one mode: nothing to fit
         return coef
-    value, matrices = penalised(coef)
+    value: float | None = penalised(coef)
+    scale = max(abs(value), 1.0)
     for _ in range(max_iter):
-        direction = newton_direction(pairs, matrices, covariates, coef, ridge, allowed)
+        gradient, hessian = rows(functools.partial(_per_source_terms, coef=coef, allowed=allowed))
+        direction = newton_solve(gradient, hessian, coef, ridge, allowed)
+        predicted = 0.5 * float(
+            np.sum(direction.reshape(gradient.shape) * (gradient - ridge * coef.reshape(gradient.shape)))
+        )
+        if predicted <= _CLOSE * scale:
+            coef, value = coef + direction, None
+            if predicted <= _DONE * scale:
+                break
+            continue
+        if value is None:
+            value = penalised(coef)
         for step in 0.5 ** np.arange(30):
             candidate = coef + step * direction
-            candidate_value, candidate_matrices = penalised(candidate)
+            candidate_value = penalised(candidate)
             if candidate_value >= value:
                 break
         else:
             return coef
-        gain, value = candidate_value - value, candidate_value
-        coef, matrices = candidate, candidate_matrices
-        if gain <= 1e-12 * max(abs(value), 1.0):
-            break
+        coef, value = candidate, candidate_value
+        scale = max(abs(value), 1.0)
     return coef
 
 
+_CLOSE = 1e-8  # of |Q|: a Newton step predicted to gain less is in the quadratic region
+_DONE = 1e-14  # of |Q|: a Newton step predicted to gain less is the last
+
+
+def _per_source_log_matrices(covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    with np.errstate(invalid="ignore"):  # a row of excluded moves only: no law, and no pairs either
+        return log_softmax(per_source_logits(coef, covariates, allowed), axis=2)
+
+
+def _per_source_value(pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None) -> float:
+    """One block's part of Q at ``coef``."""
+    return expected_log_probability(pairs, _per_source_log_matrices(covariates, coef, allowed))
+
+
+def _per_source_terms(
+    pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One block's part of the gradient and Hessian of Q at ``coef`` (:func:`newton_terms`)."""
+    return newton_terms(pairs, np.exp(_per_source_log_matrices(covariates, coef, allowed)), covariates)
+
+
 def fit_shared(
-    pairs: np.ndarray,
-    features: np.ndarray,
+    rows: Rows,
     biases: np.ndarray,
     weights: np.ndarray,
     penalty: float,
@@ -208,19 +280,27 @@ def fit_shared(
     max_iter: int = 100,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The shared-form biases and weights that maximise Q with ridge ``penalty`` > 0 (a weighted
-    multinomial logistic regression of the pair posteriors on the inputs), by BFGS from the given
-    values; ``free`` says whether the biases and the weights may move."""
+    multinomial logistic regression of the pair posteriors on the inputs, ``rows`` holding both),
+    by BFGS from the given values, each value and gradient one call of ``rows``; ``free`` says
+    whether the biases and the weights may move."""
     k, f = weights.shape
     mask = np.r_[np.full(k * k, free[0]), np.full(k * f, free[1])]
     theta = np.r_[biases.ravel(), weights.ravel()]
 
     def objective(values: np.ndarray) -> tuple[float, np.ndarray]:
         theta[mask] = values
-        log_probs = log_softmax(shared_logits(theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f), features), 2)
-        gradient = np.concatenate([part.ravel() for part in shared_gradient(pairs, np.exp(log_probs), features)])
-        value = -np.sum(pairs * log_probs) + 0.5 * penalty * theta @ theta
+        log_probability, gradient = rows(functools.partial(_shared_terms, theta=theta.copy(), k=k))
+        value = -log_probability + 0.5 * penalty * theta @ theta
         return value, (penalty * theta - gradient)[mask]
 
     result = minimize(objective, theta[mask], jac=True, method="BFGS", options={"maxiter": max_iter})
     theta[mask] = result.x
     return theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
+
+
+def _shared_terms(pairs: np.ndarray, features: np.ndarray, theta: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    """One block's part of Q and of its gradient in (biases, weights) flattened, at ``theta``."""
+    biases, weights = theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, -1)
+    log_probs = log_softmax(shared_logits(biases, weights, features), 2)
+    gradient = np.concatenate([part.ravel() for part in shared_gradient(pairs, np.exp(log_probs), features)])
+    return float(np.sum(pairs * log_probs)), gradient

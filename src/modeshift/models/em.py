@@ -53,6 +53,15 @@ gets its own workspace for the restart, kept where the shard lies
 (``over(function, model, workspace)`` calls ``function(model, shard, shard_workspace)``), and
 :attr:`EMResult.workspace` is the winning restart's, to read after the fit.
 
+Per-step rows. An M-step that must see every step (a logistic regression of the transitions on
+inputs) gets them as :class:`~modeshift.statistics.Stacked` statistics and reads them by
+``terms(function)``, the sum over blocks of rows of ``function(rows)``. A model that says
+``keeps_rows = True`` has them stay on the shards instead: each shard keeps its rows in its
+workspace and sends a :class:`~modeshift.statistics.Kept` stand-in, whose ``terms`` is one
+pass over the shards (the rows of a shard lost with a worker are computed again there, by an
+E-step under the parameters they were of). So the client holds sums, never rows, and in memory
+the same M-step reads the rows in hand.
+
 SQUAREM. With F the EM map (one E-step and M-step), theta_1 = F(theta_0) and
 theta_2 = F(theta_1), r = theta_1 - theta_0 and v = theta_2 - 2 theta_1 + theta_0, the
 extrapolated point theta' = theta_0 - 2 a r + a^2 v with a = -|r| / |v| (a <= -1; a = -1
@@ -69,6 +78,7 @@ of arrays whose restore validates them. Each E-step on the path is one iteration
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -80,6 +90,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from modeshift.statistics import bind_rows, keep_rows
 
 __all__ = [
     "ConvergenceWarning",
@@ -303,7 +315,8 @@ def _copy(model: Any) -> Any:
 def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, over: Over | None) -> EMResult:
     result = EMResult()
     history, workspace = result.history, result.workspace
-    carried = getattr(model, "carries_workspace", False)
+    keeps = over is not None and getattr(model, "keeps_rows", False)
+    carried = getattr(model, "carries_workspace", False) or keeps
     monotone = getattr(model, "monotone", True)
     squarem = _Squarem(model) if getattr(model, "accelerate", False) else None
 
@@ -311,6 +324,10 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, ove
         if over is None:
             value, statistics = model._e_step(data, workspace)
             return float(value), statistics
+        if keeps:
+            value, statistics = over(_shard_e_step_keeping, model, workspace)
+            reader = functools.partial(_read_kept, over, _copy(model), workspace)  # the rows' parameters
+            return value + _log_prior(model), bind_rows(statistics, reader)
         value, statistics = over(_shard_e_step, model, workspace) if carried else over(_shard_e_step, model)
         return value + _log_prior(model), statistics
 
@@ -356,6 +373,27 @@ def _shard_e_step(model: Any, shard: Any, workspace: dict[str, Any] | None = Non
     """One shard's E-step: its part of the objective (without the prior) and its statistics."""
     value, statistics = model._e_step(shard, {} if workspace is None else workspace)
     return float(value) - _log_prior(model), statistics
+
+
+def _shard_e_step_keeping(model: Any, shard: Any, workspace: dict[str, Any]) -> tuple[float, Any]:
+    """One shard's E-step whose per-step rows stay in its workspace (``keeps_rows``)."""
+    value, statistics = _shard_e_step(model, shard, workspace)
+    workspace[_KEPT] = kept = {}
+    return value, keep_rows(statistics, kept)
+
+
+def _read_kept(over: Over, model: Any, workspace: dict[str, Any], function: Callable[..., Any], paths: list) -> Any:
+    """The sum over the shards of ``function(*rows kept at paths)`` (``model``: as at the E-step)."""
+    return over(functools.partial(_kept_terms, function=function, paths=paths), model, workspace)
+
+
+def _kept_terms(model: Any, shard: Any, workspace: dict[str, Any], function: Callable[..., Any], paths: list) -> Any:
+    if _KEPT not in workspace:  # lost with a worker: the same rows again
+        _shard_e_step_keeping(model, shard, workspace)
+    return function(*(workspace[_KEPT][path] for path in paths))
+
+
+_KEPT = "kept_rows"  # where a shard's workspace keeps its per-step rows
 
 
 def _log_prior(model: Any) -> float:

@@ -239,6 +239,12 @@ class HMM(Model, StreamingFilters):
         """How many inputs drive the transitions (0: a stationary chain)."""
         return self.input_dim
 
+    @property
+    def keeps_rows(self) -> bool:
+        """Whether a fit over shards keeps per-step rows there (:mod:`modeshift.models.em`): those of
+        input-driven transitions, whose M-step reads sums over them (:class:`~modeshift.transitions.InputDriven`)."""
+        return bool(self._transition_inputs)
+
     def _make_emission(self) -> Emission:
         k = self._k
         if self.emission == "gaussian":

@@ -21,7 +21,15 @@ import numpy as np
 from modeshift import transitions_logit as logit
 from modeshift.chain_analysis import stationary_distribution
 
-__all__ = ["expected_log_probability", "logit_gradient", "logit_matrices", "newton_direction", "start_gradient"]
+__all__ = [
+    "expected_log_probability",
+    "logit_gradient",
+    "logit_matrices",
+    "newton_direction",
+    "newton_solve",
+    "newton_terms",
+    "start_gradient",
+]
 
 #: (n, K, K) row-stochastic matrices, entry t = p(S_t | S_t-1, z_t), for coef (K, K-1, C), z (n, C)
 logit_matrices = logit.per_source_matrices
@@ -54,4 +62,13 @@ def logit_gradient(moves: np.ndarray, matrices: np.ndarray, covariates: np.ndarr
 
 def newton_direction(moves: np.ndarray, matrices: np.ndarray, covariates: np.ndarray) -> np.ndarray:
     """The Newton step (K, K-1, C) on the moves' term of :func:`expected_log_probability` (the start's left out)."""
-    return logit.newton_direction(moves[1:], matrices[1:], covariates[1:])
+    return newton_solve(*newton_terms(moves, matrices, covariates))
+
+
+def newton_terms(moves: np.ndarray, matrices: np.ndarray, covariates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient and Hessian of the moves' term, sums over the steps of blocks of whole sequences
+    (row 0, a sequence's start, moves nothing), which :func:`newton_solve` turns into the step."""
+    return logit.newton_terms(moves[1:], matrices[1:], covariates[1:])
+
+
+newton_solve = logit.newton_solve

@@ -28,7 +28,9 @@ intercept), else by variance, else by their first switching autoregressive coeff
 The ECM step reads only sums over the sequences (the expected moves and the lagged moments,
 :meth:`~modeshift.models.switching_regression.SwitchingRegression.statistics`), and the
 polish only the summed log-likelihood and gradient, so a fit also runs over shards of the
-data on a Dask cluster (:mod:`modeshift.distributed`), its starts from a sample of them.
+data on a Dask cluster (:mod:`modeshift.distributed`), its starts from a sample of them; the
+logit step of time-varying transitions reads sums over per-step rows that stay on the shards
+(``keeps_rows``, :mod:`modeshift.models.em`), and each shard keeps its engine and series.
 
 Examples
 --------
@@ -58,7 +60,7 @@ import pandas as pd
 from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.models import em
-from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, check_possible, mode_segments
 from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
 from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
@@ -96,8 +98,9 @@ class _Flags(Rule):
 
 @dataclass(frozen=True)
 class _Series(Sequences):
-    """The series of a fit (:meth:`_MarkovSwitching._em_data`): ``inputs`` holds the exogenous
-    columns, then the ``n_tvtp`` transition covariates; ``exog_names`` names the former."""
+    """The series of a fit (:meth:`_MarkovSwitching._em_data`): ``inputs`` holds the regressors
+    (the trend columns, then the exogenous ones), then the ``n_tvtp`` transition covariates;
+    ``exog_names`` names the exogenous columns."""
 
     n_tvtp: int = 0
     exog_names: tuple[str, ...] = ()
@@ -149,6 +152,8 @@ class _MarkovSwitching(Model, StreamingFilters):
         "exog_names_": "strings",
     }
     search_iterations = 15  # each restart's EM runs this long; the best goes on (see models.em)
+    carries_workspace = True  # over shards: each keeps its engine, series and evidence table (models.em)
+    keeps_rows = True  # over shards: the rows of the time-varying transitions' M-step stay there
 
     @property
     def _order(self) -> int:
@@ -181,7 +186,10 @@ class _MarkovSwitching(Model, StreamingFilters):
         the exogenous columns' names and the sequences of the steps after the first ``order``
         of each (to give per-step results back in the data's form). ``n_exog`` None: for a fit.
         With a data frame ``y``, ``exog_tvtp`` may name its columns (a list of names), as
-        ``input_columns`` name those of ``exog`` (per-step results then follow the sequences' order)."""
+        ``input_columns`` name those of ``exog`` (per-step results then follow the sequences' order).
+        Sequences read by the fitted model's schema (``schema_.read(frame)``, as over a Dask frame)
+        carry the exog columns, then the exog_tvtp ones, as their inputs: given neither ``exog``
+        nor ``exog_tvtp``, inputs of that width are split so."""
         name = type(self).__name__
         if isinstance(y, pd.DataFrame) and _column_names(exog_tvtp):  # read with the frame, in its order
             given = list(columns.pop("input_columns", None) or ())
@@ -199,13 +207,18 @@ class _MarkovSwitching(Model, StreamingFilters):
             )
         if n_exog is None and seqs.has_missing:
             seqs.require_observed()
+        read = None
+        if n_tvtp and exog is None and exog_tvtp is None and _inputs_width(seqs) == n_exog + n_tvtp:
+            # read by the fitted model's schema: the exog columns, then the exog_tvtp ones (in the sequences' order)
+            read = _rows(seqs.inputs[:, n_exog:], seqs.n_steps, n_tvtp, "exog_tvtp")
+            seqs = replace(seqs, inputs=seqs.inputs[:, :n_exog] if n_exog else None)
         given, names = _first_block(seqs, exog)
-        width = (0 if seqs.inputs is None else seqs.inputs.shape[1]) if given is None else given.shape[1]
+        width = _inputs_width(seqs) if given is None else given.shape[1]
         if n_exog is not None and width != n_exog:
             raise ValueError(f"this {name} was fitted with {n_exog} exog column(s), got {width}")
         inputs = seqs.with_inputs(exog, width, f"this {name} (exog)").inputs
         names = names or [f"x{c + 1}" for c in range(width)]
-        tvtp = self._tvtp_rows(exog_tvtp, seqs, n_tvtp, "exog_tvtp")
+        tvtp = self._tvtp_rows(exog_tvtp, seqs, n_tvtp, "exog_tvtp") if read is None else read
         data = SeriesData(seqs.values, self._regressors(inputs, seqs.offsets), tvtp, seqs.offsets)
         return data, names, _after_order(seqs, self._order)
 
@@ -305,15 +318,14 @@ class _MarkovSwitching(Model, StreamingFilters):
         self, y: Any, lengths: Sequence[int] | None = None, *, exog: Any = None, exog_tvtp: Any = None, **columns: Any
     ) -> _Series:
         """What a fit reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`):
-        the checked series in the order of their sequences, their exogenous columns then their
+        the checked series in the order of their sequences, their regressors then their
         transition covariates side by side as inputs."""
         data, names, kept = self._series(y, lengths, exog, exog_tvtp=exog_tvtp, **columns)
         n_tvtp = 0 if data.tvtp is None else data.tvtp.shape[1]
-        inputs = data.regressors[:, self._n_trend :]
         return _Series(
             data.y,
             data.bounds,
-            inputs=np.hstack([inputs, data.tvtp]) if n_tvtp else inputs,
+            inputs=np.hstack([data.regressors, data.tvtp]) if n_tvtp else data.regressors,
             ids=kept.ids,
             form=kept.form,
             schema=kept.schema,
@@ -323,15 +335,15 @@ class _MarkovSwitching(Model, StreamingFilters):
 
     def _series_data(self, series: _Series) -> SeriesData:
         """The series, regressors and transition covariates of what :meth:`_em_data` read."""
-        n_exog = series.inputs.shape[1] - series.n_tvtp
-        tvtp = np.ascontiguousarray(series.inputs[:, n_exog:]) if series.n_tvtp else None
-        return SeriesData(
-            series.values, self._regressors(series.inputs[:, :n_exog], series.offsets), tvtp, series.offsets
-        )
+        n_regressors = series.inputs.shape[1] - series.n_tvtp
+        tvtp = np.ascontiguousarray(series.inputs[:, n_regressors:]) if series.n_tvtp else None
+        regressors = np.ascontiguousarray(series.inputs[:, :n_regressors])
+        return SeriesData(series.values, regressors, tvtp, series.offsets)
 
     def _series_engine(self, series: _Series) -> SwitchingRegression:
         """The engine of the series of :meth:`_em_data` (their numbers of exogenous columns, covariates, series)."""
-        return self._engine(series.inputs.shape[1] - series.n_tvtp, series.n_tvtp, series.values.shape[1])
+        n_exog = series.inputs.shape[1] - series.n_tvtp - self._n_trend
+        return self._engine(n_exog, series.n_tvtp, series.values.shape[1])
 
     def _fit_em(self, series: _Series, over: em.Over | None = None) -> _MarkovSwitching:
         """The rest of ``fit``: EM with restarts, then the polish; ``over`` runs every pass over the
@@ -354,11 +366,11 @@ class _MarkovSwitching(Model, StreamingFilters):
         engine = self._series_engine(series)
         problem = _Problem(engine, data, self._data_driven_paths(data), given)
         self.__dict__["_centre"] = engine.centre(data)
-        em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}", over=over)
+        result = em.run(self, problem, label=f"{type(self).__name__} K={self.n_states}", over=over)
         del self.__dict__["_centre"]
         params = self.__dict__.pop("_current")
         _check_spread(params.ordered(), data)
-        score = engine.scorer(data) if over is None else functools.partial(_summed_score, over, self)
+        score = engine.scorer(data) if over is None else functools.partial(_summed_score, over, self, result.workspace)
         polished = self.n_iter > 0 and self.n_iter_polish > 0
         capped = False
         if polished:
@@ -458,7 +470,7 @@ class _MarkovSwitching(Model, StreamingFilters):
     def _e_step(self, data: _Problem | _Series, workspace: dict[str, Any]) -> tuple[float, Statistics]:
         """The log-likelihood and the M-step's statistics, of all the data or of one shard of it."""
         if isinstance(data, _Series):  # a shard (modeshift.distributed)
-            engine, series = self._series_engine(data), self._series_data(data)
+            engine, series = _shard_model(self, data, workspace)
         else:
             engine, series = data.engine, data.data
         posterior = engine.e_step(self.__dict__["_current"], series, workspace)
@@ -597,7 +609,7 @@ class _MarkovSwitching(Model, StreamingFilters):
 
     def _smoothed(self, engine: SwitchingRegression, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
         posterior = engine.e_step(params, data)
-        _check_possible(posterior.log_likelihood)
+        _check_possible(engine, params, data, posterior.log_likelihood)
         return engine.regimes(posterior.posteriors)
 
     def filter_proba(
@@ -607,7 +619,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         each sequence, (n_steps - order, K) (a list of them for a list of sequences)."""
         engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         filtered, log_lik = engine.filtered(params, data)
-        _check_possible(log_lik)
+        _check_possible(engine, params, data, log_lik)
         return steps.restore(filtered)
 
     # ------------------------------------------------------------------- streaming
@@ -694,7 +706,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         the first ``order`` steps of each sequence; the pre-sample regimes are part of the maximisation."""
         engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         path, log_prob = engine.viterbi(params, data)
-        _check_possible(log_prob)
+        _check_possible(engine, params, data, log_prob)
         return log_prob, steps.restore(path)
 
     def predict(
@@ -712,7 +724,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         over the run); a leading ``sequence`` column for several sequences."""
         engine, params, data, steps = self._prepare(y, lengths, exog, exog_tvtp)
         path, log_prob = engine.viterbi(params, data)
-        _check_possible(log_prob)
+        _check_possible(engine, params, data, log_prob)
         table = mode_segments(replace(steps, form="array", row_order=None), path, self._smoothed(engine, params, data))
         table[["start", "end"]] += self._order
         return table
@@ -771,7 +783,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         """
         horizon = int(horizon)
         engine, params, data, _ = self._prepare(y, lengths, exog, exog_tvtp)
-        _check_possible(engine.log_likelihood(params, data))
+        _check_possible(engine, params, data, engine.log_likelihood(params, data))
         n_exog, n_sequences = params.coef.shape[1] - self._n_trend, len(data.bounds) - 1
         futures = []
         for s, (first, end) in enumerate(data.sequences()):
@@ -968,7 +980,8 @@ class MarkovRegression(_MarkovSwitching):
     All methods other than ``fit`` also work with parameters set by hand (``transmat_`` or
     ``transition_coef_``, ``trend_``, ``exog_coef_``, ``variances_``), which are also the start
     of a first fit. A model with time-varying transitions takes ``exog_tvtp`` in every method
-    that takes data, ``sample(..., exog_tvtp=)`` and ``forecast(..., future_exog_tvtp=)``
+    that takes data (or reads it with the data by its schema: ``model.predict(model.schema_.read(frame))``,
+    and over a Dask frame), ``sample(..., exog_tvtp=)`` and ``forecast(..., future_exog_tvtp=)``
     the covariates of the steps simulated or ahead. Several sequences are independent
     given the parameters; per-step results cover the steps after the first ``order`` of
     each (lists of them for a list of sequences; ``filtered_probabilities_`` and
@@ -1126,9 +1139,21 @@ def _n_tvtp(params: SwitchingParameters) -> int:
     return 0 if params.transition_coef is None else params.transition_coef.shape[2]
 
 
-def _check_possible(log_lik: float) -> None:
-    if not np.isfinite(log_lik):
-        raise ValueError("the series has zero probability under the current parameters")
+def _check_possible(engine: SwitchingRegression, params: SwitchingParameters, data: SeriesData, value: float) -> None:
+    """The rule for impossible data (:func:`~modeshift.models.base.check_possible`) where ``value``, a
+    log-likelihood or a path's log-probability, is not finite: the first sequence of probability 0
+    and, by the filter, its first impossible step (of the sequence, the first ``order`` included)."""
+    if np.isfinite(value):
+        return
+
+    def filtered() -> np.ndarray:  # the first ``order`` steps of each sequence conditioned on: a law each
+        out = np.full((len(data.y), engine.n_states), 1.0 / engine.n_states)
+        with np.errstate(invalid="ignore", over="ignore"):  # no law from the impossible step on
+            out[engine.rows(data)] = engine.filtered(params, data)[0]
+        return out
+
+    cause = "a value no regime's density reaches (a variance far too small for it), or a move the transitions forbid"
+    check_possible(engine.log_likelihoods(params, data), cause, filtered, data.bounds)
 
 
 def _check_spread(params: SwitchingParameters, data: SeriesData) -> None:
@@ -1201,6 +1226,10 @@ def _first_block(seqs: Sequences, value: Any, name: str = "exog") -> tuple[np.nd
     return array, names
 
 
+def _inputs_width(seqs: Sequences) -> int:
+    return 0 if seqs.inputs is None else seqs.inputs.shape[1]
+
+
 def _rows(value: Any, n_rows: int, width: int, name: str) -> np.ndarray:
     """``value`` as a finite (n_rows, width) array (a 1-D one as a column)."""
     array = np.asarray(value, dtype=np.float64)
@@ -1244,10 +1273,26 @@ def _squared_deviations(model: Any, shard: Sequences, mean: np.ndarray) -> np.nd
     return np.nansum((shard.values - mean) ** 2, axis=0)
 
 
-def _summed_score(over: em.Over, model: _MarkovSwitching, free: np.ndarray) -> tuple[float, np.ndarray]:
-    """The log-likelihood and its gradient at the free vector, summed over the shards."""
-    return over(functools.partial(_shard_score, free=free), model)
+def _summed_score(
+    over: em.Over, model: _MarkovSwitching, workspace: dict[str, Any], free: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The log-likelihood and its gradient at the free vector, summed over the shards (each with its
+    workspace of the winning EM restart)."""
+    return over(functools.partial(_shard_score, free=free), model, workspace)
 
 
-def _shard_score(model: _MarkovSwitching, shard: _Series, free: np.ndarray) -> tuple[float, np.ndarray]:
-    return model._series_engine(shard).value_and_gradient(free, model._series_data(shard))
+def _shard_score(
+    model: _MarkovSwitching, shard: _Series, workspace: dict[str, Any], free: np.ndarray
+) -> tuple[float, np.ndarray]:
+    engine, series = _shard_model(model, shard, workspace)
+    return engine.value_and_gradient(free, series, workspace)
+
+
+def _shard_model(
+    model: _MarkovSwitching, shard: _Series, workspace: dict[str, Any]
+) -> tuple[SwitchingRegression, SeriesData]:
+    """A shard's engine and series, built once and kept in its workspace (which the evidence table
+    shares: :meth:`SwitchingRegression.e_step`)."""
+    if "shard_model" not in workspace:
+        workspace["shard_model"] = (model._series_engine(shard), model._series_data(shard))
+    return workspace["shard_model"]

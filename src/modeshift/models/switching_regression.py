@@ -41,9 +41,11 @@ futures are (:func:`~modeshift.dynamics.jump_linear_moments`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from scipy import optimize
@@ -59,10 +61,12 @@ from modeshift.models.logit_transitions import (
     logit_gradient,
     logit_matrices,
     newton_direction,
+    newton_solve,
+    newton_terms,
     start_gradient,
 )
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters, ldl
-from modeshift.statistics import Stacked, Statistics
+from modeshift.statistics import Kept, Stacked, Statistics
 from modeshift.transitions import normalise_rows, stationary_start_transitions
 
 __all__ = ["Posterior", "Score", "SeriesData", "SwitchingRegression"]
@@ -326,7 +330,11 @@ class SwitchingRegression:
     # --------------------------------------------------------------- inference
     def log_likelihood(self, params: SwitchingParameters, data: SeriesData) -> float:
         """sum over the sequences of log p(y_p, ..., y_n-1 | y_0, ..., y_p-1)."""
-        return float(kernels.log_likelihood(**self._kernel_arguments(params, data)).sum())
+        return float(self.log_likelihoods(params, data).sum())
+
+    def log_likelihoods(self, params: SwitchingParameters, data: SeriesData) -> np.ndarray:
+        """(n_sequences,) log p(y_p, ..., y_n-1 | y_0, ..., y_p-1) of each sequence."""
+        return kernels.log_likelihood(**self._kernel_arguments(params, data))
 
     def filtered(self, params: SwitchingParameters, data: SeriesData) -> tuple[np.ndarray, float]:
         """p(S_t | y up to t) for t >= p, (T, K), and the log-likelihood."""
@@ -418,7 +426,8 @@ class SwitchingRegression:
         p(e at t | y) about ``centre`` (``mass``, ``sums``, ``products``; a residual's weighted
         products are quadratic forms in them, :meth:`_products`), with the missing entries'
         conditional covariances (``scatter``). With time-varying transitions, the per-step rows
-        of their logistic regression (:class:`~modeshift.statistics.Stacked`: data-sized)."""
+        of their logistic regression (:class:`~modeshift.statistics.Stacked`: data-sized, which a
+        fit over shards keeps on them: :meth:`logit_step` reads sums over them)."""
         gamma = posterior.posteriors
         shifted = self.lagged(data, posterior.completed) - centre
         if shifted.ndim == 2:
@@ -540,38 +549,27 @@ class SwitchingRegression:
         :meth:`statistics` (``centre`` the point their moments are about).
         """
         if self.layout.n_tvtp:
-            params = self.logit_step(params, stats["logit"].array)
+            params = self.logit_step(params, stats["logit"])
         else:
             params = self.transition_step(params, stats)
         return self.regression_step(params, stats, centre, variance_floor)
 
-    def logit_step(self, params: SwitchingParameters, rows: np.ndarray) -> SwitchingParameters:
+    def logit_step(self, params: SwitchingParameters, rows: Stacked | Kept) -> SwitchingParameters:
         """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
         moves' term, taken if it raises the whole (the start's term too), else the largest of
-        1/2, 1/4, ... of it that does (or none), a generalised-EM step. ``rows``: the stacked
-        rows of :meth:`statistics` (a sequence's start, its first regime, the moves, the covariates)."""
-        k = self.n_states
-        bounds = np.r_[np.flatnonzero(rows[:, 0]), len(rows)]
-        first, moves = rows[bounds[:-1], 1 : 1 + k], rows[:, 1 + k : 1 + k + k * k].reshape(-1, k, k)
-        covariates = np.ascontiguousarray(rows[:, 1 + k + k * k :])
-        data = SeriesData(np.empty((len(rows), 0)), np.empty((len(rows), 0)), covariates, bounds)
-        matrices = self.transition_matrices(params, data)
-        current = self.logit_objective(moves, first, matrices, data)
+        1/2, 1/4, ... of it that does (or none), a generalised-EM step. ``rows``: the stacked rows
+        of :meth:`statistics` (a sequence's start, its first regime, the moves, the covariates), in
+        hand or kept on the shards of a cluster: Q, its gradient and Hessian are sums over the
+        sequences, each read by one pass over the rows (``rows.terms``)."""
+        k, coef = self.n_states, params.transition_coef
+        current, gradient, hessian = rows.terms(functools.partial(_logit_terms, n_states=k, coef=coef))
         # a sequence's first row has no moves, so one Newton step spans the sequences
-        direction = newton_direction(moves, matrices, covariates)
+        direction = newton_solve(gradient, hessian)
         for step in 0.5 ** np.arange(10):
-            candidate = replace(params, transition_coef=params.transition_coef + step * direction)
-            if self.logit_objective(moves, first, self.transition_matrices(candidate, data), data) >= current:
-                return candidate
+            candidate = coef + step * direction
+            if rows.terms(functools.partial(_logit_value, n_states=k, coef=candidate)) >= current:
+                return replace(params, transition_coef=candidate)
         return params
-
-    def logit_objective(self, moves: np.ndarray, first: np.ndarray, matrices: np.ndarray, data: SeriesData) -> float:
-        """The transition part of Q with time-varying P, summed over the sequences (each starting
-        from the stationary distribution of its first matrix)."""
-        return sum(
-            expected_log_probability(moves[a:b], matrices[a:b], regime)
-            for (a, b), regime in zip(data.sequences(), first)
-        )
 
     def transition_step(self, params: SwitchingParameters, stats: Statistics) -> SwitchingParameters:
         """P's part of Q, sum n_ij log P_ij + sum_i p(S_first = i | y) log pi_i(P), with pi(P) the
@@ -836,6 +834,35 @@ class SwitchingRegression:
         return out
 
 
+def _logit_parts(rows: np.ndarray, n_states: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray, np.ndarray]:
+    """The sequences (first row, end row), first regimes (n_sequences, K), moves (n, K, K) and
+    covariates (n, C) of the rows of :meth:`SwitchingRegression.statistics`."""
+    k = n_states
+    bounds = np.r_[np.flatnonzero(rows[:, 0]), len(rows)]
+    first, moves = rows[bounds[:-1], 1 : 1 + k], rows[:, 1 + k : 1 + k + k * k].reshape(-1, k, k)
+    return (
+        list(zip(bounds[:-1].tolist(), bounds[1:].tolist())),
+        first,
+        moves,
+        np.ascontiguousarray(rows[:, 1 + k + k * k :]),
+    )
+
+
+def _logit_value(rows: np.ndarray, n_states: int, coef: np.ndarray) -> float:
+    """The transition part of Q with time-varying P at ``coef``, summed over the sequences of ``rows``
+    (each starting from the stationary distribution of its first matrix)."""
+    return _logit_terms(rows, n_states, coef, newton=False)[0]
+
+
+def _logit_terms(rows: np.ndarray, n_states: int, coef: np.ndarray, newton: bool = True) -> tuple[Any, ...]:
+    """:func:`_logit_value` and (if ``newton``) the gradient and Hessian of the moves' term
+    (:func:`newton_terms`) at ``coef``."""
+    sequences, first, moves, covariates = _logit_parts(rows, n_states)
+    matrices = logit_matrices(coef, covariates)
+    value = sum(expected_log_probability(moves[a:b], matrices[a:b], regime) for (a, b), regime in zip(sequences, first))
+    return (value, *newton_terms(moves, matrices, covariates)) if newton else (value,)
+
+
 def _whitening(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """U^-1 (E, D, D) and v (E, D) of covariances = U diag(v) U' (for D = 1: 1 and the variance)."""
     unit, variances = ldl(covariances)
@@ -865,4 +892,5 @@ def _log_density(residuals: np.ndarray, covariances: np.ndarray) -> np.ndarray:
     the usual -(log 2 pi + log s2 + e^2 / s2) / 2, exactly)."""
     inverse, variances = _whitening(covariances)
     z = np.einsum("ead,ted->tea", inverse, residuals)
-    return -0.5 * (residuals.shape[2] * LOG_2PI + np.log(variances).sum(axis=1) + (z**2 / variances).sum(axis=2))
+    with np.errstate(over="ignore"):  # a residual far beyond a tiny variance: density 0, log -inf
+        return -0.5 * (residuals.shape[2] * LOG_2PI + np.log(variances).sum(axis=1) + (z**2 / variances).sum(axis=2))
