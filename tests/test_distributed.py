@@ -260,7 +260,7 @@ def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(client):
     client.wait_for_workers(2, timeout=60)
 
 
-def test_a_switching_lds_that_loses_a_worker_restarts_its_posteriors_there(client):
+def test_a_switching_lds_that_loses_a_worker_recomputes_its_posteriors_and_the_fit_is_the_same(client):
     frame = _frame(8)
     start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0), frame)
     killed = []
@@ -273,9 +273,9 @@ def test_a_switching_lds_that_loses_a_worker_restarts_its_posteriors_there(clien
 
     model = copy.deepcopy(start).set_params(callback=kill_one_worker)
     there = _fit(model, _by_groups(frame, [[0, 1, 2], [3, 4, 5], [6, 7]]), time_column="t")
-    assert killed and there.n_iter_ == start.n_iter  # completes: the lost shards' q(x) q(z) inferred afresh
-    here = _fit(copy.deepcopy(start), frame, time_column="t")  # so another path of variational EM, nearby
-    np.testing.assert_allclose(there.history_, here.history_, rtol=1e-4)
+    assert killed
+    here = _fit(copy.deepcopy(start), frame, time_column="t")  # the lost q(x) q(z) redone from their sweeps
+    _assert_same(here, there)
     client.wait_for_workers(2, timeout=60)
 
 

@@ -60,7 +60,6 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
@@ -322,8 +321,9 @@ class Shards:
 
     concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
 
-    def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]]):
+    def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]], groups: list[list[int]]):
         self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects
+        self.groups = groups  # the shards each task of a pass sums, in shard order
         self.received: list[int] = []
 
     @classmethod
@@ -332,10 +332,14 @@ class Shards:
         way that each holds whole sequences (:func:`_first_pass`), and keep it there if ``persist``."""
         shipped = _portable(model)
         shards, sizes, _ = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
-        kept = [(shard, size) for shard, size in zip(shards, sizes) if size[1] > 0]
+        places = _places(len(shards), _workers(client)) if persist else range(len(shards))
+        kept = [(shard, size, place) for shard, size, place in zip(shards, sizes, places) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
-        shards = cls(client, [shard for shard, _ in kept], [size for _, size in kept])
+        groups: dict[int, list[int]] = {}
+        for index, (_, _, place) in enumerate(kept):
+            groups.setdefault(place, []).append(index)
+        shards = cls(client, [shard for shard, _, _ in kept], [size for _, size, _ in kept], list(groups.values()))
         shards.received.append(_nbytes(sizes))
         return shards
 
@@ -353,41 +357,29 @@ class Shards:
     def __call__(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None = None) -> Any:
         """The sum over the shards of ``function(model, shard)``; with a ``workspace`` (one restart's,
         :mod:`modeshift.models.em`), of ``function(model, shard, the shard's workspace)``, each
-        shard's workspace kept on the cluster beside it from one call to the next."""
-        from distributed.client import FutureCancelledError
+        group's workspaces kept on the cluster beside its shards from one call to the next.
 
-        for attempt in range(_ATTEMPTS):
-            try:
-                total = self.client.gather(self._sum(function, _portable(model), workspace))
-                break
-            # a worker died with the scattered model (cancelled futures), or while it was being
-            # scattered (a closed connection, an OSError): wait for the scheduler to forget it, go again
-            except (FutureCancelledError, OSError):
-                if attempt == _ATTEMPTS - 1:
-                    raise
-                if workspace is not None:  # the workspaces lost with the worker start again
-                    workspace["shards"] = [_kept(state) for state in workspace["shards"]]
-                time.sleep(_PAUSE * (attempt + 1))
-        if workspace is not None:
-            workspace["shards"] = workspace.pop("next")
-        self.received.append(_nbytes(total))
-        return total
-
-    def _sum(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None) -> Any:
-        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions
-        (with a workspace, its shards' next workspaces put in ``workspace["next"]``)."""
-        client = self.client
-        [shipped] = client.scatter([model], broadcast=True, hash=False)
+        One task per group of shards (:attr:`groups`) carries the model (so it travels once per
+        worker, in the same batch as the work) and adds its shards' terms in shard order; the
+        groups' sums come to the client and add up there in a fixed binary tree. A task lost with
+        a worker is run again by Dask from what it depends on, the same way."""
+        model = _portable(model)
         if workspace is None:
-            terms = [self._task(_apply, function, shipped, shard) for shard in self.shards]
+            terms = [self._task(_summed, function, model, *self._of(group)) for group in self.groups]
         else:
-            states = workspace.setdefault("shards", [None] * len(self.shards))
+            states = workspace.get("shards") or [None] * len(self.groups)
             pairs = [
-                self._task(_apply_carried, function, shipped, shard, state) for shard, state in zip(self.shards, states)
+                self._task(_summed_carried, function, model, state, *self._of(group))
+                for group, state in zip(self.groups, states)
             ]
-            terms = [client.submit(_part, pair, 0, pure=False) for pair in pairs]
-            workspace["next"] = [client.submit(_part, pair, 1, pure=False) for pair in pairs]
-        return _tree_sum(client, terms)
+            terms = [self.client.submit(_part, pair, 0, pure=False) for pair in pairs]
+            workspace["shards"] = [self.client.submit(_part, pair, 1, pure=False) for pair in pairs]
+        sums = self.client.gather(terms)
+        self.received.append(_nbytes(sums))
+        return _tree(sums, combine)
+
+    def _of(self, group: list[int]) -> list[Any]:
+        return [self.shards[index] for index in group]
 
     def _task(self, function: Callable[..., Any], *args: Any) -> Any:
         """The future of ``function(*args)``, a shard among ``args``: kept on a worker, or a partition to read again."""
@@ -397,11 +389,6 @@ class Shards:
             return self.client.compute(dask.delayed(function, pure=False)(*args))
         return self.client.submit(function, *args, pure=False)
 
-
-#: Passes over the data tried before a lost worker's error reaches the caller (each pass is a
-#: pure function of the shards and the parameters: trying again gives the same sum).
-_ATTEMPTS = 5
-_PAUSE = 0.5  # seconds before the first retry, growing linearly
 
 #: The most steps of the sample a fit over shards takes its starting values from (on the client).
 SAMPLE_STEPS = 1_000_000
@@ -521,10 +508,10 @@ def _first_pass(
         for index, part in enumerate(source.parts)
     ]
     if persist:
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = _workers(client)
         pairs = [
-            client.compute(pair, workers=[workers[i * len(workers) // len(pairs)]], allow_other_workers=True)
-            for i, pair in enumerate(pairs)
+            client.compute(pair, workers=[workers[place]], allow_other_workers=True)
+            for pair, place in zip(pairs, _places(len(pairs), workers))
         ]
         node: Callable[..., Any] = functools.partial(_submit, client)
     else:
@@ -619,26 +606,38 @@ def _one_thread(function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-@_one_thread
-def _apply(function: Callable[[Any, Any], Any], model: Any, shard: Any) -> Any:
-    return function(copy.deepcopy(model), shard)  # a copy per task: tasks on one worker share its model
+def _workers(client: Any) -> list[str]:
+    """The addresses of the cluster's workers, in order."""
+    return sorted(client.scheduler_info()["workers"])
+
+
+def _places(n_parts: int, workers: list[str]) -> list[int]:
+    """Where each of ``n_parts`` partitions is read and kept: partition i on worker i n / n_parts of
+    the n ``workers`` (neighbours together, an even split)."""
+    return [i * len(workers) // n_parts for i in range(n_parts)]
 
 
 @_one_thread
-def _apply_carried(function: Callable[..., Any], model: Any, shard: Any, workspace: dict | None) -> tuple[Any, dict]:
-    """``function(model, shard, workspace)`` and the shard's next workspace (a new dict: the last
-    one stays as it was, so a task run twice gives the same result)."""
-    workspace = dict(workspace or {})
-    return function(copy.deepcopy(model), shard, workspace), workspace
+def _summed(function: Callable[[Any, Any], Any], model: Any, *shards: Any) -> Any:
+    """The sum of ``function(model, shard)`` over ``shards``, added in their order (a copy of the
+    model for each: the function may leave something on it)."""
+    return functools.reduce(combine, [function(copy.deepcopy(model), shard) for shard in shards])
+
+
+@_one_thread
+def _summed_carried(
+    function: Callable[..., Any], model: Any, states: list[dict] | None, *shards: Any
+) -> tuple[Any, list[dict]]:
+    """The sum of ``function(model, shard, workspace)`` over ``shards`` and their workspaces
+    ``states`` (None: empty ones), and the shards' next workspaces (new dicts: the last ones stay
+    as they were, so that a task run again gives the same result)."""
+    states = [dict(state) for state in states or [{} for _ in shards]]
+    terms = [function(copy.deepcopy(model), shard, state) for shard, state in zip(shards, states)]
+    return functools.reduce(combine, terms), states
 
 
 def _part(pair: tuple[Any, Any], index: int) -> Any:
     return pair[index]
-
-
-def _kept(state: Any) -> Any:
-    """A shard's workspace if it survived the loss of a worker, else None (it starts again)."""
-    return state if state is not None and state.status == "finished" else None
 
 
 def _pick(shard: Sequences, every: int) -> Sequences:
