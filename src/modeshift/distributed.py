@@ -321,9 +321,11 @@ class Shards:
 
     concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
 
-    def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]], groups: list[list[int]]):
+    def __init__(
+        self, client: Any, shards: list[Any], sizes: list[tuple[int, int]], groups: list[tuple[list[int], str | None]]
+    ):
         self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects
-        self.groups = groups  # the shards each task of a pass sums, in shard order
+        self.groups = groups  # the shards each task of a pass sums, in shard order, and the worker holding them
         self.received: list[int] = []
 
     @classmethod
@@ -332,14 +334,16 @@ class Shards:
         way that each holds whole sequences (:func:`_first_pass`), and keep it there if ``persist``."""
         shipped = _portable(model)
         shards, sizes, _ = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
-        places = _places(len(shards), _workers(client)) if persist else range(len(shards))
+        workers = _workers(client)
+        places = [workers[place] for place in _places(len(shards), workers)] if persist else range(len(shards))
         kept = [(shard, size, place) for shard, size, place in zip(shards, sizes, places) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
-        groups: dict[int, list[int]] = {}
+        groups: dict[Any, list[int]] = {}  # a worker's shards (read again at every pass: each shard alone)
         for index, (_, _, place) in enumerate(kept):
             groups.setdefault(place, []).append(index)
-        shards = cls(client, [shard for shard, _, _ in kept], [size for _, size, _ in kept], list(groups.values()))
+        where = [(group, place if persist else None) for place, group in groups.items()]
+        shards = cls(client, [shard for shard, _, _ in kept], [size for _, size, _ in kept], where)
         shards.received.append(_nbytes(sizes))
         return shards
 
@@ -365,12 +369,12 @@ class Shards:
         a worker is run again by Dask from what it depends on, the same way."""
         model = _portable(model)
         if workspace is None:
-            terms = [self._task(_summed, function, model, *self._of(group)) for group in self.groups]
+            terms = [self._task(_summed, function, model, *self._of(group), on=on) for group, on in self.groups]
         else:
             states = workspace.get("shards") or [None] * len(self.groups)
             pairs = [
-                self._task(_summed_carried, function, model, state, *self._of(group))
-                for group, state in zip(self.groups, states)
+                self._task(_summed_carried, function, model, state, *self._of(group), on=on)
+                for (group, on), state in zip(self.groups, states)
             ]
             terms = [self.client.submit(_part, pair, 0, pure=False) for pair in pairs]
             workspace["shards"] = [self.client.submit(_part, pair, 1, pure=False) for pair in pairs]
@@ -381,13 +385,14 @@ class Shards:
     def _of(self, group: list[int]) -> list[Any]:
         return [self.shards[index] for index in group]
 
-    def _task(self, function: Callable[..., Any], *args: Any) -> Any:
-        """The future of ``function(*args)``, a shard among ``args``: kept on a worker, or a partition to read again."""
+    def _task(self, function: Callable[..., Any], *args: Any, on: str | None = None) -> Any:
+        """The future of ``function(*args)``, a shard among ``args``: kept on a worker (run there,
+        ``on``, while it lives), or a partition to read again."""
         import dask
 
         if any(hasattr(arg, "dask") for arg in args):
             return self.client.compute(dask.delayed(function, pure=False)(*args))
-        return self.client.submit(function, *args, pure=False)
+        return self.client.submit(function, *args, pure=False, workers=on, allow_other_workers=on is not None)
 
 
 #: The most steps of the sample a fit over shards takes its starting values from (on the client).
