@@ -10,19 +10,22 @@ fit over data too large for one process runs as
    once, on the worker that holds it, and kept there (checked and validated as ``fit``
    checks data in memory; the same pass finds partitions that split a sequence, which are
    refused, or shuffled by id when a time column orders the rows: :func:`_first_pass`);
-2. each iteration, the model (its parameters: kilobytes) is scattered to every worker
-   once, each partition's E-step runs where the partition lies, and the statistics are
-   added up on the cluster in a fixed binary tree (partition 0 + 1, 2 + 3, ...), so the
-   result does not depend on which worker finished first;
-3. the client receives only the summed statistics and runs the M-step.
+2. each iteration, one task per worker carries the model (its parameters: kilobytes)
+   and runs the E-step of the partitions kept there, one after another, adding their
+   statistics in partition order;
+3. the client receives only those sums (one per worker, of the size of the parameters),
+   adds them in a fixed binary tree (worker 0 + 1, 2 + 3, ...), so that the result does not
+   depend on which worker finished first, and runs the M-step.
 
 The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) do the
 work, so a fit from the same starting parameters equals the in-memory fit up to the
 round-off of the summation order (1e-10 relative), for any partitioning. Starting values
 come from a sample of every partition (:meth:`Shards.sample`: all the data up to
 :data:`SAMPLE_STEPS` steps; a sequence of each when every starting parameter is given).
-The statistics of a partition are a pure function of the partition and the parameters: a
-worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
+The statistics of a partition are a pure function of the partition and the parameters
+(and of its earlier sweeps, for a workspace carried from one to the next), and every task's
+inputs can be computed again: a worker lost mid-fit costs Dask a recomputation of its
+partitions and tasks, not the fit, nor a digit of its result.
 Restarts and the candidates of ``n_states="auto"`` run at once (client threads, their
 E-steps on the cluster), picked as in memory.
 
@@ -313,10 +316,9 @@ class Shards:
     (and kept there, or read again for every pass over the data: ``persist``).
 
     Called as ``shards(function, model)``, it returns the sum over the shards of
-    ``function(model, shard)`` (the ``over`` of :func:`modeshift.models.em.run`): the model
-    is scattered to the workers once per call, each term is computed where its shard lies
-    and the terms are added on the cluster in a fixed binary tree; only the sum reaches the
-    client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
+    ``function(model, shard)`` (the ``over`` of :func:`modeshift.models.em.run`): one task per
+    worker, carrying the model, sums the terms of the shards kept there; only those sums
+    reach the client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
     """
 
     concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
@@ -500,8 +502,8 @@ def _first_pass(
 
     With ``persist`` the results are futures kept on the workers, partition i on worker
     i n / (number of partitions) (an even split of the E-steps whatever the scheduler would
-    do with tasks that finish at once, and neighbours on one worker, so that the first rounds
-    of the tree of additions need no transfer); else Dask delayed objects that read their
+    do with tasks that finish at once, and neighbours on one worker, whose statistics one task
+    adds up there: :meth:`Shards.__call__`); else Dask delayed objects that read their
     partition again. Partitions that split a sequence make the pass start again on the frame
     shuffled by id (:meth:`_Source.shuffled`); else the first partition that could not be read
     raises its error (one that splits a sequence might not read: that is checked first)."""
@@ -569,8 +571,8 @@ def _shared_ids(ids: list[Any], node: Callable[..., Any]) -> Any:
 
 
 def _id_set(ids: pd.Series) -> tuple[np.ndarray, bool]:
-    """A partition's distinct ids, and whether two partitions share one (not yet)."""
-    return np.unique(ids.to_numpy()), False
+    """A partition's distinct ids (sorted), and whether two partitions share one (not yet)."""
+    return np.sort(pd.unique(ids.to_numpy())), False  # hashed, then the few distinct sorted: no sort of every row
 
 
 def _merge_ids(a: tuple[np.ndarray, bool], b: tuple[np.ndarray, bool]) -> tuple[np.ndarray, bool]:
