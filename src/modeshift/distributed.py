@@ -12,10 +12,10 @@ fit over data too large for one process runs as
    refused, or shuffled by id when a time column orders the rows: :func:`_first_pass`);
 2. each iteration, one task per worker carries the model (its parameters: kilobytes)
    and runs the E-step of the partitions kept there, one after another, adding their
-   statistics in partition order;
-3. the client receives only those sums (one per worker, of the size of the parameters),
-   adds them in a fixed binary tree (worker 0 + 1, 2 + 3, ...), so that the result does not
-   depend on which worker finished first, and runs the M-step.
+   statistics in partition order; the workers' sums are added on the cluster in a fixed
+   binary tree (worker 0 + 1, 2 + 3, ...), so that the result does not depend on which
+   worker finished first;
+3. the client receives only the total (of the size of the parameters) and runs the M-step.
 
 The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) do the
 work, so a fit from the same starting parameters equals the in-memory fit up to the
@@ -317,8 +317,9 @@ class Shards:
 
     Called as ``shards(function, model)``, it returns the sum over the shards of
     ``function(model, shard)`` (the ``over`` of :func:`modeshift.models.em.run`): one task per
-    worker, carrying the model, sums the terms of the shards kept there; only those sums
-    reach the client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
+    worker, carrying the model, sums the terms of the shards kept there, and those sums add
+    up on the cluster in a fixed binary tree; only the total reaches the client. ``received``
+    counts the bytes of what did (sums and shard sizes), for checks.
     """
 
     concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
@@ -367,8 +368,10 @@ class Shards:
 
         One task per group of shards (:attr:`groups`) carries the model (so it travels once per
         worker, in the same batch as the work) and adds its shards' terms in shard order; the
-        groups' sums come to the client and add up there in a fixed binary tree. A task lost with
-        a worker is run again by Dask from what it depends on, the same way."""
+        groups' sums add up on the cluster in a fixed binary tree (one transfer of a sum
+        between workers per addition), and only the total comes to the client, whatever the
+        number of workers. A task lost with a worker is run again by Dask from what it depends
+        on, the same way."""
         model = _portable(model)
         if workspace is None:
             terms = [self._task(_summed, function, model, *self._of(group), on=on) for group, on in self.groups]
@@ -380,9 +383,9 @@ class Shards:
             ]
             terms = [self.client.submit(_part, pair, 0, pure=False) for pair in pairs]
             workspace["shards"] = [self.client.submit(_part, pair, 1, pure=False) for pair in pairs]
-        sums = self.client.gather(terms)
-        self.received.append(_nbytes(sums))
-        return _tree(sums, combine)
+        total = _tree_sum(self.client, terms).result()
+        self.received.append(_nbytes(total))
+        return total
 
     def _of(self, group: list[int]) -> list[Any]:
         return [self.shards[index] for index in group]
