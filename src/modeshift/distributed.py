@@ -337,8 +337,11 @@ class Shards:
         way that each holds whole sequences (:func:`_first_pass`), and keep it there if ``persist``."""
         shipped = _portable(model)
         shards, sizes, _ = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
-        workers = _workers(client)
-        places = [workers[place] for place in _places(len(shards), workers)] if persist else range(len(shards))
+        if persist:  # the workers the first pass placed them on (the list asked for again: the same, as a rule)
+            workers = _workers(client)
+            places: list[Any] = [workers[place] for place in _places(len(shards), workers)]
+        else:
+            places = list(range(len(shards)))
         kept = [(shard, size, place) for shard, size, place in zip(shards, sizes, places) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
@@ -631,7 +634,7 @@ def _places(n_parts: int, workers: list[str]) -> list[int]:
 def _summed(function: Callable[[Any, Any], Any], model: Any, *shards: Any) -> Any:
     """The sum of ``function(model, shard)`` over ``shards``, added in their order (a copy of the
     model for each: the function may leave something on it)."""
-    return functools.reduce(combine, [function(copy.deepcopy(model), shard) for shard in shards])
+    return functools.reduce(combine, (function(copy.deepcopy(model), shard) for shard in shards))
 
 
 @_one_thread
@@ -642,8 +645,8 @@ def _summed_carried(
     ``states`` (None: empty ones), and the shards' next workspaces (new dicts: the last ones stay
     as they were, so that a task run again gives the same result)."""
     states = [dict(state) for state in states or [{} for _ in shards]]
-    terms = [function(copy.deepcopy(model), shard, state) for shard, state in zip(shards, states)]
-    return functools.reduce(combine, terms), states
+    terms = (function(copy.deepcopy(model), shard, state) for shard, state in zip(shards, states))
+    return functools.reduce(combine, terms), states  # added as they come: one term held at a time
 
 
 def _part(pair: tuple[Any, Any], index: int) -> Any:
