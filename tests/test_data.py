@@ -143,6 +143,21 @@ def test_dataframe_sorted_by_time_within_id():
     np.testing.assert_array_equal(seqs.restore(seqs.inputs[:, 0]), frame["u"].to_numpy())
 
 
+def test_a_frame_already_in_sequence_order_reads_as_the_same_frame_shuffled():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"id": np.repeat([5, 2, 9], [4, 3, 5]), "t": np.r_[0:4, 0:3, 10:15], "x": rng.normal(size=12)})
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    ordered, scrambled = as_sequences(frame, time_column="t"), as_sequences(shuffled, time_column="t")
+    assert ordered.row_order is None and scrambled.row_order is not None  # recognised in order: no sort, no copy
+    assert ordered.ids == [5, 2, 9] and sorted(scrambled.ids) == [2, 5, 9]
+    for sequence in range(3):
+        np.testing.assert_array_equal(ordered[sequence], scrambled[scrambled.ids.index(ordered.ids[sequence])])
+    np.testing.assert_array_equal(ordered.times, frame["t"])
+    backwards = frame.copy()
+    backwards.loc[[1, 2], "t"] = [2, 1]  # out of order inside sequence 5: sorted, stably
+    assert as_sequences(backwards, time_column="t").values[1:3, 0].tolist() == frame["x"][[2, 1]].tolist()
+
+
 def test_dataframe_datetime_time_column_and_explicit_columns():
     frame = pd.DataFrame(
         {

@@ -238,13 +238,13 @@ class Sequences:
             if len(columns) != 1:
                 raise ValueError(f"categories need one value column, got {list(columns)}")
             codes, labels = _category_codes(frame[columns[0]], None if categories is True else categories, rows.locate)
-            values = codes[rows.order, None]
+            values = rows.take(codes)[:, None]
         else:
-            values = np.column_stack([_numeric_column(frame, c, rows.locate) for c in columns])[rows.order]
+            values = rows.take(np.column_stack([_numeric_column(frame, c, rows.locate) for c in columns]))
         _check_finite_or_nan(values, rows.offsets, columns=list(columns))
         inputs = None
         if input_columns:
-            inputs = np.column_stack([_numeric_column(frame, c, rows.locate) for c in input_columns])[rows.order]
+            inputs = rows.take(np.column_stack([_numeric_column(frame, c, rows.locate) for c in input_columns]))
             _check_finite(inputs, rows.offsets, "input", columns=list(input_columns))
         if axis is not None:
             axis = axis.spaced(rows.times, rows.offsets, rows.ids, "+".join(times))
@@ -1165,6 +1165,7 @@ class _Rows:
     ids: list[Any]
     times: np.ndarray | None
     named: bool = False  # whether an id column named the sequences
+    in_order: bool = False  # whether the frame's rows are in sequence order already (``order`` counts 0, 1, ...)
 
     @classmethod
     def of(
@@ -1179,9 +1180,11 @@ class _Rows:
                 row = int(np.flatnonzero(codes < 0)[0])
                 raise ValueError(f"row {row}: missing value in id column {id_column!r}")
             ids = list(uniques)
-        order = np.lexsort([codes] if stamps is None else [stamps, codes])  # by id, then by time
+        in_order = _in_order(codes, stamps)
+        order = np.arange(len(codes)) if in_order else np.lexsort([codes] if stamps is None else [stamps, codes])
         offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(ids)))]).astype(np.int64)
-        rows = cls(order, offsets, ids, None if stamps is None else stamps[order], id_column is not None)
+        times = None if stamps is None else stamps[order]  # a copy: stamps may be the frame's own column
+        rows = cls(order, offsets, ids, times, id_column is not None, in_order)
         if rows.times is not None:
             _check_times(rows.times, offsets, time_column)
         return rows
@@ -1189,7 +1192,12 @@ class _Rows:
     @property
     def row_order(self) -> np.ndarray | None:
         """``order``, or None when the rows are already in sequence order."""
-        return None if np.array_equal(self.order, np.arange(len(self.order))) else self.order
+        return None if self.in_order or np.array_equal(self.order, np.arange(len(self.order))) else self.order
+
+    def take(self, array: np.ndarray) -> np.ndarray:
+        """The rows of ``array`` (one per frame row, a new array) in sequence order: ``array`` itself
+        when the frame's rows are in that order already (no copy)."""
+        return array if self.in_order else array[self.order]
 
     def locate(self, row: int) -> str:
         """Where frame row ``row`` sits: ``sequence i, time step t (row r, id ...)``."""
@@ -1197,6 +1205,16 @@ class _Rows:
         sequence = int(np.searchsorted(self.offsets, position, side="right") - 1)
         named = f", id {self.ids[sequence]!r}" if self.named else ""
         return f"sequence {sequence}, time step {position - self.offsets[sequence]} (row {row}{named})"
+
+
+def _in_order(codes: np.ndarray, stamps: np.ndarray | None) -> bool:
+    """Whether rows with sequence ``codes`` (numbered in order of first appearance) and time
+    ``stamps`` are grouped by sequence and sorted by time within each already, as a file written
+    sequence by sequence is: one pass over the rows, against a sort to find their order."""
+    steps = np.diff(codes)
+    if stamps is None:
+        return bool((steps >= 0).all())
+    return bool(((steps > 0) | ((steps == 0) & (np.diff(stamps) >= 0))).all())
 
 
 def _first_bad(mask: np.ndarray, offsets: np.ndarray) -> tuple[int, int, int] | None:

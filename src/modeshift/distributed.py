@@ -10,19 +10,22 @@ fit over data too large for one process runs as
    once, on the worker that holds it, and kept there (checked and validated as ``fit``
    checks data in memory; the same pass finds partitions that split a sequence, which are
    refused, or shuffled by id when a time column orders the rows: :func:`_first_pass`);
-2. each iteration, the model (its parameters: kilobytes) is scattered to every worker
-   once, each partition's E-step runs where the partition lies, and the statistics are
-   added up on the cluster in a fixed binary tree (partition 0 + 1, 2 + 3, ...), so the
-   result does not depend on which worker finished first;
-3. the client receives only the summed statistics and runs the M-step.
+2. each iteration, one task per worker carries the model (its parameters: kilobytes)
+   and runs the E-step of the partitions kept there, one after another, adding their
+   statistics in partition order; the workers' sums are added on the cluster in a fixed
+   binary tree (worker 0 + 1, 2 + 3, ...), so that the result does not depend on which
+   worker finished first;
+3. the client receives only the total (of the size of the parameters) and runs the M-step.
 
 The same estimator objects and the same EM driver (:mod:`modeshift.models.em`) do the
 work, so a fit from the same starting parameters equals the in-memory fit up to the
 round-off of the summation order (1e-10 relative), for any partitioning. Starting values
 come from a sample of every partition (:meth:`Shards.sample`: all the data up to
 :data:`SAMPLE_STEPS` steps; a sequence of each when every starting parameter is given).
-The statistics of a partition are a pure function of the partition and the parameters: a
-worker lost mid-fit costs Dask a recomputation of its partitions and tasks, not the fit.
+The statistics of a partition are a pure function of the partition and the parameters
+(and of its earlier sweeps, for a workspace carried from one to the next), and every task's
+inputs can be computed again: a worker lost mid-fit costs Dask a recomputation of its
+partitions and tasks, not the fit, nor a digit of its result.
 Restarts and the candidates of ``n_states="auto"`` run at once (client threads, their
 E-steps on the cluster), picked as in memory.
 
@@ -62,7 +65,6 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
@@ -316,16 +318,19 @@ class Shards:
     (and kept there, or read again for every pass over the data: ``persist``).
 
     Called as ``shards(function, model)``, it returns the sum over the shards of
-    ``function(model, shard)`` (the ``over`` of :func:`modeshift.models.em.run`): the model
-    is scattered to the workers once per call, each term is computed where its shard lies
-    and the terms are added on the cluster in a fixed binary tree; only the sum reaches the
-    client. ``received`` counts the bytes of what did (sums and shard sizes), for checks.
+    ``function(model, shard)`` (the ``over`` of :func:`modeshift.models.em.run`): one task per
+    worker, carrying the model, sums the terms of the shards kept there, and those sums add
+    up on the cluster in a fixed binary tree; only the total reaches the client. ``received``
+    counts the bytes of what did (sums and shard sizes), for checks.
     """
 
     concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
 
-    def __init__(self, client: Any, shards: list[Any], sizes: list[tuple[int, int]]):
+    def __init__(
+        self, client: Any, shards: list[Any], sizes: list[tuple[int, int]], groups: list[tuple[list[int], str | None]]
+    ):
         self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects
+        self.groups = groups  # the shards each task of a pass sums, in shard order, and the worker holding them
         self.received: list[int] = []
 
     @classmethod
@@ -334,10 +339,19 @@ class Shards:
         way that each holds whole sequences (:func:`_first_pass`), and keep it there if ``persist``."""
         shipped = _portable(model)
         shards, sizes, _ = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
-        kept = [(shard, size) for shard, size in zip(shards, sizes) if size[1] > 0]
+        if persist:  # the workers the first pass placed them on (the list asked for again: the same, as a rule)
+            workers = _workers(client)
+            places: list[Any] = [workers[place] for place in _places(len(shards), workers)]
+        else:
+            places = list(range(len(shards)))
+        kept = [(shard, size, place) for shard, size, place in zip(shards, sizes, places) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
-        shards = cls(client, [shard for shard, _ in kept], [size for _, size in kept])
+        groups: dict[Any, list[int]] = {}  # a worker's shards (read again at every pass: each shard alone)
+        for index, (_, _, place) in enumerate(kept):
+            groups.setdefault(place, []).append(index)
+        where = [(group, place if persist else None) for place, group in groups.items()]
+        shards = cls(client, [shard for shard, _, _ in kept], [size for _, size, _ in kept], where)
         shards.received.append(_nbytes(sizes))
         return shards
 
@@ -355,55 +369,41 @@ class Shards:
     def __call__(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None = None) -> Any:
         """The sum over the shards of ``function(model, shard)``; with a ``workspace`` (one restart's,
         :mod:`modeshift.models.em`), of ``function(model, shard, the shard's workspace)``, each
-        shard's workspace kept on the cluster beside it from one call to the next."""
-        from distributed.client import FutureCancelledError
+        group's workspaces kept on the cluster beside its shards from one call to the next.
 
-        for attempt in range(_ATTEMPTS):
-            try:
-                total = self.client.gather(self._sum(function, _portable(model), workspace))
-                break
-            # a worker died with the scattered model (cancelled futures), or while it was being
-            # scattered (a closed connection, an OSError): wait for the scheduler to forget it, go again
-            except (FutureCancelledError, OSError):
-                if attempt == _ATTEMPTS - 1:
-                    raise
-                if workspace is not None:  # the workspaces lost with the worker start again
-                    workspace["shards"] = [_kept(state) for state in workspace["shards"]]
-                time.sleep(_PAUSE * (attempt + 1))
-        if workspace is not None:
-            workspace["shards"] = workspace.pop("next")
+        One task per group of shards (:attr:`groups`) carries the model (so it travels once per
+        worker, in the same batch as the work) and adds its shards' terms in shard order; the
+        groups' sums add up on the cluster in a fixed binary tree (one transfer of a sum
+        between workers per addition), and only the total comes to the client, whatever the
+        number of workers. A task lost with a worker is run again by Dask from what it depends
+        on, the same way."""
+        model = _portable(model)
+        if workspace is None:
+            terms = [self._task(_summed, function, model, *self._of(group), on=on) for group, on in self.groups]
+        else:
+            states = workspace.get("shards") or [None] * len(self.groups)
+            pairs = [
+                self._task(_summed_carried, function, model, state, *self._of(group), on=on)
+                for (group, on), state in zip(self.groups, states)
+            ]
+            terms = [self.client.submit(_part, pair, 0, pure=False) for pair in pairs]
+            workspace["shards"] = [self.client.submit(_part, pair, 1, pure=False) for pair in pairs]
+        total = _tree_sum(self.client, terms).result()
         self.received.append(_nbytes(total))
         return total
 
-    def _sum(self, function: Callable[..., Any], model: Any, workspace: dict[str, Any] | None) -> Any:
-        """The future of the sum: ``model`` scattered, one term per shard, the tree of additions
-        (with a workspace, its shards' next workspaces put in ``workspace["next"]``)."""
-        client = self.client
-        [shipped] = client.scatter([model], broadcast=True, hash=False)
-        if workspace is None:
-            terms = [self._task(_apply, function, shipped, shard) for shard in self.shards]
-        else:
-            states = workspace.setdefault("shards", [None] * len(self.shards))
-            pairs = [
-                self._task(_apply_carried, function, shipped, shard, state) for shard, state in zip(self.shards, states)
-            ]
-            terms = [client.submit(_part, pair, 0, pure=False) for pair in pairs]
-            workspace["next"] = [client.submit(_part, pair, 1, pure=False) for pair in pairs]
-        return _tree_sum(client, terms)
+    def _of(self, group: list[int]) -> list[Any]:
+        return [self.shards[index] for index in group]
 
-    def _task(self, function: Callable[..., Any], *args: Any) -> Any:
-        """The future of ``function(*args)``, a shard among ``args``: kept on a worker, or a partition to read again."""
+    def _task(self, function: Callable[..., Any], *args: Any, on: str | None = None) -> Any:
+        """The future of ``function(*args)``, a shard among ``args``: kept on a worker (run there,
+        ``on``, while it lives), or a partition to read again."""
         import dask
 
         if any(hasattr(arg, "dask") for arg in args):
             return self.client.compute(dask.delayed(function, pure=False)(*args))
-        return self.client.submit(function, *args, pure=False)
+        return self.client.submit(function, *args, pure=False, workers=on, allow_other_workers=on is not None)
 
-
-#: Passes over the data tried before a lost worker's error reaches the caller (each pass is a
-#: pure function of the shards and the parameters: trying again gives the same sum).
-_ATTEMPTS = 5
-_PAUSE = 0.5  # seconds before the first retry, growing linearly
 
 #: The most steps of the sample a fit over shards takes its starting values from (on the client).
 SAMPLE_STEPS = 1_000_000
@@ -510,8 +510,8 @@ def _first_pass(
 
     With ``persist`` the results are futures kept on the workers, partition i on worker
     i n / (number of partitions) (an even split of the E-steps whatever the scheduler would
-    do with tasks that finish at once, and neighbours on one worker, so that the first rounds
-    of the tree of additions need no transfer); else Dask delayed objects that read their
+    do with tasks that finish at once, and neighbours on one worker, whose statistics one task
+    adds up there: :meth:`Shards.__call__`); else Dask delayed objects that read their
     partition again. Partitions that split a sequence make the pass start again on the frame
     shuffled by id (:meth:`_Source.shuffled`); else the first partition that could not be read
     raises its error (one that splits a sequence might not read: that is checked first)."""
@@ -523,10 +523,10 @@ def _first_pass(
         for index, part in enumerate(source.parts)
     ]
     if persist:
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = _workers(client)
         pairs = [
-            client.compute(pair, workers=[workers[i * len(workers) // len(pairs)]], allow_other_workers=True)
-            for i, pair in enumerate(pairs)
+            client.compute(pair, workers=[workers[place]], allow_other_workers=True)
+            for pair, place in zip(pairs, _places(len(pairs), workers))
         ]
         node: Callable[..., Any] = functools.partial(_submit, client)
     else:
@@ -579,8 +579,8 @@ def _shared_ids(ids: list[Any], node: Callable[..., Any]) -> Any:
 
 
 def _id_set(ids: pd.Series) -> tuple[np.ndarray, bool]:
-    """A partition's distinct ids, and whether two partitions share one (not yet)."""
-    return np.unique(ids.to_numpy()), False
+    """A partition's distinct ids (sorted), and whether two partitions share one (not yet)."""
+    return np.sort(pd.unique(ids.to_numpy())), False  # hashed, then the few distinct sorted: no sort of every row
 
 
 def _merge_ids(a: tuple[np.ndarray, bool], b: tuple[np.ndarray, bool]) -> tuple[np.ndarray, bool]:
@@ -621,26 +621,38 @@ def _one_thread(function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-@_one_thread
-def _apply(function: Callable[[Any, Any], Any], model: Any, shard: Any) -> Any:
-    return function(copy.deepcopy(model), shard)  # a copy per task: tasks on one worker share its model
+def _workers(client: Any) -> list[str]:
+    """The addresses of the cluster's workers, in order."""
+    return sorted(client.scheduler_info()["workers"])
+
+
+def _places(n_parts: int, workers: list[str]) -> list[int]:
+    """Where each of ``n_parts`` partitions is read and kept: partition i on worker i n / n_parts of
+    the n ``workers`` (neighbours together, an even split)."""
+    return [i * len(workers) // n_parts for i in range(n_parts)]
 
 
 @_one_thread
-def _apply_carried(function: Callable[..., Any], model: Any, shard: Any, workspace: dict | None) -> tuple[Any, dict]:
-    """``function(model, shard, workspace)`` and the shard's next workspace (a new dict: the last
-    one stays as it was, so a task run twice gives the same result)."""
-    workspace = dict(workspace or {})
-    return function(copy.deepcopy(model), shard, workspace), workspace
+def _summed(function: Callable[[Any, Any], Any], model: Any, *shards: Any) -> Any:
+    """The sum of ``function(model, shard)`` over ``shards``, added in their order (a copy of the
+    model for each: the function may leave something on it)."""
+    return functools.reduce(combine, (function(copy.deepcopy(model), shard) for shard in shards))
+
+
+@_one_thread
+def _summed_carried(
+    function: Callable[..., Any], model: Any, states: list[dict] | None, *shards: Any
+) -> tuple[Any, list[dict]]:
+    """The sum of ``function(model, shard, workspace)`` over ``shards`` and their workspaces
+    ``states`` (None: empty ones), and the shards' next workspaces (new dicts: the last ones stay
+    as they were, so that a task run again gives the same result)."""
+    states = [dict(state) for state in states or [{} for _ in shards]]
+    terms = (function(copy.deepcopy(model), shard, state) for shard, state in zip(shards, states))
+    return functools.reduce(combine, terms), states  # added as they come: one term held at a time
 
 
 def _part(pair: tuple[Any, Any], index: int) -> Any:
     return pair[index]
-
-
-def _kept(state: Any) -> Any:
-    """A shard's workspace if it survived the loss of a worker, else None (it starts again)."""
-    return state if state is not None and state.status == "finished" else None
 
 
 def _pick(shard: Sequences, every: int) -> Sequences:
