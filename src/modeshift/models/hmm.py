@@ -590,6 +590,12 @@ class HMM(Model, StreamingFilters):
         fused = self._fused_step(state, y, inputs)
         return super().filter_step(state, y, inputs) if fused is None else fused
 
+    def _step(
+        self, recursion: Recursion, state: FilterState, y: Any, inputs: Any, constants: dict[str, Any]
+    ) -> tuple[FilterState, StepOutput]:
+        fused = self._fused_step(state, y, inputs)
+        return super()._step(recursion, state, y, inputs, constants) if fused is None else fused
+
     def _fused_step(self, state: Any, y: Any, inputs: Any) -> tuple[FilterState, StepOutput] | None:
         """The step by :func:`~modeshift._kernels.streaming.gaussian_chain_step`; None where it does not
         apply or the step fails (bad y, impossible y, not fitted): the checked path then names the problem."""
@@ -660,8 +666,9 @@ class HMM(Model, StreamingFilters):
         predicted law (filtered law of t - 1 times the transition matrix)."""
         evidence = None if state.lag or type(recursion) is not Recursion else self._block_evidence(state, rows, inputs)
         if evidence is None and not state.lag and inputs is None and type(recursion) is Recursion:
+            constants = self._stream_constants()
             for y in rows:  # an autoregression: row by row, each by the fused step where it applies
-                state, out = self.filter_step(state, y)
+                state, out = self._step(recursion, state, y, None, constants)
                 yield out
             return state
         if evidence is None:

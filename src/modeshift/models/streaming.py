@@ -581,8 +581,14 @@ class StreamingFilters:
     def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
         """Condition the filter on one more observation ``y`` (a row; NaN marks a missing entry) and,
         for a model with inputs, its ``inputs`` row. Returns the new state and a :class:`StepOutput`."""
-        recursion = self._stream_recursion()
-        return self._advance(recursion, checked_state(state), *self._stream_evidence(state, y, inputs))
+        return self._step(self._stream_recursion(), checked_state(state), y, inputs, {})
+
+    def _step(
+        self, recursion: Recursion, state: FilterState, y: Any, inputs: Any, constants: dict[str, Any]
+    ) -> tuple[FilterState, StepOutput]:
+        """:meth:`filter_step` given the stream's ``recursion`` and :meth:`_stream_constants`, which a
+        stream builds once (``{}``: each step builds what it needs)."""
+        return self._advance(recursion, state, *self._stream_evidence(state, y, inputs, **constants))
 
     def _advance(
         self, recursion: Recursion, state: FilterState, evidence: Any, move: np.ndarray, history: np.ndarray
@@ -625,8 +631,9 @@ class StreamingFilters:
                 state = yield from self._stream_block(recursion, state, rows, extra)
             return
         extra = iter(inputs) if inputs is not None else None
+        state, constants = checked_state(state), self._stream_constants()  # once per stream, not per row
         for y in observations:
-            state, out = self.filter_step(state, y, None if extra is None else next(extra))
+            state, out = self._step(recursion, state, y, None if extra is None else next(extra), constants)
             yield out
 
     def _stream_block(
