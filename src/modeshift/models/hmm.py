@@ -11,6 +11,7 @@ import pandas as pd
 
 from modeshift import _kernels as kernels
 from modeshift._kernels import streaming as stream_kernels
+from modeshift._kernels.layout import canonical
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
@@ -609,7 +610,7 @@ class HMM(Model, StreamingFilters):
         if state.lag or law is None or matrix is None or len(law) != len(matrix) or np.ndim(y) > 1:
             return None
         try:
-            row = np.asarray(y, dtype=np.float64).reshape(-1)
+            row = canonical(np.asarray(y, dtype=np.float64).reshape(-1))
         except (TypeError, ValueError):
             return None
         emission = self._step_emission(state, row)
