@@ -172,12 +172,8 @@ class SymbolHMM(VocabularyFromShards, Model):
         (for ``n_states="auto"`` over a cluster)."""
         self._check_fitted()
         rows = emitted.values[:, 0].astype(np.int64)
-        log_likelihood = kernels.log_likelihood(
-            self._log_emissions(), emitted.offsets, self.startprob_, self.transmat_[None], rows=rows
-        )
         skipped = int(np.sum(rows == len(self.vocabulary_))) if self.unknown == "ignore" else 0
-        value = log_likelihood.sum() - emitted.n_sequences * np.log1p(-self._first_end())
-        return float(value), float(emitted.n_steps - skipped)
+        return self._log_likelihood(emitted.offsets, rows), float(emitted.n_steps - skipped)
 
     def _em_data(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
         """What EM reads: each sequence's codes then END's, as one column of floats, coded by the
@@ -326,11 +322,15 @@ class SymbolHMM(VocabularyFromShards, Model):
         """Total log-likelihood (nats) of the sequences, each followed by ``END``, given that they are
         not empty; under ``unknown="ignore"`` unknown symbols are marginalised out."""
         seqs = self._encode(data, lengths, **columns)
-        offsets = seqs.offsets + np.arange(seqs.n_sequences + 1)
+        return self._log_likelihood(seqs.offsets + np.arange(seqs.n_sequences + 1), next_targets(seqs))
+
+    def _log_likelihood(self, offsets: np.ndarray, rows: np.ndarray) -> float:
+        """log p of the coded elements ``rows``, each sequence (``offsets`` over ``rows``) ending with
+        its ``END``, given that no sequence is empty (-inf for impossible ones)."""
         log_likelihood = kernels.log_likelihood(
-            self._log_emissions(), offsets, self.startprob_, self.transmat_[None], rows=next_targets(seqs)
+            self._log_emissions(), offsets, self.startprob_, self.transmat_[None], rows=rows
         )
-        return float(log_likelihood.sum() - seqs.n_sequences * np.log1p(-self._first_end()))  # -inf: impossible
+        return float(log_likelihood.sum() - (len(offsets) - 1) * np.log1p(-self._first_end()))
 
     # ----------------------------------------------------------------- hidden states
     def _filtered(self, seqs: Sequences) -> np.ndarray:
