@@ -344,12 +344,8 @@ class HMM(Model, StreamingFilters):
         """Learn what turns the data into the model's rows (nothing here), before EM."""
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
-        params = {**self.get_params(), "warm_start": False}
-        winner, self.selection_ = selection.select_n_states(
-            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
-        )
         self.__dict__.pop("_blocks_", None)
-        self.n_states_ = winner.n_states
+        winner = selection.fit_auto(self, seqs)
         for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
         self._finish_fit(seqs)
@@ -845,14 +841,11 @@ class HMM(Model, StreamingFilters):
         return self._snapshot()
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
-        if "selection_" in out:
-            out["selection_"] = out["selection_"].to_dict(orient="list")
-        return out
+        return selection.saved_fit(self, _FIT_RESULTS)
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         for name, value in attributes.items():
-            setattr(self, name, selection.selection_table(value) if name == "selection_" else value)
+            setattr(self, name, selection.restored_fit(name, value))
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")

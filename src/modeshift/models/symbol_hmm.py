@@ -157,11 +157,7 @@ class SymbolHMM(VocabularyFromShards, Model):
     def _fit_auto(self, seqs: Sequences) -> SymbolHMM:
         """The candidates of ``n_states="auto"`` fitted to ``seqs`` (symbols; over a cluster, the
         sample of :mod:`modeshift.distributed`, which fits them there), the BIC's choice kept."""
-        params = {**self.get_params(), "warm_start": False}
-        winner, self.selection_ = selection.select_n_states(
-            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
-        )
-        self.n_states_ = winner.n_states
+        winner = selection.fit_auto(self, seqs)
         for name in ("vocabulary_", "history_", "converged_", "n_iter_", *_PARAMETERS):
             setattr(self, name, getattr(winner, name))
         self._finish_fit(seqs)
@@ -479,10 +475,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         return {name: self.__dict__[name] for name in _PARAMETERS}
 
     def _learned_attributes(self) -> dict[str, Any]:
-        fit = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
-        if "selection_" in fit:
-            fit["selection_"] = fit["selection_"].to_dict(orient="list")
-        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **fit}
+        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **selection.saved_fit(self, _FIT_RESULTS)}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         lacking = [name for name in _PARAMETERS if name not in arrays]
@@ -491,7 +484,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         self.vocabulary_ = Vocabulary(labels_from_json(attributes["vocabulary_"]))
         for name, value in attributes.items():  # n_states_ among them, before the shapes are checked
             if name != "vocabulary_":
-                setattr(self, name, selection.selection_table(value) if name == "selection_" else value)
+                setattr(self, name, selection.restored_fit(name, value))
         n_states, n_outcomes = self._k, len(self.vocabulary_) + 2
         self.startprob_ = check_probabilities("startprob_", arrays["startprob_"], (n_states,))
         self.transmat_ = check_probabilities("transmat_", arrays["transmat_"], (n_states, n_states))
