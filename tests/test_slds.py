@@ -206,7 +206,7 @@ def test_thermostat_guards_are_recovered():
 
 
 def _nascar_accuracy(seed):
-    sim = nascar(2000, random_state=seed)
+    sim = nascar(1000, random_state=seed)  # the length of the five-seed check; 2000 steps cost 1.7 times as much
     model = SwitchingLDS(n_states=4, state_dim=2, recurrent=True, n_iter=50, random_state=seed)
     model.fit(sim.observations)
     return mode_accuracy(sim.modes, model.predict(sim.observations))
@@ -299,14 +299,14 @@ _PRUNE_CASES = {
 }
 
 
-def _pruned_choice(name, seed):
+def _pruned_choice(name, seed, max_states=6):
     simulate, _, state_dim, recurrent = _PRUNE_CASES[name]
     sim = simulate(1000, random_state=seed)
     model = SwitchingLDS(
         n_states="auto",
         state_dim=state_dim,
         recurrent=recurrent,
-        max_states=6,
+        max_states=max_states,
         n_iter=20,
         selection="prune",
         random_state=seed,
@@ -314,12 +314,13 @@ def _pruned_choice(name, seed):
     return model.fit(sim.observations)
 
 
-def test_pruning_from_six_modes_finds_the_four_sections_of_nascar(tmp_path):
+def test_pruning_from_five_modes_finds_the_four_sections_of_nascar(tmp_path):
     """Fits from scratch choose 1 mode on this seed (their K = 4 fit stalls at a lower ELBO); the
-    candidate pruned from the over-complete fit has all four sections."""
-    model = _pruned_choice("nascar", 0)
+    candidate pruned from the over-complete fit has all four sections. (From six modes the table
+    below 6 is the same, at 1.5 times the cost; with T = 800 steps instead of 1000 the choice is 2.)"""
+    model = _pruned_choice("nascar", 0, max_states=5)
     table = model.selection_
-    assert model.n_states_ == 4 and table["n_states"].tolist() == [6, 5, 4, 3, 2, 1]
+    assert model.n_states_ == 4 and table["n_states"].tolist() == [5, 4, 3, 2, 1]
     assert table.loc[table["n_states"] == 4, "start"].item() == "pruned"
     assert {"elbo", "bic", "smallest_occupancy", "vanished", "start", "chosen"} <= set(table.columns)
     model.save(tmp_path / "pruned.msz")

@@ -811,3 +811,17 @@ def test_the_fused_autoregressive_step_is_the_general_recursion():
         np.testing.assert_array_equal(a.state.history, b.state.history)
     with pytest.raises(ValueError, match="cannot take missing values"):
         model.filter_step(fused, np.nan)
+
+
+def test_a_live_feed_builds_the_filter_once_per_stream(monkeypatch):
+    model, X = _arhmm_with_resets()
+    from_array = list(model.filter_stream(X))
+    state, built = model.filter_init(), []
+    for hook in ("_stream_recursion", "_stream_constants"):
+        original = getattr(model, hook)
+        monkeypatch.setattr(model, hook, lambda original=original, hook=hook: built.append(hook) or original())
+    from_feed = list(model.filter_stream(iter(list(X)), state=state))
+    assert sorted(built) == ["_stream_constants", "_stream_recursion"]  # once each, not once per row
+    for a, b in zip(from_array, from_feed, strict=True):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=0, atol=1e-14)
+        assert abs(a.log_likelihood - b.log_likelihood) < 1e-12

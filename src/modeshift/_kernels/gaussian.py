@@ -6,6 +6,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from modeshift._kernels.layout import canonical
 from modeshift._kernels.recursions import REDUCTION_FLAGS
 from modeshift._kernels.threads import parallel, rows_of
 
@@ -23,7 +24,6 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 _BLOCK = 256  # points handled together, so the innermost loops run over points and vectorise
 
 
-@njit(cache=True)
 def inverse_cholesky(covariances: np.ndarray) -> np.ndarray:
     """L_k^-1 for each positive-definite covariance_k = L_k L_k^T of a stack (K, d, d).
 
@@ -31,6 +31,11 @@ def inverse_cholesky(covariances: np.ndarray) -> np.ndarray:
     covariance_k = -2 sum log diag L_k^-1 and tr(covariance_k^-1) = |L_k^-1|_F^2.
     Compiled, so that the small matrices of an EM iteration cost no Python calls.
     """
+    return _inverse_cholesky(canonical(covariances))  # one compiled variant, whatever views come in
+
+
+@njit(cache=True)
+def _inverse_cholesky(covariances: np.ndarray) -> np.ndarray:
     n_matrices, d, _ = covariances.shape
     out = np.zeros((n_matrices, d, d))
     factor = np.empty((d, d))

@@ -76,7 +76,10 @@ def _accumulate(first, last, inputs, diffuse, rows, smoothed_means, disturbances
             for k in range(m):
                 gD[a, k] += u * inputs[t, k]
             for b in range(p):
-                gR[a, b] += 0.5 * (halves[t, a, b] + halves[t, b, a])
+                gR[a, b] += halves[t, a, b]
+    for a in range(p):  # symmetric on entry (zero, or a sum of symmetric terms): symmetrise the added sum once
+        for b in range(a + 1, p):
+            gR[a, b] = gR[b, a] = 0.5 * (gR[a, b] + gR[b, a])
 
 
 @parallel(tasks=sequences_of(2))

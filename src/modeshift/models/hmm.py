@@ -11,6 +11,7 @@ import pandas as pd
 
 from modeshift import _kernels as kernels
 from modeshift._kernels import streaming as stream_kernels
+from modeshift._kernels.layout import canonical
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
@@ -343,12 +344,8 @@ class HMM(Model, StreamingFilters):
         """Learn what turns the data into the model's rows (nothing here), before EM."""
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
-        params = {**self.get_params(), "warm_start": False}
-        winner, self.selection_ = selection.select_n_states(
-            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
-        )
         self.__dict__.pop("_blocks_", None)
-        self.n_states_ = winner.n_states
+        winner = selection.fit_auto(self, seqs)
         for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
         self._finish_fit(seqs)
@@ -590,6 +587,12 @@ class HMM(Model, StreamingFilters):
         fused = self._fused_step(state, y, inputs)
         return super().filter_step(state, y, inputs) if fused is None else fused
 
+    def _step(
+        self, recursion: Recursion, state: FilterState, y: Any, inputs: Any, constants: dict[str, Any]
+    ) -> tuple[FilterState, StepOutput]:
+        fused = self._fused_step(state, y, inputs)
+        return super()._step(recursion, state, y, inputs, constants) if fused is None else fused
+
     def _fused_step(self, state: Any, y: Any, inputs: Any) -> tuple[FilterState, StepOutput] | None:
         """The step by :func:`~modeshift._kernels.streaming.gaussian_chain_step`; None where it does not
         apply or the step fails (bad y, impossible y, not fitted): the checked path then names the problem."""
@@ -603,7 +606,7 @@ class HMM(Model, StreamingFilters):
         if state.lag or law is None or matrix is None or len(law) != len(matrix) or np.ndim(y) > 1:
             return None
         try:
-            row = np.asarray(y, dtype=np.float64).reshape(-1)
+            row = canonical(np.asarray(y, dtype=np.float64).reshape(-1))
         except (TypeError, ValueError):
             return None
         emission = self._step_emission(state, row)
@@ -660,8 +663,9 @@ class HMM(Model, StreamingFilters):
         predicted law (filtered law of t - 1 times the transition matrix)."""
         evidence = None if state.lag or type(recursion) is not Recursion else self._block_evidence(state, rows, inputs)
         if evidence is None and not state.lag and inputs is None and type(recursion) is Recursion:
+            constants = self._stream_constants()
             for y in rows:  # an autoregression: row by row, each by the fused step where it applies
-                state, out = self.filter_step(state, y)
+                state, out = self._step(recursion, state, y, None, constants)
                 yield out
             return state
         if evidence is None:
@@ -837,14 +841,11 @@ class HMM(Model, StreamingFilters):
         return self._snapshot()
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
-        if "selection_" in out:
-            out["selection_"] = out["selection_"].to_dict(orient="list")
-        return out
+        return selection.saved_fit(self, _FIT_RESULTS)
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         for name, value in attributes.items():
-            setattr(self, name, selection.selection_table(value) if name == "selection_" else value)
+            setattr(self, name, selection.restored_fit(name, value))
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")

@@ -325,13 +325,9 @@ class HSMM(HMM):
         return self
 
     def _fit_auto(self, seqs: Sequences) -> HSMM:
-        params = {**self.get_params(), "warm_start": False}
-        winner, self.selection_ = selection.select_n_states(
-            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
-        )
         for cache in ("_blocks_", "_duration_"):
             self.__dict__.pop(cache, None)
-        self.n_states_ = winner.n_states
+        winner = selection.fit_auto(self, seqs)
         self.max_duration_ = winner.max_duration_
         for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))

@@ -329,6 +329,15 @@ class LinearGaussianSSM(Model, StreamingFilters):
             out["B"], out["D"] = np.zeros((n, 0)), np.zeros((p, 0))
         return out
 
+    def _parameter_arrays(self) -> dict[str, np.ndarray]:
+        """The parameters as :meth:`_check_parameters` gives them, not checked again: for the M-step,
+        whose E-step has just checked these very values (EM changes them in the M-step only)."""
+        names = self.parameter_names
+        out = {key: np.array(self.__dict__[name], dtype=float) for name, key in _PARAMETERS.items() if name in names}
+        if self.input_dim == 0:
+            out["B"], out["D"] = np.zeros((self.state_dim, 0)), np.zeros((len(out["C"]), 0))
+        return out
+
     def _diffuse_mask(self) -> np.ndarray | None:
         """The diffuse state components as a boolean (state_dim,) array, or None for none."""
         value = self.diffuse
@@ -646,7 +655,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
         return log_lik, {"dynamics": stats["dynamics"], "observation": stats["observation"]}
 
     def _online_maximize(self, seqs: Sequences, stats: dict) -> None:
-        params = self._check_parameters()
+        params = self._parameter_arrays()  # by _online_statistics
         self._set(self._maximize({**stats, "initial": (None, None)}, params, self.__dict__["_fixed_now"]))
 
     def _online_parameters(self) -> dict[str, np.ndarray]:
@@ -728,7 +737,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
         return self._expected_statistics(seqs, self._check_parameters())
 
     def _m_step(self, seqs: Sequences, stats: dict) -> None:
-        self._set(self._maximize(stats, self._check_parameters(), self.__dict__["_fixed_now"]))
+        self._set(self._maximize(stats, self._parameter_arrays(), self.__dict__["_fixed_now"]))
 
     def _em_snapshot(self) -> dict[str, np.ndarray]:
         return {name: np.array(self.__dict__[name]) for name in self.parameter_names}

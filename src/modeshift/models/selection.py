@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -10,7 +10,17 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-__all__ = ["VANISHED", "check_n_states", "occupancy_terms", "prune_n_states", "select_n_states", "selection_table"]
+__all__ = [
+    "VANISHED",
+    "check_n_states",
+    "fit_auto",
+    "occupancy_terms",
+    "prune_n_states",
+    "restored_fit",
+    "saved_fit",
+    "select_n_states",
+    "selection_table",
+]
 
 #: A mode whose mean posterior probability over the steps is below this has vanished.
 VANISHED = 0.01
@@ -52,6 +62,25 @@ def check_n_states(n_states: int | str, max_states: int) -> int | str:
     if isinstance(n_states, str) or int(n_states) < 1:
         raise ValueError(f"n_states must be a positive integer or 'auto', got {n_states!r}")
     return int(n_states)
+
+
+def fit_auto(model: Any, seqs: Any, keep_modes: Callable[[Any, np.ndarray], Any] | None = None) -> Any:
+    """What ``fit`` does for ``n_states="auto"``: candidates ``type(model)`` with ``model``'s other
+    hyper-parameters and k = 1 .. ``max_states`` modes fitted to ``seqs``, chosen by BIC
+    (:func:`select_n_states`), or by pruning with ``keep_modes`` (:func:`prune_n_states`). ``model``
+    gets the table as ``selection_`` and the choice as ``n_states_``; returns the chosen candidate,
+    whose learned attributes the model then takes."""
+    params = {**model.get_params(), "warm_start": False}
+
+    def make(k: int) -> Any:
+        return type(model)(**{**params, "n_states": k})
+
+    if keep_modes is None:
+        winner, model.selection_ = select_n_states(make, seqs, None, model.max_states)
+    else:
+        winner, model.selection_ = prune_n_states(make, keep_modes, seqs, None, model.max_states)
+    model.n_states_ = winner.n_states
+    return winner
 
 
 def select_n_states(make: Callable[[int], Any], X: Any, lengths: Any, max_states: int) -> tuple[Any, pd.DataFrame]:
@@ -174,3 +203,16 @@ _ORDER = (
 def selection_table(saved: dict[str, list[Any]]) -> pd.DataFrame:
     """The table of :func:`select_n_states` from its saved form (a dict of columns, in any order)."""
     return pd.DataFrame(saved)[[name for name in _ORDER if name in saved]]
+
+
+def saved_fit(model: Any, names: Iterable[str]) -> dict[str, Any]:
+    """The attributes ``names`` that ``model`` has, for its file (``selection_`` as its dict of columns)."""
+    out = {name: model.__dict__[name] for name in names if name in model.__dict__}
+    if "selection_" in out:
+        out["selection_"] = out["selection_"].to_dict(orient="list")
+    return out
+
+
+def restored_fit(name: str, value: Any) -> Any:
+    """An attribute of :func:`saved_fit` as the model holds it (``selection_`` as a table again)."""
+    return selection_table(value) if name == "selection_" else value

@@ -747,14 +747,7 @@ class SwitchingLDS(Model, StreamingFilters):
         return self
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
-        params = {**self.get_params(), "warm_start": False}
-        make = lambda k: type(self)(**{**params, "n_states": k})  # noqa: E731
-        if self.selection == "prune":
-            keep = type(self)._kept_modes
-            winner, self.selection_ = selection.prune_n_states(make, keep, seqs, None, self.max_states)
-        else:
-            winner, self.selection_ = selection.select_n_states(make, seqs, None, self.max_states)
-        self.n_states_ = winner.n_states
+        winner = selection.fit_auto(self, seqs, type(self)._kept_modes if self.selection == "prune" else None)
         for name in ("history_", "converged_", "n_iter_", "dwell_times_", *winner.parameter_names):
             setattr(self, name, getattr(winner, name))
         self._finish_fit(seqs)
@@ -1181,16 +1174,12 @@ class SwitchingLDS(Model, StreamingFilters):
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
-        if "selection_" in out:
-            out["selection_"] = out["selection_"].to_dict(orient="list")
-        return out
+        return selection.saved_fit(self, _FIT_RESULTS)
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         """Read the parameters and the fit's record (also under their old names)."""
         for name, value in attributes.items():
-            value = selection.selection_table(value) if name == "selection_" else value
-            setattr(self, name, value)
+            setattr(self, name, selection.restored_fit(name, value))
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")

@@ -66,6 +66,7 @@ import numpy as np
 
 from modeshift._kernels.diffuse import diffuse_predict, diffuse_start, diffuse_update, diffuse_workspace, identified
 from modeshift._kernels.kalman import predict_step, rts_smoother, update_step, update_workspace
+from modeshift._kernels.layout import canonical
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.safe_write import write_atomically
 
@@ -309,7 +310,7 @@ class KalmanRecursion(Recursion):
 
     def __init__(self, params: dict[str, np.ndarray]):
         super().__init__(params["m0"])
-        self.params = params
+        self.params = {key: canonical(value) for key, value in params.items()}  # the compiled steps' layout
 
     def first(self, move: np.ndarray) -> Law:
         return self.params["m0"], self.params["P0"]
@@ -437,7 +438,8 @@ class SwitchingKalmanRecursion(Recursion):
 
     def __init__(self, initial: np.ndarray, params: dict[str, Any]):
         super().__init__(initial)
-        self.params = params
+        # the compiled steps' layout (C = a column slice of the observation weights would compile them again)
+        self.params = {key: value if callable(value) else canonical(value) for key, value in params.items()}
 
     def first(self, move: np.ndarray) -> Law:
         k = len(self.initial)
@@ -461,12 +463,9 @@ class SwitchingKalmanRecursion(Recursion):
     def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
         (y, u), p = evidence, self.params
         weights, means, covs = predicted
-        if weights.ndim == 1:  # the first step: one Gaussian per mode, all alike
-            weights, means, covs = (
-                np.diag(weights),
-                np.broadcast_to(means, (len(weights), *means.shape)),
-                np.broadcast_to(covs, (len(weights), *covs.shape)),
-            )
+        if weights.ndim == 1:  # the first step: one Gaussian per mode, all alike (copies: writable)
+            k = len(weights)
+            weights, means, covs = np.diag(weights), np.repeat(means[None], k, axis=0), np.repeat(covs[None], k, axis=0)
         k, n = means.shape[1:]
         work = update_workspace(n, len(y))
         # zeros, not garbage, in the pairs of weight 0: _collapse weighs them by 0, and 0 * NaN is NaN
@@ -581,8 +580,14 @@ class StreamingFilters:
     def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
         """Condition the filter on one more observation ``y`` (a row; NaN marks a missing entry) and,
         for a model with inputs, its ``inputs`` row. Returns the new state and a :class:`StepOutput`."""
-        recursion = self._stream_recursion()
-        return self._advance(recursion, checked_state(state), *self._stream_evidence(state, y, inputs))
+        return self._step(self._stream_recursion(), checked_state(state), y, inputs, {})
+
+    def _step(
+        self, recursion: Recursion, state: FilterState, y: Any, inputs: Any, constants: dict[str, Any]
+    ) -> tuple[FilterState, StepOutput]:
+        """:meth:`filter_step` given the stream's ``recursion`` and :meth:`_stream_constants`, which a
+        stream builds once (``{}``: each step builds what it needs)."""
+        return self._advance(recursion, state, *self._stream_evidence(state, y, inputs, **constants))
 
     def _advance(
         self, recursion: Recursion, state: FilterState, evidence: Any, move: np.ndarray, history: np.ndarray
@@ -625,8 +630,9 @@ class StreamingFilters:
                 state = yield from self._stream_block(recursion, state, rows, extra)
             return
         extra = iter(inputs) if inputs is not None else None
+        state, constants = checked_state(state), self._stream_constants()  # once per stream, not per row
         for y in observations:
-            state, out = self.filter_step(state, y, None if extra is None else next(extra))
+            state, out = self._step(recursion, state, y, None if extra is None else next(extra), constants)
             yield out
 
     def _stream_block(
@@ -690,7 +696,7 @@ def check_row(y: Any, n_features: int | None, what: str = "y_t") -> np.ndarray:
         raise ValueError(f"{what} has {row.shape[0]} entries, the model expects {n_features}")
     if np.isinf(row).any():
         raise ValueError(f"{what} has an infinite entry at {int(np.flatnonzero(np.isinf(row))[0])}: {row}")
-    return row
+    return canonical(row)  # a row of a read-only or Fortran-ordered array would compile the steps again
 
 
 def lagged_values(

@@ -157,11 +157,7 @@ class SymbolHMM(VocabularyFromShards, Model):
     def _fit_auto(self, seqs: Sequences) -> SymbolHMM:
         """The candidates of ``n_states="auto"`` fitted to ``seqs`` (symbols; over a cluster, the
         sample of :mod:`modeshift.distributed`, which fits them there), the BIC's choice kept."""
-        params = {**self.get_params(), "warm_start": False}
-        winner, self.selection_ = selection.select_n_states(
-            lambda k: type(self)(**{**params, "n_states": k}), seqs, None, self.max_states
-        )
-        self.n_states_ = winner.n_states
+        winner = selection.fit_auto(self, seqs)
         for name in ("vocabulary_", "history_", "converged_", "n_iter_", *_PARAMETERS):
             setattr(self, name, getattr(winner, name))
         self._finish_fit(seqs)
@@ -172,12 +168,8 @@ class SymbolHMM(VocabularyFromShards, Model):
         (for ``n_states="auto"`` over a cluster)."""
         self._check_fitted()
         rows = emitted.values[:, 0].astype(np.int64)
-        log_likelihood = kernels.log_likelihood(
-            self._log_emissions(), emitted.offsets, self.startprob_, self.transmat_[None], rows=rows
-        )
         skipped = int(np.sum(rows == len(self.vocabulary_))) if self.unknown == "ignore" else 0
-        value = log_likelihood.sum() - emitted.n_sequences * np.log1p(-self._first_end())
-        return float(value), float(emitted.n_steps - skipped)
+        return self._log_likelihood(emitted.offsets, rows), float(emitted.n_steps - skipped)
 
     def _em_data(self, data: Any, lengths: Sequence[int] | None = None, **columns: Any) -> Sequences:
         """What EM reads: each sequence's codes then END's, as one column of floats, coded by the
@@ -326,11 +318,15 @@ class SymbolHMM(VocabularyFromShards, Model):
         """Total log-likelihood (nats) of the sequences, each followed by ``END``, given that they are
         not empty; under ``unknown="ignore"`` unknown symbols are marginalised out."""
         seqs = self._encode(data, lengths, **columns)
-        offsets = seqs.offsets + np.arange(seqs.n_sequences + 1)
+        return self._log_likelihood(seqs.offsets + np.arange(seqs.n_sequences + 1), next_targets(seqs))
+
+    def _log_likelihood(self, offsets: np.ndarray, rows: np.ndarray) -> float:
+        """log p of the coded elements ``rows``, each sequence (``offsets`` over ``rows``) ending with
+        its ``END``, given that no sequence is empty (-inf for impossible ones)."""
         log_likelihood = kernels.log_likelihood(
-            self._log_emissions(), offsets, self.startprob_, self.transmat_[None], rows=next_targets(seqs)
+            self._log_emissions(), offsets, self.startprob_, self.transmat_[None], rows=rows
         )
-        return float(log_likelihood.sum() - seqs.n_sequences * np.log1p(-self._first_end()))  # -inf: impossible
+        return float(log_likelihood.sum() - (len(offsets) - 1) * np.log1p(-self._first_end()))
 
     # ----------------------------------------------------------------- hidden states
     def _filtered(self, seqs: Sequences) -> np.ndarray:
@@ -479,10 +475,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         return {name: self.__dict__[name] for name in _PARAMETERS}
 
     def _learned_attributes(self) -> dict[str, Any]:
-        fit = {name: self.__dict__[name] for name in _FIT_RESULTS if name in self.__dict__}
-        if "selection_" in fit:
-            fit["selection_"] = fit["selection_"].to_dict(orient="list")
-        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **fit}
+        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **selection.saved_fit(self, _FIT_RESULTS)}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         lacking = [name for name in _PARAMETERS if name not in arrays]
@@ -491,7 +484,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         self.vocabulary_ = Vocabulary(labels_from_json(attributes["vocabulary_"]))
         for name, value in attributes.items():  # n_states_ among them, before the shapes are checked
             if name != "vocabulary_":
-                setattr(self, name, selection.selection_table(value) if name == "selection_" else value)
+                setattr(self, name, selection.restored_fit(name, value))
         n_states, n_outcomes = self._k, len(self.vocabulary_) + 2
         self.startprob_ = check_probabilities("startprob_", arrays["startprob_"], (n_states,))
         self.transmat_ = check_probabilities("transmat_", arrays["transmat_"], (n_states, n_states))
