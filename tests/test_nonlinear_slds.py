@@ -346,7 +346,7 @@ def test_missing_or_bad_inputs_are_clear_errors(driven):
         model.smooth(y, inputs=np.ones((50, 2)))
     bad = u.copy()
     bad[7] = np.nan
-    with pytest.raises(ValueError, match="input"):
+    with pytest.raises(ValueError, match="time step 7: non-finite input"):
         model.elbo(y, inputs=bad)
     with pytest.raises(ValueError, match="pass future_inputs"):
         model.forecast(y, 2, inputs=u)
@@ -354,3 +354,40 @@ def test_missing_or_bad_inputs_are_clear_errors(driven):
         model.forecast(y, 2, inputs=u, future_inputs=np.ones((3, 1)))
     with pytest.raises(ValueError, match="pass inputs"):
         model.sample(5)
+
+
+def test_with_linear_features_an_em_iteration_is_the_switching_lds_one():
+    """With inputs, a linear map and no ridge, one EM iteration (a sweep of q(x), q(z) from the same
+    posterior, then the M-step) gives the SwitchingLDS's objective and its new parameters, once
+    W_k on (x - location) / scale is read as A_k = W_k / scale, b_k - A_k location."""
+    y, _, inputs = _driven_oscillators(200, seed=1)
+    model = NonlinearSwitchingLDS(2, state_dim=2, input_dim=1, features=Polynomial(1), ridge=0.0, n_iter=0)
+    model.fit(y, inputs=inputs)
+    location, scale = model.feature_map_.location_, model.feature_map_.scale_
+
+    def affine(nonlinear):
+        A = nonlinear.flow_weights_ / scale
+        return A, nonlinear.flow_offsets_ - A @ location
+
+    reference = modeshift.SwitchingLDS(2, state_dim=2, input_dim=1)
+    reference.dynamics_matrices_, reference.dynamics_offsets_ = affine(model)
+    names = ("observation_matrix_", "observation_offset_", "observation_covariance_", "feedthrough_matrix_")
+    names += ("initial_state_mean_", "initial_state_covariance_", "startprob_", "transmat_")
+    for name in names:
+        setattr(reference, name, np.array(getattr(model, name)))
+    reference.dynamics_input_matrices_ = model.flow_input_matrices_.copy()
+    reference.dynamics_covariances_ = model.flow_covariances_.copy()
+    seqs = reference._sequences(y, None, inputs)
+    start = slds_inference.sweep(reference._parameters(seqs), seqs, np.full((len(y), 2), 0.5))
+    values = []
+    for fitted in (model, reference):
+        value, stats = fitted._e_step(seqs, {"posterior": start})
+        fitted._m_step(seqs, stats)
+        values.append(value)
+    assert values[0] == pytest.approx(values[1], rel=1e-10)
+    for got, want in zip(affine(model), (reference.dynamics_matrices_, reference.dynamics_offsets_)):
+        np.testing.assert_allclose(got, want, atol=1e-8)
+    np.testing.assert_allclose(model.flow_input_matrices_, reference.dynamics_input_matrices_, atol=1e-8)
+    np.testing.assert_allclose(model.flow_covariances_, reference.dynamics_covariances_, atol=1e-10)
+    for name in names:
+        np.testing.assert_allclose(getattr(model, name), getattr(reference, name), atol=1e-8)
