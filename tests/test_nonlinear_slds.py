@@ -14,40 +14,43 @@ from modeshift.data import as_sequences
 from modeshift.datasets.simulators import switching_oscillators
 from modeshift.dynamics import LinearDynamics
 from modeshift.features import Polynomial
-from modeshift.metrics import mode_accuracy
+from modeshift.metrics import match_modes, mode_accuracy
 from modeshift.models import laplace_inference as laplace
 from modeshift.models import slds_inference
 from modeshift.transitions import Stationary
 
 
-def _random_problem(rng, features, lengths=(12, 18), n=2, p=3, K=2):
-    """Random parameters of the nonlinear model, data, and mode probabilities."""
+def _random_problem(rng, features, lengths=(12, 18), n=2, p=3, K=2, input_dim=0):
+    """Random parameters of the nonlinear model, data (with ``input_dim`` inputs), and mode probabilities."""
     T = sum(lengths)
-    seqs = as_sequences(rng.normal(size=(T, p)), list(lengths)).with_inputs(None, 0)
+    inputs = rng.normal(size=(T, input_dim)) if input_dim else None
+    seqs = as_sequences(rng.normal(size=(T, p)), list(lengths)).with_inputs(inputs, input_dim)
     features = features.fit(rng.normal(size=(50, n)))
     m = features.n_outputs
     chain = Stationary(K)
     chain.initial_probs, chain.transition_matrix = np.full(K, 1.0 / K), np.array([[0.9, 0.1], [0.2, 0.8]])
     observation = LinearDynamics(1)
-    observation.weights = rng.normal(size=(1, p, n + 1))
+    observation.weights = rng.normal(size=(1, p, n + input_dim + 1))
     observation.covariances = (0.3 * np.eye(p) + 0.05)[None]
     covariances = np.stack([0.2 * np.eye(n) + 0.02 * k for k in range(K)])
-    params = laplace.FlowParameters(
-        0.3 * rng.normal(size=(K, n, m + 1)), covariances, features, observation, np.zeros(n), np.eye(n), chain
-    )
+    weights = 0.3 * rng.normal(size=(K, n, m + input_dim + 1))
+    params = laplace.FlowParameters(weights, covariances, features, observation, np.zeros(n), np.eye(n), chain)
     return params, seqs, rng.dirichlet(np.ones(K), size=T)
 
 
-def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one():
+@pytest.mark.parametrize("input_dim", [0, 2])
+def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one(input_dim):
     """phi(x) = (x - location) / scale makes every flow affine: f is quadratic, the Laplace q(x) is
-    exact and equals the SwitchingLDS's q(x) for the same q(z), and so do q(z) and the ELBO."""
+    exact and equals the SwitchingLDS's q(x) for the same q(z), and so do q(z) and the ELBO, with
+    inputs too (x_t = A_k x_t-1 + B_k u_t + b_k, y_t = C x_t + D u_t + d); the M-step's moments
+    of [phi(x_t-1), u_t, 1] are then exact."""
     rng = np.random.default_rng(0)
-    params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=1))
+    params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=1), input_dim=input_dim)
     features = params.features
-    W, b = params.weights[:, :, :-1], params.weights[:, :, -1]
+    W, B, b = params.split()
     A = W / features.scale_
     affine = LinearDynamics(2)
-    affine.weights = np.concatenate([A, (b - A @ features.location_)[:, :, None]], axis=2)
+    affine.weights = np.concatenate([A, B, (b - A @ features.location_)[:, :, None]], axis=2)
     affine.covariances = params.covariances
     linear = slds_inference.SwitchingParameters(
         affine, params.observation, params.initial_mean, params.initial_covariance, params.chain
@@ -59,7 +62,20 @@ def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one():
     swept = laplace.sweep(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
     reference = slds_inference.sweep(linear, seqs, mode_probs)
     np.testing.assert_allclose(swept.mode_probs, reference.mode_probs, atol=1e-8)
+    np.testing.assert_allclose(swept.means, reference.means, atol=1e-8)
     assert swept.elbo == pytest.approx(reference.elbo, rel=1e-10)
+
+    xx, xr, rr = laplace.flow_moments(params, seqs, swept)
+    rows, means, covs = seqs.linked_rows, swept.means, swept.covs
+    scale = np.diag(1.0 / features.scale_)
+    r = np.hstack([(means[rows - 1] - features.location_) @ scale, seqs.inputs[rows], np.ones((len(rows), 1))])
+    exact_rr = r[:, :, None] * r[:, None, :]
+    exact_rr[:, :2, :2] += scale @ covs[rows - 1] @ scale
+    exact_xr = means[rows][:, :, None] * r[:, None, :]
+    exact_xr[:, :, :2] += swept.cross_covs[rows] @ scale
+    np.testing.assert_allclose(rr, exact_rr, atol=1e-8)
+    np.testing.assert_allclose(xr, exact_xr, atol=1e-8)
+    np.testing.assert_allclose(xx, covs[rows] + means[rows][:, :, None] * means[rows][:, None, :])
 
 
 def _residuals(params, seqs, mode_probs, states):
@@ -227,3 +243,151 @@ def test_missing_values_and_several_sequences():
     paths = model.predict([sim.observations[:200], sim.observations[200:]])
     assert [len(path) for path in paths] == [200, 300]
     assert len(model.forecast([y[:150], y[300:]], 2).means) == 2
+
+
+_INPUT_EFFECTS = np.array([[[0.0], [0.03]], [[0.03], [0.0]]])  # B_k (2, 1) of each mode
+
+
+def _driven_oscillators(n_steps, seed, dt=0.05):
+    """The switching oscillators (Van der Pol, then Duffing) kicked by a scalar input u_t ~ N(0, 1):
+    x_t = x_t-1 + dt f_k(x_t-1) + B_k u_t + N(0, 0.01^2), B_0 pushing the velocity, B_1 the
+    position; observed without noise. Returns observations, modes and inputs."""
+    rng = np.random.default_rng(seed)
+    x, k = np.array([1.0, 0.0]), 0
+    inputs = rng.normal(size=(n_steps, 1))
+    states, modes = np.empty((n_steps, 2)), np.empty(n_steps, dtype=int)
+    for t in range(n_steps):
+        k = 1 - k if rng.random() < 0.005 else k
+        p, v = x
+        a = 2.0 * (1 - p**2) * v - p if k == 0 else -0.2 * v + p - p**3
+        x = x + dt * np.array([v, a]) + _INPUT_EFFECTS[k] @ inputs[t] + 0.01 * rng.normal(size=2)
+        states[t], modes[t] = x, k
+    return states, modes, inputs
+
+
+@pytest.fixture(scope="module")
+def driven():
+    y, modes, inputs = _driven_oscillators(1500, seed=0)
+    model = NonlinearSwitchingLDS(2, state_dim=2, input_dim=1, n_iter=15, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", modeshift.models.em.ConvergenceWarning)
+        model.fit(y, inputs=inputs)
+    return y, modes, inputs, model
+
+
+def test_a_fit_recovers_each_modes_input_effect(driven):
+    """The state's basis is arbitrary, but the input's effect on y_t, C B_k + D, is not: it is the
+    true B_k of the matched mode to within 10 %, and D, which the data do not have, is near 0."""
+    y, modes, inputs, model = driven
+    found = model.predict(y, inputs=inputs)
+    assert mode_accuracy(modes, found) > 0.95
+    truth = match_modes(modes, found)
+    effects = model.observation_matrix_ @ model.flow_input_matrices_ + model.feedthrough_matrix_
+    for k in range(2):
+        np.testing.assert_allclose(effects[k], _INPUT_EFFECTS[truth[k]], atol=0.003)
+    assert np.abs(model.feedthrough_matrix_).max() < 0.003
+
+
+def test_a_forecast_moves_with_the_future_inputs(driven):
+    """The same paths (one seed) under two future inputs differ by B_z u in the state: the one-step
+    mean moves by (C sum_k q_k B_k + D) du, q the forecast's mode probabilities."""
+    y, _, inputs, model = driven
+    low = model.forecast(y[:400], 1, inputs=inputs[:400], future_inputs=np.zeros((1, 1)))
+    high = model.forecast(y[:400], 1, inputs=inputs[:400], future_inputs=np.ones((1, 1)))
+    q = high.mode_probabilities[0]
+    shift = (
+        model.observation_matrix_ @ np.einsum("k,knm->nm", q, model.flow_input_matrices_) + model.feedthrough_matrix_
+    )
+    np.testing.assert_allclose(high.means[0] - low.means[0], shift[:, 0], atol=2e-3)
+
+
+def test_save_then_load_keeps_the_input_matrices(driven, tmp_path):
+    y, _, inputs, model = driven
+    model.save(tmp_path / "model.msz")
+    loaded = modeshift.load(tmp_path / "model.msz")
+    assert loaded.input_dim == 1
+    np.testing.assert_array_equal(loaded.flow_input_matrices_, model.flow_input_matrices_)
+    np.testing.assert_array_equal(loaded.feedthrough_matrix_, model.feedthrough_matrix_)
+    y, u = y[:200], inputs[:200]
+    np.testing.assert_array_equal(loaded.predict(y, inputs=u), model.predict(y, inputs=u))
+    assert loaded.elbo(y, inputs=u) == pytest.approx(model.elbo(y, inputs=u), rel=1e-12)
+    future = np.ones((3, 1))
+    np.testing.assert_allclose(
+        loaded.forecast(y, 3, inputs=u, future_inputs=future).means,
+        model.forecast(y, 3, inputs=u, future_inputs=future).means,
+    )
+
+
+def test_sampling_with_inputs(driven):
+    """``sample`` reads one input array for every sequence, or one per sequence; the number of
+    free parameters counts B_k and D."""
+    _, _, inputs, model = driven
+    y, modes = model.sample(20, random_state=0, inputs=inputs[:20])
+    assert y.shape == (20, 2) and modes.shape == (20,)
+    ys, _ = model.sample(20, n_sequences=2, random_state=0, inputs=[inputs[:20], inputs[20:40]])
+    assert [part.shape for part in ys] == [(20, 2), (20, 2)]
+    plain = NonlinearSwitchingLDS(2, state_dim=2)
+    plain.__dict__.update({name: model.__dict__[name] for name in (*plain.parameter_names, "feature_map_")})
+    assert model.n_parameters - plain.n_parameters == 2 * 2 * 1 + 2 * 1
+
+
+def test_missing_or_bad_inputs_are_clear_errors(driven):
+    y, _, inputs, model = driven
+    y, u = y[:50], inputs[:50]
+    with pytest.raises(ValueError, match="input_dim=1: pass inputs"):
+        NonlinearSwitchingLDS(input_dim=1, n_iter=1).fit(y)
+    with pytest.raises(ValueError, match="inputs were given but this NonlinearSwitchingLDS has input_dim=0"):
+        NonlinearSwitchingLDS(n_iter=1).fit(y, inputs=u)
+    with pytest.raises(ValueError, match="NonlinearSwitchingLDS: input_dim must be"):
+        NonlinearSwitchingLDS(input_dim=-1).fit(y)
+    with pytest.raises(ValueError, match="input_dim=1: pass inputs"):
+        model.predict(y)
+    with pytest.raises(ValueError, match=r"inputs must have 1 column\(s\)"):
+        model.smooth(y, inputs=np.ones((50, 2)))
+    bad = u.copy()
+    bad[7] = np.nan
+    with pytest.raises(ValueError, match="time step 7: non-finite input"):
+        model.elbo(y, inputs=bad)
+    with pytest.raises(ValueError, match="pass future_inputs"):
+        model.forecast(y, 2, inputs=u)
+    with pytest.raises(ValueError, match="future_inputs for sequence 0"):
+        model.forecast(y, 2, inputs=u, future_inputs=np.ones((3, 1)))
+    with pytest.raises(ValueError, match="pass inputs"):
+        model.sample(5)
+
+
+def test_with_linear_features_an_em_iteration_is_the_switching_lds_one():
+    """With inputs, a linear map and no ridge, one EM iteration (a sweep of q(x), q(z) from the same
+    posterior, then the M-step) gives the SwitchingLDS's objective and its new parameters, once
+    W_k on (x - location) / scale is read as A_k = W_k / scale, b_k - A_k location."""
+    y, _, inputs = _driven_oscillators(200, seed=1)
+    model = NonlinearSwitchingLDS(2, state_dim=2, input_dim=1, features=Polynomial(1), ridge=0.0, n_iter=0)
+    model.fit(y, inputs=inputs)
+    location, scale = model.feature_map_.location_, model.feature_map_.scale_
+
+    def affine(nonlinear):
+        A = nonlinear.flow_weights_ / scale
+        return A, nonlinear.flow_offsets_ - A @ location
+
+    reference = modeshift.SwitchingLDS(2, state_dim=2, input_dim=1)
+    reference.dynamics_matrices_, reference.dynamics_offsets_ = affine(model)
+    names = ("observation_matrix_", "observation_offset_", "observation_covariance_", "feedthrough_matrix_")
+    names += ("initial_state_mean_", "initial_state_covariance_", "startprob_", "transmat_")
+    for name in names:
+        setattr(reference, name, np.array(getattr(model, name)))
+    reference.dynamics_input_matrices_ = model.flow_input_matrices_.copy()
+    reference.dynamics_covariances_ = model.flow_covariances_.copy()
+    seqs = reference._sequences(y, None, inputs)
+    start = slds_inference.sweep(reference._parameters(seqs), seqs, np.full((len(y), 2), 0.5))
+    values = []
+    for fitted in (model, reference):
+        value, stats = fitted._e_step(seqs, {"posterior": start})
+        fitted._m_step(seqs, stats)
+        values.append(value)
+    assert values[0] == pytest.approx(values[1], rel=1e-10)
+    for got, want in zip(affine(model), (reference.dynamics_matrices_, reference.dynamics_offsets_)):
+        np.testing.assert_allclose(got, want, atol=1e-8)
+    np.testing.assert_allclose(model.flow_input_matrices_, reference.dynamics_input_matrices_, atol=1e-8)
+    np.testing.assert_allclose(model.flow_covariances_, reference.dynamics_covariances_, atol=1e-10)
+    for name in names:
+        np.testing.assert_allclose(getattr(model, name), getattr(reference, name), atol=1e-8)

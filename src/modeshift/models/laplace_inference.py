@@ -1,23 +1,25 @@
 """Laplace inference in a switching state-space model with nonlinear (feature) flows.
 
 The model (see :class:`~modeshift.models.nonlinear_slds.NonlinearSwitchingLDS`): a mode z_t, a
-Markov chain, selects the flow of a continuous state, and the state is seen linearly,
+Markov chain, selects the flow of a continuous state, driven by inputs u_t (none: m_u = 0), and
+the state is seen linearly,
 
-    x_t = W_z phi(x_t-1) + b_z + N(0, Q_z),     y_t = C x_t + d + N(0, R),
+    x_t = W_z phi(x_t-1) + B_z u_t + b_z + N(0, Q_z),     y_t = C x_t + D u_t + d + N(0, R),
 
-with phi a fixed :mod:`feature map <modeshift.features>`. q(x) q(z) approximates p(x, z | y) as
+with phi a fixed :mod:`feature map <modeshift.features>`. The inputs enter linearly, so they
+change nothing below but the offsets: inference reads them from ``seqs.inputs``. q(x) q(z) approximates p(x, z | y) as
 in the SwitchingLDS (:mod:`modeshift.models.slds_inference`), but E_q(z) log p(x, y | z) is no
 longer quadratic in x, so q(x) is its **Laplace approximation** (Zoltowski et al., 2020):
 
 * the mode x* of f(x) = E_q(z) log p(x, y | z) by Gauss-Newton: linearise every flow at the
-  current path, g_k(x_t-1) ~ A_tk x_t-1 + c_tk with A_tk = W_k dphi/dx (the Jacobian of phi by
+  current path, g_k(x_t-1, u_t) ~ A_tk x_t-1 + B_k u_t + c_tk with A_tk = W_k dphi/dx (the Jacobian of phi by
   central differences, so user maps need no derivative), whose maximiser is the structured
   mean-field q(x) of a switching LDS with per-step dynamics (:func:`linearised`, a
   block-tridiagonal solve); a backtracking line search on f keeps every step uphill
   (:func:`find_mode`);
 * q(x) = N(x*, J^-1) with J the Gauss-Newton Hessian of -f at x* (the second derivatives of
   phi dropped: J is positive definite by construction and exact when phi is linear);
-* q(z) by forward-backward on L_tk = E_q(x) log N(x_t | g_k(x_t-1), Q_k) with each flow
+* q(z) by forward-backward on L_tk = E_q(x) log N(x_t | g_k(x_t-1, u_t), Q_k) with each flow
   linearised at x*, the SwitchingLDS's closed form (:func:`sweep`).
 
 The objective reported is the ELBO of q(x) q(z) with the flows linearised at the mode: exact
@@ -50,6 +52,7 @@ __all__ = [
     "FlowParameters",
     "feature_jacobian",
     "find_mode",
+    "flow_regressors",
     "infer",
     "linearised",
     "log_joint",
@@ -66,9 +69,10 @@ MODE_SHARE = 0.1  # a sweep's mode search stops at a gain of this share of the E
 
 @dataclass(frozen=True)
 class FlowParameters:
-    """The parameters as inference reads them: ``weights`` (K, n, m + 1) the [W_k, b_k] of each
-    mode's flow on [phi(x), 1]; ``covariances`` (K, n, n) the Q_k; ``features`` the fitted map
-    phi; ``observation`` one regression of y on [x, 1] ([C, d] and R); m0, P0; the mode ``chain``."""
+    """The parameters as inference reads them: ``weights`` (K, n, m + m_u + 1) the [W_k, B_k, b_k]
+    of each mode's flow on [phi(x_t-1), u_t, 1]; ``covariances`` (K, n, n) the Q_k; ``features``
+    the fitted map phi (m outputs); ``observation`` one regression of y on [x, u, 1] ([C, D, d]
+    and R); m0, P0; the mode ``chain``."""
 
     weights: np.ndarray
     covariances: np.ndarray
@@ -79,10 +83,20 @@ class FlowParameters:
     chain: Stationary
 
     def flows(self) -> LinearDynamics:
-        """The K flows as regressions of x_t on [phi(x_t-1), 1]."""
+        """The K flows as regressions of x_t on [phi(x_t-1), u_t, 1]."""
         block = LinearDynamics(len(self.weights))
         block.weights, block.covariances = self.weights, self.covariances
         return block
+
+    def split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The flows' W (K, n, m), B (K, n, m_u) and b (K, n)."""
+        m = self.features.n_outputs
+        return self.weights[:, :, :m], self.weights[:, :, m:-1], self.weights[:, :, -1]
+
+
+def flow_regressors(features: FeatureMap, previous: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """The flows' regressors [phi(x_t-1), u_t, 1] (R, m + m_u + 1) from x_t-1 and u_t (R rows each)."""
+    return np.hstack([features.transform(previous), inputs, np.ones((len(previous), 1))])
 
 
 def feature_jacobian(features: FeatureMap, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,19 +122,20 @@ def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
 
 def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> tuple[SwitchingParameters, StepTerms]:
     """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]``:
-    A_tk = W_k J_t, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
+    A_tk = W_k J_t, B_k, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
     :class:`~modeshift.models.slds_inference.StepLaws` law per step), and its step terms, built
     from the K noise precisions Q_k^-1 (the per-step laws share them: no inverse per step)."""
     n, T, K = states.shape[1], len(states), len(params.weights)
     before = previous_states(seqs, states)
     value, jacobian = feature_jacobian(params.features, before)
-    W, b = params.weights[:, :, :-1], params.weights[:, :, -1]
+    W, B, b = params.split()
     A = np.matmul(W[None], jacobian[:, None])  # (T, K, n, n)
+    B = np.broadcast_to(B, (T, *B.shape))
     offsets = (value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
     covariances = np.broadcast_to(params.covariances, (T, K, n, n))
     steps = StepLaws(
         group=np.arange(T),
-        weights=np.concatenate([A, offsets[..., None]], axis=3),
+        weights=np.concatenate([A, B, offsets[..., None]], axis=3),
         covariances=covariances,
         transitions=np.broadcast_to(params.chain.transition_matrix, (T, K, K)),
     )
@@ -132,7 +147,7 @@ def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> t
     Q_inv_A = np.matmul(Q_inv[None], A)
     laws = StepTerms(
         A=A,
-        B=np.zeros((T, K, n, 0)),
+        B=B,
         b=offsets,
         Q_inv=np.broadcast_to(Q_inv, (T, K, n, n)),
         Q_inv_A=Q_inv_A,
@@ -144,9 +159,9 @@ def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> t
 
 def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, states: np.ndarray) -> float:
     """f(x) = E_q(z) log p(x, y | z) at the path ``states``: log p(x_0) + sum_t,k q(z_t = k)
-    log N(x_t | W_k phi(x_t-1) + b_k, Q_k) + sum_t log p(y_t | x_t) (observed entries)."""
+    log N(x_t | W_k phi(x_t-1) + B_k u_t + b_k, Q_k) + sum_t log p(y_t | x_t, u_t) (observed entries)."""
     rows, starts = seqs.linked_rows, seqs.starts
-    regressors = np.hstack([params.features.transform(states[rows - 1]), np.ones((len(rows), 1))])
+    regressors = flow_regressors(params.features, states[rows - 1], seqs.inputs[rows])
     total = float(np.sum(mode_probs[rows] * params.flows().log_likelihoods(states[rows], regressors)))
     centred = states[starts] - params.initial_mean
     P0_inv = np.linalg.inv(params.initial_covariance)
@@ -160,7 +175,7 @@ def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, s
         o = np.flatnonzero(observed)
         block = LinearDynamics(1)
         block.weights, block.covariances = full.weights[:, o], full.covariances[:, o][:, :, o]
-        design = np.hstack([states[rows_o], np.ones((len(states[rows_o]), 1))])
+        design = slds_inference.regressors(states[rows_o], seqs.inputs[rows_o])
         total += float(block.log_likelihoods(seqs.values[rows_o][:, o], design).sum())
     return total
 
@@ -245,18 +260,18 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
 def flow_moments(
     params: FlowParameters, seqs: Sequences, posterior: Posterior
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The M-step's moments of each linked step's x_t and regressors r_t = [phi(x_t-1), 1] under
-    q(x), phi linearised at the mean (first-order, delta-method moments):
+    """The M-step's moments of each linked step's x_t and regressors r_t = [phi(x_t-1), u_t, 1]
+    under q(x), phi linearised at the mean (first-order, delta-method moments):
 
-        E[r] ~ [phi(m), 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J'.
+        E[r] ~ [phi(m), u, 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J'.
 
     They are the exact moments of the linearised model, so the M-step maximises the ELBO
-    :func:`sweep` reports. Returns E[x x'], E[x r'], E[r r'], shapes (R, n, n), (R, n, m + 1),
-    (R, m + 1, m + 1) for the R rows ``seqs.linked_rows``."""
+    :func:`sweep` reports. Returns E[x x'], E[x r'], E[r r'], shapes (R, n, n), (R, n, q),
+    (R, q, q) with q = m + m_u + 1, for the R rows ``seqs.linked_rows``."""
     means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
     value, jacobian = feature_jacobian(params.features, means[rows - 1])
     m = value.shape[1]
-    r = np.hstack([value, np.ones((len(rows), 1))])
+    r = np.hstack([value, seqs.inputs[rows], np.ones((len(rows), 1))])
     rr = r[:, :, None] * r[:, None, :]
     jacobian_t = np.swapaxes(jacobian, 1, 2)
     rr[:, :m, :m] += jacobian @ covs[rows - 1] @ jacobian_t

@@ -2,9 +2,9 @@
 
 A discrete mode z_t (a Markov chain) selects the flow of a hidden continuous state x_t, a
 linear combination of fixed features phi of the previous state (:mod:`modeshift.features`),
-and the state is seen linearly with noise:
+optionally driven by known inputs u_t, and the state is seen linearly with noise:
 
-    z_t | z_t-1 ~ transmat,     x_t = W_z phi(x_t-1) + b_z + N(0, Q_z),     y_t = C x_t + d + N(0, R).
+    z_t | z_t-1 ~ transmat,   x_t = W_z phi(x_t-1) + B_z u_t + b_z + N(0, Q_z),   y_t = C x_t + D u_t + d + N(0, R).
 
 It is the :class:`~modeshift.models.slds.SwitchingLDS` with each mode's linear flow replaced
 by a nonlinear one (cubic by default: Duffing and Van der Pol flows are exact), and the
@@ -15,7 +15,7 @@ Inference (:mod:`modeshift.models.laplace_inference`): q(x) q(z), q(x) the Lapla
 approximation at the mode of E_q(z) log p(x, y | z) (Gauss-Newton on the block-tridiagonal
 Hessian, with a line search), q(z) by forward-backward with the flows linearised at the mode
 (Laplace EM, Zoltowski et al. 2020). M-step: a weighted ridge regression of x_t on
-[phi(x_t-1), 1] per mode from the first-order (delta-method) moments of phi under q(x), the
+[phi(x_t-1), u_t, 1] per mode from the first-order (delta-method) moments of phi under q(x), the
 observation model by regression of y on the moments of x, the chain from the pair posteriors.
 
 >>> from modeshift import NonlinearSwitchingLDS
@@ -27,6 +27,10 @@ observation model by regression of y on the moments of x, the chain from the pai
 True
 >>> model.forecast(sim.observations, 5).means.shape
 (5, 2)
+
+Inputs (``input_dim`` m_u > 0) are passed as ``inputs=`` (n_steps, m_u) to ``fit`` and to every
+method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`, and
+``forecast`` needs the ``future_inputs`` (horizon, m_u).
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ from modeshift.features import feature_map
 from modeshift.models import em
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
-from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Integer, Number, OneOf, either
+from modeshift.models.slds_inference import regressors as slds_regressors
 from modeshift.statistics import Moments, Statistics
 from modeshift.transitions import Stationary, draw_rows, normalise_rows
 
@@ -59,7 +64,7 @@ _INFERENCE_TOL = 1e-3  # their stopping rule when ``tol`` does not give one (tol
 _INIT_STICKINESS = 20.0  # pseudo-counts for staying in the ARHMM that proposes the start
 _INIT_RESTARTS = 4  # of that ARHMM: on the oscillators one fit in five from a random start misses the modes
 _INIT_NOISE = 1e-3  # the start's observation noise, as a share of the data's variance
-_PARAMETERS = (
+_PARAMETERS = (  # and with inputs, _INPUT_PARAMETERS
     "flow_weights_",
     "flow_offsets_",
     "flow_covariances_",
@@ -71,6 +76,7 @@ _PARAMETERS = (
     "startprob_",
     "transmat_",
 )
+_INPUT_PARAMETERS = ("flow_input_matrices_", "feedthrough_matrix_")
 
 
 class NonlinearSwitchingLDS(Model):
@@ -78,9 +84,9 @@ class NonlinearSwitchingLDS(Model):
 
     Each EM iteration is one sweep of q(x), q(z) from the previous iteration's posterior (see
     :mod:`modeshift.models.laplace_inference`), then closed-form M-steps: for every mode a
-    ridge regression, weighted by q(z_t = k), of x_t on [phi(x_t-1), 1] (ridge on W_k, not on
-    b_k) from the first-order moments of phi under q(x); C, d, R by regression of y on the
-    moments of x (missing entries integrated out); m0, P0; the transition matrix from the
+    ridge regression, weighted by q(z_t = k), of x_t on [phi(x_t-1), u_t, 1] (ridge on W_k, not
+    on B_k or b_k) from the first-order moments of phi under q(x); C, d, R by regression of y on the
+    moments of x and the inputs (missing entries integrated out); m0, P0; the transition matrix from the
     expected transition counts plus ``stickiness``.
 
     The objective (``history_``, :meth:`elbo`) is the ELBO of q(x) q(z) with every flow
@@ -93,7 +99,8 @@ class NonlinearSwitchingLDS(Model):
     delay embedding in differences [y_t, y_t - y_t-1, ...] (C = [I, 0]); the feature map is fit
     to that state; an ``ARHMM(features=...)`` on the observed directions, with as many lags as
     the embedding holds (ceil(n / p)), proposes the modes and chain, and a weighted ridge
-    regression under its modes the flows.
+    regression under its modes the flows (on [phi(x_t-1), u_t, 1]; D starts at 0, so that the
+    inputs' effect is first read as the flows').
 
     Parameters
     ----------
@@ -106,6 +113,8 @@ class NonlinearSwitchingLDS(Model):
         Default: cubic polynomials.
     obs_dim : int, optional
         Dimension p of y (default: from the data).
+    input_dim : int
+        Dimension m_u of the inputs u (0: none).
     ridge : float
         Ridge penalty on the flows' feature weights (matrix-normal prior, see
         :class:`~modeshift.dynamics.LinearDynamics`).
@@ -125,6 +134,7 @@ class NonlinearSwitchingLDS(Model):
     Attributes
     ----------
     flow_weights_ (K, n, m), flow_offsets_ (K, n), flow_covariances_ (K, n, n) : W_k, b_k, Q_k.
+    flow_input_matrices_ (K, n, m_u), feedthrough_matrix_ (p, m_u) : B_k and D (only with inputs).
     observation_matrix_ (p, n), observation_offset_ (p,), observation_covariance_ (p, p) : C, d, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n) : m0, P0.
     startprob_ (K,), transmat_ (K, K) : the chain of modes.
@@ -133,9 +143,11 @@ class NonlinearSwitchingLDS(Model):
 
     Notes
     -----
-    No inputs, recurrent switches or resets (see :class:`~modeshift.models.slds.SwitchingLDS`
+    No recurrent switches or resets (see :class:`~modeshift.models.slds.SwitchingLDS`
     for those with linear flows). The Jacobian of phi is taken by central differences, so a
-    user's map needs no derivative. The parameters are identified only up to the map's
+    user's map needs no derivative. Inputs must be complete (no NaN). The start's ARHMM does not
+    see the inputs: inputs that move the state far more than its noise can hide the modes from
+    it. The parameters are identified only up to the map's
     standardisation of the starting state and a relabelling of modes.
     A state larger than the observations is allowed: on the switching oscillators seen through
     their position only (2,000 steps, state_dim 2, obs_dim 1, seeds 0-4), the modes found match
@@ -156,6 +168,7 @@ class NonlinearSwitchingLDS(Model):
         state_dim: int = 2,
         features: Any = "polynomial",
         obs_dim: int | None = None,
+        input_dim: int = 0,
         ridge: float = 1e-3,
         n_iter: int = 100,
         tol: float = 1e-3,
@@ -171,6 +184,7 @@ class NonlinearSwitchingLDS(Model):
         self.state_dim = state_dim
         self.features = features
         self.obs_dim = obs_dim
+        self.input_dim = input_dim
         self.ridge = ridge
         self.n_iter = n_iter
         self.tol = tol
@@ -186,17 +200,21 @@ class NonlinearSwitchingLDS(Model):
         "n_states": Integer(1),
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
+        "input_dim": Integer(0),
         "ridge": Number(0),
         "stickiness": Number(0),
         "reg_covar": Number(0),
     }
     _file_arrays = {"feature_map_.*": "real?"}
     _file_attributes = {**Model._file_attributes, "feature_map": "mapping"}
-    parameter_names = _PARAMETERS
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return _PARAMETERS + (_INPUT_PARAMETERS if self.input_dim else ())
 
     # ------------------------------------------------------------------ parameters
     def _check_fitted(self) -> None:
-        missing = [name for name in (*_PARAMETERS, "feature_map_") if self.__dict__.get(name) is None]
+        missing = [name for name in (*self.parameter_names, "feature_map_") if self.__dict__.get(name) is None]
         if missing:
             names = ", ".join(missing)
             raise NotFittedError(f"this NonlinearSwitchingLDS has no {names}: call fit, or set them by hand")
@@ -204,16 +222,18 @@ class NonlinearSwitchingLDS(Model):
     def _check_parameters(self) -> None:
         """Check every parameter's shape (from K, n, the map's m and C's p) and constraints."""
         self._check_fitted()
-        K, n, m = self.n_states, self.state_dim, self.feature_map_.n_outputs
+        K, n, m, m_u = self.n_states, self.state_dim, self.feature_map_.n_outputs, self.input_dim
         p = check_array("observation_matrix_", self.observation_matrix_, (None, n)).shape[0]
         shapes = {
             "flow_weights_": (K, n, m),
             "flow_offsets_": (K, n),
+            "flow_input_matrices_": (K, n, m_u),
+            "feedthrough_matrix_": (p, m_u),
             "observation_offset_": (p,),
             "initial_state_mean_": (n,),
         }
-        for name, shape in shapes.items():
-            check_array(name, self.__dict__[name], shape)
+        for name in set(shapes) & set(self.parameter_names):
+            check_array(name, self.__dict__[name], shapes[name])
         for name, size, stack in (
             ("flow_covariances_", n, (K,)),
             ("observation_covariance_", p, ()),
@@ -226,18 +246,39 @@ class NonlinearSwitchingLDS(Model):
         check_probabilities("transmat_", self.transmat_, (K, K))
 
     def _snapshot(self) -> dict[str, Any]:
-        return {name: np.array(self.__dict__[name]) for name in _PARAMETERS}
+        return {name: np.array(self.__dict__[name]) for name in self.parameter_names}
+
+    def _input_matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """B (K, n, m_u) and D (p, m_u): empty without inputs."""
+        if self.input_dim:
+            return np.asarray(self.flow_input_matrices_, dtype=float), np.asarray(self.feedthrough_matrix_, dtype=float)
+        p = np.shape(self.observation_matrix_)[0]
+        return np.zeros((self.n_states, self.state_dim, 0)), np.zeros((p, 0))
 
     def _flows(self) -> LinearDynamics:
+        """The K flows as regressions of x_t on [phi(x_t-1), u_t, 1], the ridge on phi's weights."""
         block = LinearDynamics(self.n_states, ridge=self.ridge, reg_covar=self.reg_covar)
-        block.ridge_columns = np.r_[np.ones(self.flow_weights_.shape[2], dtype=bool), False]
-        block.weights = np.concatenate([self.flow_weights_, self.flow_offsets_[:, :, None]], axis=2)
+        block.ridge_columns = np.r_[
+            np.ones(self.flow_weights_.shape[2], dtype=bool), np.zeros(self.input_dim + 1, bool)
+        ]
+        B, _ = self._input_matrices()
+        block.weights = np.concatenate([self.flow_weights_, B, self.flow_offsets_[:, :, None]], axis=2)
         block.covariances = self.flow_covariances_
         return block
 
+    def _set_flows(self, block: LinearDynamics) -> None:
+        """Read W_k, B_k, b_k, Q_k off the flows' regressions (:meth:`_flows`' layout)."""
+        m = self.feature_map_.n_outputs
+        self.flow_weights_, self.flow_offsets_ = block.weights[:, :, :m].copy(), block.weights[:, :, -1].copy()
+        if self.input_dim:
+            self.flow_input_matrices_ = block.weights[:, :, m:-1].copy()
+        self.flow_covariances_ = block.covariances
+
     def _observation(self) -> LinearDynamics:
+        """The observation model as one regression of y on [x, u, 1]."""
         block = LinearDynamics(1, reg_covar=self.reg_covar)
-        block.weights = np.hstack([self.observation_matrix_, self.observation_offset_[:, None]])[None]
+        _, D = self._input_matrices()
+        block.weights = np.hstack([self.observation_matrix_, D, self.observation_offset_[:, None]])[None]
         block.covariances = self.observation_covariance_[None]
         return block
 
@@ -257,12 +298,12 @@ class NonlinearSwitchingLDS(Model):
         )
 
     # ------------------------------------------------------------------------ data
-    def _sequences(self, X: Any, lengths: Sequence[int] | None) -> Sequences:
+    def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
         p = np.shape(self.__dict__["observation_matrix_"])[0] if "observation_matrix_" in self.__dict__ else None
         seqs = as_sequences(X, lengths).require(
             allow_missing=True, min_length=2, n_features=p or self.obs_dim, model="a NonlinearSwitchingLDS"
         )
-        return seqs.with_inputs(None, 0, "this NonlinearSwitchingLDS")  # the linearised laws read u_t = ()
+        return seqs.with_inputs(inputs, self.input_dim, "this NonlinearSwitchingLDS")
 
     def _centre_path(self, seqs: Sequences) -> np.ndarray:
         """A first path for the mode search on new data: the centre of the states the feature map
@@ -282,25 +323,25 @@ class NonlinearSwitchingLDS(Model):
         return self.tol if self.tol > 0 else _INFERENCE_TOL
 
     # ------------------------------------------------------------------ inference
-    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None) -> PerStep:
+    def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """q(z_t = k): smoothed mode probabilities (n_steps, K) under the Laplace posterior."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._infer(seqs).mode_probs)
 
-    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None) -> PerStep:
+    def filter_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """The forward pass of q(z) (n_steps, K): its potentials, the expected dynamics
         log-likelihoods, use q(x), which is smoothed; so this is not the exact filter, and at
         each sequence's last step it equals :meth:`predict_proba`."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
         filtered, _ = kernels.forward_filter(
             posterior.log_likelihoods, seqs.offsets, self.startprob_, posterior.transitions
         )
         return seqs.restore(filtered)
 
-    def predict(self, X: Any, lengths: Sequence[int] | None = None) -> PerStep:
+    def predict(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """Most likely mode path: Viterbi on the potentials of q(z) after inference to convergence."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._viterbi(seqs, self._infer(seqs)))
 
     def _viterbi(self, seqs: Sequences, posterior: laplace.Posterior) -> np.ndarray:
@@ -308,40 +349,40 @@ class NonlinearSwitchingLDS(Model):
             log_initial, log_transitions = np.log(self.startprob_), np.log(posterior.transitions)
         return kernels.viterbi(posterior.log_likelihoods, seqs.offsets, log_initial, log_transitions)[0]
 
-    def segment(self, X: Any, lengths: Sequence[int] | None = None) -> pd.DataFrame:
+    def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
         """Contiguous runs of one mode on the decoded path (:meth:`predict`): ``start``, ``end``
         (exclusive), ``mode``, ``probability`` (mean q(z_t = mode) over the run)."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
         return mode_segments(seqs, self._viterbi(seqs, posterior), posterior.mode_probs)
 
-    def smooth(self, X: Any, lengths: Sequence[int] | None = None) -> PerStep:
+    def smooth(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
         """E_q[x_t]: the mode of the Laplace posterior of the state path (n_steps, n)."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         return seqs.restore(self._infer(seqs).means)
 
-    def elbo(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+    def elbo(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """The ELBO of q(x) q(z) on X after inference to convergence, each flow linearised at the
         mode of q(x): a lower bound on log p(X) for a linear map, an approximation of one otherwise."""
-        return self._infer(self._sequences(X, lengths)).elbo
+        return self._infer(self._sequences(X, lengths, inputs)).elbo
 
     # ---------------------------------------------------------- model selection
     @property
     def n_parameters(self) -> int:
-        """Free parameters: flows (K (n (m + 1) + n (n + 1) / 2)), observation model, initial
-        state, start and transition probabilities."""
+        """Free parameters: flows (K (n (m + m_u + 1) + n (n + 1) / 2)), observation model
+        (p (n + m_u + 1) + p (p + 1) / 2), initial state, start and transition probabilities."""
         self._check_fitted()
-        K, (p, n), m = self.n_states, self.observation_matrix_.shape, self.feature_map_.n_outputs
-        count = K * (n * (m + 1) + n * (n + 1) // 2) + p * (n + 1) + p * (p + 1) // 2
+        K, (p, n), m, m_u = self.n_states, self.observation_matrix_.shape, self.feature_map_.n_outputs, self.input_dim
+        count = K * (n * (m + m_u + 1) + n * (n + 1) // 2) + p * (n + m_u + 1) + p * (p + 1) // 2
         return count + n + n * (n + 1) // 2 + (K - 1) + K * (K - 1)
 
-    def aic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+    def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + 2 n_parameters (the ELBO standing in for the intractable log-likelihood)."""
-        return -2.0 * self.elbo(X, lengths) + 2.0 * self.n_parameters
+        return -2.0 * self.elbo(X, lengths, inputs=inputs) + 2.0 * self.n_parameters
 
-    def bic(self, X: Any, lengths: Sequence[int] | None = None) -> float:
+    def bic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
         """-2 ELBO + n_parameters log(n_steps) (the ELBO standing in for the log-likelihood)."""
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
         return -2.0 * self._infer(seqs).elbo + self.n_parameters * np.log(seqs.n_steps)
 
     def describe(self) -> pd.DataFrame:
@@ -363,61 +404,84 @@ class NonlinearSwitchingLDS(Model):
 
     # ------------------------------------------------------------ sample, forecast
     def _propagate(
-        self, states: np.ndarray, modes: np.ndarray, horizon: int, rng: np.random.Generator
+        self, states: np.ndarray, modes: np.ndarray, inputs: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``horizon`` steps of the chain and the flows from states (N, n) in modes (N,):
-        paths (N, horizon, n) and their modes (N, horizon)."""
-        flows = self._flows()
-        paths, path_modes = np.empty((len(states), horizon, self.state_dim)), np.empty((len(states), horizon), int)
+        """One step of the chain and the flows per row of ``inputs``, (horizon, m_u) for all paths
+        or (N, horizon, m_u) per path, from states (N, n) in modes (N,): paths (N, horizon, n)
+        and their modes (N, horizon)."""
+        flows, N, horizon = self._flows(), len(states), inputs.shape[-2]
+        inputs = np.broadcast_to(inputs, (N, horizon, inputs.shape[-1]))
+        paths, path_modes = np.empty((N, horizon, self.state_dim)), np.empty((N, horizon), int)
         for h in range(horizon):
             modes = draw_rows(self.transmat_[modes], rng)
-            regressors = np.hstack([self.feature_map_.transform(states), np.ones((len(states), 1))])
+            regressors = laplace.flow_regressors(self.feature_map_, states, inputs[:, h])
             states = flows.sample_rows(regressors, modes, rng)
             paths[:, h], path_modes[:, h] = states, modes
         return paths, path_modes
 
     def sample(
-        self, n_steps: int, n_sequences: int = 1, random_state: int | np.random.Generator | None = None
+        self,
+        n_steps: int,
+        n_sequences: int = 1,
+        random_state: int | np.random.Generator | None = None,
+        *,
+        inputs: Any = None,
     ) -> tuple[PerStep, PerStep]:
         """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations (n_steps, p) and
-        modes (n_steps,), or lists of them for several sequences."""
+        modes (n_steps,), or lists of them for several sequences. ``inputs`` (n_steps, m_u), one
+        array for every sequence or a list with one per sequence, are required when ``input_dim > 0``."""
         self._check_fitted()
         T, N = int(n_steps), int(n_sequences)
+        model = "this NonlinearSwitchingLDS"
+        U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, model, name="inputs"))
         rng = np.random.default_rng(random_state)
         modes = draw_rows(np.broadcast_to(self.startprob_, (N, self.n_states)), rng)
         first = rng.multivariate_normal(self.initial_state_mean_, self.initial_state_covariance_, size=N)
-        paths, path_modes = self._propagate(first, modes, T - 1, rng)
+        paths, path_modes = self._propagate(first, modes, U[:, 1:], rng)
         states = np.concatenate([first[:, None], paths], axis=1)
         modes = np.concatenate([modes[:, None], path_modes], axis=1)
-        design = np.hstack([states.reshape(N * T, -1), np.ones((N * T, 1))])
+        design = slds_regressors(states.reshape(N * T, -1), U.reshape(N * T, -1))
         observations = self._observation().sample_rows(design, np.zeros(N * T, dtype=np.int64), rng)
         observations = observations.reshape(N, T, -1)
         if N == 1:
             return observations[0], modes[0]
         return list(observations), list(modes)
 
-    def forecast(self, X: Any, horizon: int, lengths: Sequence[int] | None = None) -> Forecast:
+    def forecast(
+        self,
+        X: Any,
+        horizon: int,
+        lengths: Sequence[int] | None = None,
+        *,
+        inputs: Any = None,
+        future_inputs: Any = None,
+    ) -> Forecast:
         """The predictive moments of the ``horizon`` observations after each sequence's end.
 
         From the Laplace posterior at the end T, x_T ~ N(m_T, P_T) and z_T ~ q(z_T), 2,000 paths
         (``FORECAST_PATHS``, seeded by ``random_state``) run through the chain and the nonlinear
         flows; y_T+h has mean C E[x_T+h] + d and covariance C Cov[x_T+h] C' + R from the paths'
         moments (Monte Carlo standard error about 2 % of a predictive standard deviation).
-        ``mode_probabilities`` are exact: q(z_T) transmat^h. Returns a
-        :class:`~modeshift.models.base.Forecast`, with lists for several sequences.
+        ``mode_probabilities`` are exact: q(z_T) transmat^h. With inputs, y_T+h's mean adds
+        D u_T+h, from ``future_inputs`` (horizon, m_u), or a list of them (one per sequence).
+        Returns a :class:`~modeshift.models.base.Forecast`, with lists for several sequences.
         """
         self._check_fitted()
         horizon = int(horizon)
-        seqs = self._sequences(X, lengths)
+        seqs = self._sequences(X, lengths, inputs)
+        futures = check_future_inputs(
+            future_inputs, horizon, seqs.n_sequences, self.input_dim, "this NonlinearSwitchingLDS"
+        )
         posterior = self._infer(seqs)
         rng = np.random.default_rng(self.random_state)
         C, d, R = self.observation_matrix_, self.observation_offset_, self.observation_covariance_
+        _, D = self._input_matrices()
         parts = []
-        for last in seqs.offsets[1:] - 1:
+        for last, future in zip(seqs.offsets[1:] - 1, futures):
             probabilities = posterior.mode_probs[last]
             starts = rng.multivariate_normal(posterior.means[last], posterior.covs[last], size=FORECAST_PATHS)
             modes = draw_rows(np.broadcast_to(probabilities, (FORECAST_PATHS, self.n_states)), rng)
-            paths, _ = self._propagate(starts, modes, horizon, rng)
+            paths, _ = self._propagate(starts, modes, future, rng)
             mean = paths.mean(axis=0)
             centred = paths - mean
             covariances = C @ (np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)) @ C.T + R
@@ -425,15 +489,18 @@ class NonlinearSwitchingLDS(Model):
             for _ in range(horizon):
                 chain.append(chain[-1] @ self.transmat_)
             symmetric = 0.5 * (covariances + covariances.transpose(0, 2, 1))
-            parts.append(Forecast(mean @ C.T + d, symmetric, np.array(chain[1:])))
+            parts.append(Forecast(mean @ C.T + future @ D.T + d, symmetric, np.array(chain[1:])))
         return Forecast.of_sequences(parts)
 
     # ------------------------------------------------------------------------- EM
-    def fit(self, X: Any, lengths: Sequence[int] | None = None, **columns: Any) -> NonlinearSwitchingLDS:
-        """Estimate the parameters by Laplace EM (:func:`modeshift.models.em.run`); returns ``self``."""
+    def fit(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> NonlinearSwitchingLDS:
+        """Estimate the parameters by Laplace EM (:func:`modeshift.models.em.run`); returns ``self``.
+        ``inputs`` (n_steps, m_u) are required when ``input_dim > 0``."""
         self._start_fit()
-        seqs = self._sequences(as_sequences(X, lengths, **columns), None).require_observed()
-        given = all(self.__dict__.get(name) is not None for name in (*_PARAMETERS, "feature_map_"))
+        seqs = self._sequences(as_sequences(X, lengths, **columns), None, inputs).require_observed()
+        given = all(self.__dict__.get(name) is not None for name in (*self.parameter_names, "feature_map_"))
         self.__dict__["_given"] = {**self._snapshot(), "feature_map_": self.feature_map_} if given else None
         em.run(self, seqs, label=f"NonlinearSwitchingLDS K={self.n_states}")
         for name in ("_given", "_start"):
@@ -456,9 +523,9 @@ class NonlinearSwitchingLDS(Model):
         interpolated) and the feature map fit to it; a sticky ``ARHMM(features=...)`` (the best of
         4 restarts) on the data's own directions (all of the state when n <= p), with ceil(n / p)
         lags (a position's past holds its velocity), gives the modes and the chain, and each
-        mode's flow is the weighted ridge regression of the state on its features under those
-        modes. That ARHMM has no ridge when it has several lags, which are nearly collinear (on
-        position-only oscillators ``ridge=1e-3`` shrank the velocity away: 0.54 of the modes
+        mode's flow is the weighted ridge regression of the state on [phi(x_t-1), u_t, 1] under
+        those modes (D = 0). That ARHMM has no ridge when it has several lags, which are nearly
+        collinear (on position-only oscillators ``ridge=1e-3`` shrank the velocity away: 0.54 of the modes
         right on two seeds in five, against 0.8 to 0.94 without). (An ARHMM on a whole delay
         embedding can fit a mode of a few steps exactly, a collapsed start EM never leaves;
         regressing y_t alone on its lags cannot.) Returns the starting path and q(z)."""
@@ -505,11 +572,14 @@ class NonlinearSwitchingLDS(Model):
         mode_probs = np.concatenate(mode_probs) if isinstance(mode_probs, list) else np.asarray(mode_probs)
         rows = seqs.linked_rows
         flows = LinearDynamics(self.n_states, ridge=self.ridge, reg_covar=max(self.reg_covar, 1e-6 * scale))
-        flows.ridge_columns = np.r_[np.ones(self.feature_map_.n_outputs, dtype=bool), False]
-        regressors = np.hstack([self.feature_map_.transform(states[rows - 1]), np.ones((len(rows), 1))])
+        flows.ridge_columns = np.r_[
+            np.ones(self.feature_map_.n_outputs, dtype=bool), np.zeros(self.input_dim + 1, bool)
+        ]
+        regressors = laplace.flow_regressors(self.feature_map_, states[rows - 1], seqs.inputs[rows])
         flows.m_step(flows.statistics(np.hstack([states[rows], regressors]), n, mode_probs[rows]))
-        self.flow_weights_, self.flow_offsets_ = flows.weights[:, :, :-1], flows.weights[:, :, -1]
-        self.flow_covariances_ = flows.covariances
+        self._set_flows(flows)
+        if self.input_dim:
+            self.feedthrough_matrix_ = np.zeros((p, self.input_dim))
         self.startprob_ = normalise_rows(np.asarray(arhmm.startprob_, dtype=float) + 1e-3)
         self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
         self.initial_state_mean_ = states[seqs.starts].mean(axis=0)
@@ -555,13 +625,14 @@ class NonlinearSwitchingLDS(Model):
             count=w.sum(axis=0),
         )
         Y, means, covs = seqs.values, posterior.means, posterior.covs
+        _, D = self._input_matrices()
         yy, yz, zz, count = observation_statistics(
             Y,
             means,
             covs,
-            np.ones((len(Y), 1)),
+            np.hstack([seqs.inputs, np.ones((len(Y), 1))]),
             self.observation_matrix_,
-            self.observation_offset_[:, None],
+            np.hstack([D, self.observation_offset_[:, None]]),
             self.observation_covariance_,
         )
         return Statistics(
@@ -578,12 +649,13 @@ class NonlinearSwitchingLDS(Model):
         n = self.state_dim
         flows = self._flows()
         flows.m_step(stats["flows"])
-        self.flow_weights_, self.flow_offsets_ = flows.weights[:, :, :-1].copy(), flows.weights[:, :, -1].copy()
-        self.flow_covariances_ = flows.covariances
+        self._set_flows(flows)
         observation = self._observation()
         observation.m_step(stats["observation"])
         (W,), (self.observation_covariance_,) = observation.weights, observation.covariances
-        self.observation_matrix_, self.observation_offset_ = W[:, :n].copy(), W[:, n].copy()
+        self.observation_matrix_, self.observation_offset_ = W[:, :n].copy(), W[:, -1].copy()
+        if self.input_dim:
+            self.feedthrough_matrix_ = W[:, n:-1].copy()
         first = stats["initial"]
         self.initial_state_mean_ = first.mean
         scatter = stats["initial_covariance"] + first.scatter + self.reg_covar * np.eye(n)
@@ -600,7 +672,7 @@ class NonlinearSwitchingLDS(Model):
     # ---------------------------------------------------------------- persistence
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
-        arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in _PARAMETERS}
+        arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
         _, state = self.feature_map_.state()
         arrays.update({f"feature_map_.{key}": np.asarray(value, dtype=float) for key, value in state.items()})
         return arrays
@@ -618,10 +690,10 @@ class NonlinearSwitchingLDS(Model):
         self.__dict__["feature_map_"] = feature_map(config, state)
         for name, value in attributes.items():
             setattr(self, name, value)
-        missing = [name for name in _PARAMETERS if name not in arrays]
+        missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
-        for name in _PARAMETERS:
+        for name in self.parameter_names:
             setattr(self, name, np.array(arrays[name]))
         self._check_parameters()
 
