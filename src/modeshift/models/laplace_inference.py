@@ -244,17 +244,13 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
         means, covs, cross_covs, *_ = find_mode(even, seqs, uniform, start, MODE_SHARE * tol)
         linear, laws = linearised(params, seqs, means)
         starts.append(slds_inference.update_modes(linear, seqs, means, covs, cross_covs, laws)[1])
-    best = None
-    for modes in starts:
-        posterior = sweep(params, seqs, modes, start, MODE_SHARE * tol)
-        for _ in range(max_sweeps - 1):
-            previous = posterior.elbo
-            posterior = sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol)
-            if abs(posterior.elbo - previous) < tol:
-                break
-        if best is None or posterior.elbo > best.elbo:
-            best = posterior
-    return best
+    return slds_inference.best_of(
+        starts,
+        lambda modes: sweep(params, seqs, modes, start, MODE_SHARE * tol),
+        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol),
+        tol,
+        max_sweeps,
+    )
 
 
 def flow_moments(

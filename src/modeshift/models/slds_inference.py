@@ -61,6 +61,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -448,12 +449,30 @@ def infer(
     if n_modes > 1:
         means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, law_weights(params, uniform))
         starts.append(update_modes(params, seqs, means, covs, cross_covs)[1])
+    return best_of(
+        starts,
+        lambda modes: sweep(params, seqs, modes),
+        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior),
+        tol,
+        max_sweeps,
+    )
+
+
+def best_of(
+    starts: list[np.ndarray],
+    first: Callable[[np.ndarray], Any],
+    then: Callable[[Any], Any],
+    tol: float,
+    max_sweeps: int,
+) -> Any:
+    """The posterior of largest ELBO over the ``starts`` of q(z): from each, ``first(modes)`` then
+    ``then(posterior)`` until the ELBO changes by less than ``tol`` (at most ``max_sweeps`` sweeps)."""
     best = None
     for modes in starts:
-        posterior = sweep(params, seqs, modes)
+        posterior = first(modes)
         for _ in range(max_sweeps - 1):
             previous = posterior.elbo
-            posterior = sweep(params, seqs, posterior.mode_probs, posterior)
+            posterior = then(posterior)
             if abs(posterior.elbo - previous) < tol:
                 break
         if best is None or posterior.elbo > best.elbo:
