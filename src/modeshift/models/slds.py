@@ -979,14 +979,17 @@ class SwitchingLDS(Model, StreamingFilters):
         (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own and the
         final objective chooses. Returns q(z)."""
         mode_probs = self._initialize(seqs, rng)
-        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD)
-        return self._grow_change_points(seqs, mode_probs, points) if len(points) else mode_probs
+        scores = slds_starts.kink_scores(seqs)
+        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD, scores=scores)
+        return self._grow_change_points(seqs, mode_probs, points, scores) if len(points) else mode_probs
 
-    def _grow_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def _grow_change_points(
+        self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray, scores: np.ndarray
+    ) -> np.ndarray:
         """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
-        change point (score above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a kept one)
-        whose addition raises the objective after the start (ELBO plus log prior): the kink scores
-        alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
+        change point (kink ``scores`` above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a
+        kept one) whose addition raises the objective after the start (ELBO plus log prior): the kink
+        scores alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
         Returns the modes of the best start, whose parameters are set."""
         base = self._snapshot()
 
@@ -996,16 +999,16 @@ class SwitchingLDS(Model, StreamingFilters):
             return inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior(), modes
 
         best, modes = objective(points)
-        scores = slds_starts.kink_scores(seqs)
-        candidates = slds_starts.change_points(seqs, _CANDIDATE_THRESHOLD)
+        kept = self._snapshot()
+        candidates = slds_starts.change_points(seqs, _CANDIDATE_THRESHOLD, scores=scores)
         for candidate in candidates[np.argsort(-scores[candidates], kind="stable")]:
             if np.abs(points - candidate).min() <= 1:
                 continue
             trial = np.sort(np.r_[points, candidate])
             value, trial_modes = objective(trial)
             if value > best:
-                best, modes, points = value, trial_modes, trial
-        objective(points)  # its parameters
+                best, modes, points, kept = value, trial_modes, trial, self._snapshot()
+        self.__dict__.update(kept)
         return modes
 
     def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
