@@ -1031,11 +1031,9 @@ class SwitchingLDS(Model, StreamingFilters):
         self.reset_matrices_ = np.zeros_like(self.reset_matrices_)
         self.reset_offsets_ = np.broadcast_to(self.initial_state_mean_, self.reset_offsets_.shape).copy()
         self.reset_covariances_ = np.broadcast_to(self.initial_state_covariance_, self.reset_covariances_.shape).copy()
+        weights = inference.law_weights(self._parameters(seqs), modes, pairs)  # the modes' and resets' tying only
         for _ in range(_CLAMPED_SWEEPS):
-            params = self._parameters(seqs)
-            means, covs, cross_covs, _ = inference.update_states(
-                params, seqs, inference.law_weights(params, modes, pairs)
-            )
+            means, covs, cross_covs, _ = inference.update_states(self._parameters(seqs), seqs, weights)
             empty = np.empty(0)
             posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
             self._maximize(self._statistics(seqs, posterior))
