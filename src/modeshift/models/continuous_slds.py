@@ -95,7 +95,7 @@ from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
 from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, checked_state
 from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary, normalise_rows
+from modeshift.transitions import Stationary
 
 __all__ = ["ContinuousSwitchingLDS", "StateDependentRates", "interval_statistics"]
 
@@ -720,22 +720,14 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + p * (n + m + 1) + p * (p + 1) // 2
         return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
 
-    def _kept_modes(self, kept: np.ndarray) -> ContinuousSwitchingLDS:
-        """A model of the ``kept`` modes of this fitted one, started from their parameters
-        (``selection="prune"``): their flows, and the rates among them, each mode's rates to the
-        dropped modes dropped (so its holding rate is the sum of those left)."""
-        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
-        for name in self.parameter_names:
-            value = np.asarray(self.__dict__[name])
-            if name in ("rate_matrix_", "rate_weights_"):
-                value = value[np.ix_(kept, kept)]
-            elif name.startswith(("drift_", "diffusion_", "startprob_")):
-                value = value[kept]
-            setattr(smaller, name, value.copy())
-        np.fill_diagonal(smaller.rate_matrix_, 0.0)
-        np.fill_diagonal(smaller.rate_matrix_, -smaller.rate_matrix_.sum(axis=1))
-        smaller.startprob_ = normalise_rows(smaller.startprob_)
-        return smaller
+    _PAIR_INDEXED = ("rate_matrix_", "rate_weights_")
+    _MODE_INDEXED = ("drift_", "diffusion_", "startprob_")
+
+    def _renormalise_kept(self) -> None:
+        """The fix-up of :meth:`_kept_modes`'s rates: each mode's rates to the dropped modes
+        dropped, so that its holding rate is the sum of those left."""
+        np.fill_diagonal(self.rate_matrix_, 0.0)
+        np.fill_diagonal(self.rate_matrix_, -self.rate_matrix_.sum(axis=1))
 
     def describe(self) -> pd.DataFrame:
         """One row per mode: its mean holding time 1 / λ_k (time units; at x = 0 for a recurrent

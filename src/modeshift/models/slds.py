@@ -760,9 +760,37 @@ class SwitchingLDS(Model, StreamingFilters):
         self._finish_fit(seqs)
         return self
 
+    # what _kept_modes slices: the parameters indexed by pairs of modes, and (by name prefix) by mode
+    _PAIR_INDEXED: tuple[str, ...] = ("transmat_", "recurrence_biases_")
+    _MODE_INDEXED: tuple[str, ...] = ("dynamics_", "recurrence_weights", "input_weights", "startprob")
+
     def _kept_modes(self, kept: np.ndarray) -> SwitchingLDS:
-        """A model of the ``kept`` modes of this fitted one, started from their parameters (``selection="prune"``)."""
-        return _keep_modes(self, kept)
+        """A model of the ``kept`` modes of this fitted one, its parameters set (as the start of
+        its fit, ``selection="prune"``) to theirs: p(z_0) renormalised over the kept modes, each
+        reset that of its switch between the kept modes, the switches fixed up by
+        :meth:`_renormalise_kept`."""
+        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
+        if self.resets:
+            old, new = self._reset_block(empty=True).index, smaller._reset_block(empty=True).index
+            reset_of = [old[kept[i], kept[j]] for i, j in (np.argwhere(new == r)[0] for r in range(new.max() + 1))]
+        for name in self.parameter_names:
+            value = np.asarray(self.__dict__[name])
+            if name in self._PAIR_INDEXED:
+                value = value[np.ix_(kept, kept)]
+            elif name.startswith(self._MODE_INDEXED):
+                value = value[kept]
+            elif name.startswith("reset_"):
+                value = value[reset_of]
+            setattr(smaller, name, value.copy())
+        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        smaller._renormalise_kept()
+        return smaller
+
+    def _renormalise_kept(self) -> None:
+        """The fix-up of :meth:`_kept_modes`'s switches: the chain's rows renormalised over the
+        kept modes (a recurrent model's guards need none)."""
+        if not self.recurrent:
+            self.transmat_ = normalise_rows(self.transmat_)
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
@@ -1209,29 +1237,6 @@ class SwitchingLDS(Model, StreamingFilters):
         if self.resets:
             raise NotImplementedError("the particle methods do not model the resets of a SwitchingLDS yet")
         return SwitchingLinear(self, inputs)
-
-
-def _keep_modes(model: SwitchingLDS, kept: np.ndarray) -> SwitchingLDS:
-    """A SwitchingLDS of the ``kept`` modes of a fitted one, its parameters set (as the start of its
-    fit) to theirs: the chain's rows renormalised over the kept modes, each reset that of its
-    switch between the kept modes."""
-    smaller = type(model)(**{**model.get_params(), "n_states": len(kept), "warm_start": False})
-    if model.resets:
-        old, new = model._reset_block(empty=True).index, smaller._reset_block(empty=True).index
-        reset_of = [old[kept[i], kept[j]] for i, j in (np.argwhere(new == r)[0] for r in range(new.max() + 1))]
-    for name in model.parameter_names:
-        value = np.asarray(model.__dict__[name])
-        if name in ("transmat_", "recurrence_biases_"):
-            value = value[np.ix_(kept, kept)]
-        elif name.startswith(("dynamics_", "recurrence_weights", "input_weights", "startprob")):
-            value = value[kept]
-        elif name.startswith("reset_"):
-            value = value[reset_of]
-        setattr(smaller, name, value.copy())
-    smaller.startprob_ = normalise_rows(smaller.startprob_)
-    if not model.recurrent:
-        smaller.transmat_ = normalise_rows(smaller.transmat_)
-    return smaller
 
 
 def _subspace_start(seqs: Sequences, n: int) -> LinearGaussianSSM:
