@@ -716,8 +716,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         """Free parameters: per mode n^2 + n m + n + n(n + 1)/2 for the flow, the K(K - 1) rates,
         the observation model, the initial law and K - 1 start probabilities."""
         self._check_fitted()
-        K, n, m, p = self._k, self.state_dim, self.input_dim, self.observation_matrix_.shape[0]
-        count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + p * (n + m + 1) + p * (p + 1) // 2
+        K, n, m = self._k, self.state_dim, self.input_dim
+        count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + self._observation_block().n_parameters()
         return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
 
     _PAIR_INDEXED = ("rate_matrix_", "rate_weights_")
