@@ -31,7 +31,7 @@ laws (:class:`~modeshift.models.slds_inference.StepLaws`: one per distinct gap).
   first order in Δ) proposes it; a few BFGS iterations on the exact expected log-likelihood
   sum_n q(z_n = k) E_q log N(x_n | Φ x_n-1 + Γ u_n + c, S) minus the ``reg_covar`` prior polish
   it (:func:`~modeshift.models.continuous_arhmm.polish`), kept only where they raise it. The
-  regression's rows are grouped by gap once per fit (:class:`~modeshift.models.continuous_arhmm.GapGroups`).
+  regression's rows are grouped by gap once per M-step (:class:`~modeshift.models.continuous_arhmm.GapGroups`).
 
 Every step raises the ELBO plus the log prior, so EM is monotone.
 
@@ -646,17 +646,12 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return probs
 
     def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> ContinuousSwitchingLDS:
-        """The SwitchingLDS's EM, the flows' regression rows grouped by gap once for the fit (the
-        gaps are data)."""
+        """The SwitchingLDS's EM, in memory only."""
         if over is not None:
             raise TypeError(
                 "a ContinuousSwitchingLDS does not fit over a cluster: its M-step reads q(x) q(z) at every gap"
             )
-        self.__dict__["_gap_groups"] = GapGroups.of(self._gaps(seqs)[seqs.linked_rows])
-        try:
-            return super()._fit_em(seqs)
-        finally:
-            del self.__dict__["_gap_groups"]
+        return super()._fit_em(seqs)
 
     def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
         """The observation model's sums (as the SwitchingLDS's) and q(x) q(z) itself: the rates'
@@ -679,7 +674,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         else:
             self.rate_matrix_ = rate_step(self.rate_matrix_, posterior.pair_counts[rows], gaps)
         moments = inference.transition_moments(seqs, posterior)  # of x_n and [x_n-1, u_n, 1]
-        n, m, groups = self.state_dim, self.input_dim, self.__dict__["_gap_groups"]
+        n, m, groups = self.state_dim, self.input_dim, GapGroups.of(gaps)  # rows grouped once for all modes
         drift, diffusion = np.array(self.drift_matrices_), np.array(self.diffusion_covariances_)
         columns = np.concatenate([self.drift_input_matrices_, np.asarray(self.drift_offsets_)[:, :, None]], axis=2)
         for k in range(self._k):
