@@ -271,16 +271,18 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The discrete-time laws over each gap (G,): weights [Φ_k, Γ_k, c_k] (G, K, n, n + m + 1)
         (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over the gap), covariances
-        S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
+        S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K), computed once per distinct gap."""
+        distinct, law = np.unique(gaps, return_inverse=True)
         flows = [
-            flow_moments(F, np.column_stack([G, f]), Sigma, gaps)
+            flow_moments(F, np.column_stack([G, f]), Sigma, distinct)
             for F, G, f, Sigma in zip(
                 self.drift_matrices_, self.drift_input_matrices_, self.drift_offsets_, self.diffusion_covariances_
             )
         ]
         weights = np.stack([np.concatenate([Phi, c], axis=2) for Phi, c, _ in flows], axis=1)
         covariances = np.stack([S for _, _, S in flows], axis=1)
-        return weights, covariances, expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * gaps[:, None, None])
+        transitions = expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * distinct[:, None, None])
+        return weights[law], covariances[law], transitions[law]
 
     def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
         """The parameters as inference reads them: for data ``seqs``, the laws of each step's gap;
@@ -401,10 +403,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         futures = self._future_inputs(future_inputs, horizons)
         posterior = self._infer(seqs)
         params, rng = self._parameters(), np.random.default_rng(self.random_state)
-        distinct, group = np.unique(np.concatenate(gaps), return_inverse=True)  # the laws once per distinct gap
-        weights, covariances, transitions = self._laws(distinct)
-        parts = []
-        for s, (steps, future, law) in enumerate(zip(gaps, futures, np.split(group, np.cumsum(horizons)[:-1]))):
+        weights, covariances, transitions = self._laws(np.concatenate(gaps))
+        bounds, parts = np.cumsum([0, *horizons]), []
+        for s, (steps, future) in enumerate(zip(gaps, futures)):
+            law = slice(bounds[s], bounds[s + 1])
             laws = self._future_laws_over(steps, future, (weights[law], covariances[law], transitions[law]))
             parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, future, rng))
         return Forecast.of_sequences(parts)
@@ -495,8 +497,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
                 state.filtered, np.column_stack([gaps, future])
             )
             return Forecast(means, covariances, modes)
-        distinct, law = np.unique(gaps, return_inverse=True)
-        laws = self._future_laws_over(gaps, future, tuple(part[law] for part in self._laws(distinct)))
+        laws = self._future_laws_over(gaps, future, self._laws(gaps))
         rng = np.random.default_rng(self.random_state)
         return self._forecast_mixture(state.filtered, self._parameters(), laws, future, rng)
 
@@ -590,8 +591,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         model = "this ContinuousSwitchingLDS"
         U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, model, name="inputs"))
         rng = np.random.default_rng(random_state)
-        distinct, law = np.unique(np.r_[1.0, np.diff(stamps)], return_inverse=True)
-        weights, covariances, transitions = self._laws(distinct)
+        weights, covariances, transitions = self._laws(np.r_[1.0, np.diff(stamps)])
         factors = np.linalg.cholesky(covariances)
         n = self.state_dim
         states, modes = np.empty((N, T, n)), np.empty((N, T), dtype=np.int64)
@@ -603,9 +603,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
                 switch = self._guards(np.full(N, stamps[t] - stamps[t - 1])).kernel_arrays(states[:, t - 1])[1]
                 modes[:, t] = z = _draw(switch[np.arange(N), modes[:, t - 1]], rng)
             else:
-                modes[:, t] = z = _draw(transitions[law[t]][modes[:, t - 1]], rng)
-            mean = np.einsum("sij,sj->si", weights[law[t], z], inference.regressors(states[:, t - 1], U[:, t]))
-            states[:, t] = mean + np.einsum("sij,sj->si", factors[law[t], z], rng.standard_normal((N, n)))
+                modes[:, t] = z = _draw(transitions[t][modes[:, t - 1]], rng)
+            mean = np.einsum("sij,sj->si", weights[t, z], inference.regressors(states[:, t - 1], U[:, t]))
+            states[:, t] = mean + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((N, n)))
         noise = (
             rng.standard_normal((N, T, len(self.observation_offset_)))
             @ np.linalg.cholesky(self.observation_covariance_).T
