@@ -308,11 +308,9 @@ def test_bouncing_ball_restitution_within_5_percent():
 @pytest.mark.parametrize("ties", ["pair", "destination"])
 def test_keeping_modes_keeps_the_resets_of_their_switches(ties):
     """Pruning (selection="prune") drops a mode: each reset left is the one of its switch between kept modes."""
-    from modeshift.models.slds import _keep_modes
-
     model = _model(np.random.default_rng(2), 3, 2, 1, ties)
     kept = np.array([0, 2])
-    smaller = _keep_modes(model, kept)
+    smaller = model._kept_modes(kept)
     old, new = model.automaton().resets, smaller.automaton().resets
     assert set(new) == {(0, 1), (1, 0)}
     for (i, j), (matrix, offset) in new.items():

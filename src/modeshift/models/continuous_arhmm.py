@@ -355,13 +355,7 @@ class ContinuousARHMM(Model):
         """Estimate the parameters by generalised EM (see the module docstring); returns ``self``."""
         self._start_fit()
         seqs = self._sequences(X, lengths, times, **columns)
-        rows = seqs.linked_rows  # the flows' regression rows, fixed while EM runs: grouped once
-        regression = GapGroups.of(self._gaps(seqs)[rows]), point_moments(seqs.values[rows - 1], seqs.values[rows])
-        self.__dict__["_regression"] = regression
-        try:
-            em.run(self, seqs, label=f"ContinuousARHMM K={self._k}")
-        finally:
-            del self.__dict__["_regression"]
+        em.run(self, seqs, label=f"ContinuousARHMM K={self._k}")
         self._finish_fit(seqs)
         return self
 
@@ -413,7 +407,8 @@ class ContinuousARHMM(Model):
         rows, gaps = seqs.linked_rows, self._gaps(seqs)
         self.startprob_ = normalise_rows(posteriors[seqs.starts].sum(axis=0) + 1e-10)
         self.rate_matrix_ = rate_step(self.rate_matrix_, pairs[rows], gaps[rows])
-        groups, moments = self.__dict__["_regression"]
+        groups = GapGroups.of(gaps[rows])  # the flows' regression rows, grouped by gap once for all modes
+        moments = point_moments(seqs.values[rows - 1], seqs.values[rows])
         for k in range(self._k):
             weights = posteriors[rows, k]
             if weights.sum() <= 1e-8:
@@ -555,7 +550,7 @@ def rates_of(transmat: np.ndarray, gap: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GapGroups:
-    """The rows of a fit grouped by their gap, once per fit (the gaps are data, fixed while EM runs):
+    """The rows of a fit grouped by their gap, once per M-step for all its modes:
     ``gaps`` (G,) the distinct gaps, ``order`` the rows sorted by gap, ``firsts`` (G,) where each
     gap's rows start in that order."""
 

@@ -31,7 +31,7 @@ laws (:class:`~modeshift.models.slds_inference.StepLaws`: one per distinct gap).
   first order in Δ) proposes it; a few BFGS iterations on the exact expected log-likelihood
   sum_n q(z_n = k) E_q log N(x_n | Φ x_n-1 + Γ u_n + c, S) minus the ``reg_covar`` prior polish
   it (:func:`~modeshift.models.continuous_arhmm.polish`), kept only where they raise it. The
-  regression's rows are grouped by gap once per fit (:class:`~modeshift.models.continuous_arhmm.GapGroups`).
+  regression's rows are grouped by gap once per M-step (:class:`~modeshift.models.continuous_arhmm.GapGroups`).
 
 Every step raises the ELBO plus the log prior, so EM is monotone.
 
@@ -95,7 +95,7 @@ from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS, _draw
 from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, checked_state
 from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary, normalise_rows
+from modeshift.transitions import Stationary
 
 __all__ = ["ContinuousSwitchingLDS", "StateDependentRates", "interval_statistics"]
 
@@ -271,16 +271,18 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The discrete-time laws over each gap (G,): weights [Φ_k, Γ_k, c_k] (G, K, n, n + m + 1)
         (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over the gap), covariances
-        S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
+        S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K), computed once per distinct gap."""
+        distinct, law = np.unique(gaps, return_inverse=True)
         flows = [
-            flow_moments(F, np.column_stack([G, f]), Sigma, gaps)
+            flow_moments(F, np.column_stack([G, f]), Sigma, distinct)
             for F, G, f, Sigma in zip(
                 self.drift_matrices_, self.drift_input_matrices_, self.drift_offsets_, self.diffusion_covariances_
             )
         ]
         weights = np.stack([np.concatenate([Phi, c], axis=2) for Phi, c, _ in flows], axis=1)
         covariances = np.stack([S for _, _, S in flows], axis=1)
-        return weights, covariances, expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * gaps[:, None, None])
+        transitions = expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * distinct[:, None, None])
+        return weights[law], covariances[law], transitions[law]
 
     def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
         """The parameters as inference reads them: for data ``seqs``, the laws of each step's gap;
@@ -401,10 +403,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         futures = self._future_inputs(future_inputs, horizons)
         posterior = self._infer(seqs)
         params, rng = self._parameters(), np.random.default_rng(self.random_state)
-        distinct, group = np.unique(np.concatenate(gaps), return_inverse=True)  # the laws once per distinct gap
-        weights, covariances, transitions = self._laws(distinct)
-        parts = []
-        for s, (steps, future, law) in enumerate(zip(gaps, futures, np.split(group, np.cumsum(horizons)[:-1]))):
+        weights, covariances, transitions = self._laws(np.concatenate(gaps))
+        bounds, parts = np.cumsum([0, *horizons]), []
+        for s, (steps, future) in enumerate(zip(gaps, futures)):
+            law = slice(bounds[s], bounds[s + 1])
             laws = self._future_laws_over(steps, future, (weights[law], covariances[law], transitions[law]))
             parts.append(self._forecast_from(posterior, seqs.offsets[s + 1] - 1, params, laws, future, rng))
         return Forecast.of_sequences(parts)
@@ -495,8 +497,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
                 state.filtered, np.column_stack([gaps, future])
             )
             return Forecast(means, covariances, modes)
-        distinct, law = np.unique(gaps, return_inverse=True)
-        laws = self._future_laws_over(gaps, future, tuple(part[law] for part in self._laws(distinct)))
+        laws = self._future_laws_over(gaps, future, self._laws(gaps))
         rng = np.random.default_rng(self.random_state)
         return self._forecast_mixture(state.filtered, self._parameters(), laws, future, rng)
 
@@ -590,8 +591,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         model = "this ContinuousSwitchingLDS"
         U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, model, name="inputs"))
         rng = np.random.default_rng(random_state)
-        distinct, law = np.unique(np.r_[1.0, np.diff(stamps)], return_inverse=True)
-        weights, covariances, transitions = self._laws(distinct)
+        weights, covariances, transitions = self._laws(np.r_[1.0, np.diff(stamps)])
         factors = np.linalg.cholesky(covariances)
         n = self.state_dim
         states, modes = np.empty((N, T, n)), np.empty((N, T), dtype=np.int64)
@@ -603,9 +603,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
                 switch = self._guards(np.full(N, stamps[t] - stamps[t - 1])).kernel_arrays(states[:, t - 1])[1]
                 modes[:, t] = z = _draw(switch[np.arange(N), modes[:, t - 1]], rng)
             else:
-                modes[:, t] = z = _draw(transitions[law[t]][modes[:, t - 1]], rng)
-            mean = np.einsum("sij,sj->si", weights[law[t], z], inference.regressors(states[:, t - 1], U[:, t]))
-            states[:, t] = mean + np.einsum("sij,sj->si", factors[law[t], z], rng.standard_normal((N, n)))
+                modes[:, t] = z = _draw(transitions[t][modes[:, t - 1]], rng)
+            mean = np.einsum("sij,sj->si", weights[t, z], inference.regressors(states[:, t - 1], U[:, t]))
+            states[:, t] = mean + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((N, n)))
         noise = (
             rng.standard_normal((N, T, len(self.observation_offset_)))
             @ np.linalg.cholesky(self.observation_covariance_).T
@@ -646,17 +646,12 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return probs
 
     def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> ContinuousSwitchingLDS:
-        """The SwitchingLDS's EM, the flows' regression rows grouped by gap once for the fit (the
-        gaps are data)."""
+        """The SwitchingLDS's EM, in memory only."""
         if over is not None:
             raise TypeError(
                 "a ContinuousSwitchingLDS does not fit over a cluster: its M-step reads q(x) q(z) at every gap"
             )
-        self.__dict__["_gap_groups"] = GapGroups.of(self._gaps(seqs)[seqs.linked_rows])
-        try:
-            return super()._fit_em(seqs)
-        finally:
-            del self.__dict__["_gap_groups"]
+        return super()._fit_em(seqs)
 
     def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
         """The observation model's sums (as the SwitchingLDS's) and q(x) q(z) itself: the rates'
@@ -679,7 +674,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         else:
             self.rate_matrix_ = rate_step(self.rate_matrix_, posterior.pair_counts[rows], gaps)
         moments = inference.transition_moments(seqs, posterior)  # of x_n and [x_n-1, u_n, 1]
-        n, m, groups = self.state_dim, self.input_dim, self.__dict__["_gap_groups"]
+        n, m, groups = self.state_dim, self.input_dim, GapGroups.of(gaps)  # rows grouped once for all modes
         drift, diffusion = np.array(self.drift_matrices_), np.array(self.diffusion_covariances_)
         columns = np.concatenate([self.drift_input_matrices_, np.asarray(self.drift_offsets_)[:, :, None]], axis=2)
         for k in range(self._k):
@@ -716,26 +711,18 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         """Free parameters: per mode n^2 + n m + n + n(n + 1)/2 for the flow, the K(K - 1) rates,
         the observation model, the initial law and K - 1 start probabilities."""
         self._check_fitted()
-        K, n, m, p = self._k, self.state_dim, self.input_dim, self.observation_matrix_.shape[0]
-        count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + p * (n + m + 1) + p * (p + 1) // 2
+        K, n, m = self._k, self.state_dim, self.input_dim
+        count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + self._observation_block().n_parameters()
         return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
 
-    def _kept_modes(self, kept: np.ndarray) -> ContinuousSwitchingLDS:
-        """A model of the ``kept`` modes of this fitted one, started from their parameters
-        (``selection="prune"``): their flows, and the rates among them, each mode's rates to the
-        dropped modes dropped (so its holding rate is the sum of those left)."""
-        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
-        for name in self.parameter_names:
-            value = np.asarray(self.__dict__[name])
-            if name in ("rate_matrix_", "rate_weights_"):
-                value = value[np.ix_(kept, kept)]
-            elif name.startswith(("drift_", "diffusion_", "startprob_")):
-                value = value[kept]
-            setattr(smaller, name, value.copy())
-        np.fill_diagonal(smaller.rate_matrix_, 0.0)
-        np.fill_diagonal(smaller.rate_matrix_, -smaller.rate_matrix_.sum(axis=1))
-        smaller.startprob_ = normalise_rows(smaller.startprob_)
-        return smaller
+    _PAIR_INDEXED = ("rate_matrix_", "rate_weights_")
+    _MODE_INDEXED = ("drift_", "diffusion_", "startprob_")
+
+    def _renormalise_kept(self) -> None:
+        """The fix-up of :meth:`_kept_modes`'s rates: each mode's rates to the dropped modes
+        dropped, so that its holding rate is the sum of those left."""
+        np.fill_diagonal(self.rate_matrix_, 0.0)
+        np.fill_diagonal(self.rate_matrix_, -self.rate_matrix_.sum(axis=1))
 
     def describe(self) -> pd.DataFrame:
         """One row per mode: its mean holding time 1 / λ_k (time units; at x = 0 for a recurrent

@@ -753,9 +753,37 @@ class SwitchingLDS(Model, StreamingFilters):
         self._finish_fit(seqs)
         return self
 
+    # what _kept_modes slices: the parameters indexed by pairs of modes, and (by name prefix) by mode
+    _PAIR_INDEXED: tuple[str, ...] = ("transmat_", "recurrence_biases_")
+    _MODE_INDEXED: tuple[str, ...] = ("dynamics_", "recurrence_weights", "input_weights", "startprob")
+
     def _kept_modes(self, kept: np.ndarray) -> SwitchingLDS:
-        """A model of the ``kept`` modes of this fitted one, started from their parameters (``selection="prune"``)."""
-        return _keep_modes(self, kept)
+        """A model of the ``kept`` modes of this fitted one, its parameters set (as the start of
+        its fit, ``selection="prune"``) to theirs: p(z_0) renormalised over the kept modes, each
+        reset that of its switch between the kept modes, the switches fixed up by
+        :meth:`_renormalise_kept`."""
+        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
+        if self.resets:
+            old, new = self._reset_block(empty=True).index, smaller._reset_block(empty=True).index
+            reset_of = [old[kept[i], kept[j]] for i, j in (np.argwhere(new == r)[0] for r in range(new.max() + 1))]
+        for name in self.parameter_names:
+            value = np.asarray(self.__dict__[name])
+            if name in self._PAIR_INDEXED:
+                value = value[np.ix_(kept, kept)]
+            elif name.startswith(self._MODE_INDEXED):
+                value = value[kept]
+            elif name.startswith("reset_"):
+                value = value[reset_of]
+            setattr(smaller, name, value.copy())
+        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        smaller._renormalise_kept()
+        return smaller
+
+    def _renormalise_kept(self) -> None:
+        """The fix-up of :meth:`_kept_modes`'s switches: the chain's rows renormalised over the
+        kept modes (a recurrent model's guards need none)."""
+        if not self.recurrent:
+            self.transmat_ = normalise_rows(self.transmat_)
 
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
         """The parameters set before ``fit`` start the first restart, with q(z) inferred under
@@ -972,14 +1000,17 @@ class SwitchingLDS(Model, StreamingFilters):
         (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own and the
         final objective chooses. Returns q(z)."""
         mode_probs = self._initialize(seqs, rng)
-        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD)
-        return self._grow_change_points(seqs, mode_probs, points) if len(points) else mode_probs
+        scores = slds_starts.kink_scores(seqs)
+        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD, scores=scores)
+        return self._grow_change_points(seqs, mode_probs, points, scores) if len(points) else mode_probs
 
-    def _grow_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def _grow_change_points(
+        self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray, scores: np.ndarray
+    ) -> np.ndarray:
         """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
-        change point (score above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a kept one)
-        whose addition raises the objective after the start (ELBO plus log prior): the kink scores
-        alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
+        change point (kink ``scores`` above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a
+        kept one) whose addition raises the objective after the start (ELBO plus log prior): the kink
+        scores alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
         Returns the modes of the best start, whose parameters are set."""
         base = self._snapshot()
 
@@ -989,16 +1020,16 @@ class SwitchingLDS(Model, StreamingFilters):
             return inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior(), modes
 
         best, modes = objective(points)
-        scores = slds_starts.kink_scores(seqs)
-        candidates = slds_starts.change_points(seqs, _CANDIDATE_THRESHOLD)
+        kept = self._snapshot()
+        candidates = slds_starts.change_points(seqs, _CANDIDATE_THRESHOLD, scores=scores)
         for candidate in candidates[np.argsort(-scores[candidates], kind="stable")]:
             if np.abs(points - candidate).min() <= 1:
                 continue
             trial = np.sort(np.r_[points, candidate])
             value, trial_modes = objective(trial)
             if value > best:
-                best, modes, points = value, trial_modes, trial
-        objective(points)  # its parameters
+                best, modes, points, kept = value, trial_modes, trial, self._snapshot()
+        self.__dict__.update(kept)
         return modes
 
     def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -1021,11 +1052,9 @@ class SwitchingLDS(Model, StreamingFilters):
         self.reset_matrices_ = np.zeros_like(self.reset_matrices_)
         self.reset_offsets_ = np.broadcast_to(self.initial_state_mean_, self.reset_offsets_.shape).copy()
         self.reset_covariances_ = np.broadcast_to(self.initial_state_covariance_, self.reset_covariances_.shape).copy()
+        weights = inference.law_weights(self._parameters(seqs), modes, pairs)  # the modes' and resets' tying only
         for _ in range(_CLAMPED_SWEEPS):
-            params = self._parameters(seqs)
-            means, covs, cross_covs, _ = inference.update_states(
-                params, seqs, inference.law_weights(params, modes, pairs)
-            )
+            means, covs, cross_covs, _ = inference.update_states(self._parameters(seqs), seqs, weights)
             empty = np.empty(0)
             posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
             self._maximize(self._statistics(seqs, posterior))
@@ -1197,29 +1226,6 @@ class SwitchingLDS(Model, StreamingFilters):
         if self.resets:
             raise NotImplementedError("the particle methods do not model the resets of a SwitchingLDS yet")
         return SwitchingLinear(self, inputs)
-
-
-def _keep_modes(model: SwitchingLDS, kept: np.ndarray) -> SwitchingLDS:
-    """A SwitchingLDS of the ``kept`` modes of a fitted one, its parameters set (as the start of its
-    fit) to theirs: the chain's rows renormalised over the kept modes, each reset that of its
-    switch between the kept modes."""
-    smaller = type(model)(**{**model.get_params(), "n_states": len(kept), "warm_start": False})
-    if model.resets:
-        old, new = model._reset_block(empty=True).index, smaller._reset_block(empty=True).index
-        reset_of = [old[kept[i], kept[j]] for i, j in (np.argwhere(new == r)[0] for r in range(new.max() + 1))]
-    for name in model.parameter_names:
-        value = np.asarray(model.__dict__[name])
-        if name in ("transmat_", "recurrence_biases_"):
-            value = value[np.ix_(kept, kept)]
-        elif name.startswith(("dynamics_", "recurrence_weights", "input_weights", "startprob")):
-            value = value[kept]
-        elif name.startswith("reset_"):
-            value = value[reset_of]
-        setattr(smaller, name, value.copy())
-    smaller.startprob_ = normalise_rows(smaller.startprob_)
-    if not model.recurrent:
-        smaller.transmat_ = normalise_rows(smaller.transmat_)
-    return smaller
 
 
 def _subspace_start(seqs: Sequences, n: int) -> LinearGaussianSSM:

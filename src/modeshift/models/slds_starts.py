@@ -86,10 +86,13 @@ def _switch_step(window_values: np.ndarray, window: int) -> int:
     return max(step, 0)
 
 
-def change_points(seqs: Sequences, threshold: float, window: int = WINDOW) -> np.ndarray:
+def change_points(
+    seqs: Sequences, threshold: float, window: int = WINDOW, scores: np.ndarray | None = None
+) -> np.ndarray:
     """The steps whose :func:`kink_scores` exceed ``threshold`` and are the largest within
-    ``window`` steps of the same sequence, in increasing order."""
-    scores = kink_scores(seqs, window)
+    ``window`` steps of the same sequence, in increasing order; ``scores``, if given, are those
+    kink scores already computed (with the same ``window``)."""
+    scores = kink_scores(seqs, window) if scores is None else scores
     kept = []
     for first, last in zip(seqs.offsets[:-1], seqs.offsets[1:]):
         part = scores[first:last]
