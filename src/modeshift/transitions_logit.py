@@ -212,10 +212,10 @@ def maximise_per_source(
     (the quadratic region, where a comparison of values sees only round-off) steps are taken as
     they come, until the predicted gain is under :data:`_DONE` of |Q|, whose step is taken last.
     So the result is the maximiser to round-off, whatever the order of the sums (the rows in hand
-    or on the shards of a cluster agree to 1e-10), and Q never falls by more than round-off. Each
-    value, and each gradient and Hessian, is one call of ``rows`` (one pass over a cluster's
-    shards). With ``allowed`` (K, K), the moves it excludes have probability 0 (the pairs must put
-    no mass there)."""
+    or on the shards of a cluster agree to 1e-10), and Q never falls by more than round-off. The
+    value with its gradient and Hessian, and each value the halving tries, is one call of ``rows``
+    (one pass over a cluster's shards). With ``allowed`` (K, K), the moves it excludes have
+    probability 0 (the pairs must put no mass there)."""
 
     def penalised(values: np.ndarray) -> float:
         log_probability = rows(functools.partial(_per_source_value, coef=values, allowed=allowed))
@@ -223,30 +223,26 @@ def maximise_per_source(
 
     if coef.size == 0:  # one mode: nothing to fit
         return coef
-    value: float | None = penalised(coef)
-    scale = max(abs(value), 1.0)
     for _ in range(max_iter):
-        gradient, hessian = rows(functools.partial(_per_source_terms, coef=coef, allowed=allowed))
+        log_probability, gradient, hessian = rows(functools.partial(_per_source_terms, coef=coef, allowed=allowed))
+        value = log_probability - 0.5 * ridge * float(np.sum(coef**2))
+        scale = max(abs(value), 1.0)
         direction = newton_solve(gradient, hessian, coef, ridge, allowed)
         predicted = 0.5 * float(
             np.sum(direction.reshape(gradient.shape) * (gradient - ridge * coef.reshape(gradient.shape)))
         )
         if predicted <= _CLOSE * scale:
-            coef, value = coef + direction, None
+            coef = coef + direction
             if predicted <= _DONE * scale:
                 break
             continue
-        if value is None:
-            value = penalised(coef)
         for step in 0.5 ** np.arange(30):
             candidate = coef + step * direction
-            candidate_value = penalised(candidate)
-            if candidate_value >= value:
+            if penalised(candidate) >= value:
                 break
         else:
             return coef
-        coef, value = candidate, candidate_value
-        scale = max(abs(value), 1.0)
+        coef = candidate
     return coef
 
 
@@ -266,9 +262,10 @@ def _per_source_value(pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarra
 
 def _per_source_terms(
     pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """One block's part of the gradient and Hessian of Q at ``coef`` (:func:`newton_terms`)."""
-    return newton_terms(pairs, np.exp(_per_source_log_matrices(covariates, coef, allowed)), covariates)
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One block's part of Q at ``coef``, and of its gradient and Hessian (:func:`newton_terms`)."""
+    log_matrices = _per_source_log_matrices(covariates, coef, allowed)
+    return (expected_log_probability(pairs, log_matrices), *newton_terms(pairs, np.exp(log_matrices), covariates))
 
 
 def fit_shared(
