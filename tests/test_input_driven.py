@@ -448,3 +448,24 @@ def test_a_fit_over_shards_reads_sums_over_the_rows_kept_there_and_equals_the_fi
     np.testing.assert_allclose(here.history_, there.history_, rtol=1e-10)
     for name in here.parameter_names:
         np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("input_dim", [0, 1])
+def test_an_e_step_over_shards_binds_kept_rows_only_when_there_are_some(input_dim, monkeypatch):
+    """Over shards, a model that keeps rows there has the E-step copy its parameters (those the
+    rows are of, for reading them again) only when its statistics hold kept rows: a chain without
+    inputs pays no copy per E-step."""
+    copies = []
+    original = em._copy
+    monkeypatch.setattr(em, "_copy", lambda model: copies.append(model) or original(model))
+    monkeypatch.setattr(HMM, "keeps_rows", property(lambda self: True))
+    rng = np.random.default_rng(5)
+    ys = [rng.normal(size=(40 + 5 * s, 1)) for s in range(4)]
+    us = [rng.normal(size=(len(y), input_dim)) for y in ys] if input_dim else None
+    model = HMM(2, input_dim=input_dim, n_iter=3, tol=-np.inf, random_state=0)
+    model._start_fit()
+    shards = _Forgetful([model._em_data(ys[:2], inputs=us and us[:2]), model._em_data(ys[2:], inputs=us and us[2:])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model._fit_em(model._em_data(ys, inputs=us), over=shards)
+    assert len(copies) == (model.n_iter_ if input_dim else 0)
