@@ -110,6 +110,29 @@ def test_m_step_is_the_penalised_logistic_regression_optimum(fixed):
     np.testing.assert_allclose(np.r_[block.biases.ravel(), block.weights.ravel()], ours, rtol=1e-12, atol=1e-12)
 
 
+def test_the_shared_m_step_reads_the_rows_a_few_times():
+    """Newton's method: each point costs one pass over the rows (its value, gradient and Hessian),
+    a handful from a cold start, one or two from the optimum (on a cluster, each pass is a round
+    trip to every shard)."""
+    rng = np.random.default_rng(6)
+    K, F, T = 4, 3, 2000
+    features, pairs = rng.normal(size=(T, F)), rng.dirichlet(np.ones(K * K), size=T).reshape(T, K, K)
+    passes = []
+
+    def rows(function):
+        passes.append(function)
+        return function(pairs, features)
+
+    biases, weights = logit.fit_shared(rows, np.zeros((K, K)), np.zeros((K, F)), 0.1)
+    assert len(passes) <= 6
+    passes.clear()
+    again = logit.fit_shared(rows, biases, weights, 0.1)
+    assert len(passes) <= 2
+    np.testing.assert_allclose(
+        np.r_[again[0].ravel(), again[1].ravel()], np.r_[biases.ravel(), weights.ravel()], atol=1e-12
+    )
+
+
 def test_statistics_of_shards_add_up():
     rng = np.random.default_rng(3)
     K, F, T = 2, 1, 100
