@@ -138,10 +138,11 @@ def frozen_coefficients(allowed: np.ndarray) -> np.ndarray:
 
 
 def newton_terms(pairs: np.ndarray, matrices: np.ndarray, covariates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The gradient (K, (K-1) C) and Hessian (K, (K-1) C, (K-1) C) of sum_t sum_ij xi_t[i, j] log p_t[i, j]
-    in the per-source coefficients, one system per source: sums over the steps, so over blocks of
-    them (:func:`newton_solve` takes their sum). The Hessian of source i is
-    -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1])."""
+    """The gradient (K, (K-1) C) and minus the Hessian (K, (K-1) C, (K-1) C) of
+    sum_t sum_ij xi_t[i, j] log p_t[i, j] in the per-source coefficients, one system per source: sums
+    over the steps, so over blocks of them (:func:`newton_solve` takes their sum). The Hessian of
+    source i is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1]); its negative is
+    returned, positive semi-definite."""
     k, n_cov = matrices.shape[1], covariates.shape[1]
     size = (k - 1) * n_cov
     p = matrices[:, :, :-1]
@@ -304,14 +305,14 @@ def fit_shared(
     holding both), from the given values; ``free`` says whether the biases and the weights may move.
 
     Newton's method (:func:`_newton_ascent`) through the per-source form: Q depends on theta only
-    through coef = A theta (:func:`shared_map`), so its gradient and Hessian are A' g and
+    through coef = A theta (:func:`shared_map`), so its gradient and minus its Hessian are A' g and
     A' blockdiag(H_i) A from the per-source ones (:func:`newton_terms`, covariates (1, u)), and the
-    penalty's identity makes the system positive definite (A is not one to one). The fixed part of
+    penalty's curvature makes the system positive definite (A is not one to one). The fixed part of
     theta keeps its values: the free part solves its own block of the system."""
     k, f = weights.shape
     a = shared_map(k, f)
     free_mask = np.r_[np.full(k * k, free[0]), np.full(k * f, free[1])]
-    identity = penalty * np.eye(free_mask.sum())
+    free_map, prior = a[:, :, free_mask], penalty * np.eye(free_mask.sum())  # the prior's curvature
 
     def evaluate(theta: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         coef = (a @ theta).reshape(k, k - 1, 1 + f)
@@ -319,9 +320,8 @@ def fit_shared(
         return log_probability - 0.5 * penalty * float(theta @ theta), (gradient, hessian)
 
     def step(theta: np.ndarray, terms: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float]:
-        free_map = a[:, :, free_mask]
         gradient = np.einsum("isp,is->p", free_map, terms[0]) - penalty * theta[free_mask]
-        hessian = np.einsum("isp,ist,itq->pq", free_map, terms[1], free_map, optimize=True) + identity
+        hessian = np.einsum("isp,ist,itq->pq", free_map, terms[1], free_map, optimize=True) + prior
         direction = np.zeros_like(theta)
         direction[free_mask] = np.linalg.solve(hessian, gradient)
         return direction, 0.5 * float(direction[free_mask] @ gradient)
