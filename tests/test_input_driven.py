@@ -74,28 +74,63 @@ def test_zero_weights_are_a_stationary_chain():
     assert driven.score(X, inputs=rng.normal(size=(50, 1))) == pytest.approx(plain.score(X), rel=1e-12)
 
 
-def test_m_step_is_the_penalised_logistic_regression_optimum():
-    """With the pair posteriors held fixed, the M-step maximises the penalised expected
-    log-likelihood: a second M-step moves nothing and the gradient vanishes."""
+@pytest.mark.parametrize("fixed", [frozenset(), frozenset({"weights"}), frozenset({"biases"})])
+def test_m_step_is_the_penalised_logistic_regression_optimum(fixed):
+    """With the pair posteriors held fixed, the M-step (Newton) maximises the penalised expected
+    log-likelihood over the free parameters, the others kept: it lands where a tight general
+    optimiser of the written-out objective does, at least as high, and a second M-step stays put."""
     rng = np.random.default_rng(2)
     K, F, T = 3, 2, 400
     features = rng.normal(size=(T, F))
     pairs = rng.dirichlet(np.ones(K * K), size=T).reshape(T, K, K)
     block = InputDriven(K, F, penalty=0.1)
     block.initialize(rng)
+    block.weights = rng.normal(size=(K, F))
     stats = block.statistics(np.full((T, K), 1 / K), np.array([0]), pairs, features)
-    block.m_step(stats)
-    ours = np.r_[block.biases.ravel(), block.weights.ravel()]
+    start = np.r_[block.biases.ravel(), block.weights.ravel()]
+    free = np.r_[np.full(K * K, "biases" not in fixed), np.full(K * F, "weights" not in fixed)]
     rows, lam = slice(1, None), block.penalty
 
-    def negative(theta):
+    def negative(values):  # and its gradient, written out: d log p_t[i, j] / d eta_t[i, m] = 1[j = m] - p_t[i, m]
+        theta = start.copy()
+        theta[free] = values
         biases, weights = theta[: K * K].reshape(K, K), theta[K * K :].reshape(K, F)
         log_p = log_softmax(biases[None] + (features[rows] @ weights.T)[:, None, :], axis=2)
-        return -np.sum(pairs[rows] * log_p) + 0.5 * lam * theta @ theta
+        residuals = pairs[rows] - pairs[rows].sum(axis=2, keepdims=True) * np.exp(log_p)
+        gradient = np.r_[residuals.sum(axis=0).ravel(), (residuals.sum(axis=1).T @ features[rows]).ravel()]
+        return -np.sum(pairs[rows] * log_p) + 0.5 * lam * theta @ theta, (lam * theta - gradient)[free]
 
-    assert np.abs(optimize.approx_fprime(ours, negative, 1e-7)).max() < 1e-3
-    block.m_step(stats)
-    np.testing.assert_allclose(np.r_[block.biases.ravel(), block.weights.ravel()], ours, atol=1e-4)
+    block.m_step(stats, fixed=fixed)
+    ours = np.r_[block.biases.ravel(), block.weights.ravel()]
+    np.testing.assert_array_equal(ours[~free], start[~free])
+    reference = optimize.minimize(negative, start[free], jac=True, method="BFGS", options={"gtol": 1e-9})
+    assert negative(ours[free])[0] <= reference.fun + 1e-10
+    np.testing.assert_allclose(ours[free], reference.x, atol=1e-8)
+    block.m_step(stats, fixed=fixed)
+    np.testing.assert_allclose(np.r_[block.biases.ravel(), block.weights.ravel()], ours, rtol=1e-12, atol=1e-12)
+
+
+def test_the_shared_m_step_reads_the_rows_a_few_times():
+    """Newton's method: each point costs one pass over the rows (its value, gradient and Hessian),
+    a handful from a cold start, one or two from the optimum (on a cluster, each pass is a round
+    trip to every shard)."""
+    rng = np.random.default_rng(6)
+    K, F, T = 4, 3, 2000
+    features, pairs = rng.normal(size=(T, F)), rng.dirichlet(np.ones(K * K), size=T).reshape(T, K, K)
+    passes = []
+
+    def rows(function):
+        passes.append(function)
+        return function(pairs, features)
+
+    biases, weights = logit.fit_shared(rows, np.zeros((K, K)), np.zeros((K, F)), 0.1)
+    assert len(passes) <= 6
+    passes.clear()
+    again = logit.fit_shared(rows, biases, weights, 0.1)
+    assert len(passes) <= 2
+    np.testing.assert_allclose(
+        np.r_[again[0].ravel(), again[1].ravel()], np.r_[biases.ravel(), weights.ravel()], atol=1e-12
+    )
 
 
 def test_statistics_of_shards_add_up():
@@ -222,7 +257,8 @@ def test_per_source_matches_brute_force():
 
 
 def test_per_source_block_pieces():
-    """The per-source logits, Q and gradient against their written-out forms; shared-slope gradient too."""
+    """The per-source logits, Q and gradient against their written-out forms; the shared form's logits,
+    gradient and Hessian through the per-source ones (:func:`~modeshift.transitions_logit.shared_map`)."""
     rng = np.random.default_rng(11)
     K, F, T = 3, 2, 30
     u, pairs = rng.normal(size=(T, F)), rng.dirichlet(np.ones(K * K), size=T).reshape(T, K, K)
@@ -239,15 +275,24 @@ def test_per_source_block_pieces():
     np.testing.assert_allclose(gradient.ravel(), optimize.approx_fprime(coef.ravel(), q, 1e-7), atol=1e-4)
 
     biases, weights = rng.normal(size=(K, K)), rng.normal(size=(K, F))
+    theta = np.r_[biases.ravel(), weights.ravel()]
+    a = logit.shared_map(K, F)
+    shared = logit.shared_logits(biases, weights, u)
+    per_source = logit.per_source_logits((a @ theta).reshape(coef.shape), x)
+    np.testing.assert_allclose(log_softmax(per_source, axis=2), log_softmax(shared, axis=2), atol=1e-12)
 
-    def q_shared(theta):
-        logits = logit.shared_logits(theta[: K * K].reshape(K, K), theta[K * K :].reshape(K, F), u)
+    def q_shared(values):
+        logits = logit.shared_logits(values[: K * K].reshape(K, K), values[K * K :].reshape(K, F), u)
         return np.sum(pairs * log_softmax(logits, axis=2))
 
-    theta = np.r_[biases.ravel(), weights.ravel()]
-    matrices = softmax(logit.shared_logits(biases, weights, u), axis=2)
-    got = np.concatenate([g.ravel() for g in logit.shared_gradient(pairs, matrices, u)])
-    np.testing.assert_allclose(got, optimize.approx_fprime(theta, q_shared, 1e-7), atol=1e-4)
+    def terms(values):  # per source, mapped by A to theta's: the gradient and (minus) the Hessian
+        logits = logit.shared_logits(values[: K * K].reshape(K, K), values[K * K :].reshape(K, F), u)
+        gradient, curvature = logit.newton_terms(pairs, softmax(logits, axis=2), x)
+        return np.einsum("isp,is->p", a, gradient), np.einsum("isp,ist,itq->pq", a, curvature, a)
+
+    gradient, curvature = terms(theta)
+    np.testing.assert_allclose(gradient, optimize.approx_fprime(theta, q_shared, 1e-7), atol=1e-4)
+    np.testing.assert_allclose(-curvature, optimize.approx_fprime(theta, lambda v: terms(v)[0], 1e-7), atol=1e-4)
 
 
 @pytest.mark.parametrize("penalty", [0.0, 0.5])
@@ -426,3 +471,24 @@ def test_a_fit_over_shards_reads_sums_over_the_rows_kept_there_and_equals_the_fi
     np.testing.assert_allclose(here.history_, there.history_, rtol=1e-10)
     for name in here.parameter_names:
         np.testing.assert_allclose(getattr(here, name), getattr(there, name), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("input_dim", [0, 1])
+def test_an_e_step_over_shards_binds_kept_rows_only_when_there_are_some(input_dim, monkeypatch):
+    """Over shards, a model that keeps rows there has the E-step copy its parameters (those the
+    rows are of, for reading them again) only when its statistics hold kept rows: a chain without
+    inputs pays no copy per E-step."""
+    copies = []
+    original = em._copy
+    monkeypatch.setattr(em, "_copy", lambda model: copies.append(model) or original(model))
+    monkeypatch.setattr(HMM, "keeps_rows", property(lambda self: True))
+    rng = np.random.default_rng(5)
+    ys = [rng.normal(size=(40 + 5 * s, 1)) for s in range(4)]
+    us = [rng.normal(size=(len(y), input_dim)) for y in ys] if input_dim else None
+    model = HMM(2, input_dim=input_dim, n_iter=3, tol=-np.inf, random_state=0)
+    model._start_fit()
+    shards = _Forgetful([model._em_data(ys[:2], inputs=us and us[:2]), model._em_data(ys[2:], inputs=us and us[2:])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model._fit_em(model._em_data(ys, inputs=us), over=shards)
+    assert len(copies) == (model.n_iter_ if input_dim else 0)

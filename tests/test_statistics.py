@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from modeshift import HMM, Sequences
-from modeshift.statistics import Statistics
+from modeshift.statistics import Stacked, Statistics, bind_rows, holds_kept, keep_rows
 
 
 @pytest.mark.parametrize("emission", ["gaussian", "gmm", "categorical", "poisson"])
@@ -103,3 +103,24 @@ def test_residual_diagnostics_refuse_too_few_values():
         jarque_bera([1.0, np.nan, 2.0])
     with pytest.raises(ValueError, match="2 observed values"):
         heteroskedasticity([1.0, 2.0, 3.0])
+
+
+def test_stacked_rows_are_joined_once_and_read_as_one_array():
+    """An iterative M-step reads the rows at every step: the blocks are joined on the first read only."""
+    blocks = [np.arange(6.0).reshape(3, 2), np.ones((1, 2)), np.zeros((2, 2))]
+    stacked = Stacked(blocks[0]) + Stacked(blocks[1]) + Stacked(blocks[2])
+    size = stacked.__sizeof__()
+    first = stacked.array
+    np.testing.assert_array_equal(first, np.concatenate(blocks))
+    assert stacked.array is first and stacked.terms(lambda rows: rows) is first
+    assert stacked.__sizeof__() == size  # the rows counted once, joined or not
+    assert Stacked(blocks[0]).array is blocks[0]
+
+
+def test_kept_rows_are_found_wherever_the_statistics_hold_them():
+    rows = Statistics(pairs=Stacked(np.ones((3, 2))), counts=np.ones(2))
+    kept: dict = {}
+    sent = keep_rows((1.0, rows), kept)
+    assert holds_kept(sent) and not holds_kept((1.0, rows)) and not holds_kept(Statistics(counts=np.ones(2)))
+    bound = bind_rows(sent, lambda function, paths: function(*(kept[path] for path in paths)))
+    assert bound[1]["pairs"].terms(np.sum) == 6.0

@@ -16,6 +16,7 @@ __all__ = [
     "Statistics",
     "bind_rows",
     "combine",
+    "holds_kept",
     "keep_rows",
     "heteroskedasticity",
     "jarque_bera",
@@ -62,8 +63,11 @@ class Stacked:
 
     @property
     def array(self) -> np.ndarray:
-        """The rows of every block, one after another (one block: itself, not a copy)."""
-        return self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
+        """The rows of every block, one after another: joined on first use, and kept as the one
+        block (an iterative M-step reads them at every step; one block: itself, not a copy)."""
+        if len(self.blocks) > 1:
+            self.blocks = (np.concatenate(self.blocks),)
+        return self.blocks[0]
 
     def __sizeof__(self) -> int:  # the rows included: what a client that receives them holds
         return object.__sizeof__(self) + sum(block.nbytes for block in self.blocks)
@@ -110,6 +114,15 @@ def bind_rows(statistics: Any, reader: Callable[..., Any]) -> Any:
     """``statistics`` with every :class:`Kept` read by ``reader(function, paths)`` (the sum over the
     shards of ``function(*rows kept at paths)``)."""
     return _replaced(statistics, Kept, lambda value, path: Kept(path, reader))
+
+
+def holds_kept(statistics: Any) -> bool:
+    """Whether ``statistics`` hold a :class:`Kept` anywhere (rows that :func:`keep_rows` left on a shard)."""
+    if isinstance(statistics, Kept):
+        return True
+    if isinstance(statistics, dict):
+        statistics = tuple(statistics.values())
+    return isinstance(statistics, tuple) and any(holds_kept(item) for item in statistics)
 
 
 def _replaced(value: Any, kind: type, replace: Callable[[Any, tuple[Any, ...]], Any], path: tuple = ()) -> Any:

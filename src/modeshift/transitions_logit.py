@@ -30,11 +30,13 @@ sequence starts). The transitions' part of the expected complete-data log-likeli
 
 is concave, with gradient sum_t (xi_t[i, j] - n_t[i] p_t[i, j]) x_t, n_t[i] = sum_j xi_t[i, j],
 in the per-source form. :func:`fit_per_source` maximises it by Newton's method, one system
-of (K-1) C unknowns per source, each step halved until Q rises; :func:`fit_shared` by BFGS
-on all coefficients at once (the shared slopes tie the sources together). Q, its gradient and
-its Hessian are sums over the steps, so both read the rows through :data:`Rows`: the sum of a
-function over blocks of them, the rows in hand (:func:`in_hand`) or every shard's where it lies
-on a cluster (:mod:`modeshift.distributed`), whence only sums reach the optimiser.
+of (K-1) C unknowns per source, each step halved until Q rises; :func:`fit_shared` too, on all
+coefficients at once (the shared slopes tie the sources together), its gradient and Hessian
+those of the per-source form mapped through the shared parameters (:func:`shared_map`).
+Q, its gradient and its Hessian are sums over the steps, so both read the rows through
+:data:`Rows`: the sum of a function over blocks of them, the rows in hand (:func:`in_hand`)
+or every shard's where it lies on a cluster (:mod:`modeshift.distributed`), whence only sums
+reach the optimiser.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -59,7 +61,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import log_softmax
 
 __all__ = [
@@ -75,8 +76,8 @@ __all__ = [
     "per_source_gradient",
     "per_source_logits",
     "per_source_matrices",
-    "shared_gradient",
     "shared_logits",
+    "shared_map",
 ]
 
 #: ``rows(function)``: the sum over the blocks of per-step rows (in hand: one; on a cluster: every
@@ -124,13 +125,6 @@ def per_source_gradient(pairs: np.ndarray, matrices: np.ndarray, covariates: np.
     return np.einsum("tim,tc->imc", residual, covariates)
 
 
-def shared_gradient(pairs: np.ndarray, matrices: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient of :func:`expected_log_probability` in the shared form's biases (K, K) and weights (K, F):
-    d log p_t[i, j] / d r_im = 1[j = m] - p_t[i, m], d log p_t[i, j] / d w_m = (1[j = m] - p_t[i, m]) u_t."""
-    residuals = pairs - pairs.sum(axis=2, keepdims=True) * matrices
-    return residuals.sum(axis=0), residuals.sum(axis=1).T @ features
-
-
 # ---------------------------------------------------------------------- M-steps
 def frozen_coefficients(allowed: np.ndarray) -> np.ndarray:
     """(K, K-1) True where a per-source coefficient stays 0 under ``allowed`` (K, K): an excluded
@@ -144,10 +138,11 @@ def frozen_coefficients(allowed: np.ndarray) -> np.ndarray:
 
 
 def newton_terms(pairs: np.ndarray, matrices: np.ndarray, covariates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The gradient (K, (K-1) C) and Hessian (K, (K-1) C, (K-1) C) of sum_t sum_ij xi_t[i, j] log p_t[i, j]
-    in the per-source coefficients, one system per source: sums over the steps, so over blocks of
-    them (:func:`newton_solve` takes their sum). The Hessian of source i is
-    -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1])."""
+    """The gradient (K, (K-1) C) and minus the Hessian (K, (K-1) C, (K-1) C) of
+    sum_t sum_ij xi_t[i, j] log p_t[i, j] in the per-source coefficients, one system per source: sums
+    over the steps, so over blocks of them (:func:`newton_solve` takes their sum). The Hessian of
+    source i is -sum_t n_t[i] (diag(p) - p p') (x) x_t x_t' (p = p_t[i, :K-1]); its negative is
+    returned, positive semi-definite."""
     k, n_cov = matrices.shape[1], covariates.shape[1]
     size = (k - 1) * n_cov
     p = matrices[:, :, :-1]
@@ -206,52 +201,68 @@ def fit_per_source(
 def maximise_per_source(
     rows: Rows, coef: np.ndarray, ridge: float = 0.0, max_iter: int = 50, allowed: np.ndarray | None = None
 ) -> np.ndarray:
-    """The per-source coefficients that maximise Q from ``coef``, the pair posteriors and covariates
-    where ``rows`` holds them: Newton steps, each halved until Q rises, until the gain the step
-    predicts (half the Newton decrement g' H^-1 g) is under :data:`_CLOSE` of |Q|; from there on
-    (the quadratic region, where a comparison of values sees only round-off) steps are taken as
-    they come, until the predicted gain is under :data:`_DONE` of |Q|, whose step is taken last.
-    So the result is the maximiser to round-off, whatever the order of the sums (the rows in hand
-    or on the shards of a cluster agree to 1e-10), and Q never falls by more than round-off. Each
-    value, and each gradient and Hessian, is one call of ``rows`` (one pass over a cluster's
-    shards). With ``allowed`` (K, K), the moves it excludes have probability 0 (the pairs must put
-    no mass there)."""
+    """The per-source coefficients that maximise Q - ridge / 2 |coef|^2 from ``coef``, the pair
+    posteriors and covariates where ``rows`` holds them: :func:`_newton_ascent` with the K systems
+    of :func:`newton_solve`. With ``allowed`` (K, K), the moves it excludes have probability 0
+    (the pairs must put no mass there)."""
 
-    def penalised(values: np.ndarray) -> float:
-        log_probability = rows(functools.partial(_per_source_value, coef=values, allowed=allowed))
-        return log_probability - 0.5 * ridge * float(np.sum(values**2))
+    def evaluate(values: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+        log_probability, gradient, hessian = rows(functools.partial(_per_source_terms, coef=values, allowed=allowed))
+        return log_probability - 0.5 * ridge * float(np.sum(values**2)), (gradient, hessian)
+
+    def step(values: np.ndarray, terms: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float]:
+        gradient, hessian = terms
+        direction = newton_solve(gradient, hessian, values, ridge, allowed)
+        penalised = gradient - ridge * values.reshape(gradient.shape)
+        return direction, 0.5 * float(np.sum(direction.reshape(gradient.shape) * penalised))
 
     if coef.size == 0:  # one mode: nothing to fit
         return coef
-    value: float | None = penalised(coef)
-    scale = max(abs(value), 1.0)
+    return _newton_ascent(evaluate, step, coef, max_iter)
+
+
+def _newton_ascent(
+    evaluate: Callable[[np.ndarray], tuple[float, Any]],
+    step: Callable[[np.ndarray, Any], tuple[np.ndarray, float]],
+    x: np.ndarray,
+    max_iter: int,
+) -> np.ndarray:
+    """The maximiser of a concave objective from ``x`` by Newton steps, ``evaluate(x)`` its value at
+    x and the ``terms`` (gradient and Hessian) from which ``step(x, terms)`` makes the Newton step
+    and the gain it predicts (half the Newton decrement g' H^-1 g).
+
+    A step is halved until the objective rises, while the predicted gain is over :data:`_CLOSE`
+    of |value|; from there on (the quadratic region, where a comparison of values sees only
+    round-off) steps are taken as they come, until the predicted gain is under :data:`_DONE` of
+    |value|, whose step is taken last. So the result is the maximiser to round-off, whatever the
+    order of the sums (the rows in hand or on the shards of a cluster agree to 1e-10), and the
+    objective never falls by more than round-off. Each point is evaluated once, terms included, so
+    a step accepted costs one call of ``evaluate`` (one pass over a cluster's shards), as does each
+    shortened step the halving tries.
+    """
+    value, terms = evaluate(x)
     for _ in range(max_iter):
-        gradient, hessian = rows(functools.partial(_per_source_terms, coef=coef, allowed=allowed))
-        direction = newton_solve(gradient, hessian, coef, ridge, allowed)
-        predicted = 0.5 * float(
-            np.sum(direction.reshape(gradient.shape) * (gradient - ridge * coef.reshape(gradient.shape)))
-        )
+        direction, predicted = step(x, terms)
+        scale = max(abs(value), 1.0)
+        if predicted <= _DONE * scale:
+            return x + direction
         if predicted <= _CLOSE * scale:
-            coef, value = coef + direction, None
-            if predicted <= _DONE * scale:
-                break
+            x = x + direction
+            value, terms = evaluate(x)
             continue
-        if value is None:
-            value = penalised(coef)
-        for step in 0.5 ** np.arange(30):
-            candidate = coef + step * direction
-            candidate_value = penalised(candidate)
+        for fraction in 0.5 ** np.arange(30):
+            candidate = x + fraction * direction
+            candidate_value, candidate_terms = evaluate(candidate)
             if candidate_value >= value:
                 break
         else:
-            return coef
-        coef, value = candidate, candidate_value
-        scale = max(abs(value), 1.0)
-    return coef
+            return x
+        x, value, terms = candidate, candidate_value, candidate_terms
+    return x
 
 
-_CLOSE = 1e-8  # of |Q|: a Newton step predicted to gain less is in the quadratic region
-_DONE = 1e-14  # of |Q|: a Newton step predicted to gain less is the last
+_CLOSE = 1e-8  # of |value|: a Newton step predicted to gain less is in the quadratic region
+_DONE = 1e-14  # of |value|: a Newton step predicted to gain less is the last
 
 
 def _per_source_log_matrices(covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
@@ -259,16 +270,26 @@ def _per_source_log_matrices(covariates: np.ndarray, coef: np.ndarray, allowed: 
         return log_softmax(per_source_logits(coef, covariates, allowed), axis=2)
 
 
-def _per_source_value(pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None) -> float:
-    """One block's part of Q at ``coef``."""
-    return expected_log_probability(pairs, _per_source_log_matrices(covariates, coef, allowed))
-
-
 def _per_source_terms(
     pairs: np.ndarray, covariates: np.ndarray, coef: np.ndarray, allowed: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """One block's part of the gradient and Hessian of Q at ``coef`` (:func:`newton_terms`)."""
-    return newton_terms(pairs, np.exp(_per_source_log_matrices(covariates, coef, allowed)), covariates)
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One block's part of Q at ``coef``, and of its gradient and Hessian (:func:`newton_terms`)."""
+    log_matrices = _per_source_log_matrices(covariates, coef, allowed)
+    return (expected_log_probability(pairs, log_matrices), *newton_terms(pairs, np.exp(log_matrices), covariates))
+
+
+def shared_map(n_states: int, n_features: int) -> np.ndarray:
+    """The linear map A (K, (K-1)(1+F), K K + K F) from the shared form's parameters
+    theta = (biases r (K, K), weights w (K, F)) flattened to the per-source coefficients of the same
+    logits, coef[i] = A[i] theta: the log-odds against the last mode, whose baseline is
+    coef[i, j, 0] = r_ij - r_i,K-1 and slopes coef[i, j, 1:] = w_j - w_K-1, with covariates (1, u)."""
+    k, f = n_states, n_features
+    unit = np.eye(k * k + k * f)
+    biases, weights = unit[: k * k].reshape(k, k, -1), unit[k * k :].reshape(k, f, -1)
+    a = np.empty((k, k - 1, 1 + f, len(unit)))
+    a[:, :, 0] = biases[:, :-1] - biases[:, -1:]
+    a[:, :, 1:] = weights[:-1] - weights[-1:]
+    return a.reshape(k, (k - 1) * (1 + f), len(unit))
 
 
 def fit_shared(
@@ -279,28 +300,37 @@ def fit_shared(
     free: tuple[bool, bool] = (True, True),
     max_iter: int = 100,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The shared-form biases and weights that maximise Q with ridge ``penalty`` > 0 (a weighted
-    multinomial logistic regression of the pair posteriors on the inputs, ``rows`` holding both),
-    by BFGS from the given values, each value and gradient one call of ``rows``; ``free`` says
-    whether the biases and the weights may move."""
+    """The shared-form biases and weights that maximise Q - penalty / 2 |theta|^2, ``penalty`` > 0
+    (a weighted multinomial logistic regression of the pair posteriors on the inputs, ``rows``
+    holding both), from the given values; ``free`` says whether the biases and the weights may move.
+
+    Newton's method (:func:`_newton_ascent`) through the per-source form: Q depends on theta only
+    through coef = A theta (:func:`shared_map`), so its gradient and minus its Hessian are A' g and
+    A' blockdiag(H_i) A from the per-source ones (:func:`newton_terms`, covariates (1, u)), and the
+    penalty's curvature makes the system positive definite (A is not one to one). The fixed part of
+    theta keeps its values: the free part solves its own block of the system."""
     k, f = weights.shape
-    mask = np.r_[np.full(k * k, free[0]), np.full(k * f, free[1])]
-    theta = np.r_[biases.ravel(), weights.ravel()]
+    a = shared_map(k, f)
+    free_mask = np.r_[np.full(k * k, free[0]), np.full(k * f, free[1])]
+    free_map, prior = a[:, :, free_mask], penalty * np.eye(free_mask.sum())  # the prior's curvature
 
-    def objective(values: np.ndarray) -> tuple[float, np.ndarray]:
-        theta[mask] = values
-        log_probability, gradient = rows(functools.partial(_shared_terms, theta=theta.copy(), k=k))
-        value = -log_probability + 0.5 * penalty * theta @ theta
-        return value, (penalty * theta - gradient)[mask]
+    def evaluate(theta: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+        coef = (a @ theta).reshape(k, k - 1, 1 + f)
+        log_probability, gradient, hessian = rows(functools.partial(_shared_terms, coef=coef))
+        return log_probability - 0.5 * penalty * float(theta @ theta), (gradient, hessian)
 
-    result = minimize(objective, theta[mask], jac=True, method="BFGS", options={"maxiter": max_iter})
-    theta[mask] = result.x
+    def step(theta: np.ndarray, terms: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float]:
+        gradient = np.einsum("isp,is->p", free_map, terms[0]) - penalty * theta[free_mask]
+        hessian = np.einsum("isp,ist,itq->pq", free_map, terms[1], free_map, optimize=True) + prior
+        direction = np.zeros_like(theta)
+        direction[free_mask] = np.linalg.solve(hessian, gradient)
+        return direction, 0.5 * float(direction[free_mask] @ gradient)
+
+    theta = _newton_ascent(evaluate, step, np.r_[biases.ravel(), weights.ravel()], max_iter)
     return theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
 
 
-def _shared_terms(pairs: np.ndarray, features: np.ndarray, theta: np.ndarray, k: int) -> tuple[float, np.ndarray]:
-    """One block's part of Q and of its gradient in (biases, weights) flattened, at ``theta``."""
-    biases, weights = theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, -1)
-    log_probs = log_softmax(shared_logits(biases, weights, features), 2)
-    gradient = np.concatenate([part.ravel() for part in shared_gradient(pairs, np.exp(log_probs), features)])
-    return float(np.sum(pairs * log_probs)), gradient
+def _shared_terms(pairs: np.ndarray, features: np.ndarray, coef: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """One block's part of Q, and of its gradient and Hessian in the per-source coefficients ``coef``
+    of the shared logits (:func:`shared_map`), at the inputs ``features``."""
+    return _per_source_terms(pairs, np.c_[np.ones(len(features)), features], coef, None)

@@ -55,7 +55,7 @@ gets its own workspace for the restart, kept where the shard lies
 
 Per-step rows. An M-step that must see every step (a logistic regression of the transitions on
 inputs) gets them as :class:`~modeshift.statistics.Stacked` statistics and reads them by
-``terms(function)``, the sum over blocks of rows of ``function(rows)``. A model that says
+``terms(function)``, ``function`` of all the rows at once. A model that says
 ``keeps_rows = True`` has them stay on the shards instead: each shard keeps its rows in its
 workspace and sends a :class:`~modeshift.statistics.Kept` stand-in, whose ``terms`` is one
 pass over the shards (the rows of a shard lost with a worker are computed again there, by an
@@ -91,7 +91,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modeshift.statistics import bind_rows, keep_rows
+from modeshift.statistics import bind_rows, holds_kept, keep_rows
 
 __all__ = [
     "ConvergenceWarning",
@@ -326,8 +326,9 @@ def _iterate(model: Any, data: Any, n_iter: int, tol: float, report: Report, ove
             return float(value), statistics
         if keeps:
             value, statistics = over(_shard_e_step_keeping, model, workspace)
-            reader = functools.partial(_read_kept, over, _copy(model), workspace)  # the rows' parameters
-            return value + _log_prior(model), bind_rows(statistics, reader)
+            if holds_kept(statistics):  # rows were kept: read there under the parameters they are of
+                statistics = bind_rows(statistics, functools.partial(_read_kept, over, _copy(model), workspace))
+            return value + _log_prior(model), statistics
         value, statistics = over(_shard_e_step, model, workspace) if carried else over(_shard_e_step, model)
         return value + _log_prior(model), statistics
 
