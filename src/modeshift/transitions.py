@@ -181,9 +181,10 @@ class InputDriven:
 
     Entry t of the matrices moves z_t-1 to z_t and reads u_t (a sequence's first input moves
     nothing). The M-step maximises the expected log-likelihood plus the L2 prior
-    ``-penalty / 2 |coefficients|^2`` from the current values (so EM stays monotone): BFGS
-    for the shared form (``penalty`` > 0 makes it identified), Newton per source regime for the
-    per-source one (``penalty`` >= 0). It needs the pair posteriors of every step, which
+    ``-penalty / 2 |coefficients|^2`` from the current values (so EM stays monotone) by Newton:
+    the shared form through its per-source coefficients A theta (``penalty`` > 0 makes its
+    system positive definite), the per-source one per source regime (``penalty`` >= 0). It
+    needs the pair posteriors of every step, which
     batches contribute by stacking (:class:`~modeshift.statistics.Stacked`); over the shards
     of a cluster they stay where their shard lies (:class:`~modeshift.statistics.Kept`) and
     the optimiser reads only sums over them (:data:`~modeshift.transitions_logit.Rows`).

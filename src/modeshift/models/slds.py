@@ -106,7 +106,7 @@ class SwitchingLDS(Model, StreamingFilters):
     M-step is closed-form regressions from the expected statistics (see
     :class:`~modeshift.dynamics.LinearDynamics`); for recurrent models the guards are
     learned by a weighted multinomial logistic regression of the pairwise posteriors on
-    [E x_t-1, u_t] with a bias per previous mode (a few BFGS steps, warm-started, with a
+    [E x_t-1, u_t] with a bias per previous mode (a few Newton steps, warm-started, with a
     small L2 penalty). For the plain SLDS each step maximises the ELBO plus the log prior
     of ``reg_covar`` and ``stickiness``, which therefore never decreases; the recurrent
     E-step evaluates the switches at E[x_t-1], so its ELBO is approximate and need not
