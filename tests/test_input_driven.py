@@ -121,7 +121,7 @@ def test_the_shared_m_step_reads_the_rows_a_few_times():
 
     def rows(function):
         passes.append(function)
-        return function(pairs, features)
+        return function(pairs, np.c_[np.ones(T), features])
 
     biases, weights = logit.fit_shared(rows, np.zeros((K, K)), np.zeros((K, F)), 0.1)
     assert len(passes) <= 6

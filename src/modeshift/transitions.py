@@ -291,15 +291,14 @@ class InputDriven:
         extra = self.concentration - 1.0
         if "initial_probs" not in fixed:
             self.initial_probs = normalise_rows(stats["initial"] + extra, self.initial_probs)
-        pairs, features = stats["pairs"], stats["features"]  # Stacked rows, or Kept on a cluster's shards
+        # the rows: Stacked in hand, or Kept on a cluster's shards; both forms read covariates (1, u_t)
+        rows = functools.partial(_per_source_rows, stats["pairs"], stats["features"])
         if self.per_source:
             if "coef" not in fixed:
-                rows = functools.partial(_per_source_rows, pairs, features)
                 self.coef = logit.maximise_per_source(rows, self.coef, self.penalty, allowed=self.allowed)
             return
         free = ("biases" not in fixed, "weights" not in fixed)
         if any(free):
-            rows = functools.partial(_shared_rows, pairs, features)
             self.biases, self.weights = logit.fit_shared(rows, self.biases, self.weights, self.penalty, free, max_iter)
 
     def log_prior(self) -> float:
@@ -321,7 +320,7 @@ class InputDriven:
 
 
 def _per_source_rows(pairs: Any, features: Any, function: Callable[..., Any]) -> Any:
-    """The :data:`~modeshift.transitions_logit.Rows` of the per-source form: its covariates (1, u_t)."""
+    """The :data:`~modeshift.transitions_logit.Rows` of both forms: the covariates (1, u_t)."""
     return pairs.terms(functools.partial(_with_constant, function), features)
 
 
@@ -332,11 +331,6 @@ def _with_constant(function: Callable[..., Any], pairs: np.ndarray, features: np
 def _covariates(features: np.ndarray) -> np.ndarray:
     """(n_steps, 1 + F): the per-source form's covariates, a constant and the inputs."""
     return np.c_[np.ones(len(features)), features]
-
-
-def _shared_rows(pairs: Any, features: Any, function: Callable[..., Any]) -> Any:
-    """The :data:`~modeshift.transitions_logit.Rows` of the shared form: the inputs themselves."""
-    return pairs.terms(function, features)
 
 
 def stationary_start_transitions(counts: np.ndarray, initial: np.ndarray, previous: np.ndarray) -> np.ndarray:

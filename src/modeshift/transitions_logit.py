@@ -301,8 +301,9 @@ def fit_shared(
     max_iter: int = 100,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The shared-form biases and weights that maximise Q - penalty / 2 |theta|^2, ``penalty`` > 0
-    (a weighted multinomial logistic regression of the pair posteriors on the inputs, ``rows``
-    holding both), from the given values; ``free`` says whether the biases and the weights may move.
+    (a weighted multinomial logistic regression of the pair posteriors on the inputs; ``rows``
+    as :func:`maximise_per_source` reads them, covariates (1, u)), from the given values; ``free``
+    says whether the biases and the weights may move.
 
     Newton's method (:func:`_newton_ascent`) through the per-source form: Q depends on theta only
     through coef = A theta (:func:`shared_map`), so its gradient and minus its Hessian are A' g and
@@ -316,7 +317,7 @@ def fit_shared(
 
     def evaluate(theta: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         coef = (a @ theta).reshape(k, k - 1, 1 + f)
-        log_probability, gradient, hessian = rows(functools.partial(_shared_terms, coef=coef))
+        log_probability, gradient, hessian = rows(functools.partial(_per_source_terms, coef=coef, allowed=None))
         return log_probability - 0.5 * penalty * float(theta @ theta), (gradient, hessian)
 
     def step(theta: np.ndarray, terms: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float]:
@@ -328,9 +329,3 @@ def fit_shared(
 
     theta = _newton_ascent(evaluate, step, np.r_[biases.ravel(), weights.ravel()], max_iter)
     return theta[: k * k].reshape(k, k), theta[k * k :].reshape(k, f)
-
-
-def _shared_terms(pairs: np.ndarray, features: np.ndarray, coef: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """One block's part of Q, and of its gradient and Hessian in the per-source coefficients ``coef``
-    of the shared logits (:func:`shared_map`), at the inputs ``features``."""
-    return _per_source_terms(pairs, np.c_[np.ones(len(features)), features], coef, None)
