@@ -281,7 +281,7 @@ class Sequences:
         _check_columns(frame, id_column, symbol_column, time_column)
         axis, stamps = (None, None) if time_column is None else TimeAxis.read(frame[time_column])
         rows = _Rows.of(frame, id_column, stamps, time_column)
-        symbols = frame[symbol_column].to_numpy()[rows.order]
+        symbols = rows.take(frame[symbol_column].to_numpy())
         missing = np.flatnonzero(pd.isna(symbols))
         if missing.size:
             row = int(rows.order[missing[0]])
@@ -1192,7 +1192,7 @@ class _Rows:
     @property
     def row_order(self) -> np.ndarray | None:
         """``order``, or None when the rows are already in sequence order."""
-        return None if self.in_order or np.array_equal(self.order, np.arange(len(self.order))) else self.order
+        return None if self.in_order else self.order
 
     def take(self, array: np.ndarray) -> np.ndarray:
         """The rows of ``array`` (one per frame row, a new array) in sequence order: ``array`` itself
