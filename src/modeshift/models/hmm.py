@@ -345,9 +345,7 @@ class HMM(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> HMM:
         self.__dict__.pop("_blocks_", None)
-        winner = selection.fit_auto(self, seqs)
-        for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
-            setattr(self, name, getattr(winner, name))
+        selection.fit_auto(self, seqs)
         self._finish_fit(seqs)
         return self
 

@@ -327,10 +327,7 @@ class HSMM(HMM):
     def _fit_auto(self, seqs: Sequences) -> HSMM:
         for cache in ("_blocks_", "_duration_"):
             self.__dict__.pop(cache, None)
-        winner = selection.fit_auto(self, seqs)
-        self.max_duration_ = winner.max_duration_
-        for name in ("history_", "converged_", "n_iter_", *winner.parameter_names):
-            setattr(self, name, getattr(winner, name))
+        selection.fit_auto(self, seqs, ("max_duration_",))
         self._finish_fit(seqs)
         return self
 

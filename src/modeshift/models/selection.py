@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -64,12 +64,15 @@ def check_n_states(n_states: int | str, max_states: int) -> int | str:
     return int(n_states)
 
 
-def fit_auto(model: Any, seqs: Any, keep_modes: Callable[[Any, np.ndarray], Any] | None = None) -> Any:
+def fit_auto(
+    model: Any, seqs: Any, extra: Sequence[str] = (), keep_modes: Callable[[Any, np.ndarray], Any] | None = None
+) -> Any:
     """What ``fit`` does for ``n_states="auto"``: candidates ``type(model)`` with ``model``'s other
     hyper-parameters and k = 1 .. ``max_states`` modes fitted to ``seqs``, chosen by BIC
     (:func:`select_n_states`), or by pruning with ``keep_modes`` (:func:`prune_n_states`). ``model``
-    gets the table as ``selection_`` and the choice as ``n_states_``; returns the chosen candidate,
-    whose learned attributes the model then takes."""
+    gets the table as ``selection_``, the choice as ``n_states_``, and the chosen candidate's fit
+    (``history_``, ``converged_``, ``n_iter_``), parameters (its ``parameter_names``) and ``extra``
+    attributes; returns the candidate."""
     params = {**model.get_params(), "warm_start": False}
 
     def make(k: int) -> Any:
@@ -80,6 +83,8 @@ def fit_auto(model: Any, seqs: Any, keep_modes: Callable[[Any, np.ndarray], Any]
     else:
         winner, model.selection_ = prune_n_states(make, keep_modes, seqs, None, model.max_states)
     model.n_states_ = winner.n_states
+    for name in ("history_", "converged_", "n_iter_", *extra, *getattr(winner, "parameter_names", ())):
+        setattr(model, name, getattr(winner, name))
     return winner
 
 

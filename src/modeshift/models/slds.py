@@ -747,9 +747,8 @@ class SwitchingLDS(Model, StreamingFilters):
         return self
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
-        winner = selection.fit_auto(self, seqs, type(self)._kept_modes if self.selection == "prune" else None)
-        for name in ("history_", "converged_", "n_iter_", "dwell_times_", *winner.parameter_names):
-            setattr(self, name, getattr(winner, name))
+        keep_modes = type(self)._kept_modes if self.selection == "prune" else None
+        selection.fit_auto(self, seqs, ("dwell_times_",), keep_modes)
         self._finish_fit(seqs)
         return self
 

@@ -157,9 +157,7 @@ class SymbolHMM(VocabularyFromShards, Model):
     def _fit_auto(self, seqs: Sequences) -> SymbolHMM:
         """The candidates of ``n_states="auto"`` fitted to ``seqs`` (symbols; over a cluster, the
         sample of :mod:`modeshift.distributed`, which fits them there), the BIC's choice kept."""
-        winner = selection.fit_auto(self, seqs)
-        for name in ("vocabulary_", "history_", "converged_", "n_iter_", *_PARAMETERS):
-            setattr(self, name, getattr(winner, name))
+        selection.fit_auto(self, seqs, ("vocabulary_", *_PARAMETERS))
         self._finish_fit(seqs)
         return self
 
