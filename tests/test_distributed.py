@@ -311,9 +311,12 @@ def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(client):
     client.wait_for_workers(2, timeout=60)
 
 
-def test_a_switching_lds_that_loses_a_worker_recomputes_its_posteriors_and_the_fit_is_the_same(client):
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_a_switching_lds_that_loses_a_worker_recomputes_its_posteriors_and_the_fit_is_the_same(client, recurrent):
+    """Killed after an E-step, as the M-step begins: a recurrent model may also lose the guards'
+    rows kept there, which its M-step's passes then compute again."""
     frame = _frame(8)
-    start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0), frame)
+    start = _started(SwitchingLDS(2, state_dim=1, recurrent=recurrent, random_state=0, tol=0.0), frame)
     killed = []
 
     def kill_one_worker(iteration, value):
