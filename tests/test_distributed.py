@@ -110,6 +110,39 @@ def test_a_switching_lds_keeps_its_posteriors_on_the_workers_and_equals_the_fit_
     np.testing.assert_allclose(here.dwell_times_, there.dwell_times_, rtol=RTOL)
 
 
+def _received(monkeypatch) -> list[int]:
+    """The bytes each pass over the shards brings to the client, from now on."""
+    received: list[int] = []
+    original = msd.Shards.__call__
+
+    def counting(self, function, model, workspace=None):
+        total = original(self, function, model, workspace)
+        received.append(self.received[-1])
+        return total
+
+    monkeypatch.setattr(msd.Shards, "__call__", counting)
+    return received
+
+
+def test_a_recurrent_switching_lds_keeps_its_guards_rows_on_the_workers_and_equals_the_fit_in_memory(
+    client, monkeypatch
+):
+    """The guards' logistic regression reads sums over the rows kept on the shards: the same fit,
+    and what the client receives does not grow with the data."""
+    largest = []
+    for n_sequences in (6, 12):
+        frame = _frame(n_sequences)
+        start = _started(SwitchingLDS(2, state_dim=1, recurrent=True, random_state=0, tol=0.0), frame)
+        here = _fit(copy.deepcopy(start), frame, time_column="t")
+        received = _received(monkeypatch)
+        groups = [list(range(1, n_sequences, 2)), list(range(0, n_sequences, 2))]
+        there = _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t")
+        _assert_same(here, there)
+        assert len(received) > 2 * there.n_iter_  # the E-steps, and the guards' Newton passes
+        largest.append(max(received))
+    assert largest[0] == largest[1] < 4096 < _frame(6)[["a", "b"]].to_numpy().nbytes
+
+
 @pytest.mark.parametrize(
     "make",
     [lambda: HMM(2, covariance="full", random_state=0, n_iter=5), lambda: HSMM(2, random_state=0, n_iter=5)],
@@ -278,9 +311,12 @@ def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(client):
     client.wait_for_workers(2, timeout=60)
 
 
-def test_a_switching_lds_that_loses_a_worker_recomputes_its_posteriors_and_the_fit_is_the_same(client):
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_a_switching_lds_that_loses_a_worker_recomputes_its_posteriors_and_the_fit_is_the_same(client, recurrent):
+    """Killed after an E-step, as the M-step begins: a recurrent model may also lose the guards'
+    rows kept there, which its M-step's passes then compute again."""
     frame = _frame(8)
-    start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0), frame)
+    start = _started(SwitchingLDS(2, state_dim=1, recurrent=recurrent, random_state=0, tol=0.0), frame)
     killed = []
 
     def kill_one_worker(iteration, value):

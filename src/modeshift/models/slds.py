@@ -61,7 +61,7 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, StreamingFilters, SwitchingKalmanRecursion, check_row
-from modeshift.statistics import Moments, Stacked, Statistics
+from modeshift.statistics import Kept, Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, normalise_rows
 
 if TYPE_CHECKING:
@@ -821,6 +821,12 @@ class SwitchingLDS(Model, StreamingFilters):
     def _em_restore(self, snapshot: dict[str, Any]) -> None:
         self.__dict__.update(snapshot)
 
+    @property
+    def keeps_rows(self) -> bool:
+        """Whether a fit over shards keeps per-step rows there (:mod:`modeshift.models.em`): the
+        recurrent guards', whose M-step reads sums over them (:class:`~modeshift.transitions.InputDriven`)."""
+        return bool(self.recurrent)
+
     def _log_prior(self) -> float:
         """The log prior the M-step maximises with the ELBO: -reg_covar / 2 tr(S^-1) for every
         covariance S (Q_k, R, P0) and, for a plain SLDS, stickiness sum_k log p_kk (for a
@@ -894,7 +900,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self.reset_offsets_, self.reset_covariances_ = resets.reset_intercepts.copy(), resets.reset_covariances
         self._maximize_observation(stats)
         if self.recurrent:
-            self._fit_guards(stats["features"].array, stats["pairs"].array)
+            self._fit_guards(stats["features"], stats["pairs"])
         else:
             self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self._k) + 1e-10)
 
@@ -914,11 +920,12 @@ class SwitchingLDS(Model, StreamingFilters):
         self.initial_state_covariance_ = ensure_positive_definite(scatter / first.count)
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
 
-    def _fit_guards(self, features: np.ndarray, pairs: np.ndarray, max_iter: int = 25) -> None:
+    def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
-        posteriors on the features), warm-started from the current values."""
+        posteriors on the features), warm-started from the current values. The rows are those in
+        hand (``Stacked``) or, over a cluster, those kept on its shards (``Kept``, ``keeps_rows``)."""
         block = self._guards()
-        stats = Statistics(initial=np.zeros(self._k), pairs=Stacked(pairs), features=Stacked(features))
+        stats = Statistics(initial=np.zeros(self._k), pairs=pairs, features=features)
         block.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
         self.recurrence_weights_ = block.weights[:, : self.state_dim].copy()
         self.input_weights_ = block.weights[:, self.state_dim :].copy()
@@ -1079,7 +1086,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self.recurrence_biases_ = np.zeros((K, K))
             rows = seqs.linked_rows
             pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
-            self._fit_guards(inference.guard_features(seqs, states)[rows], pairs, max_iter=200)
+            self._fit_guards(Stacked(inference.guard_features(seqs, states)[rows]), Stacked(pairs), max_iter=200)
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
 
