@@ -546,7 +546,7 @@ class SwitchingLDS(Model, StreamingFilters):
             features = np.hstack([means, np.broadcast_to(u, (len(means), len(u)))])
             return chain.kernel_arrays(features)[1][np.arange(len(means)), np.arange(len(means))]
 
-        arrays = {"A": A, "B": np.ascontiguousarray(B), "b": b, "Q": Q, "C": C, "D": np.ascontiguousarray(D)}
+        arrays = {"A": A, "B": B, "b": b, "Q": Q, "C": C, "D": D}
         arrays.update({"d": d, "R": R, "m0": params.initial_mean, "P0": params.initial_covariance})
         return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": transitions})
 
