@@ -557,3 +557,17 @@ def test_scratch_arrays_are_reused_and_change_nothing(varying):
         for g, e in zip(got, expected):
             np.testing.assert_array_equal(g, e)
     assert kept and all(scratch[name] is array for name, array in kept.items())
+
+
+def test_forward_filter_of_an_impossible_sequence_leaves_nan_after_the_impossible_step():
+    """The pass stops at a step no state can emit: log-likelihood -inf, the rows up to it as
+    computed, and NaN after it (never whatever memory held: a caller mapping the rows, as Markov
+    switching's regime sums do, must not meet garbage of size 1e299 before its check)."""
+    ll = np.log(np.full((6, 2), 0.5))
+    ll[3] = -np.inf
+    offsets = np.array([0, 6])
+    pi, A = np.array([0.5, 0.5]), np.array([[[0.9, 0.1], [0.2, 0.8]]])
+    for _ in range(3):  # fresh buffers each call
+        filtered, log_lik = kernels.forward_filter(ll, offsets, pi, A)
+        assert log_lik[0] == -np.inf
+        assert np.isfinite(filtered[:3]).all() and np.isnan(filtered[4:]).all()

@@ -152,7 +152,8 @@ def forward_filter(
     transition_matrices: np.ndarray,
     rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Filtered state probabilities p(z_t | y_{0:t}) (n_steps, K) and per-sequence log-likelihoods."""
+    """Filtered state probabilities p(z_t | y_{0:t}) (n_steps, K) and per-sequence log-likelihoods
+    (-inf for an impossible sequence, whose rows after the impossible step are NaN)."""
     return _forward_filter(
         log_likelihoods,
         table_rows(rows),
@@ -160,7 +161,7 @@ def forward_filter(
         offsets,
         initial_probs,
         transposed(transition_matrices),
-        np.empty((offsets[-1], len(initial_probs))),
+        np.full((offsets[-1], len(initial_probs)), np.nan),  # the pass stops at an impossible step
     )
 
 
