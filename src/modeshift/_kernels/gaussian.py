@@ -118,8 +118,8 @@ def regression_log_density(
     ``covariances`` S (K, d, d).
     """
     out = np.empty((responses.shape[0], weights.shape[0]))
-    arrays = (responses, regressors, weights)  # contiguous: one compiled variant, whatever views come in
-    _regression_log_density(*map(np.ascontiguousarray, arrays), inverse_cholesky(covariances), out)
+    arrays = (responses, regressors, weights)  # one compiled variant, whatever views come in
+    _regression_log_density(*map(canonical, arrays), inverse_cholesky(covariances), out)
     return out
 
 

@@ -604,7 +604,7 @@ class HMM(Model, StreamingFilters):
         if state.lag or law is None or matrix is None or len(law) != len(matrix) or np.ndim(y) > 1:
             return None
         try:
-            row = canonical(np.asarray(y, dtype=np.float64).reshape(-1))
+            row = canonical(y).reshape(-1)
         except (TypeError, ValueError):
             return None
         emission = self._step_emission(state, row)
