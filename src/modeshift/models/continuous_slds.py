@@ -92,10 +92,10 @@ from modeshift.models.continuous_arhmm import (
 from modeshift.models.jump_process import check_rate_matrix, endpoint_integrals, expm_metzler
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
-from modeshift.models.slds import SwitchingLDS, _draw
+from modeshift.models.slds import SwitchingLDS
 from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, checked_state
 from modeshift.statistics import Statistics
-from modeshift.transitions import Stationary
+from modeshift.transitions import Stationary, draw_rows
 
 __all__ = ["ContinuousSwitchingLDS", "StateDependentRates", "interval_statistics"]
 
@@ -595,15 +595,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         factors = np.linalg.cholesky(covariances)
         n = self.state_dim
         states, modes = np.empty((N, T, n)), np.empty((N, T), dtype=np.int64)
-        modes[:, 0] = _draw(np.broadcast_to(self.startprob_, (N, self._k)), rng)
+        modes[:, 0] = draw_rows(np.broadcast_to(self.startprob_, (N, self._k)), rng)
         initial = np.linalg.cholesky(self.initial_state_covariance_)
         states[:, 0] = self.initial_state_mean_ + rng.standard_normal((N, n)) @ initial.T
         for t in range(1, T):
             if self.recurrent:
                 switch = self._guards(np.full(N, stamps[t] - stamps[t - 1])).kernel_arrays(states[:, t - 1])[1]
-                modes[:, t] = z = _draw(switch[np.arange(N), modes[:, t - 1]], rng)
+                modes[:, t] = z = draw_rows(switch[np.arange(N), modes[:, t - 1]], rng)
             else:
-                modes[:, t] = z = _draw(transitions[t][modes[:, t - 1]], rng)
+                modes[:, t] = z = draw_rows(transitions[t][modes[:, t - 1]], rng)
             mean = np.einsum("sij,sj->si", weights[t, z], inference.regressors(states[:, t - 1], U[:, t]))
             states[:, t] = mean + np.einsum("sij,sj->si", factors[t, z], rng.standard_normal((N, n)))
         noise = (

@@ -62,7 +62,7 @@ from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, StreamingFilters, SwitchingKalmanRecursion, check_row
 from modeshift.statistics import Kept, Moments, Stacked, Statistics
-from modeshift.transitions import InputDriven, Stationary, normalise_rows
+from modeshift.transitions import InputDriven, Stationary, draw_rows, normalise_rows
 
 if TYPE_CHECKING:
     from modeshift.smc.adapters import SwitchingLinear
@@ -505,7 +505,7 @@ class SwitchingLDS(Model, StreamingFilters):
         rng = np.random.default_rng(random_state)
         dynamics, observation = self._dynamics_block(), self._observation_block()
         states, modes = np.empty((N, T, self.state_dim)), np.empty((N, T), dtype=np.int64)
-        modes[:, 0] = _draw(np.broadcast_to(self.startprob_, (N, self._k)), rng)
+        modes[:, 0] = draw_rows(np.broadcast_to(self.startprob_, (N, self._k)), rng)
         initial = np.linalg.cholesky(self.initial_state_covariance_)
         states[:, 0] = self.initial_state_mean_ + rng.standard_normal((N, self.state_dim)) @ initial.T
         guards = self._guards() if self.recurrent else None
@@ -516,7 +516,7 @@ class SwitchingLDS(Model, StreamingFilters):
             else:
                 matrices = guards.kernel_arrays(np.hstack([states[:, t - 1], U[:, t]]))[1]
                 switch = matrices[np.arange(N), modes[:, t - 1]]
-            modes[:, t] = _draw(switch, rng)
+            modes[:, t] = draw_rows(switch, rng)
             rows = inference.regressors(states[:, t - 1], U[:, t])
             states[:, t] = dynamics.sample_rows(rows, modes[:, t], rng)
             switched = modes[:, t] != modes[:, t - 1]
@@ -1255,12 +1255,6 @@ def _stacked(per_step: PerStep) -> np.ndarray:
     return np.concatenate(per_step) if isinstance(per_step, list) else np.asarray(per_step)
 
 
-def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One category per row of ``probabilities`` (N, K), by inverting the cumulative sums."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
-
-
 def _simulated_moments(
     start: tuple[np.ndarray, np.ndarray, np.ndarray],
     switches: Sequence[Callable[[np.ndarray], np.ndarray]],
@@ -1296,12 +1290,12 @@ def _simulated_moments(
     reachable = (weights > 0)[:, None, None]  # a mode of weight 0 may have no covariance; it is never drawn
     start_factors = np.linalg.cholesky(np.where(reachable, start_covs, np.eye(n)))
     paths = np.arange(n_paths)
-    z = _draw(np.broadcast_to(weights, (n_paths, n_modes)), rng)
+    z = draw_rows(np.broadcast_to(weights, (n_paths, n_modes)), rng)
     x = start_means[z] + np.einsum("sij,sj->si", start_factors[z], rng.standard_normal((n_paths, n)))
     modes, means, covariances = np.empty((horizon, n_modes)), np.empty((horizon, n)), np.empty((horizon, n, n))
     for t, switch in enumerate(switches):
         rows = switch(x)[paths, z]
-        new = _draw(rows, rng)
+        new = draw_rows(rows, rng)
         law = law_of_pairs[z, new]
         moved = np.einsum("sij,sj->si", matrices[t, law], x) + offsets[t, law]
         modes[t], means[t] = rows.mean(axis=0), moved.mean(axis=0)

@@ -918,8 +918,7 @@ def _scipy_lbfgsb(value_and_gradient: Any, x0: np.ndarray, max_iter: int, callba
 
 def _n_effective(seqs: Sequences, burn: int) -> int:
     """The observed values after each sequence's first ``burn`` (those the likelihood conditions on)."""
-    observed = np.add.reduceat(np.isfinite(seqs.values[:, 0]).astype(np.int64), seqs.offsets[:-1])
-    return int(np.maximum(observed - burn, 0).sum())
+    return int(np.isfinite(seqs.values[:, 0]).sum() - _first_observed(seqs, burn).sum())
 
 
 def _first_observed(seqs: Sequences, count: int) -> np.ndarray:
@@ -1041,10 +1040,9 @@ class _Objective:
         arrays = filter_arrays(*arguments, **options)
         self.burn = int(arrays[5].sum())  # the exact diffuse components: the steps they take
         #: the compiled pass, whose flat vector of matrices is written in place at every point
-        self.score = ScorePass(arrays, np.zeros(len(arrays[5]), dtype=bool))
         typed = tuple((type(c), c) for c in components)
         self.fixed, self.directions, self.linear, self.nonlinear, moving = _scatter(typed, model.n_exog)
-        self.score.rows = moving  # G in A only on the rows that move
+        self.score = ScorePass(arrays, moving)  # G in A only on the rows that move
         #: the observed values after the diffuse steps (those log L sums over)
         self.n_effective = _n_effective(seqs, self.burn)
 
