@@ -1129,6 +1129,7 @@ class SwitchingLDS(Model, StreamingFilters):
         the reset of the switch i -> j."""
         self._check_fitted()
         K, dwell = self._k, self._dwell_times()
+        maps = self._reset_block().maps() if self.resets else None
         rows = []
         for k in range(K):
             row: dict[str, Any] = {"mode": k, "dwell_time": float(dwell[k])}
@@ -1139,8 +1140,7 @@ class SwitchingLDS(Model, StreamingFilters):
                 others = [i for i in range(K) if i != k]
                 row["entry_weights"] = {i: W[k] - W[i] for i in others}
                 row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
-            if self.resets:
-                maps = self._reset_block().maps()
+            if maps is not None:
                 row["resets_into"] = {i: maps[i, k] for i in range(K) if i != k}
             rows.append(row)
         return pd.DataFrame(rows).set_index("mode")

@@ -146,8 +146,8 @@ class SwitchingParameters:
         else:
             group, weights, covariances = self.steps.group, self.steps.weights, self.steps.covariances
         if self.resets is not None:  # the same resets whatever the step
-            block = self.resets
-            weights = np.concatenate([weights, np.broadcast_to(block.weights, (len(weights), *block.weights.shape))], 1)
+            block, reset_weights = self.resets, self.resets.weights
+            weights = np.concatenate([weights, np.broadcast_to(reset_weights, (len(weights), *reset_weights.shape))], 1)
             reset_covariances = np.broadcast_to(block.reset_covariances, (len(weights), *block.reset_covariances.shape))
             covariances = np.concatenate([covariances, reset_covariances], axis=1)
         n = len(self.initial_mean)
