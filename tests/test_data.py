@@ -805,3 +805,16 @@ def test_read_table_names_the_file_and_reads_tsv(tmp_path):
     (tmp_path / "bad.csv").write_text("t,x\n1,a\n")
     with pytest.raises(ValueError, match=r"bad.csv: sequence 0, time step 0 \(row 0\), column 'x': non-numeric"):
         Sequences.from_csv(tmp_path / "bad.csv", time_column="t")
+
+
+def test_blocks_are_runs_of_whole_sequences_as_views():
+    lengths = [3, 2, 7, 1, 1, 4]
+    seqs = Sequences.from_arrays([np.full((n, 2), float(i)) for i, n in enumerate(lengths)], inputs=None)
+    seqs = Sequences(seqs.values, seqs.offsets, inputs=np.arange(18.0)[:, None], ids=list("abcdef"))
+    blocks = list(seqs.blocks(5))
+    assert [block.lengths.tolist() for block in blocks] == [[3, 2], [7], [1, 1], [4]]  # 7 > 5: alone
+    assert [i for block in blocks for i in block.ids] == list("abcdef")
+    np.testing.assert_array_equal(np.concatenate([block.values for block in blocks]), seqs.values)
+    np.testing.assert_array_equal(np.concatenate([block.inputs for block in blocks]), seqs.inputs)
+    assert all(np.shares_memory(block.values, seqs.values) for block in blocks)
+    assert list(seqs.blocks(18)) == [seqs]

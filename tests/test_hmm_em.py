@@ -679,3 +679,34 @@ def test_a_mode_whose_covariance_collapses_is_a_clear_error_not_a_division_by_ze
     with pytest.raises(ValueError, match=r"covariance of mode \d collapsed onto one point in feature 0.*reg_covar"):
         HMM(2, reg_covar=0.0, n_iter=20, random_state=0).fit(values)
     assert np.isfinite(HMM(2, n_iter=20, random_state=0).fit(values).score(values))  # the default is fine
+
+
+def _leaves(stats):
+    if isinstance(stats, dict):
+        return [leaf for key in sorted(stats) for leaf in _leaves(stats[key])]
+    if isinstance(stats, tuple):
+        return [leaf for part in stats for leaf in _leaves(part)]
+    return [np.asarray(stats, dtype=float)]
+
+
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+def test_e_step_in_blocks_adds_up_to_the_whole(monkeypatch):
+    """The E-step runs over blocks of whole sequences (cache-sized); the sums equal one pass over
+    all of them, and impossible data are named by their place in the whole data, not in a block."""
+    import modeshift.models.hmm as hmm_module
+
+    rng = np.random.default_rng(3)
+    X, lengths = rng.normal(size=(540, 2)), [50, 60, 30, 200, 200]
+    model = HMM(3, covariance="full", n_iter=2, random_state=0).fit(X, lengths)
+    seqs = model._sequences(X, lengths)
+    whole = model._expected_statistics(seqs)
+    monkeypatch.setattr(hmm_module, "BLOCK_CELLS", 3 * 130)  # blocks of at most 130 steps
+    assert [block.n_sequences for block in seqs.blocks(130)] == [2, 1, 1, 1]
+    value, blocked = model._e_step(seqs, {})
+    assert value == pytest.approx(float(whole["log_likelihood"]) + model._log_prior(), rel=1e-12)
+    for a, b in zip(_leaves(whole), _leaves(blocked), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    far = X.copy()
+    far[470] = 1e200  # no mode can emit it: row 470 is step 130 of sequence 4, alone in its block
+    with pytest.raises(ValueError, match="sequence 4, time step 130"):
+        model._e_step(model._sequences(far, lengths), {})

@@ -366,6 +366,37 @@ class Sequences:
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(self.n_sequences))
 
+    def blocks(self, max_rows: int) -> Iterator[Sequences]:
+        """Runs of consecutive whole sequences, in order, of at most ``max_rows`` steps each (a
+        longer sequence alone): views, not copies. A computation whose results add up over
+        sequences (an E-step) done block by block keeps its per-step arrays in the cache.
+
+        >>> seqs = Sequences.from_arrays([np.zeros((3, 1)), np.zeros((2, 1)), np.zeros((4, 1))])
+        >>> [block.lengths.tolist() for block in seqs.blocks(5)]
+        [[3, 2], [4]]
+        """
+        if self.n_steps <= max_rows:
+            yield self
+            return
+        first = 0
+        while first < self.n_sequences:
+            last = max(first + 1, int(np.searchsorted(self.offsets, self.offsets[first] + max_rows, "right")) - 1)
+            yield self._between(first, last)
+            first = last
+
+    def _between(self, first: int, last: int) -> Sequences:
+        """Sequences ``first`` to ``last`` - 1, as views."""
+        rows = slice(int(self.offsets[first]), int(self.offsets[last]))
+        return replace(
+            self,
+            values=self.values[rows],
+            offsets=self.offsets[first : last + 1] - self.offsets[first],
+            times=None if self.times is None else self.times[rows],
+            inputs=None if self.inputs is None else self.inputs[rows],
+            ids=None if self.ids is None else self.ids[first:last],
+            row_order=None,  # a block is for computing, not for restoring a frame's row order
+        )
+
     def locate(self, row: int) -> tuple[int, int]:
         """(sequence index, time step) of a row of ``values``."""
         sequence = int(np.searchsorted(self.offsets, row, side="right") - 1)

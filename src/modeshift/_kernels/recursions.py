@@ -93,19 +93,21 @@ def _shift_rows(log_likelihoods: np.ndarray, shifted: np.ndarray, shifts: np.nda
 
 
 def buffer(scratch: dict[str, np.ndarray] | None, name: str, shape: tuple[int, ...], zero: bool = False) -> np.ndarray:
-    """A float array of ``shape`` (zeros if ``zero``): ``scratch[name]`` when it has that
-    shape, else a new one, which ``scratch`` then keeps.
+    """A float array of ``shape`` (zeros if ``zero``): the leading rows of ``scratch[name]``
+    when it has at least as many rows of that shape, else a new one, which ``scratch`` then keeps.
 
-    An EM loop hands the same ``scratch`` to every E-step. Fresh memory costs a page
-    fault per 4 KiB on first touch; at 10^5 steps the faults of an E-step's arrays
-    cost more than its recursions.
+    An EM loop hands the same ``scratch`` to every E-step (and to each block of one,
+    :meth:`~modeshift.data.Sequences.blocks`). Fresh memory costs a page fault per 4 KiB on
+    first touch; at 10^5 steps the faults of an E-step's arrays cost more than its recursions.
     """
     array = None if scratch is None else scratch.get(name)
-    if array is None or array.shape != shape:
+    if array is None or array.shape[1:] != shape[1:] or len(array) < shape[0]:
         array = np.zeros(shape) if zero else np.empty(shape)
         if scratch is not None:
             scratch[name] = array
-    elif zero:
+        return array
+    array = array[: shape[0]]
+    if zero:
         array.fill(0.0)
     return array
 
