@@ -208,3 +208,38 @@ def test_forecast_sample_describe_and_save_load(rings, tmp_path):
     loaded = modeshift.load(path)
     np.testing.assert_array_equal(loaded.predict(y), model.predict(y))
     np.testing.assert_array_equal(loaded.dwell_times_, model.dwell_times_)
+
+
+def _kicked(n_steps, seed, kick=1.0, angle=0.1, noise=0.2):
+    """Two damped rotations, one each way, kicked by an input u_t ~ N(0, 1) in opposite
+    directions: x_t = A_k x_t-1 + B_k u_t + N(0, 0.2^2), B_1 = -B_0, y = x + N(0, 0.2^2). The
+    kicks (the same covariance in both modes) dwarf the rotations' difference. Returns (y, modes, u)."""
+    rng = np.random.default_rng(seed)
+    c, s = np.cos(angle), np.sin(angle)
+    flows = [0.9 * np.array([[c, -s], [s, c]]), 0.9 * np.array([[c, s], [-s, c]])]
+    effects = [np.array([kick, kick]), np.array([-kick, -kick])]
+    inputs = rng.normal(size=(n_steps, 1))
+    x, k, states, modes = np.zeros(2), 0, [], []
+    for t in range(n_steps):
+        k = 1 - k if rng.random() < 0.02 else k
+        x = flows[k] @ x + effects[k] * inputs[t, 0] + noise * rng.normal(size=2)
+        states.append(x)
+        modes.append(k)
+    states = np.array(states)
+    return states + noise * rng.normal(size=states.shape), np.array(modes), inputs
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_strongly_input_driven_system_starts_better_with_its_inputs(seed):
+    """The start's ARHMM regresses x_t on [phi(x_t-1), u_t]: on the kicked rotations its modes are
+    all right (1.0), where the same ARHMM blind to the inputs (the start of a model without
+    them) gets 0.62 and 0.86 on these seeds."""
+    y, modes, inputs = _kicked(300, seed)
+    accuracy = {}
+    for input_dim in (1, 0):
+        model = NonlinearSwitchingLDS(2, state_dim=2, input_dim=input_dim, random_state=0)
+        seqs = model._sequences(y, None, inputs if input_dim else None)
+        _, mode_probs = model._initialize(seqs, np.random.default_rng(0))
+        accuracy[input_dim] = mode_accuracy(modes, mode_probs.argmax(axis=1))
+    assert accuracy[1] > 0.97
+    assert accuracy[1] > accuracy[0] + 0.1
