@@ -22,6 +22,13 @@ longer quadratic in x, so q(x) is its **Laplace approximation** (Zoltowski et al
 * q(z) by forward-backward on L_tk = E_q(x) log N(x_t | g_k(x_t-1, u_t), Q_k) with each flow
   linearised at x*, the SwitchingLDS's closed form (:func:`sweep`).
 
+Recurrent switching (a ``chain`` that is :class:`~modeshift.transitions.InputDriven`): the switch
+probabilities are softmax_j(w_j . phi(x_t-1) + v_j . u_t + r_ij), guards on the same features as
+the flows (so curved in x). As in the recurrent SwitchingLDS, q(z) reads them at the mode of q(x)
+(plug-in matrices, one per step), and f gains the transition term E_q(z) log p(z_t | z_t-1, x_t-1)
+by its second-order expansion at the previous sweep's mode (:func:`guard_curvature`, through the
+Jacobian of phi), which keeps the Gauss-Newton system block-tridiagonal.
+
 The objective reported is the ELBO of q(x) q(z) with the flows linearised at the mode: exact
 (a lower bound on log p(y)) when phi is linear, where all of this is the SwitchingLDS's
 inference; an approximation otherwise.
@@ -46,13 +53,14 @@ from modeshift.dynamics import LinearDynamics, missingness_patterns
 from modeshift.features import FeatureMap
 from modeshift.models import slds_inference
 from modeshift.models.slds_inference import Posterior, StepLaws, StepTerms, SwitchingParameters
-from modeshift.transitions import Stationary
+from modeshift.transitions import InputDriven, Stationary
 
 __all__ = [
     "FlowParameters",
     "feature_jacobian",
     "find_mode",
     "flow_regressors",
+    "guard_curvature",
     "infer",
     "linearised",
     "log_joint",
@@ -72,7 +80,8 @@ class FlowParameters:
     """The parameters as inference reads them: ``weights`` (K, n, m + m_u + 1) the [W_k, B_k, b_k]
     of each mode's flow on [phi(x_t-1), u_t, 1]; ``covariances`` (K, n, n) the Q_k; ``features``
     the fitted map phi (m outputs); ``observation`` one regression of y on [x, u, 1] ([C, D, d]
-    and R); m0, P0; the mode ``chain``."""
+    and R); m0, P0; the mode ``chain``: a Markov chain, or recurrent switches whose
+    logits read [phi(x_t-1), u_t] (m + m_u features)."""
 
     weights: np.ndarray
     covariances: np.ndarray
@@ -80,7 +89,11 @@ class FlowParameters:
     observation: LinearDynamics
     initial_mean: np.ndarray
     initial_covariance: np.ndarray
-    chain: Stationary
+    chain: Stationary | InputDriven
+
+    @property
+    def recurrent(self) -> bool:
+        return self.chain.varying
 
     def flows(self) -> LinearDynamics:
         """The K flows as regressions of x_t on [phi(x_t-1), u_t, 1]."""
@@ -133,15 +146,22 @@ def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> t
     B = np.broadcast_to(B, (T, *B.shape))
     offsets = (value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
     covariances = np.broadcast_to(params.covariances, (T, K, n, n))
+    chain = params.chain
+    if params.recurrent:  # the switches at each step's point of linearisation, as plug-in matrices
+        transitions = chain.kernel_arrays(np.hstack([value, seqs.inputs]))[1]
+        chain = Stationary(K)
+        chain.initial_probs = params.chain.initial_probs
+    else:
+        transitions = np.broadcast_to(chain.transition_matrix, (T, K, K))
     steps = StepLaws(
         group=np.arange(T),
         weights=np.concatenate([A, B, offsets[..., None]], axis=3),
         covariances=covariances,
-        transitions=np.broadcast_to(params.chain.transition_matrix, (T, K, K)),
+        transitions=transitions,
     )
     placeholder = LinearDynamics(K)  # the per-step laws replace the shared dynamics
     linear = SwitchingParameters(
-        placeholder, params.observation, params.initial_mean, params.initial_covariance, params.chain, steps
+        placeholder, params.observation, params.initial_mean, params.initial_covariance, chain, steps
     )
     Q_inv = np.linalg.inv(params.covariances)
     Q_inv_A = np.matmul(Q_inv[None], A)
@@ -155,6 +175,31 @@ def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> t
         log_det=np.broadcast_to(np.linalg.slogdet(params.covariances)[1], (T, K)),
     )
     return linear, laws
+
+
+def guard_curvature(
+    params: FlowParameters, seqs: Sequences, previous: Posterior
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The transition term of recurrent switches, sum_ij xi_t(i, j) log p(z_t = j | z_t-1 = i, x_t-1),
+    to second order in x_t-1 at the ``previous`` mode m: the recurrent SwitchingLDS's expansion
+    (:func:`~modeshift.models.slds_inference.switch_curvature`) with the guards' slopes in x
+    W dphi/dx at m (Gauss-Newton: phi's second derivatives dropped). Returns the rows t, H_t and
+    g_t + H_t m_t-1."""
+    rows = seqs.linked_rows
+    means = previous.means[rows - 1]
+    value, jacobian = feature_jacobian(params.features, means)
+    switch = params.chain.kernel_arrays(np.hstack([value, seqs.inputs[rows]]))[1]
+    slopes = np.matmul(params.chain.weights[:, : value.shape[1]][None], jacobian)  # (R, K, n)
+    return rows, *slds_inference.switch_curvature(previous.pair_counts[rows], switch, slopes, means)
+
+
+def _expansion_value(curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None, states: np.ndarray) -> float:
+    """The value at ``states`` of :func:`guard_curvature`'s expansion, up to a constant (0 without one)."""
+    if curvature is None:
+        return 0.0
+    rows, spread, linear = curvature
+    x = states[rows - 1]
+    return float(np.sum(linear * x) - 0.5 * np.einsum("ti,tij,tj->", x, spread, x))
 
 
 def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, states: np.ndarray) -> float:
@@ -181,7 +226,12 @@ def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, s
 
 
 def find_mode(
-    params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray, tol: float = 0.0
+    params: FlowParameters,
+    seqs: Sequences,
+    mode_probs: np.ndarray,
+    start: np.ndarray,
+    tol: float = 0.0,
+    curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
     """The mode x* of :func:`log_joint` given q(z) (``mode_probs``), by Gauss-Newton from ``start``
     with a backtracking line search, and the Laplace q(x) there.
@@ -192,16 +242,22 @@ def find_mode(
     iterations. Gauss-Newton converges linearly where the flows leave residuals: the last
     digits of f take most of the iterations, so EM passes a ``tol`` below its own (a few
     iterations per sweep from the last sweep's mode), and the default 0 runs to round-off.
-    Returns (means, covs, cross_covs, log det J, the model linearised at x* and its step terms)."""
+    With recurrent switches, ``curvature`` (:func:`guard_curvature`) adds the transition term's
+    expansion to f. Returns (means, covs, cross_covs, log det J, the model linearised at x* and
+    its step terms)."""
     states = np.asarray(start, dtype=float)
-    value = log_joint(params, seqs, mode_probs, states)
+
+    def objective(path: np.ndarray) -> float:
+        return log_joint(params, seqs, mode_probs, path) + _expansion_value(curvature, path)
+
+    value = objective(states)
     for _ in range(_NEWTON_STEPS):
         linear, laws = linearised(params, seqs, states)
-        step = slds_inference.update_states(linear, seqs, mode_probs, laws=laws)[0] - states
+        step = slds_inference.update_states(linear, seqs, mode_probs, laws=laws, curvature=curvature)[0] - states
         scale = 1.0
         for _ in range(_HALVINGS):
             trial = states + scale * step
-            trial_value = log_joint(params, seqs, mode_probs, trial)
+            trial_value = objective(trial)
             if trial_value >= value:
                 break
             scale /= 2
@@ -211,17 +267,26 @@ def find_mode(
         if gain <= max(tol, _ROUND_OFF * (1.0 + abs(value))):
             break
     linear, laws = linearised(params, seqs, states)
-    _, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, mode_probs, laws=laws)
+    _, covs, cross_covs, log_det = slds_inference.update_states(
+        linear, seqs, mode_probs, laws=laws, curvature=curvature
+    )
     return states, covs, cross_covs, log_det, linear, laws
 
 
 def sweep(
-    params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, start: np.ndarray, tol: float = 0.0
+    params: FlowParameters,
+    seqs: Sequences,
+    mode_probs: np.ndarray,
+    start: np.ndarray,
+    tol: float = 0.0,
+    previous: Posterior | None = None,
 ) -> Posterior:
     """One coordinate-ascent sweep: the Laplace q(x) given q(z) (:func:`find_mode` from ``start``,
-    to ``tol``), then q(z) given q(x) with the flows linearised at the mode, then the
+    to ``tol``; with recurrent switches and a ``previous`` posterior, with the transition term
+    expanded at its mode), then q(z) given q(x) with the flows linearised at the mode, then the
     (linearised) ELBO."""
-    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start, tol)
+    curvature = guard_curvature(params, seqs, previous) if params.recurrent and previous is not None else None
+    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start, tol, curvature)
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
         linear, seqs, means, covs, cross_covs, laws
     )
@@ -247,7 +312,7 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
     return slds_inference.best_of(
         starts,
         lambda modes: sweep(params, seqs, modes, start, MODE_SHARE * tol),
-        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol),
+        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol, posterior),
         tol,
         max_sweeps,
     )

@@ -738,7 +738,7 @@ class SwitchingLDS(Model, StreamingFilters):
         given = all(self.__dict__.get(name) is not None for name in self.parameter_names)
         self.__dict__.update(_given=self._snapshot() if given else None, _sharded=over is not None)
         result = em.run(self, seqs, label=f"SwitchingLDS K={self._k}", over=over)
-        runs = (over or em.in_memory(seqs))(_run_statistics, self, result.workspace)
+        runs = (over or em.in_memory(seqs))(run_statistics, self, result.workspace)
         with np.errstate(invalid="ignore"):
             self.dwell_times_ = runs["length"] / runs["count"]
         for name in ("_given", "_start_modes", "_sharded"):
@@ -1305,12 +1305,14 @@ def _simulated_moments(
     return modes, means, covariances
 
 
-def _run_statistics(model: SwitchingLDS, seqs: Sequences, workspace: dict[str, Any]) -> Statistics:
+def run_statistics(model: Any, seqs: Sequences, workspace: dict[str, Any]) -> Statistics:
     """The total ``length`` and the ``count`` of the runs of each mode on the most likely path
-    under the last E-step's posterior (the workspace's, else one inferred), for ``dwell_times_``."""
+    under the last E-step's posterior (the workspace's, else one inferred), for ``dwell_times_``
+    (of any model with ``_infer`` and ``_viterbi``: also the NonlinearSwitchingLDS's)."""
     posterior = workspace.get("posterior") or model._infer(seqs)
     path, offsets = model._viterbi(seqs, posterior), seqs.offsets
-    totals, runs = np.zeros(model._k), np.zeros(model._k)
+    n_modes = posterior.mode_probs.shape[1]
+    totals, runs = np.zeros(n_modes), np.zeros(n_modes)
     for first, last in zip(offsets[:-1], offsets[1:]):
         segment = path[first:last]
         boundaries = np.flatnonzero(np.diff(segment)) + 1

@@ -83,6 +83,7 @@ __all__ = [
     "pair_chain",
     "regressors",
     "sweep",
+    "switch_curvature",
     "transition_curvature",
     "transition_moments",
     "update_modes",
@@ -232,6 +233,7 @@ def update_states(
     weights: np.ndarray,
     previous: Posterior | None = None,
     laws: StepTerms | None = None,
+    curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """q(x) given q(z): means, covariances, cross-covariances and log det J of the Gaussian
     with block-tridiagonal precision J.
@@ -241,7 +243,8 @@ def update_states(
     (softmax guards) with a ``previous`` posterior, the transition term
     E_q(z) log p(z_t | z_t-1, x_t-1) enters too, by its second-order expansion at the
     previous E[x_t-1] (see :func:`transition_curvature`). ``laws``: ``params.step_terms``, if
-    already computed."""
+    already computed. ``curvature``: that expansion (rows, H_t, g_t + H_t m_t) computed by the
+    caller (guards on features of x: :mod:`~modeshift.models.laplace_inference`)."""
     C, D, d, R = params.observation_terms()
     starts, U, Y = seqs.starts, seqs.inputs, seqs.values
     laws = params.step_terms(seqs.n_steps) if laws is None else laws
@@ -262,9 +265,11 @@ def update_states(
     rhs += np.einsum("tk,tkij,tkj->ti", weights, laws.Q_inv, shift)
     rhs[:-1] -= np.einsum("tk,tkji,tkj->ti", weights[1:], laws.Q_inv_A[1:], shift[1:])  # A_k' Q_k^-1 shift at t + 1
     rhs[starts] += P0_inv @ params.initial_mean
-    if isinstance(params.chain, InputDriven) and previous is not None:
-        rows, curvature, linear = transition_curvature(params, seqs, previous)
-        diagonal[rows - 1] += curvature
+    if curvature is None and isinstance(params.chain, InputDriven) and previous is not None:
+        curvature = transition_curvature(params, seqs, previous)
+    if curvature is not None:
+        rows, spread, linear = curvature
+        diagonal[rows - 1] += spread
         rhs[rows - 1] += linear
     means, log_dets, covs, cross_covs = kernels.solve_block_tridiagonal(diagonal, lower, seqs.offsets, rhs)
     return means, covs, cross_covs, float(log_dets.sum())
@@ -285,16 +290,25 @@ def transition_curvature(
     transition term (Laplace-EM's, Zoltowski et al. 2020, within the structured mean field).
     Returns the rows t, H_t and g_t + H_t m_t-1."""
     rows = seqs.linked_rows
-    means, pairs = previous.means[rows - 1], previous.pair_counts[rows]
     switch = transition_matrices(params, seqs, previous.means)[rows]  # pi at the current guards
     W = params.chain.weights[:, : len(params.initial_mean)]
+    W = np.broadcast_to(W, (len(rows), *W.shape))
+    return rows, *switch_curvature(previous.pair_counts[rows], switch, W, previous.means[rows - 1])
+
+
+def switch_curvature(
+    pairs: np.ndarray, switch: np.ndarray, W: np.ndarray, means: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """H_t and g_t + H_t m_t of :func:`transition_curvature` from the pair posteriors xi_t (R, K, K),
+    the switch probabilities pi at m (R, K, K), the slopes W_t (R, K, n) of the guard logits in x at m
+    (the recurrence weights, or for guards on features phi(x) the weights times dphi/dx) and m (R, n)."""
     leaving = pairs.sum(axis=2)  # q(z_t-1 = i)
     expected = np.einsum("ti,tij->tj", leaving, switch)  # sum_i q_i pi_ij
-    gradient = (pairs.sum(axis=1) - expected) @ W
-    spread = np.einsum("tj,jn,jm->tnm", expected, W, W)
-    weighted = np.einsum("tij,jn->tin", switch, W)  # (pi_i W) per previous mode
+    gradient = np.einsum("tj,tjn->tn", pairs.sum(axis=1) - expected, W)
+    spread = np.einsum("tj,tjn,tjm->tnm", expected, W, W)
+    weighted = np.einsum("tij,tjn->tin", switch, W)  # (pi_i W) per previous mode
     spread -= np.einsum("ti,tin,tim->tnm", leaving, weighted, weighted)
-    return rows, spread, gradient + np.einsum("tnm,tm->tn", spread, means)
+    return spread, gradient + np.einsum("tnm,tm->tn", spread, means)
 
 
 def law_weights(params: SwitchingParameters, mode_probs: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
