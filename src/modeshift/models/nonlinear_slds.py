@@ -47,7 +47,7 @@ from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.features import feature_map
-from modeshift.models import em
+from modeshift.models import em, selection
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
@@ -104,8 +104,9 @@ class NonlinearSwitchingLDS(Model):
 
     Parameters
     ----------
-    n_states : int
-        Number of modes K.
+    n_states : int or "auto"
+        Number of modes K; ``"auto"`` chooses it by BIC (computed from the ELBO) among
+        candidates of 1 .. ``max_states`` modes, found as ``selection`` says.
     state_dim : int
         Dimension n of x (may exceed the observations').
     features : "polynomial", "rbf", "fourier", FeatureMap, dict or function
@@ -130,6 +131,14 @@ class NonlinearSwitchingLDS(Model):
         Added to the diagonal of every covariance estimate's scatter.
     warm_start, verbose, callback
         As for every EM-fitted model (:mod:`modeshift.models.em`).
+    max_states : int
+        Largest K tried by ``n_states="auto"``.
+    selection : {"fits", "prune"}
+        How ``n_states="auto"`` finds its candidates: ``"fits"``, one fit from scratch per K
+        (:func:`~modeshift.models.selection.select_n_states`); ``"prune"``, from ``max_states``
+        modes down, each K fitted from scratch and from the best K + 1 without its least
+        occupied mode, candidates with a vanished mode not chosen
+        (:func:`~modeshift.models.selection.prune_n_states`).
 
     Attributes
     ----------
@@ -140,6 +149,8 @@ class NonlinearSwitchingLDS(Model):
     startprob_ (K,), transmat_ (K, K) : the chain of modes.
     feature_map_ : the fitted map phi (m features).
     history_, converged_, n_iter_ : the objective at each iteration, and how EM stopped.
+    n_states_, selection_ : with ``n_states="auto"``, the chosen K and the table of candidates
+        (each one's ELBO, n_parameters, AIC, BIC; saved with the model).
 
     Notes
     -----
@@ -164,7 +175,7 @@ class NonlinearSwitchingLDS(Model):
 
     def __init__(
         self,
-        n_states: int = 2,
+        n_states: int | str = 2,
         state_dim: int = 2,
         features: Any = "polynomial",
         obs_dim: int | None = None,
@@ -179,6 +190,8 @@ class NonlinearSwitchingLDS(Model):
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
+        max_states: int = 6,
+        selection: str = "fits",
     ):
         self.n_states = n_states
         self.state_dim = state_dim
@@ -195,18 +208,20 @@ class NonlinearSwitchingLDS(Model):
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+        self.max_states = max_states
+        self.selection = selection
 
     _constraints = {
-        "n_states": Integer(1),
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
         "input_dim": Integer(0),
         "ridge": Number(0),
         "stickiness": Number(0),
         "reg_covar": Number(0),
+        "selection": OneOf(("fits", "prune")),
     }
     _file_arrays = {"feature_map_.*": "real?"}
-    _file_attributes = {**Model._file_attributes, "feature_map": "mapping"}
+    _file_attributes = {**Model._file_attributes, "feature_map": "mapping", "n_states_": "count", "selection_": "table"}
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -222,7 +237,7 @@ class NonlinearSwitchingLDS(Model):
     def _check_parameters(self) -> None:
         """Check every parameter's shape (from K, n, the map's m and C's p) and constraints."""
         self._check_fitted()
-        K, n, m, m_u = self.n_states, self.state_dim, self.feature_map_.n_outputs, self.input_dim
+        K, n, m, m_u = self._k, self.state_dim, self.feature_map_.n_outputs, self.input_dim
         p = check_array("observation_matrix_", self.observation_matrix_, (None, n)).shape[0]
         shapes = {
             "flow_weights_": (K, n, m),
@@ -253,11 +268,11 @@ class NonlinearSwitchingLDS(Model):
         if self.input_dim:
             return np.asarray(self.flow_input_matrices_, dtype=float), np.asarray(self.feedthrough_matrix_, dtype=float)
         p = np.shape(self.observation_matrix_)[0]
-        return np.zeros((self.n_states, self.state_dim, 0)), np.zeros((p, 0))
+        return np.zeros((self._k, self.state_dim, 0)), np.zeros((p, 0))
 
     def _flows(self) -> LinearDynamics:
         """The K flows as regressions of x_t on [phi(x_t-1), u_t, 1], the ridge on phi's weights."""
-        block = LinearDynamics(self.n_states, ridge=self.ridge, reg_covar=self.reg_covar)
+        block = LinearDynamics(self._k, ridge=self.ridge, reg_covar=self.reg_covar)
         block.ridge_columns = np.r_[
             np.ones(self.flow_weights_.shape[2], dtype=bool), np.zeros(self.input_dim + 1, bool)
         ]
@@ -284,7 +299,7 @@ class NonlinearSwitchingLDS(Model):
 
     def _parameters(self) -> laplace.FlowParameters:
         self._check_fitted()
-        chain = Stationary(self.n_states)
+        chain = Stationary(self._k)
         chain.initial_probs, chain.transition_matrix = self.startprob_, self.transmat_
         flows = self._flows()
         return laplace.FlowParameters(
@@ -372,7 +387,7 @@ class NonlinearSwitchingLDS(Model):
         """Free parameters: flows (K (n (m + m_u + 1) + n (n + 1) / 2)), observation model
         (p (n + m_u + 1) + p (p + 1) / 2), initial state, start and transition probabilities."""
         self._check_fitted()
-        K, (p, n), m, m_u = self.n_states, self.observation_matrix_.shape, self.feature_map_.n_outputs, self.input_dim
+        K, (p, n), m, m_u = self._k, self.observation_matrix_.shape, self.feature_map_.n_outputs, self.input_dim
         count = K * (n * (m + m_u + 1) + n * (n + 1) // 2) + p * (n + m_u + 1) + p * (p + 1) // 2
         return count + n + n * (n + 1) // 2 + (K - 1) + K * (K - 1)
 
@@ -398,7 +413,7 @@ class NonlinearSwitchingLDS(Model):
                 "weight_norm": float(np.linalg.norm(self.flow_weights_[k])),
                 "noise_sd": np.sqrt(np.diagonal(self.flow_covariances_[k])),
             }
-            for k in range(self.n_states)
+            for k in range(self._k)
         ]
         return pd.DataFrame(rows).set_index("mode")
 
@@ -435,7 +450,7 @@ class NonlinearSwitchingLDS(Model):
         model = "this NonlinearSwitchingLDS"
         U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, model, name="inputs"))
         rng = np.random.default_rng(random_state)
-        modes = draw_rows(np.broadcast_to(self.startprob_, (N, self.n_states)), rng)
+        modes = draw_rows(np.broadcast_to(self.startprob_, (N, self._k)), rng)
         first = rng.multivariate_normal(self.initial_state_mean_, self.initial_state_covariance_, size=N)
         paths, path_modes = self._propagate(first, modes, U[:, 1:], rng)
         states = np.concatenate([first[:, None], paths], axis=1)
@@ -480,7 +495,7 @@ class NonlinearSwitchingLDS(Model):
         for last, future in zip(seqs.offsets[1:] - 1, futures):
             probabilities = posterior.mode_probs[last]
             starts = rng.multivariate_normal(posterior.means[last], posterior.covs[last], size=FORECAST_PATHS)
-            modes = draw_rows(np.broadcast_to(probabilities, (FORECAST_PATHS, self.n_states)), rng)
+            modes = draw_rows(np.broadcast_to(probabilities, (FORECAST_PATHS, self._k)), rng)
             paths, _ = self._propagate(starts, modes, future, rng)
             mean = paths.mean(axis=0)
             centred = paths - mean
@@ -499,24 +514,62 @@ class NonlinearSwitchingLDS(Model):
         """Estimate the parameters by Laplace EM (:func:`modeshift.models.em.run`); returns ``self``.
         ``inputs`` (n_steps, m_u) are required when ``input_dim > 0``."""
         self._start_fit()
-        seqs = self._sequences(as_sequences(X, lengths, **columns), None, inputs).require_observed()
+        seqs = self._em_data(X, lengths, inputs=inputs, **columns)
+        return self._fit_auto(seqs) if self.n_states == "auto" else self._fit_em(seqs)
+
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
+        """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
+        return self._sequences(as_sequences(X, lengths, **columns), None, inputs).require_observed()
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> NonlinearSwitchingLDS:
+        """Laplace EM from the starting parameters; ``over`` runs the E-steps over shards held
+        elsewhere, each keeping its q(x) q(z) beside it, ``seqs`` being then a sample to start from
+        (each shard's first E-step infers q(x) q(z) under the starting parameters, as in memory
+        from parameters set by hand)."""
         given = all(self.__dict__.get(name) is not None for name in (*self.parameter_names, "feature_map_"))
         self.__dict__["_given"] = {**self._snapshot(), "feature_map_": self.feature_map_} if given else None
-        em.run(self, seqs, label=f"NonlinearSwitchingLDS K={self.n_states}")
-        for name in ("_given", "_start"):
+        self.__dict__["_sharded"] = over is not None
+        em.run(self, seqs, label=f"NonlinearSwitchingLDS K={self._k}", over=over)
+        for name in ("_given", "_start", "_sharded"):
             self.__dict__.pop(name, None)
         self._finish_fit(seqs)
         return self
 
+    def _fit_auto(self, seqs: Sequences) -> NonlinearSwitchingLDS:
+        keep_modes = type(self)._kept_modes if self.selection == "prune" else None
+        selection.fit_auto(self, seqs, ("feature_map_",), keep_modes)
+        self._finish_fit(seqs)
+        return self
+
+    def _kept_modes(self, kept: np.ndarray) -> NonlinearSwitchingLDS:
+        """A model of the ``kept`` modes of this fitted one, started (``selection="prune"``) from
+        their flows, the same observation model and feature map, p(z_0) and the chain's rows
+        renormalised over the kept modes."""
+        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
+        for name in self.parameter_names:
+            value = np.asarray(self.__dict__[name])
+            if name == "transmat_":
+                value = normalise_rows(value[np.ix_(kept, kept)])
+            elif name.startswith(("flow_", "startprob_")):
+                value = value[kept]
+            setattr(smaller, name, value.copy())
+        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        smaller.__dict__["feature_map_"] = self.feature_map_
+        return smaller
+
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
-        """Parameters set before ``fit`` (or kept by ``warm_start``) start the first restart, from
-        the projected states and uniform modes; every other start is :meth:`_initialize`'s."""
+        """Parameters set before ``fit`` (or kept by ``warm_start``) start the first restart, q(x) q(z)
+        inferred under them by the first E-step (from the feature map's centre); every other start is
+        :meth:`_initialize`'s (over shards, its parameters only: each shard infers its own q(x) q(z))."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
-            self.__dict__["_start"] = (self._centre_path(seqs), None)
+            start = None
         else:
-            self.__dict__["_start"] = self._initialize(seqs, rng)
+            start = self._initialize(seqs, rng)
+        self.__dict__["_start"] = None if self.__dict__["_sharded"] else start
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The state read off the data (PCA, or a delay embedding when n > p; missing values
@@ -529,7 +582,7 @@ class NonlinearSwitchingLDS(Model):
         right on two seeds in five, against 0.8 to 0.94 without). (An ARHMM on a whole delay
         embedding can fit a mode of a few steps exactly, a collapsed start EM never leaves;
         regressing y_t alone on its lags cannot.) Returns the starting path and q(z)."""
-        n, p, K = self.state_dim, seqs.n_features, self.n_states
+        n, p, K = self.state_dim, seqs.n_features, self._k
         Y = seqs.values
         self.observation_offset_ = np.nanmean(Y, axis=0)
         centred = _interpolated(seqs, Y - self.observation_offset_)
@@ -571,7 +624,7 @@ class NonlinearSwitchingLDS(Model):
         mode_probs = arhmm.predict_proba(observed, seqs.lengths)
         mode_probs = np.concatenate(mode_probs) if isinstance(mode_probs, list) else np.asarray(mode_probs)
         rows = seqs.linked_rows
-        flows = LinearDynamics(self.n_states, ridge=self.ridge, reg_covar=max(self.reg_covar, 1e-6 * scale))
+        flows = LinearDynamics(self._k, ridge=self.ridge, reg_covar=max(self.reg_covar, 1e-6 * scale))
         flows.ridge_columns = np.r_[
             np.ones(self.feature_map_.n_outputs, dtype=bool), np.zeros(self.input_dim + 1, bool)
         ]
@@ -596,7 +649,7 @@ class NonlinearSwitchingLDS(Model):
         if previous is not None:
             start, modes = previous.means, previous.mode_probs
         else:
-            start, modes = self.__dict__["_start"]
+            start, modes = self.__dict__.get("_start") or (self._centre_path(seqs), None)
             if modes is None:
                 modes = laplace.infer(params, seqs, start, self._inference_tol, _INFERENCE_SWEEPS).mode_probs
         posterior = laplace.sweep(params, seqs, modes, start, laplace.MODE_SHARE * self._inference_tol)
@@ -661,7 +714,7 @@ class NonlinearSwitchingLDS(Model):
         scatter = stats["initial_covariance"] + first.scatter + self.reg_covar * np.eye(n)
         self.initial_state_covariance_ = ensure_positive_definite(scatter / first.count)
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
-        self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self.n_states) + 1e-10)
+        self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self._k) + 1e-10)
 
     def _em_snapshot(self) -> dict[str, Any]:
         return {**self._snapshot(), "feature_map_": self.feature_map_}
@@ -678,7 +731,7 @@ class NonlinearSwitchingLDS(Model):
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out = {name: self.__dict__[name] for name in ("history_", "converged_", "n_iter_") if name in self.__dict__}
+        out = selection.saved_fit(self, ("history_", "converged_", "n_iter_", "n_states_", "selection_"))
         return {**out, "feature_map": self.feature_map_.state()[0]}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
@@ -689,7 +742,7 @@ class NonlinearSwitchingLDS(Model):
         state = {key.split(".", 1)[1]: value for key, value in arrays.items() if key.startswith("feature_map_.")}
         self.__dict__["feature_map_"] = feature_map(config, state)
         for name, value in attributes.items():
-            setattr(self, name, value)
+            setattr(self, name, selection.restored_fit(name, value))
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
