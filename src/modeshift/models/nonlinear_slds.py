@@ -54,6 +54,7 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.models.slds_inference import regressors as slds_regressors
+from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters, check_row
 from modeshift.statistics import Moments, Statistics
 from modeshift.transitions import Stationary, draw_rows, normalise_rows
 
@@ -79,7 +80,7 @@ _PARAMETERS = (  # and with inputs, _INPUT_PARAMETERS
 _INPUT_PARAMETERS = ("flow_input_matrices_", "feedthrough_matrix_")
 
 
-class NonlinearSwitchingLDS(Model):
+class NonlinearSwitchingLDS(Model, StreamingFilters):
     """A switching state-space model whose modes have nonlinear (feature) flows, fit by Laplace EM.
 
     Each EM iteration is one sweep of q(x), q(z) from the previous iteration's posterior (see
@@ -506,6 +507,62 @@ class NonlinearSwitchingLDS(Model):
             symmetric = 0.5 * (covariances + covariances.transpose(0, 2, 1))
             parts.append(Forecast(mean @ C.T + future @ D.T + d, symmetric, np.array(chain[1:])))
         return Forecast.of_sequences(parts)
+
+    # ------------------------------------------------------------------ streaming
+    def _stream_recursion(self) -> ExtendedSwitchingKalmanRecursion:
+        """The streaming filter (``filter_init``, ``filter_step``, ``filter_stream``): Kim's filter
+        with each flow linearised at each mode's last filtered mean (an extended Kalman step per
+        pair of modes, :class:`~modeshift.models.streaming.ExtendedSwitchingKalmanRecursion`).
+
+        It is not the Laplace posterior of ``filter_proba``, which conditions q(x) on the whole
+        sequence: it reads each observation once and keeps one Gaussian per mode. With a linear map
+        it is exactly the :class:`~modeshift.models.slds.SwitchingLDS`'s streaming filter (Kim's,
+        GPB2); with a nonlinear one the flow is linearised over the spread of each mode's filtered
+        covariance, so it degrades where that spread is wide against the curvature of the flow
+        (on the switching oscillators the modes it filters agree with ``filter_proba``'s on most
+        steps, and its log-likelihoods are those of the approximation)."""
+        params = self._parameters()
+        W, B, b = params.split()
+        C, D = self.observation_matrix_, self._input_matrices()[1]
+        transition_matrix = params.chain.transition_matrix
+
+        def flow(means: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            value, jacobian = laplace.feature_jacobian(self.feature_map_, means)  # (K, m), (K, m, n)
+            predicted = np.einsum("jnm,im->ijn", W, value) + (B @ u + b)[None]
+            return predicted, np.einsum("jnm,imd->ijnd", W, jacobian)
+
+        arrays = {"Q": self.flow_covariances_, "C": C, "D": D, "d": self.observation_offset_}
+        arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
+        arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
+        return ExtendedSwitchingKalmanRecursion(
+            self.startprob_, {**arrays, "transitions": lambda means, u: transition_matrix}
+        )
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history."""
+        row = check_row(y, np.shape(self.observation_matrix_)[0])
+        if self.input_dim:
+            u = check_row(inputs, self.input_dim, "inputs")
+            if np.isnan(u).any():
+                raise ValueError(f"inputs has a missing entry (NaN): {u}")
+        elif inputs is not None:
+            raise ValueError("inputs were given but this NonlinearSwitchingLDS has input_dim=0")
+        else:
+            u = np.zeros(0)
+        return (row - self.observation_offset_, u), u, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive moments of the ``horizon`` observations after those a filter state has
+        seen: the streaming filter's law predicted ahead, each step linearised and collapsed to one
+        Gaussian per mode (:meth:`SwitchingKalmanRecursion.forecast`; a first-order approximation of
+        the nonlinear flows, where :meth:`forecast` simulates them); ``future_inputs`` (horizon,
+        input_dim) for a model with inputs."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        model = "this NonlinearSwitchingLDS"
+        future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, model)[0]
+        modes, means, covariances = self._stream_recursion().forecast(state.filtered, future)
+        return Forecast(means, covariances, modes)
 
     # ------------------------------------------------------------------------- EM
     def fit(
