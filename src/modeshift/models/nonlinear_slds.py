@@ -35,6 +35,7 @@ method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`,
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -331,8 +332,12 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         return np.tile(self.feature_map_.location_, (seqs.n_steps, 1))
 
     def _infer(self, seqs: Sequences) -> laplace.Posterior:
-        """q(x) q(z) on data with the parameters fixed, to convergence."""
-        return laplace.infer(self._parameters(), seqs, self._centre_path(seqs), self._inference_tol, _INFERENCE_SWEEPS)
+        """q(x) q(z) on data with the parameters fixed, to convergence, each sequence on its own
+        (:func:`_each_sequence`: the same whatever other sequences come with it)."""
+        params, tol = self._parameters(), self._inference_tol
+        return _each_sequence(
+            seqs, lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS), self._centre_path(seqs)
+        )
 
     @property
     def _inference_tol(self) -> float:
@@ -700,16 +705,22 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
         """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's), and
-        the expected statistics of the M-step under it."""
+        the expected statistics of the M-step under it. Each sequence's sweep runs on its own
+        (:func:`_each_sequence`: its mode search stops by its own gain), so that a fit over shards
+        of sequences (:mod:`modeshift.distributed`) equals the fit in memory, however cut."""
         previous = workspace.get("posterior")
-        params = self._parameters()
+        params, tol = self._parameters(), self._inference_tol
         if previous is not None:
             start, modes = previous.means, previous.mode_probs
         else:
             start, modes = self.__dict__.get("_start") or (self._centre_path(seqs), None)
             if modes is None:
-                modes = laplace.infer(params, seqs, start, self._inference_tol, _INFERENCE_SWEEPS).mode_probs
-        posterior = laplace.sweep(params, seqs, modes, start, laplace.MODE_SHARE * self._inference_tol)
+                modes = _each_sequence(
+                    seqs, lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS), start
+                ).mode_probs
+        posterior = _each_sequence(
+            seqs, lambda one, q, path: laplace.sweep(params, one, q, path, laplace.MODE_SHARE * tol), modes, start
+        )
         workspace["posterior"] = posterior
         return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior, params)
 
@@ -806,6 +817,34 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         for name in self.parameter_names:
             setattr(self, name, np.array(arrays[name]))
         self._check_parameters()
+
+
+def _each_sequence(
+    seqs: Sequences, infer: Callable[..., laplace.Posterior], *per_step: np.ndarray
+) -> laplace.Posterior:
+    """``infer(one, *rows)`` for each sequence ``one`` of ``seqs`` with its rows of the ``per_step``
+    arrays, the posteriors stacked and their ELBOs added (in order). The objective is a sum over
+    sequences, but a mode search over several at once takes one line search and one stopping rule
+    for all: run on its own, each sequence's q(x) q(z) does not depend on which others it is with."""
+    if seqs.n_sequences == 1:
+        return infer(seqs, *per_step)
+    parts = []
+    for first, last in zip(seqs.offsets[:-1], seqs.offsets[1:]):
+        one = dataclasses.replace(
+            seqs,
+            values=seqs.values[first:last],
+            offsets=np.array([0, last - first]),
+            times=None,
+            inputs=seqs.inputs[first:last],
+            ids=None,
+            row_order=None,
+        )
+        parts.append(infer(one, *(array[first:last] for array in per_step)))
+    stacked = {
+        name: np.concatenate([getattr(part, name) for part in parts])
+        for name in ("means", "covs", "cross_covs", "mode_probs", "pair_counts", "log_likelihoods", "transitions")
+    }
+    return laplace.Posterior(**stacked, elbo=float(sum(part.elbo for part in parts)))
 
 
 def _delay_embedding(seqs: Sequences, centred: np.ndarray, n: int) -> np.ndarray:
