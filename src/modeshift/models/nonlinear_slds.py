@@ -31,6 +31,10 @@ True
 Inputs (``input_dim`` m_u > 0) are passed as ``inputs=`` (n_steps, m_u) to ``fit`` and to every
 method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`, and
 ``forecast`` needs the ``future_inputs`` (horizon, m_u).
+
+``n_states="auto"`` chooses K by BIC (``selection="fits"``) or by pruning an over-complete fit
+(``selection="prune"``); ``filter_stream`` filters one observation at a time (Kim's filter with an
+extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster.
 """
 
 from __future__ import annotations
