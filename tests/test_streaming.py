@@ -464,6 +464,7 @@ def test_the_streaming_models_are_these():
         "MarkovAutoregression",
         "SwitchingLDS",
         "ContinuousSwitchingLDS",  # at any gaps: filter_step(time=) (docs/streaming.md)
+        "NonlinearSwitchingLDS",  # an extended Kalman step per pair of modes (tests/test_nonlinear_slds_stream.py)
     }
     assert {"SymbolHMM", "ContinuousARHMM", "MarkovChain", "MarkovChainMixture"} <= public - streaming
 

@@ -34,6 +34,8 @@ capability: ``HMM`` (every emission), ``ARHMM``, ``HSMM`` (its ``max_duration_``
 all partitions first), ``LinearGaussianSSM`` (whose quasi-Newton polish sums the exact
 log-likelihood and its gradient over the partitions the same way), ``SwitchingLDS`` (each
 partition's variational posterior kept on its worker from one sweep to the next),
+``NonlinearSwitchingLDS`` (likewise its Laplace posterior; each sequence's mode search runs on
+its own, so the fit does not depend on how the sequences are cut),
 ``SymbolHMM``, ``MarkovChain`` and ``VariableOrderChain`` (whose vocabulary is read from all
 partitions first, merged in partition order: symbols in order of first appearance, as in
 memory for the partitions concatenated), ``MarkovChainMixture`` and the Markov-switching
@@ -113,7 +115,8 @@ def _fit(model: Any, data: Any, client: Any, persist: bool, columns: dict[str, A
     if not isinstance(model, ShardableFit):
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
-            "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, SymbolHMM, "
+            "up over shards of the data can (HMM, ARHMM, HSMM, LinearGaussianSSM, SwitchingLDS, "
+            "NonlinearSwitchingLDS, SymbolHMM, "
             "MarkovChain, VariableOrderChain, MarkovChainMixture, MarkovRegression, MarkovAutoregression); "
             "fit it in memory (docs/distributed.md says why each other model cannot)"
         )

@@ -31,10 +31,15 @@ True
 Inputs (``input_dim`` m_u > 0) are passed as ``inputs=`` (n_steps, m_u) to ``fit`` and to every
 method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`, and
 ``forecast`` needs the ``future_inputs`` (horizon, m_u).
+
+``n_states="auto"`` chooses K by BIC (``selection="fits"``) or by pruning an over-complete fit
+(``selection="prune"``); ``filter_stream`` filters one observation at a time (Kim's filter with an
+extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,7 +53,7 @@ from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.features import Custom, FeatureMap, feature_map
-from modeshift.models import em
+from modeshift.models import em, selection
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
@@ -56,6 +61,7 @@ from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import _GUARD_PENALTY, run_statistics
 from modeshift.models.slds_inference import regressors as slds_regressors
+from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters, check_row
 from modeshift.statistics import Kept, Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, draw_rows, normalise_rows
 
@@ -82,7 +88,7 @@ _MARKOV = ("transmat_",)
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")  # the guards, as in SwitchingLDS
 
 
-class NonlinearSwitchingLDS(Model):
+class NonlinearSwitchingLDS(Model, StreamingFilters):
     """A switching state-space model whose modes have nonlinear (feature) flows, fit by Laplace EM.
 
     Each EM iteration is one sweep of q(x), q(z) from the previous iteration's posterior (see
@@ -109,8 +115,9 @@ class NonlinearSwitchingLDS(Model):
 
     Parameters
     ----------
-    n_states : int
-        Number of modes K.
+    n_states : int or "auto"
+        Number of modes K; ``"auto"`` chooses it by BIC (computed from the ELBO) among
+        candidates of 1 .. ``max_states`` modes, found as ``selection`` says.
     state_dim : int
         Dimension n of x (may exceed the observations').
     features : "polynomial", "rbf", "fourier", FeatureMap, dict or function
@@ -141,6 +148,14 @@ class NonlinearSwitchingLDS(Model):
         Added to the diagonal of every covariance estimate's scatter.
     warm_start, verbose, callback
         As for every EM-fitted model (:mod:`modeshift.models.em`).
+    max_states : int
+        Largest K tried by ``n_states="auto"``.
+    selection : {"fits", "prune"}
+        How ``n_states="auto"`` finds its candidates: ``"fits"``, one fit from scratch per K
+        (:func:`~modeshift.models.selection.select_n_states`); ``"prune"``, from ``max_states``
+        modes down, each K fitted from scratch and from the best K + 1 without its least
+        occupied mode, candidates with a vanished mode not chosen
+        (:func:`~modeshift.models.selection.prune_n_states`).
 
     Attributes
     ----------
@@ -154,6 +169,8 @@ class NonlinearSwitchingLDS(Model):
         most likely paths.
     feature_map_ : the fitted map phi (m features).
     history_, converged_, n_iter_ : the objective at each iteration, and how EM stopped.
+    n_states_, selection_ : with ``n_states="auto"``, the chosen K and the table of candidates
+        (each one's ELBO, n_parameters, AIC, BIC; saved with the model).
 
     Notes
     -----
@@ -179,7 +196,7 @@ class NonlinearSwitchingLDS(Model):
 
     def __init__(
         self,
-        n_states: int = 2,
+        n_states: int | str = 2,
         state_dim: int = 2,
         features: Any = "polynomial",
         obs_dim: int | None = None,
@@ -195,6 +212,8 @@ class NonlinearSwitchingLDS(Model):
         warm_start: bool = False,
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
+        max_states: int = 6,
+        selection: str = "fits",
     ):
         self.n_states = n_states
         self.state_dim = state_dim
@@ -212,9 +231,10 @@ class NonlinearSwitchingLDS(Model):
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+        self.max_states = max_states
+        self.selection = selection
 
     _constraints = {
-        "n_states": Integer(1),
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
         "input_dim": Integer(0),
@@ -222,9 +242,10 @@ class NonlinearSwitchingLDS(Model):
         "ridge": Number(0),
         "stickiness": Number(0),
         "reg_covar": Number(0),
+        "selection": OneOf(("fits", "prune")),
     }
     _file_arrays = {"feature_map_.*": "real?", "dwell_times_": "real?"}
-    _file_attributes = {**Model._file_attributes, "feature_map": "mapping"}
+    _file_attributes = {**Model._file_attributes, "feature_map": "mapping", "n_states_": "count", "selection_": "table"}
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -241,7 +262,7 @@ class NonlinearSwitchingLDS(Model):
     def _check_parameters(self) -> None:
         """Check every parameter's shape (from K, n, the map's m and C's p) and constraints."""
         self._check_fitted()
-        K, n, m, m_u = self.n_states, self.state_dim, self.feature_map_.n_outputs, self.input_dim
+        K, n, m, m_u = self._k, self.state_dim, self.feature_map_.n_outputs, self.input_dim
         p = check_array("observation_matrix_", self.observation_matrix_, (None, n)).shape[0]
         shapes = {
             "flow_weights_": (K, n, m),
@@ -276,11 +297,11 @@ class NonlinearSwitchingLDS(Model):
         if self.input_dim:
             return np.asarray(self.flow_input_matrices_, dtype=float), np.asarray(self.feedthrough_matrix_, dtype=float)
         p = np.shape(self.observation_matrix_)[0]
-        return np.zeros((self.n_states, self.state_dim, 0)), np.zeros((p, 0))
+        return np.zeros((self._k, self.state_dim, 0)), np.zeros((p, 0))
 
     def _flows(self) -> LinearDynamics:
         """The K flows as regressions of x_t on [phi(x_t-1), u_t, 1], the ridge on phi's weights."""
-        block = LinearDynamics(self.n_states, ridge=self.ridge, reg_covar=self.reg_covar)
+        block = LinearDynamics(self._k, ridge=self.ridge, reg_covar=self.reg_covar)
         block.ridge_columns = np.r_[
             np.ones(self.flow_weights_.shape[2], dtype=bool), np.zeros(self.input_dim + 1, bool)
         ]
@@ -309,11 +330,11 @@ class NonlinearSwitchingLDS(Model):
         """The switches: the Markov chain, or the recurrent guards, a multinomial logit on
         [phi(x_t-1), u_t] (the SwitchingLDS's, on the flows' features)."""
         if not self.recurrent:
-            chain = Stationary(self.n_states)
+            chain = Stationary(self._k)
             chain.initial_probs, chain.transition_matrix = self.startprob_, self.transmat_
             return chain
         m = self.feature_map_.n_outputs
-        guards = InputDriven(self.n_states, m + self.input_dim, penalty=_GUARD_PENALTY)
+        guards = InputDriven(self._k, m + self.input_dim, penalty=_GUARD_PENALTY)
         guards.initial_probs, guards.biases = self.startprob_, self.recurrence_biases_
         guards.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
         return guards
@@ -322,7 +343,7 @@ class NonlinearSwitchingLDS(Model):
         """The guards' M-step: the penalised logistic regression of the pair posteriors (R, K, K)
         on [phi(x_t-1), u_t] (R, m + m_u), warm-started from the current guards."""
         guards = self._chain()
-        stats = Statistics(initial=np.zeros(self.n_states), pairs=pairs, features=features)
+        stats = Statistics(initial=np.zeros(self._k), pairs=pairs, features=features)
         guards.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
         m = self.feature_map_.n_outputs
         self.recurrence_weights_, self.input_weights_ = guards.weights[:, :m].copy(), guards.weights[:, m:].copy()
@@ -360,8 +381,12 @@ class NonlinearSwitchingLDS(Model):
         return np.tile(self.feature_map_.location_, (seqs.n_steps, 1))
 
     def _infer(self, seqs: Sequences) -> laplace.Posterior:
-        """q(x) q(z) on data with the parameters fixed, to convergence."""
-        return laplace.infer(self._parameters(), seqs, self._centre_path(seqs), self._inference_tol, _INFERENCE_SWEEPS)
+        """q(x) q(z) on data with the parameters fixed, to convergence, each sequence on its own
+        (:func:`_each_sequence`: the same whatever other sequences come with it)."""
+        params, tol = self._parameters(), self._inference_tol
+        return _each_sequence(
+            seqs, lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS), self._centre_path(seqs)
+        )
 
     @property
     def _inference_tol(self) -> float:
@@ -418,7 +443,7 @@ class NonlinearSwitchingLDS(Model):
         (p (n + m_u + 1) + p (p + 1) / 2), initial state, start probabilities, and the transition
         matrix or the identifiable guard parameters ((K - 1)(m + m_u) weights, K (K - 1) biases)."""
         self._check_fitted()
-        K, (p, n), m, m_u = self.n_states, self.observation_matrix_.shape, self.feature_map_.n_outputs, self.input_dim
+        K, (p, n), m, m_u = self._k, self.observation_matrix_.shape, self.feature_map_.n_outputs, self.input_dim
         count = K * (n * (m + m_u + 1) + n * (n + 1) // 2) + p * (n + m_u + 1) + p * (p + 1) // 2
         count += (K - 1) * (m + m_u) if self.recurrent else 0
         return count + n + n * (n + 1) // 2 + (K - 1) + K * (K - 1)
@@ -445,7 +470,7 @@ class NonlinearSwitchingLDS(Model):
         here on the features: the switch is likelier than staying where
         (w_j - w_i) . phi(x) + (r_ij - r_ii) > 0 (inputs held at 0), a curved boundary in x."""
         self._check_fitted()
-        K = self.n_states
+        K = self._k
         if self.recurrent:
             dwell = np.asarray(self.__dict__.get("dwell_times_", np.full(K, np.nan)), dtype=float)
         else:
@@ -508,7 +533,7 @@ class NonlinearSwitchingLDS(Model):
         model = "this NonlinearSwitchingLDS"
         U = np.stack(check_future_inputs(inputs, T, N, self.input_dim, model, name="inputs"))
         rng = np.random.default_rng(random_state)
-        modes = draw_rows(np.broadcast_to(self.startprob_, (N, self.n_states)), rng)
+        modes = draw_rows(np.broadcast_to(self.startprob_, (N, self._k)), rng)
         first = rng.multivariate_normal(self.initial_state_mean_, self.initial_state_covariance_, size=N)
         paths, path_modes = self._propagate(first, modes, U[:, 1:], rng)
         states = np.concatenate([first[:, None], paths], axis=1)
@@ -554,13 +579,13 @@ class NonlinearSwitchingLDS(Model):
         for last, future in zip(seqs.offsets[1:] - 1, futures):
             probabilities = posterior.mode_probs[last]
             starts = rng.multivariate_normal(posterior.means[last], posterior.covs[last], size=FORECAST_PATHS)
-            modes = draw_rows(np.broadcast_to(probabilities, (FORECAST_PATHS, self.n_states)), rng)
+            modes = draw_rows(np.broadcast_to(probabilities, (FORECAST_PATHS, self._k)), rng)
             paths, path_modes = self._propagate(starts, modes, future, rng)
             mean = paths.mean(axis=0)
             centred = paths - mean
             covariances = C @ (np.einsum("nhi,nhj->hij", centred, centred) / (FORECAST_PATHS - 1)) @ C.T + R
             if self.recurrent:
-                chain = np.eye(self.n_states)[path_modes].mean(axis=0)
+                chain = np.eye(self._k)[path_modes].mean(axis=0)
             else:
                 chain = [probabilities]
                 for _ in range(horizon):
@@ -570,6 +595,67 @@ class NonlinearSwitchingLDS(Model):
             parts.append(Forecast(mean @ C.T + future @ D.T + d, symmetric, chain))
         return Forecast.of_sequences(parts)
 
+    # ------------------------------------------------------------------ streaming
+    def _stream_recursion(self) -> ExtendedSwitchingKalmanRecursion:
+        """The streaming filter (``filter_init``, ``filter_step``, ``filter_stream``): Kim's filter
+        with each flow linearised at each mode's last filtered mean (an extended Kalman step per
+        pair of modes, :class:`~modeshift.models.streaming.ExtendedSwitchingKalmanRecursion`).
+
+        It is not the Laplace posterior of ``filter_proba``, which conditions q(x) on the whole
+        sequence: it reads each observation once and keeps one Gaussian per mode. With a linear map
+        it is exactly the :class:`~modeshift.models.slds.SwitchingLDS`'s streaming filter (Kim's,
+        GPB2); with a nonlinear one the flow is linearised over the spread of each mode's filtered
+        covariance, so it degrades where that spread is wide against the curvature of the flow
+        (on the switching oscillators the modes it filters agree with ``filter_proba``'s on most
+        steps, and its log-likelihoods are those of the approximation)."""
+        params = self._parameters()
+        W, B, b = params.split()
+        C, D = self.observation_matrix_, self._input_matrices()[1]
+        chain = params.chain
+
+        def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
+            """Row i: the switch probabilities from mode i, read (if recurrent) at its filtered mean."""
+            if not self.recurrent:
+                return chain.transition_matrix
+            features = np.hstack([self.feature_map_.transform(means), np.broadcast_to(u, (len(means), len(u)))])
+            return chain.kernel_arrays(features)[1][np.arange(len(means)), np.arange(len(means))]
+
+        def flow(means: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            value, jacobian = laplace.feature_jacobian(self.feature_map_, means)  # (K, m), (K, m, n)
+            predicted = np.einsum("jnm,im->ijn", W, value) + (B @ u + b)[None]
+            return predicted, np.einsum("jnm,imd->ijnd", W, jacobian)
+
+        arrays = {"Q": self.flow_covariances_, "C": C, "D": D, "d": self.observation_offset_}
+        arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
+        arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
+        return ExtendedSwitchingKalmanRecursion(self.startprob_, {**arrays, "transitions": transitions})
+
+    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history."""
+        row = check_row(y, np.shape(self.observation_matrix_)[0])
+        if self.input_dim:
+            u = check_row(inputs, self.input_dim, "inputs")
+            if np.isnan(u).any():
+                raise ValueError(f"inputs has a missing entry (NaN): {u}")
+        elif inputs is not None:
+            raise ValueError("inputs were given but this NonlinearSwitchingLDS has input_dim=0")
+        else:
+            u = np.zeros(0)
+        return (row - self.observation_offset_, u), u, state.history
+
+    def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
+        """The predictive moments of the ``horizon`` observations after those a filter state has
+        seen: the streaming filter's law predicted ahead, each step linearised and collapsed to one
+        Gaussian per mode (:meth:`SwitchingKalmanRecursion.forecast`; a first-order approximation of
+        the nonlinear flows, where :meth:`forecast` simulates them); ``future_inputs`` (horizon,
+        input_dim) for a model with inputs."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        model = "this NonlinearSwitchingLDS"
+        future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, model)[0]
+        modes, means, covariances = self._stream_recursion().forecast(state.filtered, future)
+        return Forecast(means, covariances, modes)
+
     # ------------------------------------------------------------------------- EM
     def fit(
         self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
@@ -577,28 +663,68 @@ class NonlinearSwitchingLDS(Model):
         """Estimate the parameters by Laplace EM (:func:`modeshift.models.em.run`); returns ``self``.
         ``inputs`` (n_steps, m_u) are required when ``input_dim > 0``."""
         self._start_fit()
-        seqs = self._sequences(as_sequences(X, lengths, **columns), None, inputs).require_observed()
+        seqs = self._em_data(X, lengths, inputs=inputs, **columns)
+        return self._fit_auto(seqs) if self.n_states == "auto" else self._fit_em(seqs)
+
+    def _em_data(
+        self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None, **columns: Any
+    ) -> Sequences:
+        """What EM reads, from ``fit``'s arguments (or one shard of them: :mod:`modeshift.distributed`)."""
+        return self._sequences(as_sequences(X, lengths, **columns), None, inputs).require_observed()
+
+    def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> NonlinearSwitchingLDS:
+        """Laplace EM from the starting parameters; ``over`` runs the E-steps over shards held
+        elsewhere, each keeping its q(x) q(z) beside it, ``seqs`` being then a sample to start from
+        (each shard's first E-step infers q(x) q(z) under the starting parameters, as in memory
+        from parameters set by hand)."""
         given = all(self.__dict__.get(name) is not None for name in (*self.parameter_names, "feature_map_"))
         self.__dict__["_given"] = {**self._snapshot(), "feature_map_": self.feature_map_} if given else None
-        result = em.run(self, seqs, label=f"NonlinearSwitchingLDS K={self.n_states}")
+        self.__dict__["_sharded"] = over is not None
+        result = em.run(self, seqs, label=f"NonlinearSwitchingLDS K={self._k}", over=over)
         if self.recurrent:  # the guards' dwell times: the runs of the most likely paths
-            runs = em.in_memory(seqs)(run_statistics, self, result.workspace)
+            runs = (over or em.in_memory(seqs))(run_statistics, self, result.workspace)
             with np.errstate(invalid="ignore"):
                 self.dwell_times_ = runs["length"] / runs["count"]
-        for name in ("_given", "_start"):
+        for name in ("_given", "_start", "_sharded"):
             self.__dict__.pop(name, None)
         self._finish_fit(seqs)
         return self
 
+    def _fit_auto(self, seqs: Sequences) -> NonlinearSwitchingLDS:
+        keep_modes = type(self)._kept_modes if self.selection == "prune" else None
+        selection.fit_auto(self, seqs, ("feature_map_",), keep_modes)
+        self._finish_fit(seqs)
+        return self
+
+    def _kept_modes(self, kept: np.ndarray) -> NonlinearSwitchingLDS:
+        """A model of the ``kept`` modes of this fitted one, started (``selection="prune"``) from
+        their flows, the same observation model and feature map, p(z_0) and the chain's rows
+        renormalised over the kept modes."""
+        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
+        for name in self.parameter_names:
+            value = np.asarray(self.__dict__[name])
+            if name == "transmat_":
+                value = normalise_rows(value[np.ix_(kept, kept)])
+            elif name == "recurrence_biases_":
+                value = value[np.ix_(kept, kept)]
+            elif name.startswith(("flow_", "startprob_", "recurrence_weights_", "input_weights_")):
+                value = value[kept]
+            setattr(smaller, name, value.copy())
+        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        smaller.__dict__["feature_map_"] = self.feature_map_
+        return smaller
+
     def _em_initialize(self, seqs: Sequences, rng: np.random.Generator, restart: int) -> None:
-        """Parameters set before ``fit`` (or kept by ``warm_start``) start the first restart, from
-        the projected states and uniform modes; every other start is :meth:`_initialize`'s."""
+        """Parameters set before ``fit`` (or kept by ``warm_start``) start the first restart, q(x) q(z)
+        inferred under them by the first E-step (from the feature map's centre); every other start is
+        :meth:`_initialize`'s (over shards, its parameters only: each shard infers its own q(x) q(z))."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
-            self.__dict__["_start"] = (self._centre_path(seqs), None)
+            start = None
         else:
-            self.__dict__["_start"] = self._initialize(seqs, rng)
+            start = self._initialize(seqs, rng)
+        self.__dict__["_start"] = None if self.__dict__["_sharded"] else start
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The state read off the data (PCA, or a delay embedding when n > p; missing values
@@ -615,7 +741,7 @@ class NonlinearSwitchingLDS(Model):
         inputs got 0.62 to 0.98 (seeds 0-3). (An ARHMM on a whole delay
         embedding can fit a mode of a few steps exactly, a collapsed start EM never leaves;
         regressing y_t alone on its lags cannot.) Returns the starting path and q(z)."""
-        n, p, K = self.state_dim, seqs.n_features, self.n_states
+        n, p, K = self.state_dim, seqs.n_features, self._k
         Y = seqs.values
         self.observation_offset_ = np.nanmean(Y, axis=0)
         centred = _interpolated(seqs, Y - self.observation_offset_)
@@ -660,7 +786,7 @@ class NonlinearSwitchingLDS(Model):
         mode_probs = arhmm.predict_proba(observed, seqs.lengths)
         mode_probs = np.concatenate(mode_probs) if isinstance(mode_probs, list) else np.asarray(mode_probs)
         rows = seqs.linked_rows
-        flows = LinearDynamics(self.n_states, ridge=self.ridge, reg_covar=max(self.reg_covar, 1e-6 * scale))
+        flows = LinearDynamics(self._k, ridge=self.ridge, reg_covar=max(self.reg_covar, 1e-6 * scale))
         flows.ridge_columns = np.r_[
             np.ones(self.feature_map_.n_outputs, dtype=bool), np.zeros(self.input_dim + 1, bool)
         ]
@@ -686,16 +812,26 @@ class NonlinearSwitchingLDS(Model):
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
         """One sweep of q(x), q(z) from the previous iteration's posterior (the workspace's), and
-        the expected statistics of the M-step under it."""
+        the expected statistics of the M-step under it. Each sequence's sweep runs on its own
+        (:func:`_each_sequence`: its mode search stops by its own gain), so that a fit over shards
+        of sequences (:mod:`modeshift.distributed`) equals the fit in memory, however cut."""
         previous = workspace.get("posterior")
-        params = self._parameters()
+        params, tol = self._parameters(), self._inference_tol
         if previous is not None:
             start, modes = previous.means, previous.mode_probs
         else:
-            start, modes = self.__dict__["_start"]
+            start, modes = self.__dict__.get("_start") or (self._centre_path(seqs), None)
             if modes is None:
-                modes = laplace.infer(params, seqs, start, self._inference_tol, _INFERENCE_SWEEPS).mode_probs
-        posterior = laplace.sweep(params, seqs, modes, start, laplace.MODE_SHARE * self._inference_tol, previous)
+                modes = _each_sequence(
+                    seqs, lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS), start
+                ).mode_probs
+        posterior = _each_sequence(
+            seqs,
+            lambda one, q, path, last: laplace.sweep(params, one, q, path, laplace.MODE_SHARE * tol, last),
+            modes,
+            start,
+            previous,
+        )
         workspace["posterior"] = posterior
         return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior, params)
 
@@ -777,7 +913,7 @@ class NonlinearSwitchingLDS(Model):
         if self.recurrent:
             self._fit_guards(stats["guard_inputs"], stats["pairs"])
         else:
-            self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self.n_states) + 1e-10)
+            self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self._k) + 1e-10)
 
     def _em_snapshot(self) -> dict[str, Any]:
         return {**self._snapshot(), "feature_map_": self.feature_map_}
@@ -796,7 +932,7 @@ class NonlinearSwitchingLDS(Model):
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out = {name: self.__dict__[name] for name in ("history_", "converged_", "n_iter_") if name in self.__dict__}
+        out = selection.saved_fit(self, ("history_", "converged_", "n_iter_", "n_states_", "selection_"))
         return {**out, "feature_map": self.feature_map_.state()[0]}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
@@ -807,7 +943,7 @@ class NonlinearSwitchingLDS(Model):
         state = {key.split(".", 1)[1]: value for key, value in arrays.items() if key.startswith("feature_map_.")}
         self.__dict__["feature_map_"] = feature_map(config, state)
         for name, value in attributes.items():
-            setattr(self, name, value)
+            setattr(self, name, selection.restored_fit(name, value))
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
@@ -830,6 +966,33 @@ def _next_inputs(seqs: Sequences) -> np.ndarray:
 def _flow_regressors(features: FeatureMap, n: int, lags: np.ndarray) -> np.ndarray:
     """[phi(x), u] of rows [x, u]: the flows' regressors, as the start's ARHMM's features."""
     return np.hstack([features.transform(lags[:, :n]), lags[:, n:]])
+
+
+def _each_sequence(seqs: Sequences, infer: Callable[..., laplace.Posterior], *per_step: Any) -> laplace.Posterior:
+    """``infer(one, *rows)`` for each sequence ``one`` of ``seqs`` with its rows of the ``per_step``
+    arrays or posteriors (None passes as None), the posteriors stacked and their ELBOs added (in
+    order). The objective is a sum over sequences, but a mode search over several at once takes
+    one line search and one stopping rule for all: run on its own, each sequence's q(x) q(z) does
+    not depend on which others it is with."""
+    if seqs.n_sequences == 1:
+        return infer(seqs, *per_step)
+    parts = [
+        infer(one, *(_rows(item, first, last) for item in per_step))
+        for one, first, last in zip(seqs.blocks(1), seqs.offsets[:-1], seqs.offsets[1:])
+    ]
+    stacked = {name: np.concatenate([getattr(part, name) for part in parts]) for name in _PER_STEP}
+    return laplace.Posterior(**stacked, elbo=float(sum(part.elbo for part in parts)))
+
+
+#: The fields of a Laplace posterior with a row per step (all of them but the ELBO).
+_PER_STEP = ("means", "covs", "cross_covs", "mode_probs", "pair_counts", "log_likelihoods", "transitions")
+
+
+def _rows(item: Any, first: int, last: int) -> Any:
+    """Rows ``first`` to ``last`` - 1 of an array or of every per-step field of a posterior."""
+    if isinstance(item, laplace.Posterior):
+        return dataclasses.replace(item, **{name: getattr(item, name)[first:last] for name in _PER_STEP})
+    return None if item is None else item[first:last]
 
 
 def _delay_embedding(seqs: Sequences, centred: np.ndarray, n: int) -> np.ndarray:

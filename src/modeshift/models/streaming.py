@@ -27,6 +27,8 @@ StructuralModel             (mean, P_*, P_inf) until the diffuse part is identif
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
 SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
+NonlinearSwitchingLDS       **approximate**: Kim's filter with each flow linearised at the last
+                            filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`)
 ==========================  ===================================================================
 
 ``docs/streaming.md`` lists the options each model streams with, and those that do not stream.
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DiffuseKalmanRecursion",
+    "ExtendedSwitchingKalmanRecursion",
     "FilterState",
     "KalmanRecursion",
     "PairRecursion",
@@ -517,6 +520,25 @@ class SwitchingKalmanRecursion(Recursion):
             "mean": mean,
             "covariance": np.einsum("k,kab->ab", weights, covs + spread[:, :, None] * spread[:, None, :]),
         }
+
+
+class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
+    """Kim's filter (:class:`SwitchingKalmanRecursion`) for nonlinear flows x_t = f_k(x_t-1, u_t) +
+    N(0, Q_k): each pair (z_t-1 = i, z_t = j) takes an extended Kalman step, flow j linearised at
+    mode i's filtered mean m_i, x_t ~ N(f_j(m_i, u_t), F_ij P_i F_ij' + Q_j) with F_ij = df_j/dx at
+    m_i; the update (the observation is linear) and the collapse are Kim's. It is exact where the
+    flows are linear (then it is Kim's filter) and otherwise approximates f_j to first order over
+    the spread of P_i. ``params`` as for :class:`SwitchingKalmanRecursion`, with ``flow(means, u)``
+    -> the predicted means (K, K, n) and Jacobians (K, K, n, n) of each pair in place of A, B, b.
+    """
+
+    def predict(self, law: Law, move: np.ndarray) -> Law:
+        p, (weights, means, covs) = self.params, law
+        pair_weights = weights[:, None] * p["transitions"](means, move)
+        pair_means, jacobians = p["flow"](means, move)
+        pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + p["Q"][None]
+        symmetric = 0.5 * (pair_covs + np.swapaxes(pair_covs, -1, -2))
+        return pair_weights, np.ascontiguousarray(pair_means), np.ascontiguousarray(symmetric)
 
 
 def _collapse(joint: np.ndarray, means: np.ndarray, covs: np.ndarray) -> Law:
