@@ -640,8 +640,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         if self.recurrent:
             self.rate_weights_ = np.zeros((K, K, n))
         probs = posterior.mode_probs
-        pairs = np.zeros((seqs.n_steps, K, K))
-        pairs[rows] = probs[rows - 1][:, :, None] * probs[rows][:, None, :]
+        pairs = inference.independent_pairs(probs, seqs.starts)
         self._m_step(seqs, self._statistics(seqs, dataclasses.replace(posterior, pair_counts=pairs)), False)
         return probs
 

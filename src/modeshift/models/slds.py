@@ -1052,9 +1052,7 @@ class SwitchingLDS(Model, StreamingFilters):
         path = np.where(path == short, others, path)
         path[points] = short
         modes = np.eye(K)[path]
-        pairs = np.zeros((len(modes), K, K))
-        pairs[1:] = modes[:-1, :, None] * modes[1:, None, :]
-        pairs[starts] = 0.0
+        pairs = inference.independent_pairs(modes, starts)
         self.reset_matrices_ = np.zeros_like(self.reset_matrices_)
         self.reset_offsets_ = np.broadcast_to(self.initial_state_mean_, self.reset_offsets_.shape).copy()
         self.reset_covariances_ = np.broadcast_to(self.initial_state_covariance_, self.reset_covariances_.shape).copy()
@@ -1085,7 +1083,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
             self.recurrence_biases_ = np.zeros((K, K))
             rows = seqs.linked_rows
-            pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
+            pairs = inference.independent_pairs(mode_probs)[rows]
             self._fit_guards(Stacked(inference.guard_features(seqs, states)[rows]), Stacked(pairs), max_iter=200)
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
