@@ -641,7 +641,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             self.rate_weights_ = np.zeros((K, K, n))
         probs = posterior.mode_probs
         pairs = inference.independent_pairs(probs, seqs.starts)
-        self._m_step(seqs, self._statistics(seqs, dataclasses.replace(posterior, pair_counts=pairs)), False)
+        self._m_step(seqs, self._statistics(seqs, dataclasses.replace(posterior, pair_counts=pairs), probs), False)
         return probs
 
     def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> ContinuousSwitchingLDS:
@@ -652,9 +652,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             )
         return super()._fit_em(seqs)
 
-    def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
+    def _statistics(self, seqs: Sequences, posterior: inference.Posterior, weights: np.ndarray) -> Statistics:
         """The observation model's sums (as the SwitchingLDS's) and q(x) q(z) itself: the rates'
-        and flows' steps read it at every gap."""
+        and flows' steps read it at every gap (its q(z_t), which are the laws' ``weights``)."""
         return Statistics(self._observation_statistics(seqs, posterior), posterior=posterior)
 
     def _m_step(self, seqs: Sequences, stats: Statistics, polish_from_current: bool = True) -> None:
