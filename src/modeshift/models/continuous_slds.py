@@ -269,10 +269,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return StateDependentRates(self.startprob_, self.rate_matrix_, self.rate_weights_, gaps)
 
     def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The discrete-time laws over each gap (G,): weights [Φ_k, Γ_k, c_k] (G, K, n, n + m + 1)
-        (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over the gap), covariances
-        S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K), computed once per distinct gap."""
+        """The discrete-time laws over each gap (G,), as :meth:`_distinct_laws`, computed once per distinct gap."""
         distinct, law = np.unique(gaps, return_inverse=True)
+        weights, covariances, transitions = self._distinct_laws(distinct)
+        return weights[law], covariances[law], transitions[law]
+
+    def _distinct_laws(self, distinct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The discrete-time laws over each of ``distinct`` gaps (G,): weights [Φ_k, Γ_k, c_k]
+        (G, K, n, n + m + 1) (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over
+        the gap), covariances S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
         flows = [
             flow_moments(F, np.column_stack([G, f]), Sigma, distinct)
             for F, G, f, Sigma in zip(
@@ -282,23 +287,24 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         weights = np.stack([np.concatenate([Phi, c], axis=2) for Phi, c, _ in flows], axis=1)
         covariances = np.stack([S for _, _, S in flows], axis=1)
         transitions = expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * distinct[:, None, None])
-        return weights[law], covariances[law], transitions[law]
+        return weights, covariances, transitions
 
     def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
         """The parameters as inference reads them: for data ``seqs``, the laws of each step's gap;
         the block and chain (and, without data, everything) those of one time unit."""
         self._check_fitted()
-        weights, covariances, transitions = self._laws(np.ones(1))
+        weights, covariances, transitions = self._distinct_laws(np.ones(1))
         dynamics = LinearDynamics(self._k, reg_covar=self.reg_covar)
         dynamics.weights, dynamics.covariances = weights[0], covariances[0]
         chain: Stationary | StateDependentRates = Stationary(self._k)
         chain.initial_probs, chain.transition_matrix = self.startprob_, transitions[0]
-        steps = None
+        gaps = steps = None
         if seqs is not None:
-            distinct, group = np.unique(self._gaps(seqs), return_inverse=True)
-            steps = inference.StepLaws(group, *self._laws(distinct))
+            gaps = self._gaps(seqs)
+            distinct, group = np.unique(gaps, return_inverse=True)
+            steps = inference.StepLaws(group, *self._distinct_laws(distinct))
         if self.recurrent:
-            chain = self._guards(None if seqs is None else self._gaps(seqs))
+            chain = self._guards(gaps)
         return inference.SwitchingParameters(
             dynamics, self._observation_block(), self.initial_state_mean_, self.initial_state_covariance_, chain, steps
         )
