@@ -515,7 +515,12 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         unit = super()._stream_recursion()
         D = unit.params["D"]
         gapped = {**unit.params, "D": np.hstack([np.zeros((len(D), 1)), D])}
-        return _GapSwitchingKalmanRecursion(unit.initial, gapped, functools.lru_cache(maxsize=16)(self._gap_laws))
+
+        @functools.lru_cache(maxsize=16)
+        def over(gap: float) -> SwitchingKalmanRecursion:
+            return SwitchingKalmanRecursion(unit.initial, {**gapped, **self._gap_laws(gap)})
+
+        return _GapSwitchingKalmanRecursion(unit.initial, gapped, over)
 
     def _gap_laws(self, gap: float) -> dict[str, Any]:
         """A, B = [0, Γ], b, Q and the switches of the filter over one ``gap``."""
@@ -744,15 +749,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
 
 class _GapSwitchingKalmanRecursion(SwitchingKalmanRecursion):
     """Kim's filter (:class:`~modeshift.models.streaming.SwitchingKalmanRecursion`) whose laws differ
-    by step: the move into a step is its gap [Δ], and ``laws(Δ)`` gives the A, b, Q and switches over it."""
+    by step: the move into a step is its gap [Δ], and ``over(Δ)`` is the filter with the A, b, Q and
+    switches over it (built once per distinct recent gap, not once per step)."""
 
-    def __init__(self, initial: np.ndarray, params: dict[str, Any], laws: Callable[[float], dict[str, Any]]):
+    def __init__(self, initial: np.ndarray, params: dict[str, Any], over: Callable[[float], SwitchingKalmanRecursion]):
         super().__init__(initial, params)
-        self.laws = laws
+        self.over = over
 
     def predict(self, law: tuple[np.ndarray, ...], move: np.ndarray) -> tuple[np.ndarray, ...]:
-        over = SwitchingKalmanRecursion(self.initial, {**self.params, **self.laws(float(move[0]))})
-        return over.predict(law, move)
+        return self.over(float(move[0])).predict(law, move)
 
 
 def _future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:
