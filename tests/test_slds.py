@@ -141,7 +141,7 @@ def test_observation_m_step(missing):
         step = 0.05 * rng.normal(size=value.shape)
         setattr(model, name, value + (step @ step.T if name == "observation_covariance_" else step))
     before = state_terms()
-    model._maximize(model._statistics(seqs, posterior))
+    model._maximize(model._statistics(seqs, posterior, posterior.mode_probs))
     best = state_terms()
     assert best > before
     if missing:

@@ -304,8 +304,22 @@ def forward_filter(
     (-inf for an impossible sequence, whose rows from the impossible step on are NaN); then each
     step's evidence shift and normaliser (log c_t = shift + log normaliser), which the backward
     pass reuses."""
-    filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
     given = _given(resets, reset_log_densities)
+    return _filter(flow, values, n_responses, resets, given, offsets, initial_probs, transition_matrices)
+
+
+def _filter(
+    flow: np.ndarray,
+    values: np.ndarray,
+    n_responses: int,
+    resets: Resets,
+    given: np.ndarray,
+    offsets: np.ndarray,
+    initial_probs: np.ndarray,
+    transition_matrices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`forward_filter` on the table of :func:`_given` (converted once by the caller)."""
+    filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
     log_lik = _forward(
         flow, values, n_responses, *resets, given, offsets, initial_probs, transition_matrices, filtered, shifts, scales
     )
@@ -330,14 +344,14 @@ def forward_backward(
     the flows' weights (n_steps, K), and each reset's sum of w_t(r) v_t v_t^T (R, d + q, d + q)
     and of w_t(r) (R,). A sequence with probability 0 leaves NaN posteriors (the caller refuses it).
     """
-    filtered, log_lik, shifts, scales = forward_filter(
-        flow, values, n_responses, resets, offsets, initial_probs, transition_matrices, reset_log_densities
+    given = _given(resets, reset_log_densities)  # once for both passes: a slice of a wider table is copied
+    filtered, log_lik, shifts, scales = _filter(
+        flow, values, n_responses, resets, given, offsets, initial_probs, transition_matrices
     )
     posteriors, stay = np.empty(flow.shape), np.empty(flow.shape)
     n_steps, n_states = flow.shape
     pairs = np.zeros((n_steps if len(transition_matrices) > 1 else 1, n_states, n_states))
     out = (posteriors, stay, pairs)
-    given = _given(resets, reset_log_densities)
     outer, counts = _backward(
         flow, values, n_responses, *resets, given, offsets, transition_matrices, filtered, shifts, scales, out
     )

@@ -269,10 +269,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return StateDependentRates(self.startprob_, self.rate_matrix_, self.rate_weights_, gaps)
 
     def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The discrete-time laws over each gap (G,): weights [Φ_k, Γ_k, c_k] (G, K, n, n + m + 1)
-        (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over the gap), covariances
-        S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K), computed once per distinct gap."""
+        """The discrete-time laws over each gap (G,), as :meth:`_distinct_laws`, computed once per distinct gap."""
         distinct, law = np.unique(gaps, return_inverse=True)
+        weights, covariances, transitions = self._distinct_laws(distinct)
+        return weights[law], covariances[law], transitions[law]
+
+    def _distinct_laws(self, distinct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The discrete-time laws over each of ``distinct`` gaps (G,): weights [Φ_k, Γ_k, c_k]
+        (G, K, n, n + m + 1) (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over
+        the gap), covariances S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
         flows = [
             flow_moments(F, np.column_stack([G, f]), Sigma, distinct)
             for F, G, f, Sigma in zip(
@@ -282,23 +287,24 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         weights = np.stack([np.concatenate([Phi, c], axis=2) for Phi, c, _ in flows], axis=1)
         covariances = np.stack([S for _, _, S in flows], axis=1)
         transitions = expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * distinct[:, None, None])
-        return weights[law], covariances[law], transitions[law]
+        return weights, covariances, transitions
 
     def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
         """The parameters as inference reads them: for data ``seqs``, the laws of each step's gap;
         the block and chain (and, without data, everything) those of one time unit."""
         self._check_fitted()
-        weights, covariances, transitions = self._laws(np.ones(1))
+        weights, covariances, transitions = self._distinct_laws(np.ones(1))
         dynamics = LinearDynamics(self._k, reg_covar=self.reg_covar)
         dynamics.weights, dynamics.covariances = weights[0], covariances[0]
         chain: Stationary | StateDependentRates = Stationary(self._k)
         chain.initial_probs, chain.transition_matrix = self.startprob_, transitions[0]
-        steps = None
+        gaps = steps = None
         if seqs is not None:
-            distinct, group = np.unique(self._gaps(seqs), return_inverse=True)
-            steps = inference.StepLaws(group, *self._laws(distinct))
+            gaps = self._gaps(seqs)
+            distinct, group = np.unique(gaps, return_inverse=True)
+            steps = inference.StepLaws(group, *self._distinct_laws(distinct))
         if self.recurrent:
-            chain = self._guards(None if seqs is None else self._gaps(seqs))
+            chain = self._guards(gaps)
         return inference.SwitchingParameters(
             dynamics, self._observation_block(), self.initial_state_mean_, self.initial_state_covariance_, chain, steps
         )
@@ -509,7 +515,12 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         unit = super()._stream_recursion()
         D = unit.params["D"]
         gapped = {**unit.params, "D": np.hstack([np.zeros((len(D), 1)), D])}
-        return _GapSwitchingKalmanRecursion(unit.initial, gapped, functools.lru_cache(maxsize=16)(self._gap_laws))
+
+        @functools.lru_cache(maxsize=16)
+        def over(gap: float) -> SwitchingKalmanRecursion:
+            return SwitchingKalmanRecursion(unit.initial, {**gapped, **self._gap_laws(gap)})
+
+        return _GapSwitchingKalmanRecursion(unit.initial, gapped, over)
 
     def _gap_laws(self, gap: float) -> dict[str, Any]:
         """A, B = [0, Γ], b, Q and the switches of the filter over one ``gap``."""
@@ -640,9 +651,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         if self.recurrent:
             self.rate_weights_ = np.zeros((K, K, n))
         probs = posterior.mode_probs
-        pairs = np.zeros((seqs.n_steps, K, K))
-        pairs[rows] = probs[rows - 1][:, :, None] * probs[rows][:, None, :]
-        self._m_step(seqs, self._statistics(seqs, dataclasses.replace(posterior, pair_counts=pairs)), False)
+        pairs = inference.independent_pairs(probs, seqs.starts)
+        self._m_step(seqs, self._statistics(seqs, dataclasses.replace(posterior, pair_counts=pairs), probs), False)
         return probs
 
     def _fit_em(self, seqs: Sequences, over: em.Over | None = None) -> ContinuousSwitchingLDS:
@@ -653,9 +663,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             )
         return super()._fit_em(seqs)
 
-    def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
+    def _statistics(self, seqs: Sequences, posterior: inference.Posterior, weights: np.ndarray) -> Statistics:
         """The observation model's sums (as the SwitchingLDS's) and q(x) q(z) itself: the rates'
-        and flows' steps read it at every gap."""
+        and flows' steps read it at every gap (its q(z_t), which are the laws' ``weights``)."""
         return Statistics(self._observation_statistics(seqs, posterior), posterior=posterior)
 
     def _m_step(self, seqs: Sequences, stats: Statistics, polish_from_current: bool = True) -> None:
@@ -739,15 +749,15 @@ class ContinuousSwitchingLDS(SwitchingLDS):
 
 class _GapSwitchingKalmanRecursion(SwitchingKalmanRecursion):
     """Kim's filter (:class:`~modeshift.models.streaming.SwitchingKalmanRecursion`) whose laws differ
-    by step: the move into a step is its gap [Δ], and ``laws(Δ)`` gives the A, b, Q and switches over it."""
+    by step: the move into a step is its gap [Δ], and ``over(Δ)`` is the filter with the A, b, Q and
+    switches over it (built once per distinct recent gap, not once per step)."""
 
-    def __init__(self, initial: np.ndarray, params: dict[str, Any], laws: Callable[[float], dict[str, Any]]):
+    def __init__(self, initial: np.ndarray, params: dict[str, Any], over: Callable[[float], SwitchingKalmanRecursion]):
         super().__init__(initial, params)
-        self.laws = laws
+        self.over = over
 
     def predict(self, law: tuple[np.ndarray, ...], move: np.ndarray) -> tuple[np.ndarray, ...]:
-        over = SwitchingKalmanRecursion(self.initial, {**self.params, **self.laws(float(move[0]))})
-        return over.predict(law, move)
+        return self.over(float(move[0])).predict(law, move)
 
 
 def _future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:

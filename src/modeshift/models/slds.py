@@ -808,9 +808,11 @@ class SwitchingLDS(Model, StreamingFilters):
             modes = self.__dict__["_start_modes"]
         else:
             modes = self._infer(seqs).mode_probs
-        posterior = inference.sweep(self._parameters(seqs), seqs, modes, previous)
+        params = self._parameters(seqs)  # once: the sweep and the laws' weights read them
+        posterior = inference.sweep(params, seqs, modes, previous)
         workspace["posterior"] = posterior
-        return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior)
+        weights = inference.law_weights(params, posterior.mode_probs, posterior.pair_counts)
+        return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior, weights)
 
     def _m_step(self, seqs: Sequences, stats: Statistics) -> None:
         self._maximize(stats)
@@ -841,17 +843,17 @@ class SwitchingLDS(Model, StreamingFilters):
                 total += self.stickiness * float(np.log(np.diagonal(self.transmat_)).sum())
         return total
 
-    def _statistics(self, seqs: Sequences, posterior: inference.Posterior) -> Statistics:
+    def _statistics(self, seqs: Sequences, posterior: inference.Posterior, weights: np.ndarray) -> Statistics:
         """The expected sufficient statistics of the M-step under q(x) q(z): sums over steps and
-        sequences (so those of shards add up), and for the guards their per-step rows (stacked)."""
+        sequences (so those of shards add up), and for the guards their per-step rows (stacked).
+        ``weights``: each law's weight under q(z) at every step (T, K + R),
+        :func:`~modeshift.models.slds_inference.law_weights` (q(z_t) itself without resets)."""
         rows, K = seqs.linked_rows, self._k
 
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every law, weighted by q(z_t = k) (with
         # resets: each flow by the stays in its mode, each reset by the switches into it)
         xx, xz, zz = inference.transition_moments(seqs, posterior)
-        weights = posterior.mode_probs[rows]  # without resets the laws are the flows, weighted by q(z_t)
-        if self.resets is not None:
-            weights = inference.law_weights(self._parameters(), posterior.mode_probs, posterior.pair_counts)[rows]
+        weights = weights[rows]
 
         def regression(w: np.ndarray) -> Statistics:
             yy, yz, zz_ = (np.einsum("tk,tij->kij", w, moment) for moment in (xx, xz, zz))
@@ -1052,9 +1054,7 @@ class SwitchingLDS(Model, StreamingFilters):
         path = np.where(path == short, others, path)
         path[points] = short
         modes = np.eye(K)[path]
-        pairs = np.zeros((len(modes), K, K))
-        pairs[1:] = modes[:-1, :, None] * modes[1:, None, :]
-        pairs[starts] = 0.0
+        pairs = inference.independent_pairs(modes, starts)
         self.reset_matrices_ = np.zeros_like(self.reset_matrices_)
         self.reset_offsets_ = np.broadcast_to(self.initial_state_mean_, self.reset_offsets_.shape).copy()
         self.reset_covariances_ = np.broadcast_to(self.initial_state_covariance_, self.reset_covariances_.shape).copy()
@@ -1063,7 +1063,7 @@ class SwitchingLDS(Model, StreamingFilters):
             means, covs, cross_covs, _ = inference.update_states(self._parameters(seqs), seqs, weights)
             empty = np.empty(0)
             posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
-            self._maximize(self._statistics(seqs, posterior))
+            self._maximize(self._statistics(seqs, posterior, weights))
         return modes
 
     def _start_from(self, arhmm: ARHMM, seqs: Sequences, states: np.ndarray, mode_probs: np.ndarray) -> None:
@@ -1085,7 +1085,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, n)), np.zeros((K, m))
             self.recurrence_biases_ = np.zeros((K, K))
             rows = seqs.linked_rows
-            pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
+            pairs = inference.independent_pairs(mode_probs)[rows]
             self._fit_guards(Stacked(inference.guard_features(seqs, states)[rows]), Stacked(pairs), max_iter=200)
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)

@@ -78,6 +78,7 @@ __all__ = [
     "StepLaws",
     "SwitchingParameters",
     "guard_features",
+    "independent_pairs",
     "infer",
     "law_weights",
     "pair_chain",
@@ -319,12 +320,22 @@ def law_weights(params: SwitchingParameters, mode_probs: np.ndarray, pairs: np.n
     q(z_t-1 = i) q(z_t = j)."""
     if params.resets is None:
         return mode_probs
-    n_steps, n_modes = mode_probs.shape
-    if pairs is None:
-        pairs = np.zeros((n_steps, n_modes, n_modes))
-        pairs[1:] = mode_probs[:-1, :, None] * mode_probs[1:, None, :]
+    n_modes = mode_probs.shape[1]
+    pairs = independent_pairs(mode_probs) if pairs is None else pairs
     laws = params.law_of_pairs()
     return np.einsum("tij,ijl->tl", pairs, laws[:, :, None] == np.arange(n_modes + params.resets.n_resets))
+
+
+def independent_pairs(mode_probs: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+    """The pair posteriors of q(z) taken as independent steps, q(z_t-1 = i) q(z_t = j) (T, K, K),
+    from mode probabilities alone (a start); 0 at step 0 and at the sequences' ``starts``, which
+    have no previous step (default: step 0 only, for a caller that never reads the others)."""
+    n_steps, n_modes = mode_probs.shape
+    pairs = np.zeros((n_steps, n_modes, n_modes))
+    pairs[1:] = mode_probs[:-1, :, None] * mode_probs[1:, None, :]
+    if starts is not None:
+        pairs[starts] = 0.0
+    return pairs
 
 
 # ------------------------------------------------------------------------ q(z)

@@ -28,6 +28,8 @@ under 3: about half the impacts pass 3, and a quarter to a third of those fall o
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from modeshift.data import Sequences
@@ -71,19 +73,32 @@ def kink_scores(seqs: Sequences, window: int = WINDOW) -> np.ndarray:
     return np.sqrt((z * z).sum(axis=1) / np.maximum(known.sum(axis=1), 1))
 
 
+_KINK_TIMES = np.linspace(-1.0, 1.0, 21)  # where in the step a kink may fall, in tenths
+
+
+@functools.lru_cache(maxsize=4)
+def _residual_makers(window: int) -> np.ndarray:
+    """I - H_tau for every kink time tau of ``_KINK_TIMES``, (21, 2w + 1, 2w + 1): the residual of
+    the least-squares fit of a window on [1, s, s^2, max(s - tau, 0)] is (I - H_tau) y. The
+    designs depend on the window alone, so they are built once (read-only)."""
+    s = np.arange(-window, window + 1, dtype=float)
+    makers = []
+    for tau in _KINK_TIMES:
+        design = np.column_stack([np.ones_like(s), s, s * s, np.maximum(s - tau, 0.0)])
+        makers.append(np.eye(len(s)) - design @ np.linalg.pinv(design))
+    stacked = np.stack(makers)
+    stacked.flags.writeable = False
+    return stacked
+
+
 def _switch_step(window_values: np.ndarray, window: int) -> int:
     """The step, relative to the window's centre (0 or 1), into which the kink falls: the kink time
     tau in [-1, 1] whose hinge max(s - tau, 0) fits the window best (least squares, on a grid of
-    tenths, beside a quadratic), rounded up, since step t moves the state from t - 1 to t."""
-    s = np.arange(-window, window + 1, dtype=float)
-    values = np.nan_to_num(window_values)
-    best, step = np.inf, 0
-    for tau in np.linspace(-1.0, 1.0, 21):
-        design = np.column_stack([np.ones_like(s), s, s * s, np.maximum(s - tau, 0.0)])
-        residual = values - design @ np.linalg.lstsq(design, values, rcond=None)[0]
-        if (residual**2).sum() < best:
-            best, step = (residual**2).sum(), int(np.ceil(tau - 1e-9))
-    return max(step, 0)
+    tenths, beside a quadratic; the first of equal fits), rounded up, since step t moves the state
+    from t - 1 to t."""
+    residuals = _residual_makers(window) @ np.nan_to_num(window_values)
+    tau = _KINK_TIMES[int(np.argmin((residuals**2).sum(axis=(1, 2))))]
+    return max(int(np.ceil(tau - 1e-9)), 0)
 
 
 def change_points(
