@@ -306,7 +306,7 @@ def _constants(model: Any, source: _Source, client: Any, columns: dict[str, Any]
     """``model._em_constants`` of every partition, merged on the cluster in partition order, and
     the partitions they were read from (:func:`_first_pass`: whole sequences each)."""
     shipped = _portable(model)
-    constants, _, source = _first_pass(client, source, _constants_of, (shipped, columns), _nothing, persist=True)
+    constants, _, source, _ = _first_pass(client, source, _constants_of, (shipped, columns), _nothing, persist=True)
     return _tree_sum(client, constants, functools.partial(_merge_constants, shipped)).result(), source
 
 
@@ -355,12 +355,8 @@ class Shards:
         """Read every partition of ``source`` by ``model._em_data`` on the workers, checking on the
         way that each holds whole sequences (:func:`_first_pass`), and keep it there if ``persist``."""
         shipped = _portable(model)
-        shards, sizes, source = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
-        if persist:  # the workers the first pass placed them on (the list asked for again: the same, as a rule)
-            workers = _workers(client)
-            places: list[Any] = [workers[place] for place in _places(len(shards), workers)]
-        else:
-            places = list(range(len(shards)))
+        shards, sizes, source, placed = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
+        places: list[Any] = placed if persist else list(range(len(shards)))  # the workers the first pass chose
         kept = [(shard, size, place) for shard, size, place in zip(shards, sizes, places) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
@@ -519,11 +515,12 @@ def _first_pass(
     args: tuple[Any, ...],
     summary: Callable[[Any], Any],
     persist: bool,
-) -> tuple[list[Any], list[Any], _Source]:
+) -> tuple[list[Any], list[Any], _Source, list[str]]:
     """The one pass over the data before EM: ``read(part, *args)`` of every partition, on the
     cluster, and in the same task the ids the partition holds, which meet on the cluster (only
     whether two partitions share one reaches the client). Returns the results, their
-    ``summary`` (brought to the client, in partition order) and the source read.
+    ``summary`` (brought to the client, in partition order), the source read and the worker
+    each result was placed on (none without ``persist``).
 
     With ``persist`` the results are futures kept on the workers, partition i on worker
     i n / (number of partitions) (an even split of the E-steps whatever the scheduler would
@@ -539,12 +536,11 @@ def _first_pass(
         dask.delayed(_checked, pure=True)(read, part, index, shipped, source.id_column)
         for index, part in enumerate(source.parts)
     ]
+    placed: list[str] = []
     if persist:
         workers = _workers(client)
-        pairs = [
-            client.compute(pair, workers=[workers[place]], allow_other_workers=True)
-            for pair, place in zip(pairs, _places(len(pairs), workers))
-        ]
+        placed = [workers[place] for place in _places(len(pairs), workers)]
+        pairs = [client.compute(pair, workers=[on], allow_other_workers=True) for pair, on in zip(pairs, placed)]
         node: Callable[..., Any] = functools.partial(_submit, client)
     else:
         node = _delayed
@@ -559,7 +555,7 @@ def _first_pass(
     for value in got:
         if isinstance(value, Exception):
             raise value
-    return results, got, source.checked()
+    return results, got, source.checked(), placed
 
 
 def _checked(
