@@ -419,6 +419,20 @@ def test_fit_dataset_reports_the_fitted_models_log_likelihood(client, tmp_path):
     assert summary["log_likelihood"] == pytest.approx(model.score(log), rel=1e-10)
 
 
+def test_fit_dataset_scores_a_chain_of_symbols_on_the_partitions_its_fit_checked(client, tmp_path, monkeypatch):
+    """A chain's kept partitions are coded for counting, so it is scored on the partitions again: those
+    the fit's first pass found to hold whole sequences, with no second check of the ids."""
+    log = _event_log()
+    groups = [[f"c{i}" for i in group] for group in ([0, 1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12, 13, 14, 15])]
+    dd.concat([dd.from_pandas(log[log.case_id.isin(g)], npartitions=1) for g in groups]).to_parquet(tmp_path / "log")
+    monkeypatch.setattr(msd, "_whole", lambda source: pytest.fail("the partitions were checked again"))
+    model = MarkovChain(order=1)
+    options = {"scheduler": client.scheduler.address, "id_column": "case_id", "time_column": "timestamp"}
+    summary = msd.fit_dataset(model, tmp_path / "log", **options)
+    assert summary["partitions"] == 2 and "converged" not in summary  # counted, not iterated
+    assert summary["log_likelihood"] == pytest.approx(model.score(log), rel=1e-10)
+
+
 def _fit_dataset(model, path, **options):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

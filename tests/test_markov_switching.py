@@ -1124,3 +1124,16 @@ def test_a_model_with_time_varying_transitions_reads_a_frame_by_its_schema():
     np.testing.assert_allclose(model.predict_proba(seqs), proba.loc[shuffled.index], rtol=1e-12)
     with pytest.raises(ValueError, match="time-varying transitions on 1 covariate"):
         model.score(series, exog=arrays["exog"])  # without the covariates
+
+
+def test_what_the_data_give_a_fit_is_built_once():
+    """The rows a likelihood is about and their lagged values depend on the data and the order only:
+    every E-step of a fit reads the same (read-only) arrays, not new ones."""
+    model = MarkovAutoregression(n_states=2, order=2, switching_ar=False)
+    series = model._em_data(np.arange(12.0) ** 1.5, lengths=[5, 7])
+    data, engine = model._series_data(series), model._series_engine(series)
+    rows, lagged = engine.rows(data), engine.lagged(data)
+    assert engine.rows(data) is rows and engine.lagged(data) is lagged
+    assert rows.tolist() == [2, 3, 4, 7, 8, 9, 10, 11]
+    assert lagged[0].tolist() == [data.y[2, 0], 1.0, data.y[1, 0], 1.0, data.y[0, 0], 1.0]
+    assert not rows.flags.writeable and not lagged.flags.writeable

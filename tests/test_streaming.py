@@ -529,6 +529,9 @@ def test_bad_observations_are_named():
         model.filter_init(lag=-1)
     with pytest.raises(ValueError, match="FilterState"):
         model.filter_step({"step": 0}, [1.0, 2.0])
+    for feed in (np.zeros((3, 2)), iter(np.zeros((3, 2)))):  # an array (read by blocks) or a live feed alike
+        with pytest.raises(ValueError, match="state must be a FilterState"):
+            next(model.filter_stream(feed, state={"step": 0}))
     with pytest.raises(NotFittedError):
         HMM(n_states=2).filter_init()
     arhmm, _ = _arhmm()

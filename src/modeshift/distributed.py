@@ -79,7 +79,15 @@ from modeshift._kernels.threads import threads_for
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import em, selection
 from modeshift.models.base import set_collection_handler
-from modeshift.models.capabilities import BoundScorer, ModeDecoder, Scorer, Segmenter, ShardableFit, objective
+from modeshift.models.capabilities import (
+    BoundScorer,
+    IterativeFit,
+    ModeDecoder,
+    Scorer,
+    Segmenter,
+    ShardableFit,
+    objective,
+)
 from modeshift.statistics import combine
 
 __all__ = [
@@ -210,21 +218,24 @@ def fit_dataset(
     ``scheduler`` (``tcp://host:8786``), or on a local cluster of ``workers`` processes; returns
     what ``modeshift fit --scheduler/--workers`` prints: the number of partitions, the
     measure of fit of the fitted model (its log-likelihood, or its ELBO where its objective is a
-    bound, as ``modeshift fit`` in memory prints), ``converged`` and ``n_iter``. The measure is
+    bound, as ``modeshift fit`` in memory prints), and ``converged`` and ``n_iter`` for a fit by
+    iterations (as ``modeshift fit`` in memory prints them). The measure is
     summed over the partitions the fit kept on the workers (not read again), but for a chain of
     symbols (MarkovChain, VariableOrderChain, MarkovChainMixture), whose kept partitions are coded
-    for counting, not as ``score`` reads data: those are read again (a SymbolHMM scores its coded
-    partitions itself: ``_selection_terms``)."""
+    for counting, not as ``score`` reads data: those are read again, the partitions the fit found
+    to hold whole sequences (a SymbolHMM scores its coded partitions itself: ``_selection_terms``)."""
     frame = _dataset(path)
     named = _named(columns, id_column, time_column or "auto")
     with _cluster(scheduler, workers) as client:
         shards = _fit(model, frame, client, True, named)[1]
         summary: dict[str, Any] = {"model": type(model).__name__, "partitions": frame.npartitions}
         if hasattr(model, "_em_constants") and not hasattr(model, "_selection_terms") and isinstance(model, Scorer):
-            summary["log_likelihood"] = float(score(model, frame).compute())
+            summary["log_likelihood"] = float(_scored(model, shards.source, {}).compute())  # known whole: no check
         elif isinstance(model, (Scorer, BoundScorer)):  # the fitted model over the partitions kept on the workers
             summary[_measure_name(model)] = shards(_measure_terms, model)[0]
-    return {**summary, "converged": model.converged_, "n_iter": model.n_iter_}
+    if isinstance(model, IterativeFit):  # a chain of symbols is counted, not iterated: it has neither
+        summary.update(converged=model.converged_, n_iter=model.n_iter_)
+    return summary
 
 
 def score_dataset(
@@ -298,7 +309,7 @@ def _constants(model: Any, source: _Source, client: Any, columns: dict[str, Any]
     """``model._em_constants`` of every partition, merged on the cluster in partition order, and
     the partitions they were read from (:func:`_first_pass`: whole sequences each)."""
     shipped = _portable(model)
-    constants, _, source = _first_pass(client, source, _constants_of, (shipped, columns), _nothing, persist=True)
+    constants, _, source, _ = _first_pass(client, source, _constants_of, (shipped, columns), _nothing, persist=True)
     return _tree_sum(client, constants, functools.partial(_merge_constants, shipped)).result(), source
 
 
@@ -330,10 +341,16 @@ class Shards:
     concurrent = True  # several fits may sum over the shards at once (models.em runs restarts so)
 
     def __init__(
-        self, client: Any, shards: list[Any], sizes: list[tuple[int, int]], groups: list[tuple[list[int], str | None]]
+        self,
+        client: Any,
+        shards: list[Any],
+        sizes: list[tuple[int, int]],
+        groups: list[tuple[list[int], str | None]],
+        source: _Source,
     ):
         self.client, self.shards, self.sizes = client, shards, sizes  # futures, or Dask delayed objects
         self.groups = groups  # the shards each task of a pass sums, in shard order, and the worker holding them
+        self.source = source  # the partitions read, known to hold whole sequences (to read them otherwise again)
         self.received: list[int] = []
 
     @classmethod
@@ -341,12 +358,8 @@ class Shards:
         """Read every partition of ``source`` by ``model._em_data`` on the workers, checking on the
         way that each holds whole sequences (:func:`_first_pass`), and keep it there if ``persist``."""
         shipped = _portable(model)
-        shards, sizes, _ = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
-        if persist:  # the workers the first pass placed them on (the list asked for again: the same, as a rule)
-            workers = _workers(client)
-            places: list[Any] = [workers[place] for place in _places(len(shards), workers)]
-        else:
-            places = list(range(len(shards)))
+        shards, sizes, source, placed = _first_pass(client, source, _prepare, (shipped, columns), _size, persist)
+        places: list[Any] = placed if persist else list(range(len(shards)))  # the workers the first pass chose
         kept = [(shard, size, place) for shard, size, place in zip(shards, sizes, places) if size[1] > 0]
         if not kept:
             raise ValueError("the data have no rows")
@@ -354,7 +367,7 @@ class Shards:
         for index, (_, _, place) in enumerate(kept):
             groups.setdefault(place, []).append(index)
         where = [(group, place if persist else None) for place, group in groups.items()]
-        shards = cls(client, [shard for shard, _, _ in kept], [size for _, size, _ in kept], where)
+        shards = cls(client, [shard for shard, _, _ in kept], [size for _, size, _ in kept], where, source)
         shards.received.append(_nbytes(sizes))
         return shards
 
@@ -505,11 +518,12 @@ def _first_pass(
     args: tuple[Any, ...],
     summary: Callable[[Any], Any],
     persist: bool,
-) -> tuple[list[Any], list[Any], _Source]:
+) -> tuple[list[Any], list[Any], _Source, list[str]]:
     """The one pass over the data before EM: ``read(part, *args)`` of every partition, on the
     cluster, and in the same task the ids the partition holds, which meet on the cluster (only
     whether two partitions share one reaches the client). Returns the results, their
-    ``summary`` (brought to the client, in partition order) and the source read.
+    ``summary`` (brought to the client, in partition order), the source read and the worker
+    each result was placed on (none without ``persist``).
 
     With ``persist`` the results are futures kept on the workers, partition i on worker
     i n / (number of partitions) (an even split of the E-steps whatever the scheduler would
@@ -525,12 +539,11 @@ def _first_pass(
         dask.delayed(_checked, pure=True)(read, part, index, shipped, source.id_column)
         for index, part in enumerate(source.parts)
     ]
+    placed: list[str] = []
     if persist:
         workers = _workers(client)
-        pairs = [
-            client.compute(pair, workers=[workers[place]], allow_other_workers=True)
-            for pair, place in zip(pairs, _places(len(pairs), workers))
-        ]
+        placed = [workers[place] for place in _places(len(pairs), workers)]
+        pairs = [client.compute(pair, workers=[on], allow_other_workers=True) for pair, on in zip(pairs, placed)]
         node: Callable[..., Any] = functools.partial(_submit, client)
     else:
         node = _delayed
@@ -545,7 +558,7 @@ def _first_pass(
     for value in got:
         if isinstance(value, Exception):
             raise value
-    return results, got, source.checked()
+    return results, got, source.checked(), placed
 
 
 def _checked(
@@ -734,7 +747,12 @@ def score(model: Scorer, data: Any, **columns: Any) -> Any:
     As for :func:`predict`, :func:`predict_proba` and :func:`segment`, the partitions are checked
     first (on the cluster, now) to hold whole sequences, and shuffled by id when they do not and
     a time column orders the rows (:func:`_decoded`)."""
-    terms = [_delayed(_score_part, part, model, columns) for part in _decoded(model, data, columns).parts]
+    return _scored(model, _decoded(model, data, columns), columns)
+
+
+def _scored(model: Scorer, source: _Source, columns: dict[str, Any]) -> Any:
+    """log p of the partitions of ``source``, each holding whole sequences, summed: a Dask delayed number."""
+    terms = [_delayed(_score_part, part, model, columns) for part in source.parts]
     return _tree(terms, functools.partial(_delayed, _add))
 
 

@@ -117,12 +117,11 @@ def bind_rows(statistics: Any, reader: Callable[..., Any]) -> Any:
 
 
 def holds_kept(statistics: Any) -> bool:
-    """Whether ``statistics`` hold a :class:`Kept` anywhere (rows that :func:`keep_rows` left on a shard)."""
-    if isinstance(statistics, Kept):
-        return True
-    if isinstance(statistics, dict):
-        statistics = tuple(statistics.values())
-    return isinstance(statistics, tuple) and any(holds_kept(item) for item in statistics)
+    """Whether ``statistics`` hold a :class:`Kept` anywhere (rows that :func:`keep_rows` left on a shard),
+    found by the walk :func:`keep_rows` and :func:`bind_rows` make."""
+    paths: list[tuple[Any, ...]] = []
+    _replaced(statistics, Kept, lambda value, path: paths.append(path))
+    return bool(paths)
 
 
 def _replaced(value: Any, kind: type, replace: Callable[[Any, tuple[Any, ...]], Any], path: tuple = ()) -> Any:

@@ -643,7 +643,7 @@ class StreamingFilters:
         (then ``lag`` is the state's). Any iterable is read one row at a time (a live feed works);
         an array, all there already, may be checked and its evidence computed ``block`` rows at a time
         (an error in a row is then raised before the earlier rows of its block are yielded)."""
-        state = self.filter_init(lag=lag) if state is None else state
+        state = self.filter_init(lag=lag) if state is None else checked_state(state)
         recursion = self._stream_recursion()
         if isinstance(observations, np.ndarray) and (inputs is None or isinstance(inputs, np.ndarray)):
             for start in range(0, len(observations), block):
@@ -652,7 +652,7 @@ class StreamingFilters:
                 state = yield from self._stream_block(recursion, state, rows, extra)
             return
         extra = iter(inputs) if inputs is not None else None
-        state, constants = checked_state(state), self._stream_constants()  # once per stream, not per row
+        constants = self._stream_constants()  # once per stream, not per row
         for y in observations:
             state, out = self._step(recursion, state, y, None if extra is None else next(extra), constants)
             yield out

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -94,6 +94,16 @@ class SeriesData:
     tvtp: np.ndarray | None = None
     offsets: np.ndarray | None = None
     scale: np.ndarray | None = None  # (D,) the series' variances over all the data, where y is a sample of it
+    _derived: dict[Any, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: Any, build: Callable[[], np.ndarray]) -> np.ndarray:
+        """``build()``, built once for ``key`` and kept (read-only): what the data give a model of one
+        order (the rows its likelihood is about, their lagged values), which every E-step of a fit reads."""
+        if key not in self._derived:
+            value = build()
+            value.flags.writeable = False
+            self._derived[key] = value
+        return self._derived[key]
 
     @cached_property
     def bounds(self) -> np.ndarray:
@@ -165,7 +175,10 @@ class SwitchingRegression:
     # ---------------------------------------------------------------- sequences
     def rows(self, data: SeriesData) -> np.ndarray:
         """(T,) the rows with p earlier rows in their sequence: the steps the likelihood is about."""
-        return np.concatenate([np.arange(first + self.order, end) for first, end in data.sequences()])
+        return data.derived(
+            ("rows", self.order),
+            lambda: np.concatenate([np.arange(first + self.order, end) for first, end in data.sequences()]),
+        )
 
     def offsets(self, data: SeriesData) -> np.ndarray:
         """(n_sequences + 1,) where each sequence's steps start among the :meth:`rows`."""
@@ -411,8 +424,11 @@ class SwitchingRegression:
                 data.regressors[rows][:, None, :], (*completed.shape[:2], data.regressors.shape[1])
             )
             return np.concatenate([completed, regressors], axis=2)
-        return np.concatenate(
-            [np.hstack([data.y[rows - j], data.regressors[rows - j]]) for j in range(self.order + 1)], axis=1
+        return data.derived(
+            ("lagged", self.order),
+            lambda: np.concatenate(
+                [np.hstack([data.y[rows - j], data.regressors[rows - j]]) for j in range(self.order + 1)], axis=1
+            ),
         )
 
     def centre(self, data: SeriesData) -> np.ndarray:
@@ -427,7 +443,8 @@ class SwitchingRegression:
         products are quadratic forms in them, :meth:`_products`), with the missing entries'
         conditional covariances (``scatter``). With time-varying transitions, the per-step rows
         of their logistic regression (:class:`~modeshift.statistics.Stacked`: data-sized, which a
-        fit over shards keeps on them: :meth:`logit_step` reads sums over them)."""
+        fit over shards keeps on them: :meth:`logit_step` reads sums over them), and their covariates
+        (the data's own array: neither copied at an E-step nor at a Newton evaluation)."""
         gamma = posterior.posteriors
         shifted = self.lagged(data, posterior.completed) - centre
         if shifted.ndim == 2:
@@ -447,12 +464,13 @@ class SwitchingRegression:
             products=products,
             scatter=np.zeros((self.n_expanded, d, d)) if posterior.scatter is None else posterior.scatter,
         )
-        if posterior.moves is not None:  # per row: a sequence's start, its first regime, the moves, the covariates
+        if posterior.moves is not None:  # per row: a sequence's start, its first regime, the moves
             k, n = self.n_states, len(posterior.moves)
             starts = np.zeros((n, 1 + k))
             starts[data.bounds[:-1], 0] = 1.0
             starts[data.bounds[:-1], 1:] = posterior.first_regime
-            stats["logit"] = Stacked(np.hstack([starts, posterior.moves.reshape(n, k * k), data.tvtp]))
+            stats["logit"] = Stacked(np.hstack([starts, posterior.moves.reshape(n, k * k)]))
+            stats["covariates"] = Stacked(data.tvtp)
         return stats
 
     def _products(self, stats: Statistics, centre: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -549,25 +567,27 @@ class SwitchingRegression:
         :meth:`statistics` (``centre`` the point their moments are about).
         """
         if self.layout.n_tvtp:
-            params = self.logit_step(params, stats["logit"])
+            params = self.logit_step(params, stats["logit"], stats["covariates"])
         else:
             params = self.transition_step(params, stats)
         return self.regression_step(params, stats, centre, variance_floor)
 
-    def logit_step(self, params: SwitchingParameters, rows: Stacked | Kept) -> SwitchingParameters:
+    def logit_step(
+        self, params: SwitchingParameters, rows: Stacked | Kept, covariates: Stacked | Kept
+    ) -> SwitchingParameters:
         """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
         moves' term, taken if it raises the whole (the start's term too), else the largest of
-        1/2, 1/4, ... of it that does (or none), a generalised-EM step. ``rows``: the stacked rows
-        of :meth:`statistics` (a sequence's start, its first regime, the moves, the covariates), in
-        hand or kept on the shards of a cluster: Q, its gradient and Hessian are sums over the
-        sequences, each read by one pass over the rows (``rows.terms``)."""
+        1/2, 1/4, ... of it that does (or none), a generalised-EM step. ``rows`` and ``covariates``:
+        the stacked rows of :meth:`statistics` (a sequence's start, its first regime, the moves; the
+        covariates), in hand or kept on the shards of a cluster: Q, its gradient and Hessian are sums
+        over the sequences, each read by one pass over the rows (``rows.terms``)."""
         k, coef = self.n_states, params.transition_coef
-        current, gradient, hessian = rows.terms(functools.partial(_logit_terms, n_states=k, coef=coef))
+        current, gradient, hessian = rows.terms(functools.partial(_logit_terms, n_states=k, coef=coef), covariates)
         # a sequence's first row has no moves, so one Newton step spans the sequences
         direction = newton_solve(gradient, hessian)
         for step in 0.5 ** np.arange(10):
             candidate = coef + step * direction
-            if rows.terms(functools.partial(_logit_value, n_states=k, coef=candidate)) >= current:
+            if rows.terms(functools.partial(_logit_value, n_states=k, coef=candidate), covariates) >= current:
                 return replace(params, transition_coef=candidate)
         return params
 
@@ -834,30 +854,27 @@ class SwitchingRegression:
         return out
 
 
-def _logit_parts(rows: np.ndarray, n_states: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray, np.ndarray]:
-    """The sequences (first row, end row), first regimes (n_sequences, K), moves (n, K, K) and
-    covariates (n, C) of the rows of :meth:`SwitchingRegression.statistics`."""
+def _logit_parts(rows: np.ndarray, n_states: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """The sequences (first row, end row), first regimes (n_sequences, K) and moves (n, K, K) of
+    the rows of :meth:`SwitchingRegression.statistics`."""
     k = n_states
     bounds = np.r_[np.flatnonzero(rows[:, 0]), len(rows)]
-    first, moves = rows[bounds[:-1], 1 : 1 + k], rows[:, 1 + k : 1 + k + k * k].reshape(-1, k, k)
-    return (
-        list(zip(bounds[:-1].tolist(), bounds[1:].tolist())),
-        first,
-        moves,
-        np.ascontiguousarray(rows[:, 1 + k + k * k :]),
-    )
+    first, moves = rows[bounds[:-1], 1 : 1 + k], rows[:, 1 + k :].reshape(-1, k, k)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist())), first, moves
 
 
-def _logit_value(rows: np.ndarray, n_states: int, coef: np.ndarray) -> float:
+def _logit_value(rows: np.ndarray, covariates: np.ndarray, n_states: int, coef: np.ndarray) -> float:
     """The transition part of Q with time-varying P at ``coef``, summed over the sequences of ``rows``
-    (each starting from the stationary distribution of its first matrix)."""
-    return _logit_terms(rows, n_states, coef, newton=False)[0]
+    and their ``covariates`` (each starting from the stationary distribution of its first matrix)."""
+    return _logit_terms(rows, covariates, n_states, coef, newton=False)[0]
 
 
-def _logit_terms(rows: np.ndarray, n_states: int, coef: np.ndarray, newton: bool = True) -> tuple[Any, ...]:
+def _logit_terms(
+    rows: np.ndarray, covariates: np.ndarray, n_states: int, coef: np.ndarray, newton: bool = True
+) -> tuple[Any, ...]:
     """:func:`_logit_value` and (if ``newton``) the gradient and Hessian of the moves' term
     (:func:`newton_terms`) at ``coef``."""
-    sequences, first, moves, covariates = _logit_parts(rows, n_states)
+    sequences, first, moves = _logit_parts(rows, n_states)
     matrices = logit_matrices(coef, covariates)
     value = sum(expected_log_probability(moves[a:b], matrices[a:b], regime) for (a, b), regime in zip(sequences, first))
     return (value, *newton_terms(moves, matrices, covariates)) if newton else (value,)
