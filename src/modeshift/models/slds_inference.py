@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from modeshift import _kernels as kernels
-from modeshift._kernels import pair_hmm
+from modeshift._kernels import beam, pair_hmm
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, missingness_patterns
@@ -77,6 +77,7 @@ __all__ = [
     "Posterior",
     "StepLaws",
     "SwitchingParameters",
+    "beam_modes",
     "guard_features",
     "infer",
     "law_weights",
@@ -478,6 +479,71 @@ def best_of(
         if best is None or posterior.elbo > best.elbo:
             best = posterior
     return best
+
+
+# ------------------------------------------------------------------------ beam
+BEAM_WIDTH = 32  # hypotheses kept by the beam search over mode paths
+BEAM_MEMORY = 8  # steps of recent path by which two hypotheses count as the same (the better kept)
+
+
+def beam_modes(
+    params: SwitchingParameters, seqs: Sequences, width: int = BEAM_WIDTH, memory: int = BEAM_MEMORY
+) -> tuple[np.ndarray, float]:
+    """The mode path of a beam search over paths (:mod:`modeshift._kernels.beam`: a bank of Kalman
+    filters, one per kept path), as one-hot q(z) (T, K), and its log p(y, z) (summed over
+    sequences; -inf, with uniform rows, for a sequence on which every path became impossible).
+
+    Moves that change the modes and the states together: the sweeps of :func:`infer` change q(z)
+    given q(x) and q(x) given q(z), so they keep a segmentation whose q(x) smooths through a
+    one-step switch (a ball's impact) it lacks; the beam scores each path by its exact marginal
+    likelihood, the states filtered along it. ``width`` paths are kept at each step; paths whose last
+    ``memory`` modes agree are merged, keeping the better (0: none; with ``width >= K^T`` and no
+    merging the path is the exact MAP; ``memory`` is capped at 62 / log2 K). Needs switches that do not depend on the state (not a
+    recurrent model)."""
+    if params.recurrent:
+        raise TypeError("beam_modes needs switches that do not depend on the state (not a recurrent model)")
+    n_modes, n = len(params.chain.initial_probs), len(params.initial_mean)
+    if params.steps is None:
+        group = np.zeros(seqs.n_steps, dtype=np.int64)
+        A, B, b, Q = (law[None] for law in params.dynamics_terms(resets=True))
+        transitions = params.chain.transition_matrix[None]
+    else:
+        group, weights, Q, transitions = (params.steps.group, params.steps.weights, params.steps.covariances,
+                                          params.steps.transitions)  # fmt: skip
+        if params.resets is not None:
+            resets = params.resets
+            weights = np.concatenate([weights, np.broadcast_to(resets.weights, (len(weights), *resets.weights.shape))], 1)
+            covariances = np.broadcast_to(resets.reset_covariances, (len(Q), *resets.reset_covariances.shape))
+            Q = np.concatenate([Q, covariances], axis=1)
+        A, B, b = weights[..., :n], weights[..., n:-1], weights[..., -1]
+    C, D, d, R = params.observation_terms()
+    ones = np.ones((seqs.n_steps, 1))
+    memory = min(int(memory), int(62 // np.log2(max(n_modes, 2))))  # K^memory path signatures fit in int64
+    with np.errstate(divide="ignore"):
+        log_initial, log_transitions = np.log(params.chain.initial_probs), np.log(transitions)
+    path, log_joint = beam.beam_search(
+        np.ascontiguousarray(seqs.values, dtype=float),
+        np.hstack([seqs.inputs, ones]),
+        seqs.offsets,
+        np.ascontiguousarray(params.initial_mean, dtype=float),
+        np.ascontiguousarray(params.initial_covariance, dtype=float),
+        log_initial,
+        np.ascontiguousarray(group, dtype=np.int64),
+        np.ascontiguousarray(A),
+        np.ascontiguousarray(np.concatenate([B, b[..., None]], axis=-1)),
+        np.ascontiguousarray(Q),
+        np.ascontiguousarray(C),
+        np.ascontiguousarray(np.hstack([D, d[:, None]])),
+        np.ascontiguousarray(R),
+        np.ascontiguousarray(log_transitions),
+        params.law_of_pairs(),
+        int(width),
+        int(memory),
+    )
+    modes = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
+    found = path >= 0
+    modes[found] = np.eye(n_modes)[path[found]]
+    return modes, float(log_joint.sum())
 
 
 # ---------------------------------------------------------------------- helpers
