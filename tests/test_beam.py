@@ -120,3 +120,23 @@ def test_recurrent_models_are_refused():
     seqs = model._sequences(np.zeros((5, 1)), None, None)
     with pytest.raises(TypeError, match="recurrent"):
         inference.beam_modes(model._parameters(seqs), seqs)
+
+
+def test_laws_given_per_step_are_read_by_group():
+    """Irregular sampling gives each step its gap's laws (``StepLaws``): two groups holding the same laws,
+    the steps alternating between them, give the path and value of the one stationary law."""
+    from dataclasses import replace
+
+    model = _model(np.random.default_rng(8), K=2, resets="pair")
+    y, _ = model.sample(30, random_state=2)
+    seqs = model._sequences(y, None, None)
+    params = model._parameters(seqs)
+    steps = inference.StepLaws(
+        group=np.arange(30) % 2,
+        weights=np.stack([params.dynamics.weights] * 2),
+        covariances=np.stack([params.dynamics.covariances] * 2),
+        transitions=np.stack([params.chain.transition_matrix] * 2),
+    )
+    want, got = inference.beam_modes(params, seqs, 4), inference.beam_modes(replace(params, steps=steps), seqs, 4)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == pytest.approx(want[1], rel=1e-12)

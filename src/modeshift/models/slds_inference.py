@@ -141,6 +141,21 @@ class SwitchingParameters:
     def step_terms(self, n_steps: int) -> StepTerms:
         """Each step's dynamics and the quantities inference derives from them, computed once
         per distinct law: the K flows, then the R resets (if any)."""
+        group, weights, covariances = self.laws_by_group(n_steps)
+        n = len(self.initial_mean)
+        A = weights[..., :n]
+        Q_inv = np.linalg.inv(covariances)
+        Q_inv_A = Q_inv @ A
+        laws = (A, weights[..., n:-1], weights[..., -1], Q_inv, Q_inv_A, np.swapaxes(A, -1, -2) @ Q_inv_A)
+        laws += (np.linalg.slogdet(covariances)[1],)
+        if self.steps is None:  # one law: a view of it at every step
+            return StepTerms(*(np.broadcast_to(law[0], (n_steps, *law.shape[1:])) for law in laws))
+        return StepTerms(*(law[group] for law in laws))
+
+    def laws_by_group(self, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every law of the dynamics (the K flows, then the R resets, if any) per distinct step law:
+        (group (T,), weights (G, K + R, n, n + m + 1) [A, B, b], covariances (G, K + R, n, n)); step t
+        follows ``group[t]`` (G = 1 without ``steps``)."""
         if self.steps is None:
             group = np.zeros(n_steps, dtype=np.int64)
             weights, covariances = self.dynamics.weights[None], self.dynamics.covariances[None]
@@ -151,15 +166,7 @@ class SwitchingParameters:
             weights = np.concatenate([weights, np.broadcast_to(reset_weights, (len(weights), *reset_weights.shape))], 1)
             reset_covariances = np.broadcast_to(block.reset_covariances, (len(weights), *block.reset_covariances.shape))
             covariances = np.concatenate([covariances, reset_covariances], axis=1)
-        n = len(self.initial_mean)
-        A = weights[..., :n]
-        Q_inv = np.linalg.inv(covariances)
-        Q_inv_A = Q_inv @ A
-        laws = (A, weights[..., n:-1], weights[..., -1], Q_inv, Q_inv_A, np.swapaxes(A, -1, -2) @ Q_inv_A)
-        laws += (np.linalg.slogdet(covariances)[1],)
-        if self.steps is None:  # one law: a view of it at every step
-            return StepTerms(*(np.broadcast_to(law[0], (n_steps, *law.shape[1:])) for law in laws))
-        return StepTerms(*(law[group] for law in laws))
+        return group, weights, covariances
 
     def with_mean_noise(self) -> SwitchingParameters:
         """These parameters with every mode's Q_k replaced by their mean (over the modes)."""
@@ -498,24 +505,14 @@ def beam_modes(
     one-step switch (a ball's impact) it lacks; the beam scores each path by its exact marginal
     likelihood, the states filtered along it. ``width`` paths are kept at each step; paths whose last
     ``memory`` modes agree are merged, keeping the better (0: none; with ``width >= K^T`` and no
-    merging the path is the exact MAP; ``memory`` is capped at 62 / log2 K). Needs switches that do not depend on the state (not a
-    recurrent model)."""
+    merging the path is the exact MAP; ``memory`` is capped at 62 / log2 K). Needs switches that
+    do not depend on the state (not a recurrent model)."""
     if params.recurrent:
         raise TypeError("beam_modes needs switches that do not depend on the state (not a recurrent model)")
     n_modes, n = len(params.chain.initial_probs), len(params.initial_mean)
-    if params.steps is None:
-        group = np.zeros(seqs.n_steps, dtype=np.int64)
-        A, B, b, Q = (law[None] for law in params.dynamics_terms(resets=True))
-        transitions = params.chain.transition_matrix[None]
-    else:
-        group, weights, Q, transitions = (params.steps.group, params.steps.weights, params.steps.covariances,
-                                          params.steps.transitions)  # fmt: skip
-        if params.resets is not None:
-            resets = params.resets
-            weights = np.concatenate([weights, np.broadcast_to(resets.weights, (len(weights), *resets.weights.shape))], 1)
-            covariances = np.broadcast_to(resets.reset_covariances, (len(Q), *resets.reset_covariances.shape))
-            Q = np.concatenate([Q, covariances], axis=1)
-        A, B, b = weights[..., :n], weights[..., n:-1], weights[..., -1]
+    group, weights, Q = params.laws_by_group(seqs.n_steps)
+    A, B, b = weights[..., :n], weights[..., n:-1], weights[..., -1]
+    transitions = params.chain.transition_matrix[None] if params.steps is None else params.steps.transitions
     C, D, d, R = params.observation_terms()
     ones = np.ones((seqs.n_steps, 1))
     memory = min(int(memory), int(62 // np.log2(max(n_modes, 2))))  # K^memory path signatures fit in int64
