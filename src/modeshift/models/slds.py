@@ -396,9 +396,13 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _infer(self, seqs: Sequences) -> inference.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence (with resets, also from a
-        short mode at the data's change points: :meth:`_change_point_modes`)."""
+        short mode at the data's change points, :meth:`_change_point_modes`, and from the mode path
+        of a beam search, :func:`~modeshift.models.slds_inference.beam_modes`)."""
+        params = self._parameters(seqs)
         starts = self._change_point_modes(seqs) if self.resets and self._k > 1 else ()
-        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS, starts)
+        if self.resets and self._k > 1 and not self.recurrent:
+            starts += (inference.beam_modes(params, seqs)[0],)
+        return inference.infer(params, seqs, self.tol, _INFERENCE_SWEEPS, starts)
 
     def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
         """A start of q(z) for a model with resets, whose switches can last one step and which the
@@ -1006,11 +1010,22 @@ class SwitchingLDS(Model, StreamingFilters):
         and the mean-field sweeps cannot create one (q(x) smooths through it, so q(z) sees no reason
         for it), so the ARHMM starts miss them. Ranking this start by its first E-step would not do
         (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own and the
-        final objective chooses. Returns q(z)."""
+        final objective chooses. The kinks place about half of a ball's impacts at their exact step;
+        the mode path of a beam search under the parameters of this start
+        (:func:`~modeshift.models.slds_inference.beam_modes`, each path scored by its exact marginal
+        likelihood) places most within a step, so it replaces the change points' modes when its first
+        sweep gives the larger objective. Returns q(z)."""
         mode_probs = self._initialize(seqs, rng)
         scores = slds_starts.kink_scores(seqs)
         points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD, scores=scores)
-        return self._grow_change_points(seqs, mode_probs, points, scores) if len(points) else mode_probs
+        if len(points):
+            mode_probs = self._grow_change_points(seqs, mode_probs, points, scores)
+        if self.recurrent:
+            return mode_probs
+        params = self._parameters(seqs)
+        beam_probs = inference.beam_modes(params, seqs)[0]
+        first_sweeps = [inference.sweep(params, seqs, modes).elbo for modes in (mode_probs, beam_probs)]
+        return beam_probs if first_sweeps[1] > first_sweeps[0] else mode_probs
 
     def _grow_change_points(
         self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray, scores: np.ndarray
