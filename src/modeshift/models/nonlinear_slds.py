@@ -853,8 +853,10 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         return total
 
     def _initial_law(self) -> InitialStateLaw:
-        """The initial state's law, its prior centred on the spread set at the start of the fit."""
-        return InitialStateLaw(self.initial_state_covariance_prior_, self.reg_covar)
+        """The initial state's law, its prior centred on the spread set at the start of the fit (on
+        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
+        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
+        return InitialStateLaw(scale, self.reg_covar)
 
     def _statistics(self, seqs: Sequences, posterior: laplace.Posterior, params: laplace.FlowParameters) -> Statistics:
         """The expected sufficient statistics of the M-step under q(x) q(z)."""

@@ -938,8 +938,10 @@ class SwitchingLDS(Model, StreamingFilters):
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
 
     def _initial_law(self) -> InitialStateLaw:
-        """The initial state's law, its prior centred on the spread set at the start of the fit."""
-        return InitialStateLaw(self.initial_state_covariance_prior_, self.reg_covar)
+        """The initial state's law, its prior centred on the spread set at the start of the fit (on
+        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
+        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
+        return InitialStateLaw(scale, self.reg_covar)
 
     def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
