@@ -47,6 +47,7 @@ from modeshift._kernels import pair_hmm
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import (
+    InitialStateLaw,
     LinearDynamics,
     ensure_positive_definite,
     jump_linear_moments,
@@ -108,7 +109,7 @@ class SwitchingLDS(Model, StreamingFilters):
     learned by a weighted multinomial logistic regression of the pairwise posteriors on
     [E x_t-1, u_t] with a bias per previous mode (a few Newton steps, warm-started, with a
     small L2 penalty). For the plain SLDS each step maximises the ELBO plus the log prior
-    of ``reg_covar`` and ``stickiness``, which therefore never decreases; the recurrent
+    of ``reg_covar``, ``stickiness`` and P0, which therefore never decreases; the recurrent
     E-step evaluates the switches at E[x_t-1], so its ELBO is approximate and need not
     increase monotonically (``monotone`` is False).
 
@@ -127,6 +128,13 @@ class SwitchingLDS(Model, StreamingFilters):
     (:mod:`modeshift.models.slds_starts`: kinks of the local trend, such as a ball's impacts, which
     the smoothed states blur and EM cannot create later), and inference on any data starts q(z)
     there too; ``n_restarts=2`` tries both starts and keeps the larger final objective.
+
+    The initial state's covariance P0 has an inverse-Wishart prior whose mode is the spread of
+    the start's state estimates over all steps (``initial_state_covariance_prior_``), worth
+    n + 2 sequences (:class:`~modeshift.dynamics.InitialStateLaw`): fitted to one sequence, the
+    maximum-likelihood P0 is the posterior covariance of its one x_0, which shrinks towards 0
+    over EM, and a new sequence would lose thousands of nats at its first step. With many
+    sequences their first states decide P0.
 
     Parameters
     ----------
@@ -183,6 +191,8 @@ class SwitchingLDS(Model, StreamingFilters):
     observation_matrix_ (p, n), observation_offset_ (p,), feedthrough_matrix_ (p, m),
     observation_covariance_ (p, p) : C, d, D, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n) : m0, P0.
+    initial_state_covariance_prior_ (n, n) : the mode of P0's prior, set at the start of the fit
+        (or, from parameters set by hand, their P0) and saved with the model.
     startprob_ (K,) : p(z_0).
     transmat_ (K, K) : plain SLDS only.
     recurrence_weights_ (K, n), input_weights_ (K, m), recurrence_biases_ (K, K) : w_j, v_j, r_ij
@@ -194,7 +204,7 @@ class SwitchingLDS(Model, StreamingFilters):
     dwell_times_ (K,) : mean length of the runs of each mode in the most likely paths of
         the fitted data (``mean_run_lengths_`` is its old name, deprecated).
     history_ : list of float
-        The ELBO plus the log prior of ``reg_covar``, ``stickiness`` and the guards' penalty
+        The ELBO plus the log prior of ``reg_covar``, ``stickiness``, P0 and the guards' penalty
         (the objective EM increases) at each iteration of the best restart.
     converged_ : bool
     n_iter_ : int
@@ -265,7 +275,7 @@ class SwitchingLDS(Model, StreamingFilters):
         "selection": OneOf(("fits", "prune")),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
-    _file_arrays = {"dwell_times_": "real?"}
+    _file_arrays = {"dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
     _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     @property
@@ -752,7 +762,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        selection.fit_auto(self, seqs, ("dwell_times_",), keep_modes)
+        selection.fit_auto(self, seqs, ("dwell_times_", "initial_state_covariance_prior_"), keep_modes)
         self._finish_fit(seqs)
         return self
 
@@ -796,6 +806,7 @@ class SwitchingLDS(Model, StreamingFilters):
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
+            self.__dict__.setdefault("initial_state_covariance_prior_", np.array(self.initial_state_covariance_))
             start = None
         else:
             at_change_points = bool(self.resets) and self._k > 1 and restart % 2 == 1
@@ -835,11 +846,11 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _log_prior(self) -> float:
         """The log prior the M-step maximises with the ELBO: -reg_covar / 2 tr(S^-1) for every
-        covariance S (Q_k, R, P0) and, for a plain SLDS, stickiness sum_k log p_kk (for a
-        recurrent one, the guards' L2 penalty)."""
+        covariance S (Q_k, R, P0), P0's inverse-Wishart (:class:`~modeshift.dynamics.InitialStateLaw`)
+        and, for a plain SLDS, stickiness sum_k log p_kk (for a recurrent one, the guards' L2 penalty)."""
         total = self._dynamics_block().log_prior() + self._observation_block().log_prior()
         total += self._reset_block().log_prior() if self.resets else 0.0
-        total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(self.initial_state_covariance_)))
+        total += self._initial_law().log_prior(self.initial_state_covariance_)
         if self.recurrent:
             return total + self._guards().log_prior()
         if self.stickiness > 0:
@@ -920,11 +931,17 @@ class SwitchingLDS(Model, StreamingFilters):
         self.observation_matrix_, self.feedthrough_matrix_ = W[:, :n].copy(), W[:, n : n + m].copy()
         self.observation_offset_ = W[:, -1].copy()
 
-        first = stats["initial"]  # the moments of E[x] at the sequences' starts
-        self.initial_state_mean_ = first.mean
-        scatter = stats["initial_covariance"] + first.scatter + self.reg_covar * np.eye(n)
-        self.initial_state_covariance_ = ensure_positive_definite(scatter / first.count)
+        law = self._initial_law()
+        self.initial_state_mean_, self.initial_state_covariance_ = law.m_step(
+            stats["initial"], stats["initial_covariance"]
+        )
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
+
+    def _initial_law(self) -> InitialStateLaw:
+        """The initial state's law, its prior centred on the spread set at the start of the fit (on
+        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
+        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
+        return InitialStateLaw(scale, self.reg_covar)
 
     def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -978,6 +995,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self.initial_state_covariance_ = ensure_positive_definite(
                 np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * total_var * np.eye(n)
             )
+            self.initial_state_covariance_prior_ = self.initial_state_covariance_  # P0's prior: the state's spread
             for _ in range(_INIT_PROPOSALS if K > 1 else 1):  # one mode: one fit, whatever the seed
                 arhmm = ARHMM(
                     n_states=K,
@@ -1001,6 +1019,7 @@ class SwitchingLDS(Model, StreamingFilters):
                 if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
+        self.initial_state_covariance_prior_ = self.initial_state_covariance_  # the kept stage's
         return kept[1]
 
     def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
@@ -1219,8 +1238,9 @@ class SwitchingLDS(Model, StreamingFilters):
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
-        if "dwell_times_" in self.__dict__:
-            arrays["dwell_times_"] = np.asarray(self.dwell_times_, dtype=float)
+        for name in ("dwell_times_", "initial_state_covariance_prior_"):
+            if name in self.__dict__:
+                arrays[name] = np.asarray(self.__dict__[name], dtype=float)
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
