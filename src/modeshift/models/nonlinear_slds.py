@@ -944,7 +944,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out = selection.saved_fit(self, ("history_", "converged_", "n_iter_", "n_states_", "selection_"))
+        out = selection.saved_fit(self)
         return {**out, "feature_map": self.feature_map_.state()[0]}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:

@@ -95,7 +95,6 @@ _COMMON = (
 _MARKOV = ("transmat_",)
 _RESETS = ("reset_matrices_", "reset_input_matrices_", "reset_offsets_", "reset_covariances_")
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
-_FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
 class SwitchingLDS(Model, StreamingFilters):
@@ -1244,7 +1243,7 @@ class SwitchingLDS(Model, StreamingFilters):
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        return selection.saved_fit(self, _FIT_RESULTS)
+        return selection.saved_fit(self)
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         """Read the parameters and the fit's record (also under their old names)."""
