@@ -3,8 +3,9 @@
 A stochastic hybrid automaton has modes; in each a flow moves the continuous state;
 guards say where the state makes a switch i -> j likely; a reset may move the state at a
 switch; each mode lasts a while. :meth:`ARHMM.automaton() <modeshift.ARHMM.automaton>`
-returns all of this as an :class:`Automaton` of arrays: nothing to call, everything to
-inspect, tabulate or plot (:func:`modeshift.plot.plot_flows`).
+(and the same method of the SwitchingLDS, ContinuousSwitchingLDS and NonlinearSwitchingLDS, in
+their latent space) returns all of this as an :class:`Automaton` of arrays: nothing to call,
+everything to inspect, tabulate or plot (:func:`modeshift.plot.plot_flows`).
 
 For an autoregression the state is the lag vector s_t = [y_t, ..., y_t-order+1], and mode k's
 flow moves it by the vector field ``E[s_t+1 | s_t = s, z_t+1 = k] - s``, sampled on a grid

@@ -34,7 +34,9 @@ method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`,
 
 ``n_states="auto"`` chooses K by BIC (``selection="fits"``) or by pruning an over-complete fit
 (``selection="prune"``); ``filter_stream`` filters one observation at a time (Kim's filter with an
-extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster.
+extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster;
+``automaton()`` returns its modes, feature flows, curved guards and dwell times as data
+(:mod:`modeshift.models.automaton`, drawn by :func:`modeshift.plot.plot_flows`).
 """
 
 from __future__ import annotations
