@@ -10,7 +10,7 @@ import pytest
 from test_nonlinear_slds_recurrent import _fit, _rings  # the rings: guards on two circles
 
 from modeshift import NonlinearSwitchingLDS, SwitchingLDS
-from modeshift.features import Polynomial
+from modeshift.features import Custom, Polynomial
 from modeshift.models import em
 from modeshift.models.automaton import crossings
 from modeshift.models.capabilities import HybridAutomaton
@@ -98,25 +98,28 @@ def test_a_markov_model_without_data_samples_the_maps_range():
     assert found.guards == [] and found.resets == {}
 
 
-def test_a_scalar_state_has_guard_thresholds(monkeypatch):
-    model = NonlinearSwitchingLDS(2, state_dim=1, recurrent=True, features=Polynomial(2))
-    model.feature_map_ = Polynomial(2).fit(np.linspace(-2, 2, 9)[:, None])
-    model.flow_weights_, model.flow_offsets_ = np.array([[[0.9, 0.0]], [[0.5, 0.0]]]), np.zeros((2, 1))
+def _scalar(features) -> NonlinearSwitchingLDS:
+    """A recurrent model of a 1-D state with features [u, u^2], u the standardised state: from
+    mode 0 the log-odds of switching against staying are 2 u^2 - 1, zero at u = -+1/sqrt(2); from
+    mode 1 they are -2 u^2 - 1 < 0, never 1/2."""
+    model = NonlinearSwitchingLDS(2, state_dim=1, recurrent=True)
+    model.feature_map_ = features.fit(np.linspace(-2, 2, 9)[:, None])
+    model.flow_weights_, model.flow_offsets_ = np.array([[[0.9, 0.0]], [[0.5, 0.1]]]), np.array([[0.0], [0.3]])
     model.flow_covariances_ = np.full((2, 1, 1), 0.1)
     model.recurrence_weights_, model.input_weights_ = np.array([[0.0, 0.0], [0.0, 2.0]]), np.zeros((2, 0))
+    model.recurrence_biases_ = np.array([[0.0, -1.0], [0.0, 1.0]])
     model.observation_matrix_, model.observation_offset_, model.observation_covariance_ = (
         np.eye(1),
         np.zeros(1),
         np.eye(1),
     )
-    model.initial_state_mean_, model.initial_state_covariance_, model.startprob_ = (
-        np.zeros(1),
-        np.eye(1),
-        np.ones(2) / 2,
-    )
-    # features [u, u^2], u = x / scale: from mode 0 the log-odds of switching against staying are
-    # 2 u^2 - 1, zero at u = -+1/sqrt(2); from mode 1 they are -2 u^2 - 1 < 0, never 1/2
-    model.recurrence_biases_ = np.array([[0.0, -1.0], [0.0, 1.0]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.array([0.5]), np.array([[4.0]])
+    model.startprob_ = np.ones(2) / 2
+    return model
+
+
+def test_a_scalar_state_has_guard_thresholds(monkeypatch):
+    model = _scalar(Polynomial(2))
     _smoothing_to(model, np.array([[-2.0], [2.0]]), monkeypatch)
     found = model.automaton(np.zeros((2, 1)))
     scale = model.feature_map_.scale_[0]
@@ -124,6 +127,20 @@ def test_a_scalar_state_has_guard_thresholds(monkeypatch):
     np.testing.assert_allclose(into.thresholds, [-scale / np.sqrt(2), scale / np.sqrt(2)], atol=1e-5)
     assert back.thresholds.size == 0
     assert found.grid.shape == (25, 1) and found.vector_fields.shape == (2, 25, 1)
+    assert np.isnan(found.dwell_times).all()  # a recurrent model's are its fit's: there was none
+    for bad in (0, 2.5, "fine"):
+        with pytest.raises(ValueError, match="resolution .* must be an integer >= 2"):
+            model.automaton(resolution=bad)
+
+
+def test_a_users_feature_function_samples_the_initial_law_without_data():
+    """A function has no standardisation to read a range from: m0 -/+ 3 sd(x_0) instead."""
+    model = _scalar(Custom(lambda x: np.c_[x, x**2]))
+    found = model.automaton(resolution=13)
+    np.testing.assert_allclose(found.grid[[0, -1], 0], [0.5 - 6.0, 0.5 + 6.0])
+    x = found.grid[:, 0]
+    np.testing.assert_allclose(found.vector_fields[1, :, 0], 0.5 * x + 0.1 * x**2 + 0.3 - x)
+    np.testing.assert_allclose(found.guards[0].thresholds, [-np.sqrt(0.5), np.sqrt(0.5)], atol=1e-5)
 
 
 def _most_crossings(guard, grid_shape: tuple[int, int]) -> int:

@@ -646,7 +646,7 @@ class ARHMM(HMM):
         bounds = self._state_bounds(X, lengths)
         grid, shape, fields = None, (), None
         if bounds is not None and state_dim <= 2:
-            grid, shape = state_grid(*bounds, int(resolution))
+            grid, shape = state_grid(*bounds, resolution)
             fields = np.stack([self._expected_move(grid, k) for k in range(n_states)])
         guards = []
         if self.recurrent:

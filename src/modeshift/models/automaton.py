@@ -23,6 +23,7 @@ array([0.41666667, 0.85      ])
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,9 +108,15 @@ class Automaton:
 def state_grid(low: np.ndarray, high: np.ndarray, resolution: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """A regular mesh of ``resolution`` points per axis over the box [low, high] (1 or 2 axes):
     its points (G, S), in C order, and the mesh's shape."""
+    _check_resolution(resolution)
     axes = [np.linspace(a, b, resolution) for a, b in zip(low, high)]
     mesh = np.meshgrid(*axes, indexing="ij")
     return np.column_stack([m.ravel() for m in mesh]), tuple(len(a) for a in axes)
+
+
+def _check_resolution(resolution: Any) -> None:
+    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or resolution < 2:
+        raise ValueError(f"resolution (grid points per axis) must be an integer >= 2, got {resolution!r}")
 
 
 def crossings(x: np.ndarray, values: np.ndarray, level: float) -> np.ndarray:
@@ -151,9 +158,10 @@ def sampled_parts(
     mesh and, for a scalar state, its thresholds over :data:`THRESHOLD_LEVELS` levels spanning
     the box. Without ``switches`` (a Markov chain of modes) there are no guards.
     """
+    _check_resolution(resolution)
     grid, shape, fields = None, (), None
     if bounds is not None and len(bounds[0]) <= 2:
-        grid, shape = state_grid(*bounds, int(resolution))
+        grid, shape = state_grid(*bounds, resolution)
         fields = moves(grid)
     if switches is None:
         return grid, shape, fields, []
