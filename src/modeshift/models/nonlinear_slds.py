@@ -34,7 +34,9 @@ method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`,
 
 ``n_states="auto"`` chooses K by BIC (``selection="fits"``) or by pruning an over-complete fit
 (``selection="prune"``); ``filter_stream`` filters one observation at a time (Kim's filter with an
-extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster.
+extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster;
+``automaton()`` returns its modes, feature flows, curved guards and dwell times as data
+(:mod:`modeshift.models.automaton`, drawn by :func:`modeshift.plot.plot_flows`).
 """
 
 from __future__ import annotations
@@ -49,13 +51,13 @@ import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
-from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import InitialStateLaw, LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.features import Custom, FeatureMap, feature_map
 from modeshift.models import em, selection
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
+from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching_dwell_times
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
@@ -473,11 +475,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         here on the features: the switch is likelier than staying where
         (w_j - w_i) . phi(x) + (r_ij - r_ii) > 0 (inputs held at 0), a curved boundary in x."""
         self._check_fitted()
-        K = self._k
-        if self.recurrent:
-            dwell = np.asarray(self.__dict__.get("dwell_times_", np.full(K, np.nan)), dtype=float)
-        else:
-            dwell = dwell_times(self.transmat_)
+        K, dwell = self._k, switching_dwell_times(self)
         rows = []
         for k in range(K):
             row: dict[str, Any] = {
@@ -963,6 +961,53 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             if name in arrays:
                 setattr(self, name, np.array(arrays[name]))
         self._check_parameters()
+
+    # ---------------------------------------------------------------- the automaton
+    def automaton(
+        self, X: Any = None, lengths: Sequence[int] | None = None, *, inputs: Any = None, resolution: int = 25
+    ) -> Automaton:
+        """The fitted model as a hybrid automaton (:mod:`modeshift.models.automaton`), in its latent
+        space, as :meth:`SwitchingLDS.automaton <modeshift.models.slds.SwitchingLDS.automaton>`.
+
+        Flows: each mode's x_t = [W_k, B_k] [phi(x_t-1), u_t] + b_k + N(0, Q_k), ``regressors`` the
+        feature map's config (with inputs, and ``"inputs": m_u``, the columns of u_t after the
+        features). With a state of one or two dimensions the vector fields E[x_t | x_t-1 = s,
+        z_t = k] - s and, for a recurrent model, the guards p(z_t = j | z_t-1 = i, x_t-1 = s)
+        (inputs held at 0), curved where phi is, are sampled on a ``resolution``-point mesh over
+        the range of the smoothed states E_q[x_t] of ``X`` (with ``inputs``, as for ``fit``); without
+        ``X``, over the map's location -/+ 3 scales (the states it was fit to), or for a user's
+        function, the initial law's m0 -/+ 3 standard deviations. For a 1-D state each guard's
+        ``thresholds`` are where it crosses 1/2 over the same range. Dwell times: as in
+        :meth:`describe`. No resets.
+        """
+        self._check_fitted()
+        features, m_u = self.feature_map_, self.input_dim
+        if X is not None:
+            states = self._infer(self._sequences(X, lengths, inputs)).means
+            bounds = states.min(axis=0), states.max(axis=0)
+        elif isinstance(features, Custom):
+            spread = 3 * np.sqrt(np.diagonal(self.initial_state_covariance_))
+            bounds = self.initial_state_mean_ - spread, self.initial_state_mean_ + spread
+        else:
+            bounds = features.location_ - 3 * features.scale_, features.location_ + 3 * features.scale_
+
+        def moves(points: np.ndarray) -> np.ndarray:
+            following = np.einsum("kim,gm->kgi", self.flow_weights_, features.transform(points))
+            return following + self.flow_offsets_[:, None, :] - points
+
+        switches = None
+        if self.recurrent:
+            chain = self._chain()
+
+            def switches(points: np.ndarray) -> np.ndarray:
+                return chain.kernel_arrays(np.hstack([features.transform(points), np.zeros((len(points), m_u))]))[1]
+
+        grid, shape, fields, guards = sampled_parts(self._k, bounds, resolution, moves, switches)
+        regressors = features.config() | ({"inputs": m_u} if m_u else {})
+        B, _ = self._input_matrices()
+        laws = zip(self.flow_weights_, B, self.flow_offsets_, self.flow_covariances_)
+        flows = [Flow(k, np.hstack([W, B_k]), b, Q, regressors) for k, (W, B_k, b, Q) in enumerate(laws)]
+        return Automaton(np.arange(self._k), flows, grid, shape, fields, guards, {}, switching_dwell_times(self))
 
 
 def _next_inputs(seqs: Sequences) -> np.ndarray:

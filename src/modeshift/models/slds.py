@@ -44,7 +44,6 @@ import pandas as pd
 
 from modeshift import _kernels as kernels
 from modeshift._kernels import pair_hmm
-from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import (
     InitialStateLaw,
@@ -57,7 +56,7 @@ from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.models import em, selection, slds_starts, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
-from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
+from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching_dwell_times
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
@@ -1181,9 +1180,7 @@ class SwitchingLDS(Model, StreamingFilters):
     def _dwell_times(self) -> np.ndarray:
         """Expected steps per visit to each mode: 1 / (1 - p_kk) for a plain SLDS; for a recurrent
         one, whose switches depend on the state, ``dwell_times_`` (NaN before a fit)."""
-        if self.recurrent:
-            return np.asarray(self.__dict__.get("dwell_times_", np.full(self._k, np.nan)), dtype=float)
-        return dwell_times(self.transmat_)
+        return switching_dwell_times(self)
 
     # ---------------------------------------------------------------- the automaton
     def automaton(
@@ -1202,29 +1199,24 @@ class SwitchingLDS(Model, StreamingFilters):
         (matrix [R_r, B_r], offset r_r) of the reset of each switch.
         """
         self._check_fitted()
-        K, n, m = self._k, self.state_dim, self.input_dim
+        K, m = self._k, self.input_dim
         A, _, b, _ = self._parameters().dynamics_terms()
-        grid, shape, fields, bounds = None, (), None, None
+        bounds = None
         if X is not None:
             states = self._infer(self._sequences(X, lengths, inputs)).means
             bounds = states.min(axis=0), states.max(axis=0)
-            if n <= 2:
-                grid, shape = state_grid(*bounds, int(resolution))
-                fields = np.einsum("kij,gj->kgi", A, grid) + b[:, None, :] - grid
-        guards = []
+
+        def moves(points: np.ndarray) -> np.ndarray:
+            return np.einsum("kij,gj->kgi", A, points) + b[:, None, :] - points
+
+        switches = None
         if self.recurrent:
             chain = self._guards()
 
-            def switches(states: np.ndarray) -> np.ndarray:
-                return chain.kernel_arrays(np.hstack([states, np.zeros((len(states), m))]))[1]
+            def switches(points: np.ndarray) -> np.ndarray:
+                return chain.kernel_arrays(np.hstack([points, np.zeros((len(points), m))]))[1]
 
-            on_grid = None if grid is None else switches(grid)
-            levels = np.linspace(bounds[0][0], bounds[1][0], 2001) if bounds is not None and n == 1 else None
-            along = None if levels is None else switches(levels[:, None])
-            for i in range(K):
-                for j in (j for j in range(K) if j != i):
-                    thresholds = None if along is None else crossings(levels, along[:, i, j], 0.5)
-                    guards.append(Guard(i, j, None if on_grid is None else on_grid[:, i, j], thresholds))
+        grid, shape, fields, guards = sampled_parts(K, bounds, resolution, moves, switches)
         resets = self._reset_block().maps() if self.resets else {}
         return Automaton(np.arange(K), self._flows(), grid, shape, fields, guards, resets, self._dwell_times())
 
