@@ -47,3 +47,14 @@ def file_with_old_names(tmp_path):
         return tmp_path / "old.msz"
 
     return make
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A client of a local Dask cluster of two worker processes (as CI has two cores), one per module."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
+        with distributed.Client(cluster) as client:
+            yield client

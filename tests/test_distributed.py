@@ -35,15 +35,6 @@ from modeshift.models.em import ConvergenceWarning  # noqa: E402
 RTOL = 1e-10
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
-
-
 def _frame(n_sequences: int = 12, seed: int = 0) -> pd.DataFrame:
     """Long-format data: two regimes of a noisy AR(1) in two features, sequences of unequal length."""
     rng = np.random.default_rng(seed)

@@ -24,16 +24,6 @@ RTOL = 1e-10
 SCRAMBLED = [[3, 0, 5], [1, 2], [4]]
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A local cluster of two worker processes (as CI has two cores), for this module."""
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
-
-
 def _frame(n_sequences: int = 6, seed: int = 0, missing: float = 0.0) -> pd.DataFrame:
     """Long-format data: a two-regime switching regression on x with an AR(1) error, regimes
     persistent where z is high; sequences of unequal length, a share of ``missing`` values."""

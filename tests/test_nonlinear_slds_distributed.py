@@ -22,16 +22,6 @@ RTOL = 1e-10
 GROUPS = [[3, 0], [1, 4], [2, 5]]  # partitions out of id order
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A local cluster of two worker processes (as CI has two cores), for this module."""
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
-
-
 def _frame(n_sequences: int = 6) -> pd.DataFrame:
     """Long format: switching oscillators (Van der Pol and Duffing flows), both coordinates seen
     with noise of sd 0.05, sequences of unequal length."""
