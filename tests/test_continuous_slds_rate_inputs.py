@@ -1,0 +1,175 @@
+"""ContinuousSwitchingLDS whose switching rates read the inputs, λ_ij(x, u) = q_ij exp(a_ij . x + c_ij . u):
+zero input weights change nothing, a constant input is a rescaling of the rates, every method reads the
+rates at [x_n-1, u_n] by hand, the M-step is the penalised Poisson maximum, and fits find the inputs' push."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import expm
+from scipy.optimize import minimize
+
+from modeshift import ContinuousSwitchingLDS, load
+from modeshift.models import slds_inference as inference
+from modeshift.models.continuous_slds import _RATE_PENALTY, _log_linear_rates
+
+RATE_WEIGHTS = np.array([[[0.0], [1.2]], [[-0.8], [0.0]]])  # a_ij, one state dimension
+INPUT_WEIGHTS = np.array([[[0.0, 0.0], [1.5, -0.7]], [[0.9, 0.4], [0.0, 0.0]]])  # c_ij, two inputs
+
+
+def _model(input_weights: np.ndarray | None = INPUT_WEIGHTS) -> ContinuousSwitchingLDS:
+    """Two 1-D flows seen in 2 dimensions, driven by two inputs (None: a model without inputs)."""
+    m = 0 if input_weights is None else input_weights.shape[2]
+    model = ContinuousSwitchingLDS(n_states=2, state_dim=1, input_dim=m, recurrent=True, random_state=0)
+    model.drift_matrices_, model.drift_offsets_ = np.array([[[-0.4]], [[-1.0]]]), np.array([[0.4], [-0.5]])
+    model.diffusion_covariances_ = np.array([[[0.05]], [[0.2]]])
+    model.rate_matrix_ = np.array([[-0.2, 0.2], [0.3, -0.3]])
+    model.rate_weights_ = RATE_WEIGHTS
+    model.observation_matrix_, model.observation_offset_ = np.array([[1.0], [-0.5]]), np.array([0.2, 0.1])
+    model.observation_covariance_ = np.array([[0.1, 0.02], [0.02, 0.08]])
+    model.initial_state_mean_, model.initial_state_covariance_ = np.array([0.5]), np.array([[0.3]])
+    model.startprob_ = np.array([0.7, 0.3])
+    if m:
+        model.drift_input_matrices_ = np.array([[[0.3, -0.2]], [[0.1, 0.5]]])
+        model.feedthrough_matrix_ = np.array([[0.2, 0.0], [-0.1, 0.3]])
+        model.rate_input_weights_ = input_weights
+    return model
+
+
+def _absorbed(model: ContinuousSwitchingLDS, u: np.ndarray) -> ContinuousSwitchingLDS:
+    """The model without inputs that ``model`` is when its inputs are the constant ``u``: offsets
+    f_k + G_k u and d + D u, rates q_ij exp(c_ij . u)."""
+    plain = _model(None)
+    plain.drift_offsets_ = model.drift_offsets_ + model.drift_input_matrices_ @ u
+    plain.observation_offset_ = model.observation_offset_ + model.feedthrough_matrix_ @ u
+    rates = model.rate_matrix_ * np.exp(model.rate_input_weights_ @ u)
+    np.fill_diagonal(rates, 0.0)
+    plain.rate_matrix_ = rates - np.diag(rates.sum(axis=1))
+    return plain
+
+
+def _times(n: int, seed: int) -> np.ndarray:
+    return np.cumsum(np.random.default_rng(seed).exponential(1.0, n))
+
+
+@pytest.mark.parametrize("input_weights", [np.zeros((2, 2, 2)), INPUT_WEIGHTS], ids=["c=0", "c!=0"])
+def test_a_constant_input_is_the_model_without_inputs_with_its_rates_rescaled(input_weights):
+    """With u_n = u for every n, the rates are q_ij exp(c_ij . u) whatever the step: q(z), the ELBO,
+    the stream, the forecast and the samples of the model without inputs so rescaled (and with
+    offsets f + G u, d + D u), to round-off; with c = 0 its rates are unchanged."""
+    model = _model(input_weights)
+    u = np.array([0.8, -1.1])
+    plain = _absorbed(model, u)
+    if not input_weights.any():
+        np.testing.assert_array_equal(plain.rate_matrix_, model.rate_matrix_)
+    times = _times(120, 0)
+    U = np.tile(u, (120, 1))
+    Y, Z = model.sample(120, random_state=1, times=times, inputs=U)
+    Y_plain, Z_plain = plain.sample(120, random_state=1, times=times)
+    np.testing.assert_array_equal(Z, Z_plain)
+    np.testing.assert_allclose(Y, Y_plain, atol=1e-10)
+    assert abs(model.elbo(Y, times=times, inputs=U) - plain.elbo(Y, times=times)) < 1e-10
+    np.testing.assert_allclose(
+        model.predict_proba(Y, times=times, inputs=U), plain.predict_proba(Y, times=times), atol=1e-10
+    )
+    streamed = list(model.filter_stream(Y, U, times=times))
+    for out, want in zip(streamed, plain.filter_stream(Y, times=times), strict=True):
+        np.testing.assert_allclose(out.probabilities, want.probabilities, atol=1e-10)
+        assert abs(out.log_likelihood - want.log_likelihood) < 1e-10
+    future = times[-1] + np.cumsum([0.4, 2.5, 0.1])
+    got = model.forecast(Y, times=times, inputs=U, future_times=future, future_inputs=np.tile(u, (3, 1)))
+    want = plain.forecast(Y, times=times, future_times=future)  # the same Monte Carlo draws
+    np.testing.assert_allclose(got.means, want.means, atol=1e-8)
+    np.testing.assert_allclose(got.mode_probabilities, want.mode_probabilities, atol=1e-8)
+    got = model.filter_forecast(streamed[-1].state, future_times=future, future_inputs=np.tile(u, (3, 1)))
+    want = plain.filter_forecast(list(plain.filter_stream(Y, times=times))[-1].state, future_times=future)
+    np.testing.assert_allclose(got.means, want.means, atol=1e-8)
+
+
+def _by_hand(model: ContinuousSwitchingLDS, x: np.ndarray, u: np.ndarray, gap: float) -> np.ndarray:
+    """expm(Λ(x, u) Δ) by scipy, Λ_ij = q_ij exp(a_ij . x + c_ij . u) off the diagonal."""
+    rates = model.rate_matrix_ * np.exp(model.rate_weights_ @ x + model.rate_input_weights_ @ u)
+    np.fill_diagonal(rates, 0.0)
+    return expm((rates - np.diag(rates.sum(axis=1))) * gap)
+
+
+def test_the_switch_law_is_the_exponential_of_the_rates_at_the_state_and_the_held_inputs():
+    """At unit gaps the one-step law is expm(Λ(x, u)); inference reads row n's [E x_n-1, u_n] over
+    gap Δ_n (the zero-order hold); the stream reads the filtered mean and the step's inputs."""
+    model = _model()
+    rng = np.random.default_rng(2)
+    x, u = rng.normal(size=(5, 1)), rng.normal(size=(5, 2))
+    law = model._guards().kernel_arrays(np.hstack([x, u]))[1]
+    for row in range(5):
+        np.testing.assert_allclose(law[row], _by_hand(model, x[row], u[row], 1.0), atol=1e-12)
+
+    times = _times(30, 3)
+    U = rng.normal(size=(30, 2))
+    Y, _ = model.sample(30, random_state=4, times=times, inputs=U)
+    seqs = model._sequences(model._timed(Y, None, times), None, U)
+    means = model._infer(seqs).means
+    matrices = inference.transition_matrices(model._parameters(seqs), seqs, means)
+    for n in range(1, 30):
+        np.testing.assert_allclose(
+            matrices[n], _by_hand(model, means[n - 1], U[n], times[n] - times[n - 1]), atol=1e-12
+        )
+
+    (first,) = list(model.filter_stream(Y[:1], U[:1], times=times[:1]))
+    gap, means = times[1] - times[0], np.tile(first.mean, (2, 1))  # each mode's filtered mean
+    switches = model._gap_laws(gap)["transitions"](means, np.r_[gap, U[1]])  # the stream's move: [Δ, u]
+    np.testing.assert_allclose(switches, _by_hand(model, first.mean, U[1], gap), atol=1e-12)
+    forecast = model._switches_over(0.7, U[1], first.mean[None])[0]  # the forecast's paths
+    np.testing.assert_allclose(forecast, _by_hand(model, first.mean, U[1], 0.7), atol=1e-12)
+
+
+def test_the_rate_step_is_the_penalised_poisson_maximum_on_the_state_and_the_inputs():
+    """One pair's M-step, iterated, reaches the maximiser of sum_n N_n η_n - R_n exp(η_n) - ρ/2 |w|^2,
+    η_n = log q + w . [x_n-1, u_n], that a generic optimiser finds."""
+    rng = np.random.default_rng(5)
+    features = np.hstack([rng.normal(size=(200, 1)), rng.integers(0, 2, size=(200, 1)), rng.normal(size=(200, 1))])
+    exposure = np.column_stack([rng.exponential(1.0, 200), rng.exponential(1.0, 200)])
+    truth = np.array([np.log(0.3), 0.5, 2.0, -0.6])
+    jumps = np.zeros((200, 2, 2))
+    jumps[:, 0, 1] = rng.poisson(exposure[:, 0] * np.exp(truth[0] + features @ truth[1:]))
+    jumps[:, 1, 0] = rng.poisson(exposure[:, 1] * 0.2)
+    rates, weights = np.array([[-0.1, 0.1], [0.1, -0.1]]), np.zeros((2, 2, 3))
+    for _ in range(5):
+        rates, weights = _log_linear_rates(jumps, exposure, features, rates, weights)
+    design = np.hstack([np.ones((200, 1)), features])
+
+    def loss(theta: np.ndarray) -> float:
+        eta = design @ theta
+        penalty = 0.5 * _RATE_PENALTY * theta[1:] @ theta[1:]
+        return -float(jumps[:, 0, 1] @ eta - exposure[:, 0] @ np.exp(eta)) + penalty
+
+    best = minimize(loss, np.zeros(4), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(np.r_[np.log(rates[0, 1]), weights[0, 1]], best, atol=1e-5)
+    assert np.all(np.abs(best - truth) < 4 * np.array([0.3, 0.2, 0.3, 0.2]))  # near the truth, as a check of the data
+    np.testing.assert_array_equal(weights[[0, 1], [0, 1]], 0.0)  # no weights on the diagonal
+
+
+def test_input_weights_are_parameters_saved_counted_described_and_kept(tmp_path):
+    model = _model()
+    assert "rate_input_weights_" in model.parameter_names
+    assert "rate_input_weights_" not in _model(None).parameter_names  # nor in the files of models without inputs
+    _model(None)._check_parameters()
+    assert _model(None).rate_input_weights_.shape == (2, 2, 0)
+    plain = _model()
+    plain.recurrent = False
+    assert model.n_parameters - plain.n_parameters == 2 * (1 + 2)  # K (K - 1) (n + m) weights
+    times = _times(60, 6)
+    U = np.random.default_rng(7).normal(size=(60, 2))
+    Y, _ = model.sample(60, random_state=8, times=times, inputs=U)
+    model.save(tmp_path / "rates.msz")
+    again = load(tmp_path / "rates.msz")
+    np.testing.assert_array_equal(again.rate_input_weights_, INPUT_WEIGHTS)
+    np.testing.assert_array_equal(again.predict(Y, times=times, inputs=U), model.predict(Y, times=times, inputs=U))
+    described = model.describe()
+    np.testing.assert_array_equal(described["rate_input_weights"][0][1], INPUT_WEIGHTS[0, 1])
+    swapped = model._kept_modes(np.array([1, 0]))
+    np.testing.assert_array_equal(swapped.rate_input_weights_[0, 1], INPUT_WEIGHTS[1, 0])
+    assert model._kept_modes(np.array([1])).rate_input_weights_.shape == (1, 1, 2)
+    bad = _model()
+    bad.rate_input_weights_ = np.zeros((2, 2, 3))
+    with pytest.raises(ValueError, match="rate_input_weights_"):
+        bad._check_parameters()
