@@ -194,13 +194,15 @@ def _switched_by_a_square_wave(
     levels: tuple[float, float],
     noises: tuple[float, float],
     input_weights: tuple[float, float],
+    drifts: tuple[float, float] = (-1.0, -1.0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Two 1-D modes dx = (-x + f_k) dt + noise (f = ``levels``, variances per unit time ``noises``),
+    """Two 1-D modes dx = (F_k x + f_k) dt + noise (F = ``drifts``, f = ``levels``, variances per
+    unit time ``noises``),
     seen with sd 0.22 at exponential gaps; base rates q_01 = 0.02, q_10 = 0.4, times exp(c_01 u) and
     exp(c_10 u) (``input_weights``) with u a square wave (0 then 1 for 25 time units each).
     Returns (observations, times, inputs, modes)."""
     model = ContinuousSwitchingLDS(n_states=2, state_dim=1, input_dim=1, recurrent=True)
-    model.drift_matrices_, model.drift_offsets_ = np.array([[[-1.0]], [[-1.0]]]), np.array(levels)[:, None]
+    model.drift_matrices_, model.drift_offsets_ = np.array(drifts)[:, None, None], np.array(levels)[:, None]
     model.drift_input_matrices_, model.diffusion_covariances_ = np.zeros((2, 1, 1)), np.array(noises)[:, None, None]
     model.rate_matrix_, model.rate_weights_ = np.array([[-0.02, 0.02], [0.4, -0.4]]), np.zeros((2, 2, 1))
     model.rate_input_weights_ = np.array([[[0.0], [input_weights[0]]], [[input_weights[1]], [0.0]]])
@@ -264,19 +266,20 @@ def test_a_fit_finds_how_much_an_input_raises_a_switching_rate():
 
 @pytest.mark.slow
 def test_inputs_that_drive_the_switches_make_the_modes_more_accurate():
-    """Modes that differ in noise (variances 0.05 and 1 per unit time, both at level 0) and follow a
-    square-wave input (c_01 = log 20, c_10 = -log 20), 3 seeds: the model whose rates read the input
-    finds the modes better than the one whose rates cannot (measured: 0.960, 0.938, 0.955 against
-    0.848, 0.880, 0.775), and its c_01 > 0 > c_10. (Modes at different levels would not do: a
-    mode that follows the input is then also the flows' input term G u, and the fit may take it so.)"""
+    """Modes that differ in their flows (F = -0.3 and -1, variances 0.05 and 1 per unit time, both at
+    level 0) and follow a square-wave input (c_01 = log 20, c_10 = -log 20), 600 steps, seeds 0-2: the
+    model whose rates read the input finds the modes better than the one whose rates cannot (measured:
+    0.800, 0.842, 0.928 against 0.750, 0.757, 0.813; seeds 3 and 4 gave margins 0.11 and 0.10), and
+    its c_01 > 1, c_10 < 0. (Modes at different levels would not do: a mode that follows the input
+    is then also the flows' input term G u, and the fit may take it so.)"""
     margins = []
     for seed in range(3):
         observations, times, inputs, modes = _switched_by_a_square_wave(
-            600, seed, (0.0, 0.0), (0.05, 1.0), (LOG_20, -LOG_20)
+            600, seed, (0.0, 0.0), (0.05, 1.0), (LOG_20, -LOG_20), (-0.3, -1.0)
         )
         model, predicted = _fit(observations, times, inputs, n_iter=60)
         blind = _fit(observations, times, None, n_iter=60)[1]
         margins.append(mode_accuracy(modes, predicted) - mode_accuracy(modes, blind))
         c_01, c_10 = _learned(model, predicted, modes)
-        assert c_01 > 1.0 and c_10 < -1.0, (seed, c_01, c_10)
+        assert c_01 > 1.0 and c_10 < 0.0, (seed, c_01, c_10)
     assert min(margins) > 0.03 and np.mean(margins) > 0.06, margins
