@@ -4,6 +4,7 @@ rates at [x_n-1, u_n] by hand, the M-step is the penalised Poisson maximum, and 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -95,6 +96,22 @@ def test_a_constant_input_is_the_model_without_inputs_with_its_rates_rescaled(in
     np.testing.assert_allclose(got.means, want.means, atol=1e-8)
 
 
+def test_zero_input_weights_are_the_rates_of_the_state_alone_whatever_the_inputs():
+    """c = 0 with inputs that vary: q(z) and the ELBO are those of the same model whose rates are
+    built from the state alone (the chain before the rates read the inputs), to 1e-10."""
+    model = _model(np.zeros((2, 2, 2)))
+    times, U = _times(80, 9), np.random.default_rng(10).normal(size=(80, 2))
+    Y, _ = model.sample(80, random_state=11, times=times, inputs=U)
+    seqs = model._sequences(model._timed(Y, None, times), None, U)
+    params = model._parameters(seqs)
+    alone = StateDependentRates(model.startprob_, model.rate_matrix_, model.rate_weights_, model._gaps(seqs))
+    got = inference.infer(params, seqs, model.tol, 50)
+    want = inference.infer(dataclasses.replace(params, chain=alone), seqs, model.tol, 50)
+    assert abs(got.elbo - want.elbo) < 1e-10
+    np.testing.assert_allclose(got.mode_probs, want.mode_probs, atol=1e-10)
+    assert abs(model.elbo(Y, times=times, inputs=U) - got.elbo) < 1e-10
+
+
 def _by_hand(model: ContinuousSwitchingLDS, x: np.ndarray, u: np.ndarray, gap: float) -> np.ndarray:
     """expm(Λ(x, u) Δ) by scipy, Λ_ij = q_ij exp(a_ij . x + c_ij . u) off the diagonal."""
     rates = model.rate_matrix_ * np.exp(model.rate_weights_ @ x + model.rate_input_weights_ @ u)
@@ -173,6 +190,11 @@ def test_input_weights_are_parameters_saved_counted_described_and_kept(tmp_path)
     again = load(tmp_path / "rates.msz")
     np.testing.assert_array_equal(again.rate_input_weights_, INPUT_WEIGHTS)
     np.testing.assert_array_equal(again.predict(Y, times=times, inputs=U), model.predict(Y, times=times, inputs=U))
+    automaton = model.automaton(Y, times=times, inputs=U)  # guards over one time unit, inputs held at 0
+    for guard in automaton.guards:
+        point = automaton.grid[3]
+        expected = _by_hand(model, point, np.zeros(2), 1.0)[guard.source, guard.target]
+        assert guard.probability[3] == pytest.approx(expected, abs=1e-12)
     described = model.describe()
     np.testing.assert_array_equal(described["rate_input_weights"][0][1], INPUT_WEIGHTS[0, 1])
     swapped = model._kept_modes(np.array([1, 0]))
