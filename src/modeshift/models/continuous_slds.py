@@ -35,19 +35,21 @@ laws (:class:`~modeshift.models.slds_inference.StepLaws`: one per distinct gap).
 
 Every step raises the ELBO plus the log prior, so EM is monotone.
 
-Recurrent switching (``recurrent=True``): the rates depend on the state, log-linearly,
+Recurrent switching (``recurrent=True``): the rates depend on the state and on the inputs,
+log-linearly,
 
-    λ_ij(x) = q_ij exp(a_ij . x)   (i != j),
+    λ_ij(x, u) = q_ij exp(a_ij . x + c_ij . u)   (i != j),
 
-so a switch becomes likely past a guard. Over a gap the rates are held at the state the gap
-starts from, and, as in the recurrent SwitchingLDS, inference evaluates them at E_q[x_n-1] (a
-plug-in: p(z_n = j | z_n-1 = i) = expm(Λ(E x_n-1) Δ_n)[i, j]), so the ELBO is approximate and
-need not increase monotonically. Their M-step is EM for a jump process seen at snapshots, one
-generator per gap: the expected jump counts N_n,ij and times at risk R_n,i of each gap given its
-soft endpoints (:func:`interval_statistics`), then for each pair (i, j) a Poisson regression
-of N_n,ij on [1, E x_n-1] with exposure R_n,i (the complete-data log-likelihood
-sum_n N_n,ij log λ_ij - R_n,i λ_ij is concave in (log q_ij, a_ij); a few Newton steps, with a
-small L2 penalty on a_ij that keeps separable guards finite).
+so a switch becomes likely past a guard, or when an input pushes it (as the SwitchingLDS's
+guards read [x_t-1, u_t]). Over gap n the rates are held at the state the gap starts from and at
+the inputs u_n held over it, and, as in the recurrent SwitchingLDS, inference evaluates them at
+E_q[x_n-1] (a plug-in: p(z_n = j | z_n-1 = i) = expm(Λ(E x_n-1, u_n) Δ_n)[i, j]), so the ELBO
+is approximate and need not increase monotonically. Their M-step is EM for a jump process seen
+at snapshots, one generator per gap: the expected jump counts N_n,ij and times at risk R_n,i of
+each gap given its soft endpoints (:func:`interval_statistics`), then for each pair (i, j) a
+Poisson regression of N_n,ij on [1, E x_n-1, u_n] with exposure R_n,i (the complete-data
+log-likelihood sum_n N_n,ij log λ_ij - R_n,i λ_ij is concave in (log q_ij, a_ij, c_ij); a few
+Newton steps, with a small L2 penalty on a_ij and c_ij that keeps separable guards finite).
 
 >>> from modeshift.models.continuous_slds import ContinuousSwitchingLDS
 >>> from modeshift.datasets.simulators import thermostat
@@ -140,10 +142,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         or down from an over-complete fit, each K also started from the best K + 1 without its
         least occupied mode (:func:`~modeshift.models.selection.prune_n_states`).
     input_dim : int
-        Dimension m of the inputs u (0: none). They drive the flows and the observations; the
-        switching rates do not read them.
+        Dimension m of the inputs u (0: none). They drive the flows and the observations, and
+        a recurrent model's switching rates.
     recurrent : bool
-        Let the switching rates depend on the state (module docstring).
+        Let the switching rates depend on the state and the inputs (module docstring).
     state_dim, obs_dim, n_iter, tol, n_restarts, random_state, reg_covar, warm_start, verbose, callback
         As for :class:`~modeshift.models.slds.SwitchingLDS`; ``reg_covar`` also weighs the prior
         -reg_covar / 2 tr(Σ_k^-1) on each diffusion covariance.
@@ -154,8 +156,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         F_k, f_k, Σ_k of each mode's flow, per unit of time.
     drift_input_matrices_ (K, n, m), feedthrough_matrix_ (p, m)
         G_k, the inputs' drift per unit of time, and D (with inputs; without them, empty).
-    rate_matrix_ (K, K) : Λ, rows summing to 0 (for a recurrent model, the rates at x = 0).
+    rate_matrix_ (K, K) : Λ, rows summing to 0 (for a recurrent model, the rates at x = 0, u = 0).
     rate_weights_ (K, K, n) : a_ij, recurrent only (zero on the diagonal).
+    rate_input_weights_ (K, K, m) : c_ij, recurrent with inputs only (zero on the diagonal; without inputs, empty).
     observation_matrix_ (p, n), observation_offset_ (p,), observation_covariance_ (p, p) : C, d, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n), startprob_ (K,) : the law at the first step.
     initial_state_covariance_prior_ (n, n) : the mode of P0's prior, as for the SwitchingLDS.
@@ -211,7 +214,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     @property
     def parameter_names(self) -> tuple[str, ...]:
         inputs = _INPUTS if self.input_dim else ()
-        return _FLOWS + inputs + (("rate_weights_",) if self.recurrent else ()) + _OBSERVATION
+        rates = (("rate_weights_",) + (("rate_input_weights_",) if self.input_dim else ())) if self.recurrent else ()
+        return _FLOWS + inputs + rates + _OBSERVATION
 
     @property
     def drift_input_matrices_(self) -> np.ndarray:
@@ -230,6 +234,16 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     @feedthrough_matrix_.setter
     def feedthrough_matrix_(self, value: np.ndarray) -> None:
         self.__dict__["feedthrough_matrix_"] = value
+
+    @property
+    def rate_input_weights_(self) -> np.ndarray:
+        """c_ij (K, K, m), the inputs' weights in a recurrent model's log rates; (K, K, 0), never set,
+        without inputs."""
+        return self._input_parameter("rate_input_weights_", lambda: (*np.shape(self.rate_matrix_), 0))
+
+    @rate_input_weights_.setter
+    def rate_input_weights_(self, value: np.ndarray) -> None:
+        self.__dict__["rate_input_weights_"] = value
 
     def _input_parameter(self, name: str, empty: Callable[[], tuple[int, ...]]) -> Any:
         """A parameter of the inputs as set; without inputs the empty array of shape ``empty()``, so
@@ -250,6 +264,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
             "drift_offsets_": (k, n),
             "rate_matrix_": (k, k),
             "rate_weights_": (k, k, n),
+            "rate_input_weights_": (k, k, m),
             "observation_offset_": (p,),
             "feedthrough_matrix_": (p, m),
             "initial_state_mean_": (n,),
@@ -265,9 +280,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         check_rate_matrix(self.rate_matrix_, self._k)
 
     def _guards(self, gaps: np.ndarray | None = None) -> StateDependentRates:
-        """The state-dependent switches over ``gaps`` (one per row of the states they are given;
-        default one time unit)."""
-        return StateDependentRates(self.startprob_, self.rate_matrix_, self.rate_weights_, gaps)
+        """The state-dependent switches, features [x, u], over ``gaps`` (one per row of the features
+        they are given; default one time unit)."""
+        weights = np.concatenate([self.rate_weights_, self.rate_input_weights_], axis=2)
+        return StateDependentRates(self.startprob_, self.rate_matrix_, weights, gaps)
 
     def _laws(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The discrete-time laws over each gap (G,), as :meth:`_distinct_laws`, computed once per distinct gap."""
@@ -394,8 +410,9 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         flows move by their exact laws Φ_k(Δ), c_k(Δ), S_k(Δ) and the modes by expm(Λ Δ), so the
         moments are exact as in :meth:`SwitchingLDS.forecast` (a Markov jump linear system whose
         laws differ by step); a recurrent model's rates are held over each gap at the state it starts
-        from, and its moments are the Monte Carlo estimates of :meth:`SwitchingLDS.forecast`
-        (seeded by ``random_state``). At gaps of one time unit this is the discrete-time forecast.
+        from and the inputs held over it, and its moments are the Monte Carlo estimates of
+        :meth:`SwitchingLDS.forecast` (seeded by ``random_state``). At gaps of one time unit this
+        is the discrete-time forecast.
 
         ``future_times``: one strictly increasing array for every sequence (after each one's last
         time), or a list with one per sequence. ``future_inputs`` (h, m), each held over the gap
@@ -423,12 +440,13 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         """The future's laws as :meth:`SwitchingLDS._forecast_mixture` reads them: A, offsets (the
         inputs ``future`` held over each gap), Q and the moves (the switches over each gap, or a
-        recurrent model's rates read at the state each gap starts from), from :meth:`_laws` at ``gaps``."""
+        recurrent model's rates read at the state each gap starts from and its inputs), from
+        :meth:`_laws` at ``gaps``."""
         weights, covariances, transitions = laws
         n, m = self.state_dim, self.input_dim
         moves: Any = transitions
         if self.recurrent:
-            moves = [functools.partial(self._switches_over, gap) for gap in gaps]
+            moves = [functools.partial(self._switches_over, gap, u) for gap, u in zip(gaps, future)]
         offsets = np.einsum("hknm,hm->hkn", weights[:, :, :, n : n + m], future) + weights[:, :, :, -1]
         return weights[:, :, :, :n], offsets, covariances, moves
 
@@ -447,9 +465,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         items = future_inputs if m else [future_inputs] * len(horizons)
         return [check_future_inputs(item, h, 1, m, model)[0] for item, h in zip(items, horizons)]
 
-    def _switches_over(self, gap: float, states: np.ndarray) -> np.ndarray:
-        """The recurrent switch probabilities (N, K, K) over one ``gap`` from each of ``states`` (N, n)."""
-        return self._guards(np.full(len(states), gap)).kernel_arrays(states)[1]
+    def _switches_over(self, gap: float, u: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """The recurrent switch probabilities (N, K, K) over one ``gap`` from each of ``states`` (N, n),
+        the inputs ``u`` (m,) held over it."""
+        return self._switches_at(self._guards(np.full(len(states), gap)), u, states)
 
     # ------------------------------------------------------------------ streaming
     def filter_step(
@@ -529,8 +548,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         n, modes = self.state_dim, np.arange(self._k)
         guards = self._guards(np.full(self._k, gap)) if self.recurrent else None
 
-        def switches(means: np.ndarray, u: np.ndarray) -> np.ndarray:
-            return transitions[0] if guards is None else guards.kernel_arrays(means)[1][modes, modes]
+        def switches(means: np.ndarray, move: np.ndarray) -> np.ndarray:  # move: [Δ, u]
+            if guards is None:
+                return transitions[0]
+            return self._switches_at(guards, move[1:], means)[modes, modes]
 
         A, b = np.ascontiguousarray(weights[0, :, :, :n]), np.ascontiguousarray(weights[0, :, :, -1])
         B = np.concatenate([np.zeros((self._k, n, 1)), weights[0, :, :, n:-1]], axis=2)
@@ -565,8 +586,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     ) -> Automaton:
         """The fitted model as a hybrid automaton, as :meth:`SwitchingLDS.automaton`: flows
         dx = ([F_k, G_k] [x, u] + f_k) dt + Σ_k^1/2 dW, vector fields the expected move over one
-        time unit (inputs held at 0), dwell times the mean holding times 1 / λ_k (time units);
-        ``X`` at ``times`` (with ``inputs``) places the grid."""
+        time unit and guards the switches over it (inputs held at 0), dwell times the mean holding
+        times 1 / λ_k (time units); ``X`` at ``times`` (with ``inputs``) places the grid."""
         data = None if X is None else self._timed(X, lengths, times)
         return super().automaton(data, inputs=inputs, resolution=resolution)
 
@@ -612,7 +633,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         states[:, 0] = self.initial_state_mean_ + rng.standard_normal((N, n)) @ initial.T
         for t in range(1, T):
             if self.recurrent:
-                switch = self._guards(np.full(N, stamps[t] - stamps[t - 1])).kernel_arrays(states[:, t - 1])[1]
+                guards = self._guards(np.full(N, stamps[t] - stamps[t - 1]))
+                switch = guards.kernel_arrays(np.hstack([states[:, t - 1], U[:, t]]))[1]
                 modes[:, t] = z = draw_rows(switch[np.arange(N), modes[:, t - 1]], rng)
             else:
                 modes[:, t] = z = draw_rows(transitions[t][modes[:, t - 1]], rng)
@@ -650,7 +672,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.drift_input_matrices_ = np.zeros((K, n, m))
         self.diffusion_covariances_ = np.stack([np.eye(n)] * K)
         if self.recurrent:
-            self.rate_weights_ = np.zeros((K, K, n))
+            self.rate_weights_, self.rate_input_weights_ = np.zeros((K, K, n)), np.zeros((K, K, m))
         probs = posterior.mode_probs
         pairs = inference.independent_pairs(probs, seqs.starts)
         self._m_step(seqs, self._statistics(seqs, dataclasses.replace(posterior, pair_counts=pairs), probs), False)
@@ -676,12 +698,10 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         gaps = self._gaps(seqs)[rows]
         self._maximize_observation(stats)
         if self.recurrent:
-            before = posterior.means[rows - 1]
-            generators = self._guards().generators(before)
-            jumps, exposure = interval_statistics(generators, gaps, posterior.pair_counts[rows])
-            self.rate_matrix_, self.rate_weights_ = _log_linear_rates(
-                jumps, exposure, before, self.rate_matrix_, self.rate_weights_
-            )
+            guards, features = self._guards(), inference.guard_features(seqs, posterior.means)[rows]  # [E x_n-1, u_n]
+            jumps, exposure = interval_statistics(guards.generators(features), gaps, posterior.pair_counts[rows])
+            self.rate_matrix_, weights = _log_linear_rates(jumps, exposure, features, self.rate_matrix_, guards.weights)
+            self.rate_weights_, self.rate_input_weights_ = np.split(weights, [self.state_dim], axis=2)
         else:
             self.rate_matrix_ = rate_step(self.rate_matrix_, posterior.pair_counts[rows], gaps)
         moments = inference.transition_moments(seqs, posterior)  # of x_n and [x_n-1, u_n, 1]
@@ -709,25 +729,26 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     def _log_prior(self) -> float:
         """-reg_covar / 2 tr(S^-1) for every covariance S (Σ_k, R, P0), P0's inverse-Wishart
         (:class:`~modeshift.dynamics.InitialStateLaw`); for a recurrent model also the rates'
-        penalty -_RATE_PENALTY / 2 sum |a_ij|^2."""
+        penalty -_RATE_PENALTY / 2 (sum |a_ij|^2 + |c_ij|^2)."""
         total = self._observation_block().log_prior() + self._initial_law().log_prior(self.initial_state_covariance_)
         for covariance in self.diffusion_covariances_:
             total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(covariance)))
         if self.recurrent:
-            total -= 0.5 * _RATE_PENALTY * float(np.sum(np.square(self.rate_weights_)))
+            total -= 0.5 * _RATE_PENALTY * float(np.sum(np.square(self._guards().weights)))
         return total
 
     # ---------------------------------------------------------- model selection
     @property
     def n_parameters(self) -> int:
-        """Free parameters: per mode n^2 + n m + n + n(n + 1)/2 for the flow, the K(K - 1) rates,
-        the observation model, the initial law and K - 1 start probabilities."""
+        """Free parameters: per mode n^2 + n m + n + n(n + 1)/2 for the flow, the K(K - 1) rates
+        (recurrent: each with its n + m weights), the observation model, the initial law and K - 1
+        start probabilities."""
         self._check_fitted()
         K, n, m = self._k, self.state_dim, self.input_dim
         count = K * (n * (n + m + 1) + n * (n + 1) // 2) + K * (K - 1) + self._observation_block().n_parameters()
-        return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * n if self.recurrent else 0)
+        return count + n + n * (n + 1) // 2 + K - 1 + (K * (K - 1) * (n + m) if self.recurrent else 0)
 
-    _PAIR_INDEXED = ("rate_matrix_", "rate_weights_")
+    _PAIR_INDEXED = ("rate_matrix_", "rate_weights_", "rate_input_weights_")
     _MODE_INDEXED = ("drift_", "diffusion_", "startprob_")
 
     def _renormalise_kept(self) -> None:
@@ -740,12 +761,16 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         """One row per mode: its mean holding time 1 / λ_k (time units; at x = 0 for a recurrent
         model), the eigenvalues of F_k (their real parts are the flow's relaxation rates), the
         equilibrium -F_k^-1 f_k (NaN where F_k is singular) and, for a recurrent model,
-        ``rate_weights``: each other mode j -> a_kj, the growth of log λ_kj with the state."""
+        ``rate_weights``: each other mode j -> a_kj, the growth of log λ_kj with the state (with
+        inputs also ``rate_input_weights``: j -> c_kj, its growth with the inputs)."""
         self._check_fitted()
         rows = flow_rows(self.drift_matrices_, self.drift_offsets_, self.rate_matrix_)
         if self.recurrent:
             for k, row in enumerate(rows):
-                row["rate_weights"] = {j: self.rate_weights_[k, j] for j in range(self._k) if j != k}
+                others = [j for j in range(self._k) if j != k]
+                row["rate_weights"] = {j: self.rate_weights_[k, j] for j in others}
+                if self.input_dim:
+                    row["rate_input_weights"] = {j: self.rate_input_weights_[k, j] for j in others}
         return pd.DataFrame(rows).set_index("mode")
 
 
@@ -791,12 +816,14 @@ def _future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> li
 
 @dataclass(frozen=True)
 class StateDependentRates:
-    """Mode switches at state-dependent rates λ_ij(x) = q_ij exp(a_ij . x), held over each gap:
-    p(z_n = j | z_n-1 = i, x_n-1) = expm(Λ(x_n-1) Δ_n)[i, j].
+    """Mode switches at rates log-linear in features f = [x, u] (the state, then the inputs),
+    λ_ij(f) = q_ij exp(w_ij . f), held over each gap: p(z_n = j | z_n-1 = i, f_n) = expm(Λ(f_n) Δ_n)[i, j]
+    with f_n = [x_n-1, u_n].
 
     ``initial_probs`` (K,), ``rate_matrix`` (K, K) the q_ij (a generator), ``weights``
-    (K, K, n) the a_ij, ``gaps`` (N,) the Δ of the rows it is asked about (None: one time unit).
-    It reads as a chain of inference (``varying``, ``initial_probs``, ``kernel_arrays``).
+    (K, K, d) the w_ij = [a_ij, c_ij] of the first d features, ``gaps`` (N,) the Δ of the rows it
+    is asked about (None: one time unit). It reads as a chain of inference (``varying``,
+    ``initial_probs``, ``kernel_arrays``).
     """
 
     initial_probs: np.ndarray
@@ -805,9 +832,9 @@ class StateDependentRates:
     gaps: np.ndarray | None = None
     varying = True
 
-    def generators(self, states: np.ndarray) -> np.ndarray:
-        """Λ(x) for each row of ``states`` (N, n): (N, K, K), rows summing to 0."""
-        exponent = np.clip(np.einsum("ijn,tn->tij", self.weights, states), -_MAX_EXPONENT, _MAX_EXPONENT)
+    def generators(self, features: np.ndarray) -> np.ndarray:
+        """Λ(f) for each row of ``features`` (N, d): (N, K, K), rows summing to 0."""
+        exponent = np.clip(np.einsum("ijn,tn->tij", self.weights, features), -_MAX_EXPONENT, _MAX_EXPONENT)
         rates = np.asarray(self.rate_matrix, dtype=float) * np.exp(exponent)
         diagonal = np.arange(rates.shape[1])
         rates[:, diagonal, diagonal] = 0.0
@@ -815,10 +842,10 @@ class StateDependentRates:
         return rates
 
     def kernel_arrays(self, features: np.ndarray) -> tuple[None, np.ndarray]:
-        """(None, the transition matrices (N, K, K)) for rows [x, ...] of ``features``."""
-        states = features[:, : self.weights.shape[2]]
-        gaps = np.ones(len(states)) if self.gaps is None else self.gaps
-        return None, expm_metzler(self.generators(states) * gaps[:, None, None])
+        """(None, the transition matrices (N, K, K)) for rows [x, u] of ``features``."""
+        features = features[:, : self.weights.shape[2]]
+        gaps = np.ones(len(features)) if self.gaps is None else self.gaps
+        return None, expm_metzler(self.generators(features) * gaps[:, None, None])
 
 
 def interval_statistics(generators: np.ndarray, gaps: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -838,29 +865,30 @@ def interval_statistics(generators: np.ndarray, gaps: np.ndarray, pairs: np.ndar
 
 
 def _log_linear_rates(
-    jumps: np.ndarray, exposure: np.ndarray, states: np.ndarray, rate_matrix: np.ndarray, weights: np.ndarray
+    jumps: np.ndarray, exposure: np.ndarray, features: np.ndarray, rate_matrix: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each pair i != j, (log q_ij, a_ij) maximising the Poisson log-likelihood
-    sum_n N_n,ij η_n - R_n,i exp(η_n), η_n = log q_ij + a_ij . x_n, minus _RATE_PENALTY / 2 |a_ij|^2:
-    Newton steps from the current values, halved until they climb. Returns (q, a)."""
-    K, n = weights.shape[0], weights.shape[2]
-    features = np.hstack([np.ones((len(states), 1)), states])
-    ridge = np.diag(np.r_[0.0, np.full(n, _RATE_PENALTY)])
+    """For each pair i != j, (log q_ij, w_ij) maximising the Poisson log-likelihood
+    sum_n N_n,ij η_n - R_n,i exp(η_n), η_n = log q_ij + w_ij . f_n (``features`` f_n (N, d), the
+    [E x_n-1, u_n] of each gap), minus _RATE_PENALTY / 2 |w_ij|^2: Newton steps from the current
+    values, halved until they climb. Returns (q, w (K, K, d))."""
+    K, d = weights.shape[0], weights.shape[2]
+    design = np.hstack([np.ones((len(features), 1)), features])
+    ridge = np.diag(np.r_[0.0, np.full(d, _RATE_PENALTY)])
     rates, slopes = np.array(rate_matrix, dtype=float), np.array(weights, dtype=float)
     for i in range(K):
         for j in (j for j in range(K) if j != i):
             counts, exposed = jumps[:, i, j], exposure[:, i]
 
             def value(theta: np.ndarray) -> float:
-                eta = np.clip(features @ theta, -_MAX_EXPONENT, _MAX_EXPONENT)
+                eta = np.clip(design @ theta, -_MAX_EXPONENT, _MAX_EXPONENT)
                 return float(counts @ eta - exposed @ np.exp(eta) - 0.5 * theta @ ridge @ theta)  # noqa: B023
 
             theta = np.r_[np.log(max(rates[i, j], _MIN_RATE)), slopes[i, j]]
             current = value(theta)
             for _ in range(_NEWTON_STEPS):
-                expected = exposed * np.exp(np.clip(features @ theta, -_MAX_EXPONENT, _MAX_EXPONENT))
-                gradient = features.T @ (counts - expected) - ridge @ theta
-                curvature = features.T @ (features * expected[:, None]) + ridge + 1e-9 * np.eye(n + 1)
+                expected = exposed * np.exp(np.clip(design @ theta, -_MAX_EXPONENT, _MAX_EXPONENT))
+                gradient = design.T @ (counts - expected) - ridge @ theta
+                curvature = design.T @ (design * expected[:, None]) + ridge + 1e-9 * np.eye(d + 1)
                 step = np.linalg.solve(curvature, gradient)
                 for _ in range(30):
                     if value(theta + step) >= current:
