@@ -49,11 +49,13 @@ import numpy as np
 import pandas as pd
 
 from modeshift import _kernels as kernels
+from modeshift._kernels import pair_hmm
 from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
+from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.features import Custom, FeatureMap, feature_map
-from modeshift.models import em, selection
+from modeshift.models import em, selection, slds_inference
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
@@ -86,6 +88,7 @@ _PARAMETERS = (  # and with inputs, _INPUT_PARAMETERS
 _INPUT_PARAMETERS = ("flow_input_matrices_", "feedthrough_matrix_")
 _MARKOV = ("transmat_",)
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")  # the guards, as in SwitchingLDS
+_RESETS = ("reset_matrices_", "reset_offsets_", "reset_covariances_")  # and with inputs, reset_input_matrices_
 
 
 class NonlinearSwitchingLDS(Model, StreamingFilters):
@@ -214,6 +217,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         callback: Callable[[int, float], Any] | None = None,
         max_states: int = 6,
         selection: str = "fits",
+        resets: str | None = None,
     ):
         self.n_states = n_states
         self.state_dim = state_dim
@@ -233,6 +237,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         self.callback = callback
         self.max_states = max_states
         self.selection = selection
+        self.resets = resets
 
     _constraints = {
         "state_dim": Integer(1),
@@ -243,6 +248,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         "stickiness": Number(0),
         "reg_covar": Number(0),
         "selection": OneOf(("fits", "prune")),
+        "resets": OneOf((None, *RESET_TIES)),
     }
     _file_arrays = {"feature_map_.*": "real?", "dwell_times_": "real?"}
     _file_attributes = {**Model._file_attributes, "feature_map": "mapping", "n_states_": "count", "selection_": "table"}
@@ -250,7 +256,10 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     @property
     def parameter_names(self) -> tuple[str, ...]:
         switches = _RECURRENT if self.recurrent else _MARKOV
-        return _PARAMETERS + switches + (_INPUT_PARAMETERS if self.input_dim else ())
+        names = _PARAMETERS + switches + (_INPUT_PARAMETERS if self.input_dim else ())
+        if self.resets:
+            names += _RESETS + (("reset_input_matrices_",) if self.input_dim else ())
+        return names
 
     # ------------------------------------------------------------------ parameters
     def _check_fitted(self) -> None:
@@ -275,13 +284,20 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             "input_weights_": (K, m_u),
             "recurrence_biases_": (K, K),
         }
-        for name in set(shapes) & set(self.parameter_names):
-            check_array(name, self.__dict__[name], shapes[name])
-        for name, size, stack in (
+        covariances = [
             ("flow_covariances_", n, (K,)),
             ("observation_covariance_", p, ()),
             ("initial_state_covariance_", n, ()),
-        ):
+        ]
+        if self.resets:
+            r = Resets(K, self.resets).n_resets
+            shapes.update(
+                {"reset_matrices_": (r, n, n), "reset_input_matrices_": (r, n, m_u), "reset_offsets_": (r, n)}
+            )
+            covariances.append(("reset_covariances_", n, (r,)))
+        for name in set(shapes) & set(self.parameter_names):
+            check_array(name, self.__dict__[name], shapes[name])
+        for name, size, stack in covariances:
             value = check_covariances(name, self.__dict__[name], size)
             if value.shape[:-2] != stack:
                 raise ValueError(f"{name} must have shape {stack + (size, size)}, got {value.shape}")
@@ -318,6 +334,23 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             self.flow_input_matrices_ = block.weights[:, :, m:-1].copy()
         self.flow_covariances_ = block.covariances
 
+    def _reset_block(self) -> Resets:
+        """The resets as a block: regressions of x_t on [x_t-1, u_t, 1], as the SwitchingLDS's."""
+        block = Resets(self._k, self.resets, reg_covar=self.reg_covar)
+        R = np.asarray(self.reset_matrices_, dtype=float)
+        B = self.reset_input_matrices_ if self.input_dim else np.zeros((*R.shape[:2], 0))
+        block.reset_coefs = np.concatenate([R, B], axis=2)
+        block.reset_intercepts, block.reset_covariances = self.reset_offsets_, self.reset_covariances_
+        return block
+
+    def _set_resets(self, block: Resets) -> None:
+        """Read R_r, B_r, r_r, Q_r off the resets' regressions (:meth:`_reset_block`'s layout)."""
+        n = self.state_dim
+        self.reset_matrices_, self.reset_offsets_ = block.reset_coefs[:, :, :n].copy(), block.reset_intercepts.copy()
+        if self.input_dim:
+            self.reset_input_matrices_ = block.reset_coefs[:, :, n:].copy()
+        self.reset_covariances_ = block.reset_covariances
+
     def _observation(self) -> LinearDynamics:
         """The observation model as one regression of y on [x, u, 1]."""
         block = LinearDynamics(1, reg_covar=self.reg_covar)
@@ -351,6 +384,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _parameters(self) -> laplace.FlowParameters:
         self._check_fitted()
+        self._check_resets()
         chain = self._chain()
         flows = self._flows()
         return laplace.FlowParameters(
@@ -361,7 +395,22 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             self.initial_state_mean_,
             self.initial_state_covariance_,
             chain,
+            self._reset_block() if self.resets else None,
         )
+
+    def _check_resets(self, fitting: bool = False) -> None:
+        """Refuse what the resets do not support yet: recurrent switches (and, when ``fitting``,
+        the pruning of ``selection="prune"``, which would have to re-index the resets)."""
+        if not self.resets:
+            return
+        if self.recurrent:
+            raise NotImplementedError("a NonlinearSwitchingLDS with resets cannot be recurrent yet")
+        if fitting and self.n_states == "auto" and self.selection == "prune":
+            raise NotImplementedError('a NonlinearSwitchingLDS with resets cannot use selection="prune" yet')
+
+    def _start_fit(self) -> None:
+        super()._start_fit()
+        self._check_resets(fitting=True)
 
     # ------------------------------------------------------------------------ data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
@@ -404,6 +453,12 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         each sequence's last step it equals :meth:`predict_proba`."""
         seqs = self._sequences(X, lengths, inputs)
         posterior = self._infer(seqs)
+        if self.resets:
+            params, recursion = self._parameters().switching(), pair_hmm.forward_filter
+            filtered = slds_inference.pair_chain(
+                params, seqs, posterior.log_likelihoods, posterior.transitions, recursion
+            )
+            return seqs.restore(filtered[0])
         filtered, _ = kernels.forward_filter(
             posterior.log_likelihoods, seqs.offsets, self.startprob_, posterior.transitions
         )
@@ -417,6 +472,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _viterbi(self, seqs: Sequences, posterior: laplace.Posterior) -> np.ndarray:
         with np.errstate(divide="ignore"):
             log_initial, log_transitions = np.log(self.startprob_), np.log(posterior.transitions)
+        if self.resets:  # the chain whose evidence depends on the pair (z_t-1, z_t)
+            params, potentials, recursion = self._parameters().switching(), posterior.log_likelihoods, pair_hmm.viterbi
+            return slds_inference.pair_chain(params, seqs, potentials, log_transitions, recursion, log_initial)[0]
         return kernels.viterbi(posterior.log_likelihoods, seqs.offsets, log_initial, log_transitions)[0]
 
     def segment(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> pd.DataFrame:
@@ -446,6 +504,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         K, (p, n), m, m_u = self._k, self.observation_matrix_.shape, self.feature_map_.n_outputs, self.input_dim
         count = K * (n * (m + m_u + 1) + n * (n + 1) // 2) + p * (n + m_u + 1) + p * (p + 1) // 2
         count += (K - 1) * (m + m_u) if self.recurrent else 0
+        count += self._reset_block().n_parameters() if self.resets else 0
         return count + n + n * (n + 1) // 2 + (K - 1) + K * (K - 1)
 
     def aic(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> float:
@@ -461,7 +520,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         """One row per mode: dwell time, offset b_k, the norm of the feature weights W_k, the noise
         standard deviations sqrt(diag Q_k); with inputs, ``input_matrix`` B_k (n, m_u) and
         ``feedthrough`` D (p, m_u, the same for every mode); for a recurrent model, the guards
-        for entering the mode.
+        for entering the mode; with ``resets``, ``resets_into``: for each other mode i,
+        i -> (matrix [R_r, B_r], offset r_r) of the reset of the switch i -> k.
 
         The dwell time is 1 / (1 - p_kk), or for a recurrent model ``dwell_times_``, the mean
         run length in the most likely paths of the fitted data (NaN before a fit). As for the
@@ -471,6 +531,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         (w_j - w_i) . phi(x) + (r_ij - r_ii) > 0 (inputs held at 0), a curved boundary in x."""
         self._check_fitted()
         K = self._k
+        maps = self._reset_block().maps() if self.resets else None
         if self.recurrent:
             dwell = np.asarray(self.__dict__.get("dwell_times_", np.full(K, np.nan)), dtype=float)
         else:
@@ -492,6 +553,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
                 others = [i for i in range(K) if i != k]
                 row["entry_weights"] = {i: W[k] - W[i] for i in others}
                 row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
+            if maps is not None:
+                row["resets_into"] = {i: maps[i, k] for i in range(K) if i != k}
             rows.append(row)
         return pd.DataFrame(rows).set_index("mode")
 
@@ -502,18 +565,25 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         """One step of the chain and the flows per row of ``inputs``, (horizon, m_u) for all paths
         or (N, horizon, m_u) per path, from states (N, n) in modes (N,): paths (N, horizon, n)
         and their modes (N, horizon). A recurrent model's switch at each step reads the path's
-        last state and the step's input."""
+        last state and the step's input; with ``resets`` a path that switches follows the reset
+        of its switch."""
         flows, chain, N, horizon = self._flows(), self._chain(), len(states), inputs.shape[-2]
+        resets = self._reset_block() if self.resets else None
         inputs = np.broadcast_to(inputs, (N, horizon, inputs.shape[-1]))
         paths, path_modes = np.empty((N, horizon, self.state_dim)), np.empty((N, horizon), int)
         for h in range(horizon):
             if self.recurrent:
                 switches = chain.kernel_arrays(np.hstack([self.feature_map_.transform(states), inputs[:, h]]))[1]
-                modes = draw_rows(switches[np.arange(N), modes], rng)
+                new_modes = draw_rows(switches[np.arange(N), modes], rng)
             else:
-                modes = draw_rows(self.transmat_[modes], rng)
+                new_modes = draw_rows(self.transmat_[modes], rng)
             regressors = laplace.flow_regressors(self.feature_map_, states, inputs[:, h])
-            states = flows.sample_rows(regressors, modes, rng)
+            moved = flows.sample_rows(regressors, new_modes, rng)
+            switched = new_modes != modes
+            if resets is not None and switched.any():
+                design = slds_regressors(states[switched], inputs[switched, h])
+                moved[switched] = resets.sample_rows(design, modes[switched], new_modes[switched], rng)
+            states, modes = moved, new_modes
             paths[:, h], path_modes[:, h] = states, modes
         return paths, path_modes
 
@@ -607,7 +677,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         GPB2); with a nonlinear one the flow is linearised over the spread of each mode's filtered
         covariance, so it degrades where that spread is wide against the curvature of the flow
         (on the switching oscillators the modes it filters agree with ``filter_proba``'s on most
-        steps, and its log-likelihoods are those of the approximation)."""
+        steps, and its log-likelihoods are those of the approximation). No resets yet."""
+        if self.resets:
+            raise NotImplementedError("the streaming filter of a NonlinearSwitchingLDS has no resets yet")
         params = self._parameters()
         W, B, b = params.split()
         C, D = self.observation_matrix_, self._input_matrices()[1]
@@ -805,9 +877,14 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
         self.initial_state_mean_ = states[seqs.starts].mean(axis=0)
-        self.initial_state_covariance_ = ensure_positive_definite(
-            np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * scale * np.eye(n)
-        )
+        spread = ensure_positive_definite(np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * scale * np.eye(n))
+        self.initial_state_covariance_ = spread
+        if self.resets:  # resets that forget the state: x_t ~ N(mean, spread) of the states at a switch
+            r = Resets(K, self.resets).n_resets
+            self.reset_matrices_, self.reset_offsets_ = np.zeros((r, n, n)), np.tile(states.mean(axis=0), (r, 1))
+            self.reset_covariances_ = np.tile(spread, (r, 1, 1))
+            if self.input_dim:
+                self.reset_input_matrices_ = np.zeros((r, n, self.input_dim))
         return states, mode_probs
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, Statistics]:
@@ -839,6 +916,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         """-reg_covar / 2 tr(S^-1) for every covariance S, the ridge prior on the flows' weights,
         and stickiness sum_k log p_kk (for a recurrent model, the guards' L2 penalty)."""
         total = self._flows().log_prior() + self._observation().log_prior()
+        total += self._reset_block().log_prior() if self.resets else 0.0
         total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(self.initial_state_covariance_)))
         if self.recurrent:
             return total + self._chain().log_prior()
@@ -848,15 +926,21 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         return total
 
     def _statistics(self, seqs: Sequences, posterior: laplace.Posterior, params: laplace.FlowParameters) -> Statistics:
-        """The expected sufficient statistics of the M-step under q(x) q(z)."""
-        rows, starts = seqs.linked_rows, seqs.starts
-        xx, xr, rr = laplace.flow_moments(params, seqs, posterior)
-        w = posterior.mode_probs[rows]
-        flows = Statistics(
-            yy=np.einsum("tk,tij->kij", w, xx),
-            yz=np.einsum("tk,tij->kij", w, xr),
-            zz=np.einsum("tk,tij->kij", w, rr),
-            count=w.sum(axis=0),
+        """The expected sufficient statistics of the M-step under q(x) q(z): each flow's weighted by
+        q(z_t = k), with ``resets`` by the stays xi_t(k, k), and each reset's, on the moments of
+        [x_t-1, u_t, 1], by the switches into it (``FlowParameters.law_weights``)."""
+        rows, starts, K = seqs.linked_rows, seqs.starts, self._k
+        weights = params.law_weights(posterior.mode_probs, posterior.pair_counts)[rows]
+
+        def regression(w: np.ndarray, moments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Statistics:
+            yy, yz, zz = (np.einsum("tk,tij->kij", w, moment) for moment in moments)
+            return Statistics(yy=yy, yz=yz, zz=zz, count=w.sum(axis=0))
+
+        flows = regression(weights[:, :K], laplace.flow_moments(params, seqs, posterior))
+        resets = (
+            {"resets": regression(weights[:, K:], slds_inference.transition_moments(seqs, posterior))}
+            if self.resets
+            else {}
         )
         Y, means, covs = seqs.values, posterior.means, posterior.covs
         _, D = self._input_matrices()
@@ -875,6 +959,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             initial=Moments.of(means[starts]),
             initial_covariance=covs[starts].sum(axis=0),
             start=posterior.mode_probs[starts].sum(axis=0),
+            **resets,
             **self._switch_statistics(seqs, posterior),
         )
 
@@ -899,6 +984,10 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         flows = self._flows()
         flows.m_step(stats["flows"])
         self._set_flows(flows)
+        if self.resets:
+            resets = self._reset_block()
+            resets.m_step(stats["resets"])
+            self._set_resets(resets)
         observation = self._observation()
         observation.m_step(stats["observation"])
         (W,), (self.observation_covariance_,) = observation.weights, observation.covariances
