@@ -843,6 +843,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             random_state=rng,
             stickiness=_INIT_STICKINESS,
             reg_covar=max(self.reg_covar, 1e-6 * scale),
+            resets=self.resets,
         )
         if n <= p:
             arhmm.feature_map_ = self.feature_map_
