@@ -32,6 +32,10 @@ Inputs (``input_dim`` m_u > 0) are passed as ``inputs=`` (n_steps, m_u) to ``fit
 method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`, and
 ``forecast`` needs the ``future_inputs`` (horizon, m_u).
 
+With ``resets`` ("destination" or "pair", as the SwitchingLDS's), a switch i -> j moves the state
+by an affine reset x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow, learned in
+the same Laplace EM (a reset is affine: q(x) weighs it by the switches into it, unlinearised).
+
 ``n_states="auto"`` chooses K by BIC (``selection="fits"``) or by pruning an over-complete fit
 (``selection="prune"``); ``filter_stream`` filters one observation at a time (Kim's filter with an
 extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster.
@@ -74,6 +78,7 @@ _INFERENCE_TOL = 1e-3  # their stopping rule when ``tol`` does not give one (tol
 _INIT_STICKINESS = 20.0  # pseudo-counts for staying in the ARHMM that proposes the start
 _INIT_RESTARTS = 4  # of that ARHMM: on the oscillators one fit in five from a random start misses the modes
 _INIT_NOISE = 1e-3  # the start's observation noise, as a share of the data's variance
+_JUMP_SCORE = 10.0  # robust z-score of a jump, where the start's ARHMM cuts the data of a model with resets
 _PARAMETERS = (  # and with inputs, _INPUT_PARAMETERS
     "flow_weights_",
     "flow_offsets_",
@@ -99,7 +104,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     ridge regression, weighted by q(z_t = k), of x_t on [phi(x_t-1), u_t, 1] (ridge on W_k, not
     on B_k or b_k) from the first-order moments of phi under q(x); C, d, R by regression of y on the
     moments of x and the inputs (missing entries integrated out); m0, P0; the transition matrix from the
-    expected transition counts plus ``stickiness``.
+    expected transition counts plus ``stickiness``. With ``resets`` each flow is weighted by the
+    expected stays xi_t(k, k) instead, and each reset is a regression of x_t on [x_t-1, u_t, 1]
+    weighted by the expected switches into it, as in the SwitchingLDS.
 
     The objective (``history_``, :meth:`elbo`) is the ELBO of q(x) q(z) with every flow
     linearised at the mode of q(x), plus the log prior of ``ridge``, ``reg_covar`` and
@@ -114,7 +121,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     regressing x_t on [phi(x_t-1), u_t], so that inputs that kick the state do not hide the
     modes), and a weighted ridge regression under its modes the flows (on [phi(x_t-1), u_t, 1];
     D starts at 0, so that the inputs' effect is first read as the flows'); a recurrent model's
-    guards start as a logistic regression on those modes.
+    guards start as a logistic regression on those modes. With ``resets`` that ARHMM sees the data
+    cut at its jumps, and the resets start by forgetting the state (x_t ~ N(mean, covariance) of
+    the starting states).
 
     Parameters
     ----------
@@ -159,6 +168,13 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         modes down, each K fitted from scratch and from the best K + 1 without its least
         occupied mode, candidates with a vanished mode not chosen
         (:func:`~modeshift.models.selection.prune_n_states`).
+    resets : None, "destination" or "pair"
+        At a step where the mode switches i -> j, x_t follows an affine reset regression
+        x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow (a jump of the state
+        at a switch, :mod:`modeshift.emissions.reset`), learned in the same EM: ``"destination"``
+        one per mode entered (K), ``"pair"`` one per ordered pair of modes (K (K - 1)); None (the
+        default): no resets. Not yet with ``recurrent``, ``selection="prune"`` or the streaming
+        filter (each a NotImplementedError).
 
     Attributes
     ----------
@@ -170,6 +186,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     recurrence_weights_ (K, m), input_weights_ (K, m_u), recurrence_biases_ (K, K) : the guards
         w, v, r (recurrent only); ``dwell_times_`` (K,) the mean run lengths of the fitted data's
         most likely paths.
+    reset_matrices_ (R, n, n), reset_offsets_ (R, n), reset_covariances_ (R, n, n) : R_r, r_r, Q_r
+        of the R resets (with ``resets``, in the order of :class:`~modeshift.emissions.reset.Resets`),
+        and reset_input_matrices_ (R, n, m_u) B_r with inputs.
     feature_map_ : the fitted map phi (m features).
     history_, converged_, n_iter_ : the objective at each iteration, and how EM stopped.
     n_states_, selection_ : with ``n_states="auto"``, the chosen K and the table of candidates
@@ -177,7 +196,6 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     Notes
     -----
-    No resets (see :class:`~modeshift.models.slds.SwitchingLDS` for those with linear flows).
     A recurrent model's objective uses plug-in switch probabilities at the mode of q(x), as the
     recurrent SwitchingLDS's does. The Jacobian of phi is taken by central differences, so a
     user's map needs no derivative. Inputs must be complete (no NaN). With a state larger than
@@ -832,6 +850,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         self.__dict__["feature_map_"] = feature_map(self.features).fit(states)
         observed = states[:, : min(n, p)]  # the data's own directions (the rest: differences of them)
         order = -(-n // p)  # as many lags as the delay embedding holds
+        # with resets, the ARHMM runs on the data cut at its jumps: it would take them as a mode
+        jumps = _jumps(seqs, centred, order + 2) if self.resets else np.zeros(0, dtype=np.int64)
+        pieces = np.diff(np.union1d(seqs.offsets, jumps))
         arhmm = ARHMM(
             n_states=K,
             order=order,
@@ -843,7 +864,6 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             random_state=rng,
             stickiness=_INIT_STICKINESS,
             reg_covar=max(self.reg_covar, 1e-6 * scale),
-            resets=self.resets,
         )
         if n <= p:
             arhmm.feature_map_ = self.feature_map_
@@ -853,18 +873,19 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         with warnings.catch_warnings():  # this fit only proposes a start: its cap is no concern
             warnings.simplefilter("ignore", em.ConvergenceWarning)
             try:
-                arhmm.fit(observed, seqs.lengths)
+                arhmm.fit(observed, pieces)
             except ValueError as error:
                 raise ValueError(f"NonlinearSwitchingLDS: its start, an ARHMM on the state, failed: {error}") from None
-        mode_probs = arhmm.predict_proba(observed, seqs.lengths)
+        mode_probs = arhmm.predict_proba(observed, pieces)
         mode_probs = np.concatenate(mode_probs) if isinstance(mode_probs, list) else np.asarray(mode_probs)
         rows = seqs.linked_rows
+        linked = mode_probs[rows] * ~np.isin(rows, jumps)[:, None]  # a jump is a reset's, not a flow's
         flows = LinearDynamics(self._k, ridge=self.ridge, reg_covar=max(self.reg_covar, 1e-6 * scale))
         flows.ridge_columns = np.r_[
             np.ones(self.feature_map_.n_outputs, dtype=bool), np.zeros(self.input_dim + 1, bool)
         ]
         regressors = laplace.flow_regressors(self.feature_map_, states[rows - 1], seqs.inputs[rows])
-        flows.m_step(flows.statistics(np.hstack([states[rows], regressors]), n, mode_probs[rows]))
+        flows.m_step(flows.statistics(np.hstack([states[rows], regressors]), n, linked))
         self._set_flows(flows)
         if self.input_dim:
             self.feedthrough_matrix_ = np.zeros((p, self.input_dim))
@@ -1083,6 +1104,32 @@ def _rows(item: Any, first: int, last: int) -> Any:
     if isinstance(item, laplace.Posterior):
         return dataclasses.replace(item, **{name: getattr(item, name)[first:last] for name in _PER_STEP})
     return None if item is None else item[first:last]
+
+
+def _jumps(seqs: Sequences, values: np.ndarray, min_length: int) -> np.ndarray:
+    """The steps t where the series jumps (a reset's mark): the change d_t = y_t - y_t-1 an outlier
+    against its neighbours', e_t = d_t - (d_t-1 + d_t+1) / 2 (a jump J gives J there and -J / 2
+    beside it), by a robust z-score (the root mean square over dimensions of e_t / (1.4826 median
+    |e|)) above ``_JUMP_SCORE`` and no smaller than its neighbours', kept (earliest first) where
+    they leave pieces of at least ``min_length`` steps within their sequence."""
+    change = np.diff(values, axis=0)  # change[t - 1] = d_t
+    excess = np.zeros_like(values)
+    excess[2:-1] = change[1:-1] - 0.5 * (change[:-2] + change[2:])
+    steps = np.arange(len(values))
+    sequence = np.searchsorted(seqs.offsets, steps, side="right") - 1
+    first, end = seqs.offsets[sequence], seqs.offsets[sequence + 1]
+    inner = (steps >= first + 2) & (steps <= end - 2)  # d_t-1, d_t, d_t+1 all within the sequence
+    if not inner.any():
+        return np.zeros(0, dtype=np.int64)
+    spread = np.maximum(1.4826 * np.median(np.abs(excess[inner]), axis=0), 1e-12)
+    score = np.where(inner, np.sqrt(np.mean((excess / spread) ** 2, axis=1)), 0.0)
+    peaks = (score > _JUMP_SCORE) & (score >= np.roll(score, 1)) & (score >= np.roll(score, -1))
+    kept: list[int] = []
+    for t in np.flatnonzero(peaks):
+        since = t - max(first[t], kept[-1] if kept else 0)
+        if since >= min_length and end[t] - t >= min_length:
+            kept.append(int(t))
+    return np.array(kept, dtype=np.int64)
 
 
 def _delay_embedding(seqs: Sequences, centred: np.ndarray, n: int) -> np.ndarray:
