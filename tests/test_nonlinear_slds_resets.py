@@ -152,7 +152,7 @@ def _reset_oscillators(n_steps=2000, seed=0):
     x, mode = np.array([1.0, 0.0]), 0
     states, modes = np.empty((n_steps, 2)), np.empty(n_steps, dtype=np.int64)
     for t in range(n_steps):
-        new = 1 - mode if rng.random() < 0.01 else mode
+        new = 1 - mode if rng.random() > 0.99 else mode
         p, v = x
         if new != mode:
             x = FIXED_POINTS[new] + 0.05 * rng.standard_normal(2)
