@@ -173,8 +173,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow (a jump of the state
         at a switch, :mod:`modeshift.emissions.reset`), learned in the same EM: ``"destination"``
         one per mode entered (K), ``"pair"`` one per ordered pair of modes (K (K - 1)); None (the
-        default): no resets. Not yet with ``recurrent``, ``selection="prune"`` or the streaming
-        filter (each a NotImplementedError).
+        default): no resets. Not yet with ``selection="prune"`` or the streaming filter (each a
+        NotImplementedError).
 
     Attributes
     ----------
@@ -402,7 +402,6 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _parameters(self) -> laplace.FlowParameters:
         self._check_fitted()
-        self._check_resets()
         chain = self._chain()
         flows = self._flows()
         return laplace.FlowParameters(
@@ -416,19 +415,12 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             self._reset_block() if self.resets else None,
         )
 
-    def _check_resets(self, fitting: bool = False) -> None:
-        """Refuse what the resets do not support yet: recurrent switches (and, when ``fitting``,
-        the pruning of ``selection="prune"``, which would have to re-index the resets)."""
-        if not self.resets:
-            return
-        if self.recurrent:
-            raise NotImplementedError("a NonlinearSwitchingLDS with resets cannot be recurrent yet")
-        if fitting and self.n_states == "auto" and self.selection == "prune":
-            raise NotImplementedError('a NonlinearSwitchingLDS with resets cannot use selection="prune" yet')
-
     def _start_fit(self) -> None:
+        """Check the hyper-parameters (refusing resets with the pruning of ``selection="prune"``,
+        which would have to re-index them) and forget the last fit."""
         super()._start_fit()
-        self._check_resets(fitting=True)
+        if self.resets and self.n_states == "auto" and self.selection == "prune":
+            raise NotImplementedError('a NonlinearSwitchingLDS with resets cannot use selection="prune" yet')
 
     # ------------------------------------------------------------------------ data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
