@@ -29,6 +29,13 @@ the flows (so curved in x). As in the recurrent SwitchingLDS, q(z) reads them at
 by its second-order expansion at the previous sweep's mode (:func:`guard_curvature`, through the
 Jacobian of phi), which keeps the Gauss-Newton system block-tridiagonal.
 
+Resets (``FlowParameters.resets``): a switch i -> j moves the state by an affine reset
+x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow. A reset is affine in x, so it
+needs no linearisation: the linearised model of a step has the K linearised flows and the R resets,
+which is the SwitchingLDS's with resets (each law weighted by
+:func:`~modeshift.models.slds_inference.law_weights`, q(z) on the pair-evidence chain), and f weighs
+each flow by the stays in its mode and each reset by the switches into it.
+
 The objective reported is the ELBO of q(x) q(z) with the flows linearised at the mode: exact
 (a lower bound on log p(y)) when phi is linear, where all of this is the SwitchingLDS's
 inference; an approximation otherwise.
