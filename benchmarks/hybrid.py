@@ -127,7 +127,8 @@ def latent_reset_models(name: str, n_states: int, state_dim: int, seed: int) -> 
     """The SLDS with resets, on the system whose switches move the state (the bouncing ball)."""
     if name != "bouncing_ball":
         return {}
-    return {  # two restarts: the second starts at the change points of the heights (the impacts' kinks)
+    return {  # two restarts: the second at the change points of the heights (the impacts' kinks) or, if its
+        # first sweep is higher, at the mode path of a beam search under that start's parameters
         "SLDS, resets": SwitchingLDS(
             n_states, state_dim=state_dim, resets="destination", n_restarts=2, random_state=seed
         )

@@ -33,6 +33,7 @@ from modeshift.models.capabilities import (
     BoundScorer,
     Describer,
     Forecaster,
+    HybridAutomaton,
     IterativeFit,
     ModeDecoder,
     NextElementModel,
@@ -166,6 +167,8 @@ def _outputs(model: Model, X: Any, extras: dict[str, Any]) -> dict[str, Any]:
         out.update(n_parameters=model.n_parameters, aic=model.aic(X, **extras), bic=model.bic(X, **extras))
     if isinstance(model, Describer):
         out["describe"] = model.describe()
+    if isinstance(model, HybridAutomaton):
+        out["automaton"] = model.automaton(X, **extras)
     if isinstance(model, NextElementModel):
         out.update(next_symbol_proba=model.next_symbol_proba(X), predict_next=model.predict_next(X[0][:2]))
     return out
@@ -291,6 +294,12 @@ def test_results_have_the_promised_shapes_and_types(cls):
             assert out["aic"] == pytest.approx(-2 * out["score"] + 2 * out["n_parameters"])
     if "describe" in out and n_modes is not None:
         assert isinstance(out["describe"], pd.DataFrame) and len(out["describe"]) == n_modes
+    if "automaton" in out and n_modes is not None:
+        found = out["automaton"]
+        np.testing.assert_array_equal(found.modes, np.arange(n_modes))
+        assert len(found.flows) == len(found.dwell_times) == n_modes
+        if found.grid is not None:
+            assert found.vector_fields.shape == (n_modes, *found.grid.shape)
     if isinstance(model, IterativeFit):
         assert model.n_iter_ == len(model.history_) and isinstance(model.converged_, bool | np.bool_)
         assert all(np.isfinite(value) for value in model.history_)

@@ -278,6 +278,9 @@ def test_describe_counts_and_refusals(fitted):
     y, model = fitted
     described = model.describe()
     np.testing.assert_array_equal(described.loc[1, "resets_into"][0][1], model.reset_offsets_[0])
+    resets = model.automaton().resets  # "pair": reset 0 is 0 -> 1, reset 1 is 1 -> 0
+    assert set(resets) == {(0, 1), (1, 0)}
+    np.testing.assert_array_equal(resets[1, 0][0], model.reset_matrices_[1])
     plain = copy.deepcopy(model)
     plain.resets = None
     assert model.n_parameters - plain.n_parameters == 2 * (2 * 2 + 2 + 3)  # R_r, r_r and Q_r of 2 resets

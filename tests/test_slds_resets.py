@@ -252,48 +252,57 @@ def _true_ball(restitution=0.8, dt=0.01, gravity=9.81):
     return model
 
 
-def test_bouncing_ball_impacts_are_a_fixed_point_the_generic_starts_miss():
-    """With the ball's true laws, q(x) q(z) started at the true impacts keeps every one of them (a
-    fixed point of the sweeps), at an ELBO far above the one inference reaches from its generic
-    starts (measured 2144 against -8697 on this seed): the impacts are there to be found, and the
-    sweeps do not find them. (Why the SLDS with resets does not reach the ball's targets.)"""
-    sim = bouncing_ball(1000, random_state=0)
-    model = _true_ball()
+def _ball_at_the_true_impacts(model, sim):
+    """q(x) q(z) of the true ``model`` swept from the simulated impacts."""
     seqs = model._sequences(sim.observations, None, None)
     params = model._parameters(seqs)
     posterior = inference.sweep(params, seqs, np.eye(2)[sim.modes])
     for _ in range(5):
         posterior = inference.sweep(params, seqs, posterior.mode_probs, posterior)
-    np.testing.assert_array_equal(model._viterbi(seqs, posterior), sim.modes)
-    assert posterior.elbo > model.elbo(sim.observations) + 1000.0
+    return seqs, params, posterior
 
 
-def test_inference_starts_at_the_change_points():
-    """With the ball's true laws, inference from the generic starts finds no impact (ELBO -8697 on this seed);
-    its start at the change points of the heights (the kinks of models/slds_starts.py) finds half of them at
-    the exact step and few elsewhere (measured 9 of 18, 12 predicted; ELBO -4192), still far below the fixed
-    point at the true impacts (2144): q(x) smooths through the impacts the start misses."""
+def test_bouncing_ball_impacts_are_a_fixed_point_the_generic_starts_miss():
+    """With the ball's true laws, q(x) q(z) started at the true impacts keeps every one of them (a
+    fixed point of the sweeps), at an ELBO far above the one the sweeps reach from the generic
+    starts (measured 2144 against -8697 on this seed): the sweeps, which change q(z) and q(x) in
+    turn, do not find impacts (q(x) smooths through those q(z) lacks)."""
     sim = bouncing_ball(1000, random_state=0)
     model = _true_ball()
-    seqs = model._sequences(sim.observations, None, None)
-    generic = inference.infer(model._parameters(seqs), seqs, model.tol, 50)
-    assert model.elbo(sim.observations) > generic.elbo + 1000.0
-    found = model.predict(sim.observations) == 1
-    assert (found & (sim.modes == 1)).sum() >= 8 and found.sum() <= 14, np.flatnonzero(found)
+    seqs, params, posterior = _ball_at_the_true_impacts(model, sim)
+    np.testing.assert_array_equal(model._viterbi(seqs, posterior), sim.modes)
+    assert posterior.elbo > inference.infer(params, seqs, model.tol, 50).elbo + 1000.0
+
+
+def test_inference_finds_the_impacts_from_the_beam_start():
+    """With the ball's true laws, inference started at the beam search's mode path (each path scored by
+    its exact marginal likelihood, the states filtered along it) reaches an ELBO above the fixed point at
+    the true impacts (measured 2202 against 2144; the change points alone reach -4192) and puts an impact
+    within two steps of every true one, few elsewhere (measured 18 of 18, 16 within one step, 8 exact,
+    22 predicted): in 2 cm noise the exact step of an impact is often not the likelier one."""
+    sim = bouncing_ball(1000, random_state=0)
+    model = _true_ball()
+    at_truth = _ball_at_the_true_impacts(model, sim)[2]
+    assert model.elbo(sim.observations) > at_truth.elbo
+    found = np.flatnonzero(model.predict(sim.observations) == 1)
+    distance = np.abs(found[None, :] - np.flatnonzero(sim.modes == 1)[:, None]).min(axis=1)
+    assert distance.max() <= 2 and (distance <= 1).mean() > 0.8 and len(found) <= 1.5 * len(distance), found
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="at the default 2 cm noise the starts at the change points find about half the impacts at the exact "
-    "step (9-10 of 15-20 per seed), EM keeps its start's segmentation (it neither adds nor moves an impact), "
-    "and the reset regression learned from a segmentation with a missed, shifted or extra impact is not the "
-    "bounce (eigenvalues such as 0.26 and -0.77). From the true segmentation EM reaches e = 0.772 on seed 0",
+    reason="the second restart's beam start puts nearly every impact within a step (14-19 of 15-20 per seed, as "
+    "many predicted as true), but only about half at the exact step, and EM keeps them: on seed 0 its "
+    "objective (2307.1) is that of EM from the true segmentation (2308.2). At every impact h is about 0, so "
+    "the reset's action on the height is not determined: one eigenvalue of the learned reset is arbitrary "
+    "(seed 0: -2.21 and -0.46; e estimates 1.33, -0.36, 0.56, 0.13, 0.57). From the true segmentation EM "
+    "reaches e = 0.772 on seed 0 (eigenvalues -0.77 +- 0.24i)",
 )
 def test_bouncing_ball_restitution_within_5_percent():
     """The restitution (mean 0.8) as the eigenvalues of the reset into the impact mode, both -e for the
     linearised bounce whatever the state basis, on the default ball over five seeds (two restarts: the
-    second starts at the change points of the heights)."""
+    second starts at the change points of the heights, or at the beam search's path if better)."""
     estimates = []
     for seed in range(5):
         sim = bouncing_ball(1000, random_state=seed)

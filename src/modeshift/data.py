@@ -366,21 +366,23 @@ class Sequences:
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(self.n_sequences))
 
-    def blocks(self, max_rows: int) -> Iterator[Sequences]:
-        """Runs of consecutive whole sequences, in order, of at most ``max_rows`` steps each (a
-        longer sequence alone): views, not copies. A computation whose results add up over
-        sequences (an E-step) done block by block keeps its per-step arrays in the cache.
+    def blocks(self, max_rows: int, extra_rows: int = 0) -> Iterator[Sequences]:
+        """Runs of consecutive whole sequences, in order, of at most ``max_rows`` rows each, counting
+        ``extra_rows`` more per sequence (a layout's row at each end); a longer sequence alone. Views,
+        not copies: a computation whose results add up over sequences (an E-step) done block by block
+        keeps its per-step arrays in the cache.
 
         >>> seqs = Sequences.from_arrays([np.zeros((3, 1)), np.zeros((2, 1)), np.zeros((4, 1))])
         >>> [block.lengths.tolist() for block in seqs.blocks(5)]
         [[3, 2], [4]]
         """
-        if self.n_steps <= max_rows:
+        if self.n_steps + extra_rows * self.n_sequences <= max_rows:
             yield self
             return
+        rows = self.offsets + extra_rows * np.arange(self.n_sequences + 1)  # each sequence's first row
         first = 0
         while first < self.n_sequences:
-            last = max(first + 1, int(np.searchsorted(self.offsets, self.offsets[first] + max_rows, "right")) - 1)
+            last = max(first + 1, int(np.searchsorted(rows, rows[first] + max_rows, "right")) - 1)
             yield self._between(first, last)
             first = last
 

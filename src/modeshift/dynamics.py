@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from modeshift._kernels import inverse_cholesky, regression_log_density, weighted_moments
-from modeshift.statistics import Statistics
+from modeshift.statistics import Moments, Statistics
 
 __all__ = [
+    "InitialStateLaw",
     "LinearDynamics",
     "autoregressive_moments",
     "ensure_positive_definite",
@@ -169,6 +170,55 @@ class LinearDynamics:
         factors = np.linalg.cholesky(self.covariances)[modes]
         noise = np.einsum("tij,tj->ti", factors, rng.standard_normal((len(z), self.covariances.shape[1])))
         return np.einsum("tij,tj->ti", self.weights[modes], z) + noise
+
+
+class InitialStateLaw:
+    """The law N(m0, P0) of a state-space model's first state, with a conjugate prior on P0.
+
+    Its maximum-likelihood P0 is the spread of the sequences' first states, E q(x_0) about m0:
+    fitted on one sequence, that is the posterior covariance of one x_0, which EM makes ever
+    more certain, so P0 shrinks towards 0 and a new sequence whose x_0 lies a state's spread
+    away from m0 scores absurdly low (thousands of nats from its first step). So P0 gets an
+    inverse-Wishart prior with mode ``scale`` (the spread of the state, set once at the start)
+    worth ``weight`` sequences, plus the ``-reg_covar / 2 tr(P0^-1)`` of every covariance:
+
+        log p(P0) = -weight / 2 (log|P0| + tr(scale P0^-1)) - reg_covar / 2 tr(P0^-1) + const,
+
+    the inverse-Wishart with scale matrix ``weight * scale`` and ``weight - n - 1`` degrees of
+    freedom (proper for weight > 2n - a MAP needs no normalisable prior). With N sequences whose
+    first states have scatter S (expected, about their mean), the MAP is
+
+        m0 = mean of E[x_0],   P0 = (S + weight scale + reg_covar I) / (N + weight),
+
+    so the data outweigh the prior once N is well above ``weight`` (default n + 2).
+
+    One sequence whose x_0 is known exactly: P0 stays at the scale of the state, not 0.
+
+    >>> law = InitialStateLaw(np.eye(1), reg_covar=0.0)
+    >>> mean, covariance = law.m_step(Moments.of(np.array([[3.0]])), np.zeros((1, 1)))
+    >>> float(mean[0]), float(covariance[0, 0])
+    (3.0, 0.75)
+    """
+
+    def __init__(self, scale: np.ndarray, reg_covar: float, weight: float | None = None):
+        self.scale = np.atleast_2d(np.asarray(scale, dtype=float))
+        self.reg_covar = float(reg_covar)
+        self.weight = float(len(self.scale) + 2 if weight is None else weight)
+
+    def m_step(self, first: Moments, covariance_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m0, P0) maximising the expected log density of the first states plus the log prior:
+        ``first`` the moments of their posterior means E[x_0], ``covariance_sum`` the sum of
+        their posterior covariances."""
+        n = len(self.scale)
+        scatter = covariance_sum + first.scatter + self.weight * self.scale + self.reg_covar * np.eye(n)
+        return first.mean, ensure_positive_definite(scatter / (first.count + self.weight))
+
+    def log_prior(self, covariance: np.ndarray) -> float:
+        """log p(P0) up to a constant."""
+        precision = np.linalg.inv(covariance)
+        log_det = float(np.linalg.slogdet(covariance)[1])
+        spread = self.weight * self.scale + self.reg_covar * np.eye(len(self.scale))
+        return -0.5 * (self.weight * log_det + float(np.sum(spread * precision)))
 
 
 def observation_statistics(

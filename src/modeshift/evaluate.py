@@ -41,13 +41,13 @@ The table feeds :func:`modeshift.plot.plot_comparison` (a bar group per metric).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from modeshift.data import Sequences, as_sequences
+from modeshift.data import as_sequences
 from modeshift.models.capabilities import NextElementModel
 from modeshift.symbols import next_targets
 
@@ -78,7 +78,7 @@ def next_element(model: NextElementModel, sequences: Any, k: Sequence[int] = (1,
     seqs = as_sequences(sequences, vocabulary=vocabulary, unknown=policy)
     unknown = len(vocabulary)
     ranks, losses = [], []
-    for chunk in _chunks(seqs, max(1, CHUNK_CELLS // (unknown + 2))):
+    for chunk in seqs.blocks(max(1, CHUNK_CELLS // (unknown + 2)), extra_rows=1):  # a row to predict after each
         proba = np.asarray(model.next_symbol_proba(chunk))
         targets = next_targets(chunk)
         expected = (len(targets), unknown + 2)
@@ -173,14 +173,3 @@ def _check_k(k: Sequence[int]) -> tuple[int, ...]:
     if not ks or any(not isinstance(j, (int, np.integer)) or isinstance(j, bool) or j < 1 for j in ks):
         raise ValueError(f"k must be positive integers, got {k!r}")
     return tuple(int(j) for j in ks)
-
-
-def _chunks(seqs: Sequences, max_rows: int) -> Iterator[Sequences]:
-    """Runs of whole sequences with at most ``max_rows`` rows of the layout each (or one sequence)."""
-    rows = seqs.offsets + np.arange(seqs.n_sequences + 1)  # the layout's first row of each sequence
-    first = 0
-    while first < seqs.n_sequences:
-        last = max(int(np.searchsorted(rows, rows[first] + max_rows, side="right")) - 1, first + 1)
-        offsets = seqs.offsets[first : last + 1]
-        yield Sequences(seqs.values[offsets[0] : offsets[-1]], offsets - offsets[0], vocabulary=seqs.vocabulary)
-        first = last

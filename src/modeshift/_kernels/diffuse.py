@@ -122,8 +122,8 @@ def diffuse_predict(
             value += B[i, j] * u[j]
         out_mean[i] = value
     scratch = np.empty((n, n))
-    propagate(A, Pstar, out_Pstar, scratch, False)
-    propagate(A, Pinf, out_Pinf, scratch, False)
+    propagate(A, Pstar, out_Pstar, scratch, np.False_)
+    propagate(A, Pinf, out_Pinf, scratch, np.False_)
     for i in range(n):
         for j in range(n):
             out_Pstar[i, j] += 0.5 * (Q[i, j] + Q[j, i])

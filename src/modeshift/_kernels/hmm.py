@@ -24,6 +24,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from modeshift._kernels.layout import canonical
 from modeshift._kernels.recursions import (
     _TINY,
     backtrack,
@@ -354,6 +355,7 @@ def _smooth(
     else:  # the weights stay 0 at sequence starts
         pairs, backward_weights = np.empty((0, 1, 1)), buffer(scratch, "weights", (n_steps, n_states), zero=True)
     arguments = (log_likelihoods, table_rows(rows), *scaled_table(log_likelihoods, scratch))
+    transition_matrices = canonical(transition_matrices)  # a view would compile every kernel below again
     arrays = (initial_probs, transition_matrices, transposed(transition_matrices), posteriors, filtered, normalisers)
     n_threads, shortest = numba.get_num_threads(), (offsets[1:] - offsets[:-1]).min()
     if n_threads == 1 or len(offsets) - 1 >= n_threads or shortest < max(_CONCURRENT_LENGTH, 2):

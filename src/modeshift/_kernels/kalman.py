@@ -141,7 +141,7 @@ def predict_step(
     """x_t|t-1 = A x_t-1|t-1 + B u_t,  P_t|t-1 = A P_t-1|t-1 A^T + Q (symmetrised)."""
     n = mean.shape[0]
     affine(A, mean, B, u, out_mean)
-    propagate(A, cov, out_cov, product, False)
+    propagate(A, cov, out_cov, product, np.False_)
     for i in range(n):
         for j in range(i + 1):
             value = out_cov[i, j] + 0.5 * (Q[i, j] + Q[j, i])
@@ -182,7 +182,7 @@ def innovation_step(
     """
     observed, rows, factor, innovation, cross, gain, _ = work
     n = mean.shape[0]
-    k = 0
+    k = np.int64(0)  # not a literal 0: numba would type the calls below for Literal[int](0) too
     for i in range(y.shape[0]):
         if not np.isnan(y[i]):
             observed[k] = i
@@ -208,7 +208,7 @@ def innovation_step(
             for j in range(n):
                 value += rows[a, j] * cross[j, b]
             factor[a, b] = value
-    if not cholesky_in_place(factor, k, False):
+    if not cholesky_in_place(factor, k, np.False_):
         return -1
     for i in range(n):
         for a in range(k):
@@ -547,8 +547,8 @@ def _filter(
             inputs,
             offsets[s],
             offsets[s + 1],
-            _at(initial_means, s),
-            _at(initial_covs, s),
+            _at(initial_means, np.int64(s)),  # prange indices are unsigned
+            _at(initial_covs, np.int64(s)),
             diffuse,
             A,
             B,
@@ -883,7 +883,7 @@ def _smooth_sequence(
                 copy_into(cross_covs[t + 2], cross_covs[t + 1])
             continue
         if not final:
-            propagate(At, N, W, product, True)  # A^T N_t A
+            propagate(At, N, W, product, np.True_)  # A^T N_t A
         _backward_N(k, W, work, extra, N_new)
         if keep:
             _observation_terms(k, work, u, extra[2], extra[1], P, D_t, (terms[0][t], terms[1][t], terms[2][t]))
@@ -955,7 +955,7 @@ def _diffuse_variances(
     d = 0
     for t in range(first, last):
         if t > first:
-            propagate(_at(A, t), Pinf, following, scratch, False)
+            propagate(_at(A, t), Pinf, following, scratch, np.False_)
             Pinf, following = following, Pinf
             if identified(Pinf):
                 break
@@ -991,7 +991,7 @@ def _diffuse_variances(
             work,
         )
         if t + 1 < last:
-            propagate(_at(A, t + 1), Pinf, variances[t + 1 - first], scratch, False)
+            propagate(_at(A, t + 1), Pinf, variances[t + 1 - first], scratch, np.False_)
     return variances
 
 
@@ -1074,9 +1074,9 @@ def _diffuse_backward(
                     mean[i] = value
                 copy_into(mean, vector)
             for matrix in (N0, N1, N2):
-                propagate(At, matrix, moved, scratch[0], True)
+                propagate(At, matrix, moved, scratch[0], np.True_)
                 copy_into(moved, matrix)
-        k = 0
+        k = np.int64(0)  # not a literal: see innovation_step
         for i in range(observations.shape[1]):
             if not np.isnan(observations[t, i]):
                 k += 1
@@ -1288,7 +1288,7 @@ def _backward_step(
     factor, cross, joseph, product = work
     n = gain.shape[0]
     copy_into(predicted_cov, factor)
-    cholesky_in_place(factor, n, True)
+    cholesky_in_place(factor, n, np.True_)
     for i in range(n):  # cross = A P_t|t = Cov(x_t+1, x_t | y_0..t)
         for j in range(n):
             value = 0.0
@@ -1306,8 +1306,8 @@ def _backward_step(
             for k in range(n):
                 value -= gain[i, k] * A[k, j]
             joseph[i, j] = value
-    congruence(joseph, filtered_cov, n, conditional, product, False)
-    congruence(gain, Q, n, conditional, product, True)
+    congruence(joseph, filtered_cov, n, conditional, product, np.False_)
+    congruence(gain, Q, n, conditional, product, np.True_)
 
 
 @njit(cache=True)
@@ -1325,7 +1325,7 @@ def _sample_sequence(
             copy_into(filtered_covs[t], factor)
         else:
             _backward_step(filtered_covs[t], predicted_covs[t + 1], _at(A, t + 1), _at(Q, t + 1), gain, factor, work)
-        cholesky_in_place(factor, n, True)
+        cholesky_in_place(factor, n, np.True_)
         for r in range(n_samples):
             z = draws[r, t]
             if not final:

@@ -7,6 +7,11 @@ The Kalman filter and smoother (:mod:`modeshift._kernels.kalman`), their batched
 factorisation that can keep a semi-definite factor, the two triangular solves with it,
 the congruence L M L^T (symmetric by construction), an affine map and a whitened norm.
 Each is a numba function meant to be called from other numba functions.
+
+Compiled callers pass a flag as ``np.True_`` / ``np.False_`` and an index as int64 (a
+``prange`` index is unsigned: ``np.int64(s)``): numba types a literal ``True`` or ``1`` in a
+call as ``Literal[bool](True)`` or ``Literal[int](1)``, and each such type is another
+compilation of the callee (seconds in a fresh cache) for the same machine code.
 """
 
 from __future__ import annotations

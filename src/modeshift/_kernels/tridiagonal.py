@@ -100,7 +100,7 @@ def _factor_sequence(diagonal, lower, first, last, chol_diagonal, chol_lower) ->
                     for k in range(n):
                         value += coupling[i, k] * coupling[j, k]
                     factor[i, j] -= value
-        if not cholesky_in_place(factor, n, False):
+        if not cholesky_in_place(factor, n, np.False_):
             return t - first
     return -1
 

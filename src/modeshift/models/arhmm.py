@@ -18,7 +18,7 @@ from modeshift.emissions.feature_autoregressive import FeatureAutoregressive, wi
 from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.features import Custom, FeatureMap, Polynomial, feature_map
 from modeshift.metrics import segments
-from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
+from modeshift.models.automaton import THRESHOLD_LEVELS, Automaton, Flow, state_grid, switch_guards
 from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.hmm import HMM, propagate_modes
 from modeshift.models.params import Boolean, Integer, Number, OneOf
@@ -646,20 +646,16 @@ class ARHMM(HMM):
         bounds = self._state_bounds(X, lengths)
         grid, shape, fields = None, (), None
         if bounds is not None and state_dim <= 2:
-            grid, shape = state_grid(*bounds, int(resolution))
+            grid, shape = state_grid(*bounds, resolution)
             fields = np.stack([self._expected_move(grid, k) for k in range(n_states)])
         guards = []
         if self.recurrent:
             moves = None if grid is None else transitions.kernel_arrays(self._guard_inputs(grid))[1]
-            levels = thresholds = None
-            if d == 1 and bounds is not None:
-                levels = np.linspace(bounds[0].min(), bounds[1].max(), 2001)
+            levels = along = None
+            if d == 1 and bounds is not None:  # constant histories (y, ..., y)
+                levels = np.linspace(bounds[0].min(), bounds[1].max(), THRESHOLD_LEVELS)
                 along = transitions.kernel_arrays(self._guard_inputs(np.repeat(levels[:, None], self.order, axis=1)))[1]
-            for i in range(n_states):
-                for j in range(n_states):
-                    if i != j:
-                        thresholds = None if levels is None else crossings(levels, along[:, i, j], 0.5)
-                        guards.append(Guard(i, j, None if moves is None else moves[:, i, j], thresholds))
+            guards = switch_guards(n_states, moves, levels, along)
             _, modes = self.sample(20000, random_state=0)
             runs = segments(modes)
             dwell = runs.assign(length=runs["end"] - runs["start"]).groupby("mode")["length"].mean()

@@ -158,6 +158,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     rate_weights_ (K, K, n) : a_ij, recurrent only (zero on the diagonal).
     observation_matrix_ (p, n), observation_offset_ (p,), observation_covariance_ (p, p) : C, d, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n), startprob_ (K,) : the law at the first step.
+    initial_state_covariance_prior_ (n, n) : the mode of P0's prior, as for the SwitchingLDS.
     dwell_times_, history_, converged_, n_iter_, n_states_, selection_ : as for the SwitchingLDS (dwell times in
         steps).
     """
@@ -642,7 +643,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         regular = dataclasses.replace(seqs, times=None)
         modes = start._initialize(regular, rng)
         posterior = inference.sweep(start._parameters(), regular, modes)
-        for name in (*_OBSERVATION, "feedthrough_matrix_"):
+        for name in (*_OBSERVATION, "feedthrough_matrix_", "initial_state_covariance_prior_"):
             setattr(self, name, getattr(start, name))
         self.rate_matrix_ = rates_of(start.transmat_, float(self._gaps(seqs)[rows].mean()))
         self.drift_matrices_, self.drift_offsets_ = np.zeros((K, n, n)), np.zeros((K, n))
@@ -706,10 +707,11 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self.drift_input_matrices_, self.drift_offsets_ = columns[:, :, :m].copy(), columns[:, :, m].copy()
 
     def _log_prior(self) -> float:
-        """-reg_covar / 2 tr(S^-1) for every covariance S: Σ_k, R and P0; for a recurrent model
-        also the rates' penalty -_RATE_PENALTY / 2 sum |a_ij|^2."""
-        total = self._observation_block().log_prior()
-        for covariance in (*self.diffusion_covariances_, self.initial_state_covariance_):
+        """-reg_covar / 2 tr(S^-1) for every covariance S (Σ_k, R, P0), P0's inverse-Wishart
+        (:class:`~modeshift.dynamics.InitialStateLaw`); for a recurrent model also the rates'
+        penalty -_RATE_PENALTY / 2 sum |a_ij|^2."""
+        total = self._observation_block().log_prior() + self._initial_law().log_prior(self.initial_state_covariance_)
+        for covariance in self.diffusion_covariances_:
             total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(covariance)))
         if self.recurrent:
             total -= 0.5 * _RATE_PENALTY * float(np.sum(np.square(self.rate_weights_)))

@@ -28,7 +28,6 @@ __all__ = ["HMM"]
 PerStep = np.ndarray | list[np.ndarray]  # one array, or one per sequence for list input
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
-_FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 #: Steps x modes of one block of an E-step (:meth:`HMM._e_step`): its arrays of (steps, K) floats,
 #: 2 MiB each, stay in a core's cache with room for two processes.
 BLOCK_CELLS = 2**18
@@ -275,7 +274,7 @@ class HMM(Model, StreamingFilters):
         return super().__getattr__(name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name.endswith("_") and name not in _FIT_RESULTS and "n_states" in self.__dict__:
+        if name.endswith("_") and name not in selection.FIT_RESULTS and "n_states" in self.__dict__:
             home = self._parameter_homes.get(name)
             if home is not None:
                 home[0].set(home[1], value)
@@ -852,7 +851,7 @@ class HMM(Model, StreamingFilters):
         return self._snapshot()
 
     def _learned_attributes(self) -> dict[str, Any]:
-        return selection.saved_fit(self, _FIT_RESULTS)
+        return selection.saved_fit(self)
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         for name, value in attributes.items():

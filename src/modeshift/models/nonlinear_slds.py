@@ -38,7 +38,9 @@ the same Laplace EM (a reset is affine: q(x) weighs it by the switches into it, 
 
 ``n_states="auto"`` chooses K by BIC (``selection="fits"``) or by pruning an over-complete fit
 (``selection="prune"``); ``filter_stream`` filters one observation at a time (Kim's filter with an
-extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster.
+extended Kalman step per pair of modes); :func:`modeshift.distributed.fit` fits it over a Dask cluster;
+``automaton()`` returns its modes, feature flows, curved guards and dwell times as data
+(:mod:`modeshift.models.automaton`, drawn by :func:`modeshift.plot.plot_flows`).
 """
 
 from __future__ import annotations
@@ -54,14 +56,14 @@ import pandas as pd
 
 from modeshift import _kernels as kernels
 from modeshift._kernels import pair_hmm
-from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
-from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
+from modeshift.dynamics import InitialStateLaw, LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.features import Custom, FeatureMap, feature_map
 from modeshift.models import em, selection, slds_inference
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
+from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching_dwell_times
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
@@ -103,13 +105,15 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     :mod:`modeshift.models.laplace_inference`), then closed-form M-steps: for every mode a
     ridge regression, weighted by q(z_t = k), of x_t on [phi(x_t-1), u_t, 1] (ridge on W_k, not
     on B_k or b_k) from the first-order moments of phi under q(x); C, d, R by regression of y on the
-    moments of x and the inputs (missing entries integrated out); m0, P0; the transition matrix from the
-    expected transition counts plus ``stickiness``. With ``resets`` each flow is weighted by the
-    expected stays xi_t(k, k) instead, and each reset is a regression of x_t on [x_t-1, u_t, 1]
-    weighted by the expected switches into it, as in the SwitchingLDS.
+    moments of x and the inputs (missing entries integrated out); m0, P0 (P0 under an inverse-Wishart
+    prior with mode the spread of the start's state, as for the SwitchingLDS: one sequence would
+    shrink it to 0); the transition matrix from the expected transition counts plus ``stickiness``.
+    With ``resets`` each flow is weighted by the expected stays xi_t(k, k) instead, and each reset
+    is a regression of x_t on [x_t-1, u_t, 1] weighted by the expected switches into it, as in the
+    SwitchingLDS.
 
     The objective (``history_``, :meth:`elbo`) is the ELBO of q(x) q(z) with every flow
-    linearised at the mode of q(x), plus the log prior of ``ridge``, ``reg_covar`` and
+    linearised at the mode of q(x), plus the log prior of ``ridge``, ``reg_covar``, P0 and
     ``stickiness``. With a linear map (``features=Polynomial(1)``) it is exactly the
     SwitchingLDS's ELBO, a lower bound on log p(y) that EM never lowers; with a nonlinear
     one it approximates the ELBO and need not rise at every iteration (``monotone`` is False).
@@ -182,6 +186,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     flow_input_matrices_ (K, n, m_u), feedthrough_matrix_ (p, m_u) : B_k and D (only with inputs).
     observation_matrix_ (p, n), observation_offset_ (p,), observation_covariance_ (p, p) : C, d, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n) : m0, P0.
+    initial_state_covariance_prior_ (n, n) : the mode of P0's prior
+        (:class:`~modeshift.dynamics.InitialStateLaw`), set at the start of the fit and saved.
     startprob_ (K,), transmat_ (K, K) : the chain of modes (no ``transmat_`` when recurrent).
     recurrence_weights_ (K, m), input_weights_ (K, m_u), recurrence_biases_ (K, K) : the guards
         w, v, r (recurrent only); ``dwell_times_`` (K,) the mean run lengths of the fitted data's
@@ -268,7 +274,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         "selection": OneOf(("fits", "prune")),
         "resets": OneOf((None, *RESET_TIES)),
     }
-    _file_arrays = {"feature_map_.*": "real?", "dwell_times_": "real?"}
+    _file_arrays = {"feature_map_.*": "real?", "dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
     _file_attributes = {**Model._file_attributes, "feature_map": "mapping", "n_states_": "count", "selection_": "table"}
 
     @property
@@ -540,12 +546,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         here on the features: the switch is likelier than staying where
         (w_j - w_i) . phi(x) + (r_ij - r_ii) > 0 (inputs held at 0), a curved boundary in x."""
         self._check_fitted()
-        K = self._k
+        K, dwell = self._k, switching_dwell_times(self)
         maps = self._reset_block().maps() if self.resets else None
-        if self.recurrent:
-            dwell = np.asarray(self.__dict__.get("dwell_times_", np.full(K, np.nan)), dtype=float)
-        else:
-            dwell = dwell_times(self.transmat_)
         rows = []
         for k in range(K):
             row: dict[str, Any] = {
@@ -774,7 +776,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> NonlinearSwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        selection.fit_auto(self, seqs, ("feature_map_",), keep_modes)
+        selection.fit_auto(self, seqs, ("feature_map_", "initial_state_covariance_prior_"), keep_modes)
         self._finish_fit(seqs)
         return self
 
@@ -803,6 +805,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
+            self.__dict__.setdefault("initial_state_covariance_prior_", np.array(self.initial_state_covariance_))
             start = None
         else:
             start = self._initialize(seqs, rng)
@@ -897,12 +900,14 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
         self.initial_state_mean_ = states[seqs.starts].mean(axis=0)
-        spread = ensure_positive_definite(np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * scale * np.eye(n))
-        self.initial_state_covariance_ = spread
+        self.initial_state_covariance_ = ensure_positive_definite(
+            np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * scale * np.eye(n)
+        )
+        self.initial_state_covariance_prior_ = self.initial_state_covariance_  # P0's prior: the state's spread
         if self.resets:  # resets that forget the state: x_t ~ N(mean, spread) of the states at a switch
             r = Resets(K, self.resets).n_resets
             self.reset_matrices_, self.reset_offsets_ = np.zeros((r, n, n)), np.tile(states.mean(axis=0), (r, 1))
-            self.reset_covariances_ = np.tile(spread, (r, 1, 1))
+            self.reset_covariances_ = np.tile(self.initial_state_covariance_, (r, 1, 1))
             if self.input_dim:
                 self.reset_input_matrices_ = np.zeros((r, n, self.input_dim))
         return states, mode_probs
@@ -934,16 +939,22 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _log_prior(self) -> float:
         """-reg_covar / 2 tr(S^-1) for every covariance S, the ridge prior on the flows' weights,
-        and stickiness sum_k log p_kk (for a recurrent model, the guards' L2 penalty)."""
+        P0's inverse-Wishart and stickiness sum_k log p_kk (for a recurrent model, the guards' L2 penalty)."""
         total = self._flows().log_prior() + self._observation().log_prior()
         total += self._reset_block().log_prior() if self.resets else 0.0
-        total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(self.initial_state_covariance_)))
+        total += self._initial_law().log_prior(self.initial_state_covariance_)
         if self.recurrent:
             return total + self._chain().log_prior()
         if self.stickiness > 0:
             with np.errstate(divide="ignore"):
                 total += self.stickiness * float(np.log(np.diagonal(self.transmat_)).sum())
         return total
+
+    def _initial_law(self) -> InitialStateLaw:
+        """The initial state's law, its prior centred on the spread set at the start of the fit (on
+        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
+        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
+        return InitialStateLaw(scale, self.reg_covar)
 
     def _statistics(self, seqs: Sequences, posterior: laplace.Posterior, params: laplace.FlowParameters) -> Statistics:
         """The expected sufficient statistics of the M-step under q(x) q(z): each flow's weighted by
@@ -1014,10 +1025,10 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         self.observation_matrix_, self.observation_offset_ = W[:, :n].copy(), W[:, -1].copy()
         if self.input_dim:
             self.feedthrough_matrix_ = W[:, n:-1].copy()
-        first = stats["initial"]
-        self.initial_state_mean_ = first.mean
-        scatter = stats["initial_covariance"] + first.scatter + self.reg_covar * np.eye(n)
-        self.initial_state_covariance_ = ensure_positive_definite(scatter / first.count)
+        law = self._initial_law()
+        self.initial_state_mean_, self.initial_state_covariance_ = law.m_step(
+            stats["initial"], stats["initial_covariance"]
+        )
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
         if self.recurrent:
             self._fit_guards(stats["guard_inputs"], stats["pairs"])
@@ -1036,12 +1047,13 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
         _, state = self.feature_map_.state()
         arrays.update({f"feature_map_.{key}": np.asarray(value, dtype=float) for key, value in state.items()})
-        if "dwell_times_" in self.__dict__:
-            arrays["dwell_times_"] = np.asarray(self.dwell_times_, dtype=float)
+        for name in ("dwell_times_", "initial_state_covariance_prior_"):
+            if name in self.__dict__:
+                arrays[name] = np.asarray(self.__dict__[name], dtype=float)
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        out = selection.saved_fit(self, ("history_", "converged_", "n_iter_", "n_states_", "selection_"))
+        out = selection.saved_fit(self)
         return {**out, "feature_map": self.feature_map_.state()[0]}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
@@ -1056,11 +1068,59 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
-        for name in self.parameter_names:
-            setattr(self, name, np.array(arrays[name]))
-        if "dwell_times_" in arrays:
-            self.dwell_times_ = np.array(arrays["dwell_times_"])
+        for name in (*self.parameter_names, "dwell_times_", "initial_state_covariance_prior_"):
+            if name in arrays:
+                setattr(self, name, np.array(arrays[name]))
         self._check_parameters()
+
+    # ---------------------------------------------------------------- the automaton
+    def automaton(
+        self, X: Any = None, lengths: Sequence[int] | None = None, *, inputs: Any = None, resolution: int = 25
+    ) -> Automaton:
+        """The fitted model as a hybrid automaton (:mod:`modeshift.models.automaton`), in its latent
+        space, as :meth:`SwitchingLDS.automaton <modeshift.models.slds.SwitchingLDS.automaton>`.
+
+        Flows: each mode's x_t = [W_k, B_k] [phi(x_t-1), u_t] + b_k + N(0, Q_k), ``regressors`` the
+        feature map's config (with inputs, and ``"inputs": m_u``, the columns of u_t after the
+        features). With a state of one or two dimensions the vector fields E[x_t | x_t-1 = s,
+        z_t = k] - s and, for a recurrent model, the guards p(z_t = j | z_t-1 = i, x_t-1 = s)
+        (inputs held at 0), curved where phi is, are sampled on a ``resolution``-point mesh over
+        the range of the smoothed states E_q[x_t] of ``X`` (with ``inputs``, as for ``fit``); without
+        ``X``, over the map's location -/+ 3 scales (the states it was fit to), or for a user's
+        function, the initial law's m0 -/+ 3 standard deviations. For a 1-D state each guard's
+        ``thresholds`` are where it crosses 1/2 over the same range. Dwell times: as in
+        :meth:`describe`. Resets (with ``resets``): (source, target) -> (matrix [R_r, B_r], offset
+        r_r) of the reset of each switch, affine in x.
+        """
+        self._check_fitted()
+        features, m_u = self.feature_map_, self.input_dim
+        if X is not None:
+            states = self._infer(self._sequences(X, lengths, inputs)).means
+            bounds = states.min(axis=0), states.max(axis=0)
+        elif isinstance(features, Custom):
+            spread = 3 * np.sqrt(np.diagonal(self.initial_state_covariance_))
+            bounds = self.initial_state_mean_ - spread, self.initial_state_mean_ + spread
+        else:
+            bounds = features.location_ - 3 * features.scale_, features.location_ + 3 * features.scale_
+
+        def moves(points: np.ndarray) -> np.ndarray:
+            following = np.einsum("kim,gm->kgi", self.flow_weights_, features.transform(points))
+            return following + self.flow_offsets_[:, None, :] - points
+
+        switches = None
+        if self.recurrent:
+            chain = self._chain()
+
+            def switches(points: np.ndarray) -> np.ndarray:
+                return chain.kernel_arrays(np.hstack([features.transform(points), np.zeros((len(points), m_u))]))[1]
+
+        grid, shape, fields, guards = sampled_parts(self._k, bounds, resolution, moves, switches)
+        regressors = features.config() | ({"inputs": m_u} if m_u else {})
+        B, _ = self._input_matrices()
+        laws = zip(self.flow_weights_, B, self.flow_offsets_, self.flow_covariances_)
+        flows = [Flow(k, np.hstack([W, B_k]), b, Q, regressors) for k, (W, B_k, b, Q) in enumerate(laws)]
+        resets = self._reset_block().maps() if self.resets else {}
+        return Automaton(np.arange(self._k), flows, grid, shape, fields, guards, resets, switching_dwell_times(self))
 
 
 def _next_inputs(seqs: Sequences) -> np.ndarray:

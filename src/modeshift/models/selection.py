@@ -210,7 +210,11 @@ def selection_table(saved: dict[str, list[Any]]) -> pd.DataFrame:
     return pd.DataFrame(saved)[[name for name in _ORDER if name in saved]]
 
 
-def saved_fit(model: Any, names: Iterable[str]) -> dict[str, Any]:
+#: What a fit by EM with ``n_states="auto"`` records, for a model's file (:func:`saved_fit`).
+FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
+
+
+def saved_fit(model: Any, names: Iterable[str] = FIT_RESULTS) -> dict[str, Any]:
     """The attributes ``names`` that ``model`` has, for its file (``selection_`` as its dict of columns)."""
     out = {name: model.__dict__[name] for name in names if name in model.__dict__}
     if "selection_" in out:

@@ -44,9 +44,9 @@ import pandas as pd
 
 from modeshift import _kernels as kernels
 from modeshift._kernels import pair_hmm
-from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import (
+    InitialStateLaw,
     LinearDynamics,
     ensure_positive_definite,
     jump_linear_moments,
@@ -56,7 +56,7 @@ from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.models import em, selection, slds_starts, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
-from modeshift.models.automaton import Automaton, Flow, Guard, crossings, state_grid
+from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching_dwell_times
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
@@ -94,7 +94,6 @@ _COMMON = (
 _MARKOV = ("transmat_",)
 _RESETS = ("reset_matrices_", "reset_input_matrices_", "reset_offsets_", "reset_covariances_")
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
-_FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
 class SwitchingLDS(Model, StreamingFilters):
@@ -108,7 +107,7 @@ class SwitchingLDS(Model, StreamingFilters):
     learned by a weighted multinomial logistic regression of the pairwise posteriors on
     [E x_t-1, u_t] with a bias per previous mode (a few Newton steps, warm-started, with a
     small L2 penalty). For the plain SLDS each step maximises the ELBO plus the log prior
-    of ``reg_covar`` and ``stickiness``, which therefore never decreases; the recurrent
+    of ``reg_covar``, ``stickiness`` and P0, which therefore never decreases; the recurrent
     E-step evaluates the switches at E[x_t-1], so its ELBO is approximate and need not
     increase monotonically (``monotone`` is False).
 
@@ -127,6 +126,13 @@ class SwitchingLDS(Model, StreamingFilters):
     (:mod:`modeshift.models.slds_starts`: kinks of the local trend, such as a ball's impacts, which
     the smoothed states blur and EM cannot create later), and inference on any data starts q(z)
     there too; ``n_restarts=2`` tries both starts and keeps the larger final objective.
+
+    The initial state's covariance P0 has an inverse-Wishart prior whose mode is the spread of
+    the start's state estimates over all steps (``initial_state_covariance_prior_``), worth
+    n + 2 sequences (:class:`~modeshift.dynamics.InitialStateLaw`): fitted to one sequence, the
+    maximum-likelihood P0 is the posterior covariance of its one x_0, which shrinks towards 0
+    over EM, and a new sequence would lose thousands of nats at its first step. With many
+    sequences their first states decide P0.
 
     Parameters
     ----------
@@ -183,6 +189,8 @@ class SwitchingLDS(Model, StreamingFilters):
     observation_matrix_ (p, n), observation_offset_ (p,), feedthrough_matrix_ (p, m),
     observation_covariance_ (p, p) : C, d, D, R.
     initial_state_mean_ (n,), initial_state_covariance_ (n, n) : m0, P0.
+    initial_state_covariance_prior_ (n, n) : the mode of P0's prior, set at the start of the fit
+        (or, from parameters set by hand, their P0) and saved with the model.
     startprob_ (K,) : p(z_0).
     transmat_ (K, K) : plain SLDS only.
     recurrence_weights_ (K, n), input_weights_ (K, m), recurrence_biases_ (K, K) : w_j, v_j, r_ij
@@ -194,7 +202,7 @@ class SwitchingLDS(Model, StreamingFilters):
     dwell_times_ (K,) : mean length of the runs of each mode in the most likely paths of
         the fitted data (``mean_run_lengths_`` is its old name, deprecated).
     history_ : list of float
-        The ELBO plus the log prior of ``reg_covar``, ``stickiness`` and the guards' penalty
+        The ELBO plus the log prior of ``reg_covar``, ``stickiness``, P0 and the guards' penalty
         (the objective EM increases) at each iteration of the best restart.
     converged_ : bool
     n_iter_ : int
@@ -265,7 +273,7 @@ class SwitchingLDS(Model, StreamingFilters):
         "selection": OneOf(("fits", "prune")),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
-    _file_arrays = {"dwell_times_": "real?"}
+    _file_arrays = {"dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
     _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     @property
@@ -396,9 +404,13 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _infer(self, seqs: Sequences) -> inference.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence (with resets, also from a
-        short mode at the data's change points: :meth:`_change_point_modes`)."""
+        short mode at the data's change points, :meth:`_change_point_modes`, and from the mode path
+        of a beam search, :func:`~modeshift.models.slds_inference.beam_modes`)."""
+        params = self._parameters(seqs)
         starts = self._change_point_modes(seqs) if self.resets and self._k > 1 else ()
-        return inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS, starts)
+        if self.resets and self._k > 1 and not self.recurrent:
+            starts += (inference.beam_modes(params, seqs)[0],)
+        return inference.infer(params, seqs, self.tol, _INFERENCE_SWEEPS, starts)
 
     def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
         """A start of q(z) for a model with resets, whose switches can last one step and which the
@@ -748,7 +760,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        selection.fit_auto(self, seqs, ("dwell_times_",), keep_modes)
+        selection.fit_auto(self, seqs, ("dwell_times_", "initial_state_covariance_prior_"), keep_modes)
         self._finish_fit(seqs)
         return self
 
@@ -792,6 +804,7 @@ class SwitchingLDS(Model, StreamingFilters):
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
             self.__dict__.update(given)
+            self.__dict__.setdefault("initial_state_covariance_prior_", np.array(self.initial_state_covariance_))
             start = None
         else:
             at_change_points = bool(self.resets) and self._k > 1 and restart % 2 == 1
@@ -831,11 +844,11 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _log_prior(self) -> float:
         """The log prior the M-step maximises with the ELBO: -reg_covar / 2 tr(S^-1) for every
-        covariance S (Q_k, R, P0) and, for a plain SLDS, stickiness sum_k log p_kk (for a
-        recurrent one, the guards' L2 penalty)."""
+        covariance S (Q_k, R, P0), P0's inverse-Wishart (:class:`~modeshift.dynamics.InitialStateLaw`)
+        and, for a plain SLDS, stickiness sum_k log p_kk (for a recurrent one, the guards' L2 penalty)."""
         total = self._dynamics_block().log_prior() + self._observation_block().log_prior()
         total += self._reset_block().log_prior() if self.resets else 0.0
-        total -= 0.5 * self.reg_covar * float(np.trace(np.linalg.inv(self.initial_state_covariance_)))
+        total += self._initial_law().log_prior(self.initial_state_covariance_)
         if self.recurrent:
             return total + self._guards().log_prior()
         if self.stickiness > 0:
@@ -916,11 +929,17 @@ class SwitchingLDS(Model, StreamingFilters):
         self.observation_matrix_, self.feedthrough_matrix_ = W[:, :n].copy(), W[:, n : n + m].copy()
         self.observation_offset_ = W[:, -1].copy()
 
-        first = stats["initial"]  # the moments of E[x] at the sequences' starts
-        self.initial_state_mean_ = first.mean
-        scatter = stats["initial_covariance"] + first.scatter + self.reg_covar * np.eye(n)
-        self.initial_state_covariance_ = ensure_positive_definite(scatter / first.count)
+        law = self._initial_law()
+        self.initial_state_mean_, self.initial_state_covariance_ = law.m_step(
+            stats["initial"], stats["initial_covariance"]
+        )
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
+
+    def _initial_law(self) -> InitialStateLaw:
+        """The initial state's law, its prior centred on the spread set at the start of the fit (on
+        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
+        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
+        return InitialStateLaw(scale, self.reg_covar)
 
     def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -974,6 +993,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self.initial_state_covariance_ = ensure_positive_definite(
                 np.atleast_2d(np.cov(states.T, bias=True)) + 1e-6 * total_var * np.eye(n)
             )
+            self.initial_state_covariance_prior_ = self.initial_state_covariance_  # P0's prior: the state's spread
             for _ in range(_INIT_PROPOSALS if K > 1 else 1):  # one mode: one fit, whatever the seed
                 arhmm = ARHMM(
                     n_states=K,
@@ -997,6 +1017,7 @@ class SwitchingLDS(Model, StreamingFilters):
                 if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
+        self.initial_state_covariance_prior_ = self.initial_state_covariance_  # the kept stage's
         return kept[1]
 
     def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
@@ -1006,11 +1027,22 @@ class SwitchingLDS(Model, StreamingFilters):
         and the mean-field sweeps cannot create one (q(x) smooths through it, so q(z) sees no reason
         for it), so the ARHMM starts miss them. Ranking this start by its first E-step would not do
         (its final ELBO is sometimes higher, sometimes lower), so it is a restart of its own and the
-        final objective chooses. Returns q(z)."""
+        final objective chooses. The kinks place about half of a ball's impacts at their exact step;
+        the mode path of a beam search under the parameters of this start
+        (:func:`~modeshift.models.slds_inference.beam_modes`, each path scored by its exact marginal
+        likelihood) places most within a step, so it replaces the change points' modes when its first
+        sweep gives the larger objective. Returns q(z)."""
         mode_probs = self._initialize(seqs, rng)
         scores = slds_starts.kink_scores(seqs)
         points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD, scores=scores)
-        return self._grow_change_points(seqs, mode_probs, points, scores) if len(points) else mode_probs
+        if len(points):
+            mode_probs = self._grow_change_points(seqs, mode_probs, points, scores)
+        if self.recurrent:
+            return mode_probs
+        params = self._parameters(seqs)
+        beam_probs = inference.beam_modes(params, seqs)[0]
+        first_sweeps = [inference.sweep(params, seqs, modes).elbo for modes in (mode_probs, beam_probs)]
+        return beam_probs if first_sweeps[1] > first_sweeps[0] else mode_probs
 
     def _grow_change_points(
         self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray, scores: np.ndarray
@@ -1148,9 +1180,7 @@ class SwitchingLDS(Model, StreamingFilters):
     def _dwell_times(self) -> np.ndarray:
         """Expected steps per visit to each mode: 1 / (1 - p_kk) for a plain SLDS; for a recurrent
         one, whose switches depend on the state, ``dwell_times_`` (NaN before a fit)."""
-        if self.recurrent:
-            return np.asarray(self.__dict__.get("dwell_times_", np.full(self._k, np.nan)), dtype=float)
-        return dwell_times(self.transmat_)
+        return switching_dwell_times(self)
 
     # ---------------------------------------------------------------- the automaton
     def automaton(
@@ -1169,29 +1199,24 @@ class SwitchingLDS(Model, StreamingFilters):
         (matrix [R_r, B_r], offset r_r) of the reset of each switch.
         """
         self._check_fitted()
-        K, n, m = self._k, self.state_dim, self.input_dim
+        K, m = self._k, self.input_dim
         A, _, b, _ = self._parameters().dynamics_terms()
-        grid, shape, fields, bounds = None, (), None, None
+        bounds = None
         if X is not None:
             states = self._infer(self._sequences(X, lengths, inputs)).means
             bounds = states.min(axis=0), states.max(axis=0)
-            if n <= 2:
-                grid, shape = state_grid(*bounds, int(resolution))
-                fields = np.einsum("kij,gj->kgi", A, grid) + b[:, None, :] - grid
-        guards = []
+
+        def moves(points: np.ndarray) -> np.ndarray:
+            return np.einsum("kij,gj->kgi", A, points) + b[:, None, :] - points
+
+        switches = None
         if self.recurrent:
             chain = self._guards()
 
-            def switches(states: np.ndarray) -> np.ndarray:
-                return chain.kernel_arrays(np.hstack([states, np.zeros((len(states), m))]))[1]
+            def switches(points: np.ndarray) -> np.ndarray:
+                return chain.kernel_arrays(np.hstack([points, np.zeros((len(points), m))]))[1]
 
-            on_grid = None if grid is None else switches(grid)
-            levels = np.linspace(bounds[0][0], bounds[1][0], 2001) if bounds is not None and n == 1 else None
-            along = None if levels is None else switches(levels[:, None])
-            for i in range(K):
-                for j in (j for j in range(K) if j != i):
-                    thresholds = None if along is None else crossings(levels, along[:, i, j], 0.5)
-                    guards.append(Guard(i, j, None if on_grid is None else on_grid[:, i, j], thresholds))
+        grid, shape, fields, guards = sampled_parts(K, bounds, resolution, moves, switches)
         resets = self._reset_block().maps() if self.resets else {}
         return Automaton(np.arange(K), self._flows(), grid, shape, fields, guards, resets, self._dwell_times())
 
@@ -1204,12 +1229,13 @@ class SwitchingLDS(Model, StreamingFilters):
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
-        if "dwell_times_" in self.__dict__:
-            arrays["dwell_times_"] = np.asarray(self.dwell_times_, dtype=float)
+        for name in ("dwell_times_", "initial_state_covariance_prior_"):
+            if name in self.__dict__:
+                arrays[name] = np.asarray(self.__dict__[name], dtype=float)
         return arrays
 
     def _learned_attributes(self) -> dict[str, Any]:
-        return selection.saved_fit(self, _FIT_RESULTS)
+        return selection.saved_fit(self)
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         """Read the parameters and the fit's record (also under their old names)."""

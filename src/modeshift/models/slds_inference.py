@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from modeshift import _kernels as kernels
-from modeshift._kernels import pair_hmm
+from modeshift._kernels import beam, pair_hmm
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, missingness_patterns
@@ -77,6 +77,7 @@ __all__ = [
     "Posterior",
     "StepLaws",
     "SwitchingParameters",
+    "beam_modes",
     "guard_features",
     "independent_pairs",
     "infer",
@@ -142,6 +143,21 @@ class SwitchingParameters:
     def step_terms(self, n_steps: int) -> StepTerms:
         """Each step's dynamics and the quantities inference derives from them, computed once
         per distinct law: the K flows, then the R resets (if any)."""
+        group, weights, covariances = self.laws_by_group(n_steps)
+        n = len(self.initial_mean)
+        A = weights[..., :n]
+        Q_inv = np.linalg.inv(covariances)
+        Q_inv_A = Q_inv @ A
+        laws = (A, weights[..., n:-1], weights[..., -1], Q_inv, Q_inv_A, np.swapaxes(A, -1, -2) @ Q_inv_A)
+        laws += (np.linalg.slogdet(covariances)[1],)
+        if self.steps is None:  # one law: a view of it at every step
+            return StepTerms(*(np.broadcast_to(law[0], (n_steps, *law.shape[1:])) for law in laws))
+        return StepTerms(*(law[group] for law in laws))
+
+    def laws_by_group(self, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every law of the dynamics (the K flows, then the R resets, if any) per distinct step law:
+        (group (T,), weights (G, K + R, n, n + m + 1) [A, B, b], covariances (G, K + R, n, n)); step t
+        follows ``group[t]`` (G = 1 without ``steps``)."""
         if self.steps is None:
             group = np.zeros(n_steps, dtype=np.int64)
             weights, covariances = self.dynamics.weights[None], self.dynamics.covariances[None]
@@ -152,15 +168,7 @@ class SwitchingParameters:
             weights = np.concatenate([weights, np.broadcast_to(reset_weights, (len(weights), *reset_weights.shape))], 1)
             reset_covariances = np.broadcast_to(block.reset_covariances, (len(weights), *block.reset_covariances.shape))
             covariances = np.concatenate([covariances, reset_covariances], axis=1)
-        n = len(self.initial_mean)
-        A = weights[..., :n]
-        Q_inv = np.linalg.inv(covariances)
-        Q_inv_A = Q_inv @ A
-        laws = (A, weights[..., n:-1], weights[..., -1], Q_inv, Q_inv_A, np.swapaxes(A, -1, -2) @ Q_inv_A)
-        laws += (np.linalg.slogdet(covariances)[1],)
-        if self.steps is None:  # one law: a view of it at every step
-            return StepTerms(*(np.broadcast_to(law[0], (n_steps, *law.shape[1:])) for law in laws))
-        return StepTerms(*(law[group] for law in laws))
+        return group, weights, covariances
 
     def with_mean_noise(self) -> SwitchingParameters:
         """These parameters with every mode's Q_k replaced by their mean (over the modes)."""
@@ -503,6 +511,61 @@ def best_of(
         if best is None or posterior.elbo > best.elbo:
             best = posterior
     return best
+
+
+# ------------------------------------------------------------------------ beam
+BEAM_WIDTH = 32  # hypotheses kept by the beam search over mode paths
+BEAM_MEMORY = 8  # steps of recent path by which two hypotheses count as the same (the better kept)
+
+
+def beam_modes(
+    params: SwitchingParameters, seqs: Sequences, width: int = BEAM_WIDTH, memory: int = BEAM_MEMORY
+) -> tuple[np.ndarray, float]:
+    """The mode path of a beam search over paths (:mod:`modeshift._kernels.beam`: a bank of Kalman
+    filters, one per kept path), as one-hot q(z) (T, K), and its log p(y, z) (summed over
+    sequences; -inf, with uniform rows, for a sequence on which every path became impossible).
+
+    Moves that change the modes and the states together: the sweeps of :func:`infer` change q(z)
+    given q(x) and q(x) given q(z), so they keep a segmentation whose q(x) smooths through a
+    one-step switch (a ball's impact) it lacks; the beam scores each path by its exact marginal
+    likelihood, the states filtered along it. ``width`` paths are kept at each step; paths whose last
+    ``memory`` modes agree are merged, keeping the better (0: none; with ``width >= K^T`` and no
+    merging the path is the exact MAP; ``memory`` is capped at 62 / log2 K). Needs switches that
+    do not depend on the state (not a recurrent model)."""
+    if params.recurrent:
+        raise TypeError("beam_modes needs switches that do not depend on the state (not a recurrent model)")
+    n_modes, n = len(params.chain.initial_probs), len(params.initial_mean)
+    group, weights, Q = params.laws_by_group(seqs.n_steps)
+    A, B, b = weights[..., :n], weights[..., n:-1], weights[..., -1]
+    transitions = params.chain.transition_matrix[None] if params.steps is None else params.steps.transitions
+    C, D, d, R = params.observation_terms()
+    ones = np.ones((seqs.n_steps, 1))
+    memory = min(int(memory), int(62 // np.log2(max(n_modes, 2))))  # K^memory path signatures fit in int64
+    with np.errstate(divide="ignore"):
+        log_initial, log_transitions = np.log(params.chain.initial_probs), np.log(transitions)
+    path, log_joint = beam.beam_search(
+        np.ascontiguousarray(seqs.values, dtype=float),
+        np.hstack([seqs.inputs, ones]),
+        seqs.offsets,
+        np.ascontiguousarray(params.initial_mean, dtype=float),
+        np.ascontiguousarray(params.initial_covariance, dtype=float),
+        log_initial,
+        np.ascontiguousarray(group, dtype=np.int64),
+        np.ascontiguousarray(A),
+        np.ascontiguousarray(np.concatenate([B, b[..., None]], axis=-1)),
+        np.ascontiguousarray(Q),
+        np.ascontiguousarray(C),
+        np.ascontiguousarray(np.hstack([D, d[:, None]])),
+        np.ascontiguousarray(R),
+        np.ascontiguousarray(log_transitions),
+        params.law_of_pairs(),
+        int(width),
+        int(memory),
+    )
+    modes = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
+    found = path >= 0
+    modes[found] = np.eye(n_modes)[path[found]]
+    return modes, float(log_joint.sum())
 
 
 # ---------------------------------------------------------------------- helpers

@@ -59,7 +59,6 @@ PerStep = np.ndarray | list[np.ndarray]
 #: The Krichevsky-Trofimov pseudo-count of the unknown symbol in every state under unknown="map".
 UNKNOWN_PSEUDO_COUNT = 0.5
 _PARAMETERS = ("startprob_", "transmat_", "emissionprob_")
-_FIT_RESULTS = ("history_", "converged_", "n_iter_", "n_states_", "selection_")
 
 
 class SymbolHMM(VocabularyFromShards, Model):
@@ -473,7 +472,7 @@ class SymbolHMM(VocabularyFromShards, Model):
         return {name: self.__dict__[name] for name in _PARAMETERS}
 
     def _learned_attributes(self) -> dict[str, Any]:
-        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **selection.saved_fit(self, _FIT_RESULTS)}
+        return {"vocabulary_": labels_to_json(self.vocabulary_.symbols), **selection.saved_fit(self)}
 
     def _restore(self, arrays: dict[str, np.ndarray], attributes: dict[str, Any]) -> None:
         lacking = [name for name in _PARAMETERS if name not in arrays]
