@@ -29,6 +29,13 @@ the flows (so curved in x). As in the recurrent SwitchingLDS, q(z) reads them at
 by its second-order expansion at the previous sweep's mode (:func:`guard_curvature`, through the
 Jacobian of phi), which keeps the Gauss-Newton system block-tridiagonal.
 
+Resets (``FlowParameters.resets``): a switch i -> j moves the state by an affine reset
+x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow. A reset is affine in x, so it
+needs no linearisation: the linearised model of a step has the K linearised flows and the R resets,
+which is the SwitchingLDS's with resets (each law weighted by
+:func:`~modeshift.models.slds_inference.law_weights`, q(z) on the pair-evidence chain), and f weighs
+each flow by the stays in its mode and each reset by the switches into it.
+
 The objective reported is the ELBO of q(x) q(z) with the flows linearised at the mode: exact
 (a lower bound on log p(y)) when phi is linear, where all of this is the SwitchingLDS's
 inference; an approximation otherwise.
@@ -50,6 +57,7 @@ import numpy as np
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, missingness_patterns
+from modeshift.emissions.reset import Resets
 from modeshift.features import FeatureMap
 from modeshift.models import slds_inference
 from modeshift.models.slds_inference import Posterior, StepLaws, StepTerms, SwitchingParameters
@@ -81,7 +89,8 @@ class FlowParameters:
     of each mode's flow on [phi(x_t-1), u_t, 1]; ``covariances`` (K, n, n) the Q_k; ``features``
     the fitted map phi (m outputs); ``observation`` one regression of y on [x, u, 1] ([C, D, d]
     and R); m0, P0; the mode ``chain``: a Markov chain, or recurrent switches whose
-    logits read [phi(x_t-1), u_t] (m + m_u features)."""
+    logits read [phi(x_t-1), u_t] (m + m_u features); ``resets``, if any, the regressions of
+    x_t on [x_t-1, u_t, 1] at a switch (affine in x, as the SwitchingLDS's)."""
 
     weights: np.ndarray
     covariances: np.ndarray
@@ -90,6 +99,7 @@ class FlowParameters:
     initial_mean: np.ndarray
     initial_covariance: np.ndarray
     chain: Stationary | InputDriven
+    resets: Resets | None = None
 
     @property
     def recurrent(self) -> bool:
@@ -105,6 +115,23 @@ class FlowParameters:
         """The flows' W (K, n, m), B (K, n, m_u) and b (K, n)."""
         m = self.features.n_outputs
         return self.weights[:, :, :m], self.weights[:, :, m:-1], self.weights[:, :, -1]
+
+    def switching(
+        self, chain: Stationary | InputDriven | None = None, steps: StepLaws | None = None
+    ) -> SwitchingParameters:
+        """The SwitchingLDS's parameters with this observation model, initial law, ``chain``
+        (default this one) and resets, the flows' laws given per step by ``steps`` (the shared
+        dynamics a placeholder): what :mod:`~modeshift.models.slds_inference` reads."""
+        chain = self.chain if chain is None else chain
+        placeholder = LinearDynamics(len(self.weights))
+        return SwitchingParameters(
+            placeholder, self.observation, self.initial_mean, self.initial_covariance, chain, steps, self.resets
+        )
+
+    def law_weights(self, mode_probs: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
+        """The weight of each law of a step under q(z), (T, K + R): the flows', then the resets'
+        (:func:`~modeshift.models.slds_inference.law_weights`; q(z_t) itself without resets)."""
+        return slds_inference.law_weights(self.switching(), mode_probs, pairs)
 
 
 def flow_regressors(features: FeatureMap, previous: np.ndarray, inputs: np.ndarray) -> np.ndarray:
@@ -136,8 +163,9 @@ def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
 def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> tuple[SwitchingParameters, StepTerms]:
     """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]``:
     A_tk = W_k J_t, B_k, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
-    :class:`~modeshift.models.slds_inference.StepLaws` law per step), and its step terms, built
-    from the K noise precisions Q_k^-1 (the per-step laws share them: no inverse per step)."""
+    :class:`~modeshift.models.slds_inference.StepLaws` law per step), with the resets as they are
+    (affine in x already), and its step terms (the K flows, then the R resets), built from the
+    noise precisions of the laws (the per-step laws share them: no inverse per step)."""
     n, T, K = states.shape[1], len(states), len(params.weights)
     before = previous_states(seqs, states)
     value, jacobian = feature_jacobian(params.features, before)
@@ -145,7 +173,6 @@ def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> t
     A = np.matmul(W[None], jacobian[:, None])  # (T, K, n, n)
     B = np.broadcast_to(B, (T, *B.shape))
     offsets = (value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
-    covariances = np.broadcast_to(params.covariances, (T, K, n, n))
     chain = params.chain
     if params.recurrent:  # the switches at each step's point of linearisation, as plug-in matrices
         transitions = chain.kernel_arrays(np.hstack([value, seqs.inputs]))[1]
@@ -156,23 +183,28 @@ def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> t
     steps = StepLaws(
         group=np.arange(T),
         weights=np.concatenate([A, B, offsets[..., None]], axis=3),
-        covariances=covariances,
+        covariances=np.broadcast_to(params.covariances, (T, K, n, n)),
         transitions=transitions,
     )
-    placeholder = LinearDynamics(K)  # the per-step laws replace the shared dynamics
-    linear = SwitchingParameters(
-        placeholder, params.observation, params.initial_mean, params.initial_covariance, chain, steps
-    )
-    Q_inv = np.linalg.inv(params.covariances)
+    linear = params.switching(chain, steps)
+    covariances = params.covariances
+    if params.resets is not None:  # the R resets after the K flows, the same at every step
+        resets = params.resets
+        coefs, intercepts = resets.reset_coefs, resets.reset_intercepts
+        A = np.concatenate([A, np.broadcast_to(coefs[:, :, :n], (T, *coefs[:, :, :n].shape))], axis=1)
+        B = np.concatenate([B, np.broadcast_to(coefs[:, :, n:], (T, *coefs[:, :, n:].shape))], axis=1)
+        offsets = np.concatenate([offsets, np.broadcast_to(intercepts, (T, *intercepts.shape))], axis=1)
+        covariances = np.concatenate([covariances, resets.reset_covariances])
+    Q_inv = np.linalg.inv(covariances)
     Q_inv_A = np.matmul(Q_inv[None], A)
     laws = StepTerms(
         A=A,
         B=B,
         b=offsets,
-        Q_inv=np.broadcast_to(Q_inv, (T, K, n, n)),
+        Q_inv=np.broadcast_to(Q_inv, (T, *Q_inv.shape)),
         Q_inv_A=Q_inv_A,
         At_Q_inv_A=np.matmul(np.swapaxes(A, -1, -2), Q_inv_A),
-        log_det=np.broadcast_to(np.linalg.slogdet(params.covariances)[1], (T, K)),
+        log_det=np.broadcast_to(np.linalg.slogdet(covariances)[1], (T, len(covariances))),
     )
     return linear, laws
 
@@ -202,12 +234,19 @@ def _expansion_value(curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     return float(np.sum(linear * x) - 0.5 * np.einsum("ti,tij,tj->", x, spread, x))
 
 
-def log_joint(params: FlowParameters, seqs: Sequences, mode_probs: np.ndarray, states: np.ndarray) -> float:
-    """f(x) = E_q(z) log p(x, y | z) at the path ``states``: log p(x_0) + sum_t,k q(z_t = k)
-    log N(x_t | W_k phi(x_t-1) + B_k u_t + b_k, Q_k) + sum_t log p(y_t | x_t, u_t) (observed entries)."""
-    rows, starts = seqs.linked_rows, seqs.starts
+def log_joint(params: FlowParameters, seqs: Sequences, weights: np.ndarray, states: np.ndarray) -> float:
+    """f(x) = E_q(z) log p(x, y | z) at the path ``states``: log p(x_0) + sum_t,k w_tk
+    log N(x_t | W_k phi(x_t-1) + B_k u_t + b_k, Q_k) + sum_t,r w_tr log N(x_t | R_r x_t-1 + B_r u_t
+    + r_r, Q_r) + sum_t log p(y_t | x_t, u_t) (observed entries), ``weights`` the laws' (T, K + R)
+    (:meth:`FlowParameters.law_weights`: q(z_t = k) without resets)."""
+    rows, starts, K = seqs.linked_rows, seqs.starts, len(params.weights)
     regressors = flow_regressors(params.features, states[rows - 1], seqs.inputs[rows])
-    total = float(np.sum(mode_probs[rows] * params.flows().log_likelihoods(states[rows], regressors)))
+    total = float(np.sum(weights[rows, :K] * params.flows().log_likelihoods(states[rows], regressors)))
+    if params.resets is not None:
+        resets = LinearDynamics(params.resets.n_resets)
+        resets.weights, resets.covariances = params.resets.weights, params.resets.reset_covariances
+        design = slds_inference.regressors(states[rows - 1], seqs.inputs[rows])
+        total += float(np.sum(weights[rows, K:] * resets.log_likelihoods(states[rows], design)))
     centred = states[starts] - params.initial_mean
     P0_inv = np.linalg.inv(params.initial_covariance)
     total -= 0.5 * float(np.einsum("si,ij,sj->", centred, P0_inv, centred))
@@ -232,9 +271,11 @@ def find_mode(
     start: np.ndarray,
     tol: float = 0.0,
     curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    pairs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
-    """The mode x* of :func:`log_joint` given q(z) (``mode_probs``), by Gauss-Newton from ``start``
-    with a backtracking line search, and the Laplace q(x) there.
+    """The mode x* of :func:`log_joint` given q(z) (``mode_probs``, and with resets its pair
+    posteriors ``pairs`` (T, K, K), taken as independent steps if None), by Gauss-Newton from
+    ``start`` with a backtracking line search, and the Laplace q(x) there.
 
     Each iteration solves the linearised model exactly (its q(x) mean is the Gauss-Newton
     point) and moves towards it by the largest step 2^-i that does not lower f; it stops when a
@@ -246,14 +287,15 @@ def find_mode(
     expansion to f. Returns (means, covs, cross_covs, log det J, the model linearised at x* and
     its step terms)."""
     states = np.asarray(start, dtype=float)
+    weights = params.law_weights(mode_probs, pairs)
 
     def objective(path: np.ndarray) -> float:
-        return log_joint(params, seqs, mode_probs, path) + _expansion_value(curvature, path)
+        return log_joint(params, seqs, weights, path) + _expansion_value(curvature, path)
 
     value = objective(states)
+    linear, laws = linearised(params, seqs, states)
     for _ in range(_NEWTON_STEPS):
-        linear, laws = linearised(params, seqs, states)
-        step = slds_inference.update_states(linear, seqs, mode_probs, laws=laws, curvature=curvature)[0] - states
+        step = slds_inference.update_states(linear, seqs, weights, laws=laws, curvature=curvature)[0] - states
         scale = 1.0
         for _ in range(_HALVINGS):
             trial = states + scale * step
@@ -264,12 +306,10 @@ def find_mode(
         else:  # no step uphill: already at the mode up to round-off
             break
         gain, states, value = trial_value - value, trial, trial_value
+        linear, laws = linearised(params, seqs, states)
         if gain <= max(tol, _ROUND_OFF * (1.0 + abs(value))):
             break
-    linear, laws = linearised(params, seqs, states)
-    _, covs, cross_covs, log_det = slds_inference.update_states(
-        linear, seqs, mode_probs, laws=laws, curvature=curvature
-    )
+    _, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, weights, laws=laws, curvature=curvature)
     return states, covs, cross_covs, log_det, linear, laws
 
 
@@ -282,11 +322,12 @@ def sweep(
     previous: Posterior | None = None,
 ) -> Posterior:
     """One coordinate-ascent sweep: the Laplace q(x) given q(z) (:func:`find_mode` from ``start``,
-    to ``tol``; with recurrent switches and a ``previous`` posterior, with the transition term
-    expanded at its mode), then q(z) given q(x) with the flows linearised at the mode, then the
-    (linearised) ELBO."""
+    to ``tol``; with a ``previous`` posterior, the laws weighted by its pair posteriors (with
+    resets) and, with recurrent switches, the transition term expanded at its mode), then q(z)
+    given q(x) with the flows linearised at the mode, then the (linearised) ELBO."""
     curvature = guard_curvature(params, seqs, previous) if params.recurrent and previous is not None else None
-    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start, tol, curvature)
+    pairs = None if previous is None else previous.pair_counts
+    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start, tol, curvature, pairs)
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
         linear, seqs, means, covs, cross_covs, laws
     )
