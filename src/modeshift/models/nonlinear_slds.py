@@ -876,7 +876,11 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             try:
                 arhmm.fit(observed, pieces)
             except ValueError as error:
-                raise ValueError(f"NonlinearSwitchingLDS: its start, an ARHMM on the state, failed: {error}") from None
+                raise ValueError(
+                    f"NonlinearSwitchingLDS: its start, an ARHMM of {K} modes on {seqs.n_steps} steps with "
+                    f"{self.feature_map_.n_outputs} features per mode, failed ({error}): give more steps, fewer "
+                    "modes or a smaller feature map"
+                ) from None
         mode_probs = arhmm.predict_proba(observed, pieces)
         mode_probs = np.concatenate(mode_probs) if isinstance(mode_probs, list) else np.asarray(mode_probs)
         rows = seqs.linked_rows
