@@ -693,7 +693,13 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> NonlinearSwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        selection.fit_auto(self, seqs, ("feature_map_", "initial_state_covariance_prior_"), keep_modes)
+        # a recurrent model's dwell times are its guards' (a Markov chain's are read off transmat_)
+        recorded = (
+            ("dwell_times_", "initial_state_covariance_prior_")
+            if self.recurrent
+            else ("initial_state_covariance_prior_",)
+        )
+        selection.fit_auto(self, seqs, ("feature_map_", *recorded), keep_modes)
         self._finish_fit(seqs)
         return self
 
