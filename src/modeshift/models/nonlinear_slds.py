@@ -52,7 +52,7 @@ import pandas as pd
 
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
-from modeshift.dynamics import InitialStateLaw, LinearDynamics, ensure_positive_definite, observation_statistics
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.features import Custom, FeatureMap, feature_map
 from modeshift.models import em, selection
 from modeshift.models import laplace_inference as laplace
@@ -61,7 +61,7 @@ from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
-from modeshift.models.slds import _GUARD_PENALTY, run_statistics
+from modeshift.models.slds import _GUARD_PENALTY, FIT_ARRAYS, fit_arrays, initial_law, run_statistics, start_given
 from modeshift.models.slds_inference import regressors as slds_regressors
 from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters, check_row
 from modeshift.statistics import Kept, Moments, Stacked, Statistics
@@ -249,7 +249,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         "reg_covar": Number(0),
         "selection": OneOf(("fits", "prune")),
     }
-    _file_arrays = {"feature_map_.*": "real?", "dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
+    _file_arrays = {"feature_map_.*": "real?", **FIT_ARRAYS}
     _file_attributes = {**Model._file_attributes, "feature_map": "mapping", "n_states_": "count", "selection_": "table"}
 
     @property
@@ -694,11 +694,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _fit_auto(self, seqs: Sequences) -> NonlinearSwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
         # a recurrent model's dwell times are its guards' (a Markov chain's are read off transmat_)
-        recorded = (
-            ("dwell_times_", "initial_state_covariance_prior_")
-            if self.recurrent
-            else ("initial_state_covariance_prior_",)
-        )
+        recorded = [name for name in FIT_ARRAYS if self.recurrent or name != "dwell_times_"]
         selection.fit_auto(self, seqs, ("feature_map_", *recorded), keep_modes)
         self._finish_fit(seqs)
         return self
@@ -727,8 +723,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         :meth:`_initialize`'s (over shards, its parameters only: each shard infers its own q(x) q(z))."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
-            self.__dict__.update(given)
-            self.__dict__.setdefault("initial_state_covariance_prior_", np.array(self.initial_state_covariance_))
+            start_given(self, given)
             start = None
         else:
             start = self._initialize(seqs, rng)
@@ -848,19 +843,13 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         """-reg_covar / 2 tr(S^-1) for every covariance S, the ridge prior on the flows' weights,
         P0's inverse-Wishart and stickiness sum_k log p_kk (for a recurrent model, the guards' L2 penalty)."""
         total = self._flows().log_prior() + self._observation().log_prior()
-        total += self._initial_law().log_prior(self.initial_state_covariance_)
+        total += initial_law(self).log_prior(self.initial_state_covariance_)
         if self.recurrent:
             return total + self._chain().log_prior()
         if self.stickiness > 0:
             with np.errstate(divide="ignore"):
                 total += self.stickiness * float(np.log(np.diagonal(self.transmat_)).sum())
         return total
-
-    def _initial_law(self) -> InitialStateLaw:
-        """The initial state's law, its prior centred on the spread set at the start of the fit (on
-        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
-        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
-        return InitialStateLaw(scale, self.reg_covar)
 
     def _statistics(self, seqs: Sequences, posterior: laplace.Posterior, params: laplace.FlowParameters) -> Statistics:
         """The expected sufficient statistics of the M-step under q(x) q(z)."""
@@ -920,7 +909,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         self.observation_matrix_, self.observation_offset_ = W[:, :n].copy(), W[:, -1].copy()
         if self.input_dim:
             self.feedthrough_matrix_ = W[:, n:-1].copy()
-        law = self._initial_law()
+        law = initial_law(self)
         self.initial_state_mean_, self.initial_state_covariance_ = law.m_step(
             stats["initial"], stats["initial_covariance"]
         )
@@ -942,10 +931,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
         _, state = self.feature_map_.state()
         arrays.update({f"feature_map_.{key}": np.asarray(value, dtype=float) for key, value in state.items()})
-        for name in ("dwell_times_", "initial_state_covariance_prior_"):
-            if name in self.__dict__:
-                arrays[name] = np.asarray(self.__dict__[name], dtype=float)
-        return arrays
+        return {**arrays, **fit_arrays(self)}
 
     def _learned_attributes(self) -> dict[str, Any]:
         out = selection.saved_fit(self)
@@ -963,7 +949,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
-        for name in (*self.parameter_names, "dwell_times_", "initial_state_covariance_prior_"):
+        for name in (*self.parameter_names, *FIT_ARRAYS):
             if name in arrays:
                 setattr(self, name, np.array(arrays[name]))
         self._check_parameters()

@@ -94,6 +94,9 @@ _COMMON = (
 _MARKOV = ("transmat_",)
 _RESETS = ("reset_matrices_", "reset_input_matrices_", "reset_offsets_", "reset_covariances_")
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
+#: What a fit records beside the parameters (saved with them; the file's check of each): the
+#: recurrent guards' dwell times, and the mode of P0's prior (shared with the nonlinear model).
+FIT_ARRAYS = {"dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
 
 
 class SwitchingLDS(Model, StreamingFilters):
@@ -273,7 +276,7 @@ class SwitchingLDS(Model, StreamingFilters):
         "selection": OneOf(("fits", "prune")),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
-    _file_arrays = {"dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
+    _file_arrays = FIT_ARRAYS
     _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     @property
@@ -760,7 +763,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        selection.fit_auto(self, seqs, ("dwell_times_", "initial_state_covariance_prior_"), keep_modes)
+        selection.fit_auto(self, seqs, tuple(FIT_ARRAYS), keep_modes)
         self._finish_fit(seqs)
         return self
 
@@ -803,8 +806,7 @@ class SwitchingLDS(Model, StreamingFilters):
         every second restart from the change points of the data."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
-            self.__dict__.update(given)
-            self.__dict__.setdefault("initial_state_covariance_prior_", np.array(self.initial_state_covariance_))
+            start_given(self, given)
             start = None
         else:
             at_change_points = bool(self.resets) and self._k > 1 and restart % 2 == 1
@@ -936,10 +938,8 @@ class SwitchingLDS(Model, StreamingFilters):
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
 
     def _initial_law(self) -> InitialStateLaw:
-        """The initial state's law, its prior centred on the spread set at the start of the fit (on
-        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
-        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
-        return InitialStateLaw(scale, self.reg_covar)
+        """:func:`initial_law` (what a subclass reads)."""
+        return initial_law(self)
 
     def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
         """The transitions' M-step (a penalised multinomial logistic regression of the pair
@@ -1229,10 +1229,7 @@ class SwitchingLDS(Model, StreamingFilters):
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
-        for name in ("dwell_times_", "initial_state_covariance_prior_"):
-            if name in self.__dict__:
-                arrays[name] = np.asarray(self.__dict__[name], dtype=float)
-        return arrays
+        return {**arrays, **fit_arrays(self)}
 
     def _learned_attributes(self) -> dict[str, Any]:
         return selection.saved_fit(self)
@@ -1329,6 +1326,25 @@ def _simulated_moments(
         covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("l,lij->ij", shares, noise[t])
         x, z = moved + np.einsum("sij,sj->si", factors[t, law], rng.standard_normal((n_paths, n))), new
     return modes, means, covariances
+
+
+def initial_law(model: Any) -> InitialStateLaw:
+    """A switching model's initial state law, its prior centred on the spread set at the start of
+    the fit (on parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
+    scale = model.__dict__.get("initial_state_covariance_prior_", model.initial_state_covariance_)
+    return InitialStateLaw(scale, model.reg_covar)
+
+
+def start_given(model: Any, given: dict[str, Any]) -> None:
+    """Set the parameters ``given`` before the fit as its first start, P0's prior centred on their
+    P0 unless a previous fit set it (``warm_start``)."""
+    model.__dict__.update(given)
+    model.__dict__.setdefault("initial_state_covariance_prior_", np.array(model.initial_state_covariance_))
+
+
+def fit_arrays(model: Any) -> dict[str, np.ndarray]:
+    """The :data:`FIT_ARRAYS` a fitted model holds, to save beside its parameters."""
+    return {name: np.asarray(model.__dict__[name], dtype=float) for name in FIT_ARRAYS if name in model.__dict__}
 
 
 def run_statistics(model: Any, seqs: Sequences, workspace: dict[str, Any]) -> Statistics:
