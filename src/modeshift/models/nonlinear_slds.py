@@ -823,12 +823,10 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         params, tol = self._parameters(), self._inference_tol
         if previous is not None:
             start, modes = previous.means, previous.mode_probs
-        else:
-            start, modes = self.__dict__.get("_start") or (self._centre_path(seqs), None)
-            if modes is None:
-                modes = _each_sequence(
-                    seqs, lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS), start
-                ).mode_probs
+        elif self.__dict__.get("_start") is not None:
+            start, modes = self.__dict__["_start"]
+        else:  # parameters set by hand: q(z) inferred under them, from the feature map's centre
+            start, modes = self._centre_path(seqs), self._infer(seqs).mode_probs
         posterior = _each_sequence(
             seqs,
             lambda one, q, path, last: laplace.sweep(params, one, q, path, laplace.MODE_SHARE * tol, last),
