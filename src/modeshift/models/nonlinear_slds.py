@@ -62,6 +62,7 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import _GUARD_PENALTY, FIT_ARRAYS, fit_arrays, initial_law, run_statistics, start_given
+from modeshift.models.slds_inference import independent_pairs
 from modeshift.models.slds_inference import regressors as slds_regressors
 from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters, check_row
 from modeshift.statistics import Kept, Moments, Stacked, Statistics
@@ -803,7 +804,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             m = self.feature_map_.n_outputs
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, m)), np.zeros((K, self.input_dim))
             self.recurrence_biases_ = np.zeros((K, K))
-            pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
+            pairs = independent_pairs(mode_probs)[rows]
             self._fit_guards(Stacked(regressors[:, : m + self.input_dim]), Stacked(pairs), max_iter=200)
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
