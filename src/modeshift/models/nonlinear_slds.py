@@ -61,10 +61,18 @@ from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
-from modeshift.models.slds import _GUARD_PENALTY, FIT_ARRAYS, fit_arrays, initial_law, run_statistics, start_given
+from modeshift.models.slds import (
+    _GUARD_PENALTY,
+    FIT_ARRAYS,
+    SwitchingLDS,
+    fit_arrays,
+    initial_law,
+    run_statistics,
+    start_given,
+)
 from modeshift.models.slds_inference import independent_pairs
 from modeshift.models.slds_inference import regressors as slds_regressors
-from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters, check_row
+from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters
 from modeshift.statistics import Kept, Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, draw_rows, normalise_rows
 
@@ -632,18 +640,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
         return ExtendedSwitchingKalmanRecursion(self.startprob_, {**arrays, "transitions": transitions})
 
-    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
-        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history."""
-        row = check_row(y, np.shape(self.observation_matrix_)[0])
-        if self.input_dim:
-            u = check_row(inputs, self.input_dim, "inputs")
-            if np.isnan(u).any():
-                raise ValueError(f"inputs has a missing entry (NaN): {u}")
-        elif inputs is not None:
-            raise ValueError("inputs were given but this NonlinearSwitchingLDS has input_dim=0")
-        else:
-            u = np.zeros(0)
-        return (row - self.observation_offset_, u), u, state.history
+    _stream_evidence = SwitchingLDS._stream_evidence  # (y_t - d, u_t) checked, as the SwitchingLDS's
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
         """The predictive moments of the ``horizon`` observations after those a filter state has

@@ -60,7 +60,13 @@ from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
-from modeshift.models.streaming import FilterState, StreamingFilters, SwitchingKalmanRecursion, check_row
+from modeshift.models.streaming import (
+    FilterState,
+    StreamingFilters,
+    SwitchingKalmanRecursion,
+    check_input_row,
+    check_row,
+)
 from modeshift.statistics import Kept, Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, draw_rows, normalise_rows
 
@@ -566,16 +572,10 @@ class SwitchingLDS(Model, StreamingFilters):
         return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": transitions})
 
     def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
-        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history."""
-        row = check_row(y, self._obs_dim())
-        if self.input_dim:
-            u = check_row(inputs, self.input_dim, "inputs")
-            if np.isnan(u).any():
-                raise ValueError(f"inputs has a missing entry (NaN): {u}")
-        elif inputs is not None:
-            raise ValueError("inputs were given but this SwitchingLDS has input_dim=0")
-        else:
-            u = np.zeros(0)
+        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history (also the
+        :class:`~modeshift.models.nonlinear_slds.NonlinearSwitchingLDS`'s)."""
+        row = check_row(y, np.shape(self.observation_matrix_)[0])
+        u = check_input_row(inputs, self.input_dim, f"this {type(self).__name__}")
         return (row - self.observation_offset_, u), u, state.history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
