@@ -62,18 +62,21 @@ from modeshift.models.base import Forecast, Model, NotFittedError, check_future_
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import (
-    _GUARD_PENALTY,
     FIT_ARRAYS,
     SwitchingLDS,
+    entry_guards,
     fit_arrays,
+    fit_guards,
     initial_law,
+    logit_guards,
     run_statistics,
     start_given,
+    stream_switches,
 )
 from modeshift.models.slds_inference import independent_pairs
 from modeshift.models.slds_inference import regressors as slds_regressors
 from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters
-from modeshift.statistics import Kept, Moments, Stacked, Statistics
+from modeshift.statistics import Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, draw_rows, normalise_rows
 
 __all__ = ["NonlinearSwitchingLDS"]
@@ -347,21 +350,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             chain = Stationary(self._k)
             chain.initial_probs, chain.transition_matrix = self.startprob_, self.transmat_
             return chain
-        m = self.feature_map_.n_outputs
-        guards = InputDriven(self._k, m + self.input_dim, penalty=_GUARD_PENALTY)
-        guards.initial_probs, guards.biases = self.startprob_, self.recurrence_biases_
-        guards.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
-        return guards
+        return logit_guards(self)
 
-    def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
-        """The guards' M-step: the penalised logistic regression of the pair posteriors (R, K, K)
-        on [phi(x_t-1), u_t] (R, m + m_u), warm-started from the current guards."""
-        guards = self._chain()
-        stats = Statistics(initial=np.zeros(self._k), pairs=pairs, features=features)
-        guards.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
-        m = self.feature_map_.n_outputs
-        self.recurrence_weights_, self.input_weights_ = guards.weights[:, :m].copy(), guards.weights[:, m:].copy()
-        self.recurrence_biases_ = guards.biases
+    _fit_guards = fit_guards  # as the SwitchingLDS's, on [phi(x_t-1), u_t]
 
     def _parameters(self) -> laplace.FlowParameters:
         self._check_fitted()
@@ -498,10 +489,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
                 row["input_matrix"] = np.asarray(self.flow_input_matrices_[k])
                 row["feedthrough"] = np.asarray(self.feedthrough_matrix_)
             if self.recurrent:
-                W, r = self.recurrence_weights_, self.recurrence_biases_
-                others = [i for i in range(K) if i != k]
-                row["entry_weights"] = {i: W[k] - W[i] for i in others}
-                row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
+                row.update(entry_guards(self, k))
             rows.append(row)
         return pd.DataFrame(rows).set_index("mode")
 
@@ -623,13 +611,6 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         C, D = self.observation_matrix_, self._input_matrices()[1]
         chain = params.chain
 
-        def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
-            """Row i: the switch probabilities from mode i, read (if recurrent) at its filtered mean."""
-            if not self.recurrent:
-                return chain.transition_matrix
-            features = np.hstack([self.feature_map_.transform(means), np.broadcast_to(u, (len(means), len(u)))])
-            return chain.kernel_arrays(features)[1][np.arange(len(means)), np.arange(len(means))]
-
         def flow(means: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             value, jacobian = laplace.feature_jacobian(self.feature_map_, means)  # (K, m), (K, m, n)
             predicted = np.einsum("jnm,im->ijn", W, value) + (B @ u + b)[None]
@@ -638,6 +619,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         arrays = {"Q": self.flow_covariances_, "C": C, "D": D, "d": self.observation_offset_}
         arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
         arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
+        transitions = stream_switches(chain, self.feature_map_.transform)
         return ExtendedSwitchingKalmanRecursion(self.startprob_, {**arrays, "transitions": transitions})
 
     _stream_evidence = SwitchingLDS._stream_evidence  # (y_t - d, u_t) checked, as the SwitchingLDS's
@@ -697,21 +679,17 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         self._finish_fit(seqs)
         return self
 
+    # what _kept_modes slices (SwitchingLDS._kept_modes): the parameters indexed by pairs of modes, by mode
+    _PAIR_INDEXED = SwitchingLDS._PAIR_INDEXED
+    _MODE_INDEXED = ("flow_", "recurrence_weights", "input_weights", "startprob")
+    _renormalise_kept = SwitchingLDS._renormalise_kept
+    resets: str | None = None  # what SwitchingLDS._kept_modes reads: no resets
+
     def _kept_modes(self, kept: np.ndarray) -> NonlinearSwitchingLDS:
         """A model of the ``kept`` modes of this fitted one, started (``selection="prune"``) from
         their flows, the same observation model and feature map, p(z_0) and the chain's rows
-        renormalised over the kept modes."""
-        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
-        for name in self.parameter_names:
-            value = np.asarray(self.__dict__[name])
-            if name == "transmat_":
-                value = normalise_rows(value[np.ix_(kept, kept)])
-            elif name == "recurrence_biases_":
-                value = value[np.ix_(kept, kept)]
-            elif name.startswith(("flow_", "startprob_", "recurrence_weights_", "input_weights_")):
-                value = value[kept]
-            setattr(smaller, name, value.copy())
-        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        renormalised over the kept modes (:meth:`SwitchingLDS._kept_modes`)."""
+        smaller = SwitchingLDS._kept_modes(self, kept)
         smaller.__dict__["feature_map_"] = self.feature_map_
         return smaller
 

@@ -105,6 +105,57 @@ _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
 FIT_ARRAYS = {"dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
 
 
+# The recurrent guards, shared with the NonlinearSwitchingLDS: a multinomial logit on [f(x_t-1), u_t],
+# f(x) = x here and the features phi(x) there, its width that of ``recurrence_weights_``.
+def logit_guards(model: Any) -> InputDriven:
+    """A recurrent model's switches as a block, features [f(x_t-1), u_t]."""
+    block = InputDriven(model._k, np.shape(model.recurrence_weights_)[1] + model.input_dim, penalty=_GUARD_PENALTY)
+    block.initial_probs = model.startprob_
+    block.weights = np.hstack([model.recurrence_weights_, model.input_weights_])
+    block.biases = model.recurrence_biases_
+    return block
+
+
+def fit_guards(model: Any, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
+    """The guards' M-step (a penalised multinomial logistic regression of the pair posteriors
+    (R, K, K) on the features [f(x_t-1), u_t] (R, width + m_u)), warm-started from the current
+    guards. The rows are those in hand (``Stacked``) or, over a cluster, those kept on its shards
+    (``Kept``, ``keeps_rows``)."""
+    block = logit_guards(model)
+    stats = Statistics(initial=np.zeros(model._k), pairs=pairs, features=features)
+    block.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
+    width = np.shape(model.recurrence_weights_)[1]
+    model.recurrence_weights_, model.input_weights_ = block.weights[:, :width].copy(), block.weights[:, width:].copy()
+    model.recurrence_biases_ = block.biases
+
+
+def stream_switches(
+    chain: Stationary | InputDriven, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The streaming filter's switches, from each mode's filtered mean (K, n) and the step's inputs
+    u: the transition matrix, or for the guards row i read at [f(m_i), u] (``transform`` f, None: x)."""
+
+    def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
+        if not isinstance(chain, InputDriven):
+            return chain.transition_matrix
+        features = means if transform is None else transform(means)
+        rows = np.arange(len(means))
+        return chain.kernel_arrays(np.hstack([features, np.broadcast_to(u, (len(means), len(u)))]))[1][rows, rows]
+
+    return transitions
+
+
+def entry_guards(model: Any, k: int) -> dict[str, dict[int, Any]]:
+    """``describe``'s guards of entering mode k from each other mode i: ``entry_weights`` w_k - w_i
+    and ``entry_biases`` r_ik - r_ii."""
+    W, r = model.recurrence_weights_, model.recurrence_biases_
+    others = [i for i in range(model._k) if i != k]
+    return {
+        "entry_weights": {i: W[k] - W[i] for i in others},
+        "entry_biases": {i: float(r[i, k] - r[i, i]) for i in others},
+    }
+
+
 class SwitchingLDS(Model, StreamingFilters):
     """A switching linear dynamical system, optionally recurrent, fit by structured mean-field variational EM.
 
@@ -397,12 +448,8 @@ class SwitchingLDS(Model, StreamingFilters):
         return block
 
     def _guards(self) -> InputDriven:
-        """The recurrent transitions as a block, features [x_t-1, u_t]."""
-        block = InputDriven(self._k, self.state_dim + self.input_dim, penalty=_GUARD_PENALTY)
-        block.initial_probs = self.startprob_
-        block.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
-        block.biases = self.recurrence_biases_
-        return block
+        """The recurrent transitions as a block, features [x_t-1, u_t] (:func:`logit_guards`)."""
+        return logit_guards(self)
 
     # ------------------------------------------------------------------------ data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
@@ -560,16 +607,9 @@ class SwitchingLDS(Model, StreamingFilters):
         A, B, b, Q = params.dynamics_terms()
         C, D, d, R = params.observation_terms()
         chain = params.chain
-
-        def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
-            if not params.recurrent:
-                return chain.transition_matrix
-            features = np.hstack([means, np.broadcast_to(u, (len(means), len(u)))])
-            return chain.kernel_arrays(features)[1][np.arange(len(means)), np.arange(len(means))]
-
         arrays = {"A": A, "B": B, "b": b, "Q": Q, "C": C, "D": D}
         arrays.update({"d": d, "R": R, "m0": params.initial_mean, "P0": params.initial_covariance})
-        return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": transitions})
+        return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": stream_switches(chain)})
 
     def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
         """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history (also the
@@ -941,16 +981,7 @@ class SwitchingLDS(Model, StreamingFilters):
         """:func:`initial_law` (what a subclass reads)."""
         return initial_law(self)
 
-    def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
-        """The transitions' M-step (a penalised multinomial logistic regression of the pair
-        posteriors on the features), warm-started from the current values. The rows are those in
-        hand (``Stacked``) or, over a cluster, those kept on its shards (``Kept``, ``keeps_rows``)."""
-        block = self._guards()
-        stats = Statistics(initial=np.zeros(self._k), pairs=pairs, features=features)
-        block.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
-        self.recurrence_weights_ = block.weights[:, : self.state_dim].copy()
-        self.input_weights_ = block.weights[:, self.state_dim :].copy()
-        self.recurrence_biases_ = block.biases
+    _fit_guards = fit_guards
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
@@ -1168,10 +1199,7 @@ class SwitchingLDS(Model, StreamingFilters):
             row["eigenvalues"] = np.linalg.eigvals(self.dynamics_matrices_[k])
             row["offset"] = np.asarray(self.dynamics_offsets_[k])
             if self.recurrent:
-                W, r = self.recurrence_weights_, self.recurrence_biases_
-                others = [i for i in range(K) if i != k]
-                row["entry_weights"] = {i: W[k] - W[i] for i in others}
-                row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
+                row.update(entry_guards(self, k))
             if maps is not None:
                 row["resets_into"] = {i: maps[i, k] for i in range(K) if i != k}
             rows.append(row)
