@@ -984,6 +984,10 @@ class SwitchingLDS(Model, StreamingFilters):
     _fit_guards = fit_guards
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
+        """The start of :meth:`_best_start`, its parameters set; returns its q(z)."""
+        return self._best_start(seqs, rng)[0]
+
+    def _best_start(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
         and denoised states; ARHMMs on those states propose the modes and dynamics.
 
@@ -996,7 +1000,7 @@ class SwitchingLDS(Model, StreamingFilters):
         (ELBO plus log prior, what EM then climbs) is kept. The ARHMMs' own likelihoods, of
         different states, cannot rank them; the ELBO ranks them as the fits they lead to (on
         NASCAR, the start with the larger ELBO is the one that finds the laps). Returns the kept
-        ARHMM's mode posteriors as the first q(z)."""
+        ARHMM's mode posteriors as the first q(z), and that objective."""
         n, m, K = self.state_dim, self.input_dim, self._k
         Y, U = seqs.values, seqs.inputs
         design = np.hstack([U, np.ones((len(Y), 1))])
@@ -1049,7 +1053,7 @@ class SwitchingLDS(Model, StreamingFilters):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
         self.initial_state_covariance_prior_ = self.initial_state_covariance_  # the kept stage's
-        return kept[1]
+        return kept[1], best
 
     def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """The start of the odd restarts of a model with resets: :meth:`_initialize`'s, then its least
@@ -1063,26 +1067,26 @@ class SwitchingLDS(Model, StreamingFilters):
         (:func:`~modeshift.models.slds_inference.beam_modes`, each path scored by its exact marginal
         likelihood) places most within a step, so it replaces the change points' modes when its first
         sweep gives the larger objective. Returns q(z)."""
-        mode_probs = self._initialize(seqs, rng)
+        mode_probs, objective = self._best_start(seqs, rng)
         scores = slds_starts.kink_scores(seqs)
         points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD, scores=scores)
         if len(points):
-            mode_probs = self._grow_change_points(seqs, mode_probs, points, scores)
+            mode_probs, objective = self._grow_change_points(seqs, mode_probs, points, scores)
         if self.recurrent:
             return mode_probs
-        params = self._parameters(seqs)
+        params = self._parameters(seqs)  # those of the start, whose first sweep gave ``objective``
         beam_probs = inference.beam_modes(params, seqs)[0]
-        first_sweeps = [inference.sweep(params, seqs, modes).elbo for modes in (mode_probs, beam_probs)]
-        return beam_probs if first_sweeps[1] > first_sweeps[0] else mode_probs
+        beam_objective = inference.sweep(params, seqs, beam_probs).elbo + self._log_prior()
+        return beam_probs if beam_objective > objective else mode_probs
 
     def _grow_change_points(
         self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray, scores: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, float]:
         """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
         change point (kink ``scores`` above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a
         kept one) whose addition raises the objective after the start (ELBO plus log prior): the kink
         scores alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
-        Returns the modes of the best start, whose parameters are set."""
+        Returns the modes of the best start, whose parameters are set, and its objective."""
         base = self._snapshot()
 
         def objective(chosen: np.ndarray) -> tuple[float, np.ndarray]:
@@ -1101,7 +1105,7 @@ class SwitchingLDS(Model, StreamingFilters):
             if value > best:
                 best, modes, points, kept = value, trial_modes, trial, self._snapshot()
         self.__dict__.update(kept)
-        return modes
+        return modes, best
 
     def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
         """A start with a short mode at the change ``points`` (steps): the least occupied mode of the
