@@ -73,3 +73,17 @@ def test_kept_modes_start_from_the_fitted_ones(by_fits):
 def test_a_bad_selection_is_refused():
     with pytest.raises(ValueError, match="selection"):
         NonlinearSwitchingLDS(n_states="auto", selection="aic").fit(np.zeros((20, 1)))
+
+
+def test_a_recurrent_choice_keeps_its_dwell_times(observations, tmp_path):
+    """A recurrent model's dwell times are those of the chosen fit (read by describe and the
+    automaton, and saved): the runs of its guards, which no transition matrix gives."""
+    params = {**PARAMS, "n_iter": 3, "max_states": 2, "recurrent": True}
+    model = _fit(NonlinearSwitchingLDS(n_states="auto", **params), observations[:120])
+    chosen = _fit(NonlinearSwitchingLDS(**{**params, "n_states": model.n_states_}), observations[:120])
+    assert np.isfinite(chosen.dwell_times_).all()
+    np.testing.assert_allclose(model.dwell_times_, chosen.dwell_times_, rtol=1e-12)
+    np.testing.assert_allclose(model.describe()["dwell_time"], chosen.dwell_times_, rtol=1e-12)
+    np.testing.assert_allclose(model.automaton().dwell_times, chosen.dwell_times_, rtol=1e-12)
+    model.save(tmp_path / "auto.msz")
+    np.testing.assert_allclose(load(tmp_path / "auto.msz").dwell_times_, chosen.dwell_times_, rtol=1e-12)

@@ -65,6 +65,7 @@ from modeshift.models.arhmm import ARHMM
 from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.models.jump_process import _generator, check_rate_matrix, endpoint_statistics, expm_metzler
 from modeshift.models.params import Integer, Number
+from modeshift.models.slds_inference import independent_pairs
 from modeshift.transitions import normalise_rows
 
 __all__ = [
@@ -383,9 +384,7 @@ class ContinuousARHMM(Model):
         self.rate_matrix_, self.startprob_ = rates, normalise_rows(np.asarray(arhmm.startprob_) + 1e-3)
         self.drift_matrices_, self.drift_offsets_ = np.zeros((K, d, d)), np.zeros((K, d))
         self.diffusion_covariances_ = np.stack([np.eye(d)] * K)
-        rows = seqs.linked_rows
-        pairs = np.zeros((seqs.n_steps, K, K))
-        pairs[rows] = posteriors[rows - 1][:, :, None] * posteriors[rows][:, None, :]
+        pairs = independent_pairs(posteriors, seqs.starts)
         self._maximize(seqs, posteriors, pairs, polish_from_current=False)
 
     def _e_step(self, seqs: Sequences, workspace: dict[str, Any]) -> tuple[float, tuple[np.ndarray, np.ndarray]]:

@@ -19,7 +19,7 @@ from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian,
 from modeshift.models import em, online_em, selection
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
 from modeshift.models.params import Integer, Number, OneOf, either
-from modeshift.models.streaming import FilterState, Recursion, StepOutput, StreamingFilters, check_row
+from modeshift.models.streaming import FilterState, Recursion, StepOutput, StreamingFilters, check_input_row, check_row
 from modeshift.statistics import Statistics, combine
 from modeshift.transitions import InputDriven, Stationary
 
@@ -647,15 +647,8 @@ class HMM(Model, StreamingFilters):
         """log p(y_t | z_t = k) (K,), the transition matrix into step t and the new history."""
         transitions, emission = self._blocks
         row, history = self._stream_values(state, y)
-        if self.input_dim:
-            features = check_row(inputs, self.input_dim, "inputs")
-            if np.isnan(features).any():
-                raise ValueError(f"inputs has a missing entry (NaN): {features}")
-            move = transitions.kernel_arrays(features[None])[1][0]
-        elif inputs is not None:
-            raise ValueError(f"inputs were given but this {type(self).__name__} has input_dim=0")
-        else:
-            move = transitions.transition_matrix
+        features = check_input_row(inputs, self.input_dim, f"this {type(self).__name__}")
+        move = transitions.kernel_arrays(features[None])[1][0] if self.input_dim else transitions.transition_matrix
         return emission.log_likelihoods(row[None])[0], move, history
 
     def _stream_evidences(self, state: FilterState, rows: np.ndarray, inputs: np.ndarray | None) -> list[tuple]:

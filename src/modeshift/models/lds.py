@@ -21,6 +21,7 @@ from modeshift.models.streaming import (
     FilterState,
     KalmanRecursion,
     StreamingFilters,
+    check_input_row,
     check_row,
 )
 from modeshift.statistics import Moments, Statistics
@@ -494,14 +495,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
     def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
         """(y_t, u_t) checked, u_t as the move into step t, the (empty) history."""
         row = check_row(y, self._obs_dim() or np.shape(self.observation_matrix_)[0])
-        if self.input_dim:
-            u = check_row(inputs, self.input_dim, "inputs")
-            if np.isnan(u).any():
-                raise ValueError(f"inputs has a missing entry (NaN): {u}")
-        elif inputs is not None:
-            raise ValueError("inputs were given but this LinearGaussianSSM has input_dim=0")
-        else:
-            u = np.zeros(0)
+        u = check_input_row(inputs, self.input_dim, "this LinearGaussianSSM")
         return (row, u), u, state.history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:

@@ -57,7 +57,7 @@ import pandas as pd
 from modeshift import _kernels as kernels
 from modeshift._kernels import pair_hmm
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
-from modeshift.dynamics import InitialStateLaw, LinearDynamics, ensure_positive_definite, observation_statistics
+from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.features import Custom, FeatureMap, feature_map
 from modeshift.models import em, selection, slds_inference
@@ -67,10 +67,22 @@ from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
-from modeshift.models.slds import _GUARD_PENALTY, run_statistics
+from modeshift.models.slds import (
+    FIT_ARRAYS,
+    SwitchingLDS,
+    entry_guards,
+    fit_arrays,
+    fit_guards,
+    initial_law,
+    logit_guards,
+    run_statistics,
+    start_given,
+    stream_switches,
+)
+from modeshift.models.slds_inference import independent_pairs
 from modeshift.models.slds_inference import regressors as slds_regressors
-from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters, check_row
-from modeshift.statistics import Kept, Moments, Stacked, Statistics
+from modeshift.models.streaming import ExtendedSwitchingKalmanRecursion, FilterState, StreamingFilters
+from modeshift.statistics import Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, draw_rows, normalise_rows
 
 __all__ = ["NonlinearSwitchingLDS"]
@@ -274,7 +286,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         "selection": OneOf(("fits", "prune")),
         "resets": OneOf((None, *RESET_TIES)),
     }
-    _file_arrays = {"feature_map_.*": "real?", "dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
+    _file_arrays = {"feature_map_.*": "real?", **FIT_ARRAYS}
     _file_attributes = {**Model._file_attributes, "feature_map": "mapping", "n_states_": "count", "selection_": "table"}
 
     @property
@@ -390,21 +402,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             chain = Stationary(self._k)
             chain.initial_probs, chain.transition_matrix = self.startprob_, self.transmat_
             return chain
-        m = self.feature_map_.n_outputs
-        guards = InputDriven(self._k, m + self.input_dim, penalty=_GUARD_PENALTY)
-        guards.initial_probs, guards.biases = self.startprob_, self.recurrence_biases_
-        guards.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
-        return guards
+        return logit_guards(self)
 
-    def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
-        """The guards' M-step: the penalised logistic regression of the pair posteriors (R, K, K)
-        on [phi(x_t-1), u_t] (R, m + m_u), warm-started from the current guards."""
-        guards = self._chain()
-        stats = Statistics(initial=np.zeros(self._k), pairs=pairs, features=features)
-        guards.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
-        m = self.feature_map_.n_outputs
-        self.recurrence_weights_, self.input_weights_ = guards.weights[:, :m].copy(), guards.weights[:, m:].copy()
-        self.recurrence_biases_ = guards.biases
+    _fit_guards = fit_guards  # as the SwitchingLDS's, on [phi(x_t-1), u_t]
 
     def _parameters(self) -> laplace.FlowParameters:
         self._check_fitted()
@@ -561,10 +561,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
                 row["input_matrix"] = np.asarray(self.flow_input_matrices_[k])
                 row["feedthrough"] = np.asarray(self.feedthrough_matrix_)
             if self.recurrent:
-                W, r = self.recurrence_weights_, self.recurrence_biases_
-                others = [i for i in range(K) if i != k]
-                row["entry_weights"] = {i: W[k] - W[i] for i in others}
-                row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
+                row.update(entry_guards(self, k))
             if maps is not None:
                 row["resets_into"] = {i: maps[i, k] for i in range(K) if i != k}
             rows.append(row)
@@ -697,13 +694,6 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         C, D = self.observation_matrix_, self._input_matrices()[1]
         chain = params.chain
 
-        def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
-            """Row i: the switch probabilities from mode i, read (if recurrent) at its filtered mean."""
-            if not self.recurrent:
-                return chain.transition_matrix
-            features = np.hstack([self.feature_map_.transform(means), np.broadcast_to(u, (len(means), len(u)))])
-            return chain.kernel_arrays(features)[1][np.arange(len(means)), np.arange(len(means))]
-
         def flow(means: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             value, jacobian = laplace.feature_jacobian(self.feature_map_, means)  # (K, m), (K, m, n)
             predicted = np.einsum("jnm,im->ijn", W, value) + (B @ u + b)[None]
@@ -712,20 +702,10 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         arrays = {"Q": self.flow_covariances_, "C": C, "D": D, "d": self.observation_offset_}
         arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
         arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
+        transitions = stream_switches(chain, self.feature_map_.transform)
         return ExtendedSwitchingKalmanRecursion(self.startprob_, {**arrays, "transitions": transitions})
 
-    def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
-        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history."""
-        row = check_row(y, np.shape(self.observation_matrix_)[0])
-        if self.input_dim:
-            u = check_row(inputs, self.input_dim, "inputs")
-            if np.isnan(u).any():
-                raise ValueError(f"inputs has a missing entry (NaN): {u}")
-        elif inputs is not None:
-            raise ValueError("inputs were given but this NonlinearSwitchingLDS has input_dim=0")
-        else:
-            u = np.zeros(0)
-        return (row - self.observation_offset_, u), u, state.history
+    _stream_evidence = SwitchingLDS._stream_evidence  # (y_t - d, u_t) checked, as the SwitchingLDS's
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
         """The predictive moments of the ``horizon`` observations after those a filter state has
@@ -776,25 +756,22 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> NonlinearSwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        selection.fit_auto(self, seqs, ("feature_map_", "initial_state_covariance_prior_"), keep_modes)
+        # a recurrent model's dwell times are its guards' (a Markov chain's are read off transmat_)
+        recorded = [name for name in FIT_ARRAYS if self.recurrent or name != "dwell_times_"]
+        selection.fit_auto(self, seqs, ("feature_map_", *recorded), keep_modes)
         self._finish_fit(seqs)
         return self
+
+    # what _kept_modes slices (SwitchingLDS._kept_modes): the parameters indexed by pairs of modes, by mode
+    _PAIR_INDEXED = SwitchingLDS._PAIR_INDEXED
+    _MODE_INDEXED = ("flow_", "recurrence_weights", "input_weights", "startprob")
+    _renormalise_kept = SwitchingLDS._renormalise_kept
 
     def _kept_modes(self, kept: np.ndarray) -> NonlinearSwitchingLDS:
         """A model of the ``kept`` modes of this fitted one, started (``selection="prune"``) from
         their flows, the same observation model and feature map, p(z_0) and the chain's rows
-        renormalised over the kept modes."""
-        smaller = type(self)(**{**self.get_params(), "n_states": len(kept), "warm_start": False})
-        for name in self.parameter_names:
-            value = np.asarray(self.__dict__[name])
-            if name == "transmat_":
-                value = normalise_rows(value[np.ix_(kept, kept)])
-            elif name == "recurrence_biases_":
-                value = value[np.ix_(kept, kept)]
-            elif name.startswith(("flow_", "startprob_", "recurrence_weights_", "input_weights_")):
-                value = value[kept]
-            setattr(smaller, name, value.copy())
-        smaller.startprob_ = normalise_rows(smaller.startprob_)
+        renormalised over the kept modes (:meth:`SwitchingLDS._kept_modes`)."""
+        smaller = SwitchingLDS._kept_modes(self, kept)
         smaller.__dict__["feature_map_"] = self.feature_map_
         return smaller
 
@@ -804,8 +781,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         :meth:`_initialize`'s (over shards, its parameters only: each shard infers its own q(x) q(z))."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
-            self.__dict__.update(given)
-            self.__dict__.setdefault("initial_state_covariance_prior_", np.array(self.initial_state_covariance_))
+            start_given(self, given)
             start = None
         else:
             start = self._initialize(seqs, rng)
@@ -899,7 +875,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             m = self.feature_map_.n_outputs
             self.recurrence_weights_, self.input_weights_ = np.zeros((K, m)), np.zeros((K, self.input_dim))
             self.recurrence_biases_ = np.zeros((K, K))
-            pairs = mode_probs[rows - 1][:, :, None] * mode_probs[rows][:, None, :]
+            pairs = independent_pairs(mode_probs)[rows]
             self._fit_guards(Stacked(regressors[:, : m + self.input_dim]), Stacked(pairs), max_iter=200)
         else:
             self.transmat_ = normalise_rows(np.asarray(arhmm.transmat_, dtype=float) + 1e-3)
@@ -925,12 +901,10 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         params, tol = self._parameters(), self._inference_tol
         if previous is not None:
             start, modes = previous.means, previous.mode_probs
-        else:
-            start, modes = self.__dict__.get("_start") or (self._centre_path(seqs), None)
-            if modes is None:
-                modes = _each_sequence(
-                    seqs, lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS), start
-                ).mode_probs
+        elif self.__dict__.get("_start") is not None:
+            start, modes = self.__dict__["_start"]
+        else:  # parameters set by hand: q(z) inferred under them, from the feature map's centre
+            start, modes = self._centre_path(seqs), self._infer(seqs).mode_probs
         posterior = _each_sequence(
             seqs,
             lambda one, q, path, last: laplace.sweep(params, one, q, path, laplace.MODE_SHARE * tol, last),
@@ -946,19 +920,13 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         P0's inverse-Wishart and stickiness sum_k log p_kk (for a recurrent model, the guards' L2 penalty)."""
         total = self._flows().log_prior() + self._observation().log_prior()
         total += self._reset_block().log_prior() if self.resets else 0.0
-        total += self._initial_law().log_prior(self.initial_state_covariance_)
+        total += initial_law(self).log_prior(self.initial_state_covariance_)
         if self.recurrent:
             return total + self._chain().log_prior()
         if self.stickiness > 0:
             with np.errstate(divide="ignore"):
                 total += self.stickiness * float(np.log(np.diagonal(self.transmat_)).sum())
         return total
-
-    def _initial_law(self) -> InitialStateLaw:
-        """The initial state's law, its prior centred on the spread set at the start of the fit (on
-        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
-        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
-        return InitialStateLaw(scale, self.reg_covar)
 
     def _statistics(self, seqs: Sequences, posterior: laplace.Posterior, params: laplace.FlowParameters) -> Statistics:
         """The expected sufficient statistics of the M-step under q(x) q(z): each flow's weighted by
@@ -1029,7 +997,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         self.observation_matrix_, self.observation_offset_ = W[:, :n].copy(), W[:, -1].copy()
         if self.input_dim:
             self.feedthrough_matrix_ = W[:, n:-1].copy()
-        law = self._initial_law()
+        law = initial_law(self)
         self.initial_state_mean_, self.initial_state_covariance_ = law.m_step(
             stats["initial"], stats["initial_covariance"]
         )
@@ -1051,10 +1019,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
         _, state = self.feature_map_.state()
         arrays.update({f"feature_map_.{key}": np.asarray(value, dtype=float) for key, value in state.items()})
-        for name in ("dwell_times_", "initial_state_covariance_prior_"):
-            if name in self.__dict__:
-                arrays[name] = np.asarray(self.__dict__[name], dtype=float)
-        return arrays
+        return {**arrays, **fit_arrays(self)}
 
     def _learned_attributes(self) -> dict[str, Any]:
         out = selection.saved_fit(self)
@@ -1072,7 +1037,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         missing = [name for name in self.parameter_names if name not in arrays]
         if missing:
             raise ValueError(f"the model file lacks the parameter array(s) {missing}")
-        for name in (*self.parameter_names, "dwell_times_", "initial_state_covariance_prior_"):
+        for name in (*self.parameter_names, *FIT_ARRAYS):
             if name in arrays:
                 setattr(self, name, np.array(arrays[name]))
         self._check_parameters()

@@ -60,7 +60,13 @@ from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching
 from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.lds import LinearGaussianSSM, PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
-from modeshift.models.streaming import FilterState, StreamingFilters, SwitchingKalmanRecursion, check_row
+from modeshift.models.streaming import (
+    FilterState,
+    StreamingFilters,
+    SwitchingKalmanRecursion,
+    check_input_row,
+    check_row,
+)
 from modeshift.statistics import Kept, Moments, Stacked, Statistics
 from modeshift.transitions import InputDriven, Stationary, draw_rows, normalise_rows
 
@@ -94,6 +100,60 @@ _COMMON = (
 _MARKOV = ("transmat_",)
 _RESETS = ("reset_matrices_", "reset_input_matrices_", "reset_offsets_", "reset_covariances_")
 _RECURRENT = ("recurrence_weights_", "input_weights_", "recurrence_biases_")
+#: What a fit records beside the parameters (saved with them; the file's check of each): the
+#: recurrent guards' dwell times, and the mode of P0's prior (shared with the nonlinear model).
+FIT_ARRAYS = {"dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
+
+
+# The recurrent guards, shared with the NonlinearSwitchingLDS: a multinomial logit on [f(x_t-1), u_t],
+# f(x) = x here and the features phi(x) there, its width that of ``recurrence_weights_``.
+def logit_guards(model: Any) -> InputDriven:
+    """A recurrent model's switches as a block, features [f(x_t-1), u_t]."""
+    block = InputDriven(model._k, np.shape(model.recurrence_weights_)[1] + model.input_dim, penalty=_GUARD_PENALTY)
+    block.initial_probs = model.startprob_
+    block.weights = np.hstack([model.recurrence_weights_, model.input_weights_])
+    block.biases = model.recurrence_biases_
+    return block
+
+
+def fit_guards(model: Any, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
+    """The guards' M-step (a penalised multinomial logistic regression of the pair posteriors
+    (R, K, K) on the features [f(x_t-1), u_t] (R, width + m_u)), warm-started from the current
+    guards. The rows are those in hand (``Stacked``) or, over a cluster, those kept on its shards
+    (``Kept``, ``keeps_rows``)."""
+    block = logit_guards(model)
+    stats = Statistics(initial=np.zeros(model._k), pairs=pairs, features=features)
+    block.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
+    width = np.shape(model.recurrence_weights_)[1]
+    model.recurrence_weights_, model.input_weights_ = block.weights[:, :width].copy(), block.weights[:, width:].copy()
+    model.recurrence_biases_ = block.biases
+
+
+def stream_switches(
+    chain: Stationary | InputDriven, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The streaming filter's switches, from each mode's filtered mean (K, n) and the step's inputs
+    u: the transition matrix, or for the guards row i read at [f(m_i), u] (``transform`` f, None: x)."""
+
+    def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
+        if not isinstance(chain, InputDriven):
+            return chain.transition_matrix
+        features = means if transform is None else transform(means)
+        rows = np.arange(len(means))
+        return chain.kernel_arrays(np.hstack([features, np.broadcast_to(u, (len(means), len(u)))]))[1][rows, rows]
+
+    return transitions
+
+
+def entry_guards(model: Any, k: int) -> dict[str, dict[int, Any]]:
+    """``describe``'s guards of entering mode k from each other mode i: ``entry_weights`` w_k - w_i
+    and ``entry_biases`` r_ik - r_ii."""
+    W, r = model.recurrence_weights_, model.recurrence_biases_
+    others = [i for i in range(model._k) if i != k]
+    return {
+        "entry_weights": {i: W[k] - W[i] for i in others},
+        "entry_biases": {i: float(r[i, k] - r[i, i]) for i in others},
+    }
 
 
 class SwitchingLDS(Model, StreamingFilters):
@@ -273,7 +333,7 @@ class SwitchingLDS(Model, StreamingFilters):
         "selection": OneOf(("fits", "prune")),
     }
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
-    _file_arrays = {"dwell_times_": "real?", "initial_state_covariance_prior_": "finite?"}
+    _file_arrays = FIT_ARRAYS
     _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
 
     @property
@@ -388,12 +448,8 @@ class SwitchingLDS(Model, StreamingFilters):
         return block
 
     def _guards(self) -> InputDriven:
-        """The recurrent transitions as a block, features [x_t-1, u_t]."""
-        block = InputDriven(self._k, self.state_dim + self.input_dim, penalty=_GUARD_PENALTY)
-        block.initial_probs = self.startprob_
-        block.weights = np.hstack([self.recurrence_weights_, self.input_weights_])
-        block.biases = self.recurrence_biases_
-        return block
+        """The recurrent transitions as a block, features [x_t-1, u_t] (:func:`logit_guards`)."""
+        return logit_guards(self)
 
     # ------------------------------------------------------------------------ data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
@@ -551,28 +607,15 @@ class SwitchingLDS(Model, StreamingFilters):
         A, B, b, Q = params.dynamics_terms()
         C, D, d, R = params.observation_terms()
         chain = params.chain
-
-        def transitions(means: np.ndarray, u: np.ndarray) -> np.ndarray:
-            if not params.recurrent:
-                return chain.transition_matrix
-            features = np.hstack([means, np.broadcast_to(u, (len(means), len(u)))])
-            return chain.kernel_arrays(features)[1][np.arange(len(means)), np.arange(len(means))]
-
         arrays = {"A": A, "B": B, "b": b, "Q": Q, "C": C, "D": D}
         arrays.update({"d": d, "R": R, "m0": params.initial_mean, "P0": params.initial_covariance})
-        return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": transitions})
+        return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": stream_switches(chain)})
 
     def _stream_evidence(self, state: FilterState, y: Any, inputs: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
-        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history."""
-        row = check_row(y, self._obs_dim())
-        if self.input_dim:
-            u = check_row(inputs, self.input_dim, "inputs")
-            if np.isnan(u).any():
-                raise ValueError(f"inputs has a missing entry (NaN): {u}")
-        elif inputs is not None:
-            raise ValueError("inputs were given but this SwitchingLDS has input_dim=0")
-        else:
-            u = np.zeros(0)
+        """(y_t - d, u_t) checked, u_t as the move into step t, the (empty) history (also the
+        :class:`~modeshift.models.nonlinear_slds.NonlinearSwitchingLDS`'s)."""
+        row = check_row(y, np.shape(self.observation_matrix_)[0])
+        u = check_input_row(inputs, self.input_dim, f"this {type(self).__name__}")
         return (row - self.observation_offset_, u), u, state.history
 
     def filter_forecast(self, state: FilterState, horizon: int, future_inputs: Any = None) -> Forecast:
@@ -760,7 +803,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> SwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        selection.fit_auto(self, seqs, ("dwell_times_", "initial_state_covariance_prior_"), keep_modes)
+        selection.fit_auto(self, seqs, tuple(FIT_ARRAYS), keep_modes)
         self._finish_fit(seqs)
         return self
 
@@ -803,8 +846,7 @@ class SwitchingLDS(Model, StreamingFilters):
         every second restart from the change points of the data."""
         given = self.__dict__["_given"]
         if restart == 0 and given is not None:
-            self.__dict__.update(given)
-            self.__dict__.setdefault("initial_state_covariance_prior_", np.array(self.initial_state_covariance_))
+            start_given(self, given)
             start = None
         else:
             at_change_points = bool(self.resets) and self._k > 1 and restart % 2 == 1
@@ -936,23 +978,16 @@ class SwitchingLDS(Model, StreamingFilters):
         self.startprob_ = normalise_rows(stats["start"] + 1e-10)
 
     def _initial_law(self) -> InitialStateLaw:
-        """The initial state's law, its prior centred on the spread set at the start of the fit (on
-        parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
-        scale = self.__dict__.get("initial_state_covariance_prior_", self.initial_state_covariance_)
-        return InitialStateLaw(scale, self.reg_covar)
+        """:func:`initial_law` (what a subclass reads)."""
+        return initial_law(self)
 
-    def _fit_guards(self, features: Stacked | Kept, pairs: Stacked | Kept, max_iter: int = 25) -> None:
-        """The transitions' M-step (a penalised multinomial logistic regression of the pair
-        posteriors on the features), warm-started from the current values. The rows are those in
-        hand (``Stacked``) or, over a cluster, those kept on its shards (``Kept``, ``keeps_rows``)."""
-        block = self._guards()
-        stats = Statistics(initial=np.zeros(self._k), pairs=pairs, features=features)
-        block.m_step(stats, fixed=frozenset({"initial_probs"}), max_iter=max_iter)
-        self.recurrence_weights_ = block.weights[:, : self.state_dim].copy()
-        self.input_weights_ = block.weights[:, self.state_dim :].copy()
-        self.recurrence_biases_ = block.biases
+    _fit_guards = fit_guards
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
+        """The start of :meth:`_best_start`, its parameters set; returns its q(z)."""
+        return self._best_start(seqs, rng)[0]
+
+    def _best_start(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
         and denoised states; ARHMMs on those states propose the modes and dynamics.
 
@@ -965,7 +1000,7 @@ class SwitchingLDS(Model, StreamingFilters):
         (ELBO plus log prior, what EM then climbs) is kept. The ARHMMs' own likelihoods, of
         different states, cannot rank them; the ELBO ranks them as the fits they lead to (on
         NASCAR, the start with the larger ELBO is the one that finds the laps). Returns the kept
-        ARHMM's mode posteriors as the first q(z)."""
+        ARHMM's mode posteriors as the first q(z), and that objective."""
         n, m, K = self.state_dim, self.input_dim, self._k
         Y, U = seqs.values, seqs.inputs
         design = np.hstack([U, np.ones((len(Y), 1))])
@@ -1018,7 +1053,7 @@ class SwitchingLDS(Model, StreamingFilters):
                     best, kept = objective, (self._snapshot(), mode_probs)
         self.__dict__.update(kept[0])
         self.initial_state_covariance_prior_ = self.initial_state_covariance_  # the kept stage's
-        return kept[1]
+        return kept[1], best
 
     def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """The start of the odd restarts of a model with resets: :meth:`_initialize`'s, then its least
@@ -1032,26 +1067,26 @@ class SwitchingLDS(Model, StreamingFilters):
         (:func:`~modeshift.models.slds_inference.beam_modes`, each path scored by its exact marginal
         likelihood) places most within a step, so it replaces the change points' modes when its first
         sweep gives the larger objective. Returns q(z)."""
-        mode_probs = self._initialize(seqs, rng)
+        mode_probs, objective = self._best_start(seqs, rng)
         scores = slds_starts.kink_scores(seqs)
         points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD, scores=scores)
         if len(points):
-            mode_probs = self._grow_change_points(seqs, mode_probs, points, scores)
+            mode_probs, objective = self._grow_change_points(seqs, mode_probs, points, scores)
         if self.recurrent:
             return mode_probs
-        params = self._parameters(seqs)
+        params = self._parameters(seqs)  # those of the start, whose first sweep gave ``objective``
         beam_probs = inference.beam_modes(params, seqs)[0]
-        first_sweeps = [inference.sweep(params, seqs, modes).elbo for modes in (mode_probs, beam_probs)]
-        return beam_probs if first_sweeps[1] > first_sweeps[0] else mode_probs
+        beam_objective = inference.sweep(params, seqs, beam_probs).elbo + self._log_prior()
+        return beam_probs if beam_objective > objective else mode_probs
 
     def _grow_change_points(
         self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray, scores: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, float]:
         """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
         change point (kink ``scores`` above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a
         kept one) whose addition raises the objective after the start (ELBO plus log prior): the kink
         scores alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
-        Returns the modes of the best start, whose parameters are set."""
+        Returns the modes of the best start, whose parameters are set, and its objective."""
         base = self._snapshot()
 
         def objective(chosen: np.ndarray) -> tuple[float, np.ndarray]:
@@ -1070,7 +1105,7 @@ class SwitchingLDS(Model, StreamingFilters):
             if value > best:
                 best, modes, points, kept = value, trial_modes, trial, self._snapshot()
         self.__dict__.update(kept)
-        return modes
+        return modes, best
 
     def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
         """A start with a short mode at the change ``points`` (steps): the least occupied mode of the
@@ -1168,10 +1203,7 @@ class SwitchingLDS(Model, StreamingFilters):
             row["eigenvalues"] = np.linalg.eigvals(self.dynamics_matrices_[k])
             row["offset"] = np.asarray(self.dynamics_offsets_[k])
             if self.recurrent:
-                W, r = self.recurrence_weights_, self.recurrence_biases_
-                others = [i for i in range(K) if i != k]
-                row["entry_weights"] = {i: W[k] - W[i] for i in others}
-                row["entry_biases"] = {i: float(r[i, k] - r[i, i]) for i in others}
+                row.update(entry_guards(self, k))
             if maps is not None:
                 row["resets_into"] = {i: maps[i, k] for i in range(K) if i != k}
             rows.append(row)
@@ -1229,10 +1261,7 @@ class SwitchingLDS(Model, StreamingFilters):
     def _learned_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
         arrays = {name: np.asarray(self.__dict__[name], dtype=float) for name in self.parameter_names}
-        for name in ("dwell_times_", "initial_state_covariance_prior_"):
-            if name in self.__dict__:
-                arrays[name] = np.asarray(self.__dict__[name], dtype=float)
-        return arrays
+        return {**arrays, **fit_arrays(self)}
 
     def _learned_attributes(self) -> dict[str, Any]:
         return selection.saved_fit(self)
@@ -1329,6 +1358,25 @@ def _simulated_moments(
         covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("l,lij->ij", shares, noise[t])
         x, z = moved + np.einsum("sij,sj->si", factors[t, law], rng.standard_normal((n_paths, n))), new
     return modes, means, covariances
+
+
+def initial_law(model: Any) -> InitialStateLaw:
+    """A switching model's initial state law, its prior centred on the spread set at the start of
+    the fit (on parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
+    scale = model.__dict__.get("initial_state_covariance_prior_", model.initial_state_covariance_)
+    return InitialStateLaw(scale, model.reg_covar)
+
+
+def start_given(model: Any, given: dict[str, Any]) -> None:
+    """Set the parameters ``given`` before the fit as its first start, P0's prior centred on their
+    P0 unless a previous fit set it (``warm_start``)."""
+    model.__dict__.update(given)
+    model.__dict__.setdefault("initial_state_covariance_prior_", np.array(model.initial_state_covariance_))
+
+
+def fit_arrays(model: Any) -> dict[str, np.ndarray]:
+    """The :data:`FIT_ARRAYS` a fitted model holds, to save beside its parameters."""
+    return {name: np.asarray(model.__dict__[name], dtype=float) for name in FIT_ARRAYS if name in model.__dict__}
 
 
 def run_statistics(model: Any, seqs: Sequences, workspace: dict[str, Any]) -> Statistics:

@@ -536,26 +536,24 @@ def beam_modes(
         raise TypeError("beam_modes needs switches that do not depend on the state (not a recurrent model)")
     n_modes, n = len(params.chain.initial_probs), len(params.initial_mean)
     group, weights, Q = params.laws_by_group(seqs.n_steps)
-    A, B, b = weights[..., :n], weights[..., n:-1], weights[..., -1]
     transitions = params.chain.transition_matrix[None] if params.steps is None else params.steps.transitions
-    C, D, d, R = params.observation_terms()
-    ones = np.ones((seqs.n_steps, 1))
+    (observation,), R = params.observation.weights, params.observation.covariances[0]  # [C, D, d], R
     memory = min(int(memory), int(62 // np.log2(max(n_modes, 2))))  # K^memory path signatures fit in int64
     with np.errstate(divide="ignore"):
         log_initial, log_transitions = np.log(params.chain.initial_probs), np.log(transitions)
     path, log_joint = beam.beam_search(
         np.ascontiguousarray(seqs.values, dtype=float),
-        np.hstack([seqs.inputs, ones]),
+        np.hstack([seqs.inputs, np.ones((seqs.n_steps, 1))]),
         seqs.offsets,
         np.ascontiguousarray(params.initial_mean, dtype=float),
         np.ascontiguousarray(params.initial_covariance, dtype=float),
         log_initial,
         np.ascontiguousarray(group, dtype=np.int64),
-        np.ascontiguousarray(A),
-        np.ascontiguousarray(np.concatenate([B, b[..., None]], axis=-1)),
+        np.ascontiguousarray(weights[..., :n]),  # A; then [B, b]
+        np.ascontiguousarray(weights[..., n:]),
         np.ascontiguousarray(Q),
-        np.ascontiguousarray(C),
-        np.ascontiguousarray(np.hstack([D, d[:, None]])),
+        np.ascontiguousarray(observation[:, :n]),  # C; then [D, d]
+        np.ascontiguousarray(observation[:, n:]),
         np.ascontiguousarray(R),
         np.ascontiguousarray(log_transitions),
         params.law_of_pairs(),

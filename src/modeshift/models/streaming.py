@@ -721,6 +721,20 @@ def check_row(y: Any, n_features: int | None, what: str = "y_t") -> np.ndarray:
     return canonical(row)  # a row of a read-only or Fortran-ordered array would compile the steps again
 
 
+def check_input_row(inputs: Any, input_dim: int, model: str) -> np.ndarray:
+    """One step's inputs u_t as a float (input_dim,) row, empty for a model without inputs;
+    ValueError naming the problem (as :func:`check_row`, a missing entry, inputs given to ``model``
+    that has none)."""
+    if not input_dim:
+        if inputs is not None:
+            raise ValueError(f"inputs were given but {model} has input_dim=0")
+        return np.zeros(0)
+    row = check_row(inputs, input_dim, "inputs")
+    if np.isnan(row).any():
+        raise ValueError(f"inputs has a missing entry (NaN): {row}")
+    return row
+
+
 def lagged_values(
     history: np.ndarray, y: Any, order: int, n_features: int | None, model: str
 ) -> tuple[np.ndarray, np.ndarray]:
