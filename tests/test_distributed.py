@@ -326,15 +326,7 @@ def test_a_switching_lds_that_loses_a_worker_recomputes_its_posteriors_and_the_f
 
 def test_the_client_receives_statistics_not_data(client, monkeypatch):
     frame = _frame(24)
-    calls = []
-    original = msd.Shards.__call__
-
-    def counting(self, function, model):
-        total = original(self, function, model)
-        calls.append(self.received[-1])
-        return total
-
-    monkeypatch.setattr(msd.Shards, "__call__", counting)
+    calls = _received(monkeypatch)
     groups = [list(range(i, i + 4)) for i in range(0, 24, 4)]
     model = _fit(HMM(2, n_iter=3, random_state=0), _by_groups(frame, groups), time_column="t")
     data_bytes = frame[["a", "b"]].to_numpy().nbytes

@@ -14,7 +14,7 @@ import pytest
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
-from test_distributed import _by_groups, _event_log, _fit  # noqa: E402  (its frames of groups, log, quiet fit)
+from test_distributed import _by_groups, _event_log, _fit, _received  # noqa: E402  (frames, log, quiet fit, bytes)
 
 from modeshift import HMM, MarkovAutoregression, MarkovRegression, SwitchingLDS, SymbolHMM  # noqa: E402
 from modeshift import distributed as msd  # noqa: E402
@@ -102,20 +102,6 @@ def test_time_varying_transitions_over_a_cluster_equal_the_fit_in_memory(client)
         exog_tvtp=[group[["one", "z"]].to_numpy() for _, group in ordered.groupby("id")],
     )
     _assert_same(here, arrays)
-
-
-def _received(monkeypatch) -> list[int]:
-    """The bytes each pass over the shards brings to the client, from now on."""
-    received: list[int] = []
-    original = msd.Shards.__call__
-
-    def counting(self, function, model, workspace=None):
-        total = original(self, function, model, workspace)
-        received.append(self.received[-1])
-        return total
-
-    monkeypatch.setattr(msd.Shards, "__call__", counting)
-    return received
 
 
 def test_time_varying_transitions_keep_their_rows_on_the_workers(client, monkeypatch):
