@@ -473,8 +473,11 @@ class _MarkovSwitching(Model, StreamingFilters):
             engine, series = _shard_model(self, data, workspace)
         else:
             engine, series = data.engine, data.data
-        posterior = engine.e_step(self.__dict__["_current"], series, workspace)
-        return posterior.log_likelihood, engine.statistics(posterior, series, self.__dict__["_centre"])
+        current = self.__dict__["_current"]
+        posterior = engine.e_step(current, series, workspace)
+        return posterior.log_likelihood, engine.statistics(
+            posterior, series, self.__dict__["_centre"], current.transition_coef
+        )
 
     def _m_step(self, problem: _Problem, statistics: Statistics) -> None:
         self.__dict__["_current"] = problem.engine.m_step(

@@ -66,7 +66,7 @@ from modeshift.models.logit_transitions import (
     start_gradient,
 )
 from modeshift.models.switching_layout import ParameterLayout, SwitchingParameters, ldl
-from modeshift.statistics import Kept, Stacked, Statistics
+from modeshift.statistics import Stacked, Statistics
 from modeshift.transitions import normalise_rows, stationary_start_transitions
 
 __all__ = ["Posterior", "Score", "SeriesData", "SwitchingRegression"]
@@ -436,15 +436,20 @@ class SwitchingRegression:
         moments are taken about, so that no large raw moments cancel in a residual's square."""
         return np.nanmean(self.lagged(data), axis=0)
 
-    def statistics(self, posterior: Posterior, data: SeriesData, centre: np.ndarray) -> Statistics:
+    def statistics(
+        self, posterior: Posterior, data: SeriesData, centre: np.ndarray, coef: np.ndarray | None = None
+    ) -> Statistics:
         """What the M-step reads, sums over the sequences (so over shards of them): the expected
         moves and first regimes, and per expanded state e the moments of z_t weighted by
         p(e at t | y) about ``centre`` (``mass``, ``sums``, ``products``; a residual's weighted
         products are quadratic forms in them, :meth:`_products`), with the missing entries'
         conditional covariances (``scatter``). With time-varying transitions, the per-step rows
         of their logistic regression (:class:`~modeshift.statistics.Stacked`: data-sized, which a
-        fit over shards keeps on them: :meth:`logit_step` reads sums over them), and their covariates
-        (the data's own array: neither copied at an E-step nor at a Newton evaluation)."""
+        fit over shards keeps on them: :meth:`logit_step`'s line search reads sums over them), their
+        covariates (the data's own array: neither copied at an E-step nor at a Newton evaluation)
+        and, at the current logit coefficients ``coef``, the transition part of Q with its gradient
+        and Hessian (``logit_terms``: summed here, while the rows are in hand, they cost a fit over
+        shards no pass of their own)."""
         gamma = posterior.posteriors
         shifted = self.lagged(data, posterior.completed) - centre
         if shifted.ndim == 2:
@@ -469,8 +474,11 @@ class SwitchingRegression:
             starts = np.zeros((n, 1 + k))
             starts[data.bounds[:-1], 0] = 1.0
             starts[data.bounds[:-1], 1:] = posterior.first_regime
-            stats["logit"] = Stacked(np.hstack([starts, posterior.moves.reshape(n, k * k)]))
-            stats["covariates"] = Stacked(data.tvtp)
+            rows = np.hstack([starts, posterior.moves.reshape(n, k * k)])
+            stats["logit"], stats["covariates"] = Stacked(rows), Stacked(data.tvtp)
+            if coef is not None:
+                value, gradient, hessian = _logit_terms(rows, data.tvtp, k, coef)
+                stats["logit_terms"] = Statistics(value=value, gradient=gradient, hessian=hessian)
         return stats
 
     def _products(self, stats: Statistics, centre: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -567,22 +575,23 @@ class SwitchingRegression:
         :meth:`statistics` (``centre`` the point their moments are about).
         """
         if self.layout.n_tvtp:
-            params = self.logit_step(params, stats["logit"], stats["covariates"])
+            params = self.logit_step(params, stats)
         else:
             params = self.transition_step(params, stats)
         return self.regression_step(params, stats, centre, variance_floor)
 
-    def logit_step(
-        self, params: SwitchingParameters, rows: Stacked | Kept, covariates: Stacked | Kept
-    ) -> SwitchingParameters:
+    def logit_step(self, params: SwitchingParameters, stats: Statistics) -> SwitchingParameters:
         """Time-varying P's part of Q has no closed-form maximum either: one Newton step on its
         moves' term, taken if it raises the whole (the start's term too), else the largest of
-        1/2, 1/4, ... of it that does (or none), a generalised-EM step. ``rows`` and ``covariates``:
-        the stacked rows of :meth:`statistics` (a sequence's start, its first regime, the moves; the
-        covariates), in hand or kept on the shards of a cluster: Q, its gradient and Hessian are sums
-        over the sequences, each read by one pass over the rows (``rows.terms``)."""
+        1/2, 1/4, ... of it that does (or none), a generalised-EM step. ``stats``: those of
+        :meth:`statistics`, whose ``logit_terms`` give Q, its gradient and Hessian at the current
+        coefficients; each candidate's Q is a sum over the stacked rows (a sequence's start, its
+        first regime, the moves) and covariates, in hand or kept on the shards of a cluster, read
+        by one pass over them (``rows.terms``)."""
         k, coef = self.n_states, params.transition_coef
-        current, gradient, hessian = rows.terms(functools.partial(_logit_terms, n_states=k, coef=coef), covariates)
+        rows, covariates = stats["logit"], stats["covariates"]
+        terms = stats["logit_terms"]
+        current, gradient, hessian = terms["value"], terms["gradient"], terms["hessian"]
         # a sequence's first row has no moves, so one Newton step spans the sequences
         direction = newton_solve(gradient, hessian)
         for step in 0.5 ** np.arange(10):
