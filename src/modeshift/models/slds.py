@@ -600,14 +600,13 @@ class SwitchingLDS(Model, StreamingFilters):
     # ------------------------------------------------------------------ streaming
     def _stream_recursion(self) -> SwitchingKalmanRecursion:
         """The approximate filter of :class:`~modeshift.models.streaming.SwitchingKalmanRecursion`:
-        one Gaussian per mode (Kim's filter), not the variational posterior of ``filter_proba``."""
-        if self.resets:
-            raise NotImplementedError("the streaming filter of a SwitchingLDS has no resets yet")
+        one Gaussian per mode (Kim's filter), not the variational posterior of ``filter_proba``; with
+        ``resets``, a switch's pair follows its reset."""
         params = self._parameters()
-        A, B, b, Q = params.dynamics_terms()
+        A, B, b, Q = params.dynamics_terms(resets=True)
         C, D, d, R = params.observation_terms()
         chain = params.chain
-        arrays = {"A": A, "B": B, "b": b, "Q": Q, "C": C, "D": D}
+        arrays = {"A": A, "B": B, "b": b, "Q": Q, "laws": params.law_of_pairs(), "C": C, "D": D}
         arrays.update({"d": d, "R": R, "m0": params.initial_mean, "P0": params.initial_covariance})
         return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": stream_switches(chain)})
 
