@@ -16,9 +16,9 @@ from modeshift.dynamics import LinearDynamics
 from modeshift.emissions.reset import Resets
 from modeshift.features import Polynomial
 from modeshift.metrics import mode_accuracy
-from modeshift.models.streaming import FilterState
 from modeshift.models import laplace_inference as laplace
 from modeshift.models import slds_inference
+from modeshift.models.streaming import FilterState
 from modeshift.transitions import InputDriven, Stationary
 
 
@@ -345,7 +345,8 @@ def test_keeping_modes_keeps_the_resets_of_their_switches(ties, fitted):
     _, two = fitted
     model = NonlinearSwitchingLDS(3, state_dim=2, resets=ties)
     rng = np.random.default_rng(0)
-    model.__dict__.update({name: getattr(two, name) for name in two.parameter_names if name.startswith(("obs", "init"))})
+    shared = [name for name in two.parameter_names if name.startswith(("observation", "initial"))]
+    model.__dict__.update({name: getattr(two, name) for name in shared})
     model.flow_weights_ = rng.normal(size=(3, 2, two.flow_weights_.shape[2]))
     model.flow_offsets_ = rng.normal(size=(3, 2))
     model.flow_covariances_, model.feature_map_ = np.stack([np.eye(2)] * 3), two.feature_map_

@@ -207,7 +207,8 @@ def _nonlinear(rng, ties, features, K=2, n=2):
 
 
 def _as_switching_lds(model: NonlinearSwitchingLDS) -> SwitchingLDS:
-    """The SwitchingLDS with the law of ``model``, whose map is linear (A_k = W_k J, b_k = W_k phi(0) + b_k), and its resets."""
+    """The SwitchingLDS with the law of ``model``, whose map is linear (A_k = W_k J, b_k = W_k phi(0)
+    + b_k), and the same resets."""
     value, jacobian = laplace.feature_jacobian(model.feature_map_, np.zeros((1, model.state_dim)))
     K, n = model.flow_weights_.shape[:2]
     linear = SwitchingLDS(K, state_dim=n, resets=model.resets)
@@ -216,11 +217,10 @@ def _as_switching_lds(model: NonlinearSwitchingLDS) -> SwitchingLDS:
     linear.dynamics_input_matrices_, linear.feedthrough_matrix_ = np.zeros((K, n, 0)), np.zeros((2, 0))
     linear.dynamics_covariances_ = model.flow_covariances_
     linear.reset_input_matrices_ = np.zeros((len(model.reset_offsets_), n, 0))
-    for name in (
-        *("observation_matrix_", "observation_offset_", "observation_covariance_", "startprob_", "transmat_"),
-        *("initial_state_mean_", "initial_state_covariance_", "reset_matrices_", "reset_offsets_", "reset_covariances_"),
-    ):
-        setattr(linear, name, getattr(model, name))
+    shared = ("observation_", "initial_", "startprob_", "transmat_", "reset_matrices_", "reset_offsets_", "reset_cov")
+    for name in model.parameter_names:
+        if name.startswith(shared):
+            setattr(linear, name, getattr(model, name))
     return linear
 
 

@@ -622,10 +622,11 @@ class SwitchingLDS(Model, StreamingFilters):
         from the approximate filter's law, a mixture: p(z_t = k) w_k and x_t | z_t = k ~ N(m_k, P_k);
         ``future_inputs`` (horizon, input_dim) for a model with inputs.
 
-        A plain SLDS propagates it exactly (:meth:`SwitchingKalmanRecursion.forecast`). A recurrent
-        one, whose switches depend on the state, has no closed form: its moments are the Monte Carlo
-        estimates of :meth:`forecast` (seeded by ``random_state``), the paths started from the
-        mixture, each x_t drawn from its mode's Gaussian."""
+        A plain SLDS propagates it exactly (:meth:`SwitchingKalmanRecursion.forecast`; with resets
+        each switch's pair through its reset, the moments of :meth:`forecast`'s chain of pairs). A
+        recurrent one, whose switches depend on the state, has no closed form: its moments are the
+        Monte Carlo estimates of :meth:`forecast` (seeded by ``random_state``), the paths started
+        from the mixture, each x_t drawn from its mode's Gaussian (and reset at its switches)."""
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
         future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this SwitchingLDS")[0]

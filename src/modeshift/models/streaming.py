@@ -26,9 +26,11 @@ StructuralModel             (mean, P_*, P_inf) until the diffuse part is identif
                             (:class:`DiffuseKalmanRecursion`)
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
-SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
+SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2); with
+                            resets a switch's pair follows its reset
 NonlinearSwitchingLDS       **approximate**: Kim's filter with each flow linearised at the last
-                            filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`)
+                            filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`);
+                            a reset, affine, is not linearised
 ==========================  ===================================================================
 
 ``docs/streaming.md`` lists the options each model streams with, and those that do not stream.
