@@ -549,14 +549,15 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
         p, (weights, means, covs) = self.params, law
-        k, laws = len(weights), self.laws(len(weights))
+        k = len(weights)
+        laws = self.laws(k)
         pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, jacobians = p["flow"](means, move)
         sources, targets = np.nonzero(laws >= k)  # the pairs that reset
         if len(sources):
             resets = laws[sources, targets] - k
             matrices = p["A"][resets]
-            jacobians = jacobians.copy()
+            jacobians = jacobians.copy()  # not the caller's arrays
             jacobians[sources, targets] = matrices
             pair_means = pair_means.copy()
             pair_means[sources, targets] = np.einsum("rab,rb->ra", matrices, means[sources]) + (
