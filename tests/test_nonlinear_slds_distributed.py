@@ -43,14 +43,30 @@ def _fit(model, data, **columns):
         return model.fit(data, time_column="t", **columns)
 
 
-def test_the_fit_over_a_cluster_equals_the_fit_in_memory(client):
-    frame = _frame()
-    start = _fit(NonlinearSwitchingLDS(2, state_dim=2, n_iter=0, random_state=0), frame)
-    start.set_params(n_iter=4, tol=0.0, warm_start=True)
+def _here_and_there(frame, groups, n_iter, **options):
+    """The fit in memory and over the cluster of one model from the same start (its parameters after
+    a fit of 0 iterations in memory), ``n_iter`` iterations each."""
+    start = _fit(NonlinearSwitchingLDS(2, state_dim=2, n_iter=0, random_state=0, **options), frame)
+    start.set_params(n_iter=n_iter, tol=0.0, warm_start=True)
     here = _fit(copy.deepcopy(start), frame)
-    there = _fit(copy.deepcopy(start), _by_groups(frame, GROUPS))  # fit dispatches on a Dask frame
-    assert there.n_iter_ == here.n_iter_ == 4
+    there = _fit(copy.deepcopy(start), _by_groups(frame, groups))  # fit dispatches on a Dask frame
+    assert there.n_iter_ == here.n_iter_ == n_iter
+    return here, there
+
+
+def test_the_fit_over_a_cluster_equals_the_fit_in_memory(client):
+    here, there = _here_and_there(_frame(), GROUPS, 4)
     np.testing.assert_allclose(there.history_, here.history_, rtol=RTOL)
+    for name in here.parameter_names:
+        np.testing.assert_allclose(getattr(there, name), getattr(here, name), rtol=RTOL, atol=1e-12, err_msg=name)
+
+
+def test_a_fit_with_resets_over_a_cluster_equals_the_fit_in_memory(client):
+    """Resets "destination": each shard's switches into a mode weigh its reset's regression, summed
+    over the shards as in memory (4 short sequences, 2 iterations)."""
+    here, there = _here_and_there(_frame(4), [[3, 0], [1, 2]], 2, resets="destination")
+    np.testing.assert_allclose(there.history_, here.history_, rtol=RTOL)
+    assert here.reset_offsets_.shape == (2, 2)
     for name in here.parameter_names:
         np.testing.assert_allclose(getattr(there, name), getattr(here, name), rtol=RTOL, atol=1e-12, err_msg=name)
 

@@ -189,8 +189,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow (a jump of the state
         at a switch, :mod:`modeshift.emissions.reset`), learned in the same EM: ``"destination"``
         one per mode entered (K), ``"pair"`` one per ordered pair of modes (K (K - 1)); None (the
-        default): no resets. Not yet with ``selection="prune"`` or the streaming filter (each a
-        NotImplementedError).
+        default): no resets. Pruning (``selection="prune"``) keeps the resets of the switches
+        between the modes it keeps; the streaming filter takes each switch's reset.
 
     Attributes
     ----------
@@ -370,9 +370,12 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             self.flow_input_matrices_ = block.weights[:, :, m:-1].copy()
         self.flow_covariances_ = block.covariances
 
-    def _reset_block(self) -> Resets:
-        """The resets as a block: regressions of x_t on [x_t-1, u_t, 1], as the SwitchingLDS's."""
+    def _reset_block(self, empty: bool = False) -> Resets:
+        """The resets as a block: regressions of x_t on [x_t-1, u_t, 1], as the SwitchingLDS's
+        (``empty``: without parameters, their index only)."""
         block = Resets(self._k, self.resets, reg_covar=self.reg_covar)
+        if empty:
+            return block
         R = np.asarray(self.reset_matrices_, dtype=float)
         B = self.reset_input_matrices_ if self.input_dim else np.zeros((*R.shape[:2], 0))
         block.reset_coefs = np.concatenate([R, B], axis=2)
@@ -420,13 +423,6 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             chain,
             self._reset_block() if self.resets else None,
         )
-
-    def _start_fit(self) -> None:
-        """Check the hyper-parameters (refusing resets with the pruning of ``selection="prune"``,
-        which would have to re-index them) and forget the last fit."""
-        super()._start_fit()
-        if self.resets and self.n_states == "auto" and self.selection == "prune":
-            raise NotImplementedError('a NonlinearSwitchingLDS with resets cannot use selection="prune" yet')
 
     # ------------------------------------------------------------------------ data
     def _sequences(self, X: Any, lengths: Sequence[int] | None, inputs: Any) -> Sequences:
@@ -686,9 +682,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         GPB2); with a nonlinear one the flow is linearised over the spread of each mode's filtered
         covariance, so it degrades where that spread is wide against the curvature of the flow
         (on the switching oscillators the modes it filters agree with ``filter_proba``'s on most
-        steps, and its log-likelihoods are those of the approximation). No resets yet."""
-        if self.resets:
-            raise NotImplementedError("the streaming filter of a NonlinearSwitchingLDS has no resets yet")
+        steps, and its log-likelihoods are those of the approximation). With ``resets`` a switch's
+        pair takes its reset's affine step (exact)."""
         params = self._parameters()
         W, B, b = params.split()
         C, D = self.observation_matrix_, self._input_matrices()[1]
@@ -700,6 +695,11 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             return predicted, np.einsum("jnm,imd->ijnd", W, jacobian)
 
         arrays = {"Q": self.flow_covariances_, "C": C, "D": D, "d": self.observation_offset_}
+        if self.resets:  # the resets' A, B, b, and Q of every law: the flows', then the resets'
+            coefs, n = self._reset_block().reset_coefs, self.state_dim
+            arrays.update({"A": coefs[:, :, :n], "B": coefs[:, :, n:], "b": self.reset_offsets_})
+            arrays["laws"] = params.switching().law_of_pairs()
+            arrays["Q"] = np.concatenate([self.flow_covariances_, self.reset_covariances_])
         arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
         arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
         transitions = stream_switches(chain, self.feature_map_.transform)
@@ -770,7 +770,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _kept_modes(self, kept: np.ndarray) -> NonlinearSwitchingLDS:
         """A model of the ``kept`` modes of this fitted one, started (``selection="prune"``) from
         their flows, the same observation model and feature map, p(z_0) and the chain's rows
-        renormalised over the kept modes (:meth:`SwitchingLDS._kept_modes`)."""
+        renormalised over the kept modes, each reset that of its switch between the kept modes
+        (:meth:`SwitchingLDS._kept_modes`)."""
         smaller = SwitchingLDS._kept_modes(self, kept)
         smaller.__dict__["feature_map_"] = self.feature_map_
         return smaller

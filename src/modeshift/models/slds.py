@@ -600,14 +600,13 @@ class SwitchingLDS(Model, StreamingFilters):
     # ------------------------------------------------------------------ streaming
     def _stream_recursion(self) -> SwitchingKalmanRecursion:
         """The approximate filter of :class:`~modeshift.models.streaming.SwitchingKalmanRecursion`:
-        one Gaussian per mode (Kim's filter), not the variational posterior of ``filter_proba``."""
-        if self.resets:
-            raise NotImplementedError("the streaming filter of a SwitchingLDS has no resets yet")
+        one Gaussian per mode (Kim's filter), not the variational posterior of ``filter_proba``; with
+        ``resets``, a switch's pair follows its reset."""
         params = self._parameters()
-        A, B, b, Q = params.dynamics_terms()
+        A, B, b, Q = params.dynamics_terms(resets=True)
         C, D, d, R = params.observation_terms()
         chain = params.chain
-        arrays = {"A": A, "B": B, "b": b, "Q": Q, "C": C, "D": D}
+        arrays = {"A": A, "B": B, "b": b, "Q": Q, "laws": params.law_of_pairs(), "C": C, "D": D}
         arrays.update({"d": d, "R": R, "m0": params.initial_mean, "P0": params.initial_covariance})
         return SwitchingKalmanRecursion(chain.initial_probs, {**arrays, "transitions": stream_switches(chain)})
 
@@ -623,10 +622,11 @@ class SwitchingLDS(Model, StreamingFilters):
         from the approximate filter's law, a mixture: p(z_t = k) w_k and x_t | z_t = k ~ N(m_k, P_k);
         ``future_inputs`` (horizon, input_dim) for a model with inputs.
 
-        A plain SLDS propagates it exactly (:meth:`SwitchingKalmanRecursion.forecast`). A recurrent
-        one, whose switches depend on the state, has no closed form: its moments are the Monte Carlo
-        estimates of :meth:`forecast` (seeded by ``random_state``), the paths started from the
-        mixture, each x_t drawn from its mode's Gaussian."""
+        A plain SLDS propagates it exactly (:meth:`SwitchingKalmanRecursion.forecast`; with resets
+        each switch's pair through its reset, the moments of :meth:`forecast`'s chain of pairs). A
+        recurrent one, whose switches depend on the state, has no closed form: its moments are the
+        Monte Carlo estimates of :meth:`forecast` (seeded by ``random_state``), the paths started
+        from the mixture, each x_t drawn from its mode's Gaussian (and reset at its switches)."""
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
         future = check_future_inputs(future_inputs, int(horizon), 1, self.input_dim, "this SwitchingLDS")[0]

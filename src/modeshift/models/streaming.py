@@ -26,9 +26,11 @@ StructuralModel             (mean, P_*, P_inf) until the diffuse part is identif
                             (:class:`DiffuseKalmanRecursion`)
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
-SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2)
+SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2); with
+                            resets a switch's pair follows its reset
 NonlinearSwitchingLDS       **approximate**: Kim's filter with each flow linearised at the last
-                            filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`)
+                            filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`);
+                            a reset, affine, is not linearised
 ==========================  ===================================================================
 
 ``docs/streaming.md`` lists the options each model streams with, and those that do not stream.
@@ -431,18 +433,25 @@ class SwitchingKalmanRecursion(Recursion):
     covariances (K, n, n)): p(z_t = k | y_0..t) and the moments of p(x_t | z_t = k, y_0..t).
 
     The exact filter is a mixture of K^(t+1) Gaussians. Each step runs the K^2 Kalman steps of
-    the pairs (z_t-1 = i, z_t = j) (mode j's dynamics from mode i's Gaussian; the switch
+    the pairs (z_t-1 = i, z_t = j) (the pair's law from mode i's Gaussian; the switch
     probability of a recurrent model evaluated at mode i's mean) and collapses the K Gaussians
     of each mode j into one with the same mean and covariance. The log-likelihoods are those
     of this approximation (exact when K = 1, or for the first two steps). Cost O(K^2 n^3) per step.
-    ``params``: A, B, b, Q (K, ...) of the dynamics; C, D, d, R of the observation; m0, P0; and
-    ``transitions(means, u)`` -> the (K, K) switch probabilities from each mode's mean.
+
+    The law of a pair is mode j's flow, or, for a model with resets, at a switch i != j the
+    switch's reset x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r): ``laws`` (K, K) indexes each
+    pair's law among the L laws (the K flows, then the resets; without it, pair (i, j) follows
+    flow j, a model without resets). ``params``: A, B, b, Q (L, ...) of the laws; ``laws``; C, D,
+    d, R of the observation; m0, P0; and ``transitions(means, u)`` -> the (K, K) switch
+    probabilities from each mode's mean.
     """
 
     def __init__(self, initial: np.ndarray, params: dict[str, Any]):
         super().__init__(initial)
         # the compiled steps' layout (C = a column slice of the observation weights would compile them again)
-        self.params = {key: value if callable(value) else canonical(value) for key, value in params.items()}
+        self.params = {
+            key: value if callable(value) or key == "laws" else canonical(value) for key, value in params.items()
+        }
 
     def first(self, move: np.ndarray) -> Law:
         k = len(self.initial)
@@ -452,16 +461,20 @@ class SwitchingKalmanRecursion(Recursion):
         """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means, covariances)."""
         p, (weights, means, covs) = self.params, law
         k, n = means.shape
-        pair_weights = weights[:, None] * p["transitions"](means, move)
+        pair_weights, laws = weights[:, None] * p["transitions"](means, move), self.laws(k)
         pair_means, pair_covs = np.empty((k, k, n)), np.empty((k, k, n, n))
         product = np.empty((n, n))
         for i in range(k):
             for j in range(k):
-                predict_step(
-                    means[i], covs[i], p["A"][j], p["B"][j], p["Q"][j], move, pair_means[i, j], pair_covs[i, j], product
-                )
-                pair_means[i, j] += p["b"][j]
+                pair = laws[i, j]
+                A, B, Q = p["A"][pair], p["B"][pair], p["Q"][pair]
+                predict_step(means[i], covs[i], A, B, Q, move, pair_means[i, j], pair_covs[i, j], product)
+                pair_means[i, j] += p["b"][pair]
         return pair_weights, pair_means, pair_covs
+
+    def laws(self, k: int) -> np.ndarray:
+        """The law of each pair (i, j) (K, K): ``params["laws"]``, or flow j without it."""
+        return self.params["laws"] if "laws" in self.params else np.tile(np.arange(k), (k, 1))
 
     def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
         (y, u), p = evidence, self.params
@@ -528,15 +541,29 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
     mode i's filtered mean m_i, x_t ~ N(f_j(m_i, u_t), F_ij P_i F_ij' + Q_j) with F_ij = df_j/dx at
     m_i; the update (the observation is linear) and the collapse are Kim's. It is exact where the
     flows are linear (then it is Kim's filter) and otherwise approximates f_j to first order over
-    the spread of P_i. ``params`` as for :class:`SwitchingKalmanRecursion`, with ``flow(means, u)``
-    -> the predicted means (K, K, n) and Jacobians (K, K, n, n) of each pair in place of A, B, b.
+    the spread of P_i. A pair whose law is a reset (``laws``, as for :class:`SwitchingKalmanRecursion`)
+    takes the reset's affine step, exact. ``params`` as for :class:`SwitchingKalmanRecursion`, with
+    ``flow(means, u)`` -> the predicted means (K, K, n) and Jacobians (K, K, n, n) of each pair under
+    the flows, and A, B, b only of the resets (law K + r is their row r; none without resets).
     """
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
         p, (weights, means, covs) = self.params, law
+        k = len(weights)
+        laws = self.laws(k)
         pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, jacobians = p["flow"](means, move)
-        pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + p["Q"][None]
+        sources, targets = np.nonzero(laws >= k)  # the pairs that reset
+        if len(sources):
+            resets = laws[sources, targets] - k
+            matrices = p["A"][resets]
+            jacobians = jacobians.copy()  # not the caller's arrays
+            jacobians[sources, targets] = matrices
+            pair_means = pair_means.copy()
+            pair_means[sources, targets] = np.einsum("rab,rb->ra", matrices, means[sources]) + (
+                p["B"][resets] @ move + p["b"][resets]
+            )
+        pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + p["Q"][laws]
         symmetric = 0.5 * (pair_covs + np.swapaxes(pair_covs, -1, -2))
         return pair_weights, np.ascontiguousarray(pair_means), np.ascontiguousarray(symmetric)
 
