@@ -186,18 +186,16 @@ class PathFeatures:
         return feature_jacobian(self.features, self.previous, self.value)[1]
 
 
-def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The noise of every law of a step (the K flows, then the R resets): Q_l, Q_l^-1 and log det
-    Q_l, the same at every point of linearisation (computed once per mode search)."""
+def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Q_l^-1 and log det Q_l of every law of a step (the K flows, then the R resets): the same at
+    every point of linearisation (computed once per mode search)."""
     covariances = params.covariances
     if params.resets is not None:
         covariances = np.concatenate([covariances, params.resets.reset_covariances])
-    return covariances, np.linalg.inv(covariances), np.linalg.slogdet(covariances)[1]
+    return np.linalg.inv(covariances), np.linalg.slogdet(covariances)[1]
 
 
-def _linear_laws(
-    params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> StepTerms:
+def _linear_laws(params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarray, np.ndarray]) -> StepTerms:
     """The step terms of :func:`linearised` at the path ``at``, with the laws' ``noise``
     (:func:`_law_noise`): what the Gauss-Newton point reads."""
     before, T, K = at.previous, len(at.previous), len(params.weights)
@@ -212,7 +210,7 @@ def _linear_laws(
         A = np.concatenate([A, np.broadcast_to(coefs[:, :, :n], (T, *coefs[:, :, :n].shape))], axis=1)
         B = np.concatenate([B, np.broadcast_to(coefs[:, :, n:], (T, *coefs[:, :, n:].shape))], axis=1)
         offsets = np.concatenate([offsets, np.broadcast_to(intercepts, (T, *intercepts.shape))], axis=1)
-    _, Q_inv, log_det = noise
+    Q_inv, log_det = noise
     Q_inv_A = np.matmul(Q_inv[None], A)
     return StepTerms(
         A=A,
