@@ -78,6 +78,26 @@ def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one(inp
     np.testing.assert_allclose(xx, covs[rows] + means[rows][:, :, None] * means[rows][:, None, :])
 
 
+def test_the_features_along_a_path_are_read_at_each_previous_state():
+    """PathFeatures holds phi and dphi/dx at x_t-1 of every step (a sequence's first at its own
+    state): the map's values there and feature_jacobian's, the same on any subset of the rows (so
+    that one evaluation serves every reader); feature_jacobian given phi gives the same Jacobian as
+    without it, and a mode search from a path's features is the search from the path."""
+    rng = np.random.default_rng(4)
+    params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3))
+    path = rng.normal(size=(seqs.n_steps, 2))
+    along = laplace.PathFeatures(params.features, seqs, path)
+    before = np.vstack([path[t] if t in seqs.starts else path[t - 1] for t in range(seqs.n_steps)])
+    value, jacobian = laplace.feature_jacobian(params.features, before)
+    np.testing.assert_array_equal(along.value, params.features.transform(before))
+    np.testing.assert_array_equal(along.jacobian, jacobian)
+    np.testing.assert_array_equal(laplace.feature_jacobian(params.features, before, value)[1], jacobian)
+    rows = seqs.linked_rows[:3]
+    np.testing.assert_array_equal(along.jacobian[rows], laplace.feature_jacobian(params.features, path[rows - 1])[1])
+    from_features, from_path = (laplace.find_mode(params, seqs, mode_probs, start)[0] for start in (along, path))
+    np.testing.assert_array_equal(from_features, from_path)
+
+
 def _residuals(params, seqs, mode_probs, states):
     """r(x) with -f(x) = |r(x)|^2 / 2 + const: the whitened residuals of the prior, the flows
     (weighted by sqrt q(z_t = k)) and the observations."""

@@ -50,6 +50,8 @@ inference; an approximation otherwise.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -65,6 +67,7 @@ from modeshift.transitions import InputDriven, Stationary
 
 __all__ = [
     "FlowParameters",
+    "PathFeatures",
     "feature_jacobian",
     "find_mode",
     "flow_regressors",
@@ -139,17 +142,24 @@ def flow_regressors(features: FeatureMap, previous: np.ndarray, inputs: np.ndarr
     return np.hstack([features.transform(previous), inputs, np.ones((len(previous), 1))])
 
 
-def feature_jacobian(features: FeatureMap, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def feature_jacobian(
+    features: FeatureMap, states: np.ndarray, value: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """phi(x) (N, m) and its Jacobian dphi/dx (N, m, n), by central differences of step
     1e-5 times each dimension's scale (about 1e-10 relative error; exact for linear maps up to
-    round-off). The map runs once, on the 2 n + 1 shifted copies of the states stacked."""
+    round-off). The map runs once, on the 2 n + 1 shifted copies of the states stacked (the 2 n
+    shifted ones when phi(x) is given as ``value``)."""
     states = np.asarray(states, dtype=float)
     N, n = states.shape
     steps = _RELATIVE_STEP * np.asarray(features.scale_, dtype=float)
-    shifts = np.concatenate([np.zeros((1, n)), np.diag(steps), -np.diag(steps)])  # (2 n + 1, n)
-    values = features.transform((states[None] + shifts[:, None]).reshape(-1, n)).reshape(2 * n + 1, N, -1)
-    jacobian = (values[1 : n + 1] - values[n + 1 :]) / (2 * steps[:, None, None])  # (n, N, m)
-    return values[0], np.ascontiguousarray(jacobian.transpose(1, 2, 0))
+    shifts = np.concatenate([np.diag(steps), -np.diag(steps)])  # (2 n, n)
+    if value is None:
+        shifts = np.concatenate([np.zeros((1, n)), shifts])
+    values = features.transform((states[None] + shifts[:, None]).reshape(-1, n)).reshape(len(shifts), N, -1)
+    if value is None:
+        value, values = values[0], values[1:]
+    jacobian = (values[:n] - values[n:]) / (2 * steps[:, None, None])  # (n, N, m)
+    return value, np.ascontiguousarray(jacobian.transpose(1, 2, 0))
 
 
 def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
@@ -160,69 +170,110 @@ def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
     return previous
 
 
-def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> tuple[SwitchingParameters, StepTerms]:
-    """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]``:
-    A_tk = W_k J_t, B_k, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
-    :class:`~modeshift.models.slds_inference.StepLaws` law per step), with the resets as they are
-    (affine in x already), and its step terms (the K flows, then the R resets), built from the
-    noise precisions of the laws (the per-step laws share them: no inverse per step)."""
-    n, T, K = states.shape[1], len(states), len(params.weights)
-    before = previous_states(seqs, states)
-    value, jacobian = feature_jacobian(params.features, before)
-    W, B, b = params.split()
-    A = np.matmul(W[None], jacobian[:, None])  # (T, K, n, n)
-    B = np.broadcast_to(B, (T, *B.shape))
-    offsets = (value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
-    chain = params.chain
-    if params.recurrent:  # the switches at each step's point of linearisation, as plug-in matrices
-        transitions = chain.kernel_arrays(np.hstack([value, seqs.inputs]))[1]
-        chain = Stationary(K)
-        chain.initial_probs = params.chain.initial_probs
-    else:
-        transitions = np.broadcast_to(chain.transition_matrix, (T, K, K))
-    steps = StepLaws(
-        group=np.arange(T),
-        weights=np.concatenate([A, B, offsets[..., None]], axis=3),
-        covariances=np.broadcast_to(params.covariances, (T, K, n, n)),
-        transitions=transitions,
-    )
-    linear = params.switching(chain, steps)
+class PathFeatures:
+    """The features along a path x (T, n): ``value`` phi(x_t-1) (T, m) at every step (x_t-1 from
+    :func:`previous_states`), and its Jacobian ``jacobian`` (T, m, n) when first read (the line
+    search's rejected points need none). Every reader at one path (the objective, the
+    linearisation, the guards' expansion) shares this one evaluation."""
+
+    def __init__(self, features: FeatureMap, seqs: Sequences, path: np.ndarray):
+        self.features, self.path = features, np.asarray(path, dtype=float)
+        self.previous = previous_states(seqs, self.path)
+        self.value = features.transform(self.previous)
+
+    @functools.cached_property
+    def jacobian(self) -> np.ndarray:
+        return feature_jacobian(self.features, self.previous, self.value)[1]
+
+
+def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Q_l^-1 and log det Q_l of every law of a step (the K flows, then the R resets): the same at
+    every point of linearisation (computed once per mode search)."""
     covariances = params.covariances
+    if params.resets is not None:
+        covariances = np.concatenate([covariances, params.resets.reset_covariances])
+    return np.linalg.inv(covariances), np.linalg.slogdet(covariances)[1]
+
+
+def _linear_laws(params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarray, np.ndarray]) -> StepTerms:
+    """The step terms of :func:`linearised` at the path ``at``, with the laws' ``noise``
+    (:func:`_law_noise`): what the Gauss-Newton point reads."""
+    before, T, K = at.previous, len(at.previous), len(params.weights)
+    n = before.shape[1]
+    W, B, b = params.split()
+    A = np.matmul(W[None], at.jacobian[:, None])  # (T, K, n, n)
+    B = np.broadcast_to(B, (T, *B.shape))
+    offsets = (at.value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
     if params.resets is not None:  # the R resets after the K flows, the same at every step
         resets = params.resets
         coefs, intercepts = resets.reset_coefs, resets.reset_intercepts
         A = np.concatenate([A, np.broadcast_to(coefs[:, :, :n], (T, *coefs[:, :, :n].shape))], axis=1)
         B = np.concatenate([B, np.broadcast_to(coefs[:, :, n:], (T, *coefs[:, :, n:].shape))], axis=1)
         offsets = np.concatenate([offsets, np.broadcast_to(intercepts, (T, *intercepts.shape))], axis=1)
-        covariances = np.concatenate([covariances, resets.reset_covariances])
-    Q_inv = np.linalg.inv(covariances)
+    Q_inv, log_det = noise
     Q_inv_A = np.matmul(Q_inv[None], A)
-    laws = StepTerms(
+    return StepTerms(
         A=A,
         B=B,
         b=offsets,
         Q_inv=np.broadcast_to(Q_inv, (T, *Q_inv.shape)),
         Q_inv_A=Q_inv_A,
-        At_Q_inv_A=np.matmul(np.swapaxes(A, -1, -2), Q_inv_A),
-        log_det=np.broadcast_to(np.linalg.slogdet(covariances)[1], (T, len(covariances))),
+        At_Q_inv_A=np.matmul(_transposed(A), Q_inv_A),
+        log_det=np.broadcast_to(log_det, (T, len(log_det))),
     )
-    return linear, laws
+
+
+def _transposed(stack: np.ndarray) -> np.ndarray:
+    """The transposes of a stack of matrices, contiguous: numpy's matmul takes its BLAS path with
+    them (with a transposed view, a loop several times slower on stacks of small matrices)."""
+    return np.ascontiguousarray(np.swapaxes(stack, -1, -2))
+
+
+def _linear_model(params: FlowParameters, seqs: Sequences, at: PathFeatures, laws: StepTerms) -> SwitchingParameters:
+    """The switching LDS of :func:`linearised` with the step terms ``laws`` at the path ``at``:
+    the flows' laws per step, and recurrent switches as plug-in matrices at ``at``."""
+    T, K, n = len(at.previous), len(params.weights), at.previous.shape[1]
+    chain = params.chain
+    if params.recurrent:  # the switches at each step's point of linearisation, as plug-in matrices
+        transitions = chain.kernel_arrays(np.hstack([at.value, seqs.inputs]))[1]
+        chain = Stationary(K)
+        chain.initial_probs = params.chain.initial_probs
+    else:
+        transitions = np.broadcast_to(chain.transition_matrix, (T, K, K))
+    steps = StepLaws(
+        group=np.arange(T),
+        weights=np.concatenate([laws.A[:, :K], laws.B[:, :K], laws.b[:, :K, :, None]], axis=3),
+        covariances=np.broadcast_to(params.covariances, (T, K, n, n)),
+        transitions=transitions,
+    )
+    return params.switching(chain, steps)
+
+
+def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> tuple[SwitchingParameters, StepTerms]:
+    """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]``:
+    A_tk = W_k J_t, B_k, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
+    :class:`~modeshift.models.slds_inference.StepLaws` law per step), with the resets as they are
+    (affine in x already), and its step terms (the K flows, then the R resets), built from the
+    noise precisions of the laws (the per-step laws share them: no inverse per step)."""
+    at = PathFeatures(params.features, seqs, states)
+    laws = _linear_laws(params, at, _law_noise(params))
+    return _linear_model(params, seqs, at, laws), laws
 
 
 def guard_curvature(
-    params: FlowParameters, seqs: Sequences, previous: Posterior
+    params: FlowParameters, seqs: Sequences, previous: Posterior, at: PathFeatures | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The transition term of recurrent switches, sum_ij xi_t(i, j) log p(z_t = j | z_t-1 = i, x_t-1),
     to second order in x_t-1 at the ``previous`` mode m: the recurrent SwitchingLDS's expansion
     (:func:`~modeshift.models.slds_inference.switch_curvature`) with the guards' slopes in x
-    W dphi/dx at m (Gauss-Newton: phi's second derivatives dropped). Returns the rows t, H_t and
-    g_t + H_t m_t-1."""
+    W dphi/dx at m (Gauss-Newton: phi's second derivatives dropped); ``at``, the features along
+    m, if already evaluated. Returns the rows t, H_t and g_t + H_t m_t-1."""
     rows = seqs.linked_rows
-    means = previous.means[rows - 1]
-    value, jacobian = feature_jacobian(params.features, means)
+    at = PathFeatures(params.features, seqs, previous.means) if at is None else at
+    value, jacobian = at.value[rows], at.jacobian[rows]
     switch = params.chain.kernel_arrays(np.hstack([value, seqs.inputs[rows]]))[1]
     slopes = np.matmul(params.chain.weights[:, : value.shape[1]][None], jacobian)  # (R, K, n)
-    return rows, *slds_inference.switch_curvature(previous.pair_counts[rows], switch, slopes, means)
+    return rows, *slds_inference.switch_curvature(previous.pair_counts[rows], switch, slopes, previous.means[rows - 1])
 
 
 def _expansion_value(curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None, states: np.ndarray) -> float:
@@ -239,43 +290,59 @@ def log_joint(params: FlowParameters, seqs: Sequences, weights: np.ndarray, stat
     log N(x_t | W_k phi(x_t-1) + B_k u_t + b_k, Q_k) + sum_t,r w_tr log N(x_t | R_r x_t-1 + B_r u_t
     + r_r, Q_r) + sum_t log p(y_t | x_t, u_t) (observed entries), ``weights`` the laws' (T, K + R)
     (:meth:`FlowParameters.law_weights`: q(z_t = k) without resets)."""
+    return _log_joint(params, seqs, weights)(PathFeatures(params.features, seqs, states))
+
+
+def _log_joint(params: FlowParameters, seqs: Sequences, weights: np.ndarray) -> Callable[[PathFeatures], float]:
+    """:func:`log_joint` as a function of the path's features, what does not depend on the path
+    computed once (the mode search evaluates it at every trial point)."""
     rows, starts, K = seqs.linked_rows, seqs.starts, len(params.weights)
-    regressors = flow_regressors(params.features, states[rows - 1], seqs.inputs[rows])
-    total = float(np.sum(weights[rows, :K] * params.flows().log_likelihoods(states[rows], regressors)))
+    flows, ones = params.flows(), np.ones((len(rows), 1))
     if params.resets is not None:
         resets = LinearDynamics(params.resets.n_resets)
         resets.weights, resets.covariances = params.resets.weights, params.resets.reset_covariances
-        design = slds_inference.regressors(states[rows - 1], seqs.inputs[rows])
-        total += float(np.sum(weights[rows, K:] * resets.log_likelihoods(states[rows], design)))
-    centred = states[starts] - params.initial_mean
     P0_inv = np.linalg.inv(params.initial_covariance)
-    total -= 0.5 * float(np.einsum("si,ij,sj->", centred, P0_inv, centred))
-    total -= 0.5 * len(starts) * (len(params.initial_mean) * LOG_2PI + np.linalg.slogdet(params.initial_covariance)[1])
-    full = params.observation
-    for rows_o, observed in missingness_patterns(seqs.values):
-        if not observed.any():
-            continue
-        rows_o = slice(None) if rows_o is None else rows_o
-        o = np.flatnonzero(observed)
-        block = LinearDynamics(1)
-        block.weights, block.covariances = full.weights[:, o], full.covariances[:, o][:, :, o]
-        design = slds_inference.regressors(states[rows_o], seqs.inputs[rows_o])
-        total += float(block.log_likelihoods(seqs.values[rows_o][:, o], design).sum())
-    return total
+    n0 = len(params.initial_mean)
+    initial = 0.5 * len(starts) * (n0 * LOG_2PI + np.linalg.slogdet(params.initial_covariance)[1])
+    full, observed = params.observation, []  # per pattern of missing values: rows, observed entries, regression
+    for rows_o, seen in missingness_patterns(seqs.values):
+        if seen.any():
+            o = np.flatnonzero(seen)
+            block = LinearDynamics(1)
+            block.weights, block.covariances = full.weights[:, o], full.covariances[:, o][:, :, o]
+            observed.append((slice(None) if rows_o is None else rows_o, o, block))
+
+    def value(at: PathFeatures) -> float:
+        states = at.path
+        regressors = np.hstack([at.value[rows], seqs.inputs[rows], ones])
+        total = float(np.sum(weights[rows, :K] * flows.log_likelihoods(states[rows], regressors)))
+        if params.resets is not None:
+            design = slds_inference.regressors(states[rows - 1], seqs.inputs[rows])
+            total += float(np.sum(weights[rows, K:] * resets.log_likelihoods(states[rows], design)))
+        centred = states[starts] - params.initial_mean
+        total -= 0.5 * float(np.einsum("si,ij,sj->", centred, P0_inv, centred))
+        total -= initial
+        for rows_o, o, block in observed:
+            design = slds_inference.regressors(states[rows_o], seqs.inputs[rows_o])
+            total += float(block.log_likelihoods(seqs.values[rows_o][:, o], design).sum())
+        return total
+
+    return value
 
 
 def find_mode(
     params: FlowParameters,
     seqs: Sequences,
     mode_probs: np.ndarray,
-    start: np.ndarray,
+    start: np.ndarray | PathFeatures,
     tol: float = 0.0,
     curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     pairs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
     """The mode x* of :func:`log_joint` given q(z) (``mode_probs``, and with resets its pair
     posteriors ``pairs`` (T, K, K), taken as independent steps if None), by Gauss-Newton from
-    ``start`` with a backtracking line search, and the Laplace q(x) there.
+    ``start`` (a path, or its :class:`PathFeatures`) with a backtracking line search, and the
+    Laplace q(x) there.
 
     Each iteration solves the linearised model exactly (its q(x) mean is the Gauss-Newton
     point) and moves towards it by the largest step 2^-i that does not lower f; it stops when a
@@ -284,33 +351,35 @@ def find_mode(
     digits of f take most of the iterations, so EM passes a ``tol`` below its own (a few
     iterations per sweep from the last sweep's mode), and the default 0 runs to round-off.
     With recurrent switches, ``curvature`` (:func:`guard_curvature`) adds the transition term's
-    expansion to f. Returns (means, covs, cross_covs, log det J, the model linearised at x* and
-    its step terms)."""
-    states = np.asarray(start, dtype=float)
+    expansion to f. Each point's features are evaluated once (:class:`PathFeatures`), and the
+    plug-in switches only at x*, the one point whose q(z) reads them. Returns (means, covs,
+    cross_covs, log det J, the model linearised at x* and its step terms)."""
     weights = params.law_weights(mode_probs, pairs)
+    log_joint_at, noise = _log_joint(params, seqs, weights), _law_noise(params)
+    base = params.switching()  # q(x) reads its observation model and initial law, and the dynamics from the laws
 
-    def objective(path: np.ndarray) -> float:
-        return log_joint(params, seqs, weights, path) + _expansion_value(curvature, path)
+    def objective(at: PathFeatures) -> float:
+        return log_joint_at(at) + _expansion_value(curvature, at.path)
 
-    value = objective(states)
-    linear, laws = linearised(params, seqs, states)
+    at = start if isinstance(start, PathFeatures) else PathFeatures(params.features, seqs, start)
+    value, laws = objective(at), _linear_laws(params, at, noise)
     for _ in range(_NEWTON_STEPS):
-        step = slds_inference.update_states(linear, seqs, weights, laws=laws, curvature=curvature)[0] - states
+        step = slds_inference.update_states(base, seqs, weights, laws=laws, curvature=curvature)[0] - at.path
         scale = 1.0
         for _ in range(_HALVINGS):
-            trial = states + scale * step
+            trial = PathFeatures(params.features, seqs, at.path + scale * step)
             trial_value = objective(trial)
             if trial_value >= value:
                 break
             scale /= 2
         else:  # no step uphill: already at the mode up to round-off
             break
-        gain, states, value = trial_value - value, trial, trial_value
-        linear, laws = linearised(params, seqs, states)
+        gain, at, value = trial_value - value, trial, trial_value
+        laws = _linear_laws(params, at, noise)
         if gain <= max(tol, _ROUND_OFF * (1.0 + abs(value))):
             break
-    _, covs, cross_covs, log_det = slds_inference.update_states(linear, seqs, weights, laws=laws, curvature=curvature)
-    return states, covs, cross_covs, log_det, linear, laws
+    _, covs, cross_covs, log_det = slds_inference.update_states(base, seqs, weights, laws=laws, curvature=curvature)
+    return at.path, covs, cross_covs, log_det, _linear_model(params, seqs, at, laws), laws
 
 
 def sweep(
@@ -325,9 +394,13 @@ def sweep(
     to ``tol``; with a ``previous`` posterior, the laws weighted by its pair posteriors (with
     resets) and, with recurrent switches, the transition term expanded at its mode), then q(z)
     given q(x) with the flows linearised at the mode, then the (linearised) ELBO."""
-    curvature = guard_curvature(params, seqs, previous) if params.recurrent and previous is not None else None
+    at = PathFeatures(params.features, seqs, start)
+    curvature = None
+    if params.recurrent and previous is not None:  # from the last mode (EM's sweeps), its features are the start's
+        here = at if np.array_equal(previous.means, at.path) else None
+        curvature = guard_curvature(params, seqs, previous, here)
     pairs = None if previous is None else previous.pair_counts
-    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, start, tol, curvature, pairs)
+    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs)
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
         linear, seqs, means, covs, cross_covs, laws
     )
@@ -375,7 +448,7 @@ def flow_moments(
     m = value.shape[1]
     r = np.hstack([value, seqs.inputs[rows], np.ones((len(rows), 1))])
     rr = r[:, :, None] * r[:, None, :]
-    jacobian_t = np.swapaxes(jacobian, 1, 2)
+    jacobian_t = _transposed(jacobian)
     rr[:, :m, :m] += jacobian @ covs[rows - 1] @ jacobian_t
     xr = means[rows][:, :, None] * r[:, None, :]
     xr[:, :, :m] += posterior.cross_covs[rows] @ jacobian_t
