@@ -208,11 +208,21 @@ def test_learning_refuses_what_would_lose_a_model(stream, tmp_path):
     assert unable.exit_code == 1 and "cannot learn online (--learn)" in unable.stderr
 
 
-def test_models_that_cannot_filter_or_smooth_say_so(stream, tmp_path):
+def test_a_switching_lds_writes_its_smoothed_modes_and_state(stream):
+    """Kim's smoother: each row's mode probabilities and the mixture's mean and sd, L steps later."""
     directory, frame, paths = stream
-    lagged = _filter(paths["slds"], "-", "--lag", 2, rows=_csv(frame))
-    assert lagged.exit_code == 1 and lagged.stderr.count("\n") == 1
-    assert lagged.stderr.startswith("error: --lag 2: fixed-lag smoothing of a SwitchingLDS is not implemented")
+    model, part = modeshift.load(paths["slds"]), frame.iloc[:40]
+    result = _filter(paths["slds"], "-", "--lag", 3, rows=_csv(part))
+    assert result.exit_code == 0, result.output
+    out, values = _table(result.stdout), part[["u", "v"]].to_numpy()
+    stream_ = list(model.filter_stream(values, lag=3))
+    expected = [step.lagged for step in stream_[3:]] + model.filter_smoothed(stream_[-1].state)[1:]
+    np.testing.assert_allclose(out[["p_mode0", "p_mode1"]], [law[2] for law in expected], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(out["x0"], [law[0][0] for law in expected], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(out["x0_sd"], [np.sqrt(law[1][0, 0]) for law in expected], rtol=1e-12)
+
+
+def test_models_that_cannot_filter_say_so(stream, tmp_path):
     chain = modeshift.MarkovChain(order=1).fit([["a", "b", "a"], ["b", "a"]])
     chain.save(tmp_path / "chain.msz")
     result = _filter(tmp_path / "chain.msz", "-", rows="activity\na\n")

@@ -662,8 +662,10 @@ def test_switching_lds_with_alike_modes_is_the_kalman_filter():
     batch = lds.filter(Y)
     assert np.abs(np.array([out.mean for out in outs]) - batch.means).max() < 1e-10
     assert abs(sum(out.log_likelihood for out in outs) - batch.log_likelihood) < 1e-9
-    with pytest.raises(NotImplementedError, match="fixed-lag"):
-        model.filter_init(lag=2)
+    lagged = [out.lagged for out in model.filter_stream(Y, lag=2)][2:]  # Kim's smoother: the Kalman smoother's
+    expected = [out.lagged for out in lds.filter_stream(Y, lag=2)][2:]
+    assert np.abs(np.array([law[0] for law in lagged]) - np.array([law[0] for law in expected])).max() < 1e-10
+    assert np.abs(np.array([law[1] for law in lagged]) - np.array([law[1] for law in expected])).max() < 1e-10
     forecast, expected = model.filter_forecast(outs[-1].state, 3), lds.forecast(Y, 3)
     np.testing.assert_allclose(forecast.means, expected.means, rtol=1e-10)
     np.testing.assert_allclose(forecast.covariances, expected.covariances, rtol=1e-10)

@@ -27,7 +27,8 @@ StructuralModel             (mean, P_*, P_inf) until the diffuse part is identif
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
 SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2); with
-                            resets a switch's pair follows its reset
+                            resets a switch's pair follows its reset; a fixed lag smooths by
+                            Kim's smoother
 NonlinearSwitchingLDS       **approximate**: Kim's filter with each flow linearised at the last
                             filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`);
                             a reset, affine, is not linearised
@@ -42,7 +43,10 @@ backward (Rauch-Tung-Striebel) recursion over them at every step,
 
 giving p(state_t-L | y_0..t) at a cost of L backward steps per observation; a Kalman filter's
 window runs the batch smoother's backward form instead (it inverts no covariance). With L at
-least the stream's length the window's smoothed laws are the batch smoother's.
+least the stream's length the window's smoothed laws are the batch smoother's. Kim's filter
+(the switching models) keeps each step's predicted pairs with their matrices (or Jacobians) and
+smooths by Kim's (1994) smoother (:meth:`SwitchingKalmanRecursion.back`), as approximate as its
+filter; its ``out.lagged`` is (mean, covariance, probabilities): the mixture's moments and the modes'.
 
 A :class:`FilterState` holds plain arrays: save it (:meth:`FilterState.save`) and resume the
 stream later, or in another process, with the same outputs.
@@ -162,9 +166,10 @@ class StepOutput(NamedTuple):
     without modes, and for the first ``order`` steps of a Markov-switching autoregression,
     which are conditioned on); ``mean``, ``covariance``: the moments of p(x_t | y_0..t) for a
     model with a continuous state; ``log_likelihood``: log p(y_t | y_0..t-1); ``lagged``: with
-    ``lag=L``, the smoothed law of step t - L given y_0..t (probabilities, or (mean, covariance)),
-    None for t < L; ``state``: the filter state after this step (to save, or resume from).
-    :attr:`prediction` is the predictive law of y_t+1; ``model`` is the model that filtered.
+    ``lag=L``, the smoothed law of step t - L given y_0..t (probabilities, or (mean, covariance), or
+    for a switching model (mean, covariance, probabilities)), None for t < L; ``state``: the filter
+    state after this step (to save, or resume from). :attr:`prediction` is the predictive law of
+    y_t+1; ``model`` is the model that filtered.
     """
 
     step: int
@@ -191,8 +196,6 @@ class Recursion:
     spaces (a semi-Markov chain's (mode, steps left), a Kalman filter's Gaussian) subclass it and
     override the four steps.
     """
-
-    smooths = True  # whether :meth:`smooth` exists (fixed-lag smoothing)
 
     def __init__(self, initial: np.ndarray | None, indicators: np.ndarray | None = None):
         self.initial, self.indicators = initial, indicators
@@ -458,7 +461,8 @@ class SwitchingKalmanRecursion(Recursion):
         return self.initial, np.tile(self.params["m0"], (k, 1)), np.tile(self.params["P0"], (k, 1, 1))
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
-        """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means, covariances)."""
+        """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means,
+        covariances, the pairs' matrices F_ij (K, K, n, n), which the smoother's :meth:`back` reads)."""
         p, (weights, means, covs) = self.params, law
         k, n = means.shape
         pair_weights, laws = weights[:, None] * p["transitions"](means, move), self.laws(k)
@@ -470,7 +474,7 @@ class SwitchingKalmanRecursion(Recursion):
                 A, B, Q = p["A"][pair], p["B"][pair], p["Q"][pair]
                 predict_step(means[i], covs[i], A, B, Q, move, pair_means[i, j], pair_covs[i, j], product)
                 pair_means[i, j] += p["b"][pair]
-        return pair_weights, pair_means, pair_covs
+        return pair_weights, pair_means, pair_covs, p["A"][laws]
 
     def laws(self, k: int) -> np.ndarray:
         """The law of each pair (i, j) (K, K): ``params["laws"]``, or flow j without it."""
@@ -478,7 +482,7 @@ class SwitchingKalmanRecursion(Recursion):
 
     def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
         (y, u), p = evidence, self.params
-        weights, means, covs = predicted
+        weights, means, covs = predicted[:3]
         if weights.ndim == 1:  # the first step: one Gaussian per mode, all alike (copies: writable)
             k = len(weights)
             weights, means, covs = np.diag(weights), np.repeat(means[None], k, axis=0), np.repeat(covs[None], k, axis=0)
@@ -514,7 +518,7 @@ class SwitchingKalmanRecursion(Recursion):
         p = self.params
         out = []
         for u in future_inputs:
-            law = _collapse(*self.predict(law, u))
+            law = _collapse(*self.predict(law, u)[:3])
             means = law[1] @ p["C"].T + p["D"] @ u + p["d"]
             covs = p["C"] @ law[2] @ p["C"].T + p["R"]
             mean = law[0] @ means
@@ -522,7 +526,22 @@ class SwitchingKalmanRecursion(Recursion):
             out.append((law[0], mean, np.einsum("k,kab->ab", law[0], covs + spread[:, :, None] * spread[:, None, :])))
         return tuple(np.array(part) for part in zip(*out))
 
-    smooths = False
+    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+        """Kim's (1994) backward step, that of GPB2: each pair (z_s = i, z_s+1 = j) takes the
+        Rauch-Tung-Striebel step of mode i's filtered Gaussian through the pair's law (F_ij: its
+        matrix, or its flow's Jacobian), gain J_ij = P_i F_ij' P_ij^-1 with P_ij the pair's
+        predicted covariance; the pairs weigh p(z_s = i | z_s+1 = j, y_0..s) p(z_s+1 = j | y_0..T),
+        the first ∝ p(z_s = i | y_0..s) P_ij (the predicted pair weights), and each mode i
+        collapses its K pairs into one Gaussian: Kim's approximation, p(z_s = i | z_s+1 = j, y_0..T)
+        taken as p(z_s = i | z_s+1 = j, y_0..s)."""
+        _, means, covs = filtered
+        pair_weights, pair_means, pair_covs, jacobians = predicted_next
+        next_weights, next_means, next_covs = smoothed_next
+        joint = _ratio(pair_weights, np.broadcast_to(pair_weights.sum(axis=0), pair_weights.shape)) * next_weights
+        gains = np.swapaxes(np.linalg.solve(pair_covs, jacobians @ covs[:, None]), -1, -2)
+        pair_smoothed_means = means[:, None] + np.einsum("ijab,ijb->ija", gains, next_means[None] - pair_means)
+        pair_smoothed_covs = covs[:, None] + gains @ (next_covs[None] - pair_covs) @ np.swapaxes(gains, -1, -2)
+        return _collapse(joint.T, np.swapaxes(pair_smoothed_means, 0, 1), np.swapaxes(pair_smoothed_covs, 0, 1))
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
         weights, means, covs = law
@@ -565,7 +584,7 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
             )
         pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + p["Q"][laws]
         symmetric = 0.5 * (pair_covs + np.swapaxes(pair_covs, -1, -2))
-        return pair_weights, np.ascontiguousarray(pair_means), np.ascontiguousarray(symmetric)
+        return pair_weights, np.ascontiguousarray(pair_means), np.ascontiguousarray(symmetric), jacobians
 
 
 def _collapse(joint: np.ndarray, means: np.ndarray, covs: np.ndarray) -> Law:
@@ -618,12 +637,7 @@ class StreamingFilters:
         """The state of a filter that has seen nothing; ``lag`` L > 0 also smooths with a delay of L steps."""
         if int(lag) != lag or lag < 0:
             raise ValueError(f"lag must be a non-negative integer, got {lag!r}")
-        recursion = self._stream_recursion()  # checks the model is fitted
-        if lag and not recursion.smooths:
-            raise NotImplementedError(
-                f"fixed-lag smoothing of a {type(self).__name__} is not implemented "
-                f"(its filter, a {type(recursion).__name__}, has no backward step)"
-            )
+        self._stream_recursion()  # checks the model is fitted
         return FilterState(history=self._stream_history(), lag=int(lag))
 
     def filter_step(self, state: FilterState, y: Any, inputs: Any = None) -> tuple[FilterState, StepOutput]:
@@ -723,10 +737,13 @@ class StreamingFilters:
 
     @staticmethod
     def _present(recursion: Recursion, law: Law) -> Any:
+        """A smoothed law as ``out.lagged`` gives it: probabilities, or (mean, covariance), or for a
+        law with both (a switching model's) (mean, covariance, probabilities)."""
         marginals = recursion.marginals(law)
-        return (
-            marginals["probabilities"] if "probabilities" in marginals else (marginals["mean"], marginals["covariance"])
-        )
+        if "mean" not in marginals:
+            return marginals["probabilities"]
+        moments = (marginals["mean"], marginals["covariance"])
+        return (*moments, marginals["probabilities"]) if "probabilities" in marginals else moments
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 0))
