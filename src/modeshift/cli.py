@@ -1028,10 +1028,7 @@ def filter_(
         if output is None:
             raise ValueError("--learn needs -o FILE to save the updated model to")
         _check_learned_output(output, model_file, data)
-    try:
-        estimator.filter_init(lag=lag)
-    except NotImplementedError as error:
-        raise ValueError(f"--lag {lag}: {error}") from None
+    estimator.filter_init(lag=lag)  # checks the lag before any row is read
     _announce_compilation()
     with contextlib.ExitStack() as stack:
         lines = sys.stdin if data == "-" else stack.enter_context(Path(data).open(newline="", encoding="utf-8"))
