@@ -289,20 +289,100 @@ def test_inference_finds_the_impacts_from_the_beam_start():
     assert distance.max() <= 2 and (distance <= 1).mean() > 0.8 and len(found) <= 1.5 * len(distance), found
 
 
+def _restitution(model, flight, impact):
+    """The restitution the reset into ``impact`` implies: e = -v(R w) / v(w), with w the state direction
+    the height does not see (C w = 0) and v(x) = C (A - I) x the velocity (times dt) that the flight's flow A
+    reads. This is the reset's action on a pre-impact state (height about 0, velocity down), the one the
+    impacts determine, in any state basis. Its action on the height is not determined (the height is
+    about 0 at every impact), so neither are its eigenvalues: from the true segmentation, with the
+    relaunches a mode of their own, -mean(eigenvalues) came out at 0.38-0.64 where this is 0.64-0.87."""
+    C, R = model.observation_matrix_, model.reset_matrices_[impact]
+    w = np.linalg.svd(C)[2][-1]
+    velocity = (C @ (model.dynamics_matrices_[flight] - np.eye(len(w))))[0]
+    return -float(velocity @ R @ w) / float(velocity @ w)
+
+
+def _relaunches(sim):
+    """The impacts of ``bouncing_ball`` that relaunch the ball (a bounce too low to keep is replaced by a
+    launch to 0.5-2 m): those that leave the ground faster than they reached it, which no bounce (e < 1) does."""
+    impacts = np.flatnonzero(sim.modes == 1)
+    return impacts[sim.states[impacts, 1] > -sim.states[impacts - 1, 1]]
+
+
+def _true_ball_with_relaunches():
+    """``_true_ball`` with a third mode, the relaunch: a reset into it that forgets the state and sends the
+    ball up at about 5 m/s, give or take 1."""
+    ball = _true_ball()
+    model = SwitchingLDS(n_states=3, state_dim=2, resets="destination")
+    for name in ball.parameter_names:
+        value = getattr(ball, name)
+        if name.startswith(("dynamics_", "reset_")):
+            value = np.concatenate([value, value[1:]])  # the relaunch flies as the impact mode does
+        setattr(model, name, value)
+    model.reset_matrices_[2], model.reset_offsets_[2] = np.zeros((2, 2)), np.array([0.02, 5.0])
+    model.reset_covariances_[2] = np.diag([1e-4, 1.0])
+    model.startprob_ = np.array([0.98, 0.01, 0.01])
+    model.transmat_ = np.array([[0.98, 0.017, 0.003], [0.99, 0.005, 0.005], [0.99, 0.005, 0.005]])
+    return model
+
+
+def _fit_at(model, observations, path, n_iter=60):
+    """EM of the parameters with q(z) held at the mode ``path`` (q(x) and the M-step in turn)."""
+    seqs = model._sequences(observations, None, None)
+    modes = np.eye(model.n_states)[path]
+    pairs = inference.independent_pairs(modes, seqs.starts)
+    for _ in range(n_iter):
+        params = model._parameters(seqs)
+        weights = inference.law_weights(params, modes, pairs)
+        means, covs, cross_covs, _ = inference.update_states(params, seqs, weights)
+        empty = np.empty(0)
+        posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
+        model._maximize(model._statistics(seqs, posterior, weights))
+    return model
+
+
+@pytest.mark.slow
+def test_relaunches_pull_a_shared_reset_and_a_mode_of_their_own_frees_it():
+    """Issue 18, given the segmentation: EM of the laws from the true ones, q(z) held at the true modes. The
+    simulator's relaunches (1-3 per 1000 steps) leave the ground at 3-6 m/s after arriving at about 1 m/s,
+    not at -e v; one linear reset for them and the bounces is pulled far from the restitution (measured
+    0.30, 0.32, 0.18, 1.03, 0.44), while with the relaunches a third mode the reset into the bounces learns
+    it (measured 0.64, 0.80, 0.82, 0.87, 0.76, mean 0.78; the seeds' own bounces, regressed on the true
+    velocities, give 0.75-0.86)."""
+    shared, own = [], []
+    for seed in range(5):
+        sim = bouncing_ball(1000, random_state=seed)
+        relaunches = _relaunches(sim)
+        assert 1 <= len(relaunches) <= 3
+        shared.append(_restitution(_fit_at(_true_ball(), sim.observations, sim.modes), 0, 1))
+        path = sim.modes.copy()
+        path[relaunches] = 2
+        own.append(_restitution(_fit_at(_true_ball_with_relaunches(), sim.observations, path), 0, 1))
+    assert min(abs(e - 0.8) for e in shared) > 0.2, shared
+    assert np.mean(own) == pytest.approx(0.8, rel=0.05) and max(abs(e - 0.8) for e in own) < 0.2, own
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="the second restart's beam start puts nearly every impact within a step (14-19 of 15-20 per seed, as "
-    "many predicted as true), but only about half at the exact step, and EM keeps them: on seed 0 its "
-    "objective (2307.1) is that of EM from the true segmentation (2308.2). At every impact h is about 0, so "
-    "the reset's action on the height is not determined: one eigenvalue of the learned reset is arbitrary "
-    "(seed 0: -2.21 and -0.46; e estimates 1.33, -0.36, 0.56, 0.13, 0.57). From the true segmentation EM "
-    "reaches e = 0.772 on seed 0 (eigenvalues -0.77 +- 0.24i)",
+    reason="EM from the data does not reach the laws it keeps from the true segmentation (measured on "
+    "the five seeds): the restarts put most impacts within a step (about half exact, as "
+    "the true laws themselves do: the landing falls anywhere in its step) and the relaunches as impacts, "
+    "which pull one reset away from the restitution (test above), and they settle where the reset reads the "
+    "post-impact velocity off the latent pre-impact height (canonical coefficient -140 m/s per m on seed 0), "
+    "explaining each bounce's own restitution by moving that height within the 2 cm noise: estimates 2.37, "
+    "-0.85, 1.76, 0.10, 1.03. A 3-mode model from the data does not find the relaunches (seed 0: the third "
+    "mode empty), nor does splitting the fitted impact mode by its reset residuals (relaunches found on 3 of "
+    "5 seeds, estimates -2.0 to 4.0); EM from the fitted laws held at the true segmentation stays in that "
+    "basin (2.09, -0.12, 1.26, -1.36, 0.85), from the true laws held at the fitted segmentation it does not "
+    "(0.69, 0.79, 0.80, 0.80, 0.71). A prior shrinking each reset towards the identity, scaled by the "
+    "states' covariance, does not move it there either (lambda 0.1-1)",
 )
 def test_bouncing_ball_restitution_within_5_percent():
-    """The restitution (mean 0.8) as the eigenvalues of the reset into the impact mode, both -e for the
-    linearised bounce whatever the state basis, on the default ball over five seeds (two restarts: the
-    second starts at the change points of the heights, or at the beam search's path if better)."""
+    """The restitution (mean 0.8) as the reset's velocity gain (:func:`_restitution`, the part of the reset
+    the impacts determine) into the mode matched to the impacts, on the default ball over five seeds (two
+    restarts: the second starts at the change points of the heights, or at the beam search's path if
+    better): their mean within 5 % and each seed within 0.2 (the seeds' own bounces give 0.75-0.86)."""
     estimates = []
     for seed in range(5):
         sim = bouncing_ball(1000, random_state=seed)
@@ -310,8 +390,9 @@ def test_bouncing_ball_restitution_within_5_percent():
         model.fit(sim.observations)
         impact = np.flatnonzero(match_modes(sim.modes, model.predict(sim.observations)) == 1)
         assert impact.size, f"seed {seed}: no mode matched to the impacts"
-        estimates.append(-np.linalg.eigvals(model.reset_matrices_[impact[0]]).real.mean())
+        estimates.append(_restitution(model, 1 - impact[0], impact[0]))
     assert np.mean(estimates) == pytest.approx(0.8, rel=0.05), estimates
+    assert max(abs(e - 0.8) for e in estimates) < 0.2, estimates
 
 
 @pytest.mark.parametrize("ties", ["pair", "destination"])
