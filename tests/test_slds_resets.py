@@ -279,7 +279,11 @@ def test_inference_finds_the_impacts_from_the_beam_start():
     its exact marginal likelihood, the states filtered along it) reaches an ELBO above the fixed point at
     the true impacts (measured 2202 against 2144; the change points alone reach -4192) and puts an impact
     within two steps of every true one, few elsewhere (measured 18 of 18, 16 within one step, 8 exact,
-    22 predicted): in 2 cm noise the exact step of an impact is often not the likelier one."""
+    22 predicted): in 2 cm noise the exact step of an impact is often not the likelier one. The ELBO's
+    gain over the true impacts is the relaunches' (:func:`_relaunches`), which this reset cannot follow: the
+    beam path's two extra impacts, 4 steps before each, give 66 of it; with a reset noise that admits them
+    (velocity variance 25) the true impacts score 2298 against the beam path's 2279, and about half the
+    impacts are found at their exact step either way (6 of 18 against 8 of 18)."""
     sim = bouncing_ball(1000, random_state=0)
     model = _true_ball()
     at_truth = _ball_at_the_true_impacts(model, sim)[2]
@@ -289,20 +293,97 @@ def test_inference_finds_the_impacts_from_the_beam_start():
     assert distance.max() <= 2 and (distance <= 1).mean() > 0.8 and len(found) <= 1.5 * len(distance), found
 
 
+def _restitution(model, flight, impact):
+    """The restitution a model's impact implies: e = -v(M w) / v(w), with M = R_out R_in the reset into
+    ``impact`` followed by the reset out of it into ``flight`` (the one-step impact mode's two switches), w
+    the state direction the height does not see (C w = 0) and v(x) = C (A - I) x the velocity (times dt)
+    that the flight's flow A reads. Only this is determined, in any state basis: how the two switches
+    share the bounce is not (with ``resets="destination"`` the switch out of the impact has a reset of its
+    own; EM from the data puts part of the reversal there), nor is the resets' action on the height (about
+    0 at every impact), so neither are the eigenvalues of the reset into the impact."""
+    C = model.observation_matrix_
+    w = np.linalg.svd(C)[2][-1]
+    velocity = (C @ (model.dynamics_matrices_[flight] - np.eye(len(w))))[0]
+    bounce = model.reset_matrices_[flight] @ model.reset_matrices_[impact]
+    return -float(velocity @ bounce @ w) / float(velocity @ w)
+
+
+def _relaunches(sim):
+    """The impacts of ``bouncing_ball`` that relaunch the ball (a bounce too low to keep is replaced by a
+    launch to 0.5-2 m): those that leave the ground faster than they reached it, which no bounce (e < 1) does."""
+    impacts = np.flatnonzero(sim.modes == 1)
+    return impacts[sim.states[impacts, 1] > -sim.states[impacts - 1, 1]]
+
+
+def _true_ball_with_relaunches():
+    """``_true_ball`` with a third mode, the relaunch: a reset into it that forgets the state and sends the
+    ball up at about 5 m/s, give or take 1."""
+    ball = _true_ball()
+    model = SwitchingLDS(n_states=3, state_dim=2, resets="destination")
+    for name in ball.parameter_names:
+        value = getattr(ball, name)
+        if name.startswith(("dynamics_", "reset_")):
+            value = np.concatenate([value, value[1:]])  # the relaunch flies as the impact mode does
+        setattr(model, name, value)
+    model.reset_matrices_[2], model.reset_offsets_[2] = np.zeros((2, 2)), np.array([0.02, 5.0])
+    model.reset_covariances_[2] = np.diag([1e-4, 1.0])
+    model.startprob_ = np.array([0.98, 0.01, 0.01])
+    model.transmat_ = np.array([[0.98, 0.017, 0.003], [0.99, 0.005, 0.005], [0.99, 0.005, 0.005]])
+    return model
+
+
+def _fit_at(model, observations, path, n_iter=60):
+    """EM of the parameters with q(z) held at the mode ``path`` (q(x) and the M-step in turn)."""
+    seqs = model._sequences(observations, None, None)
+    modes = np.eye(model.n_states)[path]
+    pairs = inference.independent_pairs(modes, seqs.starts)
+    for _ in range(n_iter):
+        params = model._parameters(seqs)
+        weights = inference.law_weights(params, modes, pairs)
+        means, covs, cross_covs, _ = inference.update_states(params, seqs, weights)
+        empty = np.empty(0)
+        posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
+        model._maximize(model._statistics(seqs, posterior, weights))
+    return model
+
+
+@pytest.mark.slow
+def test_relaunches_pull_a_shared_reset_and_a_mode_of_their_own_frees_it():
+    """Issue 18, given the segmentation: EM of the laws from the true ones, q(z) held at the true modes. The
+    simulator's relaunches (1-3 per 1000 steps) leave the ground at 3-6 m/s after arriving at about 1 m/s,
+    not at -e v; one linear reset for them and the bounces is pulled far from the restitution (measured
+    0.30, 0.32, 0.18, 1.03, 0.44), while with the relaunches a third mode the reset into the bounces learns
+    it (measured 0.64, 0.80, 0.82, 0.87, 0.76, mean 0.78; the seeds' own bounces, regressed on the true
+    velocities, give 0.75-0.86)."""
+    shared, own = [], []
+    for seed in range(5):
+        sim = bouncing_ball(1000, random_state=seed)
+        relaunches = _relaunches(sim)
+        assert 1 <= len(relaunches) <= 3
+        shared.append(_restitution(_fit_at(_true_ball(), sim.observations, sim.modes), 0, 1))
+        path = sim.modes.copy()
+        path[relaunches] = 2
+        own.append(_restitution(_fit_at(_true_ball_with_relaunches(), sim.observations, path), 0, 1))
+    assert min(abs(e - 0.8) for e in shared) > 0.2, shared
+    assert np.mean(own) == pytest.approx(0.8, rel=0.05) and max(abs(e - 0.8) for e in own) < 0.2, own
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="the second restart's beam start puts nearly every impact within a step (14-19 of 15-20 per seed, as "
-    "many predicted as true), but only about half at the exact step, and EM keeps them: on seed 0 its "
-    "objective (2307.1) is that of EM from the true segmentation (2308.2). At every impact h is about 0, so "
-    "the reset's action on the height is not determined: one eigenvalue of the learned reset is arbitrary "
-    "(seed 0: -2.21 and -0.46; e estimates 1.33, -0.36, 0.56, 0.13, 0.57). From the true segmentation EM "
-    "reaches e = 0.772 on seed 0 (eigenvalues -0.77 +- 0.24i)",
+    reason="EM from the data learns what it learns from the true segmentation with the relaunches as impacts "
+    "(measured on the five seeds): it puts most impacts within a step (exactly 44, 35, 53, 53, 60 %; the true "
+    "laws also place about half exactly, the landing falling anywhere in its step) and the relaunches among "
+    "them, which pull the shared reset (test above): estimates 0.20, 0.29, 0.16, 0.50, 0.29, against 0.30, "
+    "0.32, 0.18, 1.03, 0.44 from the true segmentation. A 3-mode model from the data does not find the "
+    "relaunches (seed 0: one mode empty); splitting the fitted impact mode in two by its reset residuals "
+    "(2-means) finds every relaunch on 2 of 5 seeds and gives 0.69, 0.47, 0.48, 0.80, 0.70",
 )
 def test_bouncing_ball_restitution_within_5_percent():
-    """The restitution (mean 0.8) as the eigenvalues of the reset into the impact mode, both -e for the
-    linearised bounce whatever the state basis, on the default ball over five seeds (two restarts: the
-    second starts at the change points of the heights, or at the beam search's path if better)."""
+    """The restitution (mean 0.8) as the velocity gain of the switches in and out of the mode matched to the
+    impacts (:func:`_restitution`, the part of the resets the data determine), on the default ball over five
+    seeds (two restarts: the second starts at the change points of the heights, or at the beam search's
+    path if better): their mean within 5 % and each seed within 0.2 (the seeds' own bounces give 0.75-0.86)."""
     estimates = []
     for seed in range(5):
         sim = bouncing_ball(1000, random_state=seed)
@@ -310,8 +391,9 @@ def test_bouncing_ball_restitution_within_5_percent():
         model.fit(sim.observations)
         impact = np.flatnonzero(match_modes(sim.modes, model.predict(sim.observations)) == 1)
         assert impact.size, f"seed {seed}: no mode matched to the impacts"
-        estimates.append(-np.linalg.eigvals(model.reset_matrices_[impact[0]]).real.mean())
+        estimates.append(_restitution(model, 1 - impact[0], impact[0]))
     assert np.mean(estimates) == pytest.approx(0.8, rel=0.05), estimates
+    assert max(abs(e - 0.8) for e in estimates) < 0.2, estimates
 
 
 @pytest.mark.parametrize("ties", ["pair", "destination"])
