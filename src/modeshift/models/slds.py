@@ -1281,11 +1281,10 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def as_state_space_model(self, inputs: Any = None) -> SwitchingLinear:
         """This model as a model for the particle methods of :mod:`modeshift.smc`: a particle is
-        (x_t, z_t), the mode stored as the last column; ``inputs`` as for ``fit``."""
+        (x_t, z_t), the mode stored as the last column; ``inputs`` as for ``fit``. A switch moves
+        x_t by its reset (with ``resets``), a step in the same mode by the mode's flow."""
         from modeshift.smc.adapters import SwitchingLinear  # smc builds on the models: imported when asked
 
-        if self.resets:
-            raise NotImplementedError("the particle methods do not model the resets of a SwitchingLDS yet")
         return SwitchingLinear(self, inputs)
 
 

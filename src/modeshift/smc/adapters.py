@@ -1,9 +1,8 @@
 """modeshift's exact models as SMC models, to run particle methods on them (and to check
 particle methods against exact answers).
 
-An adapter reads only the model's public parameters (its learned attributes, or those set
-by hand), so it works on any model that has them; it keeps no reference to the model's
-internals.
+An adapter reads the model's parameters (its learned attributes, or those set by hand),
+so it works on any model that has them, whether fitted or not.
 """
 
 from __future__ import annotations
@@ -111,7 +110,13 @@ class LinearGaussian(StateSpaceModel):
 class SwitchingLinear(StateSpaceModel):
     """A :class:`~modeshift.SwitchingLDS` as an SMC model: a particle is (x_t, z_t), the
     mode z_t stored as the last column (a float holding an integer); missing entries (NaN)
-    of y_t are left out of ``log_observation``."""
+    of y_t are left out of ``log_observation``.
+
+    A step draws z_t from z_t-1 (and x_t-1, u_t if the model is recurrent), then x_t from the
+    law of the pair (z_t-1, z_t): mode z_t's flow, or at a switch the model's reset of it
+    (with ``resets``), x_t = A_l x_t-1 + B_l u_t + b_l + N(0, Q_l), l = ``laws``[z_t-1, z_t]
+    indexing the flows then the resets. Without resets every pair follows its destination's flow.
+    """
 
     def __init__(self, model: SwitchingLDS, inputs: Any = None):
         _require_parameters(model)
@@ -119,6 +124,11 @@ class SwitchingLinear(StateSpaceModel):
         self.inputs = _inputs(inputs, model.input_dim)
         self.n = model.state_dim
         self.state_dim = self.n + 1
+        parameters = model._parameters()
+        #: (K, K) law of each pair (z_t-1, z_t), an index into A, B, b, Q (the flows, then the resets)
+        self.laws = parameters.law_of_pairs()
+        self.A, self.B, self.b, self.Q = parameters.dynamics_terms(resets=True)
+        self._noise_factors = np.linalg.cholesky(self.Q)
 
     def _u(self, t: int) -> np.ndarray:
         return np.zeros(0) if self.inputs is None else self.inputs[t]
@@ -131,10 +141,13 @@ class SwitchingLinear(StateSpaceModel):
         logits = previous[:, : self.n] @ m.recurrence_weights_.T + m.input_weights_ @ self._u(t)
         return log_softmax(logits + m.recurrence_biases_[modes], axis=1)
 
-    def _dynamics_mean(self, previous: np.ndarray, modes: np.ndarray, t: int) -> np.ndarray:
-        m, x = self.model, previous[:, : self.n]
-        mean = np.einsum("pij,pj->pi", m.dynamics_matrices_[modes], x) + m.dynamics_offsets_[modes]
-        return mean + m.dynamics_input_matrices_[modes] @ self._u(t)
+    def pair_laws(self, previous: np.ndarray, modes: np.ndarray) -> np.ndarray:
+        """The law each particle's x_t follows given its z_t-1 (last column of ``previous``) and z_t."""
+        return self.laws[previous[:, -1].astype(np.int64), modes]
+
+    def _dynamics_mean(self, previous: np.ndarray, laws: np.ndarray, t: int) -> np.ndarray:
+        mean = np.einsum("pij,pj->pi", self.A[laws], previous[:, : self.n]) + self.b[laws]
+        return mean + self.B[laws] @ self._u(t)
 
     def sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
         m = self.model
@@ -148,9 +161,9 @@ class SwitchingLinear(StateSpaceModel):
 
     def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
         modes = self.sample_modes(previous, t, rng)
-        factors = np.linalg.cholesky(self.model.dynamics_covariances_)[modes]
-        noise = np.einsum("pij,pj->pi", factors, rng.standard_normal((len(previous), self.n)))
-        return np.column_stack([self._dynamics_mean(previous, modes, t) + noise, modes])
+        laws = self.pair_laws(previous, modes)
+        noise = np.einsum("pij,pj->pi", self._noise_factors[laws], rng.standard_normal((len(previous), self.n)))
+        return np.column_stack([self._dynamics_mean(previous, laws, t) + noise, modes])
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
         m = self.model
@@ -166,9 +179,10 @@ class SwitchingLinear(StateSpaceModel):
     def log_transition(self, previous: np.ndarray, states: np.ndarray, t: int) -> np.ndarray:
         modes = states[:, -1].astype(np.int64)
         log_switch = self._log_switch(previous, t)[np.arange(len(states)), modes]
-        residuals = states[:, : self.n] - self._dynamics_mean(previous, modes, t)
+        laws = self.pair_laws(previous, modes)
+        residuals = states[:, : self.n] - self._dynamics_mean(previous, laws, t)
         out = np.empty(len(states))
-        for k in np.unique(modes):
-            rows = modes == k
-            out[rows] = _gaussian_log_density(residuals[rows], self.model.dynamics_covariances_[k])
+        for law in np.unique(laws):
+            rows = laws == law
+            out[rows] = _gaussian_log_density(residuals[rows], self.Q[law])
         return log_switch + out

@@ -6,7 +6,8 @@ path and y_0..t, by a Kalman filter of its own (Doucet, de Freitas, Murphy & Rus
 Chen & Liu 2000). Each step, after adaptive resampling, every particle
 
 1. draws z_t ~ p(z_t | z_t-1), or p(z_t | z_t-1, x_t-1 = m_t-1, u_t) for a recurrent model;
-2. predicts with the dynamics of mode z_t and updates with y_t (missing entries allowed);
+2. predicts with the law of the pair (z_t-1, z_t) (mode z_t's flow, or at a switch its reset
+   when the model has ``resets``) and updates with y_t (missing entries allowed);
 3. is weighted by the Kalman predictive likelihood p(y_t | z_0..t, y_0..t-1).
 
 Only the modes are sampled, so the estimates vary less than those of a particle filter on
@@ -96,9 +97,10 @@ def rao_blackwellised_filter(
         raise ValueError(f"inputs must have a row per step: {T} needed, got {len(u)}")
     # offsets are the coefficients of an extra input fixed at 1
     u = np.column_stack([u[:T], np.ones(T)])
-    B = np.concatenate([model.dynamics_input_matrices_, model.dynamics_offsets_[:, :, None]], axis=2)
+    # every law x_t can follow (the flows, then the resets), indexed by switching.laws[z_t-1, z_t]
+    A, Q = switching.A, switching.Q
+    B = np.concatenate([switching.B, switching.b[:, :, None]], axis=2)
     D = np.column_stack([model.feedthrough_matrix_, model.observation_offset_])
-    A, Q = np.asarray(model.dynamics_matrices_, dtype=float), np.asarray(model.dynamics_covariances_, dtype=float)
     R = np.asarray(model.observation_covariance_, dtype=float)
 
     rng = np.random.default_rng(random_state)
@@ -115,8 +117,10 @@ def rao_blackwellised_filter(
                 weights, log_weights, None, ess_threshold, resampling, rng, t
             )
             means, covs, modes = means[ancestors], covs[ancestors], modes[ancestors]
-            modes = switching.sample_modes(np.column_stack([means, modes]), t, rng)
-        failed = kalman_step_batch(means, covs, modes, A, B, Q, C, D, R, y[t], u[t], t > 0, log_likelihoods)
+            previous = np.column_stack([means, modes])
+            modes = switching.sample_modes(previous, t, rng)
+        laws = switching.pair_laws(previous, modes) if t > 0 else modes  # unused at t = 0 (no prediction)
+        failed = kalman_step_batch(means, covs, laws, A, B, Q, C, D, R, y[t], u[t], t > 0, log_likelihoods)
         if failed >= 0:
             raise ValueError(f"time step {t}: the innovation covariance of particle {failed} is not positive definite")
         weights, increments[t], log_weights = normalise(parent_log_weights + log_likelihoods, t)
