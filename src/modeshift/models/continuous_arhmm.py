@@ -66,6 +66,14 @@ from modeshift.models.base import Model, NotFittedError, mode_segments
 from modeshift.models.jump_process import _generator, check_rate_matrix, endpoint_statistics, expm_metzler
 from modeshift.models.params import Integer, Number
 from modeshift.models.slds_inference import independent_pairs
+from modeshift.models.streaming import (
+    FilterState,
+    Recursion,
+    TimedStreaming,
+    check_input_row,
+    check_row,
+    next_time,
+)
 from modeshift.transitions import normalise_rows
 
 __all__ = [
@@ -164,7 +172,7 @@ def _van_loan(
     return Phi, affine[:, :d, d:].reshape(len(gaps), *np.shape(offset)), 0.5 * (S + S.transpose(0, 2, 1))
 
 
-class ContinuousARHMM(Model):
+class ContinuousARHMM(TimedStreaming, Model):
     """An order-1 autoregressive HMM in continuous time, for observations at irregular times.
 
     See the module docstring for the model and its EM. ``times=`` (one array per sequence, or
@@ -252,16 +260,13 @@ class ContinuousARHMM(Model):
         """log p(y_n | y_n-1, z_n = k) (n_steps, K); 0 at the sequences' starts (conditioned on)."""
         out = np.zeros((seqs.n_steps, self._k))
         rows = seqs.linked_rows
-        for k in range(self._k):
-            out[rows, k] = _flow_log_density(
-                self.drift_matrices_[k],
-                self.drift_offsets_[k],
-                self.diffusion_covariances_[k],
-                seqs.values[rows - 1],
-                seqs.values[rows],
-                gaps[rows],
-            )
+        out[rows] = self._flow_evidence(seqs.values[rows - 1], seqs.values[rows], gaps[rows])
         return out
+
+    def _flow_evidence(self, before: np.ndarray, after: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        """log p(after_n | before_n, z_n = k) over the gaps (n,), each mode's flow: (n, K)."""
+        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+        return np.column_stack([_flow_log_density(A, b, Sigma, before, after, gaps) for A, b, Sigma in flows])
 
     def _forward_backward(self, seqs: Sequences) -> tuple[float, np.ndarray, np.ndarray]:
         gaps = self._gaps(seqs)
@@ -310,6 +315,32 @@ class ContinuousARHMM(Model):
         self._check_fitted()
         seqs = self._sequences(X, lengths, times)
         return mode_segments(seqs, self._viterbi(seqs), self._forward_backward(seqs)[1], skip=1)
+
+    # ------------------------------------------------------------------ streaming
+    def _stream_recursion(self) -> Recursion:
+        """The forward filter of the chain (exact): from ``startprob_``, each step's move expm(Q Δ)."""
+        self._check_fitted()
+        return Recursion(np.asarray(self.startprob_, dtype=float))
+
+    def _stream_evidence(
+        self, state: FilterState, y: Any, inputs: Any, time: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """log p(y_t | y_t-1, z_t = k) over the gap Δ since the last observation (K,) (0 at the first,
+        conditioned on, as in ``filter_proba``), the switches expm(Q Δ) into step t (the identity at
+        the first), and the new history [[t, y_t]]: the last time and observation."""
+        check_input_row(inputs, 0, "a ContinuousARHMM")
+        row = check_row(y, np.shape(self.drift_matrices_)[1])
+        if np.isnan(row).any():
+            raise ValueError(f"y_t = {row} has a missing entry (NaN); a ContinuousARHMM cannot take missing values")
+        now, gap = next_time(state, time)
+        history = np.r_[now, row][None]
+        if gap is None:
+            return np.zeros(self._k), np.eye(self._k), history
+        gaps = np.array([gap])
+        return self._flow_evidence(state.history[:, 1:], row[None], gaps)[0], self._transitions(gaps)[0], history
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((0, 1 + np.shape(self.drift_matrices_)[1]))
 
     # --------------------------------------------------------------------- sample
     def sample(
