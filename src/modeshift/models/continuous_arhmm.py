@@ -177,7 +177,9 @@ class ContinuousARHMM(TimedStreaming, Model):
 
     See the module docstring for the model and its EM. ``times=`` (one array per sequence, or
     one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
-    without them the steps are one time unit apart.
+    without them the steps are one time unit apart. It streams exactly
+    (:class:`~modeshift.models.streaming.TimedStreaming`): ``filter_step(state, y, time=t)``,
+    ``filter_stream(rows, times=...)``, each step's switches and flows over its own gap.
 
     Parameters
     ----------

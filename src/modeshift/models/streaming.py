@@ -32,6 +32,11 @@ SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter
 NonlinearSwitchingLDS       **approximate**: Kim's filter with each flow linearised at the last
                             filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`);
                             a reset, affine, is not linearised
+ContinuousSwitchingLDS      as SwitchingLDS, with the laws of each step's gap (:class:`TimedStreaming`:
+                            ``filter_step(..., time=t)``, the last time in ``history``)
+ContinuousARHMM             p(z_t | y_0..t) (K,), exact, with the switches expm(Q Δ) and the
+                            flows over each step's gap; ``history`` keeps [t, y_t]
+                            (:class:`TimedStreaming`)
 ==========================  ===================================================================
 
 ``docs/streaming.md`` lists the options each model streams with, and those that do not stream.
