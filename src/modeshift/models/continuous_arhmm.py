@@ -59,10 +59,10 @@ from scipy import optimize
 
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
-from modeshift.dynamics import ensure_positive_definite
+from modeshift.dynamics import ensure_positive_definite, jump_linear_moments, known_state_moments
 from modeshift.models import em
 from modeshift.models.arhmm import ARHMM
-from modeshift.models.base import Model, NotFittedError, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.jump_process import _generator, check_rate_matrix, endpoint_statistics, expm_metzler
 from modeshift.models.params import Integer, Number
 from modeshift.models.slds_inference import independent_pairs
@@ -85,6 +85,7 @@ __all__ = [
     "expm_stack",
     "flow_moments",
     "flow_rows",
+    "future_gaps",
     "point_moments",
     "polish",
     "rate_step",
@@ -344,6 +345,26 @@ class ContinuousARHMM(TimedStreaming, Model):
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 1 + np.shape(self.drift_matrices_)[1]))
 
+    def filter_forecast(
+        self, state: FilterState, horizon: int | None = None, future_inputs: Any = None, *, future_times: Any = None
+    ) -> Forecast:
+        """The exact predictive moments of the observations at ``future_times`` (after the last time
+        the filter has seen), or 1 .. ``horizon`` time units after it. Given the data the future is a
+        Markov jump linear system (:func:`~modeshift.dynamics.jump_linear_moments`) from the last
+        observation and the filtered modes, each gap's switches expm(Q Δ) and flows (Φ_k, c_k, S_k)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        if future_inputs is not None:
+            raise ValueError("future_inputs were given but a ContinuousARHMM has no inputs")
+        last = state.history[-1]
+        (gaps,) = future_gaps(last[:1], horizon, future_times)
+        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+        Phi, c, S = (np.stack(law, axis=1) for law in zip(*(flow_moments(*flow, gaps) for flow in flows)))
+        probabilities = state.filtered[0]
+        start = known_state_moments(probabilities, last[1:])
+        modes, means, covariances = jump_linear_moments(probabilities, *start, self._transitions(gaps), Phi, c, S)
+        return Forecast(means, covariances, modes)
+
     # --------------------------------------------------------------------- sample
     def sample(
         self,
@@ -511,6 +532,33 @@ def sample_times(times: Any, n_steps: int) -> np.ndarray:
     if stamps.shape != (n_steps,) or not np.isfinite(stamps).all() or (np.diff(stamps) <= 0).any():
         raise ValueError(f"times must be {n_steps} finite, strictly increasing numbers, got shape {stamps.shape}")
     return stamps
+
+
+def future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:
+    """The gaps (h,) from each sequence's last time in ``ends`` to its future times and between
+    them: ``horizon`` steps of one time unit, or ``future_times`` (one strictly increasing array
+    for all sequences, or a list with one per sequence)."""
+    if (horizon is None) == (future_times is None):
+        raise ValueError("pass either horizon (steps one time unit apart) or future_times, not both or neither")
+    if horizon is not None:  # checked by the public methods (models.params.ARGUMENTS)
+        return [np.ones(int(horizon))] * len(ends)
+    several = isinstance(future_times, (list, tuple)) and len(future_times) > 0 and np.ndim(future_times[0]) >= 1
+    if several and len(future_times) != len(ends):
+        raise ValueError(f"future_times has {len(future_times)} arrays for {len(ends)} sequences")
+    gaps = []
+    for s, (end, stamps) in enumerate(zip(ends, future_times if several else [future_times] * len(ends))):
+        where = f" of sequence {s}" if len(ends) > 1 else ""
+        try:
+            stamps = np.asarray(stamps, dtype=float)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"future_times{where} must be numbers, got {stamps!r}") from error
+        if stamps.ndim != 1 or not len(stamps) or not np.isfinite(stamps).all():
+            raise ValueError(f"future_times{where} must be a non-empty 1-D array of finite times, got {stamps!r}")
+        step = np.diff(np.r_[end, stamps])
+        if (step <= 0).any():
+            raise ValueError(f"future_times{where} must increase strictly from after the last time seen, {end}")
+        gaps.append(step)
+    return gaps
 
 
 def flow_rows(drift: np.ndarray, offsets: np.ndarray, rate_matrix: np.ndarray) -> list[dict[str, Any]]:

@@ -85,6 +85,7 @@ from modeshift.models.continuous_arhmm import (
     expected_flow_log_likelihood,
     flow_moments,
     flow_rows,
+    future_gaps,
     polish,
     rate_step,
     rates_of,
@@ -421,7 +422,7 @@ class ContinuousSwitchingLDS(TimedStreaming, SwitchingLDS):
         self._check_fitted()
         seqs = self._sequences(self._timed(X, lengths, times), None, inputs)
         ends = seqs.times[seqs.offsets[1:] - 1]
-        gaps = _future_gaps(ends, horizon, future_times)
+        gaps = future_gaps(ends, horizon, future_times)
         horizons = [len(steps) for steps in gaps]
         futures = self._future_inputs(future_inputs, horizons)
         posterior = self._infer(seqs)
@@ -480,7 +481,7 @@ class ContinuousSwitchingLDS(TimedStreaming, SwitchingLDS):
         ``future_inputs`` (h, input_dim), each held over the gap before its time, for a model with inputs."""
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
-        (gaps,) = _future_gaps(state.history[-1], horizon, future_times)
+        (gaps,) = future_gaps(state.history[-1], horizon, future_times)
         (future,) = self._future_inputs(future_inputs, [len(gaps)])
         if not self.recurrent:
             modes, means, covariances = self._stream_recursion().forecast(
@@ -743,33 +744,6 @@ class _GapSwitchingKalmanRecursion(SwitchingKalmanRecursion):
 
     def predict(self, law: tuple[np.ndarray, ...], move: np.ndarray) -> tuple[np.ndarray, ...]:
         return self.over(float(move[0])).predict(law, move)
-
-
-def _future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:
-    """The gaps (h,) from each sequence's last time in ``ends`` to its future times and between
-    them: ``horizon`` steps of one time unit, or ``future_times`` (one strictly increasing array
-    for all sequences, or a list with one per sequence)."""
-    if (horizon is None) == (future_times is None):
-        raise ValueError("pass either horizon (steps one time unit apart) or future_times, not both or neither")
-    if horizon is not None:  # checked by the public methods (models.params.ARGUMENTS)
-        return [np.ones(int(horizon))] * len(ends)
-    several = isinstance(future_times, (list, tuple)) and len(future_times) > 0 and np.ndim(future_times[0]) >= 1
-    if several and len(future_times) != len(ends):
-        raise ValueError(f"future_times has {len(future_times)} arrays for {len(ends)} sequences")
-    gaps = []
-    for s, (end, stamps) in enumerate(zip(ends, future_times if several else [future_times] * len(ends))):
-        where = f" of sequence {s}" if len(ends) > 1 else ""
-        try:
-            stamps = np.asarray(stamps, dtype=float)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"future_times{where} must be numbers, got {stamps!r}") from error
-        if stamps.ndim != 1 or not len(stamps) or not np.isfinite(stamps).all():
-            raise ValueError(f"future_times{where} must be a non-empty 1-D array of finite times, got {stamps!r}")
-        step = np.diff(np.r_[end, stamps])
-        if (step <= 0).any():
-            raise ValueError(f"future_times{where} must increase strictly from after the last time seen, {end}")
-        gaps.append(step)
-    return gaps
 
 
 @dataclass(frozen=True)
