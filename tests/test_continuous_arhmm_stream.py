@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from modeshift import ContinuousARHMM
+from modeshift.models.continuous_arhmm import flow_moments
 from modeshift.models.streaming import FilterState
 
 
@@ -128,3 +129,50 @@ def test_bad_rows_are_refused(model, data):
         model.filter_step(state, [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="input_dim=0"):
         model.filter_step(state, values[1], inputs=[1.0])
+
+
+def test_the_next_observation_is_predicted_exactly(model, data):
+    """out.prediction: the mixture over the modes at the next step of each mode's flow over one unit."""
+    values, times = data
+    *_, out = model.filter_stream(values, times=times)
+    forecast = out.prediction
+    modes = out.probabilities @ model._transitions(np.array([1.0]))[0]
+    flows = zip(model.drift_matrices_, model.drift_offsets_, model.diffusion_covariances_)
+    laws = [flow_moments(*flow, np.array([1.0])) for flow in flows]
+    means = np.array([Phi[0] @ values[-1] + c[0] for Phi, c, _ in laws])
+    mean = modes @ means
+    second = sum(p * (S[0] + np.outer(m, m)) for p, m, (_, _, S) in zip(modes, means, laws))
+    np.testing.assert_allclose(forecast.mode_probabilities[0], modes, atol=1e-12)
+    np.testing.assert_allclose(forecast.means[0], mean, atol=1e-12)
+    np.testing.assert_allclose(forecast.covariances[0], second - np.outer(mean, mean), atol=1e-12)
+
+
+def test_forecasts_at_future_times_are_the_simulated_moments(model, data):
+    """Three irregular steps ahead against 40000 paths simulated from the filter's law (5 standard errors)."""
+    values, times = data
+    *_, out = model.filter_stream(values, times=times)
+    future = times[-1] + np.array([0.3, 1.8, 2.0])
+    forecast = model.filter_forecast(out.state, future_times=future)
+    gaps, rng, n = np.diff(np.r_[times[-1], future]), np.random.default_rng(5), 40000
+    moves = model._transitions(gaps)
+    flows = zip(model.drift_matrices_, model.drift_offsets_, model.diffusion_covariances_)
+    laws = [flow_moments(*flow, gaps) for flow in flows]
+    modes = rng.choice(2, size=n, p=out.probabilities)
+    y = np.tile(values[-1], (n, 1))
+    for h in range(3):
+        modes = (rng.random(n)[:, None] > np.cumsum(moves[h][modes], axis=1)).sum(axis=1)
+        for k, (Phi, c, S) in enumerate(laws):
+            at = modes == k
+            noise = rng.multivariate_normal(np.zeros(2), S[h], size=at.sum())
+            y[at] = y[at] @ Phi[h].T + c[h] + noise
+        spread = np.sqrt(np.diag(forecast.covariances[h]) / n)
+        np.testing.assert_array_less(np.abs(y.mean(axis=0) - forecast.means[h]), 5 * spread)
+        np.testing.assert_allclose(np.cov(y.T), forecast.covariances[h], rtol=0.05)
+        np.testing.assert_allclose(np.bincount(modes, minlength=2) / n, forecast.mode_probabilities[h], atol=0.01)
+    default = model.filter_forecast(out.state, 2)
+    at_units = model.filter_forecast(out.state, future_times=times[-1] + np.array([1.0, 2.0]))
+    np.testing.assert_allclose(default.means, at_units.means, atol=1e-12)
+    with pytest.raises(ValueError, match="no inputs"):
+        model.filter_forecast(out.state, 1, [[1.0]])
+    with pytest.raises(ValueError, match="seen no observation"):
+        model.filter_forecast(model.filter_init(), 1)
