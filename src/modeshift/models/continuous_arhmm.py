@@ -59,13 +59,21 @@ from scipy import optimize
 
 from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
-from modeshift.dynamics import ensure_positive_definite
+from modeshift.dynamics import ensure_positive_definite, jump_linear_moments, known_state_moments
 from modeshift.models import em
 from modeshift.models.arhmm import ARHMM
-from modeshift.models.base import Model, NotFittedError, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, mode_segments
 from modeshift.models.jump_process import _generator, check_rate_matrix, endpoint_statistics, expm_metzler
 from modeshift.models.params import Integer, Number
 from modeshift.models.slds_inference import independent_pairs
+from modeshift.models.streaming import (
+    FilterState,
+    Recursion,
+    TimedStreaming,
+    check_input_row,
+    check_row,
+    next_time,
+)
 from modeshift.transitions import normalise_rows
 
 __all__ = [
@@ -77,6 +85,7 @@ __all__ = [
     "expm_stack",
     "flow_moments",
     "flow_rows",
+    "future_gaps",
     "point_moments",
     "polish",
     "rate_step",
@@ -164,12 +173,14 @@ def _van_loan(
     return Phi, affine[:, :d, d:].reshape(len(gaps), *np.shape(offset)), 0.5 * (S + S.transpose(0, 2, 1))
 
 
-class ContinuousARHMM(Model):
+class ContinuousARHMM(TimedStreaming, Model):
     """An order-1 autoregressive HMM in continuous time, for observations at irregular times.
 
     See the module docstring for the model and its EM. ``times=`` (one array per sequence, or
     one for all steps, strictly increasing) go to ``fit`` and to every method that takes data;
-    without them the steps are one time unit apart.
+    without them the steps are one time unit apart. It streams exactly
+    (:class:`~modeshift.models.streaming.TimedStreaming`): ``filter_step(state, y, time=t)``,
+    ``filter_stream(rows, times=...)``, each step's switches and flows over its own gap.
 
     Parameters
     ----------
@@ -252,16 +263,13 @@ class ContinuousARHMM(Model):
         """log p(y_n | y_n-1, z_n = k) (n_steps, K); 0 at the sequences' starts (conditioned on)."""
         out = np.zeros((seqs.n_steps, self._k))
         rows = seqs.linked_rows
-        for k in range(self._k):
-            out[rows, k] = _flow_log_density(
-                self.drift_matrices_[k],
-                self.drift_offsets_[k],
-                self.diffusion_covariances_[k],
-                seqs.values[rows - 1],
-                seqs.values[rows],
-                gaps[rows],
-            )
+        out[rows] = self._flow_evidence(seqs.values[rows - 1], seqs.values[rows], gaps[rows])
         return out
+
+    def _flow_evidence(self, before: np.ndarray, after: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        """log p(after_n | before_n, z_n = k) over the gaps (n,), each mode's flow: (n, K)."""
+        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+        return np.column_stack([_flow_log_density(A, b, Sigma, before, after, gaps) for A, b, Sigma in flows])
 
     def _forward_backward(self, seqs: Sequences) -> tuple[float, np.ndarray, np.ndarray]:
         gaps = self._gaps(seqs)
@@ -310,6 +318,52 @@ class ContinuousARHMM(Model):
         self._check_fitted()
         seqs = self._sequences(X, lengths, times)
         return mode_segments(seqs, self._viterbi(seqs), self._forward_backward(seqs)[1], skip=1)
+
+    # ------------------------------------------------------------------ streaming
+    def _stream_recursion(self) -> Recursion:
+        """The forward filter of the chain (exact): from ``startprob_``, each step's move expm(Q Δ)."""
+        self._check_fitted()
+        return Recursion(np.asarray(self.startprob_, dtype=float))
+
+    def _stream_evidence(
+        self, state: FilterState, y: Any, inputs: Any, time: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """log p(y_t | y_t-1, z_t = k) over the gap Δ since the last observation (K,) (0 at the first,
+        conditioned on, as in ``filter_proba``), the switches expm(Q Δ) into step t (the identity at
+        the first), and the new history [[t, y_t]]: the last time and observation."""
+        check_input_row(inputs, 0, "a ContinuousARHMM")
+        row = check_row(y, np.shape(self.drift_matrices_)[1])
+        if np.isnan(row).any():
+            raise ValueError(f"y_t = {row} has a missing entry (NaN); a ContinuousARHMM cannot take missing values")
+        now, gap = next_time(state, time)
+        history = np.r_[now, row][None]
+        if gap is None:
+            return np.zeros(self._k), np.eye(self._k), history
+        gaps = np.array([gap])
+        return self._flow_evidence(state.history[:, 1:], row[None], gaps)[0], self._transitions(gaps)[0], history
+
+    def _stream_history(self) -> np.ndarray:
+        return np.zeros((0, 1 + np.shape(self.drift_matrices_)[1]))
+
+    def filter_forecast(
+        self, state: FilterState, horizon: int | None = None, future_inputs: Any = None, *, future_times: Any = None
+    ) -> Forecast:
+        """The exact predictive moments of the observations at ``future_times`` (after the last time
+        the filter has seen), or 1 .. ``horizon`` time units after it. Given the data the future is a
+        Markov jump linear system (:func:`~modeshift.dynamics.jump_linear_moments`) from the last
+        observation and the filtered modes, each gap's switches expm(Q Δ) and flows (Φ_k, c_k, S_k)."""
+        if not state.filtered:
+            raise ValueError("the filter state has seen no observation yet")
+        if future_inputs is not None:
+            raise ValueError("future_inputs were given but a ContinuousARHMM has no inputs")
+        last = state.history[-1]
+        (gaps,) = future_gaps(last[:1], horizon, future_times)
+        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+        Phi, c, S = (np.stack(law, axis=1) for law in zip(*(flow_moments(*flow, gaps) for flow in flows)))
+        probabilities = state.filtered[0]
+        start = known_state_moments(probabilities, last[1:])
+        modes, means, covariances = jump_linear_moments(probabilities, *start, self._transitions(gaps), Phi, c, S)
+        return Forecast(means, covariances, modes)
 
     # --------------------------------------------------------------------- sample
     def sample(
@@ -478,6 +532,33 @@ def sample_times(times: Any, n_steps: int) -> np.ndarray:
     if stamps.shape != (n_steps,) or not np.isfinite(stamps).all() or (np.diff(stamps) <= 0).any():
         raise ValueError(f"times must be {n_steps} finite, strictly increasing numbers, got shape {stamps.shape}")
     return stamps
+
+
+def future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:
+    """The gaps (h,) from each sequence's last time in ``ends`` to its future times and between
+    them: ``horizon`` steps of one time unit, or ``future_times`` (one strictly increasing array
+    for all sequences, or a list with one per sequence)."""
+    if (horizon is None) == (future_times is None):
+        raise ValueError("pass either horizon (steps one time unit apart) or future_times, not both or neither")
+    if horizon is not None:  # checked by the public methods (models.params.ARGUMENTS)
+        return [np.ones(int(horizon))] * len(ends)
+    several = isinstance(future_times, (list, tuple)) and len(future_times) > 0 and np.ndim(future_times[0]) >= 1
+    if several and len(future_times) != len(ends):
+        raise ValueError(f"future_times has {len(future_times)} arrays for {len(ends)} sequences")
+    gaps = []
+    for s, (end, stamps) in enumerate(zip(ends, future_times if several else [future_times] * len(ends))):
+        where = f" of sequence {s}" if len(ends) > 1 else ""
+        try:
+            stamps = np.asarray(stamps, dtype=float)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"future_times{where} must be numbers, got {stamps!r}") from error
+        if stamps.ndim != 1 or not len(stamps) or not np.isfinite(stamps).all():
+            raise ValueError(f"future_times{where} must be a non-empty 1-D array of finite times, got {stamps!r}")
+        step = np.diff(np.r_[end, stamps])
+        if (step <= 0).any():
+            raise ValueError(f"future_times{where} must increase strictly from after the last time seen, {end}")
+        gaps.append(step)
+    return gaps
 
 
 def flow_rows(drift: np.ndarray, offsets: np.ndarray, rate_matrix: np.ndarray) -> list[dict[str, Any]]:

@@ -65,8 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +85,7 @@ from modeshift.models.continuous_arhmm import (
     expected_flow_log_likelihood,
     flow_moments,
     flow_rows,
+    future_gaps,
     polish,
     rate_step,
     rates_of,
@@ -95,7 +95,7 @@ from modeshift.models.jump_process import check_rate_matrix, endpoint_integrals,
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS
-from modeshift.models.streaming import FilterState, StepOutput, SwitchingKalmanRecursion, checked_state
+from modeshift.models.streaming import FilterState, SwitchingKalmanRecursion, TimedStreaming, next_time
 from modeshift.statistics import Statistics
 from modeshift.transitions import Stationary, draw_rows
 
@@ -118,7 +118,7 @@ _OBSERVATION = (
 )
 
 
-class ContinuousSwitchingLDS(SwitchingLDS):
+class ContinuousSwitchingLDS(TimedStreaming, SwitchingLDS):
     """A switching linear dynamical system in continuous time, for noisy observations at irregular times.
 
     See the module docstring for the model and its EM. ``times=`` (one array per sequence, or
@@ -422,7 +422,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         self._check_fitted()
         seqs = self._sequences(self._timed(X, lengths, times), None, inputs)
         ends = seqs.times[seqs.offsets[1:] - 1]
-        gaps = _future_gaps(ends, horizon, future_times)
+        gaps = future_gaps(ends, horizon, future_times)
         horizons = [len(steps) for steps in gaps]
         futures = self._future_inputs(future_inputs, horizons)
         posterior = self._infer(seqs)
@@ -471,41 +471,6 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         return self._switches_at(self._guards(np.full(len(states), gap)), u, states)
 
     # ------------------------------------------------------------------ streaming
-    def filter_step(
-        self, state: FilterState, y: Any, inputs: Any = None, *, time: float | None = None
-    ) -> tuple[FilterState, StepOutput]:
-        """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
-        unit after the previous observation; 0 for the first), with ``inputs`` (m,) held over the
-        gap before it. The filter is the SwitchingLDS's (Kim's filter, one Gaussian per mode) with
-        the laws of each step's own gap."""
-        evidence = self._stream_evidence(checked_state(state), y, inputs, time)
-        return self._advance(self._stream_recursion(), state, *evidence)
-
-    def filter_stream(
-        self,
-        observations: Iterable[Any],
-        inputs: Iterable[Any] | None = None,
-        *,
-        times: Iterable[float] | None = None,
-        lag: int = 0,
-        state: FilterState | None = None,
-        block: int = 1024,
-    ) -> Iterator[StepOutput]:
-        """As :meth:`~modeshift.models.streaming.StreamingFilters.filter_stream`, with the
-        observations' ``times`` alongside (default: one time unit apart)."""
-        if times is None:
-            return super().filter_stream(observations, inputs, lag=lag, state=state, block=block)
-        return self._timed_stream(observations, inputs, times, self.filter_init(lag=lag) if state is None else state)
-
-    def _timed_stream(
-        self, observations: Iterable[Any], inputs: Iterable[Any] | None, times: Iterable[float], state: FilterState
-    ) -> Iterator[StepOutput]:
-        recursion, state = self._stream_recursion(), checked_state(state)  # one filter for the stream
-        rows = zip(observations, itertools.repeat(None) if inputs is None else inputs, times, strict=inputs is not None)
-        for y, u, time in rows:
-            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, u, time))
-            yield out
-
     def filter_forecast(
         self, state: FilterState, horizon: int | None = None, future_inputs: Any = None, *, future_times: Any = None
     ) -> Forecast:
@@ -516,7 +481,7 @@ class ContinuousSwitchingLDS(SwitchingLDS):
         ``future_inputs`` (h, input_dim), each held over the gap before its time, for a model with inputs."""
         if not state.filtered:
             raise ValueError("the filter state has seen no observation yet")
-        (gaps,) = _future_gaps(state.history[-1], horizon, future_times)
+        (gaps,) = future_gaps(state.history[-1], horizon, future_times)
         (future,) = self._future_inputs(future_inputs, [len(gaps)])
         if not self.recurrent:
             modes, means, covariances = self._stream_recursion().forecast(
@@ -562,14 +527,8 @@ class ContinuousSwitchingLDS(SwitchingLDS):
     ) -> tuple[tuple, np.ndarray, np.ndarray]:
         """(y_t - d, [Δ, u_t]) checked, [Δ, u_t] as the move into the step, the new history [[t]] (the last time)."""
         (row, u), _, _ = super()._stream_evidence(state, y, inputs)
-        last = float(state.history[-1, 0]) if len(state.history) else None
-        if time is None:
-            now = 0.0 if last is None else last + 1.0
-        else:
-            now = float(time)
-            if not np.isfinite(now) or (last is not None and not now > last):
-                raise ValueError(f"time must be a finite number after the last observation's ({last}), got {time!r}")
-        move = np.r_[1.0 if last is None else now - last, u]
+        now, gap = next_time(state, time)
+        move = np.r_[1.0 if gap is None else gap, u]
         return (row, move), move, np.array([[now]])
 
     def _stream_history(self) -> np.ndarray:
@@ -785,33 +744,6 @@ class _GapSwitchingKalmanRecursion(SwitchingKalmanRecursion):
 
     def predict(self, law: tuple[np.ndarray, ...], move: np.ndarray) -> tuple[np.ndarray, ...]:
         return self.over(float(move[0])).predict(law, move)
-
-
-def _future_gaps(ends: np.ndarray, horizon: int | None, future_times: Any) -> list[np.ndarray]:
-    """The gaps (h,) from each sequence's last time in ``ends`` to its future times and between
-    them: ``horizon`` steps of one time unit, or ``future_times`` (one strictly increasing array
-    for all sequences, or a list with one per sequence)."""
-    if (horizon is None) == (future_times is None):
-        raise ValueError("pass either horizon (steps one time unit apart) or future_times, not both or neither")
-    if horizon is not None:  # checked by the public methods (models.params.ARGUMENTS)
-        return [np.ones(int(horizon))] * len(ends)
-    several = isinstance(future_times, (list, tuple)) and len(future_times) > 0 and np.ndim(future_times[0]) >= 1
-    if several and len(future_times) != len(ends):
-        raise ValueError(f"future_times has {len(future_times)} arrays for {len(ends)} sequences")
-    gaps = []
-    for s, (end, stamps) in enumerate(zip(ends, future_times if several else [future_times] * len(ends))):
-        where = f" of sequence {s}" if len(ends) > 1 else ""
-        try:
-            stamps = np.asarray(stamps, dtype=float)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"future_times{where} must be numbers, got {stamps!r}") from error
-        if stamps.ndim != 1 or not len(stamps) or not np.isfinite(stamps).all():
-            raise ValueError(f"future_times{where} must be a non-empty 1-D array of finite times, got {stamps!r}")
-        step = np.diff(np.r_[end, stamps])
-        if (step <= 0).any():
-            raise ValueError(f"future_times{where} must increase strictly from after the last time seen, {end}")
-        gaps.append(step)
-    return gaps
 
 
 @dataclass(frozen=True)

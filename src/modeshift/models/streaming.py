@@ -32,6 +32,11 @@ SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter
 NonlinearSwitchingLDS       **approximate**: Kim's filter with each flow linearised at the last
                             filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`);
                             a reset, affine, is not linearised
+ContinuousSwitchingLDS      as SwitchingLDS, with the laws of each step's gap (:class:`TimedStreaming`:
+                            ``filter_step(..., time=t)``, the last time in ``history``)
+ContinuousARHMM             p(z_t | y_0..t) (K,), exact, with the switches expm(Q Δ) and the
+                            flows over each step's gap; ``history`` keeps [t, y_t]
+                            (:class:`TimedStreaming`)
 ==========================  ===================================================================
 
 ``docs/streaming.md`` lists the options each model streams with, and those that do not stream.
@@ -67,6 +72,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -91,7 +97,9 @@ __all__ = [
     "SemiMarkovRecursion",
     "StepOutput",
     "StreamingFilters",
+    "TimedStreaming",
     "chain_update",
+    "next_time",
 ]
 
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
@@ -747,6 +755,65 @@ class StreamingFilters:
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 0))
+
+
+class TimedStreaming(StreamingFilters):
+    """:class:`StreamingFilters` for observations at irregular times (the continuous-time models):
+    ``filter_step(state, y, u, time=t)`` and ``filter_stream(rows, inputs, times=...)``, by default
+    one time unit apart. The state's ``history`` keeps the last time in its column 0
+    (:func:`next_time`); the hook ``_stream_evidence(state, y, inputs, time)`` takes the time too."""
+
+    def filter_step(
+        self, state: FilterState, y: Any, inputs: Any = None, *, time: float | None = None
+    ) -> tuple[FilterState, StepOutput]:
+        """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
+        unit after the previous observation; 0 for the first), with the model's ``inputs``, if any."""
+        evidence = self._stream_evidence(checked_state(state), y, inputs, time)
+        return self._advance(self._stream_recursion(), state, *evidence)
+
+    def filter_stream(
+        self,
+        observations: Iterable[Any],
+        inputs: Iterable[Any] | None = None,
+        *,
+        times: Iterable[float] | None = None,
+        lag: int = 0,
+        state: FilterState | None = None,
+        block: int = 1024,
+    ) -> Iterator[StepOutput]:
+        """As :meth:`StreamingFilters.filter_stream`, with the observations' ``times`` alongside
+        (default: one time unit apart)."""
+        if times is None:
+            return super().filter_stream(observations, inputs, lag=lag, state=state, block=block)
+        return self._timed_stream(observations, inputs, times, self.filter_init(lag=lag) if state is None else state)
+
+    def _timed_stream(
+        self, observations: Iterable[Any], inputs: Iterable[Any] | None, times: Iterable[float], state: FilterState
+    ) -> Iterator[StepOutput]:
+        recursion, state = self._stream_recursion(), checked_state(state)  # one filter for the stream
+        rows = zip(observations, itertools.repeat(None) if inputs is None else inputs, times, strict=inputs is not None)
+        for y, u, time in rows:
+            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, u, time))
+            yield out
+
+
+def next_time(state: FilterState, time: Any) -> tuple[float, float | None]:
+    """A timed stream's next observation time and the gap to it from the last one (column 0 of
+    ``state.history``; the gap None at the first observation): ``time`` checked, or by default one
+    time unit after the last (0 for the first). ValueError naming the step for a time that is not
+    a finite number after the last."""
+    last = float(state.history[-1, 0]) if len(state.history) else None
+    if time is None:
+        now = 0.0 if last is None else last + 1.0
+    else:
+        try:
+            now = float(time)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"the time of step {state.step} must be a number, got {time!r}") from error
+        if not np.isfinite(now) or (last is not None and not now > last):
+            after = "" if last is None else f" after the last observation's ({last})"
+            raise ValueError(f"the time of step {state.step} must be a finite number{after}, got {time!r}")
+    return now, None if last is None else now - last
 
 
 def check_row(y: Any, n_features: int | None, what: str = "y_t") -> np.ndarray:
