@@ -175,11 +175,15 @@ class SwitchingLDS(Model, StreamingFilters):
     Initialisation (the ELBO has many local optima): d and D by regressing y on [u, 1]; a
     one-mode :class:`LinearGaussianSSM` fitted to the residuals gives C, R and smoothed states
     x^ (denoising them matters: a step of the state can be much smaller than the observation
-    noise). It starts from a PCA of the residuals when ``state_dim <= obs_dim``; otherwise PCA
-    sees too few directions, and the start is a subspace identification
-    (:mod:`modeshift.models.subspace`: the state read off the block-Hankel matrix of past and
-    future observations, N4SID-style), with a constant input so that the one-mode model can
-    carry an affine flow (gravity, a drift). Then sticky :class:`ARHMM` fits with one lag to x^
+    noise). When ``state_dim > obs_dim`` PCA sees too few directions, and the start is a subspace
+    identification (:mod:`modeshift.models.subspace`: the state read off the block-Hankel matrix
+    of past and future observations, N4SID-style), with a constant input so that the one-mode
+    model can carry an affine flow (gravity, a drift). Otherwise two one-mode models compete: one
+    started from a PCA of the residuals, which takes the observations for the states, and a
+    subspace identification with K n states (a switching system's second moments are a linear
+    system's with the state times each mode's indicator), whose R keeps noise as large as the
+    state's steps out of the states; each one's best start runs 10 EM iterations and the larger
+    ELBO is kept. Then sticky :class:`ARHMM` fits with one lag to x^
     (smoothed after 1, 5 and 20 EM iterations of the one-mode model) each propose the modes,
     A_k, b_k and Q_k (and, for recurrent models, a logistic regression on their modes gives the
     guards); the proposal whose first E-step gives the largest ELBO starts EM. With ``resets``,
