@@ -65,3 +65,49 @@ def test_errors_name_the_problem():
         identify(seqs, state_dim=2)
     with pytest.raises(ValueError, match="horizon=2 is too short"):
         identify(as_sequences(np.random.default_rng(0).normal(size=(100, 1))), state_dim=3, horizon=2)
+
+
+def _simulate(rng, A, C, Q, R, n_steps):
+    """y_t = C x_t + N(0, R), x_t+1 = A x_t + N(0, Q), from x_0 = 0."""
+    x, ys = np.zeros(len(A)), []
+    state_noise, observation_noise = np.linalg.cholesky(Q), np.linalg.cholesky(R)
+    for _ in range(n_steps):
+        x = A @ x + state_noise @ rng.standard_normal(len(A))
+        ys.append(C @ x + observation_noise @ rng.standard_normal(len(R)))
+    return np.array(ys)
+
+
+def _spectrum(A, C, Q, R, frequency):
+    """The observations' spectral density C (e^iw - A)^-1 Q (e^-iw - A')^-1 C' + R: basis-free."""
+    transfer = C @ np.linalg.inv(np.exp(1j * frequency) * np.eye(len(A)) - A)
+    return (transfer @ Q @ transfer.conj().T).real + R
+
+
+def test_a_known_system_is_recovered_in_its_invariants():
+    """20,000 steps of a 2-D state seen through 2 noisy observations: the eigenvalues of A, R and the
+    spectrum of the observations (transfer function and noises together) within a few percent."""
+    A = np.array([[0.9, 0.2], [-0.1, 0.7]])
+    C = np.array([[1.0, 0.5], [0.2, 1.0]])
+    Q = np.array([[1.0, 0.3], [0.3, 0.5]])
+    R = np.array([[0.8, 0.1], [0.1, 0.6]])
+    y = _simulate(np.random.default_rng(0), A, C, Q, R, 20_000)
+    estimate = identify(as_sequences(y), state_dim=2)
+    A_hat, C_hat = estimate.dynamics_matrix, estimate.observation_matrix
+    eigenvalues = np.sort_complex(np.linalg.eigvals(A_hat))
+    np.testing.assert_allclose(eigenvalues, np.sort_complex(np.linalg.eigvals(A)), rtol=0.03)
+    np.testing.assert_allclose(estimate.observation_covariance, R, atol=0.05 * np.abs(R).max())
+    for frequency in (0.0, 0.5, 1.5, np.pi):
+        truth = _spectrum(A, C, Q, R, frequency)
+        found = _spectrum(A_hat, C_hat, estimate.transition_covariance, estimate.observation_covariance, frequency)
+        np.testing.assert_allclose(found, truth, atol=0.05 * np.abs(truth).max())
+
+
+def test_a_state_seen_in_noise_as_large_as_its_own_keeps_the_noises_apart():
+    """x_t+1 = 0.9 x_t + N(0, 1), y_t = x_t + N(0, 1): q and r (in the basis C = 1) within 10 %. The
+    residuals of y on estimated states would hold the states' error too, and call most of q noise."""
+    y = _simulate(np.random.default_rng(1), np.array([[0.9]]), np.eye(1), np.eye(1), np.eye(1), 20_000)
+    estimate = identify(as_sequences(y), state_dim=1)
+    c = estimate.observation_matrix[0, 0]
+    assert estimate.dynamics_matrix[0, 0] == pytest.approx(0.9, rel=0.02)
+    assert estimate.transition_covariance[0, 0] * c**2 == pytest.approx(1.0, rel=0.1)
+    assert estimate.observation_covariance[0, 0] == pytest.approx(1.0, rel=0.1)

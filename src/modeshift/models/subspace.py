@@ -20,6 +20,19 @@ its future.
 Affine dynamics x_t+1 = A x_t + b + w_t (and an offset in y) add the same vector to every column
 of F and of P, so centring their rows removes it and leaves Γ unchanged; the states are then
 centred ones, and b is the mean of x_t+1 - A x_t over them.
+
+The noises come from the data's autocovariances Λ_k = E[y_t+k y_t'] (a stochastic realisation).
+With w and v uncorrelated and Σ = E[x x'] the state's covariance (Σ = A Σ A' + Q),
+
+    Λ_k = C A^k Σ C'  (k >= 1),    Λ_0 = C Σ C' + R,
+
+so Σ solves the lags k = 1 .. 2 i by least squares (linear in Σ), then R = Λ_0 - C Σ C' and
+Q = Σ - A Σ A' (eigenvalues clipped to keep both positive definite). R is what the observations
+carry beyond the state's own covariance: it is identified whenever A is invertible (a change of Σ
+that the lags cannot see leaves C Σ C' alone), Q only up to such changes when n > p (the
+smallest Σ is taken). The residuals of y_t on C x^_t, with x^_t a state estimated from the data,
+would not do: they hold the state's estimation error too (C P C' + R, the innovations), so on a
+state seen in noise comparable to its own they put the noise in the wrong place.
 The estimate is a starting point, not a maximum-likelihood fit: EM refines it
 (:class:`~modeshift.models.lds.LinearGaussianSSM`).
 
@@ -45,9 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from modeshift.data import Sequences
-from modeshift.dynamics import ensure_positive_definite
 
-__all__ = ["SubspaceEstimate", "default_horizon", "identify"]
+__all__ = ["SubspaceEstimate", "default_horizon", "identify", "noise_covariances"]
 
 _MIN_HORIZON = 5  # block rows of past and future beyond the minimum: they average out observation noise
 
@@ -76,11 +88,19 @@ def default_horizon(state_dim: int, obs_dim: int) -> int:
     return -(-state_dim // obs_dim) + 1 + _MIN_HORIZON
 
 
-def identify(seqs: Sequences, state_dim: int, horizon: int | None = None) -> SubspaceEstimate:
+def identify(
+    seqs: Sequences, state_dim: int, horizon: int | None = None, noise: str = "autocovariance"
+) -> SubspaceEstimate:
     """Estimate (A, b, Q, C, R) and centred states of an n-dimensional linear system.
 
     ``horizon`` (the block rows i of past and future) defaults to :func:`default_horizon`, or
     fewer if the longest sequence is shorter than 2 i + 1 steps (but at least ceil(n / p) + 1).
+    ``noise``: ``"autocovariance"`` (the default), Q and R by :func:`noise_covariances`, right for
+    a linear system; ``"innovations"``, the covariances of the residuals of the estimated states
+    (x_t+1 - A x_t) and of the data (y_t - C x_t, plus 1 % of its variance), which hold the
+    states' estimation error (Q too small, R too large when the noise is comparable to the
+    state's) but cannot be thrown far by data no linear system fits (on switching spirals seen
+    through one observation, R = 0.69 where the truth is 0.01 and the autocovariances give 4.3).
 
     ``seqs`` holds real observations (missing entries are filled by their column's mean);
     sequences shorter than 2 ``horizon`` + 1 steps contribute no columns but still get states.
@@ -94,6 +114,8 @@ def identify(seqs: Sequences, state_dim: int, horizon: int | None = None) -> Sub
         i = max(min(default_horizon(n, p), (longest - 1) // 2), -(-n // p) + 1)
     else:
         i = int(horizon)
+    if noise not in ("autocovariance", "innovations"):
+        raise ValueError(f"noise must be 'autocovariance' or 'innovations', got {noise!r}")
     if i * p < n + p:
         raise ValueError(f"horizon={i} is too short to identify state_dim={n} from {p} observed feature(s)")
     holes = np.isnan(Y)
@@ -115,7 +137,6 @@ def identify(seqs: Sequences, state_dim: int, horizon: int | None = None) -> Sub
     U, S, Vt = np.linalg.svd(projected, full_matrices=False)
     root = np.sqrt(S[:n])
     gamma = U[:, :n] * root
-    window_states = root[:, None] * Vt[:n]
     C = gamma[:p]
     A = np.linalg.lstsq(gamma[:-p], gamma[p:], rcond=None)[0]
     radius = np.abs(np.linalg.eigvals(A)).max()
@@ -128,17 +149,56 @@ def identify(seqs: Sequences, state_dim: int, horizon: int | None = None) -> Sub
     linked = np.concatenate([w[1:] for w in windows])
     innovations = states[linked] - states[linked - 1] @ A.T
     b = innovations.mean(axis=0)
-    Q = np.atleast_2d(np.cov(innovations.T, bias=True))
-    R = np.atleast_2d(np.cov((future[:p] - C @ window_states), bias=True))
+    if noise == "autocovariance":
+        Q, R = noise_covariances(A, C, _autocovariances(Y - future_mean[:p], seqs.offsets, 2 * i))
+    else:
+        Q = np.atleast_2d(np.cov(innovations.T, bias=True)) + 1e-6 * scale * np.eye(n)
+        R = np.atleast_2d(np.cov(future[:p] - C @ (root[:, None] * Vt[:n]), bias=True)) + 1e-2 * scale * np.eye(p)
     return SubspaceEstimate(
         dynamics_matrix=A,
         dynamics_offset=b,
-        transition_covariance=ensure_positive_definite(Q + 1e-6 * scale * np.eye(n)),
+        transition_covariance=_clipped(Q, 1e-6 * scale),
         observation_matrix=C,
-        observation_covariance=ensure_positive_definite(R + 1e-2 * scale * np.eye(p)),
+        observation_covariance=_clipped(R, 1e-2 * scale),
         states=states,
         singular_values=S,
     )
+
+
+def noise_covariances(A: np.ndarray, C: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, R) of x_t+1 = A x_t + w_t, y_t = C x_t + v_t (w, v uncorrelated) whose autocovariances
+    are ``lags`` (L + 1, p, p), Λ_0 .. Λ_L: Σ the least-squares (smallest) solution of
+    C A^k Σ C' = Λ_k for k = 1 .. L, then Q = Σ - A Σ A' and R = Λ_0 - C Σ C', symmetric but not
+    necessarily positive definite (sampling error)."""
+    n = len(A)
+    rows, powers = [], np.eye(n)
+    for _ in range(1, len(lags)):
+        powers = powers @ A
+        rows.append(np.kron(C @ powers, C))  # vec(C A^k Σ C') = (C A^k ⊗ C) vec(Σ), row-major vec
+    solution = np.linalg.lstsq(np.vstack(rows), lags[1:].reshape(-1), rcond=None)[0]
+    Sigma = solution.reshape(n, n)
+    Sigma = 0.5 * (Sigma + Sigma.T)
+    Q = Sigma - A @ Sigma @ A.T
+    R = lags[0] - C @ Sigma @ C.T
+    return 0.5 * (Q + Q.T), 0.5 * (R + R.T)
+
+
+def _autocovariances(Y: np.ndarray, offsets: np.ndarray, max_lag: int) -> np.ndarray:
+    """Λ_k = mean over t of y_t+k y_t' (k = 0 .. ``max_lag``) within each sequence of ``Y`` (centred)."""
+    p = Y.shape[1]
+    lags = np.zeros((max_lag + 1, p, p))
+    counts = np.zeros(max_lag + 1)
+    for first, last in zip(offsets[:-1], offsets[1:]):
+        for k in range(min(max_lag + 1, last - first)):
+            lags[k] += Y[first + k : last].T @ Y[first : last - k]
+            counts[k] += last - first - k
+    return lags / np.maximum(counts, 1.0)[:, None, None]
+
+
+def _clipped(S: np.ndarray, floor: float) -> np.ndarray:
+    """The symmetric matrix ``S`` with its eigenvalues raised to at least ``floor``."""
+    values, vectors = np.linalg.eigh(0.5 * (S + S.T))
+    return (vectors * np.maximum(values, floor)) @ vectors.T
 
 
 def _hankel(Y: np.ndarray, firsts: np.ndarray, horizon: int) -> np.ndarray:
