@@ -179,7 +179,9 @@ class SwitchingLDS(Model, StreamingFilters):
     noise). When ``state_dim > obs_dim`` PCA sees too few directions, and the start is a subspace
     identification (:mod:`modeshift.models.subspace`: the state read off the block-Hankel matrix
     of past and future observations, N4SID-style), with a constant input so that the one-mode
-    model can carry an affine flow (gravity, a drift). Otherwise two one-mode models compete: one
+    model can carry an affine flow (gravity, a drift). When ``state_dim < obs_dim`` it is a PCA of
+    the residuals (the directions left out measure the noise). When they are equal two one-mode
+    models compete: one
     started from a PCA of the residuals, which takes the observations for the states, and a
     subspace identification with K n states (a switching system's second moments are a linear
     system's with the state times each mode's indicator), whose R keeps noise as large as the
@@ -1007,7 +1009,7 @@ class SwitchingLDS(Model, StreamingFilters):
         different states, cannot rank them; the ELBO ranks them as the fits they lead to (on
         NASCAR, the start with the larger ELBO is the one that finds the laps).
 
-        With ``state_dim <= obs_dim`` two one-mode models propose (:meth:`_one_mode_starts`): PCA's
+        With ``state_dim == obs_dim`` two one-mode models propose (:meth:`_one_mode_starts`): PCA's
         and a subspace identification with K n states, whose smoothed states (after its 20 EM
         iterations only, ``_NOISY_STAGES``: on the noisy AR(1) modes that stage alone gave q and r
         closer to the truth than all three, at a third of the cost) are read in n dimensions along
@@ -1079,7 +1081,9 @@ class SwitchingLDS(Model, StreamingFilters):
 
         When ``state_dim > obs_dim``: a subspace identification alone (:func:`_subspace_start`,
         with a constant input; its noises from the innovations, which data no linear system fits
-        cannot throw far). Otherwise a PCA of the ``residual`` (y after its regression on [u, 1]),
+        cannot throw far). When ``state_dim < obs_dim``: a PCA of the ``residual`` (y after its
+        regression on [u, 1]) alone, the directions it leaves out measuring the noise (NASCAR's
+        start costs no second family). When they are equal, PCA's,
         whose EM takes the observations for the states and, on a state seen in noise as large as
         its steps, keeps that noise in the states' (AR(1) modes 0.95 and -0.5 with q = r = 1:
         R = 0.04 to 0.1, Q = 2 to 2.6); and, when the data identify it, a subspace identification
@@ -1098,6 +1102,8 @@ class SwitchingLDS(Model, StreamingFilters):
         if n > residual.n_features:  # PCA sees at most p directions: read the state off the data's future
             return [(_subspace_start(with_constant, n, "innovations"), with_constant, False)]
         starts = [(LinearGaussianSSM(state_dim=n, method="em", tol=1e-4), residual, False)]
+        if n < residual.n_features:  # the directions PCA leaves out measure the noise: its start suffices
+            return starts
         try:
             starts.append((_subspace_start(with_constant, n * self._k, "autocovariance"), with_constant, True))
         except ValueError:  # too few steps to identify K n states from: PCA alone
