@@ -370,3 +370,32 @@ def test_ctrl_c_ends_the_input_at_a_row_boundary():
     with _RowsUntilInterrupted(iter([])) as context:
         assert signal.getsignal(signal.SIGINT) == context._interrupt
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_continuous_time_model_filters_each_row_at_its_time_stamp(tmp_path):
+    """ContinuousARHMM streams at the time column's stamps (numbers, or datetimes read as seconds, as
+    the fit read them), not one unit apart; a stamp that does not advance is named by its line."""
+    from modeshift import ContinuousARHMM
+
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.exponential(0.5, 120))
+    values = np.r_[rng.normal(0.0, 1.0, 60), rng.normal(3.0, 1.0, 60)]
+    stamps = pd.to_datetime("2026-01-01") + pd.to_timedelta(times * 3600, unit="s")
+    for column in (times, stamps):
+        frame = pd.DataFrame({"t": column, "u": values})
+        model = ContinuousARHMM(2, n_iter=10, random_state=0).fit(frame, time_column="t", columns=["u"])
+        model.save(tmp_path / "model.msz")
+        result = _filter(tmp_path / "model.msz", "-", rows=_csv(frame))
+        assert result.exit_code == 0, result.output
+        out = _table(result.stdout)
+        seconds = model.schema_.read(frame).times
+        expected = [step.log_likelihood for step in model.filter_stream(values[:, None], times=seconds)]
+        np.testing.assert_allclose(out["log_likelihood"], expected, rtol=1e-12, atol=1e-12)
+        unit_apart = [step.log_likelihood for step in model.filter_stream(values[:, None])]
+        assert not np.allclose(out["log_likelihood"], unit_apart)  # the stamps were read
+    lines = _csv(frame.iloc[:4]).splitlines()
+    lines[3] = lines[2]  # line 4 repeats line 3's stamp
+    repeated = _filter(tmp_path / "model.msz", "-", rows="\n".join(lines) + "\n")
+    assert repeated.exit_code == 1 and "line 4" in repeated.stderr and "time" in repeated.stderr, repeated.stderr
+    garbled = _filter(tmp_path / "model.msz", "-", rows="t,u\nnot-a-date,1.0\n")
+    assert garbled.exit_code == 1 and "'not-a-date' is not a time stamp" in garbled.stderr, garbled.stderr

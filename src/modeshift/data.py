@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -913,6 +914,30 @@ class Schema:
                     f"time column {'+'.join(times)!r} holds {new.describe()}, but the model was fit on {old.describe()}"
                 )
         return seqs
+
+    def time_of(self, stamps: dict[str, str]) -> float:
+        """One row's time stamp (the text of its time columns, by name) as the number the fitted
+        data's stamps became (``Sequences.times``: seconds for datetimes, ordinals for periods);
+        a ``ValueError`` naming the stamp if it is not one, or not of the fitted kind."""
+        names = list(self.time_columns or stamps)
+        text = "+".join(stamps[name] for name in names)
+        if self.time is None or self.time.kind == "number":
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+        else:
+            try:
+                row = pd.DataFrame({name: [stamps[name]] for name in names})
+                axis, numbers = TimeAxis.read(_time_series(row, names))
+            except ValueError:
+                axis, numbers = self.time, np.array([math.nan])
+            same = axis.kind == self.time.kind and (axis.kind != "period" or axis.frequency == self.time.frequency)
+            value = float(numbers[0]) if same else math.nan
+        if not math.isfinite(value):
+            expected = "a number" if self.time is None else self.time.describe()
+            raise ValueError(f"time {text!r} is not a time stamp of the fitted kind ({expected})")
+        return value
 
     def time_labels(self, times: np.ndarray) -> list[Any]:
         """Stamps (``Sequences.times``) as the file wrote them; numbers without a time axis."""

@@ -45,7 +45,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from modeshift.data import TIME_NAMES
+from modeshift.data import TIME_NAMES, Schema
+from modeshift.models.capabilities import StreamingAtTimes
 
 __all__ = ["Feed", "FeedColumns", "RowError", "Writer"]
 
@@ -186,6 +187,11 @@ class Feed:
             None if self.columns.categories is None else {str(c): k for k, c in enumerate(self.columns.categories)}
         )
         self._n_modes = _n_modes(model)
+        # a continuous-time model filters each row at its time stamp (by default one unit after the last)
+        self._timed = isinstance(model, StreamingAtTimes) and bool(self.columns.time_columns)
+        self._schema = model.__dict__.get("schema_") or Schema(
+            self.columns.values, time_columns=self.columns.time_columns
+        )
         self.n_rows = self.n_chunks = self.n_learned = 0  # rows filtered, online-EM steps, rows learned from
 
     # ------------------------------------------------------------------ rows
@@ -196,7 +202,11 @@ class Feed:
         sequence = self._sequences.get(row.key)
         state = sequence.state if sequence is not None else self.model.filter_init(lag=self.lag)
         try:
-            state, out = self.model.filter_step(state, row.values, row.inputs)
+            if self._timed:
+                time = self._schema.time_of(row.stamps)
+                state, out = self.model.filter_step(state, row.values, row.inputs, time=time)
+            else:
+                state, out = self.model.filter_step(state, row.values, row.inputs)
         except ValueError as error:
             raise RowError(line, str(error)) from None
         if sequence is None:

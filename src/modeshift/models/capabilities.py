@@ -25,6 +25,7 @@ capability                members
                           iterative fit; :func:`objective` names what ``history_`` holds
 :class:`Streaming`        ``filter_init``, ``filter_step``, ``filter_stream``: filter one
                           observation at a time (:mod:`modeshift.models.streaming`)
+:class:`StreamingAtTimes` ``filter_step(..., time=t)``: a stream of observations at irregular times
 :class:`OnlineLearner`    ``partial_fit``: learn from one more chunk of a stream (online EM)
 :class:`HybridAutomaton`  ``automaton``: modes, flows, guards, resets and dwell times as data
                           (:class:`~modeshift.models.automaton.Automaton`)
@@ -70,6 +71,7 @@ __all__ = [
     "Selectable",
     "ShardableFit",
     "Streaming",
+    "StreamingAtTimes",
     "objective",
 ]
 
@@ -183,6 +185,14 @@ class Streaming(Protocol):
 
     def filter_stream(self, observations: Any, inputs: Any = None, *, lag: int = 0, state: Any = None) -> Any:
         """A generator of the outputs of ``filter_step`` over an iterable."""
+
+
+@runtime_checkable
+class StreamingAtTimes(Streaming, Protocol):
+    """Filters observations made at irregular times: ``filter_step(state, y, inputs, time=t)``
+    (the continuous-time models; ``streams_at_times`` marks them)."""
+
+    streams_at_times: bool
 
 
 @runtime_checkable

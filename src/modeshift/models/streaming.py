@@ -763,6 +763,8 @@ class TimedStreaming(StreamingFilters):
     one time unit apart. The state's ``history`` keeps the last time in its column 0
     (:func:`next_time`); the hook ``_stream_evidence(state, y, inputs, time)`` takes the time too."""
 
+    streams_at_times = True  # :class:`~modeshift.models.capabilities.StreamingAtTimes`
+
     def filter_step(
         self, state: FilterState, y: Any, inputs: Any = None, *, time: float | None = None
     ) -> tuple[FilterState, StepOutput]:
