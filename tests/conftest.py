@@ -49,12 +49,20 @@ def file_with_old_names(tmp_path):
     return make
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A client of a local Dask cluster of two worker processes (as CI has two cores), one per module."""
+@pytest.fixture(scope="session")
+def cluster():
+    """A local Dask cluster of two worker processes (as CI has two cores), one for the session: a new
+    cluster would cost its workers' imports and their loading the compiled kernels again."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
     ) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    """A client of the session's cluster, one per module (the default client only while the module runs)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(cluster) as client:
+        yield client

@@ -640,8 +640,8 @@ def test_forecast_is_calibrated_on_samples(order):
     n, horizon, n_series = 40, 3, 3000
     ys, regimes = model.sample(n + horizon, n_sequences=n_series, random_state=0)
     errors, variances, modes, truth = [], [], [], []
-    for y, path in zip(ys, regimes):
-        result = model.forecast(y[:n], horizon)
+    forecasts = model.forecast([y[:n] for y in ys], horizon).per_sequence()  # one call: each its own sequence's
+    for y, path, result in zip(ys, regimes, forecasts):
         errors.append(y[n:, 0] - result.means[:, 0])
         variances.append(result.covariances[:, 0, 0])
         modes.append(result.mode_probabilities[:, 1])

@@ -49,6 +49,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from modeshift._kernels.layout import canonical
 from modeshift._kernels.recursions import draw
 
 __all__ = [
@@ -320,6 +321,7 @@ def _filter(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`forward_filter` on the table of :func:`_given` (converted once by the caller)."""
     filtered, shifts, scales = np.empty(flow.shape), np.empty(len(flow)), np.empty(len(flow))
+    transition_matrices = canonical(transition_matrices)  # a read-only one would compile _forward again
     log_lik = _forward(
         flow, values, n_responses, *resets, given, offsets, initial_probs, transition_matrices, filtered, shifts, scales
     )
@@ -345,6 +347,7 @@ def forward_backward(
     and of w_t(r) (R,). A sequence with probability 0 leaves NaN posteriors (the caller refuses it).
     """
     given = _given(resets, reset_log_densities)  # once for both passes: a slice of a wider table is copied
+    transition_matrices = canonical(transition_matrices)  # a read-only one would compile both passes again
     filtered, log_lik, shifts, scales = _filter(
         flow, values, n_responses, resets, given, offsets, initial_probs, transition_matrices
     )
@@ -371,7 +374,8 @@ def viterbi(
     """The most likely mode path (n_steps,) and its log p(y, path) per sequence."""
     path = np.empty(len(flow), dtype=np.int64)
     given = _given(resets, reset_log_densities)
-    log_prob = _viterbi(flow, values, n_responses, *resets, given, offsets, log_initial, log_transition_matrices, path)
+    log_matrices = canonical(log_transition_matrices)  # a read-only one would compile _viterbi again
+    log_prob = _viterbi(flow, values, n_responses, *resets, given, offsets, log_initial, log_matrices, path)
     return path, log_prob
 
 
@@ -388,6 +392,7 @@ def sample_posterior_paths(
     """One mode path (n_steps,) drawn from p(z | y) by forward filtering, backward sampling (one
     uniform per step), and the per-sequence log-likelihoods (a path of an impossible sequence is
     no draw: the caller refuses it)."""
+    transition_matrices = canonical(transition_matrices)  # a read-only one would compile both passes again
     filtered, log_lik, _, _ = forward_filter(
         flow, values, n_responses, resets, offsets, initial_probs, transition_matrices
     )

@@ -194,7 +194,7 @@ def _sorted_uniforms(uniforms: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def _multinomial(weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    return _inverse_cdf(weights, _sorted_uniforms(uniforms), uniforms.shape[0], False)
+    return _inverse_cdf(weights, _sorted_uniforms(uniforms), uniforms.shape[0], np.False_)  # bool, not Literal
 
 
 @njit(cache=True)

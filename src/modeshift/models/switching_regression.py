@@ -53,6 +53,7 @@ from scipy import optimize
 from modeshift import _kernels as kernels
 from modeshift._kernels import lagged_chain
 from modeshift._kernels.gaussian import LOG_2PI
+from modeshift._kernels.layout import canonical
 from modeshift._kernels.recursions import scaled_table
 from modeshift.chain_analysis import stationary_distribution
 from modeshift.dynamics import companion_matrices, jump_linear_moments, known_state_moments
@@ -379,8 +380,8 @@ class SwitchingRegression:
         initials, matrices = self.regime_chain(params, data)
         table, shifts = scaled_table(self.log_densities(params, residuals, data), scratch)
         offsets = self.offsets(data).astype(np.int64)
-        log_lik, posteriors, step_moves = lagged_chain.forward_backward(
-            table, shifts, offsets, initials, matrices, self.n_states, self.order
+        log_lik, posteriors, step_moves = lagged_chain.forward_backward(  # a Fortran-order P_t would compile it again
+            table, shifts, offsets, initials, canonical(matrices), self.n_states, self.order
         )
         p, varying = self.order, params.transition_coef is not None
         if varying:
