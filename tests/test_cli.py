@@ -628,11 +628,12 @@ def test_a_seed_is_drawn_and_printed_so_a_run_can_be_repeated(files, tmp_path):
 
 def test_defaults_that_work_with_honest_words(files, tmp_path):
     one = [files / "one.csv", "--columns", "y"]
-    result = _run("fit", *one, "--model", "slds", "--iterations", 2, "--seed", 0, "-o", tmp_path / "s.msz", "--json")
+    # one iteration cannot show convergence (its start's EM may have settled the ELBO already)
+    result = _run("fit", *one, "--model", "slds", "--iterations", 1, "--seed", 0, "-o", tmp_path / "s.msz", "--json")
     assert result.exit_code == 0, result.output
     assert "note: --state-dim 1: the data have 1 value column(s)" in result.stderr
     assert modeshift.load(tmp_path / "s.msz").state_dim == 1
-    assert "note: the fit did not converge in 2 iterations: raise --iterations" in result.stderr
+    assert "note: the fit did not converge in 1 iteration: raise --iterations" in result.stderr
     result = _run(
         "fit", *one, "--model", "markov-switching", "--order", 0, "--modes", "auto", "--max-modes", 2,
         "--restarts", 1, "--seed", 0, "-o", tmp_path / "ms.msz", "--json",

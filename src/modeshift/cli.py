@@ -675,7 +675,8 @@ def fit(
         payload.update(converged=estimator.converged_, n_iter=estimator.n_iter_)
         if not estimator.converged_:
             _note(
-                f"the fit did not converge in {estimator.n_iter_} iterations: raise --iterations, "
+                f"the fit did not converge in {estimator.n_iter_} iteration{'s' * (estimator.n_iter_ != 1)}: "
+                "raise --iterations, "
                 "try more --restarts or another --seed, or fewer --modes"
             )
     selection = estimator.__dict__.get("selection_", selection)
