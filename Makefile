@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed-plot
 	$(BIN)/modeshift demo
 
+# Two processes, a test file each at a time (its module fixtures fitted once): CI's two cores.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Optional test setup (docs/testing.md): Chromium for the test that opens a report in a real browser,
 # which is skipped without it. Debian/Ubuntu's package, with apt-get (through sudo unless root);
