@@ -728,8 +728,9 @@ class TimeAxis:
         """This axis with the step (and date frequency) of sorted stamps ``times``.
 
         A stamp repeated within a sequence is a ``ValueError`` (one row per time step);
-        irregular steps a :class:`DataWarning`: models read consecutive rows as consecutive
-        steps, and forecasts have no future time stamps.
+        irregular steps a :class:`DataWarning`: a discrete-time model reads consecutive rows
+        as consecutive steps, and its forecasts have no future time stamps (the continuous-time
+        models use the stamps).
         """
         inner = np.ones(len(times), dtype=bool)
         inner[offsets[:-1]] = False
@@ -761,8 +762,9 @@ class TimeAxis:
                 return replace(self, frequency=frequency)
         warnings.warn(
             f"{'column ' + repr(column) if column else 'the time stamps'}: irregular time steps "
-            f"(from {self._span(steps.min())} to {self._span(steps.max())}); consecutive rows are modelled "
-            "as consecutive steps, and forecasts get no time stamps",
+            f"(from {self._span(steps.min())} to {self._span(steps.max())}); a discrete-time model reads "
+            "consecutive rows as consecutive steps and forecasts without time stamps (the continuous-time "
+            "ContinuousARHMM, ContinuousSwitchingLDS and MarkovJumpProcess use the stamps)",
             DataWarning,
             stacklevel=3,
         )
