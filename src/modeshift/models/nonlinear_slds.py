@@ -78,6 +78,7 @@ from modeshift.models.slds import (
     run_statistics,
     start_given,
     stream_switches,
+    with_prior,
 )
 from modeshift.models.slds_inference import independent_pairs
 from modeshift.models.slds_inference import regressors as slds_regressors
@@ -1009,7 +1010,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             self.transmat_ = normalise_rows(stats["pairs"] + self.stickiness * np.eye(self._k) + 1e-10)
 
     def _em_snapshot(self) -> dict[str, Any]:
-        return {**self._snapshot(), "feature_map_": self.feature_map_}
+        return {**with_prior(self), "feature_map_": self.feature_map_}
 
     def _em_restore(self, snapshot: dict[str, Any]) -> None:
         self.__dict__.update(snapshot)

@@ -881,7 +881,7 @@ class SwitchingLDS(Model, StreamingFilters):
         self._maximize(stats)
 
     def _em_snapshot(self) -> dict[str, Any]:
-        return self._snapshot()
+        return with_prior(self)  # a restart that wins keeps its own start's prior
 
     def _em_restore(self, snapshot: dict[str, Any]) -> None:
         self.__dict__.update(snapshot)
@@ -1043,7 +1043,7 @@ class SwitchingLDS(Model, StreamingFilters):
                     self.__dict__.update(start[0])
                     modes = self._clamped_sweeps(seqs, start[1].argmax(axis=1))
                     objective = inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior()
-                    start = (self._kept(), modes)
+                    start = (with_prior(self), modes)
                 if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, start
             families.append((best, kept))
@@ -1069,11 +1069,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self._m_step(seqs, self._e_step(seqs, workspace)[1])
         modes = workspace["posterior"].mode_probs
         converged = inference.infer(self._parameters(seqs), seqs, self.tol, _INFERENCE_SWEEPS, (modes,))
-        return converged.elbo, (self._kept(), converged.mode_probs)
-
-    def _kept(self) -> dict[str, np.ndarray]:
-        """A start's parameters and P0's prior (set by the start, not learned)."""
-        return {**self._snapshot(), "initial_state_covariance_prior_": self.initial_state_covariance_prior_}
+        return converged.elbo, (with_prior(self), converged.mode_probs)
 
     def _one_mode_starts(self, residual: Sequences) -> list[tuple[LinearGaussianSSM, Sequences, bool]]:
         """The one-mode models (not yet fitted) whose smoothed states propose the modes, each with
@@ -1151,7 +1147,7 @@ class SwitchingLDS(Model, StreamingFilters):
             self._start_from(arhmm, seqs, states, mode_probs)
             objective = inference.sweep(self._parameters(seqs), seqs, mode_probs).elbo + self._log_prior()
             if kept is None or objective > best or np.isnan(best):
-                best, kept = objective, (self._kept(), mode_probs)
+                best, kept = objective, (with_prior(self), mode_probs)
         return best, kept
 
     def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
@@ -1482,6 +1478,13 @@ def initial_law(model: Any) -> InitialStateLaw:
     the fit (on parameters set by hand and not fitted yet, on their P0, where their fit would centre it)."""
     scale = model.__dict__.get("initial_state_covariance_prior_", model.initial_state_covariance_)
     return InitialStateLaw(scale, model.reg_covar)
+
+
+def with_prior(model: Any) -> dict[str, Any]:
+    """A switching model's parameters and P0's prior, which its start sets (not learned): what a
+    start or a restart keeps."""
+    prior = model.__dict__.get("initial_state_covariance_prior_")
+    return model._snapshot() if prior is None else {**model._snapshot(), "initial_state_covariance_prior_": prior}
 
 
 def start_given(model: Any, given: dict[str, Any]) -> None:
