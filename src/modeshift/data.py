@@ -722,6 +722,10 @@ class TimeAxis:
         seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
         return cls("datetime"), seconds.to_numpy(dtype=np.float64, na_value=np.nan)
 
+    def same_kind(self, other: TimeAxis) -> bool:
+        """Whether stamps of this axis read as ``other``'s do (the same kind; periods of one frequency)."""
+        return self.kind == other.kind and (self.kind != "period" or self.frequency == other.frequency)
+
     def spaced(
         self, times: np.ndarray, offsets: np.ndarray, ids: list[Any] | None = None, column: str | None = None
     ) -> TimeAxis:
@@ -910,8 +914,7 @@ class Schema:
             )
         new, old = seqs.schema.time, self.time
         if old is not None and new is not None:
-            same_periods = old.kind != "period" or new.frequency == old.frequency
-            if new.kind != old.kind or not same_periods:
+            if not new.same_kind(old):
                 raise ValueError(
                     f"time column {'+'.join(times)!r} holds {new.describe()}, but the model was fit on {old.describe()}"
                 )
@@ -934,8 +937,7 @@ class Schema:
                 axis, numbers = TimeAxis.read(_time_series(row, names))
             except ValueError:
                 axis, numbers = self.time, np.array([math.nan])
-            same = axis.kind == self.time.kind and (axis.kind != "period" or axis.frequency == self.time.frequency)
-            value = float(numbers[0]) if same else math.nan
+            value = float(numbers[0]) if axis.same_kind(self.time) else math.nan
         if not math.isfinite(value):
             expected = "a number" if self.time is None else self.time.describe()
             raise ValueError(f"time {text!r} is not a time stamp of the fitted kind ({expected})")
