@@ -57,6 +57,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from modeshift._kernels.gaussian import LOG_2PI
+from modeshift._kernels.recursions import transposed
 from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, missingness_patterns
 from modeshift.emissions.reset import Resets
@@ -218,15 +219,9 @@ def _linear_laws(params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarr
         b=offsets,
         Q_inv=np.broadcast_to(Q_inv, (T, *Q_inv.shape)),
         Q_inv_A=Q_inv_A,
-        At_Q_inv_A=np.matmul(_transposed(A), Q_inv_A),
+        At_Q_inv_A=np.matmul(transposed(A), Q_inv_A),
         log_det=np.broadcast_to(log_det, (T, len(log_det))),
     )
-
-
-def _transposed(stack: np.ndarray) -> np.ndarray:
-    """The transposes of a stack of matrices, contiguous: numpy's matmul takes its BLAS path with
-    them (with a transposed view, a loop several times slower on stacks of small matrices)."""
-    return np.ascontiguousarray(np.swapaxes(stack, -1, -2))
 
 
 def _linear_model(params: FlowParameters, seqs: Sequences, at: PathFeatures, laws: StepTerms) -> SwitchingParameters:
@@ -448,7 +443,7 @@ def flow_moments(
     m = value.shape[1]
     r = np.hstack([value, seqs.inputs[rows], np.ones((len(rows), 1))])
     rr = r[:, :, None] * r[:, None, :]
-    jacobian_t = _transposed(jacobian)
+    jacobian_t = transposed(jacobian)
     rr[:, :m, :m] += jacobian @ covs[rows - 1] @ jacobian_t
     xr = means[rows][:, :, None] * r[:, None, :]
     xr[:, :, :m] += posterior.cross_covs[rows] @ jacobian_t

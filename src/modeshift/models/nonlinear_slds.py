@@ -757,9 +757,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _fit_auto(self, seqs: Sequences) -> NonlinearSwitchingLDS:
         keep_modes = type(self)._kept_modes if self.selection == "prune" else None
-        # a recurrent model's dwell times are its guards' (a Markov chain's are read off transmat_)
-        recorded = [name for name in FIT_ARRAYS if self.recurrent or name != "dwell_times_"]
-        selection.fit_auto(self, seqs, ("feature_map_", *recorded), keep_modes)
+        selection.fit_auto(self, seqs, ("feature_map_", *FIT_ARRAYS), keep_modes)
         self._finish_fit(seqs)
         return self
 

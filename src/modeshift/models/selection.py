@@ -71,8 +71,8 @@ def fit_auto(
     hyper-parameters and k = 1 .. ``max_states`` modes fitted to ``seqs``, chosen by BIC
     (:func:`select_n_states`), or by pruning with ``keep_modes`` (:func:`prune_n_states`). ``model``
     gets the table as ``selection_``, the choice as ``n_states_``, and the chosen candidate's fit
-    (``history_``, ``converged_``, ``n_iter_``), parameters (its ``parameter_names``) and ``extra``
-    attributes; returns the candidate."""
+    (``history_``, ``converged_``, ``n_iter_``), parameters (its ``parameter_names``) and the ``extra``
+    attributes its fit set; returns the candidate."""
     params = {**model.get_params(), "warm_start": False}
 
     def make(k: int) -> Any:
@@ -83,7 +83,8 @@ def fit_auto(
     else:
         winner, model.selection_ = prune_n_states(make, keep_modes, seqs, None, model.max_states)
     model.n_states_ = winner.n_states
-    for name in ("history_", "converged_", "n_iter_", *extra, *getattr(winner, "parameter_names", ())):
+    recorded = [name for name in extra if name in winner.__dict__]  # those the winner's fit set
+    for name in ("history_", "converged_", "n_iter_", *recorded, *getattr(winner, "parameter_names", ())):
         setattr(model, name, getattr(winner, name))
     return winner
 
