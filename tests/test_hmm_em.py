@@ -710,3 +710,30 @@ def test_e_step_in_blocks_adds_up_to_the_whole(monkeypatch):
     far[470] = 1e200  # no mode can emit it: row 470 is step 130 of sequence 4, alone in its block
     with pytest.raises(ValueError, match="sequence 4, time step 130"):
         model._e_step(model._sequences(far, lengths), {})
+
+
+# ------------------------------------------------------------ working arrays reused
+def test_shard_e_steps_reuse_the_threads_arrays_and_agree_with_fresh_ones():
+    """The E-step of a shard (as on a Dask worker) writes its emission table and recursions into
+    this thread's working arrays, kept from one shard to the next: the same memory each time, and
+    the statistics of a shard the same whatever a shard before it left there (longer or shorter)."""
+    from modeshift.data import as_sequences
+    from modeshift.models import em
+
+    rng = np.random.default_rng(3)
+    model = HMM(3, covariance="full", random_state=0)
+    model.startprob_, model.transmat_ = np.full(3, 1 / 3), np.full((3, 3), 0.1) + 0.7 * np.eye(3)
+    model.means_, model.covars_ = rng.normal(size=(3, 2)), np.stack([np.eye(2)] * 3)
+    model.__dict__["_fixed_blocks"] = frozenset()
+    shards = [as_sequences(rng.normal(size=(n, 2))) for n in (700, 300, 900)]
+    shards[1].values[[5, 17]] = np.nan  # missing values: rows the reused table must reset to 0
+    tables = []
+    for shard in shards:
+        value, stats = em._shard_e_step(model, shard)
+        tables.append(em._thread_scratch()["log_likelihoods"])
+        fresh_value, fresh = model._e_step(shard, {})
+        assert value + model._log_prior() == pytest.approx(fresh_value, rel=1e-12)
+        for name in ("transitions", "emission"):
+            for key, array in fresh[name].items():
+                np.testing.assert_allclose(stats[name][key], array, rtol=1e-12, atol=1e-12)
+    assert tables[0] is tables[1] and tables[2] is not tables[1]  # kept, grown for the longer shard

@@ -62,9 +62,13 @@ def normal_log_density(x: np.ndarray | float, mean: np.ndarray | float, variance
     return -0.5 * (LOG_2PI + np.log(variance) + (x - mean) ** 2 / variance)
 
 
-def gaussian_log_density(points: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:
-    """log N(points[n] | means[k], covariances[k]) as an (n_points, K) array."""
-    out = np.empty((points.shape[0], means.shape[0]))  # numpy's allocation is cheaper to touch
+def gaussian_log_density(
+    points: np.ndarray, means: np.ndarray, covariances: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """log N(points[n] | means[k], covariances[k]) as an (n_points, K) array: ``out`` if given
+    (C-ordered), else a new one."""
+    if out is None:
+        out = np.empty((points.shape[0], means.shape[0]))  # numpy's allocation is cheaper to touch
     _gaussian_log_density(np.ascontiguousarray(points), means, inverse_cholesky(covariances), out)
     return out
 

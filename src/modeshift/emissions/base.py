@@ -49,11 +49,15 @@ class Emission(ABC):
     def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
         """log p(y_t | z_t = k) as an (n_steps, n_states) array; 0 for a wholly missing step."""
 
-    def log_likelihood_table(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def log_likelihood_table(
+        self, values: np.ndarray, scratch: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Log-likelihoods as ``(table, rows)``: step t's values are ``table[rows[t]]``.
 
         ``rows`` is None when the table has one row per step. Discrete emissions
         return one row per symbol, which spares the kernels an (n_steps, K) array.
+        ``scratch``: the working arrays an E-step keeps from one call to the next
+        (:func:`~modeshift._kernels.recursions.buffer`), where an emission may write its table.
         """
         return self.log_likelihoods(values), None
 

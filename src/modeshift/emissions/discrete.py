@@ -55,7 +55,9 @@ class Categorical(Emission):
         noise = rng.dirichlet(np.ones(self.n_symbols), size=self.n_states)
         self.emission_probs = 0.5 * frequencies + 0.5 * noise
 
-    def log_likelihood_table(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def log_likelihood_table(
+        self, values: np.ndarray, scratch: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One row per symbol, plus a row of zeros for a missing step."""
         column = values[:, 0]
         rows = np.where(np.isnan(column), self.n_symbols, column).astype(np.int64)

@@ -308,9 +308,10 @@ class HMM(Model, StreamingFilters):
         seqs = self._blocks[1].validate(as_sequences(X, lengths))
         return seqs.with_inputs(inputs, self.input_dim, f"this {type(self).__name__}")
 
-    def _evidence(self, seqs: Sequences) -> dict[str, np.ndarray | None]:
-        """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``."""
-        table, rows = self._blocks[1].log_likelihood_table(seqs.values)
+    def _evidence(self, seqs: Sequences, scratch: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray | None]:
+        """Emission log-likelihoods in the kernels' form: ``log_likelihoods`` and optional ``rows``
+        (the table among an E-step's ``scratch`` arrays, if the emission keeps it there)."""
+        table, rows = self._blocks[1].log_likelihood_table(seqs.values, scratch)
         check_evidence(table, rows, seqs, type(self).__name__)
         return {"log_likelihoods": np.ascontiguousarray(table), "rows": rows}
 
@@ -445,7 +446,7 @@ class HMM(Model, StreamingFilters):
             initial_probs=initial,
             transition_matrices=matrices,
             scratch=scratch,
-            **self._evidence(seqs),
+            **self._evidence(seqs, scratch),
         )
         self._check_possible(log_lik, seqs)
         return Statistics(
