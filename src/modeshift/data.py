@@ -740,8 +740,8 @@ class TimeAxis:
         inner[offsets[:-1]] = False
         steps = np.diff(times, prepend=np.nan)[inner]
         where = np.flatnonzero(inner)
-        repeated = np.flatnonzero(steps == 0)
-        if repeated.size:
+        repeated = np.flatnonzero(steps == 0) if steps.size and steps.min() == 0 else ()
+        if len(repeated):
             row = int(where[repeated[0]])
             sequence = int(np.searchsorted(offsets, row, side="right") - 1)
             named = "" if ids is None or len(ids) < 2 else f" (id {ids[sequence]!r})"
@@ -753,7 +753,7 @@ class TimeAxis:
             )
         if not steps.size:
             return self
-        if np.allclose(steps, steps[0], rtol=1e-9, atol=0.0):
+        if max(steps.max() - steps[0], steps[0] - steps.min()) <= 1e-9 * abs(steps[0]):  # all within 1e-9 of the first
             step = float(steps[0])
             frequency = self.frequency
             if self.kind == "datetime":
@@ -1017,7 +1017,9 @@ def _warn_of_row_numbers(frame: pd.DataFrame, columns: list[str]) -> None:
     for name in columns:
         if pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name]):
             values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            if np.array_equal(values - values[0], np.arange(len(values))) and values[0] in (0.0, 1.0):
+            if values[0] not in (0.0, 1.0) or values[-1] != values[0] + len(values) - 1:
+                continue  # two looks settle most columns
+            if np.array_equal(values - values[0], np.arange(len(values))):
                 warnings.warn(
                     f"column {name!r} counts the rows ({values[0]:g}, {values[1]:g}, ...): modelled as a value; "
                     "if it is an index, name the value columns (columns=, --columns) or the time column",
@@ -1296,9 +1298,9 @@ MAX_MAGNITUDE = 1e150
 
 def _check_finite_or_nan(values: np.ndarray, offsets: np.ndarray, columns: list[str] | None = None) -> None:
     """Values must be finite or NaN (missing), and at most :data:`MAX_MAGNITUDE` in size."""
-    with np.errstate(invalid="ignore"):
-        if not (np.abs(values) > MAX_MAGNITUDE).any():
-            return  # one pass proves there is no inf and no huge value (NaN is never above the bound)
+    largest = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None)) if values.size else 0.0
+    if not largest > MAX_MAGNITUDE:  # no inf and no huge value, in two passes that make no array (NaN is skipped)
+        return
     bad = _first_bad(np.isinf(values), offsets)
     if bad is not None:
         sequence, step, col = bad
