@@ -72,6 +72,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -463,6 +464,14 @@ class SwitchingKalmanRecursion(Recursion):
         self.params = {
             key: value if callable(value) or key == "laws" else canonical(value) for key, value in params.items()
         }
+        k = len(initial)
+        #: the law of each pair (i, j) (K, K): ``params["laws"]``, or flow j without it
+        self.laws = self.params["laws"] if "laws" in self.params else np.tile(np.arange(k), (k, 1))
+
+    @functools.cached_property
+    def pair_matrices(self) -> np.ndarray:
+        """The matrix of each pair's law (K, K, n, n), A[laws]: built once, not at every step."""
+        return self.params["A"][self.laws]
 
     def first(self, move: np.ndarray) -> Law:
         k = len(self.initial)
@@ -471,9 +480,9 @@ class SwitchingKalmanRecursion(Recursion):
     def predict(self, law: Law, move: np.ndarray) -> Law:
         """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means,
         covariances, the pairs' matrices F_ij (K, K, n, n), which the smoother's :meth:`back` reads)."""
-        p, (weights, means, covs) = self.params, law
+        p, (weights, means, covs), laws = self.params, law, self.laws
         k, n = means.shape
-        pair_weights, laws = weights[:, None] * p["transitions"](means, move), self.laws(k)
+        pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, pair_covs = np.empty((k, k, n)), np.empty((k, k, n, n))
         product = np.empty((n, n))
         for i in range(k):
@@ -482,11 +491,7 @@ class SwitchingKalmanRecursion(Recursion):
                 A, B, Q = p["A"][pair], p["B"][pair], p["Q"][pair]
                 predict_step(means[i], covs[i], A, B, Q, move, pair_means[i, j], pair_covs[i, j], product)
                 pair_means[i, j] += p["b"][pair]
-        return pair_weights, pair_means, pair_covs, p["A"][laws]
-
-    def laws(self, k: int) -> np.ndarray:
-        """The law of each pair (i, j) (K, K): ``params["laws"]``, or flow j without it."""
-        return self.params["laws"] if "laws" in self.params else np.tile(np.arange(k), (k, 1))
+        return pair_weights, pair_means, pair_covs, self.pair_matrices
 
     def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
         (y, u), p = evidence, self.params
@@ -576,13 +581,10 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
         p, (weights, means, covs) = self.params, law
-        k = len(weights)
-        laws = self.laws(k)
         pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, jacobians = p["flow"](means, move)
-        sources, targets = np.nonzero(laws >= k)  # the pairs that reset
+        sources, targets, resets = self.resets
         if len(sources):
-            resets = laws[sources, targets] - k
             matrices = p["A"][resets]
             jacobians = jacobians.copy()  # not the caller's arrays
             jacobians[sources, targets] = matrices
@@ -590,9 +592,21 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
             pair_means[sources, targets] = np.einsum("rab,rb->ra", matrices, means[sources]) + (
                 p["B"][resets] @ move + p["b"][resets]
             )
-        pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + p["Q"][laws]
+        pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + self.pair_covariances
         symmetric = 0.5 * (pair_covs + np.swapaxes(pair_covs, -1, -2))
         return pair_weights, np.ascontiguousarray(pair_means), np.ascontiguousarray(symmetric), jacobians
+
+    @functools.cached_property
+    def resets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs (i, j) that reset and the row of each one's reset in A, B, b (law K + r is row r)."""
+        k = len(self.initial)
+        sources, targets = np.nonzero(self.laws >= k)
+        return sources, targets, self.laws[sources, targets] - k
+
+    @functools.cached_property
+    def pair_covariances(self) -> np.ndarray:
+        """The noise covariance of each pair's law (K, K, n, n), Q[laws]: built once."""
+        return self.params["Q"][self.laws]
 
 
 def _collapse(joint: np.ndarray, means: np.ndarray, covs: np.ndarray) -> Law:
