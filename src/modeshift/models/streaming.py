@@ -74,8 +74,9 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -101,8 +102,10 @@ __all__ = [
     "TimedStreaming",
     "chain_update",
     "next_time",
+    "per_parameters",
 ]
 
+T = TypeVar("T")
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
 Window = tuple[tuple[Law, Law, np.ndarray], ...]  # a fixed-lag smoother's (filtered, predicted, move), oldest first
 
@@ -775,7 +778,9 @@ class TimedStreaming(StreamingFilters):
     """:class:`StreamingFilters` for observations at irregular times (the continuous-time models):
     ``filter_step(state, y, u, time=t)`` and ``filter_stream(rows, inputs, times=...)``, by default
     one time unit apart. The state's ``history`` keeps the last time in its column 0
-    (:func:`next_time`); the hook ``_stream_evidence(state, y, inputs, time)`` takes the time too."""
+    (:func:`next_time`); the hook ``_stream_evidence(state, y, inputs, time, **constants)`` takes the
+    time too, and every path passes it :meth:`_stream_constants` (which a model may keep between
+    ``filter_step`` calls: :func:`per_parameters`)."""
 
     streams_at_times = True  # :class:`~modeshift.models.capabilities.StreamingAtTimes`
 
@@ -784,7 +789,7 @@ class TimedStreaming(StreamingFilters):
     ) -> tuple[FilterState, StepOutput]:
         """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
         unit after the previous observation; 0 for the first), with the model's ``inputs``, if any."""
-        evidence = self._stream_evidence(checked_state(state), y, inputs, time)
+        evidence = self._stream_evidence(checked_state(state), y, inputs, time, **self._stream_constants())
         return self._advance(self._stream_recursion(), state, *evidence)
 
     def filter_stream(
@@ -807,10 +812,41 @@ class TimedStreaming(StreamingFilters):
         self, observations: Iterable[Any], inputs: Iterable[Any] | None, times: Iterable[float], state: FilterState
     ) -> Iterator[StepOutput]:
         recursion, state = self._stream_recursion(), checked_state(state)  # one filter for the stream
+        constants = self._stream_constants()
         rows = zip(observations, itertools.repeat(None) if inputs is None else inputs, times, strict=inputs is not None)
         for y, u, time in rows:
-            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, u, time))
+            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, u, time, **constants))
             yield out
+
+
+_KEPT: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()  # model -> what it keeps
+
+
+def per_parameters(model: Any, names: Iterable[str], build: Callable[[], T]) -> T:
+    """``build()``, kept for ``model`` until one of its parameters ``names`` or its hyper-parameters
+    changes (compared by value, so a parameter changed in place counts): what every step of a stream
+    needs that depends on the parameters only is then built once for a loop of ``filter_step``
+    calls, not once per row. ``build`` (a bound method, kept under its name) must read the model
+    when called only. Kept beside the model, not in it, so that a copy of the model (which may
+    change its own parameters) neither shares nor inherits it."""
+    key = [(name, _fingerprint(model.__dict__.get(name))) for name in names]
+    key += sorted((name, value) for name, value in model.get_params().items() if isinstance(value, _PLAIN))
+    kept = _KEPT.setdefault(model, {})
+    name = build.__name__
+    if name not in kept or kept[name][0] != key:
+        kept[name] = (key, build())
+    return kept[name][1]
+
+
+_PLAIN = (bool, int, float, str, type(None))  # hyper-parameters compared by value (not generators, callbacks)
+
+
+def _fingerprint(value: Any) -> tuple[Any, ...] | None:
+    """A parameter's value as a key: its shape, type and bytes (None if unset)."""
+    if value is None:
+        return None
+    array = np.asarray(value)
+    return array.shape, array.dtype.str, array.tobytes()
 
 
 def next_time(state: FilterState, time: Any) -> tuple[float, float | None]:
