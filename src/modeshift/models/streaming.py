@@ -823,22 +823,21 @@ _KEPT: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionar
 
 
 def per_parameters(model: Any, names: Iterable[str], build: Callable[[], T]) -> T:
-    """``build()``, kept for ``model`` until one of its parameters ``names`` or its hyper-parameters
-    changes (compared by value, so a parameter changed in place counts): what every step of a stream
-    needs that depends on the parameters only is then built once for a loop of ``filter_step``
-    calls, not once per row. ``build`` (a bound method, kept under its name) must read the model
-    when called only. Kept beside the model, not in it, so that a copy of the model (which may
-    change its own parameters) neither shares nor inherits it."""
+    """``build()``, kept for ``model`` until one of its parameters ``names`` changes (the names, which
+    follow the hyper-parameters that shape the model, and the values, so a parameter changed in place
+    counts): what every step of a stream needs that depends on the parameters only is then built
+    once for a loop of ``filter_step`` calls, not once per row. ``build`` (a bound method, kept
+    under its name) must read nothing of the model but those parameters. Kept beside the model, not
+    in it, so that a copy of the model (which may change its own parameters) neither shares nor
+    inherits it."""
     key = [(name, _fingerprint(model.__dict__.get(name))) for name in names]
-    key += sorted((name, value) for name, value in model.get_params().items() if isinstance(value, _PLAIN))
-    kept = _KEPT.setdefault(model, {})
+    kept = _KEPT.get(model)
+    if kept is None:
+        kept = _KEPT[model] = {}
     name = build.__name__
     if name not in kept or kept[name][0] != key:
         kept[name] = (key, build())
     return kept[name][1]
-
-
-_PLAIN = (bool, int, float, str, type(None))  # hyper-parameters compared by value (not generators, callbacks)
 
 
 def _fingerprint(value: Any) -> tuple[Any, ...] | None:
