@@ -79,13 +79,13 @@ from modeshift.transitions import normalise_rows
 
 __all__ = [
     "ContinuousARHMM",
+    "FlowDensities",
+    "FlowLaw",
+    "Flows",
     "GapGroups",
     "GapMoments",
     "euler_regression",
     "expected_flow_log_likelihood",
-    "FlowDensities",
-    "FlowLaw",
-    "Flows",
     "expm_stack",
     "flow_moments",
     "flow_rows",
@@ -406,8 +406,8 @@ class ContinuousARHMM(TimedStreaming, Model):
         history = np.r_[now, row][None]
         if gap is None:
             return np.zeros(self._k), np.eye(self._k), history
-        flows, switches = over(gap)
-        return flows.log_pdf(state.history[:, 1:], row[None], np.zeros(1, dtype=np.int64))[0], switches, history
+        densities, switches = over(gap)
+        return densities.log_pdf(state.history[:, 1:], row[None], np.zeros(1, dtype=np.int64))[0], switches, history
 
     def _stream_constants(self) -> dict[str, Any]:
         """``over``: the laws of a gap (:meth:`_gap_laws`), kept while the parameters stay equal."""
