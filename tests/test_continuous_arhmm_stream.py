@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from modeshift import ContinuousARHMM
+from modeshift import ContinuousARHMM, NotFittedError
 from modeshift.models.continuous_arhmm import flow_moments
 from modeshift.models.streaming import FilterState
 
@@ -211,3 +211,8 @@ def test_forecasts_at_future_times_are_the_simulated_moments(model, data):
         model.filter_forecast(out.state, 1, [[1.0]])
     with pytest.raises(ValueError, match="seen no observation"):
         model.filter_forecast(model.filter_init(), 1)
+
+
+def test_an_unfitted_model_says_so_before_reading_a_row():
+    with pytest.raises(NotFittedError, match="call fit, or set them by hand"):
+        ContinuousARHMM().filter_step(FilterState(), [1.0, 2.0], time=0.0)

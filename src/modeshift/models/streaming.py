@@ -789,8 +789,9 @@ class TimedStreaming(StreamingFilters):
     ) -> tuple[FilterState, StepOutput]:
         """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
         unit after the previous observation; 0 for the first), with the model's ``inputs``, if any."""
-        evidence = self._stream_evidence(checked_state(state), y, inputs, time, **self._stream_constants())
-        return self._advance(self._stream_recursion(), state, *evidence)
+        state, recursion = checked_state(state), self._stream_recursion()  # the recursion checks the model is fitted
+        evidence = self._stream_evidence(state, y, inputs, time, **self._stream_constants())
+        return self._advance(recursion, state, *evidence)
 
     def filter_stream(
         self,
