@@ -828,9 +828,9 @@ def per_parameters(model: Any, names: Iterable[str], build: Callable[[], T]) -> 
     follow the hyper-parameters that shape the model, and the values, so a parameter changed in place
     counts): what every step of a stream needs that depends on the parameters only is then built
     once for a loop of ``filter_step`` calls, not once per row. ``build`` (a bound method, kept
-    under its name) must read nothing of the model but those parameters. Kept beside the model, not
-    in it, so that a copy of the model (which may change its own parameters) neither shares nor
-    inherits it."""
+    under its name) must read nothing of the model that can change while those parameters' names,
+    shapes and values stay equal. Kept beside the model, not in it, so that a copy of the model
+    (which may change its own parameters) neither shares nor inherits it."""
     key = [(name, _fingerprint(model.__dict__.get(name))) for name in names]
     kept = _KEPT.get(model)
     if kept is None:
