@@ -1,5 +1,7 @@
 """ContinuousARHMM's streaming filter at irregular times: the batch filter, one observation at a time."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -85,6 +87,10 @@ def test_a_filter_step_loop_computes_each_gaps_laws_once_until_a_parameter_chang
     fresh = _step_loop(_copy(mine), values, times)
     assert [ll for ll, _ in after] == [ll for ll, _ in fresh] != [ll for ll, _ in before]
     np.testing.assert_array_equal([p for _, p in after], [p for _, p in fresh])
+    twin = copy.deepcopy(mine)  # a copy keeps nothing of what its original built
+    twin.drift_offsets_[1, 1] -= 0.3
+    assert [ll for ll, _ in _step_loop(twin, values, times)] == [ll for ll, _ in _step_loop(_copy(twin), values, times)]
+    assert [ll for ll, _ in _step_loop(mine, values, times)] == [ll for ll, _ in after]
 
 
 def test_default_times_are_one_unit_apart_from_zero(model, data):
