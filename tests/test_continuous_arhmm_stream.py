@@ -1,9 +1,11 @@
 """ContinuousARHMM's streaming filter at irregular times: the batch filter, one observation at a time."""
 
+import copy
+
 import numpy as np
 import pytest
 
-from modeshift import ContinuousARHMM
+from modeshift import ContinuousARHMM, NotFittedError
 from modeshift.models.continuous_arhmm import flow_moments
 from modeshift.models.streaming import FilterState
 
@@ -50,6 +52,45 @@ def test_filter_step_with_times_is_the_stream(model, data):
         state, step = model.filter_step(state, y, time=t)
         assert step.log_likelihood == out.log_likelihood
         np.testing.assert_array_equal(step.probabilities, out.probabilities)
+
+
+def _copy(model: ContinuousARHMM) -> ContinuousARHMM:
+    """Another model with the same parameters (copies, nothing else: nothing built for streaming)."""
+    other = ContinuousARHMM(n_states=model.n_states)
+    for name in ("startprob_", "rate_matrix_", "drift_matrices_", "drift_offsets_", "diffusion_covariances_"):
+        setattr(other, name, np.array(getattr(model, name)))
+    return other
+
+
+def _step_loop(model: ContinuousARHMM, values: np.ndarray, times: np.ndarray) -> list:
+    state, outs = model.filter_init(), []
+    for y, t in zip(values, times):
+        state, out = model.filter_step(state, y, time=t)
+        outs.append((out.log_likelihood, out.probabilities))
+    return outs
+
+
+def test_a_filter_step_loop_computes_each_gaps_laws_once_until_a_parameter_changes(model, data):
+    """Regular times: one gap's flows and switches for the whole loop (not one per row); irregular:
+    a bounded number kept; a parameter changed in place is seen at the next step, as a new model sees it."""
+    values, times = data
+    mine = _copy(model)
+    _step_loop(mine, values[:20], np.arange(20.0))
+    over = mine._stream_constants()["over"]
+    assert (over.cache_info().misses, over.cache_info().hits) == (1, 18)  # the first step has no gap
+    _step_loop(mine, values, times)
+    assert mine._stream_constants()["over"] is over and over.cache_info().currsize <= 16
+    before = _step_loop(mine, values, times)
+    mine.drift_offsets_[0, 0] += 0.5  # in place
+    after = _step_loop(mine, values, times)
+    assert mine._stream_constants()["over"] is not over
+    fresh = _step_loop(_copy(mine), values, times)
+    assert [ll for ll, _ in after] == [ll for ll, _ in fresh] != [ll for ll, _ in before]
+    np.testing.assert_array_equal([p for _, p in after], [p for _, p in fresh])
+    twin = copy.deepcopy(mine)  # a copy keeps nothing of what its original built
+    twin.drift_offsets_[1, 1] -= 0.3
+    assert [ll for ll, _ in _step_loop(twin, values, times)] == [ll for ll, _ in _step_loop(_copy(twin), values, times)]
+    assert [ll for ll, _ in _step_loop(mine, values, times)] == [ll for ll, _ in after]
 
 
 def test_default_times_are_one_unit_apart_from_zero(model, data):
@@ -176,3 +217,8 @@ def test_forecasts_at_future_times_are_the_simulated_moments(model, data):
         model.filter_forecast(out.state, 1, [[1.0]])
     with pytest.raises(ValueError, match="seen no observation"):
         model.filter_forecast(model.filter_init(), 1)
+
+
+def test_an_unfitted_model_says_so_before_reading_a_row():
+    with pytest.raises(NotFittedError, match="call fit, or set them by hand"):
+        ContinuousARHMM().filter_step(FilterState(), [1.0, 2.0], time=0.0)

@@ -15,9 +15,10 @@ from modeshift.datasets.simulators import thermostat
 from modeshift.metrics import mode_accuracy
 from modeshift.models import em
 from modeshift.models.continuous_arhmm import (
+    FlowDensities,
+    Flows,
     GapGroups,
     GapMoments,
-    _flow_log_density,
     euler_regression,
     expected_flow_log_likelihood,
     point_moments,
@@ -119,7 +120,9 @@ def test_flow_moments_summed_per_gap_give_the_row_by_row_likelihood_and_regressi
     summed = GapMoments.of(GapGroups.of(gaps), weights, *point_moments(before, after))
     assert summed.gaps.tolist() == [0.5, 1.0, 2.5]
     np.testing.assert_allclose(summed.weights, [weights[gaps == g].sum() for g in (0.5, 1.0, 2.5)])
-    expected = weights @ _flow_log_density(F, f, Sigma, before, after, gaps)
+    distinct, group = np.unique(gaps, return_inverse=True)
+    densities = FlowDensities.of(Flows.of(F[None], f[None], Sigma[None]), distinct)
+    expected = weights @ densities.log_pdf(before, after, group)[:, 0]
     assert expected_flow_log_likelihood(F, f, Sigma, summed) == pytest.approx(expected, rel=1e-12)
     Z = np.hstack([before, np.ones((30, 1))])
     rate, w = (after - before) / gaps[:, None], weights * gaps
@@ -504,6 +507,43 @@ def test_streaming_at_irregular_times_is_exact_where_kims_filter_is(tmp_path):
         two.filter_step(outs[-1].state, Y[0], time=times[7])
     with pytest.raises(ValueError, match="input_dim=0"):
         two.filter_step(outs[-1].state, Y[0], [1.0])
+
+
+def test_a_filter_step_loop_builds_the_filter_once_and_each_gaps_laws_once():
+    """Regular times: one recursion and one gap's laws for a loop of filter_step calls (each pair's
+    matrices A[laws] built once, not per step); irregular: a bounded number kept; a parameter changed
+    in place gives a new filter, the one a new model with it builds."""
+    model = _model()
+    times = np.cumsum(np.random.default_rng(7).exponential(1.2, 40))
+    Y, _ = model.sample(40, random_state=8, times=times)
+
+    def loop(m: ContinuousSwitchingLDS, at: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        state, outs = m.filter_init(), []
+        for y, t in zip(Y, at):
+            state, out = m.filter_step(state, y, time=t)
+            outs.append((out.log_likelihood, out.probabilities, out.mean))
+        return outs
+
+    loop(model, np.arange(40.0))
+    recursion = model._stream_recursion()
+    info = recursion.over.cache_info()
+    assert (info.misses, info.hits) == (1, 38)  # the first step has no gap
+    unit = recursion.over(1.0)
+    law = unit.first(None)
+    move = np.array([1.0])
+    predicted = unit.predict(law, move)
+    np.testing.assert_array_equal(predicted[3], unit.params["A"][unit.laws])
+    assert unit.predict(law, move)[3] is predicted[3]
+    before = loop(model, times)
+    assert model._stream_recursion() is recursion and recursion.over.cache_info().currsize <= 16
+    model.diffusion_covariances_[1, 0, 0] += 0.05  # in place
+    after = loop(model, times)
+    assert model._stream_recursion() is not recursion
+    fresh = _model()
+    fresh.diffusion_covariances_ = np.array(model.diffusion_covariances_)
+    expected = loop(fresh, times)
+    assert [out[0] for out in after] == [out[0] for out in expected] != [out[0] for out in before]
+    np.testing.assert_array_equal([out[2] for out in after], [out[2] for out in expected])
 
 
 def test_recurrent_streaming_reads_the_rates_at_each_gap():

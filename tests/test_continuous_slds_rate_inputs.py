@@ -142,7 +142,8 @@ def test_the_switch_law_is_the_exponential_of_the_rates_at_the_state_and_the_hel
 
     (first,) = list(model.filter_stream(Y[:1], U[:1], times=times[:1]))
     gap, means = times[1] - times[0], np.tile(first.mean, (2, 1))  # each mode's filtered mean
-    switches = model._gap_laws(gap)["transitions"](means, np.r_[gap, U[1]])  # the stream's move: [Δ, u]
+    laws = model._gap_laws(model._flow_laws())(gap)
+    switches = laws["transitions"](means, np.r_[gap, U[1]])  # the stream's move: [Δ, u]
     np.testing.assert_allclose(switches, _by_hand(model, first.mean, U[1], gap), atol=1e-12)
     forecast = model._switches_over(0.7, U[1], first.mean[None])[0]  # the forecast's paths
     np.testing.assert_allclose(forecast, _by_hand(model, first.mean, U[1], 0.7), atol=1e-12)

@@ -818,3 +818,22 @@ def test_blocks_are_runs_of_whole_sequences_as_views():
     np.testing.assert_array_equal(np.concatenate([block.inputs for block in blocks]), seqs.inputs)
     assert all(np.shares_memory(block.values, seqs.values) for block in blocks)
     assert list(seqs.blocks(18)) == [seqs]
+
+
+def test_time_of_reads_a_datetime_stamp_as_the_fitted_data_were_read():
+    """Schema.time_of's numpy fast path for plain ISO stamps gives TimeAxis.read's seconds bit for bit
+    (nanoseconds, both separators, dates alone, the edges of pandas' range), and the text it leaves to
+    pandas (zones, other layouts) reads as before; what is not a datetime is named, as before."""
+    schema = Schema(("u",), time_columns=("t",), time=TimeAxis("datetime"))
+    rng = np.random.default_rng(0)
+    low, high = (np.datetime64(day, "ns").astype(np.int64) for day in ("1678-01-01", "2261-12-31"))
+    stamps = pd.to_datetime(rng.integers(low, high, 60), unit="ns")
+    texts = [str(s) for s in stamps] + [s.isoformat() for s in stamps] + [s.strftime("%Y-%m-%dT%H:%M") for s in stamps]
+    texts += ["2026-01-01", "1677-12-31", "2262-01-01", "2020-01-01T00:00:00Z", "2020-01-01 00:00:00+01:00"]
+    texts += ["2020-01-01T12:00:00.1234567891", " 2020-01-01"]
+    for text in texts:
+        expected = TimeAxis.read(pd.Series([text], name="t"))[1][0]
+        assert schema.time_of({"t": text}) == expected, text
+    for text in ("not-a-date", "2020-02-30", "2020", "1959-03", "1959Q2", "0000-01-01"):
+        with pytest.raises(ValueError, match=f"time '{text}' is not a time stamp of the fitted kind"):
+            schema.time_of({"t": text})

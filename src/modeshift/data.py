@@ -931,6 +931,8 @@ class Schema:
                 value = float(text)
             except ValueError:
                 value = math.nan
+        elif self.time.kind == "datetime" and (seconds := _iso_seconds(text)) is not None:
+            value = seconds  # the common case, ~100 times faster than pandas' parse of a one-row frame
         else:
             try:
                 row = pd.DataFrame({name: [stamps[name]] for name in names})
@@ -946,6 +948,24 @@ class Schema:
     def time_labels(self, times: np.ndarray) -> list[Any]:
         """Stamps (``Sequences.times``) as the file wrote them; numbers without a time axis."""
         return TimeAxis("number").labels(times) if self.time is None else self.time.labels(times)
+
+
+_ISO_DATETIME = re.compile(r"(\d{4})-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?")
+_EPOCH, _SECOND = np.datetime64(0, "ns"), np.timedelta64(1_000_000_000, "ns")
+
+
+def _iso_seconds(text: str) -> float | None:
+    """Seconds since 1970-01-01 UTC of a plain ISO stamp, ``YYYY-MM-DD`` with optional
+    ``[T ]hh:mm[:ss[.fraction]]`` and no zone, in the years pandas' nanoseconds hold, read by numpy
+    as :meth:`TimeAxis.read` reads it (nanoseconds as a float over 1e9); None for any other text,
+    or an impossible date, which :meth:`TimeAxis.read` is left to read or name."""
+    match = _ISO_DATETIME.fullmatch(text)
+    if match is None or not 1678 <= int(match[1]) <= 2261:
+        return None
+    try:
+        return float((np.datetime64(text, "ns") - _EPOCH) / _SECOND)
+    except ValueError:
+        return None
 
 
 def read_table(path: str | PathLike[str]) -> pd.DataFrame:

@@ -73,11 +73,15 @@ from modeshift.models.streaming import (
     check_input_row,
     check_row,
     next_time,
+    per_parameters,
 )
 from modeshift.transitions import normalise_rows
 
 __all__ = [
     "ContinuousARHMM",
+    "FlowDensities",
+    "FlowLaw",
+    "Flows",
     "GapGroups",
     "GapMoments",
     "euler_regression",
@@ -90,6 +94,7 @@ __all__ = [
     "polish",
     "rate_step",
     "rates_of",
+    "recent_gaps",
     "sample_times",
 ]
 
@@ -98,6 +103,13 @@ _POLISH_ITERATIONS = 10  # quasi-Newton (BFGS) iterations per mode and M-step: a
 _PARAMETERS = ("startprob_", "rate_matrix_", "drift_matrices_", "drift_offsets_", "diffusion_covariances_")
 _FIT_RESULTS = ("history_", "converged_", "n_iter_")
 _MAX_CONDITION = 1e6  # of A's eigenvectors, beyond which the flow's law comes from block exponentials
+_RECENT_GAPS = 16  # distinct gaps whose laws a stream keeps
+
+
+def recent_gaps(law: Callable[[float], Any]) -> Callable[[float], Any]:
+    """``law`` of a gap, kept for the last _RECENT_GAPS distinct gaps (least recently used out): a
+    regular stream computes it once, an irregular one once per new gap, in bounded memory."""
+    return functools.lru_cache(maxsize=_RECENT_GAPS)(law)
 
 
 def expm_stack(matrices: np.ndarray) -> np.ndarray:
@@ -131,21 +143,64 @@ def flow_moments(
     With A = V Λ V^-1 diagonalisable (and V well conditioned) the integrals are elementwise:
     Φ = V e^ΛΔ V^-1, c = V φ(Λ) V^-1 b and S = V [Σ~_ij φ(λ_i + conj λ_j)] V^H with
     Σ~ = V^-1 Σ V^-H and φ(x) = (e^xΔ - 1) / x (= Δ at x = 0). Otherwise (a defective A, such as
-    a double integrator's) Van Loan's block exponentials, by :func:`expm_stack`."""
-    gaps = np.asarray(gaps, dtype=float)
-    eigenvalues, V = np.linalg.eig(drift)
-    if np.linalg.cond(V) > _MAX_CONDITION:
-        return _van_loan(drift, offset, diffusion, gaps)
-    Vi = np.linalg.inv(V)
-    t = gaps[:, None]
-    growth = np.exp(eigenvalues * t)  # (G, D)
-    Phi = np.einsum("ij,gj,jk->gik", V, growth, Vi).real
-    columns = np.reshape(offset, (len(drift), -1))
-    c = np.einsum("ij,gj,jq->giq", V, _phi(eigenvalues, t), Vi @ columns).real.reshape(len(gaps), *np.shape(offset))
-    sums = eigenvalues[:, None] + eigenvalues.conj()[None, :]
-    inner = (Vi @ diffusion @ Vi.conj().T)[None] * _phi(sums[None], gaps[:, None, None])
-    S = np.einsum("ij,gjk,lk->gil", V, inner, V.conj()).real
-    return Phi, c, 0.5 * (S + S.transpose(0, 2, 1))
+    a double integrator's) Van Loan's block exponentials, by :func:`expm_stack`. (:class:`FlowLaw`
+    keeps what does not depend on the gaps, for a flow wanted over gaps given one at a time.)"""
+    return FlowLaw.of(drift, offset, diffusion).over(gaps)
+
+
+@dataclass(frozen=True)
+class FlowLaw:
+    """A linear flow ready for :func:`flow_moments` over any gaps: the parts of its law that do not
+    depend on the gap, computed once. ``eigen`` holds, for a well-conditioned eigenbasis A = V Λ V^-1,
+    (λ (D,), V, V^-1, V^-1 b, V^-1 Σ V^-H, λ_i + conj λ_j); None for Van Loan's block exponentials
+    of ``drift``, ``offset``, ``diffusion``."""
+
+    drift: np.ndarray
+    offset: np.ndarray
+    diffusion: np.ndarray
+    eigen: tuple[np.ndarray, ...] | None
+
+    @classmethod
+    def of(cls, drift: np.ndarray, offset: np.ndarray, diffusion: np.ndarray) -> FlowLaw:
+        """The flow of ``drift`` A (D, D), ``offset`` b (D,) or input columns (D, q), ``diffusion`` Σ."""
+        eigenvalues, V = np.linalg.eig(drift)
+        if np.linalg.cond(V) > _MAX_CONDITION:
+            return cls(drift, offset, diffusion, None)
+        Vi = np.linalg.inv(V)
+        columns = Vi @ np.reshape(offset, (len(drift), -1))
+        sums = eigenvalues[:, None] + eigenvalues.conj()[None, :]
+        return cls(drift, offset, diffusion, (eigenvalues, V, Vi, columns, Vi @ diffusion @ Vi.conj().T, sums))
+
+    def over(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Φ, c, S) over each of ``gaps`` (G,), as :func:`flow_moments`."""
+        gaps = np.asarray(gaps, dtype=float)
+        if self.eigen is None:
+            return _van_loan(self.drift, self.offset, self.diffusion, gaps)
+        eigenvalues, V, Vi, columns, diffusion, sums = self.eigen
+        t = gaps[:, None]
+        growth = np.exp(eigenvalues * t)  # (G, D)
+        Phi = np.einsum("ij,gj,jk->gik", V, growth, Vi).real
+        c = np.einsum("ij,gj,jq->giq", V, _phi(eigenvalues, t), columns).real.reshape(len(gaps), *np.shape(self.offset))
+        inner = diffusion[None] * _phi(sums[None], gaps[:, None, None])
+        S = np.einsum("ij,gjk,lk->gil", V, inner, V.conj()).real
+        return Phi, c, 0.5 * (S + S.transpose(0, 2, 1))
+
+
+@dataclass(frozen=True)
+class Flows:
+    """The K flows of a model's modes (:class:`FlowLaw` each): their laws over gaps, stacked by mode."""
+
+    laws: tuple[FlowLaw, ...]
+
+    @classmethod
+    def of(cls, drifts: np.ndarray, offsets: np.ndarray, diffusions: np.ndarray) -> Flows:
+        """The flows of A_k (K, D, D), b_k (K, D) or input columns (K, D, q), Σ_k (K, D, D)."""
+        return cls(tuple(FlowLaw.of(*flow) for flow in zip(drifts, offsets, diffusions)))
+
+    def over(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Φ, c, S) of every mode over each of ``gaps`` (G,): (G, K, D, D), (G, K, D) (or
+        (G, K, D, q)), (G, K, D, D)."""
+        return tuple(np.stack(part, axis=1) for part in zip(*(law.over(gaps) for law in self.laws)))
 
 
 def _phi(x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -266,10 +321,15 @@ class ContinuousARHMM(TimedStreaming, Model):
         out[rows] = self._flow_evidence(seqs.values[rows - 1], seqs.values[rows], gaps[rows])
         return out
 
+    def _flow_laws(self) -> Flows:
+        """Each mode's flow (A_k, b_k, Σ_k)."""
+        return Flows.of(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
+
     def _flow_evidence(self, before: np.ndarray, after: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-        """log p(after_n | before_n, z_n = k) over the gaps (n,), each mode's flow: (n, K)."""
-        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
-        return np.column_stack([_flow_log_density(A, b, Sigma, before, after, gaps) for A, b, Sigma in flows])
+        """log p(after_n | before_n, z_n = k) over the gaps (n,), each mode's flow: (n, K), the laws
+        shared by equal gaps."""
+        distinct, group = np.unique(gaps, return_inverse=True)
+        return FlowDensities.of(self._flow_laws(), distinct).log_pdf(before, after, group)
 
     def _forward_backward(self, seqs: Sequences) -> tuple[float, np.ndarray, np.ndarray]:
         gaps = self._gaps(seqs)
@@ -326,11 +386,18 @@ class ContinuousARHMM(TimedStreaming, Model):
         return Recursion(np.asarray(self.startprob_, dtype=float))
 
     def _stream_evidence(
-        self, state: FilterState, y: Any, inputs: Any, time: float | None = None
+        self,
+        state: FilterState,
+        y: Any,
+        inputs: Any,
+        time: float | None = None,
+        *,
+        over: Callable[[float], tuple[FlowDensities, np.ndarray]],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """log p(y_t | y_t-1, z_t = k) over the gap Δ since the last observation (K,) (0 at the first,
         conditioned on, as in ``filter_proba``), the switches expm(Q Δ) into step t (the identity at
-        the first), and the new history [[t, y_t]]: the last time and observation."""
+        the first), and the new history [[t, y_t]]: the last time and observation; ``over`` from
+        :meth:`_stream_constants`."""
         check_input_row(inputs, 0, "a ContinuousARHMM")
         row = check_row(y, np.shape(self.drift_matrices_)[1])
         if np.isnan(row).any():
@@ -339,8 +406,25 @@ class ContinuousARHMM(TimedStreaming, Model):
         history = np.r_[now, row][None]
         if gap is None:
             return np.zeros(self._k), np.eye(self._k), history
-        gaps = np.array([gap])
-        return self._flow_evidence(state.history[:, 1:], row[None], gaps)[0], self._transitions(gaps)[0], history
+        densities, switches = over(gap)
+        return densities.log_pdf(state.history[:, 1:], row[None], np.zeros(1, dtype=np.int64))[0], switches, history
+
+    def _stream_constants(self) -> dict[str, Any]:
+        """``over``: the laws of a gap (:meth:`_gap_laws`), kept while the parameters stay equal."""
+        return {"over": per_parameters(self, _PARAMETERS, self._gap_laws)}
+
+    def _gap_laws(self) -> Callable[[float], tuple[FlowDensities, np.ndarray]]:
+        """The flows' laws and the switches expm(Q Δ) over a gap Δ, each flow's eigenbasis found once
+        and the laws of the recent distinct gaps kept (:func:`recent_gaps`: a regular stream computes
+        them once)."""
+        flows, rates = self._flow_laws(), np.array(self.rate_matrix_, dtype=float)
+
+        @recent_gaps
+        def over(gap: float) -> tuple[FlowDensities, np.ndarray]:
+            gaps = np.array([gap])
+            return FlowDensities.of(flows, gaps), expm_metzler(rates * gaps[:, None, None])[0]
+
+        return over
 
     def _stream_history(self) -> np.ndarray:
         return np.zeros((0, 1 + np.shape(self.drift_matrices_)[1]))
@@ -358,8 +442,7 @@ class ContinuousARHMM(TimedStreaming, Model):
             raise ValueError("future_inputs were given but a ContinuousARHMM has no inputs")
         last = state.history[-1]
         (gaps,) = future_gaps(last[:1], horizon, future_times)
-        flows = zip(self.drift_matrices_, self.drift_offsets_, self.diffusion_covariances_)
-        Phi, c, S = (np.stack(law, axis=1) for law in zip(*(flow_moments(*flow, gaps) for flow in flows)))
+        Phi, c, S = self._flow_laws().over(gaps)
         probabilities = state.filtered[0]
         start = known_state_moments(probabilities, last[1:])
         modes, means, covariances = jump_linear_moments(probabilities, *start, self._transitions(gaps), Phi, c, S)
@@ -384,11 +467,7 @@ class ContinuousARHMM(TimedStreaming, Model):
         rng = np.random.default_rng(random_state)
         K, d = self._k, self.drift_offsets_.shape[1]
         gaps = np.r_[1.0, np.diff(stamps)]
-        moves = self._transitions(gaps)
-        laws = [
-            flow_moments(self.drift_matrices_[k], self.drift_offsets_[k], self.diffusion_covariances_[k], gaps)
-            for k in range(K)
-        ]
+        moves, laws = self._transitions(gaps), [flow.over(gaps) for flow in self._flow_laws().laws]
         observations, modes = np.empty((N, T, d)), np.empty((N, T), dtype=np.int64)
         for s in range(N):
             z = int(rng.choice(K, p=normalise_rows(np.asarray(self.startprob_, dtype=float))))
@@ -591,17 +670,32 @@ def _regular_grid(seqs: Sequences, spacing: float) -> tuple[list[np.ndarray], li
     return grids, nearest
 
 
-def _flow_log_density(
-    A: np.ndarray, b: np.ndarray, Sigma: np.ndarray, before: np.ndarray, after: np.ndarray, gaps: np.ndarray
-) -> np.ndarray:
-    """log N(after_n | Φ(Δ_n) before_n + c(Δ_n), S(Δ_n)) per row, the laws shared by equal gaps."""
-    distinct, group = np.unique(gaps, return_inverse=True)
-    Phi, c, S = flow_moments(A, b, Sigma, distinct)
-    chol = np.linalg.cholesky(S)
-    residual = after - np.einsum("nij,nj->ni", Phi[group], before) - c[group]
-    solved = np.linalg.solve(chol[group], residual[:, :, None])[:, :, 0]
-    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    return -0.5 * ((solved**2).sum(axis=1) + log_det[group] + before.shape[1] * np.log(2 * np.pi))
+@dataclass(frozen=True)
+class FlowDensities:
+    """The flows' laws y_n | y_n-1, z_n = k ~ N(Φ_k y_n-1 + c_k, S_k) over G gaps, ready to
+    evaluate: ``Phi`` (G, K, D, D), ``c`` (G, K, D), the Cholesky factors ``chol`` of S and
+    ``log_det`` (G, K), log det S."""
+
+    Phi: np.ndarray
+    c: np.ndarray
+    chol: np.ndarray
+    log_det: np.ndarray
+
+    @classmethod
+    def of(cls, flows: Flows, gaps: np.ndarray) -> FlowDensities:
+        """The laws of ``flows`` over each of ``gaps`` (G,)."""
+        Phi, c, S = flows.over(gaps)
+        chol = np.linalg.cholesky(S)
+        return cls(Phi, c, chol, 2.0 * np.log(np.diagonal(chol, axis1=2, axis2=3)).sum(axis=2))
+
+    def log_pdf(self, before: np.ndarray, after: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """log N(after_n | Φ_k before_n + c_k, S_k) of each row n over its gap ``group[n]``, (n, K)."""
+        out = np.empty((len(group), self.c.shape[1]))
+        for k in range(out.shape[1]):
+            residual = after - np.einsum("nij,nj->ni", self.Phi[group, k], before) - self.c[group, k]
+            solved = np.linalg.solve(self.chol[group, k], residual[:, :, None])[:, :, 0]
+            out[:, k] = -0.5 * ((solved**2).sum(axis=1) + self.log_det[group, k] + before.shape[1] * np.log(2 * np.pi))
+        return out
 
 
 def rate_step(rate_matrix: np.ndarray, pairs: np.ndarray, gaps: np.ndarray) -> np.ndarray:

@@ -79,23 +79,30 @@ from modeshift.models import slds_inference as inference
 from modeshift.models.automaton import Automaton, Flow
 from modeshift.models.base import Forecast, check_future_inputs
 from modeshift.models.continuous_arhmm import (
+    Flows,
     GapGroups,
     GapMoments,
     euler_regression,
     expected_flow_log_likelihood,
-    flow_moments,
     flow_rows,
     future_gaps,
     polish,
     rate_step,
     rates_of,
+    recent_gaps,
     sample_times,
 )
 from modeshift.models.jump_process import check_rate_matrix, endpoint_integrals, expm_metzler
 from modeshift.models.lds import PerStep
 from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.slds import SwitchingLDS
-from modeshift.models.streaming import FilterState, SwitchingKalmanRecursion, TimedStreaming, next_time
+from modeshift.models.streaming import (
+    FilterState,
+    SwitchingKalmanRecursion,
+    TimedStreaming,
+    next_time,
+    per_parameters,
+)
 from modeshift.statistics import Statistics
 from modeshift.transitions import Stationary, draw_rows
 
@@ -295,16 +302,14 @@ class ContinuousSwitchingLDS(TimedStreaming, SwitchingLDS):
         """The discrete-time laws over each of ``distinct`` gaps (G,): weights [Φ_k, Γ_k, c_k]
         (G, K, n, n + m + 1) (Γ_k, c_k: ∫_0^Δ expm(F_k s) ds times G_k and f_k, the inputs held over
         the gap), covariances S_k (G, K, n, n) and transition matrices expm(Λ Δ) (G, K, K)."""
-        flows = [
-            flow_moments(F, np.column_stack([G, f]), Sigma, distinct)
-            for F, G, f, Sigma in zip(
-                self.drift_matrices_, self.drift_input_matrices_, self.drift_offsets_, self.diffusion_covariances_
-            )
-        ]
-        weights = np.stack([np.concatenate([Phi, c], axis=2) for Phi, c, _ in flows], axis=1)
-        covariances = np.stack([S for _, _, S in flows], axis=1)
+        Phi, c, covariances = self._flow_laws().over(distinct)
         transitions = expm_metzler(np.asarray(self.rate_matrix_, dtype=float) * distinct[:, None, None])
-        return weights, covariances, transitions
+        return np.concatenate([Phi, c], axis=3), covariances, transitions
+
+    def _flow_laws(self) -> Flows:
+        """Each mode's flow (F_k, [G_k, f_k], Σ_k): the inputs and the offset held over the gap."""
+        columns = np.concatenate([self.drift_input_matrices_, np.asarray(self.drift_offsets_)[:, :, None]], axis=2)
+        return Flows.of(self.drift_matrices_, columns, self.diffusion_covariances_)
 
     def _parameters(self, seqs: Sequences | None = None) -> inference.SwitchingParameters:
         """The parameters as inference reads them: for data ``seqs``, the laws of each step's gap;
@@ -496,31 +501,44 @@ class ContinuousSwitchingLDS(TimedStreaming, SwitchingLDS):
         """The SwitchingLDS's filter whose move into a step is [Δ, u]: its gap and inputs. The
         dynamics and switches are those of Δ, computed once per distinct recent gap (a regular
         stream computes them once); the input matrices' first column (B's and D's) is 0, so that
-        the gap is no input."""
+        the gap is no input. Built once while the parameters stay equal (:func:`per_parameters`)."""
+        return per_parameters(self, self.parameter_names, self._gap_recursion)
+
+    def _gap_recursion(self) -> SwitchingKalmanRecursion:
+        """:meth:`_stream_recursion` built: everything but the gap's laws read from the model now
+        (each flow's eigenbasis found once), the laws of each recent gap (:func:`recent_gaps`) from them."""
         unit = super()._stream_recursion()
         D = unit.params["D"]
         gapped = {**unit.params, "D": np.hstack([np.zeros((len(D), 1)), D])}
+        laws = self._gap_laws(self._flow_laws())
 
-        @functools.lru_cache(maxsize=16)
+        @recent_gaps
         def over(gap: float) -> SwitchingKalmanRecursion:
-            return SwitchingKalmanRecursion(unit.initial, {**gapped, **self._gap_laws(gap)})
+            return SwitchingKalmanRecursion(unit.initial, {**gapped, **laws(gap)})
 
         return _GapSwitchingKalmanRecursion(unit.initial, gapped, over)
 
-    def _gap_laws(self, gap: float) -> dict[str, Any]:
-        """A, B = [0, Γ], b, Q and the switches of the filter over one ``gap``."""
-        weights, covariances, transitions = self._laws(np.array([gap]))
-        n, modes = self.state_dim, np.arange(self._k)
-        guards = self._guards(np.full(self._k, gap)) if self.recurrent else None
+    def _gap_laws(self, flows: Flows) -> Callable[[float], dict[str, Any]]:
+        """A, B = [0, Γ], b, Q and the switches of the filter over one gap, from the model's ``flows``
+        and its rates as they are now."""
+        n, k, rates = self.state_dim, self._k, np.array(self.rate_matrix_, dtype=float)
+        guards, switches_at, modes = self._guards() if self.recurrent else None, self._switches_at, np.arange(k)
 
-        def switches(means: np.ndarray, move: np.ndarray) -> np.ndarray:  # move: [Δ, u]
-            if guards is None:
-                return transitions[0]
-            return self._switches_at(guards, move[1:], means)[modes, modes]
+        def laws(gap: float) -> dict[str, Any]:
+            gaps = np.array([gap])
+            Phi, c, covariances = flows.over(gaps)
+            transitions = expm_metzler(rates * gaps[:, None, None])
+            held = None if guards is None else dataclasses.replace(guards, gaps=np.full(k, gap))
 
-        A, b = np.ascontiguousarray(weights[0, :, :, :n]), np.ascontiguousarray(weights[0, :, :, -1])
-        B = np.concatenate([np.zeros((self._k, n, 1)), weights[0, :, :, n:-1]], axis=2)
-        return {"A": A, "B": B, "b": b, "Q": covariances[0], "transitions": switches}
+            def switches(means: np.ndarray, move: np.ndarray) -> np.ndarray:  # move: [Δ, u]
+                if held is None:
+                    return transitions[0]
+                return switches_at(held, move[1:], means)[modes, modes]
+
+            B = np.concatenate([np.zeros((k, n, 1)), c[0, :, :, :-1]], axis=2)
+            return {"A": Phi[0], "B": B, "b": c[0, :, :, -1], "Q": covariances[0], "transitions": switches}
+
+        return laws
 
     def _stream_evidence(
         self, state: FilterState, y: Any, inputs: Any, time: float | None = None

@@ -72,9 +72,11 @@ True
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -100,8 +102,10 @@ __all__ = [
     "TimedStreaming",
     "chain_update",
     "next_time",
+    "per_parameters",
 ]
 
+T = TypeVar("T")
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
 Window = tuple[tuple[Law, Law, np.ndarray], ...]  # a fixed-lag smoother's (filtered, predicted, move), oldest first
 
@@ -463,6 +467,14 @@ class SwitchingKalmanRecursion(Recursion):
         self.params = {
             key: value if callable(value) or key == "laws" else canonical(value) for key, value in params.items()
         }
+        k = len(initial)
+        #: the law of each pair (i, j) (K, K): ``params["laws"]``, or flow j without it
+        self.laws = self.params["laws"] if "laws" in self.params else np.tile(np.arange(k), (k, 1))
+
+    @functools.cached_property
+    def pair_matrices(self) -> np.ndarray:
+        """The matrix of each pair's law (K, K, n, n), A[laws]: built once, not at every step."""
+        return self.params["A"][self.laws]
 
     def first(self, move: np.ndarray) -> Law:
         k = len(self.initial)
@@ -471,9 +483,9 @@ class SwitchingKalmanRecursion(Recursion):
     def predict(self, law: Law, move: np.ndarray) -> Law:
         """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means,
         covariances, the pairs' matrices F_ij (K, K, n, n), which the smoother's :meth:`back` reads)."""
-        p, (weights, means, covs) = self.params, law
+        p, (weights, means, covs), laws = self.params, law, self.laws
         k, n = means.shape
-        pair_weights, laws = weights[:, None] * p["transitions"](means, move), self.laws(k)
+        pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, pair_covs = np.empty((k, k, n)), np.empty((k, k, n, n))
         product = np.empty((n, n))
         for i in range(k):
@@ -482,11 +494,7 @@ class SwitchingKalmanRecursion(Recursion):
                 A, B, Q = p["A"][pair], p["B"][pair], p["Q"][pair]
                 predict_step(means[i], covs[i], A, B, Q, move, pair_means[i, j], pair_covs[i, j], product)
                 pair_means[i, j] += p["b"][pair]
-        return pair_weights, pair_means, pair_covs, p["A"][laws]
-
-    def laws(self, k: int) -> np.ndarray:
-        """The law of each pair (i, j) (K, K): ``params["laws"]``, or flow j without it."""
-        return self.params["laws"] if "laws" in self.params else np.tile(np.arange(k), (k, 1))
+        return pair_weights, pair_means, pair_covs, self.pair_matrices
 
     def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
         (y, u), p = evidence, self.params
@@ -576,13 +584,10 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
         p, (weights, means, covs) = self.params, law
-        k = len(weights)
-        laws = self.laws(k)
         pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, jacobians = p["flow"](means, move)
-        sources, targets = np.nonzero(laws >= k)  # the pairs that reset
+        sources, targets, resets = self.resets
         if len(sources):
-            resets = laws[sources, targets] - k
             matrices = p["A"][resets]
             jacobians = jacobians.copy()  # not the caller's arrays
             jacobians[sources, targets] = matrices
@@ -590,9 +595,21 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
             pair_means[sources, targets] = np.einsum("rab,rb->ra", matrices, means[sources]) + (
                 p["B"][resets] @ move + p["b"][resets]
             )
-        pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + p["Q"][laws]
+        pair_covs = jacobians @ covs[:, None] @ np.swapaxes(jacobians, -1, -2) + self.pair_covariances
         symmetric = 0.5 * (pair_covs + np.swapaxes(pair_covs, -1, -2))
         return pair_weights, np.ascontiguousarray(pair_means), np.ascontiguousarray(symmetric), jacobians
+
+    @functools.cached_property
+    def resets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs (i, j) that reset and the row of each one's reset in A, B, b (law K + r is row r)."""
+        k = len(self.initial)
+        sources, targets = np.nonzero(self.laws >= k)
+        return sources, targets, self.laws[sources, targets] - k
+
+    @functools.cached_property
+    def pair_covariances(self) -> np.ndarray:
+        """The noise covariance of each pair's law (K, K, n, n), Q[laws]: built once."""
+        return self.params["Q"][self.laws]
 
 
 def _collapse(joint: np.ndarray, means: np.ndarray, covs: np.ndarray) -> Law:
@@ -761,7 +778,9 @@ class TimedStreaming(StreamingFilters):
     """:class:`StreamingFilters` for observations at irregular times (the continuous-time models):
     ``filter_step(state, y, u, time=t)`` and ``filter_stream(rows, inputs, times=...)``, by default
     one time unit apart. The state's ``history`` keeps the last time in its column 0
-    (:func:`next_time`); the hook ``_stream_evidence(state, y, inputs, time)`` takes the time too."""
+    (:func:`next_time`); the hook ``_stream_evidence(state, y, inputs, time, **constants)`` takes the
+    time too, and every path passes it :meth:`_stream_constants` (which a model may keep between
+    ``filter_step`` calls: :func:`per_parameters`)."""
 
     streams_at_times = True  # :class:`~modeshift.models.capabilities.StreamingAtTimes`
 
@@ -770,8 +789,9 @@ class TimedStreaming(StreamingFilters):
     ) -> tuple[FilterState, StepOutput]:
         """Condition the filter on one more observation ``y`` made at ``time`` (default: one time
         unit after the previous observation; 0 for the first), with the model's ``inputs``, if any."""
-        evidence = self._stream_evidence(checked_state(state), y, inputs, time)
-        return self._advance(self._stream_recursion(), state, *evidence)
+        state, recursion = checked_state(state), self._stream_recursion()  # the recursion checks the model is fitted
+        evidence = self._stream_evidence(state, y, inputs, time, **self._stream_constants())
+        return self._advance(recursion, state, *evidence)
 
     def filter_stream(
         self,
@@ -793,10 +813,40 @@ class TimedStreaming(StreamingFilters):
         self, observations: Iterable[Any], inputs: Iterable[Any] | None, times: Iterable[float], state: FilterState
     ) -> Iterator[StepOutput]:
         recursion, state = self._stream_recursion(), checked_state(state)  # one filter for the stream
+        constants = self._stream_constants()
         rows = zip(observations, itertools.repeat(None) if inputs is None else inputs, times, strict=inputs is not None)
         for y, u, time in rows:
-            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, u, time))
+            state, out = self._advance(recursion, state, *self._stream_evidence(state, y, u, time, **constants))
             yield out
+
+
+_KEPT: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()  # model -> what it keeps
+
+
+def per_parameters(model: Any, names: Iterable[str], build: Callable[[], T]) -> T:
+    """``build()``, kept for ``model`` until one of its parameters ``names`` changes (the names, which
+    follow the hyper-parameters that shape the model, and the values, so a parameter changed in place
+    counts): what every step of a stream needs that depends on the parameters only is then built
+    once for a loop of ``filter_step`` calls, not once per row. ``build`` (a bound method, kept
+    under its name) must read nothing of the model that can change while those parameters' names,
+    shapes and values stay equal. Kept beside the model, not in it, so that a copy of the model
+    (which may change its own parameters) neither shares nor inherits it."""
+    key = [(name, _fingerprint(model.__dict__.get(name))) for name in names]
+    kept = _KEPT.get(model)
+    if kept is None:
+        kept = _KEPT[model] = {}
+    name = build.__name__
+    if name not in kept or kept[name][0] != key:
+        kept[name] = (key, build())
+    return kept[name][1]
+
+
+def _fingerprint(value: Any) -> tuple[Any, ...] | None:
+    """A parameter's value as a key: its shape, type and bytes (None if unset)."""
+    if value is None:
+        return None
+    array = np.asarray(value)
+    return array.shape, array.dtype.str, array.tobytes()
 
 
 def next_time(state: FilterState, time: Any) -> tuple[float, float | None]:
