@@ -47,26 +47,41 @@ is :func:`noisy_ball_part`, some minutes):
 
 - nonlinear: held-out forecasts of a system where linear flows fail,
   ``simulators.switching_oscillators`` (a Van der Pol oscillator switching to a double-well
-  Duffing one and back, both cubic flows, 3,000 steps, ``--seeds`` seeds). All models are fit
-  on the first 2,000 steps; from an origin every 10 steps of 2,050 .. 2,940, each forecasts
-  1 and 20 steps ahead from its filter state after the data up to the origin
-  (``filter_forecast``; for an ARHMM the numbers of ``forecast`` on those data), and the RMS
-  error of the predictive mean over the 90 origins is reported. Models (K = 2, fits seeded 0):
-  the nonlinear ARHMM (``features="polynomial"``: cubic features of the last observation), the
-  linear ARHMM (``order`` 1 and 2) and the SwitchingLDS (linear latent flows, its Kim filter)
-  with the true state's dimension, 2, and with 4; and the latent nonlinear model,
-  ``NonlinearSwitchingLDS`` (cubic flows, Laplace EM, default ``n_iter`` and ``tol``) with the
-  true state's dimension, 2, which has no streaming filter: it forecasts from its posterior given the
-  ``WINDOW`` = 100 steps before each origin (the last step of a smoothed posterior is the
-  filtered one). Issue 18 asks for errors at least 2x lower than the linear ARHMM's and the
-  SwitchingLDS's; the ratio columns are each model's error over the nonlinear ARHMM's, and the
-  summary gives each linear model's smallest ratio to each nonlinear model. A linear model with
-  a memory (order 2, or 2 more latent dimensions) extrapolates well for one step, and comes
-  within 2x there. The "oracle" row is the 1-step error of the true flow in the true mode: the
-  process noise (sd 0.01 per coordinate) that no model's 1-step error can go below, so a linear
-  model whose 1-step error is under twice it cannot be beaten 2x. Then the same oscillators
-  seen through their position only (2,000 steps): the mode accuracy and fit time of the
-  nonlinear ARHMM on 2 lags and of the NonlinearSwitchingLDS with a 2-D state.
+  Duffing one and back, both cubic flows, 3,000 steps, ``--seeds`` seeds), sampled two ways
+  (``OSCILLATORS``): every dt = 0.05 (an Euler step a row, the default), and every 0.1 ("coarse
+  sampling": 10 Euler steps of 0.01 a row, as single Euler steps of 0.1 diverge; stickiness 0.99
+  keeps the mean dwell at 10 time units). All models are fit on the first 2,000 steps; from an
+  origin every 10 steps of 2,050 .. 2,940, each forecasts 1 and 20 steps ahead from its filter
+  state after the data up to the origin (``filter_forecast``; for an ARHMM the numbers of
+  ``forecast`` on those data), and the RMS error of the predictive mean over the 90 origins is
+  reported. Models (K = 2, fits seeded 0): the nonlinear ARHMM (``features="polynomial"``: cubic
+  features of the last observation), the linear ARHMM (``order`` 1 and 2) and the SwitchingLDS
+  (linear latent flows, its Kim filter) with the true state's dimension, 2, and with 4; and the
+  latent nonlinear model, ``NonlinearSwitchingLDS`` (cubic flows, Laplace EM, default ``n_iter``
+  and ``tol``) with the true state's dimension, 2, which has no streaming filter: it forecasts
+  from its posterior given the ``WINDOW`` = 100 steps before each origin (the last step of a
+  smoothed posterior is the filtered one). Issue 18 asks for errors at least 2x lower than the
+  linear ARHMM's and the SwitchingLDS's; the ratio columns are each model's error over the
+  nonlinear ARHMM's, and the summary gives each linear model's smallest ratio to each nonlinear
+  model. The "oracle" row is the 1-step error of the true flow in the true mode: the process
+  noise (sd 0.01 per coordinate), below which no model's 1-step error can go (it knows the mode,
+  even at a switch). Why one step at dt = 0.05 cannot show 2x: over 0.05 the flow is nearly
+  linear, and a linear model with a memory (order 2, or 2 more latent dimensions) extrapolates
+  it, x_t ~ 2 x_{t-1} - x_{t-2}, to an error of order dt^2: its 1-step error (0.014-0.023) is
+  under twice the noise floor that the nonlinear models reach (ratios down to 1.4); the 20-step
+  errors are 2x lower on every seed. What coarse sampling shows: over 0.1 the memory models'
+  1-step errors grow (0.035-0.077) and the nonlinear models', near the floor, are 2.6x lower or more
+  on 3 seeds of 5; but a switch now costs much: at an origin whose row is a new mode's first,
+  which no filter can foresee, the 1-step error is 0.6 (seed 2) or 0.4 (seed 3), nonlinear or linear,
+  and that one origin in 90 dominates the RMS (seed 2: the nonlinear ARHMM's 0.047 is 0.015
+  without it, the memory models' 0.052-0.060); the ratio falls to 1.5 (seed 2) and 1.15 (seed 3,
+  1.7 without that origin). And 20 rows now span 2 time units: the best linear model's error
+  saturates near the spread of the states (0.8-1.3), and the nonlinear models' (0.49-0.66:
+  switches within the horizon, the drift of the oscillation's phase) is 1.6-2.3x lower. So
+  neither sampling gives issue 18's 2x at both horizons on every seed (nor did 0.08, 0.15 or 0.2
+  in a scan). Then the same oscillators seen through their position only (2,000 steps): the mode
+  accuracy and fit time of the nonlinear ARHMM on 2 lags and of the NonlinearSwitchingLDS with a
+  2-D state.
 
 Run ``python benchmarks/hybrid.py`` (about a few minutes on 2 cores). The report is
 printed and written to ``--output``.
