@@ -451,7 +451,7 @@ def switching_oscillators(
     a = mu (1 - p^2) v - p (a limit cycle) and of mode 1 ("duffing") a = -damping v + p - p^3
     (a particle settling into one of two wells, at p = +-1): both are cubic in the state. A row
     is ``substeps`` Euler steps in one mode, then the noise: a sampling interval of
-    ``substeps * dt`` (single Euler steps of dt >= 0.07 diverge after a switch to Duffing). The
+    ``substeps * dt`` (single Euler steps of dt >= 0.07 can diverge after a switch to Duffing). The
     mode flips with probability 1 - ``stickiness`` per row, independently of the state (a
     dwell of 200 rows on average with the default). Every run starts at (1, 0) in mode 0, and
     the first row is the state after one row's steps. The state is observed without noise:
