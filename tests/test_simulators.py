@@ -137,3 +137,13 @@ def test_oscillators_follow_their_cubic_flows():
     assert 4000 * 0.005 / 2 < switches < 4000 * 0.005 * 2
     with pytest.raises(ValueError, match="stickiness"):
         switching_oscillators(10, stickiness=1.5)
+
+
+def test_an_oscillator_row_is_substeps_euler_steps():
+    """Sampling every 10th Euler step of 0.01 (no noise, one mode) is the run with substeps=10."""
+    still = {"dt": 0.01, "process_sd": 0.0, "stickiness": 1.0}
+    fine, coarse = switching_oscillators(500, **still), switching_oscillators(50, substeps=10, **still)
+    np.testing.assert_array_equal(coarse.states, fine.states[9::10])
+    assert coarse.parameters["substeps"] == 10
+    with pytest.raises(ValueError, match="substeps must be a positive integer"):
+        switching_oscillators(10, substeps=0)

@@ -441,6 +441,7 @@ def switching_oscillators(
     mu: float = 2.0,
     damping: float = 0.2,
     process_sd: float = 0.01,
+    substeps: int = 1,
 ) -> Simulation:
     """A Van der Pol oscillator that switches to a double-well Duffing oscillator and back: two
     nonlinear flows, which no linear (affine) dynamics per mode can follow.
@@ -448,10 +449,12 @@ def switching_oscillators(
     The state is (position p, velocity v); each step is an Euler step of ``dt`` plus noise,
     x_t = x_{t-1} + dt (v, a) + noise, with the acceleration of mode 0 ("van der pol")
     a = mu (1 - p^2) v - p (a limit cycle) and of mode 1 ("duffing") a = -damping v + p - p^3
-    (a particle settling into one of two wells, at p = +-1): both are cubic in the state. The
-    mode flips with probability 1 - ``stickiness`` per step, independently of the state (a
-    dwell of 200 steps on average with the default). Every run starts at (1, 0) in mode 0, and
-    the first row is the state after one step. The state is observed without noise:
+    (a particle settling into one of two wells, at p = +-1): both are cubic in the state. A row
+    is ``substeps`` Euler steps in one mode, then the noise: a sampling interval of
+    ``substeps * dt`` (single Euler steps of dt >= 0.07 can diverge after a switch to Duffing). The
+    mode flips with probability 1 - ``stickiness`` per row, independently of the state (a
+    dwell of 200 rows on average with the default). Every run starts at (1, 0) in mode 0, and
+    the first row is the state after one row's steps. The state is observed without noise:
     ``observations`` equal ``states``, (n_steps, 2).
 
     >>> sim = switching_oscillators(1000, random_state=0)
@@ -464,9 +467,11 @@ def switching_oscillators(
     _require(dt > 0 and mu >= 0 and damping >= 0, "need dt > 0, mu >= 0 and damping >= 0")
     _require(0 <= stickiness <= 1, f"need 0 <= stickiness <= 1, got {stickiness!r}")
     _require(process_sd >= 0, "process_sd must be non-negative")
+    substeps = _positive_int("substeps", substeps)
     rng = np.random.default_rng(random_state)
     parameters = {
         "dt": dt,
+        "substeps": substeps,
         "stickiness": stickiness,
         "mu": mu,
         "damping": damping,
@@ -477,13 +482,18 @@ def switching_oscillators(
     def acceleration(mode: int, p: float, v: float) -> float:
         return mu * (1 - p * p) * v - p if mode == 0 else -damping * v + p - p**3
 
+    def flow(mode: int, state: np.ndarray) -> np.ndarray:
+        for _ in range(substeps):
+            p, v = state
+            state = state + dt * np.array([v, acceleration(mode, p, v)])
+        return state
+
     def run() -> Run:
         states, modes = np.empty((n_steps, 2)), np.empty(n_steps, dtype=np.int64)
         state, mode = np.array([1.0, 0.0]), 0
         for t in range(n_steps):
             mode = 1 - mode if rng.random() > stickiness else mode
-            p, v = state
-            state = state + dt * np.array([v, acceleration(mode, p, v)]) + process_sd * rng.standard_normal(2)
+            state = flow(mode, state) + process_sd * rng.standard_normal(2)
             states[t], modes[t] = state, mode
         return states.copy(), states, modes
 
