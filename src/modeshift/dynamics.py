@@ -84,9 +84,9 @@ class LinearDynamics:
         return mask if self.ridge > 0 else np.zeros(q, dtype=bool)
 
     # ------------------------------------------------------------------- inference
-    def log_likelihoods(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """log N(y_t | W_k z_t, S_k) as an (n, K) array, for rows y (n, d) and z (n, q)."""
-        return regression_log_density(y, z, self.weights, self.covariances)
+    def log_likelihoods(self, y: np.ndarray, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """log N(y_t | W_k z_t, S_k) as an (n, K) array (``out`` if given), for rows y (n, d) and z (n, q)."""
+        return regression_log_density(y, z, self.weights, self.covariances, out)
 
     def statistics(self, rows: np.ndarray, n_responses: int, mode_weights: np.ndarray) -> Statistics:
         """Sufficient statistics of rows ``[y, z]`` (n, d + q), the first ``n_responses`` = d

@@ -114,14 +114,20 @@ def _gaussian_log_density(points: np.ndarray, means: np.ndarray, inverse_factors
 
 
 def regression_log_density(
-    responses: np.ndarray, regressors: np.ndarray, weights: np.ndarray, covariances: np.ndarray
+    responses: np.ndarray,
+    regressors: np.ndarray,
+    weights: np.ndarray,
+    covariances: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """log N(y_n | W_k z_n, S_k) as an (n_points, K) array, in one pass over the data.
+    """log N(y_n | W_k z_n, S_k) as an (n_points, K) array, in one pass over the data: ``out``
+    if given (C-ordered), else a new one.
 
     ``responses`` (n, d), ``regressors`` (n, q), ``weights`` (K, d, q) and
     ``covariances`` S (K, d, d).
     """
-    out = np.empty((responses.shape[0], weights.shape[0]))
+    if out is None:
+        out = np.empty((responses.shape[0], weights.shape[0]))
     arrays = (responses, regressors, weights)  # one compiled variant, whatever views come in
     _regression_log_density(*map(canonical, arrays), inverse_cholesky(covariances), out)
     return out

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from modeshift._kernels.recursions import buffer
 from modeshift.data import Sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics
 from modeshift.emissions.base import Emission
@@ -147,9 +148,16 @@ class Autoregressive(Emission):
         block.m_step(block.statistics(np.hstack([y, z]), d, np.eye(self.n_states)[labels]))
         self._unpack(block)
 
-    def log_likelihoods(self, values: np.ndarray) -> np.ndarray:
+    def log_likelihood_table(
+        self, values: np.ndarray, scratch: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, None]:
+        return self.log_likelihoods(values, buffer(scratch, "log_likelihoods", (len(values), self.n_states))), None
+
+    def log_likelihoods(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """log p(y_t | z_t = k, lags), (n_steps, K), written to ``out`` if given; 0 for a row without
+        a full history."""
         conditioned, y, z = self._split(values)
-        out = self._block().log_likelihoods(y, z)
+        out = self._block().log_likelihoods(y, z, out)
         out[conditioned] = 0.0
         return out
 
