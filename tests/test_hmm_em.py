@@ -738,3 +738,16 @@ def test_shard_e_steps_reuse_the_threads_arrays_and_agree_with_fresh_ones(kind):
             for key, array in fresh[name].items():
                 np.testing.assert_allclose(stats[name][key], array, rtol=1e-12, atol=1e-12)
     assert tables[0] is tables[1] and tables[2] is not tables[1]  # kept, grown for the longer shard
+
+
+def test_a_shard_e_step_does_not_keep_arrays_above_the_limit(monkeypatch):
+    from modeshift.models import em
+
+    model = HMM(2, random_state=0).set_params(n_iter=2).fit(np.random.default_rng(0).normal(size=(300, 1)))
+    model.__dict__["_fixed_blocks"] = frozenset()
+    monkeypatch.setattr(em, "KEPT_SCRATCH_BYTES", 1000)  # 2 x 8 bytes a step: kept up to 62 steps
+    em._thread_scratch().clear()  # what earlier tests on this thread left
+    em._shard_e_step(model, model._em_data(np.zeros((50, 1))))
+    assert "log_likelihoods" in em._thread_scratch()
+    em._shard_e_step(model, model._em_data(np.zeros((100, 1))))
+    assert "log_likelihoods" not in em._thread_scratch()

@@ -375,7 +375,13 @@ def _shard_e_step(model: Any, shard: Any, workspace: dict[str, Any] | None = Non
     """One shard's E-step: its part of the objective (without the prior) and its statistics.
     Without a ``workspace`` (nothing carried from one iteration to the next) the E-step still
     gets this thread's working arrays (:func:`_thread_scratch`)."""
-    value, statistics = model._e_step(shard, {"scratch": _thread_scratch()} if workspace is None else workspace)
+    if workspace is not None:
+        value, statistics = model._e_step(shard, workspace)
+    else:
+        scratch = _thread_scratch()
+        value, statistics = model._e_step(shard, {"scratch": scratch})
+        for name in [name for name, array in scratch.items() if array.nbytes > KEPT_SCRATCH_BYTES]:
+            del scratch[name]
     return float(value) - _log_prior(model), statistics
 
 
@@ -384,14 +390,16 @@ def _thread_scratch() -> dict[str, Any]:
     run on this thread share, from one shard and iteration to the next: a worker touches memory
     it has touched before. Fresh arrays would cost a page fault per 4 KiB at every use on a
     Dask worker, whose allocator returns freed memory to the system at once (its nanny sets
-    MALLOC_TRIM_THRESHOLD_): 54 MB of faults per E-step of 625,000 steps, K = 8. The arrays of
-    the largest block stay allocated between tasks (about 12 MB for K = 8)."""
+    MALLOC_TRIM_THRESHOLD_): 54 MB of faults per E-step of 625,000 steps, K = 8. Arrays of at
+    most :data:`KEPT_SCRATCH_BYTES` stay allocated between tasks (an HMM's, whose E-step runs
+    in blocks: about 12 MB for K = 8); a larger one (an E-step over a whole shard) is freed."""
     if not hasattr(_THREAD, "scratch"):
         _THREAD.scratch = {}
     return _THREAD.scratch
 
 
 _THREAD = threading.local()
+KEPT_SCRATCH_BYTES = 2**25  # 32 MiB
 
 
 def _shard_e_step_keeping(model: Any, shard: Any, workspace: dict[str, Any]) -> tuple[float, Any]:
