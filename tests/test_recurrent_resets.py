@@ -6,6 +6,7 @@ model when the guards have no slopes, and against an exact filter on a grid of x
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -179,7 +180,7 @@ def test_guards_without_slopes_filter_and_smooth_as_the_plain_model(ties):
     assert np.abs(np.array([o.mean for o in plain.filter_stream(Y, U)]) - [o.mean for o in ours]).max() > 0.1
 
 
-def _guarded_pair_laws(model: SwitchingLDS, U: np.ndarray, filtered: list):
+def _guarded_pair_laws(model: SwitchingLDS, U: np.ndarray, filtered: list) -> Callable[[int], tuple[np.ndarray, ...]]:
     """``pair_laws`` for :func:`_kim_smoother`: pair (i, j) into step t follows :func:`_law`, and
     switches with the guards read at mode i's filtered mean at t - 1, as Kim's filter reads them."""
     K = model.n_states
@@ -210,11 +211,11 @@ def test_a_window_over_the_whole_stream_is_kims_smoother_with_guards_and_resets(
     assert np.abs(np.array([law[2] for law in smoothed]) - [law[2] for law in theirs]).max() > 0.05
 
 
-def _tiny_data(ties: str, T: int = 10) -> tuple[SwitchingLDS, np.ndarray, np.ndarray]:
-    """:func:`_tiny` and T steps from it (modes 0 0 1 1 1 1 1 0 0 0: two switches, two resets)."""
+def _tiny_data(ties: str) -> tuple[SwitchingLDS, np.ndarray, np.ndarray]:
+    """:func:`_tiny` and 10 steps from it (modes 0 0 1 1 1 1 1 0 0 0: two switches, two resets)."""
     model = _tiny(ties)
-    U = np.random.default_rng(6).normal(size=(T, 1))
-    return model, model.sample(T, inputs=U, random_state=6)[0], U
+    U = np.random.default_rng(6).normal(size=(10, 1))
+    return model, model.sample(10, inputs=U, random_state=6)[0], U
 
 
 _GRID = np.linspace(-10, 10, 1001)  # the filtered densities are below 1e-60 at the ends
