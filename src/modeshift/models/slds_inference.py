@@ -536,11 +536,13 @@ def beam_modes(
         raise TypeError("beam_modes needs switches that do not depend on the state (not a recurrent model)")
     n_modes, n = len(params.chain.initial_probs), len(params.initial_mean)
     group, weights, Q = params.laws_by_group(seqs.n_steps)
-    transitions = params.chain.transition_matrix[None] if params.steps is None else params.steps.transitions
+    if params.steps is None:  # the chain's log kernels: log p(z_0), its log transition matrix (1, K, K)
+        log_initial, log_transitions = params.chain.log_kernel_arrays()
+    else:  # each group's switches (a chain beside per-step laws may have no matrix of its own)
+        with np.errstate(divide="ignore"):
+            log_initial, log_transitions = np.log(params.chain.initial_probs), np.log(params.steps.transitions)
     (observation,), R = params.observation.weights, params.observation.covariances[0]  # [C, D, d], R
     memory = min(int(memory), int(62 // np.log2(max(n_modes, 2))))  # K^memory path signatures fit in int64
-    with np.errstate(divide="ignore"):
-        log_initial, log_transitions = np.log(params.chain.initial_probs), np.log(transitions)
     path, log_joint = beam.beam_search(
         np.ascontiguousarray(seqs.values, dtype=float),
         np.hstack([seqs.inputs, np.ones((seqs.n_steps, 1))]),
