@@ -215,7 +215,7 @@ def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray]:
     every point of linearisation (computed once per mode search)."""
     covariances = params.covariances
     if params.resets is not None:
-        covariances = np.concatenate([covariances, params.resets.reset_covariances])
+        covariances = slds_inference.law_stack(covariances, params.resets.reset_covariances)
     return np.linalg.inv(covariances), np.linalg.slogdet(covariances)[1]
 
 
@@ -229,11 +229,9 @@ def _linear_laws(params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarr
     B = np.broadcast_to(B, (T, *B.shape))
     offsets = (at.value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
     if params.resets is not None:  # the R resets after the K flows, the same at every step
-        resets = params.resets
-        coefs, intercepts = resets.reset_coefs, resets.reset_intercepts
-        A = np.concatenate([A, np.broadcast_to(coefs[:, :, :n], (T, *coefs[:, :, :n].shape))], axis=1)
-        B = np.concatenate([B, np.broadcast_to(coefs[:, :, n:], (T, *coefs[:, :, n:].shape))], axis=1)
-        offsets = np.concatenate([offsets, np.broadcast_to(intercepts, (T, *intercepts.shape))], axis=1)
+        coefs, intercepts = params.resets.reset_coefs, params.resets.reset_intercepts
+        stack = slds_inference.law_stack
+        A, B, offsets = stack(A, coefs[:, :, :n]), stack(B, coefs[:, :, n:]), stack(offsets, intercepts)
     Q_inv, log_det = noise
     Q_inv_A = np.matmul(Q_inv[None], A)
     return StepTerms(

@@ -700,7 +700,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             coefs, n = self._reset_block().reset_coefs, self.state_dim
             arrays.update({"A": coefs[:, :, :n], "B": coefs[:, :, n:], "b": self.reset_offsets_})
             arrays["laws"] = params.switching().law_of_pairs()
-            arrays["Q"] = np.concatenate([self.flow_covariances_, self.reset_covariances_])
+            arrays["Q"] = slds_inference.law_stack(self.flow_covariances_, self.reset_covariances_)
         arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
         arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
         transitions = stream_switches(chain, self.feature_map_.transform)
