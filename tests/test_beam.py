@@ -112,6 +112,28 @@ def test_impossible_switches_are_never_taken_with_missing_values():
     assert all(model.transmat_[i, j] > 0 for i, j in zip(path, path[1:]))
 
 
+def test_with_impossible_starts_and_switches_the_wide_beam_is_the_most_likely_possible_path():
+    """T = 6, K = 3, a cycle 0 -> 1 -> 2 -> 0 and no start in mode 2: the branches of probability 0
+    are dropped before their filter steps, and a beam of all 3^6 paths still returns the argmax of
+    log p(y, z) over the possible ones (computed densely), with that value."""
+    rng = np.random.default_rng(9)
+    model = _model(rng, K=3, resets="pair")
+    model.transmat_ = np.array([[0.8, 0.2, 0.0], [0.0, 0.7, 0.3], [0.4, 0.0, 0.6]])
+    model.startprob_ = np.array([0.5, 0.5, 0.0])
+    y, _ = model.sample(6, random_state=2)
+    seqs = model._sequences(y, None, None)
+    possible = [
+        path
+        for path in itertools.product(range(3), repeat=6)
+        if model.startprob_[path[0]] > 0 and all(model.transmat_[i, j] > 0 for i, j in zip(path, path[1:]))
+    ]
+    values = {path: _log_joint(model, y, path) for path in possible}
+    best = max(values, key=values.get)
+    modes, log_joint = inference.beam_modes(model._parameters(seqs), seqs, width=729, memory=0)
+    assert tuple(modes.argmax(axis=1)) == best
+    assert log_joint == pytest.approx(values[best], rel=1e-10)
+
+
 def test_recurrent_models_are_refused():
     model = _model(np.random.default_rng(0), resets=None)
     model.recurrent = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -56,8 +57,8 @@ def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one(inp
         affine, params.observation, params.initial_mean, params.initial_covariance, params.chain
     )
     expected = slds_inference.update_states(linear, seqs, mode_probs)
-    found = laplace.find_mode(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
-    for got, want in zip(found[:4], expected):
+    at, *found = laplace.find_mode(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
+    for got, want in zip((at.path, *found[:3]), expected):
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
     swept = laplace.sweep(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
     reference = slds_inference.sweep(linear, seqs, mode_probs)
@@ -65,7 +66,7 @@ def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one(inp
     np.testing.assert_allclose(swept.means, reference.means, atol=1e-8)
     assert swept.elbo == pytest.approx(reference.elbo, rel=1e-10)
 
-    xx, xr, rr = laplace.flow_moments(params, seqs, swept)
+    xx, xr, rr = laplace.flow_moments(seqs, swept)
     rows, means, covs = seqs.linked_rows, swept.means, swept.covs
     scale = np.diag(1.0 / features.scale_)
     r = np.hstack([(means[rows - 1] - features.location_) @ scale, seqs.inputs[rows], np.ones((len(rows), 1))])
@@ -95,7 +96,25 @@ def test_the_features_along_a_path_are_read_at_each_previous_state():
     rows = seqs.linked_rows[:3]
     np.testing.assert_array_equal(along.jacobian[rows], laplace.feature_jacobian(params.features, path[rows - 1])[1])
     from_features, from_path = (laplace.find_mode(params, seqs, mode_probs, start)[0] for start in (along, path))
-    np.testing.assert_array_equal(from_features, from_path)
+    np.testing.assert_array_equal(from_features.path, from_path.path)
+
+
+def test_a_posterior_carries_the_features_at_its_mode_and_the_next_sweep_reads_them():
+    """A sweep's posterior holds phi and dphi/dx at x*_t-1 (the map's own values there), and a
+    sweep from it gives, bit for bit, what the same sweep gives when it evaluates them afresh."""
+    rng = np.random.default_rng(6)
+    params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3))
+    first = laplace.sweep(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
+    before = laplace.previous_states(seqs, first.means)
+    value, jacobian = laplace.feature_jacobian(params.features, before)
+    np.testing.assert_array_equal(first.feature_values, value)
+    np.testing.assert_array_equal(first.feature_jacobians, jacobian)
+    plain = slds_inference.Posterior(
+        **{field.name: getattr(first, field.name) for field in fields(slds_inference.Posterior)}
+    )
+    carried, fresh = (laplace.sweep(params, seqs, first.mode_probs, first.means, previous=p) for p in (first, plain))
+    for name in vars(carried):
+        np.testing.assert_array_equal(getattr(carried, name), getattr(fresh, name), err_msg=name)
 
 
 def _residuals(params, seqs, mode_probs, states):
@@ -124,7 +143,8 @@ def test_the_mode_search_equals_a_dense_optimisation():
     rng = np.random.default_rng(1)
     params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3), lengths=(6,), p=1)
     shape = (seqs.n_steps, 2)
-    means, covs, cross_covs, log_det, *_ = laplace.find_mode(params, seqs, mode_probs, np.zeros(shape))
+    at, covs, cross_covs, log_det, *_ = laplace.find_mode(params, seqs, mode_probs, np.zeros(shape))
+    means = at.path
 
     def energy(flat):
         return -laplace.log_joint(params, seqs, mode_probs, flat.reshape(shape))

@@ -6,10 +6,11 @@ The beam keeps ``width`` hypotheses (a path so far, its filtered mean and covari
 cumulative log-joint). At each step every hypothesis in mode i branches into each mode j: its
 filter predicts with the law of the pair (i, j) (mode j's flow when i = j; with resets, the
 switch's reset otherwise), updates on y_t, and adds log p(z_t = j | z_t-1 = i) and the
-innovation's log density. The best ``width`` branches are kept; of branches whose last
-``memory`` modes agree only the best (``memory = 0``: no merging). With ``width >= K^T`` and no
-merging nothing is pruned, and the best final path is the exact most likely path (MAP) and its
-log p(y, z); otherwise an approximation whose cost is O(T width K) filter steps.
+innovation's log density (a branch of probability 0 is dropped before its filter step). The
+best ``width`` branches are kept; of branches whose last ``memory`` modes agree only the best
+(``memory = 0``: no merging). With ``width >= K^T`` and no merging nothing is pruned, and the
+best final path is the exact most likely path (MAP) and its log p(y, z); otherwise an
+approximation whose cost is O(T width K) filter steps.
 
 Arrays (as in :mod:`modeshift._kernels.kalman`, sequences back to back by ``offsets``): the
 dynamics of law l at step t are ``A[group[t], l]``, ``B[group[t], l]`` (the offset b as the
@@ -69,7 +70,8 @@ def _sequence(
     new_signatures = np.empty(candidates, dtype=np.int64)
     parents, chosen = np.empty((n_steps, width), dtype=np.int64), np.empty((n_steps, width), dtype=np.int64)
     kept = np.empty(candidates, dtype=np.int64)
-    predicted_mean, predicted_cov, product = np.empty(n), np.empty((n, n)), np.empty((n, n))
+    predicted_mean, predicted_cov = initial_mean.copy(), initial_cov.copy()  # the first step's: p(x_0)
+    product = np.empty((n, n))
     work = update_workspace(n, C.shape[0])
     alive = 1  # the empty path before the first step
     for t in range(first, last):
@@ -78,21 +80,18 @@ def _sequence(
             for j in range(K):
                 c = h * K + j
                 if t == first:  # one hypothesis, the empty path
-                    score = log_initial[j]
-                    copy_into(initial_mean, predicted_mean)
-                    copy_into(initial_cov, predicted_cov)
-                    signature = j % modulus
+                    score, signature = log_initial[j], j % modulus
                 else:
-                    i = modes[h]
-                    score = scores[h] + log_transitions[g, i, j]
-                    law = laws[i, j]
-                    predict_step(means[h], covs[h], A[g, law], B[g, law], Q[g, law], inputs[t],
-                                 predicted_mean, predicted_cov, product)  # fmt: skip
+                    score = scores[h] + log_transitions[g, modes[h], j]
                     signature = (signatures[h] * K + j) % modulus
                 new_signatures[c] = signature
-                if not np.isfinite(score):
+                if not np.isfinite(score):  # an impossible branch: no filter step
                     new_scores[c] = -np.inf
                     continue
+                if t > first:
+                    law = laws[modes[h], j]
+                    predict_step(means[h], covs[h], A[g, law], B[g, law], Q[g, law], inputs[t],
+                                 predicted_mean, predicted_cov, product)  # fmt: skip
                 ok, log_density = update_step(observations[t], inputs[t], C, D, R, predicted_mean, predicted_cov,
                                               new_means[c], new_covs[c], work)  # fmt: skip
                 new_scores[c] = score + log_density if ok else -np.inf

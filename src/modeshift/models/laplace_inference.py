@@ -63,12 +63,13 @@ from modeshift.dynamics import LinearDynamics, missingness_patterns
 from modeshift.emissions.reset import Resets
 from modeshift.features import FeatureMap
 from modeshift.models import slds_inference
-from modeshift.models.slds_inference import Posterior, StepLaws, StepTerms, SwitchingParameters
+from modeshift.models.slds_inference import StepLaws, StepTerms, SwitchingParameters
 from modeshift.transitions import InputDriven, Stationary
 
 __all__ = [
     "FlowParameters",
     "PathFeatures",
+    "Posterior",
     "feature_jacobian",
     "find_mode",
     "flow_regressors",
@@ -174,17 +175,39 @@ def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
 class PathFeatures:
     """The features along a path x (T, n): ``value`` phi(x_t-1) (T, m) at every step (x_t-1 from
     :func:`previous_states`), and its Jacobian ``jacobian`` (T, m, n) when first read (the line
-    search's rejected points need none). Every reader at one path (the objective, the
-    linearisation, the guards' expansion) shares this one evaluation."""
+    search's rejected points need none), or both as ``known`` (a :class:`Posterior`'s, at its
+    mode). Every reader at one path (the objective, the linearisation, the guards' expansion)
+    shares this one evaluation."""
 
-    def __init__(self, features: FeatureMap, seqs: Sequences, path: np.ndarray):
+    def __init__(
+        self,
+        features: FeatureMap,
+        seqs: Sequences,
+        path: np.ndarray,
+        known: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.features, self.path = features, np.asarray(path, dtype=float)
         self.previous = previous_states(seqs, self.path)
-        self.value = features.transform(self.previous)
+        if known is None:
+            self.value = features.transform(self.previous)
+        else:
+            self.value, self.__dict__["jacobian"] = known
 
     @functools.cached_property
     def jacobian(self) -> np.ndarray:
         return feature_jacobian(self.features, self.previous, self.value)[1]
+
+
+@dataclass
+class Posterior(slds_inference.Posterior):
+    """q(x) q(z) as the SwitchingLDS's (:class:`~modeshift.models.slds_inference.Posterior`), with
+    the features along the mode x* of q(x) that its sweep evaluated, as :class:`PathFeatures` reads
+    them: ``feature_values`` phi(x*_t-1) (T, m) and ``feature_jacobians`` dphi/dx there (T, m, n).
+    The M-step's moments (:func:`flow_moments`), the guards' inputs and the next sweep, which starts
+    at x*, read these: the map runs at x* once."""
+
+    feature_values: np.ndarray
+    feature_jacobians: np.ndarray
 
 
 def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +215,7 @@ def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray]:
     every point of linearisation (computed once per mode search)."""
     covariances = params.covariances
     if params.resets is not None:
-        covariances = np.concatenate([covariances, params.resets.reset_covariances])
+        covariances = slds_inference.law_stack(covariances, params.resets.reset_covariances)
     return np.linalg.inv(covariances), np.linalg.slogdet(covariances)[1]
 
 
@@ -206,11 +229,9 @@ def _linear_laws(params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarr
     B = np.broadcast_to(B, (T, *B.shape))
     offsets = (at.value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
     if params.resets is not None:  # the R resets after the K flows, the same at every step
-        resets = params.resets
-        coefs, intercepts = resets.reset_coefs, resets.reset_intercepts
-        A = np.concatenate([A, np.broadcast_to(coefs[:, :, :n], (T, *coefs[:, :, :n].shape))], axis=1)
-        B = np.concatenate([B, np.broadcast_to(coefs[:, :, n:], (T, *coefs[:, :, n:].shape))], axis=1)
-        offsets = np.concatenate([offsets, np.broadcast_to(intercepts, (T, *intercepts.shape))], axis=1)
+        coefs, intercepts = params.resets.reset_coefs, params.resets.reset_intercepts
+        stack = slds_inference.law_stack
+        A, B, offsets = stack(A, coefs[:, :, :n]), stack(B, coefs[:, :, n:]), stack(offsets, intercepts)
     Q_inv, log_det = noise
     Q_inv_A = np.matmul(Q_inv[None], A)
     return StepTerms(
@@ -244,19 +265,22 @@ def _linear_model(params: FlowParameters, seqs: Sequences, at: PathFeatures, law
     return params.switching(chain, steps)
 
 
-def linearised(params: FlowParameters, seqs: Sequences, states: np.ndarray) -> tuple[SwitchingParameters, StepTerms]:
-    """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]``:
+def linearised(
+    params: FlowParameters, seqs: Sequences, states: np.ndarray | PathFeatures
+) -> tuple[SwitchingParameters, StepTerms]:
+    """The switching LDS whose step-t dynamics are each flow linearised at ``states[t - 1]`` (a
+    path, or its :class:`PathFeatures`):
     A_tk = W_k J_t, B_k, c_tk = W_k phi(s) + b_k - A_tk s for s = states[t - 1] (one
     :class:`~modeshift.models.slds_inference.StepLaws` law per step), with the resets as they are
     (affine in x already), and its step terms (the K flows, then the R resets), built from the
     noise precisions of the laws (the per-step laws share them: no inverse per step)."""
-    at = PathFeatures(params.features, seqs, states)
+    at = states if isinstance(states, PathFeatures) else PathFeatures(params.features, seqs, states)
     laws = _linear_laws(params, at, _law_noise(params))
     return _linear_model(params, seqs, at, laws), laws
 
 
 def guard_curvature(
-    params: FlowParameters, seqs: Sequences, previous: Posterior, at: PathFeatures | None = None
+    params: FlowParameters, seqs: Sequences, previous: slds_inference.Posterior, at: PathFeatures | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The transition term of recurrent switches, sum_ij xi_t(i, j) log p(z_t = j | z_t-1 = i, x_t-1),
     to second order in x_t-1 at the ``previous`` mode m: the recurrent SwitchingLDS's expansion
@@ -333,7 +357,7 @@ def find_mode(
     tol: float = 0.0,
     curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     pairs: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
+) -> tuple[PathFeatures, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
     """The mode x* of :func:`log_joint` given q(z) (``mode_probs``, and with resets its pair
     posteriors ``pairs`` (T, K, K), taken as independent steps if None), by Gauss-Newton from
     ``start`` (a path, or its :class:`PathFeatures`) with a backtracking line search, and the
@@ -347,8 +371,9 @@ def find_mode(
     iterations per sweep from the last sweep's mode), and the default 0 runs to round-off.
     With recurrent switches, ``curvature`` (:func:`guard_curvature`) adds the transition term's
     expansion to f. Each point's features are evaluated once (:class:`PathFeatures`), and the
-    plug-in switches only at x*, the one point whose q(z) reads them. Returns (means, covs,
-    cross_covs, log det J, the model linearised at x* and its step terms)."""
+    plug-in switches only at x*, the one point whose q(z) reads them. Returns (the features along
+    x*, whose ``path`` is the means, covs, cross_covs, log det J, the model linearised at x* and
+    its step terms)."""
     weights = params.law_weights(mode_probs, pairs)
     log_joint_at, noise = _log_joint(params, seqs, weights), _law_noise(params)
     base = params.switching()  # q(x) reads its observation model and initial law, and the dynamics from the laws
@@ -374,7 +399,7 @@ def find_mode(
         if gain <= max(tol, _ROUND_OFF * (1.0 + abs(value))):
             break
     _, covs, cross_covs, log_det = slds_inference.update_states(base, seqs, weights, laws=laws, curvature=curvature)
-    return at.path, covs, cross_covs, log_det, _linear_model(params, seqs, at, laws), laws
+    return at, covs, cross_covs, log_det, _linear_model(params, seqs, at, laws), laws
 
 
 def sweep(
@@ -383,24 +408,31 @@ def sweep(
     mode_probs: np.ndarray,
     start: np.ndarray,
     tol: float = 0.0,
-    previous: Posterior | None = None,
+    previous: slds_inference.Posterior | None = None,
 ) -> Posterior:
     """One coordinate-ascent sweep: the Laplace q(x) given q(z) (:func:`find_mode` from ``start``,
     to ``tol``; with a ``previous`` posterior, the laws weighted by its pair posteriors (with
     resets) and, with recurrent switches, the transition term expanded at its mode), then q(z)
-    given q(x) with the flows linearised at the mode, then the (linearised) ELBO."""
-    at = PathFeatures(params.features, seqs, start)
+    given q(x) with the flows linearised at the mode, then the (linearised) ELBO. A sweep from a
+    previous Laplace :class:`Posterior`'s mode (EM's) starts from the features it carries."""
+    here = previous is not None and np.array_equal(previous.means, start)  # EM's sweeps start at the last mode
+    if here and isinstance(previous, Posterior):
+        at = PathFeatures(params.features, seqs, start, (previous.feature_values, previous.feature_jacobians))
+    else:
+        at = PathFeatures(params.features, seqs, start)
     curvature = None
-    if params.recurrent and previous is not None:  # from the last mode (EM's sweeps), its features are the start's
-        here = at if np.array_equal(previous.means, at.path) else None
-        curvature = guard_curvature(params, seqs, previous, here)
+    if params.recurrent and previous is not None:  # expanded at the last mode: from there (EM's sweeps), at's
+        curvature = guard_curvature(params, seqs, previous, at if here else None)
     pairs = None if previous is None else previous.pair_counts
-    means, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs)
+    at, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs)
+    means = at.path
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
         linear, seqs, means, covs, cross_covs, laws
     )
     elbo = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_det)
-    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
+    return Posterior(
+        means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo, at.value, at.jacobian
+    )
 
 
 def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
@@ -415,9 +447,9 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
     starts = [uniform]
     if n_modes > 1:
         even = replace(params, covariances=np.broadcast_to(params.covariances.mean(axis=0), params.covariances.shape))
-        means, covs, cross_covs, *_ = find_mode(even, seqs, uniform, start, MODE_SHARE * tol)
-        linear, laws = linearised(params, seqs, means)
-        starts.append(slds_inference.update_modes(linear, seqs, means, covs, cross_covs, laws)[1])
+        at, covs, cross_covs, *_ = find_mode(even, seqs, uniform, start, MODE_SHARE * tol)
+        linear, laws = linearised(params, seqs, at)
+        starts.append(slds_inference.update_modes(linear, seqs, at.path, covs, cross_covs, laws)[1])
     return slds_inference.best_of(
         starts,
         lambda modes: sweep(params, seqs, modes, start, MODE_SHARE * tol),
@@ -427,11 +459,10 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
     )
 
 
-def flow_moments(
-    params: FlowParameters, seqs: Sequences, posterior: Posterior
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flow_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The M-step's moments of each linked step's x_t and regressors r_t = [phi(x_t-1), u_t, 1]
-    under q(x), phi linearised at the mean (first-order, delta-method moments):
+    under q(x), phi linearised at the mean (first-order, delta-method moments, from the features
+    the posterior carries):
 
         E[r] ~ [phi(m), u, 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J'.
 
@@ -439,7 +470,7 @@ def flow_moments(
     :func:`sweep` reports. Returns E[x x'], E[x r'], E[r r'], shapes (R, n, n), (R, n, q),
     (R, q, q) with q = m + m_u + 1, for the R rows ``seqs.linked_rows``."""
     means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
-    value, jacobian = feature_jacobian(params.features, means[rows - 1])
+    value, jacobian = posterior.feature_values[rows], posterior.feature_jacobians[rows]
     m = value.shape[1]
     r = np.hstack([value, seqs.inputs[rows], np.ones((len(rows), 1))])
     rr = r[:, :, None] * r[:, None, :]

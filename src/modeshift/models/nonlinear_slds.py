@@ -700,7 +700,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             coefs, n = self._reset_block().reset_coefs, self.state_dim
             arrays.update({"A": coefs[:, :, :n], "B": coefs[:, :, n:], "b": self.reset_offsets_})
             arrays["laws"] = params.switching().law_of_pairs()
-            arrays["Q"] = np.concatenate([self.flow_covariances_, self.reset_covariances_])
+            arrays["Q"] = slds_inference.law_stack(self.flow_covariances_, self.reset_covariances_)
         arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
         arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
         transitions = stream_switches(chain, self.feature_map_.transform)
@@ -939,7 +939,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             yy, yz, zz = (np.einsum("tk,tij->kij", w, moment) for moment in moments)
             return Statistics(yy=yy, yz=yz, zz=zz, count=w.sum(axis=0))
 
-        flows = regression(weights[:, :K], laplace.flow_moments(params, seqs, posterior))
+        flows = regression(weights[:, :K], laplace.flow_moments(seqs, posterior))
         resets = (
             {"resets": regression(weights[:, K:], slds_inference.transition_moments(seqs, posterior))}
             if self.resets
@@ -972,7 +972,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         rows = seqs.linked_rows
         if not self.recurrent:
             return {"pairs": posterior.pair_counts[rows].sum(axis=0)}
-        inputs = np.hstack([self.feature_map_.transform(posterior.means[rows - 1]), seqs.inputs[rows]])
+        inputs = np.hstack([posterior.feature_values[rows], seqs.inputs[rows]])
         return {"pairs": Stacked(posterior.pair_counts[rows]), "guard_inputs": Stacked(inputs)}
 
     @property
@@ -1123,7 +1123,7 @@ def _each_sequence(seqs: Sequences, infer: Callable[..., laplace.Posterior], *pe
 
 
 #: The fields of a Laplace posterior with a row per step (all of them but the ELBO).
-_PER_STEP = ("means", "covs", "cross_covs", "mode_probs", "pair_counts", "log_likelihoods", "transitions")
+_PER_STEP = tuple(field.name for field in dataclasses.fields(laplace.Posterior) if field.name != "elbo")
 
 
 def _rows(item: Any, first: int, last: int) -> Any:

@@ -995,7 +995,7 @@ class SwitchingLDS(Model, StreamingFilters):
         """The start of :meth:`_best_start`, its parameters set; returns its q(z)."""
         return self._best_start(seqs, rng)[0]
 
-    def _best_start(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    def _best_start(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
         """A one-mode linear-Gaussian SSM (after regressing y on [u, 1] for D and d) gives C, R
         and denoised states; ARHMMs on those states propose the modes and dynamics.
 
@@ -1019,7 +1019,9 @@ class SwitchingLDS(Model, StreamingFilters):
         Their first E-steps, from unlike q(z), do not rank the two (on the noisy AR(1) modes PCA's
         wins by 35 nats and ends 4 to 24 nats below): each runs ``_RANKING_ITERATIONS`` (10) EM
         iterations from q(z) inferred to convergence and the larger ELBO at converged q(z) is kept
-        (:meth:`_advanced`). Returns the kept start's q(z), and its objective."""
+        (:meth:`_advanced`). Returns the kept start's q(z), and its objective when one family's
+        ranking computed it (None after :meth:`_advanced`'s ranking: the callers that need it
+        run its sweep)."""
         m = self.input_dim
         Y, U = seqs.values, seqs.inputs
         design = np.hstack([U, np.ones((len(Y), 1))])
@@ -1039,10 +1041,9 @@ class SwitchingLDS(Model, StreamingFilters):
                     lds.fit(data)
                 states, C, R = _denoised_states(lds, data, self.state_dim)
                 objective, start = self._propose_modes(seqs, rng, C, R, states, total_var)
-                if refine:
+                if refine:  # one stage, ranked against PCA's family by _advanced: its objective unused
                     self.__dict__.update(start[0])
                     modes = self._clamped_sweeps(seqs, start[1].argmax(axis=1))
-                    objective = inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior()
                     start = (with_prior(self), modes)
                 if kept is None or objective > best or np.isnan(best):
                     best, kept = objective, start
@@ -1051,9 +1052,7 @@ class SwitchingLDS(Model, StreamingFilters):
             families = [self._advanced(seqs, *kept) for _, kept in families]
         best, kept = max(families, key=lambda family: -np.inf if np.isnan(family[0]) else family[0])
         self.__dict__.update(kept[0])
-        if len(families) > 1:  # ranked by the ELBO alone: the objective of its start
-            best = inference.sweep(self._parameters(seqs), seqs, kept[1]).elbo + self._log_prior()
-        return kept[1], best
+        return kept[1], best if len(families) == 1 else None
 
     def _advanced(
         self, seqs: Sequences, parameters: dict[str, np.ndarray], mode_probs: np.ndarray
@@ -1170,6 +1169,8 @@ class SwitchingLDS(Model, StreamingFilters):
         if self.recurrent:
             return mode_probs
         params = self._parameters(seqs)  # those of the start, whose first sweep gave ``objective``
+        if objective is None:  # the start was ranked by its ELBO after EM (_advanced): its first sweep
+            objective = inference.sweep(params, seqs, mode_probs).elbo + self._log_prior()
         beam_probs = inference.beam_modes(params, seqs)[0]
         beam_objective = inference.sweep(params, seqs, beam_probs).elbo + self._log_prior()
         return beam_probs if beam_objective > objective else mode_probs

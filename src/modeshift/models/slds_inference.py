@@ -81,6 +81,7 @@ __all__ = [
     "guard_features",
     "independent_pairs",
     "infer",
+    "law_stack",
     "law_weights",
     "pair_chain",
     "regressors",
@@ -164,10 +165,8 @@ class SwitchingParameters:
         else:
             group, weights, covariances = self.steps.group, self.steps.weights, self.steps.covariances
         if self.resets is not None:  # the same resets whatever the step
-            block, reset_weights = self.resets, self.resets.weights
-            weights = np.concatenate([weights, np.broadcast_to(reset_weights, (len(weights), *reset_weights.shape))], 1)
-            reset_covariances = np.broadcast_to(block.reset_covariances, (len(weights), *block.reset_covariances.shape))
-            covariances = np.concatenate([covariances, reset_covariances], axis=1)
+            weights = law_stack(weights, self.resets.weights)
+            covariances = law_stack(covariances, self.resets.reset_covariances)
         return group, weights, covariances
 
     def with_mean_noise(self) -> SwitchingParameters:
@@ -185,8 +184,8 @@ class SwitchingParameters:
         every law (K + R, ...): the flows, then the resets (if any)."""
         weights, covariances, n = self.dynamics.weights, self.dynamics.covariances, len(self.initial_mean)
         if resets and self.resets is not None:
-            weights = np.concatenate([weights, self.resets.weights])
-            covariances = np.concatenate([covariances, self.resets.reset_covariances])
+            weights = law_stack(weights, self.resets.weights)
+            covariances = law_stack(covariances, self.resets.reset_covariances)
         return weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], covariances
 
     def law_of_pairs(self) -> np.ndarray:
@@ -536,11 +535,13 @@ def beam_modes(
         raise TypeError("beam_modes needs switches that do not depend on the state (not a recurrent model)")
     n_modes, n = len(params.chain.initial_probs), len(params.initial_mean)
     group, weights, Q = params.laws_by_group(seqs.n_steps)
-    transitions = params.chain.transition_matrix[None] if params.steps is None else params.steps.transitions
+    if params.steps is None:  # the chain's log kernels: log p(z_0), its log transition matrix (1, K, K)
+        log_initial, log_transitions = params.chain.log_kernel_arrays()
+    else:  # each group's switches (a chain beside per-step laws may have no matrix of its own)
+        with np.errstate(divide="ignore"):
+            log_initial, log_transitions = np.log(params.chain.initial_probs), np.log(params.steps.transitions)
     (observation,), R = params.observation.weights, params.observation.covariances[0]  # [C, D, d], R
     memory = min(int(memory), int(62 // np.log2(max(n_modes, 2))))  # K^memory path signatures fit in int64
-    with np.errstate(divide="ignore"):
-        log_initial, log_transitions = np.log(params.chain.initial_probs), np.log(transitions)
     path, log_joint = beam.beam_search(
         np.ascontiguousarray(seqs.values, dtype=float),
         np.hstack([seqs.inputs, np.ones((seqs.n_steps, 1))]),
@@ -567,6 +568,13 @@ def beam_modes(
 
 
 # ---------------------------------------------------------------------- helpers
+def law_stack(flows: np.ndarray, resets: np.ndarray) -> np.ndarray:
+    """One array of every law of a step: the flows' (..., K, *shape), then the resets' (R, *shape),
+    the same at every leading index: (..., K + R, *shape)."""
+    axis = flows.ndim - resets.ndim
+    return np.concatenate([flows, np.broadcast_to(resets, (*flows.shape[:axis], *resets.shape))], axis=axis)
+
+
 def transition_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The second moments under q(x) of each linked step's x_t and regressors z_t = [x_t-1, u_t, 1]:
     E[x_t x_t'], E[x_t z_t'] and E[z_t z_t'], shapes (R, n, n), (R, n, q), (R, q, q) for the
