@@ -517,31 +517,7 @@ def _filter(
     log_likelihoods,
     failures,
 ):
-    # one sequence runs in the calling thread: a parallel loop wakes the whole idle thread team,
-    # which then spins on cores other processes need, even for a single task
-    n_sequences = offsets.shape[0] - 1
-    if n_sequences == 1:
-        failures[0], log_likelihoods[0] = _filter_sequence(
-            observations,
-            inputs,
-            offsets[0],
-            offsets[1],
-            initial_means[0],
-            initial_covs[0],
-            diffuse,
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
-        )
-        return
-    for s in prange(n_sequences):
+    for s in prange(offsets.shape[0] - 1):
         failures[s], log_likelihoods[s] = _filter_sequence(
             observations,
             inputs,
@@ -1149,30 +1125,7 @@ def _smooth(
     disturbances,
     rows,
 ):
-    n_sequences = offsets.shape[0] - 1
-    if n_sequences == 1:  # in the calling thread, as in _filter
-        _smooth_sequence(
-            observations,
-            inputs,
-            offsets[0],
-            offsets[1],
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            diffuse,
-            A,
-            C,
-            D,
-            R,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-            disturbances,
-            rows,
-        )
-        return
-    for s in prange(n_sequences):
+    for s in prange(offsets.shape[0] - 1):
         _smooth_sequence(
             observations,
             inputs,
