@@ -321,28 +321,14 @@ def _steady_update(
 # ------------------------------------------------------------------- the filter
 @njit(cache=True)
 def _diffuse_steps(
-    observations,
-    inputs,
-    first,
-    last,
-    initial_mean,
-    initial_cov,
-    mask,
-    A,
-    B,
-    Q,
-    C,
-    D,
-    R,
-    predicted_means,
-    predicted_covs,
-    filtered_means,
-    filtered_covs,
+    observations, inputs, first, last, initial_mean, initial_cov, mask, model, moments
 ) -> tuple[int, float]:
     """The exact diffuse steps at the start of rows ``first:last`` (:mod:`modeshift._kernels.diffuse`):
     predicted and filtered means and P_* go to the output rows. Returns (the first ordinary row,
     whose predicted moments are in place, and the diffuse log-likelihood), or (the failed row, NaN);
-    (last, NaN) when P_inf is not 0 at the end."""
+    (last, NaN) when P_inf is not 0 at the end. ``model`` and ``moments`` as for :func:`_filter_sequence`."""
+    A, B, Q, C, D, R = model
+    predicted_means, predicted_covs, filtered_means, filtered_covs = moments
     n, p = A.shape[1], C.shape[1]
     work = diffuse_workspace(n, p)
     Pinf, following = np.empty((n, n)), np.empty((n, n))
@@ -386,26 +372,14 @@ def _diffuse_steps(
 
 @njit(cache=True)
 def _filter_sequence(
-    observations,
-    inputs,
-    first,
-    last,
-    initial_mean,
-    initial_cov,
-    diffuse,
-    A,
-    B,
-    Q,
-    C,
-    D,
-    R,
-    predicted_means,
-    predicted_covs,
-    filtered_means,
-    filtered_covs,
+    observations, inputs, first, last, initial_mean, initial_cov, diffuse, model, moments
 ) -> tuple[int, float]:
-    """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN), or
-    (last - first, NaN) when the diffuse components are not all identified by the end."""
+    """Filter rows ``first:last`` of the model (A, B, Q, C, D, R) into its ``moments`` (predicted
+    means, predicted covariances, filtered means, filtered covariances); returns (-1, log-likelihood),
+    or (failed step, NaN), or (last - first, NaN) when the diffuse components are not all identified
+    by the end."""
+    A, B, Q, C, D, R = model
+    predicted_means, predicted_covs, filtered_means, filtered_covs = moments
     n, p = A.shape[1], C.shape[1]
     work = update_workspace(n, p)
     product = np.empty((n, n))
@@ -415,23 +389,7 @@ def _filter_sequence(
     begin = first
     if diffuse.any():  # the exact diffuse steps, then the ordinary filter from the handover
         begin, total = _diffuse_steps(
-            observations,
-            inputs,
-            first,
-            last,
-            initial_mean,
-            initial_cov,
-            diffuse,
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
+            observations, inputs, first, last, initial_mean, initial_cov, diffuse, model, moments
         )
         if np.isnan(total):
             return begin - first, np.nan
@@ -526,16 +484,8 @@ def _filter(
             _at(initial_means, np.int64(s)),  # prange indices are unsigned
             _at(initial_covs, np.int64(s)),
             diffuse,
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
+            (A, B, Q, C, D, R),
+            (predicted_means, predicted_covs, filtered_means, filtered_covs),
         )
 
 

@@ -102,7 +102,7 @@ def _score(observations, inputs, offsets, initial_means, initial_covs, diffuse, 
         first, last = offsets[s], offsets[s + 1]
         failures[s], log_likelihoods[s] = _filter_sequence(
             observations, inputs, first, last, _at(initial_means, np.int64(s)), _at(initial_covs, np.int64(s)), diffuse,
-            A, B, Q, C, D, R, predicted_means, predicted_covs, filtered_means, filtered_covs,
+            (A, B, Q, C, D, R), (predicted_means, predicted_covs, filtered_means, filtered_covs),
         )  # fmt: skip
         if failures[s] >= 0:
             continue
