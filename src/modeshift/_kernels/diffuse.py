@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from modeshift._kernels.gaussian import LOG_2PI
-from modeshift._kernels.linalg import PIVOT_TOL
+from modeshift._kernels.linalg import PIVOT_TOL, affine
 
 __all__ = [
     "DIFFUSE_TOL",
@@ -42,6 +42,7 @@ __all__ = [
     "diffuse_update",
     "diffuse_workspace",
     "identified",
+    "predict_covariance",
     "propagate",
 ]
 
@@ -114,19 +115,10 @@ def diffuse_predict(
 ) -> None:
     """x = A x + B u, P_* = A P_* A^T + Q, P_inf = A P_inf A^T (symmetrised)."""
     n = mean.shape[0]
-    for i in range(n):
-        value = 0.0
-        for j in range(n):
-            value += A[i, j] * mean[j]
-        for j in range(u.shape[0]):
-            value += B[i, j] * u[j]
-        out_mean[i] = value
+    affine(A, mean, B, u, out_mean)
     scratch = np.empty((n, n))
-    propagate(A, Pstar, out_Pstar, scratch, np.False_)
+    predict_covariance(A, Pstar, Q, out_Pstar, scratch)
     propagate(A, Pinf, out_Pinf, scratch, np.False_)
-    for i in range(n):
-        for j in range(n):
-            out_Pstar[i, j] += 0.5 * (Q[i, j] + Q[j, i])
 
 
 @njit(cache=True)
@@ -277,6 +269,18 @@ def propagate(A: np.ndarray, P: np.ndarray, out: np.ndarray, scratch: np.ndarray
                     out[i, j] += weight * scratch[k, j]
         for j in range(i):
             out[j, i] = out[i, j]
+
+
+@njit(cache=True, inline="always")
+def predict_covariance(A: np.ndarray, P: np.ndarray, Q: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
+    """out = A P A^T + (Q + Q^T) / 2, symmetric: the covariance of A x + w for Cov(x) = P, Cov(w) = Q
+    (the ordinary filter's predicted covariance, and P_* in the diffuse steps)."""
+    propagate(A, P, out, scratch, np.False_)
+    for i in range(out.shape[0]):
+        for j in range(i + 1):
+            value = out[i, j] + 0.5 * (Q[i, j] + Q[j, i])
+            out[i, j] = value
+            out[j, i] = value
 
 
 @njit(cache=True)
