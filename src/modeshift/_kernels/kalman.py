@@ -696,26 +696,10 @@ def _observation_terms(
 
 @njit(cache=True)
 def _smooth_sequence(
-    observations,
-    inputs,
-    first,
-    last,
-    filtered_means,
-    filtered_covs,
-    predicted_means,
-    predicted_covs,
-    diffuse,
-    A,
-    C,
-    D,
-    R,
-    smoothed_means,
-    smoothed_covs,
-    cross_covs,
-    disturbances,
-    rows,
+    observations, inputs, first, last, moments, diffuse, A, C, D, R, smoothed, disturbances, rows
 ) -> None:
-    """Backward pass over rows ``first:last`` (:func:`rts_smoother`), keeping, when its arrays
+    """Backward pass over rows ``first:last`` (:func:`rts_smoother`) from the filter's ``moments``
+    (:func:`_filter_sequence`) into ``smoothed`` (means, covariances, cross-covariances), keeping, when its arrays
     have rows, the ``disturbances`` (r, N, NAP, u, half, WP) the score is made of
     (:mod:`modeshift._kernels.lds_score`). Per row t: r = r_t-1 (n,) and N = N_t-1 (n, n), the
     gradient of log p(y) in x_t's prior mean and (twice) its covariance (E[w_t | y] = Q r_t-1,
@@ -728,6 +712,8 @@ def _smooth_sequence(
     0, and half is diagonal. Without smoothed covariances (arrays of no rows) they are skipped."""
     if last == first:
         return
+    predicted_means, predicted_covs, filtered_means, filtered_covs = moments
+    smoothed_means, smoothed_covs, cross_covs = smoothed
     begin, diffuse_infs = first, np.empty((0, A.shape[1], A.shape[1]))
     if diffuse.any():
         diffuse_infs = _diffuse_variances(
@@ -838,25 +824,7 @@ def _smooth_sequence(
             copy_into(N, Ns[t])
     if begin > first:
         _diffuse_backward(
-            observations,
-            inputs,
-            first,
-            last,
-            begin,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            diffuse_infs,
-            A,
-            C,
-            D,
-            R,
-            r,
-            N,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-            disturbances,
+            observations, inputs, first, last, begin, moments, diffuse_infs, A, C, D, R, r, N, smoothed, disturbances
         )
     if covariances:
         cross_covs[first] = 0.0
@@ -918,28 +886,13 @@ def _diffuse_variances(
 
 @njit(cache=True)
 def _diffuse_backward(
-    observations,
-    inputs,
-    first,
-    last,
-    begin,
-    filtered_covs,
-    predicted_means,
-    predicted_covs,
-    variances,
-    A,
-    C,
-    D,
-    R,
-    r,
-    N,
-    smoothed_means,
-    smoothed_covs,
-    cross_covs,
-    disturbances,
+    observations, inputs, first, last, begin, moments, variances, A, C, D, R, r, N, smoothed, disturbances
 ) -> None:
     """The exact diffuse smoother over the diffuse rows ``first:begin`` (:mod:`modeshift._kernels.diffuse`),
-    from r, N at the start of row ``begin``; ``variances`` holds P_inf predicted at each row."""
+    from r, N at the start of row ``begin``; ``variances`` holds P_inf predicted at each row (the other
+    arguments as for :func:`_smooth_sequence`)."""
+    predicted_means, predicted_covs, _, filtered_covs = moments
+    smoothed_means, smoothed_covs, cross_covs = smoothed
     n, p = A.shape[1], C.shape[1]
     work = diffuse_workspace(n, p)
     scratch = (
@@ -1076,18 +1029,13 @@ def _smooth(
             inputs,
             offsets[s],
             offsets[s + 1],
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
+            (predicted_means, predicted_covs, filtered_means, filtered_covs),
             diffuse,
             A,
             C,
             D,
             R,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
+            (smoothed_means, smoothed_covs, cross_covs),
             disturbances,
             rows,
         )
