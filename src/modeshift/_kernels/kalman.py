@@ -830,6 +830,16 @@ def _smooth_sequence(
         cross_covs[first] = 0.0
 
 
+@njit(cache=True, inline="always")
+def _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work) -> None:
+    """The filter's diffuse update of row t again, for the smoother: from its predicted moments and
+    P_inf, updated in place; the mean and P_* go to ``mean`` and ``Pstar``, each entry's terms stay in ``work``."""
+    y, u = observations[t], inputs[t]
+    diffuse_update(
+        y, u, _at(C, t), _at(D, t), _at(R, t), predicted_means[t], predicted_covs[t], Pinf, mean, Pstar, work
+    )
+
+
 @njit(cache=True)
 def _diffuse_variances(
     observations, inputs, first, last, predicted_means, predicted_covs, mask, A, C, D, R
@@ -848,37 +858,13 @@ def _diffuse_variances(
             Pinf, following = following, Pinf
             if identified(Pinf):
                 break
-        diffuse_update(
-            observations[t],
-            inputs[t],
-            _at(C, t),
-            _at(D, t),
-            _at(R, t),
-            predicted_means[t],
-            predicted_covs[t],
-            Pinf,
-            mean,
-            Pstar,
-            work,
-        )
+        _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work)
         d += 1
     variances = np.zeros((d + 1, n, n))
     diffuse_start(predicted_means[first], predicted_covs[first], mask, mean, Pstar, variances[0])
     for t in range(first, first + d):
         copy_into(variances[t - first], Pinf)
-        diffuse_update(
-            observations[t],
-            inputs[t],
-            _at(C, t),
-            _at(D, t),
-            _at(R, t),
-            predicted_means[t],
-            predicted_covs[t],
-            Pinf,
-            mean,
-            Pstar,
-            work,
-        )
+        _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work)
         if t + 1 < last:
             propagate(_at(A, t + 1), Pinf, variances[t + 1 - first], scratch, np.False_)
     return variances
@@ -911,19 +897,7 @@ def _diffuse_backward(
     sink = np.empty((n, n))  # the covariances not asked for
     for t in range(begin - 1, first - 1, -1):
         copy_into(variances[t - first], Pinf)
-        diffuse_update(
-            observations[t],
-            inputs[t],
-            _at(C, t),
-            _at(D, t),
-            _at(R, t),
-            predicted_means[t],
-            predicted_covs[t],
-            Pinf,
-            mean,
-            Pstar,
-            work,
-        )
+        _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work)
         if t + 1 < last:  # Pinf is now P_inf,t|t; cross the transition to step t + 1
             At = _at(A, t + 1)
             diffuse_cross(
