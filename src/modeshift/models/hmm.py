@@ -17,7 +17,15 @@ from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
 from modeshift.models import em, online_em, selection
-from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
+from modeshift.models.base import (
+    Forecast,
+    Model,
+    NotFittedError,
+    check_future_inputs,
+    check_possible,
+    mode_segments,
+    simulated,
+)
 from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, Recursion, StepOutput, StreamingFilters, check_input_row, check_row
 from modeshift.statistics import Statistics, combine
@@ -582,9 +590,7 @@ class HMM(Model, StreamingFilters):
         for _ in range(int(n_sequences)):
             states = transitions.sample(int(n_steps), rng, features)
             draws.append((emission.sample(states, rng), states))
-        if n_sequences == 1:
-            return draws[0]
-        return [x for x, _ in draws], [z for _, z in draws]
+        return simulated(draws)
 
     # ----------------------------------------------------------------- streaming
     #: the streaming filter carries p(z_t | y_0..t) (K,), so a Gaussian chain's step can be one compiled call

@@ -48,7 +48,7 @@ from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.models import em, selection
-from modeshift.models.base import Forecast, NotFittedError, check_future_inputs
+from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, simulated
 from modeshift.models.hmm import EMISSIONS, HMM, PerStep, check_evidence
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import FilterState, SemiMarkovRecursion, lagged_values
@@ -501,9 +501,7 @@ class HSMM(HMM):
                 k = rng.choice(self._k, p=matrices[t if transitions.varying else 0, k])
                 length = int(self._duration.sample(np.array([k]), rng)[0])
             draws.append((emission.sample(states, rng), states))
-        if n_sequences == 1:
-            return draws[0]
-        return [x for x, _ in draws], [z for _, z in draws]
+        return simulated(draws)
 
     def forecast(
         self,
