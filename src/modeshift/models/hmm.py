@@ -579,18 +579,24 @@ class HMM(Model, StreamingFilters):
     ) -> tuple[PerStep, PerStep]:
         """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations (n_steps, D) and
         modes (n_steps,), or lists of them for several sequences; ``inputs`` (n_steps, input_dim)
-        drive an input-driven chain."""
+        drive an input-driven chain (the same for every sequence)."""
         self._check_fitted()
         rng = np.random.default_rng(random_state)
-        transitions, emission = self._blocks
-        features = None
-        if self.input_dim:
-            features = Sequences.from_array(np.zeros((int(n_steps), 1))).with_inputs(inputs, self.input_dim).inputs
+        modes, emission = self._mode_sampler(int(n_steps), inputs), self._blocks[1]
         draws = []
         for _ in range(int(n_sequences)):
-            states = transitions.sample(int(n_steps), rng, features)
+            states = modes(rng)
             draws.append((emission.sample(states, rng), states))
         return simulated(draws)
+
+    def _mode_sampler(self, n_steps: int, inputs: Any) -> Callable[[np.random.Generator], np.ndarray]:
+        """A function drawing a mode path of ``n_steps`` steps (driven by ``inputs``) with the generator
+        it is given, for :meth:`sample`: here the Markov chain's."""
+        transitions = self._blocks[0]
+        features = None
+        if self.input_dim:
+            features = Sequences.from_array(np.zeros((n_steps, 1))).with_inputs(inputs, self.input_dim).inputs
+        return lambda rng: transitions.sample(n_steps, rng, features)
 
     # ----------------------------------------------------------------- streaming
     #: the streaming filter carries p(z_t | y_0..t) (K,), so a Gaussian chain's step can be one compiled call
