@@ -42,7 +42,6 @@ __all__ = [
     "diffuse_update",
     "diffuse_workspace",
     "identified",
-    "predict_covariance",
     "propagate",
 ]
 
@@ -117,8 +116,11 @@ def diffuse_predict(
     n = mean.shape[0]
     affine(A, mean, B, u, out_mean)
     scratch = np.empty((n, n))
-    predict_covariance(A, Pstar, Q, out_Pstar, scratch)
+    propagate(A, Pstar, out_Pstar, scratch, np.False_)
     propagate(A, Pinf, out_Pinf, scratch, np.False_)
+    for i in range(n):
+        for j in range(n):
+            out_Pstar[i, j] += 0.5 * (Q[i, j] + Q[j, i])
 
 
 @njit(cache=True)
@@ -269,18 +271,6 @@ def propagate(A: np.ndarray, P: np.ndarray, out: np.ndarray, scratch: np.ndarray
                     out[i, j] += weight * scratch[k, j]
         for j in range(i):
             out[j, i] = out[i, j]
-
-
-@njit(cache=True, inline="always")
-def predict_covariance(A: np.ndarray, P: np.ndarray, Q: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
-    """out = A P A^T + (Q + Q^T) / 2, symmetric: the covariance of A x + w for Cov(x) = P, Cov(w) = Q
-    (the ordinary filter's predicted covariance, and P_* in the diffuse steps)."""
-    propagate(A, P, out, scratch, np.False_)
-    for i in range(out.shape[0]):
-        for j in range(i + 1):
-            value = out[i, j] + 0.5 * (Q[i, j] + Q[j, i])
-            out[i, j] = value
-            out[j, i] = value
 
 
 @njit(cache=True)

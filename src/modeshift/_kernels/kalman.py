@@ -60,7 +60,6 @@ from modeshift._kernels.diffuse import (
     diffuse_update,
     diffuse_workspace,
     identified,
-    predict_covariance,
     propagate,
 )
 from modeshift._kernels.gaussian import LOG_2PI
@@ -140,8 +139,14 @@ def predict_step(
     product: np.ndarray,
 ) -> None:
     """x_t|t-1 = A x_t-1|t-1 + B u_t,  P_t|t-1 = A P_t-1|t-1 A^T + Q (symmetrised)."""
+    n = mean.shape[0]
     affine(A, mean, B, u, out_mean)
-    predict_covariance(A, cov, Q, out_cov, product)
+    propagate(A, cov, out_cov, product, np.False_)
+    for i in range(n):
+        for j in range(i + 1):
+            value = out_cov[i, j] + 0.5 * (Q[i, j] + Q[j, i])
+            out_cov[i, j] = value
+            out_cov[j, i] = value
 
 
 @njit(cache=True)
