@@ -209,16 +209,19 @@ class InitialStateLaw:
         """(m0, P0) maximising the expected log density of the first states plus the log prior:
         ``first`` the moments of their posterior means E[x_0], ``covariance_sum`` the sum of
         their posterior covariances."""
-        n = len(self.scale)
-        scatter = covariance_sum + first.scatter + self.weight * self.scale + self.reg_covar * np.eye(n)
+        scatter = covariance_sum + first.scatter + self._spread()
         return first.mean, ensure_positive_definite(scatter / (first.count + self.weight))
 
     def log_prior(self, covariance: np.ndarray) -> float:
         """log p(P0) up to a constant."""
         precision = np.linalg.inv(covariance)
         log_det = float(np.linalg.slogdet(covariance)[1])
-        spread = self.weight * self.scale + self.reg_covar * np.eye(len(self.scale))
-        return -0.5 * (self.weight * log_det + float(np.sum(spread * precision)))
+        return -0.5 * (self.weight * log_det + float(np.sum(self._spread() * precision)))
+
+    def _spread(self) -> np.ndarray:
+        """The prior's scatter, weight scale + reg_covar I: the inverse-Wishart's scale matrix plus
+        the regularisation, what the prior adds to the first states' scatter."""
+        return self.weight * self.scale + self.reg_covar * np.eye(len(self.scale))
 
 
 def observation_statistics(

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from modeshift._kernels.gaussian import LOG_2PI
-from modeshift._kernels.linalg import PIVOT_TOL
+from modeshift._kernels.linalg import PIVOT_TOL, affine
 
 __all__ = [
     "DIFFUSE_TOL",
@@ -114,13 +114,7 @@ def diffuse_predict(
 ) -> None:
     """x = A x + B u, P_* = A P_* A^T + Q, P_inf = A P_inf A^T (symmetrised)."""
     n = mean.shape[0]
-    for i in range(n):
-        value = 0.0
-        for j in range(n):
-            value += A[i, j] * mean[j]
-        for j in range(u.shape[0]):
-            value += B[i, j] * u[j]
-        out_mean[i] = value
+    affine(A, mean, B, u, out_mean)
     scratch = np.empty((n, n))
     propagate(A, Pstar, out_Pstar, scratch, np.False_)
     propagate(A, Pinf, out_Pinf, scratch, np.False_)

@@ -119,12 +119,22 @@ def _forward_sequence(first, last, initial, transmat, weights, survival, e, star
 
 
 @njit(cache=True)
+def _log_likelihood(first, last, initial, transmat, weights, survival, e, shifts, start, end, filtered, elapsed):
+    """:func:`_forward_sequence` over rows first..last-1, then the sequence's log p(y) =
+    sum_t (log c_t + m_t) + log sum_k end_T-1(k), with m_t the table's ``shifts`` (-inf if impossible)."""
+    value = _forward_sequence(first, last, initial, transmat, weights, survival, e, start, end, filtered, elapsed)
+    if np.isfinite(value):
+        value += np.log(end[last - 1].sum()) + shifts[first:last].sum()
+    return value
+
+
+@njit(cache=True)
 def _backward_sequence(
     first, last, transmat, weights, survival, e, start, end, posteriors, durations, pairs, pair_row, following
 ):
     """The backward pass: adds segment-duration posteriors by kind to ``durations`` (4, K, D) and
     expected switches to ``pairs[pair_row]`` (K, K) (``pair_row`` -1: to ``pairs[u]``, u the step the
-    new segment starts); fills the state posteriors. Returns sum_k end_T-1(k).
+    new segment starts); fills the state posteriors.
 
     ``following`` (K, D) rolls along as ``elapsed`` does forward: at step u, slot t mod D holds
     prod_{s=u..t} e_s(k) beta_t(k), beta_t(k) the backward message of a segment ending at t."""
@@ -173,7 +183,6 @@ def _backward_sequence(
             norm += posteriors[t, k]
         for k in range(n_states):
             posteriors[t, k] /= norm
-    return tail
 
 
 @parallel(tasks=sequences_of(2))
@@ -186,11 +195,11 @@ def _smoother(table, shifts, offsets, initial, transmat, per_step, weights, surv
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
         rolling = np.empty((n_states, max_duration))
-        value = _forward_sequence(
-            first, last, initial, transmat, weights, survival, table, start, end, filtered, rolling
+        value = _log_likelihood(
+            first, last, initial, transmat, weights, survival, table, shifts, start, end, filtered, rolling
         )
         if np.isfinite(value):
-            tail = _backward_sequence(
+            _backward_sequence(
                 first,
                 last,
                 transmat,
@@ -205,7 +214,6 @@ def _smoother(table, shifts, offsets, initial, transmat, per_step, weights, surv
                 -1 if per_step else np.int64(s),  # prange indices are unsigned
                 rolling,
             )
-            value += np.log(tail) + shifts[first:last].sum()
             if not (np.isfinite(durations[s]).all() and np.isfinite(smoothed[first:last]).all()):
                 value = np.nan  # a backward message overflowed
         log_lik[s] = value
@@ -282,14 +290,11 @@ def _filter(table, shifts, offsets, initial, transmat, weights, survival, start,
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
         elapsed = np.empty((n_states, max_duration))
-        value = _forward_sequence(
-            first, last, initial, transmat, weights, survival, table, start, end, filtered, elapsed
+        log_lik[s] = _log_likelihood(
+            first, last, initial, transmat, weights, survival, table, shifts, start, end, filtered, elapsed
         )
-        if np.isfinite(value):
-            if remaining.shape[0]:
-                _remaining(first, last, weights, table, elapsed, remaining[s])
-            value += np.log(end[last - 1].sum()) + shifts[first:last].sum()
-        log_lik[s] = value
+        if np.isfinite(log_lik[s]) and remaining.shape[0]:
+            _remaining(first, last, weights, table, elapsed, remaining[s])
     return log_lik
 
 
@@ -445,13 +450,11 @@ def _sample_posterior(
     for s in prange(n_sequences):
         first, last = offsets[s], offsets[s + 1]
         elapsed = np.empty((n_states, max_duration))
-        value = _forward_sequence(
-            first, last, initial, transmat, weights, survival, table, start, end, filtered, elapsed
+        log_lik[s] = _log_likelihood(
+            first, last, initial, transmat, weights, survival, table, shifts, start, end, filtered, elapsed
         )
-        if np.isfinite(value):
+        if np.isfinite(log_lik[s]):
             _sample_sequence(first, last, transmat, weights, table, start, end, uniforms, path)
-            value += np.log(end[last - 1].sum()) + shifts[first:last].sum()
-        log_lik[s] = value
     return log_lik
 
 

@@ -321,28 +321,14 @@ def _steady_update(
 # ------------------------------------------------------------------- the filter
 @njit(cache=True)
 def _diffuse_steps(
-    observations,
-    inputs,
-    first,
-    last,
-    initial_mean,
-    initial_cov,
-    mask,
-    A,
-    B,
-    Q,
-    C,
-    D,
-    R,
-    predicted_means,
-    predicted_covs,
-    filtered_means,
-    filtered_covs,
+    observations, inputs, first, last, initial_mean, initial_cov, mask, model, moments
 ) -> tuple[int, float]:
     """The exact diffuse steps at the start of rows ``first:last`` (:mod:`modeshift._kernels.diffuse`):
     predicted and filtered means and P_* go to the output rows. Returns (the first ordinary row,
     whose predicted moments are in place, and the diffuse log-likelihood), or (the failed row, NaN);
-    (last, NaN) when P_inf is not 0 at the end."""
+    (last, NaN) when P_inf is not 0 at the end. ``model`` and ``moments`` as for :func:`_filter_sequence`."""
+    A, B, Q, C, D, R = model
+    predicted_means, predicted_covs, filtered_means, filtered_covs = moments
     n, p = A.shape[1], C.shape[1]
     work = diffuse_workspace(n, p)
     Pinf, following = np.empty((n, n)), np.empty((n, n))
@@ -386,26 +372,14 @@ def _diffuse_steps(
 
 @njit(cache=True)
 def _filter_sequence(
-    observations,
-    inputs,
-    first,
-    last,
-    initial_mean,
-    initial_cov,
-    diffuse,
-    A,
-    B,
-    Q,
-    C,
-    D,
-    R,
-    predicted_means,
-    predicted_covs,
-    filtered_means,
-    filtered_covs,
+    observations, inputs, first, last, initial_mean, initial_cov, diffuse, model, moments
 ) -> tuple[int, float]:
-    """Filter rows ``first:last``; returns (-1, log-likelihood), or (failed step, NaN), or
-    (last - first, NaN) when the diffuse components are not all identified by the end."""
+    """Filter rows ``first:last`` of the model (A, B, Q, C, D, R) into its ``moments`` (predicted
+    means, predicted covariances, filtered means, filtered covariances); returns (-1, log-likelihood),
+    or (failed step, NaN), or (last - first, NaN) when the diffuse components are not all identified
+    by the end."""
+    A, B, Q, C, D, R = model
+    predicted_means, predicted_covs, filtered_means, filtered_covs = moments
     n, p = A.shape[1], C.shape[1]
     work = update_workspace(n, p)
     product = np.empty((n, n))
@@ -415,23 +389,7 @@ def _filter_sequence(
     begin = first
     if diffuse.any():  # the exact diffuse steps, then the ordinary filter from the handover
         begin, total = _diffuse_steps(
-            observations,
-            inputs,
-            first,
-            last,
-            initial_mean,
-            initial_cov,
-            diffuse,
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
+            observations, inputs, first, last, initial_mean, initial_cov, diffuse, model, moments
         )
         if np.isnan(total):
             return begin - first, np.nan
@@ -517,31 +475,7 @@ def _filter(
     log_likelihoods,
     failures,
 ):
-    # one sequence runs in the calling thread: a parallel loop wakes the whole idle thread team,
-    # which then spins on cores other processes need, even for a single task
-    n_sequences = offsets.shape[0] - 1
-    if n_sequences == 1:
-        failures[0], log_likelihoods[0] = _filter_sequence(
-            observations,
-            inputs,
-            offsets[0],
-            offsets[1],
-            initial_means[0],
-            initial_covs[0],
-            diffuse,
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
-        )
-        return
-    for s in prange(n_sequences):
+    for s in prange(offsets.shape[0] - 1):
         failures[s], log_likelihoods[s] = _filter_sequence(
             observations,
             inputs,
@@ -550,16 +484,8 @@ def _filter(
             _at(initial_means, np.int64(s)),  # prange indices are unsigned
             _at(initial_covs, np.int64(s)),
             diffuse,
-            A,
-            B,
-            Q,
-            C,
-            D,
-            R,
-            predicted_means,
-            predicted_covs,
-            filtered_means,
-            filtered_covs,
+            (A, B, Q, C, D, R),
+            (predicted_means, predicted_covs, filtered_means, filtered_covs),
         )
 
 
@@ -775,26 +701,10 @@ def _observation_terms(
 
 @njit(cache=True)
 def _smooth_sequence(
-    observations,
-    inputs,
-    first,
-    last,
-    filtered_means,
-    filtered_covs,
-    predicted_means,
-    predicted_covs,
-    diffuse,
-    A,
-    C,
-    D,
-    R,
-    smoothed_means,
-    smoothed_covs,
-    cross_covs,
-    disturbances,
-    rows,
+    observations, inputs, first, last, moments, diffuse, A, C, D, R, smoothed, disturbances, rows
 ) -> None:
-    """Backward pass over rows ``first:last`` (:func:`rts_smoother`), keeping, when its arrays
+    """Backward pass over rows ``first:last`` (:func:`rts_smoother`) from the filter's ``moments``
+    (:func:`_filter_sequence`) into ``smoothed`` (means, covariances, cross-covariances), keeping, when its arrays
     have rows, the ``disturbances`` (r, N, NAP, u, half, WP) the score is made of
     (:mod:`modeshift._kernels.lds_score`). Per row t: r = r_t-1 (n,) and N = N_t-1 (n, n), the
     gradient of log p(y) in x_t's prior mean and (twice) its covariance (E[w_t | y] = Q r_t-1,
@@ -807,6 +717,8 @@ def _smooth_sequence(
     0, and half is diagonal. Without smoothed covariances (arrays of no rows) they are skipped."""
     if last == first:
         return
+    predicted_means, predicted_covs, filtered_means, filtered_covs = moments
+    smoothed_means, smoothed_covs, cross_covs = smoothed
     begin, diffuse_infs = first, np.empty((0, A.shape[1], A.shape[1]))
     if diffuse.any():
         diffuse_infs = _diffuse_variances(
@@ -917,28 +829,20 @@ def _smooth_sequence(
             copy_into(N, Ns[t])
     if begin > first:
         _diffuse_backward(
-            observations,
-            inputs,
-            first,
-            last,
-            begin,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            diffuse_infs,
-            A,
-            C,
-            D,
-            R,
-            r,
-            N,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-            disturbances,
+            observations, inputs, first, last, begin, moments, diffuse_infs, A, C, D, R, r, N, smoothed, disturbances
         )
     if covariances:
         cross_covs[first] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work) -> None:
+    """The filter's diffuse update of row t again, for the smoother: from its predicted moments and
+    P_inf, updated in place; the mean and P_* go to ``mean`` and ``Pstar``, each entry's terms stay in ``work``."""
+    y, u = observations[t], inputs[t]
+    diffuse_update(
+        y, u, _at(C, t), _at(D, t), _at(R, t), predicted_means[t], predicted_covs[t], Pinf, mean, Pstar, work
+    )
 
 
 @njit(cache=True)
@@ -959,37 +863,13 @@ def _diffuse_variances(
             Pinf, following = following, Pinf
             if identified(Pinf):
                 break
-        diffuse_update(
-            observations[t],
-            inputs[t],
-            _at(C, t),
-            _at(D, t),
-            _at(R, t),
-            predicted_means[t],
-            predicted_covs[t],
-            Pinf,
-            mean,
-            Pstar,
-            work,
-        )
+        _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work)
         d += 1
     variances = np.zeros((d + 1, n, n))
     diffuse_start(predicted_means[first], predicted_covs[first], mask, mean, Pstar, variances[0])
     for t in range(first, first + d):
         copy_into(variances[t - first], Pinf)
-        diffuse_update(
-            observations[t],
-            inputs[t],
-            _at(C, t),
-            _at(D, t),
-            _at(R, t),
-            predicted_means[t],
-            predicted_covs[t],
-            Pinf,
-            mean,
-            Pstar,
-            work,
-        )
+        _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work)
         if t + 1 < last:
             propagate(_at(A, t + 1), Pinf, variances[t + 1 - first], scratch, np.False_)
     return variances
@@ -997,28 +877,13 @@ def _diffuse_variances(
 
 @njit(cache=True)
 def _diffuse_backward(
-    observations,
-    inputs,
-    first,
-    last,
-    begin,
-    filtered_covs,
-    predicted_means,
-    predicted_covs,
-    variances,
-    A,
-    C,
-    D,
-    R,
-    r,
-    N,
-    smoothed_means,
-    smoothed_covs,
-    cross_covs,
-    disturbances,
+    observations, inputs, first, last, begin, moments, variances, A, C, D, R, r, N, smoothed, disturbances
 ) -> None:
     """The exact diffuse smoother over the diffuse rows ``first:begin`` (:mod:`modeshift._kernels.diffuse`),
-    from r, N at the start of row ``begin``; ``variances`` holds P_inf predicted at each row."""
+    from r, N at the start of row ``begin``; ``variances`` holds P_inf predicted at each row (the other
+    arguments as for :func:`_smooth_sequence`)."""
+    predicted_means, predicted_covs, _, filtered_covs = moments
+    smoothed_means, smoothed_covs, cross_covs = smoothed
     n, p = A.shape[1], C.shape[1]
     work = diffuse_workspace(n, p)
     scratch = (
@@ -1037,19 +902,7 @@ def _diffuse_backward(
     sink = np.empty((n, n))  # the covariances not asked for
     for t in range(begin - 1, first - 1, -1):
         copy_into(variances[t - first], Pinf)
-        diffuse_update(
-            observations[t],
-            inputs[t],
-            _at(C, t),
-            _at(D, t),
-            _at(R, t),
-            predicted_means[t],
-            predicted_covs[t],
-            Pinf,
-            mean,
-            Pstar,
-            work,
-        )
+        _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work)
         if t + 1 < last:  # Pinf is now P_inf,t|t; cross the transition to step t + 1
             At = _at(A, t + 1)
             diffuse_cross(
@@ -1149,47 +1002,19 @@ def _smooth(
     disturbances,
     rows,
 ):
-    n_sequences = offsets.shape[0] - 1
-    if n_sequences == 1:  # in the calling thread, as in _filter
-        _smooth_sequence(
-            observations,
-            inputs,
-            offsets[0],
-            offsets[1],
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
-            diffuse,
-            A,
-            C,
-            D,
-            R,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
-            disturbances,
-            rows,
-        )
-        return
-    for s in prange(n_sequences):
+    for s in prange(offsets.shape[0] - 1):
         _smooth_sequence(
             observations,
             inputs,
             offsets[s],
             offsets[s + 1],
-            filtered_means,
-            filtered_covs,
-            predicted_means,
-            predicted_covs,
+            (predicted_means, predicted_covs, filtered_means, filtered_covs),
             diffuse,
             A,
             C,
             D,
             R,
-            smoothed_means,
-            smoothed_covs,
-            cross_covs,
+            (smoothed_means, smoothed_covs, cross_covs),
             disturbances,
             rows,
         )

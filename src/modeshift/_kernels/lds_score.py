@@ -86,10 +86,9 @@ def _accumulate(first, last, inputs, diffuse, rows, smoothed_means, disturbances
 def _score(observations, inputs, offsets, initial_means, initial_covs, diffuse, A, B, Q, C, D, R, rows,
            log_likelihoods, failures, gradients):  # fmt: skip
     n_steps, n, p = observations.shape[0], A.shape[1], C.shape[1]
-    predicted_means, predicted_covs = np.empty((n_steps, n)), np.empty((n_steps, n, n))
-    filtered_means, filtered_covs = np.empty((n_steps, n)), np.empty((n_steps, n, n))
-    smoothed_means = np.empty((n_steps, n))
+    moments = (np.empty((n_steps, n)), np.empty((n_steps, n, n)), np.empty((n_steps, n)), np.empty((n_steps, n, n)))
     skipped = np.empty((0, n, n))  # the smoothed covariances: the score needs none
+    smoothed = (np.empty((n_steps, n)), skipped, skipped)
     disturbances = (
         np.zeros((n_steps, n)),
         np.zeros((n_steps, n, n)),
@@ -102,17 +101,14 @@ def _score(observations, inputs, offsets, initial_means, initial_covs, diffuse, 
         first, last = offsets[s], offsets[s + 1]
         failures[s], log_likelihoods[s] = _filter_sequence(
             observations, inputs, first, last, _at(initial_means, np.int64(s)), _at(initial_covs, np.int64(s)), diffuse,
-            A, B, Q, C, D, R, predicted_means, predicted_covs, filtered_means, filtered_covs,
+            (A, B, Q, C, D, R), moments,
         )  # fmt: skip
         if failures[s] >= 0:
             continue
-        _smooth_sequence(
-            observations, inputs, first, last, filtered_means, filtered_covs, predicted_means, predicted_covs,
-            diffuse, A, C, D, R, smoothed_means, skipped, skipped, disturbances, rows,
-        )  # fmt: skip
+        _smooth_sequence(observations, inputs, first, last, moments, diffuse, A, C, D, R, smoothed, disturbances, rows)
         gradient = (gradients[0][s], gradients[1][s], gradients[2][s], gradients[3][s],
                     gradients[4][s], gradients[5][s], gradients[6][s], gradients[7][s])  # fmt: skip
-        _accumulate(first, last, inputs, diffuse, rows, smoothed_means, disturbances, gradient)
+        _accumulate(first, last, inputs, diffuse, rows, smoothed[0], disturbances, gradient)
 
 
 def log_likelihood_and_score(

@@ -148,6 +148,8 @@ class _BaseHMM:
     #: hmmlearn's letter of each emission parameter -> its attribute, in the order they are set
     _emission_letters: ClassVar[dict[str, str]] = {}
     _constraints: ClassVar[dict[str, rules.Rule]] = {}
+    #: the dtype of the observations ``sample`` returns, as hmmlearn's (counts are integers)
+    _sample_dtype: ClassVar[type] = np.float64
 
     # ------------------------------------------------------------ hyper-parameters
     @classmethod
@@ -321,10 +323,7 @@ class _BaseHMM:
             engine.startprob_ = np.eye(self.n_components)[currstate]
         seed = self.random_state if random_state is None else random_state
         X, states = engine.sample(n_samples, random_state=_generator_seed(seed))
-        return self._sample_form(X), states
-
-    def _sample_form(self, X: np.ndarray) -> np.ndarray:
-        return X
+        return X.astype(self._sample_dtype, copy=False), states
 
     # ----------------------------------------------------------- model selection
     def aic(self, X: Any, lengths: Any = None) -> float:
@@ -504,6 +503,7 @@ class CategoricalHMM(_BaseHMM):
     """
 
     _emission_letters = {"e": "emissionprob_"}
+    _sample_dtype = np.int64
     _constraints = {"n_features": rules.either(rules.Integer(1), rules.OneOf((None,)))}
 
     def __init__(
@@ -552,9 +552,6 @@ class CategoricalHMM(_BaseHMM):
         self.n_features = self.emissionprob_.shape[1]  # as hmmlearn: the alphabet fit used
         return self
 
-    def _sample_form(self, X: np.ndarray) -> np.ndarray:
-        return X.astype(np.int64)
-
 
 class MultinomialHMM(_BaseHMM):
     """Multinomial emissions: the counts y_t of ``n_features`` outcomes in n_t trials,
@@ -566,6 +563,7 @@ class MultinomialHMM(_BaseHMM):
     """
 
     _emission_letters = {"e": "emissionprob_"}
+    _sample_dtype = np.int64
 
     def __init__(
         self,
@@ -609,9 +607,6 @@ class MultinomialHMM(_BaseHMM):
                 f"(one number, or one per row of X) is {self.n_trials!r}"
             )
 
-    def _sample_form(self, X: np.ndarray) -> np.ndarray:
-        return X.astype(np.int64)
-
 
 class PoissonHMM(_BaseHMM):
     """Poisson emissions: independent counts y_td | z_t = k ~ Poisson(lambdas_[k, d]).
@@ -621,6 +616,7 @@ class PoissonHMM(_BaseHMM):
     """
 
     _emission_letters = {"l": "lambdas_"}
+    _sample_dtype = np.int64
 
     def __init__(
         self,
@@ -654,9 +650,6 @@ class PoissonHMM(_BaseHMM):
                 f"{model}: modeshift has no prior on the Poisson rates; lambdas_prior and lambdas_weight must be 0"
             )
         return {}
-
-    def _sample_form(self, X: np.ndarray) -> np.ndarray:
-        return X.astype(np.int64)
 
 
 # ------------------------------------------------------------------------- helpers

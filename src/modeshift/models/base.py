@@ -526,6 +526,14 @@ def check_future_inputs(
     return out
 
 
+def simulated(draws: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """What ``sample`` returns for its simulated sequences, each an (observations, states) pair:
+    the one pair itself, or for several the list of their observations and the list of their states."""
+    if len(draws) == 1:
+        return draws[0]
+    return [y for y, _ in draws], [x for _, x in draws]
+
+
 def check_possible(
     log_likelihoods: np.ndarray,
     cause: str,

@@ -17,7 +17,15 @@ from modeshift.chain_analysis import dwell_times
 from modeshift.data import Sequences, as_sequences
 from modeshift.emissions import Autoregressive, Categorical, Emission, Gaussian, GaussianMixture, Poisson
 from modeshift.models import em, online_em, selection
-from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, check_possible, mode_segments
+from modeshift.models.base import (
+    Forecast,
+    Model,
+    NotFittedError,
+    check_future_inputs,
+    check_possible,
+    mode_segments,
+    simulated,
+)
 from modeshift.models.params import Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, Recursion, StepOutput, StreamingFilters, check_input_row, check_row
 from modeshift.statistics import Statistics, combine
@@ -572,20 +580,24 @@ class HMM(Model, StreamingFilters):
     ) -> tuple[PerStep, PerStep]:
         """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations (n_steps, D) and
         modes (n_steps,), or lists of them for several sequences; ``inputs`` (n_steps, input_dim)
-        drive an input-driven chain."""
+        drive an input-driven chain (the same for every sequence)."""
         self._check_fitted()
         rng = np.random.default_rng(random_state)
-        transitions, emission = self._blocks
-        features = None
-        if self.input_dim:
-            features = Sequences.from_array(np.zeros((int(n_steps), 1))).with_inputs(inputs, self.input_dim).inputs
+        modes, emission = self._mode_sampler(int(n_steps), inputs), self._blocks[1]
         draws = []
         for _ in range(int(n_sequences)):
-            states = transitions.sample(int(n_steps), rng, features)
+            states = modes(rng)
             draws.append((emission.sample(states, rng), states))
-        if n_sequences == 1:
-            return draws[0]
-        return [x for x, _ in draws], [z for _, z in draws]
+        return simulated(draws)
+
+    def _mode_sampler(self, n_steps: int, inputs: Any) -> Callable[[np.random.Generator], np.ndarray]:
+        """A function drawing a mode path of ``n_steps`` steps (driven by ``inputs``) with the generator
+        it is given, for :meth:`sample`: here the Markov chain's."""
+        transitions = self._blocks[0]
+        features = None
+        if self.input_dim:
+            features = Sequences.from_array(np.zeros((n_steps, 1))).with_inputs(inputs, self.input_dim).inputs
+        return lambda rng: transitions.sample(n_steps, rng, features)
 
     # ----------------------------------------------------------------- streaming
     #: the streaming filter carries p(z_t | y_0..t) (K,), so a Gaussian chain's step can be one compiled call

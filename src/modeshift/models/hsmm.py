@@ -470,40 +470,27 @@ class HSMM(HMM):
         self._check_possible(log_lik, seqs)
         return seqs.restore(path)
 
-    def sample(
-        self,
-        n_steps: int,
-        n_sequences: int = 1,
-        random_state: int | np.random.Generator | None = None,
-        *,
-        inputs: Any = None,
-    ) -> tuple[PerStep, PerStep]:
-        """Simulate ``n_sequences`` sequences of ``n_steps`` steps: observations and modes (arrays,
-        or lists of them for several sequences). Segments are drawn one after the other; the first
-        from the residual law with ``left_censoring``; the last is cut at ``n_steps``. ``inputs``
-        (n_steps, input_dim) drive input-driven switches (the same for every sequence)."""
-        self._check_fitted()
-        rng = np.random.default_rng(random_state)
-        transitions, emission = self._blocks
-        steps = Sequences.from_array(np.zeros((int(n_steps), 1)))
+    def _mode_sampler(self, n_steps: int, inputs: Any) -> Callable[[np.random.Generator], np.ndarray]:
+        """As :meth:`HMM._mode_sampler`: segments drawn one after the other, the first from the residual
+        law with ``left_censoring``, the last cut at ``n_steps``; ``inputs`` drive input-driven switches."""
+        transitions = self._blocks[0]
+        steps = Sequences.from_array(np.zeros((n_steps, 1)))
         matrices = transitions.kernel_arrays(steps.with_inputs(inputs, self.input_dim, "this HSMM").inputs)[1]
         first_law = self._segment_laws()[0][1]
-        draws = []
-        for _ in range(int(n_sequences)):
-            states = np.empty(int(n_steps), dtype=np.int64)
+
+        def draw(rng: np.random.Generator) -> np.ndarray:
+            states = np.empty(n_steps, dtype=np.int64)
             t, k = 0, rng.choice(self._k, p=transitions.initial_probs)
             length = rng.choice(first_law.shape[1], p=first_law[k]) + 1
             while True:
                 states[t : t + length] = k
                 t += length
                 if t >= n_steps:
-                    break
+                    return states
                 k = rng.choice(self._k, p=matrices[t if transitions.varying else 0, k])
                 length = int(self._duration.sample(np.array([k]), rng)[0])
-            draws.append((emission.sample(states, rng), states))
-        if n_sequences == 1:
-            return draws[0]
-        return [x for x, _ in draws], [z for _, z in draws]
+
+        return draw
 
     def forecast(
         self,

@@ -14,7 +14,7 @@ from modeshift import _kernels as kernels
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.models import em, lds_mle, online_em
-from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, simulated
 from modeshift.models.params import Boolean, Integer, OneOf, either
 from modeshift.models.streaming import (
     DiffuseKalmanRecursion,
@@ -574,9 +574,7 @@ class LinearGaussianSSM(Model, StreamingFilters):
                     x = A @ x + B @ u[t] + LQ @ state_noise[t]
                 states[t] = x
             draws.append((states @ C.T + u @ D.T + obs_noise @ LR.T, states))
-        if n_sequences == 1:
-            return draws[0]
-        return [y for y, _ in draws], [x for _, x in draws]
+        return simulated(draws)
 
     # ------------------------------------------------------------------ fitting
     def fit(

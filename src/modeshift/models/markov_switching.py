@@ -60,7 +60,7 @@ import pandas as pd
 from modeshift.chain_analysis import dwell_times, stationary_distribution
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.models import em
-from modeshift.models.base import Forecast, Model, NotFittedError, check_possible, mode_segments
+from modeshift.models.base import Forecast, Model, NotFittedError, check_possible, mode_segments, simulated
 from modeshift.models.logit_transitions import logit_matrices
 from modeshift.models.params import Boolean, Integer, OneOf, Rule
 from modeshift.models.streaming import FilterState, Recursion, StreamingFilters, check_row
@@ -757,9 +757,7 @@ class _MarkovSwitching(Model, StreamingFilters):
         engine, rng = self._engine_for(params), np.random.default_rng(random_state)
         design = SeriesData(np.empty((0, params.covariances.shape[1])), regressors, tvtp)
         draws = [engine.simulate(params, design, rng) for _ in range(int(n_sequences))]
-        if len(draws) == 1:
-            return draws[0]
-        return [y for y, _ in draws], [regimes for _, regimes in draws]
+        return simulated(draws)
 
     def forecast(
         self,

@@ -49,7 +49,7 @@ from modeshift._kernels.kalman import filter_arrays
 from modeshift._kernels.lds_score import FLAT, ScorePass
 from modeshift.data import Sequences, as_sequences
 from modeshift.models import quasi_newton
-from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs
+from modeshift.models.base import Forecast, Model, NotFittedError, check_future_inputs, simulated
 from modeshift.models.em import ConvergenceWarning
 from modeshift.models.lds import LinearGaussianSSM, SmootherResult, predictive_moments
 from modeshift.models.params import Integer, Number, OneOf, Rule, either
@@ -753,9 +753,7 @@ class StructuralModel(Model, StreamingFilters):
                 states[t] = x
             noise = rng.normal(0.0, np.sqrt(system.R), size=T)
             draws.append(((states @ system.C + U @ system.D + noise)[:, None], states))
-        if n_sequences == 1:
-            return draws[0]
-        return [y for y, _ in draws], [x for _, x in draws]
+        return simulated(draws)
 
     # ----------------------------------------------------------- the report
     def standard_errors(self, X: Any, lengths: Sequence[int] | None = None, *, exog: Any = None) -> pd.Series:
