@@ -740,14 +740,26 @@ def test_shard_e_steps_reuse_the_threads_arrays_and_agree_with_fresh_ones(kind):
     assert tables[0] is tables[1] and tables[2] is not tables[1]  # kept, grown for the longer shard
 
 
-def test_a_shard_e_step_does_not_keep_arrays_above_the_limit(monkeypatch):
+def test_a_shard_e_step_keeps_at_most_the_limit_of_arrays(monkeypatch):
+    from modeshift._kernels.recursions import buffer
     from modeshift.models import em
 
     model = HMM(2, random_state=0).set_params(n_iter=2).fit(np.random.default_rng(0).normal(size=(300, 1)))
     model.__dict__["_fixed_blocks"] = frozenset()
-    monkeypatch.setattr(em, "KEPT_SCRATCH_BYTES", 1000)  # 2 x 8 bytes a step: kept up to 62 steps
-    em._thread_scratch().clear()  # what earlier tests on this thread left
+    monkeypatch.setattr(em, "KEPT_SCRATCH_BYTES", 6000)  # 50 steps' arrays fit (about 4.8 kB), 100 steps' do not
+    scratch = em._thread_scratch()
+    scratch.clear()  # what earlier tests on this thread left
     em._shard_e_step(model, model._em_data(np.zeros((50, 1))))
-    assert "log_likelihoods" in em._thread_scratch()
+    assert "log_likelihoods" in scratch and sum(a.nbytes for a in scratch.values()) <= 6000
+    kept = len(scratch)
     em._shard_e_step(model, model._em_data(np.zeros((100, 1))))
-    assert "log_likelihoods" not in em._thread_scratch()
+    assert 0 < len(scratch) < kept and sum(a.nbytes for a in scratch.values()) <= 6000
+
+    def failing(seqs, scratch=None):  # an E-step that fails after taking a large array
+        buffer(scratch, "large", (1000, 2))
+        raise ValueError("impossible data")
+
+    monkeypatch.setattr(model, "_expected_statistics", failing)
+    with pytest.raises(ValueError, match="impossible"):
+        em._shard_e_step(model, model._em_data(np.zeros((50, 1))))
+    assert "large" not in scratch and sum(a.nbytes for a in scratch.values()) <= 6000

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from modeshift._kernels.recursions import buffer
 from modeshift.data import Sequences, check_array, check_covariances
 from modeshift.dynamics import LinearDynamics
 from modeshift.emissions.base import Emission
@@ -50,6 +49,7 @@ class Autoregressive(Emission):
     """
 
     parameters = {"coefs_": "coefs", "intercepts_": "intercepts", "covars_": "covariances"}
+    writes_out = True  # log_likelihoods(values, out)
 
     def __init__(
         self,
@@ -147,11 +147,6 @@ class Autoregressive(Emission):
         block.ridge_columns = np.r_[np.ones(q - 1, dtype=bool), False]
         block.m_step(block.statistics(np.hstack([y, z]), d, np.eye(self.n_states)[labels]))
         self._unpack(block)
-
-    def log_likelihood_table(
-        self, values: np.ndarray, scratch: dict[str, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, None]:
-        return self.log_likelihoods(values, buffer(scratch, "log_likelihoods", (len(values), self.n_states))), None
 
     def log_likelihoods(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """log p(y_t | z_t = k, lags), (n_steps, K), written to ``out`` if given; 0 for a row without

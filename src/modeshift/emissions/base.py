@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from modeshift._kernels.recursions import buffer
 from modeshift.data import Sequences
 from modeshift.statistics import Statistics
 
@@ -24,6 +25,7 @@ class Emission(ABC):
 
     #: model attribute (hmmlearn's name) -> attribute of this object
     parameters: dict[str, str] = {}
+    writes_out = False  # whether log_likelihoods(values, out) writes the table into a given array
 
     def __init__(self, n_states: int):
         self.n_states = n_states
@@ -57,8 +59,11 @@ class Emission(ABC):
         ``rows`` is None when the table has one row per step. Discrete emissions
         return one row per symbol, which spares the kernels an (n_steps, K) array.
         ``scratch``: the working arrays an E-step keeps from one call to the next
-        (:func:`~modeshift._kernels.recursions.buffer`), where an emission may write its table.
+        (:func:`~modeshift._kernels.recursions.buffer`), where an emission whose
+        ``log_likelihoods`` takes ``out`` (:attr:`writes_out`) writes its table.
         """
+        if self.writes_out:
+            return self.log_likelihoods(values, buffer(scratch, "log_likelihoods", (len(values), self.n_states))), None
         return self.log_likelihoods(values), None
 
     @abstractmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from modeshift._kernels import gaussian_log_density, weighted_moments
-from modeshift._kernels.recursions import buffer
 from modeshift.data import Sequences, check_array, check_covariances
 from modeshift.dynamics import missingness_patterns
 from modeshift.emissions.base import Emission
@@ -44,6 +43,7 @@ class Gaussian(Emission):
     """
 
     parameters = {"means_": "means", "covars_": "covariances"}
+    writes_out = True  # log_likelihoods(values, out)
 
     def __init__(
         self,
@@ -133,11 +133,6 @@ class Gaussian(Emission):
         self.covariances = self._constrain(covariances, np.ones(self.n_states))
 
     # ------------------------------------------------------------------------ EM
-    def log_likelihood_table(
-        self, values: np.ndarray, scratch: dict[str, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, None]:
-        return self.log_likelihoods(values, buffer(scratch, "log_likelihoods", (len(values), self.n_states))), None
-
     def log_likelihoods(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """log p(y_t | z_t = k), (n_steps, K), written to ``out`` if given; 0 for a wholly missing step."""
         out = np.empty((values.shape[0], self.n_states)) if out is None else out

@@ -371,6 +371,10 @@ def _user_stacklevel() -> int:
     return level
 
 
+_THREAD = threading.local()
+KEPT_SCRATCH_BYTES = 2**25  # 32 MiB: what a worker thread keeps of its E-steps' working arrays
+
+
 def _shard_e_step(model: Any, shard: Any, workspace: dict[str, Any] | None = None) -> tuple[float, Any]:
     """One shard's E-step: its part of the objective (without the prior) and its statistics.
     Without a ``workspace`` (nothing carried from one iteration to the next) the E-step still
@@ -379,9 +383,10 @@ def _shard_e_step(model: Any, shard: Any, workspace: dict[str, Any] | None = Non
         value, statistics = model._e_step(shard, workspace)
     else:
         scratch = _thread_scratch()
-        value, statistics = model._e_step(shard, {"scratch": scratch})
-        for name in [name for name, array in scratch.items() if array.nbytes > KEPT_SCRATCH_BYTES]:
-            del scratch[name]
+        try:
+            value, statistics = model._e_step(shard, {"scratch": scratch})
+        finally:
+            _bound(scratch)
     return float(value) - _log_prior(model), statistics
 
 
@@ -390,16 +395,21 @@ def _thread_scratch() -> dict[str, Any]:
     run on this thread share, from one shard and iteration to the next: a worker touches memory
     it has touched before. Fresh arrays would cost a page fault per 4 KiB at every use on a
     Dask worker, whose allocator returns freed memory to the system at once (its nanny sets
-    MALLOC_TRIM_THRESHOLD_): 54 MB of faults per E-step of 625,000 steps, K = 8. Arrays of at
-    most :data:`KEPT_SCRATCH_BYTES` stay allocated between tasks (an HMM's, whose E-step runs
-    in blocks: about 12 MB for K = 8); a larger one (an E-step over a whole shard) is freed."""
+    MALLOC_TRIM_THRESHOLD_): 54 MB of faults per E-step of 625,000 steps, K = 8. At most
+    :data:`KEPT_SCRATCH_BYTES` stay allocated between tasks (:func:`_bound`)."""
     if not hasattr(_THREAD, "scratch"):
         _THREAD.scratch = {}
     return _THREAD.scratch
 
 
-_THREAD = threading.local()
-KEPT_SCRATCH_BYTES = 2**25  # 32 MiB
+def _bound(scratch: dict[str, np.ndarray]) -> None:
+    """Free the largest of ``scratch``'s arrays until they hold at most :data:`KEPT_SCRATCH_BYTES`
+    together: an HMM's, whose E-step runs in blocks (about 12 MB for K = 8), stay; those of an
+    E-step over a whole shard go."""
+    for name in sorted(scratch, key=lambda name: scratch[name].nbytes, reverse=True):
+        if sum(array.nbytes for array in scratch.values()) <= KEPT_SCRATCH_BYTES:
+            return
+        del scratch[name]
 
 
 def _shard_e_step_keeping(model: Any, shard: Any, workspace: dict[str, Any]) -> tuple[float, Any]:

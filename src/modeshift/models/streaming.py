@@ -351,7 +351,7 @@ class KalmanRecursion(Recursion):
         return (mean, cov), float(log_lik)
 
     def remember(self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        return np.concatenate([evidence[1], evidence[0]])
+        return kept_row(evidence)
 
     def smooth(self, window: Window, diffuse: np.ndarray | None = None) -> list[Law] | None:
         p, m = self.params, self.params["B"].shape[1]
@@ -552,7 +552,7 @@ class SwitchingKalmanRecursion(Recursion):
 
     def remember(self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """[u_t, y_t]: the backward step weighs the pairs into step t by their update on y_t."""
-        return np.concatenate([evidence[1], evidence[0]])
+        return kept_row(evidence)
 
     def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, kept: np.ndarray) -> Law:
         """The backward step of GPB2 (Kim 1994): each pair (z_s = i, z_s+1 = j) takes the
@@ -868,6 +868,11 @@ def _fingerprint(value: Any) -> tuple[Any, ...] | None:
         return None
     array = np.asarray(value)
     return array.shape, array.dtype.str, array.tobytes()
+
+
+def kept_row(evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """A step's evidence (y_t, u_t) as a fixed-lag window keeps it: one row [u_t, y_t]."""
+    return np.concatenate([evidence[1], evidence[0]])
 
 
 def next_time(state: FilterState, time: Any) -> tuple[float, float | None]:
