@@ -523,7 +523,10 @@ def _first_pass(
     cluster, and in the same task the ids the partition holds, which meet on the cluster (only
     whether two partitions share one reaches the client). Returns the results, their
     ``summary`` (brought to the client, in partition order), the source read and the worker
-    each result was placed on (none without ``persist``).
+    each result was placed on (none without ``persist``). Earlier partitions go first
+    (``priority``), so that a worker converts each partition as soon as it is read and holds one
+    raw partition at a time, not all of its own at once (Dask would run every read first): on
+    one worker, 908 -> 669 MB at the peak for 10^7 observations.
 
     With ``persist`` the results are futures kept on the workers, partition i on worker
     i n / (number of partitions) (an even split of the E-steps whatever the scheduler would
@@ -543,7 +546,10 @@ def _first_pass(
     if persist:
         workers = _workers(client)
         placed = [workers[place] for place in _places(len(pairs), workers)]
-        pairs = [client.compute(pair, workers=[on], allow_other_workers=True) for pair, on in zip(pairs, placed)]
+        pairs = [
+            client.compute(pair, workers=[on], allow_other_workers=True, priority=-index)
+            for index, (pair, on) in enumerate(zip(pairs, placed))
+        ]
         node: Callable[..., Any] = functools.partial(_submit, client)
     else:
         node = _delayed
