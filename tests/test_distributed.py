@@ -185,6 +185,29 @@ def test_a_large_data_set_is_sampled_from_every_partition(client):
     np.testing.assert_array_equal(sample[1], frame.loc[frame.id == 3, ["a", "b"]].to_numpy())
 
 
+def test_the_first_pass_converts_each_partition_before_reading_many_more(tmp_path):
+    """A worker holds few raw partitions at once: each is converted as soon as it is read (Dask
+    would read all of a worker's partitions first, here 8 held at once)."""
+    frame = _frame(16)
+    for i in range(8):
+        frame[frame.id // 2 == i].to_parquet(tmp_path / f"part{i}.parquet")
+    columns = {"time_column": "t"}
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+        distributed.get_task_stream(client) as stream,
+    ):
+        msd.Shards.of(HMM(2), msd._source(dd.read_parquet(tmp_path), columns), client, columns)
+    kinds = [
+        "read" if str(task["key"]).startswith("('read_parquet") else "convert"
+        for task in sorted(stream.data, key=lambda task: task["startstops"][-1]["stop"])
+        if str(task["key"]).startswith(("('read_parquet", "_checked"))
+    ]
+    assert kinds.count("read") == kinds.count("convert") == 8, kinds
+    held = [kinds[: i + 1].count("read") - kinds[: i + 1].count("convert") for i in range(len(kinds))]
+    assert max(held) <= 3, (held, kinds)  # the scheduler sends a worker two reads ahead
+
+
 def test_a_pass_is_one_task_per_worker_over_the_partitions_kept_there(client):
     frame = _frame(12)
     columns = {"time_column": "t"}
