@@ -448,9 +448,9 @@ class SwitchingKalmanRecursion(Recursion):
     """An approximate filter of a switching linear dynamical system: one Gaussian per mode (Kim's
     filter, a generalised pseudo-Bayesian filter of order 2). Law (w (K,), means (K, n),
     covariances (K, n, n), pairs (K, K)): p(z_t = k | y_0..t), the moments of
-    p(x_t | z_t = k, y_0..t) and the pair posterior p(z_t-1 = i, z_t = j | y_0..t) (whose columns
-    sum to w), which the smoother's :meth:`back` weighs the pairs into step t by; its smoothed laws
-    are (w, means, covariances).
+    p(x_t | z_t = k, y_0..t) and the pair posterior p(z_t-1 = i, z_t = j | y_0..t) (its columns
+    sum to w; the smoother's :meth:`back` weighs the pairs into step t by it). A smoothed law is
+    (w, means, covariances).
 
     The exact filter is a mixture of K^(t+1) Gaussians. Each step runs the K^2 Kalman steps of
     the pairs (z_t-1 = i, z_t = j) (the pair's law from mode i's Gaussian; the switch
