@@ -1,7 +1,8 @@
 """Fixed-lag smoothing of Kim's streaming filter (SwitchingLDS, NonlinearSwitchingLDS,
 ContinuousSwitchingLDS): the Kalman smoother with one mode, a direct Kim smoother on the filter's
-laws (flows, resets, each gap's laws), near the batch posterior, resumed from a saved state, and the
-SwitchingLDS's at a linear map."""
+laws (flows, resets, each gap's laws), near the batch posterior, resumed from a saved state, the
+SwitchingLDS's at a linear map; the pair posterior the filtered law keeps for it, and a state saved
+by an earlier modeshift (without it)."""
 
 from __future__ import annotations
 
@@ -124,7 +125,9 @@ def test_a_window_over_the_whole_stream_is_kims_smoother(resets):
     U = rng.normal(size=(40, 1))
     Y, _ = model.sample(40, random_state=4, inputs=U)
     outs = list(model.filter_stream(Y, inputs=U, lag=len(Y)))
-    expected = _kim_smoother([out.state.filtered for out in outs], _slds_pair_laws(model, U), _observed(model, Y, U))
+    expected = _kim_smoother(
+        [out.state.filtered[:3] for out in outs], _slds_pair_laws(model, U), _observed(model, Y, U)
+    )
     _assert_laws_close(model.filter_smoothed(outs[-1].state), [_mixture(law) for law in expected], 1e-10)
 
 
@@ -143,7 +146,7 @@ def test_at_irregular_times_the_window_is_kims_smoother_with_each_gaps_laws():
         A, shift, Q = (np.array([[flow[part] for flow in flows]] * model.n_states) for part in range(3))
         return A, shift, Q, expm(model.rate_matrix_ * gap)
 
-    expected = _kim_smoother([out.state.filtered for out in outs], pair_laws, _observed(model, Y))
+    expected = _kim_smoother([out.state.filtered[:3] for out in outs], pair_laws, _observed(model, Y))
     _assert_laws_close(model.filter_smoothed(outs[-1].state), [_mixture(law) for law in expected], 1e-10)
 
 
@@ -195,16 +198,63 @@ def test_a_linear_map_smooths_as_the_switching_lds():
             np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-10)
 
 
-def test_a_window_saved_without_its_observations_is_refused():
-    """A state saved by an earlier modeshift kept the inputs alone in its window: the backward step,
-    which weighs the pairs by their update on y, cannot run, and says so."""
+@pytest.mark.parametrize("resets", [None, "destination"])
+def test_the_filtered_law_keeps_the_pair_posterior(resets):
+    """The last of the filtered law is p(z_t-1 = i, z_t = j | y_0..t) ∝ w_i P_ij p(y_t | pair),
+    written out from the filtered law before (1e-12; its columns are w exactly), which the
+    smoother reads instead of updating the pairs on y_t again."""
+    rng = np.random.default_rng(13)
+    model = _reset_model(rng, resets, K=3)
+    U = rng.normal(size=(30, 1))
+    Y, _ = model.sample(30, random_state=14, inputs=U)
+    laws = [out.state.filtered for out in model.filter_stream(Y, inputs=U)]
+    pair_laws, log_density = _slds_pair_laws(model, U), _observed(model, Y, U)
+    np.testing.assert_array_equal(laws[0][3], np.diag(laws[0][0]))
+    for t in range(1, len(Y)):
+        (w, m, c), (A, shift, Q, P) = laws[t - 1][:3], pair_laws(t)
+        log_pairs = np.array(
+            [
+                [
+                    np.log(w[i] * P[i, j])
+                    + log_density(t, A[i, j] @ m[i] + shift[i, j], A[i, j] @ c[i] @ A[i, j].T + Q[i, j])
+                    for j in range(3)
+                ]
+                for i in range(3)
+            ]
+        )
+        pairs = np.exp(log_pairs - log_pairs.max())
+        np.testing.assert_allclose(laws[t][3], pairs / pairs.sum(), rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(laws[t][3].sum(axis=0), laws[t][0])
+
+
+def _earlier_layout(state: FilterState, Y: np.ndarray, U: np.ndarray) -> FilterState:
+    """``state`` as an earlier modeshift saved it: laws (w, means, covariances) without the pair
+    posterior, and a window that kept each step's [u_t, y_t] instead."""
+    steps = range(state.step - len(state.window), state.step)
+    rows = ((f[:3], p, np.r_[U[t], Y[t]]) for (f, p, _), t in zip(state.window, steps, strict=True))
+    return state._replace(filtered=state.filtered[:3], window=tuple(rows))
+
+
+@pytest.mark.parametrize("lag", [0, 3])
+def test_a_state_saved_by_an_earlier_modeshift_resumes_without_a_window_and_is_refused_with_one(lag, tmp_path):
+    """Without a window its law is all the filter needs: the stream goes on exactly. A fixed-lag
+    window of the earlier layout has no pair posteriors to smooth by: refused by name."""
     rng = np.random.default_rng(9)
     model = _reset_model(rng, "destination")
-    U = rng.normal(size=(10, 1))
-    Y, _ = model.sample(10, random_state=10, inputs=U)
-    state = list(model.filter_stream(Y, inputs=U, lag=3))[-1].state
-    old = FilterState(
-        state.step, state.filtered, state.history, state.lag, tuple((f, p, kept[:1]) for f, p, kept in state.window)
-    )
-    with pytest.raises(ValueError, match="earlier modeshift"):
-        model.filter_smoothed(old)
+    U = rng.normal(size=(20, 1))
+    Y, _ = model.sample(20, random_state=10, inputs=U)
+    whole = list(model.filter_stream(Y, inputs=U, lag=lag))
+    _earlier_layout(whole[9].state, Y, U).save(tmp_path / "state.npz")
+    earlier = FilterState.load(tmp_path / "state.npz")
+    assert len(earlier.filtered) == 3
+    if lag:
+        with pytest.raises(ValueError, match="keeps no pair posteriors .* earlier modeshift"):
+            model.filter_smoothed(earlier)
+        with pytest.raises(ValueError, match="earlier modeshift"):
+            next(model.filter_stream(Y[10:], inputs=U[10:], state=earlier))
+        return
+    rest = list(model.filter_stream(Y[10:], inputs=U[10:], state=earlier))
+    for a, b in zip(whole[10:], rest, strict=True):
+        assert a.log_likelihood == b.log_likelihood
+        for x, y in zip(a.state.filtered, b.state.filtered, strict=True):
+            np.testing.assert_array_equal(x, y)

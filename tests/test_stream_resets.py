@@ -150,7 +150,7 @@ def test_the_streams_forecast_is_the_exact_one_of_the_chain_of_pairs(ties):
     *_, last = model.filter_stream(Y, U)
     got = model.filter_forecast(last.state, 4, future)
     params = model._parameters()
-    want = model._forecast_mixture(last.state.filtered, params, model._future_laws(params, future), future, None)
+    want = model._forecast_mixture(last.state.filtered[:3], params, model._future_laws(params, future), future, None)
     for name in ("means", "covariances", "mode_probabilities"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-9, atol=1e-10, err_msg=name)
     plain = copy.deepcopy(model)

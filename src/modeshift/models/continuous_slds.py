@@ -495,7 +495,7 @@ class ContinuousSwitchingLDS(TimedStreaming, SwitchingLDS):
             return Forecast(means, covariances, modes)
         laws = self._future_laws_over(gaps, future, self._laws(gaps))
         rng = np.random.default_rng(self.random_state)
-        return self._forecast_mixture(state.filtered, self._parameters(), laws, future, rng)
+        return self._forecast_mixture(state.filtered[:3], self._parameters(), laws, future, rng)
 
     def _stream_recursion(self) -> SwitchingKalmanRecursion:
         """The SwitchingLDS's filter whose move into a step is [Δ, u]: its gap and inputs. The

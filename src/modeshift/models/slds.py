@@ -642,7 +642,7 @@ class SwitchingLDS(Model, StreamingFilters):
             modes, means, covariances = self._stream_recursion().forecast(state.filtered, future)
             return Forecast(means, covariances, modes)
         params, rng = self._parameters(), np.random.default_rng(self.random_state)
-        return self._forecast_mixture(state.filtered, params, self._future_laws(params, future), future, rng)
+        return self._forecast_mixture(state.filtered[:3], params, self._future_laws(params, future), future, rng)
 
     def forecast(
         self,

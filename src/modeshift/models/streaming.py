@@ -26,9 +26,9 @@ StructuralModel             (mean, P_*, P_inf) until the diffuse part is identif
                             (:class:`DiffuseKalmanRecursion`)
 MarkovRegression,           Hamilton's filter on the last p + 1 regimes (K^(p+1),); the first p
 MarkovAutoregression        steps are conditioned on (``probabilities`` None)
-SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2); with
-                            resets a switch's pair follows its reset; a fixed lag smooths by
-                            Kim's smoother
+SwitchingLDS                **approximate**: one Gaussian per mode (Kim's filter, GPB2) and
+                            p(z_t-1, z_t | y_0..t); with resets a switch's pair follows its
+                            reset; a fixed lag smooths by Kim's smoother
 NonlinearSwitchingLDS       **approximate**: Kim's filter with each flow linearised at the last
                             filtered mean of each mode (:class:`ExtendedSwitchingKalmanRecursion`);
                             a reset, affine, is not linearised
@@ -50,8 +50,9 @@ giving p(state_t-L | y_0..t) at a cost of L backward steps per observation; a Ka
 window runs the batch smoother's backward form instead (it inverts no covariance). With L at
 least the stream's length the window's smoothed laws are the batch smoother's. Kim's filter
 (the switching models) keeps each step's predicted pairs with their matrices (or Jacobians) and
-smooths by Kim's (1994) smoother (:meth:`SwitchingKalmanRecursion.back`), as approximate as its
-filter; its ``out.lagged`` is (mean, covariance, probabilities): the mixture's moments and the modes'.
+its pair posterior p(z_t-1, z_t | y_0..t), and smooths by Kim's (1994) smoother
+(:meth:`SwitchingKalmanRecursion.back`), as approximate as its filter; its ``out.lagged`` is
+(mean, covariance, probabilities): the mixture's moments and the modes'.
 
 A :class:`FilterState` holds plain arrays: save it (:meth:`FilterState.save`) and resume the
 stream later, or in another process, with the same outputs.
@@ -107,7 +108,8 @@ __all__ = [
 
 T = TypeVar("T")
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
-Window = tuple[tuple[Law, Law, np.ndarray], ...]  # a fixed-lag smoother's (filtered, predicted, move), oldest first
+Step = tuple[Law, Law, np.ndarray]  # a fixed-lag window's entry: (filtered, predicted, what remember keeps)
+Window = tuple[Step, ...]  # a fixed-lag smoother's steps, oldest first
 
 
 _NO_HISTORY = np.zeros((0, 0))
@@ -226,8 +228,10 @@ class Recursion:
         probabilities, log_lik = chain_update(predicted[0], evidence)
         return (probabilities,), log_lik
 
-    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
-        """One backward step: the smoothed law of a step from its filtered law and the next step's."""
+    def back(self, filtered: Law, following: Step, smoothed_next: Law) -> Law:
+        """One backward step: the smoothed law of a step from its filtered law, the next step's
+        window entry (filtered, predicted, kept) and the next step's smoothed law."""
+        _, predicted_next, move = following
         ratio = _ratio(smoothed_next[0], predicted_next[0])
         smoothed = filtered[0] * (move @ ratio)
         return (smoothed / smoothed.sum(),)
@@ -245,8 +249,7 @@ class Recursion:
         recursion :meth:`back` from the last step's filtered law."""
         smoothed = [window[-1][0]]
         for s in range(len(window) - 2, -1, -1):
-            _, predicted_next, move_next = window[s + 1]
-            smoothed.append(self.back(window[s][0], predicted_next, smoothed[-1], move_next))
+            smoothed.append(self.back(window[s][0], window[s + 1], smoothed[-1]))
         return smoothed[::-1]
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
@@ -272,13 +275,10 @@ class PairRecursion(Recursion):
         joint, log_lik = chain_update(predicted[0], evidence)
         return (joint.sum(axis=0), joint), log_lik
 
-    def smooth(self, window: Window) -> list[Law] | None:
-        smoothed = [window[-1][0][0]]
-        for s in range(len(window) - 2, -1, -1):
-            probabilities, joint = window[s + 1][0]
-            law = joint @ _ratio(smoothed[-1], probabilities)
-            smoothed.append(law / law.sum())
-        return [(law,) for law in smoothed[::-1]]
+    def back(self, filtered: Law, following: Step, smoothed_next: Law) -> Law:
+        probabilities, joint = following[0]
+        law = joint @ _ratio(smoothed_next[0], probabilities)
+        return (law / law.sum(),)
 
 
 class SemiMarkovRecursion(Recursion):
@@ -308,12 +308,13 @@ class SemiMarkovRecursion(Recursion):
         joint, log_lik = chain_update(predicted[0], np.broadcast_to(evidence[:, None], predicted[0].shape))
         return (joint,), log_lik
 
-    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, move: np.ndarray) -> Law:
+    def back(self, filtered: Law, following: Step, smoothed_next: Law) -> Law:
+        _, predicted_next, move = following
         ratio = _ratio(smoothed_next[0], predicted_next[0])
-        following = np.empty_like(ratio)
-        following[:, 1:] = ratio[:, :-1]
-        following[:, 0] = move @ (self.pmf * ratio).sum(axis=1)
-        smoothed = filtered[0] * following
+        ahead = np.empty_like(ratio)
+        ahead[:, 1:] = ratio[:, :-1]
+        ahead[:, 0] = move @ (self.pmf * ratio).sum(axis=1)
+        smoothed = filtered[0] * ahead
         return (smoothed / smoothed.sum(),)
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
@@ -351,7 +352,8 @@ class KalmanRecursion(Recursion):
         return (mean, cov), float(log_lik)
 
     def remember(self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        return kept_row(evidence)
+        """[u_t, y_t]: the batch smoother's backward pass reads the observations."""
+        return np.concatenate([evidence[1], evidence[0]])
 
     def smooth(self, window: Window, diffuse: np.ndarray | None = None) -> list[Law] | None:
         p, m = self.params, self.params["B"].shape[1]
@@ -445,7 +447,10 @@ class DiffuseKalmanRecursion(KalmanRecursion):
 class SwitchingKalmanRecursion(Recursion):
     """An approximate filter of a switching linear dynamical system: one Gaussian per mode (Kim's
     filter, a generalised pseudo-Bayesian filter of order 2). Law (w (K,), means (K, n),
-    covariances (K, n, n)): p(z_t = k | y_0..t) and the moments of p(x_t | z_t = k, y_0..t).
+    covariances (K, n, n), pairs (K, K)): p(z_t = k | y_0..t), the moments of
+    p(x_t | z_t = k, y_0..t) and the pair posterior p(z_t-1 = i, z_t = j | y_0..t) (its columns
+    sum to w; the smoother's :meth:`back` weighs the pairs into step t by it). A smoothed law is
+    (w, means, covariances).
 
     The exact filter is a mixture of K^(t+1) Gaussians. Each step runs the K^2 Kalman steps of
     the pairs (z_t-1 = i, z_t = j) (the pair's law from mode i's Gaussian; the switch
@@ -483,7 +488,7 @@ class SwitchingKalmanRecursion(Recursion):
     def predict(self, law: Law, move: np.ndarray) -> Law:
         """The K^2 predicted Gaussians (i -> j) and their prior weights, as (weights (K, K), means,
         covariances, the pairs' matrices F_ij (K, K, n, n), which the smoother's :meth:`back` reads)."""
-        p, (weights, means, covs), laws = self.params, law, self.laws
+        p, (weights, means, covs), laws = self.params, law[:3], self.laws
         k, n = means.shape
         pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, pair_covs = np.empty((k, k, n)), np.empty((k, k, n, n))
@@ -497,14 +502,8 @@ class SwitchingKalmanRecursion(Recursion):
         return pair_weights, pair_means, pair_covs, self.pair_matrices
 
     def update(self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]) -> tuple[Law, float]:
-        updated_means, updated_covs, joint, log_lik = self._pair_updates(predicted, evidence)
-        return _collapse(joint, updated_means, updated_covs), log_lik
-
-    def _pair_updates(
-        self, predicted: Law, evidence: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Each pair's Kalman update on y_t: the updated means and covariances, the pair posterior
-        p(z_t-1 = i, z_t = j | y_0..t) (K, K) and log p(y_t | y_<t)."""
+        """Each pair's Kalman update on y_t, the pair posterior p(z_t-1 = i, z_t = j | y_0..t) ∝
+        p(z_t-1 = i, z_t = j | y_<t) p(y_t | pair), and each mode j's pairs collapsed to one Gaussian."""
         (y, u), p = evidence, self.params
         weights, means, covs = predicted[:3]
         if weights.ndim == 1:  # the first step: one Gaussian per mode, all alike (copies: writable)
@@ -532,7 +531,7 @@ class SwitchingKalmanRecursion(Recursion):
                     if not ok:
                         raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
         joint, log_lik = chain_update(weights, log_liks)
-        return updated_means, updated_covs, joint, log_lik
+        return (*_collapse(joint, updated_means, updated_covs), joint), log_lik
 
     def forecast(self, law: Law, future_inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mode probabilities (h, K) and the means (h, p) and covariances (h, p, p) of y_t+1..t+h from
@@ -550,38 +549,32 @@ class SwitchingKalmanRecursion(Recursion):
             out.append((law[0], mean, np.einsum("k,kab->ab", law[0], covs + spread[:, :, None] * spread[:, None, :])))
         return tuple(np.array(part) for part in zip(*out))
 
-    def remember(self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """[u_t, y_t]: the backward step weighs the pairs into step t by their update on y_t."""
-        return kept_row(evidence)
-
-    def back(self, filtered: Law, predicted_next: Law, smoothed_next: Law, kept: np.ndarray) -> Law:
+    def back(self, filtered: Law, following: Step, smoothed_next: Law) -> Law:
         """The backward step of GPB2 (Kim 1994): each pair (z_s = i, z_s+1 = j) takes the
         Rauch-Tung-Striebel step of mode i's filtered Gaussian through the pair's law (F_ij: its
         matrix, or its flow's Jacobian), gain J_ij = P_i F_ij' P_ij^-1 with P_ij the pair's
         predicted covariance; the pairs weigh p(z_s = i | z_s+1 = j, y_0..T) p(z_s+1 = j | y_0..T),
         the first taken as p(z_s = i | z_s+1 = j, y_0..s+1), the filter's pair posterior at s + 1
-        (its update on y_s+1, ``kept`` = [u_s+1, y_s+1], again), and each mode i collapses its K
-        pairs into one Gaussian. Kim's own weight, p(z_s = i | z_s+1 = j, y_0..s), ignores
-        y_s+1, which tells the pairs apart where their laws differ (a reset moves x at a switch):
-        on a model with resets, exact smoothed mode probabilities 0.003 where Kim's gave 0.387."""
-        _, means, covs = filtered
-        _, pair_means, pair_covs, jacobians = predicted_next
-        next_weights, next_means, next_covs = smoothed_next
-        m = self.params["D"].shape[1]
-        if len(kept) != m + len(self.params["C"]):
+        (the last of its filtered law, kept from its update), and each mode i collapses its K pairs
+        into one Gaussian. Kim's own weight, p(z_s = i | z_s+1 = j, y_0..s), ignores y_s+1, which
+        tells the pairs apart where their laws differ (a reset moves x at a switch): on a model with
+        resets, exact smoothed mode probabilities 0.003 where Kim's gave 0.387."""
+        (_, means, covs), (filtered_next, (_, pair_means, pair_covs, jacobians), _) = filtered[:3], following
+        if len(filtered_next) != 4:
             raise ValueError(
-                "this filter state's fixed-lag window keeps no observations (a state saved by an earlier "
+                "this filter state's fixed-lag window keeps no pair posteriors (a state saved by an earlier "
                 "modeshift): start the stream again"
             )
-        pairs = self._pair_updates(predicted_next, (kept[m:], kept[:m]))[2]  # p(z_s, z_s+1 | y_0..s+1)
-        joint = _ratio(pairs, np.broadcast_to(pairs.sum(axis=0), pairs.shape)) * next_weights
+        modes, pairs = filtered_next[0], filtered_next[3]  # p(z_s+1 | y_0..s+1), p(z_s, z_s+1 | y_0..s+1)
+        next_weights, next_means, next_covs = smoothed_next[:3]
+        joint = _ratio(pairs, np.broadcast_to(modes, pairs.shape)) * next_weights
         gains = np.swapaxes(np.linalg.solve(pair_covs, jacobians @ covs[:, None]), -1, -2)
         pair_smoothed_means = means[:, None] + np.einsum("ijab,ijb->ija", gains, next_means[None] - pair_means)
         pair_smoothed_covs = covs[:, None] + gains @ (next_covs[None] - pair_covs) @ np.swapaxes(gains, -1, -2)
         return _collapse(joint.T, np.swapaxes(pair_smoothed_means, 0, 1), np.swapaxes(pair_smoothed_covs, 0, 1))
 
     def marginals(self, law: Law) -> dict[str, np.ndarray]:
-        weights, means, covs = law
+        weights, means, covs = law[:3]
         mean = weights @ means
         spread = means - mean
         return {
@@ -604,7 +597,7 @@ class ExtendedSwitchingKalmanRecursion(SwitchingKalmanRecursion):
     """
 
     def predict(self, law: Law, move: np.ndarray) -> Law:
-        p, (weights, means, covs) = self.params, law
+        p, (weights, means, covs) = self.params, law[:3]
         pair_weights = weights[:, None] * p["transitions"](means, move)
         pair_means, jacobians = p["flow"](means, move)
         sources, targets, resets = self.resets
@@ -868,11 +861,6 @@ def _fingerprint(value: Any) -> tuple[Any, ...] | None:
         return None
     array = np.asarray(value)
     return array.shape, array.dtype.str, array.tobytes()
-
-
-def kept_row(evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """A step's evidence (y_t, u_t) as a fixed-lag window keeps it: one row [u_t, y_t]."""
-    return np.concatenate([evidence[1], evidence[0]])
 
 
 def next_time(state: FilterState, time: Any) -> tuple[float, float | None]:
