@@ -209,6 +209,19 @@ def test_sample_describe_automaton_save_and_load(tmp_path):
     assert model.n_parameters - plain.n_parameters == 6 * (2 * 4 + 3)  # R (n (n + m + 1) + n (n + 1) / 2)
 
 
+def test_one_mode_has_no_free_reset():
+    """One mode never switches, so its "destination" reset is never read: the same ELBO as the plain
+    model's whatever the reset, and no parameter counted for it (BIC's K = 1 candidate of ``"auto"``)."""
+    rng = np.random.default_rng(4)
+    model = _model(rng, 1, 2, 1, "destination")
+    plain = SwitchingLDS(n_states=1, state_dim=2)
+    for name in plain.parameter_names:
+        setattr(plain, name, getattr(model, name))
+    y = rng.normal(size=(30, 1))
+    assert model.elbo(y) == pytest.approx(plain.elbo(y), abs=1e-10 * abs(plain.elbo(y)))
+    assert model.n_parameters == plain.n_parameters
+
+
 def test_sampled_switches_follow_their_reset():
     """With noiseless resets and flows the sampled states are the maps: at a switch the reset's."""
     truth, _ = _switching_with_a_reset(0)
