@@ -160,6 +160,10 @@ class Resets:
         self.reset_covariances = block.covariances
 
     def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+        """The resets' free parameters: none with one mode, which never switches (its ``"destination"``
+        reset is never read, so the data say nothing of it and BIC must not charge for it)."""
+        if self.n_states == 1:
+            return 0
         columns, fix_covariances = self._fixed(fixed)
         return self._block().n_parameters(columns, fix_covariances)
 
