@@ -454,7 +454,7 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
         seqs,
         starts,
         lambda modes: sweep(params, seqs, modes, start, MODE_SHARE * tol),
-        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol, posterior),
+        lambda part, _, last: sweep(params, part, last.mode_probs, last.means, MODE_SHARE * tol, last),
         tol,
         max_sweeps,
     )

@@ -170,6 +170,18 @@ class SwitchingParameters:
             covariances = law_stack(covariances, self.resets.reset_covariances)
         return group, weights, covariances
 
+    def of_rows(self, rows: np.ndarray) -> SwitchingParameters:
+        """These parameters for the steps ``rows`` (a mask) of the data: the laws of those steps, and
+        the gaps of a chain whose switches hold over each step's (continuous-time rates)."""
+        if rows.all():
+            return self
+        steps, chain = self.steps, self.chain
+        if steps is not None:
+            steps = replace(steps, group=steps.group[rows])
+        if getattr(chain, "gaps", None) is not None:
+            chain = replace(chain, gaps=chain.gaps[rows])
+        return replace(self, steps=steps, chain=chain)
+
     def with_mean_noise(self) -> SwitchingParameters:
         """These parameters with every mode's Q_k replaced by their mean (over the modes)."""
         if self.steps is not None:
@@ -503,7 +515,7 @@ def infer(
         seqs,
         starts,
         lambda modes: sweep(params, seqs, modes, per_step=True),
-        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior, per_step=True),
+        lambda part, rows, posterior: sweep(params.of_rows(rows), part, posterior.mode_probs, posterior, per_step=True),
         tol,
         max_sweeps,
     )
@@ -513,15 +525,16 @@ def best_of(
     seqs: Sequences,
     starts: list[np.ndarray],
     first: Callable[[np.ndarray], PosteriorT],
-    then: Callable[[PosteriorT], PosteriorT],
+    then: Callable[[Sequences, np.ndarray, PosteriorT], PosteriorT],
     tol: float,
     max_sweeps: int,
 ) -> PosteriorT:
     """The posterior of largest ELBO over the ``starts`` of q(z), for each sequence of ``seqs`` by
-    its own ELBO: from each start, ``first(modes)`` then ``then(posterior)`` until the sequence's
-    ELBO changes by less than ``tol`` (at most ``max_sweeps`` sweeps). A sweep runs over all the
-    sequences at once, but a sequence that has settled keeps the posterior it settled at (the later
-    sweeps' rows of it are dropped), so that each sequence's q(x) q(z) is the one it has alone,
+    its own ELBO: from each start, ``first(modes)`` then sweeps until the sequence's ELBO changes
+    by less than ``tol`` (at most ``max_sweeps`` in all). A sweep, ``then(part, rows, posterior)``,
+    runs at once over the sequences not yet settled: ``part`` (a :class:`Sequences`), whose rows
+    are ``rows`` (a mask over those of ``seqs``), with their ``posterior``; it returns theirs. A
+    settled sequence keeps its posterior, so each sequence's q(x) q(z) is the one it has alone,
     whichever others come with it (over a cluster: whatever the partition). The posteriors' fields
     are per step (T, ...), per sequence (``elbos``) or shared by all steps (1, ...)."""
     best = None
@@ -529,29 +542,47 @@ def best_of(
         posterior = first(modes)
         active = np.ones(seqs.n_sequences, dtype=bool)
         for _ in range(max_sweeps - 1):
-            following = then(posterior)
-            settled = np.abs(following.elbos - posterior.elbos) < tol
-            posterior = _merged(posterior, following, active, seqs)
-            active &= ~settled
+            rows = np.repeat(active, seqs.lengths)
+            before = _taken(posterior, active, rows)
+            after = then(seqs.subset(active), rows, before)
+            posterior = _placed(posterior, after, active, rows)
+            active[active] = np.abs(after.elbos - before.elbos) >= tol
             if not active.any():
                 break
-        best = posterior if best is None else _merged(best, posterior, posterior.elbos > best.elbos, seqs)
+        if best is None:
+            best = posterior
+        else:
+            better = posterior.elbos > best.elbos
+            rows = np.repeat(better, seqs.lengths)
+            best = _placed(best, _taken(posterior, better, rows), better, rows)
     return best
 
 
-def _merged(posterior: PosteriorT, other: PosteriorT, chosen: np.ndarray, seqs: Sequences) -> PosteriorT:
-    """``posterior`` with the sequences ``chosen`` (a mask over them) taken from ``other``: their rows
-    of every per-step field and their ELBOs (a field shared by all steps is the same in both)."""
-    if chosen.all() or not chosen.any():
-        return other if chosen.all() else posterior
-    rows = np.repeat(chosen, seqs.lengths)
-    merged = {}
+def _taken(posterior: PosteriorT, chosen: np.ndarray, rows: np.ndarray) -> PosteriorT:
+    """The posterior of the sequences ``chosen`` (a mask over them), whose ``rows`` (a mask over the
+    steps) every per-step field keeps."""
+    if chosen.all():
+        return posterior
+    taken = {}
     for field in dataclasses.fields(posterior):
-        mine, theirs = getattr(posterior, field.name), getattr(other, field.name)
-        where = chosen if field.name == "elbos" else rows
-        if len(mine) == len(where):
-            merged[field.name] = np.where(where.reshape(-1, *(1,) * (mine.ndim - 1)), theirs, mine)
-    return replace(posterior, **merged)
+        value, where = getattr(posterior, field.name), chosen if field.name == "elbos" else rows
+        if len(value) == len(where):
+            taken[field.name] = value[where]
+    return replace(posterior, **taken)
+
+
+def _placed(posterior: PosteriorT, part: PosteriorT, chosen: np.ndarray, rows: np.ndarray) -> PosteriorT:
+    """``posterior`` with the sequences ``chosen`` (a mask over them, ``rows`` over the steps) those of
+    ``part``, the posterior of them alone (a field shared by all steps is the same in both)."""
+    if chosen.all() or not chosen.any():
+        return part if chosen.all() else posterior
+    placed = {}
+    for field in dataclasses.fields(posterior):
+        value, where = getattr(posterior, field.name), chosen if field.name == "elbos" else rows
+        if len(value) == len(where):
+            placed[field.name] = value.copy()
+            placed[field.name][where] = getattr(part, field.name)
+    return replace(posterior, **placed)
 
 
 # ------------------------------------------------------------------------ beam
