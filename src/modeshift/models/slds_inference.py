@@ -546,7 +546,7 @@ def best_of(
             before = _taken(posterior, active, rows)
             after = then(seqs.subset(active), rows, before)
             posterior = _placed(posterior, after, active, rows)
-            active[active] = np.abs(after.elbos - before.elbos) >= tol
+            active[active] = ~(np.abs(after.elbos - before.elbos) < tol)  # a NaN ELBO goes on
             if not active.any():
                 break
         if best is None:
@@ -559,30 +559,33 @@ def best_of(
 
 
 def _taken(posterior: PosteriorT, chosen: np.ndarray, rows: np.ndarray) -> PosteriorT:
-    """The posterior of the sequences ``chosen`` (a mask over them), whose ``rows`` (a mask over the
-    steps) every per-step field keeps."""
+    """The posterior of the sequences ``chosen`` (a mask over them; ``rows``, over the steps)."""
     if chosen.all():
         return posterior
-    taken = {}
-    for field in dataclasses.fields(posterior):
-        value, where = getattr(posterior, field.name), chosen if field.name == "elbos" else rows
-        if len(value) == len(where):
-            taken[field.name] = value[where]
-    return replace(posterior, **taken)
+    return replace(posterior, **{name: value[where] for name, value, where in _split_fields(posterior, chosen, rows)})
 
 
 def _placed(posterior: PosteriorT, part: PosteriorT, chosen: np.ndarray, rows: np.ndarray) -> PosteriorT:
-    """``posterior`` with the sequences ``chosen`` (a mask over them, ``rows`` over the steps) those of
-    ``part``, the posterior of them alone (a field shared by all steps is the same in both)."""
+    """``posterior`` with the sequences ``chosen`` (a mask over them; ``rows``, over the steps) those
+    of ``part``, the posterior of them alone (a field shared by all steps is the same in both)."""
     if chosen.all() or not chosen.any():
         return part if chosen.all() else posterior
     placed = {}
+    for name, value, where in _split_fields(posterior, chosen, rows):
+        placed[name] = value.copy()
+        placed[name][where] = getattr(part, name)
+    return replace(posterior, **placed)
+
+
+def _split_fields(
+    posterior: Posterior, chosen: np.ndarray, rows: np.ndarray
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, value, mask) of each field of ``posterior`` with a row per sequence (``elbos``: the
+    mask ``chosen``) or per step (``rows``); the fields shared by all steps (1, ...) are left out."""
     for field in dataclasses.fields(posterior):
         value, where = getattr(posterior, field.name), chosen if field.name == "elbos" else rows
         if len(value) == len(where):
-            placed[field.name] = value.copy()
-            placed[field.name][where] = getattr(part, field.name)
-    return replace(posterior, **placed)
+            yield field.name, value, where
 
 
 # ------------------------------------------------------------------------ beam
