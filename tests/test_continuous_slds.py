@@ -161,6 +161,11 @@ def test_several_sequences_with_their_own_times():
     assert [len(path) for path in paths] == [150, 150]
     alone = model.predict(sim.observations[1], times=sim.times[1])
     np.testing.assert_array_equal(paths[1], alone)
+    # inference sequence by sequence, each with its own steps' laws: q(z) alone is q(z) in the batch
+    for i in (0, 1):
+        alone = model.predict_proba(sim.observations[i], times=sim.times[i])
+        together = model.predict_proba(sim.observations, times=sim.times)[i]
+        np.testing.assert_allclose(together, alone, atol=1e-10)
 
 
 def test_bad_times_and_arguments_are_named():

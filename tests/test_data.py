@@ -820,6 +820,18 @@ def test_blocks_are_runs_of_whole_sequences_as_views():
     assert list(seqs.blocks(18)) == [seqs]
 
 
+def test_a_subset_is_the_chosen_sequences_in_order():
+    lengths = [3, 2, 7, 1]
+    seqs = Sequences.from_arrays([np.full((n, 2), float(i)) for i, n in enumerate(lengths)], inputs=None)
+    seqs = Sequences(seqs.values, seqs.offsets, np.arange(13.0), np.arange(13.0)[:, None] + 100, list("abcd"))
+    part = seqs.subset(np.array([False, True, True, False]))
+    assert part.lengths.tolist() == [2, 7] and part.ids == ["b", "c"]
+    np.testing.assert_array_equal(part.values[:, 0], [1.0] * 2 + [2.0] * 7)
+    np.testing.assert_array_equal(part.times, np.arange(3.0, 12.0))
+    np.testing.assert_array_equal(part.inputs[:, 0], np.arange(103.0, 112.0))
+    assert seqs.subset(np.ones(4, dtype=bool)) is seqs
+
+
 def test_time_of_reads_a_datetime_stamp_as_the_fitted_data_were_read():
     """Schema.time_of's numpy fast path for plain ISO stamps gives TimeAxis.read's seconds bit for bit
     (nanoseconds, both separators, dates alone, the edges of pandas' range), and the text it leaves to

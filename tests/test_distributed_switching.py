@@ -238,6 +238,6 @@ def test_pruning_runs_over_a_cluster_and_scores_there_as_in_memory(client):
     seqs = model.schema_.read(frame)
     assert chosen["elbo"] == pytest.approx(model.elbo(seqs), rel=1e-10)
     occupancy = np.asarray(model.predict_proba(seqs)).mean(axis=0)  # the frame's steps: one array
-    # each shard's inference sweeps until its own ELBO settles (tol), so a few sweeps apart from all at once
-    assert chosen["smallest_occupancy"] == pytest.approx(occupancy.min(), rel=1e-6)
+    # inference runs sequence by sequence (its start, its sweeps), so the shards' is the in-memory one
+    assert chosen["smallest_occupancy"] == pytest.approx(occupancy.min(), rel=1e-10)
     assert chosen["vanished"] == (occupancy < 0.01).sum()

@@ -132,7 +132,7 @@ def test_observation_m_step(missing):
     posterior = model._infer(seqs)
 
     def state_terms() -> float:
-        return inference.state_terms(model._parameters(), seqs, posterior.means, posterior.covs, 0.0)
+        return float(inference.state_terms(model._parameters(), seqs, posterior.means, posterior.covs, 0.0).sum())
 
     names = ("observation_matrix_", "observation_offset_", "observation_covariance_")
     rng = np.random.default_rng(0)
@@ -649,6 +649,29 @@ def test_filter_proba_is_the_forward_pass_of_q_z(recurrent):
         np.testing.assert_allclose(f[-1], s[-1], atol=1e-10)  # the last step sees all the evidence
         assert np.abs(f[:-1] - s[:-1]).max() > 1e-3
     np.testing.assert_allclose(model.filter_proba(np.concatenate(ys), [60, 60]), np.concatenate(filtered))
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_each_sequence_is_inferred_as_on_its_own(recurrent):
+    """Inference runs sequence by sequence: each keeps the start of its own largest ELBO and sweeps
+    until its own ELBO settles, so its posterior inside a batch of others (of other lengths) is its
+    posterior alone. A start given beside the default ones (the true modes; for the recurrent model,
+    mode 0 throughout) wins on some sequences of the batch and not on others, which keep exactly
+    what they had without it."""
+    model = _two_mode_model(recurrent=recurrent)
+    samples = [model.sample(length, random_state=seed) for seed, length in enumerate([40, 75, 23, 120, 60, 90])]
+    seqs = model._sequences([y for y, _ in samples], None, None)
+    paths = np.concatenate([z for _, z in samples])
+    given = np.eye(2)[np.zeros_like(paths) if recurrent else paths]
+    batch = inference.infer(model._parameters(seqs), seqs, model.tol, 50, (given,))
+    for i, (y, _) in enumerate(samples):
+        one, rows = model._sequences([y], None, None), slice(seqs.offsets[i], seqs.offsets[i + 1])
+        alone = inference.infer(model._parameters(one), one, model.tol, 50, (given[rows],))
+        assert alone.elbos[0] == pytest.approx(batch.elbos[i], abs=1e-10)
+        for name in ("means", "covs", "cross_covs", "mode_probs", "pair_counts", "log_likelihoods"):
+            np.testing.assert_allclose(getattr(alone, name), getattr(batch, name)[rows], atol=1e-10, err_msg=name)
+    gain = batch.elbos - inference.infer(model._parameters(seqs), seqs, model.tol, 50).elbos
+    assert (gain >= 0).all() and (gain > 1e-2).any() and (gain == 0).any()
 
 
 def test_sample_shapes_reproducibility_and_law():

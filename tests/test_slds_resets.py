@@ -139,6 +139,9 @@ def test_resets_equal_to_the_flows_give_the_plain_model():
     plain = SwitchingLDS(n_states=3, state_dim=2)
     for name in plain.parameter_names:
         setattr(plain, name, getattr(model, name))
+    # every start reaches the same optimum; swept to round-off, which one each sequence keeps (the
+    # model with resets has more: at the change points, a beam's path) does not show
+    model.tol = plain.tol = 1e-12
     y = [rng.normal(size=(40, 2)), rng.normal(size=(25, 2))]
     with_resets, without = model._infer(model._sequences(y, None, None)), plain._infer(plain._sequences(y, None, None))
     assert with_resets.elbo == pytest.approx(without.elbo, abs=1e-10 * abs(without.elbo))

@@ -400,6 +400,27 @@ class Sequences:
             row_order=None,  # a block is for computing, not for restoring a frame's row order
         )
 
+    def subset(self, chosen: np.ndarray) -> Sequences:
+        """The sequences ``chosen`` (a boolean mask over them), in order: new arrays (``self`` when
+        every one is chosen).
+
+        >>> seqs = Sequences.from_arrays([np.zeros((3, 1)), np.ones((2, 1)), np.zeros((4, 1))])
+        >>> seqs.subset(np.array([True, False, True])).lengths.tolist()
+        [3, 4]
+        """
+        if chosen.all():
+            return self
+        rows, lengths = np.repeat(chosen, self.lengths), self.lengths[chosen]
+        return replace(
+            self,
+            values=self.values[rows],
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(self.offsets.dtype),
+            times=None if self.times is None else self.times[rows],
+            inputs=None if self.inputs is None else self.inputs[rows],
+            ids=None if self.ids is None else [self.ids[i] for i in np.flatnonzero(chosen)],
+            row_order=None,  # for computing, as a block is
+        )
+
     def locate(self, row: int) -> tuple[int, int]:
         """(sequence index, time step) of a row of ``values``."""
         sequence = int(np.searchsorted(self.offsets, row, side="right") - 1)

@@ -357,7 +357,7 @@ def find_mode(
     tol: float = 0.0,
     curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     pairs: np.ndarray | None = None,
-) -> tuple[PathFeatures, np.ndarray, np.ndarray, float, SwitchingParameters, StepTerms]:
+) -> tuple[PathFeatures, np.ndarray, np.ndarray, np.ndarray, SwitchingParameters, StepTerms]:
     """The mode x* of :func:`log_joint` given q(z) (``mode_probs``, and with resets its pair
     posteriors ``pairs`` (T, K, K), taken as independent steps if None), by Gauss-Newton from
     ``start`` (a path, or its :class:`PathFeatures`) with a backtracking line search, and the
@@ -372,8 +372,8 @@ def find_mode(
     With recurrent switches, ``curvature`` (:func:`guard_curvature`) adds the transition term's
     expansion to f. Each point's features are evaluated once (:class:`PathFeatures`), and the
     plug-in switches only at x*, the one point whose q(z) reads them. Returns (the features along
-    x*, whose ``path`` is the means, covs, cross_covs, log det J, the model linearised at x* and
-    its step terms)."""
+    x*, whose ``path`` is the means, covs, cross_covs, log det J of each sequence, the model
+    linearised at x* and its step terms)."""
     weights = params.law_weights(mode_probs, pairs)
     log_joint_at, noise = _log_joint(params, seqs, weights), _law_noise(params)
     base = params.switching()  # q(x) reads its observation model and initial law, and the dynamics from the laws
@@ -398,8 +398,8 @@ def find_mode(
         laws = _linear_laws(params, at, noise)
         if gain <= max(tol, _ROUND_OFF * (1.0 + abs(value))):
             break
-    _, covs, cross_covs, log_det = slds_inference.update_states(base, seqs, weights, laws=laws, curvature=curvature)
-    return at, covs, cross_covs, log_det, _linear_model(params, seqs, at, laws), laws
+    _, covs, cross_covs, log_dets = slds_inference.update_states(base, seqs, weights, laws=laws, curvature=curvature)
+    return at, covs, cross_covs, log_dets, _linear_model(params, seqs, at, laws), laws
 
 
 def sweep(
@@ -424,14 +424,14 @@ def sweep(
     if params.recurrent and previous is not None:  # expanded at the last mode: from there (EM's sweeps), at's
         curvature = guard_curvature(params, seqs, previous, at if here else None)
     pairs = None if previous is None else previous.pair_counts
-    at, covs, cross_covs, log_det, linear, laws = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs)
+    at, covs, cross_covs, log_dets, linear, laws = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs)
     means = at.path
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
         linear, seqs, means, covs, cross_covs, laws
     )
-    elbo = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_det)
+    elbos = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_dets)
     return Posterior(
-        means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo, at.value, at.jacobian
+        means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbos, at.value, at.jacobian
     )
 
 
@@ -451,9 +451,10 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
         linear, laws = linearised(params, seqs, at)
         starts.append(slds_inference.update_modes(linear, seqs, at.path, covs, cross_covs, laws)[1])
     return slds_inference.best_of(
+        seqs,
         starts,
         lambda modes: sweep(params, seqs, modes, start, MODE_SHARE * tol),
-        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior.means, MODE_SHARE * tol, posterior),
+        lambda part, _, last: sweep(params, part, last.mode_probs, last.means, MODE_SHARE * tol, last),
         tol,
         max_sweeps,
     )

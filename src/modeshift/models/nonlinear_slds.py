@@ -1108,10 +1108,10 @@ def _flow_regressors(features: FeatureMap, n: int, lags: np.ndarray) -> np.ndarr
 
 def _each_sequence(seqs: Sequences, infer: Callable[..., laplace.Posterior], *per_step: Any) -> laplace.Posterior:
     """``infer(one, *rows)`` for each sequence ``one`` of ``seqs`` with its rows of the ``per_step``
-    arrays or posteriors (None passes as None), the posteriors stacked and their ELBOs added (in
-    order). The objective is a sum over sequences, but a mode search over several at once takes
-    one line search and one stopping rule for all: run on its own, each sequence's q(x) q(z) does
-    not depend on which others it is with."""
+    arrays or posteriors (None passes as None), the posteriors stacked in order. The objective is
+    a sum over sequences, but a mode search over several at once takes one line search and one
+    stopping rule for all: run on its own, each sequence's q(x) q(z) does not depend on which
+    others it is with."""
     if seqs.n_sequences == 1:
         return infer(seqs, *per_step)
     parts = [
@@ -1119,11 +1119,11 @@ def _each_sequence(seqs: Sequences, infer: Callable[..., laplace.Posterior], *pe
         for one, first, last in zip(seqs.blocks(1), seqs.offsets[:-1], seqs.offsets[1:])
     ]
     stacked = {name: np.concatenate([getattr(part, name) for part in parts]) for name in _PER_STEP}
-    return laplace.Posterior(**stacked, elbo=float(sum(part.elbo for part in parts)))
+    return laplace.Posterior(**stacked, elbos=np.concatenate([part.elbos for part in parts]))
 
 
-#: The fields of a Laplace posterior with a row per step (all of them but the ELBO).
-_PER_STEP = tuple(field.name for field in dataclasses.fields(laplace.Posterior) if field.name != "elbo")
+#: The fields of a Laplace posterior with a row per step (all of them but the ELBOs, one per sequence).
+_PER_STEP = tuple(field.name for field in dataclasses.fields(laplace.Posterior) if field.name != "elbos")
 
 
 def _rows(item: Any, first: int, last: int) -> Any:

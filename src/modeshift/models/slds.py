@@ -1230,7 +1230,7 @@ class SwitchingLDS(Model, StreamingFilters):
         for _ in range(_CLAMPED_SWEEPS):
             means, covs, cross_covs, _ = inference.update_states(self._parameters(seqs), seqs, weights)
             empty = np.empty(0)
-            posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, np.nan)
+            posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, empty)
             self._maximize(self._statistics(seqs, posterior, weights))
         return modes
 

@@ -59,9 +59,10 @@ stays in j, the reset's L_tr when it switches. Both updates stay exact, the ELBO
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
@@ -169,6 +170,18 @@ class SwitchingParameters:
             covariances = law_stack(covariances, self.resets.reset_covariances)
         return group, weights, covariances
 
+    def of_rows(self, rows: np.ndarray) -> SwitchingParameters:
+        """These parameters for the steps ``rows`` (a mask) of the data: the laws of those steps, and
+        the gaps of a chain whose switches hold over each step's (continuous-time rates)."""
+        if rows.all():
+            return self
+        steps, chain = self.steps, self.chain
+        if steps is not None:
+            steps = replace(steps, group=steps.group[rows])
+        if getattr(chain, "gaps", None) is not None:
+            chain = replace(chain, gaps=chain.gaps[rows])
+        return replace(self, steps=steps, chain=chain)
+
     def with_mean_noise(self) -> SwitchingParameters:
         """These parameters with every mode's Q_k replaced by their mean (over the modes)."""
         if self.steps is not None:
@@ -222,16 +235,23 @@ class StepTerms:
 @dataclass
 class Posterior:
     """The variational factors q(x) (Gaussian, by its marginal moments) and q(z) (a chain),
-    the HMM potentials q(z) was computed from, and the ELBO."""
+    the HMM potentials q(z) was computed from, and the ELBO of each sequence (``elbo``: their sum)."""
 
     means: np.ndarray  # (T, n)
     covs: np.ndarray  # (T, n, n)
     cross_covs: np.ndarray  # (T, n, n): Cov(x_t, x_t-1), zero at sequence starts
     mode_probs: np.ndarray  # (T, K)
-    pair_counts: np.ndarray  # (K, K), or (T, K, K) per step when the transitions vary or x resets
+    pair_counts: np.ndarray  # (K, K), or (T, K, K) per step when the transitions vary, x resets, or from infer
     log_likelihoods: np.ndarray  # (T, K + R): E_q(x) log p(x_t | x_t-1) under each flow, then each reset
     transitions: np.ndarray  # (1 or T, K, K)
-    elbo: float
+    elbos: np.ndarray  # (n_sequences,)
+
+    @property
+    def elbo(self) -> float:
+        return float(self.elbos.sum())
+
+
+PosteriorT = TypeVar("PosteriorT", bound=Posterior)
 
 
 # ------------------------------------------------------------------------ q(x)
@@ -242,9 +262,9 @@ def update_states(
     previous: Posterior | None = None,
     laws: StepTerms | None = None,
     curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """q(x) given q(z): means, covariances, cross-covariances and log det J of the Gaussian
-    with block-tridiagonal precision J.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """q(x) given q(z): means, covariances, cross-covariances and log det J (of each sequence's
+    block) of the Gaussian with block-tridiagonal precision J.
 
     ``weights``: the weight of every law at every step (T, K + R), :func:`law_weights` of q(z)
     (q(z_t) itself without resets). For a recurrent model
@@ -280,7 +300,7 @@ def update_states(
         diagonal[rows - 1] += spread
         rhs[rows - 1] += linear
     means, log_dets, covs, cross_covs = kernels.solve_block_tridiagonal(diagonal, lower, seqs.offsets, rhs)
-    return means, covs, cross_covs, float(log_dets.sum())
+    return means, covs, cross_covs, log_dets
 
 
 def transition_curvature(
@@ -389,18 +409,21 @@ def update_modes(
     covs: np.ndarray,
     cross_covs: np.ndarray,
     laws: StepTerms | None = None,
-) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    per_step: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """q(z) given q(x): forward-backward on the expected dynamics log-likelihoods (with resets,
     on the chain whose evidence depends on the pair (z_t-1, z_t): :func:`pair_chain`). Returns
-    (log normaliser, q(z_t), pair posteriors, log-likelihoods, transition matrices)."""
+    (log normaliser of each sequence, q(z_t), pair posteriors, log-likelihoods, transition
+    matrices); the pair posteriors per step (T, K, K) with ``per_step`` or when the chain needs
+    them, else summed (K, K)."""
     log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs, laws)
     transitions = transition_matrices(params, seqs, means)
     if params.resets is not None:
         log_z, mode_probs, pairs = pair_chain(params, seqs, log_likelihoods, transitions, pair_hmm.forward_backward)[:3]
     else:
-        run = kernels.forward_backward_varying if params.varying else kernels.forward_backward
+        run = kernels.forward_backward_varying if params.varying or per_step else kernels.forward_backward
         log_z, mode_probs, pairs = run(log_likelihoods, seqs.offsets, params.chain.initial_probs, transitions)
-    return float(log_z.sum()), mode_probs, pairs, log_likelihoods, transitions
+    return log_z, mode_probs, pairs, log_likelihoods, transitions
 
 
 def pair_chain(
@@ -427,54 +450,61 @@ def pair_chain(
 
 # ------------------------------------------------------------------------ ELBO
 def state_terms(
-    params: SwitchingParameters, seqs: Sequences, means: np.ndarray, covs: np.ndarray, log_det: float
-) -> float:
-    """E_q(x) [log p(x_0) + sum_t log p(y_t | x_t)] + H[q(x)]."""
+    params: SwitchingParameters, seqs: Sequences, means: np.ndarray, covs: np.ndarray, log_dets: np.ndarray
+) -> np.ndarray:
+    """E_q(x) [log p(x_0) + sum_t log p(y_t | x_t)] + H[q(x)] of each sequence (n_sequences,), from
+    the log det J of each (``log_dets``): the steps' terms summed over each sequence's rows."""
     n, starts = len(params.initial_mean), seqs.starts
     C, _, _, R = params.observation_terms()
     full = params.observation
-    observed = 0.0
+    observed = np.zeros(seqs.n_steps)
     for rows, o in _observed_parts(seqs.values):  # the observation equation of the observed entries
         block = LinearDynamics(1)
         block.weights, block.covariances = full.weights[:, o], full.covariances[:, o][:, :, o]
-        observed += block.log_likelihoods(seqs.values[rows][:, o], regressors(means[rows], seqs.inputs[rows])).sum()
-        observed -= 0.5 * np.einsum("ij,tji->", C[o].T @ np.linalg.solve(R[np.ix_(o, o)], C[o]), covs[rows])
+        y, z = seqs.values[rows][:, o], regressors(means[rows], seqs.inputs[rows])
+        observed[rows] += block.log_likelihoods(y, z)[:, 0]
+        observed[rows] -= 0.5 * np.einsum("ij,tji->t", C[o].T @ np.linalg.solve(R[np.ix_(o, o)], C[o]), covs[rows])
     m0, P0 = params.initial_mean, params.initial_covariance
     centred = means[starts] - m0
     second = covs[starts] + centred[:, :, None] * centred[:, None, :]
-    initial = -0.5 * (
-        len(starts) * (n * LOG_2PI + np.linalg.slogdet(P0)[1]) + np.einsum("ij,sji->", np.linalg.inv(P0), second)
-    )
-    entropy = 0.5 * (seqs.n_steps * n * (1.0 + LOG_2PI) - log_det)
-    return float(observed + initial + entropy)
+    initial = -0.5 * (n * LOG_2PI + np.linalg.slogdet(P0)[1] + np.einsum("ij,sji->s", np.linalg.inv(P0), second))
+    entropy = 0.5 * (seqs.lengths * n * (1.0 + LOG_2PI) - log_dets)
+    return np.add.reduceat(observed, starts) + initial + entropy
 
 
 def sweep(
-    params: SwitchingParameters, seqs: Sequences, mode_probs: np.ndarray, previous: Posterior | None = None
+    params: SwitchingParameters,
+    seqs: Sequences,
+    mode_probs: np.ndarray,
+    previous: Posterior | None = None,
+    per_step: bool = False,
 ) -> Posterior:
-    """One coordinate-ascent sweep: q(x) given q(z), then q(z) given q(x), then the ELBO.
+    """One coordinate-ascent sweep: q(x) given q(z), then q(z) given q(x), then the ELBO (pair
+    posteriors per step with ``per_step``, see :func:`update_modes`).
 
     After the q(z) update, E_q(z) [sum_t L_t,z_t + log p(z)] + H[q(z)] equals the HMM's
-    log normaliser log Z, so ELBO = log Z + the state terms."""
+    log normaliser log Z, so each sequence's ELBO = its log Z + its state terms."""
     laws = params.step_terms(seqs.n_steps)  # once per sweep: both updates read them
     weights = law_weights(params, mode_probs, None if previous is None else previous.pair_counts)
-    means, covs, cross_covs, log_det = update_states(params, seqs, weights, previous, laws)
-    log_z, mode_probs, pairs, log_likelihoods, transitions = update_modes(params, seqs, means, covs, cross_covs, laws)
-    elbo = log_z + state_terms(params, seqs, means, covs, log_det)
-    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo)
+    means, covs, cross_covs, log_dets = update_states(params, seqs, weights, previous, laws)
+    log_z, mode_probs, pairs, log_likelihoods, transitions = update_modes(
+        params, seqs, means, covs, cross_covs, laws, per_step
+    )
+    elbos = log_z + state_terms(params, seqs, means, covs, log_dets)
+    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbos)
 
 
 def infer(
     params: SwitchingParameters, seqs: Sequences, tol: float, max_sweeps: int, starts: tuple[np.ndarray, ...] = ()
 ) -> Posterior:
-    """q(x) q(z) with the parameters fixed: sweeps until the ELBO changes by less than ``tol``
-    (at most ``max_sweeps``), from two starts and any mode probabilities (T, K) in ``starts``,
-    keeping the larger ELBO: uniform mode
+    """q(x) q(z) with the parameters fixed, sequence by sequence (:func:`best_of`): sweeps until
+    a sequence's ELBO changes by less than ``tol`` (at most ``max_sweeps``), from two starts and
+    any mode probabilities (T, K) in ``starts``, keeping each sequence's larger ELBO: uniform mode
     probabilities (whose q(x) smooths with the precision-averaged dynamics), and q(z) given the
     q(x) of the dynamics with every Q_k replaced by their mean. With uniform modes a mode whose
     Q_k is tiny dominates the averaged precision and pins q(x) to its own dynamics at every
     step, an optimum the sweeps do not leave (on over-complete fits, ELBOs below the fit's by
-    10^5)."""
+    10^5). The pair posteriors come per step (T, K, K), each sequence's own."""
     n_modes = len(params.chain.initial_probs)
     uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
     starts = [uniform, *starts]
@@ -482,34 +512,80 @@ def infer(
         means, covs, cross_covs, _ = update_states(params.with_mean_noise(), seqs, law_weights(params, uniform))
         starts.append(update_modes(params, seqs, means, covs, cross_covs)[1])
     return best_of(
+        seqs,
         starts,
-        lambda modes: sweep(params, seqs, modes),
-        lambda posterior: sweep(params, seqs, posterior.mode_probs, posterior),
+        lambda modes: sweep(params, seqs, modes, per_step=True),
+        lambda part, rows, posterior: sweep(params.of_rows(rows), part, posterior.mode_probs, posterior, per_step=True),
         tol,
         max_sweeps,
     )
 
 
 def best_of(
+    seqs: Sequences,
     starts: list[np.ndarray],
-    first: Callable[[np.ndarray], Any],
-    then: Callable[[Any], Any],
+    first: Callable[[np.ndarray], PosteriorT],
+    then: Callable[[Sequences, np.ndarray, PosteriorT], PosteriorT],
     tol: float,
     max_sweeps: int,
-) -> Any:
-    """The posterior of largest ELBO over the ``starts`` of q(z): from each, ``first(modes)`` then
-    ``then(posterior)`` until the ELBO changes by less than ``tol`` (at most ``max_sweeps`` sweeps)."""
+) -> PosteriorT:
+    """The posterior of largest ELBO over the ``starts`` of q(z), for each sequence of ``seqs`` by
+    its own ELBO: from each start, ``first(modes)`` then sweeps until the sequence's ELBO changes
+    by less than ``tol`` (at most ``max_sweeps`` in all). A sweep, ``then(part, rows, posterior)``,
+    runs at once over the sequences not yet settled: ``part`` (a :class:`Sequences`), whose rows
+    are ``rows`` (a mask over those of ``seqs``), with their ``posterior``; it returns theirs. A
+    settled sequence keeps its posterior, so each sequence's q(x) q(z) is the one it has alone,
+    whichever others come with it (over a cluster: whatever the partition). The posteriors' fields
+    are per step (T, ...), per sequence (``elbos``) or shared by all steps (1, ...)."""
     best = None
     for modes in starts:
         posterior = first(modes)
+        active = np.ones(seqs.n_sequences, dtype=bool)
         for _ in range(max_sweeps - 1):
-            previous = posterior.elbo
-            posterior = then(posterior)
-            if abs(posterior.elbo - previous) < tol:
+            rows = np.repeat(active, seqs.lengths)
+            before = _taken(posterior, active, rows)
+            after = then(seqs.subset(active), rows, before)
+            posterior = _placed(posterior, after, active, rows)
+            active[active] = ~(np.abs(after.elbos - before.elbos) < tol)  # a NaN ELBO goes on
+            if not active.any():
                 break
-        if best is None or posterior.elbo > best.elbo:
+        if best is None:
             best = posterior
+        else:
+            better = posterior.elbos > best.elbos
+            rows = np.repeat(better, seqs.lengths)
+            best = _placed(best, _taken(posterior, better, rows), better, rows)
     return best
+
+
+def _taken(posterior: PosteriorT, chosen: np.ndarray, rows: np.ndarray) -> PosteriorT:
+    """The posterior of the sequences ``chosen`` (a mask over them; ``rows``, over the steps)."""
+    if chosen.all():
+        return posterior
+    return replace(posterior, **{name: value[where] for name, value, where in _split_fields(posterior, chosen, rows)})
+
+
+def _placed(posterior: PosteriorT, part: PosteriorT, chosen: np.ndarray, rows: np.ndarray) -> PosteriorT:
+    """``posterior`` with the sequences ``chosen`` (a mask over them; ``rows``, over the steps) those
+    of ``part``, the posterior of them alone (a field shared by all steps is the same in both)."""
+    if chosen.all() or not chosen.any():
+        return part if chosen.all() else posterior
+    placed = {}
+    for name, value, where in _split_fields(posterior, chosen, rows):
+        placed[name] = value.copy()
+        placed[name][where] = getattr(part, name)
+    return replace(posterior, **placed)
+
+
+def _split_fields(
+    posterior: Posterior, chosen: np.ndarray, rows: np.ndarray
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, value, mask) of each field of ``posterior`` with a row per sequence (``elbos``: the
+    mask ``chosen``) or per step (``rows``); the fields shared by all steps (1, ...) are left out."""
+    for field in dataclasses.fields(posterior):
+        value, where = getattr(posterior, field.name), chosen if field.name == "elbos" else rows
+        if len(value) == len(where):
+            yield field.name, value, where
 
 
 # ------------------------------------------------------------------------ beam
