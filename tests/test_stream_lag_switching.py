@@ -258,3 +258,25 @@ def test_a_state_saved_by_an_earlier_modeshift_resumes_without_a_window_and_is_r
         assert a.log_likelihood == b.log_likelihood
         for x, y in zip(a.state.filtered, b.state.filtered, strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+def test_the_window_keeps_each_steps_gains_and_a_saved_state_rebuilds_them():
+    """A window entry keeps the backward step's filter-only parts, J_ij = P_i F_ij' P_ij^-1 and
+    p(z_s = i | z_s+1 = j, y_0..s+1) (1e-10 against inverses written out); a saved state holds its
+    laws alone, and a loaded one smooths as the unbroken stream (bitwise)."""
+    rng = np.random.default_rng(15)
+    model = _reset_model(rng, "destination", K=3)
+    U = rng.normal(size=(12, 1))
+    Y, _ = model.sample(12, random_state=16, inputs=U)
+    state = list(model.filter_stream(Y, inputs=U, lag=4))[-1].state
+    for (before, _, _), ((w, *_, pairs), (_, _, pair_covs, F), kept) in zip(state.window, state.window[1:]):
+        gains = [[before[2][i] @ F[i, j].T @ np.linalg.inv(pair_covs[i, j]) for j in range(3)] for i in range(3)]
+        np.testing.assert_allclose(kept.gains, gains, rtol=0, atol=1e-10)
+        np.testing.assert_array_equal(kept.conditional, pairs / w)
+    arrays = state.as_arrays()
+    assert not any(key.startswith("window") and "_filtered_" not in key and "_predicted_" not in key for key in arrays)
+    loaded = FilterState.from_arrays(arrays)
+    assert all(kept == () for _, _, kept in loaded.window)
+    for a, b in zip(model.filter_smoothed(state), model.filter_smoothed(loaded), strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)

@@ -108,7 +108,7 @@ __all__ = [
 
 T = TypeVar("T")
 Law = tuple[np.ndarray, ...]  # a filter's law of the state: (probabilities,) or (mean, covariance)
-Step = tuple[Law, Law, np.ndarray]  # a fixed-lag window's entry: (filtered, predicted, what remember keeps)
+Step = tuple[Law, Law, Any]  # a fixed-lag window's entry: (filtered, predicted, what remember keeps)
 Window = tuple[Step, ...]  # a fixed-lag smoother's steps, oldest first
 
 
@@ -122,9 +122,10 @@ class FilterState(NamedTuple):
     ``step``: observations seen; ``filtered``: the law after the last one (empty before the
     first); ``history``: the last observations an autoregression needs (or other per-model
     memory); ``lag`` and ``window``: the fixed-lag smoother's last steps, oldest first, each its
-    (filtered law, predicted law, what :meth:`Recursion.remember` keeps: the move into it, or a
-    Kalman filter's [u_t, y_t]). Immutable, and a named tuple rather than a dataclass: one is made per
-    observation, and a tuple costs less than half a frozen dataclass to build.
+    (filtered law, predicted law, what :meth:`Recursion.remember` keeps: the move into it, a
+    Kalman filter's [u_t, y_t], or what Kim's backward step reads of the filter alone, which is
+    not saved but rebuilt from the laws). Immutable, and a named tuple rather than a dataclass: one
+    is made per observation, and a tuple costs less than half a frozen dataclass to build.
     """
 
     step: int = 0
@@ -142,10 +143,11 @@ class FilterState(NamedTuple):
             "n_window": np.array(len(self.window)),
         }
         out.update({f"filtered_{i}": a for i, a in enumerate(self.filtered)})
-        for w, (filtered, predicted, move) in enumerate(self.window):
+        for w, (filtered, predicted, kept) in enumerate(self.window):
             out.update({f"window_{w}_filtered_{i}": a for i, a in enumerate(filtered)})
             out.update({f"window_{w}_predicted_{i}": a for i, a in enumerate(predicted)})
-            out[f"window_{w}_move"] = move
+            if isinstance(kept, np.ndarray):  # not what is rebuilt from the laws (_KimParts)
+                out[f"window_{w}_move"] = kept
         return out
 
     @classmethod
@@ -155,9 +157,11 @@ class FilterState(NamedTuple):
         def law(prefix: str) -> Law:
             return tuple(np.array(arrays[f"{prefix}_{i}"]) for i in range(4) if f"{prefix}_{i}" in arrays)
 
+        def kept(w: int) -> np.ndarray | tuple[()]:
+            return np.array(arrays[f"window_{w}_move"]) if f"window_{w}_move" in arrays else ()
+
         window = tuple(
-            (law(f"window_{w}_filtered"), law(f"window_{w}_predicted"), np.array(arrays[f"window_{w}_move"]))
-            for w in range(int(arrays["n_window"]))
+            (law(f"window_{w}_filtered"), law(f"window_{w}_predicted"), kept(w)) for w in range(int(arrays["n_window"]))
         )
         return cls(int(arrays["step"]), law("filtered"), np.array(arrays["history"]), int(arrays["lag"]), window)
 
@@ -236,8 +240,9 @@ class Recursion:
         smoothed = filtered[0] * (move @ ratio)
         return (smoothed / smoothed.sum(),)
 
-    def remember(self, move: np.ndarray, evidence: Any) -> np.ndarray:
-        """What the fixed-lag window keeps of a step besides its laws: the move into it."""
+    def remember(self, move: np.ndarray, evidence: Any, before: Law, predicted: Law, filtered: Law) -> Any:
+        """What the fixed-lag window keeps of a step besides its laws (``before``: the filtered law
+        of the step before, () at the first): the move into it."""
         return move
 
     def trim(self, window: Window, lag: int) -> Window:
@@ -351,7 +356,9 @@ class KalmanRecursion(Recursion):
             raise ValueError("the innovation covariance C P C' + R of y_t is not positive definite")
         return (mean, cov), float(log_lik)
 
-    def remember(self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def remember(
+        self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray], before: Law, predicted: Law, filtered: Law
+    ) -> np.ndarray:
         """[u_t, y_t]: the batch smoother's backward pass reads the observations."""
         return np.concatenate([evidence[1], evidence[0]])
 
@@ -442,6 +449,14 @@ class DiffuseKalmanRecursion(KalmanRecursion):
                 "the filter state's diffuse components are not identified yet: no finite predictive law exists"
             )
         return law[:2]
+
+
+class _KimParts(NamedTuple):
+    """What Kim's backward step from step s + 1 to s reads of the filter alone
+    (:meth:`SwitchingKalmanRecursion.parts`); a window entry keeps it, a saved state does not."""
+
+    conditional: np.ndarray  # p(z_s = i | z_s+1 = j, y_0..s+1) (K, K)
+    gains: np.ndarray  # J_ij = P_i F_ij' P_ij^-1 (K, K, n, n)
 
 
 class SwitchingKalmanRecursion(Recursion):
@@ -549,6 +564,28 @@ class SwitchingKalmanRecursion(Recursion):
             out.append((law[0], mean, np.einsum("k,kab->ab", law[0], covs + spread[:, :, None] * spread[:, None, :])))
         return tuple(np.array(part) for part in zip(*out))
 
+    def remember(
+        self, move: np.ndarray, evidence: tuple[np.ndarray, np.ndarray], before: Law, predicted: Law, filtered: Law
+    ) -> _KimParts | tuple[()]:
+        """What the backward step from this step to the one before reads of the filter alone
+        (:meth:`parts`), built once, as the step enters the window, rather than at each of the L
+        passes over it; () at a stream's first step (none before it)."""
+        return self.parts(before, (filtered, predicted)) if before else ()
+
+    def parts(self, filtered: Law, following: tuple[Law, Law]) -> _KimParts:
+        """The parts of :meth:`back` from step s + 1 (``following``: its filtered and predicted laws)
+        to step s (``filtered``) that the smoothed laws do not enter: p(z_s = i | z_s+1 = j, y_0..s+1),
+        the pair posterior at s + 1 over its column sums, and the gains J_ij = P_i F_ij' P_ij^-1."""
+        filtered_next, (_, _, pair_covs, jacobians) = following[:2]
+        if len(filtered_next) != 4:
+            raise ValueError(
+                "this filter state's fixed-lag window keeps no pair posteriors (a state saved by an earlier "
+                "modeshift): start the stream again"
+            )
+        modes, pairs = filtered_next[0], filtered_next[3]  # p(z_s+1 | y_0..s+1), p(z_s, z_s+1 | y_0..s+1)
+        gains = np.swapaxes(np.linalg.solve(pair_covs, jacobians @ filtered[2][:, None]), -1, -2)
+        return _KimParts(_ratio(pairs, modes), gains)
+
     def back(self, filtered: Law, following: Step, smoothed_next: Law) -> Law:
         """The backward step of GPB2 (Kim 1994): each pair (z_s = i, z_s+1 = j) takes the
         Rauch-Tung-Striebel step of mode i's filtered Gaussian through the pair's law (F_ij: its
@@ -558,17 +595,13 @@ class SwitchingKalmanRecursion(Recursion):
         (the last of its filtered law, kept from its update), and each mode i collapses its K pairs
         into one Gaussian. Kim's own weight, p(z_s = i | z_s+1 = j, y_0..s), ignores y_s+1, which
         tells the pairs apart where their laws differ (a reset moves x at a switch): on a model with
-        resets, exact smoothed mode probabilities 0.003 where Kim's gave 0.387."""
-        (_, means, covs), (filtered_next, (_, pair_means, pair_covs, jacobians), _) = filtered[:3], following
-        if len(filtered_next) != 4:
-            raise ValueError(
-                "this filter state's fixed-lag window keeps no pair posteriors (a state saved by an earlier "
-                "modeshift): start the stream again"
-            )
-        modes, pairs = filtered_next[0], filtered_next[3]  # p(z_s+1 | y_0..s+1), p(z_s, z_s+1 | y_0..s+1)
+        resets, exact smoothed mode probabilities 0.003 where Kim's gave 0.387. The weight and the
+        gains are the window entry's (:meth:`remember`), or, in a loaded state's, built again."""
+        kept = following[2]
+        conditional, gains = kept if isinstance(kept, _KimParts) else self.parts(filtered, following[:2])
+        (_, means, covs), (_, pair_means, pair_covs) = filtered[:3], following[1][:3]
         next_weights, next_means, next_covs = smoothed_next[:3]
-        joint = _ratio(pairs, np.broadcast_to(modes, pairs.shape)) * next_weights
-        gains = np.swapaxes(np.linalg.solve(pair_covs, jacobians @ covs[:, None]), -1, -2)
+        joint = conditional * next_weights
         pair_smoothed_means = means[:, None] + np.einsum("ijab,ijb->ija", gains, next_means[None] - pair_means)
         pair_smoothed_covs = covs[:, None] + gains @ (next_covs[None] - pair_covs) @ np.swapaxes(gains, -1, -2)
         return _collapse(joint.T, np.swapaxes(pair_smoothed_means, 0, 1), np.swapaxes(pair_smoothed_covs, 0, 1))
@@ -630,7 +663,7 @@ def _collapse(joint: np.ndarray, means: np.ndarray, covs: np.ndarray) -> Law:
     """One Gaussian per mode j from the pairs (i, j) of weights (K, K), means and covariances: the
     mode's probability sum_i joint_ij and the mixture's mean and covariance."""
     mode = joint.sum(axis=0)
-    share = _ratio(joint, np.broadcast_to(mode, joint.shape))
+    share = _ratio(joint, mode)
     collapsed = np.einsum("ij,ijn->jn", share, means)
     spread = means - collapsed[None]
     return mode, collapsed, np.einsum("ij,ijab->jab", share, covs + spread[..., :, None] * spread[..., None, :])
@@ -650,7 +683,8 @@ def chain_update(predicted: np.ndarray, log_likelihoods: np.ndarray) -> tuple[np
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, 0 where the denominator is 0 (a state that cannot be reached)."""
+    """numerator / denominator (broadcast to the numerator's shape), 0 where the denominator is 0
+    (a state that cannot be reached)."""
     out = np.zeros_like(numerator)
     np.divide(numerator, denominator, out=out, where=denominator > 0)
     return out
@@ -702,7 +736,8 @@ class StreamingFilters:
         filtered, log_lik = recursion.update(predicted, evidence)
         window, lagged = state.window, None
         if state.lag:
-            window = recursion.trim((*window, (filtered, predicted, recursion.remember(move, evidence))), state.lag)
+            kept = recursion.remember(move, evidence, state.filtered, predicted, filtered)
+            window = recursion.trim((*window, (filtered, predicted, kept)), state.lag)
             smoothed = recursion.smooth(window) if len(window) > state.lag else None
             if smoothed is not None:
                 lagged = self._present(recursion, smoothed[-(state.lag + 1)])

@@ -879,8 +879,8 @@ class _BurnIn(KalmanRecursion):
         law, log_lik = super().update(predicted, evidence[:2])
         return law, 0.0 if evidence[2] else log_lik
 
-    def remember(self, move: np.ndarray, evidence: tuple) -> np.ndarray:
-        return super().remember(move, evidence[:2])
+    def remember(self, move: np.ndarray, evidence: tuple, *laws: tuple[np.ndarray, ...]) -> np.ndarray:
+        return super().remember(move, evidence[:2], *laws)
 
 
 def _scipy_lbfgsb(value_and_gradient: Any, x0: np.ndarray, max_iter: int, callback: Any) -> quasi_newton.Minimum:
