@@ -566,3 +566,26 @@ def test_recurrent_forecast_with_resets_is_the_exact_one_without_state_dependenc
     no_resets = SwitchingLDS(**{**plain.get_params(), "resets": None})
     no_resets.__dict__.update({name: plain.__dict__[name] for name in no_resets.parameter_names})
     assert np.any(np.abs(no_resets.forecast(y, horizon).means - want.means) > bound)
+
+
+def test_inference_with_resets_is_each_sequences_own():
+    """The starts a model with resets adds (the change points of each sequence, by its own noise
+    scale; the beam's path) depend on the sequence alone, so its posterior inside a batch (here with
+    a quieter ball, which would set a pooled noise scale, and a ball too short to have change
+    points) is its posterior alone: over a cluster, whatever the partition."""
+    model = _true_ball()
+    balls = [
+        bouncing_ball(n, random_state=seed, observation_sd=sd).observations
+        for n, seed, sd in [(300, 0, 0.02), (200, 1, 0.002), (12, 2, 0.02)]
+    ]
+    seqs = model._sequences(balls, None, None)
+    batch, (starts,) = model._infer(seqs), model._change_point_modes(seqs)
+    for i, ball in enumerate(balls):
+        (own,) = model._change_point_modes(model._sequences([ball], None, None))
+        np.testing.assert_array_equal(own, starts[seqs.offsets[i] : seqs.offsets[i + 1]], err_msg=str(i))
+        alone, rows = model._infer(model._sequences([ball], None, None)), slice(seqs.offsets[i], seqs.offsets[i + 1])
+        assert alone.elbos[0] == pytest.approx(batch.elbos[i], abs=1e-10), i
+        for name in ("means", "mode_probs", "pair_counts"):
+            np.testing.assert_allclose(
+                getattr(alone, name), getattr(batch, name)[rows], atol=1e-10, err_msg=f"{i} {name}"
+            )

@@ -479,15 +479,20 @@ class SwitchingLDS(Model, StreamingFilters):
     def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
         """A start of q(z) for a model with resets, whose switches can last one step and which the
         generic starts of :func:`~modeshift.models.slds_inference.infer` miss: the mode of the
-        shortest dwell time at the change points of the data
-        (:func:`~modeshift.models.slds_starts.change_points`), the longest elsewhere. None
-        without change points or dwell times."""
-        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD)
+        shortest dwell time at the change points of each sequence
+        (:func:`~modeshift.models.slds_starts.change_points`, by the sequence's own noise scale, so
+        that the start of a sequence does not depend on the others: over a cluster, on the
+        partition), the longest elsewhere (everywhere in a sequence without change points). None
+        without dwell times."""
         dwell = self._dwell_times()
-        if not len(points) or not np.isfinite(dwell).all():
+        if not np.isfinite(dwell).all():
             return ()
+        points = [
+            first + slds_starts.change_points(seqs.subset(np.arange(seqs.n_sequences) == i), _CHANGE_POINT_THRESHOLD)
+            for i, first in enumerate(seqs.starts)
+        ]
         path = np.full(seqs.n_steps, int(np.argmax(dwell)))
-        path[points] = int(np.argmin(dwell))
+        path[np.concatenate(points)] = int(np.argmin(dwell))
         return (np.eye(self._k)[path],)
 
     # ------------------------------------------------------------------ inference
