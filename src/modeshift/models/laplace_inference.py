@@ -51,7 +51,7 @@ inference; an approximation otherwise.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -73,6 +73,7 @@ __all__ = [
     "feature_jacobian",
     "find_mode",
     "flow_regressors",
+    "flow_statistics",
     "guard_curvature",
     "infer",
     "linearised",
@@ -86,6 +87,7 @@ _HALVINGS = 30  # line-search step halvings before a search gives up
 _RELATIVE_STEP = 1e-5  # central-difference step, per standardised unit of each state dimension
 _ROUND_OFF = 1e-12  # a mode search's gain below this share of |f| is round-off
 MODE_SHARE = 0.1  # a sweep's mode search stops at a gain of this share of the ELBO's tolerance
+BLOCK_ROWS = 4096  # rows of dphi/dx evaluated at a time: no (T, m, n) Jacobian is ever whole
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,15 @@ class FlowParameters:
         m = self.features.n_outputs
         return self.weights[:, :, :m], self.weights[:, :, m:-1], self.weights[:, :, -1]
 
+    def readers(self) -> np.ndarray:
+        """The rows that read phi(x_t-1) linearly, (p, m): the flows' W (K n rows, mode by mode),
+        then, with recurrent switches, the guards' weights on phi (K rows)."""
+        W = self.split()[0]
+        rows = [W.reshape(-1, W.shape[2])]
+        if self.recurrent:
+            rows.append(self.chain.weights[:, : W.shape[2]])
+        return np.vstack(rows)
+
     def switching(
         self, chain: Stationary | InputDriven | None = None, steps: StepLaws | None = None
     ) -> SwitchingParameters:
@@ -151,6 +162,15 @@ def feature_jacobian(
     1e-5 times each dimension's scale (about 1e-10 relative error; exact for linear maps up to
     round-off). The map runs once, on the 2 n + 1 shifted copies of the states stacked (the 2 n
     shifted ones when phi(x) is given as ``value``)."""
+    value, jacobian = _jacobian_by_dimension(features, states, value)
+    return value, np.ascontiguousarray(jacobian.transpose(1, 2, 0))
+
+
+def _jacobian_by_dimension(
+    features: FeatureMap, states: np.ndarray, value: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`feature_jacobian`'s phi(x) and Jacobian, the latter as it is computed, (n, N, m): the
+    derivative along each state dimension (what a product with the readers of phi takes whole)."""
     states = np.asarray(states, dtype=float)
     N, n = states.shape
     steps = _RELATIVE_STEP * np.asarray(features.scale_, dtype=float)
@@ -160,8 +180,12 @@ def feature_jacobian(
     values = features.transform((states[None] + shifts[:, None]).reshape(-1, n)).reshape(len(shifts), N, -1)
     if value is None:
         value, values = values[0], values[1:]
-    jacobian = (values[:n] - values[n:]) / (2 * steps[:, None, None])  # (n, N, m)
-    return value, np.ascontiguousarray(jacobian.transpose(1, 2, 0))
+    return value, (values[:n] - values[n:]) / (2 * steps[:, None, None])
+
+
+def _row_blocks(n_rows: int) -> Iterator[slice]:
+    """Consecutive slices of ``BLOCK_ROWS`` rows (the last shorter) covering ``n_rows``."""
+    return (slice(start, start + BLOCK_ROWS) for start in range(0, n_rows, BLOCK_ROWS))
 
 
 def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
@@ -173,41 +197,41 @@ def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
 
 
 class PathFeatures:
-    """The features along a path x (T, n): ``value`` phi(x_t-1) (T, m) at every step (x_t-1 from
-    :func:`previous_states`), and its Jacobian ``jacobian`` (T, m, n) when first read (the line
-    search's rejected points need none), or both as ``known`` (a :class:`Posterior`'s, at its
-    mode). Every reader at one path (the objective, the linearisation, the guards' expansion)
-    shares this one evaluation."""
+    """The features along a path x (T, n) under ``params``: ``value`` phi(x_t-1) (T, m) at every step
+    (x_t-1 from :func:`previous_states`; given as ``value`` when known, a :class:`Posterior`'s at its
+    mode), and when first read the ``slopes`` of what reads phi there (the line search's rejected
+    points need none): the flows' A_tk = W_k dphi/dx (T, K, n, n) and the recurrent guards'
+    w_j dphi/dx (T, K, n) ((T, 0, n) without). The Jacobian dphi/dx (T, m, n) is never whole: it is
+    evaluated ``BLOCK_ROWS`` rows at a time and multiplied out. Every reader at one path (the
+    objective, the linearisation, the guards' expansion) shares this one evaluation."""
 
-    def __init__(
-        self,
-        features: FeatureMap,
-        seqs: Sequences,
-        path: np.ndarray,
-        known: tuple[np.ndarray, np.ndarray] | None = None,
-    ):
-        self.features, self.path = features, np.asarray(path, dtype=float)
+    def __init__(self, params: FlowParameters, seqs: Sequences, path: np.ndarray, value: np.ndarray | None = None):
+        self.features, self.readers = params.features, params.readers()
+        self.n_modes, self.path = len(params.weights), np.asarray(path, dtype=float)
         self.previous = previous_states(seqs, self.path)
-        if known is None:
-            self.value = features.transform(self.previous)
-        else:
-            self.value, self.__dict__["jacobian"] = known
+        self.value = self.features.transform(self.previous) if value is None else value
 
     @functools.cached_property
-    def jacobian(self) -> np.ndarray:
-        return feature_jacobian(self.features, self.previous, self.value)[1]
+    def slopes(self) -> tuple[np.ndarray, np.ndarray]:
+        T, n = self.previous.shape
+        products = np.empty((T, len(self.readers), n))
+        for rows in _row_blocks(T):
+            jacobian = _jacobian_by_dimension(self.features, self.previous[rows], self.value[rows])[1]
+            products[rows] = (jacobian @ self.readers.T).transpose(1, 2, 0)
+        flows = self.n_modes * n
+        return np.ascontiguousarray(products[:, :flows]).reshape(T, self.n_modes, n, n), products[:, flows:]
 
 
 @dataclass
 class Posterior(slds_inference.Posterior):
     """q(x) q(z) as the SwitchingLDS's (:class:`~modeshift.models.slds_inference.Posterior`), with
-    the features along the mode x* of q(x) that its sweep evaluated, as :class:`PathFeatures` reads
-    them: ``feature_values`` phi(x*_t-1) (T, m) and ``feature_jacobians`` dphi/dx there (T, m, n).
-    The M-step's moments (:func:`flow_moments`), the guards' inputs and the next sweep, which starts
-    at x*, read these: the map runs at x* once."""
+    the features phi(x*_t-1) (T, m) along the mode x* of q(x) that its sweep evaluated,
+    ``feature_values``: the M-step's moments (:func:`flow_statistics`), the guards' inputs and the
+    next sweep, which starts at x*, read them. Their Jacobian there (T, m, n, the largest array of
+    all with many features) is not kept: whoever reads it evaluates it again, a block of rows at a
+    time (:class:`PathFeatures`)."""
 
     feature_values: np.ndarray
-    feature_jacobians: np.ndarray
 
 
 def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +249,7 @@ def _linear_laws(params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarr
     before, T, K = at.previous, len(at.previous), len(params.weights)
     n = before.shape[1]
     W, B, b = params.split()
-    A = np.matmul(W[None], at.jacobian[:, None])  # (T, K, n, n)
+    A = at.slopes[0]  # (T, K, n, n)
     B = np.broadcast_to(B, (T, *B.shape))
     offsets = (at.value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
     if params.resets is not None:  # the R resets after the K flows, the same at every step
@@ -274,7 +298,7 @@ def linearised(
     :class:`~modeshift.models.slds_inference.StepLaws` law per step), with the resets as they are
     (affine in x already), and its step terms (the K flows, then the R resets), built from the
     noise precisions of the laws (the per-step laws share them: no inverse per step)."""
-    at = states if isinstance(states, PathFeatures) else PathFeatures(params.features, seqs, states)
+    at = states if isinstance(states, PathFeatures) else PathFeatures(params, seqs, states)
     laws = _linear_laws(params, at, _law_noise(params))
     return _linear_model(params, seqs, at, laws), laws
 
@@ -288,10 +312,9 @@ def guard_curvature(
     W dphi/dx at m (Gauss-Newton: phi's second derivatives dropped); ``at``, the features along
     m, if already evaluated. Returns the rows t, H_t and g_t + H_t m_t-1."""
     rows = seqs.linked_rows
-    at = PathFeatures(params.features, seqs, previous.means) if at is None else at
-    value, jacobian = at.value[rows], at.jacobian[rows]
-    switch = params.chain.kernel_arrays(np.hstack([value, seqs.inputs[rows]]))[1]
-    slopes = np.matmul(params.chain.weights[:, : value.shape[1]][None], jacobian)  # (R, K, n)
+    at = PathFeatures(params, seqs, previous.means) if at is None else at
+    switch = params.chain.kernel_arrays(np.hstack([at.value[rows], seqs.inputs[rows]]))[1]
+    slopes = at.slopes[1][rows]  # (R, K, n)
     return rows, *slds_inference.switch_curvature(previous.pair_counts[rows], switch, slopes, previous.means[rows - 1])
 
 
@@ -309,7 +332,7 @@ def log_joint(params: FlowParameters, seqs: Sequences, weights: np.ndarray, stat
     log N(x_t | W_k phi(x_t-1) + B_k u_t + b_k, Q_k) + sum_t,r w_tr log N(x_t | R_r x_t-1 + B_r u_t
     + r_r, Q_r) + sum_t log p(y_t | x_t, u_t) (observed entries), ``weights`` the laws' (T, K + R)
     (:meth:`FlowParameters.law_weights`: q(z_t = k) without resets)."""
-    return _log_joint(params, seqs, weights)(PathFeatures(params.features, seqs, states))
+    return _log_joint(params, seqs, weights)(PathFeatures(params, seqs, states))
 
 
 def _log_joint(params: FlowParameters, seqs: Sequences, weights: np.ndarray) -> Callable[[PathFeatures], float]:
@@ -381,13 +404,13 @@ def find_mode(
     def objective(at: PathFeatures) -> float:
         return log_joint_at(at) + _expansion_value(curvature, at.path)
 
-    at = start if isinstance(start, PathFeatures) else PathFeatures(params.features, seqs, start)
+    at = start if isinstance(start, PathFeatures) else PathFeatures(params, seqs, start)
     value, laws = objective(at), _linear_laws(params, at, noise)
     for _ in range(_NEWTON_STEPS):
         step = slds_inference.update_states(base, seqs, weights, laws=laws, curvature=curvature)[0] - at.path
         scale = 1.0
         for _ in range(_HALVINGS):
-            trial = PathFeatures(params.features, seqs, at.path + scale * step)
+            trial = PathFeatures(params, seqs, at.path + scale * step)
             trial_value = objective(trial)
             if trial_value >= value:
                 break
@@ -416,10 +439,8 @@ def sweep(
     given q(x) with the flows linearised at the mode, then the (linearised) ELBO. A sweep from a
     previous Laplace :class:`Posterior`'s mode (EM's) starts from the features it carries."""
     here = previous is not None and np.array_equal(previous.means, start)  # EM's sweeps start at the last mode
-    if here and isinstance(previous, Posterior):
-        at = PathFeatures(params.features, seqs, start, (previous.feature_values, previous.feature_jacobians))
-    else:
-        at = PathFeatures(params.features, seqs, start)
+    known = previous.feature_values if here and isinstance(previous, Posterior) else None
+    at = PathFeatures(params, seqs, start, known)
     curvature = None
     if params.recurrent and previous is not None:  # expanded at the last mode: from there (EM's sweeps), at's
         curvature = guard_curvature(params, seqs, previous, at if here else None)
@@ -430,9 +451,7 @@ def sweep(
         linear, seqs, means, covs, cross_covs, laws
     )
     elbo = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_det)
-    return Posterior(
-        means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo, at.value, at.jacobian
-    )
+    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbo, at.value)
 
 
 def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
@@ -459,24 +478,37 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
     )
 
 
-def flow_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flow_statistics(
+    features: FeatureMap, seqs: Sequences, posterior: Posterior, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The M-step's moments of each linked step's x_t and regressors r_t = [phi(x_t-1), u_t, 1]
-    under q(x), phi linearised at the mean (first-order, delta-method moments, from the features
-    the posterior carries):
+    under q(x), phi linearised at the mean (first-order, delta-method moments, J = dphi/dx there),
 
-        E[r] ~ [phi(m), u, 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J'.
+        E[r] ~ [phi(m), u, 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J',
 
-    They are the exact moments of the linearised model, so the M-step maximises the ELBO
-    :func:`sweep` reports. Returns E[x x'], E[x r'], E[r r'], shapes (R, n, n), (R, n, q),
-    (R, q, q) with q = m + m_u + 1, for the R rows ``seqs.linked_rows``."""
+    summed over the R rows ``seqs.linked_rows`` with each flow's ``weights`` (R, K): sum_t w_tk
+    E[x x'], E[x r'], E[r r'], shapes (K, n, n), (K, n, q), (K, q, q) with q = m + m_u + 1. They
+    are the exact moments of the linearised model, so the M-step maximises the ELBO :func:`sweep`
+    reports. phi(m) is the posterior's; J is evaluated again ``BLOCK_ROWS`` rows at a time, and
+    the sums over a block are matrix products (no array per row of (m, n), or (q, q), beyond a block)."""
     means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
-    value, jacobian = posterior.feature_values[rows], posterior.feature_jacobians[rows]
-    m = value.shape[1]
-    r = np.hstack([value, seqs.inputs[rows], np.ones((len(rows), 1))])
-    rr = r[:, :, None] * r[:, None, :]
-    jacobian_t = transposed(jacobian)
-    rr[:, :m, :m] += jacobian @ covs[rows - 1] @ jacobian_t
-    xr = means[rows][:, :, None] * r[:, None, :]
-    xr[:, :, :m] += posterior.cross_covs[rows] @ jacobian_t
-    xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
+    K, (m, n) = weights.shape[1], (posterior.feature_values.shape[1], means.shape[1])
+    q = m + seqs.inputs.shape[1] + 1
+    xx, xr, rr = np.zeros((K, n, n)), np.zeros((K, n, q)), np.zeros((K, q, q))
+    for block in _row_blocks(len(rows)):
+        t, w = rows[block], weights[block]
+        value, x = posterior.feature_values[t], means[t]
+        jacobian = _jacobian_by_dimension(features, means[t - 1], value)[1]  # (n, B, m)
+        r = np.hstack([value, seqs.inputs[t], np.ones((len(t), 1))])
+        xx += np.einsum("tk,tij->kij", w, covs[t] + x[:, :, None] * x[:, None, :])
+        outer = transposed(w.T[:, :, None] * np.hstack([x, r])[None]) @ r  # sum_t w_tk [x_t; r_t] r_t'
+        # sum_t w_tk [J S_t-1; S_t,t-1] J_t': one product over (dimension b, step t), rows as the Jacobian's
+        spread = np.einsum("ati,tab->bti", jacobian, covs[t - 1])  # (J S_t-1)_ib
+        left = np.concatenate([spread, posterior.cross_covs[t].transpose(2, 0, 1)], axis=2).reshape(-1, m + n)
+        weighted = transposed(np.tile(w, (n, 1)).T[:, :, None] * left[None])  # (K, m + n, n B)
+        linear = weighted @ jacobian.reshape(-1, m)  # (K, m + n, m)
+        xr += outer[:, :n]
+        xr[:, :, :m] += linear[:, m:]
+        rr += outer[:, n:]
+        rr[:, :m, :m] += linear[:, :m]
     return xx, xr, rr
