@@ -83,7 +83,8 @@ def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one(inp
 def test_the_moments_and_slopes_computed_in_blocks_of_rows_equal_the_whole_arrays(monkeypatch):
     """The M-step's summed moments and the flows' and guards' slopes W_k J_t, w_j J_t, evaluated
     BLOCK_ROWS rows of the Jacobian at a time, equal (to round-off) the per-row formulas on the whole
-    (T, m, n) Jacobian, with blocks of 7 rows and of 1 (neither dividing T), with inputs."""
+    (T, m, n) Jacobian, with inputs and recurrent guards: in one block (the default's), in blocks
+    of 7 rows (which do not divide the rows' count) and of 1."""
     rng = np.random.default_rng(11)
     params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3), lengths=(23, 31), input_dim=1)
     chain = InputDriven(2, params.features.n_outputs + 1)
@@ -103,7 +104,7 @@ def test_the_moments_and_slopes_computed_in_blocks_of_rows_equal_the_whole_array
     whole = [np.einsum("tk,tij->kij", weights, moment) for moment in (xx, xr, rr)]
     flows = np.einsum("kim,tmj->tkij", params.split()[0], jacobian)
     guards = np.einsum("km,tmj->tkj", chain.weights[:, :m], jacobian)
-    for rows_per_block in (7, 1):
+    for rows_per_block in (laplace.BLOCK_ROWS, 7, 1):
         monkeypatch.setattr(laplace, "BLOCK_ROWS", rows_per_block)
         blocked = laplace.flow_statistics(params.features, seqs, swept, weights)
         for got, want in zip(blocked, whole):
