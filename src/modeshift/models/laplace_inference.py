@@ -87,7 +87,7 @@ _HALVINGS = 30  # line-search step halvings before a search gives up
 _RELATIVE_STEP = 1e-5  # central-difference step, per standardised unit of each state dimension
 _ROUND_OFF = 1e-12  # a mode search's gain below this share of |f| is round-off
 MODE_SHARE = 0.1  # a sweep's mode search stops at a gain of this share of the ELBO's tolerance
-BLOCK_ROWS = 4096  # rows of dphi/dx evaluated at a time: no (T, m, n) Jacobian is ever whole
+BLOCK_ROWS = 2048  # rows of dphi/dx evaluated at a time: no (T, m, n) Jacobian is ever whole
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,6 @@ class FlowParameters:
         m = self.features.n_outputs
         return self.weights[:, :, :m], self.weights[:, :, m:-1], self.weights[:, :, -1]
 
-    def readers(self) -> np.ndarray:
-        """The rows that read phi(x_t-1) linearly, (p, m): the flows' W (K n rows, mode by mode),
-        then, with recurrent switches, the guards' weights on phi (K rows)."""
-        W = self.split()[0]
-        rows = [W.reshape(-1, W.shape[2])]
-        if self.recurrent:
-            rows.append(self.chain.weights[:, : W.shape[2]])
-        return np.vstack(rows)
-
     def switching(
         self, chain: Stationary | InputDriven | None = None, steps: StepLaws | None = None
     ) -> SwitchingParameters:
@@ -162,15 +153,6 @@ def feature_jacobian(
     1e-5 times each dimension's scale (about 1e-10 relative error; exact for linear maps up to
     round-off). The map runs once, on the 2 n + 1 shifted copies of the states stacked (the 2 n
     shifted ones when phi(x) is given as ``value``)."""
-    value, jacobian = _jacobian_by_dimension(features, states, value)
-    return value, np.ascontiguousarray(jacobian.transpose(1, 2, 0))
-
-
-def _jacobian_by_dimension(
-    features: FeatureMap, states: np.ndarray, value: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`feature_jacobian`'s phi(x) and Jacobian, the latter as it is computed, (n, N, m): the
-    derivative along each state dimension (what a product with the readers of phi takes whole)."""
     states = np.asarray(states, dtype=float)
     N, n = states.shape
     steps = _RELATIVE_STEP * np.asarray(features.scale_, dtype=float)
@@ -180,7 +162,8 @@ def _jacobian_by_dimension(
     values = features.transform((states[None] + shifts[:, None]).reshape(-1, n)).reshape(len(shifts), N, -1)
     if value is None:
         value, values = values[0], values[1:]
-    return value, (values[:n] - values[n:]) / (2 * steps[:, None, None])
+    jacobian = (values[:n] - values[n:]) / (2 * steps[:, None, None])  # (n, N, m)
+    return value, np.ascontiguousarray(jacobian.transpose(1, 2, 0))
 
 
 def _row_blocks(n_rows: int) -> Iterator[slice]:
@@ -200,26 +183,29 @@ class PathFeatures:
     """The features along a path x (T, n) under ``params``: ``value`` phi(x_t-1) (T, m) at every step
     (x_t-1 from :func:`previous_states`; given as ``value`` when known, a :class:`Posterior`'s at its
     mode), and when first read the ``slopes`` of what reads phi there (the line search's rejected
-    points need none): the flows' A_tk = W_k dphi/dx (T, K, n, n) and the recurrent guards'
-    w_j dphi/dx (T, K, n) ((T, 0, n) without). The Jacobian dphi/dx (T, m, n) is never whole: it is
-    evaluated ``BLOCK_ROWS`` rows at a time and multiplied out. Every reader at one path (the
-    objective, the linearisation, the guards' expansion) shares this one evaluation."""
+    points need none): the flows' A_tk = W_k dphi/dx (T, K, n, n) and, with recurrent switches,
+    the guards' w_j dphi/dx (T, K, n) (None without). The Jacobian dphi/dx (T, m, n) is never
+    whole: it is evaluated ``BLOCK_ROWS`` rows at a time and multiplied out, row by row as a whole
+    one would be. Every reader at one path (the objective, the linearisation, the guards'
+    expansion) shares this one evaluation."""
 
     def __init__(self, params: FlowParameters, seqs: Sequences, path: np.ndarray, value: np.ndarray | None = None):
-        self.features, self.readers = params.features, params.readers()
-        self.n_modes, self.path = len(params.weights), np.asarray(path, dtype=float)
+        self.features, self.flows = params.features, params.split()[0]
+        self.guards = params.chain.weights[:, : self.flows.shape[2]] if params.recurrent else None
+        self.path = np.asarray(path, dtype=float)
         self.previous = previous_states(seqs, self.path)
         self.value = self.features.transform(self.previous) if value is None else value
 
     @functools.cached_property
-    def slopes(self) -> tuple[np.ndarray, np.ndarray]:
-        T, n = self.previous.shape
-        products = np.empty((T, len(self.readers), n))
+    def slopes(self) -> tuple[np.ndarray, np.ndarray | None]:
+        (T, n), K = self.previous.shape, len(self.flows)
+        flows, guards = np.empty((T, K, n, n)), None if self.guards is None else np.empty((T, K, n))
         for rows in _row_blocks(T):
-            jacobian = _jacobian_by_dimension(self.features, self.previous[rows], self.value[rows])[1]
-            products[rows] = (jacobian @ self.readers.T).transpose(1, 2, 0)
-        flows = self.n_modes * n
-        return np.ascontiguousarray(products[:, :flows]).reshape(T, self.n_modes, n, n), products[:, flows:]
+            jacobian = feature_jacobian(self.features, self.previous[rows], self.value[rows])[1]
+            flows[rows] = np.matmul(self.flows[None], jacobian[:, None])
+            if guards is not None:
+                guards[rows] = np.matmul(self.guards[None], jacobian)
+        return flows, guards
 
 
 @dataclass
@@ -489,26 +475,31 @@ def flow_statistics(
     summed over the R rows ``seqs.linked_rows`` with each flow's ``weights`` (R, K): sum_t w_tk
     E[x x'], E[x r'], E[r r'], shapes (K, n, n), (K, n, q), (K, q, q) with q = m + m_u + 1. They
     are the exact moments of the linearised model, so the M-step maximises the ELBO :func:`sweep`
-    reports. phi(m) is the posterior's; J is evaluated again ``BLOCK_ROWS`` rows at a time, and
-    the sums over a block are matrix products (no array per row of (m, n), or (q, q), beyond a block)."""
-    means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
-    K, (m, n) = weights.shape[1], (posterior.feature_values.shape[1], means.shape[1])
-    q = m + seqs.inputs.shape[1] + 1
-    xx, xr, rr = np.zeros((K, n, n)), np.zeros((K, n, q)), np.zeros((K, q, q))
+    reports. phi(m) is the posterior's; J is evaluated again, and the moments formed row by row,
+    ``BLOCK_ROWS`` rows at a time (no (R, m, n) or (R, q, q) array)."""
+    rows, K, n = seqs.linked_rows, weights.shape[1], posterior.means.shape[1]
+    q = posterior.feature_values.shape[1] + seqs.inputs.shape[1] + 1
+    sums = np.zeros((K, n, n)), np.zeros((K, n, q)), np.zeros((K, q, q))
     for block in _row_blocks(len(rows)):
-        t, w = rows[block], weights[block]
-        value, x = posterior.feature_values[t], means[t]
-        jacobian = _jacobian_by_dimension(features, means[t - 1], value)[1]  # (n, B, m)
-        r = np.hstack([value, seqs.inputs[t], np.ones((len(t), 1))])
-        xx += np.einsum("tk,tij->kij", w, covs[t] + x[:, :, None] * x[:, None, :])
-        outer = transposed(w.T[:, :, None] * np.hstack([x, r])[None]) @ r  # sum_t w_tk [x_t; r_t] r_t'
-        # sum_t w_tk [J S_t-1; S_t,t-1] J_t': one product over (dimension b, step t), rows as the Jacobian's
-        spread = np.einsum("ati,tab->bti", jacobian, covs[t - 1])  # (J S_t-1)_ib
-        left = np.concatenate([spread, posterior.cross_covs[t].transpose(2, 0, 1)], axis=2).reshape(-1, m + n)
-        weighted = transposed(np.tile(w, (n, 1)).T[:, :, None] * left[None])  # (K, m + n, n B)
-        linear = weighted @ jacobian.reshape(-1, m)  # (K, m + n, m)
-        xr += outer[:, :n]
-        xr[:, :, :m] += linear[:, m:]
-        rr += outer[:, n:]
-        rr[:, :m, :m] += linear[:, :m]
+        for total, moment in zip(sums, _flow_moments(features, seqs, posterior, rows[block])):
+            total += np.einsum("tk,tij->kij", weights[block], moment)
+    return sums
+
+
+def _flow_moments(
+    features: FeatureMap, seqs: Sequences, posterior: Posterior, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`flow_statistics`'s moments at each of the linked ``rows``: E[x x'], E[x r'], E[r r'],
+    shapes (B, n, n), (B, n, q), (B, q, q)."""
+    means, covs = posterior.means, posterior.covs
+    value = posterior.feature_values[rows]
+    jacobian = feature_jacobian(features, means[rows - 1], value)[1]
+    m = value.shape[1]
+    r = np.hstack([value, seqs.inputs[rows], np.ones((len(rows), 1))])
+    rr = r[:, :, None] * r[:, None, :]
+    jacobian_t = transposed(jacobian)
+    rr[:, :m, :m] += jacobian @ covs[rows - 1] @ jacobian_t
+    xr = means[rows][:, :, None] * r[:, None, :]
+    xr[:, :, :m] += posterior.cross_covs[rows] @ jacobian_t
+    xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
     return xx, xr, rr
