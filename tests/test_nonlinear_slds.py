@@ -84,8 +84,9 @@ def test_the_moments_and_slopes_computed_in_blocks_of_rows_equal_the_whole_array
     """The M-step's summed moments and the flows' and guards' slopes W_k J_t, w_j J_t, evaluated
     BLOCK_ROWS rows of the Jacobian at a time, equal the per-row formulas on the whole (T, m, n)
     Jacobian, with inputs and recurrent guards: bit for bit in one block (the default's, T is
-    smaller), and in blocks of 7 rows (which do not divide the rows' count) and of 1 the slopes bit
-    for bit (each row's own product) and the moments' sums to round-off (summed block by block)."""
+    smaller), and in blocks of 7 rows (which do not divide the rows' count), of 1, and of 5 rows'
+    moments' bytes (BLOCK_BYTES) the slopes bit for bit (each row's own product) and the moments'
+    sums to round-off (summed block by block)."""
     rng = np.random.default_rng(11)
     params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3), lengths=(23, 31), input_dim=1)
     chain = InputDriven(2, params.features.n_outputs + 1)
@@ -105,16 +106,25 @@ def test_the_moments_and_slopes_computed_in_blocks_of_rows_equal_the_whole_array
     whole = [np.einsum("tk,tij->kij", weights, moment) for moment in (xx, xr, rr)]
     flows = np.matmul(params.split()[0][None], jacobian[:, None])  # (T, K, n, n)
     guards = np.matmul(chain.weights[None, :, :m], jacobian)  # (T, K, n)
-    for rows_per_block in (laplace.BLOCK_ROWS, 7, 1):
+    moments_bytes = rr[0].nbytes  # 8 q^2
+    for rows_per_block, block_bytes in [
+        (laplace.BLOCK_ROWS, laplace.BLOCK_BYTES),
+        (7, 2**26),
+        (1, 2**26),
+        (99, 5 * moments_bytes),
+    ]:
         monkeypatch.setattr(laplace, "BLOCK_ROWS", rows_per_block)
+        monkeypatch.setattr(laplace, "BLOCK_BYTES", block_bytes)
         blocked = laplace.flow_statistics(params.features, seqs, swept, weights)
         for got, want in zip(blocked, whole):
-            if rows_per_block >= seqs.n_steps:
+            if block_bytes // moments_bytes >= rows_per_block >= seqs.n_steps:
                 np.testing.assert_array_equal(got, want)
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
         slopes = laplace.PathFeatures(params, seqs, means).slopes
         np.testing.assert_array_equal(slopes[0], flows)
         np.testing.assert_array_equal(slopes[1], guards)
+    # the last setting: up to 99 rows, but only 5 rows' moments in BLOCK_BYTES
+    assert [len(range(12)[block]) for block in laplace._row_blocks(12, moments_bytes)] == [5, 5, 2]
 
 
 def test_the_features_along_a_path_are_read_at_each_previous_state():

@@ -88,6 +88,7 @@ _RELATIVE_STEP = 1e-5  # central-difference step, per standardised unit of each 
 _ROUND_OFF = 1e-12  # a mode search's gain below this share of |f| is round-off
 MODE_SHARE = 0.1  # a sweep's mode search stops at a gain of this share of the ELBO's tolerance
 BLOCK_ROWS = 2048  # rows of dphi/dx evaluated at a time: no (T, m, n) Jacobian is ever whole
+BLOCK_BYTES = 2**26  # fewer rows at a time where a row's arrays are larger (the M-step's (q, q) moments)
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,11 @@ def feature_jacobian(
     return value, np.ascontiguousarray(jacobian.transpose(1, 2, 0))
 
 
-def _row_blocks(n_rows: int) -> Iterator[slice]:
-    """Consecutive slices of ``BLOCK_ROWS`` rows (the last shorter) covering ``n_rows``."""
-    return (slice(start, start + BLOCK_ROWS) for start in range(0, n_rows, BLOCK_ROWS))
+def _row_blocks(n_rows: int, row_bytes: int = 0) -> Iterator[slice]:
+    """Consecutive slices covering ``n_rows``: ``BLOCK_ROWS`` rows each (the last shorter), fewer
+    when rows of ``row_bytes`` each would pass ``BLOCK_BYTES`` (one row at least)."""
+    size = min(BLOCK_ROWS, max(1, BLOCK_BYTES // max(row_bytes, 1)))
+    return (slice(start, start + size) for start in range(0, n_rows, size))
 
 
 def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
@@ -476,11 +479,12 @@ def flow_statistics(
     E[x x'], E[x r'], E[r r'], shapes (K, n, n), (K, n, q), (K, q, q) with q = m + m_u + 1. They
     are the exact moments of the linearised model, so the M-step maximises the ELBO :func:`sweep`
     reports. phi(m) is the posterior's; J is evaluated again, and the moments formed row by row,
-    ``BLOCK_ROWS`` rows at a time (no (R, m, n) or (R, q, q) array)."""
+    ``BLOCK_ROWS`` rows at a time (fewer when their (q, q) moments would pass ``BLOCK_BYTES``): no
+    (R, m, n) or (R, q, q) array."""
     rows, K, n = seqs.linked_rows, weights.shape[1], posterior.means.shape[1]
     q = posterior.feature_values.shape[1] + seqs.inputs.shape[1] + 1
     sums = np.zeros((K, n, n)), np.zeros((K, n, q)), np.zeros((K, q, q))
-    for block in _row_blocks(len(rows)):
+    for block in _row_blocks(len(rows), 8 * q * q):
         for total, moment in zip(sums, _flow_moments(features, seqs, posterior, rows[block])):
             total += np.einsum("tk,tij->kij", weights[block], moment)
     return sums
