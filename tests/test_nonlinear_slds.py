@@ -18,7 +18,7 @@ from modeshift.features import Polynomial
 from modeshift.metrics import match_modes, mode_accuracy
 from modeshift.models import laplace_inference as laplace
 from modeshift.models import slds_inference
-from modeshift.transitions import Stationary
+from modeshift.transitions import InputDriven, Stationary
 
 
 def _random_problem(rng, features, lengths=(12, 18), n=2, p=3, K=2, input_dim=0):
@@ -66,49 +66,99 @@ def test_with_linear_features_the_laplace_posterior_is_the_switching_lds_one(inp
     np.testing.assert_allclose(swept.means, reference.means, atol=1e-8)
     assert swept.elbo == pytest.approx(reference.elbo, rel=1e-10)
 
-    xx, xr, rr = laplace.flow_moments(seqs, swept)
     rows, means, covs = seqs.linked_rows, swept.means, swept.covs
+    weights = swept.mode_probs[rows]
+    xx, xr, rr = laplace.flow_statistics(features, seqs, swept, weights)
     scale = np.diag(1.0 / features.scale_)
     r = np.hstack([(means[rows - 1] - features.location_) @ scale, seqs.inputs[rows], np.ones((len(rows), 1))])
     exact_rr = r[:, :, None] * r[:, None, :]
     exact_rr[:, :2, :2] += scale @ covs[rows - 1] @ scale
     exact_xr = means[rows][:, :, None] * r[:, None, :]
     exact_xr[:, :, :2] += swept.cross_covs[rows] @ scale
-    np.testing.assert_allclose(rr, exact_rr, atol=1e-8)
-    np.testing.assert_allclose(xr, exact_xr, atol=1e-8)
-    np.testing.assert_allclose(xx, covs[rows] + means[rows][:, :, None] * means[rows][:, None, :])
+    exact_xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
+    for got, exact in zip((xx, xr, rr), (exact_xx, exact_xr, exact_rr)):
+        np.testing.assert_allclose(got, np.einsum("tk,tij->kij", weights, exact), atol=1e-8)
+
+
+def test_the_moments_and_slopes_computed_in_blocks_of_rows_equal_the_whole_arrays(monkeypatch):
+    """The M-step's summed moments and the flows' and guards' slopes W_k J_t, w_j J_t, evaluated
+    BLOCK_ROWS rows of the Jacobian at a time, equal the per-row formulas on the whole (T, m, n)
+    Jacobian, with inputs and recurrent guards: bit for bit in one block (the default's, T is
+    smaller), and in blocks of 7 rows (which do not divide the rows' count), of 1, and of 5 rows'
+    moments' bytes (BLOCK_BYTES) the slopes bit for bit (each row's own product) and the moments'
+    sums to round-off (summed block by block)."""
+    rng = np.random.default_rng(11)
+    params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3), lengths=(23, 31), input_dim=1)
+    chain = InputDriven(2, params.features.n_outputs + 1)
+    chain.initial_probs, chain.biases = np.full(2, 0.5), np.log([[0.9, 0.1], [0.2, 0.8]])
+    chain.weights = rng.normal(size=(2, params.features.n_outputs + 1))
+    params = laplace.FlowParameters(**{**vars(params), "chain": chain})
+    swept = laplace.sweep(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
+    rows, means, covs, m = seqs.linked_rows, swept.means, swept.covs, params.features.n_outputs
+    value, jacobian = laplace.feature_jacobian(params.features, laplace.previous_states(seqs, means))
+    r = np.hstack([value[rows], seqs.inputs[rows], np.ones((len(rows), 1))])
+    rr, xr = r[:, :, None] * r[:, None, :], means[rows][:, :, None] * r[:, None, :]
+    J = jacobian[rows]
+    rr[:, :m, :m] += J @ covs[rows - 1] @ np.swapaxes(J, 1, 2)
+    xr[:, :, :m] += swept.cross_covs[rows] @ np.swapaxes(J, 1, 2)
+    xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
+    weights = swept.mode_probs[rows]
+    whole = [np.einsum("tk,tij->kij", weights, moment) for moment in (xx, xr, rr)]
+    flows = np.matmul(params.split()[0][None], jacobian[:, None])  # (T, K, n, n)
+    guards = np.matmul(chain.weights[None, :, :m], jacobian)  # (T, K, n)
+    moments_bytes = rr[0].nbytes  # 8 q^2
+    for rows_per_block, block_bytes in [
+        (laplace.BLOCK_ROWS, laplace.BLOCK_BYTES),
+        (7, 2**26),
+        (1, 2**26),
+        (99, 5 * moments_bytes),
+    ]:
+        monkeypatch.setattr(laplace, "BLOCK_ROWS", rows_per_block)
+        monkeypatch.setattr(laplace, "BLOCK_BYTES", block_bytes)
+        blocked = laplace.flow_statistics(params.features, seqs, swept, weights)
+        for got, want in zip(blocked, whole):
+            if block_bytes // moments_bytes >= rows_per_block >= seqs.n_steps:
+                np.testing.assert_array_equal(got, want)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+        slopes = laplace.PathFeatures(params, seqs, means).slopes
+        np.testing.assert_array_equal(slopes[0], flows)
+        np.testing.assert_array_equal(slopes[1], guards)
+    # the last setting: up to 99 rows, but only 5 rows' moments in BLOCK_BYTES
+    assert [len(range(12)[block]) for block in laplace._row_blocks(12, moments_bytes)] == [5, 5, 2]
 
 
 def test_the_features_along_a_path_are_read_at_each_previous_state():
-    """PathFeatures holds phi and dphi/dx at x_t-1 of every step (a sequence's first at its own
-    state): the map's values there and feature_jacobian's, the same on any subset of the rows (so
-    that one evaluation serves every reader); feature_jacobian given phi gives the same Jacobian as
-    without it, and a mode search from a path's features is the search from the path."""
+    """PathFeatures holds phi at x_t-1 of every step (a sequence's first at its own state) and the
+    flows' slopes W_k dphi/dx there: the map's values there and feature_jacobian's, which is the
+    same on any subset of the rows (so that blocks of rows give the whole); feature_jacobian given
+    phi gives the same Jacobian as without it, and a mode search from a path's features is the
+    search from the path."""
     rng = np.random.default_rng(4)
     params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3))
     path = rng.normal(size=(seqs.n_steps, 2))
-    along = laplace.PathFeatures(params.features, seqs, path)
+    along = laplace.PathFeatures(params, seqs, path)
     before = np.vstack([path[t] if t in seqs.starts else path[t - 1] for t in range(seqs.n_steps)])
     value, jacobian = laplace.feature_jacobian(params.features, before)
     np.testing.assert_array_equal(along.value, params.features.transform(before))
-    np.testing.assert_array_equal(along.jacobian, jacobian)
+    np.testing.assert_array_equal(along.slopes[0], params.split()[0] @ jacobian[:, None])
+    assert along.slopes[1] is None  # no guards
     np.testing.assert_array_equal(laplace.feature_jacobian(params.features, before, value)[1], jacobian)
     rows = seqs.linked_rows[:3]
-    np.testing.assert_array_equal(along.jacobian[rows], laplace.feature_jacobian(params.features, path[rows - 1])[1])
+    np.testing.assert_array_equal(jacobian[rows], laplace.feature_jacobian(params.features, path[rows - 1])[1])
     from_features, from_path = (laplace.find_mode(params, seqs, mode_probs, start)[0] for start in (along, path))
     np.testing.assert_array_equal(from_features.path, from_path.path)
 
 
 def test_a_posterior_carries_the_features_at_its_mode_and_the_next_sweep_reads_them():
-    """A sweep's posterior holds phi and dphi/dx at x*_t-1 (the map's own values there), and a
-    sweep from it gives, bit for bit, what the same sweep gives when it evaluates them afresh."""
+    """A sweep's posterior holds phi at x*_t-1 (the map's own values there; not its Jacobian), and
+    a sweep from it gives, bit for bit, what the same sweep gives when it evaluates them afresh."""
     rng = np.random.default_rng(6)
     params, seqs, mode_probs = _random_problem(rng, Polynomial(degree=3))
     first = laplace.sweep(params, seqs, mode_probs, rng.normal(size=(seqs.n_steps, 2)))
     before = laplace.previous_states(seqs, first.means)
-    value, jacobian = laplace.feature_jacobian(params.features, before)
-    np.testing.assert_array_equal(first.feature_values, value)
-    np.testing.assert_array_equal(first.feature_jacobians, jacobian)
+    np.testing.assert_array_equal(first.feature_values, params.features.transform(before))
+    jacobian_size = seqs.n_steps * params.features.n_outputs * 2  # (T, m, n): no field is as large
+    assert all(np.size(getattr(first, field.name)) < jacobian_size for field in fields(first))
     plain = slds_inference.Posterior(
         **{field.name: getattr(first, field.name) for field in fields(slds_inference.Posterior)}
     )

@@ -51,7 +51,7 @@ inference; an approximation otherwise.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -73,6 +73,7 @@ __all__ = [
     "feature_jacobian",
     "find_mode",
     "flow_regressors",
+    "flow_statistics",
     "guard_curvature",
     "infer",
     "linearised",
@@ -86,6 +87,8 @@ _HALVINGS = 30  # line-search step halvings before a search gives up
 _RELATIVE_STEP = 1e-5  # central-difference step, per standardised unit of each state dimension
 _ROUND_OFF = 1e-12  # a mode search's gain below this share of |f| is round-off
 MODE_SHARE = 0.1  # a sweep's mode search stops at a gain of this share of the ELBO's tolerance
+BLOCK_ROWS = 2048  # rows of dphi/dx evaluated at a time: no (T, m, n) Jacobian is ever whole
+BLOCK_BYTES = 2**26  # fewer rows at a time where a row's arrays are larger (the M-step's (q, q) moments)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,13 @@ def feature_jacobian(
     return value, np.ascontiguousarray(jacobian.transpose(1, 2, 0))
 
 
+def _row_blocks(n_rows: int, row_bytes: int = 0) -> Iterator[slice]:
+    """Consecutive slices covering ``n_rows``: ``BLOCK_ROWS`` rows each (the last shorter), fewer
+    when rows of ``row_bytes`` each would pass ``BLOCK_BYTES`` (one row at least)."""
+    size = min(BLOCK_ROWS, max(1, BLOCK_BYTES // max(row_bytes, 1)))
+    return (slice(start, start + size) for start in range(0, n_rows, size))
+
+
 def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
     """x_t-1 per row (a sequence's first row holds its own state: its dynamics are unused)."""
     previous = np.empty_like(states)
@@ -173,41 +183,44 @@ def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
 
 
 class PathFeatures:
-    """The features along a path x (T, n): ``value`` phi(x_t-1) (T, m) at every step (x_t-1 from
-    :func:`previous_states`), and its Jacobian ``jacobian`` (T, m, n) when first read (the line
-    search's rejected points need none), or both as ``known`` (a :class:`Posterior`'s, at its
-    mode). Every reader at one path (the objective, the linearisation, the guards' expansion)
-    shares this one evaluation."""
+    """The features along a path x (T, n) under ``params``: ``value`` phi(x_t-1) (T, m) at every step
+    (x_t-1 from :func:`previous_states`; given as ``value`` when known, a :class:`Posterior`'s at its
+    mode), and when first read the ``slopes`` of what reads phi there (the line search's rejected
+    points need none): the flows' A_tk = W_k dphi/dx (T, K, n, n) and, with recurrent switches,
+    the guards' w_j dphi/dx (T, K, n) (None without). The Jacobian dphi/dx (T, m, n) is never
+    whole: it is evaluated ``BLOCK_ROWS`` rows at a time and multiplied out, row by row as a whole
+    one would be. Every reader at one path (the objective, the linearisation, the guards'
+    expansion) shares this one evaluation."""
 
-    def __init__(
-        self,
-        features: FeatureMap,
-        seqs: Sequences,
-        path: np.ndarray,
-        known: tuple[np.ndarray, np.ndarray] | None = None,
-    ):
-        self.features, self.path = features, np.asarray(path, dtype=float)
+    def __init__(self, params: FlowParameters, seqs: Sequences, path: np.ndarray, value: np.ndarray | None = None):
+        self.features, self.flows = params.features, params.split()[0]
+        self.guards = params.chain.weights[:, : self.flows.shape[2]] if params.recurrent else None
+        self.path = np.asarray(path, dtype=float)
         self.previous = previous_states(seqs, self.path)
-        if known is None:
-            self.value = features.transform(self.previous)
-        else:
-            self.value, self.__dict__["jacobian"] = known
+        self.value = self.features.transform(self.previous) if value is None else value
 
     @functools.cached_property
-    def jacobian(self) -> np.ndarray:
-        return feature_jacobian(self.features, self.previous, self.value)[1]
+    def slopes(self) -> tuple[np.ndarray, np.ndarray | None]:
+        (T, n), K = self.previous.shape, len(self.flows)
+        flows, guards = np.empty((T, K, n, n)), None if self.guards is None else np.empty((T, K, n))
+        for rows in _row_blocks(T):
+            jacobian = feature_jacobian(self.features, self.previous[rows], self.value[rows])[1]
+            flows[rows] = np.matmul(self.flows[None], jacobian[:, None])
+            if guards is not None:
+                guards[rows] = np.matmul(self.guards[None], jacobian)
+        return flows, guards
 
 
 @dataclass
 class Posterior(slds_inference.Posterior):
     """q(x) q(z) as the SwitchingLDS's (:class:`~modeshift.models.slds_inference.Posterior`), with
-    the features along the mode x* of q(x) that its sweep evaluated, as :class:`PathFeatures` reads
-    them: ``feature_values`` phi(x*_t-1) (T, m) and ``feature_jacobians`` dphi/dx there (T, m, n).
-    The M-step's moments (:func:`flow_moments`), the guards' inputs and the next sweep, which starts
-    at x*, read these: the map runs at x* once."""
+    the features phi(x*_t-1) (T, m) along the mode x* of q(x) that its sweep evaluated,
+    ``feature_values``: the M-step's moments (:func:`flow_statistics`), the guards' inputs and the
+    next sweep, which starts at x*, read them. Their Jacobian there (T, m, n, the largest array of
+    all with many features) is not kept: whoever reads it evaluates it again, a block of rows at a
+    time (:class:`PathFeatures`)."""
 
     feature_values: np.ndarray
-    feature_jacobians: np.ndarray
 
 
 def _law_noise(params: FlowParameters) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +238,7 @@ def _linear_laws(params: FlowParameters, at: PathFeatures, noise: tuple[np.ndarr
     before, T, K = at.previous, len(at.previous), len(params.weights)
     n = before.shape[1]
     W, B, b = params.split()
-    A = np.matmul(W[None], at.jacobian[:, None])  # (T, K, n, n)
+    A = at.slopes[0]  # (T, K, n, n)
     B = np.broadcast_to(B, (T, *B.shape))
     offsets = (at.value @ W.reshape(K * n, -1).T).reshape(T, K, n) + b - np.matmul(A, before[:, None, :, None])[..., 0]
     if params.resets is not None:  # the R resets after the K flows, the same at every step
@@ -274,7 +287,7 @@ def linearised(
     :class:`~modeshift.models.slds_inference.StepLaws` law per step), with the resets as they are
     (affine in x already), and its step terms (the K flows, then the R resets), built from the
     noise precisions of the laws (the per-step laws share them: no inverse per step)."""
-    at = states if isinstance(states, PathFeatures) else PathFeatures(params.features, seqs, states)
+    at = states if isinstance(states, PathFeatures) else PathFeatures(params, seqs, states)
     laws = _linear_laws(params, at, _law_noise(params))
     return _linear_model(params, seqs, at, laws), laws
 
@@ -288,10 +301,9 @@ def guard_curvature(
     W dphi/dx at m (Gauss-Newton: phi's second derivatives dropped); ``at``, the features along
     m, if already evaluated. Returns the rows t, H_t and g_t + H_t m_t-1."""
     rows = seqs.linked_rows
-    at = PathFeatures(params.features, seqs, previous.means) if at is None else at
-    value, jacobian = at.value[rows], at.jacobian[rows]
-    switch = params.chain.kernel_arrays(np.hstack([value, seqs.inputs[rows]]))[1]
-    slopes = np.matmul(params.chain.weights[:, : value.shape[1]][None], jacobian)  # (R, K, n)
+    at = PathFeatures(params, seqs, previous.means) if at is None else at
+    switch = params.chain.kernel_arrays(np.hstack([at.value[rows], seqs.inputs[rows]]))[1]
+    slopes = at.slopes[1][rows]  # (R, K, n)
     return rows, *slds_inference.switch_curvature(previous.pair_counts[rows], switch, slopes, previous.means[rows - 1])
 
 
@@ -309,7 +321,7 @@ def log_joint(params: FlowParameters, seqs: Sequences, weights: np.ndarray, stat
     log N(x_t | W_k phi(x_t-1) + B_k u_t + b_k, Q_k) + sum_t,r w_tr log N(x_t | R_r x_t-1 + B_r u_t
     + r_r, Q_r) + sum_t log p(y_t | x_t, u_t) (observed entries), ``weights`` the laws' (T, K + R)
     (:meth:`FlowParameters.law_weights`: q(z_t = k) without resets)."""
-    return _log_joint(params, seqs, weights)(PathFeatures(params.features, seqs, states))
+    return _log_joint(params, seqs, weights)(PathFeatures(params, seqs, states))
 
 
 def _log_joint(params: FlowParameters, seqs: Sequences, weights: np.ndarray) -> Callable[[PathFeatures], float]:
@@ -381,13 +393,13 @@ def find_mode(
     def objective(at: PathFeatures) -> float:
         return log_joint_at(at) + _expansion_value(curvature, at.path)
 
-    at = start if isinstance(start, PathFeatures) else PathFeatures(params.features, seqs, start)
+    at = start if isinstance(start, PathFeatures) else PathFeatures(params, seqs, start)
     value, laws = objective(at), _linear_laws(params, at, noise)
     for _ in range(_NEWTON_STEPS):
         step = slds_inference.update_states(base, seqs, weights, laws=laws, curvature=curvature)[0] - at.path
         scale = 1.0
         for _ in range(_HALVINGS):
-            trial = PathFeatures(params.features, seqs, at.path + scale * step)
+            trial = PathFeatures(params, seqs, at.path + scale * step)
             trial_value = objective(trial)
             if trial_value >= value:
                 break
@@ -416,10 +428,8 @@ def sweep(
     given q(x) with the flows linearised at the mode, then the (linearised) ELBO. A sweep from a
     previous Laplace :class:`Posterior`'s mode (EM's) starts from the features it carries."""
     here = previous is not None and np.array_equal(previous.means, start)  # EM's sweeps start at the last mode
-    if here and isinstance(previous, Posterior):
-        at = PathFeatures(params.features, seqs, start, (previous.feature_values, previous.feature_jacobians))
-    else:
-        at = PathFeatures(params.features, seqs, start)
+    known = previous.feature_values if here and isinstance(previous, Posterior) else None
+    at = PathFeatures(params, seqs, start, known)
     curvature = None
     if params.recurrent and previous is not None:  # expanded at the last mode: from there (EM's sweeps), at's
         curvature = guard_curvature(params, seqs, previous, at if here else None)
@@ -430,9 +440,7 @@ def sweep(
         linear, seqs, means, covs, cross_covs, laws
     )
     elbos = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_dets)
-    return Posterior(
-        means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbos, at.value, at.jacobian
-    )
+    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbos, at.value)
 
 
 def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
@@ -460,18 +468,37 @@ def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float
     )
 
 
-def flow_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flow_statistics(
+    features: FeatureMap, seqs: Sequences, posterior: Posterior, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The M-step's moments of each linked step's x_t and regressors r_t = [phi(x_t-1), u_t, 1]
-    under q(x), phi linearised at the mean (first-order, delta-method moments, from the features
-    the posterior carries):
+    under q(x), phi linearised at the mean (first-order, delta-method moments, J = dphi/dx there),
 
-        E[r] ~ [phi(m), u, 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J'.
+        E[r] ~ [phi(m), u, 1],  E[phi phi'] ~ phi(m) phi(m)' + J S_t-1 J',  E[x_t phi'] ~ m_t phi(m)' + S_t,t-1 J',
 
-    They are the exact moments of the linearised model, so the M-step maximises the ELBO
-    :func:`sweep` reports. Returns E[x x'], E[x r'], E[r r'], shapes (R, n, n), (R, n, q),
-    (R, q, q) with q = m + m_u + 1, for the R rows ``seqs.linked_rows``."""
-    means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
-    value, jacobian = posterior.feature_values[rows], posterior.feature_jacobians[rows]
+    summed over the R rows ``seqs.linked_rows`` with each flow's ``weights`` (R, K): sum_t w_tk
+    E[x x'], E[x r'], E[r r'], shapes (K, n, n), (K, n, q), (K, q, q) with q = m + m_u + 1. They
+    are the exact moments of the linearised model, so the M-step maximises the ELBO :func:`sweep`
+    reports. phi(m) is the posterior's; J is evaluated again, and the moments formed row by row,
+    ``BLOCK_ROWS`` rows at a time (fewer when their (q, q) moments would pass ``BLOCK_BYTES``): no
+    (R, m, n) or (R, q, q) array."""
+    rows, K, n = seqs.linked_rows, weights.shape[1], posterior.means.shape[1]
+    q = posterior.feature_values.shape[1] + seqs.inputs.shape[1] + 1
+    sums = np.zeros((K, n, n)), np.zeros((K, n, q)), np.zeros((K, q, q))
+    for block in _row_blocks(len(rows), 8 * q * q):
+        for total, moment in zip(sums, _flow_moments(features, seqs, posterior, rows[block])):
+            total += np.einsum("tk,tij->kij", weights[block], moment)
+    return sums
+
+
+def _flow_moments(
+    features: FeatureMap, seqs: Sequences, posterior: Posterior, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`flow_statistics`'s moments at each of the linked ``rows``: E[x x'], E[x r'], E[r r'],
+    shapes (B, n, n), (B, n, q), (B, q, q)."""
+    means, covs = posterior.means, posterior.covs
+    value = posterior.feature_values[rows]
+    jacobian = feature_jacobian(features, means[rows - 1], value)[1]
     m = value.shape[1]
     r = np.hstack([value, seqs.inputs[rows], np.ones((len(rows), 1))])
     rr = r[:, :, None] * r[:, None, :]

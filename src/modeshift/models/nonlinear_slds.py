@@ -939,7 +939,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             yy, yz, zz = (np.einsum("tk,tij->kij", w, moment) for moment in moments)
             return Statistics(yy=yy, yz=yz, zz=zz, count=w.sum(axis=0))
 
-        flows = regression(weights[:, :K], laplace.flow_moments(seqs, posterior))
+        xx, xr, rr = laplace.flow_statistics(params.features, seqs, posterior, weights[:, :K])  # summed already
+        flows = Statistics(yy=xx, yz=xr, zz=rr, count=weights[:, :K].sum(axis=0))
         resets = (
             {"resets": regression(weights[:, K:], slds_inference.transition_moments(seqs, posterior))}
             if self.resets
