@@ -225,3 +225,24 @@ def test_a_refit_on_new_data_equals_a_fresh_fit():
     np.testing.assert_array_equal(model.feature_map_.location_, fresh.feature_map_.location_)
     assert model.score(second) == fresh.score(second)
     assert "features=Polynomial(degree=2)" in repr(model)
+
+
+def test_random_run_partitions_take_memory_linear_in_the_steps():
+    """The starts' random partitions into runs (geometric, mean n / 20): the same modes as the runs
+    laid end to end and cut at n, which took memory ~ n^2 / 20 (400 GB at 10^6 steps); below 20
+    steps every run is one step."""
+    import tracemalloc
+
+    from modeshift.emissions.feature_autoregressive import _runs
+
+    for n, seed in [(20, 0), (57, 1), (5000, 2)]:
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        laid = np.repeat(a.integers(3, size=n), a.geometric(20 / n, size=n))[:n]
+        np.testing.assert_array_equal(_runs(b, 3, n), laid)
+    assert len(_runs(np.random.default_rng(0), 3, 7)) == 7
+    tracemalloc.start()
+    try:
+        _runs(np.random.default_rng(0), 3, 10**6)
+        assert tracemalloc.get_traced_memory()[1] < 100e6
+    finally:
+        tracemalloc.stop()

@@ -32,6 +32,18 @@ def with_features(lagged: np.ndarray, n_responses: int, features: FeatureMap) ->
     return np.hstack([lagged[:, :d], phi, lagged[:, -1:]])
 
 
+def _runs(rng: np.random.Generator, n_states: int, n: int) -> np.ndarray:
+    """``n`` steps cut into runs of one random mode each, of geometric length with mean n / 20 (at least 1):
+    the steps' modes, found by where each step falls among the runs' ends (the runs laid end to
+    end and cut at ``n`` would take memory ~ n^2 / 20).
+
+    >>> _runs(np.random.default_rng(0), 2, 10).shape
+    (10,)
+    """
+    modes, lengths = rng.integers(n_states, size=n), rng.geometric(min(1.0, 20 / n), size=n)
+    return modes[np.searchsorted(np.cumsum(lengths), np.arange(n), side="right")]
+
+
 class FeatureAutoregressive(Autoregressive):
     """In state k, ``y_t = W_k phi(y_t-1, ..., y_t-lags) + b_k + e_t``, ``e_t ~ N(0, S_k)``.
 
@@ -77,10 +89,7 @@ class FeatureAutoregressive(Autoregressive):
         scaled = (rows - rows.mean(axis=0)) / np.maximum(rows.std(axis=0), 1e-12)
         clustered = np.zeros(n, dtype=int)
         clustered[complete] = kmeans(scaled, self.n_states, rng)[1]
-        candidates = [clustered] + [
-            np.repeat(rng.integers(self.n_states, size=n), rng.geometric(20 / n, size=n))[:n]
-            for _ in range(RANDOM_PARTITIONS)
-        ]
+        candidates = [clustered] + [_runs(rng, self.n_states, n) for _ in range(RANDOM_PARTITIONS)]
         block = self.dynamics
         block.ridge_columns = np.r_[np.ones(values.shape[1] - d - 1, dtype=bool), False]
         best, best_fit = -np.inf, None
