@@ -68,7 +68,7 @@ def test_start_puts_the_short_mode_at_the_change_points():
     model = SwitchingLDS(2, state_dim=2, resets="destination", n_iter=0, random_state=0).fit(y)
     seqs = model._sequences(y, None, None)
     points = np.flatnonzero(path)
-    modes = model._start_at_change_points(seqs, np.tile([0.9, 0.1], (200, 1)), points)
+    _, modes = slds_starts.start_at_change_points(model, seqs, np.tile([0.9, 0.1], (200, 1)), points)
     np.testing.assert_array_equal(modes.argmax(axis=1), path)
     model._check_parameters()
     assert np.isfinite(model.reset_covariances_).all() and np.isfinite(model.reset_matrices_).all()
