@@ -801,14 +801,22 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The start of the odd restarts of a model with resets, as the SwitchingLDS's
-        (:meth:`SwitchingLDS._initialize_at_change_points`, without its beam search):
-        :meth:`_initialize`'s, then its least occupied mode moved to the change points of the data
+        (:meth:`SwitchingLDS._initialize_at_change_points`): :meth:`_initialize`'s, then its least
+        occupied mode moved to the change points of the data
         (:func:`~modeshift.models.slds_starts.change_point_start`), where a one-step switch such as a
-        ball's impact shows as a kink that the ARHMM on the data cut at their jumps does not see.
-        Returns the starting path and q(z)."""
+        ball's impact shows as a kink that the ARHMM on the data cut at their jumps does not see;
+        without recurrent switches, the mode path of a beam search in the model linearised along the
+        start's mode of q(x) instead when its first sweep gives the larger objective. Returns the
+        starting path and q(z)."""
         start = self._initialize(seqs, rng)
         grown = slds_starts.change_point_start(self, seqs, start[1])
-        return start if grown is None else grown[1]
+        if grown is None or self.recurrent:
+            return start if grown is None else grown[1]
+        objective, (states, modes) = grown
+        params = self._parameters()
+        beam = slds_inference.beam_modes(laplace.linearised(params, seqs, states)[0], seqs)[0]
+        beam_objective = self._sweep(params, seqs, beam, states).elbo + self._log_prior()
+        return (states, beam) if beam_objective > objective else (states, modes)
 
     def _clamped_start(self, seqs: Sequences, path: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         """``slds_starts.CLAMPED_SWEEPS`` rounds of the Laplace q(x) (from the feature map's centre,
