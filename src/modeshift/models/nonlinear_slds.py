@@ -140,7 +140,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     D starts at 0, so that the inputs' effect is first read as the flows'); a recurrent model's
     guards start as a logistic regression on those modes. With ``resets`` that ARHMM sees the data
     cut at its jumps, and the resets start by forgetting the state (x_t ~ N(mean, covariance) of
-    the starting states).
+    the starting states); every second restart instead starts its rarest mode at the change points
+    of the data, as the SwitchingLDS's (:mod:`modeshift.models.slds_starts`), and inference on any
+    data starts q(z) there too.
 
     Parameters
     ----------
