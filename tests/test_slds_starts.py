@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modeshift import SwitchingLDS
+from modeshift import NonlinearSwitchingLDS, SwitchingLDS
 from modeshift.data import as_sequences
 from modeshift.metrics import mode_accuracy
-from modeshift.models import slds_starts, subspace
+from modeshift.models import slds_inference, slds_starts, subspace
 
 
 def test_the_hinge_filter_is_the_least_squares_change_of_slope():
@@ -54,9 +54,10 @@ def test_change_points_of_a_series_without_a_kink_are_few():
     assert len(slds_starts.change_points(as_sequences(y), threshold=3.0)) < 20
 
 
-def test_start_puts_the_short_mode_at_the_change_points():
+@pytest.mark.parametrize("model_class", [SwitchingLDS, NonlinearSwitchingLDS])
+def test_start_puts_the_short_mode_at_the_change_points(model_class):
     """The start's modes are the longer mode everywhere but at the points, and its parameters (learned
-    with these modes held) pass the model's checks."""
+    with these modes held) pass the model's checks; its objective is that of its first sweep."""
     rng = np.random.default_rng(3)
     x = np.cumsum(np.r_[5.0, np.zeros(199)])
     velocity, path = 0.5, np.zeros(200, dtype=int)
@@ -65,13 +66,18 @@ def test_start_puts_the_short_mode_at_the_change_points():
             velocity, path[t] = -velocity, 1
         x[t] = x[t - 1] + velocity
     y = (x + rng.normal(0, 0.05, 200))[:, None]
-    model = SwitchingLDS(2, state_dim=2, resets="destination", n_iter=0, random_state=0).fit(y)
+    model = model_class(2, state_dim=2, resets="destination", n_iter=0, random_state=0).fit(y)
     seqs = model._sequences(y, None, None)
     points = np.flatnonzero(path)
-    modes = model._start_at_change_points(seqs, np.tile([0.9, 0.1], (200, 1)), points)
+    objective, start = slds_starts.start_at_change_points(model, seqs, np.tile([0.9, 0.1], (200, 1)), points)
+    if model_class is SwitchingLDS:
+        modes, first = start, slds_inference.sweep(model._parameters(seqs), seqs, start)
+    else:
+        modes, first = start[1], model._sweep(model._parameters(), seqs, start[1], start[0])
     np.testing.assert_array_equal(modes.argmax(axis=1), path)
     model._check_parameters()
     assert np.isfinite(model.reset_covariances_).all() and np.isfinite(model.reset_matrices_).all()
+    assert objective == first.elbo + model._log_prior()
 
 
 def _noisy_switching_ar(seed, n_steps=2000, coefficients=(0.95, -0.5), stay=0.98):

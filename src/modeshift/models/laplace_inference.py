@@ -443,16 +443,24 @@ def sweep(
     return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbos, at.value)
 
 
-def infer(params: FlowParameters, seqs: Sequences, start: np.ndarray, tol: float, max_sweeps: int) -> Posterior:
+def infer(
+    params: FlowParameters,
+    seqs: Sequences,
+    start: np.ndarray,
+    tol: float,
+    max_sweeps: int,
+    starts: tuple[np.ndarray, ...] = (),
+) -> Posterior:
     """q(x) q(z) with the parameters fixed: sweeps from the path ``start`` until the ELBO changes
     by less than ``tol`` (at most ``max_sweeps``; each mode search stops at a gain of
-    ``MODE_SHARE`` tol), from two starts of q(z), keeping the larger ELBO (as
-    :func:`modeshift.models.slds_inference.infer` does, for the same reason): uniform, and q(z)
+    ``MODE_SHARE`` tol), from two starts of q(z) and any mode probabilities (T, K) in ``starts``,
+    keeping the larger ELBO (as :func:`modeshift.models.slds_inference.infer` does, for the same
+    reason): uniform, and q(z)
     given the Laplace q(x) of the flows with every Q_k replaced by their mean under uniform
     modes (with uniform modes a flow whose Q_k is small pins q(x) to itself everywhere)."""
     n_modes = len(params.weights)
     uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
-    starts = [uniform]
+    starts = [uniform, *starts]
     if n_modes > 1:
         even = replace(params, covariances=np.broadcast_to(params.covariances.mean(axis=0), params.covariances.shape))
         at, covs, cross_covs, *_ = find_mode(even, seqs, uniform, start, MODE_SHARE * tol)

@@ -60,7 +60,7 @@ from modeshift.data import Sequences, as_sequences, check_array, check_covarianc
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
 from modeshift.emissions.reset import RESET_TIES, Resets
 from modeshift.features import Custom, FeatureMap, feature_map
-from modeshift.models import em, selection, slds_inference
+from modeshift.models import em, selection, slds_inference, slds_starts
 from modeshift.models import laplace_inference as laplace
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
 from modeshift.models.automaton import Automaton, Flow, sampled_parts, switching_dwell_times
@@ -140,7 +140,9 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     D starts at 0, so that the inputs' effect is first read as the flows'); a recurrent model's
     guards start as a logistic regression on those modes. With ``resets`` that ARHMM sees the data
     cut at its jumps, and the resets start by forgetting the state (x_t ~ N(mean, covariance) of
-    the starting states).
+    the starting states); every second restart instead starts its rarest mode at the change points
+    of the data, as the SwitchingLDS's (:mod:`modeshift.models.slds_starts`), and inference on any
+    data starts q(z) there too.
 
     Parameters
     ----------
@@ -444,11 +446,22 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
 
     def _infer(self, seqs: Sequences) -> laplace.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence, each sequence on its own
-        (:func:`_each_sequence`: the same whatever other sequences come with it)."""
+        (:func:`_each_sequence`: the same whatever other sequences come with it), with resets also
+        from a short mode at its change points (:meth:`_change_point_modes`)."""
         params, tol = self._parameters(), self._inference_tol
         return _each_sequence(
-            seqs, lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS), self._centre_path(seqs)
+            seqs,
+            lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS, self._change_point_modes(one)),
+            self._centre_path(seqs),
         )
+
+    def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
+        """With resets, one more start of q(z) for inference: a short mode at the data's change points
+        (:func:`~modeshift.models.slds_starts.change_point_modes`, as the SwitchingLDS's); else none."""
+        modes = (
+            slds_starts.change_point_modes(seqs, switching_dwell_times(self)) if self.resets and self._k > 1 else None
+        )
+        return () if modes is None else (modes,)
 
     @property
     def _inference_tol(self) -> float:
@@ -784,8 +797,43 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             start_given(self, given)
             start = None
         else:
-            start = self._initialize(seqs, rng)
+            at_change_points = bool(self.resets) and self._k > 1 and restart % 2 == 1
+            start = (self._initialize_at_change_points if at_change_points else self._initialize)(seqs, rng)
         self.__dict__["_start"] = None if self.__dict__["_sharded"] else start
+
+    def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The start of the odd restarts of a model with resets, as the SwitchingLDS's
+        (:meth:`SwitchingLDS._initialize_at_change_points`): :meth:`_initialize`'s, then its least
+        occupied mode moved to the change points of the data
+        (:func:`~modeshift.models.slds_starts.change_point_start`), where a one-step switch such as a
+        ball's impact shows as a kink that the ARHMM on the data cut at their jumps does not see;
+        without recurrent switches, the mode path of a beam search in the model linearised along the
+        start's mode of q(x) instead when its first sweep gives the larger objective. Returns the
+        starting path and q(z)."""
+        start = self._initialize(seqs, rng)
+        grown = slds_starts.change_point_start(self, seqs, start[1])
+        if grown is None or self.recurrent:
+            return start if grown is None else grown[1]
+        objective, (states, modes) = grown
+        params = self._parameters()
+        beam = slds_inference.beam_modes(laplace.linearised(params, seqs, states)[0], seqs)[0]
+        beam_objective = self._sweep(params, seqs, beam, states).elbo + self._log_prior()
+        return (states, beam) if beam_objective > objective else (states, modes)
+
+    def _clamped_start(self, seqs: Sequences, path: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+        """``slds_starts.CLAMPED_SWEEPS`` rounds of the Laplace q(x) (from the feature map's centre,
+        then from the last mode) and the M-step, with the modes held at ``path`` (T,), then the first
+        E-step's sweep from there: its objective, and the start (the mode of q(x), the modes (T, K) one-hot)."""
+        modes = np.eye(self._k)[path]
+        pairs = independent_pairs(modes, seqs.starts)
+        states, empty, tol = self._centre_path(seqs), np.empty(0), laplace.MODE_SHARE * self._inference_tol
+        for _ in range(slds_starts.CLAMPED_SWEEPS):
+            params = self._parameters()
+            at, covs, cross_covs, *_ = laplace.find_mode(params, seqs, modes, states, tol, pairs=pairs)
+            states = at.path
+            posterior = laplace.Posterior(states, covs, cross_covs, modes, pairs, empty, empty, empty, at.value)
+            self._m_step(seqs, self._statistics(seqs, posterior, params))
+        return self._sweep(self._parameters(), seqs, modes, states).elbo + self._log_prior(), (states, modes)
 
     def _initialize(self, seqs: Sequences, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The state read off the data (PCA, or a delay embedding when n > p; missing values
@@ -898,22 +946,31 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         (:func:`_each_sequence`: its mode search stops by its own gain), so that a fit over shards
         of sequences (:mod:`modeshift.distributed`) equals the fit in memory, however cut."""
         previous = workspace.get("posterior")
-        params, tol = self._parameters(), self._inference_tol
+        params = self._parameters()
         if previous is not None:
             start, modes = previous.means, previous.mode_probs
         elif self.__dict__.get("_start") is not None:
             start, modes = self.__dict__["_start"]
         else:  # parameters set by hand: q(z) inferred under them, from the feature map's centre
             start, modes = self._centre_path(seqs), self._infer(seqs).mode_probs
-        posterior = _each_sequence(
-            seqs,
-            lambda one, q, path, last: laplace.sweep(params, one, q, path, laplace.MODE_SHARE * tol, last),
-            modes,
-            start,
-            previous,
-        )
+        posterior = self._sweep(params, seqs, modes, start, previous)
         workspace["posterior"] = posterior
         return posterior.elbo + self._log_prior(), self._statistics(seqs, posterior, params)
+
+    def _sweep(
+        self,
+        params: laplace.FlowParameters,
+        seqs: Sequences,
+        modes: np.ndarray,
+        start: np.ndarray,
+        previous: laplace.Posterior | None = None,
+    ) -> laplace.Posterior:
+        """One sweep of q(x), q(z) under ``params`` from q(z) ``modes``, the path ``start`` and EM's
+        ``previous`` posterior (if any), each sequence on its own (:func:`_each_sequence`)."""
+        tol = laplace.MODE_SHARE * self._inference_tol
+        return _each_sequence(
+            seqs, lambda one, q, path, last: laplace.sweep(params, one, q, path, tol, last), modes, start, previous
+        )
 
     def _log_prior(self) -> float:
         """-reg_covar / 2 tr(S^-1) for every covariance S, the ridge prior on the flows' weights,

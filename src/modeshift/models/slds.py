@@ -82,9 +82,6 @@ _INIT_PROPOSALS = 8  # ARHMM fits per stage; the SLDS objective after one E-step
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
 _NOISY_STAGES = (_INIT_LDS_ITERATIONS,)  # the K n-state start proposes from its fitted one-mode model only
 _RANKING_ITERATIONS = 10  # EM iterations (from converged q(z)) that rank the starts of unlike one-mode models
-_CHANGE_POINT_THRESHOLD = 3.0  # kink score (a robust z-score) of a change point proposing a short mode
-_CANDIDATE_THRESHOLD = 1.0  # kink score of a weaker change point tried as one more short mode
-_CLAMPED_SWEEPS = 20  # rounds of q(x) and M-step with the proposed modes held, before EM frees them
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
 _COMMON = (
     "dynamics_matrices_",
@@ -468,32 +465,14 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _infer(self, seqs: Sequences) -> inference.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence (with resets, also from a
-        short mode at the data's change points, :meth:`_change_point_modes`, and from the mode path
-        of a beam search, :func:`~modeshift.models.slds_inference.beam_modes`)."""
+        short mode at the data's change points, :func:`~modeshift.models.slds_starts.change_point_modes`,
+        and from the mode path of a beam search, :func:`~modeshift.models.slds_inference.beam_modes`)."""
         params = self._parameters(seqs)
-        starts = self._change_point_modes(seqs) if self.resets and self._k > 1 else ()
+        modes = slds_starts.change_point_modes(seqs, self._dwell_times()) if self.resets and self._k > 1 else None
+        starts = () if modes is None else (modes,)
         if self.resets and self._k > 1 and not self.recurrent:
             starts += (inference.beam_modes(params, seqs)[0],)
         return inference.infer(params, seqs, self.tol, _INFERENCE_SWEEPS, starts)
-
-    def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
-        """A start of q(z) for a model with resets, whose switches can last one step and which the
-        generic starts of :func:`~modeshift.models.slds_inference.infer` miss: the mode of the
-        shortest dwell time at the change points of each sequence
-        (:func:`~modeshift.models.slds_starts.change_points`, by the sequence's own noise scale, so
-        that the start of a sequence does not depend on the others: over a cluster, on the
-        partition), the longest elsewhere (everywhere in a sequence without change points). None
-        without dwell times."""
-        dwell = self._dwell_times()
-        if not np.isfinite(dwell).all():
-            return ()
-        points = [
-            first + slds_starts.change_points(seqs.subset(np.arange(seqs.n_sequences) == i), _CHANGE_POINT_THRESHOLD)
-            for i, first in enumerate(seqs.starts)
-        ]
-        path = np.full(seqs.n_steps, int(np.argmax(dwell)))
-        path[np.concatenate(points)] = int(np.argmin(dwell))
-        return (np.eye(self._k)[path],)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X: Any, lengths: Sequence[int] | None = None, *, inputs: Any = None) -> PerStep:
@@ -1019,7 +998,7 @@ class SwitchingLDS(Model, StreamingFilters):
         iterations only, ``_NOISY_STAGES``: on the noisy AR(1) modes that stage alone gave q and r
         closer to the truth than all three, at a third of the cost) are read in n dimensions along
         the leading principal directions of its denoised observations (:func:`_denoised_states`).
-        The latter's best proposal is refined by ``_CLAMPED_SWEEPS`` rounds of q(x) and the M-step
+        The latter's best proposal is refined by ``slds_starts.CLAMPED_SWEEPS`` rounds of q(x) and the M-step
         with its modes held (the ARHMM's Q_k, from smoothed means, miss the states' uncertainty).
         Their first E-steps, from unlike q(z), do not rank the two (on the noisy AR(1) modes PCA's
         wins by 35 nats and ends 4 to 24 nats below): each runs ``_RANKING_ITERATIONS`` (10) EM
@@ -1156,7 +1135,8 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _initialize_at_change_points(self, seqs: Sequences, rng: np.random.Generator) -> np.ndarray:
         """The start of the odd restarts of a model with resets: :meth:`_initialize`'s, then its least
-        occupied mode moved to the change points of the data (:meth:`_grow_change_points`), where a
+        occupied mode moved to the change points of the data
+        (:func:`~modeshift.models.slds_starts.change_point_start`), where a
         one-step switch such as a ball's impact shows as a kink. The smoothed states blur such a step
         and the mean-field sweeps cannot create one (q(x) smooths through it, so q(z) sees no reason
         for it), so the ARHMM starts miss them. Ranking this start by its first E-step would not do
@@ -1167,10 +1147,9 @@ class SwitchingLDS(Model, StreamingFilters):
         likelihood) places most within a step, so it replaces the change points' modes when its first
         sweep gives the larger objective. Returns q(z)."""
         mode_probs, objective = self._best_start(seqs, rng)
-        scores = slds_starts.kink_scores(seqs)
-        points = slds_starts.change_points(seqs, _CHANGE_POINT_THRESHOLD, scores=scores)
-        if len(points):
-            mode_probs, objective = self._grow_change_points(seqs, mode_probs, points, scores)
+        grown = slds_starts.change_point_start(self, seqs, mode_probs)
+        if grown is not None:
+            objective, mode_probs = grown
         if self.recurrent:
             return mode_probs
         params = self._parameters(seqs)  # those of the start, whose first sweep gave ``objective``
@@ -1180,59 +1159,19 @@ class SwitchingLDS(Model, StreamingFilters):
         beam_objective = inference.sweep(params, seqs, beam_probs).elbo + self._log_prior()
         return beam_probs if beam_objective > objective else mode_probs
 
-    def _grow_change_points(
-        self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray, scores: np.ndarray
-    ) -> tuple[np.ndarray, float]:
-        """The start of :meth:`_start_at_change_points` at ``points``, then greedily at each weaker
-        change point (kink ``scores`` above ``_CANDIDATE_THRESHOLD``, strongest first, not next to a
-        kept one) whose addition raises the objective after the start (ELBO plus log prior): the kink
-        scores alone miss small switches (a low bounce in 2 cm noise), and EM cannot add them later.
-        Returns the modes of the best start, whose parameters are set, and its objective."""
-        base = self._snapshot()
-
-        def objective(chosen: np.ndarray) -> tuple[float, np.ndarray]:
-            self.__dict__.update(base)
-            modes = self._start_at_change_points(seqs, mode_probs, chosen)
-            return inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior(), modes
-
-        best, modes = objective(points)
-        kept = self._snapshot()
-        candidates = slds_starts.change_points(seqs, _CANDIDATE_THRESHOLD, scores=scores)
-        for candidate in candidates[np.argsort(-scores[candidates], kind="stable")]:
-            if np.abs(points - candidate).min() <= 1:
-                continue
-            trial = np.sort(np.r_[points, candidate])
-            value, trial_modes = objective(trial)
-            if value > best:
-                best, modes, points, kept = value, trial_modes, trial, self._snapshot()
-        self.__dict__.update(kept)
-        return modes, best
-
-    def _start_at_change_points(self, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """A start with a short mode at the change ``points`` (steps): the least occupied mode of the
-        most likely modes under ``mode_probs`` (T, K) is moved to the points, its other steps going
-        to their next most likely mode; its parameters, from the current ones, by
-        ``_CLAMPED_SWEEPS`` rounds of q(x) given these modes and the M-step, the first with resets
-        that forget the state (mean and covariance of the initial law) so that q(x) may jump at the
-        points. Returns the modes (T, K), one-hot."""
-        K = self._k
-        path = mode_probs.argmax(axis=1)
-        short = int(np.bincount(path, minlength=K).argmin())
-        others = np.where(np.arange(K) == short, -np.inf, mode_probs).argmax(axis=1)
-        path = np.where(path == short, others, path)
-        path[points] = short
-        self.reset_matrices_ = np.zeros_like(self.reset_matrices_)
-        self.reset_offsets_ = np.broadcast_to(self.initial_state_mean_, self.reset_offsets_.shape).copy()
-        self.reset_covariances_ = np.broadcast_to(self.initial_state_covariance_, self.reset_covariances_.shape).copy()
-        return self._clamped_sweeps(seqs, path)
+    def _clamped_start(self, seqs: Sequences, path: np.ndarray) -> tuple[float, np.ndarray]:
+        """:meth:`_clamped_sweeps` at ``path``, and the objective of the first sweep from its modes
+        (what :func:`~modeshift.models.slds_starts.change_point_start` ranks): that objective and the modes."""
+        modes = self._clamped_sweeps(seqs, path)
+        return inference.sweep(self._parameters(seqs), seqs, modes).elbo + self._log_prior(), modes
 
     def _clamped_sweeps(self, seqs: Sequences, path: np.ndarray) -> np.ndarray:
-        """``_CLAMPED_SWEEPS`` rounds of q(x) and the M-step from the current parameters with the
+        """``slds_starts.CLAMPED_SWEEPS`` rounds of q(x) and the M-step from the current parameters with the
         modes held at ``path`` (T,); returns those modes (T, K), one-hot."""
         modes = np.eye(self._k)[path]
         pairs = inference.independent_pairs(modes, seqs.starts)
         weights = inference.law_weights(self._parameters(seqs), modes, pairs)  # the modes' and resets' tying only
-        for _ in range(_CLAMPED_SWEEPS):
+        for _ in range(slds_starts.CLAMPED_SWEEPS):
             means, covs, cross_covs, _ = inference.update_states(self._parameters(seqs), seqs, weights)
             empty = np.empty(0)
             posterior = inference.Posterior(means, covs, cross_covs, modes, pairs, empty, empty, empty)

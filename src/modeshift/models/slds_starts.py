@@ -29,14 +29,18 @@ under 3: about half the impacts pass 3, and a quarter to a third of those fall o
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
 from modeshift.data import Sequences
 
-__all__ = ["change_points", "kink_scores"]
+__all__ = ["change_point_modes", "change_point_start", "change_points", "kink_scores", "start_at_change_points"]
 
 WINDOW = 10  # steps on each side of the local trend
+CHANGE_POINT_THRESHOLD = 3.0  # kink score (a robust z-score) of a change point proposing a short mode
+CANDIDATE_THRESHOLD = 1.0  # kink score of a weaker change point tried as one more short mode
+CLAMPED_SWEEPS = 20  # rounds of q(x) and M-step with the proposed modes held, before EM frees them
 
 
 def _hinge_filter(window: int) -> np.ndarray:
@@ -115,3 +119,79 @@ def change_points(
             if part[t] >= part[max(t - window, 0) : t + window + 1].max():
                 kept.append(first + _switch_step(seqs.values[first + t - window : first + t + window + 1], window) + t)
     return np.array(kept, dtype=np.int64)
+
+
+# The change-point start of a switching model with resets (the SwitchingLDS's and the
+# NonlinearSwitchingLDS's). What it reads of ``model``: its parameters (``_snapshot()``, set back
+# through ``__dict__``), those of its resets and initial law by name, and ``_clamped_start(seqs,
+# path)``, which learns its parameters with the modes held at ``path`` (T,) from the current ones
+# and returns the objective of the start's first E-step (ELBO plus log prior) and the start.
+
+
+def change_point_modes(seqs: Sequences, dwell: np.ndarray) -> np.ndarray | None:
+    """A start of q(z) for inference with resets, whose switches can last one step and which the
+    generic starts miss: the mode of the shortest ``dwell`` time at the change points of each
+    sequence (by the sequence's own noise scale, so that its start does not depend on the others:
+    over a cluster, on the partition), the longest elsewhere (everywhere in a sequence without
+    change points), (T, K) one-hot. None without dwell times."""
+    if not np.isfinite(dwell).all():
+        return None
+    points = [
+        first + change_points(seqs.subset(np.arange(seqs.n_sequences) == i), CHANGE_POINT_THRESHOLD)
+        for i, first in enumerate(seqs.starts)
+    ]
+    path = np.full(seqs.n_steps, int(np.argmax(dwell)))
+    path[np.concatenate(points)] = int(np.argmin(dwell))
+    return np.eye(len(dwell))[path]
+
+
+def start_at_change_points(
+    model: Any, seqs: Sequences, mode_probs: np.ndarray, points: np.ndarray
+) -> tuple[float, Any]:
+    """A start with a short mode at the change ``points`` (steps): the least occupied mode of the
+    most likely modes under ``mode_probs`` (T, K) is moved to the points, its other steps going
+    to their next most likely mode; the parameters learned with these modes held
+    (``model._clamped_start``), from the current ones with resets that forget the state (mean and
+    covariance of the initial law) so that q(x) may jump at the points. Returns the start's
+    objective and the start."""
+    K = mode_probs.shape[1]
+    path = mode_probs.argmax(axis=1)
+    short = int(np.bincount(path, minlength=K).argmin())
+    others = np.where(np.arange(K) == short, -np.inf, mode_probs).argmax(axis=1)
+    path = np.where(path == short, others, path)
+    path[points] = short
+    model.reset_matrices_ = np.zeros_like(model.reset_matrices_)
+    model.reset_offsets_ = np.broadcast_to(model.initial_state_mean_, model.reset_offsets_.shape).copy()
+    model.reset_covariances_ = np.broadcast_to(model.initial_state_covariance_, model.reset_covariances_.shape).copy()
+    return model._clamped_start(seqs, path)
+
+
+def change_point_start(model: Any, seqs: Sequences, mode_probs: np.ndarray) -> tuple[float, Any] | None:
+    """The start of :func:`start_at_change_points` at the change points of the data (kink scores
+    above ``CHANGE_POINT_THRESHOLD``), then greedily at each weaker one (above
+    ``CANDIDATE_THRESHOLD``, strongest first, not next to a kept one) whose addition raises the
+    start's objective: the kink scores alone miss small switches (a low bounce in 2 cm noise), and
+    EM cannot add them later. Returns the best start's objective and the start, its parameters
+    set; None (the parameters untouched) without change points."""
+    scores = kink_scores(seqs)
+    points = change_points(seqs, CHANGE_POINT_THRESHOLD, scores=scores)
+    if not len(points):
+        return None
+    base = model._snapshot()
+
+    def objective(chosen: np.ndarray) -> tuple[float, Any]:
+        model.__dict__.update(base)
+        return start_at_change_points(model, seqs, mode_probs, chosen)
+
+    best, start = objective(points)
+    kept = model._snapshot()
+    candidates = change_points(seqs, CANDIDATE_THRESHOLD, scores=scores)
+    for candidate in candidates[np.argsort(-scores[candidates], kind="stable")]:
+        if np.abs(points - candidate).min() <= 1:
+            continue
+        trial = np.sort(np.r_[points, candidate])
+        value, trial_start = objective(trial)
+        if value > best:
+            best, start, points, kept = value, trial_start, trial, model._snapshot()
+    model.__dict__.update(kept)
+    return best, start
