@@ -580,9 +580,9 @@ def test_inference_with_resets_is_each_sequences_own():
         for n, seed, sd in [(300, 0, 0.02), (200, 1, 0.002), (12, 2, 0.02)]
     ]
     seqs = model._sequences(balls, None, None)
-    batch, starts = model._infer(seqs), slds_starts.change_point_modes(seqs, model._dwell_times())
+    batch, (starts,) = model._infer(seqs), slds_starts.change_point_modes(seqs, model._dwell_times())
     for i, ball in enumerate(balls):
-        own = slds_starts.change_point_modes(model._sequences([ball], None, None), model._dwell_times())
+        (own,) = slds_starts.change_point_modes(model._sequences([ball], None, None), model._dwell_times())
         np.testing.assert_array_equal(own, starts[seqs.offsets[i] : seqs.offsets[i + 1]], err_msg=str(i))
         alone, rows = model._infer(model._sequences([ball], None, None)), slice(seqs.offsets[i], seqs.offsets[i + 1])
         assert alone.elbos[0] == pytest.approx(batch.elbos[i], abs=1e-10), i

@@ -458,10 +458,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _change_point_modes(self, seqs: Sequences) -> tuple[np.ndarray, ...]:
         """With resets, one more start of q(z) for inference: a short mode at the data's change points
         (:func:`~modeshift.models.slds_starts.change_point_modes`, as the SwitchingLDS's); else none."""
-        modes = (
-            slds_starts.change_point_modes(seqs, switching_dwell_times(self)) if self.resets and self._k > 1 else None
-        )
-        return () if modes is None else (modes,)
+        return slds_starts.change_point_modes(seqs, switching_dwell_times(self)) if self.resets and self._k > 1 else ()
 
     @property
     def _inference_tol(self) -> float:

@@ -468,8 +468,7 @@ class SwitchingLDS(Model, StreamingFilters):
         short mode at the data's change points, :func:`~modeshift.models.slds_starts.change_point_modes`,
         and from the mode path of a beam search, :func:`~modeshift.models.slds_inference.beam_modes`)."""
         params = self._parameters(seqs)
-        modes = slds_starts.change_point_modes(seqs, self._dwell_times()) if self.resets and self._k > 1 else None
-        starts = () if modes is None else (modes,)
+        starts = slds_starts.change_point_modes(seqs, self._dwell_times()) if self.resets and self._k > 1 else ()
         if self.resets and self._k > 1 and not self.recurrent:
             starts += (inference.beam_modes(params, seqs)[0],)
         return inference.infer(params, seqs, self.tol, _INFERENCE_SWEEPS, starts)

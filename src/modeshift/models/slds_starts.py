@@ -128,21 +128,21 @@ def change_points(
 # and returns the objective of the start's first E-step (ELBO plus log prior) and the start.
 
 
-def change_point_modes(seqs: Sequences, dwell: np.ndarray) -> np.ndarray | None:
+def change_point_modes(seqs: Sequences, dwell: np.ndarray) -> tuple[np.ndarray, ...]:
     """A start of q(z) for inference with resets, whose switches can last one step and which the
     generic starts miss: the mode of the shortest ``dwell`` time at the change points of each
     sequence (by the sequence's own noise scale, so that its start does not depend on the others:
     over a cluster, on the partition), the longest elsewhere (everywhere in a sequence without
-    change points), (T, K) one-hot. None without dwell times."""
+    change points), (T, K) one-hot, as a tuple of starts: none without dwell times."""
     if not np.isfinite(dwell).all():
-        return None
+        return ()
     points = [
         first + change_points(seqs.subset(np.arange(seqs.n_sequences) == i), CHANGE_POINT_THRESHOLD)
         for i, first in enumerate(seqs.starts)
     ]
     path = np.full(seqs.n_steps, int(np.argmax(dwell)))
     path[np.concatenate(points)] = int(np.argmin(dwell))
-    return np.eye(len(dwell))[path]
+    return (np.eye(len(dwell))[path],)
 
 
 def start_at_change_points(
