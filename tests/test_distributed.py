@@ -205,7 +205,9 @@ def test_the_first_pass_converts_each_partition_before_reading_many_more(tmp_pat
     ]
     assert kinds.count("read") == kinds.count("convert") == 8, kinds
     held = [kinds[: i + 1].count("read") - kinds[: i + 1].count("convert") for i in range(len(kinds))]
-    assert max(held) <= 3, (held, kinds)  # the scheduler sends a worker two reads ahead
+    # The scheduler sends a worker reads ahead while a conversion is on its way: 2-3 held on a quiet
+    # machine, 4 seen under load (CI); without the priorities all 8 are.
+    assert max(held) <= 5, (held, kinds)
 
 
 def test_a_pass_is_one_task_per_worker_over_the_partitions_kept_there(client):
