@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
 from modeshift import HMM
+from modeshift.data import Sequences
+from modeshift.models.hmm import check_evidence
 
 COVARIANCES = ("full", "diag", "spherical", "tied")
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
@@ -763,3 +765,15 @@ def test_a_shard_e_step_keeps_at_most_the_limit_of_arrays(monkeypatch):
     with pytest.raises(ValueError, match="impossible"):
         em._shard_e_step(model, model._em_data(np.zeros((50, 1))))
     assert "large" not in scratch and sum(a.nbytes for a in scratch.values()) <= 6000
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_an_emission_log_likelihood_that_is_nan_or_plus_inf_is_located(bad):
+    """-inf (an impossible step) passes; NaN or +inf is named by sequence, step and mode."""
+    seqs = Sequences.from_array(np.zeros((7, 1)), lengths=[3, 4])
+    table = np.zeros((7, 2))
+    table[1, 0] = -np.inf
+    check_evidence(table, None, seqs, "HMM")
+    table[5, 1] = bad
+    with pytest.raises(ValueError, match="HMM: mode 1 gives no likelihood .* at sequence 1, time step 2"):
+        check_evidence(table, None, seqs, "HMM")
