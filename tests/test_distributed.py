@@ -21,6 +21,7 @@ from modeshift import (  # noqa: E402
     ARHMM,
     HMM,
     HSMM,
+    ContinuousSwitchingLDS,
     LinearGaussianSSM,
     MarkovChain,
     MarkovChainMixture,
@@ -462,6 +463,25 @@ def _fit_dataset(model, path, **options):
 def test_a_model_that_cannot_be_sharded_is_refused(client):
     with pytest.raises(TypeError, match="StructuralModel cannot be fit over a Dask cluster: only a fit by EM"):
         StructuralModel().fit(_by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t", columns=["a"])
+
+
+def test_a_model_whose_fit_reads_the_time_stamps_is_refused_before_any_read(client):
+    with distributed.get_task_stream(client) as stream, pytest.raises(TypeError, match="ContinuousSwitchingLDS cannot"):
+        msd.fit(ContinuousSwitchingLDS(2, n_iter=2), _by_groups(_frame(4), [[0, 1], [2, 3]]), time_column="t")
+    assert not stream.data
+
+
+def test_the_shards_keep_the_values_without_the_time_stamps(client):
+    """No fit over the cluster reads the stamps (the models whose fits do are refused): the shards
+    drop them, a third of a shard of two value columns."""
+    frame = _frame(4)
+    shards = msd.Shards.of(
+        HMM(2), msd._source(_by_groups(frame, [[0, 1], [2, 3]]), {"time_column": "t"}), client, {"time_column": "t"}
+    )
+    held = client.gather(shards.shards)
+    assert all(shard.times is None for shard in held)
+    whole = HMM(2)._em_data(frame, time_column="t")
+    np.testing.assert_array_equal(np.concatenate([shard.values for shard in held]), whole.values)
 
 
 def test_bad_data_in_a_partition_is_one_clear_error(client):

@@ -120,6 +120,11 @@ def fit(model: Any, data: Any, *, client: Any = None, persist: bool = True, **co
 
 def _fit(model: Any, data: Any, client: Any, persist: bool, columns: dict[str, Any]) -> tuple[Any, Shards]:
     """:func:`fit`, and the shards it read (still on the workers, for what comes after the fit)."""
+    if getattr(model, "reads_times", False):
+        raise TypeError(
+            f"{type(model).__name__} cannot be fit over a Dask cluster: its M-step reads the posterior at every "
+            "gap between time stamps, not statistics that add up over shards; fit it in memory"
+        )
     if not isinstance(model, ShardableFit):
         raise TypeError(
             f"{type(model).__name__} cannot be fit over a Dask cluster: only a fit by EM whose statistics add "
@@ -615,8 +620,10 @@ def _overlaps(merged: tuple[np.ndarray, bool]) -> bool:
 
 
 def _prepare(part: Any, model: Any, columns: dict[str, Any]) -> Sequences | None:
-    """One partition read as ``fit`` reads its data (None when it is empty)."""
-    return None if len(part) == 0 else model._em_data(part, **columns)
+    """One partition read as ``fit`` reads its data (None when it is empty), without its time
+    stamps: no fit over a cluster reads them (:func:`_fit` refuses a model that says
+    ``reads_times``), and they would be a third of a shard of two value columns."""
+    return None if len(part) == 0 else dataclasses.replace(model._em_data(part, **columns), times=None)
 
 
 def _size(shard: Sequences | None) -> tuple[int, int]:
@@ -679,19 +686,7 @@ def _part(pair: tuple[Any, Any], index: int) -> Any:
 
 def _pick(shard: Sequences, every: int) -> Sequences:
     """Sequences 0, ``every``, 2 ``every``, ... of ``shard``."""
-    if every == 1:
-        return shard
-    chosen = np.arange(0, shard.n_sequences, every)
-    rows = np.concatenate([np.arange(shard.offsets[i], shard.offsets[i + 1]) for i in chosen])
-    return dataclasses.replace(
-        shard,
-        values=shard.values[rows],
-        offsets=np.r_[0, np.cumsum(shard.lengths[chosen])],
-        times=None if shard.times is None else shard.times[rows],
-        inputs=None if shard.inputs is None else shard.inputs[rows],
-        ids=None if shard.ids is None else [shard.ids[i] for i in chosen],
-        row_order=None,
-    )
+    return shard.subset(np.arange(shard.n_sequences) % every == 0)
 
 
 def _join(parts: list[Sequences]) -> Sequences:

@@ -229,7 +229,9 @@ class ShardableFit(Protocol):
         A model that needs a constant of all the data before EM starts (a vocabulary) also has
         ``_em_constants(shard)``, ``_em_merge_constants(a, b)`` (in shard order) and
         ``_em_set_constants(value)``; one whose E-step keeps something per shard from one
-        iteration to the next says ``carries_workspace = True`` (:mod:`modeshift.models.em`)."""
+        iteration to the next says ``carries_workspace = True`` (:mod:`modeshift.models.em`).
+        The shards carry no time stamps: a model whose fit reads them says ``reads_times = True``
+        and fits in memory only."""
 
 
 def objective(model: Any) -> str:

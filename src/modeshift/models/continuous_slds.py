@@ -173,6 +173,7 @@ class ContinuousSwitchingLDS(TimedStreaming, SwitchingLDS):
         steps).
     """
 
+    reads_times = True  # its fit reads the gaps between the stamps (no fit over a Dask cluster: modeshift.distributed)
     _test_params = {"state_dim": 1, "n_iter": 5}
     _constraints = {
         "recurrent": Boolean(),
