@@ -989,17 +989,12 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         rows, starts, K = seqs.linked_rows, seqs.starts, self._k
         weights = params.law_weights(posterior.mode_probs, posterior.pair_counts)[rows]
 
-        def regression(w: np.ndarray, moments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Statistics:
-            yy, yz, zz = (np.einsum("tk,tij->kij", w, moment) for moment in moments)
-            return Statistics(yy=yy, yz=yz, zz=zz, count=w.sum(axis=0))
-
         xx, xr, rr = laplace.flow_statistics(params.features, seqs, posterior, weights[:, :K])  # summed already
         flows = Statistics(yy=xx, yz=xr, zz=rr, count=weights[:, :K].sum(axis=0))
-        resets = (
-            {"resets": regression(weights[:, K:], slds_inference.transition_moments(seqs, posterior))}
-            if self.resets
-            else {}
-        )
+        resets = {}
+        if self.resets:  # regressions on [x_t-1, u_t, 1], weighted by the switches into each law
+            yy, yz, zz = slds_inference.transition_sums(seqs, posterior, weights[:, K:])
+            resets = {"resets": Statistics(yy=yy, yz=yz, zz=zz, count=weights[:, K:].sum(axis=0))}
         Y, means, covs = seqs.values, posterior.means, posterior.covs
         _, D = self._input_matrices()
         yy, yz, zz, count = observation_statistics(

@@ -898,16 +898,15 @@ class SwitchingLDS(Model, StreamingFilters):
 
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every law, weighted by q(z_t = k) (with
         # resets: each flow by the stays in its mode, each reset by the switches into it)
-        xx, xz, zz = inference.transition_moments(seqs, posterior)
         weights = weights[rows]
+        xx, xz, zz = inference.transition_sums(seqs, posterior, weights)
 
-        def regression(w: np.ndarray) -> Statistics:
-            yy, yz, zz_ = (np.einsum("tk,tij->kij", w, moment) for moment in (xx, xz, zz))
-            return Statistics(yy=yy, yz=yz, zz=zz_, count=w.sum(axis=0))
+        def regression(laws: slice) -> Statistics:
+            return Statistics(yy=xx[laws], yz=xz[laws], zz=zz[laws], count=weights[:, laws].sum(axis=0))
 
-        stats = Statistics(self._observation_statistics(seqs, posterior), dynamics=regression(weights[:, :K]))
+        stats = Statistics(self._observation_statistics(seqs, posterior), dynamics=regression(slice(K)))
         if self.resets:
-            stats = Statistics(stats, resets=regression(weights[:, K:]))
+            stats = Statistics(stats, resets=regression(slice(K, None)))
         if self.recurrent:
             features = inference.guard_features(seqs, posterior.means)[rows]
             return Statistics(stats, features=Stacked(features), pairs=Stacked(posterior.pair_counts[rows]))

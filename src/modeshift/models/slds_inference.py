@@ -90,6 +90,7 @@ __all__ = [
     "switch_curvature",
     "transition_curvature",
     "transition_moments",
+    "transition_sums",
     "update_modes",
     "update_states",
 ]
@@ -651,11 +652,14 @@ def law_stack(flows: np.ndarray, resets: np.ndarray) -> np.ndarray:
     return np.concatenate([flows, np.broadcast_to(resets, (*flows.shape[:axis], *resets.shape))], axis=axis)
 
 
-def transition_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def transition_moments(
+    seqs: Sequences, posterior: Posterior, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The second moments under q(x) of each linked step's x_t and regressors z_t = [x_t-1, u_t, 1]:
     E[x_t x_t'], E[x_t z_t'] and E[z_t z_t'], shapes (R, n, n), (R, n, q), (R, q, q) for the
-    R rows ``seqs.linked_rows``: the statistics of the dynamics' M-step."""
-    means, covs, rows = posterior.means, posterior.covs, seqs.linked_rows
+    R rows ``rows`` (by default all of ``seqs.linked_rows``): the statistics of the dynamics' M-step."""
+    means, covs = posterior.means, posterior.covs
+    rows = seqs.linked_rows if rows is None else rows
     n = means.shape[1]
     z = regressors(means[rows - 1], seqs.inputs[rows])
     zz = z[:, :, None] * z[:, None, :]
@@ -664,6 +668,24 @@ def transition_moments(seqs: Sequences, posterior: Posterior) -> tuple[np.ndarra
     xz[:, :, :n] += posterior.cross_covs[rows]
     xx = covs[rows] + means[rows][:, :, None] * means[rows][:, None, :]
     return xx, xz, zz
+
+
+def transition_sums(
+    seqs: Sequences, posterior: Posterior, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dynamics' regression statistics of every law l, weighted per linked row by ``weights``
+    (R, L): sum_t w_tl E[x_t x_t'], E[x_t z_t'], E[z_t z_t'] (:func:`transition_moments`), shapes
+    (L, n, n), (L, n, q), (L, q, q), from :data:`SUM_ROWS` rows at a time: no (R, q, q) array."""
+    rows = seqs.linked_rows
+    sums = [0.0, 0.0, 0.0]
+    for start in range(0, max(len(rows), 1), SUM_ROWS):
+        block = slice(start, start + SUM_ROWS)
+        for i, moment in enumerate(transition_moments(seqs, posterior, rows[block])):
+            sums[i] = sums[i] + np.einsum("tl,tij->lij", weights[block], moment)
+    return sums[0], sums[1], sums[2]
+
+
+SUM_ROWS = 4096  # rows whose moments :func:`transition_sums` forms at a time
 
 
 def regressors(states: np.ndarray, inputs: np.ndarray) -> np.ndarray:
