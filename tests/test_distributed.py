@@ -186,9 +186,9 @@ def test_a_large_data_set_is_sampled_from_every_partition(client):
     np.testing.assert_array_equal(sample[1], frame.loc[frame.id == 3, ["a", "b"]].to_numpy())
 
 
-def test_the_first_pass_converts_each_partition_before_reading_many_more(tmp_path):
-    """A worker holds few raw partitions at once: each is converted as soon as it is read (Dask
-    would read all of a worker's partitions first, here 8 held at once)."""
+def test_the_first_pass_reads_each_partition_in_the_task_that_converts_it(tmp_path):
+    """No raw partition is a task's result, held on a worker until its conversion runs (as
+    dependencies, Dask ran a worker's reads first: here all 8 held at once)."""
     frame = _frame(16)
     for i in range(8):
         frame[frame.id // 2 == i].to_parquet(tmp_path / f"part{i}.parquet")
@@ -198,17 +198,25 @@ def test_the_first_pass_converts_each_partition_before_reading_many_more(tmp_pat
         distributed.Client(cluster) as client,
         distributed.get_task_stream(client) as stream,
     ):
-        msd.Shards.of(HMM(2), msd._source(dd.read_parquet(tmp_path), columns), client, columns)
-    kinds = [
-        "read" if str(task["key"]).startswith("('read_parquet") else "convert"
-        for task in sorted(stream.data, key=lambda task: task["startstops"][-1]["stop"])
-        if str(task["key"]).startswith(("('read_parquet", "_checked"))
-    ]
-    assert kinds.count("read") == kinds.count("convert") == 8, kinds
-    held = [kinds[: i + 1].count("read") - kinds[: i + 1].count("convert") for i in range(len(kinds))]
-    # The scheduler sends a worker reads ahead while a conversion is on its way: 2-3 held on a quiet
-    # machine, 4 seen under load (CI); without the priorities all 8 are.
-    assert max(held) <= 5, (held, kinds)
+        shards = msd.Shards.of(HMM(2), msd._source(dd.read_parquet(tmp_path), columns), client, columns)
+        held = client.gather(shards.shards)
+    names = [str(task["key"]) for task in stream.data]
+    assert sum(name.startswith("_checked") for name in names) == 8
+    assert not [name for name in names if "parquet" in name], names
+    assert np.concatenate([shard.values for shard in held]).shape == (frame.shape[0], 2)
+
+
+def test_partitions_that_share_no_work_are_read_in_the_tasks_that_take_them():
+    """Parquet files and frames in memory: each partition's own tasks, read alone to the same frame;
+    a shuffle's partitions all need the shuffle: left to Dask."""
+    frame = _frame(6)
+    parts = list(_by_groups(frame, [[0, 1], [2, 3, 4], [5]]).to_delayed())
+    own = msd._own_reads(parts)
+    assert all(isinstance(part, msd._Partition) for part in own)
+    for part, alone in zip(parts, own):
+        pd.testing.assert_frame_equal(alone.read(), part.compute())
+    shuffled = list(_by_groups(frame, [[0, 1], [2, 3, 4], [5]]).shuffle(on="id", npartitions=2).to_delayed())
+    assert msd._own_reads(shuffled) == shuffled
 
 
 def test_a_pass_is_one_task_per_worker_over_the_partitions_kept_there(client):
