@@ -5,8 +5,9 @@ A Gaussian HMM (K = 8 modes, D = 2 features, full covariances) is fit for 10 EM 
 the same hand-set starting parameters everywhere:
 
 - in memory: ``pandas.read_parquet`` then ``HMM.fit(frame)`` in one process;
-- on a ``distributed.LocalCluster`` of 1 and of 2 worker processes (one thread each, numba's
-  included, so 1 worker computes on one core and 2 on two; in memory numba uses every core):
+- on the local cluster of ``modeshift fit --workers N``, 1 and 2 worker processes (one thread
+  each, numba's included, so 1 worker computes on one core and 2 on two; in memory numba uses
+  every core; Dask's profiler off, ``modeshift.distributed.LOCAL_CLUSTER_CONFIG``):
   ``HMM.fit(dask.dataframe.read_parquet(path))``, the partitions read and kept on the
   workers, the E-step run where they lie.
 
@@ -61,7 +62,6 @@ warnings.filterwarnings("ignore", message=".*stopped at its cap.*")
 
 K, D = 8, 2
 #: One compute thread per worker process (numba's too): the workers' parallelism is the processes'.
-ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def true_parameters(seed: int) -> dict[str, np.ndarray]:
@@ -153,16 +153,11 @@ def run_case(case: str, data: Path, iterations: int, seed: int, persist: bool = 
         elapsed = time.perf_counter() - start
         return {"seconds": elapsed, "log_likelihood": fitted.history_[-1], "client_mb": peak_mb(), "worker_mb": []}
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster
+
+    from modeshift.distributed import _cluster
 
     workers = int(case)
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=ONE_THREAD
-        ) as cluster,
-        Client(cluster) as client,
-        timing_phases() as phases,
-    ):
+    with _cluster(None, workers) as client, timing_phases() as phases:  # the cluster of `modeshift fit --workers N`
         client.run(warm_up, True)
         start = time.perf_counter()
         fitted = model(iterations, seed).fit(dd.read_parquet(data), time_column="t", persist=persist)

@@ -529,3 +529,24 @@ def test_the_command_line_fits_a_parquet_dataset_on_a_cluster(client, tmp_path):
         pd.read_csv(runs)[["start", "end", "mode"]].to_numpy().tolist()
         == here[["start", "end", "mode"]].to_numpy().tolist()
     )
+
+
+def _worker_settings() -> tuple[bool, str, str]:
+    import dask
+
+    return (
+        dask.config.get("distributed.worker.profile.enabled"),
+        dask.config.get("distributed.admin.tick.interval"),
+        os.environ.get("NUMBA_NUM_THREADS"),
+    )
+
+
+def test_the_local_cluster_of_workers_n_turns_down_dasks_housekeeping():
+    """`--workers N`'s cluster: one thread per worker process, no profiler, a slow watchdog; the
+    client's own settings are back as they were after it."""
+    import dask
+
+    before = dask.config.get("distributed.admin.tick.interval")
+    with msd._cluster(None, 1) as client:
+        assert list(client.run(_worker_settings).values()) == [(False, "1s", "1")]
+    assert dask.config.get("distributed.admin.tick.interval") == before
