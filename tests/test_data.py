@@ -849,3 +849,15 @@ def test_time_of_reads_a_datetime_stamp_as_the_fitted_data_were_read():
     for text in ("not-a-date", "2020-02-30", "2020", "1959-03", "1959Q2", "0000-01-01"):
         with pytest.raises(ValueError, match=f"time '{text}' is not a time stamp of the fitted kind"):
             schema.time_of({"t": text})
+
+
+def test_spread_keeps_every_jth_piece_with_its_times_and_inputs():
+    lengths = [2500, 40, 1200]
+    values = np.arange(3740.0)[:, None]
+    seqs = Sequences.from_array(values, lengths).with_times(values[:, 0] * 0.5).with_inputs(-values, 1)
+    part = seqs.spread(1000, 500)  # pieces 0, 4 and 8 of 9 (j = 4): rows 0-499, 2000-2499, 3540-3739
+    assert part.lengths.tolist() == [500, 500, 200]
+    np.testing.assert_array_equal(part.values[:, 0], np.r_[0:500, 2000:2500, 3540:3740])
+    np.testing.assert_array_equal(part.times, part.values[:, 0] * 0.5)
+    np.testing.assert_array_equal(part.inputs, -part.values)
+    assert seqs.spread(3740, 500) is seqs

@@ -387,6 +387,34 @@ class Sequences:
             yield self._between(first, last)
             first = last
 
+    def spread(self, max_steps: int, piece: int) -> Sequences:
+        """About ``max_steps`` steps taken evenly over the data (``self`` when it has no more): the
+        sequences cut into pieces of ``piece`` steps (the last of each shorter), and pieces 0, j,
+        2j, ... kept, j = ceil(steps / ``max_steps``), each a sequence of its own. What a start
+        learns from on long data, where a fit to all of it would cost many passes.
+
+        >>> seqs = Sequences.from_arrays([np.arange(10.0)[:, None], np.arange(5.0)[:, None]])
+        >>> part = seqs.spread(8, 3)
+        >>> part.lengths.tolist(), part.values[:, 0].tolist()
+        ([3, 3, 3], [0.0, 1.0, 2.0, 6.0, 7.0, 8.0, 0.0, 1.0, 2.0])
+        """
+        if self.n_steps <= max_steps:
+            return self
+        firsts = np.concatenate([np.arange(a, b, piece) for a, b in zip(self.offsets[:-1], self.offsets[1:])])
+        lasts = np.minimum(firsts + piece, np.repeat(self.offsets[1:], -(-self.lengths // piece)))
+        kept = slice(None, None, -(-self.n_steps // max_steps))
+        firsts, lasts = firsts[kept], lasts[kept]
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(firsts, lasts)])
+        return replace(
+            self,
+            values=self.values[rows],
+            offsets=np.concatenate([[0], np.cumsum(lasts - firsts)]).astype(self.offsets.dtype),
+            times=None if self.times is None else self.times[rows],
+            inputs=None if self.inputs is None else self.inputs[rows],
+            ids=None,  # pieces, not the sequences named
+            row_order=None,
+        )
+
     def _between(self, first: int, last: int) -> Sequences:
         """Sequences ``first`` to ``last`` - 1, as views."""
         rows = slice(int(self.offsets[first]), int(self.offsets[last]))
