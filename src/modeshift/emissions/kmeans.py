@@ -32,8 +32,7 @@ def kmeans(
             break
         labels = new_labels
         counts = np.bincount(labels, minlength=n_clusters)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, points)
+        sums = np.stack([np.bincount(labels, column, n_clusters) for column in points.T], axis=1)
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
     return centres, labels
