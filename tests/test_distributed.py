@@ -206,9 +206,10 @@ def test_the_first_pass_reads_each_partition_in_the_task_that_converts_it(tmp_pa
     assert np.concatenate([shard.values for shard in held]).shape == (frame.shape[0], 2)
 
 
-def test_partitions_that_share_no_work_are_read_in_the_tasks_that_take_them():
+def test_partitions_that_share_no_work_are_read_in_the_tasks_that_take_them(client):
     """Parquet files and frames in memory: each partition's own tasks, read alone to the same frame;
-    a shuffle's partitions all need the shuffle: left to Dask."""
+    a shuffle's partitions all need the shuffle, a persisted frame's are on the workers: left to
+    Dask (which fits the persisted frame as the frame)."""
     frame = _frame(6)
     parts = list(_by_groups(frame, [[0, 1], [2, 3, 4], [5]]).to_delayed())
     own = msd._own_reads(parts)
@@ -216,7 +217,12 @@ def test_partitions_that_share_no_work_are_read_in_the_tasks_that_take_them():
     for part, alone in zip(parts, own):
         pd.testing.assert_frame_equal(alone.read(), part.compute())
     shuffled = list(_by_groups(frame, [[0, 1], [2, 3, 4], [5]]).shuffle(on="id", npartitions=2).to_delayed())
-    assert msd._own_reads(shuffled) == shuffled
+    assert msd._own_reads(shuffled) is shuffled
+    persisted = _by_groups(frame, [[0, 1], [2, 3, 4], [5]]).persist()
+    parts = list(persisted.to_delayed())
+    assert msd._own_reads(parts) is parts
+    start = _started(HMM(2, random_state=0), frame)
+    _assert_same(_fit(copy.deepcopy(start), frame, time_column="t"), _fit(start, persisted, time_column="t"))
 
 
 def test_a_pass_is_one_task_per_worker_over_the_partitions_kept_there(client):

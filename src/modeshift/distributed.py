@@ -606,8 +606,10 @@ def _own_reads(parts: list[Any]) -> list[Any]:
     every raw partition of the worker at once (955 against 696 MB on one worker for 10^7
     observations, even with the earlier partitions given priority), and each partition cost
     two tasks and a round trip to the scheduler. Partitions that share work, such as those of a
-    shuffle (each needs all of the data), stay Dask's to compute."""
+    shuffle (each needs all of the data), and those of a persisted collection (already on the
+    workers, futures in the graph), stay Dask's to compute."""
     from dask.optimization import cull
+    from distributed import Future
 
     graphs: dict[int, dict[Any, Any]] = {}
     needed: set[Any] = set()
@@ -617,7 +619,7 @@ def _own_reads(parts: list[Any]) -> list[Any]:
         if id(graph) not in graphs:  # the partitions of one frame share its graph: made a dict once
             graphs[id(graph)] = dict(graph)
         tasks = cull(graphs[id(graph)], [part.key])[0]
-        if not needed.isdisjoint(tasks):
+        if not needed.isdisjoint(tasks) or any(isinstance(task, Future) for task in tasks.values()):
             return parts
         needed.update(tasks)
         own.append(_Partition(part.key, tasks))
