@@ -447,11 +447,16 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _infer(self, seqs: Sequences) -> laplace.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence, each sequence on its own
         (:func:`_each_sequence`: the same whatever other sequences come with it), with resets also
-        from a short mode at its change points (:meth:`_change_point_modes`)."""
+        from a short mode at its change points (:meth:`_change_point_modes`) and, without recurrent
+        switches, from a beam search's mode path (:func:`~modeshift.models.laplace_inference.infer`),
+        as the SwitchingLDS's."""
         params, tol = self._parameters(), self._inference_tol
+        beam = bool(self.resets) and self._k > 1 and not self.recurrent
         return _each_sequence(
             seqs,
-            lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS, self._change_point_modes(one)),
+            lambda one, path: laplace.infer(
+                params, one, path, tol, _INFERENCE_SWEEPS, self._change_point_modes(one), beam
+            ),
             self._centre_path(seqs),
         )
 
