@@ -118,6 +118,30 @@ def test_a_mode_without_weight_keeps_its_parameters():
     np.testing.assert_array_equal(block.covariances[1], np.eye(2))
 
 
+def test_a_mode_without_weight_drops_its_free_ridge_columns_to_the_priors_maximiser():
+    """With a ridge, the prior alone reaches a weightless mode: its free ridge columns go to 0 (their
+    maximiser; the penalty of the old ones vanishes from the log prior), the fixed and unridged columns
+    and its covariance are kept, and the other mode's fit is the same as without it."""
+    rng = np.random.default_rng(6)
+    y, z, weights = _data(rng)
+    weights[:, 1], weights[:, 0] = 0.0, 1.0
+    ridged, fixed = np.array([True, True, False]), np.array([True, False, False])
+    block = LinearDynamics(2, ridge=2.0, ridge_columns=ridged)
+    start = rng.normal(size=(2, 2, 3))
+    block.weights, block.covariances = start.copy(), np.stack([0.5 * np.eye(2)] * 2)
+    block.m_step(block.statistics(np.hstack([y, z]), y.shape[1], weights), fixed_columns=fixed)
+    np.testing.assert_array_equal(block.weights[1], np.c_[start[1][:, 0], np.zeros(2), start[1][:, 2]])
+    np.testing.assert_array_equal(block.covariances[1], 0.5 * np.eye(2))
+    alone = LinearDynamics(1, ridge=2.0, ridge_columns=ridged)
+    alone.weights = start[:1].copy()
+    alone.m_step(block.statistics(np.hstack([y, z]), y.shape[1], weights[:, :1]), fixed_columns=fixed)
+    np.testing.assert_allclose(block.weights[0], alone.weights[0], rtol=1e-12)
+    only_second = LinearDynamics(1, ridge=2.0, ridge_columns=ridged)
+    only_second.weights, only_second.covariances = block.weights[1:], block.covariances[1:]
+    held = start[1][:, 0]  # fixed, so still penalised: -ridge / 2 tr(S^-1 w w'), and -(2 / 2) log det S
+    assert only_second.log_prior() == pytest.approx(-2.0 * held @ held - np.log(0.25), rel=1e-12)
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="noise"):
         LinearDynamics(2, noise="spherical")

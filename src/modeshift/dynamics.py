@@ -98,7 +98,8 @@ class LinearDynamics:
     def m_step(self, stats: Statistics, fixed_columns: np.ndarray | None = None, fix_covariances: bool = False) -> None:
         """Maximise over the free columns of each W_k (``fixed_columns`` keep their
         current values) and, unless ``fix_covariances``, over S_k. A mode without
-        weight keeps its parameters."""
+        weight keeps its parameters, but for its free ridge columns: the prior alone sets them,
+        at its maximiser 0 (kept, a stale W_k's penalty would weigh in the objective)."""
         yy, yz, zz, count = stats["yy"], stats["yz"], stats["zz"], np.asarray(stats["count"], dtype=float)
         K, d, q = yz.shape
         fixed = np.zeros(q, dtype=bool) if fixed_columns is None else np.asarray(fixed_columns, dtype=bool)
@@ -116,6 +117,8 @@ class LinearDynamics:
             target = target[:, :, free] - W[:, :, held] @ gram[:, free][:, :, held].transpose(0, 2, 1)
             W[:, :, free] = _solve_right(target, gram[:, free][:, :, free])
         weights[active] = W
+        if not present.all():
+            weights[~present] = np.where(mask & ~fixed, 0.0, weights[~present])
         scatter = np.zeros((K, d, d))
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights are named before any kernel
             cross = W @ np.swapaxes(yz[active], 1, 2)

@@ -450,6 +450,7 @@ def infer(
     tol: float,
     max_sweeps: int,
     starts: tuple[np.ndarray, ...] = (),
+    beam: bool = False,
 ) -> Posterior:
     """q(x) q(z) with the parameters fixed: sweeps from the path ``start`` until the ELBO changes
     by less than ``tol`` (at most ``max_sweeps``; each mode search stops at a gain of
@@ -457,7 +458,14 @@ def infer(
     keeping the larger ELBO (as :func:`modeshift.models.slds_inference.infer` does, for the same
     reason): uniform, and q(z)
     given the Laplace q(x) of the flows with every Q_k replaced by their mean under uniform
-    modes (with uniform modes a flow whose Q_k is small pins q(x) to itself everywhere)."""
+    modes (with uniform modes a flow whose Q_k is small pins q(x) to itself everywhere). With
+    ``beam`` (switches that do not depend on the state), also from the mode paths of beam searches
+    (:func:`~modeshift.models.slds_inference.beam_modes`) in the model linearised along ``start``
+    and, after the other starts, along the best q(x)'s mode, as the SwitchingLDS's inference: the
+    sweeps alone keep a q(x) that smooths through the one-step switches (a ball's impacts) q(z)
+    lacks. Neither point serves alone: on a fitted 2-mode ball (seed 4) the first beam led to an
+    ELBO of 2308, the second to 2206-2242; along the q(x) of uniform modes (half following a flow
+    no step stays in) a beam led to 1650 against 2319 (seed 0)."""
     n_modes = len(params.weights)
     uniform = np.full((seqs.n_steps, n_modes), 1.0 / n_modes)
     starts = [uniform, *starts]
@@ -466,14 +474,20 @@ def infer(
         at, covs, cross_covs, *_ = find_mode(even, seqs, uniform, start, MODE_SHARE * tol)
         linear, laws = linearised(params, seqs, at)
         starts.append(slds_inference.update_modes(linear, seqs, at.path, covs, cross_covs, laws)[1])
-    return slds_inference.best_of(
-        seqs,
-        starts,
-        lambda modes: sweep(params, seqs, modes, start, MODE_SHARE * tol),
-        lambda part, _, last: sweep(params, part, last.mode_probs, last.means, MODE_SHARE * tol, last),
-        tol,
-        max_sweeps,
-    )
+    if beam:
+        starts.append(slds_inference.beam_modes(linearised(params, seqs, start)[0], seqs)[0])
+
+    def then(part: Sequences, _: np.ndarray, last: Posterior) -> Posterior:
+        return sweep(params, part, last.mode_probs, last.means, MODE_SHARE * tol, last)
+
+    def first(path: np.ndarray) -> Callable[[np.ndarray], Posterior]:
+        return functools.partial(sweep, params, seqs, start=path, tol=MODE_SHARE * tol)
+
+    best = slds_inference.best_of(seqs, starts, first(start), then, tol, max_sweeps)
+    if not beam:
+        return best
+    modes = slds_inference.beam_modes(linearised(params, seqs, best.means)[0], seqs)[0]
+    return slds_inference.best_of(seqs, [modes], first(best.means), then, tol, max_sweeps, best)
 
 
 def flow_statistics(

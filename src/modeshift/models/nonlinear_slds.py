@@ -93,6 +93,7 @@ _INFERENCE_TOL = 1e-3  # their stopping rule when ``tol`` does not give one (tol
 _INIT_STICKINESS = 20.0  # pseudo-counts for staying in the ARHMM that proposes the start
 _INIT_RESTARTS = 4  # of that ARHMM: on the oscillators one fit in five from a random start misses the modes
 _INIT_NOISE = 1e-3  # the start's observation noise, as a share of the data's variance
+_BEAM_ROUNDS = 10  # of beam path and clamped M-steps in turn, at most, refining the change-point start
 _JUMP_SCORE = 10.0  # robust z-score of a jump, where the start's ARHMM cuts the data of a model with resets
 _PARAMETERS = (  # and with inputs, _INPUT_PARAMETERS
     "flow_weights_",
@@ -447,11 +448,16 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _infer(self, seqs: Sequences) -> laplace.Posterior:
         """q(x) q(z) on data with the parameters fixed, to convergence, each sequence on its own
         (:func:`_each_sequence`: the same whatever other sequences come with it), with resets also
-        from a short mode at its change points (:meth:`_change_point_modes`)."""
+        from a short mode at its change points (:meth:`_change_point_modes`) and, without recurrent
+        switches, from a beam search's mode path (:func:`~modeshift.models.laplace_inference.infer`),
+        as the SwitchingLDS's."""
         params, tol = self._parameters(), self._inference_tol
+        beam = bool(self.resets) and self._k > 1 and not self.recurrent
         return _each_sequence(
             seqs,
-            lambda one, path: laplace.infer(params, one, path, tol, _INFERENCE_SWEEPS, self._change_point_modes(one)),
+            lambda one, path: laplace.infer(
+                params, one, path, tol, _INFERENCE_SWEEPS, self._change_point_modes(one), beam
+            ),
             self._centre_path(seqs),
         )
 
@@ -804,18 +810,30 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         occupied mode moved to the change points of the data
         (:func:`~modeshift.models.slds_starts.change_point_start`), where a one-step switch such as a
         ball's impact shows as a kink that the ARHMM on the data cut at their jumps does not see;
-        without recurrent switches, the mode path of a beam search in the model linearised along the
-        start's mode of q(x) instead when its first sweep gives the larger objective. Returns the
-        starting path and q(z)."""
+        without recurrent switches, then in turn (at most ``_BEAM_ROUNDS`` times) the mode path of a
+        beam search in the model linearised along the start's mode of q(x) and the parameters learned
+        with those modes held (:meth:`_clamped_start`), while the path changes and the objective rises.
+        This start's parameters come from the noisy delay embedding, unlike the SwitchingLDS's from
+        denoised states, so one beam is not enough: on the ball (seed 0, 18 impacts) the change points
+        put the short mode within a step of 12 impacts, one beam of 9, and EM kept those 9; seven rounds
+        reach 14 (objective 2121 -> 2333), and EM from there the SwitchingLDS's ELBO (2319 against
+        2317). Returns the starting path and q(z)."""
         start = self._initialize(seqs, rng)
         grown = slds_starts.change_point_start(self, seqs, start[1])
         if grown is None or self.recurrent:
             return start if grown is None else grown[1]
         objective, (states, modes) = grown
-        params = self._parameters()
-        beam = slds_inference.beam_modes(laplace.linearised(params, seqs, states)[0], seqs)[0]
-        beam_objective = self._sweep(params, seqs, beam, states).elbo + self._log_prior()
-        return (states, beam) if beam_objective > objective else (states, modes)
+        for _ in range(_BEAM_ROUNDS):
+            kept = self._snapshot()
+            beam = slds_inference.beam_modes(laplace.linearised(self._parameters(), seqs, states)[0], seqs)[0]
+            if np.array_equal(beam, modes):
+                break
+            value, (beam_states, _) = self._clamped_start(seqs, beam.argmax(axis=1))
+            if not value > objective:
+                self.__dict__.update(kept)
+                break
+            objective, states, modes = value, beam_states, beam
+        return states, modes
 
     def _clamped_start(self, seqs: Sequences, path: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         """``slds_starts.CLAMPED_SWEEPS`` rounds of the Laplace q(x) (from the feature map's centre,

@@ -529,8 +529,10 @@ def best_of(
     then: Callable[[Sequences, np.ndarray, PosteriorT], PosteriorT],
     tol: float,
     max_sweeps: int,
+    best: PosteriorT | None = None,
 ) -> PosteriorT:
-    """The posterior of largest ELBO over the ``starts`` of q(z), for each sequence of ``seqs`` by
+    """The posterior of largest ELBO over the ``starts`` of q(z) (and ``best``, one found already,
+    if given), for each sequence of ``seqs`` by
     its own ELBO: from each start, ``first(modes)`` then sweeps until the sequence's ELBO changes
     by less than ``tol`` (at most ``max_sweeps`` in all). A sweep, ``then(part, rows, posterior)``,
     runs at once over the sequences not yet settled: ``part`` (a :class:`Sequences`), whose rows
@@ -538,7 +540,6 @@ def best_of(
     settled sequence keeps its posterior, so each sequence's q(x) q(z) is the one it has alone,
     whichever others come with it (over a cluster: whatever the partition). The posteriors' fields
     are per step (T, ...), per sequence (``elbos``) or shared by all steps (1, ...)."""
-    best = None
     for modes in starts:
         posterior = first(modes)
         active = np.ones(seqs.n_sequences, dtype=bool)
