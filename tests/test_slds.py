@@ -217,7 +217,7 @@ def test_nascar_one_seed():
 
 
 def test_on_long_data_the_start_learns_from_pieces_spread_over_them(monkeypatch):
-    """The start's ARHMMs see at most _INIT_STEPS steps (here 500 of 1000, pieces 0 and 2 of 250),
+    """The start's ARHMMs see at most START_STEPS steps (here 500 of 1000, pieces 0 and 2 of 250),
     and still find the four sections of NASCAR (its q(z) and ranking are of all the data). Measured
     on seeds 0-4: 0.93-0.98, mean 0.954, against 0.967 from all the data; pieces of 100 or 50 steps
     give 0.86 and 0.80 (too short for the laps: pieces on long data have 1,000 steps)."""
@@ -225,8 +225,8 @@ def test_on_long_data_the_start_learns_from_pieces_spread_over_them(monkeypatch)
 
     seen = []
     fit = slds.ARHMM.fit
-    monkeypatch.setattr(slds, "_INIT_STEPS", 500)
-    monkeypatch.setattr(slds, "_INIT_PIECE", 250)
+    monkeypatch.setattr(slds, "START_STEPS", 500)
+    monkeypatch.setattr(slds, "START_PIECE", 250)
     monkeypatch.setattr(slds.ARHMM, "fit", lambda self, X, lengths: seen.append(list(lengths)) or fit(self, X, lengths))
     assert _nascar_accuracy(1) >= 0.9
     assert seen and all(lengths == [250, 250] for lengths in seen)

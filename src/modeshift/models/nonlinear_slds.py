@@ -76,6 +76,7 @@ from modeshift.models.slds import (
     initial_law,
     logit_guards,
     run_statistics,
+    start_data,
     start_given,
     stream_switches,
     with_prior,
@@ -913,7 +914,8 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         with warnings.catch_warnings():  # this fit only proposes a start: its cap is no concern
             warnings.simplefilter("ignore", em.ConvergenceWarning)
             try:
-                arhmm.fit(observed, pieces)
+                learned = start_data(observed, pieces)
+                arhmm.fit(learned.values, learned.lengths)
             except ValueError as error:
                 raise ValueError(
                     f"NonlinearSwitchingLDS: its start, an ARHMM of {K} modes on {seqs.n_steps} steps with "
