@@ -67,6 +67,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+from collections import ChainMap
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
@@ -611,14 +612,16 @@ def _own_reads(parts: list[Any]) -> list[Any]:
     from dask.optimization import cull
     from distributed import Future
 
-    graphs: dict[int, dict[Any, Any]] = {}
+    layers: dict[int, dict[Any, Any]] = {}  # the partitions share their graph's layers: each made a dict once
     needed: set[Any] = set()
     own = []
     for part in parts:
         graph = part.__dask_graph__()
-        if id(graph) not in graphs:  # the partitions of one frame share its graph: made a dict once
-            graphs[id(graph)] = dict(graph)
-        tasks = cull(graphs[id(graph)], [part.key])[0]
+        own_layers = list(getattr(graph, "layers", {None: graph}).values())  # a HighLevelGraph's, or the graph
+        for layer in own_layers:
+            if id(layer) not in layers:
+                layers[id(layer)] = dict(layer)
+        tasks = cull(ChainMap(*(layers[id(layer)] for layer in own_layers)), [part.key])[0]
         if not needed.isdisjoint(tasks) or any(isinstance(task, Future) for task in tasks.values()):
             return parts
         needed.update(tasks)
