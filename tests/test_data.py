@@ -852,12 +852,12 @@ def test_time_of_reads_a_datetime_stamp_as_the_fitted_data_were_read():
 
 
 def test_spread_keeps_every_jth_piece_with_its_times_and_inputs():
-    lengths = [2500, 40, 1200]
-    values = np.arange(3740.0)[:, None]
+    lengths = [2500, 40, 1201]
+    values = np.arange(3741.0)[:, None]
     seqs = Sequences.from_array(values, lengths).with_times(values[:, 0] * 0.5).with_inputs(-values, 1)
-    part = seqs.spread(1000, 500)  # pieces 0, 4 and 8 of 9 (j = 4): rows 0-499, 2000-2499, 3540-3739
-    assert part.lengths.tolist() == [500, 500, 200]
-    np.testing.assert_array_equal(part.values[:, 0], np.r_[0:500, 2000:2500, 3540:3740])
+    part = seqs.spread(1000, 300)  # pieces 0, 4, 8 and 12 of 8 + 1 + 4 (j = 4): a short sequence
+    assert part.lengths.tolist() == [300, 300, 40, 301]  # whole, a remainder joined to the last piece
+    np.testing.assert_array_equal(part.values[:, 0], np.r_[0:300, 1200:1500, 2500:2540, 3440:3741])
     np.testing.assert_array_equal(part.times, part.values[:, 0] * 0.5)
     np.testing.assert_array_equal(part.inputs, -part.values)
-    assert seqs.spread(3740, 500) is seqs
+    assert seqs.spread(3741, 500) is seqs

@@ -389,19 +389,23 @@ class Sequences:
 
     def spread(self, max_steps: int, piece: int) -> Sequences:
         """About ``max_steps`` steps taken evenly over the data (``self`` when it has no more): the
-        sequences cut into pieces of ``piece`` steps (the last of each shorter), and pieces 0, j,
-        2j, ... kept, j = ceil(steps / ``max_steps``), each a sequence of its own. What a start
-        learns from on long data, where a fit to all of it would cost many passes.
+        sequences cut into pieces of ``piece`` steps (the remainder joins the last piece of each, a
+        shorter sequence is one piece: none is shorter than its sequence allows, as a model of
+        several lags needs), and pieces 0, j, 2j, ... kept, j = ceil(steps / ``max_steps``), each a
+        sequence of its own. What a start learns from on long data, where a fit to all of it would
+        cost many passes.
 
         >>> seqs = Sequences.from_arrays([np.arange(10.0)[:, None], np.arange(5.0)[:, None]])
         >>> part = seqs.spread(8, 3)
         >>> part.lengths.tolist(), part.values[:, 0].tolist()
-        ([3, 3, 3], [0.0, 1.0, 2.0, 6.0, 7.0, 8.0, 0.0, 1.0, 2.0])
+        ([3, 4], [0.0, 1.0, 2.0, 6.0, 7.0, 8.0, 9.0])
         """
         if self.n_steps <= max_steps:
             return self
-        firsts = np.concatenate([np.arange(a, b, piece) for a, b in zip(self.offsets[:-1], self.offsets[1:])])
-        lasts = np.minimum(firsts + piece, np.repeat(self.offsets[1:], -(-self.lengths // piece)))
+        counts = np.maximum(self.lengths // piece, 1)
+        firsts = np.concatenate([a + piece * np.arange(c) for a, c in zip(self.offsets[:-1], counts)])
+        lasts = firsts + piece
+        lasts[np.cumsum(counts) - 1] = self.offsets[1:]  # each sequence's last piece runs to its end
         kept = slice(None, None, -(-self.n_steps // max_steps))
         firsts, lasts = firsts[kept], lasts[kept]
         rows = np.concatenate([np.arange(a, b) for a, b in zip(firsts, lasts)])
