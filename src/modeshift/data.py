@@ -409,15 +409,7 @@ class Sequences:
         kept = slice(None, None, -(-self.n_steps // max_steps))
         firsts, lasts = firsts[kept], lasts[kept]
         rows = np.concatenate([np.arange(a, b) for a, b in zip(firsts, lasts)])
-        return replace(
-            self,
-            values=self.values[rows],
-            offsets=np.concatenate([[0], np.cumsum(lasts - firsts)]).astype(self.offsets.dtype),
-            times=None if self.times is None else self.times[rows],
-            inputs=None if self.inputs is None else self.inputs[rows],
-            ids=None,  # pieces, not the sequences named
-            row_order=None,
-        )
+        return self._taken(rows, lasts - firsts, None)  # pieces, not the sequences named
 
     def _between(self, first: int, last: int) -> Sequences:
         """Sequences ``first`` to ``last`` - 1, as views."""
@@ -442,14 +434,18 @@ class Sequences:
         """
         if chosen.all():
             return self
-        rows, lengths = np.repeat(chosen, self.lengths), self.lengths[chosen]
+        ids = None if self.ids is None else [self.ids[i] for i in np.flatnonzero(chosen)]
+        return self._taken(np.repeat(chosen, self.lengths), self.lengths[chosen], ids)
+
+    def _taken(self, rows: np.ndarray, lengths: np.ndarray, ids: list[Any] | None) -> Sequences:
+        """New sequences of the steps ``rows`` (indices or a mask, in order), of ``lengths``, named ``ids``."""
         return replace(
             self,
             values=self.values[rows],
             offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(self.offsets.dtype),
             times=None if self.times is None else self.times[rows],
             inputs=None if self.inputs is None else self.inputs[rows],
-            ids=None if self.ids is None else [self.ids[i] for i in np.flatnonzero(chosen)],
+            ids=ids,
             row_order=None,  # for computing, as a block is
         )
 

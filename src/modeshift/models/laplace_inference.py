@@ -168,10 +168,14 @@ def feature_jacobian(
 
 
 def _row_blocks(n_rows: int, row_bytes: int = 0) -> Iterator[slice]:
-    """Consecutive slices covering ``n_rows``: ``BLOCK_ROWS`` rows each (the last shorter), fewer
-    when rows of ``row_bytes`` each would pass ``BLOCK_BYTES`` (one row at least)."""
-    size = min(BLOCK_ROWS, max(1, BLOCK_BYTES // max(row_bytes, 1)))
+    """Consecutive slices covering ``n_rows``, of :func:`_block_rows` rows each (the last shorter)."""
+    size = _block_rows(row_bytes)
     return (slice(start, start + size) for start in range(0, n_rows, size))
+
+
+def _block_rows(row_bytes: int = 0) -> int:
+    """``BLOCK_ROWS``, fewer when rows of ``row_bytes`` each would pass ``BLOCK_BYTES`` (one at least)."""
+    return min(BLOCK_ROWS, max(1, BLOCK_BYTES // max(row_bytes, 1)))
 
 
 def previous_states(seqs: Sequences, states: np.ndarray) -> np.ndarray:
@@ -504,13 +508,12 @@ def flow_statistics(
     reports. phi(m) is the posterior's; J is evaluated again, and the moments formed row by row,
     ``BLOCK_ROWS`` rows at a time (fewer when their (q, q) moments would pass ``BLOCK_BYTES``): no
     (R, m, n) or (R, q, q) array."""
-    rows, K, n = seqs.linked_rows, weights.shape[1], posterior.means.shape[1]
+    n = posterior.means.shape[1]
     q = posterior.feature_values.shape[1] + seqs.inputs.shape[1] + 1
-    sums = np.zeros((K, n, n)), np.zeros((K, n, q)), np.zeros((K, q, q))
-    for block in _row_blocks(len(rows), 8 * q * q):
-        for total, moment in zip(sums, _flow_moments(features, seqs, posterior, rows[block])):
-            total += np.einsum("tk,tij->kij", weights[block], moment)
-    return sums
+    moments = functools.partial(_flow_moments, features, seqs, posterior)
+    shapes = ((n, n), (n, q), (q, q))
+    xx, xr, rr = slds_inference.weighted_sums(moments, seqs.linked_rows, weights, shapes, _block_rows(8 * q * q))
+    return xx, xr, rr
 
 
 def _flow_moments(

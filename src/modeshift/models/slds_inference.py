@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -91,6 +92,7 @@ __all__ = [
     "transition_curvature",
     "transition_moments",
     "transition_sums",
+    "weighted_sums",
     "update_modes",
     "update_states",
 ]
@@ -676,17 +678,33 @@ def transition_sums(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The dynamics' regression statistics of every law l, weighted per linked row by ``weights``
     (R, L): sum_t w_tl E[x_t x_t'], E[x_t z_t'], E[z_t z_t'] (:func:`transition_moments`), shapes
-    (L, n, n), (L, n, q), (L, q, q), from :data:`SUM_ROWS` rows at a time: no (R, q, q) array."""
-    rows = seqs.linked_rows
-    sums = [0.0, 0.0, 0.0]
-    for start in range(0, max(len(rows), 1), SUM_ROWS):
-        block = slice(start, start + SUM_ROWS)
-        for i, moment in enumerate(transition_moments(seqs, posterior, rows[block])):
-            sums[i] = sums[i] + np.einsum("tl,tij->lij", weights[block], moment)
-    return sums[0], sums[1], sums[2]
+    (L, n, n), (L, n, q), (L, q, q), :data:`SUM_ROWS` rows at a time (:func:`weighted_sums`)."""
+    n = posterior.means.shape[1]
+    q = n + seqs.inputs.shape[1] + 1
+    moments = functools.partial(transition_moments, seqs, posterior)
+    xx, xz, zz = weighted_sums(moments, seqs.linked_rows, weights, ((n, n), (n, q), (q, q)), SUM_ROWS)
+    return xx, xz, zz
 
 
 SUM_ROWS = 4096  # rows whose moments :func:`transition_sums` forms at a time
+
+
+def weighted_sums(
+    moments: Callable[[np.ndarray], tuple[np.ndarray, ...]],
+    rows: np.ndarray,
+    weights: np.ndarray,
+    shapes: tuple[tuple[int, ...], ...],
+    block_rows: int,
+) -> tuple[np.ndarray, ...]:
+    """sum_t w_tl M_t over ``rows`` for every law l (``weights`` (R, L)) and each moment M of
+    ``moments(some rows)`` (one array (B, *shape) per entry of ``shapes``): arrays (L, *shape),
+    formed ``block_rows`` rows at a time, so that no per-row moment outlives its block."""
+    sums = tuple(np.zeros((weights.shape[1], *shape)) for shape in shapes)
+    for start in range(0, len(rows), block_rows):
+        block = slice(start, start + block_rows)
+        for total, moment in zip(sums, moments(rows[block])):
+            total += np.einsum("tl,tij->lij", weights[block], moment)
+    return sums
 
 
 def regressors(states: np.ndarray, inputs: np.ndarray) -> np.ndarray:

@@ -136,9 +136,8 @@ def change_point_modes(seqs: Sequences, dwell: np.ndarray) -> tuple[np.ndarray, 
     change points), (T, K) one-hot, as a tuple of starts: none without dwell times."""
     if not np.isfinite(dwell).all():
         return ()
-    points = [
-        first + change_points(seqs.subset(np.arange(seqs.n_sequences) == i), CHANGE_POINT_THRESHOLD)
-        for i, first in enumerate(seqs.starts)
+    points = [  # each sequence alone, a view (Sequences.blocks of one row: one sequence each)
+        first + change_points(one, CHANGE_POINT_THRESHOLD) for first, one in zip(seqs.starts, seqs.blocks(1))
     ]
     path = np.full(seqs.n_steps, int(np.argmax(dwell)))
     path[np.concatenate(points)] = int(np.argmin(dwell))
