@@ -10,15 +10,15 @@ per particle. Offsets enter as an input fixed at 1.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.kalman import predict_step, update_step, update_workspace
 from modeshift._kernels.linalg import copy_into
 
 __all__ = ["kalman_step_batch"]
 
 
-@njit(cache=True)
+@kernel
 def kalman_step_batch(
     means: np.ndarray,
     covs: np.ndarray,

@@ -23,15 +23,15 @@ and :func:`~modeshift._kernels.kalman.update_step`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.kalman import predict_step, update_step, update_workspace
 from modeshift._kernels.linalg import copy_into
 
 __all__ = ["beam_search"]
 
 
-@njit(cache=True)
+@kernel
 def _keep(scores, signatures, width, merge, kept):
     """Indices of the best ``width`` finite scores (ties by index), the first of each signature
     when ``merge``; returns how many went to ``kept``."""
@@ -52,7 +52,7 @@ def _keep(scores, signatures, width, merge, kept):
     return count
 
 
-@njit(cache=True)
+@kernel
 def _sequence(
     observations, inputs, first, last, initial_mean, initial_cov, log_initial, group, A, B, Q, C, D, R,
     log_transitions, laws, width, memory, path,
@@ -111,7 +111,7 @@ def _sequence(
     return scores[0]
 
 
-@njit(cache=True)
+@kernel
 def beam_search(
     observations, inputs, offsets, initial_mean, initial_cov, log_initial, group, A, B, Q, C, D, R,
     log_transitions, laws, width, memory,

@@ -11,7 +11,8 @@ whatever the number of possible contexts, and a table of them is read by
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from modeshift._kernels.compile import kernel
 
 __all__ = ["context_keys", "find_keys"]
 
@@ -19,7 +20,7 @@ __all__ = ["context_keys", "find_keys"]
 LARGE_TABLE = 2**20
 
 
-@njit(cache=True)
+@kernel
 def context_keys(codes: np.ndarray, offsets: np.ndarray, order: int, base: int, skip: int) -> np.ndarray:
     """The context of every row of the next-element layout, (n_steps + n_sequences,) int64.
 

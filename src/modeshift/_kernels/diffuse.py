@@ -27,8 +27,8 @@ These are numba functions called by :mod:`modeshift._kernels.kalman` step by ste
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift._kernels.linalg import PIVOT_TOL, affine
 
@@ -50,7 +50,7 @@ __all__ = [
 DIFFUSE_TOL = 1e-10
 
 
-@njit(cache=True)
+@kernel
 def diffuse_workspace(n: int, p: int) -> tuple:
     """Scratch space for :func:`diffuse_update` and :func:`diffuse_backward_step`: per observed
     entry of a step its row z of C*, target y* - d*, noise h, F_inf, F_*, M_inf and M_*."""
@@ -70,7 +70,7 @@ def diffuse_workspace(n: int, p: int) -> tuple:
     )
 
 
-@njit(cache=True)
+@kernel
 def diffuse_start(
     initial_mean: np.ndarray,
     initial_cov: np.ndarray,
@@ -89,7 +89,7 @@ def diffuse_start(
             Pinf[i, j] = 1.0 if i == j and mask[i] else 0.0
 
 
-@njit(cache=True)
+@kernel
 def identified(Pinf: np.ndarray) -> bool:
     """Whether P_inf is 0: the diffuse steps are over."""
     for i in range(Pinf.shape[0]):
@@ -99,7 +99,7 @@ def identified(Pinf: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@kernel
 def diffuse_predict(
     mean: np.ndarray,
     Pstar: np.ndarray,
@@ -123,7 +123,7 @@ def diffuse_predict(
             out_Pstar[i, j] += 0.5 * (Q[i, j] + Q[j, i])
 
 
-@njit(cache=True)
+@kernel
 def _entries(y: np.ndarray, u: np.ndarray, C: np.ndarray, D: np.ndarray, R: np.ndarray, work: tuple) -> int:
     """The observed entries of y, decorrelated: rows z, targets y* - D* u and variances h in
     ``work``; returns their number k."""
@@ -165,7 +165,7 @@ def _entries(y: np.ndarray, u: np.ndarray, C: np.ndarray, D: np.ndarray, R: np.n
     return k
 
 
-@njit(cache=True)
+@kernel
 def diffuse_update(
     y: np.ndarray,
     u: np.ndarray,
@@ -243,7 +243,7 @@ def diffuse_update(
     return True, total
 
 
-@njit(cache=True)
+@kernel
 def propagate(A: np.ndarray, P: np.ndarray, out: np.ndarray, scratch: np.ndarray, transposed: bool) -> None:
     """out = M P M^T for a symmetric P, with M = A, or A^T when ``transposed``; symmetric by
     construction. Zero entries of M are skipped: the dynamics of a structural model are mostly
@@ -273,7 +273,7 @@ def propagate(A: np.ndarray, P: np.ndarray, out: np.ndarray, scratch: np.ndarray
             out[j, i] = out[i, j]
 
 
-@njit(cache=True)
+@kernel
 def _sandwich(left: np.ndarray, middle: np.ndarray, right: np.ndarray, weight: float, out: np.ndarray, tmp: np.ndarray):
     """out += weight left^T middle right."""
     n = out.shape[0]
@@ -291,7 +291,7 @@ def _sandwich(left: np.ndarray, middle: np.ndarray, right: np.ndarray, weight: f
             out[i, j] += weight * value
 
 
-@njit(cache=True)
+@kernel
 def _entry_score(z, v, f_inf, f_star, Mi, Ms, Pstar, Pinf, r0, N0, N1, P_after, inf_after, out) -> None:
     """An entry's terms of the score in its noise variance h and row z (Durbin & Koopman's
     u = E[eps | y] / h, D = (h - Var[eps | y]) / h^2 and W P = -Cov(eps, x | y) / h as
@@ -340,7 +340,7 @@ def _entry_score(z, v, f_inf, f_star, Mi, Ms, Pstar, Pinf, r0, N0, N1, P_after, 
         out[1, j] = value
 
 
-@njit(cache=True)
+@kernel
 def diffuse_backward_step(
     k: int,
     work: tuple,
@@ -451,7 +451,7 @@ def diffuse_backward_step(
                 N2[i, j] = 0.5 * (new2[i, j] + new2[j, i])
 
 
-@njit(cache=True)
+@kernel
 def diffuse_smoothed(
     mean: np.ndarray,
     Pstar: np.ndarray,
@@ -487,7 +487,7 @@ def diffuse_smoothed(
             out_cov[i, j] = out_cov[j, i] = value
 
 
-@njit(cache=True)
+@kernel
 def diffuse_cross(
     A: np.ndarray,
     filtered_star: np.ndarray,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.layout import canonical
 from modeshift._kernels.recursions import REDUCTION_FLAGS
 from modeshift._kernels.threads import parallel, rows_of
@@ -34,7 +35,7 @@ def inverse_cholesky(covariances: np.ndarray) -> np.ndarray:
     return _inverse_cholesky(canonical(covariances))  # one compiled variant, whatever views come in
 
 
-@njit(cache=True)
+@kernel
 def _inverse_cholesky(covariances: np.ndarray) -> np.ndarray:
     n_matrices, d, _ = covariances.shape
     out = np.zeros((n_matrices, d, d))

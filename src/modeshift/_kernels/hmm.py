@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.layout import canonical
 from modeshift._kernels.recursions import (
     _TINY,
@@ -59,7 +60,7 @@ _CONCURRENT_LENGTH = 4096  # shorter sequences are not worth waking a second thr
 
 
 # ------------------------------------------------------------- batch drivers
-@njit(cache=True)
+@kernel
 def _chunk_bounds(offsets: np.ndarray, n_chunks: int) -> np.ndarray:
     """Split sequences into ``n_chunks`` runs holding about the same number of steps."""
     n_sequences = offsets.shape[0] - 1
@@ -557,7 +558,7 @@ def sample_chain(initial_probs: np.ndarray, transition_matrices: np.ndarray, uni
     return _sample_chain(np.asarray(initial_probs, dtype=np.float64), stack, np.asarray(uniforms, dtype=np.float64))
 
 
-@njit(cache=True)
+@kernel
 def _sample_chain(initial_probs: np.ndarray, transition_matrices: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     path = np.empty(uniforms.shape[0], dtype=np.int64)
     state = draw(initial_probs, uniforms[0])

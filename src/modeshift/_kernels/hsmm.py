@@ -42,8 +42,9 @@ processed in parallel.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.recursions import draw, scaled_table
 from modeshift._kernels.threads import parallel, sequences_of
 
@@ -52,19 +53,19 @@ __all__ = ["hsmm_filter", "hsmm_sample_posterior", "hsmm_smoother", "hsmm_viterb
 _NEGLIGIBLE = 1e-300  # scaled forward mass below this is taken as 0 by the backward pass
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _kind(u: int, t: int, first: int, last: int) -> int:
     """0 inner, 1 first, 2 last, 3 only: the segment [u, t] of the sequence [first, last)."""
     return (u == first) + 2 * (t == last - 1)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _at(transmat, t: int) -> int:
     """The index in ``transmat`` (1 or n_steps, K, K) of the switch into a segment starting at t."""
     return t if transmat.shape[0] > 1 else 0
 
 
-@njit(cache=True)
+@kernel
 def _forward_sequence(first, last, initial, transmat, weights, survival, e, start, end, filtered, elapsed):
     """Fills rows first..last-1 of ``start``, ``end``, ``filtered``; turns the rows of the scaled
     likelihood table ``e`` into e_t (divided by c_t). Returns sum_t log c_t (-inf if impossible).
@@ -118,7 +119,7 @@ def _forward_sequence(first, last, initial, transmat, weights, survival, e, star
     return log_scale
 
 
-@njit(cache=True)
+@kernel
 def _log_likelihood(first, last, initial, transmat, weights, survival, e, shifts, start, end, filtered, elapsed):
     """:func:`_forward_sequence` over rows first..last-1, then the sequence's log p(y) =
     sum_t (log c_t + m_t) + log sum_k end_T-1(k), with m_t the table's ``shifts`` (-inf if impossible)."""
@@ -128,7 +129,7 @@ def _log_likelihood(first, last, initial, transmat, weights, survival, e, shifts
     return value
 
 
-@njit(cache=True)
+@kernel
 def _backward_sequence(
     first, last, transmat, weights, survival, e, start, end, posteriors, durations, pairs, pair_row, following
 ):
@@ -266,7 +267,7 @@ def hsmm_smoother(
     return log_lik, smoothed, durations, pairs if per_step else pairs.sum(axis=0), filtered
 
 
-@njit(cache=True)
+@kernel
 def _remaining(first, last, weights, e, elapsed, out):
     """p(z_T-1 = k, the segment lasts r more steps | y), r = 0 .. D-1, into ``out`` (K, D): a segment
     of k begun d steps before the end (of mass ``elapsed`` e_T-1(k)) lasts d + r with weight w(d + r)."""
@@ -330,7 +331,7 @@ def hsmm_filter(
     return filtered, log_lik, remaining if with_remaining else None
 
 
-@njit(cache=True)
+@kernel
 def _viterbi_sequence(log_likelihoods, first, last, log_initial, log_transmat, log_weights, best_start, best_end, path):
     """The most probable segmentation of one sequence, written into ``path``; returns its log p(y, path)."""
     n_states = log_initial.shape[0]
@@ -412,7 +413,7 @@ def hsmm_viterbi(
     return path, log_prob
 
 
-@njit(cache=True)
+@kernel
 def _sample_sequence(first, last, transmat, weights, e, start, end, uniforms, path):
     """Backward sampling of one segmentation given the forward pass: the last segment's state by
     end_T-1, each earlier one's by end_t(k) A[k, next]; a segment's duration by its forward term

@@ -49,8 +49,9 @@ The steps themselves, :func:`predict_step` and :func:`update_step` (with scratch
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.diffuse import (
     diffuse_backward_step,
     diffuse_cross,
@@ -90,13 +91,13 @@ STEADY_TOLERANCE = 1e-13
 
 
 # ------------------------------------------------------------- stacks and steady state
-@njit(cache=True)
+@kernel
 def _at(stack: np.ndarray, t: int) -> np.ndarray:
     """Entry t of a (1 or n_steps, ...) stack."""
     return stack[t] if stack.shape[0] > 1 else stack[0]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _converged(a: np.ndarray, b: np.ndarray) -> bool:
     """max |a - b| <= STEADY_TOLERANCE * max |a|, for two (n, n) matrices."""
     scale = 0.0
@@ -108,7 +109,7 @@ def _converged(a: np.ndarray, b: np.ndarray) -> bool:
     return gap <= STEADY_TOLERANCE * scale
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
@@ -117,7 +118,7 @@ def _identical(a: np.ndarray, b: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _fully_observed(y: np.ndarray) -> bool:
     for value in y:
         if np.isnan(value):
@@ -126,7 +127,7 @@ def _fully_observed(y: np.ndarray) -> bool:
 
 
 # ------------------------------------------------------------------ filter steps
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def predict_step(
     mean: np.ndarray,
     cov: np.ndarray,
@@ -149,7 +150,7 @@ def predict_step(
             out_cov[j, i] = value
 
 
-@njit(cache=True)
+@kernel
 def update_workspace(n: int, p: int) -> tuple:
     """Scratch space for :func:`update_step`."""
     return (
@@ -163,7 +164,7 @@ def update_workspace(n: int, p: int) -> tuple:
     )
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def innovation_step(
     y: np.ndarray,
     u: np.ndarray,
@@ -218,7 +219,7 @@ def innovation_step(
     return k
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def update_step(
     y: np.ndarray,
     u: np.ndarray,
@@ -288,7 +289,7 @@ def update_step(
     return True, -0.5 * (k * LOG_2PI + log_det + mahalanobis)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _steady_update(
     y: np.ndarray,
     u: np.ndarray,
@@ -319,7 +320,7 @@ def _steady_update(
 
 
 # ------------------------------------------------------------------- the filter
-@njit(cache=True)
+@kernel
 def _diffuse_steps(
     observations, inputs, first, last, initial_mean, initial_cov, mask, model, moments
 ) -> tuple[int, float]:
@@ -370,7 +371,7 @@ def _diffuse_steps(
     return last, total if identified(Pinf) else np.nan
 
 
-@njit(cache=True)
+@kernel
 def _filter_sequence(
     observations, inputs, first, last, initial_mean, initial_cov, diffuse, model, moments
 ) -> tuple[int, float]:
@@ -608,7 +609,7 @@ def filter_failure(failures: np.ndarray, offsets: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------- the smoother
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarray) -> None:
     """r_t-1 = C_o^T S^-1 v + L_t^T r_t = s + C_o^T u, u = S^-1 v - K^T s (into ``u``), with
     L_t = A (I - K C_o), s = A^T r_t and the step's rows C_o, gain K and S^-1 v (in ``innovation``)
@@ -627,7 +628,7 @@ def _backward_r(k: int, s: np.ndarray, work: tuple, u: np.ndarray, out: np.ndarr
         out[i] = value
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarray) -> None:
     """N_t-1 = C_o^T S^-1 C_o + L_t^T N_t L_t from W = A^T N_t A: with X = W K,
     N_t-1 = W + C_o^T (S^-1 C_o + K^T X C_o - X^T) - X C_o, symmetric by construction."""
@@ -667,7 +668,7 @@ def _backward_N(k: int, W: np.ndarray, work: tuple, extra: tuple, out: np.ndarra
             out[j, i] = out[i, j]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _observation_terms(
     k: int, work: tuple, u: np.ndarray, KX: np.ndarray, Y: np.ndarray, P: np.ndarray, D: np.ndarray, terms: tuple
 ) -> None:
@@ -699,7 +700,7 @@ def _observation_terms(
                 WP_out[o, j] += weight * P[i, j]
 
 
-@njit(cache=True)
+@kernel
 def _smooth_sequence(
     observations, inputs, first, last, moments, diffuse, A, C, D, R, smoothed, disturbances, rows
 ) -> None:
@@ -835,7 +836,7 @@ def _smooth_sequence(
         cross_covs[first] = 0.0
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted_covs, Pinf, mean, Pstar, work) -> None:
     """The filter's diffuse update of row t again, for the smoother: from its predicted moments and
     P_inf, updated in place; the mean and P_* go to ``mean`` and ``Pstar``, each entry's terms stay in ``work``."""
@@ -845,7 +846,7 @@ def _replay_diffuse(t, observations, inputs, C, D, R, predicted_means, predicted
     )
 
 
-@njit(cache=True)
+@kernel
 def _diffuse_variances(
     observations, inputs, first, last, predicted_means, predicted_covs, mask, A, C, D, R
 ) -> np.ndarray:
@@ -875,7 +876,7 @@ def _diffuse_variances(
     return variances
 
 
-@njit(cache=True)
+@kernel
 def _diffuse_backward(
     observations, inputs, first, last, begin, moments, variances, A, C, D, R, r, N, smoothed, disturbances
 ) -> None:
@@ -953,7 +954,7 @@ def _diffuse_backward(
             copy_into(N0, Ns[t])
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a b for square matrices, row by row, skipping the zero entries of a (sparse dynamics)."""
     n = a.shape[0]
@@ -967,7 +968,7 @@ def _multiply(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                     out[i, j] += weight * b[k, j]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _multiply_rows(a: np.ndarray, b: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """out = a b on the ``rows`` flagged, zero on the others (O(rows n^2))."""
     n = a.shape[0]
@@ -1087,13 +1088,13 @@ def rts_smoother(
 
 
 # ------------------------------------------------------------------ the sampler
-@njit(cache=True)
+@kernel
 def _backward_work(n: int) -> tuple:
     """Scratch space for :func:`_backward_step`."""
     return np.empty((n, n)), np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
 
 
-@njit(cache=True)
+@kernel
 def _backward_step(
     filtered_cov: np.ndarray,
     predicted_cov: np.ndarray,
@@ -1135,7 +1136,7 @@ def _backward_step(
     congruence(gain, Q, n, conditional, product, np.True_)
 
 
-@njit(cache=True)
+@kernel
 def _sample_sequence(
     filtered_means, filtered_covs, predicted_means, predicted_covs, first, last, A, Q, draws, paths
 ) -> None:

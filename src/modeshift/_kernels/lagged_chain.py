@@ -28,12 +28,13 @@ The filter is scaled (alpha_t sums to one, c_t its normaliser); the evidence com
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from modeshift._kernels.compile import kernel
 
 __all__ = ["forward_backward"]
 
 
-@njit(cache=True)
+@kernel
 def forward_backward(
     table: np.ndarray,
     shifts: np.ndarray,

@@ -28,8 +28,9 @@ dl = tr(G dS). No covariance is inverted, so all of it is exact with singular Q,
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.kalman import _at, _filter_sequence, _mask, _smooth_sequence, filter_arrays, filter_failure
 from modeshift._kernels.threads import parallel, sequences_of
 
@@ -43,7 +44,7 @@ FLAT = ("m0", "P0", "A", "B", "Q", "C", "D", "R")
 _ARGUMENTS = ("observations", "inputs", "offsets", "m0", "P0", "diffuse", "A", "B", "Q", "C", "D", "R")
 
 
-@njit(cache=True)
+@kernel
 def _accumulate(first, last, inputs, diffuse, rows, smoothed_means, disturbances, gradient) -> None:
     """Add the score terms of rows ``first:last`` (one sequence) into ``gradient`` (the order of
     ``_KEYS``), dl/dA on the state ``rows`` flagged only."""

@@ -17,7 +17,8 @@ compilation of the callee (seconds in a fresh cache) for the same machine code.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from modeshift._kernels.compile import kernel
 
 __all__ = [
     "PIVOT_TOL",
@@ -36,7 +37,7 @@ __all__ = [
 PIVOT_TOL = 1e-12
 
 
-@njit(cache=True)
+@kernel
 def copy_into(source: np.ndarray, out: np.ndarray) -> None:
     """out[...] = source, by explicit loops (a slice assignment compiles numba's
     shape-mismatch error path, which takes seconds)."""
@@ -44,7 +45,7 @@ def copy_into(source: np.ndarray, out: np.ndarray) -> None:
         out[index] = source[index]
 
 
-@njit(cache=True)
+@kernel
 def cholesky_in_place(a: np.ndarray, size: int, semidefinite: bool) -> bool:
     """Lower Cholesky factor of ``a[:size, :size]`` in place, from its lower triangle.
 
@@ -73,7 +74,7 @@ def cholesky_in_place(a: np.ndarray, size: int, semidefinite: bool) -> bool:
     return True
 
 
-@njit(cache=True)
+@kernel
 def forward_substitute(factor: np.ndarray, size: int, b: np.ndarray) -> None:
     """b <- L^- b for the lower factor L (a zero pivot gives a zero component)."""
     for i in range(size):
@@ -86,7 +87,7 @@ def forward_substitute(factor: np.ndarray, size: int, b: np.ndarray) -> None:
         b[i] = value / factor[i, i]
 
 
-@njit(cache=True)
+@kernel
 def backward_substitute(factor: np.ndarray, size: int, b: np.ndarray) -> None:
     """b <- L^-T b for the lower factor L (a zero pivot gives a zero component)."""
     for i in range(size - 1, -1, -1):
@@ -99,7 +100,7 @@ def backward_substitute(factor: np.ndarray, size: int, b: np.ndarray) -> None:
         b[i] = value / factor[i, i]
 
 
-@njit(cache=True)
+@kernel
 def congruence(
     left: np.ndarray, middle: np.ndarray, size: int, out: np.ndarray, product: np.ndarray, accumulate: bool
 ) -> None:
@@ -123,7 +124,7 @@ def congruence(
             out[j, i] = value
 
 
-@njit(cache=True)
+@kernel
 def affine(M: np.ndarray, x: np.ndarray, N: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
     """out = M x + N u."""
     for i in range(out.shape[0]):
@@ -135,7 +136,7 @@ def affine(M: np.ndarray, x: np.ndarray, N: np.ndarray, u: np.ndarray, out: np.n
         out[i] = value
 
 
-@njit(cache=True)
+@kernel
 def whitened_norm(factor: np.ndarray, size: int, v: np.ndarray) -> float:
     """|L^-1 v|^2 for the lower factor L; leaves L^-1 v in ``v``."""
     forward_substitute(factor, size, v)

@@ -47,8 +47,8 @@ Arguments shared by every function:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.layout import canonical
 from modeshift._kernels.recursions import draw
 
@@ -64,7 +64,7 @@ __all__ = [
 Resets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-@njit(cache=True)
+@kernel
 def _step_evidence(values, t, d, flow, weights, factors, constants, index, given, densities, residual, out):
     """log e_t(i, j) into ``out`` (K, K); the reset densities are ``given[t]`` when ``given`` has rows."""
     n_states = flow.shape[1]
@@ -126,7 +126,7 @@ def _given(resets: Resets, reset_log_densities: np.ndarray | None) -> np.ndarray
 _NEGLIGIBLE = 1e-300  # a pair whose prior weight alpha_t-1(i) A_ij is below this is not taken
 
 
-@njit(cache=True)
+@kernel
 def _shift(previous, matrix, evidence):
     """The largest log e_t(i, j) over the pairs the chain can take (alpha_t-1(i) A_ij above
     ``_NEGLIGIBLE``): the scale of step t's sums. (The largest over every pair can belong to a
@@ -141,7 +141,7 @@ def _shift(previous, matrix, evidence):
     return shift
 
 
-@njit(cache=True)
+@kernel
 def _forward(
     flow, values, d, weights, factors, constants, index, given, offsets, initial, matrices, filtered, shifts, scales
 ):
@@ -182,7 +182,7 @@ def _forward(
     return log_lik
 
 
-@njit(cache=True)
+@kernel
 def _backward(
     flow, values, d, weights, factors, constants, index, given, offsets, matrices, filtered, shifts, scales, out
 ):
@@ -238,7 +238,7 @@ def _backward(
     return outer, counts
 
 
-@njit(cache=True)
+@kernel
 def _viterbi(flow, values, d, weights, factors, constants, index, given, offsets, log_initial, log_matrices, path):
     n_steps, n_states = flow.shape
     n_sequences = offsets.shape[0] - 1
@@ -271,7 +271,7 @@ def _viterbi(flow, values, d, weights, factors, constants, index, given, offsets
     return log_prob
 
 
-@njit(cache=True)
+@kernel
 def _sample_paths(
     flow, values, d, weights, factors, constants, index, given, offsets, matrices, filtered, uniforms, path
 ):

@@ -22,8 +22,9 @@ shift is taken against the predicted probabilities instead.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.threads import parallel, rows_of
 
 _TINY = 1e-280
@@ -38,7 +39,7 @@ REDUCTION_FLAGS = {"nnan", "nsz", "reassoc", "contract"}
 # flags so LLVM can inline them.
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+@kernel(fastmath=REDUCTION_FLAGS, inline="always")
 def _dot(x: np.ndarray, y: np.ndarray) -> float:
     total = 0.0
     for i in range(x.shape[0]):
@@ -46,7 +47,7 @@ def _dot(x: np.ndarray, y: np.ndarray) -> float:
     return total
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+@kernel(fastmath=REDUCTION_FLAGS, inline="always")
 def _max_plus(x: np.ndarray, y: np.ndarray) -> float:
     """max_i (x[i] + y[i])."""
     best = -np.inf
@@ -56,7 +57,7 @@ def _max_plus(x: np.ndarray, y: np.ndarray) -> float:
     return best
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+@kernel(fastmath=REDUCTION_FLAGS, inline="always")
 def _argmax_plus(x: np.ndarray, y: np.ndarray) -> int:
     """argmax_i (x[i] + y[i]), the first on ties."""
     best, best_value = 0, -np.inf
@@ -67,7 +68,7 @@ def _argmax_plus(x: np.ndarray, y: np.ndarray) -> int:
     return best
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+@kernel(fastmath=REDUCTION_FLAGS, inline="always")
 def predict(filtered: np.ndarray, incoming: np.ndarray, out: np.ndarray) -> None:
     """out[j] = sum_i filtered[i] p(j | i), with ``incoming[j, i]`` = p(j | i) (a contiguous row per j)."""
     for j in range(out.shape[0]):
@@ -127,7 +128,7 @@ def scaled_table(
     return np.exp(shifted, out=shifted), shifts
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+@kernel(fastmath=REDUCTION_FLAGS, inline="always")
 def condition(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -168,7 +169,7 @@ def condition(
     return normaliser, shift
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+@kernel(fastmath=REDUCTION_FLAGS, inline="always")
 def _reshift(
     predicted: np.ndarray, log_likelihood: np.ndarray, scaled: np.ndarray, shift: float, filtered: np.ndarray
 ) -> tuple[float, float]:
@@ -196,7 +197,7 @@ def _reshift(
 
 
 # ------------------------------------------------------------- one sequence
-@njit(cache=True, fastmath=REDUCTION_FLAGS)
+@kernel(fastmath=REDUCTION_FLAGS)
 def filter_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -274,7 +275,7 @@ def filter_sequence(
     return total + np.log(product)
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS)
+@kernel(fastmath=REDUCTION_FLAGS)
 def smooth_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -330,7 +331,7 @@ def smooth_sequence(
     return total
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS)
+@kernel(fastmath=REDUCTION_FLAGS)
 def smooth_backward(
     transition_matrices: np.ndarray,
     first: int,
@@ -387,7 +388,7 @@ def smooth_backward(
                     pair_counts[first + t, i, j] += previous * transition_matrices[matrix, i, j] * weights[j]
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS)
+@kernel(fastmath=REDUCTION_FLAGS)
 def backward_sequence(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -447,7 +448,7 @@ def backward_sequence(
             mass = 1.0
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS)
+@kernel(fastmath=REDUCTION_FLAGS)
 def combine_sequence(
     first: int,
     last: int,
@@ -502,14 +503,14 @@ def combine_sequence(
     return True
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS, inline="always")
+@kernel(fastmath=REDUCTION_FLAGS, inline="always")
 def viterbi_row(previous: np.ndarray, matrix: np.ndarray, evidence: np.ndarray, out: np.ndarray) -> None:
     """out[j] = max_i (previous[i] + log p(j | i)) + evidence[j], with ``matrix[j, i]`` = log p(j | i)."""
     for j in range(out.shape[0]):
         out[j] = _max_plus(previous, matrix[j]) + evidence[j]
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS)
+@kernel(fastmath=REDUCTION_FLAGS)
 def viterbi_sweep(
     log_likelihoods: np.ndarray,
     rows: np.ndarray,
@@ -535,7 +536,7 @@ def viterbi_sweep(
         viterbi_row(scores[t - 1], matrix, evidence, scores[t])
 
 
-@njit(cache=True, fastmath=REDUCTION_FLAGS)
+@kernel(fastmath=REDUCTION_FLAGS)
 def backtrack(scores: np.ndarray, log_incoming: np.ndarray, first: int, path: np.ndarray) -> int:
     """Trace the best path back through a score lattice into ``path[first:...]``; returns its last state.
 
@@ -554,7 +555,7 @@ def backtrack(scores: np.ndarray, log_incoming: np.ndarray, first: int, path: np
     return last_state
 
 
-@njit(cache=True)
+@kernel
 def draw(probs: np.ndarray, uniform: float) -> int:
     """Index drawn from unnormalised probabilities with one uniform variate."""
     target = uniform * probs.sum()

@@ -33,7 +33,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from modeshift._kernels.compile import kernel
 
 __all__ = [
     "effective_sample_size",
@@ -125,7 +126,7 @@ def normalise_log_weights(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     return weights, peak + math.log(total / log_weights.shape[0])
 
 
-@njit(cache=True, fastmath={"nnan", "reassoc", "contract"})
+@kernel(fastmath={"nnan", "reassoc", "contract"})
 def particle_moments(weights: np.ndarray, particles: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Effective sample size 1 / sum w^2, weighted mean (d,) and variance (d,) of particles (N, d)
     under normalised weights, in two passes over the particles."""
@@ -150,7 +151,7 @@ def _as_float(values) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float64)
 
 
-@njit(cache=True)
+@kernel
 def _inverse_cdf(weights: np.ndarray, uniforms: np.ndarray, n_points: int, stratify: bool) -> np.ndarray:
     """Index i with W_{i-1} <= p_m W_N < W_i for each of the sorted points p_m, W the cumulative weights.
 
@@ -177,7 +178,7 @@ def _inverse_cdf(weights: np.ndarray, uniforms: np.ndarray, n_points: int, strat
     return ancestors
 
 
-@njit(cache=True)
+@kernel
 def _sorted_uniforms(uniforms: np.ndarray) -> np.ndarray:
     """The order statistics of n iid U(0, 1) from n iid U(0, 1) in O(n).
 
@@ -192,12 +193,12 @@ def _sorted_uniforms(uniforms: np.ndarray) -> np.ndarray:
     return points
 
 
-@njit(cache=True)
+@kernel
 def _multinomial(weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     return _inverse_cdf(weights, _sorted_uniforms(uniforms), uniforms.shape[0], np.False_)  # bool, not Literal
 
 
-@njit(cache=True)
+@kernel
 def _residual(weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     n_samples = uniforms.shape[0]
     scale = n_samples / weights.sum()

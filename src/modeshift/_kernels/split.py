@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.recursions import (
     backtrack,
     condition,
@@ -37,7 +38,7 @@ def segments(offsets: np.ndarray, stationary: bool) -> int:
     return int(min(n_threads, np.diff(offsets).min() // _MIN_SEGMENT))
 
 
-@njit(cache=True)
+@kernel
 def _segment_bounds(first: int, last: int, n_segments: int) -> np.ndarray:
     bounds = np.empty(n_segments + 1, dtype=np.int64)
     for p in range(n_segments + 1):
@@ -143,7 +144,7 @@ def viterbi_split(log_likelihoods, rows, first, last, log_initial, log_incoming,
     return lattice[last - first - 1, final] + offset
 
 
-@njit(cache=True)
+@kernel
 def _same_distribution(a: np.ndarray, b: np.ndarray) -> bool:
     """Equal up to a relative ``_MEET`` in every entry, zeros included.
 
@@ -157,7 +158,7 @@ def _same_distribution(a: np.ndarray, b: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@kernel
 def _constant_gap(a: np.ndarray, b: np.ndarray) -> float:
     """The constant c with a = b + c in every entry (both -inf allowed), or NaN if there is none."""
     gap = np.nan

@@ -9,14 +9,14 @@ emission log-densities, update, normalise) is one function here, of O(K^2 + K d^
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.gaussian import LOG_2PI
 
 __all__ = ["gaussian_chain_step"]
 
 
-@njit(cache=True)
+@kernel
 def gaussian_chain_step(
     law: np.ndarray,
     first: bool,

@@ -18,7 +18,8 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numba
-from numba import njit
+
+from modeshift._kernels.compile import kernel
 
 __all__ = ["parallel", "rows_of", "sequences_of", "threads_for"]
 
@@ -35,16 +36,16 @@ def _guard() -> Any:
 
 
 def parallel(function: Callable | None = None, *, tasks: Callable[..., int] | None = None, **options: Any) -> Callable:
-    """``njit(cache=True, parallel=True, **options)``, called from Python only: each call runs
-    on at most ``tasks(*args)`` threads (the pieces of work worth a thread of their own:
-    sequences, blocks of rows; :func:`threads_for`), a call with one task or none compiled
-    without ``parallel`` (a loop in the calling thread: no team to wake, a shorter first
-    compile), and a parallel call is serialised when numba's threading layer is not thread-safe
-    (workqueue). ``@parallel`` or ``@parallel(tasks=..., fastmath=...)``."""
+    """``kernel(parallel=True, **options)`` (:func:`~modeshift._kernels.compile.kernel`), called
+    from Python only: each call runs on at most ``tasks(*args)`` threads (the pieces of work
+    worth a thread of their own: sequences, blocks of rows; :func:`threads_for`), a call with
+    one task or none compiled without ``parallel`` (a loop in the calling thread: no team to
+    wake, a shorter first compile), and a parallel call is serialised when numba's threading
+    layer is not thread-safe (workqueue). ``@parallel`` or ``@parallel(tasks=..., fastmath=...)``."""
     if function is None:
         return functools.partial(parallel, tasks=tasks, **options)
-    compiled = njit(cache=True, parallel=True, **options)(function)
-    serial = njit(cache=True, **options)(_renamed(function, "serial"))  # prange as range; compiled when first used
+    compiled = kernel(function, parallel=True, **options)
+    serial = kernel(_renamed(function, "serial"), **options)  # prange as range; compiled when first used
 
     @functools.wraps(function)
     def run(*args: Any) -> Any:

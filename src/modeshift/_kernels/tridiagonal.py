@@ -59,8 +59,9 @@ array([0.38461538, 0.46153846, 0.61538462])
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.linalg import backward_substitute, cholesky_in_place, forward_substitute
 from modeshift._kernels.threads import parallel, sequences_of
 
@@ -75,7 +76,7 @@ __all__ = [
 
 
 # -------------------------------------------------------------------- factorisation
-@njit(cache=True)
+@kernel
 def _factor_sequence(diagonal, lower, first, last, chol_diagonal, chol_lower) -> int:
     """Block Cholesky factor of rows ``first:last``; returns -1, or the step (counted from
     ``first``) whose Schur complement J_tt - L_t,t-1 L_t,t-1^T is not positive definite."""
@@ -142,7 +143,7 @@ def block_cholesky(diagonal: np.ndarray, lower: np.ndarray, offsets: np.ndarray)
 
 
 # -------------------------------------------------------------------- substitutions
-@njit(cache=True)
+@kernel
 def _substitute_sequence(chol_diagonal, chol_lower, first, last, values, forward) -> None:
     """values <- L^-T L^-1 values (or L^-T values without ``forward``) on rows ``first:last``,
     in place, for every entry of the leading batch axis."""
@@ -230,7 +231,7 @@ def block_log_det(chol_diagonal: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------ selected inversion
-@njit(cache=True)
+@kernel
 def _marginals_sequence(chol_diagonal, chol_lower, first, last, covs, cross_covs) -> None:
     """Blocks Sigma_tt and Sigma_t,t-1 of J^-1 over rows ``first:last``, backwards."""
     if last == first:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import prange, uint64
 
+from modeshift._kernels.compile import kernel
 from modeshift._kernels.threads import parallel
 
 __all__ = ["standard_normal"]
@@ -48,12 +49,12 @@ def _layer_edges() -> tuple[np.ndarray, np.ndarray]:
 _EDGES, _HEIGHTS = _layer_edges()
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _rotate(x, k):
     return (x << uint64(k)) | (x >> uint64(64 - k))
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _next(state):
     """The next xoshiro256++ word; advances ``state`` (4 words)."""
     result = _rotate(state[0] + state[3], 23) + state[0]
@@ -67,13 +68,13 @@ def _next(state):
     return result
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _uniform(state) -> float:
     """U[0, 1) with 53 random bits."""
     return (_next(state) >> uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@kernel
 def _fill_stream(seed, out, edges, heights) -> None:
     state = np.empty(4, dtype=np.uint64)
     for i in range(4):  # splitmix64 of the seed words: a well-mixed state
