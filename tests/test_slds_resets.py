@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -211,6 +212,29 @@ def test_sample_describe_automaton_save_and_load(tmp_path):
     for name in plain.parameter_names:
         setattr(plain, name, getattr(model, name))
     assert model.n_parameters - plain.n_parameters == 6 * (2 * 4 + 3)  # R (n (n + m + 1) + n (n + 1) / 2)
+
+
+def test_the_flow_of_a_mode_left_at_once_is_not_counted():
+    """With resets a switch reads the reset, and a flow is read only where its mode stays: the
+    flow of a mode the chain leaves at once (a ball's impact, p_11 = 0) changes no ELBO and adds
+    no parameter (n (n + 1) + n (n + 1) / 2 = 9 fewer); without resets it is read and counted."""
+    rng = np.random.default_rng(5)
+    model = _model(rng, 2, 2, 1, "destination")
+    model.transmat_ = np.array([[0.8, 0.2], [1.0, 0.0]])
+    y = rng.normal(size=(40, 1))
+    other = copy.deepcopy(model)
+    other.dynamics_matrices_[1], other.dynamics_offsets_[1] = -other.dynamics_matrices_[1], 3.0
+    other.dynamics_covariances_[1] *= 5.0
+    assert other.elbo(y) == pytest.approx(model.elbo(y), abs=1e-9 * abs(model.elbo(y)))
+    staying = copy.deepcopy(model)
+    staying.transmat_ = np.array([[0.8, 0.2], [0.9, 0.1]])
+    assert staying.n_parameters - model.n_parameters == 2 * 3 + 3
+    plain, plain_other = SwitchingLDS(n_states=2, state_dim=2), SwitchingLDS(n_states=2, state_dim=2)
+    for name in plain.parameter_names:
+        setattr(plain, name, getattr(model, name))
+        setattr(plain_other, name, getattr(other, name))
+    assert plain_other.elbo(y) != pytest.approx(plain.elbo(y), rel=1e-3)  # a switch into mode 1 reads its flow
+    assert plain.n_parameters == staying.n_parameters - 2 * (2 * 3 + 3)  # every flow, and no resets
 
 
 def test_one_mode_has_no_free_reset():

@@ -82,6 +82,7 @@ _INIT_PROPOSALS = 8  # ARHMM fits per stage; the SLDS objective after one E-step
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
 START_STEPS = 25_000  # most steps a start's ARHMM learns from (start_data: pieces over all the data)
 START_PIECE = 1_000  # steps of each piece
+STAY_TOL = 1e-6  # a mode whose self-transition probability is below this is left at once (unread_flows)
 _NOISY_STAGES = (_INIT_LDS_ITERATIONS,)  # the K n-state start proposes from its fitted one-mode model only
 _RANKING_ITERATIONS = 10  # EM iterations (from converged q(z)) that rank the starts of unlike one-mode models
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
@@ -1207,13 +1208,14 @@ class SwitchingLDS(Model, StreamingFilters):
     # ---------------------------------------------------------- model selection
     @property
     def n_parameters(self) -> int:
-        """Free parameters: dynamics, observation model, initial state, and the transition
-        matrix or the identifiable guard parameters ((K - 1)(n + m) weights, K (K - 1) biases), and
-        the resets' regressions.
+        """Free parameters: dynamics (those of the flows some step reads: :func:`unread_flows`),
+        observation model, initial state, and the transition matrix or the identifiable guard
+        parameters ((K - 1)(n + m) weights, K (K - 1) biases), and the resets' regressions.
         The n^2 of the state-basis freedom is not subtracted (it is the same for every K)."""
         self._check_fitted()
         K, n, m = self._k, self.state_dim, self.input_dim
-        count = self._dynamics_block().n_parameters() + self._observation_block().n_parameters()
+        count = self._dynamics_block().n_parameters() * (K - unread_flows(self)) // K
+        count += self._observation_block().n_parameters()
         count += n + n * (n + 1) // 2 + (K - 1)
         count += (K - 1) * (n + m) + K * (K - 1) if self.recurrent else K * (K - 1)
         return count + (self._reset_block().n_parameters() if self.resets else 0)
@@ -1418,6 +1420,17 @@ def _simulated_moments(
         covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("l,lij->ij", shares, noise[t])
         x, z = moved + np.einsum("sij,sj->si", factors[t, law], rng.standard_normal((n_paths, n))), new
     return modes, means, covariances
+
+
+def unread_flows(model: Any) -> int:
+    """The number of modes whose flow no step reads, so that their parameters are not the
+    likelihood's (BIC does not count them): with resets a switch into a mode reads its reset, and
+    the flow only where the mode stays, so a mode the chain leaves at once (p_kk below
+    :data:`STAY_TOL`; a bouncing ball's impact) has none. 0 without resets, and with recurrent
+    switches (whose stays depend on the state)."""
+    if not model.resets or model.recurrent:
+        return 0
+    return int((np.diag(model.transmat_) < STAY_TOL).sum())
 
 
 def initial_law(model: Any) -> InitialStateLaw:
