@@ -461,7 +461,7 @@ def test_auto_picks_the_two_modes_of_the_bouncing_ball():
     """Issue 18: the number of modes on the default bouncing ball (height only, a 2-D state), as the
     SwitchingLDS with resets finds it (tests/test_slds_resets.py), from candidates of 1-3 modes.
     BIC counts 53 parameters for 2 modes, not 76: the impact mode, left at once, has a flow no step
-    reads (slds.unread_flows). Seen: 2 modes on seeds 0, 2, 3, 4 (ELBO gains over 1 mode of 164,
+    reads (Resets.read_flows). Seen: 2 modes on seeds 0, 2, 3, 4 (ELBO gains over 1 mode of 164,
     134, 152, 194 against BIC's 72.5 for 21 more parameters); 1 on seed 1, whose 2-mode fit
     scores 1908 by inference afresh (a local maximum of q(x), against 2156 for 1 mode)."""
     chosen = []

@@ -209,6 +209,32 @@ def test_sampling_follows_the_resets():
     assert len(into) > 20 and np.abs(residual).max() < 0.5
 
 
+def test_the_flow_of_a_mode_left_at_once_is_not_counted():
+    """A switch reads the reset, so the flow of a mode the chain leaves at once (p_11 = 0) is read
+    at no step: another flow there changes no likelihood, and its coefficient, intercept and
+    variance are not counted; without resets a switch into the mode reads its flow."""
+    rng = np.random.default_rng(3)
+    model = _model(rng, 2, 1, 1, "destination")
+    model.transmat_ = np.array([[0.8, 0.2], [1.0, 0.0]])
+    y = rng.normal(size=(50, 1))
+    other = ARHMM(2, order=1, resets="destination")
+    for name in model.parameter_names:
+        setattr(other, name, np.copy(getattr(model, name)))
+    other.coefs_[1], other.intercepts_[1], other.covars_[1] = -0.9, 2.0, 4.0 * model.covars_[1]
+    assert other.score(y) == pytest.approx(model.score(y), abs=1e-10 * abs(model.score(y)))
+    staying = ARHMM(2, order=1, resets="destination")
+    for name in model.parameter_names:
+        setattr(staying, name, getattr(model, name))
+    staying.transmat_ = np.array([[0.8, 0.2], [0.9, 0.1]])
+    assert staying.n_parameters - model.n_parameters == 3
+    plain, plain_other = ARHMM(2, order=1), ARHMM(2, order=1)
+    for name in ("startprob_", "transmat_", "coefs_", "intercepts_", "covars_"):
+        setattr(plain, name, getattr(model, name))
+        setattr(plain_other, name, getattr(other, name))
+    assert plain_other.score(y) != pytest.approx(plain.score(y), rel=1e-3)
+    assert plain.n_parameters == staying.n_parameters - 2 * 3  # every flow, and no resets
+
+
 def test_counts_and_refusals():
     truth = _truth()
     plain = ARHMM(2, order=1)

@@ -154,11 +154,16 @@ class LinearDynamics:
             total -= 0.5 * mask.sum() * float(np.linalg.slogdet(self.covariances)[1].sum())
         return total
 
-    def n_parameters(self, fixed_columns: np.ndarray | None = None, fix_covariances: bool = False) -> int:
+    def n_parameters(
+        self, fixed_columns: np.ndarray | None = None, fix_covariances: bool = False, modes: int | None = None
+    ) -> int:
+        """The free parameters of ``modes`` of the K regressions (default all; those of a mode no
+        step reads are not free: :meth:`~modeshift.emissions.reset.Resets.read_flows`)."""
         K, d, q = self.weights.shape
+        K = K if modes is None else modes
         free_columns = q - (0 if fixed_columns is None else int(np.sum(fixed_columns)))
         count = K * d * free_columns
-        if not fix_covariances:
+        if not fix_covariances and K:
             per_matrix = d if self.noise == "diag" else d * (d + 1) // 2
             count += per_matrix * (1 if self.shared_noise else K)
         return count

@@ -209,9 +209,10 @@ class Autoregressive(Emission):
             history = np.r_[out[t], history[:-d]]
         return out
 
-    def n_parameters(self, fixed: frozenset[str] = frozenset()) -> int:
+    def n_parameters(self, fixed: frozenset[str] = frozenset(), modes: int | None = None) -> int:
+        """Free parameters of ``modes`` of the flows (default all: :meth:`LinearDynamics.n_parameters`)."""
         columns, fix_covariances = self._fixed(fixed)
-        return self._block().n_parameters(columns, fix_covariances)
+        return self._block().n_parameters(columns, fix_covariances, modes)
 
     def describe(self) -> dict[str, list]:
         """Parameters per state, plus each state's spectral radius (below 1: the state's

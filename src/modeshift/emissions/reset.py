@@ -39,6 +39,7 @@ from modeshift.statistics import Statistics
 __all__ = ["RESET_TIES", "Resets"]
 
 RESET_TIES = ("destination", "pair")
+STAY_TOL = 1e-6  # a mode whose self-transition probability is below this is left at once (Resets.read_flows)
 
 
 class Resets:
@@ -166,6 +167,15 @@ class Resets:
             return 0
         columns, fix_covariances = self._fixed(fixed)
         return self._block().n_parameters(columns, fix_covariances)
+
+    def read_flows(self, transmat: np.ndarray | None) -> int:
+        """How many of the K flows some step reads. A switch reads its reset, so a flow is read
+        only where its mode stays: a mode the chain leaves at once (p_kk below :data:`STAY_TOL`; a
+        bouncing ball's impact) has a flow no step reads, which the data say nothing of (BIC must
+        not charge for it). All K when ``transmat`` is None (switches that depend on the state)."""
+        if transmat is None:
+            return self.n_states
+        return int((np.diag(transmat) >= STAY_TOL).sum())
 
     def log_prior(self) -> float:
         return self._block().log_prior() if self.reset_coefs is not None else 0.0

@@ -392,9 +392,14 @@ class ARHMM(HMM):
 
     @property
     def n_parameters(self) -> int:
-        """Number of free parameters (those held ``fixed`` are not counted), the resets' included."""
-        count = super().n_parameters
-        return count if self.resets is None else count + self._reset_block.n_parameters(self._fixed_by_block())
+        """Number of free parameters (those held ``fixed`` are not counted); with resets, theirs,
+        and the flows' of the modes some step reads only (:meth:`Resets.read_flows`)."""
+        if self.resets is None:
+            return super().n_parameters
+        self._check_fitted()
+        (transitions, emission), resets, fixed = self._blocks, self._reset_block, self._fixed_by_block()
+        read = resets.read_flows(None if self.recurrent else self.transmat_)
+        return transitions.n_parameters(fixed) + emission.n_parameters(fixed, read) + resets.n_parameters(fixed)
 
     def describe(self) -> pd.DataFrame:
         """As :meth:`HMM.describe`; with ``resets`` a column ``resets_into``: for each mode j,

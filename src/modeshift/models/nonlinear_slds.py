@@ -75,11 +75,11 @@ from modeshift.models.slds import (
     fit_guards,
     initial_law,
     logit_guards,
+    read_flows,
     run_statistics,
     start_data,
     start_given,
     stream_switches,
-    unread_flows,
     with_prior,
 )
 from modeshift.models.slds_inference import independent_pairs
@@ -529,13 +529,12 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     @property
     def n_parameters(self) -> int:
         """Free parameters: flows (n (m + m_u + 1) + n (n + 1) / 2 for each flow some step reads:
-        :func:`~modeshift.models.slds.unread_flows`), observation model (p (n + m_u + 1) +
+        :func:`~modeshift.models.slds.read_flows`), observation model (p (n + m_u + 1) +
         p (p + 1) / 2), initial state, start probabilities, and the transition matrix or the
         identifiable guard parameters ((K - 1)(m + m_u) weights, K (K - 1) biases)."""
         self._check_fitted()
         K, (p, n), m, m_u = self._k, self.observation_matrix_.shape, self.feature_map_.n_outputs, self.input_dim
-        flows = (K - unread_flows(self)) * (n * (m + m_u + 1) + n * (n + 1) // 2)
-        count = flows + p * (n + m_u + 1) + p * (p + 1) // 2
+        count = self._flows().n_parameters(modes=read_flows(self)) + p * (n + m_u + 1) + p * (p + 1) // 2
         count += (K - 1) * (m + m_u) if self.recurrent else 0
         count += self._reset_block().n_parameters() if self.resets else 0
         return count + n + n * (n + 1) // 2 + (K - 1) + K * (K - 1)

@@ -82,7 +82,6 @@ _INIT_PROPOSALS = 8  # ARHMM fits per stage; the SLDS objective after one E-step
 _INIT_STICKINESS = 20.0  # its pseudo-counts for staying: modes of a dynamical system persist
 START_STEPS = 25_000  # most steps a start's ARHMM learns from (start_data: pieces over all the data)
 START_PIECE = 1_000  # steps of each piece
-STAY_TOL = 1e-6  # a mode whose self-transition probability is below this is left at once (unread_flows)
 _NOISY_STAGES = (_INIT_LDS_ITERATIONS,)  # the K n-state start proposes from its fitted one-mode model only
 _RANKING_ITERATIONS = 10  # EM iterations (from converged q(z)) that rank the starts of unlike one-mode models
 _INFERENCE_SWEEPS = 50  # coordinate-ascent sweeps on new data (predict, elbo, smooth)
@@ -1208,13 +1207,13 @@ class SwitchingLDS(Model, StreamingFilters):
     # ---------------------------------------------------------- model selection
     @property
     def n_parameters(self) -> int:
-        """Free parameters: dynamics (those of the flows some step reads: :func:`unread_flows`),
+        """Free parameters: dynamics (of the flows some step reads: :func:`read_flows`),
         observation model, initial state, and the transition matrix or the identifiable guard
         parameters ((K - 1)(n + m) weights, K (K - 1) biases), and the resets' regressions.
         The n^2 of the state-basis freedom is not subtracted (it is the same for every K)."""
         self._check_fitted()
         K, n, m = self._k, self.state_dim, self.input_dim
-        count = self._dynamics_block().n_parameters() * (K - unread_flows(self)) // K
+        count = self._dynamics_block().n_parameters(modes=read_flows(self))
         count += self._observation_block().n_parameters()
         count += n + n * (n + 1) // 2 + (K - 1)
         count += (K - 1) * (n + m) + K * (K - 1) if self.recurrent else K * (K - 1)
@@ -1422,15 +1421,12 @@ def _simulated_moments(
     return modes, means, covariances
 
 
-def unread_flows(model: Any) -> int:
-    """The number of modes whose flow no step reads, so that their parameters are not the
-    likelihood's (BIC does not count them): with resets a switch into a mode reads its reset, and
-    the flow only where the mode stays, so a mode the chain leaves at once (p_kk below
-    :data:`STAY_TOL`; a bouncing ball's impact) has none. 0 without resets, and with recurrent
-    switches (whose stays depend on the state)."""
-    if not model.resets or model.recurrent:
-        return 0
-    return int((np.diag(model.transmat_) < STAY_TOL).sum())
+def read_flows(model: Any) -> int:
+    """How many of a switching LDS model's K flows some step reads: all without resets, else as
+    its resets say (:meth:`~modeshift.emissions.reset.Resets.read_flows`)."""
+    if not model.resets:
+        return model._k
+    return model._reset_block(empty=True).read_flows(None if model.recurrent else model.transmat_)
 
 
 def initial_law(model: Any) -> InitialStateLaw:
