@@ -537,22 +537,31 @@ def test_the_command_line_fits_a_parquet_dataset_on_a_cluster(client, tmp_path):
     )
 
 
-def _worker_settings() -> tuple[bool, str, str]:
+def _worker_settings() -> tuple[bool, str, str, str | None]:
     import dask
 
     return (
         dask.config.get("distributed.worker.profile.enabled"),
         dask.config.get("distributed.admin.tick.interval"),
         os.environ.get("NUMBA_NUM_THREADS"),
+        os.environ.get("MALLOC_TRIM_THRESHOLD_"),
     )
 
 
-def test_the_local_cluster_of_workers_n_turns_down_dasks_housekeeping():
-    """`--workers N`'s cluster: one thread per worker process, no profiler, a slow watchdog; the
-    client's own settings are back as they were after it."""
+def test_the_local_cluster_of_workers_n_turns_down_dasks_housekeeping(monkeypatch):
+    """`--workers N`'s cluster: one thread per worker process, no profiler, a slow watchdog, glibc's
+    own allocator thresholds (no MALLOC_TRIM_THRESHOLD_ from the nanny); the client's own settings
+    are back as they were after it. (A nanny leaves its settings in its process's environment, which
+    later workers inherit: this process has started the session's cluster, a command has not.)"""
     import dask
 
-    before = dask.config.get("distributed.admin.tick.interval")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+
+    before = dask.config.get("distributed.admin.tick.interval"), dask.config.get("distributed.nanny.pre-spawn-environ")
     with msd._cluster(None, 1) as client:
-        assert list(client.run(_worker_settings).values()) == [(False, "1s", "1")]
-    assert dask.config.get("distributed.admin.tick.interval") == before
+        assert list(client.run(_worker_settings).values()) == [(False, "1s", "1", None)]
+    assert (
+        dask.config.get("distributed.admin.tick.interval"),
+        dask.config.get("distributed.nanny.pre-spawn-environ"),
+    ) == before
+    assert before[1]["MALLOC_TRIM_THRESHOLD_"] == 65536  # Dask's default, which the test would miss

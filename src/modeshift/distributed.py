@@ -319,10 +319,17 @@ def _cluster(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 #: Dask settings of the local cluster of ``--workers N``, whose processes share the machine's cores
 #: with the client, the scheduler and the nannies: no statistical profiler in the workers (it
 #: samples every thread's stack every 10 ms, for the dashboard: 5-7 % of a worker's CPU time in an
-#: EM iteration) and the event loops' watchdog every second instead of every 20 ms (the client's
+#: EM iteration), the event loops' watchdog every second instead of every 20 ms (the client's
 #: process, which runs the scheduler and the nannies of a local cluster, spent half its CPU time
-#: on it). Measured on 2 workers, 2 cores, 10^7 observations, K = 8: docs/distributed.md.
-LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
+#: on it), and glibc's own allocator thresholds in the workers, which run modeshift only (the
+#: nanny's ``MALLOC_TRIM_THRESHOLD_`` maps every array above 128 kB afresh: the first pass over the
+#: data took 1.04 s instead of 0.69 s on one worker, for 30 MB less at its peak). Measured on 2
+#: workers, 2 cores, 10^7 observations, K = 8: docs/distributed.md.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,  # None: not set (distributed.nanny)
+}
 
 
 def _constants(model: Any, source: _Source, client: Any, columns: dict[str, Any]) -> tuple[Any, _Source]:
