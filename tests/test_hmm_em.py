@@ -777,3 +777,16 @@ def test_an_emission_log_likelihood_that_is_nan_or_plus_inf_is_located(bad):
     table[5, 1] = bad
     with pytest.raises(ValueError, match="HMM: mode 1 gives no likelihood .* at sequence 1, time step 2"):
         check_evidence(table, None, seqs, "HMM")
+
+
+def test_the_cap_warning_names_the_last_change_or_says_there_is_none():
+    """After one iteration there is no change to judge convergence by: the warning says so
+    (not "nan"); after two it gives the last change."""
+    from modeshift.models.em import ConvergenceWarning
+
+    X = np.random.default_rng(0).normal(size=(300, 1))
+    with pytest.warns(ConvergenceWarning, match="one iteration: no change to judge by") as one:
+        HMM(2, n_iter=1, random_state=0).fit(X)
+    with pytest.warns(ConvergenceWarning, match=r"last change in the log-likelihood -?\d") as two:
+        HMM(2, n_iter=2, tol=0.0, random_state=0).fit(X)
+    assert "nan" not in str(one[0].message) + str(two[0].message)

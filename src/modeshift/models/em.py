@@ -278,10 +278,14 @@ def run(model: Any, data: Any, *, label: str | None = None, over: Over | None = 
             rest = _iterate(model, data, n_iter - best.n_iter, tol, report, over)
             best = EMResult(best.history + rest.history, rest.converged, rest.workspace)
     if n_iter > 0 and not best.converged:
-        gap = best.history[-1] - best.history[-2] if best.n_iter > 1 else float("nan")
+        change = (
+            f"last change in the {objective} {best.history[-1] - best.history[-2]:.3g}"
+            if best.n_iter > 1
+            else "one iteration: no change to judge by"
+        )
         warnings.warn(
             f"{model!r} stopped at its cap of n_iter={n_iter} EM iterations before converging "
-            f"(last change in the {objective} {gap:.3g}, tol={tol:g}); raise n_iter (or tol) to go on",
+            f"({change}, tol={tol:g}); raise n_iter (or tol) to go on",
             ConvergenceWarning,
             stacklevel=_user_stacklevel(),
         )
