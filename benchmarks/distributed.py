@@ -7,7 +7,8 @@ the same hand-set starting parameters everywhere:
 - in memory: ``pandas.read_parquet`` then ``HMM.fit(frame)`` in one process;
 - on the local cluster of ``modeshift fit --workers N``, 1 and 2 worker processes (one thread
   each, numba's included, so 1 worker computes on one core and 2 on two; in memory numba uses
-  every core; Dask's profiler off, ``modeshift.distributed.LOCAL_CLUSTER_CONFIG``):
+  every core; Dask's housekeeping turned down and the nanny's allocator setting dropped,
+  ``modeshift.distributed.LOCAL_CLUSTER_CONFIG``):
   ``HMM.fit(dask.dataframe.read_parquet(path))``, the partitions read and kept on the
   workers, the E-step run where they lie.
 
@@ -61,7 +62,6 @@ import pandas as pd  # noqa: E402
 warnings.filterwarnings("ignore", message=".*stopped at its cap.*")
 
 K, D = 8, 2
-#: One compute thread per worker process (numba's too): the workers' parallelism is the processes'.
 
 
 def true_parameters(seed: int) -> dict[str, np.ndarray]:
