@@ -52,7 +52,7 @@ from modeshift.dynamics import (
     jump_linear_moments,
     observation_statistics,
 )
-from modeshift.emissions.reset import RESET_TIES, Resets
+from modeshift.emissions.reset import RESET_TIES, Resets, student_noise
 from modeshift.models import em, selection, slds_starts, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
@@ -221,6 +221,11 @@ class SwitchingLDS(Model, StreamingFilters):
         velocity reversed at impact), learned in the same EM. ``"destination"``: one reset per
         mode entered (K); ``"pair"``: one per ordered pair of modes (K (K - 1)). None (the
         default): no resets.
+    reset_dof : float > 2, optional
+        Robust resets: the resets' noise Student-t with this many degrees of freedom (scale
+        Q_r), so that a switch its reset does not explain (a ball relaunched, not bounced) pulls
+        the regression little (:mod:`modeshift.emissions.reset`; 3 to 5 is usual). None (the
+        default): Gaussian. Needs ``resets``.
     n_iter, tol : int, float
         EM stops after ``n_iter`` iterations or once the objective improves by less than
         ``tol`` (see :mod:`modeshift.models.em`); ``n_iter=0`` only initialises. Variational
@@ -309,6 +314,7 @@ class SwitchingLDS(Model, StreamingFilters):
         verbose: bool = False,
         callback: Callable[[int, float], Any] | None = None,
         resets: str | None = None,
+        reset_dof: float | None = None,
     ):
         self.n_states = n_states
         self.state_dim = state_dim
@@ -327,14 +333,17 @@ class SwitchingLDS(Model, StreamingFilters):
         self.verbose = verbose
         self.callback = callback
         self.resets = resets
+        self.reset_dof = reset_dof
 
-    resets: str | None = None  # what a subclass without the hyper-parameter reads
+    resets: str | None = None  # what a subclass without the hyper-parameters reads
+    reset_dof: float | None = None
     _constraints = {
         "state_dim": Integer(1),
         "obs_dim": either(Integer(1), OneOf((None,))),
         "input_dim": Integer(0),
         "recurrent": Boolean(),
         "resets": OneOf((None, *RESET_TIES)),
+        "reset_dof": either(Number(2, open_low=True), OneOf((None,))),
         "stickiness": Number(0),
         "reg_covar": Number(0),
         "selection": OneOf(("fits", "prune")),
@@ -342,6 +351,13 @@ class SwitchingLDS(Model, StreamingFilters):
     _renamed = {"elbo_history_": "history_", "mean_run_lengths_": "dwell_times_"}
     _file_arrays = FIT_ARRAYS
     _file_attributes = {**Model._file_attributes, "n_states_": "count", "selection_": "table"}
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.reset_dof is not None and not self.resets:
+            raise ValueError(
+                f"reset_dof={self.reset_dof!r} is the resets' noise: it needs resets='destination' or 'pair'"
+            )
 
     @property
     def monotone(self) -> bool:
@@ -432,7 +448,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _reset_block(self, empty: bool = False) -> Resets:
         """The resets as a block: regressions of x_t on [x_t-1, u_t, 1] (``empty``: without parameters)."""
-        block = Resets(self._k, self.resets, reg_covar=self.reg_covar)
+        block = Resets(self._k, self.resets, reg_covar=self.reg_covar, dof=self.reset_dof)
         if not empty:
             block.reset_coefs = np.concatenate([self.reset_matrices_, self.reset_input_matrices_], axis=2)
             block.reset_intercepts, block.reset_covariances = self.reset_offsets_, self.reset_covariances_
@@ -737,7 +753,8 @@ class SwitchingLDS(Model, StreamingFilters):
         E[x x' 1{z = k}] = w_k (P_k + m_k m_k')), a recurrent one's Monte Carlo estimates."""
         A, offsets, Q, moves = laws
         if self.recurrent:
-            modes, means, covariances = _simulated_moments(start, moves, A, offsets, Q, params.law_of_pairs(), rng)
+            laws_of_pairs, dofs = params.law_of_pairs(), params.law_dofs()
+            modes, means, covariances = _simulated_moments(start, moves, A, offsets, Q, laws_of_pairs, rng, dofs)
         else:
             weights, first, covs = start
             if self.resets:  # the chain of pairs starts from the pairs (j, j)
@@ -900,8 +917,10 @@ class SwitchingLDS(Model, StreamingFilters):
 
         # dynamics: regress x_t on [x_t-1, u_t, 1] in every law, weighted by q(z_t = k) (with
         # resets: each flow by the stays in its mode, each reset by the switches into it)
+        # (robust resets: each switch also by E[s] of q(s), the sums but not the counts)
         weights = weights[rows]
-        xx, xz, zz = inference.transition_sums(seqs, posterior, weights)
+        scales = posterior.scales[rows] if len(posterior.scales) else None
+        xx, xz, zz = inference.transition_sums(seqs, posterior, inference.scaled_weights(weights, scales))
 
         def regression(laws: slice) -> Statistics:
             return Statistics(yy=xx[laws], yz=xz[laws], zz=zz[laws], count=weights[:, laws].sum(axis=0))
@@ -1379,6 +1398,7 @@ def _simulated_moments(
     noise: np.ndarray,
     law_of_pairs: np.ndarray,
     rng: np.random.Generator,
+    dofs: np.ndarray | None = None,
     n_paths: int = FORECAST_PATHS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Monte Carlo moments of a switching linear system whose switches depend on the state,
@@ -1389,7 +1409,8 @@ def _simulated_moments(
     z_0 ~ w, then x_0 ~ N(m_z0, P_z0). Step t draws z_t from row z_t-1 of ``switches[t](x_t-1)``
     (N, K, K), then x_t = F_l x_t-1 + c_l + N(0, S_l) in the law l = ``law_of_pairs``[z_t-1, z_t]
     (mode z_t's flow, or a switch's reset), with ``matrices`` F and ``noise`` S ((L, n, n), or
-    (h, L, n, n) when they vary by step) and ``offsets`` c ((L, n) or (h, L, n)).
+    (h, L, n, n) when they vary by step) and ``offsets`` c ((L, n) or (h, L, n)); the noise of
+    law l Student-t with covariance S_l where ``dofs[l]`` (L,) is finite (robust resets).
     The estimates are Rao-Blackwellised, which only lowers their variance: the mode probabilities
     are the mean over paths of the rows z_t is drawn from (p(z_t | z_t-1, x_t-1), exact given the
     path), not the share of paths in each mode; the moments of x_t are those of the paths'
@@ -1417,7 +1438,7 @@ def _simulated_moments(
         modes[t], means[t] = rows.mean(axis=0), moved.mean(axis=0)
         shares = np.bincount(law, minlength=n_laws) / n_paths
         covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("l,lij->ij", shares, noise[t])
-        x, z = moved + np.einsum("sij,sj->si", factors[t, law], rng.standard_normal((n_paths, n))), new
+        x, z = moved + student_noise(factors[t, law], np.full(n_paths, np.inf) if dofs is None else dofs[law], rng), new
     return modes, means, covariances
 
 

@@ -54,6 +54,13 @@ switches into it for a reset. q(x) is as above, its sums over modes weighted by 
 becoming sums over laws weighted by w_tl (still block-tridiagonal); q(z) is the chain whose
 evidence depends on the pair (z_t-1, z_t) (:mod:`modeshift._kernels.pair_hmm`): L_tj when it
 stays in j, the reset's L_tr when it switches. Both updates stay exact, the ELBO monotone.
+
+Robust resets (Student-t noise, ``Resets.dof`` = nu) add a third factor: a scale s_tr ~
+Gamma(nu/2, nu/2) for every step and reset, the reset's noise being N(0, Q_r / s_tr), with
+q(s_tr) = Gamma(nu/2 + w_tr n/2, nu/2 + w_tr delta_tr/2) (:func:`~modeshift.emissions.reset.scale_posterior`;
+delta_tr = E_q(x) of the squared Mahalanobis residual). A sweep updates q(x) (the resets'
+weights times E[s]), q(s), then q(z) (the resets' evidence
+-(n log 2 pi + log det Q_r - n E[log s] + E[s] delta) / 2); the ELBO subtracts KL(q(s) || p(s)).
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ from modeshift._kernels import beam, pair_hmm
 from modeshift._kernels.gaussian import LOG_2PI
 from modeshift.data import Sequences
 from modeshift.dynamics import LinearDynamics, missingness_patterns
-from modeshift.emissions.reset import Resets
+from modeshift.emissions.reset import Resets, scale_posterior
 from modeshift.transitions import InputDriven, Stationary
 
 __all__ = [
@@ -197,12 +204,22 @@ class SwitchingParameters:
 
     def dynamics_terms(self, resets: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(A, B, b, Q): (K, n, n), (K, n, m), (K, n), (K, n, n) of the flows; with ``resets``, of
-        every law (K + R, ...): the flows, then the resets (if any)."""
+        every law (K + R, ...): the flows, then the resets (if any; Q the covariance of their noise,
+        for Student-t noise its scale times nu / (nu - 2): :meth:`law_dofs`)."""
         weights, covariances, n = self.dynamics.weights, self.dynamics.covariances, len(self.initial_mean)
         if resets and self.resets is not None:
             weights = law_stack(weights, self.resets.weights)
-            covariances = law_stack(covariances, self.resets.reset_covariances)
+            covariances = law_stack(covariances, self.resets.noise_covariances())
         return weights[:, :, :n], weights[:, :, n:-1], weights[:, :, -1], covariances
+
+    def law_dofs(self) -> np.ndarray:
+        """The degrees of freedom of every law's noise (K + R,): inf for the Gaussian ones (the flows,
+        and resets without Student-t noise)."""
+        n_modes = len(self.chain.initial_probs)
+        resets = self.resets
+        n_resets = 0 if resets is None else resets.n_resets
+        dof = np.inf if resets is None or resets.dof is None else resets.dof
+        return np.r_[np.full(n_modes, np.inf), np.full(n_resets, dof)]
 
     def law_of_pairs(self) -> np.ndarray:
         """(K, K) integers: the law x_t follows when z_t-1 = i and z_t = j, an index into the laws
@@ -248,6 +265,8 @@ class Posterior:
     log_likelihoods: np.ndarray  # (T, K + R): E_q(x) log p(x_t | x_t-1) under each flow, then each reset
     transitions: np.ndarray  # (1 or T, K, K)
     elbos: np.ndarray  # (n_sequences,)
+    #: (T, R): E[s] of q(s) for Student-t resets (robust resets), else empty
+    scales: np.ndarray = dataclasses.field(default_factory=lambda: np.ones((0, 0)), kw_only=True)
 
     @property
     def elbo(self) -> float:
@@ -413,13 +432,16 @@ def update_modes(
     cross_covs: np.ndarray,
     laws: StepTerms | None = None,
     per_step: bool = False,
+    log_likelihoods: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """q(z) given q(x): forward-backward on the expected dynamics log-likelihoods (with resets,
-    on the chain whose evidence depends on the pair (z_t-1, z_t): :func:`pair_chain`). Returns
+    on the chain whose evidence depends on the pair (z_t-1, z_t): :func:`pair_chain`), or on
+    ``log_likelihoods`` (T, K + R) if given. Returns
     (log normaliser of each sequence, q(z_t), pair posteriors, log-likelihoods, transition
     matrices); the pair posteriors per step (T, K, K) with ``per_step`` or when the chain needs
     them, else summed (K, K)."""
-    log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs, laws)
+    if log_likelihoods is None:
+        log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs, laws)
     transitions = transition_matrices(params, seqs, means)
     if params.resets is not None:
         log_z, mode_probs, pairs = pair_chain(params, seqs, log_likelihoods, transitions, pair_hmm.forward_backward)[:3]
@@ -486,15 +508,51 @@ def sweep(
     posteriors per step with ``per_step``, see :func:`update_modes`).
 
     After the q(z) update, E_q(z) [sum_t L_t,z_t + log p(z)] + H[q(z)] equals the HMM's
-    log normaliser log Z, so each sequence's ELBO = its log Z + its state terms."""
+    log normaliser log Z, so each sequence's ELBO = its log Z + its state terms (with robust
+    resets, q(s) updated between q(x) and q(z), minus KL(q(s) || p(s)): :func:`update_scales`)."""
     laws = params.step_terms(seqs.n_steps)  # once per sweep: both updates read them
     weights = law_weights(params, mode_probs, None if previous is None else previous.pair_counts)
-    means, covs, cross_covs, log_dets = update_states(params, seqs, weights, previous, laws)
+    robust = params.resets is not None and params.resets.dof is not None
+    scales = previous.scales if robust and previous is not None and len(previous.scales) else None
+    means, covs, cross_covs, log_dets = update_states(params, seqs, scaled_weights(weights, scales), previous, laws)
+    log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs, laws)
+    elbos = state_terms(params, seqs, means, covs, log_dets)
+    if robust:
+        scales, log_likelihoods, divergences = update_scales(params, seqs, weights, log_likelihoods, laws)
+        elbos -= divergences
     log_z, mode_probs, pairs, log_likelihoods, transitions = update_modes(
-        params, seqs, means, covs, cross_covs, laws, per_step
+        params, seqs, means, covs, cross_covs, laws, per_step, log_likelihoods
     )
-    elbos = log_z + state_terms(params, seqs, means, covs, log_dets)
-    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbos)
+    posterior = Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, log_z + elbos)
+    return posterior if scales is None else replace(posterior, scales=scales)
+
+
+def scaled_weights(weights: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
+    """The laws' ``weights`` (T, K + R) with each reset's multiplied by E[s] of q(s) (``scales``
+    (T, R), robust resets; None: as they are): what q(x) and the resets' regressions read."""
+    if scales is None or not len(scales):
+        return weights
+    scaled = np.array(weights, dtype=float)
+    scaled[:, -scales.shape[1] :] *= scales
+    return scaled
+
+
+def update_scales(
+    params: SwitchingParameters, seqs: Sequences, weights: np.ndarray, log_likelihoods: np.ndarray, laws: StepTerms
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q(s) of robust resets given q(x) and the laws' ``weights`` under q(z) (T, K + R), from
+    the Gaussian ``log_likelihoods`` L_tl (T, K + R) under the scales Q_r: delta_tr = -2 L_tr - n log 2 pi
+    - log det Q_r. Returns E[s] (T, R), the evidence of q(z) with the resets' replaced by
+    L_tr + n/2 E[log s] - (E[s] - 1) delta_tr / 2, and the KL(q(s) || p(s)) of each sequence."""
+    n_modes, n, starts = len(params.chain.initial_probs), len(params.initial_mean), seqs.starts
+    used = np.array(weights[:, n_modes:], dtype=float)
+    used[starts] = 0.0  # no dynamics into a sequence's first step
+    distances = np.maximum(-2.0 * log_likelihoods[:, n_modes:] - n * LOG_2PI - laws.log_det[:, n_modes:], 0.0)
+    expected, expected_log, divergences = scale_posterior(used, distances, n, params.resets.dof)
+    evidence = np.array(log_likelihoods)
+    evidence[:, n_modes:] += n / 2 * expected_log - (expected - 1.0) * distances / 2
+    evidence[starts] = 0.0
+    return expected, evidence, np.add.reduceat(divergences.sum(axis=1), starts)
 
 
 def infer(

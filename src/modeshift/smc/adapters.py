@@ -14,6 +14,7 @@ from scipy.special import log_softmax
 
 from modeshift._kernels.gaussian import gaussian_log_density
 from modeshift.data import check_covariances
+from modeshift.emissions.reset import student_log_density, student_noise
 from modeshift.models.base import NotFittedError
 from modeshift.smc.model import StateSpaceModel
 from modeshift.transitions import draw_rows
@@ -115,7 +116,8 @@ class SwitchingLinear(StateSpaceModel):
     A step draws z_t from z_t-1 (and x_t-1, u_t if the model is recurrent), then x_t from the
     law of the pair (z_t-1, z_t): mode z_t's flow, or at a switch the model's reset of it
     (with ``resets``), x_t = A_l x_t-1 + B_l u_t + b_l + N(0, Q_l), l = ``laws``[z_t-1, z_t]
-    indexing the flows then the resets. Without resets every pair follows its destination's flow.
+    indexing the flows then the resets (Student-t noise of covariance Q_l for robust resets,
+    ``reset_dof``). Without resets every pair follows its destination's flow.
     """
 
     def __init__(self, model: SwitchingLDS, inputs: Any = None):
@@ -128,6 +130,7 @@ class SwitchingLinear(StateSpaceModel):
         #: (K, K) law of each pair (z_t-1, z_t), an index into A, B, b, Q (the flows, then the resets)
         self.laws = parameters.law_of_pairs()
         self.A, self.B, self.b, self.Q = parameters.dynamics_terms(resets=True)
+        self.dofs = parameters.law_dofs()  # inf: Gaussian noise
         self._noise_factors = np.linalg.cholesky(self.Q)
 
     def _u(self, t: int) -> np.ndarray:
@@ -162,7 +165,7 @@ class SwitchingLinear(StateSpaceModel):
     def sample_transition(self, previous: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
         modes = self.sample_modes(previous, t, rng)
         laws = self.pair_laws(previous, modes)
-        noise = np.einsum("pij,pj->pi", self._noise_factors[laws], rng.standard_normal((len(previous), self.n)))
+        noise = student_noise(self._noise_factors[laws], self.dofs[laws], rng)
         return np.column_stack([self._dynamics_mean(previous, laws, t) + noise, modes])
 
     def log_observation(self, states: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
@@ -183,6 +186,9 @@ class SwitchingLinear(StateSpaceModel):
         residuals = states[:, : self.n] - self._dynamics_mean(previous, laws, t)
         out = np.empty(len(states))
         for law in np.unique(laws):
-            rows = laws == law
-            out[rows] = _gaussian_log_density(residuals[rows], self.Q[law])
+            rows, dof = laws == law, self.dofs[law]
+            if np.isfinite(dof):  # a robust reset: Student-t, its scale Q (nu - 2) / nu
+                out[rows] = student_log_density(residuals[rows], self.Q[law] * (1.0 - 2.0 / dof), dof)
+            else:
+                out[rows] = _gaussian_log_density(residuals[rows], self.Q[law])
         return log_switch + out

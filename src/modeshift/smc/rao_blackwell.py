@@ -10,8 +10,10 @@ Chen & Liu 2000). Each step, after adaptive resampling, every particle
    when the model has ``resets``) and updates with y_t (missing entries allowed);
 3. is weighted by the Kalman predictive likelihood p(y_t | z_0..t, y_0..t-1).
 
-Only the modes are sampled, so the estimates vary less than those of a particle filter on
-(x_t, z_t). For a plain SLDS the likelihood estimate is unbiased. In a recurrent model the
+Only the modes are sampled (and, for robust resets with Student-t noise, the scale s of a
+switch's noise N(0, Q_r / s), s ~ Gamma(nu/2, nu/2), given which x_t is Gaussian again), so the
+estimates vary less than those of a particle filter on (x_t, z_t). For a plain SLDS the
+likelihood estimate is unbiased. In a recurrent model the
 switch depends on x_t-1, which given the path is N(m, P), not a point: plugging in the
 particle's mean m makes the filter an approximation there.
 
@@ -43,6 +45,7 @@ import numpy as np
 
 from modeshift._kernels import effective_sample_size
 from modeshift._kernels.batched_kalman import kalman_step_batch
+from modeshift.emissions.reset import student_scales
 from modeshift.models.slds import SwitchingLDS
 from modeshift.smc.adapters import SwitchingLinear
 from modeshift.smc.filters import as_observations, check_resampling, normalise, select_parents
@@ -100,6 +103,10 @@ def rao_blackwellised_filter(
     # every law x_t can follow (the flows, then the resets), indexed by switching.laws[z_t-1, z_t]
     A, Q = switching.A, switching.Q
     B = np.concatenate([switching.B, switching.b[:, :, None]], axis=2)
+    # robust resets (Student-t): a particle also draws the scale s of its reset, x_t | z, s Gaussian
+    finite = np.isfinite(switching.dofs)
+    robust = bool(finite.any())
+    scales = np.where(finite, 1.0 - 2.0 / np.where(finite, switching.dofs, 1.0), 1.0)[:, None, None]
     D = np.column_stack([model.feedthrough_matrix_, model.observation_offset_])
     R = np.asarray(model.observation_covariance_, dtype=float)
 
@@ -120,7 +127,12 @@ def rao_blackwellised_filter(
             previous = np.column_stack([means, modes])
             modes = switching.sample_modes(previous, t, rng)
         laws = switching.pair_laws(previous, modes) if t > 0 else modes  # unused at t = 0 (no prediction)
-        failed = kalman_step_batch(means, covs, laws, A, B, Q, C, D, R, y[t], u[t], t > 0, log_likelihoods)
+        if t > 0 and robust:  # each particle's own law: a Student-t reset's scale Q (nu - 2) / nu over its draw of s
+            shrink = scales[laws] / student_scales(switching.dofs[laws], rng)[:, None, None]
+            laws, step = np.arange(N), (A[laws], B[laws], Q[laws] * shrink)
+        else:
+            step = A, B, Q
+        failed = kalman_step_batch(means, covs, laws, *step, C, D, R, y[t], u[t], t > 0, log_likelihoods)
         if failed >= 0:
             raise ValueError(f"time step {t}: the innovation covariance of particle {failed} is not positive definite")
         weights, increments[t], log_weights = normalise(parent_log_weights + log_likelihoods, t)
