@@ -2,7 +2,7 @@
 
 Five parts, in one run (``--parts modes`` runs the first two, ``--parts forecasts``,
 ``--parts nonlinear`` and ``--parts ball`` one each; ball, the restitution from noisy heights,
-is :func:`noisy_ball_part`, some minutes):
+is :func:`noisy_ball_part` and :func:`relaunching_ball_part`, some minutes each):
 
 - modes: fit time and mode accuracy (``modeshift.metrics.mode_accuracy``: the fitted modes
   matched to the true ones by the Hungarian algorithm, from the first step with a full
@@ -343,6 +343,40 @@ def noisy_ball_part(seeds: int) -> list[str]:
     return [*table(header, rows), "", summary]
 
 
+def relaunching_ball_part(seeds: int) -> list[str]:
+    """The restitution on the default ``bouncing_ball`` (1,000 steps, 2 cm noise, e ~ U(0.7, 0.9)), whose
+    1-3 relaunches per run (a bounce too low is replaced by a launch to 0.5-2 m) are switches the
+    bounce's reset does not explain: ``SwitchingLDS(2, state_dim=2, resets="destination", n_restarts=2)``
+    with Gaussian resets and with robust ones (``reset_dof=3``, Student-t noise), read as in
+    :func:`noisy_ball_part` (:func:`bounce_gains`). Issue 18 asks for 0.8 within 5 %."""
+    rows, means = [], {}
+    for dof in (None, 3.0):
+        estimates = []
+        for seed in range(seeds):
+            sim = simulators.bouncing_ball(1000, random_state=seed)
+            start = time.perf_counter()
+            model = SwitchingLDS(2, state_dim=2, resets="destination", reset_dof=dof, n_iter=1500, n_restarts=2)
+            model.set_params(random_state=seed).fit(sim.observations)
+            elapsed = time.perf_counter() - start
+            paths = model.predict(sim.observations)
+            impact = int(np.flatnonzero(match_modes(sim.modes, paths) == 1)[0])
+            entered = np.flatnonzero((paths[1:] == impact) & (paths[:-1] != impact))
+            gains = bounce_gains(model, impact, model.smooth(sim.observations)[entered])
+            estimates.append(gains)
+            label = "Gaussian" if dof is None else f"Student-t, nu = {dof:g}"
+            accuracy = mode_accuracy(sim.modes, paths)
+            rows.append([label, str(seed), f"{elapsed:.1f}", f"{accuracy:.3f}", *(f"{e:.3f}" for e in gains)])
+            log(f"default ball, resets {label}, seed {seed}: e = {gains}")
+        means[label] = np.mean(estimates, axis=0)
+    header = ["resets", "seed", "fit time (s)", "mode accuracy", "e at the ground", "e over its impacts"]
+    summary = [
+        f"- {label}: mean e at the ground {ground:.3f} ({100 * (ground / RESTITUTION - 1):+.1f} %), "
+        f"over its impacts {over:.3f} ({100 * (over / RESTITUTION - 1):+.1f} %)"
+        for label, (ground, over) in means.items()
+    ]
+    return [*table(header, rows), "", *summary]
+
+
 def smape(truth: np.ndarray, forecast: np.ndarray) -> float:
     return float(100 * np.mean(2 * np.abs(truth - forecast) / (np.abs(truth) + np.abs(forecast) + 1e-12)))
 
@@ -537,6 +571,12 @@ def main() -> None:
             "",
         ]
         lines += noisy_ball_part(args.seeds)
+        lines += [
+            "",
+            "## Restitution on the default ball (relaunches included, 1,000 steps): Gaussian and robust resets",
+            "",
+        ]
+        lines += relaunching_ball_part(args.seeds)
     lines.append(f"\nTotal time {time.perf_counter() - start:.0f} s.")
     publish("\n".join(lines) + "\n", args.output)
 

@@ -460,29 +460,47 @@ def test_relaunches_pull_a_shared_reset_and_a_mode_of_their_own_frees_it():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="EM from the data learns what it learns from the true segmentation with the relaunches as impacts "
-    "(measured on the five seeds): it puts most impacts within a step (exactly 44, 35, 53, 53, 60 %; the true "
-    "laws also place about half exactly, the landing falling anywhere in its step) and the relaunches among "
-    "them, which pull the shared reset (test above): estimates 0.20, 0.29, 0.16, 0.50, 0.29, against 0.30, "
-    "0.32, 0.18, 1.03, 0.44 from the true segmentation. A 3-mode model from the data does not find the "
-    "relaunches (seed 0: one mode empty); splitting the fitted impact mode in two by its reset residuals "
-    "(2-means) finds every relaunch on 2 of 5 seeds and gives 0.69, 0.47, 0.48, 0.80, 0.70",
-)
-def test_bouncing_ball_restitution_within_5_percent():
-    """The restitution (mean 0.8) as the velocity gain of the switches in and out of the mode matched to the
-    impacts (:func:`_restitution`, the part of the resets the data determine), on the default ball over five
-    seeds (two restarts: the second starts at the change points of the heights, or at the beam search's
-    path if better): their mean within 5 % and each seed within 0.2 (the seeds' own bounces give 0.75-0.86)."""
+def test_gaussian_resets_learn_the_relaunches_with_the_bounces():
+    """Issue 18 on the default ball with Gaussian resets: EM from the data puts most impacts within a
+    step (exactly 44, 35, 53, 53, 60 %; the true laws also place about half exactly, the landing falling
+    anywhere in its step) and the relaunches among them, which pull the shared reset (test above):
+    read at the ground, 0.20, 0.29, 0.16, 0.50, 0.29, against 0.30, 0.32, 0.18, 1.03, 0.44 from the true
+    segmentation. (A 3-mode model from the data does not find the relaunches: seed 0, one mode empty.)"""
     estimates = []
     for seed in range(5):
         sim = bouncing_ball(1000, random_state=seed)
         model = SwitchingLDS(2, state_dim=2, resets="destination", n_iter=300, n_restarts=2, random_state=seed)
         model.fit(sim.observations)
         impact = np.flatnonzero(match_modes(sim.modes, model.predict(sim.observations)) == 1)
-        assert impact.size, f"seed {seed}: no mode matched to the impacts"
         estimates.append(_restitution(model, 1 - impact[0], impact[0]))
+    assert max(estimates) < 0.6, estimates
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+@pytest.mark.xfail(
+    strict=True,
+    reason="robust resets (Student-t, nu = 3) are not pulled by the relaunches (Gaussian ones read 0.16-0.50), "
+    "but EM from the data still reads the restitution 5.4 % low: over the impacts 0.677, 0.785, 0.771, 0.800, "
+    "0.752, mean 0.757 (at the ground 0.627, 0.755, 0.775, 0.780, 0.721), against 0.78 from the true "
+    "segmentation with the relaunches apart (test above; seed 0's 18 impacts give 0.64 even so)",
+)
+def test_bouncing_ball_restitution_within_5_percent():
+    """The restitution (mean 0.8) as the velocity gain of the switches in and out of the mode matched to the
+    impacts (:func:`_restitution` over the model's impacts, from q(x) the step before each: the slope that
+    reads e, where the reading at the ground is below it), on the default ball over five seeds, with robust
+    resets (``reset_dof=3``: a relaunch is an outlier of the bounce) and two restarts (the second starts at
+    the change points of the heights, or at the beam search's path if better): their mean within 5 % and
+    each seed within 0.2 (the seeds' own bounces give 0.75-0.86)."""
+    estimates = []
+    for seed in range(5):
+        sim = bouncing_ball(1000, random_state=seed)
+        model = SwitchingLDS(2, state_dim=2, resets="destination", reset_dof=3.0, n_iter=1500, n_restarts=2)
+        model.set_params(random_state=seed).fit(sim.observations)
+        paths = model.predict(sim.observations)
+        impact = int(np.flatnonzero(match_modes(sim.modes, paths) == 1)[0])
+        before = model._infer(model._sequences(sim.observations, None, None)).means[np.flatnonzero(paths == impact) - 1]
+        estimates.append(_restitution(model, 1 - impact, impact, before))
     assert np.mean(estimates) == pytest.approx(0.8, rel=0.05), estimates
     assert max(abs(e - 0.8) for e in estimates) < 0.2, estimates
 
