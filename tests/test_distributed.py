@@ -104,9 +104,12 @@ def test_fit_over_a_cluster_equals_the_fit_in_memory(client, kind, groups):
         _assert_same(here, _fit(copy.deepcopy(start), _by_groups(frame, groups), time_column="t", persist=False))
 
 
-def test_a_switching_lds_keeps_its_posteriors_on_the_workers_and_equals_the_fit_in_memory(client):
+@pytest.mark.parametrize("robust", [False, True])
+def test_a_switching_lds_keeps_its_posteriors_on_the_workers_and_equals_the_fit_in_memory(client, robust):
+    """(``robust``: with Student-t resets, whose q(s) is carried there too.)"""
     frame = _frame(8)
-    start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0), frame)
+    resets = {"resets": "destination", "reset_dof": 4.0} if robust else {}
+    start = _started(SwitchingLDS(2, state_dim=1, random_state=0, tol=0.0, **resets), frame)
     here = _fit(copy.deepcopy(start), frame, time_column="t")
     there = _fit(copy.deepcopy(start), _by_groups(frame, [[2, 0], [1, 3, 4], [5, 6, 7]]), time_column="t")
     _assert_same(here, there)  # each shard's q(x) q(z) carried from one sweep to the next, where it lies
