@@ -15,9 +15,9 @@ from modeshift.datasets import simulators
 from modeshift.features import Polynomial, RadialBasis
 
 
-def switching_oscillators(n_steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def switching_oscillators(n_steps: int, seed: int, **keywords: float) -> tuple[np.ndarray, np.ndarray]:
     """(position, velocity) and modes of the switching Van der Pol / Duffing oscillators."""
-    sim = simulators.switching_oscillators(n_steps, random_state=seed)
+    sim = simulators.switching_oscillators(n_steps, random_state=seed, **keywords)
     return sim.observations, sim.modes
 
 
@@ -105,17 +105,20 @@ def _held_out_errors(model, x: np.ndarray, origins: range) -> np.ndarray:
     return np.sqrt(np.mean(np.square(errors), axis=(1, 2)))
 
 
-LINEAR_MODELS = {  # linear flows: in the observations, or in a latent state of 2 or 4 dimensions
+LINEAR_MODELS = {  # linear flows: in the observations (1 or 2 lags), or in a latent state of 2 or 4 dimensions
     "ARHMM": lambda: ARHMM(n_states=2, random_state=0),
+    "ARHMM, order 2": lambda: ARHMM(n_states=2, order=2, random_state=0),
     "SwitchingLDS": lambda: SwitchingLDS(2, state_dim=2, random_state=0),
     "SwitchingLDS, state_dim=4": lambda: SwitchingLDS(2, state_dim=4, random_state=0),
 }
 
 
-def _error_ratios(seed: int, every: int, linear_models: tuple[str, ...] = ("ARHMM",)) -> dict[str, np.ndarray]:
+def _error_ratios(
+    seed: int, every: int, linear_models: tuple[str, ...] = ("ARHMM",), process_sd: float = 0.01
+) -> dict[str, np.ndarray]:
     """Held-out RMS error of each linear model over the nonlinear ARHMM's, 1 and 20 steps ahead, from
     an origin every ``every`` steps of the last third (all fit on the first two thirds)."""
-    x, _ = switching_oscillators(3000, seed)
+    x, _ = switching_oscillators(3000, seed, process_sd=process_sd)
     train, origins = x[:2000], range(2050, 2950, every)
     nonlinear = _held_out_errors(ARHMM(n_states=2, features="polynomial", random_state=0).fit(train), x, origins)
     return {name: _held_out_errors(LINEAR_MODELS[name]().fit(train), x, origins) / nonlinear for name in linear_models}
@@ -134,7 +137,7 @@ def test_nonlinear_flows_predict_better_on_every_seed(seed):
     # before one origin, which no filter can see yet, dominates the 20-step error: on seeds 1
     # and 2 even the true model (its exact filter and flows) is then only 1.4x better than the
     # linear ARHMM, and the fitted nonlinear ARHMM matches it (1.5x, 1.3x).
-    ratios = _error_ratios(seed, 10, tuple(LINEAR_MODELS))
+    ratios = _error_ratios(seed, 10, ("ARHMM", "SwitchingLDS", "SwitchingLDS, state_dim=4"))
     # The SwitchingLDS with the true state's dimension, forecast from its (Kim) filter, fails as
     # the linear ARHMM does (their errors agree to 3 digits: the state is observed without noise).
     assert min(ratios["ARHMM"]) >= 2.0 and min(ratios["SwitchingLDS"]) >= 2.0, ratios
@@ -142,6 +145,20 @@ def test_nonlinear_flows_predict_better_on_every_seed(seed):
     # extrapolation good for one step: then only the 20-step error is 2x lower (1-step: 1.4-1.7x).
     one_step, twenty_steps = ratios["SwitchingLDS, state_dim=4"]
     assert one_step >= 1.25 and twenty_steps >= 2.0, ratios
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*stopped at its cap")
+@pytest.mark.parametrize("seed", range(5))
+def test_with_little_process_noise_nonlinear_flows_predict_2x_better_than_every_linear_model(seed):
+    """Issue 18's 2x at both horizons against every linear model, those with a memory too, once the
+    process noise (sd 0.002 instead of 0.01) no longer masks what one step of the flows' curvature
+    adds: the 1-step error floor is the noise, which the nonlinear ARHMM reaches (0.0019-0.0026), and
+    a linear extrapolation's error of order dt^2 is then well above it. Measured (benchmarks/hybrid.py,
+    seeds 0-4): ratios 3.1-38 at 1 step, 2.2-12.6 at 20 steps, the smallest the linear ARHMM's at 20
+    steps on seed 0."""
+    ratios = _error_ratios(seed, 10, tuple(LINEAR_MODELS), process_sd=0.002)
+    assert min(min(pair) for pair in ratios.values()) >= 2.0, ratios
 
 
 def test_monte_carlo_forecast_agrees_with_the_exact_linear_moments():
