@@ -45,7 +45,15 @@ from modeshift.data import check_array, check_covariances
 from modeshift.dynamics import LinearDynamics
 from modeshift.statistics import Statistics
 
-__all__ = ["RESET_TIES", "Resets", "scale_posterior", "student_log_density", "student_noise", "student_scales"]
+__all__ = [
+    "RESET_TIES",
+    "Resets",
+    "scale_factors",
+    "scale_posterior",
+    "student_log_density",
+    "student_noise",
+    "student_scales",
+]
 
 RESET_TIES = ("destination", "pair")
 STAY_TOL = 1e-6  # a mode whose self-transition probability is below this is left at once (Resets.read_flows)
@@ -250,12 +258,17 @@ def student_noise(factors: np.ndarray, dofs: np.ndarray, rng: np.random.Generato
     """Draws (N, n) of noise whose covariance has the Cholesky ``factors`` (N, n, n), row i Student-t
     with ``dofs[i]`` > 2 degrees of freedom (Gaussian where infinite): L z sqrt((nu - 2) / (nu s))."""
     draws = np.einsum("tij,tj->ti", factors, rng.standard_normal(factors.shape[:2]))
+    if np.isinf(dofs).all():
+        return draws
+    return draws * np.sqrt(scale_factors(dofs) / student_scales(dofs, rng))[:, None]
+
+
+def scale_factors(dofs: np.ndarray | float) -> np.ndarray:
+    """(nu - 2) / nu for each of ``dofs`` (1 where nu is infinite): a Student-t's scale matrix over
+    its covariance."""
     dofs = np.asarray(dofs, dtype=float)
     finite = np.isfinite(dofs)
-    if not finite.any():
-        return draws
-    shrink = np.where(finite, 1.0 - 2.0 / np.where(finite, dofs, 1.0), 1.0)
-    return draws * np.sqrt(shrink / student_scales(dofs, rng))[:, None]
+    return np.where(finite, 1.0 - 2.0 / np.where(finite, dofs, 1.0), 1.0)
 
 
 def student_log_density(residuals: np.ndarray, scale: np.ndarray, dof: float) -> np.ndarray:

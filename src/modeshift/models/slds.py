@@ -1398,7 +1398,7 @@ def _simulated_moments(
     noise: np.ndarray,
     law_of_pairs: np.ndarray,
     rng: np.random.Generator,
-    dofs: np.ndarray | None = None,
+    dofs: np.ndarray,
     n_paths: int = FORECAST_PATHS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Monte Carlo moments of a switching linear system whose switches depend on the state,
@@ -1410,7 +1410,7 @@ def _simulated_moments(
     (N, K, K), then x_t = F_l x_t-1 + c_l + N(0, S_l) in the law l = ``law_of_pairs``[z_t-1, z_t]
     (mode z_t's flow, or a switch's reset), with ``matrices`` F and ``noise`` S ((L, n, n), or
     (h, L, n, n) when they vary by step) and ``offsets`` c ((L, n) or (h, L, n)); the noise of
-    law l Student-t with covariance S_l where ``dofs[l]`` (L,) is finite (robust resets).
+    law l Student-t with covariance S_l where ``dofs[l]`` (L,) is finite (robust resets), else Gaussian.
     The estimates are Rao-Blackwellised, which only lowers their variance: the mode probabilities
     are the mean over paths of the rows z_t is drawn from (p(z_t | z_t-1, x_t-1), exact given the
     path), not the share of paths in each mode; the moments of x_t are those of the paths'
@@ -1438,7 +1438,7 @@ def _simulated_moments(
         modes[t], means[t] = rows.mean(axis=0), moved.mean(axis=0)
         shares = np.bincount(law, minlength=n_laws) / n_paths
         covariances[t] = np.atleast_2d(np.cov(moved.T)) + np.einsum("l,lij->ij", shares, noise[t])
-        x, z = moved + student_noise(factors[t, law], np.full(n_paths, np.inf) if dofs is None else dofs[law], rng), new
+        x, z = moved + student_noise(factors[t, law], dofs[law], rng), new
     return modes, means, covariances
 
 

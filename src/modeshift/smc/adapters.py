@@ -14,7 +14,7 @@ from scipy.special import log_softmax
 
 from modeshift._kernels.gaussian import gaussian_log_density
 from modeshift.data import check_covariances
-from modeshift.emissions.reset import student_log_density, student_noise
+from modeshift.emissions.reset import scale_factors, student_log_density, student_noise
 from modeshift.models.base import NotFittedError
 from modeshift.smc.model import StateSpaceModel
 from modeshift.transitions import draw_rows
@@ -188,7 +188,7 @@ class SwitchingLinear(StateSpaceModel):
         for law in np.unique(laws):
             rows, dof = laws == law, self.dofs[law]
             if np.isfinite(dof):  # a robust reset: Student-t, its scale Q (nu - 2) / nu
-                out[rows] = student_log_density(residuals[rows], self.Q[law] * (1.0 - 2.0 / dof), dof)
+                out[rows] = student_log_density(residuals[rows], self.Q[law] * scale_factors(dof), dof)
             else:
                 out[rows] = _gaussian_log_density(residuals[rows], self.Q[law])
         return log_switch + out

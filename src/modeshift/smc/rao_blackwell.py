@@ -45,7 +45,7 @@ import numpy as np
 
 from modeshift._kernels import effective_sample_size
 from modeshift._kernels.batched_kalman import kalman_step_batch
-from modeshift.emissions.reset import student_scales
+from modeshift.emissions.reset import scale_factors, student_scales
 from modeshift.models.slds import SwitchingLDS
 from modeshift.smc.adapters import SwitchingLinear
 from modeshift.smc.filters import as_observations, check_resampling, normalise, select_parents
@@ -104,9 +104,8 @@ def rao_blackwellised_filter(
     A, Q = switching.A, switching.Q
     B = np.concatenate([switching.B, switching.b[:, :, None]], axis=2)
     # robust resets (Student-t): a particle also draws the scale s of its reset, x_t | z, s Gaussian
-    finite = np.isfinite(switching.dofs)
-    robust = bool(finite.any())
-    scales = np.where(finite, 1.0 - 2.0 / np.where(finite, switching.dofs, 1.0), 1.0)[:, None, None]
+    robust = bool(np.isfinite(switching.dofs).any())
+    scales = scale_factors(switching.dofs)[:, None, None]
     D = np.column_stack([model.feedthrough_matrix_, model.observation_offset_])
     R = np.asarray(model.observation_covariance_, dtype=float)
 
