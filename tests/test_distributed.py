@@ -76,6 +76,7 @@ def _assert_same(a, b):
 MODELS = {
     "hmm": lambda: HMM(2, covariance="full", random_state=0),
     "arhmm": lambda: ARHMM(2, order=1, random_state=0),
+    "arhmm-robust-resets": lambda: ARHMM(2, order=1, resets="destination", reset_dof=4.0, random_state=0),
     "lds": lambda: LinearGaussianSSM(state_dim=1, n_iter_polish=5),
 }
 

@@ -22,10 +22,11 @@ flows' noise would force the two to be alike.
 Robust resets (``dof`` = nu): the reset's noise is Student-t with scale Q_r, a Gaussian scale
 mixture N(0, Q_r / s), s ~ Gamma(nu / 2, nu / 2). A switch its reset does not explain (a ball
 relaunched instead of bounced) lies in the t's tails and pulls the regression little: EM weighs
-each switch by E[s] = (nu + w n) / (nu + w delta), delta its squared Mahalanobis residual and w
-its weight (Lange, Little & Taylor 1989). With a latent state this is a variational factor
-q(s) = Gamma(nu / 2 + w n / 2, nu / 2 + w delta / 2) for each step and reset
-(:func:`scale_posterior`). Keep nu > 2, so that the noise has a covariance, Q_r nu / (nu - 2).
+each switch in the regression's sums by E[s | y_t] = (nu + n) / (nu + delta), delta its squared
+Mahalanobis residual (Lange, Little & Taylor 1989; exact for an autoregression, inside the pair
+recursions). With a latent state this is a variational factor q(s) = Gamma(nu / 2 + w n / 2,
+nu / 2 + w delta / 2) for each step and reset, w the switch's weight (:func:`scale_posterior`).
+Keep nu > 2, so that the noise has a covariance, Q_r nu / (nu - 2).
 
 >>> import numpy as np
 >>> resets = Resets(3, "destination")
@@ -48,6 +49,7 @@ from modeshift.statistics import Statistics
 __all__ = [
     "RESET_TIES",
     "Resets",
+    "check_reset_dof",
     "scale_factors",
     "scale_posterior",
     "student_log_density",
@@ -154,13 +156,19 @@ class Resets:
         block.covariances = self.reset_covariances
         return block
 
-    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """What :mod:`~modeshift._kernels.pair_hmm` reads: weights [R_r, c_r] (R, D, m + 1), the
-        inverse Cholesky factors of Q_r, the Gaussian constants and the (K, K) reset index."""
+        inverse Cholesky factors of Q_r, the densities' constants (Gaussian, or Student-t's with
+        ``dof``), the (K, K) reset index and each reset's degrees of freedom (inf: Gaussian)."""
         factors = inverse_cholesky(self.reset_covariances)
         log_dets = -2.0 * np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1)
-        constants = -0.5 * (self.reset_covariances.shape[1] * LOG_2PI + log_dets)
-        return np.ascontiguousarray(self._block().weights), factors, constants, self.index
+        n, dofs = self.reset_covariances.shape[1], np.full(self.n_resets, np.inf if self.dof is None else self.dof)
+        if self.dof is None:
+            constants = -0.5 * (n * LOG_2PI + log_dets)
+        else:
+            nu = self.dof
+            constants = gammaln((nu + n) / 2) - gammaln(nu / 2) - n / 2 * np.log(nu * np.pi) - log_dets / 2
+        return np.ascontiguousarray(self._block().weights), factors, constants, self.index, dofs
 
     def statistics(self, outer: np.ndarray, counts: np.ndarray, n_responses: int) -> Statistics:
         """The regression's statistics from the kernel's weighted sums of [y, x] [y, x]^T."""
@@ -224,6 +232,12 @@ class Resets:
             for j in range(self.n_states)
             if i != j
         }
+
+
+def check_reset_dof(resets: str | None, reset_dof: float | None) -> None:
+    """A model's ``reset_dof`` is its resets' noise: a clear error without ``resets``."""
+    if reset_dof is not None and not resets:
+        raise ValueError(f"reset_dof={reset_dof!r} is the resets' noise: it needs resets='destination' or 'pair'")
 
 
 def scale_posterior(

@@ -15,13 +15,13 @@ from modeshift.dynamics import autoregressive_moments
 from modeshift.emissions import Autoregressive, Emission
 from modeshift.emissions.autoregressive import with_lags
 from modeshift.emissions.feature_autoregressive import FeatureAutoregressive, with_features
-from modeshift.emissions.reset import RESET_TIES, Resets
+from modeshift.emissions.reset import RESET_TIES, Resets, check_reset_dof
 from modeshift.features import Custom, FeatureMap, Polynomial, feature_map
 from modeshift.metrics import segments
 from modeshift.models.automaton import THRESHOLD_LEVELS, Automaton, Flow, state_grid, switch_guards
 from modeshift.models.base import Forecast, NotFittedError, check_future_inputs, mode_segments
 from modeshift.models.hmm import HMM, propagate_modes
-from modeshift.models.params import Boolean, Integer, Number, OneOf
+from modeshift.models.params import Boolean, Integer, Number, OneOf, either
 from modeshift.models.streaming import FilterState, PairRecursion, lagged_values
 from modeshift.statistics import Statistics
 from modeshift.transitions import draw_rows
@@ -73,6 +73,12 @@ class ARHMM(HMM):
         ``"pair"``: one per ordered pair of modes (K (K - 1)). Each has its own noise
         covariance. With ``recurrent``, guards and resets together: where the switch happens and
         what it does. Not with ``input_dim``. None (the default): no resets.
+    reset_dof : float > 2, optional
+        Robust resets: the resets' noise Student-t with this many degrees of freedom (scale
+        ``reset_covars_``), so that a switch its reset does not explain (a ball relaunched, not
+        bounced) pulls the regression little; EM stays exact, each switch weighted by its
+        expected precision (:mod:`modeshift.emissions.reset`; 3 to 5 is usual). None (the
+        default): Gaussian. Needs ``resets``.
     reg_covar, n_iter, tol, n_restarts, random_state, fixed, init,
     transition_concentration, stickiness, input_dim, input_slopes, transition_penalty, max_states,
     accelerate, warm_start, verbose, callback
@@ -115,6 +121,7 @@ class ARHMM(HMM):
         features: Any = None,
         recurrent: bool = False,
         resets: str | None = None,
+        reset_dof: float | None = None,
         n_iter: int = 1000,
         tol: float = 1e-7,
         n_restarts: int = 1,
@@ -143,6 +150,7 @@ class ARHMM(HMM):
         self.features = features
         self.recurrent = recurrent
         self.resets = resets
+        self.reset_dof = reset_dof
         self.n_iter = n_iter
         self.tol = tol
         self.n_restarts = n_restarts
@@ -173,7 +181,12 @@ class ARHMM(HMM):
         "ridge": Number(0),
         "recurrent": Boolean(),
         "resets": OneOf((None, *RESET_TIES)),
+        "reset_dof": either(Number(2, open_low=True), OneOf((None,))),
     }
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_reset_dof(self.resets, self.reset_dof)
 
     def _make_emission(self) -> Emission:
         options = (self.noise, self.shared_noise, self.ridge, self.reg_covar)
@@ -264,8 +277,9 @@ class ARHMM(HMM):
     def _reset_block(self) -> Resets:
         """The resets (with ``resets``), remade whenever the blocks are."""
         blocks, cached = self._blocks, self.__dict__.get("_resets_")
-        if cached is None or cached[0] is not blocks or cached[1].ties != self.resets:
-            options = (self.noise, self.shared_noise, self.ridge, self.reg_covar)
+        made_for = None if cached is None else (cached[0], cached[1].ties, cached[1].dof)
+        if made_for is None or made_for[0] is not blocks or made_for[1:] != (self.resets, self.reset_dof):
+            options = (self.noise, self.shared_noise, self.ridge, self.reg_covar, self.reset_dof)
             cached = (blocks, Resets(self._k, self.resets, *options))
             self.__dict__["_resets_"] = cached
         return cached[1]

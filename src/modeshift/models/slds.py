@@ -52,7 +52,7 @@ from modeshift.dynamics import (
     jump_linear_moments,
     observation_statistics,
 )
-from modeshift.emissions.reset import RESET_TIES, Resets, student_noise
+from modeshift.emissions.reset import RESET_TIES, Resets, check_reset_dof, student_noise
 from modeshift.models import em, selection, slds_starts, subspace
 from modeshift.models import slds_inference as inference
 from modeshift.models.arhmm import ARHMM, FORECAST_PATHS
@@ -354,10 +354,7 @@ class SwitchingLDS(Model, StreamingFilters):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if self.reset_dof is not None and not self.resets:
-            raise ValueError(
-                f"reset_dof={self.reset_dof!r} is the resets' noise: it needs resets='destination' or 'pair'"
-            )
+        check_reset_dof(self.resets, self.reset_dof)
 
     @property
     def monotone(self) -> bool:
