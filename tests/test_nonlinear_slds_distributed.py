@@ -61,10 +61,12 @@ def test_the_fit_over_a_cluster_equals_the_fit_in_memory(client):
         np.testing.assert_allclose(getattr(there, name), getattr(here, name), rtol=RTOL, atol=1e-12, err_msg=name)
 
 
-def test_a_fit_with_resets_over_a_cluster_equals_the_fit_in_memory(client):
+@pytest.mark.parametrize("dof", [None, 4.0])
+def test_a_fit_with_resets_over_a_cluster_equals_the_fit_in_memory(client, dof):
     """Resets "destination": each shard's switches into a mode weigh its reset's regression, summed
-    over the shards as in memory (4 short sequences, 2 iterations)."""
-    here, there = _here_and_there(_frame(4), [[3, 0], [1, 2]], 2, resets="destination")
+    over the shards as in memory (4 short sequences, 2 iterations); robust resets (``dof``) keep each
+    shard's q(s) in its posterior on the worker."""
+    here, there = _here_and_there(_frame(4), [[3, 0], [1, 2]], 2, resets="destination", reset_dof=dof)
     np.testing.assert_allclose(there.history_, here.history_, rtol=RTOL)
     assert here.reset_offsets_.shape == (2, 2)
     for name in here.parameter_names:

@@ -23,7 +23,7 @@ from modeshift.models.streaming import FilterState
 from modeshift.transitions import InputDriven, Stationary
 
 
-def _random_problem(rng, ties, lengths=(14, 11), n=2, p=3, K=2, m_u=1, recurrent=False):
+def _random_problem(rng, ties, lengths=(14, 11), n=2, p=3, K=2, m_u=1, recurrent=False, dof=None):
     """Random parameters of the nonlinear model with resets on a linear map (and recurrent guards),
     data with inputs, and a previous posterior's mode and pair probabilities; and the same model as a
     SwitchingLDS's parameters (guards w . phi(x) + v . u + r_ij read as w / scale . x + v . u + r_ij
@@ -46,7 +46,7 @@ def _random_problem(rng, ties, lengths=(14, 11), n=2, p=3, K=2, m_u=1, recurrent
     observation = LinearDynamics(1)
     observation.weights = rng.normal(size=(1, p, n + m_u + 1))
     observation.covariances = (0.3 * np.eye(p) + 0.05)[None]
-    resets = Resets(K, ties)
+    resets = Resets(K, ties, dof=dof)  # dof: robust resets, Student-t
     resets.reset_coefs = 0.5 * rng.normal(size=(resets.n_resets, n, n + m_u))
     resets.reset_intercepts = rng.normal(size=(resets.n_resets, n))
     resets.reset_covariances = np.stack([0.4 * np.eye(n) + 0.1 * r for r in range(resets.n_resets)])
@@ -65,17 +65,21 @@ def _random_problem(rng, ties, lengths=(14, 11), n=2, p=3, K=2, m_u=1, recurrent
     return params, linear, seqs, previous
 
 
-@pytest.mark.parametrize("ties,recurrent", [("pair", False), ("destination", False), ("pair", True)])
-def test_with_linear_features_a_laplace_sweep_with_resets_is_the_switching_lds_one(ties, recurrent):
+@pytest.mark.parametrize(
+    "ties,recurrent,dof",
+    [("pair", False, None), ("destination", False, None), ("pair", True, None), ("pair", False, 4.0)],
+)
+def test_with_linear_features_a_laplace_sweep_with_resets_is_the_switching_lds_one(ties, recurrent, dof):
     """phi(x) = (x - location) / scale makes every flow affine, so the Laplace q(x) is exact: from
     the same q(z) (mode and pair probabilities), one sweep gives the SwitchingLDS's q(x), q(z) and
     ELBO with the same resets, from any start of the mode search; with recurrent guards too (their
-    Newton expansion at the previous posterior's means)."""
+    Newton expansion at the previous posterior's means), and with robust resets (q(s) too)."""
     rng = np.random.default_rng(4)
-    params, linear, seqs, previous = _random_problem(rng, ties, recurrent=recurrent)
+    params, linear, seqs, previous = _random_problem(rng, ties, recurrent=recurrent, dof=dof)
     got = laplace.sweep(params, seqs, previous.mode_probs, rng.normal(size=previous.means.shape), previous=previous)
     want = slds_inference.sweep(linear, seqs, previous.mode_probs, previous)
-    for name in ("means", "covs", "cross_covs", "mode_probs", "pair_counts", "log_likelihoods"):
+    assert got.scales.shape == want.scales.shape == ((0, 0) if dof is None else (seqs.n_steps, 2))
+    for name in ("means", "covs", "cross_covs", "mode_probs", "pair_counts", "log_likelihoods", "scales"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-8, atol=1e-8, err_msg=name)
     assert got.elbo == pytest.approx(want.elbo, rel=1e-10)
 
@@ -112,7 +116,7 @@ def _reference(model):
     """The SwitchingLDS with the same law as a NonlinearSwitchingLDS on a linear map (W_k on
     (x - location) / scale read as A_k = W_k / scale, b_k - A_k location; the same resets)."""
     location, scale = model.feature_map_.location_, model.feature_map_.scale_
-    reference = modeshift.SwitchingLDS(2, state_dim=2, input_dim=1, resets=model.resets)
+    reference = modeshift.SwitchingLDS(2, state_dim=2, input_dim=1, resets=model.resets, reset_dof=model.reset_dof)
     A = model.flow_weights_ / scale
     reference.dynamics_matrices_, reference.dynamics_offsets_ = A, model.flow_offsets_ - A @ location
     reference.dynamics_input_matrices_ = model.flow_input_matrices_.copy()
@@ -138,12 +142,13 @@ def _driven_jumps(n_steps=240, seed=1):
     return y, u
 
 
-@pytest.mark.parametrize("ties", ["pair", "destination"])
-def test_with_linear_features_an_em_iteration_with_resets_is_the_switching_lds_one(ties):
+@pytest.mark.parametrize("ties,dof", [("pair", None), ("destination", None), ("destination", 4.0)])
+def test_with_linear_features_an_em_iteration_with_resets_is_the_switching_lds_one(ties, dof):
     """With inputs, a linear map and no ridge, one EM iteration from the same posterior (a sweep of
-    q(x), q(z), then the M-step) gives the SwitchingLDS's objective and its new parameters, resets included."""
+    q(x), q(z), then the M-step) gives the SwitchingLDS's objective and its new parameters, resets
+    included (robust ones too: each switch weighed by E[s] of q(s))."""
     y, u = _driven_jumps()
-    model = NonlinearSwitchingLDS(2, 2, Polynomial(1), input_dim=1, ridge=0.0, n_iter=0, resets=ties)
+    model = NonlinearSwitchingLDS(2, 2, Polynomial(1), input_dim=1, ridge=0.0, n_iter=0, resets=ties, reset_dof=dof)
     model.fit(y, inputs=u)
     reference = _reference(model)
     seqs = reference._sequences(y, None, u)
@@ -475,3 +480,34 @@ def test_auto_picks_the_two_modes_of_the_bouncing_ball(selection):
             warnings.simplefilter("ignore", modeshift.models.em.ConvergenceWarning)
             chosen.append(model.fit(sim.observations).n_states_)
     assert chosen.count(2) >= 4, chosen
+
+
+def test_with_linear_features_the_stream_with_robust_resets_is_the_switching_lds_stream():
+    """Kim's filter reads a robust reset's Student-t by its covariance Q_r nu / (nu - 2), in both models."""
+    y, u = _driven_jumps()
+    model = NonlinearSwitchingLDS(2, 2, Polynomial(1), input_dim=1, n_iter=0, resets="destination", reset_dof=3.0)
+    model.fit(y, inputs=u)
+    ours, theirs = list(model.filter_stream(y, u)), list(_reference(model).filter_stream(y, u))
+    for name in ("probabilities", "mean", "covariance"):
+        a, b = (np.array([getattr(out, name) for out in outs]) for outs in (ours, theirs))
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10, err_msg=name)
+    gaussian = _reference(model)
+    gaussian.reset_dof = None
+    assert not np.allclose([o.log_likelihood for o in ours], [o.log_likelihood for o in gaussian.filter_stream(y, u)])
+
+
+def test_with_linear_features_em_with_robust_resets_never_lowers_its_objective(tmp_path):
+    """Every step exact with a linear map (q(x), q(s), q(z), the M-step): the ELBO plus log prior
+    cannot fall; saved and loaded, the model keeps its Student-t; reset_dof needs resets."""
+    y, u = _driven_jumps()
+    model = NonlinearSwitchingLDS(2, 2, Polynomial(1), input_dim=1, resets="destination", reset_dof=4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", modeshift.models.em.ConvergenceWarning)
+        model.set_params(n_iter=8, tol=-np.inf, random_state=0).fit(y, inputs=u)
+    assert np.diff(model.history_).min() > -1e-8 * abs(model.history_[-1])
+    model.save(tmp_path / "m.msz")
+    back = modeshift.load(tmp_path / "m.msz")
+    assert back.reset_dof == 4.0
+    np.testing.assert_array_equal(back.predict(y, inputs=u), model.predict(y, inputs=u))
+    with pytest.raises(ValueError, match="reset_dof=4.0 is the resets' noise"):
+        NonlinearSwitchingLDS(2, reset_dof=4.0).fit(y)

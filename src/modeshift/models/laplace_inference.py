@@ -373,6 +373,7 @@ def find_mode(
     tol: float = 0.0,
     curvature: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     pairs: np.ndarray | None = None,
+    scales: np.ndarray | None = None,
 ) -> tuple[PathFeatures, np.ndarray, np.ndarray, np.ndarray, SwitchingParameters, StepTerms]:
     """The mode x* of :func:`log_joint` given q(z) (``mode_probs``, and with resets its pair
     posteriors ``pairs`` (T, K, K), taken as independent steps if None), by Gauss-Newton from
@@ -386,11 +387,13 @@ def find_mode(
     digits of f take most of the iterations, so EM passes a ``tol`` below its own (a few
     iterations per sweep from the last sweep's mode), and the default 0 runs to round-off.
     With recurrent switches, ``curvature`` (:func:`guard_curvature`) adds the transition term's
-    expansion to f. Each point's features are evaluated once (:class:`PathFeatures`), and the
+    expansion to f. Robust resets weigh each switch by E[s] of q(s) too (``scales`` (T, R),
+    :func:`~modeshift.models.slds_inference.scaled_weights`: the terms of f that depend on x).
+    Each point's features are evaluated once (:class:`PathFeatures`), and the
     plug-in switches only at x*, the one point whose q(z) reads them. Returns (the features along
     x*, whose ``path`` is the means, covs, cross_covs, log det J of each sequence, the model
     linearised at x* and its step terms)."""
-    weights = params.law_weights(mode_probs, pairs)
+    weights = slds_inference.scaled_weights(params.law_weights(mode_probs, pairs), scales)
     log_joint_at, noise = _log_joint(params, seqs, weights), _law_noise(params)
     base = params.switching()  # q(x) reads its observation model and initial law, and the dynamics from the laws
 
@@ -430,7 +433,9 @@ def sweep(
     to ``tol``; with a ``previous`` posterior, the laws weighted by its pair posteriors (with
     resets) and, with recurrent switches, the transition term expanded at its mode), then q(z)
     given q(x) with the flows linearised at the mode, then the (linearised) ELBO. A sweep from a
-    previous Laplace :class:`Posterior`'s mode (EM's) starts from the features it carries."""
+    previous Laplace :class:`Posterior`'s mode (EM's) starts from the features it carries. With
+    robust resets, q(s) is updated between q(x) and q(z) and the ELBO subtracts its KL, as in
+    :func:`modeshift.models.slds_inference.sweep` (the previous sweep's E[s] weighs the switches)."""
     here = previous is not None and np.array_equal(previous.means, start)  # EM's sweeps start at the last mode
     known = previous.feature_values if here and isinstance(previous, Posterior) else None
     at = PathFeatures(params, seqs, start, known)
@@ -438,13 +443,26 @@ def sweep(
     if params.recurrent and previous is not None:  # expanded at the last mode: from there (EM's sweeps), at's
         curvature = guard_curvature(params, seqs, previous, at if here else None)
     pairs = None if previous is None else previous.pair_counts
-    at, covs, cross_covs, log_dets, linear, laws = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs)
-    means = at.path
+    robust = params.resets is not None and params.resets.dof is not None
+    scales = previous.scales if robust and previous is not None and len(previous.scales) else None
+    found = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs, scales)
+    at, covs, cross_covs, log_dets, linear, laws = found
+    means, log_likelihoods = at.path, None
+    elbos = slds_inference.state_terms(linear, seqs, means, covs, log_dets)
+    if robust:
+        log_likelihoods = slds_inference.expected_log_likelihoods(linear, seqs, means, covs, cross_covs, laws)
+        weights = params.law_weights(mode_probs, pairs)
+        scales, log_likelihoods, divergences = slds_inference.update_scales(
+            linear, seqs, weights, log_likelihoods, laws
+        )
+        elbos -= divergences
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
-        linear, seqs, means, covs, cross_covs, laws
+        linear, seqs, means, covs, cross_covs, laws, False, log_likelihoods
     )
-    elbos = log_z + slds_inference.state_terms(linear, seqs, means, covs, log_dets)
-    return Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, elbos, at.value)
+    posterior = Posterior(
+        means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, log_z + elbos, at.value
+    )
+    return posterior if scales is None else replace(posterior, scales=scales)
 
 
 def infer(

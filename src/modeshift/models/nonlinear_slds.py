@@ -34,7 +34,8 @@ method that reads data, as for the :class:`~modeshift.models.slds.SwitchingLDS`,
 
 With ``resets`` ("destination" or "pair", as the SwitchingLDS's), a switch i -> j moves the state
 by an affine reset x_t = R_r x_t-1 + B_r u_t + r_r + N(0, Q_r) instead of mode j's flow, learned in
-the same Laplace EM (a reset is affine: q(x) weighs it by the switches into it, unlinearised).
+the same Laplace EM (a reset is affine: q(x) weighs it by the switches into it, unlinearised);
+``reset_dof`` makes its noise Student-t (robust resets, as the SwitchingLDS's).
 
 ``n_states="auto"`` chooses K by BIC (``selection="fits"``) or by pruning an over-complete fit
 (``selection="prune"``); ``filter_stream`` filters one observation at a time (Kim's filter with an
@@ -58,7 +59,7 @@ from modeshift import _kernels as kernels
 from modeshift._kernels import pair_hmm
 from modeshift.data import Sequences, as_sequences, check_array, check_covariances, check_probabilities
 from modeshift.dynamics import LinearDynamics, ensure_positive_definite, observation_statistics
-from modeshift.emissions.reset import RESET_TIES, Resets
+from modeshift.emissions.reset import RESET_TIES, Resets, check_reset_dof
 from modeshift.features import Custom, FeatureMap, feature_map
 from modeshift.models import em, selection, slds_inference, slds_starts
 from modeshift.models import laplace_inference as laplace
@@ -197,6 +198,11 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         one per mode entered (K), ``"pair"`` one per ordered pair of modes (K (K - 1)); None (the
         default): no resets. Pruning (``selection="prune"``) keeps the resets of the switches
         between the modes it keeps; the streaming filter takes each switch's reset.
+    reset_dof : float > 2, optional
+        Robust resets: the resets' noise Student-t with this many degrees of freedom (scale
+        Q_r), a factor q(s) per switch in the variational posterior, as the SwitchingLDS's
+        (:mod:`modeshift.emissions.reset`; 3 to 5 is usual). None (the default): Gaussian. Needs
+        ``resets``.
 
     Attributes
     ----------
@@ -260,6 +266,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         max_states: int = 6,
         selection: str = "fits",
         resets: str | None = None,
+        reset_dof: float | None = None,
     ):
         self.n_states = n_states
         self.state_dim = state_dim
@@ -280,6 +287,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         self.max_states = max_states
         self.selection = selection
         self.resets = resets
+        self.reset_dof = reset_dof
 
     _constraints = {
         "state_dim": Integer(1),
@@ -291,9 +299,14 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
         "reg_covar": Number(0),
         "selection": OneOf(("fits", "prune")),
         "resets": OneOf((None, *RESET_TIES)),
+        "reset_dof": either(Number(2, open_low=True), OneOf((None,))),
     }
     _file_arrays = {"feature_map_.*": "real?", **FIT_ARRAYS}
     _file_attributes = {**Model._file_attributes, "feature_map": "mapping", "n_states_": "count", "selection_": "table"}
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_reset_dof(self.resets, self.reset_dof)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -379,7 +392,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _reset_block(self, empty: bool = False) -> Resets:
         """The resets as a block: regressions of x_t on [x_t-1, u_t, 1], as the SwitchingLDS's
         (``empty``: without parameters, their index only)."""
-        block = Resets(self._k, self.resets, reg_covar=self.reg_covar)
+        block = Resets(self._k, self.resets, reg_covar=self.reg_covar, dof=self.reset_dof)
         if empty:
             return block
         R = np.asarray(self.reset_matrices_, dtype=float)
@@ -719,7 +732,7 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
             coefs, n = self._reset_block().reset_coefs, self.state_dim
             arrays.update({"A": coefs[:, :, :n], "B": coefs[:, :, n:], "b": self.reset_offsets_})
             arrays["laws"] = params.switching().law_of_pairs()
-            arrays["Q"] = slds_inference.law_stack(self.flow_covariances_, self.reset_covariances_)
+            arrays["Q"] = slds_inference.law_stack(self.flow_covariances_, self._reset_block().noise_covariances())
         arrays.update({"R": self.observation_covariance_, "m0": self.initial_state_mean_})
         arrays.update({"P0": self.initial_state_covariance_, "flow": flow})
         transitions = stream_switches(chain, self.feature_map_.transform)
@@ -1007,15 +1020,18 @@ class NonlinearSwitchingLDS(Model, StreamingFilters):
     def _statistics(self, seqs: Sequences, posterior: laplace.Posterior, params: laplace.FlowParameters) -> Statistics:
         """The expected sufficient statistics of the M-step under q(x) q(z): each flow's weighted by
         q(z_t = k), with ``resets`` by the stays xi_t(k, k), and each reset's, on the moments of
-        [x_t-1, u_t, 1], by the switches into it (``FlowParameters.law_weights``)."""
+        [x_t-1, u_t, 1], by the switches into it (``FlowParameters.law_weights``; robust resets: the
+        sums also by E[s] of q(s), not the counts)."""
         rows, starts, K = seqs.linked_rows, seqs.starts, self._k
         weights = params.law_weights(posterior.mode_probs, posterior.pair_counts)[rows]
+        scales = posterior.scales[rows] if len(posterior.scales) else None
 
         xx, xr, rr = laplace.flow_statistics(params.features, seqs, posterior, weights[:, :K])  # summed already
         flows = Statistics(yy=xx, yz=xr, zz=rr, count=weights[:, :K].sum(axis=0))
         resets = {}
         if self.resets:  # regressions on [x_t-1, u_t, 1], weighted by the switches into each law
-            yy, yz, zz = slds_inference.transition_sums(seqs, posterior, weights[:, K:])
+            scaled = slds_inference.scaled_weights(weights, scales)[:, K:]
+            yy, yz, zz = slds_inference.transition_sums(seqs, posterior, scaled)
             resets = {"resets": Statistics(yy=yy, yz=yz, zz=zz, count=weights[:, K:].sum(axis=0))}
         Y, means, covs = seqs.values, posterior.means, posterior.covs
         _, D = self._input_matrices()
