@@ -7,6 +7,8 @@ import itertools
 import numpy as np
 import pytest
 from scipy import stats
+from test_resets import _model as _gaussian_model
+from test_resets import _reset_of
 
 from modeshift import ARHMM, load
 
@@ -14,26 +16,10 @@ NU = 4.0
 
 
 def _model(rng, K=2, D=1, order=1, ties="pair", dof=NU):
-    model = ARHMM(n_states=K, order=order, resets=ties, reset_dof=dof)
-    model.startprob_ = rng.dirichlet(np.ones(K))
-    model.transmat_ = rng.dirichlet(np.ones(K), size=K)
-    model.coefs_ = 0.4 * rng.normal(size=(K, D, order * D))
-    model.intercepts_ = rng.normal(size=(K, D))
-    w = rng.normal(size=(K, D, D))
-    model.covars_ = w @ np.swapaxes(w, 1, 2) + 0.5 * np.eye(D)
-    R = K * (K - 1) if ties == "pair" else K
-    model.reset_coefs_ = rng.normal(size=(R, D, order * D))
-    model.reset_intercepts_ = rng.normal(size=(R, D))
-    w = rng.normal(size=(R, D, D))
-    model.reset_covars_ = 0.3 * (w @ np.swapaxes(w, 1, 2)) + 0.1 * np.eye(D)
+    """test_resets' random ARHMM with resets, its noise Student-t with ``dof`` (None: Gaussian)."""
+    model = _gaussian_model(rng, K, D, order, ties)
+    model.reset_dof = dof  # the same parameters, read as another law
     return model
-
-
-def _reset_of(model, i, j):
-    if model.resets == "destination":
-        return j
-    K = model.n_states
-    return [(a, b) for a in range(K) for b in range(K) if a != b].index((i, j))
 
 
 def _brute_force(model, y):

@@ -87,8 +87,6 @@ class Resets:
     ):
         if ties not in RESET_TIES:
             raise ValueError(f"resets must be one of {RESET_TIES}, got {ties!r}")
-        if dof is not None and not dof > 2:
-            raise ValueError(f"the resets' Student-t noise needs more than 2 degrees of freedom, got {dof!r}")
         self.n_states, self.ties, self.dof = n_states, ties, dof
         k = n_states
         self.index = np.full((k, k), -1, dtype=np.int64)
@@ -102,6 +100,18 @@ class Resets:
         self.reset_coefs: np.ndarray | None = None
         self.reset_intercepts: np.ndarray | None = None
         self.reset_covariances: np.ndarray | None = None
+
+    @property
+    def dof(self) -> float | None:
+        """nu of Student-t noise (None: Gaussian); a hyper-parameter, so it may change without the
+        parameters (the same scales Q_r then read as another law)."""
+        return self._dof
+
+    @dof.setter
+    def dof(self, value: float | None) -> None:
+        if value is not None and not value > 2:
+            raise ValueError(f"the resets' Student-t noise needs more than 2 degrees of freedom, got {value!r}")
+        self._dof = value
 
     @property
     def n_resets(self) -> int:

@@ -275,13 +275,14 @@ class ARHMM(HMM):
 
     @property
     def _reset_block(self) -> Resets:
-        """The resets (with ``resets``), remade whenever the blocks are."""
+        """The resets (with ``resets``), remade whenever the blocks are; their noise's ``reset_dof`` as
+        it is now (a change keeps the parameters)."""
         blocks, cached = self._blocks, self.__dict__.get("_resets_")
-        made_for = None if cached is None else (cached[0], cached[1].ties, cached[1].dof)
-        if made_for is None or made_for[0] is not blocks or made_for[1:] != (self.resets, self.reset_dof):
-            options = (self.noise, self.shared_noise, self.ridge, self.reg_covar, self.reset_dof)
+        if cached is None or cached[0] is not blocks or cached[1].ties != self.resets:
+            options = (self.noise, self.shared_noise, self.ridge, self.reg_covar)
             cached = (blocks, Resets(self._k, self.resets, *options))
             self.__dict__["_resets_"] = cached
+        cached[1].dof = self.reset_dof
         return cached[1]
 
     @property
