@@ -92,7 +92,7 @@ def test_kernel_with_time_varying_transitions_matches_brute_force():
     flow[0] = 0.0
     weights, sds = rng.normal(size=(K, 1, 2)), rng.uniform(0.5, 2.0, size=K)  # one reset per destination
     constants, index = -0.5 * np.log(2 * np.pi * sds**2), np.tile(np.arange(K), (K, 1))
-    resets = (weights, (1 / sds)[:, None, None], constants, index, np.full(K, np.inf))
+    resets = (weights, (1 / sds)[:, None, None], constants, index, None)
     initial, matrices = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=(T, K))
 
     def log_evidence(t, i, j):

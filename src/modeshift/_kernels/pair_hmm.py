@@ -32,7 +32,7 @@ Arguments shared by every function:
 - ``reset_weights`` (R, d, q), ``inverse_factors`` (R, d, d) = L_r^-1 with S_r = L_r L_r^T,
   ``constants`` (R,) = -(d log 2 pi + log det S_r) / 2 (for a Student-t: log Gamma((nu + d) / 2)
   - log Gamma(nu / 2) - d log(nu pi) / 2 - log det S_r / 2), ``reset_index`` (K, K): the reset of
-  each switch (the diagonal is not read), ``dofs`` (R,): each reset's nu (inf: Gaussian);
+  each switch (the diagonal is not read), ``dof``: the resets' nu (None: Gaussian, compiled apart);
 - ``offsets`` (n_sequences + 1,), ``initial_probs`` (K,), ``transition_matrices`` (1, K, K) for a
   stationary chain or (n_steps, K, K) for a time-varying one (entry t: p(z_t | z_t-1)), as in
   :mod:`modeshift._kernels.hmm`;
@@ -41,7 +41,7 @@ Arguments shared by every function:
 
 >>> import numpy as np
 >>> flow, values = np.zeros((3, 2)), np.column_stack([np.zeros(3), np.ones(3)])
->>> resets = (np.zeros((2, 1, 1)), np.ones((2, 1, 1)), np.zeros(2), np.array([[0, 1], [0, 1]]), np.full(2, np.inf))
+>>> resets = (np.zeros((2, 1, 1)), np.ones((2, 1, 1)), np.zeros(2), np.array([[0, 1], [0, 1]]), None)
 >>> A = np.array([[[0.9, 0.1], [0.1, 0.9]]])
 >>> log_lik, posteriors, _, _, _, _ = forward_backward(flow, values, 1, resets, np.array([0, 3]), np.full(2, 0.5), A)
 >>> bool(np.allclose(posteriors, 0.5)), float(log_lik[0])  # every density 1: no evidence either way
@@ -65,13 +65,16 @@ __all__ = [
     "viterbi",
 ]
 
-Resets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Resets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None]
 
 
 @kernel
-def _step_evidence(values, t, d, flow, weights, factors, constants, index, dofs, given, densities, residual, out):
+def _step_evidence(
+    values, t, d, flow, weights, factors, constants, index, dof, given, densities, precisions, residual, out
+):
     """log e_t(i, j) into ``out`` (K, K); the reset densities are ``given[t]`` when ``given`` has rows.
-    ``densities`` (2, R) gets each reset's log-density and E[s | y_t] (1 for a Gaussian one)."""
+    ``densities`` (R,) gets each reset's log-density, ``precisions`` (R,) each robust reset's
+    E[s | y_t] (a Gaussian reset's is left as it was: the callers allocate ones)."""
     n_states = flow.shape[1]
     width = values.shape[1]
     if values[t, width - 1] != 1.0:  # conditioned on: no evidence at all
@@ -79,9 +82,8 @@ def _step_evidence(values, t, d, flow, weights, factors, constants, index, dofs,
         return
     n_resets, _, q = weights.shape
     for r in range(n_resets):
-        densities[1, r] = 1.0
         if given.shape[0] > 0:
-            densities[0, r] = given[t, r]
+            densities[r] = given[t, r]
             continue
         for i in range(d):
             value = values[t, i]
@@ -94,26 +96,26 @@ def _step_evidence(values, t, d, flow, weights, factors, constants, index, dofs,
             for j in range(i + 1):
                 whitened += factors[r, i, j] * residual[j]
             squared += whitened * whitened
-        nu = dofs[r]
-        if np.isinf(nu):
-            densities[0, r] = constants[r] - 0.5 * squared
+        if dof is None:  # pruned when compiled for Gaussian resets
+            densities[r] = constants[r] - 0.5 * squared
         else:
-            densities[0, r] = constants[r] - 0.5 * (nu + d) * np.log1p(squared / nu)
-            densities[1, r] = (nu + d) / (nu + squared)
+            densities[r] = constants[r] - 0.5 * (dof + d) * np.log1p(squared / dof)
+            precisions[r] = (dof + d) / (dof + squared)
     for i in range(n_states):
         for j in range(n_states):
-            out[i, j] = flow[t, j] if i == j else densities[0, index[i, j]]
+            out[i, j] = flow[t, j] if i == j else densities[index[i, j]]
 
 
 def step_evidence(row: np.ndarray, d: int, flow: np.ndarray, resets: Resets) -> np.ndarray:
     """log e_t(i, j) (K, K) of one row [y_t, x_t] whose flows' log-likelihoods are ``flow`` (K,):
     one step of a streaming filter (zeros for a conditioned row, as in the batch recursions)."""
-    weights, factors, constants, index, dofs = resets
+    weights, factors, constants, index, dof = resets
     k = len(flow)
     out = np.empty((k, k))
     values, flows = np.ascontiguousarray(row, dtype=float)[None], np.ascontiguousarray(flow, dtype=float)[None]
-    given, densities = np.empty((0, len(weights))), np.empty((2, len(weights)))
-    _step_evidence(values, 0, d, flows, weights, factors, constants, index, dofs, given, densities, np.empty(d), out)
+    given, densities, precisions = np.empty((0, len(weights))), np.empty(len(weights)), np.ones(len(weights))
+    arrays = (weights, factors, constants, index, dof, given, densities, precisions, np.empty(d), out)
+    _step_evidence(values, 0, d, flows, *arrays)
     return out
 
 
@@ -123,11 +125,7 @@ def given_densities(reset_index: np.ndarray, n_steps: int) -> tuple[np.ndarray, 
     rows [1] (no responses, every step linked), empty regressions, the (K, K) ``reset_index``.
     A switching LDS's resets are such: their evidence is an expectation under q(x)."""
     n_resets = int(reset_index.max()) + 1
-    empty, gaussian = (
-        (np.zeros((n_resets, 0, 1)), np.zeros((n_resets, 0, 0)), np.zeros(n_resets)),
-        np.full(n_resets, np.inf),
-    )
-    resets = (*empty, reset_index, gaussian)
+    resets = (np.zeros((n_resets, 0, 1)), np.zeros((n_resets, 0, 0)), np.zeros(n_resets), reset_index, None)
     return np.ones((n_steps, 1)), 0, resets
 
 
@@ -165,7 +163,7 @@ def _forward(
     factors,
     constants,
     index,
-    dofs,
+    dof,
     given,
     offsets,
     initial,
@@ -178,7 +176,7 @@ def _forward(
     n_sequences = offsets.shape[0] - 1
     log_lik = np.zeros(n_sequences)
     evidence = np.empty((n_states, n_states))
-    densities, residual = np.empty((2, weights.shape[0])), np.empty(d)
+    densities, precisions, residual = np.empty(weights.shape[0]), np.ones(weights.shape[0]), np.empty(d)
     for s in range(n_sequences):
         total = 0.0
         for t in range(offsets[s], offsets[s + 1]):
@@ -188,7 +186,20 @@ def _forward(
                     filtered[t, j] = initial[j] * np.exp(flow[t, j] - shift)
             else:
                 _step_evidence(
-                    values, t, d, flow, weights, factors, constants, index, dofs, given, densities, residual, evidence
+                    values,
+                    t,
+                    d,
+                    flow,
+                    weights,
+                    factors,
+                    constants,
+                    index,
+                    dof,
+                    given,
+                    densities,
+                    precisions,
+                    residual,
+                    evidence,
                 )
                 matrix = matrices[t if matrices.shape[0] > 1 else 0]
                 shift = _shift(filtered[t - 1], matrix, evidence)
@@ -213,14 +224,14 @@ def _forward(
 
 @kernel
 def _backward(
-    flow, values, d, weights, factors, constants, index, dofs, given, offsets, matrices, filtered, shifts, scales, out
+    flow, values, d, weights, factors, constants, index, dof, given, offsets, matrices, filtered, shifts, scales, out
 ):
     posteriors, stay, pairs = out
     n_states, width = flow.shape[1], values.shape[1]
     n_resets = weights.shape[0]
     outer, counts = np.zeros((n_resets, width, width)), np.zeros(n_resets)
     evidence = np.empty((n_states, n_states))
-    densities, residual = np.empty((2, n_resets)), np.empty(d)
+    densities, precisions, residual = np.empty(n_resets), np.ones(n_resets), np.empty(d)
     beta, previous, reset_weight = np.empty(n_states), np.empty(n_states), np.empty(n_resets)
     for s in range(offsets.shape[0] - 1):
         first, last = offsets[s], offsets[s + 1] - 1
@@ -232,7 +243,20 @@ def _backward(
         posteriors[last] = filtered[last]
         for t in range(last, first, -1):
             _step_evidence(
-                values, t, d, flow, weights, factors, constants, index, dofs, given, densities, residual, evidence
+                values,
+                t,
+                d,
+                flow,
+                weights,
+                factors,
+                constants,
+                index,
+                dof,
+                given,
+                densities,
+                precisions,
+                residual,
+                evidence,
             )
             previous[:] = 0.0
             reset_weight[:] = 0.0
@@ -254,7 +278,7 @@ def _backward(
                 for r in range(n_resets):
                     w = reset_weight[r]
                     counts[r] += w
-                    w *= densities[1, r]  # E[s | y_t]: 1 for a Gaussian reset
+                    w *= precisions[r]  # E[s | y_t]: 1 for a Gaussian reset
                     for a in range(width):
                         wa = w * values[t, a]
                         for b in range(a + 1):
@@ -271,15 +295,13 @@ def _backward(
 
 
 @kernel
-def _viterbi(
-    flow, values, d, weights, factors, constants, index, dofs, given, offsets, log_initial, log_matrices, path
-):
+def _viterbi(flow, values, d, weights, factors, constants, index, dof, given, offsets, log_initial, log_matrices, path):
     n_steps, n_states = flow.shape
     n_sequences = offsets.shape[0] - 1
     log_prob = np.empty(n_sequences)
     pointers = np.zeros((n_steps, n_states), dtype=np.int64)
     evidence = np.empty((n_states, n_states))
-    densities, residual = np.empty((2, weights.shape[0])), np.empty(d)
+    densities, precisions, residual = np.empty(weights.shape[0]), np.ones(weights.shape[0]), np.empty(d)
     score, updated = np.empty(n_states), np.empty(n_states)
     for s in range(n_sequences):
         first, last = offsets[s], offsets[s + 1] - 1
@@ -287,7 +309,20 @@ def _viterbi(
             score[j] = log_initial[j] + flow[first, j]
         for t in range(first + 1, last + 1):
             _step_evidence(
-                values, t, d, flow, weights, factors, constants, index, dofs, given, densities, residual, evidence
+                values,
+                t,
+                d,
+                flow,
+                weights,
+                factors,
+                constants,
+                index,
+                dof,
+                given,
+                densities,
+                precisions,
+                residual,
+                evidence,
             )
             log_matrix = log_matrices[t if log_matrices.shape[0] > 1 else 0]
             for j in range(n_states):
@@ -309,17 +344,31 @@ def _viterbi(
 
 @kernel
 def _sample_paths(
-    flow, values, d, weights, factors, constants, index, dofs, given, offsets, matrices, filtered, uniforms, path
+    flow, values, d, weights, factors, constants, index, dof, given, offsets, matrices, filtered, uniforms, path
 ):
     n_states = flow.shape[1]
     evidence = np.empty((n_states, n_states))
-    densities, residual, probabilities = np.empty((2, weights.shape[0])), np.empty(d), np.empty(n_states)
+    densities, precisions, residual = np.empty(weights.shape[0]), np.ones(weights.shape[0]), np.empty(d)
+    probabilities = np.empty(n_states)
     for s in range(offsets.shape[0] - 1):
         first, last = offsets[s], offsets[s + 1] - 1
         path[last] = draw(filtered[last], uniforms[last])
         for t in range(last, first, -1):  # z_t-1 | z_t = j, y_0..t-1 ~ alpha_t-1(i) A_ij e_t(i, j)
             _step_evidence(
-                values, t, d, flow, weights, factors, constants, index, dofs, given, densities, residual, evidence
+                values,
+                t,
+                d,
+                flow,
+                weights,
+                factors,
+                constants,
+                index,
+                dof,
+                given,
+                densities,
+                precisions,
+                residual,
+                evidence,
             )
             j, matrix = path[t], matrices[t if matrices.shape[0] > 1 else 0]
             shift = _shift(filtered[t - 1], matrix[:, j : j + 1], evidence[:, j : j + 1])

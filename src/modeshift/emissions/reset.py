@@ -166,19 +166,19 @@ class Resets:
         block.covariances = self.reset_covariances
         return block
 
-    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None]:
         """What :mod:`~modeshift._kernels.pair_hmm` reads: weights [R_r, c_r] (R, D, m + 1), the
         inverse Cholesky factors of Q_r, the densities' constants (Gaussian, or Student-t's with
-        ``dof``), the (K, K) reset index and each reset's degrees of freedom (inf: Gaussian)."""
+        ``dof``), the (K, K) reset index and the degrees of freedom (None: Gaussian)."""
         factors = inverse_cholesky(self.reset_covariances)
         log_dets = -2.0 * np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1)
-        n, dofs = self.reset_covariances.shape[1], np.full(self.n_resets, np.inf if self.dof is None else self.dof)
-        if self.dof is None:
+        n, nu = self.reset_covariances.shape[1], self.dof
+        if nu is None:
             constants = -0.5 * (n * LOG_2PI + log_dets)
         else:
-            nu = self.dof
+            nu = float(nu)
             constants = gammaln((nu + n) / 2) - gammaln(nu / 2) - n / 2 * np.log(nu * np.pi) - log_dets / 2
-        return np.ascontiguousarray(self._block().weights), factors, constants, self.index, dofs
+        return np.ascontiguousarray(self._block().weights), factors, constants, self.index, nu
 
     def statistics(self, outer: np.ndarray, counts: np.ndarray, n_responses: int) -> Statistics:
         """The regression's statistics from the kernel's weighted sums of [y, x] [y, x]^T."""
