@@ -190,3 +190,10 @@ def test_a_mode_collapsing_onto_a_stuck_sensor_is_an_error_with_reg_covar_zero(s
     with pytest.raises(ValueError, match=r"mode \d.*(collapsed|not finite).*reg_covar"):
         ARHMM(2, reg_covar=0.0, random_state=0, n_iter=20).fit(y)
     ARHMM(2, random_state=0, n_iter=20).fit(y)  # the default reg_covar fits
+
+
+def test_an_unfitted_arhmm_names_itself():
+    from modeshift.models.base import NotFittedError
+
+    with pytest.raises(NotFittedError, match="this ARHMM has no startprob_"):
+        ARHMM(2).score(np.zeros((5, 1)))

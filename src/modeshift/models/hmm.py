@@ -300,7 +300,8 @@ class HMM(Model, StreamingFilters):
     def _check_fitted(self) -> None:
         missing = [name for name, (block, attr) in self._parameter_homes.items() if getattr(block, attr) is None]
         if missing:
-            raise NotFittedError(f"this HMM has no {', '.join(missing)}: call fit, or set them by hand")
+            names = ", ".join(missing)
+            raise NotFittedError(f"this {type(self).__name__} has no {names}: call fit, or set them by hand")
 
     def _fixed_by_block(self) -> frozenset[str]:
         homes = self._parameter_homes
