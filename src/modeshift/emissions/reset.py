@@ -52,6 +52,7 @@ __all__ = [
     "check_reset_dof",
     "scale_factors",
     "scale_posterior",
+    "student_constant",
     "student_log_density",
     "student_noise",
     "student_scales",
@@ -177,7 +178,7 @@ class Resets:
             constants = -0.5 * (n * LOG_2PI + log_dets)
         else:
             nu = float(nu)
-            constants = gammaln((nu + n) / 2) - gammaln(nu / 2) - n / 2 * np.log(nu * np.pi) - log_dets / 2
+            constants = student_constant(nu, n, log_dets)
         return np.ascontiguousarray(self._block().weights), factors, constants, self.index, nu
 
     def statistics(self, outer: np.ndarray, counts: np.ndarray, n_responses: int) -> Statistics:
@@ -303,5 +304,11 @@ def student_log_density(residuals: np.ndarray, scale: np.ndarray, dof: float) ->
     whitened = np.linalg.solve(factor, residuals.T)
     distances = np.einsum("ij,ij->j", whitened, whitened)
     log_det = 2.0 * np.log(np.diag(factor)).sum()
-    constant = gammaln((dof + n) / 2) - gammaln(dof / 2) - n / 2 * np.log(dof * np.pi) - log_det / 2
-    return constant - (dof + n) / 2 * np.log1p(distances / dof)
+    return student_constant(dof, n, log_det) - (dof + n) / 2 * np.log1p(distances / dof)
+
+
+def student_constant(dof: float, n: int, log_dets: np.ndarray | float) -> np.ndarray | float:
+    """The normalising constant of an n-variate Student-t with ``dof`` = nu degrees of freedom and
+    scale matrices S of log-determinants ``log_dets``:
+    log Gamma((nu + n)/2) - log Gamma(nu/2) - n/2 log(nu pi) - log det S / 2."""
+    return gammaln((dof + n) / 2) - gammaln(dof / 2) - n / 2 * np.log(dof * np.pi) - np.asarray(log_dets) / 2

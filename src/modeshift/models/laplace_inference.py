@@ -443,18 +443,14 @@ def sweep(
     if params.recurrent and previous is not None:  # expanded at the last mode: from there (EM's sweeps), at's
         curvature = guard_curvature(params, seqs, previous, at if here else None)
     pairs = None if previous is None else previous.pair_counts
-    robust = params.resets is not None and params.resets.dof is not None
-    scales = previous.scales if robust and previous is not None and len(previous.scales) else None
+    scales = slds_inference.carried_scales(params, previous)
     found = find_mode(params, seqs, mode_probs, at, tol, curvature, pairs, scales)
     at, covs, cross_covs, log_dets, linear, laws = found
     means, log_likelihoods = at.path, None
     elbos = slds_inference.state_terms(linear, seqs, means, covs, log_dets)
-    if robust:
-        log_likelihoods = slds_inference.expected_log_likelihoods(linear, seqs, means, covs, cross_covs, laws)
-        weights = params.law_weights(mode_probs, pairs)
-        scales, log_likelihoods, divergences = slds_inference.update_scales(
-            linear, seqs, weights, log_likelihoods, laws
-        )
+    if slds_inference.robust(params):
+        weights, moments = params.law_weights(mode_probs, pairs), (means, covs, cross_covs)
+        scales, log_likelihoods, divergences = slds_inference.update_scales(linear, seqs, weights, moments, laws)
         elbos -= divergences
     log_z, mode_probs, pairs, log_likelihoods, transitions = slds_inference.update_modes(
         linear, seqs, means, covs, cross_covs, laws, False, log_likelihoods

@@ -70,7 +70,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -512,19 +512,28 @@ def sweep(
     resets, q(s) updated between q(x) and q(z), minus KL(q(s) || p(s)): :func:`update_scales`)."""
     laws = params.step_terms(seqs.n_steps)  # once per sweep: both updates read them
     weights = law_weights(params, mode_probs, None if previous is None else previous.pair_counts)
-    robust = params.resets is not None and params.resets.dof is not None
-    scales = previous.scales if robust and previous is not None and len(previous.scales) else None
+    scales = carried_scales(params, previous)
     means, covs, cross_covs, log_dets = update_states(params, seqs, scaled_weights(weights, scales), previous, laws)
-    log_likelihoods = expected_log_likelihoods(params, seqs, means, covs, cross_covs, laws)
-    elbos = state_terms(params, seqs, means, covs, log_dets)
-    if robust:
-        scales, log_likelihoods, divergences = update_scales(params, seqs, weights, log_likelihoods, laws)
+    elbos, log_likelihoods = state_terms(params, seqs, means, covs, log_dets), None
+    if robust(params):
+        scales, log_likelihoods, divergences = update_scales(params, seqs, weights, (means, covs, cross_covs), laws)
         elbos -= divergences
     log_z, mode_probs, pairs, log_likelihoods, transitions = update_modes(
         params, seqs, means, covs, cross_covs, laws, per_step, log_likelihoods
     )
     posterior = Posterior(means, covs, cross_covs, mode_probs, pairs, log_likelihoods, transitions, log_z + elbos)
     return posterior if scales is None else replace(posterior, scales=scales)
+
+
+def robust(params: Any) -> bool:
+    """Whether the model's resets (``params.resets``) have Student-t noise: a q(s) in every sweep."""
+    return params.resets is not None and params.resets.dof is not None
+
+
+def carried_scales(params: Any, previous: Posterior | None) -> np.ndarray | None:
+    """E[s] of the ``previous`` sweep's q(s) (T, R), which weighs the switches of the next q(x);
+    None without robust resets or before the first sweep."""
+    return previous.scales if robust(params) and previous is not None and len(previous.scales) else None
 
 
 def scaled_weights(weights: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
@@ -538,12 +547,18 @@ def scaled_weights(weights: np.ndarray, scales: np.ndarray | None) -> np.ndarray
 
 
 def update_scales(
-    params: SwitchingParameters, seqs: Sequences, weights: np.ndarray, log_likelihoods: np.ndarray, laws: StepTerms
+    params: SwitchingParameters,
+    seqs: Sequences,
+    weights: np.ndarray,
+    moments: tuple[np.ndarray, np.ndarray, np.ndarray],
+    laws: StepTerms,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q(s) of robust resets given q(x) and the laws' ``weights`` under q(z) (T, K + R), from
-    the Gaussian ``log_likelihoods`` L_tl (T, K + R) under the scales Q_r: delta_tr = -2 L_tr - n log 2 pi
-    - log det Q_r. Returns E[s] (T, R), the evidence of q(z) with the resets' replaced by
-    L_tr + n/2 E[log s] - (E[s] - 1) delta_tr / 2, and the KL(q(s) || p(s)) of each sequence."""
+    """q(s) of robust resets given q(x) (its ``moments``: means, covs, cross_covs) and the laws'
+    ``weights`` under q(z) (T, K + R), from the Gaussian expected log-likelihoods L_tl (T, K + R)
+    under the scales Q_r: delta_tr = -2 L_tr - n log 2 pi - log det Q_r. Returns E[s] (T, R), the
+    evidence of q(z) with the resets' replaced by L_tr + n/2 E[log s] - (E[s] - 1) delta_tr / 2,
+    and the KL(q(s) || p(s)) of each sequence."""
+    log_likelihoods = expected_log_likelihoods(params, seqs, *moments, laws)
     n_modes, n, starts = len(params.chain.initial_probs), len(params.initial_mean), seqs.starts
     used = np.array(weights[:, n_modes:], dtype=float)
     used[starts] = 0.0  # no dynamics into a sequence's first step
